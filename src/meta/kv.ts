@@ -1,0 +1,177 @@
+/**
+ * MetaKV: the one interface to metadata storage, with etcd v3 semantics (DESIGN.md section 3).
+ *
+ * Keys and values are bytes; keys order by unsigned byte comparison. Every successful write
+ * transaction advances the store's revision by exactly one, and all keys it writes get that
+ * revision as `modRevision`. A read-only transaction does not advance the revision. Backends:
+ * embedded (this node, durable), curp (replicated), etcd. One conformance suite runs against all.
+ * @module
+ */
+
+/** One stored key, as etcd's mvccpb.KeyValue. */
+export interface KeyValue {
+  key: Uint8Array;
+  value: Uint8Array;
+  /** Revision of the transaction that created the key (since its last deletion). */
+  createRevision: number;
+  /** Revision of the last transaction that wrote the key. */
+  modRevision: number;
+  /** Number of writes since creation: 1 after the first put. */
+  version: number;
+  /** Lease id the key is attached to, 0 for none. */
+  lease: number;
+}
+
+/** Select one key, or the range [key, rangeEnd) when rangeEnd is given. */
+export interface KeyRange {
+  key: Uint8Array;
+  /** Exclusive end; `prefixEnd(key)` selects every key with `key` as prefix. */
+  rangeEnd?: Uint8Array;
+}
+
+export interface RangeRequest extends KeyRange {
+  /** At most this many keys, 0 or absent for no limit; `more` tells if some were left out. */
+  limit?: number;
+  /** Leave `value` empty in the results. Default false. */
+  keysOnly?: boolean;
+  /** Only count; `kvs` is empty. Default false. */
+  countOnly?: boolean;
+}
+
+export interface RangeResponse {
+  kvs: KeyValue[];
+  more: boolean;
+  count: number;
+  /** Store revision when the read was served. */
+  revision: number;
+}
+
+export interface PutRequest {
+  key: Uint8Array;
+  value: Uint8Array;
+  /** Attach to this lease (must exist), 0 or absent for none. */
+  lease?: number;
+  /** Return the previous key-value in the response. Default false. */
+  prevKv?: boolean;
+}
+
+export interface PutResponse {
+  prevKv?: KeyValue;
+}
+
+export interface DeleteRangeRequest extends KeyRange {
+  /** Return the deleted key-values. Default false. */
+  prevKv?: boolean;
+}
+
+export interface DeleteRangeResponse {
+  deleted: number;
+  prevKvs: KeyValue[];
+}
+
+/** A condition of a transaction, as etcd's Compare. A missing key has version, createRevision,
+ * modRevision and lease 0; its value compares as absent (every value comparison is false). */
+export type Compare =
+  & { key: Uint8Array; result: "==" | "!=" | "<" | ">" }
+  & (
+    | { target: "version" | "createRevision" | "modRevision" | "lease"; value: number }
+    | { target: "value"; value: Uint8Array }
+  );
+
+export type RequestOp =
+  | { range: RangeRequest }
+  | { put: PutRequest }
+  | { deleteRange: DeleteRangeRequest };
+
+export type ResponseOp =
+  | { range: RangeResponse }
+  | { put: PutResponse }
+  | { deleteRange: DeleteRangeResponse };
+
+export interface TxnRequest {
+  compare?: Compare[];
+  success?: RequestOp[];
+  failure?: RequestOp[];
+}
+
+export interface TxnResponse {
+  succeeded: boolean;
+  /** Revision after the transaction: its own revision if it wrote anything. */
+  revision: number;
+  responses: ResponseOp[];
+}
+
+export type WatchEventType = "put" | "delete";
+
+export interface WatchEvent {
+  type: WatchEventType;
+  /** For a delete: key with value empty and modRevision = the deleting revision. */
+  kv: KeyValue;
+  prevKv?: KeyValue;
+}
+
+export interface WatchOptions {
+  rangeEnd?: Uint8Array;
+  /** Deliver every event with revision >= startRevision (history permitting), then live ones.
+   * Absent: only events after the watch is created. */
+  startRevision?: number;
+  /** Include prevKv in events. Default false. */
+  prevKv?: boolean;
+}
+
+export interface Watcher {
+  /** Stop delivery; events not yet delivered are dropped. */
+  cancel(): void;
+}
+
+/** Thrown by watch when startRevision is older than the compacted history. */
+export class CompactedError extends Error {
+  constructor(readonly compactRevision: number) {
+    super(`Requested revision is compacted; oldest available is ${compactRevision}`);
+    this.name = "CompactedError";
+  }
+}
+
+export interface LeaseGrantResponse {
+  id: number;
+  ttlSeconds: number;
+}
+
+/** The metadata store. Every method may reject with an Error (EIO at the edges). */
+export interface MetaKV {
+  range(request: RangeRequest): Promise<RangeResponse>;
+  put(request: PutRequest): Promise<PutResponse & { revision: number }>;
+  deleteRange(request: DeleteRangeRequest): Promise<DeleteRangeResponse & { revision: number }>;
+  /** Atomically: if every compare holds run `success`, else `failure`. */
+  txn(request: TxnRequest): Promise<TxnResponse>;
+  /** Events for keys in the range, in revision order, each revision's events together. */
+  watch(
+    range: KeyRange,
+    options: Omit<WatchOptions, "rangeEnd">,
+    onEvents: (events: WatchEvent[], revision: number) => void,
+  ): Watcher;
+  /** Grant a lease; keys attached to it are deleted when it expires or is revoked. */
+  leaseGrant(ttlSeconds: number): Promise<LeaseGrantResponse>;
+  leaseRevoke(id: number): Promise<void>;
+  /** Renew the lease; rejects if it no longer exists. Returns the TTL granted. */
+  leaseKeepAlive(id: number): Promise<number>;
+  /** Drop history older than `revision` (watchers can no longer start before it). */
+  compact(revision: number): Promise<void>;
+  /** Resolve once every transaction acknowledged so far is durable (survives power loss). */
+  sync(): Promise<void>;
+  /** Current revision. */
+  revision(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** The smallest key greater than every key that starts with `prefix` (etcd's prefix end). */
+export function prefixEnd(prefix: Uint8Array): Uint8Array {
+  const end = prefix.slice();
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i] < 0xff) {
+      end[i]++;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return new Uint8Array([0]); // every key: etcd's "\0" rangeEnd means "to the end"
+}
