@@ -5,3 +5,11 @@
  * @module
  */
 export type { IoEngine, StatxResult } from "./types.ts";
+
+import type { IoEngine } from "./types.ts";
+import { createPortableEngine } from "./portable.ts";
+
+/** The process's I/O engine. Replaced by the io_uring selection when src/io/uring.ts lands. */
+export function openIoEngine(): Promise<IoEngine> {
+  return Promise.resolve(createPortableEngine());
+}
