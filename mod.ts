@@ -1,0 +1,119 @@
+/**
+ * The skyfs command line: `skyfs mount DIR`, `skyfs umount DIR`, and help for each command.
+ * Arguments are parsed with node:util parseArgs; bad input prints one line and exits non-zero.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { defaultDataDir } from "./src/datadir.ts";
+import { mount, umount, UsageError } from "./src/mount.ts";
+
+const USAGE = `skyfs: a userspace distributed file system
+
+Usage: skyfs <command> [options]
+
+Commands:
+  mount DIR      mount skyfs on DIR and serve it in the foreground
+  umount DIR     unmount DIR (also a dead mount left by a crashed daemon)
+  help           this text
+
+Run \`skyfs <command> --help\` for a command's options.`;
+
+const MOUNT_USAGE = `Usage: skyfs mount DIR [--data DIR] [--cache-seconds N]
+
+Mount skyfs on DIR (an existing empty directory) and serve it until SIGINT or SIGTERM, which
+unmount cleanly. As root the mount allows every user (allow_other) and the kernel checks
+permissions (default_permissions).
+
+Options:
+  --data DIR           local data directory (default: /var/lib/skyfs as root,
+                       else ~/.local/share/skyfs)
+  --cache-seconds N    seconds the kernel caches entries and attributes (default 10)
+  -h, --help           this text`;
+
+const UMOUNT_USAGE = `Usage: skyfs umount DIR
+
+Unmount a skyfs mount, lazily if files are still open. Also clears the dead mount left behind
+when a daemon was killed.`;
+
+type Command = (args: string[]) => Promise<void>;
+
+function parse(
+  args: string[],
+  usage: string,
+  options: Record<string, { type: "string" | "boolean"; short?: string }>,
+) {
+  try {
+    const parsed = parseArgs({
+      args,
+      options: { ...options, help: { type: "boolean", short: "h" } },
+      allowPositionals: true,
+    });
+    if (parsed.values.help) {
+      console.log(usage);
+      Deno.exit(0);
+    }
+    return parsed;
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message}; see --help`);
+  }
+}
+
+const commands: Record<string, Command> = {
+  async mount(args) {
+    const { values, positionals } = parse(args, MOUNT_USAGE, {
+      data: { type: "string" },
+      "cache-seconds": { type: "string" },
+    });
+    if (positionals.length !== 1) {
+      throw new UsageError("skyfs mount needs exactly one mount point: skyfs mount DIR");
+    }
+    const cacheText = values["cache-seconds"] as string | undefined;
+    const cacheSeconds = cacheText === undefined ? undefined : Number(cacheText);
+    if (cacheSeconds !== undefined && !(cacheSeconds >= 0 && cacheSeconds <= 86400)) {
+      throw new UsageError(`--cache-seconds "${cacheText}" is not a number of seconds (0-86400)`);
+    }
+    await mount(positionals[0], {
+      dataDir: (values.data as string | undefined) ?? defaultDataDir(),
+      cacheSeconds,
+    });
+  },
+  async umount(args) {
+    const { positionals } = parse(args, UMOUNT_USAGE, {});
+    if (positionals.length !== 1) {
+      throw new UsageError("skyfs umount needs exactly one mount point: skyfs umount DIR");
+    }
+    await umount(positionals[0]);
+  },
+  help() {
+    console.log(USAGE);
+    return Promise.resolve();
+  },
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h") {
+    console.log(USAGE);
+    return name === undefined ? 2 : 0;
+  }
+  const command = commands[name];
+  if (!command) {
+    console.error(`skyfs: unknown command "${name}"; run \`skyfs help\``);
+    return 2;
+  }
+  try {
+    await command(rest);
+    return 0;
+  } catch (error) {
+    if (error instanceof UsageError) {
+      console.error(`skyfs: ${error.message}`);
+      return 1;
+    }
+    console.error(`skyfs: ${(error as Error)?.message ?? error}`);
+    if (Deno.env.get("SKYFS_DEBUG")) console.error(error);
+    return 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

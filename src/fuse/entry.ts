@@ -1,0 +1,157 @@
+/**
+ * FUSE adapters for names and attributes: lookup, forget, getattr, setattr, mknod, mkdir,
+ * symlink, readlink, unlink, rmdir, rename, link. Each decodes its arguments, calls the Vfs,
+ * and encodes the reply; errno crosses into the wire only in server.ts.
+ * @module
+ */
+
+import { Errno, FsError } from "../fs_error.ts";
+import type { SetattrChanges } from "../vfs/types.ts";
+import type { Handler, OpContext } from "./server.ts";
+import {
+  attrReply,
+  cstrings,
+  dataReply,
+  decodeBatchForget,
+  decodeSetattrIn,
+  entryReply,
+  Fattr,
+  GETATTR_FH,
+  Opcode,
+  type Request,
+  statusReply,
+  u64,
+} from "./wire.ts";
+
+const lookup: Handler = async (op, req) => {
+  const [name] = cstrings(req.body, 0, 1);
+  try {
+    return entryReply(await op.vfs.lookup(op.ctx, req.header.nodeid, name), op.validity);
+  } catch (error) {
+    // A cached negative entry saves the next lookup of a missing name (git, PATH searches);
+    // every create in this directory goes through the kernel, which drops it.
+    if (error instanceof FsError && error.errno === Errno.ENOENT && op.validity.entrySeconds) {
+      return entryReply(null, op.validity);
+    }
+    throw error;
+  }
+};
+
+const forget: Handler = (op, req) => {
+  op.vfs.forget(req.header.nodeid, u64(req.view, 0));
+  return Promise.resolve(null);
+};
+
+const batchForget: Handler = (op, req) => {
+  for (const one of decodeBatchForget(req.view)) op.vfs.forget(one.nodeid, one.nlookup);
+  return Promise.resolve(null);
+};
+
+const getattr: Handler = async (op, req) => {
+  const flags = req.view.byteLength >= 16 ? req.view.getUint32(0, true) : 0;
+  const fh = flags & GETATTR_FH ? u64(req.view, 8) : undefined;
+  return attrReply(await op.vfs.getattr(op.ctx, req.header.nodeid, fh), op.validity.attrSeconds);
+};
+
+const UTIME_NOW = "now" as const;
+
+const setattr: Handler = async (op, req) => {
+  const s = decodeSetattrIn(req.view);
+  const changes: SetattrChanges = {};
+  if (s.valid & Fattr.MODE) changes.mode = s.mode;
+  if (s.valid & Fattr.UID) changes.uid = s.uid;
+  if (s.valid & Fattr.GID) changes.gid = s.gid;
+  if (s.valid & Fattr.SIZE) changes.size = s.size;
+  if (s.valid & Fattr.ATIME_NOW) changes.atime = UTIME_NOW;
+  else if (s.valid & Fattr.ATIME) changes.atime = { sec: s.atime, nsec: s.atimensec };
+  if (s.valid & Fattr.MTIME_NOW) changes.mtime = UTIME_NOW;
+  else if (s.valid & Fattr.MTIME) changes.mtime = { sec: s.mtime, nsec: s.mtimensec };
+  if (s.valid & Fattr.CTIME) changes.ctime = { sec: s.ctime, nsec: s.ctimensec };
+  if (s.valid & Fattr.KILL_SUIDGID) changes.killSuidgid = true;
+  const fh = s.valid & Fattr.FH ? s.fh : undefined;
+  const attr = await op.vfs.setattr(op.ctx, req.header.nodeid, changes, fh);
+  return attrReply(attr, op.validity.attrSeconds);
+};
+
+const readlink: Handler = async (op, req) =>
+  dataReply(await op.vfs.readlink(op.ctx, req.header.nodeid));
+
+const mknod: Handler = async (op, req) => {
+  const v = req.view;
+  const [name] = cstrings(req.body, 16, 1);
+  const attr = await op.vfs.mknod(
+    op.ctx,
+    req.header.nodeid,
+    name,
+    v.getUint32(0, true),
+    v.getUint32(4, true),
+    v.getUint32(8, true),
+  );
+  return entryReply(attr, op.validity);
+};
+
+const mkdir: Handler = async (op, req) => {
+  const [name] = cstrings(req.body, 8, 1);
+  const v = req.view;
+  const attr = await op.vfs.mkdir(
+    op.ctx,
+    req.header.nodeid,
+    name,
+    v.getUint32(0, true),
+    v.getUint32(4, true),
+  );
+  return entryReply(attr, op.validity);
+};
+
+const symlink: Handler = async (op, req) => {
+  const [name, target] = cstrings(req.body, 0, 2);
+  return entryReply(await op.vfs.symlink(op.ctx, req.header.nodeid, name, target), op.validity);
+};
+
+const unlink: Handler = async (op, req) => {
+  await op.vfs.unlink(op.ctx, req.header.nodeid, cstrings(req.body, 0, 1)[0]);
+  return statusReply(req.header.unique, 0);
+};
+
+const rmdir: Handler = async (op, req) => {
+  await op.vfs.rmdir(op.ctx, req.header.nodeid, cstrings(req.body, 0, 1)[0]);
+  return statusReply(req.header.unique, 0);
+};
+
+function renameWith(op: OpContext, req: Request, argsSize: number, flags: number) {
+  const [name, newName] = cstrings(req.body, argsSize, 2);
+  return op.vfs.rename(op.ctx, req.header.nodeid, name, u64(req.view, 0), newName, flags);
+}
+
+const rename: Handler = async (op, req) => {
+  await renameWith(op, req, 8, 0);
+  return statusReply(req.header.unique, 0);
+};
+
+const rename2: Handler = async (op, req) => {
+  await renameWith(op, req, 16, req.view.getUint32(8, true));
+  return statusReply(req.header.unique, 0);
+};
+
+const link: Handler = async (op, req) => {
+  const [newName] = cstrings(req.body, 8, 1);
+  const attr = await op.vfs.link(op.ctx, u64(req.view, 0), req.header.nodeid, newName);
+  return entryReply(attr, op.validity);
+};
+
+export const entryHandlers: Record<number, Handler> = {
+  [Opcode.LOOKUP]: lookup,
+  [Opcode.FORGET]: forget,
+  [Opcode.BATCH_FORGET]: batchForget,
+  [Opcode.GETATTR]: getattr,
+  [Opcode.SETATTR]: setattr,
+  [Opcode.READLINK]: readlink,
+  [Opcode.MKNOD]: mknod,
+  [Opcode.MKDIR]: mkdir,
+  [Opcode.SYMLINK]: symlink,
+  [Opcode.UNLINK]: unlink,
+  [Opcode.RMDIR]: rmdir,
+  [Opcode.RENAME]: rename,
+  [Opcode.RENAME2]: rename2,
+  [Opcode.LINK]: link,
+};

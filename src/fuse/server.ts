@@ -1,0 +1,243 @@
+/**
+ * The FUSE server: reads requests from a FuseDevice, dispatches each through a table built once
+ * to the Vfs, and answers every request exactly once (errors included, EIO for our own bugs).
+ * @module
+ */
+
+import { Errno, errnoOf, FsError } from "../fs_error.ts";
+import type { Ctx, Vfs } from "../vfs/types.ts";
+import { dirHandlers } from "./dir.ts";
+import { entryHandlers } from "./entry.ts";
+import { fileHandlers } from "./file.ts";
+import { lockHandlers } from "./lock.ts";
+import type { FuseDevice } from "./session.ts";
+import {
+  decodeInitIn,
+  decodeRequest,
+  finishReply,
+  InitFlag,
+  InitFlag2,
+  initReply,
+  KERNEL_MINOR_VERSION,
+  KERNEL_VERSION,
+  Opcode,
+  opcodeNames,
+  type Request,
+  statfsReply,
+  statusReply,
+  u64,
+  type Validity,
+} from "./wire.ts";
+import { xattrHandlers } from "./xattr.ts";
+
+/** Largest WRITE payload we accept; the kernel splits bigger writes (needs MAX_PAGES). */
+export const MAX_WRITE = 1 << 20;
+/** A request buffer holds the largest WRITE plus its headers. */
+const REQUEST_BUFFER_SIZE = MAX_WRITE + 4096;
+/** Requests handled concurrently; reading pauses at the limit (back-pressure on the kernel). */
+const MAX_IN_FLIGHT = 64;
+
+export interface ServerOptions {
+  /** Seconds the kernel may cache entries and attributes. Default 10 s each. */
+  validity?: Validity;
+  /** Negotiate FUSE passthrough when the kernel offers it (needs CAP_SYS_ADMIN). Default false. */
+  passthrough?: boolean;
+  /** Called for each request failure that is our bug (not an FsError). */
+  onInternalError?: (opcode: string, error: unknown) => void;
+}
+
+/** What a handler sees: the Vfs, the caller, cache validity and the device for passthrough. */
+export interface OpContext {
+  vfs: Vfs;
+  ctx: Ctx;
+  validity: Validity;
+  server: FuseServer;
+}
+
+/** A handler returns the reply (with room for the out header) or null when none is sent. */
+export type Handler = (op: OpContext, request: Request) => Promise<Uint8Array | null>;
+
+export interface HandlerEntry {
+  name: string;
+  handle: Handler;
+}
+
+/** The negotiated INIT parameters. */
+export interface Negotiated {
+  minor: number;
+  flags: number;
+  flags2: number;
+  passthrough: boolean;
+}
+
+function buildTable(): Map<number, HandlerEntry> {
+  const table = new Map<number, HandlerEntry>();
+  const groups = [entryHandlers, fileHandlers, dirHandlers, xattrHandlers, lockHandlers, {
+    [Opcode.STATFS]: async (op: OpContext, req: Request) =>
+      statfsReply(await op.vfs.statfs(req.header.nodeid)),
+    [Opcode.ACCESS]: async (op: OpContext, req: Request) => {
+      await op.vfs.access(op.ctx, req.header.nodeid, req.view.getUint32(0, true));
+      return statusReply(req.header.unique, 0);
+    },
+  }];
+  for (const group of groups) {
+    for (const [opcode, handle] of Object.entries(group)) {
+      const code = Number(opcode);
+      table.set(code, { name: opcodeNames.get(code) ?? `OP${code}`, handle: handle as Handler });
+    }
+  }
+  return table;
+}
+
+const table = buildTable();
+
+export class FuseServer {
+  readonly device: FuseDevice;
+  readonly vfs: Vfs;
+  readonly validity: Validity;
+  negotiated?: Negotiated;
+  #options: ServerOptions;
+  #inFlight = 0;
+  #wakeReader?: () => void;
+  #interruptible = new Map<bigint, AbortController>();
+  #stats = { requests: 0, wakeups: 0 };
+  #destroyed = false;
+
+  constructor(device: FuseDevice, vfs: Vfs, options: ServerOptions = {}) {
+    this.device = device;
+    this.vfs = vfs;
+    this.validity = options.validity ?? { entrySeconds: 10, attrSeconds: 10 };
+    this.#options = options;
+  }
+
+  /** Requests served and poll wake-ups so far (requests per wake-up = batching achieved). */
+  get stats(): { requests: number; wakeups: number } {
+    return { ...this.#stats };
+  }
+
+  /** Serve until the file system is unmounted. Resolves after the Vfs is destroyed. */
+  async serve(): Promise<void> {
+    const pool: Uint8Array<ArrayBuffer>[] = [];
+    for (;;) {
+      if (this.#inFlight >= MAX_IN_FLIGHT) {
+        await new Promise<void>((resolve) => this.#wakeReader = resolve);
+        continue;
+      }
+      const buffer = pool.pop() ?? new Uint8Array(REQUEST_BUFFER_SIZE);
+      const n = this.device.readRequest(buffer);
+      if (n === 0) {
+        pool.push(buffer);
+        this.#stats.wakeups++;
+        await this.device.waitReadable(1000);
+        continue;
+      }
+      if (n < 0) {
+        pool.push(buffer);
+        if (n === -Errno.ENODEV || n === -Errno.EBADF) break; // unmounted
+        throw new Error(`Reading /dev/fuse failed: errno ${-n}`);
+      }
+      this.#stats.requests++;
+      this.#inFlight++;
+      this.#handle(buffer.subarray(0, n)).finally(() => {
+        this.#inFlight--;
+        pool.push(buffer);
+        const wake = this.#wakeReader;
+        this.#wakeReader = undefined;
+        wake?.();
+      });
+    }
+    await this.#destroy();
+  }
+
+  async #destroy(): Promise<void> {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    for (const controller of this.#interruptible.values()) controller.abort();
+    await this.vfs.destroy();
+  }
+
+  /** Decode one request, run its handler, and send its one reply. Never rejects. */
+  async #handle(buffer: Uint8Array): Promise<void> {
+    let request: Request;
+    try {
+      request = decodeRequest(buffer);
+    } catch (error) {
+      this.#options.onInternalError?.("decode", error);
+      return; // without a valid header there is no unique to answer
+    }
+    const { header } = request;
+    const unique = header.unique;
+    let reply: Uint8Array | null;
+    try {
+      reply = await this.#dispatch(request);
+    } catch (error) {
+      if (!(error instanceof FsError)) {
+        this.#options.onInternalError?.(opcodeNames.get(header.opcode) ?? "?", error);
+      }
+      reply = statusReply(unique, errnoOf(error));
+    }
+    if (reply === null) return;
+    const dv = new DataView(reply.buffer, reply.byteOffset, 16);
+    if (dv.getUint32(0, true) === 0) finishReply(reply, unique, 0);
+    // ENOENT here means the kernel dropped the request (interrupted); nothing to do.
+    this.device.writeMessage(reply as Uint8Array<ArrayBuffer>);
+  }
+
+  #dispatch(request: Request): Promise<Uint8Array | null> {
+    const { header } = request;
+    switch (header.opcode) {
+      case Opcode.INIT:
+        return Promise.resolve(this.#init(request));
+      case Opcode.DESTROY:
+        return this.#destroy().then(() => statusReply(header.unique, 0));
+      case Opcode.INTERRUPT:
+        this.#interruptible.get(request.view.getBigUint64(0, true))?.abort();
+        return Promise.resolve(null);
+    }
+    const entry = table.get(header.opcode);
+    if (!entry) return Promise.resolve(statusReply(header.unique, Errno.ENOSYS));
+    const ctx: Ctx = { uid: header.uid, gid: header.gid, pid: header.pid };
+    if (header.opcode === Opcode.SETLKW) {
+      const controller = new AbortController();
+      ctx.signal = controller.signal;
+      this.#interruptible.set(header.unique, controller);
+      return entry.handle({ vfs: this.vfs, ctx, validity: this.validity, server: this }, request)
+        .finally(() => this.#interruptible.delete(header.unique));
+    }
+    return entry.handle({ vfs: this.vfs, ctx, validity: this.validity, server: this }, request);
+  }
+
+  #init(request: Request): Uint8Array {
+    const init = decodeInitIn(request.view);
+    if (init.major !== KERNEL_VERSION) {
+      throw new FsError(Errno.EPROTO, `kernel FUSE major ${init.major} unsupported`);
+    }
+    const wanted = InitFlag.ASYNC_READ | InitFlag.POSIX_LOCKS | InitFlag.ATOMIC_O_TRUNC |
+      InitFlag.BIG_WRITES | InitFlag.FLOCK_LOCKS | InitFlag.DO_READDIRPLUS |
+      InitFlag.READDIRPLUS_AUTO | InitFlag.ASYNC_DIO | InitFlag.PARALLEL_DIROPS |
+      InitFlag.MAX_PAGES | InitFlag.CACHE_SYMLINKS | InitFlag.EXPLICIT_INVAL_DATA |
+      InitFlag.INIT_EXT;
+    const flags = init.flags & wanted;
+    const passthrough = Boolean(
+      this.#options.passthrough && (init.flags & InitFlag.INIT_EXT) &&
+        (init.flags2 & InitFlag2.PASSTHROUGH),
+    );
+    const flags2 = passthrough ? InitFlag2.PASSTHROUGH : 0;
+    const minor = Math.min(init.minor, KERNEL_MINOR_VERSION);
+    this.negotiated = { minor, flags, flags2, passthrough };
+    return initReply({
+      minor,
+      maxReadahead: init.maxReadahead,
+      flags,
+      flags2,
+      maxBackground: 128,
+      congestionThreshold: 96,
+      maxWrite: MAX_WRITE,
+      timeGran: 1,
+      maxPages: MAX_WRITE / 4096,
+      maxStackDepth: passthrough ? 1 : 0,
+    });
+  }
+}
+
+export { u64 };

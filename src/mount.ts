@@ -1,0 +1,160 @@
+/**
+ * `skyfs mount` and `skyfs umount`: check the environment, open the data directory and the
+ * metadata store, mount through libfuse and serve until SIGINT/SIGTERM or an external unmount.
+ * @module
+ */
+
+import { join, resolve } from "node:path";
+import { FuseDevice, loadLibfuse } from "./fuse/session.ts";
+import { FuseServer } from "./fuse/server.ts";
+import { openDataDir } from "./datadir.ts";
+import { openEmbeddedKV } from "./meta/embedded.ts";
+import { openIoEngine } from "./io/mod.ts";
+import { createVfs } from "./vfs/mod.ts";
+
+/** A failure the user can fix: printed as one line, exit status 1. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+export interface MountOptions {
+  dataDir: string;
+  /** Seconds the kernel caches entries and attributes. Default 10. */
+  cacheSeconds?: number;
+  /** Log every internal error (our bugs) to stderr. Default true. */
+  log?: (line: string) => void;
+}
+
+/** Mount points listed in /proc/self/mountinfo, with their file system type. */
+export function mountTable(): Map<string, string> {
+  const table = new Map<string, string>();
+  for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
+    const fields = line.split(" ");
+    if (fields.length < 10) continue;
+    const separator = fields.indexOf("-");
+    const mountPoint = fields[4].replace(
+      /\\(\d{3})/g,
+      (_, o) => String.fromCharCode(parseInt(o, 8)),
+    );
+    table.set(mountPoint, fields[separator + 1]);
+  }
+  return table;
+}
+
+function isRoot(): boolean {
+  return Deno.uid() === 0;
+}
+
+function onPath(program: string): boolean {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    try {
+      if (Deno.statSync(join(dir, program)).isFile) return true;
+    } catch { /* not in this directory */ }
+  }
+  return false;
+}
+
+/** Check the mount point and the machine; throw a UsageError naming the problem and the fix. */
+export function checkMountPoint(mountPoint: string): string {
+  const path = resolve(mountPoint);
+  if (mountTable().has(path)) {
+    throw new UsageError(
+      `Cannot mount "${path}": already mounted; run \`skyfs umount ${path}\` first`,
+    );
+  }
+  let stat: Deno.FileInfo;
+  try {
+    stat = Deno.statSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new UsageError(`Cannot mount "${path}": no such directory; create it with mkdir`);
+    }
+    throw new UsageError(`Cannot mount "${path}": ${(error as Error).message}`);
+  }
+  if (!stat.isDirectory) throw new UsageError(`Cannot mount "${path}": not a directory`);
+  for (const _ of Deno.readDirSync(path)) {
+    throw new UsageError(`Cannot mount "${path}": directory is not empty; use an empty one`);
+  }
+  try {
+    Deno.statSync("/dev/fuse");
+  } catch {
+    throw new UsageError(
+      "/dev/fuse is missing: load the fuse module (`modprobe fuse`) or run `deno task setup`",
+    );
+  }
+  if (!isRoot() && !onPath("fusermount3")) {
+    throw new UsageError(
+      "Not root and fusermount3 is not installed: run as root or `apt-get install fuse3`",
+    );
+  }
+  try {
+    loadLibfuse();
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  return path;
+}
+
+/** Mount and serve until unmounted; resolves when the daemon has shut down cleanly. */
+export async function mount(mountPoint: string, options: MountOptions): Promise<void> {
+  const log = options.log ?? ((line: string) => console.error(line));
+  const path = checkMountPoint(mountPoint);
+  let dataDir;
+  try {
+    dataDir = openDataDir(resolve(options.dataDir));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const kv = await openEmbeddedKV(join(dataDir.path, "meta.db"));
+  const io = await openIoEngine();
+  const vfs = await createVfs({ kv, io, dataDir: dataDir.path });
+  const mountOptions = ["default_permissions"];
+  if (isRoot()) mountOptions.push("allow_other");
+  let device: FuseDevice;
+  try {
+    device = FuseDevice.mount(path, { options: mountOptions, fsname: "skyfs", subtype: "skyfs" });
+  } catch (error) {
+    await vfs.destroy();
+    await kv.close();
+    throw new UsageError((error as Error).message);
+  }
+  const seconds = options.cacheSeconds ?? 10;
+  const server = new FuseServer(device, vfs, {
+    validity: { entrySeconds: seconds, attrSeconds: seconds },
+    onInternalError: (op, error) =>
+      log(`skyfs: internal error in ${op}: ${(error as Error)?.stack ?? error}`),
+  });
+  const stop = () => device.unmount();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  log(`skyfs: mounted ${path} (data ${dataDir.path}, io ${io.kind})`);
+  try {
+    await server.serve();
+  } finally {
+    Deno.removeSignalListener("SIGINT", stop);
+    Deno.removeSignalListener("SIGTERM", stop);
+    device.unmount();
+    await kv.close();
+    await io.shutdown();
+    log(`skyfs: unmounted ${path}`);
+  }
+}
+
+/** Unmount `mountPoint`, also when its daemon died (a dead mount answers ENOTCONN). */
+export async function umount(mountPoint: string): Promise<void> {
+  const path = resolve(mountPoint);
+  const fstype = mountTable().get(path);
+  if (fstype === undefined) throw new UsageError(`Cannot unmount "${path}": not mounted`);
+  if (!fstype.startsWith("fuse")) {
+    throw new UsageError(`Cannot unmount "${path}": it is ${fstype}, not a skyfs mount`);
+  }
+  const command = isRoot()
+    ? new Deno.Command("umount", { args: ["-l", path], stderr: "piped" })
+    : new Deno.Command("fusermount3", { args: ["-u", "-z", path], stderr: "piped" });
+  const { code, stderr } = await command.output();
+  if (code !== 0) {
+    throw new UsageError(
+      `Cannot unmount "${path}": ${new TextDecoder().decode(stderr).trim() || `exit ${code}`}`,
+    );
+  }
+}
