@@ -1,0 +1,289 @@
+/**
+ * The thin FFI edge to libc for local data files: the few syscalls skyfs needs that Deno's own
+ * file API cannot do on a raw fd (pread/pwrite at offsets, fallocate modes, SEEK_DATA/SEEK_HOLE,
+ * copy_file_range, statvfs). Every call throws FsError(errno) on failure.
+ *
+ * Calls are synchronous (about 5 ns of FFI overhead plus the syscall), except fsync and fdatasync,
+ * which can wait for the disk for a long time and so run `nonblocking` on Deno's blocking pool.
+ * A nonblocking call runs on another thread, whose thread-local errno the JS thread cannot read:
+ * a failed fsync is therefore reported as EIO (the errno Linux gives for lost writeback anyway).
+ * @module
+ */
+
+import { Errno, FsError } from "../fs_error.ts";
+
+export const O_RDONLY = 0o0;
+export const O_WRONLY = 0o1;
+export const O_RDWR = 0o2;
+export const O_ACCMODE = 0o3;
+export const O_CREAT = 0o100;
+export const O_EXCL = 0o200;
+export const O_NOCTTY = 0o400;
+export const O_TRUNC = 0o1000;
+export const O_APPEND = 0o2000;
+export const O_NONBLOCK = 0o4000;
+export const O_DIRECT = 0o40000;
+export const O_LARGEFILE = 0o100000;
+export const O_DIRECTORY = 0o200000;
+export const O_NOFOLLOW = 0o400000;
+export const O_NOATIME = 0o1000000;
+export const O_CLOEXEC = 0o2000000;
+
+export const SEEK_SET = 0;
+export const SEEK_CUR = 1;
+export const SEEK_END = 2;
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
+
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+
+const symbols = {
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  fsync: { parameters: ["i32"], result: "i32", nonblocking: true },
+  fdatasync: { parameters: ["i32"], result: "i32", nonblocking: true },
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
+  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
+  copy_file_range: {
+    parameters: ["i32", "buffer", "i32", "buffer", "usize", "u32"],
+    result: "isize",
+  },
+  statvfs: { parameters: ["buffer", "buffer"], result: "i32" },
+  fstatvfs: { parameters: ["i32", "buffer"], result: "i32" },
+  fstat: { parameters: ["i32", "buffer"], result: "i32" },
+  stat: { parameters: ["buffer", "buffer"], result: "i32" },
+  unlink: { parameters: ["buffer"], result: "i32" },
+  rename: { parameters: ["buffer", "buffer"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+let library: Deno.DynamicLibrary<typeof symbols> | undefined;
+
+function lib(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
+  library ??= Deno.dlopen("libc.so.6", symbols);
+  return library.symbols;
+}
+
+let errnoView: Deno.UnsafePointerView | undefined;
+
+/** The calling thread's errno; read right after a failed synchronous call. */
+function errno(): number {
+  // __errno_location is stable for the JS thread, so one view serves every later read.
+  errnoView ??= new Deno.UnsafePointerView(lib().__errno_location()!);
+  return errnoView.getInt32();
+}
+
+function fail(call: string, detail: string | number): never {
+  const code = errno();
+  throw new FsError(code === 0 ? Errno.EIO : code, `${call}(${detail}) failed`);
+}
+
+const encoder = new TextEncoder();
+
+/** A NUL-terminated copy of a path for a C call. */
+function cString(path: string): Uint8Array<ArrayBuffer> {
+  const bytes = encoder.encode(path);
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}
+
+function num(value: number | bigint): number {
+  return typeof value === "bigint" ? Number(value) : value;
+}
+
+/** A view the FFI accepts for a Uint8Array over any buffer. */
+function buf(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  return bytes as Uint8Array<ArrayBuffer>;
+}
+
+export function open(path: string, flags: number, mode = 0o600): number {
+  const fd = lib().open(cString(path), flags | O_CLOEXEC, mode);
+  if (fd < 0) fail("open", JSON.stringify(path));
+  return fd;
+}
+
+export function close(fd: number): void {
+  if (lib().close(fd) < 0) fail("close", fd);
+}
+
+/** pread(2), retried on EINTR; resolves to bytes read (short only at end of file). */
+export function pread(fd: number, into: Uint8Array, offset: number): number {
+  for (;;) {
+    const n = num(lib().pread(fd, buf(into), BigInt(into.byteLength), BigInt(offset)));
+    if (n >= 0) return n;
+    if (errno() !== Errno.EINTR) fail("pread", fd);
+  }
+}
+
+/** pwrite(2) of the whole buffer (loops over short writes, retries EINTR). */
+export function pwrite(fd: number, data: Uint8Array, offset: number): number {
+  let done = 0;
+  while (done < data.byteLength) {
+    const part = data.subarray(done);
+    const n = num(lib().pwrite(fd, buf(part), BigInt(part.byteLength), BigInt(offset + done)));
+    if (n < 0) {
+      if (errno() === Errno.EINTR) continue;
+      fail("pwrite", fd);
+    }
+    if (n === 0) break;
+    done += n;
+  }
+  return done;
+}
+
+/** fsync(2) on the blocking pool; see the module note on why a failure is EIO. */
+export async function fsync(fd: number): Promise<void> {
+  if ((await lib().fsync(fd)) < 0) throw new FsError(Errno.EIO, `fsync(${fd}) failed`);
+}
+
+/** fdatasync(2) on the blocking pool; see the module note on why a failure is EIO. */
+export async function fdatasync(fd: number): Promise<void> {
+  if ((await lib().fdatasync(fd)) < 0) throw new FsError(Errno.EIO, `fdatasync(${fd}) failed`);
+}
+
+export function ftruncate(fd: number, length: number): void {
+  if (lib().ftruncate(fd, BigInt(length)) < 0) fail("ftruncate", `${fd}, ${length}`);
+}
+
+export function fallocate(fd: number, mode: number, offset: number, length: number): void {
+  if (lib().fallocate(fd, mode, BigInt(offset), BigInt(length)) < 0) {
+    fail("fallocate", `${fd}, mode ${mode}, ${offset}, ${length}`);
+  }
+}
+
+/** lseek(2); with SEEK_DATA/SEEK_HOLE, ENXIO means no data (or hole) at or after `offset`. */
+export function lseek(fd: number, offset: number, whence: number): number {
+  const r = num(lib().lseek(fd, BigInt(offset), whence));
+  if (r < 0) fail("lseek", `${fd}, ${offset}, ${whence}`);
+  return r;
+}
+
+/** copy_file_range(2) between explicit offsets; resolves to bytes copied (0 at end of input). */
+export function copyFileRange(
+  fdIn: number,
+  offsetIn: number,
+  fdOut: number,
+  offsetOut: number,
+  length: number,
+): number {
+  const offIn = new BigInt64Array([BigInt(offsetIn)]);
+  const offOut = new BigInt64Array([BigInt(offsetOut)]);
+  for (;;) {
+    const n = num(
+      lib().copy_file_range(
+        fdIn,
+        new Uint8Array(offIn.buffer),
+        fdOut,
+        new Uint8Array(offOut.buffer),
+        BigInt(length),
+        0,
+      ),
+    );
+    if (n >= 0) return n;
+    if (errno() !== Errno.EINTR) fail("copy_file_range", `${fdIn} -> ${fdOut}, ${length}`);
+  }
+}
+
+/** The fields of struct statvfs (x86_64 layout: eleven 8-byte fields). */
+export interface StatVfs {
+  bsize: number;
+  frsize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  favail: number;
+  fsid: number;
+  flag: number;
+  namemax: number;
+}
+
+function parseStatVfs(raw: Uint8Array<ArrayBuffer>): StatVfs {
+  const v = new BigUint64Array(raw.buffer, 0, 11);
+  return {
+    bsize: Number(v[0]),
+    frsize: Number(v[1]),
+    blocks: Number(v[2]),
+    bfree: Number(v[3]),
+    bavail: Number(v[4]),
+    files: Number(v[5]),
+    ffree: Number(v[6]),
+    favail: Number(v[7]),
+    fsid: Number(v[8]),
+    flag: Number(v[9]),
+    namemax: Number(v[10]),
+  };
+}
+
+export function statvfs(path: string): StatVfs {
+  const raw = new Uint8Array(112);
+  if (lib().statvfs(cString(path), raw) < 0) fail("statvfs", JSON.stringify(path));
+  return parseStatVfs(raw);
+}
+
+export function fstatvfs(fd: number): StatVfs {
+  const raw = new Uint8Array(112);
+  if (lib().fstatvfs(fd, raw) < 0) fail("fstatvfs", fd);
+  return parseStatVfs(raw);
+}
+
+/** The fields of struct stat that skyfs uses (x86_64 layout, 144 bytes). */
+export interface Stat {
+  dev: number;
+  ino: number;
+  nlink: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  size: number;
+  blksize: number;
+  /** 512-byte blocks allocated. */
+  blocks: number;
+}
+
+function parseStat(raw: Uint8Array<ArrayBuffer>): Stat {
+  const view = new DataView(raw.buffer);
+  const u64 = (at: number) => Number(view.getBigUint64(at, true));
+  return {
+    dev: u64(0),
+    ino: u64(8),
+    nlink: u64(16),
+    mode: view.getUint32(24, true),
+    uid: view.getUint32(28, true),
+    gid: view.getUint32(32, true),
+    rdev: u64(40),
+    size: Number(view.getBigInt64(48, true)),
+    blksize: Number(view.getBigInt64(56, true)),
+    blocks: Number(view.getBigInt64(64, true)),
+  };
+}
+
+export function fstat(fd: number): Stat {
+  const raw = new Uint8Array(144);
+  if (lib().fstat(fd, raw) < 0) fail("fstat", fd);
+  return parseStat(raw);
+}
+
+export function stat(path: string): Stat {
+  const raw = new Uint8Array(144);
+  if (lib().stat(cString(path), raw) < 0) fail("stat", JSON.stringify(path));
+  return parseStat(raw);
+}
+
+export function unlink(path: string): void {
+  if (lib().unlink(cString(path)) < 0) fail("unlink", JSON.stringify(path));
+}
+
+export function rename(from: string, to: string): void {
+  if (lib().rename(cString(from), cString(to)) < 0) {
+    fail("rename", `${JSON.stringify(from)}, ${JSON.stringify(to)}`);
+  }
+}
