@@ -7,7 +7,9 @@ libc = ctypes.CDLL(None, use_errno=True)
 
 def ename(e):
     """Errno name of an OSError, the value the TypeScript side asserts on."""
-    return errno.errorcode.get(e.errno, str(e.errno))
+    name = errno.errorcode.get(e.errno, str(e.errno))
+    # One spelling per value, the one the kernel headers use for the FUSE refusal paths.
+    return {"ENOTSUP": "EOPNOTSUPP", "EWOULDBLOCK": "EAGAIN"}.get(name, name)
 
 
 def E(f, *a, **k):
@@ -50,34 +52,45 @@ def read_file(p):
         return f.read()
 
 
-def as_user(uid, gid, fn, groups=()):
-    """Runs fn() in a forked child with the given real+effective ids; returns its JSON result."""
+def fork_child(fn, uid=None, gid=None, groups=()):
+    """Runs fn() in a forked child (optionally as uid/gid); returns a wait() giving its JSON result."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(r)
         try:
-            os.setgroups(list(groups))
-            os.setgid(gid)
-            os.setuid(uid)
+            if uid is not None:
+                os.setgroups(list(groups))
+                os.setgid(gid)
+                os.setuid(uid)
             data = json.dumps({"ok": fn()})
         except BaseException as e:  # report, the parent raises
             data = json.dumps({"exc": repr(e)})
         os.write(w, data.encode())
         os._exit(0)
     os.close(w)
-    chunks = []
-    while True:
-        b = os.read(r, 65536)
-        if not b:
-            break
-        chunks.append(b)
-    os.close(r)
-    os.waitpid(pid, 0)
-    d = json.loads(b"".join(chunks))
-    if "exc" in d:
-        raise RuntimeError("as_user(%d) failed: %s" % (uid, d["exc"]))
-    return d["ok"]
+
+    def wait():
+        chunks = []
+        while True:
+            b = os.read(r, 65536)
+            if not b:
+                break
+            chunks.append(b)
+        os.close(r)
+        os.waitpid(pid, 0)
+        d = json.loads(b"".join(chunks))
+        if "exc" in d:
+            raise RuntimeError("child (uid %s) failed: %s" % (uid, d["exc"]))
+        return d["ok"]
+
+    wait.pid = pid
+    return wait
+
+
+def as_user(uid, gid, fn, groups=()):
+    """Runs fn() in a forked child with the given real+effective ids; returns its JSON result."""
+    return fork_child(fn, uid, gid, groups)()
 
 
 class _Timespec(ctypes.Structure):
