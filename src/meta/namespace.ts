@@ -1,0 +1,698 @@
+/**
+ * The file-system namespace on MetaKV (DESIGN.md section 3): how inodes, directory entries,
+ * symlink targets, xattrs and the orphan list are encoded as keys, and the optimistic transaction
+ * through which every POSIX metadata operation runs as exactly one MetaKV txn.
+ *
+ * A transaction records the modRevision of every key it reads and commits with a compare on each,
+ * so any backend with etcd txn semantics (embedded, CURP, etcd) gives serializable operations; on a
+ * conflict the operation's function runs again on fresh reads. The POSIX rules themselves live in
+ * src/vfs; this file knows only keys, records and the retry loop.
+ *
+ * Invariant the compares rely on: every change to a key owned by inode X (its directory entries if
+ * X is a directory, its xattrs) also writes X's inode record. So a transaction that read X's record
+ * conflicts with any concurrent change to X's entries or xattrs, and range reads (is the directory
+ * empty, which xattrs exist) need no compare of their own.
+ * @module
+ */
+
+import type { Compare, KeyValue, MetaKV, RequestOp } from "./kv.ts";
+import { prefixEnd } from "./kv.ts";
+
+/** The metadata format this build writes; a store with a newer one is refused. */
+export const NAMESPACE_FORMAT = 1;
+
+/** The root directory's inode number (the FUSE root node id). */
+export const ROOT_INO = 1;
+
+/** Seconds and nanoseconds since the epoch (the same shape as src/vfs Timespec). */
+export interface Timespec {
+  sec: number;
+  nsec: number;
+}
+
+/** One inode as stored. `mode` includes the S_IFMT type bits. */
+export interface InodeRecord {
+  ino: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink: number;
+  rdev: number;
+  /** Logical size in bytes (symlinks: length of the target). */
+  size: number;
+  /** Directories: the inode of the directory holding it (root: itself). Others: 0. */
+  parent: number;
+  generation: number;
+  atime: Timespec;
+  mtime: Timespec;
+  ctime: Timespec;
+  btime: Timespec;
+  /** Symlinks only: the target bytes. */
+  target?: Uint8Array;
+}
+
+/** A directory entry's value: the child and its S_IFMT type bits. */
+export interface DirentRecord {
+  ino: number;
+  type: number;
+}
+
+export interface NamedDirent extends DirentRecord {
+  name: Uint8Array;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key encoding. Every key starts with "fs/" so the store can hold other subsystems' keys too.
+// Numbers are big-endian u64 so that a directory's entries (and an inode's xattrs) sort together.
+
+const TAG_FORMAT = 0x56; // "V": format version, JSON
+const TAG_COUNTER = 0x4e; // "N": next unallocated inode number
+const TAG_INODE = 0x49; // "I" + ino
+const TAG_DENTRY = 0x44; // "D" + parent ino + name bytes
+const TAG_XATTR = 0x58; // "X" + ino + name (UTF-8)
+const TAG_ORPHAN = 0x4f; // "O" + ino: nlink 0 but still referenced; purged at startup
+
+const PREFIX = [0x66, 0x73, 0x2f]; // "fs/"
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function tagKey(tag: number, ino?: number, suffix?: Uint8Array): Uint8Array {
+  const length = PREFIX.length + 1 + (ino === undefined ? 0 : 8) + (suffix?.length ?? 0);
+  const key = new Uint8Array(length);
+  key.set(PREFIX);
+  key[PREFIX.length] = tag;
+  if (ino !== undefined) writeU64(key, PREFIX.length + 1, ino);
+  if (suffix) key.set(suffix, PREFIX.length + 9);
+  return key;
+}
+
+function writeU64(into: Uint8Array, at: number, value: number): void {
+  const view = new DataView(into.buffer, into.byteOffset, into.byteLength);
+  view.setUint32(at, Math.floor(value / 2 ** 32));
+  view.setUint32(at + 4, value >>> 0);
+}
+
+function readU64(from: Uint8Array, at: number): number {
+  const view = new DataView(from.buffer, from.byteOffset, from.byteLength);
+  return view.getUint32(at) * 2 ** 32 + view.getUint32(at + 4);
+}
+
+export const keys = {
+  format: () => tagKey(TAG_FORMAT),
+  counter: () => tagKey(TAG_COUNTER),
+  inode: (ino: number) => tagKey(TAG_INODE, ino),
+  inodes: () => tagKey(TAG_INODE),
+  dentry: (parent: number, name: Uint8Array) => tagKey(TAG_DENTRY, parent, name),
+  dentries: (parent: number) => tagKey(TAG_DENTRY, parent),
+  xattr: (ino: number, name: string) => tagKey(TAG_XATTR, ino, encoder.encode(name)),
+  xattrs: (ino: number) => tagKey(TAG_XATTR, ino),
+  orphan: (ino: number) => tagKey(TAG_ORPHAN, ino),
+  orphans: () => tagKey(TAG_ORPHAN),
+};
+
+/** The inode number at the end of an inode, orphan, dentry or xattr key. */
+function inoOfKey(key: Uint8Array): number {
+  return readU64(key, PREFIX.length + 1);
+}
+
+/** The same for a cache key string (one char per byte). */
+function inoOfKeyString(name: string): number {
+  let value = 0;
+  for (let i = PREFIX.length + 1; i < PREFIX.length + 9; i++) {
+    value = value * 256 + name.charCodeAt(i);
+  }
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Record encoding: a fixed little-endian header, then the symlink target.
+
+const RECORD_VERSION = 1;
+const HEADER_BYTES = 96;
+
+export function encodeInode(record: InodeRecord): Uint8Array {
+  const target = record.target ?? new Uint8Array(0);
+  const out = new Uint8Array(HEADER_BYTES + target.length);
+  const view = new DataView(out.buffer);
+  view.setUint8(0, RECORD_VERSION);
+  view.setUint32(4, record.mode, true);
+  view.setUint32(8, record.uid, true);
+  view.setUint32(12, record.gid, true);
+  view.setUint32(16, record.nlink, true);
+  view.setUint32(20, record.rdev, true);
+  view.setBigUint64(24, BigInt(record.size), true);
+  view.setBigUint64(32, BigInt(record.parent), true);
+  view.setBigUint64(40, BigInt(record.generation), true);
+  const times = [record.atime, record.mtime, record.ctime, record.btime];
+  times.forEach((time, i) => {
+    view.setBigInt64(48 + 12 * i, BigInt(time.sec), true);
+    view.setUint32(56 + 12 * i, time.nsec, true);
+  });
+  out.set(target, HEADER_BYTES);
+  return out;
+}
+
+export function decodeInode(ino: number, bytes: Uint8Array): InodeRecord {
+  if (bytes.length < HEADER_BYTES || bytes[0] !== RECORD_VERSION) {
+    throw new Error(
+      `Inode ${ino} record has version ${bytes[0]} and ${bytes.length} bytes; ` +
+        `this build reads version ${RECORD_VERSION}: upgrade skyfs`,
+    );
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const time = (i: number): Timespec => ({
+    sec: Number(view.getBigInt64(48 + 12 * i, true)),
+    nsec: view.getUint32(56 + 12 * i, true),
+  });
+  const record: InodeRecord = {
+    ino,
+    mode: view.getUint32(4, true),
+    uid: view.getUint32(8, true),
+    gid: view.getUint32(12, true),
+    nlink: view.getUint32(16, true),
+    rdev: view.getUint32(20, true),
+    size: Number(view.getBigUint64(24, true)),
+    parent: Number(view.getBigUint64(32, true)),
+    generation: Number(view.getBigUint64(40, true)),
+    atime: time(0),
+    mtime: time(1),
+    ctime: time(2),
+    btime: time(3),
+  };
+  if (bytes.length > HEADER_BYTES) record.target = bytes.slice(HEADER_BYTES);
+  return record;
+}
+
+function encodeDirent(dirent: DirentRecord): Uint8Array {
+  const out = new Uint8Array(12);
+  writeU64(out, 0, dirent.ino);
+  new DataView(out.buffer).setUint32(8, dirent.type);
+  return out;
+}
+
+function decodeDirent(bytes: Uint8Array): DirentRecord {
+  return {
+    ino: readU64(bytes, 0),
+    type: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(8),
+  };
+}
+
+function cloneRecord(record: InodeRecord): InodeRecord {
+  return {
+    ...record,
+    atime: { ...record.atime },
+    mtime: { ...record.mtime },
+    ctime: { ...record.ctime },
+    btime: { ...record.btime },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The read cache: values with the modRevision they were read or written at.
+
+interface CachedValue {
+  /** Undefined: the key is absent (modRevision 0). */
+  value: Uint8Array | undefined;
+  modRevision: number;
+  /** The store revision at which this was the key's state (decides which of two is newer). */
+  knownAt: number;
+}
+
+function keyString(key: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < key.length; i++) s += String.fromCharCode(key[i]);
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface NamespaceOptions {
+  /** Owner and mode of the root directory when the store is new. Default: this process, 0o755. */
+  rootUid?: number;
+  rootGid?: number;
+  rootMode?: number;
+  /** Inode numbers taken from the shared counter at a time. Default 1024. */
+  inoRangeSize?: number;
+  /** Keys cached in memory. Default 200,000. */
+  cacheEntries?: number;
+  /**
+   * Validate the reads of read-only operations (and of failing ones) with a compare-only txn.
+   * Needed only when other writers share the store (cluster backends). Default false: with one
+   * writer the cache is exactly the store, so a cached read is never stale.
+   */
+  validateReads?: boolean;
+  /** Attempts of one operation before it fails with EIO. Default 100. */
+  maxAttempts?: number;
+  /** The clock, for the root's times. Default: the system clock. */
+  now?: () => Timespec;
+}
+
+/** Thrown when an operation kept conflicting with concurrent writers; EIO at the edges. */
+export class TxnConflictError extends Error {
+  constructor(attempts: number) {
+    super(`Metadata transaction still conflicted after ${attempts} attempts`);
+    this.name = "TxnConflictError";
+  }
+}
+
+/** The namespace over one MetaKV. Create with `Namespace.open`. */
+export class Namespace {
+  readonly kv: MetaKV;
+  readonly #cache = new Map<string, CachedValue>();
+  /** Cached xattr key names per inode, so deleting an inode's xattrs need not scan the cache. */
+  readonly #cachedXattrs = new Map<number, Set<string>>();
+  readonly #cacheEntries: number;
+  readonly #validateReads: boolean;
+  readonly #maxAttempts: number;
+  readonly #rangeSize: number;
+  #nextIno = 0;
+  #rangeEnd = 0;
+  #allocating: Promise<void> | undefined;
+
+  private constructor(kv: MetaKV, options: NamespaceOptions) {
+    this.kv = kv;
+    this.#cacheEntries = options.cacheEntries ?? 200_000;
+    this.#validateReads = options.validateReads ?? false;
+    this.#maxAttempts = options.maxAttempts ?? 100;
+    this.#rangeSize = options.inoRangeSize ?? 1024;
+  }
+
+  /** Open the namespace, creating the format key, the root and the counter on a new store. */
+  static async open(kv: MetaKV, options: NamespaceOptions = {}): Promise<Namespace> {
+    const ns = new Namespace(kv, options);
+    const formatKey = keys.format();
+    const found = await kv.range({ key: formatKey });
+    if (found.kvs.length === 0) {
+      const now = (options.now ?? systemNow)();
+      const root: InodeRecord = {
+        ino: ROOT_INO,
+        mode: 0o040000 | (options.rootMode ?? 0o755),
+        uid: options.rootUid ?? Deno.uid() ?? 0,
+        gid: options.rootGid ?? Deno.gid() ?? 0,
+        nlink: 2,
+        rdev: 0,
+        size: 4096,
+        parent: ROOT_INO,
+        generation: 1,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        btime: now,
+      };
+      const counter = new Uint8Array(8);
+      writeU64(counter, 0, ROOT_INO + 1);
+      // The compare makes two first starts racing on one store create the root once.
+      await kv.txn({
+        compare: [{ key: formatKey, target: "version", result: "==", value: 0 }],
+        success: [
+          { put: { key: formatKey, value: encoder.encode(`{"format":${NAMESPACE_FORMAT}}`) } },
+          { put: { key: keys.inode(ROOT_INO), value: encodeInode(root) } },
+          { put: { key: keys.counter(), value: counter } },
+        ],
+      });
+    } else {
+      let format = NaN;
+      try {
+        format = JSON.parse(decoder.decode(found.kvs[0].value)).format;
+      } catch { /* reported below */ }
+      if (!(format <= NAMESPACE_FORMAT)) {
+        throw new Error(
+          `Metadata store has namespace format ${
+            JSON.stringify(decoder.decode(found.kvs[0].value))
+          }; this build reads format ${NAMESPACE_FORMAT}: upgrade skyfs`,
+        );
+      }
+    }
+    return ns;
+  }
+
+  /**
+   * Run `operation` as one transaction: its reads are recorded, its writes buffered, and at the
+   * end one MetaKV txn applies the writes if no key read has changed; otherwise it runs again.
+   * `operation` must have no effect outside `tx` (it may run several times); errors it throws
+   * abort without writing.
+   */
+  async transact<T>(operation: (tx: NsTxn) => Promise<T>): Promise<T> {
+    for (let attempt = 1; attempt <= this.#maxAttempts; attempt++) {
+      const tx = new NsTxn(this);
+      let result: T;
+      try {
+        result = await operation(tx);
+      } catch (error) {
+        // A failure decided on stale cached reads is retried; with one writer reads are never
+        // stale, so only validating stores pay for the check.
+        if (this.#validateReads && tx.readCount > 0 && !(await this.#validate(tx))) continue;
+        throw error;
+      }
+      if (!tx.hasWrites) {
+        if (this.#validateReads && tx.readCount > 0 && !(await this.#validate(tx))) continue;
+        return result;
+      }
+      if (await this.#commit(tx)) return result;
+      if (attempt > 3) await new Promise((resolve) => setTimeout(resolve, Math.min(attempt, 20)));
+    }
+    throw new TxnConflictError(this.#maxAttempts);
+  }
+
+  async #validate(tx: NsTxn): Promise<boolean> {
+    const response = await this.kv.txn({ compare: tx.compares() });
+    if (!response.succeeded) tx.forgetReads();
+    return response.succeeded;
+  }
+
+  async #commit(tx: NsTxn): Promise<boolean> {
+    const response = await this.kv.txn({ compare: tx.compares(), success: tx.requestOps() });
+    if (!response.succeeded) {
+      tx.forgetReads();
+      return false;
+    }
+    tx.applyToCache(response.revision);
+    return true;
+  }
+
+  // --- cache ---
+
+  /** Value and modRevision of one key, from the cache or the store. */
+  async get(key: Uint8Array): Promise<CachedValue> {
+    const name = keyString(key);
+    const hit = this.#cache.get(name);
+    if (hit) return hit;
+    const response = await this.kv.range({ key });
+    const kv: KeyValue | undefined = response.kvs[0];
+    const entry = {
+      value: kv?.value,
+      modRevision: kv?.modRevision ?? 0,
+      knownAt: response.revision,
+    };
+    // A commit (or a delete) that landed while this read was in flight may already be cached:
+    // keep whichever state is newer, so a deleted key never comes back from a slow read.
+    const now = this.#cache.get(name);
+    if (now && now.knownAt >= entry.knownAt) return now;
+    this.cachePut(name, entry);
+    return entry;
+  }
+
+  /** @internal */
+  cachePut(name: string, entry: CachedValue): void {
+    this.#cache.delete(name);
+    this.#cache.set(name, entry);
+    if (name.charCodeAt(PREFIX.length) === TAG_XATTR) {
+      const ino = inoOfKeyString(name);
+      let names = this.#cachedXattrs.get(ino);
+      if (!names) this.#cachedXattrs.set(ino, names = new Set());
+      names.add(name);
+    }
+    if (this.#cache.size > this.#cacheEntries) {
+      // Map iteration is insertion order, and hits are not re-inserted: this drops the oldest.
+      this.cacheForget(this.#cache.keys().next().value!);
+    }
+  }
+
+  /** @internal */
+  cacheForget(name: string): void {
+    this.#cache.delete(name);
+    if (name.charCodeAt(PREFIX.length) === TAG_XATTR) {
+      const ino = inoOfKeyString(name);
+      const names = this.#cachedXattrs.get(ino);
+      names?.delete(name);
+      if (names?.size === 0) this.#cachedXattrs.delete(ino);
+    }
+  }
+
+  /** @internal Drop every cached xattr of `ino` (after its xattrs were range-deleted). */
+  cacheForgetXattrs(ino: number): void {
+    for (const name of this.#cachedXattrs.get(ino) ?? []) this.#cache.delete(name);
+    this.#cachedXattrs.delete(ino);
+  }
+
+  /** Drop the whole cache (after another writer may have changed the store). */
+  invalidate(): void {
+    this.#cache.clear();
+    this.#cachedXattrs.clear();
+  }
+
+  // --- reads outside transactions ---
+
+  async getInode(ino: number): Promise<InodeRecord | undefined> {
+    const found = await this.get(keys.inode(ino));
+    return found.value ? decodeInode(ino, found.value) : undefined;
+  }
+
+  async getDirent(parent: number, name: Uint8Array): Promise<DirentRecord | undefined> {
+    const found = await this.get(keys.dentry(parent, name));
+    return found.value ? decodeDirent(found.value) : undefined;
+  }
+
+  /** Every entry of a directory, in name byte order. */
+  async listDir(parent: number): Promise<NamedDirent[]> {
+    const prefix = keys.dentries(parent);
+    const out: NamedDirent[] = [];
+    for await (const kv of this.#scan(prefix, false)) {
+      out.push({ name: kv.key.slice(prefix.length), ...decodeDirent(kv.value) });
+    }
+    return out;
+  }
+
+  /** Inodes on the orphan list (nlink 0 when last referenced). */
+  async listOrphans(): Promise<number[]> {
+    const out: number[] = [];
+    for await (const kv of this.#scan(keys.orphans(), true)) out.push(inoOfKey(kv.key));
+    return out;
+  }
+
+  /** Whether each of `inos` has an inode record (one range scan per call, for startup checks). */
+  async existingInodes(): Promise<Set<number>> {
+    const out = new Set<number>();
+    for await (const kv of this.#scan(keys.inodes(), true)) out.add(inoOfKey(kv.key));
+    return out;
+  }
+
+  async *#scan(prefix: Uint8Array, keysOnly: boolean): AsyncGenerator<KeyValue> {
+    const end = prefixEnd(prefix);
+    let from = prefix;
+    for (;;) {
+      const page = await this.kv.range({ key: from, rangeEnd: end, limit: 1000, keysOnly });
+      for (const kv of page.kvs) yield kv;
+      if (!page.more || page.kvs.length === 0) return;
+      const last = page.kvs[page.kvs.length - 1].key;
+      from = new Uint8Array(last.length + 1);
+      from.set(last);
+    }
+  }
+
+  // --- inode numbers ---
+
+  /**
+   * A fresh inode number. Numbers come from the shared counter in ranges of `inoRangeSize`, one
+   * txn per range; a number is never handed out twice, even across restarts (the unused rest of
+   * a range is skipped), so the kernel can never confuse a new inode with one it still holds.
+   */
+  async allocIno(): Promise<number> {
+    while (this.#nextIno >= this.#rangeEnd) {
+      this.#allocating ??= this.#takeRange().finally(() => this.#allocating = undefined);
+      await this.#allocating;
+    }
+    return this.#nextIno++;
+  }
+
+  async #takeRange(): Promise<void> {
+    const key = keys.counter();
+    for (let attempt = 1; attempt <= this.#maxAttempts; attempt++) {
+      const found = await this.kv.range({ key });
+      const kv = found.kvs[0];
+      if (!kv) throw new Error("Metadata store has no inode counter: it was not created by skyfs");
+      const start = readU64(kv.value, 0);
+      const next = new Uint8Array(8);
+      writeU64(next, 0, start + this.#rangeSize);
+      const response = await this.kv.txn({
+        compare: [{ key, target: "modRevision", result: "==", value: kv.modRevision }],
+        success: [{ put: { key, value: next } }],
+      });
+      if (response.succeeded) {
+        this.#nextIno = start;
+        this.#rangeEnd = start + this.#rangeSize;
+        return;
+      }
+    }
+    throw new TxnConflictError(this.#maxAttempts);
+  }
+}
+
+/** One operation's view of the store: reads recorded for compares, writes buffered. */
+export class NsTxn {
+  readonly #ns: Namespace;
+  /** key string -> modRevision read (0 for absent). */
+  readonly #reads = new Map<string, { key: Uint8Array; modRevision: number }>();
+  /** key string -> value to put, or undefined to delete. Insertion order is commit order. */
+  readonly #writes = new Map<string, { key: Uint8Array; value: Uint8Array | undefined }>();
+  readonly #rangeDeletes: { key: Uint8Array; rangeEnd: Uint8Array }[] = [];
+  /** Inodes whose xattrs are range-deleted by this transaction. */
+  readonly #xattrsDeleted: number[] = [];
+
+  constructor(ns: Namespace) {
+    this.#ns = ns;
+  }
+
+  get readCount(): number {
+    return this.#reads.size;
+  }
+
+  get hasWrites(): boolean {
+    return this.#writes.size > 0 || this.#rangeDeletes.length > 0;
+  }
+
+  async #read(key: Uint8Array): Promise<Uint8Array | undefined> {
+    const name = keyString(key);
+    const written = this.#writes.get(name);
+    if (written) return written.value;
+    const found = await this.#ns.get(key);
+    const earlier = this.#reads.get(name);
+    // Reading one key twice at different revisions means it changed under us: record the first,
+    // so the commit's compare fails and the operation reruns on a consistent view.
+    if (!earlier) this.#reads.set(name, { key, modRevision: found.modRevision });
+    return found.value;
+  }
+
+  #write(key: Uint8Array, value: Uint8Array | undefined): void {
+    const name = keyString(key);
+    this.#writes.delete(name);
+    this.#writes.set(name, { key, value });
+  }
+
+  async getInode(ino: number): Promise<InodeRecord | undefined> {
+    const value = await this.#read(keys.inode(ino));
+    return value ? decodeInode(ino, value) : undefined;
+  }
+
+  putInode(record: InodeRecord): void {
+    this.#write(keys.inode(record.ino), encodeInode(record));
+  }
+
+  /** Delete an inode with its xattrs and orphan mark (directory entries are the caller's). */
+  deleteInode(ino: number): void {
+    this.#write(keys.inode(ino), undefined);
+    this.#write(keys.orphan(ino), undefined);
+    const prefix = keys.xattrs(ino);
+    this.#rangeDeletes.push({ key: prefix, rangeEnd: prefixEnd(prefix) });
+    this.#xattrsDeleted.push(ino);
+  }
+
+  async getDirent(parent: number, name: Uint8Array): Promise<DirentRecord | undefined> {
+    const value = await this.#read(keys.dentry(parent, name));
+    return value ? decodeDirent(value) : undefined;
+  }
+
+  putDirent(parent: number, name: Uint8Array, dirent: DirentRecord): void {
+    this.#write(keys.dentry(parent, name), encodeDirent(dirent));
+  }
+
+  deleteDirent(parent: number, name: Uint8Array): void {
+    this.#write(keys.dentry(parent, name), undefined);
+  }
+
+  /**
+   * Whether directory `ino` has no entries. Reads `ino`'s record so the answer is compared.
+   * Entries deleted earlier in this same transaction are not looked at: no operation empties a
+   * directory and then asks whether it is empty.
+   */
+  async dirIsEmpty(ino: number): Promise<boolean> {
+    await this.getInode(ino);
+    const prefix = keys.dentries(ino);
+    const prefixString = keyString(prefix);
+    for (const [name, write] of this.#writes) {
+      if (write.value && name.startsWith(prefixString)) return false;
+    }
+    const found = await this.#ns.kv.range({ key: prefix, rangeEnd: prefixEnd(prefix), limit: 1 });
+    return found.kvs.length === 0;
+  }
+
+  async getXattr(ino: number, name: string): Promise<Uint8Array | undefined> {
+    return await this.#read(keys.xattr(ino, name));
+  }
+
+  putXattr(ino: number, name: string, value: Uint8Array): void {
+    this.#write(keys.xattr(ino, name), value);
+  }
+
+  deleteXattr(ino: number, name: string): void {
+    this.#write(keys.xattr(ino, name), undefined);
+  }
+
+  /** Names and total value bytes of `ino`'s xattrs. Reads `ino`'s record so it is compared. */
+  async listXattrs(ino: number): Promise<{ name: string; size: number }[]> {
+    await this.getInode(ino);
+    const prefix = keys.xattrs(ino);
+    const found = await this.#ns.kv.range({ key: prefix, rangeEnd: prefixEnd(prefix) });
+    const byName = new Map<string, number>();
+    for (const kv of found.kvs) {
+      byName.set(decoder.decode(kv.key.subarray(prefix.length)), kv.value.length);
+    }
+    const prefixString = keyString(prefix);
+    for (const [key, write] of this.#writes) {
+      if (!key.startsWith(prefixString)) continue;
+      const name = decoder.decode(write.key.subarray(prefix.length));
+      if (write.value) byName.set(name, write.value.length);
+      else byName.delete(name);
+    }
+    return [...byName].map(([name, size]) => ({ name, size }));
+  }
+
+  addOrphan(ino: number): void {
+    this.#write(keys.orphan(ino), new Uint8Array(0));
+  }
+
+  removeOrphan(ino: number): void {
+    this.#write(keys.orphan(ino), undefined);
+  }
+
+  async isOrphan(ino: number): Promise<boolean> {
+    return (await this.#read(keys.orphan(ino))) !== undefined;
+  }
+
+  /** @internal */
+  compares(): Compare[] {
+    return [...this.#reads.values()].map(({ key, modRevision }) => ({
+      key,
+      target: "modRevision",
+      result: "==",
+      value: modRevision,
+    }));
+  }
+
+  /** @internal */
+  requestOps(): RequestOp[] {
+    const ops: RequestOp[] = this.#rangeDeletes.map((range) => ({ deleteRange: { ...range } }));
+    for (const { key, value } of this.#writes.values()) {
+      ops.push(value ? { put: { key, value } } : { deleteRange: { key } });
+    }
+    return ops;
+  }
+
+  /** @internal After a failed commit: the keys read are stale, drop them from the cache. */
+  forgetReads(): void {
+    for (const name of this.#reads.keys()) this.#ns.cacheForget(name);
+  }
+
+  /** @internal After a successful commit at `revision`: the cache now holds what was written. */
+  applyToCache(revision: number): void {
+    for (const ino of this.#xattrsDeleted) this.#ns.cacheForgetXattrs(ino);
+    for (const [name, { value }] of this.#writes) {
+      this.#ns.cachePut(name, { value, modRevision: value ? revision : 0, knownAt: revision });
+    }
+  }
+}
+
+/** Read a record for modification: a copy the caller may change and put back. */
+export function copyInode(record: InodeRecord): InodeRecord {
+  return cloneRecord(record);
+}
+
+/** The system clock as a Timespec with sub-millisecond digits, never going backwards. */
+let lastNowNs = 0n;
+export function systemNow(): Timespec {
+  const ms = performance.timeOrigin + performance.now();
+  let ns = BigInt(Math.floor(ms * 1e6));
+  if (ns <= lastNowNs) ns = lastNowNs + 1n;
+  lastNowNs = ns;
+  return { sec: Number(ns / 1_000_000_000n), nsec: Number(ns % 1_000_000_000n) };
+}

@@ -1,0 +1,210 @@
+/** Tests of the namespace encoding, the optimistic transaction and inode allocation. */
+
+import assert from "node:assert/strict";
+import { openEmbeddedKV } from "./embedded.ts";
+import {
+  decodeInode,
+  encodeInode,
+  type InodeRecord,
+  keys,
+  Namespace,
+  ROOT_INO,
+  TxnConflictError,
+} from "./namespace.ts";
+import type { MetaKV } from "./kv.ts";
+
+const name = (s: string) => new TextEncoder().encode(s);
+
+function fileRecord(ino: number, extra: Partial<InodeRecord> = {}): InodeRecord {
+  const t = { sec: 1_700_000_000, nsec: 123_456_789 };
+  return {
+    ino,
+    mode: 0o100644,
+    uid: 1000,
+    gid: 1000,
+    nlink: 1,
+    rdev: 0,
+    size: 0,
+    parent: 0,
+    generation: 1,
+    atime: t,
+    mtime: t,
+    ctime: t,
+    btime: t,
+    ...extra,
+  };
+}
+
+Deno.test("inode records round-trip, including >4 GiB sizes, negative times and targets", () => {
+  const record = fileRecord(2 ** 40 + 3, {
+    size: 2 ** 52 + 1,
+    atime: { sec: -5, nsec: 999_999_999 },
+    rdev: 0x0801,
+    target: name("a/b/c"),
+  });
+  assert.deepEqual(decodeInode(record.ino, encodeInode(record)), record);
+  assert.throws(() => decodeInode(1, new Uint8Array(10)), /upgrade skyfs/);
+});
+
+Deno.test("keys sort a directory's entries together and after its inode number", () => {
+  const a = keys.dentry(5, name("zz"));
+  const b = keys.dentry(6, name("aa"));
+  assert.ok(Buffer.compare(a, b) < 0);
+  assert.ok(Buffer.compare(keys.inode(255), keys.inode(256)) < 0);
+});
+
+Deno.test("open creates the root once; a second open keeps it", async () => {
+  const kv = await openEmbeddedKV(":memory:");
+  try {
+    const ns = await Namespace.open(kv, { rootUid: 7, rootGid: 8 });
+    const root = await ns.getInode(ROOT_INO);
+    assert.equal(root?.mode, 0o40755);
+    assert.equal(root?.uid, 7);
+    assert.equal(root?.nlink, 2);
+    const again = await Namespace.open(kv, { rootUid: 9 });
+    assert.equal((await again.getInode(ROOT_INO))?.uid, 7);
+  } finally {
+    await kv.close();
+  }
+});
+
+Deno.test("a newer namespace format is refused with a clear message", async () => {
+  const kv = await openEmbeddedKV(":memory:");
+  try {
+    await kv.put({ key: keys.format(), value: name('{"format":99}') });
+    await assert.rejects(Namespace.open(kv), /format .*99.*upgrade skyfs/);
+  } finally {
+    await kv.close();
+  }
+});
+
+Deno.test("inode numbers are unique, ranged, and never reused after reopen", async () => {
+  const kv = await openEmbeddedKV(":memory:");
+  try {
+    const ns = await Namespace.open(kv, { inoRangeSize: 4 });
+    const got = await Promise.all(Array.from({ length: 10 }, () => ns.allocIno()));
+    assert.equal(new Set(got).size, 10);
+    assert.ok(got.every((ino) => ino > ROOT_INO));
+    const ns2 = await Namespace.open(kv, { inoRangeSize: 4 });
+    const next = await ns2.allocIno();
+    assert.ok(next > Math.max(...got), `${next} must be above ${Math.max(...got)}`);
+  } finally {
+    await kv.close();
+  }
+});
+
+Deno.test("transact commits writes, reads its own writes, and caches", async () => {
+  const kv = await openEmbeddedKV(":memory:");
+  try {
+    const ns = await Namespace.open(kv);
+    const ino = await ns.allocIno();
+    await ns.transact(async (tx) => {
+      assert.equal(await tx.getDirent(ROOT_INO, name("f")), undefined);
+      tx.putInode(fileRecord(ino));
+      tx.putDirent(ROOT_INO, name("f"), { ino, type: 0o100000 });
+      assert.equal((await tx.getDirent(ROOT_INO, name("f")))?.ino, ino);
+      assert.equal(await tx.dirIsEmpty(ROOT_INO), false);
+    });
+    assert.deepEqual(await ns.getDirent(ROOT_INO, name("f")), { ino, type: 0o100000 });
+    assert.deepEqual(await ns.listDir(ROOT_INO), [{ name: name("f"), ino, type: 0o100000 }]);
+    const fresh = await Namespace.open(kv);
+    assert.equal((await fresh.getInode(ino))?.uid, 1000);
+  } finally {
+    await kv.close();
+  }
+});
+
+Deno.test("a conflicting writer makes the operation rerun on fresh reads", async () => {
+  const kv = await openEmbeddedKV(":memory:");
+  try {
+    const ns = await Namespace.open(kv);
+    const other = await Namespace.open(kv);
+    const ino = await ns.allocIno();
+    await ns.transact((tx) => Promise.resolve(tx.putInode(fileRecord(ino, { nlink: 1 }))));
+    let runs = 0;
+    await ns.transact(async (tx) => {
+      runs++;
+      const record = (await tx.getInode(ino))!;
+      if (runs === 1) {
+        // Another writer bumps nlink between our read and our commit.
+        await other.transact(async (otx) => {
+          const r = (await otx.getInode(ino))!;
+          otx.putInode({ ...r, nlink: r.nlink + 1 });
+        });
+      }
+      tx.putInode({ ...record, nlink: record.nlink + 1 });
+    });
+    assert.equal(runs, 2);
+    const fresh = await Namespace.open(kv);
+    assert.equal((await fresh.getInode(ino))?.nlink, 3);
+  } finally {
+    await kv.close();
+  }
+});
+
+Deno.test("an operation that always conflicts fails with TxnConflictError", async () => {
+  const kv = await openEmbeddedKV(":memory:");
+  try {
+    const ns = await Namespace.open(kv, { maxAttempts: 3 });
+    const ino = await ns.allocIno();
+    await ns.transact((tx) => Promise.resolve(tx.putInode(fileRecord(ino))));
+    await assert.rejects(
+      ns.transact(async (tx) => {
+        const record = (await tx.getInode(ino))!;
+        await bump(kv, ino);
+        tx.putInode(record);
+      }),
+      TxnConflictError,
+    );
+  } finally {
+    await kv.close();
+  }
+});
+
+async function bump(kv: MetaKV, ino: number): Promise<void> {
+  const found = await kv.range({ key: keys.inode(ino) });
+  await kv.put({ key: keys.inode(ino), value: found.kvs[0].value });
+}
+
+Deno.test("deleteInode drops xattrs and the orphan mark; orphans are listed", async () => {
+  const kv = await openEmbeddedKV(":memory:");
+  try {
+    const ns = await Namespace.open(kv);
+    const ino = await ns.allocIno();
+    await ns.transact((tx) => {
+      tx.putInode(fileRecord(ino, { nlink: 0 }));
+      tx.putXattr(ino, "user.a", name("1"));
+      tx.putXattr(ino, "user.bb", name("22"));
+      tx.addOrphan(ino);
+      return Promise.resolve();
+    });
+    assert.deepEqual(await ns.listOrphans(), [ino]);
+    const listed = await ns.transact((tx) => tx.listXattrs(ino));
+    assert.deepEqual(listed, [{ name: "user.a", size: 1 }, { name: "user.bb", size: 2 }]);
+    assert.deepEqual(await ns.transact((tx) => tx.getXattr(ino, "user.a")), name("1"));
+    await ns.transact((tx) => Promise.resolve(tx.deleteInode(ino)));
+    assert.deepEqual(await ns.listOrphans(), []);
+    assert.equal(await ns.getInode(ino), undefined);
+    assert.equal(await ns.transact((tx) => tx.getXattr(ino, "user.a")), undefined);
+    assert.equal((await kv.range({ key: keys.xattr(ino, "user.bb") })).kvs.length, 0);
+    assert.equal((await ns.existingInodes()).has(ino), false);
+  } finally {
+    await kv.close();
+  }
+});
+
+Deno.test("a slow read never resurrects a key deleted meanwhile in the cache", async () => {
+  const kv = await openEmbeddedKV(":memory:");
+  try {
+    const ns = await Namespace.open(kv);
+    const ino = await ns.allocIno();
+    await ns.transact((tx) => Promise.resolve(tx.putInode(fileRecord(ino))));
+    ns.invalidate();
+    const slow = ns.getInode(ino); // reads the store (cache was dropped)
+    await ns.transact((tx) => Promise.resolve(tx.deleteInode(ino)));
+    await slow;
+    assert.equal(await ns.getInode(ino), undefined);
+  } finally {
+    await kv.close();
+  }
+});
