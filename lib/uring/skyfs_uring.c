@@ -1,0 +1,218 @@
+/* libskyfs_uring: batch submit/reap over liburing 2.3 for Deno FFI (contract: skyfs_uring.h). */
+#define _GNU_SOURCE
+#include "skyfs_uring.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+_Static_assert(sizeof(struct skyfs_uring_op) == 64, "skyfs_uring_op must stay 64 bytes");
+_Static_assert(sizeof(struct skyfs_uring_cqe) == 16, "skyfs_uring_cqe must stay 16 bytes");
+
+struct skyfs_uring {
+  struct io_uring ring;
+  int event_fd;
+};
+
+EXPORT int32_t skyfs_uring_abi_version(void) { return SKYFS_URING_ABI_VERSION; }
+
+EXPORT struct skyfs_uring *skyfs_uring_open(uint32_t entries, int32_t *error) {
+  struct skyfs_uring *handle = calloc(1, sizeof(*handle));
+  if (handle == NULL) {
+    *error = -ENOMEM;
+    return NULL;
+  }
+  /* SUBMIT_ALL: a bad SQE fails alone instead of leaving the rest of the batch unsubmitted. */
+  struct io_uring_params params;
+  memset(&params, 0, sizeof(params));
+  params.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP;
+  int result = io_uring_queue_init_params(entries, &handle->ring, &params);
+  if (result == -EINVAL) { /* kernel before 5.18 */
+    memset(&params, 0, sizeof(params));
+    params.flags = IORING_SETUP_CLAMP;
+    result = io_uring_queue_init_params(entries, &handle->ring, &params);
+  }
+  if (result < 0) {
+    free(handle);
+    *error = result;
+    return NULL;
+  }
+  handle->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (handle->event_fd < 0) {
+    *error = -errno;
+    io_uring_queue_exit(&handle->ring);
+    free(handle);
+    return NULL;
+  }
+  result = io_uring_register_eventfd(&handle->ring, handle->event_fd);
+  if (result < 0) {
+    *error = result;
+    close(handle->event_fd);
+    io_uring_queue_exit(&handle->ring);
+    free(handle);
+    return NULL;
+  }
+  *error = 0;
+  return handle;
+}
+
+EXPORT uint32_t skyfs_uring_entries(const struct skyfs_uring *handle) {
+  return handle->ring.sq.ring_entries;
+}
+
+EXPORT int32_t skyfs_uring_probe(struct skyfs_uring *handle) {
+  static const struct {
+    int32_t ours;
+    int kernel;
+  } needed[] = {
+      {SKYFS_OP_NOP, IORING_OP_NOP},           {SKYFS_OP_READ, IORING_OP_READ},
+      {SKYFS_OP_WRITE, IORING_OP_WRITE},       {SKYFS_OP_READV, IORING_OP_READV},
+      {SKYFS_OP_WRITEV, IORING_OP_WRITEV},     {SKYFS_OP_FSYNC, IORING_OP_FSYNC},
+      {SKYFS_OP_FALLOCATE, IORING_OP_FALLOCATE}, {SKYFS_OP_OPENAT, IORING_OP_OPENAT},
+      {SKYFS_OP_CLOSE, IORING_OP_CLOSE},       {SKYFS_OP_STATX, IORING_OP_STATX},
+      {SKYFS_OP_UNLINKAT, IORING_OP_UNLINKAT}, {SKYFS_OP_RENAMEAT, IORING_OP_RENAMEAT},
+      {SKYFS_OP_CANCEL_ALL, IORING_OP_ASYNC_CANCEL},
+  };
+  struct io_uring_probe *probe = io_uring_get_probe_ring(&handle->ring);
+  if (probe == NULL) return -ENOSYS;
+  int32_t missing = -1;
+  for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
+    if (!io_uring_opcode_supported(probe, needed[i].kernel)) {
+      missing = needed[i].ours;
+      break;
+    }
+  }
+  io_uring_free_probe(probe);
+  return missing;
+}
+
+/* Fills one SQE from one op whose opcode the caller has validated. */
+static void prepare(struct io_uring_sqe *sqe, const struct skyfs_uring_op *op) {
+  void *addr = (void *)(uintptr_t)op->addr;
+  void *addr2 = (void *)(uintptr_t)op->addr2;
+  switch (op->opcode) {
+    case SKYFS_OP_NOP:
+      io_uring_prep_nop(sqe);
+      break;
+    case SKYFS_OP_READ:
+      io_uring_prep_read(sqe, op->fd, addr, (unsigned)op->length, op->offset);
+      break;
+    case SKYFS_OP_WRITE:
+      io_uring_prep_write(sqe, op->fd, addr, (unsigned)op->length, op->offset);
+      break;
+    case SKYFS_OP_READV:
+      io_uring_prep_readv(sqe, op->fd, addr, (unsigned)op->length, op->offset);
+      break;
+    case SKYFS_OP_WRITEV:
+      io_uring_prep_writev(sqe, op->fd, addr, (unsigned)op->length, op->offset);
+      break;
+    case SKYFS_OP_FSYNC:
+      io_uring_prep_fsync(sqe, op->fd, op->flags);
+      break;
+    case SKYFS_OP_FALLOCATE:
+      io_uring_prep_fallocate(sqe, op->fd, (int)op->flags, (off_t)op->offset, (off_t)op->length);
+      break;
+    case SKYFS_OP_OPENAT:
+      io_uring_prep_openat(sqe, op->fd, addr, (int)op->flags, op->mode);
+      break;
+    case SKYFS_OP_CLOSE:
+      io_uring_prep_close(sqe, op->fd);
+      break;
+    case SKYFS_OP_STATX:
+      io_uring_prep_statx(sqe, op->fd, addr, (int)op->flags, op->mode, addr2);
+      break;
+    case SKYFS_OP_UNLINKAT:
+      io_uring_prep_unlinkat(sqe, op->fd, addr, (int)op->flags);
+      break;
+    case SKYFS_OP_RENAMEAT:
+      io_uring_prep_renameat(sqe, op->fd, addr, op->fd, addr2, op->flags);
+      break;
+    case SKYFS_OP_CANCEL_ALL:
+      io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
+      break;
+  }
+  if (op->link) sqe->flags |= IOSQE_IO_LINK;
+  io_uring_sqe_set_data64(sqe, op->user_data);
+}
+
+/* Sends every queued SQE; a transient refusal leaves them queued and is not an error. */
+static int32_t flush(struct skyfs_uring *handle) {
+  for (;;) {
+    int result = io_uring_submit(&handle->ring);
+    if (result >= 0 || result == -EAGAIN || result == -EBUSY) return 0;
+    if (result != -EINTR) return result;
+  }
+}
+
+EXPORT int32_t skyfs_uring_submit(struct skyfs_uring *handle, const struct skyfs_uring_op *ops,
+                                  uint32_t count) {
+  /* Validate the whole batch first, so a bad op never leaves half a batch in the ring. */
+  for (uint32_t i = 0; i < count; i++) {
+    if (ops[i].opcode > SKYFS_OP_CANCEL_ALL) return -EINVAL;
+  }
+  uint32_t prepared = 0;
+  for (; prepared < count; prepared++) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&handle->ring);
+    if (sqe == NULL) break;
+    prepare(sqe, &ops[prepared]);
+  }
+  int32_t result = flush(handle);
+  return result < 0 ? result : (int32_t)prepared;
+}
+
+EXPORT int32_t skyfs_uring_reap(struct skyfs_uring *handle, struct skyfs_uring_cqe *out,
+                                uint32_t max) {
+  struct io_uring *ring = &handle->ring;
+  unsigned head;
+  struct io_uring_cqe *cqe;
+  uint32_t count = 0;
+  io_uring_for_each_cqe(ring, head, cqe) {
+    if (count == max) break;
+    out[count].user_data = cqe->user_data;
+    out[count].res = cqe->res;
+    out[count].flags = cqe->flags;
+    count++;
+  }
+  io_uring_cq_advance(ring, count);
+  if (io_uring_sq_ready(ring) > 0) flush(handle);
+  return (int32_t)count;
+}
+
+EXPORT int32_t skyfs_uring_prepare_wait(struct skyfs_uring *handle, struct skyfs_uring_cqe *out,
+                                        uint32_t max) {
+  uint64_t ignored;
+  /* EFD_NONBLOCK: EAGAIN here just means the counter was already zero. */
+  if (read(handle->event_fd, &ignored, sizeof(ignored)) < 0 && errno != EAGAIN) return -errno;
+  return skyfs_uring_reap(handle, out, max);
+}
+
+EXPORT int32_t skyfs_uring_wait(struct skyfs_uring *handle) {
+  struct pollfd pfd = {.fd = handle->event_fd, .events = POLLIN, .revents = 0};
+  if (poll(&pfd, 1, -1) < 0) return -errno;
+  return 0;
+}
+
+EXPORT int32_t skyfs_uring_wake(struct skyfs_uring *handle) {
+  uint64_t one = 1;
+  if (write(handle->event_fd, &one, sizeof(one)) < 0) return -errno;
+  return 0;
+}
+
+EXPORT uint32_t skyfs_uring_sq_pending(const struct skyfs_uring *handle) {
+  return io_uring_sq_ready(&handle->ring);
+}
+
+EXPORT void skyfs_uring_close(struct skyfs_uring *handle) {
+  io_uring_unregister_eventfd(&handle->ring);
+  io_uring_queue_exit(&handle->ring);
+  close(handle->event_fd);
+  free(handle);
+}

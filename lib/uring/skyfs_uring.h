@@ -1,0 +1,110 @@
+/*
+ * skyfs_uring.h: the whole contract between src/io/uring.ts (Deno FFI) and libskyfs_uring.so, a
+ * thin batch-oriented layer over liburing 2.3 (whose get_sqe and prep helpers are static inline,
+ * so FFI cannot call them directly).
+ *
+ * Rules: fixed-width types only; every call returns 0 or a count on success and -errno on failure;
+ * the caller allocates every struct. The contract only grows: a changed call gets a new name and
+ * SKYFS_URING_ABI_VERSION goes up.
+ *
+ * Threads: one thread (the JS thread) owns a ring and is the only one that calls submit, reap,
+ * prepare_wait and close. skyfs_uring_wait may run concurrently on one other thread (a Deno
+ * `nonblocking` call); it touches only the eventfd. skyfs_uring_wake is safe from any thread.
+ */
+#ifndef SKYFS_URING_H
+#define SKYFS_URING_H
+
+#include <stdint.h>
+
+#define SKYFS_URING_ABI_VERSION 1
+
+/* Operation codes of skyfs_uring_op.opcode (ours, not the kernel's IORING_OP_* numbers). */
+enum {
+  SKYFS_OP_NOP = 0,
+  SKYFS_OP_READ = 1,       /* fd, addr = buffer, length = bytes, offset */
+  SKYFS_OP_WRITE = 2,      /* fd, addr = buffer, length = bytes, offset */
+  SKYFS_OP_READV = 3,      /* fd, addr = struct iovec[], length = count, offset */
+  SKYFS_OP_WRITEV = 4,     /* fd, addr = struct iovec[], length = count, offset */
+  SKYFS_OP_FSYNC = 5,      /* fd, flags = IORING_FSYNC_DATASYNC or 0 */
+  SKYFS_OP_FALLOCATE = 6,  /* fd, flags = mode, offset, length */
+  SKYFS_OP_OPENAT = 7,     /* fd = dirfd, addr = path, flags = open flags, mode */
+  SKYFS_OP_CLOSE = 8,      /* fd */
+  SKYFS_OP_STATX = 9,      /* fd = dirfd, addr = path, addr2 = struct statx *, flags, mode = mask */
+  SKYFS_OP_UNLINKAT = 10,  /* fd = dirfd, addr = path, flags (AT_REMOVEDIR) */
+  SKYFS_OP_RENAMEAT = 11,  /* fd = both dirfds, addr = old path, addr2 = new path, flags */
+  SKYFS_OP_CANCEL_ALL = 12 /* cancels every cancelable request in flight */
+};
+
+/* One operation to submit. 64 bytes, little-endian, no padding. Pointers are plain addresses. */
+struct skyfs_uring_op {
+  uint8_t opcode;      /* SKYFS_OP_* */
+  uint8_t link;        /* nonzero: IOSQE_IO_LINK, the next op in the batch runs only if this succeeds */
+  uint16_t reserved0;  /* 0 */
+  int32_t fd;          /* fd or dirfd (AT_FDCWD = -100) */
+  uint64_t offset;
+  uint64_t addr;
+  uint64_t addr2;
+  uint64_t length;
+  uint32_t flags;
+  uint32_t mode;
+  uint64_t user_data;  /* returned unchanged in the completion */
+  uint64_t reserved1;  /* 0 */
+};
+
+/* One completion. 16 bytes. */
+struct skyfs_uring_cqe {
+  uint64_t user_data;
+  int32_t res;         /* result, or -errno */
+  uint32_t flags;      /* kernel CQE flags */
+};
+
+struct skyfs_uring;
+
+/* Returns SKYFS_URING_ABI_VERSION, so a caller can refuse a stale build. */
+int32_t skyfs_uring_abi_version(void);
+
+/* Creates a ring of at least `entries` SQEs (CQ twice that) with an eventfd registered for
+ * completions. Returns the handle, or NULL with -errno in *error (-ENOSYS: no io_uring in this
+ * kernel; -EPERM: io_uring_disabled sysctl, seccomp or a container forbids it). */
+struct skyfs_uring *skyfs_uring_open(uint32_t entries, int32_t *error);
+
+/* Returns the number of SQ entries the ring got (a power of two). */
+uint32_t skyfs_uring_entries(const struct skyfs_uring *ring);
+
+/* Checks that the kernel supports every SKYFS_OP_* used by skyfs. Returns -1 when all are
+ * supported, else the first unsupported SKYFS_OP_* code; -errno when probing itself failed. */
+int32_t skyfs_uring_probe(struct skyfs_uring *ring);
+
+/* Prepares `count` ops into SQEs in order and submits every queued SQE with one io_uring_enter.
+ * Returns the number of ops prepared (less than count only when the SQ ring is full); if the
+ * kernel refused the batch transiently (EAGAIN/EBUSY) the SQEs stay queued and the next submit or
+ * reap sends them. Returns -errno for anything else. A link chain must not be cut by `count`. */
+int32_t skyfs_uring_submit(struct skyfs_uring *ring, const struct skyfs_uring_op *ops,
+                           uint32_t count);
+
+/* Copies up to `max` available completions into `out` and consumes them; then re-submits SQEs
+ * left queued by a transient refusal, if any. Never blocks. Returns the number copied. */
+int32_t skyfs_uring_reap(struct skyfs_uring *ring, struct skyfs_uring_cqe *out, uint32_t max);
+
+/* Clears the eventfd, then reaps like skyfs_uring_reap. Call it just before starting
+ * skyfs_uring_wait: a completion that arrives after the clear wakes the waiter, one that arrived
+ * before is in `out`, so no wakeup is lost. */
+int32_t skyfs_uring_prepare_wait(struct skyfs_uring *ring, struct skyfs_uring_cqe *out,
+                                 uint32_t max);
+
+/* Blocks until a completion was posted since the last prepare_wait, or skyfs_uring_wake was
+ * called. Returns 0, or -errno (-EINTR: call again). Meant for a Deno `nonblocking` call. */
+int32_t skyfs_uring_wait(struct skyfs_uring *ring);
+
+/* Wakes a thread blocked in skyfs_uring_wait. Returns 0 or -errno. */
+int32_t skyfs_uring_wake(struct skyfs_uring *ring);
+
+/* Number of SQEs queued but not yet taken by the kernel. */
+uint32_t skyfs_uring_sq_pending(const struct skyfs_uring *ring);
+
+/* Frees the ring and its eventfd. No wait may be running and no op may be in flight: the kernel
+ * tears a ring down asynchronously, so a request still running could write into a buffer the
+ * caller has already freed. Cancel and reap first. */
+void skyfs_uring_close(struct skyfs_uring *ring);
+
+#endif

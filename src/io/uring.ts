@@ -1,0 +1,775 @@
+/**
+ * The io_uring I/O engine: every operation becomes one SQE of a single ring, submissions made in
+ * one turn of the event loop go to the kernel in one io_uring_enter (flushed from a microtask),
+ * and completions are harvested many at a time, so JS crosses into native code a few times per
+ * batch instead of once per I/O (FACTS.md: a `nonblocking` call costs about 13 us).
+ *
+ * How completions come back: right after each submit a synchronous reap (about 5 ns plus a read
+ * of the CQ ring) collects whatever completed inline (page-cache hits usually do). If ops are still
+ * in the kernel, one `nonblocking` call waits on the ring's eventfd; when it returns, a synchronous
+ * reap takes every completion that has arrived. See lib/uring/skyfs_uring.h for the native side.
+ * @module
+ */
+
+import { Errno, FsError } from "../fs_error.ts";
+import type { IoEngine, StatxResult } from "./types.ts";
+import {
+  addressOf,
+  AT_FDCWD,
+  CQE_BYTES,
+  defaultLibraryPath,
+  IORING_FSYNC_DATASYNC,
+  loadUringLibrary,
+  Op,
+  OP_BYTES,
+  OP_NAMES,
+  pointerOf,
+  STATX_BASIC_STATS,
+  type UringLibrary,
+  type UringSymbols,
+} from "./uring_native.ts";
+
+export interface UringEngineOptions {
+  /** Operations in the kernel at once; callers beyond it wait for a slot. Default 256. */
+  queueDepth?: number;
+  /** Path of libskyfs_uring.so. Default $SKYFS_URING_LIB, else lib/uring/build/ of this tree. */
+  libraryPath?: string;
+  /** shutdown() cancels what is still in flight after this long. Default 5000 ms. */
+  shutdownCancelAfterMs?: number;
+}
+
+/** JS<->native crossings, for the benchmark's "crossings per completed I/O". */
+export interface UringStats {
+  /** Operations completed (a linked write+fsync counts two; internal cancels none). */
+  completions: number;
+  /** Synchronous submit calls: one io_uring_enter each. */
+  submitCalls: number;
+  /** Synchronous reap calls (a few ns each: they read the CQ ring, no syscall). */
+  reapCalls: number;
+  /** `nonblocking` wait calls (about 13 us each). */
+  waitCalls: number;
+}
+
+const O_CLOEXEC = 0o2000000;
+/** The kernel caps one read or write at this many bytes (MAX_RW_COUNT); longer ones continue. */
+const MAX_RW_BYTES = 0x7ffff000;
+const IOV_MAX = 1024;
+const STATX_BYTES = 256;
+/** user_data of internal cancel requests: no slot. */
+const CANCEL_TAG = 0xffffffff;
+const U32 = 0x1_0000_0000;
+
+const enum Result {
+  /** Resolve with the CQE result. */
+  Count,
+  /** Resolve with undefined. */
+  Void,
+}
+
+/** One operation from the call until its completion; it holds the buffers the kernel uses. */
+interface Request {
+  opcode: number;
+  link: boolean;
+  fd: number;
+  offset: number;
+  addr: number;
+  addr2: number;
+  length: number;
+  flags: number;
+  mode: number;
+  result: Result;
+  /** Bytes done by earlier parts of a read or write that the kernel cut short. */
+  done: number;
+  /** Kept referenced so the GC cannot free memory the kernel still writes or reads. */
+  keep: unknown;
+  /** For error messages: a path, or undefined to describe fd, length and offset. */
+  what: string | undefined;
+  resolve: (value: number | undefined) => void;
+  reject: (error: Error) => void;
+}
+
+/** Callers waiting for slots, in arrival order; `requests` go to the kernel together. */
+interface Waiter {
+  requests: Request[];
+}
+
+const enum State {
+  Open,
+  Closing,
+  Closed,
+}
+
+const encoder = new TextEncoder();
+
+/** A NUL-terminated copy of a path in its own ArrayBuffer, whose bytes never move. */
+function cPath(path: string): Uint8Array {
+  if (path.includes("\0")) {
+    throw new FsError(Errno.EINVAL, `path ${JSON.stringify(path)} contains a NUL byte`);
+  }
+  const bytes = encoder.encode(path);
+  const out = new Uint8Array(new ArrayBuffer(bytes.length + 1));
+  out.set(bytes);
+  return out;
+}
+
+function checkOffset(offset: number): void {
+  // -1 would mean "the file position" to io_uring: never let it through by accident.
+  if (!Number.isSafeInteger(offset) || offset < 0) {
+    throw new FsError(Errno.EINVAL, `offset ${offset} is not a non-negative integer`);
+  }
+}
+
+function parseStatx(raw: ArrayBuffer): StatxResult {
+  const view = new DataView(raw);
+  return {
+    mode: view.getUint16(28, true),
+    ino: Number(view.getBigUint64(32, true)),
+    size: Number(view.getBigUint64(40, true)),
+    blocks: Number(view.getBigUint64(48, true)),
+  };
+}
+
+/**
+ * Opens an io_uring engine. Throws FsError when io_uring cannot be used here: ENOSYS (no
+ * io_uring in the kernel), EPERM (io_uring_disabled sysctl, seccomp, a container), ENOENT (the
+ * library is not built), or the errno of whatever else failed; the message names the fix.
+ */
+export function openUringEngine(options: UringEngineOptions = {}): UringEngine {
+  const depth = options.queueDepth ?? 256;
+  if (!Number.isInteger(depth) || depth < 1 || depth > 4096) {
+    throw new RangeError(`queueDepth ${depth} is out of range: use 1..4096`);
+  }
+  const library = loadUringLibrary(options.libraryPath ?? defaultLibraryPath());
+  const symbols = library.symbols;
+  const error = new Int32Array(1);
+  // SQ twice the depth: room for a cancel beside a full batch, and the CQ (twice the SQ) can
+  // never overflow because at most depth + 1 requests are in the kernel.
+  const ring = symbols.skyfs_uring_open(depth * 2, new Uint8Array(error.buffer));
+  if (ring === null) {
+    library.close();
+    const errno = -error[0];
+    const hint = errno === Errno.EPERM
+      ? "io_uring is forbidden here (sysctl kernel.io_uring_disabled, seccomp or a container)"
+      : errno === Errno.ENOSYS
+      ? "this kernel has no io_uring"
+      : "io_uring_queue_init failed";
+    throw new FsError(errno, `${hint}; set SKYFS_IO=portable to use the portable engine`);
+  }
+  const missing = symbols.skyfs_uring_probe(ring);
+  if (missing !== -1) {
+    symbols.skyfs_uring_close(ring);
+    library.close();
+    const what = missing >= 0 ? `operation "${OP_NAMES[missing]}"` : `probing (errno ${-missing})`;
+    throw new FsError(
+      missing >= 0 ? Errno.ENOSYS : -missing,
+      `this kernel's io_uring lacks ${what}; set SKYFS_IO=portable to use the portable engine`,
+    );
+  }
+  return new UringEngine(library, ring, depth, options.shutdownCancelAfterMs ?? 5000);
+}
+
+export class UringEngine implements IoEngine {
+  readonly kind = "io_uring" as const;
+  readonly queueDepth: number;
+
+  #library: UringLibrary;
+  #native: UringSymbols;
+  #ring: Deno.PointerObject;
+  #state = State.Open;
+  #shutdownCancelAfterMs: number;
+
+  /** Requests by slot; a slot number is the request's user_data. */
+  #slots: (Request | undefined)[];
+  #freeSlots: Int32Array;
+  #freeCount: number;
+  #waiters: Waiter[] = [];
+  #waitersHead = 0;
+
+  /** Records of `struct skyfs_uring_op` staged for the next submit. */
+  #opWords: Uint32Array;
+  #opPointer: Deno.PointerObject;
+  #staged = 0;
+  #flushScheduled = false;
+  #flush = () => this.#submitStaged();
+
+  #cqeWords: Int32Array;
+  #cqePointer: Deno.PointerObject;
+  #cqeCapacity: number;
+  /** Requests the kernel holds (slot requests plus internal cancels). */
+  #inKernel = 0;
+  #waitPromise: Promise<void> | undefined;
+  #onWake = (rc: number) => this.#woken(rc);
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+
+  #cancelRequested = false;
+  #shutdownPromise: Promise<void> | undefined;
+  #idle: (() => void) | undefined;
+
+  #stats: UringStats = { completions: 0, submitCalls: 0, reapCalls: 0, waitCalls: 0 };
+
+  constructor(library: UringLibrary, ring: Deno.PointerObject, depth: number, cancelMs: number) {
+    this.#library = library;
+    this.#native = library.symbols;
+    this.#ring = ring;
+    this.queueDepth = depth;
+    this.#shutdownCancelAfterMs = cancelMs;
+    this.#slots = new Array(depth).fill(undefined);
+    this.#freeSlots = new Int32Array(depth);
+    for (let i = 0; i < depth; i++) this.#freeSlots[i] = depth - 1 - i;
+    this.#freeCount = depth;
+    const opBuffer = new ArrayBuffer((depth + 2) * OP_BYTES);
+    this.#opWords = new Uint32Array(opBuffer);
+    this.#opPointer = pointerOf(opBuffer);
+    this.#cqeCapacity = this.#native.skyfs_uring_entries(ring) * 2;
+    const cqeBuffer = new ArrayBuffer(this.#cqeCapacity * CQE_BYTES);
+    this.#cqeWords = new Int32Array(cqeBuffer);
+    this.#cqePointer = pointerOf(cqeBuffer);
+  }
+
+  /** A copy of the crossing counters since the engine opened. */
+  stats(): UringStats {
+    return { ...this.#stats };
+  }
+
+  open(path: string, flags: number, mode = 0o600): Promise<number> {
+    return this.#closed("open") ??
+      this.#pathOp(Op.OPENAT, path, flags | O_CLOEXEC, mode, Result.Count) as Promise<number>;
+  }
+
+  close(fd: number): Promise<void> {
+    return this.#closed("close") ??
+      this.#one(Op.CLOSE, fd, 0, 0, 0, 0, 0, undefined, Result.Void) as Promise<void>;
+  }
+
+  read(fd: number, into: Uint8Array, offset: number): Promise<number> {
+    return this.#closed("read") ?? this.#rw(Op.READ, fd, into, offset);
+  }
+
+  write(fd: number, data: Uint8Array, offset: number): Promise<number> {
+    return this.#closed("write") ?? this.#rw(Op.WRITE, fd, data, offset);
+  }
+
+  async readv(fd: number, into: Uint8Array[], offset: number): Promise<number> {
+    await this.#closed("readv");
+    const total = into.reduce((sum, part) => sum + part.byteLength, 0);
+    const n = await this.#vector(Op.READV, fd, into, offset);
+    // The kernel may stop early (a signal, a page-cache race): finish with plain reads, so a
+    // short count means end of file as with read().
+    if (n === 0 || n === total) return n;
+    return n + await this.#finishVector(Op.READ, fd, into, offset, n);
+  }
+
+  async writev(fd: number, data: Uint8Array[], offset: number): Promise<number> {
+    await this.#closed("writev");
+    const total = data.reduce((sum, part) => sum + part.byteLength, 0);
+    const n = await this.#vector(Op.WRITEV, fd, data, offset);
+    if (n === 0 || n === total) return n;
+    return n + await this.#finishVector(Op.WRITE, fd, data, offset, n);
+  }
+
+  fsync(fd: number, options?: { datasync?: boolean }): Promise<void> {
+    const flags = options?.datasync ? IORING_FSYNC_DATASYNC : 0;
+    return this.#closed("fsync") ??
+      this.#one(Op.FSYNC, fd, 0, 0, 0, 0, flags, undefined, Result.Void) as Promise<void>;
+  }
+
+  /**
+   * pwrite then fdatasync as one linked pair (IOSQE_IO_LINK): one submission, and the sync starts
+   * only after the write succeeded. If the kernel cut the write short it cancels the sync; the
+   * rest of the write and a separate sync then follow.
+   */
+  writeAndSync(fd: number, data: Uint8Array, offset: number): Promise<number> {
+    const closed = this.#closed("writeAndSync");
+    if (closed) return closed;
+    try {
+      checkOffset(offset);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const write = this.#request(Op.WRITE, fd, offset, addressOf(data), 0, data.byteLength, 0, 0);
+    write.keep = data;
+    write.link = true;
+    const sync = this.#request(Op.FSYNC, fd, 0, 0, 0, 0, IORING_FSYNC_DATASYNC, 0);
+    sync.result = Result.Void;
+    const written = new Promise<number>((resolve, reject) => {
+      write.resolve = resolve as (value: number | undefined) => void;
+      write.reject = reject;
+    });
+    const synced = new Promise<void>((resolve, reject) => {
+      sync.resolve = resolve as (value: number | undefined) => void;
+      sync.reject = reject;
+    });
+    this.#admit([write, sync]);
+    return Promise.allSettled([written, synced]).then(([w, s]) => {
+      if (w.status === "rejected") throw w.reason;
+      if (s.status === "fulfilled") return w.value;
+      const cancelled = s.reason instanceof FsError && s.reason.errno === Errno.ECANCELED;
+      if (!cancelled || this.#cancelRequested) throw s.reason;
+      return this.fsync(fd, { datasync: true }).then(() => w.value);
+    });
+  }
+
+  fallocate(fd: number, mode: number, offset: number, length: number): Promise<void> {
+    const closed = this.#closed("fallocate");
+    if (closed) return closed;
+    try {
+      checkOffset(offset);
+      checkOffset(length);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#one(
+      Op.FALLOCATE,
+      fd,
+      offset,
+      0,
+      0,
+      length,
+      mode,
+      undefined,
+      Result.Void,
+    ) as Promise<
+      void
+    >;
+  }
+
+  async statx(path: string): Promise<StatxResult> {
+    await this.#closed("statx");
+    const raw = new ArrayBuffer(STATX_BYTES);
+    const bytes = cPath(path);
+    await this.#one(
+      Op.STATX,
+      AT_FDCWD,
+      0,
+      addressOf(bytes),
+      addressOf(new Uint8Array(raw)),
+      0,
+      0,
+      [bytes, raw],
+      Result.Void,
+      JSON.stringify(path),
+      STATX_BASIC_STATS,
+    );
+    return parseStatx(raw);
+  }
+
+  unlink(path: string): Promise<void> {
+    return this.#closed("unlink") ??
+      this.#pathOp(Op.UNLINKAT, path, 0, 0, Result.Void) as Promise<void>;
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    await this.#closed("rename");
+    const fromBytes = cPath(from);
+    const toBytes = cPath(to);
+    await this.#one(
+      Op.RENAMEAT,
+      AT_FDCWD,
+      0,
+      addressOf(fromBytes),
+      addressOf(toBytes),
+      0,
+      0,
+      [fromBytes, toBytes],
+      Result.Void,
+      `${JSON.stringify(from)} -> ${JSON.stringify(to)}`,
+    );
+  }
+
+  /**
+   * Stops accepting operations, waits for those already accepted, then frees the ring. With
+   * `cancel: true` (or once `shutdownCancelAfterMs` has passed) what is still in the kernel is
+   * cancelled (it rejects with ECANCELED; disk I/O already running still finishes) and what was
+   * waiting for a slot is rejected without being submitted.
+   */
+  shutdown(options: { cancel?: boolean } = {}): Promise<void> {
+    this.#shutdownPromise ??= this.#shutdown();
+    if (options.cancel) this.#cancelAll();
+    return this.#shutdownPromise;
+  }
+
+  async #shutdown(): Promise<void> {
+    this.#state = State.Closing;
+    const timer = setTimeout(() => this.#cancelAll(), this.#shutdownCancelAfterMs);
+    try {
+      if (!this.#isIdle()) await new Promise<void>((resolve) => this.#idle = resolve);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.#retryTimer !== undefined) clearTimeout(this.#retryTimer);
+    if (this.#waitPromise) {
+      this.#native.skyfs_uring_wake(this.#ring);
+      await this.#waitPromise;
+    }
+    this.#state = State.Closed;
+    this.#native.skyfs_uring_close(this.#ring);
+    this.#library.close();
+  }
+
+  // ---- building requests ----
+
+  #request(
+    opcode: number,
+    fd: number,
+    offset: number,
+    addr: number,
+    addr2: number,
+    length: number,
+    flags: number,
+    mode: number,
+  ): Request {
+    return {
+      opcode,
+      link: false,
+      fd,
+      offset,
+      addr,
+      addr2,
+      length,
+      flags,
+      mode,
+      result: Result.Count,
+      done: 0,
+      keep: undefined,
+      what: undefined,
+      resolve: noop,
+      reject: noop,
+    };
+  }
+
+  #one(
+    opcode: number,
+    fd: number,
+    offset: number,
+    addr: number,
+    addr2: number,
+    length: number,
+    flags: number,
+    keep: unknown,
+    result: Result,
+    what?: string,
+    mode = 0,
+  ): Promise<number | undefined> {
+    // Continuations of accepted operations (vector tails, a writeAndSync's separate sync) may
+    // still run while closing; the public methods refuse new work through #closed().
+    if (this.#state === State.Closed) return Promise.reject(this.#closedError(OP_NAMES[opcode]));
+    const request = this.#request(opcode, fd, offset, addr, addr2, length, flags, mode);
+    request.keep = keep;
+    request.result = result;
+    request.what = what;
+    const promise = new Promise<number | undefined>((resolve, reject) => {
+      request.resolve = resolve;
+      request.reject = reject;
+    });
+    this.#admit([request]);
+    return promise;
+  }
+
+  #rw(opcode: number, fd: number, view: Uint8Array, offset: number): Promise<number> {
+    if (!Number.isSafeInteger(offset) || offset < 0) {
+      return Promise.reject(
+        new FsError(Errno.EINVAL, `offset ${offset} is not a non-negative integer`),
+      );
+    }
+    return this.#one(
+      opcode,
+      fd,
+      offset,
+      addressOf(view),
+      0,
+      view.byteLength,
+      0,
+      view,
+      Result.Count,
+    ) as Promise<number>;
+  }
+
+  #pathOp(
+    opcode: number,
+    path: string,
+    flags: number,
+    mode: number,
+    result: Result,
+  ): Promise<number | undefined> {
+    let bytes: Uint8Array;
+    try {
+      bytes = cPath(path);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#one(
+      opcode,
+      AT_FDCWD,
+      0,
+      addressOf(bytes),
+      0,
+      0,
+      flags,
+      bytes,
+      result,
+      JSON.stringify(path),
+      mode,
+    );
+  }
+
+  #vector(opcode: number, fd: number, views: Uint8Array[], offset: number): Promise<number> {
+    try {
+      checkOffset(offset);
+      if (views.length > IOV_MAX) {
+        throw new FsError(Errno.EINVAL, `${views.length} buffers exceed IOV_MAX (${IOV_MAX})`);
+      }
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    // struct iovec { void *base; size_t len; } in a buffer of its own, kept with the views.
+    const iovecs = new ArrayBuffer(Math.max(1, views.length) * 16);
+    const words = new Uint32Array(iovecs);
+    views.forEach((view, i) => {
+      const address = addressOf(view);
+      words[i * 4] = address >>> 0;
+      words[i * 4 + 1] = (address / U32) >>> 0;
+      words[i * 4 + 2] = view.byteLength >>> 0;
+      words[i * 4 + 3] = (view.byteLength / U32) >>> 0;
+    });
+    return this.#one(
+      opcode,
+      fd,
+      offset,
+      addressOf(new Uint8Array(iovecs)),
+      0,
+      views.length,
+      0,
+      [views, iovecs],
+      Result.Count,
+    ) as Promise<number>;
+  }
+
+  /** Finishes a vector op the kernel cut short after `skip` bytes, with plain reads or writes. */
+  async #finishVector(
+    opcode: number,
+    fd: number,
+    views: Uint8Array[],
+    offset: number,
+    skip: number,
+  ): Promise<number> {
+    let done = 0;
+    let position = 0;
+    for (const view of views) {
+      const end = position + view.byteLength;
+      if (end > skip) {
+        const part = view.subarray(Math.max(0, skip - position));
+        const n = await this.#rw(opcode, fd, part, offset + skip + done);
+        done += n;
+        if (n < part.byteLength) break;
+      }
+      position = end;
+    }
+    return done;
+  }
+
+  // ---- slots, staging, submission ----
+
+  /** Gives the requests slots and stages them together, or queues them behind earlier waiters. */
+  #admit(requests: Request[]): void {
+    if (this.#waitersHead === this.#waiters.length && this.#freeCount >= requests.length) {
+      for (const request of requests) this.#stage(request, this.#takeSlot(request));
+    } else {
+      this.#waiters.push({ requests });
+    }
+  }
+
+  #takeSlot(request: Request): number {
+    const slot = this.#freeSlots[--this.#freeCount];
+    this.#slots[slot] = request;
+    return slot;
+  }
+
+  /** Writes one `struct skyfs_uring_op` record (see uring_native.ts OpWord). */
+  #stage(request: Request, userData: number): void {
+    const w = this.#staged++ * (OP_BYTES / 4);
+    const words = this.#opWords;
+    const { offset, addr, addr2 } = request;
+    const length = Math.min(request.length - request.done, MAX_RW_BYTES);
+    words[w] = request.opcode | (request.link ? 0x100 : 0);
+    words[w + 1] = request.fd >>> 0;
+    words[w + 2] = offset >>> 0;
+    words[w + 3] = (offset / U32) >>> 0;
+    words[w + 4] = addr >>> 0;
+    words[w + 5] = (addr / U32) >>> 0;
+    words[w + 6] = addr2 >>> 0;
+    words[w + 7] = (addr2 / U32) >>> 0;
+    words[w + 8] = length >>> 0;
+    words[w + 9] = (length / U32) >>> 0;
+    words[w + 10] = request.flags >>> 0;
+    words[w + 11] = request.mode >>> 0;
+    words[w + 12] = userData;
+    words[w + 13] = 0;
+    words[w + 14] = 0;
+    words[w + 15] = 0;
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(this.#flush);
+    }
+  }
+
+  /** One io_uring_enter for everything staged this turn, then a reap of inline completions. */
+  #submitStaged(): void {
+    this.#flushScheduled = false;
+    const count = this.#staged;
+    if (count === 0 || this.#state === State.Closed) return;
+    this.#staged = 0;
+    this.#stats.submitCalls++;
+    const submitted = this.#native.skyfs_uring_submit(this.#ring, this.#opPointer, count);
+    if (submitted !== count) this.#submitFailed(count, submitted);
+    this.#inKernel += Math.max(0, submitted);
+    if (this.#native.skyfs_uring_sq_pending(this.#ring) > 0) this.#retryLater();
+    this.#stats.reapCalls++;
+    const reaped = this.#native.skyfs_uring_reap(this.#ring, this.#cqePointer, this.#cqeCapacity);
+    if (reaped > 0) this.#complete(reaped);
+    if (this.#inKernel > 0 && this.#waitPromise === undefined) this.#armWait();
+  }
+
+  /** The ring refused records: the SQ sizing makes this a bug or a dying ring; fail them. */
+  #submitFailed(count: number, submitted: number): void {
+    const errno = submitted < 0 ? -submitted : Errno.EBUSY;
+    for (let i = Math.max(0, submitted); i < count; i++) {
+      const slot = this.#opWords[i * (OP_BYTES / 4) + 12];
+      if (slot !== CANCEL_TAG) this.#finish(slot, -errno);
+      else this.#inKernel--;
+    }
+  }
+
+  /** SQEs the kernel refused for now (EAGAIN/EBUSY) are re-sent by the next reap; force one. */
+  #retryLater(): void {
+    if (this.#retryTimer !== undefined) return;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#stats.reapCalls++;
+      const reaped = this.#native.skyfs_uring_reap(this.#ring, this.#cqePointer, this.#cqeCapacity);
+      if (reaped > 0) this.#complete(reaped);
+      if (this.#native.skyfs_uring_sq_pending(this.#ring) > 0) this.#retryLater();
+    }, 1);
+  }
+
+  /** Clears the eventfd, reaps, and if requests remain in the kernel waits off-thread. */
+  #armWait(): void {
+    this.#stats.reapCalls++;
+    const reaped = this.#native.skyfs_uring_prepare_wait(
+      this.#ring,
+      this.#cqePointer,
+      this.#cqeCapacity,
+    );
+    if (reaped > 0) this.#complete(reaped);
+    if (this.#inKernel === 0) return;
+    this.#stats.waitCalls++;
+    this.#waitPromise = this.#native.skyfs_uring_wait(this.#ring).then(this.#onWake);
+  }
+
+  #woken(_rc: number): void {
+    // Whatever the return code (0, or -EINTR from a signal), the next step is the same: reap,
+    // then wait again if anything is still in the kernel.
+    this.#waitPromise = undefined;
+    if (this.#state === State.Closed) return;
+    this.#armWait();
+  }
+
+  /** Settles the requests of `count` completions copied into the CQE buffer. */
+  #complete(count: number): void {
+    const words = this.#cqeWords;
+    for (let i = 0; i < count; i++) {
+      const userData = words[i * 4] >>> 0;
+      const res = words[i * 4 + 2];
+      this.#inKernel--;
+      if (userData === CANCEL_TAG) continue;
+      this.#stats.completions++;
+      this.#finish(userData, res);
+    }
+    this.#admitWaiters();
+    if (this.#state === State.Closing && this.#isIdle()) this.#idle?.();
+  }
+
+  #finish(slot: number, res: number): void {
+    const request = this.#slots[slot]!;
+    const opcode = request.opcode;
+    if (opcode === Op.READ || opcode === Op.WRITE) {
+      // pread/pwrite semantics over a kernel that may stop early: continue a partial transfer,
+      // and report the bytes done if a later part fails.
+      if (res > 0) {
+        request.done += res;
+        if (request.done < request.length && !this.#cancelRequested) {
+          request.link = false;
+          request.offset += res;
+          request.addr += res;
+          this.#stage(request, slot);
+          return;
+        }
+        res = request.done;
+      } else if (request.done > 0) {
+        res = request.done;
+      }
+    }
+    this.#slots[slot] = undefined;
+    this.#freeSlots[this.#freeCount++] = slot;
+    if (res < 0) request.reject(this.#error(request, -res));
+    else request.resolve(request.result === Result.Void ? undefined : res);
+  }
+
+  #admitWaiters(): void {
+    while (this.#waitersHead < this.#waiters.length) {
+      const waiter = this.#waiters[this.#waitersHead];
+      if (this.#freeCount < waiter.requests.length) break;
+      this.#waiters[this.#waitersHead++] = undefined as unknown as Waiter;
+      for (const request of waiter.requests) this.#stage(request, this.#takeSlot(request));
+    }
+    if (this.#waitersHead === this.#waiters.length && this.#waitersHead > 0) {
+      this.#waiters = [];
+      this.#waitersHead = 0;
+    }
+  }
+
+  #cancelAll(): void {
+    if (this.#state === State.Closed || this.#cancelRequested) return;
+    this.#cancelRequested = true;
+    const waiters = this.#waiters.slice(this.#waitersHead);
+    this.#waiters = [];
+    this.#waitersHead = 0;
+    for (const waiter of waiters) {
+      for (const request of waiter.requests) {
+        request.reject(this.#error(request, Errno.ECANCELED));
+      }
+    }
+    if (this.#inKernel > 0 || this.#staged > 0) {
+      const cancel = this.#request(Op.CANCEL_ALL, -1, 0, 0, 0, 0, 0, 0);
+      this.#stage(cancel, CANCEL_TAG);
+      this.#submitStaged();
+    }
+    if (this.#state === State.Closing && this.#isIdle()) this.#idle?.();
+  }
+
+  #isIdle(): boolean {
+    return this.#freeCount === this.queueDepth && this.#inKernel === 0 && this.#staged === 0 &&
+      this.#waitersHead === this.#waiters.length;
+  }
+
+  #error(request: Request, errno: number): FsError {
+    const what = request.what ??
+      `fd ${request.fd}${
+        request.length > 0 ? `, ${request.length} bytes at ${request.offset - request.done}` : ""
+      }`;
+    return new FsError(errno, `io_uring ${OP_NAMES[request.opcode]} ${what}`);
+  }
+
+  /** A rejection for a public call after shutdown() began, else undefined. */
+  #closed(operation: string): Promise<never> | undefined {
+    return this.#state === State.Open ? undefined : Promise.reject(this.#closedError(operation));
+  }
+
+  #closedError(operation: string): FsError {
+    return new FsError(
+      Errno.ECANCELED,
+      `io_uring ${operation} after shutdown(): the engine is closed, open a new one`,
+    );
+  }
+}
+
+function noop(): void {}

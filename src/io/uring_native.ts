@@ -1,0 +1,143 @@
+/**
+ * The thin FFI edge to lib/uring/build/libskyfs_uring.so (contract: lib/uring/skyfs_uring.h):
+ * loading it, its symbol table, and the layouts of the op and completion records. All policy
+ * (slots, batching, back-pressure, shutdown) lives in uring.ts.
+ * @module
+ */
+
+import { Errno, FsError } from "../fs_error.ts";
+
+/** The ABI version this binding speaks; a library reporting another one is refused. */
+export const ABI_VERSION = 1;
+
+/** Operation codes of `struct skyfs_uring_op` (ours, not the kernel's IORING_OP_* numbers). */
+export const Op = {
+  NOP: 0,
+  READ: 1,
+  WRITE: 2,
+  READV: 3,
+  WRITEV: 4,
+  FSYNC: 5,
+  FALLOCATE: 6,
+  OPENAT: 7,
+  CLOSE: 8,
+  STATX: 9,
+  UNLINKAT: 10,
+  RENAMEAT: 11,
+  CANCEL_ALL: 12,
+} as const;
+
+export const OP_NAMES = [
+  "nop",
+  "read",
+  "write",
+  "readv",
+  "writev",
+  "fsync",
+  "fallocate",
+  "openat",
+  "close",
+  "statx",
+  "unlinkat",
+  "renameat",
+  "cancel",
+] as const;
+
+/** Size of `struct skyfs_uring_op` and the index (in u32 words) of each field. */
+export const OP_BYTES = 64;
+export const OpWord = {
+  /** u8 opcode, u8 link, u16 reserved */
+  HEAD: 0,
+  FD: 1,
+  OFFSET: 2,
+  ADDR: 4,
+  ADDR2: 6,
+  LENGTH: 8,
+  FLAGS: 10,
+  MODE: 11,
+  USER_DATA: 12,
+  RESERVED1: 14,
+} as const;
+
+/** Size of `struct skyfs_uring_cqe`: u64 user_data, i32 res, u32 flags. */
+export const CQE_BYTES = 16;
+
+export const AT_FDCWD = -100;
+export const IORING_FSYNC_DATASYNC = 1;
+/** statx(2) mask for the fields of struct stat. */
+export const STATX_BASIC_STATS = 0x7ff;
+
+const symbols = {
+  skyfs_uring_abi_version: { parameters: [], result: "i32" },
+  skyfs_uring_open: { parameters: ["u32", "buffer"], result: "pointer" },
+  skyfs_uring_entries: { parameters: ["pointer"], result: "u32" },
+  skyfs_uring_probe: { parameters: ["pointer"], result: "i32" },
+  skyfs_uring_submit: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
+  skyfs_uring_reap: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
+  skyfs_uring_prepare_wait: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
+  // Blocks in poll(2) on the ring's eventfd: on Deno's blocking pool, never on the JS thread.
+  skyfs_uring_wait: { parameters: ["pointer"], result: "i32", nonblocking: true },
+  skyfs_uring_wake: { parameters: ["pointer"], result: "i32" },
+  skyfs_uring_sq_pending: { parameters: ["pointer"], result: "u32" },
+  skyfs_uring_close: { parameters: ["pointer"], result: "void" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+export type UringLibrary = Deno.DynamicLibrary<typeof symbols>;
+export type UringSymbols = UringLibrary["symbols"];
+
+/** Where the library is: $SKYFS_URING_LIB, else lib/uring/build/ of this checkout. */
+export function defaultLibraryPath(): string {
+  const fromEnv = Deno.env.get("SKYFS_URING_LIB");
+  if (fromEnv) return fromEnv;
+  return new URL("../../lib/uring/build/libskyfs_uring.so", import.meta.url).pathname;
+}
+
+/**
+ * Loads the library and checks its ABI version. Throws FsError(ENOENT) when it is not built and
+ * FsError(ENOEXEC-like EINVAL) when it is stale, each naming the fix.
+ */
+export function loadUringLibrary(path: string): UringLibrary {
+  let library: UringLibrary;
+  try {
+    library = Deno.dlopen(path, symbols);
+  } catch (error) {
+    throw new FsError(
+      Errno.ENOENT,
+      `cannot load "${path}" (${(error as Error).message}): run \`deno task build\``,
+    );
+  }
+  const version = library.symbols.skyfs_uring_abi_version();
+  if (version !== ABI_VERSION) {
+    library.close();
+    throw new FsError(
+      Errno.EINVAL,
+      `"${path}" speaks ABI ${version}, this code needs ${ABI_VERSION}: run \`deno task build\``,
+    );
+  }
+  return library;
+}
+
+const bases = new WeakMap<ArrayBufferLike, number>();
+
+/**
+ * The address of a view's first byte. Reading `.buffer` first moves a small on-heap typed array
+ * off the V8 heap, after which its bytes never move; the base address of each ArrayBuffer is
+ * cached because Deno.UnsafePointer.of + value costs about 0.2 us, the cache about 13 ns.
+ */
+export function addressOf(view: ArrayBufferView): number {
+  const buffer = view.buffer;
+  let base = bases.get(buffer);
+  if (base === undefined) {
+    const pointer = Deno.UnsafePointer.of(buffer as ArrayBuffer);
+    base = pointer === null ? 0 : Number(Deno.UnsafePointer.value(pointer));
+    bases.set(buffer, base);
+  }
+  return base + view.byteOffset;
+}
+
+/** A pointer object for a buffer the engine owns for its whole life. */
+export function pointerOf(buffer: ArrayBuffer): Deno.PointerObject {
+  const pointer = Deno.UnsafePointer.of(buffer);
+  if (pointer === null) throw new RangeError("Cannot take the address of an empty buffer");
+  return pointer;
+}
