@@ -163,8 +163,17 @@ function checkBytes(value: unknown, what: string): asserts value is Uint8Array {
   }
 }
 
+/** A value for an error message: printable keys as text, other bytes in hex. */
 function describe(value: unknown): string {
-  if (value instanceof Uint8Array) return `${value.length} bytes`;
+  if (value instanceof Uint8Array) {
+    if (value.length === 0) return "empty bytes";
+    const printable = value.every((b) => b >= 0x20 && b < 0x7f);
+    const shown = value.subarray(0, 64);
+    const body = printable
+      ? JSON.stringify(String.fromCharCode(...shown))
+      : `0x${Array.from(shown, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+    return value.length > 64 ? `${body}... (${value.length} bytes)` : body;
+  }
   return typeof value === "string" ? JSON.stringify(value) : String(value);
 }
 
@@ -926,7 +935,7 @@ function checkNoDuplicateKeys(ops: RequestOp[]): void {
       }
       if (clash) {
         throw new Error(
-          `Txn writes key ${JSON.stringify(new TextDecoder().decode(key))} twice ` +
+          `Txn writes key ${describe(key)} twice ` +
             `(two puts, or a put inside a deleteRange): etcd refuses this, merge the operations`,
         );
       }
