@@ -5,11 +5,64 @@
  * @module
  */
 export type { IoEngine, StatxResult } from "./types.ts";
+export type { UringEngineOptions, UringStats } from "./uring.ts";
 
 import type { IoEngine } from "./types.ts";
 import { createPortableEngine } from "./portable.ts";
+import { openUringEngine, type UringEngineOptions } from "./uring.ts";
+import { FsError } from "../fs_error.ts";
 
-/** The process's I/O engine. Replaced by the io_uring selection when src/io/uring.ts lands. */
-export function openIoEngine(): Promise<IoEngine> {
-  return Promise.resolve(createPortableEngine());
+export interface OpenIoEngineOptions {
+  /** Which engine: "io_uring" (fail if it cannot open), "portable", or "auto" (io_uring, else
+   * portable). Default $SKYFS_IO, else "auto". */
+  engine?: string;
+  /** Where the one line saying which engine and why goes. Default console.error. */
+  log?: (line: string) => void;
+  /** Options of the io_uring engine. */
+  uring?: UringEngineOptions;
+  /** Opens the io_uring engine; tests replace it to simulate an init failure. */
+  openUring?: (options: UringEngineOptions) => IoEngine;
+}
+
+/**
+ * The process's I/O engine; call it once per process and share the engine (one ring serves all
+ * I/O), then `shutdown()` it on exit. Throws RangeError for an unknown engine name and FsError
+ * when io_uring was demanded but cannot open.
+ */
+export function openIoEngine(options: OpenIoEngineOptions = {}): Promise<IoEngine> {
+  const fromEnv = Deno.env.get("SKYFS_IO");
+  const choice = options.engine ?? (fromEnv || "auto");
+  const log = options.log ?? ((line: string) => console.error(line));
+  const how = options.engine !== undefined ? "asked for" : fromEnv ? "SKYFS_IO" : "default";
+  if (choice !== "auto" && choice !== "io_uring" && choice !== "portable") {
+    return Promise.reject(
+      new RangeError(`Unknown I/O engine "${choice}": use SKYFS_IO=io_uring, portable or auto`),
+    );
+  }
+  if (choice === "portable") {
+    log(`skyfs io: engine portable (${how}: portable)`);
+    return Promise.resolve(createPortableEngine());
+  }
+  const open = options.openUring ?? openUringEngine;
+  try {
+    const engine = open(options.uring ?? {});
+    log(`skyfs io: engine io_uring (${how}: ${choice})`);
+    return Promise.resolve(engine);
+  } catch (error) {
+    if (choice === "io_uring") return Promise.reject(error);
+    log(`skyfs io: engine portable (io_uring unavailable: ${describe(error)})`);
+    return Promise.resolve(createPortableEngine());
+  }
+}
+
+function describe(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  if (!(error instanceof FsError) || error.errno !== 1) return text;
+  // EPERM: say whether the sysctl is the reason, which is the first thing an operator checks.
+  try {
+    const value = Deno.readTextFileSync("/proc/sys/kernel/io_uring_disabled").trim();
+    return `${text}; kernel.io_uring_disabled = ${value}`;
+  } catch {
+    return text;
+  }
 }

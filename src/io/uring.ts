@@ -88,10 +88,9 @@ interface Request {
   reject: (error: Error) => void;
 }
 
-/** Callers waiting for slots, in arrival order; `requests` go to the kernel together. */
-interface Waiter {
-  requests: Request[];
-}
+/** A group of requests that must reach the kernel together (a linked pair), or one request. */
+type Group = Request[];
+const SETTLED_GROUP: Group = [];
 
 const enum State {
   Open,
@@ -182,7 +181,8 @@ export class UringEngine implements IoEngine {
   #slots: (Request | undefined)[];
   #freeSlots: Int32Array;
   #freeCount: number;
-  #waiters: Waiter[] = [];
+  /** Groups waiting for slots, in arrival order, from #waitersHead on. */
+  #waiters: Group[] = [];
   #waitersHead = 0;
 
   /** Records of `struct skyfs_uring_op` staged for the next submit. */
@@ -224,6 +224,20 @@ export class UringEngine implements IoEngine {
     const cqeBuffer = new ArrayBuffer(this.#cqeCapacity * CQE_BYTES);
     this.#cqeWords = new Int32Array(cqeBuffer);
     this.#cqePointer = pointerOf(cqeBuffer);
+  }
+
+  /** Operations holding a slot (staged, in the kernel, or being continued). */
+  get inFlight(): number {
+    return this.queueDepth - this.#freeCount;
+  }
+
+  /** Operations waiting for a slot. */
+  get queued(): number {
+    let count = 0;
+    for (let i = this.#waitersHead; i < this.#waiters.length; i++) {
+      count += this.#waiters[i].length;
+    }
+    return count;
   }
 
   /** A copy of the crossing counters since the engine opened. */
@@ -574,7 +588,7 @@ export class UringEngine implements IoEngine {
     if (this.#waitersHead === this.#waiters.length && this.#freeCount >= requests.length) {
       for (const request of requests) this.#stage(request, this.#takeSlot(request));
     } else {
-      this.#waiters.push({ requests });
+      this.#waiters.push(requests);
     }
   }
 
@@ -716,10 +730,10 @@ export class UringEngine implements IoEngine {
 
   #admitWaiters(): void {
     while (this.#waitersHead < this.#waiters.length) {
-      const waiter = this.#waiters[this.#waitersHead];
-      if (this.#freeCount < waiter.requests.length) break;
-      this.#waiters[this.#waitersHead++] = undefined as unknown as Waiter;
-      for (const request of waiter.requests) this.#stage(request, this.#takeSlot(request));
+      const group = this.#waiters[this.#waitersHead];
+      if (this.#freeCount < group.length) break;
+      this.#waiters[this.#waitersHead++] = SETTLED_GROUP; // drop the references
+      for (const request of group) this.#stage(request, this.#takeSlot(request));
     }
     if (this.#waitersHead === this.#waiters.length && this.#waitersHead > 0) {
       this.#waiters = [];
@@ -733,8 +747,8 @@ export class UringEngine implements IoEngine {
     const waiters = this.#waiters.slice(this.#waitersHead);
     this.#waiters = [];
     this.#waitersHead = 0;
-    for (const waiter of waiters) {
-      for (const request of waiter.requests) {
+    for (const group of waiters) {
+      for (const request of group) {
         request.reject(this.#error(request, Errno.ECANCELED));
       }
     }
