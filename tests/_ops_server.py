@@ -1,0 +1,147 @@
+# Executes file operations sent as JSON lines (one reply line each) inside a root directory, so the
+# differential test can apply the same sequence to two file systems and compare results and errnos.
+# Usage: python3 _ops_server.py [uid gid]   (drops to uid/gid first when given)
+import errno, hashlib, json, os, stat, sys
+
+if len(sys.argv) > 2:
+    os.setgroups([])
+    os.setgid(int(sys.argv[2]))
+    os.setuid(int(sys.argv[1]))
+os.umask(0o022)
+
+FLAGS = {
+    "RDONLY": os.O_RDONLY, "WRONLY": os.O_WRONLY, "RDWR": os.O_RDWR, "CREAT": os.O_CREAT,
+    "EXCL": os.O_EXCL, "TRUNC": os.O_TRUNC, "APPEND": os.O_APPEND, "DIRECTORY": os.O_DIRECTORY,
+    "NOFOLLOW": os.O_NOFOLLOW,
+}
+slots = {}  # slot number -> fd; numbered per run in open order so both sides agree
+next_slot = [0]
+root = ["."]
+
+
+def P(p):
+    return os.path.join(root[0], p)
+
+
+def pattern(seed, n):
+    return bytes((seed + i * 7) % 251 for i in range(n))
+
+
+def norm_stat(s):
+    t = stat.S_IFMT(s.st_mode)
+    r = {"type": t, "perm": stat.S_IMODE(s.st_mode), "nlink": s.st_nlink, "uid": s.st_uid,
+         "gid": s.st_gid, "ino": s.st_ino}
+    if not stat.S_ISDIR(s.st_mode):  # directory sizes are file-system specific
+        r["size"] = s.st_size
+    return r
+
+
+def digest(b):
+    return [len(b), hashlib.sha1(b).hexdigest()[:16]]
+
+
+def do(op, a):
+    if op == "root":
+        root[0] = a["path"]
+        return None
+    if op == "reset":
+        for fd in slots.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        slots.clear()
+        next_slot[0] = 0
+        return None
+    if op == "open":
+        flags = 0
+        for f in a["flags"]:
+            flags |= FLAGS[f]
+        fd = os.open(P(a["path"]), flags, a.get("mode", 0o644))
+        slot = next_slot[0]
+        next_slot[0] += 1
+        slots[slot] = fd
+        return slot
+    if op in ("write", "read", "close", "ftruncate", "fsync", "fstat"):
+        # The slot number picks among the descriptors open now, so most picks hit one.
+        if not slots:
+            return "noslot"
+        key = sorted(slots)[a["slot"] % len(slots)]
+        fd = slots[key]
+        if op == "write":
+            return os.pwrite(fd, pattern(a["seed"], a["len"]), a["offset"])
+        if op == "read":
+            return digest(os.pread(fd, a["len"], a["offset"]))
+        if op == "close":
+            del slots[key]
+            os.close(fd)
+            return None
+        if op == "ftruncate":
+            return os.ftruncate(fd, a["size"])
+        if op == "fsync":
+            return os.fsync(fd)
+        return norm_stat(os.fstat(fd))
+    if op == "truncate":
+        return os.truncate(P(a["path"]), a["size"])
+    if op == "mkdir":
+        return os.mkdir(P(a["path"]), a["mode"])
+    if op == "rmdir":
+        return os.rmdir(P(a["path"]))
+    if op == "unlink":
+        return os.unlink(P(a["path"]))
+    if op == "rename":
+        return os.rename(P(a["from"]), P(a["to"]))
+    if op == "link":
+        return os.link(P(a["from"]), P(a["to"]))
+    if op == "symlink":
+        return os.symlink(a["target"], P(a["path"]))
+    if op == "readlink":
+        return os.readlink(P(a["path"]))
+    if op == "chmod":
+        return os.chmod(P(a["path"]), a["mode"])
+    if op == "stat":
+        return norm_stat(os.stat(P(a["path"])))
+    if op == "lstat":
+        return norm_stat(os.lstat(P(a["path"])))
+    if op == "readdir":
+        return sorted(os.listdir(P(a["path"])))
+    if op == "readfile":
+        with open(P(a["path"]), "rb") as f:
+            return digest(f.read())
+    if op == "tree":
+        return tree()
+    raise ValueError("unknown op %r" % op)
+
+
+def tree():
+    """Every entry under the root (not following symlinks): path, stat, content or link target.
+    Inode numbers become link groups (paths sharing an inode), since ext4 reuses freed numbers."""
+    entries, by_ino = [], {}
+    for dirpath, dirnames, filenames in os.walk(root[0]):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root[0])
+            s = os.lstat(full)
+            ns = norm_stat(s)
+            del ns["ino"]
+            if stat.S_ISREG(s.st_mode):
+                with open(full, "rb") as f:
+                    ns["data"] = digest(f.read())
+            elif stat.S_ISLNK(s.st_mode):
+                ns["target"] = os.readlink(full)
+            by_ino.setdefault(s.st_ino, []).append(rel)
+            entries.append([rel, ns])
+    groups = sorted(g for g in by_ino.values() if len(g) > 1)
+    return {"entries": entries, "hardlinks": groups}
+
+
+for line in sys.stdin:
+    req = json.loads(line)
+    try:
+        reply = {"ok": do(req["op"], req)}
+    except OSError as e:
+        name = errno.errorcode.get(e.errno, str(e.errno))
+        reply = {"err": {"ENOTSUP": "EOPNOTSUPP", "EWOULDBLOCK": "EAGAIN"}.get(name, name)}
+    sys.stdout.write(json.dumps(reply) + "\n")
+    sys.stdout.flush()
