@@ -1,0 +1,509 @@
+/**
+ * `deno task bench`: measures skyfs beside ext4, bindfs and mergerfs in one run, alternating
+ * targets job by job, and writes raw JSON, a markdown table with ratios to ext4 and SVG charts.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import {
+  coreJobs,
+  datenlordJobs,
+  type FioJob,
+  fioTimeMs,
+  layoutReadFiles,
+  runFioJob,
+} from "./fio.ts";
+import { formatValue } from "./format.ts";
+import { runIoFamily } from "./io_family.ts";
+import { buildMetaWorker, META_RUNS, runMeta } from "./meta.ts";
+import {
+  DEFAULT_FAMILY_GROUPS,
+  FAMILY_GROUPS,
+  type FamilyGroup,
+  type MachineInfo,
+  type Measurement,
+  type Mode,
+  MODE_SETTINGS,
+  type RunResult,
+  TARGET_NAMES,
+  type TargetName,
+  type TargetReport,
+} from "./model.ts";
+import { groupByFamily, markdownReport, ratioToBaseline, replaceReadmeSection } from "./report.ts";
+import { barChart, type ChartGroup } from "./svg.ts";
+import { forceUnmount, type ReadyTarget, setUpTarget, TargetSkipped } from "./targets.ts";
+
+const REPO_DIR = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
+
+const HELP = `Usage: deno task bench [options]
+
+Runs fio job families and a metadata benchmark on ext4 (the limit), skyfs through FUSE, skyfs with
+the LD_PRELOAD shim, bindfs and mergerfs in one run, alternating targets job by job.
+
+Options:
+  --quick              short runs and small files (under 3 minutes)
+  --tiny               tiny files and runs (CI: proves the harness works, asserts no speed)
+  --only LIST          job families, comma-separated: ${FAMILY_GROUPS.join(", ")}
+                       (default: ${DEFAULT_FAMILY_GROUPS.join(",")}; datenlord runs only when named)
+  --targets LIST       targets, comma-separated (default: ${TARGET_NAMES.join(",")})
+  --out DIR            where results go (default: bench/results)
+  --scratch DIR        where targets are mounted and files written (default: /tmp/skyfs-bench-PID);
+                       must be on the disk to compare against (not tmpfs)
+  --no-readme          do not update README.md's Performance section (only full runs do)
+  --strict             exit 1 when a requested target could not be measured or a job failed
+  --keep-scratch       leave the scratch directory for inspection
+  --list               print the jobs of the chosen families and exit
+  -h, --help           this text
+
+Output: a progress line per job; <out>/<stamp>.json (raw), <stamp>.md (tables with ratios to
+ext4), <stamp>/<family>.svg (charts). A full run also rewrites README.md between its bench markers.`;
+
+interface Options {
+  mode: Mode;
+  families: FamilyGroup[];
+  targets: TargetName[];
+  outDir: string;
+  scratch: string;
+  readme: boolean;
+  strict: boolean;
+  keepScratch: boolean;
+  list: boolean;
+}
+
+function fail(message: string): never {
+  console.error(`bench: ${message}`);
+  Deno.exit(2);
+}
+
+function splitList<T extends string>(value: string, allowed: readonly T[], what: string): T[] {
+  const items = value.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  for (const item of items) {
+    if (!allowed.includes(item as T)) {
+      fail(`unknown ${what} "${item}"; choose from: ${allowed.join(", ")}`);
+    }
+  }
+  if (items.length === 0) {
+    fail(`--${what === "family" ? "only" : "targets"} needs at least one name`);
+  }
+  return items as T[];
+}
+
+function parseOptions(args: string[]): Options {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: {
+        quick: { type: "boolean" },
+        tiny: { type: "boolean" },
+        only: { type: "string" },
+        targets: { type: "string" },
+        out: { type: "string" },
+        scratch: { type: "string" },
+        "no-readme": { type: "boolean" },
+        strict: { type: "boolean" },
+        "keep-scratch": { type: "boolean" },
+        list: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (error) {
+    fail(`${error instanceof Error ? error.message : error}; see --help`);
+  }
+  const v = parsed.values;
+  if (v.help) {
+    console.log(HELP);
+    Deno.exit(0);
+  }
+  const mode: Mode = v.tiny ? "tiny" : v.quick ? "quick" : "full";
+  return {
+    mode,
+    families: v.only ? splitList(v.only, FAMILY_GROUPS, "family") : [...DEFAULT_FAMILY_GROUPS],
+    targets: v.targets ? splitList(v.targets, TARGET_NAMES, "target") : [...TARGET_NAMES],
+    outDir: v.out ?? `${REPO_DIR}/bench/results`,
+    scratch: v.scratch ?? `/tmp/skyfs-bench-${Deno.pid}`,
+    readme: !v["no-readme"],
+    strict: v.strict ?? false,
+    keepScratch: v["keep-scratch"] ?? false,
+    list: v.list ?? false,
+  };
+}
+
+function commandExists(command: string): boolean {
+  return (Deno.env.get("PATH") ?? "").split(":").some((dir) => {
+    try {
+      return Deno.statSync(`${dir}/${command}`).isFile;
+    } catch {
+      return false;
+    }
+  });
+}
+
+async function commandOutput(command: string, args: string[]): Promise<string> {
+  try {
+    const out = await new Deno.Command(command, { args, stdin: "null" }).output();
+    return new TextDecoder().decode(out.stdout).trim();
+  } catch {
+    return "";
+  }
+}
+
+async function machineInfo(scratch: string): Promise<MachineInfo> {
+  let cpu = "unknown CPU";
+  try {
+    const cpuinfo = await Deno.readTextFile("/proc/cpuinfo");
+    cpu = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? cpu;
+  } catch {
+    // Not Linux or no procfs: keep the placeholder.
+  }
+  return {
+    hostname: Deno.hostname(),
+    kernel: Deno.osRelease(),
+    cpu,
+    cpus: navigator.hardwareConcurrency,
+    memoryGiB: Math.round(Deno.systemMemoryInfo().total / 2 ** 30),
+    scratchFs: (await commandOutput("findmnt", ["-no", "FSTYPE,SOURCE", "-T", scratch])).replace(
+      /\s+/g,
+      " ",
+    ) || "unknown",
+    fio: (await commandOutput("fio", ["--version"])) || "fio missing",
+    deno: Deno.version.deno,
+  };
+}
+
+/** Runs `work` for each ready target, starting one further along per item so drift hits all. */
+function rotated<T>(items: readonly T[], shift: number): T[] {
+  if (items.length === 0) return [];
+  const s = shift % items.length;
+  return [...items.slice(s), ...items.slice(0, s)];
+}
+
+class Progress {
+  done = 0;
+  constructor(readonly total: number) {}
+
+  line(job: string, target: string, measurements: Measurement[], seconds: number): void {
+    this.done++;
+    const width = String(this.total).length;
+    const head = `[${String(this.done).padStart(width)}/${this.total}]`;
+    const main = measurements.find((m) => m.job === job) ?? measurements[0];
+    const figure = !main
+      ? "no result"
+      : main.value === null
+      ? `error: ${main.error}`
+      : `${formatValue(main.value, main.unit)} ${main.unit}`;
+    console.log(
+      `${head} ${job.padEnd(34)} ${target.padEnd(10)} ${figure} (${seconds.toFixed(1)} s)`,
+    );
+  }
+}
+
+function timestamp(date: Date): string {
+  return date.toISOString().replace(/\.\d+Z$/, "Z").replace(/:/g, "-");
+}
+
+function chartGroups(run: RunResult, family: string, rows: Measurement[]): ChartGroup[] {
+  const baselineName = run.baselines[family] ?? "ext4";
+  const columns = baselineName === "ext4"
+    ? run.targets.map((t) => t.name)
+    : [...new Set(rows.map((m) => m.target))];
+  const jobs = [...new Set(rows.map((m) => m.job))];
+  return jobs.map((job) => {
+    const ofJob = rows.filter((m) => m.job === job);
+    const baseline = ofJob.find((m) => m.target === baselineName);
+    return {
+      label: job.startsWith(`${family}-`) ? job.slice(family.length + 1) : job,
+      bars: columns.map((target) => {
+        const m = ofJob.find((x) => x.target === target);
+        const state = run.targets.find((t) => t.name === target)?.state;
+        return {
+          target,
+          value: m?.value ?? null,
+          ratio: m && m !== baseline ? ratioToBaseline(m, baseline) : null,
+          missingLabel: m
+            ? "error"
+            : state === "unavailable"
+            ? "not available"
+            : state === "failed"
+            ? "failed to mount"
+            : "not measured",
+        };
+      }),
+    };
+  });
+}
+
+async function writeOutputs(run: RunResult, options: Options, stamp: string): Promise<string> {
+  await Deno.mkdir(`${options.outDir}/${stamp}`, { recursive: true });
+  const jsonPath = `${options.outDir}/${stamp}.json`;
+  await Deno.writeTextFile(jsonPath, JSON.stringify(run, null, 2) + "\n");
+  for (const [family, rows] of groupByFamily(run.measurements)) {
+    const unit = rows[0].unit;
+    const svg = barChart(chartGroups(run, family, rows), {
+      title: `${family} (${run.mode} run ${run.startedAt})`,
+      unit,
+      targets: run.baselines[family] && run.baselines[family] !== "ext4"
+        ? [...new Set(rows.map((m) => m.target))]
+        : run.targets.map((t) => t.name),
+      format: (v) => formatValue(v, unit),
+    });
+    await Deno.writeTextFile(`${options.outDir}/${stamp}/${family}.svg`, svg);
+  }
+  const markdown = markdownReport(run, { chartDir: stamp });
+  await Deno.writeTextFile(`${options.outDir}/${stamp}.md`, markdown);
+  return markdown;
+}
+
+async function updateReadme(run: RunResult, options: Options, stamp: string): Promise<void> {
+  const readmePath = `${REPO_DIR}/README.md`;
+  const outRelative = options.outDir.startsWith(`${REPO_DIR}/`)
+    ? options.outDir.slice(REPO_DIR.length + 1)
+    : null;
+  if (outRelative === null) {
+    console.log(`bench: README not updated: --out ${options.outDir} is outside the repository`);
+    return;
+  }
+  let readme: string;
+  try {
+    readme = await Deno.readTextFile(readmePath);
+  } catch {
+    console.log(`bench: README not updated: ${readmePath} does not exist`);
+    return;
+  }
+  const block = markdownReport(run, { chartDir: `${outRelative}/${stamp}` }) +
+    `\nRaw results: [${outRelative}/${stamp}.json](${outRelative}/${stamp}.json)\n`;
+  await Deno.writeTextFile(readmePath, replaceReadmeSection(readme, block));
+  console.log(`bench: README.md Performance section updated from this run`);
+}
+
+async function main(): Promise<number> {
+  const options = parseOptions(Deno.args);
+  const settings = MODE_SETTINGS[options.mode];
+  const fioJobs: FioJob[] = [
+    ...(options.families.includes("fio") ? coreJobs() : []),
+    ...(options.families.includes("datenlord") ? datenlordJobs() : []),
+  ];
+  if (options.list) {
+    for (const job of fioJobs) console.log(`${job.family.padEnd(24)} ${job.name}`);
+    if (options.families.includes("meta")) {
+      for (const run of META_RUNS) {
+        console.log(`${`meta-${run.layout}`.padEnd(24)} workers=${run.workers}`);
+      }
+    }
+    if (options.families.includes("io")) console.log(`${"io".padEnd(24)} bench/io/main.ts`);
+    return 0;
+  }
+
+  const startedAt = new Date();
+  const stamp = timestamp(startedAt) + (options.mode === "full" ? "" : `-${options.mode}`);
+  const skippedFamilies: RunResult["skippedFamilies"] = [];
+  const measurements: Measurement[] = [];
+  const baselines: Record<string, string> = {};
+  const isRoot = Deno.uid() === 0;
+
+  await Deno.mkdir(options.scratch, { recursive: true });
+  const machine = await machineInfo(options.scratch);
+  const tmpDir = await Deno.makeTempDir({ prefix: "skyfs-bench-fio-" });
+  const ready: ReadyTarget[] = [];
+  const reports = new Map<TargetName, TargetReport>();
+
+  let stopping = false;
+  const cleanUp = async () => {
+    for (const target of [...ready].reverse()) {
+      try {
+        await target.tearDown();
+      } catch (error) {
+        console.error(`bench: tearing down ${target.name}: ${error}`);
+      }
+    }
+    ready.length = 0;
+    for (const name of options.targets) await forceUnmount(`${options.scratch}/${name}-mnt`);
+    if (!options.keepScratch) {
+      await Deno.remove(options.scratch, { recursive: true }).catch(() => {});
+    }
+    await Deno.remove(tmpDir, { recursive: true }).catch(() => {});
+  };
+  const onSignal = () => {
+    if (stopping) return;
+    stopping = true;
+    console.error("bench: interrupted; unmounting targets");
+    cleanUp().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+
+  console.log(
+    `bench: ${options.mode} run, families ${options.families.join(",")}, ` +
+      `targets ${options.targets.join(",")}, scratch ${options.scratch}`,
+  );
+  for (const name of options.targets) {
+    try {
+      const target = await setUpTarget(name, options.scratch);
+      ready.push(target);
+      reports.set(name, target.report);
+      console.log(`bench: target ${name}: ready (${target.report.command})`);
+    } catch (error) {
+      const report: TargetReport = error instanceof TargetSkipped
+        ? { name, state: error.state, reason: error.message, command: error.command }
+        : { name, state: "failed", reason: `failed to mount: ${error}` };
+      reports.set(name, report);
+      console.log(`bench: target ${name}: ${report.reason}`);
+    }
+  }
+
+  const fioMissing = !commandExists("fio");
+  if (fioJobs.length > 0 && fioMissing) {
+    skippedFamilies.push({
+      family: "fio",
+      reason: "fio is not installed; run: apt-get install fio (or deno task setup)",
+    });
+  }
+  const runFioFamilies = fioJobs.length > 0 && !fioMissing;
+  let metaBinary: string | null = null;
+  if (options.families.includes("meta")) {
+    try {
+      metaBinary = await buildMetaWorker();
+    } catch (error) {
+      skippedFamilies.push({
+        family: "meta",
+        reason: String(error instanceof Error ? error.message : error),
+      });
+    }
+  }
+  const total = ready.length *
+    ((runFioFamilies ? fioJobs.length : 0) + (metaBinary ? META_RUNS.length : 0));
+  const progress = new Progress(total);
+  const jobTimeoutMs = Math.max(20_000, 6 * fioTimeMs(settings.runtime) + 20_000);
+
+  if (runFioFamilies) {
+    const laidOut = new Set<string>();
+    for (const [index, job] of fioJobs.entries()) {
+      for (const target of rotated(ready, index)) {
+        if (stopping) return 130;
+        const runOptions = {
+          dir: target.dir,
+          settings,
+          env: target.env,
+          timeoutMs: jobTimeoutMs,
+          tmpDir,
+        };
+        const started = performance.now();
+        let results: Measurement[];
+        if (job.kind === "read" && !laidOut.has(target.name)) {
+          try {
+            await layoutReadFiles(runOptions);
+            laidOut.add(target.name);
+          } catch (error) {
+            console.log(`bench: laying out read files on ${target.name} failed: ${error}`);
+          }
+        }
+        if (job.kind === "read" && !laidOut.has(target.name)) {
+          results = [{
+            family: job.family,
+            job: job.name,
+            target: target.name,
+            unit: job.metric === "bw" ? "MiB/s" : "IOPS",
+            value: null,
+            higherIsBetter: true,
+            error: "read files could not be laid out",
+          }];
+        } else {
+          results = await runFioJob(job, target.name, runOptions);
+        }
+        measurements.push(...results);
+        progress.line(job.name, target.name, results, (performance.now() - started) / 1000);
+      }
+    }
+  }
+
+  if (metaBinary) {
+    for (const [index, run] of META_RUNS.entries()) {
+      for (const target of rotated(ready, index)) {
+        if (stopping) return 130;
+        const started = performance.now();
+        const results = await runMeta(run, target.name, {
+          binary: metaBinary,
+          dir: target.dir,
+          files: settings.metaFiles,
+          fileBytes: settings.metaFileBytes,
+          dropCaches: isRoot,
+          env: target.env,
+          timeoutMs: options.mode === "full" ? 300_000 : 120_000,
+        });
+        measurements.push(...results);
+        const label = `meta-${run.layout}-w${run.workers}`;
+        const create = results.find((m) => m.job.includes("-create-")) ?? results[0];
+        progress.line(
+          create?.job ?? label,
+          target.name,
+          results,
+          (performance.now() - started) / 1000,
+        );
+      }
+    }
+    if (!isRoot) {
+      skippedFamilies.push({ family: "meta stat-cold", reason: "needs root to drop caches" });
+    }
+  }
+
+  if (options.families.includes("io")) {
+    console.log("bench: io family: bench/io/main.ts");
+    try {
+      const io = await runIoFamily(`${options.scratch}/io`, options.mode, {
+        jsonPath: `${tmpDir}/io.json`,
+        timeoutMs: options.mode === "full" ? 600_000 : 150_000,
+      });
+      for (const family of new Set(io.measurements.map((m) => m.family))) {
+        baselines[family] = io.baseline;
+      }
+      measurements.push(...io.measurements);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      skippedFamilies.push({ family: "io", reason });
+      console.log(`bench: io family: ${reason}`);
+    }
+  }
+
+  await cleanUp();
+
+  const run: RunResult = {
+    formatVersion: 1,
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    mode: options.mode,
+    command: ["deno task bench", ...Deno.args].join(" "),
+    machine,
+    targets: options.targets.map((name) => reports.get(name)!),
+    skippedFamilies,
+    baselines,
+    measurements,
+  };
+  const markdown = await writeOutputs(run, options, stamp);
+  console.log("\n" + markdown);
+  console.log(`bench: raw results ${options.outDir}/${stamp}.json`);
+  console.log(
+    `bench: table ${options.outDir}/${stamp}.md, charts ${options.outDir}/${stamp}/*.svg`,
+  );
+  if (options.mode === "full" && options.readme) await updateReadme(run, options, stamp);
+
+  const measuredTargets = run.targets.filter((t) => t.state === "ok");
+  if (measuredTargets.length === 0) {
+    console.error("bench: no target could be measured");
+    return 1;
+  }
+  if (options.strict) {
+    const problems = run.targets.filter((t) => t.state !== "ok").length +
+      measurements.filter((m) => m.value === null).length + skippedFamilies.length;
+    if (problems > 0) {
+      console.error(`bench: --strict: ${problems} target(s), job(s) or families were not measured`);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main());
+}

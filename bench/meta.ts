@@ -1,0 +1,181 @@
+/**
+ * The metadata benchmark: a small C program (bench/meta/meta_worker.c) times create, stat,
+ * open+close, readdir, rename and unlink of many small files with 1 or 4 threads, so the figures
+ * measure the file system and not Deno. The harness compiles it once per source version.
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import type { Measurement } from "./model.ts";
+
+const SOURCE = fileURLToPath(new URL("./meta/meta_worker.c", import.meta.url));
+
+export interface MetaRun {
+  layout: "flat" | "tree";
+  workers: number;
+}
+
+/** Layouts and worker counts in run order. */
+export const META_RUNS: MetaRun[] = [
+  { layout: "flat", workers: 1 },
+  { layout: "flat", workers: 4 },
+  { layout: "tree", workers: 1 },
+  { layout: "tree", workers: 4 },
+];
+
+/** Phases the worker reports, in order, for a layout (stat-cold only when caches can be dropped). */
+export function expectedPhases(layout: MetaRun["layout"], dropCaches: boolean): string[] {
+  const phases = [
+    "create",
+    "stat",
+    ...(dropCaches ? ["stat-cold"] : []),
+    "open-close",
+    "readdir",
+    "rename",
+    "unlink",
+  ];
+  return layout === "tree" ? ["mkdir", ...phases, "rmdir"] : phases;
+}
+
+/** Compiles meta_worker.c into a cache directory keyed by the source's hash; returns the binary. */
+export async function buildMetaWorker(): Promise<string> {
+  const source = await Deno.readFile(SOURCE);
+  const hash = createHash("sha256").update(source).digest("hex").slice(0, 16);
+  const cacheRoot = Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME") ?? "/tmp"}/.cache`;
+  const dir = `${cacheRoot}/skyfs-bench`;
+  const binary = `${dir}/meta_worker-${hash}`;
+  try {
+    await Deno.stat(binary);
+    return binary;
+  } catch {
+    // Not built yet for this source.
+  }
+  await Deno.mkdir(dir, { recursive: true });
+  let output: Deno.CommandOutput;
+  try {
+    output = await new Deno.Command("gcc", {
+      args: ["-O2", "-Wall", "-pthread", "-o", `${binary}.tmp`, SOURCE],
+      stdin: "null",
+    }).output();
+  } catch {
+    throw new Error("gcc is not installed; run: apt-get install gcc");
+  }
+  if (output.code !== 0) {
+    throw new Error(`gcc failed on ${SOURCE}: ${new TextDecoder().decode(output.stderr).trim()}`);
+  }
+  await Deno.rename(`${binary}.tmp`, binary);
+  return binary;
+}
+
+/** Parses the worker's JSON lines ({"phase","ops","seconds"}) into measurements. */
+export function measurementsFromWorker(
+  stdout: string,
+  run: MetaRun,
+  target: string,
+): Measurement[] {
+  const measurements: Measurement[] = [];
+  for (const line of stdout.split("\n")) {
+    if (line.trim() === "") continue;
+    const phase = JSON.parse(line) as { phase: string; ops: number; seconds: number };
+    const seconds = Math.max(phase.seconds, 1e-6);
+    measurements.push({
+      family: `meta-${run.layout}`,
+      job: `meta-${run.layout}-${phase.phase}-w${run.workers}`,
+      target,
+      unit: "ops/s",
+      value: phase.ops / seconds,
+      higherIsBetter: true,
+      details: { ops: phase.ops, seconds: phase.seconds },
+    });
+  }
+  return measurements;
+}
+
+export interface MetaOptions {
+  binary: string;
+  dir: string;
+  files: number;
+  fileBytes: number;
+  dropCaches: boolean;
+  env: Record<string, string>;
+  timeoutMs: number;
+}
+
+/** Runs one layout/worker combination on one target; failures become one error measurement. */
+export async function runMeta(
+  run: MetaRun,
+  target: string,
+  options: MetaOptions,
+): Promise<Measurement[]> {
+  const workDir = `${options.dir}/meta-${run.layout}-w${run.workers}`;
+  const args = [
+    workDir,
+    String(options.files),
+    String(run.workers),
+    run.layout,
+    "--size",
+    String(
+      options.fileBytes,
+    ),
+  ];
+  if (options.dropCaches) args.push("--drop-caches");
+  try {
+    await Deno.mkdir(workDir, { recursive: true });
+    const child = new Deno.Command(options.binary, {
+      args,
+      env: options.env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+    }, options.timeoutMs);
+    const output = await child.output();
+    clearTimeout(timer);
+    const stdout = new TextDecoder().decode(output.stdout);
+    const measured = measurementsFromWorker(stdout, run, target);
+    let error: string | undefined;
+    if (timedOut) error = `meta_worker killed after ${options.timeoutMs / 1000} s`;
+    else if (output.code !== 0) {
+      error = new TextDecoder().decode(output.stderr).trim() ||
+        `meta_worker exited with ${output.code}`;
+    }
+    if (error === undefined) {
+      await Deno.remove(workDir, { recursive: true });
+      return measured;
+    }
+    return [...measured, ...missingPhases(run, target, options, measured, error)];
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    return missingPhases(run, target, options, [], message);
+  }
+}
+
+/** Error measurements for the phases a failed worker did not report, so every row shows it. */
+function missingPhases(
+  run: MetaRun,
+  target: string,
+  options: MetaOptions,
+  measured: Measurement[],
+  error: string,
+): Measurement[] {
+  return expectedPhases(run.layout, options.dropCaches)
+    .map((phase) => `meta-${run.layout}-${phase}-w${run.workers}`)
+    .filter((job) => !measured.some((m) => m.job === job))
+    .map((job) => ({
+      family: `meta-${run.layout}`,
+      job,
+      target,
+      unit: "ops/s",
+      value: null,
+      higherIsBetter: true,
+      error,
+    }));
+}

@@ -1,0 +1,136 @@
+/**
+ * Turns a run's raw results into the markdown that people read: tables in which every figure also
+ * appears as a ratio to the family's baseline (ext4 unless the family says otherwise).
+ * @module
+ */
+import { formatRatio, formatValue } from "./format.ts";
+import type { Measurement, RunResult } from "./model.ts";
+
+/** Families in first-seen order with their measurements. */
+export function groupByFamily(measurements: readonly Measurement[]): Map<string, Measurement[]> {
+  const families = new Map<string, Measurement[]>();
+  for (const m of measurements) {
+    const list = families.get(m.family) ?? [];
+    list.push(m);
+    families.set(m.family, list);
+  }
+  return families;
+}
+
+/** A family's columns: for file-system families the run's targets, else targets as first seen. */
+export function familyColumns(run: RunResult, family: string, rows: Measurement[]): string[] {
+  const baseline = run.baselines[family] ?? "ext4";
+  if (baseline === "ext4") return run.targets.map((t) => t.name);
+  const seen: string[] = [];
+  for (const m of rows) if (!seen.includes(m.target)) seen.push(m.target);
+  return seen;
+}
+
+/** Ratio of one measurement to its job's baseline measurement, or null when either is missing. */
+export function ratioToBaseline(
+  m: Measurement,
+  baseline: Measurement | undefined,
+): number | null {
+  if (m.value === null || !baseline || baseline.value === null || baseline.value === 0) return null;
+  return m.higherIsBetter ? m.value / baseline.value : baseline.value / m.value;
+}
+
+function cell(m: Measurement, baseline: Measurement | undefined): string {
+  if (m.value === null) return "error";
+  const text = formatValue(m.value, m.unit);
+  if (!baseline || baseline === m) return text;
+  const ratio = ratioToBaseline(m, baseline);
+  return ratio === null ? text : `${text} (${formatRatio(ratio)})`;
+}
+
+/** One markdown table per family (rows: jobs; columns: targets). */
+export function familyTable(run: RunResult, family: string, rows: Measurement[]): string {
+  const columns = familyColumns(run, family, rows);
+  const baselineName = run.baselines[family] ?? "ext4";
+  const jobs = [...new Set(rows.map((m) => m.job))];
+  const lines = [
+    `| ${family} | unit | ${columns.join(" | ")} |`,
+    `|---|---|${columns.map(() => "--:").join("|")}|`,
+  ];
+  for (const job of jobs) {
+    const ofJob = rows.filter((m) => m.job === job);
+    const baseline = ofJob.find((m) => m.target === baselineName);
+    const unit = ofJob[0].unit;
+    const cells = columns.map((column) => {
+      const m = ofJob.find((x) => x.target === column);
+      if (!m) {
+        const target = run.targets.find((t) => t.name === column);
+        return target && target.state !== "ok" ? "—" : "";
+      }
+      return cell(m, baseline);
+    });
+    lines.push(`| ${job} | ${unit} | ${cells.join(" | ")} |`);
+  }
+  return lines.join("\n");
+}
+
+/** Lines explaining every target that was not measured and every job that failed. */
+export function notes(run: RunResult): string[] {
+  const lines: string[] = [];
+  for (const t of run.targets) {
+    if (t.state === "failed" || t.state === "unavailable") lines.push(`- ${t.name}: ${t.reason}`);
+  }
+  for (const s of run.skippedFamilies) lines.push(`- ${s.family}: ${s.reason}`);
+  for (const m of run.measurements) {
+    if (m.value === null) lines.push(`- ${m.job} on ${m.target}: ${m.error ?? "failed"}`);
+  }
+  return lines;
+}
+
+/** The full markdown report: header, one table per family, chart links and notes. */
+export function markdownReport(
+  run: RunResult,
+  options: { chartDir?: string; heading?: string } = {},
+): string {
+  const { machine } = run;
+  const out: string[] = [];
+  if (options.heading) out.push(options.heading, "");
+  out.push(
+    `Run ${run.startedAt} (${run.mode} mode): \`${run.command}\``,
+    "",
+    `Machine: ${machine.cpus} x ${machine.cpu}, ${machine.memoryGiB} GiB, Linux ${machine.kernel}, ` +
+      `scratch on ${machine.scratchFs}, ${machine.fio}, deno ${machine.deno}.`,
+    "",
+    "Each cell: figure (ratio to the row's baseline, ext4 unless the table says otherwise; " +
+      "above 1x is better than the baseline). — = target not measured, see notes.",
+    "",
+  );
+  for (const [family, rows] of groupByFamily(run.measurements)) {
+    const baseline = run.baselines[family] ?? "ext4";
+    if (baseline !== "ext4") out.push(`Baseline for ${family}: ${baseline}.`, "");
+    out.push(familyTable(run, family, rows), "");
+    if (options.chartDir !== undefined) {
+      out.push(`![${family}](${options.chartDir}/${family}.svg)`, "");
+    }
+  }
+  const noteLines = notes(run);
+  if (noteLines.length > 0) out.push("Notes:", "", ...noteLines, "");
+  const mounted = run.targets.filter((t) => t.command);
+  if (mounted.length > 0) {
+    out.push("Targets as mounted:", "");
+    for (const t of mounted) out.push(`- ${t.name}: \`${t.command}\``);
+    out.push("");
+  }
+  return out.join("\n");
+}
+
+export const README_START = "<!-- bench:start -->";
+export const README_END = "<!-- bench:end -->";
+
+/** Replaces the text between the README's bench markers; throws when the markers are missing. */
+export function replaceReadmeSection(readme: string, block: string): string {
+  const start = readme.indexOf(README_START);
+  const end = readme.indexOf(README_END);
+  if (start < 0 || end < start) {
+    throw new Error(
+      `README has no "${README_START}" ... "${README_END}" markers; add them to the Performance section`,
+    );
+  }
+  return readme.slice(0, start + README_START.length) + "\n" + block.trimEnd() + "\n" +
+    readme.slice(end);
+}

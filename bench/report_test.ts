@@ -1,0 +1,123 @@
+import assert from "node:assert/strict";
+import { formatRatio, formatValue } from "./format.ts";
+import type { Measurement, RunResult } from "./model.ts";
+import {
+  familyTable,
+  markdownReport,
+  notes,
+  ratioToBaseline,
+  replaceReadmeSection,
+} from "./report.ts";
+
+function measurement(
+  target: string,
+  value: number | null,
+  job = "seq-read-1m-j1-warm",
+): Measurement {
+  return {
+    family: "seq-read",
+    job,
+    target,
+    unit: "MiB/s",
+    value,
+    higherIsBetter: true,
+    ...(value === null ? { error: "fio exited with 1" } : {}),
+  };
+}
+
+function run(measurements: Measurement[]): RunResult {
+  return {
+    formatVersion: 1,
+    startedAt: "2025-01-01T00:00:00.000Z",
+    finishedAt: "2025-01-01T00:01:00.000Z",
+    mode: "quick",
+    command: "deno task bench --quick",
+    machine: {
+      hostname: "h",
+      kernel: "6.18",
+      cpu: "EPYC",
+      cpus: 2,
+      memoryGiB: 24,
+      scratchFs: "ext4 /dev/vda",
+      fio: "fio-3.33",
+      deno: "2.9.6",
+    },
+    targets: [
+      { name: "ext4", state: "ok", command: "plain directory" },
+      { name: "skyfs", state: "failed", reason: "failed to mount: mod.ts exited with 1" },
+      { name: "bindfs", state: "ok", command: "bindfs -f a b" },
+    ],
+    skippedFamilies: [{ family: "io", reason: "not available yet" }],
+    baselines: {},
+    measurements,
+  };
+}
+
+Deno.test("formatValue keeps three significant digits and k/M suffixes", () => {
+  assert.equal(formatValue(1234, "MiB/s"), "1234");
+  assert.equal(formatValue(12.345, "MiB/s"), "12.3");
+  assert.equal(formatValue(81234, "IOPS"), "81.2k");
+  assert.equal(formatValue(1_590_000, "IOPS"), "1.59M");
+  assert.equal(formatValue(5893, "IOPS"), "5893");
+  assert.equal(formatValue(0.5, "ops/s"), "0.50");
+});
+
+Deno.test("formatRatio tells small ratios apart", () => {
+  assert.equal(formatRatio(0.25), "0.25x");
+  assert.equal(formatRatio(0.004), "0.004x");
+  assert.equal(formatRatio(25.4), "25x");
+  assert.equal(formatRatio(1), "1.00x");
+});
+
+Deno.test("ratioToBaseline inverts for lower-is-better figures and refuses missing values", () => {
+  const base = measurement("ext4", 200);
+  assert.equal(ratioToBaseline(measurement("bindfs", 50), base), 0.25);
+  assert.equal(ratioToBaseline({ ...measurement("bindfs", 50), higherIsBetter: false }, base), 4);
+  assert.equal(ratioToBaseline(measurement("bindfs", null), base), null);
+  assert.equal(ratioToBaseline(measurement("bindfs", 50), undefined), null);
+  assert.equal(ratioToBaseline(measurement("bindfs", 50), measurement("ext4", 0)), null);
+});
+
+Deno.test("familyTable shows every target column, ratios to ext4, dashes for failed targets", () => {
+  const rows = [
+    measurement("ext4", 1000),
+    measurement("bindfs", 250),
+    measurement("ext4", 10, "b"),
+  ];
+  rows.push(measurement("bindfs", null, "b"));
+  const table = familyTable(run(rows), "seq-read", rows);
+  const lines = table.split("\n");
+  assert.equal(lines[0], "| seq-read | unit | ext4 | skyfs | bindfs |");
+  assert.equal(lines[2], "| seq-read-1m-j1-warm | MiB/s | 1000 | — | 250 (0.25x) |");
+  assert.equal(lines[3], "| b | MiB/s | 10.0 | — | error |");
+});
+
+Deno.test("notes name failed targets, skipped families and failed jobs", () => {
+  const lines = notes(run([measurement("ext4", 1), measurement("bindfs", null)]));
+  assert.deepEqual(lines, [
+    "- skyfs: failed to mount: mod.ts exited with 1",
+    "- io: not available yet",
+    "- seq-read-1m-j1-warm on bindfs: fio exited with 1",
+  ]);
+});
+
+Deno.test("markdownReport carries the command, the machine and chart links", () => {
+  const text = markdownReport(run([measurement("ext4", 1), measurement("bindfs", 1)]), {
+    chartDir: "bench/results/x",
+  });
+  assert.match(text, /`deno task bench --quick`/);
+  assert.match(text, /2 x EPYC, 24 GiB, Linux 6\.18/);
+  assert.match(text, /!\[seq-read\]\(bench\/results\/x\/seq-read\.svg\)/);
+  assert.match(text, /- bindfs: `bindfs -f a b`/);
+});
+
+Deno.test("replaceReadmeSection swaps only the text between the markers", () => {
+  const readme = "# x\n## Performance\n<!-- bench:start -->\nold\n<!-- bench:end -->\ntail\n";
+  const out = replaceReadmeSection(readme, "new table\n");
+  assert.equal(
+    out,
+    "# x\n## Performance\n<!-- bench:start -->\nnew table\n<!-- bench:end -->\ntail\n",
+  );
+  assert.equal(replaceReadmeSection(out, "again"), out.replace("new table", "again"));
+  assert.throws(() => replaceReadmeSection("# no markers\n", "x"), /bench:start/);
+});

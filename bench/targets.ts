@@ -1,0 +1,380 @@
+/**
+ * The file systems the benchmark compares: each is mounted, warmed and unmounted by the harness,
+ * and one that cannot be mounted is reported with its reason instead of being dropped.
+ * @module
+ */
+import { fileURLToPath } from "node:url";
+import type { TargetName, TargetReport } from "./model.ts";
+
+const REPO_DIR = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
+const MOUNT_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 20_000;
+
+/** A prepared target: where jobs run and what environment their processes get. */
+export interface ReadyTarget {
+  name: TargetName;
+  dir: string;
+  /** Extra environment for workload processes (LD_PRELOAD for the shim). */
+  env: Record<string, string>;
+  report: TargetReport;
+  tearDown(): Promise<void>;
+}
+
+/** A target that could not be set up; `state` says whether it is broken or simply not built yet. */
+export class TargetSkipped extends Error {
+  constructor(
+    readonly state: "failed" | "unavailable",
+    message: string,
+    readonly command?: string,
+  ) {
+    super(message);
+    this.name = "TargetSkipped";
+  }
+}
+
+/** Decodes the octal escapes (\040 for space) that /proc/self/mountinfo uses in paths. */
+export function unescapeMountPath(path: string): string {
+  return path.replace(/\\([0-7]{3})/g, (_, octal) => String.fromCharCode(parseInt(octal, 8)));
+}
+
+/** Mount points listed in a mountinfo text (field 5 of each line). */
+export function mountPoints(mountinfo: string): string[] {
+  return mountinfo.split("\n").filter((line) => line.trim() !== "").map((line) =>
+    unescapeMountPath(line.split(" ")[4])
+  );
+}
+
+export function isMounted(path: string): boolean {
+  return mountPoints(Deno.readTextFileSync("/proc/self/mountinfo")).includes(path);
+}
+
+/**
+ * Picks the line of a program's output that says what went wrong: the last line mentioning an
+ * error, else the last line, ignoring colour codes and Rust backtrace noise (RUST_BACKTRACE=1).
+ */
+export function tellingLine(output: string): string {
+  // deno-lint-ignore no-control-regex -- ANSI colour codes start with ESC by definition.
+  const lines = output.replace(/\x1b\[[0-9;]*m/g, "").split("\n").map((l) => l.trim())
+    .filter((l) => l !== "" && l !== "Stack backtrace:" && !/^\d+: /.test(l) && !/^at /.test(l));
+  if (lines.length === 0) return "(no output)";
+  const errors = lines.filter((l) => /error|failed|cannot|denied|not found/i.test(l));
+  const line = errors.length > 0 ? errors[errors.length - 1] : lines[lines.length - 1];
+  return line.length > 300 ? `${line.slice(0, 300)}...` : line;
+}
+
+/** A command line as a reader would type it: `deno` for this executable, repo-relative paths. */
+export function displayCommand(command: string, args: string[]): string {
+  return [command === Deno.execPath() ? "deno" : command, ...args]
+    .map((part) => part.startsWith(`${REPO_DIR}/`) ? part.slice(REPO_DIR.length + 1) : part)
+    .join(" ");
+}
+
+/** A child process whose last output lines are kept for error messages. */
+class Daemon {
+  readonly child: Deno.ChildProcess;
+  private tail = "";
+  private readonly drained: Promise<void>;
+  exitCode: number | null = null;
+  readonly exited: Promise<number>;
+
+  constructor(readonly command: string, readonly args: string[], env?: Record<string, string>) {
+    this.child = new Deno.Command(command, {
+      args,
+      env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.drained = Promise.all([this.drain(this.child.stdout), this.drain(this.child.stderr)])
+      .then(() => {});
+    this.exited = this.child.status.then((status) => {
+      this.exitCode = status.code;
+      return status.code;
+    });
+  }
+
+  private async drain(stream: ReadableStream<Uint8Array>): Promise<void> {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) {
+      this.tail = (this.tail + decoder.decode(chunk, { stream: true })).slice(-4096);
+    }
+  }
+
+  /** The most telling output line, for one-line error messages. */
+  lastLine(): string {
+    return tellingLine(this.tail);
+  }
+
+  async waitExit(timeoutMs: number): Promise<boolean> {
+    const timer = delay(timeoutMs).then(() => false);
+    const done = await Promise.race([this.exited.then(() => true), timer]);
+    if (done) await this.drained;
+    return done;
+  }
+
+  kill(signal: Deno.Signal): void {
+    try {
+      this.child.kill(signal);
+    } catch {
+      // Already exited: nothing to signal.
+    }
+  }
+
+  commandLine(): string {
+    return displayCommand(this.command, this.args);
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Waits until `mountpoint` appears in mountinfo; throws with the daemon's last line if it dies. */
+async function waitForMount(daemon: Daemon, mountpoint: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (isMounted(mountpoint)) return;
+    if (daemon.exitCode !== null) {
+      await daemon.waitExit(1000);
+      throw new TargetSkipped(
+        "failed",
+        `failed to mount: \`${daemon.commandLine()}\` exited with ${daemon.exitCode}: ${daemon.lastLine()}`,
+        daemon.commandLine(),
+      );
+    }
+    await delay(50);
+  }
+  daemon.kill("SIGKILL");
+  await daemon.waitExit(5000);
+  await forceUnmount(mountpoint);
+  throw new TargetSkipped(
+    "failed",
+    `failed to mount: ${mountpoint} not in /proc/self/mountinfo after ${timeoutMs / 1000} s ` +
+      `(last output: ${daemon.lastLine()})`,
+    daemon.commandLine(),
+  );
+}
+
+async function run(command: string, args: string[]): Promise<{ code: number; output: string }> {
+  try {
+    const out = await new Deno.Command(command, { args, stdin: "null" }).output();
+    const text = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
+    return { code: out.code, output: text.trim() };
+  } catch (error) {
+    return { code: 127, output: String(error) };
+  }
+}
+
+/** Clears a mount whose daemon is gone or stuck, so the scratch directory can be removed. */
+export async function forceUnmount(mountpoint: string): Promise<void> {
+  if (!isMounted(mountpoint)) return;
+  const isRoot = Deno.uid() === 0;
+  const attempt = isRoot ? await run("umount", ["-l", mountpoint]) : await run("fusermount3", [
+    "-uz",
+    mountpoint,
+  ]);
+  if (attempt.code !== 0 && isMounted(mountpoint)) {
+    console.error(`bench: could not unmount ${mountpoint}: ${attempt.output}`);
+  }
+}
+
+function which(command: string): string | null {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    const path = `${dir}/${command}`;
+    try {
+      if (Deno.statSync(path).isFile) return path;
+    } catch {
+      // Not in this PATH entry.
+    }
+  }
+  return null;
+}
+
+/** Writes, reads back and deletes a small file so the first job does not pay for cold start-up. */
+async function warmUp(dir: string): Promise<void> {
+  const path = `${dir}/.bench-warmup`;
+  const data = new Uint8Array(1 << 20).fill(7);
+  await Deno.writeFile(path, data);
+  const back = await Deno.readFile(path);
+  if (back.length !== data.length || back[back.length - 1] !== 7) {
+    throw new TargetSkipped("failed", `warm-up read back ${back.length} bytes from ${path}`);
+  }
+  await Deno.stat(path);
+  await Deno.remove(path);
+}
+
+/** Mounts a FUSE file system run in the foreground by `command args` (bindfs, mergerfs). */
+async function mountForeground(
+  name: TargetName,
+  scratch: string,
+  command: string,
+  argsFor: (backing: string, mountpoint: string) => string[],
+): Promise<ReadyTarget> {
+  if (!which(command)) {
+    throw new TargetSkipped(
+      "failed",
+      `failed to mount: ${command} is not installed; run: apt-get install ${command} (or deno task setup)`,
+    );
+  }
+  const backing = `${scratch}/${name}-backing`;
+  const mountpoint = `${scratch}/${name}-mnt`;
+  await Deno.mkdir(backing, { recursive: true });
+  await Deno.mkdir(mountpoint, { recursive: true });
+  const daemon = new Daemon(command, argsFor(backing, mountpoint));
+  await waitForMount(daemon, mountpoint, MOUNT_TIMEOUT_MS);
+  const tearDown = async () => {
+    const how = Deno.uid() === 0 ? ["umount", [mountpoint]] as const : [
+      "fusermount3",
+      ["-u", mountpoint],
+    ] as const;
+    const result = await run(how[0], [...how[1]]);
+    if (result.code !== 0) console.error(`bench: ${how[0]} ${mountpoint}: ${result.output}`);
+    if (!await daemon.waitExit(STOP_TIMEOUT_MS)) {
+      daemon.kill("SIGKILL");
+      await daemon.waitExit(5000);
+    }
+    await forceUnmount(mountpoint);
+  };
+  try {
+    await warmUp(mountpoint);
+  } catch (error) {
+    await tearDown();
+    throw error instanceof TargetSkipped ? error : new TargetSkipped(
+      "failed",
+      `failed to warm up: ${error instanceof Error ? error.message : error}`,
+    );
+  }
+  return {
+    name,
+    dir: mountpoint,
+    env: {},
+    report: { name, state: "ok", command: daemon.commandLine(), dir: mountpoint },
+    tearDown,
+  };
+}
+
+async function scratchFsDescription(dir: string): Promise<string> {
+  const result = await run("findmnt", ["-no", "FSTYPE,SOURCE", "-T", dir]);
+  return result.code === 0 ? result.output.replace(/\s+/g, " ") : "unknown file system";
+}
+
+async function setUpExt4(scratch: string): Promise<ReadyTarget> {
+  const dir = `${scratch}/ext4`;
+  await Deno.mkdir(dir, { recursive: true });
+  const fs = await scratchFsDescription(dir);
+  await warmUp(dir);
+  return {
+    name: "ext4",
+    dir,
+    env: {},
+    report: { name: "ext4", state: "ok", command: `plain directory on ${fs}`, dir },
+    tearDown: async () => {},
+  };
+}
+
+/** Starts `deno run -A mod.ts mount DIR --data DATA` and waits for the mount to appear. */
+async function mountSkyfs(
+  name: TargetName,
+  scratch: string,
+  env: Record<string, string>,
+): Promise<ReadyTarget> {
+  const modTs = `${REPO_DIR}/mod.ts`;
+  try {
+    Deno.statSync(modTs);
+  } catch {
+    throw new TargetSkipped("failed", `failed to mount: ${modTs} does not exist yet`);
+  }
+  const mountpoint = `${scratch}/${name}-mnt`;
+  const data = `${scratch}/${name}-data`;
+  await Deno.mkdir(mountpoint, { recursive: true });
+  await Deno.mkdir(data, { recursive: true });
+  const daemon = new Daemon(Deno.execPath(), [
+    "run",
+    "-A",
+    modTs,
+    "mount",
+    mountpoint,
+    "--data",
+    data,
+  ]);
+  await waitForMount(daemon, mountpoint, MOUNT_TIMEOUT_MS);
+  // The brief of `skyfs mount`: SIGTERM unmounts cleanly. Waiting for it checks that too.
+  const tearDown = async () => {
+    daemon.kill("SIGTERM");
+    if (!await daemon.waitExit(STOP_TIMEOUT_MS)) {
+      console.error(
+        `bench: ${name} did not exit within ${STOP_TIMEOUT_MS / 1000} s of SIGTERM; killing it`,
+      );
+      daemon.kill("SIGKILL");
+      await daemon.waitExit(5000);
+    }
+    await forceUnmount(mountpoint);
+  };
+  try {
+    await warmUp(mountpoint);
+  } catch (error) {
+    await tearDown();
+    throw error instanceof TargetSkipped ? error : new TargetSkipped(
+      "failed",
+      `mounted but failed to warm up: ${error instanceof Error ? error.message : error}`,
+      daemon.commandLine(),
+    );
+  }
+  const command = daemon.commandLine();
+  return {
+    name,
+    dir: mountpoint,
+    env,
+    report: { name, state: "ok", command, dir: mountpoint },
+    tearDown,
+  };
+}
+
+/** Asks `skyfs preload-path` for the shim; until that command exists the target is unavailable. */
+async function preloadPath(): Promise<string> {
+  const modTs = `${REPO_DIR}/mod.ts`;
+  try {
+    Deno.statSync(modTs);
+  } catch {
+    throw new TargetSkipped("unavailable", "not available yet: mod.ts does not exist yet");
+  }
+  const result = await run(Deno.execPath(), ["run", "-A", modTs, "preload-path"]);
+  const path = result.code === 0 ? (result.output.split("\n").pop()?.trim() ?? "") : "";
+  if (result.code !== 0 || !path.startsWith("/")) {
+    throw new TargetSkipped(
+      "unavailable",
+      `not available yet: \`skyfs preload-path\` exited with ${result.code}: ${
+        tellingLine(result.output)
+      }`,
+    );
+  }
+  try {
+    Deno.statSync(path);
+  } catch {
+    throw new TargetSkipped(
+      "unavailable",
+      `not available yet: preload library ${path} does not exist (deno task build)`,
+    );
+  }
+  return path;
+}
+
+/** Prepares one target under `scratch`; throws TargetSkipped with a one-line reason. */
+export async function setUpTarget(name: TargetName, scratch: string): Promise<ReadyTarget> {
+  switch (name) {
+    case "ext4":
+      return await setUpExt4(scratch);
+    case "bindfs":
+      // bindfs (libfuse 2) and mergerfs as a user gets them: default options, foreground so the
+      // harness owns the process.
+      return await mountForeground(name, scratch, "bindfs", (b, m) => ["-f", b, m]);
+    case "mergerfs":
+      return await mountForeground(name, scratch, "mergerfs", (b, m) => ["-f", b, m]);
+    case "skyfs":
+      return await mountSkyfs(name, scratch, {});
+    case "skyfs-shim": {
+      const library = await preloadPath();
+      return await mountSkyfs(name, scratch, { LD_PRELOAD: library });
+    }
+  }
+}

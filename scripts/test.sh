@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Runs every check and test of skyfs in order and prints one summary; `deno task test` calls it.
+#
+# Usage: scripts/test.sh [STEP...]
+#   Steps, in order: setup fmt lint check unit tests bench (default: all of them).
+#   Every step runs even after an earlier one failed, so one run shows every failure; the exit code
+#   is non-zero when any step failed.
+#
+# Environment: CI=true is honoured (nothing interactive, no colours); SKYFS_TEST_STEP_TIMEOUT_S
+# caps each step (default 900 s) so a hung mount cannot eat the CI budget.
+set -uo pipefail
+
+repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_dir"
+
+all_steps=(setup fmt lint check unit tests bench)
+if [ "$#" -gt 0 ]; then
+  for step in "$@"; do
+    if [[ ! " ${all_steps[*]} " =~ " $step " ]]; then
+      echo "test.sh: unknown step \"$step\"; steps are: ${all_steps[*]}" >&2
+      exit 2
+    fi
+  done
+  steps=("$@")
+else
+  steps=("${all_steps[@]}")
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+if [ "${CI:-}" = "true" ]; then
+  export NO_COLOR=1
+fi
+step_timeout_s="${SKYFS_TEST_STEP_TIMEOUT_S:-900}"
+log_dir="$(mktemp -d "${TMPDIR:-/tmp}/skyfs-test-XXXXXX")"
+trap 'rm -rf "$log_dir"' EXIT
+
+results=()  # "status name seconds note"
+tests_passed=0
+tests_failed=0
+tests_skipped=0
+any_failed=0
+
+# count_deno_tests LOG: adds the closing "ok | N passed | M failed | K ignored" lines of deno test.
+count_deno_tests() {
+  local line passed failed ignored
+  while IFS= read -r line; do
+    passed="$(sed -n 's/.* \([0-9][0-9]*\) passed.*/\1/p' <<<"$line")"
+    failed="$(sed -n 's/.* \([0-9][0-9]*\) failed.*/\1/p' <<<"$line")"
+    ignored="$(sed -n 's/.* \([0-9][0-9]*\) ignored.*/\1/p' <<<"$line")"
+    tests_passed=$((tests_passed + ${passed:-0}))
+    tests_failed=$((tests_failed + ${failed:-0}))
+    tests_skipped=$((tests_skipped + ${ignored:-0}))
+  done < <(sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -E '^(ok|FAILED) \| [0-9]+ passed')
+}
+
+# run_step NAME KIND COMMAND...: runs a command with a time cap, streams its output, records it.
+# KIND is "deno-test" when the output's deno test counts go into the totals, else "step", which
+# counts as one test of its own.
+run_step() {
+  local name="$1" kind="$2"
+  shift 2
+  local log="$log_dir/$name.log" start end rc
+  echo
+  echo "=== test.sh: $name: $*"
+  start="$(date +%s.%N)"
+  timeout --kill-after=30 "$step_timeout_s" "$@" </dev/null 2>&1 | tee "$log"
+  rc="${PIPESTATUS[0]}"
+  end="$(date +%s.%N)"
+  local seconds note=""
+  seconds="$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')"
+  [ "$rc" -eq 124 ] && note="timed out after ${step_timeout_s} s"
+  if [ "$kind" = "deno-test" ]; then
+    local before_failed="$tests_failed"
+    count_deno_tests "$log"
+    # A deno test run that fails before its summary (type error, crash) still counts as a failure.
+    if [ "$rc" -ne 0 ] && [ "$tests_failed" -eq "$before_failed" ]; then
+      tests_failed=$((tests_failed + 1))
+    fi
+  elif [ "$rc" -eq 0 ]; then
+    tests_passed=$((tests_passed + 1))
+  else
+    tests_failed=$((tests_failed + 1))
+  fi
+  if [ "$rc" -eq 0 ]; then
+    results+=("ok $name $seconds $note")
+  else
+    results+=("FAILED $name $seconds exit $rc${note:+, $note}")
+    any_failed=1
+  fi
+}
+
+skip_step() {
+  results+=("skipped $1 0.0 $2")
+  tests_skipped=$((tests_skipped + 1))
+  echo
+  echo "=== test.sh: $1: skipped ($2)"
+}
+
+# Test files that `deno test DIR` would pick up, under the given directories.
+find_deno_tests() {
+  local dirs=()
+  for dir in "$@"; do [ -d "$dir" ] && dirs+=("$dir"); done
+  [ "${#dirs[@]}" -eq 0 ] && return 0
+  find "${dirs[@]}" -path '*/node_modules' -prune -o -type f \
+    \( -name '*_test.ts' -o -name '*.test.ts' -o -name 'test.ts' \) -print | sort
+}
+
+run_tests_dir() {
+  local files
+  files="$(find_deno_tests tests)"
+  if [ -n "$files" ]; then
+    run_step tests deno-test deno test -A tests/
+  else
+    skip_step tests "no test files under tests/ yet"
+  fi
+  local script
+  shopt -s nullglob
+  for script in tests/*.sh; do
+    run_step "tests/$(basename "$script")" step bash "$script"
+  done
+  shopt -u nullglob
+}
+
+bench_out="$log_dir/bench"
+total_start="$(date +%s)"
+for step in "${steps[@]}"; do
+  case "$step" in
+    setup) run_step setup step bash scripts/setup.sh ;;
+    fmt) run_step fmt step deno fmt --check ;;
+    lint) run_step lint step deno lint ;;
+    check)
+      targets=()
+      for path in mod.ts src tests bench; do [ -e "$path" ] && targets+=("$path"); done
+      run_step check step deno check "${targets[@]}"
+      ;;
+    unit)
+      mapfile -t unit_files < <(find_deno_tests src lib bench)
+      if [ "${#unit_files[@]}" -gt 0 ]; then
+        run_step unit deno-test deno test -A "${unit_files[@]}"
+      else
+        skip_step unit "no *_test.ts files under src/, lib/ or bench/ yet"
+      fi
+      ;;
+    tests) run_tests_dir ;;
+    bench)
+      # Proves the harness works end to end on tiny sizes; it asserts nothing about speed.
+      run_step bench step deno run -A bench/main.ts --quick --tiny --no-readme --out "$bench_out"
+      ;;
+  esac
+done
+total_s=$(($(date +%s) - total_start))
+
+echo
+echo "=== test.sh summary (${total_s} s)"
+for result in "${results[@]}"; do
+  read -r status name seconds note <<<"$result"
+  printf '  %-8s %-28s %7s s  %s\n' "$status" "$name" "$seconds" "$note"
+done
+echo "(deno test cases are counted one by one; every other step counts as one test)"
+echo "tests: ${tests_passed} passed, ${tests_failed} failed, ${tests_skipped} skipped"
+exit "$any_failed"
