@@ -1,0 +1,167 @@
+/**
+ * Local data of a single node (DESIGN.md section 5): one sparse file per inode under
+ * `<dataDir>/data/<ino % 256 as two hex digits>/<ino in hex>`, which on one node IS the file's
+ * data. One fd per inode is shared by all of its open handles (the same fd later backs FUSE
+ * passthrough and the shim); it is opened on first use and closed when the last user lets go.
+ *
+ * The metadata store holds the authoritative size. When an fd is opened the local file is cut
+ * or extended to that size, so data written after the last persisted size (lost by a crash) can
+ * never reappear later inside a hole, and a local size always equals the logical size while open.
+ * @module
+ */
+
+import { Errno, FsError } from "../fs_error.ts";
+import type { IoEngine } from "../io/types.ts";
+import * as libc from "../io/libc.ts";
+
+interface OpenFile {
+  fd: number;
+  refs: number;
+}
+
+export class LocalStore {
+  readonly io: IoEngine;
+  readonly root: string;
+  readonly #open = new Map<number, OpenFile>();
+  readonly #opening = new Map<number, Promise<OpenFile>>();
+  /** Inodes whose file's directory entry is known durable (synced once per process). */
+  readonly #entrySynced = new Set<number>();
+
+  private constructor(io: IoEngine, root: string) {
+    this.io = io;
+    this.root = root;
+  }
+
+  /** The store under `<dataDir>/data`, creating its 256 subdirectories on first use. */
+  static async open(io: IoEngine, dataDir: string): Promise<LocalStore> {
+    const root = `${dataDir}/data`;
+    for (let i = 0; i < 256; i++) {
+      await Deno.mkdir(`${root}/${hex2(i)}`, { recursive: true });
+    }
+    return new LocalStore(io, root);
+  }
+
+  path(ino: number): string {
+    return `${this.root}/${hex2(ino % 256)}/${ino.toString(16)}`;
+  }
+
+  /** The shared fd of `ino` if some user holds it open. */
+  fdOf(ino: number): number | undefined {
+    return this.#open.get(ino)?.fd;
+  }
+
+  /**
+   * Take a reference on the inode's fd, opening (and creating) the local file if nobody holds
+   * it, and setting its length to `size` then. Pair every call with `release`.
+   */
+  async acquire(ino: number, size: number): Promise<number> {
+    const held = this.#open.get(ino);
+    if (held) {
+      held.refs++;
+      return held.fd;
+    }
+    // Two first users racing must share one open, or one fd would leak and the other be cut.
+    let pending = this.#opening.get(ino);
+    if (!pending) {
+      pending = this.#openFile(ino, size).finally(() => this.#opening.delete(ino));
+      this.#opening.set(ino, pending);
+    }
+    const file = await pending;
+    file.refs++;
+    return file.fd;
+  }
+
+  async #openFile(ino: number, size: number): Promise<OpenFile> {
+    const fd = await this.io.open(this.path(ino), libc.O_RDWR | libc.O_CREAT | libc.O_CLOEXEC);
+    try {
+      if (libc.fstat(fd).size !== size) libc.ftruncate(fd, size);
+    } catch (error) {
+      await this.io.close(fd);
+      throw error;
+    }
+    const file = { fd, refs: 0 };
+    this.#open.set(ino, file);
+    return file;
+  }
+
+  /** Drop one reference; the last one closes the fd. */
+  async release(ino: number): Promise<void> {
+    const file = this.#open.get(ino);
+    if (!file) throw new Error(`LocalStore.release(${ino}) without acquire: a vfs bug`);
+    if (--file.refs > 0) return;
+    this.#open.delete(ino);
+    await this.io.close(file.fd);
+  }
+
+  /** Run `use` with the inode's fd, opening it for the call if nobody holds it. */
+  async withFd<T>(ino: number, size: number, use: (fd: number) => Promise<T> | T): Promise<T> {
+    const fd = await this.acquire(ino, size);
+    try {
+      return await use(fd);
+    } finally {
+      await this.release(ino);
+    }
+  }
+
+  /** 512-byte blocks allocated to the inode's data (0 when it has no local file). */
+  blocks(ino: number): number {
+    const fd = this.fdOf(ino);
+    try {
+      return fd === undefined ? libc.stat(this.path(ino)).blocks : libc.fstat(fd).blocks;
+    } catch (error) {
+      if (error instanceof FsError && error.errno === Errno.ENOENT) return 0;
+      throw error;
+    }
+  }
+
+  /** Make the local file's directory entry durable (once per inode and process). */
+  async syncEntry(ino: number): Promise<void> {
+    if (this.#entrySynced.has(ino)) return;
+    const dir = `${this.root}/${hex2(ino % 256)}`;
+    const fd = await this.io.open(dir, libc.O_RDONLY | libc.O_DIRECTORY);
+    try {
+      await this.io.fsync(fd);
+    } finally {
+      await this.io.close(fd);
+    }
+    this.#entrySynced.add(ino);
+  }
+
+  /** Delete the inode's local file (nothing if it has none). Open fds keep the data until
+   * closed, as Linux does for unlinked files. */
+  async remove(ino: number): Promise<void> {
+    this.#entrySynced.delete(ino);
+    try {
+      await this.io.unlink(this.path(ino));
+    } catch (error) {
+      if (!(error instanceof FsError && error.errno === Errno.ENOENT)) throw error;
+    }
+  }
+
+  /** Remove local files of inodes that no longer exist (deleted just before a crash). */
+  async removeDangling(exists: (ino: number) => boolean): Promise<number> {
+    let removed = 0;
+    for (let i = 0; i < 256; i++) {
+      for await (const entry of Deno.readDir(`${this.root}/${hex2(i)}`)) {
+        const ino = parseInt(entry.name, 16);
+        if (!entry.isFile || !/^[0-9a-f]+$/.test(entry.name) || exists(ino)) continue;
+        await this.remove(ino);
+        removed++;
+      }
+    }
+    return removed;
+  }
+
+  /** Close every fd (at unmount). */
+  async closeAll(): Promise<void> {
+    await Promise.allSettled(this.#opening.values());
+    for (const [ino, file] of this.#open) {
+      this.#open.delete(ino);
+      await this.io.close(file.fd);
+    }
+  }
+}
+
+function hex2(n: number): string {
+  return n.toString(16).padStart(2, "0");
+}

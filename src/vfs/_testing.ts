@@ -1,0 +1,66 @@
+/** Test fixture for the vfs: a temp data dir with an EmbeddedKV, and reopen for restart tests. */
+
+import { openEmbeddedKV } from "../meta/embedded.ts";
+import { createPortableEngine } from "../io/portable.ts";
+import { createVfs, type VfsOptions, type VfsWithRecovery } from "./vfs.ts";
+import type { Ctx } from "./types.ts";
+
+export const root: Ctx = { uid: 0, gid: 0, pid: 1 };
+export const alice: Ctx = { uid: 1000, gid: 1000, pid: 2, groups: [1000, 50] };
+export const bob: Ctx = { uid: 1001, gid: 1001, pid: 3, groups: [1001] };
+
+const encoder = new TextEncoder();
+export const n = (s: string) => encoder.encode(s);
+export const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+export interface Fixture {
+  dir: string;
+  vfs: VfsWithRecovery;
+  /** destroy + createVfs again on the same directory and store. */
+  restart(): Promise<VfsWithRecovery>;
+  /** Close and delete everything. */
+  cleanup(): Promise<void>;
+}
+
+export async function openFixture(options: Partial<VfsOptions> = {}): Promise<Fixture> {
+  const dir = await Deno.makeTempDir({ prefix: "vfs-test-" });
+  const io = createPortableEngine();
+  const open = async () =>
+    createVfs({
+      kv: await openEmbeddedKV(`${dir}/meta.db`),
+      io,
+      dataDir: dir,
+      rootUid: 0,
+      rootGid: 0,
+      ...options,
+    });
+  let destroyed = false;
+  const fixture: Fixture = {
+    dir,
+    vfs: await open(),
+    async restart() {
+      await fixture.vfs.destroy();
+      fixture.vfs = await open();
+      return fixture.vfs;
+    },
+    async cleanup() {
+      if (!destroyed) await fixture.vfs.destroy();
+      destroyed = true;
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+  return fixture;
+}
+
+/** Run `body` with a fresh fixture, always cleaning up. */
+export async function withVfs(
+  body: (f: Fixture) => Promise<void>,
+  options: Partial<VfsOptions> = {},
+): Promise<void> {
+  const f = await openFixture(options);
+  try {
+    await body(f);
+  } finally {
+    await f.cleanup();
+  }
+}

@@ -1,0 +1,385 @@
+/**
+ * The state every operation group of the vfs shares: the namespace, the local data store, the
+ * per-inode reference counts and pending attributes, open handles, and the rules for when an
+ * inode's data may be freed.
+ *
+ * Attribute write-back: write() does not run a metadata transaction. Size, mtime and ctime it
+ * changes stay in memory as the inode's `dirty` overlay (applied on top of the stored record by
+ * every read) and reach the store at flush, release, fsync, on the write-back timer, or folded
+ * into the next transaction that writes the inode anyway (setattr, link, rename...).
+ * @module
+ */
+
+import { Errno, FsError } from "../fs_error.ts";
+import type { IoEngine } from "../io/types.ts";
+import type { MetaKV } from "../meta/kv.ts";
+import {
+  copyInode,
+  type InodeRecord,
+  type Namespace,
+  type NsTxn,
+  systemNow,
+  type Timespec,
+} from "../meta/namespace.ts";
+import type { LocalStore } from "../cache/local.ts";
+import type { Attr, DirEntry } from "./types.ts";
+import { isDir, isReg } from "./perm.ts";
+import type { LockTable } from "./lock.ts";
+
+export interface VfsOptions {
+  kv: MetaKV;
+  io: IoEngine;
+  /** Directory for local data (files under `<dataDir>/data`). */
+  dataDir: string;
+  /** Owner of the root directory when the store is new. Default: this process's uid/gid. */
+  rootUid?: number;
+  rootGid?: number;
+  /** Longest time a write's size/mtime stays only in memory. Default 1000 ms. */
+  attrWritebackMs?: number;
+  /** Inode numbers reserved per counter transaction. Default 1024. */
+  inoRangeSize?: number;
+  /** Validate cached reads against the store (cluster backends). Default false (one writer). */
+  validateReads?: boolean;
+  /** Called when an inode's attributes changed as a side effect of an operation on another
+   * object (nlink/ctime after unlink, rename, link), so the kernel's cached attributes can be
+   * invalidated. Default: nothing. */
+  onInodeChange?: (ino: number) => void;
+  /** Clock. Default: the system clock, strictly increasing. */
+  now?: () => Timespec;
+}
+
+/** Largest file size, as ext4 with 4 KiB blocks (16 TiB - 4 KiB); beyond it EFBIG. */
+export const MAX_FILE_SIZE = 2 ** 44 - 4096;
+/** Longest name in bytes (NAME_MAX). */
+export const NAME_MAX = 255;
+/** Most hard links to one file (EXT4_LINK_MAX). */
+export const LINK_MAX = 65000;
+export const BLOCK_SIZE = 4096;
+
+/** Attribute changes made in memory and not yet stored. */
+export interface Dirty {
+  size?: number;
+  mtime?: Timespec;
+  ctime?: Timespec;
+}
+
+export interface InodeState {
+  /** Kernel references: +1 per lookup/create/remember, -n per forget. */
+  lookups: number;
+  /** Open file and directory handles. */
+  handles: number;
+  dirty?: Dirty;
+  /** Bumped on every change to `dirty`: a stored fold clears `dirty` only if nothing newer came. */
+  dirtySeq: number;
+  locks?: LockTable;
+  /** Tail of the chain that runs O_APPEND writes one at a time (each needs the previous end). */
+  appendTail?: Promise<unknown>;
+}
+
+export interface FileHandle {
+  kind: "file";
+  ino: number;
+  flags: number;
+  /** The handle holds a reference on the inode's local fd (regular files, once opened). */
+  hasData?: boolean;
+}
+
+export interface DirHandle {
+  kind: "dir";
+  ino: number;
+  /** Snapshot taken at the first readdir from offset 0: offsets index into it. */
+  entries?: DirEntry[];
+}
+
+export type Handle = FileHandle | DirHandle;
+
+/** A transaction of one vfs operation: records read with the dirty overlay applied. */
+export class OpTxn {
+  readonly tx: NsTxn;
+  readonly #core: VfsCore;
+  readonly #seqRead = new Map<number, number>();
+  /** Inodes written with their overlay folded in, and the dirtySeq folded. */
+  readonly folded = new Map<number, number>();
+
+  constructor(core: VfsCore, tx: NsTxn) {
+    this.#core = core;
+    this.tx = tx;
+  }
+
+  /** The inode as the vfs sees it (stored record + pending attributes), or undefined. */
+  async getInode(ino: number): Promise<InodeRecord | undefined> {
+    const record = await this.tx.getInode(ino);
+    if (!record) return undefined;
+    const state = this.#core.inodes.get(ino);
+    this.#seqRead.set(ino, state?.dirtySeq ?? 0);
+    return applyDirty(record, state?.dirty);
+  }
+
+  /** `getInode`, or ENOENT. */
+  async inode(ino: number): Promise<InodeRecord> {
+    const record = await this.getInode(ino);
+    if (!record) throw new FsError("ENOENT", `inode ${ino} does not exist`);
+    return record;
+  }
+
+  /** A directory, or ENOENT / ENOTDIR. */
+  async dir(ino: number): Promise<InodeRecord> {
+    const record = await this.inode(ino);
+    if (!isDir(record.mode)) throw new FsError("ENOTDIR", `inode ${ino} is not a directory`);
+    return record;
+  }
+
+  putInode(record: InodeRecord): void {
+    this.tx.putInode(record);
+    const seq = this.#seqRead.get(record.ino);
+    if (seq !== undefined) this.folded.set(record.ino, seq);
+  }
+
+  /** Delete the inode (or, if the kernel or a handle still references it, put it on the
+   * orphan list). Returns whether it was deleted, so the caller frees its local data. */
+  dropInode(record: InodeRecord): boolean {
+    if (this.#core.isReferenced(record.ino)) {
+      this.putInode(record);
+      this.tx.addOrphan(record.ino);
+      return false;
+    }
+    this.tx.deleteInode(record.ino);
+    this.folded.set(record.ino, this.#seqRead.get(record.ino) ?? 0);
+    return true;
+  }
+}
+
+function applyDirty(record: InodeRecord, dirty: Dirty | undefined): InodeRecord {
+  if (!dirty) return record;
+  const out = copyInode(record);
+  if (dirty.size !== undefined) out.size = dirty.size;
+  if (dirty.mtime) out.mtime = dirty.mtime;
+  if (dirty.ctime) out.ctime = dirty.ctime;
+  return out;
+}
+
+export class VfsCore {
+  readonly ns: Namespace;
+  readonly io: IoEngine;
+  readonly local: LocalStore;
+  readonly dataDir: string;
+  readonly now: () => Timespec;
+  readonly onInodeChange: (ino: number) => void;
+  readonly inodes = new Map<number, InodeState>();
+  readonly handles = new Map<number, Handle>();
+  /** POSIX lock owners waiting, and on whom (for EDEADLK detection). */
+  readonly lockWaits = new Map<bigint, bigint>();
+  readonly #writebackMs: number;
+  readonly #dirtyInodes = new Set<number>();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #nextFh = 1;
+  #closed = false;
+
+  constructor(ns: Namespace, local: LocalStore, options: VfsOptions) {
+    this.ns = ns;
+    this.io = options.io;
+    this.local = local;
+    this.dataDir = options.dataDir;
+    this.now = options.now ?? systemNow;
+    this.onInodeChange = options.onInodeChange ?? (() => {});
+    this.#writebackMs = options.attrWritebackMs ?? 1000;
+  }
+
+  // --- per-inode state ---
+
+  state(ino: number): InodeState {
+    let state = this.inodes.get(ino);
+    if (!state) this.inodes.set(ino, state = { lookups: 0, handles: 0, dirtySeq: 0 });
+    return state;
+  }
+
+  /** The kernel or an open handle can still reach the inode by number. */
+  isReferenced(ino: number): boolean {
+    const state = this.inodes.get(ino);
+    return state !== undefined && (state.lookups > 0 || state.handles > 0);
+  }
+
+  /** Forget the in-memory state of an inode nobody references and nothing is pending for. */
+  dropStateIfIdle(ino: number): void {
+    const state = this.inodes.get(ino);
+    if (!state || state.lookups > 0 || state.handles > 0 || state.dirty) return;
+    if (state.locks && !state.locks.isEmpty()) return;
+    this.inodes.delete(ino);
+  }
+
+  // --- reads ---
+
+  /** The inode as the vfs sees it (stored + pending attributes), or ENOENT. */
+  async record(ino: number): Promise<InodeRecord> {
+    const record = await this.ns.getInode(ino);
+    if (!record) throw new FsError("ENOENT", `inode ${ino} does not exist`);
+    return applyDirty(record, this.inodes.get(ino)?.dirty);
+  }
+
+  attr(record: InodeRecord): Attr {
+    return {
+      ino: record.ino,
+      mode: record.mode,
+      nlink: record.nlink,
+      uid: record.uid,
+      gid: record.gid,
+      rdev: record.rdev,
+      size: record.size,
+      blocks: isReg(record.mode) ? this.local.blocks(record.ino) : isDir(record.mode) ? 8 : 0,
+      blksize: BLOCK_SIZE,
+      atime: record.atime,
+      mtime: record.mtime,
+      ctime: record.ctime,
+      btime: record.btime,
+    };
+  }
+
+  // --- transactions ---
+
+  /** Run one operation as one metadata transaction (see Namespace.transact); afterwards the
+   * pending attributes folded into what it wrote are no longer pending. */
+  async txn<T>(operation: (t: OpTxn) => Promise<T>): Promise<T> {
+    let last: OpTxn | undefined;
+    const result = await this.ns.transact((tx) => operation(last = new OpTxn(this, tx)));
+    for (const [ino, seq] of last!.folded) this.#clean(ino, seq);
+    return result;
+  }
+
+  // --- attribute write-back ---
+
+  /** Record attribute changes of a write-like operation in memory. */
+  markDirty(ino: number, change: Dirty): void {
+    const state = this.state(ino);
+    state.dirty = { ...state.dirty, ...change };
+    state.dirtySeq++;
+    this.#dirtyInodes.add(ino);
+    if (this.#timer === undefined && !this.#closed) {
+      const timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.persistAll().catch((error) => console.error(`skyfs: attribute write-back: ${error}`));
+      }, this.#writebackMs);
+      // The FUSE session keeps the process alive; a pending write-back alone must not.
+      Deno.unrefTimer(timer);
+      this.#timer = timer;
+    }
+  }
+
+  #clean(ino: number, seq: number): void {
+    const state = this.inodes.get(ino);
+    if (!state?.dirty || state.dirtySeq !== seq) return;
+    state.dirty = undefined;
+    this.#dirtyInodes.delete(ino);
+  }
+
+  /** Store the inode's pending attributes (nothing if none). */
+  async persist(ino: number): Promise<void> {
+    if (!this.inodes.get(ino)?.dirty) return;
+    await this.txn(async (t) => {
+      const record = await t.getInode(ino);
+      if (record) t.putInode(record); // getInode applied the overlay; putting it stores it
+    });
+  }
+
+  async persistAll(): Promise<void> {
+    for (const ino of [...this.#dirtyInodes]) await this.persist(ino);
+  }
+
+  // --- handles ---
+
+  addHandle(handle: Handle): number {
+    const fh = this.#nextFh++;
+    this.handles.set(fh, handle);
+    this.state(handle.ino).handles++;
+    return fh;
+  }
+
+  fileHandle(fh: number, ino?: number): FileHandle {
+    const handle = this.handles.get(fh);
+    if (handle?.kind !== "file" || (ino !== undefined && handle.ino !== ino)) {
+      throw new FsError("EBADF", `file handle ${fh} is not open${ino ? ` on inode ${ino}` : ""}`);
+    }
+    return handle;
+  }
+
+  dirHandle(fh: number, ino: number): DirHandle {
+    const handle = this.handles.get(fh);
+    if (handle?.kind !== "dir" || handle.ino !== ino) {
+      throw new FsError("EBADF", `directory handle ${fh} is not open on inode ${ino}`);
+    }
+    return handle;
+  }
+
+  /** Drop a handle; the inode may now be unreferenced. */
+  removeHandle(fh: number): Handle | undefined {
+    const handle = this.handles.get(fh);
+    if (!handle) return undefined;
+    this.handles.delete(fh);
+    this.state(handle.ino).handles--;
+    return handle;
+  }
+
+  // --- lifetimes ---
+
+  /**
+   * Free an unlinked inode once nothing references it: nlink 0 (no name can find it), no
+   * kernel lookups (no node id the kernel could still send), no open handles (no read/write can
+   * arrive). The check runs again inside the transaction because a lookup-count change can land
+   * between the caller's check and the commit; the purge is idempotent, so the unlink and the
+   * last forget or release may both call it.
+   */
+  async maybePurge(ino: number): Promise<void> {
+    if (this.isReferenced(ino)) return;
+    const purged = await this.txn(async (t) => {
+      const record = await t.tx.getInode(ino);
+      if (!record || record.nlink > 0 || this.isReferenced(ino)) return false;
+      t.tx.deleteInode(ino);
+      t.folded.set(ino, this.inodes.get(ino)?.dirtySeq ?? 0);
+      return true;
+    });
+    if (purged) {
+      await this.local.remove(ino);
+      this.dropStateIfIdle(ino);
+    }
+  }
+
+  /** Run `maybePurge` from a callback that cannot wait (forget); failures are logged, and an
+   * orphan left behind is purged at the next start. */
+  purgeLater(ino: number): void {
+    this.maybePurge(ino).catch((error) => console.error(`skyfs: purge of inode ${ino}: ${error}`));
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.persistAll();
+    await this.local.closeAll();
+  }
+}
+
+/** ENAMETOOLONG / EINVAL for a name the kernel would not accept. */
+export function checkName(name: Uint8Array): void {
+  if (name.length > NAME_MAX) {
+    throw new FsError("ENAMETOOLONG", `name of ${name.length} bytes exceeds ${NAME_MAX}`);
+  }
+  if (name.length === 0) throw new FsError("ENOENT", "empty name");
+  if (name.includes(0x2f) || name.includes(0)) {
+    throw new FsError(
+      "EINVAL",
+      `name ${JSON.stringify(new TextDecoder().decode(name))} has / or NUL`,
+    );
+  }
+}
+
+export function isDotOrDotDot(name: Uint8Array): boolean {
+  return (name.length === 1 && name[0] === 0x2e) ||
+    (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e);
+}
+
+export function sameName(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+export { Errno };

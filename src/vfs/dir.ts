@@ -1,0 +1,76 @@
+/**
+ * Directory handles: opendir, readdir/readdirplus with stable offsets, releasedir, fsyncdir.
+ * A handle takes a snapshot of the directory at its first readdir from offset 0 (and again at
+ * every rewind), so offsets index into a fixed list: telldir/seekdir keep working while the
+ * directory changes, and every entry present for the whole listing is returned exactly once.
+ * @module
+ */
+
+import { FsError } from "../fs_error.ts";
+import * as libc from "../io/libc.ts";
+import type { Ctx, DirEntry } from "./types.ts";
+import { checkAccess, isDir, R_OK, S_IFDIR } from "./perm.ts";
+import type { VfsCore } from "./core.ts";
+
+export async function opendir(
+  core: VfsCore,
+  ctx: Ctx,
+  ino: number,
+  flags: number,
+): Promise<number> {
+  const record = await core.record(ino);
+  if (!isDir(record.mode)) throw new FsError("ENOTDIR", `inode ${ino} is not a directory`);
+  if ((flags & libc.O_ACCMODE) !== libc.O_RDONLY) {
+    throw new FsError("EISDIR", `directory ${ino} cannot be opened for writing`);
+  }
+  checkAccess(ctx, record, R_OK);
+  return core.addHandle({ kind: "dir", ino });
+}
+
+export async function readdir(
+  core: VfsCore,
+  ino: number,
+  fh: number,
+  offset: number,
+  maxEntries: number,
+  plus: boolean,
+): Promise<DirEntry[]> {
+  const handle = core.dirHandle(fh, ino);
+  if (offset === 0 || !handle.entries) handle.entries = await snapshot(core, ino);
+  const out = handle.entries.slice(offset, offset + Math.max(0, maxEntries));
+  if (!plus) return out;
+  const withAttrs: DirEntry[] = [];
+  for (const entry of out) {
+    // An entry removed since the snapshot is skipped: it cannot be handed out with attributes.
+    const record = await core.ns.getInode(entry.ino);
+    if (!record) continue;
+    withAttrs.push({ ...entry, attr: core.attr(await core.record(entry.ino)) });
+  }
+  return withAttrs;
+}
+
+async function snapshot(core: VfsCore, ino: number): Promise<DirEntry[]> {
+  const dir = await core.record(ino);
+  const dot = (name: string, child: number): Omit<DirEntry, "nextOffset"> => ({
+    ino: child,
+    name: new TextEncoder().encode(name),
+    type: S_IFDIR,
+  });
+  const entries: Omit<DirEntry, "nextOffset">[] = [dot(".", ino), dot("..", dir.parent)];
+  // A removed directory (nlink 0) lists only "." and "..", as on ext4.
+  if (dir.nlink > 0) entries.push(...await core.ns.listDir(ino));
+  return entries.map((entry, i) => ({ ...entry, nextOffset: i + 1 }));
+}
+
+export function releasedir(core: VfsCore, ino: number, fh: number): Promise<void> {
+  core.dirHandle(fh, ino);
+  core.removeHandle(fh);
+  core.dropStateIfIdle(ino);
+  if (!core.isReferenced(ino)) core.purgeLater(ino);
+  return Promise.resolve();
+}
+
+/** Directory contents live in the metadata store: making them durable is its sync. */
+export async function fsyncdir(core: VfsCore): Promise<void> {
+  await core.ns.kv.sync();
+}

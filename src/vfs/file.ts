@@ -1,0 +1,386 @@
+/**
+ * Operations on open files: open and create (O_TRUNC, O_EXCL, O_APPEND), read, write, flush,
+ * release, fsync, fallocate, lseek (SEEK_DATA/SEEK_HOLE) and copy_file_range. Data goes to the
+ * inode's local file through the I/O engine; size and times of writes are kept in memory and
+ * stored by the write-back rules of core.ts.
+ * @module
+ */
+
+import { FsError } from "../fs_error.ts";
+import * as libc from "../io/libc.ts";
+import type { InodeRecord } from "../meta/namespace.ts";
+import type { CreateResult, Ctx, OpenResult } from "./types.ts";
+import {
+  checkAccess,
+  hasKillableSetId,
+  isDir,
+  isReg,
+  isRoot,
+  modeAfterModify,
+  R_OK,
+  S_IFMT,
+  S_IFREG,
+  W_OK,
+} from "./perm.ts";
+import { checkName, type FileHandle, isDotOrDotDot, MAX_FILE_SIZE, type VfsCore } from "./core.ts";
+import { createIn, show, writableDir } from "./entry.ts";
+import { releaseFlocks, releaseOwnerLocks } from "./lock.ts";
+
+const FALLOC_MODES = new Set([
+  0,
+  libc.FALLOC_FL_KEEP_SIZE,
+  libc.FALLOC_FL_PUNCH_HOLE | libc.FALLOC_FL_KEEP_SIZE,
+  libc.FALLOC_FL_ZERO_RANGE,
+  libc.FALLOC_FL_ZERO_RANGE | libc.FALLOC_FL_KEEP_SIZE,
+]);
+
+/** copy_file_range copies at most this much per call (callers loop on short copies). */
+const COPY_MAX_BYTES = 1 << 30;
+const COPY_CHUNK_BYTES = 16 << 20;
+
+function accessMask(flags: number): number {
+  const mode = flags & libc.O_ACCMODE;
+  let mask = mode === libc.O_RDONLY ? R_OK : mode === libc.O_WRONLY ? W_OK : R_OK | W_OK;
+  // O_TRUNC needs write permission whatever the access mode (Linux truncates O_RDONLY|O_TRUNC).
+  if (flags & libc.O_TRUNC) mask |= W_OK;
+  return mask;
+}
+
+const canRead = (flags: number) => (flags & libc.O_ACCMODE) !== libc.O_WRONLY;
+const canWrite = (flags: number) => (flags & libc.O_ACCMODE) !== libc.O_RDONLY;
+
+export async function open(
+  core: VfsCore,
+  ctx: Ctx,
+  ino: number,
+  flags: number,
+): Promise<OpenResult> {
+  const record = await core.record(ino);
+  if (isDir(record.mode) && (canWrite(flags) || flags & libc.O_TRUNC)) {
+    throw new FsError("EISDIR", `inode ${ino} is a directory`);
+  }
+  checkAccess(ctx, record, accessMask(flags));
+  return await openChecked(core, ctx, record, flags);
+}
+
+/** Open after the permission check (create skips it: a new file opens whatever its mode). */
+async function openChecked(
+  core: VfsCore,
+  ctx: Ctx,
+  record: InodeRecord,
+  flags: number,
+): Promise<OpenResult> {
+  const ino = record.ino;
+  if (!isReg(record.mode)) {
+    // The kernel serves fifos and devices itself; a handle without data is all they need.
+    return { fh: core.addHandle({ kind: "file", ino, flags }), keepCache: false, directIo: false };
+  }
+  // Count the handle before any await, so a racing forget cannot purge the inode under us.
+  const handle: FileHandle = { kind: "file", ino, flags };
+  const fh = core.addHandle(handle);
+  try {
+    if (flags & libc.O_TRUNC) record = await truncateForOpen(core, ctx, ino);
+    const fd = await core.local.acquire(ino, record.size);
+    handle.hasData = true;
+    if (flags & libc.O_TRUNC && libc.fstat(fd).size !== 0) libc.ftruncate(fd, 0);
+    return { fh, keepCache: !(flags & libc.O_TRUNC), directIo: false, backingFd: fd };
+  } catch (error) {
+    if (handle.hasData) await core.local.release(ino);
+    core.removeHandle(fh);
+    throw error;
+  }
+}
+
+/** O_TRUNC: size 0, mtime and ctime now (even if already empty), set-id dropped for non-root. */
+async function truncateForOpen(core: VfsCore, ctx: Ctx, ino: number): Promise<InodeRecord> {
+  const record = await core.txn(async (t) => {
+    const r = await t.inode(ino);
+    r.size = 0;
+    r.mtime = r.ctime = core.now();
+    r.mode = modeAfterModify(ctx, r.mode);
+    t.putInode(r);
+    return r;
+  });
+  const state = core.inodes.get(ino);
+  if (state?.dirty) state.dirty.size = undefined;
+  return record;
+}
+
+export async function create(
+  core: VfsCore,
+  ctx: Ctx,
+  parent: number,
+  name: Uint8Array,
+  mode: number,
+  umask: number,
+  flags: number,
+): Promise<CreateResult> {
+  checkName(name);
+  if (isDotOrDotDot(name)) throw new FsError("EEXIST", `${show(name)} always exists`);
+  const ino = await core.ns.allocIno();
+  const { record, created } = await core.txn(async (t) => {
+    const dir = await writableDir(t, ctx, parent);
+    const existing = await t.tx.getDirent(parent, name);
+    if (existing) {
+      if (flags & libc.O_EXCL) throw new FsError("EEXIST", `${show(name)} exists`);
+      return { record: await t.inode(existing.ino), created: false };
+    }
+    const spec = { mode: S_IFREG | (mode & 0o7777), umask };
+    return { record: createIn(t, ctx, dir, name, ino, spec, core.now()), created: true };
+  });
+  let opened: OpenResult;
+  if (created) {
+    opened = await openChecked(core, ctx, record, flags & ~libc.O_TRUNC);
+  } else {
+    // Lost a race with another creator and no O_EXCL: open(2) opens the existing file.
+    if (isDir(record.mode)) throw new FsError("EISDIR", `${show(name)} is a directory`);
+    checkAccess(ctx, record, accessMask(flags));
+    opened = await openChecked(core, ctx, record, flags);
+  }
+  core.state(record.ino).lookups++;
+  return { ...opened, attr: core.attr(await core.record(record.ino)) };
+}
+
+export async function read(
+  core: VfsCore,
+  ino: number,
+  fh: number,
+  offset: number,
+  into: Uint8Array,
+): Promise<number> {
+  const handle = core.fileHandle(fh, ino);
+  if (!canRead(handle.flags)) throw new FsError("EBADF", `handle ${fh} is write-only`);
+  if (offset < 0) throw new FsError("EINVAL", `negative offset ${offset}`);
+  const fd = dataFd(core, ino);
+  // The local file's length is the file's size while it is open, so pread ends where it ends.
+  return await core.io.read(fd, into, offset);
+}
+
+function dataFd(core: VfsCore, ino: number): number {
+  const fd = core.local.fdOf(ino);
+  if (fd === undefined) throw new FsError("EBADF", `inode ${ino} has no open data`);
+  return fd;
+}
+
+export async function write(
+  core: VfsCore,
+  ctx: Ctx,
+  ino: number,
+  fh: number,
+  offset: number,
+  data: Uint8Array,
+): Promise<number> {
+  const handle = core.fileHandle(fh, ino);
+  if (!canWrite(handle.flags)) throw new FsError("EBADF", `handle ${fh} is read-only`);
+  const fd = dataFd(core, ino);
+  if (handle.flags & libc.O_APPEND) {
+    // Each append must see the end the previous one made, even with an asynchronous engine.
+    const state = core.state(ino);
+    const run = (state.appendTail ?? Promise.resolve()).catch(() => {}).then(() =>
+      writeAt(core, ctx, ino, fd, libc.fstat(fd).size, data)
+    );
+    state.appendTail = run;
+    return await run;
+  }
+  return await writeAt(core, ctx, ino, fd, offset, data);
+}
+
+async function writeAt(
+  core: VfsCore,
+  ctx: Ctx,
+  ino: number,
+  fd: number,
+  offset: number,
+  data: Uint8Array,
+): Promise<number> {
+  if (offset < 0) throw new FsError("EINVAL", `negative offset ${offset}`);
+  if (offset + data.length > MAX_FILE_SIZE) {
+    throw new FsError("EFBIG", `write to ${offset + data.length} exceeds ${MAX_FILE_SIZE}`);
+  }
+  const written = await core.io.write(fd, data, offset);
+  await afterDataChange(core, ctx, ino, fd);
+  return written;
+}
+
+/**
+ * After data changed through the local fd: the new size (read from the local file, which is the
+ * file's length while it is open, so concurrent writers never shrink each other's size), mtime
+ * and ctime go to the in-memory overlay; set-id bits drop for a non-root writer.
+ */
+async function afterDataChange(core: VfsCore, ctx: Ctx, ino: number, fd: number): Promise<void> {
+  const now = core.now();
+  core.markDirty(ino, { size: libc.fstat(fd).size, mtime: now, ctime: now });
+  if (!isRoot(ctx) && hasKillableSetId((await core.record(ino)).mode)) {
+    await dropSetId(core, ctx, ino);
+  }
+}
+
+/** A write by a non-root caller drops set-user-id (and group-executable set-group-id). */
+async function dropSetId(core: VfsCore, ctx: Ctx, ino: number): Promise<void> {
+  await core.txn(async (t) => {
+    const r = await t.inode(ino);
+    const mode = modeAfterModify(ctx, r.mode);
+    if (mode === r.mode) return;
+    r.mode = mode;
+    t.putInode(r);
+  });
+}
+
+/** close(2) of one fd: publish attributes (close-to-open) and drop the owner's POSIX locks. */
+export async function flush(
+  core: VfsCore,
+  ino: number,
+  fh: number,
+  lockOwner: bigint,
+): Promise<void> {
+  core.fileHandle(fh, ino);
+  releaseOwnerLocks(core, ino, lockOwner);
+  await core.persist(ino);
+}
+
+/** The last close of an open file: its flock goes, and with the inode's last handle, its fd. */
+export async function release(
+  core: VfsCore,
+  ino: number,
+  fh: number,
+  lockOwner?: bigint,
+): Promise<void> {
+  const handle = core.removeHandle(fh);
+  if (handle?.kind !== "file") throw new FsError("EBADF", `handle ${fh} is not an open file`);
+  releaseFlocks(core, ino, fh, lockOwner);
+  const state = core.state(ino);
+  try {
+    if (state.handles === 0) await core.persist(ino);
+  } finally {
+    if (handle.hasData) await core.local.release(ino);
+  }
+  // Runs after the handle count dropped: an unlinked, forgotten file is freed by its last close.
+  if (!core.isReferenced(ino)) await core.maybePurge(ino);
+  core.dropStateIfIdle(ino);
+}
+
+/** fsync: the local data, then the attributes, then the metadata store, all durable. */
+export async function fsync(core: VfsCore, ino: number, fh: number): Promise<void> {
+  core.fileHandle(fh, ino);
+  const fd = core.local.fdOf(ino);
+  if (fd !== undefined) {
+    await core.io.fsync(fd, { datasync: true });
+    await core.local.syncEntry(ino);
+  }
+  await core.persist(ino);
+  await core.ns.kv.sync();
+}
+
+export async function fallocate(
+  core: VfsCore,
+  ctx: Ctx,
+  ino: number,
+  fh: number,
+  mode: number,
+  offset: number,
+  length: number,
+): Promise<void> {
+  const handle = core.fileHandle(fh, ino);
+  if (!canWrite(handle.flags)) throw new FsError("EBADF", `handle ${fh} is read-only`);
+  if (offset < 0 || length <= 0) {
+    throw new FsError("EINVAL", `fallocate range ${offset}+${length} is invalid`);
+  }
+  if (!FALLOC_MODES.has(mode)) {
+    throw new FsError("EOPNOTSUPP", `fallocate mode 0x${mode.toString(16)} is not supported`);
+  }
+  const keepSize = (mode & libc.FALLOC_FL_KEEP_SIZE) !== 0;
+  if (!keepSize && offset + length > MAX_FILE_SIZE) {
+    throw new FsError("EFBIG", `fallocate to ${offset + length} exceeds ${MAX_FILE_SIZE}`);
+  }
+  const record = await core.record(ino);
+  if (!isReg(record.mode)) throw new FsError("ENODEV", `inode ${ino} is not a regular file`);
+  const fd = dataFd(core, ino);
+  await core.io.fallocate(fd, mode, offset, length);
+  // ext4 calls file_modified() for every mode: mtime and ctime move, set-id bits drop.
+  await afterDataChange(core, ctx, ino, fd);
+}
+
+export async function lseek(
+  core: VfsCore,
+  ino: number,
+  fh: number,
+  offset: number,
+  whence: number,
+): Promise<number> {
+  core.fileHandle(fh, ino);
+  const { size } = await core.record(ino);
+  switch (whence) {
+    case libc.SEEK_SET:
+      if (offset < 0) throw new FsError("EINVAL", `negative offset ${offset}`);
+      return offset;
+    case libc.SEEK_END:
+      if (size + offset < 0) throw new FsError("EINVAL", `offset ${offset} before start`);
+      return size + offset;
+    case libc.SEEK_DATA:
+    case libc.SEEK_HOLE: {
+      if (offset < 0) throw new FsError("ENXIO", `negative offset ${offset}`);
+      if (offset >= size) throw new FsError("ENXIO", `offset ${offset} is at or past end ${size}`);
+      try {
+        const found = libc.lseek(dataFd(core, ino), offset, whence);
+        return Math.min(found, size);
+      } catch (error) {
+        // Past the local file's data there is only the implicit hole up to the size.
+        if (whence === libc.SEEK_HOLE && error instanceof FsError && error.errno === 6) return size;
+        throw error;
+      }
+    }
+    default:
+      throw new FsError("EINVAL", `lseek whence ${whence} is not supported here`);
+  }
+}
+
+export async function copyFileRange(
+  core: VfsCore,
+  ctx: Ctx,
+  from: { ino: number; fh: number; offset: number },
+  to: { ino: number; fh: number; offset: number },
+  length: number,
+  flags: number,
+): Promise<number> {
+  if (flags !== 0) throw new FsError("EINVAL", `copy_file_range flags ${flags} must be 0`);
+  const src = core.fileHandle(from.fh, from.ino);
+  const dst = core.fileHandle(to.fh, to.ino);
+  if (!canRead(src.flags)) throw new FsError("EBADF", `handle ${from.fh} is write-only`);
+  if (!canWrite(dst.flags) || dst.flags & libc.O_APPEND) {
+    throw new FsError("EBADF", `handle ${to.fh} is not writable (or is O_APPEND)`);
+  }
+  if (from.offset < 0 || to.offset < 0) throw new FsError("EINVAL", "negative offset");
+  const srcRecord = await core.record(from.ino);
+  const dstRecord = await core.record(to.ino);
+  if (isDir(srcRecord.mode) || isDir(dstRecord.mode)) {
+    throw new FsError("EISDIR", "copy_file_range on a directory");
+  }
+  if ((srcRecord.mode & S_IFMT) !== S_IFREG || (dstRecord.mode & S_IFMT) !== S_IFREG) {
+    throw new FsError("EINVAL", "copy_file_range needs regular files");
+  }
+  let remaining = Math.min(length, COPY_MAX_BYTES, Math.max(0, srcRecord.size - from.offset));
+  if (
+    from.ino === to.ino && from.offset < to.offset + remaining &&
+    to.offset < from.offset + remaining
+  ) {
+    throw new FsError("EINVAL", "copy_file_range ranges overlap within one file");
+  }
+  if (to.offset + remaining > MAX_FILE_SIZE) throw new FsError("EFBIG", "copy past max size");
+  const fdIn = dataFd(core, from.ino);
+  const fdOut = dataFd(core, to.ino);
+  let copied = 0;
+  while (remaining > 0) {
+    const n = libc.copyFileRange(
+      fdIn,
+      from.offset + copied,
+      fdOut,
+      to.offset + copied,
+      Math.min(remaining, COPY_CHUNK_BYTES),
+    );
+    if (n === 0) break;
+    copied += n;
+    remaining -= n;
+  }
+  if (copied > 0) await afterDataChange(core, ctx, to.ino, fdOut);
+  return copied;
+}

@@ -1,0 +1,174 @@
+/**
+ * rename(2) and renameat2 (RENAME_NOREPLACE, RENAME_EXCHANGE) as one metadata transaction, with
+ * every POSIX error case. The ancestor walk that refuses to move a directory into its own subtree
+ * reads each ancestor inside the transaction, so a concurrent rename that would create a cycle
+ * makes one of the two conflict and rerun instead.
+ * @module
+ */
+
+import { FsError } from "../fs_error.ts";
+import { type InodeRecord, ROOT_INO } from "../meta/namespace.ts";
+import { type Ctx, RENAME_EXCHANGE, RENAME_NOREPLACE } from "./types.ts";
+import { checkAccess, checkSticky, isDir, S_IFMT, W_OK, X_OK } from "./perm.ts";
+import { checkName, isDotOrDotDot, type OpTxn, sameName, type VfsCore } from "./core.ts";
+import { afterUnlink, show } from "./entry.ts";
+
+export async function rename(
+  core: VfsCore,
+  ctx: Ctx,
+  parent: number,
+  name: Uint8Array,
+  newParent: number,
+  newName: Uint8Array,
+  flags: number,
+): Promise<void> {
+  const exchange = (flags & RENAME_EXCHANGE) !== 0;
+  const noreplace = (flags & RENAME_NOREPLACE) !== 0;
+  if ((flags & ~(RENAME_EXCHANGE | RENAME_NOREPLACE)) !== 0 || (exchange && noreplace)) {
+    throw new FsError("EINVAL", `rename flags ${flags} are not a valid combination`);
+  }
+  checkName(name);
+  checkName(newName);
+  if (isDotOrDotDot(name) || isDotOrDotDot(newName)) {
+    throw new FsError("EBUSY", 'cannot rename "." or ".."');
+  }
+  const outcome = await core.txn((t) =>
+    renameIn(t, core, ctx, { parent, name, newParent, newName, exchange, noreplace })
+  );
+  for (const ino of outcome.touched) core.onInodeChange(ino);
+  if (outcome.replaced !== undefined) await afterUnlink(core, outcome.replaced, outcome.freed);
+}
+
+interface RenameArgs {
+  parent: number;
+  name: Uint8Array;
+  newParent: number;
+  newName: Uint8Array;
+  exchange: boolean;
+  noreplace: boolean;
+}
+
+interface RenameOutcome {
+  /** Inodes whose ctime (or parent) changed, besides the two directories. */
+  touched: number[];
+  /** The inode that lost its name to the rename, if any. */
+  replaced?: number;
+  /** Whether `replaced` was deleted (else it lives on, or is an orphan). */
+  freed: boolean;
+}
+
+async function renameIn(
+  t: OpTxn,
+  core: VfsCore,
+  ctx: Ctx,
+  a: RenameArgs,
+): Promise<RenameOutcome> {
+  const srcDir = await t.dir(a.parent);
+  const dstDir = a.parent === a.newParent ? srcDir : await t.dir(a.newParent);
+  checkAccess(ctx, srcDir, W_OK | X_OK);
+  checkAccess(ctx, dstDir, W_OK | X_OK);
+  const srcEntry = await t.tx.getDirent(a.parent, a.name);
+  if (!srcEntry) throw new FsError("ENOENT", `no ${show(a.name)} in directory ${a.parent}`);
+  const dstEntry = await t.tx.getDirent(a.newParent, a.newName);
+  if (a.exchange && !dstEntry) {
+    throw new FsError("ENOENT", `no ${show(a.newName)} in directory ${a.newParent} to exchange`);
+  }
+  if (a.noreplace && dstEntry) {
+    throw new FsError("EEXIST", `${show(a.newName)} exists in directory ${a.newParent}`);
+  }
+  if (dstDir.nlink === 0) throw new FsError("ENOENT", `directory ${a.newParent} was removed`);
+  const none: RenameOutcome = { touched: [], freed: false };
+  // Renaming a name onto itself, or onto another link of the same inode, does nothing (POSIX).
+  if (a.parent === a.newParent && sameName(a.name, a.newName)) return none;
+  if (dstEntry?.ino === srcEntry.ino) return none;
+
+  const src = await t.inode(srcEntry.ino);
+  const dst = dstEntry ? await t.inode(dstEntry.ino) : undefined;
+  const srcIsDir = isDir(src.mode);
+  const dstIsDir = dst !== undefined && isDir(dst.mode);
+  const moving = a.parent !== a.newParent;
+
+  // A directory must not become its own descendant; and in an exchange neither may the other.
+  if (srcIsDir && moving) await checkNotAncestor(t, src.ino, a.newParent, "EINVAL");
+  if (dst && dstIsDir && moving) {
+    await checkNotAncestor(t, dst.ino, a.parent, a.exchange ? "EINVAL" : "ENOTEMPTY");
+  }
+  checkSticky(ctx, srcDir, src);
+  if (dst) checkSticky(ctx, dstDir, dst);
+  if (!a.exchange && dst) {
+    if (srcIsDir && !dstIsDir) throw new FsError("ENOTDIR", `${show(a.newName)} is not a dir`);
+    if (!srcIsDir && dstIsDir) throw new FsError("EISDIR", `${show(a.newName)} is a directory`);
+  }
+  // Moving a directory rewrites its "..", which needs write permission on it.
+  if (moving && srcIsDir) checkAccess(ctx, src, W_OK);
+  if (moving && a.exchange && dstIsDir) checkAccess(ctx, dst!, W_OK);
+  if (!a.exchange && dstIsDir && !(await t.tx.dirIsEmpty(dst!.ino))) {
+    throw new FsError("ENOTEMPTY", `directory ${show(a.newName)} is not empty`);
+  }
+
+  const now = core.now();
+  const outcome: RenameOutcome = { touched: [src.ino], freed: false };
+  if (a.exchange) {
+    const other = dst!;
+    t.tx.putDirent(a.parent, a.name, { ino: other.ino, type: other.mode & S_IFMT });
+    t.tx.putDirent(a.newParent, a.newName, { ino: src.ino, type: src.mode & S_IFMT });
+    if (moving) {
+      if (srcIsDir) moveDir(src, srcDir, dstDir);
+      if (dstIsDir) moveDir(other, dstDir, srcDir);
+    }
+    other.ctime = now;
+    t.putInode(other);
+    outcome.touched.push(other.ino);
+  } else {
+    t.tx.deleteDirent(a.parent, a.name);
+    t.tx.putDirent(a.newParent, a.newName, { ino: src.ino, type: src.mode & S_IFMT });
+    if (dst) {
+      dst.ctime = now;
+      if (dstIsDir) {
+        dst.nlink = 0;
+        dstDir.nlink--;
+      } else {
+        dst.nlink--;
+      }
+      outcome.replaced = dst.ino;
+      if (dst.nlink > 0) t.putInode(dst);
+      else outcome.freed = t.dropInode(dst);
+    }
+    if (moving && srcIsDir) moveDir(src, srcDir, dstDir);
+  }
+  // ext4 stamps ctime on the renamed inode too (it rewrites its ".." or its dirent).
+  src.ctime = now;
+  t.putInode(src);
+  srcDir.mtime = srcDir.ctime = now;
+  t.putInode(srcDir);
+  if (dstDir !== srcDir) {
+    dstDir.mtime = dstDir.ctime = now;
+    t.putInode(dstDir);
+  }
+  return outcome;
+}
+
+/** A directory `dir` moves from `from` to `to`: its ".." and both link counts change. */
+function moveDir(dir: InodeRecord, from: InodeRecord, to: InodeRecord): void {
+  dir.parent = to.ino;
+  from.nlink--;
+  to.nlink++;
+}
+
+/** Throw `errno` if `ancestor` is `start` or one of `start`'s ancestors. */
+async function checkNotAncestor(
+  t: OpTxn,
+  ancestor: number,
+  start: number,
+  errno: "EINVAL" | "ENOTEMPTY",
+): Promise<void> {
+  // Bounded: a cycle in stored parents would be corruption, not something to loop on forever.
+  for (let at = start, hops = 0; hops < 100_000; hops++) {
+    if (at === ancestor) {
+      throw new FsError(errno, `directory ${ancestor} would move below itself`);
+    }
+    if (at === ROOT_INO) return;
+    at = (await t.inode(at)).parent;
+  }
+  throw new FsError("ELOOP", `directory ${start} has no path to the root`);
+}

@@ -1,0 +1,124 @@
+/**
+ * createVfs: opens the namespace and the local data store, repairs what a crash can leave behind
+ * (orphans, local files of deleted inodes) without anyone's help, and returns the Vfs whose
+ * methods delegate to the operation groups (entry, rename, file, dir, xattr, lock).
+ * @module
+ */
+
+import { Namespace } from "../meta/namespace.ts";
+import { LocalStore } from "../cache/local.ts";
+import type { Vfs } from "./types.ts";
+import { VfsCore, type VfsOptions } from "./core.ts";
+import * as entry from "./entry.ts";
+import * as dir from "./dir.ts";
+import * as file from "./file.ts";
+import * as xattr from "./xattr.ts";
+import * as lock from "./lock.ts";
+import { rename } from "./rename.ts";
+import { S_IFBLK, S_IFCHR, S_IFIFO, S_IFREG, S_IFSOCK } from "./perm.ts";
+
+export type { VfsOptions } from "./core.ts";
+
+/** What startup recovery found (for logs and tests). */
+export interface RecoveryReport {
+  orphansPurged: number;
+  danglingFilesRemoved: number;
+}
+
+export interface VfsWithRecovery extends Vfs {
+  /** What the startup recovery of this instance did. */
+  readonly recovery: RecoveryReport;
+}
+
+/** Open the file system on `options.kv` and `<options.dataDir>/data`. */
+export async function createVfs(options: VfsOptions): Promise<VfsWithRecovery> {
+  const ns = await Namespace.open(options.kv, {
+    rootUid: options.rootUid,
+    rootGid: options.rootGid,
+    inoRangeSize: options.inoRangeSize,
+    validateReads: options.validateReads,
+    now: options.now,
+  });
+  const local = await LocalStore.open(options.io, options.dataDir);
+  const core = new VfsCore(ns, local, options);
+  const recovery = await recover(core);
+  return makeVfs(core, recovery);
+}
+
+/**
+ * Crash recovery, automatic at every start. An orphan (unlinked while still open or looked up)
+ * can only have been referenced by a kernel or a handle of the previous process, which are gone:
+ * it is deleted. A local file without an inode belongs to an inode deleted just before the crash
+ * (the store commits first, the local file goes after): it is removed.
+ */
+async function recover(core: VfsCore): Promise<RecoveryReport> {
+  let orphansPurged = 0;
+  for (const ino of await core.ns.listOrphans()) {
+    await core.txn(async (t) => {
+      const record = await t.tx.getInode(ino);
+      if (record && record.nlink === 0) t.tx.deleteInode(ino);
+      else t.tx.removeOrphan(ino);
+    });
+    await core.local.remove(ino);
+    orphansPurged++;
+  }
+  const existing = await core.ns.existingInodes();
+  const danglingFilesRemoved = await core.local.removeDangling((ino) => existing.has(ino));
+  if (orphansPurged > 0) await core.ns.kv.sync();
+  return { orphansPurged, danglingFilesRemoved };
+}
+
+function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
+  return {
+    recovery,
+    lookup: (ctx, parent, name) => entry.lookup(core, ctx, parent, name),
+    forget: (ino, nlookup) => entry.forget(core, ino, nlookup),
+    remember: (ino) => void core.state(ino).lookups++,
+    getattr: (_ctx, ino) => entry.getattr(core, ino),
+    setattr: (ctx, ino, changes, fh) => entry.setattr(core, ctx, ino, changes, fh),
+    readlink: (_ctx, ino) => entry.readlink(core, ino),
+    mknod: (ctx, parent, name, mode, rdev, umask) =>
+      entry.mknod(core, ctx, parent, name, mode, rdev, umask),
+    mkdir: (ctx, parent, name, mode, umask) => entry.mkdir(core, ctx, parent, name, mode, umask),
+    unlink: (ctx, parent, name) => entry.unlink(core, ctx, parent, name),
+    rmdir: (ctx, parent, name) => entry.rmdir(core, ctx, parent, name),
+    symlink: (ctx, parent, name, target) => entry.symlink(core, ctx, parent, name, target),
+    rename: (ctx, parent, name, newParent, newName, flags) =>
+      rename(core, ctx, parent, name, newParent, newName, flags),
+    link: (ctx, ino, newParent, newName) => entry.link(core, ctx, ino, newParent, newName),
+    open: (ctx, ino, flags) => file.open(core, ctx, ino, flags),
+    create: (ctx, parent, name, mode, umask, flags) =>
+      file.create(core, ctx, parent, name, mode, umask, flags),
+    read: (_ctx, ino, fh, offset, into) => file.read(core, ino, fh, offset, into),
+    write: (ctx, ino, fh, offset, data) => file.write(core, ctx, ino, fh, offset, data),
+    flush: (_ctx, ino, fh, lockOwner) => file.flush(core, ino, fh, lockOwner),
+    release: (ino, fh, _flags, lockOwner) => file.release(core, ino, fh, lockOwner),
+    fsync: (ino, fh) => file.fsync(core, ino, fh),
+    opendir: (ctx, ino, flags) => dir.opendir(core, ctx, ino, flags),
+    readdir: (_ctx, ino, fh, offset, maxEntries, plus) =>
+      dir.readdir(core, ino, fh, offset, maxEntries, plus),
+    releasedir: (ino, fh) => dir.releasedir(core, ino, fh),
+    fsyncdir: () => dir.fsyncdir(core),
+    statfs: () => entry.statfs(core),
+    access: (ctx, ino, mask) => entry.access(core, ctx, ino, mask),
+    setxattr: (ctx, ino, name, value, flags) => xattr.setxattr(core, ctx, ino, name, value, flags),
+    getxattr: (ctx, ino, name) => xattr.getxattr(core, ctx, ino, name),
+    listxattr: (ctx, ino) => xattr.listxattr(core, ctx, ino),
+    removexattr: (ctx, ino, name) => xattr.removexattr(core, ctx, ino, name),
+    fallocate: (ctx, ino, fh, mode, offset, length) =>
+      file.fallocate(core, ctx, ino, fh, mode, offset, length),
+    lseek: (_ctx, ino, fh, offset, whence) => file.lseek(core, ino, fh, offset, whence),
+    copyFileRange: (ctx, from, to, length, flags) =>
+      file.copyFileRange(core, ctx, from, to, length, flags),
+    getlk: (ino, fh, owner, l) => lock.getlk(core, ino, fh, owner, l),
+    setlk: (ctx, ino, fh, owner, l, options) => lock.setlk(core, ctx, ino, fh, owner, l, options),
+    destroy: async () => {
+      await core.close();
+      await core.ns.kv.sync();
+      await core.ns.kv.close();
+    },
+  };
+}
+
+/** File types mknod accepts (S_IFMT values), for callers that validate before asking. */
+export const MKNOD_TYPES = [S_IFREG, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK];
