@@ -168,6 +168,33 @@ EXPORT int32_t skyfs_uring_submit(struct skyfs_uring *handle, const struct skyfs
   return result < 0 ? result : (int32_t)prepared;
 }
 
+EXPORT int32_t skyfs_uring_submit_reap(struct skyfs_uring *handle,
+                                       const struct skyfs_uring_op *ops, uint32_t count,
+                                       struct skyfs_uring_cqe *out, uint32_t max,
+                                       uint32_t wait_ns) {
+  struct io_uring *ring = &handle->ring;
+  for (uint32_t i = 0; i < count; i++) {
+    if (ops[i].opcode > SKYFS_OP_CANCEL_ALL) return -EINVAL;
+  }
+  if (count > io_uring_sq_space_left(ring)) return -EBUSY;
+  for (uint32_t i = 0; i < count; i++) prepare(io_uring_get_sqe(ring), &ops[i]);
+  if (wait_ns > 0 && (ring->features & IORING_FEAT_EXT_ARG)) {
+    /* With EXT_ARG the timeout travels with the enter call: no timeout SQE is queued. */
+    struct __kernel_timespec timeout = {.tv_sec = wait_ns / 1000000000u,
+                                        .tv_nsec = wait_ns % 1000000000u};
+    struct io_uring_cqe *cqe;
+    int result = io_uring_submit_and_wait_timeout(ring, &cqe, 1, &timeout, NULL);
+    if (result < 0 && result != -ETIME && result != -EINTR && result != -EAGAIN &&
+        result != -EBUSY) {
+      return result;
+    }
+  } else {
+    int32_t result = flush(handle);
+    if (result < 0) return result;
+  }
+  return skyfs_uring_reap(handle, out, max);
+}
+
 EXPORT int32_t skyfs_uring_reap(struct skyfs_uring *handle, struct skyfs_uring_cqe *out,
                                 uint32_t max) {
   struct io_uring *ring = &handle->ring;

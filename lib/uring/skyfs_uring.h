@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#define SKYFS_URING_ABI_VERSION 1
+#define SKYFS_URING_ABI_VERSION 2
 
 /* Operation codes of skyfs_uring_op.opcode (ours, not the kernel's IORING_OP_* numbers). */
 enum {
@@ -81,6 +81,17 @@ int32_t skyfs_uring_probe(struct skyfs_uring *ring);
  * reap sends them. Returns -errno for anything else. A link chain must not be cut by `count`. */
 int32_t skyfs_uring_submit(struct skyfs_uring *ring, const struct skyfs_uring_op *ops,
                            uint32_t count);
+
+/* The same as skyfs_uring_submit (count may be 0), then, in the same io_uring_enter, waits up to
+ * `wait_ns` nanoseconds (0: no wait) for at least one completion, then reaps like
+ * skyfs_uring_reap. Ops that complete inline (page-cache hits) end the wait at once; the wait
+ * covers ops the kernel hands to its io-wq threads (ext4 buffered writes, fsync), which are
+ * usually done within tens of microseconds, without the ~13 us hop of a `nonblocking` call.
+ * Returns the number of completions copied, or -EBUSY (nothing prepared) when `count` exceeds
+ * the free SQ space, or -errno; a timeout or a signal is not an error. Since ABI 2. */
+int32_t skyfs_uring_submit_reap(struct skyfs_uring *ring, const struct skyfs_uring_op *ops,
+                                uint32_t count, struct skyfs_uring_cqe *out, uint32_t max,
+                                uint32_t wait_ns);
 
 /* Copies up to `max` available completions into `out` and consumes them; then re-submits SQEs
  * left queued by a transient refusal, if any. Never blocks. Returns the number copied. */

@@ -8,7 +8,7 @@
 import { Errno, FsError } from "../fs_error.ts";
 
 /** The ABI version this binding speaks; a library reporting another one is refused. */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 /** Operation codes of `struct skyfs_uring_op` (ours, not the kernel's IORING_OP_* numbers). */
 export const Op = {
@@ -73,6 +73,10 @@ const symbols = {
   skyfs_uring_entries: { parameters: ["pointer"], result: "u32" },
   skyfs_uring_probe: { parameters: ["pointer"], result: "i32" },
   skyfs_uring_submit: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
+  skyfs_uring_submit_reap: {
+    parameters: ["pointer", "pointer", "u32", "pointer", "u32", "u32"],
+    result: "i32",
+  },
   skyfs_uring_reap: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
   skyfs_uring_prepare_wait: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
   // Blocks in poll(2) on the ring's eventfd: on Deno's blocking pool, never on the JS thread.
@@ -93,8 +97,8 @@ export function defaultLibraryPath(): string {
 }
 
 /**
- * Loads the library and checks its ABI version. Throws FsError(ENOENT) when it is not built and
- * FsError(ENOEXEC-like EINVAL) when it is stale, each naming the fix.
+ * Loads the library and checks its ABI version. Throws FsError(ENOENT) when it is missing or
+ * lacks a symbol, FsError(EINVAL) when it reports another ABI version; each names the fix.
  */
 export function loadUringLibrary(path: string): UringLibrary {
   let library: UringLibrary;
