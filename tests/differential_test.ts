@@ -70,7 +70,7 @@ interface Side {
   servers: OpsServer[];
 }
 
-async function openSide(name: string, target: Target): Promise<Side> {
+function openSide(name: string, target: Target): Side {
   return { name, target, servers: [new OpsServer(), new OpsServer(UNPRIVILEGED)] };
 }
 
@@ -85,11 +85,13 @@ const filePath = fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...FILES) }, a
 const path = anyPath;
 const slot = fc.nat(4);
 const offset = fc.oneof(
-  fc.constantFrom(0, 1, 4095, 4096, 65536, 1 << 20, 2 ** 32 + 3),
+  fc.constantFrom(0, 1, 4095, 4096, 65536, 1 << 20),
   fc.nat(70_000),
 );
 const length = fc.constantFrom(0, 1, 100, 4096, 5000, 70_000);
-const size = fc.oneof(fc.constantFrom(0, 1, 4096, 1 << 20, 2 ** 32 + 1), fc.nat(70_000));
+// Offsets and sizes stay near 1 MiB: files over 4 GiB are in the POSIX suite, and the tree
+// comparison reads whole files.
+const size = fc.oneof(fc.constantFrom(0, 1, 4096, 1 << 20), fc.nat(70_000));
 const fileMode = fc.constantFrom(0o644, 0o600, 0o755, 0o444, 0o000, 0o777, 0o1777, 0o2755, 0o4755);
 const openFlags = fc.constantFrom(
   ["RDONLY"],
@@ -199,10 +201,10 @@ Deno.test({
     const kinds = targetKinds();
     // The reference is always ext4; the subject is skyfs when selected, else a second ext4 dir.
     const subjectKind = kinds.includes("skyfs") ? "skyfs" : "ext4";
-    const reference = await openSide("ext4", await openTarget("ext4"));
+    const reference = openSide("ext4", await openTarget("ext4"));
     let subject: Side | undefined;
     try {
-      subject = await openSide(subjectKind, await openTarget(subjectKind));
+      subject = openSide(subjectKind, await openTarget(subjectKind));
       const sides = [reference, subject];
       let runIndex = 0;
       const outcomes = new Map<string, number>();
