@@ -4,10 +4,12 @@
  * and completions are harvested many at a time, so JS crosses into native code a few times per
  * batch instead of once per I/O (FACTS.md: a `nonblocking` call costs about 13 us).
  *
- * How completions come back: right after each submit a synchronous reap (about 5 ns plus a read
- * of the CQ ring) collects whatever completed inline (page-cache hits usually do). If ops are still
- * in the kernel, one `nonblocking` call waits on the ring's eventfd; when it returns, a synchronous
- * reap takes every completion that has arrived. See lib/uring/skyfs_uring.h for the native side.
+ * How completions come back: the submit call itself (one synchronous FFI call, one io_uring_enter)
+ * copies out whatever completed inline (page-cache reads usually do) and, when nothing did, waits in
+ * the kernel up to `spinUs` for a first completion from io-wq (ext4 buffered writes, fsync). If ops
+ * are still in the kernel after that, one `nonblocking` call waits on the ring's eventfd; when it
+ * returns, a synchronous reap takes every completion that has arrived. lib/uring/skyfs_uring.h
+ * documents the native side.
  * @module
  */
 

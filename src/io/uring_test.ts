@@ -300,3 +300,43 @@ Deno.test("openIoEngine: falls back on a real EPERM from a seccomp filter", asyn
   assert.equal(forced.success, false);
   assert.match(new TextDecoder().decode(forced.stderr), /EPERM: io_uring is forbidden here/);
 });
+
+Deno.test("io_uring: buffers stay alive and unmoved until completion, through GC", async () => {
+  // A child with --expose-gc: reads into small (on-heap) arrays wait on a FIFO while the heap is
+  // churned and collected; the bytes written later must land in the arrays the caller holds.
+  // Other reads get buffers nobody else references: only the engine keeps them alive.
+  await withTempDir("uring-test-", async (dir) => {
+    await run("mkfifo", `${dir}/fifo`);
+    const script = `
+      import { openUringEngine } from ${
+      JSON.stringify(new URL("./uring.ts", import.meta.url).href)
+    };
+      const io = openUringEngine({ queueDepth: 64 });
+      const fd = await io.open(${JSON.stringify(`${dir}/fifo`)}, 2);
+      const held = [];
+      for (let i = 0; i < 16; i++) {
+        const small = new Uint8Array(16);
+        held.push(io.read(fd, small, 0).then((n) => [n, small]));
+        io.read(fd, new Uint8Array(16), 0).then((n) => n === 16 || Deno.exit(3));
+      }
+      let junk = [];
+      for (let round = 0; round < 40; round++) {
+        junk = Array.from({ length: 20000 }, (_, i) => ({ i, text: "x" + i }));
+        globalThis.gc();
+      }
+      const bytes = new Uint8Array(32 * 16).map((_, i) => (i >> 4) + 1);
+      await io.write(fd, bytes, 0);
+      const results = await Promise.all(held);
+      const good = results.filter(([n, b]) => n === 16 && b[0] > 0 && b.every((x) => x === b[0]));
+      console.log(good.length, junk.length > 0);
+      await io.close(fd);
+      await io.shutdown();`;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--v8-flags=--expose-gc", script],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    assert.equal(new TextDecoder().decode(out.stdout).trim(), "16 true");
+  });
+});

@@ -1,0 +1,396 @@
+/**
+ * The I/O engine benchmark (issue 4): 4 KiB random reads and writes at queue depth 1 and 32 and
+ * 1 MiB sequential reads and writes on one file, with skyfs's io_uring engine (src/io), with
+ * Deno.FsFile, and with fio's own io_uring engine on the same file in the same run, reported as
+ * ratios, plus JS<->native crossings per completed I/O of the skyfs engine.
+ *
+ * Usage: deno run -A bench/io/main.ts [--dir DIR] [--json PATH] [--quick | --tiny]
+ *                                     [--only JOB,...] [--runtime-ms N] [--file-mib N]
+ * Output: a markdown table on stdout; with --json, {baseline, measurements} as bench/README.md's
+ * contract for the io family says (bench/io_family.ts reads it).
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { openUringEngine, type UringEngine, type UringStats } from "../../src/io/uring.ts";
+
+const O_RDWR = 0o2;
+const KIB = 1024;
+const MIB = 1024 * 1024;
+
+type Engine = "fio" | "skyfs-io_uring" | "Deno.FsFile";
+const ENGINES: Engine[] = ["fio", "skyfs-io_uring", "Deno.FsFile"];
+
+interface Job {
+  name: string;
+  family: string;
+  pattern: "rand" | "seq";
+  write: boolean;
+  blockBytes: number;
+  queueDepth: number;
+  unit: "IOPS" | "MiB/s";
+}
+
+const JOBS: Job[] = [
+  job("rand-read-4k-qd1", "rand", false, 4 * KIB, 1),
+  job("rand-read-4k-qd32", "rand", false, 4 * KIB, 32),
+  job("rand-write-4k-qd1", "rand", true, 4 * KIB, 1),
+  job("rand-write-4k-qd32", "rand", true, 4 * KIB, 32),
+  job("seq-read-1m-qd1", "seq", false, MIB, 1),
+  job("seq-write-1m-qd1", "seq", true, MIB, 1),
+];
+
+function job(
+  name: string,
+  pattern: "rand" | "seq",
+  write: boolean,
+  blockBytes: number,
+  queueDepth: number,
+): Job {
+  const unit = blockBytes >= MIB ? "MiB/s" : "IOPS";
+  return {
+    name,
+    family: `io-${name.replace(/-qd\d+$/, "")}`,
+    pattern,
+    write,
+    blockBytes,
+    queueDepth,
+    unit,
+  };
+}
+
+/** The measurement shape of bench/model.ts (kept structural so this file runs on its own). */
+interface Measurement {
+  family: string;
+  job: string;
+  target: string;
+  unit: string;
+  value: number | null;
+  higherIsBetter: boolean;
+  error?: string;
+  details?: Record<string, number | string>;
+}
+
+interface Result {
+  ops: number;
+  seconds: number;
+  crossings?: UringStats;
+}
+
+interface Options {
+  dir: string;
+  json?: string;
+  runtimeMs: number;
+  fileBytes: number;
+  jobs: Job[];
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      dir: { type: "string" },
+      json: { type: "string" },
+      quick: { type: "boolean" },
+      tiny: { type: "boolean" },
+      only: { type: "string" },
+      "runtime-ms": { type: "string" },
+      "file-mib": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    console.log(
+      "Usage: deno run -A bench/io/main.ts [--dir DIR] [--json PATH] [--quick|--tiny]\n" +
+        `         [--only ${JOBS.map((j) => j.name).join(",")}] [--runtime-ms N] [--file-mib N]`,
+    );
+    Deno.exit(0);
+  }
+  const mode = values.tiny ? "tiny" : values.quick ? "quick" : "full";
+  const defaults = { full: [5000, 1024], quick: [1000, 256], tiny: [200, 8] }[mode];
+  const runtimeMs = Number(values["runtime-ms"] ?? defaults[0]);
+  const fileMiB = Number(values["file-mib"] ?? defaults[1]);
+  if (!(runtimeMs > 0) || !(fileMiB >= 2)) {
+    console.error(`bench/io: --runtime-ms ${runtimeMs} / --file-mib ${fileMiB}: need > 0 / >= 2`);
+    Deno.exit(2);
+  }
+  let jobs = JOBS;
+  if (values.only) {
+    const names = values.only.split(",");
+    const unknown = names.filter((n) => !JOBS.some((j) => j.name === n));
+    if (unknown.length > 0) {
+      console.error(`bench/io: unknown job "${unknown[0]}"; jobs: ${JOBS.map((j) => j.name)}`);
+      Deno.exit(2);
+    }
+    jobs = JOBS.filter((j) => names.includes(j.name));
+  }
+  return {
+    dir: values.dir ?? `/var/tmp/skyfs-bench-io-${Deno.pid}`,
+    json: values.json,
+    runtimeMs,
+    fileBytes: fileMiB * MIB,
+    jobs,
+  };
+}
+
+/** xorshift32: cheap, deterministic block numbers that every engine draws the same way. */
+function randomBlocks(seed: number, blocks: number): () => number {
+  let x = (seed * 2654435761) >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) % blocks;
+  };
+}
+
+/** The offsets one worker visits: random blocks, or its own sequential stream. */
+function offsets(job: Job, worker: number, fileBytes: number): () => number {
+  const blocks = Math.floor(fileBytes / job.blockBytes);
+  if (job.pattern === "rand") {
+    const next = randomBlocks(worker + 1, blocks);
+    return () => next() * job.blockBytes;
+  }
+  let block = Math.floor((worker * blocks) / job.queueDepth);
+  return () => {
+    const offset = block * job.blockBytes;
+    block = (block + 1) % blocks;
+    return offset;
+  };
+}
+
+/** Runs `queueDepth` workers until the deadline; each checks the clock every few operations
+ * because inline completions can keep the loop in microtasks, where no timer fires. */
+async function runWorkers(
+  job: Job,
+  runtimeMs: number,
+  fileBytes: number,
+  once: (worker: number, buffer: Uint8Array, offset: number) => Promise<number>,
+): Promise<Result> {
+  const start = performance.now();
+  const deadline = start + runtimeMs;
+  let ops = 0;
+  const worker = async (id: number) => {
+    const buffer = new Uint8Array(new ArrayBuffer(job.blockBytes)).fill(id + 1);
+    const next = offsets(job, id, fileBytes);
+    for (let i = 0;; i++) {
+      if ((i & 7) === 0 && performance.now() >= deadline) return;
+      const n = await once(id, buffer, next());
+      if (n !== job.blockBytes) throw new Error(`${job.name}: short transfer ${n}`);
+      ops++;
+    }
+  };
+  await Promise.all(Array.from({ length: job.queueDepth }, (_, i) => worker(i)));
+  return { ops, seconds: (performance.now() - start) / 1000 };
+}
+
+async function runSkyfs(job: Job, path: string, options: Options): Promise<Result> {
+  const io: UringEngine = openUringEngine({ queueDepth: Math.max(32, job.queueDepth) });
+  try {
+    const fd = await io.open(path, O_RDWR);
+    const before = io.stats();
+    const result = await runWorkers(
+      job,
+      options.runtimeMs,
+      options.fileBytes,
+      job.write
+        ? (_, buffer, offset) => io.write(fd, buffer, offset)
+        : (_, buffer, offset) => io.read(fd, buffer, offset),
+    );
+    const after = io.stats();
+    await io.close(fd);
+    result.crossings = {
+      completions: after.completions - before.completions,
+      submitCalls: after.submitCalls - before.submitCalls,
+      reapCalls: after.reapCalls - before.reapCalls,
+      waitCalls: after.waitCalls - before.waitCalls,
+    };
+    return result;
+  } finally {
+    await io.shutdown();
+  }
+}
+
+/** Deno.FsFile has no pread: each worker owns a handle and seeks before every read or write. */
+async function runFsFile(job: Job, path: string, options: Options): Promise<Result> {
+  const files = await Promise.all(
+    Array.from({ length: job.queueDepth }, () => Deno.open(path, { read: true, write: true })),
+  );
+  try {
+    return await runWorkers(job, options.runtimeMs, options.fileBytes, async (id, buf, offset) => {
+      const file = files[id];
+      await file.seek(offset, Deno.SeekMode.Start);
+      if (job.write) return await file.write(buf);
+      let done = 0;
+      while (done < buf.length) {
+        const n = await file.read(buf.subarray(done));
+        if (n === null) break;
+        done += n;
+      }
+      return done;
+    });
+  } finally {
+    for (const file of files) file.close();
+  }
+}
+
+function fioArgs(job: Job, path: string, options: Options): string[] {
+  const rw = job.pattern === "rand"
+    ? (job.write ? "randwrite" : "randread")
+    : (job.write ? "write" : "read");
+  return [
+    `--name=${job.name}`,
+    `--filename=${path}`,
+    `--size=${options.fileBytes}`,
+    "--ioengine=io_uring",
+    `--rw=${rw}`,
+    `--bs=${job.blockBytes}`,
+    `--iodepth=${job.queueDepth}`,
+    "--direct=0",
+    // Keep the page cache as the other engines see it (fio drops it by default).
+    "--invalidate=0",
+    "--time_based=1",
+    `--runtime=${options.runtimeMs}ms`,
+    "--norandommap=1",
+    "--randrepeat=0",
+    "--output-format=json",
+  ];
+}
+
+async function runFio(job: Job, path: string, options: Options): Promise<Result> {
+  const args = fioArgs(job, path, options);
+  const out = await new Deno.Command("fio", { args, stdout: "piped", stderr: "piped" }).output();
+  if (!out.success) {
+    throw new Error(`fio ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr).trim()}`);
+  }
+  const report = JSON.parse(new TextDecoder().decode(out.stdout));
+  const side = report.jobs[0][job.write ? "write" : "read"];
+  return { ops: side.total_ios, seconds: side.runtime / 1000 };
+}
+
+/** Lays out the file once with real data (not a sparse hole) and reads it into the page cache. */
+async function layOut(path: string, bytes: number): Promise<void> {
+  const file = await Deno.open(path, { read: true, write: true, create: true, truncate: true });
+  const chunk = new Uint8Array(MIB);
+  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 31 + 7) & 0xff;
+  for (let done = 0; done < bytes; done += MIB) await file.write(chunk);
+  await file.sync();
+  await file.seek(0, Deno.SeekMode.Start);
+  while ((await file.read(chunk)) !== null) { /* warm the page cache */ }
+  file.close();
+}
+
+function value(job: Job, result: Result): number {
+  const perSecond = result.ops / result.seconds;
+  return job.unit === "IOPS" ? perSecond : (perSecond * job.blockBytes) / MIB;
+}
+
+function format(n: number | null, unit: string): string {
+  if (n === null) return "error";
+  if (unit === "MiB/s") return `${Math.round(n)} MiB/s`;
+  return n >= 1e4 ? `${(n / 1e3).toFixed(1)}k` : `${Math.round(n)}`;
+}
+
+function ratio(a: number | null, b: number | null): string {
+  return a === null || b === null || b === 0 ? "n/a" : `${(a / b).toFixed(2)}x`;
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions();
+  await Deno.mkdir(options.dir, { recursive: true });
+  const path = `${options.dir}/io-bench.dat`;
+  const measurements: Measurement[] = [];
+  try {
+    await layOut(path, options.fileBytes);
+    console.error(
+      `bench/io: ${options.jobs.length} jobs x ${ENGINES.length} engines, ` +
+        `${options.runtimeMs} ms each, file ${path} (${
+          options.fileBytes / MIB
+        } MiB, page cache warm)`,
+    );
+    for (const [index, job] of options.jobs.entries()) {
+      // Rotate the engine order per job so drift on a shared machine does not favour one engine.
+      const order = ENGINES.map((_, i) => ENGINES[(i + index) % ENGINES.length]);
+      for (const engine of order) {
+        const m: Measurement = {
+          family: job.family,
+          job: job.name,
+          target: engine,
+          unit: job.unit,
+          value: null,
+          higherIsBetter: true,
+        };
+        try {
+          const result = engine === "fio"
+            ? await runFio(job, path, options)
+            : engine === "Deno.FsFile"
+            ? await runFsFile(job, path, options)
+            : await runSkyfs(job, path, options);
+          m.value = value(job, result);
+          m.details = { ops: result.ops, seconds: Number(result.seconds.toFixed(3)) };
+          if (result.crossings) {
+            const c = result.crossings;
+            m.details.crossingsPerIo = (c.submitCalls + c.reapCalls + c.waitCalls) / c.completions;
+            m.details.waitCallsPerIo = c.waitCalls / c.completions;
+            m.details.submitCallsPerIo = c.submitCalls / c.completions;
+          }
+        } catch (error) {
+          m.error = error instanceof Error ? error.message : String(error);
+        }
+        measurements.push(m);
+        if (typeof m.details?.crossingsPerIo === "number") {
+          // Its own family, so the harness's table shows the figure (there is no fio column).
+          measurements.push({
+            family: "io-crossings",
+            job: `${job.name}-crossings`,
+            target: engine,
+            unit: "crossings/IO",
+            value: m.details.crossingsPerIo,
+            higherIsBetter: false,
+            details: { nonblockingPerIo: m.details.waitCallsPerIo },
+          });
+        }
+        console.error(
+          `bench/io: ${job.name.padEnd(20)} ${engine.padEnd(15)} ${format(m.value, m.unit)}`,
+        );
+      }
+    }
+  } finally {
+    await Deno.remove(options.dir, { recursive: true }).catch(() => {});
+  }
+  console.log(table(options, measurements));
+  if (options.json) {
+    await Deno.writeTextFile(
+      options.json,
+      JSON.stringify({ baseline: "fio", measurements }, null, 2) + "\n",
+    );
+  }
+}
+
+function table(options: Options, measurements: Measurement[]): string {
+  const lines = [
+    "| job | fio io_uring | skyfs io_uring | Deno.FsFile | skyfs / fio | skyfs / FsFile | crossings per I/O (all / nonblocking) |",
+    "|---|--:|--:|--:|--:|--:|--:|",
+  ];
+  for (const job of options.jobs) {
+    const get = (target: Engine) =>
+      measurements.find((m) => m.job === job.name && m.target === target);
+    const fio = get("fio")?.value ?? null;
+    const sky = get("skyfs-io_uring");
+    const fs = get("Deno.FsFile")?.value ?? null;
+    const skyValue = sky?.value ?? null;
+    const crossings = sky?.details?.crossingsPerIo;
+    const waits = sky?.details?.waitCallsPerIo;
+    lines.push(
+      `| ${job.name} | ${format(fio, job.unit)} | ${format(skyValue, job.unit)} | ${
+        format(fs, job.unit)
+      } | ` +
+        `${ratio(skyValue, fio)} | ${ratio(skyValue, fs)} | ` +
+        `${typeof crossings === "number" ? crossings.toFixed(3) : "n/a"} / ${
+          typeof waits === "number" ? waits.toFixed(3) : "n/a"
+        } |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+if (import.meta.main) await main();
