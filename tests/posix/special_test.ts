@@ -325,7 +325,7 @@ suite("posix remount", {
     `,
     );
     await target.mount!.restart();
-    const after = await py(dir, `${snapshot}\nout(snap())`);
+    const after = await py(dir, `${snapshot}\n      out(snap())`);
     assert.deepEqual(after, before);
   },
 }, { targets: targetKinds().filter((kind) => kind === "skyfs") });
