@@ -153,9 +153,9 @@ export function openUringEngine(options: UringEngineOptions = {}): UringEngine {
   const library = loadUringLibrary(options.libraryPath ?? defaultLibraryPath());
   const symbols = library.symbols;
   const error = new Int32Array(1);
-  // SQ twice the depth: room for a cancel beside a full batch, and the CQ (twice the SQ) can
-  // never overflow because at most depth + 1 requests are in the kernel.
-  const ring = symbols.skyfs_uring_open(depth * 2, new Uint8Array(error.buffer));
+  // SQ over twice the depth: room for a full batch plus a cancel even beside SQEs a transient
+  // EAGAIN left queued; the CQ (twice the SQ) cannot overflow with depth + 1 in the kernel.
+  const ring = symbols.skyfs_uring_open(depth * 2 + 2, new Uint8Array(error.buffer));
   if (ring === null) {
     library.close();
     const errno = -error[0];
@@ -341,7 +341,9 @@ export class UringEngine implements IoEngine {
       if (s.status === "fulfilled") return w.value;
       const cancelled = s.reason instanceof FsError && s.reason.errno === Errno.ECANCELED;
       if (!cancelled || this.#cancelRequested) throw s.reason;
-      return this.fsync(fd, { datasync: true }).then(() => w.value);
+      // Not this.fsync(): the pair was accepted, so its sync must run even while closing.
+      return this.#one(Op.FSYNC, fd, 0, 0, 0, 0, IORING_FSYNC_DATASYNC, undefined, Result.Void)
+        .then(() => w.value);
     });
   }
 
