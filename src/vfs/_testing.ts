@@ -4,6 +4,7 @@ import { openEmbeddedKV } from "../meta/embedded.ts";
 import { createPortableEngine } from "../io/portable.ts";
 import { createVfs, type VfsOptions, type VfsWithRecovery } from "./vfs.ts";
 import type { Ctx } from "./types.ts";
+import type { MetaKV } from "../meta/kv.ts";
 
 export const root: Ctx = { uid: 0, gid: 0, pid: 1 };
 export const alice: Ctx = { uid: 1000, gid: 1000, pid: 2, groups: [1000, 50] };
@@ -16,6 +17,8 @@ export const text = (b: Uint8Array) => new TextDecoder().decode(b);
 export interface Fixture {
   dir: string;
   vfs: VfsWithRecovery;
+  /** The store under the current vfs (closed by its destroy). */
+  kv: MetaKV;
   /** destroy + createVfs again on the same directory and store. */
   restart(): Promise<VfsWithRecovery>;
   /** Close and delete everything. */
@@ -25,21 +28,16 @@ export interface Fixture {
 export async function openFixture(options: Partial<VfsOptions> = {}): Promise<Fixture> {
   const dir = await Deno.makeTempDir({ prefix: "vfs-test-" });
   const io = createPortableEngine();
-  const open = async () =>
-    createVfs({
-      kv: await openEmbeddedKV(`${dir}/meta.db`),
-      io,
-      dataDir: dir,
-      rootUid: 0,
-      rootGid: 0,
-      ...options,
-    });
+  let kv = await openEmbeddedKV(`${dir}/meta.db`);
+  const open = () => createVfs({ kv, io, dataDir: dir, rootUid: 0, rootGid: 0, ...options });
   let destroyed = false;
   const fixture: Fixture = {
     dir,
+    kv,
     vfs: await open(),
     async restart() {
       await fixture.vfs.destroy();
+      fixture.kv = kv = await openEmbeddedKV(`${dir}/meta.db`);
       fixture.vfs = await open();
       return fixture.vfs;
     },

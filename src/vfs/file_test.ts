@@ -1,0 +1,261 @@
+/** Tests of open files: open flags, read/write, >4 GiB, sparse files, fallocate, lseek, copy. */
+
+import assert from "node:assert/strict";
+import { alice, bob, n, root, text, withVfs } from "./_testing.ts";
+import { FsError } from "../fs_error.ts";
+import * as libc from "../io/libc.ts";
+import type { Timespec } from "./types.ts";
+import { Namespace } from "../meta/namespace.ts";
+
+function errno(name: string) {
+  return (e: unknown) => {
+    assert.ok(e instanceof FsError, `expected FsError ${name}, got ${e}`);
+    assert.equal(e.message.split(":")[0], name);
+    return true;
+  };
+}
+
+const later = (a: Timespec, b: Timespec) => a.sec > b.sec || (a.sec === b.sec && a.nsec > b.nsec);
+const { O_RDONLY, O_WRONLY, O_RDWR, O_TRUNC, O_APPEND, O_EXCL } = libc;
+const GiB = 2 ** 30;
+
+Deno.test("create: O_EXCL, existing file without O_EXCL opens it, EISDIR, mode and owner", async () => {
+  await withVfs(async ({ vfs }) => {
+    await vfs.setattr(root, 1, { mode: 0o777 });
+    const c = await vfs.create(alice, 1, n("f"), 0o666, 0o022, O_RDWR | O_EXCL);
+    assert.equal(c.attr.mode, 0o100644);
+    assert.equal(c.attr.uid, 1000);
+    assert.equal(typeof c.backingFd, "number");
+    await vfs.write(alice, c.attr.ino, c.fh, 0, n("data"));
+    await assert.rejects(vfs.create(alice, 1, n("f"), 0o644, 0, O_RDWR | O_EXCL), errno("EEXIST"));
+    const again = await vfs.create(alice, 1, n("f"), 0o644, 0, O_RDWR);
+    assert.equal(again.attr.ino, c.attr.ino);
+    assert.equal(again.attr.size, 4);
+    await assert.rejects(vfs.create(bob, 1, n("f"), 0o644, 0, O_RDWR), errno("EACCES"));
+    await vfs.mkdir(root, 1, n("d"), 0o755, 0);
+    await assert.rejects(vfs.create(root, 1, n("d"), 0o644, 0, O_RDWR), errno("EISDIR"));
+    // A new file opens read-write even if its mode forbids it (POSIX open(O_CREAT) rule).
+    const ro = await vfs.create(alice, 1, n("ro"), 0o444, 0, O_RDWR);
+    assert.equal(await vfs.write(alice, ro.attr.ino, ro.fh, 0, n("x")), 1);
+    for (const h of [c, again, ro]) await vfs.release(h.attr.ino, h.fh, 0);
+  });
+});
+
+Deno.test("open: permissions by access mode, EISDIR for writing a directory", async () => {
+  await withVfs(async ({ vfs }) => {
+    const f = await vfs.mknod(root, 1, n("f"), 0o100640, 0, 0);
+    await vfs.setattr(root, f.ino, { gid: 50 });
+    const r = await vfs.open(alice, f.ino, O_RDONLY);
+    await assert.rejects(vfs.open(alice, f.ino, O_WRONLY), errno("EACCES"));
+    await assert.rejects(vfs.open(alice, f.ino, O_RDONLY | O_TRUNC), errno("EACCES"));
+    await assert.rejects(vfs.open(bob, f.ino, O_RDONLY), errno("EACCES"));
+    await assert.rejects(vfs.open(root, 1, O_WRONLY), errno("EISDIR"));
+    await assert.rejects(vfs.write(alice, f.ino, r.fh, 0, n("x")), errno("EBADF"));
+    const w = await vfs.open(root, f.ino, O_WRONLY);
+    await assert.rejects(vfs.read(root, f.ino, w.fh, 0, new Uint8Array(1)), errno("EBADF"));
+    await vfs.release(f.ino, r.fh, 0);
+    await vfs.release(f.ino, w.fh, 0);
+    await assert.rejects(vfs.read(root, f.ino, r.fh, 0, new Uint8Array(1)), errno("EBADF"));
+  });
+});
+
+Deno.test("O_TRUNC empties, stamps mtime/ctime even when already empty, drops suid", async () => {
+  await withVfs(async ({ vfs }) => {
+    await vfs.setattr(root, 1, { mode: 0o777 });
+    const c = await vfs.create(alice, 1, n("f"), 0o4777, 0, O_RDWR);
+    await vfs.write(alice, c.attr.ino, c.fh, 0, n("0123456789"));
+    await vfs.release(c.attr.ino, c.fh, 0);
+    const before = await vfs.getattr(root, c.attr.ino);
+    assert.equal(before.size, 10);
+    const o = await vfs.open(bob, c.attr.ino, O_WRONLY | O_TRUNC);
+    const after = await vfs.getattr(root, c.attr.ino);
+    assert.equal(after.size, 0);
+    assert.ok(later(after.mtime, before.mtime) && later(after.ctime, before.ctime));
+    assert.equal(after.mode & 0o7777, 0o777);
+    await vfs.release(c.attr.ino, o.fh, 0);
+    const o2 = await vfs.open(root, c.attr.ino, O_WRONLY | O_TRUNC);
+    assert.ok(later((await vfs.getattr(root, c.attr.ino)).mtime, after.mtime));
+    await vfs.release(c.attr.ino, o2.fh, 0);
+  });
+});
+
+Deno.test("O_TRUNC while another handle has the file open cuts the shared data", async () => {
+  await withVfs(async ({ vfs }) => {
+    const c = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    await vfs.write(root, c.attr.ino, c.fh, 0, n("abcdef"));
+    const t = await vfs.open(root, c.attr.ino, O_WRONLY | O_TRUNC);
+    assert.equal(await vfs.read(root, c.attr.ino, c.fh, 0, new Uint8Array(6)), 0);
+    assert.equal((await vfs.getattr(root, c.attr.ino)).size, 0);
+    await vfs.release(c.attr.ino, t.fh, 0);
+    await vfs.release(c.attr.ino, c.fh, 0);
+  });
+});
+
+Deno.test("O_APPEND writes at the end whatever the offset, in order when concurrent", async () => {
+  await withVfs(async ({ vfs }) => {
+    const c = await vfs.create(root, 1, n("log"), 0o644, 0, O_WRONLY | O_APPEND);
+    await vfs.write(root, c.attr.ino, c.fh, 0, n("one,"));
+    await vfs.write(root, c.attr.ino, c.fh, 0, n("two,"));
+    await Promise.all(["a", "b", "c", "d"].map((s) => vfs.write(root, c.attr.ino, c.fh, 0, n(s))));
+    const r = await vfs.open(root, c.attr.ino, O_RDONLY);
+    const into = new Uint8Array(64);
+    const got = await vfs.read(root, c.attr.ino, r.fh, 0, into);
+    assert.equal(text(into.subarray(0, got)), "one,two,abcd");
+    await vfs.release(c.attr.ino, c.fh, 0);
+    await vfs.release(c.attr.ino, r.fh, 0);
+  });
+});
+
+Deno.test("write: size, mtime/ctime, suid dropped for non-root writer only", async () => {
+  await withVfs(async ({ vfs }) => {
+    await vfs.setattr(root, 1, { mode: 0o777 });
+    const c = await vfs.create(root, 1, n("f"), 0o6777, 0, O_RDWR);
+    await vfs.write(root, c.attr.ino, c.fh, 100, n("x"));
+    const a = await vfs.getattr(root, c.attr.ino);
+    assert.equal(a.size, 101);
+    assert.equal(a.mode & 0o7777, 0o6777, "root keeps set-id bits");
+    assert.ok(later(a.mtime, c.attr.mtime) && later(a.ctime, c.attr.ctime));
+    const o = await vfs.open(alice, c.attr.ino, O_RDWR);
+    await vfs.write(alice, c.attr.ino, o.fh, 0, n("y"));
+    const b = await vfs.getattr(root, c.attr.ino);
+    assert.equal(b.mode & 0o7777, 0o0777);
+    assert.equal(b.size, 101);
+    // Reading the hole before the data gives zeros.
+    const into = new Uint8Array(101);
+    assert.equal(await vfs.read(root, c.attr.ino, o.fh, 0, into), 101);
+    assert.equal(into[0], "y".charCodeAt(0));
+    assert.ok(into.subarray(1, 100).every((x) => x === 0));
+    await vfs.release(c.attr.ino, o.fh, 0);
+    await vfs.release(c.attr.ino, c.fh, 0);
+  });
+});
+
+Deno.test("files over 4 GiB: write, read, size and blocks (sparse)", async () => {
+  await withVfs(async ({ vfs }) => {
+    const c = await vfs.create(root, 1, n("big"), 0o644, 0, O_RDWR);
+    const at = 6 * GiB + 12345;
+    await vfs.write(root, c.attr.ino, c.fh, at, n("far away"));
+    const a = await vfs.getattr(root, c.attr.ino);
+    assert.equal(a.size, at + 8);
+    assert.ok(a.blocks > 0 && a.blocks <= 64, `sparse: ${a.blocks} blocks`);
+    const into = new Uint8Array(8);
+    assert.equal(await vfs.read(root, c.attr.ino, c.fh, at, into), 8);
+    assert.equal(text(into), "far away");
+    assert.equal(await vfs.read(root, c.attr.ino, c.fh, at + 8, into), 0);
+    assert.equal(await vfs.lseek(root, c.attr.ino, c.fh, 0, libc.SEEK_DATA), at - (at % 4096));
+    assert.equal(await vfs.lseek(root, c.attr.ino, c.fh, 0, libc.SEEK_HOLE), 0);
+    assert.equal(await vfs.lseek(root, c.attr.ino, c.fh, at, libc.SEEK_HOLE), at + 8);
+    await assert.rejects(
+      vfs.lseek(root, c.attr.ino, c.fh, at + 8, libc.SEEK_DATA),
+      errno("ENXIO"),
+    );
+    await assert.rejects(vfs.write(root, c.attr.ino, c.fh, 2 ** 44, n("x")), errno("EFBIG"));
+    await vfs.release(c.attr.ino, c.fh, 0);
+  });
+});
+
+Deno.test("fallocate: modes 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE; refusals", async () => {
+  await withVfs(async ({ vfs }) => {
+    const c = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    const ino = c.attr.ino;
+    await vfs.fallocate(root, ino, c.fh, 0, 0, 8192);
+    let a = await vfs.getattr(root, ino);
+    assert.equal(a.size, 8192);
+    assert.ok(a.blocks >= 16);
+    await vfs.fallocate(root, ino, c.fh, libc.FALLOC_FL_KEEP_SIZE, 8192, 1 << 20);
+    a = await vfs.getattr(root, ino);
+    assert.equal(a.size, 8192, "KEEP_SIZE keeps the size");
+    assert.ok(a.blocks >= 2048, `${a.blocks} blocks after keep-size allocation`);
+    await vfs.write(root, ino, c.fh, 0, new Uint8Array(8192).fill(9));
+    await vfs.fallocate(
+      root,
+      ino,
+      c.fh,
+      libc.FALLOC_FL_PUNCH_HOLE | libc.FALLOC_FL_KEEP_SIZE,
+      0,
+      4096,
+    );
+    const into = new Uint8Array(8192);
+    await vfs.read(root, ino, c.fh, 0, into);
+    assert.ok(into.subarray(0, 4096).every((x) => x === 0));
+    assert.ok(into.subarray(4096).every((x) => x === 9));
+    assert.equal(await vfs.lseek(root, ino, c.fh, 0, libc.SEEK_DATA), 4096);
+    await vfs.fallocate(root, ino, c.fh, libc.FALLOC_FL_ZERO_RANGE, 6000, 10000);
+    a = await vfs.getattr(root, ino);
+    assert.equal(a.size, 16000);
+    await vfs.read(root, ino, c.fh, 4096, into);
+    assert.ok(into.subarray(0, 6000 - 4096).every((x) => x === 9));
+    assert.ok(into.subarray(6000 - 4096).every((x) => x === 0));
+    await assert.rejects(
+      vfs.fallocate(root, ino, c.fh, libc.FALLOC_FL_PUNCH_HOLE, 0, 10),
+      errno("EOPNOTSUPP"),
+    );
+    await assert.rejects(vfs.fallocate(root, ino, c.fh, 0, 0, 0), errno("EINVAL"));
+    const r = await vfs.open(root, ino, O_RDONLY);
+    await assert.rejects(vfs.fallocate(root, ino, r.fh, 0, 0, 10), errno("EBADF"));
+    await vfs.release(ino, r.fh, 0);
+    await vfs.release(ino, c.fh, 0);
+  });
+});
+
+Deno.test("copy_file_range: copies, grows the target, clamps at source end, refuses overlap", async () => {
+  await withVfs(async ({ vfs }) => {
+    const s = await vfs.create(root, 1, n("s"), 0o644, 0, O_RDWR);
+    const d = await vfs.create(root, 1, n("d"), 0o644, 0, O_RDWR);
+    await vfs.write(root, s.attr.ino, s.fh, 0, n("0123456789"));
+    const from = { ino: s.attr.ino, fh: s.fh, offset: 2 };
+    const to = { ino: d.attr.ino, fh: d.fh, offset: 5 * GiB };
+    assert.equal(await vfs.copyFileRange(root, from, to, 100, 0), 8);
+    assert.equal((await vfs.getattr(root, d.attr.ino)).size, 5 * GiB + 8);
+    const into = new Uint8Array(8);
+    await vfs.read(root, d.attr.ino, d.fh, 5 * GiB, into);
+    assert.equal(text(into), "23456789");
+    assert.equal(await vfs.copyFileRange(root, { ...from, offset: 10 }, to, 5, 0), 0);
+    await assert.rejects(
+      vfs.copyFileRange(root, from, { ino: s.attr.ino, fh: s.fh, offset: 4 }, 5, 0),
+      errno("EINVAL"),
+    );
+    await assert.rejects(vfs.copyFileRange(root, from, to, 5, 1), errno("EINVAL"));
+    // Within one file, non-overlapping ranges are fine.
+    assert.equal(
+      await vfs.copyFileRange(root, { ...from, offset: 0 }, { ...from, offset: 20 }, 4, 0),
+      4,
+    );
+    assert.equal((await vfs.getattr(root, s.attr.ino)).size, 24);
+    await vfs.release(s.attr.ino, s.fh, 0);
+    await vfs.release(d.attr.ino, d.fh, 0);
+  });
+});
+
+Deno.test("lseek: SEEK_SET/END, ENXIO past the end, SEEK_HOLE at the end of data", async () => {
+  await withVfs(async ({ vfs }) => {
+    const c = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    await vfs.write(root, c.attr.ino, c.fh, 0, n("abc"));
+    assert.equal(await vfs.lseek(root, c.attr.ino, c.fh, 7, libc.SEEK_SET), 7);
+    assert.equal(await vfs.lseek(root, c.attr.ino, c.fh, -1, libc.SEEK_END), 2);
+    assert.equal(await vfs.lseek(root, c.attr.ino, c.fh, 1, libc.SEEK_DATA), 1);
+    assert.equal(await vfs.lseek(root, c.attr.ino, c.fh, 1, libc.SEEK_HOLE), 3);
+    await assert.rejects(vfs.lseek(root, c.attr.ino, c.fh, 3, libc.SEEK_HOLE), errno("ENXIO"));
+    await vfs.release(c.attr.ino, c.fh, 0);
+  });
+});
+
+Deno.test("attributes written back: at flush, and on the timer", async () => {
+  await withVfs(async (f) => {
+    const c = await f.vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    await f.vfs.write(root, c.attr.ino, c.fh, 0, n("12345"));
+    // A second namespace over the same store has its own cache: it sees only what is stored.
+    const ns = await Namespace.open(f.kv);
+    assert.equal((await ns.getInode(c.attr.ino))?.size, 0, "not stored before flush");
+    await f.vfs.flush(root, c.attr.ino, c.fh, 7n);
+    ns.invalidate();
+    assert.equal((await ns.getInode(c.attr.ino))?.size, 5);
+    await f.vfs.write(root, c.attr.ino, c.fh, 5, n("678"));
+    for (let i = 0; i < 100 && (await ns.getInode(c.attr.ino))?.size !== 8; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      ns.invalidate();
+    }
+    assert.equal((await ns.getInode(c.attr.ino))?.size, 8, "the write-back timer stored it");
+    await f.vfs.release(c.attr.ino, c.fh, 0);
+  }, { attrWritebackMs: 30 });
+});
