@@ -206,23 +206,51 @@ export async function makeNode(
   if (isDotOrDotDot(name)) throw new FsError("EEXIST", `${show(name)} always exists`);
   const ino = await core.ns.allocIno();
   const record = await core.txn(async (t) => {
-    const dir = await writableDir(t, ctx, parent);
+    const dir = await searchableDir(t, ctx, parent);
     if (await t.tx.getDirent(parent, name)) {
       throw new FsError("EEXIST", `${show(name)} exists in directory ${parent}`);
     }
+    mayCreate(ctx, dir);
     return createIn(t, ctx, dir, name, ino, spec, core.now());
   });
   core.state(ino).lookups++;
   return record;
 }
 
-/** A directory the caller may add entries to or remove entries from, or the errno why not. */
-export async function writableDir(t: OpTxn, ctx: Ctx, ino: number): Promise<InodeRecord> {
+/**
+ * The directory an operation names an entry in, after the checks of the path walk: a directory
+ * (ENOTDIR) that the caller may search (EACCES, may_lookup). Linux checks this before it looks
+ * at the entry, so it comes before ENOENT and EEXIST.
+ */
+export async function searchableDir(t: OpTxn, ctx: Ctx, ino: number): Promise<InodeRecord> {
   const dir = await t.dir(ino);
-  // A removed directory (still someone's cwd) takes no new entries, as on ext4.
-  if (dir.nlink === 0) throw new FsError("ENOENT", `directory ${ino} was removed`);
-  checkAccess(ctx, dir, W_OK | X_OK);
+  checkAccess(ctx, dir, X_OK);
   return dir;
+}
+
+/** may_create: new entries need a live directory (ENOENT once removed) and write permission. */
+export function mayCreate(ctx: Ctx, dir: InodeRecord): void {
+  // A removed directory (still someone's cwd) takes no new entries, as on ext4.
+  if (dir.nlink === 0) throw new FsError("ENOENT", `directory ${dir.ino} was removed`);
+  checkAccess(ctx, dir, W_OK | X_OK);
+}
+
+/** may_delete: removing an entry needs write permission and passes the sticky rule, and the
+ * entry must be of the kind the operation removes (ENOTDIR / EISDIR). */
+export function mayDelete(
+  ctx: Ctx,
+  dir: InodeRecord,
+  victim: InodeRecord,
+  directory: boolean,
+): void {
+  checkAccess(ctx, dir, W_OK | X_OK);
+  checkSticky(ctx, dir, victim);
+  if (directory && !isDir(victim.mode)) {
+    throw new FsError("ENOTDIR", `inode ${victim.ino} is not a directory`);
+  }
+  if (!directory && isDir(victim.mode)) {
+    throw new FsError("EISDIR", `inode ${victim.ino} is a directory`);
+  }
 }
 
 /** Inside a transaction: write a new inode `ino` named `name` in `dir` (already checked). */
@@ -330,10 +358,11 @@ export async function link(
   const record = await core.txn(async (t) => {
     const child = await t.inode(ino);
     if (isDir(child.mode)) throw new FsError("EPERM", `cannot hard-link directory ${ino}`);
-    const dir = await writableDir(t, ctx, newParent);
+    const dir = await searchableDir(t, ctx, newParent);
     if (await t.tx.getDirent(newParent, newName)) {
       throw new FsError("EEXIST", `${show(newName)} exists in directory ${newParent}`);
     }
+    mayCreate(ctx, dir);
     // An unlinked file cannot get a name back (only O_TMPFILE files can, with linkat).
     if (child.nlink === 0) throw new FsError("ENOENT", `inode ${ino} has been removed`);
     if (child.nlink >= LINK_MAX) throw new FsError("EMLINK", `inode ${ino} has ${LINK_MAX} links`);
@@ -380,18 +409,11 @@ async function removeEntry(
 ): Promise<void> {
   checkName(name);
   const { ino, freed } = await core.txn(async (t) => {
-    const dir = await t.dir(parent);
-    checkAccess(ctx, dir, W_OK | X_OK);
+    const dir = await searchableDir(t, ctx, parent);
     const dirent = await t.tx.getDirent(parent, name);
     if (!dirent) throw new FsError("ENOENT", `no ${show(name)} in directory ${parent}`);
     const child = await t.inode(dirent.ino);
-    if (directory && !isDir(child.mode)) {
-      throw new FsError("ENOTDIR", `${show(name)} is not a directory`);
-    }
-    if (!directory && isDir(child.mode)) {
-      throw new FsError("EISDIR", `${show(name)} is a directory`);
-    }
-    checkSticky(ctx, dir, child);
+    mayDelete(ctx, dir, child, directory);
     if (directory && !(await t.tx.dirIsEmpty(child.ino))) {
       throw new FsError("ENOTEMPTY", `directory ${show(name)} is not empty`);
     }

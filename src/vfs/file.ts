@@ -23,7 +23,7 @@ import {
   W_OK,
 } from "./perm.ts";
 import { checkName, type FileHandle, isDotOrDotDot, MAX_FILE_SIZE, type VfsCore } from "./core.ts";
-import { createIn, show, writableDir } from "./entry.ts";
+import { createIn, mayCreate, searchableDir, show } from "./entry.ts";
 import { releaseFlocks, releaseOwnerLocks } from "./lock.ts";
 
 const FALLOC_MODES = new Set([
@@ -119,12 +119,13 @@ export async function create(
   if (isDotOrDotDot(name)) throw new FsError("EEXIST", `${show(name)} always exists`);
   const ino = await core.ns.allocIno();
   const { record, created } = await core.txn(async (t) => {
-    const dir = await writableDir(t, ctx, parent);
+    const dir = await searchableDir(t, ctx, parent);
     const existing = await t.tx.getDirent(parent, name);
     if (existing) {
       if (flags & libc.O_EXCL) throw new FsError("EEXIST", `${show(name)} exists`);
       return { record: await t.inode(existing.ino), created: false };
     }
+    mayCreate(ctx, dir);
     const spec = { mode: S_IFREG | (mode & 0o7777), umask };
     return { record: createIn(t, ctx, dir, name, ino, spec, core.now()), created: true };
   });

@@ -9,9 +9,9 @@
 import { FsError } from "../fs_error.ts";
 import { type InodeRecord, ROOT_INO } from "../meta/namespace.ts";
 import { type Ctx, RENAME_EXCHANGE, RENAME_NOREPLACE } from "./types.ts";
-import { checkAccess, checkSticky, isDir, S_IFMT, W_OK, X_OK } from "./perm.ts";
+import { checkAccess, isDir, S_IFMT, W_OK } from "./perm.ts";
 import { checkName, isDotOrDotDot, type OpTxn, sameName, type VfsCore } from "./core.ts";
-import { afterUnlink, show } from "./entry.ts";
+import { afterUnlink, mayCreate, mayDelete, searchableDir, show } from "./entry.ts";
 
 export async function rename(
   core: VfsCore,
@@ -63,10 +63,10 @@ async function renameIn(
   ctx: Ctx,
   a: RenameArgs,
 ): Promise<RenameOutcome> {
-  const srcDir = await t.dir(a.parent);
-  const dstDir = a.parent === a.newParent ? srcDir : await t.dir(a.newParent);
-  checkAccess(ctx, srcDir, W_OK | X_OK);
-  checkAccess(ctx, dstDir, W_OK | X_OK);
+  // The order of checks follows Linux (path walk, do_renameat2, vfs_rename, may_delete,
+  // may_create), so that when several errors apply the same one is reported.
+  const srcDir = await searchableDir(t, ctx, a.parent);
+  const dstDir = a.parent === a.newParent ? srcDir : await searchableDir(t, ctx, a.newParent);
   const srcEntry = await t.tx.getDirent(a.parent, a.name);
   if (!srcEntry) throw new FsError("ENOENT", `no ${show(a.name)} in directory ${a.parent}`);
   const dstEntry = await t.tx.getDirent(a.newParent, a.newName);
@@ -76,29 +76,24 @@ async function renameIn(
   if (a.noreplace && dstEntry) {
     throw new FsError("EEXIST", `${show(a.newName)} exists in directory ${a.newParent}`);
   }
-  if (dstDir.nlink === 0) throw new FsError("ENOENT", `directory ${a.newParent} was removed`);
-  const none: RenameOutcome = { touched: [], freed: false };
-  // Renaming a name onto itself, or onto another link of the same inode, does nothing (POSIX).
-  if (a.parent === a.newParent && sameName(a.name, a.newName)) return none;
-  if (dstEntry?.ino === srcEntry.ino) return none;
-
   const src = await t.inode(srcEntry.ino);
   const dst = dstEntry ? await t.inode(dstEntry.ino) : undefined;
   const srcIsDir = isDir(src.mode);
   const dstIsDir = dst !== undefined && isDir(dst.mode);
   const moving = a.parent !== a.newParent;
-
   // A directory must not become its own descendant; and in an exchange neither may the other.
   if (srcIsDir && moving) await checkNotAncestor(t, src.ino, a.newParent, "EINVAL");
-  if (dst && dstIsDir && moving) {
-    await checkNotAncestor(t, dst.ino, a.parent, a.exchange ? "EINVAL" : "ENOTEMPTY");
+  if (dstIsDir && moving) {
+    await checkNotAncestor(t, dst!.ino, a.parent, a.exchange ? "EINVAL" : "ENOTEMPTY");
   }
-  checkSticky(ctx, srcDir, src);
-  if (dst) checkSticky(ctx, dstDir, dst);
-  if (!a.exchange && dst) {
-    if (srcIsDir && !dstIsDir) throw new FsError("ENOTDIR", `${show(a.newName)} is not a dir`);
-    if (!srcIsDir && dstIsDir) throw new FsError("EISDIR", `${show(a.newName)} is a directory`);
-  }
+  // Renaming a name onto itself, or onto another link of the same inode, does nothing (POSIX).
+  const none: RenameOutcome = { touched: [], freed: false };
+  if (a.parent === a.newParent && sameName(a.name, a.newName)) return none;
+  if (dstEntry?.ino === srcEntry.ino) return none;
+
+  mayDelete(ctx, srcDir, src, srcIsDir);
+  if (!dst) mayCreate(ctx, dstDir);
+  else mayDelete(ctx, dstDir, dst, a.exchange ? dstIsDir : srcIsDir);
   // Moving a directory rewrites its "..", which needs write permission on it.
   if (moving && srcIsDir) checkAccess(ctx, src, W_OK);
   if (moving && a.exchange && dstIsDir) checkAccess(ctx, dst!, W_OK);
