@@ -59,6 +59,7 @@ export const BLOCK_SIZE = 4096;
 /** Attribute changes made in memory and not yet stored. */
 export interface Dirty {
   size?: number;
+  atime?: Timespec;
   mtime?: Timespec;
   ctime?: Timespec;
 }
@@ -72,6 +73,8 @@ export interface InodeState {
   /** Bumped on every change to `dirty`: a stored fold clears `dirty` only if nothing newer came. */
   dirtySeq: number;
   locks?: LockTable;
+  /** atime was checked against the relatime rule since the inode last changed. */
+  atimeChecked?: boolean;
   /** Tail of the chain that runs O_APPEND writes one at a time (each needs the previous end). */
   appendTail?: Promise<unknown>;
 }
@@ -131,6 +134,8 @@ export class OpTxn {
 
   putInode(record: InodeRecord): void {
     this.tx.putInode(record);
+    const state = this.#core.inodes.get(record.ino);
+    if (state) state.atimeChecked = false;
     const seq = this.#seqRead.get(record.ino);
     if (seq !== undefined) this.folded.set(record.ino, seq);
   }
@@ -153,6 +158,7 @@ function applyDirty(record: InodeRecord, dirty: Dirty | undefined): InodeRecord 
   if (!dirty) return record;
   const out = copyInode(record);
   if (dirty.size !== undefined) out.size = dirty.size;
+  if (dirty.atime) out.atime = dirty.atime;
   if (dirty.mtime) out.mtime = dirty.mtime;
   if (dirty.ctime) out.ctime = dirty.ctime;
   return out;
@@ -252,6 +258,7 @@ export class VfsCore {
     const state = this.state(ino);
     state.dirty = { ...state.dirty, ...change };
     state.dirtySeq++;
+    if (change.mtime || change.ctime) state.atimeChecked = false;
     this.#dirtyInodes.add(ino);
     if (this.#timer === undefined && !this.#closed) {
       const timer = setTimeout(() => {
@@ -282,6 +289,28 @@ export class VfsCore {
 
   async persistAll(): Promise<void> {
     for (const ino of [...this.#dirtyInodes]) await this.persist(ino);
+  }
+
+  /**
+   * A read or a listing accessed the inode: update atime by the relatime rule (ext4's default
+   * mount option): only if atime is not newer than mtime or ctime, or is a day old. FUSE leaves
+   * atime to the daemon (the kernel marks its inodes S_NOATIME). The new atime is written back
+   * like a write's mtime, so reading costs no transaction.
+   */
+  async touchAtime(ino: number): Promise<void> {
+    const state = this.state(ino);
+    if (state.atimeChecked) return;
+    state.atimeChecked = true;
+    const record = await this.record(ino);
+    const now = this.now();
+    const notAfter = (a: Timespec, b: Timespec) =>
+      a.sec < b.sec || (a.sec === b.sec && a.nsec <= b.nsec);
+    if (
+      notAfter(record.atime, record.mtime) || notAfter(record.atime, record.ctime) ||
+      now.sec - record.atime.sec >= 24 * 3600
+    ) {
+      this.markDirty(ino, { atime: now });
+    }
   }
 
   // --- handles ---

@@ -36,7 +36,10 @@ export async function readdir(
   plus: boolean,
 ): Promise<DirEntry[]> {
   const handle = core.dirHandle(fh, ino);
-  if (offset === 0 || !handle.entries) handle.entries = await snapshot(core, ino);
+  if (offset === 0 || !handle.entries) {
+    handle.entries = await snapshot(core, ino);
+    await core.touchAtime(ino);
+  }
   const out = handle.entries.slice(offset, offset + Math.max(0, maxEntries));
   if (!plus) return out;
   const withAttrs: DirEntry[] = [];

@@ -153,6 +153,7 @@ export async function read(
   if (!canRead(handle.flags)) throw new FsError("EBADF", `handle ${fh} is write-only`);
   if (offset < 0) throw new FsError("EINVAL", `negative offset ${offset}`);
   const fd = dataFd(core, ino);
+  if (!(handle.flags & libc.O_NOATIME)) await core.touchAtime(ino);
   // The local file's length is the file's size while it is open, so pread ends where it ends.
   return await core.io.read(fd, into, offset);
 }

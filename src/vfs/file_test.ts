@@ -259,3 +259,30 @@ Deno.test("attributes written back: at flush, and on the timer", async () => {
     await f.vfs.release(c.attr.ino, c.fh, 0);
   }, { attrWritebackMs: 30 });
 });
+
+Deno.test("atime follows relatime: a read after a write moves it, the next read does not", async () => {
+  await withVfs(async ({ vfs }) => {
+    const c = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    const ino = c.attr.ino;
+    await vfs.write(root, ino, c.fh, 0, n("abc"));
+    const before = await vfs.getattr(root, ino);
+    await vfs.read(root, ino, c.fh, 0, new Uint8Array(3));
+    const first = await vfs.getattr(root, ino);
+    assert.ok(later(first.atime, before.mtime), "atime moved past mtime");
+    await vfs.read(root, ino, c.fh, 0, new Uint8Array(3));
+    assert.deepEqual((await vfs.getattr(root, ino)).atime, first.atime, "relatime: no update");
+    await vfs.release(ino, c.fh, 0);
+    // O_NOATIME reads leave it alone even after a change.
+    await vfs.setattr(root, ino, { mtime: "now" });
+    const o = await vfs.open(root, ino, O_RDONLY | libc.O_NOATIME);
+    await vfs.read(root, ino, o.fh, 0, new Uint8Array(3));
+    assert.deepEqual((await vfs.getattr(root, ino)).atime, first.atime);
+    await vfs.release(ino, o.fh, 0);
+    // Listing a directory updates its atime the same way.
+    const d = await vfs.mkdir(root, 1, n("d"), 0o755, 0);
+    const dh = await vfs.opendir(root, d.ino, 0);
+    await vfs.readdir(root, d.ino, dh, 0, 10, false);
+    await vfs.releasedir(d.ino, dh);
+    assert.ok(later((await vfs.getattr(root, d.ino)).atime, d.atime));
+  });
+});
