@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { n, root, text, withVfs } from "./_testing.ts";
-import { FsError } from "../fs_error.ts";
+import type { FsError } from "../fs_error.ts";
 
 Deno.test("parallel creates, mkdirs, renames and unlinks in one directory stay consistent", async () => {
   for (const validateReads of [false, true]) {
