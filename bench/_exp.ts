@@ -1,5 +1,5 @@
 /** Micro-benchmark of EmbeddedKV, the metadata store on the path of every FUSE metadata op:
- * `deno run -A bench/meta_kv.ts [--count N] [--memory]` prints ops/s and microseconds per op. */
+ * `deno run -A bench/meta_kv.ts [--count N] [--memory]` prints ops/s and latency per op. */
 
 import { parseArgs } from "node:util";
 import { openEmbeddedKV } from "../src/meta/_exp_embedded.ts";
@@ -9,11 +9,14 @@ const { values: args } = parseArgs({
   options: {
     count: { type: "string", default: "20000" },
     memory: { type: "boolean", default: false },
+    "checkpoint-interval-ms": { type: "string", default: "1000" },
     help: { type: "boolean", default: false },
   },
 });
 if (args.help) {
-  console.log("usage: deno run -A bench/meta_kv.ts [--count N] [--memory]");
+  console.log(
+    "usage: deno run -A bench/meta_kv.ts [--count N] [--memory] [--checkpoint-interval-ms MS]",
+  );
   Deno.exit(0);
 }
 const count = Number(args.count);
@@ -25,25 +28,41 @@ if (!Number.isSafeInteger(count) || count < 1) {
 const dir = args.memory
   ? undefined
   : await Deno.makeTempDir({ dir: "/tmp", prefix: "meta-bench-" });
-const kv = await openEmbeddedKV(dir === undefined ? ":memory:" : `${dir}/meta.db`);
+const checkpointIntervalMs = Number(args["checkpoint-interval-ms"]);
+const kv = await openEmbeddedKV(dir === undefined ? ":memory:" : `${dir}/meta.db`, {
+  checkpointIntervalMs,
+});
 const encoder = new TextEncoder();
 // Keys and values shaped like the namespace's: short keys, ~100-byte inode records.
 const keys = Array.from({ length: count }, (_, i) => encoder.encode(`i/${(i * 7919) % count}`));
 const value = new Uint8Array(100).fill(1);
 
 async function measure(name: string, n: number, op: (i: number) => Promise<unknown>) {
+  const latencies = new Float64Array(n);
   const start = performance.now();
-  for (let i = 0; i < n; i++) await op(i);
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    await op(i);
+    latencies[i] = performance.now() - t;
+  }
   const ms = performance.now() - start;
-  const perOpUs = (ms * 1000) / n;
+  latencies.sort();
+  const us = (q: number) => (latencies[Math.min(n - 1, Math.floor(q * n))] * 1000).toFixed(0);
   console.log(
-    `${name.padEnd(44)} ${Math.round(n / (ms / 1000)).toString().padStart(8)} ops/s ` +
-      `${perOpUs.toFixed(1).padStart(8)} us/op`,
+    `${name.padEnd(40)} ${Math.round(n / (ms / 1000)).toString().padStart(7)} ops/s ` +
+      `${((ms * 1000) / n).toFixed(1).padStart(7)} us mean, ` +
+      `p50 ${us(0.5).padStart(4)} p99 ${us(0.99).padStart(5)} max ${us(1).padStart(6)} us`,
   );
 }
 
 console.log(
-  `EmbeddedKV ${dir === undefined ? ":memory:" : "file (WAL, synchronous=NORMAL)"}, ` +
+  `EmbeddedKV ${
+    dir === undefined
+      ? ":memory:"
+      : `file (WAL, synchronous=NORMAL, checkpoints ${
+        checkpointIntervalMs > 0 ? `by worker every ${checkpointIntervalMs} ms` : "inline"
+      })`
+  }, ` +
     `${count} ops per line, Deno ${Deno.version.deno}`,
 );
 await measure("put, new key", count, (i) => kv.put({ key: keys[i], value }));
@@ -69,9 +88,10 @@ await measure("txn: compare fails, read-only failure", count, (i) =>
     compare: [{ key: keys[i], target: "version", result: "==", value: 0 }],
     failure: [{ range: { key: keys[i] } }],
   }));
-const dirPrefix = encoder.encode("d/1/f1");
+const dirPrefix = encoder.encode("dir/");
+for (let i = 0; i < 100; i++) await kv.put({ key: encoder.encode(`dir/entry${i}`), value });
 await measure(
-  "range, prefix of 111 keys (readdir)",
+  "range, prefix of 100 keys (readdir)",
   Math.max(1, count / 20),
   () => kv.range({ key: dirPrefix, rangeEnd: prefixEnd(dirPrefix) }),
 );
@@ -81,16 +101,11 @@ await measure(
   (i) => kv.put({ key: keys[i], value }).then(() => kv.sync()),
 );
 let delivered = 0;
-const watcher = kv.watch({ key: encoder.encode("i/"), rangeEnd: prefixEnd(encoder.encode("i/")) }, {
-  prevKv: true,
-}, (events) => {
-  delivered += events.length;
+const watched = encoder.encode("i/");
+const watcher = kv.watch({ key: watched, rangeEnd: prefixEnd(watched) }, { prevKv: true }, (e) => {
+  delivered += e.length;
 });
-await measure(
-  "put with one prefix watcher (prevKv)",
-  count,
-  (i) => kv.put({ key: keys[i], value }),
-);
+await measure("put, one prefix watcher with prevKv", count, (i) => kv.put({ key: keys[i], value }));
 await new Promise((resolve) => setTimeout(resolve, 0));
 watcher.cancel();
 if (delivered !== count) throw new Error(`watcher saw ${delivered} events, expected ${count}`);

@@ -185,17 +185,37 @@ class Progress {
   constructor(readonly total: number) {}
 
   line(job: string, target: string, measurements: Measurement[], seconds: number): void {
-    this.done++;
-    const width = String(this.total).length;
-    const head = `[${String(this.done).padStart(width)}/${this.total}]`;
     const main = measurements.find((m) => m.job === job) ?? measurements[0];
     const figure = !main
       ? "no result"
       : main.value === null
       ? `error: ${main.error}`
       : `${formatValue(main.value, main.unit)} ${main.unit}`;
+    this.print(job, target, figure, seconds);
+  }
+
+  /** One line for a metadata run: every phase's rate, or the first error. */
+  metaLine(label: string, target: string, measurements: Measurement[], seconds: number): void {
+    const failed = measurements.find((m) => m.value === null);
+    const rates = measurements.filter((m) => m.value !== null).map((m) =>
+      `${m.job.replace(/^meta-(flat|tree)-/, "").replace(/-w\d+$/, "")} ${
+        formatValue(m.value!, m.unit)
+      }`
+    );
+    this.print(
+      label,
+      target,
+      failed ? `error: ${failed.error}` : `${rates.join(", ")} ops/s`,
+      seconds,
+    );
+  }
+
+  private print(job: string, target: string, figure: string, seconds: number): void {
+    this.done++;
+    const width = String(this.total).length;
+    const head = `[${String(this.done).padStart(width)}/${this.total}]`;
     console.log(
-      `${head} ${job.padEnd(34)} ${target.padEnd(10)} ${figure} (${seconds.toFixed(1)} s)`,
+      `${head} ${job.padEnd(32)} ${target.padEnd(10)} ${figure} (${seconds.toFixed(1)} s)`,
     );
   }
 }
@@ -433,14 +453,8 @@ async function main(): Promise<number> {
           timeoutMs: options.mode === "full" ? 300_000 : 120_000,
         });
         measurements.push(...results);
-        const label = `meta-${run.layout}-w${run.workers}`;
-        const create = results.find((m) => m.job.includes("-create-")) ?? results[0];
-        progress.line(
-          create?.job ?? label,
-          target.name,
-          results,
-          (performance.now() - started) / 1000,
-        );
+        const seconds = (performance.now() - started) / 1000;
+        progress.metaLine(`meta-${run.layout}-w${run.workers}`, target.name, results, seconds);
       }
     }
     if (!isRoot) {

@@ -95,20 +95,20 @@ export interface ModeSettings {
 export const MODE_SETTINGS: Record<Mode, ModeSettings> = {
   full: {
     fileSize: "128M",
-    runtime: "5s",
-    coldRuntimeCap: "5s",
+    runtime: "4s",
+    coldRuntimeCap: "4s",
     sweepFileSize: "32M",
     verifySize: "64M",
-    metaFiles: 10000,
+    metaFiles: 5000,
     metaFileBytes: 1024,
   },
   quick: {
-    fileSize: "32M",
-    runtime: "1s",
-    coldRuntimeCap: "1s",
+    fileSize: "16M",
+    runtime: "400ms",
+    coldRuntimeCap: "400ms",
     sweepFileSize: "8M",
     verifySize: "16M",
-    metaFiles: 2000,
+    metaFiles: 1000,
     metaFileBytes: 1024,
   },
   tiny: {
