@@ -5,7 +5,9 @@
  * ratios, plus JS<->native crossings per completed I/O of the skyfs engine.
  *
  * Usage: deno run -A bench/io/main.ts [--dir DIR] [--json PATH] [--quick | --tiny]
- *                                     [--only JOB,...] [--runtime-ms N] [--file-mib N]
+ *          [--only JOB,...] [--runtime-ms N] [--file-mib N] [--rounds N]
+ * Defaults: full 3 interleaved rounds of 2 s per engine and job on a 1 GiB file (the median round
+ * is the figure); --quick 1 round of 1 s on 256 MiB; --tiny 1 round of 200 ms on 8 MiB.
  * Output: a markdown table on stdout; with --json, {baseline, measurements} as bench/README.md's
  * contract for the io family says (bench/io_family.ts reads it).
  * @module
@@ -80,6 +82,8 @@ interface Options {
   dir: string;
   json?: string;
   runtimeMs: number;
+  /** Rounds per engine and job; the median round is the figure. */
+  rounds: number;
   fileBytes: number;
   jobs: Job[];
 }
@@ -95,22 +99,28 @@ function parseOptions(): Options {
       only: { type: "string" },
       "runtime-ms": { type: "string" },
       "file-mib": { type: "string" },
+      rounds: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
   if (values.help) {
     console.log(
       "Usage: deno run -A bench/io/main.ts [--dir DIR] [--json PATH] [--quick|--tiny]\n" +
-        `         [--only ${JOBS.map((j) => j.name).join(",")}] [--runtime-ms N] [--file-mib N]`,
+        `         [--only ${JOBS.map((j) => j.name).join(",")}]\n` +
+        "         [--runtime-ms N] [--file-mib N] [--rounds N]",
     );
     Deno.exit(0);
   }
   const mode = values.tiny ? "tiny" : values.quick ? "quick" : "full";
-  const defaults = { full: [5000, 1024], quick: [1000, 256], tiny: [200, 8] }[mode];
+  const defaults = { full: [2000, 1024, 3], quick: [1000, 256, 1], tiny: [200, 8, 1] }[mode];
   const runtimeMs = Number(values["runtime-ms"] ?? defaults[0]);
   const fileMiB = Number(values["file-mib"] ?? defaults[1]);
-  if (!(runtimeMs > 0) || !(fileMiB >= 2)) {
-    console.error(`bench/io: --runtime-ms ${runtimeMs} / --file-mib ${fileMiB}: need > 0 / >= 2`);
+  const rounds = Number(values.rounds ?? defaults[2]);
+  if (!(runtimeMs > 0) || !(fileMiB >= 2) || !(Number.isInteger(rounds) && rounds >= 1)) {
+    console.error(
+      `bench/io: --runtime-ms ${runtimeMs} / --file-mib ${fileMiB} / --rounds ${rounds}: ` +
+        "need > 0 / >= 2 / a whole number >= 1",
+    );
     Deno.exit(2);
   }
   let jobs = JOBS;
@@ -127,6 +137,7 @@ function parseOptions(): Options {
     dir: values.dir ?? `/var/tmp/skyfs-bench-io-${Deno.pid}`,
     json: values.json,
     runtimeMs,
+    rounds,
     fileBytes: fileMiB * MIB,
     jobs,
   };
@@ -279,6 +290,52 @@ async function layOut(path: string, bytes: number): Promise<void> {
   file.close();
 }
 
+/** The median round as the figure, every round in the details; plus the crossings row. */
+function summarize(job: Job, engine: Engine, results: Result[], error?: string): Measurement[] {
+  const m: Measurement = {
+    family: job.family,
+    job: job.name,
+    target: engine,
+    unit: job.unit,
+    value: null,
+    higherIsBetter: true,
+  };
+  if (results.length === 0) {
+    m.error = error ?? "no round completed";
+    return [m];
+  }
+  const values = results.map((r) => value(job, r));
+  const sorted = [...values].sort((a, b) => a - b);
+  m.value = sorted[Math.floor(sorted.length / 2)];
+  m.details = {
+    rounds: values.map((v) => Math.round(v)).join(" "),
+    ops: results.reduce((sum, r) => sum + r.ops, 0),
+    seconds: Number(results.reduce((sum, r) => sum + r.seconds, 0).toFixed(3)),
+  };
+  if (!results[0].crossings) return [m];
+  const c = results.map((r) => r.crossings!).reduce((a, b) => ({
+    completions: a.completions + b.completions,
+    submitCalls: a.submitCalls + b.submitCalls,
+    reapCalls: a.reapCalls + b.reapCalls,
+    waitCalls: a.waitCalls + b.waitCalls,
+  }));
+  const crossingsPerIo = (c.submitCalls + c.reapCalls + c.waitCalls) / c.completions;
+  m.details.crossingsPerIo = crossingsPerIo;
+  m.details.waitCallsPerIo = c.waitCalls / c.completions;
+  m.details.submitCallsPerIo = c.submitCalls / c.completions;
+  // Its own family, so the harness's table shows the figure (there is no fio column there).
+  const crossings: Measurement = {
+    family: "io-crossings",
+    job: `${job.name}-crossings`,
+    target: engine,
+    unit: "crossings/IO",
+    value: crossingsPerIo,
+    higherIsBetter: false,
+    details: { nonblockingPerIo: c.waitCalls / c.completions },
+  };
+  return [m, crossings];
+}
+
 function value(job: Job, result: Result): number {
   const perSecond = result.ops / result.seconds;
   return job.unit === "IOPS" ? perSecond : (perSecond * job.blockBytes) / MIB;
@@ -303,55 +360,37 @@ async function main(): Promise<void> {
     await layOut(path, options.fileBytes);
     console.error(
       `bench/io: ${options.jobs.length} jobs x ${ENGINES.length} engines, ` +
-        `${options.runtimeMs} ms each, file ${path} (${
+        `${options.rounds} x ${options.runtimeMs} ms each, file ${path} (${
           options.fileBytes / MIB
         } MiB, page cache warm)`,
     );
     for (const [index, job] of options.jobs.entries()) {
-      // Rotate the engine order per job so drift on a shared machine does not favour one engine.
-      const order = ENGINES.map((_, i) => ENGINES[(i + index) % ENGINES.length]);
-      for (const engine of order) {
-        const m: Measurement = {
-          family: job.family,
-          job: job.name,
-          target: engine,
-          unit: job.unit,
-          value: null,
-          higherIsBetter: true,
-        };
-        try {
-          const result = engine === "fio"
-            ? await runFio(job, path, options)
-            : engine === "Deno.FsFile"
-            ? await runFsFile(job, path, options)
-            : await runSkyfs(job, path, options);
-          m.value = value(job, result);
-          m.details = { ops: result.ops, seconds: Number(result.seconds.toFixed(3)) };
-          if (result.crossings) {
-            const c = result.crossings;
-            m.details.crossingsPerIo = (c.submitCalls + c.reapCalls + c.waitCalls) / c.completions;
-            m.details.waitCallsPerIo = c.waitCalls / c.completions;
-            m.details.submitCallsPerIo = c.submitCalls / c.completions;
+      const rounds = new Map<Engine, Result[]>(ENGINES.map((engine) => [engine, []]));
+      const errors = new Map<Engine, string>();
+      for (let round = 0; round < options.rounds; round++) {
+        // Interleave engines and rotate their order, so drift on a shared machine (other jobs
+        // starting, writeback) spreads over all of them instead of favouring one.
+        const order = ENGINES.map((_, i) => ENGINES[(i + index + round) % ENGINES.length]);
+        for (const engine of order) {
+          if (errors.has(engine)) continue;
+          try {
+            const result = engine === "fio"
+              ? await runFio(job, path, options)
+              : engine === "Deno.FsFile"
+              ? await runFsFile(job, path, options)
+              : await runSkyfs(job, path, options);
+            rounds.get(engine)!.push(result);
+            console.error(
+              `bench/io: ${job.name.padEnd(20)} ${engine.padEnd(15)} round ${round + 1}: ` +
+                format(value(job, result), job.unit),
+            );
+          } catch (error) {
+            errors.set(engine, error instanceof Error ? error.message : String(error));
           }
-        } catch (error) {
-          m.error = error instanceof Error ? error.message : String(error);
         }
-        measurements.push(m);
-        if (typeof m.details?.crossingsPerIo === "number") {
-          // Its own family, so the harness's table shows the figure (there is no fio column).
-          measurements.push({
-            family: "io-crossings",
-            job: `${job.name}-crossings`,
-            target: engine,
-            unit: "crossings/IO",
-            value: m.details.crossingsPerIo,
-            higherIsBetter: false,
-            details: { nonblockingPerIo: m.details.waitCallsPerIo },
-          });
-        }
-        console.error(
-          `bench/io: ${job.name.padEnd(20)} ${engine.padEnd(15)} ${format(m.value, m.unit)}`,
-        );
+      }
+      for (const engine of ENGINES) {
+        measurements.push(...summarize(job, engine, rounds.get(engine)!, errors.get(engine)));
       }
     }
   } finally {

@@ -30,6 +30,7 @@ import {
   type UringLibrary,
   type UringSymbols,
 } from "./uring_native.ts";
+import { SpinPolicy } from "./uring_spin.ts";
 
 export interface UringEngineOptions {
   /** Operations in the kernel at once; callers beyond it wait for a slot. Default 256. */
@@ -39,11 +40,13 @@ export interface UringEngineOptions {
   /** shutdown() cancels what is still in flight after this long. Default 5000 ms. */
   shutdownCancelAfterMs?: number;
   /**
-   * How long a submit may block the JS thread waiting for a first completion when none came
-   * inline, in microseconds; 0 never blocks (completions then always come through a
-   * `nonblocking` wait). Default 50: io-wq usually finishes a buffered ext4 write well within it.
+   * How long a submit may block the JS thread in the kernel waiting for a first completion when
+   * none came inline, in microseconds, before the engine learns better (uring_spin.ts); 0 never
+   * blocks (completions then always come through a `nonblocking` wait). Default 50.
    */
   spinUs?: number;
+  /** The longest spin the engine may learn, in microseconds. Default 300 (a 1 MiB ext4 write). */
+  maxSpinUs?: number;
 }
 
 /** JS<->native crossings, for the benchmark's "crossings per completed I/O". */
@@ -146,10 +149,10 @@ export function openUringEngine(options: UringEngineOptions = {}): UringEngine {
   if (!Number.isInteger(depth) || depth < 1 || depth > 4096) {
     throw new RangeError(`queueDepth ${depth} is out of range: use 1..4096`);
   }
-  const spinUs = options.spinUs ?? 50;
-  if (!(spinUs >= 0 && spinUs <= 1_000_000)) {
-    throw new RangeError(`spinUs ${spinUs} is out of range: use 0..1000000`);
-  }
+  const spin = new SpinPolicy({
+    baseUs: options.spinUs ?? 50,
+    maxUs: options.maxSpinUs ?? Math.max(300, options.spinUs ?? 50),
+  });
   const library = loadUringLibrary(options.libraryPath ?? defaultLibraryPath());
   const symbols = library.symbols;
   const error = new Int32Array(1);
@@ -176,7 +179,7 @@ export function openUringEngine(options: UringEngineOptions = {}): UringEngine {
       `this kernel's io_uring lacks ${what}; set SKYFS_IO=portable to use the portable engine`,
     );
   }
-  return new UringEngine(library, ring, depth, options);
+  return new UringEngine(library, ring, depth, spin, options.shutdownCancelAfterMs ?? 5000);
 }
 
 export class UringEngine implements IoEngine {
@@ -213,9 +216,7 @@ export class UringEngine implements IoEngine {
   #onWake = (rc: number) => this.#woken(rc);
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
 
-  #spinNs: number;
-  #spinMisses = 0;
-  #spinSkips = 0;
+  #spin: SpinPolicy;
 
   #cancelRequested = false;
   #shutdownPromise: Promise<void> | undefined;
@@ -227,14 +228,15 @@ export class UringEngine implements IoEngine {
     library: UringLibrary,
     ring: Deno.PointerObject,
     depth: number,
-    options: UringEngineOptions,
+    spin: SpinPolicy,
+    shutdownCancelAfterMs: number,
   ) {
     this.#library = library;
     this.#native = library.symbols;
     this.#ring = ring;
     this.queueDepth = depth;
-    this.#shutdownCancelAfterMs = options.shutdownCancelAfterMs ?? 5000;
-    this.#spinNs = Math.round((options.spinUs ?? 50) * 1000);
+    this.#shutdownCancelAfterMs = shutdownCancelAfterMs;
+    this.#spin = spin;
     this.#slots = new Array(depth).fill(undefined);
     this.#freeSlots = new Int32Array(depth);
     for (let i = 0; i < depth; i++) this.#freeSlots[i] = depth - 1 - i;
@@ -660,8 +662,8 @@ export class UringEngine implements IoEngine {
     if (count === 0 || this.#state === State.Closed) return;
     this.#staged = 0;
     this.#inKernel += count;
-    const spin = this.#spinSkips > 0 ? 0 : this.#spinNs;
-    if (this.#spinSkips > 0) this.#spinSkips--;
+    const spin = this.#spin.next();
+    const start = spin > 0 ? performance.now() : 0;
     this.#stats.submitCalls++;
     const reaped = this.#native.skyfs_uring_submit_reap(
       this.#ring,
@@ -675,24 +677,10 @@ export class UringEngine implements IoEngine {
       this.#submitFailed(count, -reaped);
       return;
     }
-    if (spin > 0) this.#adaptSpin(reaped);
+    if (spin > 0) this.#spin.spun(start, reaped > 0);
     if (reaped > 0) this.#complete(reaped);
     if (this.#native.skyfs_uring_sq_pending(this.#ring) > 0) this.#retryLater();
     if (this.#inKernel > 0 && this.#waitPromise === undefined) this.#armWait();
-  }
-
-  /**
-   * Spinning in the kernel pays off when io-wq finishes within the spin time (buffered writes on
-   * ext4); when it does not (disk-bound or never-ending ops) the JS thread would just stall, so
-   * each miss doubles the number of submits that skip the spin (up to 64).
-   */
-  #adaptSpin(reaped: number): void {
-    if (reaped > 0) {
-      this.#spinMisses = 0;
-    } else {
-      this.#spinMisses = Math.min(this.#spinMisses + 1, 6);
-      this.#spinSkips = 1 << this.#spinMisses;
-    }
   }
 
   /** The ring refused the whole batch (a bug in SQ sizing, or a dying ring): fail its requests. */
@@ -719,14 +707,17 @@ export class UringEngine implements IoEngine {
   }
 
   /** Clears the eventfd, reaps, and if requests remain in the kernel waits off-thread. */
-  #armWait(): void {
+  #armWait(afterWake = false): void {
     this.#stats.reapCalls++;
     const reaped = this.#native.skyfs_uring_prepare_wait(
       this.#ring,
       this.#cqePointer,
       this.#cqeCapacity,
     );
-    if (reaped > 0) this.#complete(reaped);
+    if (reaped > 0) {
+      if (afterWake) this.#spin.woke(performance.now());
+      this.#complete(reaped);
+    }
     if (this.#inKernel === 0) return;
     this.#stats.waitCalls++;
     this.#waitPromise = this.#native.skyfs_uring_wait(this.#ring).then(this.#onWake);
@@ -737,7 +728,7 @@ export class UringEngine implements IoEngine {
     // then wait again if anything is still in the kernel.
     this.#waitPromise = undefined;
     if (this.#state === State.Closed) return;
-    this.#armWait();
+    this.#armWait(true);
   }
 
   /** Settles the requests of `count` completions copied into the CQE buffer. */
