@@ -687,11 +687,16 @@ export function copyInode(record: InodeRecord): InodeRecord {
   return cloneRecord(record);
 }
 
-/** The system clock as a Timespec with sub-millisecond digits, never going backwards. */
+/**
+ * The system clock as a Timespec, never going backwards. Milliseconds come from the wall clock
+ * (so a long-running daemon does not drift from `date`, which make and rsync compare against);
+ * the digits below come from the monotonic clock, and equal readings are nudged 1 ns apart so
+ * that two changes in a row always get distinct, ordered times.
+ */
 let lastNowNs = 0n;
 export function systemNow(): Timespec {
-  const ms = performance.timeOrigin + performance.now();
-  let ns = BigInt(Math.floor(ms * 1e6));
+  const subMs = Math.floor((performance.now() % 1) * 1e6);
+  let ns = BigInt(Date.now()) * 1_000_000n + BigInt(subMs);
   if (ns <= lastNowNs) ns = lastNowNs + 1n;
   lastNowNs = ns;
   return { sec: Number(ns / 1_000_000_000n), nsec: Number(ns % 1_000_000_000n) };

@@ -113,9 +113,12 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
     getlk: (ino, fh, owner, l) => lock.getlk(core, ino, fh, owner, l),
     setlk: (ctx, ino, fh, owner, l, options) => lock.setlk(core, ctx, ino, fh, owner, l, options),
     destroy: async () => {
-      await core.close();
-      await core.ns.kv.sync();
-      await core.ns.kv.close();
+      try {
+        await core.close();
+        await core.ns.kv.sync();
+      } finally {
+        await core.ns.kv.close();
+      }
     },
   };
 }
