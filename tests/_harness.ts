@@ -254,7 +254,9 @@ export async function startMount(options: StartMountOptions = {}): Promise<Mount
     pid: () => child?.pid,
     async stop() {
       if (!child) return;
-      child.kill("SIGTERM");
+      try {
+        child.kill("SIGTERM");
+      } catch { /* it already exited (a test sent its own signal): collect its status */ }
       const result = await waitGone("SIGTERM");
       const stillMounted = isSkyfsMounted(mountpoint);
       if (stillMounted) await unmountDead(mountpoint);
@@ -268,7 +270,9 @@ export async function startMount(options: StartMountOptions = {}): Promise<Mount
     },
     async kill9() {
       if (!child) return;
-      child.kill("SIGKILL");
+      try {
+        child.kill("SIGKILL");
+      } catch { /* it already exited: still clear whatever mount it left */ }
       await waitGone("SIGKILL");
       const result = await runSkyfs(["umount", mountpoint], { timeoutMs: 30_000 });
       const stillMounted = isSkyfsMounted(mountpoint);
