@@ -42,6 +42,10 @@ export interface ServerOptions {
   validity?: Validity;
   /** Negotiate FUSE passthrough when the kernel offers it (needs CAP_SYS_ADMIN). Default false. */
   passthrough?: boolean;
+  /** Keep reading /dev/fuse this long after the queue empties before parking in poll(), to
+   * save the ~13-60 us wake-up of a `nonblocking` call when requests come back to back.
+   * Default 0. */
+  spinMicros?: number;
   /** Called for each request failure that is our bug (not an FsError). */
   onInternalError?: (opcode: string, error: unknown) => void;
 }
@@ -102,12 +106,15 @@ export class FuseServer {
   #interruptible = new Map<bigint, AbortController>();
   #stats = { requests: 0, wakeups: 0 };
   #destroyed = false;
+  #spinMs: number;
+  #spinUntil = 0;
 
   constructor(device: FuseDevice, vfs: Vfs, options: ServerOptions = {}) {
     this.device = device;
     this.vfs = vfs;
     this.validity = options.validity ?? { entrySeconds: 10, attrSeconds: 10 };
     this.#options = options;
+    this.#spinMs = (options.spinMicros ?? 0) / 1000;
   }
 
   /** Requests served and poll wake-ups so far (requests per wake-up = batching achieved). */
@@ -127,10 +134,14 @@ export class FuseServer {
       const n = this.device.readRequest(buffer);
       if (n === 0) {
         pool.push(buffer);
+        if (this.#spinUntil === 0) this.#spinUntil = performance.now() + this.#spinMs;
+        if (performance.now() < this.#spinUntil) continue; // the next request is usually close
+        this.#spinUntil = 0;
         this.#stats.wakeups++;
         await this.device.waitReadable(1000);
         continue;
       }
+      this.#spinUntil = 0;
       if (n < 0) {
         pool.push(buffer);
         if (n === -Errno.ENODEV || n === -Errno.EBADF) break; // unmounted
