@@ -1,13 +1,15 @@
 /**
  * Linux's permission rules as pure functions of a caller and an inode (generic_permission,
  * check_sticky, may_linkat, the set-id clearing rules), so every access path decides alike.
- * Root (uid 0) holds every capability, as it does in the initial user namespace.
+ * Root (uid 0) holds every capability, as it does in the initial user namespace. Supplementary
+ * groups come from `ctx.groups`, or from /proc when the caller did not supply them.
  * @module
  */
 
 import { FsError } from "../fs_error.ts";
 import type { InodeRecord } from "../meta/namespace.ts";
 import type { Ctx } from "./types.ts";
+import { groupsOf } from "./creds.ts";
 
 export const S_IFMT = 0o170000;
 export const S_IFSOCK = 0o140000;
@@ -36,7 +38,7 @@ export function isRoot(ctx: Ctx): boolean {
 
 /** in_group_p: the caller's primary or a supplementary group is `gid`. */
 export function inGroup(ctx: Ctx, gid: number): boolean {
-  return ctx.gid === gid || (ctx.groups?.includes(gid) ?? false);
+  return ctx.gid === gid || groupsOf(ctx).includes(gid);
 }
 
 /** generic_permission: may `ctx` do all of `mask` (R_OK | W_OK | X_OK) on the inode? */
