@@ -291,6 +291,75 @@ suite("posix data", {
     });
   },
 
+  "two processes see each other's size changes at once (append after a foreign truncate)": async (
+    { dir },
+  ) => {
+    const r = await py(
+      dir,
+      `
+      write_file("s", "0123456789")
+      a = os.open("s", os.O_WRONLY | os.O_APPEND)
+      def other(code):
+          return fork_child(code)()
+      res = {"size0": os.fstat(a).st_size}
+      other(lambda: os.truncate("s", 4))
+      res["after_truncate"] = os.fstat(a).st_size
+      os.write(a, b"A")
+      res["data1"] = read_file("s").decode()
+      def extend():
+          with open("s", "ab") as fh:
+              fh.write(b"BBBB")
+          return None
+      other(extend)
+      res["after_extend"] = [os.fstat(a).st_size, st("s")["size"]]
+      os.write(a, b"C")
+      res["data2"] = read_file("s").decode()
+      def pwrite_far():
+          fd = os.open("s", os.O_WRONLY); os.pwrite(fd, b"Z", 20); os.close(fd)
+      other(pwrite_far)
+      res["after_far"] = os.fstat(a).st_size
+      os.close(a)
+      out(res)
+    `,
+    );
+    assert.deepEqual(r, {
+      size0: 10,
+      after_truncate: 4,
+      data1: "0123A",
+      after_extend: [9, 9],
+      data2: "0123ABBBBC",
+      after_far: 21,
+    });
+  },
+
+  "hard links across directories keep one inode through renames": async ({ dir }) => {
+    const r = await py(
+      dir,
+      `
+      os.mkdir("x"); os.mkdir("y")
+      write_file("x/f", "shared")
+      os.link("x/f", "y/g"); os.link("y/g", "h")
+      os.rename("x/f", "y/f2")
+      with open("h", "ab") as fh:
+          fh.write(b"+more")
+      inos = {st(p)["ino"] for p in ["y/f2", "y/g", "h"]}
+      res = {"one_inode": len(inos) == 1, "nlink": st("h")["nlink"], "data": read_file("y/f2").decode(),
+             "x": names("x"), "y": names("y")}
+      os.unlink("y/g"); os.unlink("y/f2")
+      res["last"] = [st("h")["nlink"], read_file("h").decode()]
+      out(res)
+    `,
+    );
+    assert.deepEqual(r, {
+      one_inode: true,
+      nlink: 3,
+      data: "shared+more",
+      x: [],
+      y: ["f2", "g"],
+      last: [1, "shared+more"],
+    });
+  },
+
   "write updates mtime and ctime, read leaves ctime alone": async ({ dir }) => {
     const r = await py(
       dir,
