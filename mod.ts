@@ -38,6 +38,11 @@ when a daemon was killed.`;
 
 type Command = (args: string[]) => Promise<void>;
 
+interface Parsed {
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+}
+
 function parse(
   args: string[],
   usage: string,
@@ -53,7 +58,7 @@ function parse(
       console.log(usage);
       Deno.exit(0);
     }
-    return parsed;
+    return parsed as Parsed;
   } catch (error) {
     throw new UsageError(`${(error as Error).message}; see --help`);
   }
