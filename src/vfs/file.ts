@@ -26,14 +26,6 @@ import { checkName, type FileHandle, isDotOrDotDot, MAX_FILE_SIZE, type VfsCore 
 import { createIn, mayCreate, searchableDir, show } from "./entry.ts";
 import { releaseFlocks, releaseOwnerLocks } from "./lock.ts";
 
-const FALLOC_MODES = new Set([
-  0,
-  libc.FALLOC_FL_KEEP_SIZE,
-  libc.FALLOC_FL_PUNCH_HOLE | libc.FALLOC_FL_KEEP_SIZE,
-  libc.FALLOC_FL_ZERO_RANGE,
-  libc.FALLOC_FL_ZERO_RANGE | libc.FALLOC_FL_KEEP_SIZE,
-]);
-
 /** copy_file_range copies at most this much per call (callers loop on short copies). */
 const COPY_MAX_BYTES = 1 << 30;
 const COPY_CHUNK_BYTES = 16 << 20;
@@ -287,9 +279,9 @@ export async function fallocate(
   if (offset < 0 || length <= 0) {
     throw new FsError("EINVAL", `fallocate range ${offset}+${length} is invalid`);
   }
-  if (!FALLOC_MODES.has(mode)) {
-    throw new FsError("EOPNOTSUPP", `fallocate mode 0x${mode.toString(16)} is not supported`);
-  }
+  // Every mode goes to the local file, whose file system (ext4 on the data dir) decides what it
+  // supports: EOPNOTSUPP for PUNCH_HOLE without KEEP_SIZE, EINVAL for an unaligned COLLAPSE_RANGE,
+  // exactly as it would for a program on it. The new size is then read back from the local file.
   const keepSize = (mode & libc.FALLOC_FL_KEEP_SIZE) !== 0;
   if (!keepSize && offset + length > MAX_FILE_SIZE) {
     throw new FsError("EFBIG", `fallocate to ${offset + length} exceeds ${MAX_FILE_SIZE}`);

@@ -286,3 +286,24 @@ Deno.test("atime follows relatime: a read after a write moves it, the next read 
     assert.ok(later((await vfs.getattr(root, d.ino)).atime, d.atime));
   });
 });
+
+Deno.test("fallocate COLLAPSE_RANGE and INSERT_RANGE reach the local file and move the size", async () => {
+  await withVfs(async ({ vfs }) => {
+    const c = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    const ino = c.attr.ino;
+    const data = new Uint8Array(3 * 4096);
+    data.fill(1, 0, 4096);
+    data.fill(2, 4096, 8192);
+    data.fill(3, 8192);
+    await vfs.write(root, ino, c.fh, 0, data);
+    await vfs.fallocate(root, ino, c.fh, 0x08, 4096, 4096); // COLLAPSE_RANGE
+    assert.equal((await vfs.getattr(root, ino)).size, 8192);
+    const into = new Uint8Array(8192);
+    await vfs.read(root, ino, c.fh, 0, into);
+    assert.equal(into[4096], 3);
+    await vfs.fallocate(root, ino, c.fh, 0x20, 0, 4096); // INSERT_RANGE
+    assert.equal((await vfs.getattr(root, ino)).size, 12288);
+    await assert.rejects(vfs.fallocate(root, ino, c.fh, 0x08, 1, 10), errno("EINVAL"));
+    await vfs.release(ino, c.fh, 0);
+  });
+});
