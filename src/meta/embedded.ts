@@ -7,9 +7,12 @@
  * not stored per transaction: it is the newest revision in `events` (or the compacted revision
  * when history is empty), so a write costs only the kv and event rows it changes.
  *
- * Everything runs synchronously on the JS thread with one connection holding SQLite's exclusive
- * lock, so nothing interleaves inside a method: a transaction is evaluated and applied without
- * yielding, and a second process opening the same file gets a clear "in use" error.
+ * Everything runs synchronously on the JS thread with one connection, so nothing interleaves
+ * inside a method: a transaction is evaluated and applied without yielding. A second SQLite file,
+ * `<path>-lock`, is held with an exclusive lock while the store is open, so a second process
+ * opening the same store gets a clear "in use" error (the lock dies with the process, even on
+ * kill -9). A worker thread (embedded_checkpointer.ts) copies the log into the database file, so
+ * those copies and their fsyncs do not stall the JS thread.
  *
  * Durability (see `sync`): journal_mode=WAL with synchronous=NORMAL. A commit is a write(2) of
  * its pages to the -wal file, so it survives kill -9 of this process (the data is in the OS page
@@ -19,6 +22,8 @@
  */
 
 import { DatabaseSync } from "node:sqlite";
+import { Worker } from "node:worker_threads";
+import type { CheckpointerData, CheckpointerReply } from "./embedded_checkpointer.ts";
 import {
   CompactedError,
   type Compare,
@@ -52,6 +57,9 @@ export interface EmbeddedKVOptions {
   historyRevisions?: number;
   /** How often the background timer checks lease expiry and history size. Default 250 ms. */
   timerIntervalMs?: number;
+  /** How often the worker thread checkpoints the write-ahead log into the database file.
+   * 0: no worker, SQLite checkpoints inline every 1,000 pages (stalls the caller). Default 200. */
+  checkpointIntervalMs?: number;
 }
 
 /** Open (creating if needed) the metadata store in the SQLite file `path` (":memory:" for a
@@ -76,6 +84,11 @@ const DELETE = 1;
 /** Revisions read from history per step when a watcher catches up, so one old watcher cannot
  * hold the event loop for long. */
 const HISTORY_WINDOW_REVISIONS = 1024;
+/** With the checkpoint worker, SQLite still checkpoints inline if the log reaches this many pages
+ * (64 MiB), bounding the log when writes never pause long enough for the worker to catch up. */
+const INLINE_CHECKPOINT_PAGES = 16384;
+/** How long close() waits for the checkpoint worker to close its connection. */
+const WORKER_CLOSE_TIMEOUT_MS = 5000;
 /** Automatic compaction runs when history exceeds `historyRevisions` by this much, so that each
  * run deletes a bounded batch instead of one revision per tick. */
 const COMPACTION_SLACK_REVISIONS = 1000;
@@ -228,6 +241,9 @@ class _Watch implements Watcher {
 export class EmbeddedKV implements MetaKV {
   readonly path: string;
   readonly #db: DatabaseSync;
+  /** Holds the exclusive lock on `<path>-lock`; undefined for ":memory:". */
+  readonly #lockDb: DatabaseSync | undefined;
+  #checkpointer: Worker | undefined;
   readonly #clock: () => number;
   readonly #historyRevisions: number;
   readonly #walPath: string | undefined;
@@ -259,15 +275,23 @@ export class EmbeddedKV implements MetaKV {
     this.path = path;
     this.#clock = options.clock ?? (() => performance.now());
     this.#historyRevisions = options.historyRevisions ?? 100_000;
+    const checkpointIntervalMs = options.checkpointIntervalMs ?? 200;
+    const inMemory = path === ":memory:" || path === "";
+    this.#lockDb = inMemory ? undefined : lockStore(path);
     let db: DatabaseSync;
     try {
       db = new DatabaseSync(path);
     } catch (error) {
+      this.#lockDb?.close();
       throw new Error(`Cannot open metadata at "${path}": ${(error as Error).message}`);
     }
     this.#db = db;
     try {
-      this.#walPath = initDatabase(db, path);
+      this.#walPath = initDatabase(
+        db,
+        path,
+        checkpointIntervalMs > 0 ? INLINE_CHECKPOINT_PAGES : 1000,
+      );
       this.#s = prepareStatements(db);
       this.#compactRevision = this.#metaNumber("compact_rev");
       this.#nextLeaseId = this.#metaNumber("next_lease_id");
@@ -288,10 +312,14 @@ export class EmbeddedKV implements MetaKV {
       }
     } catch (error) {
       db.close();
+      this.#lockDb?.close();
       throw error;
     }
     this.#timer = setInterval(() => this.#onTimer(), options.timerIntervalMs ?? 250);
     Deno.unrefTimer(this.#timer);
+    if (this.#walPath !== undefined && checkpointIntervalMs > 0) {
+      this.#checkpointer = startCheckpointer(path, checkpointIntervalMs);
+    }
   }
 
   /** fsync the directory once, so the database and -wal files' names survive power loss too
@@ -859,15 +887,17 @@ export class EmbeddedKV implements MetaKV {
   /**
    * Make every commit so far survive power loss: fdatasync the -wal file.
    *
-   * Why the -wal file alone is enough under synchronous=NORMAL (sqlite.org/pragma.html#pragma_synchronous
-   * and wal.html): commits only append frames to the -wal file. A checkpoint, which copies frames
-   * into the database file, first syncs the -wal file, then syncs the database file once it is
-   * complete; only after that does SQLite start overwriting the -wal file from its beginning,
-   * and it syncs the new -wal header before reusing it (frames from the old generation carry an
+   * Why the -wal file alone is enough under synchronous=NORMAL (sqlite.org/pragma.html,
+   * "synchronous", and sqlite.org/wal.html): a commit only appends frames to the -wal file. A
+   * checkpoint (by the worker's connection, also NORMAL, or inline by ours) copies frames into
+   * the database file: it syncs the -wal file before copying and the database file after. Only
+   * once everything is copied does a writer start overwriting the -wal file from its beginning,
+   * and it syncs the new -wal header before reusing it (frames of the old generation carry an
    * old salt, so recovery ignores them). So at any moment every commit is either in a synced
-   * database file or in the current -wal frames, which our fdatasync covers. The -wal file is
-   * never replaced while open (exclusive locking mode; only a close unlinks it), so the handle
-   * cached at open stays valid; embedded_test.ts checks the inode across checkpoints.
+   * database file or among the current -wal frames, which our fdatasync covers. The -wal file is
+   * never replaced while we are open (only the close of the last connection unlinks it, and our
+   * connection outlives the worker's), so the handle cached at open stays valid; embedded_test.ts
+   * checks its inode across checkpoints.
    * Concurrent callers share one fdatasync; a caller arriving during one waits for the next.
    */
   sync(): Promise<void> {
@@ -910,9 +940,13 @@ export class EmbeddedKV implements MetaKV {
     clearInterval(this.#timer);
     for (const w of [...this.#watchers]) w.cancel();
     await Promise.allSettled([this.#syncRunning, this.#syncQueued]);
+    if (this.#checkpointer !== undefined) await stopCheckpointer(this.#checkpointer);
+    this.#checkpointer = undefined;
     this.#walFile?.close();
     this.#walFile = undefined;
+    // Last connection: SQLite checkpoints (syncing both files) and removes the log.
     this.#db.close();
+    this.#lockDb?.close();
   }
 }
 
@@ -943,15 +977,74 @@ function checkNoDuplicateKeys(ops: RequestOp[]): void {
   }
 }
 
+/** Take the store's exclusive lock: an SQLite file in exclusive locking mode keeps its lock from
+ * its first write until it is closed (or its process dies). */
+function lockStore(path: string): DatabaseSync {
+  const lockPath = `${path}-lock`;
+  let lock: DatabaseSync | undefined;
+  try {
+    lock = new DatabaseSync(lockPath);
+    lock.exec(
+      "PRAGMA locking_mode=EXCLUSIVE; PRAGMA busy_timeout=0; PRAGMA journal_mode=MEMORY; " +
+        "BEGIN EXCLUSIVE; COMMIT",
+    );
+    return lock;
+  } catch (error) {
+    lock?.close();
+    const message = (error as Error).message;
+    if (/locked|busy/i.test(message)) {
+      throw new Error(
+        `Metadata at "${path}" is in use by another process: stop the other skyfs daemon first`,
+      );
+    }
+    throw new Error(`Cannot open metadata at "${path}": ${message} (lock file "${lockPath}")`);
+  }
+}
+
+function startCheckpointer(path: string, intervalMs: number): Worker {
+  const worker = new Worker(new URL("./embedded_checkpointer.ts", import.meta.url), {
+    workerData: { path, intervalMs } satisfies CheckpointerData,
+  });
+  // Like the lease timer, the thread alone must not keep a process alive that forgot close().
+  worker.unref();
+  worker.on("message", (message: CheckpointerReply) => {
+    if (typeof message === "object") {
+      // The next checkpoint retries; meanwhile SQLite's inline checkpoint bounds the log.
+      console.error(`skyfs: metadata checkpointer for "${path}": ${message.error}`);
+    }
+  });
+  return worker;
+}
+
+async function stopCheckpointer(worker: Worker): Promise<void> {
+  worker.ref(); // keep the process alive until the worker's connection is closed
+  let timeout: ReturnType<typeof setTimeout> | undefined;
+  await new Promise<void>((resolve) => {
+    worker.on("message", (message: CheckpointerReply) => {
+      if (message === "closed") resolve();
+    });
+    worker.on("exit", () => resolve());
+    timeout = setTimeout(resolve, WORKER_CLOSE_TIMEOUT_MS);
+    worker.postMessage("close");
+  });
+  clearTimeout(timeout);
+  await worker.terminate();
+}
+
 /** Set up pragmas and schema; return the -wal path, or undefined for an in-memory database. */
-function initDatabase(db: DatabaseSync, path: string): string | undefined {
+function initDatabase(
+  db: DatabaseSync,
+  path: string,
+  inlineCheckpointPages: number,
+): string | undefined {
   let mode: string;
   try {
-    // Exclusive before WAL: the wal-index then lives in heap memory (no -shm file), and the
-    // lock, taken by the first write below and held until close, keeps other processes out.
-    db.exec("PRAGMA locking_mode=EXCLUSIVE; PRAGMA busy_timeout=0");
+    db.exec("PRAGMA busy_timeout=0");
     mode = (db.prepare("PRAGMA journal_mode=WAL").get() as { journal_mode: string }).journal_mode;
-    db.exec("PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY");
+    db.exec(
+      "PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; " +
+        `PRAGMA wal_autocheckpoint=${inlineCheckpointPages}`,
+    );
     db.exec("BEGIN IMMEDIATE");
   } catch (error) {
     const message = (error as Error).message;
