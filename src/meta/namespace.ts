@@ -218,6 +218,8 @@ interface CachedValue {
   knownAt: number;
 }
 
+const MAX_CACHED_VALUE_BYTES = 4096;
+
 function keyString(key: Uint8Array): string {
   let s = "";
   for (let i = 0; i < key.length; i++) s += String.fromCharCode(key[i]);
@@ -394,6 +396,9 @@ export class Namespace {
 
   /** @internal */
   cachePut(name: string, entry: CachedValue): void {
+    // Large values (xattrs up to 64 KiB) are not worth their memory: such reads go to the store,
+    // which is always correct (the cache is only ever a copy).
+    if (entry.value && entry.value.length > MAX_CACHED_VALUE_BYTES) return this.cacheForget(name);
     this.#cache.delete(name);
     this.#cache.set(name, entry);
     if (name.charCodeAt(PREFIX.length) === TAG_XATTR) {
