@@ -278,15 +278,24 @@ async function runFio(job: Job, path: string, options: Options): Promise<Result>
   return { ops: side.total_ios, seconds: side.runtime / 1000 };
 }
 
-/** Lays out the file once with real data (not a sparse hole) and reads it into the page cache. */
+/** Lays out the file once with real data (not a sparse hole). */
 async function layOut(path: string, bytes: number): Promise<void> {
   const file = await Deno.open(path, { read: true, write: true, create: true, truncate: true });
   const chunk = new Uint8Array(MIB);
   for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 31 + 7) & 0xff;
   for (let done = 0; done < bytes; done += MIB) await file.write(chunk);
   await file.sync();
-  await file.seek(0, Deno.SeekMode.Start);
-  while ((await file.read(chunk)) !== null) { /* warm the page cache */ }
+  file.close();
+}
+
+/**
+ * Reads the whole file so every engine starts from a warm page cache: on a shared machine another
+ * benchmark may drop caches (echo 3 > /proc/sys/vm/drop_caches) between two rounds.
+ */
+function warm(path: string): void {
+  const file = Deno.openSync(path, { read: true });
+  const chunk = new Uint8Array(4 * MIB);
+  while (file.readSync(chunk) !== null) { /* only the page cache matters */ }
   file.close();
 }
 
@@ -374,6 +383,7 @@ async function main(): Promise<void> {
         for (const engine of order) {
           if (errors.has(engine)) continue;
           try {
+            warm(path);
             const result = engine === "fio"
               ? await runFio(job, path, options)
               : engine === "Deno.FsFile"
