@@ -1,10 +1,10 @@
 # Executes file operations sent as JSON lines (one reply line each) inside a root directory, so the
 # differential test can apply the same sequence to two file systems and compare results and errnos.
-# Usage: python3 _ops_server.py [uid gid]   (drops to uid/gid first when given)
+# Usage: python3 _ops_server.py [uid gid [supplementary gids...]]   (drops privileges first)
 import errno, hashlib, json, os, stat, sys
 
 if len(sys.argv) > 2:
-    os.setgroups([])
+    os.setgroups([int(g) for g in sys.argv[3:]])
     os.setgid(int(sys.argv[2]))
     os.setuid(int(sys.argv[1]))
 os.umask(0o022)
@@ -105,6 +105,19 @@ def do(op, a):
         return norm_stat(os.lstat(P(a["path"])))
     if op == "readdir":
         return sorted(os.listdir(P(a["path"])))
+    if op == "chown":
+        return os.chown(P(a["path"]), a["uid"], a["gid"], follow_symlinks=False)
+    if op == "access":
+        return os.access(P(a["path"]), {"F": os.F_OK, "R": os.R_OK, "W": os.W_OK, "X": os.X_OK}[a["mode"]])
+    if op == "setxattr":
+        flags = {"": 0, "CREATE": os.XATTR_CREATE, "REPLACE": os.XATTR_REPLACE}[a["flags"]]
+        return os.setxattr(P(a["path"]), a["name"], a["value"].encode(), flags)
+    if op == "getxattr":
+        return os.getxattr(P(a["path"]), a["name"]).decode()
+    if op == "listxattr":
+        return sorted(os.listxattr(P(a["path"])))
+    if op == "removexattr":
+        return os.removexattr(P(a["path"]), a["name"])
     if op == "readfile":
         with open(P(a["path"]), "rb") as f:
             return digest(f.read())

@@ -18,7 +18,8 @@ const RUNS = Number(Deno.env.get("SKYFS_DIFF_RUNS") ?? 150);
 const MAX_OPS = Number(Deno.env.get("SKYFS_DIFF_OPS") ?? 40);
 /** A bound on the whole property (shrinking included), so a slow mount cannot stall CI. */
 const TIME_LIMIT_MS = 180_000;
-const UNPRIVILEGED = { uid: 1000, gid: 1000 };
+/** The second user, also in group 2000 so supplementary-group rules are exercised. */
+const UNPRIVILEGED = { uid: 1000, gid: 1000, groups: [2000] };
 
 /** One python3 _ops_server.py process: JSON request lines in, JSON reply lines out. */
 class OpsServer {
@@ -29,9 +30,9 @@ class OpsServer {
   #decoder = new TextDecoder();
   #encoder = new TextEncoder();
 
-  constructor(user?: { uid: number; gid: number }) {
+  constructor(user?: { uid: number; gid: number; groups: number[] }) {
     const args = [join(REPO_ROOT, "tests", "_ops_server.py")];
-    if (user) args.push(String(user.uid), String(user.gid));
+    if (user) args.push(String(user.uid), String(user.gid), ...user.groups.map(String));
     this.#child = new Deno.Command(PYTHON, {
       args,
       stdin: "piped",
@@ -83,6 +84,7 @@ const anyPath = fc.constantFrom(...PATHS);
 const dirPath = fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...DIRS) }, anyPath);
 const filePath = fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...FILES) }, anyPath);
 const path = anyPath;
+const xattrName = fc.constantFrom("user.a", "user.b");
 const slot = fc.nat(4);
 const offset = fc.oneof(
   fc.constantFrom(0, 1, 4095, 4096, 65536, 1 << 20),
@@ -166,6 +168,36 @@ const operation = fc.record({
     { weight: 1, arbitrary: fc.record({ op: fc.constant("lstat"), path }) },
     { weight: 2, arbitrary: fc.record({ op: fc.constant("readdir"), path: dirPath }) },
     { weight: 1, arbitrary: fc.record({ op: fc.constant("readfile"), path: filePath }) },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        op: fc.constant("chown"),
+        path,
+        uid: fc.constantFrom(-1, 0, 1000),
+        gid: fc.constantFrom(-1, 0, 1000, 2000),
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        op: fc.constant("access"),
+        path,
+        mode: fc.constantFrom("F", "R", "W", "X"),
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        op: fc.constant("setxattr"),
+        path,
+        name: xattrName,
+        value: fc.constantFrom("", "v", "x".repeat(3000)),
+        flags: fc.constantFrom("", "CREATE", "REPLACE"),
+      }),
+    },
+    { weight: 1, arbitrary: fc.record({ op: fc.constant("getxattr"), path, name: xattrName }) },
+    { weight: 1, arbitrary: fc.record({ op: fc.constant("listxattr"), path }) },
+    { weight: 1, arbitrary: fc.record({ op: fc.constant("removexattr"), path, name: xattrName }) },
   ),
 });
 
