@@ -501,7 +501,11 @@ export class UringEngine implements IoEngine {
       request.resolve = resolve;
       request.reject = reject;
     });
-    this.#admit([request]);
+    if (this.#waitersHead === this.#waiters.length && this.#freeCount > 0) {
+      this.#stage(request, this.#takeSlot(request)); // the common case, without an array
+    } else {
+      this.#waiters.push([request]);
+    }
     return promise;
   }
 
@@ -663,7 +667,6 @@ export class UringEngine implements IoEngine {
     this.#staged = 0;
     this.#inKernel += count;
     const spin = this.#spin.next();
-    const start = spin > 0 ? performance.now() : 0;
     this.#stats.submitCalls++;
     const reaped = this.#native.skyfs_uring_submit_reap(
       this.#ring,
@@ -677,7 +680,8 @@ export class UringEngine implements IoEngine {
       this.#submitFailed(count, -reaped);
       return;
     }
-    if (spin > 0) this.#spin.spun(start, reaped > 0);
+    // A spin that saw nothing ran to its timeout, so it started `spin` ago: no clock on hits.
+    if (spin > 0) this.#spin.spun(reaped > 0 ? 0 : performance.now() - spin / 1e6, reaped > 0);
     if (reaped > 0) this.#complete(reaped);
     if (this.#native.skyfs_uring_sq_pending(this.#ring) > 0) this.#retryLater();
     if (this.#inKernel > 0 && this.#waitPromise === undefined) this.#armWait();
