@@ -81,6 +81,7 @@ const commands: Record<string, Command> = {
     await mount(positionals[0], {
       dataDir: (values.data as string | undefined) ?? defaultDataDir(),
       cacheSeconds,
+      spinMicros: Number(Deno.env.get("SKYFS_SPIN_US") ?? 0),
     });
   },
   async umount(args) {

@@ -21,6 +21,8 @@ export interface MountOptions {
   dataDir: string;
   /** Seconds the kernel caches entries and attributes. Default 10. */
   cacheSeconds?: number;
+  /** Poll /dev/fuse this long after the queue empties before sleeping (see src/fuse/README.md). */
+  spinMicros?: number;
   /** Log every internal error (our bugs) to stderr. Default true. */
   log?: (line: string) => void;
 }
@@ -120,6 +122,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   }
   const seconds = options.cacheSeconds ?? 10;
   const server = new FuseServer(device, vfs, {
+    spinMicros: options.spinMicros,
     validity: { entrySeconds: seconds, attrSeconds: seconds },
     onInternalError: (op, error) =>
       log(`skyfs: internal error in ${op}: ${(error as Error)?.stack ?? error}`),
