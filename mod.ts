@@ -29,6 +29,8 @@ Options:
   --data DIR           local data directory (default: /var/lib/skyfs as root,
                        else ~/.local/share/skyfs)
   --cache-seconds N    seconds the kernel caches entries and attributes (default 10)
+  --passthrough        let the kernel read and write local data files directly (FUSE
+                       passthrough, Linux 6.9+, root)
   -h, --help           this text`;
 
 const UMOUNT_USAGE = `Usage: skyfs umount DIR
@@ -69,6 +71,7 @@ const commands: Record<string, Command> = {
     const { values, positionals } = parse(args, MOUNT_USAGE, {
       data: { type: "string" },
       "cache-seconds": { type: "string" },
+      passthrough: { type: "boolean" },
     });
     if (positionals.length !== 1) {
       throw new UsageError("skyfs mount needs exactly one mount point: skyfs mount DIR");
@@ -82,6 +85,7 @@ const commands: Record<string, Command> = {
       dataDir: (values.data as string | undefined) ?? defaultDataDir(),
       cacheSeconds,
       spinMicros: Number(Deno.env.get("SKYFS_SPIN_US") ?? 0),
+      passthrough: values.passthrough === true,
     });
   },
   async umount(args) {

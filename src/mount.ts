@@ -23,6 +23,8 @@ export interface MountOptions {
   cacheSeconds?: number;
   /** Poll /dev/fuse this long after the queue empties before sleeping (see src/fuse/README.md). */
   spinMicros?: number;
+  /** Negotiate FUSE passthrough (root only; the kernel reads and writes local files itself). */
+  passthrough?: boolean;
   /** Log every internal error (our bugs) to stderr. Default true. */
   log?: (line: string) => void;
 }
@@ -123,6 +125,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   const seconds = options.cacheSeconds ?? 10;
   const server = new FuseServer(device, vfs, {
     spinMicros: options.spinMicros,
+    passthrough: options.passthrough,
     validity: { entrySeconds: seconds, attrSeconds: seconds },
     onInternalError: (op, error) =>
       log(`skyfs: internal error in ${op}: ${(error as Error)?.stack ?? error}`),

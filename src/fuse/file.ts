@@ -4,8 +4,9 @@
  * @module
  */
 
+import { Errno, FsError } from "../fs_error.ts";
 import type { OpenResult } from "../vfs/types.ts";
-import type { Handler } from "./server.ts";
+import type { Handler, OpContext } from "./server.ts";
 import {
   createReply,
   cstrings,
@@ -26,16 +27,39 @@ import {
   writeReply,
 } from "./wire.ts";
 
-function openOut(result: OpenResult): OpenOut {
+/**
+ * The open reply: passthrough when negotiated and the Vfs has the whole file in a local fd (the
+ * kernel then reads, writes and mmaps that fd itself), else the page-cache flags. Passthrough and
+ * KEEP_CACHE/DIRECT_IO exclude each other, and every open of one inode must agree (the kernel
+ * refuses to mix cached and passthrough opens), which holds because on one node every regular
+ * file has its local fd.
+ */
+function openOut(op: OpContext, ino: number, result: OpenResult): OpenOut {
+  if (result.backingFd !== undefined && op.server.negotiated?.passthrough) {
+    const backingId = op.server.backing.attach(ino, result.fh, result.backingFd);
+    return { fh: result.fh, openFlags: Fopen.PASSTHROUGH, backingId };
+  }
   let openFlags = 0;
   if (result.directIo) openFlags |= Fopen.DIRECT_IO;
   else if (result.keepCache) openFlags |= Fopen.KEEP_CACHE;
   return { fh: result.fh, openFlags };
 }
 
+/** Undo an open whose reply cannot be built (the kernel never saw the handle). */
+async function abandon(op: OpContext, ino: number, fh: number): Promise<never> {
+  await op.vfs.release(ino, fh, 0);
+  throw new FsError(Errno.EIO, `cannot register passthrough backing file of inode ${ino}`);
+}
+
 const open: Handler = async (op, req) => {
   const flags = req.view.getUint32(0, true);
-  return openReply(openOut(await op.vfs.open(op.ctx, req.header.nodeid, flags)));
+  const ino = req.header.nodeid;
+  const result = await op.vfs.open(op.ctx, ino, flags);
+  try {
+    return openReply(openOut(op, ino, result));
+  } catch {
+    return await abandon(op, ino, result.fh);
+  }
 };
 
 const create: Handler = async (op, req) => {
@@ -49,7 +73,11 @@ const create: Handler = async (op, req) => {
     v.getUint32(8, true),
     v.getUint32(0, true),
   );
-  return createReply(result.attr, op.validity, openOut(result));
+  try {
+    return createReply(result.attr, op.validity, openOut(op, result.attr.ino, result));
+  } catch {
+    return await abandon(op, result.attr.ino, result.fh);
+  }
 };
 
 const read: Handler = async (op, req) => {
@@ -80,7 +108,9 @@ const release: Handler = async (op, req) => {
   const v = req.view;
   const releaseFlags = v.getUint32(12, true);
   const lockOwner = releaseFlags & RELEASE_FLOCK_UNLOCK ? v.getBigUint64(16, true) : undefined;
-  await op.vfs.release(req.header.nodeid, u64(v, 0), v.getUint32(8, true), lockOwner);
+  const fh = u64(v, 0);
+  op.server.backing.detach(fh);
+  await op.vfs.release(req.header.nodeid, fh, v.getUint32(8, true), lockOwner);
   return statusReply(req.header.unique, 0);
 };
 

@@ -95,10 +95,54 @@ function buildTable(): Map<number, HandlerEntry> {
 
 const table = buildTable();
 
+/**
+ * Passthrough backing files: one backing id per inode, shared by all of its open handles and
+ * closed when the last one is released (the kernel requires one backing file per inode).
+ */
+export class BackingFiles {
+  #byIno = new Map<number, { id: number; handles: number }>();
+  #inoByFh = new Map<number, number>();
+  #device: FuseDevice;
+
+  constructor(device: FuseDevice) {
+    this.#device = device;
+  }
+
+  /** The backing id for `ino` (registering `fd` on first use) counted for handle `fh`. */
+  attach(ino: number, fh: number, fd: number): number {
+    let entry = this.#byIno.get(ino);
+    if (!entry) {
+      const id = this.#device.backingOpen(fd);
+      if (id < 0) throw new FsError(-id, `FUSE_DEV_IOC_BACKING_OPEN of fd ${fd}`);
+      entry = { id, handles: 0 };
+      this.#byIno.set(ino, entry);
+    }
+    entry.handles++;
+    this.#inoByFh.set(fh, ino);
+    return entry.id;
+  }
+
+  /** Drop handle `fh`'s count; the last one closes the backing id. No-op for other handles. */
+  detach(fh: number): void {
+    const ino = this.#inoByFh.get(fh);
+    if (ino === undefined) return;
+    this.#inoByFh.delete(fh);
+    const entry = this.#byIno.get(ino)!;
+    if (--entry.handles > 0) return;
+    this.#byIno.delete(ino);
+    this.#device.backingClose(entry.id);
+  }
+
+  get size(): number {
+    return this.#byIno.size;
+  }
+}
+
 export class FuseServer {
   readonly device: FuseDevice;
   readonly vfs: Vfs;
   readonly validity: Validity;
+  readonly backing: BackingFiles;
   negotiated?: Negotiated;
   #options: ServerOptions;
   #inFlight = 0;
@@ -114,6 +158,7 @@ export class FuseServer {
     this.vfs = vfs;
     this.validity = options.validity ?? { entrySeconds: 10, attrSeconds: 10 };
     this.#options = options;
+    this.backing = new BackingFiles(device);
     this.#spinMs = (options.spinMicros ?? 0) / 1000;
   }
 
