@@ -17,6 +17,12 @@ import * as libc from "../io/libc.ts";
 interface OpenFile {
   fd: number;
   refs: number;
+  /** Size and mtime of the local file after the vfs's own last change to it. */
+  seen: string;
+}
+
+function seenKey(st: libc.Stat): string {
+  return `${st.size}/${st.mtimeSec}.${st.mtimeNsec}`;
 }
 
 export class LocalStore {
@@ -73,13 +79,18 @@ export class LocalStore {
 
   async #openFile(ino: number, size: number): Promise<OpenFile> {
     const fd = await this.io.open(this.path(ino), libc.O_RDWR | libc.O_CREAT | libc.O_CLOEXEC);
+    let st: libc.Stat;
     try {
-      if (libc.fstat(fd).size !== size) libc.ftruncate(fd, size);
+      st = libc.fstat(fd);
+      if (st.size !== size) {
+        libc.ftruncate(fd, size);
+        st = libc.fstat(fd);
+      }
     } catch (error) {
       await this.io.close(fd);
       throw error;
     }
-    const file = { fd, refs: 0 };
+    const file = { fd, refs: 0, seen: seenKey(st) };
     this.#open.set(ino, file);
     return file;
   }
@@ -101,6 +112,29 @@ export class LocalStore {
     } finally {
       await this.release(ino);
     }
+  }
+
+  /** After the vfs itself changed the local file: its stat, remembered as the known state. */
+  noteOwnChange(ino: number): libc.Stat {
+    const file = this.#open.get(ino);
+    if (!file) throw new Error(`LocalStore.noteOwnChange(${ino}) without an open fd: a vfs bug`);
+    const st = libc.fstat(file.fd);
+    file.seen = seenKey(st);
+    return st;
+  }
+
+  /**
+   * The local file's stat if it changed since the vfs's own last change, i.e. through the
+   * backing fd handed out for FUSE passthrough or the shim; undefined if not (or not open).
+   */
+  changedOutside(ino: number): libc.Stat | undefined {
+    const file = this.#open.get(ino);
+    if (!file) return undefined;
+    const st = libc.fstat(file.fd);
+    const key = seenKey(st);
+    if (key === file.seen) return undefined;
+    file.seen = key;
+    return st;
   }
 
   /** 512-byte blocks allocated to the inode's data (0 when it has no local file). */

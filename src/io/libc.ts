@@ -247,6 +247,8 @@ export interface Stat {
   blksize: number;
   /** 512-byte blocks allocated. */
   blocks: number;
+  mtimeSec: number;
+  mtimeNsec: number;
 }
 
 function parseStat(raw: Uint8Array<ArrayBuffer>): Stat {
@@ -263,6 +265,8 @@ function parseStat(raw: Uint8Array<ArrayBuffer>): Stat {
     size: Number(view.getBigInt64(48, true)),
     blksize: Number(view.getBigInt64(56, true)),
     blocks: Number(view.getBigInt64(64, true)),
+    mtimeSec: Number(view.getBigInt64(88, true)),
+    mtimeNsec: Number(view.getBigInt64(96, true)),
   };
 }
 

@@ -217,6 +217,7 @@ export class VfsCore {
 
   /** The inode as the vfs sees it (stored + pending attributes), or ENOENT. */
   async record(ino: number): Promise<InodeRecord> {
+    this.observeLocal(ino);
     const record = await this.ns.getInode(ino);
     if (!record) throw new FsError("ENOENT", `inode ${ino} does not exist`);
     return applyDirty(record, this.inodes.get(ino)?.dirty);
@@ -238,6 +239,18 @@ export class VfsCore {
       ctime: record.ctime,
       btime: record.btime,
     };
+  }
+
+  /**
+   * Take in data changes made through the backing fd without the vfs (FUSE passthrough writes,
+   * the shim): the local file's size, and its mtime as mtime and ctime, become pending attributes
+   * like those of a write through the vfs.
+   */
+  observeLocal(ino: number): void {
+    const st = this.local.changedOutside(ino);
+    if (!st) return;
+    const time = { sec: st.mtimeSec, nsec: st.mtimeNsec };
+    this.markDirty(ino, { size: st.size, mtime: time, ctime: time });
   }
 
   // --- transactions ---
@@ -280,6 +293,7 @@ export class VfsCore {
 
   /** Store the inode's pending attributes (nothing if none). */
   async persist(ino: number): Promise<void> {
+    this.observeLocal(ino);
     if (!this.inodes.get(ino)?.dirty) return;
     await this.txn(async (t) => {
       const record = await t.getInode(ino);

@@ -135,7 +135,10 @@ export async function setattr(
     // or extends to the stored size, never data showing through past the size.
     const state = core.inodes.get(ino);
     if (state?.dirty) state.dirty.size = undefined;
-    await core.local.withFd(ino, record.size, (fd) => libc.ftruncate(fd, record.size));
+    await core.local.withFd(ino, record.size, (fd) => {
+      libc.ftruncate(fd, record.size);
+      core.local.noteOwnChange(ino);
+    });
   }
   return core.attr(record);
 }

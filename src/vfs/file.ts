@@ -74,7 +74,10 @@ async function openChecked(
     if (flags & libc.O_TRUNC) record = await truncateForOpen(core, ctx, ino);
     const fd = await core.local.acquire(ino, record.size);
     handle.hasData = true;
-    if (flags & libc.O_TRUNC && libc.fstat(fd).size !== 0) libc.ftruncate(fd, 0);
+    if (flags & libc.O_TRUNC && libc.fstat(fd).size !== 0) {
+      libc.ftruncate(fd, 0);
+      core.local.noteOwnChange(ino);
+    }
     return { fh, keepCache: !(flags & libc.O_TRUNC), directIo: false, backingFd: fd };
   } catch (error) {
     if (handle.hasData) await core.local.release(ino);
@@ -192,7 +195,7 @@ async function writeAt(
     throw new FsError("EFBIG", `write to ${offset + data.length} exceeds ${MAX_FILE_SIZE}`);
   }
   const written = await core.io.write(fd, data, offset);
-  await afterDataChange(core, ctx, ino, fd);
+  await afterDataChange(core, ctx, ino);
   return written;
 }
 
@@ -201,9 +204,9 @@ async function writeAt(
  * file's length while it is open, so concurrent writers never shrink each other's size), mtime
  * and ctime go to the in-memory overlay; set-id bits drop for a non-root writer.
  */
-async function afterDataChange(core: VfsCore, ctx: Ctx, ino: number, fd: number): Promise<void> {
+async function afterDataChange(core: VfsCore, ctx: Ctx, ino: number): Promise<void> {
   const now = core.now();
-  core.markDirty(ino, { size: libc.fstat(fd).size, mtime: now, ctime: now });
+  core.markDirty(ino, { size: core.local.noteOwnChange(ino).size, mtime: now, ctime: now });
   if (!isRoot(ctx) && hasKillableSetId((await core.record(ino)).mode)) {
     await dropSetId(core, ctx, ino);
   }
@@ -291,7 +294,7 @@ export async function fallocate(
   const fd = dataFd(core, ino);
   await core.io.fallocate(fd, mode, offset, length);
   // ext4 calls file_modified() for every mode: mtime and ctime move, set-id bits drop.
-  await afterDataChange(core, ctx, ino, fd);
+  await afterDataChange(core, ctx, ino);
 }
 
 export async function lseek(
@@ -375,6 +378,6 @@ export async function copyFileRange(
     copied += n;
     remaining -= n;
   }
-  if (copied > 0) await afterDataChange(core, ctx, to.ino, fdOut);
+  if (copied > 0) await afterDataChange(core, ctx, to.ino);
   return copied;
 }

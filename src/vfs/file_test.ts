@@ -307,3 +307,23 @@ Deno.test("fallocate COLLAPSE_RANGE and INSERT_RANGE reach the local file and mo
     await vfs.release(ino, c.fh, 0);
   });
 });
+
+Deno.test("writes through the backing fd (passthrough, shim) show in size and mtime", async () => {
+  await withVfs(async ({ vfs }) => {
+    const c = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    const ino = c.attr.ino;
+    await vfs.write(root, ino, c.fh, 0, n("abc"));
+    const before = await vfs.getattr(root, ino);
+    assert.ok(c.backingFd !== undefined);
+    await new Promise((r) => setTimeout(r, 5));
+    libc.pwrite(c.backingFd!, n("outside the vfs"), 100);
+    const after = await vfs.getattr(root, ino);
+    assert.equal(after.size, 115);
+    assert.ok(later(after.mtime, before.mtime) || after.size !== before.size);
+    await vfs.release(ino, c.fh, 0);
+    // Released: the size was stored, and is what a later open sees.
+    const o = await vfs.open(root, ino, O_RDONLY);
+    assert.equal((await vfs.getattr(root, ino)).size, 115);
+    await vfs.release(ino, o.fh, 0);
+  });
+});
