@@ -360,6 +360,44 @@ suite("posix data", {
     });
   },
 
+  "O_DIRECT aligned writes and reads, fdatasync and directory fsync": async ({ dir }) => {
+    const r = await py(
+      dir,
+      `
+      buf = mmap.mmap(-1, 8192)            # page-aligned memory, as O_DIRECT needs
+      buf[:] = bytes(range(256)) * 32
+      fd = os.open("direct", os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o644)
+      n = os.pwritev(fd, [buf], 4096)
+      rb = mmap.mmap(-1, 8192)
+      m = os.preadv(fd, [rb], 4096)
+      os.fdatasync(fd); os.close(fd)
+      d = os.open(".", os.O_RDONLY | os.O_DIRECTORY); os.fsync(d); os.close(d)
+      data = read_file("direct")
+      out([n, m, rb[:] == buf[:], len(data), data[:4096] == b"\\0" * 4096, data[4096:] == buf[:]])
+    `,
+    );
+    assert.deepEqual(r, [8192, 8192, true, 12288, true, true]);
+  },
+
+  "a program runs from the mount, and writing to it while it runs gives ETXTBSY": async (
+    { dir },
+  ) => {
+    const r = await py(
+      dir,
+      `
+      import shutil, subprocess
+      shutil.copy2("/bin/sleep", "sleepy")
+      p = subprocess.Popen(["./sleepy", "5"])
+      time.sleep(0.2)  # let exec map it; if it has not yet, the open below still must not corrupt it
+      busy = E(os.open, "sleepy", os.O_WRONLY)
+      p.kill(); p.wait()
+      echo = subprocess.run(["sh", "-c", "cp /bin/echo ./e && ./e from-the-mount"], capture_output=True)
+      out([busy, echo.stdout.decode().strip()])
+    `,
+    );
+    assert.deepEqual(r, ["ETXTBSY", "from-the-mount"]);
+  },
+
   "write updates mtime and ctime, read leaves ctime alone": async ({ dir }) => {
     const r = await py(
       dir,

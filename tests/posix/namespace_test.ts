@@ -297,6 +297,47 @@ suite("posix namespace", {
     });
   },
 
+  "four processes create, rename, link and unlink in one directory at once": async ({ dir }) => {
+    const r = await py(
+      dir,
+      `
+      os.mkdir("shared"); os.mkdir("other")
+      def worker(k):
+          def run():
+              for i in range(150):
+                  p = "shared/w%d-%03d" % (k, i)
+                  write_file(p, "%d:%d" % (k, i))
+                  if i % 3 == 0:
+                      os.rename(p, p + ".r")
+                  elif i % 3 == 1:
+                      os.link(p, "other/w%d-%03d" % (k, i))
+                      os.unlink(p)
+                  if i % 5 == 0:
+                      os.mkdir("shared/d%d-%03d" % (k, i))
+              return "done"
+          return fork_child(run)
+      waits = [worker(k) for k in range(4)]
+      results = [w() for w in waits]
+      shared = names("shared"); other = names("other")
+      expect_shared = sorted(["w%d-%03d.r" % (k, i) for k in range(4) for i in range(150) if i % 3 == 0] +
+                             ["w%d-%03d" % (k, i) for k in range(4) for i in range(150) if i % 3 == 2] +
+                             ["d%d-%03d" % (k, i) for k in range(4) for i in range(150) if i % 5 == 0])
+      ok_content = all(read_file("shared/" + n).decode() == "%d:%d" % (int(n[1]), int(n[3:6]))
+                       for n in shared if n.startswith("w"))
+      out({"results": results, "shared": shared == expect_shared, "other": len(other),
+           "content": ok_content, "dir_nlink": st("shared")["nlink"], "other_nlinks": sorted({st("other/" + n)["nlink"] for n in other})})
+    `,
+    );
+    assert.deepEqual(r, {
+      results: ["done", "done", "done", "done"],
+      shared: true,
+      other: 200,
+      content: true,
+      dir_nlink: 2 + 4 * 30,
+      other_nlinks: [1],
+    });
+  },
+
   "readdir lists every entry once with the right type, through creates and deletes": async (
     { dir },
   ) => {
