@@ -17,6 +17,7 @@
 
 import type { Compare, KeyValue, MetaKV, RequestOp } from "./kv.ts";
 import { prefixEnd } from "./kv.ts";
+import { FsError } from "../fs_error.ts";
 
 /** The metadata format this build writes; a store with a newer one is refused. */
 export const NAMESPACE_FORMAT = 1;
@@ -335,6 +336,14 @@ export class Namespace {
    * abort without writing.
    */
   async transact<T>(operation: (tx: NsTxn) => Promise<T>): Promise<T> {
+    try {
+      return await this.#transact(operation);
+    } catch (error) {
+      throw storeError(error);
+    }
+  }
+
+  async #transact<T>(operation: (tx: NsTxn) => Promise<T>): Promise<T> {
     for (let attempt = 1; attempt <= this.#maxAttempts; attempt++) {
       const tx = new NsTxn(this);
       let result: T;
@@ -495,7 +504,11 @@ export class Namespace {
   async allocIno(): Promise<number> {
     while (this.#nextIno >= this.#rangeEnd) {
       this.#allocating ??= this.#takeRange().finally(() => this.#allocating = undefined);
-      await this.#allocating;
+      try {
+        await this.#allocating;
+      } catch (error) {
+        throw storeError(error);
+      }
     }
     return this.#nextIno++;
   }
@@ -685,6 +698,24 @@ export class NsTxn {
       this.#ns.cachePut(name, { value, modRevision: value ? revision : 0, knownAt: revision });
     }
   }
+}
+
+/**
+ * The error to report for a store failure: a full disk under the store is ENOSPC (the program
+ * sees what it would see on a full ext4, and the daemon keeps serving); FsErrors pass through;
+ * anything else stays as it is (EIO at the edges).
+ */
+function storeError(error: unknown): unknown {
+  if (error instanceof FsError) return error;
+  const record = error as { errcode?: number; code?: string; message?: string };
+  // SQLITE_FULL is 13; ENOSPC may also surface as a Node-style code or in the message.
+  if (
+    record?.errcode === 13 || record?.code === "ENOSPC" ||
+    /disk is full|No space left/i.test(record?.message ?? "")
+  ) {
+    return new FsError("ENOSPC", `metadata store: ${record?.message ?? error}`);
+  }
+  return error;
 }
 
 /** Read a record for modification: a copy the caller may change and put back. */
