@@ -26,8 +26,9 @@ import { checkName, type FileHandle, isDotOrDotDot, MAX_FILE_SIZE, type VfsCore 
 import { createIn, mayCreate, searchableDir, show } from "./entry.ts";
 import { releaseFlocks, releaseOwnerLocks } from "./lock.ts";
 
-/** copy_file_range copies at most this much per call (callers loop on short copies). */
-const COPY_MAX_BYTES = 1 << 30;
+/** copy_file_range copies at most this much per call (callers loop on short copies), so one
+ * request blocks the event loop (the copy is a synchronous syscall) for tens of ms at most. */
+const COPY_MAX_BYTES = 64 << 20;
 const COPY_CHUNK_BYTES = 16 << 20;
 
 function accessMask(flags: number): number {
