@@ -114,6 +114,8 @@ export interface Mount {
   kill9(): Promise<void>;
   /** stop() (or kill9() when `crash`) then start again on the same mountpoint and data. */
   restart(options?: { crash?: boolean }): Promise<void>;
+  /** stop(), then remove the mountpoint and data directory if startMount created them. */
+  dispose(): Promise<void>;
 }
 
 /** Options for startMount; every field is optional. */
@@ -290,6 +292,13 @@ export async function startMount(options: StartMountOptions = {}): Promise<Mount
       else await mount.stop();
       await launch();
     },
+    async dispose() {
+      try {
+        await mount.stop();
+      } finally {
+        if (base && !isSkyfsMounted(mountpoint)) await Deno.remove(base, { recursive: true });
+      }
+    },
   };
   await launch();
   return mount;
@@ -347,10 +356,7 @@ export async function openTarget(
     kind,
     dir,
     mount,
-    async close() {
-      await mount.stop();
-      await Deno.remove(dirname(mount.mountpoint), { recursive: true }).catch(() => {});
-    },
+    close: () => mount.dispose(),
   };
 }
 

@@ -165,7 +165,7 @@ Deno.test({
       await Deno.writeTextFile(join(mount.mountpoint, "still"), "serving");
       assert.equal(await Deno.readTextFile(join(mount.mountpoint, "still")), "serving");
     } finally {
-      await mount.stop();
+      await mount.dispose();
       await Deno.remove(other, { recursive: true });
     }
   },
@@ -328,10 +328,10 @@ print(err, written)
         assert.deepEqual([...Deno.readDirSync(mp)].map((e) => e.name), ["after"]);
       } catch (error) {
         // Report the first failure, not the unmount that may fail after it.
-        await mount.stop().catch(() => {});
+        await mount.dispose().catch(() => {});
         throw error;
       }
-      await mount.stop();
+      await mount.dispose();
     } finally {
       await run("umount", [small]);
       await Deno.remove(base, { recursive: true });
@@ -367,7 +367,7 @@ Deno.test({
       await mount.restart();
       assert.equal(await Deno.readTextFile(file), "one");
     } finally {
-      await mount.stop();
+      await mount.dispose();
     }
   },
 });

@@ -119,7 +119,7 @@ for (const kind of targetKinds()) {
           `crash: ${ROUNDS} rounds, ${verdict.files} files, ${verdict.walked} readable after recovery`,
         );
       } finally {
-        await mount?.stop();
+        await mount?.dispose();
         await Deno.remove(work, { recursive: true });
       }
     },
