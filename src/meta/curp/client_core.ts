@@ -1,0 +1,130 @@
+/**
+ * The CURP client as a pure state machine: it sends each command to every replica and decides
+ * between the fast path (leader's speculative result plus a superquorum of witnesses in the same
+ * term) and the slow path (the leader's result after commit). Retries keep the same (client, seq).
+ * @module
+ */
+
+import type { TxnRequest } from "../kv.ts";
+import type { Command, CommandResult } from "./command.ts";
+import { type Message, type NodeId, superquorum } from "./core.ts";
+
+export interface Completion {
+  seq: number;
+  result: CommandResult | undefined;
+  /** "fast": one round trip, result without revisions; "slow": after commit, with revisions. */
+  path: "fast" | "slow";
+}
+
+export interface ClientConfig {
+  id: string;
+  replicas: NodeId[];
+  /** Ticks before resending an unfinished command to every replica. Default 20. */
+  retryTicks?: number;
+}
+
+interface Outstanding {
+  command: Command;
+  elapsed: number;
+  /** Latest reply per replica: term and whether its witness accepted. */
+  accepts: Map<NodeId, number>;
+  leaderReply: { term: number; result: CommandResult } | undefined;
+}
+
+export class ClientCore {
+  readonly id: string;
+  readonly replicas: NodeId[];
+  readonly #retryTicks: number;
+  readonly #superquorum: number;
+  #nextSeq = 1;
+  #firstUnacked = 1;
+  #outstanding: Outstanding | undefined;
+  #messages: Message[] = [];
+  #completions: Completion[] = [];
+  /** Counts for status and benchmarks. */
+  fastCount = 0;
+  slowCount = 0;
+  retryCount = 0;
+
+  constructor(config: ClientConfig) {
+    this.id = config.id;
+    this.replicas = config.replicas;
+    this.#retryTicks = config.retryTicks ?? 20;
+    this.#superquorum = superquorum(config.replicas.length);
+  }
+
+  get busy(): boolean {
+    return this.#outstanding !== undefined;
+  }
+
+  /** Start a command; one at a time, which is what makes (client, seq) dedup sound. */
+  submit(txn: TxnRequest): number {
+    if (this.#outstanding !== undefined) {
+      throw new Error(
+        `Client "${this.id}" already has seq ${this.#outstanding.command.seq} outstanding`,
+      );
+    }
+    const command: Command = {
+      clientId: this.id,
+      seq: this.#nextSeq++,
+      firstUnacked: this.#firstUnacked,
+      txn,
+    };
+    this.#outstanding = { command, elapsed: 0, accepts: new Map(), leaderReply: undefined };
+    this.#broadcast(command);
+    return command.seq;
+  }
+
+  tick(): void {
+    const o = this.#outstanding;
+    if (o === undefined) return;
+    if (++o.elapsed >= this.#retryTicks) {
+      o.elapsed = 0;
+      this.retryCount++;
+      this.#broadcast(o.command);
+    }
+  }
+
+  step(m: Message): void {
+    const o = this.#outstanding;
+    if (o === undefined) return;
+    if (m.type === "synced") {
+      if (m.seq === o.command.seq) this.#complete(m.result, "slow");
+      return;
+    }
+    if (m.type !== "proposeReply" || m.seq !== o.command.seq) return;
+    if (m.accepted) o.accepts.set(m.from, m.term);
+    else o.accepts.delete(m.from);
+    if (m.speculative !== undefined && m.leaderId === m.from) {
+      o.leaderReply = { term: m.term, result: m.speculative };
+    }
+    const leader = o.leaderReply;
+    if (leader === undefined) return;
+    let count = 0;
+    for (const term of o.accepts.values()) if (term === leader.term) count++;
+    if (count >= this.#superquorum) this.#complete(leader.result, "fast");
+  }
+
+  /** Messages to send and commands completed since the last call. */
+  ready(): { messages: Message[]; completions: Completion[] } {
+    const r = { messages: this.#messages, completions: this.#completions };
+    this.#messages = [];
+    this.#completions = [];
+    return r;
+  }
+
+  #complete(result: CommandResult | undefined, path: "fast" | "slow"): void {
+    const seq = this.#outstanding!.command.seq;
+    this.#outstanding = undefined;
+    this.#firstUnacked = seq + 1;
+    if (path === "fast") this.fastCount++;
+    else this.slowCount++;
+    this.#completions.push({ seq, result, path });
+  }
+
+  #broadcast(command: Command): void {
+    for (const to of this.replicas) {
+      this.#messages.push({ type: "propose", from: this.id, to, command });
+    }
+  }
+}

@@ -1,0 +1,700 @@
+/**
+ * The CURP replica as a pure state machine: messages and ticks in, a Ready (what to persist, then
+ * what to send) out. No clock, sockets, timers or randomness inside; the random source is injected.
+ *
+ * Protocol: the consensus variant of CURP (NSDI'19 appendix B.2) as Xline adapted it, on a
+ * Raft-style log (DESIGN.md section 4). Each role is a handler table swapped on role change.
+ * @module
+ */
+
+import { type Command, type CommandResult, conflicts, footprintOf, idKey } from "./command.ts";
+import { type ApplyOutcome, KvMachine } from "./kv_machine.ts";
+
+export type NodeId = string;
+
+/** A log entry: a client command, or the no-op a new leader appends to commit its term. */
+export interface Entry {
+  index: number;
+  term: number;
+  command?: Command;
+}
+
+/** A witness record: a command not yet known to be committed, with the term it was accepted in. */
+export interface WitnessRecord {
+  term: number;
+  command: Command;
+}
+
+export type Message =
+  | { type: "propose"; from: NodeId; to: NodeId; command: Command }
+  | {
+    type: "proposeReply";
+    from: NodeId;
+    to: NodeId;
+    clientId: string;
+    seq: number;
+    term: number;
+    leaderId: NodeId | undefined;
+    /** The witness recorded the command (it conflicts with nothing unsynced it holds). */
+    accepted: boolean;
+    /** Present only from a leader that can answer on the fast path. */
+    speculative?: CommandResult;
+  }
+  | {
+    type: "synced";
+    from: NodeId;
+    to: NodeId;
+    clientId: string;
+    seq: number;
+    term: number;
+    result: CommandResult | undefined;
+  }
+  | { type: "preVote"; from: NodeId; to: NodeId; term: number; lastIndex: number; lastTerm: number }
+  | { type: "preVoteReply"; from: NodeId; to: NodeId; term: number; granted: boolean }
+  | { type: "vote"; from: NodeId; to: NodeId; term: number; lastIndex: number; lastTerm: number }
+  | {
+    type: "voteReply";
+    from: NodeId;
+    to: NodeId;
+    term: number;
+    granted: boolean;
+    /** The voter's witness pool, for the new leader's replay. */
+    pool: WitnessRecord[];
+  }
+  | {
+    type: "append";
+    from: NodeId;
+    to: NodeId;
+    term: number;
+    prevIndex: number;
+    prevTerm: number;
+    entries: Entry[];
+    commit: number;
+    /** Index of this leader's first no-op: once committed, older witness records are obsolete. */
+    readyIndex: number;
+  }
+  | {
+    type: "appendReply";
+    from: NodeId;
+    to: NodeId;
+    term: number;
+    success: boolean;
+    /** On success the last index matched; on failure a guess at it. */
+    matchIndex: number;
+  };
+
+/** What survives a restart. */
+export interface PersistentState {
+  term: number;
+  votedFor: NodeId | undefined;
+  log: Entry[];
+  pool: WitnessRecord[];
+}
+
+/** One committed entry applied, reported for observers (tests, the simulator, metrics). */
+export interface Applied {
+  entry: Entry;
+  outcome: ApplyOutcome | undefined;
+}
+
+/**
+ * Output of the steps since the last `ready()`. The caller's duties, in this order:
+ * 1. Durably write `hardState`, truncate the stored log at `truncateFrom` (drop every entry with
+ *    index >= it) and append `entries`, and replace the stored witness pool with `pool`; fsync.
+ * 2. Only then send `messages` (to replicas and clients). A reply sent before step 1 could promise
+ *    a vote, a log entry or a witness record that a crash then forgets.
+ * If the process dies before step 1 finishes, the messages must not be sent: restart the replica
+ * from what storage holds. `applied` needs nothing; it reports what was executed.
+ */
+export interface Ready {
+  hardState?: { term: number; votedFor: NodeId | undefined };
+  truncateFrom?: number;
+  entries: Entry[];
+  pool?: WitnessRecord[];
+  messages: Message[];
+  applied: Applied[];
+}
+
+export interface ReplicaConfig {
+  id: NodeId;
+  /** Every replica of the cluster, this one included, 2f+1 of them. */
+  replicas: NodeId[];
+  /** Ticks without a leader before a pre-vote; the actual timeout is in [t, 2t). Default 10. */
+  electionTicks?: number;
+  /** Ticks between leader heartbeats. Default 2. */
+  heartbeatTicks?: number;
+  /** Most entries per append message. Default 64. */
+  maxBatch?: number;
+  /** Most witness records held; beyond it proposals are refused (slow path). Default 4096. */
+  maxPool?: number;
+  /** Injected random source: an integer in [0, n). */
+  random: (n: number) => number;
+}
+
+type Role = "follower" | "preCandidate" | "candidate" | "leader";
+
+interface RoleHandlers {
+  tick(): void;
+  step(m: Message): void;
+}
+
+export function superquorum(replicaCount: number): number {
+  const f = (replicaCount - 1) / 2;
+  return f + Math.ceil(f / 2) + 1;
+}
+
+export function recoveryThreshold(replicaCount: number): number {
+  const f = (replicaCount - 1) / 2;
+  return Math.ceil(f / 2) + 1;
+}
+
+export class Replica {
+  readonly id: NodeId;
+  readonly replicas: NodeId[];
+  readonly f: number;
+  role: Role = "follower";
+  term: number;
+  votedFor: NodeId | undefined;
+  leaderId: NodeId | undefined;
+  /** log[i - 1] holds index i. */
+  readonly log: Entry[];
+  commitIndex = 0;
+  appliedIndex = 0;
+  readonly kv = new KvMachine();
+  /** Witness pool keyed by command id. */
+  readonly pool = new Map<string, WitnessRecord>();
+
+  readonly #electionTicks: number;
+  readonly #heartbeatTicks: number;
+  readonly #maxBatch: number;
+  readonly #maxPool: number;
+  readonly #random: (n: number) => number;
+  #handlers: RoleHandlers;
+  #electionElapsed = 0;
+  #randomizedTimeout = 0;
+  #heartbeatElapsed = 0;
+  #votes = new Map<NodeId, WitnessRecord[]>();
+  #nextIndex = new Map<NodeId, number>();
+  #matchIndex = new Map<NodeId, number>();
+  #heardFrom = new Set<NodeId>();
+  #readyIndex = Number.MAX_SAFE_INTEGER;
+  /** Uncommitted command entries in the log by command id: leader's conflict check and dedup. */
+  #inLog = new Map<string, number>();
+
+  // Pending output.
+  #hardStateDirty = false;
+  #unstableFrom = Number.MAX_SAFE_INTEGER;
+  #poolDirty = false;
+  #messages: Message[] = [];
+  #applied: Applied[] = [];
+
+  constructor(config: ReplicaConfig, persisted?: PersistentState) {
+    if (config.replicas.length % 2 !== 1 || !config.replicas.includes(config.id)) {
+      throw new RangeError(
+        `Replica set ${
+          JSON.stringify(config.replicas)
+        } must have an odd size and include "${config.id}"`,
+      );
+    }
+    this.id = config.id;
+    this.replicas = config.replicas;
+    this.f = (config.replicas.length - 1) / 2;
+    this.#electionTicks = config.electionTicks ?? 10;
+    this.#heartbeatTicks = config.heartbeatTicks ?? 2;
+    this.#maxBatch = config.maxBatch ?? 64;
+    this.#maxPool = config.maxPool ?? 4096;
+    this.#random = config.random;
+    this.term = persisted?.term ?? 0;
+    this.votedFor = persisted?.votedFor;
+    this.log = persisted?.log.map((e) => ({ ...e })) ?? [];
+    for (const r of persisted?.pool ?? []) this.pool.set(idKey(r.command), { ...r });
+    for (const e of this.log) if (e.command) this.#inLog.set(idKey(e.command), e.index);
+    this.#handlers = this.#followerHandlers;
+    this.#resetElectionTimer();
+  }
+
+  get lastIndex(): number {
+    return this.log.length;
+  }
+
+  termAt(index: number): number {
+    return index === 0 ? 0 : this.log[index - 1]?.term ?? -1;
+  }
+
+  /** Advance logical time by one tick. */
+  tick(): void {
+    this.#handlers.tick();
+  }
+
+  /** Handle one message addressed to this replica. */
+  step(m: Message): void {
+    if (m.to !== this.id) {
+      throw new Error(`Message for "${m.to}" stepped into replica "${this.id}"`);
+    }
+    if (m.type === "propose") return this.#onPropose(m);
+    if (m.type === "proposeReply" || m.type === "synced") return; // client-bound, misrouted
+    if (m.type === "preVote") return this.#onPreVote(m);
+    if (m.type === "preVoteReply") {
+      if (!m.granted && m.term > this.term) this.#becomeFollower(m.term, undefined);
+      else this.#handlers.step(m);
+      return;
+    }
+    if (m.term > this.term) {
+      this.#becomeFollower(m.term, m.type === "append" ? m.from : undefined);
+    }
+    if (m.term < this.term) {
+      // Tell a stale leader about the newer term; other stale messages need no answer.
+      if (m.type === "append") {
+        this.#send({
+          type: "appendReply",
+          from: this.id,
+          to: m.from,
+          term: this.term,
+          success: false,
+          matchIndex: 0,
+        });
+      }
+      return;
+    }
+    if (m.type === "vote") return this.#onVote(m);
+    this.#handlers.step(m);
+  }
+
+  /** Take the pending output. See `Ready` for what the caller must do with it, in order. */
+  ready(): Ready {
+    const r: Ready = { entries: [], messages: this.#messages, applied: this.#applied };
+    if (this.#hardStateDirty) r.hardState = { term: this.term, votedFor: this.votedFor };
+    if (
+      this.#unstableFrom <= this.lastIndex + 1 && this.#unstableFrom !== Number.MAX_SAFE_INTEGER
+    ) {
+      r.truncateFrom = this.#unstableFrom;
+      r.entries = this.log.slice(this.#unstableFrom - 1).map((e) => ({ ...e }));
+    }
+    if (this.#poolDirty) r.pool = [...this.pool.values()].map((w) => ({ ...w }));
+    this.#hardStateDirty = false;
+    this.#unstableFrom = Number.MAX_SAFE_INTEGER;
+    this.#poolDirty = false;
+    this.#messages = [];
+    this.#applied = [];
+    return r;
+  }
+
+  hasReady(): boolean {
+    return this.#hardStateDirty || this.#poolDirty || this.#messages.length > 0 ||
+      this.#applied.length > 0 || this.#unstableFrom !== Number.MAX_SAFE_INTEGER;
+  }
+
+  // ---------------------------------------------------------------- roles
+
+  readonly #followerHandlers: RoleHandlers = {
+    tick: () => this.#tickElection(),
+    step: (m) => {
+      if (m.type === "append") this.#onAppend(m);
+    },
+  };
+
+  readonly #preCandidateHandlers: RoleHandlers = {
+    tick: () => this.#tickElection(),
+    step: (m) => {
+      if (m.type === "append") return this.#onAppend(m);
+      if (m.type !== "preVoteReply" || !m.granted || m.term !== this.term + 1) return;
+      this.#votes.set(m.from, []);
+      if (this.#votes.size > this.f) this.#becomeCandidate();
+    },
+  };
+
+  readonly #candidateHandlers: RoleHandlers = {
+    tick: () => this.#tickElection(),
+    step: (m) => {
+      if (m.type === "append") return this.#onAppend(m);
+      if (m.type !== "voteReply" || !m.granted) return;
+      if (!this.#votes.has(m.from)) this.#votes.set(m.from, m.pool);
+      if (this.#votes.size > this.f) this.#becomeLeader();
+    },
+  };
+
+  readonly #leaderHandlers: RoleHandlers = {
+    tick: () => {
+      this.#heartbeatElapsed++;
+      this.#electionElapsed++;
+      if (this.#electionElapsed >= this.#electionTicks) {
+        // Check quorum: a leader cut off from a majority steps down instead of lingering.
+        this.#heardFrom.add(this.id);
+        if (this.#heardFrom.size <= this.f) return this.#becomeFollower(this.term, undefined);
+        this.#heardFrom.clear();
+        this.#electionElapsed = 0;
+      }
+      if (this.#heartbeatElapsed >= this.#heartbeatTicks) {
+        this.#heartbeatElapsed = 0;
+        this.#broadcastAppend();
+      }
+    },
+    step: (m) => {
+      if (m.type !== "appendReply") return;
+      this.#heardFrom.add(m.from);
+      if (m.success) {
+        if (m.matchIndex > (this.#matchIndex.get(m.from) ?? 0)) {
+          this.#matchIndex.set(m.from, m.matchIndex);
+        }
+        this.#nextIndex.set(m.from, Math.max(this.#nextIndex.get(m.from)!, m.matchIndex + 1));
+        this.#advanceCommit();
+        if (this.#nextIndex.get(m.from)! <= this.lastIndex) this.#sendAppend(m.from);
+      } else {
+        const next = Math.max(1, Math.min(this.#nextIndex.get(m.from)! - 1, m.matchIndex + 1));
+        this.#nextIndex.set(m.from, next);
+        this.#sendAppend(m.from);
+      }
+    },
+  };
+
+  #becomeFollower(term: number, leaderId: NodeId | undefined): void {
+    if (term > this.term) {
+      this.term = term;
+      this.votedFor = undefined;
+      this.#hardStateDirty = true;
+    }
+    this.role = "follower";
+    this.leaderId = leaderId;
+    this.#handlers = this.#followerHandlers;
+    this.#resetElectionTimer();
+  }
+
+  #becomePreCandidate(): void {
+    this.role = "preCandidate";
+    this.leaderId = undefined;
+    this.#handlers = this.#preCandidateHandlers;
+    this.#votes = new Map([[this.id, []]]);
+    this.#resetElectionTimer();
+    if (this.#votes.size > this.f) return this.#becomeCandidate();
+    for (const to of this.#others()) {
+      this.#send({
+        type: "preVote",
+        from: this.id,
+        to,
+        term: this.term + 1,
+        lastIndex: this.lastIndex,
+        lastTerm: this.termAt(this.lastIndex),
+      });
+    }
+  }
+
+  #becomeCandidate(): void {
+    this.role = "candidate";
+    this.term++;
+    this.votedFor = this.id;
+    this.#hardStateDirty = true;
+    this.leaderId = undefined;
+    this.#handlers = this.#candidateHandlers;
+    this.#votes = new Map([[this.id, [...this.pool.values()]]]);
+    this.#resetElectionTimer();
+    if (this.#votes.size > this.f) return this.#becomeLeader();
+    for (const to of this.#others()) {
+      this.#send({
+        type: "vote",
+        from: this.id,
+        to,
+        term: this.term,
+        lastIndex: this.lastIndex,
+        lastTerm: this.termAt(this.lastIndex),
+      });
+    }
+  }
+
+  #becomeLeader(): void {
+    this.role = "leader";
+    this.leaderId = this.id;
+    this.#handlers = this.#leaderHandlers;
+    this.#heartbeatElapsed = 0;
+    this.#electionElapsed = 0;
+    this.#heardFrom.clear();
+    // Replay what a fast path may have completed: any such command sits in at least
+    // ceil(f/2)+1 of any f+1 pools. Two conflicting commands cannot both reach that count (a pool
+    // never holds both), so their order among themselves does not matter; (client, seq) order
+    // keeps one client's commands in the order it issued them.
+    const pools = [...this.#votes.values()].slice(0, this.f + 1);
+    const counts = new Map<string, { command: Command; count: number }>();
+    for (const pool of pools) {
+      const seen = new Set<string>();
+      for (const record of pool) {
+        const key = idKey(record.command);
+        if (seen.has(key)) continue;
+        seen.add(key);
+        const c = counts.get(key);
+        if (c === undefined) counts.set(key, { command: record.command, count: 1 });
+        else c.count++;
+      }
+    }
+    const threshold = recoveryThreshold(this.replicas.length);
+    const replay = [...counts.entries()]
+      .filter(([key, c]) =>
+        c.count >= threshold && !this.#inLog.has(key) && !this.kv.executed(c.command)
+      )
+      .map(([, c]) => c.command)
+      .sort((a, b) => a.clientId < b.clientId ? -1 : a.clientId > b.clientId ? 1 : a.seq - b.seq);
+    for (const command of replay) this.#appendLocal(command);
+    this.#appendLocal(undefined);
+    // Fast-path answers wait for this no-op to commit: until then an uncommitted entry of an
+    // older term that this log lacks could still be committed by some later leader.
+    this.#readyIndex = this.lastIndex;
+    for (const r of this.#others()) {
+      this.#nextIndex.set(r, this.lastIndex);
+      this.#matchIndex.set(r, 0);
+    }
+    this.#matchIndex.set(this.id, this.lastIndex);
+    this.#broadcastAppend();
+    this.#advanceCommit(); // a single-replica cluster commits alone
+  }
+
+  // ---------------------------------------------------------------- elections
+
+  #tickElection(): void {
+    this.#electionElapsed++;
+    if (this.#electionElapsed >= this.#randomizedTimeout) this.#becomePreCandidate();
+  }
+
+  #resetElectionTimer(): void {
+    this.#electionElapsed = 0;
+    this.#randomizedTimeout = this.#electionTicks + this.#random(this.#electionTicks);
+  }
+
+  #logUpToDate(lastIndex: number, lastTerm: number): boolean {
+    const myLastTerm = this.termAt(this.lastIndex);
+    return lastTerm > myLastTerm || (lastTerm === myLastTerm && lastIndex >= this.lastIndex);
+  }
+
+  #onPreVote(m: Extract<Message, { type: "preVote" }>): void {
+    // Refuse while a leader is known to be alive, so a partitioned node rejoining cannot depose it.
+    const leaderAlive = this.leaderId !== undefined && this.#electionElapsed < this.#electionTicks;
+    const granted = m.term > this.term && !leaderAlive &&
+      this.#logUpToDate(m.lastIndex, m.lastTerm);
+    this.#send({
+      type: "preVoteReply",
+      from: this.id,
+      to: m.from,
+      term: granted ? m.term : this.term,
+      granted,
+    });
+  }
+
+  #onVote(m: Extract<Message, { type: "vote" }>): void {
+    const granted = (this.votedFor === undefined || this.votedFor === m.from) &&
+      this.#logUpToDate(m.lastIndex, m.lastTerm);
+    if (granted) {
+      this.votedFor = m.from;
+      this.#hardStateDirty = true;
+      this.#resetElectionTimer();
+    }
+    this.#send({
+      type: "voteReply",
+      from: this.id,
+      to: m.from,
+      term: this.term,
+      granted,
+      pool: granted ? [...this.pool.values()].map((r) => ({ ...r })) : [],
+    });
+  }
+
+  // ---------------------------------------------------------------- log replication
+
+  #others(): NodeId[] {
+    return this.replicas.filter((r) => r !== this.id);
+  }
+
+  #appendLocal(command: Command | undefined): void {
+    const entry: Entry = { index: this.lastIndex + 1, term: this.term, command };
+    this.log.push(entry);
+    if (command) this.#inLog.set(idKey(command), entry.index);
+    this.#unstableFrom = Math.min(this.#unstableFrom, entry.index);
+    this.#matchIndex.set(this.id, this.lastIndex);
+  }
+
+  #truncateFrom(index: number): void {
+    if (index <= this.commitIndex) {
+      throw new Error(`Replica "${this.id}" asked to truncate committed index ${index}`);
+    }
+    for (const e of this.log.splice(index - 1)) {
+      if (e.command && this.#inLog.get(idKey(e.command)) === e.index) {
+        this.#inLog.delete(idKey(e.command));
+      }
+    }
+    this.#unstableFrom = Math.min(this.#unstableFrom, index);
+  }
+
+  #broadcastAppend(): void {
+    for (const r of this.#others()) this.#sendAppend(r);
+  }
+
+  #sendAppend(to: NodeId): void {
+    const next = this.#nextIndex.get(to)!;
+    const entries = this.log.slice(next - 1, next - 1 + this.#maxBatch).map((e) => ({ ...e }));
+    this.#send({
+      type: "append",
+      from: this.id,
+      to,
+      term: this.term,
+      prevIndex: next - 1,
+      prevTerm: this.termAt(next - 1),
+      entries,
+      commit: this.commitIndex,
+      readyIndex: this.#readyIndex,
+    });
+  }
+
+  #onAppend(m: Extract<Message, { type: "append" }>): void {
+    if (this.role !== "follower") this.#becomeFollower(m.term, m.from);
+    this.leaderId = m.from;
+    this.#electionElapsed = 0;
+    const reply = (success: boolean, matchIndex: number) =>
+      this.#send({
+        type: "appendReply",
+        from: this.id,
+        to: m.from,
+        term: this.term,
+        success,
+        matchIndex,
+      });
+    if (m.prevIndex > this.lastIndex) return reply(false, this.lastIndex);
+    if (this.termAt(m.prevIndex) !== m.prevTerm) return reply(false, m.prevIndex - 1);
+    for (const e of m.entries) {
+      if (e.index <= this.lastIndex) {
+        if (this.termAt(e.index) === e.term) continue;
+        this.#truncateFrom(e.index);
+      }
+      this.log.push({ ...e });
+      if (e.command) this.#inLog.set(idKey(e.command), e.index);
+      this.#unstableFrom = Math.min(this.#unstableFrom, e.index);
+    }
+    const lastNew = m.prevIndex + m.entries.length;
+    const commit = Math.min(m.commit, lastNew);
+    if (commit > this.commitIndex) {
+      this.commitIndex = commit;
+      this.#applyCommitted();
+    }
+    if (this.commitIndex >= m.readyIndex) this.#dropRecordsBefore(this.term);
+    reply(true, lastNew);
+  }
+
+  #advanceCommit(): void {
+    const matches = this.replicas.map((r) => this.#matchIndex.get(r) ?? 0).sort((a, b) => b - a);
+    const majorityMatch = matches[this.f];
+    // Only entries of the current term commit by counting (Raft's rule, figure 8).
+    if (majorityMatch > this.commitIndex && this.termAt(majorityMatch) === this.term) {
+      this.commitIndex = majorityMatch;
+      this.#applyCommitted();
+      if (this.commitIndex >= this.#readyIndex) this.#dropRecordsBefore(this.term);
+      this.#broadcastAppend(); // followers learn the commit index without waiting for a heartbeat
+    }
+  }
+
+  #applyCommitted(): void {
+    while (this.appliedIndex < this.commitIndex) {
+      const entry = this.log[this.appliedIndex];
+      this.appliedIndex++;
+      if (entry.command === undefined) {
+        this.#applied.push({ entry, outcome: undefined });
+        continue;
+      }
+      const outcome = this.kv.apply(entry.command);
+      const key = idKey(entry.command);
+      if (this.#inLog.get(key) === entry.index) this.#inLog.delete(key);
+      if (this.pool.delete(key)) this.#poolDirty = true;
+      this.#applied.push({ entry, outcome });
+      if (this.role === "leader") {
+        this.#send({
+          type: "synced",
+          from: this.id,
+          to: entry.command.clientId,
+          clientId: entry.command.clientId,
+          seq: entry.command.seq,
+          term: this.term,
+          result: outcome.result,
+        });
+      }
+    }
+  }
+
+  /** Once a leader of `term` committed its no-op, every record of an older term that mattered
+   * was replayed and committed; the rest belong to commands no client saw complete. */
+  #dropRecordsBefore(term: number): void {
+    for (const [key, record] of this.pool) {
+      if (record.term < term) {
+        this.pool.delete(key);
+        this.#poolDirty = true;
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- proposals
+
+  /** Witness: record the command unless it conflicts with one held. Every role does this. */
+  #witness(command: Command): boolean {
+    const key = idKey(command);
+    const held = this.pool.get(key);
+    if (held !== undefined) {
+      if (held.term !== this.term) {
+        held.term = this.term;
+        this.#poolDirty = true;
+      }
+      return true;
+    }
+    // Already executed here: a record would never be collected by a commit.
+    if (this.kv.executed(command)) return false;
+    if (this.pool.size >= this.#maxPool) return false;
+    footprintOf(command);
+    for (const record of this.pool.values()) if (conflicts(record.command, command)) return false;
+    this.pool.set(key, { term: this.term, command });
+    this.#poolDirty = true;
+    return true;
+  }
+
+  #onPropose(m: Extract<Message, { type: "propose" }>): void {
+    const command = m.command;
+    const reply = (accepted: boolean, speculative?: CommandResult) =>
+      this.#send({
+        type: "proposeReply",
+        from: this.id,
+        to: m.from,
+        clientId: command.clientId,
+        seq: command.seq,
+        term: this.term,
+        leaderId: this.leaderId,
+        accepted,
+        ...(speculative ? { speculative } : {}),
+      });
+    if (this.role !== "leader") return reply(this.#witness(command));
+    if (this.kv.executed(command)) {
+      this.#send({
+        type: "synced",
+        from: this.id,
+        to: m.from,
+        clientId: command.clientId,
+        seq: command.seq,
+        term: this.term,
+        result: this.kv.resultOf(command),
+      });
+      return;
+    }
+    const key = idKey(command);
+    if (this.#inLog.has(key)) return reply(this.#witness(command)); // a retry: wait for the commit
+    const accepted = this.#witness(command);
+    const fast = accepted && this.commitIndex >= this.#readyIndex &&
+      !this.#conflictsWithUncommitted(command);
+    const speculative = fast ? this.kv.speculate(command) : undefined;
+    this.#appendLocal(command);
+    this.#broadcastAppend();
+    this.#advanceCommit();
+    reply(accepted, speculative);
+  }
+
+  #conflictsWithUncommitted(command: Command): boolean {
+    for (let i = this.commitIndex; i < this.lastIndex; i++) {
+      const other = this.log[i].command;
+      if (other && conflicts(other, command)) return true;
+    }
+    return false;
+  }
+
+  #send(m: Message): void {
+    this.#messages.push(m);
+  }
+}
