@@ -81,6 +81,13 @@ def write(root, log_path, rnd_round, limit, sync):
         if sync:
             os.fsync(journal)
         record("journal", rnd_round, i + 1)
+        if i % 7 == 0:  # a hard link elsewhere, so link counts are checked after recovery
+            os.link(path, os.path.join(root, "r%s" % rnd_round, "l%d" % i))
+            if sync:
+                fsync_dir(os.path.join(root, "r%s" % rnd_round))
+            linked = content(rnd_round, i)
+            record("file", os.path.relpath(os.path.join(root, "r%s" % rnd_round, "l%d" % i), root),
+                   len(linked), hashlib.sha1(linked).hexdigest())
         if i % 10 == 9:  # delete an older file so the namespace also shrinks
             victim = os.path.join(os.path.dirname(path), "f%d" % (i - 5))
             if os.path.exists(victim):
@@ -139,9 +146,17 @@ def verify(root, log_path):
         if not data.startswith(expected):
             problems.append("journal-%s: the first %d records are not intact (%d bytes)" %
                             (rnd_round, count, len(data)))
-    # Everything left on the mount must be readable after recovery, logged or not.
-    walked = 0
+    # Everything left on the mount must be readable after recovery, logged or not, and the link
+    # counts must match the names: 2 + subdirectories for a directory, names found for a file.
+    walked, names_per_inode = 0, {}
     for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: problems.append(str(e))):
+        s = os.lstat(dirpath)
+        if s.st_nlink != 2 + len(dirnames):
+            problems.append("%s: nlink %d with %d subdirectories" % (dirpath, s.st_nlink, len(dirnames)))
+        for n in filenames:
+            s = os.lstat(os.path.join(dirpath, n))
+            entry = names_per_inode.setdefault(s.st_ino, [s.st_nlink, 0, n])
+            entry[1] += 1
         for n in filenames:
             try:
                 with open(os.path.join(dirpath, n), "rb") as fh:
@@ -150,6 +165,9 @@ def verify(root, log_path):
                 walked += 1
             except OSError as e:
                 problems.append("%s: %s" % (os.path.join(dirpath, n), e))
+    for ino, (nlink, found, name) in names_per_inode.items():
+        if nlink != found:
+            problems.append("inode %d (%s): nlink %d but %d names" % (ino, name, nlink, found))
     print(json.dumps({"files": len(files), "curs": len(curs), "journals": len(journals),
                       "walked": walked, "problems": problems[:50]}))
 
