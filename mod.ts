@@ -29,8 +29,9 @@ Options:
   --data DIR           local data directory (default: /var/lib/skyfs as root,
                        else ~/.local/share/skyfs)
   --cache-seconds N    seconds the kernel caches entries and attributes (default 10)
-  --passthrough        let the kernel read and write local data files directly (FUSE
-                       passthrough, Linux 6.9+, root)
+  --passthrough MODE   auto|on|off: let the kernel read, write and mmap local data files
+                       directly (FUSE passthrough, Linux 6.9+, needs root). auto (default)
+                       = on when root and the kernel offers it
   -h, --help           this text`;
 
 const UMOUNT_USAGE = `Usage: skyfs umount DIR
@@ -66,12 +67,19 @@ function parse(
   }
 }
 
+function passthroughOption(text: string | undefined): boolean {
+  const mode = text ?? "auto";
+  if (mode === "auto") return Deno.uid() === 0;
+  if (mode === "on" || mode === "off") return mode === "on";
+  throw new UsageError(`--passthrough "${text}" is not one of auto, on, off`);
+}
+
 const commands: Record<string, Command> = {
   async mount(args) {
     const { values, positionals } = parse(args, MOUNT_USAGE, {
       data: { type: "string" },
       "cache-seconds": { type: "string" },
-      passthrough: { type: "boolean" },
+      passthrough: { type: "string" },
     });
     if (positionals.length !== 1) {
       throw new UsageError("skyfs mount needs exactly one mount point: skyfs mount DIR");
@@ -85,7 +93,7 @@ const commands: Record<string, Command> = {
       dataDir: (values.data as string | undefined) ?? defaultDataDir(),
       cacheSeconds,
       spinMicros: Number(Deno.env.get("SKYFS_SPIN_US") ?? 0),
-      passthrough: values.passthrough === true,
+      passthrough: passthroughOption(values.passthrough as string | undefined),
     });
   },
   async umount(args) {

@@ -118,14 +118,15 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   try {
     device = FuseDevice.mount(path, { options: mountOptions, fsname: "skyfs", subtype: "skyfs" });
   } catch (error) {
-    await vfs.destroy();
-    await kv.close();
+    await vfs.destroy(); // closes the kv too
     throw new UsageError((error as Error).message);
   }
   const seconds = options.cacheSeconds ?? 10;
   const server = new FuseServer(device, vfs, {
     spinMicros: options.spinMicros,
     passthrough: options.passthrough,
+    onInit: (n) =>
+      log(`skyfs: kernel FUSE 7.${n.minor}, passthrough ${n.passthrough ? "on" : "off"}`),
     validity: { entrySeconds: seconds, attrSeconds: seconds },
     onInternalError: (op, error) =>
       log(`skyfs: internal error in ${op}: ${(error as Error)?.stack ?? error}`),
@@ -140,8 +141,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
     device.unmount();
-    await kv.close();
-    await io.shutdown();
+    await io.shutdown(); // the Vfs closed the kv when the server destroyed it
     log(`skyfs: unmounted ${path}`);
   }
 }

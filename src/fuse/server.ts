@@ -46,6 +46,8 @@ export interface ServerOptions {
    * save the ~13-60 us wake-up of a `nonblocking` call when requests come back to back.
    * Default 0. */
   spinMicros?: number;
+  /** Called once INIT is negotiated. */
+  onInit?: (negotiated: Negotiated) => void;
   /** Called for each request failure that is our bug (not an FsError). */
   onInternalError?: (opcode: string, error: unknown) => void;
 }
@@ -281,6 +283,7 @@ export class FuseServer {
     const flags2 = passthrough ? InitFlag2.PASSTHROUGH : 0;
     const minor = Math.min(init.minor, KERNEL_MINOR_VERSION);
     this.negotiated = { minor, flags, flags2, passthrough };
+    this.#options.onInit?.(this.negotiated);
     return initReply({
       minor,
       maxReadahead: init.maxReadahead,

@@ -505,12 +505,17 @@ export function dataReply(data: Uint8Array): Uint8Array {
   return reply;
 }
 
+/** The kernel's largest file offset (LLONG_MAX): a lock's end meaning "to end of file". */
+export const OFFSET_MAX = 0x7fffffffffffffffn;
+
 /** fuse_lk_out. */
 export function lkReply(lock: FileLock): Uint8Array {
   const reply = replyBuffer(24);
   const dv = viewOf(reply);
   dv.setBigUint64(OUT_HEADER_SIZE, BigInt(lock.start), true);
-  dv.setBigUint64(OUT_HEADER_SIZE + 8, BigInt(Math.min(lock.end, 2 ** 64 - 1)), true);
+  // The Vfs says "to end of file" with MAX_SAFE_INTEGER or more; the kernel with OFFSET_MAX.
+  const end = lock.end >= Number.MAX_SAFE_INTEGER ? OFFSET_MAX : BigInt(lock.end);
+  dv.setBigUint64(OUT_HEADER_SIZE + 8, end, true);
   dv.setUint32(OUT_HEADER_SIZE + 16, lock.type, true);
   dv.setUint32(OUT_HEADER_SIZE + 20, lock.pid, true);
   return reply;
