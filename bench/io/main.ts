@@ -13,6 +13,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { alignedBuffer } from "../../src/io/mod.ts";
 import { openUringEngine, type UringEngine, type UringStats } from "../../src/io/uring.ts";
 
 const O_RDWR = 0o2;
@@ -181,7 +182,8 @@ async function runWorkers(
   const deadline = start + runtimeMs;
   let ops = 0;
   const worker = async (id: number) => {
-    const buffer = new Uint8Array(new ArrayBuffer(job.blockBytes)).fill(id + 1);
+    // Page-aligned like fio's buffers, for every engine: alignment alone moves copies by ~10%.
+    const buffer = alignedBuffer(job.blockBytes).fill(id + 1);
     const next = offsets(job, id, fileBytes);
     for (let i = 0;; i++) {
       if ((i & 7) === 0 && performance.now() >= deadline) return;

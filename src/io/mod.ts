@@ -6,6 +6,7 @@
  */
 export type { IoEngine, StatxResult } from "./types.ts";
 export type { UringEngineOptions, UringStats } from "./uring.ts";
+export { alignedBuffer } from "./uring_native.ts";
 
 import type { IoEngine } from "./types.ts";
 import { createPortableEngine } from "./portable.ts";

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { Errno, FsError } from "../fs_error.ts";
 import { errno, O_CREAT, O_RDONLY, O_RDWR, run, withTempDir } from "./engine_suite.ts";
-import { openIoEngine } from "./mod.ts";
+import { alignedBuffer, openIoEngine } from "./mod.ts";
 import { openUringEngine, type UringEngine } from "./uring.ts";
 import {
   addressOf,
@@ -339,4 +339,13 @@ Deno.test("io_uring: buffers stay alive and unmoved until completion, through GC
     assert.ok(out.success, new TextDecoder().decode(out.stderr));
     assert.equal(new TextDecoder().decode(out.stdout).trim(), "16 true");
   });
+});
+
+Deno.test("alignedBuffer: page-aligned and zeroed", () => {
+  const buffer = alignedBuffer(8192);
+  assert.equal(buffer.byteLength, 8192);
+  assert.equal(addressOf(buffer) % 4096, 0);
+  assert.ok(buffer.every((byte) => byte === 0));
+  assert.equal(addressOf(alignedBuffer(100, 512)) % 512, 0);
+  assert.throws(() => alignedBuffer(10, 3000), RangeError);
 });
