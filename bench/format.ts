@@ -22,6 +22,6 @@ function trimDigits(value: number): string {
 export function formatRatio(ratio: number): string {
   if (!Number.isFinite(ratio)) return "n/a";
   if (ratio >= 10) return `${ratio.toFixed(0)}x`;
-  if (ratio >= 0.1) return `${ratio.toFixed(2)}x`;
+  if (ratio >= 0.01) return `${ratio.toFixed(2)}x`;
   return `${ratio.toPrecision(1)}x`;
 }

@@ -67,6 +67,8 @@ Deno.test("formatRatio tells small ratios apart", () => {
   assert.equal(formatRatio(0.004), "0.004x");
   assert.equal(formatRatio(25.4), "25x");
   assert.equal(formatRatio(1), "1.00x");
+  assert.equal(formatRatio(0.0999), "0.10x");
+  assert.equal(formatRatio(0.05), "0.05x");
 });
 
 Deno.test("ratioToBaseline inverts for lower-is-better figures and refuses missing values", () => {
