@@ -1,0 +1,541 @@
+/**
+ * Deterministic simulator: a whole CURP cluster and its clients in one process, driven by a seed,
+ * with message loss, duplication, reordering and delay, partitions, crashes and restarts that lose
+ * whatever had not reached the disk. Invariants are checked as it runs; the client history goes to
+ * the linearizability checker at the end. The same seed replays the same run exactly.
+ * @module
+ */
+
+import type { TxnRequest } from "../kv.ts";
+import { type Command, type CommandResult, idKey, keyBytes, keyString } from "./command.ts";
+import { ClientCore } from "./client_core.ts";
+import { type Message, type NodeId, type PersistentState, type Ready, Replica } from "./core.ts";
+import {
+  checkKvHistory,
+  type KvInput,
+  type KvOperation,
+  type KvOutput,
+} from "../lincheck/kv_model.ts";
+
+/** Small, fast, seedable PRNG (mulberry32): the only source of randomness in a run. */
+export class Rng {
+  #s: number;
+  constructor(seed: number) {
+    this.#s = seed >>> 0;
+  }
+  next(): number {
+    this.#s = (this.#s + 0x6d2b79f5) >>> 0;
+    let t = this.#s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+  chance(p: number): boolean {
+    return this.next() < p;
+  }
+}
+
+export interface SimOptions {
+  /** Replicas: 3 or 5. Default: chosen by the seed. */
+  replicas?: number;
+  /** Concurrent clients. Default 3. */
+  clients?: number;
+  /** Operations each client performs. Default 20. */
+  opsPerClient?: number;
+  /** Inject faults (loss, duplication, partitions, crashes). Default true. */
+  faults?: boolean;
+  /** Time units with faults; then the network heals and everyone restarts. Default 4000. */
+  faultTime?: number;
+  /** Time allowed after healing for every operation to finish. Default 6000. */
+  settleTime?: number;
+}
+
+export interface SimResult {
+  seed: number;
+  replicas: number;
+  violations: string[];
+  completed: number;
+  pending: number;
+  fast: number;
+  slow: number;
+  elections: number;
+  crashes: number;
+  time: number;
+  linearizable: boolean | undefined;
+}
+
+/** Time units per tick: messages take 1-30 units, so some arrive within a tick, some later. */
+const TICK = 10;
+const KEYS = ["a", "b", "c", "d"];
+
+interface SimReplica {
+  id: NodeId;
+  replica: Replica | undefined;
+  disk: PersistentState;
+  /** Readies waiting for the disk: lost on a crash, sent once written. */
+  diskQueue: { at: number; ready: Ready }[];
+  downUntil: number;
+}
+
+interface SimClient {
+  core: ClientCore;
+  remaining: number;
+  nextAt: number;
+  current: { op: KvOperation; command: string } | undefined;
+}
+
+type Event = { kind: "deliver"; message: Message };
+
+/** A cluster under test. Exposed for targeted scenarios: tests drive it step by step. */
+export class Cluster {
+  readonly rng: Rng;
+  readonly ids: NodeId[];
+  readonly nodes = new Map<NodeId, SimReplica>();
+  readonly clients = new Map<string, SimClient>();
+  readonly violations: string[] = [];
+  time = 0;
+  #clock = 0;
+  readonly #events = new Map<number, Event[]>();
+  /** Messages matching this are dropped (tests use it to cut chosen links). */
+  dropIf: (m: Message) => boolean = () => false;
+  lossRate = 0;
+  duplicateRate = 0;
+  maxDelay = 30;
+  diskDelay = 0;
+  /** Partition group per replica; messages between different groups are lost. */
+  group = new Map<NodeId, number>();
+
+  // Invariant bookkeeping.
+  readonly leaders = new Map<number, NodeId>();
+  readonly committed: { term: number; id: string; executed: boolean | undefined }[] = [];
+  readonly executions = new Map<string, number>();
+  readonly committedResults = new Map<string, CommandResult | undefined>();
+  readonly fastResults = new Map<string, CommandResult | undefined>();
+  readonly acknowledged = new Set<string>();
+  readonly history: KvOperation[] = [];
+  crashes = 0;
+
+  constructor(seed: number, replicaCount: number, readonly electionTicks = 10) {
+    this.rng = new Rng(seed);
+    this.ids = Array.from({ length: replicaCount }, (_, i) => `r${i}`);
+    for (const id of this.ids) {
+      this.nodes.set(id, {
+        id,
+        replica: undefined,
+        disk: { term: 0, votedFor: undefined, log: [], pool: [] },
+        diskQueue: [],
+        downUntil: 0,
+      });
+      this.#start(id);
+    }
+  }
+
+  addClient(id: string, operations: number): ClientCore {
+    const core = new ClientCore({ id, replicas: this.ids, retryTicks: 3 * this.electionTicks });
+    this.clients.set(id, { core, remaining: operations, nextAt: 0, current: undefined });
+    return core;
+  }
+
+  replica(id: NodeId): Replica {
+    const r = this.nodes.get(id)!.replica;
+    if (r === undefined) throw new Error(`Replica "${id}" is down`);
+    return r;
+  }
+
+  leader(): Replica | undefined {
+    let best: Replica | undefined;
+    for (const n of this.nodes.values()) {
+      const r = n.replica;
+      if (r?.role === "leader" && (best === undefined || r.term > best.term)) best = r;
+    }
+    return best;
+  }
+
+  crash(id: NodeId, downFor: number): void {
+    const n = this.nodes.get(id)!;
+    if (n.replica === undefined) return;
+    n.replica = undefined;
+    n.diskQueue = [];
+    n.downUntil = this.time + downFor;
+    this.crashes++;
+  }
+
+  restart(id: NodeId): void {
+    if (this.nodes.get(id)!.replica === undefined) this.#start(id);
+  }
+
+  /** Submit a client operation (a KV operation of the linearizability model). */
+  submit(clientId: string, input: KvInput): void {
+    const c = this.clients.get(clientId)!;
+    const seq = c.core.submit(toTxn(input));
+    c.current = {
+      op: { clientId, input, output: undefined, call: this.#clock++, return: Infinity },
+      command: idKey({ clientId, seq }),
+    };
+    this.history.push(c.current.op);
+    this.#flushClient(c);
+  }
+
+  /** Advance one time unit: deliver what is due, write what the disk finished, tick on tick
+   * boundaries. */
+  advance(): void {
+    const due = this.#events.get(this.time);
+    this.#events.delete(this.time);
+    for (const e of due ?? []) this.#deliver(e.message);
+    for (const n of this.nodes.values()) this.#drainDisk(n);
+    if (this.time % TICK === 0) {
+      for (const n of this.nodes.values()) {
+        if (n.replica === undefined) continue;
+        n.replica.tick();
+        this.#collect(n);
+      }
+      for (const c of this.clients.values()) {
+        c.core.tick();
+        this.#flushClient(c);
+      }
+    }
+    this.time++;
+  }
+
+  run(units: number): void {
+    for (let i = 0; i < units; i++) this.advance();
+  }
+
+  /** Run until `done` holds or `units` pass; returns whether it held. */
+  runUntil(done: () => boolean, units: number): boolean {
+    for (let i = 0; i < units; i++) {
+      if (done()) return true;
+      this.advance();
+    }
+    return done();
+  }
+
+  /** Check log matching and election safety across live replicas now. */
+  checkLogs(): void {
+    const live = [...this.nodes.values()].filter((n) => n.replica).map((n) => n.replica!);
+    for (let i = 0; i < live.length; i++) {
+      for (let j = i + 1; j < live.length; j++) {
+        const a = live[i], b = live[j];
+        let k = Math.min(a.lastIndex, b.lastIndex);
+        while (k > 0 && a.termAt(k) !== b.termAt(k)) k--;
+        for (let x = 1; x <= k; x++) {
+          const ea = a.log[x - 1], eb = b.log[x - 1];
+          const ida = ea.command ? idKey(ea.command) : "noop";
+          const idb = eb.command ? idKey(eb.command) : "noop";
+          if (ea.term !== eb.term || ida !== idb) {
+            this.#violate(
+              `log matching: ${a.id} and ${b.id} agree at index ${k} but differ at ${x} (${ea.term}/${ida} vs ${eb.term}/${idb})`,
+            );
+            return;
+          }
+        }
+      }
+    }
+  }
+
+  #violate(what: string): void {
+    if (this.violations.length < 20) this.violations.push(`t=${this.time}: ${what}`);
+  }
+
+  #start(id: NodeId): void {
+    const n = this.nodes.get(id)!;
+    n.replica = new Replica(
+      { id, replicas: this.ids, electionTicks: this.electionTicks, random: (k) => this.rng.int(k) },
+      n.disk,
+    );
+  }
+
+  #deliver(m: Message): void {
+    const client = this.clients.get(m.to);
+    if (client !== undefined) {
+      client.core.step(m);
+      this.#flushClient(client);
+      return;
+    }
+    const n = this.nodes.get(m.to)!;
+    if (n.replica === undefined) return;
+    n.replica.step(m);
+    this.#collect(n);
+  }
+
+  #send(m: Message): void {
+    if (this.dropIf(m)) return;
+    const gf = this.group.get(m.from), gt = this.group.get(m.to);
+    if (gf !== undefined && gt !== undefined && gf !== gt) return;
+    if (this.rng.chance(this.lossRate)) return;
+    const copies = this.rng.chance(this.duplicateRate) ? 2 : 1;
+    for (let i = 0; i < copies; i++) {
+      const at = this.time + 1 + this.rng.int(this.maxDelay);
+      let bucket = this.#events.get(at);
+      if (bucket === undefined) this.#events.set(at, bucket = []);
+      bucket.push({ kind: "deliver", message: m });
+    }
+  }
+
+  #collect(n: SimReplica): void {
+    const r = n.replica!;
+    if (!r.hasReady()) return;
+    const ready = r.ready();
+    this.#observe(r, ready);
+    const last = n.diskQueue.at(-1)?.at ?? 0;
+    const at = Math.max(last, this.time + (this.diskDelay > 0 ? this.rng.int(this.diskDelay) : 0));
+    n.diskQueue.push({ at, ready });
+    this.#drainDisk(n);
+  }
+
+  #drainDisk(n: SimReplica): void {
+    while (n.diskQueue.length > 0 && n.diskQueue[0].at <= this.time) {
+      const { ready } = n.diskQueue.shift()!;
+      const d = n.disk;
+      if (ready.hardState) {
+        d.term = ready.hardState.term;
+        d.votedFor = ready.hardState.votedFor;
+      }
+      if (ready.truncateFrom !== undefined) {
+        d.log = d.log.slice(0, ready.truncateFrom - 1).concat(ready.entries);
+      }
+      if (ready.pool) d.pool = ready.pool;
+      for (const m of ready.messages) this.#send(m);
+    }
+  }
+
+  #observe(r: Replica, ready: Ready): void {
+    if (r.role === "leader") {
+      const known = this.leaders.get(r.term);
+      if (known === undefined) this.leaders.set(r.term, r.id);
+      else if (known !== r.id) {
+        this.#violate(`election safety: ${known} and ${r.id} both lead term ${r.term}`);
+      }
+    }
+    for (const { entry, outcome } of ready.applied) {
+      const id = entry.command ? idKey(entry.command) : "noop";
+      const known = this.committed[entry.index];
+      if (known === undefined) {
+        this.committed[entry.index] = { term: entry.term, id, executed: outcome?.executed };
+        if (outcome?.executed) {
+          this.executions.set(id, (this.executions.get(id) ?? 0) + 1);
+          this.committedResults.set(id, outcome.result);
+          if (this.executions.get(id)! > 1) this.#violate(`exactly-once: ${id} executed twice`);
+          this.#compareFast(id);
+        }
+      } else if (known.term !== entry.term || known.id !== id) {
+        this.#violate(
+          `state machine safety: ${r.id} applied ${entry.term}/${id} at ${entry.index}, committed was ${known.term}/${known.id}`,
+        );
+      } else if (known.executed !== outcome?.executed) {
+        this.#violate(`determinism: ${r.id} disagrees on whether ${id} executed`);
+      }
+    }
+  }
+
+  #compareFast(id: string): void {
+    if (!this.fastResults.has(id) || !this.committedResults.has(id)) return;
+    const fast = normalize(this.fastResults.get(id));
+    const slow = normalize(this.committedResults.get(id));
+    if (fast !== slow) {
+      this.#violate(`speculation: ${id} fast result ${fast} but committed ${slow}`);
+    }
+  }
+
+  #flushClient(c: SimClient): void {
+    const { messages, completions } = c.core.ready();
+    for (const m of messages) this.#send(m);
+    for (const done of completions) {
+      const cur = c.current;
+      if (cur === undefined) continue;
+      cur.op.output = toOutput(cur.op.input, done.result);
+      cur.op.return = this.#clock++;
+      this.acknowledged.add(cur.command);
+      if (done.path === "fast") {
+        this.fastResults.set(cur.command, done.result);
+        this.#compareFast(cur.command);
+      }
+      c.current = undefined;
+      c.nextAt = this.time + this.rng.int(3 * TICK);
+    }
+  }
+
+  /** Let idle clients start their next random operation. */
+  driveClients(): void {
+    for (const [id, c] of this.clients) {
+      if (c.core.busy || c.remaining === 0 || this.time < c.nextAt) continue;
+      c.remaining--;
+      this.submit(id, randomInput(this.rng, id, c.remaining));
+    }
+  }
+
+  get allDone(): boolean {
+    for (const c of this.clients.values()) if (c.core.busy || c.remaining > 0) return false;
+    return true;
+  }
+
+  /** End-of-run checks: acknowledged commands committed and executed once. */
+  finalChecks(): void {
+    this.checkLogs();
+    const committedIds = new Set(this.committed.filter((e) => e).map((e) => e.id));
+    for (const id of this.acknowledged) {
+      if (!committedIds.has(id)) {
+        this.#violate(`lost: acknowledged ${id} is not in the committed log`);
+      } else if (this.executions.get(id) !== 1) {
+        this.#violate(
+          `exactly-once: acknowledged ${id} executed ${this.executions.get(id) ?? 0} times`,
+        );
+      }
+    }
+  }
+}
+
+function normalize(result: CommandResult | undefined): string {
+  if (result === undefined) return "undefined";
+  if (!result.ok) return `error:${result.error}`;
+  return JSON.stringify(result.txn, (k, v) => {
+    if (k === "revision") return 0;
+    if (v instanceof Uint8Array) return keyString(v);
+    return v;
+  });
+}
+
+function toTxn(input: KvInput): TxnRequest {
+  const key = keyBytes(input.key);
+  switch (input.kind) {
+    case "get":
+      return { success: [{ range: { key } }] };
+    case "put":
+      return { success: [{ put: { key, value: keyBytes(input.value!), prevKv: true } }] };
+    case "delete":
+      return { success: [{ deleteRange: { key } }] };
+    case "cas":
+      return {
+        compare: input.expected === null
+          ? [{ key, target: "version", result: "==", value: 0 }]
+          : [{ key, target: "value", result: "==", value: keyBytes(input.expected!) }],
+        success: [{ put: { key, value: keyBytes(input.value!) } }],
+      };
+  }
+}
+
+function toOutput(input: KvInput, result: CommandResult | undefined): KvOutput | undefined {
+  if (result === undefined || !result.ok) return undefined;
+  const r = result.txn.responses[0];
+  switch (input.kind) {
+    case "get": {
+      const kv = r && "range" in r ? r.range.kvs[0] : undefined;
+      return { value: kv ? keyString(kv.value) : null };
+    }
+    case "put": {
+      const prev = r && "put" in r ? r.put.prevKv : undefined;
+      return { value: prev ? keyString(prev.value) : null };
+    }
+    case "delete":
+      return { deleted: r && "deleteRange" in r ? r.deleteRange.deleted : 0 };
+    case "cas":
+      return { succeeded: result.txn.succeeded };
+  }
+}
+
+function randomInput(rng: Rng, clientId: string, n: number): KvInput {
+  const key = KEYS[rng.int(KEYS.length)];
+  const value = `${clientId}.${n}`;
+  const p = rng.int(10);
+  if (p < 3) return { kind: "get", key };
+  if (p < 7) return { kind: "put", key, value };
+  if (p < 8) return { kind: "delete", key };
+  return { kind: "cas", key, expected: rng.chance(0.3) ? null : `${clientId}.${n + 1}`, value };
+}
+
+/** One whole seeded run: faults for a while, then heal and let every operation finish. */
+export function simulate(seed: number, options: SimOptions = {}): SimResult {
+  const probe = new Rng(seed ^ 0x5bd1e995);
+  const replicaCount = options.replicas ?? (probe.chance(0.6) ? 3 : 5);
+  const faults = options.faults ?? true;
+  const faultTime = options.faultTime ?? 4000;
+  const settleTime = options.settleTime ?? 6000;
+  const cluster = new Cluster(seed, replicaCount);
+  const rng = cluster.rng;
+  for (let i = 0; i < (options.clients ?? 3); i++) {
+    cluster.addClient(`c${i}`, options.opsPerClient ?? 20);
+  }
+  if (faults) {
+    cluster.lossRate = [0, 0.02, 0.1][rng.int(3)];
+    cluster.duplicateRate = [0, 0.05][rng.int(2)];
+    cluster.maxDelay = [5, 30, 60][rng.int(3)];
+    cluster.diskDelay = [0, 10, 40][rng.int(3)];
+  }
+  const f = (replicaCount - 1) / 2;
+  for (; cluster.time < faultTime && !cluster.allDone;) {
+    cluster.driveClients();
+    if (faults && cluster.time % TICK === 0) injectFaults(cluster, rng, f);
+    cluster.advance();
+    if (cluster.time % 100 === 0) cluster.checkLogs();
+  }
+  // Heal: no more loss, partitions or crashes; whoever is down comes back.
+  cluster.lossRate = 0;
+  cluster.duplicateRate = 0;
+  cluster.group.clear();
+  for (const id of cluster.ids) cluster.restart(id);
+  const settleEnd = cluster.time + settleTime;
+  while (cluster.time < settleEnd && !cluster.allDone) {
+    cluster.driveClients();
+    cluster.advance();
+    if (cluster.time % 100 === 0) cluster.checkLogs();
+  }
+  // Let the commit index reach everyone so the final checks see every acknowledged command.
+  cluster.run(50 * TICK);
+  cluster.finalChecks();
+  let pending = 0;
+  for (const c of cluster.clients.values()) pending += (c.core.busy ? 1 : 0) + c.remaining;
+  if (pending > 0) {
+    cluster.violations.push(
+      `liveness: ${pending} operations unfinished ${settleTime} units after healing`,
+    );
+  }
+  const lin = checkKvHistory(cluster.history, { maxSteps: 2_000_000 });
+  if (lin === false) {
+    cluster.violations.push("linearizability: the client history has no legal order");
+  }
+  let fast = 0, slow = 0;
+  for (const c of cluster.clients.values()) {
+    fast += c.core.fastCount;
+    slow += c.core.slowCount;
+  }
+  return {
+    seed,
+    replicas: replicaCount,
+    violations: cluster.violations,
+    completed: cluster.history.filter((o) => o.return !== Infinity).length,
+    pending,
+    fast,
+    slow,
+    elections: cluster.leaders.size,
+    crashes: cluster.crashes,
+    time: cluster.time,
+    linearizable: lin,
+  };
+}
+
+function injectFaults(cluster: Cluster, rng: Rng, f: number): void {
+  for (const id of cluster.ids) {
+    const n = cluster.nodes.get(id)!;
+    if (n.replica === undefined && cluster.time >= n.downUntil) cluster.restart(id);
+  }
+  if (rng.chance(0.01)) {
+    const down = cluster.ids.filter((id) => cluster.nodes.get(id)!.replica === undefined).length;
+    // Crashing more than f at once is allowed now and then: safety must hold anyway.
+    if (down < f || rng.chance(0.2)) {
+      cluster.crash(cluster.ids[rng.int(cluster.ids.length)], 50 + rng.int(400));
+    }
+  }
+  if (rng.chance(0.005)) {
+    if (cluster.group.size > 0) cluster.group.clear();
+    else for (const id of cluster.ids) cluster.group.set(id, rng.int(2));
+  }
+  if (rng.chance(0.003)) {
+    const leader = cluster.leader();
+    if (leader) cluster.crash(leader.id, 50 + rng.int(300));
+  }
+}
+
+export type { Command };
