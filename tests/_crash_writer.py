@@ -8,9 +8,11 @@
 #   verify DIR LOG                      checks every recorded step against DIR; prints JSON.
 #
 # Records (tab-separated):  file PATH SIZE SHA1   the file at PATH has exactly this content
+#                           unlinking PATH        PATH is being removed: it may be gone
+#                           gone PATH             PATH was removed and the removal fsync'd
 #                           cur ROUND VERSION     DIR/cur-ROUND holds VERSION or a later one
 #                           journal ROUND COUNT   DIR/journal-ROUND starts with COUNT records
-import hashlib, json, os, random, sys
+import errno, hashlib, json, os, random, sys
 
 
 def content(tag, i):
@@ -91,6 +93,8 @@ def write(root, log_path, rnd_round, limit, sync):
         if i % 10 == 9:  # delete an older file so the namespace also shrinks
             victim = os.path.join(os.path.dirname(path), "f%d" % (i - 5))
             if os.path.exists(victim):
+                # Recorded first: from here until "gone" the file may or may not survive a crash.
+                record("unlinking", os.path.relpath(victim, root))
                 os.unlink(victim)
                 if sync:
                     fsync_dir(os.path.dirname(victim))
@@ -100,7 +104,7 @@ def write(root, log_path, rnd_round, limit, sync):
 
 
 def verify(root, log_path):
-    files, curs, journals = {}, {}, {}
+    files, curs, journals, optional, gone = {}, {}, {}, set(), set()
     with open(log_path) as log:
         for line in log:
             if not line.endswith("\n"):
@@ -110,17 +114,23 @@ def verify(root, log_path):
                 files[f[1]] = (int(f[2]), f[3])
             elif f[0] == "gone":
                 files.pop(f[1], None)
+                optional.discard(f[1])
+                gone.add(f[1])
+            elif f[0] == "unlinking":
+                optional.add(f[1])
             elif f[0] == "cur":
                 curs[f[1]] = int(f[2])
             elif f[0] == "journal":
                 journals[f[1]] = int(f[2])
-    problems = []
+    problems = ["%s: removed and fsync'd, but back after recovery" % rel
+                for rel in sorted(gone) if os.path.lexists(os.path.join(root, rel))]
     for rel, (size, sha) in files.items():
         try:
             with open(os.path.join(root, rel), "rb") as fh:
                 data = fh.read()
         except OSError as e:
-            problems.append("%s: %s" % (rel, e))
+            if not (rel in optional and e.errno == errno.ENOENT):
+                problems.append("%s: %s" % (rel, e))
             continue
         if len(data) != size or hashlib.sha1(data).hexdigest() != sha:
             problems.append("%s: %d bytes, expected %d with sha1 %s" % (rel, len(data), size, sha))
