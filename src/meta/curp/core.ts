@@ -217,6 +217,11 @@ export class Replica {
     return this.log.length;
   }
 
+  /** A leader answers on the fast path only once its first entry of the term has committed. */
+  get fastPathReady(): boolean {
+    return this.role === "leader" && this.commitIndex >= this.#readyIndex;
+  }
+
   termAt(index: number): number {
     return index === 0 ? 0 : this.log[index - 1]?.term ?? -1;
   }

@@ -116,6 +116,11 @@ export class Cluster {
   readonly fastResults = new Map<string, CommandResult | undefined>();
   readonly acknowledged = new Set<string>();
   readonly history: KvOperation[] = [];
+  readonly completions: {
+    command: string;
+    path: "fast" | "slow";
+    result: CommandResult | undefined;
+  }[] = [];
   crashes = 0;
 
   constructor(seed: number, replicaCount: number, readonly electionTicks = 10) {
@@ -349,6 +354,7 @@ export class Cluster {
       cur.op.output = toOutput(cur.op.input, done.result);
       cur.op.return = this.#clock++;
       this.acknowledged.add(cur.command);
+      this.completions.push({ command: cur.command, path: done.path, result: done.result });
       if (done.path === "fast") {
         this.fastResults.set(cur.command, done.result);
         this.#compareFast(cur.command);

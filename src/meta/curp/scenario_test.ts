@@ -1,0 +1,114 @@
+/** Targeted CURP scenarios driven step by step through the simulator's cluster. */
+
+import assert from "node:assert/strict";
+import { Cluster } from "./sim.ts";
+import type { Replica } from "./core.ts";
+
+function steadyCluster(seed: number): { cluster: Cluster; leader: Replica } {
+  const cluster = new Cluster(seed, 3);
+  cluster.maxDelay = 3;
+  assert.ok(
+    cluster.runUntil(() => cluster.leader()?.fastPathReady === true, 2000),
+    "no leader ready after 2000 units",
+  );
+  return { cluster, leader: cluster.leader()! };
+}
+
+function finish(cluster: Cluster, clientId: string): void {
+  const client = cluster.clients.get(clientId)!;
+  assert.ok(cluster.runUntil(() => !client.core.busy, 5000), `${clientId} did not finish`);
+}
+
+function last(cluster: Cluster) {
+  return cluster.completions.at(-1)!;
+}
+
+Deno.test("curp: a command that conflicts with nothing completes on the fast path", () => {
+  const { cluster } = steadyCluster(1);
+  cluster.addClient("c0", 0);
+  cluster.submit("c0", { kind: "put", key: "a", value: "1" });
+  finish(cluster, "c0");
+  assert.equal(last(cluster).path, "fast");
+  cluster.submit("c0", { kind: "get", key: "a" });
+  finish(cluster, "c0");
+  assert.deepEqual(cluster.history.at(-1)!.output, { value: "1" });
+  cluster.run(500);
+  cluster.finalChecks();
+  assert.deepEqual(cluster.violations, []);
+});
+
+Deno.test("curp: a command conflicting with an unsynced one takes the slow path, ordered after it", () => {
+  const { cluster, leader } = steadyCluster(2);
+  cluster.addClient("c0", 0);
+  cluster.addClient("c1", 0);
+  // Hold replication so the first put stays unsynced in every witness pool.
+  cluster.dropIf = (m) => m.type === "append" && m.from === leader.id;
+  cluster.submit("c0", { kind: "put", key: "a", value: "first" });
+  finish(cluster, "c0");
+  assert.equal(last(cluster).path, "fast");
+  cluster.submit("c1", { kind: "put", key: "a", value: "second" });
+  // Shorter than the leader's quorum check (10 ticks), which would otherwise start an election
+  // whose replay syncs the first put and lets a retry of this one go fast.
+  cluster.run(60);
+  assert.equal(
+    cluster.clients.get("c1")!.core.busy,
+    true,
+    "conflicting put finished while unsynced",
+  );
+  cluster.dropIf = () => false;
+  finish(cluster, "c1");
+  assert.equal(last(cluster).path, "slow");
+  assert.deepEqual(cluster.history.at(-1)!.output, { value: "first" });
+  cluster.run(500);
+  cluster.finalChecks();
+  assert.deepEqual(cluster.violations, []);
+});
+
+Deno.test("curp: a fast-path write whose leader crashes before replicating is replayed", () => {
+  const { cluster, leader } = steadyCluster(3);
+  cluster.addClient("c0", 0);
+  cluster.addClient("c1", 0);
+  cluster.dropIf = (m) => m.type === "append" && m.from === leader.id;
+  cluster.submit("c0", { kind: "put", key: "a", value: "kept" });
+  finish(cluster, "c0");
+  assert.equal(last(cluster).path, "fast");
+  const [command] = [...cluster.acknowledged];
+  // Only the crashed leader's log had it: witnesses are the sole copies left.
+  for (const id of cluster.ids) {
+    if (id === leader.id) continue;
+    assert.equal(cluster.replica(id).log.some((e) => e.command?.seq === 1), false);
+  }
+  cluster.crash(leader.id, 1_000_000);
+  cluster.dropIf = () => false;
+  assert.ok(
+    cluster.runUntil(() => cluster.leader()?.fastPathReady === true, 5000),
+    "no new leader",
+  );
+  assert.notEqual(cluster.leader()!.id, leader.id);
+  cluster.submit("c1", { kind: "get", key: "a" });
+  finish(cluster, "c1");
+  assert.deepEqual(cluster.history.at(-1)!.output, { value: "kept" });
+  assert.equal(cluster.executions.get(command), 1);
+  cluster.finalChecks();
+  assert.deepEqual(cluster.violations, []);
+});
+
+Deno.test("curp: a retry after a leader change gets the first execution's result", () => {
+  const { cluster, leader } = steadyCluster(4);
+  cluster.addClient("c0", 0);
+  // Commit happens, but the client hears nothing back.
+  cluster.dropIf = (m) => m.to === "c0";
+  cluster.submit("c0", { kind: "put", key: "a", value: "once" });
+  assert.ok(cluster.runUntil(() => cluster.executions.get("c0#1") === 1, 2000), "never committed");
+  cluster.crash(leader.id, 1_000_000);
+  cluster.dropIf = () => false;
+  finish(cluster, "c0");
+  assert.notEqual(cluster.leader()?.id, leader.id);
+  assert.equal(cluster.clients.get("c0")!.core.retryCount > 0, true);
+  assert.equal(last(cluster).path, "slow");
+  assert.deepEqual(cluster.history.at(-1)!.output, { value: null });
+  cluster.run(500);
+  assert.equal(cluster.executions.get("c0#1"), 1);
+  cluster.finalChecks();
+  assert.deepEqual(cluster.violations, []);
+});
