@@ -112,3 +112,48 @@ Deno.test("curp: a retry after a leader change gets the first execution's result
   cluster.finalChecks();
   assert.deepEqual(cluster.violations, []);
 });
+
+Deno.test("curp: a new leader gives no fast answer until its term's first entry commits", () => {
+  // An older-term entry D that the new leader lacks could still be committed by a later leader
+  // holding it; a fast answer that ignored D would then be wrong (removing the check
+  // makes this test see C answered with no previous value, then ordered after D).
+  const c5 = new Cluster(6, 5);
+  c5.maxDelay = 3;
+  assert.ok(c5.runUntil(() => c5.leader()?.fastPathReady === true, 3000), "no first leader");
+  const old = c5.leader()!.id;
+  const [holder, x, y, z] = c5.ids.filter((id) => id !== old);
+  c5.addClient("c0", 0);
+  c5.addClient("c1", 0);
+  // D reaches only the old leader's log and the holder's log, and is never known committed.
+  c5.dropIf = (m) =>
+    (m.type === "propose" && m.from === "c0" && m.to !== old) ||
+    (m.type === "append" && m.from === old && m.to !== holder) ||
+    (m.type === "appendReply" && m.from === holder);
+  c5.submit("c0", { kind: "put", key: "a", value: "D" });
+  c5.run(40);
+  assert.ok(c5.replica(holder).log.some((e) => e.command?.clientId === "c0"), "D not at holder");
+  c5.crash(old, 1_000_000);
+  // x, y, z elect a leader whose no-op never leaves it.
+  c5.dropIf = (m) => m.type === "append";
+  c5.group.set(holder, 1);
+  assert.ok(
+    c5.runUntil(() => [x, y, z].some((id) => c5.replica(id).role === "leader"), 5000),
+    "no second leader",
+  );
+  const second = [x, y, z].find((id) => c5.replica(id).role === "leader")!;
+  c5.submit("c1", { kind: "put", key: "a", value: "C" });
+  c5.run(40);
+  assert.equal(c5.clients.get("c1")!.core.busy, true, "C answered before the no-op committed");
+  // The holder (or the restarted old leader) wins next, with D in its log, and replays C after D.
+  c5.crash(second, 1_000_000);
+  c5.restart(old);
+  c5.group.clear();
+  const excluded = [x, y, z].find((id) => id !== second)!;
+  c5.group.set(excluded, 1);
+  for (const id of c5.ids) if (id !== excluded) c5.group.set(id, 0);
+  c5.dropIf = () => false;
+  assert.ok(c5.runUntil(() => !c5.clients.get("c1")!.core.busy, 20000), "C never finished");
+  assert.deepEqual(c5.history.at(-1)!.output, { value: "D" });
+  c5.finalChecks();
+  assert.deepEqual(c5.violations, []);
+});
