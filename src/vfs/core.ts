@@ -111,6 +111,9 @@ export class OpTxn {
 
   /** The inode as the vfs sees it (stored record + pending attributes), or undefined. */
   async getInode(ino: number): Promise<InodeRecord | undefined> {
+    // Take in passthrough/shim writes first: otherwise an operation that sets times (utimensat
+    // after the writes, as tar does) would be overridden later by the older outside change.
+    this.#core.observeLocal(ino);
     const record = await this.tx.getInode(ino);
     if (!record) return undefined;
     const state = this.#core.inodes.get(ino);
