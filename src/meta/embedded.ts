@@ -50,6 +50,9 @@ import {
 export const EMBEDDED_FORMAT = 1;
 
 export interface EmbeddedKVOptions {
+  /** Bytes of disk kept in reserve for metadata writes when the disk is full. Default 4 MiB;
+   * 0 for none. Ignored for ":memory:". */
+  reserveBytes?: number;
   /** Milliseconds clock for lease expiry. Default: `performance.now` (monotonic). */
   clock?: () => number;
   /** Watch history kept, in revisions: older history is compacted automatically by the
@@ -248,6 +251,7 @@ export class EmbeddedKV implements MetaKV {
   readonly #historyRevisions: number;
   readonly #walPath: string | undefined;
   #walFile: Deno.FsFile | undefined;
+  #reserve: SpaceReserve | undefined;
   #closed = false;
   readonly #timer: ReturnType<typeof setInterval>;
 
@@ -315,6 +319,12 @@ export class EmbeddedKV implements MetaKV {
       this.#lockDb?.close();
       throw error;
     }
+    if (!inMemory && (options.reserveBytes ?? DEFAULT_RESERVE_BYTES) > 0) {
+      this.#reserve = new SpaceReserve(
+        `${path}-reserve`,
+        options.reserveBytes ?? DEFAULT_RESERVE_BYTES,
+      );
+    }
     this.#timer = setInterval(() => this.#onTimer(), options.timerIntervalMs ?? 250);
     Deno.unrefTimer(this.#timer);
     if (this.#walPath !== undefined && checkpointIntervalMs > 0) {
@@ -360,6 +370,7 @@ export class EmbeddedKV implements MetaKV {
 
   #onTimer(): void {
     if (this.#closed) return;
+    this.#reserve?.retake(this.#clock());
     try {
       this.#expireDue();
       const history = this.#revision - this.#compactRevision;
@@ -409,6 +420,9 @@ export class EmbeddedKV implements MetaKV {
       this.#endWrite();
     } catch (error) {
       this.#abortWrite();
+      // A full disk must not stop the unlink or truncate that would free it: give the reserve
+      // back to the file system and retry once (the transaction was rolled back entirely).
+      if (isDiskFull(error) && this.#reserve?.release()) return this.#write(body);
       throw error;
     }
     return result;
@@ -934,6 +948,11 @@ export class EmbeddedKV implements MetaKV {
   }
 
   /** Stop timers and watchers and close the database (SQLite checkpoints and syncs on close). */
+  /** Whether the disk-space reserve is held (false after a full disk used it, until it is back). */
+  get reserveHeld(): boolean {
+    return this.#reserve?.held ?? false;
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -1167,4 +1186,74 @@ function prepareStatements(db: DatabaseSync) {
     insertLease: statement("INSERT INTO leases VALUES (?, ?)"),
     deleteLease: statement("DELETE FROM leases WHERE id = ?"),
   };
+}
+
+/** Default size of the metadata store's disk-space reserve. */
+const DEFAULT_RESERVE_BYTES = 4 << 20;
+/** How long after giving the reserve back before trying to take it again. */
+const RESERVE_RETRY_MS = 5000;
+
+function isDiskFull(error: unknown): boolean {
+  const record = error as { errcode?: number; code?: string; message?: string } | undefined;
+  // SQLITE_FULL is 13 (also as an extended code's low byte).
+  return (record?.errcode !== undefined && (record.errcode & 0xff) === 13) ||
+    record?.code === "ENOSPC" ||
+    /database or disk is full|No space left/.test(record?.message ?? "");
+}
+
+/**
+ * A file of really allocated bytes beside the store (written, not sparse, so tmpfs and ext4 both
+ * count it). When the disk fills up, truncating it gives the store room for the transactions
+ * that free space (unlink, truncate); it is written again once the disk has room.
+ */
+class SpaceReserve {
+  readonly path: string;
+  readonly bytes: number;
+  held = false;
+  #releasedAtMs = -Infinity;
+
+  constructor(path: string, bytes: number) {
+    this.path = path;
+    this.bytes = bytes;
+    this.retake(Infinity);
+  }
+
+  /** Give the space back; returns false if it was not held (nothing to give). */
+  release(): boolean {
+    if (!this.held) return false;
+    try {
+      Deno.truncateSync(this.path, 0);
+    } catch {
+      return false;
+    }
+    this.held = false;
+    this.#releasedAtMs = -1; // set by the next retake() call's clock
+    console.error(
+      `skyfs: disk full: metadata reserve "${this.path}" released to record the change`,
+    );
+    return true;
+  }
+
+  /** Take the space again if not held and the disk has room; quietly retried later if not. */
+  retake(nowMs: number): void {
+    if (this.held) return;
+    if (this.#releasedAtMs === -1) this.#releasedAtMs = nowMs;
+    if (nowMs - this.#releasedAtMs < RESERVE_RETRY_MS) return;
+    try {
+      const info = Deno.statSync(this.path);
+      if (info.size === this.bytes && (info.blocks ?? 0) * 512 >= this.bytes) {
+        this.held = true;
+        return;
+      }
+    } catch { /* not there yet */ }
+    try {
+      Deno.writeFileSync(this.path, new Uint8Array(this.bytes));
+      this.held = true;
+    } catch {
+      try {
+        Deno.truncateSync(this.path, 0);
+      } catch { /* the next try will tell */ }
+      this.#releasedAtMs = nowMs;
+    }
+  }
 }
