@@ -65,6 +65,8 @@ export interface SimResult {
   crashes: number;
   time: number;
   linearizable: boolean | undefined;
+  /** Time units after the clients finished until every acknowledged command was committed. */
+  commitWait: number;
 }
 
 /** Time units per tick: messages take 1-30 units, so some arrive within a tick, some later. */
@@ -488,8 +490,18 @@ export function simulate(seed: number, options: SimOptions = {}): SimResult {
     cluster.advance();
     if (cluster.time % 100 === 0) cluster.checkLogs();
   }
-  // Let the commit index reach everyone so the final checks see every acknowledged command.
-  cluster.run(50 * TICK);
+  // Let every acknowledged command commit (a fast-path one may still await its commit, or a
+  // replay by the next leader), bounded: running out is reported as a lost write.
+  const committedIds = () => new Set(cluster.committed.filter((e) => e).map((e) => e.id));
+  const settled = () => {
+    const ids = committedIds();
+    for (const id of cluster.acknowledged) if (!ids.has(id)) return false;
+    return true;
+  };
+  const commitStart = cluster.time;
+  cluster.runUntil(settled, 300 * TICK);
+  const commitWait = cluster.time - commitStart;
+  cluster.run(10 * TICK);
   cluster.finalChecks();
   let pending = 0;
   for (const c of cluster.clients.values()) pending += (c.core.busy ? 1 : 0) + c.remaining;
@@ -519,6 +531,7 @@ export function simulate(seed: number, options: SimOptions = {}): SimResult {
     crashes: cluster.crashes,
     time: cluster.time,
     linearizable: lin,
+    commitWait,
   };
 }
 

@@ -39,7 +39,7 @@ else {
 
 const started = performance.now();
 const failed: number[] = [];
-let fast = 0, slow = 0, ops = 0, elections = 0, crashes = 0, undecided = 0;
+let fast = 0, slow = 0, ops = 0, elections = 0, crashes = 0, undecided = 0, maxCommitWait = 0;
 for (const seed of seeds) {
   const r = simulate(seed);
   fast += r.fast;
@@ -47,6 +47,7 @@ for (const seed of seeds) {
   ops += r.completed;
   elections += r.elections;
   crashes += r.crashes;
+  maxCommitWait = Math.max(maxCommitWait, r.commitWait);
   if (r.linearizable === undefined) undecided++;
   if (values.verbose || seeds.length === 1) {
     console.log(JSON.stringify({ ...r, violations: undefined }));
@@ -60,7 +61,8 @@ for (const seed of seeds) {
 const seconds = ((performance.now() - started) / 1000).toFixed(1);
 console.log(
   `${seeds.length} seeds, ${failed.length} failed, ${ops} operations (${fast} fast path, ${slow} slow path), ` +
-    `${elections} leader terms, ${crashes} crashes, ${undecided} histories undecided, ${seconds} s`,
+    `${elections} leader terms, ${crashes} crashes, ${undecided} histories undecided, ` +
+    `longest wait for acknowledged commands to commit ${maxCommitWait} units, ${seconds} s`,
 );
 if (failed.length > 0) {
   console.log(
