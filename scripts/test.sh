@@ -2,7 +2,7 @@
 # Runs every check and test of skyfs in order and prints one summary; `deno task test` calls it.
 #
 # Usage: scripts/test.sh [STEP...]
-#   Steps, in order: setup fmt lint check unit tests bench (default: all of them).
+#   Steps, in order: setup fmt lint check unit sim tests bench (default: all of them).
 #   Every step runs even after an earlier one failed, so one run shows every failure; the exit code
 #   is non-zero when any step failed.
 #
@@ -13,7 +13,7 @@ set -uo pipefail
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_dir"
 
-all_steps=(setup fmt lint check unit tests bench)
+all_steps=(setup fmt lint check unit sim tests bench)
 if [ "$#" -gt 0 ]; then
   for step in "$@"; do
     if [[ ! " ${all_steps[*]} " =~ " $step " ]]; then
@@ -140,6 +140,10 @@ for step in "${steps[@]}"; do
       else
         skip_step unit "no *_test.ts files under src/, lib/ or bench/ yet"
       fi
+      ;;
+    sim)
+      # CURP: 500 seeded cluster simulations, invariants and linearizability checked on each.
+      run_step sim step deno run -A src/meta/curp/sim_main.ts --seeds 500
       ;;
     tests) run_tests_dir ;;
     bench)
