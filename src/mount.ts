@@ -111,7 +111,14 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   }
   const kv = await openEmbeddedKV(join(dataDir.path, "meta.db"));
   const io = await openIoEngine();
-  const vfs = await createVfs({ kv, io, dataDir: dataDir.path });
+  // The server exists only after the mount; until then nothing can be cached in the kernel.
+  let invalidate = (_ino: number) => {};
+  const vfs = await createVfs({
+    kv,
+    io,
+    dataDir: dataDir.path,
+    onInodeChange: (ino) => invalidate(ino),
+  });
   const mountOptions = ["default_permissions"];
   if (isRoot()) mountOptions.push("allow_other");
   let device: FuseDevice;
@@ -131,6 +138,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     onInternalError: (op, error) =>
       log(`skyfs: internal error in ${op}: ${(error as Error)?.stack ?? error}`),
   });
+  invalidate = (ino) => server.invalidateAttributes(ino);
   const stop = () => device.unmount();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);

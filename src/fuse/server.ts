@@ -20,6 +20,7 @@ import {
   initReply,
   KERNEL_MINOR_VERSION,
   KERNEL_VERSION,
+  notifyInvalInode,
   Opcode,
   opcodeNames,
   type Request,
@@ -162,6 +163,18 @@ export class FuseServer {
     this.#options = options;
     this.backing = new BackingFiles(device);
     this.#spinMs = (options.spinMicros ?? 0) / 1000;
+  }
+
+  /**
+   * Tell the kernel to drop its cached attributes of `ino` (FUSE_NOTIFY_INVAL_INODE, pages kept).
+   * Sent on a later task, after the reply of the request that caused it: a notification
+   * written while the kernel waits for that reply could contend for the locks it holds.
+   */
+  invalidateAttributes(ino: number): void {
+    setTimeout(() => {
+      // ENOENT: the kernel holds no such inode; nothing was cached.
+      this.device.writeMessage(notifyInvalInode(ino, -1, 0) as Uint8Array<ArrayBuffer>);
+    }, 0);
   }
 
   /** Requests served and poll wake-ups so far (requests per wake-up = batching achieved). */
