@@ -6,8 +6,10 @@
  *
  * Usage: deno run -A bench/io/main.ts [--dir DIR] [--json PATH] [--quick | --tiny]
  *          [--only JOB,...] [--runtime-ms N] [--file-mib N] [--rounds N]
- * Defaults: full 3 interleaved rounds of 2 s per engine and job on a 1 GiB file (the median round
- * is the figure); --quick 1 round of 1 s on 256 MiB; --tiny 1 round of 200 ms on 8 MiB.
+ * Defaults: full 7 interleaved rounds of 0.7 s per engine and job on a 1 GiB file; --quick 1 round
+ * of 1 s on 256 MiB; --tiny 1 round of 200 ms on 8 MiB. A figure is the median round; a ratio is
+ * the median of the ratios within each round (the engines of one round run back to back, so
+ * drift on a shared machine cancels out of them better than out of a ratio of medians).
  * Output: a markdown table on stdout; with --json, {baseline, measurements} as bench/README.md's
  * contract for the io family says (bench/io_family.ts reads it).
  * @module
@@ -113,7 +115,7 @@ function parseOptions(): Options {
     Deno.exit(0);
   }
   const mode = values.tiny ? "tiny" : values.quick ? "quick" : "full";
-  const defaults = { full: [2000, 1024, 3], quick: [1000, 256, 1], tiny: [200, 8, 1] }[mode];
+  const defaults = { full: [700, 1024, 7], quick: [1000, 256, 1], tiny: [200, 8, 1] }[mode];
   const runtimeMs = Number(values["runtime-ms"] ?? defaults[0]);
   const fileMiB = Number(values["file-mib"] ?? defaults[1]);
   const rounds = Number(values.rounds ?? defaults[2]);
@@ -347,6 +349,23 @@ function summarize(job: Job, engine: Engine, results: Result[], error?: string):
   return [m, crossings];
 }
 
+/** Median over rounds of a / b within each round, or null when no round has both. */
+function pairedRatio(
+  job: Job,
+  a: (Result | undefined)[],
+  b: (Result | undefined)[],
+): number | null {
+  const ratios: number[] = [];
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i];
+    const y = b[i];
+    if (x && y && value(job, y) > 0) ratios.push(value(job, x) / value(job, y));
+  }
+  if (ratios.length === 0) return null;
+  ratios.sort((p, q) => p - q);
+  return ratios[Math.floor(ratios.length / 2)];
+}
+
 function value(job: Job, result: Result): number {
   const perSecond = result.ops / result.seconds;
   return job.unit === "IOPS" ? perSecond : (perSecond * job.blockBytes) / MIB;
@@ -356,10 +375,6 @@ function format(n: number | null, unit: string): string {
   if (n === null) return "error";
   if (unit === "MiB/s") return `${Math.round(n)} MiB/s`;
   return n >= 1e4 ? `${(n / 1e3).toFixed(1)}k` : `${Math.round(n)}`;
-}
-
-function ratio(a: number | null, b: number | null): string {
-  return a === null || b === null || b === 0 ? "n/a" : `${(a / b).toFixed(2)}x`;
 }
 
 async function main(): Promise<void> {
@@ -376,7 +391,8 @@ async function main(): Promise<void> {
         } MiB, page cache warm)`,
     );
     for (const [index, job] of options.jobs.entries()) {
-      const rounds = new Map<Engine, Result[]>(ENGINES.map((engine) => [engine, []]));
+      // By engine, one entry per round (undefined where that engine failed).
+      const rounds = new Map<Engine, (Result | undefined)[]>(ENGINES.map((engine) => [engine, []]));
       const errors = new Map<Engine, string>();
       for (let round = 0; round < options.rounds; round++) {
         // Interleave engines and rotate their order, so drift on a shared machine (other jobs
@@ -391,7 +407,7 @@ async function main(): Promise<void> {
               : engine === "Deno.FsFile"
               ? await runFsFile(job, path, options)
               : await runSkyfs(job, path, options);
-            rounds.get(engine)!.push(result);
+            rounds.get(engine)![round] = result;
             console.error(
               `bench/io: ${job.name.padEnd(20)} ${engine.padEnd(15)} round ${round + 1}: ` +
                 format(value(job, result), job.unit),
@@ -402,7 +418,19 @@ async function main(): Promise<void> {
         }
       }
       for (const engine of ENGINES) {
-        measurements.push(...summarize(job, engine, rounds.get(engine)!, errors.get(engine)));
+        const done = rounds.get(engine)!.filter((r): r is Result => r !== undefined);
+        measurements.push(...summarize(job, engine, done, errors.get(engine)));
+      }
+      const sky = measurements.find((m) => m.job === job.name && m.target === "skyfs-io_uring");
+      if (sky?.details) {
+        for (const [other, key] of [["fio", "ratioToFio"], ["Deno.FsFile", "ratioToFsFile"]]) {
+          const paired = pairedRatio(
+            job,
+            rounds.get("skyfs-io_uring")!,
+            rounds.get(other as Engine)!,
+          );
+          if (paired !== null) sky.details[key] = Number(paired.toFixed(3));
+        }
       }
     }
   } finally {
@@ -419,27 +447,29 @@ async function main(): Promise<void> {
 
 function table(options: Options, measurements: Measurement[]): string {
   const lines = [
-    "| job | fio io_uring | skyfs io_uring | Deno.FsFile | skyfs / fio | skyfs / FsFile | crossings per I/O (all / nonblocking) |",
+    "| job | fio io_uring | skyfs io_uring | Deno.FsFile | skyfs / fio | skyfs / FsFile | " +
+    "crossings per I/O (all / nonblocking) |",
     "|---|--:|--:|--:|--:|--:|--:|",
   ];
+  const ratioText = (x: unknown) => typeof x === "number" ? `${x.toFixed(2)}x` : "n/a";
   for (const job of options.jobs) {
     const get = (target: Engine) =>
       measurements.find((m) => m.job === job.name && m.target === target);
-    const fio = get("fio")?.value ?? null;
     const sky = get("skyfs-io_uring");
-    const fs = get("Deno.FsFile")?.value ?? null;
-    const skyValue = sky?.value ?? null;
-    const crossings = sky?.details?.crossingsPerIo;
-    const waits = sky?.details?.waitCallsPerIo;
-    lines.push(
-      `| ${job.name} | ${format(fio, job.unit)} | ${format(skyValue, job.unit)} | ${
-        format(fs, job.unit)
-      } | ` +
-        `${ratio(skyValue, fio)} | ${ratio(skyValue, fs)} | ` +
-        `${typeof crossings === "number" ? crossings.toFixed(3) : "n/a"} / ${
-          typeof waits === "number" ? waits.toFixed(3) : "n/a"
-        } |`,
-    );
+    const d = sky?.details ?? {};
+    const crossings = typeof d.crossingsPerIo === "number" && typeof d.waitCallsPerIo === "number"
+      ? `${d.crossingsPerIo.toFixed(3)} / ${d.waitCallsPerIo.toFixed(3)}`
+      : "n/a";
+    const cells = [
+      job.name,
+      format(get("fio")?.value ?? null, job.unit),
+      format(sky?.value ?? null, job.unit),
+      format(get("Deno.FsFile")?.value ?? null, job.unit),
+      ratioText(d.ratioToFio),
+      ratioText(d.ratioToFsFile),
+      crossings,
+    ];
+    lines.push(`| ${cells.join(" | ")} |`);
   }
   return lines.join("\n");
 }
