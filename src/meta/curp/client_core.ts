@@ -21,6 +21,9 @@ export interface ClientConfig {
   replicas: NodeId[];
   /** Ticks before resending an unfinished command to every replica. Default 20. */
   retryTicks?: number;
+  /** Complete on the fast path (result without revisions). False: always wait for the commit,
+   * for callers that need revisions. Default true. */
+  fastPath?: boolean;
 }
 
 interface Outstanding {
@@ -36,6 +39,7 @@ export class ClientCore {
   readonly replicas: NodeId[];
   readonly #retryTicks: number;
   readonly #superquorum: number;
+  readonly #fastPath: boolean;
   #nextSeq = 1;
   #firstUnacked = 1;
   #outstanding: Outstanding | undefined;
@@ -51,6 +55,7 @@ export class ClientCore {
     this.replicas = config.replicas;
     this.#retryTicks = config.retryTicks ?? 20;
     this.#superquorum = superquorum(config.replicas.length);
+    this.#fastPath = config.fastPath ?? true;
   }
 
   get busy(): boolean {
@@ -92,7 +97,7 @@ export class ClientCore {
       if (m.seq === o.command.seq) this.#complete(m.result, "slow");
       return;
     }
-    if (m.type !== "proposeReply" || m.seq !== o.command.seq) return;
+    if (m.type !== "proposeReply" || m.seq !== o.command.seq || !this.#fastPath) return;
     if (m.accepted) o.accepts.set(m.from, m.term);
     else o.accepts.delete(m.from);
     if (m.speculative !== undefined && m.leaderId === m.from) {

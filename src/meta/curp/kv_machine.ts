@@ -106,7 +106,8 @@ export class KvMachine {
   readonly #data = new Map<string, KeyValue>();
   readonly #store = new MapStore(this.#data);
   readonly #sessions = new Map<string, Session>();
-  #revision = 0;
+  /** etcd starts at 1: a fresh store's revision is 1 and its first write makes 2. */
+  #revision = 1;
 
   get revision(): number {
     return this.#revision;
@@ -173,6 +174,8 @@ export class KvMachine {
         break;
       }
     }
+    const refused = invalidBranch(txn.success ?? []) ?? invalidBranch(txn.failure ?? []);
+    if (refused !== undefined) return { ok: false, error: refused };
     const ops = (succeeded ? txn.success : txn.failure) ?? [];
     for (const op of ops) {
       if ("put" in op && (op.put.lease ?? 0) !== 0) {
@@ -182,11 +185,43 @@ export class KvMachine {
         };
       }
     }
-    const writes = ops.some((op) => !("range" in op));
+    // Deleting nothing writes nothing: only a put or a delete that finds keys makes a revision.
+    const writes = ops.some((op) =>
+      "put" in op ||
+      ("deleteRange" in op && store.keysIn(...spread(intervalOf(op.deleteRange))).length > 0)
+    );
     const revision = writes ? nextRevision : this.#revision;
     const responses = ops.map((op) => runOp(store, op, revision));
     return { ok: true, txn: { succeeded, revision, responses } };
   }
+}
+
+function spread(iv: { start: string; end: string | undefined }): [string, string | undefined] {
+  return [iv.start, iv.end];
+}
+
+/** etcd's request checks, made on both branches whichever runs: no empty key, and no key put
+ * twice or both put and deleted in one branch ("duplicate key given in txn request"). */
+function invalidBranch(ops: RequestOp[]): string | undefined {
+  const puts: string[] = [];
+  const deletes: { start: string; end: string | undefined }[] = [];
+  for (const op of ops) {
+    const key = "range" in op ? op.range.key : "put" in op ? op.put.key : op.deleteRange.key;
+    if (key.length === 0) return "Key must not be empty (etcd: key is not provided)";
+    if ("put" in op) puts.push(keyString(op.put.key));
+    if ("deleteRange" in op) deletes.push(intervalOf(op.deleteRange));
+  }
+  const seen = new Set<string>();
+  for (const k of puts) {
+    if (seen.has(k)) return `Duplicate key ${JSON.stringify(k)} given in txn request`;
+    seen.add(k);
+    for (const d of deletes) {
+      if (k >= d.start && (d.end === undefined || k < d.end)) {
+        return `Key ${JSON.stringify(k)} is both put and deleted in one txn request`;
+      }
+    }
+  }
+  return undefined;
 }
 
 function runOp(store: Store, op: RequestOp, revision: number): ResponseOp {

@@ -1,0 +1,64 @@
+/**
+ * `skyfs meta serve` and `skyfs meta status`: flag checking and the foreground replica process.
+ * @module
+ */
+
+import { fetchStatus, ReplicaServer } from "./server.ts";
+
+/** Run a replica until SIGINT or SIGTERM. Flags are checked here; errors say which and why. */
+export async function metaServe(values: Record<string, string | undefined>): Promise<void> {
+  const id = values.id;
+  const peers = values.peers;
+  const data = values.data;
+  if (id === undefined || peers === undefined || data === undefined) {
+    throw new RangeError("skyfs meta serve needs --id, --peers and --data; see --help");
+  }
+  const tickText = values["tick-ms"];
+  const tickMs = tickText === undefined ? 50 : Number(tickText);
+  if (!(Number.isInteger(tickMs) && tickMs >= 1 && tickMs <= 10_000)) {
+    throw new RangeError(`--tick-ms "${tickText}" is not a whole number of milliseconds (1-10000)`);
+  }
+  const server = ReplicaServer.start({ id, peers, dataDir: data, tickMs });
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      Deno.removeSignalListener("SIGINT", stop);
+      Deno.removeSignalListener("SIGTERM", stop);
+      resolve();
+    };
+    Deno.addSignalListener("SIGINT", stop);
+    Deno.addSignalListener("SIGTERM", stop);
+  });
+  server.close();
+}
+
+/** Print one line per replica, asking every member the first reachable one names. */
+export async function metaStatus(positionals: string[]): Promise<void> {
+  const addresses = positionals.flatMap((p) => p.split(",")).filter((a) => a !== "");
+  if (addresses.length === 0) {
+    throw new RangeError("skyfs meta status needs HOST:PORT of at least one replica");
+  }
+  let members: Record<string, string> | undefined;
+  for (const a of addresses) {
+    try {
+      members = (await fetchStatus(a)).members;
+      break;
+    } catch (error) {
+      console.error(`${a}: ${(error as Error).message}`);
+    }
+  }
+  if (members === undefined) throw new Error(`No replica of ${addresses.join(",")} answered`);
+  for (const [id, address] of Object.entries(members)) {
+    try {
+      const s = await fetchStatus(address);
+      const answered = s.fastReplies + s.slowReplies;
+      const hit = answered === 0 ? "-" : `${(100 * s.fastReplies / answered).toFixed(1)}%`;
+      console.log(
+        `${id} ${address} ${s.role} term=${s.term} leader=${s.leaderId ?? "-"} ` +
+          `commit=${s.commitIndex} applied=${s.appliedIndex} last=${s.lastIndex} ` +
+          `revision=${s.revision} pool=${s.poolSize} fast-path=${hit} (${answered} proposals led)`,
+      );
+    } catch (error) {
+      console.log(`${id} ${address} unreachable: ${(error as Error).message}`);
+    }
+  }
+}

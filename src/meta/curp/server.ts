@@ -1,0 +1,265 @@
+/**
+ * A CURP replica as a process: drives the pure `Replica` (core.ts) with a real clock, TCP frames
+ * (wire.ts) and fsync'd storage (storage.ts). `skyfs meta serve` runs one.
+ *
+ * Order of duties per `Ready`: persist and fsync first, then send (core.ts documents why). Storage
+ * calls are synchronous, so nothing is stepped between a `ready()` and its persistence.
+ * @module
+ */
+
+import { Replica } from "./core.ts";
+import type { Message } from "./core.ts";
+import { type ClusterIdentity, ReplicaStorage } from "./storage.ts";
+import { FrameConn, Link, parseAddress, parsePeers } from "./wire.ts";
+
+export interface ServeOptions {
+  /** This replica's id; must be one of `peers`. */
+  id: string;
+  /** "a=host:port,b=host:port,c=host:port": every replica, this one included. */
+  peers: string;
+  /** Data directory (created if missing). */
+  dataDir: string;
+  /** Milliseconds per tick. Election timeout is 10-20 ticks, heartbeats every 2. Default 50. */
+  tickMs?: number;
+  /** Election timeout in ticks (actual: [t, 2t)). Default 10. */
+  electionTicks?: number;
+  log?: (line: string) => void;
+}
+
+export interface ReplicaStatus {
+  id: string;
+  role: string;
+  term: number;
+  leaderId: string | undefined;
+  commitIndex: number;
+  appliedIndex: number;
+  lastIndex: number;
+  revision: number;
+  members: Record<string, string>;
+  /** Proposals this replica answered as leader: with a speculative result, and without. */
+  fastReplies: number;
+  slowReplies: number;
+  poolSize: number;
+}
+
+const PEER_TYPES = new Set([
+  "preVote",
+  "preVoteReply",
+  "vote",
+  "voteReply",
+  "append",
+  "appendReply",
+]);
+
+export class ReplicaServer {
+  readonly replica: Replica;
+  readonly #storage: ReplicaStorage;
+  readonly #listener: Deno.TcpListener;
+  readonly #links = new Map<string, Link>();
+  readonly #clients = new Map<string, FrameConn>();
+  readonly #conns = new Set<FrameConn>();
+  readonly #members: Record<string, string>;
+  readonly #timer: ReturnType<typeof setInterval>;
+  readonly #log: (line: string) => void;
+  #drainScheduled = false;
+  #closed = false;
+  fastReplies = 0;
+  slowReplies = 0;
+
+  private constructor(options: ServeOptions, peers: Map<string, string>) {
+    this.#log = options.log ?? ((line) => console.error(line));
+    const ids = [...peers.keys()];
+    if (!peers.has(options.id)) {
+      throw new RangeError(
+        `--id "${options.id}" is not one of the --peers ids ${JSON.stringify(ids)}`,
+      );
+    }
+    this.#members = Object.fromEntries(peers);
+    const identity: ClusterIdentity = {
+      cluster: [...peers].map(([id, a]) => `${id}=${a}`).join(","),
+      id: options.id,
+    };
+    const { storage, state } = ReplicaStorage.open(options.dataDir, identity);
+    this.#storage = storage;
+    this.replica = new Replica(
+      {
+        id: options.id,
+        replicas: ids,
+        electionTicks: options.electionTicks ?? 10,
+        random: (n) => Math.floor(Math.random() * n),
+      },
+      state,
+    );
+    const address = parseAddress(peers.get(options.id)!);
+    try {
+      this.#listener = Deno.listen({ hostname: address.hostname, port: address.port });
+    } catch (error) {
+      storage.close();
+      throw new Error(`Cannot listen on ${peers.get(options.id)}: ${(error as Error).message}`);
+    }
+    for (const [id, a] of peers) {
+      if (id === options.id) continue;
+      // Peers send their replies over their own links, so frames arriving here are unexpected.
+      this.#links.set(id, new Link(parseAddress(a), () => {}, this.#log));
+    }
+    void this.#acceptLoop();
+    this.#timer = setInterval(() => {
+      this.replica.tick();
+      for (const link of this.#links.values()) link.connect();
+      this.#scheduleDrain();
+    }, options.tickMs ?? 50);
+    this.#log(
+      `curp: replica "${options.id}" of ${identity.cluster} serving on ${peers.get(options.id)}, ` +
+        `term ${state.term}, ${state.log.length} log entries, ${state.pool.length} witness records`,
+    );
+  }
+
+  static start(options: ServeOptions): ReplicaServer {
+    return new ReplicaServer(options, parsePeers(options.peers));
+  }
+
+  status(): ReplicaStatus {
+    const r = this.replica;
+    return {
+      id: r.id,
+      role: r.role,
+      term: r.term,
+      leaderId: r.leaderId,
+      commitIndex: r.commitIndex,
+      appliedIndex: r.appliedIndex,
+      lastIndex: r.lastIndex,
+      revision: r.kv.revision,
+      members: this.#members,
+      fastReplies: this.fastReplies,
+      slowReplies: this.slowReplies,
+      poolSize: r.pool.size,
+    };
+  }
+
+  async #acceptLoop(): Promise<void> {
+    try {
+      for await (const conn of this.#listener) {
+        const remote = conn.remoteAddr as Deno.NetAddr;
+        const fc = new FrameConn(conn, `from ${remote.hostname}:${remote.port}`, this.#log);
+        this.#conns.add(fc);
+        fc.onClose(() => this.#conns.delete(fc));
+        void fc.readLoop((body) => this.#onFrame(fc, body));
+      }
+    } catch (error) {
+      if (!this.#closed) this.#log(`curp: accept failed: ${(error as Error).message}`);
+    }
+  }
+
+  #onFrame(fc: FrameConn, body: unknown): void {
+    if ((body as { type: string }).type === "status") {
+      fc.send({ type: "statusReply", status: this.status() });
+      return;
+    }
+    const m = body as Message;
+    const problem = this.#invalid(m);
+    if (problem !== undefined) throw new TypeError(problem); // readLoop closes fc and logs
+    if (m.type === "propose") this.#clients.set(m.from, fc);
+    this.replica.step(m);
+    this.#scheduleDrain();
+  }
+
+  /** Why a frame is not a message this replica may step, or undefined. */
+  #invalid(m: Message): string | undefined {
+    if (typeof m.from !== "string" || m.to !== this.replica.id) {
+      return `message for ${JSON.stringify(m.to)} from ${
+        JSON.stringify(m.from)
+      } sent to "${this.replica.id}"`;
+    }
+    if (m.type === "propose") {
+      const c = (m as {
+        command?: { clientId?: unknown; seq?: unknown; firstUnacked?: unknown; txn?: unknown };
+      }).command;
+      if (
+        c === undefined || c.clientId !== m.from || !Number.isSafeInteger(c.seq) ||
+        !Number.isSafeInteger(c.firstUnacked) || c.txn === null || typeof c.txn !== "object"
+      ) return "malformed propose";
+      return undefined;
+    }
+    if (!PEER_TYPES.has(m.type)) return `unknown message type ${JSON.stringify(m.type)}`;
+    if (!this.#links.has(m.from)) return `peer message from non-member ${JSON.stringify(m.from)}`;
+    if (!Number.isSafeInteger((m as { term?: unknown }).term)) return "peer message without a term";
+    return undefined;
+  }
+
+  #scheduleDrain(): void {
+    if (this.#drainScheduled || this.#closed) return;
+    this.#drainScheduled = true;
+    queueMicrotask(() => {
+      this.#drainScheduled = false;
+      this.#drain();
+    });
+  }
+
+  #drain(): void {
+    while (!this.#closed && this.replica.hasReady()) {
+      const ready = this.replica.ready();
+      this.#storage.persist(ready); // before any send: see core.ts Ready
+      for (const m of ready.messages) this.#send(m);
+    }
+  }
+
+  #send(m: Message): void {
+    if (m.type === "proposeReply" && m.leaderId === this.replica.id) {
+      if (m.speculative !== undefined) this.fastReplies++;
+      else this.slowReplies++;
+    }
+    const link = this.#links.get(m.to);
+    if (link !== undefined) {
+      link.send(m);
+      return;
+    }
+    const client = this.#clients.get(m.to);
+    if (client === undefined) return;
+    if (client.closed) {
+      this.#clients.delete(m.to);
+      return;
+    }
+    client.send(m);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#timer);
+    try {
+      this.#listener.close();
+    } catch { /* closed */ }
+    for (const link of this.#links.values()) link.close();
+    for (const c of this.#conns) c.close();
+    this.#storage.close();
+  }
+}
+
+/** Ask one replica for its status over TCP; rejects after `timeoutMs`. */
+export async function fetchStatus(address: string, timeoutMs = 2000): Promise<ReplicaStatus> {
+  const a = parseAddress(address);
+  const conn = await Deno.connect({ hostname: a.hostname, port: a.port });
+  const fc = new FrameConn(conn, `to ${address}`, () => {});
+  try {
+    return await new Promise<ReplicaStatus>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`Replica ${address} did not answer status within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      fc.onClose(() => {
+        clearTimeout(timer);
+        reject(new Error(`Replica ${address} closed the connection`));
+      });
+      void fc.readLoop((body) => {
+        const b = body as { type: string; status?: ReplicaStatus };
+        if (b.type === "statusReply" && b.status) {
+          clearTimeout(timer);
+          resolve(b.status);
+        }
+      });
+      fc.send({ type: "status" });
+    });
+  } finally {
+    fc.close();
+  }
+}

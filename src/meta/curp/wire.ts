@@ -1,0 +1,287 @@
+/**
+ * The CURP wire format over TCP: length-prefixed, versioned JSON frames, and a connection wrapper
+ * that reads frames in a loop and queues writes so a slow peer cannot grow memory without bound.
+ *
+ * Frame: u32 big-endian length of what follows, u8 version (1), then UTF-8 JSON. Byte strings
+ * travel as {"$b": base64}. A frame that is oversized, of another version or not valid JSON closes
+ * its connection with a log line; the process keeps serving everyone else.
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+
+export const WIRE_VERSION = 1;
+/** Largest frame accepted or sent: an append batch of 64 entries fits many times over. */
+export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
+/** Bytes queued for one connection before it is declared stuck and closed. */
+const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+function replacer(_key: string, value: unknown): unknown {
+  if (value instanceof Uint8Array) {
+    return { $b: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("base64") };
+  }
+  return value;
+}
+
+function reviver(_key: string, value: unknown): unknown {
+  if (value !== null && typeof value === "object" && "$b" in value) {
+    const b = (value as { $b: unknown }).$b;
+    if (typeof b === "string" && Object.keys(value).length === 1) {
+      return new Uint8Array(Buffer.from(b, "base64"));
+    }
+  }
+  return value;
+}
+
+export function encodeFrame(body: unknown): Uint8Array {
+  const json = encoder.encode(JSON.stringify(body, replacer));
+  if (json.length + 1 > MAX_FRAME_BYTES) {
+    throw new RangeError(`Frame of ${json.length + 1} bytes exceeds ${MAX_FRAME_BYTES}`);
+  }
+  const frame = new Uint8Array(5 + json.length);
+  new DataView(frame.buffer).setUint32(0, json.length + 1);
+  frame[4] = WIRE_VERSION;
+  frame.set(json, 5);
+  return frame;
+}
+
+/** Decode one frame's payload (version byte and JSON); throws a TypeError naming the problem. */
+export function decodePayload(payload: Uint8Array): unknown {
+  if (payload.length < 1) throw new TypeError("empty frame");
+  if (payload[0] !== WIRE_VERSION) {
+    throw new TypeError(`frame version ${payload[0]}, this build speaks ${WIRE_VERSION}`);
+  }
+  let text: string;
+  try {
+    text = decoder.decode(payload.subarray(1));
+  } catch {
+    throw new TypeError("frame is not UTF-8");
+  }
+  try {
+    return JSON.parse(text, reviver);
+  } catch {
+    throw new TypeError(`frame is not JSON: ${JSON.stringify(text.slice(0, 40))}`);
+  }
+}
+
+/** Splits a byte stream into frame payloads; `push` throws on an oversized length. */
+export class FrameReader {
+  #buffer = new Uint8Array(0);
+
+  push(chunk: Uint8Array): Uint8Array[] {
+    const joined = new Uint8Array(this.#buffer.length + chunk.length);
+    joined.set(this.#buffer);
+    joined.set(chunk, this.#buffer.length);
+    const payloads: Uint8Array[] = [];
+    let at = 0;
+    while (joined.length - at >= 4) {
+      const length = new DataView(joined.buffer, at, 4).getUint32(0);
+      if (length > MAX_FRAME_BYTES) {
+        throw new TypeError(`frame length ${length} exceeds ${MAX_FRAME_BYTES}`);
+      }
+      if (joined.length - at - 4 < length) break;
+      payloads.push(joined.slice(at + 4, at + 4 + length));
+      at += 4 + length;
+    }
+    this.#buffer = joined.slice(at);
+    return payloads;
+  }
+}
+
+/** One TCP connection carrying frames both ways. */
+export class FrameConn {
+  readonly conn: Deno.Conn;
+  #queue: Uint8Array[] = [];
+  #queuedBytes = 0;
+  #writing = false;
+  #closed = false;
+  readonly #onClose: Array<() => void> = [];
+
+  constructor(conn: Deno.Conn, readonly label: string, readonly log: (line: string) => void) {
+    this.conn = conn;
+    try {
+      (conn as Deno.TcpConn).setNoDelay(true);
+    } catch { /* not TCP */ }
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  onClose(f: () => void): void {
+    if (this.#closed) f();
+    else this.#onClose.push(f);
+  }
+
+  /** Read frames until the peer closes or sends a bad one; `onFrame` sees each decoded body. */
+  async readLoop(onFrame: (body: unknown) => void): Promise<void> {
+    const reader = new FrameReader();
+    const chunk = new Uint8Array(64 * 1024);
+    try {
+      while (!this.#closed) {
+        const n = await this.conn.read(chunk);
+        if (n === null) break;
+        for (const payload of reader.push(chunk.subarray(0, n))) {
+          const body = decodePayload(payload);
+          if (
+            body === null || typeof body !== "object" ||
+            typeof (body as { type?: unknown }).type !== "string"
+          ) {
+            throw new TypeError('frame body has no string "type"');
+          }
+          onFrame(body);
+        }
+      }
+    } catch (error) {
+      if (!this.#closed && !(error instanceof Deno.errors.BadResource)) {
+        this.log(`curp: closing connection ${this.label}: ${(error as Error).message}`);
+      }
+    } finally {
+      this.close();
+    }
+  }
+
+  /** Queue a frame; false (and nothing sent) when the connection is closed or stuck. */
+  send(body: unknown): boolean {
+    if (this.#closed) return false;
+    const frame = encodeFrame(body);
+    if (this.#queuedBytes + frame.length > MAX_QUEUED_BYTES) {
+      this.log(`curp: closing connection ${this.label}: ${this.#queuedBytes} bytes unsent`);
+      this.close();
+      return false;
+    }
+    this.#queue.push(frame);
+    this.#queuedBytes += frame.length;
+    if (!this.#writing) void this.#pump();
+    return true;
+  }
+
+  async #pump(): Promise<void> {
+    this.#writing = true;
+    try {
+      while (this.#queue.length > 0 && !this.#closed) {
+        // Coalesce queued frames into one write: fewer syscalls under load.
+        const frames = this.#queue;
+        this.#queue = [];
+        let total = 0;
+        for (const f of frames) total += f.length;
+        const joined = new Uint8Array(total);
+        let at = 0;
+        for (const f of frames) {
+          joined.set(f, at);
+          at += f.length;
+        }
+        this.#queuedBytes -= total;
+        let written = 0;
+        while (written < joined.length) written += await this.conn.write(joined.subarray(written));
+      }
+    } catch {
+      this.close();
+    } finally {
+      this.#writing = false;
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.conn.close();
+    } catch { /* already closed */ }
+    for (const f of this.#onClose.splice(0)) f();
+  }
+}
+
+/** An outgoing link to one address that reconnects (with backoff) while frames are sent to it.
+ * Frames sent while it is down are dropped: the protocol tolerates lost messages. */
+export class Link {
+  #conn: FrameConn | undefined;
+  #connecting = false;
+  #nextAttemptMs = 0;
+  #backoffMs = 50;
+  #stopped = false;
+
+  constructor(
+    readonly address: { hostname: string; port: number },
+    readonly onFrame: (body: unknown) => void,
+    readonly log: (line: string) => void,
+  ) {}
+
+  get connected(): boolean {
+    return this.#conn !== undefined && !this.#conn.closed;
+  }
+
+  send(body: unknown): boolean {
+    if (this.#conn !== undefined && !this.#conn.closed) return this.#conn.send(body);
+    this.connect();
+    return false;
+  }
+
+  /** Start a connection attempt unless one runs or the backoff has not elapsed. */
+  connect(): void {
+    if (this.#stopped || this.#connecting || this.connected) return;
+    if (Date.now() < this.#nextAttemptMs) return;
+    this.#connecting = true;
+    Deno.connect({ hostname: this.address.hostname, port: this.address.port, transport: "tcp" })
+      .then((conn) => {
+        this.#connecting = false;
+        if (this.#stopped) return conn.close();
+        this.#backoffMs = 50;
+        const fc = new FrameConn(
+          conn,
+          `to ${this.address.hostname}:${this.address.port}`,
+          this.log,
+        );
+        this.#conn = fc;
+        void fc.readLoop(this.onFrame);
+      })
+      .catch(() => {
+        this.#connecting = false;
+        this.#nextAttemptMs = Date.now() + this.#backoffMs;
+        this.#backoffMs = Math.min(this.#backoffMs * 2, 1000);
+      });
+  }
+
+  close(): void {
+    this.#stopped = true;
+    this.#conn?.close();
+  }
+}
+
+/** Parse "host:port"; throws a RangeError quoting the text. */
+export function parseAddress(text: string): { hostname: string; port: number } {
+  const at = text.lastIndexOf(":");
+  const port = Number(text.slice(at + 1));
+  const hostname = text.slice(0, at);
+  if (at <= 0 || !Number.isInteger(port) || port <= 0 || port > 65535) {
+    throw new RangeError(`Address "${text}" is not host:port (for example 127.0.0.1:7001)`);
+  }
+  return { hostname, port };
+}
+
+/** Parse "--peers a=host:port,b=host:port,..." into id -> address, sorted by id. */
+export function parsePeers(text: string): Map<string, string> {
+  const peers = new Map<string, string>();
+  for (const part of text.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+    const eq = part.indexOf("=");
+    if (eq <= 0) {
+      throw new RangeError(
+        `Peer "${part}" in --peers is not id=host:port (for example a=127.0.0.1:7001)`,
+      );
+    }
+    const id = part.slice(0, eq);
+    const address = part.slice(eq + 1);
+    parseAddress(address);
+    if (peers.has(id)) throw new RangeError(`Peer id "${id}" appears twice in --peers "${text}"`);
+    peers.set(id, address);
+  }
+  if (peers.size === 0 || peers.size % 2 !== 1) {
+    throw new RangeError(
+      `--peers "${text}" names ${peers.size} replicas; a cluster needs an odd number (1, 3, 5...)`,
+    );
+  }
+  return new Map([...peers].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0));
+}
