@@ -7,6 +7,7 @@
 import { parseArgs } from "node:util";
 import { defaultDataDir } from "./src/datadir.ts";
 import { mount, umount, UsageError } from "./src/mount.ts";
+import { metaServe, metaStatus } from "./src/meta/curp/cli.ts";
 
 const USAGE = `skyfs: a userspace distributed file system
 
@@ -15,6 +16,8 @@ Usage: skyfs <command> [options]
 Commands:
   mount DIR      mount skyfs on DIR and serve it in the foreground
   umount DIR     unmount DIR (also a dead mount left by a crashed daemon)
+  meta serve     run a CURP metadata replica (skyfs meta serve --help)
+  meta status    show the leader, term, commit index and members of a CURP cluster
   help           this text
 
 Run \`skyfs <command> --help\` for a command's options.`;
@@ -38,6 +41,18 @@ const UMOUNT_USAGE = `Usage: skyfs umount DIR
 
 Unmount a skyfs mount, lazily if files are still open. Also clears the dead mount left behind
 when a daemon was killed.`;
+
+const META_USAGE =
+  `Usage: skyfs meta serve --id ID --peers ID=HOST:PORT,... --data DIR [--tick-ms N]
+       skyfs meta status HOST:PORT[,HOST:PORT...]
+
+serve: run one replica of a CURP metadata cluster in the foreground until SIGINT or SIGTERM.
+  --id ID        this replica's id, one of the --peers ids
+  --peers LIST   every replica, this one included: a=10.0.0.1:7001,b=10.0.0.2:7001,c=...
+                 (an odd number; the same list on every replica)
+  --data DIR     where the log, witness pool and vote are kept (fsync'd)
+  --tick-ms N    milliseconds per tick (default 50; elections after 10-20 ticks)
+status: ask each listed replica for its role, term, commit index and fast-path replies.`;
 
 type Command = (args: string[]) => Promise<void>;
 
@@ -102,6 +117,19 @@ const commands: Record<string, Command> = {
       throw new UsageError("skyfs umount needs exactly one mount point: skyfs umount DIR");
     }
     await umount(positionals[0]);
+  },
+  async meta(args) {
+    const [sub, ...rest] = args;
+    if (sub === undefined || sub === "--help" || sub === "-h") return console.log(META_USAGE);
+    const { values, positionals } = parse(rest, META_USAGE, {
+      id: { type: "string" },
+      peers: { type: "string" },
+      data: { type: "string" },
+      "tick-ms": { type: "string" },
+    });
+    if (sub === "serve") await metaServe(values as Record<string, string | undefined>);
+    else if (sub === "status") await metaStatus(positionals);
+    else throw new UsageError(`skyfs meta needs "serve" or "status", not ${JSON.stringify(sub)}`);
   },
   help() {
     console.log(USAGE);
