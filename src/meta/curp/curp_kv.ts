@@ -69,7 +69,13 @@ export async function openCurpKV(
     for (const a of addresses) {
       try {
         const status = await fetchStatus(a, Math.min(2000, Math.max(1, deadline - Date.now())));
-        return new CurpKV(status, options);
+        const kv = new CurpKV(status, options);
+        // Commands sent before the links are up would wait for a retry; a second is plenty.
+        const linksDeadline = Date.now() + 1000;
+        while (kv.connectedCount() < kv.replicaCount && Date.now() < linksDeadline) {
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        return kv;
       } catch (error) {
         errors.push(`${a}: ${(error as Error).message}`);
       }
@@ -119,6 +125,17 @@ export class CurpKV implements MetaKV {
         this.#flush(p.core);
       }
     }, this.#options.tickMs);
+  }
+
+  get replicaCount(): number {
+    return this.#links.size;
+  }
+
+  /** Replicas this client currently holds a connection to. */
+  connectedCount(): number {
+    let n = 0;
+    for (const link of this.#links.values()) if (link.connected) n++;
+    return n;
   }
 
   #onFrame(body: unknown): void {
