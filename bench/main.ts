@@ -29,7 +29,13 @@ import {
   type TargetName,
   type TargetReport,
 } from "./model.ts";
-import { groupByFamily, markdownReport, ratioToBaseline, replaceReadmeSection } from "./report.ts";
+import {
+  groupByFamily,
+  markdownReport,
+  ratioToBaseline,
+  replaceReadmeSection,
+  shortLabels,
+} from "./report.ts";
 import { barChart, type ChartGroup } from "./svg.ts";
 import { forceUnmount, type ReadyTarget, setUpTarget, TargetSkipped } from "./targets.ts";
 
@@ -53,6 +59,7 @@ Options:
   --strict             exit 1 when a requested target could not be measured or a job failed
   --keep-scratch       leave the scratch directory for inspection
   --list               print the jobs of the chosen families and exit
+  --render FILE.json   rewrite the table, charts (and README for a full run) from raw results
   -h, --help           this text
 
 Output: a progress line per job; <out>/<stamp>.json (raw), <stamp>.md (tables with ratios to
@@ -68,6 +75,7 @@ interface Options {
   strict: boolean;
   keepScratch: boolean;
   list: boolean;
+  render?: string;
 }
 
 function fail(message: string): never {
@@ -104,6 +112,7 @@ function parseOptions(args: string[]): Options {
         strict: { type: "boolean" },
         "keep-scratch": { type: "boolean" },
         list: { type: "boolean" },
+        render: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -128,6 +137,7 @@ function parseOptions(args: string[]): Options {
     strict: v.strict ?? false,
     keepScratch: v["keep-scratch"] ?? false,
     list: v.list ?? false,
+    render: v.render,
   };
 }
 
@@ -170,7 +180,16 @@ async function machineInfo(scratch: string): Promise<MachineInfo> {
     ) || "unknown",
     fio: (await commandOutput("fio", ["--version"])) || "fio missing",
     deno: Deno.version.deno,
+    loadAverage: { start: loadAverage(), end: Number.NaN },
   };
+}
+
+function loadAverage(): number {
+  try {
+    return Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+  } catch {
+    return Number.NaN;
+  }
 }
 
 /** Runs `work` for each ready target, starting one further along per item so drift hits all. */
@@ -230,11 +249,12 @@ function chartGroups(run: RunResult, family: string, rows: Measurement[]): Chart
     ? run.targets.map((t) => t.name)
     : [...new Set(rows.map((m) => m.target))];
   const jobs = [...new Set(rows.map((m) => m.job))];
-  return jobs.map((job) => {
+  const labels = shortLabels(jobs);
+  return jobs.map((job, index) => {
     const ofJob = rows.filter((m) => m.job === job);
     const baseline = ofJob.find((m) => m.target === baselineName);
     return {
-      label: job.startsWith(`${family}-`) ? job.slice(family.length + 1) : job,
+      label: labels[index],
       bars: columns.map((target) => {
         const m = ofJob.find((x) => x.target === target);
         const state = run.targets.find((t) => t.name === target)?.state;
@@ -295,11 +315,40 @@ async function updateReadme(run: RunResult, options: Options, stamp: string): Pr
   const block = markdownReport(run, { chartDir: `${outRelative}/${stamp}` }) +
     `\nRaw results: [${outRelative}/${stamp}.json](${outRelative}/${stamp}.json)\n`;
   await Deno.writeTextFile(readmePath, replaceReadmeSection(readme, block));
+  // `deno fmt --check` (part of `deno task test`) covers README.md: leave it formatted.
+  const fmt = await new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--quiet", readmePath],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (fmt.code !== 0) {
+    console.log(`bench: deno fmt README.md failed: ${new TextDecoder().decode(fmt.stderr).trim()}`);
+  }
   console.log(`bench: README.md Performance section updated from this run`);
+}
+
+/** Re-renders the outputs of an earlier run from its raw JSON (after a change to the charts). */
+async function render(options: Options, path: string): Promise<number> {
+  const run = JSON.parse(await Deno.readTextFile(path)) as RunResult;
+  if (run.formatVersion !== 1) fail(`${path}: unknown formatVersion ${run.formatVersion}`);
+  const stamp = path.replace(/^.*\//, "").replace(/\.json$/, "");
+  const outDir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : ".";
+  const resolved = {
+    ...options,
+    outDir: outDir.startsWith("/") ? outDir : `${Deno.cwd()}/${outDir}`,
+  };
+  await writeOutputs(run, resolved, stamp);
+  console.log(
+    `bench: rewrote ${resolved.outDir}/${stamp}.md and ${resolved.outDir}/${stamp}/*.svg`,
+  );
+  if (run.mode === "full" && options.readme) await updateReadme(run, resolved, stamp);
+  return 0;
 }
 
 async function main(): Promise<number> {
   const options = parseOptions(Deno.args);
+  if (options.render) return await render(options, options.render);
   const settings = MODE_SETTINGS[options.mode];
   // Tiny runs only prove the harness works, so one job per job file and engine is enough.
   const fioJobs: FioJob[] = [
@@ -481,6 +530,7 @@ async function main(): Promise<number> {
     }
   }
 
+  if (machine.loadAverage) machine.loadAverage.end = loadAverage();
   await cleanUp();
 
   const run: RunResult = {

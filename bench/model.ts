@@ -53,6 +53,8 @@ export interface MachineInfo {
   scratchFs: string;
   fio: string;
   deno: string;
+  /** /proc/loadavg's 1-minute figure at the start and the end: other work skews a run. */
+  loadAverage?: { start: number; end: number };
 }
 
 export type Mode = "full" | "quick" | "tiny";

@@ -17,6 +17,18 @@ export function groupByFamily(measurements: readonly Measurement[]): Map<string,
   return families;
 }
 
+/**
+ * Chart labels for a family's jobs: the dash-separated words that every job name starts with are
+ * dropped ("rand-read-4k-uring-qd32-j1-warm" -> "j1-warm"), unless that would empty a label.
+ */
+export function shortLabels(jobs: readonly string[]): string[] {
+  if (jobs.length < 2) return [...jobs];
+  const words = jobs.map((job) => job.split("-"));
+  let common = 0;
+  while (words.every((w) => common < w.length - 1 && w[common] === words[0][common])) common++;
+  return words.map((w) => w.slice(common).join("-"));
+}
+
 /** A family's columns: for file-system families the run's targets, else targets as first seen. */
 export function familyColumns(run: RunResult, family: string, rows: Measurement[]): string[] {
   const baseline = run.baselines[family] ?? "ext4";
@@ -94,7 +106,12 @@ export function markdownReport(
     `Run ${run.startedAt} (${run.mode} mode): \`${run.command}\``,
     "",
     `Machine: ${machine.cpus} x ${machine.cpu}, ${machine.memoryGiB} GiB, Linux ${machine.kernel}, ` +
-      `scratch on ${machine.scratchFs}, ${machine.fio}, deno ${machine.deno}.`,
+      `scratch on ${machine.scratchFs}, ${machine.fio}, deno ${machine.deno}` +
+      (machine.loadAverage
+        ? `; load average ${machine.loadAverage.start} at the start, ${machine.loadAverage.end} ` +
+          `at the end (other work on the machine skews figures)`
+        : "") +
+      ".",
     "",
     "Each cell: figure (ratio to the row's baseline, ext4 unless the table says otherwise; " +
       "above 1x is better than the baseline). — = target not measured, see notes.",

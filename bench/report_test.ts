@@ -7,6 +7,7 @@ import {
   notes,
   ratioToBaseline,
   replaceReadmeSection,
+  shortLabels,
 } from "./report.ts";
 
 function measurement(
@@ -122,4 +123,17 @@ Deno.test("replaceReadmeSection swaps only the text between the markers", () => 
   );
   assert.equal(replaceReadmeSection(out, "again"), out.replace("new table", "again"));
   assert.throws(() => replaceReadmeSection("# no markers\n", "x"), /bench:start/);
+});
+
+Deno.test("shortLabels drops the words every job shares but never empties a label", () => {
+  assert.deepEqual(
+    shortLabels(["rand-read-4k-uring-qd32-j1-warm", "rand-read-4k-uring-qd32-j4-cold"]),
+    ["j1-warm", "j4-cold"],
+  );
+  assert.deepEqual(
+    shortLabels(["write-verify-crc32c", "write-verify-crc32c-verify-read"]),
+    ["crc32c", "crc32c-verify-read"],
+  );
+  assert.deepEqual(shortLabels(["only-one"]), ["only-one"]);
+  assert.deepEqual(shortLabels(["a-x", "b-y"]), ["a-x", "b-y"]);
 });

@@ -95,7 +95,14 @@ export function barChart(groups: ChartGroup[], options: ChartOptions): string {
   const barsPerGroup = Math.max(1, ...groups.map((g) => g.bars.length));
   const groupWidth = barsPerGroup * (BAR_WIDTH + BAR_GAP) - BAR_GAP;
   const legendWidth = options.targets.reduce((w, t) => w + 24 + t.length * 7 + 16, 0);
-  const width = Math.max(LEFT + groups.length * (groupWidth + GROUP_GAP) + 20, legendWidth + LEFT);
+  // Room for the title, the legend and the last group's label, which is drawn rotated to the right.
+  const lastLabel = groups.length > 0 ? groups[groups.length - 1].label.length : 0;
+  const width = Math.ceil(Math.max(
+    LEFT + groups.length * (groupWidth + GROUP_GAP) +
+      Math.max(20, lastLabel * 5.5 - groupWidth / 2),
+    legendWidth + LEFT,
+    LEFT + options.title.length * 9,
+  ));
   const height = TOP + PLOT_HEIGHT + BOTTOM;
   const colour = (target: string): string => {
     const i = options.targets.indexOf(target);
