@@ -35,6 +35,8 @@ Options:
   --passthrough MODE   auto|on|off: let the kernel read, write and mmap local data files
                        directly (FUSE passthrough, Linux 6.9+, needs root). auto (default)
                        = on when root and the kernel offers it
+  --meta URL           metadata store: embedded (default, this node only), curp://H:P,...
+                       (replicas run by \`skyfs meta serve\`) or etcd://H:P,... (etcd v3)
   -h, --help           this text`;
 
 const UMOUNT_USAGE = `Usage: skyfs umount DIR
@@ -95,6 +97,7 @@ const commands: Record<string, Command> = {
       data: { type: "string" },
       "cache-seconds": { type: "string" },
       passthrough: { type: "string" },
+      meta: { type: "string" },
     });
     if (positionals.length !== 1) {
       throw new UsageError("skyfs mount needs exactly one mount point: skyfs mount DIR");
@@ -109,6 +112,7 @@ const commands: Record<string, Command> = {
       cacheSeconds,
       spinMicros: Number(Deno.env.get("SKYFS_SPIN_US") ?? 0),
       passthrough: passthroughOption(values.passthrough as string | undefined),
+      meta: values.meta as string | undefined,
     });
   },
   async umount(args) {

@@ -8,7 +8,7 @@ import { join, resolve } from "node:path";
 import { FuseDevice, loadLibfuse } from "./fuse/session.ts";
 import { FuseServer } from "./fuse/server.ts";
 import { openDataDir } from "./datadir.ts";
-import { openEmbeddedKV } from "./meta/embedded.ts";
+import { openMetaBackend } from "./meta/backend.ts";
 import { openIoEngine } from "./io/mod.ts";
 import { createVfs } from "./vfs/mod.ts";
 
@@ -25,6 +25,8 @@ export interface MountOptions {
   spinMicros?: number;
   /** Negotiate FUSE passthrough (root only; the kernel reads and writes local files itself). */
   passthrough?: boolean;
+  /** Metadata backend: embedded (default), curp://host:port,... or etcd://host:port,... */
+  meta?: string;
   /** Log every internal error (our bugs) to stderr. Default true. */
   log?: (line: string) => void;
 }
@@ -109,7 +111,12 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
-  const kv = await openEmbeddedKV(join(dataDir.path, "meta.db"));
+  let kv;
+  try {
+    kv = await openMetaBackend(options.meta, { dataDir: dataDir.path });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
   const io = await openIoEngine();
   // The server exists only after the mount; until then nothing can be cached in the kernel.
   let invalidate = (_ino: number) => {};
