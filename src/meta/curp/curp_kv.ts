@@ -40,6 +40,9 @@ export interface CurpKVOptions {
   /** Accept fast-path results, whose revisions are 0. Default false: MetaKV callers (the
    * namespace's compares, the conformance suite) need revisions, which only the commit gives. */
   fastPath?: boolean;
+  /** Replica id -> address to connect to instead of the one the cluster advertises (a proxy or
+   * NAT in between). Default none. */
+  routes?: Record<string, string>;
   log?: (line: string) => void;
 }
 
@@ -91,7 +94,7 @@ export async function openCurpKV(
 
 export class CurpKV implements MetaKV {
   readonly members: Record<string, string>;
-  readonly #options: Required<Omit<CurpKVOptions, "log">>;
+  readonly #options: Required<Omit<CurpKVOptions, "log" | "routes">>;
   readonly #links = new Map<string, Link>();
   readonly #prefix = crypto.randomUUID().slice(0, 8);
   #nextSession = 0;
@@ -114,7 +117,8 @@ export class CurpKV implements MetaKV {
     };
     const log = options.log ?? ((line: string) => console.error(line));
     for (const [id, address] of Object.entries(status.members)) {
-      const link = new Link(parseAddress(address), (body) => this.#onFrame(body), log);
+      const route = options.routes?.[id] ?? address;
+      const link = new Link(parseAddress(route), (body) => this.#onFrame(body), log);
       link.connect();
       this.#links.set(id, link);
     }

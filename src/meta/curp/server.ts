@@ -21,6 +21,9 @@ export interface ServeOptions {
   dataDir: string;
   /** Milliseconds per tick. Election timeout is 10-20 ticks, heartbeats every 2. Default 50. */
   tickMs?: number;
+  /** Address to listen on instead of this replica's --peers address: peers then reach it through
+   * whatever forwards that address to this one (the WAN benchmark's delay proxies). */
+  listen?: string;
   /** Election timeout in ticks (actual: [t, 2t)). Default 10. */
   electionTicks?: number;
   log?: (line: string) => void;
@@ -90,7 +93,7 @@ export class ReplicaServer {
       },
       state,
     );
-    const address = parseAddress(peers.get(options.id)!);
+    const address = parseAddress(options.listen ?? peers.get(options.id)!);
     try {
       this.#listener = Deno.listen({ hostname: address.hostname, port: address.port });
     } catch (error) {
