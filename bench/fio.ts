@@ -5,6 +5,7 @@
  */
 import { fileURLToPath } from "node:url";
 import type { Measurement, ModeSettings } from "./model.ts";
+import { spawnTracked } from "./children.ts";
 
 const FIO_DIR = fileURLToPath(new URL("./fio/", import.meta.url));
 const LAYOUT_JOBS = 4;
@@ -257,7 +258,7 @@ export async function runFio(
   vars: Record<string, string>,
   options: { env: Record<string, string>; timeoutMs: number; outputPath: string },
 ): Promise<FioJson> {
-  const child = new Deno.Command("fio", {
+  const child = spawnTracked("fio", {
     args: ["--output-format=json", `--output=${options.outputPath}`, `${FIO_DIR}${file}`],
     env: { ...options.env, ...vars },
     // fio may drop state files into its working directory; keep them next to its output.
@@ -265,7 +266,7 @@ export async function runFio(
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-  }).spawn();
+  });
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;

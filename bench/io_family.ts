@@ -5,6 +5,7 @@
  */
 import { fileURLToPath } from "node:url";
 import type { Measurement, Mode } from "./model.ts";
+import { spawnTracked } from "./children.ts";
 
 export const IO_ENTRY = fileURLToPath(new URL("./io/main.ts", import.meta.url));
 
@@ -51,12 +52,12 @@ export async function runIoFamily(
   await Deno.mkdir(dir, { recursive: true });
   const args = ["run", "-A", IO_ENTRY, "--dir", dir, "--json", options.jsonPath];
   if (mode !== "full") args.push(`--${mode}`);
-  const child = new Deno.Command(Deno.execPath(), {
+  const child = spawnTracked(Deno.execPath(), {
     args,
     stdin: "null",
     stdout: "inherit",
     stderr: "piped",
-  }).spawn();
+  });
   const timer = setTimeout(() => {
     try {
       child.kill("SIGKILL");

@@ -38,6 +38,7 @@ import {
 } from "./report.ts";
 import { barChart, type ChartGroup } from "./svg.ts";
 import { forceUnmount, type ReadyTarget, setUpTarget, TargetSkipped } from "./targets.ts";
+import { killAllTracked } from "./children.ts";
 
 const REPO_DIR = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 
@@ -380,25 +381,31 @@ async function main(): Promise<number> {
   const reports = new Map<TargetName, TargetReport>();
 
   let stopping = false;
-  const cleanUp = async () => {
-    for (const target of [...ready].reverse()) {
-      try {
-        await target.tearDown();
-      } catch (error) {
-        console.error(`bench: tearing down ${target.name}: ${error}`);
+  let cleaning: Promise<void> | null = null;
+  // One clean-up for both ways out (normal end, signal); a second call waits for the first.
+  const cleanUp = (): Promise<void> => {
+    cleaning ??= (async () => {
+      await killAllTracked();
+      for (const target of [...ready].reverse()) {
+        try {
+          await target.tearDown();
+        } catch (error) {
+          console.error(`bench: tearing down ${target.name}: ${error}`);
+        }
       }
-    }
-    ready.length = 0;
-    for (const name of options.targets) await forceUnmount(`${options.scratch}/${name}-mnt`);
-    if (!options.keepScratch) {
-      await Deno.remove(options.scratch, { recursive: true }).catch(() => {});
-    }
-    await Deno.remove(tmpDir, { recursive: true }).catch(() => {});
+      ready.length = 0;
+      for (const name of options.targets) await forceUnmount(`${options.scratch}/${name}-mnt`);
+      if (!options.keepScratch) {
+        await Deno.remove(options.scratch, { recursive: true }).catch(() => {});
+      }
+      await Deno.remove(tmpDir, { recursive: true }).catch(() => {});
+    })();
+    return cleaning;
   };
   const onSignal = () => {
     if (stopping) return;
     stopping = true;
-    console.error("bench: interrupted; unmounting targets");
+    console.error("bench: interrupted; stopping jobs and unmounting targets");
     cleanUp().finally(() => Deno.exit(130));
   };
   Deno.addSignalListener("SIGINT", onSignal);
@@ -451,7 +458,7 @@ async function main(): Promise<number> {
     const laidOut = new Set<string>();
     for (const [index, job] of fioJobs.entries()) {
       for (const target of rotated(ready, index)) {
-        if (stopping) return 130;
+        if (stopping) return await cleanUp().then(() => 130);
         const runOptions = {
           dir: target.dir,
           settings,
@@ -491,7 +498,7 @@ async function main(): Promise<number> {
   if (metaBinary) {
     for (const [index, run] of META_RUNS.entries()) {
       for (const target of rotated(ready, index)) {
-        if (stopping) return 130;
+        if (stopping) return await cleanUp().then(() => 130);
         const started = performance.now();
         const results = await runMeta(run, target.name, {
           binary: metaBinary,

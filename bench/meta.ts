@@ -7,6 +7,7 @@
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import type { Measurement } from "./model.ts";
+import { spawnTracked } from "./children.ts";
 
 const SOURCE = fileURLToPath(new URL("./meta/meta_worker.c", import.meta.url));
 
@@ -121,13 +122,13 @@ export async function runMeta(
   if (options.dropCaches) args.push("--drop-caches");
   try {
     await Deno.mkdir(workDir, { recursive: true });
-    const child = new Deno.Command(options.binary, {
+    const child = spawnTracked(options.binary, {
       args,
       env: options.env,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
-    }).spawn();
+    });
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
