@@ -130,15 +130,15 @@ for step in "${steps[@]}"; do
     lint) run_step lint step deno lint ;;
     check)
       targets=()
-      for path in mod.ts src tests bench; do [ -e "$path" ] && targets+=("$path"); done
+      for path in mod.ts src tests bench scripts; do [ -e "$path" ] && targets+=("$path"); done
       run_step check step deno check "${targets[@]}"
       ;;
     unit)
-      mapfile -t unit_files < <(find_deno_tests src lib bench)
+      mapfile -t unit_files < <(find_deno_tests src lib bench scripts)
       if [ "${#unit_files[@]}" -gt 0 ]; then
         run_step unit deno-test deno test -A "${unit_files[@]}"
       else
-        skip_step unit "no *_test.ts files under src/, lib/ or bench/ yet"
+        skip_step unit "no *_test.ts files under src/, lib/, bench/ or scripts/ yet"
       fi
       ;;
     sim)
