@@ -46,11 +46,14 @@ interface Target {
 const statLoop = join(root, "stat_loop");
 await run("gcc", ["-O2", "-o", statLoop, join(here, "stat_loop.c")]);
 
-function skyfs(): Target {
-  const dir = join(root, "skyfs");
+/** skyfs with passthrough "on" (data I/O bypasses the daemon) or "off" (every read is a
+ * round trip to the daemon, which is what this benchmark measures for the request path). */
+function skyfs(passthrough: "on" | "off"): Target {
+  const name = passthrough === "on" ? "skyfs" : "skyfs-daemon";
+  const dir = join(root, name);
   let child: Deno.ChildProcess | undefined;
   return {
-    name: "skyfs",
+    name,
     dir,
     async start() {
       Deno.mkdirSync(dir, { recursive: true });
@@ -62,9 +65,11 @@ function skyfs(): Target {
           "mount",
           dir,
           "--data",
-          join(root, "skyfs-data"),
+          join(root, `${name}-data`),
           "--cache-seconds",
           "0",
+          "--passthrough",
+          passthrough,
         ],
         stderr: "null",
       }).spawn();
@@ -127,7 +132,7 @@ async function fioIops(file: string, engine: string, depth: number): Promise<num
   return JSON.parse(out.slice(out.indexOf("{"))).jobs[0].read.iops;
 }
 
-const targets = [ext4(), bindfs(), skyfs()];
+const targets = [ext4(), bindfs(), skyfs("off"), skyfs("on")];
 const results = new Map<string, Record<string, number[]>>();
 for (let round = 0; round < rounds; round++) {
   for (const target of targets) { // alternate targets so machine drift hits all alike
