@@ -92,6 +92,12 @@ export interface TxnRequest {
   compare?: Compare[];
   success?: RequestOp[];
   failure?: RequestOp[];
+  /**
+   * The caller reads neither the response's `revision` nor the revisions of keys this txn writes
+   * (they may come back 0), so a replicated backend may answer on its one-round-trip fast path
+   * (DESIGN.md section 4). Default false. Backends without a fast path ignore it.
+   */
+  revisionsUnused?: boolean;
 }
 
 export interface TxnResponse {

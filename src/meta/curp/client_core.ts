@@ -6,7 +6,7 @@
  */
 
 import type { TxnRequest } from "../kv.ts";
-import type { Command, CommandResult } from "./command.ts";
+import type { AdminOp, Command, CommandResult } from "./command.ts";
 import { type Message, type NodeId, superquorum } from "./core.ts";
 
 export interface Completion {
@@ -32,6 +32,14 @@ interface Outstanding {
   /** Latest reply per replica: term and whether its witness accepted. */
   accepts: Map<NodeId, number>;
   leaderReply: { term: number; result: CommandResult } | undefined;
+  fastPath: boolean;
+}
+
+export interface SubmitOptions {
+  /** Run this instead of the txn (lease and compaction operations: always the slow path). */
+  admin?: AdminOp;
+  /** Override the client's `fastPath` for this command. */
+  fastPath?: boolean;
 }
 
 export class ClientCore {
@@ -63,7 +71,7 @@ export class ClientCore {
   }
 
   /** Start a command; one at a time, which is what makes (client, seq) dedup sound. */
-  submit(txn: TxnRequest): number {
+  submit(txn: TxnRequest, options: SubmitOptions = {}): number {
     if (this.#outstanding !== undefined) {
       throw new Error(
         `Client "${this.id}" already has seq ${this.#outstanding.command.seq} outstanding`,
@@ -74,8 +82,15 @@ export class ClientCore {
       seq: this.#nextSeq++,
       firstUnacked: this.#firstUnacked,
       txn,
+      ...(options.admin !== undefined ? { admin: options.admin } : {}),
     };
-    this.#outstanding = { command, elapsed: 0, accepts: new Map(), leaderReply: undefined };
+    this.#outstanding = {
+      command,
+      elapsed: 0,
+      accepts: new Map(),
+      leaderReply: undefined,
+      fastPath: (options.fastPath ?? this.#fastPath) && options.admin === undefined,
+    };
     this.#broadcast(command);
     return command.seq;
   }
@@ -97,7 +112,7 @@ export class ClientCore {
       if (m.seq === o.command.seq) this.#complete(m.result, "slow");
       return;
     }
-    if (m.type !== "proposeReply" || m.seq !== o.command.seq || !this.#fastPath) return;
+    if (m.type !== "proposeReply" || m.seq !== o.command.seq || !o.fastPath) return;
     if (m.accepted) o.accepts.set(m.from, m.term);
     else o.accepts.delete(m.from);
     if (m.speculative !== undefined && m.leaderId === m.from) {

@@ -14,14 +14,26 @@ export interface CommandId {
   seq: number;
 }
 
+/** Operations other than a key-value transaction, each one log command like a txn. */
+export type AdminOp =
+  | { leaseGrant: { id: number; ttlSeconds: number } }
+  | { leaseRevoke: { id: number } }
+  | { leaseKeepAlive: { id: number } }
+  | { compact: { revision: number } };
+
 export interface Command extends CommandId {
   /** The client holds results for every seq below this; replicas may forget them. */
   firstUnacked: number;
+  /** The transaction to run; ignored (send `{}`) when `admin` is present. */
   txn: TxnRequest;
+  admin?: AdminOp;
 }
 
-/** Result of executing a command: a transaction response, or a refusal with the reason. */
-export type CommandResult = { ok: true; txn: TxnResponse } | { ok: false; error: string };
+/** Result of executing a command: a transaction response (plus the TTL a lease operation
+ * granted), or a refusal with the reason. */
+export type CommandResult =
+  | { ok: true; txn: TxnResponse; ttlSeconds?: number }
+  | { ok: false; error: string };
 
 /** Half-open byte-string interval [start, end); end undefined = to the end of the key space. */
 export interface Interval {
@@ -33,7 +45,15 @@ export interface Interval {
 export interface Footprint {
   reads: Interval[];
   writes: Interval[];
+  /** Lease ids whose existence the command depends on (a put attaching to one). */
+  leaseReads: number[];
+  /** Lease ids the command creates, renews or removes. */
+  leaseWrites: number[];
 }
+
+/** Every key: what a lease revocation (keys unknown from the command alone) or a compaction
+ * (depends on the store's revision, which every write moves) may touch. */
+const EVERY_KEY: Interval = { start: "", end: undefined };
 
 /** Bytes as a binary string: JavaScript string order is then unsigned byte order. */
 export function keyString(key: Uint8Array): string {
@@ -65,8 +85,10 @@ export function overlaps(a: Interval, b: Interval): boolean {
 
 function addOp(op: RequestOp, fp: Footprint): void {
   if ("range" in op) fp.reads.push(intervalOf(op.range));
-  else if ("put" in op) fp.writes.push(intervalOf({ key: op.put.key }));
-  else fp.writes.push(intervalOf(op.deleteRange));
+  else if ("put" in op) {
+    fp.writes.push(intervalOf({ key: op.put.key }));
+    if ((op.put.lease ?? 0) !== 0) fp.leaseReads.push(op.put.lease!);
+  } else fp.writes.push(intervalOf(op.deleteRange));
 }
 
 const footprints = new WeakMap<Command, Footprint>();
@@ -75,7 +97,16 @@ const footprints = new WeakMap<Command, Footprint>();
 export function footprintOf(command: Command): Footprint {
   let fp = footprints.get(command);
   if (fp !== undefined) return fp;
-  fp = { reads: [], writes: [] };
+  fp = { reads: [], writes: [], leaseReads: [], leaseWrites: [] };
+  const admin = command.admin;
+  if (admin !== undefined) {
+    if ("leaseGrant" in admin) fp.leaseWrites.push(admin.leaseGrant.id);
+    else if ("leaseKeepAlive" in admin) fp.leaseWrites.push(admin.leaseKeepAlive.id);
+    else if ("leaseRevoke" in admin) {
+      fp.leaseWrites.push(admin.leaseRevoke.id);
+      fp.writes.push(EVERY_KEY);
+    } else fp.writes.push(EVERY_KEY);
+  }
   for (const c of command.txn.compare ?? []) fp.reads.push(intervalOf({ key: c.key }));
   for (const op of command.txn.success ?? []) addOp(op, fp);
   for (const op of command.txn.failure ?? []) addOp(op, fp);
@@ -94,7 +125,9 @@ export function conflicts(a: Command, b: Command): boolean {
   const fa = footprintOf(a);
   const fb = footprintOf(b);
   return anyOverlap(fa.writes, fb.writes) || anyOverlap(fa.writes, fb.reads) ||
-    anyOverlap(fa.reads, fb.writes);
+    anyOverlap(fa.reads, fb.writes) || fa.leaseWrites.some((l) => fb.leaseWrites.includes(l)) ||
+    fa.leaseWrites.some((l) => fb.leaseReads.includes(l)) ||
+    fa.leaseReads.some((l) => fb.leaseWrites.includes(l));
 }
 
 export function idKey(id: CommandId): string {

@@ -17,6 +17,8 @@ export interface Entry {
   index: number;
   term: number;
   command?: Command;
+  /** Leases the leader found expired: applying the entry deletes them and their keys. */
+  expire?: number[];
 }
 
 /** A witness record: a command not yet known to be committed, with the term it was accepted in. */
@@ -129,6 +131,8 @@ export interface ReplicaConfig {
   maxPool?: number;
   /** Injected random source: an integer in [0, n). */
   random: (n: number) => number;
+  /** Milliseconds one tick stands for, to turn lease TTLs into ticks. Default 50. */
+  tickMs?: number;
 }
 
 type Role = "follower" | "preCandidate" | "candidate" | "leader";
@@ -169,7 +173,15 @@ export class Replica {
   readonly #maxBatch: number;
   readonly #maxPool: number;
   readonly #random: (n: number) => number;
+  readonly #tickMs: number;
   #handlers: RoleHandlers;
+  /** Ticks since start: the leader's lease clock. */
+  #now = 0;
+  /** Leader only: lease id -> tick at which it expires unless kept alive. Not replicated: a new
+   * leader gives every lease a full TTL again (as etcd does), so expiry is never early. */
+  #leaseDeadlines = new Map<number, number>();
+  /** Leases with an expiry entry in the log not yet applied. */
+  #expiring = new Set<number>();
   #electionElapsed = 0;
   #randomizedTimeout = 0;
   #heartbeatElapsed = 0;
@@ -204,6 +216,7 @@ export class Replica {
     this.#maxBatch = config.maxBatch ?? 64;
     this.#maxPool = config.maxPool ?? 4096;
     this.#random = config.random;
+    this.#tickMs = config.tickMs ?? 50;
     this.term = persisted?.term ?? 0;
     this.votedFor = persisted?.votedFor;
     this.log = persisted?.log.map((e) => ({ ...e })) ?? [];
@@ -228,6 +241,7 @@ export class Replica {
 
   /** Advance logical time by one tick. */
   tick(): void {
+    this.#now++;
     this.#handlers.tick();
   }
 
@@ -333,6 +347,7 @@ export class Replica {
         this.#heartbeatElapsed = 0;
         this.#broadcastAppend();
       }
+      this.#expireLeases();
     },
     step: (m) => {
       if (m.type !== "appendReply") return;
@@ -446,8 +461,61 @@ export class Replica {
       this.#matchIndex.set(r, 0);
     }
     this.#matchIndex.set(this.id, this.lastIndex);
+    this.#leaseDeadlines.clear();
+    this.#expiring.clear();
+    for (const l of this.kv.leases()) {
+      this.#leaseDeadlines.set(l.id, this.#leaseDeadline(l.ttlSeconds));
+    }
     this.#broadcastAppend();
     this.#advanceCommit(); // a single-replica cluster commits alone
+  }
+
+  #leaseDeadline(ttlSeconds: number): number {
+    return this.#now + Math.ceil((ttlSeconds * 1000) / this.#tickMs);
+  }
+
+  /** Leader: propose one log entry deleting the leases whose deadline passed. */
+  #expireLeases(): void {
+    const due: number[] = [];
+    for (const [id, deadline] of this.#leaseDeadlines) {
+      if (deadline <= this.#now && !this.#expiring.has(id)) due.push(id);
+    }
+    if (due.length === 0) return;
+    due.sort((a, b) => a - b);
+    for (const id of due) this.#expiring.add(id);
+    const entry: Entry = { index: this.lastIndex + 1, term: this.term, expire: due };
+    this.log.push(entry);
+    this.#unstableFrom = Math.min(this.#unstableFrom, entry.index);
+    this.#matchIndex.set(this.id, this.lastIndex);
+    this.#broadcastAppend();
+    this.#advanceCommit();
+  }
+
+  /** Leader: keep its lease clocks in step with what was applied. */
+  #trackLease(command: Command | undefined, entry: Entry, outcome: ApplyOutcome | undefined): void {
+    if (this.role !== "leader") return;
+    for (const id of entry.expire ?? []) {
+      this.#leaseDeadlines.delete(id);
+      this.#expiring.delete(id);
+    }
+    const admin = command?.admin;
+    if (admin === undefined || !outcome?.result?.ok) {
+      if (admin !== undefined && "leaseKeepAlive" in admin) {
+        this.#leaseDeadlines.delete(admin.leaseKeepAlive.id);
+      }
+      return;
+    }
+    if ("leaseGrant" in admin) {
+      this.#leaseDeadlines.set(
+        admin.leaseGrant.id,
+        this.#leaseDeadline(admin.leaseGrant.ttlSeconds),
+      );
+    } else if ("leaseKeepAlive" in admin && !this.#expiring.has(admin.leaseKeepAlive.id)) {
+      const ttl = outcome.result.ttlSeconds ?? 0;
+      this.#leaseDeadlines.set(admin.leaseKeepAlive.id, this.#leaseDeadline(ttl));
+    } else if ("leaseRevoke" in admin) {
+      this.#leaseDeadlines.delete(admin.leaseRevoke.id);
+    }
   }
 
   // ---------------------------------------------------------------- elections
@@ -596,10 +664,13 @@ export class Replica {
       const entry = this.log[this.appliedIndex];
       this.appliedIndex++;
       if (entry.command === undefined) {
+        if (entry.expire !== undefined) this.kv.expire(entry.expire);
+        this.#trackLease(undefined, entry, undefined);
         this.#applied.push({ entry, outcome: undefined });
         continue;
       }
       const outcome = this.kv.apply(entry.command);
+      this.#trackLease(entry.command, entry, outcome);
       const key = idKey(entry.command);
       if (this.#inLog.get(key) === entry.index) this.#inLog.delete(key);
       if (this.pool.delete(key)) this.#poolDirty = true;
@@ -682,7 +753,7 @@ export class Replica {
     const key = idKey(command);
     if (this.#inLog.has(key)) return reply(this.#witness(command)); // a retry: wait for the commit
     const accepted = this.#witness(command);
-    const fast = accepted && this.commitIndex >= this.#readyIndex &&
+    const fast = accepted && command.admin === undefined && this.commitIndex >= this.#readyIndex &&
       !this.#conflictsWithUncommitted(command);
     const speculative = fast ? this.kv.speculate(command) : undefined;
     this.#appendLocal(command);
@@ -693,6 +764,8 @@ export class Replica {
 
   #conflictsWithUncommitted(command: Command): boolean {
     for (let i = this.commitIndex; i < this.lastIndex; i++) {
+      // An expiry deletes keys not named anywhere in the entry: it conflicts with everything.
+      if (this.log[i].expire !== undefined) return true;
       const other = this.log[i].command;
       if (other && conflicts(other, command)) return true;
     }

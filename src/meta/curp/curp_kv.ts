@@ -9,23 +9,25 @@
  * @module
  */
 
-import type {
-  DeleteRangeRequest,
-  DeleteRangeResponse,
-  KeyRange,
-  LeaseGrantResponse,
-  MetaKV,
-  PutRequest,
-  PutResponse,
-  RangeRequest,
-  RangeResponse,
-  TxnRequest,
-  TxnResponse,
-  Watcher,
-  WatchEvent,
-  WatchOptions,
+import {
+  CompactedError,
+  type DeleteRangeRequest,
+  type DeleteRangeResponse,
+  type KeyRange,
+  type LeaseGrantResponse,
+  type MetaKV,
+  type PutRequest,
+  type PutResponse,
+  type RangeRequest,
+  type RangeResponse,
+  type TxnRequest,
+  type TxnResponse,
+  type Watcher,
+  type WatchEvent,
+  type WatchOptions,
 } from "../kv.ts";
-import { ClientCore, type Completion } from "./client_core.ts";
+import { ClientCore, type Completion, type SubmitOptions } from "./client_core.ts";
+import type { CommandResult } from "./command.ts";
 import type { Message } from "./core.ts";
 import { fetchStatus, type ReplicaStatus } from "./server.ts";
 import { Link, parseAddress } from "./wire.ts";
@@ -46,9 +48,28 @@ export interface CurpKVOptions {
   log?: (line: string) => void;
 }
 
+type WatchFrame =
+  | { type: "watchStarted"; watchId: number; startRevision: number }
+  | { type: "watchEvents"; watchId: number; revision: number; events: WatchEvent[] }
+  | { type: "watchError"; watchId: number; compactRevision?: number; error?: string };
+
 /** A command that got no answer in time: no quorum reachable, or the cluster is overloaded. */
 export class CurpTimeoutError extends Error {
   override name = "CurpTimeoutError";
+}
+
+interface ClientWatch {
+  id: number;
+  key: Uint8Array;
+  rangeEnd: Uint8Array | undefined;
+  prevKv: boolean;
+  /** Next revision to deliver; undefined until a replica pinned the start. */
+  next: number | undefined;
+  afterRevision: number;
+  onEvents: (events: WatchEvent[], revision: number) => void;
+  /** Replica serving it and that link's connection generation when subscribed. */
+  replica: string | undefined;
+  generation: number;
 }
 
 interface Pending {
@@ -103,7 +124,16 @@ export class CurpKV implements MetaKV {
   readonly #cores = new Map<string, ClientCore>();
   readonly #waiters: Array<() => void> = [];
   readonly #timer: ReturnType<typeof setInterval>;
+  readonly #log: (line: string) => void;
   #closed = false;
+  /** Leader as the replicas last reported it: watches subscribe there first. */
+  #leaderId: string | undefined;
+  /** Highest revision seen in a committed result: a watch without a start begins after it. */
+  #maxRevision = 0;
+  /** Compaction this client knows of: a watch from before it throws CompactedError. */
+  #compacted = 0;
+  #nextWatchId = 1;
+  readonly #watches = new Map<number, ClientWatch>();
   fastCount = 0;
   slowCount = 0;
 
@@ -116,6 +146,7 @@ export class CurpKV implements MetaKV {
       fastPath: options.fastPath ?? false,
     };
     const log = options.log ?? ((line: string) => console.error(line));
+    this.#log = log;
     for (const [id, address] of Object.entries(status.members)) {
       const route = options.routes?.[id] ?? address;
       const link = new Link(parseAddress(route), (body) => this.#onFrame(body), log);
@@ -127,6 +158,12 @@ export class CurpKV implements MetaKV {
       for (const p of this.#busy.values()) {
         p.core.tick();
         this.#flush(p.core);
+      }
+      for (const w of this.#watches.values()) {
+        const link = w.replica === undefined ? undefined : this.#links.get(w.replica);
+        if (link === undefined || !link.connected || link.generation !== w.generation) {
+          this.#subscribe(w);
+        }
       }
     }, this.#options.tickMs);
   }
@@ -143,7 +180,13 @@ export class CurpKV implements MetaKV {
   }
 
   #onFrame(body: unknown): void {
+    const type = (body as { type: string }).type;
+    if (type === "watchStarted" || type === "watchEvents" || type === "watchError") {
+      return this.#onWatchFrame(body as WatchFrame);
+    }
     const m = body as Message;
+    if (m.type === "proposeReply" && m.leaderId !== undefined) this.#leaderId = m.leaderId;
+    if (m.type === "synced") this.#leaderId = m.from;
     if (m.type !== "proposeReply" && m.type !== "synced") return;
     const core = this.#cores.get(m.to);
     if (core === undefined) return;
@@ -161,6 +204,9 @@ export class CurpKV implements MetaKV {
       clearTimeout(p.timer);
       if (c.path === "fast") this.fastCount++;
       else this.slowCount++;
+      if (c.result?.ok && c.result.txn.revision > this.#maxRevision) {
+        this.#maxRevision = c.result.txn.revision;
+      }
       this.#release(core);
       p.resolve(c);
     }
@@ -191,7 +237,15 @@ export class CurpKV implements MetaKV {
   }
 
   /** Run one transaction through the cluster; rejects on refusal or timeout. */
-  async #run(txn: TxnRequest): Promise<TxnResponse> {
+  async #run(txn: TxnRequest, options: SubmitOptions = {}): Promise<TxnResponse> {
+    const result = await this.#runCommand(txn, options);
+    return result.txn;
+  }
+
+  async #runCommand(
+    txn: TxnRequest,
+    options: SubmitOptions,
+  ): Promise<Extract<CommandResult, { ok: true }>> {
     const core = await this.#acquire();
     const completion = await new Promise<Completion>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -207,7 +261,7 @@ export class CurpKV implements MetaKV {
         );
       }, this.#options.timeoutMs);
       this.#busy.set(core.id, { core, resolve, reject, timer });
-      core.submit(txn);
+      core.submit(txn, options);
       this.#flush(core);
     });
     const result = completion.result;
@@ -215,11 +269,12 @@ export class CurpKV implements MetaKV {
       throw new Error(`CURP command ${core.id}#${completion.seq} completed without a result`);
     }
     if (!result.ok) throw new Error(result.error);
-    return result.txn;
+    return result;
   }
 
+  /** `revisionsUnused` requests take the fast path (one round trip when nothing conflicts). */
   txn(request: TxnRequest): Promise<TxnResponse> {
-    return this.#run(request);
+    return this.#run(request, { fastPath: request.revisionsUnused === true || undefined });
   }
 
   async range(request: RangeRequest): Promise<RangeResponse> {
@@ -250,34 +305,123 @@ export class CurpKV implements MetaKV {
     return Promise.resolve();
   }
 
+  /** Served by one replica (the leader when known) from its history, then live; on a lost
+   * connection it resubscribes elsewhere from the next undelivered revision, so no event is lost
+   * or repeated. Without a start it begins after every write this client has seen complete and
+   * after the serving replica's state when the request reaches it (sent on the link that later
+   * proposals use, so a write issued after watch() returns is always included). */
   watch(
-    _range: KeyRange,
-    _options: Omit<WatchOptions, "rangeEnd">,
-    _onEvents: (events: WatchEvent[], revision: number) => void,
+    range: KeyRange,
+    options: Omit<WatchOptions, "rangeEnd">,
+    onEvents: (events: WatchEvent[], revision: number) => void,
   ): Watcher {
-    throw new Error("CURP backend: watch is not implemented yet (src/meta/curp/README.md)");
+    if (options.startRevision !== undefined && options.startRevision < this.#compacted) {
+      throw new CompactedError(this.#compacted);
+    }
+    const w: ClientWatch = {
+      id: this.#nextWatchId++,
+      key: range.key.slice(),
+      rangeEnd: range.rangeEnd?.slice(),
+      prevKv: options.prevKv === true,
+      next: options.startRevision,
+      afterRevision: this.#maxRevision,
+      onEvents,
+      replica: undefined,
+      generation: -1,
+    };
+    this.#watches.set(w.id, w);
+    this.#subscribe(w);
+    return {
+      cancel: () => {
+        if (!this.#watches.delete(w.id)) return;
+        if (w.replica !== undefined) {
+          this.#links.get(w.replica)?.send({
+            type: "watchCancel",
+            from: this.#prefix,
+            watchId: w.id,
+          });
+        }
+      },
+    };
   }
 
-  leaseGrant(_ttlSeconds: number): Promise<LeaseGrantResponse> {
-    return Promise.reject(new Error("CURP backend: leases are not implemented yet"));
+  #subscribe(w: ClientWatch): void {
+    const ids = Object.keys(this.members);
+    const leader = this.#leaderId !== undefined && this.#links.get(this.#leaderId)?.connected
+      ? this.#leaderId
+      : undefined;
+    const id = leader ?? ids.find((i) => this.#links.get(i)!.connected);
+    w.replica = undefined;
+    if (id === undefined) return; // the tick retries
+    const link = this.#links.get(id)!;
+    const sent = link.send({
+      type: "watch",
+      from: this.#prefix,
+      to: id,
+      watchId: w.id,
+      key: w.key,
+      ...(w.rangeEnd !== undefined ? { rangeEnd: w.rangeEnd } : {}),
+      ...(w.next !== undefined ? { startRevision: w.next } : {}),
+      afterRevision: w.afterRevision,
+      prevKv: w.prevKv,
+    });
+    if (!sent) return;
+    w.replica = id;
+    w.generation = link.generation;
   }
 
-  leaseRevoke(_id: number): Promise<void> {
-    return Promise.reject(new Error("CURP backend: leases are not implemented yet"));
+  #onWatchFrame(f: WatchFrame): void {
+    const w = this.#watches.get(f.watchId);
+    if (w === undefined) return;
+    if (f.type === "watchStarted") {
+      w.next ??= f.startRevision;
+      return;
+    }
+    if (f.type === "watchError") {
+      this.#watches.delete(w.id);
+      if (f.compactRevision !== undefined) {
+        this.#compacted = Math.max(this.#compacted, f.compactRevision);
+      }
+      this.#log(
+        `curp: watch ${w.id} stopped: ${
+          f.compactRevision !== undefined
+            ? `revision ${w.next} is compacted (oldest ${f.compactRevision})`
+            : f.error
+        }`,
+      );
+      return;
+    }
+    if (w.next === undefined || f.revision < w.next) return; // a duplicate after resubscribing
+    w.next = f.revision + 1;
+    w.onEvents(f.events, f.revision);
   }
 
-  leaseKeepAlive(_id: number): Promise<number> {
-    return Promise.reject(new Error("CURP backend: leases are not implemented yet"));
+  async leaseGrant(ttlSeconds: number): Promise<LeaseGrantResponse> {
+    // The id is chosen here so that a retried grant is the same command (exactly-once).
+    const id = 1 + Math.floor(Math.random() * 2 ** 48);
+    const r = await this.#runCommand({}, { admin: { leaseGrant: { id, ttlSeconds } } });
+    return { id, ttlSeconds: r.ttlSeconds ?? ttlSeconds };
   }
 
-  compact(_revision: number): Promise<void> {
-    return Promise.reject(new Error("CURP backend: compaction is not implemented yet"));
+  async leaseRevoke(id: number): Promise<void> {
+    await this.#runCommand({}, { admin: { leaseRevoke: { id } } });
+  }
+
+  async leaseKeepAlive(id: number): Promise<number> {
+    const r = await this.#runCommand({}, { admin: { leaseKeepAlive: { id } } });
+    return r.ttlSeconds ?? 0;
+  }
+
+  async compact(revision: number): Promise<void> {
+    await this.#runCommand({}, { admin: { compact: { revision } } });
+    this.#compacted = Math.max(this.#compacted, revision);
   }
 
   close(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     this.#closed = true;
     clearInterval(this.#timer);
+    this.#watches.clear();
     for (const link of this.#links.values()) link.close();
     for (const p of this.#busy.values()) {
       clearTimeout(p.timer);

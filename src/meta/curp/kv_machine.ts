@@ -8,11 +8,37 @@
  * @module
  */
 
-import type { Compare, KeyValue, RequestOp, ResponseOp, TxnResponse } from "../kv.ts";
-import { type Command, type CommandResult, intervalOf, keyString } from "./command.ts";
+import type { Compare, KeyValue, RequestOp, ResponseOp, TxnResponse, WatchEvent } from "../kv.ts";
+import {
+  type AdminOp,
+  type Command,
+  type CommandResult,
+  intervalOf,
+  keyString,
+} from "./command.ts";
 
 /** Most results kept per client session; a client has one command outstanding, so a few do. */
 const MAX_RESULTS_PER_SESSION = 16;
+
+/** Most write revisions of watch history kept; older ones are compacted at apply, the same way on
+ * every replica (deterministic), so memory stays bounded without anyone calling compact. */
+export const MAX_HISTORY_REVISIONS = 20_000;
+
+/** One write revision's events, for watches. */
+export interface HistoryRecord {
+  revision: number;
+  events: WatchEvent[];
+}
+
+/** The whole machine as plain data (bytes stay Uint8Array): what a snapshot stores. */
+export interface KvSnapshot {
+  revision: number;
+  compacted: number;
+  kvs: KeyValue[];
+  sessions: { clientId: string; firstUnacked: number; results: [number, CommandResult][] }[];
+  leases: { id: number; ttlSeconds: number }[];
+  history: HistoryRecord[];
+}
 
 interface Session {
   firstUnacked: number;
@@ -106,11 +132,162 @@ export class KvMachine {
   readonly #data = new Map<string, KeyValue>();
   readonly #store = new MapStore(this.#data);
   readonly #sessions = new Map<string, Session>();
+  /** Lease id -> TTL and the keys attached to it. */
+  readonly #leases = new Map<number, { ttlSeconds: number; keys: Set<string> }>();
+  /** Write revisions >= #compacted, oldest first. */
+  #history: HistoryRecord[] = [];
+  #compacted = 1;
   /** etcd starts at 1: a fresh store's revision is 1 and its first write makes 2. */
   #revision = 1;
 
   get revision(): number {
     return this.#revision;
+  }
+
+  /** Oldest revision a watch may start from. */
+  get compactRevision(): number {
+    return this.#compacted;
+  }
+
+  /** Lease ids with their TTL, for the leader's expiry timers. */
+  leases(): { id: number; ttlSeconds: number }[] {
+    return [...this.#leases].map(([id, l]) => ({ id, ttlSeconds: l.ttlSeconds }));
+  }
+
+  hasLease(id: number): boolean {
+    return this.#leases.has(id);
+  }
+
+  /** History records with revision >= `from` (from >= compactRevision), oldest first. */
+  historyFrom(from: number): HistoryRecord[] {
+    let lo = 0;
+    let hi = this.#history.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.#history[mid].revision < from) lo = mid + 1;
+      else hi = mid;
+    }
+    return this.#history.slice(lo);
+  }
+
+  /** Leader-decided expiry, committed through the log: delete each lease and its keys, all in
+   * one revision. Leases already gone are skipped. */
+  expire(ids: number[]): void {
+    const events: WatchEvent[] = [];
+    let wrote = false;
+    for (const id of ids) wrote = this.#dropLease(id, this.#revision + 1, events) || wrote;
+    if (wrote) this.#revision++;
+    this.#commitEvents({
+      ok: true,
+      txn: { succeeded: true, revision: this.#revision, responses: [] },
+    }, events);
+  }
+
+  snapshot(): KvSnapshot {
+    return {
+      revision: this.#revision,
+      compacted: this.#compacted,
+      kvs: this.dump(),
+      sessions: [...this.#sessions].map(([clientId, s]) => ({
+        clientId,
+        firstUnacked: s.firstUnacked,
+        results: [...s.results],
+      })),
+      leases: this.leases(),
+      history: this.#history,
+    };
+  }
+
+  static fromSnapshot(snapshot: KvSnapshot): KvMachine {
+    const m = new KvMachine();
+    m.#revision = snapshot.revision;
+    m.#compacted = snapshot.compacted;
+    for (const l of snapshot.leases) {
+      m.#leases.set(l.id, { ttlSeconds: l.ttlSeconds, keys: new Set() });
+    }
+    for (const kv of snapshot.kvs) {
+      const name = keyString(kv.key);
+      m.#data.set(name, kv);
+      if (kv.lease !== 0) m.#leases.get(kv.lease)?.keys.add(name);
+    }
+    for (const s of snapshot.sessions) {
+      m.#sessions.set(s.clientId, { firstUnacked: s.firstUnacked, results: new Map(s.results) });
+    }
+    m.#history = snapshot.history.slice();
+    return m;
+  }
+
+  #commitEvents(result: CommandResult, events: WatchEvent[]): void {
+    if (!result.ok || result.txn.revision <= this.#revision && events.length === 0) return;
+    if (result.txn.revision > this.#revision) this.#revision = result.txn.revision;
+    if (events.length > 0) this.#history.push({ revision: this.#revision, events });
+    if (this.#history.length > MAX_HISTORY_REVISIONS) {
+      const drop = this.#history.length - MAX_HISTORY_REVISIONS;
+      this.#compacted = this.#history[drop].revision;
+      this.#history = this.#history.slice(drop);
+    }
+  }
+
+  #admin(op: AdminOp, events: WatchEvent[]): CommandResult {
+    const done = (revision: number, ttlSeconds?: number): CommandResult => ({
+      ok: true,
+      txn: { succeeded: true, revision, responses: [] },
+      ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
+    });
+    if ("leaseGrant" in op) {
+      const { id, ttlSeconds } = op.leaseGrant;
+      if (!Number.isSafeInteger(id) || id <= 0) {
+        return { ok: false, error: `Lease id ${id} is not a positive integer` };
+      }
+      if (!(ttlSeconds > 0)) {
+        return { ok: false, error: `Lease TTL ${ttlSeconds} s is not positive` };
+      }
+      if (this.#leases.has(id)) return { ok: false, error: `Lease ${id} already exists` };
+      this.#leases.set(id, { ttlSeconds, keys: new Set() });
+      return done(this.#revision, ttlSeconds);
+    }
+    if ("leaseKeepAlive" in op) {
+      const lease = this.#leases.get(op.leaseKeepAlive.id);
+      if (lease === undefined) {
+        return { ok: false, error: `Lease ${op.leaseKeepAlive.id} not found` };
+      }
+      return done(this.#revision, lease.ttlSeconds);
+    }
+    if ("leaseRevoke" in op) {
+      const id = op.leaseRevoke.id;
+      if (!this.#leases.has(id)) return { ok: false, error: `Lease ${id} not found` };
+      const wrote = this.#dropLease(id, this.#revision + 1, events);
+      return done(wrote ? this.#revision + 1 : this.#revision);
+    }
+    const revision = op.compact.revision;
+    if (revision > this.#revision) {
+      return {
+        ok: false,
+        error: `Cannot compact to revision ${revision}: the store is at ${this.#revision}`,
+      };
+    }
+    if (revision <= this.#compacted) {
+      return {
+        ok: false,
+        error: `Revision ${revision} is already compacted (at ${this.#compacted})`,
+      };
+    }
+    this.#compacted = revision;
+    this.#history = this.historyFrom(revision);
+    return done(this.#revision);
+  }
+
+  /** Remove lease `id` and delete its keys at `revision`; whether any key was deleted. */
+  #dropLease(id: number, revision: number, events: WatchEvent[]): boolean {
+    const lease = this.#leases.get(id);
+    if (lease === undefined) return false;
+    this.#leases.delete(id);
+    for (const name of [...lease.keys].sort()) {
+      const prev = this.#data.get(name)!;
+      this.#data.delete(name);
+      events.push(deleteEvent(prev, revision));
+    }
+    return lease.keys.size > 0;
   }
 
   /** Execute a committed command once; a duplicate returns the remembered result. */
@@ -135,8 +312,11 @@ export class KvMachine {
         `Client "${command.clientId}" has ${session.results.size} unacknowledged results; a client may have one command outstanding`,
       );
     }
-    const result = this.#execute(this.#store, command, this.#revision + 1);
-    if (result.ok && result.txn.revision > this.#revision) this.#revision = result.txn.revision;
+    const events: WatchEvent[] = [];
+    const result = command.admin !== undefined
+      ? this.#admin(command.admin, events)
+      : this.#execute(this.#store, command, this.#revision + 1, events);
+    this.#commitEvents(result, events);
     session.results.set(command.seq, result);
     return { executed: true, result };
   }
@@ -155,8 +335,11 @@ export class KvMachine {
   /** The result the command would have if it ran now, with every revision field that depends on
    * its position in the log set to 0 (the speculative answer cannot know it). */
   speculate(command: Command): CommandResult {
+    if (command.admin !== undefined) {
+      return { ok: false, error: "Lease and compaction commands take the slow path" };
+    }
     const overlay = new OverlayStore(this.#store);
-    const result = this.#execute(overlay, command, 0);
+    const result = this.#execute(overlay, command, 0, []);
     return result.ok ? { ok: true, txn: stripRevisions(result.txn) } : result;
   }
 
@@ -165,7 +348,12 @@ export class KvMachine {
     return this.#store.keysIn("", undefined).map((k) => this.#data.get(k)!);
   }
 
-  #execute(store: Store, command: Command, nextRevision: number): CommandResult {
+  #execute(
+    store: Store,
+    command: Command,
+    nextRevision: number,
+    events: WatchEvent[],
+  ): CommandResult {
     const txn = command.txn;
     let succeeded = true;
     for (const c of txn.compare ?? []) {
@@ -178,11 +366,8 @@ export class KvMachine {
     if (refused !== undefined) return { ok: false, error: refused };
     const ops = (succeeded ? txn.success : txn.failure) ?? [];
     for (const op of ops) {
-      if ("put" in op && (op.put.lease ?? 0) !== 0) {
-        return {
-          ok: false,
-          error: `Lease ${op.put.lease} not found (leases are not replicated yet)`,
-        };
+      if ("put" in op && (op.put.lease ?? 0) !== 0 && !this.#leases.has(op.put.lease!)) {
+        return { ok: false, error: `Lease ${op.put.lease} not found` };
       }
     }
     // Deleting nothing writes nothing: only a put or a delete that finds keys makes a revision.
@@ -191,7 +376,11 @@ export class KvMachine {
       ("deleteRange" in op && store.keysIn(...spread(intervalOf(op.deleteRange))).length > 0)
     );
     const revision = writes ? nextRevision : this.#revision;
-    const responses = ops.map((op) => runOp(store, op, revision));
+    // Lease bookkeeping and events only for the real store: speculation writes nothing.
+    const real = store === this.#store;
+    const responses = ops.map((op) =>
+      runOp(store, op, revision, real ? events : undefined, real ? this.#leases : undefined)
+    );
     return { ok: true, txn: { succeeded, revision, responses } };
   }
 }
@@ -224,7 +413,30 @@ function invalidBranch(ops: RequestOp[]): string | undefined {
   return undefined;
 }
 
-function runOp(store: Store, op: RequestOp, revision: number): ResponseOp {
+type LeaseTable = Map<number, { keys: Set<string> }>;
+
+function deleteEvent(prev: KeyValue, revision: number): WatchEvent {
+  return {
+    type: "delete",
+    kv: {
+      key: prev.key,
+      value: new Uint8Array(0),
+      createRevision: 0,
+      modRevision: revision,
+      version: 0,
+      lease: 0,
+    },
+    prevKv: prev,
+  };
+}
+
+function runOp(
+  store: Store,
+  op: RequestOp,
+  revision: number,
+  events?: WatchEvent[],
+  leases?: LeaseTable,
+): ResponseOp {
   if ("range" in op) {
     const r = op.range;
     const iv = intervalOf(r);
@@ -243,20 +455,29 @@ function runOp(store: Store, op: RequestOp, revision: number): ResponseOp {
   if ("put" in op) {
     const key = keyString(op.put.key);
     const prev = store.get(key);
-    store.set(key, {
+    const kv: KeyValue = {
       key: op.put.key.slice(),
       value: op.put.value.slice(),
       createRevision: prev?.createRevision ?? revision,
       modRevision: revision,
       version: (prev?.version ?? 0) + 1,
       lease: op.put.lease ?? 0,
-    });
+    };
+    store.set(key, kv);
+    if (prev !== undefined && prev.lease !== 0) leases?.get(prev.lease)?.keys.delete(key);
+    if (kv.lease !== 0) leases?.get(kv.lease)?.keys.add(key);
+    events?.push({ type: "put", kv, ...(prev !== undefined ? { prevKv: prev } : {}) });
     return { put: op.put.prevKv && prev !== undefined ? { prevKv: copyKv(prev) } : {} };
   }
   const iv = intervalOf(op.deleteRange);
   const keys = store.keysIn(iv.start, iv.end);
   const prevKvs = op.deleteRange.prevKv ? keys.map((k) => copyKv(store.get(k)!)) : [];
-  for (const k of keys) store.set(k, undefined);
+  for (const k of keys) {
+    const prev = store.get(k)!;
+    if (prev.lease !== 0) leases?.get(prev.lease)?.keys.delete(k);
+    events?.push(deleteEvent(prev, revision));
+    store.set(k, undefined);
+  }
   return { deleteRange: { deleted: keys.length, prevKvs } };
 }
 

@@ -9,6 +9,8 @@
 
 import { Replica } from "./core.ts";
 import type { Message } from "./core.ts";
+import { intervalOf, keyString } from "./command.ts";
+import type { WatchEvent } from "../kv.ts";
 import { type ClusterIdentity, ReplicaStorage } from "./storage.ts";
 import { FrameConn, Link, parseAddress, parsePeers } from "./wire.ts";
 
@@ -45,6 +47,34 @@ export interface ReplicaStatus {
   poolSize: number;
 }
 
+/** A client's watch request: events for [key, rangeEnd) from `startRevision`, or when absent from
+ * after max(`afterRevision`, this replica's revision). Replies go on the connection it came on:
+ * `watchStarted` (the start revision, pinned for resubscriptions), `watchEvents` per revision,
+ * `watchError` when the start is compacted. */
+export interface WatchRequest {
+  type: "watch";
+  from: string;
+  watchId: number;
+  key: Uint8Array;
+  rangeEnd?: Uint8Array;
+  startRevision?: number;
+  afterRevision: number;
+  prevKv: boolean;
+}
+
+interface ServedWatch {
+  conn: FrameConn;
+  watchId: number;
+  start: string;
+  end: string | undefined;
+  prevKv: boolean;
+  /** Next revision to look at. */
+  next: number;
+}
+
+/** Most watches one replica serves; a request beyond it gets a watchError. */
+const MAX_WATCHES = 10_000;
+
 const PEER_TYPES = new Set([
   "preVote",
   "preVoteReply",
@@ -66,6 +96,8 @@ export class ReplicaServer {
   readonly #log: (line: string) => void;
   #drainScheduled = false;
   #closed = false;
+  /** "clientPrefix/watchId" -> watch. */
+  readonly #watches = new Map<string, ServedWatch>();
   fastReplies = 0;
   slowReplies = 0;
 
@@ -89,6 +121,7 @@ export class ReplicaServer {
         id: options.id,
         replicas: ids,
         electionTicks: options.electionTicks ?? 10,
+        tickMs: options.tickMs ?? 50,
         random: (n) => Math.floor(Math.random() * n),
       },
       state,
@@ -158,6 +191,13 @@ export class ReplicaServer {
       fc.send({ type: "statusReply", status: this.status() });
       return;
     }
+    const type = (body as { type: string }).type;
+    if (type === "watch") return this.#onWatch(fc, body as WatchRequest);
+    if (type === "watchCancel") {
+      const b = body as { from: string; watchId: number };
+      this.#watches.delete(`${b.from}/${b.watchId}`);
+      return;
+    }
     const m = body as Message;
     const problem = this.#invalid(m);
     if (problem !== undefined) throw new TypeError(problem); // readLoop closes fc and logs
@@ -189,6 +229,72 @@ export class ReplicaServer {
     return undefined;
   }
 
+  #onWatch(fc: FrameConn, w: WatchRequest): void {
+    if (
+      typeof w.from !== "string" || !Number.isSafeInteger(w.watchId) ||
+      !(w.key instanceof Uint8Array) || !Number.isSafeInteger(w.afterRevision) ||
+      (w.startRevision !== undefined && !Number.isSafeInteger(w.startRevision))
+    ) throw new TypeError("malformed watch request"); // readLoop closes fc and logs
+    const kv = this.replica.kv;
+    const id = `${w.from}/${w.watchId}`;
+    const start = w.startRevision ?? Math.max(w.afterRevision, kv.revision) + 1;
+    if (start < kv.compactRevision) {
+      fc.send({ type: "watchError", watchId: w.watchId, compactRevision: kv.compactRevision });
+      return;
+    }
+    if (!this.#watches.has(id) && this.#watches.size >= MAX_WATCHES) {
+      fc.send({
+        type: "watchError",
+        watchId: w.watchId,
+        error: `more than ${MAX_WATCHES} watches`,
+      });
+      return;
+    }
+    const iv = intervalOf({ key: w.key, rangeEnd: w.rangeEnd });
+    const served: ServedWatch = {
+      conn: fc,
+      watchId: w.watchId,
+      start: iv.start,
+      end: iv.end,
+      prevKv: w.prevKv === true,
+      next: start,
+    };
+    fc.onClose(() => {
+      if (this.#watches.get(id) === served) this.#watches.delete(id);
+    });
+    this.#watches.set(id, served);
+    fc.send({ type: "watchStarted", watchId: w.watchId, startRevision: start });
+    this.#pump(id, served);
+  }
+
+  /** Send a watch what was applied since its last look: history and live events are one path. */
+  #pump(id: string, w: ServedWatch): void {
+    const kv = this.replica.kv;
+    if (w.next > kv.revision) return;
+    if (w.next < kv.compactRevision) {
+      w.conn.send({ type: "watchError", watchId: w.watchId, compactRevision: kv.compactRevision });
+      this.#watches.delete(id);
+      return;
+    }
+    for (const record of kv.historyFrom(w.next)) {
+      const events: WatchEvent[] = [];
+      for (const e of record.events) {
+        const k = keyString(e.kv.key);
+        if (k < w.start || (w.end !== undefined && k >= w.end)) continue;
+        events.push(w.prevKv || e.prevKv === undefined ? e : { type: e.type, kv: e.kv });
+      }
+      if (events.length > 0) {
+        w.conn.send({
+          type: "watchEvents",
+          watchId: w.watchId,
+          revision: record.revision,
+          events,
+        });
+      }
+    }
+    w.next = kv.revision + 1;
+  }
+
   #scheduleDrain(): void {
     if (this.#drainScheduled || this.#closed) return;
     this.#drainScheduled = true;
@@ -203,6 +309,9 @@ export class ReplicaServer {
       const ready = this.replica.ready();
       this.#storage.persist(ready); // before any send: see core.ts Ready
       for (const m of ready.messages) this.#send(m);
+      if (ready.applied.length > 0) {
+        for (const [id, w] of this.#watches) this.#pump(id, w);
+      }
     }
   }
 

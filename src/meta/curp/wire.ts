@@ -203,6 +203,8 @@ export class Link {
   #nextAttemptMs = 0;
   #backoffMs = 50;
   #stopped = false;
+  /** Connections made so far: a change tells a subscriber its frames may have been lost. */
+  generation = 0;
 
   constructor(
     readonly address: { hostname: string; port: number },
@@ -230,6 +232,7 @@ export class Link {
         this.#connecting = false;
         if (this.#stopped) return conn.close();
         this.#backoffMs = 50;
+        this.generation++;
         const fc = new FrameConn(
           conn,
           `to ${this.address.hostname}:${this.address.port}`,
