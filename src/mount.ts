@@ -157,6 +157,10 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     Deno.removeSignalListener("SIGTERM", stop);
     device.unmount();
     await io.shutdown(); // the Vfs closed the kv when the server destroyed it
+    if (Deno.env.get("SKYFS_DEBUG")) {
+      const counts = server.requestCounts().map(([name, n]) => `${name} ${n}`).join(", ");
+      log(`skyfs: requests: ${counts}; poll wake-ups ${server.stats.wakeups}`);
+    }
     log(`skyfs: unmounted ${path}`);
   }
 }

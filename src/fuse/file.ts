@@ -35,8 +35,11 @@ import {
  * file has its local fd.
  */
 function openOut(op: OpContext, ino: number, result: OpenResult): OpenOut {
-  if (result.backingFd !== undefined && op.server.negotiated?.passthrough) {
-    const backingId = op.server.backing.attach(ino, result.fh, result.backingFd);
+  const backing = op.server.backing;
+  // An inode already in passthrough mode stays in it (the kernel refuses a cached open then),
+  // even if this open came without a backing fd (set-id bits added while it was open).
+  if (op.server.negotiated?.passthrough && (result.backingFd !== undefined || backing.has(ino))) {
+    const backingId = backing.attach(ino, result.fh, result.backingFd);
     return { fh: result.fh, openFlags: Fopen.PASSTHROUGH, backingId };
   }
   let openFlags = 0;

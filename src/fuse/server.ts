@@ -111,10 +111,15 @@ export class BackingFiles {
     this.#device = device;
   }
 
+  has(ino: number): boolean {
+    return this.#byIno.has(ino);
+  }
+
   /** The backing id for `ino` (registering `fd` on first use) counted for handle `fh`. */
-  attach(ino: number, fh: number, fd: number): number {
+  attach(ino: number, fh: number, fd: number | undefined): number {
     let entry = this.#byIno.get(ino);
     if (!entry) {
+      if (fd === undefined) throw new FsError(Errno.EIO, `no backing file for inode ${ino}`);
       const id = this.#device.backingOpen(fd);
       if (id < 0) throw new FsError(-id, `FUSE_DEV_IOC_BACKING_OPEN of fd ${fd}`);
       entry = { id, handles: 0 };
@@ -152,6 +157,8 @@ export class FuseServer {
   #wakeReader?: () => void;
   #interruptible = new Map<bigint, AbortController>();
   #stats = { requests: 0, wakeups: 0 };
+  /** Requests served per opcode (indexed by opcode; opcodes are < 64). */
+  readonly #perOpcode = new Float64Array(64);
   #destroyed = false;
   #spinMs: number;
   #spinUntil = 0;
@@ -180,6 +187,15 @@ export class FuseServer {
   /** Requests served and poll wake-ups so far (requests per wake-up = batching achieved). */
   get stats(): { requests: number; wakeups: number } {
     return { ...this.#stats };
+  }
+
+  /** Requests served so far by operation name, most frequent first. */
+  requestCounts(): [string, number][] {
+    const counts: [string, number][] = [];
+    this.#perOpcode.forEach((count, opcode) => {
+      if (count > 0) counts.push([opcodeNames.get(opcode) ?? `OP${opcode}`, count]);
+    });
+    return counts.sort((a, b) => b[1] - a[1]);
   }
 
   /** Serve until the file system is unmounted. Resolves after the Vfs is destroyed. */
@@ -238,6 +254,7 @@ export class FuseServer {
     }
     const { header } = request;
     const unique = header.unique;
+    this.#perOpcode[header.opcode & 63]++;
     let reply: Uint8Array | null;
     try {
       reply = await this.#dispatch(request);
@@ -287,7 +304,7 @@ export class FuseServer {
       InitFlag.BIG_WRITES | InitFlag.FLOCK_LOCKS | InitFlag.DO_READDIRPLUS |
       InitFlag.READDIRPLUS_AUTO | InitFlag.ASYNC_DIO | InitFlag.PARALLEL_DIROPS |
       InitFlag.MAX_PAGES | InitFlag.CACHE_SYMLINKS | InitFlag.EXPLICIT_INVAL_DATA |
-      InitFlag.INIT_EXT;
+      InitFlag.HANDLE_KILLPRIV_V2 | InitFlag.INIT_EXT;
     const flags = init.flags & wanted;
     const passthrough = Boolean(
       this.#options.passthrough && (init.flags & InitFlag.INIT_EXT) &&

@@ -93,6 +93,7 @@ export const InitFlag = {
   MAX_PAGES: 1 << 22,
   CACHE_SYMLINKS: 1 << 23,
   EXPLICIT_INVAL_DATA: 1 << 25,
+  HANDLE_KILLPRIV_V2: 1 << 28,
   INIT_EXT: 1 << 30,
 } as const;
 

@@ -22,8 +22,9 @@ import {
   type Timespec,
 } from "../meta/namespace.ts";
 import type { LocalStore } from "../cache/local.ts";
+import type { ClusterData } from "../cache/cluster_data.ts";
 import type { Attr, DirEntry } from "./types.ts";
-import { isDir, isReg } from "./perm.ts";
+import { isDir, isReg, killSetId } from "./perm.ts";
 import type { LockTable } from "./lock.ts";
 
 export interface VfsOptions {
@@ -46,6 +47,9 @@ export interface VfsOptions {
   onInodeChange?: (ino: number) => void;
   /** Clock. Default: the system clock, strictly increasing. */
   now?: () => Timespec;
+  /** Cluster mode (src/cache/cluster_data.ts): data in chunks published at close/fsync, the
+   * local file a cache. Default: none, one node, the local file is the data. */
+  cluster?: ClusterData;
 }
 
 /** Largest file size, as ext4 with 4 KiB blocks (16 TiB - 4 KiB); beyond it EFBIG. */
@@ -62,6 +66,8 @@ export interface Dirty {
   atime?: Timespec;
   mtime?: Timespec;
   ctime?: Timespec;
+  /** Drop set-id bits a write must drop (data was written outside the vfs). */
+  killSetId?: boolean;
 }
 
 export interface InodeState {
@@ -164,6 +170,7 @@ function applyDirty(record: InodeRecord, dirty: Dirty | undefined): InodeRecord 
   if (dirty.atime) out.atime = dirty.atime;
   if (dirty.mtime) out.mtime = dirty.mtime;
   if (dirty.ctime) out.ctime = dirty.ctime;
+  if (dirty.killSetId && isReg(out.mode)) out.mode = killSetId(out.mode);
   return out;
 }
 
@@ -174,6 +181,7 @@ export class VfsCore {
   readonly dataDir: string;
   readonly now: () => Timespec;
   readonly onInodeChange: (ino: number) => void;
+  readonly cluster: ClusterData | undefined;
   readonly inodes = new Map<number, InodeState>();
   readonly handles = new Map<number, Handle>();
   /** POSIX lock owners waiting, and on whom (for EDEADLK detection). */
@@ -191,6 +199,7 @@ export class VfsCore {
     this.dataDir = options.dataDir;
     this.now = options.now ?? systemNow;
     this.onInodeChange = options.onInodeChange ?? (() => {});
+    this.cluster = options.cluster;
     this.#writebackMs = options.attrWritebackMs ?? 1000;
   }
 
@@ -250,10 +259,15 @@ export class VfsCore {
    * like those of a write through the vfs.
    */
   observeLocal(ino: number): void {
+    // Cluster mode hands out no backing fd, and its own chunk fills change the local file.
+    if (this.cluster) return;
     const st = this.local.changedOutside(ino);
     if (!st) return;
     const time = { sec: st.mtimeSec, nsec: st.mtimeNsec };
-    this.markDirty(ino, { size: st.size, mtime: time, ctime: time });
+    // Outside writes come from opens made before set-id bits were added (opens of a file with
+    // such bits get no backing fd). The writer is unknown, so the bits drop as for a non-root
+    // writer: the safe side.
+    this.markDirty(ino, { size: st.size, mtime: time, ctime: time, killSetId: true });
   }
 
   // --- transactions ---
@@ -296,12 +310,27 @@ export class VfsCore {
 
   /** Store the inode's pending attributes (nothing if none). */
   async persist(ino: number): Promise<void> {
+    if (this.cluster) return await this.#publish(this.cluster, ino);
     this.observeLocal(ino);
     if (!this.inodes.get(ino)?.dirty) return;
     await this.txn(async (t) => {
       const record = await t.getInode(ino);
       if (record) t.putInode(record); // getInode applied the overlay; putting it stores it
     });
+  }
+
+  /** Cluster mode: dirty chunks become new backend objects, then the chunk map and the
+   * attributes change in one transaction, so no reader sees half of it. */
+  async #publish(cluster: ClusterData, ino: number): Promise<void> {
+    const pending = await cluster.upload(ino);
+    if (!this.inodes.get(ino)?.dirty && !pending) return;
+    await this.txn(async (t) => {
+      const record = await t.getInode(ino);
+      if (!record) return;
+      t.putInode(record);
+      if (pending) await cluster.applyInTxn(t.tx, ino, pending, record.size);
+    });
+    if (pending) cluster.published(ino, pending);
   }
 
   async persistAll(): Promise<void> {
@@ -384,6 +413,7 @@ export class VfsCore {
     });
     if (purged) {
       await this.local.remove(ino);
+      this.cluster?.forgetInode(ino);
       this.dropStateIfIdle(ino);
     }
   }

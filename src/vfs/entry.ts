@@ -110,6 +110,7 @@ export async function setattr(
       if (!writableHandle) checkAccess(ctx, r, W_OK);
       r.mode = modeAfterModify(ctx, r.mode);
       r.size = changes.size;
+      if (core.cluster) await core.cluster.truncateInTxn(t.tx, ino, changes.size);
       // ext4 stamps mtime and ctime on every truncate, even to the same size.
       r.mtime = r.ctime = now;
     }
@@ -139,6 +140,7 @@ export async function setattr(
       libc.ftruncate(fd, record.size);
       core.local.noteOwnChange(ino);
     });
+    core.cluster?.truncated(ino, record.size);
   }
   return core.attr(record);
 }

@@ -48,6 +48,7 @@ export async function open(
   ino: number,
   flags: number,
 ): Promise<OpenResult> {
+  core.cluster?.beforeOpen(ino);
   const record = await core.record(ino);
   if (isDir(record.mode) && (canWrite(flags) || flags & libc.O_TRUNC)) {
     throw new FsError("EISDIR", `inode ${ino} is a directory`);
@@ -79,7 +80,21 @@ async function openChecked(
       libc.ftruncate(fd, 0);
       core.local.noteOwnChange(ino);
     }
-    return { fh, keepCache: !(flags & libc.O_TRUNC), directIo: false, backingFd: fd };
+    if (core.cluster) {
+      // The local file is only a cache here: no passthrough, and no page cache kept across
+      // opens (another node may have changed the file since: close-to-open).
+      await core.cluster.opened(ino, fd, record.size);
+      return { fh, keepCache: false, directIo: false };
+    }
+    // Data written outside the vfs (FUSE passthrough, the shim) never passes the write path that
+    // drops set-id bits, so a file with bits a write must drop gets no backing fd.
+    const outsideWritesSafe = !hasKillableSetId(record.mode);
+    return {
+      fh,
+      keepCache: !(flags & libc.O_TRUNC),
+      directIo: false,
+      backingFd: outsideWritesSafe ? fd : undefined,
+    };
   } catch (error) {
     if (handle.hasData) await core.local.release(ino);
     core.removeHandle(fh);
@@ -92,6 +107,7 @@ async function truncateForOpen(core: VfsCore, ctx: Ctx, ino: number): Promise<In
   const record = await core.txn(async (t) => {
     const r = await t.inode(ino);
     r.size = 0;
+    if (core.cluster) await core.cluster.truncateInTxn(t.tx, ino, 0);
     r.mtime = r.ctime = core.now();
     r.mode = modeAfterModify(ctx, r.mode);
     t.putInode(r);
@@ -99,6 +115,7 @@ async function truncateForOpen(core: VfsCore, ctx: Ctx, ino: number): Promise<In
   });
   const state = core.inodes.get(ino);
   if (state?.dirty) state.dirty.size = undefined;
+  core.cluster?.truncated(ino, 0);
   return record;
 }
 
@@ -150,6 +167,7 @@ export async function read(
   if (offset < 0) throw new FsError("EINVAL", `negative offset ${offset}`);
   const fd = dataFd(core, ino);
   if (!(handle.flags & libc.O_NOATIME)) await core.touchAtime(ino);
+  if (core.cluster) await core.cluster.ensure(ino, fd, offset, into.length);
   // The local file's length is the file's size while it is open, so pread ends where it ends.
   return await core.io.read(fd, into, offset);
 }
@@ -195,7 +213,9 @@ async function writeAt(
   if (offset + data.length > MAX_FILE_SIZE) {
     throw new FsError("EFBIG", `write to ${offset + data.length} exceeds ${MAX_FILE_SIZE}`);
   }
+  if (core.cluster) await core.cluster.ensure(ino, fd, offset, data.length, true);
   const written = await core.io.write(fd, data, offset);
+  core.cluster?.noteWrite(ino, offset, written);
   await afterDataChange(core, ctx, ino);
   return written;
 }
@@ -252,6 +272,7 @@ export async function release(
   } finally {
     if (handle.hasData) await core.local.release(ino);
   }
+  if (core.cluster && state.handles === 0) core.cluster.closed(ino);
   // Runs after the handle count dropped: an unlinked, forgotten file is freed by its last close.
   if (!core.isReferenced(ino)) await core.maybePurge(ino);
   core.dropStateIfIdle(ino);
@@ -293,7 +314,9 @@ export async function fallocate(
   const record = await core.record(ino);
   if (!isReg(record.mode)) throw new FsError("ENODEV", `inode ${ino} is not a regular file`);
   const fd = dataFd(core, ino);
+  if (core.cluster) await core.cluster.ensure(ino, fd, offset, length);
   await core.io.fallocate(fd, mode, offset, length);
+  core.cluster?.noteWrite(ino, offset, length);
   // ext4 calls file_modified() for every mode: mtime and ctime move, set-id bits drop.
   await afterDataChange(core, ctx, ino);
 }
@@ -366,6 +389,10 @@ export async function copyFileRange(
   if (to.offset + remaining > MAX_FILE_SIZE) throw new FsError("EFBIG", "copy past max size");
   const fdIn = dataFd(core, from.ino);
   const fdOut = dataFd(core, to.ino);
+  if (core.cluster) {
+    await core.cluster.ensure(from.ino, fdIn, from.offset, remaining);
+    await core.cluster.ensure(to.ino, fdOut, to.offset, remaining, true);
+  }
   let copied = 0;
   while (remaining > 0) {
     const n = libc.copyFileRange(
@@ -379,6 +406,7 @@ export async function copyFileRange(
     copied += n;
     remaining -= n;
   }
+  core.cluster?.noteWrite(to.ino, to.offset, copied);
   if (copied > 0) await afterDataChange(core, ctx, to.ino);
   return copied;
 }

@@ -62,7 +62,8 @@ export interface OpenResult {
   keepCache: boolean;
   /** Bypass the kernel page cache for this open (O_DIRECT opens). */
   directIo: boolean;
-  /** A local fd holding the whole file's data, usable for FUSE passthrough or the shim. */
+  /** A local fd holding the whole file's data, usable for FUSE passthrough or the shim. Absent
+   * when writes must go through the Vfs (a file with set-id bits that a write has to drop). */
   backingFd?: number;
 }
 

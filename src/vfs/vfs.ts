@@ -36,10 +36,12 @@ export async function createVfs(options: VfsOptions): Promise<VfsWithRecovery> {
     rootUid: options.rootUid,
     rootGid: options.rootGid,
     inoRangeSize: options.inoRangeSize,
-    validateReads: options.validateReads,
+    // Other nodes write the same store: reads of read-only operations must be checked.
+    validateReads: options.validateReads ?? options.cluster !== undefined,
     now: options.now,
   });
   const local = await LocalStore.open(options.io, options.dataDir);
+  options.cluster?.attach(ns, local, options.io);
   const core = new VfsCore(ns, local, options);
   const recovery = await recover(core);
   return makeVfs(core, recovery);
@@ -53,7 +55,8 @@ export async function createVfs(options: VfsOptions): Promise<VfsWithRecovery> {
  */
 async function recover(core: VfsCore): Promise<RecoveryReport> {
   let orphansPurged = 0;
-  for (const ino of await core.ns.listOrphans()) {
+  // In a cluster the orphan list is shared and another node may still hold an orphan open.
+  for (const ino of core.cluster ? [] : await core.ns.listOrphans()) {
     await core.txn(async (t) => {
       const record = await t.tx.getInode(ino);
       if (record && record.nlink === 0) t.tx.deleteInode(ino);
