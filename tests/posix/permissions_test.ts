@@ -268,6 +268,29 @@ suite("posix permissions", {
     assert.deepEqual(r, ["0o755", "0o755", "0o755"]);
   },
 
+  "set-id bits added while a file is open for writing drop at the next unprivileged write": async (
+    { dir },
+  ) => {
+    // On skyfs the open is FUSE passthrough (the kernel writes the local file itself), so the
+    // daemon only learns of the write afterwards and must still drop the bits.
+    const r = await py(
+      dir,
+      `
+      write_file("f", "hello"); os.chown("f", 1000, 1000); os.chmod("f", 0o755)
+      fd = os.open("f", os.O_WRONLY)
+      os.chmod("f", 0o6755)
+      before = oct(st("f")["perm"])
+      pid = os.fork()
+      if pid == 0:
+          os.setgid(1000); os.setuid(1000); os.pwrite(fd, b"J", 0); os._exit(0)
+      os.waitpid(pid, 0)
+      os.close(fd)
+      out([before, oct(st("f")["perm"])])
+    `,
+    );
+    assert.deepEqual(r, ["0o6755", "0o755"]);
+  },
+
   "ctime changes on chmod and chown, mtime does not": async ({ dir }) => {
     const r = await py(
       dir,
