@@ -6,33 +6,13 @@
  */
 
 import { join } from "node:path";
+import { Errno, FsError } from "./fs_error.ts";
+import * as libc from "./io/libc.ts";
 
 /** The on-disk format this build writes and reads. */
 export const DATA_FORMAT = 1;
 const FORMAT_FILE = "FORMAT";
 const LOCK_FILE = "LOCK";
-
-const LOCK_EX = 2;
-const LOCK_NB = 4;
-const EWOULDBLOCK = 11;
-
-const libc = {
-  lib: undefined as
-    | Deno.DynamicLibrary<{
-      flock: { parameters: ["i32", "i32"]; result: "i32" };
-      open: { parameters: ["buffer", "i32", "u32"]; result: "i32" };
-      __errno_location: { parameters: []; result: "pointer" };
-    }>
-    | undefined,
-  get() {
-    this.lib ??= Deno.dlopen("libc.so.6", {
-      flock: { parameters: ["i32", "i32"], result: "i32" },
-      open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
-      __errno_location: { parameters: [], result: "pointer" },
-    });
-    return this.lib.symbols;
-  },
-};
 
 /** The default data directory: /var/lib/skyfs for root, else under XDG_DATA_HOME or ~/.local. */
 export function defaultDataDir(): string {
@@ -63,19 +43,24 @@ export function openDataDir(path: string): DataDir {
     throw new Error(`Data directory "${path}" is not a directory; pass --data DIR`);
   }
   const lockPath = join(path, LOCK_FILE);
-  const c = libc.get();
-  const fd = c.open(new TextEncoder().encode(lockPath + "\0"), 0o2 | 0o100 | 0o2000000, 0o600);
-  if (fd < 0) {
+  let fd: number;
+  try {
+    fd = libc.open(lockPath, libc.O_RDWR | libc.O_CREAT | libc.O_CLOEXEC, 0o600);
+  } catch (error) {
     throw new Error(
-      `Data directory "${path}" is not writable (errno ${errno()}); fix its permissions or pass --data DIR`,
+      `Data directory "${path}" is not writable (${
+        errnoText(error)
+      }); fix its permissions or pass --data DIR`,
     );
   }
-  if (c.flock(fd, LOCK_EX | LOCK_NB) !== 0) {
-    const e = errno();
+  try {
+    libc.flock(fd, libc.LOCK_EX | libc.LOCK_NB);
+  } catch (error) {
+    libc.close(fd);
     throw new Error(
-      e === EWOULDBLOCK
+      error instanceof FsError && error.errno === Errno.EAGAIN
         ? `Data directory "${path}" is locked by another skyfs daemon; stop it or pass --data DIR`
-        : `Cannot lock "${lockPath}": errno ${e}`,
+        : `Cannot lock "${lockPath}": ${errnoText(error)}`,
     );
   }
   checkFormat(path);
@@ -115,8 +100,8 @@ function checkFormat(path: string): void {
   }
 }
 
-function errno(): number {
-  return new Deno.UnsafePointerView(libc.get().__errno_location()!).getInt32();
+function errnoText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 function reason(error: unknown): string {

@@ -59,6 +59,7 @@ const symbols = {
   stat: { parameters: ["buffer", "buffer"], result: "i32" },
   unlink: { parameters: ["buffer"], result: "i32" },
   rename: { parameters: ["buffer", "buffer"], result: "i32" },
+  flock: { parameters: ["i32", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
@@ -268,6 +269,14 @@ function parseStat(raw: Uint8Array<ArrayBuffer>): Stat {
     mtimeSec: Number(view.getBigInt64(88, true)),
     mtimeNsec: Number(view.getBigInt64(96, true)),
   };
+}
+
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+
+/** flock(2); throws FsError (EWOULDBLOCK is EAGAIN) when the lock is held elsewhere. */
+export function flock(fd: number, operation: number): void {
+  if (lib().flock(fd, operation) !== 0) fail("flock", fd);
 }
 
 export function fstat(fd: number): Stat {
