@@ -72,6 +72,7 @@ const TAG_INODE = 0x49; // "I" + ino
 const TAG_DENTRY = 0x44; // "D" + parent ino + name bytes
 const TAG_XATTR = 0x58; // "X" + ino + name (UTF-8)
 const TAG_ORPHAN = 0x4f; // "O" + ino: nlink 0 but still referenced; purged at startup
+const TAG_CHUNKS = 0x43; // "C" + ino: cluster mode's chunk map (src/cache/chunk_map.ts)
 
 const PREFIX = [0x66, 0x73, 0x2f]; // "fs/"
 const encoder = new TextEncoder();
@@ -109,6 +110,8 @@ export const keys = {
   xattrs: (ino: number) => tagKey(TAG_XATTR, ino),
   orphan: (ino: number) => tagKey(TAG_ORPHAN, ino),
   orphans: () => tagKey(TAG_ORPHAN),
+  chunkMap: (ino: number) => tagKey(TAG_CHUNKS, ino),
+  chunkMaps: () => tagKey(TAG_CHUNKS),
 };
 
 /** The inode number at the end of an inode, orphan, dentry or xattr key. */
@@ -439,6 +442,11 @@ export class Namespace {
     this.#cachedXattrs.delete(ino);
   }
 
+  /** Drop one key from the cache (a watch saw another writer change it). */
+  forgetKey(key: Uint8Array): void {
+    this.cacheForget(keyString(key));
+  }
+
   /** Drop the whole cache (after another writer may have changed the store). */
   invalidate(): void {
     this.#cache.clear();
@@ -653,6 +661,15 @@ export class NsTxn {
       else byName.delete(name);
     }
     return [...byName].map(([name, size]) => ({ name, size }));
+  }
+
+  /** Cluster mode's chunk map of `ino` (opaque bytes; written with the inode's record). */
+  async getChunkMap(ino: number): Promise<Uint8Array | undefined> {
+    return await this.#read(keys.chunkMap(ino));
+  }
+
+  putChunkMap(ino: number, value: Uint8Array | undefined): void {
+    this.#write(keys.chunkMap(ino), value);
   }
 
   addOrphan(ino: number): void {
