@@ -5,8 +5,12 @@
  *
  * A transaction records the modRevision of every key it reads and commits with a compare on each,
  * so any backend with etcd txn semantics (embedded, CURP, etcd) gives serializable operations; on a
- * conflict the operation's function runs again on fresh reads. The POSIX rules themselves live in
- * src/vfs; this file knows only keys, records and the retry loop.
+ * conflict the operation's function runs again on fresh reads. Commits, validations and reads are
+ * sent with `revisionsUnused` (CURP's one-round-trip fast path, DESIGN.md section 4): a key this
+ * node wrote on the fast path has no known modRevision, so it is compared by value instead (equal
+ * bytes mean the operation would decide the same; every change to a directory's entries rewrites
+ * its inode record with a new ctime, so equal bytes do not hide a change of entries). The POSIX
+ * rules themselves live in src/vfs; this file knows only keys, records and the retry loop.
  *
  * Invariant the compares rely on: every change to a key owned by inode X (its directory entries if
  * X is a directory, its xattrs) also writes X's inode record. So a transaction that read X's record
@@ -217,9 +221,12 @@ function cloneRecord(record: InodeRecord): InodeRecord {
 interface CachedValue {
   /** Undefined: the key is absent (modRevision 0). */
   value: Uint8Array | undefined;
-  modRevision: number;
+  /** Undefined when written on a fast path, which cannot know it: compare the value then. */
+  modRevision: number | undefined;
   /** The store revision at which this was the key's state (decides which of two is newer). */
   knownAt: number;
+  /** Namespace-local sequence number of when this entry was cached. */
+  cachedAt?: number;
 }
 
 const MAX_CACHED_VALUE_BYTES = 4096;
@@ -265,6 +272,7 @@ export class TxnConflictError extends Error {
 export class Namespace {
   readonly kv: MetaKV;
   readonly #cache = new Map<string, CachedValue>();
+  #cacheSeq = 0;
   /** Cached xattr key names per inode, so deleting an inode's xattrs need not scan the cache. */
   readonly #cachedXattrs = new Map<number, Set<string>>();
   readonly #cacheEntries: number;
@@ -369,13 +377,17 @@ export class Namespace {
   }
 
   async #validate(tx: NsTxn): Promise<boolean> {
-    const response = await this.kv.txn({ compare: tx.compares() });
+    const response = await this.kv.txn({ compare: tx.compares(), revisionsUnused: true });
     if (!response.succeeded) tx.forgetReads();
     return response.succeeded;
   }
 
   async #commit(tx: NsTxn): Promise<boolean> {
-    const response = await this.kv.txn({ compare: tx.compares(), success: tx.requestOps() });
+    const response = await this.kv.txn({
+      compare: tx.compares(),
+      success: tx.requestOps(),
+      revisionsUnused: true,
+    });
     if (!response.succeeded) {
       tx.forgetReads();
       return false;
@@ -391,8 +403,12 @@ export class Namespace {
     const name = keyString(key);
     const hit = this.#cache.get(name);
     if (hit) return hit;
-    const response = await this.kv.range({ key });
-    const kv: KeyValue | undefined = response.kvs[0];
+    const startedAt = this.#cacheSeq;
+    // The kvs' revisions come from committed state even on the fast path; only the response's
+    // own revision may be 0 there.
+    const response = await this.kv.txn({ success: [{ range: { key } }], revisionsUnused: true });
+    const kv: KeyValue | undefined = (response.responses[0] as { range: { kvs: KeyValue[] } })
+      .range.kvs[0];
     const entry = {
       value: kv?.value,
       modRevision: kv?.modRevision ?? 0,
@@ -401,7 +417,7 @@ export class Namespace {
     // A commit (or a delete) that landed while this read was in flight may already be cached:
     // keep whichever state is newer, so a deleted key never comes back from a slow read.
     const now = this.#cache.get(name);
-    if (now && now.knownAt >= entry.knownAt) return now;
+    if (now && (now.knownAt >= entry.knownAt || (now.cachedAt ?? 0) > startedAt)) return now;
     this.cachePut(name, entry);
     return entry;
   }
@@ -411,6 +427,7 @@ export class Namespace {
     // Large values (xattrs up to 64 KiB) are not worth their memory: such reads go to the store,
     // which is always correct (the cache is only ever a copy).
     if (entry.value && entry.value.length > MAX_CACHED_VALUE_BYTES) return this.cacheForget(name);
+    entry.cachedAt = ++this.#cacheSeq;
     this.#cache.delete(name);
     this.#cache.set(name, entry);
     if (name.charCodeAt(PREFIX.length) === TAG_XATTR) {
@@ -533,6 +550,7 @@ export class Namespace {
       const response = await this.kv.txn({
         compare: [{ key, target: "modRevision", result: "==", value: kv.modRevision }],
         success: [{ put: { key, value: next } }],
+        revisionsUnused: true,
       });
       if (response.succeeded) {
         this.#nextIno = start;
@@ -548,7 +566,10 @@ export class Namespace {
 export class NsTxn {
   readonly #ns: Namespace;
   /** key string -> modRevision read (0 for absent). */
-  readonly #reads = new Map<string, { key: Uint8Array; modRevision: number }>();
+  readonly #reads = new Map<
+    string,
+    { key: Uint8Array; modRevision: number | undefined; value: Uint8Array | undefined }
+  >();
   /** key string -> value to put, or undefined to delete. Insertion order is commit order. */
   readonly #writes = new Map<string, { key: Uint8Array; value: Uint8Array | undefined }>();
   readonly #rangeDeletes: { key: Uint8Array; rangeEnd: Uint8Array }[] = [];
@@ -575,7 +596,9 @@ export class NsTxn {
     const earlier = this.#reads.get(name);
     // Reading one key twice at different revisions means it changed under us: record the first,
     // so the commit's compare fails and the operation reruns on a consistent view.
-    if (!earlier) this.#reads.set(name, { key, modRevision: found.modRevision });
+    if (!earlier) {
+      this.#reads.set(name, { key, modRevision: found.modRevision, value: found.value });
+    }
     return found.value;
   }
 
@@ -686,12 +709,11 @@ export class NsTxn {
 
   /** @internal */
   compares(): Compare[] {
-    return [...this.#reads.values()].map(({ key, modRevision }) => ({
-      key,
-      target: "modRevision",
-      result: "==",
-      value: modRevision,
-    }));
+    return [...this.#reads.values()].map(({ key, modRevision, value }): Compare =>
+      modRevision !== undefined
+        ? { key, target: "modRevision", result: "==", value: modRevision }
+        : { key, target: "value", result: "==", value: value! }
+    );
   }
 
   /** @internal */
@@ -712,7 +734,9 @@ export class NsTxn {
   applyToCache(revision: number): void {
     for (const ino of this.#xattrsDeleted) this.#ns.cacheForgetXattrs(ino);
     for (const [name, { value }] of this.#writes) {
-      this.#ns.cachePut(name, { value, modRevision: value ? revision : 0, knownAt: revision });
+      // A fast-path commit reports revision 0: the written keys' modRevision is unknown.
+      const modRevision = value ? (revision > 0 ? revision : undefined) : 0;
+      this.#ns.cachePut(name, { value, modRevision, knownAt: revision });
     }
   }
 }

@@ -39,9 +39,11 @@ export interface CurpKVOptions {
   tickMs?: number;
   /** Most commands in flight at once (one per client session). Default 16. */
   maxSessions?: number;
-  /** Accept fast-path results, whose revisions are 0. Default false: MetaKV callers (the
-   * namespace's compares, the conformance suite) need revisions, which only the commit gives. */
-  fastPath?: boolean;
+  /** Which commands may complete on the fast path (one round trip, revisions 0 in the result):
+   * "marked" = transactions with `revisionsUnused` (what the namespace sends); true = every
+   * transaction (benchmarks); false = none. Lease and compaction commands never do. Default
+   * "marked", or false when the environment sets SKYFS_CURP_FAST_PATH=0. */
+  fastPath?: boolean | "marked";
   /** Replica id -> address to connect to instead of the one the cluster advertises (a proxy or
    * NAT in between). Default none. */
   routes?: Record<string, string>;
@@ -143,7 +145,8 @@ export class CurpKV implements MetaKV {
       timeoutMs: options.timeoutMs ?? 10_000,
       tickMs: options.tickMs ?? 50,
       maxSessions: options.maxSessions ?? 16,
-      fastPath: options.fastPath ?? false,
+      fastPath: options.fastPath ??
+        (Deno.env.get("SKYFS_CURP_FAST_PATH") === "0" ? false : "marked"),
     };
     const log = options.log ?? ((line: string) => console.error(line));
     this.#log = log;
@@ -222,7 +225,7 @@ export class CurpKV implements MetaKV {
           id: `${this.#prefix}-${this.#nextSession++}`,
           replicas: Object.keys(this.members),
           retryTicks: 10,
-          fastPath: this.#options.fastPath,
+          fastPath: this.#options.fastPath === true,
         });
         this.#cores.set(core.id, core);
         return core;
@@ -274,7 +277,8 @@ export class CurpKV implements MetaKV {
 
   /** `revisionsUnused` requests take the fast path (one round trip when nothing conflicts). */
   txn(request: TxnRequest): Promise<TxnResponse> {
-    return this.#run(request, { fastPath: request.revisionsUnused === true || undefined });
+    const marked = this.#options.fastPath === "marked" && request.revisionsUnused === true;
+    return this.#run(request, marked ? { fastPath: true } : {});
   }
 
   async range(request: RangeRequest): Promise<RangeResponse> {
