@@ -15,6 +15,8 @@ export interface ChunkRef {
   length: number;
   /** CRC-32 of the whole object as stored (checked on every fetch). */
   crc: number;
+  /** Bytes of the object as stored (0 in maps written before this field existed). */
+  objectLength?: number;
 }
 
 export type ChunkMap = Map<number, ChunkRef>;
@@ -25,7 +27,7 @@ const decoder = new TextDecoder();
 export function encodeChunkMap(map: ChunkMap): Uint8Array {
   const entries = [...map].sort((a, b) => a[0] - b[0]).map((
     [index, ref],
-  ) => [index, ref.version, ref.length, ref.crc]);
+  ) => [index, ref.version, ref.length, ref.crc, ref.objectLength ?? 0]);
   return encoder.encode(JSON.stringify({ v: 1, c: entries }));
 }
 
@@ -36,7 +38,9 @@ export function decodeChunkMap(bytes: Uint8Array | undefined): ChunkMap {
   if (parsed?.v !== 1 || !Array.isArray(parsed.c)) {
     throw new Error(`Chunk map has format ${JSON.stringify(parsed?.v)}; this build reads 1`);
   }
-  for (const [index, version, length, crc] of parsed.c) map.set(index, { version, length, crc });
+  for (const [index, version, length, crc, objectLength] of parsed.c) {
+    map.set(index, { version, length, crc, objectLength });
+  }
   return map;
 }
 

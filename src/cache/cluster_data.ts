@@ -376,7 +376,12 @@ export class ClusterData {
         }
         this.stats.uploads++;
         const crc = crc32(data);
-        out.push({ index, seq, ref: { version, length: data.length, crc }, localCrc: crc });
+        out.push({
+          index,
+          seq,
+          ref: { version, length: data.length, crc, objectLength: data.length },
+          localCrc: crc,
+        });
       }
     };
     await Promise.all(Array.from({ length: this.#uploadParallel }, next));
@@ -461,6 +466,11 @@ export class ClusterData {
       }
       this.stats.evictions++;
     }
+  }
+
+  /** Another node changed this metadata key: drop it from the namespace cache. */
+  forgetMetadata(key: Uint8Array): void {
+    this.#ns?.forgetKey(key);
   }
 
   /** Local chunks of an inode deleted everywhere. */

@@ -1,0 +1,155 @@
+/**
+ * Cluster membership through metadata leases, and chunk ownership by consistent hashing over
+ * the live nodes. Each node keeps `cl/nodes/<id>` alive on a lease (its peer address and cache
+ * statistics); a node that dies stops renewing and its key expires, so it leaves the ring
+ * within the lease TTL, and only the chunks it owned move (consistent hashing).
+ * @module
+ */
+
+import type { MetaKV } from "../meta/kv.ts";
+import { prefixEnd } from "../meta/kv.ts";
+
+export const NODES_PREFIX = new TextEncoder().encode("cl/nodes/");
+
+export interface NodeInfo {
+  id: string;
+  /** host:port of its peer server. */
+  address: string;
+  startedMs: number;
+  /** Cache statistics, refreshed with the lease. */
+  stats?: Record<string, number>;
+}
+
+const VNODES = 64;
+
+/** FNV-1a, 32 bits: spreads node ids and chunk keys over the ring. */
+export function hash32(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  // Final avalanche (murmur3 fmix32): FNV alone clusters similar short keys.
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b) >>> 0;
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35) >>> 0;
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** A consistent-hash ring with VNODES points per node. */
+export class Ring {
+  readonly #points: { at: number; node: NodeInfo }[] = [];
+
+  constructor(nodes: NodeInfo[]) {
+    for (const node of nodes) {
+      for (let i = 0; i < VNODES; i++) this.#points.push({ at: hash32(`${node.id}#${i}`), node });
+    }
+    this.#points.sort((a, b) => a.at - b.at || (a.node.id < b.node.id ? -1 : 1));
+  }
+
+  get size(): number {
+    return this.#points.length / VNODES;
+  }
+
+  /** The node owning `key`, or undefined on an empty ring. */
+  owner(key: string): NodeInfo | undefined {
+    if (this.#points.length === 0) return undefined;
+    const h = hash32(key);
+    let lo = 0;
+    let hi = this.#points.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.#points[mid].at < h) lo = mid + 1;
+      else hi = mid;
+    }
+    return this.#points[lo % this.#points.length].node;
+  }
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Every live node's record. */
+export async function listNodes(kv: MetaKV): Promise<NodeInfo[]> {
+  const found = await kv.range({ key: NODES_PREFIX, rangeEnd: prefixEnd(NODES_PREFIX) });
+  const out: NodeInfo[] = [];
+  for (const item of found.kvs) {
+    try {
+      out.push(JSON.parse(decoder.decode(item.value)));
+    } catch { /* a foreign value: not a node */ }
+  }
+  return out;
+}
+
+/** This node's registration: lease, renewal, ring kept current by a watch. */
+export class Membership {
+  readonly self: NodeInfo;
+  ring: Ring = new Ring([]);
+  readonly #kv: MetaKV;
+  readonly #ttlSeconds: number;
+  #lease = 0;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #watcher: { cancel(): void } | undefined;
+  #stats: () => Record<string, number>;
+
+  constructor(
+    kv: MetaKV,
+    self: NodeInfo,
+    options: { ttlSeconds?: number; stats?: () => Record<string, number> } = {},
+  ) {
+    this.#kv = kv;
+    this.self = self;
+    this.#ttlSeconds = options.ttlSeconds ?? 5;
+    this.#stats = options.stats ?? (() => ({}));
+  }
+
+  async start(): Promise<void> {
+    this.#lease = (await this.#kv.leaseGrant(this.#ttlSeconds)).id;
+    await this.#publish();
+    this.#watcher = this.#kv.watch(
+      { key: NODES_PREFIX, rangeEnd: prefixEnd(NODES_PREFIX) },
+      {},
+      () => this.refresh().catch(() => {}),
+    );
+    await this.refresh();
+    const interval = Math.max(500, (this.#ttlSeconds * 1000) / 3);
+    this.#timer = setInterval(() =>
+      this.#renew().catch((error) => {
+        console.error(`skyfs: membership lease renewal failed: ${(error as Error).message}`);
+      }), interval);
+    Deno.unrefTimer(this.#timer);
+  }
+
+  async #publish(): Promise<void> {
+    const value = { ...this.self, stats: this.#stats() };
+    await this.#kv.put({
+      key: new Uint8Array([...NODES_PREFIX, ...encoder.encode(this.self.id)]),
+      value: encoder.encode(JSON.stringify(value)),
+      lease: this.#lease,
+    });
+  }
+
+  async #renew(): Promise<void> {
+    try {
+      await this.#kv.leaseKeepAlive(this.#lease);
+    } catch {
+      // The lease expired (metadata unreachable for a while): join again with a new one.
+      this.#lease = (await this.#kv.leaseGrant(this.#ttlSeconds)).id;
+    }
+    await this.#publish();
+  }
+
+  async refresh(): Promise<void> {
+    const nodes = await listNodes(this.#kv);
+    if (!nodes.some((n) => n.id === this.self.id)) nodes.push(this.self);
+    this.ring = new Ring(nodes);
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#watcher?.cancel();
+    await this.#kv.leaseRevoke(this.#lease).catch(() => {});
+  }
+}

@@ -1,0 +1,186 @@
+/**
+ * One cluster node: the data path (ClusterData), the peer server and client, membership, and
+ * the metadata watch that tells the kernel to drop what other nodes changed. A chunk missing
+ * locally is asked of its owner on the ring (which fetches it from the backend once and keeps
+ * it), and read from the backend directly when the owner is this node or unreachable.
+ * @module
+ */
+
+import { crc32 } from "node:zlib";
+import type { MetaKV } from "../meta/kv.ts";
+import { prefixEnd } from "../meta/kv.ts";
+import { ClusterData } from "../cache/cluster_data.ts";
+import { type BackendStore, openBackend } from "../cache/backend.ts";
+import type { ChunkRef } from "../cache/chunk_map.ts";
+import { Membership } from "./membership.ts";
+import { listenPeers, type PeerTransport, TcpTransport } from "./transport.ts";
+import { probeRdma } from "./rdma_probe.ts";
+
+export interface ClusterNodeOptions {
+  /** Backend URL: an absolute path, dir:///path or s3://bucket?endpoint=... */
+  backend: string;
+  /** Default: a random id kept in `<dataDir>/node-id`. */
+  nodeId?: string;
+  /** host:port for the peer server. Default 127.0.0.1:0 (any free port). */
+  listen?: string;
+  /** Local cache limit. Default 8 GiB. */
+  cacheBytes?: number;
+  log?: (line: string) => void;
+}
+
+const FS_PREFIX = new TextEncoder().encode("fs/");
+const TAG_INODE = 0x49;
+const TAG_DENTRY = 0x44;
+
+export class ClusterNode {
+  readonly data: ClusterData;
+  readonly membership: Membership;
+  readonly backend: BackendStore;
+  readonly transport: PeerTransport;
+  /** Set by the mount once the FUSE server exists. */
+  onInodeChanged: (ino: number) => void = () => {};
+  onEntryChanged: (parent: number, name: Uint8Array) => void = () => {};
+  peerFetches = 0;
+  peerFailures = 0;
+  readonly #server: { address: string; close: () => void };
+  readonly #kv: MetaKV;
+  #watcher: { cancel(): void } | undefined;
+
+  private constructor(
+    kv: MetaKV,
+    data: ClusterData,
+    backend: BackendStore,
+    server: { address: string; close: () => void },
+    membership: Membership,
+  ) {
+    this.#kv = kv;
+    this.data = data;
+    this.backend = backend;
+    this.#server = server;
+    this.membership = membership;
+    this.transport = new TcpTransport();
+    data.source = { fetch: (ino, index, ref) => this.#fetch(ino, index, ref) };
+  }
+
+  static async start(kv: MetaKV, dataDir: string, options: ClusterNodeOptions) {
+    const log = options.log ?? ((line: string) => console.error(line));
+    const nodeId = options.nodeId ?? await stableNodeId(dataDir);
+    if (!/^[0-9a-z]{1,32}$/.test(nodeId)) {
+      throw new RangeError(`--node-id "${nodeId}" must be 1-32 lowercase letters or digits`);
+    }
+    const backend = await openBackend(options.backend);
+    const data = new ClusterData(dataDir, { nodeId, backend, capacityBytes: options.cacheBytes });
+    const [host, port] = splitHostPort(options.listen ?? "127.0.0.1:0");
+    const server = listenPeers(host, port, (request) => {
+      const ref: ChunkRef = {
+        version: request.version,
+        length: request.length,
+        crc: request.crc,
+        objectLength: request.objectLength,
+      };
+      return data.serveChunk(request.ino, request.index, ref);
+    }, log);
+    const membership = new Membership(kv, {
+      id: nodeId,
+      address: server.address,
+      startedMs: Date.now(),
+    }, { stats: () => ({ ...data.stats }) });
+    const node = new ClusterNode(kv, data, backend, server, membership);
+    membership.self.stats = undefined;
+    await membership.start();
+    node.#watch();
+    log(
+      `skyfs: cluster node ${nodeId}, peers on ${server.address}, backend ${backend.kind}, ` +
+        `rdma: ${probeRdma().reason}`,
+    );
+    return node;
+  }
+
+  async #fetch(ino: number, index: number, ref: ChunkRef): Promise<Uint8Array> {
+    const owner = this.membership.ring.owner(`${ino}/${index}`);
+    if (owner && owner.id !== this.data.nodeId) {
+      try {
+        const data = await this.transport.getChunk(owner.address, {
+          ino,
+          index,
+          version: ref.version,
+          length: ref.length,
+          crc: ref.crc,
+          objectLength: ref.objectLength ?? 0,
+        });
+        // Whole objects carry their CRC in the map; a shortened one is checked by the owner.
+        const whole = ref.objectLength !== undefined && ref.objectLength === ref.length;
+        if (data.length !== ref.length || (whole && crc32(data) !== ref.crc)) {
+          throw new Error(`chunk ${ino}/${index} from ${owner.id} fails its checksum`);
+        }
+        this.peerFetches++;
+        this.data.stats.peerFills++;
+        return data;
+      } catch (error) {
+        this.peerFailures++;
+        console.error(
+          `skyfs: peer ${owner.id} (${owner.address}) could not serve chunk ${ino}/${index}: ` +
+            `${(error as Error).message}; reading the backend`,
+        );
+      }
+    }
+    return await this.data.fetchFromBackend(ino, index, ref);
+  }
+
+  /** Watch the namespace: keys other nodes change leave the cache, and the kernel's too. */
+  #watch(): void {
+    this.#watcher = this.#kv.watch(
+      { key: FS_PREFIX, rangeEnd: prefixEnd(FS_PREFIX) },
+      {},
+      (events) => {
+        for (const event of events) {
+          const key = event.kv.key;
+          this.data.forgetMetadata(key);
+          const tag = key[3];
+          if (key.length < 12) continue;
+          const ino = readU64(key, 4);
+          try {
+            if (tag === TAG_INODE) this.onInodeChanged(ino);
+            else if (tag === TAG_DENTRY) this.onEntryChanged(ino, key.slice(12));
+          } catch (error) {
+            console.error(`skyfs: kernel invalidation failed: ${(error as Error).message}`);
+          }
+        }
+      },
+    );
+  }
+
+  async stop(): Promise<void> {
+    this.#watcher?.cancel();
+    await this.membership.stop();
+    this.#server.close();
+    this.transport.close();
+    this.data.close();
+    await this.backend.close();
+  }
+}
+
+function readU64(bytes: Uint8Array, at: number): number {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return view.getUint32(at) * 2 ** 32 + view.getUint32(at + 4);
+}
+
+function splitHostPort(text: string): [string, number] {
+  const at = text.lastIndexOf(":");
+  const port = Number(text.slice(at + 1));
+  if (at <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new RangeError(`--peer-listen "${text}" is not host:port`);
+  }
+  return [text.slice(0, at), port];
+}
+
+async function stableNodeId(dataDir: string): Promise<string> {
+  const path = `${dataDir}/node-id`;
+  try {
+    return (await Deno.readTextFile(path)).trim();
+  } catch {
+    const id = crypto.randomUUID().replaceAll("-", "").slice(0, 12);
+    await Deno.writeTextFile(path, `${id}\n`);
+    return id;
+  }
+}

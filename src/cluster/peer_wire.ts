@@ -1,0 +1,136 @@
+/**
+ * The peer protocol's frames, as a pure codec (no sockets): a 16-byte header, then the payload.
+ * header: magic "SKYP" (u32 BE), version u8, type u8, reserved u16, request id u32, length u32.
+ * A frame with another magic, an unknown version or type, or a payload over MAX_PAYLOAD_BYTES is
+ * malformed: the reader reports it and the connection is closed (nothing else is affected).
+ * @module
+ */
+
+export const MAGIC = 0x534b5950; // "SKYP"
+export const PROTOCOL_VERSION = 1;
+export const HEADER_BYTES = 16;
+/** A 4 MiB chunk plus room for a message. */
+export const MAX_PAYLOAD_BYTES = (4 << 20) + 4096;
+
+export const FrameType = {
+  /** Request: ino u64, index u32, length u32, crc u32, objectLength u32, version (utf8). */
+  GET_CHUNK: 1,
+  /** Reply: the chunk's file bytes. */
+  CHUNK: 2,
+  /** Reply: utf8 message. */
+  ERROR: 3,
+} as const;
+
+export interface Frame {
+  type: number;
+  requestId: number;
+  payload: Uint8Array;
+}
+
+export interface GetChunk {
+  ino: number;
+  index: number;
+  version: string;
+  length: number;
+  crc: number;
+  objectLength: number;
+}
+
+export class MalformedFrameError extends Error {
+  override name = "MalformedFrameError";
+}
+
+export function encodeFrame(type: number, requestId: number, payload: Uint8Array): Uint8Array {
+  const out = new Uint8Array(HEADER_BYTES + payload.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, MAGIC);
+  view.setUint8(4, PROTOCOL_VERSION);
+  view.setUint8(5, type);
+  view.setUint32(8, requestId);
+  view.setUint32(12, payload.length);
+  out.set(payload, HEADER_BYTES);
+  return out;
+}
+
+/**
+ * Splits a byte stream into frames. `push` bytes as they arrive; it returns whole frames and
+ * throws MalformedFrameError as soon as a header is wrong (before buffering its payload).
+ */
+export class FrameReader {
+  #buffer = new Uint8Array(0);
+
+  push(bytes: Uint8Array): Frame[] {
+    const joined = new Uint8Array(this.#buffer.length + bytes.length);
+    joined.set(this.#buffer);
+    joined.set(bytes, this.#buffer.length);
+    const frames: Frame[] = [];
+    let at = 0;
+    while (joined.length - at >= HEADER_BYTES) {
+      const view = new DataView(joined.buffer, at, HEADER_BYTES);
+      const magic = view.getUint32(0);
+      const version = view.getUint8(4);
+      const type = view.getUint8(5);
+      const length = view.getUint32(12);
+      if (magic !== MAGIC) {
+        throw new MalformedFrameError(`bad magic 0x${magic.toString(16)}`);
+      }
+      if (version !== PROTOCOL_VERSION) {
+        throw new MalformedFrameError(`protocol version ${version}, this build speaks 1`);
+      }
+      if (type < FrameType.GET_CHUNK || type > FrameType.ERROR) {
+        throw new MalformedFrameError(`unknown frame type ${type}`);
+      }
+      if (length > MAX_PAYLOAD_BYTES) {
+        throw new MalformedFrameError(`payload of ${length} bytes over ${MAX_PAYLOAD_BYTES}`);
+      }
+      if (joined.length - at < HEADER_BYTES + length) break;
+      frames.push({
+        type,
+        requestId: view.getUint32(8),
+        payload: joined.slice(at + HEADER_BYTES, at + HEADER_BYTES + length),
+      });
+      at += HEADER_BYTES + length;
+    }
+    this.#buffer = joined.slice(at);
+    return frames;
+  }
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export function encodeGetChunk(request: GetChunk): Uint8Array {
+  const version = encoder.encode(request.version);
+  const out = new Uint8Array(24 + version.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, Math.floor(request.ino / 2 ** 32));
+  view.setUint32(4, request.ino >>> 0);
+  view.setUint32(8, request.index);
+  view.setUint32(12, request.length);
+  view.setUint32(16, request.crc);
+  view.setUint32(20, request.objectLength);
+  out.set(version, 24);
+  return out;
+}
+
+export function decodeGetChunk(payload: Uint8Array): GetChunk {
+  if (payload.length < 25 || payload.length > 24 + 128) {
+    throw new MalformedFrameError(`GET_CHUNK payload of ${payload.length} bytes`);
+  }
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const version = decoder.decode(payload.subarray(24));
+  if (!/^[0-9a-z-]+$/.test(version)) {
+    throw new MalformedFrameError(`GET_CHUNK version ${JSON.stringify(version)}`);
+  }
+  return {
+    ino: view.getUint32(0) * 2 ** 32 + view.getUint32(4),
+    index: view.getUint32(8),
+    length: view.getUint32(12),
+    crc: view.getUint32(16),
+    objectLength: view.getUint32(20),
+    version,
+  };
+}
+
+export const encodeText = (text: string) => encoder.encode(text);
+export const decodeText = (bytes: Uint8Array) => decoder.decode(bytes);

@@ -1,0 +1,193 @@
+/**
+ * Peer transport: a TCP server answering chunk requests and a client with one multiplexed
+ * connection per peer. The transport interface is what an RDMA implementation would provide
+ * (rdma_probe.ts decides; no device here, so TCP is the only implementation).
+ * @module
+ */
+
+import {
+  decodeGetChunk,
+  decodeText,
+  encodeFrame,
+  encodeGetChunk,
+  encodeText,
+  type Frame,
+  FrameReader,
+  FrameType,
+  type GetChunk,
+  MalformedFrameError,
+} from "./peer_wire.ts";
+
+export interface PeerTransport {
+  readonly kind: string;
+  getChunk(address: string, request: GetChunk): Promise<Uint8Array>;
+  close(): void;
+}
+
+export type ChunkServer = (request: GetChunk) => Promise<Uint8Array>;
+
+/** Listen on `hostname:port` (port 0: any) and answer GET_CHUNK with `serve`. */
+export function listenPeers(
+  hostname: string,
+  port: number,
+  serve: ChunkServer,
+  log: (line: string) => void = (line) => console.error(line),
+): { address: string; close: () => void } {
+  const listener = Deno.listen({ hostname, port, transport: "tcp" });
+  const connections = new Set<Deno.TcpConn>();
+  (async () => {
+    for await (const conn of listener) {
+      connections.add(conn);
+      serveConnection(conn, serve, log).finally(() => connections.delete(conn));
+    }
+  })().catch(() => {/* listener closed */});
+  const addr = listener.addr as Deno.NetAddr;
+  return {
+    address: `${addr.hostname}:${addr.port}`,
+    close: () => {
+      listener.close();
+      for (const conn of connections) {
+        try {
+          conn.close();
+        } catch { /* already closed */ }
+      }
+    },
+  };
+}
+
+async function serveConnection(conn: Deno.TcpConn, serve: ChunkServer, log: (l: string) => void) {
+  const reader = new FrameReader();
+  const remote = `${(conn.remoteAddr as Deno.NetAddr).hostname}:${
+    (conn.remoteAddr as Deno.NetAddr).port
+  }`;
+  const send = async (bytes: Uint8Array) => {
+    for (let done = 0; done < bytes.length;) done += await conn.write(bytes.subarray(done));
+  };
+  let writes = Promise.resolve();
+  const buffer = new Uint8Array(1 << 20);
+  try {
+    for (;;) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      for (const frame of reader.push(buffer.subarray(0, n))) {
+        if (frame.type !== FrameType.GET_CHUNK) {
+          throw new MalformedFrameError(`frame type ${frame.type} sent to a server`);
+        }
+        const request = decodeGetChunk(frame.payload);
+        serve(request).then(
+          (data) => encodeFrame(FrameType.CHUNK, frame.requestId, data),
+          (error) => encodeFrame(FrameType.ERROR, frame.requestId, encodeText(String(error))),
+        ).then((reply) => writes = writes.then(() => send(reply)).catch(() => {}));
+      }
+    }
+  } catch (error) {
+    if (error instanceof MalformedFrameError) {
+      log(`skyfs: peer ${remote}: malformed frame (${error.message}); closing the connection`);
+    }
+  } finally {
+    try {
+      conn.close();
+    } catch { /* already closed */ }
+  }
+}
+
+interface Connection {
+  conn: Deno.TcpConn;
+  pending: Map<number, { resolve: (f: Frame) => void; reject: (e: Error) => void }>;
+  nextId: number;
+  writes: Promise<void>;
+}
+
+/** TCP client: one connection per peer address, requests multiplexed by id. */
+export class TcpTransport implements PeerTransport {
+  readonly kind = "tcp";
+  readonly #connections = new Map<string, Promise<Connection>>();
+  readonly #timeoutMs: number;
+
+  constructor(options: { timeoutMs?: number } = {}) {
+    this.#timeoutMs = options.timeoutMs ?? 10_000;
+  }
+
+  #connect(address: string): Promise<Connection> {
+    let found = this.#connections.get(address);
+    if (found) return found;
+    const [hostname, port] = [
+      address.slice(0, address.lastIndexOf(":")),
+      address.slice(address.lastIndexOf(":") + 1),
+    ];
+    found = Deno.connect({ hostname, port: Number(port) }).then((conn) => {
+      conn.setNoDelay(true);
+      const connection: Connection = {
+        conn,
+        pending: new Map(),
+        nextId: 1,
+        writes: Promise.resolve(),
+      };
+      this.#readLoop(address, connection);
+      return connection;
+    });
+    found.catch(() => this.#connections.delete(address));
+    this.#connections.set(address, found);
+    return found;
+  }
+
+  async #readLoop(address: string, connection: Connection) {
+    const reader = new FrameReader();
+    const buffer = new Uint8Array(1 << 20);
+    let failure: Error = new Error(`peer ${address} closed the connection`);
+    try {
+      for (;;) {
+        const n = await connection.conn.read(buffer);
+        if (n === null) break;
+        for (const frame of reader.push(buffer.subarray(0, n))) {
+          const waiter = connection.pending.get(frame.requestId);
+          connection.pending.delete(frame.requestId);
+          waiter?.resolve(frame);
+        }
+      }
+    } catch (error) {
+      failure = error as Error;
+      if (error instanceof MalformedFrameError) {
+        console.error(`skyfs: peer ${address}: malformed frame (${error.message}); closing`);
+      }
+    }
+    this.#connections.delete(address);
+    try {
+      connection.conn.close();
+    } catch { /* already closed */ }
+    for (const waiter of connection.pending.values()) waiter.reject(failure);
+    connection.pending.clear();
+  }
+
+  async getChunk(address: string, request: GetChunk): Promise<Uint8Array> {
+    const connection = await this.#connect(address);
+    const id = connection.nextId++;
+    const frame = await new Promise<Frame>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        connection.pending.delete(id);
+        reject(new Error(`peer ${address} did not answer in ${this.#timeoutMs} ms`));
+      }, this.#timeoutMs);
+      connection.pending.set(id, {
+        resolve: (f) => (clearTimeout(timer), resolve(f)),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      });
+      const bytes = encodeFrame(FrameType.GET_CHUNK, id, encodeGetChunk(request));
+      connection.writes = connection.writes.then(async () => {
+        for (let done = 0; done < bytes.length;) {
+          done += await connection.conn.write(bytes.subarray(done));
+        }
+      }).catch((error) => reject(error));
+    });
+    if (frame.type === FrameType.ERROR) {
+      throw new Error(`peer ${address}: ${decodeText(frame.payload)}`);
+    }
+    return frame.payload;
+  }
+
+  close(): void {
+    for (const pending of this.#connections.values()) {
+      pending.then((c) => c.conn.close()).catch(() => {});
+    }
+    this.#connections.clear();
+  }
+}
