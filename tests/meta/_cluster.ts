@@ -22,14 +22,22 @@ export class TestCluster {
   readonly children = new Map<string, Deno.ChildProcess>();
   readonly logs = new Map<string, string[]>();
 
+  /** Extra environment for the replica processes (SKYFS_CURP_SNAPSHOT_EVERY). */
+  env: Record<string, string> = {};
+
   constructor(readonly dir: string, size = 3, readonly tickMs = 50) {
     this.ids = Array.from({ length: size }, (_, i) => String.fromCharCode(97 + i));
     this.addresses = new Map(this.ids.map((id) => [id, `127.0.0.1:${freePort()}`]));
     this.peers = [...this.addresses].map(([id, a]) => `${id}=${a}`).join(",");
   }
 
-  static async start(prefix: string, size = 3): Promise<TestCluster> {
+  static async start(
+    prefix: string,
+    size = 3,
+    env: Record<string, string> = {},
+  ): Promise<TestCluster> {
     const cluster = new TestCluster(await Deno.makeTempDir({ prefix }), size);
+    cluster.env = env;
     for (const id of cluster.ids) cluster.startReplica(id);
     await cluster.waitForLeader();
     return cluster;
@@ -58,6 +66,7 @@ export class TestCluster {
       ],
       stdout: "null",
       stderr: "piped",
+      env: this.env,
     }).spawn();
     this.children.set(id, child);
     const lines: string[] = this.logs.get(id) ?? [];

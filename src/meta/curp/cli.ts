@@ -18,7 +18,13 @@ export async function metaServe(values: Record<string, string | undefined>): Pro
   if (!(Number.isInteger(tickMs) && tickMs >= 1 && tickMs <= 10_000)) {
     throw new RangeError(`--tick-ms "${tickText}" is not a whole number of milliseconds (1-10000)`);
   }
-  const server = ReplicaServer.start({ id, peers, dataDir: data, tickMs });
+  // No flag yet (mod.ts defines the flags): tests and operators tune it from the environment.
+  const everyText = Deno.env.get("SKYFS_CURP_SNAPSHOT_EVERY");
+  const snapshotEvery = everyText === undefined ? undefined : Number(everyText);
+  if (snapshotEvery !== undefined && !(Number.isInteger(snapshotEvery) && snapshotEvery >= 1)) {
+    throw new RangeError(`SKYFS_CURP_SNAPSHOT_EVERY "${everyText}" is not a positive integer`);
+  }
+  const server = ReplicaServer.start({ id, peers, dataDir: data, tickMs, snapshotEvery });
   await new Promise<void>((resolve) => {
     const stop = () => {
       Deno.removeSignalListener("SIGINT", stop);

@@ -8,7 +8,7 @@
  */
 
 import { type Command, type CommandResult, conflicts, footprintOf, idKey } from "./command.ts";
-import { type ApplyOutcome, KvMachine } from "./kv_machine.ts";
+import { type ApplyOutcome, KvMachine, type KvSnapshot } from "./kv_machine.ts";
 
 export type NodeId = string;
 
@@ -76,6 +76,16 @@ export type Message =
     readyIndex: number;
   }
   | {
+    /** Sent instead of `append` to a follower that needs entries this leader compacted away. */
+    type: "snapshot";
+    from: NodeId;
+    to: NodeId;
+    term: number;
+    snapshot: Snapshot;
+    commit: number;
+    readyIndex: number;
+  }
+  | {
     type: "appendReply";
     from: NodeId;
     to: NodeId;
@@ -85,12 +95,20 @@ export type Message =
     matchIndex: number;
   };
 
-/** What survives a restart. */
+/** The state machine after applying every entry up to `index`, which replaces those entries. */
+export interface Snapshot {
+  index: number;
+  term: number;
+  kv: KvSnapshot;
+}
+
+/** What survives a restart. `log` holds the entries after the snapshot's index. */
 export interface PersistentState {
   term: number;
   votedFor: NodeId | undefined;
   log: Entry[];
   pool: WitnessRecord[];
+  snapshot?: Snapshot;
 }
 
 /** One committed entry applied, reported for observers (tests, the simulator, metrics). */
@@ -101,8 +119,10 @@ export interface Applied {
 
 /**
  * Output of the steps since the last `ready()`. The caller's duties, in this order:
- * 1. Durably write `hardState`, truncate the stored log at `truncateFrom` (drop every entry with
- *    index >= it) and append `entries`, and replace the stored witness pool with `pool`; fsync.
+ * 1. Durably write `hardState`; if `snapshot` is set, store it and replace the stored log with
+ *    `snapshot.log` (the entries after its index; `truncateFrom`/`entries` are then included);
+ *    otherwise truncate the stored log at `truncateFrom` (drop every entry with index >= it) and
+ *    append `entries`; replace the stored witness pool with `pool`; fsync.
  * 2. Only then send `messages` (to replicas and clients). A reply sent before step 1 could promise
  *    a vote, a log entry or a witness record that a crash then forgets.
  * If the process dies before step 1 finishes, the messages must not be sent: restart the replica
@@ -113,6 +133,7 @@ export interface Ready {
   truncateFrom?: number;
   entries: Entry[];
   pool?: WitnessRecord[];
+  snapshot?: Snapshot & { log: Entry[] };
   messages: Message[];
   applied: Applied[];
 }
@@ -129,6 +150,8 @@ export interface ReplicaConfig {
   maxBatch?: number;
   /** Most witness records held; beyond it proposals are refused (slow path). Default 4096. */
   maxPool?: number;
+  /** Applied entries kept in the log before they are folded into a snapshot. Default 10,000. */
+  snapshotEvery?: number;
   /** Injected random source: an integer in [0, n). */
   random: (n: number) => number;
   /** Milliseconds one tick stands for, to turn lease TTLs into ticks. Default 50. */
@@ -160,11 +183,13 @@ export class Replica {
   term: number;
   votedFor: NodeId | undefined;
   leaderId: NodeId | undefined;
-  /** log[i - 1] holds index i. */
-  readonly log: Entry[];
+  /** log[i - snapshotIndex - 1] holds index i: entries up to snapshotIndex are in the snapshot. */
+  log: Entry[];
+  snapshotIndex = 0;
+  snapshotTerm = 0;
   commitIndex = 0;
   appliedIndex = 0;
-  readonly kv = new KvMachine();
+  kv = new KvMachine();
   /** Witness pool keyed by command id. */
   readonly pool = new Map<string, WitnessRecord>();
 
@@ -174,6 +199,8 @@ export class Replica {
   readonly #maxPool: number;
   readonly #random: (n: number) => number;
   readonly #tickMs: number;
+  readonly #snapshotEvery: number;
+  #snapshotDirty = false;
   #handlers: RoleHandlers;
   /** Ticks since start: the leader's lease clock. */
   #now = 0;
@@ -217,6 +244,13 @@ export class Replica {
     this.#maxPool = config.maxPool ?? 4096;
     this.#random = config.random;
     this.#tickMs = config.tickMs ?? 50;
+    this.#snapshotEvery = config.snapshotEvery ?? 10_000;
+    if (persisted?.snapshot !== undefined) {
+      const snap = persisted.snapshot;
+      this.kv = KvMachine.fromSnapshot(snap.kv);
+      this.snapshotIndex = this.commitIndex = this.appliedIndex = snap.index;
+      this.snapshotTerm = snap.term;
+    }
     this.term = persisted?.term ?? 0;
     this.votedFor = persisted?.votedFor;
     this.log = persisted?.log.map((e) => ({ ...e })) ?? [];
@@ -227,7 +261,12 @@ export class Replica {
   }
 
   get lastIndex(): number {
-    return this.log.length;
+    return this.snapshotIndex + this.log.length;
+  }
+
+  /** The entry at `index`, undefined if compacted into the snapshot or beyond the log. */
+  entryAt(index: number): Entry | undefined {
+    return index > this.snapshotIndex ? this.log[index - this.snapshotIndex - 1] : undefined;
   }
 
   /** A leader answers on the fast path only once its first entry of the term has committed. */
@@ -236,7 +275,9 @@ export class Replica {
   }
 
   termAt(index: number): number {
-    return index === 0 ? 0 : this.log[index - 1]?.term ?? -1;
+    if (index === this.snapshotIndex) return this.snapshotTerm;
+    if (index < this.snapshotIndex) return -1; // compacted: committed, term no longer known
+    return index === 0 ? 0 : this.log[index - this.snapshotIndex - 1]?.term ?? -1;
   }
 
   /** Advance logical time by one tick. */
@@ -284,11 +325,25 @@ export class Replica {
     const r: Ready = { entries: [], messages: this.#messages, applied: this.#applied };
     if (this.#hardStateDirty) r.hardState = { term: this.term, votedFor: this.votedFor };
     if (
-      this.#unstableFrom <= this.lastIndex + 1 && this.#unstableFrom !== Number.MAX_SAFE_INTEGER
+      !this.#snapshotDirty && this.#unstableFrom <= this.lastIndex + 1 &&
+      this.#unstableFrom !== Number.MAX_SAFE_INTEGER
     ) {
       r.truncateFrom = this.#unstableFrom;
-      r.entries = this.log.slice(this.#unstableFrom - 1).map((e) => ({ ...e }));
+      r.entries = this.log.slice(this.#unstableFrom - this.snapshotIndex - 1).map((e) => ({
+        ...e,
+      }));
     }
+    if (this.#snapshotDirty) {
+      // Entries applied since the snapshot was decided are in the machine's state: fold them in.
+      if (this.appliedIndex > this.snapshotIndex) this.#takeSnapshot();
+      r.snapshot = {
+        index: this.snapshotIndex,
+        term: this.snapshotTerm,
+        kv: this.kv.snapshot(),
+        log: this.log.map((e) => ({ ...e })),
+      };
+    }
+    this.#snapshotDirty = false;
     if (this.#poolDirty) r.pool = [...this.pool.values()].map((w) => ({ ...w }));
     this.#hardStateDirty = false;
     this.#unstableFrom = Number.MAX_SAFE_INTEGER;
@@ -299,7 +354,8 @@ export class Replica {
   }
 
   hasReady(): boolean {
-    return this.#hardStateDirty || this.#poolDirty || this.#messages.length > 0 ||
+    return this.#hardStateDirty || this.#poolDirty || this.#snapshotDirty ||
+      this.#messages.length > 0 ||
       this.#applied.length > 0 || this.#unstableFrom !== Number.MAX_SAFE_INTEGER;
   }
 
@@ -309,6 +365,7 @@ export class Replica {
     tick: () => this.#tickElection(),
     step: (m) => {
       if (m.type === "append") this.#onAppend(m);
+      if (m.type === "snapshot") this.#onSnapshot(m);
     },
   };
 
@@ -316,6 +373,7 @@ export class Replica {
     tick: () => this.#tickElection(),
     step: (m) => {
       if (m.type === "append") return this.#onAppend(m);
+      if (m.type === "snapshot") return this.#onSnapshot(m);
       if (m.type !== "preVoteReply" || !m.granted || m.term !== this.term + 1) return;
       this.#votes.set(m.from, []);
       if (this.#votes.size > this.f) this.#becomeCandidate();
@@ -326,6 +384,7 @@ export class Replica {
     tick: () => this.#tickElection(),
     step: (m) => {
       if (m.type === "append") return this.#onAppend(m);
+      if (m.type === "snapshot") return this.#onSnapshot(m);
       if (m.type !== "voteReply" || !m.granted) return;
       if (!this.#votes.has(m.from)) this.#votes.set(m.from, m.pool);
       if (this.#votes.size > this.f) this.#becomeLeader();
@@ -585,7 +644,7 @@ export class Replica {
     if (index <= this.commitIndex) {
       throw new Error(`Replica "${this.id}" asked to truncate committed index ${index}`);
     }
-    for (const e of this.log.splice(index - 1)) {
+    for (const e of this.log.splice(index - this.snapshotIndex - 1)) {
       if (e.command && this.#inLog.get(idKey(e.command)) === e.index) {
         this.#inLog.delete(idKey(e.command));
       }
@@ -599,7 +658,26 @@ export class Replica {
 
   #sendAppend(to: NodeId): void {
     const next = this.#nextIndex.get(to)!;
-    const entries = this.log.slice(next - 1, next - 1 + this.#maxBatch).map((e) => ({ ...e }));
+    if (next <= this.snapshotIndex) {
+      // The follower needs entries that were compacted: send the whole state instead.
+      this.#send({
+        type: "snapshot",
+        from: this.id,
+        to,
+        term: this.term,
+        // The machine is at appliedIndex, past the stored snapshot: send that state, labelled so.
+        snapshot: {
+          index: this.appliedIndex,
+          term: this.termAt(this.appliedIndex),
+          kv: this.kv.snapshot(),
+        },
+        commit: this.commitIndex,
+        readyIndex: this.#readyIndex,
+      });
+      return;
+    }
+    const offset = next - this.snapshotIndex - 1;
+    const entries = this.log.slice(offset, offset + this.#maxBatch).map((e) => ({ ...e }));
     this.#send({
       type: "append",
       from: this.id,
@@ -627,8 +705,12 @@ export class Replica {
         matchIndex,
       });
     if (m.prevIndex > this.lastIndex) return reply(false, this.lastIndex);
-    if (this.termAt(m.prevIndex) !== m.prevTerm) return reply(false, m.prevIndex - 1);
+    // Entries up to snapshotIndex are committed here, so they match the leader's.
+    if (m.prevIndex >= this.snapshotIndex && this.termAt(m.prevIndex) !== m.prevTerm) {
+      return reply(false, m.prevIndex - 1);
+    }
     for (const e of m.entries) {
+      if (e.index <= this.snapshotIndex) continue;
       if (e.index <= this.lastIndex) {
         if (this.termAt(e.index) === e.term) continue;
         this.#truncateFrom(e.index);
@@ -661,7 +743,7 @@ export class Replica {
 
   #applyCommitted(): void {
     while (this.appliedIndex < this.commitIndex) {
-      const entry = this.log[this.appliedIndex];
+      const entry = this.entryAt(this.appliedIndex + 1)!;
       this.appliedIndex++;
       if (entry.command === undefined) {
         if (entry.expire !== undefined) this.kv.expire(entry.expire);
@@ -687,6 +769,55 @@ export class Replica {
         });
       }
     }
+    if (this.appliedIndex - this.snapshotIndex >= this.#snapshotEvery) this.#takeSnapshot();
+  }
+
+  /** Fold every applied entry into a snapshot and drop them from the log (bounded log). */
+  #takeSnapshot(): void {
+    const index = this.appliedIndex;
+    this.snapshotTerm = this.termAt(index);
+    this.log.splice(0, index - this.snapshotIndex);
+    this.snapshotIndex = index;
+    this.#snapshotDirty = true;
+  }
+
+  /** A follower behind the leader's snapshot replaces its state with it. */
+  #onSnapshot(m: Extract<Message, { type: "snapshot" }>): void {
+    if (this.role !== "follower") this.#becomeFollower(m.term, m.from);
+    this.leaderId = m.from;
+    this.#electionElapsed = 0;
+    const snap = m.snapshot;
+    if (snap.index > this.commitIndex) {
+      // Keep a suffix that continues the snapshot (Raft's rule); otherwise drop the whole log.
+      if (this.termAt(snap.index) === snap.term) {
+        this.log.splice(0, snap.index - this.snapshotIndex);
+      } else {
+        this.log.length = 0;
+      }
+      this.#inLog.clear();
+      for (const e of this.log) if (e.command) this.#inLog.set(idKey(e.command), e.index);
+      this.kv = KvMachine.fromSnapshot(snap.kv);
+      this.snapshotIndex = this.commitIndex = this.appliedIndex = snap.index;
+      this.snapshotTerm = snap.term;
+      this.#snapshotDirty = true;
+      this.#unstableFrom = Number.MAX_SAFE_INTEGER; // the snapshot's log rewrite covers it
+      for (const [key, record] of this.pool) {
+        if (this.kv.executed(record.command)) {
+          this.pool.delete(key);
+          this.#poolDirty = true;
+        }
+      }
+    }
+    // The kept suffix is not checked against the leader's log yet: the next append commits it.
+    if (this.commitIndex >= m.readyIndex) this.#dropRecordsBefore(this.term);
+    this.#send({
+      type: "appendReply",
+      from: this.id,
+      to: m.from,
+      term: this.term,
+      success: true,
+      matchIndex: Math.max(snap.index, this.commitIndex),
+    });
   }
 
   /** Once a leader of `term` committed its no-op, every record of an older term that mattered
@@ -763,10 +894,11 @@ export class Replica {
   }
 
   #conflictsWithUncommitted(command: Command): boolean {
-    for (let i = this.commitIndex; i < this.lastIndex; i++) {
+    for (let i = this.commitIndex + 1; i <= this.lastIndex; i++) {
+      const entry = this.entryAt(i)!;
       // An expiry deletes keys not named anywhere in the entry: it conflicts with everything.
-      if (this.log[i].expire !== undefined) return true;
-      const other = this.log[i].command;
+      if (entry.expire !== undefined) return true;
+      const other = entry.command;
       if (other && conflicts(other, command)) return true;
     }
     return false;

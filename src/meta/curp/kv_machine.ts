@@ -194,7 +194,7 @@ export class KvMachine {
         results: [...s.results],
       })),
       leases: this.leases(),
-      history: this.#history,
+      history: this.#history.slice(),
     };
   }
 

@@ -28,6 +28,8 @@ export interface ServeOptions {
   listen?: string;
   /** Election timeout in ticks (actual: [t, 2t)). Default 10. */
   electionTicks?: number;
+  /** Applied log entries kept before a snapshot replaces them. Default 10,000. */
+  snapshotEvery?: number;
   log?: (line: string) => void;
 }
 
@@ -39,6 +41,8 @@ export interface ReplicaStatus {
   commitIndex: number;
   appliedIndex: number;
   lastIndex: number;
+  /** Entries up to here are folded into the snapshot and gone from the log. */
+  snapshotIndex: number;
   revision: number;
   members: Record<string, string>;
   /** Proposals this replica answered as leader: with a speculative result, and without. */
@@ -82,6 +86,7 @@ const PEER_TYPES = new Set([
   "voteReply",
   "append",
   "appendReply",
+  "snapshot",
 ]);
 
 export class ReplicaServer {
@@ -122,6 +127,7 @@ export class ReplicaServer {
         replicas: ids,
         electionTicks: options.electionTicks ?? 10,
         tickMs: options.tickMs ?? 50,
+        snapshotEvery: options.snapshotEvery,
         random: (n) => Math.floor(Math.random() * n),
       },
       state,
@@ -146,7 +152,8 @@ export class ReplicaServer {
     }, options.tickMs ?? 50);
     this.#log(
       `curp: replica "${options.id}" of ${identity.cluster} serving on ${peers.get(options.id)}, ` +
-        `term ${state.term}, ${state.log.length} log entries, ${state.pool.length} witness records`,
+        `term ${state.term}, snapshot at ${state.snapshot?.index ?? 0}, ${state.log.length} log ` +
+        `entries after it, ${state.pool.length} witness records`,
     );
   }
 
@@ -164,6 +171,7 @@ export class ReplicaServer {
       commitIndex: r.commitIndex,
       appliedIndex: r.appliedIndex,
       lastIndex: r.lastIndex,
+      snapshotIndex: r.snapshotIndex,
       revision: r.kv.revision,
       members: this.#members,
       fastReplies: this.fastReplies,

@@ -67,6 +67,9 @@ export interface SimResult {
   linearizable: boolean | undefined;
   /** Time units after the clients finished until every acknowledged command was committed. */
   commitWait: number;
+  /** Snapshots written by replicas, and snapshot messages a live replica received. */
+  snapshotsTaken: number;
+  snapshotsSent: number;
 }
 
 /** Time units per tick: messages take 1-30 units, so some arrive within a tick, some later. */
@@ -124,8 +127,16 @@ export class Cluster {
     result: CommandResult | undefined;
   }[] = [];
   crashes = 0;
+  snapshotsTaken = 0;
+  snapshotsSent = 0;
 
-  constructor(seed: number, replicaCount: number, readonly electionTicks = 10) {
+  constructor(
+    seed: number,
+    replicaCount: number,
+    readonly electionTicks = 10,
+    /** Applied entries before a replica snapshots and drops them (small: exercise snapshots). */
+    readonly snapshotEvery = 10_000,
+  ) {
     this.rng = new Rng(seed);
     this.ids = Array.from({ length: replicaCount }, (_, i) => `r${i}`);
     for (const id of this.ids) {
@@ -229,7 +240,8 @@ export class Cluster {
         let k = Math.min(a.lastIndex, b.lastIndex);
         while (k > 0 && a.termAt(k) !== b.termAt(k)) k--;
         for (let x = 1; x <= k; x++) {
-          const ea = a.log[x - 1], eb = b.log[x - 1];
+          const ea = a.entryAt(x), eb = b.entryAt(x);
+          if (ea === undefined || eb === undefined) continue; // compacted into a snapshot
           const ida = ea.command ? idKey(ea.command) : "noop";
           const idb = eb.command ? idKey(eb.command) : "noop";
           if (ea.term !== eb.term || ida !== idb) {
@@ -250,7 +262,13 @@ export class Cluster {
   #start(id: NodeId): void {
     const n = this.nodes.get(id)!;
     n.replica = new Replica(
-      { id, replicas: this.ids, electionTicks: this.electionTicks, random: (k) => this.rng.int(k) },
+      {
+        id,
+        replicas: this.ids,
+        electionTicks: this.electionTicks,
+        snapshotEvery: this.snapshotEvery,
+        random: (k) => this.rng.int(k),
+      },
       n.disk,
     );
   }
@@ -264,6 +282,7 @@ export class Cluster {
     }
     const n = this.nodes.get(m.to)!;
     if (n.replica === undefined) return;
+    if (m.type === "snapshot") this.snapshotsSent++;
     n.replica.step(m);
     this.#collect(n);
   }
@@ -301,8 +320,14 @@ export class Cluster {
         d.term = ready.hardState.term;
         d.votedFor = ready.hardState.votedFor;
       }
-      if (ready.truncateFrom !== undefined) {
-        d.log = d.log.slice(0, ready.truncateFrom - 1).concat(ready.entries);
+      if (ready.snapshot !== undefined) {
+        this.snapshotsTaken++;
+        const { log, ...snapshot } = ready.snapshot;
+        d.snapshot = snapshot;
+        d.log = log;
+      } else if (ready.truncateFrom !== undefined) {
+        const base = d.snapshot?.index ?? 0;
+        d.log = d.log.slice(0, ready.truncateFrom - base - 1).concat(ready.entries);
       }
       if (ready.pool) d.pool = ready.pool;
       for (const m of ready.messages) this.#send(m);
@@ -461,7 +486,10 @@ export function simulate(seed: number, options: SimOptions = {}): SimResult {
   const faults = options.faults ?? true;
   const faultTime = options.faultTime ?? 4000;
   const settleTime = options.settleTime ?? 6000;
-  const cluster = new Cluster(seed, replicaCount);
+  // Most seeds snapshot every few entries, so compaction and snapshot installs on lagging or
+  // restarted replicas happen under every fault; one seed in four never snapshots.
+  const snapshotEvery = [10_000, 8, 16, 24][seed % 4];
+  const cluster = new Cluster(seed, replicaCount, 10, snapshotEvery);
   const rng = cluster.rng;
   for (let i = 0; i < (options.clients ?? 3); i++) {
     cluster.addClient(`c${i}`, options.opsPerClient ?? 20);
@@ -503,6 +531,16 @@ export function simulate(seed: number, options: SimOptions = {}): SimResult {
   const commitWait = cluster.time - commitStart;
   cluster.run(10 * TICK);
   cluster.finalChecks();
+  for (const n of cluster.nodes.values()) {
+    const r = n.replica;
+    if (r !== undefined && r.appliedIndex - r.snapshotIndex >= snapshotEvery) {
+      cluster.violations.push(
+        `bounded log: ${r.id} keeps ${
+          r.appliedIndex - r.snapshotIndex
+        } applied entries (limit ${snapshotEvery})`,
+      );
+    }
+  }
   let pending = 0;
   for (const c of cluster.clients.values()) pending += (c.core.busy ? 1 : 0) + c.remaining;
   if (pending > 0) {
@@ -532,6 +570,8 @@ export function simulate(seed: number, options: SimOptions = {}): SimResult {
     time: cluster.time,
     linearizable: lin,
     commitWait,
+    snapshotsTaken: cluster.snapshotsTaken,
+    snapshotsSent: cluster.snapshotsSent,
   };
 }
 

@@ -40,6 +40,7 @@ else {
 const started = performance.now();
 const failed: number[] = [];
 let fast = 0, slow = 0, ops = 0, elections = 0, crashes = 0, undecided = 0, maxCommitWait = 0;
+let snapshotsTaken = 0, snapshotsSent = 0;
 for (const seed of seeds) {
   const r = simulate(seed);
   fast += r.fast;
@@ -47,6 +48,8 @@ for (const seed of seeds) {
   ops += r.completed;
   elections += r.elections;
   crashes += r.crashes;
+  snapshotsTaken += r.snapshotsTaken;
+  snapshotsSent += r.snapshotsSent;
   maxCommitWait = Math.max(maxCommitWait, r.commitWait);
   if (r.linearizable === undefined) undecided++;
   if (values.verbose || seeds.length === 1) {
@@ -61,7 +64,8 @@ for (const seed of seeds) {
 const seconds = ((performance.now() - started) / 1000).toFixed(1);
 console.log(
   `${seeds.length} seeds, ${failed.length} failed, ${ops} operations (${fast} fast path, ${slow} slow path), ` +
-    `${elections} leader terms, ${crashes} crashes, ${undecided} histories undecided, ` +
+    `${elections} leader terms, ${crashes} crashes, ${snapshotsTaken} snapshots written, ` +
+    `${snapshotsSent} sent to lagging replicas, ${undecided} histories undecided, ` +
     `longest wait for acknowledged commands to commit ${maxCommitWait} units, ${seconds} s`,
 );
 if (failed.length > 0) {

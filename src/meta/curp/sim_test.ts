@@ -7,18 +7,22 @@ const SEEDS = 200;
 
 Deno.test(`curp sim: ${SEEDS} seeds with faults keep every invariant`, () => {
   const failures: string[] = [];
-  let fast = 0, slow = 0, crashes = 0;
+  let fast = 0, slow = 0, crashes = 0, snapshotsSent = 0, snapshotsTaken = 0;
   for (let seed = 1; seed <= SEEDS; seed++) {
     const r = simulate(seed);
     fast += r.fast;
     slow += r.slow;
     crashes += r.crashes;
+    snapshotsSent += r.snapshotsSent;
+    snapshotsTaken += r.snapshotsTaken;
     if (r.violations.length > 0) failures.push(`seed ${seed}: ${r.violations.join("; ")}`);
     if (r.linearizable === undefined) failures.push(`seed ${seed}: history undecided`);
   }
   assert.deepEqual(failures, []);
   // The runs must exercise both paths and real faults, or passing proves little.
   assert.ok(fast > 0 && slow > 0 && crashes > 0, `fast ${fast}, slow ${slow}, crashes ${crashes}`);
+  // Log compaction and snapshot installs on lagging replicas must happen under the faults too.
+  assert.ok(snapshotsTaken > 0 && snapshotsSent > 0, `${snapshotsTaken} / ${snapshotsSent}`);
 });
 
 Deno.test("curp sim: a seed replays exactly", () => {

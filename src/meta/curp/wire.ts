@@ -36,6 +36,11 @@ function reviver(_key: string, value: unknown): unknown {
   return value;
 }
 
+/** JSON with byte strings as {"$b": base64}, the payload encoding of frames. */
+export function encodeJson(body: unknown): string {
+  return JSON.stringify(body, replacer);
+}
+
 export function encodeFrame(body: unknown): Uint8Array {
   const json = encoder.encode(JSON.stringify(body, replacer));
   if (json.length + 1 > MAX_FRAME_BYTES) {
@@ -147,7 +152,14 @@ export class FrameConn {
   /** Queue a frame; false (and nothing sent) when the connection is closed or stuck. */
   send(body: unknown): boolean {
     if (this.#closed) return false;
-    const frame = encodeFrame(body);
+    let frame: Uint8Array;
+    try {
+      frame = encodeFrame(body);
+    } catch (error) {
+      // An oversized message (a snapshot of a huge store) is dropped, not fatal: it is retried.
+      this.log(`curp: not sending on ${this.label}: ${(error as Error).message}`);
+      return false;
+    }
     if (this.#queuedBytes + frame.length > MAX_QUEUED_BYTES) {
       this.log(`curp: closing connection ${this.label}: ${this.#queuedBytes} bytes unsent`);
       this.close();
