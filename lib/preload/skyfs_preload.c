@@ -158,6 +158,8 @@ static struct mount_info mounts[MAX_MOUNTS];
 static int mount_count;
 static int enabled;
 static int print_stats;
+/* SKYFS_PRELOAD_STATS=/path appends the line to that file (coreutils close stderr at exit). */
+static char stats_path[256];
 static _Atomic int initialized;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t conn_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -231,7 +233,8 @@ static void init(void) {
   const char *off = getenv("SKYFS_PRELOAD");
   enabled = !(off && strcmp(off, "0") == 0);
   const char *show = getenv("SKYFS_PRELOAD_STATS");
-  print_stats = show && strcmp(show, "1") == 0;
+  print_stats = show && (strcmp(show, "1") == 0 || show[0] == '/');
+  if (print_stats && show[0] == '/' && strlen(show) < sizeof stats_path) strcpy(stats_path, show);
   for (int i = 0; i < STRIPES; i++) pthread_rwlock_init(&stripes[i], NULL);
   if (enabled) read_mountinfo();
   if (mount_count == 0) enabled = 0; /* nothing to serve: pass everything through */
@@ -266,7 +269,15 @@ static void print_stats_at_exit(void) {
                    (unsigned long long)stats.refused, (unsigned long long)stats.reads,
                    (unsigned long long)stats.writes, (unsigned long long)stats.bytes_read,
                    (unsigned long long)stats.bytes_written, (unsigned long long)stats.wrote_notices);
-  if (n > 0) syscall(SYS_write, 2, text, (size_t)n);
+  if (n <= 0) return;
+  int fd = 2;
+  if (stats_path[0]) {
+    fd = (int)syscall(SYS_openat, AT_FDCWD, stats_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+                      0644);
+    if (fd < 0) return;
+  }
+  syscall(SYS_write, fd, text, (size_t)n);
+  if (fd != 2) syscall(SYS_close, fd);
 }
 
 API int skyfs_preload_stats(struct skyfs_preload_stats *out) {
@@ -866,15 +877,11 @@ API int fcntl64(int fd, int cmd, ...) {
 
 /* ---- durability and attributes ---- */
 
-/* Before the kernel is asked about fd's file, make sure the daemon knows what we wrote. */
+/* Before the kernel is asked about a file, make sure the daemon knows what we wrote, through
+ * this fd or any other (several fds may share the inode). A no-op while nothing is dirty. */
 static void publish(int fd) {
-  if (atomic_load_explicit(&dirty_count, memory_order_relaxed) == 0 || !in_table(fd)) return;
-  if (atomic_load(&table[fd].state) != FD_LOCAL) return;
-  int saved = errno;
-  pthread_rwlock_wrlock(stripe(fd));
-  if (atomic_load(&table[fd].state) == FD_LOCAL) send_wrote(&table[fd], fd);
-  pthread_rwlock_unlock(stripe(fd));
-  errno = saved;
+  (void)fd;
+  flush_all_dirty();
 }
 
 API int fsync(int fd) {

@@ -1,0 +1,238 @@
+/**
+ * The FFI edge of the shim server: a non-blocking SOCK_SEQPACKET unix socket on an abstract name,
+ * messages received with the sender's kernel-stamped credentials (SO_PASSCRED, SCM_CREDENTIALS)
+ * and replies sent with an fd attached (SCM_RIGHTS), which Deno's own API cannot do. The JS thread
+ * only makes cheap synchronous calls on ready sockets; waiting is one `nonblocking` poll().
+ * @module
+ */
+
+const symbols = {
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
+  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
+  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  __errno_location: { parameters: [], result: "pointer" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+const AF_UNIX = 1;
+const SOCK_SEQPACKET = 5;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1;
+const SO_PASSCRED = 16;
+const SCM_RIGHTS = 1;
+const SCM_CREDENTIALS = 2;
+const MSG_NOSIGNAL = 0x4000;
+const MSG_DONTWAIT = 0x40;
+const MSG_CMSG_CLOEXEC = 0x40000000;
+const MSG_TRUNC = 0x20;
+const MSG_CTRUNC = 0x8;
+const POLLIN = 1;
+const EAGAIN = 11;
+const EINTR = 4;
+/** Largest message read; longer ones are truncated and reported as malformed. */
+const MAX_MESSAGE = 256;
+const CONTROL_SIZE = 256;
+
+let library: Deno.DynamicLibrary<typeof symbols> | undefined;
+function lib() {
+  library ??= Deno.dlopen("libc.so.6", symbols);
+  return library.symbols;
+}
+
+let errnoView: Deno.UnsafePointerView | undefined;
+function errno(): number {
+  errnoView ??= new Deno.UnsafePointerView(lib().__errno_location()!);
+  return errnoView.getInt32();
+}
+
+function address(buffer: Uint8Array): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer)));
+}
+
+/** Who sent a message, as the kernel stamped it. */
+export interface Credentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+export interface Received {
+  /** The payload, or undefined when the message was cut (longer than MAX_MESSAGE). */
+  data?: Uint8Array;
+  /** Missing only if the kernel attached none (a bug: SO_PASSCRED is always set). */
+  credentials?: Credentials;
+  /** The sender attached fds (never expected); they were closed on receipt. */
+  strayFds: number;
+}
+
+/** Listen on the abstract unix name `name`; throws an Error with errno on failure. */
+export function listenAbstract(name: string): number {
+  const c = lib();
+  const fd = c.socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw new Error(`socket(AF_UNIX, SOCK_SEQPACKET) failed: errno ${errno()}`);
+  const one = new Uint8Array(new Int32Array([1]).buffer);
+  const path = new TextEncoder().encode(name);
+  const sockaddr = new Uint8Array(2 + 1 + path.length);
+  new DataView(sockaddr.buffer).setUint16(0, AF_UNIX, true);
+  sockaddr.set(path, 3); // sun_path[0] = 0: the abstract namespace
+  if (
+    c.setsockopt(fd, SOL_SOCKET, SO_PASSCRED, one, 4) < 0 ||
+    c.bind(fd, sockaddr, sockaddr.length) < 0 || c.listen(fd, 128) < 0
+  ) {
+    const e = errno();
+    c.close(fd);
+    throw new Error(
+      `Cannot listen on the abstract socket "@${name}": errno ${e}` +
+        (e === 98 ? " (address in use: another daemon serves this mount)" : ""),
+    );
+  }
+  return fd;
+}
+
+/** Accept one pending connection (SO_PASSCRED set on it), or undefined if none is waiting. */
+export function acceptOne(listenFd: number): number | undefined {
+  const c = lib();
+  for (;;) {
+    const fd = c.accept4(listenFd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      c.setsockopt(fd, SOL_SOCKET, SO_PASSCRED, new Uint8Array(new Int32Array([1]).buffer), 4);
+      return fd;
+    }
+    const e = errno();
+    if (e === EINTR) continue;
+    return undefined; // EAGAIN, or a connection that went away before we took it
+  }
+}
+
+const message = new Uint8Array(MAX_MESSAGE);
+const control = new Uint8Array(CONTROL_SIZE);
+const iov = new Uint8Array(16);
+const msghdr = new Uint8Array(56);
+
+function fillHeader(payload: Uint8Array, length: number, controlLength: number) {
+  const v = new DataView(iov.buffer);
+  v.setBigUint64(0, address(payload), true);
+  v.setBigUint64(8, BigInt(length), true);
+  const h = new DataView(msghdr.buffer);
+  msghdr.fill(0);
+  h.setBigUint64(16, address(iov), true); // msg_iov
+  h.setBigUint64(24, 1n, true); // msg_iovlen
+  h.setBigUint64(32, controlLength ? address(control) : 0n, true); // msg_control
+  h.setBigUint64(40, BigInt(controlLength), true); // msg_controllen
+}
+
+/**
+ * Receive one message without blocking: the message, "again" if none is queued, or "closed" when
+ * the peer hung up or the socket failed.
+ */
+export function receive(fd: number): Received | "again" | "closed" {
+  const c = lib();
+  fillHeader(message, message.length, control.length);
+  control.fill(0);
+  let n: number;
+  for (;;) {
+    n = Number(c.recvmsg(fd, msghdr, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
+    if (n >= 0) break;
+    const e = errno();
+    if (e === EINTR) continue;
+    return e === EAGAIN ? "again" : "closed";
+  }
+  if (n === 0) return "closed"; // SEQPACKET: end of stream
+  const h = new DataView(msghdr.buffer);
+  const flags = h.getInt32(48, true);
+  const controlLength = Number(h.getBigUint64(40, true));
+  const result: Received = { strayFds: 0 };
+  const cv = new DataView(control.buffer);
+  for (let at = 0; at + 16 <= controlLength;) {
+    const length = Number(cv.getBigUint64(at, true));
+    if (length < 16 || at + length > controlLength) break;
+    const level = cv.getInt32(at + 8, true);
+    const type = cv.getInt32(at + 12, true);
+    if (level === SOL_SOCKET && type === SCM_CREDENTIALS && length >= 16 + 12) {
+      result.credentials = {
+        pid: cv.getInt32(at + 16, true),
+        uid: cv.getUint32(at + 20, true),
+        gid: cv.getUint32(at + 24, true),
+      };
+    } else if (level === SOL_SOCKET && type === SCM_RIGHTS) {
+      for (let p = at + 16; p + 4 <= at + length; p += 4) {
+        c.close(cv.getInt32(p, true));
+        result.strayFds++;
+      }
+    }
+    at += (length + 7) & ~7;
+  }
+  if (!(flags & (MSG_TRUNC | MSG_CTRUNC))) result.data = message.slice(0, n);
+  return result;
+}
+
+/** Send one message, with `passFd` attached as SCM_RIGHTS when given. Returns 0 or -errno. */
+export function send(fd: number, data: Uint8Array<ArrayBuffer>, passFd?: number): number {
+  let controlLength = 0;
+  if (passFd !== undefined) {
+    control.fill(0);
+    const cv = new DataView(control.buffer);
+    cv.setBigUint64(0, 20n, true); // CMSG_LEN(sizeof(int))
+    cv.setInt32(8, SOL_SOCKET, true);
+    cv.setInt32(12, SCM_RIGHTS, true);
+    cv.setInt32(16, passFd, true);
+    controlLength = 24; // CMSG_SPACE(sizeof(int))
+  }
+  fillHeader(data, data.length, controlLength);
+  for (;;) {
+    const n = Number(lib().sendmsg(fd, msghdr, MSG_NOSIGNAL | MSG_DONTWAIT));
+    if (n >= 0) return 0;
+    const e = errno();
+    if (e !== EINTR) return -e;
+  }
+}
+
+/** open(2) of a local file; returns the fd or -errno. */
+export function openFile(path: string, flags: number): number {
+  const fd = lib().open(new TextEncoder().encode(path + "\0"), flags, 0);
+  return fd < 0 ? -errno() : fd;
+}
+
+export function closeFd(fd: number): void {
+  lib().close(fd);
+}
+
+/** A pipe whose write end wakes a poll() on its read end (O_NONBLOCK, O_CLOEXEC). */
+export function wakePipe(): { readFd: number; writeFd: number } {
+  const fds = new Int32Array(2);
+  if (lib().pipe2(new Uint8Array(fds.buffer), 0o4000 | 0o2000000) < 0) {
+    throw new Error(`pipe2 failed: errno ${errno()}`);
+  }
+  return { readFd: fds[0], writeFd: fds[1] };
+}
+
+export function wake(writeFd: number): void {
+  lib().write(writeFd, new Uint8Array(1), 1n);
+}
+
+/** Wait until one of `fds` is readable or `timeoutMs` passes, off the JS thread. Returns the
+ * readable fds (hang-ups and errors count as readable: the next receive reports them). */
+export async function waitReadable(fds: number[], timeoutMs: number): Promise<Set<number>> {
+  const pollfds = new Uint8Array(8 * fds.length);
+  const view = new DataView(pollfds.buffer);
+  fds.forEach((fd, i) => {
+    view.setInt32(8 * i, fd, true);
+    view.setInt16(8 * i + 4, POLLIN, true);
+  });
+  const n = await lib().poll(pollfds, BigInt(fds.length), timeoutMs);
+  const ready = new Set<number>();
+  if (n <= 0) return ready;
+  fds.forEach((fd, i) => {
+    if (view.getInt16(8 * i + 6, true) !== 0) ready.add(fd);
+  });
+  return ready;
+}
