@@ -7,6 +7,7 @@
 import { parseArgs } from "node:util";
 import { defaultDataDir } from "./src/datadir.ts";
 import { mount, umount, UsageError } from "./src/mount.ts";
+import { ensurePreloadLibrary } from "./src/intercept/mod.ts";
 import { metaServe, metaStatus } from "./src/meta/curp/cli.ts";
 
 const USAGE = `skyfs: a userspace distributed file system
@@ -16,6 +17,8 @@ Usage: skyfs <command> [options]
 Commands:
   mount DIR      mount skyfs on DIR and serve it in the foreground
   umount DIR     unmount DIR (also a dead mount left by a crashed daemon)
+  exec -- CMD    run CMD with the LD_PRELOAD shim (file I/O on mounts served in-process)
+  preload-path   print the path of the shim library (for LD_PRELOAD), building it if needed
   meta serve     run a CURP metadata replica (skyfs meta serve --help)
   meta status    show the leader, term, commit index and members of a CURP cluster
   help           this text
@@ -55,6 +58,13 @@ serve: run one replica of a CURP metadata cluster in the foreground until SIGINT
   --data DIR     where the log, witness pool and vote are kept (fsync'd)
   --tick-ms N    milliseconds per tick (default 50; elections after 10-20 ticks)
 status: ask each listed replica for its role, term, commit index and fast-path replies.`;
+
+const EXEC_USAGE = `Usage: skyfs exec [--] CMD [ARGS...]
+
+Run CMD with libskyfs_preload.so in LD_PRELOAD (added to any already there): reads and writes of
+regular files on skyfs mounts go straight to their local data inside the process, everything else
+through the kernel as usual. SKYFS_PRELOAD=0 turns it off; SKYFS_PRELOAD_STATS=1 prints counters
+at exit. Exits with CMD's status. See src/intercept/README.md.`;
 
 type Command = (args: string[]) => Promise<void>;
 
@@ -135,11 +145,52 @@ const commands: Record<string, Command> = {
     else if (sub === "status") await metaStatus(positionals);
     else throw new UsageError(`skyfs meta needs "serve" or "status", not ${JSON.stringify(sub)}`);
   },
+  async exec(args) {
+    const command = args[0] === "--" ? args.slice(1) : args;
+    if (command[0] === "--help" || command[0] === "-h") {
+      console.log(EXEC_USAGE);
+      return;
+    }
+    if (command.length === 0) throw new UsageError("skyfs exec needs a command: skyfs exec -- CMD");
+    const library = await ensurePreloadLibrary();
+    const preload = [library, Deno.env.get("LD_PRELOAD")].filter(Boolean).join(":");
+    let child: Deno.ChildProcess;
+    try {
+      child = new Deno.Command(command[0], { args: command.slice(1), env: { LD_PRELOAD: preload } })
+        .spawn();
+    } catch (error) {
+      throw new UsageError(`Cannot run "${command[0]}": ${(error as Error).message}`);
+    }
+    const status = await child.status;
+    Deno.exit(status.signal ? 128 + signalNumber(status.signal) : status.code);
+  },
+  async "preload-path"(args) {
+    parse(
+      args,
+      "Usage: skyfs preload-path\n\nPrint the shim library's path (built if missing).",
+      {},
+    );
+    console.log(await ensurePreloadLibrary());
+  },
   help() {
     console.log(USAGE);
     return Promise.resolve();
   },
 };
+
+function signalNumber(signal: Deno.Signal): number {
+  const numbers: Partial<Record<Deno.Signal, number>> = {
+    SIGHUP: 1,
+    SIGINT: 2,
+    SIGQUIT: 3,
+    SIGABRT: 6,
+    SIGKILL: 9,
+    SIGSEGV: 11,
+    SIGPIPE: 13,
+    SIGTERM: 15,
+  };
+  return numbers[signal] ?? 1;
+}
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
