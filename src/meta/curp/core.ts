@@ -165,6 +165,9 @@ interface RoleHandlers {
   step(m: Message): void;
 }
 
+/** Entries sent to one follower and not yet acknowledged, at most: flow control. */
+const MAX_INFLIGHT_ENTRIES = 1024;
+
 export function superquorum(replicaCount: number): number {
   const f = (replicaCount - 1) / 2;
   return f + Math.ceil(f / 2) + 1;
@@ -201,6 +204,8 @@ export class Replica {
   readonly #tickMs: number;
   readonly #snapshotEvery: number;
   #snapshotDirty = false;
+  /** Leader: new entries or a new commit index to send, batched until the next ready(). */
+  #appendPending = false;
   #handlers: RoleHandlers;
   /** Ticks since start: the leader's lease clock. */
   #now = 0;
@@ -322,6 +327,10 @@ export class Replica {
 
   /** Take the pending output. See `Ready` for what the caller must do with it, in order. */
   ready(): Ready {
+    if (this.#appendPending) {
+      this.#appendPending = false;
+      if (this.role === "leader") this.#broadcastAppend();
+    }
     const r: Ready = { entries: [], messages: this.#messages, applied: this.#applied };
     if (this.#hardStateDirty) r.hardState = { term: this.term, votedFor: this.votedFor };
     if (
@@ -354,7 +363,7 @@ export class Replica {
   }
 
   hasReady(): boolean {
-    return this.#hardStateDirty || this.#poolDirty || this.#snapshotDirty ||
+    return this.#hardStateDirty || this.#poolDirty || this.#snapshotDirty || this.#appendPending ||
       this.#messages.length > 0 ||
       this.#applied.length > 0 || this.#unstableFrom !== Number.MAX_SAFE_INTEGER;
   }
@@ -677,7 +686,10 @@ export class Replica {
       return;
     }
     const offset = next - this.snapshotIndex - 1;
-    const entries = this.log.slice(offset, offset + this.#maxBatch).map((e) => ({ ...e }));
+    // Pipelining: at most maxInflight entries beyond what the follower acknowledged.
+    const inflight = next - 1 - (this.#matchIndex.get(to) ?? 0);
+    const room = Math.max(0, Math.min(this.#maxBatch, MAX_INFLIGHT_ENTRIES - inflight));
+    const entries = this.log.slice(offset, offset + room).map((e) => ({ ...e }));
     this.#send({
       type: "append",
       from: this.id,
@@ -689,6 +701,9 @@ export class Replica {
       commit: this.commitIndex,
       readyIndex: this.#readyIndex,
     });
+    // Optimistic: the next append carries only newer entries. A follower missing these (lost
+    // message) rejects a later append, and the failure reply moves nextIndex back.
+    this.#nextIndex.set(to, next + entries.length);
   }
 
   #onAppend(m: Extract<Message, { type: "append" }>): void {
@@ -737,7 +752,8 @@ export class Replica {
       this.commitIndex = majorityMatch;
       this.#applyCommitted();
       if (this.commitIndex >= this.#readyIndex) this.#dropRecordsBefore(this.term);
-      this.#broadcastAppend(); // followers learn the commit index without waiting for a heartbeat
+      // Followers learn the commit index without waiting for a heartbeat (sent at ready()).
+      this.#appendPending = true;
     }
   }
 
@@ -888,7 +904,7 @@ export class Replica {
       !this.#conflictsWithUncommitted(command);
     const speculative = fast ? this.kv.speculate(command) : undefined;
     this.#appendLocal(command);
-    this.#broadcastAppend();
+    this.#appendPending = true; // one append per follower for every proposal of this batch
     this.#advanceCommit();
     reply(accepted, speculative);
   }

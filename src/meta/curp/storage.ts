@@ -15,6 +15,7 @@
 
 import { join } from "node:path";
 import { decodePayload, encodeFrame, encodeJson } from "./wire.ts";
+import { idKey } from "./command.ts";
 import type { Entry, PersistentState, Ready, Snapshot, WitnessRecord } from "./core.ts";
 
 export interface ClusterIdentity {
@@ -66,6 +67,8 @@ interface LogRecord {
   base?: number;
   hard?: { term: number; votedFor?: string };
   pool?: WitnessRecord[];
+  poolAdd?: WitnessRecord[];
+  poolRemove?: string[];
   truncate?: number;
   entry?: Entry;
 }
@@ -112,13 +115,14 @@ export class ReplicaStorage {
   #log: Deno.FsFile;
   /** The latest hard state and pool, rewritten at the head of a compacted log. */
   #hard: { term: number; votedFor?: string } | undefined;
-  #pool: WitnessRecord[] = [];
+  /** The pool as stored, by command id. */
+  #pool = new Map<string, WitnessRecord>();
 
   private constructor(dir: string, log: Deno.FsFile, state: PersistentState) {
     this.dir = dir;
     this.#log = log;
     this.#hard = { term: state.term, votedFor: state.votedFor };
-    this.#pool = state.pool;
+    this.#pool = new Map(state.pool.map((r) => [idKey(r.command), r]));
   }
 
   /** Open (creating if empty) the directory for `identity`; refuse one of another cluster. */
@@ -161,7 +165,13 @@ export class ReplicaStorage {
           log = [];
         } else if (record.hard !== undefined) hard = record.hard;
         else if (record.pool !== undefined) pool = record.pool;
-        else if (record.truncate !== undefined) log.splice(record.truncate - base - 1);
+        else if (record.poolAdd !== undefined) {
+          const added = new Set(record.poolAdd.map((r) => idKey(r.command)));
+          pool = pool.filter((r) => !added.has(idKey(r.command))).concat(record.poolAdd);
+        } else if (record.poolRemove !== undefined) {
+          const removed = new Set(record.poolRemove);
+          pool = pool.filter((r) => !removed.has(idKey(r.command)));
+        } else if (record.truncate !== undefined) log.splice(record.truncate - base - 1);
         else if (record.entry !== undefined) {
           if (record.entry.index !== base + log.length + 1) {
             throw new DataDirError(
@@ -201,9 +211,8 @@ export class ReplicaStorage {
       frames.push(encodeFrame({ truncate: ready.truncateFrom }));
     }
     for (const entry of ready.entries) frames.push(encodeFrame({ entry }));
-    if (ready.pool !== undefined) frames.push(encodeFrame({ pool: ready.pool }));
+    if (ready.pool !== undefined) frames.push(...this.#poolChanges(ready.pool));
     if (ready.hardState !== undefined) this.#hard = ready.hardState;
-    if (ready.pool !== undefined) this.#pool = ready.pool;
     if (frames.length === 0) return;
     const joined = concat(frames);
     let at = 0;
@@ -211,15 +220,30 @@ export class ReplicaStorage {
     this.#log.syncDataSync();
   }
 
+  /** The pool as changes since the last one stored: a record added (or re-accepted in a newer
+   * term) and ids removed. Writing the whole pool each time would cost O(pool) per proposal. */
+  #poolChanges(pool: WitnessRecord[]): Uint8Array[] {
+    const next = new Map(pool.map((r) => [idKey(r.command), r]));
+    const add = pool.filter((r) => this.#pool.get(idKey(r.command))?.term !== r.term);
+    const remove = [...this.#pool.keys()].filter((k) => !next.has(k));
+    this.#pool = next;
+    const frames: Uint8Array[] = [];
+    if (add.length > 0) frames.push(encodeFrame({ poolAdd: add }));
+    if (remove.length > 0) frames.push(encodeFrame({ poolRemove: remove }));
+    return frames;
+  }
+
   /** Snapshot first, then a log holding only what follows it: the log stays bounded. */
   #rewrite(ready: Ready): void {
     const { log, ...snapshot } = ready.snapshot!;
     writeAtomic(this.dir, "snapshot.bin", encodeRecord({ snapshot }));
     if (ready.hardState !== undefined) this.#hard = ready.hardState;
-    if (ready.pool !== undefined) this.#pool = ready.pool;
+    if (ready.pool !== undefined) {
+      this.#pool = new Map(ready.pool.map((r) => [idKey(r.command), r]));
+    }
     const frames = [encodeFrame({ base: snapshot.index })];
     if (this.#hard !== undefined) frames.push(encodeFrame({ hard: this.#hard }));
-    frames.push(encodeFrame({ pool: this.#pool }));
+    frames.push(encodeFrame({ pool: [...this.#pool.values()] }));
     for (const entry of log) frames.push(encodeFrame({ entry }));
     const path = join(this.dir, "log.bin");
     writeAtomic(this.dir, "log.bin", concat(frames));

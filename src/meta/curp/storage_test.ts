@@ -46,11 +46,17 @@ Deno.test("curp storage: hard state, pool, entries and truncation survive a reop
     );
     storage.close();
     const { storage: again, state } = ReplicaStorage.open(dir, identity);
-    again.close();
     assert.equal(state.term, 2);
     assert.equal(state.votedFor, "a");
     assert.deepEqual(state.log.map((e) => [e.index, e.term]), [[1, 1], [2, 1], [3, 2]]);
     assert.equal(state.pool.length, 1);
+    // Pool changes are stored as additions and removals; a removal survives a reopen.
+    again.persist(ready({ pool: [{ term: 2, command: entry(10).command! }] }));
+    again.persist(ready({ pool: [] }));
+    const { storage: reopened, state: emptied } = ReplicaStorage.open(dir, identity);
+    reopened.close();
+    assert.equal(emptied.pool.length, 0);
+    again.close();
     // A torn frame at the end (a crash mid-append) is cut off, the rest kept.
     const path = join(dir, "log.bin");
     const bytes = Deno.readFileSync(path);
