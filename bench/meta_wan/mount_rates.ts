@@ -85,7 +85,7 @@ for (let r = 0; r < rounds; r++) {
       `round ${r + 1} ${mode}: ${x.create.toFixed(0)} creates/s, ${
         x.stat.toFixed(0)
       } cold stats/s, ` +
-        `leader fast replies ${(x.fastShare * 100).toFixed(0)}% of proposals`,
+        `leader answered ${(x.fastShare * 100).toFixed(0)}% of proposals speculatively`,
     );
   }
 }
