@@ -11,6 +11,7 @@ import { openDataDir } from "./datadir.ts";
 import { openMetaBackend } from "./meta/backend.ts";
 import { openIoEngine } from "./io/mod.ts";
 import { createVfs } from "./vfs/mod.ts";
+import { ClusterNode, type ClusterNodeOptions } from "./cluster/node.ts";
 
 /** A failure the user can fix: printed as one line, exit status 1. */
 export class UsageError extends Error {
@@ -27,6 +28,8 @@ export interface MountOptions {
   passthrough?: boolean;
   /** Metadata backend: embedded (default), curp://host:port,... or etcd://host:port,... */
   meta?: string;
+  /** Cluster mode (src/cluster/README.md): chunks in a backend store, a peer cache. */
+  cluster?: Omit<ClusterNodeOptions, "log">;
   /** Log every internal error (our bugs) to stderr. Default true. */
   log?: (line: string) => void;
 }
@@ -118,6 +121,15 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     throw new UsageError((error as Error).message);
   }
   const io = await openIoEngine();
+  let node: ClusterNode | undefined;
+  if (options.cluster) {
+    try {
+      node = await ClusterNode.start(kv, dataDir.path, { ...options.cluster, log });
+    } catch (error) {
+      await kv.close();
+      throw new UsageError(`Cannot join the cluster: ${(error as Error).message}`);
+    }
+  }
   // The server exists only after the mount; until then nothing can be cached in the kernel.
   let invalidate = (_ino: number) => {};
   const vfs = await createVfs({
@@ -125,6 +137,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     io,
     dataDir: dataDir.path,
     onInodeChange: (ino) => invalidate(ino),
+    cluster: node?.data,
   });
   const mountOptions = ["default_permissions"];
   if (isRoot()) mountOptions.push("allow_other");
@@ -135,10 +148,12 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     await vfs.destroy(); // closes the kv too
     throw new UsageError((error as Error).message);
   }
-  const seconds = options.cacheSeconds ?? 10;
+  // In a cluster, changes from other nodes arrive as notifications; the short default bounds
+  // how long a lost one can leave a stale attribute.
+  const seconds = options.cacheSeconds ?? (node ? 1 : 10);
   const server = new FuseServer(device, vfs, {
     spinMicros: options.spinMicros,
-    passthrough: options.passthrough,
+    passthrough: options.passthrough && !node,
     onInit: (n) =>
       log(`skyfs: kernel FUSE 7.${n.minor}, passthrough ${n.passthrough ? "on" : "off"}`),
     validity: { entrySeconds: seconds, attrSeconds: seconds },
@@ -146,6 +161,12 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
       log(`skyfs: internal error in ${op}: ${(error as Error)?.stack ?? error}`),
   });
   invalidate = (ino) => server.invalidateAttributes(ino);
+  if (node) {
+    // Attributes only: dropping pages or entries makes the kernel take locks that a request
+    // waiting on this (single-threaded) daemon may hold, so a notify sent from here could
+    // deadlock. Pages are not kept across opens in cluster mode and entries expire in 1 s.
+    node.onInodeChanged = (ino) => server.invalidateAttributes(ino);
+  }
   const stop = () => device.unmount();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
@@ -156,6 +177,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
     device.unmount();
+    await node?.stop();
     await io.shutdown(); // the Vfs closed the kv when the server destroyed it
     if (Deno.env.get("SKYFS_DEBUG")) {
       const counts = server.requestCounts().map(([name, n]) => `${name} ${n}`).join(", ");
