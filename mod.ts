@@ -21,6 +21,7 @@ Commands:
   preload-path   print the path of the shim library (for LD_PRELOAD), building it if needed
   meta serve     run a CURP metadata replica (skyfs meta serve --help)
   meta status    show the leader, term, commit index and members of a CURP cluster
+  status         show a cluster's live nodes, cache use and hit rates (--meta URL)
   help           this text
 
 Run \`skyfs <command> --help\` for a command's options.`;
@@ -40,6 +41,11 @@ Options:
                        = on when root and the kernel offers it
   --meta URL           metadata store: embedded (default, this node only), curp://H:P,...
                        (replicas run by \`skyfs meta serve\`) or etcd://H:P,... (etcd v3)
+  --backend URL        cluster mode: chunks in a backend store (/shared/dir, dir:///path or
+                       s3://BUCKET?endpoint=http://H:P); needs a shared --meta (curp/etcd)
+  --node-id ID         cluster node id (default: random, kept in the data directory)
+  --peer-listen H:P    peer cache server address (default 127.0.0.1:0)
+  --cache-bytes N      local chunk cache limit in bytes (default 8 GiB)
   -h, --help           this text`;
 
 const UMOUNT_USAGE = `Usage: skyfs umount DIR
@@ -94,6 +100,25 @@ function parse(
   }
 }
 
+function clusterOptions(values: Record<string, string | boolean | undefined>) {
+  const backend = values.backend as string | undefined;
+  if (backend === undefined) return undefined;
+  if (!values.meta || values.meta === "embedded") {
+    throw new UsageError("--backend needs a shared --meta curp://... or etcd://... store");
+  }
+  const cacheText = values["cache-bytes"] as string | undefined;
+  const cacheBytes = cacheText === undefined ? undefined : Number(cacheText);
+  if (cacheBytes !== undefined && !(Number.isInteger(cacheBytes) && cacheBytes > 0)) {
+    throw new UsageError(`--cache-bytes "${cacheText}" is not a positive number of bytes`);
+  }
+  return {
+    backend,
+    nodeId: values["node-id"] as string | undefined,
+    listen: values["peer-listen"] as string | undefined,
+    cacheBytes,
+  };
+}
+
 function passthroughOption(text: string | undefined): boolean {
   const mode = text ?? "auto";
   if (mode === "auto") return Deno.uid() === 0;
@@ -108,6 +133,10 @@ const commands: Record<string, Command> = {
       "cache-seconds": { type: "string" },
       passthrough: { type: "string" },
       meta: { type: "string" },
+      backend: { type: "string" },
+      "node-id": { type: "string" },
+      "peer-listen": { type: "string" },
+      "cache-bytes": { type: "string" },
     });
     if (positionals.length !== 1) {
       throw new UsageError("skyfs mount needs exactly one mount point: skyfs mount DIR");
@@ -123,7 +152,22 @@ const commands: Record<string, Command> = {
       spinMicros: Number(Deno.env.get("SKYFS_SPIN_US") ?? 0),
       passthrough: passthroughOption(values.passthrough as string | undefined),
       meta: values.meta as string | undefined,
+      cluster: clusterOptions(values),
     });
+  },
+  async status(args) {
+    const { values } = parse(args, "Usage: skyfs status --meta curp://H:P,...|etcd://H:P,...", {
+      meta: { type: "string" },
+    });
+    const { openMetaBackend } = await import("./src/meta/backend.ts");
+    const { clusterStatus } = await import("./src/cluster/status.ts");
+    if (!values.meta) throw new UsageError("skyfs status needs --meta URL of the cluster");
+    const kv = await openMetaBackend(values.meta as string, { dataDir: "/nonexistent" });
+    try {
+      console.log(await clusterStatus(kv));
+    } finally {
+      await kv.close();
+    }
   },
   async umount(args) {
     const { positionals } = parse(args, UMOUNT_USAGE, {});
