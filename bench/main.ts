@@ -15,6 +15,7 @@ import {
 } from "./fio.ts";
 import { formatValue } from "./format.ts";
 import { runIoFamily } from "./io_family.ts";
+import { runWanFamily } from "./meta_wan/family.ts";
 import { buildMetaWorker, META_RUNS, runMeta } from "./meta.ts";
 import {
   DEFAULT_FAMILY_GROUPS,
@@ -51,7 +52,9 @@ Options:
   --quick              short runs and small files (under 3 minutes)
   --tiny               tiny files and runs (CI: proves the harness works, asserts no speed)
   --only LIST          job families, comma-separated: ${FAMILY_GROUPS.join(", ")}
-                       (default: ${DEFAULT_FAMILY_GROUPS.join(",")}; datenlord runs only when named)
+                       (default: ${
+  DEFAULT_FAMILY_GROUPS.join(",")
+}; datenlord and wan run only when named)
   --targets LIST       targets, comma-separated (default: ${TARGET_NAMES.join(",")})
   --out DIR            where results go (default: bench/results)
   --scratch DIR        where targets are mounted and files written (default: /tmp/skyfs-bench-PID);
@@ -534,6 +537,23 @@ async function main(): Promise<number> {
       const reason = error instanceof Error ? error.message : String(error);
       skippedFamilies.push({ family: "io", reason });
       console.log(`bench: io family: ${reason}`);
+    }
+  }
+
+  if (options.families.includes("wan")) {
+    // CURP beside etcd behind WAN delay proxies (src/meta/curp/README.md); targets are systems.
+    console.log("bench: wan family: bench/meta_wan/main.ts");
+    try {
+      const wan = await runWanFamily(options.mode, {
+        jsonPath: `${tmpDir}/wan.json`,
+        timeoutMs: options.mode === "full" ? 900_000 : 300_000,
+      });
+      baselines.wan = wan.baseline;
+      measurements.push(...wan.measurements);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      skippedFamilies.push({ family: "wan", reason });
+      console.log(`bench: wan family: ${reason}`);
     }
   }
 

@@ -486,7 +486,8 @@ if (values.json) {
   // The shape of bench/model.ts Measurement (as bench/io's JSON), so bench/main.ts can fold the
   // figures in as a "wan" family: one p50 job and one throughput job per row, etcd the baseline.
   const measurements = rows.flatMap((r) => {
-    const job = `wan-${r.network}-${r.workload.replace(/[^a-z0-9]+/gi, "-").toLowerCase()}`;
+    const slug = r.workload.replace(/[^a-z0-9]+/gi, "-").replace(/-$/, "").toLowerCase();
+    const job = `wan-${r.network === "wan" ? "" : `${r.network}-`}${slug}`;
     const details = { p99Ms: r.figures.p99, fast: r.figures.fast ?? 0, slow: r.figures.slow ?? 0 };
     return [
       {
