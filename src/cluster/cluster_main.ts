@@ -1,0 +1,73 @@
+/**
+ * `deno task cluster`: start a local cluster (etcd, a directory backend, three mounts) for a
+ * person to try, until Ctrl-C. `deno task cluster --smoke`: write on each node, read on every
+ * other, exit 1 on any difference (0 when all match).
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import { LocalCluster } from "./local_cluster.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { smoke: { type: "boolean" }, nodes: { type: "string" }, help: { type: "boolean" } },
+});
+if (values.help) {
+  console.log("Usage: deno task cluster [--smoke] [--nodes N]");
+  Deno.exit(0);
+}
+if (Deno.uid() !== 0) {
+  console.error("deno task cluster mounts FUSE file systems: run it as root");
+  Deno.exit(1);
+}
+const count = Number(values.nodes ?? 3);
+const cluster = await LocalCluster.start("skyfs-cluster-", count);
+
+if (values.smoke) {
+  let differences = 0;
+  try {
+    for (const writer of cluster.nodes) {
+      const data = crypto.getRandomValues(new Uint8Array(65536));
+      const big = new Uint8Array(6 << 20);
+      for (let i = 0; i < big.length; i += 65536) {
+        crypto.getRandomValues(big.subarray(i, i + 65536));
+      }
+      await Deno.writeFile(join(writer.mountpoint, `smoke-${writer.id}`), data);
+      await Deno.writeFile(join(writer.mountpoint, `smoke-big-${writer.id}`), big);
+      for (const reader of cluster.nodes) {
+        for (
+          const [name, want] of [[`smoke-${writer.id}`, data], [
+            `smoke-big-${writer.id}`,
+            big,
+          ]] as const
+        ) {
+          const got = await Deno.readFile(join(reader.mountpoint, name)).catch((e) => e as Error);
+          const ok = got instanceof Uint8Array && got.length === want.length &&
+            got.every((x, i) => x === want[i]);
+          if (!ok) differences++;
+          console.log(
+            `${ok ? "ok  " : "DIFF"} ${name}: written on ${writer.id}, read on ${reader.id}`,
+          );
+        }
+      }
+    }
+  } finally {
+    await cluster.stop();
+  }
+  console.log(differences === 0 ? "smoke: all reads match" : `smoke: ${differences} difference(s)`);
+  Deno.exit(differences === 0 ? 0 : 1);
+}
+
+console.log(`skyfs cluster of ${count} nodes under ${cluster.dir}`);
+console.log(`  metadata: ${cluster.meta}   backend: ${cluster.backend}`);
+for (const node of cluster.nodes) console.log(`  node ${node.id}: ${node.mountpoint}`);
+console.log(`  status: deno run -A mod.ts status --meta ${cluster.meta}`);
+console.log("Ctrl-C stops every node and removes the directory.");
+const stop = async () => {
+  await cluster.stop();
+  Deno.exit(0);
+};
+Deno.addSignalListener("SIGINT", stop);
+Deno.addSignalListener("SIGTERM", stop);
+await new Promise(() => {});
