@@ -32,7 +32,8 @@ const device = FuseDevice.mount(path, {
   subtype: "skyfs",
 });
 const server = new FuseServer(device, vfs, {
-  passthrough: true,
+  // SKYFS_TEST_PASSTHROUGH=0 gives plain FUSE (the shim is then refused: see README.md).
+  passthrough: Deno.env.get("SKYFS_TEST_PASSTHROUGH") !== "0",
   validity: { entrySeconds: 10, attrSeconds: 10 },
   onInit: (n) => console.error(`skyfs: passthrough ${n.passthrough ? "on" : "off"}`),
   onInternalError: (op, error) => console.error(`skyfs: internal error in ${op}: ${error}`),

@@ -24,7 +24,9 @@ function mounted(path: string): boolean {
 }
 
 /** Mount skyfs with the shim server under a fresh /tmp/shim-* directory. */
-export async function startShimMount(): Promise<ShimMount> {
+export async function startShimMount(
+  options: { passthrough?: boolean } = {},
+): Promise<ShimMount> {
   const library = await ensurePreloadLibrary();
   const base = await Deno.makeTempDir({ prefix: "shim-" });
   const mountpoint = `${base}/mnt`;
@@ -35,7 +37,7 @@ export async function startShimMount(): Promise<ShimMount> {
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { SKYFS_PRELOAD: "0" },
+    env: { SKYFS_PRELOAD: "0", SKYFS_TEST_PASSTHROUGH: options.passthrough === false ? "0" : "1" },
   }).spawn();
   let text = "";
   const decoder = new TextDecoder();
