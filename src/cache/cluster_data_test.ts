@@ -12,6 +12,8 @@ import type { Ctx } from "../vfs/types.ts";
 import { type BackendStore, DirBackend } from "./backend.ts";
 import { ClusterData } from "./cluster_data.ts";
 import { CHUNK_SIZE } from "./chunk_map.ts";
+import { collectGarbage } from "./gc.ts";
+import { keys } from "../meta/namespace.ts";
 
 const ctx: Ctx = { uid: 0, gid: 0, pid: 1 };
 const O_RDWR = 2;
@@ -79,7 +81,7 @@ async function setup() {
     await kv.close();
     await Deno.remove(dir, { recursive: true });
   };
-  return { start, stop, cleanup, backend, dir };
+  return { start, stop, cleanup, backend, dir, kv: shared };
 }
 
 async function writeFile(vfs: VfsWithRecovery, file: string, bytes: Uint8Array, at = 0) {
@@ -244,6 +246,42 @@ Deno.test({
       await assert.rejects(writeFile(a.vfs, "x", new Uint8Array([9, 9, 9, 9])), /EIO|backend/);
       c.backend.put = put;
       assert.deepEqual(await readFile(b.vfs, "x"), new Uint8Array([1, 2, 3]));
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster data: gc deletes replaced versions and deleted files' objects, keeps young ones",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const content = random(CHUNK_SIZE + 10);
+      await writeFile(a.vfs, "keep", content);
+      await writeFile(a.vfs, "keep", random(10), 5); // replaces chunk 0 only
+      const gone = await writeFile(a.vfs, "gone", random(100));
+      await a.vfs.unlink(ctx, 1, name("gone"));
+      // The kernel's last forget frees the unlinked inode (its lookups: create + lookup).
+      a.vfs.forget(gone, 2);
+      for (let i = 0; i < 100; i++) {
+        const found = await c.kv.range({ key: keys.inode(gone) });
+        if (found.kvs.length === 0) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal((await c.backend.list("c/")).length, 4);
+      // Within the grace period nothing goes (an upload may not have committed yet).
+      const young = await collectGarbage(c.kv, c.backend, { graceMs: 60_000 });
+      assert.equal(young.objectsDeleted, 0);
+      assert.equal(young.mapsDeleted, 1, "the deleted file's chunk map goes at once");
+      const report = await collectGarbage(c.kv, c.backend, { graceMs: 0 });
+      assert.deepEqual(report, { objectsDeleted: 2, mapsDeleted: 0, objectsKept: 2 });
+      const expected = content.slice();
+      expected.set((await readFile(a.vfs, "keep")).subarray(5, 15), 5);
+      assert.deepEqual(await readFile(b.vfs, "keep"), expected);
     } finally {
       await c.cleanup();
     }

@@ -15,6 +15,7 @@ import type { ChunkRef } from "../cache/chunk_map.ts";
 import { Membership } from "./membership.ts";
 import { listenPeers, type PeerTransport, TcpTransport } from "./transport.ts";
 import { probeRdma } from "./rdma_probe.ts";
+import { collectGarbage } from "../cache/gc.ts";
 
 export interface ClusterNodeOptions {
   /** Backend URL: an absolute path, dir:///path or s3://bucket?endpoint=... */
@@ -45,6 +46,7 @@ export class ClusterNode {
   readonly #server: { address: string; close: () => void };
   readonly #kv: MetaKV;
   #watcher: { cancel(): void } | undefined;
+  #gcTimer: ReturnType<typeof setInterval> | undefined;
 
   private constructor(
     kv: MetaKV,
@@ -89,6 +91,11 @@ export class ClusterNode {
     membership.self.stats = undefined;
     await membership.start();
     node.#watch();
+    node.#gcTimer = setInterval(() =>
+      node.collectGarbage().catch((error) => {
+        log(`skyfs: backend garbage collection failed: ${(error as Error).message}`);
+      }), 10 * 60_000);
+    Deno.unrefTimer(node.#gcTimer);
     log(
       `skyfs: cluster node ${nodeId}, peers on ${server.address}, backend ${backend.kind}, ` +
         `rdma: ${probeRdma().reason}`,
@@ -150,7 +157,20 @@ export class ClusterNode {
     );
   }
 
+  /** One sweep of unreferenced backend objects, run by the node owning "gc" on the ring (so
+   * one node sweeps at a time while membership is stable). */
+  async collectGarbage(): Promise<void> {
+    if (this.membership.ring.owner("gc")?.id !== this.data.nodeId) return;
+    const report = await collectGarbage(this.#kv, this.backend);
+    if (report.objectsDeleted + report.mapsDeleted > 0) {
+      console.error(
+        `skyfs: gc deleted ${report.objectsDeleted} objects, ${report.mapsDeleted} chunk maps`,
+      );
+    }
+  }
+
   async stop(): Promise<void> {
+    if (this.#gcTimer !== undefined) clearInterval(this.#gcTimer);
     this.#watcher?.cancel();
     await this.membership.stop();
     this.#server.close();
