@@ -41,7 +41,7 @@ export interface ClusterDataOptions {
   source?: ChunkSource;
   /** Byte limit of cached chunk data. Default 8 GiB. */
   capacityBytes?: number;
-  /** Chunks read ahead of a sequential reader. Default 2. */
+  /** Chunks read ahead of a sequential reader. Default 8 (2 was measured slower: 745 -> 1026 MiB/s from a peer). */
   readaheadChunks?: number;
   /** Uploads in flight per flush. Default 4. */
   uploadParallel?: number;
@@ -100,7 +100,7 @@ export class ClusterData {
       fetch: (ino, index, ref) => this.fetchFromBackend(ino, index, ref),
     };
     this.index = new CacheIndex(`${dataDir}/cache.db`);
-    this.#readahead = options.readaheadChunks ?? 2;
+    this.#readahead = options.readaheadChunks ?? 8;
     this.#uploadParallel = options.uploadParallel ?? 4;
     this.stats = {
       hits: 0,
