@@ -7,10 +7,12 @@
 import { join, resolve } from "node:path";
 import { FuseDevice, loadLibfuse } from "./fuse/session.ts";
 import { FuseServer } from "./fuse/server.ts";
+import { notifyInvalInode } from "./fuse/wire.ts";
 import { openDataDir } from "./datadir.ts";
 import { openMetaBackend } from "./meta/backend.ts";
 import { openIoEngine } from "./io/mod.ts";
 import { createVfs } from "./vfs/mod.ts";
+import { startShimServer } from "./intercept/mod.ts";
 import { ClusterNode, type ClusterNodeOptions } from "./cluster/node.ts";
 
 /** A failure the user can fix: printed as one line, exit status 1. */
@@ -167,23 +169,39 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     // deadlock. Pages are not kept across opens in cluster mode and entries expire in 1 s.
     node.onInodeChanged = (ino) => server.invalidateAttributes(ino);
   }
+  // The LD_PRELOAD shim's control socket: hands a process the local fd of a file it opened
+  // through this mount (refused unless passthrough is on, see src/intercept/README.md).
+  const shim = startShimServer({
+    mountPoint: path,
+    dataDir: dataDir.path,
+    passthrough: () => server.negotiated?.passthrough === true,
+    // Sent at once: the shim's notices arrive on its socket, outside any FUSE request, and a
+    // reader must not see the old size after the writer was told its write is visible.
+    invalidate: (ino) => {
+      device.writeMessage(notifyInvalInode(ino, -1, 0) as Uint8Array<ArrayBuffer>);
+    },
+    log,
+  });
   const stop = () => device.unmount();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  log(`skyfs: mounted ${path} (data ${dataDir.path}, io ${io.kind})`);
+  log(
+    `skyfs: mounted ${path} (data ${dataDir.path}, io ${io.kind}, shim socket @${shim.socketName})`,
+  );
   try {
     await server.serve();
   } finally {
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
     device.unmount();
+    await shim.close();
     await node?.stop();
     await io.shutdown(); // the Vfs closed the kv when the server destroyed it
     if (Deno.env.get("SKYFS_DEBUG")) {
       const counts = server.requestCounts().map(([name, n]) => `${name} ${n}`).join(", ");
       log(`skyfs: requests: ${counts}; poll wake-ups ${server.stats.wakeups}`);
     }
-    log(`skyfs: unmounted ${path}`);
+    log(`skyfs: unmounted ${path}; shim ${JSON.stringify(shim.stats)}`);
   }
 }
 

@@ -1,5 +1,5 @@
 /**
- * Helpers of the shim tests and benchmark: start tests/shim/_daemon.ts on a fresh mount, and run
+ * Helpers of the shim tests and benchmark: start `skyfs mount` on a fresh mount, and run
  * a program on it with or without libskyfs_preload.so, collecting the shim's counters.
  * @module
  */
@@ -33,11 +33,22 @@ export async function startShimMount(
   const dataDir = `${base}/data`;
   await Deno.mkdir(mountpoint);
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", `${here}/_daemon.ts`, mountpoint, dataDir],
+    args: [
+      "run",
+      "-A",
+      "--quiet",
+      `${here}/../../mod.ts`,
+      "mount",
+      mountpoint,
+      "--data",
+      dataDir,
+      "--passthrough",
+      options.passthrough === false ? "off" : "on",
+    ],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { SKYFS_PRELOAD: "0", SKYFS_TEST_PASSTHROUGH: options.passthrough === false ? "0" : "1" },
+    env: { SKYFS_PRELOAD: "0" },
   }).spawn();
   let text = "";
   const decoder = new TextDecoder();
