@@ -4,8 +4,7 @@
  * @module
  */
 
-// deno-lint-ignore no-import-prefix
-import S3rver from "npm:s3rver@3.7.1";
+import S3rver from "s3rver";
 
 const [directory, bucket] = Deno.args;
 if (!directory || !bucket) {

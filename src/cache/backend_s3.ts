@@ -5,8 +5,7 @@
  */
 
 // The lead owns deno.json: move this to its imports as "@aws-sdk/client-s3" (then drop the ignore).
-// deno-lint-ignore no-import-prefix
-import * as s3 from "npm:@aws-sdk/client-s3@3.1169.0";
+import * as s3 from "@aws-sdk/client-s3";
 import type { BackendStore } from "./backend.ts";
 
 export interface S3BackendOptions {

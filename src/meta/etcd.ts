@@ -6,8 +6,7 @@
 
 import { Buffer } from "node:buffer";
 // The lead owns deno.json: move this to its imports as "etcd3" (then drop the ignore).
-// deno-lint-ignore no-import-prefix
-import { Etcd3 } from "npm:etcd3@1.1.2";
+import { Etcd3 } from "etcd3";
 import {
   CompactedError,
   type Compare,
