@@ -26,7 +26,7 @@ Commands:
 
 Run \`skyfs <command> --help\` for a command's options.`;
 
-const MOUNT_USAGE = `Usage: skyfs mount DIR [--data DIR] [--cache-seconds N]
+const MOUNT_USAGE = `Usage: skyfs mount DIR [options]
 
 Mount skyfs on DIR (an existing empty directory) and serve it until SIGINT or SIGTERM, which
 unmount cleanly. As root the mount allows every user (allow_other) and the kernel checks
