@@ -4,6 +4,7 @@
  */
 
 import { fetchStatus, ReplicaServer } from "./server.ts";
+import { openIoEngine } from "../../io/mod.ts";
 
 /** Run a replica until SIGINT or SIGTERM. Flags are checked here; errors say which and why. */
 export async function metaServe(values: Record<string, string | undefined>): Promise<void> {
@@ -24,9 +25,18 @@ export async function metaServe(values: Record<string, string | undefined>): Pro
   if (snapshotEvery !== undefined && !(Number.isInteger(snapshotEvery) && snapshotEvery >= 1)) {
     throw new RangeError(`SKYFS_CURP_SNAPSHOT_EVERY "${everyText}" is not a positive integer`);
   }
-  const server = ReplicaServer.start({ id, peers, dataDir: data, tickMs, snapshotEvery });
-  await new Promise<void>((resolve) => {
-    const stop = () => {
+  // One engine per process: the replica's log, snapshots and hard state go through it.
+  const io = await openIoEngine();
+  let server: ReplicaServer;
+  try {
+    server = await ReplicaServer.start({ id, peers, dataDir: data, tickMs, snapshotEvery, io });
+  } catch (error) {
+    await io.shutdown();
+    throw error;
+  }
+  let stop = () => {};
+  const signalled = new Promise<void>((resolve) => {
+    stop = () => {
       Deno.removeSignalListener("SIGINT", stop);
       Deno.removeSignalListener("SIGTERM", stop);
       resolve();
@@ -34,7 +44,14 @@ export async function metaServe(values: Record<string, string | undefined>): Pro
     Deno.addSignalListener("SIGINT", stop);
     Deno.addSignalListener("SIGTERM", stop);
   });
-  server.close();
+  try {
+    // A storage failure stops the replica: exit non-zero so a supervisor restarts it.
+    await Promise.race([signalled, server.stopped]);
+  } finally {
+    stop();
+    await server.close();
+    await io.shutdown();
+  }
 }
 
 /** Print one line per replica, asking every member the first reachable one names. */

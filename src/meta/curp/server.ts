@@ -2,16 +2,20 @@
  * A CURP replica as a process: drives the pure `Replica` (core.ts) with a real clock, TCP frames
  * (wire.ts) and fsync'd storage (storage.ts). `skyfs meta serve` runs one.
  *
- * Order of duties per `Ready`: persist and fsync first, then send (core.ts documents why). Storage
- * calls are synchronous, so nothing is stepped between a `ready()` and its persistence.
+ * Order of duties per `Ready`: persist and fsync first, then send (core.ts documents why).
+ * Persistence goes through the process's I/O engine and is awaited, so frames keep being stepped
+ * while the disk syncs; drains run one at a time, so every message of a `Ready` leaves only after
+ * that `Ready` and all earlier ones are durable, and what was stepped meanwhile is persisted in the
+ * next `Ready` (group commit: one fdatasync for everything that arrived during the last one).
  * @module
  */
 
 import { Replica } from "./core.ts";
-import type { Message } from "./core.ts";
+import type { Message, PersistentState } from "./core.ts";
 import { intervalOf, keyString } from "./command.ts";
 import type { WatchEvent } from "../kv.ts";
 import { type ClusterIdentity, ReplicaStorage } from "./storage.ts";
+import type { IoEngine } from "../../io/types.ts";
 import { FrameConn, Link, parseAddress, parsePeers } from "./wire.ts";
 
 export interface ServeOptions {
@@ -31,6 +35,12 @@ export interface ServeOptions {
   /** Applied log entries kept before a snapshot replaces them. Default 10,000. */
   snapshotEvery?: number;
   log?: (line: string) => void;
+}
+
+export interface ServeIo {
+  /** The process's I/O engine (`openIoEngine()` in src/io); the replica's files go through it.
+   * The caller owns it: shut it down after `close()`. */
+  io: IoEngine;
 }
 
 export interface ReplicaStatus {
@@ -100,26 +110,30 @@ export class ReplicaServer {
   readonly #timer: ReturnType<typeof setInterval>;
   readonly #log: (line: string) => void;
   #drainScheduled = false;
+  /** The drain in progress (it awaits persistence), which close() waits for. */
+  #draining: Promise<void> | undefined;
   #closed = false;
+  #stopped!: { resolve: () => void; reject: (error: unknown) => void };
+  /** Settles when the replica stops: resolves after close(), rejects when storage failed (the
+   * replica then sends nothing more; restart it from its data directory). */
+  readonly stopped: Promise<void>;
   /** "clientPrefix/watchId" -> watch. */
   readonly #watches = new Map<string, ServedWatch>();
   fastReplies = 0;
   slowReplies = 0;
 
-  private constructor(options: ServeOptions, peers: Map<string, string>) {
+  private constructor(
+    options: ServeOptions,
+    peers: Map<string, string>,
+    identity: ClusterIdentity,
+    opened: { storage: ReplicaStorage; state: PersistentState },
+  ) {
     this.#log = options.log ?? ((line) => console.error(line));
+    this.stopped = new Promise((resolve, reject) => this.#stopped = { resolve, reject });
+    this.stopped.catch(() => {}); // a caller that never looks at it must not crash the process
     const ids = [...peers.keys()];
-    if (!peers.has(options.id)) {
-      throw new RangeError(
-        `--id "${options.id}" is not one of the --peers ids ${JSON.stringify(ids)}`,
-      );
-    }
     this.#members = Object.fromEntries(peers);
-    const identity: ClusterIdentity = {
-      cluster: [...peers].map(([id, a]) => `${id}=${a}`).join(","),
-      id: options.id,
-    };
-    const { storage, state } = ReplicaStorage.open(options.dataDir, identity);
+    const { storage, state } = opened;
     this.#storage = storage;
     this.replica = new Replica(
       {
@@ -136,7 +150,6 @@ export class ReplicaServer {
     try {
       this.#listener = Deno.listen({ hostname: address.hostname, port: address.port });
     } catch (error) {
-      storage.close();
       throw new Error(`Cannot listen on ${peers.get(options.id)}: ${(error as Error).message}`);
     }
     for (const [id, a] of peers) {
@@ -157,8 +170,25 @@ export class ReplicaServer {
     );
   }
 
-  static start(options: ServeOptions): ReplicaServer {
-    return new ReplicaServer(options, parsePeers(options.peers));
+  /** Open the data directory through `io`, then serve. */
+  static async start(options: ServeOptions & ServeIo): Promise<ReplicaServer> {
+    const peers = parsePeers(options.peers);
+    if (!peers.has(options.id)) {
+      throw new RangeError(
+        `--id "${options.id}" is not one of the --peers ids ${JSON.stringify([...peers.keys()])}`,
+      );
+    }
+    const identity: ClusterIdentity = {
+      cluster: [...peers].map(([id, a]) => `${id}=${a}`).join(","),
+      id: options.id,
+    };
+    const opened = await ReplicaStorage.open(options.dataDir, identity, options.io);
+    try {
+      return new ReplicaServer(options, peers, identity, opened);
+    } catch (error) {
+      await opened.storage.close();
+      throw error;
+    }
   }
 
   status(): ReplicaStatus {
@@ -304,20 +334,32 @@ export class ReplicaServer {
   }
 
   #scheduleDrain(): void {
-    if (this.#drainScheduled || this.#closed) return;
+    // A running drain looks at hasReady() again after each persist, so it picks this up.
+    if (this.#drainScheduled || this.#draining !== undefined || this.#closed) return;
     this.#drainScheduled = true;
     // A timer, not a microtask: frames that arrived on other connections in the same turn of the
     // event loop are stepped first, so one fsync covers all of them (group commit).
     setTimeout(() => {
       this.#drainScheduled = false;
-      this.#drain();
+      if (this.#draining !== undefined || this.#closed) return;
+      this.#draining = this.#drain().finally(() => this.#draining = undefined);
     }, 0);
   }
 
-  #drain(): void {
+  async #drain(): Promise<void> {
     while (!this.#closed && this.replica.hasReady()) {
       const ready = this.replica.ready();
-      this.#storage.persist(ready); // before any send: see core.ts Ready
+      try {
+        await this.#storage.persist(ready); // before any send: see core.ts Ready
+      } catch (error) {
+        this.#log(
+          `curp: replica "${this.replica.id}" stops: storage in "${this.#storage.dir}" failed: ` +
+            `${(error as Error).message}; restart it from its data directory`,
+        );
+        this.#stop(error);
+        return;
+      }
+      if (this.#closed) return; // durable, but close() said to send nothing more
       for (const m of ready.messages) this.#send(m);
       if (ready.applied.length > 0) {
         for (const [id, w] of this.#watches) this.#pump(id, w);
@@ -344,7 +386,14 @@ export class ReplicaServer {
     client.send(m);
   }
 
-  close(): void {
+  /** Stop serving; resolves when the persist in progress has finished and the log is closed. */
+  async close(): Promise<void> {
+    if (!this.#closed) this.#stop(undefined);
+    await this.#draining;
+    await this.#storage.close();
+  }
+
+  #stop(error: unknown): void {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
@@ -353,7 +402,8 @@ export class ReplicaServer {
     } catch { /* closed */ }
     for (const link of this.#links.values()) link.close();
     for (const c of this.#conns) c.close();
-    this.#storage.close();
+    if (error === undefined) this.#stopped.resolve();
+    else this.#stopped.reject(error);
   }
 }
 

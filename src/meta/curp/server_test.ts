@@ -1,0 +1,136 @@
+/** The replica process's duty order: nothing a Ready sends leaves before that Ready is durable. */
+
+import assert from "node:assert/strict";
+import { ReplicaServer } from "./server.ts";
+import { openCurpKV } from "./curp_kv.ts";
+import { type IoEngine, openIoEngine } from "../../io/mod.ts";
+import { keyBytes } from "./command.ts";
+
+/** An engine whose writeAndSync (the log append) can be held back: a slow disk on demand. */
+function gatedEngine(real: IoEngine) {
+  let held: (() => void)[] | undefined;
+  let appends = 0;
+  const io: IoEngine = {
+    kind: real.kind,
+    open: (path, flags, mode) => real.open(path, flags, mode),
+    close: (fd) => real.close(fd),
+    read: (fd, into, offset) => real.read(fd, into, offset),
+    write: (fd, data, offset) => real.write(fd, data, offset),
+    readv: (fd, into, offset) => real.readv(fd, into, offset),
+    writev: (fd, data, offset) => real.writev(fd, data, offset),
+    fsync: (fd, options) => real.fsync(fd, options),
+    writeAndSync: async (fd, data, offset) => {
+      appends++;
+      if (held !== undefined) await new Promise<void>((resolve) => held!.push(resolve));
+      return await real.writeAndSync(fd, data, offset);
+    },
+    fallocate: (fd, mode, offset, length) => real.fallocate(fd, mode, offset, length),
+    statx: (path) => real.statx(path),
+    unlink: (path) => real.unlink(path),
+    rename: (from, to) => real.rename(from, to),
+    shutdown: () => real.shutdown(),
+  };
+  return {
+    io,
+    get appends() {
+      return appends;
+    },
+    hold() {
+      held = [];
+    },
+    get waiting() {
+      return held?.length ?? 0;
+    },
+    release() {
+      const waiting = held ?? [];
+      held = undefined;
+      for (const resolve of waiting) resolve();
+    },
+  };
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+Deno.test("curp server: a proposal is answered only after its log append is durable", async () => {
+  const real = await openIoEngine({ log: () => {} });
+  const gate = gatedEngine(real);
+  const dir = await Deno.makeTempDir({ prefix: "uring2-server-" });
+  const address = `127.0.0.1:${freePort()}`;
+  const server = await ReplicaServer.start({
+    id: "a",
+    peers: `a=${address}`,
+    dataDir: dir,
+    tickMs: 10,
+    io: gate.io,
+    log: () => {},
+  });
+  const kv = await openCurpKV([address], { timeoutMs: 10_000 });
+  try {
+    await kv.put({ key: keyBytes("before"), value: keyBytes("1") }); // a leader exists
+    gate.hold();
+    let answered = false;
+    const put = kv.put({ key: keyBytes("k"), value: keyBytes("v") }).then((r) => {
+      answered = true;
+      return r;
+    });
+    // Until the append is let through, the reply must not arrive, however long we wait.
+    while (gate.waiting === 0) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(answered, false, "the reply left before its entry was durable");
+    assert.ok(gate.waiting >= 1);
+    gate.release();
+    await put;
+    assert.equal(answered, true);
+    const got = await kv.range({ key: keyBytes("k") });
+    assert.equal(new TextDecoder().decode(got.kvs[0].value), "v");
+  } finally {
+    gate.release();
+    await kv.close();
+    await server.close();
+    await real.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("curp server: a failed log append stops the replica instead of answering", async () => {
+  const real = await openIoEngine({ log: () => {} });
+  let fail = false;
+  const failing: IoEngine = new Proxy(real, {
+    get(_target, name) {
+      if (name === "writeAndSync" && fail) {
+        return () => Promise.reject(new Error("injected EIO"));
+      }
+      const value = Reflect.get(real, name);
+      return typeof value === "function" ? value.bind(real) : value;
+    },
+  });
+  const dir = await Deno.makeTempDir({ prefix: "uring2-server-" });
+  const address = `127.0.0.1:${freePort()}`;
+  const lines: string[] = [];
+  const server = await ReplicaServer.start({
+    id: "a",
+    peers: `a=${address}`,
+    dataDir: dir,
+    tickMs: 10,
+    io: failing,
+    log: (line) => lines.push(line),
+  });
+  const kv = await openCurpKV([address], { timeoutMs: 2_000 });
+  try {
+    await kv.put({ key: keyBytes("before"), value: keyBytes("1") });
+    fail = true;
+    await assert.rejects(kv.put({ key: keyBytes("k"), value: keyBytes("v") }));
+    await assert.rejects(server.stopped, /injected EIO/);
+    assert.ok(lines.some((l) => l.includes("stops: storage")), lines.join("\n"));
+  } finally {
+    await kv.close();
+    await server.close();
+    await real.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
