@@ -53,6 +53,15 @@ def do(op, a):
         slots.clear()
         next_slot[0] = 0
         return None
+    if op == "publish":
+        # A stat-family call: the LD_PRELOAD shim publishes its writes' sizes to the daemon at
+        # the writer's next stat, fsync or close (src/intercept/README.md, coherence rule).
+        for fd in slots.values():
+            try:
+                os.fstat(fd)
+            except OSError:
+                pass
+        return None
     if op == "open":
         flags = 0
         for f in a["flags"]:
@@ -62,7 +71,8 @@ def do(op, a):
         next_slot[0] += 1
         slots[slot] = fd
         return slot
-    if op in ("write", "read", "close", "ftruncate", "fsync", "fstat"):
+    if op in ("write", "read", "close", "ftruncate", "fsync", "fstat", "writecur", "readcur",
+              "lseek", "dup"):
         # The slot number picks among the descriptors open now, so most picks hit one.
         if not slots:
             return "noslot"
@@ -72,6 +82,21 @@ def do(op, a):
             return os.pwrite(fd, pattern(a["seed"], a["len"]), a["offset"])
         if op == "read":
             return digest(os.pread(fd, a["len"], a["offset"]))
+        # At the file offset: the offset a dup or O_APPEND shares and moves.
+        if op == "writecur":
+            return [os.write(fd, pattern(a["seed"], a["len"])), os.lseek(fd, 0, os.SEEK_CUR)]
+        if op == "readcur":
+            return [digest(os.read(fd, a["len"])), os.lseek(fd, 0, os.SEEK_CUR)]
+        if op == "lseek":
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                return "dir"  # directory offsets are file-system specific cookies (ext4: hashes)
+            whence = {"SET": os.SEEK_SET, "CUR": os.SEEK_CUR, "END": os.SEEK_END}[a["whence"]]
+            return os.lseek(fd, a["offset"], whence)
+        if op == "dup":
+            slot = next_slot[0]
+            next_slot[0] += 1
+            slots[slot] = os.dup(fd)
+            return slot
         if op == "close":
             del slots[key]
             os.close(fd)

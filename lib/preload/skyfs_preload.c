@@ -479,7 +479,11 @@ static void adopt(int fd) {
   if (syscall(SYS_fstat, fd, &st) < 0) goto out; /* not open: the real call reports EBADF */
   int index = S_ISREG(st.st_mode) ? mount_of(st.st_dev) : -1;
   long flags = index < 0 ? 0 : syscall(SYS_fcntl, fd, F_GETFL);
-  if (index < 0 || flags < 0 || (flags & O_PATH)) {
+  /* A write must drop set-id bits as the writer's credentials say (root keeps them), which only
+   * the FUSE write path knows: such files stay on FUSE, as they get no passthrough backing fd. */
+  int killable_set_id = (st.st_mode & S_ISUID) ||
+                        (st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP);
+  if (index < 0 || flags < 0 || (flags & O_PATH) || killable_set_id) {
     atomic_store(&e->state, FD_OTHER);
     goto out;
   }
@@ -570,7 +574,9 @@ static ssize_t local_io(struct fd_entry *e, int fd, enum io_kind kind, const str
     off_t at = append ? -1 : offset;
     n = kind == IO_READ ? (ssize_t)syscall(SYS_preadv2, e->local_fd, iov, count_iov, (long)at, 0L, rwf)
                         : (ssize_t)syscall(SYS_pwritev2, e->local_fd, iov, count_iov, (long)at, 0L, rwf);
-    if (append && offset < 0 && n >= 0) {
+    /* A write of nothing leaves the offset where it was, O_APPEND or not (generic_write_checks
+     * returns before it moves ki_pos). */
+    if (append && offset < 0 && n > 0) {
       off_t end = (off_t)syscall(SYS_lseek, e->local_fd, 0L, SEEK_CUR);
       if (end >= 0) syscall(SYS_lseek, fd, (long)end, SEEK_SET);
     }

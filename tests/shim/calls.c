@@ -152,6 +152,22 @@ int main(int argc, char **argv) {
   SHOW("close plain", close(wr));
   SHOW("pread all", n = pread(fd, buf, sizeof buf, 0));
   show_text("all data", buf, n);
+  /* a write of nothing moves no offset, O_APPEND or not */
+  ap = open(at(dir, "a"), O_RDWR | O_APPEND);
+  SHOW("lseek append fd", lseek(ap, 3, SEEK_SET));
+  SHOW("append write of 0", write(ap, "", 0));
+  SHOW("offset after write of 0", lseek(ap, 0, SEEK_CUR));
+  SHOW("writev of 0", writev(ap, two, 0));
+  SHOW("offset after writev of 0", lseek(ap, 0, SEEK_CUR));
+  SHOW("close append", close(ap));
+  /* set-id bits: root's write keeps them (CAP_FSETID); such files stay on the FUSE path */
+  int sid = open(at(dir, "setid"), O_CREAT | O_RDWR | O_TRUNC, 0644);
+  SHOW("chmod 02755", fchmod(sid, 02755));
+  int sid2 = open(at(dir, "setid"), O_RDWR);
+  SHOW("write set-id file", write(sid2, "x", 1));
+  SHOW("mode after write", (fstat(sid2, &st), (long long)(st.st_mode & 07777)));
+  SHOW("size after write", size_of(sid2));
+  SHOW("close set-id", close(sid2) | close(sid));
   int ro = open(at(dir, "a"), O_RDONLY);
   SHOW("write on O_RDONLY", write(ro, "z", 1));
   SHOW("close O_RDONLY", close(ro));
