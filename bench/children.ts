@@ -14,6 +14,32 @@ export function spawnTracked(command: string, options: Deno.CommandOptions): Den
   return child;
 }
 
+/**
+ * Spawns a tracked child with piped output and waits for it, killing it with SIGKILL if it runs
+ * longer than `timeoutMs`; `timedOut` says whether that happened.
+ */
+export async function outputWithin(
+  command: string,
+  options: Deno.CommandOptions & { timeoutMs: number },
+): Promise<{ output: Deno.CommandOutput; timedOut: boolean }> {
+  const { timeoutMs, ...commandOptions } = options;
+  const child = spawnTracked(command, commandOptions);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+  }, timeoutMs);
+  try {
+    return { output: await child.output(), timedOut };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Kills every tracked child and waits for them to exit. */
 export async function killAllTracked(): Promise<void> {
   const children = [...running];

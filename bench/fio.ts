@@ -5,7 +5,7 @@
  */
 import { fileURLToPath } from "node:url";
 import type { Measurement, ModeSettings } from "./model.ts";
-import { spawnTracked } from "./children.ts";
+import { outputWithin } from "./children.ts";
 
 const FIO_DIR = fileURLToPath(new URL("./fio/", import.meta.url));
 const LAYOUT_JOBS = 4;
@@ -258,7 +258,7 @@ export async function runFio(
   vars: Record<string, string>,
   options: { env: Record<string, string>; timeoutMs: number; outputPath: string },
 ): Promise<FioJson> {
-  const child = spawnTracked("fio", {
+  const { output, timedOut } = await outputWithin("fio", {
     args: ["--output-format=json", `--output=${options.outputPath}`, `${FIO_DIR}${file}`],
     env: { ...options.env, ...vars },
     // fio may drop state files into its working directory; keep them next to its output.
@@ -266,18 +266,8 @@ export async function runFio(
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
+    timeoutMs: options.timeoutMs,
   });
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // fio already exited.
-    }
-  }, options.timeoutMs);
-  const output = await child.output();
-  clearTimeout(timer);
   const stderr = new TextDecoder().decode(output.stderr).trim();
   if (timedOut) throw new Error(`fio ${file} killed after ${options.timeoutMs / 1000} s`);
   let text = "";

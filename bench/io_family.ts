@@ -5,7 +5,7 @@
  */
 import { fileURLToPath } from "node:url";
 import type { Measurement, Mode } from "./model.ts";
-import { spawnTracked } from "./children.ts";
+import { outputWithin } from "./children.ts";
 
 export const IO_ENTRY = fileURLToPath(new URL("./io/main.ts", import.meta.url));
 
@@ -52,21 +52,13 @@ export async function runIoFamily(
   await Deno.mkdir(dir, { recursive: true });
   const args = ["run", "-A", IO_ENTRY, "--dir", dir, "--json", options.jsonPath];
   if (mode !== "full") args.push(`--${mode}`);
-  const child = spawnTracked(Deno.execPath(), {
+  const { output } = await outputWithin(Deno.execPath(), {
     args,
     stdin: "null",
     stdout: "inherit",
     stderr: "piped",
+    timeoutMs: options.timeoutMs,
   });
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // Already exited.
-    }
-  }, options.timeoutMs);
-  const output = await child.output();
-  clearTimeout(timer);
   if (output.code !== 0) {
     const stderr = new TextDecoder().decode(output.stderr).trim().split("\n").pop() ?? "";
     throw new Error(`bench/io/main.ts exited with ${output.code}: ${stderr}`);

@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import type { Measurement } from "./model.ts";
-import { spawnTracked } from "./children.ts";
+import { outputWithin } from "./children.ts";
 
 const SOURCE = fileURLToPath(new URL("./meta/meta_worker.c", import.meta.url));
 
@@ -122,24 +122,14 @@ export async function runMeta(
   if (options.dropCaches) args.push("--drop-caches");
   try {
     await Deno.mkdir(workDir, { recursive: true });
-    const child = spawnTracked(options.binary, {
+    const { output, timedOut } = await outputWithin(options.binary, {
       args,
       env: options.env,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
+      timeoutMs: options.timeoutMs,
     });
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // Already exited.
-      }
-    }, options.timeoutMs);
-    const output = await child.output();
-    clearTimeout(timer);
     const stdout = new TextDecoder().decode(output.stdout);
     const measured = measurementsFromWorker(stdout, run, target);
     let error: string | undefined;

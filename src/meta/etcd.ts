@@ -5,7 +5,6 @@
  */
 
 import { Buffer } from "node:buffer";
-// The lead owns deno.json: move this to its imports as "etcd3" (then drop the ignore).
 import { Etcd3 } from "etcd3";
 import {
   CompactedError,
