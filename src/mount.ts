@@ -116,13 +116,15 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
+  // One engine for the process, opened first: the embedded store's log sync goes through it too.
+  const io = await openIoEngine();
   let kv;
   try {
-    kv = await openMetaBackend(options.meta, { dataDir: dataDir.path });
+    kv = await openMetaBackend(options.meta, { dataDir: dataDir.path, io });
   } catch (error) {
+    await io.shutdown();
     throw new UsageError((error as Error).message);
   }
-  const io = await openIoEngine();
   let node: ClusterNode | undefined;
   if (options.cluster) {
     try {

@@ -6,6 +6,7 @@
 
 import { join } from "node:path";
 import type { MetaKV } from "./kv.ts";
+import type { IoEngine } from "../io/types.ts";
 import { openEmbeddedKV } from "./embedded.ts";
 import { openCurpKV } from "./curp/curp_kv.ts";
 
@@ -14,6 +15,9 @@ export interface MetaBackendOptions {
   dataDir: string;
   /** Milliseconds a remote backend may take before an operation fails (EIO). Default 10000. */
   timeoutMs?: number;
+  /** The process's I/O engine; the embedded store syncs its log through it. Default: the
+   * embedded store opens its own. */
+  io?: IoEngine;
 }
 
 /** Parse "scheme://h:p,h:p" into its scheme and endpoints; throws a RangeError naming the fix. */
@@ -48,5 +52,5 @@ export async function openMetaBackend(
     const { openEtcdKV } = await import("./etcd.ts");
     return await openEtcdKV(endpoints, { timeoutMs: options.timeoutMs });
   }
-  return await openEmbeddedKV(join(options.dataDir, "meta.db"));
+  return await openEmbeddedKV(join(options.dataDir, "meta.db"), { io: options.io });
 }

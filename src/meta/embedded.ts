@@ -17,11 +17,17 @@
  * Durability (see `sync`): journal_mode=WAL with synchronous=NORMAL. A commit is a write(2) of
  * its pages to the -wal file, so it survives kill -9 of this process (the data is in the OS page
  * cache) but not power loss; `sync()` fdatasyncs the -wal file, which makes every commit so far
- * survive power loss as well.
+ * survive power loss as well. That fdatasync goes through the process's `IoEngine` (src/io,
+ * io_uring where the kernel allows it). SQLite's own reads, writes and syncs of the database and
+ * -wal files do not: node:sqlite offers no way to register a custom VFS, so SQLite calls
+ * pread/pwrite/fsync itself (synchronously, on the thread that runs the statement).
  * @module
  */
 
 import { DatabaseSync } from "node:sqlite";
+import type { IoEngine } from "../io/types.ts";
+import { openIoEngine } from "../io/mod.ts";
+import { O_DIRECTORY, O_RDONLY } from "../io/libc.ts";
 import { Worker } from "node:worker_threads";
 import type { CheckpointerData, CheckpointerReply } from "./embedded_checkpointer.ts";
 import {
@@ -63,6 +69,10 @@ export interface EmbeddedKVOptions {
   /** How often the worker thread checkpoints the write-ahead log into the database file.
    * 0: no worker, SQLite checkpoints inline every 1,000 pages (stalls the caller). Default 200. */
   checkpointIntervalMs?: number;
+  /** The process's I/O engine (`openIoEngine()`), through which `sync()` fdatasyncs the -wal file
+   * and the directory is synced at open; the caller keeps owning it. Default: the store opens
+   * its own engine and shuts it down on close (a second ring in a process that has one). */
+  io?: IoEngine;
 }
 
 /** Open (creating if needed) the metadata store in the SQLite file `path` (":memory:" for a
@@ -73,7 +83,7 @@ export async function openEmbeddedKV(
 ): Promise<EmbeddedKV> {
   const kv = new EmbeddedKV(path, options);
   try {
-    await kv._syncDirectory();
+    await kv._openFiles(options.io);
   } catch (error) {
     await kv.close();
     throw error;
@@ -250,7 +260,12 @@ export class EmbeddedKV implements MetaKV {
   readonly #clock: () => number;
   readonly #historyRevisions: number;
   readonly #walPath: string | undefined;
-  #walFile: Deno.FsFile | undefined;
+  /** The engine sync() uses, and whether this store opened it (and so shuts it down). */
+  #io: IoEngine | undefined;
+  #ownsIo = false;
+  /** The -wal file, opened once through the engine: sync() is on the fsync path of the file
+   * system and must not open files. */
+  #walFd: number | undefined;
   #reserve: SpaceReserve | undefined;
   #closed = false;
   readonly #timer: ReturnType<typeof setInterval>;
@@ -310,10 +325,6 @@ export class EmbeddedKV implements MetaKV {
         this.#leases.set(id, { ttlSeconds, expiresAtMs: now + ttlSeconds * 1000 });
         this.#nextExpiryMs = Math.min(this.#nextExpiryMs, now + ttlSeconds * 1000);
       }
-      if (this.#walPath !== undefined) {
-        // Cached: sync() is on the fsync path of the file system and must not open files.
-        this.#walFile = Deno.openSync(this.#walPath, { read: true });
-      }
     } catch (error) {
       db.close();
       this.#lockDb?.close();
@@ -332,17 +343,25 @@ export class EmbeddedKV implements MetaKV {
     }
   }
 
-  /** fsync the directory once, so the database and -wal files' names survive power loss too
-   * (SQLite's own directory sync happens at its first sync, which NORMAL delays). */
-  async _syncDirectory(): Promise<void> {
+  /** The asynchronous part of opening (openEmbeddedKV calls it): take the engine, open the -wal
+   * file through it, and fsync the directory once, so the database and -wal files' names
+   * survive power loss too (SQLite's own directory sync happens at its first sync, which NORMAL
+   * delays). */
+  async _openFiles(io: IoEngine | undefined): Promise<void> {
     if (this.#walPath === undefined) return;
+    if (io === undefined) {
+      io = await openIoEngine({ log: () => {} });
+      this.#ownsIo = true;
+    }
+    this.#io = io;
+    this.#walFd = await io.open(this.#walPath, O_RDONLY);
     const slash = this.path.lastIndexOf("/");
     const dir = slash < 0 ? "." : slash === 0 ? "/" : this.path.slice(0, slash);
-    const handle = await Deno.open(dir, { read: true });
+    const fd = await io.open(dir, O_RDONLY | O_DIRECTORY);
     try {
-      await handle.sync();
+      await io.fsync(fd);
     } finally {
-      handle.close();
+      await io.close(fd);
     }
   }
 
@@ -916,7 +935,12 @@ export class EmbeddedKV implements MetaKV {
    */
   sync(): Promise<void> {
     if (this.#closed) return Promise.reject(new Error(`Metadata store "${this.path}" is closed`));
-    if (this.#walFile === undefined) return Promise.resolve(); // ":memory:"
+    if (this.#walPath === undefined) return Promise.resolve(); // ":memory:"
+    if (this.#walFd === undefined) {
+      return Promise.reject(
+        new Error(`Metadata store "${this.path}" was not opened with openEmbeddedKV: cannot sync`),
+      );
+    }
     if (this.#syncRunning === undefined) return this.#startSync();
     this.#syncQueued ??= this.#syncRunning.then(() => {
       this.#syncQueued = undefined;
@@ -929,8 +953,7 @@ export class EmbeddedKV implements MetaKV {
   }
 
   #startSync(): Promise<void> {
-    const file = this.#walFile!;
-    const running = file.syncData().finally(() => {
+    const running = this.#io!.fsync(this.#walFd!, { datasync: true }).finally(() => {
       if (this.#syncRunning === running) this.#syncRunning = undefined;
     });
     this.#syncRunning = running;
@@ -961,8 +984,10 @@ export class EmbeddedKV implements MetaKV {
     await Promise.allSettled([this.#syncRunning, this.#syncQueued]);
     if (this.#checkpointer !== undefined) await stopCheckpointer(this.#checkpointer);
     this.#checkpointer = undefined;
-    this.#walFile?.close();
-    this.#walFile = undefined;
+    if (this.#walFd !== undefined) await this.#io!.close(this.#walFd).catch(() => {});
+    this.#walFd = undefined;
+    if (this.#ownsIo) await this.#io!.shutdown();
+    this.#io = undefined;
     // Last connection: SQLite checkpoints (syncing both files) and removes the log.
     this.#db.close();
     this.#lockDb?.close();

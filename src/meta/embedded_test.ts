@@ -6,6 +6,7 @@ import { DatabaseSync } from "node:sqlite";
 import { runMetaKVConformance } from "./conformance.ts";
 import { EMBEDDED_FORMAT, EmbeddedKV, openEmbeddedKV } from "./embedded.ts";
 import { CompactedError, prefixEnd, type WatchEvent } from "./kv.ts";
+import { type IoEngine, openIoEngine } from "../io/mod.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -231,6 +232,53 @@ for (const checkpointIntervalMs of [0, 10]) {
     });
   });
 }
+
+Deno.test("embedded: sync() fdatasyncs the -wal file through the engine it was given", async () => {
+  const real = await openIoEngine({ log: () => {} });
+  const opened = new Map<number, string>();
+  const syncs: { path: string | undefined; datasync: boolean }[] = [];
+  const io: IoEngine = new Proxy(real, {
+    get(_target, name) {
+      if (name === "open") {
+        return async (path: string, flags: number, mode?: number) => {
+          const fd = await real.open(path, flags, mode);
+          opened.set(fd, path);
+          return fd;
+        };
+      }
+      if (name === "fsync") {
+        return (fd: number, options?: { datasync?: boolean }) => {
+          syncs.push({ path: opened.get(fd), datasync: options?.datasync === true });
+          return real.fsync(fd, options);
+        };
+      }
+      const value = Reflect.get(real, name);
+      return typeof value === "function" ? value.bind(real) : value;
+    },
+  });
+  try {
+    await withDir(async (dir) => {
+      const path = `${dir}/meta.db`;
+      const kv = await openEmbeddedKV(path, { io, checkpointIntervalMs: 0 });
+      try {
+        assert.deepEqual(syncs, [{ path: dir, datasync: false }]); // the directory, once at open
+        await kv.put({ key: bytes("k"), value: bytes("v") });
+        await kv.sync();
+        await Promise.all([kv.sync(), kv.sync()]);
+        const wal = syncs.slice(1);
+        assert.ok(wal.length >= 2 && wal.length <= 3, JSON.stringify(wal));
+        for (const s of wal) assert.deepEqual(s, { path: `${path}-wal`, datasync: true });
+      } finally {
+        await kv.close();
+      }
+      // The store left the engine running (the caller owns it) and closed what it opened.
+      const fd = await real.open(`${dir}/after`, 0o101, 0o600); // O_WRONLY | O_CREAT
+      await real.close(fd);
+    });
+  } finally {
+    await real.shutdown();
+  }
+});
 
 Deno.test("embedded: leases expire on the injected clock, keys deleted in one revision", async () => {
   let now = 1_000_000;
