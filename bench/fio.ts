@@ -250,16 +250,23 @@ export interface FioRunOptions {
   /** Kills fio after this long; a stuck file system must not stall the whole run. */
   timeoutMs: number;
   tmpDir: string;
+  /** Extra fio options before the job file (`--thread` for the shim target). */
+  fioArgs?: string[];
 }
 
 /** Runs `fio` on a job file with the given variables; returns its parsed JSON or throws. */
 export async function runFio(
   file: string,
   vars: Record<string, string>,
-  options: { env: Record<string, string>; timeoutMs: number; outputPath: string },
+  options: { env: Record<string, string>; timeoutMs: number; outputPath: string; args?: string[] },
 ): Promise<FioJson> {
   const { output, timedOut } = await outputWithin("fio", {
-    args: ["--output-format=json", `--output=${options.outputPath}`, `${FIO_DIR}${file}`],
+    args: [
+      "--output-format=json",
+      `--output=${options.outputPath}`,
+      ...(options.args ?? []),
+      `${FIO_DIR}${file}`,
+    ],
     env: { ...options.env, ...vars },
     // fio may drop state files into its working directory; keep them next to its output.
     cwd: options.outputPath.slice(0, options.outputPath.lastIndexOf("/")) || "/",
@@ -294,6 +301,7 @@ export async function layoutReadFiles(options: FioRunOptions): Promise<void> {
     env: options.env,
     timeoutMs: options.timeoutMs * 4,
     outputPath: `${options.tmpDir}/layout.json`,
+    args: options.fioArgs,
   });
 }
 
@@ -328,6 +336,7 @@ export async function runFioJob(
       env: options.env,
       timeoutMs: options.timeoutMs,
       outputPath: `${options.tmpDir}/${job.name}.${target}.json`,
+      args: options.fioArgs,
     });
     return measurementsFromFio(job, target, fio);
   } catch (error) {

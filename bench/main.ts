@@ -457,6 +457,7 @@ async function main(): Promise<number> {
   const progress = new Progress(total);
   const jobTimeoutMs = Math.max(20_000, 6 * fioTimeMs(settings.runtime) + 20_000);
 
+  const shimTotals = { jobs: 0, reads: 0, writes: 0, gib: 0 };
   if (runFioFamilies) {
     const laidOut = new Set<string>();
     for (const [index, job] of fioJobs.entries()) {
@@ -468,6 +469,7 @@ async function main(): Promise<number> {
           env: target.env,
           timeoutMs: jobTimeoutMs,
           tmpDir,
+          fioArgs: target.fioArgs,
         };
         const started = performance.now();
         let results: Measurement[];
@@ -490,12 +492,35 @@ async function main(): Promise<number> {
             error: "read files could not be laid out",
           }];
         } else {
+          await target.takeShimCounters?.(); // the layout and earlier processes are not this job
           results = await runFioJob(job, target.name, runOptions);
+          // Proof that the shim served this job in-process (io_uring jobs pass through: zero).
+          const counters = await target.takeShimCounters?.();
+          if (counters) {
+            for (const result of results) {
+              for (const [key, value] of Object.entries(counters)) {
+                result.details = { ...result.details, [`shim_${key}`]: value };
+              }
+            }
+            shimTotals.jobs++;
+            shimTotals.reads += counters.reads ?? 0;
+            shimTotals.writes += counters.writes ?? 0;
+            shimTotals.gib += ((counters.bytes_read ?? 0) + (counters.bytes_written ?? 0)) /
+              2 ** 30;
+          }
         }
         measurements.push(...results);
         progress.line(job.name, target.name, results, (performance.now() - started) / 1000);
       }
     }
+  }
+
+  if (shimTotals.jobs > 0) {
+    console.log(
+      `bench: skyfs-shim: the shim served ${shimTotals.reads} reads and ${shimTotals.writes} ` +
+        `writes (${shimTotals.gib.toFixed(2)} GiB) in-process over ${shimTotals.jobs} fio jobs ` +
+        "(SKYFS_PRELOAD_STATS; per job: shim_* in the raw JSON)",
+    );
   }
 
   if (metaBinary) {

@@ -16,6 +16,13 @@ export interface ReadyTarget {
   dir: string;
   /** Extra environment for workload processes (LD_PRELOAD for the shim). */
   env: Record<string, string>;
+  /** Extra fio options (`--thread` for the shim, so its counters are written at fio's exit). */
+  fioArgs?: string[];
+  /**
+   * The shim's counters summed over the processes that exited since the last call (the lines
+   * SKYFS_PRELOAD_STATS appended), then forgotten; only on the shim target.
+   */
+  takeShimCounters?: () => Promise<Record<string, number>>;
   report: TargetReport;
   tearDown(): Promise<void>;
 }
@@ -359,6 +366,20 @@ async function preloadPath(): Promise<string> {
   return path;
 }
 
+/** Sums the counters of the `skyfs-preload: pid N adopted A reads R ...` lines the shim writes. */
+export function sumShimCounters(text: string): Record<string, number> {
+  const sums: Record<string, number> = {};
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("skyfs-preload: ")) continue;
+    const words = line.slice("skyfs-preload: ".length).trim().split(" ");
+    for (let i = 0; i + 1 < words.length; i += 2) {
+      if (words[i] === "pid" || words[i] === "mounts") continue;
+      sums[words[i]] = (sums[words[i]] ?? 0) + Number(words[i + 1]);
+    }
+  }
+  return sums;
+}
+
 /** Prepares one target under `scratch`; throws TargetSkipped with a one-line reason. */
 export async function setUpTarget(name: TargetName, scratch: string): Promise<ReadyTarget> {
   switch (name) {
@@ -374,7 +395,24 @@ export async function setUpTarget(name: TargetName, scratch: string): Promise<Re
       return await mountSkyfs(name, scratch, {});
     case "skyfs-shim": {
       const library = await preloadPath();
-      return await mountSkyfs(name, scratch, { LD_PRELOAD: library });
+      // fio's jobs are forked processes that leave by _exit, which skips the shim's exit report:
+      // as threads of one fio process (--thread) they are served the same and counted.
+      const statsPath = `${scratch}/skyfs-shim-stats`;
+      await Deno.writeTextFile(statsPath, "");
+      await Deno.chmod(statsPath, 0o666);
+      const target = await mountSkyfs(name, scratch, {
+        LD_PRELOAD: library,
+        SKYFS_PRELOAD_STATS: statsPath,
+      });
+      target.fioArgs = ["--thread"];
+      target.takeShimCounters = async () => {
+        const text = await Deno.readTextFile(statsPath);
+        await Deno.writeTextFile(statsPath, "");
+        return sumShimCounters(text);
+      };
+      target.report.command = `LD_PRELOAD=$(skyfs preload-path) fio --thread ..., on ` +
+        target.report.command;
+      return target;
     }
   }
 }
