@@ -14,7 +14,7 @@ import type { MetaKV } from "../../src/meta/kv.ts";
 import { createPortableEngine } from "../../src/io/portable.ts";
 import { createVfs, type VfsWithRecovery } from "../../src/vfs/vfs.ts";
 import { DirBackend } from "../../src/cache/backend.ts";
-import { ClusterData } from "../../src/cache/cluster_data.ts";
+import { checkChunk, ClusterData } from "../../src/cache/cluster_data.ts";
 import { listenPeers, TcpTransport } from "../../src/cluster/transport.ts";
 
 const { values } = parseArgs({
@@ -143,13 +143,16 @@ for (let round = 0; round < ROUNDS; round++) {
   results["loopback TCP"].push(await loopbackTcp());
   const peerNode = await node();
   peerNode.data.source = {
-    fetch: (ino, index, ref) =>
-      transport.getChunk(peerServer.address, {
+    fetch: async (ino, index, ref) => {
+      const data = await transport.getChunk(peerServer.address, {
         ino,
         index,
         ...ref,
         objectLength: ref.objectLength ?? 0,
-      }),
+      });
+      checkChunk(data, ref, `chunk ${ino}/${index} from the peer`); // as ClusterNode does
+      return data;
+    },
   };
   results["(b) A as peer"].push(await readAll(peerNode.vfs));
   const backendNode = await node();

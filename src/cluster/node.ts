@@ -6,10 +6,9 @@
  * @module
  */
 
-import { crc32 } from "node:zlib";
 import type { MetaKV } from "../meta/kv.ts";
 import { prefixEnd } from "../meta/kv.ts";
-import { ClusterData } from "../cache/cluster_data.ts";
+import { checkChunk, ClusterData } from "../cache/cluster_data.ts";
 import { type BackendStore, openBackend } from "../cache/backend.ts";
 import type { ChunkRef } from "../cache/chunk_map.ts";
 import { Membership } from "./membership.ts";
@@ -115,11 +114,8 @@ export class ClusterNode {
           crc: ref.crc,
           objectLength: ref.objectLength ?? 0,
         });
-        // Whole objects carry their CRC in the map; a shortened one is checked by the owner.
-        const whole = ref.objectLength !== undefined && ref.objectLength === ref.length;
-        if (data.length !== ref.length || (whole && crc32(data) !== ref.crc)) {
-          throw new Error(`chunk ${ino}/${index} from ${owner.id} fails its checksum`);
-        }
+        // Checked once here; the cache then records it under the map's CRC without rehashing.
+        checkChunk(data, ref, `chunk ${ino}/${index} from ${owner.id}`);
         this.peerFetches++;
         this.data.stats.peerFills++;
         return data;

@@ -42,19 +42,74 @@ export class MalformedFrameError extends Error {
 
 export function encodeFrame(type: number, requestId: number, payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(HEADER_BYTES + payload.length);
-  const view = new DataView(out.buffer);
+  writeHeader(out, type, requestId, payload.length);
+  out.set(payload, HEADER_BYTES);
+  return out;
+}
+
+function writeHeader(out: Uint8Array, type: number, requestId: number, length: number): void {
+  const view = new DataView(out.buffer, out.byteOffset, HEADER_BYTES);
   view.setUint32(0, MAGIC);
   view.setUint8(4, PROTOCOL_VERSION);
   view.setUint8(5, type);
+  view.setUint16(6, 0);
   view.setUint32(8, requestId);
-  view.setUint32(12, payload.length);
-  out.set(payload, HEADER_BYTES);
+  view.setUint32(12, length);
+}
+
+/**
+ * A payload buffer with room for the frame header in front of it, so `frameAround` can send
+ * header and payload as one write without copying a 4 MiB chunk into a new frame.
+ */
+export function allocatePayload(length: number): Uint8Array {
+  return new Uint8Array(HEADER_BYTES + length).subarray(HEADER_BYTES);
+}
+
+/** The frame holding `payload`: written in place when it came from allocatePayload, else copied. */
+export function frameAround(type: number, requestId: number, payload: Uint8Array): Uint8Array {
+  if (payload.byteOffset < HEADER_BYTES) return encodeFrame(type, requestId, payload);
+  const out = new Uint8Array(
+    payload.buffer,
+    payload.byteOffset - HEADER_BYTES,
+    HEADER_BYTES + payload.length,
+  );
+  writeHeader(out, type, requestId, payload.length);
   return out;
+}
+
+export interface FrameHeader {
+  type: number;
+  requestId: number;
+  length: number;
+}
+
+/** Decode and check a 16-byte header; throws MalformedFrameError (before any payload is read). */
+export function parseHeader(bytes: Uint8Array): FrameHeader {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, HEADER_BYTES);
+  const magic = view.getUint32(0);
+  const version = view.getUint8(4);
+  const type = view.getUint8(5);
+  const length = view.getUint32(12);
+  if (magic !== MAGIC) {
+    throw new MalformedFrameError(`bad magic 0x${magic.toString(16)}`);
+  }
+  if (version !== PROTOCOL_VERSION) {
+    throw new MalformedFrameError(`protocol version ${version}, this build speaks 1`);
+  }
+  if (type < FrameType.GET_CHUNK || type > FrameType.ERROR) {
+    throw new MalformedFrameError(`unknown frame type ${type}`);
+  }
+  if (length > MAX_PAYLOAD_BYTES) {
+    throw new MalformedFrameError(`payload of ${length} bytes over ${MAX_PAYLOAD_BYTES}`);
+  }
+  return { type, requestId: view.getUint32(8), length };
 }
 
 /**
  * Splits a byte stream into frames. `push` bytes as they arrive; it returns whole frames and
  * throws MalformedFrameError as soon as a header is wrong (before buffering its payload).
+ * Used for the small request frames; TcpTransport reads big replies straight into their
+ * payload buffer instead.
  */
 export class FrameReader {
   // Bytes arrive in pieces of ~64 KiB; a growable buffer copies each byte in once (joining on
@@ -76,30 +131,14 @@ export class FrameReader {
     const frames: Frame[] = [];
     let at = 0;
     while (this.#length - at >= HEADER_BYTES) {
-      const view = new DataView(joined.buffer, at, HEADER_BYTES);
-      const magic = view.getUint32(0);
-      const version = view.getUint8(4);
-      const type = view.getUint8(5);
-      const length = view.getUint32(12);
-      if (magic !== MAGIC) {
-        throw new MalformedFrameError(`bad magic 0x${magic.toString(16)}`);
-      }
-      if (version !== PROTOCOL_VERSION) {
-        throw new MalformedFrameError(`protocol version ${version}, this build speaks 1`);
-      }
-      if (type < FrameType.GET_CHUNK || type > FrameType.ERROR) {
-        throw new MalformedFrameError(`unknown frame type ${type}`);
-      }
-      if (length > MAX_PAYLOAD_BYTES) {
-        throw new MalformedFrameError(`payload of ${length} bytes over ${MAX_PAYLOAD_BYTES}`);
-      }
-      if (this.#length - at < HEADER_BYTES + length) break;
+      const header = parseHeader(joined.subarray(at, at + HEADER_BYTES));
+      if (this.#length - at < HEADER_BYTES + header.length) break;
       frames.push({
-        type,
-        requestId: view.getUint32(8),
-        payload: joined.slice(at + HEADER_BYTES, at + HEADER_BYTES + length),
+        type: header.type,
+        requestId: header.requestId,
+        payload: joined.slice(at + HEADER_BYTES, at + HEADER_BYTES + header.length),
       });
-      at += HEADER_BYTES + length;
+      at += HEADER_BYTES + header.length;
     }
     if (at > 0) {
       joined.copyWithin(0, at, this.#length);
