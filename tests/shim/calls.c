@@ -1,6 +1,7 @@
 /* One section per call the shim interposes, run in a directory on the mount with and without
  * LD_PRELOAD; shim_test.ts requires identical output. Usage: calls DIR */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -221,6 +222,97 @@ int main(int argc, char **argv) {
   SHOW("offset after child", lseek(fd, 0, SEEK_CUR));
   SHOW("pread child data", n = pread(fd, buf, 5, 0));
   show_text("child data", buf, n);
+
+  /* vfork + exec: a shell writes through the inherited fd; the offset is shared with us */
+  SHOW("lseek 5", lseek(fd, 5, SEEK_SET));
+  char script[64];
+  snprintf(script, sizeof script, "printf VFORK >&%d", fd);
+  child = vfork();
+  if (child == 0) {
+    execl("/bin/sh", "sh", "-c", script, (char *)NULL);
+    _exit(127);
+  }
+  waitpid(child, &status, 0);
+  SHOW("vfork+exec status", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  SHOW("offset after exec child", lseek(fd, 0, SEEK_CUR));
+  SHOW("pread exec child data", n = pread(fd, buf, 10, 0));
+  show_text("exec child data", buf, n);
+
+  /* errno: a call that succeeds leaves it alone, even when it is the first I/O on the fd (the
+   * shim's fstat, socket and fd passing happen then) */
+  int fresh = open(at(dir, "a"), O_RDWR);
+  errno = EDOM;
+  n = read(fresh, buf, 4);
+  printf("%-28s -> %zd errno %s\n", "first read keeps errno", n, strerrorname_np(errno));
+  errno = ERANGE;
+  n = pwrite(fresh, "e", 1, 1);
+  printf("%-28s -> %zd errno %s\n", "pwrite keeps errno", n, strerrorname_np(errno));
+  errno = EDOM;
+  int closed = close(fresh);
+  printf("%-28s -> %d errno %s\n", "close keeps errno", closed, strerrorname_np(errno));
+
+  /* the 64-bit names and glibc's legacy stat entry points (binaries built before glibc 2.33) */
+  int f64 = open64(at(dir, "v64"), O_CREAT | O_RDWR | O_TRUNC, 0644);
+  SHOW("open64 write", write(f64, "sixty-four", 10));
+  SHOW("pwrite64", pwrite64(f64, "SIX", 3, 0));
+  SHOW("pread64", n = pread64(f64, buf, 10, 0));
+  show_text("pread64 data", buf, n);
+  SHOW("lseek64 SEEK_END", lseek64(f64, 0, SEEK_END));
+  struct iovec one64 = {buf, 4};
+  SHOW("preadv64", preadv64(f64, &one64, 1, 3));
+  SHOW("preadv64v2 at -1", preadv64v2(f64, &one64, 1, -1, 0));
+  struct iovec w64 = {"++", 2};
+  SHOW("pwritev64", pwritev64(f64, &w64, 1, 10));
+  SHOW("pwritev64v2 at -1", pwritev64v2(f64, &w64, 1, -1, 0));
+  struct stat64 st64;
+  SHOW("fstat64 size", (fstat64(f64, &st64), (long long)st64.st_size));
+  SHOW("stat64 size", (stat64(at(dir, "v64"), &st64), (long long)st64.st_size));
+  SHOW("lstat64 size", (lstat64(at(dir, "v64"), &st64), (long long)st64.st_size));
+  SHOW("fstatat64 size",
+       (fstatat64(AT_FDCWD, at(dir, "v64"), &st64, 0), (long long)st64.st_size));
+  SHOW("ftruncate64", ftruncate64(f64, 6));
+  SHOW("fcntl64 F_DUPFD", fcntl64(f64, F_DUPFD, 70) >= 70);
+  typedef int (*xstat_fn)(int, const char *, struct stat *);
+  typedef int (*fxstat_fn)(int, int, struct stat *);
+  xstat_fn xstat = (xstat_fn)dlvsym(RTLD_DEFAULT, "__xstat", "GLIBC_2.2.5");
+  fxstat_fn fxstat = (fxstat_fn)dlvsym(RTLD_DEFAULT, "__fxstat", "GLIBC_2.2.5");
+  SHOW("__xstat size", xstat ? (xstat(1, at(dir, "v64"), &st), st.st_size) : -2);
+  SHOW("__fxstat size", fxstat ? (fxstat(1, f64, &st), st.st_size) : -2);
+  int c64 = creat64(at(dir, "c64"), 0644);
+  SHOW("creat64 write", write(c64, "c", 1));
+  SHOW("close creat64", close(c64));
+  int o64 = openat64(AT_FDCWD, at(dir, "c64"), O_RDONLY);
+  SHOW("openat64 read", read(o64, buf, 10));
+  close(o64);
+  FILE *s64 = fopen64(at(dir, "v64"), "r");
+  SHOW("fopen64 fread", n = (ssize_t)fread(buf, 1, 20, s64));
+  show_text("fopen64 data", buf, n);
+  s64 = freopen64(at(dir, "c64"), "r", s64);
+  SHOW("freopen64 fread", (ssize_t)fread(buf, 1, 20, s64));
+  SHOW("fclose 64", fclose(s64));
+  SHOW("close f64", close(f64));
+
+  /* closefrom; fcloseall in a child (glibc's flushes and frees every stream but closes no fd) */
+  int keep = open(at(dir, "cf"), O_CREAT | O_RDWR | O_TRUNC, 0644);
+  SHOW("dup2 to 80", dup2(keep, 80));
+  SHOW("read 80 (adopt)", read(80, buf, 1));
+  SHOW("closefrom 80", (closefrom(80), 0));
+  SHOW("read after closefrom", read(80, buf, 1));
+  child = fork();
+  if (child == 0) {
+    FILE *old = fopen(at(dir, "cf"), "r+");
+    int number = fileno(old);
+    fputs("old", old);
+    fflush(old);
+    write(number, "!", 1); /* adopts the number for "cf" */
+    int all = fcloseall();
+    _exit(all == 0 && write(number, "+", 1) == 1 ? 0 : 1);
+  }
+  waitpid(child, &status, 0);
+  SHOW("fcloseall child status", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  SHOW("cf", n = pread(keep, buf, 10, 0));
+  show_text("cf data", buf, n);
+  close(keep);
 
   /* threads: four writers on one fd */
   int t = open(at(dir, "threads"), O_CREAT | O_RDWR | O_TRUNC, 0644);
