@@ -19,7 +19,7 @@ import { keys, type Namespace, type NsTxn } from "../meta/namespace.ts";
 import type { LocalStore } from "./local.ts";
 import { type BackendStore, chunkObjectKey } from "./backend.ts";
 import { type CachedChunk, CacheIndex } from "./cache_index.ts";
-import { allocatePayload } from "../cluster/peer_wire.ts";
+import { recycleBuffer, takeBuffer } from "./buffer_pool.ts";
 import {
   CHUNK_SIZE,
   type ChunkMap,
@@ -288,9 +288,13 @@ export class ClusterData {
   async #fill(ino: number, fd: number, state: FileState, index: number, ref: ChunkRef) {
     this.stats.misses++;
     const data = await this.source.fetch(ino, index, ref);
-    // A write may have landed while the fetch was in flight: local bytes are newer then.
-    if (state.dirty.has(index) || state.map.get(index)?.version !== ref.version) return;
-    await this.#storeChunk(ino, fd, index, ref, data);
+    try {
+      // A write may have landed while the fetch was in flight: local bytes are newer then.
+      if (state.dirty.has(index) || state.map.get(index)?.version !== ref.version) return;
+      await this.#storeChunk(ino, fd, index, ref, data);
+    } finally {
+      recycleBuffer(data); // the source hands it over; nothing else holds it
+    }
     await this.#evict();
   }
 
@@ -461,47 +465,54 @@ export class ClusterData {
   /**
    * A peer asks for a chunk this node owns: the local copy if it holds that version (checked
    * once per process), else the backend's, which is then kept (so the backend is read once for
-   * the cluster). The local bytes are read into a buffer with room for the frame header, so the
-   * transport sends them without another copy.
+   * the cluster: concurrent requests share that fill). Each request gets its own buffer from
+   * the pool, handed over to the transport, which sends it without a copy and recycles it.
    */
   async serveChunk(ino: number, index: number, ref: ChunkRef): Promise<Uint8Array> {
-    const key = `serve/${ino}/${index}`;
-    const pending = this.#inflight.get(key) as Promise<Uint8Array> | undefined;
-    if (pending) return await pending;
-    const promise = this.#serve(ino, index, ref).finally(() => this.#inflight.delete(key));
-    this.#inflight.set(key, promise as unknown as Promise<void>);
-    const data = await promise;
-    await this.#evict();
-    return data;
-  }
-
-  async #serve(ino: number, index: number, ref: ChunkRef): Promise<Uint8Array> {
-    // An fd of its own: the vfs's shared fd may be closed by a release while this waits.
     const held = await this.#acquireServeFd(ino);
-    const fd = held.fd;
     try {
-      const cached = this.index.get(ino, index);
-      if (cached && cached.version === ref.version && cached.length === ref.length) {
-        const bytes = allocatePayload(cached.length);
-        const n = await this.#io.read(fd, bytes, index * CHUNK_SIZE);
-        // The row may have changed while the read was in flight (an asynchronous engine).
-        if (n === cached.length && this.index.get(ino, index) === cached) {
-          if (this.#verified.has(cached) || crc32(bytes) === cached.crc) {
-            this.#verified.add(cached);
-            this.index.touch(ino, index);
-            this.stats.hits++;
-            return bytes;
-          }
-          this.stats.checksumFailures++;
-        }
+      const local = await this.#readVerified(held.fd, ino, index, ref);
+      if (local) return local;
+      const key = `serve/${ino}/${index}`;
+      let pending = this.#inflight.get(key) as Promise<Uint8Array> | undefined;
+      if (!pending) {
+        pending = this.#serveFill(held.fd, ino, index, ref).finally(() =>
+          this.#inflight.delete(key)
+        );
+        this.#inflight.set(key, pending as unknown as Promise<void>);
       }
-      const data = await this.fetchFromBackend(ino, index, ref);
-      const state = this.#files.get(ino);
-      if (!state?.dirty.has(index)) await this.#storeChunk(ino, fd, index, ref, data);
-      return data;
+      const data = await pending;
+      await this.#evict();
+      return data.slice(); // shared by concurrent requests: each sends its own copy
     } finally {
       this.#releaseServeFd(held);
     }
+  }
+
+  /** The local bytes of the chunk in a pooled buffer, or undefined if not held or corrupt. */
+  async #readVerified(fd: number, ino: number, index: number, ref: ChunkRef) {
+    const cached = this.index.get(ino, index);
+    if (!cached || cached.version !== ref.version || cached.length !== ref.length) return;
+    const bytes = takeBuffer(cached.length);
+    const n = await this.#io.read(fd, bytes, index * CHUNK_SIZE);
+    // The row may have changed while the read was in flight (an asynchronous engine).
+    if (n === cached.length && this.index.get(ino, index) === cached) {
+      if (this.#verified.has(cached) || crc32(bytes) === cached.crc) {
+        this.#verified.add(cached);
+        this.index.touch(ino, index);
+        this.stats.hits++;
+        return bytes;
+      }
+      this.stats.checksumFailures++;
+    }
+    recycleBuffer(bytes);
+  }
+
+  async #serveFill(fd: number, ino: number, index: number, ref: ChunkRef) {
+    const data = await this.fetchFromBackend(ino, index, ref);
+    const state = this.#files.get(ino);
+    if (!state?.dirty.has(index)) await this.#storeChunk(ino, fd, index, ref, data);
+    return data;
   }
 
   /**

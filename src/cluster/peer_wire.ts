@@ -58,14 +58,9 @@ function writeHeader(out: Uint8Array, type: number, requestId: number, length: n
 }
 
 /**
- * A payload buffer with room for the frame header in front of it, so `frameAround` can send
- * header and payload as one write without copying a 4 MiB chunk into a new frame.
+ * The frame holding `payload`: the header is written in place when the payload's buffer has
+ * room before it (src/cache/buffer_pool.ts leaves some), so 4 MiB is not copied; else copied.
  */
-export function allocatePayload(length: number): Uint8Array {
-  return new Uint8Array(HEADER_BYTES + length).subarray(HEADER_BYTES);
-}
-
-/** The frame holding `payload`: written in place when it came from allocatePayload, else copied. */
 export function frameAround(type: number, requestId: number, payload: Uint8Array): Uint8Array {
   if (payload.byteOffset < HEADER_BYTES) return encodeFrame(type, requestId, payload);
   const out = new Uint8Array(

@@ -20,6 +20,7 @@ import {
   MalformedFrameError,
   parseHeader,
 } from "./peer_wire.ts";
+import { recycleBuffer, takeBuffer } from "../cache/buffer_pool.ts";
 
 export interface PeerTransport {
   readonly kind: string;
@@ -27,8 +28,11 @@ export interface PeerTransport {
   close(): void;
 }
 
-/** Answers one request with the chunk's bytes; a payload from `allocatePayload` is sent without
- * a copy. */
+/**
+ * Answers one request with the chunk's bytes. The transport owns what it returns: it sends it
+ * (without a copy when there is header room before it) and then recycles it
+ * (src/cache/buffer_pool.ts), so return a buffer nothing else will touch.
+ */
 export type ChunkServer = (request: GetChunk) => Promise<Uint8Array>;
 
 /** Listen on `hostname:port` (port 0: any) and answer GET_CHUNK with `serve`. */
@@ -80,9 +84,13 @@ async function serveConnection(conn: Deno.TcpConn, serve: ChunkServer, log: (l: 
         }
         const request = decodeGetChunk(frame.payload);
         serve(request).then(
-          (data) => frameAround(FrameType.CHUNK, frame.requestId, data),
-          (error) => encodeFrame(FrameType.ERROR, frame.requestId, encodeText(String(error))),
-        ).then((reply) => writes = writes.then(() => send(reply)).catch(() => {}));
+          (data) => [frameAround(FrameType.CHUNK, frame.requestId, data), data],
+          (error) => [encodeFrame(FrameType.ERROR, frame.requestId, encodeText(String(error)))],
+        ).then(([reply, data]) =>
+          writes = writes.then(() => send(reply)).catch(() => {}).then(() => {
+            if (data) recycleBuffer(data);
+          })
+        );
       }
     }
   } catch (error) {
@@ -160,7 +168,10 @@ export class TcpTransport implements PeerTransport {
         }
         const header = parseHeader(scratch.subarray(start, start + HEADER_BYTES));
         start += HEADER_BYTES;
-        const payload = new Uint8Array(header.length);
+        // The caller of getChunk owns the payload and may recycle it once stored.
+        const payload = header.type === FrameType.CHUNK
+          ? takeBuffer(header.length)
+          : new Uint8Array(header.length);
         const buffered = Math.min(end - start, header.length);
         payload.set(scratch.subarray(start, start + buffered));
         start += buffered;
@@ -171,7 +182,8 @@ export class TcpTransport implements PeerTransport {
         }
         const waiter = connection.pending.get(header.requestId);
         connection.pending.delete(header.requestId);
-        waiter?.resolve({ type: header.type, requestId: header.requestId, payload });
+        if (waiter) waiter.resolve({ type: header.type, requestId: header.requestId, payload });
+        else recycleBuffer(payload); // its request timed out
       }
     } catch (error) {
       failure = error as Error;
@@ -187,6 +199,7 @@ export class TcpTransport implements PeerTransport {
     connection.pending.clear();
   }
 
+  /** The chunk's bytes, owned by the caller (recycleBuffer them when done, or drop them). */
   async getChunk(address: string, request: GetChunk): Promise<Uint8Array> {
     const connection = await this.#connect(address);
     const id = connection.nextId++;
