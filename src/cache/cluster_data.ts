@@ -86,6 +86,8 @@ interface FileState {
   dirty: Map<number, number>;
   /** Last chunk read, for readahead. */
   lastRead: number;
+  /** Last chunk whose readahead was issued: once per chunk, not once per read. */
+  readaheadAt: number;
 }
 
 /** An fd kept open for serving peers; closed when dropped and no request uses it. */
@@ -170,7 +172,9 @@ export class ClusterData {
   async opened(ino: number, fd: number, size: number): Promise<void> {
     const map = decodeChunkMap(await this.#ns.transact((tx) => tx.getChunkMap(ino)));
     let state = this.#files.get(ino);
-    if (!state) this.#files.set(ino, state = { map, dirty: new Map(), lastRead: -2 });
+    if (!state) {
+      this.#files.set(ino, state = { map, dirty: new Map(), lastRead: -2, readaheadAt: -1 });
+    }
     state.map = map;
     // Local chunks of other versions are stale; drop them so holes read as zeros until filled.
     for (const cached of this.index.ofInode(ino)) {
@@ -213,16 +217,23 @@ export class ClusterData {
     if (!state || length <= 0) return;
     const first = Math.floor(offset / CHUNK_SIZE);
     const last = Math.floor((offset + length - 1) / CHUNK_SIZE);
-    const waits: Promise<void>[] = [];
+    let waits: Promise<void>[] | undefined;
     for (let index = first; index <= last; index++) {
       const start = index * CHUNK_SIZE;
       if (overwrite && offset <= start && offset + length >= start + CHUNK_SIZE) continue;
-      waits.push(this.#ensureChunk(ino, fd, state, index));
+      // The hot path (a hit) creates no promise: a 1 MiB read from the page cache is ~40 us,
+      // so microseconds of bookkeeping per read show in the local-hit benchmark.
+      if (this.#present(ino, state, index)) continue;
+      (waits ??= []).push(this.#ensureChunk(ino, fd, state, index));
     }
-    await Promise.all(waits);
+    if (waits) await Promise.all(waits);
     if (!overwrite) {
       // Sequential reader: fetch the next chunks in the background, holding the fd meanwhile.
-      if (first === state.lastRead || first === state.lastRead + 1) this.#readAhead(ino, last);
+      const sequential = first === state.lastRead || first === state.lastRead + 1;
+      if (sequential && last !== state.readaheadAt) {
+        state.readaheadAt = last;
+        this.#readAhead(ino, last);
+      }
       state.lastRead = last;
     }
   }
@@ -246,16 +257,23 @@ export class ClusterData {
     }
   }
 
-  async #ensureChunk(ino: number, fd: number, state: FileState, index: number): Promise<void> {
-    if (state.dirty.has(index)) return;
+  /** Whether the chunk's local bytes can be read as they are (counted as a hit if cached). */
+  #present(ino: number, state: FileState, index: number): boolean {
+    if (state.dirty.has(index)) return true;
     const ref = state.map.get(index);
-    if (!ref) return; // a hole: the local file has zeros there (opened() dropped stale data)
+    if (!ref) return true; // a hole: the local file has zeros there (opened() dropped stale data)
     const cached = this.index.get(ino, index);
     if (cached && cached.version === ref.version && this.#verified.has(cached)) {
       this.stats.hits++;
       this.index.touch(ino, index);
-      return;
+      return true;
     }
+    return false;
+  }
+
+  async #ensureChunk(ino: number, fd: number, state: FileState, index: number): Promise<void> {
+    if (this.#present(ino, state, index)) return;
+    const ref = state.map.get(index)!;
     // Concurrent misses of one chunk check and fetch it once.
     const key = `${ino}/${index}`;
     let pending = this.#inflight.get(key);
