@@ -36,7 +36,15 @@ import {
  */
 export interface ChunkSource {
   fetch(ino: number, index: number, ref: ChunkRef): Promise<Uint8Array>;
+  /**
+   * Optional streamed form: hand the chunk's bytes to `sink` in order as they arrive (offset
+   * within the chunk). A source may start over at offset 0 (e.g. the backend after a peer
+   * failed mid-chunk). Unchecked: the cache checks length and CRC of what the sink received.
+   */
+  fetchInto?(ino: number, index: number, ref: ChunkRef, sink: ChunkPieceSink): Promise<void>;
 }
+
+export type ChunkPieceSink = (piece: Uint8Array, offset: number) => Promise<void>;
 
 /**
  * Throw unless `data` is the chunk `ref` names: its length, and for a whole object (the map's
@@ -88,6 +96,17 @@ interface FileState {
   lastRead: number;
   /** Last chunk whose readahead was issued: once per chunk, not once per read. */
   readaheadAt: number;
+}
+
+/**
+ * A chunk served in pieces straight from the local file (the peer transport's ChunkBody):
+ * `read` fills `into` from `offset` within the chunk and throws if the chunk changed meanwhile;
+ * `done` must be called once when sending ends, whatever happened.
+ */
+export interface ServedChunk {
+  length: number;
+  read(into: Uint8Array, offset: number): Promise<void>;
+  done(): void;
 }
 
 /** An fd kept open for serving peers; closed when dropped and no request uses it. */
@@ -220,7 +239,12 @@ export class ClusterData {
     let waits: Promise<void>[] | undefined;
     for (let index = first; index <= last; index++) {
       const start = index * CHUNK_SIZE;
-      if (overwrite && offset <= start && offset + length >= start + CHUNK_SIZE) continue;
+      if (overwrite && offset <= start && offset + length >= start + CHUNK_SIZE) {
+        // A fill in flight writes into the local file: let it finish before this write lands.
+        const filling = this.#inflight.get(`${ino}/${index}`);
+        if (filling) (waits ??= []).push(filling.catch(() => {}));
+        continue;
+      }
       // The hot path (a hit) creates no promise: a 1 MiB read from the page cache is ~40 us,
       // so microseconds of bookkeeping per read show in the local-hit benchmark.
       if (this.#present(ino, state, index)) continue;
@@ -305,6 +329,7 @@ export class ClusterData {
 
   async #fill(ino: number, fd: number, state: FileState, index: number, ref: ChunkRef) {
     this.stats.misses++;
+    if (this.source.fetchInto) return await this.#fillStreamed(ino, fd, state, index, ref);
     const data = await this.source.fetch(ino, index, ref);
     try {
       // A write may have landed while the fetch was in flight: local bytes are newer then.
@@ -313,6 +338,63 @@ export class ClusterData {
     } finally {
       recycleBuffer(data); // the source hands it over; nothing else holds it
     }
+    await this.#evict();
+  }
+
+  /**
+   * Fill from a streaming source: each piece is written into the local file at its place as it
+   * arrives (the piece buffer stays in the CPU cache; no 4 MiB buffer is assembled), with the
+   * CRC computed on the way. The bytes count only once the whole chunk arrived and matches: the
+   * index row is written last, so a failed or abandoned fill leaves bytes no row vouches for
+   * (the next fill overwrites them). Stops writing as soon as the chunk is written locally or
+   * replaced (dirty, other version, truncated): local bytes are then newer.
+   */
+  async #fillStreamed(ino: number, fd: number, state: FileState, index: number, ref: ChunkRef) {
+    const start = index * CHUNK_SIZE;
+    const stillWanted = () => {
+      const now = state.map.get(index);
+      return !state.dirty.has(index) && now?.version === ref.version && now.length === ref.length;
+    };
+    this.index.delete(ino, index);
+    let crc = 0;
+    let received = 0;
+    let abandoned = false;
+    const sink: ChunkPieceSink = async (piece, offset) => {
+      if (abandoned || !stillWanted()) {
+        abandoned = true;
+        return;
+      }
+      if (offset === 0) [crc, received] = [0, 0]; // the source started over
+      if (offset !== received || received + piece.length > ref.length) {
+        throw new FsError("EIO", `chunk ${ino}/${index}: piece at ${offset}, expected ${received}`);
+      }
+      for (let done = 0; done < piece.length;) {
+        done += await this.#io.write(fd, piece.subarray(done), start + offset + done);
+      }
+      crc = crc32(piece, crc);
+      received += piece.length;
+    };
+    await this.source.fetchInto!(ino, index, ref, sink);
+    if (abandoned || !stillWanted()) return;
+    if (received !== ref.length || (isWhole(ref) && crc !== ref.crc)) {
+      // A bad copy (from a peer): the backend's, checked, replaces it.
+      this.stats.checksumFailures++;
+      console.error(
+        `skyfs: chunk ${ino}/${index} arrived with ${received} of ${ref.length} bytes or a bad ` +
+          `checksum; reading the backend`,
+      );
+      const data = await this.fetchFromBackend(ino, index, ref);
+      if (stillWanted()) await this.#storeChunk(ino, fd, index, ref, data);
+      await this.#evict();
+      return;
+    }
+    if (ref.length < CHUNK_SIZE) {
+      const mode = libc.FALLOC_FL_PUNCH_HOLE | libc.FALLOC_FL_KEEP_SIZE;
+      await this.#io.fallocate(fd, mode, start + ref.length, CHUNK_SIZE - ref.length);
+    }
+    this.index.set({ ino, index, version: ref.version, length: ref.length, crc });
+    this.#verified.add(this.index.get(ino, index)!);
+    this.stats.bytes = this.index.bytes;
     await this.#evict();
   }
 
@@ -483,11 +565,22 @@ export class ClusterData {
   /**
    * A peer asks for a chunk this node owns: the local copy if it holds that version (checked
    * once per process), else the backend's, which is then kept (so the backend is read once for
-   * the cluster: concurrent requests share that fill). Each request gets its own buffer from
-   * the pool, handed over to the transport, which sends it without a copy and recycles it.
+   * the cluster: concurrent requests share that fill). A chunk already checked in this process
+   * is streamed: the transport reads it piece by piece from the local file (`ServedChunk`).
+   * Otherwise each request gets its own buffer from the pool, handed over to the transport,
+   * which sends it without a copy and recycles it.
    */
-  async serveChunk(ino: number, index: number, ref: ChunkRef): Promise<Uint8Array> {
+  async serveChunk(ino: number, index: number, ref: ChunkRef): Promise<Uint8Array | ServedChunk> {
     const held = await this.#acquireServeFd(ino);
+    const cached = this.index.get(ino, index);
+    if (
+      cached && cached.version === ref.version && cached.length === ref.length &&
+      this.#verified.has(cached)
+    ) {
+      this.index.touch(ino, index);
+      this.stats.hits++;
+      return this.#stream(held, ino, index, cached);
+    }
     try {
       const local = await this.#readVerified(held.fd, ino, index, ref);
       if (local) return local;
@@ -505,6 +598,24 @@ export class ClusterData {
     } finally {
       this.#releaseServeFd(held);
     }
+  }
+
+  #stream(held: ServeFd, ino: number, index: number, cached: CachedChunk): ServedChunk {
+    let released = false;
+    return {
+      length: cached.length,
+      read: async (into, offset) => {
+        const n = await this.#io.read(held.fd, into, index * CHUNK_SIZE + offset);
+        // Evicted, refilled or overwritten meanwhile: the row object changed.
+        if (n !== into.length || this.index.get(ino, index) !== cached) {
+          throw new Error(`chunk ${ino}/${index} changed while being sent`);
+        }
+      },
+      done: () => {
+        if (!released) this.#releaseServeFd(held);
+        released = true;
+      },
+    };
   }
 
   /** The local bytes of the chunk in a pooled buffer, or undefined if not held or corrupt. */

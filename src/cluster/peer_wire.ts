@@ -47,6 +47,13 @@ export function encodeFrame(type: number, requestId: number, payload: Uint8Array
   return out;
 }
 
+/** A header alone, for a payload sent after it in pieces. */
+export function encodeHeader(type: number, requestId: number, length: number): Uint8Array {
+  const out = new Uint8Array(HEADER_BYTES);
+  writeHeader(out, type, requestId, length);
+  return out;
+}
+
 function writeHeader(out: Uint8Array, type: number, requestId: number, length: number): void {
   const view = new DataView(out.buffer, out.byteOffset, HEADER_BYTES);
   view.setUint32(0, MAGIC);

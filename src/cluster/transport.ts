@@ -10,6 +10,7 @@ import {
   decodeText,
   encodeFrame,
   encodeGetChunk,
+  encodeHeader,
   encodeText,
   type Frame,
   frameAround,
@@ -25,15 +26,38 @@ import { recycleBuffer, takeBuffer } from "../cache/buffer_pool.ts";
 export interface PeerTransport {
   readonly kind: string;
   getChunk(address: string, request: GetChunk): Promise<Uint8Array>;
+  /**
+   * The chunk's bytes handed to `sink` piece by piece as they arrive, in order (offset within
+   * the chunk); resolves after the last piece. A sink that throws ends the delivery (the rest
+   * of the frame is read and dropped) and the promise rejects with its error.
+   */
+  getChunkInto(address: string, request: GetChunk, sink: ChunkSink): Promise<number>;
   close(): void;
 }
 
+export type ChunkSink = (piece: Uint8Array, offset: number) => Promise<void> | void;
+
 /**
- * Answers one request with the chunk's bytes. The transport owns what it returns: it sends it
- * (without a copy when there is header room before it) and then recycles it
- * (src/cache/buffer_pool.ts), so return a buffer nothing else will touch.
+ * A reply sent in pieces of PIECE_BYTES read straight from where the chunk lives: the
+ * intermediate buffer stays in the CPU cache instead of streaming 4 MiB buffers through
+ * memory. `read` fills `into` from `offset` (throw if the chunk changed: the connection is then
+ * closed, since the header already announced the length); `done` runs after the last piece.
  */
-export type ChunkServer = (request: GetChunk) => Promise<Uint8Array>;
+export interface ChunkBody {
+  length: number;
+  read(into: Uint8Array, offset: number): Promise<void>;
+  done(): void;
+}
+
+/** Bytes per piece of a streamed chunk (both directions). */
+export const PIECE_BYTES = 256 << 10;
+
+/**
+ * Answers one request with the chunk's bytes, or a body to stream them from. The transport owns
+ * a returned buffer: it sends it (without a copy when there is header room before it) and then
+ * recycles it (src/cache/buffer_pool.ts), so return a buffer nothing else will touch.
+ */
+export type ChunkServer = (request: GetChunk) => Promise<Uint8Array | ChunkBody>;
 
 /** Listen on `hostname:port` (port 0: any) and answer GET_CHUNK with `serve`. */
 export function listenPeers(
@@ -65,12 +89,37 @@ export function listenPeers(
 }
 
 async function serveConnection(conn: Deno.TcpConn, serve: ChunkServer, log: (l: string) => void) {
+  conn.setNoDelay(true);
   const reader = new FrameReader();
   const remote = `${(conn.remoteAddr as Deno.NetAddr).hostname}:${
     (conn.remoteAddr as Deno.NetAddr).port
   }`;
   const send = async (bytes: Uint8Array) => {
     for (let done = 0; done < bytes.length;) done += await conn.write(bytes.subarray(done));
+  };
+  // Header room in front: the header goes out in one write with the first piece (a lone
+  // 16-byte write then waited on the peer's delayed ACK: 0.7 GB/s).
+  const piece = new Uint8Array(HEADER_BYTES + PIECE_BYTES);
+  const stream = async (requestId: number, body: ChunkBody) => {
+    try {
+      piece.set(encodeHeader(FrameType.CHUNK, requestId, body.length));
+      let from = 0; // where this write starts in `piece`: 0 with the header, else HEADER_BYTES
+      for (let offset = 0; offset < body.length; offset += PIECE_BYTES) {
+        const length = Math.min(PIECE_BYTES, body.length - offset);
+        try {
+          await body.read(piece.subarray(HEADER_BYTES, HEADER_BYTES + length), offset);
+        } catch (error) {
+          log(`skyfs: peer ${remote}: chunk changed while being sent (${error}); closing`);
+          conn.close(); // the header promised the bytes: the requester sees the connection end
+          throw error;
+        }
+        await send(piece.subarray(from, HEADER_BYTES + length));
+        from = HEADER_BYTES;
+      }
+      if (body.length === 0) await send(piece.subarray(0, HEADER_BYTES));
+    } finally {
+      body.done();
+    }
   };
   let writes = Promise.resolve();
   const buffer = new Uint8Array(1 << 20);
@@ -83,13 +132,22 @@ async function serveConnection(conn: Deno.TcpConn, serve: ChunkServer, log: (l: 
           throw new MalformedFrameError(`frame type ${frame.type} sent to a server`);
         }
         const request = decodeGetChunk(frame.payload);
+        const id = frame.requestId;
         serve(request).then(
-          (data) => [frameAround(FrameType.CHUNK, frame.requestId, data), data],
-          (error) => [encodeFrame(FrameType.ERROR, frame.requestId, encodeText(String(error)))],
-        ).then(([reply, data]) =>
-          writes = writes.then(() => send(reply)).catch(() => {}).then(() => {
-            if (data) recycleBuffer(data);
-          })
+          (reply) => {
+            if (!(reply instanceof Uint8Array)) {
+              writes = writes.then(() => stream(id, reply)).catch(() => {});
+              return;
+            }
+            const bytes = frameAround(FrameType.CHUNK, id, reply);
+            writes = writes.then(() => send(bytes)).catch(() => {}).then(() =>
+              recycleBuffer(reply)
+            );
+          },
+          (error) => {
+            const bytes = encodeFrame(FrameType.ERROR, id, encodeText(String(error)));
+            writes = writes.then(() => send(bytes)).catch(() => {});
+          },
         );
       }
     }
@@ -104,9 +162,16 @@ async function serveConnection(conn: Deno.TcpConn, serve: ChunkServer, log: (l: 
   }
 }
 
+interface Waiter {
+  resolve: (f: Frame) => void;
+  reject: (e: Error) => void;
+  /** Streamed delivery (getChunkInto): pieces go here, and the frame's payload is empty. */
+  sink?: ChunkSink;
+}
+
 interface Connection {
   conn: Deno.TcpConn;
-  pending: Map<number, { resolve: (f: Frame) => void; reject: (e: Error) => void }>;
+  pending: Map<number, Waiter>;
   nextId: number;
   writes: Promise<void>;
 }
@@ -151,6 +216,7 @@ export class TcpTransport implements PeerTransport {
   async #readLoop(address: string, connection: Connection) {
     const conn = connection.conn;
     const scratch = new Uint8Array(1 << 16);
+    let piece: Uint8Array | undefined;
     let start = 0;
     let end = 0;
     let failure: Error = new Error(`peer ${address} closed the connection`);
@@ -168,6 +234,26 @@ export class TcpTransport implements PeerTransport {
         }
         const header = parseHeader(scratch.subarray(start, start + HEADER_BYTES));
         start += HEADER_BYTES;
+        const waiting = connection.pending.get(header.requestId);
+        if (waiting?.sink && header.type === FrameType.CHUNK) {
+          connection.pending.delete(header.requestId);
+          const buffered = Math.min(end - start, header.length);
+          const result = await this.#deliver(
+            conn,
+            piece ??= new Uint8Array(PIECE_BYTES),
+            scratch.subarray(start, start + buffered),
+            header.length,
+            waiting.sink,
+          );
+          start += buffered;
+          if (result instanceof Error) waiting.reject(result);
+          else {waiting.resolve({
+              type: header.type,
+              requestId: header.requestId,
+              payload: scratch.subarray(0, 0),
+            });}
+          continue;
+        }
         // The caller of getChunk owns the payload and may recycle it once stored.
         const payload = header.type === FrameType.CHUNK
           ? takeBuffer(header.length)
@@ -199,8 +285,59 @@ export class TcpTransport implements PeerTransport {
     connection.pending.clear();
   }
 
+  /**
+   * Hand a streamed payload of `length` bytes (the first ones already `buffered`) to `sink` in
+   * pieces of up to PIECE_BYTES read into `piece` (one per connection, reused). Reads the whole payload even when
+   * the sink fails (the stream must stay aligned on frames); returns the sink's error then.
+   */
+  async #deliver(
+    conn: Deno.TcpConn,
+    piece: Uint8Array,
+    buffered: Uint8Array,
+    length: number,
+    sink: ChunkSink,
+  ): Promise<Error | undefined> {
+    let failure: Error | undefined;
+    const give = async (piece: Uint8Array, offset: number) => {
+      if (failure) return;
+      try {
+        await sink(piece, offset);
+      } catch (error) {
+        failure = error as Error;
+      }
+    };
+    if (buffered.length > 0) await give(buffered, 0);
+    for (let offset = buffered.length; offset < length;) {
+      const into = piece.subarray(0, Math.min(PIECE_BYTES, length - offset));
+      for (let filled = 0; filled < into.length;) {
+        const n = await conn.read(into.subarray(filled));
+        if (n === null) throw new Error(`peer closed the connection mid-frame`);
+        filled += n;
+      }
+      await give(into, offset);
+      offset += into.length;
+    }
+    return failure;
+  }
+
+  async getChunkInto(address: string, request: GetChunk, sink: ChunkSink): Promise<number> {
+    let settled = false;
+    // After a timeout the caller has moved on (maybe to the backend): later pieces go nowhere.
+    const guarded: ChunkSink = (piece, offset) => settled ? undefined : sink(piece, offset);
+    try {
+      await this.#request(address, request, guarded);
+      return request.length;
+    } finally {
+      settled = true;
+    }
+  }
+
   /** The chunk's bytes, owned by the caller (recycleBuffer them when done, or drop them). */
   async getChunk(address: string, request: GetChunk): Promise<Uint8Array> {
+    return await this.#request(address, request);
+  }
+
+  async #request(address: string, request: GetChunk, sink?: ChunkSink): Promise<Uint8Array> {
     const connection = await this.#connect(address);
     const id = connection.nextId++;
     const frame = await new Promise<Frame>((resolve, reject) => {
@@ -211,6 +348,7 @@ export class TcpTransport implements PeerTransport {
       connection.pending.set(id, {
         resolve: (f) => (clearTimeout(timer), resolve(f)),
         reject: (e) => (clearTimeout(timer), reject(e)),
+        sink,
       });
       const bytes = encodeFrame(FrameType.GET_CHUNK, id, encodeGetChunk(request));
       connection.writes = connection.writes.then(async () => {
