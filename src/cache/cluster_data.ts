@@ -379,10 +379,10 @@ export class ClusterData {
     if (received !== ref.length || (isWhole(ref) && crc !== ref.crc)) {
       // A bad copy (from a peer): the backend's, checked, replaces it.
       this.stats.checksumFailures++;
-      console.error(
-        `skyfs: chunk ${ino}/${index} arrived with ${received} of ${ref.length} bytes or a bad ` +
-          `checksum; reading the backend`,
-      );
+      const why = received !== ref.length
+        ? `${received} of ${ref.length} bytes`
+        : `CRC 0x${crc.toString(16)}, the map says 0x${ref.crc.toString(16)}`;
+      console.error(`skyfs: chunk ${ino}/${index} arrived bad (${why}); reading the backend`);
       const data = await this.fetchFromBackend(ino, index, ref);
       if (stillWanted()) await this.#storeChunk(ino, fd, index, ref, data);
       await this.#evict();

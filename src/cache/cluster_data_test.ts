@@ -10,7 +10,8 @@ import { createPortableEngine } from "../io/portable.ts";
 import { createVfs, type VfsWithRecovery } from "../vfs/vfs.ts";
 import type { Ctx } from "../vfs/types.ts";
 import { type BackendStore, DirBackend } from "./backend.ts";
-import { ClusterData } from "./cluster_data.ts";
+import { type ChunkSource, ClusterData } from "./cluster_data.ts";
+import { listenPeers, TcpTransport } from "../cluster/transport.ts";
 import { CHUNK_SIZE } from "./chunk_map.ts";
 import { collectGarbage } from "./gc.ts";
 import { keys } from "../meta/namespace.ts";
@@ -283,6 +284,70 @@ Deno.test({
       expected.set((await readFile(a.vfs, "keep")).subarray(5, 15), 5);
       assert.deepEqual(await readFile(b.vfs, "keep"), expected);
     } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster data: chunks streamed from a peer land in B's cache; a bad copy falls back",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    const transport = new TcpTransport({ timeoutMs: 5000 });
+    let corrupt = false;
+    let b: Node | undefined;
+    const servers: { close(): void }[] = [];
+    try {
+      const a = await c.start("a");
+      // Written on A: its cache holds the chunks (checked), so A streams them from its file.
+      const content = random(2 * CHUNK_SIZE + 777);
+      await writeFile(a.vfs, "f", content);
+      const server = listenPeers("127.0.0.1", 0, async (r) => {
+        const served = await a.data.serveChunk(r.ino, r.index, r);
+        if (!corrupt || served instanceof Uint8Array) return served;
+        // A peer whose disk flipped a byte after it was checked.
+        return {
+          length: served.length,
+          read: async (into: Uint8Array, offset: number) => {
+            await served.read(into, offset);
+            if (offset === 0) into[5] ^= 0xff;
+          },
+          done: () => served.done(),
+        };
+      }, () => {});
+      servers.push(server);
+      const source = (node: Node): ChunkSource => ({
+        fetch: () => Promise.reject(new Error("the streamed form is used")),
+        fetchInto: async (ino, index, ref, sink) => {
+          const request = { ino, index, ...ref, objectLength: ref.objectLength ?? 0 };
+          try {
+            await transport.getChunkInto(server.address, request, sink);
+          } catch {
+            await sink(await node.data.fetchFromBackend(ino, index, ref), 0);
+          }
+        },
+      });
+      b = await c.start("b");
+      b.data.source = source(b);
+      const gets = c.backend.gets;
+      assert.deepEqual(await readFile(b.vfs, "f"), content);
+      assert.equal(c.backend.gets, gets, "every chunk came from the peer");
+      assert.equal(b.data.stats.misses, 3);
+      assert.equal(b.data.index.bytes, content.length);
+      // Read again: hits from B's own cache, nothing fetched.
+      assert.deepEqual(await readFile(b.vfs, "f"), content);
+      assert.equal(b.data.stats.misses, 3);
+
+      corrupt = true;
+      const fresh = await c.start("b2");
+      fresh.data.source = source(fresh);
+      assert.deepEqual(await readFile(fresh.vfs, "f"), content);
+      assert.equal(fresh.data.stats.checksumFailures, 3, "each bad chunk was noticed");
+      assert.equal(c.backend.gets, gets + 3, "and read from the backend instead");
+    } finally {
+      for (const s of servers) s.close();
+      transport.close();
       await c.cleanup();
     }
   },

@@ -217,6 +217,7 @@ export class TcpTransport implements PeerTransport {
     const conn = connection.conn;
     const scratch = new Uint8Array(1 << 16);
     let piece: Uint8Array | undefined;
+    let current: Waiter | undefined;
     let start = 0;
     let end = 0;
     let failure: Error = new Error(`peer ${address} closed the connection`);
@@ -238,6 +239,8 @@ export class TcpTransport implements PeerTransport {
         if (waiting?.sink && header.type === FrameType.CHUNK) {
           connection.pending.delete(header.requestId);
           const buffered = Math.min(end - start, header.length);
+          // Out of `pending` while it streams: a failure below must reject it by hand.
+          current = waiting;
           const result = await this.#deliver(
             conn,
             piece ??= new Uint8Array(PIECE_BYTES),
@@ -245,6 +248,7 @@ export class TcpTransport implements PeerTransport {
             header.length,
             waiting.sink,
           );
+          current = undefined;
           start += buffered;
           if (result instanceof Error) waiting.reject(result);
           else {waiting.resolve({
@@ -281,6 +285,7 @@ export class TcpTransport implements PeerTransport {
     try {
       conn.close();
     } catch { /* already closed */ }
+    current?.reject(failure);
     for (const waiter of connection.pending.values()) waiter.reject(failure);
     connection.pending.clear();
   }

@@ -2,7 +2,7 @@
  * their own connection (with a log line); ring ownership moves little when a node leaves. */
 
 import assert from "node:assert/strict";
-import { listenPeers, TcpTransport } from "./transport.ts";
+import { listenPeers, PIECE_BYTES, TcpTransport } from "./transport.ts";
 import { encodeFrame, FrameReader, FrameType, HEADER_BYTES, MAGIC } from "./peer_wire.ts";
 import { Ring } from "./membership.ts";
 
@@ -77,4 +77,47 @@ Deno.test("ring: every node owns some chunks; removing one moves only its chunks
     assert.ok((owned.get(id) ?? 0) > 500, `${id}: ${owned.get(id)}`);
   }
   assert.equal(moved, 0);
+});
+
+Deno.test("peer transport: streamed chunks in order; a failing body or sink fails only its request", async () => {
+  const logs: string[] = [];
+  const chunk = new Uint8Array(PIECE_BYTES * 3 + 1234).map((_, i) => (i * 7) % 251);
+  let done = 0;
+  const server = listenPeers("127.0.0.1", 0, (r) =>
+    Promise.resolve({
+      length: chunk.length,
+      read: (into: Uint8Array, offset: number) => {
+        if (r.index === 66 && offset > 0) return Promise.reject(new Error("evicted"));
+        into.set(chunk.subarray(offset, offset + into.length));
+        return Promise.resolve();
+      },
+      done: () => void done++,
+    }), (line) => logs.push(line));
+  const client = new TcpTransport({ timeoutMs: 5000 });
+  const receive = (index: number, failAt = -1) => {
+    const out = new Uint8Array(chunk.length);
+    let next = 0;
+    return client.getChunkInto(server.address, { ...request, index }, (piece, offset) => {
+      assert.equal(offset, next, "pieces arrive in order");
+      if (offset >= failAt && failAt >= 0) throw new Error("disk full");
+      out.set(piece, offset);
+      next += piece.length;
+    }).then(() => out);
+  };
+  try {
+    // Several streams in flight on one connection, interleaved with a buffered request.
+    const [x, y, z] = await Promise.all([receive(1), receive(2), receive(3)]);
+    for (const got of [x, y, z]) assert.deepEqual(got, chunk);
+    // A sink that fails: its request rejects, the frame is drained, the connection goes on.
+    await assert.rejects(receive(4, PIECE_BYTES), /disk full/);
+    assert.deepEqual(await receive(5), chunk);
+    // A body that fails after the header: the server closes that connection with a log line.
+    await assert.rejects(receive(66), /closed the connection|mid-frame|reset|broken/i);
+    assert.match(logs.join("\n"), /changed while being sent/);
+    assert.deepEqual(await receive(7), chunk, "a new connection serves the next request");
+    assert.equal(done, 7, "every body was released");
+  } finally {
+    client.close();
+    server.close();
+  }
 });
