@@ -67,7 +67,11 @@ const setattr: Handler = async (op, req) => {
   if (s.valid & Fattr.MTIME_NOW) changes.mtime = UTIME_NOW;
   else if (s.valid & Fattr.MTIME) changes.mtime = { sec: s.mtime, nsec: s.mtimensec };
   if (s.valid & Fattr.CTIME) changes.ctime = { sec: s.ctime, nsec: s.ctimensec };
-  if (s.valid & Fattr.KILL_SUIDGID) changes.killSuidgid = true;
+  // With HANDLE_KILLPRIV_V2 the kernel leaves dropping set-id bits to us: FATTR_KILL_SUIDGID on
+  // a truncate, and a SETATTR with nothing else to change where its own notify_change asked to
+  // kill privileges (chown(-1, -1), an unprivileged write to a set-id file through passthrough).
+  const asksNothing = (s.valid & ~(Fattr.FH | Fattr.LOCKOWNER)) === 0;
+  if (s.valid & Fattr.KILL_SUIDGID || asksNothing) changes.killSuidgid = true;
   const fh = s.valid & Fattr.FH ? s.fh : undefined;
   const attr = await op.vfs.setattr(op.ctx, req.header.nodeid, changes, fh);
   return attrReply(attr, op.validity.attrSeconds);

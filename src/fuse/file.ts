@@ -28,19 +28,17 @@ import {
 } from "./wire.ts";
 
 /**
- * The open reply: passthrough when negotiated and the Vfs has the whole file in a local fd (the
+ * The open reply: passthrough when negotiated and the Vfs hands out the file's local fd (the
  * kernel then reads, writes and mmaps that fd itself), else the page-cache flags. Passthrough and
- * KEEP_CACHE/DIRECT_IO exclude each other, and every open of one inode must agree (the kernel
- * refuses to mix cached and passthrough opens), which holds because on one node every regular
- * file has its local fd.
+ * KEEP_CACHE/DIRECT_IO exclude each other, and every open of one inode must agree with the first
+ * (BackingFiles keeps that rule).
  */
 function openOut(op: OpContext, ino: number, result: OpenResult): OpenOut {
-  const backing = op.server.backing;
-  // An inode already in passthrough mode stays in it (the kernel refuses a cached open then),
-  // even if this open came without a backing fd (set-id bits added while it was open).
-  if (op.server.negotiated?.passthrough && (result.backingFd !== undefined || backing.has(ino))) {
-    const backingId = backing.attach(ino, result.fh, result.backingFd);
-    return { fh: result.fh, openFlags: Fopen.PASSTHROUGH, backingId };
+  if (op.server.negotiated?.passthrough) {
+    const backingId = op.server.backing.open(ino, result.fh, result.backingFd);
+    if (backingId !== undefined) {
+      return { fh: result.fh, openFlags: Fopen.PASSTHROUGH, backingId };
+    }
   }
   let openFlags = 0;
   if (result.directIo) openFlags |= Fopen.DIRECT_IO;
@@ -112,7 +110,7 @@ const release: Handler = async (op, req) => {
   const releaseFlags = v.getUint32(12, true);
   const lockOwner = releaseFlags & RELEASE_FLOCK_UNLOCK ? v.getBigUint64(16, true) : undefined;
   const fh = u64(v, 0);
-  op.server.backing.detach(fh);
+  op.server.backing.release(fh);
   await op.vfs.release(req.header.nodeid, fh, v.getUint32(8, true), lockOwner);
   return statusReply(req.header.unique, 0);
 };

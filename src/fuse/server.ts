@@ -100,47 +100,61 @@ const table = buildTable();
 
 /**
  * Passthrough backing files: one backing id per inode, shared by all of its open handles and
- * closed when the last one is released (the kernel requires one backing file per inode).
+ * closed when the last one is released (the kernel requires one backing file per inode). The
+ * kernel also refuses to mix cached and passthrough opens of one inode, so the first open decides
+ * the inode's mode and later opens follow it until the last one is released; cached opens are
+ * counted here for that reason.
  */
 export class BackingFiles {
   #byIno = new Map<number, { id: number; handles: number }>();
-  #inoByFh = new Map<number, number>();
+  #cachedByIno = new Map<number, number>();
+  #inoByFh = new Map<number, { ino: number; passthrough: boolean }>();
   #device: FuseDevice;
 
   constructor(device: FuseDevice) {
     this.#device = device;
   }
 
-  has(ino: number): boolean {
-    return this.#byIno.has(ino);
-  }
-
-  /** The backing id for `ino` (registering `fd` on first use) counted for handle `fh`. */
-  attach(ino: number, fh: number, fd: number | undefined): number {
+  /**
+   * Decide how handle `fh` of `ino` is opened: the passthrough backing id to use, or undefined
+   * for a cached open. `fd` is the Vfs's local fd when it allows passthrough for this open.
+   */
+  open(ino: number, fh: number, fd: number | undefined): number | undefined {
     let entry = this.#byIno.get(ino);
+    if (!entry && (fd === undefined || this.#cachedByIno.has(ino))) {
+      this.#cachedByIno.set(ino, (this.#cachedByIno.get(ino) ?? 0) + 1);
+      this.#inoByFh.set(fh, { ino, passthrough: false });
+      return undefined;
+    }
     if (!entry) {
-      if (fd === undefined) throw new FsError(Errno.EIO, `no backing file for inode ${ino}`);
-      const id = this.#device.backingOpen(fd);
+      const id = this.#device.backingOpen(fd!);
       if (id < 0) throw new FsError(-id, `FUSE_DEV_IOC_BACKING_OPEN of fd ${fd}`);
       entry = { id, handles: 0 };
       this.#byIno.set(ino, entry);
     }
     entry.handles++;
-    this.#inoByFh.set(fh, ino);
+    this.#inoByFh.set(fh, { ino, passthrough: true });
     return entry.id;
   }
 
-  /** Drop handle `fh`'s count; the last one closes the backing id. No-op for other handles. */
-  detach(fh: number): void {
-    const ino = this.#inoByFh.get(fh);
-    if (ino === undefined) return;
+  /** Forget handle `fh`; the last passthrough handle of an inode closes its backing id. */
+  release(fh: number): void {
+    const held = this.#inoByFh.get(fh);
+    if (held === undefined) return;
     this.#inoByFh.delete(fh);
-    const entry = this.#byIno.get(ino)!;
+    if (!held.passthrough) {
+      const left = this.#cachedByIno.get(held.ino)! - 1;
+      if (left > 0) this.#cachedByIno.set(held.ino, left);
+      else this.#cachedByIno.delete(held.ino);
+      return;
+    }
+    const entry = this.#byIno.get(held.ino)!;
     if (--entry.handles > 0) return;
-    this.#byIno.delete(ino);
+    this.#byIno.delete(held.ino);
     this.#device.backingClose(entry.id);
   }
 
+  /** Inodes with a passthrough backing file now. */
   get size(): number {
     return this.#byIno.size;
   }

@@ -24,7 +24,7 @@ import {
 import type { LocalStore } from "../cache/local.ts";
 import type { ClusterData } from "../cache/cluster_data.ts";
 import type { Attr, DirEntry } from "./types.ts";
-import { isDir, isReg, killSetId } from "./perm.ts";
+import { isDir, isReg } from "./perm.ts";
 import type { LockTable } from "./lock.ts";
 
 export interface VfsOptions {
@@ -66,8 +66,6 @@ export interface Dirty {
   atime?: Timespec;
   mtime?: Timespec;
   ctime?: Timespec;
-  /** Drop set-id bits a write must drop (data was written outside the vfs). */
-  killSetId?: boolean;
 }
 
 export interface InodeState {
@@ -170,7 +168,6 @@ function applyDirty(record: InodeRecord, dirty: Dirty | undefined): InodeRecord 
   if (dirty.atime) out.atime = dirty.atime;
   if (dirty.mtime) out.mtime = dirty.mtime;
   if (dirty.ctime) out.ctime = dirty.ctime;
-  if (dirty.killSetId && isReg(out.mode)) out.mode = killSetId(out.mode);
   return out;
 }
 
@@ -264,10 +261,10 @@ export class VfsCore {
     const st = this.local.changedOutside(ino);
     if (!st) return;
     const time = { sec: st.mtimeSec, nsec: st.mtimeNsec };
-    // Outside writes come from opens made before set-id bits were added (opens of a file with
-    // such bits get no backing fd). The writer is unknown, so the bits drop as for a non-root
-    // writer: the safe side.
-    this.markDirty(ino, { size: st.size, mtime: time, ctime: time, killSetId: true });
+    // Set-id bits are not dropped here: the writer is unknown (root keeps them), and the kernel
+    // asks for the drop itself (an empty SETATTR under HANDLE_KILLPRIV_V2) before an
+    // unprivileged passthrough write to a set-id file.
+    this.markDirty(ino, { size: st.size, mtime: time, ctime: time });
   }
 
   // --- transactions ---

@@ -126,7 +126,10 @@ export async function setattr(
       r.ctime = now;
     }
     if (changes.atime !== undefined || changes.mtime !== undefined) setTimes(ctx, r, changes, now);
-    if (changes.killSuidgid && !isDir(r.mode)) r.mode = killSetId(r.mode);
+    if (changes.killSuidgid && !isDir(r.mode)) {
+      r.mode = killSetId(r.mode);
+      r.ctime = now; // a kill request stands for a chown or write, both of which change ctime
+    }
     if (changes.ctime) r.ctime = changes.ctime;
     t.putInode(r);
     return r;
