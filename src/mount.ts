@@ -158,6 +158,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   const server = new FuseServer(device, vfs, {
     spinMicros: options.spinMicros,
     passthrough: options.passthrough && !node,
+    cacheDirs: !node, // other nodes change directories behind this kernel's back
     onInit: (n) =>
       log(`skyfs: kernel FUSE 7.${n.minor}, passthrough ${n.passthrough ? "on" : "off"}`),
     validity: { entrySeconds: seconds, attrSeconds: seconds },

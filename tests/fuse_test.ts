@@ -125,3 +125,26 @@ Deno.test({
     assert.ok((counts.get("GETXATTR") ?? 0) < 5, `requests: ${[...counts]}`);
   },
 });
+
+Deno.test({
+  name: "fuse: listings of an unchanged directory come from the kernel cache; changes show at once",
+  ...options,
+  async fn() {
+    let listings: string[][] = [];
+    const counts = await countRequests([], async (mp) => {
+      for (let i = 0; i < 30; i++) await Deno.writeTextFile(join(mp, `f${i}`), "x");
+      const list = () => [...Deno.readDirSync(mp)].map((e) => e.name).sort();
+      for (let i = 0; i < 50; i++) list();
+      await Deno.writeTextFile(join(mp, "new"), "y");
+      await Deno.remove(join(mp, "f3"));
+      await Deno.rename(join(mp, "f4"), join(mp, "g4"));
+      listings = [list(), list()];
+    });
+    const reads = (counts.get("READDIR") ?? 0) + (counts.get("READDIRPLUS") ?? 0);
+    assert.ok(reads < 20, `50 listings of an unchanged directory: requests ${[...counts]}`);
+    for (const names of listings) {
+      assert.ok(names.includes("new") && names.includes("g4"), `listing: ${names}`);
+      assert.ok(!names.includes("f3") && !names.includes("f4"), `listing: ${names}`);
+    }
+  },
+});

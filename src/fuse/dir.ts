@@ -8,6 +8,7 @@ import {
   decodeReadIn,
   direntReply,
   direntSize,
+  Fopen,
   FSYNC_FDATASYNC,
   isDotOrDotDot,
   Opcode,
@@ -20,7 +21,11 @@ import type { OpContext } from "./server.ts";
 
 const opendir: Handler = async (op, req) => {
   const fh = await op.vfs.opendir(op.ctx, req.header.nodeid, req.view.getUint32(0, true));
-  return openReply({ fh, openFlags: 0 });
+  // The kernel may keep a directory's listing in its page cache across opens: it drops the cache
+  // itself when the directory's mtime or i_version moves, which every change made through this
+  // kernel does. Only when changes can come from elsewhere (cluster mode) must it ask each time.
+  const openFlags = op.server.cacheDirs ? Fopen.CACHE_DIR | Fopen.KEEP_CACHE : 0;
+  return openReply({ fh, openFlags });
 };
 
 async function readdirWith(op: OpContext, req: Request, plus: boolean) {

@@ -47,6 +47,9 @@ export interface ServerOptions {
    * save the ~13-60 us wake-up of a `nonblocking` call when requests come back to back.
    * Default 0. */
   spinMicros?: number;
+  /** Let the kernel cache directory listings across opens (FOPEN_CACHE_DIR). Only safe when
+   * every change to the namespace goes through this kernel (not in cluster mode). Default true. */
+  cacheDirs?: boolean;
   /** Called once INIT is negotiated. */
   onInit?: (negotiated: Negotiated) => void;
   /** Called for each request failure that is our bug (not an FsError). */
@@ -165,6 +168,7 @@ export class FuseServer {
   readonly vfs: Vfs;
   readonly validity: Validity;
   readonly backing: BackingFiles;
+  readonly cacheDirs: boolean;
   negotiated?: Negotiated;
   #options: ServerOptions;
   #inFlight = 0;
@@ -183,6 +187,7 @@ export class FuseServer {
     this.validity = options.validity ?? { entrySeconds: 10, attrSeconds: 10 };
     this.#options = options;
     this.backing = new BackingFiles(device);
+    this.cacheDirs = options.cacheDirs ?? true;
     this.#spinMs = (options.spinMicros ?? 0) / 1000;
   }
 
