@@ -6,7 +6,7 @@
  * @module
  */
 
-import { FsError } from "../fs_error.ts";
+import { Errno, FsError } from "../fs_error.ts";
 import * as libc from "../io/libc.ts";
 import type { Ctx, DirEntry } from "./types.ts";
 import { checkAccess, isDir, R_OK, S_IFDIR } from "./perm.ts";
@@ -44,10 +44,15 @@ export async function readdir(
   if (!plus) return out;
   const withAttrs: DirEntry[] = [];
   for (const entry of out) {
-    // An entry removed since the snapshot is skipped: it cannot be handed out with attributes.
-    const record = await core.ns.getInode(entry.ino);
-    if (!record) continue;
-    withAttrs.push({ ...entry, attr: core.attr(await core.record(entry.ino)) });
+    let attr;
+    try {
+      attr = core.attr(await core.record(entry.ino));
+    } catch (error) {
+      // An entry removed since the snapshot is skipped: it cannot be handed out with attributes.
+      if (error instanceof FsError && error.errno === Errno.ENOENT) continue;
+      throw error;
+    }
+    withAttrs.push({ ...entry, attr });
   }
   return withAttrs;
 }
