@@ -37,6 +37,9 @@ export const MAX_WRITE = 1 << 20;
 const REQUEST_BUFFER_SIZE = MAX_WRITE + 4096;
 /** Requests handled concurrently; reading pauses at the limit (back-pressure on the kernel). */
 const MAX_IN_FLIGHT = 64;
+/** How long unmount waits for requests still being handled before the Vfs is destroyed (lock
+ * waits are aborted first, so only requests doing work are waited for). */
+const DRAIN_TIMEOUT_MS = 5000;
 
 export interface ServerOptions {
   /** Seconds the kernel may cache entries and attributes. Default 10 s each. */
@@ -229,9 +232,12 @@ export class FuseServer {
       const n = this.device.readRequest(buffer);
       if (n === 0) {
         pool.push(buffer);
-        if (this.#spinUntil === 0) this.#spinUntil = performance.now() + this.#spinMs;
-        if (performance.now() < this.#spinUntil) continue; // the next request is usually close
-        this.#spinUntil = 0;
+        if (this.#spinMs > 0) {
+          const now = performance.now();
+          if (this.#spinUntil === 0) this.#spinUntil = now + this.#spinMs;
+          if (now < this.#spinUntil) continue; // the next request is usually close
+          this.#spinUntil = 0;
+        }
         this.#stats.wakeups++;
         await this.device.waitReadable(1000);
         continue;
@@ -250,6 +256,16 @@ export class FuseServer {
         const wake = this.#wakeReader;
         this.#wakeReader = undefined;
         wake?.();
+      });
+    }
+    // Let requests still being handled finish (a write's attributes must reach the store)
+    // before the Vfs flushes and closes; their replies go nowhere, the connection is gone.
+    for (const controller of this.#interruptible.values()) controller.abort(); // lock waits
+    const deadline = Date.now() + DRAIN_TIMEOUT_MS;
+    while (this.#inFlight > 0 && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        this.#wakeReader = resolve;
+        setTimeout(resolve, 50);
       });
     }
     await this.#destroy();
