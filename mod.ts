@@ -149,7 +149,6 @@ const commands: Record<string, Command> = {
     await mount(positionals[0], {
       dataDir: (values.data as string | undefined) ?? defaultDataDir(),
       cacheSeconds,
-      spinMicros: Number(Deno.env.get("SKYFS_SPIN_US") ?? 0),
       passthrough: passthroughOption(values.passthrough as string | undefined),
       meta: values.meta as string | undefined,
       cluster: clusterOptions(values),

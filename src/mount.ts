@@ -24,8 +24,6 @@ export interface MountOptions {
   dataDir: string;
   /** Seconds the kernel caches entries and attributes. Default 10. */
   cacheSeconds?: number;
-  /** Poll /dev/fuse this long after the queue empties before sleeping (see src/fuse/README.md). */
-  spinMicros?: number;
   /** Negotiate FUSE passthrough (root only; the kernel reads and writes local files itself). */
   passthrough?: boolean;
   /** Metadata backend: embedded (default), curp://host:port,... or etcd://host:port,... */
@@ -156,7 +154,6 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   // how long a lost one can leave a stale attribute.
   const seconds = options.cacheSeconds ?? (node ? 1 : 10);
   const server = new FuseServer(device, vfs, {
-    spinMicros: options.spinMicros,
     passthrough: options.passthrough && !node,
     cacheDirs: !node, // other nodes change directories behind this kernel's back
     onInit: (n) =>

@@ -3,7 +3,7 @@
  * @module
  */
 
-import type { Handler } from "./server.ts";
+import type { Handler, OpContext } from "./server.ts";
 import {
   decodeReadIn,
   direntReply,
@@ -17,7 +17,6 @@ import {
   statusReply,
   u64,
 } from "./wire.ts";
-import type { OpContext } from "./server.ts";
 
 const opendir: Handler = async (op, req) => {
   const fh = await op.vfs.opendir(op.ctx, req.header.nodeid, req.view.getUint32(0, true));

@@ -26,7 +26,6 @@ import {
   type Request,
   statfsReply,
   statusReply,
-  u64,
   type Validity,
 } from "./wire.ts";
 import { xattrHandlers } from "./xattr.ts";
@@ -46,10 +45,6 @@ export interface ServerOptions {
   validity?: Validity;
   /** Negotiate FUSE passthrough when the kernel offers it (needs CAP_SYS_ADMIN). Default false. */
   passthrough?: boolean;
-  /** Keep reading /dev/fuse this long after the queue empties before parking in poll(), to
-   * save the ~13-60 us wake-up of a `nonblocking` call when requests come back to back.
-   * Default 0. */
-  spinMicros?: number;
   /** Let the kernel cache directory listings across opens (FOPEN_CACHE_DIR). Only safe when
    * every change to the namespace goes through this kernel (not in cluster mode). Default true. */
   cacheDirs?: boolean;
@@ -159,11 +154,6 @@ export class BackingFiles {
     this.#byIno.delete(held.ino);
     this.#device.backingClose(entry.id);
   }
-
-  /** Inodes with a passthrough backing file now. */
-  get size(): number {
-    return this.#byIno.size;
-  }
 }
 
 export class FuseServer {
@@ -181,8 +171,6 @@ export class FuseServer {
   /** Requests served per opcode (indexed by opcode; opcodes are < 64). */
   readonly #perOpcode = new Float64Array(64);
   #destroyed = false;
-  #spinMs: number;
-  #spinUntil = 0;
 
   constructor(device: FuseDevice, vfs: Vfs, options: ServerOptions = {}) {
     this.device = device;
@@ -191,7 +179,6 @@ export class FuseServer {
     this.#options = options;
     this.backing = new BackingFiles(device);
     this.cacheDirs = options.cacheDirs ?? true;
-    this.#spinMs = (options.spinMicros ?? 0) / 1000;
   }
 
   /**
@@ -232,17 +219,10 @@ export class FuseServer {
       const n = this.device.readRequest(buffer);
       if (n === 0) {
         pool.push(buffer);
-        if (this.#spinMs > 0) {
-          const now = performance.now();
-          if (this.#spinUntil === 0) this.#spinUntil = now + this.#spinMs;
-          if (now < this.#spinUntil) continue; // the next request is usually close
-          this.#spinUntil = 0;
-        }
         this.#stats.wakeups++;
         await this.device.waitReadable(1000);
         continue;
       }
-      this.#spinUntil = 0;
       if (n < 0) {
         pool.push(buffer);
         if (n === -Errno.ENODEV || n === -Errno.EBADF) break; // unmounted
@@ -363,5 +343,3 @@ export class FuseServer {
     });
   }
 }
-
-export { u64 };

@@ -652,5 +652,3 @@ function finishNotify(message: Uint8Array, code: number): Uint8Array {
 function viewOf(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
-
-export { decoder as textDecoder };
