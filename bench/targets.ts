@@ -198,6 +198,25 @@ function which(command: string): string | null {
 }
 
 /** Writes, reads back and deletes a small file so the first job does not pay for cold start-up. */
+/** Warm a freshly mounted target; on failure unmount it and report it as failed (skipped). */
+async function warmUpOrTearDown(
+  mountpoint: string,
+  tearDown: () => Promise<void>,
+  what: string,
+  commandLine?: string,
+): Promise<void> {
+  try {
+    await warmUp(mountpoint);
+  } catch (error) {
+    await tearDown();
+    throw error instanceof TargetSkipped ? error : new TargetSkipped(
+      "failed",
+      `${what}: ${error instanceof Error ? error.message : error}`,
+      commandLine,
+    );
+  }
+}
+
 async function warmUp(dir: string): Promise<void> {
   const path = `${dir}/.bench-warmup`;
   const data = new Uint8Array(1 << 20).fill(7);
@@ -242,15 +261,7 @@ async function mountForeground(
     }
     await forceUnmount(mountpoint);
   };
-  try {
-    await warmUp(mountpoint);
-  } catch (error) {
-    await tearDown();
-    throw error instanceof TargetSkipped ? error : new TargetSkipped(
-      "failed",
-      `failed to warm up: ${error instanceof Error ? error.message : error}`,
-    );
-  }
+  await warmUpOrTearDown(mountpoint, tearDown, "failed to warm up");
   return {
     name,
     dir: mountpoint,
@@ -317,16 +328,12 @@ async function mountSkyfs(
     }
     await forceUnmount(mountpoint);
   };
-  try {
-    await warmUp(mountpoint);
-  } catch (error) {
-    await tearDown();
-    throw error instanceof TargetSkipped ? error : new TargetSkipped(
-      "failed",
-      `mounted but failed to warm up: ${error instanceof Error ? error.message : error}`,
-      daemon.commandLine(),
-    );
-  }
+  await warmUpOrTearDown(
+    mountpoint,
+    tearDown,
+    "mounted but failed to warm up",
+    daemon.commandLine(),
+  );
   const command = daemon.commandLine();
   return {
     name,
