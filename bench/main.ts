@@ -16,6 +16,7 @@ import {
 import { formatValue } from "./format.ts";
 import { runIoFamily } from "./io_family.ts";
 import { runWanFamily } from "./meta_wan/family.ts";
+import { runClusterFamily } from "./cluster/family.ts";
 import { buildMetaWorker, META_RUNS, runMeta } from "./meta.ts";
 import {
   DEFAULT_FAMILY_GROUPS,
@@ -367,6 +368,9 @@ async function main(): Promise<number> {
       }
     }
     if (options.families.includes("io")) console.log(`${"io".padEnd(24)} bench/io/main.ts`);
+    if (options.families.includes("cluster")) {
+      console.log(`${"cluster".padEnd(24)} bench/cluster/main.ts`);
+    }
     return 0;
   }
 
@@ -562,6 +566,23 @@ async function main(): Promise<number> {
       const reason = error instanceof Error ? error.message : String(error);
       skippedFamilies.push({ family: "io", reason });
       console.log(`bench: io family: ${reason}`);
+    }
+  }
+
+  if (options.families.includes("cluster")) {
+    // Cluster read paths (src/cluster/README.md); targets are paths, loopback TCP the baseline.
+    console.log("bench: cluster family: bench/cluster/main.ts");
+    try {
+      const cluster = await runClusterFamily(options.mode, {
+        jsonPath: `${tmpDir}/cluster.json`,
+        timeoutMs: options.mode === "full" ? 600_000 : 150_000,
+      });
+      baselines.cluster = cluster.baseline;
+      measurements.push(...cluster.measurements);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      skippedFamilies.push({ family: "cluster", reason });
+      console.log(`bench: cluster family: ${reason}`);
     }
   }
 

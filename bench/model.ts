@@ -8,9 +8,9 @@ export const TARGET_NAMES = ["ext4", "skyfs", "skyfs-shim", "bindfs", "mergerfs"
 export type TargetName = typeof TARGET_NAMES[number];
 
 /** Job families that `--only` selects; "datenlord" is optional and runs only when named. */
-export const FAMILY_GROUPS = ["fio", "meta", "io", "datenlord", "wan"] as const;
+export const FAMILY_GROUPS = ["fio", "meta", "io", "cluster", "datenlord", "wan"] as const;
 export type FamilyGroup = typeof FAMILY_GROUPS[number];
-export const DEFAULT_FAMILY_GROUPS: readonly FamilyGroup[] = ["fio", "meta", "io"];
+export const DEFAULT_FAMILY_GROUPS: readonly FamilyGroup[] = ["fio", "meta", "io", "cluster"];
 
 /** One figure: one job on one target. */
 export interface Measurement {

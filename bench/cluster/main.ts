@@ -1,36 +1,48 @@
 /**
- * Cluster read paths, measured in one run beside loopback TCP: a file written on node A, read
- * sequentially on node B (1 MiB reads through the vfs, as FUSE would issue them) served from
- * (a) B's local cache, (b) A as the peer (real TCP peer server and client, chunks streamed into
- * B's cache as ClusterNode does), (c) the backend (directory). (b0) is the peer protocol alone:
- * the same chunks fetched from A with nothing stored, to separate transport cost from B's cache
- * fill. Also 4 KiB random reads from B's local cache, and ext4 page-cache reads of the same
- * local file as the reference for (a) (alternating with (a), 3 passes each; loopback TCP is the
- * median of 3 passes). Everything runs in this one process, on one JS thread, as ratios. The
- * FUSE round trip is not included (the same for every path; see bench/fuse).
- * Usage: deno run -A bench/cluster/main.ts [--mib N] [--rounds R]
+ * Cluster read paths in the deployed shape, beside loopback TCP measured in the same run and the
+ * same shape. A file written on node A is read on node B through B's vfs (as FUSE would issue
+ * the reads, without the FUSE round trip, which is the same for every path; see bench/fuse),
+ * sequentially (1 MiB reads) and randomly (1 MiB reads in a random order, each once; 4 KiB
+ * reads), served from (a) B's local cache, (b) A as the peer, (c) the backend (directory).
+ * Node A runs in its own process (peer_main.ts: A's cache directory served by the code a mount
+ * node runs), node B in this one, so each has its own JS thread, as two daemons do. Loopback
+ * TCP is that child sending to this process over Deno TCP with the peer path's write and read
+ * sizes. (b0) is the peer protocol alone: the chunks (b) fetched, fetched again with nothing
+ * stored. ext4 page-cache reads of B's local file are the reference for (a), alternating with
+ * it. Both processes use the io engine a mount opens (io_uring here).
+ * Usage: deno run -A bench/cluster/main.ts [--mib N] [--rounds R] [--json PATH]
  * @module
  */
 
 import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
 import { openEmbeddedKV } from "../../src/meta/embedded.ts";
 import type { MetaKV } from "../../src/meta/kv.ts";
-import { createPortableEngine } from "../../src/io/portable.ts";
+import { openIoEngine } from "../../src/io/mod.ts";
+import * as libc from "../../src/io/libc.ts";
 import { createVfs, type VfsWithRecovery } from "../../src/vfs/vfs.ts";
 import { DirBackend } from "../../src/cache/backend.ts";
-import { checkChunk, ClusterData } from "../../src/cache/cluster_data.ts";
+import { ClusterData } from "../../src/cache/cluster_data.ts";
 import type { GetChunk } from "../../src/cluster/peer_wire.ts";
-import { listenPeers, TcpTransport } from "../../src/cluster/transport.ts";
+import { PIECE_BYTES, TcpTransport } from "../../src/cluster/transport.ts";
+import { peerThenBackend } from "../../src/cluster/peer_source.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { mib: { type: "string" }, rounds: { type: "string" } },
+  options: {
+    mib: { type: "string" },
+    rounds: { type: "string" },
+    json: { type: "string" },
+  },
 });
 const MIB = Number(values.mib ?? 128);
 const ROUNDS = Number(values.rounds ?? 3);
 const SIZE = MIB << 20;
+const RANDOM_4K_READS = Math.min(20000, SIZE / 4096);
 const ctx = { uid: 0, gid: 0, pid: 1 };
 const name = new TextEncoder().encode("big");
+const loadAverage = () => Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+const loadStart = loadAverage();
 
 const dir = await Deno.makeTempDir({ prefix: "cluster-bench-" });
 const kv = await openEmbeddedKV(`${dir}/meta.db`);
@@ -42,7 +54,7 @@ const shared: MetaKV = new Proxy(kv, {
   },
 });
 const backend = await DirBackend.open(`${dir}/backend`);
-const io = createPortableEngine();
+const io = await openIoEngine({ log: (line) => console.error(line) });
 let nodeCount = 0;
 async function node(): Promise<{ vfs: VfsWithRecovery; data: ClusterData; dir: string }> {
   const nodeDir = `${dir}/n${nodeCount++}`;
@@ -55,53 +67,75 @@ async function node(): Promise<{ vfs: VfsWithRecovery; data: ClusterData; dir: s
   };
 }
 
-async function readAll(vfs: VfsWithRecovery, random = false): Promise<number> {
+type Pattern = "seq" | "rand-1m" | "rand-4k";
+
+/** MiB/s (reads/s for rand-4k) of reading the file on `vfs` in `pattern`. */
+async function readAll(vfs: VfsWithRecovery, pattern: Pattern): Promise<number> {
   const ino = (await vfs.lookup(ctx, 1, name)).ino;
   const { fh } = await vfs.open(ctx, ino, 0);
-  const started = performance.now();
   let bytes = 0;
-  if (random) {
+  let started: number;
+  if (pattern === "rand-4k") {
     const buf = new Uint8Array(4096);
-    for (let i = 0; i < 20000; i++) {
-      bytes += await vfs.read(ctx, ino, fh, Math.floor(Math.random() * (SIZE / 4096)) * 4096, buf);
-    }
+    const offsets = Array.from(
+      { length: RANDOM_4K_READS },
+      () => Math.floor(Math.random() * (SIZE / 4096)) * 4096,
+    );
+    started = performance.now();
+    for (const offset of offsets) bytes += await vfs.read(ctx, ino, fh, offset, buf);
   } else {
     const buf = new Uint8Array(1 << 20);
-    for (let off = 0; off < SIZE; off += buf.length) {
-      bytes += await vfs.read(ctx, ino, fh, off, buf);
-    }
+    const offsets = Array.from({ length: SIZE / buf.length }, (_, i) => i * buf.length);
+    if (pattern === "rand-1m") shuffle(offsets);
+    started = performance.now();
+    for (const offset of offsets) bytes += await vfs.read(ctx, ino, fh, offset, buf);
   }
   const seconds = (performance.now() - started) / 1000;
   await vfs.release(ino, fh, 0);
-  if (!random && bytes !== SIZE) throw new Error(`read ${bytes} of ${SIZE} bytes`);
-  return random ? 20000 / seconds : bytes / seconds / 2 ** 20;
+  if (pattern === "rand-4k") return RANDOM_4K_READS / seconds;
+  if (bytes !== SIZE) throw new Error(`read ${bytes} of ${SIZE} bytes`);
+  return bytes / seconds / 2 ** 20;
 }
 
-async function loopbackTcp(): Promise<number> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  const sink = (async () => {
-    const conn = await listener.accept();
-    const buf = new Uint8Array(1 << 20);
-    let total = 0;
-    while (total < SIZE) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      total += n;
-    }
-    conn.close();
-    return total;
-  })();
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const chunk = new Uint8Array(4 << 20);
-  const started = performance.now();
-  for (let sent = 0; sent < SIZE;) {
-    sent += await conn.write(chunk.subarray(0, Math.min(chunk.length, SIZE - sent)));
+function shuffle<T>(xs: T[]): void {
+  for (let i = xs.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [xs[i], xs[j]] = [xs[j], xs[i]];
   }
-  await sink;
+}
+
+/** The child sends SIZE bytes to this process over a new connection; read as the peer client
+ * reads (pieces of PIECE_BYTES). With `fill`, each piece is also written into a new file at its
+ * offset through the io engine, as a cache fill does: the floor of any peer path that keeps
+ * what it receives, without protocol, CRC or read-back. */
+async function loopbackTcp(address: string, fill?: string): Promise<number> {
+  const fd = fill === undefined ? -1 : await io.open(fill, libc.O_RDWR | libc.O_CREAT);
+  const at = address.lastIndexOf(":");
+  const conn = await Deno.connect({
+    hostname: address.slice(0, at),
+    port: Number(address.slice(at + 1)),
+  });
+  conn.setNoDelay(true);
+  const request = new Uint8Array(8);
+  new DataView(request.buffer).setUint32(0, Math.floor(SIZE / 2 ** 32));
+  new DataView(request.buffer).setUint32(4, SIZE >>> 0);
+  const buf = new Uint8Array(PIECE_BYTES);
+  const started = performance.now();
+  await conn.write(request);
+  let total = 0;
+  while (total < SIZE) {
+    const n = await conn.read(buf);
+    if (n === null) break;
+    if (fd >= 0) await io.write(fd, buf.subarray(0, n), total);
+    total += n;
+  }
   const seconds = (performance.now() - started) / 1000;
   conn.close();
-  listener.close();
+  if (fd >= 0) {
+    await io.close(fd);
+    await Deno.remove(fill!);
+  }
+  if (total !== SIZE) throw new Error(`loopback TCP: ${total} of ${SIZE} bytes`);
   return SIZE / seconds / 2 ** 20;
 }
 
@@ -119,21 +153,51 @@ function ext4PageCache(path: string): number {
   return total / ((performance.now() - started) / 1000) / 2 ** 20;
 }
 
-const a = await node();
+// Node A writes the file here (publishing it to the shared metadata and the backend, and keeping
+// its chunks in its cache), then its directory is handed to its own process.
+const aDir = `${dir}/a`;
 {
-  const created = await a.vfs.create(ctx, 1, name, 0o644, 0, 2);
+  await Deno.mkdir(aDir);
+  const data = new ClusterData(aDir, { nodeId: "a", backend });
+  const vfs = await createVfs({ kv: shared, io, dataDir: aDir, cluster: data });
+  const created = await vfs.create(ctx, 1, name, 0o644, 0, 2);
   const block = new Uint8Array(1 << 20);
   for (let off = 0; off < SIZE; off += block.length) {
     crypto.getRandomValues(block.subarray(0, 65536));
-    await a.vfs.write(ctx, created.attr.ino, created.fh, off, block);
+    await vfs.write(ctx, created.attr.ino, created.fh, off, block);
   }
-  await a.vfs.release(created.attr.ino, created.fh, 0);
+  await vfs.release(created.attr.ino, created.fh, 0);
+  await vfs.destroy();
+  data.close();
 }
-const peerServer = listenPeers(
-  "127.0.0.1",
-  0,
-  (r) => a.data.serveChunk(r.ino, r.index, { version: r.version, length: r.length, crc: r.crc }),
-);
+const child = new Deno.Command(Deno.execPath(), {
+  args: [
+    "run",
+    "-A",
+    fileURLToPath(new URL("./peer_main.ts", import.meta.url)),
+    "--dir",
+    aDir,
+    "--backend",
+    `${dir}/backend`,
+    "--node-id",
+    "a",
+  ],
+  stdin: "piped",
+  stdout: "piped",
+  stderr: "inherit",
+}).spawn();
+const childWriter = child.stdin.getWriter();
+const addresses = await (async () => {
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`peer_main.ts exited before it was ready: ${text}`);
+    text += value;
+  }
+  reader.releaseLock();
+  return JSON.parse(text.slice(0, text.indexOf("\n"))) as { peer: string; tcp: string };
+})();
 const transport = new TcpTransport();
 const requests: GetChunk[] = [];
 
@@ -145,7 +209,7 @@ async function transportOnly(): Promise<number> {
   let bytes = 0;
   const next = async () => {
     for (let request = todo.shift(); request; request = todo.shift()) {
-      const n = await transport.getChunkInto(peerServer.address, request, () => {});
+      const n = await transport.getChunkInto(addresses.peer, request, () => {});
       bytes += n; // not `bytes += await`: that reads bytes before the wait and loses updates
     }
   };
@@ -153,76 +217,134 @@ async function transportOnly(): Promise<number> {
   return bytes / ((performance.now() - started) / 1000) / 2 ** 20;
 }
 
+/** B with A as the owner of every chunk, through the fetch code a mount node uses. */
+async function peerNode() {
+  const b = await node();
+  const source = peerThenBackend(b.data, transport, {
+    owner: () => ({ id: "a", address: addresses.peer }),
+  });
+  b.data.source = {
+    fetch: source.fetch,
+    fetchInto: (ino, index, ref, sink) => {
+      requests.push({ ino, index, ...ref, objectLength: ref.objectLength ?? 0 });
+      return source.fetchInto!(ino, index, ref, sink);
+    },
+  };
+  return b;
+}
+
 const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[Math.floor(xs.length / 2)];
-const results: Record<string, number[]> = {
-  "loopback TCP": [],
-  "(a) B local cache": [],
-  "(b) A as peer": [],
-  "(b0) peer transport alone (no cache fill)": [],
-  "(c) backend (dir)": [],
-  "ext4 page cache": [],
-  "B local cache, 4 KiB random (reads/s)": [],
+const ROWS = {
+  tcp: "loopback TCP (2 processes)",
+  tcpFill: "(ref) loopback TCP + fill of a new file",
+  aSeq: "(a) B local cache, seq 1 MiB",
+  bSeq: "(b) A as peer, seq 1 MiB",
+  b0: "(b0) peer transport alone",
+  cSeq: "(c) backend (dir), seq 1 MiB",
+  aRand: "(a) B local cache, random 1 MiB",
+  bRand: "(b) A as peer, random 1 MiB",
+  cRand: "(c) backend (dir), random 1 MiB",
+  ext4: "ext4 page cache, seq 1 MiB",
+  a4k: "(a) B local cache, random 4 KiB (reads/s)",
+} as const;
+const results = Object.fromEntries(Object.keys(ROWS).map((k) => [k, [] as number[]])) as Record<
+  keyof typeof ROWS,
+  number[]
+>;
+const drop = async (n: Awaited<ReturnType<typeof node>>) => {
+  await n.vfs.destroy();
+  n.data.close();
+  await Deno.remove(n.dir, { recursive: true });
 };
 for (let round = 0; round < ROUNDS; round++) {
   const tcp: number[] = [];
-  for (let pass = 0; pass < 3; pass++) tcp.push(await loopbackTcp());
-  results["loopback TCP"].push(median(tcp));
-  const peerNode = await node();
-  peerNode.data.source = {
-    fetch: async (ino, index, ref) => {
-      const request = { ino, index, ...ref, objectLength: ref.objectLength ?? 0 };
-      requests.push(request);
-      const data = await transport.getChunk(peerServer.address, request);
-      checkChunk(data, ref, `chunk ${ino}/${index} from the peer`); // as ClusterNode does
-      return data;
-    },
-    // What ClusterNode uses: pieces written into B's local file as they arrive.
-    fetchInto: async (ino, index, ref, sink) => {
-      const request = { ino, index, ...ref, objectLength: ref.objectLength ?? 0 };
-      requests.push(request);
-      await transport.getChunkInto(peerServer.address, request, sink);
-    },
-  };
-  results["(b) A as peer"].push(await readAll(peerNode.vfs));
-  results["(b0) peer transport alone (no cache fill)"].push(await transportOnly());
-  const backendNode = await node();
-  results["(c) backend (dir)"].push(await readAll(backendNode.vfs));
-  results["B local cache, 4 KiB random (reads/s)"].push(await readAll(backendNode.vfs, true));
+  for (let pass = 0; pass < 3; pass++) tcp.push(await loopbackTcp(addresses.tcp));
+  results.tcp.push(median(tcp));
+  results.tcpFill.push(await loopbackTcp(addresses.tcp, `${dir}/fill`));
+  const bSeq = await peerNode();
+  results.bSeq.push(await readAll(bSeq.vfs, "seq"));
+  results.b0.push(await transportOnly());
+  await drop(bSeq);
+  const bRand = await peerNode();
+  results.bRand.push(await readAll(bRand.vfs, "rand-1m"));
+  requests.length = 0;
+  await drop(bRand);
+  const cRand = await node();
+  results.cRand.push(await readAll(cRand.vfs, "rand-1m"));
+  await drop(cRand);
+  const c = await node();
+  results.cSeq.push(await readAll(c.vfs, "seq"));
   // (a) and its ext4 reference alternate, 3 passes each, so both see the same machine load
   // (single passes minutes apart differed 2x on this shared machine).
-  const ino = (await backendNode.vfs.lookup(ctx, 1, name)).ino;
-  const localPath = `${backendNode.dir}/data/${(ino % 256).toString(16).padStart(2, "0")}/${
+  const ino = (await c.vfs.lookup(ctx, 1, name)).ino;
+  const localPath = `${c.dir}/data/${(ino % 256).toString(16).padStart(2, "0")}/${
     ino.toString(16)
   }`;
   const local: number[] = [];
   const ext4: number[] = [];
   for (let pass = 0; pass < 3; pass++) {
-    local.push(await readAll(backendNode.vfs));
+    local.push(await readAll(c.vfs, "seq"));
     ext4.push(ext4PageCache(localPath));
   }
-  results["(a) B local cache"].push(median(local));
-  results["ext4 page cache"].push(median(ext4));
-  for (const n of [peerNode, backendNode]) {
-    await n.vfs.destroy();
-    n.data.close();
-    await Deno.remove(n.dir, { recursive: true });
-  }
+  results.aSeq.push(median(local));
+  results.ext4.push(median(ext4));
+  results.aRand.push(await readAll(c.vfs, "rand-1m"));
+  results.a4k.push(await readAll(c.vfs, "rand-4k"));
+  await drop(c);
 }
-const tcp = median(results["loopback TCP"]);
-const ext4 = median(results["ext4 page cache"]);
-console.log(`cluster read paths, ${MIB} MiB file, median of ${ROUNDS} rounds (MiB/s unless noted)`);
-for (const [label, xs] of Object.entries(results)) {
-  const m = median(xs);
+const loadEnd = loadAverage();
+
+const m = Object.fromEntries(Object.entries(results).map(([k, xs]) => [k, median(xs)])) as Record<
+  keyof typeof ROWS,
+  number
+>;
+console.log(
+  `cluster read paths, ${MIB} MiB file, median of ${ROUNDS} rounds (MiB/s unless noted), ` +
+    `load average ${loadStart.toFixed(1)} -> ${loadEnd.toFixed(1)}`,
+);
+for (const [key, label] of Object.entries(ROWS) as [keyof typeof ROWS, string][]) {
   let ratio = "";
-  if (label.startsWith("(b") || label.startsWith("(c)")) {
-    ratio = `  ${(m / tcp).toFixed(2)}x loopback TCP`;
-  }
-  if (label.startsWith("(a)")) ratio = `  ${(m / ext4).toFixed(2)}x ext4 page cache`;
-  console.log(`${label.padEnd(40)} ${m.toFixed(0).padStart(8)}${ratio}`);
+  if (/^[bc]|tcpFill/.test(key)) ratio = `  ${(m[key] / m.tcp).toFixed(2)}x TCP`;
+  if (key === "aSeq") ratio = `  ${(m.aSeq / m.ext4).toFixed(2)}x ext4 page cache`;
+  const all = results[key].map((x) => x.toFixed(0)).join(" ");
+  console.log(`${label.padEnd(42)} ${m[key].toFixed(0).padStart(8)}${ratio.padEnd(26)} [${all}]`);
 }
+
+if (values.json) {
+  // For `deno task bench` (bench/cluster/family.ts): family "cluster", loopback TCP the baseline.
+  const row = (job: string, target: string, value: number, unit = "MiB/s") => ({
+    family: "cluster",
+    job,
+    target,
+    unit,
+    value,
+    higherIsBetter: true,
+    details: { mib: MIB, rounds: ROUNDS, loadStart, loadEnd },
+  });
+  const measurements = [
+    row("cluster-seq-read-1m", "loopback-tcp", m.tcp),
+    row("cluster-seq-read-1m", "local-cache", m.aSeq),
+    row("cluster-seq-read-1m", "peer", m.bSeq),
+    row("cluster-seq-read-1m", "peer-transport", m.b0),
+    row("cluster-seq-read-1m", "tcp-plus-fill", m.tcpFill),
+    row("cluster-seq-read-1m", "backend", m.cSeq),
+    row("cluster-seq-read-1m", "ext4-page-cache", m.ext4),
+    row("cluster-rand-read-1m", "loopback-tcp", m.tcp),
+    row("cluster-rand-read-1m", "local-cache", m.aRand),
+    row("cluster-rand-read-1m", "peer", m.bRand),
+    row("cluster-rand-read-1m", "backend", m.cRand),
+    row("cluster-rand-read-4k", "local-cache", m.a4k, "IOPS"),
+  ];
+  await Deno.writeTextFile(
+    values.json,
+    JSON.stringify({ baseline: "loopback-tcp", measurements }, null, 1),
+  );
+}
+
+await childWriter.close();
+await child.status;
 transport.close();
-peerServer.close();
-await a.vfs.destroy();
-a.data.close();
 await kv.close();
+await backend.close();
+await io.shutdown();
 await Deno.remove(dir, { recursive: true });

@@ -8,9 +8,10 @@
 
 import type { MetaKV } from "../meta/kv.ts";
 import { prefixEnd } from "../meta/kv.ts";
-import { checkChunk, type ChunkPieceSink, ClusterData } from "../cache/cluster_data.ts";
+import { ClusterData } from "../cache/cluster_data.ts";
 import { type BackendStore, openBackend } from "../cache/backend.ts";
 import type { ChunkRef } from "../cache/chunk_map.ts";
+import { peerThenBackend } from "./peer_source.ts";
 import { Membership } from "./membership.ts";
 import { listenPeers, type PeerTransport, TcpTransport } from "./transport.ts";
 import { probeRdma } from "./rdma_probe.ts";
@@ -60,10 +61,14 @@ export class ClusterNode {
     this.#server = server;
     this.membership = membership;
     this.transport = new TcpTransport();
-    data.source = {
-      fetch: (ino, index, ref) => this.#fetch(ino, index, ref),
-      fetchInto: (ino, index, ref, sink) => this.#fetchInto(ino, index, ref, sink),
-    };
+    data.source = peerThenBackend(data, this.transport, {
+      owner: (ino, index) => {
+        const owner = this.membership.ring.owner(`${ino}/${index}`);
+        return owner && owner.id !== data.nodeId ? owner : undefined;
+      },
+      fetched: () => this.peerFetches++,
+      failed: () => this.peerFailures++,
+    });
   }
 
   static async start(kv: MetaKV, dataDir: string, options: ClusterNodeOptions) {
@@ -103,65 +108,6 @@ export class ClusterNode {
         `rdma: ${probeRdma().reason}`,
     );
     return node;
-  }
-
-  async #fetch(ino: number, index: number, ref: ChunkRef): Promise<Uint8Array> {
-    const owner = this.membership.ring.owner(`${ino}/${index}`);
-    if (owner && owner.id !== this.data.nodeId) {
-      try {
-        const data = await this.transport.getChunk(owner.address, {
-          ino,
-          index,
-          version: ref.version,
-          length: ref.length,
-          crc: ref.crc,
-          objectLength: ref.objectLength ?? 0,
-        });
-        // Checked once here; the cache then records it under the map's CRC without rehashing.
-        checkChunk(data, ref, `chunk ${ino}/${index} from ${owner.id}`);
-        this.peerFetches++;
-        this.data.stats.peerFills++;
-        return data;
-      } catch (error) {
-        this.peerFailures++;
-        console.error(
-          `skyfs: peer ${owner.id} (${owner.address}) could not serve chunk ${ino}/${index}: ` +
-            `${(error as Error).message}; reading the backend`,
-        );
-      }
-    }
-    return await this.data.fetchFromBackend(ino, index, ref);
-  }
-
-  /**
-   * As #fetch, streamed: the owner's pieces go to `sink` as they arrive (ClusterData writes them
-   * into the local file and checks the CRC at the end). On a peer failure, even mid-chunk, the
-   * backend's copy is handed over from offset 0.
-   */
-  async #fetchInto(ino: number, index: number, ref: ChunkRef, sink: ChunkPieceSink) {
-    const owner = this.membership.ring.owner(`${ino}/${index}`);
-    if (owner && owner.id !== this.data.nodeId) {
-      try {
-        await this.transport.getChunkInto(owner.address, {
-          ino,
-          index,
-          version: ref.version,
-          length: ref.length,
-          crc: ref.crc,
-          objectLength: ref.objectLength ?? 0,
-        }, sink);
-        this.peerFetches++;
-        this.data.stats.peerFills++;
-        return;
-      } catch (error) {
-        this.peerFailures++;
-        console.error(
-          `skyfs: peer ${owner.id} (${owner.address}) could not serve chunk ${ino}/${index}: ` +
-            `${(error as Error).message}; reading the backend`,
-        );
-      }
-    }
-    await sink(await this.data.fetchFromBackend(ino, index, ref), 0);
   }
 
   /** Watch the namespace: keys other nodes change leave the cache, and the kernel's too. */

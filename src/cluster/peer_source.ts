@@ -1,0 +1,82 @@
+/**
+ * Where a node's local miss is read from: the chunk's owner over the peer transport, then the
+ * backend on any peer failure (even mid-chunk). Used by ClusterNode and, unchanged, by
+ * bench/cluster (which has no membership and names the owner itself).
+ * @module
+ */
+
+import { checkChunk, type ChunkSource, type ClusterData } from "../cache/cluster_data.ts";
+import type { ChunkRef } from "../cache/chunk_map.ts";
+import type { PeerTransport } from "./transport.ts";
+import type { GetChunk } from "./peer_wire.ts";
+
+export interface PeerSourceOptions {
+  /** The peer owning the chunk, or undefined when it is this node (or there is none). */
+  owner(ino: number, index: number): { id: string; address: string } | undefined;
+  /** A chunk came from its owner. */
+  fetched?(): void;
+  /** The owner failed; the backend is read instead. */
+  failed?(): void;
+}
+
+function request(ino: number, index: number, ref: ChunkRef): GetChunk {
+  return {
+    ino,
+    index,
+    version: ref.version,
+    length: ref.length,
+    crc: ref.crc,
+    objectLength: ref.objectLength ?? 0,
+  };
+}
+
+export function peerThenBackend(
+  data: ClusterData,
+  transport: PeerTransport,
+  options: PeerSourceOptions,
+): ChunkSource {
+  const failed = (owner: { id: string; address: string }, what: string, error: unknown) => {
+    options.failed?.();
+    console.error(
+      `skyfs: peer ${owner.id} (${owner.address}) could not serve chunk ${what}: ` +
+        `${(error as Error).message}; reading the backend`,
+    );
+  };
+  return {
+    async fetch(ino, index, ref) {
+      const owner = options.owner(ino, index);
+      if (owner) {
+        try {
+          const bytes = await transport.getChunk(owner.address, request(ino, index, ref));
+          // Checked once here; the cache then records it under the map's CRC without rehashing.
+          checkChunk(bytes, ref, `chunk ${ino}/${index} from ${owner.id}`);
+          options.fetched?.();
+          data.stats.peerFills++;
+          return bytes;
+        } catch (error) {
+          failed(owner, `${ino}/${index}`, error);
+        }
+      }
+      return await data.fetchFromBackend(ino, index, ref);
+    },
+    /**
+     * Streamed: the owner's pieces go to `sink` as they arrive (ClusterData writes them into the
+     * local file and checks the CRC at the end). On a peer failure, even mid-chunk, the
+     * backend's copy is handed over from offset 0.
+     */
+    async fetchInto(ino, index, ref, sink) {
+      const owner = options.owner(ino, index);
+      if (owner) {
+        try {
+          await transport.getChunkInto(owner.address, request(ino, index, ref), sink);
+          options.fetched?.();
+          data.stats.peerFills++;
+          return;
+        } catch (error) {
+          failed(owner, `${ino}/${index}`, error);
+        }
+      }
+      await sink(await data.fetchFromBackend(ino, index, ref), 0);
+    },
+  };
+}
