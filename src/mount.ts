@@ -164,10 +164,13 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   });
   invalidate = (ino) => server.invalidateAttributes(ino);
   if (node) {
-    // Attributes only: dropping pages or entries makes the kernel take locks that a request
-    // waiting on this (single-threaded) daemon may hold, so a notify sent from here could
-    // deadlock. Pages are not kept across opens in cluster mode and entries expire in 1 s.
+    // Changes made by other nodes: attributes, and directory entries (written from a thread-pool
+    // thread, FuseDevice.notify: the kernel takes the directory's lock for them, which a request
+    // waiting on this daemon may hold). Pages follow close-to-open: an open drops them when the
+    // content changed since this node's last open (ClusterData.opened); dropping them on every
+    // remote change too would also drop pages an open made after that change already refilled.
     node.onInodeChanged = (ino) => server.invalidateAttributes(ino);
+    node.onEntryChanged = (parent, name) => server.invalidateEntry(parent, name);
   }
   // The LD_PRELOAD shim's control socket: hands a process the local fd of a file it opened
   // through this mount (refused unless passthrough is on, see src/intercept/README.md).

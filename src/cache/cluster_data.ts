@@ -29,6 +29,11 @@ import {
   truncateChunkMap,
 } from "./chunk_map.ts";
 
+/** Inodes whose last-open content is remembered (`#samePages`); a forgotten one only costs its
+ * kernel pages at the next open. */
+const MAX_PAGE_SIGNATURES = 65_536;
+const signatureDecoder = new TextDecoder();
+
 /**
  * Where a chunk missing locally comes from (src/cluster: the owner peer, then the backend).
  * `fetch` returns the chunk's file bytes [0, ref.length), checked with `checkChunk`: the cache
@@ -137,6 +142,8 @@ export class ClusterData {
   #local!: LocalStore;
   #io!: IoEngine;
   readonly #files = new Map<number, FileState>();
+  /** Per inode, the content seen at this node's last open (`#samePages`), oldest first. */
+  readonly #pageSignatures = new Map<number, string>();
   /** Index rows whose local bytes were written or checked by this process: trusted as is. */
   readonly #verified = new WeakSet<CachedChunk>();
   /** fds opened to serve peers chunks of files not open here, most recently used last. */
@@ -188,8 +195,9 @@ export class ClusterData {
   }
 
   /** A regular file was opened with local fd `fd`: load its current chunk map. */
-  async opened(ino: number, fd: number, size: number): Promise<void> {
-    const map = decodeChunkMap(await this.#ns.transact((tx) => tx.getChunkMap(ino)));
+  async opened(ino: number, fd: number, size: number): Promise<boolean> {
+    const encoded = await this.#ns.transact((tx) => tx.getChunkMap(ino));
+    const map = decodeChunkMap(encoded);
     let state = this.#files.get(ino);
     if (!state) {
       this.#files.set(ino, state = { map, dirty: new Map(), lastRead: -2, readaheadAt: -1 });
@@ -207,6 +215,24 @@ export class ClusterData {
       libc.ftruncate(fd, size);
       this.#local.noteOwnChange(ino);
     }
+    return this.#samePages(ino, `${size}:${encoded ? signatureDecoder.decode(encoded) : ""}`);
+  }
+
+  /**
+   * Whether the content this open sees (size and chunk map) is the one seen at this node's
+   * previous open of `ino`, so the kernel may keep the pages it cached then (close-to-open:
+   * otherwise the open drops them). Changes by other nodes while the file stays cached drop the
+   * pages through the metadata watch (ClusterNode); a publish from this node forgets the entry,
+   * since another node's chunks may have been merged into the stored map by it.
+   */
+  #samePages(ino: number, signature: string): boolean {
+    const same = this.#pageSignatures.get(ino) === signature;
+    this.#pageSignatures.delete(ino);
+    this.#pageSignatures.set(ino, signature);
+    if (this.#pageSignatures.size > MAX_PAGE_SIGNATURES) {
+      this.#pageSignatures.delete(this.#pageSignatures.keys().next().value!);
+    }
+    return same;
   }
 
   /** The last handle of `ino` on this node closed (after its flush published). */
@@ -548,6 +574,7 @@ export class ClusterData {
 
   /** After the publishing transaction committed. */
   published(ino: number, pending: PendingChunk[]): void {
+    this.#pageSignatures.delete(ino);
     const state = this.#files.get(ino);
     if (!state) return;
     for (const p of pending) {
@@ -712,12 +739,15 @@ export class ClusterData {
   }
 
   /** Another node changed this metadata key: drop it from the namespace cache. */
-  forgetMetadata(key: Uint8Array): void {
-    this.#ns?.forgetKey(key);
+  /** A metadata watch saw `key` change to `value` (undefined: deleted). True when that is this
+   * node's own latest write of the key coming back (nothing for the kernel to drop). */
+  forgetMetadata(key: Uint8Array, value?: Uint8Array): boolean {
+    return this.#ns?.watched(key, value) ?? false;
   }
 
   /** Local chunks of an inode deleted everywhere. */
   forgetInode(ino: number): void {
+    this.#pageSignatures.delete(ino);
     this.#dropServeFd(ino);
     this.index.deleteInode(ino);
     this.#files.delete(ino);

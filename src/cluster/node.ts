@@ -118,7 +118,12 @@ export class ClusterNode {
       (events) => {
         for (const event of events) {
           const key = event.kv.key;
-          this.data.forgetMetadata(key);
+          const own = this.data.forgetMetadata(
+            key,
+            event.type === "put" ? event.kv.value : undefined,
+          );
+          // This node's own change coming back: its kernel learned of it from the request.
+          if (own) continue;
           const tag = key[3];
           if (key.length < 12) continue;
           const ino = readU64(key, 4);

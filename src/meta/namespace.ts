@@ -227,6 +227,8 @@ interface CachedValue {
   knownAt: number;
   /** Namespace-local sequence number of when this entry was cached. */
   cachedAt?: number;
+  /** Written by this namespace's own commit (not read from the store). */
+  own?: boolean;
 }
 
 const MAX_CACHED_VALUE_BYTES = 4096;
@@ -457,6 +459,19 @@ export class Namespace {
   cacheForgetXattrs(ino: number): void {
     for (const name of this.#cachedXattrs.get(ino) ?? []) this.#cache.delete(name);
     this.#cachedXattrs.delete(ino);
+  }
+
+  /**
+   * A watch saw `key` change to `value` (undefined: deleted). Returns true, keeping the cached
+   * entry, when that is exactly what this namespace's own last commit of the key wrote (its own
+   * change coming back); otherwise the key leaves the cache and the result is false.
+   */
+  watched(key: Uint8Array, value: Uint8Array | undefined): boolean {
+    const name = keyString(key);
+    const cached = this.#cache.get(name);
+    if (cached?.own && sameBytes(cached.value, value)) return true;
+    this.cacheForget(name);
+    return false;
   }
 
   /** Drop one key from the cache (a watch saw another writer change it). */
@@ -736,7 +751,7 @@ export class NsTxn {
     for (const [name, { value }] of this.#writes) {
       // A fast-path commit reports revision 0: the written keys' modRevision is unknown.
       const modRevision = value ? (revision > 0 ? revision : undefined) : 0;
-      this.#ns.cachePut(name, { value, modRevision, knownAt: revision });
+      this.#ns.cachePut(name, { value, modRevision, knownAt: revision, own: true });
     }
   }
 }
@@ -777,4 +792,11 @@ export function systemNow(): Timespec {
   if (ns <= lastNowNs) ns = lastNowNs + 1n;
   lastNowNs = ns;
   return { sec: Number(ns / 1_000_000_000n), nsec: Number(ns % 1_000_000_000n) };
+}
+
+function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

@@ -81,10 +81,11 @@ async function openChecked(
       core.local.noteOwnChange(ino);
     }
     if (core.cluster) {
-      // The local file is only a cache here: no passthrough, and no page cache kept across
-      // opens (another node may have changed the file since: close-to-open).
-      await core.cluster.opened(ino, fd, record.size);
-      return { fh, keepCache: false, directIo: false };
+      // The local file is only a cache here: no passthrough; the kernel keeps its pages across
+      // opens only when the content is the one this node saw at its last open (close-to-open:
+      // another node may have changed the file since).
+      const unchanged = await core.cluster.opened(ino, fd, record.size);
+      return { fh, keepCache: unchanged && !(flags & libc.O_TRUNC), directIo: false };
     }
     // Data written outside the vfs (FUSE passthrough, the shim) never passes the write path that
     // drops set-id bits, so a file with bits a write must drop gets no backing fd.
