@@ -126,7 +126,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   let node: ClusterNode | undefined;
   if (options.cluster) {
     try {
-      node = await ClusterNode.start(kv, dataDir.path, { ...options.cluster, log });
+      node = await ClusterNode.start(kv, dataDir.path, { ...options.cluster, log, io });
     } catch (error) {
       await kv.close();
       throw new UsageError(`Cannot join the cluster: ${(error as Error).message}`);

@@ -8,6 +8,10 @@
  */
 
 import { join } from "node:path";
+import { Errno, FsError } from "../fs_error.ts";
+import type { IoEngine } from "../io/types.ts";
+import { createPortableEngine } from "../io/portable.ts";
+import { fstat, O_CLOEXEC, O_CREAT, O_DIRECTORY, O_EXCL, O_RDONLY, O_WRONLY } from "../io/libc.ts";
 
 /** The store of immutable objects. Every method may reject (EIO at the edges). */
 export interface BackendStore {
@@ -38,20 +42,24 @@ export function parseChunkObjectKey(
 }
 
 /**
- * Objects as files under a directory. A put writes a temporary file, fsyncs it, renames it into
- * place and fsyncs the directory, so a reader (any node) sees either no object or all of it.
+ * Objects as files under a directory. A put writes a temporary file, fdatasyncs it, renames it
+ * into place and fsyncs the directory, so a reader (any node) sees either no object or all of it.
+ * Object reads and writes go through the process's IoEngine (src/io), like every other disk I/O.
  */
 export class DirBackend implements BackendStore {
   readonly kind = "dir";
   readonly root: string;
+  readonly #io: IoEngine;
 
-  constructor(root: string) {
+  constructor(root: string, io: IoEngine = createPortableEngine()) {
     this.root = root;
+    this.#io = io;
   }
 
-  static async open(root: string): Promise<DirBackend> {
+  /** `io`: the process's engine (the caller keeps owning it). Default: the portable engine. */
+  static async open(root: string, io?: IoEngine): Promise<DirBackend> {
     await Deno.mkdir(join(root, "tmp"), { recursive: true });
-    return new DirBackend(root);
+    return new DirBackend(root, io);
   }
 
   #path(key: string): string {
@@ -62,41 +70,62 @@ export class DirBackend implements BackendStore {
   }
 
   async put(key: string, data: Uint8Array): Promise<void> {
+    const io = this.#io;
     const path = this.#path(key);
     const dir = path.slice(0, path.lastIndexOf("/"));
     await Deno.mkdir(dir, { recursive: true });
     const tmp = join(this.root, "tmp", `${crypto.randomUUID()}`);
-    const file = await Deno.open(tmp, { write: true, createNew: true });
+    const fd = await io.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644);
     try {
-      let written = 0;
-      while (written < data.length) written += await file.write(data.subarray(written));
-      await file.syncData();
+      // One linked write + fdatasync; a short write (not expected for a regular file) is
+      // finished and synced separately.
+      let written = await io.writeAndSync(fd, data, 0);
+      if (written < data.length) {
+        while (written < data.length) {
+          written += await io.write(fd, data.subarray(written), written);
+        }
+        await io.fsync(fd, { datasync: true });
+      }
     } finally {
-      file.close();
+      await io.close(fd);
     }
-    await Deno.rename(tmp, path);
-    const dirFile = await Deno.open(dir, { read: true });
+    await io.rename(tmp, path);
+    const dirFd = await io.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     try {
-      await dirFile.sync();
+      await io.fsync(dirFd);
     } finally {
-      dirFile.close();
+      await io.close(dirFd);
     }
   }
 
   async get(key: string): Promise<Uint8Array | undefined> {
+    const io = this.#io;
+    let fd: number;
     try {
-      return await Deno.readFile(this.#path(key));
+      fd = await io.open(this.#path(key), O_RDONLY | O_CLOEXEC);
     } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return undefined;
+      if (error instanceof FsError && error.errno === Errno.ENOENT) return undefined;
       throw error;
+    }
+    try {
+      const bytes = new Uint8Array(fstat(fd).size);
+      let done = 0;
+      while (done < bytes.length) {
+        const n = await io.read(fd, bytes.subarray(done), done);
+        if (n === 0) break; // truncated under us: objects are immutable, so never expected
+        done += n;
+      }
+      return done === bytes.length ? bytes : bytes.subarray(0, done);
+    } finally {
+      await io.close(fd);
     }
   }
 
   async delete(key: string): Promise<void> {
     try {
-      await Deno.remove(this.#path(key));
+      await this.#io.unlink(this.#path(key));
     } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      if (!(error instanceof FsError && error.errno === Errno.ENOENT)) throw error;
     }
   }
 
@@ -134,7 +163,7 @@ export class DirBackend implements BackendStore {
  * `s3://bucket?endpoint=http://host:port&region=...` (credentials from AWS_ACCESS_KEY_ID and
  * AWS_SECRET_ACCESS_KEY) for S3.
  */
-export async function openBackend(spec: string): Promise<BackendStore> {
+export async function openBackend(spec: string, io?: IoEngine): Promise<BackendStore> {
   if (spec.startsWith("s3://")) {
     const { S3Backend } = await import("./backend_s3.ts");
     return S3Backend.fromUrl(spec);
@@ -143,5 +172,5 @@ export async function openBackend(spec: string): Promise<BackendStore> {
   if (!path.startsWith("/")) {
     throw new RangeError(`--backend "${spec}" is neither an absolute path, dir:///path nor s3://`);
   }
-  return await DirBackend.open(path);
+  return await DirBackend.open(path, io);
 }

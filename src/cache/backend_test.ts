@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { type BackendStore, chunkObjectKey, DirBackend, parseChunkObjectKey } from "./backend.ts";
 import { S3Backend } from "./backend_s3.ts";
+import { openIoEngine } from "../io/mod.ts";
 
 function suite(
   name: string,
@@ -53,6 +54,23 @@ suite("dir", async () => {
   const store = await DirBackend.open(dir);
   await assert.rejects(store.get("../etc/passwd"), RangeError);
   return { store, stop: () => Deno.remove(dir, { recursive: true }) };
+});
+
+suite("dir through the process's io_uring engine", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cluster-backend-" });
+  const io = await openIoEngine({ engine: "io_uring" });
+  const store = await DirBackend.open(dir, io);
+  // A directory where the object's directory should be: the put fails with the errno, and
+  // leaves nothing behind under that key.
+  await Deno.mkdir(`${dir}/o/c/9/0/v1`, { recursive: true });
+  await assert.rejects(store.put("c/9/0/v1", new Uint8Array(8)), /EISDIR|ENOTDIR|EEXIST/);
+  return {
+    store,
+    stop: async () => {
+      await io.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
 });
 
 /** Start s3rver as its own process; resolves with its port and a stop function. */

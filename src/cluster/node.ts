@@ -15,6 +15,7 @@ import { peerThenBackend } from "./peer_source.ts";
 import { Membership } from "./membership.ts";
 import { listenPeers, type PeerTransport, TcpTransport } from "./transport.ts";
 import { probeRdma } from "./rdma_probe.ts";
+import type { IoEngine } from "../io/types.ts";
 import { collectGarbage } from "../cache/gc.ts";
 
 export interface ClusterNodeOptions {
@@ -27,6 +28,8 @@ export interface ClusterNodeOptions {
   /** Local cache limit. Default 8 GiB. */
   cacheBytes?: number;
   log?: (line: string) => void;
+  /** The process's I/O engine: a directory backend's objects are read and written through it. */
+  io?: IoEngine;
 }
 
 const FS_PREFIX = new TextEncoder().encode("fs/");
@@ -77,7 +80,7 @@ export class ClusterNode {
     if (!/^[0-9a-z]{1,32}$/.test(nodeId)) {
       throw new RangeError(`--node-id "${nodeId}" must be 1-32 lowercase letters or digits`);
     }
-    const backend = await openBackend(options.backend);
+    const backend = await openBackend(options.backend, options.io);
     const data = new ClusterData(dataDir, { nodeId, backend, capacityBytes: options.cacheBytes });
     const [host, port] = splitHostPort(options.listen ?? "127.0.0.1:0");
     const server = listenPeers(host, port, (request) => {
