@@ -1,7 +1,8 @@
 /**
- * `deno task cluster`: start a local cluster (etcd, a directory backend, three mounts) for a
- * person to try, until Ctrl-C. `deno task cluster --smoke`: write on each node, read on every
- * other, exit 1 on any difference (0 when all match).
+ * `deno task cluster`: start a local cluster (three CURP metadata replicas, a directory backend,
+ * three mounts; `--etcd` for one etcd member instead of the replicas) for a person to try, until
+ * Ctrl-C. `deno task cluster --smoke`: write on each node, read on every other, exit 1 on any
+ * difference (0 when all match).
  * @module
  */
 
@@ -11,10 +12,15 @@ import { LocalCluster } from "./local_cluster.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { smoke: { type: "boolean" }, nodes: { type: "string" }, help: { type: "boolean" } },
+  options: {
+    smoke: { type: "boolean" },
+    nodes: { type: "string" },
+    etcd: { type: "boolean" },
+    help: { type: "boolean" },
+  },
 });
 if (values.help) {
-  console.log("Usage: deno task cluster [--smoke] [--nodes N]");
+  console.log("Usage: deno task cluster [--smoke] [--nodes N] [--etcd]");
   Deno.exit(0);
 }
 if (Deno.uid() !== 0) {
@@ -22,7 +28,14 @@ if (Deno.uid() !== 0) {
   Deno.exit(1);
 }
 const count = Number(values.nodes ?? 3);
-const cluster = await LocalCluster.start("skyfs-cluster-", count);
+if (!(Number.isInteger(count) && count >= 1 && count <= 26)) {
+  console.error(`--nodes "${values.nodes}" is not a whole number from 1 to 26`);
+  Deno.exit(2);
+}
+const cluster = await LocalCluster.start("skyfs-cluster-", {
+  nodes: count,
+  meta: values.etcd ? "etcd" : "curp",
+});
 
 if (values.smoke) {
   let differences = 0;
@@ -63,6 +76,10 @@ console.log(`skyfs cluster of ${count} nodes under ${cluster.dir}`);
 console.log(`  metadata: ${cluster.meta}   backend: ${cluster.backend}`);
 for (const node of cluster.nodes) console.log(`  node ${node.id}: ${node.mountpoint}`);
 console.log(`  status: deno run -A mod.ts status --meta ${cluster.meta}`);
+if (cluster.replicas.length > 0) {
+  const addresses = cluster.replicas.map((r) => r.address).join(",");
+  console.log(`  replicas: deno run -A mod.ts meta status ${addresses}`);
+}
 console.log("Ctrl-C stops every node and removes the directory.");
 const stop = async () => {
   await cluster.stop();

@@ -1,13 +1,16 @@
 /**
- * A whole cluster on this machine: one etcd (Debian's etcd-server), a directory backend, and N
- * `skyfs mount` daemons (separate processes, each with its own data dir and peer port). Used by
- * tests/cluster, bench/cluster and `deno task cluster`.
+ * A whole cluster on this machine: three CURP metadata replicas (`skyfs meta serve`, or one etcd
+ * with `meta: "etcd"`), a directory backend, and N `skyfs mount` daemons (separate processes, each
+ * with its own data dir and peer port). Used by tests/cluster, bench/cluster and
+ * `deno task cluster`.
  * @module
  */
 
 import { join } from "node:path";
+import { fetchStatus, type ReplicaStatus } from "../meta/curp/server.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
+const MOD = join(ROOT, "mod.ts");
 
 export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -23,26 +26,102 @@ export interface LocalNode {
   child?: Deno.ChildProcess;
 }
 
+/** One CURP replica process. */
+export interface LocalReplica {
+  id: string;
+  address: string;
+  dataDir: string;
+  child?: Deno.ChildProcess;
+}
+
+export interface LocalClusterOptions {
+  /** Mount daemons (default 3). */
+  nodes?: number;
+  /** Metadata: three CURP replicas (default) or one etcd member. */
+  meta?: "curp" | "etcd";
+  /** CURP replicas (default 3). */
+  replicas?: number;
+}
+
 export class LocalCluster {
   readonly dir: string;
   readonly meta: string;
   readonly backend: string;
   readonly nodes: LocalNode[] = [];
-  readonly #etcd: Deno.ChildProcess;
+  /** Empty with etcd. */
+  readonly replicas: LocalReplica[];
+  readonly #etcd: Deno.ChildProcess | undefined;
   readonly #log: string;
 
-  private constructor(dir: string, meta: string, etcd: Deno.ChildProcess) {
+  private constructor(
+    dir: string,
+    meta: string,
+    replicas: LocalReplica[],
+    etcd: Deno.ChildProcess | undefined,
+  ) {
     this.dir = dir;
     this.meta = meta;
+    this.replicas = replicas;
     this.backend = join(dir, "backend");
     this.#etcd = etcd;
     this.#log = join(dir, "logs");
   }
 
-  /** Start etcd and `nodes` mounts under a fresh directory named with `prefix`. */
-  static async start(prefix: string, nodes = 3): Promise<LocalCluster> {
+  /** Start the metadata service and the mounts under a fresh directory named with `prefix`.
+   * A number as the second argument is the node count (CURP metadata). */
+  static async start(
+    prefix: string,
+    options: LocalClusterOptions | number = {},
+  ): Promise<LocalCluster> {
+    const opts = typeof options === "number" ? { nodes: options } : options;
     const dir = await Deno.makeTempDir({ prefix });
     await Deno.mkdir(join(dir, "logs"));
+    let cluster: LocalCluster;
+    try {
+      cluster = opts.meta === "etcd"
+        ? await LocalCluster.#startEtcd(dir)
+        : await LocalCluster.#startCurp(dir, opts.replicas ?? 3);
+    } catch (error) {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      throw error;
+    }
+    try {
+      for (let i = 0; i < (opts.nodes ?? 3); i++) {
+        const id = String.fromCharCode(0x61 + i);
+        const node: LocalNode = {
+          id,
+          mountpoint: join(dir, `mnt-${id}`),
+          dataDir: join(dir, `data-${id}`),
+        };
+        await Deno.mkdir(node.mountpoint);
+        await Deno.mkdir(node.dataDir);
+        cluster.nodes.push(node);
+        await cluster.startNode(node);
+      }
+    } catch (error) {
+      await cluster.stop().catch(() => {});
+      throw error;
+    }
+    return cluster;
+  }
+
+  static async #startCurp(dir: string, count: number): Promise<LocalCluster> {
+    const replicas: LocalReplica[] = Array.from({ length: count }, (_, i) => {
+      const id = `m${i + 1}`;
+      return { id, address: `127.0.0.1:${freePort()}`, dataDir: join(dir, `meta-${id}`) };
+    });
+    const cluster = new LocalCluster(
+      dir,
+      `curp://${replicas.map((r) => r.address).join(",")}`,
+      replicas,
+      undefined,
+    );
+    for (const replica of replicas) await cluster.startReplica(replica);
+    await cluster.metaLeader();
+    return cluster;
+  }
+
+  static async #startEtcd(dir: string): Promise<LocalCluster> {
     const client = `127.0.0.1:${freePort()}`;
     const peer = `127.0.0.1:${freePort()}`;
     const etcd = new Deno.Command("/usr/bin/etcd", {
@@ -58,7 +137,7 @@ export class LocalCluster {
       stdout: "null",
       stderr: "null",
     }).spawn();
-    const cluster = new LocalCluster(dir, `etcd://${client}`, etcd);
+    const cluster = new LocalCluster(dir, `etcd://${client}`, [], etcd);
     await waitFor(
       async () => {
         const out = await new Deno.Command("/usr/bin/etcdctl", {
@@ -72,27 +151,61 @@ export class LocalCluster {
       20_000,
       `etcd on ${client}`,
     );
-    for (let i = 0; i < nodes; i++) {
-      const id = String.fromCharCode(0x61 + i);
-      const node: LocalNode = {
-        id,
-        mountpoint: join(dir, `mnt-${id}`),
-        dataDir: join(dir, `data-${id}`),
-      };
-      await Deno.mkdir(node.mountpoint);
-      await Deno.mkdir(node.dataDir);
-      cluster.nodes.push(node);
-      await cluster.startNode(node);
-    }
     return cluster;
   }
 
-  async startNode(node: LocalNode): Promise<void> {
+  /** Start (or restart, on its data dir) one CURP replica; its stderr goes to logs/<id>.err. */
+  async startReplica(replica: LocalReplica): Promise<void> {
+    const peers = this.replicas.map((r) => `${r.id}=${r.address}`).join(",");
+    replica.child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", MOD, "meta", "serve", "--id", replica.id, "--peers", peers, "--data"]
+        .concat([replica.dataDir]),
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    await this.#keepLog(replica.child, replica.id);
+  }
+
+  /** kill -9 of a replica (no shutdown path runs). */
+  async killReplica(replica: LocalReplica): Promise<void> {
+    replica.child?.kill("SIGKILL");
+    await replica.child?.status;
+    replica.child = undefined;
+  }
+
+  /** A replica's status, or undefined when it does not answer within a second. */
+  async replicaStatus(replica: LocalReplica): Promise<ReplicaStatus | undefined> {
+    if (!replica.child) return undefined;
+    return await fetchStatus(replica.address, 1000).catch(() => undefined);
+  }
+
+  /** The running replica that reports itself leader (waits up to `timeoutMs` for one). */
+  async metaLeader(timeoutMs = 20_000): Promise<LocalReplica> {
+    let leader: LocalReplica | undefined;
+    await waitFor(
+      async () => {
+        for (const replica of this.replicas) {
+          if ((await this.replicaStatus(replica))?.role === "leader") {
+            leader = replica;
+            return true;
+          }
+        }
+        return false;
+      },
+      timeoutMs,
+      "a CURP leader",
+    );
+    return leader!;
+  }
+
+  /** Start (or restart, on its data dir) one mount daemon; `env` is added to the inherited
+   * environment (SKYFS_CURP_TIMEOUT_MS in tests). */
+  async startNode(node: LocalNode, env: Record<string, string> = {}): Promise<void> {
     node.child = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
         "-A",
-        join(ROOT, "mod.ts"),
+        MOD,
         "mount",
         node.mountpoint,
         "--data",
@@ -104,15 +217,28 @@ export class LocalCluster {
         "--node-id",
         node.id,
       ],
+      env,
       stdout: "null",
       stderr: "piped",
     }).spawn();
-    // Keep the daemon's stderr in its log (and readable by tests).
-    node.child.stderr.pipeTo(
-      (await Deno.open(join(this.#log, `${node.id}.err`), { append: true, create: true }))
-        .writable,
-    ).catch(() => {});
-    await waitFor(() => Promise.resolve(isMounted(node.mountpoint)), 60_000, `mount ${node.id}`);
+    await this.#keepLog(node.child, node.id);
+    // A daemon that exits (bad flags, metadata unreachable) is reported at once with its log.
+    let exit: Deno.CommandStatus | undefined;
+    node.child.status.then((status) => exit = status);
+    const deadline = Date.now() + 60_000;
+    while (!isMounted(node.mountpoint)) {
+      if (exit || Date.now() > deadline) {
+        const why = exit ? `exited with ${exit.code}` : "not mounted after 60 s";
+        throw new Error(`mount ${node.id} ${why}; its log:\n${await this.logOf(node)}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Keep a child's stderr in logs/<name>.err (appended across restarts, readable by tests). */
+  async #keepLog(child: Deno.ChildProcess, name: string): Promise<void> {
+    const file = await Deno.open(join(this.#log, `${name}.err`), { append: true, create: true });
+    child.stderr.pipeTo(file.writable).catch(() => {});
   }
 
   /** kill -9 of a node's daemon; its mount is left dead and cleared. */
@@ -134,15 +260,18 @@ export class LocalCluster {
     if (isMounted(node.mountpoint)) await lazyUnmount(node.mountpoint);
   }
 
-  /** The daemon's stderr so far. */
-  async logOf(node: LocalNode): Promise<string> {
+  /** A daemon's (node or replica id) stderr so far. */
+  async logOf(node: { id: string }): Promise<string> {
     return await Deno.readTextFile(join(this.#log, `${node.id}.err`)).catch(() => "");
   }
 
   async stop(options: { keep?: boolean } = {}): Promise<void> {
     for (const node of this.nodes) await this.stopNode(node);
-    this.#etcd.kill("SIGKILL");
-    await this.#etcd.status;
+    for (const replica of this.replicas) await this.killReplica(replica);
+    if (this.#etcd) {
+      this.#etcd.kill("SIGKILL");
+      await this.#etcd.status;
+    }
     if (!options.keep) await Deno.remove(this.dir, { recursive: true });
   }
 }

@@ -1,93 +1,89 @@
 /**
- * Three `skyfs mount` daemons on one machine sharing etcd and a directory backend: write on A,
- * read on B and C; concurrent writers on different files; kill -9 of a node under load; a node
- * restarted with an empty cache reads everything back. Needs root, /dev/fuse and etcd-server.
+ * Three `skyfs mount` daemons on one machine sharing three CURP replicas and a directory backend:
+ * write on A, read on B and C; concurrent writers on different files; kill -9 of a node under
+ * load; a node restarted with an empty cache reads everything back; `skyfs status`. The first two
+ * also on one etcd member. Needs root and /dev/fuse (and etcd-server for the etcd case).
  * @module
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { LocalCluster } from "../../src/cluster/local_cluster.ts";
+import { canRunCluster, random, same, skyfsStatus, sleep, until } from "./_cluster_util.ts";
 
-function canRun(): boolean {
-  try {
-    Deno.statSync("/dev/fuse");
-    Deno.statSync("/usr/bin/etcd");
-    return Deno.uid() === 0;
-  } catch {
-    return false;
+/** Write on A, read on B and C; overwrite on B; one concurrent writer per node. */
+async function writeHereReadThere(cluster: LocalCluster, acked: Map<string, Uint8Array>) {
+  const [a, b, c] = cluster.nodes;
+  // A multi-chunk file and small ones.
+  const big = random(9 * 2 ** 20 + 4321);
+  await Deno.writeFile(join(a.mountpoint, "big"), big);
+  acked.set("big", big);
+  for (const node of [b, c]) {
+    assert.ok(same(await Deno.readFile(join(node.mountpoint, "big")), big), node.id);
+  }
+  // Overwrite on B: A and C see the new content at their next open.
+  const big2 = random(5 * 2 ** 20);
+  await Deno.writeFile(join(b.mountpoint, "big"), big2);
+  acked.set("big", big2);
+  for (const node of [a, c]) {
+    assert.ok(same(await Deno.readFile(join(node.mountpoint, "big")), big2), node.id);
+  }
+  await Promise.all(cluster.nodes.map(async (node) => {
+    for (let i = 0; i < 10; i++) {
+      const data = random(100_000 + i);
+      await Deno.writeFile(join(node.mountpoint, `w-${node.id}-${i}`), data);
+      acked.set(`w-${node.id}-${i}`, data);
+    }
+  }));
+  for (const node of cluster.nodes) {
+    for (const [name, data] of acked) {
+      assert.ok(same(await Deno.readFile(join(node.mountpoint, name)), data), name);
+    }
   }
 }
 
-function random(n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
-  return out;
-}
-
-function same(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
+async function withLogs(cluster: LocalCluster, error: unknown): Promise<Error> {
+  const logs = await Promise.all(
+    [...cluster.nodes, ...cluster.replicas].map(async (d) =>
+      `--- ${d.id}:\n${(await cluster.logOf(d)).slice(-3000)}`
+    ),
+  );
+  return new Error(`${(error as Error).message}\n${logs.join("\n")}`);
 }
 
 Deno.test({
-  name:
-    "cluster: 3 mounts on etcd; write here read there, concurrent writers, kill -9, empty cache",
-  ignore: !canRun(),
+  name: "cluster on CURP: 3 mounts, 3 replicas; write here read there, concurrent writers, " +
+    "kill -9 of a node under load, empty cache, skyfs status",
+  ignore: !canRunCluster(),
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    const cluster = await LocalCluster.start("cluster-test-");
+    const cluster = await LocalCluster.start("skyfs-cluster-test-");
     try {
       const [a, b, c] = cluster.nodes;
       const acked = new Map<string, Uint8Array>();
-      // 1. Write on A, read on B and C (a multi-chunk file and small ones).
-      const big = random(9 * 2 ** 20 + 4321);
-      await Deno.writeFile(join(a.mountpoint, "big"), big);
-      acked.set("big", big);
-      for (const node of [b, c]) {
-        assert.ok(same(await Deno.readFile(join(node.mountpoint, "big")), big), node.id);
-      }
-      // Overwrite on B: A and C see the new content at their next open.
-      const big2 = random(5 * 2 ** 20);
-      await Deno.writeFile(join(b.mountpoint, "big"), big2);
-      acked.set("big", big2);
-      for (const node of [a, c]) {
-        assert.ok(same(await Deno.readFile(join(node.mountpoint, "big")), big2), node.id);
-      }
-      // 2. Concurrent writers on different files, one per node.
-      await Promise.all(cluster.nodes.map(async (node) => {
-        for (let i = 0; i < 10; i++) {
-          const data = random(100_000 + i);
-          await Deno.writeFile(join(node.mountpoint, `w-${node.id}-${i}`), data);
-          acked.set(`w-${node.id}-${i}`, data);
-        }
-      }));
-      for (const node of cluster.nodes) {
-        for (const [name, data] of acked) {
-          assert.ok(same(await Deno.readFile(join(node.mountpoint, name)), data), name);
-        }
-      }
-      // 3. kill -9 of B while A writes: every write A acknowledged is readable on C.
+      await writeHereReadThere(cluster, acked);
+      // kill -9 of B while A writes: every write A acknowledged is readable on C.
       let stop = false;
+      let written = 0;
       const writer = (async () => {
         for (let i = 0; !stop; i++) {
           const data = random(300_000);
           await Deno.writeFile(join(a.mountpoint, `load-${i}`), data);
           acked.set(`load-${i}`, data);
+          written++;
         }
       })();
-      while (![...acked.keys()].some((k) => k === "load-5")) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await until(() => written >= 5, "A wrote 5 files");
       await cluster.kill(b);
-      const atKill = acked.size;
-      while (acked.size < atKill + 5) await new Promise((r) => setTimeout(r, 20));
+      const atKill = written;
+      await until(() => written >= atKill + 5, "A wrote 5 more files after B's kill");
       stop = true;
       await writer;
       for (const [name, data] of acked) {
         assert.ok(same(await Deno.readFile(join(c.mountpoint, name)), data), `C reads ${name}`);
       }
-      // 4. B restarts with an empty cache and reads everything back (peers, then backend).
+      // B restarts with an empty cache and reads everything back (peers, then backend).
       await Deno.remove(b.dataDir, { recursive: true });
       await Deno.mkdir(b.dataDir);
       await cluster.startNode(b);
@@ -97,30 +93,38 @@ Deno.test({
       // skyfs status lists the three live nodes, and B's reads went to peers for the chunks
       // they own (the other two are alive): its peer fills reach the status within a few lease
       // renewals (1.7 s each).
-      const status = async () => {
-        const out = await new Deno.Command(Deno.execPath(), {
-          args: [
-            "run",
-            "-A",
-            join(import.meta.dirname!, "../../mod.ts"),
-            "status",
-            "--meta",
-            cluster.meta,
-          ],
-          stdout: "piped",
-        }).output();
-        const text = new TextDecoder().decode(out.stdout);
-        assert.equal(out.code, 0, text);
-        return text;
-      };
-      let text = await status();
-      assert.match(text, /3 live node\(s\)/);
       const peerFills = (t: string) => Number(t.match(/^b .* (\d+)$/m)?.[1] ?? 0);
-      for (let i = 0; i < 10 && peerFills(text) === 0; i++) {
-        await new Promise((r) => setTimeout(r, 1000));
-        text = await status();
+      let status = await skyfsStatus(cluster.meta);
+      for (let i = 0; i < 10 && status.code === 0 && peerFills(status.text) === 0; i++) {
+        await sleep(1000);
+        status = await skyfsStatus(cluster.meta);
       }
-      assert.ok(peerFills(text) > 0, text);
+      assert.equal(status.code, 0, status.text);
+      assert.match(status.text, /3 live node\(s\)/);
+      for (const node of cluster.nodes) assert.match(status.text, new RegExp(`^${node.id} `, "m"));
+      assert.ok(peerFills(status.text) > 0, status.text);
+    } catch (error) {
+      throw await withLogs(cluster, error);
+    } finally {
+      await cluster.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster on etcd: 3 mounts, one etcd member; write here read there, concurrent writers",
+  ignore: !canRunCluster(true),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const cluster = await LocalCluster.start("skyfs-cluster-etcd-", { meta: "etcd" });
+    try {
+      await writeHereReadThere(cluster, new Map());
+      const status = await skyfsStatus(cluster.meta);
+      assert.equal(status.code, 0, status.text);
+      assert.match(status.text, /3 live node\(s\)/);
+    } catch (error) {
+      throw await withLogs(cluster, error);
     } finally {
       await cluster.stop();
     }

@@ -33,7 +33,8 @@ import { fetchStatus, type ReplicaStatus } from "./server.ts";
 import { Link, parseAddress } from "./wire.ts";
 
 export interface CurpKVOptions {
-  /** Milliseconds before an unanswered command rejects. Default 10000. */
+  /** Milliseconds before an unanswered command rejects. Default 10000, or the environment's
+   * SKYFS_CURP_TIMEOUT_MS (tests that lose the quorum on purpose shorten the wait). */
   timeoutMs?: number;
   /** Milliseconds per client tick; a command is resent to every replica every 10 ticks. Default 50. */
   tickMs?: number;
@@ -81,6 +82,17 @@ interface Pending {
   timer: ReturnType<typeof setTimeout>;
 }
 
+/** The default command timeout: SKYFS_CURP_TIMEOUT_MS when set, else 10 s. */
+function defaultTimeoutMs(): number {
+  const text = Deno.env.get("SKYFS_CURP_TIMEOUT_MS");
+  if (text === undefined) return 10_000;
+  const ms = Number(text);
+  if (!(Number.isInteger(ms) && ms >= 100)) {
+    throw new RangeError(`SKYFS_CURP_TIMEOUT_MS "${text}" is not a whole number of ms >= 100`);
+  }
+  return ms;
+}
+
 /** Connect to the cluster that one of `addresses` ("host:port") belongs to. */
 export async function openCurpKV(
   addresses: string[],
@@ -88,7 +100,7 @@ export async function openCurpKV(
 ): Promise<CurpKV> {
   if (addresses.length === 0) throw new RangeError("No CURP replica address given (host:port,...)");
   for (const a of addresses) parseAddress(a);
-  const timeoutMs = options.timeoutMs ?? 10_000;
+  const timeoutMs = options.timeoutMs ?? defaultTimeoutMs();
   const deadline = Date.now() + timeoutMs;
   const errors: string[] = [];
   while (Date.now() < deadline) {
@@ -142,7 +154,7 @@ export class CurpKV implements MetaKV {
   constructor(status: ReplicaStatus, options: CurpKVOptions = {}) {
     this.members = status.members;
     this.#options = {
-      timeoutMs: options.timeoutMs ?? 10_000,
+      timeoutMs: options.timeoutMs ?? defaultTimeoutMs(),
       tickMs: options.tickMs ?? 50,
       maxSessions: options.maxSessions ?? 16,
       fastPath: options.fastPath ??
