@@ -10,6 +10,7 @@ import { FuseServer } from "./fuse/server.ts";
 import { notifyInvalInode } from "./fuse/wire.ts";
 import { openDataDir } from "./datadir.ts";
 import { openMetaBackend } from "./meta/backend.ts";
+import { MetaUnavailableError } from "./meta/kv.ts";
 import { openIoEngine } from "./io/mod.ts";
 import { createVfs } from "./vfs/mod.ts";
 import { startShimServer } from "./intercept/mod.ts";
@@ -159,8 +160,14 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     onInit: (n) =>
       log(`skyfs: kernel FUSE 7.${n.minor}, passthrough ${n.passthrough ? "on" : "off"}`),
     validity: { entrySeconds: seconds, attrSeconds: seconds },
+    // A store that did not answer is not our bug: one line naming it, no stack.
     onInternalError: (op, error) =>
-      log(`skyfs: internal error in ${op}: ${(error as Error)?.stack ?? error}`),
+      log(
+        error instanceof MetaUnavailableError
+          ? `skyfs: ${op} failed with EIO: metadata store unreachable: ${error.message}`
+          : `skyfs: internal error in ${op}: ${(error as Error)?.stack ?? error}`,
+      ),
+    onIoError: (op, error) => log(`skyfs: ${op} failed with ${error.message}`),
   });
   invalidate = (ino) => server.invalidateAttributes(ino);
   if (node) {

@@ -466,7 +466,18 @@ export class ClusterData {
   /** The backend's copy of a chunk's file bytes, the whole object checked against its CRC. */
   async fetchFromBackend(ino: number, index: number, ref: ChunkRef): Promise<Uint8Array> {
     const key = chunkObjectKey(ino, index, ref.version);
-    const data = await this.backend.get(key);
+    let data;
+    try {
+      data = await this.backend.get(key);
+    } catch (error) {
+      // As an upload failure: EIO naming the backend (the mount logs it as one line).
+      throw new FsError(
+        "EIO",
+        `cannot read chunk ${ino}/${index} from the ${this.backend.kind} backend: ${
+          (error as Error).message
+        }`,
+      );
+    }
     if (!data) throw new FsError("EIO", `backend object ${key} is missing`);
     if (crc32(data) !== ref.crc) {
       this.stats.checksumFailures++;

@@ -41,6 +41,8 @@ export interface LocalClusterOptions {
   meta?: "curp" | "etcd";
   /** CURP replicas (default 3). */
   replicas?: number;
+  /** Added to the mount daemons' environment (SKYFS_CURP_TIMEOUT_MS in tests). */
+  nodeEnv?: Record<string, string>;
 }
 
 export class LocalCluster {
@@ -50,6 +52,7 @@ export class LocalCluster {
   readonly nodes: LocalNode[] = [];
   /** Empty with etcd. */
   readonly replicas: LocalReplica[];
+  nodeEnv: Record<string, string> = {};
   readonly #etcd: Deno.ChildProcess | undefined;
   readonly #log: string;
 
@@ -85,6 +88,7 @@ export class LocalCluster {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
       throw error;
     }
+    cluster.nodeEnv = opts.nodeEnv ?? {};
     try {
       for (let i = 0; i < (opts.nodes ?? 3); i++) {
         const id = String.fromCharCode(0x61 + i);
@@ -198,9 +202,9 @@ export class LocalCluster {
     return leader!;
   }
 
-  /** Start (or restart, on its data dir) one mount daemon; `env` is added to the inherited
-   * environment (SKYFS_CURP_TIMEOUT_MS in tests). */
-  async startNode(node: LocalNode, env: Record<string, string> = {}): Promise<void> {
+  /** Start (or restart, on its data dir) one mount daemon with `nodeEnv` added to the inherited
+   * environment. */
+  async startNode(node: LocalNode): Promise<void> {
     node.child = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
@@ -217,7 +221,7 @@ export class LocalCluster {
         "--node-id",
         node.id,
       ],
-      env,
+      env: this.nodeEnv,
       stdout: "null",
       stderr: "piped",
     }).spawn();
@@ -238,7 +242,19 @@ export class LocalCluster {
   /** Keep a child's stderr in logs/<name>.err (appended across restarts, readable by tests). */
   async #keepLog(child: Deno.ChildProcess, name: string): Promise<void> {
     const file = await Deno.open(join(this.#log, `${name}.err`), { append: true, create: true });
-    child.stderr.pipeTo(file.writable).catch(() => {});
+    // Written chunk by chunk: piping into `file.writable` held everything back until the child
+    // exited, so a test never saw the log of a running daemon.
+    void (async () => {
+      try {
+        for await (const chunk of child.stderr) {
+          for (let done = 0; done < chunk.length;) done += await file.write(chunk.subarray(done));
+        }
+      } catch {
+        /* the child or the file went away */
+      } finally {
+        file.close();
+      }
+    })();
   }
 
   /** kill -9 of a node's daemon; its mount is left dead and cleared. */

@@ -53,6 +53,9 @@ export interface ServerOptions {
   onInit?: (negotiated: Negotiated) => void;
   /** Called for each request failure that is our bug (not an FsError). */
   onInternalError?: (opcode: string, error: unknown) => void;
+  /** Called for each request answered EIO with an FsError: the store below failed (a backend
+   * unreachable, a checksum mismatch), which the user cannot see from the errno alone. */
+  onIoError?: (opcode: string, error: FsError) => void;
 }
 
 /** What a handler sees: the Vfs, the caller, cache validity and the device for passthrough. */
@@ -293,6 +296,8 @@ export class FuseServer {
     } catch (error) {
       if (!(error instanceof FsError)) {
         this.#options.onInternalError?.(opcodeNames.get(header.opcode) ?? "?", error);
+      } else if (error.errno === Errno.EIO) {
+        this.#options.onIoError?.(opcodeNames.get(header.opcode) ?? "?", error);
       }
       reply = statusReply(unique, errnoOf(error));
     }

@@ -15,6 +15,7 @@ import {
   type KeyValue,
   type LeaseGrantResponse,
   type MetaKV,
+  MetaUnavailableError,
   type PutRequest,
   type PutResponse,
   type RangeRequest,
@@ -154,7 +155,7 @@ export class EtcdKV implements MetaKV {
     let timer: ReturnType<typeof setTimeout>;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new Error(`etcd did not answer within ${this.#timeoutMs} ms`)),
+        () => reject(new MetaUnavailableError(`etcd did not answer within ${this.#timeoutMs} ms`)),
         this.#timeoutMs,
       );
     });

@@ -130,6 +130,12 @@ export interface Watcher {
   cancel(): void;
 }
 
+/** The metadata store did not answer in time (no quorum, unreachable, overloaded): the
+ * operation's outcome is unknown. The mount answers EIO and logs one line, without a stack. */
+export class MetaUnavailableError extends Error {
+  override name = "MetaUnavailableError";
+}
+
 /** Thrown by watch when startRevision is older than the compacted history. */
 export class CompactedError extends Error {
   constructor(readonly compactRevision: number) {

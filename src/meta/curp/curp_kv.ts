@@ -16,6 +16,7 @@ import {
   type KeyRange,
   type LeaseGrantResponse,
   type MetaKV,
+  MetaUnavailableError,
   type PutRequest,
   type PutResponse,
   type RangeRequest,
@@ -57,7 +58,7 @@ type WatchFrame =
   | { type: "watchError"; watchId: number; compactRevision?: number; error?: string };
 
 /** A command that got no answer in time: no quorum reachable, or the cluster is overloaded. */
-export class CurpTimeoutError extends Error {
+export class CurpTimeoutError extends MetaUnavailableError {
   override name = "CurpTimeoutError";
 }
 
