@@ -198,6 +198,9 @@ async function runWorkers(
   return { ops, seconds: (performance.now() - start) / 1000 };
 }
 
+/** The task-work setup the skyfs engine's ring got (reported once). */
+let skyfsRing = "";
+
 async function runSkyfs(job: Job, path: string, options: Options): Promise<Result> {
   const io: UringEngine = openUringEngine({ queueDepth: Math.max(32, job.queueDepth) });
   try {
@@ -218,7 +221,10 @@ async function runSkyfs(job: Job, path: string, options: Options): Promise<Resul
       submitCalls: after.submitCalls - before.submitCalls,
       reapCalls: after.reapCalls - before.reapCalls,
       waitCalls: after.waitCalls - before.waitCalls,
+      asyncWrites: after.asyncWrites - before.asyncWrites,
+      fdProbes: after.fdProbes - before.fdProbes,
     };
+    skyfsRing = io.ringSetup;
     return result;
   } finally {
     await io.shutdown();
@@ -331,11 +337,15 @@ function summarize(job: Job, engine: Engine, results: Result[], error?: string):
     submitCalls: a.submitCalls + b.submitCalls,
     reapCalls: a.reapCalls + b.reapCalls,
     waitCalls: a.waitCalls + b.waitCalls,
+    asyncWrites: a.asyncWrites + b.asyncWrites,
+    fdProbes: a.fdProbes + b.fdProbes,
   }));
-  const crossingsPerIo = (c.submitCalls + c.reapCalls + c.waitCalls) / c.completions;
+  const crossingsPerIo = (c.submitCalls + c.reapCalls + c.waitCalls + c.fdProbes) /
+    c.completions;
   m.details.crossingsPerIo = crossingsPerIo;
   m.details.waitCallsPerIo = c.waitCalls / c.completions;
   m.details.submitCallsPerIo = c.submitCalls / c.completions;
+  m.details.asyncWritesPerIo = c.asyncWrites / c.completions;
   // Its own family, so the harness's table shows the figure (there is no fio column there).
   const crossings: Measurement = {
     family: "io-crossings",
@@ -436,6 +446,9 @@ async function main(): Promise<void> {
   } finally {
     await Deno.remove(options.dir, { recursive: true }).catch(() => {});
   }
+  console.error(
+    `bench/io: skyfs ring setup "${skyfsRing}", IOSQE_ASYNC on writes to buffered regular files`,
+  );
   console.log(table(options, measurements));
   if (options.json) {
     await Deno.writeTextFile(

@@ -1,17 +1,21 @@
 /**
- * Where the time of 4 KiB random buffered writes at queue depth 32 goes (issue 4's unmet goal):
- * the io_uring engine buffered and with O_DIRECT, a synchronous pwrite on the JS thread (the
- * portable engine) and Deno.FsFile, 5 interleaved rounds of 1 s on one existing file.
+ * Where the time of 4 KiB random buffered writes at queue depth 32 goes (issue 4's hardest goal):
+ * the io_uring engine as shipped (IOSQE_ASYNC on buffered writes, DEFER_TASKRUN ring), without
+ * IOSQE_ASYNC, with the older ring setups, with O_DIRECT, a synchronous pwrite on the JS thread
+ * (the portable engine) and Deno.FsFile, in interleaved rounds of 1 s on one existing file.
  *
- * Usage: deno run -A bench/io/write_paths.ts FILE   (FILE: at least 256 MiB, e.g. made by fio)
+ * Usage: deno run -A bench/io/write_paths.ts FILE [ROUNDS] [PATH,...]
+ *   FILE: at least 256 MiB (e.g. made by fio); ROUNDS default 5; PATH: names below (default all)
  * @module
  */
 import { alignedBuffer } from "../../src/io/mod.ts";
-import { openUringEngine } from "../../src/io/uring.ts";
+import { openUringEngine, type UringEngineOptions } from "../../src/io/uring.ts";
 import { createPortableEngine } from "../../src/io/portable.ts";
 import type { IoEngine } from "../../src/io/types.ts";
-const path = Deno.args[0];
-if (path === undefined) throw new RangeError("Usage: deno run -A bench/io/write_paths.ts FILE");
+const [path, roundsArg, only] = Deno.args;
+if (path === undefined) {
+  throw new RangeError("Usage: deno run -A bench/io/write_paths.ts FILE [ROUNDS] [PATH,...]");
+}
 if (Deno.statSync(path).size < 256 * 1024 * 1024) {
   throw new RangeError(
     `"${path}" is smaller than 256 MiB: write it first (fio --rw=write --size=256M)`,
@@ -43,6 +47,8 @@ async function viaEngine(io: IoEngine, flags: number) {
     await io.shutdown();
   }
 }
+const uring = (options: UringEngineOptions, flags = O_RDWR) => () =>
+  viaEngine(openUringEngine({ queueDepth: QD, ...options }), flags);
 async function fsFile() {
   const files = await Promise.all(
     Array.from({ length: QD }, () => Deno.open(path, { read: true, write: true })),
@@ -57,20 +63,32 @@ async function fsFile() {
   }
 }
 const paths: Record<string, () => Promise<number>> = {
-  "uring buffered": () => viaEngine(openUringEngine({ queueDepth: 32 }), O_RDWR),
-  "uring O_DIRECT": () => viaEngine(openUringEngine({ queueDepth: 32 }), O_RDWR | O_DIRECT),
-  "portable buffered (sync pwrite)": () => viaEngine(createPortableEngine(), O_RDWR),
-  "Deno.FsFile buffered": fsFile,
+  "uring (shipped: async, defer)": uring({}),
+  "uring no IOSQE_ASYNC, defer": uring({ asyncBufferedWrites: false }),
+  "uring async, coop ring": uring({ ringSetup: "coop" }),
+  "uring async, plain ring": uring({ ringSetup: "plain" }),
+  "uring no async, plain (old)": uring({ asyncBufferedWrites: false, ringSetup: "plain" }),
+  "uring O_DIRECT": uring({}, O_RDWR | O_DIRECT),
+  "portable (sync pwrite)": () => viaEngine(createPortableEngine(), O_RDWR),
+  "Deno.FsFile": fsFile,
 };
+const chosen = only ? only.split(",") : Object.keys(paths);
+for (const name of chosen) {
+  if (!(name in paths)) throw new RangeError(`unknown path "${name}": ${Object.keys(paths)}`);
+}
+if (!chosen.includes("Deno.FsFile")) chosen.push("Deno.FsFile");
+const rounds = Number(roundsArg ?? 5);
 const res: Record<string, number[]> = {};
-for (let r = 0; r < 5; r++) {
-  for (const [k, f] of Object.entries(paths)) (res[k] ??= []).push(await f());
+for (let r = 0; r < rounds; r++) {
+  for (const k of chosen) (res[k] ??= []).push(await paths[k]());
 }
 const med = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
-const base = med(res["Deno.FsFile buffered"]);
+const base = med(res["Deno.FsFile"]);
+const load = Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+console.log(`${rounds} rounds x ${MS} ms, QD ${QD}, load average ${load}`);
 for (const [k, v] of Object.entries(res)) {
   console.log(
-    `${k.padEnd(34)} median ${(med(v) / 1000).toFixed(1)}k IOPS  (${
+    `${k.padEnd(30)} median ${(med(v) / 1000).toFixed(1).padStart(6)}k IOPS  (${
       v.map((x) => (x / 1000).toFixed(0)).join(" ")
     })  / FsFile ${(med(v) / base).toFixed(2)}x`,
   );

@@ -20,25 +20,49 @@ _Static_assert(sizeof(struct skyfs_uring_cqe) == 16, "skyfs_uring_cqe must stay 
 struct skyfs_uring {
   struct io_uring ring;
   int event_fd;
+  uint32_t async_count;
 };
 
 EXPORT int32_t skyfs_uring_abi_version(void) { return SKYFS_URING_ABI_VERSION; }
 
+/* Ring setup flags to try, best first, for each SKYFS_SETUP_* level; a kernel that refuses one
+ * set (EINVAL: too old) gets the next. SUBMIT_ALL: a bad SQE fails alone instead of leaving the
+ * rest of the batch unsubmitted. */
+static const unsigned setup_tries[] = {
+    /* SKYFS_SETUP_DEFER (6.1+): completions of io-wq work (every ext4 buffered write) are run
+     * by this thread at its next io_uring_enter instead of being posted by the worker, which
+     * leaves the single hashed worker more time for the writes themselves. */
+    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP | IORING_SETUP_SINGLE_ISSUER |
+        IORING_SETUP_DEFER_TASKRUN,
+    /* SKYFS_SETUP_COOP (5.19+): task work waits for this thread's next kernel entry, no IPI. */
+    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP | IORING_SETUP_COOP_TASKRUN,
+    /* SKYFS_SETUP_PLAIN (5.18+), then anything since 5.6. */
+    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP,
+    IORING_SETUP_CLAMP,
+};
+
 EXPORT struct skyfs_uring *skyfs_uring_open(uint32_t entries, int32_t *error) {
+  return skyfs_uring_open_with(entries, SKYFS_SETUP_DEFER, error);
+}
+
+EXPORT struct skyfs_uring *skyfs_uring_open_with(uint32_t entries, uint32_t setup,
+                                                 int32_t *error) {
+  if (setup > SKYFS_SETUP_PLAIN) {
+    *error = -EINVAL;
+    return NULL;
+  }
   struct skyfs_uring *handle = calloc(1, sizeof(*handle));
   if (handle == NULL) {
     *error = -ENOMEM;
     return NULL;
   }
-  /* SUBMIT_ALL: a bad SQE fails alone instead of leaving the rest of the batch unsubmitted. */
   struct io_uring_params params;
-  memset(&params, 0, sizeof(params));
-  params.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP;
-  int result = io_uring_queue_init_params(entries, &handle->ring, &params);
-  if (result == -EINVAL) { /* kernel before 5.18 */
+  int result = -EINVAL;
+  for (size_t i = setup; i < sizeof(setup_tries) / sizeof(setup_tries[0]); i++) {
     memset(&params, 0, sizeof(params));
-    params.flags = IORING_SETUP_CLAMP;
+    params.flags = setup_tries[i];
     result = io_uring_queue_init_params(entries, &handle->ring, &params);
+    if (result != -EINVAL) break;
   }
   if (result < 0) {
     free(handle);
@@ -62,6 +86,10 @@ EXPORT struct skyfs_uring *skyfs_uring_open(uint32_t entries, int32_t *error) {
   }
   *error = 0;
   return handle;
+}
+
+EXPORT uint32_t skyfs_uring_setup_flags(const struct skyfs_uring *handle) {
+  return handle->ring.flags;
 }
 
 EXPORT uint32_t skyfs_uring_entries(const struct skyfs_uring *handle) {
@@ -94,8 +122,11 @@ EXPORT int32_t skyfs_uring_probe(struct skyfs_uring *handle) {
   return missing;
 }
 
+static int32_t copy_cqes(struct skyfs_uring *handle, struct skyfs_uring_cqe *out, uint32_t max);
+
 /* Fills one SQE from one op whose opcode the caller has validated. */
-static void prepare(struct io_uring_sqe *sqe, const struct skyfs_uring_op *op) {
+static void prepare(struct skyfs_uring *handle, struct io_uring_sqe *sqe,
+                    const struct skyfs_uring_op *op) {
   void *addr = (void *)(uintptr_t)op->addr;
   void *addr2 = (void *)(uintptr_t)op->addr2;
   switch (op->opcode) {
@@ -140,6 +171,10 @@ static void prepare(struct io_uring_sqe *sqe, const struct skyfs_uring_op *op) {
       break;
   }
   if (op->link) sqe->flags |= IOSQE_IO_LINK;
+  if (op->async) {
+    sqe->flags |= IOSQE_ASYNC;
+    handle->async_count++;
+  }
   io_uring_sqe_set_data64(sqe, op->user_data);
 }
 
@@ -162,7 +197,7 @@ EXPORT int32_t skyfs_uring_submit(struct skyfs_uring *handle, const struct skyfs
   for (; prepared < count; prepared++) {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&handle->ring);
     if (sqe == NULL) break;
-    prepare(sqe, &ops[prepared]);
+    prepare(handle, sqe, &ops[prepared]);
   }
   int32_t result = flush(handle);
   return result < 0 ? result : (int32_t)prepared;
@@ -177,7 +212,7 @@ EXPORT int32_t skyfs_uring_submit_reap(struct skyfs_uring *handle,
     if (ops[i].opcode > SKYFS_OP_CANCEL_ALL) return -EINVAL;
   }
   if (count > io_uring_sq_space_left(ring)) return -EBUSY;
-  for (uint32_t i = 0; i < count; i++) prepare(io_uring_get_sqe(ring), &ops[i]);
+  for (uint32_t i = 0; i < count; i++) prepare(handle, io_uring_get_sqe(ring), &ops[i]);
   if (wait_ns > 0 && (ring->features & IORING_FEAT_EXT_ARG)) {
     /* With EXT_ARG the timeout travels with the enter call: no timeout SQE is queued. */
     struct __kernel_timespec timeout = {.tv_sec = wait_ns / 1000000000u,
@@ -188,15 +223,15 @@ EXPORT int32_t skyfs_uring_submit_reap(struct skyfs_uring *handle,
         result != -EBUSY) {
       return result;
     }
-  } else {
-    int32_t result = flush(handle);
-    if (result < 0) return result;
+    return copy_cqes(handle, out, max); /* that enter ran deferred completions already */
   }
+  int32_t result = flush(handle);
+  if (result < 0) return result;
   return skyfs_uring_reap(handle, out, max);
 }
 
-EXPORT int32_t skyfs_uring_reap(struct skyfs_uring *handle, struct skyfs_uring_cqe *out,
-                                uint32_t max) {
+/* Copies and consumes up to `max` posted completions; re-sends SQEs a refusal left queued. */
+static int32_t copy_cqes(struct skyfs_uring *handle, struct skyfs_uring_cqe *out, uint32_t max) {
   struct io_uring *ring = &handle->ring;
   unsigned head;
   struct io_uring_cqe *cqe;
@@ -211,6 +246,18 @@ EXPORT int32_t skyfs_uring_reap(struct skyfs_uring *handle, struct skyfs_uring_c
   io_uring_cq_advance(ring, count);
   if (io_uring_sq_ready(ring) > 0) flush(handle);
   return (int32_t)count;
+}
+
+/* With DEFER_TASKRUN the kernel posts completions only while the ring's task is inside
+ * io_uring_enter(GETEVENTS): enter once to run them before reading the CQ ring. */
+static void run_deferred(struct skyfs_uring *handle) {
+  if (handle->ring.flags & IORING_SETUP_DEFER_TASKRUN) io_uring_get_events(&handle->ring);
+}
+
+EXPORT int32_t skyfs_uring_reap(struct skyfs_uring *handle, struct skyfs_uring_cqe *out,
+                                uint32_t max) {
+  run_deferred(handle);
+  return copy_cqes(handle, out, max);
 }
 
 EXPORT int32_t skyfs_uring_prepare_wait(struct skyfs_uring *handle, struct skyfs_uring_cqe *out,
@@ -235,6 +282,18 @@ EXPORT int32_t skyfs_uring_wake(struct skyfs_uring *handle) {
 
 EXPORT uint32_t skyfs_uring_sq_pending(const struct skyfs_uring *handle) {
   return io_uring_sq_ready(&handle->ring);
+}
+
+EXPORT int32_t skyfs_uring_fd_mode(int32_t fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0) return -errno;
+  struct stat st;
+  if (fstat(fd, &st) < 0) return -errno;
+  return ((flags & O_DIRECT) ? SKYFS_FD_DIRECT : 0) | (S_ISREG(st.st_mode) ? SKYFS_FD_REGULAR : 0);
+}
+
+EXPORT uint32_t skyfs_uring_async_count(const struct skyfs_uring *handle) {
+  return handle->async_count;
 }
 
 EXPORT void skyfs_uring_close(struct skyfs_uring *handle) {

@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#define SKYFS_URING_ABI_VERSION 2
+#define SKYFS_URING_ABI_VERSION 3
 
 /* Operation codes of skyfs_uring_op.opcode (ours, not the kernel's IORING_OP_* numbers). */
 enum {
@@ -39,7 +39,8 @@ enum {
 struct skyfs_uring_op {
   uint8_t opcode;      /* SKYFS_OP_* */
   uint8_t link;        /* nonzero: IOSQE_IO_LINK, the next op in the batch runs only if this succeeds */
-  uint16_t reserved0;  /* 0 */
+  uint8_t async;       /* nonzero: IOSQE_ASYNC, straight to an io-wq worker (since ABI 3) */
+  uint8_t reserved0;   /* 0 */
   int32_t fd;          /* fd or dirfd (AT_FDCWD = -100) */
   uint64_t offset;
   uint64_t addr;
@@ -68,6 +69,23 @@ int32_t skyfs_uring_abi_version(void);
  * kernel; -EPERM: io_uring_disabled sysctl, seccomp or a container forbids it). */
 struct skyfs_uring *skyfs_uring_open(uint32_t entries, int32_t *error);
 
+/* How much of the kernel's task-work machinery the ring uses (skyfs_uring_open_with). */
+enum {
+  SKYFS_SETUP_DEFER = 0, /* SINGLE_ISSUER | DEFER_TASKRUN, else COOP, else PLAIN */
+  SKYFS_SETUP_COOP = 1,  /* COOP_TASKRUN, else PLAIN */
+  SKYFS_SETUP_PLAIN = 2  /* neither */
+};
+
+/* skyfs_uring_open with a choice of setup flags (skyfs_uring_open is SKYFS_SETUP_DEFER), for
+ * measuring them against each other; an older kernel gets the next level down. With DEFER the
+ * thread that opened the ring must be the one that submits and reaps (it is: the JS thread), and
+ * skyfs_uring_reap and skyfs_uring_prepare_wait enter the kernel once to run completions. -EINVAL
+ * for an unknown level. Since ABI 3. */
+struct skyfs_uring *skyfs_uring_open_with(uint32_t entries, uint32_t setup, int32_t *error);
+
+/* The IORING_SETUP_* flags the ring got. Since ABI 3. */
+uint32_t skyfs_uring_setup_flags(const struct skyfs_uring *ring);
+
 /* Returns the number of SQ entries the ring got (a power of two). */
 uint32_t skyfs_uring_entries(const struct skyfs_uring *ring);
 
@@ -94,7 +112,8 @@ int32_t skyfs_uring_submit_reap(struct skyfs_uring *ring, const struct skyfs_uri
                                 uint32_t wait_ns);
 
 /* Copies up to `max` available completions into `out` and consumes them; then re-submits SQEs
- * left queued by a transient refusal, if any. Never blocks. Returns the number copied. */
+ * left queued by a transient refusal, if any. Never blocks (with DEFER_TASKRUN it enters the
+ * kernel once, without waiting, to run deferred completions). Returns the number copied. */
 int32_t skyfs_uring_reap(struct skyfs_uring *ring, struct skyfs_uring_cqe *out, uint32_t max);
 
 /* Clears the eventfd, then reaps like skyfs_uring_reap. Call it just before starting
@@ -112,6 +131,19 @@ int32_t skyfs_uring_wake(struct skyfs_uring *ring);
 
 /* Number of SQEs queued but not yet taken by the kernel. */
 uint32_t skyfs_uring_sq_pending(const struct skyfs_uring *ring);
+
+/* Bits of skyfs_uring_fd_mode's result. */
+enum {
+  SKYFS_FD_DIRECT = 1, /* opened with O_DIRECT (or switched to it with F_SETFL) */
+  SKYFS_FD_REGULAR = 2 /* a regular file */
+};
+
+/* What the engine needs to know about an fd it did not open: fcntl(F_GETFL) and fstat. Returns
+ * SKYFS_FD_* bits, or -errno (-EBADF: not an open fd). Two syscalls, no I/O. Since ABI 3. */
+int32_t skyfs_uring_fd_mode(int32_t fd);
+
+/* SQEs prepared with IOSQE_ASYNC since the ring opened (for tests: the flag reached the SQE). */
+uint32_t skyfs_uring_async_count(const struct skyfs_uring *ring);
 
 /* Frees the ring and its eventfd. No wait may be running and no op may be in flight: the kernel
  * tears a ring down asynchronously, so a request still running could write into a buffer the

@@ -20,12 +20,20 @@ import {
   AT_FDCWD,
   CQE_BYTES,
   defaultLibraryPath,
+  FD_DIRECT,
+  FD_REGULAR,
+  HEAD_ASYNC,
+  HEAD_LINK,
   IORING_FSYNC_DATASYNC,
+  IORING_SETUP_COOP_TASKRUN,
+  IORING_SETUP_DEFER_TASKRUN,
   loadUringLibrary,
   Op,
   OP_BYTES,
   OP_NAMES,
   pointerOf,
+  RING_SETUPS,
+  type RingSetup,
   STATX_BASIC_STATS,
   type UringLibrary,
   type UringSymbols,
@@ -47,6 +55,18 @@ export interface UringEngineOptions {
   spinUs?: number;
   /** The longest spin the engine may learn, in microseconds. Default 300 (a 1 MiB ext4 write). */
   maxSpinUs?: number;
+  /**
+   * Send writes to buffered regular files with IOSQE_ASYNC (see `UringEngine.writesAsync`).
+   * Default true; false only to measure the difference (bench/io/write_paths.ts).
+   */
+  asyncBufferedWrites?: boolean;
+  /**
+   * The ring's task-work setup: "defer" (IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN: this thread
+   * runs completions at its next kernel entry, so io-wq workers do not post them), "coop"
+   * (COOP_TASKRUN) or "plain"; an older kernel gets the next one down. Default "defer" (measured
+   * best for buffered writes, src/io/README.md); the others exist to measure against it.
+   */
+  ringSetup?: RingSetup;
 }
 
 /** JS<->native crossings, for the benchmark's "crossings per completed I/O". */
@@ -59,9 +79,22 @@ export interface UringStats {
   reapCalls: number;
   /** `nonblocking` wait calls (about 13 us each). */
   waitCalls: number;
+  /** SQEs the native side prepared with IOSQE_ASYNC (writes to buffered regular files). */
+  asyncWrites: number;
+  /** fcntl(F_GETFL)+fstat calls that learned how to write to an fd (one synchronous call each). */
+  fdProbes: number;
 }
 
 const O_CLOEXEC = 0o2000000;
+const O_DIRECT = 0o40000;
+/**
+ * How many writes an fd's learned write mode serves before it is learned again: bounds how long a
+ * stale answer lives when the fd was closed and its number reused outside the engine, or O_DIRECT
+ * was switched with fcntl(F_SETFL). One fcntl+fstat (about 1 us) per this many writes.
+ */
+const FD_RELEARN_WRITES = 4096;
+/** fds beyond this are not tracked: their writes never get IOSQE_ASYNC. */
+const FD_TABLE_MAX = 1 << 20;
 /** The kernel caps one read or write at this many bytes (MAX_RW_COUNT); longer ones continue. */
 const MAX_RW_BYTES = 0x7ffff000;
 const IOV_MAX = 1024;
@@ -158,7 +191,16 @@ export function openUringEngine(options: UringEngineOptions = {}): UringEngine {
   const error = new Int32Array(1);
   // SQ over twice the depth: room for a full batch plus a cancel even beside SQEs a transient
   // EAGAIN left queued; the CQ (twice the SQ) cannot overflow with depth + 1 in the kernel.
-  const ring = symbols.skyfs_uring_open(depth * 2 + 2, new Uint8Array(error.buffer));
+  const setup = options.ringSetup ?? "defer";
+  if (!(setup in RING_SETUPS)) {
+    library.close();
+    throw new RangeError(`ringSetup "${setup}" is unknown: use defer, coop or plain`);
+  }
+  const ring = symbols.skyfs_uring_open_with(
+    depth * 2 + 2,
+    RING_SETUPS[setup],
+    new Uint8Array(error.buffer),
+  );
   if (ring === null) {
     library.close();
     const errno = -error[0];
@@ -179,7 +221,14 @@ export function openUringEngine(options: UringEngineOptions = {}): UringEngine {
       `this kernel's io_uring lacks ${what}; set SKYFS_IO=portable to use the portable engine`,
     );
   }
-  return new UringEngine(library, ring, depth, spin, options.shutdownCancelAfterMs ?? 5000);
+  return new UringEngine(
+    library,
+    ring,
+    depth,
+    spin,
+    options.shutdownCancelAfterMs ?? 5000,
+    options.asyncBufferedWrites ?? true,
+  );
 }
 
 export class UringEngine implements IoEngine {
@@ -222,7 +271,22 @@ export class UringEngine implements IoEngine {
   #shutdownPromise: Promise<void> | undefined;
   #idle: (() => void) | undefined;
 
-  #stats: UringStats = { completions: 0, submitCalls: 0, reapCalls: 0, waitCalls: 0 };
+  #stats: UringStats = {
+    completions: 0,
+    submitCalls: 0,
+    reapCalls: 0,
+    waitCalls: 0,
+    asyncWrites: 0,
+    fdProbes: 0,
+  };
+
+  /**
+   * How to write to each fd, by fd number: 0 unknown; +n writes get IOSQE_ASYNC (a buffered
+   * regular file), -n do not (O_DIRECT, a FIFO, a socket); n counts down to the next re-learn.
+   */
+  #fdWriteMode = new Int32Array(64);
+  #asyncBufferedWrites: boolean;
+  #setupFlags: number;
 
   constructor(
     library: UringLibrary,
@@ -230,7 +294,10 @@ export class UringEngine implements IoEngine {
     depth: number,
     spin: SpinPolicy,
     shutdownCancelAfterMs: number,
+    asyncBufferedWrites: boolean,
   ) {
+    this.#asyncBufferedWrites = asyncBufferedWrites;
+    this.#setupFlags = library.symbols.skyfs_uring_setup_flags(ring);
     this.#library = library;
     this.#native = library.symbols;
     this.#ring = ring;
@@ -266,7 +333,19 @@ export class UringEngine implements IoEngine {
 
   /** A copy of the crossing counters since the engine opened. */
   stats(): UringStats {
+    if (this.#state !== State.Closed) {
+      this.#stats.asyncWrites = this.#native.skyfs_uring_async_count(this.#ring);
+    }
     return { ...this.#stats };
+  }
+
+  /** Which task-work setup the ring got: "defer", "coop" or "plain" (see `ringSetup`). */
+  get ringSetup(): RingSetup {
+    return this.#setupFlags & IORING_SETUP_DEFER_TASKRUN
+      ? "defer"
+      : this.#setupFlags & IORING_SETUP_COOP_TASKRUN
+      ? "coop"
+      : "plain";
   }
 
   open(path: string, flags: number, mode = 0o600): Promise<number> {
@@ -275,8 +354,22 @@ export class UringEngine implements IoEngine {
   }
 
   close(fd: number): Promise<void> {
-    return this.#closed("close") ??
-      this.#one(Op.CLOSE, fd, 0, 0, 0, 0, 0, undefined, Result.Void) as Promise<void>;
+    const closed = this.#closed("close");
+    if (closed) return closed;
+    this.#forgetFd(fd);
+    return (
+      this.#one(Op.CLOSE, fd, 0, 0, 0, 0, 0, undefined, Result.Void) as Promise<void>
+    );
+  }
+
+  /**
+   * Whether writes to `fd` are sent with IOSQE_ASYNC: yes for a buffered regular file, no for
+   * O_DIRECT and anything else. For fds opened through this engine it comes from the open flags;
+   * for others it is learned once with fcntl(F_GETFL) and fstat, then cached until `close()`
+   * (or the next open that returns the same fd number) and re-learned every 4096 writes.
+   */
+  writesAsync(fd: number): boolean {
+    return this.#writeMode(fd) > 0;
   }
 
   read(fd: number, into: Uint8Array, offset: number): Promise<number> {
@@ -441,6 +534,7 @@ export class UringEngine implements IoEngine {
       this.#native.skyfs_uring_wake(this.#ring);
       await this.#waitPromise;
     }
+    this.#stats.asyncWrites = this.#native.skyfs_uring_async_count(this.#ring);
     this.#state = State.Closed;
     this.#native.skyfs_uring_close(this.#ring);
     this.#library.close();
@@ -634,7 +728,13 @@ export class UringEngine implements IoEngine {
     const words = this.#opWords;
     const { offset, addr, addr2 } = request;
     const length = Math.min(request.length - request.done, MAX_RW_BYTES);
-    words[w] = request.opcode | (request.link ? 0x100 : 0);
+    let head = request.opcode | (request.link ? HEAD_LINK : 0);
+    if (
+      (request.opcode === Op.WRITE || request.opcode === Op.WRITEV) && this.#asyncFor(request.fd)
+    ) {
+      head |= HEAD_ASYNC;
+    }
+    words[w] = head;
     words[w + 1] = request.fd >>> 0;
     words[w + 2] = offset >>> 0;
     words[w + 3] = (offset / U32) >>> 0;
@@ -769,11 +869,60 @@ export class UringEngine implements IoEngine {
       } else if (request.done > 0) {
         res = request.done;
       }
+    } else if (opcode === Op.OPENAT) {
+      if (res >= 0) this.#learnFd(res, (request.flags & O_DIRECT) === 0);
+    } else if (opcode === Op.CLOSE) {
+      this.#forgetFd(request.fd);
     }
     this.#slots[slot] = undefined;
     this.#freeSlots[this.#freeCount++] = slot;
     if (res < 0) request.reject(this.#error(request, -res));
     else request.resolve(request.result === Result.Void ? undefined : res);
+  }
+
+  // ---- how to write to each fd ----
+
+  /**
+   * IOSQE_ASYNC skips the inline attempt of a write: ext4 cannot write to the page cache without
+   * possibly blocking, so a buffered write always ends up on an io-wq worker anyway, and going
+   * there at once measured 1.2x faster at queue depth 32 (src/io/README.md). An O_DIRECT write
+   * can be issued inline, so it must not get the flag (measured slower with it).
+   */
+  #asyncFor(fd: number): boolean {
+    const mode = this.#writeMode(fd);
+    if (mode === 0 || !this.#asyncBufferedWrites) return false;
+    // Count down towards the next re-learn (see FD_RELEARN_WRITES).
+    this.#fdWriteMode[fd] = mode > 0 ? mode - 1 : mode + 1;
+    return mode > 0;
+  }
+
+  /** The fd's entry in #fdWriteMode, learned first if unknown; 0 if it cannot be known. */
+  #writeMode(fd: number): number {
+    if (fd < 0 || fd >= FD_TABLE_MAX) return 0;
+    const mode = fd < this.#fdWriteMode.length ? this.#fdWriteMode[fd] : 0;
+    if (mode !== 0) return mode;
+    this.#stats.fdProbes++;
+    const bits = this.#native.skyfs_uring_fd_mode(fd);
+    // Not an open fd: the write itself will fail with EBADF; nothing to cache.
+    if (bits < 0) return 0;
+    this.#learnFd(fd, (bits & FD_DIRECT) === 0 && (bits & FD_REGULAR) !== 0);
+    return this.#fdWriteMode[fd];
+  }
+
+  #learnFd(fd: number, asyncWrites: boolean): void {
+    if (fd >= FD_TABLE_MAX) return;
+    if (fd >= this.#fdWriteMode.length) {
+      let size = this.#fdWriteMode.length;
+      while (size <= fd) size *= 2;
+      const grown = new Int32Array(size);
+      grown.set(this.#fdWriteMode);
+      this.#fdWriteMode = grown;
+    }
+    this.#fdWriteMode[fd] = asyncWrites ? FD_RELEARN_WRITES : -FD_RELEARN_WRITES;
+  }
+
+  #forgetFd(fd: number): void {
+    if (fd >= 0 && fd < this.#fdWriteMode.length) this.#fdWriteMode[fd] = 0;
   }
 
   #admitWaiters(): void {

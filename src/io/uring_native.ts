@@ -8,7 +8,7 @@
 import { Errno, FsError } from "../fs_error.ts";
 
 /** The ABI version this binding speaks; a library reporting another one is refused. */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 /** Operation codes of `struct skyfs_uring_op` (ours, not the kernel's IORING_OP_* numbers). */
 export const Op = {
@@ -46,7 +46,7 @@ export const OP_NAMES = [
 /** Size of `struct skyfs_uring_op` and the index (in u32 words) of each field. */
 export const OP_BYTES = 64;
 export const OpWord = {
-  /** u8 opcode, u8 link, u16 reserved */
+  /** u8 opcode, u8 link (IOSQE_IO_LINK), u8 async (IOSQE_ASYNC), u8 reserved */
   HEAD: 0,
   FD: 1,
   OFFSET: 2,
@@ -59,6 +59,22 @@ export const OpWord = {
   RESERVED1: 14,
 } as const;
 
+/** HEAD word bits: the link and async bytes. */
+export const HEAD_LINK = 0x100;
+export const HEAD_ASYNC = 0x10000;
+
+/** Levels of skyfs_uring_open_with: which task-work setup flags the ring asks for. */
+export const RING_SETUPS = { defer: 0, coop: 1, plain: 2 } as const;
+export type RingSetup = keyof typeof RING_SETUPS;
+/** IORING_SETUP_* flags, to say which ones a ring got. */
+export const IORING_SETUP_COOP_TASKRUN = 1 << 8;
+export const IORING_SETUP_SINGLE_ISSUER = 1 << 12;
+export const IORING_SETUP_DEFER_TASKRUN = 1 << 13;
+
+/** Bits of skyfs_uring_fd_mode's result. */
+export const FD_DIRECT = 1;
+export const FD_REGULAR = 2;
+
 /** Size of `struct skyfs_uring_cqe`: u64 user_data, i32 res, u32 flags. */
 export const CQE_BYTES = 16;
 
@@ -70,6 +86,8 @@ export const STATX_BASIC_STATS = 0x7ff;
 const symbols = {
   skyfs_uring_abi_version: { parameters: [], result: "i32" },
   skyfs_uring_open: { parameters: ["u32", "buffer"], result: "pointer" },
+  skyfs_uring_open_with: { parameters: ["u32", "u32", "buffer"], result: "pointer" },
+  skyfs_uring_setup_flags: { parameters: ["pointer"], result: "u32" },
   skyfs_uring_entries: { parameters: ["pointer"], result: "u32" },
   skyfs_uring_probe: { parameters: ["pointer"], result: "i32" },
   skyfs_uring_submit: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
@@ -83,6 +101,8 @@ const symbols = {
   skyfs_uring_wait: { parameters: ["pointer"], result: "i32", nonblocking: true },
   skyfs_uring_wake: { parameters: ["pointer"], result: "i32" },
   skyfs_uring_sq_pending: { parameters: ["pointer"], result: "u32" },
+  skyfs_uring_fd_mode: { parameters: ["i32"], result: "i32" },
+  skyfs_uring_async_count: { parameters: ["pointer"], result: "u32" },
   skyfs_uring_close: { parameters: ["pointer"], result: "void" },
 } as const satisfies Deno.ForeignLibraryInterface;
 

@@ -6,7 +6,16 @@
 
 import assert from "node:assert/strict";
 import { Errno, FsError } from "../fs_error.ts";
-import { errno, O_CREAT, O_RDONLY, O_RDWR, run, withTempDir } from "./engine_suite.ts";
+import {
+  defineEngineSuite,
+  errno,
+  O_CREAT,
+  O_RDONLY,
+  O_RDWR,
+  run,
+  withTempDir,
+} from "./engine_suite.ts";
+import * as libc from "./libc.ts";
 import { alignedBuffer, openIoEngine } from "./mod.ts";
 import { openUringEngine, type UringEngine } from "./uring.ts";
 import {
@@ -22,6 +31,13 @@ import {
 import { denyIoUringPath, ensureUringBuilt } from "./uring_test_util.ts";
 
 await ensureUringBuilt();
+
+// The shared suite on the fallback ring setup an older kernel gets (the default one runs in
+// engine_suite_test.ts): no DEFER_TASKRUN, no COOP_TASKRUN.
+defineEngineSuite(
+  "io_uring (plain ring)",
+  () => Promise.resolve(openUringEngine({ queueDepth: 16, ringSetup: "plain" })),
+);
 
 async function withEngine(
   depth: number,
@@ -349,3 +365,130 @@ Deno.test("alignedBuffer: page-aligned and zeroed", () => {
   assert.equal(addressOf(alignedBuffer(100, 512)) % 512, 0);
   assert.throws(() => alignedBuffer(10, 3000), RangeError);
 });
+
+Deno.test("io_uring: IOSQE_ASYNC only on writes to buffered regular files, learned per fd", async () => {
+  await withEngine(32, async (io, dir) => {
+    await run("mkfifo", `${dir}/fifo`);
+    const before = io.stats();
+    // Opened through the engine: decided from the open flags, no probe.
+    const ownBuffered = await io.open(`${dir}/own-buffered`, O_RDWR | O_CREAT, 0o644);
+    const ownDirect = await io.open(`${dir}/own-direct`, O_RDWR | O_CREAT | libc.O_DIRECT, 0o644);
+    assert.equal(io.writesAsync(ownBuffered), true);
+    assert.equal(io.writesAsync(ownDirect), false);
+    assert.equal(io.stats().fdProbes, before.fdProbes);
+    // Opened elsewhere: learned once with fcntl(F_GETFL) + fstat, then cached.
+    const outBuffered = libc.open(`${dir}/out-buffered`, libc.O_RDWR | libc.O_CREAT);
+    const outDirect = libc.open(`${dir}/out-direct`, libc.O_RDWR | libc.O_CREAT | libc.O_DIRECT);
+    const fifo = libc.open(`${dir}/fifo`, libc.O_RDWR);
+    try {
+      assert.equal(io.writesAsync(outBuffered), true);
+      assert.equal(io.writesAsync(outDirect), false);
+      assert.equal(io.writesAsync(fifo), false);
+      assert.equal(io.writesAsync(outBuffered), true);
+      assert.equal(io.stats().fdProbes, before.fdProbes + 3);
+
+      // The data is right on every path, and exactly the buffered writes carried the flag.
+      const files = [
+        [ownBuffered, "own-buffered"],
+        [ownDirect, "own-direct"],
+        [outBuffered, "out-buffered"],
+        [outDirect, "out-direct"],
+      ] as const;
+      const writes = files.flatMap(([fd], f) =>
+        Array.from({ length: 8 }, (_, i) => {
+          const block = alignedBuffer(4096).fill(f * 16 + i + 1);
+          return io.write(fd, block, i * 4096);
+        })
+      );
+      assert.deepEqual(await Promise.all(writes), new Array(32).fill(4096));
+      assert.equal(await io.write(fifo, new Uint8Array([7, 8, 9]), 0), 3);
+      assert.equal(io.stats().asyncWrites - before.asyncWrites, 16);
+      for (const [f, [, name]] of files.entries()) {
+        const data = await Deno.readFile(`${dir}/${name}`);
+        assert.equal(data.length, 8 * 4096);
+        for (let i = 0; i < 8; i++) {
+          assert.ok(data.subarray(i * 4096, (i + 1) * 4096).every((b) => b === f * 16 + i + 1));
+        }
+      }
+      const back = new Uint8Array(3);
+      assert.equal(await io.read(fifo, back, 0), 3);
+      assert.deepEqual([...back], [7, 8, 9]);
+    } finally {
+      libc.close(outBuffered);
+      libc.close(outDirect);
+      libc.close(fifo);
+    }
+
+    // close() forgets the fd: its number, reused by an O_DIRECT open elsewhere, is learned anew.
+    await io.close(ownBuffered);
+    const reused = libc.open(`${dir}/reused-direct`, libc.O_RDWR | libc.O_CREAT | libc.O_DIRECT);
+    try {
+      assert.equal(reused, ownBuffered, "the kernel hands out the lowest free fd number");
+      assert.equal(io.writesAsync(reused), false);
+    } finally {
+      libc.close(reused);
+    }
+    // An open through the engine overrides whatever was known about the number.
+    const again = await io.open(`${dir}/again`, O_RDWR | O_CREAT, 0o644);
+    assert.equal(again, ownBuffered);
+    assert.equal(io.writesAsync(again), true);
+
+    // Closed and reused behind the engine's back: the stale answer (a speed hint, never a
+    // result) lasts at most 4096 writes, then the fd is learned again.
+    await io.close(again);
+    const hidden = libc.open(`${dir}/hidden`, libc.O_RDWR | libc.O_CREAT);
+    assert.equal(io.writesAsync(hidden), true);
+    libc.close(hidden);
+    const direct = libc.open(`${dir}/hidden-direct`, libc.O_RDWR | libc.O_CREAT | libc.O_DIRECT);
+    try {
+      assert.equal(direct, hidden);
+      assert.equal(io.writesAsync(direct), true, "stale until re-learned");
+      const block = alignedBuffer(4096);
+      for (let round = 0; round < 16; round++) {
+        await Promise.all(Array.from({ length: 256 }, () => io.write(direct, block, 0)));
+      }
+      assert.equal(io.writesAsync(direct), false);
+    } finally {
+      libc.close(direct);
+    }
+    await io.close(ownDirect);
+  });
+});
+
+for (const ringSetup of ["defer", "coop", "plain"] as const) {
+  Deno.test(`io_uring (${ringSetup} ring): completions that come while waiting off-thread`, async () => {
+    await withTempDir("uring-test-", async (dir) => {
+      await run("mkfifo", `${dir}/fifo`);
+      // spinUs 0: never wait in the submit, so every completion comes through the eventfd.
+      const io = openUringEngine({ queueDepth: 64, spinUs: 0, ringSetup });
+      try {
+        assert.equal(io.ringSetup, ringSetup);
+        const fd = await io.open(`${dir}/fifo`, O_RDWR);
+        const file = await io.open(`${dir}/file`, O_RDWR | O_CREAT, 0o644);
+        const before = io.stats();
+        // A FIFO read completes when another fd writes, long after the submit.
+        const into = new Uint8Array(4);
+        const reading = io.read(fd, into, 0);
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        const writer = await Deno.open(`${dir}/fifo`, { write: true });
+        await writer.write(new Uint8Array([1, 2, 3, 4]));
+        writer.close();
+        assert.equal(await reading, 4);
+        assert.deepEqual([...into], [1, 2, 3, 4]);
+        // Buffered writes complete on an io-wq worker.
+        const writes = Array.from(
+          { length: 64 },
+          (_, i) => io.write(file, new Uint8Array(4096).fill(i), i * 4096),
+        );
+        assert.deepEqual(await Promise.all(writes), new Array(64).fill(4096));
+        assert.ok(io.stats().waitCalls > before.waitCalls);
+        const data = await Deno.readFile(`${dir}/file`);
+        for (let i = 0; i < 64; i++) assert.equal(data[i * 4096 + 4095], i);
+        await io.close(fd);
+        await io.close(file);
+      } finally {
+        await io.shutdown();
+      }
+    });
+  });
+}
