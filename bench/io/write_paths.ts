@@ -5,7 +5,8 @@
  * (the portable engine) and Deno.FsFile, in interleaved rounds of 1 s on one existing file.
  *
  * Usage: deno run -A bench/io/write_paths.ts FILE [ROUNDS] [PATH,...]
- *   FILE: at least 256 MiB (e.g. made by fio); ROUNDS default 5; PATH: names below (default all)
+ *   FILE: at least 256 MiB (e.g. made by fio); ROUNDS default 5; PATH: keys of `paths` below
+ *   (default all; fsfile, the baseline, always runs)
  * @module
  */
 import { alignedBuffer } from "../../src/io/mod.ts";
@@ -63,32 +64,35 @@ async function fsFile() {
   }
 }
 const paths: Record<string, () => Promise<number>> = {
-  "uring (shipped: async, defer)": uring({}),
-  "uring no IOSQE_ASYNC, defer": uring({ asyncBufferedWrites: false }),
-  "uring async, coop ring": uring({ ringSetup: "coop" }),
-  "uring async, plain ring": uring({ ringSetup: "plain" }),
-  "uring no async, plain (old)": uring({ asyncBufferedWrites: false, ringSetup: "plain" }),
-  "uring O_DIRECT": uring({}, O_RDWR | O_DIRECT),
-  "portable (sync pwrite)": () => viaEngine(createPortableEngine(), O_RDWR),
-  "Deno.FsFile": fsFile,
+  /** As shipped: IOSQE_ASYNC on buffered writes, SINGLE_ISSUER | DEFER_TASKRUN ring. */
+  shipped: uring({}),
+  "no-async": uring({ asyncBufferedWrites: false }),
+  "async-coop": uring({ ringSetup: "coop" }),
+  "async-plain": uring({ ringSetup: "plain" }),
+  /** The engine before IOSQE_ASYNC and DEFER_TASKRUN. */
+  "no-async-plain": uring({ asyncBufferedWrites: false, ringSetup: "plain" }),
+  "o-direct": uring({}, O_RDWR | O_DIRECT),
+  /** Synchronous pwrite on the JS thread: not io_uring, for reference only. */
+  portable: () => viaEngine(createPortableEngine(), O_RDWR),
+  fsfile: fsFile,
 };
 const chosen = only ? only.split(",") : Object.keys(paths);
 for (const name of chosen) {
   if (!(name in paths)) throw new RangeError(`unknown path "${name}": ${Object.keys(paths)}`);
 }
-if (!chosen.includes("Deno.FsFile")) chosen.push("Deno.FsFile");
+if (!chosen.includes("fsfile")) chosen.push("fsfile");
 const rounds = Number(roundsArg ?? 5);
 const res: Record<string, number[]> = {};
 for (let r = 0; r < rounds; r++) {
   for (const k of chosen) (res[k] ??= []).push(await paths[k]());
 }
 const med = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
-const base = med(res["Deno.FsFile"]);
+const base = med(res.fsfile);
 const load = Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
 console.log(`${rounds} rounds x ${MS} ms, QD ${QD}, load average ${load}`);
 for (const [k, v] of Object.entries(res)) {
   console.log(
-    `${k.padEnd(30)} median ${(med(v) / 1000).toFixed(1).padStart(6)}k IOPS  (${
+    `${k.padEnd(15)} median ${(med(v) / 1000).toFixed(1).padStart(6)}k IOPS  (${
       v.map((x) => (x / 1000).toFixed(0)).join(" ")
     })  / FsFile ${(med(v) / base).toFixed(2)}x`,
   );
