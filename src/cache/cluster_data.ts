@@ -15,11 +15,12 @@ import { crc32 } from "node:zlib";
 import { FsError } from "../fs_error.ts";
 import type { IoEngine } from "../io/types.ts";
 import * as libc from "../io/libc.ts";
-import { keys, type Namespace, type NsTxn } from "../meta/namespace.ts";
+import { decodeInode, keys, type Namespace, type NsTxn } from "../meta/namespace.ts";
 import type { LocalStore } from "./local.ts";
 import { type BackendStore, chunkObjectKey } from "./backend.ts";
 import { type CachedChunk, CacheIndex } from "./cache_index.ts";
 import { recycleBuffer, takeBuffer } from "./buffer_pool.ts";
+import { openGuardKey, OpenRecords } from "./open_records.ts";
 import {
   CHUNK_SIZE,
   type ChunkMap,
@@ -65,6 +66,16 @@ export function checkChunk(data: Uint8Array, ref: ChunkRef, what: string): void 
   }
 }
 
+/** lseek on the local file; undefined where it says ENXIO (past its end). */
+function localSeek(fd: number, offset: number, whence: number): number | undefined {
+  try {
+    return libc.lseek(fd, offset, whence);
+  } catch (error) {
+    if (error instanceof FsError && error.errno === 6) return undefined;
+    throw error;
+  }
+}
+
 function isWhole(ref: ChunkRef): boolean {
   return ref.objectLength !== undefined && ref.objectLength === ref.length;
 }
@@ -81,6 +92,8 @@ export interface ClusterDataOptions {
   readaheadChunks?: number;
   /** Uploads in flight per flush. Default 4. */
   uploadParallel?: number;
+  /** TTL of the lease this node's open records are on. Default 5 s (as membership). */
+  openLeaseSeconds?: number;
 }
 
 /** An uploaded chunk waiting for its map transaction. */
@@ -151,6 +164,9 @@ export class ClusterData {
   readonly #inflight = new Map<string, Promise<void>>();
   readonly #readahead: number;
   readonly #uploadParallel: number;
+  readonly #openLeaseSeconds: number | undefined;
+  /** Which inodes this node has open, in metadata (set at attach). */
+  records!: OpenRecords;
   #seq = 0;
   #versionCounter = 0;
 
@@ -163,6 +179,7 @@ export class ClusterData {
     this.index = new CacheIndex(`${dataDir}/cache.db`);
     this.#readahead = options.readaheadChunks ?? 8;
     this.#uploadParallel = options.uploadParallel ?? 4;
+    this.#openLeaseSeconds = options.openLeaseSeconds;
     this.stats = {
       hits: 0,
       peerFills: 0,
@@ -180,6 +197,7 @@ export class ClusterData {
     this.#ns = ns;
     this.#local = local;
     this.#io = io;
+    this.records = new OpenRecords(ns.kv, this.nodeId, this.#openLeaseSeconds);
   }
 
   get attached(): boolean {
@@ -196,7 +214,7 @@ export class ClusterData {
 
   /** A regular file was opened with local fd `fd`: load its current chunk map. */
   async opened(ino: number, fd: number, size: number): Promise<boolean> {
-    const encoded = await this.#ns.transact((tx) => tx.getChunkMap(ino));
+    const encoded = await this.#loadMap(ino);
     const map = decodeChunkMap(encoded);
     let state = this.#files.get(ino);
     if (!state) {
@@ -235,10 +253,64 @@ export class ClusterData {
     return same;
   }
 
-  /** The last handle of `ino` on this node closed (after its flush published). */
-  closed(ino: number): void {
+  /**
+   * The chunk map at open. The first open here also puts this node's open record (one write,
+   * which replaces the validation round trip of a plain read), so an unlink on another node
+   * keeps the inode until this node closes it.
+   */
+  async #loadMap(ino: number): Promise<Uint8Array | undefined> {
+    if (this.records.isHeld(ino)) return await this.#ns.transact((tx) => tx.getChunkMap(ino));
+    const held = await this.records.hold(ino, keys.chunkMap(ino));
+    if (!held) {
+      throw new FsError("ENOENT", `inode ${ino} was deleted (on another node) while opening`);
+    }
+    return held.value;
+  }
+
+  /**
+   * The last handle of `ino` on this node closed (after its flush published): its open record
+   * goes. True when the inode is now an orphan (nlink 0, unlinked while open) that the caller
+   * should try to free; undefined when this node held no record of it.
+   */
+  async closed(ino: number): Promise<boolean | undefined> {
     const state = this.#files.get(ino);
     if (state && state.dirty.size === 0) this.#files.delete(ino);
+    if (!this.records.isHeld(ino)) return undefined;
+    try {
+      const stored = await this.records.release(ino);
+      return stored !== undefined && decodeInode(ino, stored).nlink === 0;
+    } catch (error) {
+      // The record stays (on this node's lease): an unlink elsewhere keeps the inode as an
+      // orphan until this process ends, and gc then frees it.
+      console.error(`skyfs: removing the open record of inode ${ino}: ${(error as Error).message}`);
+      return undefined;
+    }
+  }
+
+  /** In a transaction that would delete `ino`: whether another node still has it open. */
+  async openElsewhere(tx: NsTxn, ino: number): Promise<boolean> {
+    return await this.records.openElsewhere(tx, ino);
+  }
+
+  /**
+   * In the transaction deleting `ino`: its chunk map and open guard go too. Returns the backend
+   * objects the map named, for `deleted` to remove once the transaction committed.
+   */
+  async dropInTxn(tx: NsTxn, ino: number): Promise<string[]> {
+    const map = decodeChunkMap(await tx.getChunkMap(ino));
+    tx.putChunkMap(ino, undefined);
+    tx.deleteOutside(openGuardKey(ino));
+    return [...map].map(([index, ref]) => chunkObjectKey(ino, index, ref.version));
+  }
+
+  /** `ino` was deleted (committed): local state goes, and its objects (nobody has it open). */
+  deleted(ino: number, objects: string[]): void {
+    this.forgetInode(ino);
+    for (const key of objects) {
+      this.backend.delete(key).catch((error) =>
+        console.error(`skyfs: deleting ${key} (gc will retry): ${(error as Error).message}`)
+      );
+    }
   }
 
   hasDirty(ino: number): boolean {
@@ -524,6 +596,62 @@ export class ClusterData {
     }
   }
 
+  // --- SEEK_DATA / SEEK_HOLE ---
+
+  /**
+   * lseek SEEK_DATA / SEEK_HOLE of an open file of `size` bytes, answered from the chunk map and
+   * not from the local file, which may lack chunks never fetched here: a chunk in the map is data
+   * for its length (holes inside an uploaded chunk are not tracked, which POSIX allows), past it
+   * and outside the map is hole; a dirty chunk's local bytes are complete, so the local file
+   * answers within it. Returns -1 for SEEK_DATA with no data at or after `offset` (ENXIO).
+   */
+  seek(ino: number, fd: number, offset: number, whence: number, size: number): number {
+    const state = this.#files.get(ino);
+    if (!state) throw new FsError("EBADF", `inode ${ino} is not open on this node`);
+    if (whence === libc.SEEK_DATA) {
+      const first = Math.floor(offset / CHUNK_SIZE);
+      const indexes = new Set([...state.map.keys(), ...state.dirty.keys()]);
+      for (const index of [...indexes].filter((i) => i >= first).sort((a, b) => a - b)) {
+        const found = this.#dataIn(state, fd, index, Math.max(offset, index * CHUNK_SIZE));
+        if (found === undefined) continue;
+        return found < size ? found : -1;
+      }
+      return -1;
+    }
+    for (let at = offset; at < size;) {
+      const index = Math.floor(at / CHUNK_SIZE);
+      const hole = this.#holeIn(state, fd, index, at);
+      if (hole !== undefined) return Math.min(hole, size);
+      at = (index + 1) * CHUNK_SIZE;
+    }
+    return size;
+  }
+
+  /** The first data offset at or after `from` within chunk `index`, if any. */
+  #dataIn(state: FileState, fd: number, index: number, from: number): number | undefined {
+    const end = (index + 1) * CHUNK_SIZE;
+    if (state.dirty.has(index)) {
+      const found = localSeek(fd, from, libc.SEEK_DATA);
+      return found !== undefined && found < end ? found : undefined;
+    }
+    const ref = state.map.get(index);
+    return ref && from < index * CHUNK_SIZE + ref.length ? from : undefined;
+  }
+
+  /** The first hole offset at or after `from` within chunk `index`, if any. */
+  #holeIn(state: FileState, fd: number, index: number, from: number): number | undefined {
+    const end = (index + 1) * CHUNK_SIZE;
+    if (state.dirty.has(index)) {
+      const found = localSeek(fd, from, libc.SEEK_HOLE) ?? from;
+      return found < end ? found : undefined;
+    }
+    const ref = state.map.get(index);
+    if (!ref) return from;
+    const dataEnd = index * CHUNK_SIZE + ref.length;
+    if (from >= dataEnd) return from;
+    return dataEnd < end ? dataEnd : undefined;
+  }
+
   // --- publishing ---
 
   /** Upload the dirty chunks of `ino` as new objects; undefined when none are dirty. */
@@ -759,10 +887,16 @@ export class ClusterData {
   /** Local chunks of an inode deleted everywhere. */
   forgetInode(ino: number): void {
     this.#pageSignatures.delete(ino);
+    this.records?.forget(ino);
     this.#dropServeFd(ino);
     this.index.deleteInode(ino);
     this.#files.delete(ino);
     this.stats.bytes = this.index.bytes;
+  }
+
+  /** Before the metadata store closes: this node's open records go (its lease is revoked). */
+  async shutdown(): Promise<void> {
+    await this.records?.close();
   }
 
   close(): void {

@@ -15,6 +15,9 @@ import { listenPeers, TcpTransport } from "../cluster/transport.ts";
 import { CHUNK_SIZE } from "./chunk_map.ts";
 import { collectGarbage } from "./gc.ts";
 import { keys } from "../meta/namespace.ts";
+import { prefixEnd } from "../meta/kv.ts";
+import { errnoName, FsError } from "../fs_error.ts";
+import { openRecordsPrefix } from "./open_records.ts";
 
 const ctx: Ctx = { uid: 0, gid: 0, pid: 1 };
 const O_RDWR = 2;
@@ -47,6 +50,7 @@ interface Node {
   vfs: VfsWithRecovery;
   data: ClusterData;
   dir: string;
+  watcher: { cancel(): void };
 }
 
 async function setup() {
@@ -68,11 +72,19 @@ async function setup() {
     await Deno.mkdir(nodeDir, { recursive: true });
     const data = new ClusterData(nodeDir, { nodeId: id, backend, capacityBytes });
     const vfs = await createVfs({ kv: shared, io, dataDir: nodeDir, cluster: data });
-    const node = { vfs, data, dir: nodeDir };
+    // As ClusterNode: keys other nodes change leave this node's namespace cache.
+    const fs = name("fs/");
+    const watcher = kv.watch({ key: fs, rangeEnd: prefixEnd(fs) }, {}, (events) => {
+      for (const event of events) {
+        data.forgetMetadata(event.kv.key, event.type === "put" ? event.kv.value : undefined);
+      }
+    });
+    const node = { vfs, data, dir: nodeDir, watcher };
     nodes.push(node);
     return node;
   };
   const stop = async (node: Node) => {
+    node.watcher.cancel();
     await node.vfs.destroy();
     node.data.close();
     nodes.splice(nodes.indexOf(node), 1);
@@ -254,7 +266,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "cluster data: gc deletes replaced versions and deleted files' objects, keeps young ones",
+  name:
+    "cluster data: an unlinked file's map and objects go at once; gc deletes replaced versions, keeps young ones",
   ...options,
   fn: async () => {
     const c = await setup();
@@ -265,21 +278,21 @@ Deno.test({
       await writeFile(a.vfs, "keep", content);
       await writeFile(a.vfs, "keep", random(10), 5); // replaces chunk 0 only
       const gone = await writeFile(a.vfs, "gone", random(100));
+      assert.equal((await c.backend.list("c/")).length, 4);
+      // Open nowhere: the unlink deletes inode and chunk map, and then the object.
       await a.vfs.unlink(ctx, 1, name("gone"));
-      // The kernel's last forget frees the unlinked inode (its lookups: create + lookup).
-      a.vfs.forget(gone, 2);
-      for (let i = 0; i < 100; i++) {
-        const found = await c.kv.range({ key: keys.inode(gone) });
-        if (found.kvs.length === 0) break;
+      assert.equal((await c.kv.range({ key: keys.inode(gone) })).kvs.length, 0);
+      assert.equal((await c.kv.range({ key: keys.chunkMap(gone) })).kvs.length, 0);
+      for (let i = 0; i < 100 && (await c.backend.list("c/")).length > 3; i++) {
         await new Promise((r) => setTimeout(r, 20));
       }
-      assert.equal((await c.backend.list("c/")).length, 4);
+      assert.equal((await c.backend.list("c/")).length, 3);
       // Within the grace period nothing goes (an upload may not have committed yet).
       const young = await collectGarbage(c.kv, c.backend, { graceMs: 60_000 });
       assert.equal(young.objectsDeleted, 0);
-      assert.equal(young.mapsDeleted, 1, "the deleted file's chunk map goes at once");
       const report = await collectGarbage(c.kv, c.backend, { graceMs: 0 });
-      assert.deepEqual(report, { objectsDeleted: 2, mapsDeleted: 0, objectsKept: 2 });
+      assert.equal(report.objectsDeleted, 1, "the replaced version of chunk 0");
+      assert.equal(report.objectsKept, 2);
       const expected = content.slice();
       expected.set((await readFile(a.vfs, "keep")).subarray(5, 15), 5);
       assert.deepEqual(await readFile(b.vfs, "keep"), expected);
@@ -348,6 +361,301 @@ Deno.test({
     } finally {
       for (const s of servers) s.close();
       transport.close();
+      await c.cleanup();
+    }
+  },
+});
+
+// --- consistency across nodes: unlink while open elsewhere, rename over, hard links, seek, fsync
+
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+
+async function openByName(vfs: VfsWithRecovery, file: string, flags = O_RDWR) {
+  const ino = (await vfs.lookup(ctx, 1, name(file))).ino;
+  return { ino, fh: (await vfs.open(ctx, ino, flags)).fh };
+}
+
+async function readAll(vfs: VfsWithRecovery, ino: number, fh: number, size: number) {
+  const out = new Uint8Array(size);
+  for (let off = 0; off < size; off += 1 << 20) {
+    await vfs.read(ctx, ino, fh, off, out.subarray(off, off + (1 << 20)));
+  }
+  return out;
+}
+
+async function exists(kv: MetaKV, key: Uint8Array): Promise<boolean> {
+  return (await kv.range({ key })).kvs.length > 0;
+}
+
+async function openRecords(kv: MetaKV, ino: number): Promise<number> {
+  const prefix = openRecordsPrefix(ino);
+  return (await kv.range({ key: prefix, rangeEnd: prefixEnd(prefix) })).kvs.length;
+}
+
+async function until(check: () => Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.fail(`still not true after 4 s: ${what}`);
+}
+
+async function errnoOf(run: () => Promise<unknown>): Promise<string> {
+  try {
+    await run();
+    return "ok";
+  } catch (error) {
+    return error instanceof FsError ? errnoName(error.errno) : String(error);
+  }
+}
+
+Deno.test({
+  name:
+    "cluster consistency: unlinked on A while open on B, B reads and writes it until its last close; then inode, map and objects go",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const content = random(2 * CHUNK_SIZE + 999);
+      const ino = await writeFile(a.vfs, "f", content);
+      // B opens it and has read nothing yet: every chunk must still come from somewhere.
+      const { fh } = await openByName(b.vfs, "f");
+      assert.equal(await openRecords(c.kv, ino), 1);
+      await a.vfs.unlink(ctx, 1, name("f"));
+      assert.equal(await errnoOf(() => a.vfs.lookup(ctx, 1, name("f"))), "ENOENT");
+      assert.ok(await exists(c.kv, keys.inode(ino)), "kept as an orphan for B");
+      assert.ok(await exists(c.kv, keys.orphan(ino)));
+      assert.deepEqual(await readAll(b.vfs, ino, fh, content.length), content);
+      // B's cache of the inode is dropped by its watch, as its kernel's attributes would be.
+      await until(async () => (await b.vfs.getattr(ctx, ino)).nlink === 0, "nlink 0 on B");
+      // B writes the unlinked file (a new chunk version) and reads it back after a publish.
+      const patch = random(5000);
+      await b.vfs.write(ctx, ino, fh, CHUNK_SIZE - 100, patch);
+      await b.vfs.fsync(ino, fh, false);
+      content.set(patch, CHUNK_SIZE - 100);
+      assert.deepEqual(await readAll(b.vfs, ino, fh, content.length), content);
+      assert.equal((await c.backend.list("c/")).length, 5, "3 chunks + 2 rewritten");
+      await b.vfs.flush(ctx, ino, fh, 0n);
+      await b.vfs.release(ino, fh, 0);
+      // B's last close frees it everywhere: metadata at once, objects right after.
+      assert.equal(await exists(c.kv, keys.inode(ino)), false);
+      assert.equal(await exists(c.kv, keys.orphan(ino)), false);
+      assert.equal(await exists(c.kv, keys.chunkMap(ino)), false);
+      assert.equal(await openRecords(c.kv, ino), 0);
+      await until(async () => (await c.backend.list("c/")).length === 2, "current objects gone");
+      const report = await collectGarbage(c.kv, c.backend, { graceMs: 0 });
+      assert.equal(report.orphansPurged, 0);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster consistency: rename over a file open on B keeps B's old content; B's close frees it",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const old = random(CHUNK_SIZE + 10);
+      const next = random(20_000);
+      const oldIno = await writeFile(a.vfs, "g", old);
+      await writeFile(a.vfs, "h", next);
+      const { fh } = await openByName(b.vfs, "g", 0);
+      await a.vfs.rename(ctx, 1, name("h"), 1, name("g"), 0);
+      assert.deepEqual(await readAll(b.vfs, oldIno, fh, old.length), old);
+      assert.deepEqual(await readFile(b.vfs, "g"), next, "the name now opens the new file");
+      assert.equal(await errnoOf(() => b.vfs.lookup(ctx, 1, name("h"))), "ENOENT");
+      await b.vfs.release(oldIno, fh, 0);
+      assert.equal(await exists(c.kv, keys.inode(oldIno)), false);
+      assert.deepEqual(await readFile(a.vfs, "g"), next);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster consistency: the holder's records go with its lease (a crash); gc then frees the orphan",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const ino = await writeFile(a.vfs, "f", random(1000));
+      await openByName(b.vfs, "f", 0);
+      await a.vfs.unlink(ctx, 1, name("f"));
+      const kept = await collectGarbage(c.kv, c.backend, { graceMs: 0 });
+      assert.equal(kept.orphansPurged, 0, "B still has it open");
+      assert.ok(await exists(c.kv, keys.inode(ino)));
+      // What the store does when B dies and its lease runs out.
+      await c.kv.leaseRevoke(b.data.records.leaseId!);
+      assert.equal(await openRecords(c.kv, ino), 0);
+      const report = await collectGarbage(c.kv, c.backend, { graceMs: 0 });
+      assert.equal(report.orphansPurged, 1);
+      assert.equal(await exists(c.kv, keys.inode(ino)), false);
+      assert.equal(await exists(c.kv, keys.orphan(ino)), false);
+      assert.equal(report.mapsDeleted, 0, "the orphan's chunk map went with it");
+      assert.equal(await exists(c.kv, keys.chunkMap(ino)), false);
+      assert.equal((await c.backend.list("c/")).length, 0);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster consistency: opens on B racing unlinks on A: an open that succeeds reads everything",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const outcomes = new Map<string, number>();
+      for (let round = 0; round < 30; round++) {
+        const content = random(3000 + round);
+        const ino = await writeFile(a.vfs, `r${round}`, content);
+        const attr = await b.vfs.lookup(ctx, 1, name(`r${round}`));
+        // Let the unlink start first, or the open, or neither, at different depths.
+        const delay = (n: number) => new Promise((r) => setTimeout(r, n));
+        const [opened] = await Promise.allSettled([
+          delay(round % 3).then(() => b.vfs.open(ctx, attr.ino, 0)),
+          delay((round >> 1) % 3).then(() => a.vfs.unlink(ctx, 1, name(`r${round}`))),
+        ]);
+        let outcome: string;
+        if (opened.status === "fulfilled") {
+          outcome = "opened";
+          const got = new Uint8Array(content.length);
+          await b.vfs.read(ctx, ino, opened.value.fh, 0, got);
+          assert.deepEqual(got, content, `round ${round}`);
+          await b.vfs.release(ino, opened.value.fh, 0);
+        } else {
+          outcome = errnoName((opened.reason as FsError).errno);
+          assert.equal(outcome, "ENOENT", `round ${round}: ${opened.reason}`);
+        }
+        outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+        await until(async () => !(await exists(c.kv, keys.inode(ino))), `round ${round} freed`);
+        assert.equal(await openRecords(c.kv, ino), 0);
+      }
+      assert.ok((outcomes.get("opened") ?? 0) > 0, JSON.stringify([...outcomes]));
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster consistency: hard link on A, original unlinked on B, content through the link on C; nlink and ctime",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const n3 = await c.start("c");
+      const content = random(CHUNK_SIZE + 4321);
+      const ino = await writeFile(a.vfs, "orig", content);
+      const linked = await a.vfs.link(ctx, ino, 1, name("link"));
+      assert.equal(linked.nlink, 2);
+      assert.equal((await b.vfs.lookup(ctx, 1, name("orig"))).nlink, 2);
+      const before = (await n3.vfs.lookup(ctx, 1, name("link"))).ctime;
+      await b.vfs.unlink(ctx, 1, name("orig"));
+      assert.equal(await errnoOf(() => n3.vfs.lookup(ctx, 1, name("orig"))), "ENOENT");
+      const attr = await n3.vfs.lookup(ctx, 1, name("link"));
+      assert.equal(attr.ino, ino);
+      assert.equal(attr.nlink, 1);
+      const after = attr.ctime;
+      assert.ok(
+        after.sec > before.sec || (after.sec === before.sec && after.nsec > before.nsec),
+        "unlink stamps the inode's ctime",
+      );
+      assert.deepEqual(await readFile(n3.vfs, "link"), content);
+      assert.ok(await exists(c.kv, keys.inode(ino)));
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster consistency: SEEK_DATA/SEEK_HOLE on B come from the chunk map (nothing local yet) and B's dirty chunks",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      // Chunk 0 and chunk 2 written, chunk 1 never: a hole of one chunk.
+      const created = await a.vfs.create(ctx, 1, name("s"), 0o644, 0, O_RDWR);
+      const ino = created.attr.ino;
+      await a.vfs.write(ctx, ino, created.fh, 0, random(1 << 20));
+      await a.vfs.write(ctx, ino, created.fh, 2 * CHUNK_SIZE + 100, random(5000));
+      await a.vfs.flush(ctx, ino, created.fh, 0n);
+      await a.vfs.release(ino, created.fh, 0);
+      const size = 2 * CHUNK_SIZE + 5100;
+      const { fh } = await openByName(b.vfs, "s");
+      const seek = (offset: number, whence: number) => b.vfs.lseek(ctx, ino, fh, offset, whence);
+      assert.equal(await seek(0, SEEK_DATA), 0);
+      assert.equal(await seek(0, SEEK_HOLE), CHUNK_SIZE, "chunk 0 is data as uploaded");
+      assert.equal(await seek(CHUNK_SIZE, SEEK_DATA), 2 * CHUNK_SIZE);
+      assert.equal(await seek(CHUNK_SIZE + 5, SEEK_HOLE), CHUNK_SIZE + 5);
+      assert.equal(await seek(2 * CHUNK_SIZE, SEEK_HOLE), size);
+      assert.equal(await errnoOf(() => seek(size, SEEK_DATA)), "ENXIO");
+      assert.equal(b.data.index.bytes, 0, "answered without fetching anything");
+      // B writes into the hole: that chunk is dirty, the local file answers inside it.
+      await b.vfs.write(ctx, ino, fh, CHUNK_SIZE + 3 * 4096 + 10, random(10));
+      const data = await seek(CHUNK_SIZE, SEEK_DATA);
+      assert.equal(data, CHUNK_SIZE + 3 * 4096, "the written block, not the chunk start");
+      const hole = await seek(data, SEEK_HOLE);
+      assert.ok(hole > data && hole < 2 * CHUNK_SIZE, `${hole}`);
+      await b.vfs.release(ino, fh, 0);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster consistency: fsync returns after the upload and the map transaction; B reads it with A never closing",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const created = await a.vfs.create(ctx, 1, name("y"), 0o644, 0, O_RDWR);
+      const ino = created.attr.ino;
+      const content = random(CHUNK_SIZE + 200);
+      for (let off = 0; off < content.length; off += 1 << 20) {
+        await a.vfs.write(ctx, ino, created.fh, off, content.subarray(off, off + (1 << 20)));
+      }
+      assert.equal((await c.backend.list("c/")).length, 0, "nothing uploaded before fsync");
+      await a.vfs.fsync(ino, created.fh, false);
+      // At the moment fsync returned: both objects stored and named by the map in the store.
+      const objects = (await c.backend.list("c/")).map((o) => o.key).sort();
+      assert.equal(objects.length, 2);
+      const stored = (await c.kv.range({ key: keys.chunkMap(ino) })).kvs[0];
+      const map = JSON.parse(new TextDecoder().decode(stored.value)).c as [number, string][];
+      assert.deepEqual(
+        map.map(([index, version]) => `c/${ino.toString(16)}/${index}/${version}`).sort(),
+        objects,
+      );
+      // A never closes (as if killed now): B reads what fsync made durable.
+      assert.deepEqual(await readFile(b.vfs, "y"), content);
+    } finally {
       await c.cleanup();
     }
   },

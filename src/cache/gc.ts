@@ -2,17 +2,21 @@
  * Garbage collection of backend objects no chunk map names: old versions replaced by a later
  * close, and every object of a deleted file (whose chunk map is removed here too). An object
  * younger than the grace period is kept even if unnamed: it may be an upload whose map
- * transaction has not committed yet.
+ * transaction has not committed yet. Orphans (files unlinked while open) that no node has open
+ * any more are deleted first: their last holder crashed, so its open record went with its lease
+ * and no last close freed them.
  * @module
  */
 
-import type { MetaKV } from "../meta/kv.ts";
+import type { KeyValue, MetaKV } from "../meta/kv.ts";
 import { prefixEnd } from "../meta/kv.ts";
-import { keys } from "../meta/namespace.ts";
+import { decodeInode, keys } from "../meta/namespace.ts";
+import { openGuardKey, openRecordsPrefix } from "./open_records.ts";
 import { type BackendStore, chunkObjectKey, parseChunkObjectKey } from "./backend.ts";
 import { decodeChunkMap } from "./chunk_map.ts";
 
 export interface GcReport {
+  orphansPurged: number;
   objectsDeleted: number;
   mapsDeleted: number;
   objectsKept: number;
@@ -33,6 +37,16 @@ export async function collectGarbage(
   // Objects are listed first: one uploaded after this listing is not looked at, and one listed
   // here is either named by a map read below or older than the grace period.
   const objects = await backend.list("c/");
+  let orphansPurged = 0;
+  const orphanPrefix = keys.orphans();
+  const orphans = await kv.range({
+    key: orphanPrefix,
+    rangeEnd: prefixEnd(orphanPrefix),
+    keysOnly: true,
+  });
+  for (const item of orphans.kvs) {
+    if (await purgeOrphan(kv, inoOf(item.key))) orphansPurged++;
+  }
   const named = new Set<string>();
   let mapsDeleted = 0;
   const mapPrefix = keys.chunkMaps();
@@ -63,5 +77,51 @@ export async function collectGarbage(
     await backend.delete(object.key);
     objectsDeleted++;
   }
-  return { objectsDeleted, mapsDeleted, objectsKept };
+  return { orphansPurged, objectsDeleted, mapsDeleted, objectsKept };
+}
+
+/**
+ * Delete orphan `ino` if it has no links and no node has it open: inode, orphan mark, xattrs,
+ * chunk map and open guard in one transaction that compares the inode and the guard as read
+ * (an open landing meanwhile writes the guard, so it makes this fail instead).
+ */
+async function purgeOrphan(kv: MetaKV, ino: number): Promise<boolean> {
+  const records = openRecordsPrefix(ino);
+  const snapshot = await kv.txn({
+    success: [
+      { range: { key: keys.inode(ino) } },
+      { range: { key: openGuardKey(ino) } },
+      { range: { key: records, rangeEnd: prefixEnd(records), limit: 1 } },
+    ],
+  });
+  const [inode, guard, open] = snapshot.responses.map((r) =>
+    (r as { range: { kvs: KeyValue[] } }).range.kvs
+  );
+  if (open.length > 0) return false;
+  if (inode.length > 0 && decodeInode(ino, inode[0].value).nlink > 0) return false;
+  const xattrs = keys.xattrs(ino);
+  const done = await kv.txn({
+    compare: [
+      {
+        key: keys.inode(ino),
+        target: "modRevision",
+        result: "==",
+        value: inode[0]?.modRevision ?? 0,
+      },
+      {
+        key: openGuardKey(ino),
+        target: "modRevision",
+        result: "==",
+        value: guard[0]?.modRevision ?? 0,
+      },
+    ],
+    success: [
+      { deleteRange: { key: keys.inode(ino) } },
+      { deleteRange: { key: keys.orphan(ino) } },
+      { deleteRange: { key: xattrs, rangeEnd: prefixEnd(xattrs) } },
+      { deleteRange: { key: keys.chunkMap(ino) } },
+      { deleteRange: { key: openGuardKey(ino) } },
+    ],
+  });
+  return done.succeeded && inode.length > 0;
 }

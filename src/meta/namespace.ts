@@ -722,6 +722,30 @@ export class NsTxn {
     return (await this.#read(keys.orphan(ino))) !== undefined;
   }
 
+  /**
+   * Read `guard` and every key under `prefix` in one snapshot, bypassing the cache: for keys
+   * outside fs/ that no watch keeps fresh (cluster mode's open records). `guard` is compared at
+   * commit like any read, so whoever adds or removes a key under `prefix` must write `guard` in
+   * the same transaction for this read to stay valid until the commit.
+   */
+  async readGuarded(guard: Uint8Array, prefix: Uint8Array): Promise<KeyValue[]> {
+    const response = await this.#ns.kv.txn({
+      success: [{ range: { key: guard } }, { range: { key: prefix, rangeEnd: prefixEnd(prefix) } }],
+    });
+    const [g, found] = response.responses as { range: { kvs: KeyValue[] } }[];
+    const name = keyString(guard);
+    if (!this.#reads.has(name)) {
+      const kv = g.range.kvs[0];
+      this.#reads.set(name, { key: guard, modRevision: kv?.modRevision ?? 0, value: kv?.value });
+    }
+    return found.range.kvs;
+  }
+
+  /** Delete a key outside the namespace's own (cluster mode's open marker) in this commit. */
+  deleteOutside(key: Uint8Array): void {
+    this.#write(key, undefined);
+  }
+
   /** @internal */
   compares(): Compare[] {
     return [...this.#reads.values()].map(({ key, modRevision, value }): Compare =>

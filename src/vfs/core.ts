@@ -107,6 +107,8 @@ export class OpTxn {
   readonly #seqRead = new Map<number, number>();
   /** Inodes written with their overlay folded in, and the dirtySeq folded. */
   readonly folded = new Map<number, number>();
+  /** Cluster mode: inodes this transaction deletes, and the backend objects that go with them. */
+  readonly deleted = new Map<number, string[]>();
 
   constructor(core: VfsCore, tx: NsTxn) {
     this.#core = core;
@@ -147,17 +149,29 @@ export class OpTxn {
     if (seq !== undefined) this.folded.set(record.ino, seq);
   }
 
-  /** Delete the inode (or, if the kernel or a handle still references it, put it on the
-   * orphan list). Returns whether it was deleted, so the caller frees its local data. */
-  dropInode(record: InodeRecord): boolean {
-    if (this.#core.isReferenced(record.ino)) {
+  /** Delete the inode (or, if the kernel or a handle still references it, or in a cluster
+   * another node has it open, put it on the orphan list). Returns whether it was deleted, so the
+   * caller frees its local data. */
+  async dropInode(record: InodeRecord): Promise<boolean> {
+    const cluster = this.#core.cluster;
+    if (
+      this.#core.isReferenced(record.ino) ||
+      (cluster && await cluster.openElsewhere(this.tx, record.ino))
+    ) {
       this.putInode(record);
       this.tx.addOrphan(record.ino);
       return false;
     }
-    this.tx.deleteInode(record.ino);
-    this.folded.set(record.ino, this.#seqRead.get(record.ino) ?? 0);
+    await this.deleteInode(record.ino);
     return true;
+  }
+
+  /** Delete the inode (with, in a cluster, its chunk map; its objects go after the commit). */
+  async deleteInode(ino: number): Promise<void> {
+    this.tx.deleteInode(ino);
+    this.folded.set(ino, this.#seqRead.get(ino) ?? this.#core.inodes.get(ino)?.dirtySeq ?? 0);
+    const cluster = this.#core.cluster;
+    if (cluster) this.deleted.set(ino, await cluster.dropInTxn(this.tx, ino));
   }
 }
 
@@ -208,10 +222,14 @@ export class VfsCore {
     return state;
   }
 
-  /** The kernel or an open handle can still reach the inode by number. */
+  /**
+   * The kernel or an open handle can still reach the inode by number. In a cluster only open
+   * handles count (on every node, through open records): another node's kernel keeps no count
+   * here, so a lookup alone never keeps an unlinked inode anywhere (as NFS: ESTALE).
+   */
   isReferenced(ino: number): boolean {
     const state = this.inodes.get(ino);
-    return state !== undefined && (state.lookups > 0 || state.handles > 0);
+    return state !== undefined && (state.handles > 0 || (!this.cluster && state.lookups > 0));
   }
 
   /** Forget the in-memory state of an inode nobody references and nothing is pending for. */
@@ -275,6 +293,7 @@ export class VfsCore {
     let last: OpTxn | undefined;
     const result = await this.ns.transact((tx) => operation(last = new OpTxn(this, tx)));
     for (const [ino, seq] of last!.folded) this.#clean(ino, seq);
+    for (const [ino, objects] of last!.deleted) this.cluster?.deleted(ino, objects);
     return result;
   }
 
@@ -397,20 +416,20 @@ export class VfsCore {
    * kernel lookups (no node id the kernel could still send), no open handles (no read/write can
    * arrive). The check runs again inside the transaction because a lookup-count change can land
    * between the caller's check and the commit; the purge is idempotent, so the unlink and the
-   * last forget or release may both call it.
+   * last forget or release may both call it. In a cluster the inode also stays while another
+   * node has it open (its open record); that node's last close calls this in turn.
    */
   async maybePurge(ino: number): Promise<void> {
     if (this.isReferenced(ino)) return;
     const purged = await this.txn(async (t) => {
       const record = await t.tx.getInode(ino);
       if (!record || record.nlink > 0 || this.isReferenced(ino)) return false;
-      t.tx.deleteInode(ino);
-      t.folded.set(ino, this.inodes.get(ino)?.dirtySeq ?? 0);
+      if (this.cluster && await this.cluster.openElsewhere(t.tx, ino)) return false;
+      await t.deleteInode(ino);
       return true;
     });
     if (purged) {
       await this.local.remove(ino);
-      this.cluster?.forgetInode(ino);
       this.dropStateIfIdle(ino);
     }
   }
@@ -427,6 +446,7 @@ export class VfsCore {
     this.#timer = undefined;
     await this.persistAll();
     await this.local.closeAll();
+    await this.cluster?.shutdown();
   }
 }
 

@@ -78,6 +78,8 @@ export function forget(core: VfsCore, ino: number, nlookup: number): void {
   if (!state) return;
   state.lookups = Math.max(0, state.lookups - nlookup);
   if (state.lookups > 0 || state.handles > 0) return;
+  // In a cluster lookups never keep an unlinked inode (see VfsCore.isReferenced): nothing to free.
+  if (core.cluster) return core.dropStateIfIdle(ino);
   // Runs after the count reached zero; if the inode still has links this only drops memory.
   core.purgeLater(ino);
   core.dropStateIfIdle(ino);
@@ -436,7 +438,7 @@ async function removeEntry(
       t.putInode(child);
       return { ino: child.ino, freed: false };
     }
-    return { ino: child.ino, freed: t.dropInode(child) };
+    return { ino: child.ino, freed: await t.dropInode(child) };
   });
   await afterUnlink(core, ino, freed);
 }

@@ -273,9 +273,14 @@ export async function release(
   } finally {
     if (handle.hasData) await core.local.release(ino);
   }
-  if (core.cluster && state.handles === 0) core.cluster.closed(ino);
   // Runs after the handle count dropped: an unlinked, forgotten file is freed by its last close.
-  if (!core.isReferenced(ino)) await core.maybePurge(ino);
+  let purge = !core.isReferenced(ino);
+  if (core.cluster && state.handles === 0) {
+    // The open record goes; its transaction reads the inode, so a plain close costs no purge
+    // attempt, and an orphan another node unlinked meanwhile is seen and freed here.
+    purge = (await core.cluster.closed(ino)) ?? purge;
+  }
+  if (purge) await core.maybePurge(ino);
   core.dropStateIfIdle(ino);
 }
 
@@ -342,6 +347,12 @@ export async function lseek(
     case libc.SEEK_HOLE: {
       if (offset < 0) throw new FsError("ENXIO", `negative offset ${offset}`);
       if (offset >= size) throw new FsError("ENXIO", `offset ${offset} is at or past end ${size}`);
+      if (core.cluster) {
+        // The local file may lack chunks never fetched here: the chunk map answers.
+        const found = core.cluster.seek(ino, dataFd(core, ino), offset, whence, size);
+        if (found < 0) throw new FsError("ENXIO", `no data at or after ${offset} (size ${size})`);
+        return found;
+      }
       try {
         const found = libc.lseek(dataFd(core, ino), offset, whence);
         return Math.min(found, size);

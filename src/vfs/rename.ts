@@ -127,7 +127,7 @@ async function renameIn(
       }
       outcome.replaced = dst.ino;
       if (dst.nlink > 0) t.putInode(dst);
-      else outcome.freed = t.dropInode(dst);
+      else outcome.freed = await t.dropInode(dst);
     }
     if (moving && srcIsDir) moveDir(src, srcDir, dstDir);
   }

@@ -55,7 +55,8 @@ export async function createVfs(options: VfsOptions): Promise<VfsWithRecovery> {
  */
 async function recover(core: VfsCore): Promise<RecoveryReport> {
   let orphansPurged = 0;
-  // In a cluster the orphan list is shared and another node may still hold an orphan open.
+  // In a cluster the orphan list is shared and another node may still hold an orphan open:
+  // the last close frees it, or gc (src/cache/gc.ts) once no node's open record is left.
   for (const ino of core.cluster ? [] : await core.ns.listOrphans()) {
     await core.txn(async (t) => {
       const record = await t.tx.getInode(ino);

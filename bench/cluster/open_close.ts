@@ -1,0 +1,94 @@
+/**
+ * Latency of open+close through a cluster mount (what the per-node open records cost): two mounts
+ * on etcd; node A writes the files, node B opens and closes them. Prints medians in microseconds.
+ *
+ *   deno run -A bench/cluster/open_close.ts [--root DIR] [--rounds 5] [--files 100]
+ *
+ * `--root` runs another checkout's skyfs (e.g. /work/main for a before/after comparison in one
+ * run: give both roots, rounds alternate between them).
+ * @module
+ */
+
+import { join } from "node:path";
+
+const args = Deno.args;
+const option = (name: string, fallback: string) => {
+  const at = args.indexOf(name);
+  return at >= 0 ? args[at + 1] : fallback;
+};
+const roots = args.flatMap((arg, i) => args[i - 1] === "--root" ? [arg] : []);
+if (roots.length === 0) roots.push(new URL("../../", import.meta.url).pathname);
+const rounds = Number(option("--rounds", "5"));
+const files = Number(option("--files", "100"));
+
+interface Result {
+  /** Same file opened and closed again and again. */
+  reopen: number[];
+  /** Each file's first open on B, then close. */
+  first: number[];
+  /** Open, read 4 KiB, close, each file (cold on B's kernel, warm on B's cache). */
+  openRead: number[];
+}
+
+async function measure(root: string): Promise<Result> {
+  const { LocalCluster } = await import(join(root, "src/cluster/local_cluster.ts"));
+  const cluster = await LocalCluster.start("unlink-bench-", 2);
+  try {
+    const [a, b] = cluster.nodes;
+    const data = new Uint8Array(4096).fill(7);
+    for (let i = 0; i < files; i++) await Deno.writeFile(join(a.mountpoint, `f${i}`), data);
+    const time = (run: () => void) => {
+      const start = performance.now();
+      run();
+      return (performance.now() - start) * 1000;
+    };
+    const result: Result = { reopen: [], first: [], openRead: [] };
+    // Warm B's kernel entries (lookups) so the open itself is what is measured.
+    for (let i = 0; i < files; i++) Deno.statSync(join(b.mountpoint, `f${i}`));
+    for (let i = 0; i < files; i++) {
+      result.first.push(time(() => Deno.openSync(join(b.mountpoint, `f${i}`)).close()));
+    }
+    const path = join(b.mountpoint, "f0");
+    for (let i = 0; i < files; i++) result.reopen.push(time(() => Deno.openSync(path).close()));
+    const buf = new Uint8Array(4096);
+    for (let i = 0; i < files; i++) {
+      result.openRead.push(time(() => {
+        const file = Deno.openSync(join(b.mountpoint, `f${i}`));
+        file.readSync(buf);
+        file.close();
+      }));
+    }
+    return result;
+  } finally {
+    await cluster.stop();
+  }
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((x, y) => x - y);
+  return s[Math.floor(s.length / 2)];
+};
+
+const all = new Map<string, Result[]>();
+for (let round = 0; round < rounds; round++) {
+  for (const root of roots) {
+    const result = await measure(root);
+    all.set(root, [...(all.get(root) ?? []), result]);
+    console.error(
+      `round ${round + 1} ${root}: first ${median(result.first).toFixed(0)} us, reopen ${
+        median(result.reopen).toFixed(0)
+      } us, open+read ${median(result.openRead).toFixed(0)} us`,
+    );
+  }
+}
+console.log(`load average: ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")}`);
+for (const [root, results] of all) {
+  const of = (pick: (r: Result) => number[]) => median(results.map((r) => median(pick(r))));
+  console.log(
+    `${root}: median of ${results.length} rounds x ${files} files, us: first open+close ${
+      of((r) => r.first).toFixed(0)
+    }, reopen+close ${of((r) => r.reopen).toFixed(0)}, open+read 4 KiB+close ${
+      of((r) => r.openRead).toFixed(0)
+    }`,
+  );
+}

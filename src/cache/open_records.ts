@@ -1,0 +1,202 @@
+/**
+ * Cluster mode's open records: which nodes have a file open, so that an unlink or rename-over on
+ * one node keeps the inode (as an orphan) while another node still has it open, as POSIX wants.
+ *
+ * A node's first open of an inode puts `cl/open/<ino hex>/<node>` on this node's lease (a
+ * crashed node's records vanish with it), and its last close deletes it. Both also write the
+ * inode's guard key `cl/openguard/<ino hex>`: a transaction deciding whether to delete an
+ * inode reads the guard and the records in one snapshot and compares the guard at commit
+ * (Namespace's `readGuarded`), so an open or close landing between that read and the commit
+ * makes it rerun instead of deleting an inode just opened, or orphaning one just closed.
+ * @module
+ */
+
+import type { KeyValue, MetaKV } from "../meta/kv.ts";
+import { keys, type NsTxn } from "../meta/namespace.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+const hex = (ino: number) => ino.toString(16).padStart(16, "0");
+
+/** Every node's open records of `ino` share this prefix. */
+export function openRecordsPrefix(ino: number): Uint8Array {
+  return encoder.encode(`cl/open/${hex(ino)}/`);
+}
+
+export function openRecordKey(ino: number, nodeId: string): Uint8Array {
+  return encoder.encode(`cl/open/${hex(ino)}/${nodeId}`);
+}
+
+/** Written with every change of `ino`'s open records. */
+export function openGuardKey(ino: number): Uint8Array {
+  return encoder.encode(`cl/openguard/${hex(ino)}`);
+}
+
+/** The node id of an open record key. */
+export function openRecordNode(key: Uint8Array): string {
+  const text = decoder.decode(key);
+  return text.slice(text.lastIndexOf("/") + 1);
+}
+
+export class OpenRecords {
+  readonly #kv: MetaKV;
+  readonly #nodeId: string;
+  readonly #ttlSeconds: number;
+  /** Inodes whose record this node has put (and not deleted). */
+  readonly #held = new Set<number>();
+  /** Per inode, the tail of its record operations: a put and a delete of one key never race. */
+  readonly #tails = new Map<number, Promise<unknown>>();
+  #lease: Promise<number> | undefined;
+  #leaseId: number | undefined;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #closed = false;
+
+  constructor(kv: MetaKV, nodeId: string, ttlSeconds = 5) {
+    this.#kv = kv;
+    this.#nodeId = nodeId;
+    this.#ttlSeconds = ttlSeconds;
+  }
+
+  /** The lease the records are on, once one was granted (tests revoke it to play a crash). */
+  get leaseId(): number | undefined {
+    return this.#leaseId;
+  }
+
+  isHeld(ino: number): boolean {
+    return this.#held.has(ino);
+  }
+
+  /**
+   * First open of `ino` here: put this node's record if the inode still exists, reading
+   * `alsoRead` (the chunk map) in the same snapshot. Undefined when the inode is gone.
+   */
+  hold(ino: number, alsoRead: Uint8Array): Promise<{ value?: Uint8Array } | undefined> {
+    return this.#serial(ino, async () => {
+      const lease = await this.#grant();
+      const node = encoder.encode(this.#nodeId);
+      const response = await this.#kv.txn({
+        compare: [{ key: keys.inode(ino), target: "version", result: ">", value: 0 }],
+        success: [
+          { put: { key: openRecordKey(ino, this.#nodeId), value: node, lease } },
+          { put: { key: openGuardKey(ino), value: node, lease } },
+          { range: { key: alsoRead } },
+        ],
+      });
+      if (!response.succeeded) return undefined;
+      this.#held.add(ino);
+      const found = (response.responses[2] as { range: { kvs: KeyValue[] } }).range.kvs[0];
+      return { value: found?.value };
+    });
+  }
+
+  /**
+   * Last close of `ino` here: delete this node's record. Returns the inode's stored record as of
+   * that commit (undefined if deleted), so the caller knows whether it may now free an orphan.
+   */
+  release(ino: number): Promise<Uint8Array | undefined> {
+    return this.#serial(ino, async () => {
+      if (!this.#held.has(ino)) return undefined;
+      const lease = await this.#grant();
+      const response = await this.#kv.txn({
+        success: [
+          { deleteRange: { key: openRecordKey(ino, this.#nodeId) } },
+          { put: { key: openGuardKey(ino), value: encoder.encode(this.#nodeId), lease } },
+          { range: { key: keys.inode(ino) } },
+        ],
+      });
+      this.#held.delete(ino);
+      return (response.responses[2] as { range: { kvs: KeyValue[] } }).range.kvs[0]?.value;
+    });
+  }
+
+  /** Inside a transaction that may delete `ino`: whether another node has it open. */
+  async openElsewhere(tx: NsTxn, ino: number): Promise<boolean> {
+    const found = await tx.readGuarded(openGuardKey(ino), openRecordsPrefix(ino));
+    // A record under this node's id is this process's (its own handles are counted in memory)
+    // or a crashed predecessor's, whose lease is about to expire: neither keeps the inode.
+    return found.some((kv) => openRecordNode(kv.key) !== this.#nodeId);
+  }
+
+  /** `ino` was deleted: forget (and delete) this node's record of it. */
+  forget(ino: number): void {
+    if (!this.#held.has(ino)) return;
+    this.release(ino).catch((error) => {
+      console.error(`skyfs: removing the open record of deleted inode ${ino}: ${error}`);
+    });
+  }
+
+  #serial<T>(ino: number, run: () => Promise<T>): Promise<T> {
+    const tail = this.#tails.get(ino) ?? Promise.resolve();
+    const next = tail.catch(() => {}).then(run);
+    this.#tails.set(ino, next);
+    next.catch(() => {}).finally(() => {
+      if (this.#tails.get(ino) === next) this.#tails.delete(ino);
+    });
+    return next;
+  }
+
+  /** This node's lease, granted at the first open and kept alive until close. */
+  #grant(): Promise<number> {
+    if (this.#closed) return Promise.reject(new Error("open records are closed"));
+    this.#lease ??= this.#kv.leaseGrant(this.#ttlSeconds).then((granted) => {
+      this.#leaseId = granted.id;
+      const interval = Math.max(300, (this.#ttlSeconds * 1000) / 3);
+      this.#timer = setInterval(() => this.#renew(), interval);
+      Deno.unrefTimer(this.#timer);
+      return granted.id;
+    }, (error) => {
+      this.#lease = undefined;
+      throw error;
+    });
+    return this.#lease;
+  }
+
+  async #renew(): Promise<void> {
+    if (this.#leaseId === undefined || this.#closed) return;
+    try {
+      await this.#kv.leaseKeepAlive(this.#leaseId);
+      return;
+    } catch (error) {
+      if (this.#closed) return;
+      console.error(
+        `skyfs: the lease of this node's open records expired (${(error as Error).message}); ` +
+          `putting ${this.#held.size} records on a new one`,
+      );
+    }
+    // The metadata store was unreachable longer than the TTL: the records are gone, and an
+    // unlink elsewhere meanwhile may have deleted a file open here. Put back the rest.
+    try {
+      const granted = await this.#kv.leaseGrant(this.#ttlSeconds);
+      this.#leaseId = granted.id;
+      this.#lease = Promise.resolve(granted.id);
+      for (const ino of [...this.#held]) {
+        await this.#serial(ino, async () => {
+          if (!this.#held.has(ino)) return;
+          const node = encoder.encode(this.#nodeId);
+          const response = await this.#kv.txn({
+            compare: [{ key: keys.inode(ino), target: "version", result: ">", value: 0 }],
+            success: [
+              { put: { key: openRecordKey(ino, this.#nodeId), value: node, lease: granted.id } },
+              { put: { key: openGuardKey(ino), value: node, lease: granted.id } },
+            ],
+          });
+          if (!response.succeeded) {
+            console.error(`skyfs: inode ${ino}, open here, was deleted while the lease was gone`);
+          }
+        });
+      }
+    } catch (error) {
+      console.error(`skyfs: renewing the open records' lease: ${(error as Error).message}`);
+    }
+  }
+
+  /** Stop renewing and revoke the lease: every record of this node goes at once. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+    if (this.#leaseId !== undefined) await this.#kv.leaseRevoke(this.#leaseId).catch(() => {});
+    this.#held.clear();
+  }
+}
