@@ -1,8 +1,9 @@
 /**
  * Latency of open+close through a cluster mount (what the per-node open records cost): two mounts
- * on etcd; node A writes the files, node B opens and closes them. Prints medians in microseconds.
+ * on three CURP replicas (or one etcd); node A writes the files, node B opens and closes them.
+ * Prints medians in microseconds.
  *
- *   deno run -A bench/cluster/open_close.ts [--root DIR] [--rounds 5] [--files 100]
+ *   deno run -A bench/cluster/open_close.ts [--root DIR]... [--rounds 5] [--files 100] [--meta curp|etcd]
  *
  * `--root` runs another checkout's skyfs (e.g. /work/main for a before/after comparison in one
  * run: give both roots, rounds alternate between them).
@@ -20,6 +21,7 @@ const roots = args.flatMap((arg, i) => args[i - 1] === "--root" ? [arg] : []);
 if (roots.length === 0) roots.push(new URL("../../", import.meta.url).pathname);
 const rounds = Number(option("--rounds", "5"));
 const files = Number(option("--files", "100"));
+const meta = option("--meta", "curp");
 
 interface Result {
   /** Same file opened and closed again and again. */
@@ -32,7 +34,7 @@ interface Result {
 
 async function measure(root: string): Promise<Result> {
   const { LocalCluster } = await import(join(root, "src/cluster/local_cluster.ts"));
-  const cluster = await LocalCluster.start("unlink-bench-", 2);
+  const cluster = await LocalCluster.start("unlink-bench-", { nodes: 2, meta });
   try {
     const [a, b] = cluster.nodes;
     const data = new Uint8Array(4096).fill(7);

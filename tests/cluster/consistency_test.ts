@@ -1,9 +1,9 @@
 /**
- * POSIX consistency across three `skyfs mount` daemons (etcd, directory backend): a file unlinked
- * on one node while open on another stays readable and writable there until closed, then is
- * freed; rename across directories, hard links, nlink and ctime as on one node; SEEK_DATA and
- * SEEK_HOLE from the chunk map; fsync durable before it returns (kill -9 right after). Needs
- * root, /dev/fuse, etcd-server and python3 (for lseek SEEK_DATA, which Deno lacks).
+ * POSIX consistency across three `skyfs mount` daemons (CURP metadata, directory backend): a file
+ * unlinked on one node while open on another stays readable and writable there until closed,
+ * then is freed; rename across directories, hard links, nlink and ctime as on one node; SEEK_DATA
+ * and SEEK_HOLE from the chunk map; fsync durable before it returns (kill -9 right after). Needs
+ * root, /dev/fuse and python3 (for lseek SEEK_DATA, which Deno lacks).
  * @module
  */
 
@@ -13,28 +13,9 @@ import { LocalCluster } from "../../src/cluster/local_cluster.ts";
 import { openMetaBackend } from "../../src/meta/backend.ts";
 import { keys } from "../../src/meta/namespace.ts";
 import { prefixEnd } from "../../src/meta/kv.ts";
+import { canRunCluster, random, same } from "./_cluster_util.ts";
 
 const CHUNK = 4 << 20;
-
-function canRun(): boolean {
-  try {
-    Deno.statSync("/dev/fuse");
-    Deno.statSync("/usr/bin/etcd");
-    return Deno.uid() === 0;
-  } catch {
-    return false;
-  }
-}
-
-function random(n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
-  return out;
-}
-
-function same(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
 
 /** Poll until `check` holds (kernel entries and attributes live 1 s in cluster mode). */
 async function until(check: () => Promise<boolean> | boolean, what: string, ms = 5000) {
@@ -77,7 +58,7 @@ async function ctimeNs(path: string): Promise<bigint> {
 Deno.test({
   name:
     "cluster consistency: unlink while open elsewhere, rename, hard links, seek, fsync + kill -9",
-  ignore: !canRun(),
+  ignore: !canRunCluster(),
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async (t) => {
