@@ -75,7 +75,7 @@ export interface UringStats {
   completions: number;
   /** Synchronous submit calls: one io_uring_enter each. */
   submitCalls: number;
-  /** Synchronous reap calls (a few ns each: they read the CQ ring, no syscall). */
+  /** Synchronous reap calls (with DEFER_TASKRUN one non-waiting io_uring_enter each, else none). */
   reapCalls: number;
   /** `nonblocking` wait calls (about 13 us each). */
   waitCalls: number;
