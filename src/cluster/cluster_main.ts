@@ -1,8 +1,8 @@
 /**
  * `deno task cluster`: start a local cluster (three CURP metadata replicas, a directory backend,
- * three mounts; `--etcd` for one etcd member instead of the replicas) for a person to try, until
- * Ctrl-C. `deno task cluster --smoke`: write on each node, read on every other, exit 1 on any
- * difference (0 when all match).
+ * three mounts; `--etcd` for one etcd member instead of the replicas, `--netns` for a network
+ * namespace per mount) for a person to try, until Ctrl-C. `deno task cluster --smoke`: write on
+ * each node, read on every other, exit 1 on any difference (0 when all match).
  * @module
  */
 
@@ -16,11 +16,12 @@ const { values } = parseArgs({
     smoke: { type: "boolean" },
     nodes: { type: "string" },
     etcd: { type: "boolean" },
+    netns: { type: "boolean" },
     help: { type: "boolean" },
   },
 });
 if (values.help) {
-  console.log("Usage: deno task cluster [--smoke] [--nodes N] [--etcd]");
+  console.log("Usage: deno task cluster [--smoke] [--nodes N] [--etcd | --netns]");
   Deno.exit(0);
 }
 if (Deno.uid() !== 0) {
@@ -35,6 +36,7 @@ if (!(Number.isInteger(count) && count >= 1 && count <= 26)) {
 const cluster = await LocalCluster.start("skyfs-cluster-", {
   nodes: count,
   meta: values.etcd ? "etcd" : "curp",
+  netns: values.netns,
 });
 
 if (values.smoke) {

@@ -12,8 +12,8 @@ import { fetchStatus, type ReplicaStatus } from "../meta/curp/server.ts";
 const ROOT = new URL("../../", import.meta.url).pathname;
 const MOD = join(ROOT, "mod.ts");
 
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+export function freePort(hostname = "127.0.0.1"): number {
+  const listener = Deno.listen({ hostname, port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
   return port;
@@ -24,6 +24,9 @@ export interface LocalNode {
   mountpoint: string;
   dataDir: string;
   child?: Deno.ChildProcess;
+  /** With `netns`: the node's network namespace, its address there and the host end of its
+   * veth pair (down = the node is cut off from everything). */
+  net?: { ns: string; address: string; hostVeth: string };
 }
 
 /** One CURP replica process. */
@@ -43,6 +46,17 @@ export interface LocalClusterOptions {
   replicas?: number;
   /** Added to the mount daemons' environment (SKYFS_CURP_TIMEOUT_MS in tests). */
   nodeEnv?: Record<string, string>;
+  /** Each mount in its own network namespace, joined by veth pairs to a bridge in this one
+   * (replicas listen on the bridge's address): peers and metadata cross real interfaces, and
+   * `cutNetwork` partitions a node. Needs root and `ip`; everything is removed by `stop()`. */
+  netns?: boolean;
+}
+
+/** A bridge and a random 10.x.y.0/24 for the nodes' namespaces. */
+interface LocalNet {
+  tag: string;
+  bridge: string;
+  prefix: string;
 }
 
 export class LocalCluster {
@@ -53,6 +67,7 @@ export class LocalCluster {
   /** Empty with etcd. */
   readonly replicas: LocalReplica[];
   nodeEnv: Record<string, string> = {};
+  readonly #net: LocalNet | undefined;
   readonly #etcd: Deno.ChildProcess | undefined;
   readonly #log: string;
 
@@ -61,7 +76,9 @@ export class LocalCluster {
     meta: string,
     replicas: LocalReplica[],
     etcd: Deno.ChildProcess | undefined,
+    net?: LocalNet,
   ) {
+    this.#net = net;
     this.dir = dir;
     this.meta = meta;
     this.replicas = replicas;
@@ -80,11 +97,17 @@ export class LocalCluster {
     const dir = await Deno.makeTempDir({ prefix });
     await Deno.mkdir(join(dir, "logs"));
     let cluster: LocalCluster;
+    let net: LocalNet | undefined;
     try {
+      if (opts.netns) {
+        if (opts.meta === "etcd") throw new RangeError("netns clusters run CURP replicas only");
+        net = await createBridge();
+      }
       cluster = opts.meta === "etcd"
         ? await LocalCluster.#startEtcd(dir)
-        : await LocalCluster.#startCurp(dir, opts.replicas ?? 3);
+        : await LocalCluster.#startCurp(dir, opts.replicas ?? 3, net);
     } catch (error) {
+      if (net) await removeNet(net, []);
       await Deno.remove(dir, { recursive: true }).catch(() => {});
       throw error;
     }
@@ -100,6 +123,7 @@ export class LocalCluster {
         await Deno.mkdir(node.mountpoint);
         await Deno.mkdir(node.dataDir);
         cluster.nodes.push(node);
+        if (net) node.net = await addNamespace(net, id, i + 2);
         await cluster.startNode(node);
       }
     } catch (error) {
@@ -109,16 +133,19 @@ export class LocalCluster {
     return cluster;
   }
 
-  static async #startCurp(dir: string, count: number): Promise<LocalCluster> {
+  static async #startCurp(dir: string, count: number, net?: LocalNet): Promise<LocalCluster> {
+    // In namespaces the nodes reach the replicas at the bridge's address, not this loopback.
+    const host = net ? `${net.prefix}.1` : "127.0.0.1";
     const replicas: LocalReplica[] = Array.from({ length: count }, (_, i) => {
       const id = `m${i + 1}`;
-      return { id, address: `127.0.0.1:${freePort()}`, dataDir: join(dir, `meta-${id}`) };
+      return { id, address: `${host}:${freePort(host)}`, dataDir: join(dir, `meta-${id}`) };
     });
     const cluster = new LocalCluster(
       dir,
       `curp://${replicas.map((r) => r.address).join(",")}`,
       replicas,
       undefined,
+      net,
     );
     for (const replica of replicas) await cluster.startReplica(replica);
     await cluster.metaLeader();
@@ -205,8 +232,15 @@ export class LocalCluster {
   /** Start (or restart, on its data dir) one mount daemon with `nodeEnv` added to the inherited
    * environment. */
   async startNode(node: LocalNode): Promise<void> {
-    node.child = new Deno.Command(Deno.execPath(), {
+    // nsenter enters only the network namespace (`ip netns exec` would also make a mount
+    // namespace, hiding the FUSE mount from this one) and execs deno, so the child is the daemon.
+    const [program, prefix] = node.net
+      ? ["nsenter", [`--net=/run/netns/${node.net.ns}`, Deno.execPath()]]
+      : [Deno.execPath(), []];
+    const listen = node.net ? ["--peer-listen", `${node.net.address}:0`] : [];
+    node.child = new Deno.Command(program, {
       args: [
+        ...prefix,
         "run",
         "-A",
         MOD,
@@ -220,6 +254,7 @@ export class LocalCluster {
         this.backend,
         "--node-id",
         node.id,
+        ...listen,
       ],
       env: this.nodeEnv,
       stdout: "null",
@@ -281,6 +316,12 @@ export class LocalCluster {
     return await Deno.readTextFile(join(this.#log, `${node.id}.err`)).catch(() => "");
   }
 
+  /** Take the node's link down (true) or up again (false): a partition without a kill. */
+  async cutNetwork(node: LocalNode, cut = true): Promise<void> {
+    if (!node.net) throw new RangeError(`node ${node.id} has no network namespace (netns option)`);
+    await ip("link", "set", node.net.hostVeth, cut ? "down" : "up");
+  }
+
   async stop(options: { keep?: boolean } = {}): Promise<void> {
     for (const node of this.nodes) await this.stopNode(node);
     for (const replica of this.replicas) await this.killReplica(replica);
@@ -288,8 +329,71 @@ export class LocalCluster {
       this.#etcd.kill("SIGKILL");
       await this.#etcd.status;
     }
+    if (this.#net) await removeNet(this.#net, this.nodes);
     if (!options.keep) await Deno.remove(this.dir, { recursive: true });
   }
+}
+
+async function ip(...args: string[]): Promise<void> {
+  const out = await new Deno.Command("ip", { args, stdout: "null", stderr: "piped" }).output();
+  if (out.code !== 0) {
+    throw new Error(`ip ${args.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
+  }
+}
+
+/** A bridge with a 10.x.y.1/24 no interface of this machine uses yet. */
+async function createBridge(): Promise<LocalNet> {
+  const used = new TextDecoder().decode(
+    (await new Deno.Command("ip", { args: ["-4", "addr"], stdout: "piped" }).output()).stdout,
+  );
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const [x, y] = crypto.getRandomValues(new Uint8Array(2));
+    const prefix = `10.${100 + (x % 150)}.${y}`;
+    if (used.includes(` ${prefix}.`)) continue;
+    // Interface names are at most 15 bytes: "skb" + 6 hex digits here, "skv" + 6 + id for veths.
+    const tag = [...crypto.getRandomValues(new Uint8Array(3))]
+      .map((b) => b.toString(16).padStart(2, "0")).join("");
+    const net = { tag, bridge: `skb${tag}`, prefix };
+    await ip("link", "add", net.bridge, "type", "bridge");
+    await ip("addr", "add", `${prefix}.1/24`, "dev", net.bridge);
+    await ip("link", "set", net.bridge, "up");
+    return net;
+  }
+  throw new Error("no free 10.x.y.0/24 found for the cluster's bridge");
+}
+
+/** Namespace `skyfs-<tag>-<id>` with one end of a veth pair (address prefix.<host>), the other
+ * end on the bridge. */
+async function addNamespace(net: LocalNet, id: string, host: number) {
+  const ns = `skyfs-${net.tag}-${id}`;
+  const hostVeth = `skv${net.tag}${id}`;
+  const inner = `skn${net.tag}${id}`;
+  const address = `${net.prefix}.${host}`;
+  try {
+    await ip("netns", "add", ns);
+    await ip("link", "add", hostVeth, "type", "veth", "peer", "name", inner);
+    await ip("link", "set", inner, "netns", ns);
+    await ip("link", "set", hostVeth, "master", net.bridge);
+    await ip("link", "set", hostVeth, "up");
+    await ip("-n", ns, "addr", "add", `${address}/24`, "dev", inner);
+    await ip("-n", ns, "link", "set", inner, "up");
+    await ip("-n", ns, "link", "set", "lo", "up");
+  } catch (error) {
+    await ip("link", "del", hostVeth).catch(() => {});
+    await ip("netns", "del", ns).catch(() => {});
+    throw error;
+  }
+  return { ns, address, hostVeth };
+}
+
+/** Remove the veths, namespaces and bridge (each may already be gone). */
+async function removeNet(net: LocalNet, nodes: LocalNode[]): Promise<void> {
+  for (const node of nodes) {
+    if (!node.net) continue;
+    await ip("link", "del", node.net.hostVeth).catch(() => {});
+    await ip("netns", "del", node.net.ns).catch(() => {});
+  }
+  await ip("link", "del", net.bridge).catch(() => {});
 }
 
 export function isMounted(path: string): boolean {
