@@ -10,7 +10,9 @@
  * sizes. (b0) is the peer protocol alone: the chunks (b) fetched, fetched again with nothing
  * stored. ext4 page-cache reads of B's local file are the reference for (a), alternating with
  * it. Both processes use the io engine a mount opens (io_uring here).
- * Usage: deno run -A bench/cluster/main.ts [--mib N] [--rounds R] [--json PATH]
+ * Usage: deno run -A bench/cluster/main.ts [--mib N] [--rounds R] [--json PATH] [--peer-only]
+ * (--peer-only: loopback TCP and (b) only, for profiles; SKYFS_BENCH_PEER_FLAGS="--cpu-prof"
+ * passes deno flags to node A's process.)
  * @module
  */
 
@@ -33,6 +35,7 @@ const { values } = parseArgs({
     mib: { type: "string" },
     rounds: { type: "string" },
     json: { type: "string" },
+    "peer-only": { type: "boolean" },
   },
 });
 const MIB = Number(values.mib ?? 128);
@@ -174,6 +177,8 @@ const child = new Deno.Command(Deno.execPath(), {
   args: [
     "run",
     "-A",
+    // e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof-a" to profile node A as well
+    ...(Deno.env.get("SKYFS_BENCH_PEER_FLAGS")?.split(" ").filter(Boolean) ?? []),
     fileURLToPath(new URL("./peer_main.ts", import.meta.url)),
     "--dir",
     aDir,
@@ -233,6 +238,32 @@ async function peerNode() {
   return b;
 }
 
+/** CPU time of all threads of process `pid` (its io-wq workers included), in ns. */
+function cpuNs(pid: number | "self"): number {
+  let total = 0;
+  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      total += Number(
+        Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/schedstat`).split(" ")[0],
+      );
+    } catch { /* the thread exited */ }
+  }
+  return total;
+}
+
+/** CPU ms per GiB moved, of B (this process) and A (the child), for each row measured so. */
+const cpu: Record<string, { b: number[]; a: number[] }> = {};
+async function withCpu(key: string, run: () => Promise<number>): Promise<number> {
+  const [b0, a0] = [cpuNs("self"), cpuNs(child.pid)];
+  const value = await run();
+  const [b1, a1] = [cpuNs("self"), cpuNs(child.pid)];
+  const perGiB = (ns: number) => ns / 1e6 / (SIZE / 2 ** 30);
+  cpu[key] ??= { b: [], a: [] };
+  cpu[key].b.push(perGiB(b1 - b0));
+  cpu[key].a.push(perGiB(a1 - a0));
+  return value;
+}
+
 const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[Math.floor(xs.length / 2)];
 const ROWS = {
   tcp: "loopback TCP (2 processes)",
@@ -258,22 +289,25 @@ const drop = async (n: Awaited<ReturnType<typeof node>>) => {
 };
 for (let round = 0; round < ROUNDS; round++) {
   const tcp: number[] = [];
-  for (let pass = 0; pass < 3; pass++) tcp.push(await loopbackTcp(addresses.tcp));
+  for (let pass = 0; pass < 3; pass++) {
+    tcp.push(await withCpu("tcp", () => loopbackTcp(addresses.tcp)));
+  }
   results.tcp.push(median(tcp));
-  results.tcpFill.push(await loopbackTcp(addresses.tcp, `${dir}/fill`));
+  results.tcpFill.push(await withCpu("tcpFill", () => loopbackTcp(addresses.tcp, `${dir}/fill`)));
   const bSeq = await peerNode();
-  results.bSeq.push(await readAll(bSeq.vfs, "seq"));
-  results.b0.push(await transportOnly());
+  results.bSeq.push(await withCpu("bSeq", () => readAll(bSeq.vfs, "seq")));
+  results.b0.push(await withCpu("b0", () => transportOnly()));
   await drop(bSeq);
+  if (values["peer-only"]) continue; // for profiling the peer path
   const bRand = await peerNode();
-  results.bRand.push(await readAll(bRand.vfs, "rand-1m"));
+  results.bRand.push(await withCpu("bRand", () => readAll(bRand.vfs, "rand-1m")));
   requests.length = 0;
   await drop(bRand);
   const cRand = await node();
-  results.cRand.push(await readAll(cRand.vfs, "rand-1m"));
+  results.cRand.push(await withCpu("cRand", () => readAll(cRand.vfs, "rand-1m")));
   await drop(cRand);
   const c = await node();
-  results.cSeq.push(await readAll(c.vfs, "seq"));
+  results.cSeq.push(await withCpu("cSeq", () => readAll(c.vfs, "seq")));
   // (a) and its ext4 reference alternate, 3 passes each, so both see the same machine load
   // (single passes minutes apart differed 2x on this shared machine).
   const ino = (await c.vfs.lookup(ctx, 1, name)).ino;
@@ -303,11 +337,21 @@ console.log(
     `load average ${loadStart.toFixed(1)} -> ${loadEnd.toFixed(1)}`,
 );
 for (const [key, label] of Object.entries(ROWS) as [keyof typeof ROWS, string][]) {
+  if (results[key].length === 0) continue;
   let ratio = "";
   if (/^[bc]|tcpFill/.test(key)) ratio = `  ${(m[key] / m.tcp).toFixed(2)}x TCP`;
   if (key === "aSeq") ratio = `  ${(m.aSeq / m.ext4).toFixed(2)}x ext4 page cache`;
   const all = results[key].map((x) => x.toFixed(0)).join(" ");
-  console.log(`${label.padEnd(42)} ${m[key].toFixed(0).padStart(8)}${ratio.padEnd(26)} [${all}]`);
+  const c = cpu[key]
+    ? `cpu ms/GiB B ${median(cpu[key].b).toFixed(0).padStart(4)} A ${
+      median(cpu[key].a).toFixed(0).padStart(4)
+    }`
+    : "";
+  console.log(
+    `${label.padEnd(42)} ${m[key].toFixed(0).padStart(8)}${ratio.padEnd(26)} ${
+      c.padEnd(26)
+    } [${all}]`,
+  );
 }
 
 if (values.json) {

@@ -12,6 +12,7 @@ import type { Ctx } from "../vfs/types.ts";
 import { type BackendStore, DirBackend } from "./backend.ts";
 import { type ChunkSource, ClusterData } from "./cluster_data.ts";
 import { listenPeers, TcpTransport } from "../cluster/transport.ts";
+import { peerThenBackend } from "../cluster/peer_source.ts";
 import { CHUNK_SIZE } from "./chunk_map.ts";
 import { collectGarbage } from "./gc.ts";
 import { keys } from "../meta/namespace.ts";
@@ -303,12 +304,13 @@ Deno.test({
 });
 
 Deno.test({
-  name: "cluster data: chunks streamed from a peer land in B's cache; a bad copy falls back",
+  name:
+    "cluster data: chunks streamed from a peer land in B's cache; a bad copy, a peer failing mid-chunk or gone falls back to the backend",
   ...options,
   fn: async () => {
     const c = await setup();
     const transport = new TcpTransport({ timeoutMs: 5000 });
-    let corrupt = false;
+    let fault: "none" | "corrupt" | "break" = "none";
     let b: Node | undefined;
     const servers: { close(): void }[] = [];
     try {
@@ -318,46 +320,64 @@ Deno.test({
       await writeFile(a.vfs, "f", content);
       const server = listenPeers("127.0.0.1", 0, async (r) => {
         const served = await a.data.serveChunk(r.ino, r.index, r);
-        if (!corrupt || served instanceof Uint8Array) return served;
-        // A peer whose disk flipped a byte after it was checked.
+        if (fault === "none" || served instanceof Uint8Array) return served;
         return {
           length: served.length,
           read: async (into: Uint8Array, offset: number) => {
+            // A peer whose disk flipped a byte after it was checked, or whose chunk went away
+            // while it was being sent (after the first piece when there are several).
+            if (fault === "break" && offset + into.length === served.length) {
+              throw new Error("evicted while being sent");
+            }
             await served.read(into, offset);
-            if (offset === 0) into[5] ^= 0xff;
+            if (fault === "corrupt" && offset === 0) into[5] ^= 0xff;
           },
           done: () => served.done(),
         };
       }, () => {});
       servers.push(server);
-      const source = (node: Node): ChunkSource => ({
-        fetch: () => Promise.reject(new Error("the streamed form is used")),
-        fetchInto: async (ino, index, ref, sink) => {
-          const request = { ino, index, ...ref, objectLength: ref.objectLength ?? 0 };
-          try {
-            await transport.getChunkInto(server.address, request, sink);
-          } catch {
-            await sink(await node.data.fetchFromBackend(ino, index, ref), 0);
-          }
-        },
-      });
+      // The fetch code a mount node uses, with A as the owner of every chunk.
+      const source = (node: Node): ChunkSource =>
+        peerThenBackend(node.data, transport, {
+          owner: () => ({ id: "a", address: server.address }),
+        });
       b = await c.start("b");
       b.data.source = source(b);
       const gets = c.backend.gets;
       assert.deepEqual(await readFile(b.vfs, "f"), content);
       assert.equal(c.backend.gets, gets, "every chunk came from the peer");
       assert.equal(b.data.stats.misses, 3);
+      assert.equal(b.data.stats.peerFills, 3);
       assert.equal(b.data.index.bytes, content.length);
       // Read again: hits from B's own cache, nothing fetched.
       assert.deepEqual(await readFile(b.vfs, "f"), content);
       assert.equal(b.data.stats.misses, 3);
 
-      corrupt = true;
+      fault = "corrupt";
       const fresh = await c.start("b2");
       fresh.data.source = source(fresh);
       assert.deepEqual(await readFile(fresh.vfs, "f"), content);
       assert.equal(fresh.data.stats.checksumFailures, 3, "each bad chunk was noticed");
       assert.equal(c.backend.gets, gets + 3, "and read from the backend instead");
+
+      // The peer fails mid-chunk (pieces already written into B's file): the backend's copy is
+      // written from offset 0 over them and checked; nothing of the broken transfer remains.
+      fault = "break";
+      const broken = await c.start("b3");
+      broken.data.source = source(broken);
+      assert.deepEqual(await readFile(broken.vfs, "f"), content);
+      assert.equal(broken.data.stats.peerFills, 0);
+      assert.equal(c.backend.gets, gets + 6, "each chunk came from the backend");
+      assert.deepEqual(await readFile(broken.vfs, "f"), content, "and is cached as such");
+      assert.equal(c.backend.gets, gets + 6);
+
+      // The peer is gone: straight to the backend.
+      server.close();
+      fault = "none";
+      const alone = await c.start("b4");
+      alone.data.source = source(alone);
+      assert.deepEqual(await readFile(alone.vfs, "f"), content);
+      assert.equal(c.backend.gets, gets + 9);
     } finally {
       for (const s of servers) s.close();
       transport.close();

@@ -78,7 +78,9 @@ export function listenPeers(
   return {
     address: `${addr.hostname}:${addr.port}`,
     close: () => {
-      listener.close();
+      try {
+        listener.close();
+      } catch { /* closed before: close is idempotent */ }
       for (const conn of connections) {
         try {
           conn.close();
