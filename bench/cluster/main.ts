@@ -171,7 +171,7 @@ const aDir = `${dir}/a`;
   }
   await vfs.release(created.attr.ino, created.fh, 0);
   await vfs.destroy();
-  data.close();
+  await data.close();
 }
 const child = new Deno.Command(Deno.execPath(), {
   args: [
@@ -284,7 +284,7 @@ const results = Object.fromEntries(Object.keys(ROWS).map((k) => [k, [] as number
 >;
 const drop = async (n: Awaited<ReturnType<typeof node>>) => {
   await n.vfs.destroy();
-  n.data.close();
+  await n.data.close();
   await Deno.remove(n.dir, { recursive: true });
 };
 for (let round = 0; round < ROUNDS; round++) {

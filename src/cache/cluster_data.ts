@@ -176,7 +176,7 @@ export class ClusterData {
     this.source = options.source ?? {
       fetch: (ino, index, ref) => this.fetchFromBackend(ino, index, ref),
     };
-    this.index = new CacheIndex(`${dataDir}/cache.db`);
+    this.index = new CacheIndex(`${dataDir}/cache.log`);
     this.#readahead = options.readaheadChunks ?? 8;
     this.#uploadParallel = options.uploadParallel ?? 4;
     this.#openLeaseSeconds = options.openLeaseSeconds;
@@ -192,8 +192,11 @@ export class ClusterData {
     };
   }
 
-  /** Called by createVfs once the namespace and local store exist. */
-  attach(ns: Namespace, local: LocalStore, io: IoEngine): void {
+  /** Called by createVfs once the namespace and local store exist: loads the cache index
+   * through the engine. */
+  async attach(ns: Namespace, local: LocalStore, io: IoEngine): Promise<void> {
+    await this.index.open(io);
+    this.stats.bytes = this.index.bytes;
     this.#ns = ns;
     this.#local = local;
     this.#io = io;
@@ -899,10 +902,10 @@ export class ClusterData {
     await this.records?.close();
   }
 
-  close(): void {
-    // At shutdown nothing is in flight any more: close synchronously.
+  async close(): Promise<void> {
+    // At shutdown nothing is in flight any more: close the serve fds synchronously.
     for (const held of this.#serveFds.values()) libc.close(held.fd);
     this.#serveFds.clear();
-    this.index.close();
+    await this.index.close();
   }
 }

@@ -87,7 +87,7 @@ async function setup() {
   const stop = async (node: Node) => {
     node.watcher.cancel();
     await node.vfs.destroy();
-    node.data.close();
+    await node.data.close();
     nodes.splice(nodes.indexOf(node), 1);
   };
   const cleanup = async () => {

@@ -159,7 +159,7 @@ export class ClusterNode {
     await this.membership.stop();
     this.#server.close();
     this.transport.close();
-    this.data.close();
+    await this.data.close();
     await this.backend.close();
   }
 }

@@ -1,35 +1,40 @@
 /**
- * EmbeddedKV: the durable single-node MetaKV backend, one SQLite file through node:sqlite.
+ * EmbeddedKV: the durable single-node MetaKV backend. All metadata lives in memory, in an ordered
+ * B+ tree (npm sorted-btree) keyed by the key's bytes; every change is appended to a log file, and
+ * a snapshot bounds the log. Every disk read, write and sync goes through the process's
+ * `IoEngine` (src/io: io_uring where the kernel allows it).
  *
- * Layout: `kv` holds the current value of every key; `events` holds one row per changed key per
- * revision (the watch history, with the previous key-value so watchers can ask for prevKv);
- * `leases` holds granted leases; `meta` holds the format version and counters. The revision is
- * not stored per transaction: it is the newest revision in `events` (or the compacted revision
- * when history is empty), so a write costs only the kv and event rows it changes.
+ * Files, beside `path` (DIR/meta.db by default): `<path>.snapshot` (the whole state at one log
+ * sequence number, replaced atomically), `<path>.log` (one checksummed frame per transaction
+ * since; a torn tail from a crash is cut off at open), `<path>-lock` (flock: a second process gets
+ * a clear "in use" error; the kernel drops the lock when the holder dies, even on kill -9),
+ * `<path>-reserve` (disk space kept for the transactions that free space on a full disk).
  *
- * Everything runs synchronously on the JS thread with one connection, so nothing interleaves
- * inside a method: a transaction is evaluated and applied without yielding. A second SQLite file,
- * `<path>-lock`, is held with an exclusive lock while the store is open, so a second process
- * opening the same store gets a clear "in use" error (the lock dies with the process, even on
- * kill -9). A worker thread (embedded_checkpointer.ts) copies the log into the database file, so
- * those copies and their fsyncs do not stall the JS thread.
+ * Durability: a transaction is applied in memory at once (reads made afterwards see it), and its
+ * promise resolves once its log frame is written to the kernel, so an acknowledged transaction
+ * survives kill -9 of the process. Transactions committed while a write is in flight go out
+ * together in the next single write (group commit). `sync()` fdatasyncs the log: everything
+ * acknowledged so far then survives power loss. A read may see a transaction whose write is still
+ * in flight (as a reader of ext4 may see a create the journal has not committed); if the process
+ * dies then, the transaction was never acknowledged to its writer and is gone after the restart.
+ * A failed log write (other than a full disk, see the reserve) stops the store: every later call
+ * rejects, naming the restart that recovers what was acknowledged.
  *
- * Durability (see `sync`): journal_mode=WAL with synchronous=NORMAL. A commit is a write(2) of
- * its pages to the -wal file, so it survives kill -9 of this process (the data is in the OS page
- * cache) but not power loss; `sync()` fdatasyncs the -wal file, which makes every commit so far
- * survive power loss as well. That fdatasync goes through the process's `IoEngine` (src/io,
- * io_uring where the kernel allows it). SQLite's own reads, writes and syncs of the database and
- * -wal files do not: node:sqlite offers no way to register a custom VFS, so SQLite calls
- * pread/pwrite/fsync itself (synchronously, on the thread that runs the statement).
+ * Compaction: once the log outgrows both `logCompactBytes` and the last snapshot, a snapshot of a
+ * copy-on-write clone of the tree is written (in the background, in 1 MiB frames), then the log
+ * is restarted with only what was written since the clone. Restart = read the snapshot, replay
+ * the log; watch history is rebuilt from the log, so history older than the snapshot is gone
+ * after a restart (watches cannot start before it: CompactedError).
  * @module
  */
 
-import { DatabaseSync } from "node:sqlite";
+import sortedBtree from "sorted-btree";
 import type { IoEngine } from "../io/types.ts";
 import { openIoEngine } from "../io/mod.ts";
-import { O_DIRECTORY, O_RDONLY } from "../io/libc.ts";
-import { Worker } from "node:worker_threads";
-import type { CheckpointerData, CheckpointerReply } from "./embedded_checkpointer.ts";
+import * as libc from "../io/libc.ts";
+import { Errno, FsError } from "../fs_error.ts";
+import { ByteReader, ByteWriter } from "./log_codec.ts";
+import { lockFile, LogWriter, readWholeFile, replaceFile, scanFrames } from "./log_file.ts";
 import {
   CompactedError,
   type Compare,
@@ -52,8 +57,8 @@ import {
   type WatchOptions,
 } from "./kv.ts";
 
-/** On-disk format written by this version. Bump it (and add a migration) on any schema change. */
-export const EMBEDDED_FORMAT = 1;
+/** On-disk format written by this version. 1 was the SQLite file of earlier builds. */
+export const EMBEDDED_FORMAT = 2;
 
 export interface EmbeddedKVOptions {
   /** Bytes of disk kept in reserve for metadata writes when the disk is full. Default 4 MiB;
@@ -61,22 +66,22 @@ export interface EmbeddedKVOptions {
   reserveBytes?: number;
   /** Milliseconds clock for lease expiry. Default: `performance.now` (monotonic). */
   clock?: () => number;
-  /** Watch history kept, in revisions: older history is compacted automatically by the
-   * background timer. 0 disables automatic compaction. Default 100,000. */
+  /** Watch history kept in memory, in write revisions: older history is compacted automatically
+   * by the background timer. 0 disables automatic compaction. Default 10,000. */
   historyRevisions?: number;
-  /** How often the background timer checks lease expiry and history size. Default 250 ms. */
+  /** How often the background timer checks lease expiry, history and log size. Default 250 ms. */
   timerIntervalMs?: number;
-  /** How often the worker thread checkpoints the write-ahead log into the database file.
-   * 0: no worker, SQLite checkpoints inline every 1,000 pages (stalls the caller). Default 200. */
-  checkpointIntervalMs?: number;
-  /** The process's I/O engine (`openIoEngine()`), through which `sync()` fdatasyncs the -wal file
-   * and the directory is synced at open; the caller keeps owning it. Default: the store opens
-   * its own engine and shuts it down on close (a second ring in a process that has one). */
+  /** The log is compacted (snapshot + new log) once it is larger than this and than the last
+   * snapshot. Default 16 MiB. */
+  logCompactBytes?: number;
+  /** The process's I/O engine (`openIoEngine()`), through which every file of the store is read,
+   * written and synced; the caller keeps owning it. Default: the store opens its own engine and
+   * shuts it down on close (a second ring in a process that has one). */
   io?: IoEngine;
 }
 
-/** Open (creating if needed) the metadata store in the SQLite file `path` (":memory:" for a
- * throwaway store). Rejects if another process has it open or its format is newer than ours. */
+/** Open (creating if needed) the metadata store at `path` (":memory:" for a throwaway store).
+ * Rejects if another process has it open or its format is not ours. */
 export async function openEmbeddedKV(
   path: string,
   options: EmbeddedKVOptions = {},
@@ -91,55 +96,61 @@ export async function openEmbeddedKV(
   return kv;
 }
 
-const EMPTY = new Uint8Array(0);
-const PUT = 0;
-const DELETE = 1;
-/** Revisions read from history per step when a watcher catches up, so one old watcher cannot
- * hold the event loop for long. */
-const HISTORY_WINDOW_REVISIONS = 1024;
-/** With the checkpoint worker, SQLite still checkpoints inline if the log reaches this many pages
- * (64 MiB), bounding the log when writes never pause long enough for the worker to catch up. */
-const INLINE_CHECKPOINT_PAGES = 16384;
-/** How long close() waits for the checkpoint worker to close its connection. */
-const WORKER_CLOSE_TIMEOUT_MS = 5000;
-/** Automatic compaction runs when history exceeds `historyRevisions` by this much, so that each
- * run deletes a bounded batch instead of one revision per tick. */
-const COMPACTION_SLACK_REVISIONS = 1000;
+const sortedBtreeClass = sortedBtree.default;
+type KeyTree = InstanceType<typeof sortedBtreeClass<string, KeyValue>>;
 
-const KV_COLUMNS = "key, value, create_rev, mod_rev, version, lease";
-const KEY_COLUMNS = "key, NULL, create_rev, mod_rev, version, lease";
-const EVENT_COLUMNS =
-  "rev, key, type, value, create_rev, version, lease, prev_value, prev_create_rev, prev_mod_rev, prev_version, prev_lease";
-
-/** A kv row as node:sqlite returns it with setReturnArrays(true), in KV_COLUMNS order. */
-type KvRow = [Uint8Array, Uint8Array | null, number, number, number, number];
-type EventRow = [
-  number,
-  Uint8Array,
-  number,
-  Uint8Array | null,
-  number,
-  number,
-  number,
-  Uint8Array | null,
-  number | null,
-  number | null,
-  number | null,
-  number | null,
-];
-
-type SqlParam = Uint8Array | number | string | null;
-
-/** A prepared statement returning rows as arrays (setReturnArrays, which Node's typings lack). */
-interface RowStatement {
-  get<Row extends unknown[]>(...params: SqlParam[]): Row | undefined;
-  all<Row extends unknown[]>(...params: SqlParam[]): Row[];
-  run(...params: SqlParam[]): unknown;
+function newTree(): KeyTree {
+  // Keys are latin1 strings (one char per byte): their order is the bytes' unsigned order.
+  return new sortedBtreeClass<string, KeyValue>(
+    undefined,
+    (a: string, b: string) => a < b ? -1 : a > b ? 1 : 0,
+  );
 }
+
+const EMPTY = new Uint8Array(0);
+const MAGIC = new TextEncoder().encode("skyfs-meta");
+/** Revisions delivered per step when a watcher catches up, so one old watcher cannot hold the
+ * event loop for long. */
+const HISTORY_WINDOW_REVISIONS = 1024;
+/** Automatic history compaction runs when history exceeds `historyRevisions` by this much, so
+ * that each run drops a batch instead of one revision per tick. */
+const COMPACTION_SLACK_REVISIONS = 1000;
+const DEFAULT_LOG_COMPACT_BYTES = 16 << 20;
+/** Snapshot frames are cut at about this size. */
+const SNAPSHOT_FRAME_BYTES = 1 << 20;
+/** After a failed log compaction (say a full disk), wait this long before the next try. */
+const COMPACT_RETRY_MS = 5000;
+
+/** Frame types (first payload byte). */
+const enum Rec {
+  LogHeader = 1,
+  Txn = 2,
+  SnapshotHeader = 3,
+  SnapshotKeys = 4,
+  SnapshotEnd = 5,
+}
+
+/** Operations inside a Txn record. */
+const enum Op {
+  Put = 1,
+  Delete = 2,
+  LeaseGrant = 3,
+  LeaseDrop = 4,
+  Compact = 5,
+}
+
+/** Byte offset of the revision in a Txn record's payload (after type and seq). */
+const TXN_REVISION_AT = 1 + 8;
 
 interface Lease {
   ttlSeconds: number;
   expiresAtMs: number;
+  keys: Set<string>;
+}
+
+interface HistoryRecord {
+  revision: number;
+  events: WatchEvent[];
 }
 
 /** How a key range selects keys: one key, [key, end), or every key from `key` on. */
@@ -149,32 +160,26 @@ const enum Span {
   ToEnd,
 }
 
-/** Where each numeric compare target sits in a KvRow. */
-const COMPARE_COLUMNS = new Map<string, 2 | 3 | 4 | 5>([
-  ["createRevision", 2],
-  ["modRevision", 3],
-  ["version", 4],
-  ["lease", 5],
-]);
-
 function spanOf(rangeEnd: Uint8Array | undefined): Span {
   if (rangeEnd === undefined || rangeEnd.length === 0) return Span.One;
   if (rangeEnd.length === 1 && rangeEnd[0] === 0) return Span.ToEnd; // etcd's "\0": to the end
   return Span.Between;
 }
 
-function compareBytes(a: Uint8Array, b: Uint8Array): number {
-  const n = a.length < b.length ? a.length : b.length;
-  for (let i = 0; i < n; i++) {
-    if (a[i] !== b[i]) return a[i] - b[i];
+/** The key's bytes as a latin1 string, the tree's key. */
+function keyString(key: Uint8Array): string {
+  if (key.length <= 4096) return String.fromCharCode.apply(null, key as unknown as number[]);
+  let s = "";
+  for (let i = 0; i < key.length; i += 4096) {
+    s += String.fromCharCode.apply(null, key.subarray(i, i + 4096) as unknown as number[]);
   }
-  return a.length - b.length;
+  return s;
 }
 
-function inSpan(key: Uint8Array, start: Uint8Array, span: Span, end: Uint8Array): boolean {
-  if (span === Span.One) return compareBytes(key, start) === 0;
-  if (compareBytes(key, start) < 0) return false;
-  return span === Span.ToEnd || compareBytes(key, end) < 0;
+function inSpan(key: string, start: string, span: Span, end: string): boolean {
+  if (span === Span.One) return key === start;
+  if (key < start) return false;
+  return span === Span.ToEnd || key < end;
 }
 
 function checkKey(key: unknown, what: string): asserts key is Uint8Array {
@@ -203,22 +208,28 @@ function describe(value: unknown): string {
   return typeof value === "string" ? JSON.stringify(value) : String(value);
 }
 
-function rowToKv(row: KvRow): KeyValue {
+/** A stored entry as handed out: fresh buffers, so a caller's edits cannot reach the store. */
+function copyKv(kv: KeyValue, keysOnly: boolean): KeyValue {
   return {
-    key: row[0],
-    value: row[1] ?? EMPTY,
-    createRevision: row[2],
-    modRevision: row[3],
-    version: row[4],
-    lease: row[5],
+    key: kv.key.slice(),
+    value: keysOnly ? EMPTY : kv.value.slice(),
+    createRevision: kv.createRevision,
+    modRevision: kv.modRevision,
+    version: kv.version,
+    lease: kv.lease,
   };
 }
 
-/** One registered watch. History up to `historyEnd` is read from the events table; live events
- * after it are queued by the store as transactions commit. */
+function deletedKv(key: Uint8Array, revision: number): KeyValue {
+  return { key, value: EMPTY, createRevision: 0, modRevision: revision, version: 0, lease: 0 };
+}
+
+/** One registered watch: history captured at creation (up to `historyEnd`), then live events
+ * queued by the store as transactions commit. */
 class _Watch implements Watcher {
-  /** Next history revision to read; history is done when it passes historyEnd. */
-  historyNext: number;
+  /** History records still to deliver, and the next one's index. */
+  history: HistoryRecord[];
+  historyNext = 0;
   readonly queue: [WatchEvent[], number][] = [];
   scheduled = false;
   timer: ReturnType<typeof setTimeout> | undefined;
@@ -226,25 +237,26 @@ class _Watch implements Watcher {
 
   constructor(
     readonly store: EmbeddedKV,
-    readonly key: Uint8Array,
+    readonly key: string,
     readonly span: Span,
-    readonly end: Uint8Array,
+    readonly end: string,
     readonly startRevision: number,
-    readonly historyEnd: number,
+    history: HistoryRecord[],
     readonly prevKv: boolean,
     readonly onEvents: (events: WatchEvent[], revision: number) => void,
   ) {
-    this.historyNext = startRevision;
+    this.history = history;
   }
 
   get catchingUp(): boolean {
-    return this.historyNext <= this.historyEnd;
+    return this.historyNext < this.history.length;
   }
 
   cancel(): void {
     if (this.cancelled) return;
     this.cancelled = true;
     this.queue.length = 0;
+    this.history = [];
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.store._unwatch(this);
   }
@@ -253,126 +265,346 @@ class _Watch implements Watcher {
 /** The embedded MetaKV. Create with `openEmbeddedKV`. */
 export class EmbeddedKV implements MetaKV {
   readonly path: string;
-  readonly #db: DatabaseSync;
-  /** Holds the exclusive lock on `<path>-lock`; undefined for ":memory:". */
-  readonly #lockDb: DatabaseSync | undefined;
-  #checkpointer: Worker | undefined;
+  readonly #inMemory: boolean;
   readonly #clock: () => number;
   readonly #historyRevisions: number;
-  readonly #walPath: string | undefined;
-  /** The engine sync() uses, and whether this store opened it (and so shuts it down). */
+  readonly #logCompactBytes: number;
+  readonly #reserveBytes: number;
   #io: IoEngine | undefined;
   #ownsIo = false;
-  /** The -wal file, opened once through the engine: sync() is on the fsync path of the file
-   * system and must not open files. */
-  #walFd: number | undefined;
+  #lockFd: number | undefined;
+  #log: LogWriter | undefined;
   #reserve: SpaceReserve | undefined;
   #closed = false;
   readonly #timer: ReturnType<typeof setInterval>;
 
-  #revision: number;
-  #compactRevision: number;
-  #nextLeaseId: number;
+  #tree: KeyTree = newTree();
+  #revision = 1;
+  #compactRevision = 0;
+  #nextLeaseId = 1;
+  /** Sequence number of the last record (log frames are numbered; a snapshot covers up to one). */
+  #seq = 0;
   readonly #leases = new Map<number, Lease>();
   /** Lower bound of every lease's expiry, so the lazy check is one comparison. */
   #nextExpiryMs = Infinity;
   readonly #watchers = new Set<_Watch>();
+  /** Write revisions after the compacted one, oldest first. */
+  #history: HistoryRecord[] = [];
 
   // State of the write transaction in progress (only valid between #beginWrite and #endWrite).
+  #writing = false;
   #writeRevision = 0;
-  #writeSeq = 0;
-  /** Events of the transaction in progress, collected only when someone watches. */
-  #liveEvents: WatchEvent[] | null = null;
+  #events: WatchEvent[] = [];
+  #record: ByteWriter | undefined;
+  #recordOps = 0;
 
-  #syncRunning: Promise<void> | undefined;
-  #syncQueued: Promise<void> | undefined;
+  /** Bytes of the last snapshot written or read. */
+  #snapshotBytes = 0;
+  #compacting: Promise<void> | undefined;
+  #compactNotBeforeMs = 0;
 
-  readonly #s: ReturnType<typeof prepareStatements>;
-
-  /** Use `openEmbeddedKV`; the constructor does the synchronous part of opening. */
+  /** Use `openEmbeddedKV`; the constructor alone gives a working ":memory:" store. */
   constructor(path: string, options: EmbeddedKVOptions = {}) {
     this.path = path;
+    this.#inMemory = path === ":memory:" || path === "";
     this.#clock = options.clock ?? (() => performance.now());
-    this.#historyRevisions = options.historyRevisions ?? 100_000;
-    const checkpointIntervalMs = options.checkpointIntervalMs ?? 200;
-    const inMemory = path === ":memory:" || path === "";
-    this.#lockDb = inMemory ? undefined : lockStore(path);
-    let db: DatabaseSync;
-    try {
-      db = new DatabaseSync(path);
-    } catch (error) {
-      this.#lockDb?.close();
-      throw new Error(`Cannot open metadata at "${path}": ${(error as Error).message}`);
-    }
-    this.#db = db;
-    try {
-      this.#walPath = initDatabase(
-        db,
-        path,
-        checkpointIntervalMs > 0 ? INLINE_CHECKPOINT_PAGES : 1000,
-      );
-      this.#s = prepareStatements(db);
-      this.#compactRevision = this.#metaNumber("compact_rev");
-      this.#nextLeaseId = this.#metaNumber("next_lease_id");
-      const newest = this.#s.maxEventRev.get<[number | null]>()![0];
-      this.#revision = Math.max(1, this.#compactRevision, newest ?? 0);
-      // Rows a catching-up watcher kept alive past a compaction before the last close.
-      this.#s.compactEvents.run(this.#compactRevision);
-      // Like etcd after a restart, every lease gets its full TTL again: its holder had no way
-      // to keep it alive while the store was down.
-      const now = this.#clock();
-      for (const [id, ttlSeconds] of this.#s.allLeases.all<[number, number]>()) {
-        this.#leases.set(id, { ttlSeconds, expiresAtMs: now + ttlSeconds * 1000 });
-        this.#nextExpiryMs = Math.min(this.#nextExpiryMs, now + ttlSeconds * 1000);
-      }
-    } catch (error) {
-      db.close();
-      this.#lockDb?.close();
-      throw error;
-    }
-    if (!inMemory && (options.reserveBytes ?? DEFAULT_RESERVE_BYTES) > 0) {
-      this.#reserve = new SpaceReserve(
-        `${path}-reserve`,
-        options.reserveBytes ?? DEFAULT_RESERVE_BYTES,
-      );
-    }
+    this.#historyRevisions = options.historyRevisions ?? 10_000;
+    this.#logCompactBytes = options.logCompactBytes ?? DEFAULT_LOG_COMPACT_BYTES;
+    this.#reserveBytes = options.reserveBytes ?? DEFAULT_RESERVE_BYTES;
     this.#timer = setInterval(() => this.#onTimer(), options.timerIntervalMs ?? 250);
     Deno.unrefTimer(this.#timer);
-    if (this.#walPath !== undefined && checkpointIntervalMs > 0) {
-      this.#checkpointer = startCheckpointer(path, checkpointIntervalMs);
-    }
   }
 
-  /** The asynchronous part of opening (openEmbeddedKV calls it): take the engine, open the -wal
-   * file through it, and fsync the directory once, so the database and -wal files' names
-   * survive power loss too (SQLite's own directory sync happens at its first sync, which NORMAL
-   * delays). */
+  get #snapshotPath(): string {
+    return `${this.path}.snapshot`;
+  }
+
+  get #logPath(): string {
+    return `${this.path}.log`;
+  }
+
+  /** The asynchronous part of opening (openEmbeddedKV calls it): lock, load the snapshot,
+   * replay the log, and take the disk-space reserve. */
   async _openFiles(io: IoEngine | undefined): Promise<void> {
-    if (this.#walPath === undefined) return;
+    if (this.#inMemory) return;
     if (io === undefined) {
       io = await openIoEngine({ log: () => {} });
       this.#ownsIo = true;
     }
     this.#io = io;
-    this.#walFd = await io.open(this.#walPath, O_RDONLY);
-    const slash = this.path.lastIndexOf("/");
-    const dir = slash < 0 ? "." : slash === 0 ? "/" : this.path.slice(0, slash);
-    const fd = await io.open(dir, O_RDONLY | O_DIRECTORY);
     try {
-      await io.fsync(fd);
-    } finally {
-      await io.close(fd);
+      await this.#refuseOldFormat(io);
+      this.#lockFd = await lockFile(
+        io,
+        `${this.path}-lock`,
+        () =>
+          new Error(
+            `Metadata at "${this.path}" is in use by another process: stop the other skyfs daemon first`,
+          ),
+      );
+    } catch (error) {
+      if (error instanceof FsError) {
+        throw new Error(`Cannot open metadata at "${this.path}": ${error.message}`);
+      }
+      throw error;
+    }
+    const snapshot = await readWholeFile(io, this.#snapshotPath);
+    const log = await readWholeFile(io, this.#logPath);
+    if (snapshot === undefined && log !== undefined) {
+      throw new Error(
+        `Metadata log "${this.#logPath}" has no snapshot "${this.#snapshotPath}" beside it: restore the snapshot, or move both away to start empty`,
+      );
+    }
+    if (snapshot !== undefined) this.#loadSnapshot(snapshot);
+    else await this.#writeSnapshot(); // a new store: its empty state
+    let goodBytes = 0;
+    let needsCompaction = false;
+    if (log !== undefined) {
+      goodBytes = this.#replayLog(log).goodBytes;
+      if (goodBytes > 0 && goodBytes < log.length) {
+        console.error(
+          `skyfs: metadata log "${this.#logPath}": cut a torn tail of ${
+            log.length - goodBytes
+          } bytes (a write cut short by a crash; nothing acknowledged)`,
+        );
+        needsCompaction = true;
+      }
+      if (goodBytes > Math.max(this.#logCompactBytes, this.#snapshotBytes)) needsCompaction = true;
+    }
+    if (goodBytes === 0) {
+      // No usable log yet: start one holding only its header.
+      const header = encodeLogHeader();
+      const fd = await replaceFile(io, this.#logPath, (append) => append(header), {
+        keepOpen: true,
+      });
+      this.#log = this.#newLogWriter(io, fd!, header.length);
+    } else {
+      const fd = await io.open(this.#logPath, libc.O_WRONLY | libc.O_CLOEXEC);
+      this.#log = this.#newLogWriter(io, fd, goodBytes);
+    }
+    // A torn tail is cut by restarting the log (the engine has no ftruncate, and bytes left
+    // behind a shorter append could later read as frames).
+    if (needsCompaction) await this.#compactLog();
+    if (this.#reserveBytes > 0) {
+      this.#reserve = new SpaceReserve(io, `${this.path}-reserve`, this.#reserveBytes);
+      await this.#reserve.take();
     }
   }
 
-  #metaNumber(name: string): number {
-    const row = this.#s.getMeta.get<[number]>(name);
-    if (row === undefined) throw new Error(`Metadata at "${this.path}" lacks "${name}"`);
-    return row[0];
+  async #refuseOldFormat(io: IoEngine): Promise<void> {
+    let fd: number;
+    try {
+      fd = await io.open(this.path, libc.O_RDONLY | libc.O_CLOEXEC);
+    } catch (error) {
+      if (error instanceof FsError && error.errno === Errno.ENOENT) return;
+      throw error;
+    }
+    const head = new Uint8Array(16);
+    try {
+      await io.read(fd, head, 0);
+    } finally {
+      await io.close(fd);
+    }
+    if (new TextDecoder().decode(head) === "SQLite format 3\0") {
+      throw new Error(
+        `Metadata at "${this.path}" is in format 1 (SQLite) of earlier skyfs builds; this build reads format ${EMBEDDED_FORMAT}: copy the files out with the earlier build and start with an empty --data directory`,
+      );
+    }
+    throw new Error(
+      `"${this.path}" exists and is not skyfs metadata (its files are "${this.path}.snapshot" and "${this.path}.log"): choose another path`,
+    );
   }
+
+  #newLogWriter(io: IoEngine, fd: number, bytes: number): LogWriter {
+    return new LogWriter(io, fd, bytes, {
+      // A full disk must not stop the unlink or truncate that would free it: give the reserve
+      // back to the file system and write the same bytes again.
+      onWriteError: async (error) => isDiskFull(error) && (await this.#reserve?.release() ?? false),
+    });
+  }
+
+  // ---- loading ----
+
+  #loadSnapshot(bytes: Uint8Array): void {
+    const path = this.#snapshotPath;
+    let header = false;
+    let ended = false;
+    let keys = 0;
+    const tree = newTree();
+    const end = scanFrames(bytes, (payload) => {
+      const r = new ByteReader(payload);
+      const type = r.u8();
+      if (!header) {
+        if (type !== Rec.SnapshotHeader) throw damaged(path, "it does not start with a header");
+        checkMagicAndFormat(r, path);
+        this.#seq = r.f64();
+        this.#revision = r.f64();
+        this.#compactRevision = r.f64();
+        this.#nextLeaseId = r.f64();
+        const now = this.#clock();
+        for (let n = r.u32(); n > 0; n--) {
+          const id = r.f64();
+          const ttlSeconds = r.f64();
+          // Like etcd after a restart, every lease gets its full TTL again: its holder had no
+          // way to keep it alive while the store was down.
+          this.#leases.set(id, {
+            ttlSeconds,
+            expiresAtMs: now + ttlSeconds * 1000,
+            keys: new Set(),
+          });
+          this.#nextExpiryMs = Math.min(this.#nextExpiryMs, now + ttlSeconds * 1000);
+        }
+        header = true;
+      } else if (type === Rec.SnapshotKeys) {
+        for (let n = r.u32(); n > 0; n--) {
+          const key = r.bytes();
+          const kv: KeyValue = {
+            key,
+            value: r.bytes(),
+            createRevision: r.f64(),
+            modRevision: r.f64(),
+            version: r.f64(),
+            lease: r.f64(),
+          };
+          const name = keyString(key);
+          tree.set(name, kv);
+          if (kv.lease !== 0) this.#leases.get(kv.lease)?.keys.add(name);
+          keys++;
+        }
+      } else if (type === Rec.SnapshotEnd) {
+        if (r.f64() !== keys) throw damaged(path, "its key count does not match");
+        ended = true;
+        return false;
+      } else {
+        throw damaged(path, `it holds a record of type ${type}`);
+      }
+    });
+    if (!ended) throw damaged(path, `it ends after ${end} of ${bytes.length} bytes`);
+    this.#tree = tree;
+    this.#snapshotBytes = bytes.length;
+    // History before the snapshot is not kept across a restart (revision 1 is the empty store).
+    if (this.#revision > 1) {
+      this.#compactRevision = Math.max(this.#compactRevision, this.#revision + 1);
+    }
+  }
+
+  /** Apply the log's records after the snapshot; returns where its whole frames end. */
+  #replayLog(bytes: Uint8Array): { goodBytes: number } {
+    const path = this.#logPath;
+    let header = false;
+    const goodBytes = scanFrames(bytes, (payload) => {
+      const r = new ByteReader(payload);
+      const type = r.u8();
+      if (!header) {
+        if (type !== Rec.LogHeader) throw damaged(path, "it does not start with a header");
+        checkMagicAndFormat(r, path);
+        header = true;
+        return;
+      }
+      if (type !== Rec.Txn) throw damaged(path, `it holds a record of type ${type}`);
+      const seq = r.f64();
+      if (seq <= this.#seq) return; // covered by the snapshot (a crash between the two renames)
+      if (seq !== this.#seq + 1) {
+        throw damaged(path, `record ${seq} follows ${this.#seq}`);
+      }
+      this.#applyRecord(r);
+      this.#seq = seq;
+    });
+    return { goodBytes: header ? goodBytes : 0 };
+  }
+
+  /** Replay one Txn record (after its seq) into the state, rebuilding watch history. */
+  #applyRecord(r: ByteReader): void {
+    const revision = r.f64();
+    const events: WatchEvent[] = [];
+    while (!r.done) {
+      const op = r.u8();
+      if (op === Op.Put) {
+        const key = r.bytes();
+        const value = r.bytes();
+        const kv: KeyValue = {
+          key,
+          value,
+          createRevision: r.f64(),
+          modRevision: revision,
+          version: r.f64(),
+          lease: r.f64(),
+        };
+        const name = keyString(key);
+        const prev = this.#tree.get(name);
+        this.#setKey(name, kv, prev);
+        events.push(prev === undefined ? { type: "put", kv } : { type: "put", kv, prevKv: prev });
+      } else if (op === Op.Delete) {
+        const key = r.bytes();
+        const name = keyString(key);
+        const prev = this.#tree.get(name);
+        if (prev === undefined) continue;
+        this.#deleteKey(name, prev);
+        events.push({ type: "delete", kv: deletedKv(prev.key, revision), prevKv: prev });
+      } else if (op === Op.LeaseGrant) {
+        const id = r.f64();
+        const ttlSeconds = r.f64();
+        const expiresAtMs = this.#clock() + ttlSeconds * 1000;
+        this.#leases.set(id, { ttlSeconds, expiresAtMs, keys: new Set() });
+        this.#nextExpiryMs = Math.min(this.#nextExpiryMs, expiresAtMs);
+        this.#nextLeaseId = Math.max(this.#nextLeaseId, id + 1);
+      } else if (op === Op.LeaseDrop) {
+        this.#leases.delete(r.f64());
+      } else if (op === Op.Compact) {
+        this.#compactRevision = Math.max(this.#compactRevision, r.f64());
+      } else {
+        throw damaged(this.#logPath, `it holds an operation of type ${op}`);
+      }
+    }
+    if (revision > this.#revision) {
+      this.#revision = revision;
+      if (events.length > 0) this.#history.push({ revision, events });
+    }
+  }
+
+  // ---- tree bookkeeping shared by transactions and replay ----
+
+  #setKey(name: string, kv: KeyValue, prev: KeyValue | undefined): void {
+    this.#tree.set(name, kv);
+    if (prev !== undefined && prev.lease !== 0) this.#leases.get(prev.lease)?.keys.delete(name);
+    if (kv.lease !== 0) this.#leases.get(kv.lease)?.keys.add(name);
+  }
+
+  #deleteKey(name: string, prev: KeyValue): void {
+    this.#tree.delete(name);
+    if (prev.lease !== 0) this.#leases.get(prev.lease)?.keys.delete(name);
+  }
+
+  /** [key, value] pairs of a range, in key order; at most `max` (0: all). */
+  #pairs(start: string, span: Span, end: string, max: number): [string, KeyValue][] {
+    if (span === Span.One) {
+      const kv = this.#tree.get(start);
+      return kv === undefined ? [] : [[start, kv]];
+    }
+    const high = span === Span.ToEnd ? this.#tree.maxKey() : end;
+    if (high === undefined || high < start) return [];
+    return this.#tree.getRange(start, high, span === Span.ToEnd, max > 0 ? max : undefined);
+  }
+
+  #count(start: string, span: Span, end: string): number {
+    if (span === Span.One) return this.#tree.has(start) ? 1 : 0;
+    const high = span === Span.ToEnd ? this.#tree.maxKey() : end;
+    if (high === undefined || high < start) return 0;
+    return this.#tree.forRange(start, high, span === Span.ToEnd);
+  }
+
+  // ---- checks ----
 
   #checkOpen(): void {
     if (this.#closed) throw new Error(`Metadata store "${this.path}" is closed`);
+    const failed = this.#log?.failed;
+    if (failed !== undefined) {
+      throw new Error(
+        `Metadata store "${this.path}" stopped after a failed log write (${
+          (failed as Error).message
+        }): restart skyfs, which recovers every acknowledged transaction`,
+      );
+    }
   }
 
   /** Expire due leases now, so reads after a lease's deadline never see its keys. */
@@ -381,7 +613,7 @@ export class EmbeddedKV implements MetaKV {
     const now = this.#clock();
     let next = Infinity;
     for (const [id, lease] of this.#leases) {
-      if (lease.expiresAtMs <= now) this.#revokeSync(id);
+      if (lease.expiresAtMs <= now) this.#revokeSync(id).catch(() => {});
       else if (lease.expiresAtMs < next) next = lease.expiresAtMs;
     }
     this.#nextExpiryMs = next;
@@ -389,201 +621,176 @@ export class EmbeddedKV implements MetaKV {
 
   #onTimer(): void {
     if (this.#closed) return;
-    this.#reserve?.retake(this.#clock());
+    this.#reserve?.retakeLater();
     try {
+      this.#checkOpen();
       this.#expireDue();
       const history = this.#revision - this.#compactRevision;
       if (
         this.#historyRevisions > 0 &&
         history > this.#historyRevisions + COMPACTION_SLACK_REVISIONS
       ) {
-        this.#compactSync(this.#revision - this.#historyRevisions);
+        this.#compactSync(this.#revision - this.#historyRevisions).catch(() => {});
       }
+      this.#maybeCompactLog();
     } catch (error) {
-      // A background failure (disk full, I/O error) must not kill the process; the next
-      // foreground call will meet the same error and report it to its caller.
+      // A background failure must not kill the process; the next foreground call meets the
+      // same error and reports it to its caller.
       console.error(`skyfs: metadata background task failed: ${(error as Error).message}`);
     }
+  }
+
+  #maybeCompactLog(): void {
+    const log = this.#log;
+    if (log === undefined || this.#compacting !== undefined) return;
+    if (log.bytes <= Math.max(this.#logCompactBytes, this.#snapshotBytes)) return;
+    if (performance.now() < this.#compactNotBeforeMs) return;
+    this.#compactLog().catch((error) => {
+      this.#compactNotBeforeMs = performance.now() + COMPACT_RETRY_MS;
+      console.error(
+        `skyfs: metadata log compaction of "${this.path}" failed, retrying in ${COMPACT_RETRY_MS} ms: ${
+          (error as Error).message
+        }`,
+      );
+    });
   }
 
   // ---- write transactions ----
 
   #beginWrite(): void {
-    this.#s.begin.run();
+    this.#writing = true;
     this.#writeRevision = this.#revision + 1;
-    this.#writeSeq = 0;
-    this.#liveEvents = this.#watchers.size > 0 ? [] : null;
+    this.#events = [];
+    this.#recordOps = 0;
+    if (this.#inMemory) return;
+    const w = new ByteWriter();
+    w.u8(Rec.Txn);
+    w.f64(this.#seq + 1);
+    w.f64(0); // the revision, known at the end
+    this.#record = w;
   }
 
-  /** Commit; the revision advances only if something changed (as etcd: a delete of nothing or a
-   * lease grant is not a new revision). */
-  #endWrite(): void {
-    this.#s.commit.run();
-    if (this.#writeSeq === 0) return;
-    this.#revision = this.#writeRevision;
-    const events = this.#liveEvents;
-    this.#liveEvents = null;
-    if (events !== null) this.#publish(events, this.#revision);
-  }
-
-  #abortWrite(): void {
-    this.#liveEvents = null;
-    if (this.#db.isTransaction) this.#s.rollback.run();
-  }
-
-  #write<T>(body: () => T): T {
-    this.#beginWrite();
-    let result: T;
-    try {
-      result = body();
-      this.#endWrite();
-    } catch (error) {
-      this.#abortWrite();
-      // A full disk must not stop the unlink or truncate that would free it: give the reserve
-      // back to the file system and retry once (the transaction was rolled back entirely).
-      if (isDiskFull(error) && this.#reserve?.release()) return this.#write(body);
-      throw error;
+  /** Commit: the revision advances only if a key changed (as etcd: a delete of nothing or a
+   * lease grant is not a new revision). Resolves once the record is written. */
+  #endWrite(): Promise<void> {
+    this.#writing = false;
+    const events = this.#events;
+    const changed = events.length > 0;
+    if (changed) {
+      this.#revision = this.#writeRevision;
+      this.#history.push({ revision: this.#revision, events });
+      this.#publish(events, this.#revision);
     }
-    return result;
+    const record = this.#record;
+    this.#record = undefined;
+    if (this.#recordOps === 0 || record === undefined) return Promise.resolve();
+    this.#seq++;
+    record.setF64At(TXN_REVISION_AT, this.#revision);
+    return this.#log!.append(record.frame());
+  }
+
+  #recordPut(kv: KeyValue): void {
+    this.#recordOps++;
+    const w = this.#record;
+    if (w === undefined) return;
+    w.u8(Op.Put);
+    w.bytes(kv.key);
+    w.bytes(kv.value);
+    w.f64(kv.createRevision);
+    w.f64(kv.version);
+    w.f64(kv.lease);
+  }
+
+  #recordDelete(key: Uint8Array): void {
+    this.#recordOps++;
+    const w = this.#record;
+    if (w === undefined) return;
+    w.u8(Op.Delete);
+    w.bytes(key);
+  }
+
+  #recordOp(op: Op, a: number, b?: number): void {
+    this.#recordOps++;
+    const w = this.#record;
+    if (w === undefined) return;
+    w.u8(op);
+    w.f64(a);
+    if (b !== undefined) w.f64(b);
   }
 
   /** The revision reads see: inside a write, its own revision once it has changed something. */
   #readRevision(): number {
-    return this.#db.isTransaction && this.#writeSeq > 0 ? this.#writeRevision : this.#revision;
-  }
-
-  #getRow(key: Uint8Array): KvRow | undefined {
-    return this.#s.getOne.get<KvRow>(key);
-  }
-
-  #recordEvent(type: number, key: Uint8Array, row: KvRow | null, prev: KvRow | undefined): void {
-    const rev = this.#writeRevision;
-    this.#s.insertEvent.run(
-      rev,
-      this.#writeSeq++,
-      key,
-      type,
-      row === null ? null : row[1],
-      row === null ? 0 : row[2],
-      row === null ? 0 : row[4],
-      row === null ? 0 : row[5],
-      prev === undefined ? null : prev[1],
-      prev === undefined ? null : prev[2],
-      prev === undefined ? null : prev[3],
-      prev === undefined ? null : prev[4],
-      prev === undefined ? null : prev[5],
-    );
-    if (this.#liveEvents !== null) {
-      const kv: KeyValue = row === null
-        ? { key, value: EMPTY, createRevision: 0, modRevision: rev, version: 0, lease: 0 }
-        : rowToKv(row);
-      const event: WatchEvent = { type: type === PUT ? "put" : "delete", kv };
-      if (prev !== undefined) event.prevKv = rowToKv(prev);
-      this.#liveEvents.push(event);
-    }
+    return this.#writing && this.#events.length > 0 ? this.#writeRevision : this.#revision;
   }
 
   #putSync(request: PutRequest): PutResponse {
-    checkKey(request.key, "Put key");
-    checkBytes(request.value, "Put value");
-    const lease = request.lease ?? 0;
-    if (lease !== 0 && !this.#leases.has(lease)) {
-      throw new Error(`Lease ${lease} not found: grant it with leaseGrant, or put without lease`);
-    }
-    const prev = this.#getRow(request.key);
+    const name = keyString(request.key);
+    const prev = this.#tree.get(name);
     const rev = this.#writeRevision;
-    const createRevision = prev === undefined ? rev : prev[2];
-    const version = prev === undefined ? 1 : prev[4] + 1;
-    this.#s.upsert.run(request.key, request.value, createRevision, rev, version, lease);
     // Copies: the caller may reuse its buffers after the call returns.
-    const key = this.#liveEvents === null ? request.key : request.key.slice();
-    const value = this.#liveEvents === null ? request.value : request.value.slice();
-    this.#recordEvent(PUT, key, [key, value, createRevision, rev, version, lease], prev);
-    return request.prevKv && prev !== undefined ? { prevKv: rowToKv(prev) } : {};
+    const kv: KeyValue = {
+      key: request.key.slice(),
+      value: request.value.slice(),
+      createRevision: prev === undefined ? rev : prev.createRevision,
+      modRevision: rev,
+      version: prev === undefined ? 1 : prev.version + 1,
+      lease: request.lease ?? 0,
+    };
+    this.#setKey(name, kv, prev);
+    this.#recordPut(kv);
+    this.#events.push(prev === undefined ? { type: "put", kv } : { type: "put", kv, prevKv: prev });
+    return request.prevKv && prev !== undefined ? { prevKv: copyKv(prev, false) } : {};
   }
 
   #deleteSync(request: DeleteRangeRequest): DeleteRangeResponse {
-    checkKey(request.key, "Delete key");
     const span = spanOf(request.rangeEnd);
-    let rows: KvRow[];
-    if (span === Span.One) {
-      const row = this.#getRow(request.key);
-      rows = row === undefined ? [] : [row];
-      if (row !== undefined) this.#s.deleteOne.run(request.key);
-    } else if (span === Span.ToEnd) {
-      rows = this.#s.rangeFrom.all<KvRow>(request.key, -1);
-      if (rows.length > 0) this.#s.deleteFrom.run(request.key);
-    } else {
-      rows = this.#s.rangeBetween.all<KvRow>(request.key, request.rangeEnd!, -1);
-      if (rows.length > 0) this.#s.deleteBetween.run(request.key, request.rangeEnd!);
+    const start = keyString(request.key);
+    const end = span === Span.Between ? keyString(request.rangeEnd!) : "";
+    const pairs = this.#pairs(start, span, end, 0);
+    const rev = this.#writeRevision;
+    for (const [name, prev] of pairs) {
+      this.#deleteKey(name, prev);
+      this.#recordDelete(prev.key);
+      this.#events.push({ type: "delete", kv: deletedKv(prev.key, rev), prevKv: prev });
     }
-    for (const row of rows) this.#recordEvent(DELETE, row[0], null, row);
-    return { deleted: rows.length, prevKvs: request.prevKv ? rows.map(rowToKv) : [] };
+    return {
+      deleted: pairs.length,
+      prevKvs: request.prevKv ? pairs.map(([, kv]) => copyKv(kv, false)) : [],
+    };
   }
 
   #rangeSync(request: RangeRequest): RangeResponse {
-    checkKey(request.key, "Range key");
     const limit = request.limit ?? 0;
-    if (!Number.isSafeInteger(limit) || limit < 0) {
-      throw new RangeError(`Range limit must be a non-negative integer, got ${limit}`);
-    }
-    const s = this.#s;
-    const key = request.key;
-    const end = request.rangeEnd!;
     const span = spanOf(request.rangeEnd);
+    const start = keyString(request.key);
+    const end = span === Span.Between ? keyString(request.rangeEnd!) : "";
     const revision = this.#readRevision();
     if (request.countOnly) {
-      const row = span === Span.One
-        ? s.countOne.get<[number]>(key)
-        : span === Span.ToEnd
-        ? s.countFrom.get<[number]>(key)
-        : s.countBetween.get<[number]>(key, end);
-      return { kvs: [], more: false, count: row![0], revision };
+      return { kvs: [], more: false, count: this.#count(start, span, end), revision };
+    }
+    // One pair past the limit tells whether there are more without counting.
+    const pairs = this.#pairs(start, span, end, limit === 0 ? 0 : limit + 1);
+    let more = false;
+    let count = pairs.length;
+    if (limit > 0 && pairs.length > limit) {
+      pairs.length = limit;
+      more = true;
+      count = this.#count(start, span, end); // etcd's count is every key in the range
     }
     const keysOnly = request.keysOnly === true;
-    let rows: KvRow[];
-    if (span === Span.One) {
-      const row = (keysOnly ? s.getOneKeyOnly : s.getOne).get<KvRow>(key);
-      rows = row === undefined ? [] : [row];
-    } else {
-      // One row past the limit tells whether there are more without counting.
-      const fetch = limit === 0 ? -1 : limit + 1;
-      rows = span === Span.ToEnd
-        ? (keysOnly ? s.rangeFromKeysOnly : s.rangeFrom).all<KvRow>(key, fetch)
-        : (keysOnly ? s.rangeBetweenKeysOnly : s.rangeBetween).all<KvRow>(key, end, fetch);
-    }
-    let more = false;
-    let count = rows.length;
-    if (limit > 0 && rows.length > limit) {
-      rows.length = limit;
-      more = true;
-      // etcd's count is every key in the range, not only those returned.
-      count = (span === Span.ToEnd
-        ? s.countFrom.get<[number]>(key)
-        : s.countBetween.get<[number]>(key, end))![0];
-    }
-    const kvs = new Array<KeyValue>(rows.length);
-    for (let i = 0; i < rows.length; i++) kvs[i] = rowToKv(rows[i]);
+    const kvs = new Array<KeyValue>(pairs.length);
+    for (let i = 0; i < pairs.length; i++) kvs[i] = copyKv(pairs[i][1], keysOnly);
     return { kvs, more, count, revision };
   }
 
   #compareHolds(compare: Compare): boolean {
-    checkKey(compare.key, "Compare key");
-    const row = this.#getRow(compare.key);
+    const kv = this.#tree.get(keyString(compare.key));
     let order: number;
     if (compare.target === "value") {
-      checkBytes(compare.value, "Compare value");
-      if (row === undefined) return false; // etcd: a missing key's value compares false always
-      order = compareBytes(row[1] ?? EMPTY, compare.value);
+      if (kv === undefined) return false; // etcd: a missing key's value compares false always
+      order = compareBytes(kv.value, compare.value);
     } else {
-      const column = COMPARE_COLUMNS.get(compare.target);
-      if (column === undefined) {
-        throw new TypeError(`Unknown compare target ${describe(compare.target)}`);
-      }
-      if (typeof compare.value !== "number") {
-        throw new TypeError(`Compare ${compare.target} value must be a number`);
-      }
-      order = (row === undefined ? 0 : row[column] as number) - compare.value;
+      order = (kv === undefined ? 0 : kv[compare.target]) - compare.value;
     }
     switch (compare.result) {
       case "==":
@@ -592,59 +799,200 @@ export class EmbeddedKV implements MetaKV {
         return order !== 0;
       case "<":
         return order < 0;
-      case ">":
-        return order > 0;
       default:
-        throw new TypeError(`Unknown compare result ${describe(compare.result)}`);
+        return order > 0;
     }
   }
 
   #runOp(op: RequestOp): ResponseOp {
     if ("range" in op) return { range: this.#rangeSync(op.range) };
     if ("put" in op) return { put: this.#putSync(op.put) };
-    if ("deleteRange" in op) return { deleteRange: this.#deleteSync(op.deleteRange) };
-    throw new TypeError(`Unknown txn operation ${JSON.stringify(Object.keys(op))}`);
+    return { deleteRange: this.#deleteSync(op.deleteRange) };
+  }
+
+  /** Every check a branch's operations need, made before any of them runs, so a transaction
+   * either applies whole or not at all (nothing to roll back). */
+  #checkOps(ops: RequestOp[]): void {
+    for (const op of ops) {
+      if ("range" in op) {
+        checkKey(op.range.key, "Range key");
+        const limit = op.range.limit ?? 0;
+        if (!Number.isSafeInteger(limit) || limit < 0) {
+          throw new RangeError(`Range limit must be a non-negative integer, got ${limit}`);
+        }
+        if (op.range.rangeEnd !== undefined) checkBytes(op.range.rangeEnd, "Range end");
+      } else if ("put" in op) {
+        checkKey(op.put.key, "Put key");
+        checkBytes(op.put.value, "Put value");
+        const lease = op.put.lease ?? 0;
+        if (lease !== 0 && !this.#leases.has(lease)) {
+          throw new Error(
+            `Lease ${lease} not found: grant it with leaseGrant, or put without lease`,
+          );
+        }
+      } else if ("deleteRange" in op) {
+        checkKey(op.deleteRange.key, "Delete key");
+        if (op.deleteRange.rangeEnd !== undefined) {
+          checkBytes(op.deleteRange.rangeEnd, "Delete range end");
+        }
+      } else {
+        throw new TypeError(`Unknown txn operation ${JSON.stringify(Object.keys(op))}`);
+      }
+    }
+  }
+
+  #checkCompare(compare: Compare): void {
+    checkKey(compare.key, "Compare key");
+    if (compare.target === "value") {
+      checkBytes(compare.value, "Compare value");
+    } else {
+      if (
+        compare.target !== "version" && compare.target !== "createRevision" &&
+        compare.target !== "modRevision" && compare.target !== "lease"
+      ) {
+        throw new TypeError(`Unknown compare target ${describe(compare.target)}`);
+      }
+      if (typeof compare.value !== "number") {
+        throw new TypeError(`Compare ${compare.target} value must be a number`);
+      }
+    }
+    if (!["==", "!=", "<", ">"].includes(compare.result)) {
+      throw new TypeError(`Unknown compare result ${describe(compare.result)}`);
+    }
   }
 
   // ---- leases and compaction (synchronous parts) ----
 
-  #revokeSync(id: number): void {
-    this.#write(() => {
-      const rows = this.#s.keysOfLease.all<KvRow>(id);
-      for (const row of rows) {
-        this.#s.deleteOne.run(row[0]);
-        this.#recordEvent(DELETE, row[0], null, row);
+  #revokeSync(id: number): Promise<void> {
+    const lease = this.#leases.get(id);
+    this.#beginWrite();
+    const rev = this.#writeRevision;
+    if (lease !== undefined) {
+      for (const name of [...lease.keys].sort()) {
+        const prev = this.#tree.get(name)!;
+        this.#deleteKey(name, prev);
+        this.#recordDelete(prev.key);
+        this.#events.push({ type: "delete", kv: deletedKv(prev.key, rev), prevKv: prev });
       }
-      this.#s.deleteLease.run(id);
-    });
+    }
     this.#leases.delete(id);
+    this.#recordOp(Op.LeaseDrop, id);
+    return this.#endWrite();
   }
 
-  #compactSync(revision: number): void {
+  #compactSync(revision: number): Promise<void> {
     this.#compactRevision = revision;
-    // A watcher still reading history keeps the rows it needs; they go at the next compaction.
-    let floor = revision;
-    for (const w of this.#watchers) {
-      if (w.catchingUp && w.historyNext < floor) floor = w.historyNext;
-    }
-    this.#write(() => {
-      this.#s.compactEvents.run(floor);
-      this.#s.setMeta.run("compact_rev", revision);
+    // Watchers catching up hold their own copy of the history they still need.
+    let drop = 0;
+    while (drop < this.#history.length && this.#history[drop].revision < revision) drop++;
+    if (drop > 0) this.#history.splice(0, drop);
+    this.#beginWrite();
+    this.#recordOp(Op.Compact, revision);
+    return this.#endWrite();
+  }
+
+  // ---- log compaction ----
+
+  /** Write a snapshot of the state as of now, then restart the log with what followed. */
+  #compactLog(): Promise<void> {
+    if (this.#compacting !== undefined) return this.#compacting;
+    const running = this.#writeSnapshotAndLog().finally(() => {
+      this.#compacting = undefined;
     });
+    this.#compacting = running;
+    return running;
+  }
+
+  async #writeSnapshotAndLog(): Promise<void> {
+    const log = this.#log!;
+    log.startCapture();
+    try {
+      await this.#writeSnapshot();
+      await log.switchFile(async (captured) => {
+        const logHeader = encodeLogHeader();
+        let bytes = logHeader.length;
+        const fd = await replaceFile(this.#io!, this.#logPath, async (append) => {
+          await append(logHeader);
+          for (const part of captured) {
+            await append(part);
+            bytes += part.length;
+          }
+        }, { keepOpen: true });
+        return { fd: fd!, bytes };
+      });
+    } finally {
+      log.stopCapture();
+    }
+  }
+
+  /** Replace the snapshot file with the state as of record #seq (a copy-on-write clone of the
+   * tree, so transactions go on while it is written). */
+  async #writeSnapshot(): Promise<void> {
+    const tree = this.#tree.clone();
+    const header = new ByteWriter();
+    header.u8(Rec.SnapshotHeader);
+    header.bytes(MAGIC);
+    header.u32(EMBEDDED_FORMAT);
+    header.f64(this.#seq);
+    header.f64(this.#revision);
+    header.f64(this.#compactRevision);
+    header.f64(this.#nextLeaseId);
+    header.u32(this.#leases.size);
+    for (const [id, lease] of this.#leases) {
+      header.f64(id);
+      header.f64(lease.ttlSeconds);
+    }
+    let snapshotBytes = 0;
+    await replaceFile(this.#io!, this.#snapshotPath, async (append) => {
+      const put = async (frame: Uint8Array) => {
+        snapshotBytes += frame.length;
+        await append(frame);
+      };
+      await put(header.frame());
+      let keys = 0;
+      let chunk: ByteWriter | undefined;
+      let inChunk = 0;
+      let countAt = 0;
+      const flush = async () => {
+        if (chunk === undefined) return;
+        chunk.setU32At(countAt, inChunk);
+        const frame = chunk.frame();
+        chunk = undefined;
+        await put(frame);
+      };
+      for (const [, kv] of tree.entries()) {
+        if (chunk === undefined) {
+          chunk = new ByteWriter(SNAPSHOT_FRAME_BYTES + 64 * 1024);
+          chunk.u8(Rec.SnapshotKeys);
+          countAt = chunk.length;
+          chunk.u32(0);
+          inChunk = 0;
+        }
+        chunk.bytes(kv.key);
+        chunk.bytes(kv.value);
+        chunk.f64(kv.createRevision);
+        chunk.f64(kv.modRevision);
+        chunk.f64(kv.version);
+        chunk.f64(kv.lease);
+        inChunk++;
+        keys++;
+        if (chunk.length >= SNAPSHOT_FRAME_BYTES) await flush();
+      }
+      await flush();
+      const end = new ByteWriter();
+      end.u8(Rec.SnapshotEnd);
+      end.f64(keys);
+      await put(end.frame());
+    });
+    this.#snapshotBytes = snapshotBytes;
   }
 
   // ---- watch delivery ----
 
   #publish(events: WatchEvent[], revision: number): void {
     for (const w of this.#watchers) {
-      let selected: WatchEvent[] | undefined;
-      for (const event of events) {
-        if (revision < w.startRevision || !inSpan(event.kv.key, w.key, w.span, w.end)) continue;
-        selected ??= [];
-        selected.push(
-          w.prevKv || event.prevKv === undefined ? event : { type: event.type, kv: event.kv },
-        );
-      }
+      if (revision < w.startRevision) continue;
+      const selected = selectEvents(w, events);
       if (selected === undefined) continue;
       w.queue.push([selected, revision]);
       this.#schedule(w);
@@ -662,12 +1010,12 @@ export class EmbeddedKV implements MetaKV {
     w.scheduled = false;
     if (w.cancelled || this.#closed) return;
     if (w.catchingUp) {
-      const last = Math.min(w.historyNext + HISTORY_WINDOW_REVISIONS - 1, w.historyEnd);
-      const batches = this.#readHistory(w, w.historyNext, last);
-      w.historyNext = last + 1;
-      for (const [events, revision] of batches) {
-        if (w.cancelled) return;
-        this.#call(w, events, revision);
+      const last = Math.min(w.historyNext + HISTORY_WINDOW_REVISIONS, w.history.length);
+      for (; w.historyNext < last && !w.cancelled; w.historyNext++) {
+        const record = w.history[w.historyNext];
+        if (record.revision < w.startRevision) continue;
+        const selected = selectEvents(w, record.events);
+        if (selected !== undefined) this.#call(w, selected, record.revision);
       }
       if (w.catchingUp || w.queue.length > 0) {
         // Let other work run between history windows.
@@ -676,6 +1024,8 @@ export class EmbeddedKV implements MetaKV {
           w.timer = undefined;
           this.#deliver(w);
         }, 0);
+      } else {
+        w.history = [];
       }
       return;
     }
@@ -694,44 +1044,6 @@ export class EmbeddedKV implements MetaKV {
     }
   }
 
-  #readHistory(w: _Watch, first: number, last: number): [WatchEvent[], number][] {
-    const s = this.#s;
-    const rows = w.span === Span.One
-      ? s.historyOne.all<EventRow>(first, last, w.key)
-      : w.span === Span.ToEnd
-      ? s.historyFrom.all<EventRow>(first, last, w.key)
-      : s.historyBetween.all<EventRow>(first, last, w.key, w.end);
-    const batches: [WatchEvent[], number][] = [];
-    for (const row of rows) {
-      const rev = row[0];
-      const kv: KeyValue = row[2] === PUT
-        ? {
-          key: row[1],
-          value: row[3] ?? EMPTY,
-          createRevision: row[4],
-          modRevision: rev,
-          version: row[5],
-          lease: row[6],
-        }
-        : { key: row[1], value: EMPTY, createRevision: 0, modRevision: rev, version: 0, lease: 0 };
-      const event: WatchEvent = { type: row[2] === PUT ? "put" : "delete", kv };
-      if (w.prevKv && row[8] !== null) {
-        event.prevKv = {
-          key: row[1],
-          value: row[7] ?? EMPTY,
-          createRevision: row[8],
-          modRevision: row[9]!,
-          version: row[10]!,
-          lease: row[11]!,
-        };
-      }
-      const lastBatch = batches[batches.length - 1];
-      if (lastBatch !== undefined && lastBatch[1] === rev) lastBatch[0].push(event);
-      else batches.push([[event], rev]);
-    }
-    return batches;
-  }
-
   /** Called by a watcher's cancel(). */
   _unwatch(w: _Watch): void {
     this.#watchers.delete(w);
@@ -743,81 +1055,82 @@ export class EmbeddedKV implements MetaKV {
     try {
       this.#checkOpen();
       this.#expireDue();
+      this.#checkOps([{ range: request }]);
       return Promise.resolve(this.#rangeSync(request));
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
-  put(request: PutRequest): Promise<PutResponse & { revision: number }> {
-    try {
-      this.#checkOpen();
-      this.#expireDue();
-      const response = this.#write(() => this.#putSync(request)) as PutResponse & {
-        revision: number;
-      };
-      response.revision = this.#revision;
-      return Promise.resolve(response);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+  async put(request: PutRequest): Promise<PutResponse & { revision: number }> {
+    this.#checkOpen();
+    this.#expireDue();
+    this.#checkOps([{ put: request }]);
+    this.#beginWrite();
+    const response = this.#putSync(request) as PutResponse & { revision: number };
+    const written = this.#endWrite();
+    response.revision = this.#revision;
+    await written;
+    return response;
   }
 
-  deleteRange(
+  async deleteRange(
     request: DeleteRangeRequest,
   ): Promise<DeleteRangeResponse & { revision: number }> {
-    try {
-      this.#checkOpen();
-      this.#expireDue();
-      const response = this.#write(() => this.#deleteSync(request)) as DeleteRangeResponse & {
-        revision: number;
-      };
-      response.revision = this.#revision;
-      return Promise.resolve(response);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    this.#checkOpen();
+    this.#expireDue();
+    this.#checkOps([{ deleteRange: request }]);
+    this.#beginWrite();
+    const response = this.#deleteSync(request) as DeleteRangeResponse & { revision: number };
+    const written = this.#endWrite();
+    response.revision = this.#revision;
+    await written;
+    return response;
   }
 
   txn(request: TxnRequest): Promise<TxnResponse> {
     try {
       this.#checkOpen();
       this.#expireDue();
-      return Promise.resolve(this.#txnSync(request));
+      return this.#txnSync(request);
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
-  #txnSync(request: TxnRequest): TxnResponse {
+  #txnSync(request: TxnRequest): Promise<TxnResponse> {
     const success = request.success ?? [];
     const failure = request.failure ?? [];
     // etcd refuses these whichever branch runs; so must we, or code that works here would fail
     // against etcd and CURP.
     checkNoDuplicateKeys(success);
     checkNoDuplicateKeys(failure);
+    const compares = request.compare ?? [];
+    for (const compare of compares) this.#checkCompare(compare);
     let succeeded = true;
-    for (const compare of request.compare ?? []) {
+    for (const compare of compares) {
       if (!this.#compareHolds(compare)) {
         succeeded = false;
         break;
       }
     }
     const ops = succeeded ? success : failure;
+    this.#checkOps(ops);
     const responses = new Array<ResponseOp>(ops.length);
     let writes = false;
     for (const op of ops) {
       if (!("range" in op)) writes = true;
     }
     if (!writes) {
-      // Reads only: each statement sees the same state, as nothing can run in between.
+      // Reads only: each sees the same state, as nothing can run in between.
       for (let i = 0; i < ops.length; i++) responses[i] = this.#runOp(ops[i]);
-      return { succeeded, revision: this.#revision, responses };
+      return Promise.resolve({ succeeded, revision: this.#revision, responses });
     }
-    this.#write(() => {
-      for (let i = 0; i < ops.length; i++) responses[i] = this.#runOp(ops[i]);
-    });
-    return { succeeded, revision: this.#revision, responses };
+    this.#beginWrite();
+    for (let i = 0; i < ops.length; i++) responses[i] = this.#runOp(ops[i]);
+    const written = this.#endWrite();
+    const response = { succeeded, revision: this.#revision, responses };
+    return written.then(() => response);
   }
 
   watch(
@@ -825,7 +1138,7 @@ export class EmbeddedKV implements MetaKV {
     options: Omit<WatchOptions, "rangeEnd">,
     onEvents: (events: WatchEvent[], revision: number) => void,
   ): Watcher {
-    this.#checkOpen();
+    if (this.#closed) throw new Error(`Metadata store "${this.path}" is closed`);
     checkKey(range.key, "Watch key");
     this.#expireDue();
     const requested = options.startRevision ?? 0;
@@ -835,13 +1148,24 @@ export class EmbeddedKV implements MetaKV {
     const start = requested === 0 ? this.#revision + 1 : requested;
     if (start < this.#compactRevision) throw new CompactedError(this.#compactRevision);
     const span = spanOf(range.rangeEnd);
+    let history: HistoryRecord[] = [];
+    if (start <= this.#revision) {
+      let lo = 0;
+      let hi = this.#history.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (this.#history[mid].revision < start) lo = mid + 1;
+        else hi = mid;
+      }
+      history = this.#history.slice(lo);
+    }
     const w = new _Watch(
       this,
-      range.key.slice(),
+      keyString(range.key),
       span,
-      span === Span.Between ? range.rangeEnd!.slice() : EMPTY,
+      span === Span.Between ? keyString(range.rangeEnd!) : "",
       start,
-      this.#revision,
+      history,
       options.prevKv === true,
       onEvents,
     );
@@ -850,39 +1174,28 @@ export class EmbeddedKV implements MetaKV {
     return w;
   }
 
-  leaseGrant(ttlSeconds: number): Promise<LeaseGrantResponse> {
-    try {
-      this.#checkOpen();
-      if (!Number.isSafeInteger(ttlSeconds) || ttlSeconds < 1) {
-        throw new RangeError(`Lease TTL must be a whole number of seconds >= 1, got ${ttlSeconds}`);
-      }
-      this.#expireDue();
-      // Ids are never reused, so a stale holder cannot keep someone else's lease alive.
-      const id = this.#nextLeaseId;
-      this.#write(() => {
-        this.#s.insertLease.run(id, ttlSeconds);
-        this.#s.setMeta.run("next_lease_id", id + 1);
-      });
-      this.#nextLeaseId = id + 1;
-      const expiresAtMs = this.#clock() + ttlSeconds * 1000;
-      this.#leases.set(id, { ttlSeconds, expiresAtMs });
-      if (expiresAtMs < this.#nextExpiryMs) this.#nextExpiryMs = expiresAtMs;
-      return Promise.resolve({ id, ttlSeconds });
-    } catch (error) {
-      return Promise.reject(error);
+  async leaseGrant(ttlSeconds: number): Promise<LeaseGrantResponse> {
+    this.#checkOpen();
+    if (!Number.isSafeInteger(ttlSeconds) || ttlSeconds < 1) {
+      throw new RangeError(`Lease TTL must be a whole number of seconds >= 1, got ${ttlSeconds}`);
     }
+    this.#expireDue();
+    // Ids are never reused, so a stale holder cannot keep someone else's lease alive.
+    const id = this.#nextLeaseId++;
+    const expiresAtMs = this.#clock() + ttlSeconds * 1000;
+    this.#leases.set(id, { ttlSeconds, expiresAtMs, keys: new Set() });
+    if (expiresAtMs < this.#nextExpiryMs) this.#nextExpiryMs = expiresAtMs;
+    this.#beginWrite();
+    this.#recordOp(Op.LeaseGrant, id, ttlSeconds);
+    await this.#endWrite();
+    return { id, ttlSeconds };
   }
 
-  leaseRevoke(id: number): Promise<void> {
-    try {
-      this.#checkOpen();
-      this.#expireDue();
-      if (!this.#leases.has(id)) throw new Error(`Lease ${id} not found (expired or revoked)`);
-      this.#revokeSync(id);
-      return Promise.resolve();
-    } catch (error) {
-      return Promise.reject(error);
-    }
+  async leaseRevoke(id: number): Promise<void> {
+    this.#checkOpen();
+    this.#expireDue();
+    if (!this.#leases.has(id)) throw new Error(`Lease ${id} not found (expired or revoked)`);
+    await this.#revokeSync(id);
   }
 
   leaseKeepAlive(id: number): Promise<number> {
@@ -893,7 +1206,8 @@ export class EmbeddedKV implements MetaKV {
       if (lease === undefined) {
         throw new Error(`Lease ${id} not found (expired or revoked): grant a new one`);
       }
-      // Only later, so #nextExpiryMs stays a lower bound.
+      // Only later, so #nextExpiryMs stays a lower bound. Not logged: a restart renews every
+      // lease anyway.
       lease.expiresAtMs = this.#clock() + lease.ttlSeconds * 1000;
       return Promise.resolve(lease.ttlSeconds);
     } catch (error) {
@@ -901,63 +1215,29 @@ export class EmbeddedKV implements MetaKV {
     }
   }
 
-  compact(revision: number): Promise<void> {
-    try {
-      this.#checkOpen();
-      if (!Number.isSafeInteger(revision) || revision > this.#revision) {
-        throw new RangeError(
-          `Cannot compact to revision ${revision}: the current revision is ${this.#revision}`,
-        );
-      }
-      if (revision <= this.#compactRevision) throw new CompactedError(this.#compactRevision);
-      this.#compactSync(revision);
-      return Promise.resolve();
-    } catch (error) {
-      return Promise.reject(error);
+  async compact(revision: number): Promise<void> {
+    this.#checkOpen();
+    if (!Number.isSafeInteger(revision) || revision > this.#revision) {
+      throw new RangeError(
+        `Cannot compact to revision ${revision}: the current revision is ${this.#revision}`,
+      );
     }
+    if (revision <= this.#compactRevision) throw new CompactedError(this.#compactRevision);
+    await this.#compactSync(revision);
   }
 
-  /**
-   * Make every commit so far survive power loss: fdatasync the -wal file.
-   *
-   * Why the -wal file alone is enough under synchronous=NORMAL (sqlite.org/pragma.html,
-   * "synchronous", and sqlite.org/wal.html): a commit only appends frames to the -wal file. A
-   * checkpoint (by the worker's connection, also NORMAL, or inline by ours) copies frames into
-   * the database file: it syncs the -wal file before copying and the database file after. Only
-   * once everything is copied does a writer start overwriting the -wal file from its beginning,
-   * and it syncs the new -wal header before reusing it (frames of the old generation carry an
-   * old salt, so recovery ignores them). So at any moment every commit is either in a synced
-   * database file or among the current -wal frames, which our fdatasync covers. The -wal file is
-   * never replaced while we are open (only the close of the last connection unlinks it, and our
-   * connection outlives the worker's), so the handle cached at open stays valid; embedded_test.ts
-   * checks its inode across checkpoints.
-   * Concurrent callers share one fdatasync; a caller arriving during one waits for the next.
-   */
+  /** Make every transaction acknowledged so far survive power loss: fdatasync the log (through
+   * the engine). Concurrent callers share one fdatasync; one arriving during it waits for the
+   * next. */
   sync(): Promise<void> {
     if (this.#closed) return Promise.reject(new Error(`Metadata store "${this.path}" is closed`));
-    if (this.#walPath === undefined) return Promise.resolve(); // ":memory:"
-    if (this.#walFd === undefined) {
+    if (this.#inMemory) return Promise.resolve();
+    if (this.#log === undefined) {
       return Promise.reject(
         new Error(`Metadata store "${this.path}" was not opened with openEmbeddedKV: cannot sync`),
       );
     }
-    if (this.#syncRunning === undefined) return this.#startSync();
-    this.#syncQueued ??= this.#syncRunning.then(() => {
-      this.#syncQueued = undefined;
-      return this.#startSync();
-    }, () => {
-      this.#syncQueued = undefined;
-      return this.#startSync();
-    });
-    return this.#syncQueued;
-  }
-
-  #startSync(): Promise<void> {
-    const running = this.#io!.fsync(this.#walFd!, { datasync: true }).finally(() => {
-      if (this.#syncRunning === running) this.#syncRunning = undefined;
-    });
-    this.#syncRunning = running;
-    return running;
+    return this.#log.sync();
   }
 
   revision(): Promise<number> {
@@ -970,28 +1250,88 @@ export class EmbeddedKV implements MetaKV {
     }
   }
 
-  /** Stop timers and watchers and close the database (SQLite checkpoints and syncs on close). */
   /** Whether the disk-space reserve is held (false after a full disk used it, until it is back). */
   get reserveHeld(): boolean {
     return this.#reserve?.held ?? false;
   }
 
+  /** Bytes of the log file and of the last snapshot (for tests and `skyfs status`). */
+  get fileBytes(): { log: number; snapshot: number } {
+    return { log: this.#log?.bytes ?? 0, snapshot: this.#snapshotBytes };
+  }
+
+  /** Write a snapshot and restart the log now (the timer does it when the log is large). */
+  compactLog(): Promise<void> {
+    if (this.#inMemory) return Promise.resolve();
+    this.#checkOpen();
+    return this.#compactLog();
+  }
+
+  /** Stop timers and watchers, wait for the log writes in flight, release the lock. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
     for (const w of [...this.#watchers]) w.cancel();
-    await Promise.allSettled([this.#syncRunning, this.#syncQueued]);
-    if (this.#checkpointer !== undefined) await stopCheckpointer(this.#checkpointer);
-    this.#checkpointer = undefined;
-    if (this.#walFd !== undefined) await this.#io!.close(this.#walFd).catch(() => {});
-    this.#walFd = undefined;
+    await this.#compacting?.catch(() => {});
+    await this.#log?.close();
+    this.#log = undefined;
+    await this.#reserve?.settle();
+    if (this.#lockFd !== undefined) await this.#io!.close(this.#lockFd).catch(() => {});
+    this.#lockFd = undefined;
     if (this.#ownsIo) await this.#io!.shutdown();
     this.#io = undefined;
-    // Last connection: SQLite checkpoints (syncing both files) and removes the log.
-    this.#db.close();
-    this.#lockDb?.close();
   }
+}
+
+function selectEvents(w: _Watch, events: WatchEvent[]): WatchEvent[] | undefined {
+  let selected: WatchEvent[] | undefined;
+  for (const event of events) {
+    if (!inSpan(keyString(event.kv.key), w.key, w.span, w.end)) continue;
+    selected ??= [];
+    selected.push(
+      w.prevKv || event.prevKv === undefined ? event : { type: event.type, kv: event.kv },
+    );
+  }
+  return selected;
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = a.length < b.length ? a.length : b.length;
+  for (let i = 0; i < n; i++) {
+    if (a[i] !== b[i]) return a[i] - b[i];
+  }
+  return a.length - b.length;
+}
+
+function encodeLogHeader(): Uint8Array {
+  const w = new ByteWriter();
+  w.u8(Rec.LogHeader);
+  w.bytes(MAGIC);
+  w.u32(EMBEDDED_FORMAT);
+  return w.frame();
+}
+
+function checkMagicAndFormat(r: ByteReader, path: string): void {
+  const magic = r.bytes();
+  if (magic.length !== MAGIC.length || !magic.every((b, i) => b === MAGIC[i])) {
+    throw new Error(`"${path}" is not skyfs metadata: choose another path`);
+  }
+  const format = r.u32();
+  if (format > EMBEDDED_FORMAT) {
+    throw new Error(
+      `Metadata at "${path}" has format ${format}, newer than this skyfs (${EMBEDDED_FORMAT}): upgrade skyfs`,
+    );
+  }
+  if (format < EMBEDDED_FORMAT) {
+    throw new Error(`Metadata at "${path}" has format ${format}, which no skyfs wrote in a log`);
+  }
+}
+
+function damaged(path: string, why: string): Error {
+  return new Error(
+    `Metadata file "${path}" is damaged (${why}): restore the data directory from a backup`,
+  );
 }
 
 /** etcd's rule (checkIntervals): within one branch, a key may be put at most once and may not be
@@ -1001,15 +1341,24 @@ function checkNoDuplicateKeys(ops: RequestOp[]): void {
     const op = ops[i];
     if (!("put" in op)) continue;
     const key = op.put.key;
+    if (!(key instanceof Uint8Array)) continue; // #checkOps names the problem
     for (let j = 0; j < ops.length; j++) {
       if (j === i) continue;
       const other = ops[j];
       let clash = false;
       if ("put" in other) {
-        clash = j > i && compareBytes(other.put.key, key) === 0;
+        clash = j > i && other.put.key instanceof Uint8Array &&
+          compareBytes(other.put.key, key) === 0;
       } else if ("deleteRange" in other) {
         const d = other.deleteRange;
-        clash = inSpan(key, d.key, spanOf(d.rangeEnd), d.rangeEnd ?? EMPTY);
+        if (!(d.key instanceof Uint8Array)) continue;
+        const span = spanOf(d.rangeEnd);
+        clash = inSpan(
+          keyString(key),
+          keyString(d.key),
+          span,
+          span === Span.Between ? keyString(d.rangeEnd!) : "",
+        );
       }
       if (clash) {
         throw new Error(
@@ -1021,264 +1370,92 @@ function checkNoDuplicateKeys(ops: RequestOp[]): void {
   }
 }
 
-/** Take the store's exclusive lock: an SQLite file in exclusive locking mode keeps its lock from
- * its first write until it is closed (or its process dies). */
-function lockStore(path: string): DatabaseSync {
-  const lockPath = `${path}-lock`;
-  let lock: DatabaseSync | undefined;
-  try {
-    lock = new DatabaseSync(lockPath);
-    lock.exec(
-      "PRAGMA locking_mode=EXCLUSIVE; PRAGMA busy_timeout=0; PRAGMA journal_mode=MEMORY; " +
-        "BEGIN EXCLUSIVE; COMMIT",
-    );
-    return lock;
-  } catch (error) {
-    lock?.close();
-    const message = (error as Error).message;
-    if (/locked|busy/i.test(message)) {
-      throw new Error(
-        `Metadata at "${path}" is in use by another process: stop the other skyfs daemon first`,
-      );
-    }
-    throw new Error(`Cannot open metadata at "${path}": ${message} (lock file "${lockPath}")`);
-  }
-}
-
-function startCheckpointer(path: string, intervalMs: number): Worker {
-  const worker = new Worker(new URL("./embedded_checkpointer.ts", import.meta.url), {
-    workerData: { path, intervalMs } satisfies CheckpointerData,
-  });
-  // Like the lease timer, the thread alone must not keep a process alive that forgot close().
-  worker.unref();
-  worker.on("message", (message: CheckpointerReply) => {
-    if (typeof message === "object") {
-      // The next checkpoint retries; meanwhile SQLite's inline checkpoint bounds the log.
-      console.error(`skyfs: metadata checkpointer for "${path}": ${message.error}`);
-    }
-  });
-  return worker;
-}
-
-async function stopCheckpointer(worker: Worker): Promise<void> {
-  worker.ref(); // keep the process alive until the worker's connection is closed
-  let timeout: ReturnType<typeof setTimeout> | undefined;
-  await new Promise<void>((resolve) => {
-    worker.on("message", (message: CheckpointerReply) => {
-      if (message === "closed") resolve();
-    });
-    worker.on("exit", () => resolve());
-    timeout = setTimeout(resolve, WORKER_CLOSE_TIMEOUT_MS);
-    worker.postMessage("close");
-  });
-  clearTimeout(timeout);
-  await worker.terminate();
-}
-
-/** Set up pragmas and schema; return the -wal path, or undefined for an in-memory database. */
-function initDatabase(
-  db: DatabaseSync,
-  path: string,
-  inlineCheckpointPages: number,
-): string | undefined {
-  let mode: string;
-  try {
-    db.exec("PRAGMA busy_timeout=0");
-    mode = (db.prepare("PRAGMA journal_mode=WAL").get() as { journal_mode: string }).journal_mode;
-    db.exec(
-      "PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; " +
-        `PRAGMA wal_autocheckpoint=${inlineCheckpointPages}`,
-    );
-    db.exec("BEGIN IMMEDIATE");
-  } catch (error) {
-    const message = (error as Error).message;
-    if (/locked|busy/i.test(message)) {
-      throw new Error(
-        `Metadata at "${path}" is in use by another process: stop the other skyfs daemon first`,
-      );
-    }
-    throw new Error(`Cannot open metadata at "${path}": ${message}`);
-  }
-  if (mode !== "wal" && mode !== "memory") {
-    throw new Error(`Metadata at "${path}" cannot use a write-ahead log (journal mode "${mode}")`);
-  }
-  try {
-    const tables = new Set(
-      (db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").all() as {
-        name: string;
-      }[]).map((row) => row.name),
-    );
-    if (tables.size > 0 && !tables.has("meta")) {
-      throw new Error(
-        `"${path}" is an SQLite database but not skyfs metadata: choose another path`,
-      );
-    }
-    if (tables.has("meta")) {
-      const row = db.prepare("SELECT value FROM meta WHERE name = 'format'").get() as
-        | { value: number }
-        | undefined;
-      const format = row?.value ?? 0;
-      if (format > EMBEDDED_FORMAT) {
-        throw new Error(
-          `Metadata at "${path}" has format ${format}, newer than this skyfs (${EMBEDDED_FORMAT}): upgrade skyfs`,
-        );
-      }
-      if (format < 1) throw new Error(`Metadata at "${path}" has no valid format number`);
-    } else {
-      db.exec(SCHEMA);
-    }
-    db.exec("COMMIT");
-  } catch (error) {
-    db.exec("ROLLBACK");
-    throw error;
-  }
-  return mode === "wal" ? `${path}-wal` : undefined;
-}
-
-const SCHEMA = `
-CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-INSERT INTO meta VALUES ('format', ${EMBEDDED_FORMAT}), ('compact_rev', 0), ('next_lease_id', 1);
-CREATE TABLE kv (
-  key BLOB PRIMARY KEY,
-  value BLOB NOT NULL,
-  create_rev INTEGER NOT NULL,
-  mod_rev INTEGER NOT NULL,
-  version INTEGER NOT NULL,
-  lease INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX kv_lease ON kv (lease) WHERE lease != 0;
-CREATE TABLE events (
-  rev INTEGER NOT NULL,
-  seq INTEGER NOT NULL,
-  key BLOB NOT NULL,
-  type INTEGER NOT NULL,
-  value BLOB,
-  create_rev INTEGER NOT NULL,
-  version INTEGER NOT NULL,
-  lease INTEGER NOT NULL,
-  prev_value BLOB,
-  prev_create_rev INTEGER,
-  prev_mod_rev INTEGER,
-  prev_version INTEGER,
-  prev_lease INTEGER,
-  PRIMARY KEY (rev, seq)
-) WITHOUT ROWID;
-CREATE TABLE leases (id INTEGER PRIMARY KEY, ttl_seconds INTEGER NOT NULL);
-`;
-
-function prepareStatements(db: DatabaseSync) {
-  const statement = (sql: string): RowStatement => {
-    const s = db.prepare(sql) as unknown as RowStatement & { setReturnArrays(on: boolean): void };
-    s.setReturnArrays(true);
-    return s;
-  };
-  const history = "SELECT " + EVENT_COLUMNS + " FROM events WHERE rev >= ?1 AND rev <= ?2 AND ";
-  return {
-    begin: db.prepare("BEGIN IMMEDIATE"),
-    commit: db.prepare("COMMIT"),
-    rollback: db.prepare("ROLLBACK"),
-    getMeta: statement("SELECT value FROM meta WHERE name = ?"),
-    setMeta: statement("UPDATE meta SET value = ?2 WHERE name = ?1"),
-    maxEventRev: statement("SELECT max(rev) FROM events"),
-    getOne: statement(`SELECT ${KV_COLUMNS} FROM kv WHERE key = ?`),
-    getOneKeyOnly: statement(`SELECT ${KEY_COLUMNS} FROM kv WHERE key = ?`),
-    rangeFrom: statement(`SELECT ${KV_COLUMNS} FROM kv WHERE key >= ?1 ORDER BY key LIMIT ?2`),
-    rangeFromKeysOnly: statement(
-      `SELECT ${KEY_COLUMNS} FROM kv WHERE key >= ?1 ORDER BY key LIMIT ?2`,
-    ),
-    rangeBetween: statement(
-      `SELECT ${KV_COLUMNS} FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key LIMIT ?3`,
-    ),
-    rangeBetweenKeysOnly: statement(
-      `SELECT ${KEY_COLUMNS} FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key LIMIT ?3`,
-    ),
-    countOne: statement("SELECT count(*) FROM kv WHERE key = ?"),
-    countFrom: statement("SELECT count(*) FROM kv WHERE key >= ?"),
-    countBetween: statement("SELECT count(*) FROM kv WHERE key >= ?1 AND key < ?2"),
-    upsert: statement("INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?, ?, ?)"),
-    deleteOne: statement("DELETE FROM kv WHERE key = ?"),
-    deleteFrom: statement("DELETE FROM kv WHERE key >= ?"),
-    deleteBetween: statement("DELETE FROM kv WHERE key >= ?1 AND key < ?2"),
-    keysOfLease: statement(`SELECT ${KV_COLUMNS} FROM kv WHERE lease = ?1 AND lease != 0`),
-    insertEvent: statement(
-      "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    ),
-    compactEvents: statement("DELETE FROM events WHERE rev < ?"),
-    historyOne: statement(`${history}key = ?3 ORDER BY rev, seq`),
-    historyFrom: statement(`${history}key >= ?3 ORDER BY rev, seq`),
-    historyBetween: statement(`${history}key >= ?3 AND key < ?4 ORDER BY rev, seq`),
-    allLeases: statement("SELECT id, ttl_seconds FROM leases"),
-    insertLease: statement("INSERT INTO leases VALUES (?, ?)"),
-    deleteLease: statement("DELETE FROM leases WHERE id = ?"),
-  };
-}
-
 /** Default size of the metadata store's disk-space reserve. */
 const DEFAULT_RESERVE_BYTES = 4 << 20;
 /** How long after giving the reserve back before trying to take it again. */
 const RESERVE_RETRY_MS = 5000;
 
 function isDiskFull(error: unknown): boolean {
-  const record = error as { errcode?: number; code?: string; message?: string } | undefined;
-  // SQLITE_FULL is 13 (also as an extended code's low byte).
-  return (record?.errcode !== undefined && (record.errcode & 0xff) === 13) ||
-    record?.code === "ENOSPC" ||
-    /database or disk is full|No space left/.test(record?.message ?? "");
+  return error instanceof FsError &&
+    (error.errno === Errno.ENOSPC || error.errno === 122 /* EDQUOT */);
 }
 
 /**
- * A file of really allocated bytes beside the store (written, not sparse, so tmpfs and ext4 both
- * count it). When the disk fills up, truncating it gives the store room for the transactions
- * that free space (unlink, truncate); it is written again once the disk has room.
+ * A file of really allocated bytes beside the store (fallocate, or written where fallocate is
+ * refused; not sparse, so tmpfs and ext4 both count it), all through the engine. When the disk
+ * fills up, unlinking it gives the log room for the transactions that free space (unlink,
+ * truncate); it is allocated again once the disk has room.
  */
 class SpaceReserve {
-  readonly path: string;
-  readonly bytes: number;
   held = false;
   #releasedAtMs = -Infinity;
+  #busy: Promise<void> | undefined;
 
-  constructor(path: string, bytes: number) {
-    this.path = path;
-    this.bytes = bytes;
-    this.retake(Infinity);
+  constructor(readonly io: IoEngine, readonly path: string, readonly bytes: number) {}
+
+  /** Allocate it (or find it allocated); quietly not held when the disk has no room. */
+  async take(): Promise<void> {
+    try {
+      const info = await this.io.statx(this.path);
+      if (info.size === this.bytes && info.blocks * 512 >= this.bytes) {
+        this.held = true;
+        return;
+      }
+    } catch { /* not there yet */ }
+    let fd: number | undefined;
+    try {
+      fd = await this.io.open(this.path, libc.O_WRONLY | libc.O_CREAT | libc.O_CLOEXEC, 0o600);
+      try {
+        await this.io.fallocate(fd, 0, 0, this.bytes);
+      } catch (error) {
+        if (!(error instanceof FsError) || error.errno !== Errno.EOPNOTSUPP) throw error;
+        await writeFullyZeros(this.io, fd, this.bytes);
+      }
+      this.held = true;
+    } catch {
+      await this.io.unlink(this.path).catch(() => {});
+      this.#releasedAtMs = performance.now();
+    } finally {
+      if (fd !== undefined) await this.io.close(fd).catch(() => {});
+    }
   }
 
-  /** Give the space back; returns false if it was not held (nothing to give). */
-  release(): boolean {
+  /** Give the space back; false if it was not held (nothing to give). */
+  async release(): Promise<boolean> {
+    if (!this.held) return false;
+    await this.#busy;
     if (!this.held) return false;
     try {
-      Deno.truncateSync(this.path, 0);
+      await this.io.unlink(this.path);
     } catch {
       return false;
     }
     this.held = false;
-    this.#releasedAtMs = -1; // set by the next retake() call's clock
+    this.#releasedAtMs = performance.now();
     console.error(
       `skyfs: disk full: metadata reserve "${this.path}" released to record the change`,
     );
     return true;
   }
 
-  /** Take the space again if not held and the disk has room; quietly retried later if not. */
-  retake(nowMs: number): void {
-    if (this.held) return;
-    if (this.#releasedAtMs === -1) this.#releasedAtMs = nowMs;
-    if (nowMs - this.#releasedAtMs < RESERVE_RETRY_MS) return;
-    try {
-      const info = Deno.statSync(this.path);
-      if (info.size === this.bytes && (info.blocks ?? 0) * 512 >= this.bytes) {
-        this.held = true;
-        return;
-      }
-    } catch { /* not there yet */ }
-    try {
-      Deno.writeFileSync(this.path, new Uint8Array(this.bytes));
-      this.held = true;
-    } catch {
-      try {
-        Deno.truncateSync(this.path, 0);
-      } catch { /* the next try will tell */ }
-      this.#releasedAtMs = nowMs;
-    }
+  /** From the timer: take the space again once it has been given back a while ago. */
+  retakeLater(): void {
+    if (this.held || this.#busy !== undefined) return;
+    if (performance.now() - this.#releasedAtMs < RESERVE_RETRY_MS) return;
+    this.#busy = this.take().finally(() => this.#busy = undefined);
+  }
+
+  /** Wait for a retake in progress (before closing the engine). */
+  async settle(): Promise<void> {
+    await this.#busy;
+  }
+}
+
+async function writeFullyZeros(io: IoEngine, fd: number, bytes: number): Promise<void> {
+  const zeros = new Uint8Array(Math.min(bytes, 1 << 20));
+  for (let at = 0; at < bytes; at += zeros.length) {
+    const n = Math.min(zeros.length, bytes - at);
+    let done = 0;
+    while (done < n) done += await io.write(fd, zeros.subarray(done, n), at + done);
   }
 }

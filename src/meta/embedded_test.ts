@@ -1,17 +1,24 @@
-/** Tests of EmbeddedKV: the shared conformance suite, then what only a local SQLite store has
- * (reopening, format refusal, locking, kill -9, WAL sync, injected-clock leases, compaction). */
+/** Tests of EmbeddedKV: the shared conformance suite, then what only the local store has
+ * (reopening, format refusal, locking, kill -9, torn tails, log compaction, sync through the
+ * engine, the disk-space reserve, injected-clock leases, history compaction). */
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { runMetaKVConformance } from "./conformance.ts";
 import { EMBEDDED_FORMAT, EmbeddedKV, openEmbeddedKV } from "./embedded.ts";
 import { CompactedError, prefixEnd, type WatchEvent } from "./kv.ts";
+import { scanFrames, sealFrame } from "./log_file.ts";
+import { statvfs } from "../io/libc.ts";
 import { type IoEngine, openIoEngine } from "../io/mod.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const bytes = (s: string) => encoder.encode(s);
 const text = (b: Uint8Array) => decoder.decode(b);
+
+// The store's flock is a libc call through FFI: load libc here, not inside the first test, whose
+// leak check would count the library.
+statvfs("/");
 
 runMetaKVConformance("embedded :memory:", () => openEmbeddedKV(":memory:"));
 
@@ -80,13 +87,17 @@ Deno.test("embedded: a newer format is refused with a clear message", async () =
   await withDir(async (dir) => {
     const path = `${dir}/meta.db`;
     await (await openEmbeddedKV(path)).close();
-    const db = new DatabaseSync(path);
-    db.prepare("UPDATE meta SET value = ? WHERE name = 'format'").run(EMBEDDED_FORMAT + 1);
-    db.close();
+    // The snapshot header's payload: type (1), magic as u32 length + 10 bytes, then the format.
+    const snapshot = await Deno.readFile(`${path}.snapshot`);
+    const view = new DataView(snapshot.buffer);
+    assert.equal(view.getUint32(8 + 15), EMBEDDED_FORMAT);
+    view.setUint32(8 + 15, EMBEDDED_FORMAT + 1);
+    sealFrame(snapshot.subarray(0, 8 + view.getUint32(0)));
+    await Deno.writeFile(`${path}.snapshot`, snapshot);
     await assert.rejects(
       openEmbeddedKV(path),
       new Error(
-        `Metadata at "${path}" has format ${
+        `Metadata at "${path}.snapshot" has format ${
           EMBEDDED_FORMAT + 1
         }, newer than this skyfs (${EMBEDDED_FORMAT}): upgrade skyfs`,
       ),
@@ -94,13 +105,30 @@ Deno.test("embedded: a newer format is refused with a clear message", async () =
   });
 });
 
-Deno.test("embedded: other SQLite databases, missing directories and a second opener are refused", async () => {
+Deno.test("embedded: the SQLite format of earlier builds is refused, naming the fix", async () => {
   await withDir(async (dir) => {
-    const foreign = `${dir}/other.db`;
-    const db = new DatabaseSync(foreign);
-    db.exec("CREATE TABLE t (x)");
+    const path = `${dir}/meta.db`;
+    const db = new DatabaseSync(path);
+    db.exec("CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)");
+    db.exec("INSERT INTO meta VALUES ('format', 1)");
     db.close();
-    await assert.rejects(openEmbeddedKV(foreign), /not skyfs metadata/);
+    await assert.rejects(
+      openEmbeddedKV(path),
+      new Error(
+        `Metadata at "${path}" is in format 1 (SQLite) of earlier skyfs builds; this build reads format ${EMBEDDED_FORMAT}: copy the files out with the earlier build and start with an empty --data directory`,
+      ),
+    );
+  });
+});
+
+Deno.test("embedded: foreign files, missing directories and a second opener are refused", async () => {
+  await withDir(async (dir) => {
+    const foreign = `${dir}/other`;
+    await Deno.writeTextFile(foreign, "not metadata");
+    await assert.rejects(openEmbeddedKV(foreign), /exists and is not skyfs metadata/);
+    await Deno.writeTextFile(`${dir}/x.snapshot`, "");
+    await Deno.writeTextFile(`${dir}/x.log`, "\0\0\0\x05garbage");
+    await assert.rejects(openEmbeddedKV(`${dir}/x`), /is damaged/);
     await assert.rejects(openEmbeddedKV(`${dir}/missing/meta.db`), /Cannot open metadata at/);
     const path = `${dir}/meta.db`;
     const holder = await openEmbeddedKV(path);
@@ -187,87 +215,59 @@ Deno.test("embedded: kill -9 of a writing process loses no acknowledged write", 
   });
 });
 
-/** The -wal header's checkpoint sequence number (bytes 12-15, big-endian): SQLite increments it
- * each time it restarts the log from its beginning. */
-async function walGeneration(walPath: string): Promise<number> {
-  const file = await Deno.open(walPath, { read: true });
-  try {
-    const header = new Uint8Array(32);
-    assert.equal(await file.read(header), 32);
-    return new DataView(header.buffer).getUint32(12);
-  } finally {
-    file.close();
-  }
-}
-
-for (const checkpointIntervalMs of [0, 10]) {
-  const by = checkpointIntervalMs === 0 ? "inline checkpoints" : "the checkpoint worker";
-  Deno.test(`embedded: the -wal file sync() covers is reused, never replaced (${by})`, async () => {
-    await withDir(async (dir) => {
-      const path = `${dir}/meta.db`;
-      const walPath = `${path}-wal`;
-      const kv = await openEmbeddedKV(path, { checkpointIntervalMs });
-      try {
-        await kv.put({ key: bytes("first"), value: bytes("1") });
-        const inode = (await Deno.stat(walPath)).ino;
-        const generation = await walGeneration(walPath);
-        const value = new Uint8Array(3000).fill(7);
-        // Each put logs a few 4 KiB pages: keep writing until SQLite has checkpointed and
-        // started the log again from its beginning.
-        const deadline = Date.now() + 30_000;
-        for (let i = 0; (await walGeneration(walPath)) === generation; i++) {
-          if (Date.now() > deadline) throw new Error("the log was never restarted");
-          await kv.put({ key: bytes(`key${i % 300}`), value });
-          if (i % 100 === 0) {
-            await kv.sync();
-            await delay(1); // let the worker run
-          }
-        }
-        await Promise.all([kv.sync(), kv.sync(), kv.sync()]);
-        assert.equal((await Deno.stat(walPath)).ino, inode);
-        assert.deepEqual((await kv.range({ key: bytes("first") })).kvs[0].value, bytes("1"));
-      } finally {
-        await kv.close();
-      }
-    });
-  });
-}
-
-Deno.test("embedded: sync() fdatasyncs the -wal file through the engine it was given", async () => {
+Deno.test("embedded: its files go through the engine it was given; one write per event-loop batch, sync() fdatasyncs the log", async () => {
   const real = await openIoEngine({ log: () => {} });
   const opened = new Map<number, string>();
-  const syncs: { path: string | undefined; datasync: boolean }[] = [];
+  const calls: string[] = [];
+  const name = (fd: number) => opened.get(fd)?.replace(/.*\//, "") ?? `fd ${fd}`;
   const io: IoEngine = new Proxy(real, {
-    get(_target, name) {
-      if (name === "open") {
+    get(_target, method) {
+      if (method === "open") {
         return async (path: string, flags: number, mode?: number) => {
+          calls.push(`open ${path.replace(/.*\//, "")}`);
           const fd = await real.open(path, flags, mode);
           opened.set(fd, path);
           return fd;
         };
       }
-      if (name === "fsync") {
+      if (method === "fsync") {
         return (fd: number, options?: { datasync?: boolean }) => {
-          syncs.push({ path: opened.get(fd), datasync: options?.datasync === true });
+          calls.push(`${options?.datasync ? "fdatasync" : "fsync"} ${name(fd)}`);
           return real.fsync(fd, options);
         };
       }
-      const value = Reflect.get(real, name);
+      if (method === "write") {
+        return (fd: number, data: Uint8Array, offset: number) => {
+          calls.push(`write ${name(fd)}`);
+          return real.write(fd, data, offset);
+        };
+      }
+      const value = Reflect.get(real, method);
       return typeof value === "function" ? value.bind(real) : value;
     },
   });
   try {
     await withDir(async (dir) => {
       const path = `${dir}/meta.db`;
-      const kv = await openEmbeddedKV(path, { io, checkpointIntervalMs: 0 });
+      const kv = await openEmbeddedKV(path, { io });
       try {
-        assert.deepEqual(syncs, [{ path: dir, datasync: false }]); // the directory, once at open
-        await kv.put({ key: bytes("k"), value: bytes("v") });
+        // A new store: lock, empty snapshot and log, each written to a temporary, fdatasync'd,
+        // renamed and the directory fsync'd; the reserve allocated.
+        assert.ok(calls.includes("open meta.db-lock"), calls.join(", "));
+        assert.ok(calls.includes("fdatasync meta.db.snapshot.tmp"), calls.join(", "));
+        assert.ok(calls.includes("fdatasync meta.db.log.tmp"), calls.join(", "));
+        assert.ok(calls.includes(`fsync ${dir.replace(/.*\//, "")}`), calls.join(", "));
+        calls.length = 0;
+        // Ten puts in one turn: one write of the log.
+        await Promise.all(
+          Array.from({ length: 10 }, (_, i) => kv.put({ key: bytes(`k${i}`), value: bytes("v") })),
+        );
+        assert.deepEqual(calls, ["write meta.db.log.tmp"]); // its fd, opened under the tmp name
+        calls.length = 0;
         await kv.sync();
         await Promise.all([kv.sync(), kv.sync()]);
-        const wal = syncs.slice(1);
-        assert.ok(wal.length >= 2 && wal.length <= 3, JSON.stringify(wal));
-        for (const s of wal) assert.deepEqual(s, { path: `${path}-wal`, datasync: true });
+        assert.ok(calls.length >= 2 && calls.length <= 3, calls.join(", "));
+        for (const c of calls) assert.equal(c, "fdatasync meta.db.log.tmp");
       } finally {
         await kv.close();
       }
@@ -278,6 +278,169 @@ Deno.test("embedded: sync() fdatasyncs the -wal file through the engine it was g
   } finally {
     await real.shutdown();
   }
+});
+
+Deno.test("embedded: a torn tail is cut at open and later writes survive the next restart", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/meta.db`;
+    const first = await openEmbeddedKV(path);
+    for (let i = 0; i < 20; i++) await first.put({ key: bytes(`k${i}`), value: bytes(`v${i}`) });
+    const revision = await first.revision();
+    await first.close();
+    // A crash mid-append: half of a frame (a valid length, too few bytes) and then garbage.
+    const log = await Deno.readFile(`${path}.log`);
+    const torn = new Uint8Array(log.length + 40);
+    torn.set(log);
+    new DataView(torn.buffer).setUint32(log.length, 1000);
+    torn.fill(0xab, log.length + 8);
+    await Deno.writeFile(`${path}.log`, torn);
+
+    const second = await openEmbeddedKV(path);
+    assert.equal(await second.revision(), revision);
+    await second.put({ key: bytes("after"), value: bytes("1") });
+    await second.close();
+    const third = await openEmbeddedKV(path);
+    try {
+      assert.equal(await third.revision(), revision + 1);
+      assert.equal((await third.range({ key: bytes("k"), rangeEnd: bytes("l") })).count, 20);
+      assert.equal(text((await third.range({ key: bytes("after") })).kvs[0].value), "1");
+      // Every byte of the log is whole frames again.
+      const now = await Deno.readFile(`${path}.log`);
+      assert.equal(scanFrames(now, () => {}), now.length);
+    } finally {
+      await third.close();
+    }
+  });
+});
+
+Deno.test("embedded: log compaction keeps files bounded, writes go on during it, restart replays snapshot + log", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/meta.db`;
+    const kv = await openEmbeddedKV(path, { logCompactBytes: 64 * 1024, timerIntervalMs: 5 });
+    const value = new Uint8Array(200).fill(7);
+    try {
+      // 5,000 overwrites of 100 keys: about 1.3 MB of log without compaction.
+      for (let i = 0; i < 5000; i++) {
+        await kv.put({ key: bytes(`key${String(i % 100).padStart(3, "0")}`), value });
+        if (i % 500 === 0) await delay(10); // let the timer see the log size
+      }
+      // The timer compacts the log in the background; under load that may finish later.
+      const deadline = Date.now() + 30_000;
+      while (kv.fileBytes.log >= 400 * 1024) {
+        if (Date.now() > deadline) throw new Error(`log still ${kv.fileBytes.log} bytes`);
+        await delay(20);
+      }
+      const files = kv.fileBytes;
+      assert.ok(files.snapshot > 100 * 200 && files.snapshot < 64 * 1024, `${files.snapshot}`);
+      // Writes made while a compaction runs land in the new log.
+      const during = kv.compactLog();
+      const puts = Array.from({ length: 50 }, (_, i) => kv.put({ key: bytes(`late${i}`), value }));
+      await Promise.all([during, ...puts]);
+      await kv.put({ key: bytes("last"), value: bytes("x") });
+    } finally {
+      await kv.close();
+    }
+    const again = await openEmbeddedKV(path);
+    try {
+      assert.equal((await again.range({ key: bytes("key"), rangeEnd: bytes("kez") })).count, 100);
+      assert.equal((await again.range({ key: bytes("late"), rangeEnd: bytes("latf") })).count, 50);
+      assert.equal(text((await again.range({ key: bytes("last") })).kvs[0].value), "x");
+      assert.equal((await again.range({ key: bytes("key042") })).kvs[0].version, 50);
+      assert.equal(await again.revision(), 1 + 5000 + 50 + 1);
+    } finally {
+      await again.close();
+    }
+  });
+});
+
+Deno.test("embedded: a crash between writing the snapshot and restarting the log loses nothing", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/meta.db`;
+    const kv = await openEmbeddedKV(path);
+    for (let i = 0; i < 30; i++) await kv.put({ key: bytes(`k${i}`), value: bytes(`${i}`) });
+    const oldLog = await Deno.readFile(`${path}.log`);
+    await kv.compactLog();
+    for (let i = 30; i < 40; i++) await kv.put({ key: bytes(`k${i}`), value: bytes(`${i}`) });
+    const newLog = await Deno.readFile(`${path}.log`);
+    await kv.close();
+    // As if the crash came after the snapshot's rename and before the log's: the old log with
+    // records the snapshot covers, then the ones written since (records are numbered).
+    const joined = new Uint8Array(oldLog.length + newLog.length);
+    joined.set(oldLog);
+    let headerBytes = 0;
+    scanFrames(newLog, (payload) => {
+      headerBytes = 8 + payload.length;
+      return false;
+    });
+    joined.set(newLog.subarray(headerBytes), oldLog.length);
+    await Deno.writeFile(
+      `${path}.log`,
+      joined.subarray(0, oldLog.length + newLog.length - headerBytes),
+    );
+    const again = await openEmbeddedKV(path);
+    try {
+      const all = await again.range({ key: bytes("k"), rangeEnd: bytes("l") });
+      assert.equal(all.count, 40);
+      assert.equal(await again.revision(), 41);
+    } finally {
+      await again.close();
+    }
+  });
+});
+
+Deno.test({
+  name: "embedded: on a full disk the reserve is given back so writes go on, and taken again",
+  ignore: Deno.uid() !== 0, // mounts a small tmpfs
+  async fn() {
+    await withDir(async (dir) => {
+      const small = `${dir}/small`;
+      await Deno.mkdir(small);
+      const mount = (args: string[]) => new Deno.Command(args[0], { args: args.slice(1) }).output();
+      const mounted = await mount(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", small]);
+      assert.ok(mounted.success, text(mounted.stderr));
+      try {
+        const kv = await openEmbeddedKV(`${small}/meta.db`, {
+          reserveBytes: 1 << 20,
+          timerIntervalMs: 50,
+        });
+        try {
+          assert.equal(kv.reserveHeld, true);
+          // Fill the disk.
+          const filler = await Deno.open(`${small}/filler`, { write: true, create: true });
+          try {
+            const block = new Uint8Array(64 * 1024);
+            for (;;) await filler.write(block);
+          } catch (error) {
+            assert.match(String(error), /No space|ENOSPC/);
+          } finally {
+            filler.close();
+          }
+          // A metadata write still succeeds: the reserve went to the log.
+          const value = new Uint8Array(32 * 1024).fill(1);
+          for (let i = 0; i < 8; i++) await kv.put({ key: bytes(`big${i}`), value });
+          assert.equal(kv.reserveHeld, false);
+          await kv.sync();
+          // Space comes back: the reserve is taken again (retried 5 s after it was given back).
+          await Deno.remove(`${small}/filler`);
+          const deadline = Date.now() + 20_000;
+          while (!kv.reserveHeld) {
+            if (Date.now() > deadline) throw new Error("the reserve was never taken again");
+            await delay(100);
+          }
+        } finally {
+          await kv.close();
+        }
+        const again = await openEmbeddedKV(`${small}/meta.db`, { reserveBytes: 1 << 20 });
+        try {
+          assert.equal((await again.range({ key: bytes("big"), rangeEnd: bytes("bih") })).count, 8);
+        } finally {
+          await again.close();
+        }
+      } finally {
+        await mount(["umount", small]);
+      }
+    });
+  },
 });
 
 Deno.test("embedded: leases expire on the injected clock, keys deleted in one revision", async () => {

@@ -41,7 +41,7 @@ export async function createVfs(options: VfsOptions): Promise<VfsWithRecovery> {
     now: options.now,
   });
   const local = await LocalStore.open(options.io, options.dataDir);
-  options.cluster?.attach(ns, local, options.io);
+  await options.cluster?.attach(ns, local, options.io);
   const core = new VfsCore(ns, local, options);
   const recovery = await recover(core);
   return makeVfs(core, recovery);
