@@ -208,16 +208,26 @@ function describe(value: unknown): string {
   return typeof value === "string" ? JSON.stringify(value) : String(value);
 }
 
-/** A stored entry as handed out: fresh buffers, so a caller's edits cannot reach the store. */
+/** A stored entry as handed out: fresh buffers (one allocation), so a caller's edits cannot
+ * reach the store. */
 function copyKv(kv: KeyValue, keysOnly: boolean): KeyValue {
+  const [key, value] = keysOnly ? [kv.key.slice(), EMPTY] : joined(kv.key, kv.value);
   return {
-    key: kv.key.slice(),
-    value: keysOnly ? EMPTY : kv.value.slice(),
+    key,
+    value,
     createRevision: kv.createRevision,
     modRevision: kv.modRevision,
     version: kv.version,
     lease: kv.lease,
   };
+}
+
+/** Copies of `key` and `value` sharing one buffer: one ArrayBuffer per stored key, not two. */
+function joined(key: Uint8Array, value: Uint8Array): [Uint8Array, Uint8Array] {
+  const both = new Uint8Array(key.length + value.length);
+  both.set(key);
+  both.set(value, key.length);
+  return [both.subarray(0, key.length), both.subarray(key.length)];
 }
 
 function deletedKv(key: Uint8Array, revision: number): KeyValue {
@@ -457,10 +467,10 @@ export class EmbeddedKV implements MetaKV {
         header = true;
       } else if (type === Rec.SnapshotKeys) {
         for (let n = r.u32(); n > 0; n--) {
-          const key = r.bytes();
+          const [key, value] = joined(r.view(), r.view());
           const kv: KeyValue = {
             key,
-            value: r.bytes(),
+            value,
             createRevision: r.f64(),
             modRevision: r.f64(),
             version: r.f64(),
@@ -520,8 +530,7 @@ export class EmbeddedKV implements MetaKV {
     while (!r.done) {
       const op = r.u8();
       if (op === Op.Put) {
-        const key = r.bytes();
-        const value = r.bytes();
+        const [key, value] = joined(r.view(), r.view());
         const kv: KeyValue = {
           key,
           value,
@@ -582,14 +591,15 @@ export class EmbeddedKV implements MetaKV {
       return kv === undefined ? [] : [[start, kv]];
     }
     const high = span === Span.ToEnd ? this.#tree.maxKey() : end;
-    if (high === undefined || high < start) return [];
+    // sorted-btree always includes `low` when present, so an empty [start, end) is ours to see.
+    if (high === undefined || high < start || (span === Span.Between && high === start)) return [];
     return this.#tree.getRange(start, high, span === Span.ToEnd, max > 0 ? max : undefined);
   }
 
   #count(start: string, span: Span, end: string): number {
     if (span === Span.One) return this.#tree.has(start) ? 1 : 0;
     const high = span === Span.ToEnd ? this.#tree.maxKey() : end;
-    if (high === undefined || high < start) return 0;
+    if (high === undefined || high < start || (span === Span.Between && high === start)) return 0;
     return this.#tree.forRange(start, high, span === Span.ToEnd);
   }
 
@@ -727,10 +737,11 @@ export class EmbeddedKV implements MetaKV {
     const name = keyString(request.key);
     const prev = this.#tree.get(name);
     const rev = this.#writeRevision;
-    // Copies: the caller may reuse its buffers after the call returns.
+    // Copies (the caller may reuse its buffers), in one allocation (memory per key).
+    const [key, value] = joined(request.key, request.value);
     const kv: KeyValue = {
-      key: request.key.slice(),
-      value: request.value.slice(),
+      key,
+      value,
       createRevision: prev === undefined ? rev : prev.createRevision,
       modRevision: rev,
       version: prev === undefined ? 1 : prev.version + 1,
@@ -768,19 +779,27 @@ export class EmbeddedKV implements MetaKV {
     if (request.countOnly) {
       return { kvs: [], more: false, count: this.#count(start, span, end), revision };
     }
-    // One pair past the limit tells whether there are more without counting.
-    const pairs = this.#pairs(start, span, end, limit === 0 ? 0 : limit + 1);
-    let more = false;
-    let count = pairs.length;
-    if (limit > 0 && pairs.length > limit) {
-      pairs.length = limit;
-      more = true;
-      count = this.#count(start, span, end); // etcd's count is every key in the range
-    }
     const keysOnly = request.keysOnly === true;
-    const kvs = new Array<KeyValue>(pairs.length);
-    for (let i = 0; i < pairs.length; i++) kvs[i] = copyKv(pairs[i][1], keysOnly);
-    return { kvs, more, count, revision };
+    if (span === Span.One) {
+      const kv = this.#tree.get(start);
+      return {
+        kvs: kv === undefined ? [] : [copyKv(kv, keysOnly)],
+        more: false,
+        count: kv ? 1 : 0,
+        revision,
+      };
+    }
+    const high = span === Span.ToEnd ? this.#tree.maxKey() : end;
+    if (high === undefined || high < start || (span === Span.Between && high === start)) {
+      return { kvs: [], more: false, count: 0, revision };
+    }
+    // One pass: copies of the first `limit` keys, and etcd's count of every key in the range.
+    const kvs: KeyValue[] = [];
+    const max = limit === 0 ? Infinity : limit;
+    const count = this.#tree.forRange(start, high, span === Span.ToEnd, (_name, kv) => {
+      if (kvs.length < max) kvs.push(copyKv(kv, keysOnly));
+    });
+    return { kvs, more: count > kvs.length, count, revision };
   }
 
   #compareHolds(compare: Compare): boolean {

@@ -141,6 +141,23 @@ Deno.test("embedded: foreign files, missing directories and a second opener are 
   });
 });
 
+Deno.test("embedded: an empty range [a, a) selects nothing even when a exists", async () => {
+  const kv = await openEmbeddedKV(":memory:");
+  try {
+    await kv.put({ key: bytes("a"), value: bytes("1") });
+    assert.equal((await kv.range({ key: bytes("a"), rangeEnd: bytes("a") })).count, 0);
+    assert.equal(
+      (await kv.range({ key: bytes("a"), rangeEnd: bytes("a"), countOnly: true })).count,
+      0,
+    );
+    assert.equal((await kv.range({ key: bytes("b"), rangeEnd: bytes("a") })).count, 0);
+    assert.equal((await kv.deleteRange({ key: bytes("a"), rangeEnd: bytes("a") })).deleted, 0);
+    assert.equal((await kv.range({ key: bytes("a"), rangeEnd: bytes("b") })).count, 1);
+  } finally {
+    await kv.close();
+  }
+});
+
 Deno.test("embedded: a closed store rejects calls", async () => {
   const kv = await openEmbeddedKV(":memory:");
   await kv.close();

@@ -109,6 +109,15 @@ export class ByteReader {
     return value;
   }
 
+  /** Byte string as a view into the record (valid while the record's buffer is). */
+  view(): Uint8Array {
+    const length = this.u32();
+    this.#need(length);
+    const value = this.#bytes.subarray(this.#at, this.#at + length);
+    this.#at += length;
+    return value;
+  }
+
   /** A copy: the record's buffer is not kept alive by what it decodes to. */
   bytes(): Uint8Array {
     const length = this.u32();
