@@ -96,7 +96,7 @@ console.log(JSON.stringify({ peer: server.address, tcp: `127.0.0.1:${tcpAddr.por
 for await (const _ of Deno.stdin.readable) { /* nothing is sent */ }
 server.close();
 tcp.close();
-data.close();
+await data.close();
 await kv.close();
 await backend.close();
 await io.shutdown();
