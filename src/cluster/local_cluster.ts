@@ -199,7 +199,7 @@ export class LocalCluster {
 
   /** kill -9 of a replica (no shutdown path runs). */
   async killReplica(replica: LocalReplica): Promise<void> {
-    replica.child?.kill("SIGKILL");
+    signal(replica.child, "SIGKILL");
     await replica.child?.status;
     replica.child = undefined;
   }
@@ -294,7 +294,7 @@ export class LocalCluster {
 
   /** kill -9 of a node's daemon; its mount is left dead and cleared. */
   async kill(node: LocalNode): Promise<void> {
-    node.child?.kill("SIGKILL");
+    signal(node.child, "SIGKILL");
     await node.child?.status;
     node.child = undefined;
     await lazyUnmount(node.mountpoint);
@@ -303,8 +303,8 @@ export class LocalCluster {
   /** Stop cleanly (SIGTERM unmounts). */
   async stopNode(node: LocalNode): Promise<void> {
     if (!node.child) return;
-    node.child.kill("SIGTERM");
-    const timer = setTimeout(() => node.child?.kill("SIGKILL"), 10_000);
+    signal(node.child, "SIGTERM");
+    const timer = setTimeout(() => signal(node.child, "SIGKILL"), 10_000);
     await node.child.status;
     clearTimeout(timer);
     node.child = undefined;
@@ -326,12 +326,19 @@ export class LocalCluster {
     for (const node of this.nodes) await this.stopNode(node);
     for (const replica of this.replicas) await this.killReplica(replica);
     if (this.#etcd) {
-      this.#etcd.kill("SIGKILL");
+      signal(this.#etcd, "SIGKILL");
       await this.#etcd.status;
     }
     if (this.#net) await removeNet(this.#net, this.nodes);
     if (!options.keep) await Deno.remove(this.dir, { recursive: true });
   }
+}
+
+/** Signal a child that may have exited already (Ctrl-C reaches the whole process group). */
+function signal(child: Deno.ChildProcess | undefined, name: Deno.Signal): void {
+  try {
+    child?.kill(name);
+  } catch { /* already gone */ }
 }
 
 async function ip(...args: string[]): Promise<void> {

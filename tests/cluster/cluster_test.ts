@@ -101,6 +101,7 @@ Deno.test({
       }
       assert.equal(status.code, 0, status.text);
       assert.match(status.text, /3 live node\(s\)/);
+      assert.match(status.text, /^metadata: 3 CURP replicas, leader m\d$/m);
       for (const node of cluster.nodes) assert.match(status.text, new RegExp(`^${node.id} `, "m"));
       assert.ok(peerFills(status.text) > 0, status.text);
     } catch (error) {

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { LocalCluster, type LocalReplica } from "../../src/cluster/local_cluster.ts";
-import { canRunCluster, random, same, until, writeSynced } from "./_cluster_util.ts";
+import { canRunCluster, random, same, skyfsStatus, until, writeSynced } from "./_cluster_util.ts";
 
 Deno.test({
   name: "cluster on CURP: kill -9 of the meta leader under fsyncing writers on 3 mounts; " +
@@ -47,6 +47,11 @@ Deno.test({
       await cluster.killReplica(leader);
       const next = await cluster.metaLeader();
       assert.notEqual(next.id, leader.id);
+      // skyfs status names the new leader and the dead replica.
+      const status = await skyfsStatus(cluster.meta);
+      assert.equal(status.code, 0, status.text);
+      assert.match(status.text, new RegExp(`^metadata: 3 CURP replicas, leader ${next.id}$`, "m"));
+      assert.match(status.text, new RegExp(`^  ${leader.id} .* unreachable: `, "m"));
       // Writes continue on every mount after the election.
       await until(
         () => cluster.nodes.every((n) => perNode.get(n.id)! >= before.get(n.id)! + 4),
