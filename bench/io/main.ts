@@ -14,6 +14,7 @@
  * contract for the io family says (bench/io_family.ts reads it).
  * @module
  */
+import { cpuUsage } from "node:process";
 import { parseArgs } from "node:util";
 import { alignedBuffer } from "../../src/io/mod.ts";
 import { openUringEngine, type UringEngine, type UringStats } from "../../src/io/uring.ts";
@@ -78,6 +79,8 @@ interface Measurement {
 interface Result {
   ops: number;
   seconds: number;
+  /** CPU time of this whole process (every thread, io-wq workers included) during the run. */
+  cpuSeconds?: number;
   crossings?: UringStats;
 }
 
@@ -180,6 +183,7 @@ async function runWorkers(
   fileBytes: number,
   once: (worker: number, buffer: Uint8Array, offset: number) => Promise<number>,
 ): Promise<Result> {
+  const cpuBefore = cpuUsage();
   const start = performance.now();
   const deadline = start + runtimeMs;
   let ops = 0;
@@ -195,7 +199,9 @@ async function runWorkers(
     }
   };
   await Promise.all(Array.from({ length: job.queueDepth }, (_, i) => worker(i)));
-  return { ops, seconds: (performance.now() - start) / 1000 };
+  const seconds = (performance.now() - start) / 1000;
+  const cpu = cpuUsage(cpuBefore);
+  return { ops, seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
 }
 
 /** The task-work setup the skyfs engine's ring got (reported once). */
@@ -331,6 +337,11 @@ function summarize(job: Job, engine: Engine, results: Result[], error?: string):
     ops: results.reduce((sum, r) => sum + r.ops, 0),
     seconds: Number(results.reduce((sum, r) => sum + r.seconds, 0).toFixed(3)),
   };
+  if (results.every((r) => r.cpuSeconds !== undefined)) {
+    const cpu = results.reduce((sum, r) => sum + r.cpuSeconds!, 0);
+    m.details.cpuSeconds = Number(cpu.toFixed(3));
+    m.details.cpusUsed = Number((cpu / (m.details.seconds as number)).toFixed(2));
+  }
   if (!results[0].crossings) return [m];
   const c = results.map((r) => r.crossings!).reduce((a, b) => ({
     completions: a.completions + b.completions,
@@ -364,16 +375,24 @@ function pairedRatio(
   job: Job,
   a: (Result | undefined)[],
   b: (Result | undefined)[],
+  measure: (job: Job, result: Result) => number = value,
 ): number | null {
   const ratios: number[] = [];
   for (let i = 0; i < a.length; i++) {
     const x = a[i];
     const y = b[i];
-    if (x && y && value(job, y) > 0) ratios.push(value(job, x) / value(job, y));
+    if (x && y && measure(job, y) > 0) ratios.push(measure(job, x) / measure(job, y));
   }
   if (ratios.length === 0) return null;
   ratios.sort((p, q) => p - q);
   return ratios[Math.floor(ratios.length / 2)];
+}
+
+/** Operations per CPU-second of the process (0 when unknown): what an engine gets out of the CPU
+ * it is given, which on a shared machine moves less than IOPS (more threads get more CPU). */
+function perCpuSecond(job: Job, result: Result): number {
+  if (!result.cpuSeconds) return 0;
+  return value(job, result) * result.seconds / result.cpuSeconds;
 }
 
 function value(job: Job, result: Result): number {
@@ -441,6 +460,13 @@ async function main(): Promise<void> {
           );
           if (paired !== null) sky.details[key] = Number(paired.toFixed(3));
         }
+        const perCpu = pairedRatio(
+          job,
+          rounds.get("skyfs-io_uring")!,
+          rounds.get("Deno.FsFile")!,
+          perCpuSecond,
+        );
+        if (perCpu !== null) sky.details.perCpuRatioToFsFile = Number(perCpu.toFixed(3));
       }
     }
   } finally {
@@ -458,11 +484,17 @@ async function main(): Promise<void> {
   }
 }
 
+function cpus(m: Measurement | undefined): string {
+  const used = m?.details?.cpusUsed;
+  return typeof used === "number" ? used.toFixed(2) : "n/a";
+}
+
 function table(options: Options, measurements: Measurement[]): string {
   const lines = [
     "| job | fio io_uring | skyfs io_uring | Deno.FsFile | skyfs / fio | skyfs / FsFile | " +
+    "skyfs / FsFile per CPU-second | CPUs used (skyfs / FsFile) | " +
     "crossings per I/O (all / nonblocking) |",
-    "|---|--:|--:|--:|--:|--:|--:|",
+    "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
   ];
   const ratioText = (x: unknown) => typeof x === "number" ? `${x.toFixed(2)}x` : "n/a";
   for (const job of options.jobs) {
@@ -480,6 +512,8 @@ function table(options: Options, measurements: Measurement[]): string {
       format(get("Deno.FsFile")?.value ?? null, job.unit),
       ratioText(d.ratioToFio),
       ratioText(d.ratioToFsFile),
+      ratioText(d.perCpuRatioToFsFile),
+      `${cpus(sky)} / ${cpus(get("Deno.FsFile"))}`,
       crossings,
     ];
     lines.push(`| ${cells.join(" | ")} |`);

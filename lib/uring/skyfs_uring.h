@@ -16,7 +16,10 @@
 
 #include <stdint.h>
 
-#define SKYFS_URING_ABI_VERSION 3
+#define SKYFS_URING_ABI_VERSION 4
+
+/* Default of skyfs_uring_set_poll_ns. */
+#define SKYFS_URING_POLL_NS 20000
 
 /* Operation codes of skyfs_uring_op.opcode (ours, not the kernel's IORING_OP_* numbers). */
 enum {
@@ -100,9 +103,10 @@ int32_t skyfs_uring_probe(struct skyfs_uring *ring);
 int32_t skyfs_uring_submit(struct skyfs_uring *ring, const struct skyfs_uring_op *ops,
                            uint32_t count);
 
-/* The same as skyfs_uring_submit (count may be 0), then, in the same io_uring_enter, waits up to
- * `wait_ns` nanoseconds (0: no wait) for at least one completion, then reaps like
- * skyfs_uring_reap. Ops that complete inline (page-cache hits) end the wait at once; the wait
+/* The same as skyfs_uring_submit (count may be 0), then waits up to `wait_ns` nanoseconds (0: no
+ * wait) for at least one completion, then reaps like skyfs_uring_reap. The wait first polls the
+ * ring for up to the poll time (skyfs_uring_set_poll_ns; sched_yield between looks), then sleeps in
+ * io_uring_enter for the rest. Ops that complete inline (page-cache hits) end the wait at once; the wait
  * covers ops the kernel hands to its io-wq threads (ext4 buffered writes, fsync), which are
  * usually done within tens of microseconds, without the ~13 us hop of a `nonblocking` call.
  * Returns the number of completions copied, or -EBUSY (nothing prepared) when `count` exceeds
@@ -131,6 +135,10 @@ int32_t skyfs_uring_wake(struct skyfs_uring *ring);
 
 /* Number of SQEs queued but not yet taken by the kernel. */
 uint32_t skyfs_uring_sq_pending(const struct skyfs_uring *ring);
+
+/* How long skyfs_uring_submit_reap polls (yielding the CPU between looks) before it sleeps in a
+ * timed io_uring_enter; 0: never poll. Default SKYFS_URING_POLL_NS. Since ABI 4. */
+void skyfs_uring_set_poll_ns(struct skyfs_uring *ring, uint32_t poll_ns);
 
 /* Bits of skyfs_uring_fd_mode's result. */
 enum {

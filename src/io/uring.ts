@@ -56,6 +56,12 @@ export interface UringEngineOptions {
   /** The longest spin the engine may learn, in microseconds. Default 300 (a 1 MiB ext4 write). */
   maxSpinUs?: number;
   /**
+   * The first part of a spin polls the ring (yielding the CPU between looks) instead of sleeping
+   * in a timed io_uring_enter, whose timer costs VM exits; in microseconds, 0 never polls.
+   * Default 20 (lib/uring/skyfs_uring.h SKYFS_URING_POLL_NS).
+   */
+  pollUs?: number;
+  /**
    * Send writes to buffered regular files with IOSQE_ASYNC (see `UringEngine.writesAsync`).
    * Default true; false only to measure the difference (bench/io/write_paths.ts).
    */
@@ -210,6 +216,14 @@ export function openUringEngine(options: UringEngineOptions = {}): UringEngine {
       ? "this kernel has no io_uring"
       : "io_uring_queue_init failed";
     throw new FsError(errno, `${hint}; set SKYFS_IO=portable to use the portable engine`);
+  }
+  if (options.pollUs !== undefined) {
+    if (!(options.pollUs >= 0 && options.pollUs <= 1_000_000)) {
+      symbols.skyfs_uring_close(ring);
+      library.close();
+      throw new RangeError(`pollUs ${options.pollUs} is out of range: use 0..1000000`);
+    }
+    symbols.skyfs_uring_set_poll_ns(ring, Math.round(options.pollUs * 1000));
   }
   const missing = symbols.skyfs_uring_probe(ring);
   if (missing !== -1) {

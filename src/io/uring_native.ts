@@ -8,7 +8,7 @@
 import { Errno, FsError } from "../fs_error.ts";
 
 /** The ABI version this binding speaks; a library reporting another one is refused. */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 /** Operation codes of `struct skyfs_uring_op` (ours, not the kernel's IORING_OP_* numbers). */
 export const Op = {
@@ -103,6 +103,7 @@ const symbols = {
   skyfs_uring_sq_pending: { parameters: ["pointer"], result: "u32" },
   skyfs_uring_fd_mode: { parameters: ["i32"], result: "i32" },
   skyfs_uring_async_count: { parameters: ["pointer"], result: "u32" },
+  skyfs_uring_set_poll_ns: { parameters: ["pointer", "u32"], result: "void" },
   skyfs_uring_close: { parameters: ["pointer"], result: "void" },
 } as const satisfies Deno.ForeignLibraryInterface;
 

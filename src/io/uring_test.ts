@@ -33,10 +33,11 @@ import { denyIoUringPath, ensureUringBuilt } from "./uring_test_util.ts";
 await ensureUringBuilt();
 
 // The shared suite on the fallback ring setup an older kernel gets (the default one runs in
-// engine_suite_test.ts): no DEFER_TASKRUN, no COOP_TASKRUN.
+// engine_suite_test.ts): no DEFER_TASKRUN, no COOP_TASKRUN, and spins that only sleep in a timed
+// io_uring_enter, without the poll.
 defineEngineSuite(
-  "io_uring (plain ring)",
-  () => Promise.resolve(openUringEngine({ queueDepth: 16, ringSetup: "plain" })),
+  "io_uring (plain ring, no poll)",
+  () => Promise.resolve(openUringEngine({ queueDepth: 16, ringSetup: "plain", pollUs: 0 })),
 );
 
 async function withEngine(
