@@ -10,6 +10,9 @@
  * of 1 s on 256 MiB; --tiny 1 round of 200 ms on 8 MiB. A figure is the median round; a ratio is
  * the median of the ratios within each round (the engines of one round run back to back, so
  * drift on a shared machine cancels out of them better than out of a ratio of medians).
+ * Besides IOPS, the CPU time of the whole process (every thread: io-wq workers, Deno's blocking
+ * pool) is measured for the two in-process engines, since on a shared machine an engine with more
+ * threads gets more CPU: "per CPU-second" compares what each does with the CPU it got.
  * Output: a markdown table on stdout; with --json, {baseline, measurements} as bench/README.md's
  * contract for the io family says (bench/io_family.ts reads it).
  * @module

@@ -1,8 +1,9 @@
 /**
  * Where the time of 4 KiB random buffered writes at queue depth 32 goes (issue 4's hardest goal):
- * the io_uring engine as shipped (IOSQE_ASYNC on buffered writes, DEFER_TASKRUN ring), without
- * IOSQE_ASYNC, with the older ring setups, with O_DIRECT, a synchronous pwrite on the JS thread
- * (the portable engine) and Deno.FsFile, in interleaved rounds of 1 s on one existing file.
+ * the io_uring engine as shipped (IOSQE_ASYNC on buffered writes, DEFER_TASKRUN ring, polled
+ * spins), without IOSQE_ASYNC, without the poll, with the older ring setups, with O_DIRECT, a
+ * synchronous pwrite on the JS thread (the portable engine) and Deno.FsFile, in interleaved rounds
+ * of 1 s on one existing file.
  *
  * Usage: deno run -A bench/io/write_paths.ts FILE [ROUNDS] [PATH,...]
  *   FILE: at least 256 MiB (e.g. made by fio); ROUNDS default 5; PATH: keys of `paths` below
@@ -67,10 +68,11 @@ const paths: Record<string, () => Promise<number>> = {
   /** As shipped: IOSQE_ASYNC on buffered writes, SINGLE_ISSUER | DEFER_TASKRUN ring. */
   shipped: uring({}),
   "no-async": uring({ asyncBufferedWrites: false }),
+  "no-poll": uring({ pollUs: 0 }),
   "async-coop": uring({ ringSetup: "coop" }),
   "async-plain": uring({ ringSetup: "plain" }),
-  /** The engine before IOSQE_ASYNC and DEFER_TASKRUN. */
-  "no-async-plain": uring({ asyncBufferedWrites: false, ringSetup: "plain" }),
+  /** The engine before IOSQE_ASYNC, DEFER_TASKRUN and the poll. */
+  "no-async-plain": uring({ asyncBufferedWrites: false, ringSetup: "plain", pollUs: 0 }),
   "o-direct": uring({}, O_RDWR | O_DIRECT),
   /** Synchronous pwrite on the JS thread: not io_uring, for reference only. */
   portable: () => viaEngine(createPortableEngine(), O_RDWR),

@@ -4,9 +4,11 @@
  * and completions are harvested many at a time, so JS crosses into native code a few times per
  * batch instead of once per I/O (FACTS.md: a `nonblocking` call costs about 13 us).
  *
- * How completions come back: the submit call itself (one synchronous FFI call, one io_uring_enter)
- * copies out whatever completed inline (page-cache reads usually do) and, when nothing did, waits in
- * the kernel up to `spinUs` for a first completion from io-wq (ext4 buffered writes, fsync). If ops
+ * How completions come back: the submit call itself (one synchronous FFI call that submits with
+ * one io_uring_enter) copies out whatever completed inline (page-cache reads usually do) and, when
+ * nothing did, waits up to `spinUs` for a first completion from io-wq (ext4 buffered writes,
+ * fsync): it polls the ring for the first `pollUs`, then sleeps in a timed io_uring_enter. Writes to buffered regular
+ * files carry IOSQE_ASYNC (see `writesAsync`); the ring is SINGLE_ISSUER | DEFER_TASKRUN. If ops
  * are still in the kernel after that, one `nonblocking` call waits on the ring's eventfd; when it
  * returns, a synchronous reap takes every completion that has arrived. lib/uring/skyfs_uring.h
  * documents the native side.
