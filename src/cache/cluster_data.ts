@@ -15,7 +15,7 @@ import { crc32 } from "node:zlib";
 import { FsError } from "../fs_error.ts";
 import type { IoEngine } from "../io/types.ts";
 import * as libc from "../io/libc.ts";
-import { decodeInode, keys, type Namespace, type NsTxn } from "../meta/namespace.ts";
+import { keys, type Namespace, type NsTxn } from "../meta/namespace.ts";
 import type { LocalStore } from "./local.ts";
 import { type BackendStore, chunkObjectKey } from "./backend.ts";
 import { type CachedChunk, CacheIndex } from "./cache_index.ts";
@@ -66,6 +66,14 @@ export function checkChunk(data: Uint8Array, ref: ChunkRef, what: string): void 
   }
 }
 
+/** The tag byte of an inode key (`fs/I` + u64, src/meta/namespace.ts). */
+const INODE_TAG = 0x49;
+
+function inoOfKey(key: Uint8Array): number {
+  const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
+  return view.getUint32(4) * 2 ** 32 + view.getUint32(8);
+}
+
 /** lseek on the local file; undefined where it says ENXIO (past its end). */
 function localSeek(fd: number, offset: number, whence: number): number | undefined {
   try {
@@ -94,6 +102,8 @@ export interface ClusterDataOptions {
   uploadParallel?: number;
   /** TTL of the lease this node's open records are on. Default 5 s (as membership). */
   openLeaseSeconds?: number;
+  /** How long this node's open record outlives the last close (OpenRecords). Default 3000 ms. */
+  openLingerMs?: number;
 }
 
 /** An uploaded chunk waiting for its map transaction. */
@@ -165,6 +175,9 @@ export class ClusterData {
   readonly #readahead: number;
   readonly #uploadParallel: number;
   readonly #openLeaseSeconds: number | undefined;
+  readonly #openLingerMs: number | undefined;
+  /** Set by the vfs: an orphan this node held may be freed now. */
+  onOrphan: (ino: number) => void = () => {};
   /** Which inodes this node has open, in metadata (set at attach). */
   records!: OpenRecords;
   #seq = 0;
@@ -180,6 +193,7 @@ export class ClusterData {
     this.#readahead = options.readaheadChunks ?? 8;
     this.#uploadParallel = options.uploadParallel ?? 4;
     this.#openLeaseSeconds = options.openLeaseSeconds;
+    this.#openLingerMs = options.openLingerMs;
     this.stats = {
       hits: 0,
       peerFills: 0,
@@ -200,7 +214,8 @@ export class ClusterData {
     this.#ns = ns;
     this.#local = local;
     this.#io = io;
-    this.records = new OpenRecords(ns.kv, this.nodeId, this.#openLeaseSeconds);
+    this.records = new OpenRecords(ns.kv, this.nodeId, this.#openLeaseSeconds, this.#openLingerMs);
+    this.records.onOrphan = (ino) => this.onOrphan(ino);
   }
 
   get attached(): boolean {
@@ -262,7 +277,16 @@ export class ClusterData {
    * keeps the inode until this node closes it.
    */
   async #loadMap(ino: number): Promise<Uint8Array | undefined> {
-    if (this.records.isHeld(ino)) return await this.#ns.transact((tx) => tx.getChunkMap(ino));
+    if (this.records.reuse(ino)) {
+      // One read: a single key needs no validation round trip (the namespace's read-only
+      // transactions validate every key they read).
+      const response = await this.#ns.kv.txn({
+        success: [{ range: { key: keys.chunkMap(ino) } }],
+        revisionsUnused: true,
+      });
+      return (response.responses[0] as { range: { kvs: { value: Uint8Array }[] } }).range.kvs[0]
+        ?.value;
+    }
     const held = await this.records.hold(ino, keys.chunkMap(ino));
     if (!held) {
       throw new FsError("ENOENT", `inode ${ino} was deleted (on another node) while opening`);
@@ -272,22 +296,18 @@ export class ClusterData {
 
   /**
    * The last handle of `ino` on this node closed (after its flush published): its open record
-   * goes. True when the inode is now an orphan (nlink 0, unlinked while open) that the caller
-   * should try to free; undefined when this node held no record of it.
+   * goes a moment later (OpenRecords.closeLater). True when the inode is an orphan (nlink 0,
+   * unlinked while open) as far as this node knows, so the caller should try to free it now;
+   * an unlink elsewhere not seen yet frees it when the record goes. Undefined when this node
+   * held no record of it.
    */
   async closed(ino: number): Promise<boolean | undefined> {
     const state = this.#files.get(ino);
     if (state && state.dirty.size === 0) this.#files.delete(ino);
     if (!this.records.isHeld(ino)) return undefined;
-    try {
-      const stored = await this.records.release(ino);
-      return stored !== undefined && decodeInode(ino, stored).nlink === 0;
-    } catch (error) {
-      // The record stays (on this node's lease): an unlink elsewhere keeps the inode as an
-      // orphan until this process ends, and gc then frees it.
-      console.error(`skyfs: removing the open record of inode ${ino}: ${(error as Error).message}`);
-      return undefined;
-    }
+    this.records.closeLater(ino);
+    // Cached unless another node changed it since this node's open (the watch forgets it).
+    return (await this.#ns.getInode(ino))?.nlink === 0;
   }
 
   /** In a transaction that would delete `ino`: whether another node still has it open. */
@@ -884,6 +904,8 @@ export class ClusterData {
   /** A metadata watch saw `key` change to `value` (undefined: deleted). True when that is this
    * node's own latest write of the key coming back (nothing for the kernel to drop). */
   forgetMetadata(key: Uint8Array, value?: Uint8Array): boolean {
+    // An inode whose open record outlives its last close here: an unlink elsewhere need not wait.
+    if (key.length === 12 && key[3] === INODE_TAG) this.records?.releaseIfLingering(inoOfKey(key));
     return this.#ns?.watched(key, value) ?? false;
   }
 

@@ -18,7 +18,7 @@ import { collectGarbage } from "./gc.ts";
 import { keys } from "../meta/namespace.ts";
 import { prefixEnd } from "../meta/kv.ts";
 import { errnoName, FsError } from "../fs_error.ts";
-import { openRecordsPrefix } from "./open_records.ts";
+import { openRecordKey, openRecordsPrefix } from "./open_records.ts";
 
 const ctx: Ctx = { uid: 0, gid: 0, pid: 1 };
 const O_RDWR = 2;
@@ -443,7 +443,7 @@ Deno.test({
       const ino = await writeFile(a.vfs, "f", content);
       // B opens it and has read nothing yet: every chunk must still come from somewhere.
       const { fh } = await openByName(b.vfs, "f");
-      assert.equal(await openRecords(c.kv, ino), 1);
+      assert.ok(await exists(c.kv, openRecordKey(ino, "b")), "B's open record");
       await a.vfs.unlink(ctx, 1, name("f"));
       assert.equal(await errnoOf(() => a.vfs.lookup(ctx, 1, name("f"))), "ENOENT");
       assert.ok(await exists(c.kv, keys.inode(ino)), "kept as an orphan for B");
@@ -464,7 +464,7 @@ Deno.test({
       assert.equal(await exists(c.kv, keys.inode(ino)), false);
       assert.equal(await exists(c.kv, keys.orphan(ino)), false);
       assert.equal(await exists(c.kv, keys.chunkMap(ino)), false);
-      assert.equal(await openRecords(c.kv, ino), 0);
+      await until(async () => await openRecords(c.kv, ino) === 0, "B's record gone");
       await until(async () => (await c.backend.list("c/")).length === 2, "current objects gone");
       const report = await collectGarbage(c.kv, c.backend, { graceMs: 0 });
       assert.equal(report.orphansPurged, 0);
@@ -495,6 +495,43 @@ Deno.test({
       await b.vfs.release(oldIno, fh, 0);
       assert.equal(await exists(c.kv, keys.inode(oldIno)), false);
       assert.deepEqual(await readFile(a.vfs, "g"), next);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster consistency: B's record outlives its close briefly (a reopen writes nothing); an unlink on A then frees the file at once",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const content = random(5000);
+      const ino = await writeFile(a.vfs, "l", content);
+      assert.deepEqual(await readFile(b.vfs, "l"), content);
+      assert.equal(await openRecords(c.kv, ino), 1, "B's record lingers after its close");
+      const revision = await c.kv.revision();
+      assert.deepEqual(await readFile(b.vfs, "l"), content);
+      assert.equal(await c.kv.revision(), revision, "the reopen and close wrote nothing");
+      // A's unlink keeps the inode for B's record; B's watch sees it and lets go at once.
+      await a.vfs.unlink(ctx, 1, name("l"));
+      await until(async () => !(await exists(c.kv, keys.inode(ino))), "freed well before 3 s");
+      await until(async () => await openRecords(c.kv, ino) === 0, "B's record gone");
+      assert.equal(await exists(c.kv, keys.orphan(ino)), false);
+      // Without the watch's help, the record goes after the linger (3 s) and B frees the orphan.
+      const ino2 = await writeFile(a.vfs, "m", content);
+      assert.deepEqual(await readFile(b.vfs, "m"), content);
+      b.watcher.cancel();
+      await a.vfs.unlink(ctx, 1, name("m"));
+      assert.ok(await exists(c.kv, keys.orphan(ino2)), "kept for B's lingering record");
+      for (let i = 0; i < 50 && await exists(c.kv, keys.inode(ino2)); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(await exists(c.kv, keys.inode(ino2)), false, "freed after the linger");
     } finally {
       await c.cleanup();
     }
@@ -565,7 +602,7 @@ Deno.test({
         }
         outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
         await until(async () => !(await exists(c.kv, keys.inode(ino))), `round ${round} freed`);
-        assert.equal(await openRecords(c.kv, ino), 0);
+        await until(async () => await openRecords(c.kv, ino) === 0, `round ${round} records`);
       }
       assert.ok((outcomes.get("opened") ?? 0) > 0, JSON.stringify([...outcomes]));
     } finally {

@@ -3,7 +3,10 @@
  * one node keeps the inode (as an orphan) while another node still has it open, as POSIX wants.
  *
  * A node's first open of an inode puts `cl/open/<ino hex>/<node>` on this node's lease (a
- * crashed node's records vanish with it), and its last close deletes it. Both also write the
+ * crashed node's records vanish with it), and its last close deletes it, `lingerMs` later: a
+ * file opened again meanwhile (the common open/close/open) costs no metadata write, and an
+ * unlink elsewhere meanwhile is seen by the metadata watch, which ends the wait at once
+ * (`releaseIfLingering`). Both writes also write the
  * inode's guard key `cl/openguard/<ino hex>`: a transaction deciding whether to delete an
  * inode reads the guard and the records in one snapshot and compares the guard at commit
  * (Namespace's `readGuarded`), so an open or close landing between that read and the commit
@@ -12,7 +15,7 @@
  */
 
 import type { KeyValue, MetaKV } from "../meta/kv.ts";
-import { keys, type NsTxn } from "../meta/namespace.ts";
+import { decodeInode, keys, type NsTxn } from "../meta/namespace.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -47,15 +50,25 @@ export class OpenRecords {
   readonly #held = new Set<number>();
   /** Per inode, the tail of its record operations: a put and a delete of one key never race. */
   readonly #tails = new Map<number, Promise<unknown>>();
+  /** Held inodes closed here, and when their record goes. */
+  readonly #lingering = new Map<number, number>();
+  /** Held inodes whose record is being deleted: the next open must put it again. */
+  readonly #releasing = new Set<number>();
+  readonly #lingerMs: number;
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+  /** Called when a record released after its linger shows the inode as an orphan (nlink 0):
+   * the vfs may now free it. */
+  onOrphan: (ino: number) => void = () => {};
   #lease: Promise<number> | undefined;
   #leaseId: number | undefined;
   #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
-  constructor(kv: MetaKV, nodeId: string, ttlSeconds = 5) {
+  constructor(kv: MetaKV, nodeId: string, ttlSeconds = 5, lingerMs = 3000) {
     this.#kv = kv;
     this.#nodeId = nodeId;
     this.#ttlSeconds = ttlSeconds;
+    this.#lingerMs = lingerMs;
   }
 
   /** The lease the records are on, once one was granted (tests revoke it to play a crash). */
@@ -63,8 +76,52 @@ export class OpenRecords {
     return this.#leaseId;
   }
 
+  /** This node's record of `ino` exists and is not being deleted. */
   isHeld(ino: number): boolean {
-    return this.#held.has(ino);
+    return this.#held.has(ino) && !this.#releasing.has(ino);
+  }
+
+  /** An open of `ino` here: true if this node's record already covers it (then kept). */
+  reuse(ino: number): boolean {
+    if (!this.isHeld(ino)) return false;
+    this.#lingering.delete(ino);
+    return true;
+  }
+
+  /** The last handle of `ino` here closed: its record goes `lingerMs` from now. */
+  closeLater(ino: number): void {
+    if (!this.isHeld(ino)) return;
+    if (this.#lingerMs <= 0) return this.#releaseInBackground(ino);
+    this.#lingering.set(ino, Date.now() + this.#lingerMs);
+    if (this.#sweeper === undefined && !this.#closed) {
+      this.#sweeper = setInterval(() => this.#sweep(), Math.max(100, this.#lingerMs / 3));
+      Deno.unrefTimer(this.#sweeper);
+    }
+  }
+
+  /** The inode changed elsewhere (the watch): a record lingering for it goes now, so an unlink
+   * there frees the file without waiting. */
+  releaseIfLingering(ino: number): void {
+    if (this.#lingering.delete(ino)) this.#releaseInBackground(ino);
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const [ino, due] of this.#lingering) {
+      if (due > now) continue;
+      this.#lingering.delete(ino);
+      this.#releaseInBackground(ino);
+    }
+  }
+
+  #releaseInBackground(ino: number): void {
+    this.release(ino).then((stored) => {
+      if (stored && decodeInode(ino, stored).nlink === 0) this.onOrphan(ino);
+    }).catch((error) => {
+      // The record stays (on this node's lease): an unlink elsewhere keeps the inode as an
+      // orphan until this process ends, and gc then frees it.
+      console.error(`skyfs: removing the open record of inode ${ino}: ${error}`);
+    });
   }
 
   /**
@@ -82,6 +139,7 @@ export class OpenRecords {
           { put: { key: openGuardKey(ino), value: node, lease } },
           { range: { key: alsoRead } },
         ],
+        revisionsUnused: true, // values only: CURP's one-round-trip fast path
       });
       if (!response.succeeded) return undefined;
       this.#held.add(ino);
@@ -95,6 +153,8 @@ export class OpenRecords {
    * that commit (undefined if deleted), so the caller knows whether it may now free an orphan.
    */
   release(ino: number): Promise<Uint8Array | undefined> {
+    this.#lingering.delete(ino);
+    if (this.#held.has(ino)) this.#releasing.add(ino);
     return this.#serial(ino, async () => {
       if (!this.#held.has(ino)) return undefined;
       const lease = await this.#grant();
@@ -104,9 +164,13 @@ export class OpenRecords {
           { put: { key: openGuardKey(ino), value: encoder.encode(this.#nodeId), lease } },
           { range: { key: keys.inode(ino) } },
         ],
+        revisionsUnused: true,
       });
       this.#held.delete(ino);
       return (response.responses[2] as { range: { kvs: KeyValue[] } }).range.kvs[0]?.value;
+    }).finally(() => {
+      // A hold queued behind this release has put the record again (it runs after it).
+      this.#releasing.delete(ino);
     });
   }
 
@@ -120,6 +184,7 @@ export class OpenRecords {
 
   /** `ino` was deleted: forget (and delete) this node's record of it. */
   forget(ino: number): void {
+    this.#lingering.delete(ino);
     if (!this.#held.has(ino)) return;
     this.release(ino).catch((error) => {
       console.error(`skyfs: removing the open record of deleted inode ${ino}: ${error}`);
@@ -195,7 +260,9 @@ export class OpenRecords {
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
-    this.#timer = undefined;
+    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
+    this.#timer = this.#sweeper = undefined;
+    this.#lingering.clear();
     if (this.#leaseId !== undefined) await this.#kv.leaseRevoke(this.#leaseId).catch(() => {});
     this.#held.clear();
   }

@@ -731,6 +731,8 @@ export class NsTxn {
   async readGuarded(guard: Uint8Array, prefix: Uint8Array): Promise<KeyValue[]> {
     const response = await this.#ns.kv.txn({
       success: [{ range: { key: guard } }, { range: { key: prefix, rangeEnd: prefixEnd(prefix) } }],
+      // Read kvs carry their committed modRevisions even on CURP's fast path.
+      revisionsUnused: true,
     });
     const [g, found] = response.responses as { range: { kvs: KeyValue[] } }[];
     const name = keyString(guard);

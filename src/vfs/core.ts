@@ -212,6 +212,8 @@ export class VfsCore {
     this.onInodeChange = options.onInodeChange ?? (() => {});
     this.cluster = options.cluster;
     this.#writebackMs = options.attrWritebackMs ?? 1000;
+    // An orphan whose open record went (after its linger) may be freed now.
+    if (this.cluster) this.cluster.onOrphan = (ino) => this.purgeLater(ino);
   }
 
   // --- per-inode state ---
