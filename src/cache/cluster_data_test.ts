@@ -647,6 +647,29 @@ Deno.test({
 
 Deno.test({
   name:
+    "cluster consistency: a directory removed while open here lists . and .. until its release frees it",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const dir = await a.vfs.mkdir(ctx, 1, name("d"), 0o755, 0);
+      const fh = await a.vfs.opendir(ctx, dir.ino, 0);
+      await a.vfs.rmdir(ctx, 1, name("d"));
+      assert.ok(await exists(c.kv, keys.orphan(dir.ino)), "kept for the open handle");
+      const listed = await a.vfs.readdir(ctx, dir.ino, fh, 0, 10, false);
+      assert.deepEqual(listed.map((e) => new TextDecoder().decode(e.name)), [".", ".."]);
+      await a.vfs.releasedir(dir.ino, fh);
+      await until(async () => !(await exists(c.kv, keys.inode(dir.ino))), "freed at release");
+      assert.equal(await exists(c.kv, keys.orphan(dir.ino)), false);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
     "cluster consistency: SEEK_DATA/SEEK_HOLE on B come from the chunk map (nothing local yet) and B's dirty chunks",
   ...options,
   fn: async () => {

@@ -74,7 +74,17 @@ export function releasedir(core: VfsCore, ino: number, fh: number): Promise<void
   core.dirHandle(fh, ino);
   core.removeHandle(fh);
   core.dropStateIfIdle(ino);
-  if (!core.isReferenced(ino)) core.purgeLater(ino);
+  if (core.isReferenced(ino)) return Promise.resolve();
+  if (!core.cluster) {
+    core.purgeLater(ino);
+    return Promise.resolve();
+  }
+  // In a cluster lookups do not keep an inode, so every last releasedir would try a purge (a
+  // metadata round trip per listing): only a directory removed while open here needs one, and
+  // this node's own rmdir left nlink 0 in its cache.
+  core.ns.getInode(ino).then((record) => {
+    if (record?.nlink === 0) core.purgeLater(ino);
+  }).catch((error) => console.error(`skyfs: releasedir of inode ${ino}: ${error}`));
   return Promise.resolve();
 }
 
