@@ -1,15 +1,23 @@
 /**
  * Three `skyfs mount` daemons on one machine sharing three CURP replicas and a directory backend:
- * write on A, read on B and C; concurrent writers on different files; kill -9 of a node under
- * load; a node restarted with an empty cache reads everything back; `skyfs status`. The first two
- * also on one etcd member. Needs root and /dev/fuse (and etcd-server for the etcd case).
+ * write on A, read on B and C; concurrent writers on different files; kill -9 of a node while
+ * all three write and fsync; a node restarted with an empty cache reads everything back; `skyfs
+ * status`. The first two also on one etcd member. Needs root and /dev/fuse (and etcd-server for the etcd case).
  * @module
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { LocalCluster } from "../../src/cluster/local_cluster.ts";
-import { canRunCluster, random, same, skyfsStatus, sleep, until } from "./_cluster_util.ts";
+import {
+  canRunCluster,
+  random,
+  same,
+  skyfsStatus,
+  sleep,
+  until,
+  writeSynced,
+} from "./_cluster_util.ts";
 
 /** Write on A, read on B and C; overwrite on B; one concurrent writer per node. */
 async function writeHereReadThere(cluster: LocalCluster, acked: Map<string, Uint8Array>) {
@@ -63,25 +71,38 @@ Deno.test({
       const [a, b, c] = cluster.nodes;
       const acked = new Map<string, Uint8Array>();
       await writeHereReadThere(cluster, acked);
-      // kill -9 of B while A writes: every write A acknowledged is readable on C.
+      // kill -9 of B while all three write and fsync: every file whose fsync returned (on B
+      // too, before the kill) is readable on A and C; A and C keep writing.
       let stop = false;
-      let written = 0;
-      const writer = (async () => {
+      const written = new Map(cluster.nodes.map((n) => [n.id, 0]));
+      const writers = cluster.nodes.map(async (node) => {
         for (let i = 0; !stop; i++) {
+          const name = `load-${node.id}-${i}`;
           const data = random(300_000);
-          await Deno.writeFile(join(a.mountpoint, `load-${i}`), data);
-          acked.set(`load-${i}`, data);
-          written++;
+          try {
+            await writeSynced(join(node.mountpoint, name), data);
+          } catch (error) {
+            if (node === b) return; // killed under it: nothing acknowledged
+            throw error;
+          }
+          acked.set(name, data);
+          written.set(node.id, i + 1);
         }
-      })();
-      await until(() => written >= 5, "A wrote 5 files");
+      });
+      await until(() => [...written.values()].every((n) => n >= 3), "each node wrote 3 files");
       await cluster.kill(b);
-      const atKill = written;
-      await until(() => written >= atKill + 5, "A wrote 5 more files after B's kill");
+      const atKill = new Map(written);
+      await until(
+        () => [a, c].every((n) => written.get(n.id)! >= atKill.get(n.id)! + 3),
+        "A and C wrote 3 more files after B's kill",
+      );
       stop = true;
-      await writer;
-      for (const [name, data] of acked) {
-        assert.ok(same(await Deno.readFile(join(c.mountpoint, name)), data), `C reads ${name}`);
+      await Promise.all(writers);
+      for (const node of [a, c]) {
+        for (const [name, data] of acked) {
+          const got = await Deno.readFile(join(node.mountpoint, name));
+          assert.ok(same(got, data), `${node.id} reads ${name}`);
+        }
       }
       // B restarts with an empty cache and reads everything back (peers, then backend).
       await Deno.remove(b.dataDir, { recursive: true });
