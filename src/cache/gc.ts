@@ -37,16 +37,7 @@ export async function collectGarbage(
   // Objects are listed first: one uploaded after this listing is not looked at, and one listed
   // here is either named by a map read below or older than the grace period.
   const objects = await backend.list("c/");
-  let orphansPurged = 0;
-  const orphanPrefix = keys.orphans();
-  const orphans = await kv.range({
-    key: orphanPrefix,
-    rangeEnd: prefixEnd(orphanPrefix),
-    keysOnly: true,
-  });
-  for (const item of orphans.kvs) {
-    if (await purgeOrphan(kv, inoOf(item.key))) orphansPurged++;
-  }
+  const orphansPurged = await purgeOrphans(kv);
   const named = new Set<string>();
   let mapsDeleted = 0;
   const mapPrefix = keys.chunkMaps();
@@ -78,6 +69,18 @@ export async function collectGarbage(
     objectsDeleted++;
   }
   return { orphansPurged, objectsDeleted, mapsDeleted, objectsKept };
+}
+
+/** Free every orphan that no node has open (its holders crashed); returns how many. Also run
+ * on its own when a node leaves the ring, so a crashed holder's orphans do not wait for gc. */
+export async function purgeOrphans(kv: MetaKV): Promise<number> {
+  let purged = 0;
+  const prefix = keys.orphans();
+  const orphans = await kv.range({ key: prefix, rangeEnd: prefixEnd(prefix), keysOnly: true });
+  for (const item of orphans.kvs) {
+    if (await purgeOrphan(kv, inoOf(item.key))) purged++;
+  }
+  return purged;
 }
 
 /**

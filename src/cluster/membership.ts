@@ -53,6 +53,11 @@ export class Ring {
     return this.#points.length / VNODES;
   }
 
+  /** The ids of the nodes on the ring. */
+  get ids(): string[] {
+    return [...new Set(this.#points.map((p) => p.node.id))];
+  }
+
   /** The node owning `key`, or undefined on an empty ring. */
   owner(key: string): NodeInfo | undefined {
     if (this.#points.length === 0) return undefined;
@@ -93,6 +98,8 @@ export class Membership {
   #timer: ReturnType<typeof setInterval> | undefined;
   #watcher: { cancel(): void } | undefined;
   #stats: () => Record<string, number>;
+  /** Called with the ids of nodes that left the ring (lease expired or revoked). */
+  onLeft: (ids: string[]) => void = () => {};
 
   constructor(
     kv: MetaKV,
@@ -144,7 +151,10 @@ export class Membership {
   async refresh(): Promise<void> {
     const nodes = await listNodes(this.#kv);
     if (!nodes.some((n) => n.id === this.self.id)) nodes.push(this.self);
+    const before = this.ring.ids;
     this.ring = new Ring(nodes);
+    const left = before.filter((id) => !nodes.some((n) => n.id === id));
+    if (left.length > 0) this.onLeft(left);
   }
 
   async stop(): Promise<void> {

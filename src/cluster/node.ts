@@ -16,7 +16,7 @@ import { Membership } from "./membership.ts";
 import { listenPeers, type PeerTransport, TcpTransport } from "./transport.ts";
 import { probeRdma } from "./rdma_probe.ts";
 import type { IoEngine } from "../io/types.ts";
-import { collectGarbage } from "../cache/gc.ts";
+import { collectGarbage, purgeOrphans } from "../cache/gc.ts";
 
 export interface ClusterNodeOptions {
   /** Backend URL: an absolute path, dir:///path or s3://bucket?endpoint=... */
@@ -50,6 +50,7 @@ export class ClusterNode {
   readonly #kv: MetaKV;
   #watcher: { cancel(): void } | undefined;
   #gcTimer: ReturnType<typeof setInterval> | undefined;
+  readonly #orphanTimers = new Set<ReturnType<typeof setTimeout>>();
 
   private constructor(
     kv: MetaKV,
@@ -101,6 +102,7 @@ export class ClusterNode {
     membership.self.stats = undefined;
     await membership.start();
     node.#watch();
+    membership.onLeft = (ids) => node.#orphansOfLeft(ids, log);
     node.#gcTimer = setInterval(() =>
       node.collectGarbage().catch((error) => {
         log(`skyfs: backend garbage collection failed: ${(error as Error).message}`);
@@ -153,7 +155,28 @@ export class ClusterNode {
     }
   }
 
+  /**
+   * Nodes left the ring: files they had open and another node unlinked are orphans nobody will
+   * close. Their open records go with their lease, which expires about when the membership key
+   * did (same TTL, renewed together), so the gc owner frees such orphans one TTL later.
+   */
+  #orphansOfLeft(ids: string[], log: (line: string) => void): void {
+    const timer = setTimeout(async () => {
+      this.#orphanTimers.delete(timer);
+      if (this.membership.ring.owner("gc")?.id !== this.data.nodeId) return;
+      try {
+        const purged = await purgeOrphans(this.#kv);
+        if (purged > 0) log(`skyfs: freed ${purged} orphans left open by ${ids.join(", ")}`);
+      } catch (error) {
+        log(`skyfs: freeing orphans of ${ids.join(", ")}: ${(error as Error).message}`);
+      }
+    }, 6_000);
+    Deno.unrefTimer(timer);
+    this.#orphanTimers.add(timer);
+  }
+
   async stop(): Promise<void> {
+    for (const timer of this.#orphanTimers) clearTimeout(timer);
     if (this.#gcTimer !== undefined) clearInterval(this.#gcTimer);
     this.#watcher?.cancel();
     await this.membership.stop();

@@ -173,6 +173,31 @@ Deno.test({
         assert.equal(hole2, 2 * CHUNK + 100 + 4096, "the implicit hole at the end");
       });
 
+      await t.step(
+        "kill -9 of C holding an unlinked file: the orphan is freed soon after",
+        async () => {
+          await Deno.writeFile(at(a, "held"), random(CHUNK + 1));
+          const ino = Deno.statSync(at(a, "held")).ino!;
+          const file = await Deno.open(at(c, "held"));
+          await Deno.remove(at(a, "held"));
+          assert.equal((await kv.range({ key: keys.orphan(ino) })).count, 1, "kept for C");
+          await cluster.kill(c);
+          try {
+            file.close();
+          } catch { /* C's mount is gone */ }
+          // C's open record goes with its lease (5 s); the gc owner then frees the orphan.
+          await until(
+            async () => (await kv.range({ key: keys.inode(ino) })).count === 0,
+            "orphan freed after C's lease expired",
+            20_000,
+          );
+          assert.equal((await kv.range({ key: keys.chunkMap(ino) })).count, 0);
+          const logs = (await cluster.logOf(a)) + (await cluster.logOf(b));
+          assert.match(logs, /freed 1 orphans left open by c/, "freed by the departure sweep");
+          await cluster.startNode(c);
+        },
+      );
+
       await t.step("fsync on A, kill -9 of A right after: B reads the data", async () => {
         const content = random(CHUNK + 5555);
         const file = await Deno.open(at(a, "durable"), { write: true, create: true });
