@@ -152,7 +152,9 @@ export class CacheIndex {
     const running = (async () => {
       if (log === undefined) {
         const { fd, bytes } = await write([]);
-        this.#log = new LogWriter(io, fd, bytes);
+        // A failed append only loses that record (the row is refetched or rechecked after a
+        // restart); later ones go on.
+        this.#log = new LogWriter(io, fd, bytes, { onRollback: () => {} });
         return;
       }
       // Rows are snapshotted inside the switch, after the last write to the old file: records

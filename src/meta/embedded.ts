@@ -17,8 +17,12 @@
  * acknowledged so far then survives power loss. A read may see a transaction whose write is still
  * in flight (as a reader of ext4 may see a create the journal has not committed); if the process
  * dies then, the transaction was never acknowledged to its writer and is gone after the restart.
- * A failed log write (other than a full disk, see the reserve) stops the store: every later call
- * rejects, naming the restart that recovers what was acknowledged.
+ * Watchers get a transaction's events once its record is written. A log write that fails (a full
+ * disk once the reserve is used up, an I/O error) takes back in memory its transactions and every
+ * later one not yet written, before their callers get the error; the store goes on serving, and
+ * writes succeed again once the disk has room. The bytes such a write may have left are zeroed
+ * (punched), so no stale frame can follow later ones; where that fails the store stops, and every
+ * later call names the restart that recovers what was acknowledged.
  *
  * Compaction: once the log outgrows both `logCompactBytes` and the last snapshot, a snapshot of a
  * copy-on-write clone of the tree is written (in the background, in 1 MiB frames), then the log
@@ -148,6 +152,18 @@ interface Lease {
   keys: Set<string>;
 }
 
+/** What takes back a transaction applied in memory whose log write failed (and what a snapshot
+ * subtracts to hold only written transactions): the state before it. */
+interface Undo {
+  revisionBefore: number;
+  seqBefore: number;
+  nextLeaseIdBefore: number;
+  /** Keys it wrote, each with its entry before (undefined: absent), in the order written. */
+  keys: [string, KeyValue | undefined][];
+  /** Leases it granted or dropped, each with its state before. */
+  leases: [number, Lease | undefined][];
+}
+
 interface HistoryRecord {
   revision: number;
   events: WatchEvent[];
@@ -252,6 +268,8 @@ class _Watch implements Watcher {
     readonly end: string,
     readonly startRevision: number,
     history: HistoryRecord[],
+    /** The last revision `history` covers; later ones arrive as they are written. */
+    readonly historyEnd: number,
     readonly prevKv: boolean,
     readonly onEvents: (events: WatchEvent[], revision: number) => void,
   ) {
@@ -301,8 +319,15 @@ export class EmbeddedKV implements MetaKV {
   /** Write revisions after the compacted one, oldest first. */
   #history: HistoryRecord[] = [];
 
+  /** Transactions applied in memory whose log records are not written yet, oldest first. */
+  readonly #unwritten: Undo[] = [];
+  /** Newest revision whose record is written: history handed to a new watcher stops here, and
+   * later events reach watchers once written (a failed write takes them back unseen). */
+  #durableRevision = 1;
+
   // State of the write transaction in progress (only valid between #beginWrite and #endWrite).
   #writing = false;
+  #undo: Undo | undefined;
   #writeRevision = 0;
   #events: WatchEvent[] = [];
   #record: ByteWriter | undefined;
@@ -375,7 +400,7 @@ export class EmbeddedKV implements MetaKV {
         console.error(
           `skyfs: metadata log "${this.#logPath}": cut a torn tail of ${
             log.length - goodBytes
-          } bytes (a write cut short by a crash; nothing acknowledged)`,
+          } bytes (a write cut short by a crash or a full disk; nothing acknowledged)`,
         );
         needsCompaction = true;
       }
@@ -394,6 +419,7 @@ export class EmbeddedKV implements MetaKV {
     }
     // A torn tail is cut by restarting the log (the engine has no ftruncate, and bytes left
     // behind a shorter append could later read as frames).
+    this.#durableRevision = this.#revision;
     if (needsCompaction) await this.#compactLog();
     if (this.#reserveBytes > 0) {
       this.#reserve = new SpaceReserve(io, `${this.path}-reserve`, this.#reserveBytes);
@@ -430,6 +456,9 @@ export class EmbeddedKV implements MetaKV {
       // A full disk must not stop the unlink or truncate that would free it: give the reserve
       // back to the file system and write the same bytes again.
       onWriteError: async (error) => isDiskFull(error) && (await this.#reserve?.release() ?? false),
+      // The failed write's transactions and every later one not yet written are taken back,
+      // before their callers hear of the error: memory again matches what the log holds.
+      onRollback: () => this.#rollBack(),
     });
   }
 
@@ -577,11 +606,53 @@ export class EmbeddedKV implements MetaKV {
     this.#tree.set(name, kv);
     if (prev !== undefined && prev.lease !== 0) this.#leases.get(prev.lease)?.keys.delete(name);
     if (kv.lease !== 0) this.#leases.get(kv.lease)?.keys.add(name);
+    this.#undo?.keys.push([name, prev]);
   }
 
   #deleteKey(name: string, prev: KeyValue): void {
     this.#tree.delete(name);
     if (prev.lease !== 0) this.#leases.get(prev.lease)?.keys.delete(name);
+    this.#undo?.keys.push([name, prev]);
+  }
+
+  /** Grant or drop lease `id` (undefined), remembering its state before for a rollback. */
+  #setLease(id: number, lease: Lease | undefined): void {
+    this.#undo?.leases.push([id, this.#leases.get(id)]);
+    if (lease === undefined) this.#leases.delete(id);
+    else this.#leases.set(id, lease);
+  }
+
+  /** Take back every transaction not yet written, newest first (LogWriter's onRollback). */
+  #rollBack(): void {
+    for (let i = this.#unwritten.length - 1; i >= 0; i--) {
+      const undo = this.#unwritten[i];
+      // Leases first: a dropped lease must exist again before its keys come back.
+      for (let j = undo.leases.length - 1; j >= 0; j--) {
+        const [id, lease] = undo.leases[j];
+        if (lease === undefined) this.#leases.delete(id);
+        else this.#leases.set(id, lease);
+      }
+      for (let j = undo.keys.length - 1; j >= 0; j--) {
+        const [name, before] = undo.keys[j];
+        const now = this.#tree.get(name);
+        if (now !== undefined && now.lease !== 0) this.#leases.get(now.lease)?.keys.delete(name);
+        if (before === undefined) {
+          this.#tree.delete(name);
+        } else {
+          this.#tree.set(name, before);
+          if (before.lease !== 0) this.#leases.get(before.lease)?.keys.add(name);
+        }
+      }
+      this.#revision = undo.revisionBefore;
+      this.#seq = undo.seqBefore;
+      this.#nextLeaseId = undo.nextLeaseIdBefore;
+    }
+    this.#unwritten.length = 0;
+    while (
+      this.#history.length > 0 && this.#history[this.#history.length - 1].revision > this.#revision
+    ) {
+      this.#history.pop();
+    }
   }
 
   /** [key, value] pairs of a range, in key order; at most `max` (0: all). */
@@ -673,6 +744,13 @@ export class EmbeddedKV implements MetaKV {
     this.#events = [];
     this.#recordOps = 0;
     if (this.#inMemory) return;
+    this.#undo = {
+      revisionBefore: this.#revision,
+      seqBefore: this.#seq,
+      nextLeaseIdBefore: this.#nextLeaseId,
+      keys: [],
+      leases: [],
+    };
     const w = new ByteWriter();
     w.u8(Rec.Txn);
     w.f64(this.#seq + 1);
@@ -686,17 +764,34 @@ export class EmbeddedKV implements MetaKV {
     this.#writing = false;
     const events = this.#events;
     const changed = events.length > 0;
+    const revision = changed ? this.#writeRevision : this.#revision;
     if (changed) {
-      this.#revision = this.#writeRevision;
-      this.#history.push({ revision: this.#revision, events });
-      this.#publish(events, this.#revision);
+      this.#revision = revision;
+      this.#history.push({ revision, events });
     }
     const record = this.#record;
+    const undo = this.#undo;
     this.#record = undefined;
-    if (this.#recordOps === 0 || record === undefined) return Promise.resolve();
+    this.#undo = undefined;
+    if (this.#recordOps === 0 || record === undefined || undo === undefined) {
+      // ":memory:", or nothing to log: durable as it stands.
+      if (changed) this.#published(events, revision);
+      return Promise.resolve();
+    }
     this.#seq++;
-    record.setF64At(TXN_REVISION_AT, this.#revision);
-    return this.#log!.append(record.frame());
+    record.setF64At(TXN_REVISION_AT, revision);
+    this.#unwritten.push(undo);
+    return this.#log!.append(record.frame()).then(() => {
+      // Appends complete in order, so this transaction is the oldest unwritten one.
+      this.#unwritten.shift();
+      if (changed) this.#published(events, revision);
+    });
+  }
+
+  /** A transaction's record is written: its events go to the watchers. */
+  #published(events: WatchEvent[], revision: number): void {
+    this.#durableRevision = revision;
+    this.#publish(events, revision);
   }
 
   #recordPut(kv: KeyValue): void {
@@ -894,7 +989,7 @@ export class EmbeddedKV implements MetaKV {
         this.#events.push({ type: "delete", kv: deletedKv(prev.key, rev), prevKv: prev });
       }
     }
-    this.#leases.delete(id);
+    this.#setLease(id, undefined);
     this.#recordOp(Op.LeaseDrop, id);
     return this.#endWrite();
   }
@@ -947,19 +1042,41 @@ export class EmbeddedKV implements MetaKV {
   /** Replace the snapshot file with the state as of record #seq (a copy-on-write clone of the
    * tree, so transactions go on while it is written). */
   async #writeSnapshot(): Promise<void> {
+    // Only written transactions: the clone minus those whose records are still on their way (a
+    // failed write takes them back, and the log will then hold other records under their seq).
     const tree = this.#tree.clone();
+    const leases = new Map([...this.#leases].map(([id, lease]) => [id, lease.ttlSeconds]));
+    let seq = this.#seq;
+    let revision = this.#revision;
+    let nextLeaseId = this.#nextLeaseId;
+    for (let i = this.#unwritten.length - 1; i >= 0; i--) {
+      const undo = this.#unwritten[i];
+      for (let j = undo.leases.length - 1; j >= 0; j--) {
+        const [id, lease] = undo.leases[j];
+        if (lease === undefined) leases.delete(id);
+        else leases.set(id, lease.ttlSeconds);
+      }
+      for (let j = undo.keys.length - 1; j >= 0; j--) {
+        const [name, before] = undo.keys[j];
+        if (before === undefined) tree.delete(name);
+        else tree.set(name, before);
+      }
+      seq = undo.seqBefore;
+      revision = undo.revisionBefore;
+      nextLeaseId = undo.nextLeaseIdBefore;
+    }
     const header = new ByteWriter();
     header.u8(Rec.SnapshotHeader);
     header.bytes(MAGIC);
     header.u32(EMBEDDED_FORMAT);
-    header.f64(this.#seq);
-    header.f64(this.#revision);
+    header.f64(seq);
+    header.f64(revision);
     header.f64(this.#compactRevision);
-    header.f64(this.#nextLeaseId);
-    header.u32(this.#leases.size);
-    for (const [id, lease] of this.#leases) {
+    header.f64(nextLeaseId);
+    header.u32(leases.size);
+    for (const [id, ttlSeconds] of leases) {
       header.f64(id);
-      header.f64(lease.ttlSeconds);
+      header.f64(ttlSeconds);
     }
     let snapshotBytes = 0;
     await replaceFile(this.#io!, this.#snapshotPath, async (append) => {
@@ -1010,7 +1127,7 @@ export class EmbeddedKV implements MetaKV {
 
   #publish(events: WatchEvent[], revision: number): void {
     for (const w of this.#watchers) {
-      if (revision < w.startRevision) continue;
+      if (revision < w.startRevision || revision <= w.historyEnd) continue;
       const selected = selectEvents(w, events);
       if (selected === undefined) continue;
       w.queue.push([selected, revision]);
@@ -1168,7 +1285,8 @@ export class EmbeddedKV implements MetaKV {
     if (start < this.#compactRevision) throw new CompactedError(this.#compactRevision);
     const span = spanOf(range.rangeEnd);
     let history: HistoryRecord[] = [];
-    if (start <= this.#revision) {
+    const historyEnd = this.#durableRevision;
+    if (start <= historyEnd) {
       let lo = 0;
       let hi = this.#history.length;
       while (lo < hi) {
@@ -1176,7 +1294,9 @@ export class EmbeddedKV implements MetaKV {
         if (this.#history[mid].revision < start) lo = mid + 1;
         else hi = mid;
       }
-      history = this.#history.slice(lo);
+      let hi2 = lo;
+      while (hi2 < this.#history.length && this.#history[hi2].revision <= historyEnd) hi2++;
+      history = this.#history.slice(lo, hi2);
     }
     const w = new _Watch(
       this,
@@ -1185,6 +1305,7 @@ export class EmbeddedKV implements MetaKV {
       span === Span.Between ? keyString(range.rangeEnd!) : "",
       start,
       history,
+      historyEnd,
       options.prevKv === true,
       onEvents,
     );
@@ -1200,11 +1321,11 @@ export class EmbeddedKV implements MetaKV {
     }
     this.#expireDue();
     // Ids are never reused, so a stale holder cannot keep someone else's lease alive.
+    this.#beginWrite();
     const id = this.#nextLeaseId++;
     const expiresAtMs = this.#clock() + ttlSeconds * 1000;
-    this.#leases.set(id, { ttlSeconds, expiresAtMs, keys: new Set() });
+    this.#setLease(id, { ttlSeconds, expiresAtMs, keys: new Set() });
     if (expiresAtMs < this.#nextExpiryMs) this.#nextExpiryMs = expiresAtMs;
-    this.#beginWrite();
     this.#recordOp(Op.LeaseGrant, id, ttlSeconds);
     await this.#endWrite();
     return { id, ttlSeconds };

@@ -460,6 +460,82 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "embedded: a write the full disk refuses is taken back, the store goes on, later writes work",
+  ignore: Deno.uid() !== 0, // mounts a small tmpfs
+  async fn() {
+    await withDir(async (dir) => {
+      const small = `${dir}/small`;
+      await Deno.mkdir(small);
+      const mount = (args: string[]) => new Deno.Command(args[0], { args: args.slice(1) }).output();
+      const mounted = await mount(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", small]);
+      assert.ok(mounted.success, text(mounted.stderr));
+      try {
+        const path = `${small}/meta.db`;
+        const kv = await openEmbeddedKV(path, { reserveBytes: 0 });
+        try {
+          const { id } = await kv.leaseGrant(600);
+          await kv.put({ key: bytes("kept"), value: bytes("1"), lease: id });
+          const revision = await kv.revision();
+          const seen: string[] = [];
+          const watcher = kv.watch({ key: bytes("a"), rangeEnd: bytes("z") }, {}, (events) => {
+            for (const e of events) seen.push(`${e.type} ${text(e.kv.key)}`);
+          });
+          const filler = await Deno.open(`${small}/filler`, { write: true, create: true });
+          try {
+            for (;;) await filler.write(new Uint8Array(64 * 1024));
+          } catch (error) {
+            assert.match(String(error), /No space|ENOSPC/);
+          } finally {
+            filler.close();
+          }
+          // Three transactions in one turn share the write that fails: all three come back.
+          const big = new Uint8Array(256 * 1024).fill(2);
+          const results = await Promise.allSettled([
+            kv.put({ key: bytes("big"), value: big }),
+            kv.deleteRange({ key: bytes("kept") }),
+            kv.leaseRevoke(id),
+          ]);
+          for (const r of results) {
+            assert.equal(r.status, "rejected");
+            assert.match(String((r as PromiseRejectedResult).reason), /ENOSPC/);
+          }
+          assert.equal(await kv.revision(), revision, "the revision was taken back");
+          assert.equal((await kv.range({ key: bytes("big") })).count, 0);
+          const kept = (await kv.range({ key: bytes("kept") })).kvs[0];
+          assert.equal(kept?.lease, id, "the deleted key and its lease are back");
+          assert.equal(await kv.leaseKeepAlive(id), 600);
+          await delay(10);
+          assert.deepEqual(seen, [], "watchers never saw what was taken back");
+          // Room again: writes go on where the log stopped.
+          await Deno.remove(`${small}/filler`);
+          await kv.put({ key: bytes("after"), value: bytes("2") });
+          assert.equal(await kv.revision(), revision + 1);
+          await delay(10);
+          assert.deepEqual(seen, ["put after"]);
+          watcher.cancel();
+        } finally {
+          await kv.close();
+        }
+        const again = await openEmbeddedKV(path, { reserveBytes: 0 });
+        try {
+          assert.deepEqual(
+            (await again.range({ key: bytes("a"), rangeEnd: bytes("z") })).kvs.map((k) =>
+              text(k.key)
+            ),
+            ["after", "kept"],
+          );
+        } finally {
+          await again.close();
+        }
+      } finally {
+        await mount(["umount", small]);
+      }
+    });
+  },
+});
+
 Deno.test("embedded: leases expire on the injected clock, keys deleted in one revision", async () => {
   let now = 1_000_000;
   const kv = await openEmbeddedKV(":memory:", { clock: () => now });

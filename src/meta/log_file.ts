@@ -46,7 +46,8 @@ export function scanFrames(
   while (at + FRAME_HEADER_BYTES <= bytes.length) {
     const length = view.getUint32(at);
     const end = at + FRAME_HEADER_BYTES + length;
-    if (length > MAX_FRAME_PAYLOAD_BYTES || end > bytes.length) break;
+    // No frame is empty: zeros are a hole punched over a failed write (LogWriter).
+    if (length === 0 || length > MAX_FRAME_PAYLOAD_BYTES || end > bytes.length) break;
     const payload = bytes.subarray(at + FRAME_HEADER_BYTES, end);
     if (crc32(payload) !== view.getUint32(at + 4)) break;
     at = end;
@@ -179,10 +180,17 @@ export async function lockFile(io: IoEngine, path: string, inUse: () => Error): 
 export interface LogWriterOptions {
   /**
    * Called when a write fails; resolving true retries the same bytes at the same offset (for
-   * example after freeing disk space), false gives up: the writer then rejects every append,
-   * queued and future, with that error.
+   * example after freeing disk space), false gives up on them (see `onRollback`).
    */
   onWriteError?: (error: unknown) => Promise<boolean>;
+  /**
+   * Called synchronously when a write failed for good, just before every append not yet written
+   * (the failed batch and all queued after it) is rejected: the owner undoes what they recorded.
+   * The writer then punches a hole over the bytes the failed write may have left (so no stale
+   * frame can follow later ones) and goes on at the same offset; if it cannot punch, it stops and
+   * rejects every later append. Without this option a failed write always stops the writer.
+   */
+  onRollback?: (error: unknown) => void;
 }
 
 interface Waiter {
@@ -267,13 +275,23 @@ export class LogWriter {
         try {
           await this.#inFlight;
         } catch (error) {
-          this.#failed = error;
-          for (const w of waiters) w.reject(error);
-          for (const w of this.#waiters) w.reject(error);
+          this.#inFlight = undefined;
+          // Synchronously: nothing may append between the undo and the rejections.
+          this.#options.onRollback?.(error);
+          const rejected = [...waiters, ...this.#waiters];
           this.#waiters = [];
           this.#pending = [];
           this.#pendingBytes = 0;
-          break;
+          for (const w of rejected) w.reject(error);
+          if (!(await this.#punch(bytes.length)) || this.#options.onRollback === undefined) {
+            this.#failed = error;
+            for (const w of this.#waiters) w.reject(error);
+            this.#waiters = [];
+            this.#pending = [];
+            this.#pendingBytes = 0;
+            break;
+          }
+          continue;
         } finally {
           this.#inFlight = undefined;
         }
@@ -284,6 +302,21 @@ export class LogWriter {
     } finally {
       this.#flushing = false;
       for (const resolve of this.#idle.splice(0)) resolve();
+    }
+  }
+
+  /** Zero what a failed write of `length` bytes at the current offset may have left. */
+  async #punch(length: number): Promise<boolean> {
+    try {
+      await this.#io.fallocate(
+        this.#fd,
+        libc.FALLOC_FL_PUNCH_HOLE | libc.FALLOC_FL_KEEP_SIZE,
+        this.#offset,
+        length,
+      );
+      return true;
+    } catch {
+      return false;
     }
   }
 
