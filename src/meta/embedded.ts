@@ -648,6 +648,7 @@ export class EmbeddedKV implements MetaKV {
       this.#nextLeaseId = undo.nextLeaseIdBefore;
     }
     this.#unwritten.length = 0;
+    this.#nextExpiryMs = 0; // a lease given back may be due: the next check looks at them all
     while (
       this.#history.length > 0 && this.#history[this.#history.length - 1].revision > this.#revision
     ) {
