@@ -3,7 +3,8 @@
  * on three CURP replicas (or one etcd); node A writes the files, node B opens and closes them.
  * Prints medians in microseconds.
  *
- *   deno run -A bench/cluster/open_close.ts [--root DIR]... [--rounds 5] [--files 100] [--meta curp|etcd]
+ *   deno run -A bench/cluster/open_close.ts [--root DIR]... [--rounds 5] [--files 100]
+ *     [--meta curp|etcd] [--linger MS,MS...]
  *
  * `--root` runs another checkout's skyfs (e.g. /work/main for a before/after comparison in one
  * run: give both roots, rounds alternate between them).
@@ -19,6 +20,16 @@ const option = (name: string, fallback: string) => {
 };
 const roots = args.flatMap((arg, i) => args[i - 1] === "--root" ? [arg] : []);
 if (roots.length === 0) roots.push(new URL("../../", import.meta.url).pathname);
+// --linger 0,500: the last root also runs with SKYFS_OPEN_LINGER_MS set to each value.
+const lingers = option("--linger", "").split(",").filter((v) => v !== "");
+const configs = roots.flatMap((root, i) => [
+  { root, env: {} as Record<string, string>, name: root },
+  ...(i < roots.length - 1 ? [] : lingers).map((ms) => ({
+    root,
+    env: { SKYFS_OPEN_LINGER_MS: ms },
+    name: `${root} linger ${ms} ms`,
+  })),
+]);
 const rounds = Number(option("--rounds", "5"));
 const files = Number(option("--files", "100"));
 const meta = option("--meta", "curp");
@@ -30,11 +41,13 @@ interface Result {
   first: number[];
   /** Open, read 4 KiB, close, each file (cold on B's kernel, warm on B's cache). */
   openRead: number[];
+  /** unlink on B of each file A wrote. */
+  unlink: number[];
 }
 
-async function measure(root: string): Promise<Result> {
+async function measure(root: string, nodeEnv: Record<string, string>): Promise<Result> {
   const { LocalCluster } = await import(join(root, "src/cluster/local_cluster.ts"));
-  const cluster = await LocalCluster.start("unlink-bench-", { nodes: 2, meta });
+  const cluster = await LocalCluster.start("unlink-bench-", { nodes: 2, meta, nodeEnv });
   try {
     const [a, b] = cluster.nodes;
     const data = new Uint8Array(4096).fill(7);
@@ -44,7 +57,7 @@ async function measure(root: string): Promise<Result> {
       run();
       return (performance.now() - start) * 1000;
     };
-    const result: Result = { reopen: [], first: [], openRead: [] };
+    const result: Result = { reopen: [], first: [], openRead: [], unlink: [] };
     // Warm B's kernel entries (lookups) so the open itself is what is measured.
     for (let i = 0; i < files; i++) Deno.statSync(join(b.mountpoint, `f${i}`));
     for (let i = 0; i < files; i++) {
@@ -60,6 +73,9 @@ async function measure(root: string): Promise<Result> {
         file.close();
       }));
     }
+    for (let i = 0; i < files; i++) {
+      result.unlink.push(time(() => Deno.removeSync(join(b.mountpoint, `f${i}`))));
+    }
     return result;
   } finally {
     await cluster.stop();
@@ -73,13 +89,15 @@ const median = (xs: number[]) => {
 
 const all = new Map<string, Result[]>();
 for (let round = 0; round < rounds; round++) {
-  for (const root of roots) {
-    const result = await measure(root);
-    all.set(root, [...(all.get(root) ?? []), result]);
+  for (const config of configs) {
+    const result = await measure(config.root, config.env);
+    all.set(config.name, [...(all.get(config.name) ?? []), result]);
     console.error(
-      `round ${round + 1} ${root}: first ${median(result.first).toFixed(0)} us, reopen ${
+      `round ${round + 1} ${config.name}: first ${median(result.first).toFixed(0)} us, reopen ${
         median(result.reopen).toFixed(0)
-      } us, open+read ${median(result.openRead).toFixed(0)} us`,
+      } us, open+read ${median(result.openRead).toFixed(0)} us, unlink ${
+        median(result.unlink).toFixed(0)
+      } us`,
     );
   }
 }
@@ -91,6 +109,6 @@ for (const [root, results] of all) {
       of((r) => r.first).toFixed(0)
     }, reopen+close ${of((r) => r.reopen).toFixed(0)}, open+read 4 KiB+close ${
       of((r) => r.openRead).toFixed(0)
-    }`,
+    }, unlink ${of((r) => r.unlink).toFixed(0)}`,
   );
 }

@@ -15,12 +15,12 @@ import { crc32 } from "node:zlib";
 import { FsError } from "../fs_error.ts";
 import type { IoEngine } from "../io/types.ts";
 import * as libc from "../io/libc.ts";
-import { keys, type Namespace, type NsTxn } from "../meta/namespace.ts";
+import { decodeInode, keys, type Namespace, type NsTxn } from "../meta/namespace.ts";
 import type { LocalStore } from "./local.ts";
 import { type BackendStore, chunkObjectKey } from "./backend.ts";
 import { type CachedChunk, CacheIndex } from "./cache_index.ts";
 import { recycleBuffer, takeBuffer } from "./buffer_pool.ts";
-import { openGuardKey, OpenRecords } from "./open_records.ts";
+import { openGuardKey, openRecordKey, OpenRecords } from "./open_records.ts";
 import {
   CHUNK_SIZE,
   type ChunkMap,
@@ -176,6 +176,8 @@ export class ClusterData {
   readonly #uploadParallel: number;
   readonly #openLeaseSeconds: number | undefined;
   readonly #openLingerMs: number | undefined;
+  /** Chunk maps read by `openElsewhere`, per transaction, for `dropInTxn`. */
+  readonly #mapsRead = new WeakMap<NsTxn, Map<number, Uint8Array | undefined>>();
   /** Set by the vfs: an orphan this node held may be freed now. */
   onOrphan: (ino: number) => void = () => {};
   /** Which inodes this node has open, in metadata (set at attach). */
@@ -312,7 +314,12 @@ export class ClusterData {
 
   /** In a transaction that would delete `ino`: whether another node still has it open. */
   async openElsewhere(tx: NsTxn, ino: number): Promise<boolean> {
-    return await this.records.openElsewhere(tx, ino);
+    // The chunk map comes in the same snapshot: if the inode is deleted, dropInTxn needs it.
+    const found = await this.records.openElsewhere(tx, ino, keys.chunkMap(ino));
+    let maps = this.#mapsRead.get(tx);
+    if (!maps) this.#mapsRead.set(tx, maps = new Map());
+    maps.set(ino, found.also);
+    return found.elsewhere;
   }
 
   /**
@@ -320,14 +327,18 @@ export class ClusterData {
    * objects the map named, for `deleted` to remove once the transaction committed.
    */
   async dropInTxn(tx: NsTxn, ino: number): Promise<string[]> {
-    const map = decodeChunkMap(await tx.getChunkMap(ino));
+    const maps = this.#mapsRead.get(tx);
+    const map = decodeChunkMap(maps?.has(ino) ? maps.get(ino) : await tx.getChunkMap(ino));
     tx.putChunkMap(ino, undefined);
     tx.deleteOutside(openGuardKey(ino));
+    // This node's own record (lingering after its last close) goes in the same commit.
+    if (this.records.hasRecord(ino)) tx.deleteOutside(openRecordKey(ino, this.nodeId));
     return [...map].map(([index, ref]) => chunkObjectKey(ino, index, ref.version));
   }
 
   /** `ino` was deleted (committed): local state goes, and its objects (nobody has it open). */
   deleted(ino: number, objects: string[]): void {
+    this.records.deletedWithInode(ino);
     this.forgetInode(ino);
     for (const key of objects) {
       this.backend.delete(key).catch((error) =>
@@ -904,8 +915,14 @@ export class ClusterData {
   /** A metadata watch saw `key` change to `value` (undefined: deleted). True when that is this
    * node's own latest write of the key coming back (nothing for the kernel to drop). */
   forgetMetadata(key: Uint8Array, value?: Uint8Array): boolean {
-    // An inode whose open record outlives its last close here: an unlink elsewhere need not wait.
-    if (key.length === 12 && key[3] === INODE_TAG) this.records?.releaseIfLingering(inoOfKey(key));
+    // An inode whose open record outlives its last close here, unlinked (nlink 0) or deleted
+    // elsewhere: its record goes now, so the file is freed without waiting. Other changes keep it.
+    if (key.length === 12 && key[3] === INODE_TAG) {
+      const ino = inoOfKey(key);
+      if (this.records?.isLingering(ino) && (!value || decodeInode(ino, value).nlink === 0)) {
+        this.records.releaseIfLingering(ino);
+      }
+    }
     return this.#ns?.watched(key, value) ?? false;
   }
 

@@ -10,7 +10,7 @@ import { createPortableEngine } from "../io/portable.ts";
 import { createVfs, type VfsWithRecovery } from "../vfs/vfs.ts";
 import type { Ctx } from "../vfs/types.ts";
 import { type BackendStore, DirBackend } from "./backend.ts";
-import { type ChunkSource, ClusterData } from "./cluster_data.ts";
+import { type ChunkSource, ClusterData, type ClusterDataOptions } from "./cluster_data.ts";
 import { listenPeers, TcpTransport } from "../cluster/transport.ts";
 import { peerThenBackend } from "../cluster/peer_source.ts";
 import { CHUNK_SIZE } from "./chunk_map.ts";
@@ -68,10 +68,14 @@ async function setup() {
   const backend = new CountingBackend(await DirBackend.open(`${dir}/backend`));
   const io = createPortableEngine();
   const nodes: Node[] = [];
-  const start = async (id: string, capacityBytes?: number): Promise<Node> => {
+  const start = async (
+    id: string,
+    capacityBytes?: number,
+    more: Partial<ClusterDataOptions> = {},
+  ): Promise<Node> => {
     const nodeDir = `${dir}/${id}`;
     await Deno.mkdir(nodeDir, { recursive: true });
-    const data = new ClusterData(nodeDir, { nodeId: id, backend, capacityBytes });
+    const data = new ClusterData(nodeDir, { nodeId: id, backend, capacityBytes, ...more });
     const vfs = await createVfs({ kv: shared, io, dataDir: nodeDir, cluster: data });
     // As ClusterNode: keys other nodes change leave this node's namespace cache.
     const fs = name("fs/");
@@ -513,7 +517,7 @@ Deno.test({
       const content = random(5000);
       const ino = await writeFile(a.vfs, "l", content);
       assert.deepEqual(await readFile(b.vfs, "l"), content);
-      assert.equal(await openRecords(c.kv, ino), 1, "B's record lingers after its close");
+      assert.ok(await exists(c.kv, openRecordKey(ino, "b")), "B's record lingers after its close");
       const revision = await c.kv.revision();
       assert.deepEqual(await readFile(b.vfs, "l"), content);
       assert.equal(await c.kv.revision(), revision, "the reopen and close wrote nothing");
@@ -563,6 +567,37 @@ Deno.test({
       assert.equal(report.mapsDeleted, 0, "the orphan's chunk map went with it");
       assert.equal(await exists(c.kv, keys.chunkMap(ino)), false);
       assert.equal((await c.backend.list("c/")).length, 0);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster consistency: B's records lost with its lease (store unreachable too long) are put back on a new one",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b", undefined, { openLeaseSeconds: 1 });
+      const content = random(3000);
+      const ino = await writeFile(a.vfs, "f", content);
+      const { fh } = await openByName(b.vfs, "f", 0);
+      const lost = b.data.records.leaseId!;
+      await c.kv.leaseRevoke(lost); // what expiry does while B cannot reach the store
+      assert.equal(await exists(c.kv, openRecordKey(ino, "b")), false);
+      // B's next renewal (every TTL/3) finds its lease gone and puts its records on a new one.
+      await until(async () => await exists(c.kv, openRecordKey(ino, "b")), "record back");
+      assert.notEqual(b.data.records.leaseId, lost);
+      await a.vfs.unlink(ctx, 1, name("f"));
+      assert.ok(await exists(c.kv, keys.orphan(ino)), "kept for B again");
+      const got = new Uint8Array(content.length);
+      await b.vfs.read(ctx, ino, fh, 0, got);
+      assert.deepEqual(got, content);
+      await b.vfs.release(ino, fh, 0);
+      await until(async () => !(await exists(c.kv, keys.inode(ino))), "freed at B's close");
     } finally {
       await c.cleanup();
     }

@@ -42,6 +42,17 @@ export function openRecordNode(key: Uint8Array): string {
   return text.slice(text.lastIndexOf("/") + 1);
 }
 
+/** SKYFS_OPEN_LINGER_MS, else 3000 (bench/cluster/open_close.ts compares values). */
+function defaultLingerMs(): number {
+  const text = Deno.env.get("SKYFS_OPEN_LINGER_MS");
+  const value = Number(text);
+  if (text === undefined || text === "") return 3000;
+  if (!Number.isFinite(value) || value < 0) {
+    throw new RangeError(`SKYFS_OPEN_LINGER_MS="${text}" must be a number of milliseconds >= 0`);
+  }
+  return value;
+}
+
 export class OpenRecords {
   readonly #kv: MetaKV;
   readonly #nodeId: string;
@@ -64,7 +75,7 @@ export class OpenRecords {
   #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
-  constructor(kv: MetaKV, nodeId: string, ttlSeconds = 5, lingerMs = 3000) {
+  constructor(kv: MetaKV, nodeId: string, ttlSeconds = 5, lingerMs = defaultLingerMs()) {
     this.#kv = kv;
     this.#nodeId = nodeId;
     this.#ttlSeconds = ttlSeconds;
@@ -99,8 +110,23 @@ export class OpenRecords {
     }
   }
 
-  /** The inode changed elsewhere (the watch): a record lingering for it goes now, so an unlink
-   * there frees the file without waiting. */
+  /** This node's record of `ino` exists (held, lingering or being released). */
+  hasRecord(ino: number): boolean {
+    return this.#held.has(ino);
+  }
+
+  /** The transaction that deleted `ino` also deleted this node's record of it. */
+  deletedWithInode(ino: number): void {
+    this.#lingering.delete(ino);
+    this.#held.delete(ino);
+  }
+
+  isLingering(ino: number): boolean {
+    return this.#lingering.has(ino);
+  }
+
+  /** The inode was unlinked elsewhere (the watch): a record lingering for it goes now, so the
+   * file is freed without waiting. */
   releaseIfLingering(ino: number): void {
     if (this.#lingering.delete(ino)) this.#releaseInBackground(ino);
   }
@@ -174,12 +200,18 @@ export class OpenRecords {
     });
   }
 
-  /** Inside a transaction that may delete `ino`: whether another node has it open. */
-  async openElsewhere(tx: NsTxn, ino: number): Promise<boolean> {
-    const found = await tx.readGuarded(openGuardKey(ino), openRecordsPrefix(ino));
+  /** Inside a transaction that may delete `ino`: whether another node has it open, and the
+   * value of `also` read in the same snapshot. */
+  async openElsewhere(
+    tx: NsTxn,
+    ino: number,
+    also?: Uint8Array,
+  ): Promise<{ elsewhere: boolean; also?: Uint8Array }> {
+    const found = await tx.readGuarded(openGuardKey(ino), openRecordsPrefix(ino), also);
     // A record under this node's id is this process's (its own handles are counted in memory)
     // or a crashed predecessor's, whose lease is about to expire: neither keeps the inode.
-    return found.some((kv) => openRecordNode(kv.key) !== this.#nodeId);
+    const elsewhere = found.kvs.some((kv) => openRecordNode(kv.key) !== this.#nodeId);
+    return { elsewhere, also: found.also };
   }
 
   /** `ino` was deleted: forget (and delete) this node's record of it. */

@@ -726,21 +726,32 @@ export class NsTxn {
    * Read `guard` and every key under `prefix` in one snapshot, bypassing the cache: for keys
    * outside fs/ that no watch keeps fresh (cluster mode's open records). `guard` is compared at
    * commit like any read, so whoever adds or removes a key under `prefix` must write `guard` in
-   * the same transaction for this read to stay valid until the commit.
+   * the same transaction for this read to stay valid until the commit. `also` (a namespace key,
+   * e.g. the chunk map) is read in the same snapshot and compared too, saving its own round trip.
    */
-  async readGuarded(guard: Uint8Array, prefix: Uint8Array): Promise<KeyValue[]> {
+  async readGuarded(
+    guard: Uint8Array,
+    prefix: Uint8Array,
+    also?: Uint8Array,
+  ): Promise<{ kvs: KeyValue[]; also?: Uint8Array }> {
     const response = await this.#ns.kv.txn({
-      success: [{ range: { key: guard } }, { range: { key: prefix, rangeEnd: prefixEnd(prefix) } }],
+      success: [
+        { range: { key: guard } },
+        { range: { key: prefix, rangeEnd: prefixEnd(prefix) } },
+        ...(also ? [{ range: { key: also } }] : []),
+      ],
       // Read kvs carry their committed modRevisions even on CURP's fast path.
       revisionsUnused: true,
     });
-    const [g, found] = response.responses as { range: { kvs: KeyValue[] } }[];
-    const name = keyString(guard);
-    if (!this.#reads.has(name)) {
-      const kv = g.range.kvs[0];
-      this.#reads.set(name, { key: guard, modRevision: kv?.modRevision ?? 0, value: kv?.value });
-    }
-    return found.range.kvs;
+    const [g, found, extra] = response.responses as { range: { kvs: KeyValue[] } }[];
+    const record = (key: Uint8Array, kv: KeyValue | undefined) => {
+      const name = keyString(key);
+      if (this.#reads.has(name) || this.#writes.has(name)) return;
+      this.#reads.set(name, { key, modRevision: kv?.modRevision ?? 0, value: kv?.value });
+    };
+    record(guard, g.range.kvs[0]);
+    if (also) record(also, extra.range.kvs[0]);
+    return { kvs: found.range.kvs, also: extra?.range.kvs[0]?.value };
   }
 
   /** Delete a key outside the namespace's own (cluster mode's open marker) in this commit. */
