@@ -179,7 +179,7 @@ export class ClusterData {
   /** Chunk maps read by `openElsewhere`, per transaction, for `dropInTxn`. */
   readonly #mapsRead = new WeakMap<NsTxn, Map<number, Uint8Array | undefined>>();
   /** Set by the vfs: an orphan this node held may be freed now. */
-  onOrphan: (ino: number) => void = () => {};
+  onOrphan: (ino: number) => Promise<boolean> = () => Promise.resolve(false);
   /** Which inodes this node has open, in metadata (set at attach). */
   records!: OpenRecords;
   #seq = 0;
@@ -217,7 +217,7 @@ export class ClusterData {
     this.#local = local;
     this.#io = io;
     this.records = new OpenRecords(ns.kv, this.nodeId, this.#openLeaseSeconds, this.#openLingerMs);
-    this.records.onOrphan = (ino) => this.onOrphan(ino);
+    this.records.onOrphan = (ino) => this.#freeOrphan(ino);
   }
 
   get attached(): boolean {
@@ -916,14 +916,31 @@ export class ClusterData {
    * node's own latest write of the key coming back (nothing for the kernel to drop). */
   forgetMetadata(key: Uint8Array, value?: Uint8Array): boolean {
     // An inode whose open record outlives its last close here, unlinked (nlink 0) or deleted
-    // elsewhere: its record goes now, so the file is freed without waiting. Other changes keep it.
+    // elsewhere: the file is freed without waiting for the linger. Other changes keep it.
     if (key.length === 12 && key[3] === INODE_TAG) {
       const ino = inoOfKey(key);
-      if (this.records?.isLingering(ino) && (!value || decodeInode(ino, value).nlink === 0)) {
-        this.records.releaseIfLingering(ino);
+      if (this.records?.isLingering(ino)) {
+        if (!value) this.records.releaseIfLingering(ino);
+        // Unlinked elsewhere: try to free it now. The deleting commit removes this node's record
+        // too (one transaction, not a release and then a purge); if another node still has it
+        // open, the record simply goes after its linger.
+        else if (decodeInode(ino, value).nlink === 0) {
+          this.onOrphan(ino).then((freed) => {
+            // Another node has it open: this node's record must not keep it after that closes.
+            if (!freed) this.records.releaseIfLingering(ino);
+          }).catch((error) => this.#logPurgeError(ino, error));
+        }
       }
     }
     return this.#ns?.watched(key, value) ?? false;
+  }
+
+  #freeOrphan(ino: number): void {
+    this.onOrphan(ino).catch((error) => this.#logPurgeError(ino, error));
+  }
+
+  #logPurgeError(ino: number, error: unknown): void {
+    console.error(`skyfs: freeing orphan inode ${ino} (gc will retry): ${error}`);
   }
 
   /** Local chunks of an inode deleted everywhere. */

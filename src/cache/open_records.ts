@@ -5,8 +5,8 @@
  * A node's first open of an inode puts `cl/open/<ino hex>/<node>` on this node's lease (a
  * crashed node's records vanish with it), and its last close deletes it, `lingerMs` later: a
  * file opened again meanwhile (the common open/close/open) costs no metadata write, and an
- * unlink elsewhere meanwhile is seen by the metadata watch, which ends the wait at once
- * (`releaseIfLingering`). Both writes also write the
+ * unlink elsewhere meanwhile is seen by the metadata watch, which frees the file at once
+ * (ClusterData.forgetMetadata). Both writes also write the
  * inode's guard key `cl/openguard/<ino hex>`: a transaction deciding whether to delete an
  * inode reads the guard and the records in one snapshot and compares the guard at commit
  * (Namespace's `readGuarded`), so an open or close landing between that read and the commit

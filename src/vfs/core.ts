@@ -109,6 +109,8 @@ export class OpTxn {
   readonly folded = new Map<number, number>();
   /** Cluster mode: inodes this transaction deletes, and the backend objects that go with them. */
   readonly deleted = new Map<number, string[]>();
+  /** Cluster mode: inodes kept as orphans only because another node has them open. */
+  readonly keptElsewhere = new Set<number>();
 
   constructor(core: VfsCore, tx: NsTxn) {
     this.#core = core;
@@ -154,10 +156,9 @@ export class OpTxn {
    * caller frees its local data. */
   async dropInode(record: InodeRecord): Promise<boolean> {
     const cluster = this.#core.cluster;
-    if (
-      this.#core.isReferenced(record.ino) ||
-      (cluster && await cluster.openElsewhere(this.tx, record.ino))
-    ) {
+    const local = this.#core.isReferenced(record.ino);
+    if (local || (cluster && await cluster.openElsewhere(this.tx, record.ino))) {
+      if (!local) this.keptElsewhere.add(record.ino);
       this.putInode(record);
       this.tx.addOrphan(record.ino);
       return false;
@@ -195,6 +196,9 @@ export class VfsCore {
   readonly cluster: ClusterData | undefined;
   readonly inodes = new Map<number, InodeState>();
   readonly handles = new Map<number, Handle>();
+  /** Orphans just made because another node has them open (OpTxn.keptElsewhere, committed): the
+   * unlink's second purge look is pointless for them (that node's last close frees them). */
+  readonly keptElsewhere = new Set<number>();
   /** POSIX lock owners waiting, and on whom (for EDEADLK detection). */
   readonly lockWaits = new Map<bigint, bigint>();
   readonly #writebackMs: number;
@@ -213,7 +217,7 @@ export class VfsCore {
     this.cluster = options.cluster;
     this.#writebackMs = options.attrWritebackMs ?? 1000;
     // An orphan whose open record went (after its linger) may be freed now.
-    if (this.cluster) this.cluster.onOrphan = (ino) => this.purgeLater(ino);
+    if (this.cluster) this.cluster.onOrphan = (ino) => this.maybePurge(ino);
   }
 
   // --- per-inode state ---
@@ -296,6 +300,7 @@ export class VfsCore {
     const result = await this.ns.transact((tx) => operation(last = new OpTxn(this, tx)));
     for (const [ino, seq] of last!.folded) this.#clean(ino, seq);
     for (const [ino, objects] of last!.deleted) this.cluster?.deleted(ino, objects);
+    for (const ino of last!.keptElsewhere) this.keptElsewhere.add(ino);
     return result;
   }
 
@@ -421,8 +426,8 @@ export class VfsCore {
    * last forget or release may both call it. In a cluster the inode also stays while another
    * node has it open (its open record); that node's last close calls this in turn.
    */
-  async maybePurge(ino: number): Promise<void> {
-    if (this.isReferenced(ino)) return;
+  async maybePurge(ino: number): Promise<boolean> {
+    if (this.isReferenced(ino)) return false;
     const purged = await this.txn(async (t) => {
       const record = await t.tx.getInode(ino);
       if (!record || record.nlink > 0 || this.isReferenced(ino)) return false;
@@ -434,6 +439,7 @@ export class VfsCore {
       await this.local.remove(ino);
       this.dropStateIfIdle(ino);
     }
+    return purged;
   }
 
   /** Run `maybePurge` from a callback that cannot wait (forget); failures are logged, and an

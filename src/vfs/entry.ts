@@ -447,6 +447,7 @@ async function removeEntry(
  * VfsCore.maybePurge for why a forget racing with the commit needs this second look). */
 export async function afterUnlink(core: VfsCore, ino: number, freed: boolean): Promise<void> {
   core.onInodeChange(ino);
+  if (core.keptElsewhere.delete(ino)) return core.dropStateIfIdle(ino);
   if (freed) {
     await core.local.remove(ino);
     core.dropStateIfIdle(ino);
