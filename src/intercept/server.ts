@@ -11,7 +11,7 @@ import {
   acceptOne,
   closeFd,
   type Credentials,
-  listenAbstract,
+  listenAbstractWaiting,
   openFile,
   receive,
   send,
@@ -140,7 +140,7 @@ export class ShimServer {
     this.#minor = self.minor;
     this.#ourMountIds.add(self.mountId);
     this.socketName = socketName(self.major, self.minor);
-    this.#listenFd = listenAbstract(this.socketName);
+    this.#listenFd = listenAbstractWaiting(this.socketName, 10_000);
     this.#wake = wakePipe();
   }
 

@@ -90,12 +90,34 @@ export function listenAbstract(name: string): number {
   ) {
     const e = errno();
     c.close(fd);
-    throw new Error(
-      `Cannot listen on the abstract socket "@${name}": errno ${e}` +
-        (e === 98 ? " (address in use: another daemon serves this mount)" : ""),
+    throw Object.assign(
+      new Error(
+        `Cannot listen on the abstract socket "@${name}": errno ${e}` +
+          (e === 98 ? " (address in use: another daemon serves this mount)" : ""),
+      ),
+      { errno: e },
     );
   }
   return fd;
+}
+
+/**
+ * listenAbstract, waiting up to `waitMs` while the name is in use. The name is derived from the
+ * mount's device number, which the kernel reuses as soon as a mount is gone, while the daemon that
+ * served that earlier mount may still hold the name for a few seconds as it shuts down.
+ */
+export function listenAbstractWaiting(name: string, waitMs: number): number {
+  const deadline = performance.now() + waitMs;
+  const sleeper = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    try {
+      return listenAbstract(name);
+    } catch (error) {
+      if ((error as { errno?: number }).errno !== 98 || performance.now() > deadline) throw error;
+      // Start-up only, before anything is served: a short synchronous sleep is fine here.
+      Atomics.wait(sleeper, 0, 0, 100);
+    }
+  }
 }
 
 /** Accept one pending connection (SO_PASSCRED set on it), or undefined if none is waiting. */
