@@ -11,8 +11,13 @@
 import { Buffer } from "node:buffer";
 
 export const WIRE_VERSION = 1;
-/** Largest frame accepted or sent: an append batch of 64 entries fits many times over. */
-export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
+/**
+ * Largest frame accepted or sent. The largest message is a snapshot sent to a lagging replica:
+ * the whole store plus its watch history in one frame (a cluster test's store reached 26 MB, over
+ * the 16 MiB this once was, and its lagging replica could never catch up). Snapshots bigger than
+ * this are not sent (not chunked yet).
+ */
+export const MAX_FRAME_BYTES = 256 * 1024 * 1024;
 /** Bytes queued for one connection before it is declared stuck and closed. */
 const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
 
@@ -72,27 +77,60 @@ export function decodePayload(payload: Uint8Array): unknown {
   }
 }
 
-/** Splits a byte stream into frame payloads; `push` throws on an oversized length. */
+/** Splits a byte stream into frame payloads; `push` throws on an oversized length. Pieces are
+ * kept as they arrive and joined once per frame, so a large frame costs one copy, not one per
+ * piece. */
 export class FrameReader {
-  #buffer = new Uint8Array(0);
+  #pieces: Uint8Array[] = [];
+  #length = 0;
 
   push(chunk: Uint8Array): Uint8Array[] {
-    const joined = new Uint8Array(this.#buffer.length + chunk.length);
-    joined.set(this.#buffer);
-    joined.set(chunk, this.#buffer.length);
+    if (chunk.length > 0) {
+      this.#pieces.push(chunk.slice()); // the caller reuses its read buffer
+      this.#length += chunk.length;
+    }
     const payloads: Uint8Array[] = [];
-    let at = 0;
-    while (joined.length - at >= 4) {
-      const length = new DataView(joined.buffer, at, 4).getUint32(0);
+    while (this.#length >= 4) {
+      const header = this.#peek(4);
+      const length = new DataView(header.buffer, header.byteOffset, 4).getUint32(0);
       if (length > MAX_FRAME_BYTES) {
         throw new TypeError(`frame length ${length} exceeds ${MAX_FRAME_BYTES}`);
       }
-      if (joined.length - at - 4 < length) break;
-      payloads.push(joined.slice(at + 4, at + 4 + length));
-      at += 4 + length;
+      if (this.#length - 4 < length) break;
+      payloads.push(this.#take(4 + length).subarray(4));
     }
-    this.#buffer = joined.slice(at);
     return payloads;
+  }
+
+  /** The first `n` buffered bytes (n <= buffered), without consuming them. */
+  #peek(n: number): Uint8Array {
+    const first = this.#pieces[0];
+    if (first.length >= n) return first.subarray(0, n);
+    const out = new Uint8Array(n);
+    let at = 0;
+    for (const piece of this.#pieces) {
+      const part = piece.subarray(0, n - at);
+      out.set(part, at);
+      at += part.length;
+      if (at === n) break;
+    }
+    return out;
+  }
+
+  /** Remove and return the first `n` buffered bytes (n <= buffered). */
+  #take(n: number): Uint8Array {
+    const out = new Uint8Array(n);
+    let at = 0;
+    while (at < n) {
+      const piece = this.#pieces[0];
+      const part = piece.subarray(0, n - at);
+      out.set(part, at);
+      at += part.length;
+      if (part.length === piece.length) this.#pieces.shift();
+      else this.#pieces[0] = piece.subarray(part.length);
+    }
+    this.#length -= n;
+    return out;
   }
 }
 
@@ -160,7 +198,8 @@ export class FrameConn {
       this.log(`curp: not sending on ${this.label}: ${(error as Error).message}`);
       return false;
     }
-    if (this.#queuedBytes + frame.length > MAX_QUEUED_BYTES) {
+    // One frame larger than the limit (a big snapshot) may go out alone.
+    if (this.#queuedBytes > 0 && this.#queuedBytes + frame.length > MAX_QUEUED_BYTES) {
       this.log(`curp: closing connection ${this.label}: ${this.#queuedBytes} bytes unsent`);
       this.close();
       return false;
