@@ -14,7 +14,7 @@
  * @module
  */
 
-import type { KeyValue, MetaKV } from "../meta/kv.ts";
+import { type KeyValue, type MetaKV, MetaUnavailableError } from "../meta/kv.ts";
 import { decodeInode, keys, type NsTxn } from "../meta/namespace.ts";
 
 const encoder = new TextEncoder();
@@ -72,6 +72,8 @@ export class OpenRecords {
   onOrphan: (ino: number) => void = () => {};
   #lease: Promise<number> | undefined;
   #leaseId: number | undefined;
+  /** The last renewal failed because the store did not answer (logged once per outage). */
+  #renewFailing = false;
   #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
@@ -253,9 +255,23 @@ export class OpenRecords {
     if (this.#leaseId === undefined || this.#closed) return;
     try {
       await this.#kv.leaseKeepAlive(this.#leaseId);
+      this.#renewFailing = false;
       return;
     } catch (error) {
       if (this.#closed) return;
+      if (error instanceof MetaUnavailableError) {
+        // The store did not answer: the lease may well still be there. Try again at the next
+        // interval; if it did expire meanwhile, that renewal says so and the records go back.
+        if (!this.#renewFailing) {
+          console.error(
+            `skyfs: cannot renew the lease of this node's open records yet ` +
+              `(${(error as Error).message}); retrying`,
+          );
+        }
+        this.#renewFailing = true;
+        return;
+      }
+      this.#renewFailing = false;
       console.error(
         `skyfs: the lease of this node's open records expired (${(error as Error).message}); ` +
           `putting ${this.#held.size} records on a new one`,
