@@ -171,13 +171,13 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   });
   invalidate = (ino) => server.invalidateAttributes(ino);
   if (node) {
-    // Changes made by other nodes: attributes, and directory entries (written from a thread-pool
-    // thread, FuseDevice.notify: the kernel takes the directory's lock for them, which a request
-    // waiting on this daemon may hold). Pages follow close-to-open: an open drops them when the
-    // content changed since this node's last open (ClusterData.opened); dropping them on every
-    // remote change too would also drop pages an open made after that change already refilled.
+    // Changes made by other nodes: attributes only. Entry (and page) notifications make the
+    // kernel take a directory (or page) lock that a request waiting on this daemon may hold:
+    // written from the JS thread they deadlock; written from a thread-pool thread they work, but
+    // a daemon killed while one waits cannot finish exiting (that thread holds /dev/fuse and the
+    // peer sockets), and the mount hangs (seen in a soak). Entries expire in 1 s instead; pages
+    // follow close-to-open (ClusterData.opened decides keep_cache).
     node.onInodeChanged = (ino) => server.invalidateAttributes(ino);
-    node.onEntryChanged = (parent, name) => server.invalidateEntry(parent, name);
   }
   // The LD_PRELOAD shim's control socket: hands a process the local fd of a file it opened
   // through this mount (refused unless passthrough is on, see src/intercept/README.md).

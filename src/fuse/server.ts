@@ -20,7 +20,6 @@ import {
   initReply,
   KERNEL_MINOR_VERSION,
   KERNEL_VERSION,
-  notifyInvalEntry,
   notifyInvalInode,
   Opcode,
   opcodeNames,
@@ -195,22 +194,6 @@ export class FuseServer {
       // ENOENT: the kernel holds no such inode; nothing was cached.
       this.device.writeMessage(notifyInvalInode(ino, -1, 0) as Uint8Array<ArrayBuffer>);
     }, 0);
-  }
-
-  /**
-   * Tell the kernel that `ino` changed elsewhere (another node): drop its attributes and every
-   * cached page. Written from a thread-pool thread (FuseDevice.notify), because dropping pages
-   * waits for page locks that a READ waiting on this daemon may hold.
-   */
-  invalidateInode(ino: number): void {
-    this.device.notify(notifyInvalInode(ino, 0, 0) as Uint8Array<ArrayBuffer>);
-  }
-
-  /** Tell the kernel that the entry `name` in directory `parent` changed elsewhere (created,
-   * removed or renamed on another node): it drops the dentry, positive or negative. The kernel
-   * takes the directory's lock for this, so it goes through FuseDevice.notify as well. */
-  invalidateEntry(parent: number, name: Uint8Array): void {
-    this.device.notify(notifyInvalEntry(parent, name) as Uint8Array<ArrayBuffer>);
   }
 
   /** Requests served and poll wake-ups so far (requests per wake-up = batching achieved). */

@@ -22,14 +22,6 @@ const libcSymbols = {
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
-  /** write(2) on a thread-pool thread: for notifications whose kernel handling may wait on this
-   * daemon's replies (see FuseDevice.notify). errno is not readable there (another thread). */
-  write_nb: {
-    name: "write",
-    parameters: ["i32", "buffer", "usize"],
-    result: "isize",
-    nonblocking: true,
-  },
   __errno_location: { parameters: [], result: "pointer" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
 } as const;
@@ -92,13 +84,6 @@ export class FuseDevice {
   #keepAlive: ArrayBufferView[];
   #pollfd = new Uint8Array(8);
   #mounted = true;
-  #notifyQueue: Uint8Array<ArrayBuffer>[] = [];
-  #notifying: Promise<void> | undefined;
-  /** unmount() was called while a notification was being written: done when it finishes. */
-  #unmountDeferred = false;
-  /** Notifications the kernel did not apply (mostly ENOENT: it held no such inode or entry). */
-  notifyRejected = 0;
-  notifySent = 0;
 
   private constructor(session: Deno.PointerValue, fd: number, keepAlive: ArrayBufferView[]) {
     this.#session = session;
@@ -179,36 +164,6 @@ export class FuseDevice {
     return n < 0 ? -errno() : 0;
   }
 
-  /**
-   * Queue a notification and write it from a thread-pool thread, in order. Page and entry
-   * invalidations make the kernel wait for page locks and directory locks that a request waiting
-   * on this daemon may hold; written from the JS thread they deadlock (they did), written from
-   * another thread the JS thread keeps answering and the lock holder finishes.
-   */
-  notify(message: Uint8Array<ArrayBuffer>): void {
-    if (!this.#mounted || this.#unmountDeferred) return;
-    this.#notifyQueue.push(message);
-    this.#notifying ??= this.#drainNotifications();
-  }
-
-  /** Resolves once every queued notification was written (or dropped by unmount). */
-  async notificationsDone(): Promise<void> {
-    while (this.#notifying) await this.#notifying;
-  }
-
-  async #drainNotifications(): Promise<void> {
-    const c = loadLibc().symbols;
-    while (this.#mounted && !this.#unmountDeferred && this.#notifyQueue.length > 0) {
-      const message = this.#notifyQueue.shift()!;
-      const n = await c.write_nb(this.fd, message, BigInt(message.byteLength));
-      if (Number(n) < 0) this.notifyRejected++;
-      else this.notifySent++;
-    }
-    this.#notifyQueue.length = 0;
-    this.#notifying = undefined;
-    if (this.#unmountDeferred) this.#unmountNow();
-  }
-
   /** Register `fd` as a passthrough backing file; returns the backing id or a negative errno. */
   backingOpen(fd: number): number {
     const map = new Uint8Array(16); // struct fuse_backing_map { i32 fd; u32 flags; u64 padding; }
@@ -231,18 +186,6 @@ export class FuseDevice {
   /** Unmount (lazily if busy) and close the device; safe to call twice. libfuse closes the fd
    * before unmounting, so that a synchronous umount cannot recurse into this daemon. */
   unmount(): void {
-    if (!this.#mounted) return;
-    if (this.#notifying) {
-      // A notification is being written on another thread with this fd: closing it now could
-      // let that write land on a reused fd number. The kernel may be waiting in it for a lock
-      // that an unanswered request holds, so requests keep being served until it returns.
-      this.#unmountDeferred = true;
-      return;
-    }
-    this.#unmountNow();
-  }
-
-  #unmountNow(): void {
     if (!this.#mounted) return;
     this.#mounted = false;
     const fuse = loadLibfuse();
