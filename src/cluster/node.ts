@@ -17,6 +17,7 @@ import { listenPeers, type PeerTransport, TcpTransport } from "./transport.ts";
 import { probeRdma } from "./rdma_probe.ts";
 import type { IoEngine } from "../io/types.ts";
 import { collectGarbage, purgeOrphans } from "../cache/gc.ts";
+import { inodeOfKey, keys } from "../meta/namespace.ts";
 
 export interface ClusterNodeOptions {
   /** Backend URL: an absolute path, dir:///path or s3://bucket?endpoint=... */
@@ -32,10 +33,6 @@ export interface ClusterNodeOptions {
   io?: IoEngine;
 }
 
-const FS_PREFIX = new TextEncoder().encode("fs/");
-const TAG_INODE = 0x49;
-const TAG_DENTRY = 0x44;
-
 export class ClusterNode {
   readonly data: ClusterData;
   readonly membership: Membership;
@@ -43,7 +40,6 @@ export class ClusterNode {
   readonly transport: PeerTransport;
   /** Set by the mount once the FUSE server exists. */
   onInodeChanged: (ino: number) => void = () => {};
-  onEntryChanged: (parent: number, name: Uint8Array) => void = () => {};
   peerFetches = 0;
   peerFailures = 0;
   readonly #server: { address: string; close: () => void };
@@ -118,7 +114,7 @@ export class ClusterNode {
   /** Watch the namespace: keys other nodes change leave the cache, and the kernel's too. */
   #watch(): void {
     this.#watcher = this.#kv.watch(
-      { key: FS_PREFIX, rangeEnd: prefixEnd(FS_PREFIX) },
+      { key: keys.all(), rangeEnd: prefixEnd(keys.all()) },
       {},
       (events) => {
         for (const event of events) {
@@ -129,12 +125,12 @@ export class ClusterNode {
           );
           // This node's own change coming back: its kernel learned of it from the request.
           if (own) continue;
-          const tag = key[3];
-          if (key.length < 12) continue;
-          const ino = readU64(key, 4);
+          // Entries are not notified (a notification the kernel may block on a directory lock
+          // can wedge a killed daemon, src/cluster/README.md): they expire in the kernel.
+          const ino = inodeOfKey(key);
+          if (ino === undefined) continue;
           try {
-            if (tag === TAG_INODE) this.onInodeChanged(ino);
-            else if (tag === TAG_DENTRY) this.onEntryChanged(ino, key.slice(12));
+            this.onInodeChanged(ino);
           } catch (error) {
             console.error(`skyfs: kernel invalidation failed: ${(error as Error).message}`);
           }
@@ -185,11 +181,6 @@ export class ClusterNode {
     await this.data.close();
     await this.backend.close();
   }
-}
-
-function readU64(bytes: Uint8Array, at: number): number {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return view.getUint32(at) * 2 ** 32 + view.getUint32(at + 4);
 }
 
 function splitHostPort(text: string): [string, number] {

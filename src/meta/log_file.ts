@@ -417,7 +417,11 @@ export class LogWriter {
   }
 }
 
-function concat(parts: Uint8Array[], total: number): Uint8Array {
+/** The parts joined into one new buffer (`total`: their summed length, when known). */
+export function concat(
+  parts: Uint8Array[],
+  total = parts.reduce((n, p) => n + p.length, 0),
+): Uint8Array {
   const out = new Uint8Array(total);
   let at = 0;
   for (const p of parts) {

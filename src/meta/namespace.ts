@@ -104,6 +104,8 @@ function readU64(from: Uint8Array, at: number): number {
 }
 
 export const keys = {
+  /** Every key of the namespace: the range a watch over all of it covers (with prefixEnd). */
+  all: () => new Uint8Array(PREFIX),
   format: () => tagKey(TAG_FORMAT),
   counter: () => tagKey(TAG_COUNTER),
   inode: (ino: number) => tagKey(TAG_INODE, ino),
@@ -121,6 +123,12 @@ export const keys = {
 /** The inode number at the end of an inode, orphan, dentry or xattr key. */
 function inoOfKey(key: Uint8Array): number {
   return readU64(key, PREFIX.length + 1);
+}
+
+/** The inode number of an inode key (`keys.inode`); undefined for every other key. */
+export function inodeOfKey(key: Uint8Array): number | undefined {
+  if (key.length !== PREFIX.length + 9 || key[PREFIX.length] !== TAG_INODE) return undefined;
+  return inoOfKey(key);
 }
 
 /** The same for a cache key string (one char per byte). */

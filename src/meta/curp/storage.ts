@@ -22,6 +22,7 @@ import { O_CREAT, O_DIRECTORY, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY } from "../..
 import { Errno, FsError } from "../../fs_error.ts";
 import { decodePayload, encodeFrame, encodeJson } from "./wire.ts";
 import { idKey } from "./command.ts";
+import { concat } from "../log_file.ts";
 import type { Entry, PersistentState, Ready, Snapshot, WitnessRecord } from "./core.ts";
 
 export interface ClusterIdentity {
@@ -110,18 +111,6 @@ interface LogRecord {
   poolRemove?: string[];
   truncate?: number;
   entry?: Entry;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const p of parts) total += p.length;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /** A frame as in wire.ts but without its size limit: a snapshot may be large. */
