@@ -7,7 +7,7 @@
 import { join, resolve } from "node:path";
 import { FuseDevice, loadLibfuse } from "./fuse/session.ts";
 import { FuseServer } from "./fuse/server.ts";
-import { notifyInvalInode } from "./fuse/wire.ts";
+import { INC_EPOCH_MINOR, notifyInvalInode } from "./fuse/wire.ts";
 import { openDataDir } from "./datadir.ts";
 import { openMetaBackend } from "./meta/backend.ts";
 import { MetaUnavailableError } from "./meta/kv.ts";
@@ -151,14 +151,24 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     await vfs.destroy(); // closes the kv too
     throw new UsageError((error as Error).message);
   }
-  // In a cluster, changes from other nodes arrive as notifications; the short default bounds
-  // how long a lost one can leave a stale attribute.
-  const seconds = options.cacheSeconds ?? (node ? 1 : 10);
-  const server = new FuseServer(device, vfs, {
+  // In a cluster, changes from other nodes arrive as notifications (attributes per inode, names
+  // by an epoch bump, both from the metadata watch, which resubscribes without loss). A kernel
+  // older than 7.44 has no epoch notification: there the entry and attribute timeouts drop to
+  // 1 s, which bounds how long a name changed elsewhere can stay cached.
+  const seconds = options.cacheSeconds ?? 10;
+  const server: FuseServer = new FuseServer(device, vfs, {
     passthrough: options.passthrough && !node,
     cacheDirs: !node, // other nodes change directories behind this kernel's back
-    onInit: (n) =>
-      log(`skyfs: kernel FUSE 7.${n.minor}, passthrough ${n.passthrough ? "on" : "off"}`),
+    onInit: (n) => {
+      log(`skyfs: kernel FUSE 7.${n.minor}, passthrough ${n.passthrough ? "on" : "off"}`);
+      if (node && n.minor < INC_EPOCH_MINOR && options.cacheSeconds === undefined) {
+        server.validity = { entrySeconds: 1, attrSeconds: 1 };
+        log(
+          `skyfs: kernel FUSE 7.${n.minor} cannot be told of names changed on other nodes ` +
+            `(FUSE_NOTIFY_INC_EPOCH needs 7.44, Linux 6.16); cache times cut to 1 s`,
+        );
+      }
+    },
     validity: { entrySeconds: seconds, attrSeconds: seconds },
     // A store that did not answer is not our bug: one line naming it, no stack.
     onInternalError: (op, error) =>
@@ -171,13 +181,14 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   });
   invalidate = (ino) => server.invalidateAttributes(ino);
   if (node) {
-    // Changes made by other nodes: attributes only. Entry (and page) notifications make the
-    // kernel take a directory (or page) lock that a request waiting on this daemon may hold:
-    // written from the JS thread they deadlock; written from a thread-pool thread they work, but
-    // a daemon killed while one waits cannot finish exiting (that thread holds /dev/fuse and the
-    // peer sockets), and the mount hangs (seen in a soak). Entries expire in 1 s instead; pages
-    // follow close-to-open (ClusterData.opened decides keep_cache).
+    // Changes made by other nodes. Attributes: INVAL_INODE without pages (pages follow
+    // close-to-open: ClusterData.opened decides keep_cache). Names: INC_EPOCH, never
+    // INVAL_ENTRY, which makes the kernel take the parent directory's lock: written from the JS
+    // thread it deadlocks against a request holding that lock; from a thread-pool thread it
+    // works, but a daemon killed while one waits cannot finish exiting and its mount hangs
+    // (seen in a soak, src/cluster/README.md).
     node.onInodeChanged = (ino) => server.invalidateAttributes(ino);
+    node.onEntriesChanged = () => server.invalidateAllEntries();
   }
   // The LD_PRELOAD shim's control socket: hands a process the local fd of a file it opened
   // through this mount (refused unless passthrough is on, see src/intercept/README.md).

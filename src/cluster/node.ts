@@ -17,7 +17,7 @@ import { listenPeers, type PeerTransport, TcpTransport } from "./transport.ts";
 import { probeRdma } from "./rdma_probe.ts";
 import type { IoEngine } from "../io/types.ts";
 import { collectGarbage, purgeOrphans } from "../cache/gc.ts";
-import { inodeOfKey, keys } from "../meta/namespace.ts";
+import { inodeOfKey, isDentryKey, keys } from "../meta/namespace.ts";
 
 export interface ClusterNodeOptions {
   /** Backend URL: an absolute path, dir:///path or s3://bucket?endpoint=... */
@@ -40,6 +40,8 @@ export class ClusterNode {
   readonly transport: PeerTransport;
   /** Set by the mount once the FUSE server exists. */
   onInodeChanged: (ino: number) => void = () => {};
+  /** Set by the mount: names changed elsewhere (once per batch of watch events). */
+  onEntriesChanged: () => void = () => {};
   peerFetches = 0;
   peerFailures = 0;
   readonly #server: { address: string; close: () => void };
@@ -117,6 +119,7 @@ export class ClusterNode {
       { key: keys.all(), rangeEnd: prefixEnd(keys.all()) },
       {},
       (events) => {
+        let entries = false;
         for (const event of events) {
           const key = event.kv.key;
           const own = this.data.forgetMetadata(
@@ -125,14 +128,23 @@ export class ClusterNode {
           );
           // This node's own change coming back: its kernel learned of it from the request.
           if (own) continue;
-          // Entries are not notified (a notification the kernel may block on a directory lock
-          // can wedge a killed daemon, src/cluster/README.md): they expire in the kernel.
+          if (isDentryKey(key)) entries = true;
           const ino = inodeOfKey(key);
           if (ino === undefined) continue;
           try {
             this.onInodeChanged(ino);
           } catch (error) {
             console.error(`skyfs: kernel invalidation failed: ${(error as Error).message}`);
+          }
+        }
+        // Names are not invalidated one by one (INVAL_ENTRY waits for the parent directory's
+        // lock, which can wedge a daemon killed meanwhile, src/cluster/README.md): one epoch
+        // bump per batch makes the kernel look every cached name up again.
+        if (entries) {
+          try {
+            this.onEntriesChanged();
+          } catch (error) {
+            console.error(`skyfs: kernel entry invalidation failed: ${(error as Error).message}`);
           }
         }
       },

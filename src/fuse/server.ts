@@ -15,11 +15,13 @@ import {
   decodeInitIn,
   decodeRequest,
   finishReply,
+  INC_EPOCH_MINOR,
   InitFlag,
   InitFlag2,
   initReply,
   KERNEL_MINOR_VERSION,
   KERNEL_VERSION,
+  notifyIncEpoch,
   notifyInvalInode,
   Opcode,
   opcodeNames,
@@ -162,7 +164,8 @@ export class BackingFiles {
 export class FuseServer {
   readonly device: FuseDevice;
   readonly vfs: Vfs;
-  readonly validity: Validity;
+  /** Cache validity of replies; a mount may shorten it from onInit, before any other request. */
+  validity: Validity;
   readonly backing: BackingFiles;
   readonly cacheDirs: boolean;
   negotiated?: Negotiated;
@@ -194,6 +197,18 @@ export class FuseServer {
       // ENOENT: the kernel holds no such inode; nothing was cached.
       this.device.writeMessage(notifyInvalInode(ino, -1, 0) as Uint8Array<ArrayBuffer>);
     }, 0);
+  }
+
+  /**
+   * Tell the kernel that any dentry it cached may be stale (FUSE_NOTIFY_INC_EPOCH): each is
+   * looked up again at its next use. Costs the kernel no lock, so it is written at once, even
+   * while a request this daemon has not answered holds a directory lock. False (nothing sent)
+   * before INIT or when the kernel predates 7.44; entries then expire by their timeout only.
+   */
+  invalidateAllEntries(): boolean {
+    if ((this.negotiated?.minor ?? 0) < INC_EPOCH_MINOR) return false;
+    this.device.writeMessage(notifyIncEpoch() as Uint8Array<ArrayBuffer>);
+    return true;
   }
 
   /** Requests served and poll wake-ups so far (requests per wake-up = batching achieved). */

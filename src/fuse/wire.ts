@@ -139,7 +139,12 @@ export const NotifyCode = {
   INVAL_INODE: 2,
   INVAL_ENTRY: 3,
   DELETE: 6,
+  /** 7.44+: every dentry cached so far fails its next revalidation. No payload. */
+  INC_EPOCH: 8,
 } as const;
+
+/** The first protocol minor whose kernels accept FUSE_NOTIFY_INC_EPOCH (Linux 6.16). */
+export const INC_EPOCH_MINOR = 44;
 
 export interface InHeader {
   len: number;
@@ -639,6 +644,15 @@ export function notifyInvalEntry(parent: number, name: Uint8Array): Uint8Array {
   dv.setUint32(OUT_HEADER_SIZE + 8, name.byteLength, true);
   message.set(name, OUT_HEADER_SIZE + 16);
   return finishNotify(message, NotifyCode.INVAL_ENTRY);
+}
+
+/**
+ * A FUSE_NOTIFY_INC_EPOCH message: the kernel bumps its connection epoch, and every dentry looked
+ * up before it (negative ones too) is looked up again at its next use. The kernel takes no lock
+ * for it (an atomic increment), unlike INVAL_ENTRY, which waits for the parent directory's lock.
+ */
+export function notifyIncEpoch(): Uint8Array {
+  return finishNotify(replyBuffer(0), NotifyCode.INC_EPOCH);
 }
 
 function finishNotify(message: Uint8Array, code: number): Uint8Array {

@@ -16,6 +16,7 @@ import {
   finishReply,
   InitFlag,
   initReply,
+  notifyIncEpoch,
   notifyInvalEntry,
   Opcode,
   OUT_HEADER_SIZE,
@@ -212,4 +213,15 @@ Deno.test("notify inval entry: code in the error field, unique 0, name NUL-termi
     0n,
   ]);
   assert.equal(msg[msg.byteLength - 1], 0);
+});
+
+Deno.test("notify inc epoch: a bare header with code 8 (FUSE_NOTIFY_INC_EPOCH, 7.44)", () => {
+  const msg = notifyIncEpoch();
+  const v = new DataView(msg.buffer);
+  assert.equal(msg.byteLength, OUT_HEADER_SIZE);
+  assert.deepEqual([v.getUint32(0, true), v.getInt32(4, true), v.getBigUint64(8, true)], [
+    16,
+    8,
+    0n,
+  ]);
 });

@@ -131,6 +131,11 @@ export function inodeOfKey(key: Uint8Array): number | undefined {
   return inoOfKey(key);
 }
 
+/** Whether `key` is a directory entry key (`keys.dentry`): a name added, removed or repointed. */
+export function isDentryKey(key: Uint8Array): boolean {
+  return key.length > PREFIX.length + 9 && key[PREFIX.length] === TAG_DENTRY;
+}
+
 /** The same for a cache key string (one char per byte). */
 function inoOfKeyString(name: string): number {
   let value = 0;

@@ -1,9 +1,11 @@
 /**
  * The kernel caches of a cluster node follow changes made on other nodes: FUSE notifications
- * drop cached attributes of files changed elsewhere, and a node keeps a file's pages across opens
- * while nothing changed it (close-to-open otherwise). Node B runs with a 60 s kernel cache
- * time, so only a notification can make it see a change inside the test's deadlines. Needs root,
- * /dev/fuse, etcd-server and util-linux's fincore.
+ * drop cached attributes of files changed elsewhere and (by an epoch bump) every cached name
+ * when names changed elsewhere, and a node keeps a file's pages across opens while nothing
+ * changed it (close-to-open otherwise). Node B runs with a 60 s kernel cache time, so only a
+ * notification can make it see a change inside the test's deadlines. A node killed -9 while
+ * names churn under its lookups exits and leaves the others serving. Needs root, /dev/fuse,
+ * etcd-server and util-linux's fincore.
  * @module
  */
 
@@ -45,36 +47,8 @@ Deno.test({
   fn: async () => {
     const cluster = await LocalCluster.start("cluster-kcache-", 1);
     const [a] = cluster.nodes;
-    const bMount = join(cluster.dir, "mnt-kb");
-    const bData = join(cluster.dir, "data-kb");
-    await Deno.mkdir(bMount);
-    await Deno.mkdir(bData);
-    const b = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        join(ROOT, "mod.ts"),
-        "mount",
-        bMount,
-        "--data",
-        bData,
-        "--meta",
-        cluster.meta,
-        "--backend",
-        cluster.backend,
-        "--node-id",
-        "kb",
-        "--peer-listen",
-        `127.0.0.1:${freePort()}`,
-        "--cache-seconds",
-        "60",
-      ],
-      stdout: "null",
-      stderr: "inherit",
-    }).spawn();
+    const { bMount, b } = await startSlowNode(cluster);
     try {
-      await waitFor(() => Promise.resolve(isMounted(bMount)), 60_000, "mount kb");
-
       // 1. Attributes B caches go when A changes the file; B's next open sees the content
       // (close-to-open), even while B still holds the file open from before.
       const size = 1 << 20;
@@ -109,13 +83,203 @@ Deno.test({
         "B reading A's new content of g",
       );
     } finally {
-      b.kill("SIGTERM");
-      const timer = setTimeout(() => b.kill("SIGKILL"), 10_000);
-      await b.status;
-      clearTimeout(timer);
-      if (isMounted(bMount)) {
-        await new Deno.Command("umount", { args: ["-l", bMount], stderr: "null" }).output();
+      await stopSlowNode(b, bMount);
+      await cluster.stop();
+    }
+  },
+});
+
+/** Node "kb" beside `cluster`'s nodes, with a 60 s kernel cache time. */
+async function startSlowNode(
+  cluster: LocalCluster,
+): Promise<{ bMount: string; b: Deno.ChildProcess }> {
+  const bMount = join(cluster.dir, "mnt-kb");
+  const bData = join(cluster.dir, "data-kb");
+  await Deno.mkdir(bMount);
+  await Deno.mkdir(bData);
+  const b = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      join(ROOT, "mod.ts"),
+      "mount",
+      bMount,
+      "--data",
+      bData,
+      "--meta",
+      cluster.meta,
+      "--backend",
+      cluster.backend,
+      "--node-id",
+      "kb",
+      "--peer-listen",
+      `127.0.0.1:${freePort()}`,
+      "--cache-seconds",
+      "60",
+    ],
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  await waitFor(() => Promise.resolve(isMounted(bMount)), 60_000, "mount kb");
+  return { bMount, b };
+}
+
+async function stopSlowNode(b: Deno.ChildProcess, bMount: string): Promise<void> {
+  try {
+    b.kill("SIGTERM");
+  } catch { /* already gone */ }
+  const timer = setTimeout(() => {
+    try {
+      b.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }, 10_000);
+  await b.status;
+  clearTimeout(timer);
+  if (isMounted(bMount)) {
+    await new Deno.Command("umount", { args: ["-l", bMount], stderr: "null" }).output();
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+Deno.test({
+  name: "cluster: names created, unlinked and renamed on another node leave the kernel's entries",
+  ignore: !canRun(),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const cluster = await LocalCluster.start("cluster-kentry-", 1);
+    const [a] = cluster.nodes;
+    const { bMount, b } = await startSlowNode(cluster);
+    try {
+      const onA = (name: string) => join(a.mountpoint, name);
+      const onB = (name: string) => join(bMount, name);
+      await Deno.writeTextFile(onA("gone"), "gone");
+      await Deno.writeTextFile(onA("old"), "renamed");
+      await Deno.writeTextFile(onA("t"), "first");
+      await Deno.mkdir(onA("d"));
+      // B caches each name: positive entries for these, negative ones for names not there yet.
+      assert.ok(await exists(onB("gone")));
+      assert.ok(await exists(onB("old")));
+      assert.equal(await Deno.readTextFile(onB("t")), "first");
+      const tIno = (await Deno.stat(onB("t"))).ino;
+      assert.ok(!await exists(onB("new")));
+      assert.ok(!await exists(onB("fresh")));
+      assert.ok(!await exists(onB("d/inner")));
+
+      // Each change is seen on B long before its 60 s entry time would run out.
+      await Deno.writeTextFile(onA("fresh"), "fresh");
+      await waitFor(() => exists(onB("fresh")), 15_000, "B seeing a name A created");
+      assert.equal(await Deno.readTextFile(onB("fresh")), "fresh");
+
+      await Deno.remove(onA("gone"));
+      await waitFor(async () => !await exists(onB("gone")), 15_000, "B losing a name A unlinked");
+
+      await Deno.rename(onA("old"), onA("new"));
+      await waitFor(
+        async () => !await exists(onB("old")) && await exists(onB("new")),
+        15_000,
+        "B seeing A's rename",
+      );
+      assert.equal(await Deno.readTextFile(onB("new")), "renamed");
+
+      // Replaced by a rename over it: B's name now leads to the other inode.
+      await Deno.writeTextFile(onA("t.tmp"), "second");
+      await Deno.rename(onA("t.tmp"), onA("t"));
+      await waitFor(
+        async () => (await Deno.stat(onB("t"))).ino !== tIno,
+        15_000,
+        "B's name t leading to the inode A renamed over it",
+      );
+      assert.equal(await Deno.readTextFile(onB("t")), "second");
+
+      // Inside a subdirectory B looked into.
+      await Deno.writeTextFile(onA("d/inner"), "inner");
+      await waitFor(() => exists(onB("d/inner")), 15_000, "B seeing d/inner");
+      assert.deepEqual(
+        [...Deno.readDirSync(onB("d"))].map((e) => e.name),
+        ["inner"],
+      );
+    } finally {
+      await stopSlowNode(b, bMount);
+      await cluster.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster: a node killed -9 while names churn under its lookups exits; the others serve",
+  ignore: !canRun(),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const cluster = await LocalCluster.start("cluster-kchurn-", 2);
+    const [a, b] = cluster.nodes;
+    const dirA = join(a.mountpoint, "churn");
+    const dirB = join(b.mountpoint, "churn");
+    await Deno.mkdir(dirA);
+    await waitFor(() => exists(dirB), 15_000, "B seeing churn/");
+    let stop = false;
+    // A creates, renames and unlinks names; every batch of them bumps B's entry epoch.
+    const churn = (async () => {
+      let i = 0;
+      while (!stop) {
+        const name = join(dirA, `f${i % 50}`);
+        await Deno.writeTextFile(name, `${i}`);
+        await Deno.rename(name, `${name}.r`);
+        await Deno.remove(`${name}.r`);
+        i++;
       }
+      return i;
+    })();
+    // B looks the same names up, from several callers at once, so requests holding the
+    // directory's lock are in flight when it dies.
+    const lookups = Array.from({ length: 8 }, async (_, k) => {
+      let errors = 0;
+      for (let i = 0; !stop; i++) {
+        try {
+          await Deno.lstat(join(dirB, `f${(i * 7 + k) % 50}`));
+        } catch {
+          errors++;
+        }
+        if (i % 16 === 0) {
+          try {
+            for await (const _ of Deno.readDir(dirB)) { /* list */ }
+          } catch {
+            errors++;
+          }
+        }
+      }
+      return errors;
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 2_000));
+      const child = b.child!;
+      child.kill("SIGKILL");
+      // The bug this guards against left the daemon a zombie holding /dev/fuse forever.
+      const exited = await Promise.race([
+        child.status.then(() => true),
+        new Promise<boolean>((r) => setTimeout(() => r(false), 30_000)),
+      ]);
+      assert.ok(exited, "node B did not exit within 30 s of kill -9 (stuck in a notification?)");
+      await cluster.kill(b); // clears its dead mount
+      stop = true;
+      await Promise.all(lookups); // every lookup on the dead mount returned (an error or not)
+      const rounds = await churn;
+      assert.ok(rounds > 0);
+      // A still serves.
+      await Deno.writeTextFile(join(dirA, "after"), "after");
+      assert.equal(await Deno.readTextFile(join(dirA, "after")), "after");
+    } finally {
+      stop = true;
       await cluster.stop();
     }
   },
