@@ -170,6 +170,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
       }
     },
     validity: { entrySeconds: seconds, attrSeconds: seconds },
+    idleSpinUs: idleSpinUs(),
     // A store that did not answer is not our bug: one line naming it, no stack.
     onInternalError: (op, error) =>
       log(
@@ -204,6 +205,15 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     log,
   });
   const stop = () => device.unmount();
+  // SKYFS_DEBUG: SIGUSR2 logs the request counts so far (to split a workload into phases).
+  const dumpCounts = () => {
+    const counts = server.requestCounts().map(([name, n]) => `${name} ${n}`).join(", ");
+    log(
+      `skyfs: requests: ${counts}; poll wake-ups ${server.stats.wakeups} (idle spin found ${server.stats.spinHits})`,
+    );
+  };
+  const debug = Boolean(Deno.env.get("SKYFS_DEBUG"));
+  if (debug) Deno.addSignalListener("SIGUSR2", dumpCounts);
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   log(
@@ -218,12 +228,24 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     await shim.close();
     await node?.stop();
     await io.shutdown(); // the Vfs closed the kv when the server destroyed it
-    if (Deno.env.get("SKYFS_DEBUG")) {
-      const counts = server.requestCounts().map(([name, n]) => `${name} ${n}`).join(", ");
-      log(`skyfs: requests: ${counts}; poll wake-ups ${server.stats.wakeups}`);
+    if (debug) {
+      Deno.removeSignalListener("SIGUSR2", dumpCounts);
+      dumpCounts();
     }
     log(`skyfs: unmounted ${path}; shim ${JSON.stringify(shim.stats)}`);
   }
+}
+
+/** SKYFS_FUSE_SPIN_US: how long the FUSE reader looks for the next request before parking
+ * (src/fuse/README.md "Idle spin"); unset = the server's default. */
+function idleSpinUs(): number | undefined {
+  const text = Deno.env.get("SKYFS_FUSE_SPIN_US");
+  if (text === undefined || text === "") return undefined;
+  const value = Number(text);
+  if (!(Number.isFinite(value) && value >= 0 && value <= 10_000)) {
+    throw new UsageError(`SKYFS_FUSE_SPIN_US="${text}" is not a number of microseconds (0-10000)`);
+  }
+  return value;
 }
 
 /** Unmount `mountPoint`, also when its daemon died (a dead mount answers ENOTCONN). */
