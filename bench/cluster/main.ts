@@ -25,8 +25,10 @@ import * as libc from "../../src/io/libc.ts";
 import { createVfs, type VfsWithRecovery } from "../../src/vfs/vfs.ts";
 import { DirBackend } from "../../src/cache/backend.ts";
 import { ClusterData } from "../../src/cache/cluster_data.ts";
+import type { ChunkRef } from "../../src/cache/chunk_map.ts";
 import type { GetChunk } from "../../src/cluster/peer_wire.ts";
-import { PIECE_BYTES, TcpTransport } from "../../src/cluster/transport.ts";
+import { PIECE_BYTES } from "../../src/cluster/transport.ts";
+import { peerTransport } from "../../src/cluster/uring_transport.ts";
 import { peerThenBackend } from "../../src/cluster/peer_source.ts";
 
 const { values } = parseArgs({
@@ -203,12 +205,51 @@ const addresses = await (async () => {
   reader.releaseLock();
   return JSON.parse(text.slice(0, text.indexOf("\n"))) as { peer: string; tcp: string };
 })();
-const transport = new TcpTransport();
+// The client a mount node opens with this engine (io_uring: ranges read into the reader's buffer).
+const transport = peerTransport(io);
 const requests: GetChunk[] = [];
+
+/** readDirect's calls in (b), replayed by transportOnly. */
+const ranges: {
+  ino: number;
+  index: number;
+  ref: ChunkRef;
+  offset: number;
+  length: number;
+  ahead: { index: number; ref: ChunkRef; offset: number; length: number }[];
+}[] = [];
+
+/** The ranges (b) read from A, read again by the transport alone into one reused buffer (the
+ * same requests ahead), nothing else: the protocol and A's serving without B's vfs. */
+async function transportRanges(): Promise<number> {
+  const todo = ranges.splice(0);
+  const into = new Uint8Array(1 << 20);
+  const started = performance.now();
+  let bytes = 0;
+  const source = peerThenBackend(requestsNode!.data, transport, {
+    owner: () => ({ id: "a", address: addresses.peer }),
+  });
+  for (const r of todo) {
+    const ok = await source.readRange!(
+      r.ino,
+      r.index,
+      r.ref,
+      r.offset,
+      into.subarray(0, r.length),
+      r.ahead,
+    );
+    if (!ok) throw new Error(`(b0): range ${r.ino}/${r.index} failed`);
+    bytes += r.length;
+  }
+  source.endStream?.(todo[0]?.ino ?? 0);
+  return bytes / ((performance.now() - started) / 1000) / 2 ** 20;
+}
+let requestsNode: Awaited<ReturnType<typeof node>> | undefined;
 
 /** The chunks (b) fetched, fetched again straight from A, 8 in flight, nothing stored: the
  * protocol and A's serving without B's cache fill and read-back (pieces dropped on arrival). */
 async function transportOnly(): Promise<number> {
+  if (ranges.length > 0) return await transportRanges();
   const todo = requests.splice(0);
   const started = performance.now();
   let bytes = 0;
@@ -234,6 +275,11 @@ async function peerNode() {
       requests.push({ ino, index, ...ref, objectLength: ref.objectLength ?? 0 });
       return source.fetchInto!(ino, index, ref, sink);
     },
+    readRange: source.readRange && ((ino, index, ref, offset, into, ahead) => {
+      ranges.push({ ino, index, ref, offset, length: into.length, ahead });
+      return source.readRange!(ino, index, ref, offset, into, ahead);
+    }),
+    endStream: source.endStream,
   };
   return b;
 }
@@ -295,13 +341,16 @@ for (let round = 0; round < ROUNDS; round++) {
   results.tcp.push(median(tcp));
   results.tcpFill.push(await withCpu("tcpFill", () => loopbackTcp(addresses.tcp, `${dir}/fill`)));
   const bSeq = await peerNode();
+  requestsNode = bSeq;
   results.bSeq.push(await withCpu("bSeq", () => readAll(bSeq.vfs, "seq")));
+  if (round === 0) console.error(`(b) on B: ${JSON.stringify(bSeq.data.stats)}`);
   results.b0.push(await withCpu("b0", () => transportOnly()));
   await drop(bSeq);
   if (values["peer-only"]) continue; // for profiling the peer path
   const bRand = await peerNode();
   results.bRand.push(await withCpu("bRand", () => readAll(bRand.vfs, "rand-1m")));
   requests.length = 0;
+  ranges.length = 0;
   await drop(bRand);
   const cRand = await node();
   results.cRand.push(await withCpu("cRand", () => readAll(cRand.vfs, "rand-1m")));

@@ -16,7 +16,8 @@ import { LocalStore } from "../../src/cache/local.ts";
 import { DirBackend } from "../../src/cache/backend.ts";
 import { ClusterData } from "../../src/cache/cluster_data.ts";
 import { recycleBuffer } from "../../src/cache/buffer_pool.ts";
-import { listenPeers, PIECE_BYTES } from "../../src/cluster/transport.ts";
+import { PIECE_BYTES } from "../../src/cluster/transport.ts";
+import { openPeers } from "../../src/cluster/uring_transport.ts";
 import { HEADER_BYTES } from "../../src/cluster/peer_wire.ts";
 
 const { values } = parseArgs({
@@ -46,13 +47,15 @@ for (const row of data.index.oldest(Number.MAX_SAFE_INTEGER)) {
   else served.done();
 }
 
-const server = listenPeers("127.0.0.1", 0, (r) =>
+// The server a mount node opens with this engine (io_uring: splice from the cache file).
+const { server, transport } = openPeers(io, "127.0.0.1", 0, (r) =>
   data.serveChunk(r.ino, r.index, {
     version: r.version,
     length: r.length,
     crc: r.crc,
     objectLength: r.objectLength,
   }));
+transport.close(); // only the server is used here
 
 // Loopback baseline: a request of 8 bytes (u64 BE byte count), answered with that many bytes in
 // writes of one piece each (the first carrying a frame header's worth more, as the peer server's).

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -126,6 +127,28 @@ EXPORT int32_t skyfs_uring_probe(struct skyfs_uring *handle) {
   return missing;
 }
 
+EXPORT int32_t skyfs_uring_probe_net(struct skyfs_uring *handle) {
+  static const struct {
+    int32_t ours;
+    int kernel;
+  } needed[] = {
+      {SKYFS_OP_SPLICE, IORING_OP_SPLICE}, {SKYFS_OP_RECV, IORING_OP_RECV},
+      {SKYFS_OP_SEND, IORING_OP_SEND},     {SKYFS_OP_ACCEPT, IORING_OP_ACCEPT},
+      {SKYFS_OP_CONNECT, IORING_OP_CONNECT},
+  };
+  struct io_uring_probe *probe = io_uring_get_probe_ring(&handle->ring);
+  if (probe == NULL) return -ENOSYS;
+  int32_t missing = -1;
+  for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
+    if (!io_uring_opcode_supported(probe, needed[i].kernel)) {
+      missing = needed[i].ours;
+      break;
+    }
+  }
+  io_uring_free_probe(probe);
+  return missing;
+}
+
 static int32_t copy_cqes(struct skyfs_uring *handle, struct skyfs_uring_cqe *out, uint32_t max);
 static void run_deferred(struct skyfs_uring *handle);
 
@@ -174,6 +197,23 @@ static void prepare(struct skyfs_uring *handle, struct io_uring_sqe *sqe,
     case SKYFS_OP_CANCEL_ALL:
       io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
       break;
+    case SKYFS_OP_SPLICE:
+      /* All ones (-1 as int64) means "no offset": the pipe's or socket's own position. */
+      io_uring_prep_splice(sqe, op->fd, (int64_t)op->offset, (int)op->addr, (int64_t)op->addr2,
+                           (unsigned)op->length, op->flags);
+      break;
+    case SKYFS_OP_RECV:
+      io_uring_prep_recv(sqe, op->fd, addr, (size_t)op->length, (int)op->flags);
+      break;
+    case SKYFS_OP_SEND:
+      io_uring_prep_send(sqe, op->fd, addr, (size_t)op->length, (int)op->flags);
+      break;
+    case SKYFS_OP_ACCEPT:
+      io_uring_prep_accept(sqe, op->fd, NULL, NULL, (int)op->flags);
+      break;
+    case SKYFS_OP_CONNECT:
+      io_uring_prep_connect(sqe, op->fd, addr, (socklen_t)op->length);
+      break;
   }
   if (op->link) sqe->flags |= IOSQE_IO_LINK;
   if (op->async) {
@@ -196,7 +236,7 @@ EXPORT int32_t skyfs_uring_submit(struct skyfs_uring *handle, const struct skyfs
                                   uint32_t count) {
   /* Validate the whole batch first, so a bad op never leaves half a batch in the ring. */
   for (uint32_t i = 0; i < count; i++) {
-    if (ops[i].opcode > SKYFS_OP_CANCEL_ALL) return -EINVAL;
+    if (ops[i].opcode > SKYFS_OP_LAST) return -EINVAL;
   }
   uint32_t prepared = 0;
   for (; prepared < count; prepared++) {
@@ -214,7 +254,7 @@ EXPORT int32_t skyfs_uring_submit_reap(struct skyfs_uring *handle,
                                        uint32_t wait_ns) {
   struct io_uring *ring = &handle->ring;
   for (uint32_t i = 0; i < count; i++) {
-    if (ops[i].opcode > SKYFS_OP_CANCEL_ALL) return -EINVAL;
+    if (ops[i].opcode > SKYFS_OP_LAST) return -EINVAL;
   }
   if (count > io_uring_sq_space_left(ring)) return -EBUSY;
   for (uint32_t i = 0; i < count; i++) prepare(handle, io_uring_get_sqe(ring), &ops[i]);

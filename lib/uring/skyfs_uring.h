@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#define SKYFS_URING_ABI_VERSION 4
+#define SKYFS_URING_ABI_VERSION 5
 
 /* Default of skyfs_uring_set_poll_ns. */
 #define SKYFS_URING_POLL_NS 20000
@@ -35,7 +35,16 @@ enum {
   SKYFS_OP_STATX = 9,      /* fd = dirfd, addr = path, addr2 = struct statx *, flags, mode = mask */
   SKYFS_OP_UNLINKAT = 10,  /* fd = dirfd, addr = path, flags (AT_REMOVEDIR) */
   SKYFS_OP_RENAMEAT = 11,  /* fd = both dirfds, addr = old path, addr2 = new path, flags */
-  SKYFS_OP_CANCEL_ALL = 12 /* cancels every cancelable request in flight */
+  SKYFS_OP_CANCEL_ALL = 12, /* cancels every cancelable request in flight */
+  /* Socket ops, since ABI 5. Not required by skyfs_uring_probe (disk I/O works without them);
+   * skyfs_uring_probe_net says whether this kernel has them. */
+  SKYFS_OP_SPLICE = 13,  /* fd = fd in, offset = offset in (all ones: none), addr = fd out,
+                            addr2 = offset out (all ones: none), length, flags = SPLICE_F_* */
+  SKYFS_OP_RECV = 14,    /* fd = socket, addr = buffer, length, flags = MSG_* */
+  SKYFS_OP_SEND = 15,    /* fd = socket, addr = buffer, length, flags = MSG_* */
+  SKYFS_OP_ACCEPT = 16,  /* fd = listening socket, flags = SOCK_CLOEXEC etc.; no address */
+  SKYFS_OP_CONNECT = 17, /* fd = socket, addr = struct sockaddr *, length = its size */
+  SKYFS_OP_LAST = 17
 };
 
 /* One operation to submit. 64 bytes, little-endian, no padding. Pointers are plain addresses. */
@@ -95,6 +104,11 @@ uint32_t skyfs_uring_entries(const struct skyfs_uring *ring);
 /* Checks that the kernel supports every SKYFS_OP_* used by skyfs. Returns -1 when all are
  * supported, else the first unsupported SKYFS_OP_* code; -errno when probing itself failed. */
 int32_t skyfs_uring_probe(struct skyfs_uring *ring);
+
+/* Checks that the kernel supports the socket ops (SKYFS_OP_SPLICE .. SKYFS_OP_CONNECT). Returns
+ * -1 when all are, else the first unsupported SKYFS_OP_* code; -errno when probing failed.
+ * Since ABI 5. */
+int32_t skyfs_uring_probe_net(struct skyfs_uring *ring);
 
 /* Prepares `count` ops into SQEs in order and submits every queued SQE with one io_uring_enter.
  * Returns the number of ops prepared (less than count only when the SQ ring is full); if the

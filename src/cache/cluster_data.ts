@@ -40,7 +40,7 @@ const signatureDecoder = new TextDecoder();
  * `fetch` returns the chunk's file bytes [0, ref.length), checked with `checkChunk`: the cache
  * records them under ref.crc without hashing them again.
  */
-export interface ChunkSource {
+export interface ChunkSource extends ChunkSourceRanges {
   fetch(ino: number, index: number, ref: ChunkRef): Promise<Uint8Array>;
   /**
    * Optional streamed form: hand the chunk's bytes to `sink` in order as they arrive (offset
@@ -51,6 +51,34 @@ export interface ChunkSource {
 }
 
 export type ChunkPieceSink = (piece: Uint8Array, offset: number) => Promise<void>;
+
+/** See ClusterData.readDirect. */
+export interface ChunkSourceRanges {
+  /**
+   * Optional: bytes [offset, offset + into.length) of the chunk straight into `into`. `plan`
+   * is what to ask the owner for, in order: its first range holds those bytes (it may run on
+   * to the chunk's end), the next ones the chunks the reader will probably read next. Resolves
+   * false when this source cannot (no owner to ask, or it failed: the caller then fills the
+   * chunk the usual way).
+   */
+  readRange?(
+    ino: number,
+    index: number,
+    ref: ChunkRef,
+    offset: number,
+    into: Uint8Array,
+    plan: { index: number; ref: ChunkRef; offset: number; length: number }[],
+  ): Promise<boolean>;
+  /** The reads of inode `ino` stopped for now. */
+  endStream?(ino: number): void;
+}
+
+/** A chunk read again from another open within this long is stored locally (readDirect). */
+export const ADMIT_WINDOW_MS = 10 * 60_000;
+/** Chunks whose peer reads readDirect remembers for admission. */
+const MAX_PEER_READS = 65_536;
+/** How far ahead of a sequential reader readDirect requests ranges. */
+const READ_AHEAD_BYTES = 8 << 20;
 
 /**
  * Throw unless `data` is the chunk `ref` names: its length, and for a whole object (the map's
@@ -124,6 +152,10 @@ interface FileState {
   lastRead: number;
   /** Last chunk whose readahead was issued: once per chunk, not once per read. */
   readaheadAt: number;
+  /** Which open of the file this is (`ClusterData.opened` counts): admission's "another open". */
+  generation: number;
+  /** Where the last read served by a peer ended: a read starting there is sequential. */
+  directEnd: number;
 }
 
 /**
@@ -135,6 +167,11 @@ export interface ServedChunk {
   length: number;
   read(into: Uint8Array, offset: number): Promise<void>;
   done(): void;
+  /** The local file's fd and the chunk's first byte in it, to send from without a copy. */
+  fd: number;
+  start: number;
+  /** Whether the chunk is still the one served (not evicted, refilled or overwritten). */
+  unchanged(): boolean;
 }
 
 /** An fd kept open for serving peers; closed when dropped and no request uses it. */
@@ -146,7 +183,10 @@ interface ServeFd {
 
 export interface CacheStats {
   hits: number;
+  /** Chunks fetched from a peer: filled into the local cache, or read straight (once per open). */
   peerFills: number;
+  /** Reads answered straight from a peer's bytes (readDirect), not stored here. */
+  peerReads: number;
   misses: number;
   evictions: number;
   checksumFailures: number;
@@ -183,6 +223,12 @@ export class ClusterData {
   /** Which inodes this node has open, in metadata (set at attach). */
   records!: OpenRecords;
   #seq = 0;
+  #opens = 0;
+  /**
+   * Chunks read straight from their owner (readDirect) and by which open, most recent last:
+   * a read of one from another open within ADMIT_WINDOW_MS stores it here (admission).
+   */
+  readonly #peerRead = new Map<string, { generation: number; at: number }>();
   #versionCounter = 0;
 
   constructor(dataDir: string, options: ClusterDataOptions) {
@@ -199,6 +245,7 @@ export class ClusterData {
     this.stats = {
       hits: 0,
       peerFills: 0,
+      peerReads: 0,
       misses: 0,
       evictions: 0,
       checksumFailures: 0,
@@ -238,9 +285,20 @@ export class ClusterData {
     const map = decodeChunkMap(encoded);
     let state = this.#files.get(ino);
     if (!state) {
-      this.#files.set(ino, state = { map, dirty: new Map(), lastRead: -2, readaheadAt: -1 });
+      this.#files.set(
+        ino,
+        state = {
+          map,
+          dirty: new Map(),
+          lastRead: -2,
+          readaheadAt: -1,
+          generation: 0,
+          directEnd: -1,
+        },
+      );
     }
     state.map = map;
+    state.generation = ++this.#opens;
     // Local chunks of other versions are stale; drop them so holes read as zeros until filled.
     for (const cached of this.index.ofInode(ino)) {
       const ref = map.get(cached.index);
@@ -304,6 +362,7 @@ export class ClusterData {
    * held no record of it.
    */
   async closed(ino: number): Promise<boolean | undefined> {
+    this.#endDirect(ino);
     const state = this.#files.get(ino);
     if (state && state.dirty.size === 0) this.#files.delete(ino);
     if (!this.records.isHeld(ino)) return undefined;
@@ -352,6 +411,70 @@ export class ClusterData {
   }
 
   // --- reads and writes ---
+
+  /**
+   * A read answered by the chunk's owner straight into `into`, without storing the chunk here:
+   * the owner is the cluster's cache for its chunks (as a JuiceFS cache group), so a chunk read
+   * once on this node takes no space here. Returns the bytes read, or undefined when this read
+   * must go through `ensure` and the local file instead: the chunk is local, dirty, a hole or
+   * being filled; the read crosses a chunk or its end; the source cannot read ranges (portable
+   * engine) or the owner is this node or failed; or the chunk is admitted (below).
+   *
+   * Admission: a chunk this node read from its owner is stored here at its next read from
+   * another open of the file within ADMIT_WINDOW_MS (a second access): a file read once (a
+   * scan, a copy) costs no local space and no write, a working set read again becomes local.
+   * A sequential reader gets the next ranges requested ahead (8 MiB) on its own connection.
+   */
+  async readDirect(ino: number, fd: number, offset: number, into: Uint8Array) {
+    const state = this.#files.get(ino);
+    const readRange = this.source.readRange;
+    if (!state || !readRange || into.length === 0) return undefined;
+    const index = Math.floor(offset / CHUNK_SIZE);
+    const within = offset - index * CHUNK_SIZE;
+    const ref = state.map.get(index);
+    if (!ref || state.dirty.has(index) || this.#inflight.has(`${ino}/${index}`)) return undefined;
+    const cached = this.index.get(ino, index);
+    if (cached && cached.version === ref.version && cached.length === ref.length) return undefined;
+    // The local file's length is the file's size while it is open.
+    const length = Math.min(into.length, libc.fstat(fd).size - offset);
+    if (length <= 0 || within + length > ref.length) return undefined;
+    const key = `${ino}/${index}`;
+    const now = Date.now();
+    const seen = this.#peerRead.get(key);
+    if (seen && seen.generation !== state.generation && now - seen.at < ADMIT_WINDOW_MS) {
+      this.#peerRead.delete(key);
+      return undefined; // read again by another open: store it (ensure fills it)
+    }
+    if (seen?.generation !== state.generation) this.stats.peerFills++;
+    this.#peerRead.delete(key);
+    this.#peerRead.set(key, { generation: state.generation, at: now });
+    if (this.#peerRead.size > MAX_PEER_READS) {
+      this.#peerRead.delete(this.#peerRead.keys().next().value!);
+    }
+    // What the owner should send: just this read, or for a sequential reader the rest of the
+    // chunk and the chunks after it (the transport keeps up to 8 MiB requested ahead).
+    const plan = [{ index, ref, offset: within, length }];
+    if (offset === state.directEnd) {
+      plan[0].length = ref.length - within;
+      let bytes = plan[0].length;
+      for (let i = index + 1; bytes < READ_AHEAD_BYTES; i++) {
+        const next = state.map.get(i);
+        if (!next || state.dirty.has(i) || this.index.get(ino, i)?.version === next.version) break;
+        plan.push({ index: i, ref: next, offset: 0, length: next.length });
+        bytes += next.length;
+      }
+    }
+    const done = await readRange(ino, index, ref, within, into.subarray(0, length), plan);
+    if (!done) return undefined;
+    this.stats.peerReads++;
+    state.directEnd = offset + length;
+    return length;
+  }
+
+  /** The file's reads from peers are over for now (its last handle closed here). */
+  #endDirect(ino: number): void {
+    this.source.endStream?.(ino);
+  }
 
   /**
    * Make the chunks overlapping [offset, offset+length) of the file present in `fd`. With
@@ -804,6 +927,9 @@ export class ClusterData {
     let released = false;
     return {
       length: cached.length,
+      fd: held.fd,
+      start: index * CHUNK_SIZE,
+      unchanged: () => this.index.get(ino, index) === cached,
       read: async (into, offset) => {
         const n = await this.#io.read(held.fd, into, index * CHUNK_SIZE + offset);
         // Evicted, refilled or overwritten meanwhile: the row object changed.

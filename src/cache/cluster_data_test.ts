@@ -7,6 +7,9 @@ import assert from "node:assert/strict";
 import { openEmbeddedKV } from "../meta/embedded.ts";
 import type { MetaKV } from "../meta/kv.ts";
 import { createPortableEngine } from "../io/portable.ts";
+import type { IoEngine } from "../io/types.ts";
+import { openUringEngine } from "../io/uring.ts";
+import { openPeers, UringTransport } from "../cluster/uring_transport.ts";
 import { createVfs, type VfsWithRecovery } from "../vfs/vfs.ts";
 import type { Ctx } from "../vfs/types.ts";
 import { type BackendStore, DirBackend } from "./backend.ts";
@@ -54,7 +57,7 @@ interface Node {
   watcher: { cancel(): void };
 }
 
-async function setup() {
+async function setup(engine?: IoEngine) {
   const dir = await Deno.makeTempDir({ prefix: "cluster-data-" });
   const kv = await openEmbeddedKV(`${dir}/meta.db`);
   // Each node's destroy closes its kv; the shared one is closed once at the end.
@@ -66,7 +69,7 @@ async function setup() {
     },
   });
   const backend = new CountingBackend(await DirBackend.open(`${dir}/backend`));
-  const io = createPortableEngine();
+  const io = engine ?? createPortableEngine();
   const nodes: Node[] = [];
   const start = async (
     id: string,
@@ -772,6 +775,86 @@ Deno.test({
       assert.deepEqual(await readFile(b.vfs, "y"), content);
     } finally {
       await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster data over io_uring sockets: a peer's chunk is read into the reader's buffer, " +
+    "not stored; a read from another open stores it (admission); portable engine: fills",
+  ...options,
+  fn: async () => {
+    const io = openUringEngine({ queueDepth: 64 });
+    const c = await setup(io);
+    const closers: (() => void)[] = [];
+    try {
+      const a = await c.start("a");
+      const content = random(2 * CHUNK_SIZE + 777);
+      await writeFile(a.vfs, "f", content);
+      const peers = openPeers(io, "127.0.0.1", 0, (r) => a.data.serveChunk(r.ino, r.index, r));
+      closers.push(peers.server.close, () => peers.transport.close());
+      assert.ok(peers.transport instanceof UringTransport);
+      const b = await c.start("b");
+      b.data.source = peerThenBackend(b.data, peers.transport, {
+        owner: () => ({ id: "a", address: peers.server.address }),
+      });
+      const gets = c.backend.gets;
+      // Sequential 1 MiB reads, as FUSE would send them one after another.
+      const readSeq = async (vfs: VfsWithRecovery, size = 128 << 10) => {
+        const ino = (await vfs.lookup(ctx, 1, name("f"))).ino;
+        const { fh } = await vfs.open(ctx, ino, 0);
+        const out = new Uint8Array(content.length);
+        for (let off = 0; off < out.length;) {
+          const n = await vfs.read(ctx, ino, fh, off, out.subarray(off, off + size));
+          assert.ok(n > 0, `read at ${off}`);
+          off += n;
+        }
+        await vfs.release(ino, fh, 0);
+        return out;
+      };
+      assert.deepEqual(await readSeq(b.vfs), content);
+      assert.equal(c.backend.gets, gets, "every byte came from the peer");
+      assert.ok(
+        b.data.stats.peerReads >= content.length / (128 << 10),
+        `${b.data.stats.peerReads}`,
+      );
+      assert.equal(b.data.stats.peerFills, 3, "three chunks came from the peer");
+      assert.equal(b.data.index.bytes, 0, "and none was stored on B");
+      assert.equal(b.data.stats.misses, 0);
+      // Random 1 MiB reads, then reads crossing into the next chunk: also right.
+      assert.deepEqual(await readFile(b.vfs, "f"), content, "a second open: admitted");
+      assert.equal(b.data.index.bytes, content.length, "read by another open: stored on B");
+      assert.equal(c.backend.gets, gets);
+      const reads = b.data.stats.peerReads;
+      assert.deepEqual(await readSeq(b.vfs, 1 << 20), content);
+      assert.equal(b.data.stats.peerReads, reads, "local hits now");
+
+      // The peer answers with an error (it lost the chunk): the read falls back to the backend.
+      const broken = openPeers(
+        io,
+        "127.0.0.1",
+        0,
+        () => Promise.reject(new Error("gone")),
+        () => {},
+      );
+      closers.push(broken.server.close, () => broken.transport.close());
+      const b2 = await c.start("b2");
+      b2.data.source = peerThenBackend(b2.data, broken.transport, {
+        owner: () => ({ id: "a", address: broken.server.address }),
+      });
+      assert.deepEqual(await readSeq(b2.vfs), content);
+      assert.equal(b2.data.stats.peerReads, 0);
+      assert.equal(c.backend.gets, gets + 3, "each chunk from the backend");
+
+      // The portable engine has no socket ops: openPeers gives the Deno TCP pair (fills).
+      const portable = openPeers(createPortableEngine(), "127.0.0.1", 0, () => Promise.reject());
+      closers.push(portable.server.close, () => portable.transport.close());
+      assert.equal(portable.transport.kind, "tcp");
+      assert.equal(portable.transport.readRange, undefined);
+    } finally {
+      for (const close of closers) close();
+      await c.cleanup();
+      await io.shutdown();
     }
   },
 });

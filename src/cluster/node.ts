@@ -13,7 +13,8 @@ import { type BackendStore, openBackend } from "../cache/backend.ts";
 import type { ChunkRef } from "../cache/chunk_map.ts";
 import { peerThenBackend } from "./peer_source.ts";
 import { Membership } from "./membership.ts";
-import { listenPeers, type PeerTransport, TcpTransport } from "./transport.ts";
+import type { PeerTransport } from "./transport.ts";
+import { openPeers } from "./uring_transport.ts";
 import { probeRdma } from "./rdma_probe.ts";
 import type { IoEngine } from "../io/types.ts";
 import { collectGarbage, purgeOrphans } from "../cache/gc.ts";
@@ -55,6 +56,7 @@ export class ClusterNode {
     data: ClusterData,
     backend: BackendStore,
     server: { address: string; close: () => void },
+    transport: PeerTransport,
     membership: Membership,
   ) {
     this.#kv = kv;
@@ -62,7 +64,7 @@ export class ClusterNode {
     this.backend = backend;
     this.#server = server;
     this.membership = membership;
-    this.transport = new TcpTransport();
+    this.transport = transport;
     data.source = peerThenBackend(data, this.transport, {
       owner: (ino, index) => {
         const owner = this.membership.ring.owner(`${ino}/${index}`);
@@ -82,7 +84,9 @@ export class ClusterNode {
     const backend = await openBackend(options.backend, options.io);
     const data = new ClusterData(dataDir, { nodeId, backend, capacityBytes: options.cacheBytes });
     const [host, port] = splitHostPort(options.listen ?? "127.0.0.1:0");
-    const server = listenPeers(host, port, (request) => {
+    // io_uring sockets (splice from the cache file, reads into the reader's buffer) where the
+    // engine can, else Deno TCP: uring_transport.ts.
+    const { server, transport } = openPeers(options.io, host, port, (request) => {
       const ref: ChunkRef = {
         version: request.version,
         length: request.length,
@@ -96,7 +100,7 @@ export class ClusterNode {
       address: server.address,
       startedMs: Date.now(),
     }, { stats: () => ({ ...data.stats }) });
-    const node = new ClusterNode(kv, data, backend, server, membership);
+    const node = new ClusterNode(kv, data, backend, server, transport, membership);
     membership.self.stats = undefined;
     await membership.start();
     node.#watch();
@@ -107,7 +111,8 @@ export class ClusterNode {
       }), 10 * 60_000);
     Deno.unrefTimer(node.#gcTimer);
     log(
-      `skyfs: cluster node ${nodeId}, peers on ${server.address}, backend ${backend.kind}, ` +
+      `skyfs: cluster node ${nodeId}, peers on ${server.address} (${transport.kind}), ` +
+        `backend ${backend.kind}, ` +
         `rdma: ${probeRdma().reason}`,
     );
     return node;

@@ -8,7 +8,7 @@
 import { checkChunk, type ChunkSource, type ClusterData } from "../cache/cluster_data.ts";
 import type { ChunkRef } from "../cache/chunk_map.ts";
 import type { PeerTransport } from "./transport.ts";
-import type { GetChunk } from "./peer_wire.ts";
+import type { GetChunk, GetRange } from "./peer_wire.ts";
 
 export interface PeerSourceOptions {
   /** The peer owning the chunk, or undefined when it is this node (or there is none). */
@@ -59,6 +59,40 @@ export function peerThenBackend(
       }
       return await data.fetchFromBackend(ino, index, ref);
     },
+    /**
+     * Part of a chunk straight from its owner into the reader's buffer (transports that can:
+     * uring_transport.ts). False when there is no owner to ask, or it failed (logged): the
+     * caller then fills the chunk, which asks the backend while the peer is marked failed.
+     */
+    readRange: transport.readRange
+      ? async (ino, index, ref, offset, into, plan) => {
+        const owner = options.owner(ino, index);
+        if (!owner) return false;
+        const ranges: GetRange[] = [];
+        for (const next of plan) {
+          if (options.owner(ino, next.index)?.address !== owner.address) break;
+          ranges.push({
+            ...request(ino, next.index, next.ref),
+            offset: next.offset,
+            rangeLength: next.length,
+          });
+        }
+        try {
+          await transport.readRange!(
+            owner.address,
+            `${ino}`,
+            { ...request(ino, index, ref), offset, rangeLength: into.length },
+            into,
+            ranges,
+          );
+          return true;
+        } catch (error) {
+          failed(owner, `${ino}/${index} [${offset}, +${into.length})`, error);
+          return false;
+        }
+      }
+      : undefined,
+    endStream: (ino) => transport.endStream?.(`${ino}`),
     /**
      * Streamed: the owner's pieces go to `sink` as they arrive (ClusterData writes them into the
      * local file and checks the CRC at the end). On a peer failure, even mid-chunk, the

@@ -3,11 +3,16 @@
  * header: magic "SKYP" (u32 BE), version u8, type u8, reserved u16, request id u32, length u32.
  * A frame with another magic, an unknown version or type, or a payload over MAX_PAYLOAD_BYTES is
  * malformed: the reader reports it and the connection is closed (nothing else is affected).
+ * Version 2 adds one request, GET_RANGE; every other frame is still sent as version 1, so a
+ * version-1 node answers them, and refuses (closes on) a GET_RANGE, after which the requester
+ * reads the chunk another way.
  * @module
  */
 
 export const MAGIC = 0x534b5950; // "SKYP"
 export const PROTOCOL_VERSION = 1;
+/** The version GET_RANGE frames carry (and the highest this build reads). */
+export const RANGE_PROTOCOL_VERSION = 2;
 export const HEADER_BYTES = 16;
 /** A 4 MiB chunk plus room for a message. */
 export const MAX_PAYLOAD_BYTES = (4 << 20) + 4096;
@@ -19,6 +24,11 @@ export const FrameType = {
   CHUNK: 2,
   /** Reply: utf8 message. */
   ERROR: 3,
+  /**
+   * Request (version 2): part of a chunk. GET_CHUNK's fields, then offset u32 and range length
+   * u32 before the version (utf8); answered with a CHUNK frame of exactly those bytes.
+   */
+  GET_RANGE: 4,
 } as const;
 
 export interface Frame {
@@ -34,6 +44,12 @@ export interface GetChunk {
   length: number;
   crc: number;
   objectLength: number;
+}
+
+/** GET_RANGE: bytes [offset, offset + rangeLength) of the chunk GET_CHUNK would name. */
+export interface GetRange extends GetChunk {
+  offset: number;
+  rangeLength: number;
 }
 
 export class MalformedFrameError extends Error {
@@ -57,7 +73,7 @@ export function encodeHeader(type: number, requestId: number, length: number): U
 function writeHeader(out: Uint8Array, type: number, requestId: number, length: number): void {
   const view = new DataView(out.buffer, out.byteOffset, HEADER_BYTES);
   view.setUint32(0, MAGIC);
-  view.setUint8(4, PROTOCOL_VERSION);
+  view.setUint8(4, type === FrameType.GET_RANGE ? RANGE_PROTOCOL_VERSION : PROTOCOL_VERSION);
   view.setUint8(5, type);
   view.setUint16(6, 0);
   view.setUint32(8, requestId);
@@ -95,11 +111,13 @@ export function parseHeader(bytes: Uint8Array): FrameHeader {
   if (magic !== MAGIC) {
     throw new MalformedFrameError(`bad magic 0x${magic.toString(16)}`);
   }
-  if (version !== PROTOCOL_VERSION) {
-    throw new MalformedFrameError(`protocol version ${version}, this build speaks 1`);
+  if (version !== PROTOCOL_VERSION && version !== RANGE_PROTOCOL_VERSION) {
+    throw new MalformedFrameError(`protocol version ${version}, this build speaks 1 and 2`);
   }
-  if (type < FrameType.GET_CHUNK || type > FrameType.ERROR) {
-    throw new MalformedFrameError(`unknown frame type ${type}`);
+  if (
+    type < FrameType.GET_CHUNK || type > (version === 1 ? FrameType.ERROR : FrameType.GET_RANGE)
+  ) {
+    throw new MalformedFrameError(`unknown frame type ${type} (version ${version})`);
   }
   if (length > MAX_PAYLOAD_BYTES) {
     throw new MalformedFrameError(`payload of ${length} bytes over ${MAX_PAYLOAD_BYTES}`);
@@ -167,14 +185,45 @@ export function encodeGetChunk(request: GetChunk): Uint8Array {
   return out;
 }
 
-export function decodeGetChunk(payload: Uint8Array): GetChunk {
+export function encodeGetRange(request: GetRange): Uint8Array {
+  const chunk = encodeGetChunk(request);
+  const out = new Uint8Array(chunk.length + 8);
+  out.set(chunk.subarray(0, 24));
+  const view = new DataView(out.buffer);
+  view.setUint32(24, request.offset);
+  view.setUint32(28, request.rangeLength);
+  out.set(chunk.subarray(24), 32);
+  return out;
+}
+
+/** A GET_RANGE payload; the range must lie inside the chunk's length. */
+export function decodeGetRange(payload: Uint8Array): GetRange {
+  if (payload.length < 33) {
+    throw new MalformedFrameError(`GET_RANGE payload of ${payload.length} bytes`);
+  }
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const offset = view.getUint32(24);
+  const rangeLength = view.getUint32(28);
+  const chunk = new Uint8Array(payload.length - 8);
+  chunk.set(payload.subarray(0, 24));
+  chunk.set(payload.subarray(32), 24);
+  const request = decodeGetChunk(chunk, "GET_RANGE");
+  if (offset + rangeLength > request.length) {
+    throw new MalformedFrameError(
+      `GET_RANGE [${offset}, ${offset + rangeLength}) outside a chunk of ${request.length} bytes`,
+    );
+  }
+  return { ...request, offset, rangeLength };
+}
+
+export function decodeGetChunk(payload: Uint8Array, what = "GET_CHUNK"): GetChunk {
   if (payload.length < 25 || payload.length > 24 + 128) {
-    throw new MalformedFrameError(`GET_CHUNK payload of ${payload.length} bytes`);
+    throw new MalformedFrameError(`${what} payload of ${payload.length} bytes`);
   }
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   const version = decoder.decode(payload.subarray(24));
   if (!/^[0-9a-z-]+$/.test(version)) {
-    throw new MalformedFrameError(`GET_CHUNK version ${JSON.stringify(version)}`);
+    throw new MalformedFrameError(`${what} version ${JSON.stringify(version)}`);
   }
   return {
     ino: view.getUint32(0) * 2 ** 32 + view.getUint32(4),

@@ -7,6 +7,7 @@
 
 import {
   decodeGetChunk,
+  decodeGetRange,
   decodeText,
   encodeFrame,
   encodeGetChunk,
@@ -17,6 +18,7 @@ import {
   FrameReader,
   FrameType,
   type GetChunk,
+  type GetRange,
   HEADER_BYTES,
   MalformedFrameError,
   parseHeader,
@@ -32,6 +34,20 @@ export interface PeerTransport {
    * of the frame is read and dropped) and the promise rejects with its error.
    */
   getChunkInto(address: string, request: GetChunk, sink: ChunkSink): Promise<number>;
+  /**
+   * Optional (uring_transport.ts): bytes of `range` straight into `into` (exactly
+   * range.rangeLength long), on a connection of its own per `stream` (e.g. one per file being
+   * read); `ahead` are the ranges the stream will probably read next, requested at once.
+   */
+  readRange?(
+    address: string,
+    stream: string,
+    range: GetRange,
+    into: Uint8Array,
+    ahead?: GetRange[],
+  ): Promise<void>;
+  /** The stream will not read again soon: its connection may close. */
+  endStream?(stream: string): void;
   close(): void;
 }
 
@@ -47,6 +63,14 @@ export interface ChunkBody {
   length: number;
   read(into: Uint8Array, offset: number): Promise<void>;
   done(): void;
+  /**
+   * Where the chunk lies in a file (its fd, and the chunk's first byte at `start`), for a
+   * transport that sends from the file without copying (uring_transport.ts); `unchanged` says
+   * afterwards whether the chunk stayed the same meanwhile.
+   */
+  fd?: number;
+  start?: number;
+  unchanged?(): boolean;
 }
 
 /** Bytes per piece of a streamed chunk (both directions). */
@@ -102,12 +126,13 @@ async function serveConnection(conn: Deno.TcpConn, serve: ChunkServer, log: (l: 
   // Header room in front: the header goes out in one write with the first piece (a lone
   // 16-byte write then waited on the peer's delayed ACK: 0.7 GB/s).
   const piece = new Uint8Array(HEADER_BYTES + PIECE_BYTES);
-  const stream = async (requestId: number, body: ChunkBody) => {
+  // [start, end): the part of the chunk asked for (all of it for GET_CHUNK).
+  const stream = async (requestId: number, body: ChunkBody, start: number, end: number) => {
     try {
-      piece.set(encodeHeader(FrameType.CHUNK, requestId, body.length));
+      piece.set(encodeHeader(FrameType.CHUNK, requestId, end - start));
       let from = 0; // where this write starts in `piece`: 0 with the header, else HEADER_BYTES
-      for (let offset = 0; offset < body.length; offset += PIECE_BYTES) {
-        const length = Math.min(PIECE_BYTES, body.length - offset);
+      for (let offset = start; offset < end; offset += PIECE_BYTES) {
+        const length = Math.min(PIECE_BYTES, end - offset);
         try {
           await body.read(piece.subarray(HEADER_BYTES, HEADER_BYTES + length), offset);
         } catch (error) {
@@ -118,7 +143,7 @@ async function serveConnection(conn: Deno.TcpConn, serve: ChunkServer, log: (l: 
         await send(piece.subarray(from, HEADER_BYTES + length));
         from = HEADER_BYTES;
       }
-      if (body.length === 0) await send(piece.subarray(0, HEADER_BYTES));
+      if (end === start) await send(piece.subarray(0, HEADER_BYTES));
     } finally {
       body.done();
     }
@@ -130,18 +155,28 @@ async function serveConnection(conn: Deno.TcpConn, serve: ChunkServer, log: (l: 
       const n = await conn.read(buffer);
       if (n === null) break;
       for (const frame of reader.push(buffer.subarray(0, n))) {
-        if (frame.type !== FrameType.GET_CHUNK) {
+        if (frame.type !== FrameType.GET_CHUNK && frame.type !== FrameType.GET_RANGE) {
           throw new MalformedFrameError(`frame type ${frame.type} sent to a server`);
         }
-        const request = decodeGetChunk(frame.payload);
+        const range = frame.type === FrameType.GET_RANGE
+          ? decodeGetRange(frame.payload)
+          : undefined;
+        const request = range ?? decodeGetChunk(frame.payload);
+        const [start, end] = range
+          ? [range.offset, range.offset + range.rangeLength]
+          : [0, request.length];
         const id = frame.requestId;
         serve(request).then(
           (reply) => {
             if (!(reply instanceof Uint8Array)) {
-              writes = writes.then(() => stream(id, reply)).catch(() => {});
+              // GET_CHUNK: the body as long as it is (its length is what the reply announces).
+              const until = range ? end : reply.length;
+              writes = writes.then(() => stream(id, reply, start, until)).catch(() => {});
               return;
             }
-            const bytes = frameAround(FrameType.CHUNK, id, reply);
+            const bytes = range
+              ? encodeFrame(FrameType.CHUNK, id, reply.subarray(start, end))
+              : frameAround(FrameType.CHUNK, id, reply);
             writes = writes.then(() => send(bytes)).catch(() => {}).then(() =>
               recycleBuffer(reply)
             );

@@ -3,7 +3,15 @@
 
 import assert from "node:assert/strict";
 import { listenPeers, PIECE_BYTES, TcpTransport } from "./transport.ts";
-import { encodeFrame, FrameReader, FrameType, HEADER_BYTES, MAGIC } from "./peer_wire.ts";
+import {
+  decodeGetRange,
+  encodeFrame,
+  encodeGetRange,
+  FrameReader,
+  FrameType,
+  HEADER_BYTES,
+  MAGIC,
+} from "./peer_wire.ts";
 import { Ring } from "./membership.ts";
 
 const request = { ino: 2 ** 40 + 5, index: 3, version: "a-1", length: 5, crc: 1, objectLength: 5 };
@@ -56,10 +64,27 @@ Deno.test("frame reader: split frames reassemble, wrong version is rejected", ()
   assert.equal(out.requestId, 7);
   assert.deepEqual(out.payload, new Uint8Array([1, 2, 3]));
   const bad = frame.slice();
-  bad[4] = 2;
+  bad[4] = 3;
   assert.equal(new DataView(bad.buffer).getUint32(0), MAGIC);
-  assert.throws(() => new FrameReader().push(bad), /protocol version 2/);
+  assert.throws(() => new FrameReader().push(bad), /protocol version 3/);
   assert.equal(HEADER_BYTES, 16);
+});
+
+Deno.test("frames: GET_RANGE is version 2 and stays inside its chunk; v1 has no type 4", () => {
+  const range = { ...request, length: 1000, offset: 100, rangeLength: 900 };
+  const frame = encodeFrame(FrameType.GET_RANGE, 9, encodeGetRange(range));
+  assert.equal(frame[4], 2);
+  const [out] = new FrameReader().push(frame);
+  assert.deepEqual(decodeGetRange(out.payload), range);
+  assert.throws(
+    () => decodeGetRange(encodeGetRange({ ...range, rangeLength: 901 })),
+    /outside a chunk of 1000 bytes/,
+  );
+  const v1 = frame.slice();
+  v1[4] = 1;
+  assert.throws(() => new FrameReader().push(v1), /unknown frame type 4 \(version 1\)/);
+  // Every other frame still goes out as version 1, which older nodes read.
+  assert.equal(encodeFrame(FrameType.GET_CHUNK, 1, new Uint8Array(0))[4], 1);
 });
 
 Deno.test("ring: every node owns some chunks; removing one moves only its chunks", () => {

@@ -101,6 +101,9 @@ const O_CLOEXEC = 0o2000000;
 const O_DIRECT = 0o40000;
 const O_CREAT = 0o100;
 const O_TRUNC = 0o1000;
+const SOCK_CLOEXEC = 0o2000000;
+const MSG_NOSIGNAL = 0x4000;
+const MSG_WAITALL = 0x100;
 /**
  * How many writes an fd's learned write mode serves before it is learned again: bounds how long a
  * stale answer lives when the fd was closed and its number reused outside the engine, or O_DIRECT
@@ -250,12 +253,18 @@ export function openUringEngine(options: UringEngineOptions = {}): UringEngine {
     spin,
     options.shutdownCancelAfterMs ?? 5000,
     options.asyncBufferedWrites ?? true,
+    symbols.skyfs_uring_probe_net(ring) === -1,
   );
 }
 
 export class UringEngine implements IoEngine {
   readonly kind = "io_uring" as const;
   readonly queueDepth: number;
+  /**
+   * Whether this kernel's io_uring has the socket ops (splice, recv, send, accept, connect):
+   * src/cluster's zero-copy peer transport needs them; disk I/O does not.
+   */
+  readonly socketOps: boolean;
 
   #library: UringLibrary;
   #native: UringSymbols;
@@ -275,6 +284,8 @@ export class UringEngine implements IoEngine {
   #opWords: Uint32Array;
   #opPointer: Deno.PointerObject;
   #staged = 0;
+  /** Staged ops that are not socket ops (only those may spin). */
+  #stagedDisk = 0;
   #flushScheduled = false;
   #flush = () => this.#submitStaged();
 
@@ -318,7 +329,9 @@ export class UringEngine implements IoEngine {
     spin: SpinPolicy,
     shutdownCancelAfterMs: number,
     asyncBufferedWrites: boolean,
+    socketOps: boolean,
   ) {
+    this.socketOps = socketOps;
     this.#asyncBufferedWrites = asyncBufferedWrites;
     this.#setupFlags = library.symbols.skyfs_uring_setup_flags(ring);
     this.#library = library;
@@ -565,6 +578,214 @@ export class UringEngine implements IoEngine {
     );
   }
 
+  // ---- sockets and pipes (src/cluster's peer transport; see socketOps) ----
+
+  /** recv(2) into `into` (flags: MSG_WAITALL to fill it unless the peer closes or fails). */
+  recv(fd: number, into: Uint8Array, flags = 0): Promise<number> {
+    return this.#closed("recv") ??
+      this.#one(
+        Op.RECV,
+        fd,
+        0,
+        addressOf(into),
+        0,
+        into.byteLength,
+        flags,
+        into,
+        Result.Count,
+      ) as Promise<number>;
+  }
+
+  /**
+   * Two recv(2)s on one socket linked in one submission (IOSQE_IO_LINK): `first` is filled
+   * (MSG_WAITALL) before `second` starts, with no return to JS in between (a frame header,
+   * then its payload). Resolves to the two byte counts; when `first` comes back short (the peer
+   * closed), `second` is cancelled and counts -1.
+   */
+  async recvPair(fd: number, first: Uint8Array, second: Uint8Array): Promise<[number, number]> {
+    await this.#closed("recv");
+    const a = this.#request(Op.RECV, fd, 0, addressOf(first), 0, first.byteLength, MSG_WAITALL, 0);
+    a.keep = first;
+    a.link = true;
+    const b = this.#request(
+      Op.RECV,
+      fd,
+      0,
+      addressOf(second),
+      0,
+      second.byteLength,
+      MSG_WAITALL,
+      0,
+    );
+    b.keep = second;
+    const results = [a, b].map((request) =>
+      new Promise<number>((resolve, reject) => {
+        request.resolve = resolve as (value: number | undefined) => void;
+        request.reject = reject;
+      })
+    );
+    this.#admit([a, b]);
+    const [x, y] = await Promise.allSettled(results);
+    if (x.status === "rejected") throw x.reason;
+    if (y.status === "fulfilled") return [x.value, y.value];
+    const cancelled = y.reason instanceof FsError && y.reason.errno === Errno.ECANCELED;
+    if (cancelled && x.value < first.byteLength) return [x.value, -1];
+    throw y.reason;
+  }
+
+  /** send(2) of `data` (MSG_NOSIGNAL is added: a closed peer is EPIPE, not a signal). */
+  send(fd: number, data: Uint8Array, flags = 0): Promise<number> {
+    return this.#closed("send") ??
+      this.#one(
+        Op.SEND,
+        fd,
+        0,
+        addressOf(data),
+        0,
+        data.byteLength,
+        flags | MSG_NOSIGNAL,
+        data,
+        Result.Count,
+      ) as Promise<number>;
+  }
+
+  /** accept4(2) on a listening socket; resolves to the new connection's fd (close-on-exec). */
+  accept(fd: number): Promise<number> {
+    return this.#closed("accept") ??
+      this.#one(Op.ACCEPT, fd, 0, 0, 0, 0, SOCK_CLOEXEC, undefined, Result.Count) as Promise<
+        number
+      >;
+  }
+
+  /** connect(2) of socket `fd` to a `struct sockaddr` (src/io/libc.ts sockaddrIn). */
+  connect(fd: number, sockaddr: Uint8Array): Promise<void> {
+    const bytes = sockaddr.slice(); // its own ArrayBuffer: the kernel reads it later
+    return this.#closed("connect") ??
+      this.#one(
+        Op.CONNECT,
+        fd,
+        0,
+        addressOf(bytes),
+        0,
+        bytes.byteLength,
+        0,
+        bytes,
+        Result.Void,
+      ) as Promise<void>;
+  }
+
+  /**
+   * splice(2) of up to `length` bytes from `fdIn` (at `offsetIn`, or -1 for a pipe or socket)
+   * to `fdOut` (at `offsetOut`, or -1). One of the two must be a pipe. Resolves to the bytes
+   * moved (short at end of file, or when the pipe is full).
+   */
+  splice(
+    fdIn: number,
+    offsetIn: number,
+    fdOut: number,
+    offsetOut: number,
+    length: number,
+  ): Promise<number> {
+    return this.#closed("splice") ??
+      this.#one(
+        Op.SPLICE,
+        fdIn,
+        offsetIn,
+        fdOut,
+        offsetOut,
+        length,
+        0,
+        undefined,
+        Result.Count,
+      ) as Promise<number>;
+  }
+
+  /**
+   * `length` bytes of file `fd` from `offset` to socket `socket` without passing through user
+   * space: file -> pipe -> socket, two splices per piece of at most the pipe's capacity
+   * (`pipeBytes`), the page-cache pages referenced, not copied. Up to 16 pieces go to the
+   * kernel as one linked chain, which one io-wq worker runs from end to end without coming
+   * back to JS between pieces. `pipe` is [read end, write end], empty on entry and again on
+   * success; after a failure it may hold bytes: close it. Rejects with the errno of the splice
+   * that failed (EPIPE, ECONNRESET: the peer left), or EIO when the file ended early.
+   */
+  async spliceToSocket(
+    fd: number,
+    offset: number,
+    length: number,
+    pipe: [number, number],
+    pipeBytes: number,
+    socket: number,
+  ): Promise<void> {
+    await this.#closed("splice");
+    checkOffset(offset);
+    // At most a quarter of the slots: a chain waiting for slots held by ops that wait for the
+    // peer (a recv) would never start.
+    const chain = Math.max(1, Math.min(16, Math.floor(this.queueDepth / 8)));
+    let done = 0; // bytes taken from the file, in order
+    let inPipe = 0; // of which not yet sent
+    const settle = (request: Request) =>
+      new Promise<number>((resolve, reject) => {
+        request.resolve = resolve as (value: number | undefined) => void;
+        request.reject = reject;
+      });
+    const cancelled = (reason: unknown) =>
+      reason instanceof FsError && reason.errno === Errno.ECANCELED && !this.#cancelRequested;
+    while (done < length) {
+      const requests: Request[] = [];
+      const sizes: number[] = [];
+      for (let at = done; at < length && sizes.length < chain;) {
+        // A pipe holds whole pages: a piece starting inside a page fits only to the boundary.
+        const n = Math.min(pipeBytes - ((offset + at) % 4096), length - at);
+        const fill = this.#request(Op.SPLICE, fd, offset + at, pipe[1], -1, n, 0, 0);
+        const drain = this.#request(Op.SPLICE, pipe[0], -1, socket, -1, n, 0, 0);
+        fill.link = true;
+        drain.link = true;
+        fill.what = `fd ${fd}, ${n} bytes at ${offset + at} -> pipe`;
+        drain.what = `pipe -> socket ${socket}, ${n} bytes`;
+        requests.push(fill, drain);
+        sizes.push(n);
+        at += n;
+      }
+      requests[requests.length - 1].link = false;
+      const results = requests.map(settle);
+      this.#admit(requests);
+      const settled = await Promise.allSettled(results);
+      // In order: a short splice or a failure cancels the rest of the chain (the next round
+      // goes on from there); a short drain leaves its bytes in the pipe, in order, ahead of
+      // anything filled after. A fill of nothing is the end of the file.
+      let ended = false;
+      let short = false;
+      let failure: unknown;
+      for (let i = 0; i < sizes.length; i++) {
+        const [f, d] = [settled[2 * i], settled[2 * i + 1]];
+        if (f.status === "rejected") {
+          if (!cancelled(f.reason)) failure ??= f.reason;
+          break;
+        }
+        if (short && f.value > 0) {
+          // Bytes after a gap would be sent: the stream is wrong, the caller must close it.
+          throw new FsError(Errno.EIO, `splice of fd ${fd} went on past a short piece`);
+        }
+        done += f.value;
+        inPipe += f.value;
+        if (f.value === 0) ended = true;
+        if (f.value < sizes[i]) short = true;
+        if (d.status === "fulfilled") inPipe -= d.value;
+        else if (!cancelled(d.reason)) failure ??= d.reason;
+      }
+      if (failure) throw failure;
+      while (inPipe > 0) {
+        const moved = await this.splice(pipe[0], -1, socket, -1, inPipe);
+        if (moved === 0) throw new FsError(Errno.EPIPE, `splice to socket ${socket} moved nothing`);
+        inPipe -= moved;
+      }
+      if (ended) {
+        throw new FsError(Errno.EIO, `fd ${fd} ended at ${offset + done}, ${length - done} early`);
+      }
+    }
+  }
+
   /**
    * Stops accepting operations, waits for those already accepted, then frees the ring. With
    * `cancel: true` (or once `shutdownCancelAfterMs` has passed) what is still in the kernel is
@@ -790,14 +1011,16 @@ export class UringEngine implements IoEngine {
     ) {
       head |= HEAD_ASYNC;
     }
+    if (request.opcode < Op.SPLICE) this.#stagedDisk++;
     words[w] = head;
     words[w + 1] = request.fd >>> 0;
+    // -1 (only splice passes it: "no offset") becomes all ones, as the kernel wants.
     words[w + 2] = offset >>> 0;
-    words[w + 3] = (offset / U32) >>> 0;
+    words[w + 3] = offset < 0 ? 0xffffffff : (offset / U32) >>> 0;
     words[w + 4] = addr >>> 0;
     words[w + 5] = (addr / U32) >>> 0;
     words[w + 6] = addr2 >>> 0;
-    words[w + 7] = (addr2 / U32) >>> 0;
+    words[w + 7] = addr2 < 0 ? 0xffffffff : (addr2 / U32) >>> 0;
     words[w + 8] = length >>> 0;
     words[w + 9] = (length / U32) >>> 0;
     words[w + 10] = request.flags >>> 0;
@@ -822,7 +1045,10 @@ export class UringEngine implements IoEngine {
     if (count === 0 || this.#state === State.Closed) return;
     this.#staged = 0;
     this.#inKernel += count;
-    const spin = this.#spin.next();
+    // Socket ops wait for the peer (a splice to a socket, a recv): a spin would burn the CPU the
+    // other side needs, so a batch of only socket ops waits through the eventfd at once.
+    const spin = this.#stagedDisk > 0 ? this.#spin.next() : 0;
+    this.#stagedDisk = 0;
     this.#stats.submitCalls++;
     const reaped = this.#native.skyfs_uring_submit_reap(
       this.#ring,

@@ -8,7 +8,7 @@
 import { Errno, FsError } from "../fs_error.ts";
 
 /** The ABI version this binding speaks; a library reporting another one is refused. */
-export const ABI_VERSION = 4;
+export const ABI_VERSION = 5;
 
 /** Operation codes of `struct skyfs_uring_op` (ours, not the kernel's IORING_OP_* numbers). */
 export const Op = {
@@ -25,6 +25,11 @@ export const Op = {
   UNLINKAT: 10,
   RENAMEAT: 11,
   CANCEL_ALL: 12,
+  SPLICE: 13,
+  RECV: 14,
+  SEND: 15,
+  ACCEPT: 16,
+  CONNECT: 17,
 } as const;
 
 export const OP_NAMES = [
@@ -41,6 +46,11 @@ export const OP_NAMES = [
   "unlinkat",
   "renameat",
   "cancel",
+  "splice",
+  "recv",
+  "send",
+  "accept",
+  "connect",
 ] as const;
 
 /** Size of `struct skyfs_uring_op` and the index (in u32 words) of each field. */
@@ -90,6 +100,7 @@ const symbols = {
   skyfs_uring_setup_flags: { parameters: ["pointer"], result: "u32" },
   skyfs_uring_entries: { parameters: ["pointer"], result: "u32" },
   skyfs_uring_probe: { parameters: ["pointer"], result: "i32" },
+  skyfs_uring_probe_net: { parameters: ["pointer"], result: "i32" },
   skyfs_uring_submit: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
   skyfs_uring_submit_reap: {
     parameters: ["pointer", "pointer", "u32", "pointer", "u32", "u32"],

@@ -168,7 +168,12 @@ export async function read(
   if (offset < 0) throw new FsError("EINVAL", `negative offset ${offset}`);
   const fd = dataFd(core, ino);
   if (!(handle.flags & libc.O_NOATIME)) await core.touchAtime(ino);
-  if (core.cluster) await core.cluster.ensure(ino, fd, offset, into.length);
+  if (core.cluster) {
+    // A chunk held by its owner elsewhere is read from there straight into `into`, not stored.
+    const direct = await core.cluster.readDirect(ino, fd, offset, into);
+    if (direct !== undefined) return direct;
+    await core.cluster.ensure(ino, fd, offset, into.length);
+  }
   // The local file's length is the file's size while it is open, so pread ends where it ends.
   return await core.io.read(fd, into, offset);
 }

@@ -1,0 +1,541 @@
+/**
+ * The zero-copy peer transport: raw TCP sockets driven by the process's io_uring engine. The
+ * server sends a chunk from its cache file with splice (file -> pipe -> socket: page-cache pages
+ * are referenced, never copied through user space); the client reads a range of a chunk
+ * straight into the buffer of the read that wants it (one copy, kernel to that buffer), on one
+ * connection per reading stream with the next ranges already requested. Same frames as
+ * transport.ts (GET_CHUNK, CHUNK, ERROR, plus GET_RANGE of version 2), so nodes on either
+ * transport answer each other; getChunk/getChunkInto (cache fills) use the Deno TCP client.
+ * @module
+ */
+
+import {
+  decodeGetChunk,
+  decodeGetRange,
+  decodeText,
+  encodeFrame,
+  encodeGetRange,
+  encodeHeader,
+  encodeText,
+  FrameType,
+  type GetChunk,
+  type GetRange,
+  HEADER_BYTES,
+  MalformedFrameError,
+  parseHeader,
+} from "./peer_wire.ts";
+import {
+  type ChunkServer,
+  type ChunkSink,
+  listenPeers,
+  type PeerTransport,
+  TcpTransport,
+} from "./transport.ts";
+import { recycleBuffer } from "../cache/buffer_pool.ts";
+import type { IoEngine } from "../io/types.ts";
+import type { UringEngine } from "../io/uring.ts";
+import {
+  closeFd,
+  parseIpv4,
+  pipe,
+  shutdownSocket,
+  sockaddrIn,
+  tcpListen,
+  tcpSocket,
+} from "../io/sockets.ts";
+import { FsError } from "../fs_error.ts";
+
+const MSG_WAITALL = 0x100;
+const MSG_TRUNC = 0x20;
+const MSG_MORE = 0x8000;
+/** Bytes per splice (the pipe's capacity): 1 MiB measured best (bench/cluster/splice_spike.ts). */
+const SPLICE_BYTES = 1 << 20;
+
+/** The engine, if it can drive sockets (io_uring with the socket ops), else undefined. */
+export function socketEngine(io: IoEngine | undefined): UringEngine | undefined {
+  const uring = io as UringEngine | undefined;
+  return uring?.kind === "io_uring" && uring.socketOps ? uring : undefined;
+}
+
+/**
+ * The peer server and client for this process: over io_uring when the engine drives sockets
+ * and `host` is an IPv4 literal, else the Deno TCP ones of transport.ts (portable engine).
+ */
+export function openPeers(
+  io: IoEngine | undefined,
+  host: string,
+  port: number,
+  serve: ChunkServer,
+  log: (line: string) => void = (line) => console.error(line),
+  options: { timeoutMs?: number } = {},
+): { server: { address: string; close: () => void }; transport: PeerTransport } {
+  const uring = socketEngine(io);
+  if (uring && parseIpv4(`${host}:${port}`)) {
+    return {
+      server: listenPeersUring(uring, host, port, serve, log),
+      transport: new UringTransport(uring, options),
+    };
+  }
+  return { server: listenPeers(host, port, serve, log), transport: new TcpTransport(options) };
+}
+
+/** The peer client for this process's engine (openPeers' choice, without a server). */
+export function peerTransport(
+  io: IoEngine | undefined,
+  options: { timeoutMs?: number } = {},
+): PeerTransport {
+  const uring = socketEngine(io);
+  return uring ? new UringTransport(uring, options) : new TcpTransport(options);
+}
+
+/** Listen on host:port (IPv4; port 0: any) and answer GET_CHUNK and GET_RANGE with `serve`. */
+export function listenPeersUring(
+  io: UringEngine,
+  host: string,
+  port: number,
+  serve: ChunkServer,
+  log: (line: string) => void = (line) => console.error(line),
+): { address: string; close: () => void } {
+  const [listenFd, bound] = tcpListen(host, port);
+  const sockets = new Set<number>();
+  let closed = false;
+  const accepting = (async () => {
+    while (!closed) {
+      let fd: number;
+      try {
+        fd = await io.accept(listenFd);
+      } catch (error) {
+        if (closed) break;
+        log(`skyfs: peer server ${host}:${bound}: accept failed (${error}); retrying`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
+      }
+      if (closed) {
+        closeFd(fd);
+        break;
+      }
+      sockets.add(fd);
+      serveSocket(io, fd, serve, log).finally(() => sockets.delete(fd));
+    }
+  })();
+  return {
+    address: `${host}:${bound}`,
+    close: () => {
+      if (closed) return;
+      closed = true;
+      // shutdown wakes the accept waiting in the ring (it fails); close alone would not.
+      shutdownSocket(listenFd);
+      accepting.finally(() => closeFd(listenFd));
+      for (const fd of sockets) shutdownSocket(fd);
+    },
+  };
+}
+
+async function sendAll(io: UringEngine, fd: number, bytes: Uint8Array, flags = 0): Promise<void> {
+  for (let done = 0; done < bytes.length;) {
+    const n = await io.send(fd, bytes.subarray(done), flags);
+    if (n <= 0) throw new FsError("EPIPE", `send on socket ${fd} sent nothing`);
+    done += n;
+  }
+}
+
+/** Answers one connection's requests in order until it closes or sends a malformed frame. */
+async function serveSocket(
+  io: UringEngine,
+  fd: number,
+  serve: ChunkServer,
+  log: (line: string) => void,
+): Promise<void> {
+  const header = new Uint8Array(HEADER_BYTES);
+  let spliceVia: { fds: [number, number]; capacity: number } | undefined;
+  try {
+    for (;;) {
+      if (await io.recv(fd, header, MSG_WAITALL) < HEADER_BYTES) break; // closed
+      const frame = parseHeader(header);
+      if (frame.type !== FrameType.GET_CHUNK && frame.type !== FrameType.GET_RANGE) {
+        throw new MalformedFrameError(`frame type ${frame.type} sent to a server`);
+      }
+      const payload = new Uint8Array(frame.length);
+      if (frame.length > 0 && await io.recv(fd, payload, MSG_WAITALL) < frame.length) break;
+      const range = frame.type === FrameType.GET_RANGE ? decodeGetRange(payload) : undefined;
+      const request: GetChunk = range ?? decodeGetChunk(payload);
+      const start = range?.offset ?? 0;
+      let end = 0;
+      let reply;
+      try {
+        reply = await serve(request);
+        // GET_CHUNK: all of what the cache holds; GET_RANGE: inside it, or an error.
+        end = range ? start + range.rangeLength : reply.length;
+        if (end > reply.length) {
+          if (!(reply instanceof Uint8Array)) reply.done();
+          throw new Error(`range ends at ${end}, the chunk here has ${reply.length} bytes`);
+        }
+      } catch (error) {
+        const text = encodeText(String(error));
+        await sendAll(io, fd, encodeFrame(FrameType.ERROR, frame.requestId, text));
+        // A range reader receives the header and the range's bytes in one go (recvPair): the
+        // connection's end is what tells it that a shorter ERROR came instead.
+        if (range) break;
+        continue;
+      }
+      if (reply instanceof Uint8Array) {
+        try {
+          await sendAll(
+            io,
+            fd,
+            encodeFrame(FrameType.CHUNK, frame.requestId, reply.subarray(start, end)),
+          );
+        } finally {
+          recycleBuffer(reply);
+        }
+        continue;
+      }
+      try {
+        await sendAll(
+          io,
+          fd,
+          encodeHeader(FrameType.CHUNK, frame.requestId, end - start),
+          MSG_MORE,
+        );
+        if (reply.fd !== undefined) {
+          spliceVia ??= pipe(SPLICE_BYTES);
+          await io.spliceToSocket(
+            reply.fd,
+            reply.start! + start,
+            end - start,
+            spliceVia.fds,
+            spliceVia.capacity,
+            fd,
+          );
+          if (reply.unchanged?.() === false) {
+            throw new Error(`chunk ${request.ino}/${request.index} changed while being sent`);
+          }
+        } else {
+          const piece = new Uint8Array(Math.min(SPLICE_BYTES, end - start));
+          for (let at = start; at < end; at += piece.length) {
+            const part = piece.subarray(0, Math.min(piece.length, end - at));
+            await reply.read(part, at);
+            await sendAll(io, fd, part);
+          }
+        }
+      } catch (error) {
+        // The header promised the bytes: the requester must see the connection end.
+        log(
+          `skyfs: peer connection ${fd}: sending ${request.ino}/${request.index} failed (${error}); closing`,
+        );
+        break;
+      } finally {
+        reply.done();
+      }
+    }
+  } catch (error) {
+    if (error instanceof MalformedFrameError) {
+      log(
+        `skyfs: peer connection ${fd}: malformed frame (${error.message}); closing the connection`,
+      );
+    }
+  } finally {
+    shutdownSocket(fd);
+    await io.close(fd).catch(() => {});
+    if (spliceVia) {
+      closeFd(spliceVia.fds[0]);
+      closeFd(spliceVia.fds[1]);
+    }
+  }
+}
+
+/** A range requested on a stream's connection and not wholly read yet. */
+interface Sent {
+  range: GetRange;
+  id: number;
+  /** Bytes of its payload read so far (its header is read with the first ones). */
+  consumed: number;
+}
+
+/** One connection per reading stream: its replies come in the order of `sent`. */
+interface Stream {
+  key: string;
+  fd: number;
+  sent: Sent[];
+  nextId: number;
+  /** Reads of this stream run one at a time. */
+  tail: Promise<unknown>;
+  lastUse: number;
+}
+
+const sameChunk = (a: GetRange, b: GetRange) =>
+  a.ino === b.ino && a.index === b.index && a.version === b.version;
+
+/** Whether `outer` holds all of `inner`. */
+const covers = (outer: GetRange, inner: GetRange) =>
+  sameChunk(outer, inner) && outer.offset <= inner.offset &&
+  inner.offset + inner.rangeLength <= outer.offset + outer.rangeLength;
+
+/**
+ * The client: `readRange` over io_uring sockets, one connection per (peer, stream); cache fills
+ * (getChunk, getChunkInto) over the Deno TCP client. A peer that failed (timeout, refused,
+ * broken frame) is skipped for `downMs` by both, so a dead or partitioned peer costs one
+ * timeout, not one per chunk.
+ */
+export class UringTransport implements PeerTransport {
+  readonly kind = "tcp+io_uring";
+  readonly #io: UringEngine;
+  readonly #tcp: TcpTransport;
+  readonly #timeoutMs: number;
+  readonly #downMs: number;
+  readonly #streams = new Map<string, Stream>();
+  readonly #down = new Map<string, number>();
+  readonly #header = new Uint8Array(HEADER_BYTES);
+  #discard = new Uint8Array(1 << 20);
+  /** Most streams kept open; the least recently used goes beyond it. */
+  static readonly MAX_STREAMS = 64;
+  /** Bytes requested ahead of the reader per stream. */
+  static readonly WINDOW_BYTES = 8 << 20;
+
+  constructor(io: UringEngine, options: { timeoutMs?: number; downMs?: number } = {}) {
+    this.#io = io;
+    this.#timeoutMs = options.timeoutMs ?? 10_000;
+    this.#downMs = options.downMs ?? 10_000;
+    this.#tcp = new TcpTransport({ timeoutMs: this.#timeoutMs });
+  }
+
+  #checkUp(address: string): void {
+    const until = this.#down.get(address);
+    if (until === undefined) return;
+    if (Date.now() < until) {
+      throw new Error(`peer ${address} failed less than ${this.#downMs} ms ago; not asked`);
+    }
+    this.#down.delete(address);
+  }
+
+  async getChunk(address: string, request: GetChunk): Promise<Uint8Array> {
+    this.#checkUp(address);
+    try {
+      return await this.#tcp.getChunk(address, request);
+    } catch (error) {
+      this.#markDown(address, error);
+      throw error;
+    }
+  }
+
+  async getChunkInto(address: string, request: GetChunk, sink: ChunkSink): Promise<number> {
+    this.#checkUp(address);
+    try {
+      return await this.#tcp.getChunkInto(address, request, sink);
+    } catch (error) {
+      this.#markDown(address, error);
+      throw error;
+    }
+  }
+
+  /** Peer-side errors (an ERROR frame) do not mark the peer down; transport failures do. */
+  #markDown(address: string, error: unknown): void {
+    if (String((error as Error).message).startsWith(`peer ${address}: `)) return; // ERROR frame
+    this.#down.set(address, Date.now() + this.#downMs);
+  }
+
+  /**
+   * Bytes `want` of a chunk from `address` straight into `into` (exactly want.rangeLength
+   * long). `plan` is what this stream should have requested, in order: its first range holds
+   * `want` (e.g. from `want` to the chunk's end for a sequential reader, or just `want`), the
+   * next ones what it will read after (following chunks). Ranges are requested up to
+   * WINDOW_BYTES ahead and each read takes its bytes from the reply in progress, so a reader's
+   * 128 KiB or 1 MiB reads cost one recv each and the owner splices whole ranges. A read that
+   * does not continue the reply in progress drops what was requested before it (read and
+   * discarded without a copy). Rejects on any failure (the stream's connection is then closed).
+   */
+  readRange(
+    address: string,
+    stream: string,
+    want: GetRange,
+    into: Uint8Array,
+    plan: GetRange[] = [want],
+  ): Promise<void> {
+    if (into.length !== want.rangeLength || plan.length === 0 || !covers(plan[0], want)) {
+      return Promise.reject(
+        new RangeError(`readRange: buffer of ${into.length} for ${want.rangeLength}, plan bad`),
+      );
+    }
+    try {
+      this.#checkUp(address);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const key = `${address}|${stream}`;
+    let s = this.#streams.get(key);
+    if (!s) {
+      s = { key, fd: -1, sent: [], nextId: 1, tail: Promise.resolve(), lastUse: 0 };
+      this.#streams.set(key, s);
+      this.#trim();
+    }
+    const found = s;
+    const run = s.tail.catch(() => {}).then(() => this.#read(address, found, want, into, plan));
+    s.tail = run;
+    return run;
+  }
+
+  /** Connects the stream if it has no connection (new, or dropped after a failure). */
+  async #open(address: string, s: Stream): Promise<void> {
+    if (s.fd >= 0) return;
+    const [host, port] = parseIpv4(address) ?? [];
+    if (host === undefined) throw new RangeError(`peer address "${address}" is not IPv4`);
+    const fd = tcpSocket();
+    const timer = setTimeout(() => shutdownSocket(fd), this.#timeoutMs);
+    try {
+      await this.#io.connect(fd, sockaddrIn(host, port!));
+    } catch (error) {
+      await this.#io.close(fd).catch(() => {});
+      throw new Error(`peer ${address}: connect failed (${(error as Error).message})`);
+    } finally {
+      clearTimeout(timer);
+    }
+    s.fd = fd;
+    s.sent = [];
+  }
+
+  async #read(address: string, s: Stream, want: GetRange, into: Uint8Array, plan: GetRange[]) {
+    await this.#open(address, s);
+    s.lastUse = performance.now();
+    // A stuck peer (partitioned, hung) must not hold the reader: shutdown wakes the recv.
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      shutdownSocket(s.fd);
+    }, this.#timeoutMs);
+    try {
+      const head = s.sent[0];
+      const continues = head !== undefined && covers(head.range, want) &&
+        head.range.offset + head.consumed === want.offset;
+      if (!continues) {
+        // The reader jumped: what was requested before is read and dropped.
+        for (const sent of s.sent.splice(0)) await this.#skip(s, sent);
+      }
+      await this.#request(s, plan);
+      const sent = s.sent[0];
+      let n: number;
+      if (sent.consumed === 0) {
+        const [h, m] = await this.#io.recvPair(s.fd, this.#header, into);
+        if (h < HEADER_BYTES) throw new Error(`peer ${address} closed the connection`);
+        this.#checkHeader(address, sent, into);
+        n = m;
+      } else {
+        n = await this.#io.recv(s.fd, into, MSG_WAITALL);
+      }
+      if (n !== into.length) throw new Error(`peer ${address} closed the connection mid-frame`);
+      sent.consumed += n;
+      if (sent.consumed === sent.range.rangeLength) s.sent.shift();
+    } catch (error) {
+      this.#drop(s);
+      if (error instanceof MalformedFrameError) {
+        console.error(`skyfs: peer ${address}: malformed frame (${error.message}); closing`);
+      }
+      const failure = timedOut
+        ? new Error(`peer ${address} did not answer in ${this.#timeoutMs} ms`)
+        : error;
+      this.#markDown(address, failure);
+      throw failure;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The header just read must announce `sent`'s bytes; an ERROR's text went into `into`. */
+  #checkHeader(address: string, sent: Sent, into: Uint8Array): void {
+    const header = parseHeader(this.#header);
+    if (header.requestId !== sent.id) {
+      throw new MalformedFrameError(`reply ${header.requestId}, expected ${sent.id}`);
+    }
+    if (header.type === FrameType.ERROR) {
+      // The stream is no longer aligned on frames: the caller drops it.
+      const text = decodeText(into.subarray(0, Math.min(header.length, into.length)));
+      throw new Error(`peer ${address}: ${text}`);
+    }
+    if (header.type !== FrameType.CHUNK || header.length !== sent.range.rangeLength) {
+      throw new MalformedFrameError(`reply of type ${header.type}, ${header.length} bytes`);
+    }
+  }
+
+  /** Sends the ranges of `plan` not requested yet, while under WINDOW_BYTES outstanding. */
+  async #request(s: Stream, plan: GetRange[]): Promise<void> {
+    let outstanding = s.sent.reduce((sum, sent) => sum + sent.range.rangeLength - sent.consumed, 0);
+    const frames: Uint8Array[] = [];
+    for (const range of plan) {
+      if (s.sent.some((sent) => covers(sent.range, range))) continue;
+      if (s.sent.length > 0 && outstanding >= UringTransport.WINDOW_BYTES) break;
+      const id = s.nextId++;
+      s.sent.push({ range, id, consumed: 0 });
+      outstanding += range.rangeLength;
+      frames.push(encodeFrame(FrameType.GET_RANGE, id, encodeGetRange(range)));
+    }
+    if (frames.length === 0) return;
+    const bytes = new Uint8Array(frames.reduce((sum, f) => sum + f.length, 0));
+    let at = 0;
+    for (const frame of frames) {
+      bytes.set(frame, at);
+      at += frame.length;
+    }
+    await sendAll(this.#io, s.fd, bytes);
+  }
+
+  /** Reads and drops the rest of a reply nobody wants any more (MSG_TRUNC: no copy). */
+  async #skip(s: Stream, sent: Sent): Promise<void> {
+    let left = sent.range.rangeLength - sent.consumed;
+    if (sent.consumed === 0) {
+      if (await this.#io.recv(s.fd, this.#header, MSG_WAITALL) < HEADER_BYTES) {
+        throw new Error(`peer closed the connection`);
+      }
+      const header = parseHeader(this.#header);
+      if (header.requestId !== sent.id) {
+        throw new MalformedFrameError(`reply ${header.requestId}, expected ${sent.id}`);
+      }
+      left = header.length;
+    }
+    while (left > 0) {
+      const n = await this.#io.recv(
+        s.fd,
+        this.#discard.subarray(0, Math.min(left, this.#discard.length)),
+        MSG_WAITALL | MSG_TRUNC,
+      );
+      if (n <= 0) throw new Error(`peer closed the connection mid-frame`);
+      left -= n;
+    }
+  }
+
+  #drop(s: Stream): void {
+    if (s.fd < 0) return;
+    const fd = s.fd;
+    s.fd = -1;
+    s.sent = [];
+    shutdownSocket(fd);
+    this.#io.close(fd).catch(() => {});
+  }
+
+  /** The stream's connection closes (e.g. its file was closed); a later read reopens it. */
+  endStream(stream: string): void {
+    for (const [key, s] of this.#streams) {
+      if (!key.endsWith(`|${stream}`)) continue;
+      this.#streams.delete(key);
+      s.tail = s.tail.catch(() => {}).then(() => this.#drop(s));
+    }
+  }
+
+  #trim(): void {
+    if (this.#streams.size <= UringTransport.MAX_STREAMS) return;
+    const oldest = [...this.#streams.values()].sort((a, b) => a.lastUse - b.lastUse);
+    // The newest (just added, lastUse 0) sorts first: skip it.
+    const victims = oldest.filter((s) => s.lastUse > 0);
+    for (const s of victims.slice(0, this.#streams.size - UringTransport.MAX_STREAMS)) {
+      this.#streams.delete(s.key);
+      s.tail = s.tail.catch(() => {}).then(() => this.#drop(s));
+    }
+  }
+
+  close(): void {
+    for (const s of this.#streams.values()) {
+      s.tail = s.tail.catch(() => {}).then(() => this.#drop(s));
+      if (s.fd >= 0) shutdownSocket(s.fd); // wakes a read in progress
+    }
+    this.#streams.clear();
+    this.#tcp.close();
+  }
+}

@@ -1,0 +1,241 @@
+/**
+ * The io_uring peer transport over real loopback TCP: ranges read into the caller's buffer
+ * (sequential with a plan ahead, jumps, ERROR replies), both directions of interoperation with
+ * the Deno TCP transport, malformed and oversized frames (the connection closes, one log line),
+ * a peer that never answers (timeout, then skipped), and a peer killed -9 mid-stream.
+ */
+
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { openUringEngine, type UringEngine } from "../io/uring.ts";
+import { ensureUringBuilt } from "../io/uring_test_util.ts";
+import { type ChunkBody, listenPeers, TcpTransport } from "./transport.ts";
+import { listenPeersUring, UringTransport } from "./uring_transport.ts";
+import { encodeFrame, FrameType, type GetRange } from "./peer_wire.ts";
+
+await ensureUringBuilt();
+
+const CHUNK = 1 << 20;
+const random = (n: number) => {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
+  return out;
+};
+const range = (index: number, offset: number, rangeLength: number): GetRange => ({
+  ino: 7,
+  index,
+  version: "v-1",
+  length: CHUNK,
+  crc: 0,
+  objectLength: CHUNK,
+  offset,
+  rangeLength,
+});
+
+/** A file of `chunks` chunks, served as a cache would: from the file (fd) or from memory. */
+async function fixture(io: UringEngine, chunks: number) {
+  const dir = await Deno.makeTempDir({ prefix: "peerzc-transport-" });
+  const content = random(chunks * CHUNK);
+  await Deno.writeFile(`${dir}/f`, content);
+  const fd = await io.open(`${dir}/f`, 0);
+  const body = (index: number): ChunkBody => ({
+    length: CHUNK,
+    fd,
+    start: index * CHUNK,
+    unchanged: () => true,
+    read: async (into, offset) => {
+      await io.read(fd, into, index * CHUNK + offset);
+    },
+    done: () => {},
+  });
+  const cleanup = async () => {
+    await io.close(fd);
+    await Deno.remove(dir, { recursive: true });
+  };
+  return { content, body, cleanup };
+}
+
+Deno.test("uring transport: ranges straight into the buffer, sequential plans, jumps, errors, interop", async () => {
+  const io = openUringEngine({ queueDepth: 64 });
+  const f = await fixture(io, 4);
+  const logs: string[] = [];
+  const server = listenPeersUring(io, "127.0.0.1", 0, (r) => {
+    if (r.index === 3) return Promise.reject(new Error("no such chunk"));
+    return Promise.resolve(f.body(r.index));
+  }, (line) => logs.push(line));
+  const deno = listenPeers("127.0.0.1", 0, (r) => {
+    // The portable server answers from memory for chunk 0, from the "file" otherwise.
+    if (r.index === 0) return Promise.resolve(f.content.slice(0, CHUNK));
+    return Promise.resolve(f.body(r.index));
+  }, (line) => logs.push(line));
+  const client = new UringTransport(io, { timeoutMs: 5000 });
+  const tcp = new TcpTransport({ timeoutMs: 5000 });
+  try {
+    for (const address of [server.address, deno.address]) {
+      // A sequential reader: 128 KiB reads over chunks 0-2, the owner asked for whole ranges.
+      const out = new Uint8Array(3 * CHUNK);
+      const piece = 128 << 10;
+      for (let at = 0; at < out.length; at += piece) {
+        const index = Math.floor(at / CHUNK);
+        const within = at - index * CHUNK;
+        const plan = [range(index, within, CHUNK - within)];
+        for (let i = index + 1; i < 3; i++) plan.push(range(i, 0, CHUNK));
+        await client.readRange(
+          address,
+          "s1",
+          range(index, within, piece),
+          out.subarray(at, at + piece),
+          plan,
+        );
+      }
+      assert.deepEqual(out, f.content.subarray(0, 3 * CHUNK), address);
+      // Jumps (backwards, into the middle, odd sizes) on the same stream: what was requested
+      // ahead is dropped, the bytes are right.
+      for (const [index, offset, length] of [[0, 5, 1000], [2, 777_777, 100_000], [1, 0, CHUNK]]) {
+        const into = new Uint8Array(length);
+        await client.readRange(address, "s1", range(index, offset, length), into);
+        const start = index * CHUNK + offset;
+        assert.deepEqual(into, f.content.subarray(start, start + length));
+      }
+    }
+    // An ERROR reply rejects the read with the peer's message; the next read works.
+    await assert.rejects(
+      client.readRange(server.address, "s2", range(3, 0, 4096), new Uint8Array(4096)),
+      /no such chunk/,
+    );
+    const again = new Uint8Array(4096);
+    await client.readRange(server.address, "s2", range(1, 0, 4096), again);
+    assert.deepEqual(again, f.content.subarray(CHUNK, CHUNK + 4096));
+    // The Deno TCP client against the io_uring server: whole chunks, streamed or not.
+    const whole = await tcp.getChunk(server.address, range(2, 0, CHUNK));
+    assert.deepEqual(whole, f.content.subarray(2 * CHUNK, 3 * CHUNK));
+    const pieces = new Uint8Array(CHUNK);
+    await client.getChunkInto(server.address, range(1, 0, CHUNK), (p, at) => pieces.set(p, at));
+    assert.deepEqual(pieces, f.content.subarray(CHUNK, 2 * CHUNK));
+    // A plan must begin with the range it reads.
+    await assert.rejects(
+      client.readRange(server.address, "s1", range(0, 0, 10), new Uint8Array(10), [
+        range(1, 0, 10),
+      ]),
+      RangeError,
+    );
+    assert.deepEqual(logs, []);
+
+    // Malformed and oversized frames close only their own connection, with one line each.
+    const [host, port] = server.address.split(":");
+    for (const bad of ["garbage!garbage!garbage!", "oversized", "version 3"]) {
+      const conn = await Deno.connect({ hostname: host, port: Number(port) });
+      let bytes: Uint8Array = new TextEncoder().encode(bad);
+      if (bad !== "garbage!garbage!garbage!") {
+        bytes = encodeFrame(FrameType.GET_CHUNK, 1, new Uint8Array(0));
+        if (bad === "oversized") new DataView(bytes.buffer).setUint32(12, 64 << 20);
+        else bytes[4] = 3;
+      }
+      await conn.write(bytes);
+      assert.equal(await conn.read(new Uint8Array(16)), null, "server closed the connection");
+      conn.close();
+    }
+    assert.equal(logs.length, 3, logs.join("\n"));
+    assert.match(logs[0], /malformed frame \(bad magic/);
+    assert.match(logs[1], /payload of 67108864 bytes/);
+    assert.match(logs[2], /protocol version 3/);
+    const still = new Uint8Array(100);
+    await client.readRange(server.address, "s1", range(0, 0, 100), still);
+    assert.deepEqual(still, f.content.subarray(0, 100));
+  } finally {
+    client.close();
+    tcp.close();
+    server.close();
+    deno.close();
+    await f.cleanup();
+    await io.shutdown();
+  }
+});
+
+Deno.test("uring transport: a peer that never answers times out once, then is skipped", async () => {
+  const io = openUringEngine({ queueDepth: 16 });
+  // Accepts and reads, never writes.
+  const mute = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  (async () => {
+    for await (const conn of mute) held.push(conn);
+  })().catch(() => {});
+  const address = `127.0.0.1:${(mute.addr as Deno.NetAddr).port}`;
+  const client = new UringTransport(io, { timeoutMs: 300, downMs: 60_000 });
+  try {
+    const started = performance.now();
+    await assert.rejects(
+      client.readRange(address, "s", range(0, 0, 10), new Uint8Array(10)),
+      /did not answer in 300 ms/,
+    );
+    assert.ok(performance.now() - started < 5000);
+    await assert.rejects(
+      client.readRange(address, "s", range(0, 0, 10), new Uint8Array(10)),
+      /failed less than 60000 ms ago; not asked/,
+    );
+    await assert.rejects(
+      client.getChunkInto(address, range(0, 0, CHUNK), () => {}),
+      /not asked/,
+    );
+  } finally {
+    client.close();
+    mute.close();
+    for (const conn of held) conn.close();
+    await io.shutdown();
+  }
+});
+
+Deno.test("uring transport: a peer killed -9 mid-stream: reads give the right bytes or fail, none hangs", async () => {
+  const io = openUringEngine({ queueDepth: 16 });
+  const dir = await Deno.makeTempDir({ prefix: "peerzc-kill-" });
+  const chunks = 64;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      fileURLToPath(new URL("./_uring_peer_main.ts", import.meta.url)),
+      `${dir}/f`,
+      `${chunks * CHUNK}`,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const client = new UringTransport(io, { timeoutMs: 5000 });
+  try {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!text.includes("\n")) text += (await reader.read()).value ?? "";
+    reader.releaseLock();
+    const address = text.trim();
+    const content = await Deno.readFile(`${dir}/f`);
+    const plan = (index: number) =>
+      Array.from({ length: chunks - index }, (_, i) => range(index + i, 0, CHUNK));
+    let good = 0;
+    let failed: Error | undefined;
+    for (let index = 0; index < chunks && !failed; index++) {
+      const into = new Uint8Array(CHUNK);
+      if (index === 2) {
+        child.kill("SIGKILL");
+        await child.status;
+      }
+      try {
+        await client.readRange(address, "s", range(index, 0, CHUNK), into, plan(index));
+        assert.deepEqual(into, content.subarray(index * CHUNK, (index + 1) * CHUNK), `${index}`);
+        good++;
+      } catch (error) {
+        failed = error as Error;
+      }
+    }
+    assert.ok(good >= 2, `${good} chunks before the kill`);
+    assert.ok(failed, "a read after the kill failed");
+    assert.match(failed.message, /closed the connection|did not answer|ECONNRESET/);
+  } finally {
+    client.close();
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await child.status;
+    await io.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
