@@ -113,7 +113,7 @@ function shuffle<T>(xs: T[]): void {
  * reads (pieces of PIECE_BYTES). With `fill`, each piece is also written into a new file at its
  * offset through the io engine, as a cache fill does: the floor of any peer path that keeps
  * what it receives, without protocol, CRC or read-back. */
-async function loopbackTcp(address: string, fill?: string): Promise<number> {
+async function loopbackTcp(address: string, fill?: string, fromFile = false): Promise<number> {
   const fd = fill === undefined ? -1 : await io.open(fill, libc.O_RDWR | libc.O_CREAT);
   const at = address.lastIndexOf(":");
   const conn = await Deno.connect({
@@ -122,7 +122,10 @@ async function loopbackTcp(address: string, fill?: string): Promise<number> {
   });
   conn.setNoDelay(true);
   const request = new Uint8Array(8);
-  new DataView(request.buffer).setUint32(0, Math.floor(SIZE / 2 ** 32));
+  new DataView(request.buffer).setUint32(
+    0,
+    Math.floor(SIZE / 2 ** 32) | (fromFile ? 0x8000_0000 : 0),
+  );
   new DataView(request.buffer).setUint32(4, SIZE >>> 0);
   const buf = new Uint8Array(PIECE_BYTES);
   const started = performance.now();
@@ -314,6 +317,7 @@ const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[Math.floor(xs.len
 const ROWS = {
   tcp: "loopback TCP (2 processes)",
   tcpFill: "(ref) loopback TCP + fill of a new file",
+  tcpFile: "(ref) loopback TCP from A's cache file",
   aSeq: "(a) B local cache, seq 1 MiB",
   bSeq: "(b) A as peer, seq 1 MiB",
   b0: "(b0) peer transport alone",
@@ -340,10 +344,18 @@ for (let round = 0; round < ROUNDS; round++) {
   }
   results.tcp.push(median(tcp));
   results.tcpFill.push(await withCpu("tcpFill", () => loopbackTcp(addresses.tcp, `${dir}/fill`)));
+  results.tcpFile.push(
+    await withCpu("tcpFile", () => loopbackTcp(addresses.tcp, undefined, true)),
+  );
   const bSeq = await peerNode();
   requestsNode = bSeq;
   results.bSeq.push(await withCpu("bSeq", () => readAll(bSeq.vfs, "seq")));
-  if (round === 0) console.error(`(b) on B: ${JSON.stringify(bSeq.data.stats)}`);
+  if (round === 0) {
+    const s = bSeq.data.stats;
+    console.error(
+      `(b) on B: ${s.peerReads} reads answered by A, ${s.peerFills} chunks, ${s.bytes} bytes stored`,
+    );
+  }
   results.b0.push(await withCpu("b0", () => transportOnly()));
   await drop(bSeq);
   if (values["peer-only"]) continue; // for profiling the peer path
@@ -388,7 +400,7 @@ console.log(
 for (const [key, label] of Object.entries(ROWS) as [keyof typeof ROWS, string][]) {
   if (results[key].length === 0) continue;
   let ratio = "";
-  if (/^[bc]|tcpFill/.test(key)) ratio = `  ${(m[key] / m.tcp).toFixed(2)}x TCP`;
+  if (/^[bc]|tcpFill|tcpFile/.test(key)) ratio = `  ${(m[key] / m.tcp).toFixed(2)}x TCP`;
   if (key === "aSeq") ratio = `  ${(m.aSeq / m.ext4).toFixed(2)}x ext4 page cache`;
   const all = results[key].map((x) => x.toFixed(0)).join(" ");
   const c = cpu[key]
@@ -420,6 +432,7 @@ if (values.json) {
     row("cluster-seq-read-1m", "peer", m.bSeq),
     row("cluster-seq-read-1m", "peer-transport", m.b0),
     row("cluster-seq-read-1m", "tcp-plus-fill", m.tcpFill),
+    row("cluster-seq-read-1m", "tcp-from-cache-file", m.tcpFile),
     row("cluster-seq-read-1m", "backend", m.cSeq),
     row("cluster-seq-read-1m", "ext4-page-cache", m.ext4),
     row("cluster-rand-read-1m", "loopback-tcp", m.tcp),

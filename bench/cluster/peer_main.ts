@@ -37,11 +37,14 @@ const backend = await DirBackend.open(values.backend);
 const data = new ClusterData(values.dir, { nodeId: values["node-id"], backend });
 // Serving peers needs only the local store; the namespace is never read by serveChunk.
 const kv = await openEmbeddedKV(":memory:");
-data.attach(await Namespace.open(kv), await LocalStore.open(io, values.dir), io);
+const local = await LocalStore.open(io, values.dir);
+await data.attach(await Namespace.open(kv), local, io);
 
 // A long-running daemon has checked its chunks once (the first serve of each after a start
 // reads and checks it whole); do that now so the rounds measure the steady state.
+let benchIno = 0;
 for (const row of data.index.oldest(Number.MAX_SAFE_INTEGER)) {
+  benchIno = row.ino;
   const served = await data.serveChunk(row.ino, row.index, row);
   if (served instanceof Uint8Array) recycleBuffer(served);
   else served.done();
@@ -59,6 +62,10 @@ transport.close(); // only the server is used here
 
 // Loopback baseline: a request of 8 bytes (u64 BE byte count), answered with that many bytes in
 // writes of one piece each (the first carrying a frame header's worth more, as the peer server's).
+// With the top bit of the count set, each piece is first read from A's cache file (the file the
+// benchmark reads, from offset 0, through the io engine): the same bytes the peer path sends,
+// from the page cache rather than from one buffer that stays in the CPU cache.
+const cacheFile = local.path(benchIno);
 const tcp = Deno.listen({ hostname: "127.0.0.1", port: 0 });
 const payload = new Uint8Array(HEADER_BYTES + PIECE_BYTES);
 crypto.getRandomValues(payload.subarray(0, 65536));
@@ -73,10 +80,13 @@ crypto.getRandomValues(payload.subarray(0, 65536));
         got += n;
       }
       const view = new DataView(request.buffer);
-      const total = view.getUint32(0) * 2 ** 32 + view.getUint32(4);
+      const fromFile = (view.getUint32(0) & 0x8000_0000) !== 0;
+      const total = (view.getUint32(0) & 0x7fff_ffff) * 2 ** 32 + view.getUint32(4);
+      const fd = fromFile ? await io.open(cacheFile, 0) : -1;
       let from = 0;
       for (let sent = 0; sent < total;) {
         const end = Math.min(payload.length, from + total - sent);
+        if (fd >= 0) await io.read(fd, payload.subarray(from, end), sent);
         for (let at = from; at < end;) {
           const n = await conn.write(payload.subarray(at, end));
           at += n;
@@ -84,7 +94,8 @@ crypto.getRandomValues(payload.subarray(0, 65536));
         }
         from = HEADER_BYTES;
       }
-    })().catch(() => {}).finally(() => {
+      if (fd >= 0) await io.close(fd);
+    })().catch((e) => console.error(`peer_main: loopback sender: ${e}`)).finally(() => {
       try {
         conn.close();
       } catch { /* closed */ }
