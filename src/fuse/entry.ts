@@ -5,7 +5,7 @@
  * @module
  */
 
-import { Errno, FsError } from "../fs_error.ts";
+import { Errno } from "../fs_error.ts";
 import type { SetattrChanges } from "../vfs/types.ts";
 import type { Handler, OpContext } from "./server.ts";
 import {
@@ -25,16 +25,12 @@ import {
 
 const lookup: Handler = async (op, req) => {
   const [name] = cstrings(req.body, 0, 1);
-  try {
-    return entryReply(await op.vfs.lookup(op.ctx, req.header.nodeid, name), op.validity);
-  } catch (error) {
-    // A cached negative entry saves the next lookup of a missing name (git, PATH searches);
-    // every create in this directory goes through the kernel, which drops it.
-    if (error instanceof FsError && error.errno === Errno.ENOENT && op.validity.entrySeconds) {
-      return entryReply(null, op.validity);
-    }
-    throw error;
-  }
+  const attr = await op.vfs.lookupOrNull(op.ctx, req.header.nodeid, name);
+  if (attr) return entryReply(attr, op.validity);
+  // A cached negative entry saves the next lookup of a missing name (git, PATH searches); every
+  // create in this directory goes through the kernel, which drops it.
+  if (op.validity.entrySeconds) return entryReply(null, op.validity);
+  return statusReply(req.header.unique, Errno.ENOENT);
 };
 
 const forget: Handler = (op, req) => {

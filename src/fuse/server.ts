@@ -198,17 +198,19 @@ export class FuseServer {
     this.#idleSpinMs = (options.idleSpinUs ?? 50) / 1000;
   }
 
-  /** Turns of the event loop until a request is queued (true) or the idle spin is over. */
-  async #spinForRequest(): Promise<boolean> {
+  /** Turns of the event loop, each followed by a non-blocking read into `buffer`, until one
+   * reads a request (its length, or a negative errno) or the idle spin is over (0). */
+  async #spinForRequest(buffer: Uint8Array<ArrayBuffer>): Promise<number> {
     const until = performance.now() + this.#idleSpinMs;
     do {
       await nextTurn();
-      if (this.device.readable()) {
-        this.#stats.spinHits++;
-        return true;
+      const n = this.device.readRequest(buffer);
+      if (n !== 0) {
+        if (n > 0) this.#stats.spinHits++;
+        return n;
       }
     } while (performance.now() < until);
-    return false;
+    return 0;
   }
 
   /**
@@ -259,13 +261,13 @@ export class FuseServer {
         continue;
       }
       const buffer = pool.pop() ?? new Uint8Array(REQUEST_BUFFER_SIZE);
-      const n = this.device.readRequest(buffer);
+      let n = this.device.readRequest(buffer);
+      // Before parking in the poll hop, give the event loop a few turns (handlers finish, their
+      // replies go out, other I/O runs) and read again: a client that waits for each reply
+      // sends its next request within microseconds (see README "Idle spin").
+      if (n === 0 && this.#idleSpinMs > 0) n = await this.#spinForRequest(buffer);
       if (n === 0) {
         pool.push(buffer);
-        // Before parking in the poll hop, give the event loop a few turns (handlers finish,
-        // their replies go out, other I/O runs) and look again: a client that waits for each
-        // reply sends its next request within microseconds (see README "Idle spin").
-        if (this.#idleSpinMs > 0 && await this.#spinForRequest()) continue;
         this.#stats.wakeups++;
         await this.device.waitReadable(1000);
         continue;

@@ -24,8 +24,6 @@ const libcSymbols = {
   close: { parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
-  /** The same poll(2) as a synchronous call, only ever with a zero timeout (never blocks). */
-  poll_now: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32" },
 } as const;
 
 /** sizeof(struct fuse_lowlevel_ops) in libfuse 3.14 (checked with gcc against its header). */
@@ -62,9 +60,11 @@ export function loadLibfuse(): LibFuse {
   );
 }
 
+let errnoView: Deno.UnsafePointerView | undefined;
+/** The JS thread's errno (its location never changes, so one view serves every read). */
 function errno(): number {
-  const location = loadLibc().symbols.__errno_location();
-  return new Deno.UnsafePointerView(location!).getInt32();
+  errnoView ??= new Deno.UnsafePointerView(loadLibc().symbols.__errno_location()!);
+  return errnoView.getInt32();
 }
 
 const encoder = new TextEncoder();
@@ -157,12 +157,6 @@ export class FuseDevice {
   async waitReadable(timeoutMs: number): Promise<void> {
     if (!this.#mounted) return;
     await loadLibc().symbols.poll(this.#pollfd, 1n, timeoutMs);
-  }
-
-  /** Whether a request is queued (or the device is gone): a poll(2) that does not wait. */
-  readable(): boolean {
-    if (!this.#mounted) return true;
-    return loadLibc().symbols.poll_now(this.#pollfd, 1n, 0) !== 0;
   }
 
   /** Write one whole reply or notification. Returns 0 or a negative errno. */

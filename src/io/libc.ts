@@ -252,9 +252,17 @@ export interface Stat {
   mtimeNsec: number;
 }
 
-function parseStat(raw: Uint8Array<ArrayBuffer>): Stat {
-  const view = new DataView(raw.buffer);
-  const u64 = (at: number) => Number(view.getBigUint64(at, true));
+/** One struct stat for every call: the calls are synchronous on the one JS thread, and the fields
+ * are copied out before anything else can use it (a fresh buffer and BigInt reads cost more than
+ * the syscall). */
+const statBuffer = new Uint8Array(144);
+const statView = new DataView(statBuffer.buffer);
+
+function parseStat(): Stat {
+  const view = statView;
+  // Every field here fits in 53 bits, so two 32-bit halves are exact.
+  const u64 = (at: number) => view.getUint32(at + 4, true) * 2 ** 32 + view.getUint32(at, true);
+  const i64 = (at: number) => view.getInt32(at + 4, true) * 2 ** 32 + view.getUint32(at, true);
   return {
     dev: u64(0),
     ino: u64(8),
@@ -263,11 +271,11 @@ function parseStat(raw: Uint8Array<ArrayBuffer>): Stat {
     uid: view.getUint32(28, true),
     gid: view.getUint32(32, true),
     rdev: u64(40),
-    size: Number(view.getBigInt64(48, true)),
-    blksize: Number(view.getBigInt64(56, true)),
-    blocks: Number(view.getBigInt64(64, true)),
-    mtimeSec: Number(view.getBigInt64(88, true)),
-    mtimeNsec: Number(view.getBigInt64(96, true)),
+    size: i64(48),
+    blksize: i64(56),
+    blocks: i64(64),
+    mtimeSec: i64(88),
+    mtimeNsec: i64(96),
   };
 }
 
@@ -280,15 +288,13 @@ export function flock(fd: number, operation: number): void {
 }
 
 export function fstat(fd: number): Stat {
-  const raw = new Uint8Array(144);
-  if (lib().fstat(fd, raw) < 0) fail("fstat", fd);
-  return parseStat(raw);
+  if (lib().fstat(fd, statBuffer) < 0) fail("fstat", fd);
+  return parseStat();
 }
 
 export function stat(path: string): Stat {
-  const raw = new Uint8Array(144);
-  if (lib().stat(cString(path), raw) < 0) fail("stat", JSON.stringify(path));
-  return parseStat(raw);
+  if (lib().stat(cString(path), statBuffer) < 0) fail("stat", JSON.stringify(path));
+  return parseStat();
 }
 
 export function unlink(path: string): void {

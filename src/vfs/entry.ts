@@ -50,12 +50,14 @@ import {
 /** Longest symlink target, as ext4 with 4 KiB blocks (the target and its NUL fit a block). */
 const SYMLINK_MAX = 4095;
 
+/** The entry `name` of `parent`, or null when there is none (the callers decide whether that is
+ * ENOENT). */
 export async function lookup(
   core: VfsCore,
   ctx: Ctx,
   parent: number,
   name: Uint8Array,
-): Promise<Attr> {
+): Promise<Attr | null> {
   checkName(name);
   const dir = await core.record(parent);
   if (!isDir(dir.mode)) throw new FsError("ENOTDIR", `inode ${parent} is not a directory`);
@@ -64,7 +66,7 @@ export async function lookup(
   if (isDotOrDotDot(name)) ino = name.length === 1 ? parent : dir.parent;
   else {
     const dirent = await core.ns.getDirent(parent, name);
-    if (!dirent) throw new FsError("ENOENT", `no ${show(name)} in directory ${parent}`);
+    if (!dirent) return null;
     ino = dirent.ino;
   }
   const record = await core.record(ino);

@@ -113,6 +113,9 @@ export const RENAME_EXCHANGE = 2;
  */
 export interface Vfs {
   lookup(ctx: Ctx, parent: number, name: Uint8Array): Promise<Attr>;
+  /** `lookup`, but a missing name resolves to null instead of rejecting with ENOENT (the
+   * common answer before every create: no error object, no stack trace). */
+  lookupOrNull(ctx: Ctx, parent: number, name: Uint8Array): Promise<Attr | null>;
   forget(ino: number, nlookup: number): void;
   /** Add one lookup reference (an entry handed to the kernel by readdirplus). */
   remember(ino: number): void;

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { FsError } from "../fs_error.ts";
 import { Namespace } from "../meta/namespace.ts";
 import { LocalStore } from "../cache/local.ts";
 import type { Vfs } from "./types.ts";
@@ -75,7 +76,12 @@ async function recover(core: VfsCore): Promise<RecoveryReport> {
 function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
   return {
     recovery,
-    lookup: (ctx, parent, name) => entry.lookup(core, ctx, parent, name),
+    lookup: async (ctx, parent, name) => {
+      const attr = await entry.lookup(core, ctx, parent, name);
+      if (!attr) throw new FsError("ENOENT", `no ${entry.show(name)} in directory ${parent}`);
+      return attr;
+    },
+    lookupOrNull: (ctx, parent, name) => entry.lookup(core, ctx, parent, name),
     forget: (ino, nlookup) => entry.forget(core, ino, nlookup),
     remember: (ino) => void core.state(ino).lookups++,
     getattr: (_ctx, ino) => entry.getattr(core, ino),
