@@ -435,9 +435,14 @@ export class ClusterData {
     if (!ref || state.dirty.has(index) || this.#inflight.has(`${ino}/${index}`)) return undefined;
     const cached = this.index.get(ino, index);
     if (cached && cached.version === ref.version && cached.length === ref.length) return undefined;
-    // The local file's length is the file's size while it is open.
-    const length = Math.min(into.length, libc.fstat(fd).size - offset);
-    if (length <= 0 || within + length > ref.length) return undefined;
+    // The map is cut at the file's size, so bytes inside ref.length exist; only a read running
+    // past them needs the size (the local file's length while it is open): past the end of the
+    // file the read is short, and zeros between ref.length and the size take the fill path.
+    const length = Math.min(into.length, ref.length - within);
+    if (length <= 0) return undefined;
+    if (length < into.length && libc.fstat(fd).size > index * CHUNK_SIZE + ref.length) {
+      return undefined;
+    }
     const key = `${ino}/${index}`;
     const now = Date.now();
     const seen = this.#peerRead.get(key);

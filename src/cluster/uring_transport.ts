@@ -278,6 +278,9 @@ interface Stream {
   /** Reads of this stream run one at a time. */
   tail: Promise<unknown>;
   lastUse: number;
+  /** While a read waits on the peer: when it times out (performance.now()), else 0. */
+  deadline: number;
+  timedOut: boolean;
 }
 
 const sameChunk = (a: GetRange, b: GetRange) =>
@@ -303,6 +306,7 @@ export class UringTransport implements PeerTransport {
   readonly #streams = new Map<string, Stream>();
   readonly #down = new Map<string, number>();
   readonly #header = new Uint8Array(HEADER_BYTES);
+  #watchdog: ReturnType<typeof setInterval> | undefined;
   #discard = new Uint8Array(1 << 20);
   /** Most streams kept open; the least recently used goes beyond it. */
   static readonly MAX_STREAMS = 64;
@@ -381,7 +385,16 @@ export class UringTransport implements PeerTransport {
     const key = `${address}|${stream}`;
     let s = this.#streams.get(key);
     if (!s) {
-      s = { key, fd: -1, sent: [], nextId: 1, tail: Promise.resolve(), lastUse: 0 };
+      s = {
+        key,
+        fd: -1,
+        sent: [],
+        nextId: 1,
+        tail: Promise.resolve(),
+        lastUse: 0,
+        deadline: 0,
+        timedOut: false,
+      };
       this.#streams.set(key, s);
       this.#trim();
     }
@@ -413,12 +426,11 @@ export class UringTransport implements PeerTransport {
   async #read(address: string, s: Stream, want: GetRange, into: Uint8Array, plan: GetRange[]) {
     await this.#open(address, s);
     s.lastUse = performance.now();
-    // A stuck peer (partitioned, hung) must not hold the reader: shutdown wakes the recv.
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      shutdownSocket(s.fd);
-    }, this.#timeoutMs);
+    // A stuck peer (partitioned, hung) must not hold the reader: the watchdog's shutdown wakes
+    // the recv (one timer for all streams: a timer per read cost microseconds per read).
+    s.deadline = s.lastUse + this.#timeoutMs;
+    s.timedOut = false;
+    this.#watch();
     try {
       const head = s.sent[0];
       const continues = head !== undefined && covers(head.range, want) &&
@@ -446,14 +458,36 @@ export class UringTransport implements PeerTransport {
       if (error instanceof MalformedFrameError) {
         console.error(`skyfs: peer ${address}: malformed frame (${error.message}); closing`);
       }
-      const failure = timedOut
+      const failure = s.timedOut
         ? new Error(`peer ${address} did not answer in ${this.#timeoutMs} ms`)
         : error;
       this.#markDown(address, failure);
       throw failure;
     } finally {
-      clearTimeout(timer);
+      s.deadline = 0;
     }
+  }
+
+  /** Runs while streams exist: shuts down the connection of a read past its deadline. */
+  #watch(): void {
+    if (this.#watchdog !== undefined) return;
+    const every = Math.max(20, Math.min(1000, this.#timeoutMs / 4));
+    const watchdog = setInterval(() => {
+      const now = performance.now();
+      for (const s of this.#streams.values()) {
+        if (s.deadline > 0 && now > s.deadline && s.fd >= 0) {
+          s.timedOut = true;
+          s.deadline = 0;
+          shutdownSocket(s.fd);
+        }
+      }
+      if (this.#streams.size === 0) {
+        clearInterval(watchdog);
+        this.#watchdog = undefined;
+      }
+    }, every);
+    Deno.unrefTimer(watchdog);
+    this.#watchdog = watchdog;
   }
 
   /** The header just read must announce `sent`'s bytes; an ERROR's text went into `into`. */
@@ -550,6 +584,8 @@ export class UringTransport implements PeerTransport {
   }
 
   close(): void {
+    if (this.#watchdog !== undefined) clearInterval(this.#watchdog);
+    this.#watchdog = undefined;
     for (const s of this.#streams.values()) {
       s.tail = s.tail.catch(() => {}).then(() => this.#drop(s));
       if (s.fd >= 0) shutdownSocket(s.fd); // wakes a read in progress
