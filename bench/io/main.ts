@@ -232,7 +232,6 @@ async function runSkyfs(job: Job, path: string, options: Options): Promise<Resul
       waitCalls: after.waitCalls - before.waitCalls,
       asyncWrites: after.asyncWrites - before.asyncWrites,
       fdProbes: after.fdProbes - before.fdProbes,
-      inlineCalls: after.inlineCalls - before.inlineCalls,
     };
     skyfsRing = io.ringSetup;
     return result;
@@ -354,7 +353,6 @@ function summarize(job: Job, engine: Engine, results: Result[], error?: string):
     waitCalls: a.waitCalls + b.waitCalls,
     asyncWrites: a.asyncWrites + b.asyncWrites,
     fdProbes: a.fdProbes + b.fdProbes,
-    inlineCalls: a.inlineCalls + b.inlineCalls,
   }));
   const crossingsPerIo = (c.submitCalls + c.reapCalls + c.waitCalls + c.fdProbes) /
     c.completions;

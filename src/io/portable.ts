@@ -25,7 +25,6 @@ export function createPortableEngine(): IoEngine {
     close: (fd) => settle(() => libc.close(fd)),
     read: (fd, into, offset) => settle(() => readFull(fd, into, offset)),
     write: (fd, data, offset) => settle(() => libc.pwrite(fd, data, offset)),
-    writeNow: (fd, data, offset) => libc.pwrite(fd, data, offset),
     readv: (fd, into, offset) =>
       settle(() => {
         let total = 0;

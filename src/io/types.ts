@@ -24,12 +24,6 @@ export interface IoEngine {
   write(fd: number, data: Uint8Array, offset: number): Promise<number>;
   readv(fd: number, into: Uint8Array[], offset: number): Promise<number>;
   writev(fd: number, data: Uint8Array[], offset: number): Promise<number>;
-  /**
-   * pwrite(2) of the whole buffer done at once on the calling thread (throws an FsError), for a
-   * small write on a latency path such as a metadata log frame: no hand-off to another thread,
-   * at the price of blocking the caller for the syscall. Returns the bytes written.
-   */
-  writeNow(fd: number, data: Uint8Array, offset: number): number;
   fsync(fd: number, options?: { datasync?: boolean }): Promise<void>;
   /** Write then fsync, linked so that one submission does both where the engine can. */
   writeAndSync(fd: number, data: Uint8Array, offset: number): Promise<number>;

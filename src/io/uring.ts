@@ -41,7 +41,6 @@ import {
   type UringSymbols,
 } from "./uring_native.ts";
 import { SpinPolicy } from "./uring_spin.ts";
-import * as libc from "./libc.ts";
 
 export interface UringEngineOptions {
   /** Operations in the kernel at once; callers beyond it wait for a slot. Default 256. */
@@ -92,15 +91,10 @@ export interface UringStats {
   asyncWrites: number;
   /** fcntl(F_GETFL)+fstat calls that learned how to write to an fd (one synchronous call each). */
   fdProbes: number;
-  /** Calls run as plain syscalls on this thread instead of through the ring (`writeNow`, opens
-   * with O_CREAT or O_TRUNC, unlink), which io_uring would hand to io-wq anyway. */
-  inlineCalls: number;
 }
 
 const O_CLOEXEC = 0o2000000;
 const O_DIRECT = 0o40000;
-const O_CREAT = 0o100;
-const O_TRUNC = 0o1000;
 const SOCK_CLOEXEC = 0o2000000;
 const MSG_NOSIGNAL = 0x4000;
 const MSG_WAITALL = 0x100;
@@ -311,7 +305,6 @@ export class UringEngine implements IoEngine {
     waitCalls: 0,
     asyncWrites: 0,
     fdProbes: 0,
-    inlineCalls: 0,
   };
 
   /**
@@ -385,41 +378,8 @@ export class UringEngine implements IoEngine {
   }
 
   open(path: string, flags: number, mode = 0o600): Promise<number> {
-    const closed = this.#closed("open");
-    if (closed) return closed;
-    // io_uring never tries these inline (io_openat_force_async): they always go to an io-wq
-    // worker, and the hand-off costs more than the call (see "Path operations run inline").
-    if (flags & (O_CREAT | O_TRUNC)) {
-      return this.#inline(() => {
-        const fd = libc.open(path, flags | O_CLOEXEC, mode);
-        this.#learnFd(fd, (flags & O_DIRECT) === 0);
-        return fd;
-      });
-    }
-    return this.#pathOp(Op.OPENAT, path, flags | O_CLOEXEC, mode, Result.Count) as Promise<
-      number
-    >;
-  }
-
-  /** Run a synchronous call that io_uring would hand to io-wq anyway; count it. */
-  #inline<T>(call: () => T): Promise<T> {
-    this.#stats.inlineCalls++;
-    try {
-      return Promise.resolve(call());
-    } catch (error) {
-      return Promise.reject(error);
-    }
-  }
-
-  /**
-   * pwrite(2) at once on this thread, for a small write on a latency path (a metadata log
-   * frame): a buffered write always goes to an io-wq worker, whose wake-up and completion cost
-   * more than the copy into the page cache. Blocks the caller for the syscall.
-   */
-  writeNow(fd: number, data: Uint8Array, offset: number): number {
-    if (this.#state !== State.Open) throw this.#closedError("writeNow");
-    this.#stats.inlineCalls++;
-    return libc.pwrite(fd, data, offset);
+    return this.#closed("open") ??
+      this.#pathOp(Op.OPENAT, path, flags | O_CLOEXEC, mode, Result.Count) as Promise<number>;
   }
 
   close(fd: number): Promise<void> {
@@ -556,8 +516,8 @@ export class UringEngine implements IoEngine {
   }
 
   unlink(path: string): Promise<void> {
-    // Forced to io-wq by io_uring (io_unlinkat_prep): inline is cheaper.
-    return this.#closed("unlink") ?? this.#inline(() => libc.unlink(path));
+    return this.#closed("unlink") ??
+      this.#pathOp(Op.UNLINKAT, path, 0, 0, Result.Void) as Promise<void>;
   }
 
   async rename(from: string, to: string): Promise<void> {

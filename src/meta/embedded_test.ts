@@ -259,12 +259,6 @@ Deno.test("embedded: its files go through the engine it was given; one write per
           return real.write(fd, data, offset);
         };
       }
-      if (method === "writeNow") {
-        return (fd: number, data: Uint8Array, offset: number) => {
-          calls.push(`write ${name(fd)}`);
-          return real.writeNow(fd, data, offset);
-        };
-      }
       const value = Reflect.get(real, method);
       return typeof value === "function" ? value.bind(real) : value;
     },

@@ -205,10 +205,6 @@ interface Waiter {
  * byte appended so far is on disk (fdatasync). Writes never overlap, so the file never has a hole
  * before acknowledged bytes.
  */
-/** Log writes up to this size go out with `IoEngine.writeNow` (a few us in the page cache);
- * larger batches (a burst of transactions, a snapshot part) through the ring. */
-const INLINE_WRITE_BYTES = 64 << 10;
-
 export class LogWriter {
   readonly #io: IoEngine;
   readonly #options: LogWriterOptions;
@@ -327,10 +323,7 @@ export class LogWriter {
   async #writeAt(bytes: Uint8Array, offset: number): Promise<void> {
     for (;;) {
       try {
-        // A small frame is copied into the page cache at once: that is all a transaction needs
-        // to survive kill -9, and through io_uring it would wait for an io-wq worker instead.
-        if (bytes.length <= INLINE_WRITE_BYTES) this.#io.writeNow(this.#fd, bytes, offset);
-        else await writeFully(this.#io, this.#fd, bytes, offset);
+        await writeFully(this.#io, this.#fd, bytes, offset);
         return;
       } catch (error) {
         if (!(await this.#options.onWriteError?.(error))) throw error;

@@ -16,7 +16,6 @@ function gatedEngine(real: IoEngine) {
     close: (fd) => real.close(fd),
     read: (fd, into, offset) => real.read(fd, into, offset),
     write: (fd, data, offset) => real.write(fd, data, offset),
-    writeNow: (fd, data, offset) => real.writeNow(fd, data, offset),
     readv: (fd, into, offset) => real.readv(fd, into, offset),
     writev: (fd, data, offset) => real.writev(fd, data, offset),
     fsync: (fd, options) => real.fsync(fd, options),

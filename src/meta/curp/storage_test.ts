@@ -187,10 +187,6 @@ for (const kind of ["io_uring", "portable"] as const) {
         calls.push("write");
         return real.write(fd, data, offset);
       },
-      writeNow: (fd, data, offset) => {
-        calls.push("writeNow");
-        return real.writeNow(fd, data, offset);
-      },
       fsync: (fd, options) => {
         calls.push("fsync");
         return real.fsync(fd, options);
