@@ -450,12 +450,6 @@ export class ClusterData {
       this.#peerRead.delete(key);
       return undefined; // read again by another open: store it (ensure fills it)
     }
-    if (seen?.generation !== state.generation) this.stats.peerFills++;
-    this.#peerRead.delete(key);
-    this.#peerRead.set(key, { generation: state.generation, at: now });
-    if (this.#peerRead.size > MAX_PEER_READS) {
-      this.#peerRead.delete(this.#peerRead.keys().next().value!);
-    }
     // What the owner should send: just this read, or for a sequential reader the rest of the
     // chunk and the chunks after it (the transport keeps up to 8 MiB requested ahead).
     const plan = [{ index, ref, offset: within, length }];
@@ -471,6 +465,13 @@ export class ClusterData {
     }
     const done = await readRange(ino, index, ref, within, into.subarray(0, length), plan);
     if (!done) return undefined;
+    // Counted and remembered once read: a failed read fills the chunk instead.
+    if (seen?.generation !== state.generation) this.stats.peerFills++;
+    this.#peerRead.delete(key);
+    this.#peerRead.set(key, { generation: state.generation, at: now });
+    if (this.#peerRead.size > MAX_PEER_READS) {
+      this.#peerRead.delete(this.#peerRead.keys().next().value!);
+    }
     this.stats.peerReads++;
     state.directEnd = offset + length;
     return length;

@@ -121,7 +121,8 @@ export function listenPeersUring(
         break;
       }
       sockets.add(fd);
-      serveSocket(io, fd, serve, log).finally(() => sockets.delete(fd));
+      // Out of the set before its close: a number closed and reused must never be shut down.
+      serveSocket(io, fd, serve, log, () => sockets.delete(fd));
     }
   })();
   return {
@@ -151,6 +152,7 @@ async function serveSocket(
   fd: number,
   serve: ChunkServer,
   log: (line: string) => void,
+  closing: () => void,
 ): Promise<void> {
   const header = new Uint8Array(HEADER_BYTES);
   let spliceVia: { fds: [number, number]; capacity: number } | undefined;
@@ -252,6 +254,7 @@ async function serveSocket(
       );
     }
   } finally {
+    closing();
     shutdownSocket(fd);
     await io.close(fd).catch(() => {});
     if (spliceVia) {
@@ -415,7 +418,7 @@ export class UringTransport implements PeerTransport {
       await this.#io.connect(fd, sockaddrIn(host, port!));
     } catch (error) {
       await this.#io.close(fd).catch(() => {});
-      throw new Error(`peer ${address}: connect failed (${(error as Error).message})`);
+      throw new Error(`connecting to peer ${address} failed (${(error as Error).message})`);
     } finally {
       clearTimeout(timer);
     }
@@ -424,7 +427,12 @@ export class UringTransport implements PeerTransport {
   }
 
   async #read(address: string, s: Stream, want: GetRange, into: Uint8Array, plan: GetRange[]) {
-    await this.#open(address, s);
+    try {
+      await this.#open(address, s);
+    } catch (error) {
+      this.#markDown(address, error); // refused, unreachable: the fill path skips it too
+      throw error;
+    }
     s.lastUse = performance.now();
     // A stuck peer (partitioned, hung) must not hold the reader: the watchdog's shutdown wakes
     // the recv (one timer for all streams: a timer per read cost microseconds per read).

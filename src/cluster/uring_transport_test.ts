@@ -167,7 +167,7 @@ Deno.test("uring transport: ranges straight into the buffer, sequential plans, j
   }
 });
 
-Deno.test("uring transport: a peer that never answers times out once, then is skipped", async () => {
+Deno.test("uring transport: a peer that never answers times out once, a refused one fails at once; both are then skipped", async () => {
   const io = openUringEngine({ queueDepth: 16 });
   // Accepts and reads, never writes.
   const mute = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -192,6 +192,15 @@ Deno.test("uring transport: a peer that never answers times out once, then is sk
       client.getChunkInto(address, range(0, 0, CHUNK), () => {}),
       /not asked/,
     );
+    // A port nobody listens on: refused once, then skipped as well.
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const closed = `127.0.0.1:${(probe.addr as Deno.NetAddr).port}`;
+    probe.close();
+    await assert.rejects(
+      client.readRange(closed, "s", range(0, 0, 10), new Uint8Array(10)),
+      /connecting to peer .* failed \(ECONNREFUSED/,
+    );
+    await assert.rejects(client.getChunk(closed, range(0, 0, CHUNK)), /not asked/);
   } finally {
     client.close();
     mute.close();
