@@ -168,6 +168,7 @@ export class FuseDevice {
 
   /** Register `fd` as a passthrough backing file; returns the backing id or a negative errno. */
   backingOpen(fd: number): number {
+    if (!this.#mounted) return -19; // ENODEV
     const map = new Uint8Array(16); // struct fuse_backing_map { i32 fd; u32 flags; u64 padding; }
     new DataView(map.buffer).setInt32(0, fd, true);
     const id = loadLibc().symbols.ioctl(this.fd, FUSE_DEV_IOC_BACKING_OPEN, map);
@@ -175,6 +176,7 @@ export class FuseDevice {
   }
 
   backingClose(backingId: number): number {
+    if (!this.#mounted) return -19; // ENODEV: the connection (and its ids) went with the unmount
     const arg = new Uint8Array(4);
     new DataView(arg.buffer).setInt32(0, backingId, true);
     const rc = loadLibc().symbols.ioctl(this.fd, FUSE_DEV_IOC_BACKING_CLOSE, arg);
