@@ -38,7 +38,8 @@ const setxattr: Handler = async (op, req) => {
 
 const getxattr: Handler = async (op, req) => {
   const [name] = cstrings(req.body, GETXATTR_IN_SIZE, 1);
-  const value = await op.vfs.getxattr(op.ctx, req.header.nodeid, textOf(name));
+  const value = await op.vfs.getxattrOrNull(op.ctx, req.header.nodeid, textOf(name));
+  if (!value) return statusReply(req.header.unique, Errno.ENODATA);
   return sized(value, req.view.getUint32(0, true));
 };
 

@@ -177,6 +177,9 @@ export interface Vfs {
   /** flags: XATTR_CREATE 1, XATTR_REPLACE 2. */
   setxattr(ctx: Ctx, ino: number, name: string, value: Uint8Array, flags: number): Promise<void>;
   getxattr(ctx: Ctx, ino: number, name: string): Promise<Uint8Array>;
+  /** `getxattr`, but an attribute the inode does not have resolves to null instead of rejecting
+   * with ENODATA (no exception for the common answer). */
+  getxattrOrNull(ctx: Ctx, ino: number, name: string): Promise<Uint8Array | null>;
   listxattr(ctx: Ctx, ino: number): Promise<string[]>;
   removexattr(ctx: Ctx, ino: number, name: string): Promise<void>;
   /** mode: FALLOC_FL_KEEP_SIZE 1, FALLOC_FL_PUNCH_HOLE 2, ZERO_RANGE 0x10 (as fallocate(2)). */

@@ -112,7 +112,12 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
     statfs: () => entry.statfs(core),
     access: (ctx, ino, mask) => entry.access(core, ctx, ino, mask),
     setxattr: (ctx, ino, name, value, flags) => xattr.setxattr(core, ctx, ino, name, value, flags),
-    getxattr: (ctx, ino, name) => xattr.getxattr(core, ctx, ino, name),
+    getxattr: async (ctx, ino, name) => {
+      const value = await xattr.getxattr(core, ctx, ino, name);
+      if (!value) throw new FsError("ENODATA", `no ${JSON.stringify(name)} on inode ${ino}`);
+      return value;
+    },
+    getxattrOrNull: (ctx, ino, name) => xattr.getxattr(core, ctx, ino, name),
     listxattr: (ctx, ino) => xattr.listxattr(core, ctx, ino),
     removexattr: (ctx, ino, name) => xattr.removexattr(core, ctx, ino, name),
     fallocate: (ctx, ino, fh, mode, offset, length) =>
