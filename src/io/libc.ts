@@ -73,13 +73,14 @@ function lib(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
 let errnoView: Deno.UnsafePointerView | undefined;
 
 /** The calling thread's errno; read right after a failed synchronous call. */
-function errno(): number {
+export function errno(): number {
   // __errno_location is stable for the JS thread, so one view serves every later read.
   errnoView ??= new Deno.UnsafePointerView(lib().__errno_location()!);
   return errnoView.getInt32();
 }
 
-function fail(call: string, detail: string | number): never {
+/** Throw FsError(errno) for a failed synchronous call (EIO when errno is 0). */
+export function fail(call: string, detail: string | number): never {
   const code = errno();
   throw new FsError(code === 0 ? Errno.EIO : code, `${call}(${detail}) failed`);
 }

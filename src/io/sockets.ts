@@ -7,7 +7,7 @@
  * @module
  */
 
-import { Errno, FsError } from "../fs_error.ts";
+import { close, errno, fail, O_CLOEXEC } from "./libc.ts";
 
 const symbols = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -16,10 +16,8 @@ const symbols = {
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
   pipe2: { parameters: ["buffer", "i32"], result: "i32" },
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let library: Deno.DynamicLibrary<typeof symbols> | undefined;
@@ -29,13 +27,7 @@ function lib(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
   return library.symbols;
 }
 
-let errnoView: Deno.UnsafePointerView | undefined;
-
-function fail(call: string, detail: string | number): never {
-  errnoView ??= new Deno.UnsafePointerView(lib().__errno_location()!);
-  const code = errnoView.getInt32();
-  throw new FsError(code === 0 ? Errno.EIO : code, `${call}(${detail}) failed`);
-}
+// errno is per thread, not per library handle: libc.ts reads it and throws the FsError.
 
 const AF_INET = 2;
 const SOCK_STREAM = 1;
@@ -44,7 +36,6 @@ const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 const IPPROTO_TCP = 6;
 const TCP_NODELAY = 1;
-const O_CLOEXEC = 0o2000000;
 const F_SETPIPE_SZ = 1031;
 const F_GETPIPE_SZ = 1032;
 export const SHUT_RDWR = 2;
@@ -84,9 +75,13 @@ export function tcpSocket(): number {
   const fd = lib().socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) fail("socket", "AF_INET, SOCK_STREAM");
   const one = new Uint8Array(new Int32Array([1]).buffer);
-  if (lib().setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4) < 0) {
-    lib().close(fd);
-    fail("setsockopt", `${fd}, TCP_NODELAY`);
+  try {
+    if (lib().setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4) < 0) {
+      fail("setsockopt", `${fd}, TCP_NODELAY`);
+    }
+  } catch (error) {
+    close(fd);
+    throw error;
   }
   return fd;
 }
@@ -106,7 +101,7 @@ export function tcpListen(host: string, port: number, backlog = 128): [number, n
     if (lib().getsockname(fd, addr, length) < 0) fail("getsockname", fd);
     return [fd, new DataView(addr.buffer).getUint16(2)];
   } catch (error) {
-    lib().close(fd);
+    close(fd);
     throw error;
   }
 }
@@ -117,15 +112,10 @@ export function tcpListen(host: string, port: number, backlog = 128): [number, n
  * ENOTCONN (never connected, or already down) is not an error.
  */
 export function shutdownSocket(fd: number): void {
-  if (lib().shutdown(fd, SHUT_RDWR) < 0) {
-    errnoView ??= new Deno.UnsafePointerView(lib().__errno_location()!);
-    if (errnoView.getInt32() !== 107) fail("shutdown", fd);
-  }
+  if (lib().shutdown(fd, SHUT_RDWR) < 0 && errno() !== 107) fail("shutdown", fd);
 }
 
-export function closeFd(fd: number): void {
-  if (lib().close(fd) < 0) fail("close", fd);
-}
+export { close as closeFd };
 
 /**
  * A pipe [read end, write end], close-on-exec, of at least `bytes` capacity (F_SETPIPE_SZ; the
