@@ -101,23 +101,18 @@ EXPORT uint32_t skyfs_uring_entries(const struct skyfs_uring *handle) {
   return handle->ring.sq.ring_entries;
 }
 
-EXPORT int32_t skyfs_uring_probe(struct skyfs_uring *handle) {
-  static const struct {
-    int32_t ours;
-    int kernel;
-  } needed[] = {
-      {SKYFS_OP_NOP, IORING_OP_NOP},           {SKYFS_OP_READ, IORING_OP_READ},
-      {SKYFS_OP_WRITE, IORING_OP_WRITE},       {SKYFS_OP_READV, IORING_OP_READV},
-      {SKYFS_OP_WRITEV, IORING_OP_WRITEV},     {SKYFS_OP_FSYNC, IORING_OP_FSYNC},
-      {SKYFS_OP_FALLOCATE, IORING_OP_FALLOCATE}, {SKYFS_OP_OPENAT, IORING_OP_OPENAT},
-      {SKYFS_OP_CLOSE, IORING_OP_CLOSE},       {SKYFS_OP_STATX, IORING_OP_STATX},
-      {SKYFS_OP_UNLINKAT, IORING_OP_UNLINKAT}, {SKYFS_OP_RENAMEAT, IORING_OP_RENAMEAT},
-      {SKYFS_OP_CANCEL_ALL, IORING_OP_ASYNC_CANCEL},
-  };
+struct op_pair {
+  int32_t ours;
+  int kernel;
+};
+
+/* Our code of the first op in `needed` the kernel's probe lacks, -1 if none, -ENOSYS without a
+ * probe. */
+static int32_t first_missing(struct skyfs_uring *handle, const struct op_pair *needed, size_t n) {
   struct io_uring_probe *probe = io_uring_get_probe_ring(&handle->ring);
   if (probe == NULL) return -ENOSYS;
   int32_t missing = -1;
-  for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
+  for (size_t i = 0; i < n; i++) {
     if (!io_uring_opcode_supported(probe, needed[i].kernel)) {
       missing = needed[i].ours;
       break;
@@ -127,26 +122,26 @@ EXPORT int32_t skyfs_uring_probe(struct skyfs_uring *handle) {
   return missing;
 }
 
+EXPORT int32_t skyfs_uring_probe(struct skyfs_uring *handle) {
+  static const struct op_pair needed[] = {
+      {SKYFS_OP_NOP, IORING_OP_NOP},           {SKYFS_OP_READ, IORING_OP_READ},
+      {SKYFS_OP_WRITE, IORING_OP_WRITE},       {SKYFS_OP_READV, IORING_OP_READV},
+      {SKYFS_OP_WRITEV, IORING_OP_WRITEV},     {SKYFS_OP_FSYNC, IORING_OP_FSYNC},
+      {SKYFS_OP_FALLOCATE, IORING_OP_FALLOCATE}, {SKYFS_OP_OPENAT, IORING_OP_OPENAT},
+      {SKYFS_OP_CLOSE, IORING_OP_CLOSE},       {SKYFS_OP_STATX, IORING_OP_STATX},
+      {SKYFS_OP_UNLINKAT, IORING_OP_UNLINKAT}, {SKYFS_OP_RENAMEAT, IORING_OP_RENAMEAT},
+      {SKYFS_OP_CANCEL_ALL, IORING_OP_ASYNC_CANCEL},
+  };
+  return first_missing(handle, needed, sizeof(needed) / sizeof(needed[0]));
+}
+
 EXPORT int32_t skyfs_uring_probe_net(struct skyfs_uring *handle) {
-  static const struct {
-    int32_t ours;
-    int kernel;
-  } needed[] = {
+  static const struct op_pair needed[] = {
       {SKYFS_OP_SPLICE, IORING_OP_SPLICE}, {SKYFS_OP_RECV, IORING_OP_RECV},
       {SKYFS_OP_SEND, IORING_OP_SEND},     {SKYFS_OP_ACCEPT, IORING_OP_ACCEPT},
       {SKYFS_OP_CONNECT, IORING_OP_CONNECT},
   };
-  struct io_uring_probe *probe = io_uring_get_probe_ring(&handle->ring);
-  if (probe == NULL) return -ENOSYS;
-  int32_t missing = -1;
-  for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
-    if (!io_uring_opcode_supported(probe, needed[i].kernel)) {
-      missing = needed[i].ours;
-      break;
-    }
-  }
-  io_uring_free_probe(probe);
-  return missing;
+  return first_missing(handle, needed, sizeof(needed) / sizeof(needed[0]));
 }
 
 static int32_t copy_cqes(struct skyfs_uring *handle, struct skyfs_uring_cqe *out, uint32_t max);
