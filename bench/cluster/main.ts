@@ -30,6 +30,7 @@ import type { GetChunk } from "../../src/cluster/peer_wire.ts";
 import { PIECE_BYTES } from "../../src/cluster/transport.ts";
 import { peerTransport } from "../../src/cluster/uring_transport.ts";
 import { peerThenBackend } from "../../src/cluster/peer_source.ts";
+import { cpuNs } from "./cpu.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -285,19 +286,6 @@ async function peerNode() {
     endStream: source.endStream,
   };
   return b;
-}
-
-/** CPU time of all threads of process `pid` (its io-wq workers included), in ns. */
-function cpuNs(pid: number | "self"): number {
-  let total = 0;
-  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-    try {
-      total += Number(
-        Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/schedstat`).split(" ")[0],
-      );
-    } catch { /* the thread exited */ }
-  }
-  return total;
 }
 
 /** CPU ms per GiB moved, of B (this process) and A (the child), for each row measured so. */

@@ -12,6 +12,7 @@ import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { openUringEngine } from "../../src/io/uring.ts";
 import { pipe, sockaddrIn, tcpListen, tcpSocket } from "../../src/io/sockets.ts";
+import { cpuNs } from "./cpu.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -131,18 +132,6 @@ const io = openUringEngine({ spinUs: Number(Deno.env.get("SPIN") ?? 50) });
 const request = new Uint8Array(8);
 new DataView(request.buffer).setUint32(4, SIZE);
 const buffer = new Uint8Array(PIECE);
-
-function cpuNs(pid: number | "self"): number {
-  let total = 0;
-  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-    try {
-      total += Number(
-        Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/schedstat`).split(" ")[0],
-      );
-    } catch { /* exited */ }
-  }
-  return total;
-}
 
 const plainConn = await Deno.connect({ hostname: "127.0.0.1", port: ports.plain });
 plainConn.setNoDelay(true);
