@@ -360,6 +360,103 @@ export async function openTarget(
   };
 }
 
+/** Copies of a Deno binary made by this process, by source path. */
+const denoCopies = new Map<string, Promise<string>>();
+
+/**
+ * A Deno binary every uid can execute, for whatever runs TypeScript as another user: a copy of
+ * `source` (default: the Deno running the tests) at TEST_TMP/skyfs-deno-SHA/deno, owned by the
+ * caller (root), mode 0755, in a directory of mode 0755. `npx deno` runs from npx's cache under
+ * /root (mode 0700), which no other uid can reach, so Deno.execPath() will not do (issue 12). It is
+ * a copy on every machine, also where Deno is installed for everyone, so all take the same path.
+ * Named by the binary's SHA-256: made once per Deno build, reused by later runs.
+ */
+export function denoForEveryUid(source: string = Deno.execPath()): Promise<string> {
+  let copy = denoCopies.get(source);
+  if (!copy) {
+    copy = copyDenoForEveryUid(source);
+    denoCopies.set(source, copy);
+  }
+  return copy;
+}
+
+async function copyDenoForEveryUid(source: string): Promise<string> {
+  const bytes = await Deno.readFile(source);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  const sha = Array.from(digest.subarray(0, 12), (b) => b.toString(16).padStart(2, "0")).join("");
+  const dir = join(TEST_TMP, `skyfs-deno-${sha}`);
+  await Deno.mkdir(dir).catch((error) => {
+    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+  });
+  // Another user could have made this directory first and would then control what uid 1000 runs.
+  const dirInfo = await Deno.lstat(dir);
+  if (!dirInfo.isDirectory || dirInfo.uid !== Deno.uid()) {
+    throw new Error(
+      `"${dir}" is not a directory of uid ${Deno.uid()}: remove it so the tests can copy Deno there`,
+    );
+  }
+  await Deno.chmod(dir, 0o755);
+  const path = join(dir, "deno");
+  const existing = await Deno.lstat(path).catch(() => undefined);
+  if (
+    existing?.isFile && existing.uid === Deno.uid() && (existing.mode! & 0o7777) === 0o755 &&
+    existing.size === bytes.length
+  ) {
+    return path;
+  }
+  // Written aside and renamed, so a concurrent run never executes half a binary.
+  const partial = `${path}.${crypto.randomUUID()}`;
+  await Deno.writeFile(partial, bytes, { mode: 0o755 });
+  await Deno.chmod(partial, 0o755); // the umask may have cleared bits
+  await Deno.rename(partial, path);
+  return path;
+}
+
+/**
+ * Runs `command args...` as `uid` (gid the same, no supplementary groups) through setpriv, with
+ * only `env` in its environment (PATH defaults to the system directories). The command must be one
+ * that uid can execute: for Deno, use denoForEveryUid().
+ */
+export function runAs(
+  uid: number,
+  command: string,
+  args: string[],
+  options: { env?: Record<string, string> } = {},
+): Promise<RunResult> {
+  const env = { PATH: "/usr/local/bin:/usr/bin:/bin", ...options.env };
+  return run("setpriv", [
+    `--reuid=${uid}`,
+    `--regid=${uid}`,
+    "--clear-groups",
+    "env",
+    "-i",
+    ...Object.entries(env).map(([name, value]) => `${name}=${value}`),
+    command,
+    ...args,
+  ], { check: false });
+}
+
+/**
+ * Runs `mod.ts args...` as `uid` from denoForEveryUid(`options.deno`), with a fresh HOME and
+ * DENO_DIR owned by that uid and PATH `options.path` (default: the system directories).
+ */
+export async function runSkyfsAs(
+  uid: number,
+  args: string[],
+  options: { path?: string; deno?: string } = {},
+): Promise<RunResult> {
+  const deno = await denoForEveryUid(options.deno);
+  const home = await makeTempDir("home");
+  try {
+    await Deno.chown(home, uid, uid);
+    const env: Record<string, string> = { HOME: home, DENO_DIR: join(home, "deno") };
+    if (options.path !== undefined) env.PATH = options.path;
+    return await runAs(uid, deno, ["run", "-A", "--quiet", MOD_TS, ...args], { env });
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+}
+
 /** Result of running a program. */
 export interface RunResult {
   code: number;

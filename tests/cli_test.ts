@@ -9,12 +9,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  denoForEveryUid,
   isSkyfsMounted,
   makeTempDir,
   MOD_TS,
   PYTHON,
   run,
+  runAs,
   runSkyfs,
+  runSkyfsAs,
   startMount,
   targetKinds,
 } from "./_harness.ts";
@@ -22,7 +25,11 @@ import {
 const ignore = !targetKinds().includes("skyfs");
 const options = { ignore, sanitizeOps: false, sanitizeResources: false };
 
-/** Asserts a failed run: non-zero exit, one line on stderr, matching `pattern`, no stack trace. */
+/**
+ * Asserts a failed run of skyfs: non-zero exit, one line on stderr, skyfs's own ("skyfs: ...") and
+ * matching `pattern`, no stack trace. A program that never started (exec refused, no such binary,
+ * a wrong path) prints someone else's line, so it fails here whatever that line says.
+ */
 function assertOneLineError(
   result: { code: number; stderr: string; timedOut?: boolean },
   pattern: RegExp,
@@ -32,31 +39,38 @@ function assertOneLineError(
   assert.notEqual(result.code, 0, `${what}: exit code 0, expected a failure`);
   const lines = result.stderr.trim().split("\n").filter((line) => line.trim());
   assert.equal(lines.length, 1, `${what}: expected one line on stderr, got:\n${result.stderr}`);
+  assert.match(lines[0], /^skyfs: /, `${what}: not skyfs's own message (did skyfs start?)`);
   assert.match(lines[0], pattern, `${what}: unclear message`);
 }
 
-/** Runs `mod.ts args...` as another user with a fresh Deno cache of its own. */
-async function runSkyfsAs(uid: number, args: string[], env: Record<string, string> = {}) {
-  const home = await makeTempDir("home");
-  await Deno.chown(home, uid, uid);
-  const result = await run("setpriv", [
-    `--reuid=${uid}`,
-    `--regid=${uid}`,
-    "--clear-groups",
-    "env",
-    "-i",
-    `HOME=${home}`,
-    `DENO_DIR=${join(home, "deno")}`,
-    `PATH=${env.PATH ?? "/usr/local/bin:/usr/bin:/bin"}`,
-    Deno.execPath(),
-    "run",
-    "-A",
-    "--quiet",
-    MOD_TS,
-    ...args,
-  ], { check: false });
-  await Deno.remove(home, { recursive: true });
-  return result;
+/** Where rootOnlyDeno() put its link, removed when the tests end. */
+let rootOnlyDir: string | undefined;
+let rootOnly: Promise<string> | undefined;
+
+/**
+ * The Deno the non-root cases start from, as a fresh machine has it: only in a directory no other
+ * uid can traverse (npx's cache under /root, mode 0700). A link to (or copy of) Deno.execPath() in
+ * a mode-0700 directory, made on every machine, so a machine with a Deno installed for everyone
+ * tests the same condition (issue 12).
+ */
+function rootOnlyDeno(): Promise<string> {
+  rootOnly ??= (async () => {
+    rootOnlyDir = await makeTempDir("root-only");
+    await Deno.chmod(rootOnlyDir, 0o700);
+    const path = join(rootOnlyDir, "deno");
+    await Deno.link(Deno.execPath(), path).catch(() => Deno.copyFile(Deno.execPath(), path));
+    return path;
+  })();
+  return rootOnly;
+}
+
+globalThis.addEventListener("unload", () => {
+  if (rootOnlyDir) Deno.removeSync(rootOnlyDir, { recursive: true });
+});
+
+/** `mod.ts args...` as uid 1000, started from rootOnlyDeno() through the harness's shared copy. */
+async function runSkyfsAsUser(args: string[], options: { path?: string } = {}) {
+  return runSkyfsAs(1000, args, { ...options, deno: await rootOnlyDeno() });
 }
 
 /** Runs a shell script in a private mount namespace, then `mod.ts args...` inside it. */
@@ -71,6 +85,31 @@ function runSkyfsInNamespace(setup: string, args: string[]) {
     },
   );
 }
+
+Deno.test({
+  name: "cli: uid 1000 runs skyfs from a Deno that lives only in a root-only directory",
+  ...options,
+  async fn() {
+    // The condition of a fresh machine, reproduced: uid 1000 cannot execute the source itself.
+    const source = await rootOnlyDeno();
+    const refused = await runAs(1000, source, ["--version"]);
+    assert.notEqual(refused.code, 0, `uid 1000 ran "${source}": not a root-only Deno`);
+    assert.match(refused.stderr, /Permission denied/, `uid 1000 running "${source}"`);
+    // The harness's copy of it is what the other uid gets, and that uid can run it.
+    const copy = await denoForEveryUid(source);
+    assert.ok(!copy.startsWith(`${rootOnlyDir}/`), `"${copy}" is inside the root-only directory`);
+    const version = await runAs(1000, copy, ["--version"]);
+    assert.equal(version.code, 0, `uid 1000 running "${copy}":\n${version.stderr}`);
+    assert.match(version.stdout, new RegExp(`^deno ${Deno.version.deno.replaceAll(".", "\\.")} `));
+    // Where the tests' own Deno is root-only too (started by npx), the copy is not that binary.
+    if ((await runAs(1000, Deno.execPath(), ["--version"])).code !== 0) {
+      assert.notEqual(await denoForEveryUid(), Deno.execPath());
+    }
+    const help = await runSkyfsAsUser(["--help"]);
+    assert.equal(help.code, 0, `skyfs --help as uid 1000:\n${help.stderr}`);
+    assert.match(help.stdout, /^skyfs: a userspace distributed file system/);
+  },
+});
 
 Deno.test({
   name: "cli: mountpoint missing, not a directory, not empty",
@@ -111,7 +150,7 @@ Deno.test({
   name: "cli: bad arguments, unknown command, --help",
   ...options,
   async fn() {
-    assertOneLineError(await runSkyfs(["mount"]), /mount/, "mount without a mountpoint");
+    assertOneLineError(await runSkyfs(["mount"]), /mount point/, "mount without a mountpoint");
     assertOneLineError(
       await runSkyfs(["mount", "/tmp", "--cache-seconds", "soon"]),
       /cache-seconds.*soon/,
@@ -122,7 +161,7 @@ Deno.test({
       /frobnicate/,
       "unknown flag",
     );
-    assertOneLineError(await runSkyfs(["fly"]), /fly/, "unknown command");
+    assertOneLineError(await runSkyfs(["fly"]), /unknown command "fly"/, "unknown command");
     for (const command of [["--help"], ["mount", "--help"], ["umount", "--help"]]) {
       const help = await runSkyfs(command);
       assert.equal(help.code, 0, `${command.join(" ")} exits 0`);
@@ -216,7 +255,7 @@ Deno.test({
       await Deno.mkdir(mountpoint);
       assertOneLineError(
         await runSkyfs(["mount", mountpoint, "--data", join(readOnly, "data")]),
-        /data/i,
+        /data directory.*read-only/i,
         "data directory on a read-only file system",
       );
       const userMountpoint = join(base, "umnt");
@@ -225,8 +264,8 @@ Deno.test({
       const rootOwned = join(base, "rootdata");
       await Deno.mkdir(rootOwned, { mode: 0o755 });
       assertOneLineError(
-        await runSkyfsAs(1000, ["mount", userMountpoint, "--data", rootOwned]),
-        /writable|permission|denied/i,
+        await runSkyfsAsUser(["mount", userMountpoint, "--data", rootOwned]),
+        new RegExp(`"${rootOwned}.*(writable|permission denied)`, "i"),
         "uid 1000 with a root-owned data directory",
       );
       assert.ok(!isSkyfsMounted(userMountpoint));
@@ -273,8 +312,8 @@ Deno.test({
       );
       await Deno.chown(mountpoint, 1000, 1000);
       assertOneLineError(
-        await runSkyfsAs(1000, ["mount", mountpoint, "--data", join(base, "udata")], {
-          PATH: "/nonexistent",
+        await runSkyfsAsUser(["mount", mountpoint, "--data", join(base, "udata")], {
+          path: "/nonexistent",
         }),
         /fusermount3/,
         "not root and no fusermount3 on PATH",

@@ -124,7 +124,7 @@ Deno.test({
       assert.equal(out.code, 1, stderr);
       assert.match(
         stderr,
-        /belongs to replica "a" of cluster ".*", not replica "a" of .*use an empty --data/,
+        /^skyfs: .*belongs to replica "a" of cluster ".*", not replica "a" of .*use an empty --data/m,
       );
       const bad = await new Deno.Command(Deno.execPath(), {
         args: [
@@ -144,7 +144,10 @@ Deno.test({
         stderr: "piped",
       }).output();
       assert.equal(bad.code, 1);
-      assert.match(decoder.decode(bad.stderr), /names 2 replicas; a cluster needs an odd number/);
+      assert.match(
+        decoder.decode(bad.stderr),
+        /^skyfs: .*names 2 replicas; a cluster needs an odd number/m,
+      );
     } finally {
       await cluster.stop();
     }
