@@ -273,6 +273,21 @@ export class ClusterData {
 
   // --- open / close ---
 
+  /** Before a create's transaction: the lease its open record goes on (see `createInTxn`). */
+  createLease(): Promise<number> {
+    return this.records.lease();
+  }
+
+  /** In the transaction creating regular file `ino`, which its creator opens: this node's open
+   * record goes in the same commit (no second write); call `createdFile` once it committed. */
+  createInTxn(tx: NsTxn, ino: number, lease: number): void {
+    this.records.putInTxn(tx, ino, lease);
+  }
+
+  createdFile(ino: number): void {
+    this.records.created(ino);
+  }
+
   /** Before an open reads the inode: forget cached metadata so the open sees the last close. */
   beforeOpen(ino: number): void {
     this.#ns.forgetKey(keys.inode(ino));
@@ -338,14 +353,9 @@ export class ClusterData {
    */
   async #loadMap(ino: number): Promise<Uint8Array | undefined> {
     if (this.records.reuse(ino)) {
-      // One read: a single key needs no validation round trip (the namespace's read-only
-      // transactions validate every key they read).
-      const response = await this.#ns.kv.txn({
-        success: [{ range: { key: keys.chunkMap(ino) } }],
-        revisionsUnused: true,
-      });
-      return (response.responses[0] as { range: { kvs: { value: Uint8Array }[] } }).range.kvs[0]
-        ?.value;
+      // One read of a single key, which needs no validation round trip; `beforeOpen` dropped it
+      // from the cache, except for a file this node just created (its map is known absent).
+      return (await this.#ns.get(keys.chunkMap(ino))).value;
     }
     const held = await this.records.hold(ino, keys.chunkMap(ino));
     if (!held) {

@@ -152,6 +152,24 @@ export class OpenRecords {
     });
   }
 
+  /** The lease this node's records go on (granted at the first use, then kept alive). */
+  lease(): Promise<number> {
+    return this.#grant();
+  }
+
+  /** In the transaction that creates `ino` (opened by its creator): this node's record and the
+   * guard go in the same commit, so a create costs no second write. Call `created` after it. */
+  putInTxn(tx: NsTxn, ino: number, lease: number): void {
+    const node = encoder.encode(this.#nodeId);
+    tx.putOutside(openRecordKey(ino, this.#nodeId), node, lease);
+    tx.putOutside(openGuardKey(ino), node, lease);
+  }
+
+  /** The transaction of `putInTxn` committed: the record exists. */
+  created(ino: number): void {
+    this.#held.add(ino);
+  }
+
   /**
    * First open of `ino` here: put this node's record if the inode still exists, reading
    * `alsoRead` (the chunk map) in the same snapshot. Undefined when the inode is gone.

@@ -615,7 +615,12 @@ export class NsTxn {
     { key: Uint8Array; modRevision: number | undefined; value: Uint8Array | undefined }
   >();
   /** key string -> value to put, or undefined to delete. Insertion order is commit order. */
-  readonly #writes = new Map<string, { key: Uint8Array; value: Uint8Array | undefined }>();
+  readonly #writes = new Map<
+    string,
+    { key: Uint8Array; value: Uint8Array | undefined; lease?: number }
+  >();
+  /** Keys this transaction knows do not exist (under an inode it creates): cached as absent. */
+  readonly #absent: Uint8Array[] = [];
   readonly #rangeDeletes: { key: Uint8Array; rangeEnd: Uint8Array }[] = [];
   /** Inodes whose xattrs are range-deleted by this transaction. */
   readonly #xattrsDeleted: number[] = [];
@@ -788,6 +793,23 @@ export class NsTxn {
     this.#write(key, undefined);
   }
 
+  /** Put a key outside the namespace's own (cluster mode's open record), on `lease`. */
+  putOutside(key: Uint8Array, value: Uint8Array, lease: number): void {
+    const name = keyString(key);
+    this.#writes.delete(name);
+    this.#writes.set(name, { key, value, lease });
+  }
+
+  /**
+   * `key` belongs to an inode this transaction creates (its number was never used), so it is
+   * absent: once committed, the cache says so and reads of it (the kernel's security.capability
+   * lookup at the first write, the chunk map at publish) cost no round trip. A change by anyone
+   * else arrives through the watch and replaces the entry, as for any cached key.
+   */
+  knownAbsent(key: Uint8Array): void {
+    this.#absent.push(key);
+  }
+
   /** @internal */
   compares(): Compare[] {
     return [...this.#reads.values()].map(({ key, modRevision, value }): Compare =>
@@ -800,8 +822,12 @@ export class NsTxn {
   /** @internal */
   requestOps(): RequestOp[] {
     const ops: RequestOp[] = this.#rangeDeletes.map((range) => ({ deleteRange: { ...range } }));
-    for (const { key, value } of this.#writes.values()) {
-      ops.push(value ? { put: { key, value } } : { deleteRange: { key } });
+    for (const { key, value, lease } of this.#writes.values()) {
+      ops.push(
+        value
+          ? { put: lease === undefined ? { key, value } : { key, value, lease } }
+          : { deleteRange: { key } },
+      );
     }
     return ops;
   }
@@ -814,10 +840,16 @@ export class NsTxn {
   /** @internal After a successful commit at `revision`: the cache now holds what was written. */
   applyToCache(revision: number): void {
     for (const ino of this.#xattrsDeleted) this.#ns.cacheForgetXattrs(ino);
-    for (const [name, { value }] of this.#writes) {
+    for (const [name, { value, lease }] of this.#writes) {
+      if (lease !== undefined) continue; // cluster bookkeeping, read around the cache
       // A fast-path commit reports revision 0: the written keys' modRevision is unknown.
       const modRevision = value ? (revision > 0 ? revision : undefined) : 0;
       this.#ns.cachePut(name, { value, modRevision, knownAt: revision, own: true });
+    }
+    for (const key of this.#absent) {
+      const name = keyString(key);
+      if (this.#writes.has(name)) continue;
+      this.#ns.cachePut(name, { value: undefined, modRevision: 0, knownAt: revision, own: true });
     }
   }
 }

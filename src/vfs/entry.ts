@@ -6,7 +6,7 @@
  */
 
 import { FsError } from "../fs_error.ts";
-import type { InodeRecord, Timespec } from "../meta/namespace.ts";
+import { type InodeRecord, keys, type Timespec } from "../meta/namespace.ts";
 import * as libc from "../io/libc.ts";
 import type { Attr, Ctx, SetattrChanges, StatFs } from "./types.ts";
 import {
@@ -300,6 +300,10 @@ export function createIn(
   };
   t.putInode(record);
   t.tx.putDirent(dir.ino, name, { ino, type });
+  // A new inode has no xattrs and no chunk map: cached as absent, the kernel's
+  // security.capability lookup at the first write and the publish at close read nothing.
+  t.tx.knownAbsent(keys.xattr(ino, "security.capability"));
+  if (type === S_IFREG) t.tx.knownAbsent(keys.chunkMap(ino));
   dir.mtime = dir.ctime = now;
   if (directory) dir.nlink++;
   t.putInode(dir);

@@ -132,6 +132,7 @@ export async function create(
   checkName(name);
   if (isDotOrDotDot(name)) throw new FsError("EEXIST", `${show(name)} always exists`);
   const ino = await core.ns.allocIno();
+  const lease = core.cluster ? await core.cluster.createLease() : undefined;
   const { record, created } = await core.txn(async (t) => {
     const dir = await searchableDir(t, ctx, parent);
     const existing = await t.tx.getDirent(parent, name);
@@ -141,10 +142,13 @@ export async function create(
     }
     mayCreate(ctx, dir);
     const spec = { mode: S_IFREG | (mode & 0o7777), umask };
-    return { record: createIn(t, ctx, dir, name, ino, spec, core.now()), created: true };
+    const record = createIn(t, ctx, dir, name, ino, spec, core.now());
+    if (lease !== undefined) core.cluster!.createInTxn(t.tx, ino, lease);
+    return { record, created: true };
   });
   let opened: OpenResult;
   if (created) {
+    core.cluster?.createdFile(ino);
     opened = await openChecked(core, ctx, record, flags & ~libc.O_TRUNC);
   } else {
     // Lost a race with another creator and no O_EXCL: open(2) opens the existing file.

@@ -10,10 +10,12 @@ import type { AdminOp, Command, CommandResult } from "./command.ts";
 import { type Message, type NodeId, superquorum } from "./core.ts";
 
 export interface Completion {
+  /** The command's seq; 0 for a read answered outside the log. */
   seq: number;
   result: CommandResult | undefined;
-  /** "fast": one round trip, result without revisions; "slow": after commit, with revisions. */
-  path: "fast" | "slow";
+  /** "fast": one round trip, result without revisions; "slow": after commit, with revisions;
+   * "read": a read-only transaction answered by the leader outside the log, with revisions. */
+  path: "fast" | "slow" | "read";
 }
 
 export interface ClientConfig {
@@ -24,6 +26,15 @@ export interface ClientConfig {
   /** Complete on the fast path (result without revisions). False: always wait for the commit,
    * for callers that need revisions. Default true. */
   fastPath?: boolean;
+}
+
+/** A read outside the log (`submitRead`): replies by replica with their terms. */
+interface OutstandingRead {
+  readId: number;
+  txn: TxnRequest;
+  elapsed: number;
+  terms: Map<NodeId, number>;
+  leaderReply: { term: number; result: CommandResult } | undefined;
 }
 
 interface Outstanding {
@@ -51,11 +62,15 @@ export class ClientCore {
   #nextSeq = 1;
   #firstUnacked = 1;
   #outstanding: Outstanding | undefined;
+  #read: OutstandingRead | undefined;
+  #nextReadId = 1;
+  readonly #majority: number;
   #messages: Message[] = [];
   #completions: Completion[] = [];
   /** Counts for status and benchmarks. */
   fastCount = 0;
   slowCount = 0;
+  readCount = 0;
   retryCount = 0;
 
   constructor(config: ClientConfig) {
@@ -64,17 +79,37 @@ export class ClientCore {
     this.#retryTicks = config.retryTicks ?? 20;
     this.#superquorum = superquorum(config.replicas.length);
     this.#fastPath = config.fastPath ?? true;
+    this.#majority = Math.floor(config.replicas.length / 2) + 1;
   }
 
   get busy(): boolean {
-    return this.#outstanding !== undefined;
+    return this.#outstanding !== undefined || this.#read !== undefined;
+  }
+
+  /**
+   * Start a read-only transaction (compares and ranges only) outside the log: every replica
+   * answers with its term, the leader also with the result from its applied state (Replica's
+   * `#onRead` says why that is linearizable). It completes when a majority, leader included,
+   * reports the leader's term: one round trip, nothing written anywhere. When the leader refuses
+   * (a conflicting write is not committed yet), the read becomes an ordinary command.
+   */
+  submitRead(txn: TxnRequest): void {
+    if (this.busy) throw new Error(`Client "${this.id}" already has a request outstanding`);
+    this.#read = {
+      readId: this.#nextReadId++,
+      txn,
+      elapsed: 0,
+      terms: new Map(),
+      leaderReply: undefined,
+    };
+    this.#broadcastRead(this.#read);
   }
 
   /** Start a command; one at a time, which is what makes (client, seq) dedup sound. */
   submit(txn: TxnRequest, options: SubmitOptions = {}): number {
-    if (this.#outstanding !== undefined) {
+    if (this.busy) {
       throw new Error(
-        `Client "${this.id}" already has seq ${this.#outstanding.command.seq} outstanding`,
+        `Client "${this.id}" already has a request outstanding (seq ${this.#outstanding?.command.seq})`,
       );
     }
     const command: Command = {
@@ -96,6 +131,12 @@ export class ClientCore {
   }
 
   tick(): void {
+    const r = this.#read;
+    if (r !== undefined && ++r.elapsed >= this.#retryTicks) {
+      r.elapsed = 0;
+      this.retryCount++;
+      this.#broadcastRead(r);
+    }
     const o = this.#outstanding;
     if (o === undefined) return;
     if (++o.elapsed >= this.#retryTicks) {
@@ -106,6 +147,7 @@ export class ClientCore {
   }
 
   step(m: Message): void {
+    if (m.type === "readReply") return this.#stepRead(m);
     const o = this.#outstanding;
     if (o === undefined) return;
     if (m.type === "synced") {
@@ -125,6 +167,29 @@ export class ClientCore {
     if (count >= this.#superquorum) this.#complete(leader.result, "fast");
   }
 
+  #stepRead(m: Extract<Message, { type: "readReply" }>): void {
+    const r = this.#read;
+    if (r === undefined || m.readId !== r.readId) return;
+    if (m.leaderId === m.from && m.refused) {
+      // The leader cannot answer outside the log now: propose the read as a command instead.
+      this.#read = undefined;
+      this.submit(r.txn, { fastPath: true });
+      return;
+    }
+    r.terms.set(m.from, m.term);
+    if (m.result !== undefined && m.leaderId === m.from) {
+      r.leaderReply = { term: m.term, result: m.result };
+    }
+    const leader = r.leaderReply;
+    if (leader === undefined) return;
+    let count = 0;
+    for (const term of r.terms.values()) if (term === leader.term) count++;
+    if (count < this.#majority) return;
+    this.#read = undefined;
+    this.readCount++;
+    this.#completions.push({ seq: 0, result: leader.result, path: "read" });
+  }
+
   /** Messages to send and commands completed since the last call. */
   ready(): { messages: Message[]; completions: Completion[] } {
     const r = { messages: this.#messages, completions: this.#completions };
@@ -140,6 +205,12 @@ export class ClientCore {
     if (path === "fast") this.fastCount++;
     else this.slowCount++;
     this.#completions.push({ seq, result, path });
+  }
+
+  #broadcastRead(r: OutstandingRead): void {
+    for (const to of this.replicas) {
+      this.#messages.push({ type: "read", from: this.id, to, readId: r.readId, txn: r.txn });
+    }
   }
 
   #broadcast(command: Command): void {

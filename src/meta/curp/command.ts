@@ -69,6 +69,13 @@ export function keyBytes(key: string): Uint8Array {
 }
 
 /** etcd's range rule: no rangeEnd = one key, rangeEnd "\0" = every key from `key` on. */
+/** Whether a transaction only reads (compares and ranges): such a one may skip the log. */
+export function isReadOnly(txn: TxnRequest): boolean {
+  for (const op of txn.success ?? []) if (!("range" in op)) return false;
+  for (const op of txn.failure ?? []) if (!("range" in op)) return false;
+  return true;
+}
+
 export function intervalOf(range: KeyRange): Interval {
   const start = keyString(range.key);
   const end = range.rangeEnd;

@@ -7,7 +7,15 @@
  * @module
  */
 
-import { type Command, type CommandResult, conflicts, footprintOf, idKey } from "./command.ts";
+import type { TxnRequest } from "../kv.ts";
+import {
+  type Command,
+  type CommandResult,
+  conflicts,
+  footprintOf,
+  idKey,
+  isReadOnly,
+} from "./command.ts";
 import { type ApplyOutcome, KvMachine, type KvSnapshot } from "./kv_machine.ts";
 
 export type NodeId = string;
@@ -41,6 +49,29 @@ export type Message =
     accepted: boolean;
     /** Present only from a leader that can answer on the fast path. */
     speculative?: CommandResult;
+  }
+  | {
+    /** A read-only transaction answered without the log: see `Replica.takeImmediate`. */
+    type: "read";
+    from: NodeId;
+    to: NodeId;
+    readId: number;
+    txn: TxnRequest;
+  }
+  | {
+    type: "readReply";
+    from: NodeId;
+    to: NodeId;
+    readId: number;
+    /** The replier's current term: a read completes once a majority, leader included, report the
+     * leader's term (no newer leader can have been elected before the read started). */
+    term: number;
+    leaderId: NodeId | undefined;
+    /** From the leader only: the transaction run on its applied state, with real revisions. */
+    result?: CommandResult;
+    /** From the leader only: it cannot answer now (an uncommitted entry touches the keys, or its
+     * term's first entry has not committed); the client proposes the read through the log. */
+    refused?: boolean;
   }
   | {
     type: "synced";
@@ -230,6 +261,7 @@ export class Replica {
   #unstableFrom = Number.MAX_SAFE_INTEGER;
   #poolDirty = false;
   #messages: Message[] = [];
+  #immediate: Message[] = [];
   #applied: Applied[] = [];
 
   constructor(config: ReplicaConfig, persisted?: PersistentState) {
@@ -259,7 +291,15 @@ export class Replica {
     this.term = persisted?.term ?? 0;
     this.votedFor = persisted?.votedFor;
     this.log = persisted?.log.map((e) => ({ ...e })) ?? [];
-    for (const r of persisted?.pool ?? []) this.pool.set(idKey(r.command), { ...r });
+    for (const r of persisted?.pool ?? []) {
+      // A record of a command the snapshot already executed: its removal was written without an
+      // fdatasync (storage.ts) and a crash forgot it. Nothing would collect it again.
+      if (this.kv.executed(r.command)) {
+        this.#poolDirty = true;
+        continue;
+      }
+      this.pool.set(idKey(r.command), { ...r });
+    }
     for (const e of this.log) if (e.command) this.#inLog.set(idKey(e.command), e.index);
     this.#handlers = this.#followerHandlers;
     this.#resetElectionTimer();
@@ -297,7 +337,8 @@ export class Replica {
       throw new Error(`Message for "${m.to}" stepped into replica "${this.id}"`);
     }
     if (m.type === "propose") return this.#onPropose(m);
-    if (m.type === "proposeReply" || m.type === "synced") return; // client-bound, misrouted
+    if (m.type === "read") return this.#onRead(m);
+    if (m.type === "proposeReply" || m.type === "synced" || m.type === "readReply") return; // client-bound, misrouted
     if (m.type === "preVote") return this.#onPreVote(m);
     if (m.type === "preVoteReply") {
       if (!m.granted && m.term > this.term) this.#becomeFollower(m.term, undefined);
@@ -907,6 +948,45 @@ export class Replica {
     this.#appendPending = true; // one append per follower for every proposal of this batch
     this.#advanceCommit();
     reply(accepted, speculative);
+  }
+
+  /**
+   * A read outside the log. Every replica answers with its term at once; the leader also answers
+   * the transaction from its applied state when that state holds every write that can have
+   * completed: its term's first entry has committed (so every command an earlier leader may have
+   * completed, replayed or committed, is applied), and no uncommitted entry of its own log touches
+   * the keys read (a fast-path write that completed is in the leader's log). The client needs the
+   * leader's term from a majority: a leader of a newer term needs a majority that voted in it, so a
+   * write completed by such a leader before the read started would show as a newer term in at
+   * least one reply. Nothing is persisted (no fsync, no log entry); a replica's term in memory is
+   * never below the one it stored, so replying from memory is safe.
+   */
+  #onRead(m: Extract<Message, { type: "read" }>): void {
+    const reply: Extract<Message, { type: "readReply" }> = {
+      type: "readReply",
+      from: this.id,
+      to: m.from,
+      readId: m.readId,
+      term: this.term,
+      leaderId: this.leaderId,
+    };
+    if (this.role === "leader") {
+      const command: Command = { clientId: m.from, seq: 0, firstUnacked: 0, txn: m.txn };
+      const canAnswer = this.commitIndex >= this.#readyIndex &&
+        this.appliedIndex === this.commitIndex && isReadOnly(m.txn) &&
+        !this.#conflictsWithUncommitted(command);
+      if (canAnswer) reply.result = this.kv.read(m.txn);
+      else reply.refused = true;
+    }
+    this.#immediate.push(reply);
+  }
+
+  /** Replies that need nothing persisted first (read replies): send them at once, ahead of any
+   * `Ready` still being written. The caller takes them after each `step`. */
+  takeImmediate(): Message[] {
+    const out = this.#immediate;
+    this.#immediate = [];
+    return out;
   }
 
   #conflictsWithUncommitted(command: Command): boolean {

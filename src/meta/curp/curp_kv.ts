@@ -28,7 +28,7 @@ import {
   type WatchOptions,
 } from "../kv.ts";
 import { ClientCore, type Completion, type SubmitOptions } from "./client_core.ts";
-import type { CommandResult } from "./command.ts";
+import { type CommandResult, isReadOnly } from "./command.ts";
 import type { Message } from "./core.ts";
 import { fetchStatus, type ReplicaStatus } from "./server.ts";
 import { Link, parseAddress } from "./wire.ts";
@@ -46,6 +46,10 @@ export interface CurpKVOptions {
    * transaction (benchmarks); false = none. Lease and compaction commands never do. Default
    * "marked", or false when the environment sets SKYFS_CURP_FAST_PATH=0. */
   fastPath?: boolean | "marked";
+  /** Read-only transactions (ranges and compares only) go outside the log: the leader answers
+   * from its applied state once a majority confirms its term (core.ts, `#onRead`), one round
+   * trip with no fsync anywhere. False sends them through the log as commands. Default true. */
+  readsOutsideLog?: boolean;
   /** Replica id -> address to connect to instead of the one the cluster advertises (a proxy or
    * NAT in between). Default none. */
   routes?: Record<string, string>;
@@ -151,6 +155,8 @@ export class CurpKV implements MetaKV {
   readonly #watches = new Map<number, ClientWatch>();
   fastCount = 0;
   slowCount = 0;
+  /** Read-only transactions answered outside the log (one round trip, no fsync anywhere). */
+  readCount = 0;
 
   constructor(status: ReplicaStatus, options: CurpKVOptions = {}) {
     this.members = status.members;
@@ -160,6 +166,7 @@ export class CurpKV implements MetaKV {
       maxSessions: options.maxSessions ?? 16,
       fastPath: options.fastPath ??
         (Deno.env.get("SKYFS_CURP_FAST_PATH") === "0" ? false : "marked"),
+      readsOutsideLog: options.readsOutsideLog ?? true,
     };
     const log = options.log ?? ((line: string) => console.error(line));
     this.#log = log;
@@ -203,7 +210,8 @@ export class CurpKV implements MetaKV {
     const m = body as Message;
     if (m.type === "proposeReply" && m.leaderId !== undefined) this.#leaderId = m.leaderId;
     if (m.type === "synced") this.#leaderId = m.from;
-    if (m.type !== "proposeReply" && m.type !== "synced") return;
+    if (m.type === "readReply" && m.leaderId !== undefined) this.#leaderId = m.leaderId;
+    if (m.type !== "proposeReply" && m.type !== "synced" && m.type !== "readReply") return;
     const core = this.#cores.get(m.to);
     if (core === undefined) return;
     core.step(m);
@@ -219,6 +227,7 @@ export class CurpKV implements MetaKV {
       this.#busy.delete(core.id);
       clearTimeout(p.timer);
       if (c.path === "fast") this.fastCount++;
+      else if (c.path === "read") this.readCount++;
       else this.slowCount++;
       if (c.result?.ok && c.result.txn.revision > this.#maxRevision) {
         this.#maxRevision = c.result.txn.revision;
@@ -277,7 +286,9 @@ export class CurpKV implements MetaKV {
         );
       }, this.#options.timeoutMs);
       this.#busy.set(core.id, { core, resolve, reject, timer });
-      core.submit(txn, options);
+      if (options.admin === undefined && this.#options.readsOutsideLog && isReadOnly(txn)) {
+        core.submitRead(txn);
+      } else core.submit(txn, options);
       this.#flush(core);
     });
     const result = completion.result;
@@ -312,7 +323,7 @@ export class CurpKV implements MetaKV {
     return { ...d, revision: r.revision };
   }
 
-  /** A read-only empty transaction through the log: linearizable. */
+  /** A read-only empty transaction (outside the log, see `readsOutsideLog`): linearizable. */
   async revision(): Promise<number> {
     return (await this.#run({})).revision;
   }

@@ -8,7 +8,16 @@
  * @module
  */
 
-import type { Compare, KeyValue, RequestOp, ResponseOp, TxnResponse, WatchEvent } from "../kv.ts";
+import sortedBtree from "sorted-btree";
+import type {
+  Compare,
+  KeyValue,
+  RequestOp,
+  ResponseOp,
+  TxnRequest,
+  TxnResponse,
+  WatchEvent,
+} from "../kv.ts";
 import {
   type AdminOp,
   type Command,
@@ -59,19 +68,40 @@ interface Store {
   keysIn(start: string, end: string | undefined): string[];
 }
 
-class MapStore implements Store {
-  constructor(readonly map: Map<string, KeyValue>) {}
+const sortedBtreeClass = sortedBtree.default;
+
+/** The committed store: a B+ tree (npm sorted-btree) of latin1 key strings, whose order is the
+ * keys' unsigned byte order. A range visits only its keys and a single key is one lookup; a scan
+ * of every key per range (what this was) made each lookup O(store) on a namespace of many files. */
+class TreeStore implements Store {
+  readonly #tree = new sortedBtreeClass<string, KeyValue>(
+    undefined,
+    (a: string, b: string) => a < b ? -1 : a > b ? 1 : 0,
+  );
   get(key: string) {
-    return this.map.get(key);
+    return this.#tree.get(key);
   }
   set(key: string, kv: KeyValue | undefined) {
-    if (kv === undefined) this.map.delete(key);
-    else this.map.set(key, kv);
+    if (kv === undefined) this.#tree.delete(key);
+    else this.#tree.set(key, kv);
   }
   keysIn(start: string, end: string | undefined): string[] {
+    // intervalOf gives one key as [key, key + "\0").
+    if (
+      end !== undefined && end.length === start.length + 1 && end.endsWith("\0") &&
+      end.startsWith(start)
+    ) {
+      return this.#tree.has(start) ? [start] : [];
+    }
     const keys: string[] = [];
-    for (const k of this.map.keys()) if (k >= start && (end === undefined || k < end)) keys.push(k);
-    return keys.sort();
+    if (end === undefined) {
+      for (const k of this.#tree.keys(start)) keys.push(k);
+      return keys;
+    }
+    this.#tree.forRange(start, end, false, (k) => {
+      keys.push(k);
+    });
+    return keys;
   }
 }
 
@@ -129,8 +159,7 @@ function copyKv(kv: KeyValue, keysOnly = false): KeyValue {
 }
 
 export class KvMachine {
-  readonly #data = new Map<string, KeyValue>();
-  readonly #store = new MapStore(this.#data);
+  readonly #store = new TreeStore();
   readonly #sessions = new Map<string, Session>();
   /** Lease id -> TTL and the keys attached to it. */
   readonly #leases = new Map<number, { ttlSeconds: number; keys: Set<string> }>();
@@ -207,7 +236,7 @@ export class KvMachine {
     }
     for (const kv of snapshot.kvs) {
       const name = keyString(kv.key);
-      m.#data.set(name, kv);
+      m.#store.set(name, kv);
       if (kv.lease !== 0) m.#leases.get(kv.lease)?.keys.add(name);
     }
     for (const s of snapshot.sessions) {
@@ -283,8 +312,8 @@ export class KvMachine {
     if (lease === undefined) return false;
     this.#leases.delete(id);
     for (const name of [...lease.keys].sort()) {
-      const prev = this.#data.get(name)!;
-      this.#data.delete(name);
+      const prev = this.#store.get(name)!;
+      this.#store.set(name, undefined);
       events.push(deleteEvent(prev, revision));
     }
     return lease.keys.size > 0;
@@ -343,9 +372,14 @@ export class KvMachine {
     return result.ok ? { ok: true, txn: stripRevisions(result.txn) } : result;
   }
 
+  /** A read-only transaction (`isReadOnly`) on the applied state, with real revisions. */
+  read(txn: TxnRequest): CommandResult {
+    return this.#execute(this.#store, { clientId: "", seq: 0, firstUnacked: 0, txn }, 0, []);
+  }
+
   /** Sorted key-values, for invariant checks. */
   dump(): KeyValue[] {
-    return this.#store.keysIn("", undefined).map((k) => this.#data.get(k)!);
+    return this.#store.keysIn("", undefined).map((k) => this.#store.get(k)!);
   }
 
   #execute(

@@ -61,6 +61,8 @@ export interface SimResult {
   pending: number;
   fast: number;
   slow: number;
+  /** Reads answered outside the log. */
+  reads: number;
   elections: number;
   crashes: number;
   time: number;
@@ -89,7 +91,7 @@ interface SimClient {
   core: ClientCore;
   remaining: number;
   nextAt: number;
-  current: { op: KvOperation; command: string } | undefined;
+  current: { op: KvOperation; command: string | undefined } | undefined;
 }
 
 type Event = { kind: "deliver"; message: Message };
@@ -127,6 +129,8 @@ export class Cluster {
     result: CommandResult | undefined;
   }[] = [];
   crashes = 0;
+  /** Gets completed outside the log. */
+  readCompletions = 0;
   snapshotsTaken = 0;
   snapshotsSent = 0;
 
@@ -186,12 +190,16 @@ export class Cluster {
   }
 
   /** Submit a client operation (a KV operation of the linearizability model). */
-  submit(clientId: string, input: KvInput): void {
+  submit(clientId: string, input: KvInput, options: { logRead?: boolean } = {}): void {
     const c = this.clients.get(clientId)!;
-    const seq = c.core.submit(toTxn(input));
+    // Gets go outside the log (readId, no seq) unless asked otherwise; a refused one becomes a
+    // command with a seq this harness does not see, so reads are never counted as acknowledged.
+    let command: string | undefined;
+    if (input.kind === "get" && !options.logRead) c.core.submitRead(toTxn(input));
+    else command = idKey({ clientId, seq: c.core.submit(toTxn(input)) });
     c.current = {
       op: { clientId, input, output: undefined, call: this.#clock++, return: Infinity },
-      command: idKey({ clientId, seq }),
+      command,
     };
     this.history.push(c.current.op);
     this.#flushClient(c);
@@ -284,6 +292,7 @@ export class Cluster {
     if (n.replica === undefined) return;
     if (m.type === "snapshot") this.snapshotsSent++;
     n.replica.step(m);
+    for (const reply of n.replica.takeImmediate()) this.#send(reply);
     this.#collect(n);
   }
 
@@ -380,8 +389,19 @@ export class Cluster {
       if (cur === undefined) continue;
       cur.op.output = toOutput(cur.op.input, done.result);
       cur.op.return = this.#clock++;
+      if (cur.command === undefined) {
+        this.readCompletions++;
+        c.current = undefined;
+        c.nextAt = this.time + this.rng.int(3 * TICK);
+        continue;
+      }
+      if (done.path === "read") this.#violate(`read completion for command ${cur.command}`);
       this.acknowledged.add(cur.command);
-      this.completions.push({ command: cur.command, path: done.path, result: done.result });
+      this.completions.push({
+        command: cur.command,
+        path: done.path === "fast" ? "fast" : "slow",
+        result: done.result,
+      });
       if (done.path === "fast") {
         this.fastResults.set(cur.command, done.result);
         this.#compareFast(cur.command);
@@ -396,7 +416,8 @@ export class Cluster {
     for (const [id, c] of this.clients) {
       if (c.core.busy || c.remaining === 0 || this.time < c.nextAt) continue;
       c.remaining--;
-      this.submit(id, randomInput(this.rng, id, c.remaining));
+      const input = randomInput(this.rng, id, c.remaining);
+      this.submit(id, input, { logRead: input.kind === "get" && this.rng.chance(0.25) });
     }
   }
 
@@ -552,10 +573,11 @@ export function simulate(seed: number, options: SimOptions = {}): SimResult {
   if (lin === false) {
     cluster.violations.push("linearizability: the client history has no legal order");
   }
-  let fast = 0, slow = 0;
+  let fast = 0, slow = 0, reads = 0;
   for (const c of cluster.clients.values()) {
     fast += c.core.fastCount;
     slow += c.core.slowCount;
+    reads += c.core.readCount;
   }
   return {
     seed,
@@ -565,6 +587,7 @@ export function simulate(seed: number, options: SimOptions = {}): SimResult {
     pending,
     fast,
     slow,
+    reads,
     elections: cluster.leaders.size,
     crashes: cluster.crashes,
     time: cluster.time,

@@ -39,12 +39,20 @@ else {
 
 const started = performance.now();
 const failed: number[] = [];
-let fast = 0, slow = 0, ops = 0, elections = 0, crashes = 0, undecided = 0, maxCommitWait = 0;
+let fast = 0,
+  slow = 0,
+  reads = 0,
+  ops = 0,
+  elections = 0,
+  crashes = 0,
+  undecided = 0,
+  maxCommitWait = 0;
 let snapshotsTaken = 0, snapshotsSent = 0;
 for (const seed of seeds) {
   const r = simulate(seed);
   fast += r.fast;
   slow += r.slow;
+  reads += r.reads;
   ops += r.completed;
   elections += r.elections;
   crashes += r.crashes;
@@ -63,7 +71,7 @@ for (const seed of seeds) {
 }
 const seconds = ((performance.now() - started) / 1000).toFixed(1);
 console.log(
-  `${seeds.length} seeds, ${failed.length} failed, ${ops} operations (${fast} fast path, ${slow} slow path), ` +
+  `${seeds.length} seeds, ${failed.length} failed, ${ops} operations (${fast} fast path, ${slow} slow path, ${reads} reads outside the log), ` +
     `${elections} leader terms, ${crashes} crashes, ${snapshotsTaken} snapshots written, ` +
     `${snapshotsSent} sent to lagging replicas, ${undecided} histories undecided, ` +
     `longest wait for acknowledged commands to commit ${maxCommitWait} units, ${seconds} s`,
