@@ -277,6 +277,12 @@ interface Stream {
   key: string;
   fd: number;
   sent: Sent[];
+  /**
+   * Where this stream's reply headers are received. Per stream, not per transport: reads of
+   * different streams run at once, and a shared buffer let one stream check another's header
+   * (issue 13: "malformed frame (reply 1, expected 2)", then the peer skipped for downMs).
+   */
+  header: Uint8Array;
   nextId: number;
   /** Reads of this stream run one at a time. */
   tail: Promise<unknown>;
@@ -308,9 +314,9 @@ export class UringTransport implements PeerTransport {
   readonly #downMs: number;
   readonly #streams = new Map<string, Stream>();
   readonly #down = new Map<string, number>();
-  readonly #header = new Uint8Array(HEADER_BYTES);
   #watchdog: ReturnType<typeof setInterval> | undefined;
-  #discard = new Uint8Array(1 << 20);
+  /** Scratch for replies nobody wants any more: written by every stream, never read. */
+  readonly #discard = new Uint8Array(1 << 20);
   /** Most streams kept open; the least recently used goes beyond it. */
   static readonly MAX_STREAMS = 64;
   /** Bytes requested ahead of the reader per stream. */
@@ -392,6 +398,7 @@ export class UringTransport implements PeerTransport {
         key,
         fd: -1,
         sent: [],
+        header: new Uint8Array(HEADER_BYTES),
         nextId: 1,
         tail: Promise.resolve(),
         lastUse: 0,
@@ -451,9 +458,9 @@ export class UringTransport implements PeerTransport {
       const sent = s.sent[0];
       let n: number;
       if (sent.consumed === 0) {
-        const [h, m] = await this.#io.recvPair(s.fd, this.#header, into);
+        const [h, m] = await this.#io.recvPair(s.fd, s.header, into);
         if (h < HEADER_BYTES) throw new Error(`peer ${address} closed the connection`);
-        this.#checkHeader(address, sent, into);
+        this.#checkHeader(address, sent, s.header, into);
         n = m;
       } else {
         n = await this.#io.recv(s.fd, into, MSG_WAITALL);
@@ -499,8 +506,8 @@ export class UringTransport implements PeerTransport {
   }
 
   /** The header just read must announce `sent`'s bytes; an ERROR's text went into `into`. */
-  #checkHeader(address: string, sent: Sent, into: Uint8Array): void {
-    const header = parseHeader(this.#header);
+  #checkHeader(address: string, sent: Sent, bytes: Uint8Array, into: Uint8Array): void {
+    const header = parseHeader(bytes);
     if (header.requestId !== sent.id) {
       throw new MalformedFrameError(`reply ${header.requestId}, expected ${sent.id}`);
     }
@@ -540,10 +547,10 @@ export class UringTransport implements PeerTransport {
   async #skip(s: Stream, sent: Sent): Promise<void> {
     let left = sent.range.rangeLength - sent.consumed;
     if (sent.consumed === 0) {
-      if (await this.#io.recv(s.fd, this.#header, MSG_WAITALL) < HEADER_BYTES) {
+      if (await this.#io.recv(s.fd, s.header, MSG_WAITALL) < HEADER_BYTES) {
         throw new Error(`peer closed the connection`);
       }
-      const header = parseHeader(this.#header);
+      const header = parseHeader(s.header);
       if (header.requestId !== sent.id) {
         throw new MalformedFrameError(`reply ${header.requestId}, expected ${sent.id}`);
       }
