@@ -827,14 +827,25 @@ export class ClusterData {
 
   // --- publishing ---
 
-  /** Upload the dirty chunks of `ino` as new objects; undefined when none are dirty. */
+  /**
+   * Upload the dirty chunks of `ino` as new objects; undefined when none are dirty. The local
+   * fd is held meanwhile, so a close of the file's last handle does not close it under the reads.
+   */
   async upload(ino: number): Promise<PendingChunk[] | undefined> {
     const state = this.#files.get(ino);
     if (!state || state.dirty.size === 0) return undefined;
-    const fd = this.#local.fdOf(ino);
+    const fd = this.#local.hold(ino);
     if (fd === undefined) {
       throw new FsError("EIO", `inode ${ino} has unpublished chunks but no local file open`);
     }
+    try {
+      return await this.#uploadFrom(ino, fd, state);
+    } finally {
+      await this.#local.release(ino);
+    }
+  }
+
+  async #uploadFrom(ino: number, fd: number, state: FileState): Promise<PendingChunk[]> {
     const size = libc.fstat(fd).size;
     const work = [...state.dirty].filter(([index]) => index * CHUNK_SIZE < size);
     const out: PendingChunk[] = [];

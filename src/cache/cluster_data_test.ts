@@ -4,6 +4,7 @@
  */
 
 import assert from "node:assert/strict";
+import { crc32 } from "node:zlib";
 import { openEmbeddedKV } from "../meta/embedded.ts";
 import type { MetaKV } from "../meta/kv.ts";
 import { createPortableEngine } from "../io/portable.ts";
@@ -75,11 +76,18 @@ async function setup(engine?: IoEngine) {
     id: string,
     capacityBytes?: number,
     more: Partial<ClusterDataOptions> = {},
+    attrWritebackMs?: number,
   ): Promise<Node> => {
     const nodeDir = `${dir}/${id}`;
     await Deno.mkdir(nodeDir, { recursive: true });
     const data = new ClusterData(nodeDir, { nodeId: id, backend, capacityBytes, ...more });
-    const vfs = await createVfs({ kv: shared, io, dataDir: nodeDir, cluster: data });
+    const vfs = await createVfs({
+      kv: shared,
+      io,
+      dataDir: nodeDir,
+      cluster: data,
+      attrWritebackMs,
+    });
     // As ClusterNode: keys other nodes change leave this node's namespace cache.
     const fs = name("fs/");
     const watcher = kv.watch({ key: fs, rangeEnd: prefixEnd(fs) }, {}, (events) => {
@@ -855,6 +863,224 @@ Deno.test({
       for (const close of closers) close();
       await c.cleanup();
       await io.shutdown();
+    }
+  },
+});
+
+/**
+ * A one-shot hold on an operation: the first call through `enter` after the hold was made waits
+ * (`arrived` then) until `open()`; calls entering while it waits resolve `other`.
+ */
+class Hold {
+  #held = false;
+  #opened = false;
+  readonly #arrived = Promise.withResolvers<void>();
+  readonly #open = Promise.withResolvers<void>();
+  readonly #other = Promise.withResolvers<void>();
+  readonly arrived = this.#arrived.promise;
+  readonly other = this.#other.promise;
+
+  async enter(): Promise<void> {
+    if (this.#opened) return;
+    if (this.#held) return this.#other.resolve();
+    this.#held = true;
+    this.#arrived.resolve();
+    await this.#open.promise;
+  }
+
+  open(): void {
+    this.#opened = true;
+    this.#open.resolve();
+  }
+}
+
+/** `promise`, or a failure naming `what` after 5 s (a ref'd timer: the vfs's write-back timer is
+ * unref'd, and alone would let the test's event loop end while waiting for it). */
+async function within<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within 5 s`)), 5000);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * The engine, with a hold on its next read (`holdNextRead`: only that fd's later reads count as
+ * `other`), and a record of every read of an fd after it was closed (before it was reused).
+ */
+function watchedEngine(io: IoEngine) {
+  const closedFds = new Set<number>();
+  const closes: number[] = [];
+  const readsOfClosedFds: string[] = [];
+  let hold: { hold: Hold; fd?: number } | undefined;
+  const read = async (fd: number, into: Uint8Array, offset: number) => {
+    const held = hold;
+    if (held && (held.fd === undefined || held.fd === fd)) {
+      held.fd = fd;
+      await held.hold.enter();
+    }
+    if (closedFds.has(fd)) readsOfClosedFds.push(`fd ${fd}, ${into.length} bytes at ${offset}`);
+    return await io.read(fd, into, offset);
+  };
+  const open = async (path: string, flags: number, mode?: number) => {
+    const fd = await io.open(path, flags, mode);
+    closedFds.delete(fd);
+    return fd;
+  };
+  const close = (fd: number) => {
+    closedFds.add(fd);
+    closes.push(fd);
+    return io.close(fd);
+  };
+  const engine: IoEngine = new Proxy(io, {
+    get: (target, p) => {
+      if (p === "read") return read;
+      if (p === "open") return open;
+      if (p === "close") return close;
+      const value = Reflect.get(target, p);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return {
+    engine,
+    closes,
+    readsOfClosedFds,
+    holdNextRead: () => {
+      hold = { hold: new Hold() };
+      return hold.hold;
+    },
+    heldFd: () => hold?.fd,
+  };
+}
+
+Deno.test({
+  name:
+    "cluster data: a close during the attribute write-back waits for it; no read of a closed fd, the close's bytes win",
+  ...options,
+  fn: async () => {
+    const watched = watchedEngine(createPortableEngine());
+    const c = await setup(watched.engine);
+    const errors: string[] = [];
+    const consoleError = console.error;
+    console.error = (...args: unknown[]) => errors.push(args.join(" "));
+    try {
+      const a = await c.start("a", undefined, {}, 30);
+      const b = await c.start("b");
+      /**
+       * Let what `hold` holds (the write-back's) go once the close finished, if the close runs
+       * beside it (`hold.other`: it reads or uploads the file too, as before issue 13's fix), or
+       * after 300 ms of nothing, if the close waits for it.
+       */
+      const letGo = async (hold: Hold, closing: Promise<unknown>) => {
+        const beside = await Promise.race([
+          hold.other.then(() => true),
+          new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 300)),
+        ]);
+        if (beside) await closing.catch(() => {});
+        hold.open();
+      };
+
+      // 1. The write-back is reading the file when its last handle closes (issue 13: "attribute
+      // write-back: FsError: EBADF: io_uring read fd 35, 4194304 bytes at 58720256").
+      const one = random(1 << 20);
+      const f1 = await a.vfs.create(ctx, 1, name("f1"), 0o644, 0, O_RDWR);
+      await a.vfs.write(ctx, f1.attr.ino, f1.fh, 0, one);
+      const reading = watched.holdNextRead(); // the write-back's, 30 ms after the write
+      const closesBefore = watched.closes.length;
+      await within(reading.arrived, "the write-back's read");
+      const closing1 = a.vfs.flush(ctx, f1.attr.ino, f1.fh, 0n)
+        .then(() => a.vfs.release(f1.attr.ino, f1.fh, 0));
+      await letGo(reading, closing1);
+      await closing1;
+      await new Promise((resolve) => setTimeout(resolve, 20)); // a failed write-back logs
+      assert.deepEqual(watched.readsOfClosedFds, []);
+      assert.deepEqual(errors, []);
+      assert.ok(
+        watched.closes.slice(closesBefore).includes(watched.heldFd()!),
+        "the local file closed in the end",
+      );
+      // crc32, not deepEqual: the diff of two 1 MiB arrays that differ takes gigabytes.
+      assert.equal(crc32(await readFile(b.vfs, "f1")), crc32(one));
+
+      // 2. The write-back has read the old bytes and is uploading them when the file is written
+      // again and closed: the close's upload and commit must come after the write-back's, or the
+      // write-back's map, committed last, names the old bytes (a lost write for every node).
+      const old = random(1 << 20);
+      const fresh = random(1 << 20);
+      const f2 = await a.vfs.create(ctx, 1, name("f2"), 0o644, 0, O_RDWR);
+      const uploading = new Hold(); // the next put: the write-back's, 30 ms after the write
+      let heldVersion: string | undefined;
+      const put = c.backend.put.bind(c.backend);
+      c.backend.put = async (key, data) => {
+        heldVersion ??= key.split("/").at(-1);
+        await uploading.enter();
+        return await put(key, data);
+      };
+      const heldCommitted = Promise.withResolvers<void>();
+      const published = a.data.published.bind(a.data);
+      a.data.published = (ino, pending) => {
+        if (pending.some((p) => p.ref.version === heldVersion)) heldCommitted.resolve();
+        published(ino, pending);
+      };
+      await a.vfs.write(ctx, f2.attr.ino, f2.fh, 0, old);
+      await within(uploading.arrived, "the write-back's upload of the old bytes");
+      await a.vfs.write(ctx, f2.attr.ino, f2.fh, 0, fresh);
+      const closing2 = a.vfs.flush(ctx, f2.attr.ino, f2.fh, 0n)
+        .then(() => a.vfs.release(f2.attr.ino, f2.fh, 0));
+      await letGo(uploading, closing2);
+      await closing2;
+      // The write-back's commit, before or after the close's.
+      await within(heldCommitted.promise, "the write-back's commit");
+      const got = crc32(await readFile(b.vfs, "f2"));
+      assert.notEqual(got, crc32(old), "B reads the old bytes: the write-back committed last");
+      assert.equal(got, crc32(fresh));
+      assert.deepEqual(errors, []);
+    } finally {
+      console.error = consoleError;
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster data: an upload holds the local file open through the close of its last handle",
+  ...options,
+  fn: async () => {
+    const watched = watchedEngine(createPortableEngine());
+    const c = await setup(watched.engine);
+    try {
+      const a = await c.start("a", undefined, {}, 60_000);
+      const content = random(1 << 20);
+      const f = await a.vfs.create(ctx, 1, name("f"), 0o644, 0, O_RDWR);
+      await a.vfs.write(ctx, f.attr.ino, f.fh, 0, content);
+      // An upload outside the vfs's publish (which a close waits for) is reading the file...
+      const reading = watched.holdNextRead();
+      const uploading = a.data.upload(f.attr.ino);
+      await within(reading.arrived, "the upload's read");
+      const fd = watched.heldFd()!;
+      const closesBefore = watched.closes.length;
+      // ...when its last handle closes (publishing through a read of its own, not held).
+      await a.vfs.flush(ctx, f.attr.ino, f.fh, 0n);
+      await a.vfs.release(f.attr.ino, f.fh, 0);
+      assert.ok(
+        !watched.closes.slice(closesBefore).includes(fd),
+        "the upload still holds the local file",
+      );
+      reading.open();
+      const pending = await uploading;
+      assert.equal(pending?.length, 1);
+      assert.equal(pending![0].ref.crc, crc32(content));
+      assert.deepEqual(watched.readsOfClosedFds, []);
+      assert.ok(
+        watched.closes.slice(closesBefore).includes(fd),
+        "closed when the upload let go of it",
+      );
+    } finally {
+      await c.cleanup();
     }
   },
 });

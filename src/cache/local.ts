@@ -110,6 +110,17 @@ export class LocalStore {
     }
   }
 
+  /**
+   * Take a reference on the inode's fd if some user holds it open (undefined, and nothing taken,
+   * if not); pair with `release`. For work on an open file that a close must not cut short.
+   */
+  hold(ino: number): number | undefined {
+    const file = this.#open.get(ino);
+    if (!file) return undefined;
+    file.refs++;
+    return file.fd;
+  }
+
   /** Drop one reference; the last one closes the fd. */
   async release(ino: number): Promise<void> {
     const file = this.#open.get(ino);

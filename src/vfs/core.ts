@@ -203,6 +203,8 @@ export class VfsCore {
   readonly lockWaits = new Map<bigint, bigint>();
   readonly #writebackMs: number;
   readonly #dirtyInodes = new Set<number>();
+  /** Cluster mode: per inode, its publish in flight and those queued behind it (#publish). */
+  readonly #publishing = new Map<number, Promise<void>>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #nextFh = 1;
   #closed = false;
@@ -342,9 +344,26 @@ export class VfsCore {
     });
   }
 
-  /** Cluster mode: dirty chunks become new backend objects, then the chunk map and the
-   * attributes change in one transaction, so no reader sees half of it. */
+  /**
+   * Cluster mode: dirty chunks become new backend objects, then the chunk map and the
+   * attributes change in one transaction, so no reader sees half of it. One publish of an inode
+   * at a time: the write-back timer's and a close's at once read the same chunks twice, could
+   * commit the older bytes last (the timer's map over the close's), and the timer's read the
+   * local file after the close had closed it (issue 13: "attribute write-back: EBADF"). So a
+   * flush, fsync or close waits for the write-back in flight, then publishes what is left.
+   */
   async #publish(cluster: ClusterData, ino: number): Promise<void> {
+    const previous = this.#publishing.get(ino) ?? Promise.resolve();
+    const run = previous.catch(() => {}).then(() => this.#publishNow(cluster, ino));
+    this.#publishing.set(ino, run);
+    try {
+      await run;
+    } finally {
+      if (this.#publishing.get(ino) === run) this.#publishing.delete(ino);
+    }
+  }
+
+  async #publishNow(cluster: ClusterData, ino: number): Promise<void> {
     const pending = await cluster.upload(ino);
     if (!this.inodes.get(ino)?.dirty && !pending) return;
     await this.txn(async (t) => {
@@ -453,6 +472,8 @@ export class VfsCore {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     await this.persistAll();
+    // A write-back of an inode no longer dirty may still be reading its local file.
+    await Promise.allSettled(this.#publishing.values());
     await this.local.closeAll();
     await this.cluster?.shutdown();
   }
