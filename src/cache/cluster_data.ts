@@ -288,10 +288,12 @@ export class ClusterData {
     this.records.created(ino);
   }
 
-  /** Before an open reads the inode: forget cached metadata so the open sees the last close. */
-  beforeOpen(ino: number): void {
+  /** Before an open reads the inode: read inode and chunk map again, so the open sees the last
+   * close (close-to-open), both in one round trip. */
+  async beforeOpen(ino: number): Promise<void> {
     this.#ns.forgetKey(keys.inode(ino));
     this.#ns.forgetKey(keys.chunkMap(ino));
+    await this.#ns.fetch([keys.inode(ino), keys.chunkMap(ino)]);
   }
 
   /** A regular file was opened with local fd `fd`: load its current chunk map. */
@@ -353,8 +355,7 @@ export class ClusterData {
    */
   async #loadMap(ino: number): Promise<Uint8Array | undefined> {
     if (this.records.reuse(ino)) {
-      // One read of a single key, which needs no validation round trip; `beforeOpen` dropped it
-      // from the cache, except for a file this node just created (its map is known absent).
+      // `beforeOpen` read it with the inode (or the create that made the file knows it absent).
       return (await this.#ns.get(keys.chunkMap(ino))).value;
     }
     const held = await this.records.hold(ino, keys.chunkMap(ino));

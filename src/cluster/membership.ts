@@ -1,12 +1,12 @@
 /**
  * Cluster membership through metadata leases, and chunk ownership by consistent hashing over
- * the live nodes. Each node keeps `cl/nodes/<id>` alive on a lease (its peer address and cache
- * statistics); a node that dies stops renewing and its key expires, so it leaves the ring
+ * the live nodes. Each node keeps `cl/nodes/<id>` alive on a lease (its peer address, and cache
+ * statistics rewritten every STATS_EVERY_MS); a node that dies stops renewing and its key expires, so it leaves the ring
  * within the lease TTL, and only the chunks it owned move (consistent hashing).
  * @module
  */
 
-import type { MetaKV } from "../meta/kv.ts";
+import type { MetaKV, WatchEvent } from "../meta/kv.ts";
 import { prefixEnd } from "../meta/kv.ts";
 
 export const NODES_PREFIX = new TextEncoder().encode("cl/nodes/");
@@ -21,6 +21,9 @@ export interface NodeInfo {
 }
 
 const VNODES = 64;
+
+/** How often a node rewrites its record with fresh cache statistics (`skyfs status`). */
+export const STATS_EVERY_MS = 10_000;
 
 /** FNV-1a, 32 bits: spreads node ids and chunk keys over the ring. */
 export function hash32(text: string): number {
@@ -51,6 +54,11 @@ export class Ring {
 
   get size(): number {
     return this.#points.length / VNODES;
+  }
+
+  /** The node with this id, if it is on the ring. */
+  node(id: string): NodeInfo | undefined {
+    return this.#points.find((p) => p.node.id === id)?.node;
   }
 
   /** The ids of the nodes on the ring. */
@@ -95,6 +103,7 @@ export class Membership {
   readonly #kv: MetaKV;
   readonly #ttlSeconds: number;
   #lease = 0;
+  #publishedAt = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
   #watcher: { cancel(): void } | undefined;
   #stats: () => Record<string, number>;
@@ -118,7 +127,11 @@ export class Membership {
     this.#watcher = this.#kv.watch(
       { key: NODES_PREFIX, rangeEnd: prefixEnd(NODES_PREFIX) },
       {},
-      () => this.refresh().catch(() => {}),
+      (events) => {
+        // Stats updates rewrite a node's key every few seconds; only a node joining, leaving or
+        // moving changes the ring, so only those cost a read of the member list.
+        if (events.some((e) => this.#changesRing(e))) this.refresh().catch(() => {});
+      },
     );
     await this.refresh();
     const interval = Math.max(500, (this.#ttlSeconds * 1000) / 3);
@@ -129,7 +142,21 @@ export class Membership {
     Deno.unrefTimer(this.#timer);
   }
 
+  /** Whether a watch event adds, removes or moves a node on the ring. */
+  #changesRing(event: WatchEvent): boolean {
+    const id = decoder.decode(event.kv.key.subarray(NODES_PREFIX.length));
+    const known = this.ring.node(id);
+    if (event.type === "delete") return known !== undefined;
+    try {
+      const info = JSON.parse(decoder.decode(event.kv.value)) as NodeInfo;
+      return known === undefined || known.address !== info.address;
+    } catch {
+      return false; // a foreign value: not a node (listNodes skips it too)
+    }
+  }
+
   async #publish(): Promise<void> {
+    this.#publishedAt = Date.now();
     const value = { ...this.self, stats: this.#stats() };
     await this.#kv.put({
       key: new Uint8Array([...NODES_PREFIX, ...encoder.encode(this.self.id)]),
@@ -144,8 +171,13 @@ export class Membership {
     } catch {
       // The lease expired (metadata unreachable for a while): join again with a new one.
       this.#lease = (await this.#kv.leaseGrant(this.#ttlSeconds)).id;
+      await this.#publish();
+      return;
     }
-    await this.#publish();
+    // The record only carries statistics for `skyfs status` between joins: rewriting it at every
+    // renewal made each node one more replicated write every 1.7 s, and every other node's watch
+    // one more member-list read.
+    if (Date.now() - this.#publishedAt >= STATS_EVERY_MS) await this.#publish();
   }
 
   async refresh(): Promise<void> {

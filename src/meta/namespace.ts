@@ -451,6 +451,30 @@ export class Namespace {
     return entry;
   }
 
+  /** Read `keys` from the store in one round trip (one snapshot) and cache them: for callers
+   * that know they are about to read all of them (cluster mode's open: inode and chunk map). */
+  async fetch(keysToRead: Uint8Array[]): Promise<void> {
+    const startedAt = this.#cacheSeq;
+    const response = await this.kv.txn({
+      success: keysToRead.map((key) => ({ range: { key } })),
+      revisionsUnused: true,
+    });
+    keysToRead.forEach((key, i) => {
+      const kv: KeyValue | undefined = (response.responses[i] as { range: { kvs: KeyValue[] } })
+        .range.kvs[0];
+      const name = keyString(key);
+      const entry = {
+        value: kv?.value,
+        modRevision: kv?.modRevision ?? 0,
+        knownAt: response.revision,
+      };
+      // As in get(): never replace a newer cached state with this read.
+      const now = this.#cache.get(name);
+      if (now && (now.knownAt >= entry.knownAt || (now.cachedAt ?? 0) > startedAt)) return;
+      this.cachePut(name, entry);
+    });
+  }
+
   /** @internal */
   cachePut(name: string, entry: CachedValue): void {
     // Large values (xattrs up to 64 KiB) are not worth their memory: such reads go to the store,

@@ -157,22 +157,25 @@ export class OpTxn {
   async dropInode(record: InodeRecord): Promise<boolean> {
     const cluster = this.#core.cluster;
     const local = this.#core.isReferenced(record.ino);
-    if (local || (cluster && await cluster.openElsewhere(this.tx, record.ino))) {
+    // Only regular files have open records (directories and special files keep no data).
+    const mayBeOpen = cluster !== undefined && isReg(record.mode);
+    if (local || (mayBeOpen && await cluster.openElsewhere(this.tx, record.ino))) {
       if (!local) this.keptElsewhere.add(record.ino);
       this.putInode(record);
       this.tx.addOrphan(record.ino);
       return false;
     }
-    await this.deleteInode(record.ino);
+    await this.deleteInode(record.ino, isReg(record.mode));
     return true;
   }
 
-  /** Delete the inode (with, in a cluster, its chunk map; its objects go after the commit). */
-  async deleteInode(ino: number): Promise<void> {
+  /** Delete the inode (with, in a cluster, a regular file's chunk map; its objects go after the
+   * commit). Other types have no chunk map or open records to read and delete. */
+  async deleteInode(ino: number, regular = true): Promise<void> {
     this.tx.deleteInode(ino);
     this.folded.set(ino, this.#seqRead.get(ino) ?? this.#core.inodes.get(ino)?.dirtySeq ?? 0);
     const cluster = this.#core.cluster;
-    if (cluster) this.deleted.set(ino, await cluster.dropInTxn(this.tx, ino));
+    if (cluster) this.deleted.set(ino, regular ? await cluster.dropInTxn(this.tx, ino) : []);
   }
 }
 

@@ -48,7 +48,7 @@ export async function open(
   ino: number,
   flags: number,
 ): Promise<OpenResult> {
-  core.cluster?.beforeOpen(ino);
+  await core.cluster?.beforeOpen(ino);
   const record = await core.record(ino);
   if (isDir(record.mode) && (canWrite(flags) || flags & libc.O_TRUNC)) {
     throw new FsError("EISDIR", `inode ${ino} is a directory`);
