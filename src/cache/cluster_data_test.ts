@@ -524,7 +524,7 @@ Deno.test({
     const c = await setup();
     try {
       const a = await c.start("a");
-      const b = await c.start("b");
+      const b = await c.start("b", undefined, { openLingerMs: 3000 });
       const content = random(5000);
       const ino = await writeFile(a.vfs, "l", content);
       assert.deepEqual(await readFile(b.vfs, "l"), content);

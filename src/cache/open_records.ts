@@ -42,11 +42,20 @@ export function openRecordNode(key: Uint8Array): string {
   return text.slice(text.lastIndexOf("/") + 1);
 }
 
-/** SKYFS_OPEN_LINGER_MS, else 3000 (bench/cluster/open_close.ts compares values). */
+/** Most records lingering at once on one node; past it the oldest goes first. */
+export const MAX_LINGERING = 10_000;
+
+/**
+ * SKYFS_OPEN_LINGER_MS, else 60 s (bench/cluster/open_close.ts compares values). Long, because an
+ * open whose record already exists writes nothing (one read), while a first open costs a
+ * replicated write and its close another one later: with 3 s, a file reopened a few seconds
+ * after its create (a build, `git status`, the bench's open+close pass) paid both again. An
+ * unlink elsewhere still ends the linger at once (the watch).
+ */
 function defaultLingerMs(): number {
   const text = Deno.env.get("SKYFS_OPEN_LINGER_MS");
   const value = Number(text);
-  if (text === undefined || text === "") return 3000;
+  if (text === undefined || text === "") return 60_000;
   if (!Number.isFinite(value) || value < 0) {
     throw new RangeError(`SKYFS_OPEN_LINGER_MS="${text}" must be a number of milliseconds >= 0`);
   }
@@ -105,7 +114,13 @@ export class OpenRecords {
   closeLater(ino: number): void {
     if (!this.isHeld(ino)) return;
     if (this.#lingerMs <= 0) return this.#releaseInBackground(ino);
+    this.#lingering.delete(ino); // to the end of the insertion order: the newest
     this.#lingering.set(ino, Date.now() + this.#lingerMs);
+    if (this.#lingering.size > MAX_LINGERING) {
+      const oldest = this.#lingering.keys().next().value!;
+      this.#lingering.delete(oldest);
+      this.#releaseInBackground(oldest);
+    }
     if (this.#sweeper === undefined && !this.#closed) {
       this.#sweeper = setInterval(() => this.#sweep(), Math.max(100, this.#lingerMs / 3));
       Deno.unrefTimer(this.#sweeper);
