@@ -224,6 +224,9 @@ export class Replica {
   commitIndex = 0;
   appliedIndex = 0;
   kv = new KvMachine();
+  /** Entries appended to the log as leader (commands, the no-op of each term won, lease expiries):
+   * monotonic over the process's life, read by benchmarks as proposals per file operation. */
+  leaderAppends = 0;
   /** Witness pool keyed by command id. */
   readonly pool = new Map<string, WitnessRecord>();
 
@@ -594,6 +597,7 @@ export class Replica {
     for (const id of due) this.#expiring.add(id);
     const entry: Entry = { index: this.lastIndex + 1, term: this.term, expire: due };
     this.log.push(entry);
+    this.leaderAppends++;
     this.#unstableFrom = Math.min(this.#unstableFrom, entry.index);
     this.#matchIndex.set(this.id, this.lastIndex);
     this.#broadcastAppend();
@@ -685,6 +689,7 @@ export class Replica {
   #appendLocal(command: Command | undefined): void {
     const entry: Entry = { index: this.lastIndex + 1, term: this.term, command };
     this.log.push(entry);
+    this.leaderAppends++;
     if (command) this.#inLog.set(idKey(command), entry.index);
     this.#unstableFrom = Math.min(this.#unstableFrom, entry.index);
     this.#matchIndex.set(this.id, this.lastIndex);

@@ -59,6 +59,10 @@ export interface ReplicaStatus {
   fastReplies: number;
   slowReplies: number;
   poolSize: number;
+  /** Entries this replica appended as leader, ever (core.ts `leaderAppends`). */
+  proposals: number;
+  /** fdatasync/fsync calls its storage made, ever (storage.ts `fsyncs`). */
+  fsyncs: number;
 }
 
 /** A client's watch request: events for [key, rangeEnd) from `startRevision`, or when absent from
@@ -207,6 +211,8 @@ export class ReplicaServer {
       fastReplies: this.fastReplies,
       slowReplies: this.slowReplies,
       poolSize: r.pool.size,
+      proposals: r.leaderAppends,
+      fsyncs: this.#storage.fsyncs,
     };
   }
 

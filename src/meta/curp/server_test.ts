@@ -134,3 +134,35 @@ Deno.test("curp server: a failed log append stops the replica instead of answeri
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("curp server: status counts entries appended as leader and storage fsyncs", async () => {
+  const real = await openIoEngine({ log: () => {} });
+  const gate = gatedEngine(real);
+  const dir = await Deno.makeTempDir({ prefix: "uring2-server-" });
+  const address = `127.0.0.1:${freePort()}`;
+  const server = await ReplicaServer.start({
+    id: "a",
+    peers: `a=${address}`,
+    dataDir: dir,
+    tickMs: 10,
+    io: gate.io,
+    log: () => {},
+  });
+  const kv = await openCurpKV([address], { timeoutMs: 10_000 });
+  try {
+    await kv.put({ key: keyBytes("first"), value: keyBytes("1") }); // a leader exists
+    const before = server.status();
+    const appendsBefore = gate.appends;
+    for (let i = 0; i < 3; i++) await kv.put({ key: keyBytes(`k${i}`), value: keyBytes("v") });
+    const after = server.status();
+    // One replica: each put is one entry, and every log append is one fdatasync.
+    assert.equal(after.proposals - before.proposals, 3);
+    assert.equal(after.fsyncs - before.fsyncs, gate.appends - appendsBefore);
+    assert.ok(after.fsyncs - before.fsyncs >= 1);
+  } finally {
+    await kv.close();
+    await server.close();
+    await real.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -202,7 +202,8 @@ export class ReplicaStorage {
   /** Set when a write failed: what is on disk is then unknown until a reopen cuts it back. */
   #failed: unknown;
   #closed = false;
-  /** Appends that ended with an fdatasync (monotonic; for status and benchmarks). */
+  /** fdatasync/fsync calls (monotonic; for status and benchmarks): one per append that ended
+   * with one, four per snapshot written. */
   fsyncs = 0;
   /** Appends written without one: the Ready only removed witness records. */
   unsyncedWrites = 0;
@@ -352,6 +353,7 @@ export class ReplicaStorage {
     for (const entry of log) frames.push(encodeFrame({ entry }));
     const joined = concat(frames);
     await writeAtomic(this.#io, this.dir, "log.bin", joined);
+    this.fsyncs += 4; // each writeAtomic: the file's fdatasync, then its directory's fsync
     const old = this.#logFd;
     this.#logFd = await this.#io.open(join(this.dir, "log.bin"), O_RDWR);
     this.#logBytes = joined.length;
