@@ -1,6 +1,7 @@
 /**
- * `deno task bench`: measures skyfs beside ext4, bindfs and mergerfs in one run, alternating
- * targets job by job, and writes raw JSON, a markdown table with ratios to ext4 and SVG charts.
+ * `deno task bench`: measures skyfs (one node, with the shim, and a cluster node on CURP and on
+ * etcd) beside ext4, bindfs and mergerfs in one run, alternating targets job by job, and writes raw
+ * JSON, a markdown table with ratios to ext4 and SVG charts.
  * @module
  */
 import { parseArgs } from "node:util";
@@ -19,6 +20,7 @@ import { runWanFamily } from "./meta_wan/family.ts";
 import { runClusterFamily } from "./cluster/family.ts";
 import { buildMetaWorker, META_RUNS, runMeta } from "./meta.ts";
 import {
+  CLUSTER_TARGETS,
   DEFAULT_FAMILY_GROUPS,
   FAMILY_GROUPS,
   type FamilyGroup,
@@ -39,7 +41,14 @@ import {
   shortLabels,
 } from "./report.ts";
 import { barChart, type ChartGroup } from "./svg.ts";
-import { forceUnmount, type ReadyTarget, setUpTarget, TargetSkipped } from "./targets.ts";
+import {
+  forceUnmount,
+  isMounted,
+  mountPoints,
+  type ReadyTarget,
+  setUpTarget,
+  TargetSkipped,
+} from "./targets.ts";
 import { killAllTracked } from "./children.ts";
 
 const REPO_DIR = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
@@ -47,7 +56,9 @@ const REPO_DIR = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, ""
 const HELP = `Usage: deno task bench [options]
 
 Runs fio job families and a metadata benchmark on ext4 (the limit), skyfs through FUSE, skyfs with
-the LD_PRELOAD shim, bindfs and mergerfs in one run, alternating targets job by job.
+the LD_PRELOAD shim, a skyfs cluster node (three CURP replicas, or etcd, and two mounts started by
+the bench), bindfs and mergerfs in one run, alternating targets job by job. On the cluster targets
+each metadata phase also reports the store's proposals and fsyncs per operation.
 
 Options:
   --quick              short runs and small files (under 3 minutes)
@@ -221,11 +232,16 @@ class Progress {
   /** One line for a metadata run: every phase's rate, or the first error. */
   metaLine(label: string, target: string, measurements: Measurement[], seconds: number): void {
     const failed = measurements.find((m) => m.value === null);
-    const rates = measurements.filter((m) => m.value !== null).map((m) =>
-      `${m.job.replace(/^meta-(flat|tree)-/, "").replace(/-w\d+$/, "")} ${
-        formatValue(m.value!, m.unit)
-      }`
-    );
+    const rates = measurements.filter((m) => m.value !== null).map((m) => {
+      const phase = m.job.replace(/^meta-(flat|tree)-/, "").replace(/-w\d+$/, "");
+      const p = m.details?.proposals_per_op;
+      const f = m.details?.fsyncs_per_op;
+      // Cluster targets: the store's proposals and fsyncs per operation beside the rate.
+      const cost = typeof p === "number" && typeof f === "number"
+        ? ` [${p === 0 ? "0" : formatValue(p, "")}p ${f === 0 ? "0" : formatValue(f, "")}f]`
+        : "";
+      return `${phase} ${formatValue(m.value!, m.unit)}${cost}`;
+    });
     this.print(
       label,
       target,
@@ -239,7 +255,7 @@ class Progress {
     const width = String(this.total).length;
     const head = `[${String(this.done).padStart(width)}/${this.total}]`;
     console.log(
-      `${head} ${job.padEnd(32)} ${target.padEnd(10)} ${figure} (${seconds.toFixed(1)} s)`,
+      `${head} ${job.padEnd(32)} ${target.padEnd(18)} ${figure} (${seconds.toFixed(1)} s)`,
     );
   }
 }
@@ -401,7 +417,11 @@ async function main(): Promise<number> {
         }
       }
       ready.length = 0;
-      for (const name of options.targets) await forceUnmount(`${options.scratch}/${name}-mnt`);
+      // Whatever a failed tear-down left mounted under the scratch directory (a cluster's mounts
+      // included), deepest first, so that removing the directory cannot reach into a mount.
+      const leftOver = mountPoints(await Deno.readTextFile("/proc/self/mountinfo"))
+        .filter((path) => path.startsWith(`${options.scratch}/`)).sort().reverse();
+      for (const path of leftOver) if (isMounted(path)) await forceUnmount(path);
       if (!options.keepScratch) {
         await Deno.remove(options.scratch, { recursive: true }).catch(() => {});
       }
@@ -418,193 +438,200 @@ async function main(): Promise<number> {
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
 
-  console.log(
-    `bench: ${options.mode} run, families ${options.families.join(",")}, ` +
-      `targets ${options.targets.join(",")}, scratch ${options.scratch}`,
-  );
-  for (const name of options.targets) {
-    try {
-      const target = await setUpTarget(name, options.scratch);
-      ready.push(target);
-      reports.set(name, target.report);
-      console.log(`bench: target ${name}: ready (${target.report.command})`);
-    } catch (error) {
-      const report: TargetReport = error instanceof TargetSkipped
-        ? { name, state: error.state, reason: error.message, command: error.command }
-        : { name, state: "failed", reason: `failed to mount: ${error}` };
-      reports.set(name, report);
-      console.log(`bench: target ${name}: ${report.reason}`);
-    }
-  }
-
-  const fioMissing = !commandExists("fio");
-  if (fioJobs.length > 0 && fioMissing) {
-    skippedFamilies.push({
-      family: "fio",
-      reason: "fio is not installed; run: apt-get install fio (or deno task setup)",
-    });
-  }
-  const runFioFamilies = fioJobs.length > 0 && !fioMissing;
-  let metaBinary: string | null = null;
-  if (options.families.includes("meta")) {
-    try {
-      metaBinary = await buildMetaWorker();
-    } catch (error) {
-      skippedFamilies.push({
-        family: "meta",
-        reason: String(error instanceof Error ? error.message : error),
-      });
-    }
-  }
-  const total = ready.length *
-    ((runFioFamilies ? fioJobs.length : 0) + (metaBinary ? META_RUNS.length : 0));
-  const progress = new Progress(total);
-  const jobTimeoutMs = Math.max(20_000, 6 * fioTimeMs(settings.runtime) + 20_000);
-
-  const shimTotals = { jobs: 0, reads: 0, writes: 0, gib: 0 };
-  if (runFioFamilies) {
-    const laidOut = new Set<string>();
-    for (const [index, job] of fioJobs.entries()) {
-      for (const target of rotated(ready, index)) {
-        if (stopping) return await cleanUp().then(() => 130);
-        const runOptions = {
-          dir: target.dir,
-          settings,
-          env: target.env,
-          timeoutMs: jobTimeoutMs,
-          tmpDir,
-          fioArgs: target.fioArgs,
-        };
-        const started = performance.now();
-        let results: Measurement[];
-        if (job.kind === "read" && !laidOut.has(target.name)) {
-          try {
-            await layoutReadFiles(runOptions);
-            laidOut.add(target.name);
-          } catch (error) {
-            console.log(`bench: laying out read files on ${target.name} failed: ${error}`);
-          }
-        }
-        if (job.kind === "read" && !laidOut.has(target.name)) {
-          results = [{
-            family: job.family,
-            job: job.name,
-            target: target.name,
-            unit: job.metric === "bw" ? "MiB/s" : "IOPS",
-            value: null,
-            higherIsBetter: true,
-            error: "read files could not be laid out",
-          }];
-        } else {
-          await target.takeShimCounters?.(); // the layout and earlier processes are not this job
-          results = await runFioJob(job, target.name, runOptions);
-          // Proof that the shim served this job in-process (io_uring jobs pass through: zero).
-          const counters = await target.takeShimCounters?.();
-          if (counters) {
-            for (const result of results) {
-              for (const [key, value] of Object.entries(counters)) {
-                result.details = { ...result.details, [`shim_${key}`]: value };
-              }
-            }
-            shimTotals.jobs++;
-            shimTotals.reads += counters.reads ?? 0;
-            shimTotals.writes += counters.writes ?? 0;
-            shimTotals.gib += ((counters.bytes_read ?? 0) + (counters.bytes_written ?? 0)) /
-              2 ** 30;
-          }
-        }
-        measurements.push(...results);
-        progress.line(job.name, target.name, results, (performance.now() - started) / 1000);
-      }
-    }
-  }
-
-  if (shimTotals.jobs > 0) {
+  // An error that escapes a job (a bug here) must not leave mounts and daemons behind.
+  try {
     console.log(
-      `bench: skyfs-shim: the shim served ${shimTotals.reads} reads and ${shimTotals.writes} ` +
-        `writes (${shimTotals.gib.toFixed(2)} GiB) in-process over ${shimTotals.jobs} fio jobs ` +
-        "(SKYFS_PRELOAD_STATS; per job: shim_* in the raw JSON)",
+      `bench: ${options.mode} run, families ${options.families.join(",")}, ` +
+        `targets ${options.targets.join(",")}, scratch ${options.scratch}`,
     );
-  }
+    for (const name of options.targets) {
+      try {
+        const target = await setUpTarget(name, options.scratch);
+        ready.push(target);
+        reports.set(name, target.report);
+        console.log(`bench: target ${name}: ready (${target.report.command})`);
+      } catch (error) {
+        const report: TargetReport = error instanceof TargetSkipped
+          ? { name, state: error.state, reason: error.message, command: error.command }
+          : { name, state: "failed", reason: `failed to mount: ${error}` };
+        reports.set(name, report);
+        console.log(`bench: target ${name}: ${report.reason}`);
+      }
+    }
 
-  if (metaBinary) {
-    for (const [index, run] of META_RUNS.entries()) {
-      for (const target of rotated(ready, index)) {
-        if (stopping) return await cleanUp().then(() => 130);
-        const started = performance.now();
-        const results = await runMeta(run, target.name, {
-          binary: metaBinary,
-          dir: target.dir,
-          files: settings.metaFiles,
-          fileBytes: settings.metaFileBytes,
-          dropCaches: isRoot,
-          env: target.env,
-          timeoutMs: options.mode === "full" ? 300_000 : 120_000,
+    const fioMissing = !commandExists("fio");
+    if (fioJobs.length > 0 && fioMissing) {
+      skippedFamilies.push({
+        family: "fio",
+        reason: "fio is not installed; run: apt-get install fio (or deno task setup)",
+      });
+    }
+    const runFioFamilies = fioJobs.length > 0 && !fioMissing;
+    let metaBinary: string | null = null;
+    if (options.families.includes("meta")) {
+      try {
+        metaBinary = await buildMetaWorker();
+      } catch (error) {
+        skippedFamilies.push({
+          family: "meta",
+          reason: String(error instanceof Error ? error.message : error),
         });
-        measurements.push(...results);
-        const seconds = (performance.now() - started) / 1000;
-        progress.metaLine(`meta-${run.layout}-w${run.workers}`, target.name, results, seconds);
       }
     }
-    if (!isRoot) {
-      skippedFamilies.push({ family: "meta stat-cold", reason: "needs root to drop caches" });
-    }
-  }
+    const total = ready.length *
+      ((runFioFamilies ? fioJobs.length : 0) + (metaBinary ? META_RUNS.length : 0));
+    const progress = new Progress(total);
+    const jobTimeoutMs = Math.max(20_000, 6 * fioTimeMs(settings.runtime) + 20_000);
 
-  if (options.families.includes("io")) {
-    console.log("bench: io family: bench/io/main.ts");
-    try {
-      const io = await runIoFamily(`${options.scratch}/io`, options.mode, {
-        jsonPath: `${tmpDir}/io.json`,
-        timeoutMs: options.mode === "full" ? 600_000 : 150_000,
-      });
-      for (const family of new Set(io.measurements.map((m) => m.family))) {
-        baselines[family] = io.baseline;
+    const shimTotals = { jobs: 0, reads: 0, writes: 0, gib: 0 };
+    if (runFioFamilies) {
+      const laidOut = new Set<string>();
+      for (const [index, job] of fioJobs.entries()) {
+        for (const target of rotated(ready, index)) {
+          if (stopping) return await cleanUp().then(() => 130);
+          const runOptions = {
+            dir: target.dir,
+            settings,
+            env: target.env,
+            timeoutMs: jobTimeoutMs,
+            tmpDir,
+            fioArgs: target.fioArgs,
+          };
+          const started = performance.now();
+          let results: Measurement[];
+          if (job.kind === "read" && !laidOut.has(target.name)) {
+            try {
+              await layoutReadFiles(runOptions);
+              laidOut.add(target.name);
+            } catch (error) {
+              console.log(`bench: laying out read files on ${target.name} failed: ${error}`);
+            }
+          }
+          if (job.kind === "read" && !laidOut.has(target.name)) {
+            results = [{
+              family: job.family,
+              job: job.name,
+              target: target.name,
+              unit: job.metric === "bw" ? "MiB/s" : "IOPS",
+              value: null,
+              higherIsBetter: true,
+              error: "read files could not be laid out",
+            }];
+          } else {
+            await target.takeShimCounters?.(); // the layout and earlier processes are not this job
+            results = await runFioJob(job, target.name, runOptions);
+            // Proof that the shim served this job in-process (io_uring jobs pass through: zero).
+            const counters = await target.takeShimCounters?.();
+            if (counters) {
+              for (const result of results) {
+                for (const [key, value] of Object.entries(counters)) {
+                  result.details = { ...result.details, [`shim_${key}`]: value };
+                }
+              }
+              shimTotals.jobs++;
+              shimTotals.reads += counters.reads ?? 0;
+              shimTotals.writes += counters.writes ?? 0;
+              shimTotals.gib += ((counters.bytes_read ?? 0) + (counters.bytes_written ?? 0)) /
+                2 ** 30;
+            }
+          }
+          measurements.push(...results);
+          progress.line(job.name, target.name, results, (performance.now() - started) / 1000);
+        }
       }
-      measurements.push(...io.measurements);
-    } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
-      skippedFamilies.push({ family: "io", reason });
-      console.log(`bench: io family: ${reason}`);
     }
-  }
 
-  if (options.families.includes("cluster")) {
-    // Cluster read paths (src/cluster/README.md); targets are paths, loopback TCP the baseline.
-    console.log("bench: cluster family: bench/cluster/main.ts");
-    try {
-      const cluster = await runClusterFamily(options.mode, {
-        jsonPath: `${tmpDir}/cluster.json`,
-        timeoutMs: options.mode === "full" ? 600_000 : 150_000,
-      });
-      baselines.cluster = cluster.baseline;
-      measurements.push(...cluster.measurements);
-    } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
-      skippedFamilies.push({ family: "cluster", reason });
-      console.log(`bench: cluster family: ${reason}`);
+    if (shimTotals.jobs > 0) {
+      console.log(
+        `bench: skyfs-shim: the shim served ${shimTotals.reads} reads and ${shimTotals.writes} ` +
+          `writes (${shimTotals.gib.toFixed(2)} GiB) in-process over ${shimTotals.jobs} fio jobs ` +
+          "(SKYFS_PRELOAD_STATS; per job: shim_* in the raw JSON)",
+      );
     }
-  }
 
-  if (options.families.includes("wan")) {
-    // CURP beside etcd behind WAN delay proxies (src/meta/curp/README.md); targets are systems.
-    console.log("bench: wan family: bench/meta_wan/main.ts");
-    try {
-      const wan = await runWanFamily(options.mode, {
-        jsonPath: `${tmpDir}/wan.json`,
-        timeoutMs: options.mode === "full" ? 900_000 : 300_000,
-      });
-      baselines.wan = wan.baseline;
-      measurements.push(...wan.measurements);
-    } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
-      skippedFamilies.push({ family: "wan", reason });
-      console.log(`bench: wan family: ${reason}`);
+    if (metaBinary) {
+      for (const [index, run] of META_RUNS.entries()) {
+        for (const target of rotated(ready, index)) {
+          if (stopping) return await cleanUp().then(() => 130);
+          const started = performance.now();
+          const results = await runMeta(run, target.name, {
+            binary: metaBinary,
+            dir: target.dir,
+            files: CLUSTER_TARGETS.includes(target.name)
+              ? settings.clusterMetaFiles
+              : settings.metaFiles,
+            fileBytes: settings.metaFileBytes,
+            dropCaches: isRoot,
+            env: target.env,
+            timeoutMs: options.mode === "full" ? 300_000 : 120_000,
+            storeCounters: target.storeCounters,
+          });
+          measurements.push(...results);
+          const seconds = (performance.now() - started) / 1000;
+          progress.metaLine(`meta-${run.layout}-w${run.workers}`, target.name, results, seconds);
+        }
+      }
+      if (!isRoot) {
+        skippedFamilies.push({ family: "meta stat-cold", reason: "needs root to drop caches" });
+      }
     }
-  }
 
-  if (machine.loadAverage) machine.loadAverage.end = loadAverage();
-  await cleanUp();
+    if (options.families.includes("io")) {
+      console.log("bench: io family: bench/io/main.ts");
+      try {
+        const io = await runIoFamily(`${options.scratch}/io`, options.mode, {
+          jsonPath: `${tmpDir}/io.json`,
+          timeoutMs: options.mode === "full" ? 600_000 : 150_000,
+        });
+        for (const family of new Set(io.measurements.map((m) => m.family))) {
+          baselines[family] = io.baseline;
+        }
+        measurements.push(...io.measurements);
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : String(error);
+        skippedFamilies.push({ family: "io", reason });
+        console.log(`bench: io family: ${reason}`);
+      }
+    }
+
+    if (options.families.includes("cluster")) {
+      // Cluster read paths (src/cluster/README.md); targets are paths, loopback TCP the baseline.
+      console.log("bench: cluster family: bench/cluster/main.ts");
+      try {
+        const cluster = await runClusterFamily(options.mode, {
+          jsonPath: `${tmpDir}/cluster.json`,
+          timeoutMs: options.mode === "full" ? 600_000 : 150_000,
+        });
+        baselines.cluster = cluster.baseline;
+        measurements.push(...cluster.measurements);
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : String(error);
+        skippedFamilies.push({ family: "cluster", reason });
+        console.log(`bench: cluster family: ${reason}`);
+      }
+    }
+
+    if (options.families.includes("wan")) {
+      // CURP beside etcd behind WAN delay proxies (src/meta/curp/README.md); targets are systems.
+      console.log("bench: wan family: bench/meta_wan/main.ts");
+      try {
+        const wan = await runWanFamily(options.mode, {
+          jsonPath: `${tmpDir}/wan.json`,
+          timeoutMs: options.mode === "full" ? 900_000 : 300_000,
+        });
+        baselines.wan = wan.baseline;
+        measurements.push(...wan.measurements);
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : String(error);
+        skippedFamilies.push({ family: "wan", reason });
+        console.log(`bench: wan family: ${reason}`);
+      }
+    }
+
+    if (machine.loadAverage) machine.loadAverage.end = loadAverage();
+  } finally {
+    await cleanUp();
+  }
 
   const run: RunResult = {
     formatVersion: 1,

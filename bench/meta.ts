@@ -7,7 +7,8 @@
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import type { Measurement } from "./model.ts";
-import { outputWithin } from "./children.ts";
+import { outputWithin, spawnTracked } from "./children.ts";
+import { perOperation, type StoreCounters } from "./store_counters.ts";
 
 const SOURCE = fileURLToPath(new URL("./meta/meta_worker.c", import.meta.url));
 
@@ -68,16 +69,22 @@ export async function buildMetaWorker(): Promise<string> {
   return binary;
 }
 
-/** Parses the worker's JSON lines ({"phase","ops","seconds"}) into measurements. */
+/**
+ * Parses the worker's JSON lines ({"phase","ops","seconds"}) into measurements; `costs` adds the
+ * metadata store's per-operation figures of each phase to its details. `{"next"}` lines (--pause)
+ * are skipped.
+ */
 export function measurementsFromWorker(
   stdout: string,
   run: MetaRun,
   target: string,
+  costs: Record<string, Record<string, number | string>> = {},
 ): Measurement[] {
   const measurements: Measurement[] = [];
   for (const line of stdout.split("\n")) {
     if (line.trim() === "") continue;
-    const phase = JSON.parse(line) as { phase: string; ops: number; seconds: number };
+    const phase = JSON.parse(line) as { phase?: string; ops: number; seconds: number };
+    if (phase.phase === undefined) continue;
     const seconds = Math.max(phase.seconds, 1e-6);
     measurements.push({
       family: `meta-${run.layout}`,
@@ -86,7 +93,7 @@ export function measurementsFromWorker(
       unit: "ops/s",
       value: phase.ops / seconds,
       higherIsBetter: true,
-      details: { ops: phase.ops, seconds: phase.seconds },
+      details: { ops: phase.ops, seconds: phase.seconds, ...costs[phase.phase] },
     });
   }
   return measurements;
@@ -100,6 +107,113 @@ export interface MetaOptions {
   dropCaches: boolean;
   env: Record<string, string>;
   timeoutMs: number;
+  /** A cluster target's store counters: the worker then pauses before each phase (untimed) so
+   * they are read right before and right after it. */
+  storeCounters?: () => Promise<StoreCounters>;
+}
+
+interface WorkerOutput {
+  code: number;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  /** Per phase: the store's cost per operation (perOperation), or why it could not be read. */
+  costs: Record<string, Record<string, number | string>>;
+}
+
+/** Runs the worker with --pause: reads the store's counters when it names the next phase, lets
+ * it go, and reads them again when it reports the phase. */
+async function runPausedWorker(
+  binary: string,
+  args: string[],
+  options: MetaOptions & { storeCounters: () => Promise<StoreCounters> },
+): Promise<WorkerOutput> {
+  const child = spawnTracked(binary, {
+    args: [...args, "--pause"],
+    env: options.env,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  });
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+  }, options.timeoutMs);
+  const stderr = new Response(child.stderr).text();
+  const stdin = child.stdin.getWriter();
+  const costs: WorkerOutput["costs"] = {};
+  const read = async (): Promise<StoreCounters | string> =>
+    await options.storeCounters().catch((error) =>
+      `store counters not read: ${error instanceof Error ? error.message : error}`
+    );
+  let stdout = "";
+  let before: StoreCounters | string = "";
+  try {
+    for await (const line of lines(child.stdout)) {
+      stdout += line + "\n";
+      const message = JSON.parse(line) as { next?: string; phase?: string; ops?: number };
+      if (message.next !== undefined) {
+        before = await read();
+        // A worker that died meanwhile shows in its exit code and stderr, not here.
+        await stdin.write(new TextEncoder().encode("go\n")).catch(() => {});
+      } else if (message.phase !== undefined) {
+        const after = await read();
+        costs[message.phase] = typeof before === "string"
+          ? { store_note: before }
+          : typeof after === "string"
+          ? { store_note: after }
+          : perOperation(before, after, message.ops ?? 0);
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+    await stdin.close().catch(() => {});
+  }
+  const status = await child.status;
+  return { code: status.code, stdout, stderr: await stderr, timedOut, costs };
+}
+
+/** The lines of a byte stream, as they arrive. */
+async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let pending = "";
+  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+    pending += text;
+    let end: number;
+    while ((end = pending.indexOf("\n")) >= 0) {
+      const line = pending.slice(0, end);
+      pending = pending.slice(end + 1);
+      if (line.trim() !== "") yield line;
+    }
+  }
+  if (pending.trim() !== "") yield pending;
+}
+
+/** Runs the worker to its end (no pauses). */
+async function runWorker(
+  binary: string,
+  args: string[],
+  options: MetaOptions,
+): Promise<WorkerOutput> {
+  const { output, timedOut } = await outputWithin(binary, {
+    args,
+    env: options.env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    timeoutMs: options.timeoutMs,
+  });
+  return {
+    code: output.code,
+    stdout: new TextDecoder().decode(output.stdout),
+    stderr: new TextDecoder().decode(output.stderr),
+    timedOut,
+    costs: {},
+  };
 }
 
 /** Runs one layout/worker combination on one target; failures become one error measurement. */
@@ -122,21 +236,16 @@ export async function runMeta(
   if (options.dropCaches) args.push("--drop-caches");
   try {
     await Deno.mkdir(workDir, { recursive: true });
-    const { output, timedOut } = await outputWithin(options.binary, {
-      args,
-      env: options.env,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      timeoutMs: options.timeoutMs,
-    });
-    const stdout = new TextDecoder().decode(output.stdout);
-    const measured = measurementsFromWorker(stdout, run, target);
+    const { storeCounters } = options;
+    const output = storeCounters
+      ? await runPausedWorker(options.binary, args, { ...options, storeCounters })
+      : await runWorker(options.binary, args, options);
+    const measured = measurementsFromWorker(output.stdout, run, target, output.costs);
+    for (const m of measured) m.details = { ...m.details, files: options.files };
     let error: string | undefined;
-    if (timedOut) error = `meta_worker killed after ${options.timeoutMs / 1000} s`;
+    if (output.timedOut) error = `meta_worker killed after ${options.timeoutMs / 1000} s`;
     else if (output.code !== 0) {
-      error = new TextDecoder().decode(output.stderr).trim() ||
-        `meta_worker exited with ${output.code}`;
+      error = output.stderr.trim() || `meta_worker exited with ${output.code}`;
     }
     if (error === undefined) {
       await Deno.remove(workDir, { recursive: true });

@@ -74,3 +74,80 @@ Deno.test("a failing meta_worker run reports every phase as an error with the re
     assert.ok(m.error && m.error.length > 0);
   }
 });
+
+Deno.test("measurementsFromWorker skips --pause lines and adds each phase's store cost", () => {
+  const rows = measurementsFromWorker(
+    `{"next":"create"}\n{"phase":"create","ops":10,"seconds":1}\n{"next":"stat"}\n` +
+      `{"phase":"stat","ops":10,"seconds":0.5}\n`,
+    { layout: "flat", workers: 1 },
+    "skyfs-cluster",
+    { create: { proposals_per_op: 1, fsyncs_per_op: 3 } },
+  );
+  assert.deepEqual(rows.map((m) => [m.job, m.value, m.details?.proposals_per_op]), [
+    ["meta-flat-create-w1", 10, 1],
+    ["meta-flat-stat-w1", 20, undefined],
+  ]);
+});
+
+Deno.test("runMeta with store counters reads them around every phase, outside its timing", async () => {
+  const binary = await buildMetaWorker();
+  const dir = await Deno.makeTempDir({ prefix: "skyfs-bench-meta-test-" });
+  // A store whose counters move by 2 proposals and 6 fsyncs between two reads: 20 files per
+  // phase make that 0.1 and 0.3 per operation.
+  let reads = 0;
+  const storeCounters = () => {
+    reads++;
+    return Promise.resolve({
+      replicas: { m1: { proposals: 2 * reads, fsyncs: 6 * reads } },
+      missing: [],
+      leader: "m1",
+      term: 1,
+    });
+  };
+  try {
+    const rows = await runMeta({ layout: "tree", workers: 2 }, "skyfs-cluster", {
+      binary,
+      dir,
+      files: 20,
+      fileBytes: 10,
+      dropCaches: false,
+      env: {},
+      timeoutMs: 60_000,
+      storeCounters,
+    });
+    const phases = expectedPhases("tree", false);
+    assert.deepEqual(rows.map((m) => m.job), phases.map((p) => `meta-tree-${p}-w2`));
+    assert.equal(reads, 2 * phases.length);
+    const create = rows.find((m) => m.job === "meta-tree-create-w2")!;
+    assert.equal(create.details?.proposals_per_op, 0.1);
+    assert.ok(Math.abs(Number(create.details?.fsyncs_per_op) - 0.3) < 1e-9);
+    assert.equal(create.details?.files, 20);
+    for (const m of rows) assert.ok(m.value !== null && m.value > 0, `${m.job}: ${m.error}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("runMeta keeps the rates when the store counters cannot be read", async () => {
+  const binary = await buildMetaWorker();
+  const dir = await Deno.makeTempDir({ prefix: "skyfs-bench-meta-test-" });
+  try {
+    const rows = await runMeta({ layout: "flat", workers: 1 }, "skyfs-cluster-etcd", {
+      binary,
+      dir,
+      files: 5,
+      fileBytes: 0,
+      dropCaches: false,
+      env: {},
+      timeoutMs: 60_000,
+      storeCounters: () => Promise.reject(new Error("connection refused")),
+    });
+    assert.equal(rows.length, expectedPhases("flat", false).length);
+    for (const m of rows) {
+      assert.ok(m.value !== null && m.value > 0, `${m.job}: ${m.error}`);
+      assert.match(String(m.details?.store_note), /store counters not read: connection refused/);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -81,6 +81,82 @@ export function familyTable(run: RunResult, family: string, rows: Measurement[])
   return lines.join("\n");
 }
 
+/** The single-node target that cluster rows are also compared with (issue 13's goal: 0.3x). */
+export const SINGLE_NODE_TARGET = "skyfs";
+
+/** Targets (in column order) whose rows of a family carry the metadata store's cost. */
+function costColumns(run: RunResult, rows: Measurement[]): string[] {
+  return run.targets.map((t) => t.name).filter((name) =>
+    rows.some((m) =>
+      m.target === name &&
+      (m.details?.proposals_per_op !== undefined || m.details?.store_note !== undefined)
+    )
+  );
+}
+
+/**
+ * The cluster targets' side table of a metadata family: each row's rate, its ratio to single-node
+ * skyfs in the same run, and what one file operation cost the metadata store (proposals and
+ * fsyncs per operation, from details written by store_counters.ts `perOperation`). Empty when no
+ * target of the family reported them.
+ */
+export function storeCostTable(run: RunResult, family: string, rows: Measurement[]): string {
+  const columns = costColumns(run, rows);
+  if (columns.length === 0) return "";
+  const jobs = [...new Set(rows.map((m) => m.job))];
+  const header = columns.flatMap((c) => [
+    `${c} ops/s`,
+    `÷ ${SINGLE_NODE_TARGET}`,
+    "proposals/op",
+    "fsyncs/op",
+  ]);
+  const lines = [
+    `| ${family}: cluster cost | ${header.join(" | ")} |`,
+    `|---|${header.map(() => "--:").join("|")}|`,
+  ];
+  const perOp = (m: Measurement | undefined, key: string): string => {
+    const value = m?.details?.[key];
+    if (typeof value !== "number") return m?.details?.store_note !== undefined ? "?" : "";
+    const text = value === 0 ? "0" : formatValue(value, "");
+    return text + (m?.details?.store_note !== undefined ? "*" : "");
+  };
+  for (const job of jobs) {
+    const ofJob = rows.filter((m) => m.job === job);
+    const single = ofJob.find((m) => m.target === SINGLE_NODE_TARGET);
+    const cells = columns.flatMap((column) => {
+      const m = ofJob.find((x) => x.target === column);
+      if (!m) return ["", "", "", ""];
+      const ratio = ratioToBaseline(m, single);
+      return [
+        m.value === null ? "error" : formatValue(m.value, m.unit),
+        ratio === null ? "" : formatRatio(ratio),
+        perOp(m, "proposals_per_op"),
+        perOp(m, "fsyncs_per_op"),
+      ];
+    });
+    lines.push(`| ${job} | ${cells.join(" | ")} |`);
+  }
+  return lines.join("\n");
+}
+
+/** What the cost tables mean and how many files each target's runs had, in one paragraph. */
+function costLegend(run: RunResult): string {
+  const files = new Map<string, number>();
+  for (const m of run.measurements) {
+    if (typeof m.details?.files === "number") files.set(m.target, m.details.files);
+  }
+  const counts = [...new Set(files.values())].map((n) =>
+    `${[...files].filter(([, f]) => f === n).map(([t]) => t).join(", ")}: ${n}`
+  );
+  return "Cluster cost tables: proposals/op = log entries the CURP leader appended (etcd: " +
+    "proposals committed) during the phase, per file operation; fsyncs/op = fdatasync/fsync " +
+    "calls of all replicas together (etcd: WAL fsyncs), per file operation. Both include the " +
+    "cluster's upkeep during the phase (both mounts' membership leases and watches); * = see " +
+    `notes. ÷ ${SINGLE_NODE_TARGET} = rate over single-node ${SINGLE_NODE_TARGET} in this run ` +
+    "(issue 13's goal: 0.3x or better)." +
+    (counts.length > 1 ? ` Files per metadata run: ${counts.join("; ")}.` : "");
+}
+
 /** Lines explaining every target that was not measured and every job that failed. */
 export function notes(run: RunResult): string[] {
   const lines: string[] = [];
@@ -90,6 +166,9 @@ export function notes(run: RunResult): string[] {
   for (const s of run.skippedFamilies) lines.push(`- ${s.family}: ${s.reason}`);
   for (const m of run.measurements) {
     if (m.value === null) lines.push(`- ${m.job} on ${m.target}: ${m.error ?? "failed"}`);
+    else if (m.details?.store_note !== undefined) {
+      lines.push(`- ${m.job} on ${m.target}, store counters: ${m.details.store_note}`);
+    }
   }
   return lines;
 }
@@ -117,10 +196,17 @@ export function markdownReport(
       "above 1x is better than the baseline). — = target not measured, see notes.",
     "",
   );
+  let legend = false;
   for (const [family, rows] of groupByFamily(run.measurements)) {
     const baseline = run.baselines[family] ?? "ext4";
     if (baseline !== "ext4") out.push(`Baseline for ${family}: ${baseline}.`, "");
     out.push(familyTable(run, family, rows), "");
+    const costs = storeCostTable(run, family, rows);
+    if (costs !== "") {
+      if (!legend) out.push(costLegend(run), "");
+      legend = true;
+      out.push(costs, "");
+    }
     if (options.chartDir !== undefined) {
       out.push(`![${family}](${options.chartDir}/${family}.svg)`, "");
     }

@@ -8,6 +8,7 @@ import {
   ratioToBaseline,
   replaceReadmeSection,
   shortLabels,
+  storeCostTable,
 } from "./report.ts";
 
 function measurement(
@@ -136,4 +137,51 @@ Deno.test("shortLabels drops the words every job shares but never empties a labe
   );
   assert.deepEqual(shortLabels(["only-one"]), ["only-one"]);
   assert.deepEqual(shortLabels(["a-x", "b-y"]), ["a-x", "b-y"]);
+});
+
+Deno.test("storeCostTable gives cluster rows their ratio to skyfs and store cost per operation", () => {
+  const meta = (target: string, value: number | null, details?: Measurement["details"]) => ({
+    family: "meta-flat",
+    job: "meta-flat-create-w1",
+    target,
+    unit: "ops/s",
+    value,
+    higherIsBetter: true,
+    details: { files: target.startsWith("skyfs-cluster") ? 40 : 200, ...details },
+  });
+  const rows: Measurement[] = [
+    meta("ext4", 40000),
+    meta("skyfs", 1000),
+    meta("skyfs-cluster", 300, { proposals_per_op: 1, fsyncs_per_op: 3.25 }),
+    meta("skyfs-cluster-etcd", 50, {
+      proposals_per_op: 0,
+      fsyncs_per_op: 0.5,
+      store_note: "leader changed during the phase (m1@1 -> m2@2)",
+    }),
+  ];
+  const result: RunResult = {
+    ...run(rows),
+    targets: ["ext4", "skyfs", "skyfs-cluster", "skyfs-cluster-etcd"].map((name) => ({
+      name,
+      state: "ok" as const,
+    })),
+  };
+  const lines = storeCostTable(result, "meta-flat", rows).split("\n");
+  assert.equal(
+    lines[0],
+    "| meta-flat: cluster cost | skyfs-cluster ops/s | ÷ skyfs | proposals/op | fsyncs/op | " +
+      "skyfs-cluster-etcd ops/s | ÷ skyfs | proposals/op | fsyncs/op |",
+  );
+  assert.equal(
+    lines[2],
+    "| meta-flat-create-w1 | 300 | 0.30x | 1.00 | 3.25 | 50.0 | 0.05x | 0* | 0.50* |",
+  );
+  // A family without store counters has no cost table.
+  assert.equal(storeCostTable(result, "meta-flat", rows.slice(0, 2)), "");
+  const text = markdownReport(result);
+  assert.match(
+    text,
+    /Files per metadata run: ext4, skyfs: 200; skyfs-cluster, skyfs-cluster-etcd: 40/,
+  );
+  assert.match(text, /- meta-flat-create-w1 on skyfs-cluster-etcd, store counters: leader changed/);
 });

@@ -5,6 +5,9 @@
  */
 import { fileURLToPath } from "node:url";
 import type { TargetName, TargetReport } from "./model.ts";
+import { LocalCluster } from "../src/cluster/local_cluster.ts";
+import { fetchStatus } from "../src/meta/curp/server.ts";
+import { readCurpCounters, readEtcdCounters, type StoreCounters } from "./store_counters.ts";
 
 const REPO_DIR = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 const MOUNT_TIMEOUT_MS = 30_000;
@@ -23,6 +26,9 @@ export interface ReadyTarget {
    * SKYFS_PRELOAD_STATS appended), then forgotten; only on the shim target.
    */
   takeShimCounters?: () => Promise<Record<string, number>>;
+  /** Cluster targets: the metadata store's counters (proposals, fsyncs), read around each
+   * metadata phase to give its cost per file operation. */
+  storeCounters?: () => Promise<StoreCounters>;
   report: TargetReport;
   tearDown(): Promise<void>;
 }
@@ -387,6 +393,69 @@ export function sumShimCounters(text: string): Record<string, number> {
   return sums;
 }
 
+/**
+ * Starts a whole cluster under `scratch` with src/cluster/local_cluster.ts (as `deno task cluster`
+ * does): the metadata store (three CURP replicas, or one etcd 3.4 member from /usr/bin/etcd on
+ * loopback ports), a directory backend and two mounts. Jobs run on mount a; mount b stays idle, so
+ * the store carries a real cluster's upkeep (two membership leases, two watches) beside the jobs.
+ */
+async function setUpCluster(
+  name: "skyfs-cluster" | "skyfs-cluster-etcd",
+  scratch: string,
+): Promise<ReadyTarget> {
+  const meta = name === "skyfs-cluster-etcd" ? "etcd" : "curp";
+  if (Deno.uid() !== 0) {
+    throw new TargetSkipped(
+      "failed",
+      "failed to start: a cluster target mounts as root (as deno task cluster does); run as root",
+    );
+  }
+  if (meta === "etcd" && !which("etcd")) {
+    throw new TargetSkipped(
+      "failed",
+      "failed to start: etcd is not installed; run: apt-get install etcd-server (or deno task setup)",
+    );
+  }
+  let cluster: LocalCluster;
+  try {
+    cluster = await LocalCluster.start(`${name}-`, { nodes: 2, meta, parentDir: scratch });
+  } catch (error) {
+    throw new TargetSkipped(
+      "failed",
+      `failed to start: ${tellingLine(error instanceof Error ? error.message : String(error))}`,
+    );
+  }
+  const [node, idle] = cluster.nodes;
+  const store = meta === "etcd"
+    ? `one etcd member (${cluster.meta}, \`etcd\` 3.4, data dir under the scratch directory)`
+    : `3 x \`deno run -A mod.ts meta serve --id mN --peers ${
+      cluster.replicas.map((r) => `${r.id}=${r.address}`).join(",")
+    } --data <dir>/meta-mN\``;
+  const command = `src/cluster/local_cluster.ts in <dir> = ${cluster.dir}: ${store}; ` +
+    `\`deno run -A mod.ts mount <dir>/mnt-${node.id} --data <dir>/data-${node.id} --meta ` +
+    `${cluster.meta} --backend <dir>/backend --node-id ${node.id}\` (measured) and mount ` +
+    `${idle.id} alike (idle)`;
+  const tearDown = async () => {
+    try {
+      await cluster.stop({ keep: true }); // SIGTERM, SIGKILL after 10 s, lazy unmount
+    } finally {
+      for (const n of cluster.nodes) await forceUnmount(n.mountpoint);
+    }
+  };
+  await warmUpOrTearDown(node.mountpoint, tearDown, "started but failed to warm up", command);
+  const storeCounters = meta === "etcd"
+    ? () => readEtcdCounters(cluster.meta.slice("etcd://".length))
+    : () => readCurpCounters(cluster.replicas, fetchStatus);
+  return {
+    name,
+    dir: node.mountpoint,
+    env: {},
+    storeCounters,
+    report: { name, state: "ok", command, dir: node.mountpoint },
+    tearDown,
+  };
+}
+
 /** Prepares one target under `scratch`; throws TargetSkipped with a one-line reason. */
 export async function setUpTarget(name: TargetName, scratch: string): Promise<ReadyTarget> {
   switch (name) {
@@ -400,6 +469,9 @@ export async function setUpTarget(name: TargetName, scratch: string): Promise<Re
       return await mountForeground(name, scratch, "mergerfs", (b, m) => ["-f", b, m]);
     case "skyfs":
       return await mountSkyfs(name, scratch, {});
+    case "skyfs-cluster":
+    case "skyfs-cluster-etcd":
+      return await setUpCluster(name, scratch);
     case "skyfs-shim": {
       const library = await preloadPath();
       // fio's jobs are forked processes that leave by _exit, which skips the shim's exit report:

@@ -47,6 +47,46 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "cluster targets start, count the store's proposals and fsyncs, and stop cleanly",
+  // A cluster mounts FUSE as root; etcd-server comes from scripts/setup.sh.
+  ignore: Deno.uid() !== 0 || !hasCommands(["etcd"]),
+  fn: async () => {
+    const scratch = await Deno.makeTempDir({ prefix: "skyfs-bench-target-test-" });
+    try {
+      for (const name of ["skyfs-cluster", "skyfs-cluster-etcd"] as const) {
+        const target = await setUpTarget(name, scratch);
+        try {
+          assert.equal(isMounted(target.dir), true);
+          assert.ok(target.storeCounters, `${name} has no store counters`);
+          const before = await target.storeCounters();
+          await Deno.writeTextFile(`${target.dir}/hello`, "through the cluster");
+          const after = await target.storeCounters();
+          const sum = (c: typeof before, key: "proposals" | "fsyncs") =>
+            Object.values(c.replicas).reduce((total, r) => total + r[key], 0);
+          assert.equal(Object.keys(after.replicas).length, name === "skyfs-cluster" ? 3 : 1);
+          assert.ok(sum(after, "proposals") > sum(before, "proposals"), JSON.stringify(after));
+          assert.ok(sum(after, "fsyncs") > sum(before, "fsyncs"), JSON.stringify(after));
+        } finally {
+          await target.tearDown();
+        }
+        assert.equal(isMounted(target.dir), false);
+        // The store is down too: nothing answers for its counters any more.
+        const gone = await target.storeCounters!().catch(() => undefined);
+        assert.ok(gone === undefined || Object.keys(gone.replicas).length === 0);
+      }
+      assert.deepEqual(
+        mountPoints(Deno.readTextFileSync("/proc/self/mountinfo")).filter((m) =>
+          m.startsWith(scratch)
+        ),
+        [],
+      );
+    } finally {
+      await Deno.remove(scratch, { recursive: true });
+    }
+  },
+});
+
 function hasCommands(commands: string[]): boolean {
   const dirs = (Deno.env.get("PATH") ?? "").split(":");
   return commands.every((c) =>

@@ -1,12 +1,14 @@
 // Metadata benchmark worker: times create, stat, open+close, readdir, rename and unlink of many
 // small files with W threads, so the figures measure the file system and not the harness's runtime.
 //
-// Usage: meta_worker DIR FILES WORKERS flat|tree [--size BYTES] [--drop-caches]
+// Usage: meta_worker DIR FILES WORKERS flat|tree [--size BYTES] [--drop-caches] [--pause]
 //   flat: every file in DIR/flat (one directory shared by all workers)
 //   tree: files spread round-robin over TREE_FANOUT^2 leaf directories DIR/tree/dA/dB
 // Prints one JSON object per phase on stdout: {"phase":"create","ops":N,"seconds":S}.
 // "stat-cold" runs only with --drop-caches (needs root): the page, dentry and inode caches are
 // dropped first (not timed), so each stat has to reach the file system.
+// --pause: before each phase, print {"next":"PHASE"} and wait for a line on stdin (untimed), so
+// the harness can read the metadata store's counters between phases.
 // Exits 1 with a one-line message quoting the path on the first failing call.
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -30,6 +32,7 @@ static int worker_count;
 static int tree_layout;
 static long file_bytes;
 static int drop_caches;
+static int pause_between;
 static pthread_barrier_t barrier;
 static double phase_start;
 static char *file_data;
@@ -70,6 +73,17 @@ static void do_drop_caches(void) {
   int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
   if (fd < 0 || write(fd, "3\n", 2) != 2) die("write", "/proc/sys/vm/drop_caches");
   close(fd);
+}
+
+// --pause: tells the harness which phase comes next and waits until it says go (one line).
+static void wait_for_go(const char *phase_name) {
+  char line[64];
+  printf("{\"next\":\"%s\"}\n", phase_name);
+  fflush(stdout);
+  if (!fgets(line, sizeof line, stdin)) {
+    fprintf(stderr, "meta_worker: stdin closed before phase \"%s\" (--pause)\n", phase_name);
+    exit(1);
+  }
 }
 
 enum phase { MKDIR, CREATE, STAT, STAT_COLD, OPEN_CLOSE, READDIR, RENAME, UNLINK, RMDIR };
@@ -163,6 +177,7 @@ static void *worker_main(void *arg) {
     if ((phase == MKDIR || phase == RMDIR) && !tree_layout) continue;
     if (phase == STAT_COLD && !drop_caches) continue;
     if (w == 0 && phase == STAT_COLD) do_drop_caches();
+    if (w == 0 && pause_between) wait_for_go(phase_names[phase]);
     pthread_barrier_wait(&barrier);
     if (w == 0) phase_start = now_seconds();
     pthread_barrier_wait(&barrier);
@@ -185,7 +200,9 @@ static void make_dir(const char *path) {
 
 int main(int argc, char **argv) {
   if (argc < 5) {
-    fprintf(stderr, "usage: meta_worker DIR FILES WORKERS flat|tree [--size BYTES] [--drop-caches]\n");
+    fprintf(stderr,
+            "usage: meta_worker DIR FILES WORKERS flat|tree [--size BYTES] [--drop-caches] "
+            "[--pause]\n");
     return 2;
   }
   base_dir = argv[1];
@@ -205,6 +222,8 @@ int main(int argc, char **argv) {
       file_bytes = atol(argv[++i]);
     } else if (strcmp(argv[i], "--drop-caches") == 0) {
       drop_caches = 1;
+    } else if (strcmp(argv[i], "--pause") == 0) {
+      pause_between = 1;
     } else {
       fprintf(stderr, "meta_worker: unknown argument \"%s\"\n", argv[i]);
       return 2;

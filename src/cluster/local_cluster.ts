@@ -50,6 +50,8 @@ export interface LocalClusterOptions {
    * (replicas listen on the bridge's address): peers and metadata cross real interfaces, and
    * `cutNetwork` partitions a node. Needs root and `ip`; everything is removed by `stop()`. */
   netns?: boolean;
+  /** Where the cluster's own directory is made (default: the system's temporary directory). */
+  parentDir?: string;
 }
 
 /** A bridge and a random 10.x.y.0/24 for the nodes' namespaces. */
@@ -94,7 +96,7 @@ export class LocalCluster {
     options: LocalClusterOptions | number = {},
   ): Promise<LocalCluster> {
     const opts = typeof options === "number" ? { nodes: options } : options;
-    const dir = await Deno.makeTempDir({ prefix });
+    const dir = await Deno.makeTempDir({ prefix, dir: opts.parentDir });
     await Deno.mkdir(join(dir, "logs"));
     let cluster: LocalCluster;
     let net: LocalNet | undefined;
@@ -322,16 +324,31 @@ export class LocalCluster {
     await ip("link", "set", node.net.hostVeth, cut ? "down" : "up");
   }
 
+  /** Stop the mounts (SIGTERM unmounts), then the metadata service (SIGTERM; SIGKILL after
+   * 10 s), and remove the directory unless `keep`. */
   async stop(options: { keep?: boolean } = {}): Promise<void> {
-    for (const node of this.nodes) await this.stopNode(node);
-    for (const replica of this.replicas) await this.killReplica(replica);
-    if (this.#etcd) {
-      signal(this.#etcd, "SIGKILL");
-      await this.#etcd.status;
+    try {
+      for (const node of this.nodes) await this.stopNode(node);
+    } finally {
+      // Even when a mount would not stop, the metadata service must not outlive the cluster.
+      await Promise.all(this.replicas.map(async (replica) => {
+        await terminate(replica.child);
+        replica.child = undefined;
+      }));
+      await terminate(this.#etcd);
     }
     if (this.#net) await removeNet(this.#net, this.nodes);
     if (!options.keep) await Deno.remove(this.dir, { recursive: true });
   }
+}
+
+/** SIGTERM, then SIGKILL if the child has not exited within `timeoutMs`; waits for the exit. */
+async function terminate(child: Deno.ChildProcess | undefined, timeoutMs = 10_000): Promise<void> {
+  if (!child) return;
+  signal(child, "SIGTERM");
+  const timer = setTimeout(() => signal(child, "SIGKILL"), timeoutMs);
+  await child.status;
+  clearTimeout(timer);
 }
 
 /** Signal a child that may have exited already (Ctrl-C reaches the whole process group). */
