@@ -61,7 +61,7 @@ the bench), bindfs and mergerfs in one run, alternating targets job by job. On t
 each metadata phase also reports the store's proposals and fsyncs per operation.
 
 Options:
-  --quick              short runs and small files (under 3 minutes)
+  --quick              short runs and small files (about 6 minutes with the cluster targets)
   --tiny               tiny files and runs (CI: proves the harness works, asserts no speed)
   --only LIST          job families, comma-separated: ${FAMILY_GROUPS.join(", ")}
                        (default: ${

@@ -426,15 +426,18 @@ async function setUpCluster(
     );
   }
   const [node, idle] = cluster.nodes;
+  // Plain text: the report puts the whole line in one code span.
   const store = meta === "etcd"
-    ? `one etcd member (${cluster.meta}, \`etcd\` 3.4, data dir under the scratch directory)`
-    : `3 x \`deno run -A mod.ts meta serve --id mN --peers ${
+    ? `/usr/bin/etcd (3.4) --name=m --data-dir=<dir>/etcd on ${
+      cluster.meta.slice("etcd://".length)
+    }`
+    : `3 x deno run -A mod.ts meta serve --id mN --peers ${
       cluster.replicas.map((r) => `${r.id}=${r.address}`).join(",")
-    } --data <dir>/meta-mN\``;
-  const command = `src/cluster/local_cluster.ts in <dir> = ${cluster.dir}: ${store}; ` +
-    `\`deno run -A mod.ts mount <dir>/mnt-${node.id} --data <dir>/data-${node.id} --meta ` +
-    `${cluster.meta} --backend <dir>/backend --node-id ${node.id}\` (measured) and mount ` +
-    `${idle.id} alike (idle)`;
+    } --data <dir>/meta-mN`;
+  const command = `${store}; deno run -A mod.ts mount <dir>/mnt-${node.id} --data ` +
+    `<dir>/data-${node.id} --meta ${cluster.meta} --backend <dir>/backend --node-id ${node.id} ` +
+    `(measured), mount ${idle.id} alike (idle); <dir> = ${cluster.dir} ` +
+    "(src/cluster/local_cluster.ts)";
   const tearDown = async () => {
     try {
       await cluster.stop({ keep: true }); // SIGTERM, SIGKILL after 10 s, lazy unmount
