@@ -196,6 +196,9 @@ interface RoleHandlers {
   step(m: Message): void;
 }
 
+/** Reads a leader holds for a commit at once; past it they are refused (and go through the log). */
+const MAX_HELD_READS = 4096;
+
 /** Entries sent to one follower and not yet acknowledged, at most: flow control. */
 const MAX_INFLIGHT_ENTRIES = 1024;
 
@@ -265,6 +268,9 @@ export class Replica {
   #poolDirty = false;
   #messages: Message[] = [];
   #immediate: Message[] = [];
+  /** Leader: reads waiting for a conflicting entry (or the term's no-op) to commit, by
+   * "client/readId". */
+  #heldReads = new Map<string, { message: Extract<Message, { type: "read" }>; since: number }>();
   #applied: Applied[] = [];
 
   constructor(config: ReplicaConfig, persisted?: PersistentState) {
@@ -460,6 +466,7 @@ export class Replica {
         this.#broadcastAppend();
       }
       this.#expireLeases();
+      if (this.#heldReads.size > 0) this.#settleHeldReads();
     },
     step: (m) => {
       if (m.type !== "appendReply") return;
@@ -489,6 +496,7 @@ export class Replica {
     this.leaderId = leaderId;
     this.#handlers = this.#followerHandlers;
     this.#resetElectionTimer();
+    if (this.#heldReads.size > 0) this.#settleHeldReads(); // refused: no longer the leader
   }
 
   #becomePreCandidate(): void {
@@ -798,6 +806,7 @@ export class Replica {
       this.commitIndex = majorityMatch;
       this.#applyCommitted();
       if (this.commitIndex >= this.#readyIndex) this.#dropRecordsBefore(this.term);
+      if (this.#heldReads.size > 0) this.#settleHeldReads();
       // Followers learn the commit index without waiting for a heartbeat (sent at ready()).
       this.#appendPending = true;
     }
@@ -976,18 +985,50 @@ export class Replica {
       leaderId: this.leaderId,
     };
     if (this.role === "leader") {
-      const command: Command = { clientId: m.from, seq: 0, firstUnacked: 0, txn: m.txn };
-      const canAnswer = this.commitIndex >= this.#readyIndex &&
-        this.appliedIndex === this.commitIndex && isReadOnly(m.txn) &&
-        !this.#conflictsWithUncommitted(command);
-      if (canAnswer) reply.result = this.kv.read(m.txn);
-      else reply.refused = true;
+      const key = `${m.from}/${m.readId}`;
+      if (this.#heldReads.has(key)) return; // a retry of a read already waiting here
+      if (this.#canAnswer(m.txn)) reply.result = this.kv.read(m.txn);
+      else if (!isReadOnly(m.txn) || this.#heldReads.size >= MAX_HELD_READS) reply.refused = true;
+      else {
+        // A write it must see (or this term's no-op) is not committed yet: answer once it is,
+        // rather than send the read through the log (an entry and an fsync on every replica).
+        this.#heldReads.set(key, { message: m, since: this.#now });
+        return;
+      }
     }
     this.#immediate.push(reply);
   }
 
+  /** Whether a read-only `txn` can be answered from the applied state now (see `#onRead`). */
+  #canAnswer(txn: TxnRequest): boolean {
+    if (this.commitIndex < this.#readyIndex || this.appliedIndex !== this.commitIndex) return false;
+    if (!isReadOnly(txn)) return false;
+    return !this.#conflictsWithUncommitted({ clientId: "", seq: 0, firstUnacked: 0, txn });
+  }
+
+  /** Leader: answer the held reads that can be answered now; refuse those held too long (the
+   * client then sends them through the log) or all of them when this replica stops leading. */
+  #settleHeldReads(): void {
+    for (const [key, held] of this.#heldReads) {
+      const m = held.message;
+      const reply: Extract<Message, { type: "readReply" }> = {
+        type: "readReply",
+        from: this.id,
+        to: m.from,
+        readId: m.readId,
+        term: this.term,
+        leaderId: this.leaderId,
+      };
+      if (this.role === "leader" && this.#canAnswer(m.txn)) reply.result = this.kv.read(m.txn);
+      else if (this.role === "leader" && this.#now - held.since < this.#electionTicks) continue;
+      else reply.refused = true;
+      this.#heldReads.delete(key);
+      this.#immediate.push(reply);
+    }
+  }
+
   /** Replies that need nothing persisted first (read replies): send them at once, ahead of any
-   * `Ready` still being written. The caller takes them after each `step`. */
+   * `Ready` still being written. The caller takes them after each `step` and `tick`. */
   takeImmediate(): Message[] {
     const out = this.#immediate;
     this.#immediate = [];

@@ -93,7 +93,7 @@ function finish(cluster: Cluster, clientId: string): void {
   assert.ok(cluster.runUntil(() => !client.core.busy, 5000), `${clientId} did not finish`);
 }
 
-Deno.test("curp read: a read of a key with an uncommitted fast-path write sees that write", () => {
+Deno.test("curp read: a read of a key with an uncommitted fast-path write waits for its commit and sees it", () => {
   const cluster = steadyCluster(11);
   const leader = cluster.leader()!;
   cluster.addClient("w", 0);
@@ -103,15 +103,18 @@ Deno.test("curp read: a read of a key with an uncommitted fast-path write sees t
   cluster.submit("w", { kind: "put", key: "a", value: "new" });
   finish(cluster, "w");
   assert.equal(cluster.completions.at(-1)!.path, "fast");
+  const lastIndex = leader.lastIndex;
   cluster.submit("r", { kind: "get", key: "a" });
   cluster.run(40);
-  // The leader refused (uncommitted conflicting entry): the read waits as a command for the
-  // commit instead of answering from applied state, which lacks the put.
+  // The leader holds the read (an uncommitted entry writes its key): answering from the applied
+  // state, which lacks the put, would lose an acknowledged write.
   assert.equal(cluster.clients.get("r")!.core.busy, true);
   cluster.dropIf = () => false;
   finish(cluster, "r");
   assert.deepEqual(cluster.history.at(-1)!.output, { value: "new" });
-  assert.equal(cluster.clients.get("r")!.core.readCount, 0);
+  // Answered outside the log once the put committed: no entry of its own.
+  assert.equal(cluster.clients.get("r")!.core.readCount, 1);
+  assert.equal(leader.lastIndex, lastIndex);
   cluster.run(500);
   cluster.finalChecks();
   assert.deepEqual(cluster.violations, []);
@@ -134,7 +137,7 @@ Deno.test("curp read: a read with nothing uncommitted completes outside the log,
   for (const id of cluster.ids) assert.equal(cluster.replica(id).pool.size, 0);
 });
 
-Deno.test("curp read: a new leader refuses reads until its term's first entry commits", () => {
+Deno.test("curp read: a new leader answers no read before its term's first entry commits", () => {
   const cluster = steadyCluster(13);
   const old = cluster.leader()!;
   cluster.addClient("r", 0);
@@ -153,6 +156,13 @@ Deno.test("curp read: a new leader refuses reads until its term's first entry co
     txn: { success: [{ range: { key } }] },
   });
   replies.push(...leader.takeImmediate());
+  assert.equal(replies.length, 0, "answered (or refused) before its no-op committed");
+  // Held; the no-op never commits here, so after an election timeout the read is refused (the
+  // client then sends it through the log).
+  for (let i = 0; i < 25 && replies.length === 0; i++) {
+    leader.tick();
+    replies.push(...leader.takeImmediate());
+  }
   assert.equal(replies.length, 1);
   const reply = replies[0] as Extract<Message, { type: "readReply" }>;
   assert.equal(reply.refused, true);

@@ -164,6 +164,7 @@ export class ReplicaServer {
     void this.#acceptLoop();
     this.#timer = setInterval(() => {
       this.replica.tick();
+      for (const reply of this.replica.takeImmediate()) this.#send(reply);
       for (const link of this.#links.values()) link.connect();
       this.#scheduleDrain();
     }, options.tickMs ?? 50);

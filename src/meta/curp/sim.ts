@@ -216,6 +216,7 @@ export class Cluster {
       for (const n of this.nodes.values()) {
         if (n.replica === undefined) continue;
         n.replica.tick();
+        for (const reply of n.replica.takeImmediate()) this.#send(reply);
         this.#collect(n);
       }
       for (const c of this.clients.values()) {
