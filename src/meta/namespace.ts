@@ -301,6 +301,8 @@ export class TxnConflictError extends Error {
 export class Namespace {
   readonly kv: MetaKV;
   readonly #cache = new Map<string, CachedValue>();
+  /** Directories whose every entry is in the cache (see `markComplete`). */
+  readonly #completeDirs = new Set<number>();
   #cacheSeq = 0;
   /** Cached xattr key names per inode, so deleting an inode's xattrs need not scan the cache. */
   readonly #cachedXattrs = new Map<number, Set<string>>();
@@ -432,6 +434,14 @@ export class Namespace {
     const name = keyString(key);
     const hit = this.#cache.get(name);
     if (hit) return hit;
+    if (
+      name.charCodeAt(PREFIX.length) === TAG_DENTRY && this.#completeDirs.has(inoOfKeyString(name))
+    ) {
+      // Every entry of this directory is cached: a name not cached does not exist.
+      const absent = { value: undefined, modRevision: 0, knownAt: 0 };
+      this.cachePut(name, absent);
+      return absent;
+    }
     const startedAt = this.#cacheSeq;
     // The kvs' revisions come from committed state even on the fast path; only the response's
     // own revision may be 0 there.
@@ -500,6 +510,11 @@ export class Namespace {
   /** @internal */
   cacheForget(name: string): void {
     this.#cache.delete(name);
+    // A directory entry that leaves the cache (evicted, or changed by another writer) leaves its
+    // directory's listing incomplete here.
+    if (name.charCodeAt(PREFIX.length) === TAG_DENTRY) {
+      this.#completeDirs.delete(inoOfKeyString(name));
+    }
     if (name.charCodeAt(PREFIX.length) === TAG_XATTR) {
       const ino = inoOfKeyString(name);
       const names = this.#cachedXattrs.get(ino);
@@ -532,8 +547,22 @@ export class Namespace {
     this.cacheForget(keyString(key));
   }
 
+  /**
+   * Directory `ino` was just created by this namespace's own commit, so every entry it has (none)
+   * is cached: a lookup of a name in it needs no round trip until an entry leaves the cache (a
+   * change by another writer arrives through the watch, which forgets the key). Cluster mode's
+   * git, tar and builds look up many names in directories they just made.
+   */
+  markComplete(ino: number): void {
+    this.#completeDirs.add(ino);
+    if (this.#completeDirs.size > this.#cacheEntries) {
+      this.#completeDirs.delete(this.#completeDirs.values().next().value!);
+    }
+  }
+
   /** Drop the whole cache (after another writer may have changed the store). */
   invalidate(): void {
+    this.#completeDirs.clear();
     this.#cache.clear();
     this.#cachedXattrs.clear();
   }
@@ -645,6 +674,7 @@ export class NsTxn {
   >();
   /** Keys this transaction knows do not exist (under an inode it creates): cached as absent. */
   readonly #absent: Uint8Array[] = [];
+  readonly #newDirs: number[] = [];
   readonly #rangeDeletes: { key: Uint8Array; rangeEnd: Uint8Array }[] = [];
   /** Inodes whose xattrs are range-deleted by this transaction. */
   readonly #xattrsDeleted: number[] = [];
@@ -834,6 +864,12 @@ export class NsTxn {
     this.#absent.push(key);
   }
 
+  /** Directory `ino` is created by this transaction: once committed it is known empty
+   * (`Namespace.markComplete`). */
+  newDirectory(ino: number): void {
+    this.#newDirs.push(ino);
+  }
+
   /** @internal */
   compares(): Compare[] {
     return [...this.#reads.values()].map(({ key, modRevision, value }): Compare =>
@@ -875,6 +911,7 @@ export class NsTxn {
       if (this.#writes.has(name)) continue;
       this.#ns.cachePut(name, { value: undefined, modRevision: 0, knownAt: revision, own: true });
     }
+    for (const ino of this.#newDirs) this.#ns.markComplete(ino);
   }
 }
 

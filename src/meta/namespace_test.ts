@@ -208,3 +208,47 @@ Deno.test("a slow read never resurrects a key deleted meanwhile in the cache", a
     await kv.close();
   }
 });
+
+Deno.test("a directory this namespace created answers lookups of missing names without the store, until another writer's change", async () => {
+  const inner = await openEmbeddedKV(":memory:");
+  let reads = 0;
+  // Counts the store reads the namespace makes (every read goes through txn or range).
+  const kv = new Proxy(inner, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver);
+      if (prop === "txn" || prop === "range") {
+        return (...args: unknown[]) => {
+          reads++;
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      }
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as MetaKV;
+  try {
+    const ns = await Namespace.open(kv);
+    const other = await Namespace.open(inner);
+    const dir = await ns.allocIno();
+    await ns.transact((tx) => {
+      tx.putInode(fileRecord(dir, { mode: 0o040755, nlink: 2 }));
+      tx.putDirent(ROOT_INO, name("d"), { ino: dir, type: 0o040000 });
+      tx.newDirectory(dir);
+      return Promise.resolve();
+    });
+    reads = 0;
+    assert.equal(await ns.getDirent(dir, name("missing")), undefined);
+    assert.equal(await ns.getDirent(dir, name("another")), undefined);
+    assert.equal(reads, 0, "a lookup in a directory known complete went to the store");
+    // Another writer adds a name; this namespace's watch reports it (here: by hand).
+    const ino = await other.allocIno();
+    await other.transact((tx) => {
+      tx.putDirent(dir, name("theirs"), { ino, type: 0o100000 });
+      return Promise.resolve();
+    });
+    ns.watched(keys.dentry(dir, name("theirs")), new Uint8Array([1]));
+    assert.deepEqual(await ns.getDirent(dir, name("theirs")), { ino, type: 0o100000 });
+    assert.ok(reads > 0, "after another writer's change the directory is no longer complete");
+  } finally {
+    await inner.close();
+  }
+});

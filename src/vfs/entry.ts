@@ -304,6 +304,7 @@ export function createIn(
   // security.capability lookup at the first write and the publish at close read nothing.
   t.tx.knownAbsent(keys.xattr(ino, "security.capability"));
   if (type === S_IFREG) t.tx.knownAbsent(keys.chunkMap(ino));
+  if (directory) t.tx.newDirectory(ino);
   dir.mtime = dir.ctime = now;
   if (directory) dir.nlink++;
   t.putInode(dir);
