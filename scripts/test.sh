@@ -2,7 +2,9 @@
 # Runs every check and test of skyfs in order and prints one summary; `deno task test` calls it.
 #
 # Usage: scripts/test.sh [STEP...]
-#   Steps, in order: setup fmt lint check unit sim tests bench (default: all of them).
+#   Steps, in order: setup fmt lint check unit sim tests tests-curp tests-etcd bench (default: all).
+#   tests-curp and tests-etcd run the POSIX suites and the differential test (40 runs) on a cluster
+#   node: three CURP replicas, or one etcd member, with a directory backend (SKYFS_TEST_META).
 #   Every step runs even after an earlier one failed, so one run shows every failure; the exit code
 #   is non-zero when any step failed.
 #
@@ -13,7 +15,7 @@ set -uo pipefail
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_dir"
 
-all_steps=(setup fmt lint check unit sim tests bench)
+all_steps=(setup fmt lint check unit sim tests tests-curp tests-etcd bench)
 if [ "$#" -gt 0 ]; then
   for step in "$@"; do
     if [[ ! " ${all_steps[*]} " =~ " $step " ]]; then
@@ -146,6 +148,10 @@ for step in "${steps[@]}"; do
       run_step sim step deno run -A src/meta/curp/sim_main.ts --seeds 500
       ;;
     tests) run_tests_dir ;;
+    tests-curp | tests-etcd)
+      run_step "$step" deno-test env SKYFS_TEST_META="${step#tests-}" SKYFS_TEST_TARGET=skyfs \
+        SKYFS_DIFF_RUNS="${SKYFS_DIFF_RUNS:-40}" deno test -A tests/posix/ tests/differential_test.ts
+      ;;
     bench)
       # Proves the harness works end to end on tiny sizes; it asserts nothing about speed.
       run_step bench step deno run -A bench/main.ts --quick --tiny --no-readme --out "$bench_out"

@@ -8,10 +8,14 @@
  *   by the other uids the suites switch to, unlike a pyenv shim under /root).
  * - SKYFS_TEST_TMP: where temp dirs, mountpoints and data dirs go (default /tmp; must be ext4 for
  *   the ext4 target to be the reference).
+ * - SKYFS_TEST_META = curp | etcd (default unset: single node): every skyfs mount is a cluster node
+ *   instead, on a cluster of its own (three CURP replicas or one etcd member, and a directory
+ *   backend, started with the mount and stopped with it; src/cluster/local_cluster.ts).
  * @module
  */
 
 import { dirname, join } from "node:path";
+import { LocalCluster } from "../src/cluster/local_cluster.ts";
 import { fileURLToPath } from "node:url";
 
 /** The repository root, found from this file's location. */
@@ -128,6 +132,16 @@ export interface StartMountOptions {
   extraArgs?: string[];
 }
 
+/** SKYFS_TEST_META: which metadata service a skyfs mount is a cluster node of, if any. */
+export function testMeta(): "curp" | "etcd" | undefined {
+  const value = Deno.env.get("SKYFS_TEST_META") ?? "";
+  if (value === "") return undefined;
+  if (value === "curp" || value === "etcd") return value;
+  throw new RangeError(
+    `SKYFS_TEST_META="${value}" is not curp or etcd: set one of those or unset it`,
+  );
+}
+
 /** Runs `mod.ts` with arguments and returns its exit code and output (bounded by `timeoutMs`). */
 export async function runSkyfs(
   args: string[],
@@ -175,6 +189,14 @@ export async function startMount(options: StartMountOptions = {}): Promise<Mount
   const mountpoint = options.mountpoint ?? join(base!, "mnt");
   const dataDir = options.dataDir ?? join(base!, "data");
   await Deno.mkdir(mountpoint, { recursive: true });
+  const meta = testMeta();
+  // A cluster of its own (no mounts of the cluster's; this mount is its node "a").
+  const cluster = meta === undefined
+    ? undefined
+    : await LocalCluster.start("tests-cluster-", { nodes: 0, meta, parentDir: TEST_TMP });
+  const clusterArgs = cluster === undefined
+    ? []
+    : ["--meta", cluster.meta, "--backend", cluster.backend, "--node-id", "a"];
   const log = { text: "" };
   let child: Deno.ChildProcess | undefined;
   let status: Promise<Deno.CommandStatus> | undefined;
@@ -192,6 +214,7 @@ export async function startMount(options: StartMountOptions = {}): Promise<Mount
         mountpoint,
         "--data",
         dataDir,
+        ...clusterArgs,
         ...(options.extraArgs ?? []),
       ],
       cwd: REPO_ROOT,
@@ -296,11 +319,17 @@ export async function startMount(options: StartMountOptions = {}): Promise<Mount
       try {
         await mount.stop();
       } finally {
+        await cluster?.stop();
         if (base && !isSkyfsMounted(mountpoint)) await Deno.remove(base, { recursive: true });
       }
     },
   };
-  await launch();
+  try {
+    await launch();
+  } catch (error) {
+    await cluster?.stop().catch(() => {});
+    throw error;
+  }
   return mount;
 }
 
