@@ -17,6 +17,12 @@ import {
   isReadOnly,
 } from "./command.ts";
 import { type ApplyOutcome, KvMachine, type KvSnapshot } from "./kv_machine.ts";
+import {
+  SNAPSHOT_PIECE_BYTES,
+  SnapshotAssembler,
+  type SnapshotPart,
+  SnapshotPieces,
+} from "./snapshot_pieces.ts";
 
 export type NodeId = string;
 
@@ -107,14 +113,29 @@ export type Message =
     readyIndex: number;
   }
   | {
-    /** Sent instead of `append` to a follower that needs entries this leader compacted away. */
+    /** One piece of the leader's state up to `index`, sent instead of `append` to a follower that
+     * needs entries this leader compacted away. Pieces go in order, a few ahead of the
+     * follower's acknowledgements (`snapshotReply`); the last one installs the state, answered by
+     * an `appendReply`. */
     type: "snapshot";
     from: NodeId;
     to: NodeId;
     term: number;
-    snapshot: Snapshot;
-    commit: number;
+    index: number;
+    snapshotTerm: number;
+    piece: number;
+    last: boolean;
+    data: SnapshotPart;
     readyIndex: number;
+  }
+  | {
+    /** The follower holds pieces 0..received-1 of the snapshot up to `index`. */
+    type: "snapshotReply";
+    from: NodeId;
+    to: NodeId;
+    term: number;
+    index: number;
+    received: number;
   }
   | {
     type: "appendReply";
@@ -150,14 +171,20 @@ export interface Applied {
 
 /**
  * Output of the steps since the last `ready()`. The caller's duties, in this order:
- * 1. Durably write `hardState`; if `snapshot` is set, store it and replace the stored log with
- *    `snapshot.log` (the entries after its index; `truncateFrom`/`entries` are then included);
- *    otherwise truncate the stored log at `truncateFrom` (drop every entry with index >= it) and
- *    append `entries`; replace the stored witness pool with `pool`; fsync.
+ * 1. Durably write `hardState`; if `snapshot` is set (a state installed from the leader), store
+ *    it and replace the stored log with `snapshot.log` (the entries after its index;
+ *    `truncateFrom`/`entries` are then included); otherwise truncate the stored log at
+ *    `truncateFrom` (drop every entry with index >= it) and append `entries`; replace the stored
+ *    witness pool with `pool`; fsync.
  * 2. Only then send `messages` (to replicas and clients). A reply sent before step 1 could promise
  *    a vote, a log entry or a witness record that a crash then forgets.
  * If the process dies before step 1 finishes, the messages must not be sent: restart the replica
  * from what storage holds. `applied` needs nothing; it reports what was executed.
+ * `compaction` (this replica folded its applied entries into a snapshot) needs nothing before the
+ * messages either: store it when convenient, in the background, and only once it is durable drop
+ * the stored entries it covers. Until then the stored log still holds them (they were in
+ * `entries` of this or an earlier Ready), so a restart recovers the same state; a newer
+ * `compaction` or `snapshot` supersedes one not yet stored.
  */
 export interface Ready {
   hardState?: { term: number; votedFor: NodeId | undefined };
@@ -165,6 +192,7 @@ export interface Ready {
   entries: Entry[];
   pool?: WitnessRecord[];
   snapshot?: Snapshot & { log: Entry[] };
+  compaction?: Snapshot;
   messages: Message[];
   applied: Applied[];
 }
@@ -183,6 +211,8 @@ export interface ReplicaConfig {
   maxPool?: number;
   /** Applied entries kept in the log before they are folded into a snapshot. Default 10,000. */
   snapshotEvery?: number;
+  /** Estimated encoded bytes per snapshot piece sent to a lagging follower. Default 1 MiB. */
+  snapshotPieceBytes?: number;
   /** Injected random source: an integer in [0, n). */
   random: (n: number) => number;
   /** Milliseconds one tick stands for, to turn lease TTLs into ticks. Default 50. */
@@ -201,6 +231,32 @@ const MAX_HELD_READS = 4096;
 
 /** Entries sent to one follower and not yet acknowledged, at most: flow control. */
 const MAX_INFLIGHT_ENTRIES = 1024;
+/** Snapshot pieces sent to one follower beyond those it acknowledged, at most. */
+const SNAPSHOT_WINDOW = 4;
+
+/** Leader: a snapshot on its way to one follower. */
+interface Transfer {
+  index: number;
+  term: number;
+  pieces: SnapshotPieces;
+  /** Pieces the follower reported holding (0..acked-1). */
+  acked: number;
+  /** Next piece to send. */
+  next: number;
+  /** Ticks since the follower last acknowledged a new piece: at the retry interval the piece it
+   * waits for is sent again (a lost piece, or a follower that restarted). */
+  idleTicks: number;
+}
+
+/** Follower: a snapshot being received from the leader. */
+interface Incoming {
+  from: NodeId;
+  term: number;
+  index: number;
+  snapshotTerm: number;
+  received: number;
+  assembler: SnapshotAssembler;
+}
 
 export function superquorum(replicaCount: number): number {
   const f = (replicaCount - 1) / 2;
@@ -240,7 +296,17 @@ export class Replica {
   readonly #random: (n: number) => number;
   readonly #tickMs: number;
   readonly #snapshotEvery: number;
+  readonly #snapshotPieceBytes: number;
+  /** A snapshot from the leader was installed: the next Ready stores it and replaces the log. */
   #snapshotDirty = false;
+  /** Applied entries were folded into a snapshot: the next Ready reports the compaction. */
+  #compactionPending = false;
+  /** Entries compacted away before any Ready reported them: the next Ready still must. */
+  #compactedUnstable: Entry[] = [];
+  /** Leader: snapshots on their way to followers. */
+  readonly #transfers = new Map<NodeId, Transfer>();
+  /** Follower: the snapshot being received. */
+  #incoming: Incoming | undefined;
   /** Leader: new entries or a new commit index to send, batched until the next ready(). */
   #appendPending = false;
   #handlers: RoleHandlers;
@@ -291,6 +357,7 @@ export class Replica {
     this.#random = config.random;
     this.#tickMs = config.tickMs ?? 50;
     this.#snapshotEvery = config.snapshotEvery ?? 10_000;
+    this.#snapshotPieceBytes = config.snapshotPieceBytes ?? SNAPSHOT_PIECE_BYTES;
     if (persisted?.snapshot !== undefined) {
       const snap = persisted.snapshot;
       this.kv = KvMachine.fromSnapshot(snap.kv);
@@ -383,26 +450,34 @@ export class Replica {
     }
     const r: Ready = { entries: [], messages: this.#messages, applied: this.#applied };
     if (this.#hardStateDirty) r.hardState = { term: this.term, votedFor: this.votedFor };
+    // Entries applied since the snapshot was decided are in the machine's state: fold them in.
     if (
-      !this.#snapshotDirty && this.#unstableFrom <= this.lastIndex + 1 &&
-      this.#unstableFrom !== Number.MAX_SAFE_INTEGER
-    ) {
-      r.truncateFrom = this.#unstableFrom;
-      r.entries = this.log.slice(this.#unstableFrom - this.snapshotIndex - 1).map((e) => ({
-        ...e,
-      }));
-    }
+      (this.#snapshotDirty || this.#compactionPending) && this.appliedIndex > this.snapshotIndex
+    ) this.#takeSnapshot();
     if (this.#snapshotDirty) {
-      // Entries applied since the snapshot was decided are in the machine's state: fold them in.
-      if (this.appliedIndex > this.snapshotIndex) this.#takeSnapshot();
       r.snapshot = {
         index: this.snapshotIndex,
         term: this.snapshotTerm,
         kv: this.kv.snapshot(),
         log: this.log.map((e) => ({ ...e })),
       };
+    } else {
+      if (this.#unstableFrom !== Number.MAX_SAFE_INTEGER) {
+        r.truncateFrom = this.#unstableFrom;
+        const kept = this.log.slice(Math.max(0, this.#unstableFrom - this.snapshotIndex - 1));
+        r.entries = this.#compactedUnstable.concat(kept).map((e) => ({ ...e }));
+      }
+      if (this.#compactionPending) {
+        r.compaction = {
+          index: this.snapshotIndex,
+          term: this.snapshotTerm,
+          kv: this.kv.snapshot(),
+        };
+      }
     }
     this.#snapshotDirty = false;
+    this.#compactionPending = false;
+    this.#compactedUnstable = [];
     if (this.#poolDirty) r.pool = [...this.pool.values()].map((w) => ({ ...w }));
     this.#hardStateDirty = false;
     this.#unstableFrom = Number.MAX_SAFE_INTEGER;
@@ -413,7 +488,8 @@ export class Replica {
   }
 
   hasReady(): boolean {
-    return this.#hardStateDirty || this.#poolDirty || this.#snapshotDirty || this.#appendPending ||
+    return this.#hardStateDirty || this.#poolDirty || this.#snapshotDirty ||
+      this.#compactionPending || this.#appendPending ||
       this.#messages.length > 0 ||
       this.#applied.length > 0 || this.#unstableFrom !== Number.MAX_SAFE_INTEGER;
   }
@@ -465,15 +541,34 @@ export class Replica {
         this.#heartbeatElapsed = 0;
         this.#broadcastAppend();
       }
+      for (const [to, t] of this.#transfers) {
+        if (++t.idleTicks < 2 * this.#heartbeatTicks) continue;
+        t.idleTicks = 0;
+        if (t.acked === 0 && t.index < this.snapshotIndex) {
+          // Nothing arrived (the follower is down): do not hold on to an old copy of the store.
+          this.#transfers.delete(to);
+          this.#sendAppend(to);
+          continue;
+        }
+        // No progress: send the piece the follower waits for again (it also keeps the
+        // follower's election timer quiet while it has nothing else from this leader).
+        this.#sendPiece(to, t, t.acked);
+      }
       this.#expireLeases();
       if (this.#heldReads.size > 0) this.#settleHeldReads();
     },
     step: (m) => {
+      if (m.type === "snapshotReply") return this.#onSnapshotReply(m);
       if (m.type !== "appendReply") return;
       this.#heardFrom.add(m.from);
       if (m.success) {
         if (m.matchIndex > (this.#matchIndex.get(m.from) ?? 0)) {
           this.#matchIndex.set(m.from, m.matchIndex);
+        }
+        const transfer = this.#transfers.get(m.from);
+        if (transfer !== undefined && m.matchIndex >= transfer.index) {
+          this.#transfers.delete(m.from);
+          this.#maybeCompact();
         }
         this.#nextIndex.set(m.from, Math.max(this.#nextIndex.get(m.from)!, m.matchIndex + 1));
         this.#advanceCommit();
@@ -491,7 +586,9 @@ export class Replica {
       this.term = term;
       this.votedFor = undefined;
       this.#hardStateDirty = true;
+      this.#incoming = undefined; // pieces of an older term's snapshot: never completed now
     }
+    this.#transfers.clear();
     this.role = "follower";
     this.leaderId = leaderId;
     this.#handlers = this.#followerHandlers;
@@ -547,6 +644,8 @@ export class Replica {
     this.#heartbeatElapsed = 0;
     this.#electionElapsed = 0;
     this.#heardFrom.clear();
+    this.#transfers.clear();
+    this.#incoming = undefined;
     // Replay what a fast path may have completed: any such command sits in at least
     // ceil(f/2)+1 of any f+1 pools. Two conflicting commands cannot both reach that count (a pool
     // never holds both), so their order among themselves does not matter; (client, seq) order
@@ -722,21 +821,20 @@ export class Replica {
   #sendAppend(to: NodeId): void {
     const next = this.#nextIndex.get(to)!;
     if (next <= this.snapshotIndex) {
-      // The follower needs entries that were compacted: send the whole state instead.
-      this.#send({
-        type: "snapshot",
-        from: this.id,
-        to,
-        term: this.term,
+      // The follower needs entries that were compacted: send the state instead, in pieces. One
+      // transfer per follower at a time; acknowledgements and the tick's retry move it along.
+      if (this.#transfers.has(to)) return;
+      const t: Transfer = {
         // The machine is at appliedIndex, past the stored snapshot: send that state, labelled so.
-        snapshot: {
-          index: this.appliedIndex,
-          term: this.termAt(this.appliedIndex),
-          kv: this.kv.snapshot(),
-        },
-        commit: this.commitIndex,
-        readyIndex: this.#readyIndex,
-      });
+        index: this.appliedIndex,
+        term: this.termAt(this.appliedIndex),
+        pieces: new SnapshotPieces(this.kv.snapshot(), this.#snapshotPieceBytes),
+        acked: 0,
+        next: 0,
+        idleTicks: 0,
+      };
+      this.#transfers.set(to, t);
+      this.#sendPieces(to, t);
       return;
     }
     const offset = next - this.snapshotIndex - 1;
@@ -758,6 +856,43 @@ export class Replica {
     // Optimistic: the next append carries only newer entries. A follower missing these (lost
     // message) rejects a later append, and the failure reply moves nextIndex back.
     this.#nextIndex.set(to, next + entries.length);
+  }
+
+  /** Send pieces up to SNAPSHOT_WINDOW beyond what the follower acknowledged. */
+  #sendPieces(to: NodeId, t: Transfer): void {
+    while (t.next < t.acked + SNAPSHOT_WINDOW && (t.pieces.count ?? Infinity) > t.next) {
+      this.#sendPiece(to, t, t.next);
+      t.next++;
+    }
+  }
+
+  #sendPiece(to: NodeId, t: Transfer, piece: number): void {
+    if (t.pieces.count !== undefined && piece >= t.pieces.count) return;
+    const { data, last } = t.pieces.piece(piece);
+    this.#send({
+      type: "snapshot",
+      from: this.id,
+      to,
+      term: this.term,
+      index: t.index,
+      snapshotTerm: t.term,
+      piece,
+      last,
+      data,
+      readyIndex: this.#readyIndex,
+    });
+  }
+
+  #onSnapshotReply(m: Extract<Message, { type: "snapshotReply" }>): void {
+    this.#heardFrom.add(m.from);
+    const t = this.#transfers.get(m.from);
+    if (t === undefined || m.index !== t.index) return;
+    if (m.received > t.acked) t.idleTicks = 0;
+    // Lower than before: the follower lost what it held (it restarted); start over from there.
+    if (m.received < t.acked) t.next = m.received;
+    t.acked = m.received;
+    t.next = Math.max(t.next, t.acked);
+    this.#sendPieces(m.from, t);
   }
 
   #onAppend(m: Extract<Message, { type: "append" }>): void {
@@ -840,45 +975,82 @@ export class Replica {
         });
       }
     }
-    if (this.appliedIndex - this.snapshotIndex >= this.#snapshotEvery) this.#takeSnapshot();
+    this.#maybeCompact();
+  }
+
+  /** Compact once `snapshotEvery` applied entries sit in the log. A leader sending a snapshot
+   * waits up to twice that: the follower continues from the entries after the snapshot it
+   * receives, which a compaction meanwhile would drop (and it would need another snapshot, and
+   * under steady load maybe never catch up). */
+  #maybeCompact(): void {
+    const limit = this.#transfers.size > 0 ? 2 * this.#snapshotEvery : this.#snapshotEvery;
+    if (this.appliedIndex - this.snapshotIndex >= limit) this.#takeSnapshot();
   }
 
   /** Fold every applied entry into a snapshot and drop them from the log (bounded log). */
   #takeSnapshot(): void {
     const index = this.appliedIndex;
     this.snapshotTerm = this.termAt(index);
-    this.log.splice(0, index - this.snapshotIndex);
+    const dropped = this.log.splice(0, index - this.snapshotIndex);
+    // Entries not yet handed to storage (a follower applies what it appended in the same step)
+    // still go out in the next Ready: the compaction may be stored long after it.
+    for (const e of dropped) if (e.index >= this.#unstableFrom) this.#compactedUnstable.push(e);
     this.snapshotIndex = index;
-    this.#snapshotDirty = true;
+    this.#compactionPending = true;
   }
 
-  /** A follower behind the leader's snapshot replaces its state with it. */
+  /** A follower behind the leader's snapshot collects its pieces in order, then installs it. */
   #onSnapshot(m: Extract<Message, { type: "snapshot" }>): void {
     if (this.role !== "follower") this.#becomeFollower(m.term, m.from);
     this.leaderId = m.from;
     this.#electionElapsed = 0;
-    const snap = m.snapshot;
-    if (snap.index > this.commitIndex) {
-      // Keep a suffix that continues the snapshot (Raft's rule); otherwise drop the whole log.
-      if (this.termAt(snap.index) === snap.term) {
-        this.log.splice(0, snap.index - this.snapshotIndex);
-      } else {
-        this.log.length = 0;
-      }
-      this.#inLog.clear();
-      for (const e of this.log) if (e.command) this.#inLog.set(idKey(e.command), e.index);
-      this.kv = KvMachine.fromSnapshot(snap.kv);
-      this.snapshotIndex = this.commitIndex = this.appliedIndex = snap.index;
-      this.snapshotTerm = snap.term;
-      this.#snapshotDirty = true;
-      this.#unstableFrom = Number.MAX_SAFE_INTEGER; // the snapshot's log rewrite covers it
-      for (const [key, record] of this.pool) {
-        if (this.kv.executed(record.command)) {
-          this.pool.delete(key);
-          this.#poolDirty = true;
-        }
+    if (m.index <= this.commitIndex) {
+      // Installed already (a duplicate or a resent piece), or caught up meanwhile.
+      this.#incoming = undefined;
+      return this.#installed(m);
+    }
+    let incoming = this.#incoming;
+    if (
+      incoming === undefined || incoming.index !== m.index || incoming.term !== m.term ||
+      incoming.from !== m.from
+    ) {
+      incoming = undefined;
+      if (m.piece === 0) {
+        incoming = this.#incoming = {
+          from: m.from,
+          term: m.term,
+          index: m.index,
+          snapshotTerm: m.snapshotTerm,
+          received: 0,
+          assembler: new SnapshotAssembler(),
+        };
       }
     }
+    if (incoming !== undefined && m.piece === incoming.received) {
+      incoming.assembler.add(m.data);
+      incoming.received++;
+      if (m.last) {
+        this.#incoming = undefined;
+        this.#install({
+          index: m.index,
+          term: m.snapshotTerm,
+          kv: incoming.assembler.finish(),
+        });
+        return this.#installed(m);
+      }
+    }
+    this.#send({
+      type: "snapshotReply",
+      from: this.id,
+      to: m.from,
+      term: this.term,
+      index: m.index,
+      received: incoming?.received ?? 0,
+    });
+  }
+
+  /** Tell the leader this replica's state reaches the snapshot's index (or beyond). */
+  #installed(m: Extract<Message, { type: "snapshot" }>): void {
     // The kept suffix is not checked against the leader's log yet: the next append commits it.
     if (this.commitIndex >= m.readyIndex) this.#dropRecordsBefore(this.term);
     this.#send({
@@ -887,8 +1059,31 @@ export class Replica {
       to: m.from,
       term: this.term,
       success: true,
-      matchIndex: Math.max(snap.index, this.commitIndex),
+      matchIndex: Math.max(m.index, this.commitIndex),
     });
+  }
+
+  /** Replace this replica's state with the leader's snapshot (index > commitIndex). */
+  #install(snap: Snapshot): void {
+    // Keep a suffix that continues the snapshot (Raft's rule); otherwise drop the whole log.
+    if (this.termAt(snap.index) === snap.term) {
+      this.log.splice(0, snap.index - this.snapshotIndex);
+    } else {
+      this.log.length = 0;
+    }
+    this.#inLog.clear();
+    for (const e of this.log) if (e.command) this.#inLog.set(idKey(e.command), e.index);
+    this.kv = KvMachine.fromSnapshot(snap.kv);
+    this.snapshotIndex = this.commitIndex = this.appliedIndex = snap.index;
+    this.snapshotTerm = snap.term;
+    this.#snapshotDirty = true;
+    this.#unstableFrom = Number.MAX_SAFE_INTEGER; // the snapshot's log rewrite covers it
+    for (const [key, record] of this.pool) {
+      if (this.kv.executed(record.command)) {
+        this.pool.delete(key);
+        this.#poolDirty = true;
+      }
+    }
   }
 
   /** Once a leader of `term` committed its no-op, every record of an older term that mattered

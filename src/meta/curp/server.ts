@@ -101,6 +101,7 @@ const PEER_TYPES = new Set([
   "append",
   "appendReply",
   "snapshot",
+  "snapshotReply",
 ]);
 
 export class ReplicaServer {
@@ -139,6 +140,11 @@ export class ReplicaServer {
     this.#members = Object.fromEntries(peers);
     const { storage, state } = opened;
     this.#storage = storage;
+    storage.onCompactionError = (error) =>
+      this.#log(
+        `curp: replica "${options.id}" could not store a snapshot in "${storage.dir}" (its log ` +
+          `stays longer until the next one): ${(error as Error).message}`,
+      );
     this.replica = new Replica(
       {
         id: options.id,
@@ -367,6 +373,7 @@ export class ReplicaServer {
   async #drain(): Promise<void> {
     while (!this.#closed && this.replica.hasReady()) {
       const ready = this.replica.ready();
+      const started = performance.now();
       try {
         await this.#storage.persist(ready); // before any send: see core.ts Ready
       } catch (error) {
@@ -378,6 +385,13 @@ export class ReplicaServer {
         return;
       }
       if (this.#closed) return; // durable, but close() said to send nothing more
+      if (ready.snapshot !== undefined) {
+        this.#log(
+          `curp: replica "${this.replica.id}" installed the leader's snapshot at index ` +
+            `${ready.snapshot.index} (${ready.snapshot.kv.kvs.length} keys), stored in ` +
+            `${Math.round(performance.now() - started)} ms`,
+        );
+      }
       for (const m of ready.messages) this.#send(m);
       if (ready.applied.length > 0) {
         for (const [id, w] of this.#watches) this.#pump(id, w);
@@ -389,6 +403,11 @@ export class ReplicaServer {
     if (m.type === "proposeReply" && m.leaderId === this.replica.id) {
       if (m.speculative !== undefined) this.fastReplies++;
       else this.slowReplies++;
+    }
+    if (m.type === "snapshot" && m.piece === 0) {
+      this.#log(
+        `curp: leader "${m.from}" sends "${m.to}" its state at index ${m.index}, in pieces`,
+      );
     }
     const link = this.#links.get(m.to);
     if (link !== undefined) {

@@ -47,7 +47,7 @@ let fast = 0,
   crashes = 0,
   undecided = 0,
   maxCommitWait = 0;
-let snapshotsTaken = 0, snapshotsSent = 0;
+let snapshotsTaken = 0, snapshotsSent = 0, snapshotPieces = 0;
 for (const seed of seeds) {
   const r = simulate(seed);
   fast += r.fast;
@@ -58,6 +58,7 @@ for (const seed of seeds) {
   crashes += r.crashes;
   snapshotsTaken += r.snapshotsTaken;
   snapshotsSent += r.snapshotsSent;
+  snapshotPieces += r.snapshotPieces;
   maxCommitWait = Math.max(maxCommitWait, r.commitWait);
   if (r.linearizable === undefined) undecided++;
   if (values.verbose || seeds.length === 1) {
@@ -73,7 +74,7 @@ const seconds = ((performance.now() - started) / 1000).toFixed(1);
 console.log(
   `${seeds.length} seeds, ${failed.length} failed, ${ops} operations (${fast} fast path, ${slow} slow path, ${reads} reads outside the log), ` +
     `${elections} leader terms, ${crashes} crashes, ${snapshotsTaken} snapshots written, ` +
-    `${snapshotsSent} sent to lagging replicas, ${undecided} histories undecided, ` +
+    `${snapshotsSent} sent to lagging replicas (${snapshotPieces} pieces), ${undecided} histories undecided, ` +
     `longest wait for acknowledged commands to commit ${maxCommitWait} units, ${seconds} s`,
 );
 if (failed.length > 0) {

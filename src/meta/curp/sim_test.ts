@@ -7,7 +7,7 @@ const SEEDS = 200;
 
 Deno.test(`curp sim: ${SEEDS} seeds with faults keep every invariant`, () => {
   const failures: string[] = [];
-  let fast = 0, slow = 0, crashes = 0, snapshotsSent = 0, snapshotsTaken = 0;
+  let fast = 0, slow = 0, crashes = 0, snapshotsSent = 0, snapshotsTaken = 0, pieces = 0;
   for (let seed = 1; seed <= SEEDS; seed++) {
     const r = simulate(seed);
     fast += r.fast;
@@ -15,6 +15,7 @@ Deno.test(`curp sim: ${SEEDS} seeds with faults keep every invariant`, () => {
     crashes += r.crashes;
     snapshotsSent += r.snapshotsSent;
     snapshotsTaken += r.snapshotsTaken;
+    pieces += r.snapshotPieces;
     if (r.violations.length > 0) failures.push(`seed ${seed}: ${r.violations.join("; ")}`);
     if (r.linearizable === undefined) failures.push(`seed ${seed}: history undecided`);
   }
@@ -23,6 +24,8 @@ Deno.test(`curp sim: ${SEEDS} seeds with faults keep every invariant`, () => {
   assert.ok(fast > 0 && slow > 0 && crashes > 0, `fast ${fast}, slow ${slow}, crashes ${crashes}`);
   // Log compaction and snapshot installs on lagging replicas must happen under the faults too.
   assert.ok(snapshotsTaken > 0 && snapshotsSent > 0, `${snapshotsTaken} / ${snapshotsSent}`);
+  // ... and in many pieces each, some lost, duplicated or reordered.
+  assert.ok(pieces > 2 * snapshotsSent, `${pieces} pieces for ${snapshotsSent} snapshots`);
 });
 
 Deno.test("curp sim: a seed replays exactly", () => {
