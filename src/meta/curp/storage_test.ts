@@ -6,6 +6,7 @@ import { ReplicaStorage } from "./storage.ts";
 import { KvMachine } from "./kv_machine.ts";
 import type { Entry, Ready } from "./core.ts";
 import { keyBytes } from "./command.ts";
+import { encodeJson } from "./wire.ts";
 import { type IoEngine, openIoEngine } from "../../io/mod.ts";
 
 const identity = { cluster: "a=127.0.0.1:1", id: "a" };
@@ -25,6 +26,17 @@ function entry(index: number, term = 1): Entry {
       txn: { success: [{ put: { key: keyBytes(`k${index}`), value: keyBytes("v") } }] },
     },
   };
+}
+
+/** `real` with some methods replaced (a Proxy: the engines keep private fields). */
+function wrapEngine(real: IoEngine, overrides: Partial<IoEngine>): IoEngine {
+  return new Proxy(real, {
+    get(target, name) {
+      if (name in overrides) return overrides[name as keyof IoEngine];
+      const value = Reflect.get(target, name);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
 }
 
 for (const kind of ["io_uring", "portable"] as const) {
@@ -104,6 +116,92 @@ for (const kind of ["io_uring", "portable"] as const) {
       const restored = KvMachine.fromSnapshot(state.snapshot!.kv);
       assert.equal(restored.revision, kv.revision);
       assert.deepEqual(restored.dump(), kv.dump());
+    } finally {
+      await io.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
+  Deno.test(`curp storage (${kind}): a compaction is written in the background; appends do not wait for it`, async () => {
+    const real = await engine();
+    const dir = await Deno.makeTempDir({ prefix: "curp3-storage-" });
+    // Hold back every write to the snapshot's temporary until released.
+    let release = () => {};
+    const held = new Promise<void>((r) => release = r);
+    const snapshotFds = new Set<number>();
+    const io = wrapEngine(real, {
+      open: async (path: string, flags: number, mode?: number) => {
+        const fd = await real.open(path, flags, mode);
+        if (path.endsWith("snapshot.bin.tmp")) snapshotFds.add(fd);
+        return fd;
+      },
+      write: async (fd: number, data: Uint8Array, offset: number) => {
+        if (snapshotFds.has(fd)) await held;
+        return real.write(fd, data, offset);
+      },
+    });
+    try {
+      const { storage } = await ReplicaStorage.open(dir, identity, io);
+      const kv = new KvMachine();
+      // Values big enough for a snapshot of several pieces.
+      const big = new Uint8Array(300 * 1024).fill(7);
+      const entries = Array.from({ length: 20 }, (_, i) => {
+        const e = entry(i + 1);
+        (e.command!.txn.success![0] as { put: { value: Uint8Array } }).put.value = big;
+        return e;
+      });
+      await storage.persist(
+        ready({ hardState: { term: 1, votedFor: "a" }, truncateFrom: 1, entries }),
+      );
+      for (const e of entries.slice(0, 15)) kv.apply(e.command!);
+      const before = Deno.statSync(join(dir, "log.bin")).size;
+      await storage.persist(ready({ compaction: { index: 15, term: 1, kv: kv.snapshot() } }));
+      // The snapshot is stuck; appends still complete, and a reopen now sees the whole log.
+      await storage.persist(ready({ truncateFrom: 21, entries: [entry(21)] }));
+      const { storage: peek, state: early } = await ReplicaStorage.open(dir, identity, real);
+      await peek.close();
+      assert.equal(early.snapshot, undefined);
+      assert.equal(early.log.length, 21);
+      release();
+      await storage.compacting;
+      // The next persist folds the compaction into log.bin.
+      await storage.persist(ready({ truncateFrom: 22, entries: [entry(22)] }));
+      const after = Deno.statSync(join(dir, "log.bin")).size;
+      assert.ok(after < before / 2, `log.bin ${before} -> ${after} bytes`);
+      await storage.close();
+      const { storage: again, state } = await ReplicaStorage.open(dir, identity, real);
+      await again.close();
+      assert.equal(state.snapshot?.index, 15);
+      assert.deepEqual(state.log.map((e) => e.index), [16, 17, 18, 19, 20, 21, 22]);
+      assert.deepEqual(KvMachine.fromSnapshot(state.snapshot!.kv).dump(), kv.dump());
+      const pieces = Deno.readFileSync(join(dir, "snapshot.bin"));
+      assert.ok(pieces.length > 4 * 1024 * 1024, `snapshot.bin is ${pieces.length} bytes`);
+    } finally {
+      await real.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
+  Deno.test(`curp storage (${kind}): a snapshot.bin of an earlier build (one record) is read`, async () => {
+    const io = await engine();
+    const dir = await Deno.makeTempDir({ prefix: "curp3-storage-" });
+    try {
+      const { storage } = await ReplicaStorage.open(dir, identity, io);
+      await storage.close();
+      const kv = new KvMachine();
+      for (let i = 1; i <= 5; i++) kv.apply(entry(i).command!);
+      const json = new TextEncoder().encode(
+        encodeJson({ snapshot: { index: 5, term: 1, kv: kv.snapshot() } }),
+      );
+      const record = new Uint8Array(5 + json.length);
+      new DataView(record.buffer).setUint32(0, json.length + 1);
+      record[4] = 1;
+      record.set(json, 5);
+      Deno.writeFileSync(join(dir, "snapshot.bin"), record);
+      const { storage: again, state } = await ReplicaStorage.open(dir, identity, io);
+      await again.close();
+      assert.equal(state.snapshot?.index, 5);
+      assert.deepEqual(KvMachine.fromSnapshot(state.snapshot!.kv).dump(), kv.dump());
     } finally {
       await io.shutdown();
       await Deno.remove(dir, { recursive: true });
