@@ -88,6 +88,15 @@ export class TestCluster {
     await child.status;
   }
 
+  /** SIGSTOP: the process keeps its sockets but runs nothing (a hiccup: GC, swap, a VM pause). */
+  pause(id: string): void {
+    this.children.get(id)?.kill("SIGSTOP");
+  }
+
+  resume(id: string): void {
+    this.children.get(id)?.kill("SIGCONT");
+  }
+
   async status(id: string): Promise<ReplicaStatus | undefined> {
     try {
       return await fetchStatus(this.addresses.get(id)!, 1000);
@@ -107,6 +116,21 @@ export class TestCluster {
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error(`No leader within ${timeoutMs} ms; logs: ${JSON.stringify([...this.logs])}`);
+  }
+
+  /** The leader once every live replica names it in one term; throws after `timeoutMs`. */
+  async waitForStableLeader(timeoutMs = 20_000): Promise<ReplicaStatus> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const all = await Promise.all([...this.children.keys()].map((id) => this.status(id)));
+      const leader = all.find((s) => s?.role === "leader");
+      if (
+        leader !== undefined &&
+        all.every((s) => s?.term === leader.term && s.leaderId === leader.id)
+      ) return leader;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`No stable leader within ${timeoutMs} ms`);
   }
 
   async stop(): Promise<void> {
