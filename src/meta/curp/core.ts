@@ -243,9 +243,11 @@ interface Transfer {
   acked: number;
   /** Next piece to send. */
   next: number;
-  /** Ticks since the follower last acknowledged a new piece: at the retry interval the piece it
-   * waits for is sent again (a lost piece, or a follower that restarted). */
+  /** Ticks since the follower last acknowledged a new piece: at the retry interval the pieces
+   * from the one it waits for are sent again (lost, or the follower restarted). */
   idleTicks: number;
+  /** `acked` when pieces were last sent again: one resend per duplicate acknowledgement. */
+  resentAt: number;
 }
 
 /** Follower: a snapshot being received from the leader. */
@@ -550,9 +552,10 @@ export class Replica {
           this.#sendAppend(to);
           continue;
         }
-        // No progress: send the piece the follower waits for again (it also keeps the
+        // No progress: send again from the piece the follower waits for (this also keeps the
         // follower's election timer quiet while it has nothing else from this leader).
-        this.#sendPiece(to, t, t.acked);
+        t.next = t.resentAt = t.acked;
+        this.#sendPieces(to, t);
       }
       this.#expireLeases();
       if (this.#heldReads.size > 0) this.#settleHeldReads();
@@ -568,10 +571,10 @@ export class Replica {
         const transfer = this.#transfers.get(m.from);
         if (transfer !== undefined && m.matchIndex >= transfer.index) {
           this.#transfers.delete(m.from);
-          this.#maybeCompact();
         }
         this.#nextIndex.set(m.from, Math.max(this.#nextIndex.get(m.from)!, m.matchIndex + 1));
         this.#advanceCommit();
+        this.#maybeCompact(); // a compaction deferred for this follower may be due now
         if (this.#nextIndex.get(m.from)! <= this.lastIndex) this.#sendAppend(m.from);
       } else {
         const next = Math.max(1, Math.min(this.#nextIndex.get(m.from)! - 1, m.matchIndex + 1));
@@ -832,6 +835,7 @@ export class Replica {
         acked: 0,
         next: 0,
         idleTicks: 0,
+        resentAt: -1,
       };
       this.#transfers.set(to, t);
       this.#sendPieces(to, t);
@@ -887,9 +891,16 @@ export class Replica {
     this.#heardFrom.add(m.from);
     const t = this.#transfers.get(m.from);
     if (t === undefined || m.index !== t.index) return;
-    if (m.received > t.acked) t.idleTicks = 0;
-    // Lower than before: the follower lost what it held (it restarted); start over from there.
-    if (m.received < t.acked) t.next = m.received;
+    if (m.received > t.acked) {
+      t.idleTicks = 0;
+    } else if (m.received < t.acked) {
+      // The follower lost what it held (it restarted): start over from there.
+      t.next = m.received;
+    } else if (t.next > t.acked && t.resentAt !== t.acked) {
+      // A duplicate acknowledgement: a piece after the one it waits for arrived, so that one was
+      // lost (a link that was down, or reconnected). Go back once, not per duplicate.
+      t.next = t.resentAt = t.acked;
+    }
     t.acked = m.received;
     t.next = Math.max(t.next, t.acked);
     this.#sendPieces(m.from, t);
@@ -978,12 +989,17 @@ export class Replica {
     this.#maybeCompact();
   }
 
-  /** Compact once `snapshotEvery` applied entries sit in the log. A leader sending a snapshot
-   * waits up to twice that: the follower continues from the entries after the snapshot it
-   * receives, which a compaction meanwhile would drop (and it would need another snapshot, and
-   * under steady load maybe never catch up). */
+  /** Compact once `snapshotEvery` applied entries sit in the log. A leader waits up to twice that
+   * while a follower has not been sent every entry the compaction would drop (one receiving a
+   * snapshot, or catching up after one): otherwise that follower needs another snapshot, and
+   * under steady load might never catch up (seen: a 40 MB store installed twice in a row). */
   #maybeCompact(): void {
-    const limit = this.#transfers.size > 0 ? 2 * this.#snapshotEvery : this.#snapshotEvery;
+    let limit = this.#snapshotEvery;
+    if (this.role === "leader") {
+      for (const r of this.#others()) {
+        if (this.#nextIndex.get(r)! <= this.appliedIndex) limit = 2 * this.#snapshotEvery;
+      }
+    }
     if (this.appliedIndex - this.snapshotIndex >= limit) this.#takeSnapshot();
   }
 
