@@ -12,10 +12,9 @@ import { Buffer } from "node:buffer";
 
 export const WIRE_VERSION = 1;
 /**
- * Largest frame accepted or sent. The largest message is a snapshot sent to a lagging replica:
- * the whole store plus its watch history in one frame (a cluster test's store reached 26 MB, over
- * the 16 MiB this once was, and its lagging replica could never catch up). Snapshots bigger than
- * this are not sent (not chunked yet).
+ * Largest frame accepted or sent. Snapshots travel in pieces of about 1 MiB (snapshot_pieces.ts),
+ * so no store size reaches it; an append of 64 entries with large values, or one snapshot item
+ * larger than a piece (a huge value), are the biggest frames now.
  */
 export const MAX_FRAME_BYTES = 256 * 1024 * 1024;
 /** Bytes queued for one connection before it is declared stuck and closed. */
