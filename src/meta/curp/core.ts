@@ -901,7 +901,9 @@ export class Replica {
       // lost (a link that was down, or reconnected). Go back once, not per duplicate.
       t.next = t.resentAt = t.acked;
     }
-    t.acked = m.received;
+    // A follower may hold pieces of an earlier transfer of this same state (same index, term and
+    // leader: the same pieces), and so report more than this one sent.
+    t.acked = Math.min(m.received, (t.pieces.count ?? Infinity) - 1);
     t.next = Math.max(t.next, t.acked);
     this.#sendPieces(m.from, t);
   }

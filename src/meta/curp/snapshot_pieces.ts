@@ -66,10 +66,17 @@ export class SnapshotPieces {
     return this.#count;
   }
 
-  /** Piece `n` (0-based): every piece before it must have been asked for once. */
+  /** Piece `n` (0-based). Pieces before it not cut yet are cut first (a follower may report
+   * holding pieces of an earlier transfer of the same state). */
   piece(n: number): { data: SnapshotPart; last: boolean } {
-    if (n >= this.#starts.length || (this.#count !== undefined && n >= this.#count)) {
-      throw new RangeError(`Snapshot piece ${n} asked before piece ${this.#starts.length - 1}`);
+    if (this.#count !== undefined && n >= this.#count) {
+      throw new RangeError(`Snapshot piece ${n} asked of ${this.#count}`);
+    }
+    while (n >= this.#starts.length && this.#count === undefined) {
+      this.piece(this.#starts.length - 1);
+    }
+    if (n >= this.#starts.length) {
+      throw new RangeError(`Snapshot piece ${n} asked of ${this.#count}`);
     }
     const data: SnapshotPart = {};
     if (n === 0) {
