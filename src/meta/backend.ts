@@ -46,7 +46,13 @@ export async function openMetaBackend(
   options: MetaBackendOptions,
 ): Promise<MetaKV> {
   const { scheme, endpoints } = parseMetaSpec(spec);
-  if (scheme === "curp") return await openCurpKV(endpoints, { timeoutMs: options.timeoutMs });
+  if (scheme === "curp") {
+    // SKYFS_DEBUG=meta: one line per metadata command (path, ms, keys), as the other debug output.
+    const trace = (Deno.env.get("SKYFS_DEBUG") ?? "").split(",").includes("meta")
+      ? (line: string) => console.error(line)
+      : undefined;
+    return await openCurpKV(endpoints, { timeoutMs: options.timeoutMs, trace });
+  }
   if (scheme === "etcd") {
     // Loaded only when asked for: the gRPC client is a large npm dependency.
     const { openEtcdKV } = await import("./etcd.ts");

@@ -191,3 +191,37 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "curp processes: reads go outside the log (no entry, no fsync) and the trace names each command's path",
+  ...opts,
+  fn: async () => {
+    const cluster = await TestCluster.start("curp2-reads-");
+    try {
+      const lines: string[] = [];
+      const kv = await openCurpKV(cluster.addressList, { trace: (line) => lines.push(line) });
+      const key = encoder.encode("reads/a");
+      await kv.txn({ success: [{ put: { key, value: encoder.encode("v") } }] });
+      // Let the put commit everywhere, so the reads below meet no uncommitted entry.
+      await new Promise((r) => setTimeout(r, 300));
+      const leader = await cluster.waitForLeader();
+      const before = await cluster.status(leader);
+      for (let i = 0; i < 20; i++) {
+        const got = await kv.range({ key });
+        assert.equal(decoder.decode(got.kvs[0].value), "v");
+        assert.ok(got.kvs[0].modRevision > 0, "a read outside the log has real revisions");
+      }
+      const after = await cluster.status(leader);
+      assert.equal(after?.lastIndex, before?.lastIndex, "reads appended log entries");
+      assert.equal(kv.readCount, 20);
+      assert.match(lines[0], /^skyfs: meta slow [\d.]+ ms: put reads\/a$/);
+      assert.ok(
+        lines.slice(1).every((l) => /^skyfs: meta read [\d.]+ ms: range reads\/a$/.test(l)),
+      );
+      await kv.close();
+    } finally {
+      await cluster.stop();
+    }
+  },
+});
