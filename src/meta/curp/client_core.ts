@@ -162,9 +162,9 @@ export class ClientCore {
     }
     const leader = o.leaderReply;
     if (leader === undefined) return;
-    let count = 0;
-    for (const term of o.accepts.values()) if (term === leader.term) count++;
-    if (count >= this.#superquorum) this.#complete(leader.result, "fast");
+    if (countInTerm(o.accepts, leader.term) >= this.#superquorum) {
+      this.#complete(leader.result, "fast");
+    }
   }
 
   #stepRead(m: Extract<Message, { type: "readReply" }>): void {
@@ -181,10 +181,7 @@ export class ClientCore {
       r.leaderReply = { term: m.term, result: m.result };
     }
     const leader = r.leaderReply;
-    if (leader === undefined) return;
-    let count = 0;
-    for (const term of r.terms.values()) if (term === leader.term) count++;
-    if (count < this.#majority) return;
+    if (leader === undefined || countInTerm(r.terms, leader.term) < this.#majority) return;
     this.#read = undefined;
     this.readCount++;
     this.#completions.push({ seq: 0, result: leader.result, path: "read" });
@@ -218,4 +215,11 @@ export class ClientCore {
       this.#messages.push({ type: "propose", from: this.id, to, command });
     }
   }
+}
+
+/** How many replicas' latest replies were in `term`. */
+function countInTerm(terms: Map<NodeId, number>, term: number): number {
+  let count = 0;
+  for (const t of terms.values()) if (t === term) count++;
+  return count;
 }

@@ -1189,14 +1189,7 @@ export class Replica {
    * never below the one it stored, so replying from memory is safe.
    */
   #onRead(m: Extract<Message, { type: "read" }>): void {
-    const reply: Extract<Message, { type: "readReply" }> = {
-      type: "readReply",
-      from: this.id,
-      to: m.from,
-      readId: m.readId,
-      term: this.term,
-      leaderId: this.leaderId,
-    };
+    const reply = this.#readReply(m);
     if (this.role === "leader") {
       const key = `${m.from}/${m.readId}`;
       if (this.#heldReads.has(key)) return; // a retry of a read already waiting here
@@ -1212,6 +1205,18 @@ export class Replica {
     this.#immediate.push(reply);
   }
 
+  /** A reply to `m` carrying this replica's term and leader, without a result yet. */
+  #readReply(m: Extract<Message, { type: "read" }>): Extract<Message, { type: "readReply" }> {
+    return {
+      type: "readReply",
+      from: this.id,
+      to: m.from,
+      readId: m.readId,
+      term: this.term,
+      leaderId: this.leaderId,
+    };
+  }
+
   /** Whether a read-only `txn` can be answered from the applied state now (see `#onRead`). */
   #canAnswer(txn: TxnRequest): boolean {
     if (this.commitIndex < this.#readyIndex || this.appliedIndex !== this.commitIndex) return false;
@@ -1224,14 +1229,7 @@ export class Replica {
   #settleHeldReads(): void {
     for (const [key, held] of this.#heldReads) {
       const m = held.message;
-      const reply: Extract<Message, { type: "readReply" }> = {
-        type: "readReply",
-        from: this.id,
-        to: m.from,
-        readId: m.readId,
-        term: this.term,
-        leaderId: this.leaderId,
-      };
+      const reply = this.#readReply(m);
       if (this.role === "leader" && this.#canAnswer(m.txn)) reply.result = this.kv.read(m.txn);
       else if (this.role === "leader" && this.#now - held.since < this.#electionTicks) continue;
       else reply.refused = true;
