@@ -19,7 +19,6 @@
  */
 
 import { join } from "node:path";
-import { cpuNs } from "./cpu.ts";
 
 const args = Deno.args;
 const option = (name: string, fallback: string) => {
@@ -96,8 +95,17 @@ async function dd(input: string, output: string, extra: string[]): Promise<numbe
   return bytes / seconds / 1e6;
 }
 
+/** CPU seconds of each process so far: utime + stime of /proc/PID/stat, which (unlike the
+ * per-thread schedstat of cpu.ts) keeps the time of threads that exited, e.g. io-wq workers. */
 function cpuOf(pids: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuNs(pid) / 1e9]));
+  const ticks = 100; // USER_HZ
+  return Object.fromEntries(
+    Object.entries(pids).map(([name, pid]) => {
+      const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return [name, (Number(fields[11]) + Number(fields[12])) / ticks];
+    }),
+  );
 }
 
 function diff(after: Record<string, number>, before: Record<string, number>) {

@@ -11,14 +11,17 @@ import { join } from "node:path";
 import { Errno, FsError } from "../fs_error.ts";
 import type { IoEngine } from "../io/types.ts";
 import { createPortableEngine } from "../io/portable.ts";
+import { takeBuffer } from "./buffer_pool.ts";
 import { fstat, O_CLOEXEC, O_CREAT, O_DIRECTORY, O_EXCL, O_RDONLY, O_WRONLY } from "../io/libc.ts";
 
 /** The store of immutable objects. Every method may reject (EIO at the edges). */
 export interface BackendStore {
   readonly kind: string;
-  /** Store `data` under `key` durably before resolving (a crash after it keeps the object). */
+  /** Store `data` under `key` durably before resolving (a crash after it keeps the object).
+   * The caller may reuse `data` once the promise settled. */
   put(key: string, data: Uint8Array): Promise<void>;
-  /** The object's bytes, or undefined if there is none. */
+  /** The object's bytes, or undefined if there is none. The caller owns them: it may hand a
+   * chunk-sized result to `recycleBuffer` (buffer_pool.ts) once nothing else holds it. */
   get(key: string): Promise<Uint8Array | undefined>;
   /** Remove the object (nothing if absent). */
   delete(key: string): Promise<void>;
@@ -108,7 +111,9 @@ export class DirBackend implements BackendStore {
       throw error;
     }
     try {
-      const bytes = new Uint8Array(fstat(fd).size);
+      // A pooled buffer for a chunk: a fresh 4 MiB one is zeroed and faults in page by page
+      // (most of a reading node's CPU in a cold first read, issue 13).
+      const bytes = takeBuffer(fstat(fd).size);
       let done = 0;
       while (done < bytes.length) {
         const n = await io.read(fd, bytes.subarray(done), done);

@@ -7,6 +7,7 @@
 
 import { checkChunk, type ChunkSource, type ClusterData } from "../cache/cluster_data.ts";
 import type { ChunkRef } from "../cache/chunk_map.ts";
+import { recycleBuffer } from "../cache/buffer_pool.ts";
 import type { PeerTransport } from "./transport.ts";
 import type { GetChunk, GetRange } from "./peer_wire.ts";
 
@@ -110,7 +111,9 @@ export function peerThenBackend(
           failed(owner, `${ino}/${index}`, error);
         }
       }
-      await sink(await data.fetchFromBackend(ino, index, ref), 0);
+      const bytes = await data.fetchFromBackend(ino, index, ref);
+      await sink(bytes, 0);
+      recycleBuffer(bytes); // the sink wrote them into the local file; nothing else holds them
     },
   };
 }

@@ -293,10 +293,13 @@ export async function release(
   core.dropStateIfIdle(ino);
 }
 
-/** fsync: the local data, then the attributes, then the metadata store, all durable. */
+/** fsync: the local data, then the attributes, then the metadata store, all durable. In a
+ * cluster the data is durable in the backend (the publish uploads it) and the local file is a
+ * cache whose chunks are checked against their CRC after a restart: it is not synced (that was
+ * a second copy of every byte written to disk inside the fsync, issue 13). */
 export async function fsync(core: VfsCore, ino: number, fh: number): Promise<void> {
   core.fileHandle(fh, ino);
-  const fd = core.local.fdOf(ino);
+  const fd = core.cluster ? undefined : core.local.fdOf(ino);
   if (fd !== undefined) {
     await core.io.fsync(fd, { datasync: true });
     await core.local.syncEntry(ino);
