@@ -19,8 +19,8 @@ import {
   type OpenOut,
   openReply,
   OUT_HEADER_SIZE,
+  readReplyBuffer,
   RELEASE_FLOCK_UNLOCK,
-  replyBuffer,
   statusReply,
   u64,
   WRITE_IN_SIZE,
@@ -83,7 +83,7 @@ const create: Handler = async (op, req) => {
 
 const read: Handler = async (op, req) => {
   const args = decodeReadIn(req.view);
-  const reply = replyBuffer(args.size);
+  const reply = readReplyBuffer(args.size);
   const n = await op.vfs.read(
     op.ctx,
     req.header.nodeid,

@@ -26,6 +26,7 @@ import {
   notifyInvalInode,
   Opcode,
   opcodeNames,
+  recycleReply,
   type Request,
   statfsReply,
   statusReply,
@@ -338,6 +339,7 @@ export class FuseServer {
     if (dv.getUint32(0, true) === 0) finishReply(reply, unique, 0);
     // ENOENT here means the kernel dropped the request (interrupted); nothing to do.
     this.device.writeMessage(reply as Uint8Array<ArrayBuffer>);
+    recycleReply(reply);
   }
 
   #dispatch(request: Request): Promise<Uint8Array | null> {

@@ -364,6 +364,31 @@ export function replyBuffer(bodySize: number): Uint8Array {
   return new Uint8Array(OUT_HEADER_SIZE + bodySize);
 }
 
+/** Pooled READ replies: the body of a read is at most this (max_pages x 4 KiB). */
+const READ_REPLY_BYTES = OUT_HEADER_SIZE + (1 << 20);
+const readReplies: ArrayBuffer[] = [];
+
+/**
+ * A reply buffer for READ, reused: a fresh 1 MiB one per read was zeroed and faulted in page by
+ * page (a tenth of a cluster node's CPU in a first read, issue 13). Not zeroed: the handler must
+ * send exactly the header and the bytes it read. Handed back by `recycleReply` once written.
+ */
+export function readReplyBuffer(bodySize: number): Uint8Array {
+  if (OUT_HEADER_SIZE + bodySize > READ_REPLY_BYTES) return replyBuffer(bodySize);
+  const buffer = readReplies.pop() ?? new ArrayBuffer(READ_REPLY_BYTES);
+  const reply = new Uint8Array(buffer, 0, OUT_HEADER_SIZE + bodySize);
+  // The header is zero until the handler's reply is finished (the server checks its length).
+  reply.fill(0, 0, OUT_HEADER_SIZE);
+  return reply;
+}
+
+/** After the reply was written (synchronously) to the device: a READ reply's buffer is reused. */
+export function recycleReply(reply: Uint8Array): void {
+  const buffer = reply.buffer;
+  if (!(buffer instanceof ArrayBuffer) || buffer.byteLength !== READ_REPLY_BYTES) return;
+  if (readReplies.length < 64 && !readReplies.includes(buffer)) readReplies.push(buffer);
+}
+
 /** Fill the out header of `reply` in place; `error` is 0 or a negative errno. */
 export function finishReply(reply: Uint8Array, unique: bigint, error: number): Uint8Array {
   const dv = new DataView(reply.buffer, reply.byteOffset, OUT_HEADER_SIZE);

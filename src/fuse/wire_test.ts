@@ -20,6 +20,8 @@ import {
   notifyInvalEntry,
   Opcode,
   OUT_HEADER_SIZE,
+  readReplyBuffer,
+  recycleReply,
   statusReply,
   WRITE_IN_SIZE,
 } from "./wire.ts";
@@ -224,4 +226,18 @@ Deno.test("notify inc epoch: a bare header with code 8 (FUSE_NOTIFY_INC_EPOCH, 7
     8,
     0n,
   ]);
+});
+
+Deno.test("READ reply buffers are reused with a zeroed header (the server finishes only those)", () => {
+  const first = readReplyBuffer(4096);
+  finishReply(first.subarray(0, OUT_HEADER_SIZE + 10), 7n, 0);
+  first.fill(0xaa, OUT_HEADER_SIZE);
+  recycleReply(first);
+  const second = readReplyBuffer(1 << 20);
+  assert.equal(second.buffer, first.buffer);
+  assert.deepEqual([...second.subarray(0, OUT_HEADER_SIZE)], new Array(OUT_HEADER_SIZE).fill(0));
+  // A buffer not from the pool (bigger than a read can be) is left alone.
+  const other = readReplyBuffer((1 << 20) + 1);
+  recycleReply(other);
+  assert.notEqual(readReplyBuffer(16).buffer, other.buffer);
 });
