@@ -52,6 +52,9 @@ export interface ChunkSource extends ChunkSourceRanges {
 
 export type ChunkPieceSink = (piece: Uint8Array, offset: number) => Promise<void>;
 
+/** Ranges of chunks of one file, in the order a reader will read them. */
+export type RangePlan = { index: number; ref: ChunkRef; offset: number; length: number }[];
+
 /** See ClusterData.readDirect. */
 export interface ChunkSourceRanges {
   /**
@@ -67,8 +70,13 @@ export interface ChunkSourceRanges {
     ref: ChunkRef,
     offset: number,
     into: Uint8Array,
-    plan: { index: number; ref: ChunkRef; offset: number; length: number }[],
+    plan: RangePlan,
   ): Promise<boolean>;
+  /**
+   * Optional: a sequential reader will read `plan` next (after the read in progress): ask the
+   * owners now. Chunks this node owns are filled here (`ClusterData.fillAhead`).
+   */
+  prefetch?(ino: number, plan: RangePlan): void;
   /** The reads of inode `ino` stopped for now. */
   endStream?(ino: number): void;
 }
@@ -77,8 +85,9 @@ export interface ChunkSourceRanges {
 export const ADMIT_WINDOW_MS = 10 * 60_000;
 /** Chunks whose peer reads readDirect remembers for admission. */
 const MAX_PEER_READS = 65_536;
-/** How far ahead of a sequential reader readDirect requests ranges. */
-const READ_AHEAD_BYTES = 8 << 20;
+/** How far ahead of a sequential reader readDirect requests ranges, over all owners (each
+ * owner's stream keeps at most 8 MiB outstanding, UringTransport.WINDOW_BYTES). */
+const READ_AHEAD_BYTES = 24 << 20;
 
 /**
  * Throw unless `data` is the chunk `ref` names: its length, and for a whole object (the map's
@@ -154,8 +163,10 @@ interface FileState {
   readaheadAt: number;
   /** Which open of the file this is (`ClusterData.opened` counts): admission's "another open". */
   generation: number;
-  /** Where the last read served by a peer ended: a read starting there is sequential. */
+  /** Where the last read ended: a read starting there is sequential (readDirect). */
   directEnd: number;
+  /** Chunk at which readDirect last requested the chunks ahead: once per chunk. */
+  aheadAt: number;
 }
 
 /**
@@ -311,6 +322,7 @@ export class ClusterData {
           readaheadAt: -1,
           generation: 0,
           directEnd: -1,
+          aheadAt: -1,
         },
       );
     }
@@ -442,37 +454,45 @@ export class ClusterData {
     if (!state || !readRange || into.length === 0) return undefined;
     const index = Math.floor(offset / CHUNK_SIZE);
     const within = offset - index * CHUNK_SIZE;
+    // Sequential whatever served the previous read (a peer, the local file or a fill).
+    const sequential = offset === state.directEnd;
+    state.directEnd = offset + into.length;
+    // A new chunk of a sequential reader: the chunks after it are requested from their owners
+    // (and filled here for the chunks this node owns) while this one is read.
+    const ahead = sequential && within < into.length && index !== state.aheadAt
+      ? this.#planAhead(ino, state, index + 1, READ_AHEAD_BYTES)
+      : [];
+    if (ahead.length > 0) state.aheadAt = index;
     const ref = state.map.get(index);
-    if (!ref || state.dirty.has(index) || this.#inflight.has(`${ino}/${index}`)) return undefined;
+    const local = () => {
+      this.source.prefetch?.(ino, ahead);
+      return undefined;
+    };
+    if (!ref || state.dirty.has(index) || this.#inflight.has(`${ino}/${index}`)) return local();
     const cached = this.index.get(ino, index);
-    if (cached && cached.version === ref.version && cached.length === ref.length) return undefined;
+    if (cached && cached.version === ref.version && cached.length === ref.length) return local();
     // The map is cut at the file's size, so bytes inside ref.length exist; only a read running
     // past them needs the size (the local file's length while it is open): past the end of the
     // file the read is short, and zeros between ref.length and the size take the fill path.
     const length = Math.min(into.length, ref.length - within);
-    if (length <= 0) return undefined;
+    if (length <= 0) return local();
     if (length < into.length && libc.fstat(fd).size > index * CHUNK_SIZE + ref.length) {
-      return undefined;
+      return local();
     }
     const key = `${ino}/${index}`;
     const now = Date.now();
     const seen = this.#peerRead.get(key);
     if (seen && seen.generation !== state.generation && now - seen.at < ADMIT_WINDOW_MS) {
       this.#peerRead.delete(key);
-      return undefined; // read again by another open: store it (ensure fills it)
+      return local(); // read again by another open: store it (ensure fills it)
     }
     // What the owner should send: just this read, or for a sequential reader the rest of the
-    // chunk and the chunks after it (the transport keeps up to 8 MiB requested ahead).
-    const plan = [{ index, ref, offset: within, length }];
-    if (offset === state.directEnd) {
+    // chunk, then the chunks after it (the source sends each owner's part on that owner's
+    // stream; the transport keeps up to 8 MiB requested ahead per stream).
+    const plan: RangePlan = [{ index, ref, offset: within, length }];
+    if (sequential) {
       plan[0].length = ref.length - within;
-      let bytes = plan[0].length;
-      for (let i = index + 1; bytes < READ_AHEAD_BYTES; i++) {
-        const next = state.map.get(i);
-        if (!next || state.dirty.has(i) || this.index.get(ino, i)?.version === next.version) break;
-        plan.push({ index: i, ref: next, offset: 0, length: next.length });
-        bytes += next.length;
-      }
+      plan.push(...ahead);
     }
     const done = await readRange(ino, index, ref, within, into.subarray(0, length), plan);
     if (!done) return undefined;
@@ -484,8 +504,55 @@ export class ClusterData {
       this.#peerRead.delete(this.#peerRead.keys().next().value!);
     }
     this.stats.peerReads++;
-    state.directEnd = offset + length;
     return length;
+  }
+
+  /**
+   * The chunks from `first` on, up to `bytes`, that a sequential reader would fetch: in the map,
+   * not dirty, not held here. Chunks it will store (admitted: read before by another open) are
+   * filled here at once instead of being planned.
+   */
+  #planAhead(ino: number, state: FileState, first: number, bytes: number): RangePlan {
+    const plan: RangePlan = [];
+    const now = Date.now();
+    for (let i = first; i < first + bytes / CHUNK_SIZE; i++) {
+      const next = state.map.get(i);
+      if (!next) break; // a hole or the end of the file
+      if (state.dirty.has(i) || this.index.get(ino, i)?.version === next.version) continue;
+      const seen = this.#peerRead.get(`${ino}/${i}`);
+      if (seen && seen.generation !== state.generation && now - seen.at < ADMIT_WINDOW_MS) {
+        this.fillAhead(ino, i, next);
+        continue;
+      }
+      plan.push({ index: i, ref: next, offset: 0, length: next.length });
+    }
+    return plan;
+  }
+
+  /**
+   * Fill chunk `index` here in the background (a sequential reader will want it and this node
+   * is its owner, so its copy belongs here), holding the local fd meanwhile; nothing if it is
+   * present, being filled, dirty, or no longer the chunk `ref` names.
+   */
+  fillAhead(ino: number, index: number, ref: ChunkRef): void {
+    const state = this.#files.get(ino);
+    const now = state?.map.get(index);
+    if (!state || now?.version !== ref.version || state.dirty.has(index)) return;
+    if (
+      this.#inflight.has(`${ino}/${index}`) || this.index.get(ino, index)?.version === ref.version
+    ) {
+      return;
+    }
+    const fd = this.#local.fdOf(ino);
+    if (fd === undefined) return;
+    const size = libc.fstat(fd).size;
+    this.#local.acquire(ino, size).then(async (fd) => {
+      try {
+        await this.#ensureChunk(ino, fd, state, index);
+      } finally {
+        await this.#local.release(ino);
+      }
+    }).catch((error) => console.error(`skyfs: read-ahead of ${ino}/${index}: ${error}`));
   }
 
   /** The file's reads from peers are over for now (its last handle closed here). */
@@ -523,7 +590,10 @@ export class ClusterData {
       (waits ??= []).push(this.#ensureChunk(ino, fd, state, index));
     }
     if (waits) await Promise.all(waits);
-    if (!overwrite) {
+    // With ranges from peers, readDirect reads ahead (each chunk from its owner, filled here
+    // only where this node owns or admits it); filling every chunk ahead here as well fetched
+    // the peers' chunks twice.
+    if (!overwrite && !this.source.readRange) {
       // Sequential reader: fetch the next chunks in the background, holding the fd meanwhile.
       const sequential = first === state.lastRead || first === state.lastRead + 1;
       if (sequential && last !== state.readaheadAt) {

@@ -5,7 +5,12 @@
  * @module
  */
 
-import { checkChunk, type ChunkSource, type ClusterData } from "../cache/cluster_data.ts";
+import {
+  checkChunk,
+  type ChunkSource,
+  type ClusterData,
+  type RangePlan,
+} from "../cache/cluster_data.ts";
 import type { ChunkRef } from "../cache/chunk_map.ts";
 import { recycleBuffer } from "../cache/buffer_pool.ts";
 import type { PeerTransport } from "./transport.ts";
@@ -43,6 +48,29 @@ export function peerThenBackend(
         `${(error as Error).message}; reading the backend`,
     );
   };
+  /** The plan's ranges per owning peer, each list in plan order; chunks this node owns are
+   * filled here in the background (from the backend: this node is their cache). */
+  const planByOwner = (ino: number, plan: RangePlan) => {
+    const byOwner = new Map<string, GetRange[]>();
+    for (const next of plan) {
+      const owner = options.owner(ino, next.index);
+      if (!owner) {
+        if (next.offset === 0) data.fillAhead(ino, next.index, next.ref);
+        continue;
+      }
+      let list = byOwner.get(owner.address);
+      if (!list) byOwner.set(owner.address, list = []);
+      list.push({
+        ...request(ino, next.index, next.ref),
+        offset: next.offset,
+        rangeLength: next.length,
+      });
+    }
+    return byOwner;
+  };
+  const prefetchOwners = (ino: number, byOwner: Map<string, GetRange[]>) => {
+    for (const [address, ranges] of byOwner) transport.prefetch?.(address, `${ino}`, ranges);
+  };
   return {
     async fetch(ino, index, ref) {
       const owner = options.owner(ino, index);
@@ -69,29 +97,31 @@ export function peerThenBackend(
       ? async (ino, index, ref, offset, into, plan) => {
         const owner = options.owner(ino, index);
         if (!owner) return false;
-        const ranges: GetRange[] = [];
-        for (const next of plan) {
-          if (options.owner(ino, next.index)?.address !== owner.address) break;
-          ranges.push({
-            ...request(ino, next.index, next.ref),
-            offset: next.offset,
-            rangeLength: next.length,
-          });
-        }
+        // This owner's ranges go with the read, in order; the other owners' are requested on
+        // their own streams at once (prefetch), so each owner sends while the reader is on
+        // another's chunk.
+        const byOwner = planByOwner(ino, plan);
+        const ranges = byOwner.get(owner.address) ?? [];
+        byOwner.delete(owner.address);
+        const reading = transport.readRange!(
+          owner.address,
+          `${ino}`,
+          { ...request(ino, index, ref), offset, rangeLength: into.length },
+          into,
+          ranges,
+        );
+        prefetchOwners(ino, byOwner);
         try {
-          await transport.readRange!(
-            owner.address,
-            `${ino}`,
-            { ...request(ino, index, ref), offset, rangeLength: into.length },
-            into,
-            ranges,
-          );
+          await reading;
           return true;
         } catch (error) {
           failed(owner, `${ino}/${index} [${offset}, +${into.length})`, error);
           return false;
         }
       }
+      : undefined,
+    prefetch: transport.prefetch
+      ? (ino, plan) => prefetchOwners(ino, planByOwner(ino, plan))
       : undefined,
     endStream: (ino) => transport.endStream?.(`${ino}`),
     /**

@@ -46,6 +46,11 @@ export interface PeerTransport {
     into: Uint8Array,
     ahead?: GetRange[],
   ): Promise<void>;
+  /**
+   * Optional: request `ranges` on the stream now, for reads that come later in that order (the
+   * reader is on another peer's chunk meanwhile). Never rejects; a failure drops the stream.
+   */
+  prefetch?(address: string, stream: string, ranges: GetRange[]): void;
   /** The stream will not read again soon: its connection may close. */
   endStream?(stream: string): void;
   close(): void;

@@ -391,6 +391,13 @@ export class UringTransport implements PeerTransport {
     } catch (error) {
       return Promise.reject(error);
     }
+    const s = this.#stream(address, stream);
+    const run = s.tail.catch(() => {}).then(() => this.#read(address, s, want, into, plan));
+    s.tail = run;
+    return run;
+  }
+
+  #stream(address: string, stream: string): Stream {
     const key = `${address}|${stream}`;
     let s = this.#streams.get(key);
     if (!s) {
@@ -408,10 +415,30 @@ export class UringTransport implements PeerTransport {
       this.#streams.set(key, s);
       this.#trim();
     }
-    const found = s;
-    const run = s.tail.catch(() => {}).then(() => this.#read(address, found, want, into, plan));
-    s.tail = run;
-    return run;
+    return s;
+  }
+
+  /**
+   * Request `ranges` on the stream (after the reads queued on it) so the owner starts sending
+   * while the reader is still on other peers' chunks: a sequential reader's chunks alternate
+   * between owners, and each owner's first request otherwise waited for the reader to arrive
+   * (issue 13). Up to WINDOW_BYTES outstanding, as for reads. A failure drops the connection;
+   * the next read opens a new one (and reports the failure if it persists).
+   */
+  prefetch(address: string, stream: string, ranges: GetRange[]): void {
+    if (ranges.length === 0) return;
+    const until = this.#down.get(address);
+    if (until !== undefined && Date.now() < until) return;
+    const s = this.#stream(address, stream);
+    s.tail = s.tail.catch(() => {}).then(async () => {
+      try {
+        await this.#open(address, s);
+        s.lastUse = performance.now();
+        await this.#request(s, ranges);
+      } catch {
+        this.#drop(s);
+      }
+    });
   }
 
   /** Connects the stream if it has no connection (new, or dropped after a failure). */
