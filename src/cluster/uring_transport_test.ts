@@ -379,3 +379,49 @@ Deno.test("uring transport: concurrent range reads of several files on one trans
     await io.shutdown();
   }
 });
+
+Deno.test("uring transport: ranges prefetched on a stream are the next reads' bytes; a prefetch to a dead peer is dropped quietly", async () => {
+  const io = openUringEngine({ queueDepth: 64 });
+  const f = await fixture(io, 4);
+  let served = 0;
+  const server = listenPeersUring(io, "127.0.0.1", 0, (r) => {
+    served++;
+    return Promise.resolve(f.body(r.index));
+  }, () => {});
+  const client = new UringTransport(io, { timeoutMs: 5000 });
+  try {
+    // The reader is elsewhere (another owner's chunks 0 and 2); this owner's 1 and 3 are asked
+    // for at once, then read in order in 256 KiB reads without a new request.
+    client.prefetch(server.address, "s", [range(1, 0, CHUNK), range(3, 0, CHUNK)]);
+    const deadline = Date.now() + 5000;
+    while (served < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(served, 2, "both prefetched ranges were requested before any read");
+    for (const index of [1, 3]) {
+      for (let at = 0; at < CHUNK; at += 256 << 10) {
+        const into = new Uint8Array(256 << 10);
+        await client.readRange(server.address, "s", range(index, at, into.length), into, [
+          range(index, at, CHUNK - at),
+        ]);
+        const start = index * CHUNK + at;
+        assert.ok(sameBytes(into, f.content.subarray(start, start + into.length)));
+      }
+    }
+    assert.equal(served, 2, "the reads took the prefetched replies");
+    // Nobody listening: the prefetch fails on its own stream, without a rejection anywhere.
+    const dead = `127.0.0.1:${
+      (() => {
+        const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+        const port = (l.addr as Deno.NetAddr).port;
+        l.close();
+        return port;
+      })()
+    }`;
+    client.prefetch(dead, "s", [range(0, 0, CHUNK)]);
+    await new Promise((r) => setTimeout(r, 100));
+  } finally {
+    client.close();
+    await server.close();
+    await f.cleanup();
+    await io.shutdown();
+  }
+});
