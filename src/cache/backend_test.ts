@@ -5,6 +5,8 @@ import assert from "node:assert/strict";
 import { type BackendStore, chunkObjectKey, DirBackend, parseChunkObjectKey } from "./backend.ts";
 import { S3Backend } from "./backend_s3.ts";
 import { openIoEngine } from "../io/mod.ts";
+import { recycleBuffer, takeBuffer } from "./buffer_pool.ts";
+import { CHUNK_SIZE } from "./chunk_map.ts";
 
 function suite(
   name: string,
@@ -113,4 +115,24 @@ suite("s3 (s3rver process)", async () => {
     prefix: "t/",
   });
   return { store, stop: server.stop };
+});
+
+Deno.test("dir backend: chunks from the buffer pool go through O_DIRECT, any length", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cluster-backend-" });
+  for (const io of [undefined, await openIoEngine({ engine: "io_uring" })]) {
+    const store = await DirBackend.open(dir, io);
+    for (const length of [CHUNK_SIZE, CHUNK_SIZE - 1, 70_000, 65_536 + 4096 + 5, 100]) {
+      const data = takeBuffer(length);
+      crypto.getRandomValues(data.subarray(0, Math.min(length, 65_536)));
+      data.fill(7, Math.min(length, 65_536));
+      const key = `c/1/${length}/v`;
+      await store.put(key, data);
+      const want = data.slice();
+      recycleBuffer(data); // the put is done with it
+      assert.deepEqual(await store.get(key), want, `${length} bytes`);
+      assert.equal((await Deno.stat(`${dir}/o/${key}`)).size, length);
+    }
+    await io?.shutdown();
+  }
+  await Deno.remove(dir, { recursive: true });
 });
