@@ -260,19 +260,30 @@ try {
     } at end (1 min), ${Deno.osRelease()}`,
   );
   if (roots.length > 1) roots.forEach((root, i) => console.log(`cluster ${i + 1}: ${root}`));
-  const single = median(samples.get("skyfs")!.map((s) => s.writeMBs));
-  const singleRead = median(samples.get("skyfs")!.map((s) => s.readMBs));
-  console.log("| target | write MB/s (median) | vs skyfs | cold read MB/s | vs skyfs |");
-  console.log("| --- | ---: | ---: | ---: | ---: |");
+  // Ratios are taken within each round (the load of this shared machine moves between rounds
+  // more than between neighbours in one round), then the median of those.
+  const skyfs = samples.get("skyfs")!;
+  const ratio = (list: Sample[], pick: (s: Sample) => number) =>
+    median(list.map((s, round) => pick(s) / pick(skyfs[round])));
+  const cpu = (list: Sample[], pick: (s: Sample) => Record<string, number>) => {
+    const names = Object.keys(pick(list[0]));
+    return names.map((n) => `${n} ${median(list.map((s) => pick(s)[n])).toFixed(1)}`)
+      .filter((text) => !text.endsWith(" 0.0")).join(", ");
+  };
+  console.log(
+    "| target | write MB/s, median (rounds) | vs skyfs, same round | daemon CPU s | " +
+      "cold read MB/s, median (rounds) | vs skyfs, same round | daemon CPU s |",
+  );
+  console.log("| --- | ---: | ---: | --- | ---: | ---: | --- |");
   for (const [name, list] of samples) {
     const w = median(list.map((s) => s.writeMBs));
     const r = median(list.map((s) => s.readMBs));
     console.log(
       `| ${name} | ${w.toFixed(0)} (${list.map((s) => s.writeMBs.toFixed(0)).join(", ")}) | ${
-        (w / single).toFixed(2)
-      }x | ${r.toFixed(0)} (${list.map((s) => s.readMBs.toFixed(0)).join(", ")}) | ${
-        (r / singleRead).toFixed(2)
-      }x |`,
+        ratio(list, (s) => s.writeMBs).toFixed(2)
+      }x | ${cpu(list, (s) => s.writeCpu)} | ${r.toFixed(0)} (${
+        list.map((s) => s.readMBs.toFixed(0)).join(", ")
+      }) | ${ratio(list, (s) => s.readMBs).toFixed(2)}x | ${cpu(list, (s) => s.readCpu)} |`,
     );
   }
 } finally {
