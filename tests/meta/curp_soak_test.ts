@@ -64,6 +64,13 @@ Deno.test({
           `slowest ${report.maxLatencyMs} ms, p99 ${report.p99LatencyMs} ms; term ${before.term} -> ` +
           `${after.term}`,
       );
+      for (const id of cluster.ids) {
+        const s = await cluster.status(id);
+        console.log(
+          `${id}: latest tick ${s?.maxTickLagMs ?? "?"} ms late, ${s?.tickStalls ?? "?"} ticks ` +
+            `over 500 ms late`,
+        );
+      }
       assert.deepEqual(changes, [], "the term or the leader changed without a fault");
       assert.equal(after.term, before.term);
       assert.deepEqual(report.failures, []);

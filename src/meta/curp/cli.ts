@@ -81,7 +81,8 @@ export async function metaStatus(positionals: string[]): Promise<void> {
       console.log(
         `${id} ${address} ${s.role} term=${s.term} leader=${s.leaderId ?? "-"} ` +
           `commit=${s.commitIndex} applied=${s.appliedIndex} last=${s.lastIndex} ` +
-          `revision=${s.revision} pool=${s.poolSize} fast-path=${hit} (${answered} proposals led)`,
+          `revision=${s.revision} pool=${s.poolSize} fast-path=${hit} (${answered} proposals led) ` +
+          `tick-lag-max=${s.maxTickLagMs ?? "-"}ms stalls=${s.tickStalls ?? "-"}`,
       );
     } catch (error) {
       console.log(`${id} ${address} unreachable: ${(error as Error).message}`);

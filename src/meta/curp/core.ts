@@ -213,6 +213,9 @@ export interface ReplicaConfig {
   snapshotEvery?: number;
   /** Estimated encoded bytes per snapshot piece sent to a lagging follower. Default 1 MiB. */
   snapshotPieceBytes?: number;
+  /** Called with one line for every role or term change, naming its reason (for the log: an
+   * election nobody asked for must say why it happened). */
+  onEvent?: (line: string) => void;
   /** Injected random source: an integer in [0, n). */
   random: (n: number) => number;
   /** Milliseconds one tick stands for, to turn lease TTLs into ticks. Default 50. */
@@ -292,6 +295,10 @@ export class Replica {
   readonly pool = new Map<string, WitnessRecord>();
 
   readonly #electionTicks: number;
+  /** The configured election timeout in ticks (actual: [t, 2t)). */
+  get electionTicks(): number {
+    return this.#electionTicks;
+  }
   readonly #heartbeatTicks: number;
   readonly #maxBatch: number;
   readonly #maxPool: number;
@@ -340,6 +347,7 @@ export class Replica {
    * "client/readId". */
   #heldReads = new Map<string, { message: Extract<Message, { type: "read" }>; since: number }>();
   #applied: Applied[] = [];
+  readonly #onEvent: (line: string) => void;
 
   constructor(config: ReplicaConfig, persisted?: PersistentState) {
     if (config.replicas.length % 2 !== 1 || !config.replicas.includes(config.id)) {
@@ -360,6 +368,7 @@ export class Replica {
     this.#tickMs = config.tickMs ?? 50;
     this.#snapshotEvery = config.snapshotEvery ?? 10_000;
     this.#snapshotPieceBytes = config.snapshotPieceBytes ?? SNAPSHOT_PIECE_BYTES;
+    this.#onEvent = config.onEvent ?? (() => {});
     if (persisted?.snapshot !== undefined) {
       const snap = persisted.snapshot;
       this.kv = KvMachine.fromSnapshot(snap.kv);
@@ -419,12 +428,17 @@ export class Replica {
     if (m.type === "proposeReply" || m.type === "synced" || m.type === "readReply") return; // client-bound, misrouted
     if (m.type === "preVote") return this.#onPreVote(m);
     if (m.type === "preVoteReply") {
-      if (!m.granted && m.term > this.term) this.#becomeFollower(m.term, undefined);
-      else this.#handlers.step(m);
+      if (!m.granted && m.term > this.term) {
+        this.#becomeFollower(m.term, undefined, `pre-vote reply of term ${m.term} from ${m.from}`);
+      } else this.#handlers.step(m);
       return;
     }
     if (m.term > this.term) {
-      this.#becomeFollower(m.term, m.type === "append" ? m.from : undefined);
+      this.#becomeFollower(
+        m.term,
+        m.type === "append" ? m.from : undefined,
+        `${m.type} of term ${m.term} from ${m.from}`,
+      );
     }
     if (m.term < this.term) {
       // Tell a stale leader about the newer term; other stale messages need no answer.
@@ -535,7 +549,14 @@ export class Replica {
       if (this.#electionElapsed >= this.#electionTicks) {
         // Check quorum: a leader cut off from a majority steps down instead of lingering.
         this.#heardFrom.add(this.id);
-        if (this.#heardFrom.size <= this.f) return this.#becomeFollower(this.term, undefined);
+        if (this.#heardFrom.size <= this.f) {
+          return this.#becomeFollower(
+            this.term,
+            undefined,
+            `leader heard from ${this.#heardFrom.size - 1} of ${this.replicas.length - 1} ` +
+              `followers in ${this.#electionTicks} ticks (no quorum)`,
+          );
+        }
         this.#heardFrom.clear();
         this.#electionElapsed = 0;
       }
@@ -584,7 +605,13 @@ export class Replica {
     },
   };
 
-  #becomeFollower(term: number, leaderId: NodeId | undefined): void {
+  #becomeFollower(term: number, leaderId: NodeId | undefined, reason: string): void {
+    if (term > this.term || this.role !== "follower") {
+      this.#onEvent(
+        `curp: replica "${this.id}" ${this.role} -> follower, term ${this.term} -> ${term}` +
+          `${leaderId === undefined ? "" : `, leader ${leaderId}`}: ${reason}`,
+      );
+    }
     if (term > this.term) {
       this.term = term;
       this.votedFor = undefined;
@@ -619,6 +646,10 @@ export class Replica {
   }
 
   #becomeCandidate(): void {
+    this.#onEvent(
+      `curp: replica "${this.id}" -> candidate, term ${this.term} -> ${this.term + 1}: ` +
+        `pre-vote granted by ${this.#votes.size} of ${this.replicas.length}`,
+    );
     this.role = "candidate";
     this.term++;
     this.votedFor = this.id;
@@ -641,6 +672,11 @@ export class Replica {
   }
 
   #becomeLeader(): void {
+    this.#onEvent(
+      `curp: replica "${this.id}" -> leader of term ${this.term}: votes from ${
+        [...this.#votes.keys()].join(",")
+      }`,
+    );
     this.role = "leader";
     this.leaderId = this.id;
     this.#handlers = this.#leaderHandlers;
@@ -745,7 +781,15 @@ export class Replica {
 
   #tickElection(): void {
     this.#electionElapsed++;
-    if (this.#electionElapsed >= this.#randomizedTimeout) this.#becomePreCandidate();
+    if (this.#electionElapsed >= this.#randomizedTimeout) {
+      this.#onEvent(
+        `curp: replica "${this.id}" ${this.role} -> pre-candidate for term ${this.term + 1}: ` +
+          `nothing from ${
+            this.leaderId === undefined ? "a leader" : `leader ${this.leaderId}`
+          } for ${this.#electionElapsed} ticks (${this.#electionElapsed * this.#tickMs} ms)`,
+      );
+      this.#becomePreCandidate();
+    }
   }
 
   #resetElectionTimer(): void {
@@ -909,7 +953,7 @@ export class Replica {
   }
 
   #onAppend(m: Extract<Message, { type: "append" }>): void {
-    if (this.role !== "follower") this.#becomeFollower(m.term, m.from);
+    if (this.role !== "follower") this.#becomeFollower(m.term, m.from, `${m.type} from ${m.from}`);
     this.leaderId = m.from;
     this.#electionElapsed = 0;
     const reply = (success: boolean, matchIndex: number) =>
@@ -1019,7 +1063,7 @@ export class Replica {
 
   /** A follower behind the leader's snapshot collects its pieces in order, then installs it. */
   #onSnapshot(m: Extract<Message, { type: "snapshot" }>): void {
-    if (this.role !== "follower") this.#becomeFollower(m.term, m.from);
+    if (this.role !== "follower") this.#becomeFollower(m.term, m.from, `${m.type} from ${m.from}`);
     this.leaderId = m.from;
     this.#electionElapsed = 0;
     if (m.index <= this.commitIndex) {

@@ -25,12 +25,12 @@ export interface ServeOptions {
   peers: string;
   /** Data directory (created if missing). */
   dataDir: string;
-  /** Milliseconds per tick. Election timeout is 10-20 ticks, heartbeats every 2. Default 50. */
+  /** Milliseconds per tick. Election timeout is 30-60 ticks, heartbeats every 2. Default 50. */
   tickMs?: number;
   /** Address to listen on instead of this replica's --peers address: peers then reach it through
    * whatever forwards that address to this one (the WAN benchmark's delay proxies). */
   listen?: string;
-  /** Election timeout in ticks (actual: [t, 2t)). Default 10. */
+  /** Election timeout in ticks (actual: [t, 2t)). Default 30 (`ELECTION_TICKS`). */
   electionTicks?: number;
   /** Applied log entries kept before a snapshot replaces them. Default 10,000. */
   snapshotEvery?: number;
@@ -63,7 +63,22 @@ export interface ReplicaStatus {
   proposals: number;
   /** fdatasync/fsync calls its storage made, ever (storage.ts `fsyncs`). */
   fsyncs: number;
+  /** The latest a tick timer has fired, ever, in ms past its due time (GC pauses, a busy event
+   * loop or a starved CPU); the election timeout must stay well above it. */
+  maxTickLagMs: number;
+  /** Ticks that fired `TICK_STALL_MS` or more late. */
+  tickStalls: number;
 }
+
+/** Election timeout in ticks, [t, 2t) actual: 1.5-3 s at 50 ms ticks. At 10 ticks (0.5-1 s) a
+ * replica on this 2-core machine at load 12 saw tick timers fire up to 1.96 s late (GC pauses up
+ * to 0.47 s, starved CPU) and its term went from 1 to 33 in 65 minutes with one leader kill;
+ * at 30 ticks a 10-minute soak at load 12 kept term 1 (tests/meta/curp_soak_test.ts). The cost:
+ * a dead leader is replaced after 1.5-3 s instead of 0.5-1 s. */
+export const ELECTION_TICKS = 30;
+
+/** A tick this late (ms) counts as a stall in `ReplicaStatus.tickStalls`. */
+export const TICK_STALL_MS = 500;
 
 /** A client's watch request: events for [key, rangeEnd) from `startRevision`, or when absent from
  * after max(`afterRevision`, this replica's revision). Replies go on the connection it came on:
@@ -126,6 +141,8 @@ export class ReplicaServer {
   readonly #watches = new Map<string, ServedWatch>();
   fastReplies = 0;
   slowReplies = 0;
+  maxTickLagMs = 0;
+  tickStalls = 0;
 
   private constructor(
     options: ServeOptions,
@@ -149,9 +166,10 @@ export class ReplicaServer {
       {
         id: options.id,
         replicas: ids,
-        electionTicks: options.electionTicks ?? 10,
+        electionTicks: options.electionTicks ?? ELECTION_TICKS,
         tickMs: options.tickMs ?? 50,
         snapshotEvery: options.snapshotEvery,
+        onEvent: this.#log,
         random: (n) => Math.floor(Math.random() * n),
       },
       state,
@@ -168,12 +186,25 @@ export class ReplicaServer {
       this.#links.set(id, new Link(parseAddress(a), () => {}, this.#log));
     }
     void this.#acceptLoop();
+    const tickMs = options.tickMs ?? 50;
+    let lastTick = performance.now();
     this.#timer = setInterval(() => {
+      const now = performance.now();
+      const lag = now - lastTick - tickMs;
+      lastTick = now;
+      if (lag > this.maxTickLagMs) this.maxTickLagMs = Math.round(lag);
+      if (lag >= TICK_STALL_MS) {
+        this.tickStalls++;
+        this.#log(
+          `curp: replica "${options.id}" tick fired ${Math.round(lag)} ms late (event loop or ` +
+            `CPU stalled; elections start after ${this.replica.electionTicks * tickMs} ms)`,
+        );
+      }
       this.replica.tick();
       for (const reply of this.replica.takeImmediate()) this.#send(reply);
       for (const link of this.#links.values()) link.connect();
       this.#scheduleDrain();
-    }, options.tickMs ?? 50);
+    }, tickMs);
     this.#log(
       `curp: replica "${options.id}" of ${identity.cluster} serving on ${peers.get(options.id)}, ` +
         `term ${state.term}, snapshot at ${state.snapshot?.index ?? 0}, ${state.log.length} log ` +
@@ -220,6 +251,8 @@ export class ReplicaServer {
       poolSize: r.pool.size,
       proposals: r.leaderAppends,
       fsyncs: this.#storage.fsyncs,
+      maxTickLagMs: this.maxTickLagMs,
+      tickStalls: this.tickStalls,
     };
   }
 
