@@ -289,6 +289,15 @@ export interface NamespaceOptions {
   now?: () => Timespec;
 }
 
+export interface TransactOptions {
+  /** Validate a read-only transaction's cached reads with a compare-only round trip. Default: the
+   * namespace's `validateReads`. False serves it from the cache, which the watch keeps current but
+   * may be behind by one watch delivery: for answers that may lag another node's change by that
+   * much (the kernel's `security.capability` check at a file's first write). Writing
+   * transactions always compare what they read. */
+  validate?: boolean;
+}
+
 /** Thrown when an operation kept conflicting with concurrent writers; EIO at the edges. */
 export class TxnConflictError extends Error {
   constructor(attempts: number) {
@@ -377,15 +386,18 @@ export class Namespace {
    * `operation` must have no effect outside `tx` (it may run several times); errors it throws
    * abort without writing.
    */
-  async transact<T>(operation: (tx: NsTxn) => Promise<T>): Promise<T> {
+  async transact<T>(
+    operation: (tx: NsTxn) => Promise<T>,
+    options?: TransactOptions,
+  ): Promise<T> {
     try {
-      return await this.#transact(operation);
+      return await this.#transact(operation, options?.validate ?? this.#validateReads);
     } catch (error) {
       throw storeError(error);
     }
   }
 
-  async #transact<T>(operation: (tx: NsTxn) => Promise<T>): Promise<T> {
+  async #transact<T>(operation: (tx: NsTxn) => Promise<T>, validate: boolean): Promise<T> {
     for (let attempt = 1; attempt <= this.#maxAttempts; attempt++) {
       const tx = new NsTxn(this);
       let result: T;
@@ -394,11 +406,11 @@ export class Namespace {
       } catch (error) {
         // A failure decided on stale cached reads is retried; with one writer reads are never
         // stale, so only validating stores pay for the check.
-        if (this.#validateReads && tx.readCount > 0 && !(await this.#validate(tx))) continue;
+        if (validate && tx.readCount > 0 && !(await this.#validate(tx))) continue;
         throw error;
       }
       if (!tx.hasWrites) {
-        if (this.#validateReads && tx.readCount > 0 && !(await this.#validate(tx))) continue;
+        if (validate && tx.readCount > 0 && !(await this.#validate(tx))) continue;
         return result;
       }
       if (await this.#commit(tx)) return result;

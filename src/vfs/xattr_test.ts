@@ -4,6 +4,10 @@ import assert from "node:assert/strict";
 import { alice, bob, n, root, text, withVfs } from "./_testing.ts";
 import { FsError } from "../fs_error.ts";
 import type { Timespec } from "./types.ts";
+import { openEmbeddedKV } from "../meta/embedded.ts";
+import { createPortableEngine } from "../io/portable.ts";
+import { createVfs } from "./vfs.ts";
+import type { TxnRequest } from "../meta/kv.ts";
 
 function errno(name: string) {
   return (e: unknown) => {
@@ -107,4 +111,41 @@ Deno.test("xattrs go with the inode: deleted on unlink, not visible on a new ino
     assert.notEqual(again.ino, file.ino);
     assert.deepEqual(await vfs.listxattr(root, again.ino), []);
   });
+});
+
+Deno.test("cluster reads: security.capability of a new file costs no round trip, other names do", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vfs-test-" });
+  const real = await openEmbeddedKV(`${dir}/meta.db`);
+  let txns = 0;
+  const counting = new Proxy(real, {
+    get(target, property) {
+      if (property === "txn") {
+        return (request: TxnRequest) => {
+          txns++;
+          return target.txn(request);
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const vfs = await createVfs({
+    kv: counting,
+    io: createPortableEngine(),
+    dataDir: dir,
+    rootUid: 0,
+    rootGid: 0,
+    validateReads: true,
+  });
+  try {
+    const made = await vfs.mknod(root, 1, n("new"), 0o100644, 0, 0);
+    txns = 0;
+    assert.equal(await vfs.getxattrOrNull(root, made.ino, "security.capability"), null);
+    assert.equal(txns, 0, "the kernel's capability check went to the store");
+    assert.equal(await vfs.getxattrOrNull(root, made.ino, "user.other"), null);
+    assert.ok(txns >= 1, "an ordinary read-only getxattr must go to the store");
+  } finally {
+    await vfs.destroy();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
