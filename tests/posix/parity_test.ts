@@ -266,6 +266,35 @@ paritySuite("posix parity", {
     assert.deepEqual(r, expected);
   },
 
+  "set-gid added by chmod while an outsider holds the file open goes at its next write": async (
+    c,
+  ) => {
+    const r = await py(
+      c.dir,
+      `
+      write_file("f", b"hello")
+      os.chown("f", 1001, 2000)
+      os.chmod("f", 0o666)
+      opened, go = os.pipe(), os.pipe()
+      def writer():
+          fd = os.open("f", os.O_WRONLY)  # with passthrough: a backing file, no set-id yet
+          os.write(fd, b"a")
+          os.write(opened[1], b"1")
+          os.read(go[0], 1)
+          os.write(fd, b"b")
+          os.close(fd)
+          return "%o" % stat.S_IMODE(os.stat("f").st_mode)
+      wait = fork_child(writer, 1000, 1000)
+      os.read(opened[0], 1)
+      os.chmod("f", 0o2666)
+      os.write(go[1], b"1")
+      out({"writer": wait(), "after": "%o" % stat.S_IMODE(os.stat("f").st_mode),
+           "data": read_file("f").decode()})
+    `,
+    );
+    assert.deepEqual(r, { writer: "666", after: "666", data: "abllo" });
+  },
+
   "a write through the LD_PRELOAD shim drops set-id bits too": async (c) => {
     const statsDir = await makeTempDir("parity-shim-stats");
     try {
