@@ -15,6 +15,7 @@ import {
   hasKillableSetId,
   isDir,
   isReg,
+  isRoot,
   modeAfterModify,
   R_OK,
   S_IFMT,
@@ -244,6 +245,7 @@ async function writeAt(
 async function afterDataChange(core: VfsCore, ctx: Ctx, ino: number): Promise<void> {
   const now = core.now();
   core.markDirty(ino, { size: core.local.noteOwnChange(ino).size, mtime: now, ctime: now });
+  if (isRoot(ctx)) return; // CAP_FSETID: nothing to drop, and no record to read
   const record = await core.record(ino);
   if (modeAfterModify(ctx, record) !== record.mode) await dropSetId(core, ctx, ino);
 }
