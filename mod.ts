@@ -46,6 +46,10 @@ Options:
   --node-id ID         cluster node id (default: random, kept in the data directory)
   --peer-listen H:P    peer cache server address (default 127.0.0.1:0)
   --cache-bytes N      local chunk cache limit in bytes (default 8 GiB)
+  --dev                honour device nodes on the mount (default nodev: opening one fails
+                       with EACCES); root only, for trusted setups
+  --suid               honour set-user-id and set-group-id bits of programs run from the
+                       mount (default nosuid); root only, for trusted setups
   -h, --help           this text`;
 
 const UMOUNT_USAGE = `Usage: skyfs umount DIR
@@ -137,6 +141,8 @@ const commands: Record<string, Command> = {
       "node-id": { type: "string" },
       "peer-listen": { type: "string" },
       "cache-bytes": { type: "string" },
+      dev: { type: "boolean" },
+      suid: { type: "boolean" },
     });
     if (positionals.length !== 1) {
       throw new UsageError("skyfs mount needs exactly one mount point: skyfs mount DIR");
@@ -152,6 +158,8 @@ const commands: Record<string, Command> = {
       passthrough: passthroughOption(values.passthrough as string | undefined),
       meta: values.meta as string | undefined,
       cluster: clusterOptions(values),
+      dev: values.dev === true,
+      suid: values.suid === true,
     });
   },
   async status(args) {

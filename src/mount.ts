@@ -31,6 +31,11 @@ export interface MountOptions {
   meta?: string;
   /** Cluster mode (src/cluster/README.md): chunks in a backend store, a peer cache. */
   cluster?: Omit<ClusterNodeOptions, "log">;
+  /** Honour device nodes on the mount (mount option `dev`; default nodev). Root only. */
+  dev?: boolean;
+  /** Honour set-user-id and set-group-id bits when programs on the mount run (mount option
+   * `suid`; default nosuid). Root only. */
+  suid?: boolean;
   /** Log every internal error (our bugs) to stderr. Default true. */
   log?: (line: string) => void;
 }
@@ -109,6 +114,12 @@ export function checkMountPoint(mountPoint: string): string {
 export async function mount(mountPoint: string, options: MountOptions): Promise<void> {
   const log = options.log ?? ((line: string) => console.error(line));
   const path = checkMountPoint(mountPoint);
+  for (const [flag, on] of [["--dev", options.dev], ["--suid", options.suid]] as const) {
+    // fusermount3 mounts every user's FUSE file system nodev,nosuid whatever is asked.
+    if (on && !isRoot()) {
+      throw new UsageError(`${flag} needs root (a user's mount is always no${flag.slice(2)})`);
+    }
+  }
   let dataDir;
   try {
     dataDir = openDataDir(resolve(options.dataDir));
@@ -147,6 +158,9 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   });
   const mountOptions = ["default_permissions"];
   if (isRoot()) mountOptions.push("allow_other");
+  // libfuse mounts nodev,nosuid unless asked otherwise: both only for trusted setups (README).
+  if (options.dev) mountOptions.push("dev");
+  if (options.suid) mountOptions.push("suid");
   let device: FuseDevice;
   try {
     device = FuseDevice.mount(path, { options: mountOptions, fsname: "skyfs", subtype: "skyfs" });

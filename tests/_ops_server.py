@@ -1,7 +1,7 @@
 # Executes file operations sent as JSON lines (one reply line each) inside a root directory, so the
 # differential test can apply the same sequence to two file systems and compare results and errnos.
 # Usage: python3 _ops_server.py [uid gid [supplementary gids...]]   (drops privileges first)
-import errno, hashlib, json, os, stat, sys
+import errno, hashlib, json, os, stat, subprocess, sys
 
 if len(sys.argv) > 2:
     os.setgroups([int(g) for g in sys.argv[3:]])
@@ -106,6 +106,15 @@ def do(op, a):
         if op == "fsync":
             return os.fsync(fd)
         return norm_stat(os.fstat(fd))
+    if op == "mkexec":
+        # A file only some class may run: created (or truncated) with an execute-only mode.
+        os.close(os.open(P(a["path"]), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, a["mode"]))
+        return None
+    if op == "exec":
+        # execve of a file: permission (an execute-only file runs for its class), ETXTBSY, and
+        # ENOEXEC for the random bytes the sequences write; a file that runs gives its exit code.
+        done = subprocess.run([os.path.abspath(P(a["path"]))], capture_output=True, timeout=10)
+        return "exit %d" % done.returncode
     if op == "truncate":
         return os.truncate(P(a["path"]), a["size"])
     if op == "mkdir":

@@ -243,7 +243,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "cli: an unwritable data directory (read-only file system, and as a non-root uid)",
+  name:
+    "cli: an unwritable data directory (read-only file system, and as a non-root uid); --dev, --suid",
   ...options,
   async fn() {
     const base = await makeTempDir("cli");
@@ -268,6 +269,15 @@ Deno.test({
         new RegExp(`"${rootOwned}.*(writable|permission denied)`, "i"),
         "uid 1000 with a root-owned data directory",
       );
+      assert.ok(!isSkyfsMounted(userMountpoint));
+      // fusermount3 mounts a user's file system nodev,nosuid whatever is asked: refused at once.
+      for (const flag of ["--dev", "--suid"]) {
+        assertOneLineError(
+          await runSkyfsAsUser(["mount", userMountpoint, flag, "--data", join(base, "udata")]),
+          new RegExp(`${flag} needs root`),
+          `uid 1000 with ${flag}`,
+        );
+      }
       assert.ok(!isSkyfsMounted(userMountpoint));
     } finally {
       await run("umount", [readOnly]);

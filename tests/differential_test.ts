@@ -119,7 +119,21 @@ const length = fc.constantFrom(0, 1, 100, 4096, 5000, 70_000);
 // Offsets and sizes stay near 1 MiB: files over 4 GiB are in the POSIX suite, and the tree
 // comparison reads whole files.
 const size = fc.oneof(fc.constantFrom(0, 1, 4096, 1 << 20), fc.nat(70_000));
-const fileMode = fc.constantFrom(0o644, 0o600, 0o755, 0o444, 0o000, 0o777, 0o1777, 0o2755, 0o4755);
+// 001, 010 and 100: files their class may only execute (the exec operation runs them).
+const fileMode = fc.constantFrom(
+  0o644,
+  0o600,
+  0o755,
+  0o444,
+  0o000,
+  0o777,
+  0o1777,
+  0o2755,
+  0o4755,
+  0o001,
+  0o010,
+  0o100,
+);
 const openFlags = fc.constantFrom(
   ["RDONLY"],
   ["WRONLY", "CREAT"],
@@ -209,6 +223,15 @@ const operation = fc.record({
     { weight: 1, arbitrary: fc.record({ op: fc.constant("lstat"), path }) },
     { weight: 2, arbitrary: fc.record({ op: fc.constant("readdir"), path: dirPath }) },
     { weight: 1, arbitrary: fc.record({ op: fc.constant("readfile"), path: filePath }) },
+    { weight: 3, arbitrary: fc.record({ op: fc.constant("exec"), path: filePath }) },
+    {
+      weight: 2,
+      arbitrary: fc.record({
+        op: fc.constant("mkexec"),
+        path: filePath,
+        mode: fc.constantFrom(0o001, 0o010, 0o100, 0o111, 0o751),
+      }),
+    },
     {
       weight: 1,
       arbitrary: fc.record({

@@ -479,10 +479,10 @@ static void adopt(int fd) {
   if (syscall(SYS_fstat, fd, &st) < 0) goto out; /* not open: the real call reports EBADF */
   int index = S_ISREG(st.st_mode) ? mount_of(st.st_dev) : -1;
   long flags = index < 0 ? 0 : syscall(SYS_fcntl, fd, F_GETFL);
-  /* A write must drop set-id bits as the writer's credentials say (root keeps them), which only
-   * the FUSE write path knows: such files stay on FUSE, as they get no passthrough backing fd. */
-  int killable_set_id = (st.st_mode & S_ISUID) ||
-                        (st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP);
+  /* A write must drop set-id bits as the writer's credentials say (root keeps them; set-group-id
+   * without group execute goes only for a writer outside the file's group), which only the FUSE
+   * write path knows: such files stay on FUSE, as they get no passthrough backing fd. */
+  int killable_set_id = (st.st_mode & (S_ISUID | S_ISGID)) != 0;
   if (index < 0 || flags < 0 || (flags & O_PATH) || killable_set_id) {
     atomic_store(&e->state, FD_OTHER);
     goto out;

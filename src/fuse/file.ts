@@ -5,6 +5,7 @@
  */
 
 import { Errno, FsError } from "../fs_error.ts";
+import * as libc from "../io/libc.ts";
 import type { OpenResult } from "../vfs/types.ts";
 import type { Handler, OpContext } from "./server.ts";
 import {
@@ -81,8 +82,31 @@ const create: Handler = async (op, req) => {
   }
 };
 
+/** O_DIRECT: the alignment ext4 asks of offset and length (the logical block size of the
+ * usual disk: 512 bytes). */
+const DIRECT_IO_ALIGN = 512;
+/** fuse_write_in.write_flags: a write-back of cached pages, not a program's write(). */
+const WRITE_CACHE = 1;
+
+/**
+ * Unaligned O_DIRECT I/O fails with EINVAL as on ext4. Without passthrough the kernel sends it to
+ * the daemon like any other (the request's `flags` are the file's f_flags now, so an O_DIRECT
+ * set later by fcntl counts too); with passthrough the local file's ext4 refuses it itself.
+ * The program's buffer address never reaches the daemon, so only offset and length are checked.
+ */
+function checkDirectAlignment(args: { offset: number; size: number; flags: number }): void {
+  if (!(args.flags & libc.O_DIRECT)) return;
+  if (args.offset % DIRECT_IO_ALIGN !== 0 || args.size % DIRECT_IO_ALIGN !== 0) {
+    throw new FsError(
+      Errno.EINVAL,
+      `O_DIRECT ${args.size} bytes at ${args.offset} are not ${DIRECT_IO_ALIGN}-byte aligned`,
+    );
+  }
+}
+
 const read: Handler = async (op, req) => {
   const args = decodeReadIn(req.view);
+  checkDirectAlignment(args);
   const reply = readReplyBuffer(args.size);
   const n = await op.vfs.read(
     op.ctx,
@@ -96,6 +120,7 @@ const read: Handler = async (op, req) => {
 
 const write: Handler = async (op, req) => {
   const args = decodeReadIn(req.view); // fuse_write_in starts like fuse_read_in
+  if (!(req.view.getUint32(20, true) & WRITE_CACHE)) checkDirectAlignment(args);
   const data = req.body.subarray(WRITE_IN_SIZE, WRITE_IN_SIZE + args.size);
   return writeReply(await op.vfs.write(op.ctx, req.header.nodeid, args.fh, args.offset, data));
 };

@@ -112,7 +112,7 @@ export async function setattr(
       }
       // ftruncate was checked against the fd's mode by the kernel; truncate(2) needs write.
       if (!writableHandle) checkAccess(ctx, r, W_OK);
-      r.mode = modeAfterModify(ctx, r.mode);
+      r.mode = modeAfterModify(ctx, r);
       r.size = changes.size;
       if (core.cluster) await core.cluster.truncateInTxn(t.tx, ino, changes.size);
       // ext4 stamps mtime and ctime on every truncate, even to the same size.
@@ -130,9 +130,18 @@ export async function setattr(
       r.ctime = now;
     }
     if (changes.atime !== undefined || changes.mtime !== undefined) setTimes(ctx, r, changes, now);
-    if (changes.killSuidgid && !isDir(r.mode)) {
-      r.mode = killSetId(r.mode);
-      r.ctime = now; // a kill request stands for a chown or write, both of which change ctime
+    if (changes.killSuidgid) {
+      // A kill request stands for a chown (of a directory too: `chown dir -1 -1`) or a write,
+      // all of which change ctime. chown_common drops set-user-id whoever calls, and
+      // set-group-id as setattr_should_drop_sgid says; a write's request comes only from a
+      // caller without CAP_FSETID, for whom the rules are the same.
+      if (isReg(r.mode)) {
+        r.mode &= ~S_ISUID;
+        if (r.mode & S_IXGRP || (!isRoot(ctx) && !inGroup(ctx, r.gid))) r.mode &= ~S_ISGID;
+      } else if (!isDir(r.mode)) {
+        r.mode = killSetId(r.mode);
+      }
+      r.ctime = now;
     }
     if (changes.ctime) r.ctime = changes.ctime;
     t.putInode(r);

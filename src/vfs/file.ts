@@ -21,6 +21,7 @@ import {
   S_IFMT,
   S_IFREG,
   W_OK,
+  X_OK,
 } from "./perm.ts";
 import { checkName, type FileHandle, isDotOrDotDot, MAX_FILE_SIZE, type VfsCore } from "./core.ts";
 import { createIn, mayCreate, searchableDir, show } from "./entry.ts";
@@ -31,7 +32,13 @@ import { releaseFlocks, releaseOwnerLocks } from "./lock.ts";
 const COPY_MAX_BYTES = 64 << 20;
 const COPY_CHUNK_BYTES = 16 << 20;
 
+/** __FMODE_EXEC: the kernel marks the open of a program being executed (execve, uselib) with
+ * it in FUSE_OPEN's flags. The kernel has checked execute permission already (may_open with
+ * MAY_EXEC); such an open needs execute, not read, so a mode-0111 program runs as on ext4. */
+export const FMODE_EXEC = 0x20;
+
 function accessMask(flags: number): number {
+  if (flags & FMODE_EXEC) return X_OK;
   const mode = flags & libc.O_ACCMODE;
   let mask = mode === libc.O_RDONLY ? R_OK : mode === libc.O_WRONLY ? W_OK : R_OK | W_OK;
   // O_TRUNC needs write permission whatever the access mode (Linux truncates O_RDONLY|O_TRUNC).
@@ -110,7 +117,7 @@ async function truncateForOpen(core: VfsCore, ctx: Ctx, ino: number): Promise<In
     r.size = 0;
     if (core.cluster) await core.cluster.truncateInTxn(t.tx, ino, 0);
     r.mtime = r.ctime = core.now();
-    r.mode = modeAfterModify(ctx, r.mode);
+    r.mode = modeAfterModify(ctx, r);
     t.putInode(r);
     return r;
   });
@@ -238,16 +245,16 @@ async function writeAt(
 async function afterDataChange(core: VfsCore, ctx: Ctx, ino: number): Promise<void> {
   const now = core.now();
   core.markDirty(ino, { size: core.local.noteOwnChange(ino).size, mtime: now, ctime: now });
-  if (!isRoot(ctx) && hasKillableSetId((await core.record(ino)).mode)) {
-    await dropSetId(core, ctx, ino);
-  }
+  if (isRoot(ctx)) return; // CAP_FSETID: nothing to drop, and no record to read
+  const record = await core.record(ino);
+  if (modeAfterModify(ctx, record) !== record.mode) await dropSetId(core, ctx, ino);
 }
 
-/** A write by a non-root caller drops set-user-id (and group-executable set-group-id). */
+/** A write by a caller without CAP_FSETID drops set-id bits (modeAfterModify's rules). */
 async function dropSetId(core: VfsCore, ctx: Ctx, ino: number): Promise<void> {
   await core.txn(async (t) => {
     const r = await t.inode(ino);
-    const mode = modeAfterModify(ctx, r.mode);
+    const mode = modeAfterModify(ctx, r);
     if (mode === r.mode) return;
     r.mode = mode;
     t.putInode(r);

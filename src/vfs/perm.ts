@@ -1,7 +1,8 @@
 /**
  * Linux's permission rules as pure functions of a caller and an inode (generic_permission,
  * check_sticky, may_linkat, the set-id clearing rules), so every access path decides alike.
- * Root (uid 0) holds every capability, as it does in the initial user namespace. Supplementary
+ * Root (uid 0) holds every capability, as it does in the initial user namespace; another uid's
+ * capabilities (CapEff) are read from /proc only where a check would otherwise refuse. Supplementary
  * groups come from `ctx.groups`, or from /proc when the caller did not supply them.
  * @module
  */
@@ -9,7 +10,14 @@
 import { FsError } from "../fs_error.ts";
 import type { InodeRecord } from "../meta/namespace.ts";
 import type { Ctx } from "./types.ts";
-import { groupsOf } from "./creds.ts";
+import {
+  CAP_DAC_OVERRIDE,
+  CAP_DAC_READ_SEARCH,
+  CAP_FOWNER,
+  CAP_FSETID,
+  capable,
+  groupsOf,
+} from "./creds.ts";
 
 export const S_IFMT = 0o170000;
 export const S_IFSOCK = 0o140000;
@@ -43,17 +51,21 @@ export function inGroup(ctx: Ctx, gid: number): boolean {
 
 /** generic_permission: may `ctx` do all of `mask` (R_OK | W_OK | X_OK) on the inode? */
 export function permits(ctx: Ctx, inode: InodeRecord, mask: number): boolean {
-  if (isRoot(ctx)) {
-    // CAP_DAC_OVERRIDE grants read and write always, search on directories, and execute on
-    // anything else only if some execute bit is set.
-    return !(mask & X_OK) || isDir(inode.mode) || (inode.mode & 0o111) !== 0;
-  }
+  // CAP_DAC_OVERRIDE grants read and write always, search on directories, and execute on
+  // anything else only if some execute bit is set.
+  const override = () => !(mask & X_OK) || isDir(inode.mode) || (inode.mode & 0o111) !== 0;
+  if (isRoot(ctx)) return override();
   // Only one class applies: an owner is judged by the owner bits even if others have more.
   let bits: number;
   if (ctx.uid === inode.uid) bits = (inode.mode >> 6) & 7;
   else if (inGroup(ctx, inode.gid)) bits = (inode.mode >> 3) & 7;
   else bits = inode.mode & 7;
-  return (bits & mask) === mask;
+  if ((bits & mask) === mask) return true;
+  // capable_wrt_inode_uidgid: a non-root caller may hold the capabilities itself.
+  if (capable(ctx, CAP_DAC_OVERRIDE)) return override();
+  // CAP_DAC_READ_SEARCH: read anything, search directories.
+  const searchOnly = isDir(inode.mode) ? R_OK | X_OK : R_OK;
+  return (mask & ~searchOnly) === 0 && capable(ctx, CAP_DAC_READ_SEARCH);
 }
 
 /** Throw EACCES unless `permits`. */
@@ -72,16 +84,16 @@ function maskName(mask: number): string {
   return (mask & R_OK ? "r" : "") + (mask & W_OK ? "w" : "") + (mask & X_OK ? "x" : "");
 }
 
-/** inode_owner_or_capable: the caller owns the inode or is root (CAP_FOWNER). */
+/** inode_owner_or_capable: the caller owns the inode or holds CAP_FOWNER (root does). */
 export function isOwnerOrRoot(ctx: Ctx, inode: InodeRecord): boolean {
-  return isRoot(ctx) || ctx.uid === inode.uid;
+  return isRoot(ctx) || ctx.uid === inode.uid || capable(ctx, CAP_FOWNER);
 }
 
 /** check_sticky: in a sticky directory only the entry's owner, the directory's owner or root
  * may remove or rename over an entry. */
 export function checkSticky(ctx: Ctx, dir: InodeRecord, victim: InodeRecord): void {
   if (!(dir.mode & S_ISVTX) || isRoot(ctx)) return;
-  if (ctx.uid === victim.uid || ctx.uid === dir.uid) return;
+  if (ctx.uid === victim.uid || ctx.uid === dir.uid || capable(ctx, CAP_FOWNER)) return;
   throw new FsError(
     "EPERM",
     `uid ${ctx.uid} may not remove inode ${victim.ino} (owner ${victim.uid}) from sticky ` +
@@ -90,12 +102,14 @@ export function checkSticky(ctx: Ctx, dir: InodeRecord, victim: InodeRecord): vo
 }
 
 /**
- * may_linkat with fs.protected_hardlinks = 1 (Debian's default): someone who does not own the
- * file may link it only if it is a regular file that is not set-id and that they can read and
- * write, so a user cannot pin another user's setuid binary or private file in a directory.
+ * may_linkat: with fs.protected_hardlinks = 1 (Debian's default; read from /proc/sys, so 0 lifts
+ * the rule as it does for the kernel) someone who neither owns the file nor holds CAP_FOWNER may
+ * link it only if it is a safe source (safe_hardlink_source): a regular file that is not
+ * set-user-id nor executable set-group-id and that they may read and write (with
+ * CAP_DAC_OVERRIDE counting), so a user cannot pin another user's setuid binary or private file.
  */
 export function checkMayLink(ctx: Ctx, inode: InodeRecord): void {
-  if (isOwnerOrRoot(ctx, inode)) return;
+  if (isOwnerOrRoot(ctx, inode) || !protectedHardlinks()) return;
   const setId = (inode.mode & S_ISUID) !== 0 ||
     (inode.mode & (S_ISGID | S_IXGRP)) === (S_ISGID | S_IXGRP);
   if (isReg(inode.mode) && !setId && permits(ctx, inode, R_OK | W_OK)) return;
@@ -106,14 +120,28 @@ export function checkMayLink(ctx: Ctx, inode: InodeRecord): void {
   );
 }
 
+/** fs.protected_hardlinks of this machine (1 where it cannot be read: the safe side). */
+function protectedHardlinks(): boolean {
+  try {
+    return Deno.readTextFileSync("/proc/sys/fs/protected_hardlinks").trim() !== "0";
+  } catch {
+    return true;
+  }
+}
+
 /**
- * The mode after a write or truncate by `ctx` (file_remove_privs / should_remove_suid): a
- * caller without CAP_FSETID drops set-user-id, and set-group-id when group-execute is set (the
- * bit without group-execute marks mandatory locking, not privilege).
+ * The mode after a write, truncate or fallocate by `ctx` (file_remove_privs ->
+ * setattr_should_drop_suidgid): only regular files lose bits, and only to a caller without
+ * CAP_FSETID; such a caller drops set-user-id always, and set-group-id when group-execute is
+ * set or when it is not in the file's group (setattr_should_drop_sgid: a 2666 file written by
+ * an outsider becomes 0666, as on ext4).
  */
-export function modeAfterModify(ctx: Ctx, mode: number): number {
-  if (isRoot(ctx) || isDir(mode)) return mode;
-  return killSetId(mode);
+export function modeAfterModify(ctx: Ctx, inode: { mode: number; gid: number }): number {
+  const mode = inode.mode;
+  if (isRoot(ctx) || !isReg(mode)) return mode;
+  let out = mode & ~S_ISUID;
+  if (mode & S_ISGID && (mode & S_IXGRP || !inGroup(ctx, inode.gid))) out &= ~S_ISGID;
+  return out === mode || capable(ctx, CAP_FSETID) ? mode : out;
 }
 
 /** The mode with S_ISUID and (if S_IXGRP is set) S_ISGID removed. */
@@ -123,7 +151,8 @@ export function killSetId(mode: number): number {
   return out;
 }
 
-/** Whether `mode` has a set-id bit that a write by a non-root caller would drop. */
+/** Whether some writer's write would drop a bit of `mode` (any set-id bit of a regular file:
+ * set-group-id without group-execute drops too when the writer is outside the file's group). */
 export function hasKillableSetId(mode: number): boolean {
-  return killSetId(mode) !== mode;
+  return isReg(mode) && (mode & (S_ISUID | S_ISGID)) !== 0;
 }

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { alice, bob, n, root, withVfs } from "./_testing.ts";
 import { FsError } from "../fs_error.ts";
 import type { InodeRecord } from "../meta/namespace.ts";
-import { permits } from "./perm.ts";
+import { checkMayLink, modeAfterModify, permits, S_IFDIR, S_IFREG } from "./perm.ts";
 import type { Ctx } from "./types.ts";
 import { O_RDONLY, O_RDWR, O_WRONLY } from "../io/libc.ts";
 
@@ -136,4 +136,32 @@ Deno.test("which errno wins: EACCES on search before ENOENT/EEXIST, EEXIST befor
     );
     await assert.rejects(vfs.rename(bob, readOnly.ino, n("here"), 1, n("x"), 0), errno("EACCES"));
   });
+});
+
+Deno.test("modeAfterModify: setattr_should_drop_suidgid for regular files only", () => {
+  const outsider: Ctx = { uid: 13, gid: 99, pid: 0, groups: [] };
+  const member: Ctx = { uid: 11, gid: 20, pid: 0, groups: [] };
+  const file = (perm: number) => ({ mode: S_IFREG | perm, gid: 20 });
+  const after = (ctx: Ctx, perm: number) => (modeAfterModify(ctx, file(perm)) & 0o7777).toString(8);
+  assert.equal(after(outsider, 0o2666), "666"); // outside the group: set-gid goes
+  assert.equal(after(member, 0o2666), "2666"); // a member keeps it without group execute
+  assert.equal(after(member, 0o2676), "676"); // group execute: it goes for everyone
+  assert.equal(after(member, 0o6666), "2666"); // set-uid always goes
+  assert.equal(after(root, 0o6676), "6676"); // CAP_FSETID keeps both
+  assert.equal(modeAfterModify(outsider, { mode: S_IFDIR | 0o2777, gid: 20 }), S_IFDIR | 0o2777);
+});
+
+Deno.test("checkMayLink: owners, safe sources, and the capabilities of a vanished caller", () => {
+  // pid 0: no process to read capabilities from, so only the uid rules apply.
+  const other: Ctx = { uid: 13, gid: 99, pid: 0, groups: [] };
+  const protectedLinks = Deno.readTextFileSync("/proc/sys/fs/protected_hardlinks").trim() !== "0";
+  checkMayLink(other, inode(S_IFREG | 0o600, 13, 13)); // own file
+  checkMayLink(other, inode(S_IFREG | 0o666, 10, 10)); // readable and writable
+  checkMayLink(other, inode(S_IFREG | 0o2666, 10, 10)); // set-gid without group execute is safe
+  for (const mode of [0o644, 0o4777, 0o2777]) {
+    const attempt = () => checkMayLink(other, inode(S_IFREG | mode, 10, 10));
+    if (protectedLinks) assert.throws(attempt, errno("EPERM"));
+    else attempt();
+  }
+  checkMayLink(root, inode(S_IFREG | 0o4700, 10, 10));
 });

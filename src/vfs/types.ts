@@ -38,6 +38,8 @@ export interface Ctx {
   pid: number;
   /** Supplementary groups of `pid`, when the caller could learn them; used for permission checks. */
   groups?: number[];
+  /** Effective capabilities of `pid` (CapEff), read when a check needs them (creds.ts). */
+  caps?: bigint;
   /** Aborted when the kernel interrupts the request (FUSE_INTERRUPT), e.g. a blocked SETLKW. */
   signal?: AbortSignal;
 }
