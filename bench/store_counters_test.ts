@@ -66,6 +66,8 @@ function status(id: string, role: string, proposals: number, fsyncs: number): Re
     poolSize: 0,
     proposals,
     fsyncs,
+    maxTickLagMs: 0,
+    tickStalls: 0,
   };
 }
 
