@@ -100,6 +100,11 @@ export class MixedLoad {
     for (let w = 0; w < (this.options.writers ?? 6); w++) this.#tasks.push(this.#writer(w));
   }
 
+  /** Operations finished so far (failed ones included). */
+  get operations(): number {
+    return this.#latencies.length;
+  }
+
   async stop(): Promise<LoadReport> {
     this.#stopped = true;
     await Promise.all(this.#tasks);
