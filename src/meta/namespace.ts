@@ -19,7 +19,7 @@
  * @module
  */
 
-import type { Compare, KeyValue, MetaKV, RequestOp } from "./kv.ts";
+import type { Compare, KeyValue, MetaKV, RequestOp, TxnResponse } from "./kv.ts";
 import { prefixEnd } from "./kv.ts";
 import { FsError } from "../fs_error.ts";
 
@@ -315,6 +315,10 @@ export class Namespace {
   #cacheSeq = 0;
   /** Cached xattr key names per inode, so deleting an inode's xattrs need not scan the cache. */
   readonly #cachedXattrs = new Map<number, Set<string>>();
+  /** Keys written by this namespace's commits still in flight: key string -> the values being
+   * written (undefined: deleted), so a watch event that brings one of them back before its commit
+   * returns (the store's watch can beat a fast-path reply) is known as this node's own. */
+  readonly #inFlight = new Map<string, (Uint8Array | undefined)[]>();
   readonly #cacheEntries: number;
   readonly #validateReads: boolean;
   readonly #maxAttempts: number;
@@ -426,11 +430,26 @@ export class Namespace {
   }
 
   async #commit(tx: NsTxn): Promise<boolean> {
-    const response = await this.kv.txn({
-      compare: tx.compares(),
-      success: tx.requestOps(),
-      revisionsUnused: true,
-    });
+    const writes = tx.writtenValues();
+    for (const [name, value] of writes) {
+      const values = this.#inFlight.get(name);
+      if (values) values.push(value);
+      else this.#inFlight.set(name, [value]);
+    }
+    let response: TxnResponse;
+    try {
+      response = await this.kv.txn({
+        compare: tx.compares(),
+        success: tx.requestOps(),
+        revisionsUnused: true,
+      });
+    } finally {
+      for (const [name, value] of writes) {
+        const values = this.#inFlight.get(name)!;
+        values.splice(values.indexOf(value), 1);
+        if (values.length === 0) this.#inFlight.delete(name);
+      }
+    }
     if (!response.succeeded) {
       tx.forgetReads();
       return false;
@@ -550,6 +569,8 @@ export class Namespace {
     const name = keyString(key);
     const cached = this.#cache.get(name);
     if (cached?.own && sameBytes(cached.value, value)) return true;
+    // This node's own write whose commit has not returned yet: its commit caches it.
+    if (this.#inFlight.get(name)?.some((v) => sameBytes(v, value))) return true;
     this.cacheForget(name);
     return false;
   }
@@ -701,6 +722,11 @@ export class NsTxn {
 
   get hasWrites(): boolean {
     return this.#writes.size > 0 || this.#rangeDeletes.length > 0;
+  }
+
+  /** @internal Key string and value (undefined: delete) of every single-key write. */
+  writtenValues(): [string, Uint8Array | undefined][] {
+    return [...this.#writes].map(([name, w]) => [name, w.value]);
   }
 
   async #read(key: Uint8Array): Promise<Uint8Array | undefined> {

@@ -11,7 +11,7 @@ import {
   ROOT_INO,
   TxnConflictError,
 } from "./namespace.ts";
-import type { MetaKV } from "./kv.ts";
+import type { MetaKV, TxnRequest } from "./kv.ts";
 
 const name = (s: string) => new TextEncoder().encode(s);
 
@@ -248,6 +248,62 @@ Deno.test("a directory this namespace created answers lookups of missing names w
     ns.watched(keys.dentry(dir, name("theirs")), new Uint8Array([1]));
     assert.deepEqual(await ns.getDirent(dir, name("theirs")), { ino, type: 0o100000 });
     assert.ok(reads > 0, "after another writer's change the directory is no longer complete");
+  } finally {
+    await inner.close();
+  }
+});
+
+Deno.test("a watch event of this namespace's own write that beats its commit's reply keeps the cache", async () => {
+  const inner = await openEmbeddedKV(":memory:");
+  let reads = 0;
+  let ns: Namespace | undefined;
+  let echo: string | undefined;
+  // The store applies a write and its watch reports it before the txn's reply reaches the client
+  // (a CURP fast path waits for the slowest witness; the leader's watch can be faster).
+  const kv = new Proxy(inner, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver);
+      if (prop === "txn" || prop === "range") {
+        return async (...args: unknown[]) => {
+          reads++;
+          const result = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          const ops = (args[0] as TxnRequest).success ?? [];
+          for (const op of ops) {
+            if ("put" in op && new TextDecoder().decode(op.put.key) === echo) {
+              ns!.watched(op.put.key, op.put.value);
+            }
+          }
+          return result;
+        };
+      }
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as MetaKV;
+  try {
+    ns = await Namespace.open(kv);
+    const dir = await ns.allocIno();
+    await ns.transact((tx) => {
+      tx.putInode(fileRecord(dir, { mode: 0o040755, nlink: 2 }));
+      tx.putDirent(ROOT_INO, name("d"), { ino: dir, type: 0o040000 });
+      tx.newDirectory(dir);
+      return Promise.resolve();
+    });
+    const file = await ns.allocIno();
+    echo = new TextDecoder().decode(keys.dentry(dir, name("f")));
+    await ns.transact((tx) => {
+      tx.putInode(fileRecord(file));
+      tx.putDirent(dir, name("f"), { ino: file, type: 0o100000 });
+      return Promise.resolve();
+    });
+    echo = undefined;
+    reads = 0;
+    assert.deepEqual(await ns.getDirent(dir, name("f")), { ino: file, type: 0o100000 });
+    assert.equal(await ns.getDirent(dir, name("missing")), undefined);
+    assert.equal(reads, 0, "the early echo of its own write made the directory incomplete");
+    // Someone else's value for a key it is not writing still leaves the cache.
+    ns.watched(keys.dentry(dir, name("theirs")), new Uint8Array([1]));
+    await ns.getDirent(dir, name("theirs")).catch(() => undefined);
+    assert.ok(reads > 0, "another writer's change must still be read from the store");
   } finally {
     await inner.close();
   }
