@@ -536,16 +536,29 @@ export async function run(
 export function suite(
   name: string,
   cases: Record<string, (ctx: CaseContext) => Promise<void>>,
-  options: { targets?: TargetKind[] } = {},
+  options: { targets?: TargetKind[]; passthroughModes?: boolean } = {},
 ): void {
+  const variants: { kind: TargetKind; label: string; extraArgs?: string[] }[] = [];
   for (const kind of options.targets ?? targetKinds()) {
+    variants.push({ kind, label: kind });
+    // `passthroughModes`: skyfs once more without passthrough (page cache and daemon reads and
+    // writes). Cluster nodes never use passthrough, so there the first run is that run already.
+    if (kind === "skyfs" && options.passthroughModes && testMeta() === undefined) {
+      variants.push({
+        kind,
+        label: "skyfs --passthrough off",
+        extraArgs: ["--passthrough", "off"],
+      });
+    }
+  }
+  for (const { kind, label, extraArgs } of variants) {
     Deno.test({
-      name: `${name} [${kind}]`,
+      name: `${name} [${label}]`,
       sanitizeOps: false,
       sanitizeResources: false,
       sanitizeExit: false,
       async fn(t) {
-        const target = await openTarget(kind);
+        const target = await openTarget(kind, { extraArgs });
         try {
           let index = 0;
           for (const [caseName, body] of Object.entries(cases)) {

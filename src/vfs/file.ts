@@ -333,7 +333,15 @@ export async function fallocate(
   if (!isReg(record.mode)) throw new FsError("ENODEV", `inode ${ino} is not a regular file`);
   const fd = dataFd(core, ino);
   if (core.cluster) await core.cluster.ensure(ino, fd, offset, length);
-  await core.io.fallocate(fd, mode, offset, length);
+  try {
+    await core.io.fallocate(fd, mode, offset, length);
+  } catch (error) {
+    // ext4 keeps what it allocated before ENOSPC (and grows the size with it): take the local
+    // file's new size, and tell the kernel, which keeps its cached size after a failure.
+    core.observeLocal(ino);
+    core.onInodeChange(ino);
+    throw error;
+  }
   core.cluster?.noteWrite(ino, offset, length);
   // ext4 calls file_modified() for every mode: mtime and ctime move, set-id bits drop.
   await afterDataChange(core, ctx, ino);
