@@ -566,7 +566,7 @@ export function suite(
             await t.step(caseName, async () => {
               await Deno.mkdir(dir);
               await Deno.chmod(dir, 0o755);
-              await body({ kind, dir, target });
+              await body({ kind, dir, target, variant: label });
             });
           }
         } finally {
@@ -583,4 +583,6 @@ export interface CaseContext {
   /** A fresh empty directory (mode 0755, root-owned) for this case only. */
   dir: string;
   target: Target;
+  /** The target as the test is named: `ext4`, `skyfs`, or `skyfs --passthrough off`. */
+  variant: string;
 }

@@ -39,7 +39,12 @@ async function readdirWith(op: OpContext, req: Request, plus: boolean) {
     maxEntries,
     plus,
   );
-  const { reply, packed } = direntReply(entries, args.size, plus, op.validity);
+  const { reply, packed } = direntReply(
+    entries,
+    args.size,
+    plus,
+    (ino) => op.server.validityFor(ino),
+  );
   if (plus) {
     // The kernel now holds a reference to each packed entry (it will FORGET it later), except
     // "." and "..", which it never instantiates from readdirplus.
