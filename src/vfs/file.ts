@@ -80,19 +80,24 @@ async function openChecked(
       libc.ftruncate(fd, 0);
       core.local.noteOwnChange(ino);
     }
+    // A read served by the kernel's page cache never reaches the daemon: when the next read
+    // must move atime, this open drops the cached pages, so that read comes here (issue 18).
+    const atimeDue = canRead(flags) && !(flags & libc.O_NOATIME) && core.atimeDue(record);
     if (core.cluster) {
       // The local file is only a cache here: no passthrough; the kernel keeps its pages across
       // opens only when the content is the one this node saw at its last open (close-to-open:
       // another node may have changed the file since).
       const unchanged = await core.cluster.opened(ino, fd, record.size);
-      return { fh, keepCache: unchanged && !(flags & libc.O_TRUNC), directIo: false };
+      return { fh, keepCache: unchanged && !(flags & libc.O_TRUNC) && !atimeDue, directIo: false };
     }
     // Data written outside the vfs (FUSE passthrough, the shim) never passes the write path that
     // drops set-id bits, so a file with bits a write must drop gets no backing fd.
     const outsideWritesSafe = !hasKillableSetId(record.mode);
+    // Reads outside the vfs are seen through the local file's atime (LocalStore.watchAccess).
+    if (outsideWritesSafe) core.local.watchAccess(ino);
     return {
       fh,
-      keepCache: !(flags & libc.O_TRUNC),
+      keepCache: !(flags & libc.O_TRUNC) && !atimeDue,
       directIo: false,
       backingFd: outsideWritesSafe ? fd : undefined,
     };
