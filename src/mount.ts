@@ -150,6 +150,9 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     cluster: node?.data,
     atimeRule: (isDir) => atimeRule(isDir),
   });
+  // As mountinfo will show it; resolved now, since after the mount a path walk to it would ask
+  // this very daemon (which must never touch its own mount).
+  const realMountPoint = Deno.realPathSync(path);
   const mountOptions = ["default_permissions"];
   if (isRoot()) mountOptions.push("allow_other");
   let device: FuseDevice;
@@ -159,7 +162,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     await vfs.destroy(); // closes the kv too
     throw new UsageError((error as Error).message);
   }
-  const mountFlags = new MountFlags(path);
+  const mountFlags = new MountFlags(realMountPoint);
   atimeRule = (isDir) => mountFlags.atimeRule(isDir);
   // In a cluster, changes from other nodes arrive as notifications (attributes per inode, names
   // by an epoch bump, both from the metadata watch, which resubscribes without loss). A kernel

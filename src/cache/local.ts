@@ -202,9 +202,16 @@ export class LocalStore {
     file.atimeSeen = this.#armAtime(file.fd, libc.fstat(file.fd));
   }
 
-  #armAtime(fd: number, st: libc.Stat): string {
-    if (st.atimeSec !== 0 || st.atimeNsec !== 0) libc.setAtime(fd, 0, 0);
-    return "0.0";
+  /** Sets the atime to 0; undefined (no longer watched) if the local file system refuses. */
+  #armAtime(fd: number, st: libc.Stat): string | undefined {
+    if (st.atimeSec === 0 && st.atimeNsec === 0) return "0.0";
+    try {
+      libc.setAtime(fd, 0, 0);
+      return "0.0";
+    } catch {
+      // A read-only or full data directory: reads outside the vfs then leave atime alone.
+      return undefined;
+    }
   }
 
   /** 512-byte blocks allocated to the inode's data (0 when it has no local file). */
