@@ -436,11 +436,11 @@ export class VfsCore {
    * back like a write's mtime, so reading costs no transaction. Under relatime the check is made
    * once per change of the inode (`atimeChecked`), not once per read.
    */
-  async touchAtime(ino: number): Promise<void> {
+  async touchAtime(ino: number, dir: boolean): Promise<void> {
     const state = this.state(ino);
-    if (state.atimeChecked) return;
+    if (state.atimeChecked && this.atimeRule(dir) === "relatime") return;
     const record = await this.record(ino);
-    const rule = this.atimeRule(isDir(record.mode));
+    const rule = this.atimeRule(dir);
     // Not remembered as checked on a read-only or noatime mount: a remount may end that.
     if (rule === "relatime") state.atimeChecked = true;
     const now = this.now();

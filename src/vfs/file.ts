@@ -176,7 +176,7 @@ export async function read(
   if (!canRead(handle.flags)) throw new FsError("EBADF", `handle ${fh} is write-only`);
   if (offset < 0) throw new FsError("EINVAL", `negative offset ${offset}`);
   const fd = dataFd(core, ino);
-  if (!(handle.flags & libc.O_NOATIME)) await core.touchAtime(ino);
+  if (!(handle.flags & libc.O_NOATIME)) await core.touchAtime(ino, false);
   if (core.cluster) {
     // A chunk held by its owner elsewhere is read from there straight into `into`, not stored.
     const direct = await core.cluster.readDirect(ino, fd, offset, into);
