@@ -15,6 +15,8 @@ import { openIoEngine } from "./io/mod.ts";
 import { createVfs } from "./vfs/mod.ts";
 import { startShimServer } from "./intercept/mod.ts";
 import { ClusterNode, type ClusterNodeOptions } from "./cluster/node.ts";
+import { MountFlags } from "./fuse/mount_flags.ts";
+import type { AtimeRule } from "./vfs/core.ts";
 
 /** A failure the user can fix: printed as one line, exit status 1. */
 export class UsageError extends Error {
@@ -149,13 +151,19 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   }
   // The server exists only after the mount; until then nothing can be cached in the kernel.
   let invalidate = (_ino: number) => {};
+  // The mount's flags decide atime (remount ro/noatime included); relatime until it exists.
+  let atimeRule = (_isDir: boolean): AtimeRule => "relatime";
   const vfs = await createVfs({
     kv,
     io,
     dataDir: dataDir.path,
     onInodeChange: (ino) => invalidate(ino),
     cluster: node?.data,
+    atimeRule: (isDir) => atimeRule(isDir),
   });
+  // As mountinfo will show it; resolved now, since after the mount a path walk to it would ask
+  // this very daemon (which must never touch its own mount).
+  const realMountPoint = Deno.realPathSync(path);
   const mountOptions = ["default_permissions"];
   if (isRoot()) mountOptions.push("allow_other");
   // libfuse mounts nodev,nosuid unless asked otherwise: both only for trusted setups (README).
@@ -168,6 +176,8 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     await vfs.destroy(); // closes the kv too
     throw new UsageError((error as Error).message);
   }
+  const mountFlags = new MountFlags(realMountPoint);
+  atimeRule = (isDir) => mountFlags.atimeRule(isDir);
   // In a cluster, changes from other nodes arrive as notifications (attributes per inode, names
   // by an epoch bump, both from the metadata watch, which resubscribes without loss). A kernel
   // older than 7.44 has no epoch notification: there the entry and attribute timeouts drop to
@@ -242,6 +252,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
     device.unmount();
+    mountFlags.close();
     await shim.close();
     await node?.stop();
     await io.shutdown(); // the Vfs closed the kv when the server destroyed it

@@ -1,7 +1,7 @@
 # Executes file operations sent as JSON lines (one reply line each) inside a root directory, so the
 # differential test can apply the same sequence to two file systems and compare results and errnos.
 # Usage: python3 _ops_server.py [uid gid [supplementary gids...]]   (drops privileges first)
-import errno, hashlib, json, os, stat, subprocess, sys
+import ctypes, errno, hashlib, json, mmap, os, stat, subprocess, sys
 
 if len(sys.argv) > 2:
     os.setgroups([int(g) for g in sys.argv[3:]])
@@ -14,6 +14,11 @@ FLAGS = {
     "EXCL": os.O_EXCL, "TRUNC": os.O_TRUNC, "APPEND": os.O_APPEND, "DIRECTORY": os.O_DIRECTORY,
     "NOFOLLOW": os.O_NOFOLLOW,
 }
+# fallocate modes FUSE passes on (COLLAPSE_RANGE and INSERT_RANGE never reach a FUSE daemon:
+# tests/posix/fallocate_test.ts, README).
+FALLOC = {"ALLOC": 0, "KEEP_SIZE": 0x01, "PUNCH_HOLE": 0x03, "ZERO_RANGE": 0x10, "ZERO_KEEP": 0x11}
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
 slots = {}  # slot number -> fd; numbered per run in open order so both sides agree
 next_slot = [0]
 root = ["."]
@@ -72,7 +77,7 @@ def do(op, a):
         slots[slot] = fd
         return slot
     if op in ("write", "read", "close", "ftruncate", "fsync", "fstat", "writecur", "readcur",
-              "lseek", "dup"):
+              "lseek", "dup", "fallocate", "mmapwrite"):
         # The slot number picks among the descriptors open now, so most picks hit one.
         if not slots:
             return "noslot"
@@ -103,6 +108,13 @@ def do(op, a):
             return None
         if op == "ftruncate":
             return os.ftruncate(fd, a["size"])
+        if op == "fallocate":
+            if libc.fallocate(fd, FALLOC[a["mode"]], a["offset"], a["len"]) != 0:
+                e = ctypes.get_errno()
+                raise OSError(e, os.strerror(e))
+            return None
+        if op == "mmapwrite":
+            return mmap_write(fd, a["offset"], a["len"], a["seed"])
         if op == "fsync":
             return os.fsync(fd)
         return norm_stat(os.fstat(fd))
@@ -158,6 +170,25 @@ def do(op, a):
     if op == "tree":
         return tree()
     raise ValueError("unknown op %r" % op)
+
+
+def mmap_write(fd, offset, length, seed):
+    """Stores through a shared mapping of the bytes of [offset, offset + length) inside the file
+    (a store past the end would be SIGBUS): the count stored, or an errno (EACCES unless O_RDWR)."""
+    s = os.fstat(fd)
+    if stat.S_ISDIR(s.st_mode):
+        return "dir"  # directory sizes are file-system specific
+    start = min(offset, s.st_size)
+    end = min(offset + length, s.st_size)
+    if end <= start:
+        return 0
+    base = start - start % mmap.ALLOCATIONGRANULARITY
+    m = mmap.mmap(fd, end - base, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=base)
+    try:
+        m[start - base:end - base] = pattern(seed, end - start)
+    finally:
+        m.close()
+    return end - start
 
 
 def tree():

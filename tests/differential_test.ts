@@ -194,6 +194,26 @@ const operation = fc.record({
     { weight: 1, arbitrary: fc.record({ op: fc.constant("dup"), slot }) },
     { weight: 1, arbitrary: fc.record({ op: fc.constant("close"), slot }) },
     { weight: 1, arbitrary: fc.record({ op: fc.constant("ftruncate"), slot, size }) },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        op: fc.constant("fallocate"),
+        slot,
+        mode: fc.constantFrom("ALLOC", "KEEP_SIZE", "PUNCH_HOLE", "ZERO_RANGE", "ZERO_KEEP"),
+        offset,
+        len: length,
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        op: fc.constant("mmapwrite"),
+        slot,
+        offset,
+        len: length,
+        seed: fc.nat(250),
+      }),
+    },
     { weight: 1, arbitrary: fc.record({ op: fc.constant("fsync"), slot }) },
     { weight: 1, arbitrary: fc.record({ op: fc.constant("fstat"), slot }) },
     { weight: 1, arbitrary: fc.record({ op: fc.constant("truncate"), path: filePath, size }) },

@@ -19,6 +19,17 @@ interface OpenFile {
   refs: number;
   /** Size and mtime of the local file after the vfs's own last change to it. */
   seen: string;
+  /** While reads outside the vfs are watched (`watchAccess`): the local file's atime as last
+   * seen, armed to 0 so that the next read moves it. */
+  atimeSeen?: string;
+}
+
+/** What changed in the local file outside the vfs since the last look. */
+export interface OutsideChange {
+  /** Size or mtime changed (a write): the file's stat. */
+  modified?: libc.Stat;
+  /** A read moved its atime (while watched): the time of that read. */
+  accessed?: { sec: number; nsec: number };
 }
 
 function seenKey(st: libc.Stat): string {
@@ -102,11 +113,19 @@ export class LocalStore {
    * (src/io/README.md). Files that do not exist yet (a new inode) take the second open.
    */
   async #openOrCreate(path: string): Promise<number> {
-    try {
-      return await this.io.open(path, libc.O_RDWR | libc.O_CLOEXEC);
-    } catch (error) {
-      if (!(error instanceof FsError && error.errno === Errno.ENOENT)) throw error;
-      return await this.io.open(path, libc.O_RDWR | libc.O_CREAT | libc.O_CLOEXEC);
+    // O_NOATIME: the vfs's own reads must not look like reads through passthrough or the shim
+    // (watchAccess); those use their own open files of the local file, which keep atime.
+    // Only an owner may ask for it (EPERM for a file of another uid): then without.
+    let flags = libc.O_RDWR | libc.O_CLOEXEC | libc.O_NOATIME;
+    for (;;) {
+      try {
+        return await this.io.open(path, flags);
+      } catch (error) {
+        if (!(error instanceof FsError)) throw error;
+        if (error.errno === Errno.EPERM && flags & libc.O_NOATIME) flags &= ~libc.O_NOATIME;
+        else if (error.errno === Errno.ENOENT && !(flags & libc.O_CREAT)) flags |= libc.O_CREAT;
+        else throw error;
+      }
     }
   }
 
@@ -151,16 +170,48 @@ export class LocalStore {
 
   /**
    * The local file's stat if it changed since the vfs's own last change, i.e. through the
-   * backing fd handed out for FUSE passthrough or the shim; undefined if not (or not open).
+   * backing fd handed out for FUSE passthrough or the shim, and the time of a read made
+   * through it while watched (`watchAccess`); undefined if neither (or not open).
    */
-  changedOutside(ino: number): libc.Stat | undefined {
+  changedOutside(ino: number): OutsideChange | undefined {
     const file = this.#open.get(ino);
     if (!file) return undefined;
     const st = libc.fstat(file.fd);
     const key = seenKey(st);
-    if (key === file.seen) return undefined;
-    file.seen = key;
-    return st;
+    let change: OutsideChange | undefined;
+    if (key !== file.seen) {
+      file.seen = key;
+      change = { modified: st };
+    }
+    if (file.atimeSeen !== undefined && `${st.atimeSec}.${st.atimeNsec}` !== file.atimeSeen) {
+      (change ??= {}).accessed = { sec: st.atimeSec, nsec: st.atimeNsec };
+      file.atimeSeen = this.#armAtime(file.fd, st);
+    }
+    return change;
+  }
+
+  /**
+   * Watch reads made through the fd without the vfs (FUSE passthrough, the shim): the kernel
+   * serves them from the local file, whose own file system moves its atime by its mount's rule
+   * (relatime on a default data directory). The atime is set to 0, older than any mtime, so the
+   * next read moves it whatever that rule; `changedOutside` reports it and arms it again.
+   */
+  watchAccess(ino: number): void {
+    const file = this.#open.get(ino);
+    if (!file || file.atimeSeen !== undefined) return;
+    file.atimeSeen = this.#armAtime(file.fd, libc.fstat(file.fd));
+  }
+
+  /** Sets the atime to 0; undefined (no longer watched) if the local file system refuses. */
+  #armAtime(fd: number, st: libc.Stat): string | undefined {
+    if (st.atimeSec === 0 && st.atimeNsec === 0) return "0.0";
+    try {
+      libc.setAtime(fd, 0, 0);
+      return "0.0";
+    } catch {
+      // A read-only or full data directory: reads outside the vfs then leave atime alone.
+      return undefined;
+    }
   }
 
   /** 512-byte blocks allocated to the inode's data (0 when it has no local file). */

@@ -19,11 +19,15 @@ import {
 } from "./wire.ts";
 
 const opendir: Handler = async (op, req) => {
-  const fh = await op.vfs.opendir(op.ctx, req.header.nodeid, req.view.getUint32(0, true));
+  const ino = req.header.nodeid;
+  const fh = await op.vfs.opendir(op.ctx, ino, req.view.getUint32(0, true));
   // The kernel may keep a directory's listing in its page cache across opens: it drops the cache
   // itself when the directory's mtime or i_version moves, which every change made through this
   // kernel does. Only when changes can come from elsewhere (cluster mode) must it ask each time.
-  const openFlags = op.server.cacheDirs ? Fopen.CACHE_DIR | Fopen.KEEP_CACHE : 0;
+  // A listing served from that cache never reaches the daemon: when it must move atime, the
+  // cache is dropped at this open (no KEEP_CACHE), so the listing comes here.
+  const keep = !(await op.vfs.atimeDue(ino));
+  const openFlags = op.server.cacheDirs ? Fopen.CACHE_DIR | (keep ? Fopen.KEEP_CACHE : 0) : 0;
   return openReply({ fh, openFlags });
 };
 
@@ -39,7 +43,12 @@ async function readdirWith(op: OpContext, req: Request, plus: boolean) {
     maxEntries,
     plus,
   );
-  const { reply, packed } = direntReply(entries, args.size, plus, op.validity);
+  const { reply, packed } = direntReply(
+    entries,
+    args.size,
+    plus,
+    (ino) => op.server.validityFor(ino),
+  );
   if (plus) {
     // The kernel now holds a reference to each packed entry (it will FORGET it later), except
     // "." and "..", which it never instantiates from readdirplus.

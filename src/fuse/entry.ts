@@ -26,7 +26,7 @@ import {
 const lookup: Handler = async (op, req) => {
   const [name] = cstrings(req.body, 0, 1);
   const attr = await op.vfs.lookupOrNull(op.ctx, req.header.nodeid, name);
-  if (attr) return entryReply(attr, op.validity);
+  if (attr) return entryReply(attr, op.server.validityFor(attr.ino));
   // A cached negative entry saves the next lookup of a missing name (git, PATH searches); every
   // create in this directory goes through the kernel, which drops it.
   if (op.validity.entrySeconds) return entryReply(null, op.validity);
@@ -46,7 +46,8 @@ const batchForget: Handler = (op, req) => {
 const getattr: Handler = async (op, req) => {
   const flags = req.view.byteLength >= 16 ? req.view.getUint32(0, true) : 0;
   const fh = flags & GETATTR_FH ? u64(req.view, 8) : undefined;
-  return attrReply(await op.vfs.getattr(op.ctx, req.header.nodeid, fh), op.validity.attrSeconds);
+  const attr = await op.vfs.getattr(op.ctx, req.header.nodeid, fh);
+  return attrReply(attr, op.server.validityFor(attr.ino).attrSeconds);
 };
 
 const UTIME_NOW = "now" as const;
@@ -70,7 +71,7 @@ const setattr: Handler = async (op, req) => {
   if (s.valid & Fattr.KILL_SUIDGID || asksNothing) changes.killSuidgid = true;
   const fh = s.valid & Fattr.FH ? s.fh : undefined;
   const attr = await op.vfs.setattr(op.ctx, req.header.nodeid, changes, fh);
-  return attrReply(attr, op.validity.attrSeconds);
+  return attrReply(attr, op.server.validityFor(attr.ino).attrSeconds);
 };
 
 const readlink: Handler = async (op, req) =>
@@ -136,7 +137,7 @@ const rename2: Handler = async (op, req) => {
 const link: Handler = async (op, req) => {
   const [newName] = cstrings(req.body, 8, 1);
   const attr = await op.vfs.link(op.ctx, u64(req.view, 0), req.header.nodeid, newName);
-  return entryReply(attr, op.validity);
+  return entryReply(attr, op.server.validityFor(attr.ino));
 };
 
 export const entryHandlers: Record<number, Handler> = {

@@ -6,6 +6,7 @@
 
 import { Errno, FsError } from "../fs_error.ts";
 import * as libc from "../io/libc.ts";
+import { O_ACCMODE, O_RDONLY } from "../io/libc.ts";
 import type { OpenResult } from "../vfs/types.ts";
 import type { Handler, OpContext } from "./server.ts";
 import {
@@ -34,9 +35,10 @@ import {
  * KEEP_CACHE/DIRECT_IO exclude each other, and every open of one inode must agree with the first
  * (BackingFiles keeps that rule).
  */
-function openOut(op: OpContext, ino: number, result: OpenResult): OpenOut {
+function openOut(op: OpContext, ino: number, result: OpenResult, flags: number): OpenOut {
   if (op.server.negotiated?.passthrough) {
-    const backingId = op.server.backing.open(ino, result.fh, result.backingFd);
+    const writable = (flags & O_ACCMODE) !== O_RDONLY;
+    const backingId = op.server.backing.open(ino, result.fh, result.backingFd, writable);
     if (backingId !== undefined) {
       return { fh: result.fh, openFlags: Fopen.PASSTHROUGH, backingId };
     }
@@ -58,7 +60,7 @@ const open: Handler = async (op, req) => {
   const ino = req.header.nodeid;
   const result = await op.vfs.open(op.ctx, ino, flags);
   try {
-    return openReply(openOut(op, ino, result));
+    return openReply(openOut(op, ino, result, flags));
   } catch {
     return await abandon(op, ino, result.fh);
   }
@@ -67,16 +69,18 @@ const open: Handler = async (op, req) => {
 const create: Handler = async (op, req) => {
   const v = req.view;
   const [name] = cstrings(req.body, 16, 1);
+  const flags = v.getUint32(0, true);
   const result = await op.vfs.create(
     op.ctx,
     req.header.nodeid,
     name,
     v.getUint32(4, true),
     v.getUint32(8, true),
-    v.getUint32(0, true),
+    flags,
   );
   try {
-    return createReply(result.attr, op.validity, openOut(op, result.attr.ino, result));
+    const open = openOut(op, result.attr.ino, result, flags);
+    return createReply(result.attr, op.server.validityFor(result.attr.ino), open);
   } catch {
     return await abandon(op, result.attr.ino, result.fh);
   }

@@ -122,9 +122,9 @@ function nextTurn(): Promise<void> {
  * counted here for that reason.
  */
 export class BackingFiles {
-  #byIno = new Map<number, { id: number; handles: number }>();
+  #byIno = new Map<number, { id: number; handles: number; writers: number }>();
   #cachedByIno = new Map<number, number>();
-  #inoByFh = new Map<number, { ino: number; passthrough: boolean }>();
+  #inoByFh = new Map<number, { ino: number; passthrough: boolean; writable: boolean }>();
   #device: FuseDevice;
 
   constructor(device: FuseDevice) {
@@ -133,24 +133,37 @@ export class BackingFiles {
 
   /**
    * Decide how handle `fh` of `ino` is opened: the passthrough backing id to use, or undefined
-   * for a cached open. `fd` is the Vfs's local fd when it allows passthrough for this open.
+   * for a cached open. `fd` is the Vfs's local fd when it allows passthrough for this open;
+   * `writable`: the handle may write (and map the file shared and writable).
    */
-  open(ino: number, fh: number, fd: number | undefined): number | undefined {
+  open(ino: number, fh: number, fd: number | undefined, writable = false): number | undefined {
     let entry = this.#byIno.get(ino);
     if (!entry && (fd === undefined || this.#cachedByIno.has(ino))) {
       this.#cachedByIno.set(ino, (this.#cachedByIno.get(ino) ?? 0) + 1);
-      this.#inoByFh.set(fh, { ino, passthrough: false });
+      this.#inoByFh.set(fh, { ino, passthrough: false, writable });
       return undefined;
     }
     if (!entry) {
       const id = this.#device.backingOpen(fd!);
       if (id < 0) throw new FsError(-id, `FUSE_DEV_IOC_BACKING_OPEN of fd ${fd}`);
-      entry = { id, handles: 0 };
+      entry = { id, handles: 0, writers: 0 };
       this.#byIno.set(ino, entry);
     }
     entry.handles++;
-    this.#inoByFh.set(fh, { ino, passthrough: true });
+    if (writable) entry.writers++;
+    this.#inoByFh.set(fh, { ino, passthrough: true, writable });
     return entry.id;
+  }
+
+  /**
+   * Some handle of `ino` may change its data through passthrough without telling anyone: stores
+   * into a shared writable mapping go to the local file's pages, and the kernel neither sends a
+   * request nor drops the attributes it cached (a passthrough write() does drop them). Their
+   * attributes must then not be cached (attr_valid 0), so each stat reaches the daemon, which
+   * reads size and mtime from the local file (issue 18 point 2).
+   */
+  hasWriter(ino: number): boolean {
+    return (this.#byIno.get(ino)?.writers ?? 0) > 0;
   }
 
   /** Forget handle `fh`; the last passthrough handle of an inode closes its backing id. */
@@ -165,6 +178,7 @@ export class BackingFiles {
       return;
     }
     const entry = this.#byIno.get(held.ino)!;
+    if (held.writable) entry.writers--;
     if (--entry.handles > 0) return;
     this.#byIno.delete(held.ino);
     this.#device.backingClose(entry.id);
@@ -197,6 +211,12 @@ export class FuseServer {
     this.backing = new BackingFiles(device);
     this.cacheDirs = options.cacheDirs ?? true;
     this.#idleSpinMs = (options.idleSpinUs ?? 50) / 1000;
+  }
+
+  /** Cache validity for replies carrying the attributes of `ino` (see BackingFiles.hasWriter). */
+  validityFor(ino: number): Validity {
+    if (!this.backing.hasWriter(ino)) return this.validity;
+    return { entrySeconds: this.validity.entrySeconds, attrSeconds: 0 };
   }
 
   /** Turns of the event loop, each followed by a non-blocking read into `buffer`, until one

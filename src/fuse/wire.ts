@@ -612,8 +612,9 @@ export function direntReply(
   entries: DirEntry[],
   maxSize: number,
   plus: boolean,
-  validity: Validity,
+  validity: Validity | ((ino: number) => Validity),
 ): { reply: Uint8Array; packed: number } {
+  const validityOf = typeof validity === "function" ? validity : () => validity;
   let size = 0;
   let packed = 0;
   for (const entry of entries) {
@@ -630,7 +631,8 @@ export function direntReply(
     if (plus) {
       const isDot = isDotOrDotDot(entry.name);
       // "." and ".." carry no entry: the kernel must not take a reference to them.
-      encodeEntryOut(dv, offset, isDot ? null : entry.attr ?? null, isDot ? noCache : validity);
+      const attr = isDot ? null : entry.attr ?? null;
+      encodeEntryOut(dv, offset, attr, isDot ? noCache : validityOf(entry.ino));
       if (isDot) dv.setBigUint64(offset, 0n, true);
       offset += ENTRY_OUT_SIZE;
     }

@@ -60,6 +60,8 @@ const symbols = {
   unlink: { parameters: ["buffer"], result: "i32" },
   rename: { parameters: ["buffer", "buffer"], result: "i32" },
   flock: { parameters: ["i32", "i32"], result: "i32" },
+  futimens: { parameters: ["i32", "buffer"], result: "i32" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
@@ -249,6 +251,8 @@ export interface Stat {
   blksize: number;
   /** 512-byte blocks allocated. */
   blocks: number;
+  atimeSec: number;
+  atimeNsec: number;
   mtimeSec: number;
   mtimeNsec: number;
 }
@@ -275,9 +279,38 @@ function parseStat(): Stat {
     size: i64(48),
     blksize: i64(56),
     blocks: i64(64),
+    atimeSec: i64(72),
+    atimeNsec: i64(80),
     mtimeSec: i64(88),
     mtimeNsec: i64(96),
   };
+}
+
+const UTIME_OMIT = (1 << 30) - 2;
+const timesBuffer = new BigInt64Array(4);
+
+/** futimens(2) of the access time only (the modification time is left as it is). */
+export function setAtime(fd: number, sec: number, nsec: number): void {
+  timesBuffer[0] = BigInt(sec);
+  timesBuffer[1] = BigInt(nsec);
+  timesBuffer[2] = 0n;
+  timesBuffer[3] = BigInt(UTIME_OMIT);
+  const bytes = new Uint8Array(timesBuffer.buffer);
+  if (lib().futimens(fd, bytes) < 0) fail("futimens", fd);
+}
+
+export const POLLPRI = 0x2;
+export const POLLERR = 0x8;
+const pollBuffer = new Uint8Array(8);
+const pollView = new DataView(pollBuffer.buffer);
+
+/** poll(2) of one fd without waiting: the events that are ready now (0 if none). */
+export function pollNow(fd: number, events: number): number {
+  pollView.setInt32(0, fd, true);
+  pollView.setInt16(4, events, true);
+  pollView.setInt16(6, 0, true);
+  if (lib().poll(pollBuffer, 1n, 0) < 0) fail("poll", fd);
+  return pollView.getUint16(6, true);
 }
 
 export const LOCK_EX = 2;

@@ -106,7 +106,8 @@ const MSG_WAITALL = 0x100;
 const FD_RELEARN_WRITES = 4096;
 /** fds beyond this are not tracked: their writes never get IOSQE_ASYNC. */
 const FD_TABLE_MAX = 1 << 20;
-/** The kernel caps one read or write at this many bytes (MAX_RW_COUNT); longer ones continue. */
+/** The kernel caps one read or write at this many bytes (MAX_RW_COUNT); longer ones continue.
+ * Never applied to a fallocate length. */
 const MAX_RW_BYTES = 0x7ffff000;
 const IOV_MAX = 1024;
 const STATX_BYTES = 256;
@@ -964,7 +965,11 @@ export class UringEngine implements IoEngine {
     const w = this.#staged++ * (OP_BYTES / 4);
     const words = this.#opWords;
     const { offset, addr, addr2 } = request;
-    const length = Math.min(request.length - request.done, MAX_RW_BYTES);
+    // Only data transfers are capped (and continued); a fallocate's length is a range, which
+    // the cap used to cut to 2 GiB - 4 KiB without a word (issue 18).
+    const length = request.opcode === Op.FALLOCATE
+      ? request.length
+      : Math.min(request.length - request.done, MAX_RW_BYTES);
     let head = request.opcode | (request.link ? HEAD_LINK : 0);
     if (
       (request.opcode === Op.WRITE || request.opcode === Op.WRITEV) && this.#asyncFor(request.fd)

@@ -50,7 +50,16 @@ export interface VfsOptions {
   /** Cluster mode (src/cache/cluster_data.ts): data in chunks published at close/fsync, the
    * local file a cache. Default: none, one node, the local file is the data. */
   cluster?: ClusterData;
+  /** How reads and listings change atime now (the mount's flags, which can change while
+   * mounted: `mount -o remount,ro|noatime`). Default: always relatime. */
+  atimeRule?: (isDir: boolean) => AtimeRule;
 }
+
+/** How a read or a listing changes atime: relatime (ext4's default), always (strictatime), or
+ * never (noatime, or a read-only mount). */
+export type AtimeRule = "relatime" | "strictatime" | "noatime" | "readonly";
+
+const DAY_SECONDS = 24 * 3600;
 
 /** Largest file size, as ext4 with 4 KiB blocks (16 TiB - 4 KiB); beyond it EFBIG. */
 export const MAX_FILE_SIZE = 2 ** 44 - 4096;
@@ -79,6 +88,9 @@ export interface InodeState {
   locks?: LockTable;
   /** atime was checked against the relatime rule since the inode last changed. */
   atimeChecked?: boolean;
+  /** A read through the backing fd (passthrough, the shim) not yet weighed by the atime rule:
+   * its time. */
+  accessedAt?: Timespec;
   /** Tail of the chain that runs O_APPEND writes one at a time (each needs the previous end). */
   appendTail?: Promise<unknown>;
 }
@@ -197,6 +209,7 @@ export class VfsCore {
   readonly now: () => Timespec;
   readonly onInodeChange: (ino: number) => void;
   readonly cluster: ClusterData | undefined;
+  readonly atimeRule: (isDir: boolean) => AtimeRule;
   readonly inodes = new Map<number, InodeState>();
   readonly handles = new Map<number, Handle>();
   /** Orphans just made because another node has them open (OpTxn.keptElsewhere, committed): the
@@ -220,6 +233,7 @@ export class VfsCore {
     this.now = options.now ?? systemNow;
     this.onInodeChange = options.onInodeChange ?? (() => {});
     this.cluster = options.cluster;
+    this.atimeRule = options.atimeRule ?? (() => "relatime");
     this.#writebackMs = options.attrWritebackMs ?? 1000;
     // An orphan whose open record went (after its linger) may be freed now.
     if (this.cluster) this.cluster.onOrphan = (ino) => this.maybePurge(ino);
@@ -258,7 +272,35 @@ export class VfsCore {
     this.observeLocal(ino);
     const record = await this.ns.getInode(ino);
     if (!record) throw new FsError("ENOENT", `inode ${ino} does not exist`);
-    return applyDirty(record, this.inodes.get(ino)?.dirty);
+    const state = this.inodes.get(ino);
+    const current = applyDirty(record, state?.dirty);
+    if (state?.accessedAt) return this.#weighAccess(state, current);
+    return current;
+  }
+
+  /** A read seen through the backing fd: atime moves to its time if the rule says so. */
+  #weighAccess(state: InodeState, record: InodeRecord): InodeRecord {
+    const at = state.accessedAt!;
+    state.accessedAt = undefined;
+    if (!this.atimeDue(record, at)) return record;
+    state.atimeChecked = true;
+    this.markDirty(record.ino, { atime: at });
+    return { ...record, atime: at };
+  }
+
+  /**
+   * Whether a read or listing at `at` (default now) changes atime: never on a read-only or
+   * noatime mount; by relatime (ext4's default mount option) only if atime is not newer than
+   * mtime or ctime, or is a day old; always under strictatime.
+   */
+  atimeDue(record: InodeRecord, at: Timespec = this.now()): boolean {
+    const rule = this.atimeRule(isDir(record.mode));
+    if (rule === "readonly" || rule === "noatime") return false;
+    if (rule === "strictatime") return true;
+    const notAfter = (a: Timespec, b: Timespec) =>
+      a.sec < b.sec || (a.sec === b.sec && a.nsec <= b.nsec);
+    return notAfter(record.atime, record.mtime) || notAfter(record.atime, record.ctime) ||
+      at.sec - record.atime.sec >= DAY_SECONDS;
   }
 
   attr(record: InodeRecord): Attr {
@@ -287,13 +329,18 @@ export class VfsCore {
   observeLocal(ino: number): void {
     // Cluster mode hands out no backing fd, and its own chunk fills change the local file.
     if (this.cluster) return;
-    const st = this.local.changedOutside(ino);
-    if (!st) return;
-    const time = { sec: st.mtimeSec, nsec: st.mtimeNsec };
-    // Set-id bits are not dropped here: the writer is unknown (root keeps them), and the kernel
-    // asks for the drop itself (an empty SETATTR under HANDLE_KILLPRIV_V2) before an
-    // unprivileged passthrough write to a set-id file.
-    this.markDirty(ino, { size: st.size, mtime: time, ctime: time });
+    const change = this.local.changedOutside(ino);
+    if (!change) return;
+    const st = change.modified;
+    if (st) {
+      const time = { sec: st.mtimeSec, nsec: st.mtimeNsec };
+      // Set-id bits are not dropped here: the writer is unknown (root keeps them), and the kernel
+      // asks for the drop itself (an empty SETATTR under HANDLE_KILLPRIV_V2) before an
+      // unprivileged passthrough write to a set-id file.
+      this.markDirty(ino, { size: st.size, mtime: time, ctime: time });
+    }
+    // Weighed by the next record() (the rule needs the stored times); the first read counts.
+    if (change.accessed) this.state(ino).accessedAt ??= change.accessed;
   }
 
   // --- transactions ---
@@ -340,6 +387,7 @@ export class VfsCore {
   async persist(ino: number): Promise<void> {
     if (this.cluster) return await this.#publish(this.cluster, ino);
     this.observeLocal(ino);
+    if (this.inodes.get(ino)?.accessedAt) await this.record(ino);
     if (!this.inodes.get(ino)?.dirty) return;
     await this.txn(async (t) => {
       const record = await t.getInode(ino);
@@ -383,25 +431,20 @@ export class VfsCore {
   }
 
   /**
-   * A read or a listing accessed the inode: update atime by the relatime rule (ext4's default
-   * mount option): only if atime is not newer than mtime or ctime, or is a day old. FUSE leaves
-   * atime to the daemon (the kernel marks its inodes S_NOATIME). The new atime is written back
-   * like a write's mtime, so reading costs no transaction.
+   * A read or a listing accessed the inode: update atime by the mount's rule (`atimeDue`). FUSE
+   * leaves atime to the daemon (the kernel marks its inodes S_NOATIME). The new atime is written
+   * back like a write's mtime, so reading costs no transaction. Under relatime the check is made
+   * once per change of the inode (`atimeChecked`), not once per read.
    */
-  async touchAtime(ino: number): Promise<void> {
+  async touchAtime(ino: number, dir: boolean): Promise<void> {
     const state = this.state(ino);
-    if (state.atimeChecked) return;
-    state.atimeChecked = true;
+    if (state.atimeChecked && this.atimeRule(dir) === "relatime") return;
     const record = await this.record(ino);
+    const rule = this.atimeRule(dir);
+    // Not remembered as checked on a read-only or noatime mount: a remount may end that.
+    if (rule === "relatime") state.atimeChecked = true;
     const now = this.now();
-    const notAfter = (a: Timespec, b: Timespec) =>
-      a.sec < b.sec || (a.sec === b.sec && a.nsec <= b.nsec);
-    if (
-      notAfter(record.atime, record.mtime) || notAfter(record.atime, record.ctime) ||
-      now.sec - record.atime.sec >= 24 * 3600
-    ) {
-      this.markDirty(ino, { atime: now });
-    }
+    if (this.atimeDue(record, now)) this.markDirty(ino, { atime: now });
   }
 
   // --- handles ---

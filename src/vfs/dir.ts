@@ -38,7 +38,7 @@ export async function readdir(
   const handle = core.dirHandle(fh, ino);
   if (offset === 0 || !handle.entries) {
     handle.entries = await snapshot(core, ino);
-    await core.touchAtime(ino);
+    await core.touchAtime(ino, true);
   }
   const out = handle.entries.slice(offset, offset + Math.max(0, maxEntries));
   if (!plus) return out;

@@ -87,19 +87,24 @@ async function openChecked(
       libc.ftruncate(fd, 0);
       core.local.noteOwnChange(ino);
     }
+    // A read served by the kernel's page cache never reaches the daemon: when the next read
+    // must move atime, this open drops the cached pages, so that read comes here (issue 18).
+    const atimeDue = canRead(flags) && !(flags & libc.O_NOATIME) && core.atimeDue(record);
     if (core.cluster) {
       // The local file is only a cache here: no passthrough; the kernel keeps its pages across
       // opens only when the content is the one this node saw at its last open (close-to-open:
       // another node may have changed the file since).
       const unchanged = await core.cluster.opened(ino, fd, record.size);
-      return { fh, keepCache: unchanged && !(flags & libc.O_TRUNC), directIo: false };
+      return { fh, keepCache: unchanged && !(flags & libc.O_TRUNC) && !atimeDue, directIo: false };
     }
     // Data written outside the vfs (FUSE passthrough, the shim) never passes the write path that
     // drops set-id bits, so a file with bits a write must drop gets no backing fd.
     const outsideWritesSafe = !hasKillableSetId(record.mode);
+    // Reads outside the vfs are seen through the local file's atime (LocalStore.watchAccess).
+    if (outsideWritesSafe) core.local.watchAccess(ino);
     return {
       fh,
-      keepCache: !(flags & libc.O_TRUNC),
+      keepCache: !(flags & libc.O_TRUNC) && !atimeDue,
       directIo: false,
       backingFd: outsideWritesSafe ? fd : undefined,
     };
@@ -178,7 +183,7 @@ export async function read(
   if (!canRead(handle.flags)) throw new FsError("EBADF", `handle ${fh} is write-only`);
   if (offset < 0) throw new FsError("EINVAL", `negative offset ${offset}`);
   const fd = dataFd(core, ino);
-  if (!(handle.flags & libc.O_NOATIME)) await core.touchAtime(ino);
+  if (!(handle.flags & libc.O_NOATIME)) await core.touchAtime(ino, false);
   if (core.cluster) {
     // A chunk held by its owner elsewhere is read from there straight into `into`, not stored.
     const direct = await core.cluster.readDirect(ino, fd, offset, into);
@@ -340,7 +345,15 @@ export async function fallocate(
   if (!isReg(record.mode)) throw new FsError("ENODEV", `inode ${ino} is not a regular file`);
   const fd = dataFd(core, ino);
   if (core.cluster) await core.cluster.ensure(ino, fd, offset, length);
-  await core.io.fallocate(fd, mode, offset, length);
+  try {
+    await core.io.fallocate(fd, mode, offset, length);
+  } catch (error) {
+    // ext4 keeps what it allocated before ENOSPC (and grows the size with it): take the local
+    // file's new size, and tell the kernel, which keeps its cached size after a failure.
+    core.observeLocal(ino);
+    core.onInodeChange(ino);
+    throw error;
+  }
   core.cluster?.noteWrite(ino, offset, length);
   // ext4 calls file_modified() for every mode: mtime and ctime move, set-id bits drop.
   await afterDataChange(core, ctx, ino);

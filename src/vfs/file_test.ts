@@ -5,6 +5,7 @@ import { alice, bob, n, root, text, withVfs } from "./_testing.ts";
 import { FsError } from "../fs_error.ts";
 import * as libc from "../io/libc.ts";
 import type { Timespec } from "./types.ts";
+import type { AtimeRule } from "./core.ts";
 import { Namespace } from "../meta/namespace.ts";
 
 function errno(name: string) {
@@ -285,6 +286,54 @@ Deno.test("atime follows relatime: a read after a write moves it, the next read 
     await vfs.releasedir(d.ino, dh);
     assert.ok(later((await vfs.getattr(root, d.ino)).atime, d.atime));
   });
+});
+
+Deno.test("atime: a day-old atime moves, and the mount's rule (noatime, read-only, strictatime) decides", async () => {
+  let clock = 1_800_000_000;
+  let rule: AtimeRule = "relatime";
+  await withVfs(async ({ vfs }) => {
+    const c = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    const ino = c.attr.ino;
+    await vfs.write(root, ino, c.fh, 0, n("abc"));
+    clock += 10;
+    await vfs.read(root, ino, c.fh, 0, new Uint8Array(3));
+    const first = (await vfs.getattr(root, ino)).atime;
+    assert.equal(first.sec, clock, "atime <= mtime: moved");
+    clock += 3600;
+    await vfs.read(root, ino, c.fh, 0, new Uint8Array(3));
+    assert.deepEqual((await vfs.getattr(root, ino)).atime, first, "an hour later: kept");
+    clock += 24 * 3600;
+    await vfs.read(root, ino, c.fh, 0, new Uint8Array(3));
+    // relatime checks once per change of the inode; a day later is a new check at open.
+    await vfs.release(ino, c.fh, 0);
+    let o = await vfs.open(root, ino, O_RDONLY);
+    assert.equal(o.keepCache, false, "the read must come to the daemon: cached pages dropped");
+    await vfs.read(root, ino, o.fh, 0, new Uint8Array(3));
+    assert.equal((await vfs.getattr(root, ino)).atime.sec, clock, "a day old: moved");
+    await vfs.release(ino, o.fh, 0);
+    for (const [name, expectMove] of [["noatime", false], ["readonly", false]] as const) {
+      rule = name;
+      await vfs.setattr(root, ino, { mtime: "now" });
+      clock += 10;
+      const before = (await vfs.getattr(root, ino)).atime;
+      o = await vfs.open(root, ino, O_RDONLY);
+      assert.equal(o.keepCache, true, `${name}: nothing to move, pages kept`);
+      await vfs.read(root, ino, o.fh, 0, new Uint8Array(3));
+      await vfs.release(ino, o.fh, 0);
+      const after = (await vfs.getattr(root, ino)).atime;
+      assert.equal(later(after, before), expectMove, `${name}`);
+    }
+    // Back to relatime after a read-only spell: the change made meanwhile still counts.
+    rule = "relatime";
+    o = await vfs.open(root, ino, O_RDONLY);
+    await vfs.read(root, ino, o.fh, 0, new Uint8Array(3));
+    assert.equal((await vfs.getattr(root, ino)).atime.sec, clock, "remounted: moved");
+    rule = "strictatime";
+    clock += 10;
+    await vfs.read(root, ino, o.fh, 0, new Uint8Array(3));
+    assert.equal((await vfs.getattr(root, ino)).atime.sec, clock, "strictatime: every read");
+    await vfs.release(ino, o.fh, 0);
+  }, { now: () => ({ sec: clock, nsec: 0 }), atimeRule: () => rule });
 });
 
 Deno.test("fallocate COLLAPSE_RANGE and INSERT_RANGE reach the local file and move the size", async () => {

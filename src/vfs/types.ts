@@ -162,6 +162,9 @@ export interface Vfs {
   release(ino: number, fh: number, flags: number, lockOwner?: bigint): Promise<void>;
   fsync(ino: number, fh: number, datasync: boolean): Promise<void>;
   opendir(ctx: Ctx, ino: number, flags: number): Promise<number>;
+  /** Whether a read or listing of the inode now would move its atime (the mount's rule), so a
+   * listing the kernel cached must be read again. */
+  atimeDue(ino: number): Promise<boolean>;
   /** Entries after `offset` (0 = from the start, including "." and ".."), at most `maxEntries`. */
   readdir(
     ctx: Ctx,

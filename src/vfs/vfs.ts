@@ -105,6 +105,7 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
     release: (ino, fh, _flags, lockOwner) => file.release(core, ino, fh, lockOwner),
     fsync: (ino, fh) => file.fsync(core, ino, fh),
     opendir: (ctx, ino, flags) => dir.opendir(core, ctx, ino, flags),
+    atimeDue: async (ino) => core.atimeDue(await core.record(ino)),
     readdir: (_ctx, ino, fh, offset, maxEntries, plus) =>
       dir.readdir(core, ino, fh, offset, maxEntries, plus),
     releasedir: (ino, fh) => dir.releasedir(core, ino, fh),
