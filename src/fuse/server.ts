@@ -375,7 +375,7 @@ export class FuseServer {
       InitFlag.BIG_WRITES | InitFlag.FLOCK_LOCKS | InitFlag.DO_READDIRPLUS |
       InitFlag.READDIRPLUS_AUTO | InitFlag.ASYNC_DIO | InitFlag.PARALLEL_DIROPS |
       InitFlag.MAX_PAGES | InitFlag.CACHE_SYMLINKS | InitFlag.EXPLICIT_INVAL_DATA |
-      InitFlag.HANDLE_KILLPRIV_V2 | InitFlag.INIT_EXT;
+      InitFlag.HANDLE_KILLPRIV_V2 | InitFlag.EXPORT_SUPPORT | InitFlag.INIT_EXT;
     const flags = init.flags & wanted;
     const passthrough = Boolean(
       this.#options.passthrough && (init.flags & InitFlag.INIT_EXT) &&
