@@ -10,8 +10,8 @@
  */
 
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { openTarget, type Target, type TargetKind, targetKinds, testMeta } from "../_harness.ts";
+import { openTarget, targetKinds } from "../_harness.ts";
+import { dedent, suiteOnVariants } from "./_variants.ts";
 import { py } from "./_py.ts";
 
 /** Python helpers for the handle syscalls (ctypes), prepended to each snippet below. */
@@ -39,62 +39,9 @@ export const HANDLE_PY = `
           f.write("2")
 `;
 
-/** Removes the indentation common to every non-blank line of a snippet. */
-function dedent(code: string): string {
-  const lines = code.replace(/^\n/, "").split("\n");
-  const cut = Math.min(...lines.filter((l) => l.trim()).map((l) => l.match(/^ */)![0].length));
-  return lines.map((l) => l.slice(cut)).join("\n");
-}
-
 /** A snippet with the handle helpers in front, both at column 0. */
 export function withHandles(code: string): string {
   return dedent(HANDLE_PY) + "\n" + dedent(code);
-}
-
-/** Every variant a case runs on: ext4, skyfs with passthrough (the default as root), and skyfs
- * with `--passthrough off`; a cluster node never has passthrough, so only one skyfs variant. */
-function variants(): { name: string; kind: TargetKind; args: string[] }[] {
-  const all: { name: string; kind: TargetKind; args: string[] }[] = [];
-  for (const kind of targetKinds()) {
-    if (kind === "ext4") all.push({ name: "ext4", kind, args: [] });
-    else {
-      all.push({ name: "skyfs", kind, args: [] });
-      if (testMeta() === undefined) {
-        all.push({ name: "skyfs passthrough off", kind, args: ["--passthrough", "off"] });
-      }
-    }
-  }
-  return all;
-}
-
-type Case = (dir: string, target: Target) => Promise<void>;
-
-/** One Deno test per variant, one step per case, each case in a fresh directory. */
-export function suiteOnVariants(name: string, cases: Record<string, Case>): void {
-  for (const variant of variants()) {
-    Deno.test({
-      name: `${name} [${variant.name}]`,
-      sanitizeOps: false,
-      sanitizeResources: false,
-      sanitizeExit: false,
-      async fn(t) {
-        const target = await openTarget(variant.kind, { extraArgs: variant.args });
-        try {
-          let index = 0;
-          for (const [caseName, body] of Object.entries(cases)) {
-            const dir = join(target.dir, `c${index++}`);
-            await t.step(caseName, async () => {
-              await Deno.mkdir(dir);
-              await Deno.chmod(dir, 0o755);
-              await body(dir, target);
-            });
-          }
-        } finally {
-          await target.close();
-        }
-      },
-    });
-  }
 }
 
 suiteOnVariants("posix file handles", {
