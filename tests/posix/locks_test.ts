@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { makeTempDir } from "../_harness.ts";
+import { makeTempDir, type Target, testMeta } from "../_harness.ts";
 import { py } from "./_py.ts";
 import { dedent, suiteOnVariants } from "./_variants.ts";
 
@@ -44,6 +44,18 @@ const LOCK_PY = dedent(`
           return fn()
       return fork_child(run)
 `);
+
+/** A skyfs mount that is a cluster node (SKYFS_TEST_META): locks kept by the daemon. */
+function onClusterNode(target: Target): boolean {
+  return target.kind === "skyfs" && testMeta() !== undefined;
+}
+
+/** GETLK answers with the holder's pid left out. */
+function withoutPids(value: unknown): unknown {
+  if (!Array.isArray(value)) return value;
+  if (value.length === 4 && typeof value[0] === "number") return value.slice(0, 3);
+  return value.map(withoutPids);
+}
 
 function lockSnippet(code: string): string {
   return LOCK_PY + "\n" + dedent(code);
@@ -102,7 +114,7 @@ suiteOnVariants("posix locks", {
     assert.deepEqual(r, { ofd: "OK", posix: "OK" });
   },
 
-  "F_GETLK and F_OFD_GETLK answer as ext4 does for the same sequence": async (dir) => {
+  "F_GETLK and F_OFD_GETLK answer as ext4 does for the same sequence": async (dir, target) => {
     const ext4 = await makeTempDir("ext4-locks");
     try {
       const r = await py(
@@ -138,7 +150,12 @@ suiteOnVariants("posix locks", {
         out({"here": sequence("f"), "ext4": sequence("${ext4}/f")})
       `),
       );
-      assert.deepEqual(r.here, r.ext4);
+      if (onClusterNode(target)) {
+        // The daemon keeps the locks there, and FUSE_SETLK does not say whether a lock is an OFD
+        // one; the kernel then fills l_pid from the request's kind (-1 for F_OFD_GETLK), not the
+        // holder's: only the pids differ (README, What does not yet).
+        assert.deepEqual(withoutPids(r.here), withoutPids(r.ext4));
+      } else assert.deepEqual(r.here, r.ext4);
       // The reference itself, so that a broken sequence cannot pass by being equally broken.
       assert.deepEqual(r.ext4[0], [1, 0, 100, -1]);
       assert.equal(r.ext4[1], "unlocked");
@@ -147,7 +164,7 @@ suiteOnVariants("posix locks", {
     }
   },
 
-  "locks are listed in /proc/locks: OFD, POSIX and flock": async (dir) => {
+  "locks are listed in /proc/locks: OFD, POSIX and flock": async (dir, target) => {
     const r = await py(
       dir,
       lockSnippet(`
@@ -174,11 +191,16 @@ suiteOnVariants("posix locks", {
       out(res)
     `),
     );
-    assert.deepEqual(r, {
-      f: [["OFDLCK", "WRITE", "0", "9"], ["POSIX", "READ", "20", "29"]],
-      g: [["FLOCK", "WRITE", "0", "EOF"]],
-      after_close: [],
-    });
+    // A cluster node keeps the locks in the daemon (other nodes must see them), not in the
+    // kernel's table, which is what /proc/locks lists.
+    assert.deepEqual(
+      r,
+      onClusterNode(target) ? { f: [], g: [], after_close: [] } : {
+        f: [["OFDLCK", "WRITE", "0", "9"], ["POSIX", "READ", "20", "29"]],
+        g: [["FLOCK", "WRITE", "0", "EOF"]],
+        after_close: [],
+      },
+    );
   },
 
   "flock and POSIX record locks across processes, dropped at close": async (dir) => {
