@@ -5,7 +5,7 @@
  * deleted file's handle gives ESTALE. Runs on ext4, on skyfs with passthrough and with
  * `--passthrough off` (a cluster node has no passthrough: one skyfs variant there). skyfs only: a
  * handle still opens its file after a remount (inode numbers are stable), which an NFS server that
- * restarts needs. The NFS export itself is tested in tests/nfs_test.ts.
+ * restarts needs. The NFS export itself is tested in tests/posix/nfs_test.ts.
  * @module
  */
 

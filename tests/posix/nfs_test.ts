@@ -13,8 +13,8 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePort } from "../src/cluster/local_cluster.ts";
-import { makeTempDir, startMount, targetKinds } from "./_harness.ts";
+import { freePort } from "../../src/cluster/local_cluster.ts";
+import { makeTempDir, startMount, targetKinds } from "../_harness.ts";
 
 const GANESHA = "/usr/bin/ganesha.nfsd";
 
