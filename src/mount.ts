@@ -186,6 +186,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   const server: FuseServer = new FuseServer(device, vfs, {
     passthrough: options.passthrough && !node,
     cacheDirs: !node, // other nodes change directories behind this kernel's back
+    daemonLocks: Boolean(node), // other nodes must see them (src/fuse/README.md, Locks)
     onInit: (n) => {
       log(`skyfs: kernel FUSE 7.${n.minor}, passthrough ${n.passthrough ? "on" : "off"}`);
       if (node && n.minor < INC_EPOCH_MINOR && options.cacheSeconds === undefined) {

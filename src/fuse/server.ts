@@ -55,6 +55,10 @@ export interface ServerOptions {
   /** Microseconds the reader keeps giving the event loop turns, looking for the next request,
    * before it parks in the poll hop (see README "Idle spin"). 0 parks at once. Default 50. */
   idleSpinUs?: number;
+  /** Take POSIX, OFD and flock locks in the daemon (FUSE_POSIX_LOCKS, FUSE_FLOCK_LOCKS) instead
+   * of leaving them to the kernel's own lock table. Needed where other nodes must see the locks
+   * (a cluster); on one node the kernel's table is exact (README "Locks"). Default false. */
+  daemonLocks?: boolean;
   /** Called once INIT is negotiated. */
   onInit?: (negotiated: Negotiated) => void;
   /** Called for each request failure that is our bug (not an FsError). */
@@ -391,11 +395,12 @@ export class FuseServer {
     if (init.major !== KERNEL_VERSION) {
       throw new FsError(Errno.EPROTO, `kernel FUSE major ${init.major} unsupported`);
     }
-    const wanted = InitFlag.ASYNC_READ | InitFlag.POSIX_LOCKS | InitFlag.ATOMIC_O_TRUNC |
-      InitFlag.BIG_WRITES | InitFlag.FLOCK_LOCKS | InitFlag.DO_READDIRPLUS |
+    const locks = this.#options.daemonLocks ? InitFlag.POSIX_LOCKS | InitFlag.FLOCK_LOCKS : 0;
+    const wanted = InitFlag.ASYNC_READ | locks | InitFlag.ATOMIC_O_TRUNC |
+      InitFlag.BIG_WRITES | InitFlag.DO_READDIRPLUS |
       InitFlag.READDIRPLUS_AUTO | InitFlag.ASYNC_DIO | InitFlag.PARALLEL_DIROPS |
       InitFlag.MAX_PAGES | InitFlag.CACHE_SYMLINKS | InitFlag.EXPLICIT_INVAL_DATA |
-      InitFlag.HANDLE_KILLPRIV_V2 | InitFlag.INIT_EXT;
+      InitFlag.HANDLE_KILLPRIV_V2 | InitFlag.EXPORT_SUPPORT | InitFlag.INIT_EXT;
     const flags = init.flags & wanted;
     const passthrough = Boolean(
       this.#options.passthrough && (init.flags & InitFlag.INIT_EXT) &&

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { FsError } from "../fs_error.ts";
+import { Errno, FsError } from "../fs_error.ts";
 import { type InodeRecord, keys, type Timespec } from "../meta/namespace.ts";
 import * as libc from "../io/libc.ts";
 import type { Attr, Ctx, SetattrChanges, StatFs } from "./types.ts";
@@ -59,16 +59,33 @@ export async function lookup(
   name: Uint8Array,
 ): Promise<Attr | null> {
   checkName(name);
+  // "." and ".." never come from a path walk (the kernel resolves those itself): they are the
+  // export operations decoding a file handle (fuse_get_dentry: "." of any inode, which must not
+  // exist any more for a deleted one: ENOENT, the caller's ESTALE; fuse_get_parent: ".." of a
+  // directory). Like ext4's export operations they check no permission: open_by_handle_at needs
+  // CAP_DAC_READ_SEARCH.
+  if (isDotOrDotDot(name)) {
+    const self = await core.record(parent).catch((error) => {
+      if (error instanceof FsError && error.errno === Errno.ENOENT) return null;
+      throw error;
+    });
+    // Unlinked and not open here: deleted as far as a handle goes (its purge may still be on the
+    // way, after the kernel's FORGET), as ext4 frees such an inode at its last reference.
+    if (!self || (self.nlink === 0 && !(core.inodes.get(parent)?.handles ?? 0))) return null;
+    if (name.length === 2 && !isDir(self.mode)) {
+      throw new FsError("ENOTDIR", `inode ${parent} is not a directory`);
+    }
+    const ino = name.length === 1 ? parent : self.parent;
+    const record = ino === parent ? self : await core.record(ino);
+    core.state(ino).lookups++;
+    return core.attr(record);
+  }
   const dir = await core.record(parent);
   if (!isDir(dir.mode)) throw new FsError("ENOTDIR", `inode ${parent} is not a directory`);
   checkAccess(ctx, dir, X_OK);
-  let ino: number;
-  if (isDotOrDotDot(name)) ino = name.length === 1 ? parent : dir.parent;
-  else {
-    const dirent = await core.ns.getDirent(parent, name);
-    if (!dirent) return null;
-    ino = dirent.ino;
-  }
+  const dirent = await core.ns.getDirent(parent, name);
+  if (!dirent) return null;
+  const ino = dirent.ino;
   const record = await core.record(ino);
   core.state(ino).lookups++;
   return core.attr(record);

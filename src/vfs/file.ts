@@ -274,7 +274,7 @@ export async function flush(
   lockOwner: bigint,
 ): Promise<void> {
   core.fileHandle(fh, ino);
-  releaseOwnerLocks(core, ino, lockOwner);
+  await releaseOwnerLocks(core, ino, lockOwner);
   await core.persist(ino);
 }
 
@@ -287,7 +287,7 @@ export async function release(
 ): Promise<void> {
   const handle = core.removeHandle(fh);
   if (handle?.kind !== "file") throw new FsError("EBADF", `handle ${fh} is not an open file`);
-  releaseFlocks(core, ino, fh, lockOwner);
+  await releaseFlocks(core, ino, fh, lockOwner);
   const state = core.state(ino);
   try {
     if (state.handles === 0) await core.persist(ino);

@@ -158,3 +158,24 @@ Deno.test("flock: shared/exclusive per open file, released at release, independe
     await vfs.release(ino, a.fh, 0, 10n);
   });
 });
+
+Deno.test("OFD locks: the last close (RELEASE) of the handle drops them; a flushed POSIX owner's later locks stay", async () => {
+  await withVfs(async ({ vfs }) => {
+    const c = await vfs.create(root, 1, n("ofd"), 0o644, 0, O_RDWR);
+    const ino = c.attr.ino;
+    const other = await vfs.open(root, ino, O_RDWR);
+    // 7n: an OFD owner (the kernel's id of the open file), locking through c.fh only.
+    await vfs.setlk(root, ino, c.fh, 7n, lk(F_WRLCK, 0, 9), posix);
+    // 1n: a POSIX owner (a process) that locked through c.fh, flushed, then locked through the
+    // other handle: its lock must survive c.fh's release.
+    await vfs.setlk(root, ino, c.fh, 1n, lk(F_WRLCK, 20, 29), posix);
+    await vfs.flush(root, ino, c.fh, 1n);
+    await vfs.setlk(root, ino, other.fh, 1n, lk(F_WRLCK, 40, 49), posix);
+    await vfs.flush(root, ino, c.fh, 99n); // the closing process's owner is not the OFD's
+    assert.equal((await vfs.getlk(ino, other.fh, 2n, lk(F_WRLCK, 0, 9))).type, F_WRLCK);
+    await vfs.release(ino, c.fh, 0);
+    assert.equal((await vfs.getlk(ino, other.fh, 2n, lk(F_WRLCK, 0, 9))).type, F_UNLCK);
+    assert.equal((await vfs.getlk(ino, other.fh, 2n, lk(F_WRLCK, 40, 49))).type, F_WRLCK);
+    await vfs.release(ino, other.fh, 0);
+  });
+});
