@@ -33,6 +33,17 @@ export interface MountOptions {
   cluster?: Omit<ClusterNodeOptions, "log">;
   /** Log every internal error (our bugs) to stderr. Default true. */
   log?: (line: string) => void;
+  /** Microseconds the FUSE reader looks for the next request before parking (config
+   * fuse.spin_us; src/fuse/README.md "Idle spin"). Default: the server's. */
+  idleSpinUs?: number;
+  /** The I/O engine and its library (config io.engine, io.uring_lib). Default auto. */
+  io?: { engine?: string; libraryPath?: string };
+  /** CURP client tuning for a curp:// store (config curp.timeout_ms, curp.fast_path). */
+  curp?: { timeoutMs?: number; fastPath?: boolean | "marked" };
+  /** Debug output (config log.debug): request counts at unmount and on SIGUSR2. */
+  debug?: boolean;
+  /** One line per CURP command (config log.debug containing "meta"). */
+  traceMeta?: boolean;
 }
 
 /** Mount points listed in /proc/self/mountinfo, with their file system type. */
@@ -119,10 +130,22 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   // A cluster node does not spin in io_uring_enter: its operations wait milliseconds for the
   // metadata replicas anyway, and the spin (5% of a node's wall time, about a quarter of its busy
   // time, under a create loop) took the CPU the replicas on the same machine needed.
-  const io = await openIoEngine(options.cluster ? { uring: { spinUs: 0 } } : {});
+  const io = await openIoEngine({
+    engine: options.io?.engine,
+    uring: {
+      ...(options.cluster ? { spinUs: 0 } : {}),
+      ...(options.io?.libraryPath ? { libraryPath: options.io.libraryPath } : {}),
+    },
+  });
   let kv;
   try {
-    kv = await openMetaBackend(options.meta, { dataDir: dataDir.path, io });
+    kv = await openMetaBackend(options.meta, {
+      dataDir: dataDir.path,
+      io,
+      timeoutMs: options.curp?.timeoutMs,
+      curp: { fastPath: options.curp?.fastPath },
+      traceMeta: options.traceMeta,
+    });
   } catch (error) {
     await io.shutdown();
     throw new UsageError((error as Error).message);
@@ -173,7 +196,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
       }
     },
     validity: { entrySeconds: seconds, attrSeconds: seconds },
-    idleSpinUs: idleSpinUs(),
+    idleSpinUs: options.idleSpinUs,
     // A store that did not answer is not our bug: one line naming it, no stack.
     onInternalError: (op, error) =>
       log(
@@ -208,14 +231,14 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     log,
   });
   const stop = () => device.unmount();
-  // SKYFS_DEBUG: SIGUSR2 logs the request counts so far (to split a workload into phases).
+  // log.debug (SKYFS_DEBUG): SIGUSR2 logs the request counts so far (to split a workload into phases).
   const dumpCounts = () => {
     const counts = server.requestCounts().map(([name, n]) => `${name} ${n}`).join(", ");
     log(
       `skyfs: requests: ${counts}; poll wake-ups ${server.stats.wakeups} (idle spin found ${server.stats.spinHits})`,
     );
   };
-  const debug = Boolean(Deno.env.get("SKYFS_DEBUG"));
+  const debug = options.debug === true;
   if (debug) Deno.addSignalListener("SIGUSR2", dumpCounts);
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
@@ -237,18 +260,6 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     }
     log(`skyfs: unmounted ${path}; shim ${JSON.stringify(shim.stats)}`);
   }
-}
-
-/** SKYFS_FUSE_SPIN_US: how long the FUSE reader looks for the next request before parking
- * (src/fuse/README.md "Idle spin"); unset = the server's default. */
-function idleSpinUs(): number | undefined {
-  const text = Deno.env.get("SKYFS_FUSE_SPIN_US");
-  if (text === undefined || text === "") return undefined;
-  const value = Number(text);
-  if (!(Number.isFinite(value) && value >= 0 && value <= 10_000)) {
-    throw new UsageError(`SKYFS_FUSE_SPIN_US="${text}" is not a number of microseconds (0-10000)`);
-  }
-  return value;
 }
 
 /** Unmount `mountPoint`, also when its daemon died (a dead mount answers ENOTCONN). */

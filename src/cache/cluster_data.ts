@@ -139,7 +139,8 @@ export interface ClusterDataOptions {
   uploadParallel?: number;
   /** TTL of the lease this node's open records are on. Default 5 s (as membership). */
   openLeaseSeconds?: number;
-  /** How long this node's open record outlives the last close (OpenRecords). Default 3000 ms. */
+  /** How long this node's open record outlives the last close (OpenRecords). Default 60000 ms
+   * (config cluster.open_linger_ms). */
   openLingerMs?: number;
 }
 

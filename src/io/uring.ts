@@ -45,7 +45,7 @@ import { SpinPolicy } from "./uring_spin.ts";
 export interface UringEngineOptions {
   /** Operations in the kernel at once; callers beyond it wait for a slot. Default 256. */
   queueDepth?: number;
-  /** Path of libskyfs_uring.so. Default $SKYFS_URING_LIB, else lib/uring/build/ of this tree. */
+  /** Path of libskyfs_uring.so. Default lib/uring/build/ of this tree (config io.uring_lib). */
   libraryPath?: string;
   /** shutdown() cancels what is still in flight after this long. Default 5000 ms. */
   shutdownCancelAfterMs?: number;

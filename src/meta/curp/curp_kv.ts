@@ -34,8 +34,8 @@ import { fetchStatus, type ReplicaStatus } from "./server.ts";
 import { Link, parseAddress } from "./wire.ts";
 
 export interface CurpKVOptions {
-  /** Milliseconds before an unanswered command rejects. Default 10000, or the environment's
-   * SKYFS_CURP_TIMEOUT_MS (tests that lose the quorum on purpose shorten the wait). */
+  /** Milliseconds before an unanswered command rejects. Default 10000 (a mount takes config
+   * curp.timeout_ms, SKYFS_CURP_TIMEOUT_MS: tests that lose the quorum shorten the wait). */
   timeoutMs?: number;
   /** Milliseconds per client tick; a command is resent to every replica every 10 ticks. Default 50. */
   tickMs?: number;
@@ -44,7 +44,7 @@ export interface CurpKVOptions {
   /** Which commands may complete on the fast path (one round trip, revisions 0 in the result):
    * "marked" = transactions with `revisionsUnused` (what the namespace sends); true = every
    * transaction (benchmarks); false = none. Lease and compaction commands never do. Default
-   * "marked", or false when the environment sets SKYFS_CURP_FAST_PATH=0. */
+   * "marked" (a mount: false when config curp.fast_path is false, SKYFS_CURP_FAST_PATH=0). */
   fastPath?: boolean | "marked";
   /** Read-only transactions (ranges and compares only) go outside the log: the leader answers
    * from its applied state once a majority confirms its term (core.ts, `#onRead`), one round
@@ -91,17 +91,6 @@ interface Pending {
   timer: ReturnType<typeof setTimeout>;
 }
 
-/** The default command timeout: SKYFS_CURP_TIMEOUT_MS when set, else 10 s. */
-function defaultTimeoutMs(): number {
-  const text = Deno.env.get("SKYFS_CURP_TIMEOUT_MS");
-  if (text === undefined) return 10_000;
-  const ms = Number(text);
-  if (!(Number.isInteger(ms) && ms >= 100)) {
-    throw new RangeError(`SKYFS_CURP_TIMEOUT_MS "${text}" is not a whole number of ms >= 100`);
-  }
-  return ms;
-}
-
 /** Connect to the cluster that one of `addresses` ("host:port") belongs to. */
 export async function openCurpKV(
   addresses: string[],
@@ -109,7 +98,7 @@ export async function openCurpKV(
 ): Promise<CurpKV> {
   if (addresses.length === 0) throw new RangeError("No CURP replica address given (host:port,...)");
   for (const a of addresses) parseAddress(a);
-  const timeoutMs = options.timeoutMs ?? defaultTimeoutMs();
+  const timeoutMs = options.timeoutMs ?? 10_000;
   const deadline = Date.now() + timeoutMs;
   const errors: string[] = [];
   while (Date.now() < deadline) {
@@ -191,11 +180,10 @@ export class CurpKV implements MetaKV {
   constructor(status: ReplicaStatus, options: CurpKVOptions = {}) {
     this.members = status.members;
     this.#options = {
-      timeoutMs: options.timeoutMs ?? defaultTimeoutMs(),
+      timeoutMs: options.timeoutMs ?? 10_000,
       tickMs: options.tickMs ?? 50,
       maxSessions: options.maxSessions ?? 16,
-      fastPath: options.fastPath ??
-        (Deno.env.get("SKYFS_CURP_FAST_PATH") === "0" ? false : "marked"),
+      fastPath: options.fastPath ?? "marked",
       readsOutsideLog: options.readsOutsideLog ?? true,
     };
     const log = options.log ?? ((line: string) => console.error(line));
