@@ -14,10 +14,8 @@ import {
   type Config,
   ConfigError,
   envName,
+  flagsOf,
   formatConfig,
-  KEYS,
-  keysOf,
-  type KeySpec,
   resolveConfig,
 } from "./src/config/mod.ts";
 
@@ -133,16 +131,6 @@ function parse(
   } catch (error) {
     throw new UsageError(`${(error as Error).message}; see --help`);
   }
-}
-
-/** The flags of a command: one per key with a flag (config.ts's table), all taking a value. */
-function flagsOf(command: CommandName): Record<string, { type: "string" }> {
-  const flags: Record<string, { type: "string" }> = {};
-  for (const key of keysOf(command)) {
-    const flag = (KEYS[key] as KeySpec).flag;
-    if (flag !== undefined) flags[flag] = { type: "string" };
-  }
-  return flags;
 }
 
 /** Parse a command's arguments and resolve its configuration (flag > env > file > default). */

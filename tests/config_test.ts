@@ -79,7 +79,19 @@ Deno.test("config: the example file validates, holds every key, and skyfs config
   // Each section of the file is one of the commands' sections.
   assert.deepEqual(
     Object.keys(example).sort(),
-    ["cache", "cluster", "curp", "fuse", "io", "log", "meta", "mount", "peer"],
+    [
+      "bench",
+      "cache",
+      "cluster",
+      "curp",
+      "fuse",
+      "io",
+      "local_cluster",
+      "log",
+      "meta",
+      "mount",
+      "peer",
+    ],
   );
 });
 

@@ -9,7 +9,16 @@ import { z } from "zod";
 import { defaultDataDir } from "../datadir.ts";
 
 /** The commands that read configuration keys (`skyfs config COMMAND` takes these names). */
-export const COMMANDS = ["mount", "umount", "status", "meta serve", "meta status"] as const;
+export const COMMANDS = [
+  "mount",
+  "umount",
+  "status",
+  "meta serve",
+  "meta status",
+  // The developer tasks: `deno task cluster` (src/cluster/cluster_main.ts) and `deno task bench`.
+  "cluster",
+  "bench",
+] as const;
 export type CommandName = typeof COMMANDS[number];
 
 export interface KeySpec {
@@ -237,6 +246,116 @@ export const KEYS = {
   },
   // [http]: reserved for the HTTP endpoint (--http, --http-token-file; issue 14 point 1). Its
   // keys join this table when that server lands on this branch.
+  // [local_cluster]: `deno task cluster` (a whole cluster on this machine, for trying skyfs)
+  "local_cluster.nodes": {
+    kind: "number",
+    schema: int(1, 26),
+    default: 3,
+    flag: "nodes",
+    commands: ["cluster"],
+    allowed: "a whole number from 1 to 26",
+    doc: "mounts to start",
+  },
+  "local_cluster.etcd": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "etcd",
+    commands: ["cluster"],
+    allowed: "true or false",
+    doc: "one etcd member for metadata instead of three CURP replicas",
+  },
+  "local_cluster.netns": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "netns",
+    commands: ["cluster"],
+    allowed: "true or false",
+    doc: "a network namespace per mount",
+  },
+  // [bench]: `deno task bench` (bench/README.md); --list and --render stay flags (actions)
+  "bench.quick": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "quick",
+    commands: ["bench"],
+    allowed: "true or false",
+    doc: "short runs and small files",
+  },
+  "bench.tiny": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "tiny",
+    commands: ["bench"],
+    allowed: "true or false",
+    doc: "tiny files and runs (CI: proves the harness works)",
+  },
+  "bench.only": {
+    kind: "string",
+    schema: z.string().regex(/^[a-z0-9_-]+(,[a-z0-9_-]+)*$/),
+    flag: "only",
+    commands: ["bench"],
+    unsetMeans: "fio,meta,io,cluster",
+    allowed: "job families, comma-separated (deno task bench --help lists them)",
+    doc: "job families to run",
+  },
+  "bench.targets": {
+    kind: "string",
+    schema: z.string().regex(/^[a-z0-9_.-]+(,[a-z0-9_.-]+)*$/),
+    flag: "targets",
+    commands: ["bench"],
+    unsetMeans: "every target",
+    allowed: "targets, comma-separated (deno task bench --help lists them)",
+    doc: "targets to measure",
+  },
+  "bench.out": {
+    kind: "string",
+    schema: z.string().min(1),
+    flag: "out",
+    commands: ["bench"],
+    unsetMeans: "bench/results of the checkout",
+    allowed: "a directory path",
+    doc: "where results go",
+  },
+  "bench.scratch": {
+    kind: "string",
+    schema: z.string().min(1),
+    flag: "scratch",
+    commands: ["bench"],
+    unsetMeans: "/tmp/skyfs-bench-PID",
+    allowed: "a directory path on the disk to compare against (not tmpfs)",
+    doc: "where targets are mounted and files written",
+  },
+  "bench.no_readme": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "no-readme",
+    commands: ["bench"],
+    allowed: "true or false",
+    doc: "do not update README.md's Performance section (only full runs do)",
+  },
+  "bench.strict": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "strict",
+    commands: ["bench"],
+    allowed: "true or false",
+    doc: "exit 1 when a requested target could not be measured or a job failed",
+  },
+  "bench.keep_scratch": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "keep-scratch",
+    commands: ["bench"],
+    allowed: "true or false",
+    doc: "leave the scratch directory for inspection",
+  },
   // [log]
   "log.debug": {
     kind: "string",

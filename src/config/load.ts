@@ -153,11 +153,13 @@ export function resolveConfig(command: CommandName | undefined, options: Resolve
   for (const key of keysOf(command)) {
     const spec = KEYS[key] as KeySpec;
     const [section, name] = key.split(".");
-    const flagText = spec.positional
+    const flagValue = spec.positional
       ? options.positional
       : spec.flag === undefined
       ? undefined
-      : flags[spec.flag] as string | undefined;
+      : flags[spec.flag];
+    // A boolean flag (--etcd) arrives as true; a value flag as its text.
+    const flagText = typeof flagValue === "boolean" ? String(flagValue) : flagValue;
     const variable = envName(key);
     const envText = env[variable];
     const fromFile = file[section]?.[name];
@@ -183,6 +185,20 @@ export function resolveConfig(command: CommandName | undefined, options: Resolve
     source: (key) => sources.get(key) ?? { kind: "default" },
   };
   return config;
+}
+
+/** node:util parseArgs options for a command's flags: one per key with a flag. */
+export function flagsOf(
+  command: CommandName,
+): Record<string, { type: "string" | "boolean" }> {
+  const flags: Record<string, { type: "string" | "boolean" }> = {};
+  for (const key of keysOf(command)) {
+    const spec = KEYS[key] as KeySpec;
+    if (spec.flag !== undefined) {
+      flags[spec.flag] = { type: spec.kind === "boolean" ? "boolean" : "string" };
+    }
+  }
+  return flags;
 }
 
 function describeSource(source: Source): string {

@@ -5,5 +5,5 @@
  */
 export { COMMANDS, envName, KEYS, keysOf, sections } from "./keys.ts";
 export type { CommandName, KeyName, KeySpec } from "./keys.ts";
-export { ConfigError, formatConfig, readConfigFile, resolveConfig } from "./load.ts";
+export { ConfigError, flagsOf, formatConfig, readConfigFile, resolveConfig } from "./load.ts";
 export type { Config, ResolveOptions, Source } from "./load.ts";
