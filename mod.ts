@@ -18,6 +18,7 @@ import {
   formatConfig,
   resolveConfig,
 } from "./src/config/mod.ts";
+import { readHttpToken } from "./src/http/server.ts";
 
 const USAGE = `skyfs: a userspace distributed file system
 
@@ -60,9 +61,13 @@ Options:
   --node-id ID         cluster node id (default: random, kept in the data directory)
   --peer-listen H:P    peer cache server address (default 127.0.0.1:0)
   --cache-bytes N      local chunk cache limit in bytes (default 8 GiB)
+  --http HOST:PORT     HTTP endpoint: /metrics, /healthz, /readyz, /api/v1/... (default
+                       127.0.0.1:9570, or any free port when that one is taken; off = none)
+  --http-token-file F  file holding the bearer token the admin API's changing actions need
+                       (else SKYFS_HTTP_TOKEN; with neither they are refused)
   --config FILE        TOML configuration file: every option above and the tuning keys
-                       ([mount], [fuse], [cluster], [peer], [cache], [io], [curp], [log]);
-                       \`skyfs config mount\` shows them with their environment variables
+                       ([mount], [fuse], [cluster], [peer], [cache], [io], [curp], [http],
+                       [log]); \`skyfs config mount\` shows them with their environment variables
   -h, --help           this text
 
 DIR may come from the file instead (mount.mountpoint).`;
@@ -82,7 +87,12 @@ serve: run one replica of a CURP metadata cluster in the foreground until SIGINT
                  (an odd number; the same list on every replica)
   --data DIR     where the log, witness pool and vote are kept (fsync'd)
   --tick-ms N    milliseconds per tick (default 50; elections after 10-20 ticks)
-  --config FILE  TOML configuration file ([meta], [curp], [io], [log]; \`skyfs config meta serve\`)
+  --http H:P     HTTP endpoint: /metrics, /healthz, /readyz, /api/v1/... (default
+                 127.0.0.1:9590, or any free port when that one is taken; off = none)
+  --http-token-file F  bearer token for the admin API's changing actions (else
+                 SKYFS_HTTP_TOKEN; with neither they are refused)
+  --config FILE  TOML configuration file ([meta], [curp], [io], [http], [log];
+                 \`skyfs config meta serve\`)
 status: ask each listed replica for its role, term, commit index and fast-path replies
   (default: the replicas of meta.peers from --config FILE).`;
 
@@ -172,6 +182,18 @@ function mountPointOf(command: "mount" | "umount", config: Config, positionals: 
   return mountPoint;
 }
 
+/** The admin API's token: http.token_file (--http-token-file), else http.token
+ * (SKYFS_HTTP_TOKEN), else none. */
+function httpToken(config: Config): string | undefined {
+  const file = config.get("http.token_file");
+  if (file === undefined) return config.get("http.token");
+  try {
+    return readHttpToken(file);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
 const commands: Record<string, Command> = {
   async mount(args) {
     const { config, positionals } = configure("mount", args, MOUNT_USAGE);
@@ -195,6 +217,8 @@ const commands: Record<string, Command> = {
       },
       debug: debug !== "",
       traceMeta: debug.split(",").includes("meta"),
+      http: config.get("http.listen"),
+      httpToken: httpToken(config),
     });
   },
   async status(args) {
@@ -242,6 +266,8 @@ const commands: Record<string, Command> = {
         snapshotEvery: config.get("curp.snapshot_every"),
         io: { engine: config.get("io.engine"), libraryPath: config.get("io.uring_lib") },
         debug: debug !== "",
+        http: config.get("meta.http"),
+        httpToken: httpToken(config),
       });
     } else {
       // No address given: the replicas of meta.peers (ID=HOST:PORT,...).

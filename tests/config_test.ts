@@ -44,6 +44,21 @@ function effective(stdout: string): Map<string, { value: unknown; source: string
   return result;
 }
 
+/** Waits until process `pid` has exited (gone, or a zombie waiting to be reaped). */
+async function daemonExit(pid: number): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    let state: string;
+    try {
+      state = (await Deno.readTextFile(`/proc/${pid}/stat`)).split(") ")[1]?.[0] ?? "";
+    } catch {
+      return;
+    }
+    if (state === "Z" || state === "X") return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`the daemon (pid ${pid}) did not exit within 20 s of its unmount`);
+}
+
 /** A failed run: non-zero exit, exactly one line on stderr, skyfs's own, matching `pattern`. */
 function assertOneLine(
   result: { code: number; stderr: string },
@@ -70,8 +85,11 @@ Deno.test("config: the example file validates, holds every key, and skyfs config
     const [section, name] = key.split(".");
     assert.ok(name in (example[section] ?? {}), `${key} is missing from the example file`);
     assert.equal(source.split(" (env")[0], `file ${EXAMPLE}`, `${key}: source`);
-    assert.deepEqual(value, example[section][name], `${key}: value`);
+    // The admin token is never printed.
+    const expected = key === "http.token" ? "<hidden>" : example[section][name];
+    assert.deepEqual(value, expected, `${key}: value`);
   }
+  assert.ok(!result.stdout.includes(String(example.http.token)), "the token was printed");
   // Every section and key of the example is one skyfs shows (no stale key in the docs).
   for (const [section, keys] of Object.entries(example)) {
     for (const name of Object.keys(keys)) assert.ok(shown.has(`${section}.${name}`), name);
@@ -85,6 +103,7 @@ Deno.test("config: the example file validates, holds every key, and skyfs config
       "cluster",
       "curp",
       "fuse",
+      "http",
       "io",
       "local_cluster",
       "log",
@@ -206,6 +225,10 @@ Deno.test({
     const dir = await makeTempDir("config");
     const mountpoint = join(dir, "mnt");
     const file = join(dir, "node.toml");
+    // A port free now, for [http] listen (the default, 9570, may be another mount's).
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (probe.addr as Deno.NetAddr).port;
+    probe.close();
     // As root the default (auto) is passthrough on and the engine io_uring: the file turns both
     // off, and spin 0 means the FUSE reader never finds a request while spinning.
     await Deno.writeTextFile(
@@ -220,6 +243,8 @@ Deno.test({
         "spin_us = 0",
         "[log]",
         'debug = "1"',
+        "[http]",
+        `listen = "127.0.0.1:${port}"`,
       ].join("\n"),
     );
     const mount = await startMount({ mountpoint, extraArgs: ["--config", file] });
@@ -229,9 +254,16 @@ Deno.test({
       const log = mount.stderr();
       assert.match(log, /skyfs io: engine portable \(io\.engine: portable\)/);
       assert.match(log, /kernel FUSE 7\.\d+, passthrough off/);
+      assert.match(log, new RegExp(`http: listening on http://127\\.0\\.0\\.1:${port}`));
+      const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+      assert.equal(health.status, 200);
+      assert.equal((await health.json()).ok, true);
       // `skyfs umount --config FILE`: the mount point comes from mount.mountpoint.
       const umount = await skyfs(["umount", "--config", file]);
       assert.equal(umount.code, 0, umount.stderr);
+      // The daemon exits by itself after an external unmount; a SIGTERM from dispose() landing
+      // during its shutdown (listeners already removed) would kill it with 143 instead.
+      await daemonExit(mount.pid()!);
     } finally {
       await mount.dispose();
     }

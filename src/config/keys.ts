@@ -41,11 +41,15 @@ export interface KeySpec {
   allowed: string;
   /** One line for `skyfs config` and the example file. */
   doc: string;
+  /** Never printed: `skyfs config` and error messages show it hidden. */
+  secret?: boolean;
 }
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/);
 const MOUNTING = ["mount"] as const;
+/** HOST:PORT, [IPv6]:PORT or off (src/http/server.ts parses it further). */
+const LISTEN = /^(off|\[[0-9a-fA-F:.]+\]:\d{1,5}|[^\s:[\]]+:\d{1,5})$/;
 
 /** Keys by "section.name". The order is the order of `skyfs config` and the example file. */
 export const KEYS = {
@@ -244,8 +248,44 @@ export const KEYS = {
     allowed: "a whole number of milliseconds from 1 to 10000",
     doc: "milliseconds per replica tick (elections after 10-20 ticks)",
   },
-  // [http]: reserved for the HTTP endpoint (--http, --http-token-file; issue 14 point 1). Its
-  // keys join this table when that server lands on this branch.
+  "meta.http": {
+    kind: "string",
+    schema: z.string().regex(LISTEN),
+    flag: "http",
+    commands: ["meta serve"],
+    unsetMeans: "127.0.0.1:9590, or any free port when that one is taken",
+    allowed: "HOST:PORT or off",
+    doc: "the replica's HTTP endpoint (/metrics, /healthz, /readyz, /api/v1/...; src/http)",
+  },
+  // [http]: the HTTP endpoint of the mount (src/http/README.md); the token serves both
+  "http.listen": {
+    kind: "string",
+    schema: z.string().regex(LISTEN),
+    flag: "http",
+    commands: MOUNTING,
+    unsetMeans: "127.0.0.1:9570, or any free port when that one is taken",
+    allowed: "HOST:PORT or off",
+    doc: "the mount's HTTP endpoint (/metrics, /healthz, /readyz, /api/v1/..., the dashboard)",
+  },
+  "http.token_file": {
+    kind: "string",
+    schema: z.string().min(1),
+    flag: "http-token-file",
+    commands: ["mount", "meta serve"],
+    unsetMeans: "http.token",
+    allowed: "a file path (its first line: the token, 16 characters or more)",
+    doc: "file holding the bearer token the admin API's changing actions need",
+  },
+  "http.token": {
+    kind: "string",
+    schema: z.string().min(16),
+    secret: true,
+    commands: ["mount", "meta serve"],
+    unsetMeans: "none: the admin API's changing actions are refused",
+    allowed: "a token of 16 characters or more",
+    doc: "the bearer token itself when no token_file is set (better in the environment or " +
+      "a file than in this one); `skyfs config` prints it hidden",
+  },
   // [local_cluster]: `deno task cluster` (a whole cluster on this machine, for trying skyfs)
   "local_cluster.nodes": {
     kind: "number",

@@ -91,7 +91,8 @@ function describeIssue(path: string, issue: z.ZodIssue, raw: Record<string, unkn
     : issue.code === "invalid_type"
     ? `has the wrong type (${typeof value === "bigint" ? "number" : typeof value})`
     : "is not allowed";
-  return `${path}: ${key} = ${show(value)} ${what}; allowed: ${spec.allowed}`;
+  const shown = spec.secret ? "<hidden>" : show(value);
+  return `${path}: ${key} = ${shown} ${what}; allowed: ${spec.allowed}`;
 }
 
 /** Read and validate a TOML file: known sections and keys, each value its key's type and range. */
@@ -129,7 +130,8 @@ function fromText(spec: KeySpec, text: string): unknown {
   return text;
 }
 
-function checked(key: KeyName, value: unknown, where: string): unknown {
+function checked(key: KeyName, value: unknown, whereText: string): unknown {
+  const where = (KEYS[key] as KeySpec).secret ? whereText.replace(/=.*|".*"/, "") : whereText;
   const spec = KEYS[key] as KeySpec;
   const result = spec.schema.safeParse(value);
   if (!result.success) {
@@ -240,7 +242,7 @@ export function formatConfig(config: Config, command: CommandName | undefined): 
       : `${describeSource(from)} (env ${envName(key)})`;
     const left = value === undefined
       ? `# ${name} (unset${spec.unsetMeans ? `: ${spec.unsetMeans}` : ""})`
-      : `${name} = ${tomlValue(value)}`;
+      : `${name} = ${spec.secret ? '"<hidden>"' : tomlValue(value)}`;
     lines.push(`${left.padEnd(44)} # ${source}`);
   }
   return lines.join("\n");

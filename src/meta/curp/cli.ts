@@ -5,6 +5,14 @@
 
 import { fetchStatus, ReplicaServer } from "./server.ts";
 import { openIoEngine } from "../../io/mod.ts";
+import { Logger } from "../../log.ts";
+import {
+  checkListen,
+  DEFAULT_REPLICA_HTTP,
+  type HttpServer,
+  startHttpServer,
+} from "../../http/server.ts";
+import { replicaHttpContext } from "../../http/replica_context.ts";
 
 /** What `skyfs meta serve` runs with, resolved and range-checked by src/config (mod.ts). */
 export interface MetaServeOptions {
@@ -20,17 +28,23 @@ export interface MetaServeOptions {
   io?: { engine?: string; libraryPath?: string };
   /** Config log.debug: nothing more yet (the replica has no debug output of its own). */
   debug?: boolean;
+  /** Config meta.http (--http): HOST:PORT or "off". Default DEFAULT_REPLICA_HTTP. */
+  http?: string;
+  /** Config http.token_file or http.token: the admin API's bearer token; none = refused. */
+  httpToken?: string;
 }
 
 /** Run a replica until SIGINT or SIGTERM. */
 export async function metaServe(options: MetaServeOptions): Promise<void> {
-  const { id, peers, dataDir: data, tickMs, snapshotEvery } = options;
+  const { id, peers, dataDir: data, tickMs, snapshotEvery, httpToken } = options;
   if (id === undefined || peers === undefined || data === undefined) {
     throw new RangeError(
       "skyfs meta serve needs --id, --peers and --data (or meta.id, meta.peers, meta.data in " +
         "--config FILE); see --help",
     );
   }
+  const listen = options.http ?? DEFAULT_REPLICA_HTTP;
+  if (options.http !== undefined) checkListen(listen); // the default falls back to any port
   // One engine per process: the replica's log, snapshots and hard state go through it. No spin:
   // every append ends in an fdatasync (0.2 ms and up here), which never completes within a spin,
   // so spinning only took the CPU that the other replicas on the machine needed (a replica's
@@ -49,6 +63,15 @@ export async function metaServe(options: MetaServeOptions): Promise<void> {
     await io.shutdown();
     throw error;
   }
+  const logger = new Logger();
+  let http: HttpServer | undefined;
+  try {
+    http = startHttpServer(replicaHttpContext({ server, io, logger, token: httpToken }), listen, {
+      fallbackToAnyPort: options.http === undefined,
+    });
+  } catch (error) {
+    logger.error(`skyfs: ${(error as Error).message}; serving without the HTTP endpoint`);
+  }
   let stop = () => {};
   const signalled = new Promise<void>((resolve) => {
     stop = () => {
@@ -64,6 +87,7 @@ export async function metaServe(options: MetaServeOptions): Promise<void> {
     await Promise.race([signalled, server.stopped]);
   } finally {
     stop();
+    await http?.close();
     await server.close();
     await io.shutdown();
   }
