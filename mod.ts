@@ -98,11 +98,14 @@ status: ask each listed replica for its role, term, commit index and fast-path r
 
 const CONFIG_USAGE = `Usage: skyfs config [--config FILE] [COMMAND [ITS OPTIONS...]]
 
-Print the effective configuration of COMMAND (${COMMANDS.join(", ")}; default: every key) as
-TOML, each key with where its value came from (flag, env, file or default) and its environment
-variable. Precedence: flag > SKYFS_* environment variable > file > default. An unknown key, a
-wrong type or a value out of range is a one-line error naming the key, the value and what is
-allowed, exit status 1. Format and keys: README.md, "Operating skyfs"; docs/skyfs.example.toml.`;
+Print the effective configuration of COMMAND as TOML (default: every key), each key with where
+its value came from (flag, env, file or default) and its environment variable. COMMAND is one of:
+  ${COMMANDS.join(", ")}
+(cluster and bench: \`deno task cluster\` and \`deno task bench\`).
+
+Precedence: flag > SKYFS_* environment variable > file > default. An unknown key, a wrong type
+or a value out of range is a one-line error naming the key, the value and what is allowed, exit
+status 1. Format and keys: README.md, "Operating skyfs"; docs/skyfs.example.toml.`;
 
 const EXEC_USAGE = `Usage: skyfs exec [--] CMD [ARGS...]
 
@@ -318,7 +321,7 @@ const commands: Record<string, Command> = {
     let command: CommandName | undefined;
     let rest = args;
     if (first < args.length) {
-      const name = args[first] === "meta" ? `meta ${args[first + 1]}` : args[first];
+      const name = args[first] === "meta" ? `meta ${args[first + 1] ?? ""}`.trim() : args[first];
       if (!(COMMANDS as readonly string[]).includes(name)) {
         throw new UsageError(
           `skyfs config: "${name}" is not a command with options; one of ${COMMANDS.join(", ")}`,

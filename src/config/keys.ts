@@ -59,6 +59,7 @@ export const KEYS = {
     schema: z.string().min(1),
     positional: true,
     commands: ["mount", "umount"],
+    unsetMeans: "then DIR is required",
     allowed: "a directory path",
     doc: "where to mount (the DIR argument of `skyfs mount` and `skyfs umount`)",
   },
