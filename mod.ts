@@ -16,6 +16,7 @@ import {
   envName,
   flagsOf,
   formatConfig,
+  readConfigFile,
   resolveConfig,
 } from "./src/config/mod.ts";
 import { readHttpToken } from "./src/http/server.ts";
@@ -283,7 +284,7 @@ const commands: Record<string, Command> = {
     // --config FILE is checked like everywhere else; no key concerns exec (the shim reads
     // SKYFS_PRELOAD and SKYFS_PRELOAD_STATS in the program's own process).
     if (args[0] === "--config") {
-      resolveConfig(undefined, { flags: { config: args[1] } });
+      readConfigFile(args[1]);
       args = args.slice(2);
     }
     const command = args[0] === "--" ? args.slice(1) : args;
@@ -305,11 +306,13 @@ const commands: Record<string, Command> = {
     Deno.exit(status.signal ? 128 + signalNumber(status.signal) : status.code);
   },
   async "preload-path"(args) {
-    parse(
+    const { values } = parse(
       args,
-      "Usage: skyfs preload-path\n\nPrint the shim library's path (built if missing).",
+      "Usage: skyfs preload-path [--config FILE]\n\nPrint the shim library's path (built if missing).",
       {},
     );
+    // No key concerns it; a file given is still checked.
+    if (typeof values.config === "string") readConfigFile(values.config);
     console.log(await ensurePreloadLibrary());
   },
   config(args) {
