@@ -161,7 +161,7 @@ function configure(
 function clusterOptions(config: Config) {
   const backend = config.get("cluster.backend");
   if (backend === undefined) return undefined;
-  if (config.get("mount.meta") === "embedded") {
+  if (config.get("mount.meta")?.startsWith("embedded")) {
     throw new UsageError("--backend needs a shared --meta curp://... or etcd://... store");
   }
   return {
@@ -234,7 +234,7 @@ const commands: Record<string, Command> = {
     const { openMetaBackend } = await import("./src/meta/backend.ts");
     const { clusterStatus } = await import("./src/cluster/status.ts");
     const meta = config.get("mount.meta");
-    if (meta === "embedded" || meta === undefined) {
+    if (meta === undefined || meta.startsWith("embedded")) {
       throw new UsageError("skyfs status needs --meta URL of the cluster (or mount.meta)");
     }
     const kv = await openMetaBackend(meta, {
