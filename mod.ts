@@ -201,6 +201,7 @@ function httpToken(config: Config): string | undefined {
 const commands: Record<string, Command> = {
   async mount(args) {
     const { config, positionals } = configure("mount", args, MOUNT_USAGE);
+    if (config.file !== undefined) console.error(`skyfs: config ${config.file}`);
     const mode = config.get("mount.passthrough");
     const cacheSeconds = config.get("fuse.cache_seconds");
     const debug = config.get("log.debug") ?? "";

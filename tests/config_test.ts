@@ -252,6 +252,7 @@ Deno.test({
       await Deno.writeTextFile(join(mountpoint, "f"), "honoured");
       assert.equal(await Deno.readTextFile(join(mountpoint, "f")), "honoured");
       const log = mount.stderr();
+      assert.ok(log.includes(`skyfs: config ${file}\n`), "the mount names its config file");
       assert.match(log, /skyfs io: engine portable \(io\.engine: portable\)/);
       assert.match(log, /kernel FUSE 7\.\d+, passthrough off/);
       assert.match(log, new RegExp(`http: listening on http://127\\.0\\.0\\.1:${port}`));
