@@ -255,7 +255,7 @@ export const KEYS = {
     flag: "http",
     commands: ["meta serve"],
     unsetMeans: "127.0.0.1:9590, or any free port when that one is taken",
-    allowed: "HOST:PORT or off",
+    allowed: "HOST:PORT (port 0-65535) or off",
     doc: "the replica's HTTP endpoint (/metrics, /healthz, /readyz, /api/v1/...; src/http)",
   },
   // [http]: the HTTP endpoint of the mount (src/http/README.md); the token serves both
@@ -265,7 +265,7 @@ export const KEYS = {
     flag: "http",
     commands: MOUNTING,
     unsetMeans: "127.0.0.1:9570, or any free port when that one is taken",
-    allowed: "HOST:PORT or off",
+    allowed: "HOST:PORT (port 0-65535) or off",
     doc: "the mount's HTTP endpoint (/metrics, /healthz, /readyz, /api/v1/..., the dashboard)",
   },
   "http.token_file": {

@@ -13,6 +13,7 @@ import type { ClusterNode } from "../cluster/node.ts";
 import { clusterStatusReport } from "../cluster/status.ts";
 import type { Logger } from "../log.ts";
 import type { Vfs } from "../vfs/types.ts";
+import type { VfsWithRecovery } from "../vfs/vfs.ts";
 import { MetricsRegistry } from "./metrics.ts";
 import { registerMountMetrics } from "./mount_metrics.ts";
 import type { HttpContext, ReadyCheck } from "./server.ts";
@@ -22,7 +23,7 @@ export interface MountParts {
   dataDir: string;
   meta: string;
   fuse: FuseServer;
-  vfs: Vfs;
+  vfs: VfsWithRecovery;
   kv: MetaKV;
   shim: ShimServer;
   io: IoEngine;
