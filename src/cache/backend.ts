@@ -8,6 +8,7 @@
  */
 
 import { DurationHistogram } from "../duration_histogram.ts";
+import { monotonicSeconds } from "../io/libc.ts";
 import { join } from "node:path";
 import { Errno, FsError } from "../fs_error.ts";
 import type { IoEngine } from "../io/types.ts";
@@ -248,7 +249,7 @@ export class CountedBackend implements BackendStore {
   }
 
   async #count<T>(op: number, call: Promise<T>): Promise<T> {
-    const started = performance.now();
+    const started = monotonicSeconds();
     try {
       return await call;
     } catch (error) {
@@ -256,7 +257,7 @@ export class CountedBackend implements BackendStore {
       throw error;
     } finally {
       this.requests[op]++;
-      this.durations.observe((performance.now() - started) / 1000, op);
+      this.durations.observe(monotonicSeconds() - started, op);
     }
   }
 

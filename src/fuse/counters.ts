@@ -20,7 +20,7 @@ export class FuseCounters {
   writeBytes = 0;
   passthroughOpens = 0;
 
-  /** Record one answered request; `seconds` from performance.now() differences. */
+  /** Record one answered request; `seconds` from monotonicSeconds() differences. */
   record(opcode: number, seconds: number, failed: boolean): void {
     const slot = opcode < OPCODE_SLOTS ? opcode : OPCODE_SLOTS - 1;
     this.requests[slot]++;

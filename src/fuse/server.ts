@@ -11,6 +11,7 @@ import { dirHandlers } from "./dir.ts";
 import { entryHandlers } from "./entry.ts";
 import { fileHandlers } from "./file.ts";
 import { FuseCounters } from "./counters.ts";
+import { monotonicSeconds } from "../io/libc.ts";
 import { lockHandlers } from "./lock.ts";
 import type { FuseDevice } from "./session.ts";
 import {
@@ -323,7 +324,7 @@ export class FuseServer {
     }
     const { header } = request;
     const unique = header.unique;
-    const started = performance.now();
+    const started = monotonicSeconds();
     let failed = false;
     let reply: Uint8Array | null;
     try {
@@ -337,7 +338,7 @@ export class FuseServer {
       }
       reply = statusReply(unique, errnoOf(error));
     }
-    this.counters.record(header.opcode, (performance.now() - started) / 1000, failed);
+    this.counters.record(header.opcode, monotonicSeconds() - started, failed);
     if (reply === null) return;
     const dv = new DataView(reply.buffer, reply.byteOffset, 16);
     if (dv.getUint32(0, true) === 0) finishReply(reply, unique, 0);

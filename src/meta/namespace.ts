@@ -20,6 +20,7 @@
  */
 
 import { DurationHistogram } from "../duration_histogram.ts";
+import { monotonicSeconds } from "../io/libc.ts";
 import type { Compare, KeyValue, MetaKV, RequestOp } from "./kv.ts";
 import { prefixEnd } from "./kv.ts";
 import { FsError } from "../fs_error.ts";
@@ -386,14 +387,14 @@ export class Namespace {
    * abort without writing.
    */
   async transact<T>(operation: (tx: NsTxn) => Promise<T>): Promise<T> {
-    const started = performance.now();
+    const started = monotonicSeconds();
     try {
       return await this.#transact(operation);
     } catch (error) {
       throw storeError(error);
     } finally {
       this.counters.transactions++;
-      this.counters.durations.observe((performance.now() - started) / 1000);
+      this.counters.durations.observe(monotonicSeconds() - started);
     }
   }
 

@@ -10,6 +10,7 @@
  */
 
 import { DurationHistogram } from "../../duration_histogram.ts";
+import { monotonicSeconds } from "../../io/libc.ts";
 import {
   CompactedError,
   type DeleteRangeRequest,
@@ -87,7 +88,7 @@ interface ClientWatch {
 
 interface Pending {
   core: ClientCore;
-  /** performance.now() at submission, for the commit duration histogram. */
+  /** monotonicSeconds() at submission, for the commit duration histogram. */
   startedAt: number;
   resolve: (c: Completion) => void;
   reject: (e: Error) => void;
@@ -250,7 +251,7 @@ export class CurpKV implements MetaKV {
       if (p === undefined) continue;
       this.#busy.delete(core.id);
       clearTimeout(p.timer);
-      const seconds = (performance.now() - p.startedAt) / 1000;
+      const seconds = monotonicSeconds() - p.startedAt;
       if (c.path === "fast") {
         this.fastCount++;
         this.commitDurations.observe(seconds, 0);
@@ -316,7 +317,7 @@ export class CurpKV implements MetaKV {
           ),
         );
       }, this.#options.timeoutMs);
-      this.#busy.set(core.id, { core, resolve, reject, timer, startedAt: performance.now() });
+      this.#busy.set(core.id, { core, resolve, reject, timer, startedAt: monotonicSeconds() });
       if (options.admin === undefined && this.#options.readsOutsideLog && isReadOnly(txn)) {
         core.submitRead(txn);
       } else core.submit(txn, options);
