@@ -83,6 +83,7 @@ Deno.test("admin API on a mount: open files, log level, drop-cache, token rules"
     extraArgs: ["--http-token-file", await tokenFile()],
   });
   const auth = { authorization: `Bearer ${TOKEN}` };
+  let changedLevel = false;
   try {
     await Deno.writeTextFile(join(mount.mountpoint, "held"), "x");
     const held = await Deno.open(join(mount.mountpoint, "held"));
@@ -124,6 +125,7 @@ Deno.test("admin API on a mount: open files, log level, drop-cache, token rules"
     });
     assert.deepEqual(changed.body, { level: "error", previous: "info" });
     assert.deepEqual((await fetchJson(`${url}/api/v1/admin/log-level`)).body, { level: "error" });
+    changedLevel = true;
 
     const badPath = await fetchJson(`${url}/api/v1/admin/drop-cache`, {
       method: "POST",
@@ -155,6 +157,9 @@ Deno.test("admin API on a mount: open files, log level, drop-cache, token rules"
   } finally {
     await mount.dispose();
   }
+  // At level error the daemon no longer logs its info lines (the unmount line among them).
+  assert.ok(changedLevel);
+  assert.doesNotMatch(mount.stderr(), /skyfs: unmounted/);
 });
 
 Deno.test("without a token a mount refuses changing actions and says how to configure one", async () => {

@@ -53,9 +53,11 @@ export async function metaServe(
   const logger = new Logger();
   let http: HttpServer | undefined;
   try {
-    http = startHttpServer(replicaHttpContext({ server, io, logger, token: httpToken }), listen, {
-      fallbackToAnyPort: values.http === undefined,
-    });
+    if (listen !== "off") {
+      http = startHttpServer(replicaHttpContext({ server, io, logger, token: httpToken }), listen, {
+        fallbackToAnyPort: values.http === undefined,
+      });
+    }
   } catch (error) {
     logger.error(`skyfs: ${(error as Error).message}; serving without the HTTP endpoint`);
   }
