@@ -258,26 +258,36 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   // Rust, so only a complete request costs the JS thread anything (src/http/README.md).
   let http: HttpServer | undefined;
   try {
-    http = startHttpServer(
-      mountHttpContext({
-        mountpoint: path,
-        dataDir: dataDir.path,
-        meta: options.meta ?? "embedded",
-        fuse: server,
-        vfs,
-        kv,
-        shim,
-        io,
-        cluster: node,
-        logger,
-        token: options.httpToken,
-        mounted: () => mounted,
-      }),
-      listen,
-      { fallbackToAnyPort: options.http === undefined },
-    );
+    // With --http off nothing of the endpoint exists: no registry, no event-loop monitor.
+    if (listen !== "off") {
+      http = startHttpServer(
+        mountHttpContext({
+          mountpoint: path,
+          dataDir: dataDir.path,
+          meta: options.meta ?? "embedded",
+          fuse: server,
+          vfs,
+          kv,
+          shim,
+          io,
+          cluster: node,
+          logger,
+          token: options.httpToken,
+          mounted: () => mounted,
+        }),
+        listen,
+        { fallbackToAnyPort: options.http === undefined },
+      );
+    }
   } catch (error) {
     logger.error(`skyfs: ${(error as Error).message}; serving without the HTTP endpoint`);
+  }
+  if (node && http) {
+    // Other nodes (the dashboard's cluster table) find this endpoint in the membership record.
+    node.membership.self.http = http.url;
+    node.membership.announce().catch((error) =>
+      logger.warn(`skyfs: could not publish the HTTP endpoint: ${(error as Error).message}`)
+    );
   }
   // log.debug (SKYFS_DEBUG): SIGUSR2 logs the request counts so far (to split a workload into phases).
   const dumpCounts = () => {

@@ -48,29 +48,59 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-const base = await Deno.makeTempDir({ prefix: "skyfs-bench-http-" });
-const mountpoint = join(base, "mnt");
-await Deno.mkdir(mountpoint);
-const child = new Deno.Command(Deno.execPath(), {
-  args: ["run", "-A", MOD_TS, "mount", mountpoint, "--data", join(base, "data"), "--http"]
-    .concat(["127.0.0.1:0", "--passthrough", "off"]),
-  stdout: "null",
-  stderr: "piped",
-}).spawn();
-let log = "";
-const drained = (async () => {
-  for await (const chunk of child.stderr) log += new TextDecoder().decode(chunk);
-})();
-try {
-  let url: string | undefined;
-  for (let i = 0; i < 600 && !url; i++) {
-    url = /http: listening on (http:\/\/\S+)/.exec(log)?.[1];
-    if (!url || !/skyfs: mounted/.test(log)) {
-      url = undefined;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+interface Daemon {
+  pid: number;
+  mountpoint: string;
+  url?: string;
+  stop(): Promise<void>;
+}
+
+/** A mount with `args` added, started and waited for (its endpoint URL when it has one). */
+async function startDaemon(base: string, name: string, args: string[]): Promise<Daemon> {
+  const mountpoint = join(base, `${name}-mnt`);
+  await Deno.mkdir(mountpoint);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MOD_TS, "mount", mountpoint, "--data", join(base, `${name}-data`)]
+      .concat(args),
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let log = "";
+  const drained = (async () => {
+    for await (const chunk of child.stderr) log += new TextDecoder().decode(chunk);
+  })();
+  const stop = async () => {
+    child.kill("SIGTERM");
+    await child.status;
+    await drained;
+  };
+  for (let i = 0; i < 600 && !/skyfs: mounted/.test(log); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  if (!url) throw new Error(`the mount did not start:\n${log}`);
+  if (!/skyfs: mounted/.test(log)) {
+    await stop();
+    throw new Error(`the mount did not start:\n${log}`);
+  }
+  const url = /http: listening on (http:\/\/\S+)/.exec(log)?.[1];
+  return { pid: child.pid, mountpoint, url, stop };
+}
+
+/** Daemon CPU seconds over `seconds` of idleness. */
+async function idleCpu(daemon: Daemon, seconds: number): Promise<number> {
+  const before = cpuSeconds(daemon.pid);
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  return cpuSeconds(daemon.pid) - before;
+}
+
+const base = await Deno.makeTempDir({ prefix: "skyfs-bench-http-" });
+const daemons: Daemon[] = [];
+try {
+  const on = await startDaemon(base, "on", ["--http", "127.0.0.1:0", "--passthrough", "off"]);
+  daemons.push(on);
+  const off = await startDaemon(base, "off", ["--http", "off", "--passthrough", "off"]);
+  daemons.push(off);
+  const url = on.url!;
+  const mountpoint = on.mountpoint;
   // Every kind of request once, so the histograms have their series.
   for (let i = 0; i < 20; i++) {
     const path = join(mountpoint, `f${i}`);
@@ -82,12 +112,14 @@ try {
   await Deno.mkdir(join(mountpoint, "d"));
   [...Deno.readDirSync(mountpoint)];
   const first = await (await fetch(`${url}/metrics`)).text();
-  const before = cpuSeconds(child.pid);
+  const before = cpuSeconds(on.pid);
   const started = performance.now();
   for (let i = 0; i < scrapes; i++) await (await fetch(`${url}/metrics`)).text();
   const wallMs = (performance.now() - started) / scrapes;
-  const cpuMs = (cpuSeconds(child.pid) - before) * 1000 / scrapes;
+  const cpuMs = (cpuSeconds(on.pid) - before) * 1000 / scrapes;
   const series = first.split("\n").filter((l) => l !== "" && !l.startsWith("#")).length;
+  // Idle, side by side: what the endpoint's standing parts (event-loop monitors) cost.
+  const [idleOn, idleOff] = await Promise.all([idleCpu(on, 10), idleCpu(off, 10)]);
   console.log(
     `per FUSE request: ${perRequestNs.toFixed(1)} ns of metrics work ` +
       `(${(perRequestNs / 13_000 * 100).toFixed(2)}% of a 13 us FUSE round trip)`,
@@ -97,10 +129,12 @@ try {
       `${(first.length / 1024).toFixed(0)} KiB, ${series} series; at one scrape per second ` +
       `${(cpuMs / 10).toFixed(2)}% of the daemon's time`,
   );
+  console.log(
+    `idle for 10 s: ${(idleOn * 1000).toFixed(0)} ms of CPU with the endpoint on (not scraped), ` +
+      `${(idleOff * 1000).toFixed(0)} ms with --http off (clock ticks of 10 ms)`,
+  );
   if (sink === 0.5) console.log(sink); // keep the loops from being optimized away
 } finally {
-  child.kill("SIGTERM");
-  await child.status;
-  await drained;
+  for (const daemon of daemons) await daemon.stop();
   await Deno.remove(base, { recursive: true }).catch(() => {});
 }

@@ -114,12 +114,12 @@ export function registerMountMetrics(metrics: MetricsRegistry, sources: MountMet
   );
   metrics.counter(
     "skyfs_shim_reads_total",
-    "Reads the shim served in-process: not reported to the daemon yet, always 0 (the shim's own counters: SKYFS_PRELOAD_STATS).",
+    "Reads the LD_PRELOAD shim served in-process, as processes reported them (at closes, at most once a second, and at exit).",
     () => shim.reads,
   );
   metrics.counter(
     "skyfs_shim_writes_total",
-    "Writes the shim served in-process: not reported to the daemon yet, always 0 (the shim's own counters: SKYFS_PRELOAD_STATS).",
+    "Writes the LD_PRELOAD shim served in-process, as processes reported them (at closes, at most once a second, and at exit).",
     () => shim.writes,
   );
 

@@ -18,6 +18,9 @@ import { adminRoutes } from "./admin.ts";
 export const DEFAULT_MOUNT_HTTP = "127.0.0.1:9570";
 export const DEFAULT_REPLICA_HTTP = "127.0.0.1:9590";
 
+/** How long close() waits for requests in progress. */
+const CLOSE_WAIT_MS = 2000;
+
 /** One readiness condition: what was checked and, when it failed, why. */
 export interface ReadyCheck {
   name: string;
@@ -177,7 +180,14 @@ export function startHttpServer(
     url: `http://${address}`,
     async close() {
       controller.abort();
-      await server.finished;
+      // Graceful: requests in progress finish. A client that never completes its request must
+      // not hold up the unmount: after CLOSE_WAIT_MS the process goes on without waiting.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        server.finished,
+        new Promise<void>((resolve) => timer = setTimeout(resolve, CLOSE_WAIT_MS)),
+      ]);
+      clearTimeout(timer);
     },
   };
 }

@@ -3,7 +3,7 @@
 // without its token, and the --http flag's forms.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { makeTempDir, runSkyfs, startMount } from "../_harness.ts";
+import { makeTempDir, run, runSkyfs, startMount } from "../_harness.ts";
 import {
   declaredMetrics,
   fetchJson,
@@ -83,6 +83,7 @@ Deno.test("admin API on a mount: open files, log level, drop-cache, token rules"
     extraArgs: ["--http-token-file", await tokenFile()],
   });
   const auth = { authorization: `Bearer ${TOKEN}` };
+  let changedLevel = false;
   try {
     await Deno.writeTextFile(join(mount.mountpoint, "held"), "x");
     const held = await Deno.open(join(mount.mountpoint, "held"));
@@ -124,6 +125,7 @@ Deno.test("admin API on a mount: open files, log level, drop-cache, token rules"
     });
     assert.deepEqual(changed.body, { level: "error", previous: "info" });
     assert.deepEqual((await fetchJson(`${url}/api/v1/admin/log-level`)).body, { level: "error" });
+    changedLevel = true;
 
     const badPath = await fetchJson(`${url}/api/v1/admin/drop-cache`, {
       method: "POST",
@@ -155,6 +157,9 @@ Deno.test("admin API on a mount: open files, log level, drop-cache, token rules"
   } finally {
     await mount.dispose();
   }
+  // At level error the daemon no longer logs its info lines (the unmount line among them).
+  assert.ok(changedLevel);
+  assert.doesNotMatch(mount.stderr(), /skyfs: unmounted/);
 });
 
 Deno.test("without a token a mount refuses changing actions and says how to configure one", async () => {
@@ -199,6 +204,33 @@ Deno.test("--http off serves no endpoint; a bad --http is one line and exit 1", 
     assert.equal(weak.code, 1);
     assert.match(weak.stderr, /the token must be at least 16 characters/);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the shim's in-process reads and writes reach the daemon's metrics", async () => {
+  const { mount, url } = await startHttpMount(); // as root: passthrough, which the shim needs
+  const dir = await makeTempDir("http-shim");
+  try {
+    const library = (await runSkyfs(["preload-path"])).stdout.trim().split("\n").pop()!;
+    const statsPath = join(dir, "stats");
+    const env = { LD_PRELOAD: library, SKYFS_PRELOAD_STATS: statsPath };
+    const file = join(mount.mountpoint, "f");
+    await run("dd", ["if=/dev/zero", `of=${file}`, "bs=4096", "count=300", "status=none"], { env });
+    await run("dd", [`if=${file}`, "of=/dev/null", "bs=4096", "status=none"], { env });
+    // The shim's own counters (written at each process's exit) against the daemon's.
+    const own = { reads: 0, writes: 0 };
+    for (const line of (await Deno.readTextFile(statsPath)).trim().split("\n")) {
+      own.reads += Number(/ reads (\d+)/.exec(line)![1]);
+      own.writes += Number(/ writes (\d+)/.exec(line)![1]);
+    }
+    assert.ok(own.writes >= 300 && own.reads >= 300, JSON.stringify(own));
+    const text = await (await fetch(`${url}/metrics`)).text();
+    assert.equal(sampleValue(text, "skyfs_shim_writes_total"), own.writes);
+    assert.equal(sampleValue(text, "skyfs_shim_reads_total"), own.reads);
+    assert.ok(sampleValue(text, "skyfs_shim_files_granted_total")! >= 2);
+  } finally {
+    await mount.dispose();
     await Deno.remove(dir, { recursive: true });
   }
 });

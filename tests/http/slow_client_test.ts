@@ -59,6 +59,8 @@ Deno.test("100 slow HTTP clients do not stop the mount's file I/O", async () => 
     assert.equal(closedByServer, 0, `${closedByServer} slow connections were closed early`);
     // The endpoint itself still answers a well-behaved client.
     assert.equal((await fetchJson(`${url}/healthz`)).status, 200);
+    // And the daemon unmounts cleanly on SIGTERM while the slow connections are still open.
+    await mount.stop();
   } finally {
     stop.done = true;
     for (const conn of conns) {

@@ -66,9 +66,11 @@ export async function metaServe(options: MetaServeOptions): Promise<void> {
   const logger = new Logger();
   let http: HttpServer | undefined;
   try {
-    http = startHttpServer(replicaHttpContext({ server, io, logger, token: httpToken }), listen, {
-      fallbackToAnyPort: options.http === undefined,
-    });
+    if (listen !== "off") {
+      http = startHttpServer(replicaHttpContext({ server, io, logger, token: httpToken }), listen, {
+        fallbackToAnyPort: options.http === undefined,
+      });
+    }
   } catch (error) {
     logger.error(`skyfs: ${(error as Error).message}; serving without the HTTP endpoint`);
   }
