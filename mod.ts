@@ -5,10 +5,21 @@
  */
 
 import { parseArgs } from "node:util";
-import { defaultDataDir } from "./src/datadir.ts";
 import { mount, umount, UsageError } from "./src/mount.ts";
 import { ensurePreloadLibrary } from "./src/intercept/mod.ts";
 import { metaServe, metaStatus } from "./src/meta/curp/cli.ts";
+import {
+  type CommandName,
+  COMMANDS,
+  type Config,
+  ConfigError,
+  envName,
+  flagsOf,
+  formatConfig,
+  readConfigFile,
+  resolveConfig,
+} from "./src/config/mod.ts";
+import { readHttpToken } from "./src/http/server.ts";
 
 const USAGE = `skyfs: a userspace distributed file system
 
@@ -22,7 +33,12 @@ Commands:
   meta serve     run a CURP metadata replica (skyfs meta serve --help)
   meta status    show the leader, term, commit index and members of a CURP cluster
   status         show a cluster's live nodes, cache use and hit rates (--meta URL)
+  config [CMD]   print the effective configuration of CMD and where each value came from
   help           this text
+
+Every command takes --config FILE (TOML; or SKYFS_CONFIG=FILE): each option of each command is a
+key there, and a SKYFS_* environment variable; a flag beats the environment, which beats the
+file, which beats the default (README.md, "Operating skyfs"; docs/skyfs.example.toml).
 
 Run \`skyfs <command> --help\` for a command's options.`;
 
@@ -50,12 +66,21 @@ Options:
                        with EACCES); root only, for trusted setups
   --suid               honour set-user-id and set-group-id bits of programs run from the
                        mount (default nosuid); root only, for trusted setups
-  -h, --help           this text`;
+  --http HOST:PORT     HTTP endpoint: /metrics, /healthz, /readyz, /api/v1/... (default
+                       127.0.0.1:9570, or any free port when that one is taken; off = none)
+  --http-token-file F  file holding the bearer token the admin API's changing actions need
+                       (else SKYFS_HTTP_TOKEN; with neither they are refused)
+  --config FILE        TOML configuration file: every option above and the tuning keys
+                       ([mount], [fuse], [cluster], [peer], [cache], [io], [curp], [http],
+                       [log]); \`skyfs config mount\` shows them with their environment variables
+  -h, --help           this text
+
+DIR may come from the file instead (mount.mountpoint).`;
 
 const UMOUNT_USAGE = `Usage: skyfs umount DIR
 
 Unmount a skyfs mount, lazily if files are still open. Also clears the dead mount left behind
-when a daemon was killed.`;
+when a daemon was killed. DIR may come from --config FILE (mount.mountpoint).`;
 
 const META_USAGE =
   `Usage: skyfs meta serve --id ID --peers ID=HOST:PORT,... --data DIR [--tick-ms N]
@@ -67,7 +92,25 @@ serve: run one replica of a CURP metadata cluster in the foreground until SIGINT
                  (an odd number; the same list on every replica)
   --data DIR     where the log, witness pool and vote are kept (fsync'd)
   --tick-ms N    milliseconds per tick (default 50; elections after 10-20 ticks)
-status: ask each listed replica for its role, term, commit index and fast-path replies.`;
+  --http H:P     HTTP endpoint: /metrics, /healthz, /readyz, /api/v1/... (default
+                 127.0.0.1:9590, or any free port when that one is taken; off = none)
+  --http-token-file F  bearer token for the admin API's changing actions (else
+                 SKYFS_HTTP_TOKEN; with neither they are refused)
+  --config FILE  TOML configuration file ([meta], [curp], [io], [http], [log];
+                 \`skyfs config meta serve\`)
+status: ask each listed replica for its role, term, commit index and fast-path replies
+  (default: the replicas of meta.peers from --config FILE).`;
+
+const CONFIG_USAGE = `Usage: skyfs config [--config FILE] [COMMAND [ITS OPTIONS...]]
+
+Print the effective configuration of COMMAND as TOML (default: every key), each key with where
+its value came from (flag, env, file or default) and its environment variable. COMMAND is one of:
+  ${COMMANDS.join(", ")}
+(cluster and bench: \`deno task cluster\` and \`deno task bench\`).
+
+Precedence: flag > SKYFS_* environment variable > file > default. An unknown key, a wrong type
+or a value out of range is a one-line error naming the key, the value and what is allowed, exit
+status 1. Format and keys: README.md, "Operating skyfs"; docs/skyfs.example.toml.`;
 
 const EXEC_USAGE = `Usage: skyfs exec [--] CMD [ARGS...]
 
@@ -91,7 +134,11 @@ function parse(
   try {
     const parsed = parseArgs({
       args,
-      options: { ...options, help: { type: "boolean", short: "h" } },
+      options: {
+        ...options,
+        config: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
       allowPositionals: true,
     });
     if (parsed.values.help) {
@@ -104,72 +151,105 @@ function parse(
   }
 }
 
-function clusterOptions(values: Record<string, string | boolean | undefined>) {
-  const backend = values.backend as string | undefined;
+/** Parse a command's arguments and resolve its configuration (flag > env > file > default). */
+function configure(
+  command: CommandName,
+  args: string[],
+  usage: string,
+): { config: Config; positionals: string[] } {
+  const { values, positionals } = parse(args, usage, flagsOf(command));
+  const positional = command === "mount" || command === "umount" ? positionals[0] : undefined;
+  return { config: resolveConfig(command, { flags: values, positional }), positionals };
+}
+
+function clusterOptions(config: Config) {
+  const backend = config.get("cluster.backend");
   if (backend === undefined) return undefined;
-  if (!values.meta || values.meta === "embedded") {
+  if (config.get("mount.meta")?.startsWith("embedded")) {
     throw new UsageError("--backend needs a shared --meta curp://... or etcd://... store");
-  }
-  const cacheText = values["cache-bytes"] as string | undefined;
-  const cacheBytes = cacheText === undefined ? undefined : Number(cacheText);
-  if (cacheBytes !== undefined && !(Number.isInteger(cacheBytes) && cacheBytes > 0)) {
-    throw new UsageError(`--cache-bytes "${cacheText}" is not a positive number of bytes`);
   }
   return {
     backend,
-    nodeId: values["node-id"] as string | undefined,
-    listen: values["peer-listen"] as string | undefined,
-    cacheBytes,
+    nodeId: config.get("cluster.node_id"),
+    listen: config.get("peer.listen"),
+    cacheBytes: config.get("cache.bytes"),
+    openLingerMs: config.get("cluster.open_linger_ms"),
+    peerSend: config.get("peer.send"),
   };
 }
 
-function passthroughOption(text: string | undefined): boolean {
-  const mode = text ?? "auto";
-  if (mode === "auto") return Deno.uid() === 0;
-  if (mode === "on" || mode === "off") return mode === "on";
-  throw new UsageError(`--passthrough "${text}" is not one of auto, on, off`);
+/** Where DIR comes from: the argument, else mount.mountpoint of the file or environment. */
+function mountPointOf(command: "mount" | "umount", config: Config, positionals: string[]) {
+  const mountPoint = config.get("mount.mountpoint");
+  if (positionals.length > 1 || mountPoint === undefined) {
+    throw new UsageError(
+      `skyfs ${command} needs exactly one mount point: skyfs ${command} DIR ` +
+        `(or mount.mountpoint in --config FILE)`,
+    );
+  }
+  return mountPoint;
+}
+
+/** The admin API's token: http.token_file (--http-token-file), else http.token
+ * (SKYFS_HTTP_TOKEN), else none. */
+function httpToken(config: Config): string | undefined {
+  const file = config.get("http.token_file");
+  if (file === undefined) return config.get("http.token");
+  try {
+    return readHttpToken(file);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
 }
 
 const commands: Record<string, Command> = {
   async mount(args) {
-    const { values, positionals } = parse(args, MOUNT_USAGE, {
-      data: { type: "string" },
-      "cache-seconds": { type: "string" },
-      passthrough: { type: "string" },
-      meta: { type: "string" },
-      backend: { type: "string" },
-      "node-id": { type: "string" },
-      "peer-listen": { type: "string" },
-      "cache-bytes": { type: "string" },
-      dev: { type: "boolean" },
-      suid: { type: "boolean" },
-    });
-    if (positionals.length !== 1) {
-      throw new UsageError("skyfs mount needs exactly one mount point: skyfs mount DIR");
-    }
-    const cacheText = values["cache-seconds"] as string | undefined;
-    const cacheSeconds = cacheText === undefined ? undefined : Number(cacheText);
-    if (cacheSeconds !== undefined && !(cacheSeconds >= 0 && cacheSeconds <= 86400)) {
-      throw new UsageError(`--cache-seconds "${cacheText}" is not a number of seconds (0-86400)`);
-    }
-    await mount(positionals[0], {
-      dataDir: (values.data as string | undefined) ?? defaultDataDir(),
-      cacheSeconds,
-      passthrough: passthroughOption(values.passthrough as string | undefined),
-      meta: values.meta as string | undefined,
-      cluster: clusterOptions(values),
-      dev: values.dev === true,
-      suid: values.suid === true,
+    const { config, positionals } = configure("mount", args, MOUNT_USAGE);
+    if (config.file !== undefined) console.error(`skyfs: config ${config.file}`);
+    const mode = config.get("mount.passthrough");
+    const cacheSeconds = config.get("fuse.cache_seconds");
+    const debug = config.get("log.debug") ?? "";
+    await mount(mountPointOf("mount", config, positionals), {
+      dataDir: config.get("mount.data")!,
+      // Unset keeps the mount's own choice (1 s on a cluster node of an older kernel).
+      cacheSeconds: config.source("fuse.cache_seconds").kind === "default"
+        ? undefined
+        : cacheSeconds,
+      passthrough: mode === "auto" ? Deno.uid() === 0 : mode === "on",
+      meta: config.get("mount.meta"),
+      cluster: clusterOptions(config),
+      idleSpinUs: config.get("fuse.spin_us"),
+      io: { engine: config.get("io.engine"), libraryPath: config.get("io.uring_lib") },
+      curp: {
+        timeoutMs: config.get("curp.timeout_ms"),
+        fastPath: config.get("curp.fast_path") ? "marked" : false,
+      },
+      debug: debug !== "",
+      traceMeta: debug.split(",").includes("meta"),
+      http: config.get("http.listen"),
+      httpToken: httpToken(config),
+      dev: config.get("mount.dev"),
+      suid: config.get("mount.suid"),
     });
   },
   async status(args) {
-    const { values } = parse(args, "Usage: skyfs status --meta curp://H:P,...|etcd://H:P,...", {
-      meta: { type: "string" },
-    });
+    const { config } = configure(
+      "status",
+      args,
+      "Usage: skyfs status --meta curp://H:P,...|etcd://H:P,... [--config FILE]",
+    );
     const { openMetaBackend } = await import("./src/meta/backend.ts");
     const { clusterStatus } = await import("./src/cluster/status.ts");
-    if (!values.meta) throw new UsageError("skyfs status needs --meta URL of the cluster");
-    const kv = await openMetaBackend(values.meta as string, { dataDir: "/nonexistent" });
+    const meta = config.get("mount.meta");
+    if (meta === undefined || meta.startsWith("embedded")) {
+      throw new UsageError("skyfs status needs --meta URL of the cluster (or mount.meta)");
+    }
+    const kv = await openMetaBackend(meta, {
+      dataDir: "/nonexistent",
+      timeoutMs: config.get("curp.timeout_ms"),
+      curp: { fastPath: config.get("curp.fast_path") ? "marked" : false },
+      traceMeta: (config.get("log.debug") ?? "").split(",").includes("meta"),
+    });
     try {
       console.log(await clusterStatus(kv));
     } finally {
@@ -177,26 +257,43 @@ const commands: Record<string, Command> = {
     }
   },
   async umount(args) {
-    const { positionals } = parse(args, UMOUNT_USAGE, {});
-    if (positionals.length !== 1) {
-      throw new UsageError("skyfs umount needs exactly one mount point: skyfs umount DIR");
-    }
-    await umount(positionals[0]);
+    const { config, positionals } = configure("umount", args, UMOUNT_USAGE);
+    await umount(mountPointOf("umount", config, positionals));
   },
   async meta(args) {
     const [sub, ...rest] = args;
     if (sub === undefined || sub === "--help" || sub === "-h") return console.log(META_USAGE);
-    const { values, positionals } = parse(rest, META_USAGE, {
-      id: { type: "string" },
-      peers: { type: "string" },
-      data: { type: "string" },
-      "tick-ms": { type: "string" },
-    });
-    if (sub === "serve") await metaServe(values as Record<string, string | undefined>);
-    else if (sub === "status") await metaStatus(positionals);
-    else throw new UsageError(`skyfs meta needs "serve" or "status", not ${JSON.stringify(sub)}`);
+    if (sub !== "serve" && sub !== "status") {
+      throw new UsageError(`skyfs meta needs "serve" or "status", not ${JSON.stringify(sub)}`);
+    }
+    const { config, positionals } = configure(`meta ${sub}`, rest, META_USAGE);
+    if (sub === "serve") {
+      const debug = config.get("log.debug") ?? "";
+      await metaServe({
+        id: config.get("meta.id"),
+        peers: config.get("meta.peers"),
+        dataDir: config.get("meta.data"),
+        tickMs: config.get("meta.tick_ms")!,
+        snapshotEvery: config.get("curp.snapshot_every"),
+        io: { engine: config.get("io.engine"), libraryPath: config.get("io.uring_lib") },
+        debug: debug !== "",
+        http: config.get("meta.http"),
+        httpToken: httpToken(config),
+      });
+    } else {
+      // No address given: the replicas of meta.peers (ID=HOST:PORT,...).
+      const peers = config.get("meta.peers");
+      const fromPeers = peers === undefined ? [] : [peers.replace(/[^=,]+=/g, "")];
+      await metaStatus(positionals.length > 0 ? positionals : fromPeers);
+    }
   },
   async exec(args) {
+    // --config FILE is checked like everywhere else; no key concerns exec (the shim reads
+    // SKYFS_PRELOAD and SKYFS_PRELOAD_STATS in the program's own process).
+    if (args[0] === "--config") {
+      readConfigFile(args[1]);
+      args = args.slice(2);
+    }
     const command = args[0] === "--" ? args.slice(1) : args;
     if (command[0] === "--help" || command[0] === "-h") {
       console.log(EXEC_USAGE);
@@ -216,12 +313,39 @@ const commands: Record<string, Command> = {
     Deno.exit(status.signal ? 128 + signalNumber(status.signal) : status.code);
   },
   async "preload-path"(args) {
-    parse(
+    const { values } = parse(
       args,
-      "Usage: skyfs preload-path\n\nPrint the shim library's path (built if missing).",
+      "Usage: skyfs preload-path [--config FILE]\n\nPrint the shim library's path (built if missing).",
       {},
     );
+    // No key concerns it; a file given is still checked.
+    if (typeof values.config === "string") readConfigFile(values.config);
     console.log(await ensurePreloadLibrary());
+  },
+  config(args) {
+    // The command's own flags count, so `skyfs config mount --passthrough off` shows a flag win.
+    let first = 0;
+    while (first < args.length && args[first].startsWith("-")) {
+      first += args[first] === "--config" ? 2 : 1;
+    }
+    let command: CommandName | undefined;
+    let rest = args;
+    if (first < args.length) {
+      const name = args[first] === "meta" ? `meta ${args[first + 1] ?? ""}`.trim() : args[first];
+      if (!(COMMANDS as readonly string[]).includes(name)) {
+        throw new UsageError(
+          `skyfs config: "${name}" is not a command with options; one of ${COMMANDS.join(", ")}`,
+        );
+      }
+      command = name as CommandName;
+      rest = [...args.slice(0, first), ...args.slice(first + name.split(" ").length)];
+    }
+    const flags = command === undefined ? {} : flagsOf(command);
+    const { values, positionals } = parse(rest, CONFIG_USAGE, flags);
+    const positional = command === "mount" || command === "umount" ? positionals[0] : undefined;
+    const config = resolveConfig(command, { flags: values, positional });
+    console.log(formatConfig(config, command));
+    return Promise.resolve();
   },
   help() {
     console.log(USAGE);
@@ -258,12 +382,12 @@ async function main(argv: string[]): Promise<number> {
     await command(rest);
     return 0;
   } catch (error) {
-    if (error instanceof UsageError) {
+    if (error instanceof UsageError || error instanceof ConfigError) {
       console.error(`skyfs: ${error.message}`);
       return 1;
     }
     console.error(`skyfs: ${(error as Error)?.message ?? error}`);
-    if (Deno.env.get("SKYFS_DEBUG")) console.error(error);
+    if (Deno.env.get(envName("log.debug"))) console.error(error);
     return 1;
   }
 }

@@ -14,6 +14,7 @@ import {
   layoutReadFiles,
   runFioJob,
 } from "./fio.ts";
+import { ConfigError, flagsOf, resolveConfig } from "../src/config/mod.ts";
 import { formatValue } from "./format.ts";
 import { runIoFamily } from "./io_family.ts";
 import { runWanFamily } from "./meta_wan/family.ts";
@@ -76,6 +77,8 @@ Options:
   --keep-scratch       leave the scratch directory for inspection
   --list               print the jobs of the chosen families and exit
   --render FILE.json   rewrite the table, charts (and README for a full run) from raw results
+  --config FILE        TOML file: the options above (but --list, --render) as keys of [bench]
+                       (\`deno task skyfs config bench\` shows them and their SKYFS_BENCH_* names)
   -h, --help           this text
 
 Output: a progress line per job; <out>/<stamp>.json (raw), <stamp>.md (tables with ratios to
@@ -118,15 +121,8 @@ function parseOptions(args: string[]): Options {
     parsed = parseArgs({
       args,
       options: {
-        quick: { type: "boolean" },
-        tiny: { type: "boolean" },
-        only: { type: "string" },
-        targets: { type: "string" },
-        out: { type: "string" },
-        scratch: { type: "string" },
-        "no-readme": { type: "boolean" },
-        strict: { type: "boolean" },
-        "keep-scratch": { type: "boolean" },
+        ...flagsOf("bench"),
+        config: { type: "string" },
         list: { type: "boolean" },
         render: { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -137,23 +133,36 @@ function parseOptions(args: string[]): Options {
   } catch (error) {
     fail(`${error instanceof Error ? error.message : error}; see --help`);
   }
-  const v = parsed.values;
-  if (v.help) {
+  if (parsed.values.help) {
     console.log(HELP);
     Deno.exit(0);
   }
-  const mode: Mode = v.tiny ? "tiny" : v.quick ? "quick" : "full";
+  // Flags, SKYFS_BENCH_* and the [bench] section of --config FILE (src/config/keys.ts).
+  let config;
+  try {
+    config = resolveConfig("bench", { flags: parsed.values });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    fail(error.message);
+  }
+  const only = config.get("bench.only");
+  const targets = config.get("bench.targets");
+  const mode: Mode = config.get("bench.tiny")
+    ? "tiny"
+    : config.get("bench.quick")
+    ? "quick"
+    : "full";
   return {
     mode,
-    families: v.only ? splitList(v.only, FAMILY_GROUPS, "family") : [...DEFAULT_FAMILY_GROUPS],
-    targets: v.targets ? splitList(v.targets, TARGET_NAMES, "target") : [...TARGET_NAMES],
-    outDir: v.out ?? `${REPO_DIR}/bench/results`,
-    scratch: v.scratch ?? `/tmp/skyfs-bench-${Deno.pid}`,
-    readme: !v["no-readme"],
-    strict: v.strict ?? false,
-    keepScratch: v["keep-scratch"] ?? false,
-    list: v.list ?? false,
-    render: v.render,
+    families: only ? splitList(only, FAMILY_GROUPS, "family") : [...DEFAULT_FAMILY_GROUPS],
+    targets: targets ? splitList(targets, TARGET_NAMES, "target") : [...TARGET_NAMES],
+    outDir: config.get("bench.out") ?? `${REPO_DIR}/bench/results`,
+    scratch: config.get("bench.scratch") ?? `/tmp/skyfs-bench-${Deno.pid}`,
+    readme: !config.get("bench.no_readme"),
+    strict: config.get("bench.strict") ?? false,
+    keepScratch: config.get("bench.keep_scratch") ?? false,
+    list: parsed.values.list ?? false,
+    render: parsed.values.render,
   };
 }
 

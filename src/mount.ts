@@ -17,6 +17,14 @@ import { startShimServer } from "./intercept/mod.ts";
 import { ClusterNode, type ClusterNodeOptions } from "./cluster/node.ts";
 import { MountFlags } from "./fuse/mount_flags.ts";
 import type { AtimeRule } from "./vfs/core.ts";
+import { Logger } from "./log.ts";
+import {
+  checkListen,
+  DEFAULT_MOUNT_HTTP,
+  type HttpServer,
+  startHttpServer,
+} from "./http/server.ts";
+import { mountHttpContext } from "./http/mount_context.ts";
 
 /** A failure the user can fix: printed as one line, exit status 1. */
 export class UsageError extends Error {
@@ -40,6 +48,21 @@ export interface MountOptions {
   suid?: boolean;
   /** Log every internal error (our bugs) to stderr. Default true. */
   log?: (line: string) => void;
+  /** Microseconds the FUSE reader looks for the next request before parking (config
+   * fuse.spin_us; src/fuse/README.md "Idle spin"). Default: the server's. */
+  idleSpinUs?: number;
+  /** The I/O engine and its library (config io.engine, io.uring_lib). Default auto. */
+  io?: { engine?: string; libraryPath?: string };
+  /** CURP client tuning for a curp:// store (config curp.timeout_ms, curp.fast_path). */
+  curp?: { timeoutMs?: number; fastPath?: boolean | "marked" };
+  /** Debug output (config log.debug): request counts at unmount and on SIGUSR2. */
+  debug?: boolean;
+  /** One line per CURP command (config log.debug containing "meta"). */
+  traceMeta?: boolean;
+  /** The HTTP endpoint (src/http): HOST:PORT or "off". Default DEFAULT_MOUNT_HTTP. */
+  http?: string;
+  /** Bearer token the admin API's changing actions need; none = they are refused. */
+  httpToken?: string;
 }
 
 /** Mount points listed in /proc/self/mountinfo, with their file system type. */
@@ -114,13 +137,20 @@ export function checkMountPoint(mountPoint: string): string {
 
 /** Mount and serve until unmounted; resolves when the daemon has shut down cleanly. */
 export async function mount(mountPoint: string, options: MountOptions): Promise<void> {
-  const log = options.log ?? ((line: string) => console.error(line));
+  const logger = new Logger(options.log);
+  const log = (line: string) => logger.info(line);
   const path = checkMountPoint(mountPoint);
   for (const [flag, on] of [["--dev", options.dev], ["--suid", options.suid]] as const) {
     // fusermount3 mounts every user's FUSE file system nodev,nosuid whatever is asked.
     if (on && !isRoot()) {
       throw new UsageError(`${flag} needs root (a user's mount is always no${flag.slice(2)})`);
     }
+  }
+  const listen = options.http ?? DEFAULT_MOUNT_HTTP;
+  try {
+    if (options.http !== undefined) checkListen(listen); // the default falls back to any port
+  } catch (error) {
+    throw new UsageError((error as Error).message);
   }
   let dataDir;
   try {
@@ -132,10 +162,22 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   // A cluster node does not spin in io_uring_enter: its operations wait milliseconds for the
   // metadata replicas anyway, and the spin (5% of a node's wall time, about a quarter of its busy
   // time, under a create loop) took the CPU the replicas on the same machine needed.
-  const io = await openIoEngine(options.cluster ? { uring: { spinUs: 0 } } : {});
+  const io = await openIoEngine({
+    engine: options.io?.engine,
+    uring: {
+      ...(options.cluster ? { spinUs: 0 } : {}),
+      ...(options.io?.libraryPath ? { libraryPath: options.io.libraryPath } : {}),
+    },
+  });
   let kv;
   try {
-    kv = await openMetaBackend(options.meta, { dataDir: dataDir.path, io });
+    kv = await openMetaBackend(options.meta, {
+      dataDir: dataDir.path,
+      io,
+      timeoutMs: options.curp?.timeoutMs,
+      curp: { fastPath: options.curp?.fastPath },
+      traceMeta: options.traceMeta,
+    });
   } catch (error) {
     await io.shutdown();
     throw new UsageError((error as Error).message);
@@ -198,15 +240,15 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
       }
     },
     validity: { entrySeconds: seconds, attrSeconds: seconds },
-    idleSpinUs: idleSpinUs(),
+    idleSpinUs: options.idleSpinUs,
     // A store that did not answer is not our bug: one line naming it, no stack.
     onInternalError: (op, error) =>
-      log(
+      logger.error(
         error instanceof MetaUnavailableError
           ? `skyfs: ${op} failed with EIO: metadata store unreachable: ${error.message}`
           : `skyfs: internal error in ${op}: ${(error as Error)?.stack ?? error}`,
       ),
-    onIoError: (op, error) => log(`skyfs: ${op} failed with ${error.message}`),
+    onIoError: (op, error) => logger.warn(`skyfs: ${op} failed with ${error.message}`),
   });
   invalidate = (ino) => server.invalidateAttributes(ino);
   if (node) {
@@ -232,15 +274,54 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     },
     log,
   });
-  const stop = () => device.unmount();
-  // SKYFS_DEBUG: SIGUSR2 logs the request counts so far (to split a workload into phases).
+  let mounted = true;
+  const stop = () => {
+    mounted = false;
+    device.unmount();
+  };
+  // The endpoint shares this thread with the FUSE loop; Deno.serve reads and parses requests in
+  // Rust, so only a complete request costs the JS thread anything (src/http/README.md).
+  let http: HttpServer | undefined;
+  try {
+    // With --http off nothing of the endpoint exists: no registry, no event-loop monitor.
+    if (listen !== "off") {
+      http = startHttpServer(
+        mountHttpContext({
+          mountpoint: path,
+          dataDir: dataDir.path,
+          meta: options.meta ?? "embedded",
+          fuse: server,
+          vfs,
+          kv,
+          shim,
+          io,
+          cluster: node,
+          logger,
+          token: options.httpToken,
+          mounted: () => mounted,
+        }),
+        listen,
+        { fallbackToAnyPort: options.http === undefined },
+      );
+    }
+  } catch (error) {
+    logger.error(`skyfs: ${(error as Error).message}; serving without the HTTP endpoint`);
+  }
+  if (node && http) {
+    // Other nodes (the dashboard's cluster table) find this endpoint in the membership record.
+    node.membership.self.http = http.url;
+    node.membership.announce().catch((error) =>
+      logger.warn(`skyfs: could not publish the HTTP endpoint: ${(error as Error).message}`)
+    );
+  }
+  // log.debug (SKYFS_DEBUG): SIGUSR2 logs the request counts so far (to split a workload into phases).
   const dumpCounts = () => {
     const counts = server.requestCounts().map(([name, n]) => `${name} ${n}`).join(", ");
     log(
       `skyfs: requests: ${counts}; poll wake-ups ${server.stats.wakeups} (idle spin found ${server.stats.spinHits})`,
     );
   };
-  const debug = Boolean(Deno.env.get("SKYFS_DEBUG"));
+  const debug = options.debug === true;
   if (debug) Deno.addSignalListener("SIGUSR2", dumpCounts);
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
@@ -252,8 +333,10 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   } finally {
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
+    mounted = false;
     device.unmount();
     mountFlags.close();
+    await http?.close();
     await shim.close();
     await node?.stop();
     await io.shutdown(); // the Vfs closed the kv when the server destroyed it
@@ -263,18 +346,6 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     }
     log(`skyfs: unmounted ${path}; shim ${JSON.stringify(shim.stats)}`);
   }
-}
-
-/** SKYFS_FUSE_SPIN_US: how long the FUSE reader looks for the next request before parking
- * (src/fuse/README.md "Idle spin"); unset = the server's default. */
-function idleSpinUs(): number | undefined {
-  const text = Deno.env.get("SKYFS_FUSE_SPIN_US");
-  if (text === undefined || text === "") return undefined;
-  const value = Number(text);
-  if (!(Number.isFinite(value) && value >= 0 && value <= 10_000)) {
-    throw new UsageError(`SKYFS_FUSE_SPIN_US="${text}" is not a number of microseconds (0-10000)`);
-  }
-  return value;
 }
 
 /** Unmount `mountPoint`, also when its daemon died (a dead mount answers ENOTCONN). */

@@ -34,6 +34,11 @@ enum skyfs_op {
    * stat (mine or another process's) asks the daemon, which reads size and mtime from the local
    * file. `fd` must be an open file of the sender on this mount, as for GET_FD. Reply status 0. */
   SKYFS_OP_WROTE = 2,
+  /* Reads and writes I served in-process on this mount since my last COUNTS (for the daemon's
+   * metrics): `ino` carries the reads, `reserved` the writes (at most 2^32-1; the rest goes in a
+   * later COUNTS), `fd` is 0. Sent when an adopted fd is closed (at most once a second per mount)
+   * and at exit. Not checked against /proc: it changes nothing but two counters. Reply status 0. */
+  SKYFS_OP_COUNTS = 3,
 };
 
 /* Request, shim -> daemon: exactly sizeof(struct skyfs_request) bytes. */

@@ -150,6 +150,10 @@ struct mount_info {
   dev_t dev;
   uid_t owner;
   int conn; /* connected socket, -1 if none yet, -2 if the daemon cannot be reached */
+  /* Reads and writes served on this mount and not yet reported (SKYFS_OP_COUNTS). */
+  _Atomic uint64_t unreported_reads;
+  _Atomic uint64_t unreported_writes;
+  _Atomic int64_t reported_at_ns; /* CLOCK_MONOTONIC of the last COUNTS */
 };
 
 static struct fd_entry table[MAX_FDS];
@@ -225,6 +229,7 @@ static void read_mountinfo(void) {
 
 static void print_stats_at_exit(void);
 static void flush_all_dirty(void);
+static void send_counts(int mount, int force);
 static void before_fork(void);
 static void after_fork_parent(void);
 static void after_fork_child(void);
@@ -257,6 +262,9 @@ __attribute__((destructor)) static void preload_destructor(void) {
   if (!atomic_load(&initialized)) return;
   /* exit() closes nothing through us: publish sizes before the kernel closes the fds. */
   if (enabled) flush_all_dirty();
+  if (enabled) {
+    for (int i = 0; i < mount_count; i++) send_counts(i, 1);
+  }
   if (print_stats) print_stats_at_exit();
 }
 
@@ -310,6 +318,9 @@ static void after_fork_child(void) {
   for (int i = 0; i < mount_count; i++) {
     if (mounts[i].conn >= 0) syscall(SYS_close, mounts[i].conn);
     if (mounts[i].conn != -2) mounts[i].conn = -1;
+    /* The parent reports what it served; the child starts from nothing. */
+    atomic_store(&mounts[i].unreported_reads, 0);
+    atomic_store(&mounts[i].unreported_writes, 0);
   }
   /* The parent's thread took the locks; the child's only thread starts them afresh. */
   for (int i = 0; i < STRIPES; i++) pthread_rwlock_init(&stripes[i], NULL);
@@ -342,8 +353,8 @@ static int connect_mount(struct mount_info *m) {
 
 /* One request/reply exchange; returns the reply status (0 or -errno). For GET_FD with status 0,
  * *out_fd is the received fd and *out_flags its open flags. Callers keep errno themselves. */
-static int exchange(int mount_index, uint16_t op, int fd, uint64_t ino, int *out_fd,
-                    uint32_t *out_flags) {
+static int exchange_full(int mount_index, uint16_t op, int fd, uint32_t reserved, uint64_t ino,
+                         int *out_fd, uint32_t *out_flags) {
   struct mount_info *m = &mounts[mount_index];
   int status = -EIO;
   pthread_mutex_lock(&conn_lock);
@@ -360,6 +371,7 @@ static int exchange(int mount_index, uint16_t op, int fd, uint64_t ino, int *out
       .version = SKYFS_ABI_VERSION,
       .op = op,
       .fd = fd,
+      .reserved = reserved,
       .ino = ino,
       .seq = next_seq++,
   };
@@ -413,6 +425,15 @@ broken:
   return -EIO;
 }
 
+static int exchange(int mount_index, uint16_t op, int fd, uint64_t ino, int *out_fd,
+                    uint32_t *out_flags) {
+  return exchange_full(mount_index, op, fd, 0, ino, out_fd, out_flags);
+}
+
+static int exchange_counts(int mount_index, uint64_t reads, uint32_t writes) {
+  return exchange_full(mount_index, SKYFS_OP_COUNTS, 0, writes, reads, NULL, NULL);
+}
+
 /* The program closed or replaced one of our sockets: forget it (it is no longer ours). */
 static void forget_conn_fd(int fd) {
   pthread_mutex_lock(&conn_lock);
@@ -436,12 +457,36 @@ static void send_wrote(struct fd_entry *e, int fd) {
   (void)exchange(e->mount, SKYFS_OP_WROTE, fd, e->ino, NULL, NULL);
 }
 
+static int64_t monotonic_ns(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+/* Report this mount's unreported reads and writes (SKYFS_OP_COUNTS): always when `force`, else at
+ * most once a second, so a program closing many files pays one extra exchange per second. */
+static void send_counts(int mount, int force) {
+  struct mount_info *m = &mounts[mount];
+  if (atomic_load(&m->unreported_reads) == 0 && atomic_load(&m->unreported_writes) == 0) return;
+  int64_t now = monotonic_ns();
+  if (!force && now - atomic_load(&m->reported_at_ns) < 1000000000) return;
+  atomic_store(&m->reported_at_ns, now);
+  uint64_t reads = atomic_exchange(&m->unreported_reads, 0);
+  uint64_t writes = atomic_exchange(&m->unreported_writes, 0);
+  if (writes > UINT32_MAX) {
+    atomic_fetch_add(&m->unreported_writes, writes - UINT32_MAX);
+    writes = UINT32_MAX;
+  }
+  (void)exchange_counts(mount, reads, (uint32_t)writes);
+}
+
 /* Forget fd's mapping (its number is being closed or reused). Caller holds the stripe exclusively
  * and keeps errno. */
 static void drop_entry(int fd) {
   struct fd_entry *e = &table[fd];
   if (atomic_load(&e->state) == FD_LOCAL) {
     send_wrote(e, fd);
+    send_counts(e->mount, 0);
     syscall(SYS_close, e->local_fd);
     e->local_fd = -1;
   }
@@ -552,12 +597,14 @@ static void flush_all_dirty(void) {
 
 enum io_kind { IO_READ, IO_WRITE };
 
-static void count(enum io_kind kind, ssize_t n) {
+static void count(int mount, enum io_kind kind, ssize_t n) {
   if (n < 0) return;
   if (kind == IO_READ) {
+    atomic_fetch_add_explicit(&mounts[mount].unreported_reads, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&stats.reads, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&stats.bytes_read, (uint64_t)n, memory_order_relaxed);
   } else {
+    atomic_fetch_add_explicit(&mounts[mount].unreported_writes, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&stats.writes, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&stats.bytes_written, (uint64_t)n, memory_order_relaxed);
   }
@@ -589,7 +636,7 @@ static ssize_t local_io(struct fd_entry *e, int fd, enum io_kind kind, const str
     if (n > 0) syscall(SYS_lseek, fd, (long)(position + n), SEEK_SET);
   }
   if (kind == IO_WRITE && n > 0) mark_dirty(e);
-  count(kind, n);
+  count(e->mount, kind, n);
   return n;
 }
 

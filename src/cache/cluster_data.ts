@@ -139,7 +139,8 @@ export interface ClusterDataOptions {
   uploadParallel?: number;
   /** TTL of the lease this node's open records are on. Default 5 s (as membership). */
   openLeaseSeconds?: number;
-  /** How long this node's open record outlives the last close (OpenRecords). Default 3000 ms. */
+  /** How long this node's open record outlives the last close (OpenRecords). Default 60000 ms
+   * (config cluster.open_linger_ms). */
   openLingerMs?: number;
 }
 
@@ -204,6 +205,14 @@ export interface CacheStats {
   uploads: number;
   bytes: number;
   capacityBytes: number;
+  /** Bytes received from peers (chunks filled and ranges read straight into a reader). */
+  peerFetchedBytes: number;
+  /** Of those, bytes read straight into a reader's buffer (never stored here). */
+  peerDirectBytes: number;
+  /** Bytes fetched from the backend. */
+  backendFetchedBytes: number;
+  /** Bytes of chunks this node served to peers (a range request counts its whole chunk). */
+  peerServedBytes: number;
 }
 
 export class ClusterData {
@@ -263,6 +272,10 @@ export class ClusterData {
       uploads: 0,
       bytes: this.index.bytes,
       capacityBytes: options.capacityBytes ?? 8 * 2 ** 30,
+      peerFetchedBytes: 0,
+      peerDirectBytes: 0,
+      backendFetchedBytes: 0,
+      peerServedBytes: 0,
     };
   }
 
@@ -799,6 +812,7 @@ export class ClusterData {
       this.stats.checksumFailures++;
       throw new FsError("EIO", `backend object ${key} fails its checksum`);
     }
+    this.stats.backendFetchedBytes += data.length;
     if (data.length < ref.length) {
       throw new FsError("EIO", `backend object ${key} has ${data.length} bytes, not ${ref.length}`);
     }
@@ -1150,6 +1164,36 @@ export class ClusterData {
       }
       this.stats.evictions++;
     }
+  }
+
+  /**
+   * Drop every cached chunk of `ino` from this node (the admin API's drop-cache): the next read
+   * fetches them again from a peer or the backend. Refused (EBUSY) while the file is open here or
+   * holds data not yet uploaded. Resolves to what was dropped.
+   */
+  async dropCached(ino: number): Promise<{ chunks: number; bytes: number }> {
+    if (this.#local.fdOf(ino) !== undefined || this.hasDirty(ino)) {
+      throw new FsError("EBUSY", `inode ${ino} is open on this node; close it first`);
+    }
+    const cached = this.index.ofInode(ino);
+    if (cached.length === 0) return { chunks: 0, bytes: 0 };
+    let held: ServeFd;
+    try {
+      held = await this.#acquireServeFd(ino, false);
+    } catch {
+      this.index.deleteInode(ino); // the local file is gone already
+      return { chunks: 0, bytes: 0 };
+    }
+    let bytes = 0;
+    try {
+      for (const chunk of cached) {
+        await this.#dropLocal(ino, chunk.index, held.fd);
+        bytes += chunk.length;
+      }
+    } finally {
+      this.#releaseServeFd(held);
+    }
+    return { chunks: cached.length, bytes };
   }
 
   /** Another node changed this metadata key: drop it from the namespace cache. */

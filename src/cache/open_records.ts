@@ -46,21 +46,14 @@ export function openRecordNode(key: Uint8Array): string {
 export const MAX_LINGERING = 10_000;
 
 /**
- * SKYFS_OPEN_LINGER_MS, else 60 s (bench/cluster/open_close.ts compares values). Long, because an
+ * The default linger: 60 s (a mount takes config cluster.open_linger_ms, SKYFS_OPEN_LINGER_MS;
+ * bench/cluster/open_close.ts compares values). Long, because an
  * open whose record already exists writes nothing (one read), while a first open costs a
  * replicated write and its close another one later: with 3 s, a file reopened a few seconds
  * after its create (a build, `git status`, the bench's open+close pass) paid both again. An
  * unlink elsewhere still ends the linger at once (the watch).
  */
-function defaultLingerMs(): number {
-  const text = Deno.env.get("SKYFS_OPEN_LINGER_MS");
-  const value = Number(text);
-  if (text === undefined || text === "") return 60_000;
-  if (!Number.isFinite(value) || value < 0) {
-    throw new RangeError(`SKYFS_OPEN_LINGER_MS="${text}" must be a number of milliseconds >= 0`);
-  }
-  return value;
-}
+export const DEFAULT_LINGER_MS = 60_000;
 
 export class OpenRecords {
   readonly #kv: MetaKV;
@@ -86,7 +79,7 @@ export class OpenRecords {
   #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
-  constructor(kv: MetaKV, nodeId: string, ttlSeconds = 5, lingerMs = defaultLingerMs()) {
+  constructor(kv: MetaKV, nodeId: string, ttlSeconds = 5, lingerMs = DEFAULT_LINGER_MS) {
     this.#kv = kv;
     this.#nodeId = nodeId;
     this.#ttlSeconds = ttlSeconds;

@@ -9,34 +9,41 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { LocalCluster } from "./local_cluster.ts";
+import { ConfigError, flagsOf, resolveConfig } from "../config/mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
     smoke: { type: "boolean" },
-    nodes: { type: "string" },
-    etcd: { type: "boolean" },
-    netns: { type: "boolean" },
+    ...flagsOf("cluster"),
+    config: { type: "string" },
     help: { type: "boolean" },
   },
 });
 if (values.help) {
-  console.log("Usage: deno task cluster [--smoke] [--nodes N] [--etcd | --netns]");
+  console.log(
+    "Usage: deno task cluster [--smoke] [--nodes N] [--etcd | --netns] [--config FILE]\n" +
+      "(--config FILE: [local_cluster] nodes, etcd, netns; `skyfs config cluster` shows them)",
+  );
   Deno.exit(0);
+}
+let config;
+try {
+  config = resolveConfig("cluster", { flags: values });
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  console.error(`skyfs: ${error.message}`);
+  Deno.exit(2);
 }
 if (Deno.uid() !== 0) {
   console.error("deno task cluster mounts FUSE file systems: run it as root");
   Deno.exit(1);
 }
-const count = Number(values.nodes ?? 3);
-if (!(Number.isInteger(count) && count >= 1 && count <= 26)) {
-  console.error(`--nodes "${values.nodes}" is not a whole number from 1 to 26`);
-  Deno.exit(2);
-}
+const count = config.get("local_cluster.nodes")!;
 const cluster = await LocalCluster.start("skyfs-cluster-", {
   nodes: count,
-  meta: values.etcd ? "etcd" : "curp",
-  netns: values.netns,
+  meta: config.get("local_cluster.etcd") ? "etcd" : "curp",
+  netns: config.get("local_cluster.netns"),
 });
 
 if (values.smoke) {

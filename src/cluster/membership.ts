@@ -18,6 +18,8 @@ export interface NodeInfo {
   startedMs: number;
   /** Cache statistics, refreshed with the lease. */
   stats?: Record<string, number>;
+  /** Base URL of its HTTP endpoint (src/http: /metrics, /api/v1/...), absent when off. */
+  http?: string;
 }
 
 const VNODES = 64;
@@ -153,6 +155,11 @@ export class Membership {
     } catch {
       return false; // a foreign value: not a node (listNodes skips it too)
     }
+  }
+
+  /** Rewrite this node's record now (after `self` changed, e.g. its HTTP endpoint started). */
+  announce(): Promise<void> {
+    return this.#publish();
   }
 
   async #publish(): Promise<void> {

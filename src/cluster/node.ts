@@ -9,12 +9,12 @@
 import type { MetaKV } from "../meta/kv.ts";
 import { prefixEnd } from "../meta/kv.ts";
 import { ClusterData } from "../cache/cluster_data.ts";
-import { type BackendStore, openBackend } from "../cache/backend.ts";
+import { type BackendStore, CountedBackend, openBackend } from "../cache/backend.ts";
 import type { ChunkRef } from "../cache/chunk_map.ts";
 import { peerThenBackend } from "./peer_source.ts";
 import { Membership } from "./membership.ts";
 import type { PeerTransport } from "./transport.ts";
-import { openPeers } from "./uring_transport.ts";
+import { openPeers, type PeerSendMode } from "./uring_transport.ts";
 import { probeRdma } from "./rdma_probe.ts";
 import type { IoEngine } from "../io/types.ts";
 import { collectGarbage, purgeOrphans } from "../cache/gc.ts";
@@ -29,6 +29,11 @@ export interface ClusterNodeOptions {
   listen?: string;
   /** Local cache limit. Default 8 GiB. */
   cacheBytes?: number;
+  /** How long a file's open record outlives its last close here (config
+   * cluster.open_linger_ms). Default 60 s (OpenRecords). */
+  openLingerMs?: number;
+  /** How the io_uring peer server sends a cached chunk (config peer.send). Default splice. */
+  peerSend?: PeerSendMode;
   log?: (line: string) => void;
   /** The process's I/O engine: a directory backend's objects are read and written through it. */
   io?: IoEngine;
@@ -81,20 +86,35 @@ export class ClusterNode {
     if (!/^[0-9a-z]{1,32}$/.test(nodeId)) {
       throw new RangeError(`--node-id "${nodeId}" must be 1-32 lowercase letters or digits`);
     }
-    const backend = await openBackend(options.backend, options.io);
-    const data = new ClusterData(dataDir, { nodeId, backend, capacityBytes: options.cacheBytes });
+    const backend = new CountedBackend(await openBackend(options.backend, options.io));
+    const data = new ClusterData(dataDir, {
+      nodeId,
+      backend,
+      capacityBytes: options.cacheBytes,
+      openLingerMs: options.openLingerMs,
+    });
     const [host, port] = splitHostPort(options.listen ?? "127.0.0.1:0");
     // io_uring sockets (splice from the cache file, reads into the reader's buffer) where the
     // engine can, else Deno TCP: uring_transport.ts.
-    const { server, transport } = openPeers(options.io, host, port, (request) => {
-      const ref: ChunkRef = {
-        version: request.version,
-        length: request.length,
-        crc: request.crc,
-        objectLength: request.objectLength,
-      };
-      return data.serveChunk(request.ino, request.index, ref);
-    }, log);
+    const { server, transport } = openPeers(
+      options.io,
+      host,
+      port,
+      (request) => {
+        const ref: ChunkRef = {
+          version: request.version,
+          length: request.length,
+          crc: request.crc,
+          objectLength: request.objectLength,
+        };
+        return data.serveChunk(request.ino, request.index, ref).then((served) => {
+          data.stats.peerServedBytes += served.length;
+          return served;
+        });
+      },
+      log,
+      { sendMode: options.peerSend },
+    );
     const membership = new Membership(kv, {
       id: nodeId,
       address: server.address,

@@ -53,9 +53,10 @@ const SPLICE_BYTES = 1 << 20;
 const COPY_PIECE_BYTES = 256 << 10;
 /**
  * How the server sends a chunk from its cache file: "copy" (read a piece through the ring,
- * send it) or "splice" (file -> pipe -> socket, no copy on this node). SKYFS_PEER_SEND.
+ * send it) or "splice" (file -> pipe -> socket, no copy on this node; the default). Config
+ * peer.send (SKYFS_PEER_SEND).
  */
-const SEND_MODE = Deno.env.get("SKYFS_PEER_SEND") === "copy" ? "copy" : "splice";
+export type PeerSendMode = "splice" | "copy";
 
 /** The engine, if it can drive sockets (io_uring with the socket ops), else undefined. */
 export function socketEngine(io: IoEngine | undefined): UringEngine | undefined {
@@ -73,12 +74,12 @@ export function openPeers(
   port: number,
   serve: ChunkServer,
   log: (line: string) => void = (line) => console.error(line),
-  options: { timeoutMs?: number } = {},
+  options: { timeoutMs?: number; sendMode?: PeerSendMode } = {},
 ): { server: { address: string; close: () => void }; transport: PeerTransport } {
   const uring = socketEngine(io);
   if (uring && parseIpv4(`${host}:${port}`)) {
     return {
-      server: listenPeersUring(uring, host, port, serve, log),
+      server: listenPeersUring(uring, host, port, serve, log, options.sendMode),
       transport: new UringTransport(uring, options),
     };
   }
@@ -101,6 +102,7 @@ export function listenPeersUring(
   port: number,
   serve: ChunkServer,
   log: (line: string) => void = (line) => console.error(line),
+  sendMode: PeerSendMode = "splice",
 ): { address: string; close: () => void } {
   const [listenFd, bound] = tcpListen(host, port);
   const sockets = new Set<number>();
@@ -122,7 +124,7 @@ export function listenPeersUring(
       }
       sockets.add(fd);
       // Out of the set before its close: a number closed and reused must never be shut down.
-      serveSocket(io, fd, serve, log, () => sockets.delete(fd));
+      serveSocket(io, fd, serve, log, () => sockets.delete(fd), sendMode);
     }
   })();
   return {
@@ -153,6 +155,7 @@ async function serveSocket(
   serve: ChunkServer,
   log: (line: string) => void,
   closing: () => void,
+  sendMode: PeerSendMode,
 ): Promise<void> {
   const header = new Uint8Array(HEADER_BYTES);
   let spliceVia: { fds: [number, number]; capacity: number } | undefined;
@@ -206,7 +209,7 @@ async function serveSocket(
           encodeHeader(FrameType.CHUNK, frame.requestId, end - start),
           MSG_MORE,
         );
-        if (reply.fd !== undefined && SEND_MODE === "splice") {
+        if (reply.fd !== undefined && sendMode === "splice") {
           spliceVia ??= pipe(SPLICE_BYTES);
           await io.spliceToSocket(
             reply.fd,

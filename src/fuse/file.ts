@@ -40,6 +40,7 @@ function openOut(op: OpContext, ino: number, result: OpenResult, flags: number):
     const writable = (flags & O_ACCMODE) !== O_RDONLY;
     const backingId = op.server.backing.open(ino, result.fh, result.backingFd, writable);
     if (backingId !== undefined) {
+      op.server.counters.passthroughOpens++;
       return { fh: result.fh, openFlags: Fopen.PASSTHROUGH, backingId };
     }
   }
@@ -119,6 +120,7 @@ const read: Handler = async (op, req) => {
     args.offset,
     reply.subarray(OUT_HEADER_SIZE),
   );
+  op.server.counters.readBytes += n;
   return reply.subarray(0, OUT_HEADER_SIZE + n);
 };
 
@@ -126,7 +128,9 @@ const write: Handler = async (op, req) => {
   const args = decodeReadIn(req.view); // fuse_write_in starts like fuse_read_in
   if (!(req.view.getUint32(20, true) & WRITE_CACHE)) checkDirectAlignment(args);
   const data = req.body.subarray(WRITE_IN_SIZE, WRITE_IN_SIZE + args.size);
-  return writeReply(await op.vfs.write(op.ctx, req.header.nodeid, args.fh, args.offset, data));
+  const written = await op.vfs.write(op.ctx, req.header.nodeid, args.fh, args.offset, data);
+  op.server.counters.writeBytes += written;
+  return writeReply(written);
 };
 
 const flush: Handler = async (op, req) => {

@@ -8,7 +8,7 @@ export const ABI_VERSION = 1;
 export const ABI_MAGIC = 0x53594b53;
 export const SOCKET_PREFIX = "skyfs-shim-";
 
-export const Op = { GET_FD: 1, WROTE: 2 } as const;
+export const Op = { GET_FD: 1, WROTE: 2, COUNTS: 3 } as const;
 
 /** struct skyfs_request: field offsets and the total size. */
 export const Request = {
@@ -48,8 +48,11 @@ export const PreloadStats = {
 export interface ShimRequest {
   op: number;
   fd: number;
+  /** COUNTS: the reads served since the last COUNTS; else the inode. */
   ino: number;
   seq: bigint;
+  /** COUNTS: the writes served since the last COUNTS; else 0. */
+  reserved: number;
 }
 
 /** Abstract socket name of the mount whose st_dev is major:minor (without the leading NUL). */
@@ -73,13 +76,22 @@ export function decodeRequest(bytes: Uint8Array): ShimRequest {
     throw new RangeError(`ABI version ${version}, this daemon speaks ${ABI_VERSION}`);
   }
   const op = view.getUint16(Request.op, true);
-  if (op !== Op.GET_FD && op !== Op.WROTE) throw new RangeError(`unknown op ${op}`);
+  if (op !== Op.GET_FD && op !== Op.WROTE && op !== Op.COUNTS) {
+    throw new RangeError(`unknown op ${op}`);
+  }
   const fd = view.getInt32(Request.fd, true);
-  if (fd < 0) throw new RangeError(`negative fd ${fd}`);
-  if (view.getUint32(Request.reserved, true) !== 0) throw new RangeError("reserved field not 0");
+  const reserved = view.getUint32(Request.reserved, true);
   const ino = view.getBigUint64(Request.ino, true);
+  const seq = view.getBigUint64(Request.seq, true);
+  if (op === Op.COUNTS) {
+    if (fd !== 0) throw new RangeError(`COUNTS with fd ${fd}, not 0`);
+    if (ino > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`COUNTS of ${ino} reads`);
+    return { op, fd, ino: Number(ino), seq, reserved };
+  }
+  if (fd < 0) throw new RangeError(`negative fd ${fd}`);
+  if (reserved !== 0) throw new RangeError("reserved field not 0");
   if (ino === 0n || ino > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`bad ino ${ino}`);
-  return { op, fd, ino: Number(ino), seq: view.getBigUint64(Request.seq, true) };
+  return { op, fd, ino: Number(ino), seq, reserved };
 }
 
 /** The reply bytes; `status` is 0 or -errno. */

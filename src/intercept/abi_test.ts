@@ -48,6 +48,7 @@ Deno.test("abi: TypeScript offsets, sizes and constants match skyfs_abi.h", asyn
       ["magic", "SKYFS_ABI_MAGIC", ABI_MAGIC],
       ["GET_FD", "SKYFS_OP_GET_FD", Op.GET_FD],
       ["WROTE", "SKYFS_OP_WROTE", Op.WROTE],
+      ["COUNTS", "SKYFS_OP_COUNTS", Op.COUNTS],
       ["prefix_length", "sizeof(SKYFS_SHIM_SOCKET_PREFIX) - 1", SOCKET_PREFIX.length],
     ] as const
   ) {
@@ -99,7 +100,14 @@ Deno.test("abi: a well-formed request decodes", () => {
     fd: 9,
     ino: 1234,
     seq: 99n,
+    reserved: 0,
   });
+  // COUNTS: reads in `ino` (0 allowed), writes in `reserved`, fd 0.
+  assert.deepEqual(
+    decodeRequest(request({ op: Op.COUNTS, fd: 0, ino: 0, reserved: 17, seq: 5 })),
+    { op: Op.COUNTS, fd: 0, ino: 0, seq: 5n, reserved: 17 },
+  );
+  assert.throws(() => decodeRequest(request({ op: Op.COUNTS, fd: 3 })), /COUNTS with fd 3/);
 });
 
 Deno.test("abi: malformed requests are rejected with the reason", () => {

@@ -122,7 +122,9 @@ export class ShimServer {
   readonly #connections = new Set<number>();
   #closed = false;
   #loop?: Promise<void>;
-  readonly stats = { granted: 0, refused: 0, wrote: 0, rejected: 0 };
+  /** Counters for /metrics; `reads` and `writes` are what shims reported served in-process
+   * (SKYFS_OP_COUNTS, at closes at most once a second and at exit). */
+  readonly stats = { granted: 0, refused: 0, wrote: 0, rejected: 0, reads: 0, writes: 0 };
 
   constructor(options: ShimServerOptions) {
     this.#options = options;
@@ -219,6 +221,12 @@ export class ShimServer {
   }
 
   #answer(connection: number, request: ShimRequest, who: Credentials): void {
+    if (request.op === Op.COUNTS) {
+      this.stats.reads += request.ino;
+      this.stats.writes += request.reserved;
+      send(connection, encodeReply(request.op, request.seq, 0));
+      return;
+    }
     try {
       const info = this.#verifyHolder(request, who);
       if (request.op === Op.WROTE) {

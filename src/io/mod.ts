@@ -15,7 +15,7 @@ import { FsError } from "../fs_error.ts";
 
 export interface OpenIoEngineOptions {
   /** Which engine: "io_uring" (fail if it cannot open), "portable", or "auto" (io_uring, else
-   * portable). Default $SKYFS_IO, else "auto". */
+   * portable). Default "auto" (a mount takes config io.engine, SKYFS_IO). */
   engine?: string;
   /** Where the one line saying which engine and why goes. Default console.error. */
   log?: (line: string) => void;
@@ -31,13 +31,12 @@ export interface OpenIoEngineOptions {
  * when io_uring was demanded but cannot open.
  */
 export function openIoEngine(options: OpenIoEngineOptions = {}): Promise<IoEngine> {
-  const fromEnv = Deno.env.get("SKYFS_IO");
-  const choice = options.engine ?? (fromEnv || "auto");
+  const choice = options.engine ?? "auto";
   const log = options.log ?? ((line: string) => console.error(line));
-  const how = options.engine !== undefined ? "asked for" : fromEnv ? "SKYFS_IO" : "default";
+  const how = options.engine !== undefined ? "io.engine" : "default";
   if (choice !== "auto" && choice !== "io_uring" && choice !== "portable") {
     return Promise.reject(
-      new RangeError(`Unknown I/O engine "${choice}": use SKYFS_IO=io_uring, portable or auto`),
+      new RangeError(`Unknown I/O engine "${choice}": use io_uring, portable or auto`),
     );
   }
   if (choice === "portable") {

@@ -45,7 +45,7 @@ import { SpinPolicy } from "./uring_spin.ts";
 export interface UringEngineOptions {
   /** Operations in the kernel at once; callers beyond it wait for a slot. Default 256. */
   queueDepth?: number;
-  /** Path of libskyfs_uring.so. Default $SKYFS_URING_LIB, else lib/uring/build/ of this tree. */
+  /** Path of libskyfs_uring.so. Default lib/uring/build/ of this tree (config io.uring_lib). */
   libraryPath?: string;
   /** shutdown() cancels what is still in flight after this long. Default 5000 ms. */
   shutdownCancelAfterMs?: number;
@@ -79,6 +79,8 @@ export interface UringEngineOptions {
 
 /** JS<->native crossings, for the benchmark's "crossings per completed I/O". */
 export interface UringStats {
+  /** Operations handed to the kernel (SQEs submitted). */
+  submissions: number;
   /** Operations completed (a linked write+fsync counts two; internal cancels none). */
   completions: number;
   /** Synchronous submit calls: one io_uring_enter each. */
@@ -300,6 +302,7 @@ export class UringEngine implements IoEngine {
   #idle: (() => void) | undefined;
 
   #stats: UringStats = {
+    submissions: 0,
     completions: 0,
     submitCalls: 0,
     reapCalls: 0,
@@ -1015,6 +1018,7 @@ export class UringEngine implements IoEngine {
     const spin = this.#stagedDisk > 0 ? this.#spin.next() : 0;
     this.#stagedDisk = 0;
     this.#stats.submitCalls++;
+    this.#stats.submissions += count;
     const reaped = this.#native.skyfs_uring_submit_reap(
       this.#ring,
       this.#opPointer,

@@ -121,10 +121,9 @@ const symbols = {
 export type UringLibrary = Deno.DynamicLibrary<typeof symbols>;
 export type UringSymbols = UringLibrary["symbols"];
 
-/** Where the library is: $SKYFS_URING_LIB, else lib/uring/build/ of this checkout. */
+/** Where the library is: lib/uring/build/ of this checkout (a mount passes config io.uring_lib,
+ * SKYFS_URING_LIB, as UringEngineOptions.libraryPath instead). */
 export function defaultLibraryPath(): string {
-  const fromEnv = Deno.env.get("SKYFS_URING_LIB");
-  if (fromEnv) return fromEnv;
   return new URL("../../lib/uring/build/libskyfs_uring.so", import.meta.url).pathname;
 }
 

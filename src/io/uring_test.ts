@@ -242,34 +242,25 @@ Deno.test("io_uring: shutdown() lets accepted writes finish and they are on disk
   });
 });
 
-Deno.test("openIoEngine: SKYFS_IO and options choose the engine, with one log line", async () => {
+Deno.test("openIoEngine: the engine option chooses the engine, with one log line", async () => {
+  // mod.ts passes config io.engine (SKYFS_IO); the engine itself reads no environment.
   const lines: string[] = [];
   const log = (line: string) => lines.push(line);
-  const saved = Deno.env.get("SKYFS_IO");
-  try {
-    Deno.env.set("SKYFS_IO", "portable");
-    const portable = await openIoEngine({ log });
-    assert.equal(portable.kind, "portable");
-    await portable.shutdown();
-    assert.deepEqual(lines, ["skyfs io: engine portable (SKYFS_IO: portable)"]);
+  const portable = await openIoEngine({ engine: "portable", log });
+  assert.equal(portable.kind, "portable");
+  await portable.shutdown();
+  assert.deepEqual(lines, ["skyfs io: engine portable (io.engine: portable)"]);
 
-    Deno.env.set("SKYFS_IO", "io_uring");
-    const uring = await openIoEngine({ log });
-    assert.equal(uring.kind, "io_uring");
-    await uring.shutdown();
-    assert.equal(lines[1], "skyfs io: engine io_uring (SKYFS_IO: io_uring)");
+  const uring = await openIoEngine({ engine: "io_uring", log });
+  assert.equal(uring.kind, "io_uring");
+  await uring.shutdown();
+  assert.equal(lines[1], "skyfs io: engine io_uring (io.engine: io_uring)");
 
-    Deno.env.set("SKYFS_IO", "fast");
-    await assert.rejects(openIoEngine({ log }), RangeError);
-    Deno.env.delete("SKYFS_IO");
-    const auto = await openIoEngine({ log });
-    assert.equal(auto.kind, "io_uring");
-    await auto.shutdown();
-    assert.equal(lines.length, 3);
-  } finally {
-    if (saved === undefined) Deno.env.delete("SKYFS_IO");
-    else Deno.env.set("SKYFS_IO", saved);
-  }
+  await assert.rejects(openIoEngine({ engine: "fast", log }), RangeError);
+  const auto = await openIoEngine({ log });
+  assert.equal(auto.kind, "io_uring");
+  await auto.shutdown();
+  assert.equal(lines[2], "skyfs io: engine io_uring (default: auto)");
 });
 
 Deno.test("openIoEngine: falls back when io_uring cannot open (simulated)", async () => {
@@ -295,17 +286,17 @@ Deno.test("openIoEngine: falls back when io_uring cannot open (simulated)", asyn
 Deno.test("openIoEngine: falls back on a real EPERM from a seccomp filter", async () => {
   const script = `
     import { openIoEngine } from ${JSON.stringify(new URL("./mod.ts", import.meta.url).href)};
-    const io = await openIoEngine();
+    const io = await openIoEngine({ engine: Deno.args[0] });
     console.log(io.kind);
     await io.shutdown();`;
-  const child = (env: Record<string, string>) =>
+  const child = (engine: string) =>
     new Deno.Command(denyIoUringPath, {
-      args: [Deno.execPath(), "eval", script],
-      env: { ...env, NO_COLOR: "1" },
+      args: [Deno.execPath(), "eval", script, engine],
+      env: { NO_COLOR: "1" },
       stdout: "piped",
       stderr: "piped",
     }).output();
-  const auto = await child({ SKYFS_IO: "auto" });
+  const auto = await child("auto");
   const stderr = new TextDecoder().decode(auto.stderr);
   assert.ok(auto.success, stderr);
   assert.equal(new TextDecoder().decode(auto.stdout).trim(), "portable");
@@ -313,7 +304,7 @@ Deno.test("openIoEngine: falls back on a real EPERM from a seccomp filter", asyn
     stderr,
     /skyfs io: engine portable \(io_uring unavailable: EPERM: .*io_uring_disabled/,
   );
-  const forced = await child({ SKYFS_IO: "io_uring" });
+  const forced = await child("io_uring");
   assert.equal(forced.success, false);
   assert.match(new TextDecoder().decode(forced.stderr), /EPERM: io_uring is forbidden here/);
 });

@@ -18,6 +18,10 @@ export interface MetaBackendOptions {
   /** The process's I/O engine; the embedded store syncs its log through it. Default: the
    * embedded store opens its own. */
   io?: IoEngine;
+  /** CURP client options beyond the timeout (config curp.fast_path). */
+  curp?: { fastPath?: boolean | "marked" };
+  /** One line per CURP command on stderr (config log.debug containing "meta"). Default off. */
+  traceMeta?: boolean;
 }
 
 /** Parse "scheme://h:p,h:p" into its scheme and endpoints; throws a RangeError naming the fix. */
@@ -47,11 +51,13 @@ export async function openMetaBackend(
 ): Promise<MetaKV> {
   const { scheme, endpoints } = parseMetaSpec(spec);
   if (scheme === "curp") {
-    // SKYFS_DEBUG=meta: one line per metadata command (path, ms, keys), as the other debug output.
-    const trace = (Deno.env.get("SKYFS_DEBUG") ?? "").split(",").includes("meta")
-      ? (line: string) => console.error(line)
-      : undefined;
-    return await openCurpKV(endpoints, { timeoutMs: options.timeoutMs, trace });
+    // log.debug = "meta": one line per metadata command (path, ms, keys).
+    const trace = options.traceMeta ? (line: string) => console.error(line) : undefined;
+    return await openCurpKV(endpoints, {
+      timeoutMs: options.timeoutMs,
+      fastPath: options.curp?.fastPath,
+      trace,
+    });
   }
   if (scheme === "etcd") {
     // Loaded only when asked for: the gRPC client is a large npm dependency.

@@ -19,6 +19,8 @@
  * @module
  */
 
+import { DurationHistogram } from "../duration_histogram.ts";
+import { monotonicSeconds } from "../io/libc.ts";
 import type { Compare, KeyValue, MetaKV, RequestOp, TxnResponse } from "./kv.ts";
 import { prefixEnd } from "./kv.ts";
 import { FsError } from "../fs_error.ts";
@@ -309,6 +311,13 @@ export class TxnConflictError extends Error {
 /** The namespace over one MetaKV. Create with `Namespace.open`. */
 export class Namespace {
   readonly kv: MetaKV;
+  /** For /metrics: operations run (`transact`), their time, conflicts seen, attempts retried. */
+  readonly counters = {
+    transactions: 0,
+    durations: new DurationHistogram(),
+    conflicts: 0,
+    retries: 0,
+  };
   readonly #cache = new Map<string, CachedValue>();
   /** Directories whose every entry is in the cache (see `markComplete`). */
   readonly #completeDirs = new Set<number>();
@@ -394,15 +403,20 @@ export class Namespace {
     operation: (tx: NsTxn) => Promise<T>,
     options?: TransactOptions,
   ): Promise<T> {
+    const started = monotonicSeconds();
     try {
       return await this.#transact(operation, options?.validate ?? this.#validateReads);
     } catch (error) {
       throw storeError(error);
+    } finally {
+      this.counters.transactions++;
+      this.counters.durations.observe(monotonicSeconds() - started);
     }
   }
 
   async #transact<T>(operation: (tx: NsTxn) => Promise<T>, validate: boolean): Promise<T> {
     for (let attempt = 1; attempt <= this.#maxAttempts; attempt++) {
+      if (attempt > 1) this.counters.retries++;
       const tx = new NsTxn(this);
       let result: T;
       try {
@@ -425,7 +439,10 @@ export class Namespace {
 
   async #validate(tx: NsTxn): Promise<boolean> {
     const response = await this.kv.txn({ compare: tx.compares(), revisionsUnused: true });
-    if (!response.succeeded) tx.forgetReads();
+    if (!response.succeeded) {
+      this.counters.conflicts++;
+      tx.forgetReads();
+    }
     return response.succeeded;
   }
 
@@ -451,6 +468,7 @@ export class Namespace {
       }
     }
     if (!response.succeeded) {
+      this.counters.conflicts++;
       tx.forgetReads();
       return false;
     }

@@ -5,37 +5,74 @@
 
 import { fetchStatus, ReplicaServer } from "./server.ts";
 import { openIoEngine } from "../../io/mod.ts";
+import { Logger } from "../../log.ts";
+import {
+  checkListen,
+  DEFAULT_REPLICA_HTTP,
+  type HttpServer,
+  startHttpServer,
+} from "../../http/server.ts";
+import { replicaHttpContext } from "../../http/replica_context.ts";
 
-/** Run a replica until SIGINT or SIGTERM. Flags are checked here; errors say which and why. */
-export async function metaServe(values: Record<string, string | undefined>): Promise<void> {
-  const id = values.id;
-  const peers = values.peers;
-  const data = values.data;
+/** What `skyfs meta serve` runs with, resolved and range-checked by src/config (mod.ts). */
+export interface MetaServeOptions {
+  /** Config meta.id, meta.peers, meta.data: required. */
+  id?: string;
+  peers?: string;
+  dataDir?: string;
+  /** Config meta.tick_ms. */
+  tickMs: number;
+  /** Config curp.snapshot_every (SKYFS_CURP_SNAPSHOT_EVERY). Default the core's. */
+  snapshotEvery?: number;
+  /** Config io.engine and io.uring_lib. */
+  io?: { engine?: string; libraryPath?: string };
+  /** Config log.debug: nothing more yet (the replica has no debug output of its own). */
+  debug?: boolean;
+  /** Config meta.http (--http): HOST:PORT or "off". Default DEFAULT_REPLICA_HTTP. */
+  http?: string;
+  /** Config http.token_file or http.token: the admin API's bearer token; none = refused. */
+  httpToken?: string;
+}
+
+/** Run a replica until SIGINT or SIGTERM. */
+export async function metaServe(options: MetaServeOptions): Promise<void> {
+  const { id, peers, dataDir: data, tickMs, snapshotEvery, httpToken } = options;
   if (id === undefined || peers === undefined || data === undefined) {
-    throw new RangeError("skyfs meta serve needs --id, --peers and --data; see --help");
+    throw new RangeError(
+      "skyfs meta serve needs --id, --peers and --data (or meta.id, meta.peers, meta.data in " +
+        "--config FILE); see --help",
+    );
   }
-  const tickText = values["tick-ms"];
-  const tickMs = tickText === undefined ? 50 : Number(tickText);
-  if (!(Number.isInteger(tickMs) && tickMs >= 1 && tickMs <= 10_000)) {
-    throw new RangeError(`--tick-ms "${tickText}" is not a whole number of milliseconds (1-10000)`);
-  }
-  // No flag yet (mod.ts defines the flags): tests and operators tune it from the environment.
-  const everyText = Deno.env.get("SKYFS_CURP_SNAPSHOT_EVERY");
-  const snapshotEvery = everyText === undefined ? undefined : Number(everyText);
-  if (snapshotEvery !== undefined && !(Number.isInteger(snapshotEvery) && snapshotEvery >= 1)) {
-    throw new RangeError(`SKYFS_CURP_SNAPSHOT_EVERY "${everyText}" is not a positive integer`);
-  }
+  const listen = options.http ?? DEFAULT_REPLICA_HTTP;
+  if (options.http !== undefined) checkListen(listen); // the default falls back to any port
   // One engine per process: the replica's log, snapshots and hard state go through it. No spin:
   // every append ends in an fdatasync (0.2 ms and up here), which never completes within a spin,
   // so spinning only took the CPU that the other replicas on the machine needed (a replica's
   // profile under a create loop: 28% of its busy time in the spin of #submitStaged).
-  const io = await openIoEngine({ uring: { spinUs: 0 } });
+  const io = await openIoEngine({
+    engine: options.io?.engine,
+    uring: {
+      spinUs: 0,
+      ...(options.io?.libraryPath ? { libraryPath: options.io.libraryPath } : {}),
+    },
+  });
   let server: ReplicaServer;
   try {
     server = await ReplicaServer.start({ id, peers, dataDir: data, tickMs, snapshotEvery, io });
   } catch (error) {
     await io.shutdown();
     throw error;
+  }
+  const logger = new Logger();
+  let http: HttpServer | undefined;
+  try {
+    if (listen !== "off") {
+      http = startHttpServer(replicaHttpContext({ server, io, logger, token: httpToken }), listen, {
+        fallbackToAnyPort: options.http === undefined,
+      });
+    }
+  } catch (error) {
+    logger.error(`skyfs: ${(error as Error).message}; serving without the HTTP endpoint`);
   }
   let stop = () => {};
   const signalled = new Promise<void>((resolve) => {
@@ -52,6 +89,7 @@ export async function metaServe(values: Record<string, string | undefined>): Pro
     await Promise.race([signalled, server.stopped]);
   } finally {
     stop();
+    await http?.close();
     await server.close();
     await io.shutdown();
   }

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { DurationHistogram } from "../../duration_histogram.ts";
+import { monotonicSeconds } from "../../io/libc.ts";
 import {
   CompactedError,
   type DeleteRangeRequest,
@@ -34,8 +36,8 @@ import { fetchStatus, type ReplicaStatus } from "./server.ts";
 import { Link, parseAddress } from "./wire.ts";
 
 export interface CurpKVOptions {
-  /** Milliseconds before an unanswered command rejects. Default 10000, or the environment's
-   * SKYFS_CURP_TIMEOUT_MS (tests that lose the quorum on purpose shorten the wait). */
+  /** Milliseconds before an unanswered command rejects. Default 10000 (a mount takes config
+   * curp.timeout_ms, SKYFS_CURP_TIMEOUT_MS: tests that lose the quorum shorten the wait). */
   timeoutMs?: number;
   /** Milliseconds per client tick; a command is resent to every replica every 10 ticks. Default 50. */
   tickMs?: number;
@@ -44,7 +46,7 @@ export interface CurpKVOptions {
   /** Which commands may complete on the fast path (one round trip, revisions 0 in the result):
    * "marked" = transactions with `revisionsUnused` (what the namespace sends); true = every
    * transaction (benchmarks); false = none. Lease and compaction commands never do. Default
-   * "marked", or false when the environment sets SKYFS_CURP_FAST_PATH=0. */
+   * "marked" (a mount: false when config curp.fast_path is false, SKYFS_CURP_FAST_PATH=0). */
   fastPath?: boolean | "marked";
   /** Read-only transactions (ranges and compares only) go outside the log: the leader answers
    * from its applied state once a majority confirms its term (core.ts, `#onRead`), one round
@@ -86,20 +88,11 @@ interface ClientWatch {
 
 interface Pending {
   core: ClientCore;
+  /** monotonicSeconds() at submission, for the commit duration histogram. */
+  startedAt: number;
   resolve: (c: Completion) => void;
   reject: (e: Error) => void;
   timer: ReturnType<typeof setTimeout>;
-}
-
-/** The default command timeout: SKYFS_CURP_TIMEOUT_MS when set, else 10 s. */
-function defaultTimeoutMs(): number {
-  const text = Deno.env.get("SKYFS_CURP_TIMEOUT_MS");
-  if (text === undefined) return 10_000;
-  const ms = Number(text);
-  if (!(Number.isInteger(ms) && ms >= 100)) {
-    throw new RangeError(`SKYFS_CURP_TIMEOUT_MS "${text}" is not a whole number of ms >= 100`);
-  }
-  return ms;
 }
 
 /** Connect to the cluster that one of `addresses` ("host:port") belongs to. */
@@ -109,7 +102,7 @@ export async function openCurpKV(
 ): Promise<CurpKV> {
   if (addresses.length === 0) throw new RangeError("No CURP replica address given (host:port,...)");
   for (const a of addresses) parseAddress(a);
-  const timeoutMs = options.timeoutMs ?? defaultTimeoutMs();
+  const timeoutMs = options.timeoutMs ?? 10_000;
   const deadline = Date.now() + timeoutMs;
   const errors: string[] = [];
   while (Date.now() < deadline) {
@@ -187,15 +180,16 @@ export class CurpKV implements MetaKV {
   slowCount = 0;
   /** Read-only transactions answered outside the log (one round trip, no fsync anywhere). */
   readCount = 0;
+  /** Time from submission to completion of fast-path (series 0) and slow-path (1) commits. */
+  readonly commitDurations = new DurationHistogram(2);
 
   constructor(status: ReplicaStatus, options: CurpKVOptions = {}) {
     this.members = status.members;
     this.#options = {
-      timeoutMs: options.timeoutMs ?? defaultTimeoutMs(),
+      timeoutMs: options.timeoutMs ?? 10_000,
       tickMs: options.tickMs ?? 50,
       maxSessions: options.maxSessions ?? 16,
-      fastPath: options.fastPath ??
-        (Deno.env.get("SKYFS_CURP_FAST_PATH") === "0" ? false : "marked"),
+      fastPath: options.fastPath ?? "marked",
       readsOutsideLog: options.readsOutsideLog ?? true,
     };
     const log = options.log ?? ((line: string) => console.error(line));
@@ -257,9 +251,15 @@ export class CurpKV implements MetaKV {
       if (p === undefined) continue;
       this.#busy.delete(core.id);
       clearTimeout(p.timer);
-      if (c.path === "fast") this.fastCount++;
-      else if (c.path === "read") this.readCount++;
-      else this.slowCount++;
+      const seconds = monotonicSeconds() - p.startedAt;
+      if (c.path === "fast") {
+        this.fastCount++;
+        this.commitDurations.observe(seconds, 0);
+      } else if (c.path === "read") this.readCount++;
+      else {
+        this.slowCount++;
+        this.commitDurations.observe(seconds, 1);
+      }
       if (c.result?.ok && c.result.txn.revision > this.#maxRevision) {
         this.#maxRevision = c.result.txn.revision;
       }
@@ -317,7 +317,7 @@ export class CurpKV implements MetaKV {
           ),
         );
       }, this.#options.timeoutMs);
-      this.#busy.set(core.id, { core, resolve, reject, timer });
+      this.#busy.set(core.id, { core, resolve, reject, timer, startedAt: monotonicSeconds() });
       if (options.admin === undefined && this.#options.readsOutsideLog && isReadOnly(txn)) {
         core.submitRead(txn);
       } else core.submit(txn, options);

@@ -68,6 +68,10 @@ export interface ReplicaStatus {
   maxTickLagMs: number;
   /** Ticks that fired `TICK_STALL_MS` or more late. */
   tickStalls: number;
+  /** Bytes of the log file now. */
+  logBytes?: number;
+  /** Snapshot transfers this replica started as leader, ever. */
+  snapshotsSent?: number;
 }
 
 /** Election timeout in ticks, [t, 2t) actual: 1.5-3 s at 50 ms ticks. At 10 ticks (0.5-1 s) a
@@ -253,7 +257,17 @@ export class ReplicaServer {
       fsyncs: this.#storage.fsyncs,
       maxTickLagMs: this.maxTickLagMs,
       tickStalls: this.tickStalls,
+      logBytes: this.#storage.logBytes,
+      snapshotsSent: r.snapshotsSent,
     };
+  }
+
+  /** Fold the applied log into a snapshot now (stored in the background, as a compaction).
+   * Resolves to whether there was anything to fold and the snapshot's index. */
+  compactNow(): { taken: boolean; snapshotIndex: number } {
+    const taken = this.replica.compactNow();
+    if (taken) this.#scheduleDrain();
+    return { taken, snapshotIndex: this.replica.snapshotIndex };
   }
 
   async #acceptLoop(): Promise<void> {

@@ -1,0 +1,449 @@
+/**
+ * Every configuration key of skyfs, in one table: its section, zod schema, default, the flag and
+ * environment variable that set it, the commands that read it, and what it allows. The loader
+ * (load.ts), `skyfs config`, the CLI flags and docs/skyfs.example.toml all follow this table.
+ * @module
+ */
+
+import { z } from "zod";
+import { defaultDataDir } from "../datadir.ts";
+
+/** The commands that read configuration keys (`skyfs config COMMAND` takes these names). */
+export const COMMANDS = [
+  "mount",
+  "umount",
+  "status",
+  "meta serve",
+  "meta status",
+  // The developer tasks: `deno task cluster` (src/cluster/cluster_main.ts) and `deno task bench`.
+  "cluster",
+  "bench",
+] as const;
+export type CommandName = typeof COMMANDS[number];
+
+export interface KeySpec {
+  /** How flag and environment text becomes a value before the schema checks it. */
+  kind: "string" | "number" | "boolean";
+  schema: z.ZodTypeAny;
+  /** The value when nothing sets it; undefined = unset (the code's own behaviour applies). */
+  default?: unknown | (() => unknown);
+  /** What an unset key means, when it is more than "nothing" (shown by `skyfs config`). */
+  unsetMeans?: string;
+  /** Flag name without the dashes, the same in every command listed in `commands`. */
+  flag?: string;
+  /** Set by the command's positional argument (mount DIR) rather than a flag. */
+  positional?: boolean;
+  /** Environment variable; default SKYFS_<SECTION>_<NAME>. Only variables that existed before the
+   * config file keep another name (SKYFS_IO, SKYFS_URING_LIB, SKYFS_OPEN_LINGER_MS, SKYFS_DEBUG). */
+  env?: string;
+  commands: readonly CommandName[];
+  /** What the key allows, for error messages: "a whole number of milliseconds from 0 to 86400000". */
+  allowed: string;
+  /** One line for `skyfs config` and the example file. */
+  doc: string;
+  /** Never printed: `skyfs config` and error messages show it hidden. */
+  secret?: boolean;
+}
+
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
+const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/);
+const MOUNTING = ["mount"] as const;
+/** HOST:PORT, [IPv6]:PORT or off (src/http/server.ts parses it further). */
+const LISTEN = /^(off|\[[0-9a-fA-F:.]+\]:\d{1,5}|[^\s:[\]]+:\d{1,5})$/;
+
+/** Keys by "section.name". The order is the order of `skyfs config` and the example file. */
+export const KEYS = {
+  // [mount]: `skyfs mount` (and `skyfs umount`, `skyfs status` for the shared keys)
+  "mount.mountpoint": {
+    kind: "string",
+    schema: z.string().min(1),
+    positional: true,
+    commands: ["mount", "umount"],
+    unsetMeans: "then DIR is required",
+    allowed: "a directory path",
+    doc: "where to mount (the DIR argument of `skyfs mount` and `skyfs umount`)",
+  },
+  "mount.data": {
+    kind: "string",
+    schema: z.string().min(1),
+    default: defaultDataDir,
+    flag: "data",
+    commands: MOUNTING,
+    allowed: "a directory path",
+    doc: "local data directory (/var/lib/skyfs as root, else ~/.local/share/skyfs)",
+  },
+  "mount.meta": {
+    kind: "string",
+    schema: z.string().regex(/^(embedded(:\/\/)?|(curp|etcd):\/\/\S+)$/),
+    default: "embedded",
+    flag: "meta",
+    commands: ["mount", "status"],
+    allowed: "embedded, curp://HOST:PORT,... or etcd://HOST:PORT,...",
+    doc: "metadata store: embedded (this node only), curp://H:P,... or etcd://H:P,...",
+  },
+  "mount.passthrough": {
+    kind: "string",
+    schema: z.enum(["auto", "on", "off"]),
+    default: "auto",
+    flag: "passthrough",
+    commands: MOUNTING,
+    allowed: "auto, on or off",
+    doc: "FUSE passthrough (Linux 6.9+, root): auto = on when root and the kernel offers it",
+  },
+  "mount.dev": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "dev",
+    commands: MOUNTING,
+    allowed: "true or false (env: 1/0, true/false, on/off)",
+    doc: "honour device nodes on the mount (default nodev); root only, for trusted setups",
+  },
+  "mount.suid": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "suid",
+    commands: MOUNTING,
+    allowed: "true or false (env: 1/0, true/false, on/off)",
+    doc: "honour set-id bits of programs run from the mount (default nosuid); root only",
+  },
+  // [fuse]: the kernel protocol
+  "fuse.cache_seconds": {
+    kind: "number",
+    schema: z.number().min(0).max(86_400),
+    default: 10,
+    flag: "cache-seconds",
+    commands: MOUNTING,
+    allowed: "a number of seconds from 0 to 86400",
+    doc: "seconds the kernel caches entries and attributes (1 on a cluster node before Linux " +
+      "6.16 unless set)",
+  },
+  "fuse.spin_us": {
+    kind: "number",
+    schema: z.number().min(0).max(10_000),
+    default: 50,
+    commands: MOUNTING,
+    allowed: "a number of microseconds from 0 to 10000",
+    doc: "how long the FUSE reader looks for the next request before parking; 0 = park at " +
+      "once (src/fuse/README.md, Idle spin)",
+  },
+  // [cluster]: cluster mode (a backend store shared by several nodes)
+  "cluster.backend": {
+    kind: "string",
+    schema: z.string().min(1),
+    flag: "backend",
+    commands: MOUNTING,
+    unsetMeans: "single node",
+    allowed: "/shared/dir, dir:///path or s3://BUCKET?endpoint=http://H:P",
+    doc: "cluster mode: chunks in this backend store; needs a curp:// or etcd:// mount.meta",
+  },
+  "cluster.node_id": {
+    kind: "string",
+    schema: z.string().regex(/^[0-9a-z]{1,32}$/),
+    flag: "node-id",
+    commands: MOUNTING,
+    unsetMeans: "random, kept in the data directory",
+    allowed: "1-32 lowercase letters or digits",
+    doc: "this node's id in the cluster",
+  },
+  "cluster.open_linger_ms": {
+    kind: "number",
+    schema: int(0, 86_400_000),
+    default: 60_000,
+    env: "SKYFS_OPEN_LINGER_MS",
+    commands: MOUNTING,
+    allowed: "a whole number of milliseconds from 0 to 86400000",
+    doc: "how long a file's open record stays after its last close on this node (a reopen " +
+      "within it writes no metadata; src/cluster/README.md)",
+  },
+  // [peer]: the peer cache server and client
+  "peer.listen": {
+    kind: "string",
+    schema: hostPort,
+    default: "127.0.0.1:0",
+    flag: "peer-listen",
+    commands: MOUNTING,
+    allowed: "HOST:PORT (port 0: any free port)",
+    doc: "address of this node's peer cache server",
+  },
+  "peer.send": {
+    kind: "string",
+    schema: z.enum(["splice", "copy"]),
+    default: "splice",
+    commands: MOUNTING,
+    allowed: "splice or copy",
+    doc: "how the io_uring peer server sends a cached chunk: splice (file -> pipe -> socket) or " +
+      "copy (read, then send)",
+  },
+  // [cache]: the local chunk cache of a cluster node
+  "cache.bytes": {
+    kind: "number",
+    schema: int(1, Number.MAX_SAFE_INTEGER),
+    default: 8 * 1024 ** 3,
+    flag: "cache-bytes",
+    commands: MOUNTING,
+    allowed: "a whole number of bytes >= 1",
+    doc: "local chunk cache limit in bytes (cluster mode)",
+  },
+  // [io]: the process's disk and socket I/O engine
+  "io.engine": {
+    kind: "string",
+    schema: z.enum(["auto", "io_uring", "portable"]),
+    default: "auto",
+    env: "SKYFS_IO",
+    commands: ["mount", "meta serve"],
+    allowed: "auto, io_uring or portable",
+    doc: "I/O engine: io_uring (fail if refused), portable, or auto (io_uring, else portable)",
+  },
+  "io.uring_lib": {
+    kind: "string",
+    schema: z.string().min(1),
+    env: "SKYFS_URING_LIB",
+    commands: ["mount", "meta serve"],
+    unsetMeans: "lib/uring/build/libskyfs_uring.so of this checkout",
+    allowed: "a file path",
+    doc: "path of libskyfs_uring.so",
+  },
+  // [curp]: CURP tuning, client (mount, status) and replica (meta serve)
+  "curp.timeout_ms": {
+    kind: "number",
+    schema: int(100, 3_600_000),
+    default: 10_000,
+    commands: ["mount", "status"],
+    allowed: "a whole number of milliseconds from 100 to 3600000",
+    doc: "how long a CURP client waits for a command's answer before EIO",
+  },
+  "curp.fast_path": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: true,
+    commands: ["mount", "status"],
+    allowed: "true or false (env: 1/0, true/false, on/off)",
+    doc: "let non-conflicting metadata writes complete in one round trip (CURP fast path)",
+  },
+  "curp.snapshot_every": {
+    kind: "number",
+    schema: int(1, 100_000_000),
+    default: 10_000,
+    commands: ["meta serve"],
+    allowed: "a whole number of log entries from 1 to 100000000",
+    doc: "a replica compacts its log into a snapshot once this many applied entries sit in it",
+  },
+  // [meta]: `skyfs meta serve` (one CURP replica) and `skyfs meta status`
+  "meta.id": {
+    kind: "string",
+    schema: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+    flag: "id",
+    commands: ["meta serve"],
+    unsetMeans: "required by meta serve",
+    allowed: "1-64 letters, digits, _ or -",
+    doc: "this replica's id, one of meta.peers",
+  },
+  "meta.peers": {
+    kind: "string",
+    schema: z.string().regex(/^[^=,\s]+=[^\s,:]+:\d{1,5}(,[^=,\s]+=[^\s,:]+:\d{1,5})*$/),
+    flag: "peers",
+    commands: ["meta serve", "meta status"],
+    unsetMeans: "required by meta serve",
+    allowed: "ID=HOST:PORT,ID=HOST:PORT,... (every replica, this one included)",
+    doc: "every replica of the cluster (the same list on each); `meta status` asks these",
+  },
+  "meta.data": {
+    kind: "string",
+    schema: z.string().min(1),
+    flag: "data",
+    commands: ["meta serve"],
+    unsetMeans: "required by meta serve",
+    allowed: "a directory path",
+    doc: "where the replica keeps its log, witness pool and vote (fsync'd)",
+  },
+  "meta.tick_ms": {
+    kind: "number",
+    schema: int(1, 10_000),
+    default: 50,
+    flag: "tick-ms",
+    commands: ["meta serve"],
+    allowed: "a whole number of milliseconds from 1 to 10000",
+    doc: "milliseconds per replica tick (elections after 10-20 ticks)",
+  },
+  "meta.http": {
+    kind: "string",
+    schema: z.string().regex(LISTEN),
+    flag: "http",
+    commands: ["meta serve"],
+    unsetMeans: "127.0.0.1:9590, or any free port when that one is taken",
+    allowed: "HOST:PORT (port 0-65535) or off",
+    doc: "the replica's HTTP endpoint (/metrics, /healthz, /readyz, /api/v1/...; src/http)",
+  },
+  // [http]: the HTTP endpoint of the mount (src/http/README.md); the token serves both
+  "http.listen": {
+    kind: "string",
+    schema: z.string().regex(LISTEN),
+    flag: "http",
+    commands: MOUNTING,
+    unsetMeans: "127.0.0.1:9570, or any free port when that one is taken",
+    allowed: "HOST:PORT (port 0-65535) or off",
+    doc: "the mount's HTTP endpoint (/metrics, /healthz, /readyz, /api/v1/..., the dashboard)",
+  },
+  "http.token_file": {
+    kind: "string",
+    schema: z.string().min(1),
+    flag: "http-token-file",
+    commands: ["mount", "meta serve"],
+    unsetMeans: "http.token",
+    allowed: "a file path (its first line: the token, 16 characters or more)",
+    doc: "file holding the bearer token the admin API's changing actions need",
+  },
+  "http.token": {
+    kind: "string",
+    schema: z.string().min(16),
+    secret: true,
+    commands: ["mount", "meta serve"],
+    unsetMeans: "none: the admin API's changing actions are refused",
+    allowed: "a token of 16 characters or more",
+    doc: "the bearer token itself when no token_file is set (better in the environment or " +
+      "a file than in this one); `skyfs config` prints it hidden",
+  },
+  // [local_cluster]: `deno task cluster` (a whole cluster on this machine, for trying skyfs)
+  "local_cluster.nodes": {
+    kind: "number",
+    schema: int(1, 26),
+    default: 3,
+    flag: "nodes",
+    commands: ["cluster"],
+    allowed: "a whole number from 1 to 26",
+    doc: "mounts to start",
+  },
+  "local_cluster.etcd": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "etcd",
+    commands: ["cluster"],
+    allowed: "true or false",
+    doc: "one etcd member for metadata instead of three CURP replicas",
+  },
+  "local_cluster.netns": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "netns",
+    commands: ["cluster"],
+    allowed: "true or false",
+    doc: "a network namespace per mount",
+  },
+  // [bench]: `deno task bench` (bench/README.md); --list and --render stay flags (actions)
+  "bench.quick": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "quick",
+    commands: ["bench"],
+    allowed: "true or false",
+    doc: "short runs and small files",
+  },
+  "bench.tiny": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "tiny",
+    commands: ["bench"],
+    allowed: "true or false",
+    doc: "tiny files and runs (CI: proves the harness works)",
+  },
+  "bench.only": {
+    kind: "string",
+    schema: z.string().regex(/^[a-z0-9_-]+(,[a-z0-9_-]+)*$/),
+    flag: "only",
+    commands: ["bench"],
+    unsetMeans: "fio,meta,io,cluster",
+    allowed: "job families, comma-separated (deno task bench --help lists them)",
+    doc: "job families to run",
+  },
+  "bench.targets": {
+    kind: "string",
+    schema: z.string().regex(/^[a-z0-9_.-]+(,[a-z0-9_.-]+)*$/),
+    flag: "targets",
+    commands: ["bench"],
+    unsetMeans: "every target",
+    allowed: "targets, comma-separated (deno task bench --help lists them)",
+    doc: "targets to measure",
+  },
+  "bench.out": {
+    kind: "string",
+    schema: z.string().min(1),
+    flag: "out",
+    commands: ["bench"],
+    unsetMeans: "bench/results of the checkout",
+    allowed: "a directory path",
+    doc: "where results go",
+  },
+  "bench.scratch": {
+    kind: "string",
+    schema: z.string().min(1),
+    flag: "scratch",
+    commands: ["bench"],
+    unsetMeans: "/tmp/skyfs-bench-PID",
+    allowed: "a directory path on the disk to compare against (not tmpfs)",
+    doc: "where targets are mounted and files written",
+  },
+  "bench.no_readme": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "no-readme",
+    commands: ["bench"],
+    allowed: "true or false",
+    doc: "do not update README.md's Performance section (only full runs do)",
+  },
+  "bench.strict": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "strict",
+    commands: ["bench"],
+    allowed: "true or false",
+    doc: "exit 1 when a requested target could not be measured or a job failed",
+  },
+  "bench.keep_scratch": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "keep-scratch",
+    commands: ["bench"],
+    allowed: "true or false",
+    doc: "leave the scratch directory for inspection",
+  },
+  // [log]
+  "log.debug": {
+    kind: "string",
+    schema: z.string().regex(/^[a-z0-9,]*$/),
+    default: "",
+    env: "SKYFS_DEBUG",
+    commands: ["mount", "status", "meta serve"],
+    allowed: 'a comma-separated list of words, e.g. "1" or "meta" ("" = off)',
+    doc: "debug output: any word turns on request counts at unmount (and on SIGUSR2) and " +
+      "stacks of errors; meta adds one line per CURP command",
+  },
+} as const satisfies Record<string, KeySpec>;
+
+export type KeyName = keyof typeof KEYS;
+
+/** The environment variable of a key. */
+export function envName(key: KeyName): string {
+  const spec: KeySpec = KEYS[key];
+  return spec.env ?? `SKYFS_${key.replace(".", "_").toUpperCase()}`;
+}
+
+/** The sections, in table order. */
+export function sections(): string[] {
+  return [...new Set(Object.keys(KEYS).map((k) => k.split(".")[0]))];
+}
+
+/** Keys a command reads (every key when `command` is undefined). */
+export function keysOf(command?: CommandName): KeyName[] {
+  return (Object.keys(KEYS) as KeyName[]).filter((key) =>
+    command === undefined || (KEYS[key] as KeySpec).commands.includes(command)
+  );
+}
