@@ -9,6 +9,7 @@ import { defaultDataDir } from "./src/datadir.ts";
 import { mount, umount, UsageError } from "./src/mount.ts";
 import { ensurePreloadLibrary } from "./src/intercept/mod.ts";
 import { metaServe, metaStatus } from "./src/meta/curp/cli.ts";
+import { readHttpToken } from "./src/http/server.ts";
 
 const USAGE = `skyfs: a userspace distributed file system
 
@@ -46,6 +47,10 @@ Options:
   --node-id ID         cluster node id (default: random, kept in the data directory)
   --peer-listen H:P    peer cache server address (default 127.0.0.1:0)
   --cache-bytes N      local chunk cache limit in bytes (default 8 GiB)
+  --http HOST:PORT     HTTP endpoint: /metrics, /healthz, /readyz, /api/v1/... (default
+                       127.0.0.1:9570, or any free port when that one is taken; off = none)
+  --http-token-file F  file holding the bearer token the admin API's changing actions need
+                       (else SKYFS_HTTP_TOKEN; with neither they are refused)
   -h, --help           this text`;
 
 const UMOUNT_USAGE = `Usage: skyfs umount DIR
@@ -63,6 +68,10 @@ serve: run one replica of a CURP metadata cluster in the foreground until SIGINT
                  (an odd number; the same list on every replica)
   --data DIR     where the log, witness pool and vote are kept (fsync'd)
   --tick-ms N    milliseconds per tick (default 50; elections after 10-20 ticks)
+  --http H:P     HTTP endpoint: /metrics, /healthz, /readyz, /api/v1/... (default
+                 127.0.0.1:9590, or any free port when that one is taken; off = none)
+  --http-token-file F  bearer token for the admin API's changing actions (else
+                 SKYFS_HTTP_TOKEN; with neither they are refused)
 status: ask each listed replica for its role, term, commit index and fast-path replies.`;
 
 const EXEC_USAGE = `Usage: skyfs exec [--] CMD [ARGS...]
@@ -119,6 +128,15 @@ function clusterOptions(values: Record<string, string | boolean | undefined>) {
   };
 }
 
+/** The admin API's token: --http-token-file, else SKYFS_HTTP_TOKEN, else none. */
+function httpToken(values: Record<string, string | boolean | undefined>): string | undefined {
+  try {
+    return readHttpToken(values["http-token-file"] as string | undefined);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
 function passthroughOption(text: string | undefined): boolean {
   const mode = text ?? "auto";
   if (mode === "auto") return Deno.uid() === 0;
@@ -137,6 +155,8 @@ const commands: Record<string, Command> = {
       "node-id": { type: "string" },
       "peer-listen": { type: "string" },
       "cache-bytes": { type: "string" },
+      http: { type: "string" },
+      "http-token-file": { type: "string" },
     });
     if (positionals.length !== 1) {
       throw new UsageError("skyfs mount needs exactly one mount point: skyfs mount DIR");
@@ -152,6 +172,8 @@ const commands: Record<string, Command> = {
       passthrough: passthroughOption(values.passthrough as string | undefined),
       meta: values.meta as string | undefined,
       cluster: clusterOptions(values),
+      http: values.http as string | undefined,
+      httpToken: httpToken(values),
     });
   },
   async status(args) {
@@ -183,9 +205,12 @@ const commands: Record<string, Command> = {
       peers: { type: "string" },
       data: { type: "string" },
       "tick-ms": { type: "string" },
+      http: { type: "string" },
+      "http-token-file": { type: "string" },
     });
-    if (sub === "serve") await metaServe(values as Record<string, string | undefined>);
-    else if (sub === "status") await metaStatus(positionals);
+    if (sub === "serve") {
+      await metaServe(values as Record<string, string | undefined>, httpToken(values));
+    } else if (sub === "status") await metaStatus(positionals);
     else throw new UsageError(`skyfs meta needs "serve" or "status", not ${JSON.stringify(sub)}`);
   },
   async exec(args) {

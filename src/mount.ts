@@ -15,6 +15,14 @@ import { openIoEngine } from "./io/mod.ts";
 import { createVfs } from "./vfs/mod.ts";
 import { startShimServer } from "./intercept/mod.ts";
 import { ClusterNode, type ClusterNodeOptions } from "./cluster/node.ts";
+import { Logger } from "./log.ts";
+import {
+  checkListen,
+  DEFAULT_MOUNT_HTTP,
+  type HttpServer,
+  startHttpServer,
+} from "./http/server.ts";
+import { mountHttpContext } from "./http/mount_context.ts";
 
 /** A failure the user can fix: printed as one line, exit status 1. */
 export class UsageError extends Error {
@@ -33,6 +41,10 @@ export interface MountOptions {
   cluster?: Omit<ClusterNodeOptions, "log">;
   /** Log every internal error (our bugs) to stderr. Default true. */
   log?: (line: string) => void;
+  /** The HTTP endpoint (src/http): HOST:PORT or "off". Default DEFAULT_MOUNT_HTTP. */
+  http?: string;
+  /** Bearer token the admin API's changing actions need; none = they are refused. */
+  httpToken?: string;
 }
 
 /** Mount points listed in /proc/self/mountinfo, with their file system type. */
@@ -107,8 +119,15 @@ export function checkMountPoint(mountPoint: string): string {
 
 /** Mount and serve until unmounted; resolves when the daemon has shut down cleanly. */
 export async function mount(mountPoint: string, options: MountOptions): Promise<void> {
-  const log = options.log ?? ((line: string) => console.error(line));
+  const logger = new Logger(options.log);
+  const log = (line: string) => logger.info(line);
   const path = checkMountPoint(mountPoint);
+  const listen = options.http ?? DEFAULT_MOUNT_HTTP;
+  try {
+    if (options.http !== undefined) checkListen(listen); // the default falls back to any port
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
   let dataDir;
   try {
     dataDir = openDataDir(resolve(options.dataDir));
@@ -176,12 +195,12 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     idleSpinUs: idleSpinUs(),
     // A store that did not answer is not our bug: one line naming it, no stack.
     onInternalError: (op, error) =>
-      log(
+      logger.error(
         error instanceof MetaUnavailableError
           ? `skyfs: ${op} failed with EIO: metadata store unreachable: ${error.message}`
           : `skyfs: internal error in ${op}: ${(error as Error)?.stack ?? error}`,
       ),
-    onIoError: (op, error) => log(`skyfs: ${op} failed with ${error.message}`),
+    onIoError: (op, error) => logger.warn(`skyfs: ${op} failed with ${error.message}`),
   });
   invalidate = (ino) => server.invalidateAttributes(ino);
   if (node) {
@@ -207,7 +226,36 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     },
     log,
   });
-  const stop = () => device.unmount();
+  let mounted = true;
+  const stop = () => {
+    mounted = false;
+    device.unmount();
+  };
+  // The endpoint shares this thread with the FUSE loop; Deno.serve reads and parses requests in
+  // Rust, so only a complete request costs the JS thread anything (src/http/README.md).
+  let http: HttpServer | undefined;
+  try {
+    http = startHttpServer(
+      mountHttpContext({
+        mountpoint: path,
+        dataDir: dataDir.path,
+        meta: options.meta ?? "embedded",
+        fuse: server,
+        vfs,
+        kv,
+        shim,
+        io,
+        cluster: node,
+        logger,
+        token: options.httpToken,
+        mounted: () => mounted,
+      }),
+      listen,
+      { fallbackToAnyPort: options.http === undefined },
+    );
+  } catch (error) {
+    logger.error(`skyfs: ${(error as Error).message}; serving without the HTTP endpoint`);
+  }
   // SKYFS_DEBUG: SIGUSR2 logs the request counts so far (to split a workload into phases).
   const dumpCounts = () => {
     const counts = server.requestCounts().map(([name, n]) => `${name} ${n}`).join(", ");
@@ -227,7 +275,9 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   } finally {
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
+    mounted = false;
     device.unmount();
+    await http?.close();
     await shim.close();
     await node?.stop();
     await io.shutdown(); // the Vfs closed the kv when the server destroyed it

@@ -226,6 +226,7 @@ async function runSkyfs(job: Job, path: string, options: Options): Promise<Resul
     const after = io.stats();
     await io.close(fd);
     result.crossings = {
+      submissions: after.submissions - before.submissions,
       completions: after.completions - before.completions,
       submitCalls: after.submitCalls - before.submitCalls,
       reapCalls: after.reapCalls - before.reapCalls,
@@ -347,6 +348,7 @@ function summarize(job: Job, engine: Engine, results: Result[], error?: string):
   }
   if (!results[0].crossings) return [m];
   const c = results.map((r) => r.crossings!).reduce((a, b) => ({
+    submissions: a.submissions + b.submissions,
     completions: a.completions + b.completions,
     submitCalls: a.submitCalls + b.submitCalls,
     reapCalls: a.reapCalls + b.reapCalls,

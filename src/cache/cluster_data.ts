@@ -1152,6 +1152,36 @@ export class ClusterData {
     }
   }
 
+  /**
+   * Drop every cached chunk of `ino` from this node (the admin API's drop-cache): the next read
+   * fetches them again from a peer or the backend. Refused (EBUSY) while the file is open here or
+   * holds data not yet uploaded. Resolves to what was dropped.
+   */
+  async dropCached(ino: number): Promise<{ chunks: number; bytes: number }> {
+    if (this.#local.fdOf(ino) !== undefined || this.hasDirty(ino)) {
+      throw new FsError("EBUSY", `inode ${ino} is open on this node; close it first`);
+    }
+    const cached = this.index.ofInode(ino);
+    if (cached.length === 0) return { chunks: 0, bytes: 0 };
+    let held: ServeFd;
+    try {
+      held = await this.#acquireServeFd(ino, false);
+    } catch {
+      this.index.deleteInode(ino); // the local file is gone already
+      return { chunks: 0, bytes: 0 };
+    }
+    let bytes = 0;
+    try {
+      for (const chunk of cached) {
+        await this.#dropLocal(ino, chunk.index, held.fd);
+        bytes += chunk.length;
+      }
+    } finally {
+      this.#releaseServeFd(held);
+    }
+    return { chunks: cached.length, bytes };
+  }
+
   /** Another node changed this metadata key: drop it from the namespace cache. */
   /** A metadata watch saw `key` change to `value` (undefined: deleted). True when that is this
    * node's own latest write of the key coming back (nothing for the kernel to drop). */

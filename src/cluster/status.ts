@@ -1,22 +1,46 @@
 /**
  * `skyfs status`: the metadata replicas (CURP: each one's role, term and applied index, or why it
  * does not answer) and the live nodes of a cluster (from their membership records in metadata),
- * each with its peer address, cache use and hit rate.
+ * each with its peer address, cache use and hit rate. `clusterStatusReport` is the data (also
+ * served as JSON at /api/v1/status), `clusterStatus` the text the command prints.
  * @module
  */
 
 import type { MetaKV } from "../meta/kv.ts";
 import { CurpKV } from "../meta/curp/curp_kv.ts";
-import { fetchStatus } from "../meta/curp/server.ts";
-import { listNodes } from "./membership.ts";
+import { fetchStatus, type ReplicaStatus } from "../meta/curp/server.ts";
+import { listNodes, type NodeInfo } from "./membership.ts";
 import { probeRdma } from "./rdma_probe.ts";
 
+export interface ReplicaReport {
+  id: string;
+  address: string;
+  /** The replica's answer, or why it did not answer. */
+  status?: ReplicaStatus;
+  unreachable?: string;
+}
+
+export interface ClusterStatusReport {
+  /** CURP replicas (absent for etcd and the embedded store). */
+  replicas?: ReplicaReport[];
+  leaders?: string[];
+  nodes: NodeInfo[];
+  rdma: string;
+}
+
+export async function clusterStatusReport(kv: MetaKV): Promise<ClusterStatusReport> {
+  const replicas = kv instanceof CurpKV ? await replicaReports(kv) : undefined;
+  const nodes = (await listNodes(kv)).sort((a, b) => a.id < b.id ? -1 : 1);
+  const leaders = replicas?.flatMap((r) => r.status?.role === "leader" ? [r.id] : []);
+  return { replicas, leaders, nodes, rdma: probeRdma().reason };
+}
+
 export async function clusterStatus(kv: MetaKV): Promise<string> {
-  const lines = kv instanceof CurpKV ? await replicaLines(kv) : [];
-  const nodes = await listNodes(kv);
-  lines.push(`${nodes.length} live node(s); rdma: ${probeRdma().reason}`);
+  const report = await clusterStatusReport(kv);
+  const lines = report.replicas ? replicaLines(report.replicas, report.leaders ?? []) : [];
+  lines.push(`${report.nodes.length} live node(s); rdma: ${report.rdma}`);
   lines.push("node          peer address           cache used / limit     hit rate  peer fills");
-  for (const node of nodes.sort((a, b) => a.id < b.id ? -1 : 1)) {
+  for (const node of report.nodes) {
     const s = node.stats ?? {};
     const lookups = (s.hits ?? 0) + (s.misses ?? 0);
     const rate = lookups === 0 ? "-" : `${((100 * (s.hits ?? 0)) / lookups).toFixed(1)}%`;
@@ -30,27 +54,34 @@ export async function clusterStatus(kv: MetaKV): Promise<string> {
   return lines.join("\n");
 }
 
-/** One line per CURP replica, asked in parallel (a dead one costs one second, not more). */
-async function replicaLines(kv: CurpKV): Promise<string[]> {
+/** Every CURP replica, asked in parallel (a dead one costs one second, not more). */
+async function replicaReports(kv: CurpKV): Promise<ReplicaReport[]> {
   const members = Object.entries(kv.members).sort(([a], [b]) => a < b ? -1 : 1);
   const answers = await Promise.all(
     members.map(([, address]) => fetchStatus(address, 1000).catch((e) => e as Error)),
   );
-  const leaders = answers.flatMap((s) => s instanceof Error || s.role !== "leader" ? [] : [s.id]);
+  return members.map(([id, address], i) => {
+    const s = answers[i];
+    return s instanceof Error
+      ? { id, address, unreachable: s.message }
+      : { id, address, status: s };
+  });
+}
+
+function replicaLines(replicas: ReplicaReport[], leaders: string[]): string[] {
   const lines = [
-    `metadata: ${members.length} CURP replicas, ${
+    `metadata: ${replicas.length} CURP replicas, ${
       leaders.length > 0 ? `leader ${leaders.join(",")}` : "no leader"
     }`,
   ];
-  members.forEach(([id, address], i) => {
-    const s = answers[i];
+  for (const { id, address, status: s, unreachable } of replicas) {
     lines.push(
       `  ${id.padEnd(11)} ${address.padEnd(22)} ${
-        s instanceof Error
-          ? `unreachable: ${s.message}`
+        s === undefined
+          ? `unreachable: ${unreachable}`
           : `${s.role} term ${s.term} applied ${s.appliedIndex} revision ${s.revision}`
       }`,
     );
-  });
+  }
   return lines;
 }

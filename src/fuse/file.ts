@@ -37,6 +37,7 @@ function openOut(op: OpContext, ino: number, result: OpenResult): OpenOut {
   if (op.server.negotiated?.passthrough) {
     const backingId = op.server.backing.open(ino, result.fh, result.backingFd);
     if (backingId !== undefined) {
+      op.server.counters.passthroughOpens++;
       return { fh: result.fh, openFlags: Fopen.PASSTHROUGH, backingId };
     }
   }
@@ -91,13 +92,16 @@ const read: Handler = async (op, req) => {
     args.offset,
     reply.subarray(OUT_HEADER_SIZE),
   );
+  op.server.counters.readBytes += n;
   return reply.subarray(0, OUT_HEADER_SIZE + n);
 };
 
 const write: Handler = async (op, req) => {
   const args = decodeReadIn(req.view); // fuse_write_in starts like fuse_read_in
   const data = req.body.subarray(WRITE_IN_SIZE, WRITE_IN_SIZE + args.size);
-  return writeReply(await op.vfs.write(op.ctx, req.header.nodeid, args.fh, args.offset, data));
+  const written = await op.vfs.write(op.ctx, req.header.nodeid, args.fh, args.offset, data);
+  op.server.counters.writeBytes += written;
+  return writeReply(written);
 };
 
 const flush: Handler = async (op, req) => {

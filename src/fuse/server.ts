@@ -10,6 +10,7 @@ import type { Ctx, Vfs } from "../vfs/types.ts";
 import { dirHandlers } from "./dir.ts";
 import { entryHandlers } from "./entry.ts";
 import { fileHandlers } from "./file.ts";
+import { FuseCounters } from "./counters.ts";
 import { lockHandlers } from "./lock.ts";
 import type { FuseDevice } from "./session.ts";
 import {
@@ -185,8 +186,8 @@ export class FuseServer {
   #interruptible = new Map<bigint, AbortController>();
   #stats = { requests: 0, wakeups: 0, spinHits: 0 };
   readonly #idleSpinMs: number;
-  /** Requests served per opcode (indexed by opcode; opcodes are < 64). */
-  readonly #perOpcode = new Float64Array(64);
+  /** Requests, errors, durations and bytes for /metrics (src/http reads them at scrape time). */
+  readonly counters = new FuseCounters();
   #destroyed = false;
 
   constructor(device: FuseDevice, vfs: Vfs, options: ServerOptions = {}) {
@@ -250,7 +251,7 @@ export class FuseServer {
   /** Requests served so far by operation name, most frequent first. */
   requestCounts(): [string, number][] {
     const counts: [string, number][] = [];
-    this.#perOpcode.forEach((count, opcode) => {
+    this.counters.requests.forEach((count, opcode) => {
       if (count > 0) counts.push([opcodeNames.get(opcode) ?? `OP${opcode}`, count]);
     });
     return counts.sort((a, b) => b[1] - a[1]);
@@ -322,11 +323,13 @@ export class FuseServer {
     }
     const { header } = request;
     const unique = header.unique;
-    this.#perOpcode[header.opcode & 63]++;
+    const started = performance.now();
+    let failed = false;
     let reply: Uint8Array | null;
     try {
       reply = await this.#dispatch(request);
     } catch (error) {
+      failed = true;
       if (!(error instanceof FsError)) {
         this.#options.onInternalError?.(opcodeNames.get(header.opcode) ?? "?", error);
       } else if (error.errno === Errno.EIO) {
@@ -334,6 +337,7 @@ export class FuseServer {
       }
       reply = statusReply(unique, errnoOf(error));
     }
+    this.counters.record(header.opcode, (performance.now() - started) / 1000, failed);
     if (reply === null) return;
     const dv = new DataView(reply.buffer, reply.byteOffset, 16);
     if (dv.getUint32(0, true) === 0) finishReply(reply, unique, 0);

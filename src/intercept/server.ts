@@ -122,7 +122,8 @@ export class ShimServer {
   readonly #connections = new Set<number>();
   #closed = false;
   #loop?: Promise<void>;
-  readonly stats = { granted: 0, refused: 0, wrote: 0, rejected: 0 };
+  /** Counters for /metrics; `reads` and `writes` are what shims reported served in-process. */
+  readonly stats = { granted: 0, refused: 0, wrote: 0, rejected: 0, reads: 0, writes: 0 };
 
   constructor(options: ShimServerOptions) {
     this.#options = options;

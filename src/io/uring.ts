@@ -79,6 +79,8 @@ export interface UringEngineOptions {
 
 /** JS<->native crossings, for the benchmark's "crossings per completed I/O". */
 export interface UringStats {
+  /** Operations handed to the kernel (SQEs submitted). */
+  submissions: number;
   /** Operations completed (a linked write+fsync counts two; internal cancels none). */
   completions: number;
   /** Synchronous submit calls: one io_uring_enter each. */
@@ -299,6 +301,7 @@ export class UringEngine implements IoEngine {
   #idle: (() => void) | undefined;
 
   #stats: UringStats = {
+    submissions: 0,
     completions: 0,
     submitCalls: 0,
     reapCalls: 0,
@@ -1010,6 +1013,7 @@ export class UringEngine implements IoEngine {
     const spin = this.#stagedDisk > 0 ? this.#spin.next() : 0;
     this.#stagedDisk = 0;
     this.#stats.submitCalls++;
+    this.#stats.submissions += count;
     const reaped = this.#native.skyfs_uring_submit_reap(
       this.#ring,
       this.#opPointer,

@@ -211,6 +211,17 @@ export interface Vfs {
     lock: FileLock,
     options: { wait: boolean; flock: boolean },
   ): Promise<void>;
+  /** The handles open now (for the admin API; a snapshot, newly allocated at each call). */
+  openHandles(): OpenHandleInfo[];
   /** Flush everything and close stores; called once at unmount. */
   destroy(): Promise<void>;
+}
+
+/** One open handle as the admin API lists it. */
+export interface OpenHandleInfo {
+  fh: number;
+  ino: number;
+  kind: "file" | "dir";
+  /** open(2) flags of a file handle. */
+  flags?: number;
 }

@@ -127,6 +127,13 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
       file.copyFileRange(core, ctx, from, to, length, flags),
     getlk: (ino, fh, owner, l) => lock.getlk(core, ino, fh, owner, l),
     setlk: (ctx, ino, fh, owner, l, options) => lock.setlk(core, ctx, ino, fh, owner, l, options),
+    openHandles: () =>
+      [...core.handles].map(([fh, h]) => ({
+        fh,
+        ino: h.ino,
+        kind: h.kind,
+        ...(h.kind === "file" ? { flags: h.flags } : {}),
+      })),
     destroy: async () => {
       try {
         await core.close();

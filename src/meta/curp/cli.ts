@@ -5,9 +5,20 @@
 
 import { fetchStatus, ReplicaServer } from "./server.ts";
 import { openIoEngine } from "../../io/mod.ts";
+import { Logger } from "../../log.ts";
+import {
+  checkListen,
+  DEFAULT_REPLICA_HTTP,
+  type HttpServer,
+  startHttpServer,
+} from "../../http/server.ts";
+import { replicaHttpContext } from "../../http/replica_context.ts";
 
 /** Run a replica until SIGINT or SIGTERM. Flags are checked here; errors say which and why. */
-export async function metaServe(values: Record<string, string | undefined>): Promise<void> {
+export async function metaServe(
+  values: Record<string, string | undefined>,
+  httpToken?: string,
+): Promise<void> {
   const id = values.id;
   const peers = values.peers;
   const data = values.data;
@@ -25,6 +36,8 @@ export async function metaServe(values: Record<string, string | undefined>): Pro
   if (snapshotEvery !== undefined && !(Number.isInteger(snapshotEvery) && snapshotEvery >= 1)) {
     throw new RangeError(`SKYFS_CURP_SNAPSHOT_EVERY "${everyText}" is not a positive integer`);
   }
+  const listen = values.http ?? DEFAULT_REPLICA_HTTP;
+  if (values.http !== undefined) checkListen(listen); // the default falls back to any port
   // One engine per process: the replica's log, snapshots and hard state go through it. No spin:
   // every append ends in an fdatasync (0.2 ms and up here), which never completes within a spin,
   // so spinning only took the CPU that the other replicas on the machine needed (a replica's
@@ -36,6 +49,15 @@ export async function metaServe(values: Record<string, string | undefined>): Pro
   } catch (error) {
     await io.shutdown();
     throw error;
+  }
+  const logger = new Logger();
+  let http: HttpServer | undefined;
+  try {
+    http = startHttpServer(replicaHttpContext({ server, io, logger, token: httpToken }), listen, {
+      fallbackToAnyPort: values.http === undefined,
+    });
+  } catch (error) {
+    logger.error(`skyfs: ${(error as Error).message}; serving without the HTTP endpoint`);
   }
   let stop = () => {};
   const signalled = new Promise<void>((resolve) => {
@@ -52,6 +74,7 @@ export async function metaServe(values: Record<string, string | undefined>): Pro
     await Promise.race([signalled, server.stopped]);
   } finally {
     stop();
+    await http?.close();
     await server.close();
     await io.shutdown();
   }

@@ -298,6 +298,8 @@ export class Replica {
   readonly #random: (n: number) => number;
   readonly #tickMs: number;
   readonly #snapshotEvery: number;
+  /** Snapshot transfers started to followers (first piece sent), ever. */
+  snapshotsSent = 0;
   readonly #snapshotPieceBytes: number;
   /** A snapshot from the leader was installed: the next Ready stores it and replaces the log. */
   #snapshotDirty = false;
@@ -872,6 +874,7 @@ export class Replica {
 
   #sendPiece(to: NodeId, t: Transfer, piece: number): void {
     if (t.pieces.count !== undefined && piece >= t.pieces.count) return;
+    if (piece === 0) this.snapshotsSent++;
     const { data, last } = t.pieces.piece(piece);
     this.#send({
       type: "snapshot",
@@ -1003,6 +1006,16 @@ export class Replica {
       }
     }
     if (this.appliedIndex - this.snapshotIndex >= limit) this.#takeSnapshot();
+  }
+
+  /**
+   * Compact now (the admin API's snapshot action): every applied entry is folded into a snapshot
+   * stored by the next Ready. False when nothing was applied since the last snapshot.
+   */
+  compactNow(): boolean {
+    if (this.appliedIndex <= this.snapshotIndex) return false;
+    this.#takeSnapshot();
+    return true;
   }
 
   /** Fold every applied entry into a snapshot and drop them from the log (bounded log). */

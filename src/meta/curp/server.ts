@@ -63,6 +63,10 @@ export interface ReplicaStatus {
   proposals: number;
   /** fdatasync/fsync calls its storage made, ever (storage.ts `fsyncs`). */
   fsyncs: number;
+  /** Bytes of the log file now. */
+  logBytes?: number;
+  /** Snapshot transfers this replica started as leader, ever. */
+  snapshotsSent?: number;
 }
 
 /** A client's watch request: events for [key, rangeEnd) from `startRevision`, or when absent from
@@ -220,7 +224,17 @@ export class ReplicaServer {
       poolSize: r.pool.size,
       proposals: r.leaderAppends,
       fsyncs: this.#storage.fsyncs,
+      logBytes: this.#storage.logBytes,
+      snapshotsSent: r.snapshotsSent,
     };
+  }
+
+  /** Fold the applied log into a snapshot now (stored in the background, as a compaction).
+   * Resolves to whether there was anything to fold and the snapshot's index. */
+  compactNow(): { taken: boolean; snapshotIndex: number } {
+    const taken = this.replica.compactNow();
+    if (taken) this.#scheduleDrain();
+    return { taken, snapshotIndex: this.replica.snapshotIndex };
   }
 
   async #acceptLoop(): Promise<void> {

@@ -272,6 +272,10 @@ export class ReplicaStorage {
   #logFd: number;
   /** Bytes of log.bin written so far: where the next append goes. */
   #logBytes: number;
+  /** Bytes of log.bin now (entries since the last snapshot). */
+  get logBytes(): number {
+    return this.#logBytes;
+  }
   /** The latest hard state and pool, rewritten at the head of a compacted log. */
   #hard: { term: number; votedFor?: string } | undefined;
   /** The pool as stored, by command id. */

@@ -1,0 +1,187 @@
+/**
+ * The mount daemon's metrics (names are a contract with the dashboard and `skyfs stats`; see the
+ * README's "Operating skyfs"). Every value is read at scrape time from counters the daemon keeps
+ * anyway; see metrics.ts.
+ * @module
+ */
+
+import { FUSE_DURATION_BUCKETS, OPCODE_SLOTS } from "../fuse/counters.ts";
+import type { FuseServer } from "../fuse/server.ts";
+import { opcodeNames } from "../fuse/wire.ts";
+import type { ShimServer } from "../intercept/server.ts";
+import type { IoEngine } from "../io/types.ts";
+import type { UringStats } from "../io/uring.ts";
+import type { ClusterNode } from "../cluster/node.ts";
+import type { Vfs } from "../vfs/types.ts";
+import {
+  type HistogramSeries,
+  type Labels,
+  type MetricsRegistry,
+  processMetrics,
+} from "./metrics.ts";
+
+export interface MountMetricSources {
+  fuse: FuseServer;
+  vfs: Vfs;
+  shim: ShimServer;
+  io: IoEngine;
+  cluster?: ClusterNode;
+}
+
+const opNames: string[] = Array.from(
+  { length: OPCODE_SLOTS },
+  (_, opcode) => (opcodeNames.get(opcode) ?? `OP${opcode}`).toLowerCase(),
+);
+
+/** [labels, value] for every opcode with a non-zero entry in `values`. */
+function perOp(values: Float64Array, seen: Float64Array): [Labels, number][] {
+  const out: [Labels, number][] = [];
+  for (let opcode = 0; opcode < OPCODE_SLOTS; opcode++) {
+    if (seen[opcode] > 0) out.push([{ op: opNames[opcode] }, values[opcode]]);
+  }
+  return out;
+}
+
+export function registerMountMetrics(metrics: MetricsRegistry, sources: MountMetricSources): void {
+  processMetrics(metrics);
+  const counters = sources.fuse.counters;
+  metrics.counter(
+    "skyfs_fuse_requests_total",
+    "FUSE requests answered, per operation.",
+    () => perOp(counters.requests, counters.requests),
+    ["op"],
+  );
+  metrics.counter(
+    "skyfs_fuse_errors_total",
+    "FUSE requests answered with an errno, per operation.",
+    () => perOp(counters.errors, counters.requests),
+    ["op"],
+  );
+  metrics.histogram(
+    "skyfs_fuse_request_duration_seconds",
+    "Time from reading a FUSE request to writing its reply, per operation.",
+    FUSE_DURATION_BUCKETS,
+    () => {
+      const series: HistogramSeries[] = [];
+      for (let opcode = 0; opcode < OPCODE_SLOTS; opcode++) {
+        if (counters.requests[opcode] === 0) continue;
+        series.push({
+          labels: { op: opNames[opcode] },
+          cumulative: counters.cumulativeBuckets(opcode),
+          sum: counters.durationSum[opcode],
+        });
+      }
+      return series;
+    },
+  );
+  metrics.counter(
+    "skyfs_fuse_read_bytes_total",
+    "Bytes returned by FUSE READ requests (reads served by passthrough or the page cache never reach the daemon).",
+    () => counters.readBytes,
+  );
+  metrics.counter(
+    "skyfs_fuse_write_bytes_total",
+    "Bytes written by FUSE WRITE requests.",
+    () => counters.writeBytes,
+  );
+  metrics.counter(
+    "skyfs_fuse_passthrough_opens_total",
+    "Opens answered with FUSE passthrough (the kernel then reads and writes the local file).",
+    () => counters.passthroughOpens,
+  );
+  metrics.gauge(
+    "skyfs_fuse_open_handles",
+    "File and directory handles open now.",
+    () => sources.vfs.openHandles().length,
+  );
+
+  const shim = sources.shim.stats;
+  metrics.counter(
+    "skyfs_shim_files_granted_total",
+    "Files whose local fd the daemon handed to a process running the LD_PRELOAD shim.",
+    () => shim.granted,
+  );
+  metrics.counter(
+    "skyfs_shim_files_refused_total",
+    "Shim requests for a file's local fd that the daemon refused.",
+    () => shim.refused,
+  );
+  metrics.counter(
+    "skyfs_shim_reads_total",
+    "Reads the shim served in-process, as reported to the daemon at close (see src/http/README.md).",
+    () => shim.reads ?? 0,
+  );
+  metrics.counter(
+    "skyfs_shim_writes_total",
+    "Writes the shim served in-process, as reported to the daemon at close (see src/http/README.md).",
+    () => shim.writes ?? 0,
+  );
+
+  registerUringMetrics(metrics, sources.io);
+  registerCacheMetrics(metrics, sources.cluster);
+}
+
+/** io_uring counters; all zero on the portable engine. */
+export function registerUringMetrics(metrics: MetricsRegistry, io: IoEngine): void {
+  const engine = io as IoEngine & { stats?: () => UringStats; inFlight?: number };
+  const stats = () => engine.kind === "io_uring" && engine.stats ? engine.stats() : undefined;
+  metrics.counter(
+    "skyfs_uring_submissions_total",
+    "Operations submitted to io_uring.",
+    () => stats()?.submissions ?? 0,
+  );
+  metrics.counter(
+    "skyfs_uring_completions_total",
+    "io_uring operations completed.",
+    () => stats()?.completions ?? 0,
+  );
+  metrics.counter(
+    "skyfs_uring_enter_calls_total",
+    "Calls into the native ring that enter the kernel (submit, reap and wait calls).",
+    () => {
+      const s = stats();
+      return s ? s.submitCalls + s.reapCalls + s.waitCalls : 0;
+    },
+  );
+  metrics.gauge(
+    "skyfs_uring_inflight",
+    "io_uring operations holding a slot now.",
+    () => engine.kind === "io_uring" ? engine.inFlight ?? 0 : 0,
+  );
+}
+
+/** The chunk cache of a cluster node; zero on a single node, whose local files are the data. */
+function registerCacheMetrics(metrics: MetricsRegistry, cluster: ClusterNode | undefined): void {
+  const stats = cluster?.data.stats;
+  metrics.counter(
+    "skyfs_cache_hits_total",
+    "Chunk reads answered from a tier: local (this node's cache), peer, backend.",
+    () => [
+      [{ tier: "local" }, stats?.hits ?? 0],
+      [{ tier: "peer" }, (stats?.peerFills ?? 0) + (stats?.peerReads ?? 0)],
+      [{ tier: "backend" }, Math.max(0, (stats?.misses ?? 0) - (stats?.peerFills ?? 0))],
+    ],
+    ["tier"],
+  );
+  metrics.counter(
+    "skyfs_cache_misses_total",
+    "Chunk reads a tier could not answer (local: went to a peer or the backend).",
+    () => [[{ tier: "local" }, stats?.misses ?? 0]],
+    ["tier"],
+  );
+  metrics.counter(
+    "skyfs_cache_evictions_total",
+    "Chunks evicted from the local cache.",
+    () => stats?.evictions ?? 0,
+  );
+  metrics.gauge(
+    "skyfs_cache_used_bytes",
+    "Bytes held in the local chunk cache.",
+    () => stats?.bytes ?? 0,
+  );
+  metrics.gauge(
+    "skyfs_cache_capacity_bytes",
+    "Limit of the local chunk cache.",
+    () => stats?.capacityBytes ?? 0,
+  );
+}
