@@ -23,6 +23,7 @@ Commands:
   meta serve     run a CURP metadata replica (skyfs meta serve --help)
   meta status    show the leader, term, commit index and members of a CURP cluster
   status         show a cluster's live nodes, cache use and hit rates (--meta URL)
+  stats TARGET   one line per second of a daemon's activity (mount point or HOST:PORT)
   help           this text
 
 Run \`skyfs <command> --help\` for a command's options.`;
@@ -175,6 +176,25 @@ const commands: Record<string, Command> = {
       http: values.http as string | undefined,
       httpToken: httpToken(values),
     });
+  },
+  async stats(args) {
+    const { STATS_USAGE, runStats, StatsError, statsOptions } = await import("./src/http/stats.ts");
+    const { values, positionals } = parse(args, STATS_USAGE, {
+      interval: { type: "string" },
+      count: { type: "string" },
+      "header-every": { type: "string" },
+    });
+    if (positionals.length !== 1) {
+      throw new UsageError(
+        "skyfs stats needs one target: a skyfs mount point or the daemon's HOST:PORT",
+      );
+    }
+    try {
+      await runStats(positionals[0], statsOptions(values));
+    } catch (error) {
+      if (error instanceof StatsError) throw new UsageError(error.message);
+      throw error;
+    }
   },
   async status(args) {
     const { values } = parse(args, "Usage: skyfs status --meta curp://H:P,...|etcd://H:P,...", {

@@ -23,6 +23,7 @@ import {
   startHttpServer,
 } from "./http/server.ts";
 import { mountHttpContext } from "./http/mount_context.ts";
+import { advertiseEndpoint } from "./http/endpoint_file.ts";
 
 /** A failure the user can fix: printed as one line, exit status 1. */
 export class UsageError extends Error {
@@ -256,6 +257,10 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   } catch (error) {
     logger.error(`skyfs: ${(error as Error).message}; serving without the HTTP endpoint`);
   }
+  // For `skyfs stats MOUNTPOINT` and the other nodes' dashboards (src/http/endpoint_file.ts).
+  const unpublish = http
+    ? advertiseEndpoint(path, http.address, { membership: node?.membership, log })
+    : () => {};
   // SKYFS_DEBUG: SIGUSR2 logs the request counts so far (to split a workload into phases).
   const dumpCounts = () => {
     const counts = server.requestCounts().map(([name, n]) => `${name} ${n}`).join(", ");
@@ -277,6 +282,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     Deno.removeSignalListener("SIGTERM", stop);
     mounted = false;
     device.unmount();
+    unpublish();
     await http?.close();
     await shim.close();
     await node?.stop();

@@ -19,6 +19,7 @@ import pageHtml from "./dashboard/index.html" with { type: "text" };
 import pageScript from "./dashboard/dashboard.js" with { type: "text" };
 import pageStyle from "./dashboard/dashboard.css" with { type: "text" };
 import { type Figures, rates, type Snapshot, snapshotOf } from "./figures.ts";
+import type { HttpContext } from "./server.ts";
 
 /** A live node as the membership records list it. */
 export interface ClusterMember {
@@ -208,6 +209,16 @@ const ASSETS: Record<string, [string, string]> = {
   "/dashboard/uPlot.min.css": ["text/css; charset=utf-8", uplotStyle],
   "/dashboard/uPlot.LICENSE.txt": ["text/plain; charset=utf-8", uplotLicense],
 };
+
+/** The dashboard of an HTTP endpoint (server.ts): this process's registry, and in cluster mode
+ * the live nodes from the membership records. Samplers stop by themselves when nobody reads. */
+export function dashboardRoutes(app: Hono, ctx: HttpContext): void {
+  addDashboard(app, {
+    metricsText: () => ctx.metrics.registry.metrics(),
+    nodeId: ctx.node,
+    members: ctx.clusterMembers,
+  });
+}
 
 /** Register the page, its assets and the two JSON endpoints on `app`; returns a stop function
  * for the samplers. */

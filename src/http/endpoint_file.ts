@@ -120,3 +120,40 @@ export function findEndpoint(path: string, options: { dir?: string } = {}): stri
   }
   return record.address;
 }
+
+/** What advertiseEndpoint needs of cluster membership (src/cluster/membership.ts). */
+export interface HttpAdvertiser {
+  self: { address: string };
+  advertiseHttp(address: string): Promise<void>;
+}
+
+/**
+ * Make a mount's endpoint findable: the runtime file for `skyfs stats MOUNTPOINT`, and in
+ * cluster mode the node's membership record for the other nodes' dashboards (a wildcard bind
+ * is advertised with the host of the node's peer address, which the other nodes already reach).
+ * Failures are logged, never fatal. Returns the clean-up for the unmount.
+ */
+export function advertiseEndpoint(
+  mountPoint: string,
+  address: string,
+  options: { membership?: HttpAdvertiser; log: (line: string) => void; dir?: string },
+): () => void {
+  let unpublish = () => {};
+  try {
+    unpublish = publishEndpoint(mountPoint, address, { dir: options.dir });
+  } catch (error) {
+    options.log(
+      `skyfs: cannot publish the HTTP address for skyfs stats: ${(error as Error).message}`,
+    );
+  }
+  const membership = options.membership;
+  if (membership) {
+    const wildcard = /^(0\.0\.0\.0|\[::\]):/.exec(address);
+    const peerHost = membership.self.address.replace(/:\d+$/, "");
+    const advertised = wildcard ? `${peerHost}:${address.slice(wildcard[0].length)}` : address;
+    membership.advertiseHttp(advertised).catch((error) =>
+      options.log(`skyfs: cannot advertise the HTTP address to the cluster: ${error.message}`)
+    );
+  }
+  return unpublish;
+}
