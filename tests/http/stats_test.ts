@@ -11,29 +11,7 @@ import { join } from "node:path";
 import { runSkyfs, startMount } from "../_harness.ts";
 import { startHttpMount } from "./_http.ts";
 import { freePort } from "../../src/cluster/local_cluster.ts";
-
-/** A shell loop creating, reading and stat-ing small files on `dir` until killed. */
-export function startLoad(dir: string): Deno.ChildProcess {
-  return new Deno.Command("bash", {
-    args: [
-      "-c",
-      `i=0; while :; do i=$((i+1)); f="$1/load-$((i % 50))"; ` +
-      `head -c 65536 /dev/zero > "$f"; cat "$f" > /dev/null; stat "$f" > /dev/null; ` +
-      `ls "$1" > /dev/null; done`,
-      "load",
-      dir,
-    ],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-}
-
-export async function stopLoad(load: Deno.ChildProcess): Promise<void> {
-  try {
-    load.kill("SIGKILL");
-  } catch { /* already gone */ }
-  await load.status;
-}
+import { startLoad, stopLoad } from "./_load.ts";
 
 /** The stats lines (after the title and the two header lines), checked for shape. */
 function statsLines(stdout: string, count: number): string[] {
