@@ -16,7 +16,7 @@ set -euo pipefail
 
 DENO_VERSION="2.9.6"
 APT_PACKAGES=(fuse3 libfuse3-dev liburing-dev fio bindfs mergerfs attr acl sqlite3 rsync git make
-  etcd-server etcd-client prometheus)
+  etcd-server etcd-client prometheus chromium)
 
 quiet=0
 build_only=0
