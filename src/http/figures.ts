@@ -192,6 +192,8 @@ export interface Figures {
     isLeader?: boolean;
     term?: number;
     commitIndex?: number;
+    /** A replica's commit index advance per second (log entries committed). */
+    logEntriesPerSecond?: number;
   };
   cache: {
     tiers: Record<CacheTier, { hitRatio: number | null; readBytesPerSecond: number }>;
@@ -302,6 +304,14 @@ export function rates(before: Snapshot, after: Snapshot): Figures {
       isLeader: after.curp.isLeader === undefined ? undefined : after.curp.isLeader > 0,
       term: after.curp.term,
       commitIndex: after.curp.commitIndex,
+      logEntriesPerSecond: after.curp.commitIndex === undefined
+        ? undefined
+        // An index, not a counter: a restarted replica resumes from its log, so no reset rule.
+        : Math.max(
+          0,
+          after.curp.commitIndex - (before.curp.commitIndex ?? after.curp.commitIndex),
+        ) /
+          seconds,
     },
     cache: {
       tiers,

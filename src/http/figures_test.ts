@@ -67,8 +67,14 @@ Deno.test("snapshotOf: replica gauges are present only where exported", () => {
   );
   assert.deepEqual(replica.curp.isLeader, 1);
   assert.deepEqual(replica.curp.term, 7);
-  const f = rates(replica, { ...replica, timeMs: replica.timeMs + 1000 });
+  const later = snapshotOf(
+    sampleMetrics(1, "skyfs_curp_is_leader 1\nskyfs_curp_term 7\nskyfs_curp_commit_index 52\n"),
+    replica.timeMs + 2000,
+  );
+  const f = rates(replica, later);
   assert.deepEqual(f.curp.isLeader, true);
-  assert.deepEqual(f.curp.commitIndex, 42);
+  assert.deepEqual(f.curp.commitIndex, 52);
+  assert.deepEqual(f.curp.logEntriesPerSecond, 5);
+  assert.deepEqual(rates(later, later).curp.logEntriesPerSecond, 0);
   assert.deepEqual(snapshotOf(sampleMetrics(1)).curp.term, undefined);
 });

@@ -121,6 +121,13 @@ const CHARTS = [
         scale: "rate",
         get: (f) => f.curp.commitsPerSecond,
       },
+      {
+        label: "replica log entries/s",
+        key: "curp.logEntriesPerSecond",
+        unit: "/s",
+        scale: "rate",
+        get: (f) => f.curp.logEntriesPerSecond ?? null,
+      },
     ],
   },
   {
@@ -357,8 +364,9 @@ async function pollStatus() {
     const leaders = body.cluster?.leaders;
     if (Array.isArray(leaders)) {
       text = leaders.length > 0 ? `CURP leader ${leaders.join(", ")}` : "CURP: no leader";
-    } else if (body.role) {
-      text = `this replica: ${body.role}, term ${body.term ?? "?"}`;
+    } else if (body.kind === "replica") {
+      text = `replica ${body.id}: ${body.role}, term ${body.term}` +
+        (body.role === "leader" ? "" : `, leader ${body.leaderId ?? "unknown"}`);
     } else if (body.meta) {
       text = String(body.meta);
     }
