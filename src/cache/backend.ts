@@ -7,6 +7,7 @@
  * @module
  */
 
+import { DurationHistogram } from "../duration_histogram.ts";
 import { join } from "node:path";
 import { Errno, FsError } from "../fs_error.ts";
 import type { IoEngine } from "../io/types.ts";
@@ -223,4 +224,59 @@ export async function openBackend(spec: string, io?: IoEngine): Promise<BackendS
     throw new RangeError(`--backend "${spec}" is neither an absolute path, dir:///path nor s3://`);
   }
   return await DirBackend.open(path, io);
+}
+
+/** The operations of a BackendStore, in the order of CountedBackend's series. */
+export const BACKEND_OPS = ["put", "get", "delete", "list"] as const;
+
+/**
+ * A BackendStore that counts requests, errors and their time per operation for /metrics (arrays
+ * allocated once; the wrapped call's promise is awaited, no other is made).
+ */
+export class CountedBackend implements BackendStore {
+  readonly inner: BackendStore;
+  readonly requests = new Float64Array(BACKEND_OPS.length);
+  readonly errors = new Float64Array(BACKEND_OPS.length);
+  readonly durations = new DurationHistogram(BACKEND_OPS.length);
+
+  constructor(inner: BackendStore) {
+    this.inner = inner;
+  }
+
+  get kind(): string {
+    return this.inner.kind;
+  }
+
+  async #count<T>(op: number, call: Promise<T>): Promise<T> {
+    const started = performance.now();
+    try {
+      return await call;
+    } catch (error) {
+      this.errors[op]++;
+      throw error;
+    } finally {
+      this.requests[op]++;
+      this.durations.observe((performance.now() - started) / 1000, op);
+    }
+  }
+
+  put(key: string, data: Uint8Array): Promise<void> {
+    return this.#count(0, this.inner.put(key, data));
+  }
+
+  get(key: string): Promise<Uint8Array | undefined> {
+    return this.#count(1, this.inner.get(key));
+  }
+
+  delete(key: string): Promise<void> {
+    return this.#count(2, this.inner.delete(key));
+  }
+
+  list(prefix: string): Promise<{ key: string; modifiedMs: number }[]> {
+    return this.#count(3, this.inner.list(prefix));
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
 }

@@ -204,6 +204,14 @@ export interface CacheStats {
   uploads: number;
   bytes: number;
   capacityBytes: number;
+  /** Bytes received from peers (chunks filled and ranges read straight into a reader). */
+  peerFetchedBytes: number;
+  /** Of those, bytes read straight into a reader's buffer (never stored here). */
+  peerDirectBytes: number;
+  /** Bytes fetched from the backend. */
+  backendFetchedBytes: number;
+  /** Bytes of chunks this node served to peers (a range request counts its whole chunk). */
+  peerServedBytes: number;
 }
 
 export class ClusterData {
@@ -263,6 +271,10 @@ export class ClusterData {
       uploads: 0,
       bytes: this.index.bytes,
       capacityBytes: options.capacityBytes ?? 8 * 2 ** 30,
+      peerFetchedBytes: 0,
+      peerDirectBytes: 0,
+      backendFetchedBytes: 0,
+      peerServedBytes: 0,
     };
   }
 
@@ -799,6 +811,7 @@ export class ClusterData {
       this.stats.checksumFailures++;
       throw new FsError("EIO", `backend object ${key} fails its checksum`);
     }
+    this.stats.backendFetchedBytes += data.length;
     if (data.length < ref.length) {
       throw new FsError("EIO", `backend object ${key} has ${data.length} bytes, not ${ref.length}`);
     }

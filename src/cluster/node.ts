@@ -9,7 +9,7 @@
 import type { MetaKV } from "../meta/kv.ts";
 import { prefixEnd } from "../meta/kv.ts";
 import { ClusterData } from "../cache/cluster_data.ts";
-import { type BackendStore, openBackend } from "../cache/backend.ts";
+import { type BackendStore, CountedBackend, openBackend } from "../cache/backend.ts";
 import type { ChunkRef } from "../cache/chunk_map.ts";
 import { peerThenBackend } from "./peer_source.ts";
 import { Membership } from "./membership.ts";
@@ -81,7 +81,7 @@ export class ClusterNode {
     if (!/^[0-9a-z]{1,32}$/.test(nodeId)) {
       throw new RangeError(`--node-id "${nodeId}" must be 1-32 lowercase letters or digits`);
     }
-    const backend = await openBackend(options.backend, options.io);
+    const backend = new CountedBackend(await openBackend(options.backend, options.io));
     const data = new ClusterData(dataDir, { nodeId, backend, capacityBytes: options.cacheBytes });
     const [host, port] = splitHostPort(options.listen ?? "127.0.0.1:0");
     // io_uring sockets (splice from the cache file, reads into the reader's buffer) where the
@@ -93,7 +93,10 @@ export class ClusterNode {
         crc: request.crc,
         objectLength: request.objectLength,
       };
-      return data.serveChunk(request.ino, request.index, ref);
+      return data.serveChunk(request.ino, request.index, ref).then((served) => {
+        data.stats.peerServedBytes += served.length;
+        return served;
+      });
     }, log);
     const membership = new Membership(kv, {
       id: nodeId,

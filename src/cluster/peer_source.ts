@@ -81,6 +81,7 @@ export function peerThenBackend(
           checkChunk(bytes, ref, `chunk ${ino}/${index} from ${owner.id}`);
           options.fetched?.();
           data.stats.peerFills++;
+          data.stats.peerFetchedBytes += bytes.length;
           return bytes;
         } catch (error) {
           failed(owner, `${ino}/${index}`, error);
@@ -113,6 +114,8 @@ export function peerThenBackend(
         prefetchOwners(ino, byOwner);
         try {
           await reading;
+          data.stats.peerFetchedBytes += into.length;
+          data.stats.peerDirectBytes += into.length;
           return true;
         } catch (error) {
           failed(owner, `${ino}/${index} [${offset}, +${into.length})`, error);
@@ -136,6 +139,7 @@ export function peerThenBackend(
           await transport.getChunkInto(owner.address, request(ino, index, ref), sink);
           options.fetched?.();
           data.stats.peerFills++;
+          data.stats.peerFetchedBytes += ref.length;
           return;
         } catch (error) {
           failed(owner, `${ino}/${index}`, error);

@@ -115,14 +115,23 @@ export class MetricsRegistry {
   }
 }
 
+const PROMTOOL_REJECTED = [
+  "nodejs_active_handles_total",
+  "nodejs_active_requests_total",
+  "nodejs_active_resources_total",
+];
+
 /**
  * Process metrics: prom-client's default collectors (they work under Deno 2.9: process CPU,
- * resident memory, file descriptors, heap, event-loop lag), plus `skyfs_heap_used_bytes` from
+ * resident memory, file descriptors, heap, event-loop lag; three of them removed, see below), plus `skyfs_heap_used_bytes` from
  * Deno.memoryUsage and `skyfs_event_loop_delay_seconds`, the largest event-loop delay since the
  * previous scrape (a histogram sampled by the runtime every 20 ms, reset at each scrape).
  */
 export function processMetrics(metrics: MetricsRegistry): void {
   client.collectDefaultMetrics({ register: metrics.registry });
+  // Gauges named like counters (promtool check metrics rejects them); the same counts are in
+  // nodejs_active_handles, nodejs_active_requests and nodejs_active_resources by type.
+  for (const name of PROMTOOL_REJECTED) metrics.registry.removeSingleMetric(name);
   metrics.gauge(
     "skyfs_heap_used_bytes",
     "JavaScript heap in use (Deno.memoryUsage().heapUsed).",

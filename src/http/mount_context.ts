@@ -14,6 +14,7 @@ import { clusterStatusReport } from "../cluster/status.ts";
 import { listNodes } from "../cluster/membership.ts";
 import type { Logger } from "../log.ts";
 import type { Vfs } from "../vfs/types.ts";
+import type { VfsWithRecovery } from "../vfs/vfs.ts";
 import { MetricsRegistry } from "./metrics.ts";
 import { registerMountMetrics } from "./mount_metrics.ts";
 import type { HttpContext, ReadyCheck } from "./server.ts";
@@ -23,7 +24,7 @@ export interface MountParts {
   dataDir: string;
   meta: string;
   fuse: FuseServer;
-  vfs: Vfs;
+  vfs: VfsWithRecovery;
   kv: MetaKV;
   shim: ShimServer;
   io: IoEngine;

@@ -5,14 +5,19 @@
  * @module
  */
 
-import { FUSE_DURATION_BUCKETS, OPCODE_SLOTS } from "../fuse/counters.ts";
+import { DURATION_BUCKETS } from "../duration_histogram.ts";
+import { OPCODE_SLOTS } from "../fuse/counters.ts";
 import type { FuseServer } from "../fuse/server.ts";
 import { opcodeNames } from "../fuse/wire.ts";
 import type { ShimServer } from "../intercept/server.ts";
 import type { IoEngine } from "../io/types.ts";
 import type { UringStats } from "../io/uring.ts";
 import type { ClusterNode } from "../cluster/node.ts";
-import type { Vfs } from "../vfs/types.ts";
+import type { VfsWithRecovery } from "../vfs/vfs.ts";
+import type { MetaKV } from "../meta/kv.ts";
+import { CurpKV } from "../meta/curp/curp_kv.ts";
+import { BACKEND_OPS, CountedBackend } from "../cache/backend.ts";
+import type { DurationHistogram } from "../duration_histogram.ts";
 import {
   type HistogramSeries,
   type Labels,
@@ -22,7 +27,8 @@ import {
 
 export interface MountMetricSources {
   fuse: FuseServer;
-  vfs: Vfs;
+  vfs: VfsWithRecovery;
+  kv: MetaKV;
   shim: ShimServer;
   io: IoEngine;
   cluster?: ClusterNode;
@@ -60,15 +66,15 @@ export function registerMountMetrics(metrics: MetricsRegistry, sources: MountMet
   metrics.histogram(
     "skyfs_fuse_request_duration_seconds",
     "Time from reading a FUSE request to writing its reply, per operation.",
-    FUSE_DURATION_BUCKETS,
+    DURATION_BUCKETS,
     () => {
       const series: HistogramSeries[] = [];
       for (let opcode = 0; opcode < OPCODE_SLOTS; opcode++) {
         if (counters.requests[opcode] === 0) continue;
         series.push({
           labels: { op: opNames[opcode] },
-          cumulative: counters.cumulativeBuckets(opcode),
-          sum: counters.durationSum[opcode],
+          cumulative: counters.durations.cumulative(opcode),
+          sum: counters.durations.sums[opcode],
         });
       }
       return series;
@@ -108,17 +114,66 @@ export function registerMountMetrics(metrics: MetricsRegistry, sources: MountMet
   );
   metrics.counter(
     "skyfs_shim_reads_total",
-    "Reads the shim served in-process, as reported to the daemon at close (see src/http/README.md).",
-    () => shim.reads ?? 0,
+    "Reads the shim served in-process: not reported to the daemon yet, always 0 (the shim's own counters: SKYFS_PRELOAD_STATS).",
+    () => shim.reads,
   );
   metrics.counter(
     "skyfs_shim_writes_total",
-    "Writes the shim served in-process, as reported to the daemon at close (see src/http/README.md).",
-    () => shim.writes ?? 0,
+    "Writes the shim served in-process: not reported to the daemon yet, always 0 (the shim's own counters: SKYFS_PRELOAD_STATS).",
+    () => shim.writes,
   );
 
+  registerMetaMetrics(metrics, sources.vfs, sources.kv);
   registerUringMetrics(metrics, sources.io);
-  registerCacheMetrics(metrics, sources.cluster);
+  registerCacheMetrics(metrics, sources.cluster, counters);
+}
+
+/** One histogram series per label set, from the series of a DurationHistogram. */
+function seriesOf(histogram: DurationHistogram, labels: Labels[]): HistogramSeries[] {
+  return labels.map((l, i) => ({
+    labels: l,
+    cumulative: histogram.cumulative(i),
+    sum: histogram.sums[i],
+  }));
+}
+
+/** The namespace's transactions and, on CURP, the client's commits by path. */
+function registerMetaMetrics(metrics: MetricsRegistry, vfs: VfsWithRecovery, kv: MetaKV): void {
+  const meta = vfs.metaCounters;
+  metrics.counter(
+    "skyfs_meta_transactions_total",
+    "Metadata operations run, each one transaction (retries included in one).",
+    () => meta.transactions,
+  );
+  metrics.histogram(
+    "skyfs_meta_transaction_duration_seconds",
+    "Time of a metadata operation, its retries included.",
+    DURATION_BUCKETS,
+    () => seriesOf(meta.durations, [{}]),
+  );
+  metrics.counter(
+    "skyfs_meta_conflicts_total",
+    "Commits or read validations refused because a key read had changed.",
+    () => meta.conflicts,
+  );
+  metrics.counter(
+    "skyfs_meta_retries_total",
+    "Metadata operations run again after a conflict.",
+    () => meta.retries,
+  );
+  const curp = kv instanceof CurpKV ? kv : undefined;
+  metrics.counter(
+    "skyfs_curp_commits_total",
+    "CURP commands committed by this client: fast (one round trip) or slow path (zero when the metadata is not CURP).",
+    () => [[{ path: "fast" }, curp?.fastCount ?? 0], [{ path: "slow" }, curp?.slowCount ?? 0]],
+    ["path"],
+  );
+  metrics.histogram(
+    "skyfs_curp_commit_duration_seconds",
+    "Time from submitting a CURP command to its completion, by path.",
+    DURATION_BUCKETS,
+    () => curp ? seriesOf(curp.commitDurations, [{ path: "fast" }, { path: "slow" }]) : [],
+  );
 }
 
 /** io_uring counters; all zero on the portable engine. */
@@ -151,8 +206,53 @@ export function registerUringMetrics(metrics: MetricsRegistry, io: IoEngine): vo
 }
 
 /** The chunk cache of a cluster node; zero on a single node, whose local files are the data. */
-function registerCacheMetrics(metrics: MetricsRegistry, cluster: ClusterNode | undefined): void {
+function registerCacheMetrics(
+  metrics: MetricsRegistry,
+  cluster: ClusterNode | undefined,
+  fuse: FuseServer["counters"],
+): void {
   const stats = cluster?.data.stats;
+  metrics.counter(
+    "skyfs_cache_read_bytes_total",
+    "Bytes read through this node by where they came from: local (FUSE reads answered from the local file), peer, backend (fetched into the cache or a reader).",
+    () => [
+      [{ tier: "local" }, stats ? Math.max(0, fuse.readBytes - stats.peerDirectBytes) : 0],
+      [{ tier: "peer" }, stats?.peerFetchedBytes ?? 0],
+      [{ tier: "backend" }, stats?.backendFetchedBytes ?? 0],
+    ],
+    ["tier"],
+  );
+  metrics.counter(
+    "skyfs_peer_served_bytes_total",
+    "Bytes of chunks served to other nodes (a range request counts its whole chunk).",
+    () => stats?.peerServedBytes ?? 0,
+  );
+  metrics.counter(
+    "skyfs_peer_fetched_bytes_total",
+    "Bytes received from other nodes.",
+    () => stats?.peerFetchedBytes ?? 0,
+  );
+  const backend = cluster?.backend instanceof CountedBackend ? cluster.backend : undefined;
+  const perBackendOp = (values: Float64Array | undefined): [Labels, number][] =>
+    BACKEND_OPS.map((op, i) => [{ op }, values?.[i] ?? 0]);
+  metrics.counter(
+    "skyfs_backend_requests_total",
+    "Requests to the backend store by operation (zero without a backend).",
+    () => perBackendOp(backend?.requests),
+    ["op"],
+  );
+  metrics.counter(
+    "skyfs_backend_errors_total",
+    "Backend requests that failed, by operation.",
+    () => perBackendOp(backend?.errors),
+    ["op"],
+  );
+  metrics.histogram(
+    "skyfs_backend_request_duration_seconds",
+    "Time of a backend request, by operation.",
+    DURATION_BUCKETS,
+    () => backend ? seriesOf(backend.durations, BACKEND_OPS.map((op) => ({ op }))) : [],
+  );
   metrics.counter(
     "skyfs_cache_hits_total",
     "Chunk reads answered from a tier: local (this node's cache), peer, backend.",

@@ -19,6 +19,7 @@
  * @module
  */
 
+import { DurationHistogram } from "../duration_histogram.ts";
 import type { Compare, KeyValue, MetaKV, RequestOp } from "./kv.ts";
 import { prefixEnd } from "./kv.ts";
 import { FsError } from "../fs_error.ts";
@@ -300,6 +301,13 @@ export class TxnConflictError extends Error {
 /** The namespace over one MetaKV. Create with `Namespace.open`. */
 export class Namespace {
   readonly kv: MetaKV;
+  /** For /metrics: operations run (`transact`), their time, conflicts seen, attempts retried. */
+  readonly counters = {
+    transactions: 0,
+    durations: new DurationHistogram(),
+    conflicts: 0,
+    retries: 0,
+  };
   readonly #cache = new Map<string, CachedValue>();
   /** Directories whose every entry is in the cache (see `markComplete`). */
   readonly #completeDirs = new Set<number>();
@@ -378,15 +386,20 @@ export class Namespace {
    * abort without writing.
    */
   async transact<T>(operation: (tx: NsTxn) => Promise<T>): Promise<T> {
+    const started = performance.now();
     try {
       return await this.#transact(operation);
     } catch (error) {
       throw storeError(error);
+    } finally {
+      this.counters.transactions++;
+      this.counters.durations.observe((performance.now() - started) / 1000);
     }
   }
 
   async #transact<T>(operation: (tx: NsTxn) => Promise<T>): Promise<T> {
     for (let attempt = 1; attempt <= this.#maxAttempts; attempt++) {
+      if (attempt > 1) this.counters.retries++;
       const tx = new NsTxn(this);
       let result: T;
       try {
@@ -409,7 +422,10 @@ export class Namespace {
 
   async #validate(tx: NsTxn): Promise<boolean> {
     const response = await this.kv.txn({ compare: tx.compares(), revisionsUnused: true });
-    if (!response.succeeded) tx.forgetReads();
+    if (!response.succeeded) {
+      this.counters.conflicts++;
+      tx.forgetReads();
+    }
     return response.succeeded;
   }
 
@@ -420,6 +436,7 @@ export class Namespace {
       revisionsUnused: true,
     });
     if (!response.succeeded) {
+      this.counters.conflicts++;
       tx.forgetReads();
       return false;
     }

@@ -29,6 +29,8 @@ export interface RecoveryReport {
 export interface VfsWithRecovery extends Vfs {
   /** What the startup recovery of this instance did. */
   readonly recovery: RecoveryReport;
+  /** The namespace's transaction counters, for /metrics. */
+  readonly metaCounters: Namespace["counters"];
 }
 
 /** Open the file system on `options.kv` and `<options.dataDir>/data`. */
@@ -76,6 +78,7 @@ async function recover(core: VfsCore): Promise<RecoveryReport> {
 function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
   return {
     recovery,
+    metaCounters: core.ns.counters,
     lookup: async (ctx, parent, name) => {
       const attr = await entry.lookup(core, ctx, parent, name);
       if (!attr) throw new FsError("ENOENT", `no ${entry.show(name)} in directory ${parent}`);

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { DurationHistogram } from "../../duration_histogram.ts";
 import {
   CompactedError,
   type DeleteRangeRequest,
@@ -86,6 +87,8 @@ interface ClientWatch {
 
 interface Pending {
   core: ClientCore;
+  /** performance.now() at submission, for the commit duration histogram. */
+  startedAt: number;
   resolve: (c: Completion) => void;
   reject: (e: Error) => void;
   timer: ReturnType<typeof setTimeout>;
@@ -187,6 +190,8 @@ export class CurpKV implements MetaKV {
   slowCount = 0;
   /** Read-only transactions answered outside the log (one round trip, no fsync anywhere). */
   readCount = 0;
+  /** Time from submission to completion of fast-path (series 0) and slow-path (1) commits. */
+  readonly commitDurations = new DurationHistogram(2);
 
   constructor(status: ReplicaStatus, options: CurpKVOptions = {}) {
     this.members = status.members;
@@ -257,9 +262,15 @@ export class CurpKV implements MetaKV {
       if (p === undefined) continue;
       this.#busy.delete(core.id);
       clearTimeout(p.timer);
-      if (c.path === "fast") this.fastCount++;
-      else if (c.path === "read") this.readCount++;
-      else this.slowCount++;
+      const seconds = (performance.now() - p.startedAt) / 1000;
+      if (c.path === "fast") {
+        this.fastCount++;
+        this.commitDurations.observe(seconds, 0);
+      } else if (c.path === "read") this.readCount++;
+      else {
+        this.slowCount++;
+        this.commitDurations.observe(seconds, 1);
+      }
       if (c.result?.ok && c.result.txn.revision > this.#maxRevision) {
         this.#maxRevision = c.result.txn.revision;
       }
@@ -317,7 +328,7 @@ export class CurpKV implements MetaKV {
           ),
         );
       }, this.#options.timeoutMs);
-      this.#busy.set(core.id, { core, resolve, reject, timer });
+      this.#busy.set(core.id, { core, resolve, reject, timer, startedAt: performance.now() });
       if (options.admin === undefined && this.#options.readsOutsideLog && isReadOnly(txn)) {
         core.submitRead(txn);
       } else core.submit(txn, options);
