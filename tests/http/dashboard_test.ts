@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Chromium, testOutputDir } from "../_chromium.ts";
-import { listeningUrl, startHttpMount } from "./_http.ts";
+import { startHttpMount } from "./_http.ts";
 import { startLoad, stopLoad } from "./_load.ts";
 import { LocalCluster } from "../../src/cluster/local_cluster.ts";
 
@@ -96,13 +96,7 @@ Deno.test("dashboard: the cluster table shows both nodes of a local cluster, liv
   try {
     for (const node of cluster.nodes) loads.push(startLoad(node.mountpoint));
     const [a] = cluster.nodes;
-    // Node a's endpoint, from the "http: listening on" line of its log.
-    let log = "";
-    for (const deadline = Date.now() + 30_000; Date.now() < deadline; await sleep(200)) {
-      log = await cluster.logOf(a);
-      if (/http: listening on/.test(log)) break;
-    }
-    const url = await listeningUrl(() => log, 1);
+    const url = await cluster.httpUrl(a);
     browser = await Chromium.launch({ width: 1400, height: 1100 });
     await browser.goto(`${url}/`);
     const rows = await waitInPage<Record<string, string>[]>(
