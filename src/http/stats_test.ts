@@ -24,9 +24,8 @@ Deno.test("compact: at most 5 characters from 0 to petabytes", () => {
     [12_345, "12k"],
     [123_456, "123k"],
     [1_234_567, "1.2M"],
-    [2 ** 60, "1.2E"],
   ];
-  for (const [value, text] of cases.slice(0, -1)) {
+  for (const [value, text] of cases) {
     assert.deepEqual(compact(value), text, `${value}`);
   }
   assert.deepEqual(compact(null), "-");
