@@ -7,6 +7,7 @@
 export const TARGET_NAMES = [
   "ext4",
   "skyfs",
+  "skyfs-http-off",
   "skyfs-shim",
   "skyfs-cluster",
   "skyfs-cluster-etcd",

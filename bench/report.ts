@@ -211,6 +211,8 @@ export function markdownReport(
       out.push(`![${family}](${options.chartDir}/${family}.svg)`, "");
     }
   }
+  const endpoint = endpointCostTable(run);
+  if (endpoint !== "") out.push(endpoint, "");
   const noteLines = notes(run);
   if (noteLines.length > 0) out.push("Notes:", "", ...noteLines, "");
   const mounted = run.targets.filter((t) => t.command);
@@ -220,6 +222,39 @@ export function markdownReport(
     out.push("");
   }
   return out.join("\n");
+}
+
+/** The endpoint's cost: `skyfs` (HTTP endpoint on, /metrics fetched every second) against
+ * `skyfs-http-off` (the same mount with `--http off`), per job; the geometric mean in the title. */
+export function endpointCostRatios(run: RunResult): { job: string; ratio: number }[] {
+  const out: { job: string; ratio: number }[] = [];
+  for (const m of run.measurements) {
+    if (m.target !== "skyfs") continue;
+    const off = run.measurements.find((o) => o.job === m.job && o.target === "skyfs-http-off");
+    const ratio = ratioToBaseline(m, off);
+    if (ratio !== null) out.push({ job: m.job, ratio });
+  }
+  return out;
+}
+
+export function endpointCostTable(run: RunResult): string {
+  const ratios = endpointCostRatios(run);
+  if (ratios.length === 0) return "";
+  const mean = Math.exp(ratios.reduce((a, r) => a + Math.log(r.ratio), 0) / ratios.length);
+  const sorted = ratios.map((r) => r.ratio).sort((a, b) => a - b);
+  const lines = [
+    `Cost of the HTTP endpoint: \`skyfs\` (endpoint on, /metrics fetched every 1 s) against ` +
+    `\`skyfs-http-off\` (\`--http off\`), ${ratios.length} jobs: geometric mean ` +
+    `${formatRatio(mean)}, range ${formatRatio(sorted[0])}-${
+      formatRatio(sorted[sorted.length - 1])
+    } (above 1x: faster with the endpoint on; run-to-run noise on this machine is larger than ` +
+    `the goal of 3%).`,
+    "",
+    "| job | endpoint on / off |",
+    "| --- | ---: |",
+    ...ratios.map((r) => `| ${r.job} | ${formatRatio(r.ratio)} |`),
+  ];
+  return lines.join("\n");
 }
 
 export const README_START = "<!-- bench:start -->";

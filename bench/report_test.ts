@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { formatRatio, formatValue } from "./format.ts";
 import type { Measurement, RunResult } from "./model.ts";
 import {
+  endpointCostTable,
   familyTable,
   markdownReport,
   notes,
@@ -184,4 +185,24 @@ Deno.test("storeCostTable gives cluster rows their ratio to skyfs and store cost
     /Files per metadata run: ext4, skyfs: 200; skyfs-cluster, skyfs-cluster-etcd: 40/,
   );
   assert.match(text, /- meta-flat-create-w1 on skyfs-cluster-etcd, store counters: leader changed/);
+});
+
+Deno.test("endpointCostTable: skyfs against skyfs-http-off per job, geometric mean", () => {
+  const lower = (target: string, value: number): Measurement => ({
+    ...measurement(target, value, "meta-flat-stat-w1"),
+    family: "meta-flat",
+    unit: "us",
+    higherIsBetter: false,
+  });
+  const text = endpointCostTable(run([
+    measurement("skyfs", 97),
+    measurement("skyfs-http-off", 100),
+    lower("skyfs", 100),
+    lower("skyfs-http-off", 97),
+    measurement("ext4", 200),
+  ]));
+  assert.match(text, /2 jobs: geometric mean 0\.97x, range 0\.97x-0\.97x/);
+  assert.match(text, /^\| seq-read-1m-j1-warm \| 0\.97x \|$/m);
+  assert.match(text, /^\| meta-flat-stat-w1 \| 0\.97x \|$/m);
+  assert.equal(endpointCostTable(run([measurement("skyfs", 1)])), "");
 });

@@ -109,9 +109,14 @@ class Daemon {
   private async drain(stream: ReadableStream<Uint8Array>): Promise<void> {
     const decoder = new TextDecoder();
     for await (const chunk of stream) {
-      this.tail = (this.tail + decoder.decode(chunk, { stream: true })).slice(-4096);
+      const text = decoder.decode(chunk, { stream: true });
+      this.tail = (this.tail + text).slice(-4096);
+      this.httpUrl ??= /http: listening on (http:\/\/\S+)/.exec(this.tail)?.[1];
     }
   }
+
+  /** The address a skyfs daemon printed for its HTTP endpoint, once it has. */
+  httpUrl: string | undefined;
 
   /** The most telling output line, for one-line error messages. */
   lastLine(): string {
@@ -296,11 +301,41 @@ async function setUpExt4(scratch: string): Promise<ReadyTarget> {
   };
 }
 
-/** Starts `deno run -A mod.ts mount DIR --data DATA` and waits for the mount to appear. */
+/**
+ * Fetches `url` every second until stopped, as a Prometheus server would scrape it (the cost the
+ * `skyfs` target carries and `skyfs-http-off` does not). Each scrape reads the whole body.
+ */
+function startScraper(url: string): { stop(): Promise<{ scrapes: number; failures: number }> } {
+  let scrapes = 0;
+  let failures = 0;
+  let inFlight: Promise<void> = Promise.resolve();
+  const timer = setInterval(() => {
+    inFlight = inFlight.then(async () => {
+      try {
+        const response = await fetch(url);
+        await response.text();
+        if (response.ok) scrapes++;
+        else failures++;
+      } catch {
+        failures++;
+      }
+    });
+  }, 1000);
+  return {
+    async stop() {
+      clearInterval(timer);
+      await inFlight;
+      return { scrapes, failures };
+    },
+  };
+}
+
+/** Starts `deno run -A mod.ts mount DIR --data DATA [extraArgs]` and waits for the mount. */
 async function mountSkyfs(
   name: TargetName,
   scratch: string,
   env: Record<string, string>,
+  extraArgs: string[] = [],
 ): Promise<ReadyTarget> {
   const modTs = `${REPO_DIR}/mod.ts`;
   try {
@@ -320,10 +355,32 @@ async function mountSkyfs(
     mountpoint,
     "--data",
     data,
+    ...extraArgs,
   ]);
   await waitForMount(daemon, mountpoint, MOUNT_TIMEOUT_MS);
+  // The `skyfs` target is scraped like a monitored mount; `skyfs-http-off` has no endpoint.
+  let scraper: ReturnType<typeof startScraper> | undefined;
+  if (name === "skyfs") {
+    const deadline = Date.now() + 10_000;
+    while (!daemon.httpUrl && Date.now() < deadline) await delay(20);
+    if (!daemon.httpUrl) {
+      daemon.kill("SIGTERM");
+      await daemon.waitExit(STOP_TIMEOUT_MS);
+      await forceUnmount(mountpoint);
+      throw new TargetSkipped(
+        "failed",
+        `mounted but printed no "http: listening on" line: ${daemon.lastLine()}`,
+        daemon.commandLine(),
+      );
+    }
+    scraper = startScraper(`${daemon.httpUrl}/metrics`);
+  }
   // The brief of `skyfs mount`: SIGTERM unmounts cleanly. Waiting for it checks that too.
   const tearDown = async () => {
+    if (scraper) {
+      const { scrapes, failures } = await scraper.stop();
+      console.log(`bench: ${name}: /metrics scraped ${scrapes} times, ${failures} failed`);
+    }
     daemon.kill("SIGTERM");
     if (!await daemon.waitExit(STOP_TIMEOUT_MS)) {
       console.error(
@@ -340,7 +397,8 @@ async function mountSkyfs(
     "mounted but failed to warm up",
     daemon.commandLine(),
   );
-  const command = daemon.commandLine();
+  const command = daemon.commandLine() +
+    (scraper ? ` (its /metrics fetched every 1 s while mounted)` : "");
   return {
     name,
     dir: mountpoint,
@@ -471,7 +529,10 @@ export async function setUpTarget(name: TargetName, scratch: string): Promise<Re
     case "mergerfs":
       return await mountForeground(name, scratch, "mergerfs", (b, m) => ["-f", b, m]);
     case "skyfs":
-      return await mountSkyfs(name, scratch, {});
+      // The endpoint on and scraped every second; skyfs-http-off is the same mount without it.
+      return await mountSkyfs(name, scratch, {}, ["--http", "127.0.0.1:0"]);
+    case "skyfs-http-off":
+      return await mountSkyfs(name, scratch, {}, ["--http", "off"]);
     case "skyfs-cluster":
     case "skyfs-cluster-etcd":
       return await setUpCluster(name, scratch);
