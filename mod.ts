@@ -34,6 +34,7 @@ Commands:
   meta status    show the leader, term, commit index and members of a CURP cluster
   status         show a cluster's live nodes, cache use and hit rates (--meta URL)
   config [CMD]   print the effective configuration of CMD and where each value came from
+  stats TARGET   one line per second of a daemon's activity (mount point or HOST:PORT)
   help           this text
 
 Every command takes --config FILE (TOML; or SKYFS_CONFIG=FILE): each option of each command is a
@@ -231,6 +232,25 @@ const commands: Record<string, Command> = {
       dev: config.get("mount.dev"),
       suid: config.get("mount.suid"),
     });
+  },
+  async stats(args) {
+    const { STATS_USAGE, runStats, StatsError } = await import("./src/http/stats.ts");
+    const { config, positionals } = configure("stats", args, STATS_USAGE);
+    if (positionals.length !== 1) {
+      throw new UsageError(
+        "skyfs stats needs one target: a skyfs mount point or the daemon's HOST:PORT",
+      );
+    }
+    try {
+      await runStats(positionals[0], {
+        intervalSeconds: config.get("stats.interval"),
+        count: config.get("stats.count"),
+        headerEvery: config.get("stats.header_every"),
+      });
+    } catch (error) {
+      if (error instanceof StatsError) throw new UsageError(error.message);
+      throw error;
+    }
   },
   async status(args) {
     const { config } = configure(

@@ -16,7 +16,7 @@ set -euo pipefail
 
 DENO_VERSION="2.9.6"
 APT_PACKAGES=(fuse3 libfuse3-dev liburing-dev fio bindfs mergerfs attr acl sqlite3 rsync git make
-  etcd-server etcd-client e2fsprogs prometheus
+  etcd-server etcd-client e2fsprogs prometheus chromium
   nfs-ganesha nfs-ganesha-vfs libnfs-utils)
 
 quiet=0

@@ -25,6 +25,7 @@ import {
   startHttpServer,
 } from "./http/server.ts";
 import { mountHttpContext } from "./http/mount_context.ts";
+import { advertiseEndpoint } from "./http/endpoint_file.ts";
 
 /** A failure the user can fix: printed as one line, exit status 1. */
 export class UsageError extends Error {
@@ -307,13 +308,10 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   } catch (error) {
     logger.error(`skyfs: ${(error as Error).message}; serving without the HTTP endpoint`);
   }
-  if (node && http) {
-    // Other nodes (the dashboard's cluster table) find this endpoint in the membership record.
-    node.membership.self.http = http.url;
-    node.membership.announce().catch((error) =>
-      logger.warn(`skyfs: could not publish the HTTP endpoint: ${(error as Error).message}`)
-    );
-  }
+  // For `skyfs stats MOUNTPOINT` and the other nodes' dashboards (src/http/endpoint_file.ts).
+  const unpublish = http
+    ? advertiseEndpoint(path, http.address, { membership: node?.membership, log })
+    : () => {};
   // log.debug (SKYFS_DEBUG): SIGUSR2 logs the request counts so far (to split a workload into phases).
   const dumpCounts = () => {
     const counts = server.requestCounts().map(([name, n]) => `${name} ${n}`).join(", ");
@@ -336,6 +334,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     mounted = false;
     device.unmount();
     mountFlags.close();
+    unpublish();
     await http?.close();
     await shim.close();
     await node?.stop();

@@ -83,7 +83,10 @@ if (values.smoke) {
 
 console.log(`skyfs cluster of ${count} nodes under ${cluster.dir}`);
 console.log(`  metadata: ${cluster.meta}   backend: ${cluster.backend}`);
-for (const node of cluster.nodes) console.log(`  node ${node.id}: ${node.mountpoint}`);
+for (const node of cluster.nodes) {
+  const http = await cluster.httpUrl(node, 5000).catch(() => "no HTTP endpoint");
+  console.log(`  node ${node.id}: ${node.mountpoint}   dashboard and /metrics: ${http}`);
+}
 console.log(`  status: deno run -A mod.ts status --meta ${cluster.meta}`);
 if (cluster.replicas.length > 0) {
   const addresses = cluster.replicas.map((r) => r.address).join(",");

@@ -239,7 +239,11 @@ export class LocalCluster {
     const [program, prefix] = node.net
       ? ["nsenter", [`--net=/run/netns/${node.net.ns}`, Deno.execPath()]]
       : [Deno.execPath(), []];
-    const listen = node.net ? ["--peer-listen", `${node.net.address}:0`] : [];
+    // In a namespace the HTTP endpoint listens on the node's address, not the namespace's own
+    // loopback, so the other nodes' dashboards can scrape it.
+    const listen = node.net
+      ? ["--peer-listen", `${node.net.address}:0`, "--http", `${node.net.address}:0`]
+      : [];
     node.child = new Deno.Command(program, {
       args: [
         ...prefix,
@@ -311,6 +315,20 @@ export class LocalCluster {
     clearTimeout(timer);
     node.child = undefined;
     if (isMounted(node.mountpoint)) await lazyUnmount(node.mountpoint);
+  }
+
+  /** The URL of a daemon's HTTP endpoint (dashboard, /metrics), from the "http: listening on"
+   * line of its log; waits up to `timeoutMs` for it. */
+  async httpUrl(daemon: { id: string }, timeoutMs = 30_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const match = /http: listening on (http:\/\/\S+)/.exec(await this.logOf(daemon));
+      if (match) return match[1];
+      if (Date.now() > deadline) {
+        throw new Error(`${daemon.id} logged no "http: listening on" line in ${timeoutMs} ms`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
 
   /** A daemon's (node or replica id) stderr so far. */

@@ -15,11 +15,11 @@ export interface NodeInfo {
   id: string;
   /** host:port of its peer server. */
   address: string;
+  /** host:port of its HTTP endpoint (metrics, dashboard), when it serves one. */
+  http?: string;
   startedMs: number;
   /** Cache statistics, refreshed with the lease. */
   stats?: Record<string, number>;
-  /** Base URL of its HTTP endpoint (src/http: /metrics, /api/v1/...), absent when off. */
-  http?: string;
 }
 
 const VNODES = 64;
@@ -170,6 +170,13 @@ export class Membership {
       value: encoder.encode(JSON.stringify(value)),
       lease: this.#lease,
     });
+  }
+
+  /** Add this node's HTTP endpoint to its record (the endpoint starts after the node joins),
+   * so the other nodes' dashboards can scrape it. */
+  async advertiseHttp(address: string): Promise<void> {
+    this.self.http = address;
+    await this.#publish();
   }
 
   async #renew(): Promise<void> {

@@ -18,6 +18,7 @@ export const COMMANDS = [
   // The developer tasks: `deno task cluster` (src/cluster/cluster_main.ts) and `deno task bench`.
   "cluster",
   "bench",
+  "stats",
 ] as const;
 export type CommandName = typeof COMMANDS[number];
 
@@ -414,6 +415,34 @@ export const KEYS = {
     commands: ["bench"],
     allowed: "true or false",
     doc: "leave the scratch directory for inspection",
+  },
+  // [stats]: `skyfs stats TARGET`
+  "stats.interval": {
+    kind: "number",
+    schema: z.number().min(0.1).max(3600),
+    default: 1,
+    flag: "interval",
+    commands: ["stats"],
+    allowed: "a number of seconds from 0.1 to 3600",
+    doc: "seconds between two lines of skyfs stats",
+  },
+  "stats.count": {
+    kind: "number",
+    schema: int(1, 1_000_000_000),
+    flag: "count",
+    commands: ["stats"],
+    unsetMeans: "until interrupted",
+    allowed: "a whole number from 1 to 1000000000",
+    doc: "lines skyfs stats prints before it exits",
+  },
+  "stats.header_every": {
+    kind: "number",
+    schema: int(1, 1_000_000),
+    default: 20,
+    flag: "header-every",
+    commands: ["stats"],
+    allowed: "a whole number from 1 to 1000000",
+    doc: "lines between two headers of skyfs stats",
   },
   // [log]
   "log.debug": {

@@ -11,6 +11,7 @@ import type { IoEngine } from "../io/types.ts";
 import type { MetaKV } from "../meta/kv.ts";
 import type { ClusterNode } from "../cluster/node.ts";
 import { clusterStatusReport } from "../cluster/status.ts";
+import { listNodes } from "../cluster/membership.ts";
 import type { Logger } from "../log.ts";
 import type { Vfs } from "../vfs/types.ts";
 import type { VfsWithRecovery } from "../vfs/vfs.ts";
@@ -93,6 +94,9 @@ export function mountHttpContext(parts: MountParts): HttpContext {
     logger: parts.logger,
     vfs: parts.vfs,
     token: parts.token,
+    clusterMembers: parts.cluster
+      ? async () => (await listNodes(parts.kv)).map(({ id, http }) => ({ id, http }))
+      : undefined,
     status: async () => ({
       kind: "mount",
       node,

@@ -13,6 +13,7 @@ import type { MetricsRegistry } from "./metrics.ts";
 import { metricsRoutes } from "./metrics_routes.ts";
 import { healthRoutes } from "./health.ts";
 import { adminRoutes } from "./admin.ts";
+import { type ClusterMember, dashboardRoutes } from "./dashboard.ts";
 
 /** Default addresses: the mount daemon's and a replica's (JuiceFS uses 9567). */
 export const DEFAULT_MOUNT_HTTP = "127.0.0.1:9570";
@@ -56,6 +57,8 @@ export interface HttpContext {
   admin: AdminActions;
   /** Bearer token for actions that change anything; none configured = they are refused. */
   token?: string;
+  /** Cluster mode: the live nodes and their HTTP addresses (the dashboard's node table). */
+  clusterMembers?: () => Promise<ClusterMember[]>;
 }
 
 /** The app: every route module applied to one Hono instance. Tests call `app.request(...)`. */
@@ -69,6 +72,7 @@ export function createHttpApp(ctx: HttpContext): Hono {
   healthRoutes(app, ctx);
   metricsRoutes(app, ctx);
   adminRoutes(app, ctx);
+  dashboardRoutes(app, ctx);
   return app;
 }
 
