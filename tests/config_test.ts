@@ -110,6 +110,7 @@ Deno.test("config: the example file validates, holds every key, and skyfs config
       "meta",
       "mount",
       "peer",
+      "stats",
     ],
   );
 });

@@ -71,15 +71,16 @@ Deno.test("replicas and a cluster node: CURP metrics, snapshot, backend metrics,
         } catch { /* not yet */ }
       }
     })();
-    // The node's record in metadata names its endpoint (for other nodes' dashboards).
+    // The node's record in metadata names its endpoint, HOST:PORT (for other nodes' dashboards).
+    const nodeAddress = nodeUrl.replace(/^http:\/\//, "");
     let published: string | undefined;
-    for (let i = 0; i < 100 && published !== nodeUrl; i++) {
+    for (let i = 0; i < 100 && published !== nodeAddress; i++) {
       const status = await fetchJson(`${nodeUrl}/api/v1/status`);
       const nodes = (status.body.cluster as { nodes: { id: string; http?: string }[] }).nodes;
       published = nodes.find((n) => n.id === node.id)?.http;
-      if (published !== nodeUrl) await new Promise((resolve) => setTimeout(resolve, 100));
+      if (published !== nodeAddress) await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    assert.equal(published, nodeUrl);
+    assert.equal(published, nodeAddress);
     const content = new Uint8Array(9 * 1024 * 1024).map((_, i) => (i * 31 + 7) & 255);
     await Deno.writeFile(join(node.mountpoint, "big"), content);
 
