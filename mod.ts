@@ -172,6 +172,7 @@ function clusterOptions(config: Config) {
   return {
     backend,
     nodeId: config.get("cluster.node_id"),
+    zone: config.get("cluster.zone"),
     listen: config.get("peer.listen"),
     cacheBytes: config.get("cache.bytes"),
     openLingerMs: config.get("cluster.open_linger_ms"),

@@ -13,6 +13,8 @@ export const NODES_PREFIX = new TextEncoder().encode("cl/nodes/");
 
 export interface NodeInfo {
   id: string;
+  /** Its zone (config cluster.zone); records written before zones existed have none ("default"). */
+  zone?: string;
   /** host:port of its peer server. */
   address: string;
   /** host:port of its HTTP endpoint (metrics, dashboard), when it serves one. */

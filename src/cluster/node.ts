@@ -25,6 +25,8 @@ export interface ClusterNodeOptions {
   backend: string;
   /** Default: a random id kept in `<dataDir>/node-id`. */
   nodeId?: string;
+  /** This node's zone (config cluster.zone). Default "default". */
+  zone?: string;
   /** host:port for the peer server. Default 127.0.0.1:0 (any free port). */
   listen?: string;
   /** Local cache limit. Default 8 GiB. */
@@ -86,6 +88,10 @@ export class ClusterNode {
     if (!/^[0-9a-z]{1,32}$/.test(nodeId)) {
       throw new RangeError(`--node-id "${nodeId}" must be 1-32 lowercase letters or digits`);
     }
+    const zone = options.zone ?? "default";
+    if (!/^[a-z0-9-]{1,32}$/.test(zone)) {
+      throw new RangeError(`--zone "${zone}" must be 1-32 characters of a-z, 0-9 and -`);
+    }
     const backend = new CountedBackend(await openBackend(options.backend, options.io));
     const data = new ClusterData(dataDir, {
       nodeId,
@@ -117,6 +123,7 @@ export class ClusterNode {
     );
     const membership = new Membership(kv, {
       id: nodeId,
+      zone,
       address: server.address,
       startedMs: Date.now(),
     }, { stats: () => ({ ...data.stats }) });
@@ -131,7 +138,7 @@ export class ClusterNode {
       }), 10 * 60_000);
     Deno.unrefTimer(node.#gcTimer);
     log(
-      `skyfs: cluster node ${nodeId}, peers on ${server.address} (${transport.kind}), ` +
+      `skyfs: cluster node ${nodeId} in zone ${zone}, peers on ${server.address} (${transport.kind}), ` +
         `backend ${backend.kind}, ` +
         `rdma: ${probeRdma().reason}`,
     );

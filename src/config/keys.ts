@@ -148,6 +148,15 @@ export const KEYS = {
     allowed: "1-32 lowercase letters or digits",
     doc: "this node's id in the cluster",
   },
+  "cluster.zone": {
+    kind: "string",
+    schema: z.string().regex(/^[a-z0-9-]{1,32}$/),
+    default: "default",
+    flag: "zone",
+    commands: MOUNTING,
+    allowed: "1-32 characters of a-z, 0-9 and -",
+    doc: "this node's zone (a cloud or data centre); the zone's nodes share one backend store",
+  },
   "cluster.open_linger_ms": {
     kind: "number",
     schema: int(0, 86_400_000),
@@ -315,6 +324,16 @@ export const KEYS = {
     commands: ["cluster"],
     allowed: "a whole number from 1 to 26",
     doc: "mounts to start",
+  },
+  "local_cluster.zones": {
+    kind: "number",
+    schema: int(1, 26),
+    default: 1,
+    flag: "zones",
+    commands: ["cluster"],
+    allowed: "a whole number from 1 to 26",
+    doc: "zones z1..zN, nodes assigned round-robin, each zone its own backend directory " +
+      "(1: one zone named default)",
   },
   "local_cluster.etcd": {
     kind: "boolean",

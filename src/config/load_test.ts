@@ -1,7 +1,7 @@
 // The table of keys keeps its own promises: defaults valid, one variable per key, one key per flag.
 import assert from "node:assert/strict";
 import { COMMANDS, envName, type KeyName, KEYS, keysOf, type KeySpec } from "./keys.ts";
-import { resolveConfig } from "./load.ts";
+import { ConfigError, resolveConfig } from "./load.ts";
 
 Deno.test("config keys: every default passes its key's own schema", () => {
   for (const key of keysOf()) {
@@ -48,4 +48,41 @@ Deno.test("config resolve: flag > env > file > default without a process", () =>
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+Deno.test("config cluster.zone: default, flag, env and file; a bad name is one line", () => {
+  assert.equal(resolveConfig("mount", { env: {} }).get("cluster.zone"), "default");
+  assert.equal(
+    resolveConfig("mount", { flags: { zone: "eu-west-1" }, env: {} }).get("cluster.zone"),
+    "eu-west-1",
+  );
+  assert.equal(
+    resolveConfig("mount", { env: { SKYFS_CLUSTER_ZONE: "z2" } }).get("cluster.zone"),
+    "z2",
+  );
+  const dir = Deno.makeTempDirSync();
+  try {
+    Deno.writeTextFileSync(`${dir}/c.toml`, '[cluster]\nzone = "on-prem"\n');
+    const fromFile = resolveConfig("mount", { flags: { config: `${dir}/c.toml` }, env: {} });
+    assert.equal(fromFile.get("cluster.zone"), "on-prem");
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+  for (const bad of ["", "EU", "a_b", "a.b", "x".repeat(33), "zone one"]) {
+    assert.throws(
+      () => resolveConfig("mount", { flags: { zone: bad }, env: {} }),
+      (error: Error) => {
+        assert.ok(error instanceof ConfigError, `${error.name}: ${error.message}`);
+        assert.ok(!error.message.includes("\n"), `two lines: ${error.message}`);
+        assert.match(error.message, /--zone/);
+        assert.match(error.message, /1-32 characters of a-z, 0-9 and -/);
+        return true;
+      },
+      `zone "${bad}" was accepted`,
+    );
+  }
+  assert.throws(
+    () => resolveConfig("mount", { env: { SKYFS_CLUSTER_ZONE: "Bad" } }),
+    /SKYFS_CLUSTER_ZONE/,
+  );
 });
