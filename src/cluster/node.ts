@@ -13,6 +13,7 @@ import { type BackendStore, CountedBackend, openBackend } from "../cache/backend
 import type { ChunkRef } from "../cache/chunk_map.ts";
 import { peerThenBackend } from "./peer_source.ts";
 import { Membership } from "./membership.ts";
+import { claimZone, DEFAULT_ZONE } from "./zones.ts";
 import type { PeerTransport } from "./transport.ts";
 import { openPeers, type PeerSendMode } from "./uring_transport.ts";
 import { probeRdma } from "./rdma_probe.ts";
@@ -88,10 +89,9 @@ export class ClusterNode {
     if (!/^[0-9a-z]{1,32}$/.test(nodeId)) {
       throw new RangeError(`--node-id "${nodeId}" must be 1-32 lowercase letters or digits`);
     }
-    const zone = options.zone ?? "default";
-    if (!/^[a-z0-9-]{1,32}$/.test(zone)) {
-      throw new RangeError(`--zone "${zone}" must be 1-32 characters of a-z, 0-9 and -`);
-    }
+    const zone = options.zone ?? DEFAULT_ZONE;
+    // The zone's backend is recorded by its first node; a node naming another refuses to start.
+    await claimZone(kv, zone, options.backend, nodeId);
     const backend = new CountedBackend(await openBackend(options.backend, options.io));
     const data = new ClusterData(dataDir, {
       nodeId,

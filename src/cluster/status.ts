@@ -11,6 +11,7 @@ import { CurpKV } from "../meta/curp/curp_kv.ts";
 import { fetchStatus, type ReplicaStatus } from "../meta/curp/server.ts";
 import { listNodes, type NodeInfo } from "./membership.ts";
 import { probeRdma } from "./rdma_probe.ts";
+import { DEFAULT_ZONE, listZones } from "./zones.ts";
 
 export interface ReplicaReport {
   id: string;
@@ -20,11 +21,20 @@ export interface ReplicaReport {
   unreachable?: string;
 }
 
+/** A zone: its backend store (from its record) and how many live nodes it has. */
+export interface ZoneReport {
+  zone: string;
+  /** Absent for a zone whose live nodes have no record (nodes older than zones). */
+  backend?: string;
+  liveNodes: number;
+}
+
 export interface ClusterStatusReport {
   /** CURP replicas (absent for etcd and the embedded store). */
   replicas?: ReplicaReport[];
   leaders?: string[];
   nodes: NodeInfo[];
+  zones: ZoneReport[];
   rdma: string;
 }
 
@@ -32,21 +42,43 @@ export async function clusterStatusReport(kv: MetaKV): Promise<ClusterStatusRepo
   const replicas = kv instanceof CurpKV ? await replicaReports(kv) : undefined;
   const nodes = (await listNodes(kv)).sort((a, b) => a.id < b.id ? -1 : 1);
   const leaders = replicas?.flatMap((r) => r.status?.role === "leader" ? [r.id] : []);
-  return { replicas, leaders, nodes, rdma: probeRdma().reason };
+  for (const node of nodes) node.zone ??= DEFAULT_ZONE;
+  const zones = new Map<string, ZoneReport>();
+  for (const record of await listZones(kv)) {
+    zones.set(record.zone, { zone: record.zone, backend: record.backend, liveNodes: 0 });
+  }
+  for (const node of nodes) {
+    const zone = zones.get(node.zone!) ?? { zone: node.zone!, liveNodes: 0 };
+    zone.liveNodes++;
+    zones.set(zone.zone, zone);
+  }
+  const sorted = [...zones.values()].sort((a, b) => a.zone < b.zone ? -1 : 1);
+  return { replicas, leaders, nodes, zones: sorted, rdma: probeRdma().reason };
 }
 
 export async function clusterStatus(kv: MetaKV): Promise<string> {
   const report = await clusterStatusReport(kv);
   const lines = report.replicas ? replicaLines(report.replicas, report.leaders ?? []) : [];
+  lines.push(`${report.zones.length} zone(s)`);
+  lines.push("  zone                              live nodes  backend");
+  for (const zone of report.zones) {
+    lines.push(
+      `  ${zone.zone.padEnd(33)} ${String(zone.liveNodes).padStart(10)}  ${
+        zone.backend ?? "(no record)"
+      }`,
+    );
+  }
   lines.push(`${report.nodes.length} live node(s); rdma: ${report.rdma}`);
-  lines.push("node          peer address           cache used / limit     hit rate  peer fills");
+  lines.push(
+    "node          zone          peer address           cache used / limit     hit rate  peer fills",
+  );
   for (const node of report.nodes) {
     const s = node.stats ?? {};
     const lookups = (s.hits ?? 0) + (s.misses ?? 0);
     const rate = lookups === 0 ? "-" : `${((100 * (s.hits ?? 0)) / lookups).toFixed(1)}%`;
     const gib = (n: number | undefined) => `${((n ?? 0) / 2 ** 30).toFixed(2)} GiB`;
     lines.push(
-      `${node.id.padEnd(13)} ${node.address.padEnd(22)} ${
+      `${node.id.padEnd(13)} ${(node.zone ?? DEFAULT_ZONE).padEnd(13)} ${node.address.padEnd(22)} ${
         `${gib(s.bytes)} / ${gib(s.capacityBytes)}`.padEnd(22)
       } ${rate.padStart(8)}  ${s.peerFills ?? 0}`,
     );

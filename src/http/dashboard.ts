@@ -24,6 +24,8 @@ import type { HttpContext } from "./server.ts";
 /** A live node as the membership records list it. */
 export interface ClusterMember {
   id: string;
+  /** Its zone (config cluster.zone). */
+  zone?: string;
   /** host:port of its HTTP endpoint; absent when it runs with `--http off`. */
   http?: string;
 }
@@ -113,6 +115,7 @@ export class Sampler {
 /** One row of the cluster table. */
 export interface ClusterRow {
   id: string;
+  zone?: string;
   http?: string;
   self: boolean;
   figures?: Figures;

@@ -95,7 +95,12 @@ export function mountHttpContext(parts: MountParts): HttpContext {
     vfs: parts.vfs,
     token: parts.token,
     clusterMembers: parts.cluster
-      ? async () => (await listNodes(parts.kv)).map(({ id, http }) => ({ id, http }))
+      ? async () =>
+        (await listNodes(parts.kv)).map(({ id, zone, http }) => ({
+          id,
+          zone: zone ?? "default",
+          http,
+        }))
       : undefined,
     status: async () => ({
       kind: "mount",

@@ -330,6 +330,7 @@ function renderCluster(nodes) {
     const f = node.figures;
     const cells = [
       node.self ? `${node.id} (this node)` : node.id,
+      node.zone ?? "-",
       node.http ?? "-",
       f && compact(f.fuse.all.perSecond, ""),
       f && compact(f.fuse.all.latencyMs, "ms"),
