@@ -1,6 +1,7 @@
 /**
  * `deno task cluster`: start a local cluster (three CURP metadata replicas, a directory backend,
- * three mounts; `--etcd` for one etcd member instead of the replicas, `--netns` for a network
+ * three mounts; `--zones N` for nodes round-robin in zones z1..zN, each zone its own backend
+ * directory; `--etcd` for one etcd member instead of the replicas, `--netns` for a network
  * namespace per mount) for a person to try, until Ctrl-C. `deno task cluster --smoke`: write on
  * each node, read on every other, exit 1 on any difference (0 when all match).
  * @module
@@ -22,8 +23,10 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    "Usage: deno task cluster [--smoke] [--nodes N] [--etcd | --netns] [--config FILE]\n" +
-      "(--config FILE: [local_cluster] nodes, etcd, netns; `skyfs config cluster` shows them)",
+    "Usage: deno task cluster [--smoke] [--nodes N] [--zones N] [--etcd | --netns] " +
+      "[--config FILE]\n" +
+      "(--zones N: nodes round-robin in zones z1..zN, each zone its own backend directory;\n" +
+      "--config FILE: [local_cluster] nodes, zones, etcd, netns; `skyfs config cluster` shows them)",
   );
   Deno.exit(0);
 }
@@ -40,8 +43,10 @@ if (Deno.uid() !== 0) {
   Deno.exit(1);
 }
 const count = config.get("local_cluster.nodes")!;
+const zones = config.get("local_cluster.zones")!;
 const cluster = await LocalCluster.start("skyfs-cluster-", {
   nodes: count,
+  zones: zones > 1 ? zones : undefined,
   meta: config.get("local_cluster.etcd") ? "etcd" : "curp",
   netns: config.get("local_cluster.netns"),
 });
@@ -82,10 +87,18 @@ if (values.smoke) {
 }
 
 console.log(`skyfs cluster of ${count} nodes under ${cluster.dir}`);
-console.log(`  metadata: ${cluster.meta}   backend: ${cluster.backend}`);
+if (zones > 1) {
+  console.log(`  metadata: ${cluster.meta}`);
+  for (let z = 1; z <= zones; z++) {
+    console.log(`  zone z${z}: backend ${cluster.zoneBackend(`z${z}`)}`);
+  }
+} else {
+  console.log(`  metadata: ${cluster.meta}   backend: ${cluster.backend}`);
+}
 for (const node of cluster.nodes) {
   const http = await cluster.httpUrl(node, 5000).catch(() => "no HTTP endpoint");
-  console.log(`  node ${node.id}: ${node.mountpoint}   dashboard and /metrics: ${http}`);
+  const zone = node.zone ? ` (zone ${node.zone})` : "";
+  console.log(`  node ${node.id}${zone}: ${node.mountpoint}   dashboard and /metrics: ${http}`);
 }
 console.log(`  status: deno run -A mod.ts status --meta ${cluster.meta}`);
 if (cluster.replicas.length > 0) {

@@ -23,6 +23,10 @@ export interface LocalNode {
   id: string;
   mountpoint: string;
   dataDir: string;
+  /** Its zone (`--zone`); unset = the default zone. */
+  zone?: string;
+  /** Its `--backend`; unset = the cluster's one backend directory. */
+  backend?: string;
   child?: Deno.ChildProcess;
   /** With `netns`: the node's network namespace, its address there and the host end of its
    * veth pair (down = the node is cut off from everything). */
@@ -50,6 +54,9 @@ export interface LocalClusterOptions {
    * (replicas listen on the bridge's address): peers and metadata cross real interfaces, and
    * `cutNetwork` partitions a node. Needs root and `ip`; everything is removed by `stop()`. */
   netns?: boolean;
+  /** Zones z1..zN, nodes assigned round-robin (node i in zone z(i mod N + 1)), each zone with its
+   * own backend directory `backend-zK`. Unset: every node in the default zone, one backend. */
+  zones?: number;
   /** Where the cluster's own directory is made (default: the system's temporary directory). */
   parentDir?: string;
 }
@@ -122,6 +129,10 @@ export class LocalCluster {
           mountpoint: join(dir, `mnt-${id}`),
           dataDir: join(dir, `data-${id}`),
         };
+        if (opts.zones !== undefined) {
+          node.zone = `z${(i % opts.zones) + 1}`;
+          node.backend = cluster.zoneBackend(node.zone);
+        }
         await Deno.mkdir(node.mountpoint);
         await Deno.mkdir(node.dataDir);
         cluster.nodes.push(node);
@@ -185,6 +196,11 @@ export class LocalCluster {
       `etcd on ${client}`,
     );
     return cluster;
+  }
+
+  /** The backend directory of a zone of a cluster started with `zones`. */
+  zoneBackend(zone: string): string {
+    return join(this.dir, `backend-${zone}`);
   }
 
   /** Start (or restart, on its data dir) one CURP replica; its stderr goes to logs/<id>.err. */
@@ -257,9 +273,10 @@ export class LocalCluster {
         "--meta",
         this.meta,
         "--backend",
-        this.backend,
+        node.backend ?? this.backend,
         "--node-id",
         node.id,
+        ...(node.zone ? ["--zone", node.zone] : []),
         ...listen,
       ],
       env: this.nodeEnv,
