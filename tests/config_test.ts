@@ -207,6 +207,11 @@ Deno.test("config: bad keys and values are one line naming key, value and what i
       "bad flag",
     );
     assertOneLine(
+      await skyfs(["mount", mountpoint, "--zone", "EU_West"]),
+      /--zone "EU_West": cluster\.zone must be 1-32 characters of a-z, 0-9 and -/,
+      "bad zone",
+    );
+    assertOneLine(
       await skyfs(["config", "--config", join(dir, "missing.toml")]),
       /Cannot read config file ".*missing\.toml"/,
       "missing file",

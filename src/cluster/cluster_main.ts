@@ -62,7 +62,9 @@ if (values.smoke) {
       }
       await Deno.writeFile(join(writer.mountpoint, `smoke-${writer.id}`), data);
       await Deno.writeFile(join(writer.mountpoint, `smoke-big-${writer.id}`), big);
-      for (const reader of cluster.nodes) {
+      // Reads across zones are not built yet (README, "What does not work yet"): with --zones,
+      // each file is read on the nodes of its writer's zone.
+      for (const reader of cluster.nodes.filter((n) => n.zone === writer.zone)) {
         for (
           const [name, want] of [[`smoke-${writer.id}`, data], [
             `smoke-big-${writer.id}`,
