@@ -13,7 +13,7 @@ import { type BackendStore, CountedBackend, openBackend } from "../cache/backend
 import type { ChunkRef } from "../cache/chunk_map.ts";
 import { peerThenBackend } from "./peer_source.ts";
 import { Membership } from "./membership.ts";
-import { claimZone, DEFAULT_ZONE } from "./zones.ts";
+import { claimZone, DEFAULT_ZONE, ZonedBackend } from "./zones.ts";
 import type { PeerTransport } from "./transport.ts";
 import { openPeers, type PeerSendMode } from "./uring_transport.ts";
 import { probeRdma } from "./rdma_probe.ts";
@@ -92,7 +92,14 @@ export class ClusterNode {
     const zone = options.zone ?? DEFAULT_ZONE;
     // The zone's backend is recorded by its first node; a node naming another refuses to start.
     await claimZone(kv, zone, options.backend, nodeId);
-    const backend = new CountedBackend(await openBackend(options.backend, options.io));
+    const backend = new CountedBackend(
+      new ZonedBackend(await openBackend(options.backend, options.io), {
+        zone,
+        kv,
+        open: (spec) => openBackend(spec, options.io),
+        log,
+      }),
+    );
     const data = new ClusterData(dataDir, {
       nodeId,
       backend,

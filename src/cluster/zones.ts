@@ -2,11 +2,12 @@
  * Zones: every cluster node belongs to one (config cluster.zone, a cloud or data centre), and every
  * zone has one backend store, recorded in metadata at `cl/zones/<zone>` by the first node of the
  * zone that joins. A node whose `--backend` is not its zone's refuses to start. Placement across
- * zones and nearest-first reads are later work (issue 15 points 2 and 3): today a node reads and
- * writes its own zone's backend only.
+ * zones and nearest-first reads are later work (issue 15 points 2 and 3): today a node writes its
+ * own zone's backend and reads another zone's store when its own lacks an object (ZonedBackend).
  * @module
  */
 
+import type { BackendStore } from "../cache/backend.ts";
 import type { MetaKV } from "../meta/kv.ts";
 import { prefixEnd } from "../meta/kv.ts";
 
@@ -79,4 +80,111 @@ export async function listZones(kv: MetaKV): Promise<ZoneRecord[]> {
     } catch { /* a foreign value: not a zone */ }
   }
   return out.sort((a, b) => a.zone < b.zone ? -1 : a.zone > b.zone ? 1 : 0);
+}
+
+/** How long the other zones' records are trusted before a read miss reads them again. */
+const ZONE_RECORDS_TTL_MS = 10_000;
+
+/**
+ * A node's backend in a cluster with zones: writes, deletes and listings go to its own zone's
+ * store; a read that its own store does not have tries every other zone's store, in zone name
+ * order, opened from their records on first need (so a zone's nodes reach the other zones' stores,
+ * issue 15 point 1). Until placement copies chunks between zones (point 2), this is how a file
+ * written in one zone is read in another when no peer holding it answers.
+ */
+export class ZonedBackend implements BackendStore {
+  readonly kind: string;
+  readonly #own: BackendStore;
+  readonly #zone: string;
+  readonly #kv: MetaKV;
+  readonly #open: (spec: string) => Promise<BackendStore>;
+  readonly #log: (line: string) => void;
+  readonly #stores = new Map<string, Promise<BackendStore>>();
+  #others: ZoneRecord[] = [];
+  #readAt = -Infinity;
+  #reading: Promise<void> | undefined;
+  readonly #failed = new Set<string>();
+
+  constructor(
+    own: BackendStore,
+    options: {
+      zone: string;
+      kv: MetaKV;
+      open: (spec: string) => Promise<BackendStore>;
+      log: (line: string) => void;
+    },
+  ) {
+    this.#own = own;
+    this.kind = own.kind;
+    this.#zone = options.zone;
+    this.#kv = options.kv;
+    this.#open = options.open;
+    this.#log = options.log;
+  }
+
+  put(key: string, data: Uint8Array): Promise<void> {
+    return this.#own.put(key, data);
+  }
+
+  delete(key: string): Promise<void> {
+    return this.#own.delete(key);
+  }
+
+  list(prefix: string): Promise<{ key: string; modifiedMs: number }[]> {
+    return this.#own.list(prefix);
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    const found = await this.#own.get(key);
+    if (found !== undefined) return found;
+    if (performance.now() - this.#readAt > ZONE_RECORDS_TTL_MS) {
+      this.#reading ??= this.#readRecords().finally(() => this.#reading = undefined);
+      await this.#reading;
+    }
+    let lastError: unknown;
+    for (const record of this.#others) {
+      try {
+        const store = await this.#store(record.backend);
+        const bytes = await store.get(key);
+        if (bytes !== undefined) return bytes;
+      } catch (error) {
+        lastError = error;
+        if (!this.#failed.has(record.zone)) {
+          this.#failed.add(record.zone);
+          this.#log(
+            `skyfs: zone ${record.zone}'s backend ${record.backend} failed a read (next zone ` +
+              `tried): ${(error as Error).message}`,
+          );
+        }
+      }
+    }
+    // Absent everywhere that answered; a zone that could not be asked turns "absent" into EIO.
+    if (lastError !== undefined) throw lastError;
+    return undefined;
+  }
+
+  async close(): Promise<void> {
+    for (const store of this.#stores.values()) {
+      await store.then((s) => s.close(), () => {});
+    }
+    await this.#own.close();
+  }
+
+  async #readRecords(): Promise<void> {
+    const records = await listZones(this.#kv);
+    this.#others = records.filter((r) => r.zone !== this.#zone).sort((a, b) =>
+      a.zone < b.zone ? -1 : a.zone > b.zone ? 1 : 0
+    );
+    this.#readAt = performance.now();
+  }
+
+  #store(spec: string): Promise<BackendStore> {
+    let store = this.#stores.get(spec);
+    if (store === undefined) {
+      store = this.#open(spec);
+      store.catch(() => this.#stores.delete(spec)); // opened again at the next miss
+      this.#stores.set(spec, store);
+    }
+    return store;
+  }
 }
