@@ -74,7 +74,10 @@ Deno.test({
       for (const node of cluster.nodes) {
         assert.match(
           status.text,
-          new RegExp(`^${node.id} +${node.net!.address.replaceAll(".", "\\.")}:`, "m"),
+          new RegExp(
+            `^${node.id} +${node.zone ?? "default"} +${node.net!.address.replaceAll(".", "\\.")}:`,
+            "m",
+          ),
         );
       }
       // C's misses go to the owners over the bridge (A's own chunks, B's fetched once).
