@@ -15,6 +15,7 @@ import { parseArgs } from "node:util";
 import { fetchStatus } from "../../src/meta/curp/server.ts";
 import { openCurpKV } from "../../src/meta/curp/curp_kv.ts";
 import type { MetaKV } from "../../src/meta/kv.ts";
+import { DelayProxy } from "../../src/cluster/delay_proxy.ts";
 
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -23,57 +24,11 @@ function freePort(): number {
   return port;
 }
 
-/** Forward listenPort -> targetPort, delaying each chunk by oneWayMs in each direction (order
- * kept: a chunk is written no earlier than the one before it). */
+/** Forward listenPort -> targetPort through a DelayProxy (src/cluster/delay_proxy.ts). */
 function delayProxy(listenPort: number, targetPort: number, oneWayMs: number): () => void {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: listenPort });
-  const conns: Deno.Conn[] = [];
-  const pipe = async (from: Deno.Conn, to: Deno.Conn) => {
-    const buf = new Uint8Array(256 * 1024);
-    let last = Promise.resolve();
-    try {
-      while (true) {
-        const n = await from.read(buf);
-        if (n === null) break;
-        const chunk = buf.slice(0, n);
-        const due = performance.now() + oneWayMs;
-        const previous = last;
-        last = (async () => {
-          await previous;
-          const wait = due - performance.now();
-          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-          let at = 0;
-          while (at < chunk.length) at += await to.write(chunk.subarray(at));
-        })().catch(() => {});
-      }
-    } catch { /* closed */ }
-    await last;
-    try {
-      to.close();
-    } catch { /* closed */ }
-  };
-  void (async () => {
-    try {
-      for await (const c of listener) {
-        const t = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
-        (c as Deno.TcpConn).setNoDelay(true);
-        t.setNoDelay(true);
-        conns.push(c, t);
-        void pipe(c, t);
-        void pipe(t, c);
-      }
-    } catch { /* closed */ }
-  })();
-  return () => {
-    try {
-      listener.close();
-    } catch { /* closed */ }
-    for (const c of conns) {
-      try {
-        c.close();
-      } catch { /* closed */ }
-    }
-  };
+  const proxy = new DelayProxy({ port: listenPort, target: { port: targetPort }, oneWayMs });
+  proxy.start();
+  return () => void proxy.stop();
 }
 
 function percentile(sorted: number[], p: number): number {

@@ -2,7 +2,8 @@
  * `deno task cluster`: start a local cluster (three CURP metadata replicas, a directory backend,
  * three mounts; `--zones N` for nodes round-robin in zones z1..zN, each zone its own backend
  * directory; `--etcd` for one etcd member instead of the replicas, `--netns` for a network
- * namespace per mount) for a person to try, until Ctrl-C. `deno task cluster --smoke`: write on
+ * namespace per mount; `--zones N --rtt-ms R` for emulated distant zones: metadata connections
+ * crossing zones go through delay proxies adding R ms per round trip) for a person to try, until Ctrl-C. `deno task cluster --smoke`: write on
  * each node, read on every other, exit 1 on any difference (0 when all match).
  * @module
  */
@@ -24,9 +25,10 @@ const { values } = parseArgs({
 if (values.help) {
   console.log(
     "Usage: deno task cluster [--smoke] [--nodes N] [--zones N] [--etcd | --netns] " +
-      "[--config FILE]\n" +
+      "[--rtt-ms R] [--config FILE]\n" +
       "(--zones N: nodes round-robin in zones z1..zN, each zone its own backend directory;\n" +
-      "--config FILE: [local_cluster] nodes, zones, etcd, netns; `skyfs config cluster` shows them)",
+      "--rtt-ms R: with --zones, R ms added to every metadata round trip crossing zones;\n" +
+      "--config FILE: [local_cluster] nodes, zones, rtt_ms, etcd, netns; `skyfs config cluster` shows them)",
   );
   Deno.exit(0);
 }
@@ -44,11 +46,19 @@ if (Deno.uid() !== 0) {
 }
 const count = config.get("local_cluster.nodes")!;
 const zones = config.get("local_cluster.zones")!;
+const rttMs = config.get("local_cluster.rtt_ms")!;
+if (
+  rttMs > 0 && (zones < 2 || config.get("local_cluster.etcd") || config.get("local_cluster.netns"))
+) {
+  console.error("skyfs: --rtt-ms needs --zones 2 or more and CURP (not --etcd, not --netns)");
+  Deno.exit(2);
+}
 const cluster = await LocalCluster.start("skyfs-cluster-", {
   nodes: count,
   zones: zones > 1 ? zones : undefined,
   meta: config.get("local_cluster.etcd") ? "etcd" : "curp",
   netns: config.get("local_cluster.netns"),
+  rttMs: rttMs > 0 ? rttMs : undefined,
 });
 
 if (values.smoke) {
@@ -90,8 +100,20 @@ if (values.smoke) {
 console.log(`skyfs cluster of ${count} nodes under ${cluster.dir}`);
 if (zones > 1) {
   console.log(`  metadata: ${cluster.meta}`);
+  console.log(
+    rttMs > 0
+      ? `  RTT between zones: ${rttMs} ms (metadata through delay proxies, ${cluster.links.length} of them; peer cache traffic not delayed)`
+      : "  RTT between zones: none added (--rtt-ms R to emulate distant zones)",
+  );
   for (let z = 1; z <= zones; z++) {
-    console.log(`  zone z${z}: backend ${cluster.zoneBackend(`z${z}`)}`);
+    const zone = `z${z}`;
+    const nodes = cluster.nodes.filter((n) => n.zone === zone).map((n) => n.id).join(", ");
+    const replicas = cluster.replicas.filter((r) => r.zone === zone).map((r) =>
+      `${r.id} ${r.address}`
+    ).join(", ");
+    console.log(`  zone ${zone}: backend ${cluster.zoneBackend(zone)}`);
+    console.log(`    nodes: ${nodes || "none"}   replicas: ${replicas || "none"}`);
+    if (rttMs > 0) console.log(`    its mounts' --meta: ${cluster.metaFrom(zone)}`);
   }
 } else {
   console.log(`  metadata: ${cluster.meta}   backend: ${cluster.backend}`);

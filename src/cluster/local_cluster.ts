@@ -7,6 +7,7 @@
  */
 
 import { join } from "node:path";
+import { DelayProxy } from "./delay_proxy.ts";
 import { fetchStatus, type ReplicaStatus } from "../meta/curp/server.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -38,7 +39,18 @@ export interface LocalReplica {
   id: string;
   address: string;
   dataDir: string;
+  /** With `zones`: its zone (replica i in zone z(i mod N + 1), like the nodes). */
+  zone?: string;
   child?: Deno.ChildProcess;
+}
+
+/** With `zones` and `rttMs`: a delay proxy on the way from a zone to a replica of another zone. */
+export interface ZoneLink {
+  /** The zone whose mounts and replicas connect through it. */
+  from: string;
+  /** The replica it forwards to. */
+  to: string;
+  proxy: DelayProxy;
 }
 
 export interface LocalClusterOptions {
@@ -57,6 +69,11 @@ export interface LocalClusterOptions {
   /** Zones z1..zN, nodes assigned round-robin (node i in zone z(i mod N + 1)), each zone with its
    * own backend directory `backend-zK`. Unset: every node in the default zone, one backend. */
   zones?: number;
+  /** With `zones` and CURP: every metadata connection that crosses zones (mount to replica,
+   * replica to replica) goes through a userspace TCP delay proxy (src/cluster/delay_proxy.ts)
+   * adding rttMs / 2 in each direction. Peer cache traffic is not delayed (a node advertises one
+   * peer address). Not with `netns`. */
+  rttMs?: number;
   /** Where the cluster's own directory is made (default: the system's temporary directory). */
   parentDir?: string;
 }
@@ -75,6 +92,11 @@ export class LocalCluster {
   readonly nodes: LocalNode[] = [];
   /** Empty with etcd. */
   readonly replicas: LocalReplica[];
+  /** With `zones` and `rttMs`: the cross-zone delay proxies, one per (zone, replica of another
+   * zone). */
+  readonly links: ZoneLink[] = [];
+  /** The injected round trip between zones (0: none). */
+  rttMs = 0;
   nodeEnv: Record<string, string> = {};
   readonly #net: LocalNet | undefined;
   readonly #etcd: Deno.ChildProcess | undefined;
@@ -108,13 +130,16 @@ export class LocalCluster {
     let cluster: LocalCluster;
     let net: LocalNet | undefined;
     try {
+      if (opts.rttMs && (opts.netns || opts.meta === "etcd" || !opts.zones)) {
+        throw new RangeError("rttMs needs zones and CURP replicas, without netns");
+      }
       if (opts.netns) {
         if (opts.meta === "etcd") throw new RangeError("netns clusters run CURP replicas only");
         net = await createBridge();
       }
       cluster = opts.meta === "etcd"
         ? await LocalCluster.#startEtcd(dir)
-        : await LocalCluster.#startCurp(dir, opts.replicas ?? 3, net);
+        : await LocalCluster.#startCurp(dir, opts.replicas ?? 3, net, opts.zones, opts.rttMs);
     } catch (error) {
       if (net) await removeNet(net, []);
       await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -146,12 +171,24 @@ export class LocalCluster {
     return cluster;
   }
 
-  static async #startCurp(dir: string, count: number, net?: LocalNet): Promise<LocalCluster> {
+  static async #startCurp(
+    dir: string,
+    count: number,
+    net?: LocalNet,
+    zones?: number,
+    rttMs?: number,
+  ): Promise<LocalCluster> {
     // In namespaces the nodes reach the replicas at the bridge's address, not this loopback.
     const host = net ? `${net.prefix}.1` : "127.0.0.1";
     const replicas: LocalReplica[] = Array.from({ length: count }, (_, i) => {
       const id = `m${i + 1}`;
-      return { id, address: `${host}:${freePort(host)}`, dataDir: join(dir, `meta-${id}`) };
+      const replica: LocalReplica = {
+        id,
+        address: `${host}:${freePort(host)}`,
+        dataDir: join(dir, `meta-${id}`),
+      };
+      if (zones !== undefined) replica.zone = `z${(i % zones) + 1}`;
+      return replica;
     });
     const cluster = new LocalCluster(
       dir,
@@ -160,6 +197,20 @@ export class LocalCluster {
       undefined,
       net,
     );
+    if (zones !== undefined && rttMs) {
+      cluster.rttMs = rttMs;
+      for (let z = 1; z <= zones; z++) {
+        for (const replica of replicas) {
+          if (replica.zone === `z${z}`) continue;
+          const proxy = new DelayProxy({
+            target: { port: Number(replica.address.split(":")[1]) },
+            oneWayMs: rttMs / 2,
+          });
+          proxy.start();
+          cluster.links.push({ from: `z${z}`, to: replica.id, proxy });
+        }
+      }
+    }
     for (const replica of replicas) await cluster.startReplica(replica);
     await cluster.metaLeader();
     return cluster;
@@ -198,6 +249,23 @@ export class LocalCluster {
     return cluster;
   }
 
+  /** The address a replica is reached at from `zone`: its own, or the delay proxy from that zone
+   * when the replica is in another zone and an RTT is injected. */
+  replicaAddressFrom(replica: LocalReplica, zone: string | undefined): string {
+    const link = this.links.find((l) => l.from === zone && l.to === replica.id);
+    return link ? link.proxy.address : replica.address;
+  }
+
+  /** The `--meta` a mount of `zone` is given: every replica as that zone reaches it, the zone's
+   * own replicas first (the replica that answers first hands out the member list the client then
+   * uses, and a replica's list is its zone's view). */
+  metaFrom(zone: string | undefined): string {
+    if (this.links.length === 0 || zone === undefined) return this.meta;
+    const own = this.replicas.filter((r) => r.zone === zone);
+    const others = this.replicas.filter((r) => r.zone !== zone);
+    return `curp://${[...own, ...others].map((r) => this.replicaAddressFrom(r, zone)).join(",")}`;
+  }
+
   /** The backend directory of a zone of a cluster started with `zones`. */
   zoneBackend(zone: string): string {
     return join(this.dir, `backend-${zone}`);
@@ -205,7 +273,10 @@ export class LocalCluster {
 
   /** Start (or restart, on its data dir) one CURP replica; its stderr goes to logs/<id>.err. */
   async startReplica(replica: LocalReplica): Promise<void> {
-    const peers = this.replicas.map((r) => `${r.id}=${r.address}`).join(",");
+    // Across zones, the other replicas as this replica's zone reaches them (through the delay
+    // proxies); its own entry is its real address, which it listens on.
+    const peers = this.replicas.map((r) => `${r.id}=${this.replicaAddressFrom(r, replica.zone)}`)
+      .join(",");
     replica.child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", MOD, "meta", "serve", "--id", replica.id, "--peers", peers, "--data"]
         .concat([replica.dataDir]),
@@ -271,7 +342,7 @@ export class LocalCluster {
         "--data",
         node.dataDir,
         "--meta",
-        this.meta,
+        this.metaFrom(node.zone),
         "--backend",
         node.backend ?? this.backend,
         "--node-id",
@@ -371,6 +442,7 @@ export class LocalCluster {
         replica.child = undefined;
       }));
       await terminate(this.#etcd);
+      for (const link of this.links) await link.proxy.stop();
     }
     if (this.#net) await removeNet(this.#net, this.nodes);
     if (!options.keep) await Deno.remove(this.dir, { recursive: true });

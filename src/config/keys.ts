@@ -335,6 +335,16 @@ export const KEYS = {
     doc: "zones z1..zN, nodes assigned round-robin, each zone its own backend directory " +
       "(1: one zone named default)",
   },
+  "local_cluster.rtt_ms": {
+    kind: "number",
+    schema: int(0, 10_000),
+    default: 0,
+    flag: "rtt-ms",
+    commands: ["cluster"],
+    allowed: "a whole number of milliseconds from 0 to 10000",
+    doc: "with zones > 1 and CURP: round trip added to every metadata connection crossing zones " +
+      "(mount to replica, replica to replica) by userspace delay proxies; 0 = none",
+  },
   "local_cluster.etcd": {
     kind: "boolean",
     schema: z.boolean(),

@@ -1,0 +1,105 @@
+/**
+ * Emulated distant zones (issue 15 point 5): 2 zones, 40 ms RTT injected between them by the
+ * delay proxies of `LocalCluster` (`deno task cluster --zones 2 --rtt-ms 40`), CURP metadata
+ * (m1, m3 in z1; m2 in z2). A file written on a node of one zone is read on the other zone's node
+ * and the other way round; the delay is really applied: the proxies count the bytes they
+ * forwarded, and a file created on the leader's zone's node cannot be seen on the other zone's node
+ * sooner than RTT/2 after the create began (a lower bound only: the test cannot turn flaky on a
+ * slow machine). Needs root and /dev/fuse.
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { LocalCluster } from "../../src/cluster/local_cluster.ts";
+import { TEST_TMP } from "../_harness.ts";
+import { canRunCluster, random, same } from "./_cluster_util.ts";
+
+const RTT_MS = 40;
+
+Deno.test({
+  name: "wan: 2 zones, 40 ms RTT through delay proxies: cross-zone reads, metadata delayed",
+  ignore: !canRunCluster(),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const cluster = await LocalCluster.start("skyfs-wan-test-", {
+      nodes: 2,
+      zones: 2,
+      rttMs: RTT_MS,
+      parentDir: TEST_TMP,
+    });
+    try {
+      const [a, b] = cluster.nodes;
+      assert.deepEqual([a.zone, b.zone], ["z1", "z2"]);
+      assert.deepEqual(cluster.replicas.map((r) => r.zone), ["z1", "z2", "z1"]);
+      // One proxy per (zone, replica of another zone): z1 -> m2, z2 -> m1, z2 -> m3.
+      assert.deepEqual(
+        cluster.links.map((l) => `${l.from}->${l.to}`).sort(),
+        ["z1->m2", "z2->m1", "z2->m3"],
+      );
+      // A mount's --meta names its own zone's replicas by their address, the others by proxy.
+      const [m1, m2, m3] = cluster.replicas;
+      const proxyOf = (from: string, to: string) =>
+        cluster.links.find((l) => l.from === from && l.to === to)!.proxy.address;
+      assert.equal(
+        cluster.metaFrom("z1"),
+        `curp://${m1.address},${m3.address},${proxyOf("z1", "m2")}`,
+      );
+      assert.equal(
+        cluster.metaFrom("z2"),
+        `curp://${m2.address},${proxyOf("z2", "m1")},${proxyOf("z2", "m3")}`,
+      );
+
+      // Correctness across zones, both ways.
+      const data = random(3 * 2 ** 20 + 11);
+      await Deno.writeFile(join(a.mountpoint, "from-z1"), data);
+      assert.ok(same(await Deno.readFile(join(b.mountpoint, "from-z1")), data));
+      await Deno.writeFile(join(b.mountpoint, "from-z2"), data.subarray(11));
+      assert.ok(same(await Deno.readFile(join(a.mountpoint, "from-z2")), data.subarray(11)));
+
+      // The node whose zone lacks the leader (far) and one in the leader's zone (near).
+      const leader = await cluster.metaLeader();
+      const [near, far] = leader.zone === a.zone ? [a, b] : [b, a];
+      const farLinks = cluster.links.filter((l) => l.from === far.zone);
+      const bytes = () =>
+        farLinks.reduce((n, l) => n + l.proxy.stats().bytesUp + l.proxy.stats().bytesDown, 0);
+      const before = bytes();
+
+      // A file created on `near` cannot be seen on `far` sooner than one way across the zones.
+      const t0 = performance.now();
+      await Deno.writeFile(join(near.mountpoint, "fresh"), new Uint8Array([1, 2, 3]));
+      let seen = -1;
+      while (performance.now() - t0 < 20_000) {
+        const st = await Deno.stat(join(far.mountpoint, "fresh")).catch(() => undefined);
+        if (st?.size === 3) {
+          seen = performance.now() - t0;
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      assert.ok(seen >= 0, "the new file never appeared on the other zone's node");
+      assert.ok(seen >= RTT_MS / 2, `seen across zones after ${seen.toFixed(1)} ms`);
+
+      // A metadata write from the far node needs an answer from the leader's zone: one RTT.
+      const t1 = performance.now();
+      await Deno.writeFile(join(far.mountpoint, "far-write"), new Uint8Array([4]));
+      const farWrite = performance.now() - t1;
+      assert.ok(farWrite >= RTT_MS, `a create on the far node took ${farWrite.toFixed(1)} ms`);
+      assert.ok(same(await Deno.readFile(join(near.mountpoint, "far-write")), new Uint8Array([4])));
+
+      // The far node's metadata really went through the proxies.
+      assert.ok(bytes() > before, "no byte forwarded by the far zone's proxies");
+      for (const link of cluster.links) {
+        assert.ok(link.proxy.stats().connections > 0, `${link.from}->${link.to} never used`);
+      }
+      console.log(
+        `wan: leader ${leader.id} (${leader.zone}); seen on ${far.id} after ${
+          seen.toFixed(1)
+        } ms; create on ${far.id} ${farWrite.toFixed(1)} ms; proxied bytes ${bytes()}`,
+      );
+    } finally {
+      await cluster.stop();
+    }
+  },
+});
