@@ -12,7 +12,7 @@ const PRELUDE = Deno.readTextFileSync(join(dirname(fileURLToPath(import.meta.url
 const RESULT_MARK = "\n@@RESULT@@";
 
 /** Removes the indentation common to every non-blank line, so snippets can sit indented in TS. */
-function dedent(code: string): string {
+export function dedent(code: string): string {
   const lines = code.replace(/^\n/, "").split("\n");
   const indents = lines.filter((l) => l.trim()).map((l) => l.match(/^ */)![0].length);
   const cut = Math.min(...indents);

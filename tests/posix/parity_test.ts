@@ -24,7 +24,7 @@ import {
   targetKinds,
   testMeta,
 } from "../_harness.ts";
-import { py } from "./_py.ts";
+import { dedent, py } from "./_py.ts";
 
 /** A target flavour: which file system, and the extra mount arguments for skyfs. */
 interface Variant {
@@ -117,9 +117,7 @@ function paritySuite(
 
 /** `code` (indented as it sits in TypeScript) after RUN_AS's helpers, for py(). */
 function withRunAs(code: string): string {
-  const lines = code.replace(/^\n/, "").split("\n");
-  const cut = Math.min(...lines.filter((l) => l.trim()).map((l) => l.match(/^ */)![0].length));
-  return RUN_AS + "\n" + lines.map((l) => l.slice(cut)).join("\n");
+  return RUN_AS + "\n" + dedent(code);
 }
 
 /** Python: run `argv` as uid/gid/groups (fork, setgroups, setgid, setuid, exec; no capability
