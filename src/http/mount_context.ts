@@ -5,30 +5,18 @@
  */
 
 import { Errno, FsError } from "../fs_error.ts";
-import type { FuseServer } from "../fuse/server.ts";
-import type { ShimServer } from "../intercept/server.ts";
-import type { IoEngine } from "../io/types.ts";
-import type { MetaKV } from "../meta/kv.ts";
-import type { ClusterNode } from "../cluster/node.ts";
 import { clusterStatusReport } from "../cluster/status.ts";
 import { listNodes } from "../cluster/membership.ts";
 import type { Logger } from "../log.ts";
 import type { Vfs } from "../vfs/types.ts";
-import type { VfsWithRecovery } from "../vfs/vfs.ts";
 import { MetricsRegistry } from "./metrics.ts";
-import { registerMountMetrics } from "./mount_metrics.ts";
+import { type MountMetricSources, registerMountMetrics } from "./mount_metrics.ts";
 import type { HttpContext, ReadyCheck } from "./server.ts";
 
-export interface MountParts {
+export interface MountParts extends MountMetricSources {
   mountpoint: string;
   dataDir: string;
   meta: string;
-  fuse: FuseServer;
-  vfs: VfsWithRecovery;
-  kv: MetaKV;
-  shim: ShimServer;
-  io: IoEngine;
-  cluster?: ClusterNode;
   logger: Logger;
   token?: string;
   /** False once the daemon is unmounting. */
