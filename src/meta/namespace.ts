@@ -447,7 +447,8 @@ export class Namespace {
   }
 
   async #commit(tx: NsTxn): Promise<boolean> {
-    const writes = tx.writtenValues();
+    // Only a shared store has a watch that can echo a write back (cluster mode).
+    const writes = this.#validateReads ? tx.writtenValues() : [];
     for (const [name, value] of writes) {
       const values = this.#inFlight.get(name);
       if (values) values.push(value);

@@ -280,7 +280,7 @@ Deno.test("a watch event of this namespace's own write that beats its commit's r
     },
   }) as MetaKV;
   try {
-    ns = await Namespace.open(kv);
+    ns = await Namespace.open(kv, { validateReads: true });
     const dir = await ns.allocIno();
     await ns.transact((tx) => {
       tx.putInode(fileRecord(dir, { mode: 0o040755, nlink: 2 }));
