@@ -211,20 +211,9 @@ Deno.test("a slow read never resurrects a key deleted meanwhile in the cache", a
 
 Deno.test("a directory this namespace created answers lookups of missing names without the store, until another writer's change", async () => {
   const inner = await openEmbeddedKV(":memory:");
-  let reads = 0;
   // Counts the store reads the namespace makes (every read goes through txn or range).
-  const kv = new Proxy(inner, {
-    get(target, prop, receiver) {
-      const value = Reflect.get(target, prop, receiver);
-      if (prop === "txn" || prop === "range") {
-        return (...args: unknown[]) => {
-          reads++;
-          return (value as (...a: unknown[]) => unknown).apply(target, args);
-        };
-      }
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  }) as MetaKV;
+  const counted = countingKv(inner);
+  const kv = counted.kv;
   try {
     const ns = await Namespace.open(kv);
     const other = await Namespace.open(inner);
@@ -235,10 +224,10 @@ Deno.test("a directory this namespace created answers lookups of missing names w
       tx.newDirectory(dir);
       return Promise.resolve();
     });
-    reads = 0;
+    counted.reads = 0;
     assert.equal(await ns.getDirent(dir, name("missing")), undefined);
     assert.equal(await ns.getDirent(dir, name("another")), undefined);
-    assert.equal(reads, 0, "a lookup in a directory known complete went to the store");
+    assert.equal(counted.reads, 0, "a lookup in a directory known complete went to the store");
     // Another writer adds a name; this namespace's watch reports it (here: by hand).
     const ino = await other.allocIno();
     await other.transact((tx) => {
@@ -247,7 +236,10 @@ Deno.test("a directory this namespace created answers lookups of missing names w
     });
     ns.watched(keys.dentry(dir, name("theirs")), new Uint8Array([1]));
     assert.deepEqual(await ns.getDirent(dir, name("theirs")), { ino, type: 0o100000 });
-    assert.ok(reads > 0, "after another writer's change the directory is no longer complete");
+    assert.ok(
+      counted.reads > 0,
+      "after another writer's change the directory is no longer complete",
+    );
   } finally {
     await inner.close();
   }
@@ -255,30 +247,18 @@ Deno.test("a directory this namespace created answers lookups of missing names w
 
 Deno.test("a watch event of this namespace's own write that beats its commit's reply keeps the cache", async () => {
   const inner = await openEmbeddedKV(":memory:");
-  let reads = 0;
   let ns: Namespace | undefined;
   let echo: string | undefined;
   // The store applies a write and its watch reports it before the txn's reply reaches the client
   // (a CURP fast path waits for the slowest witness; the leader's watch can be faster).
-  const kv = new Proxy(inner, {
-    get(target, prop, receiver) {
-      const value = Reflect.get(target, prop, receiver);
-      if (prop === "txn" || prop === "range") {
-        return async (...args: unknown[]) => {
-          reads++;
-          const result = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
-          const ops = (args[0] as TxnRequest).success ?? [];
-          for (const op of ops) {
-            if ("put" in op && new TextDecoder().decode(op.put.key) === echo) {
-              ns!.watched(op.put.key, op.put.value);
-            }
-          }
-          return result;
-        };
+  const counted = countingKv(inner, (args) => {
+    for (const op of (args[0] as TxnRequest).success ?? []) {
+      if ("put" in op && new TextDecoder().decode(op.put.key) === echo) {
+        ns!.watched(op.put.key, op.put.value);
       }
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  }) as MetaKV;
+    }
+  });
+  const kv = counted.kv;
   try {
     ns = await Namespace.open(kv, { validateReads: true });
     const dir = await ns.allocIno();
@@ -296,15 +276,39 @@ Deno.test("a watch event of this namespace's own write that beats its commit's r
       return Promise.resolve();
     });
     echo = undefined;
-    reads = 0;
+    counted.reads = 0;
     assert.deepEqual(await ns.getDirent(dir, name("f")), { ino: file, type: 0o100000 });
     assert.equal(await ns.getDirent(dir, name("missing")), undefined);
-    assert.equal(reads, 0, "the early echo of its own write made the directory incomplete");
+    assert.equal(counted.reads, 0, "the early echo of its own write made the directory incomplete");
     // Someone else's value for a key it is not writing still leaves the cache.
     ns.watched(keys.dentry(dir, name("theirs")), new Uint8Array([1]));
     await ns.getDirent(dir, name("theirs")).catch(() => undefined);
-    assert.ok(reads > 0, "another writer's change must still be read from the store");
+    assert.ok(counted.reads > 0, "another writer's change must still be read from the store");
   } finally {
     await inner.close();
   }
 });
+
+/** `inner` with its txn and range calls counted (`reads`); `after` sees each call's arguments once
+ * it resolved (before the caller does). */
+function countingKv(
+  inner: MetaKV,
+  after?: (args: unknown[]) => void,
+): { kv: MetaKV; reads: number } {
+  const counted = { kv: inner, reads: 0 };
+  counted.kv = new Proxy(inner, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver);
+      if (prop === "txn" || prop === "range") {
+        return async (...args: unknown[]) => {
+          counted.reads++;
+          const result = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          after?.(args);
+          return result;
+        };
+      }
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as MetaKV;
+  return counted;
+}
