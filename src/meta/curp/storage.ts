@@ -228,7 +228,15 @@ function replayLog(
   while (at + 4 <= bytes.length) {
     const length = new DataView(bytes.buffer, bytes.byteOffset + at, 4).getUint32(0);
     if (at + 4 + length > bytes.length) break;
-    const record = decodePayload(bytes.subarray(at + 4, at + 4 + length)) as LogRecord;
+    let record: LogRecord;
+    try {
+      record = decodePayload(bytes.subarray(at + 4, at + 4 + length)) as LogRecord;
+    } catch (error) {
+      throw new DataDirError(
+        `"${logPath}" has an unreadable frame at byte ${at}: ${(error as Error).message} ` +
+          `(written by another skyfs build? run that build, or restore the directory)`,
+      );
+    }
     if (record.base !== undefined) {
       base = record.base;
       log = [];
