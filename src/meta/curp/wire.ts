@@ -279,7 +279,14 @@ export class FrameConn {
     }
     this.#queue.push(frame);
     this.#queuedBytes += frame.length;
-    if (!this.#writing) void this.#pump();
+    if (!this.#writing) {
+      // The write starts once the current task is done: every frame sent to this connection in
+      // the same turn of the event loop (the replies to all the frames of one read, every message
+      // of one Ready, the proposals of concurrent sessions) leaves in one write, and the peer
+      // wakes once for them.
+      this.#writing = true;
+      queueMicrotask(() => void this.#pump());
+    }
     return true;
   }
 
@@ -292,11 +299,14 @@ export class FrameConn {
         this.#queue = [];
         let total = 0;
         for (const f of frames) total += f.length;
-        const joined = new Uint8Array(total);
-        let at = 0;
-        for (const f of frames) {
-          joined.set(f, at);
-          at += f.length;
+        let joined = frames[0];
+        if (frames.length > 1) {
+          joined = new Uint8Array(total);
+          let at = 0;
+          for (const f of frames) {
+            joined.set(f, at);
+            at += f.length;
+          }
         }
         this.#queuedBytes -= total;
         let written = 0;
