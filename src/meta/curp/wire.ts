@@ -100,6 +100,47 @@ export function encodeFrame(body: unknown): Uint8Array {
   return frame;
 }
 
+/**
+ * Frames for messages that differ only in some fields and share one object under `shared` (a
+ * client's proposal to every replica: the same command, another `to`): that object is encoded once
+ * and its bytes reused. A MessagePack map is its header followed by its keys and values, so the
+ * frames are byte for byte what `encodeFrame` makes of each body (wire_test.ts checks it).
+ * Bodies whose `shared` field is not the first body's object are encoded whole.
+ */
+export function encodeFramesSharing(bodies: object[], shared: string): Uint8Array[] {
+  const first = (bodies[0] as Record<string, unknown> | undefined)?.[shared];
+  if (bodies.length < 2 || first === undefined || first === null || typeof first !== "object") {
+    return bodies.map(encodeFrame);
+  }
+  const sharedBytes = packr.pack(first);
+  return bodies.map((body) => {
+    const fields = Object.entries(body).filter(([, v]) => v !== undefined);
+    if ((body as Record<string, unknown>)[shared] !== first || fields.length > 15) {
+      return encodeFrame(body);
+    }
+    const parts: Uint8Array[] = [new Uint8Array([0x80 | fields.length])];
+    let length = 1;
+    for (const [key, value] of fields) {
+      const k = packr.pack(key);
+      const v = key === shared ? sharedBytes : packr.pack(value);
+      parts.push(k, v);
+      length += k.length + v.length;
+    }
+    if (length > MAX_FRAME_BYTES - 1) {
+      throw new RangeError(`Frame of ${length + 1} bytes exceeds ${MAX_FRAME_BYTES}`);
+    }
+    const frame = new Uint8Array(5 + length);
+    new DataView(frame.buffer).setUint32(0, length + 1);
+    frame[4] = WIRE_VERSION;
+    let at = 5;
+    for (const part of parts) {
+      frame.set(part, at);
+      at += part.length;
+    }
+    return frame;
+  });
+}
+
 /** Decode a version 2 payload (version byte, then MessagePack); throws a TypeError naming the
  * problem. What arrives on a connection goes through this: version 1 is refused. */
 export function decodeWirePayload(payload: Uint8Array): unknown {
@@ -271,6 +312,12 @@ export class FrameConn {
       this.log(`curp: not sending on ${this.label}: ${(error as Error).message}`);
       return false;
     }
+    return this.sendFrame(frame);
+  }
+
+  /** Queue a frame already encoded (`encodeFrame`, `encodeFramesSharing`). */
+  sendFrame(frame: Uint8Array): boolean {
+    if (this.#closed) return false;
     // One frame larger than the limit (a big snapshot) may go out alone.
     if (this.#queuedBytes > 0 && this.#queuedBytes + frame.length > MAX_QUEUED_BYTES) {
       this.log(`curp: closing connection ${this.label}: ${this.#queuedBytes} bytes unsent`);
@@ -352,6 +399,13 @@ export class Link {
 
   send(body: unknown): boolean {
     if (this.#conn !== undefined && !this.#conn.closed) return this.#conn.send(body);
+    this.connect();
+    return false;
+  }
+
+  /** Send a frame already encoded; dropped (false) while the link is down, as `send`. */
+  sendFrame(frame: Uint8Array): boolean {
+    if (this.#conn !== undefined && !this.#conn.closed) return this.#conn.sendFrame(frame);
     this.connect();
     return false;
   }

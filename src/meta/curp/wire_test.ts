@@ -6,6 +6,7 @@ import {
   decodePayload,
   decodeWirePayload,
   encodeFrame,
+  encodeFramesSharing,
   encodeJsonFrame,
   FrameReader,
   MAX_FRAME_BYTES,
@@ -113,4 +114,28 @@ Deno.test("curp wire: a payload that is not one whole MessagePack value is refus
     });
   }
   assert.throws(() => decodeWirePayload(new Uint8Array(0)), { message: "empty frame" });
+});
+
+Deno.test("curp wire: frames sharing one encoded command are byte for byte encodeFrame's", () => {
+  const command = {
+    clientId: "c-1",
+    seq: 7,
+    firstUnacked: 7,
+    txn: { success: [{ put: { key: new Uint8Array([1, 2]), value: new Uint8Array(300) } }] },
+    admin: undefined,
+  };
+  const bodies = ["a", "b", "c"].map((to) => ({ type: "propose", from: "c-1", to, command }));
+  const frames = encodeFramesSharing(bodies, "command");
+  assert.equal(frames.length, 3);
+  frames.forEach((frame, i) => {
+    assert.deepEqual(frame, encodeFrame(bodies[i]));
+    assert.deepEqual(decodeWirePayload(frame.subarray(4)), {
+      ...bodies[i],
+      command: { clientId: "c-1", seq: 7, firstUnacked: 7, txn: command.txn },
+    });
+  });
+  // A body with another command object is encoded on its own.
+  const other = { ...bodies[1], command: { ...command, seq: 8 } };
+  const mixed = encodeFramesSharing([bodies[0], other], "command");
+  assert.deepEqual(mixed[1], encodeFrame(other));
 });
