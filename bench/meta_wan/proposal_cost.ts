@@ -8,7 +8,8 @@
  * Run: deno run -A bench/meta_wan/proposal_cost.ts [--ops 2000] [--clients 1] [--shared]
  *        [--io auto|io_uring|portable] [--store curp|etcd]
  * `--shared`: the clients are concurrent operations of one `CurpKV` (as in a mount: one connection
- * per replica, many sessions), not one `CurpKV` each. `--io`: the replicas' I/O engine (src/io).
+ * per replica, many sessions), not one `CurpKV` each. `--io`: the replicas' I/O engine (src/io;
+ * `io_uring-wait`: io_uring that waits for a completion in the kernel up to 3 ms, no poll thread).
  * `--store etcd`: the same loop on three etcd members (/usr/bin/etcd) on loopback, the client
  * talking to the leader.
  * @module
@@ -36,7 +37,7 @@ const { values: args } = parseArgs({
 if (args.help) {
   console.log(
     "usage: deno run -A bench/meta_wan/proposal_cost.ts [--ops N] [--clients C] [--shared] [--v8-flags F] [--hold] " +
-      "[--io auto|io_uring|portable] [--store curp|etcd]",
+      "[--io auto|io_uring|portable|io_uring-wait] [--store curp|etcd]",
   );
   Deno.exit(0);
 }
