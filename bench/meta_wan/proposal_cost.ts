@@ -5,13 +5,21 @@
  * Each operation is shaped like a file create: one transaction with a compare and three puts of
  * namespace-sized values.
  *
- * Run: deno run -A bench/meta_wan/proposal_cost.ts [--ops 2000] [--clients 1] [--tick-ms 50]
+ * Run: deno run -A bench/meta_wan/proposal_cost.ts [--ops 2000] [--clients 1] [--shared]
+ *        [--io auto|io_uring|portable] [--store curp|etcd]
+ * `--shared`: the clients are concurrent operations of one `CurpKV` (as in a mount: one connection
+ * per replica, many sessions), not one `CurpKV` each. `--io`: the replicas' I/O engine (src/io;
+ * `io_uring-wait`: io_uring that waits for a completion in the kernel up to 3 ms, no poll thread).
+ * `--store etcd`: the same loop on three etcd members (/usr/bin/etcd) on loopback, the client
+ * talking to the leader.
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { openCurpKV } from "../../src/meta/curp/curp_kv.ts";
+import { openEtcdKV } from "../../src/meta/etcd.ts";
+import type { MetaKV } from "../../src/meta/kv.ts";
 import { fetchStatus } from "../../src/meta/curp/server.ts";
 
 const { values: args } = parseArgs({
@@ -20,12 +28,16 @@ const { values: args } = parseArgs({
     clients: { type: "string", default: "1" },
     "v8-flags": { type: "string", default: "" },
     hold: { type: "boolean", default: false },
+    io: { type: "string", default: "auto" },
+    store: { type: "string", default: "curp" },
+    shared: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
   },
 });
 if (args.help) {
   console.log(
-    "usage: deno run -A bench/meta_wan/proposal_cost.ts [--ops N] [--clients C] [--v8-flags F] [--hold]",
+    "usage: deno run -A bench/meta_wan/proposal_cost.ts [--ops N] [--clients C] [--shared] [--v8-flags F] [--hold] " +
+      "[--io auto|io_uring|portable|io_uring-wait] [--store curp|etcd]",
   );
   Deno.exit(0);
 }
@@ -33,6 +45,11 @@ const ops = Number(args.ops);
 const clients = Number(args.clients);
 if (!Number.isSafeInteger(ops) || ops < 1 || !Number.isSafeInteger(clients) || clients < 1) {
   console.error("proposal_cost: --ops and --clients take positive integers");
+  Deno.exit(2);
+}
+const store = args.store;
+if (store !== "curp" && store !== "etcd") {
+  console.error(`proposal_cost: --store "${store}" is not curp or etcd`);
   Deno.exit(2);
 }
 
@@ -62,30 +79,77 @@ const dir = await Deno.makeTempDir({ prefix: "skyfs-proposal-cost-" });
 const ids = ["m1", "m2", "m3"];
 const addresses = ids.map(() => `127.0.0.1:${freePort()}`);
 const peers = ids.map((id, i) => `${id}=${addresses[i]}`).join(",");
-const children = ids.map((id) =>
-  new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      ...(args["v8-flags"] === "" ? [] : [`--v8-flags=${args["v8-flags"]}`]),
-      `${HERE}replica_main.ts`,
-      JSON.stringify({ id, peers, dataDir: `${dir}/${id}` }),
-    ],
-    stdout: "inherit",
-    stderr: "inherit",
-  }).spawn()
+const etcdPeers = ids.map(() => freePort());
+const children = ids.map((id, i) =>
+  store === "etcd"
+    ? new Deno.Command("/usr/bin/etcd", {
+      args: [
+        ...["--name", id, "--data-dir", `${dir}/${id}`],
+        ...["--listen-peer-urls", `http://127.0.0.1:${etcdPeers[i]}`],
+        ...["--initial-advertise-peer-urls", `http://127.0.0.1:${etcdPeers[i]}`],
+        ...["--listen-client-urls", `http://${addresses[i]}`],
+        ...["--advertise-client-urls", `http://${addresses[i]}`],
+        "--initial-cluster",
+        ids.map((m, j) => `${m}=http://127.0.0.1:${etcdPeers[j]}`).join(","),
+        ...["--initial-cluster-state", "new"],
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn()
+    : new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        ...(args["v8-flags"] === "" ? [] : [`--v8-flags=${args["v8-flags"]}`]),
+        `${HERE}replica_main.ts`,
+        JSON.stringify({ id, peers, dataDir: `${dir}/${id}`, io: args.io }),
+      ],
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn()
 );
+
+/** Which member leads, or undefined while none does. */
+async function leaderIndex(): Promise<number | undefined> {
+  if (store === "curp") {
+    const states = await Promise.all(addresses.map((a) => fetchStatus(a).catch(() => undefined)));
+    const i = states.findIndex((s) => s?.role === "leader");
+    return i < 0 ? undefined : i;
+  }
+  const out = await new Deno.Command("/usr/bin/etcdctl", {
+    args: ["--endpoints", addresses.join(","), "endpoint", "status", "-w", "json"],
+    env: { ETCDCTL_API: "3" },
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  try {
+    const list = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+      Endpoint: string;
+      Status: { header: { member_id: number }; leader: number };
+    }[];
+    const found = list.find((e) => e.Status.header.member_id === e.Status.leader);
+    return found === undefined ? undefined : addresses.indexOf(found.Endpoint);
+  } catch {
+    return undefined;
+  }
+}
+
 try {
   const deadline = Date.now() + 20_000;
+  let leader: number | undefined;
   for (;;) {
-    const states = await Promise.all(addresses.map((a) => fetchStatus(a).catch(() => undefined)));
-    if (states.some((s) => s?.role === "leader")) break;
-    if (Date.now() > deadline) throw new Error("proposal_cost: no CURP leader within 20 s");
+    leader = await leaderIndex();
+    if (leader !== undefined) break;
+    if (Date.now() > deadline) throw new Error(`proposal_cost: no ${store} leader within 20 s`);
     await new Promise((r) => setTimeout(r, 100));
   }
-  const kvs = await Promise.all(
-    Array.from({ length: clients }, () => openCurpKV(addresses, { log: () => {} })),
-  );
+  const open = (): Promise<MetaKV> =>
+    store === "etcd"
+      ? openEtcdKV([addresses[leader!]], { timeoutMs: 30_000 })
+      : openCurpKV(addresses, { log: () => {} });
+  const kvs: MetaKV[] = args.shared
+    ? Array(clients).fill(await open())
+    : await Promise.all(Array.from({ length: clients }, open));
   const enc = new TextEncoder();
   const value = new Uint8Array(120).fill(7);
   const run = async (c: number, n: number, latencies: number[]) => {
@@ -112,7 +176,11 @@ try {
   }
   const before = children.map((ch) => cpuSeconds(ch.pid));
   const selfBefore = cpuSeconds(Deno.pid);
-  const statusBefore = await Promise.all(addresses.map((a) => fetchStatus(a)));
+  const status = () =>
+    store === "curp"
+      ? Promise.all(addresses.map((a) => fetchStatus(a)))
+      : Promise.resolve(undefined);
+  const statusBefore = await status();
   const latencies: number[] = [];
   const t0 = performance.now();
   const per = Math.ceil(ops / clients);
@@ -120,31 +188,33 @@ try {
   const seconds = (performance.now() - t0) / 1000;
   const after = children.map((ch) => cpuSeconds(ch.pid));
   const selfAfter = cpuSeconds(Deno.pid);
-  const statusAfter = await Promise.all(addresses.map((a) => fetchStatus(a)));
+  const statusAfter = await status();
   latencies.sort((a, b) => a - b);
   const n = latencies.length;
   const q = (p: number) => latencies[Math.min(n - 1, Math.floor(p * n))].toFixed(2);
-  const fsyncs = statusAfter.reduce((s, x, i) => s + x.fsyncs - statusBefore[i].fsyncs, 0);
-  const proposals = statusAfter.reduce(
-    (s, x, i) => s + x.proposals - statusBefore[i].proposals,
-    0,
+  const counts = statusBefore === undefined || statusAfter === undefined ? "" : (() => {
+    const fsyncs = statusAfter.reduce((s, x, i) => s + x.fsyncs - statusBefore[i].fsyncs, 0);
+    const proposals = statusAfter.reduce(
+      (s, x, i) => s + x.proposals - statusBefore[i].proposals,
+      0,
+    );
+    return `; proposals led ${proposals}, fsyncs ${(fsyncs / n).toFixed(2)}/txn (all replicas)`;
+  })();
+  console.log(
+    `${store}: ${n} txns, ${clients} client(s)${args.shared ? " sharing one client" : ""}: ${
+      (n / seconds).toFixed(0)
+    }/s, p50 ${q(0.5)} ms, p90 ${q(0.9)} ms, p99 ${q(0.99)} ms${counts}; load ${
+      Deno.loadavg()[0].toFixed(1)
+    }`,
   );
   console.log(
-    `${n} txns, ${clients} client(s): ${(n / seconds).toFixed(0)}/s, p50 ${q(0.5)} ms, ` +
-      `p90 ${q(0.9)} ms, p99 ${q(0.99)} ms; proposals led ${proposals}, fsyncs ${
-        (fsyncs / n).toFixed(2)
-      }/txn (all replicas); load ${Deno.loadavg()[0].toFixed(1)}`,
-  );
-  console.log(
-    `CPU ms per txn: replicas ${
+    `CPU ms per txn: ${store === "curp" ? "replicas" : "etcd members"} ${
       ids.map((id, i) =>
-        `${id}${statusAfter[i].role === "leader" ? "(leader)" : ""} ${
-          ((after[i] - before[i]) * 1000 / n).toFixed(2)
-        }`
+        `${id}${i === leader ? "(leader)" : ""} ${((after[i] - before[i]) * 1000 / n).toFixed(2)}`
       ).join(", ")
     }; client ${((selfAfter - selfBefore) * 1000 / n).toFixed(2)}`,
   );
-  await Promise.all(kvs.map((kv) => kv.close()));
+  await Promise.all([...new Set(kvs)].map((kv) => kv.close()));
 } finally {
   for (const ch of children) {
     try {

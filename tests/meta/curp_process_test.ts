@@ -163,7 +163,9 @@ Deno.test({
       const [host, port] = cluster.addressList[0].split(":");
       for (
         const frame of [
-          new Uint8Array([0, 0, 0, 3, 1, 123, 125]), // {} : no type
+          encodeFrame({}), // no type
+          new Uint8Array([0, 0, 0, 3, 1, 123, 125]), // {} as JSON: version 1, an earlier build
+          new Uint8Array([0, 0, 0, 3, 2, 0x81, 0xa1]), // a MessagePack map cut short
           new Uint8Array([0xff, 0, 0, 0, 1]), // length beyond the limit
           new Uint8Array([0, 0, 0, 2, 9, 0]), // unknown version
           encodeFrame({ type: "append", from: "zz", to: "a", term: 1 }), // not a member
@@ -184,7 +186,9 @@ Deno.test({
         /closing connection from 127\.0\.0\.1:\d+: frame body has no string "type"/,
       );
       assert.match(log, new RegExp(`frame length 4278190080 exceeds ${MAX_FRAME_BYTES}`));
-      assert.match(log, /frame version 9, this build speaks 1/);
+      assert.match(log, /frame version 9, this build speaks 2/);
+      assert.match(log, /frame version 1, this build speaks 2/);
+      assert.match(log, /frame is not one MessagePack value \(.*\): 2 bytes starting 81a1/);
       assert.match(log, /peer message from non-member "zz"/);
     } finally {
       await cluster.stop();

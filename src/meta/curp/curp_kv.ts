@@ -33,7 +33,7 @@ import { ClientCore, type Completion, type SubmitOptions } from "./client_core.t
 import { type CommandResult, isReadOnly } from "./command.ts";
 import type { Message } from "./core.ts";
 import { fetchStatus, type ReplicaStatus } from "./server.ts";
-import { Link, parseAddress } from "./wire.ts";
+import { encodeFramesSharing, Link, parseAddress } from "./wire.ts";
 
 export interface CurpKVOptions {
   /** Milliseconds before an unanswered command rejects. Default 10000 (a mount takes config
@@ -245,7 +245,11 @@ export class CurpKV implements MetaKV {
 
   #flush(core: ClientCore): void {
     const { messages, completions } = core.ready();
-    for (const m of messages) this.#links.get(m.to)?.send(m);
+    if (messages.length > 1 && messages[0].type === "propose") {
+      // One proposal to every replica: the command is encoded once, not once per replica.
+      const frames = encodeFramesSharing(messages, "command");
+      messages.forEach((m, i) => this.#links.get(m.to)?.sendFrame(frames[i]));
+    } else for (const m of messages) this.#links.get(m.to)?.send(m);
     for (const c of completions) {
       const p = this.#busy.get(core.id);
       if (p === undefined) continue;

@@ -443,6 +443,9 @@ export class ReplicaServer {
       if (ready.applied.length > 0) {
         for (const [id, w] of this.#watches) this.#pump(id, w);
       }
+      // Connections write what was queued in a microtask (one write per connection per turn,
+      // wire.ts): let those writes start before the next Ready is built and submitted.
+      await Promise.resolve();
     }
   }
 

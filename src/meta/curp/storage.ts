@@ -27,7 +27,7 @@ import { join } from "node:path";
 import type { IoEngine } from "../../io/types.ts";
 import { O_CREAT, O_DIRECTORY, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY } from "../../io/libc.ts";
 import { Errno, FsError } from "../../fs_error.ts";
-import { decodePayload, encodeFrame, encodeJson } from "./wire.ts";
+import { decodePayload, encodeFrame, encodeUnboundedFrame } from "./wire.ts";
 import { idKey } from "./command.ts";
 import { concat } from "../log_file.ts";
 import type { Entry, PersistentState, Ready, Snapshot, WitnessRecord } from "./core.ts";
@@ -123,12 +123,7 @@ interface LogRecord {
 
 /** A frame as in wire.ts but without its size limit: a snapshot may be large. */
 function encodeRecord(body: unknown): Uint8Array {
-  const json = new TextEncoder().encode(encodeJson(body));
-  const out = new Uint8Array(5 + json.length);
-  new DataView(out.buffer).setUint32(0, json.length + 1);
-  out[4] = 1;
-  out.set(json, 5);
-  return out;
+  return encodeUnboundedFrame(body); // version 2; version 1 (JSON) files are still read
 }
 
 /** One record of snapshot.bin. */
@@ -228,7 +223,15 @@ function replayLog(
   while (at + 4 <= bytes.length) {
     const length = new DataView(bytes.buffer, bytes.byteOffset + at, 4).getUint32(0);
     if (at + 4 + length > bytes.length) break;
-    const record = decodePayload(bytes.subarray(at + 4, at + 4 + length)) as LogRecord;
+    let record: LogRecord;
+    try {
+      record = decodePayload(bytes.subarray(at + 4, at + 4 + length)) as LogRecord;
+    } catch (error) {
+      throw new DataDirError(
+        `"${logPath}" has an unreadable frame at byte ${at}: ${(error as Error).message} ` +
+          `(written by another skyfs build? run that build, or restore the directory)`,
+      );
+    }
     if (record.base !== undefined) {
       base = record.base;
       log = [];

@@ -1,16 +1,25 @@
 /**
- * The CURP wire format over TCP: length-prefixed, versioned JSON frames, and a connection wrapper
- * that reads frames in a loop and queues writes so a slow peer cannot grow memory without bound.
+ * The CURP wire format over TCP: length-prefixed, versioned MessagePack frames, and a connection
+ * wrapper that reads frames in a loop and queues writes so a slow peer cannot grow memory without
+ * bound.
  *
- * Frame: u32 big-endian length of what follows, u8 version (1), then UTF-8 JSON. Byte strings
- * travel as {"$b": base64}. A frame that is oversized, of another version or not valid JSON closes
- * its connection with a log line; the process keeps serving everyone else.
+ * Frame: u32 big-endian length of what follows, u8 version (2), then one MessagePack value (npm
+ * msgpackr: byte strings travel as msgpack bin, objects as maps, undefined fields are left out as
+ * JSON did). A frame that is oversized, of another version or not one whole MessagePack value
+ * closes its connection with a log line; the process keeps serving everyone else.
+ *
+ * Version 1 (JSON with byte strings as {"$b": base64}) is refused on the network, but
+ * `decodePayload` still reads it: log.bin and snapshot.bin written by earlier builds hold version 1
+ * frames, and a log may hold both (storage.ts appends version 2 frames after old ones).
  * @module
  */
 
 import { Buffer } from "node:buffer";
+import { Packr, Unpackr } from "msgpackr";
 
-export const WIRE_VERSION = 1;
+export const WIRE_VERSION = 2;
+/** The JSON frames of earlier builds: read from disk, refused on the network. */
+export const JSON_VERSION = 1;
 /**
  * Largest frame accepted or sent. Snapshots travel in pieces of about 1 MiB (snapshot_pieces.ts),
  * so no store size reaches it; an append of 64 entries with large values, or one snapshot item
@@ -22,6 +31,23 @@ const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Plain maps, no msgpackr records (a msgpackr extension): any MessagePack reader can decode a
+ * frame. Undefined fields are skipped, as JSON.stringify did, so `"field" in x` keeps meaning the
+ * same after a round trip. */
+const packr = new Packr(
+  { useRecords: false, skipValues: [undefined] } as ConstructorParameters<
+    typeof Packr
+  >[0],
+);
+/** copyBuffers: every decoded byte string is its own copy, not a view that keeps a whole frame
+ * (up to an append of 64 entries or a 1 MiB snapshot piece) alive in the state machine. */
+const unpackr = new Unpackr({
+  useRecords: false,
+  mapsAsObjects: true,
+  copyBuffers: true,
+  int64AsType: "number",
+});
 
 function replacer(_key: string, value: unknown): unknown {
   if (value instanceof Uint8Array) {
@@ -40,28 +66,117 @@ function reviver(_key: string, value: unknown): unknown {
   return value;
 }
 
-/** JSON with byte strings as {"$b": base64}, the payload encoding of frames. */
+/** JSON with byte strings as {"$b": base64}, the payload encoding of version 1 frames. */
 export function encodeJson(body: unknown): string {
   return JSON.stringify(body, replacer);
 }
 
-export function encodeFrame(body: unknown): Uint8Array {
-  const json = encoder.encode(JSON.stringify(body, replacer));
-  if (json.length + 1 > MAX_FRAME_BYTES) {
-    throw new RangeError(`Frame of ${json.length + 1} bytes exceeds ${MAX_FRAME_BYTES}`);
-  }
+/** A version 1 frame (JSON), as earlier builds wrote them: for tests of old data directories. */
+export function encodeJsonFrame(body: unknown): Uint8Array {
+  const json = encoder.encode(encodeJson(body));
   const frame = new Uint8Array(5 + json.length);
   new DataView(frame.buffer).setUint32(0, json.length + 1);
-  frame[4] = WIRE_VERSION;
+  frame[4] = JSON_VERSION;
   frame.set(json, 5);
   return frame;
 }
 
-/** Decode one frame's payload (version byte and JSON); throws a TypeError naming the problem. */
-export function decodePayload(payload: Uint8Array): unknown {
+/** One MessagePack value as a frame: header, version, payload. No size limit (storage writes
+ * records larger than a network frame may be); `encodeFrame` applies the limit. */
+export function encodeUnboundedFrame(body: unknown): Uint8Array {
+  const packed = packr.pack(body);
+  const frame = new Uint8Array(5 + packed.length);
+  new DataView(frame.buffer).setUint32(0, packed.length + 1);
+  frame[4] = WIRE_VERSION;
+  frame.set(packed, 5);
+  return frame;
+}
+
+export function encodeFrame(body: unknown): Uint8Array {
+  const frame = encodeUnboundedFrame(body);
+  if (frame.length - 4 > MAX_FRAME_BYTES) {
+    throw new RangeError(`Frame of ${frame.length - 4} bytes exceeds ${MAX_FRAME_BYTES}`);
+  }
+  return frame;
+}
+
+/**
+ * Frames for messages that differ only in some fields and share one object under `shared` (a
+ * client's proposal to every replica: the same command, another `to`): that object is encoded once
+ * and its bytes reused. A MessagePack map is its header followed by its keys and values, so the
+ * frames are byte for byte what `encodeFrame` makes of each body (wire_test.ts checks it).
+ * Bodies whose `shared` field is not the first body's object are encoded whole.
+ */
+export function encodeFramesSharing(bodies: object[], shared: string): Uint8Array[] {
+  const first = (bodies[0] as Record<string, unknown> | undefined)?.[shared];
+  if (bodies.length < 2 || first === undefined || first === null || typeof first !== "object") {
+    return bodies.map(encodeFrame);
+  }
+  const sharedBytes = packr.pack(first);
+  return bodies.map((body) => {
+    const fields = Object.entries(body).filter(([, v]) => v !== undefined);
+    if ((body as Record<string, unknown>)[shared] !== first || fields.length > 15) {
+      return encodeFrame(body);
+    }
+    const parts: Uint8Array[] = [new Uint8Array([0x80 | fields.length])];
+    let length = 1;
+    for (const [key, value] of fields) {
+      const k = packr.pack(key);
+      const v = key === shared ? sharedBytes : packr.pack(value);
+      parts.push(k, v);
+      length += k.length + v.length;
+    }
+    if (length > MAX_FRAME_BYTES - 1) {
+      throw new RangeError(`Frame of ${length + 1} bytes exceeds ${MAX_FRAME_BYTES}`);
+    }
+    const frame = new Uint8Array(5 + length);
+    new DataView(frame.buffer).setUint32(0, length + 1);
+    frame[4] = WIRE_VERSION;
+    let at = 5;
+    for (const part of parts) {
+      frame.set(part, at);
+      at += part.length;
+    }
+    return frame;
+  });
+}
+
+/** Decode a version 2 payload (version byte, then MessagePack); throws a TypeError naming the
+ * problem. What arrives on a connection goes through this: version 1 is refused. */
+export function decodeWirePayload(payload: Uint8Array): unknown {
   if (payload.length < 1) throw new TypeError("empty frame");
   if (payload[0] !== WIRE_VERSION) {
     throw new TypeError(`frame version ${payload[0]}, this build speaks ${WIRE_VERSION}`);
+  }
+  return unpackPayload(payload);
+}
+
+function unpackPayload(payload: Uint8Array): unknown {
+  try {
+    return unpackr.unpack(payload.subarray(1));
+  } catch (error) {
+    const why = (error as Error).message.split("\n")[0].slice(0, 60);
+    throw new TypeError(
+      `frame is not one MessagePack value (${why}): ${payload.length - 1} bytes starting ${
+        hex(payload.subarray(1, 17))
+      }`,
+    );
+  }
+}
+
+function hex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Decode a stored frame's payload: version 2 (MessagePack) or version 1 (JSON, written by
+ * earlier builds); throws a TypeError naming the problem. */
+export function decodePayload(payload: Uint8Array): unknown {
+  if (payload.length < 1) throw new TypeError("empty frame");
+  if (payload[0] === WIRE_VERSION) return unpackPayload(payload);
+  if (payload[0] !== JSON_VERSION) {
+    throw new TypeError(
+      `frame version ${payload[0]}, this build reads ${JSON_VERSION} and ${WIRE_VERSION}`,
+    );
   }
   let text: string;
   try {
@@ -167,7 +282,7 @@ export class FrameConn {
         const n = await this.conn.read(chunk);
         if (n === null) break;
         for (const payload of reader.push(chunk.subarray(0, n))) {
-          const body = decodePayload(payload);
+          const body = decodeWirePayload(payload);
           if (
             body === null || typeof body !== "object" ||
             typeof (body as { type?: unknown }).type !== "string"
@@ -197,6 +312,12 @@ export class FrameConn {
       this.log(`curp: not sending on ${this.label}: ${(error as Error).message}`);
       return false;
     }
+    return this.sendFrame(frame);
+  }
+
+  /** Queue a frame already encoded (`encodeFrame`, `encodeFramesSharing`). */
+  sendFrame(frame: Uint8Array): boolean {
+    if (this.#closed) return false;
     // One frame larger than the limit (a big snapshot) may go out alone.
     if (this.#queuedBytes > 0 && this.#queuedBytes + frame.length > MAX_QUEUED_BYTES) {
       this.log(`curp: closing connection ${this.label}: ${this.#queuedBytes} bytes unsent`);
@@ -205,7 +326,14 @@ export class FrameConn {
     }
     this.#queue.push(frame);
     this.#queuedBytes += frame.length;
-    if (!this.#writing) void this.#pump();
+    if (!this.#writing) {
+      // The write starts once the current task is done: every frame sent to this connection in
+      // the same turn of the event loop (the replies to all the frames of one read, every message
+      // of one Ready, the proposals of concurrent sessions) leaves in one write, and the peer
+      // wakes once for them.
+      this.#writing = true;
+      queueMicrotask(() => void this.#pump());
+    }
     return true;
   }
 
@@ -218,11 +346,14 @@ export class FrameConn {
         this.#queue = [];
         let total = 0;
         for (const f of frames) total += f.length;
-        const joined = new Uint8Array(total);
-        let at = 0;
-        for (const f of frames) {
-          joined.set(f, at);
-          at += f.length;
+        let joined = frames[0];
+        if (frames.length > 1) {
+          joined = new Uint8Array(total);
+          let at = 0;
+          for (const f of frames) {
+            joined.set(f, at);
+            at += f.length;
+          }
         }
         this.#queuedBytes -= total;
         let written = 0;
@@ -268,6 +399,13 @@ export class Link {
 
   send(body: unknown): boolean {
     if (this.#conn !== undefined && !this.#conn.closed) return this.#conn.send(body);
+    this.connect();
+    return false;
+  }
+
+  /** Send a frame already encoded; dropped (false) while the link is down, as `send`. */
+  sendFrame(frame: Uint8Array): boolean {
+    if (this.#conn !== undefined && !this.#conn.closed) return this.#conn.sendFrame(frame);
     this.connect();
     return false;
   }

@@ -2,7 +2,16 @@
  * oversized length is refused. */
 
 import assert from "node:assert/strict";
-import { decodePayload, encodeFrame, FrameReader, MAX_FRAME_BYTES } from "./wire.ts";
+import {
+  decodePayload,
+  decodeWirePayload,
+  encodeFrame,
+  encodeFramesSharing,
+  encodeJsonFrame,
+  FrameReader,
+  MAX_FRAME_BYTES,
+  WIRE_VERSION,
+} from "./wire.ts";
 
 Deno.test("curp wire: frames split at every size decode in order", () => {
   const bodies = [{ type: "a", n: 1 }, { type: "b", bytes: new Uint8Array([0, 255, 7]) }, {
@@ -47,4 +56,86 @@ Deno.test("curp wire: an oversized length is refused before its bytes arrive", (
   const header = new Uint8Array(4);
   new DataView(header.buffer).setUint32(0, MAX_FRAME_BYTES + 1);
   assert.throws(() => new FrameReader().push(header), /exceeds/);
+});
+
+Deno.test("curp wire: version 2 is MessagePack; byte strings, large integers and nesting survive", () => {
+  const body = {
+    type: "append",
+    term: 2 ** 40,
+    neg: -3,
+    f: 0.25,
+    entries: [{ index: 1, command: { key: new Uint8Array([0, 1, 255]), s: "é" } }],
+    absent: undefined,
+  };
+  const frame = encodeFrame(body);
+  assert.equal(frame[4], WIRE_VERSION);
+  const out = decodeWirePayload(frame.subarray(4)) as Record<string, unknown>;
+  // JSON left undefined fields out; so does version 2 ("field" in x means the same).
+  assert.ok(!("absent" in out));
+  const { absent: _, ...expected } = body;
+  assert.deepEqual(out, expected);
+  // A decoded byte string is a plain Uint8Array of its own, not a view of the frame.
+  const key = (out.entries as Array<{ command: { key: Uint8Array } }>)[0].command.key;
+  assert.equal(Object.getPrototypeOf(key), Uint8Array.prototype);
+  assert.equal(key.byteLength, key.buffer.byteLength);
+});
+
+Deno.test("curp wire: a version 1 (JSON) frame is refused on the network, read from disk", () => {
+  const body = { type: "propose", bytes: new Uint8Array([1, 2, 3]) };
+  const old = encodeJsonFrame(body);
+  assert.equal(old[4], 1);
+  assert.throws(
+    () => decodeWirePayload(old.subarray(4)),
+    { name: "TypeError", message: "frame version 1, this build speaks 2" },
+  );
+  assert.deepEqual(decodePayload(old.subarray(4)), body);
+  assert.deepEqual(decodePayload(encodeFrame(body).subarray(4)), body);
+  assert.throws(
+    () => decodePayload(new Uint8Array([7, 1])),
+    { name: "TypeError", message: "frame version 7, this build reads 1 and 2" },
+  );
+});
+
+Deno.test("curp wire: a payload that is not one whole MessagePack value is refused by name", () => {
+  const good = encodeFrame({ type: "a", n: 1 }).subarray(4);
+  for (
+    const bad of [
+      good.subarray(0, good.length - 1), // truncated
+      new Uint8Array([...good, 0x01]), // trailing bytes
+    ]
+  ) {
+    assert.throws(() => decodeWirePayload(bad), (error: Error) => {
+      assert.equal(error.name, "TypeError");
+      assert.match(
+        error.message,
+        /^frame is not one MessagePack value \(.*\): \d+ bytes starting /,
+      );
+      return true;
+    });
+  }
+  assert.throws(() => decodeWirePayload(new Uint8Array(0)), { message: "empty frame" });
+});
+
+Deno.test("curp wire: frames sharing one encoded command are byte for byte encodeFrame's", () => {
+  const command = {
+    clientId: "c-1",
+    seq: 7,
+    firstUnacked: 7,
+    txn: { success: [{ put: { key: new Uint8Array([1, 2]), value: new Uint8Array(300) } }] },
+    admin: undefined,
+  };
+  const bodies = ["a", "b", "c"].map((to) => ({ type: "propose", from: "c-1", to, command }));
+  const frames = encodeFramesSharing(bodies, "command");
+  assert.equal(frames.length, 3);
+  frames.forEach((frame, i) => {
+    assert.deepEqual(frame, encodeFrame(bodies[i]));
+    assert.deepEqual(decodeWirePayload(frame.subarray(4)), {
+      ...bodies[i],
+      command: { clientId: "c-1", seq: 7, firstUnacked: 7, txn: command.txn },
+    });
+  });
+  // A body with another command object is encoded on its own.
+  const other = { ...bodies[1], command: { ...command, seq: 8 } };
+  const mixed = encodeFramesSharing([bodies[0], other], "command");
+  assert.deepEqual(mixed[1], encodeFrame(other));
 });
