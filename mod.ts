@@ -176,6 +176,9 @@ function clusterOptions(config: Config) {
     listen: config.get("peer.listen"),
     cacheBytes: config.get("cache.bytes"),
     openLingerMs: config.get("cluster.open_linger_ms"),
+    zoneReplicas: config.get("cluster.zone_replicas"),
+    zoneSync: config.get("cluster.zone_sync"),
+    zoneReplicationDelayMs: config.get("cluster.zone_replication_delay_ms"),
     peerSend: config.get("peer.send"),
   };
 }
