@@ -41,13 +41,24 @@ async function metric(
   name: string,
   label = "",
 ): Promise<Record<string, number>> {
-  const url = await cluster.httpUrl(node);
+  const url = await latestHttpUrl(cluster, node);
   const text = await (await fetch(`${url}/metrics`)).text();
   const out: Record<string, number> = {};
   for (const s of parseMetricsText(text)) {
     if (s.name === name) out[label ? s.labels[label] : ""] = s.value;
   }
   return out;
+}
+
+/** The node's HTTP endpoint as its last start logged it (logs are appended across restarts). */
+async function latestHttpUrl(cluster: LocalCluster, node: LocalNode, starts = 1) {
+  let urls: string[] = [];
+  await until(async () => {
+    urls = [...(await cluster.logOf(node)).matchAll(/http: listening on (http:\/\/\S+)/g)]
+      .map((m) => m[1]);
+    return urls.length >= starts;
+  }, `${node.id}'s HTTP endpoint (start ${starts})`);
+  return urls.at(-1)!;
 }
 
 async function tiers(cluster: LocalCluster, node: LocalNode) {
@@ -184,6 +195,7 @@ Deno.test({
       // --- zone_sync = 2 (a restarted with it): both zones hold every chunk when fsync returns.
       a.env = { SKYFS_ZONE_SYNC: "2" };
       await cluster.startNode(a);
+      await latestHttpUrl(cluster, a, 2);
       const data3 = random(3 * 4 * MiB + 5);
       await writeSynced(join(a.mountpoint, "f3"), data3);
       const ino3 = (await Deno.stat(join(a.mountpoint, "f3"))).ino!;
