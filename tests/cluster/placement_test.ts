@@ -7,8 +7,9 @@
  * - Read on b (z2) after that: every byte comes from z2's backend or a z2 peer, none from z1.
  *   Read again on d: nothing from any backend (the z2 owners hold the chunks) and the chunks b
  *   owns come from b (a peer of d's zone).
- * - z2's store refuses writes while a writes a file: a's copies fail and stay queued; a is killed
- *   (kill -9) and z2's store repaired: c (z1) takes the queue over and makes the copies.
+ * - z2's store refuses writes while a writes a file: a's copies fail and stay queued; read on b
+ *   meanwhile, every byte comes from z1 (peer_remote, backend_remote); a is killed (kill -9) and
+ *   z2's store repaired: c (z1) takes the queue over and makes the copies.
  * - a restarted with cluster.zone_sync = 2: when fsync returns, every chunk is in both backends
  *   and nothing is queued.
  * - GC after an overwrite removes the old versions from both zones' backends.
@@ -178,6 +179,17 @@ Deno.test({
         "a tried its copies to z2 and failed",
       );
       assert.equal(await queued(kv, "z1"), map2.size);
+      // Read in z2 meanwhile: z2's store lacks it (the map places it in z2, the copy is queued),
+      // so every byte comes from z1: its peers (peer_remote) or its store (backend_remote).
+      const [b3, d3] = [await tiers(cluster, b), await tiers(cluster, d)];
+      assert.ok(same(await Deno.readFile(join(b.mountpoint, "f2")), data2));
+      const [b4, d4] = [await tiers(cluster, b), await tiers(cluster, d)];
+      const far = ["peer_remote", "backend_remote"].reduce(
+        (sum, t) => sum + delta(b3, b4, t) + delta(d3, d4, t),
+        0,
+      );
+      assert.equal(far, data2.length, JSON.stringify({ b3, b4, d3, d4 }));
+      assert.equal(delta(b3, b4, "backend_zone") + delta(d3, d4, "backend_zone"), 0);
       await cluster.kill(a);
       await Deno.remove(tmp);
       await Deno.rename(`${tmp}.away`, tmp);
