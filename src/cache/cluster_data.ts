@@ -1112,9 +1112,8 @@ export class ClusterData {
     // Where this publish's chunks go: this zone's store now, `sync` zones in all before the
     // publish, the rest queued in the publishing transaction (placeChunk).
     const zones = this.zones;
-    const placed = zones
-      ? placeChunk(zones.zone, await zones.zones(), this.#placement(ino))
-      : undefined;
+    const zoneNames = zones ? await zones.zones() : [];
+    const placed = zones ? placeChunk(zones.zone, zoneNames, this.#placement(ino)) : undefined;
     const syncStores = zones && placed
       ? await Promise.all(
         placed.sync.slice(1).map(async (zone) => {
@@ -1178,7 +1177,10 @@ export class ClusterData {
           }));
           const crc = crc32(data);
           const ref: ChunkRef = { version, length: data.length, crc, objectLength: data.length };
-          if (placed) ref.zones = [...placed.sync, ...placed.queued];
+          // With one zone there is nothing to say (and the map stays as small as before zones).
+          if (placed && zoneNames.length > 1) {
+            ref.zones = [...placed.sync, ...placed.queued];
+          }
           out.push({
             index,
             seq,
