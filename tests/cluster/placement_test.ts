@@ -4,7 +4,8 @@
  * chunk, asynchronous).
  * - A file closed on a is in z1's backend at once, and in z2's once z1's replication queue
  *   (`cl/repl/z1/`) drained; its chunk map places every chunk in [z1, z2].
- * - Read on b (z2) after that: every byte comes from z2's backend or a z2 peer, none from z1.
+ * - Read on b (z2) after that by three readers at once: z2's backend is read once per chunk (b
+ *   or d, whichever owns it on z2's ring) and no byte comes from z1.
  *   Read again on d: nothing from any backend (the z2 owners hold the chunks) and the chunks b
  *   owns come from b (a peer of d's zone).
  * - z2's store refuses writes while a writes a file: a's copies fail and stay queued; read on b
@@ -134,8 +135,10 @@ Deno.test({
       );
 
       // --- Nearest first: b (z2) reads it from z2's store and z2's peers, nothing from z1.
+      // Three readers at once on b: still one fetch per chunk (single flight over every tier).
       const [b0, d0] = [await tiers(cluster, b), await tiers(cluster, d)];
-      assert.ok(same(await Deno.readFile(join(b.mountpoint, "f1")), data));
+      const reads = await Promise.all([1, 2, 3].map(() => Deno.readFile(join(b.mountpoint, "f1"))));
+      for (const read of reads) assert.ok(same(read, data));
       const [b1, d1] = [await tiers(cluster, b), await tiers(cluster, d)];
       const delta = (x: Record<string, number>, y: Record<string, number>, t: string) =>
         y[t] - x[t];
