@@ -32,7 +32,7 @@ import { prefixEnd } from "../../src/meta/kv.ts";
 import { keys } from "../../src/meta/namespace.ts";
 import { parseMetricsText } from "../../src/http/metrics_text.ts";
 import { TEST_TMP } from "../_harness.ts";
-import { canRunCluster, random, same, until, writeSynced } from "./_cluster_util.ts";
+import { canRunCluster, random, same, skyfsStatus, until, writeSynced } from "./_cluster_util.ts";
 
 const MiB = 2 ** 20;
 
@@ -182,6 +182,12 @@ Deno.test({
         "a tried its copies to z2 and failed",
       );
       assert.equal(await queued(kv, "z1"), map2.size);
+      const status = await skyfsStatus(cluster.meta);
+      assert.match(
+        status.text,
+        /^replication queue: z1 3 copies \(oldest \d+\.\d s\)$/m,
+        status.text,
+      );
       // Read in z2 meanwhile: z2's store lacks it (the map places it in z2, the copy is queued),
       // so every byte comes from z1: its peers (peer_remote) or its store (backend_remote).
       const [b3, d3] = [await tiers(cluster, b), await tiers(cluster, d)];
@@ -197,6 +203,7 @@ Deno.test({
       await Deno.remove(tmp);
       await Deno.rename(`${tmp}.away`, tmp);
       await until(async () => await queued(kv, "z1") === 0, "c drained a's queue", 60_000);
+      assert.match((await skyfsStatus(cluster.meta)).text, /^replication queue: empty$/m);
       for (const [index, ref] of map2) {
         assert.ok(exists(objectPath(z2, ino2, index, ref.version)), `f2 chunk ${index} in z2`);
       }
