@@ -6,8 +6,8 @@
  * writer copies its own entries at once (after `delayMs`), and any live node of the zone takes
  * over an entry whose owner is not a live member (its lease is gone: kill -9, power loss), by a
  * transaction comparing the entry's revision, so one node copies it. A copy reads the object from
- * this zone's store, checks its CRC and puts it in every target zone's store; the entry is then
- * deleted. An entry whose version the chunk map no longer names (overwritten, truncated, deleted)
+ * this zone's store, checks its CRC and puts it in every target zone's store; the entries done in
+ * a pass are then deleted in one transaction (per 64). An entry whose version the chunk map no longer names (overwritten, truncated, deleted)
  * is dropped without a copy.
  * @module
  */
@@ -16,7 +16,7 @@ import { crc32 } from "node:zlib";
 import type { KeyValue, MetaKV } from "../meta/kv.ts";
 import { prefixEnd } from "../meta/kv.ts";
 import { keys } from "../meta/namespace.ts";
-import { decodeChunkMap } from "../cache/chunk_map.ts";
+import { type ChunkMap, decodeChunkMap } from "../cache/chunk_map.ts";
 import { chunkObjectKey } from "../cache/backend.ts";
 import { REPL_PREFIX, type ReplEntry, type ZoneStores } from "../cache/cluster_data.ts";
 
@@ -167,23 +167,34 @@ export class ReplicationQueue {
       );
       if (waiting.length > 0) this.queued();
       if (mine.length === 0) return;
-      let progress = 0;
       const work = [...mine];
+      // Per pass: each inode's chunk map read once, and the entries done deleted together.
+      const maps = new Map<number, Promise<ChunkMap | undefined>>();
+      const done: Uint8Array[] = [];
       const next = async () => {
         for (let item = work.shift(); item; item = work.shift()) {
-          if (await this.#copy(item.kv, item.entry)) progress++;
+          if (await this.#copy(item.kv, item.entry, maps)) done.push(item.kv.key);
         }
       };
       await Promise.all(Array.from({ length: PARALLEL }, next));
-      if (progress === 0) return; // every copy failed: the sweep retries later
+      // A copy made is made whoever owns the entry now (a takeover rewrites it with the same
+      // object and targets), so the deletes compare nothing; one transaction per 64 entries.
+      for (let i = 0; i < done.length; i += 64) {
+        await this.#kv.txn({
+          success: done.slice(i, i + 64).map((key) => ({ deleteRange: { key } })),
+        });
+      }
+      if (done.length === 0) return; // every copy failed: the sweep retries later
     }
   }
 
-  /** Copy one entry's object to its targets and delete the entry; false when it failed. */
-  async #copy(item: KeyValue, entry: ReplEntry): Promise<boolean> {
-    // The entry as this node last saw or wrote it: the delete compares it (a fast-path commit
-    // reports no revision to compare).
-    let current = item.value;
+  /** Copy one entry's object to its targets; true when the entry can go (copied, or its
+   * version is no longer in the map), false when it failed or another node took it. */
+  async #copy(
+    item: KeyValue,
+    entry: ReplEntry,
+    maps: Map<number, Promise<ChunkMap | undefined>>,
+  ): Promise<boolean> {
     if (entry.owner !== this.#nodeId) {
       // Take it over: one node wins (the others' compare fails and they skip it).
       const taken = encoder.encode(JSON.stringify({ ...entry, owner: this.#nodeId }));
@@ -192,22 +203,21 @@ export class ReplicationQueue {
         success: [{ put: { key: item.key, value: taken } }],
       });
       if (!answer.succeeded) return false;
-      current = taken;
       this.stats.takenOver++;
       this.#log(
         `skyfs: replication: took over chunk ${entry.ino}/${entry.index} (${entry.version}) from ` +
           `node ${entry.owner}, which left`,
       );
     }
-    const remove = () =>
-      this.#kv.txn({
-        compare: [{ key: item.key, target: "value", result: "==", value: current }],
-        success: [{ deleteRange: { key: item.key } }],
-      });
-    const found = await this.#kv.range({ key: keys.chunkMap(entry.ino) });
-    const ref = found.kvs[0] ? decodeChunkMap(found.kvs[0].value).get(entry.index) : undefined;
+    let map = maps.get(entry.ino);
+    if (!map) {
+      map = this.#kv.range({ key: keys.chunkMap(entry.ino) }).then((found) =>
+        found.kvs[0] ? decodeChunkMap(found.kvs[0].value) : undefined
+      );
+      maps.set(entry.ino, map);
+    }
+    const ref = (await map)?.get(entry.index);
     if (ref?.version !== entry.version) {
-      await remove();
       this.stats.dropped++;
       return true;
     }
@@ -234,7 +244,6 @@ export class ReplicationQueue {
       return false;
     }
     this.#failedOnce.delete(name);
-    await remove();
     return true;
   }
 }
