@@ -12,7 +12,7 @@
  *   meanwhile, every byte comes from z1 (peer_remote, backend_remote); a is killed (kill -9) and
  *   z2's store repaired: c (z1) takes the queue over and makes the copies.
  * - a restarted with cluster.zone_sync = 2: when fsync returns, every chunk is in both backends
- *   and nothing is queued.
+ *   and nothing is queued; with z2's store refusing writes, fsync is EIO naming z2 (one line).
  * - GC after an overwrite removes the old versions from both zones' backends.
  * Needs root and /dev/fuse.
  * @module
@@ -230,6 +230,20 @@ Deno.test({
       }
       assert.equal(await queued(kv, "z1"), 0);
       assert.equal((await metric(cluster, a, "skyfs_replication_copies_total", "mode")).sync, 4);
+      // The synchronous zone's store refusing writes: fsync is EIO naming the zone, one log line.
+      await Deno.rename(tmp, `${tmp}.away`);
+      await Deno.writeFile(tmp, new Uint8Array());
+      const logFrom = (await cluster.logOf(a)).length;
+      await assert.rejects(
+        writeSynced(join(a.mountpoint, "f5"), random(1000)),
+        /os error 5\b|Input\/output error/,
+      );
+      await Deno.remove(tmp);
+      await Deno.rename(`${tmp}.away`, tmp);
+      assert.match(
+        (await cluster.logOf(a)).slice(logFrom),
+        /^skyfs: FSYNC failed with EIO: cannot store chunk \S+ in zone z2's backend: .+$/m,
+      );
 
       // --- GC after an overwrite frees the old versions in both zones.
       const data4 = random(data.length);
