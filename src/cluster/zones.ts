@@ -171,7 +171,16 @@ export class ZonedBackend implements BackendStore, ZoneStores {
   }
 
   async #readRecords(): Promise<void> {
-    const records = await listZones(this.#kv);
+    let records: ZoneRecord[];
+    try {
+      records = await listZones(this.#kv);
+    } catch (error) {
+      // Metadata unreachable: the zones known stay in use (the publish that needs them fails on
+      // its own transaction, with the metadata error); none known yet is the error.
+      if (this.#records.length === 0) throw error;
+      this.#readAt = performance.now();
+      return;
+    }
     if (!records.some((r) => r.zone === this.zone)) {
       records.push({ zone: this.zone, backend: "", createdBy: "", createdMs: 0 });
     }
