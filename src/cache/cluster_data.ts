@@ -779,6 +779,14 @@ export class ClusterData {
       console.error(`skyfs: cached chunk ${key} failed its checksum; fetching it again`);
       await this.#dropLocal(ino, index, fd);
     }
+    // A peer's request is filling it here from the backends: share that fetch (it asks no peer,
+    // so waiting for it cannot wait for this node). The other way round is not shared: a serve
+    // waiting for a local fill could wait for the asking peer.
+    const serving = this.#inflight.get(`serve/${key}`);
+    if (serving) {
+      await serving.catch(() => {});
+      if (this.#present(ino, state, index)) return;
+    }
     await this.#fill(ino, fd, state, index, ref);
   }
 

@@ -117,7 +117,6 @@ export class ClusterNode {
       kv,
       open: (spec) => openBackend(spec, options.io),
     });
-    await zoned.zones(); // known from the start (kept if metadata is unreachable later)
     const backend = new CountedBackend(zoned);
     const placement = { replicas: options.zoneReplicas ?? 2, sync: options.zoneSync ?? 1 };
     if (placement.sync > placement.replicas) {
