@@ -132,6 +132,8 @@ export class Membership {
   #stats: () => Record<string, number>;
   /** Called with the ids of nodes that left the ring (lease expired or revoked). */
   onLeft: (ids: string[]) => void = () => {};
+  /** Called after the ring was rebuilt (a node joined, left or moved). */
+  onRing: () => void = () => {};
 
   constructor(
     kv: MetaKV,
@@ -221,6 +223,7 @@ export class Membership {
     const before = this.ring.ids;
     this.ring = new Ring(nodes);
     const left = before.filter((id) => !nodes.some((n) => n.id === id));
+    this.onRing();
     if (left.length > 0) this.onLeft(left);
   }
 

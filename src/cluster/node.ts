@@ -173,6 +173,8 @@ export class ClusterNode {
     await membership.start();
     node.#watch();
     data.onQueued = () => replication.queued();
+    // A node that joins claimed its zone's record first: a new zone is placed from then on.
+    membership.onRing = () => zoned.forget();
     membership.onLeft = (ids) => {
       node.#orphansOfLeft(ids, log);
       // Their queued copies (entries they owned) are this zone's nodes' to make now.

@@ -144,6 +144,11 @@ export class ZonedBackend implements BackendStore, ZoneStores {
     return this.#records.map((r) => r.zone);
   }
 
+  /** Read the zone records again at the next need (a node joined: its zone may be new). */
+  forget(): void {
+    this.#readAt = -Infinity;
+  }
+
   /** The store of `zone` (this node's own for its zone); throws for a zone without a record. */
   async store(zone: string): Promise<BackendStore> {
     if (zone === this.zone) return this.#own;
