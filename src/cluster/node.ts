@@ -54,6 +54,8 @@ export class ClusterNode {
   readonly membership: Membership;
   readonly backend: BackendStore;
   readonly transport: PeerTransport;
+  /** Request counters of every zone's store this node used, by zone (its own: `backend`). */
+  zoneBackends = new Map<string, CountedBackend>();
   /** This zone's replication queue (copies to other zones, src/cluster/replication.ts). */
   readonly replication: ReplicationQueue;
   /** Set by the mount once the FUSE server exists. */
@@ -112,12 +114,18 @@ export class ClusterNode {
     const zone = options.zone ?? DEFAULT_ZONE;
     // The zone's backend is recorded by its first node; a node naming another refuses to start.
     await claimZone(kv, zone, options.backend, nodeId);
+    const zoneBackends = new Map<string, CountedBackend>();
     const zoned = new ZonedBackend(await openBackend(options.backend, options.io), {
       zone,
       kv,
-      open: (spec) => openBackend(spec, options.io),
+      open: async (spec, other) => {
+        const store = new CountedBackend(await openBackend(spec, options.io));
+        zoneBackends.set(other, store);
+        return store;
+      },
     });
     const backend = new CountedBackend(zoned);
+    zoneBackends.set(zone, backend);
     const placement = { replicas: options.zoneReplicas ?? 2, sync: options.zoneSync ?? 1 };
     if (placement.sync > placement.replicas) {
       throw new RangeError(
@@ -169,6 +177,7 @@ export class ClusterNode {
       delayMs: options.zoneReplicationDelayMs,
     });
     const node = new ClusterNode(kv, data, backend, server, transport, membership, replication);
+    node.zoneBackends = zoneBackends;
     membership.self.stats = undefined;
     await membership.start();
     node.#watch();

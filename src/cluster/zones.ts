@@ -98,7 +98,7 @@ export class ZonedBackend implements BackendStore, ZoneStores {
   readonly zone: string;
   readonly #own: BackendStore;
   readonly #kv: MetaKV;
-  readonly #open: (spec: string) => Promise<BackendStore>;
+  readonly #open: (spec: string, zone: string) => Promise<BackendStore>;
   readonly #stores = new Map<string, Promise<BackendStore>>();
   #records: ZoneRecord[] = [];
   #readAt = -Infinity;
@@ -109,7 +109,8 @@ export class ZonedBackend implements BackendStore, ZoneStores {
     options: {
       zone: string;
       kv: MetaKV;
-      open: (spec: string) => Promise<BackendStore>;
+      /** Opens another zone's store (the node counts its requests). */
+      open: (spec: string, zone: string) => Promise<BackendStore>;
     },
   ) {
     this.#own = own;
@@ -161,7 +162,7 @@ export class ZonedBackend implements BackendStore, ZoneStores {
     if (!record) throw new Error(`zone ${zone} has no record (cl/zones/${zone})`);
     let store = this.#stores.get(record.backend);
     if (store === undefined) {
-      store = this.#open(record.backend);
+      store = this.#open(record.backend, zone);
       store.catch(() => this.#stores.delete(record.backend)); // opened again at the next need
       this.#stores.set(record.backend, store);
     }

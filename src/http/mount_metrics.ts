@@ -288,6 +288,15 @@ function registerCacheMetrics(
     ["op"],
   );
   metrics.counter(
+    "skyfs_zone_backend_requests_total",
+    "Requests to each zone's backend store this node made (its own zone's and the others': placement copies, reads of other zones, GC), by operation.",
+    () =>
+      [...(cluster?.zoneBackends ?? [])].flatMap(([zone, store]) =>
+        BACKEND_OPS.map((op, i): [Labels, number] => [{ zone, op }, store.requests[i]])
+      ),
+    ["zone", "op"],
+  );
+  metrics.counter(
     "skyfs_backend_errors_total",
     "Backend requests that failed, by operation.",
     () => perBackendOp(backend?.errors),

@@ -63,6 +63,14 @@ async function latestHttpUrl(cluster: LocalCluster, node: LocalNode, starts = 1)
   return urls.at(-1)!;
 }
 
+/** A node's requests to `zone`'s store of operation `op` (skyfs_zone_backend_requests_total). */
+async function zoneRequests(cluster: LocalCluster, node: LocalNode, zone: string, op: string) {
+  const text = await (await fetch(`${await latestHttpUrl(cluster, node)}/metrics`)).text();
+  return parseMetricsText(text).find((s) =>
+    s.name === "skyfs_zone_backend_requests_total" && s.labels.zone === zone && s.labels.op === op
+  )?.value ?? 0;
+}
+
 async function tiers(cluster: LocalCluster, node: LocalNode) {
   return await metric(cluster, node, "skyfs_read_bytes_total", "tier");
 }
@@ -129,6 +137,11 @@ Deno.test({
       const copiesC = await metric(cluster, c, "skyfs_replication_copies_total", "mode");
       assert.equal(copies.queued + copiesC.queued, 6, JSON.stringify({ copies, copiesC }));
       assert.equal(copies.sync, 0);
+      // The copies' PUTs to z2's store are counted by zone.
+      assert.equal(
+        await zoneRequests(cluster, a, "z2", "put") + await zoneRequests(cluster, c, "z2", "put"),
+        6,
+      );
       await until(
         async () => (await metric(cluster, a, "skyfs_replication_queue_length"))[""] === 0,
         "a's skyfs_replication_queue_length back to 0",

@@ -91,6 +91,7 @@ export const MOUNT_METRICS = [
   "skyfs_backend_requests_total",
   "skyfs_backend_request_duration_seconds",
   "skyfs_backend_errors_total",
+  "skyfs_zone_backend_requests_total",
   "skyfs_uring_submissions_total",
   "skyfs_uring_completions_total",
   "skyfs_uring_enter_calls_total",
