@@ -169,6 +169,14 @@ function clusterOptions(config: Config) {
   if (config.get("mount.meta")?.startsWith("embedded")) {
     throw new UsageError("--backend needs a shared --meta curp://... or etcd://... store");
   }
+  const replicas = config.get("cluster.zone_replicas") ?? 2;
+  const sync = config.get("cluster.zone_sync") ?? 1;
+  if (sync > replicas) {
+    throw new UsageError(
+      `cluster.zone_sync (${sync}) exceeds cluster.zone_replicas (${replicas}): ` +
+        `lower zone_sync or raise zone_replicas`,
+    );
+  }
   return {
     backend,
     nodeId: config.get("cluster.node_id"),
@@ -176,6 +184,9 @@ function clusterOptions(config: Config) {
     listen: config.get("peer.listen"),
     cacheBytes: config.get("cache.bytes"),
     openLingerMs: config.get("cluster.open_linger_ms"),
+    zoneReplicas: config.get("cluster.zone_replicas"),
+    zoneSync: config.get("cluster.zone_sync"),
+    zoneReplicationDelayMs: config.get("cluster.zone_replication_delay_ms"),
     peerSend: config.get("peer.send"),
   };
 }

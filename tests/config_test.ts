@@ -212,6 +212,14 @@ Deno.test("config: bad keys and values are one line naming key, value and what i
       "bad zone",
     );
     assertOneLine(
+      await skyfs(
+        ["mount", mountpoint, "--meta", "curp://127.0.0.1:1", "--backend", join(dir, "b")],
+        { SKYFS_ZONE_SYNC: "3" },
+      ),
+      /cluster\.zone_sync \(3\) exceeds cluster\.zone_replicas \(2\): lower zone_sync or raise/,
+      "zone_sync above zone_replicas",
+    );
+    assertOneLine(
       await skyfs(["config", "--config", join(dir, "missing.toml")]),
       /Cannot read config file ".*missing\.toml"/,
       "missing file",

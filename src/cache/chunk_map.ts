@@ -17,6 +17,13 @@ export interface ChunkRef {
   crc: number;
   /** Bytes of the object as stored (0 in maps written before this field existed). */
   objectLength?: number;
+  /**
+   * Zones the version is placed in (issue 15 point 2), the writer's first: it holds the object
+   * when the map is published, the others once their copy is made (synchronous ones before the
+   * publish, queued ones when the replication queue, `cl/repl/`, drained). Absent in maps written
+   * without zones: every zone's store may be asked.
+   */
+  zones?: string[];
 }
 
 export type ChunkMap = Map<number, ChunkRef>;
@@ -27,7 +34,11 @@ const decoder = new TextDecoder();
 export function encodeChunkMap(map: ChunkMap): Uint8Array {
   const entries = [...map].sort((a, b) => a[0] - b[0]).map((
     [index, ref],
-  ) => [index, ref.version, ref.length, ref.crc, ref.objectLength ?? 0]);
+  ) =>
+    ref.zones
+      ? [index, ref.version, ref.length, ref.crc, ref.objectLength ?? 0, ref.zones]
+      : [index, ref.version, ref.length, ref.crc, ref.objectLength ?? 0]
+  );
   return encoder.encode(JSON.stringify({ v: 1, c: entries }));
 }
 
@@ -38,8 +49,16 @@ export function decodeChunkMap(bytes: Uint8Array | undefined): ChunkMap {
   if (parsed?.v !== 1 || !Array.isArray(parsed.c)) {
     throw new Error(`Chunk map has format ${JSON.stringify(parsed?.v)}; this build reads 1`);
   }
-  for (const [index, version, length, crc, objectLength] of parsed.c) {
-    map.set(index, { version, length, crc, objectLength });
+  for (const [index, version, length, crc, objectLength, zones] of parsed.c) {
+    map.set(
+      index,
+      Array.isArray(zones) ? { version, length, crc, objectLength, zones } : {
+        version,
+        length,
+        crc,
+        objectLength,
+      },
+    );
   }
   return map;
 }

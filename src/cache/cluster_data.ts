@@ -125,6 +125,63 @@ function isWhole(ref: ChunkRef): boolean {
   return ref.objectLength !== undefined && ref.objectLength === ref.length;
 }
 
+/**
+ * The backend stores of every zone (src/cluster/zones.ts ZonedBackend): this node's zone and the
+ * others', for placement, nearest-first reads and deletes across zones.
+ */
+export interface ZoneStores {
+  /** This node's zone. */
+  readonly zone: string;
+  /** Every zone, sorted by name (this node's included). */
+  zones(): Promise<string[]>;
+  /** A zone's store; throws for an unknown zone. */
+  store(zone: string): Promise<BackendStore>;
+}
+
+/** How many zones hold each chunk of a file, and how many before its fsync or close returns. */
+export interface PlacementPolicy {
+  /** Zones holding each chunk (config cluster.zone_replicas), capped at the zones that exist. */
+  replicas: number;
+  /** Zones holding it before fsync/close returns (config cluster.zone_sync), 1 = asynchronous. */
+  sync: number;
+}
+
+/** The zones a chunk written in `own` goes to: `own` first, then the next zones by name
+ * (wrapping around), `policy.replicas` in all; the first `policy.sync` are written before the
+ * publish, the rest queued. */
+export function placeChunk(
+  own: string,
+  zones: string[],
+  policy: PlacementPolicy,
+): { sync: string[]; queued: string[] } {
+  const sorted = [...new Set([...zones, own])].sort();
+  const at = sorted.indexOf(own);
+  const order = [...sorted.slice(at), ...sorted.slice(0, at)];
+  const replicas = Math.max(1, Math.min(policy.replicas, order.length));
+  const sync = Math.max(1, Math.min(policy.sync, replicas));
+  return { sync: order.slice(0, sync), queued: order.slice(sync, replicas) };
+}
+
+/** The replication queue entry of one chunk version: `cl/repl/<writer zone>/<ino hex>/<index>/<version>`. */
+export const REPL_PREFIX = "cl/repl/";
+
+export function replQueueKey(zone: string, ino: number, index: number, version: string) {
+  return new TextEncoder().encode(`${REPL_PREFIX}${zone}/${ino.toString(16)}/${index}/${version}`);
+}
+
+/** A queued copy: the object `chunkObjectKey(ino, index, version)` of the writer's zone goes to
+ * every zone of `targets`. `owner` drains it; another node of the zone takes it over once
+ * `owner` is not a live member. */
+export interface ReplEntry {
+  ino: number;
+  index: number;
+  version: string;
+  crc: number;
+  targets: string[];
+  owner: string;
+  queuedMs: number;
+}
+
 export interface ClusterDataOptions {
   /** This node's id: part of every chunk version it writes. */
   nodeId: string;
@@ -142,6 +199,11 @@ export interface ClusterDataOptions {
   /** How long this node's open record outlives the last close (OpenRecords). Default 60000 ms
    * (config cluster.open_linger_ms). */
   openLingerMs?: number;
+  /** The zones' stores; unset: one store, `backend`, and no placement. */
+  zones?: ZoneStores;
+  /** The placement of a file's chunks: cluster-wide now (config cluster.zone_replicas and
+   * cluster.zone_sync); the hook for a per-volume policy (issue 16). Default 2 and 1. */
+  placement?: (ino: number) => PlacementPolicy;
 }
 
 /** An uploaded chunk waiting for its map transaction. */
@@ -152,6 +214,8 @@ export interface PendingChunk {
   seq: number;
   /** CRC of the bytes [0, ref.length) as they sit in the local file. */
   localCrc: number;
+  /** Zones to copy it to after the publish (a replication queue entry in the same commit). */
+  queued?: string[];
 }
 
 interface FileState {
@@ -213,6 +277,14 @@ export interface CacheStats {
   backendFetchedBytes: number;
   /** Bytes of chunks this node served to peers (a range request counts its whole chunk). */
   peerServedBytes: number;
+  /** Bytes a miss read by tier (nearest first): a peer of this zone, this zone's backend, a peer
+   * of another zone, another zone's backend (skyfs_read_bytes_total). */
+  peerZoneBytes: number;
+  backendZoneBytes: number;
+  peerRemoteBytes: number;
+  backendRemoteBytes: number;
+  /** Chunk copies to other zones made before a publish (cluster.zone_sync > 1). */
+  syncCopies: number;
 }
 
 export class ClusterData {
@@ -236,6 +308,10 @@ export class ClusterData {
   readonly #uploadParallel: number;
   readonly #openLeaseSeconds: number | undefined;
   readonly #openLingerMs: number | undefined;
+  readonly zones: ZoneStores | undefined;
+  readonly #placement: (ino: number) => PlacementPolicy;
+  /** Set by the node: copies were queued by a publish of this node (the queue drains them). */
+  onQueued: () => void = () => {};
   /** Chunk maps read by `openElsewhere`, per transaction, for `dropInTxn`. */
   readonly #mapsRead = new WeakMap<NsTxn, Map<number, Uint8Array | undefined>>();
   /** Set by the vfs: an orphan this node held may be freed now. */
@@ -262,6 +338,8 @@ export class ClusterData {
     this.#uploadParallel = options.uploadParallel ?? 4;
     this.#openLeaseSeconds = options.openLeaseSeconds;
     this.#openLingerMs = options.openLingerMs;
+    this.zones = options.zones;
+    this.#placement = options.placement ?? (() => ({ replicas: 2, sync: 1 }));
     this.stats = {
       hits: 0,
       peerFills: 0,
@@ -276,6 +354,11 @@ export class ClusterData {
       peerDirectBytes: 0,
       backendFetchedBytes: 0,
       peerServedBytes: 0,
+      peerZoneBytes: 0,
+      backendZoneBytes: 0,
+      peerRemoteBytes: 0,
+      backendRemoteBytes: 0,
+      syncCopies: 0,
     };
   }
 
@@ -435,11 +518,28 @@ export class ClusterData {
   deleted(ino: number, objects: string[]): void {
     this.records.deletedWithInode(ino);
     this.forgetInode(ino);
-    for (const key of objects) {
-      this.backend.delete(key).catch((error) =>
-        console.error(`skyfs: deleting ${key} (gc will retry): ${(error as Error).message}`)
-      );
+    const zones = this.zones;
+    if (!zones) {
+      for (const key of objects) {
+        this.backend.delete(key).catch((error) =>
+          console.error(`skyfs: deleting ${key} (gc will retry): ${(error as Error).message}`)
+        );
+      }
+      return;
     }
+    // Every zone that may hold a copy (placed, or queued and copied meanwhile).
+    zones.zones().then(async (names) => {
+      for (const zone of names) {
+        const store = zone === zones.zone ? this.backend : await zones.store(zone);
+        for (const key of objects) {
+          await store.delete(key).catch((error) =>
+            console.error(
+              `skyfs: deleting ${key} in zone ${zone} (gc will retry): ${(error as Error).message}`,
+            )
+          );
+        }
+      }
+    }).catch((error) => console.error(`skyfs: deleting objects of ${ino}: ${error}`));
   }
 
   hasDirty(ino: number): boolean {
@@ -679,6 +779,14 @@ export class ClusterData {
       console.error(`skyfs: cached chunk ${key} failed its checksum; fetching it again`);
       await this.#dropLocal(ino, index, fd);
     }
+    // A peer's request is filling it here from the backends: share that fetch (it asks no peer,
+    // so waiting for it cannot wait for this node). The other way round is not shared: a serve
+    // waiting for a local fill could wait for the asking peer.
+    const serving = this.#inflight.get(`serve/${key}`);
+    if (serving) {
+      await serving.catch(() => {});
+      if (this.#present(ino, state, index)) return;
+    }
     await this.#fill(ino, fd, state, index, ref);
   }
 
@@ -792,29 +900,106 @@ export class ClusterData {
     this.stats.bytes = this.index.bytes;
   }
 
-  /** The backend's copy of a chunk's file bytes, the whole object checked against its CRC. */
+  /**
+   * The backends' copy of a chunk's file bytes, the whole object checked against its CRC: this
+   * zone's store, then the other zones the map places it in (fetchFromZone, fetchFromRemote).
+   * EIO naming the last failure when none has it.
+   */
   async fetchFromBackend(ino: number, index: number, ref: ChunkRef): Promise<Uint8Array> {
+    const errors: string[] = [];
+    const data = await this.fetchFromZone(ino, index, ref, errors) ??
+      await this.fetchFromRemote(ino, index, ref, errors);
+    if (data) return data;
+    throw new FsError(
+      "EIO",
+      errors.at(-1) ?? `backend object ${chunkObjectKey(ino, index, ref.version)} is missing`,
+    );
+  }
+
+  /** Whether this node's zone is one the map places the chunk in (or the map does not say). */
+  inOwnZone(ref: ChunkRef): boolean {
+    return !this.zones || !ref.zones || ref.zones.includes(this.zones.zone);
+  }
+
+  /** Other zones the map places the chunk in, in its order (every other zone if it does not say). */
+  async remoteZones(ref: ChunkRef): Promise<string[]> {
+    const zones = this.zones;
+    if (!zones) return [];
+    return (ref.zones ?? await zones.zones()).filter((z) => z !== zones.zone);
+  }
+
+  /** Tier backend_zone: this zone's store, if the map places the chunk here (a queued copy not
+   * made yet reads as absent). Failures are pushed to `errors`. */
+  async fetchFromZone(ino: number, index: number, ref: ChunkRef, errors: string[] = []) {
+    if (!this.inOwnZone(ref)) return undefined;
+    const data = await this.#fetchFrom(
+      this.backend,
+      `the ${this.backend.kind} backend`,
+      ino,
+      index,
+      ref,
+      errors,
+    );
+    if (data) this.stats.backendZoneBytes += data.length;
+    return data;
+  }
+
+  /** Tier backend_remote: the other zones' stores placed in the map, in its order. */
+  async fetchFromRemote(ino: number, index: number, ref: ChunkRef, errors: string[] = []) {
+    for (const zone of await this.remoteZones(ref)) {
+      let store: BackendStore;
+      try {
+        store = await this.zones!.store(zone);
+      } catch (error) {
+        errors.push(`cannot reach zone ${zone}'s backend: ${(error as Error).message}`);
+        continue;
+      }
+      const data = await this.#fetchFrom(
+        store,
+        `zone ${zone}'s ${store.kind} backend`,
+        ino,
+        index,
+        ref,
+        errors,
+      );
+      if (data) {
+        this.stats.backendRemoteBytes += data.length;
+        return data;
+      }
+    }
+    return undefined;
+  }
+
+  async #fetchFrom(
+    store: BackendStore,
+    where: string,
+    ino: number,
+    index: number,
+    ref: ChunkRef,
+    errors: string[],
+  ): Promise<Uint8Array | undefined> {
     const key = chunkObjectKey(ino, index, ref.version);
     let data;
     try {
-      data = await this.backend.get(key);
+      data = await store.get(key);
     } catch (error) {
       // As an upload failure: EIO naming the backend (the mount logs it as one line).
-      throw new FsError(
-        "EIO",
-        `cannot read chunk ${ino}/${index} from the ${this.backend.kind} backend: ${
-          (error as Error).message
-        }`,
-      );
+      errors.push(`cannot read chunk ${ino}/${index} from ${where}: ${(error as Error).message}`);
+      return undefined;
     }
-    if (!data) throw new FsError("EIO", `backend object ${key} is missing`);
+    if (!data) {
+      errors.push(`backend object ${key} is missing (${where})`);
+      return undefined;
+    }
     if (crc32(data) !== ref.crc) {
       this.stats.checksumFailures++;
-      throw new FsError("EIO", `backend object ${key} fails its checksum`);
+      errors.push(`backend object ${key} fails its checksum (${where})`);
+      return undefined;
     }
     this.stats.backendFetchedBytes += data.length;
     if (data.length < ref.length) {
-      throw new FsError("EIO", `backend object ${key} has ${data.length} bytes, not ${ref.length}`);
+      errors.push(`backend object ${key} has ${data.length} bytes, not ${ref.length}`);
+      return undefined;
     }
     return data.subarray(0, ref.length);
   }
@@ -932,6 +1117,25 @@ export class ClusterData {
 
   async #uploadFrom(ino: number, fd: number, state: FileState): Promise<PendingChunk[]> {
     const size = libc.fstat(fd).size;
+    // Where this publish's chunks go: this zone's store now, `sync` zones in all before the
+    // publish, the rest queued in the publishing transaction (placeChunk).
+    const zones = this.zones;
+    const zoneNames = zones ? await zones.zones() : [];
+    const placed = zones ? placeChunk(zones.zone, zoneNames, this.#placement(ino)) : undefined;
+    const syncStores = zones && placed
+      ? await Promise.all(
+        placed.sync.slice(1).map(async (zone) => {
+          try {
+            return { zone, store: await zones.store(zone) };
+          } catch (error) {
+            throw new FsError(
+              "EIO",
+              `cannot reach zone ${zone}'s backend: ${(error as Error).message}`,
+            );
+          }
+        }),
+      )
+      : [];
     const work = [...state.dirty].filter(([index]) => index * CHUNK_SIZE < size);
     const out: PendingChunk[] = [];
     const next = async (): Promise<void> => {
@@ -954,8 +1158,9 @@ export class ClusterData {
             (++this.#versionCounter)
               .toString(36)
           }`;
+          const objectKey = chunkObjectKey(ino, index, version);
           try {
-            await this.backend.put(chunkObjectKey(ino, index, version), data);
+            await this.backend.put(objectKey, data);
           } catch (error) {
             throw new FsError(
               "EIO",
@@ -964,12 +1169,32 @@ export class ClusterData {
               }`,
             );
           }
+          // cluster.zone_sync > 1: the other synchronous zones hold it before the publish.
+          await Promise.all(syncStores.map(async ({ zone, store }) => {
+            try {
+              await store.put(objectKey, data);
+              this.stats.syncCopies++;
+            } catch (error) {
+              throw new FsError(
+                "EIO",
+                `cannot store chunk ${ino}/${index} in zone ${zone}'s backend: ${
+                  (error as Error).message
+                }`,
+              );
+            }
+          }));
           const crc = crc32(data);
+          const ref: ChunkRef = { version, length: data.length, crc, objectLength: data.length };
+          // With one zone there is nothing to say (and the map stays as small as before zones).
+          if (placed && zoneNames.length > 1) {
+            ref.zones = [...placed.sync, ...placed.queued];
+          }
           out.push({
             index,
             seq,
-            ref: { version, length: data.length, crc, objectLength: data.length },
+            ref,
             localCrc: crc,
+            ...(placed && placed.queued.length > 0 ? { queued: placed.queued } : {}),
           });
         } finally {
           recycleBuffer(data);
@@ -986,11 +1211,33 @@ export class ClusterData {
     const map = decodeChunkMap(await tx.getChunkMap(ino));
     for (const p of pending) map.set(p.index, p.ref);
     tx.putChunkMap(ino, encodeChunkMap(truncateChunkMap(map, size)));
+    // The copies to other zones are queued in the same commit: a crash after it leaves them in
+    // the queue for another node of this zone (src/cluster/replication.ts).
+    const zone = this.zones?.zone;
+    if (zone === undefined) return;
+    const now = Date.now();
+    for (const p of pending) {
+      if (!p.queued || p.index * CHUNK_SIZE >= size) continue;
+      const entry: ReplEntry = {
+        ino,
+        index: p.index,
+        version: p.ref.version,
+        crc: p.ref.crc,
+        targets: p.queued,
+        owner: this.nodeId,
+        queuedMs: now,
+      };
+      tx.putOutside(
+        replQueueKey(zone, ino, p.index, p.ref.version),
+        new TextEncoder().encode(JSON.stringify(entry)),
+      );
+    }
   }
 
   /** After the publishing transaction committed. */
   published(ino: number, pending: PendingChunk[]): void {
     this.#pageSignatures.delete(ino);
+    if (pending.some((p) => p.queued)) this.onQueued();
     const state = this.#files.get(ino);
     if (!state) return;
     for (const p of pending) {

@@ -4,7 +4,8 @@
  * younger than the grace period is kept even if unnamed: it may be an upload whose map
  * transaction has not committed yet. Orphans (files unlinked while open) that no node has open
  * any more are deleted first: their last holder crashed, so its open record went with its lease
- * and no last close freed them.
+ * and no last close freed them. With zones, every zone's store is swept: an old version is freed
+ * in every zone that holds it (placed there, or copied by the replication queue).
  * @module
  */
 
@@ -14,9 +15,11 @@ import { decodeInode, keys } from "../meta/namespace.ts";
 import { openGuardKey, openRecordsPrefix } from "./open_records.ts";
 import { type BackendStore, chunkObjectKey, parseChunkObjectKey } from "./backend.ts";
 import { decodeChunkMap } from "./chunk_map.ts";
+import type { ZoneStores } from "./cluster_data.ts";
 
 export interface GcReport {
   orphansPurged: number;
+  /** Over every zone swept. */
   objectsDeleted: number;
   mapsDeleted: number;
   objectsKept: number;
@@ -30,13 +33,20 @@ function inoOf(key: Uint8Array): number {
 export async function collectGarbage(
   kv: MetaKV,
   backend: BackendStore,
-  options: { graceMs?: number; now?: number } = {},
+  options: { graceMs?: number; now?: number; zones?: ZoneStores } = {},
 ): Promise<GcReport> {
   const graceMs = options.graceMs ?? 10 * 60_000;
   const now = options.now ?? Date.now();
-  // Objects are listed first: one uploaded after this listing is not looked at, and one listed
-  // here is either named by a map read below or older than the grace period.
-  const objects = await backend.list("c/");
+  // Objects are listed first: one uploaded (or copied) after this listing is not looked at, and
+  // one listed here is either named by a map read below or older than the grace period.
+  const stores: BackendStore[] = [backend];
+  const zones = options.zones;
+  if (zones) {
+    for (const zone of await zones.zones()) {
+      if (zone !== zones.zone) stores.push(await zones.store(zone));
+    }
+  }
+  const listed = await Promise.all(stores.map((store) => store.list("c/")));
   const orphansPurged = await purgeOrphans(kv);
   const named = new Set<string>();
   let mapsDeleted = 0;
@@ -59,14 +69,16 @@ export async function collectGarbage(
   }
   let objectsDeleted = 0;
   let objectsKept = 0;
-  for (const object of objects) {
-    if (!parseChunkObjectKey(object.key)) continue;
-    if (named.has(object.key) || now - object.modifiedMs < graceMs) {
-      objectsKept++;
-      continue;
+  for (const [i, objects] of listed.entries()) {
+    for (const object of objects) {
+      if (!parseChunkObjectKey(object.key)) continue;
+      if (named.has(object.key) || now - object.modifiedMs < graceMs) {
+        objectsKept++;
+        continue;
+      }
+      await stores[i].delete(object.key);
+      objectsDeleted++;
     }
-    await backend.delete(object.key);
-    objectsDeleted++;
   }
   return { orphansPurged, objectsDeleted, mapsDeleted, objectsKept };
 }

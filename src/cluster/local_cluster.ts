@@ -28,6 +28,9 @@ export interface LocalNode {
   zone?: string;
   /** Its `--backend`; unset = the cluster's one backend directory. */
   backend?: string;
+  /** Environment added to the cluster's `nodeEnv` for this node alone (a config key for one
+   * node, e.g. SKYFS_ZONE_SYNC), taken at its next start. */
+  env?: Record<string, string>;
   child?: Deno.ChildProcess;
   /** With `netns`: the node's network namespace, its address there and the host end of its
    * veth pair (down = the node is cut off from everything). */
@@ -350,7 +353,7 @@ export class LocalCluster {
         ...(node.zone ? ["--zone", node.zone] : []),
         ...listen,
       ],
-      env: this.nodeEnv,
+      env: { ...this.nodeEnv, ...node.env },
       stdout: "null",
       stderr: "piped",
     }).spawn();

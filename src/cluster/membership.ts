@@ -70,6 +70,25 @@ export class Ring {
     return [...new Set(this.#points.map((p) => p.node.id))];
   }
 
+  /** Per zone, the ring of that zone's nodes (built at first use). */
+  readonly #zones = new Map<string, Ring>();
+
+  /**
+   * The node owning `key` among the nodes of `zone` (a record without a zone is in "default"),
+   * or undefined when the zone has none: the peer ring of a zone (issue 15 point 3), so a miss
+   * asks a peer of its own zone first.
+   */
+  ownerIn(key: string, zone: string): NodeInfo | undefined {
+    let ring = this.#zones.get(zone);
+    if (!ring) {
+      const nodes = [...new Set(this.#points.map((p) => p.node))].filter((n) =>
+        (n.zone ?? "default") === zone
+      );
+      this.#zones.set(zone, ring = new Ring(nodes));
+    }
+    return ring.owner(key);
+  }
+
   /** The node owning `key`, or undefined on an empty ring. */
   owner(key: string): NodeInfo | undefined {
     if (this.#points.length === 0) return undefined;
@@ -113,6 +132,8 @@ export class Membership {
   #stats: () => Record<string, number>;
   /** Called with the ids of nodes that left the ring (lease expired or revoked). */
   onLeft: (ids: string[]) => void = () => {};
+  /** Called after the ring was rebuilt (a node joined, left or moved). */
+  onRing: () => void = () => {};
 
   constructor(
     kv: MetaKV,
@@ -202,6 +223,7 @@ export class Membership {
     const before = this.ring.ids;
     this.ring = new Ring(nodes);
     const left = before.filter((id) => !nodes.some((n) => n.id === id));
+    this.onRing();
     if (left.length > 0) this.onLeft(left);
   }
 

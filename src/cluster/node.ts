@@ -14,6 +14,7 @@ import type { ChunkRef } from "../cache/chunk_map.ts";
 import { peerThenBackend } from "./peer_source.ts";
 import { Membership } from "./membership.ts";
 import { claimZone, DEFAULT_ZONE, ZonedBackend } from "./zones.ts";
+import { ReplicationQueue } from "./replication.ts";
 import type { PeerTransport } from "./transport.ts";
 import { openPeers, type PeerSendMode } from "./uring_transport.ts";
 import { probeRdma } from "./rdma_probe.ts";
@@ -35,6 +36,12 @@ export interface ClusterNodeOptions {
   /** How long a file's open record outlives its last close here (config
    * cluster.open_linger_ms). Default 60 s (OpenRecords). */
   openLingerMs?: number;
+  /** Zones holding each chunk (config cluster.zone_replicas). Default 2 (capped at the zones). */
+  zoneReplicas?: number;
+  /** Zones holding a chunk before fsync/close returns (config cluster.zone_sync). Default 1. */
+  zoneSync?: number;
+  /** Delay of the writer's own queued copies (config cluster.zone_replication_delay_ms). */
+  zoneReplicationDelayMs?: number;
   /** How the io_uring peer server sends a cached chunk (config peer.send). Default splice. */
   peerSend?: PeerSendMode;
   log?: (line: string) => void;
@@ -47,6 +54,10 @@ export class ClusterNode {
   readonly membership: Membership;
   readonly backend: BackendStore;
   readonly transport: PeerTransport;
+  /** Request counters of every zone's store this node used, by zone (its own: `backend`). */
+  zoneBackends = new Map<string, CountedBackend>();
+  /** This zone's replication queue (copies to other zones, src/cluster/replication.ts). */
+  readonly replication: ReplicationQueue;
   /** Set by the mount once the FUSE server exists. */
   onInodeChanged: (ino: number) => void = () => {};
   /** Set by the mount: names changed elsewhere (once per batch of watch events). */
@@ -66,17 +77,28 @@ export class ClusterNode {
     server: { address: string; close: () => void },
     transport: PeerTransport,
     membership: Membership,
+    replication: ReplicationQueue,
   ) {
     this.#kv = kv;
+    this.replication = replication;
     this.data = data;
     this.backend = backend;
     this.#server = server;
     this.membership = membership;
     this.transport = transport;
+    const zone = membership.self.zone ?? DEFAULT_ZONE;
     data.source = peerThenBackend(data, this.transport, {
+      // The peer ring of this node's zone: a miss asks a peer of its own zone first.
       owner: (ino, index) => {
-        const owner = this.membership.ring.owner(`${ino}/${index}`);
+        const owner = this.membership.ring.ownerIn(`${ino}/${index}`, zone);
         return owner && owner.id !== data.nodeId ? owner : undefined;
+      },
+      remoteOwner: (ino, index, zones) => {
+        for (const other of zones) {
+          const owner = this.membership.ring.ownerIn(`${ino}/${index}`, other);
+          if (owner) return owner;
+        }
+        return undefined;
       },
       fetched: () => this.peerFetches++,
       failed: () => this.peerFailures++,
@@ -92,19 +114,33 @@ export class ClusterNode {
     const zone = options.zone ?? DEFAULT_ZONE;
     // The zone's backend is recorded by its first node; a node naming another refuses to start.
     await claimZone(kv, zone, options.backend, nodeId);
-    const backend = new CountedBackend(
-      new ZonedBackend(await openBackend(options.backend, options.io), {
-        zone,
-        kv,
-        open: (spec) => openBackend(spec, options.io),
-        log,
-      }),
-    );
+    const zoneBackends = new Map<string, CountedBackend>();
+    const zoned = new ZonedBackend(await openBackend(options.backend, options.io), {
+      zone,
+      kv,
+      open: async (spec, other) => {
+        const store = new CountedBackend(await openBackend(spec, options.io));
+        zoneBackends.set(other, store);
+        return store;
+      },
+    });
+    const backend = new CountedBackend(zoned);
+    zoneBackends.set(zone, backend);
+    const placement = { replicas: options.zoneReplicas ?? 2, sync: options.zoneSync ?? 1 };
+    if (placement.sync > placement.replicas) {
+      throw new RangeError(
+        `cluster.zone_sync (${placement.sync}) exceeds cluster.zone_replicas ` +
+          `(${placement.replicas}): lower zone_sync or raise zone_replicas`,
+      );
+    }
     const data = new ClusterData(dataDir, {
       nodeId,
       backend,
       capacityBytes: options.cacheBytes,
       openLingerMs: options.openLingerMs,
+      zones: zoned,
+      // Cluster-wide; a per-volume policy (issue 16) answers here by inode.
+      placement: () => placement,
     });
     const [host, port] = splitHostPort(options.listen ?? "127.0.0.1:0");
     // io_uring sockets (splice from the cache file, reads into the reader's buffer) where the
@@ -134,11 +170,26 @@ export class ClusterNode {
       address: server.address,
       startedMs: Date.now(),
     }, { stats: () => ({ ...data.stats }) });
-    const node = new ClusterNode(kv, data, backend, server, transport, membership);
+    const replication = new ReplicationQueue(kv, zoned, {
+      nodeId,
+      isLive: (id) => membership.ring.node(id) !== undefined,
+      log,
+      delayMs: options.zoneReplicationDelayMs,
+    });
+    const node = new ClusterNode(kv, data, backend, server, transport, membership, replication);
+    node.zoneBackends = zoneBackends;
     membership.self.stats = undefined;
     await membership.start();
     node.#watch();
-    membership.onLeft = (ids) => node.#orphansOfLeft(ids, log);
+    data.onQueued = () => replication.queued();
+    // A node that joins claimed its zone's record first: a new zone is placed from then on.
+    membership.onRing = () => zoned.forget();
+    membership.onLeft = (ids) => {
+      node.#orphansOfLeft(ids, log);
+      // Their queued copies (entries they owned) are this zone's nodes' to make now.
+      replication.kick();
+    };
+    replication.start();
     node.#gcTimer = setInterval(() =>
       node.collectGarbage().catch((error) => {
         log(`skyfs: backend garbage collection failed: ${(error as Error).message}`);
@@ -194,7 +245,7 @@ export class ClusterNode {
    * one node sweeps at a time while membership is stable). */
   async collectGarbage(): Promise<void> {
     if (this.membership.ring.owner("gc")?.id !== this.data.nodeId) return;
-    const report = await collectGarbage(this.#kv, this.backend);
+    const report = await collectGarbage(this.#kv, this.backend, { zones: this.data.zones });
     if (report.objectsDeleted + report.mapsDeleted > 0) {
       console.error(
         `skyfs: gc deleted ${report.objectsDeleted} objects, ${report.mapsDeleted} chunk maps`,
@@ -225,6 +276,7 @@ export class ClusterNode {
   async stop(): Promise<void> {
     for (const timer of this.#orphanTimers) clearTimeout(timer);
     if (this.#gcTimer !== undefined) clearInterval(this.#gcTimer);
+    await this.replication.stop();
     this.#watcher?.cancel();
     await this.membership.stop();
     this.#server.close();

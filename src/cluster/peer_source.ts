@@ -1,7 +1,10 @@
 /**
- * Where a node's local miss is read from: the chunk's owner over the peer transport, then the
- * backend on any peer failure (even mid-chunk). Used by ClusterNode and, unchanged, by
- * bench/cluster (which has no membership and names the owner itself).
+ * Where a node's local miss is read from, nearest first (issue 15 point 3): the chunk's owner
+ * among this zone's nodes over the peer transport, this zone's backend, the chunk's owner in
+ * another zone the map places it in, that zone's backend; each tier after a failure of the one
+ * before (even mid-chunk). Used by ClusterNode and, unchanged, by bench/cluster (which has no
+ * membership and names the owner itself). ClusterData fetches each chunk once per node across
+ * concurrent readers (its in-flight map covers the whole chain).
  * @module
  */
 
@@ -13,12 +16,22 @@ import {
 } from "../cache/cluster_data.ts";
 import type { ChunkRef } from "../cache/chunk_map.ts";
 import { recycleBuffer } from "../cache/buffer_pool.ts";
+import { chunkObjectKey } from "../cache/backend.ts";
+import { FsError } from "../fs_error.ts";
 import type { PeerTransport } from "./transport.ts";
 import type { GetChunk, GetRange } from "./peer_wire.ts";
 
 export interface PeerSourceOptions {
-  /** The peer owning the chunk, or undefined when it is this node (or there is none). */
+  /** The peer owning the chunk among this zone's nodes, or undefined when it is this node (or
+   * there is none). */
   owner(ino: number, index: number): { id: string; address: string } | undefined;
+  /** The chunk's owner among the live nodes of the first of `zones` that has one (tier
+   * peer_remote), or undefined. */
+  remoteOwner?(
+    ino: number,
+    index: number,
+    zones: string[],
+  ): { id: string; address: string } | undefined;
   /** A chunk came from its owner. */
   fetched?(): void;
   /** The owner failed; the backend is read instead. */
@@ -71,6 +84,34 @@ export function peerThenBackend(
   const prefetchOwners = (ino: number, byOwner: Map<string, GetRange[]>) => {
     for (const [address, ranges] of byOwner) transport.prefetch?.(address, `${ino}`, ranges);
   };
+  const remoteOwner = async (ino: number, index: number, ref: ChunkRef) => {
+    if (!options.remoteOwner) return undefined;
+    const zones = await data.remoteZones(ref);
+    return zones.length > 0 ? options.remoteOwner(ino, index, zones) : undefined;
+  };
+  /** After the zone's tiers: the remote owner's bytes, else another zone's store. */
+  const fromAfar = async (ino: number, index: number, ref: ChunkRef, errors: string[]) => {
+    const far = await remoteOwner(ino, index, ref);
+    if (far) {
+      try {
+        const bytes = await transport.getChunk(far.address, request(ino, index, ref));
+        checkChunk(bytes, ref, `chunk ${ino}/${index} from ${far.id}`);
+        options.fetched?.();
+        data.stats.peerFills++;
+        data.stats.peerFetchedBytes += bytes.length;
+        data.stats.peerRemoteBytes += bytes.length;
+        return bytes;
+      } catch (error) {
+        failed(far, `${ino}/${index}`, error);
+      }
+    }
+    const bytes = await data.fetchFromRemote(ino, index, ref, errors);
+    if (bytes) return bytes;
+    throw new FsError(
+      "EIO",
+      errors.at(-1) ?? `backend object ${chunkObjectKey(ino, index, ref.version)} is missing`,
+    );
+  };
   return {
     async fetch(ino, index, ref) {
       const owner = options.owner(ino, index);
@@ -82,12 +123,15 @@ export function peerThenBackend(
           options.fetched?.();
           data.stats.peerFills++;
           data.stats.peerFetchedBytes += bytes.length;
+          data.stats.peerZoneBytes += bytes.length;
           return bytes;
         } catch (error) {
           failed(owner, `${ino}/${index}`, error);
         }
       }
-      return await data.fetchFromBackend(ino, index, ref);
+      const errors: string[] = [];
+      return await data.fetchFromZone(ino, index, ref, errors) ??
+        await fromAfar(ino, index, ref, errors);
     },
     /**
      * Part of a chunk straight from its owner into the reader's buffer (transports that can:
@@ -116,6 +160,7 @@ export function peerThenBackend(
           await reading;
           data.stats.peerFetchedBytes += into.length;
           data.stats.peerDirectBytes += into.length;
+          data.stats.peerZoneBytes += into.length;
           return true;
         } catch (error) {
           failed(owner, `${ino}/${index} [${offset}, +${into.length})`, error);
@@ -140,12 +185,15 @@ export function peerThenBackend(
           options.fetched?.();
           data.stats.peerFills++;
           data.stats.peerFetchedBytes += ref.length;
+          data.stats.peerZoneBytes += ref.length;
           return;
         } catch (error) {
           failed(owner, `${ino}/${index}`, error);
         }
       }
-      const bytes = await data.fetchFromBackend(ino, index, ref);
+      const errors: string[] = [];
+      const bytes = await data.fetchFromZone(ino, index, ref, errors) ??
+        await fromAfar(ino, index, ref, errors);
       await sink(bytes, 0);
       recycleBuffer(bytes); // the sink wrote them into the local file; nothing else holds them
     },

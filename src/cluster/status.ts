@@ -1,12 +1,14 @@
 /**
  * `skyfs status`: the metadata replicas (CURP: each one's role, term and applied index, or why it
  * does not answer) and the live nodes of a cluster (from their membership records in metadata),
- * each with its peer address, cache use and hit rate. `clusterStatusReport` is the data (also
+ * each with its peer address, cache use and hit rate, and the zones' replication queues. `clusterStatusReport` is the data (also
  * served as JSON at /api/v1/status), `clusterStatus` the text the command prints.
  * @module
  */
 
 import type { MetaKV } from "../meta/kv.ts";
+import { prefixEnd } from "../meta/kv.ts";
+import { REPL_PREFIX } from "../cache/cluster_data.ts";
 import { CurpKV } from "../meta/curp/curp_kv.ts";
 import { fetchStatus, type ReplicaStatus } from "../meta/curp/server.ts";
 import { listNodes, type NodeInfo } from "./membership.ts";
@@ -27,6 +29,10 @@ export interface ZoneReport {
   /** Absent for a zone whose live nodes have no record (nodes older than zones). */
   backend?: string;
   liveNodes: number;
+  /** Copies to other zones queued by writers of this zone (`cl/repl/<zone>/`), when any. */
+  queued?: number;
+  /** Age of the oldest of them, ms. */
+  oldestQueuedMs?: number;
 }
 
 export interface ClusterStatusReport {
@@ -52,6 +58,21 @@ export async function clusterStatusReport(kv: MetaKV): Promise<ClusterStatusRepo
     zone.liveNodes++;
     zones.set(zone.zone, zone);
   }
+  const now = Date.now();
+  const prefix = new TextEncoder().encode(REPL_PREFIX);
+  for (const item of (await kv.range({ key: prefix, rangeEnd: prefixEnd(prefix) })).kvs) {
+    let entry: { queuedMs?: number };
+    try {
+      entry = JSON.parse(new TextDecoder().decode(item.value));
+    } catch {
+      continue; // a foreign value
+    }
+    const name = new TextDecoder().decode(item.key.subarray(prefix.length)).split("/")[0];
+    const zone = zones.get(name) ?? { zone: name, liveNodes: 0 };
+    zone.queued = (zone.queued ?? 0) + 1;
+    zone.oldestQueuedMs = Math.max(zone.oldestQueuedMs ?? 0, now - (entry.queuedMs ?? now));
+    zones.set(name, zone);
+  }
   const sorted = [...zones.values()].sort((a, b) => a.zone < b.zone ? -1 : 1);
   return { replicas, leaders, nodes, zones: sorted, rdma: probeRdma().reason };
 }
@@ -65,6 +86,20 @@ export async function clusterStatus(kv: MetaKV): Promise<string> {
     lines.push(
       `  ${zone.zone.padEnd(33)} ${String(zone.liveNodes).padStart(10)}  ${
         zone.backend ?? "(no record)"
+      }`,
+    );
+  }
+  const queues = report.zones.filter((z) => z.queued);
+  if (queues.length > 0 || report.zones.length > 1) {
+    lines.push(
+      `replication queue: ${
+        queues.length === 0
+          ? "empty"
+          : queues.map((z) =>
+            `${z.zone} ${z.queued} cop${z.queued === 1 ? "y" : "ies"} (oldest ${
+              ((z.oldestQueuedMs ?? 0) / 1000).toFixed(1)
+            } s)`
+          ).join(", ")
       }`,
     );
   }

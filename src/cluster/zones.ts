@@ -8,6 +8,7 @@
  */
 
 import type { BackendStore } from "../cache/backend.ts";
+import type { ZoneStores } from "../cache/cluster_data.ts";
 import type { MetaKV } from "../meta/kv.ts";
 import { prefixEnd } from "../meta/kv.ts";
 
@@ -82,44 +83,41 @@ export async function listZones(kv: MetaKV): Promise<ZoneRecord[]> {
   return out.sort((a, b) => a.zone < b.zone ? -1 : a.zone > b.zone ? 1 : 0);
 }
 
-/** How long the other zones' records are trusted before a read miss reads them again. */
+/** How long the zone records are trusted before a placement or a read miss reads them again. */
 const ZONE_RECORDS_TTL_MS = 10_000;
 
 /**
- * A node's backend in a cluster with zones: writes, deletes and listings go to its own zone's
- * store; a read that its own store does not have tries every other zone's store, in zone name
- * order, opened from their records on first need (so a zone's nodes reach the other zones' stores,
- * issue 15 point 1). Until placement copies chunks between zones (point 2), this is how a file
- * written in one zone is read in another when no peer holding it answers.
+ * A node's backend in a cluster with zones: writes, deletes, listings and gets go to its own
+ * zone's store; the other zones' stores are reached through `store(zone)` (opened from their
+ * records on first need), which ClusterData uses for placement (synchronous copies), the
+ * nearest-first read order and GC, and the replication queue for its copies (issue 15 points
+ * 2-3).
  */
-export class ZonedBackend implements BackendStore {
+export class ZonedBackend implements BackendStore, ZoneStores {
   readonly kind: string;
+  readonly zone: string;
   readonly #own: BackendStore;
-  readonly #zone: string;
   readonly #kv: MetaKV;
-  readonly #open: (spec: string) => Promise<BackendStore>;
-  readonly #log: (line: string) => void;
+  readonly #open: (spec: string, zone: string) => Promise<BackendStore>;
   readonly #stores = new Map<string, Promise<BackendStore>>();
-  #others: ZoneRecord[] = [];
+  #records: ZoneRecord[] = [];
   #readAt = -Infinity;
   #reading: Promise<void> | undefined;
-  readonly #failed = new Set<string>();
 
   constructor(
     own: BackendStore,
     options: {
       zone: string;
       kv: MetaKV;
-      open: (spec: string) => Promise<BackendStore>;
-      log: (line: string) => void;
+      /** Opens another zone's store (the node counts its requests). */
+      open: (spec: string, zone: string) => Promise<BackendStore>;
     },
   ) {
     this.#own = own;
     this.kind = own.kind;
-    this.#zone = options.zone;
+    this.zone = options.zone;
     this.#kv = options.kv;
     this.#open = options.open;
-    this.#log = options.log;
   }
 
   put(key: string, data: Uint8Array): Promise<void> {
@@ -134,33 +132,41 @@ export class ZonedBackend implements BackendStore {
     return this.#own.list(prefix);
   }
 
-  async get(key: string): Promise<Uint8Array | undefined> {
-    const found = await this.#own.get(key);
-    if (found !== undefined) return found;
+  get(key: string): Promise<Uint8Array | undefined> {
+    return this.#own.get(key);
+  }
+
+  /** Every zone with a record, sorted by name (read again after ZONE_RECORDS_TTL_MS). */
+  async zones(): Promise<string[]> {
     if (performance.now() - this.#readAt > ZONE_RECORDS_TTL_MS) {
       this.#reading ??= this.#readRecords().finally(() => this.#reading = undefined);
       await this.#reading;
     }
-    let lastError: unknown;
-    for (const record of this.#others) {
-      try {
-        const store = await this.#store(record.backend);
-        const bytes = await store.get(key);
-        if (bytes !== undefined) return bytes;
-      } catch (error) {
-        lastError = error;
-        if (!this.#failed.has(record.zone)) {
-          this.#failed.add(record.zone);
-          this.#log(
-            `skyfs: zone ${record.zone}'s backend ${record.backend} failed a read (next zone ` +
-              `tried): ${(error as Error).message}`,
-          );
-        }
-      }
+    return this.#records.map((r) => r.zone);
+  }
+
+  /** Read the zone records again at the next need (a node joined: its zone may be new). */
+  forget(): void {
+    this.#readAt = -Infinity;
+  }
+
+  /** The store of `zone` (this node's own for its zone); throws for a zone without a record. */
+  async store(zone: string): Promise<BackendStore> {
+    if (zone === this.zone) return this.#own;
+    let record = this.#records.find((r) => r.zone === zone);
+    if (!record) {
+      this.#readAt = -Infinity;
+      await this.zones();
+      record = this.#records.find((r) => r.zone === zone);
     }
-    // Absent everywhere that answered; a zone that could not be asked turns "absent" into EIO.
-    if (lastError !== undefined) throw lastError;
-    return undefined;
+    if (!record) throw new Error(`zone ${zone} has no record (cl/zones/${zone})`);
+    let store = this.#stores.get(record.backend);
+    if (store === undefined) {
+      store = this.#open(record.backend, zone);
+      store.catch(() => this.#stores.delete(record.backend)); // opened again at the next need
+      this.#stores.set(record.backend, store);
+    }
+    return await store;
   }
 
   async close(): Promise<void> {
@@ -171,20 +177,20 @@ export class ZonedBackend implements BackendStore {
   }
 
   async #readRecords(): Promise<void> {
-    const records = await listZones(this.#kv);
-    this.#others = records.filter((r) => r.zone !== this.#zone).sort((a, b) =>
-      a.zone < b.zone ? -1 : a.zone > b.zone ? 1 : 0
-    );
-    this.#readAt = performance.now();
-  }
-
-  #store(spec: string): Promise<BackendStore> {
-    let store = this.#stores.get(spec);
-    if (store === undefined) {
-      store = this.#open(spec);
-      store.catch(() => this.#stores.delete(spec)); // opened again at the next miss
-      this.#stores.set(spec, store);
+    let records: ZoneRecord[];
+    try {
+      records = await listZones(this.#kv);
+    } catch (error) {
+      // Metadata unreachable: the zones known stay in use (the publish that needs them fails on
+      // its own transaction, with the metadata error); none known yet is the error.
+      if (this.#records.length === 0) throw error;
+      this.#readAt = performance.now();
+      return;
     }
-    return store;
+    if (!records.some((r) => r.zone === this.zone)) {
+      records.push({ zone: this.zone, backend: "", createdBy: "", createdMs: 0 });
+    }
+    this.#records = records.sort((a, b) => a.zone < b.zone ? -1 : a.zone > b.zone ? 1 : 0);
+    this.#readAt = performance.now();
   }
 }

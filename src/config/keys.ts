@@ -157,6 +157,37 @@ export const KEYS = {
     allowed: "1-32 characters of a-z, 0-9 and -",
     doc: "this node's zone (a cloud or data centre); the zone's nodes share one backend store",
   },
+  "cluster.zone_replicas": {
+    kind: "number",
+    schema: int(1, 64),
+    default: 2,
+    env: "SKYFS_ZONE_REPLICAS",
+    commands: MOUNTING,
+    allowed: "a whole number of zones from 1 to 64",
+    doc: "zones holding each chunk (the writer's first; capped at the zones that exist, so 1 " +
+      "with one zone); copies beyond cluster.zone_sync go through the replication queue",
+  },
+  "cluster.zone_sync": {
+    kind: "number",
+    schema: int(1, 64),
+    default: 1,
+    env: "SKYFS_ZONE_SYNC",
+    commands: MOUNTING,
+    allowed: "a whole number of zones from 1 to cluster.zone_replicas",
+    doc: "zones holding a chunk before fsync or close returns (1: the writer's only, the other " +
+      "copies asynchronous)",
+  },
+  "cluster.zone_replication_delay_ms": {
+    kind: "number",
+    schema: int(0, 86_400_000),
+    default: 0,
+    env: "SKYFS_ZONE_REPLICATION_DELAY_MS",
+    commands: MOUNTING,
+    allowed: "a whole number of milliseconds from 0 to 86400000",
+    doc: "how long a queued copy to other zones waits before its writer makes it (a chunk " +
+      "overwritten meanwhile is never copied); a node taking over a dead writer's copies does " +
+      "not wait",
+  },
   "cluster.open_linger_ms": {
     kind: "number",
     schema: int(0, 86_400_000),

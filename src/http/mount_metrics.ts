@@ -223,6 +223,52 @@ function registerCacheMetrics(
     ["tier"],
   );
   metrics.counter(
+    "skyfs_read_bytes_total",
+    "Bytes a cache miss read, by tier nearest first: peer_zone (a peer of this node's zone), backend_zone (this zone's store), peer_remote (a peer of another zone), backend_remote (another zone's store).",
+    () => [
+      [{ tier: "peer_zone" }, stats?.peerZoneBytes ?? 0],
+      [{ tier: "backend_zone" }, stats?.backendZoneBytes ?? 0],
+      [{ tier: "peer_remote" }, stats?.peerRemoteBytes ?? 0],
+      [{ tier: "backend_remote" }, stats?.backendRemoteBytes ?? 0],
+    ],
+    ["tier"],
+  );
+  const replication = cluster?.replication.stats;
+  metrics.gauge(
+    "skyfs_replication_queue_length",
+    "Copies to other zones queued in this node's zone (cl/repl/<zone>/), at this node's last look.",
+    () => replication?.queueLength ?? 0,
+  );
+  metrics.gauge(
+    "skyfs_replication_queue_oldest_seconds",
+    "Age of the oldest queued copy of this node's zone at its last look (0: none).",
+    () => (replication?.oldestMs ?? 0) / 1000,
+  );
+  metrics.counter(
+    "skyfs_replication_copies_total",
+    "Chunk copies to other zones this node made: queued (one per target zone) or sync (before a publish, cluster.zone_sync).",
+    () => [
+      [{ mode: "queued" }, replication?.copies ?? 0],
+      [{ mode: "sync" }, stats?.syncCopies ?? 0],
+    ],
+    ["mode"],
+  );
+  metrics.counter(
+    "skyfs_replication_copied_bytes_total",
+    "Bytes this node copied to other zones' stores from the replication queue.",
+    () => replication?.copiedBytes ?? 0,
+  );
+  metrics.counter(
+    "skyfs_replication_failures_total",
+    "Queued copies this node tried and could not make (left queued, retried).",
+    () => replication?.failures ?? 0,
+  );
+  metrics.counter(
+    "skyfs_replication_takeovers_total",
+    "Queued copies this node took over from a node of its zone that left.",
+    () => replication?.takenOver ?? 0,
+  );
+  metrics.counter(
     "skyfs_peer_served_bytes_total",
     "Bytes of chunks served to other nodes (a range request counts its whole chunk).",
     () => stats?.peerServedBytes ?? 0,
@@ -240,6 +286,15 @@ function registerCacheMetrics(
     "Requests to the backend store by operation (zero without a backend).",
     () => perBackendOp(backend?.requests),
     ["op"],
+  );
+  metrics.counter(
+    "skyfs_zone_backend_requests_total",
+    "Requests to each zone's backend store this node made (its own zone's and the others': placement copies, reads of other zones, GC), by operation.",
+    () =>
+      [...(cluster?.zoneBackends ?? [])].flatMap(([zone, store]) =>
+        BACKEND_OPS.map((op, i): [Labels, number] => [{ zone, op }, store.requests[i]])
+      ),
+    ["zone", "op"],
   );
   metrics.counter(
     "skyfs_backend_errors_total",

@@ -722,7 +722,7 @@ export class NsTxn {
   /** key string -> value to put, or undefined to delete. Insertion order is commit order. */
   readonly #writes = new Map<
     string,
-    { key: Uint8Array; value: Uint8Array | undefined; lease?: number }
+    { key: Uint8Array; value: Uint8Array | undefined; lease?: number; outside?: boolean }
   >();
   /** Keys this transaction knows do not exist (under an inode it creates): cached as absent. */
   readonly #absent: Uint8Array[] = [];
@@ -904,11 +904,12 @@ export class NsTxn {
     this.#write(key, undefined);
   }
 
-  /** Put a key outside the namespace's own (cluster mode's open record), on `lease`. */
-  putOutside(key: Uint8Array, value: Uint8Array, lease: number): void {
+  /** Put a key outside the namespace's own (cluster mode's open record, on `lease`; a
+   * replication queue entry, on none). Never cached by the namespace. */
+  putOutside(key: Uint8Array, value: Uint8Array, lease?: number): void {
     const name = keyString(key);
     this.#writes.delete(name);
-    this.#writes.set(name, { key, value, lease });
+    this.#writes.set(name, { key, value, lease, outside: true });
   }
 
   /**
@@ -957,8 +958,8 @@ export class NsTxn {
   /** @internal After a successful commit at `revision`: the cache now holds what was written. */
   applyToCache(revision: number): void {
     for (const ino of this.#xattrsDeleted) this.#ns.cacheForgetXattrs(ino);
-    for (const [name, { value, lease }] of this.#writes) {
-      if (lease !== undefined) continue; // cluster bookkeeping, read around the cache
+    for (const [name, { value, lease, outside }] of this.#writes) {
+      if (lease !== undefined || outside) continue; // cluster bookkeeping, read around the cache
       // A fast-path commit reports revision 0: the written keys' modRevision is unknown.
       const modRevision = value ? (revision > 0 ? revision : undefined) : 0;
       this.#ns.cachePut(name, { value, modRevision, knownAt: revision, own: true });

@@ -4,8 +4,7 @@
  * every node's zone; /api/v1/status and /api/v1/cluster carry the zone; a file written in z1 is
  * read back in z1 and in z2 (from z1's backend: a zone's nodes reach the other zones' stores), and
  * one written in z2 in z1; a node joining z1 with z2's backend refuses to start with one line
- * naming both. Placement across zones and nearest-first reads are not built yet (README, "What
- * does not work yet"). Needs root and /dev/fuse.
+ * naming both. Placement and nearest-first reads: placement_test.ts. Needs root and /dev/fuse.
  * @module
  */
 
@@ -68,8 +67,7 @@ Deno.test({
       const data = random(5 * 2 ** 20 + 77);
       await Deno.writeFile(join(a.mountpoint, "in-z1"), data);
       assert.ok(same(await Deno.readFile(join(c.mountpoint, "in-z1")), data));
-      // Across zones: b and d (z2) read it from z1's backend (their own store lacks it), with no
-      // peer of z1 asked first when the chunk's owner on the ring is in z2.
+      // Across zones: b and d (z2) read it (from z2's store once the copy is made, else from z1).
       assert.ok(same(await Deno.readFile(join(b.mountpoint, "in-z1")), data));
       await Deno.writeFile(join(d.mountpoint, "in-z2"), data.subarray(77));
       assert.ok(same(await Deno.readFile(join(a.mountpoint, "in-z2")), data.subarray(77)));
