@@ -26,6 +26,7 @@ import type { ClusterData } from "../cache/cluster_data.ts";
 import type { Attr, DirEntry } from "./types.ts";
 import { isDir, isReg } from "./perm.ts";
 import type { LockTable } from "./lock.ts";
+import { type QuotaPlan, type VolumeQuotaOptions, VolumeQuotas } from "./volume_quota.ts";
 
 export interface VfsOptions {
   kv: MetaKV;
@@ -53,6 +54,9 @@ export interface VfsOptions {
   /** How reads and listings change atime now (the mount's flags, which can change while
    * mounted: `mount -o remount,ro|noatime`). Default: always relatime. */
   atimeRule?: (isDir: boolean) => AtimeRule;
+  /** Volumes (volumes.ts): where they live (`root`, default "volumes") and how writers reserve
+   * capacity (volume_quota.ts). */
+  volumes?: VolumeQuotaOptions & { root?: string };
 }
 
 /** How a read or a listing changes atime: relatime (ext4's default), always (strictatime), or
@@ -93,6 +97,8 @@ export interface InodeState {
   accessedAt?: Timespec;
   /** Tail of the chain that runs O_APPEND writes one at a time (each needs the previous end). */
   appendTail?: Promise<unknown>;
+  /** The volume of an opened file (0: none), read at open: its writes claim quota first. */
+  volume?: number;
 }
 
 export interface FileHandle {
@@ -123,6 +129,8 @@ export class OpTxn {
   readonly deleted = new Map<number, string[]>();
   /** Cluster mode: inodes kept as orphans only because another node has them open. */
   readonly keptElsewhere = new Set<number>();
+  /** Volume usage this transaction changes, applied in memory after its commit. */
+  quotaPlan: QuotaPlan | undefined;
 
   constructor(core: VfsCore, tx: NsTxn) {
     this.#core = core;
@@ -210,6 +218,9 @@ export class VfsCore {
   readonly onInodeChange: (ino: number) => void;
   readonly cluster: ClusterData | undefined;
   readonly atimeRule: (isDir: boolean) => AtimeRule;
+  readonly volumes: VolumeQuotas;
+  /** The directory under the root holding the volumes (a name, default "volumes"). */
+  readonly volumeRoot: string;
   readonly inodes = new Map<number, InodeState>();
   readonly handles = new Map<number, Handle>();
   /** Orphans just made because another node has them open (OpTxn.keptElsewhere, committed): the
@@ -235,6 +246,8 @@ export class VfsCore {
     this.cluster = options.cluster;
     this.atimeRule = options.atimeRule ?? (() => "relatime");
     this.#writebackMs = options.attrWritebackMs ?? 1000;
+    this.volumes = new VolumeQuotas(this, options.cluster?.nodeId ?? "local", options.volumes);
+    this.volumeRoot = options.volumes?.root ?? "volumes";
     // An orphan whose open record went (after its linger) may be freed now.
     if (this.cluster) this.cluster.onOrphan = (ino) => this.maybePurge(ino);
   }
@@ -349,7 +362,14 @@ export class VfsCore {
    * pending attributes folded into what it wrote are no longer pending. */
   async txn<T>(operation: (t: OpTxn) => Promise<T>): Promise<T> {
     let last: OpTxn | undefined;
-    const result = await this.ns.transact((tx) => operation(last = new OpTxn(this, tx)));
+    const result = await this.ns.transact(async (tx) => {
+      const t = last = new OpTxn(this, tx);
+      const result = await operation(t);
+      // Volume usage moves in the same transaction as the change that moves it.
+      t.quotaPlan = await this.volumes.account(t);
+      return result;
+    });
+    if (last!.quotaPlan) this.volumes.afterCommit(last!.quotaPlan);
     for (const [ino, seq] of last!.folded) this.#clean(ino, seq);
     for (const [ino, objects] of last!.deleted) this.cluster?.deleted(ino, objects);
     for (const ino of last!.keptElsewhere) this.keptElsewhere.add(ino);
@@ -520,6 +540,7 @@ export class VfsCore {
     await this.persistAll();
     // A write-back of an inode no longer dirty may still be reading its local file.
     await Promise.allSettled(this.#publishing.values());
+    await this.volumes.close();
     await this.local.closeAll();
     await this.cluster?.shutdown();
   }
