@@ -64,6 +64,8 @@ export interface MountOptions {
   http?: string;
   /** Bearer token the admin API's changing actions need; none = they are refused. */
   httpToken?: string;
+  /** Volumes (config volume.root, volume.reserve_bytes, volume.release_ms; src/vfs/volumes.ts). */
+  volumes?: { root?: string; reserveBytes?: number; releaseMs?: number };
 }
 
 /** Mount points listed in /proc/self/mountinfo, with their file system type. */
@@ -203,6 +205,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     onInodeChange: (ino) => invalidate(ino),
     cluster: node?.data,
     atimeRule: (isDir) => atimeRule(isDir),
+    volumes: options.volumes,
   });
   // As mountinfo will show it; resolved now, since after the mount a path walk to it would ask
   // this very daemon (which must never touch its own mount).
@@ -268,6 +271,8 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     mountPoint: path,
     dataDir: dataDir.path,
     passthrough: () => server.negotiated?.passthrough === true,
+    // A file in a volume is written through the vfs only: its writes claim quota first.
+    mayServe: (ino) => vfs.volumes.outsideWritesAllowed(ino),
     // Sent at once: the shim's notices arrive on its socket, outside any FUSE request, and a
     // reader must not see the old size after the writer was told its write is visible.
     invalidate: (ino) => {
