@@ -13,6 +13,7 @@ import { openMetaBackend } from "./meta/backend.ts";
 import { MetaUnavailableError } from "./meta/kv.ts";
 import { openIoEngine } from "./io/mod.ts";
 import { createVfs } from "./vfs/mod.ts";
+import { listNodes } from "./cluster/membership.ts";
 import { startShimServer } from "./intercept/mod.ts";
 import { ClusterNode, type ClusterNodeOptions } from "./cluster/node.ts";
 import { MountFlags } from "./fuse/mount_flags.ts";
@@ -205,7 +206,10 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     onInodeChange: (ino) => invalidate(ino),
     cluster: node?.data,
     atimeRule: (isDir) => atimeRule(isDir),
-    volumes: options.volumes,
+    volumes: {
+      ...options.volumes,
+      liveNodes: node ? async () => (await listNodes(kv)).map((info) => info.id) : undefined,
+    },
   });
   // As mountinfo will show it; resolved now, since after the mount a path walk to it would ask
   // this very daemon (which must never touch its own mount).

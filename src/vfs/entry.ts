@@ -170,6 +170,7 @@ export async function setattr(
     // or extends to the stored size, never data showing through past the size.
     const state = core.inodes.get(ino);
     if (state?.dirty) state.dirty.size = undefined;
+    core.volumes.truncated(ino, record.size);
     await core.local.withFd(ino, record.size, (fd) => {
       libc.ftruncate(fd, record.size);
       core.local.noteOwnChange(ino);

@@ -130,6 +130,7 @@ async function truncateForOpen(core: VfsCore, ctx: Ctx, ino: number): Promise<In
   });
   const state = core.inodes.get(ino);
   if (state?.dirty) state.dirty.size = undefined;
+  core.volumes.truncated(ino, 0);
   core.cluster?.truncated(ino, 0);
   return record;
 }

@@ -30,6 +30,9 @@ export interface VolumeQuotaOptions {
   reserveBytes?: number;
   /** How long a node keeps spare reserved bytes after its last claim. Default 1000 ms. */
   releaseMs?: number;
+  /** Cluster mode: the ids of the live nodes (membership), so that at start the reservations
+   * of nodes that are gone are dropped too. Default: only this node's own are dropped. */
+  liveNodes?: () => Promise<string[]>;
 }
 
 /** What this node holds of one volume's capacity. */
@@ -53,7 +56,7 @@ interface Claim {
 /** What a transaction settles, applied once it has committed (`afterCommit`). */
 export interface QuotaPlan {
   released: Map<number, number>;
-  settled: { ino: number; volume: number; end: number; size?: number }[];
+  settled: { ino: number; volume: number; consumed: number; deleted: boolean }[];
 }
 
 export class VolumeQuotas {
@@ -61,6 +64,7 @@ export class VolumeQuotas {
   readonly #node: string;
   readonly #reserveBytes: number;
   readonly #releaseMs: number;
+  readonly #liveNodes: (() => Promise<string[]>) | undefined;
   readonly #grants = new Map<number, VolumeGrant>();
   readonly #claims = new Map<number, Claim>();
   #closed = false;
@@ -70,6 +74,7 @@ export class VolumeQuotas {
     this.#node = node;
     this.#reserveBytes = options.reserveBytes ?? 64 * 1024 * 1024;
     this.#releaseMs = options.releaseMs ?? 1000;
+    this.#liveNodes = options.liveNodes;
   }
 
   get node(): string {
@@ -105,12 +110,15 @@ export class VolumeQuotas {
       const ino = (after ?? before)!.ino;
       const claim = this.#claims.get(ino);
       if (!claim) continue;
-      // The claim's growth is now either stored (it is in newSize) or gone (truncated, deleted):
-      // the reservation that covered it is returned as the stored size takes it over.
-      const claimed = Math.max(0, claim.end - claim.base);
-      const left = after ? Math.max(0, claim.end - newSize) : 0;
-      delta.released += claimed - left;
-      plan.settled.push({ ino, volume, end: claim.end, size: after ? newSize : undefined });
+      // The part of the claim (base, end] that the stored size now covers becomes used bytes,
+      // and the reservation behind it goes back in the same commit; a deleted inode's whole
+      // claim goes back. A transaction that leaves the size alone settles nothing.
+      const consumed = after
+        ? Math.max(0, Math.min(newSize, claim.end) - Math.max(oldSize, claim.base))
+        : Math.max(0, claim.end - claim.base);
+      if (consumed === 0 && after) continue;
+      delta.released += consumed;
+      plan.settled.push({ ino, volume, consumed, deleted: !after });
     }
     for (const [volume, delta] of deltas) {
       const quota = await t.tx.getQuota(volume);
@@ -146,22 +154,20 @@ export class VolumeQuotas {
   /** After the commit of a transaction `account` planned: the node's grants and claims follow. */
   afterCommit(plan: QuotaPlan): void {
     for (const [volume, released] of plan.released) this.#grant(volume).granted -= released;
-    for (const { ino, volume, end, size } of plan.settled) {
+    for (const { ino, volume, consumed, deleted } of plan.settled) {
       const claim = this.#claims.get(ino);
       if (!claim) continue;
       const grant = this.#grant(volume);
-      const before = Math.max(0, claim.end - claim.base);
-      if (size === undefined) {
+      if (deleted) {
         this.#claims.delete(ino);
-        grant.claimed -= before;
+        grant.claimed -= Math.max(0, claim.end - claim.base);
         continue;
       }
-      // Writes that came in while the transaction ran keep their claim beyond the new size.
-      if (claim.end === end) claim.end = size;
-      claim.base = size;
-      const after = Math.max(0, claim.end - claim.base);
-      grant.claimed += after - before;
-      if (after === 0) this.#claims.delete(ino);
+      // Writes that came in while the transaction ran keep their claim beyond it.
+      const taken = Math.min(consumed, Math.max(0, claim.end - claim.base));
+      claim.base += taken;
+      grant.claimed -= taken;
+      if (claim.end <= claim.base) this.#claims.delete(ino);
     }
     for (const volume of plan.released.keys()) this.#releaseLater(volume);
   }
@@ -222,6 +228,23 @@ export class VolumeQuotas {
     });
     grant.chain = run;
     return run;
+  }
+
+  /**
+   * A truncate (setattr, O_TRUNC) stored `size`: growth claimed beyond it is gone with the data
+   * (its reservation stays with the node as spare, returned after `releaseMs`).
+   */
+  truncated(ino: number, size: number): void {
+    const claim = this.#claims.get(ino);
+    if (!claim) return;
+    const grant = this.#grant(claim.volume);
+    const before = Math.max(0, claim.end - claim.base);
+    claim.end = Math.min(claim.end, size);
+    claim.base = Math.min(claim.base, size);
+    const after = Math.max(0, claim.end - claim.base);
+    grant.claimed += after - before;
+    if (after === 0) this.#claims.delete(ino);
+    this.#releaseLater(claim.volume);
   }
 
   /** The inode's last handle on this node closed (after its publish): its claim goes. */
@@ -286,17 +309,22 @@ export class VolumeQuotas {
   /**
    * At start: reservations this node held before a crash are void (their writes were never
    * stored, and the local data beyond the stored size is cut at the next open). On one node
-   * every reservation is this node's.
+   * every reservation is this node's; in a cluster, those of nodes no longer in the membership
+   * (their lease expired: crashed and not back) go too.
    */
   async dropStaleReservations(singleNode: boolean): Promise<number> {
     let dropped = 0;
-    for (const { id } of await this.#core.ns.listQuotas()) {
+    const quotas = await this.#core.ns.listQuotas();
+    if (quotas.length === 0) return 0;
+    const live = new Set(singleNode || !this.#liveNodes ? [] : await this.#liveNodes());
+    live.delete(this.#node);
+    const gone = (node: string) =>
+      singleNode || node === this.#node || (this.#liveNodes && !live.has(node));
+    for (const { id } of quotas) {
       await this.#core.txn(async (t) => {
         const quota = await t.tx.getQuota(id);
         if (!quota) return;
-        const stale = Object.keys(quota.reserved).filter((node) =>
-          singleNode || node === this.#node
-        );
+        const stale = Object.keys(quota.reserved).filter(gone);
         if (stale.length === 0) return;
         const next = { ...quota, reserved: { ...quota.reserved } };
         for (const node of stale) delete next.reserved[node];

@@ -117,6 +117,46 @@ Deno.test({
           `usage ${expected} on ${node.id}`,
         );
       }
+
+      // kill -9 of node a while its writer holds reserved capacity: once a's membership lease
+      // expired, the next start of a node drops a's reservation, the usage is what the namespace
+      // holds, and the volume again fills to exactly its capacity.
+      const writer = new Deno.Command(PYTHON, {
+        args: [
+          "-c",
+          "import os,sys,time\nfd=os.open(sys.argv[1], os.O_WRONLY|os.O_CREAT, 0o644)\n" +
+          "for i in range(200):\n  os.write(fd, b'w'*65536)\n  time.sleep(0.02)\n",
+          join(dirA, "dying"),
+        ],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      await until(async () => {
+        try {
+          return (await Deno.stat(join(dirA, "dying"))).size >= 2 * MiB;
+        } catch {
+          return false;
+        }
+      }, "node a's writer under way");
+      await cluster.kill(a);
+      try {
+        writer.kill("SIGKILL");
+      } catch { /* gone with the mount */ }
+      await writer.status;
+      await sleep(7000); // a's lease (5 s) expires
+      await cluster.stopNode(b);
+      await cluster.startNode(b);
+      const stored = await run(PYTHON, [
+        "-c",
+        "import os,sys\nprint(sum(os.lstat(os.path.join(sys.argv[1],f)).st_size " +
+        "for f in os.listdir(sys.argv[1])))",
+        dirB,
+      ]);
+      const before = Number(stored.stdout.trim());
+      assert.equal((await usage(b.mountpoint)).usedBytes, before, "usage = the namespace");
+      const last = await writeUntilFull(join(dirB, "last"), 64 * 1024);
+      assert.equal(last.errno, 122);
+      assert.equal(before + last.written, 24 * MiB, "no reservation of the dead node is left");
     } finally {
       await cluster.stop();
     }
