@@ -103,3 +103,35 @@ Deno.test("a restart drops reservations and keeps usage equal to the stored size
     assert.deepEqual([usage.usedBytes, usage.reservedBytes], [8192, 0]);
   });
 });
+
+Deno.test("volume writes cost reservations, not a transaction per write (counted)", async () => {
+  await withVfs(async ({ vfs }) => {
+    await vfs.volumes.create({ name: "v", capacityBytes: 2 ** 40 });
+    const inVolume = await volumeDir(vfs, "v");
+    const outside = (await vfs.mkdir(root, 1, n("plain"), 0o755, 0)).ino;
+    const cost = async (dir: number) => {
+      const before = vfs.metaCounters.transactions;
+      for (let i = 0; i < 50; i++) {
+        const c = await vfs.create(root, dir, n(`f${i}`), 0o644, 0, O_RDWR);
+        await vfs.write(root, c.attr.ino, c.fh, 0, new Uint8Array(4096));
+        await vfs.flush(root, c.attr.ino, c.fh, 0n);
+        await vfs.release(c.attr.ino, c.fh, 0);
+      }
+      const small = vfs.metaCounters.transactions - before;
+      const big = await vfs.create(root, dir, n("big"), 0o644, 0, O_RDWR);
+      const start = vfs.metaCounters.transactions;
+      for (let i = 0; i < 128; i++) {
+        await vfs.write(root, big.attr.ino, big.fh, i * 2 ** 20, new Uint8Array(2 ** 20));
+      }
+      await vfs.flush(root, big.attr.ino, big.fh, 0n);
+      await vfs.release(big.attr.ino, big.fh, 0);
+      return { small, big: vfs.metaCounters.transactions - start };
+    };
+    // Outside: create + flush per file; one flush for 128 MiB.
+    assert.deepEqual(await cost(outside), { small: 100, big: 1 });
+    // In a volume: one reservation (64 MiB) serves all the small files; 128 MiB needs two more.
+    assert.deepEqual(await cost(inVolume), { small: 101, big: 3 });
+    assert.equal((await vfs.volumes.get("v"))!.usedBytes, 50 * 4096 + 128 * 2 ** 20);
+    // No timer may add a transaction to the counts (write-back, returning spare reservation).
+  }, { attrWritebackMs: 600_000, volumes: { releaseMs: 600_000 } });
+});
