@@ -118,6 +118,30 @@ Deno.test({
         );
       }
 
+      // Unlinked on b while open on a: counted until a's last close frees it.
+      const holder = new Deno.Command(PYTHON, {
+        args: [
+          "-c",
+          "import os,sys\nfd=os.open(sys.argv[1], os.O_RDONLY)\nprint('open', flush=True)\n" +
+          "sys.stdin.read()\nos.close(fd)",
+          join(dirA, "from-b"),
+        ],
+        stdin: "piped",
+        stdout: "piped",
+      }).spawn();
+      const holderOut = holder.stdout.getReader();
+      assert.match(new TextDecoder().decode((await holderOut.read()).value), /open/);
+      await run("rm", [join(dirB, "from-b")]);
+      await sleep(500);
+      assert.equal((await usage(b.mountpoint)).usedBytes, expected, "still open on a");
+      await holder.stdin.close();
+      holderOut.releaseLock();
+      await holder.output();
+      await until(
+        async () => (await usage(b.mountpoint)).usedBytes === MiB,
+        "usage after the last close on a",
+      );
+
       // kill -9 of node a while its writer holds reserved capacity: once a's membership lease
       // expired, the next start of a node drops a's reservation, the usage is what the namespace
       // holds, and the volume again fills to exactly its capacity.
