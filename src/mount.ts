@@ -197,6 +197,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   }
   // The server exists only after the mount; until then nothing can be cached in the kernel.
   let invalidate = (_ino: number) => {};
+  let invalidateEntries = () => {};
   // The mount's flags decide atime (remount ro/noatime included); relatime until it exists.
   let atimeRule = (_isDir: boolean): AtimeRule => "relatime";
   const vfs = await createVfs({
@@ -204,6 +205,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     io,
     dataDir: dataDir.path,
     onInodeChange: (ino) => invalidate(ino),
+    onEntriesChange: () => invalidateEntries(),
     cluster: node?.data,
     atimeRule: (isDir) => atimeRule(isDir),
     volumes: {
@@ -259,6 +261,8 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     onIoError: (op, error) => logger.warn(`skyfs: ${op} failed with ${error.message}`),
   });
   invalidate = (ino) => server.invalidateAttributes(ino);
+  // FUSE_NOTIFY_INC_EPOCH takes no kernel lock, so it is safe from an HTTP handler.
+  invalidateEntries = () => void server.invalidateAllEntries();
   if (node) {
     // Changes made by other nodes. Attributes: INVAL_INODE without pages (pages follow
     // close-to-open: ClusterData.opened decides keep_cache). Names: INC_EPOCH, never

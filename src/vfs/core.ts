@@ -46,6 +46,10 @@ export interface VfsOptions {
    * object (nlink/ctime after unlink, rename, link), so the kernel's cached attributes can be
    * invalidated. Default: nothing. */
   onInodeChange?: (ino: number) => void;
+  /** Called when names changed without the kernel asking (a volume created or deleted through
+   * the admin API), so that its cached entries, negative ones included, are looked up again.
+   * Default: nothing. */
+  onEntriesChange?: () => void;
   /** Clock. Default: the system clock, strictly increasing. */
   now?: () => Timespec;
   /** Cluster mode (src/cache/cluster_data.ts): data in chunks published at close/fsync, the
@@ -216,6 +220,7 @@ export class VfsCore {
   readonly dataDir: string;
   readonly now: () => Timespec;
   readonly onInodeChange: (ino: number) => void;
+  readonly onEntriesChange: () => void;
   readonly cluster: ClusterData | undefined;
   readonly atimeRule: (isDir: boolean) => AtimeRule;
   readonly volumes: VolumeQuotas;
@@ -243,6 +248,7 @@ export class VfsCore {
     this.dataDir = options.dataDir;
     this.now = options.now ?? systemNow;
     this.onInodeChange = options.onInodeChange ?? (() => {});
+    this.onEntriesChange = options.onEntriesChange ?? (() => {});
     this.cluster = options.cluster;
     this.atimeRule = options.atimeRule ?? (() => "relatime");
     this.#writebackMs = options.attrWritebackMs ?? 1000;

@@ -120,7 +120,7 @@ export function createVolumes(core: VfsCore): Volumes {
       const rootDir = await volumeRootDir(core);
       const ino = await core.ns.allocIno();
       const name = encoder.encode(request.name);
-      return await core.txn(async (t) => {
+      const result = await core.txn(async (t) => {
         const existing = await t.tx.getVolume(request.name);
         if (existing) {
           return {
@@ -160,6 +160,12 @@ export function createVolumes(core: VfsCore): Volumes {
         // The root directory counts as the volume's first inode (as df -i shows on ext4).
         return { volume: show(core, record, { ...quota, usedInodes: 1 }), created: true };
       });
+      // The kernel may hold a negative entry for the name (someone looked before it existed).
+      if (result.created) {
+        core.onInodeChange(rootDir);
+        core.onEntriesChange();
+      }
+      return result;
     },
 
     get,
@@ -196,6 +202,7 @@ export function createVolumes(core: VfsCore): Volumes {
         return true;
       });
       core.onInodeChange(rootDir);
+      core.onEntriesChange();
       return gone;
     },
 
