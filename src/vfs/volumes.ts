@@ -218,6 +218,15 @@ export function createVolumes(core: VfsCore): Volumes {
             `volume ${name} uses ${quota.usedBytes} bytes: cannot shrink it to ${capacityBytes}`,
           );
         }
+        // Writers may fill what they reserved: a capacity below that could be overrun.
+        const reserved = totalReserved(quota);
+        if (capacityBytes < quota.usedBytes + reserved) {
+          throw new FsError(
+            "EBUSY",
+            `volume ${name} uses ${quota.usedBytes} bytes and writers hold ${reserved} more ` +
+              `reserved: cannot shrink it to ${capacityBytes} now (retry when they are done)`,
+          );
+        }
         const next = { ...quota, capacityBytes };
         t.tx.putQuota(record.id, next);
         return show(core, record, next);

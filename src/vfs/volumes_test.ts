@@ -135,3 +135,19 @@ Deno.test("volume writes cost reservations, not a transaction per write (counted
     // No timer may add a transaction to the counts (write-back, returning spare reservation).
   }, { attrWritebackMs: 600_000, volumes: { releaseMs: 600_000 } });
 });
+
+Deno.test("a shrink below what writers hold reserved waits for them", async () => {
+  await withVfs(async ({ vfs }) => {
+    await vfs.volumes.create({ name: "v", capacityBytes: 1 << 20 });
+    const dir = await volumeDir(vfs, "v");
+    const file = await vfs.create(root, dir, n("f"), 0o644, 0, O_RDWR);
+    await vfs.write(root, file.attr.ino, file.fh, 0, new Uint8Array(4096));
+    // The writer reserved the whole free capacity (less than volume.reserve_bytes is left).
+    await rejectsWith(vfs.volumes.resize("v", 1 << 19), "EBUSY");
+    await vfs.flush(root, file.attr.ino, file.fh, 0n);
+    await vfs.release(file.attr.ino, file.fh, 0);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal((await vfs.volumes.resize("v", 1 << 19)).capacityBytes, 1 << 19);
+    await rejectsWith(vfs.volumes.resize("v", 1000), "EBUSY");
+  }, { volumes: { releaseMs: 10 } });
+});
