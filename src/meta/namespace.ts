@@ -920,6 +920,21 @@ export class NsTxn {
     return [...byName].map(([name, size]) => ({ name, size }));
   }
 
+  /** Whether `volumeChanges` may find anything: a cheap synchronous look, so that transactions
+   * outside volumes (nearly all) pay no await for volume accounting. */
+  mayTouchVolumes(): boolean {
+    for (const [name, write] of this.#writes) {
+      if (inodeOfKey(write.key) === undefined) continue;
+      if (write.value) {
+        if (volumeOfRecord(write.value) !== 0) return true;
+        continue;
+      }
+      const read = this.#reads.get(name);
+      if (!read || (read.value && volumeOfRecord(read.value) !== 0)) return true;
+    }
+    return false;
+  }
+
   /**
    * Every inode this transaction writes or deletes that belongs to a volume, with its stored
    * record before (undefined: created here) and after (undefined: deleted). A record put without

@@ -372,7 +372,7 @@ export class VfsCore {
       const t = last = new OpTxn(this, tx);
       const result = await operation(t);
       // Volume usage moves in the same transaction as the change that moves it.
-      t.quotaPlan = await this.volumes.account(t);
+      if (tx.mayTouchVolumes()) t.quotaPlan = await this.volumes.account(t);
       return result;
     });
     if (last!.quotaPlan) this.volumes.afterCommit(last!.quotaPlan);
