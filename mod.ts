@@ -35,6 +35,7 @@ Commands:
   status         show a cluster's live nodes, cache use and hit rates (--meta URL)
   config [CMD]   print the effective configuration of CMD and where each value came from
   stats TARGET   one line per second of a daemon's activity (mount point or HOST:PORT)
+  volume CMD     create, list, resize, delete volumes with quotas, show usage (--help)
   help           this text
 
 Every command takes --config FILE (TOML; or SKYFS_CONFIG=FILE): each option of each command is a
@@ -232,6 +233,11 @@ const commands: Record<string, Command> = {
       meta: config.get("mount.meta"),
       cluster: clusterOptions(config),
       idleSpinUs: config.get("fuse.spin_us"),
+      volumes: {
+        root: config.get("volume.root"),
+        reserveBytes: config.get("volume.reserve_bytes"),
+        releaseMs: config.get("volume.release_ms"),
+      },
       io: { engine: config.get("io.engine"), libraryPath: config.get("io.uring_lib") },
       curp: {
         timeoutMs: config.get("curp.timeout_ms"),
@@ -261,6 +267,43 @@ const commands: Record<string, Command> = {
       });
     } catch (error) {
       if (error instanceof StatsError) throw new UsageError(error.message);
+      throw error;
+    }
+  },
+  async volume(args) {
+    const { VOLUME_USAGE, runVolumeCommand, VolumeCliError } = await import(
+      "./src/http/volume_cli.ts"
+    );
+    let parsed;
+    try {
+      parsed = parseArgs({
+        args,
+        options: {
+          capacity: { type: "string" },
+          inodes: { type: "string" },
+          param: { type: "string", multiple: true },
+          "http-token-file": { type: "string" },
+          config: { type: "string" },
+          help: { type: "boolean", short: "h" },
+        },
+        allowPositionals: true,
+      });
+    } catch (error) {
+      throw new UsageError(`${(error as Error).message}; see skyfs volume --help`);
+    }
+    if (parsed.values.help) return console.log(VOLUME_USAGE);
+    const config = resolveConfig("volume", {
+      flags: { config: parsed.values.config, "http-token-file": parsed.values["http-token-file"] },
+    });
+    try {
+      await runVolumeCommand(parsed.positionals, {
+        capacity: parsed.values.capacity,
+        inodes: parsed.values.inodes,
+        params: parsed.values.param,
+        token: httpToken(config),
+      });
+    } catch (error) {
+      if (error instanceof VolumeCliError) throw new UsageError(error.message);
       throw error;
     }
   },

@@ -13,6 +13,7 @@ import { openMetaBackend } from "./meta/backend.ts";
 import { MetaUnavailableError } from "./meta/kv.ts";
 import { openIoEngine } from "./io/mod.ts";
 import { createVfs } from "./vfs/mod.ts";
+import { listNodes } from "./cluster/membership.ts";
 import { startShimServer } from "./intercept/mod.ts";
 import { ClusterNode, type ClusterNodeOptions } from "./cluster/node.ts";
 import { MountFlags } from "./fuse/mount_flags.ts";
@@ -64,6 +65,8 @@ export interface MountOptions {
   http?: string;
   /** Bearer token the admin API's changing actions need; none = they are refused. */
   httpToken?: string;
+  /** Volumes (config volume.root, volume.reserve_bytes, volume.release_ms; src/vfs/volumes.ts). */
+  volumes?: { root?: string; reserveBytes?: number; releaseMs?: number };
 }
 
 /** Mount points listed in /proc/self/mountinfo, with their file system type. */
@@ -194,6 +197,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   }
   // The server exists only after the mount; until then nothing can be cached in the kernel.
   let invalidate = (_ino: number) => {};
+  let invalidateEntries = () => {};
   // The mount's flags decide atime (remount ro/noatime included); relatime until it exists.
   let atimeRule = (_isDir: boolean): AtimeRule => "relatime";
   const vfs = await createVfs({
@@ -201,8 +205,13 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     io,
     dataDir: dataDir.path,
     onInodeChange: (ino) => invalidate(ino),
+    onEntriesChange: () => invalidateEntries(),
     cluster: node?.data,
     atimeRule: (isDir) => atimeRule(isDir),
+    volumes: {
+      ...options.volumes,
+      liveNodes: node ? async () => (await listNodes(kv)).map((info) => info.id) : undefined,
+    },
   });
   // As mountinfo will show it; resolved now, since after the mount a path walk to it would ask
   // this very daemon (which must never touch its own mount).
@@ -252,6 +261,8 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     onIoError: (op, error) => logger.warn(`skyfs: ${op} failed with ${error.message}`),
   });
   invalidate = (ino) => server.invalidateAttributes(ino);
+  // FUSE_NOTIFY_INC_EPOCH takes no kernel lock, so it is safe from an HTTP handler.
+  invalidateEntries = () => void server.invalidateAllEntries();
   if (node) {
     // Changes made by other nodes. Attributes: INVAL_INODE without pages (pages follow
     // close-to-open: ClusterData.opened decides keep_cache). Names: INC_EPOCH, never
@@ -268,6 +279,8 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     mountPoint: path,
     dataDir: dataDir.path,
     passthrough: () => server.negotiated?.passthrough === true,
+    // A file in a volume is written through the vfs only: its writes claim quota first.
+    mayServe: (ino) => vfs.volumes.outsideWritesAllowed(ino),
     // Sent at once: the shim's notices arrive on its socket, outside any FUSE request, and a
     // reader must not see the old size after the writer was told its write is visible.
     invalidate: (ino) => {

@@ -111,6 +111,7 @@ Deno.test("config: the example file validates, holds every key, and skyfs config
       "mount",
       "peer",
       "stats",
+      "volume",
     ],
   );
 });

@@ -9,9 +9,9 @@
  * @module
  */
 
-import type { KeyValue, MetaKV } from "../meta/kv.ts";
+import type { Compare, KeyValue, MetaKV, RequestOp } from "../meta/kv.ts";
 import { prefixEnd } from "../meta/kv.ts";
-import { decodeInode, keys } from "../meta/namespace.ts";
+import { decodeInode, type InodeRecord, keys, type QuotaRecord } from "../meta/namespace.ts";
 import { openGuardKey, openRecordsPrefix } from "./open_records.ts";
 import { type BackendStore, chunkObjectKey, parseChunkObjectKey } from "./backend.ts";
 import { decodeChunkMap } from "./chunk_map.ts";
@@ -113,7 +113,10 @@ async function purgeOrphan(kv: MetaKV, ino: number): Promise<boolean> {
     (r as { range: { kvs: KeyValue[] } }).range.kvs
   );
   if (open.length > 0) return false;
-  if (inode.length > 0 && decodeInode(ino, inode[0].value).nlink > 0) return false;
+  const record = inode.length > 0 ? decodeInode(ino, inode[0].value) : undefined;
+  if (record && record.nlink > 0) return false;
+  // A file of a volume leaves its usage in the same transaction (src/vfs/volume_quota.ts).
+  const usage = record?.volume ? await releasedUsage(kv, record) : undefined;
   const xattrs = keys.xattrs(ino);
   const done = await kv.txn({
     compare: [
@@ -129,8 +132,10 @@ async function purgeOrphan(kv: MetaKV, ino: number): Promise<boolean> {
         result: "==",
         value: guard[0]?.modRevision ?? 0,
       },
+      ...(usage ? [usage.compare] : []),
     ],
     success: [
+      ...(usage ? [usage.put] : []),
       { deleteRange: { key: keys.inode(ino) } },
       { deleteRange: { key: keys.orphan(ino) } },
       { deleteRange: { key: xattrs, rangeEnd: prefixEnd(xattrs) } },
@@ -139,4 +144,23 @@ async function purgeOrphan(kv: MetaKV, ino: number): Promise<boolean> {
     ],
   });
   return done.succeeded && inode.length > 0;
+}
+
+/** The quota record of `record`'s volume without it (compare and put for the purge txn). */
+async function releasedUsage(
+  kv: MetaKV,
+  record: InodeRecord,
+): Promise<{ compare: Compare; put: RequestOp } | undefined> {
+  const key = keys.quota(record.volume!);
+  const found = (await kv.range({ key })).kvs[0];
+  if (!found) return undefined;
+  const quota: QuotaRecord = JSON.parse(new TextDecoder().decode(found.value));
+  quota.usedInodes = Math.max(0, quota.usedInodes - 1);
+  if ((record.mode & 0o170000) === 0o100000) {
+    quota.usedBytes = Math.max(0, quota.usedBytes - record.size);
+  }
+  return {
+    compare: { key, target: "modRevision", result: "==", value: found.modRevision },
+    put: { put: { key, value: new TextEncoder().encode(JSON.stringify(quota)) } },
+  };
 }

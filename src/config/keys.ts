@@ -19,6 +19,7 @@ export const COMMANDS = [
   "cluster",
   "bench",
   "stats",
+  "volume",
 ] as const;
 export type CommandName = typeof COMMANDS[number];
 
@@ -128,6 +129,31 @@ export const KEYS = {
     allowed: "a number of microseconds from 0 to 10000",
     doc: "how long the FUSE reader looks for the next request before parking; 0 = park at " +
       "once (src/fuse/README.md, Idle spin)",
+  },
+  // [volume]: volumes with quotas (src/vfs/volumes.ts)
+  "volume.root": {
+    kind: "string",
+    schema: z.string().regex(/^[A-Za-z0-9._-]{1,255}$/).refine((v) => v !== "." && v !== ".."),
+    default: "volumes",
+    commands: MOUNTING,
+    allowed: "one directory name (letters, digits, '.', '_', '-'), not . or ..",
+    doc: "the directory under the mount's root that holds the volumes (/<root>/<name>)",
+  },
+  "volume.reserve_bytes": {
+    kind: "number",
+    schema: int(4096, 2 ** 40),
+    default: 64 * 1024 * 1024,
+    commands: MOUNTING,
+    allowed: "a whole number of bytes from 4096 to 1099511627776",
+    doc: "bytes of a volume's capacity a node reserves at a time for its writers",
+  },
+  "volume.release_ms": {
+    kind: "number",
+    schema: int(0, 3_600_000),
+    default: 1000,
+    commands: MOUNTING,
+    allowed: "a whole number of milliseconds from 0 to 3600000",
+    doc: "how long a node keeps reserved capacity that no write is using before returning it",
   },
   // [cluster]: cluster mode (a backend store shared by several nodes)
   "cluster.backend": {
@@ -331,7 +357,7 @@ export const KEYS = {
     kind: "string",
     schema: z.string().min(1),
     flag: "http-token-file",
-    commands: ["mount", "meta serve"],
+    commands: ["mount", "meta serve", "volume"],
     unsetMeans: "http.token",
     allowed: "a file path (its first line: the token, 16 characters or more)",
     doc: "file holding the bearer token the admin API's changing actions need",
@@ -340,7 +366,7 @@ export const KEYS = {
     kind: "string",
     schema: z.string().min(16),
     secret: true,
-    commands: ["mount", "meta serve"],
+    commands: ["mount", "meta serve", "volume"],
     unsetMeans: "none: the admin API's changing actions are refused",
     allowed: "a token of 16 characters or more",
     doc: "the bearer token itself when no token_file is set (better in the environment or " +

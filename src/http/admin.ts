@@ -18,7 +18,7 @@ export const logLevelBody = z.object({ level: z.enum(LOG_LEVELS) }).strict();
 export const snapshotBody = z.object({}).strict();
 
 /** A 400 answer naming the first field that failed and why. */
-function badRequest(c: Context, error: z.ZodError) {
+export function badRequest(c: Context, error: z.ZodError) {
   const issue = error.issues[0];
   let field = issue.path.join(".");
   if (issue.code === "unrecognized_keys") field = issue.keys.join(",");
@@ -26,7 +26,7 @@ function badRequest(c: Context, error: z.ZodError) {
 }
 
 /** Parse and validate a JSON body; an empty body is `{}`. */
-async function body<T>(c: Context, schema: z.ZodType<T>): Promise<{ value: T } | Response> {
+export async function body<T>(c: Context, schema: z.ZodType<T>): Promise<{ value: T } | Response> {
   const text = await c.req.text();
   let json: unknown = {};
   if (text.trim() !== "") {
@@ -52,7 +52,7 @@ function sameToken(a: string, b: string): boolean {
 }
 
 /** undefined when the request may change things, else the refusal to send. */
-function refuse(c: Context, ctx: HttpContext): Response | undefined {
+export function refuse(c: Context, ctx: HttpContext): Response | undefined {
   if (ctx.token === undefined) {
     return c.json({
       error: "changing actions are disabled: no token is configured; start the process with " +

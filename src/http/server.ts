@@ -13,6 +13,7 @@ import type { MetricsRegistry } from "./metrics.ts";
 import { metricsRoutes } from "./metrics_routes.ts";
 import { healthRoutes } from "./health.ts";
 import { adminRoutes } from "./admin.ts";
+import { volumeRoutes } from "./volumes.ts";
 import { type ClusterMember, dashboardRoutes } from "./dashboard.ts";
 
 /** Default addresses: the mount daemon's and a replica's (JuiceFS uses 9567). */
@@ -72,6 +73,7 @@ export function createHttpApp(ctx: HttpContext): Hono {
   healthRoutes(app, ctx);
   metricsRoutes(app, ctx);
   adminRoutes(app, ctx);
+  volumeRoutes(app, ctx);
   dashboardRoutes(app, ctx);
   return app;
 }

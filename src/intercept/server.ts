@@ -47,6 +47,9 @@ export interface ShimServerOptions {
   /** Whether FUSE passthrough is on: the shim is only coherent with FUSE when it is (both use
    * the local file's page cache). Without it every GET_FD is refused with EOPNOTSUPP. */
   passthrough: () => boolean;
+  /** Whether the file may be written outside the daemon (not in a volume, whose writes must
+   * claim quota first). Default: always. */
+  mayServe?: (ino: number) => boolean;
   /** Drop the kernel's cached attributes of `ino` (FUSE_NOTIFY_INVAL_INODE, offset -1). */
   invalidate: (ino: number) => void;
   /** Default: console.error. */
@@ -237,6 +240,9 @@ export class ShimServer {
       }
       if (!this.#options.passthrough()) {
         throw new Refusal(EOPNOTSUPP, "passthrough is off, so FUSE caches pages of its own");
+      }
+      if (this.#options.mayServe && !this.#options.mayServe(request.ino)) {
+        throw new Refusal(EOPNOTSUPP, `inode ${request.ino} is in a volume: quota needs FUSE`);
       }
       const flags = (info.flags & COPIED_FLAGS) | O_CLOEXEC | O_NOFOLLOW;
       const local = openFile(localDataPath(this.#options.dataDir, request.ino), flags);

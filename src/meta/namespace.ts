@@ -56,6 +56,9 @@ export interface InodeRecord {
   btime: Timespec;
   /** Symlinks only: the target bytes. */
   target?: Uint8Array;
+  /** The volume the inode belongs to (its `VolumeRecord.id`); 0 or absent: none. Stored in the
+   * header's spare bytes 1-3, so records written before volumes existed read as 0. */
+  volume?: number;
 }
 
 /** A directory entry's value: the child and its S_IFMT type bits. */
@@ -79,6 +82,9 @@ const TAG_DENTRY = 0x44; // "D" + parent ino + name bytes
 const TAG_XATTR = 0x58; // "X" + ino + name (UTF-8)
 const TAG_ORPHAN = 0x4f; // "O" + ino: nlink 0 but still referenced; purged at startup
 const TAG_CHUNKS = 0x43; // "C" + ino: cluster mode's chunk map (src/cache/chunk_map.ts)
+const TAG_VOLUME = 0x76; // "v" + name: a volume's fixed facts (VolumeRecord), JSON
+const TAG_QUOTA = 0x71; // "q" + volume id: its capacity, limits, usage and reservations, JSON
+const TAG_VOLUME_COUNTER = 0x6e; // "n": the next unused volume id
 
 const PREFIX = [0x66, 0x73, 0x2f]; // "fs/"
 const encoder = new TextEncoder();
@@ -94,7 +100,7 @@ function tagKey(tag: number, ino?: number, suffix?: Uint8Array): Uint8Array {
   key[2] = PREFIX[2];
   key[PREFIX.length] = tag;
   if (ino !== undefined) writeU64(key, PREFIX.length + 1, ino);
-  if (suffix) key.set(suffix, PREFIX.length + 9);
+  if (suffix) key.set(suffix, PREFIX.length + (ino === undefined ? 1 : 9));
   return key;
 }
 
@@ -134,7 +140,36 @@ export const keys = {
   orphans: () => tagKey(TAG_ORPHAN),
   chunkMap: (ino: number) => tagKey(TAG_CHUNKS, ino),
   chunkMaps: () => tagKey(TAG_CHUNKS),
+  volume: (name: string) => tagKey(TAG_VOLUME, undefined, encoder.encode(name)),
+  volumes: () => tagKey(TAG_VOLUME),
+  quota: (id: number) => tagKey(TAG_QUOTA, id),
+  volumeCounter: () => tagKey(TAG_VOLUME_COUNTER),
 };
+
+/** Largest volume id: it is kept in 3 bytes of the inode record. */
+export const MAX_VOLUME_ID = 2 ** 24 - 1;
+
+/** A volume's facts that never change after creation (src/vfs/volumes.ts has the rules). */
+export interface VolumeRecord {
+  name: string;
+  id: number;
+  /** The inode of its root directory. */
+  ino: number;
+  parameters: Record<string, string>;
+  /** ISO time of creation. */
+  createdAt: string;
+}
+
+/** A volume's limits and usage, written in the transaction of every change that moves them. */
+export interface QuotaRecord {
+  capacityBytes: number;
+  /** Most inodes; 0: no limit. */
+  inodes: number;
+  usedBytes: number;
+  usedInodes: number;
+  /** Bytes of capacity reserved by each node for writes not yet published (node id -> bytes). */
+  reserved: Record<string, number>;
+}
 
 /** The inode number at the end of an inode, orphan, dentry or xattr key. */
 function inoOfKey(key: Uint8Array): number {
@@ -172,6 +207,10 @@ export function encodeInode(record: InodeRecord): Uint8Array {
   const out = new Uint8Array(HEADER_BYTES + target.length);
   const view = new DataView(out.buffer);
   view.setUint8(0, RECORD_VERSION);
+  const volume = record.volume ?? 0;
+  out[1] = volume & 0xff;
+  out[2] = (volume >>> 8) & 0xff;
+  out[3] = (volume >>> 16) & 0xff;
   view.setUint32(4, record.mode, true);
   view.setUint32(8, record.uid, true);
   view.setUint32(12, record.gid, true);
@@ -217,7 +256,14 @@ export function decodeInode(ino: number, bytes: Uint8Array): InodeRecord {
     btime: time(3),
   };
   if (bytes.length > HEADER_BYTES) record.target = bytes.slice(HEADER_BYTES);
+  const volume = volumeOfRecord(bytes);
+  if (volume !== 0) record.volume = volume;
   return record;
+}
+
+/** The volume id of an encoded inode record, without decoding the rest. */
+export function volumeOfRecord(bytes: Uint8Array): number {
+  return bytes[1] | (bytes[2] << 8) | (bytes[3] << 16);
 }
 
 function encodeDirent(dirent: DirentRecord): Uint8Array {
@@ -631,12 +677,40 @@ export class Namespace {
     return found.value ? decodeDirent(found.value) : undefined;
   }
 
+  /** A volume's quota record, from the cache or the store (statfs; not compared). */
+  async getQuotaRecord(id: number): Promise<QuotaRecord | undefined> {
+    const found = await this.get(keys.quota(id));
+    return found.value ? JSON.parse(decoder.decode(found.value)) : undefined;
+  }
+
   /** Every entry of a directory, in name byte order. */
   async listDir(parent: number): Promise<NamedDirent[]> {
     const prefix = keys.dentries(parent);
     const out: NamedDirent[] = [];
     for await (const kv of this.#scan(prefix, false)) {
       out.push({ name: kv.key.slice(prefix.length), ...decodeDirent(kv.value) });
+    }
+    return out;
+  }
+
+  /** Volume records in name order, at most `limit`, starting after name `after`. */
+  async listVolumes(limit: number, after?: string): Promise<VolumeRecord[]> {
+    const prefix = keys.volumes();
+    let from = prefix;
+    if (after !== undefined) {
+      const key = keys.volume(after);
+      from = new Uint8Array(key.length + 1);
+      from.set(key);
+    }
+    const page = await this.kv.range({ key: from, rangeEnd: prefixEnd(prefix), limit });
+    return page.kvs.map((kv) => JSON.parse(decoder.decode(kv.value)));
+  }
+
+  /** Every quota record, with its volume id (startup: drop reservations of gone writers). */
+  async listQuotas(): Promise<{ id: number; quota: QuotaRecord }[]> {
+    const out: { id: number; quota: QuotaRecord }[] = [];
+    for await (const kv of this.#scan(tagKey(TAG_QUOTA), false)) {
+      out.push({ id: inoOfKey(kv.key), quota: JSON.parse(decoder.decode(kv.value)) });
     }
     return out;
   }
@@ -844,6 +918,101 @@ export class NsTxn {
       else byName.delete(name);
     }
     return [...byName].map(([name, size]) => ({ name, size }));
+  }
+
+  /** Whether `volumeChanges` may find anything: a cheap synchronous look, so that transactions
+   * outside volumes (nearly all) pay no await for volume accounting. */
+  mayTouchVolumes(): boolean {
+    for (const [name, write] of this.#writes) {
+      if (inodeOfKey(write.key) === undefined) continue;
+      if (write.value) {
+        if (volumeOfRecord(write.value) !== 0) return true;
+        continue;
+      }
+      const read = this.#reads.get(name);
+      if (!read || (read.value && volumeOfRecord(read.value) !== 0)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Every inode this transaction writes or deletes that belongs to a volume, with its stored
+   * record before (undefined: created here) and after (undefined: deleted). A record put without
+   * being read first is read now (and compared at commit), unless it is a new inode. Inodes
+   * outside volumes cost no read: an inode never changes volume.
+   */
+  async volumeChanges(): Promise<
+    { volume: number; before?: InodeRecord; after?: InodeRecord }[]
+  > {
+    const out: { volume: number; before?: InodeRecord; after?: InodeRecord }[] = [];
+    for (const [name, write] of [...this.#writes]) {
+      const ino = inodeOfKey(write.key);
+      if (ino === undefined) continue;
+      if (write.value && volumeOfRecord(write.value) === 0) continue;
+      let beforeBytes: Uint8Array | undefined;
+      const read = this.#reads.get(name);
+      if (read) {
+        beforeBytes = read.value;
+      } else if (!this.#absent.some((key) => keyString(key) === name)) {
+        const found = await this.#ns.get(write.key);
+        this.#reads.set(name, {
+          key: write.key,
+          modRevision: found.modRevision,
+          value: found.value,
+        });
+        beforeBytes = found.value;
+      }
+      const volume = write.value
+        ? volumeOfRecord(write.value)
+        : beforeBytes
+        ? volumeOfRecord(beforeBytes)
+        : 0;
+      if (volume === 0) continue;
+      out.push({
+        volume,
+        before: beforeBytes ? decodeInode(ino, beforeBytes) : undefined,
+        after: write.value ? decodeInode(ino, write.value) : undefined,
+      });
+    }
+    return out;
+  }
+
+  async getVolume(name: string): Promise<VolumeRecord | undefined> {
+    const value = await this.#read(keys.volume(name));
+    return value ? JSON.parse(decoder.decode(value)) : undefined;
+  }
+
+  putVolume(record: VolumeRecord): void {
+    this.#write(keys.volume(record.name), encoder.encode(JSON.stringify(record)));
+  }
+
+  deleteVolume(name: string): void {
+    this.#write(keys.volume(name), undefined);
+  }
+
+  async getQuota(id: number): Promise<QuotaRecord | undefined> {
+    const value = await this.#read(keys.quota(id));
+    return value ? JSON.parse(decoder.decode(value)) : undefined;
+  }
+
+  putQuota(id: number, record: QuotaRecord): void {
+    this.#write(keys.quota(id), encoder.encode(JSON.stringify(record)));
+  }
+
+  deleteQuota(id: number): void {
+    this.#write(keys.quota(id), undefined);
+  }
+
+  /** A fresh volume id from the shared counter (ids are never reused). */
+  async nextVolumeId(): Promise<number> {
+    const key = keys.volumeCounter();
+    const value = await this.#read(key);
+    const id = value ? readU64(value, 0) : 1;
+    if (id > MAX_VOLUME_ID) throw new FsError("ENOSPC", `all ${MAX_VOLUME_ID} volume ids are used`);
+    const next = new Uint8Array(8);
+    writeU64(next, 0, id + 1);
+    this.#write(key, next);
+    return id;
   }
 
   /** Cluster mode's chunk map of `ino` (opaque bytes; written with the inode's record). */

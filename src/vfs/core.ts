@@ -26,6 +26,7 @@ import type { ClusterData } from "../cache/cluster_data.ts";
 import type { Attr, DirEntry } from "./types.ts";
 import { isDir, isReg } from "./perm.ts";
 import type { LockTable } from "./lock.ts";
+import { type QuotaPlan, type VolumeQuotaOptions, VolumeQuotas } from "./volume_quota.ts";
 
 export interface VfsOptions {
   kv: MetaKV;
@@ -45,6 +46,10 @@ export interface VfsOptions {
    * object (nlink/ctime after unlink, rename, link), so the kernel's cached attributes can be
    * invalidated. Default: nothing. */
   onInodeChange?: (ino: number) => void;
+  /** Called when names changed without the kernel asking (a volume created or deleted through
+   * the admin API), so that its cached entries, negative ones included, are looked up again.
+   * Default: nothing. */
+  onEntriesChange?: () => void;
   /** Clock. Default: the system clock, strictly increasing. */
   now?: () => Timespec;
   /** Cluster mode (src/cache/cluster_data.ts): data in chunks published at close/fsync, the
@@ -53,6 +58,9 @@ export interface VfsOptions {
   /** How reads and listings change atime now (the mount's flags, which can change while
    * mounted: `mount -o remount,ro|noatime`). Default: always relatime. */
   atimeRule?: (isDir: boolean) => AtimeRule;
+  /** Volumes (volumes.ts): where they live (`root`, default "volumes") and how writers reserve
+   * capacity (volume_quota.ts). */
+  volumes?: VolumeQuotaOptions & { root?: string };
 }
 
 /** How a read or a listing changes atime: relatime (ext4's default), always (strictatime), or
@@ -93,6 +101,8 @@ export interface InodeState {
   accessedAt?: Timespec;
   /** Tail of the chain that runs O_APPEND writes one at a time (each needs the previous end). */
   appendTail?: Promise<unknown>;
+  /** The volume of an opened file (0: none), read at open: its writes claim quota first. */
+  volume?: number;
 }
 
 export interface FileHandle {
@@ -123,6 +133,8 @@ export class OpTxn {
   readonly deleted = new Map<number, string[]>();
   /** Cluster mode: inodes kept as orphans only because another node has them open. */
   readonly keptElsewhere = new Set<number>();
+  /** Volume usage this transaction changes, applied in memory after its commit. */
+  quotaPlan: QuotaPlan | undefined;
 
   constructor(core: VfsCore, tx: NsTxn) {
     this.#core = core;
@@ -208,8 +220,12 @@ export class VfsCore {
   readonly dataDir: string;
   readonly now: () => Timespec;
   readonly onInodeChange: (ino: number) => void;
+  readonly onEntriesChange: () => void;
   readonly cluster: ClusterData | undefined;
   readonly atimeRule: (isDir: boolean) => AtimeRule;
+  readonly volumes: VolumeQuotas;
+  /** The directory under the root holding the volumes (a name, default "volumes"). */
+  readonly volumeRoot: string;
   readonly inodes = new Map<number, InodeState>();
   readonly handles = new Map<number, Handle>();
   /** Orphans just made because another node has them open (OpTxn.keptElsewhere, committed): the
@@ -232,9 +248,12 @@ export class VfsCore {
     this.dataDir = options.dataDir;
     this.now = options.now ?? systemNow;
     this.onInodeChange = options.onInodeChange ?? (() => {});
+    this.onEntriesChange = options.onEntriesChange ?? (() => {});
     this.cluster = options.cluster;
     this.atimeRule = options.atimeRule ?? (() => "relatime");
     this.#writebackMs = options.attrWritebackMs ?? 1000;
+    this.volumes = new VolumeQuotas(this, options.cluster?.nodeId ?? "local", options.volumes);
+    this.volumeRoot = options.volumes?.root ?? "volumes";
     // An orphan whose open record went (after its linger) may be freed now.
     if (this.cluster) this.cluster.onOrphan = (ino) => this.maybePurge(ino);
   }
@@ -349,7 +368,14 @@ export class VfsCore {
    * pending attributes folded into what it wrote are no longer pending. */
   async txn<T>(operation: (t: OpTxn) => Promise<T>): Promise<T> {
     let last: OpTxn | undefined;
-    const result = await this.ns.transact((tx) => operation(last = new OpTxn(this, tx)));
+    const result = await this.ns.transact(async (tx) => {
+      const t = last = new OpTxn(this, tx);
+      const result = await operation(t);
+      // Volume usage moves in the same transaction as the change that moves it.
+      if (tx.mayTouchVolumes()) t.quotaPlan = await this.volumes.account(t);
+      return result;
+    });
+    if (last!.quotaPlan) this.volumes.afterCommit(last!.quotaPlan);
     for (const [ino, seq] of last!.folded) this.#clean(ino, seq);
     for (const [ino, objects] of last!.deleted) this.cluster?.deleted(ino, objects);
     for (const ino of last!.keptElsewhere) this.keptElsewhere.add(ino);
@@ -520,6 +546,7 @@ export class VfsCore {
     await this.persistAll();
     // A write-back of an inode no longer dirty may still be reading its local file.
     await Promise.allSettled(this.#publishing.values());
+    await this.volumes.close();
     await this.local.closeAll();
     await this.cluster?.shutdown();
   }

@@ -38,6 +38,7 @@ import {
   X_OK,
 } from "./perm.ts";
 import {
+  BLOCK_SIZE,
   checkName,
   isDotOrDotDot,
   LINK_MAX,
@@ -169,6 +170,7 @@ export async function setattr(
     // or extends to the stored size, never data showing through past the size.
     const state = core.inodes.get(ino);
     if (state?.dirty) state.dirty.size = undefined;
+    core.volumes.truncated(ino, record.size);
     await core.local.withFd(ino, record.size, (fd) => {
       libc.ftruncate(fd, record.size);
       core.local.noteOwnChange(ino);
@@ -324,6 +326,8 @@ export function createIn(
     btime: now,
     target: spec.target,
   };
+  // Everything made inside a volume belongs to it (its usage counts the inode and the bytes).
+  if (dir.volume) record.volume = dir.volume;
   t.putInode(record);
   t.tx.putDirent(dir.ino, name, { ino, type });
   // A new inode has no xattrs and no chunk map: cached as absent, the kernel's
@@ -409,6 +413,13 @@ export async function link(
     // An unlinked file cannot get a name back (only O_TMPFILE files can, with linkat).
     if (child.nlink === 0) throw new FsError("ENOENT", `inode ${ino} has been removed`);
     if (child.nlink >= LINK_MAX) throw new FsError("EMLINK", `inode ${ino} has ${LINK_MAX} links`);
+    // A volume's usage counts each inode once: a link may not reach into or out of one.
+    if ((child.volume ?? 0) !== (dir.volume ?? 0)) {
+      throw new FsError(
+        "EXDEV",
+        `inode ${ino} and directory ${newParent} are in different volumes`,
+      );
+    }
     checkMayLink(ctx, child);
     const now = core.now();
     t.tx.putDirent(newParent, newName, { ino, type: child.mode & S_IFMT });
@@ -457,6 +468,7 @@ async function removeEntry(
     if (!dirent) throw new FsError("ENOENT", `no ${show(name)} in directory ${parent}`);
     const child = await t.inode(dirent.ino);
     mayDelete(ctx, dir, child, directory);
+    checkNotVolumeRoot(dir, child);
     if (directory && !(await t.tx.dirIsEmpty(child.ino))) {
       throw new FsError("ENOTEMPTY", `directory ${show(name)} is not empty`);
     }
@@ -494,7 +506,41 @@ export async function access(core: VfsCore, ctx: Ctx, ino: number, mask: number)
   if (mask & 7) checkAccess(ctx, record, mask & 7);
 }
 
-export function statfs(core: VfsCore): Promise<StatFs> {
+/** EBUSY for the root directory of a volume (its volume differs from its parent's): like a mount
+ * point, it goes only with the volume (`skyfs volume delete`). */
+export function checkNotVolumeRoot(dir: InodeRecord, child: InodeRecord): void {
+  if ((child.volume ?? 0) !== 0 && (child.volume ?? 0) !== (dir.volume ?? 0)) {
+    throw new FsError(
+      "EBUSY",
+      `inode ${child.ino} is the root of volume ${child.volume}: delete the volume instead`,
+    );
+  }
+}
+
+/**
+ * statfs of `ino`: inside a volume, the volume's capacity and usage (so `df` in it shows the
+ * volume); elsewhere the data directory's file system.
+ */
+export async function statfs(core: VfsCore, ino: number): Promise<StatFs> {
+  const record = ino > 0 ? await core.ns.getInode(ino) : undefined;
+  if (record?.volume) {
+    const quota = await core.ns.getQuotaRecord(record.volume);
+    if (quota) {
+      const free = Math.max(0, quota.capacityBytes - quota.usedBytes);
+      const st = libc.statvfs(core.dataDir);
+      const files = quota.inodes > 0 ? quota.inodes : quota.usedInodes + st.ffree;
+      return {
+        blocks: Math.ceil(quota.capacityBytes / BLOCK_SIZE),
+        bfree: Math.floor(free / BLOCK_SIZE),
+        bavail: Math.floor(free / BLOCK_SIZE),
+        files,
+        ffree: Math.max(0, files - quota.usedInodes),
+        bsize: BLOCK_SIZE,
+        frsize: BLOCK_SIZE,
+        namelen: NAME_MAX,
+      };
+    }
+  }
   const st = libc.statvfs(core.dataDir);
   return Promise.resolve({
     blocks: st.blocks,

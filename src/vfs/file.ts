@@ -79,6 +79,7 @@ async function openChecked(
   // Count the handle before any await, so a racing forget cannot purge the inode under us.
   const handle: FileHandle = { kind: "file", ino, flags };
   const fh = core.addHandle(handle);
+  core.state(ino).volume = record.volume ?? 0;
   try {
     if (flags & libc.O_TRUNC) record = await truncateForOpen(core, ctx, ino);
     const fd = await core.local.acquire(ino, record.size);
@@ -99,7 +100,8 @@ async function openChecked(
     }
     // Data written outside the vfs (FUSE passthrough, the shim) never passes the write path that
     // drops set-id bits, so a file with bits a write must drop gets no backing fd.
-    const outsideWritesSafe = !hasKillableSetId(record.mode);
+    // Nor does a file in a volume: its writes must claim quota before they happen.
+    const outsideWritesSafe = !hasKillableSetId(record.mode) && !record.volume;
     // Reads outside the vfs are seen through the local file's atime (LocalStore.watchAccess).
     if (outsideWritesSafe) core.local.watchAccess(ino);
     return {
@@ -128,6 +130,7 @@ async function truncateForOpen(core: VfsCore, ctx: Ctx, ino: number): Promise<In
   });
   const state = core.inodes.get(ino);
   if (state?.dirty) state.dirty.size = undefined;
+  core.volumes.truncated(ino, 0);
   core.cluster?.truncated(ino, 0);
   return record;
 }
@@ -235,11 +238,20 @@ async function writeAt(
   if (offset + data.length > MAX_FILE_SIZE) {
     throw new FsError("EFBIG", `write to ${offset + data.length} exceeds ${MAX_FILE_SIZE}`);
   }
+  await claimQuota(core, ino, fd, offset + data.length);
   if (core.cluster) await core.cluster.ensure(ino, fd, offset, data.length, true);
   const written = await core.io.write(fd, data, offset);
   core.cluster?.noteWrite(ino, offset, written);
   await afterDataChange(core, ctx, ino);
   return written;
+}
+
+/** In a volume: claim the growth to `end` before the data changes (EDQUOT changes nothing). */
+async function claimQuota(core: VfsCore, ino: number, fd: number, end: number): Promise<void> {
+  const volume = core.inodes.get(ino)?.volume;
+  if (!volume) return;
+  const size = libc.fstat(fd).size;
+  if (end > size) await core.volumes.claim(ino, volume, size, end);
 }
 
 /**
@@ -293,6 +305,7 @@ export async function release(
     if (state.handles === 0) await core.persist(ino);
   } finally {
     if (handle.hasData) await core.local.release(ino);
+    if (state.handles === 0) core.volumes.closed(ino);
   }
   // Runs after the handle count dropped: an unlinked, forgotten file is freed by its last close.
   let purge = !core.isReferenced(ino);
@@ -344,6 +357,7 @@ export async function fallocate(
   const record = await core.record(ino);
   if (!isReg(record.mode)) throw new FsError("ENODEV", `inode ${ino} is not a regular file`);
   const fd = dataFd(core, ino);
+  if (!keepSize) await claimQuota(core, ino, fd, offset + length);
   if (core.cluster) await core.cluster.ensure(ino, fd, offset, length);
   try {
     await core.io.fallocate(fd, mode, offset, length);
@@ -433,6 +447,7 @@ export async function copyFileRange(
   if (to.offset + remaining > MAX_FILE_SIZE) throw new FsError("EFBIG", "copy past max size");
   const fdIn = dataFd(core, from.ino);
   const fdOut = dataFd(core, to.ino);
+  await claimQuota(core, to.ino, fdOut, to.offset + remaining);
   if (core.cluster) {
     await core.cluster.ensure(from.ino, fdIn, from.offset, remaining);
     await core.cluster.ensure(to.ino, fdOut, to.offset, remaining, true);

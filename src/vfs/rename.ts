@@ -11,7 +11,14 @@ import { type InodeRecord, ROOT_INO } from "../meta/namespace.ts";
 import { type Ctx, RENAME_EXCHANGE, RENAME_NOREPLACE } from "./types.ts";
 import { checkAccess, isDir, S_IFMT, W_OK } from "./perm.ts";
 import { checkName, isDotOrDotDot, type OpTxn, sameName, type VfsCore } from "./core.ts";
-import { afterUnlink, mayCreate, mayDelete, searchableDir, show } from "./entry.ts";
+import {
+  afterUnlink,
+  checkNotVolumeRoot,
+  mayCreate,
+  mayDelete,
+  searchableDir,
+  show,
+} from "./entry.ts";
 
 export async function rename(
   core: VfsCore,
@@ -37,6 +44,30 @@ export async function rename(
   );
   for (const ino of outcome.touched) core.onInodeChange(ino);
   if (outcome.replaced !== undefined) await afterUnlink(core, outcome.replaced, outcome.freed);
+}
+
+/**
+ * A volume's usage counts what is inside it, so nothing moves into, out of or between volumes:
+ * EXDEV, which makes `mv` copy and delete. A volume's root itself is EBUSY (a mount point).
+ */
+function checkVolumes(
+  srcDir: InodeRecord,
+  src: InodeRecord,
+  dstDir: InodeRecord,
+  dst: InodeRecord | undefined,
+  exchange: boolean,
+): void {
+  checkNotVolumeRoot(srcDir, src);
+  if (dst) checkNotVolumeRoot(dstDir, dst);
+  if (
+    (src.volume ?? 0) !== (dstDir.volume ?? 0) ||
+    (exchange && (dst!.volume ?? 0) !== (srcDir.volume ?? 0))
+  ) {
+    throw new FsError(
+      "EXDEV",
+      `cannot rename across volumes (${src.volume ?? 0} to ${dstDir.volume ?? 0})`,
+    );
+  }
 }
 
 interface RenameArgs {
@@ -92,6 +123,7 @@ async function renameIn(
   if (dstEntry?.ino === srcEntry.ino) return none;
 
   mayDelete(ctx, srcDir, src, srcIsDir);
+  checkVolumes(srcDir, src, dstDir, dst, a.exchange);
   if (!dst) mayCreate(ctx, dstDir);
   else mayDelete(ctx, dstDir, dst, a.exchange ? dstIsDir : srcIsDir);
   // Moving a directory rewrites its "..", which needs write permission on it.

@@ -36,7 +36,11 @@ Deno.test("restart keeps names, inode numbers, attributes, data, symlinks, xattr
     // New inode numbers continue above the old ones.
     const fresh = await vfs.mknod(root, 1, n("new"), 0o100644, 0, 0);
     assert.ok(fresh.ino > Math.max(d.ino, c.attr.ino, s.ino));
-    assert.deepEqual(vfs.recovery, { orphansPurged: 0, danglingFilesRemoved: 0 });
+    assert.deepEqual(vfs.recovery, {
+      orphansPurged: 0,
+      danglingFilesRemoved: 0,
+      reservationsDropped: 0,
+    });
   });
 });
 
@@ -52,7 +56,11 @@ Deno.test("startup purges orphans and removes local files of deleted inodes", as
     const stray = `${f.dir}/data/7f/7777777f`;
     await Deno.writeTextFile(stray, "left by a crash");
     const vfs = await f.restart();
-    assert.deepEqual(vfs.recovery, { orphansPurged: 1, danglingFilesRemoved: 1 });
+    assert.deepEqual(vfs.recovery, {
+      orphansPurged: 1,
+      danglingFilesRemoved: 1,
+      reservationsDropped: 0,
+    });
     await assert.rejects(vfs.getattr(root, c.attr.ino), (e) => e instanceof FsError);
     await assert.rejects(Deno.stat(local), Deno.errors.NotFound);
     await assert.rejects(Deno.stat(stray), Deno.errors.NotFound);

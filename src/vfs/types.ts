@@ -105,6 +105,9 @@ export interface FileLock {
   pid: number;
 }
 
+import type { Volumes } from "./volumes.ts";
+export type { CreateVolume, Volume, Volumes } from "./volumes.ts";
+
 export const RENAME_NOREPLACE = 1;
 export const RENAME_EXCHANGE = 2;
 
@@ -218,6 +221,8 @@ export interface Vfs {
   ): Promise<void>;
   /** The handles open now (for the admin API; a snapshot, newly allocated at each call). */
   openHandles(): OpenHandleInfo[];
+  /** Volumes with quotas (src/vfs/volumes.ts): the admin API and the shim reach them here. */
+  readonly volumes: Volumes;
   /** Flush everything and close stores; called once at unmount. */
   destroy(): Promise<void>;
 }

@@ -16,6 +16,7 @@ import * as file from "./file.ts";
 import * as xattr from "./xattr.ts";
 import * as lock from "./lock.ts";
 import { rename } from "./rename.ts";
+import { createVolumes } from "./volumes.ts";
 import { S_IFBLK, S_IFCHR, S_IFIFO, S_IFREG, S_IFSOCK } from "./perm.ts";
 
 export type { VfsOptions } from "./core.ts";
@@ -24,6 +25,8 @@ export type { VfsOptions } from "./core.ts";
 export interface RecoveryReport {
   orphansPurged: number;
   danglingFilesRemoved: number;
+  /** Volume reservations of writers that were gone at start (volume_quota.ts). */
+  reservationsDropped: number;
 }
 
 export interface VfsWithRecovery extends Vfs {
@@ -71,13 +74,16 @@ async function recover(core: VfsCore): Promise<RecoveryReport> {
   }
   const existing = await core.ns.existingInodes();
   const danglingFilesRemoved = await core.local.removeDangling((ino) => existing.has(ino));
-  if (orphansPurged > 0) await core.ns.kv.sync();
-  return { orphansPurged, danglingFilesRemoved };
+  // Reserved quota of writes this node never stored is void (their data is cut at next open).
+  const reservationsDropped = await core.volumes.dropStaleReservations(!core.cluster);
+  if (orphansPurged > 0 || reservationsDropped > 0) await core.ns.kv.sync();
+  return { orphansPurged, danglingFilesRemoved, reservationsDropped };
 }
 
 function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
   return {
     recovery,
+    volumes: createVolumes(core),
     metaCounters: core.ns.counters,
     lookup: async (ctx, parent, name) => {
       const attr = await entry.lookup(core, ctx, parent, name);
@@ -113,7 +119,7 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
       dir.readdir(core, ino, fh, offset, maxEntries, plus),
     releasedir: (ino, fh) => dir.releasedir(core, ino, fh),
     fsyncdir: () => dir.fsyncdir(core),
-    statfs: () => entry.statfs(core),
+    statfs: (ino) => entry.statfs(core, ino),
     access: (ctx, ino, mask) => entry.access(core, ctx, ino, mask),
     setxattr: (ctx, ino, name, value, flags) => xattr.setxattr(core, ctx, ino, name, value, flags),
     getxattr: async (ctx, ino, name) => {
