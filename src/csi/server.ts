@@ -1,0 +1,126 @@
+/**
+ * The gRPC server of `skyfs csi`: the Identity service always, Controller and Node by mode, on a
+ * unix socket. Handlers are plain functions from a decoded request to a reply; this file is the
+ * one place where a thrown {@linkcode CsiError} (or any other error) becomes the call's status.
+ * @module
+ */
+
+import * as grpc from "@grpc/grpc-js";
+import { type CsiContext, servesController, servesNode } from "./context.ts";
+import { controllerHandlers } from "./controller.ts";
+import { identityHandlers } from "./identity.ts";
+import { nodeHandlers } from "./node.ts";
+import { csiPackage } from "./proto.ts";
+import { CsiError, status } from "./status.ts";
+import { VolumeApiError } from "./volume_api.ts";
+
+// deno-lint-ignore no-explicit-any
+export type Handler = (request: any) => unknown;
+export type Handlers = Record<string, Handler>;
+
+/** The socket path of `unix:///path` (or `unix:/path`); throws a TypeError naming the form. */
+export function socketPathOf(endpoint: string): string {
+  const match = /^unix:\/\/(\/.+)$/.exec(endpoint) ?? /^unix:(\/[^/].*)$/.exec(endpoint);
+  if (!match) {
+    throw new TypeError(
+      `--endpoint "${endpoint}" is not a unix socket URL; write unix:///path/to/csi.sock`,
+    );
+  }
+  return match[1];
+}
+
+function toServiceError(error: unknown): Partial<grpc.ServiceError> {
+  if (error instanceof CsiError) return { code: error.code, details: error.message };
+  if (error instanceof VolumeApiError) {
+    // Unreachable or failing API: the CO retries an UNAVAILABLE call.
+    const code = error.status === 0 || error.status >= 500 ? status.UNAVAILABLE : status.INTERNAL;
+    return { code, details: error.message };
+  }
+  return {
+    code: status.INTERNAL,
+    details: `internal error: ${(error as Error)?.message ?? error}`,
+  };
+}
+
+/** grpc-js unary implementations of a table of handlers, with a count of calls per method. */
+function implement(
+  handlers: Handlers,
+  calls: Map<string, number>,
+): grpc.UntypedServiceImplementation {
+  const implementation: grpc.UntypedServiceImplementation = {};
+  for (const [name, handler] of Object.entries(handlers)) {
+    implementation[name] = (
+      call: grpc.ServerUnaryCall<unknown, unknown>,
+      callback: grpc.sendUnaryData<unknown>,
+    ) => {
+      calls.set(name, (calls.get(name) ?? 0) + 1);
+      Promise.resolve()
+        .then(() => handler(call.request))
+        .then((reply) => callback(null, reply), (error) => callback(toServiceError(error)));
+    };
+  }
+  return implementation;
+}
+
+/** A running driver. */
+export interface CsiServer {
+  socketPath: string;
+  /** Calls served, by method name. */
+  calls: Map<string, number>;
+  /** Stops accepting calls, lets running ones finish (at most `graceMs`), removes the socket. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** Serves the driver's services for `ctx` on the unix socket of `endpoint`. A socket file left by
+ * a killed driver is replaced; a live driver on it is an error (its address is in use). */
+export async function startCsiServer(ctx: CsiContext, endpoint: string): Promise<CsiServer> {
+  const socketPath = socketPathOf(endpoint);
+  const csi = csiPackage();
+  const calls = new Map<string, number>();
+  const server = new grpc.Server();
+  server.addService(csi.Identity.service, implement(identityHandlers(ctx), calls));
+  if (servesController(ctx)) {
+    server.addService(csi.Controller.service, implement(controllerHandlers(ctx), calls));
+  }
+  if (servesNode(ctx)) server.addService(csi.Node.service, implement(nodeHandlers(ctx), calls));
+
+  await removeStaleSocket(socketPath);
+  await Deno.mkdir(socketPath.replace(/\/[^/]*$/, "") || "/", { recursive: true });
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(
+      `unix://${socketPath}`,
+      grpc.ServerCredentials.createInsecure(),
+      (error) =>
+        error
+          ? reject(new Error(`Cannot serve CSI on "${socketPath}": ${error.message}`))
+          : resolve(),
+    )
+  );
+  return {
+    socketPath,
+    calls,
+    async close(graceMs = 5_000) {
+      const timer = setTimeout(() => server.forceShutdown(), graceMs);
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      clearTimeout(timer);
+      await Deno.remove(socketPath).catch(() => {});
+    },
+  };
+}
+
+/** Removes `path` if it is a socket nobody listens on; refuses when a process still serves it. */
+async function removeStaleSocket(path: string): Promise<void> {
+  const info = await Deno.lstat(path).catch(() => undefined);
+  if (info === undefined) return;
+  if (!info.isSocket) {
+    throw new Error(`Cannot serve CSI on "${path}": it exists and is not a socket; remove it`);
+  }
+  try {
+    const connection = await Deno.connect({ transport: "unix", path });
+    connection.close();
+  } catch {
+    await Deno.remove(path);
+    return;
+  }
+  throw new Error(`Cannot serve CSI on "${path}": another process serves it; stop that one first`);
+}
