@@ -45,11 +45,11 @@ export interface CsiOptions {
 export function csiContext(options: CsiOptions): CsiContext {
   const node = options.mode !== "controller";
   if (node && options.mountPoint === undefined) {
-    throw new Error(`skyfs csi --mode ${options.mode} needs --mount DIR (the node's skyfs mount)`);
+    throw new Error(`csi --mode ${options.mode} needs --mount DIR (the node's skyfs mount)`);
   }
   if (options.apiUrl === undefined && options.mountPoint === undefined) {
     throw new Error(
-      "skyfs csi --mode controller needs --api http://HOST:PORT (a mount's HTTP endpoint) or " +
+      "csi --mode controller needs --api http://HOST:PORT (a mount's HTTP endpoint) or " +
         "--mount DIR",
     );
   }

@@ -250,3 +250,14 @@ export async function workDir(): Promise<string> {
 }
 
 export { grpc };
+
+/** Unmounts (lazily) every mount under `dir`, deepest first: what a failed test left bound. */
+export async function unmountUnder(dir: string): Promise<void> {
+  const points = Deno.readTextFileSync("/proc/self/mountinfo").split("\n")
+    .map((line) => line.split(" ")[4])
+    .filter((point) => point !== undefined && point.startsWith(dir + "/"))
+    .sort((a, b) => b.length - a.length);
+  for (const point of points) {
+    await new Deno.Command("umount", { args: ["-l", point], stderr: "null" }).output();
+  }
+}

@@ -21,6 +21,7 @@ import {
   type Skyfs,
   startDriver,
   startSkyfs,
+  unmountUnder,
   workDir,
 } from "./_csi.ts";
 
@@ -757,6 +758,7 @@ Deno.test({
     } finally {
       client?.close();
       await driver?.stop();
+      await unmountUnder(dir);
       await skyfs.dispose();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
