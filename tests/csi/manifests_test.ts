@@ -111,9 +111,10 @@ Deno.test("manifests: the check catches a typo and a wrong type", async () => {
         metadata: { name: "x" },
         spec: {
           selector: {},
-          // deno-lint-ignore no-explicit-any
           template: {
-            spec: { containers: [{ name: "c", ports: [{ containerPort: "80" as any }] }] },
+            spec: {
+              containers: [{ name: "c", ports: [{ containerPort: "80" as unknown as number }] }],
+            },
           },
         },
       }).validate(),
