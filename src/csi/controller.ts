@@ -39,7 +39,8 @@ const CAPABILITIES = [
   "SINGLE_NODE_MULTI_WRITER",
 ];
 
-/** The most volumes one ListVolumes reply carries when the CO sets no max_entries. */
+/** The most volumes one ListVolumes reply carries (fewer than max_entries, with a next_token, is
+ * what the spec allows). */
 const LIST_PAGE_LIMIT = 1000;
 
 function encodeToken(next: string): string {
@@ -162,7 +163,7 @@ export function controllerHandlers(ctx: CsiContext): Handlers {
       }
       const start = request.starting_token ? decodeToken(request.starting_token) : undefined;
       const page = await api.list({
-        limit: request.max_entries > 0 ? request.max_entries : LIST_PAGE_LIMIT,
+        limit: Math.min(request.max_entries || LIST_PAGE_LIMIT, LIST_PAGE_LIMIT),
         start,
       });
       if (page === "bad-token") {

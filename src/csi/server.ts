@@ -42,10 +42,33 @@ function toServiceError(error: unknown): Partial<grpc.ServiceError> {
   };
 }
 
+/**
+ * Runs calls about one volume one after the other. A CO should not overlap them, but a retry after
+ * a timeout can: two NodePublishVolume calls for one target could then both find it unmounted and
+ * stack two binds, two CreateVolume calls both find no volume. Calls about different volumes run
+ * concurrently.
+ */
+class VolumeQueue {
+  readonly #tails = new Map<string, Promise<unknown>>();
+
+  run<T>(key: string | undefined, work: () => Promise<T>): Promise<T> {
+    if (!key) return work();
+    const previous = this.#tails.get(key) ?? Promise.resolve();
+    const result = previous.then(work, work);
+    const tail = result.catch(() => {});
+    this.#tails.set(key, tail);
+    tail.then(() => {
+      if (this.#tails.get(key) === tail) this.#tails.delete(key);
+    });
+    return result;
+  }
+}
+
 /** grpc-js unary implementations of a table of handlers, with a count of calls per method. */
 function implement(
   handlers: Handlers,
   calls: Map<string, number>,
+  queue: VolumeQueue,
 ): grpc.UntypedServiceImplementation {
   const implementation: grpc.UntypedServiceImplementation = {};
   for (const [name, handler] of Object.entries(handlers)) {
@@ -54,8 +77,8 @@ function implement(
       callback: grpc.sendUnaryData<unknown>,
     ) => {
       calls.set(name, (calls.get(name) ?? 0) + 1);
-      Promise.resolve()
-        .then(() => handler(call.request))
+      const request = call.request as { volume_id?: string; name?: string };
+      queue.run(request.volume_id || request.name, async () => await handler(call.request))
         .then((reply) => callback(null, reply), (error) => callback(toServiceError(error)));
     };
   }
@@ -77,12 +100,15 @@ export async function startCsiServer(ctx: CsiContext, endpoint: string): Promise
   const socketPath = socketPathOf(endpoint);
   const csi = csiPackage();
   const calls = new Map<string, number>();
+  const queue = new VolumeQueue();
   const server = new grpc.Server();
-  server.addService(csi.Identity.service, implement(identityHandlers(ctx), calls));
+  server.addService(csi.Identity.service, implement(identityHandlers(ctx), calls, queue));
   if (servesController(ctx)) {
-    server.addService(csi.Controller.service, implement(controllerHandlers(ctx), calls));
+    server.addService(csi.Controller.service, implement(controllerHandlers(ctx), calls, queue));
   }
-  if (servesNode(ctx)) server.addService(csi.Node.service, implement(nodeHandlers(ctx), calls));
+  if (servesNode(ctx)) {
+    server.addService(csi.Node.service, implement(nodeHandlers(ctx), calls, queue));
+  }
 
   await removeStaleSocket(socketPath);
   await Deno.mkdir(socketPath.replace(/\/[^/]*$/, "") || "/", { recursive: true });

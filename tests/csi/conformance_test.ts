@@ -589,6 +589,40 @@ Deno.test({
         },
       );
 
+      await t.step("concurrent calls for one volume: one bind, one volume", async () => {
+        const concurrentTarget = join(dir, "pods", "p4", "volume");
+        const request = {
+          volume_id: "pvc-aaa",
+          staging_target_path: staging,
+          target_path: concurrentTarget,
+          volume_capability: MOUNT_CAPABILITY,
+        };
+        await Promise.all(
+          [1, 2, 3, 4, 5].map(() => csi.call("Node", "NodePublishVolume", request)),
+        );
+        assert.equal(mountsAt(concurrentTarget).length, 1);
+        await Promise.all(
+          [1, 2, 3].map(() =>
+            csi.call("Node", "NodeUnpublishVolume", {
+              volume_id: "pvc-aaa",
+              target_path: concurrentTarget,
+            })
+          ),
+        );
+        assert.deepEqual(mountsAt(concurrentTarget), []);
+        const created = await Promise.all(
+          [1, 2, 3, 4, 5].map(() =>
+            csi.call("Controller", "CreateVolume", {
+              name: "pvc-race",
+              volume_capabilities: [MOUNT_CAPABILITY],
+              capacity_range: { required_bytes: MiB },
+            })
+          ),
+        );
+        assert.deepEqual(new Set(created.map((r) => r.volume.volume_id)), new Set(["pvc-race"]));
+        await csi.call("Controller", "DeleteVolume", { volume_id: "pvc-race" });
+      });
+
       await t.step("NodeGetVolumeStats: errors, bytes and inodes as statfs sees them", async () => {
         await csi.fails(
           "Node",
