@@ -124,7 +124,13 @@ export function controllerHandlers(ctx: CsiContext): Handlers {
       } catch {
         return {};
       }
-      await api.delete(request.volume_id);
+      const outcome = await api.delete(request.volume_id);
+      if (typeof outcome === "object") {
+        throw new CsiError(
+          status.FAILED_PRECONDITION,
+          `volume "${request.volume_id}" cannot be deleted now: ${outcome.busy}`,
+        );
+      }
       return {};
     },
 

@@ -91,7 +91,7 @@ const wholeNumber = (what: string, max: number) =>
  * refused so a typo in a StorageClass fails at provisioning, not later.
  */
 export const ParametersSchema = z.object({
-  inodes: wholeNumber("inodes", 2 ** 40).optional(),
+  inodes: wholeNumber("inodes", 2 ** 32).optional(),
   "csi.storage.k8s.io/pv/name": z.string().max(253).optional(),
   "csi.storage.k8s.io/pvc/name": z.string().max(253).optional(),
   "csi.storage.k8s.io/pvc/namespace": z.string().max(63).optional(),

@@ -32,8 +32,17 @@ export function socketPathOf(endpoint: string): string {
 function toServiceError(error: unknown): Partial<grpc.ServiceError> {
   if (error instanceof CsiError) return { code: error.code, details: error.message };
   if (error instanceof VolumeApiError) {
-    // Unreachable or failing API: the CO retries an UNAVAILABLE call.
-    const code = error.status === 0 || error.status >= 500 ? status.UNAVAILABLE : status.INTERNAL;
+    // Unreachable or failing API: the CO retries an UNAVAILABLE call. A refusal of the token or
+    // of a value the driver passed on is the CO's to see as such.
+    const code = error.status === 0 || error.status >= 500
+      ? status.UNAVAILABLE
+      : error.status === 401
+      ? status.UNAUTHENTICATED
+      : error.status === 403
+      ? status.PERMISSION_DENIED
+      : error.status === 400
+      ? status.INVALID_ARGUMENT
+      : status.INTERNAL;
     return { code, details: error.message };
   }
   return {

@@ -151,13 +151,18 @@ export class VolumeApi {
     return { outcome: status === 201 ? "created" : "exists", volume };
   }
 
-  /** Deletes the volume; false when there was none. */
-  async delete(name: string): Promise<boolean> {
+  /** Deletes the volume: "deleted", "absent", or "busy" (a 409: the mount refuses, e.g. files
+   * of it are open; the error text says why). */
+  async delete(name: string): Promise<"deleted" | "absent" | { busy: string }> {
     const path = `/api/v1/volumes/${encodeURIComponent(name)}`;
     const { status, json } = await this.#call("DELETE", path);
-    if (status === 404) return false;
+    if (status === 404) return "absent";
+    if (status === 409) {
+      const error = (json as { error?: unknown } | undefined)?.error;
+      return { busy: typeof error === "string" ? error : "the mount refused (409)" };
+    }
     if (status !== 204 && status !== 200) this.#fail("DELETE", path, status, json);
-    return true;
+    return "deleted";
   }
 
   /** Sets the capacity; undefined when there is no such volume; "below-usage" on a 409. */

@@ -88,6 +88,8 @@ export interface DriverOptions {
   apiUrl?: string;
   nodeId?: string;
   zone?: string;
+  /** The admin token the driver is given (default TOKEN). */
+  token?: string;
   extraArgs?: string[];
 }
 
@@ -103,7 +105,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   const child = new Deno.Command(Deno.execPath(), {
     args,
     cwd: REPO_ROOT,
-    env: { SKYFS_HTTP_TOKEN: TOKEN },
+    env: { SKYFS_HTTP_TOKEN: options.token ?? TOKEN },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

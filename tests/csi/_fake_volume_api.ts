@@ -80,8 +80,13 @@ export function startFakeVolumeApi(root: string, token: string): FakeVolumeApi {
   app.use("*", async (c, next) => {
     const key = `${c.req.method} ${c.req.routePath ?? c.req.path}`;
     requests.set(key, (requests.get(key) ?? 0) + 1);
-    if (c.req.method !== "GET" && c.req.header("authorization") !== `Bearer ${token}`) {
-      return c.json({ error: "a bearer token is required" }, 401);
+    const authorization = c.req.header("authorization");
+    if (c.req.method !== "GET" && authorization === undefined) {
+      c.header("WWW-Authenticate", "Bearer");
+      return c.json({ error: "this action needs the bearer token" }, 401);
+    }
+    if (c.req.method !== "GET" && authorization !== `Bearer ${token}`) {
+      return c.json({ error: "wrong bearer token" }, 403);
     }
     await next();
   });

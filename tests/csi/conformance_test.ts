@@ -765,6 +765,33 @@ Deno.test({
         },
       );
 
+      await t.step(
+        "a driver with the wrong admin token: PERMISSION_DENIED, nothing created",
+        async () => {
+          const wrong = await startDriver({
+            socket: join(dir, "wrong-token.sock"),
+            mode: "controller",
+            mountpoint: skyfs.mountpoint,
+            apiUrl: skyfs.apiUrl,
+            token: "not-the-token-0123456789",
+          });
+          const other = new CsiClient(wrong.socket);
+          try {
+            await other.fails(
+              "Controller",
+              "CreateVolume",
+              { name: "pvc-denied", volume_capabilities: [MOUNT_CAPABILITY] },
+              grpc.status.PERMISSION_DENIED,
+              /POST \/api\/v1\/volumes answered 403/,
+            );
+            assert.equal((await fetch(`${skyfs.url}/api/v1/volumes/pvc-denied`)).status, 404);
+          } finally {
+            other.close();
+            await wrong.stop();
+          }
+        },
+      );
+
       await t.step("DeleteVolume: errors, removes the tree, idempotent", async () => {
         await csi.fails(
           "Controller",
