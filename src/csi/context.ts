@@ -30,6 +30,8 @@ export interface CsiContext {
 export const servesNode = (ctx: CsiContext) => ctx.mode !== "controller";
 export const servesController = (ctx: CsiContext) => ctx.mode !== "node";
 
+const pendingStatfs = new Map<string, Promise<string | undefined>>();
+
 /** Why the node's skyfs mount cannot serve now, or undefined when it can: it must be a
  * fuse.skyfs mount whose daemon answers statfs within `timeoutMs` (a killed daemon's mount stays
  * listed but answers ENOTCONN). */
@@ -49,10 +51,16 @@ export async function mountProblem(
       timeoutMs,
     );
   });
-  const answer = statfs(mountPoint).then(
-    () => undefined,
-    (error: Error) => `the skyfs mount "${mountPoint}" fails statfs: ${error.message}`,
-  );
+  // A hung daemon leaves statfs waiting in a worker thread; one waiting call per mount point at
+  // most, so repeated Probes cannot use up the pool the driver's own file calls need.
+  let answer = pendingStatfs.get(mountPoint);
+  if (answer === undefined) {
+    answer = statfs(mountPoint).then(
+      () => undefined,
+      (error: Error) => `the skyfs mount "${mountPoint}" fails statfs: ${error.message}`,
+    ).finally(() => pendingStatfs.delete(mountPoint));
+    pendingStatfs.set(mountPoint, answer);
+  }
   try {
     return await Promise.race([answer, timeout]);
   } finally {
