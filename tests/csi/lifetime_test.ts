@@ -11,6 +11,7 @@ import {
   assert,
   CsiClient,
   type Driver,
+  grpc,
   MOUNT_CAPABILITY,
   mountsAt,
   startDriver,
@@ -136,6 +137,65 @@ Deno.test({
         "no driver",
       );
       await client.call("Controller", "DeleteVolume", { volume_id: "pvc-live" });
+    } finally {
+      client?.close();
+      await driver?.stop();
+      await unmountUnder(dir);
+      await skyfs.dispose();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name: "csi: a killed mount daemon makes Probe not ready and publish UNAVAILABLE until remounted",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const skyfs = await startSkyfs();
+    const dir = await workDir();
+    let driver: Driver | undefined;
+    let client: CsiClient | undefined;
+    try {
+      driver = await startDriver({
+        socket: join(dir, "csi.sock"),
+        mountpoint: skyfs.mountpoint,
+        apiUrl: skyfs.apiUrl,
+      });
+      client = new CsiClient(driver.socket);
+      await client.call("Controller", "CreateVolume", {
+        name: "pvc-dead",
+        volume_capabilities: [MOUNT_CAPABILITY],
+      });
+      const publish = {
+        volume_id: "pvc-dead",
+        staging_target_path: join(dir, "staging"),
+        target_path: join(dir, "pods", "p1", "volume"),
+        volume_capability: MOUNT_CAPABILITY,
+      };
+      // The daemon dies; its mount stays listed in mountinfo and answers ENOTCONN.
+      Deno.kill(skyfs.mount.pid()!, "SIGKILL");
+      const deadline = Date.now() + 30_000;
+      while (await Deno.stat(`/proc/${skyfs.mount.pid()}/status`).then(() => true, () => false)) {
+        if (Date.now() > deadline) throw new Error("the killed mount daemon did not exit");
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.equal((await client.call("Identity", "Probe")).ready.value, false);
+      await client.fails(
+        "Node",
+        "NodeStageVolume",
+        publish,
+        grpc.status.UNAVAILABLE,
+        /the skyfs mount ".*" fails statfs: .*(not connected|ENOTCONN)/i,
+      );
+      // Remounted on the same data: ready again, and the volume publishes.
+      await skyfs.mount.restart({ crash: true });
+      assert.equal((await client.call("Identity", "Probe")).ready.value, true);
+      await client.call("Node", "NodeStageVolume", publish);
+      await client.call("Node", "NodePublishVolume", publish);
+      assert.equal(mountsAt(publish.target_path).length, 1);
+      await client.call("Node", "NodeUnpublishVolume", publish);
+      await client.call("Node", "NodeUnstageVolume", publish);
     } finally {
       client?.close();
       await driver?.stop();
