@@ -41,6 +41,19 @@ export interface Skyfs {
   dispose(): Promise<void>;
 }
 
+/** The endpoint the mount's daemon publishes (just after the mount appears in mountinfo). */
+export async function publishedEndpoint(mountpoint: string): Promise<string> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return findEndpoint(mountpoint);
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
 export async function startSkyfs(): Promise<Skyfs> {
   const kind = volumeApiKind();
   const tokenFile = await Deno.makeTempFile({ prefix: "skyfs-csi-token-" });
@@ -55,7 +68,7 @@ export async function startSkyfs(): Promise<Skyfs> {
     url = fake.url;
     stopApi = fake.stop;
   } else {
-    url = `http://${findEndpoint(mount.mountpoint)}`;
+    url = `http://${await publishedEndpoint(mount.mountpoint)}`;
   }
   return {
     mount,

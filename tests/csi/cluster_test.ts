@@ -8,7 +8,6 @@
 
 import { join } from "node:path";
 import { LocalCluster } from "../../src/cluster/local_cluster.ts";
-import { findEndpoint } from "../../src/http/endpoint_file.ts";
 import { TEST_TMP } from "../_harness.ts";
 import { startFakeVolumeApi } from "./_fake_volume_api.ts";
 import {
@@ -18,6 +17,7 @@ import {
   grpc,
   MOUNT_CAPABILITY,
   mountsAt,
+  publishedEndpoint,
   startDriver,
   TOKEN,
   unmountUnder,
@@ -51,7 +51,7 @@ Deno.test({
     try {
       // With the mount's own API each driver finds its node's endpoint (the records are in the
       // shared metadata); with the fake both use the one fake over node a's mount.
-      if (!fake) { for (const node of [a, b]) findEndpoint(node.mountpoint); }
+      if (!fake) { for (const node of [a, b]) await publishedEndpoint(node.mountpoint); }
       drivers.push(
         await startDriver({
           socket: join(dir, "a.sock"),
