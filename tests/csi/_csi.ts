@@ -17,13 +17,21 @@ export { assert };
 export const TOKEN = "csi-test-token-0123456789";
 
 /**
- * SKYFS_TEST_VOLUME_API = fake | mount: who serves /api/v1/volumes to the driver. `fake`
- * (default until the mount's own volume API is merged) serves the contract from this process over
- * directories of the real skyfs mount; `mount` is the mount's own endpoint. The tests do not
- * depend on which.
+ * SKYFS_TEST_VOLUME_API = fake | mount: who serves /api/v1/volumes to the driver. `mount` is the
+ * mount's own endpoint; `fake` serves the contract from this process over directories of the real
+ * skyfs mount (`_fake_volume_api.ts`), for a tree without the mount's volume API. Default: `mount`
+ * when the tree has it (src/http/volumes.ts), else `fake`, so merging the volumes work switches
+ * the tests to the real API. The tests do not depend on which.
  */
 export function volumeApiKind(): "fake" | "mount" {
-  const kind = Deno.env.get("SKYFS_TEST_VOLUME_API") ?? "fake";
+  const hasMountApi = (() => {
+    try {
+      return Deno.statSync(join(REPO_ROOT, "src", "http", "volumes.ts")).isFile;
+    } catch {
+      return false;
+    }
+  })();
+  const kind = Deno.env.get("SKYFS_TEST_VOLUME_API") ?? (hasMountApi ? "mount" : "fake");
   if (kind !== "fake" && kind !== "mount") {
     throw new RangeError(`SKYFS_TEST_VOLUME_API="${kind}" is not fake or mount`);
   }
