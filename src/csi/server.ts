@@ -8,6 +8,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { type CsiContext, servesController, servesNode } from "./context.ts";
 import { controllerHandlers } from "./controller.ts";
+import { startGoawayProxy } from "./goaway_filter.ts";
 import { identityHandlers } from "./identity.ts";
 import { nodeHandlers } from "./node.ts";
 import { csiPackage } from "./proto.ts";
@@ -73,10 +74,16 @@ class VolumeQueue {
   }
 }
 
-/** grpc-js unary implementations of a table of handlers, with a count of calls per method. */
+/** Calls served (by method) and running now. */
+interface CallCounts {
+  byMethod: Map<string, number>;
+  running: number;
+}
+
+/** grpc-js unary implementations of a table of handlers, counting calls. */
 function implement(
   handlers: Handlers,
-  calls: Map<string, number>,
+  calls: CallCounts,
   queue: VolumeQueue,
 ): grpc.UntypedServiceImplementation {
   const implementation: grpc.UntypedServiceImplementation = {};
@@ -85,9 +92,11 @@ function implement(
       call: grpc.ServerUnaryCall<unknown, unknown>,
       callback: grpc.sendUnaryData<unknown>,
     ) => {
-      calls.set(name, (calls.get(name) ?? 0) + 1);
+      calls.byMethod.set(name, (calls.byMethod.get(name) ?? 0) + 1);
+      calls.running++;
       const request = call.request as { volume_id?: string; name?: string };
       queue.run(request.volume_id || request.name, async () => await handler(call.request))
+        .finally(() => calls.running--)
         .then((reply) => callback(null, reply), (error) => callback(toServiceError(error)));
     };
   }
@@ -99,7 +108,8 @@ export interface CsiServer {
   socketPath: string;
   /** Calls served, by method name. */
   calls: Map<string, number>;
-  /** Stops accepting calls, lets running ones finish (at most `graceMs`), removes the socket. */
+  /** Removes the socket (no new connections) and waits, at most `graceMs`, for the running calls
+   * to finish; the caller then exits the process. */
   close(graceMs?: number): Promise<void>;
 }
 
@@ -108,7 +118,7 @@ export interface CsiServer {
 export async function startCsiServer(ctx: CsiContext, endpoint: string): Promise<CsiServer> {
   const socketPath = socketPathOf(endpoint);
   const csi = csiPackage();
-  const calls = new Map<string, number>();
+  const calls: CallCounts = { byMethod: new Map(), running: 0 };
   const queue = new VolumeQueue();
   const server = new grpc.Server();
   server.addService(csi.Identity.service, implement(identityHandlers(ctx), calls, queue));
@@ -120,25 +130,43 @@ export async function startCsiServer(ctx: CsiContext, endpoint: string): Promise
   }
 
   await removeStaleSocket(socketPath);
-  await Deno.mkdir(socketPath.replace(/\/[^/]*$/, "") || "/", { recursive: true });
+  const directory = socketPath.replace(/\/[^/]*$/, "") || "/";
+  await Deno.mkdir(directory, { recursive: true });
+  // grpc-js listens on a socket of its own beside the public one; the GOAWAY filter
+  // (goaway_filter.ts: why) listens on the public one.
+  const internalPath = `${directory}/.${socketPath.slice(directory.length + 1)}.grpc-${Deno.pid}`;
+  await Deno.remove(internalPath).catch(() => {});
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(
-      `unix://${socketPath}`,
+      `unix://${internalPath}`,
       grpc.ServerCredentials.createInsecure(),
       (error) =>
         error
-          ? reject(new Error(`Cannot serve CSI on "${socketPath}": ${error.message}`))
+          ? reject(new Error(`Cannot serve CSI on "${internalPath}": ${error.message}`))
           : resolve(),
     )
   );
+  let proxy;
+  try {
+    proxy = startGoawayProxy(socketPath, internalPath);
+  } catch (error) {
+    await Deno.remove(internalPath).catch(() => {});
+    throw new Error(`Cannot serve CSI on "${socketPath}": ${(error as Error).message}`);
+  }
   return {
     socketPath,
-    calls,
+    calls: calls.byMethod,
     async close(graceMs = 5_000) {
-      const timer = setTimeout(() => server.forceShutdown(), graceMs);
-      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-      clearTimeout(timer);
+      // Not grpc-js's tryShutdown/forceShutdown: their GOAWAY to a connected client can abort
+      // the process inside Deno's node:http2 as well. Every call is idempotent, so a call cut by
+      // the exit is retried by the CO.
+      proxy.close();
       await Deno.remove(socketPath).catch(() => {});
+      const deadline = Date.now() + graceMs;
+      while (calls.running > 0 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      await Deno.remove(internalPath).catch(() => {});
     },
   };
 }

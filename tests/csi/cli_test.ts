@@ -117,3 +117,41 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "csi: 600 client connections closed gracefully (GOAWAY), some after concurrent calls, " +
+    "leave the driver serving",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // Without src/csi/goaway_filter.ts, Deno's node:http2 aborts the driver within a few hundred
+    // such connections (kubelet opens one per operation).
+    const dir = await workDir();
+    const driver = await startDriver({
+      socket: join(dir, "csi.sock"),
+      mode: "controller",
+      apiUrl: "http://127.0.0.1:1",
+    });
+    try {
+      for (let i = 0; i < 500; i++) {
+        const client = new CsiClient(driver.socket);
+        await client.call("Identity", "GetPluginInfo");
+        await client.call("Identity", "Probe");
+        client.close();
+      }
+      for (let i = 0; i < 100; i++) {
+        const client = new CsiClient(driver.socket);
+        await Promise.all(
+          Array.from({ length: 10 }, () => client.call("Identity", "GetPluginInfo")),
+        );
+        client.close();
+      }
+      const client = new CsiClient(driver.socket);
+      assert.equal((await client.call("Identity", "GetPluginInfo")).name, "skyfs.csi.datenlord.io");
+      client.close();
+    } finally {
+      await driver.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
