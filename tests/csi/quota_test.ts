@@ -9,14 +9,17 @@
  */
 
 import { join } from "node:path";
-import { run } from "../_harness.ts";
+import { LocalCluster } from "../../src/cluster/local_cluster.ts";
+import { run, TEST_TMP } from "../_harness.ts";
 import {
   assert,
   CsiClient,
   type Driver,
   MOUNT_CAPABILITY,
+  publishedEndpoint,
   startDriver,
   startSkyfs,
+  TOKEN,
   unmountUnder,
   volumeApiKind,
   workDir,
@@ -143,6 +146,88 @@ Deno.test({
       await driver?.stop();
       await unmountUnder(dir);
       await skyfs.dispose();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name: "csi quotas on a cluster: writers on two nodes share one volume's capacity" +
+    (volumeApiKind() === "mount" ? "" : " (ignored: needs the mount's volume API)"),
+  ignore: volumeApiKind() !== "mount",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const cluster = await LocalCluster.start("csi-quota-", {
+      nodes: 2,
+      parentDir: TEST_TMP,
+      nodeEnv: { SKYFS_HTTP_TOKEN: TOKEN },
+    });
+    const [a, b] = cluster.nodes;
+    const dir = await workDir();
+    const drivers: Driver[] = [];
+    const clients: CsiClient[] = [];
+    try {
+      for (const node of [a, b]) {
+        await publishedEndpoint(node.mountpoint);
+        drivers.push(
+          await startDriver({
+            socket: join(dir, `${node.id}.sock`),
+            mountpoint: node.mountpoint,
+            nodeId: `node-${node.id}`,
+          }),
+        );
+      }
+      const [onA, onB] = drivers.map((driver) => new CsiClient(driver.socket));
+      clients.push(onA, onB);
+      await onA.call("Controller", "CreateVolume", {
+        name: "pvc-shared-quota",
+        volume_capabilities: [MOUNT_CAPABILITY],
+        capacity_range: { required_bytes: 2 * MiB },
+      });
+      const targets = new Map<CsiClient, string>();
+      for (const [client, name] of [[onA, "a"], [onB, "b"]] as const) {
+        const target = join(dir, "pods", name, "volume");
+        const request = {
+          volume_id: "pvc-shared-quota",
+          staging_target_path: join(dir, "staging", name),
+          target_path: target,
+          volume_capability: { mount: {}, access_mode: { mode: "MULTI_NODE_MULTI_WRITER" } },
+        };
+        await client.call("Node", "NodeStageVolume", request);
+        await client.call("Node", "NodePublishVolume", request);
+        targets.set(client, target);
+        assert.equal((await df(target)).size, 2 * MiB, `df on node ${name}`);
+      }
+      // Both nodes write at once; together they get the capacity, no more.
+      const [fromA, fromB] = await Promise.all([
+        fill(join(targets.get(onA)!, "from-a")),
+        fill(join(targets.get(onB)!, "from-b")),
+      ]);
+      assert.equal(fromA.errno, "EDQUOT", JSON.stringify(fromA));
+      assert.equal(fromB.errno, "EDQUOT", JSON.stringify(fromB));
+      const total = fromA.written + fromB.written;
+      assert.ok(
+        total <= 2 * MiB && total >= 2 * MiB - 2 * 65536,
+        `a ${fromA.written} + b ${fromB.written}`,
+      );
+      const stats = await onB.call("Node", "NodeGetVolumeStats", {
+        volume_id: "pvc-shared-quota",
+        volume_path: targets.get(onB)!,
+      });
+      assert.equal(stats.usage[0].total, 2 * MiB);
+      assert.ok(stats.usage[0].available < 2 * 65536, JSON.stringify(stats.usage[0]));
+      for (const [client, target] of targets) {
+        await client.call("Node", "NodeUnpublishVolume", {
+          volume_id: "pvc-shared-quota",
+          target_path: target,
+        });
+      }
+    } finally {
+      for (const client of clients) client.close();
+      for (const driver of drivers) await driver.stop().catch(() => {});
+      await unmountUnder(dir);
+      await cluster.stop();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
