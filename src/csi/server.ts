@@ -134,7 +134,8 @@ export async function startCsiServer(ctx: CsiContext, endpoint: string): Promise
   await Deno.mkdir(directory, { recursive: true });
   // grpc-js listens on a socket of its own beside the public one; the GOAWAY filter
   // (goaway_filter.ts: why) listens on the public one.
-  const internalPath = `${directory}/.${socketPath.slice(directory.length + 1)}.grpc-${Deno.pid}`;
+  // One name, not one per process: a killed driver's is replaced like its public socket.
+  const internalPath = `${directory}/.${socketPath.slice(directory.length + 1)}.grpc`;
   await Deno.remove(internalPath).catch(() => {});
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(

@@ -66,6 +66,7 @@ Deno.test({
         await driver.stop();
       }
       await assert.rejects(Deno.lstat(socket), Deno.errors.NotFound, "the socket outlived SIGTERM");
+      await assert.rejects(Deno.lstat(join(dir, ".csi.sock.grpc")), Deno.errors.NotFound);
     } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }

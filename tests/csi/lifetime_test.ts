@@ -115,8 +115,9 @@ Deno.test({
       );
       // A new process opens files in the published path with no driver running.
       await Deno.writeTextFile(join(target, "new.txt"), "no driver");
-      // The killed driver's socket file is left behind; the new driver replaces it.
+      // The killed driver's socket files are left behind; the new driver replaces them.
       assert.ok((await Deno.lstat(socket)).isSocket);
+      assert.ok((await Deno.lstat(join(dir, ".csi.sock.grpc"))).isSocket);
 
       driver = await startDriver(options);
       client = new CsiClient(socket);
