@@ -284,3 +284,17 @@ export async function unmountUnder(dir: string): Promise<void> {
     await new Deno.Command("umount", { args: ["-l", point], stderr: "null" }).output();
   }
 }
+
+/** Runs every clean-up step even when one fails, then throws the first failure (so a driver that
+ * did not exit cleanly fails the test without leaving a mount behind). */
+export async function settle(...steps: (() => unknown)[]): Promise<void> {
+  let first: unknown;
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (error) {
+      first ??= error;
+    }
+  }
+  if (first !== undefined) throw first;
+}

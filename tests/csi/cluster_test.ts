@@ -18,6 +18,7 @@ import {
   MOUNT_CAPABILITY,
   mountsAt,
   publishedEndpoint,
+  settle,
   startDriver,
   TOKEN,
   unmountUnder,
@@ -135,12 +136,14 @@ Deno.test({
       }
       await onA.call("Controller", "DeleteVolume", { volume_id: "pvc-shared" });
     } finally {
-      for (const client of clients) client.close();
-      for (const driver of drivers) await driver.stop().catch(() => {});
-      await unmountUnder(dir);
-      await fake?.stop();
-      await cluster.stop();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      await settle(
+        ...clients.map((client) => () => client.close()),
+        ...drivers.map((driver) => () => driver.stop()),
+        () => unmountUnder(dir),
+        () => fake?.stop(),
+        () => cluster.stop(),
+        () => Deno.remove(dir, { recursive: true }),
+      );
     }
   },
 });

@@ -18,6 +18,7 @@ import {
   MOUNT_CAPABILITY,
   mountsAt,
   READER_CAPABILITY,
+  settle,
   type Skyfs,
   startDriver,
   startSkyfs,
@@ -831,11 +832,13 @@ Deno.test({
         assert.equal((await csi.call("Controller", "ListVolumes", {})).entries.length, 0);
       });
     } finally {
-      client?.close();
-      await driver?.stop();
-      await unmountUnder(dir);
-      await skyfs.dispose();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      await settle(
+        () => client?.close(),
+        () => driver?.stop(),
+        () => unmountUnder(dir),
+        () => skyfs.dispose(),
+        () => Deno.remove(dir, { recursive: true }),
+      );
     }
   },
 });

@@ -14,6 +14,7 @@ import {
   grpc,
   MOUNT_CAPABILITY,
   mountsAt,
+  settle,
   startDriver,
   startSkyfs,
   unmountUnder,
@@ -139,11 +140,13 @@ Deno.test({
       );
       await client.call("Controller", "DeleteVolume", { volume_id: "pvc-live" });
     } finally {
-      client?.close();
-      await driver?.stop();
-      await unmountUnder(dir);
-      await skyfs.dispose();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      await settle(
+        () => client?.close(),
+        () => driver?.stop(),
+        () => unmountUnder(dir),
+        () => skyfs.dispose(),
+        () => Deno.remove(dir, { recursive: true }),
+      );
     }
   },
 });
@@ -198,11 +201,13 @@ Deno.test({
       await client.call("Node", "NodeUnpublishVolume", publish);
       await client.call("Node", "NodeUnstageVolume", publish);
     } finally {
-      client?.close();
-      await driver?.stop();
-      await unmountUnder(dir);
-      await skyfs.dispose();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      await settle(
+        () => client?.close(),
+        () => driver?.stop(),
+        () => unmountUnder(dir),
+        () => skyfs.dispose(),
+        () => Deno.remove(dir, { recursive: true }),
+      );
     }
   },
 });

@@ -17,6 +17,7 @@ import {
   type Driver,
   MOUNT_CAPABILITY,
   publishedEndpoint,
+  settle,
   startDriver,
   startSkyfs,
   TOKEN,
@@ -142,11 +143,13 @@ Deno.test({
         await csi.call("Controller", "DeleteVolume", { volume_id: id });
       }
     } finally {
-      client?.close();
-      await driver?.stop();
-      await unmountUnder(dir);
-      await skyfs.dispose();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      await settle(
+        () => client?.close(),
+        () => driver?.stop(),
+        () => unmountUnder(dir),
+        () => skyfs.dispose(),
+        () => Deno.remove(dir, { recursive: true }),
+      );
     }
   },
 });
@@ -224,11 +227,13 @@ Deno.test({
         });
       }
     } finally {
-      for (const client of clients) client.close();
-      for (const driver of drivers) await driver.stop().catch(() => {});
-      await unmountUnder(dir);
-      await cluster.stop();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      await settle(
+        ...clients.map((client) => () => client.close()),
+        ...drivers.map((driver) => () => driver.stop()),
+        () => unmountUnder(dir),
+        () => cluster.stop(),
+        () => Deno.remove(dir, { recursive: true }),
+      );
     }
   },
 });
