@@ -504,12 +504,13 @@ export const KEYS = {
   },
   "csi.mount": {
     kind: "string",
-    schema: z.string().regex(/^\//),
+    schema: z.string().regex(/^(\/|https?:\/\/[^/\s]+\/?$)/),
     flag: "mount",
     commands: ["csi"],
     unsetMeans: "none (controller mode with csi.api only)",
-    allowed: "an absolute directory path",
-    doc: "the node's skyfs mount point, which volumes are bound from (needed in node mode)",
+    allowed: "an absolute directory path, or http://HOST:PORT (controller mode: as csi.api)",
+    doc: "the node's skyfs mount point, which volumes are bound from (needed in node mode); " +
+      "a mount's endpoint URL serves controller mode as csi.api does",
   },
   "csi.api": {
     kind: "string",

@@ -23,7 +23,8 @@ SIGTERM (src/csi/README.md; README.md, "Kubernetes").
   --mode MODE        node, controller or both (default both)
   --node-id ID       the node's id for NodeGetInfo (default: the host name)
   --zone Z           the node's zone, NodeGetInfo's topology segment (default: cluster.zone)
-  --mount DIR        the node's skyfs mount point (node mode: volumes are bound from it)
+  --mount DIR        the node's skyfs mount point (node mode: volumes are bound from it);
+                     controller mode also takes the mount's endpoint URL here
   --api URL          the volume admin API (default: the endpoint the mount on --mount published)
   --http-token-file F  the admin API's bearer token (else SKYFS_HTTP_TOKEN)
   --config FILE      TOML configuration file ([csi], [http]; \`skyfs config csi\`)`;
@@ -43,6 +44,13 @@ export interface CsiOptions {
 /** Checks the options and builds the services' context; throws an Error whose message names the
  * problem and the fix. */
 export function csiContext(options: CsiOptions): CsiContext {
+  // --mount http://HOST:PORT names the mount by its endpoint: the API, and no mount point.
+  if (options.mountPoint !== undefined && /^https?:\/\//.test(options.mountPoint)) {
+    if (options.apiUrl !== undefined) {
+      throw new Error("csi: give the endpoint URL once, as --api or as --mount, not both");
+    }
+    options = { ...options, apiUrl: options.mountPoint, mountPoint: undefined };
+  }
   const node = options.mode !== "controller";
   if (node && options.mountPoint === undefined) {
     throw new Error(`csi --mode ${options.mode} needs --mount DIR (the node's skyfs mount)`);

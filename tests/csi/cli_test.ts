@@ -41,6 +41,14 @@ Deno.test({
       );
       await fails(["--api", "ftp://x"], `--api "ftp://x": csi.api must be http://HOST:PORT`);
       await fails(
+        ["--mode", "node", "--mount", "http://127.0.0.1:1"],
+        "csi --mode node needs --mount DIR (the node's skyfs mount)",
+      );
+      await fails(
+        ["--mode", "controller", "--mount", "http://127.0.0.1:1", "--api", "http://127.0.0.1:2"],
+        "csi: give the endpoint URL once, as --api or as --mount, not both",
+      );
+      await fails(
         ["--mount", "/tmp", "stray"],
         `skyfs csi takes no arguments, not "stray"; see --help`,
       );
@@ -128,10 +136,11 @@ Deno.test({
     // Without src/csi/goaway_filter.ts, Deno's node:http2 aborts the driver within a few hundred
     // such connections (kubelet opens one per operation).
     const dir = await workDir();
+    // --mount with the endpoint URL, which controller mode takes as --api.
     const driver = await startDriver({
       socket: join(dir, "csi.sock"),
       mode: "controller",
-      apiUrl: "http://127.0.0.1:1",
+      mountpoint: "http://127.0.0.1:1",
     });
     try {
       for (let i = 0; i < 500; i++) {
@@ -149,6 +158,13 @@ Deno.test({
       }
       const client = new CsiClient(driver.socket);
       assert.equal((await client.call("Identity", "GetPluginInfo")).name, "skyfs.csi.datenlord.io");
+      await client.fails(
+        "Controller",
+        "DeleteVolume",
+        { volume_id: "pvc-x" },
+        grpc.status.UNAVAILABLE,
+        /^the volume API at http:\/\/127\.0\.0\.1:1 did not answer DELETE/,
+      );
       client.close();
     } finally {
       await driver.stop();
