@@ -36,6 +36,7 @@ Commands:
   config [CMD]   print the effective configuration of CMD and where each value came from
   stats TARGET   one line per second of a daemon's activity (mount point or HOST:PORT)
   volume CMD     create, list, resize, delete volumes with quotas, show usage (--help)
+  csi            serve the Container Storage Interface for Kubernetes (skyfs csi --help)
   help           this text
 
 Every command takes --config FILE (TOML; or SKYFS_CONFIG=FILE): each option of each command is a
@@ -306,6 +307,27 @@ const commands: Record<string, Command> = {
       if (error instanceof VolumeCliError) throw new UsageError(error.message);
       throw error;
     }
+  },
+  async csi(args) {
+    const { CSI_USAGE, runCsi } = await import("./src/csi/cli.ts");
+    const { config, positionals } = configure("csi", args, CSI_USAGE);
+    if (positionals.length > 0) {
+      throw new UsageError(`skyfs csi takes no arguments, not "${positionals[0]}"; see --help`);
+    }
+    // Its errors (a bad socket, a missing --mount) print as one line and exit 1 in main().
+    await runCsi({
+      endpoint: config.get("csi.endpoint")!,
+      mode: config.get("csi.mode")!,
+      nodeId: config.get("csi.node_id"),
+      // cluster.zone has a default; only a zone someone set goes into the topology.
+      zone: config.source("cluster.zone").kind === "default"
+        ? undefined
+        : config.get("cluster.zone"),
+      mountPoint: config.get("csi.mount"),
+      apiUrl: config.get("csi.api"),
+      token: httpToken(config),
+      defaultCapacityBytes: config.get("csi.default_capacity_bytes")!,
+    });
   },
   async status(args) {
     const { config } = configure(

@@ -101,6 +101,7 @@ Deno.test("config: the example file validates, holds every key, and skyfs config
       "bench",
       "cache",
       "cluster",
+      "csi",
       "curp",
       "fuse",
       "http",

@@ -20,6 +20,7 @@ export const COMMANDS = [
   "bench",
   "stats",
   "volume",
+  "csi",
 ] as const;
 export type CommandName = typeof COMMANDS[number];
 
@@ -179,7 +180,7 @@ export const KEYS = {
     schema: z.string().regex(/^[a-z0-9-]{1,32}$/),
     default: "default",
     flag: "zone",
-    commands: MOUNTING,
+    commands: ["mount", "csi"],
     allowed: "1-32 characters of a-z, 0-9 and -",
     doc: "this node's zone (a cloud or data centre); the zone's nodes share one backend store",
   },
@@ -357,7 +358,7 @@ export const KEYS = {
     kind: "string",
     schema: z.string().min(1),
     flag: "http-token-file",
-    commands: ["mount", "meta serve", "volume"],
+    commands: ["mount", "meta serve", "volume", "csi"],
     unsetMeans: "http.token",
     allowed: "a file path (its first line: the token, 16 characters or more)",
     doc: "file holding the bearer token the admin API's changing actions need",
@@ -366,7 +367,7 @@ export const KEYS = {
     kind: "string",
     schema: z.string().min(16),
     secret: true,
-    commands: ["mount", "meta serve", "volume"],
+    commands: ["mount", "meta serve", "volume", "csi"],
     unsetMeans: "none: the admin API's changing actions are refused",
     allowed: "a token of 16 characters or more",
     doc: "the bearer token itself when no token_file is set (better in the environment or " +
@@ -529,6 +530,61 @@ export const KEYS = {
     commands: ["stats"],
     allowed: "a whole number from 1 to 1000000",
     doc: "lines between two headers of skyfs stats",
+  },
+  // [csi]: `skyfs csi` (src/csi/README.md)
+  "csi.endpoint": {
+    kind: "string",
+    schema: z.string().regex(/^unix:\/\/\/\S+$/),
+    default: "unix:///run/skyfs/csi.sock",
+    flag: "endpoint",
+    commands: ["csi"],
+    allowed: "unix:///path/to/csi.sock",
+    doc: "the unix socket the CSI driver serves gRPC on",
+  },
+  "csi.mode": {
+    kind: "string",
+    schema: z.enum(["node", "controller", "both"]),
+    default: "both",
+    flag: "mode",
+    commands: ["csi"],
+    allowed: "node, controller or both",
+    doc: "which CSI services to serve besides Identity",
+  },
+  "csi.node_id": {
+    kind: "string",
+    schema: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/),
+    flag: "node-id",
+    commands: ["csi"],
+    unsetMeans: "the host name",
+    allowed: "1-253 letters, digits, '.', '_' or '-' (a Kubernetes node name)",
+    doc: "the node id NodeGetInfo reports",
+  },
+  "csi.mount": {
+    kind: "string",
+    schema: z.string().regex(/^(\/|https?:\/\/[^/\s]+\/?$)/),
+    flag: "mount",
+    commands: ["csi"],
+    unsetMeans: "none (controller mode with csi.api only)",
+    allowed: "an absolute directory path, or http://HOST:PORT (controller mode: as csi.api)",
+    doc: "the node's skyfs mount point, which volumes are bound from (needed in node mode); " +
+      "a mount's endpoint URL serves controller mode as csi.api does",
+  },
+  "csi.api": {
+    kind: "string",
+    schema: z.string().regex(/^https?:\/\/[^/\s]+\/?$/),
+    flag: "api",
+    commands: ["csi"],
+    unsetMeans: "the HTTP endpoint the mount on csi.mount published",
+    allowed: "http://HOST:PORT",
+    doc: "a skyfs mount's HTTP endpoint, whose volume admin API the driver calls",
+  },
+  "csi.default_capacity_bytes": {
+    kind: "number",
+    schema: int(1, 2 ** 53 - 1),
+    default: 1024 ** 3,
+    commands: ["csi"],
+    allowed: "a whole number of bytes from 1 to 2^53-1",
+    doc: "capacity of a volume created without a capacity range",
   },
   // [log]
   "log.debug": {
