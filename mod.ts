@@ -221,6 +221,7 @@ const commands: Record<string, Command> = {
       meta: config.get("mount.meta"),
       cluster: clusterOptions(config),
       idleSpinUs: config.get("fuse.spin_us"),
+      metaLog: config.get("mount.meta_log"),
       io: { engine: config.get("io.engine"), libraryPath: config.get("io.uring_lib") },
       curp: {
         timeoutMs: config.get("curp.timeout_ms"),

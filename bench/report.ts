@@ -139,6 +139,42 @@ export function storeCostTable(run: RunResult, family: string, rows: Measurement
   return lines.join("\n");
 }
 
+/**
+ * FUSE requests per file operation of a metadata family's rows on the targets that report them
+ * (`skyfs`, from its /metrics around each phase): the total and each opcode's share, e.g.
+ * "lookup 1, create 1, flush 1". Empty when no target of the family reported them.
+ */
+export function fuseRequestTable(run: RunResult, family: string, rows: Measurement[]): string {
+  const columns = run.targets.map((t) => t.name).filter((name) =>
+    rows.some((m) => m.target === name && typeof m.details?.fuse_requests_per_op === "number")
+  );
+  if (columns.length === 0) return "";
+  const jobs = [...new Set(rows.map((m) => m.job))];
+  const header = columns.flatMap((c) => [`${c} requests/op`, "by opcode"]);
+  const lines = [
+    `| ${family}: FUSE requests | ${header.join(" | ")} |`,
+    `|---|${header.map((_, i) => i % 2 === 0 ? "--:" : "---").join("|")}|`,
+  ];
+  const round = (n: number) => n === 0 ? "0" : n >= 10 ? n.toFixed(0) : n.toPrecision(2);
+  for (const job of jobs) {
+    const cells = columns.flatMap((column) => {
+      const m = rows.find((x) => x.job === job && x.target === column);
+      const total = m?.details?.fuse_requests_per_op;
+      if (typeof total !== "number") return ["", ""];
+      const parts = Object.entries(m!.details!)
+        .filter(([key, value]) =>
+          key.startsWith("fuse_") && key !== "fuse_requests_per_op" && typeof value === "number" &&
+          value >= 0.01
+        )
+        .sort((a, b) => (b[1] as number) - (a[1] as number))
+        .map(([key, value]) => `${key.slice(5, -7)} ${round(value as number)}`);
+      return [round(total), parts.join(", ")];
+    });
+    lines.push(`| ${job} | ${cells.join(" | ")} |`);
+  }
+  return lines.join("\n");
+}
+
 /** What the cost tables mean and how many files each target's runs had, in one paragraph. */
 function costLegend(run: RunResult): string {
   const files = new Map<string, number>();
@@ -207,6 +243,8 @@ export function markdownReport(
       legend = true;
       out.push(costs, "");
     }
+    const requests = fuseRequestTable(run, family, rows);
+    if (requests !== "") out.push(requests, "");
     if (options.chartDir !== undefined) {
       out.push(`![${family}](${options.chartDir}/${family}.svg)`, "");
     }

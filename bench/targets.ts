@@ -7,7 +7,12 @@ import { fileURLToPath } from "node:url";
 import type { TargetName, TargetReport } from "./model.ts";
 import { LocalCluster } from "../src/cluster/local_cluster.ts";
 import { fetchStatus } from "../src/meta/curp/server.ts";
-import { readCurpCounters, readEtcdCounters, type StoreCounters } from "./store_counters.ts";
+import {
+  readCurpCounters,
+  readEtcdCounters,
+  readFuseRequests,
+  type StoreCounters,
+} from "./store_counters.ts";
 
 const REPO_DIR = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 const MOUNT_TIMEOUT_MS = 30_000;
@@ -29,6 +34,9 @@ export interface ReadyTarget {
   /** Cluster targets: the metadata store's counters (proposals, fsyncs), read around each
    * metadata phase to give its cost per file operation. */
   storeCounters?: () => Promise<StoreCounters>;
+  /** The `skyfs` target: its FUSE requests answered so far per opcode (from /metrics), read
+   * around each metadata phase to give the requests per file operation. */
+  fuseRequests?: () => Promise<Record<string, number>>;
   report: TargetReport;
   tearDown(): Promise<void>;
 }
@@ -399,10 +407,12 @@ async function mountSkyfs(
   );
   const command = daemon.commandLine() +
     (scraper ? ` (its /metrics fetched every 1 s while mounted)` : "");
+  const metricsUrl = daemon.httpUrl ? `${daemon.httpUrl}/metrics` : undefined;
   return {
     name,
     dir: mountpoint,
     env,
+    fuseRequests: scraper && metricsUrl ? () => readFuseRequests(metricsUrl) : undefined,
     report: { name, state: "ok", command, dir: mountpoint },
     tearDown,
   };

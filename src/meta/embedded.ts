@@ -38,7 +38,14 @@ import { openIoEngine } from "../io/mod.ts";
 import * as libc from "../io/libc.ts";
 import { Errno, FsError } from "../fs_error.ts";
 import { ByteReader, ByteWriter } from "./log_codec.ts";
-import { lockFile, LogWriter, readWholeFile, replaceFile, scanFrames } from "./log_file.ts";
+import {
+  lockFile,
+  LogWriter,
+  readWholeFile,
+  replaceFile,
+  scanFrames,
+  zeroFrom,
+} from "./log_file.ts";
 import {
   CompactedError,
   type Compare,
@@ -82,6 +89,10 @@ export interface EmbeddedKVOptions {
    * written and synced; the caller keeps owning it. Default: the store opens its own engine and
    * shuts it down on close (a second ring in a process that has one). */
   io?: IoEngine;
+  /** How log records are written: "mapped" (default) copies them into a shared mapping of the
+   * log file (LogWriterOptions.mapped: in the page cache when the copy ends, no io-wq worker);
+   * "engine" writes them through the I/O engine. Both survive kill -9 once acknowledged. */
+  logWrites?: "mapped" | "engine";
 }
 
 /** Open (creating if needed) the metadata store at `path` (":memory:" for a throwaway store).
@@ -298,6 +309,7 @@ export class EmbeddedKV implements MetaKV {
   readonly #historyRevisions: number;
   readonly #logCompactBytes: number;
   readonly #reserveBytes: number;
+  readonly #mappedLog: boolean;
   #io: IoEngine | undefined;
   #ownsIo = false;
   #lockFd: number | undefined;
@@ -346,6 +358,7 @@ export class EmbeddedKV implements MetaKV {
     this.#historyRevisions = options.historyRevisions ?? 10_000;
     this.#logCompactBytes = options.logCompactBytes ?? DEFAULT_LOG_COMPACT_BYTES;
     this.#reserveBytes = options.reserveBytes ?? DEFAULT_RESERVE_BYTES;
+    this.#mappedLog = (options.logWrites ?? "mapped") === "mapped";
     this.#timer = setInterval(() => this.#onTimer(), options.timerIntervalMs ?? 250);
     Deno.unrefTimer(this.#timer);
   }
@@ -396,7 +409,9 @@ export class EmbeddedKV implements MetaKV {
     let needsCompaction = false;
     if (log !== undefined) {
       goodBytes = this.#replayLog(log).goodBytes;
-      if (goodBytes > 0 && goodBytes < log.length) {
+      // Zeros after the last frame are room a mapped log's writer made ahead (fallocate), not
+      // a torn tail: appends go on right after the last frame.
+      if (goodBytes > 0 && goodBytes < log.length && !zeroFrom(log, goodBytes)) {
         console.error(
           `skyfs: metadata log "${this.#logPath}": cut a torn tail of ${
             log.length - goodBytes
@@ -412,10 +427,10 @@ export class EmbeddedKV implements MetaKV {
       const fd = await replaceFile(io, this.#logPath, (append) => append(header), {
         keepOpen: true,
       });
-      this.#log = this.#newLogWriter(io, fd!, header.length);
+      this.#log = await this.#newLogWriter(io, fd!, header.length);
     } else {
       const fd = await io.open(this.#logPath, libc.O_WRONLY | libc.O_CLOEXEC);
-      this.#log = this.#newLogWriter(io, fd, goodBytes);
+      this.#log = await this.#newLogWriter(io, fd, goodBytes);
     }
     // A torn tail is cut by restarting the log (the engine has no ftruncate, and bytes left
     // behind a shorter append could later read as frames).
@@ -451,8 +466,9 @@ export class EmbeddedKV implements MetaKV {
     );
   }
 
-  #newLogWriter(io: IoEngine, fd: number, bytes: number): LogWriter {
-    return new LogWriter(io, fd, bytes, {
+  #newLogWriter(io: IoEngine, fd: number, bytes: number): Promise<LogWriter> {
+    return LogWriter.open(io, fd, bytes, {
+      mapped: this.#mappedLog,
       // A full disk must not stop the unlink or truncate that would free it: give the reserve
       // back to the file system and write the same bytes again.
       onWriteError: async (error) => isDiskFull(error) && (await this.#reserve?.release() ?? false),
