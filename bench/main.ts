@@ -251,7 +251,10 @@ class Progress {
         : "";
       // skyfs: FUSE requests per operation beside the rate.
       const r = m.details?.fuse_requests_per_op;
-      const requests = typeof r === "number" ? ` [${r === 0 ? "0" : formatValue(r, "")} req]` : "";
+      const c = m.details?.daemon_cpu_us_per_op;
+      const requests =
+        (typeof r === "number" ? ` [${r === 0 ? "0" : formatValue(r, "")} req]` : "") +
+        (typeof c === "number" ? ` [${c.toFixed(0)} us cpu]` : "");
       return `${phase} ${formatValue(m.value!, m.unit)}${cost}${requests}`;
     });
     this.print(
@@ -578,6 +581,7 @@ async function main(): Promise<number> {
             timeoutMs: options.mode === "full" ? 300_000 : 120_000,
             storeCounters: target.storeCounters,
             fuseRequests: target.fuseRequests,
+            daemonCpuSeconds: target.daemonCpuSeconds,
           });
           measurements.push(...results);
           const seconds = (performance.now() - started) / 1000;

@@ -113,6 +113,8 @@ export interface MetaOptions {
   /** A skyfs mount's FUSE request counts per opcode (its /metrics): read around each phase the
    * same way, giving the requests one file operation cost. */
   fuseRequests?: () => Promise<Record<string, number>>;
+  /** A FUSE daemon's CPU seconds so far (all threads): read around each phase the same way. */
+  daemonCpuSeconds?: () => number;
 }
 
 interface WorkerOutput {
@@ -161,6 +163,14 @@ async function runPausedWorker(
   let stdout = "";
   let before: StoreCounters | string | undefined;
   let fuseBefore: Record<string, number> | undefined;
+  const readCpu = (): number | undefined => {
+    try {
+      return options.daemonCpuSeconds?.();
+    } catch {
+      return undefined; // the daemon is gone: its exit shows elsewhere
+    }
+  };
+  let cpuBefore: number | undefined;
   try {
     for await (const line of lines(child.stdout)) {
       stdout += line + "\n";
@@ -168,10 +178,12 @@ async function runPausedWorker(
       if (message.next !== undefined) {
         before = await read();
         fuseBefore = await readFuse();
+        cpuBefore = readCpu();
         // A worker that died meanwhile shows in its exit code and stderr, not here.
         await stdin.write(new TextEncoder().encode("go\n")).catch(() => {});
       } else if (message.phase !== undefined) {
         const after = await read();
+        const cpuAfter = readCpu();
         const fuseAfter = await readFuse();
         const ops = message.ops ?? 0;
         const cost: Record<string, number | string> = typeof before === "string"
@@ -183,6 +195,9 @@ async function runPausedWorker(
           : {};
         if (fuseBefore !== undefined && fuseAfter !== undefined) {
           Object.assign(cost, fuseRequestsPerOperation(fuseBefore, fuseAfter, ops));
+        }
+        if (cpuBefore !== undefined && cpuAfter !== undefined && ops > 0) {
+          cost.daemon_cpu_us_per_op = (cpuAfter - cpuBefore) * 1e6 / ops;
         }
         costs[message.phase] = cost;
       }
@@ -253,7 +268,7 @@ export async function runMeta(
   if (options.dropCaches) args.push("--drop-caches");
   try {
     await Deno.mkdir(workDir, { recursive: true });
-    const output = options.storeCounters || options.fuseRequests
+    const output = options.storeCounters || options.fuseRequests || options.daemonCpuSeconds
       ? await runPausedWorker(options.binary, args, options)
       : await runWorker(options.binary, args, options);
     const measured = measurementsFromWorker(output.stdout, run, target, output.costs);

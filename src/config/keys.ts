@@ -89,7 +89,7 @@ export const KEYS = {
     commands: MOUNTING,
     allowed: "mapped or engine",
     doc: "how the embedded store writes its log: mapped = copied into a shared mapping of the " +
-      "file, engine = a write through the I/O engine (DESIGN.md, embedded log)",
+      "file, engine = a write through the I/O engine (src/fuse/README.md, metadata log)",
   },
   "mount.passthrough": {
     kind: "string",
