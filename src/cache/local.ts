@@ -43,13 +43,6 @@ export class LocalStore {
   readonly #opening = new Map<number, Promise<OpenFile>>();
   /** Inodes whose file's directory entry is known durable (synced once per process). */
   readonly #entrySynced = new Set<number>();
-  /**
-   * st_blocks of closed local files, when only this store can change them (one node: every
-   * change to a local file goes through an fd `acquire` hands out, or `remove`); a cluster's
-   * cache fills and evictions work on paths, so it leaves this off. Each GETATTR, LOOKUP and
-   * READDIRPLUS entry of a closed file used to stat its path (3.3 us each, measured).
-   */
-  #blocks: Map<number, number> | undefined;
 
   private constructor(io: IoEngine, root: string) {
     this.io = io;
@@ -63,11 +56,6 @@ export class LocalStore {
       await Deno.mkdir(`${root}/${hex2(i)}`, { recursive: true });
     }
     return new LocalStore(io, root);
-  }
-
-  /** Remember st_blocks of closed files (see `#blocks`); only where nothing else changes them. */
-  cacheBlocks(): void {
-    this.#blocks ??= new Map();
   }
 
   path(ino: number): string {
@@ -101,7 +89,6 @@ export class LocalStore {
   }
 
   async #openFile(ino: number, size: number): Promise<OpenFile> {
-    this.#blocks?.delete(ino); // open: writes may follow (blocks() uses the fd until the close)
     const fd = await this.#openOrCreate(this.path(ino));
     let st: libc.Stat;
     try {
@@ -159,7 +146,6 @@ export class LocalStore {
     if (!file) throw new Error(`LocalStore.release(${ino}) without acquire: a vfs bug`);
     if (--file.refs > 0) return;
     this.#open.delete(ino);
-    this.#blocks?.delete(ino);
     await this.io.close(file.fd);
   }
 
@@ -231,21 +217,12 @@ export class LocalStore {
   /** 512-byte blocks allocated to the inode's data (0 when it has no local file). */
   blocks(ino: number): number {
     const fd = this.fdOf(ino);
-    if (fd !== undefined) return libc.fstat(fd).blocks;
-    const known = this.#blocks?.get(ino);
-    if (known !== undefined) return known;
-    let blocks: number;
     try {
-      blocks = libc.stat(this.path(ino)).blocks;
+      return fd === undefined ? libc.stat(this.path(ino)).blocks : libc.fstat(fd).blocks;
     } catch (error) {
-      if (!(error instanceof FsError && error.errno === Errno.ENOENT)) throw error;
-      blocks = 0;
+      if (error instanceof FsError && error.errno === Errno.ENOENT) return 0;
+      throw error;
     }
-    if (this.#blocks !== undefined && !this.#opening.has(ino)) {
-      if (this.#blocks.size >= MAX_CACHED_BLOCKS) this.#blocks.clear();
-      this.#blocks.set(ino, blocks);
-    }
-    return blocks;
   }
 
   /** Make the local file's directory entry durable (once per inode and process). */
@@ -265,7 +242,6 @@ export class LocalStore {
    * closed, as Linux does for unlinked files. */
   async remove(ino: number): Promise<void> {
     this.#entrySynced.delete(ino);
-    this.#blocks?.delete(ino);
     try {
       await this.io.unlink(this.path(ino));
     } catch (error) {
@@ -296,9 +272,6 @@ export class LocalStore {
     }
   }
 }
-
-/** Closed files whose st_blocks are remembered at most (about 40 MiB of map). */
-const MAX_CACHED_BLOCKS = 1 << 20;
 
 function hex2(n: number): string {
   return n.toString(16).padStart(2, "0");

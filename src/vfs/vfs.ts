@@ -44,7 +44,6 @@ export async function createVfs(options: VfsOptions): Promise<VfsWithRecovery> {
     now: options.now,
   });
   const local = await LocalStore.open(options.io, options.dataDir);
-  if (options.cluster === undefined) local.cacheBlocks();
   await options.cluster?.attach(ns, local, options.io);
   const core = new VfsCore(ns, local, options);
   const recovery = await recover(core);
