@@ -239,6 +239,7 @@ const commands: Record<string, Command> = {
         reserveBytes: config.get("volume.reserve_bytes"),
         releaseMs: config.get("volume.release_ms"),
       },
+      metaLog: config.get("mount.meta_log"),
       io: { engine: config.get("io.engine"), libraryPath: config.get("io.uring_lib") },
       curp: {
         timeoutMs: config.get("curp.timeout_ms"),

@@ -249,7 +249,13 @@ class Progress {
       const cost = typeof p === "number" && typeof f === "number"
         ? ` [${p === 0 ? "0" : formatValue(p, "")}p ${f === 0 ? "0" : formatValue(f, "")}f]`
         : "";
-      return `${phase} ${formatValue(m.value!, m.unit)}${cost}`;
+      // skyfs: FUSE requests per operation beside the rate.
+      const r = m.details?.fuse_requests_per_op;
+      const c = m.details?.daemon_cpu_us_per_op;
+      const requests =
+        (typeof r === "number" ? ` [${r === 0 ? "0" : formatValue(r, "")} req]` : "") +
+        (typeof c === "number" ? ` [${c.toFixed(0)} us cpu]` : "");
+      return `${phase} ${formatValue(m.value!, m.unit)}${cost}${requests}`;
     });
     this.print(
       label,
@@ -574,6 +580,8 @@ async function main(): Promise<number> {
             env: target.env,
             timeoutMs: options.mode === "full" ? 300_000 : 120_000,
             storeCounters: target.storeCounters,
+            fuseRequests: target.fuseRequests,
+            daemonCpuSeconds: target.daemonCpuSeconds,
           });
           measurements.push(...results);
           const seconds = (performance.now() - started) / 1000;

@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import type { Measurement } from "./model.ts";
 import { outputWithin, spawnTracked } from "./children.ts";
-import { perOperation, type StoreCounters } from "./store_counters.ts";
+import { fuseRequestsPerOperation, perOperation, type StoreCounters } from "./store_counters.ts";
 
 const SOURCE = fileURLToPath(new URL("./meta/meta_worker.c", import.meta.url));
 
@@ -110,6 +110,11 @@ export interface MetaOptions {
   /** A cluster target's store counters: the worker then pauses before each phase (untimed) so
    * they are read right before and right after it. */
   storeCounters?: () => Promise<StoreCounters>;
+  /** A skyfs mount's FUSE request counts per opcode (its /metrics): read around each phase the
+   * same way, giving the requests one file operation cost. */
+  fuseRequests?: () => Promise<Record<string, number>>;
+  /** A FUSE daemon's CPU seconds so far (all threads): read around each phase the same way. */
+  daemonCpuSeconds?: () => number;
 }
 
 interface WorkerOutput {
@@ -121,12 +126,12 @@ interface WorkerOutput {
   costs: Record<string, Record<string, number | string>>;
 }
 
-/** Runs the worker with --pause: reads the store's counters when it names the next phase, lets
- * it go, and reads them again when it reports the phase. */
+/** Runs the worker with --pause: reads the store's (and the mount's) counters when it names the
+ * next phase, lets it go, and reads them again when it reports the phase. */
 async function runPausedWorker(
   binary: string,
   args: string[],
-  options: MetaOptions & { storeCounters: () => Promise<StoreCounters> },
+  options: MetaOptions,
 ): Promise<WorkerOutput> {
   const child = spawnTracked(binary, {
     args: [...args, "--pause"],
@@ -147,27 +152,54 @@ async function runPausedWorker(
   const stderr = new Response(child.stderr).text();
   const stdin = child.stdin.getWriter();
   const costs: WorkerOutput["costs"] = {};
-  const read = async (): Promise<StoreCounters | string> =>
-    await options.storeCounters().catch((error) =>
-      `store counters not read: ${error instanceof Error ? error.message : error}`
-    );
+  const read = async (): Promise<StoreCounters | string | undefined> =>
+    options.storeCounters === undefined
+      ? undefined
+      : await options.storeCounters().catch((error) =>
+        `store counters not read: ${error instanceof Error ? error.message : error}`
+      );
+  const readFuse = async (): Promise<Record<string, number> | undefined> =>
+    await options.fuseRequests?.().catch(() => undefined);
   let stdout = "";
-  let before: StoreCounters | string = "";
+  let before: StoreCounters | string | undefined;
+  let fuseBefore: Record<string, number> | undefined;
+  const readCpu = (): number | undefined => {
+    try {
+      return options.daemonCpuSeconds?.();
+    } catch {
+      return undefined; // the daemon is gone: its exit shows elsewhere
+    }
+  };
+  let cpuBefore: number | undefined;
   try {
     for await (const line of lines(child.stdout)) {
       stdout += line + "\n";
       const message = JSON.parse(line) as { next?: string; phase?: string; ops?: number };
       if (message.next !== undefined) {
         before = await read();
+        fuseBefore = await readFuse();
+        cpuBefore = readCpu();
         // A worker that died meanwhile shows in its exit code and stderr, not here.
         await stdin.write(new TextEncoder().encode("go\n")).catch(() => {});
       } else if (message.phase !== undefined) {
         const after = await read();
-        costs[message.phase] = typeof before === "string"
+        const cpuAfter = readCpu();
+        const fuseAfter = await readFuse();
+        const ops = message.ops ?? 0;
+        const cost: Record<string, number | string> = typeof before === "string"
           ? { store_note: before }
           : typeof after === "string"
           ? { store_note: after }
-          : perOperation(before, after, message.ops ?? 0);
+          : before !== undefined && after !== undefined
+          ? perOperation(before, after, ops)
+          : {};
+        if (fuseBefore !== undefined && fuseAfter !== undefined) {
+          Object.assign(cost, fuseRequestsPerOperation(fuseBefore, fuseAfter, ops));
+        }
+        if (cpuBefore !== undefined && cpuAfter !== undefined && ops > 0) {
+          cost.daemon_cpu_us_per_op = (cpuAfter - cpuBefore) * 1e6 / ops;
+        }
+        costs[message.phase] = cost;
       }
     }
   } finally {
@@ -236,9 +268,8 @@ export async function runMeta(
   if (options.dropCaches) args.push("--drop-caches");
   try {
     await Deno.mkdir(workDir, { recursive: true });
-    const { storeCounters } = options;
-    const output = storeCounters
-      ? await runPausedWorker(options.binary, args, { ...options, storeCounters })
+    const output = options.storeCounters || options.fuseRequests || options.daemonCpuSeconds
+      ? await runPausedWorker(options.binary, args, options)
       : await runWorker(options.binary, args, options);
     const measured = measurementsFromWorker(output.stdout, run, target, output.costs);
     for (const m of measured) m.details = { ...m.details, files: options.files };

@@ -139,6 +139,53 @@ export function storeCostTable(run: RunResult, family: string, rows: Measurement
   return lines.join("\n");
 }
 
+/**
+ * What one file operation of a metadata family's rows cost the FUSE targets that report it: the
+ * daemon's CPU time (all its threads, from /proc around each phase: a figure the machine's other
+ * load moves far less than the rates), and for `skyfs` the FUSE requests (from its /metrics),
+ * total and per opcode, e.g. "lookup 1, create 1, flush 1". Empty when no target reported them.
+ */
+export function fuseRequestTable(run: RunResult, family: string, rows: Measurement[]): string {
+  const has = (name: string, key: string) =>
+    rows.some((m) => m.target === name && typeof m.details?.[key] === "number");
+  const columns = run.targets.map((t) => t.name).filter((name) =>
+    has(name, "fuse_requests_per_op") || has(name, "daemon_cpu_us_per_op")
+  );
+  if (columns.length === 0) return "";
+  const jobs = [...new Set(rows.map((m) => m.job))];
+  const header = columns.flatMap((c) =>
+    has(c, "fuse_requests_per_op")
+      ? [`${c} CPU us/op`, `${c} requests/op`, "by opcode"]
+      : [`${c} CPU us/op`]
+  );
+  const lines = [
+    `| ${family}: daemon cost | ${header.join(" | ")} |`,
+    `|---|${header.map((h) => h === "by opcode" ? "---" : "--:").join("|")}|`,
+  ];
+  const round = (n: number) => n === 0 ? "0" : n >= 10 ? n.toFixed(0) : n.toPrecision(2);
+  for (const job of jobs) {
+    const cells = columns.flatMap((column) => {
+      const m = rows.find((x) => x.job === job && x.target === column);
+      const cpu = m?.details?.daemon_cpu_us_per_op;
+      const cpuCell = typeof cpu === "number" ? cpu.toFixed(1) : "";
+      if (!has(column, "fuse_requests_per_op")) return [cpuCell];
+      const total = m?.details?.fuse_requests_per_op;
+      if (typeof total !== "number") return [cpuCell, "", ""];
+      const parts = Object.entries(m!.details!)
+        .filter(([key, value]) =>
+          key.startsWith("fuse_") && key.endsWith("_per_op") && key !== "fuse_requests_per_op" &&
+          typeof value === "number" &&
+          value >= 0.01
+        )
+        .sort((a, b) => (b[1] as number) - (a[1] as number))
+        .map(([key, value]) => `${key.slice(5, -7)} ${round(value as number)}`);
+      return [cpuCell, round(total), parts.join(", ")];
+    });
+    lines.push(`| ${job} | ${cells.join(" | ")} |`);
+  }
+  return lines.join("\n");
+}
+
 /** What the cost tables mean and how many files each target's runs had, in one paragraph. */
 function costLegend(run: RunResult): string {
   const files = new Map<string, number>();
@@ -207,6 +254,8 @@ export function markdownReport(
       legend = true;
       out.push(costs, "");
     }
+    const requests = fuseRequestTable(run, family, rows);
+    if (requests !== "") out.push(requests, "");
     if (options.chartDir !== undefined) {
       out.push(`![${family}](${options.chartDir}/${family}.svg)`, "");
     }

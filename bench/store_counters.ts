@@ -165,3 +165,46 @@ export async function readEtcdCounters(clientAddress: string): Promise<StoreCoun
   }
   return etcdCounters(text);
 }
+
+/** FUSE requests answered so far by a skyfs mount, per opcode name (`skyfs_fuse_requests_total`'s
+ * `op` label in its `/metrics` text). */
+export function fuseRequestCounts(text: string): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("skyfs_fuse_requests_total{")) continue;
+    const op = /[{,]op="([^"]*)"/.exec(line)?.[1];
+    const value = Number(line.slice(line.lastIndexOf("}") + 1).trim().split(/\s+/)[0]);
+    if (op === undefined || !Number.isFinite(value)) continue;
+    counts[op] = (counts[op] ?? 0) + value;
+  }
+  return counts;
+}
+
+/** Reads a skyfs mount's FUSE request counts from `url` (its `/metrics`; 2 s limit). */
+export async function readFuseRequests(url: string): Promise<Record<string, number>> {
+  const response = await fetch(url, { signal: AbortSignal.timeout(2000) });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${url} answered ${response.status}`);
+  return fuseRequestCounts(text);
+}
+
+/**
+ * FUSE requests per file operation of one phase, for a measurement's `details`:
+ * `fuse_requests_per_op` (all opcodes) and `fuse_<op>_per_op` for each opcode that moved.
+ */
+export function fuseRequestsPerOperation(
+  before: Record<string, number>,
+  after: Record<string, number>,
+  ops: number,
+): Record<string, number> {
+  const details: Record<string, number> = {};
+  let total = 0;
+  for (const op of Object.keys(after).sort()) {
+    const delta = after[op] - (before[op] ?? 0);
+    if (delta <= 0) continue;
+    total += delta;
+    details[`fuse_${op}_per_op`] = ops > 0 ? delta / ops : 0;
+  }
+  details.fuse_requests_per_op = ops > 0 ? total / ops : 0;
+  return details;
+}

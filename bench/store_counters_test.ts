@@ -5,6 +5,8 @@ import {
   ETCD_PROPOSALS,
   ETCD_WAL_FSYNCS,
   etcdCounters,
+  fuseRequestCounts,
+  fuseRequestsPerOperation,
   parsePrometheusText,
   perOperation,
   type StoreCounters,
@@ -129,4 +131,22 @@ Deno.test("perOperation notes a replica read once, a restart and a leader change
   assert.match(note, /replica m3 not read before/);
   assert.match(note, /leader changed during the phase \(m1@1 -> m3@2\)/);
   assert.equal(perOperation(before, before, 5).store_note, undefined);
+});
+
+Deno.test("FUSE request counts per opcode from a mount's /metrics, and per file operation", () => {
+  const text = (lookups: number, creates: number) =>
+    [
+      "# TYPE skyfs_fuse_requests_total counter",
+      `skyfs_fuse_requests_total{op="lookup",mount="/m"} ${lookups}`,
+      `skyfs_fuse_requests_total{mount="/m",op="create"} ${creates}`,
+      `skyfs_fuse_request_errors_total{op="lookup",mount="/m"} 3`,
+    ].join("\n");
+  const before = fuseRequestCounts(text(10, 4));
+  assert.deepEqual(before, { lookup: 10, create: 4 });
+  const after = fuseRequestCounts(text(30, 24));
+  assert.deepEqual(fuseRequestsPerOperation(before, after, 20), {
+    fuse_create_per_op: 1,
+    fuse_lookup_per_op: 1,
+    fuse_requests_per_op: 2,
+  });
 });

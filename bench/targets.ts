@@ -7,7 +7,12 @@ import { fileURLToPath } from "node:url";
 import type { TargetName, TargetReport } from "./model.ts";
 import { LocalCluster } from "../src/cluster/local_cluster.ts";
 import { fetchStatus } from "../src/meta/curp/server.ts";
-import { readCurpCounters, readEtcdCounters, type StoreCounters } from "./store_counters.ts";
+import {
+  readCurpCounters,
+  readEtcdCounters,
+  readFuseRequests,
+  type StoreCounters,
+} from "./store_counters.ts";
 
 const REPO_DIR = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 const MOUNT_TIMEOUT_MS = 30_000;
@@ -29,6 +34,11 @@ export interface ReadyTarget {
   /** Cluster targets: the metadata store's counters (proposals, fsyncs), read around each
    * metadata phase to give its cost per file operation. */
   storeCounters?: () => Promise<StoreCounters>;
+  /** The `skyfs` target: its FUSE requests answered so far per opcode (from /metrics), read
+   * around each metadata phase to give the requests per file operation. */
+  fuseRequests?: () => Promise<Record<string, number>>;
+  /** FUSE targets: CPU seconds the daemon process (all its threads) used so far. */
+  daemonCpuSeconds?: () => number;
   report: TargetReport;
   tearDown(): Promise<void>;
 }
@@ -80,6 +90,18 @@ export function displayCommand(command: string, args: string[]): string {
   return [command === Deno.execPath() ? "deno" : command, ...args]
     .map((part) => part.startsWith(`${REPO_DIR}/`) ? part.slice(REPO_DIR.length + 1) : part)
     .join(" ");
+}
+
+/** Clock ticks per second of /proc's CPU times (USER_HZ, 100 on every Linux port in use). */
+const USER_HZ = 100;
+
+/** CPU seconds process `pid` used so far, all its threads (io_uring's io-wq workers included):
+ * utime + stime of /proc/PID/stat. */
+export function processCpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / USER_HZ;
 }
 
 /** A child process whose last output lines are kept for error messages. */
@@ -274,6 +296,7 @@ async function mountForeground(
   };
   await warmUpOrTearDown(mountpoint, tearDown, "failed to warm up");
   return {
+    daemonCpuSeconds: () => processCpuSeconds(daemon.child.pid),
     name,
     dir: mountpoint,
     env: {},
@@ -399,10 +422,13 @@ async function mountSkyfs(
   );
   const command = daemon.commandLine() +
     (scraper ? ` (its /metrics fetched every 1 s while mounted)` : "");
+  const metricsUrl = daemon.httpUrl ? `${daemon.httpUrl}/metrics` : undefined;
   return {
     name,
     dir: mountpoint,
     env,
+    fuseRequests: scraper && metricsUrl ? () => readFuseRequests(metricsUrl) : undefined,
+    daemonCpuSeconds: () => processCpuSeconds(daemon.child.pid),
     report: { name, state: "ok", command, dir: mountpoint },
     tearDown,
   };

@@ -50,6 +50,8 @@ export interface MountOptions {
   suid?: boolean;
   /** Log every internal error (our bugs) to stderr. Default true. */
   log?: (line: string) => void;
+  /** How the embedded store writes its log (config mount.meta_log). Default mapped. */
+  metaLog?: "mapped" | "engine";
   /** Microseconds the FUSE reader looks for the next request before parking (config
    * fuse.spin_us; src/fuse/README.md "Idle spin"). Default: the server's. */
   idleSpinUs?: number;
@@ -181,6 +183,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
       timeoutMs: options.curp?.timeoutMs,
       curp: { fastPath: options.curp?.fastPath },
       traceMeta: options.traceMeta,
+      metaLog: options.metaLog,
     });
   } catch (error) {
     await io.shutdown();

@@ -84,6 +84,15 @@ export const KEYS = {
     allowed: "embedded, curp://HOST:PORT,... or etcd://HOST:PORT,...",
     doc: "metadata store: embedded (this node only), curp://H:P,... or etcd://H:P,...",
   },
+  "mount.meta_log": {
+    kind: "string",
+    schema: z.enum(["mapped", "engine"]),
+    default: "mapped",
+    commands: MOUNTING,
+    allowed: "mapped or engine",
+    doc: "how the embedded store writes its log: mapped = copied into a shared mapping of the " +
+      "file, engine = a write through the I/O engine (src/fuse/README.md, metadata log)",
+  },
   "mount.passthrough": {
     kind: "string",
     schema: z.enum(["auto", "on", "off"]),

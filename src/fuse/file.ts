@@ -34,6 +34,12 @@ import {
  * kernel then reads, writes and mmaps that fd itself), else the page-cache flags. Passthrough and
  * KEEP_CACHE/DIRECT_IO exclude each other, and every open of one inode must agree with the first
  * (BackingFiles keeps that rule).
+ *
+ * A passthrough open on one node also gets NOFLUSH: the kernel then sends no FLUSH at each
+ * close(2) of it. Such a FLUSH had nothing to do: the kernel keeps the locks, the data went to
+ * the local file itself (no FUSE pages to write back), and the attributes the passthrough writes
+ * changed are taken in by the next GETATTR and by RELEASE (`flush` only did that earlier). A
+ * cluster node needs every FLUSH (POSIX locks of the closing owner, publishing the data).
  */
 function openOut(op: OpContext, ino: number, result: OpenResult, flags: number): OpenOut {
   if (op.server.negotiated?.passthrough) {
@@ -41,7 +47,8 @@ function openOut(op: OpContext, ino: number, result: OpenResult, flags: number):
     const backingId = op.server.backing.open(ino, result.fh, result.backingFd, writable);
     if (backingId !== undefined) {
       op.server.counters.passthroughOpens++;
-      return { fh: result.fh, openFlags: Fopen.PASSTHROUGH, backingId };
+      const noFlush = op.server.daemonLocks ? 0 : Fopen.NOFLUSH;
+      return { fh: result.fh, openFlags: Fopen.PASSTHROUGH | noFlush, backingId };
     }
   }
   let openFlags = 0;
@@ -81,7 +88,12 @@ const create: Handler = async (op, req) => {
   );
   try {
     const open = openOut(op, result.attr.ino, result, flags);
-    return createReply(result.attr, op.server.validityFor(result.attr.ino), open);
+    // The full attribute timeout even when this handle writes with passthrough (validityFor
+    // would give 0): the inode is new, so no mapping of it can exist yet, and the kernel drops
+    // what it caches here itself at the first passthrough write (size, mtime, ctime) and at the
+    // first mmap (atime). A timeout of 0 made the kernel ask GETATTR right after every CREATE
+    // (may_open's permission check under default_permissions).
+    return createReply(result.attr, op.server.validity, open);
   } catch {
     return await abandon(op, result.attr.ino, result.fh);
   }

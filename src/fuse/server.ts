@@ -198,6 +198,8 @@ export class FuseServer {
   validity: Validity;
   readonly backing: BackingFiles;
   readonly cacheDirs: boolean;
+  /** The daemon keeps the locks (a cluster node): every close must reach it as FLUSH. */
+  readonly daemonLocks: boolean;
   negotiated?: Negotiated;
   #options: ServerOptions;
   #inFlight = 0;
@@ -216,6 +218,7 @@ export class FuseServer {
     this.#options = options;
     this.backing = new BackingFiles(device);
     this.cacheDirs = options.cacheDirs ?? true;
+    this.daemonLocks = options.daemonLocks ?? false;
     this.#idleSpinMs = (options.idleSpinUs ?? 50) / 1000;
   }
 

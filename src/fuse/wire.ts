@@ -123,6 +123,7 @@ export const Fopen = {
   KEEP_CACHE: 1 << 1,
   NONSEEKABLE: 1 << 2,
   CACHE_DIR: 1 << 3,
+  NOFLUSH: 1 << 5,
   PARALLEL_DIRECT_WRITES: 1 << 6,
   PASSTHROUGH: 1 << 7,
 } as const;

@@ -1,7 +1,7 @@
 /**
  * The thin FFI edge to libc for local data files: the few syscalls skyfs needs that Deno's own
  * file API cannot do on a raw fd (pread/pwrite at offsets, fallocate modes, SEEK_DATA/SEEK_HOLE,
- * copy_file_range, statvfs). Every call throws FsError(errno) on failure.
+ * copy_file_range, statvfs, a shared file mapping for the metadata log). Every call throws FsError(errno) on failure.
  *
  * Calls are synchronous (about 5 ns of FFI overhead plus the syscall), except fsync and fdatasync,
  * which can wait for the disk for a long time and so run `nonblocking` on Deno's blocking pool.
@@ -64,6 +64,8 @@ const symbols = {
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let library: Deno.DynamicLibrary<typeof symbols> | undefined;
@@ -362,5 +364,40 @@ export function unlink(path: string): void {
 export function rename(from: string, to: string): void {
   if (lib().rename(cString(from), cString(to)) < 0) {
     fail("rename", `${JSON.stringify(from)}, ${JSON.stringify(to)}`);
+  }
+}
+
+export const PROT_READ = 0x1;
+export const PROT_WRITE = 0x2;
+export const MAP_SHARED = 0x01;
+
+/** A shared mapping of `length` bytes of a file from offset 0 (see `mapShared`). */
+export interface SharedMapping {
+  readonly pointer: Deno.PointerObject;
+  /** The mapped bytes: a store into them is a store into the file's page cache. */
+  readonly bytes: Uint8Array<ArrayBuffer>;
+}
+
+/**
+ * mmap(2) `length` bytes of `fd` (open read-write) with PROT_READ|PROT_WRITE and MAP_SHARED.
+ * Bytes copied into the mapping are in the kernel's page cache when the copy ends, so they
+ * survive the death of this process (not power loss: fdatasync the file for that). The mapping
+ * may reach past the end of the file, but touching a page past it raises SIGBUS: grow the file
+ * (fallocate) before storing there.
+ */
+export function mapShared(fd: number, length: number): SharedMapping {
+  const pointer = lib().mmap(null, BigInt(length), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0n);
+  // MAP_FAILED is (void *)-1.
+  if (pointer === null || Deno.UnsafePointer.value(pointer) === 0xffffffffffffffffn) {
+    fail("mmap", `${fd}, ${length}`);
+  }
+  const bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(pointer, length));
+  return { pointer, bytes };
+}
+
+/** munmap(2) a mapping from `mapShared`; its `bytes` must not be touched afterwards. */
+export function unmap(mapping: SharedMapping): void {
+  if (lib().munmap(mapping.pointer, BigInt(mapping.bytes.byteLength)) < 0) {
+    fail("munmap", mapping.bytes.byteLength);
   }
 }

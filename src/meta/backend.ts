@@ -22,6 +22,8 @@ export interface MetaBackendOptions {
   curp?: { fastPath?: boolean | "marked" };
   /** One line per CURP command on stderr (config log.debug containing "meta"). Default off. */
   traceMeta?: boolean;
+  /** How the embedded store writes its log (EmbeddedKVOptions.logWrites). Default mapped. */
+  metaLog?: "mapped" | "engine";
 }
 
 /** Parse "scheme://h:p,h:p" into its scheme and endpoints; throws a RangeError naming the fix. */
@@ -64,5 +66,8 @@ export async function openMetaBackend(
     const { openEtcdKV } = await import("./etcd.ts");
     return await openEtcdKV(endpoints, { timeoutMs: options.timeoutMs });
   }
-  return await openEmbeddedKV(join(options.dataDir, "meta.db"), { io: options.io });
+  return await openEmbeddedKV(join(options.dataDir, "meta.db"), {
+    io: options.io,
+    logWrites: options.metaLog,
+  });
 }

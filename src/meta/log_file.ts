@@ -191,6 +191,42 @@ export interface LogWriterOptions {
    * rejects every later append. Without this option a failed write always stops the writer.
    */
   onRollback?: (error: unknown) => void;
+  /**
+   * Write frames by copying them into a shared mapping of the file (MAP_SHARED) instead of
+   * through the engine: the copy puts them in the page cache, where they survive kill -9 of this
+   * process, without a write request that io_uring hands to an io-wq worker. The file is grown
+   * ahead with fallocate (in the background once less than half a step is left; a step is the
+   * file's size, from 64 KiB up to `mappedGrowBytes`; on ENOSPC only what the append needs), so no
+   * store ever lands past its end (a store past it would raise SIGBUS); the zeros beyond the last frame read as
+   * the end of the log (`scanFrames`). A failed fallocate is the failed write of `onWriteError`
+   * and `onRollback` (nothing was copied, so there is nothing to punch). The writer's fd may be
+   * write-only: the file is mapped through a read-write open of `/proc/self/fd/<fd>`.
+   */
+  mapped?: boolean;
+  /** Bytes the file grows by at a time when mapped (default 8 MiB). */
+  mappedGrowBytes?: number;
+}
+
+/** Virtual size of a log's mapping at first; doubled when the log outgrows it. */
+const MAPPING_BYTES = 1 << 30;
+const DEFAULT_GROW_BYTES = 8 << 20;
+const MIN_GROW_BYTES = 64 << 10;
+const PAGE_BYTES = 4096;
+
+/** Whether every byte of `bytes` from `from` on is zero (a mapped log's room ahead). */
+export function zeroFrom(bytes: Uint8Array, from: number): boolean {
+  let at = from;
+  while (at < bytes.length && (at & 7) !== 0) if (bytes[at++] !== 0) return false;
+  const words = (bytes.length - at) >> 3;
+  if (words > 0) {
+    const view = new BigUint64Array(
+      bytes.buffer.slice(bytes.byteOffset + at, bytes.byteOffset + at + words * 8),
+    );
+    for (let i = 0; i < words; i++) if (view[i] !== 0n) return false;
+    at += words * 8;
+  }
+  while (at < bytes.length) if (bytes[at++] !== 0) return false;
+  return true;
 }
 
 interface Waiter {
@@ -226,12 +262,106 @@ export class LogWriter {
   #idle: (() => void)[] = [];
   #syncRunning: Promise<void> | undefined;
   #syncQueued: Promise<void> | undefined;
+  /** Mapped mode: the file's mapping, its size as grown so far, and the growth in progress. */
+  #mapping: libc.SharedMapping | undefined;
+  #fileBytes = 0;
+  #growing: Promise<void> | undefined;
+  readonly #growBytes: number;
 
+  /** Use `LogWriter.open` for a mapped writer; this constructor writes through the engine. */
   constructor(io: IoEngine, fd: number, offset: number, options: LogWriterOptions = {}) {
     this.#io = io;
     this.#fd = fd;
     this.#offset = offset;
     this.#options = options;
+    this.#growBytes = options.mappedGrowBytes ?? DEFAULT_GROW_BYTES;
+  }
+
+  /** A writer appending at `offset` of the file open as `fd`; with `mapped`, the file is mapped
+   * first. */
+  static async open(
+    io: IoEngine,
+    fd: number,
+    offset: number,
+    options: LogWriterOptions = {},
+  ): Promise<LogWriter> {
+    const writer = new LogWriter(io, fd, offset, options);
+    if (options.mapped) await writer.#map(fd);
+    return writer;
+  }
+
+  /** Whether frames are copied into a shared mapping (see `LogWriterOptions.mapped`). */
+  get mapped(): boolean {
+    return this.#mapping !== undefined;
+  }
+
+  /** Map the file of `fd`, unmapping the previous file's mapping. */
+  async #map(fd: number): Promise<void> {
+    const fileBytes = libc.fstat(fd).size;
+    const rw = await this.#io.open(`/proc/self/fd/${fd}`, libc.O_RDWR | libc.O_CLOEXEC);
+    let mapping: libc.SharedMapping;
+    try {
+      let length = MAPPING_BYTES;
+      while (length < fileBytes + this.#growBytes) length *= 2;
+      mapping = libc.mapShared(rw, length);
+    } finally {
+      await this.#io.close(rw).catch(() => {});
+    }
+    if (this.#mapping !== undefined) libc.unmap(this.#mapping);
+    this.#mapping = mapping;
+    this.#fileBytes = fileBytes;
+  }
+
+  /** Mapped mode: make the file hold at least `end` bytes (and the mapping cover them). */
+  async #makeRoom(end: number): Promise<void> {
+    while (this.#fileBytes < end) {
+      if (this.#growing !== undefined) {
+        // A growth ahead that failed is tried again here, for just this append if need be.
+        await this.#growing.catch(() => {});
+        continue;
+      }
+      await this.#grow(end);
+    }
+  }
+
+  /** Grow the file to a step past `end` (one fallocate through the engine; on ENOSPC, a second
+   * one of just what `end` needs). */
+  #grow(end: number): Promise<void> {
+    const fd = this.#fd;
+    const from = this.#fileBytes;
+    const step = Math.min(this.#growBytes, Math.max(MIN_GROW_BYTES, from));
+    let to = Math.ceil((end + step) / PAGE_BYTES) * PAGE_BYTES;
+    const growing = (async () => {
+      try {
+        await this.#io.fallocate(fd, 0, from, to - from);
+      } catch (error) {
+        const needed = Math.ceil(end / PAGE_BYTES) * PAGE_BYTES;
+        if (!(error instanceof FsError && error.errno === Errno.ENOSPC) || needed >= to) {
+          throw error;
+        }
+        to = needed;
+        await this.#io.fallocate(fd, 0, from, to - from);
+      }
+      if (fd !== this.#fd) return; // switched to another file meanwhile
+      this.#fileBytes = Math.max(this.#fileBytes, to);
+      const mapping = this.#mapping!;
+      if (to > mapping.bytes.byteLength) {
+        let length = mapping.bytes.byteLength;
+        while (length < to) length *= 2;
+        const rw = await this.#io.open(`/proc/self/fd/${fd}`, libc.O_RDWR | libc.O_CLOEXEC);
+        try {
+          const next = libc.mapShared(rw, length);
+          libc.unmap(this.#mapping!);
+          this.#mapping = next;
+        } finally {
+          await this.#io.close(rw).catch(() => {});
+        }
+      }
+    })().finally(() => {
+      if (this.#growing === growing) this.#growing = undefined;
+    });
+    this.#growing = growing;
+    return growing;
   }
 
   /** Bytes in the current file once everything queued is written. */
@@ -307,6 +437,7 @@ export class LogWriter {
 
   /** Zero what a failed write of `length` bytes at the current offset may have left. */
   async #punch(length: number): Promise<boolean> {
+    if (this.#mapping !== undefined) return true; // a failed fallocate copied nothing
     try {
       await this.#io.fallocate(
         this.#fd,
@@ -323,7 +454,17 @@ export class LogWriter {
   async #writeAt(bytes: Uint8Array, offset: number): Promise<void> {
     for (;;) {
       try {
-        await writeFully(this.#io, this.#fd, bytes, offset);
+        if (this.#mapping === undefined) {
+          await writeFully(this.#io, this.#fd, bytes, offset);
+          return;
+        }
+        const end = offset + bytes.length;
+        if (end > this.#fileBytes) await this.#makeRoom(end);
+        this.#mapping.bytes.set(bytes, offset);
+        // Grow ahead in the background, so appends rarely wait for a fallocate.
+        if (this.#growing === undefined && this.#fileBytes - end < this.#growBytes / 2) {
+          this.#grow(end).catch(() => {}); // a failure shows when an append needs the room
+        }
         return;
       } catch (error) {
         if (!(await this.#options.onWriteError?.(error))) throw error;
@@ -397,6 +538,21 @@ export class LogWriter {
       const captured = this.#capture ?? [];
       this.#capture = undefined;
       const next = await create(captured);
+      if (this.#mapping !== undefined) {
+        while (this.#growing !== undefined) await this.#growing.catch(() => {});
+        try {
+          await this.#map(next.fd);
+        } catch (error) {
+          // The new file is the log now: go on writing it through the engine.
+          libc.unmap(this.#mapping);
+          this.#mapping = undefined;
+          console.error(
+            `skyfs: mapping the new log failed, writing it through the engine: ${
+              (error as Error).message
+            }`,
+          );
+        }
+      }
       const old = this.#fd;
       this.#fd = next.fd;
       this.#offset = next.bytes;
@@ -412,7 +568,19 @@ export class LogWriter {
   /** Wait for queued appends and the sync in progress, then close the file. */
   async close(): Promise<void> {
     await this.drain();
-    await Promise.allSettled([this.#syncRunning, this.#syncQueued]);
+    await Promise.allSettled([this.#syncRunning, this.#syncQueued, this.#growing]);
+    if (this.#mapping !== undefined) {
+      libc.unmap(this.#mapping);
+      this.#mapping = undefined;
+      // A log closed cleanly ends at its last frame: drop the room grown ahead.
+      if (this.#failed === undefined) {
+        try {
+          libc.ftruncate(this.#fd, this.#offset);
+        } catch {
+          // The zeros read as the end of the log anyway.
+        }
+      }
+    }
     await this.#io.close(this.#fd).catch(() => {});
   }
 }

@@ -688,7 +688,10 @@ export class Namespace {
     const prefix = keys.dentries(parent);
     const out: NamedDirent[] = [];
     for await (const kv of this.#scan(prefix, false)) {
-      out.push({ name: kv.key.slice(prefix.length), ...decodeDirent(kv.value) });
+      // The store's copy is ours: the name is a view of it, not another copy.
+      const dirent = decodeDirent(kv.value) as NamedDirent;
+      dirent.name = kv.key.subarray(prefix.length);
+      out.push(dirent);
     }
     return out;
   }

@@ -20,6 +20,12 @@ Deno.test("mkdir, create, write, read, readdir, lookup, getattr survive a restar
     await f.vfs.flush(root, c.attr.ino, c.fh, 1n);
     await f.vfs.release(c.attr.ino, c.fh, 0);
     const dh = await f.vfs.opendir(root, d.ino, 0);
+    // The kernel holds "f" (create gave it a lookup): listed without attributes.
+    const known = await f.vfs.readdir(root, d.ino, dh, 0, 100, true);
+    assert.deepEqual(known.map((e) => text(e.name)), [".", "..", "f"]);
+    assert.equal(known[2].attr, undefined);
+    // Once forgotten, readdirplus hands it out with attributes (and a new lookup).
+    f.vfs.forget(c.attr.ino, 1);
     const list = await f.vfs.readdir(root, d.ino, dh, 0, 100, true);
     assert.deepEqual(list.map((e) => text(e.name)), [".", "..", "f"]);
     assert.equal(list[2].attr?.size, 5);

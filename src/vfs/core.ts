@@ -276,6 +276,14 @@ export class VfsCore {
     return state !== undefined && (state.handles > 0 || (!this.cluster && state.lookups > 0));
   }
 
+  /** The kernel holds the inode (lookup count above 0) and only this kernel changes it (one
+   * node): what it caches of the inode is as current as a readdirplus entry would make it. */
+  knownToKernel(ino: number): boolean {
+    if (this.cluster) return false;
+    const state = this.inodes.get(ino);
+    return state !== undefined && state.lookups > 0;
+  }
+
   /** Forget the in-memory state of an inode nobody references and nothing is pending for. */
   dropStateIfIdle(ino: number): void {
     const state = this.inodes.get(ino);

@@ -44,6 +44,15 @@ export async function readdir(
   if (!plus) return out;
   const withAttrs: DirEntry[] = [];
   for (const entry of out) {
+    // An inode the kernel holds already (a lookup count above 0, on one node) goes without
+    // attributes: FUSE then lists the name and leaves its cached inode alone (node id 0 in
+    // READDIRPLUS means "no entry to prime"), the daemon skips the inode's record and local
+    // stat, the kernel its linking, and no FORGET follows. Its cached attributes stay valid for
+    // their own timeout; past it a stat asks GETATTR as it would anyway.
+    if (core.knownToKernel(entry.ino)) {
+      withAttrs.push(entry);
+      continue;
+    }
     let attr;
     try {
       attr = core.attr(await core.record(entry.ino));
@@ -66,8 +75,11 @@ async function snapshot(core: VfsCore, ino: number): Promise<DirEntry[]> {
   });
   const entries: Omit<DirEntry, "nextOffset">[] = [dot(".", ino), dot("..", dir.parent)];
   // A removed directory (nlink 0) lists only "." and "..", as on ext4.
-  if (dir.nlink > 0) entries.push(...await core.ns.listDir(ino));
-  return entries.map((entry, i) => ({ ...entry, nextOffset: i + 1 }));
+  if (dir.nlink > 0) {
+    for (const entry of await core.ns.listDir(ino)) entries.push(entry);
+  }
+  for (let i = 0; i < entries.length; i++) (entries[i] as DirEntry).nextOffset = i + 1;
+  return entries as DirEntry[];
 }
 
 export function releasedir(core: VfsCore, ino: number, fh: number): Promise<void> {

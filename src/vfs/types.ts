@@ -80,7 +80,8 @@ export interface DirEntry {
   type: number;
   /** Offset to pass to readdir to continue after this entry. */
   nextOffset: number;
-  /** Present when readdir was asked for attributes (readdirplus). */
+  /** Present when readdir was asked for attributes (readdirplus), except for an inode the kernel
+   * holds already on one node (`dir.readdir`). */
   attr?: Attr;
 }
 
