@@ -8,6 +8,7 @@
 
 import { join } from "node:path";
 import { DelayProxy } from "./delay_proxy.ts";
+import { serveDirBackend } from "../cache/backend_http.ts";
 import { fetchStatus, type ReplicaStatus } from "../meta/curp/server.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -29,6 +30,8 @@ export interface LocalNode {
   /** Its `--backend`; unset = the cluster's one backend directory. */
   backend?: string;
   child?: Deno.ChildProcess;
+  /** With `rttMs`: its peer server's port (fixed, so the other zones' proxies can point at it). */
+  peerPort?: number;
   /** With `netns`: the node's network namespace, its address there and the host end of its
    * veth pair (down = the node is cut off from everything). */
   net?: { ns: string; address: string; hostVeth: string };
@@ -44,12 +47,16 @@ export interface LocalReplica {
   child?: Deno.ChildProcess;
 }
 
-/** With `zones` and `rttMs`: a delay proxy on the way from a zone to a replica of another zone. */
+/** With `zones` and `rttMs`: a delay proxy on the way from a zone to something in another zone. */
 export interface ZoneLink {
   /** The zone whose mounts and replicas connect through it. */
   from: string;
-  /** The replica it forwards to. */
+  /** What it forwards to: a replica (`m2`), a node's peer server (`b`) or a zone's backend
+   * store (`backend-z2`). */
   to: string;
+  /** The zone of `to`. */
+  toZone: string;
+  kind: "meta" | "peer" | "backend";
   proxy: DelayProxy;
 }
 
@@ -71,9 +78,13 @@ export interface LocalClusterOptions {
   zones?: number;
   /** With `zones` and CURP: every metadata connection that crosses zones (mount to replica,
    * replica to replica) goes through a userspace TCP delay proxy (src/cluster/delay_proxy.ts)
-   * adding rttMs / 2 in each direction. Peer cache traffic is not delayed (a node advertises one
-   * peer address). Not with `netns`. */
+   * adding rttMs / 2 in each direction; so do peer cache connections (each node advertises a
+   * route per other zone, `--peer-routes`) and reads and writes of another zone's backend (each
+   * zone's directory is also served over HTTP, `src/cache/backend_http.ts`, which the other
+   * zones reach through `--backend-routes`). Not with `netns`. */
   rttMs?: number;
+  /** With `rttMs`: every proxy also limits each direction to this many megabits per second. */
+  bandwidthMbit?: number;
   /** Where the cluster's own directory is made (default: the system's temporary directory). */
   parentDir?: string;
 }
@@ -97,6 +108,10 @@ export class LocalCluster {
   readonly links: ZoneLink[] = [];
   /** The injected round trip between zones (0: none). */
   rttMs = 0;
+  /** Each proxy's bandwidth limit, Mbit/s (0: none). */
+  bandwidthMbit = 0;
+  /** With `rttMs`: each zone's backend directory served over HTTP (its address, and a stop). */
+  readonly zoneServers = new Map<string, { address: string; stop: () => Promise<void> }>();
   nodeEnv: Record<string, string> = {};
   readonly #net: LocalNet | undefined;
   readonly #etcd: Deno.ChildProcess | undefined;
@@ -139,7 +154,14 @@ export class LocalCluster {
       }
       cluster = opts.meta === "etcd"
         ? await LocalCluster.#startEtcd(dir)
-        : await LocalCluster.#startCurp(dir, opts.replicas ?? 3, net, opts.zones, opts.rttMs);
+        : await LocalCluster.#startCurp(
+          dir,
+          opts.replicas ?? 3,
+          net,
+          opts.zones,
+          opts.rttMs,
+          opts.bandwidthMbit,
+        );
     } catch (error) {
       if (net) await removeNet(net, []);
       await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -157,6 +179,15 @@ export class LocalCluster {
         if (opts.zones !== undefined) {
           node.zone = `z${(i % opts.zones) + 1}`;
           node.backend = cluster.zoneBackend(node.zone);
+        }
+        if (cluster.rttMs) {
+          // Every other zone reaches this node's peer server through its own delay proxy.
+          node.peerPort = freePort();
+          for (let z = 1; z <= opts.zones!; z++) {
+            if (`z${z}` !== node.zone) {
+              cluster.#link(`z${z}`, node.id, node.zone!, "peer", node.peerPort);
+            }
+          }
         }
         await Deno.mkdir(node.mountpoint);
         await Deno.mkdir(node.dataDir);
@@ -177,6 +208,7 @@ export class LocalCluster {
     net?: LocalNet,
     zones?: number,
     rttMs?: number,
+    bandwidthMbit?: number,
   ): Promise<LocalCluster> {
     // In namespaces the nodes reach the replicas at the bridge's address, not this loopback.
     const host = net ? `${net.prefix}.1` : "127.0.0.1";
@@ -199,15 +231,34 @@ export class LocalCluster {
     );
     if (zones !== undefined && rttMs) {
       cluster.rttMs = rttMs;
+      cluster.bandwidthMbit = bandwidthMbit ?? 0;
       for (let z = 1; z <= zones; z++) {
         for (const replica of replicas) {
           if (replica.zone === `z${z}`) continue;
-          const proxy = new DelayProxy({
-            target: { port: Number(replica.address.split(":")[1]) },
-            oneWayMs: rttMs / 2,
-          });
-          proxy.start();
-          cluster.links.push({ from: `z${z}`, to: replica.id, proxy });
+          cluster.#link(
+            `z${z}`,
+            replica.id,
+            replica.zone!,
+            "meta",
+            Number(replica.address.split(":")[1]),
+          );
+        }
+      }
+      // Each zone's backend directory, served over HTTP for the other zones (through proxies).
+      for (let z = 1; z <= zones; z++) {
+        const zone = `z${z}`;
+        await Deno.mkdir(cluster.zoneBackend(zone), { recursive: true });
+        const server = await serveDirBackend(cluster.zoneBackend(zone));
+        cluster.zoneServers.set(zone, server);
+        for (let from = 1; from <= zones; from++) {
+          if (from === z) continue;
+          cluster.#link(
+            `z${from}`,
+            `backend-${zone}`,
+            zone,
+            "backend",
+            Number(server.address.split(":")[1]),
+          );
         }
       }
     }
@@ -249,10 +300,45 @@ export class LocalCluster {
     return cluster;
   }
 
+  /** A delay proxy from zone `from` to a port of this machine that belongs to zone `toZone`. */
+  #link(from: string, to: string, toZone: string, kind: ZoneLink["kind"], port: number): void {
+    const proxy = new DelayProxy({
+      target: { port },
+      oneWayMs: this.rttMs / 2,
+      bandwidthMbit: this.bandwidthMbit || undefined,
+    });
+    proxy.start();
+    this.links.push({ from, to, toZone, kind, proxy });
+  }
+
+  /** The link from `from` to `to` (a replica, node or `backend-zK`), if there is one. */
+  link(from: string | undefined, to: string): ZoneLink | undefined {
+    return this.links.find((l) => l.from === from && l.to === to);
+  }
+
+  /**
+   * Cut (or heal, `cut` false) every link of a zone: the proxies from it and to it drop what they
+   * get and answer nothing (DelayProxy.cut), as if the cloud's network were gone. Its nodes and
+   * replicas keep running and reach each other (same zone).
+   */
+  cutZone(zone: string, cut = true): void {
+    if (this.links.length === 0) throw new RangeError("cutZone needs a cluster started with rttMs");
+    for (const link of this.links) {
+      if (link.from === zone || link.toZone === zone) link.proxy.cut(cut);
+    }
+  }
+
+  /** Cut (or heal) the links from the other zones to one zone's backend store only. */
+  cutBackend(zone: string, cut = true): void {
+    for (const link of this.links) {
+      if (link.kind === "backend" && link.toZone === zone) link.proxy.cut(cut);
+    }
+  }
+
   /** The address a replica is reached at from `zone`: its own, or the delay proxy from that zone
    * when the replica is in another zone and an RTT is injected. */
   replicaAddressFrom(replica: LocalReplica, zone: string | undefined): string {
-    const link = this.links.find((l) => l.from === zone && l.to === replica.id);
+    const link = this.link(zone, replica.id);
     return link ? link.proxy.address : replica.address;
   }
 
@@ -331,6 +417,18 @@ export class LocalCluster {
     const listen = node.net
       ? ["--peer-listen", `${node.net.address}:0`, "--http", `${node.net.address}:0`]
       : [];
+    if (node.peerPort) {
+      // Emulated distant zones: a fixed peer port, each other zone's route to it (its proxy),
+      // and this zone's routes to the other zones' backends (their HTTP servers' proxies).
+      const routes = this.links.filter((l) => l.to === node.id).map((l) =>
+        `${l.from}=${l.proxy.address}`
+      );
+      const backends = this.links.filter((l) => l.kind === "backend" && l.from === node.zone)
+        .map((l) => `${l.toZone}=http://${l.proxy.address}`);
+      listen.push("--peer-listen", `127.0.0.1:${node.peerPort}`);
+      if (routes.length > 0) listen.push("--peer-routes", routes.join(","));
+      if (backends.length > 0) listen.push("--backend-routes", backends.join(","));
+    }
     node.child = new Deno.Command(program, {
       args: [
         ...prefix,
@@ -443,6 +541,7 @@ export class LocalCluster {
       }));
       await terminate(this.#etcd);
       for (const link of this.links) await link.proxy.stop();
+      for (const server of this.zoneServers.values()) await server.stop();
     }
     if (this.#net) await removeNet(this.#net, this.nodes);
     if (!options.keep) await Deno.remove(this.dir, { recursive: true });

@@ -35,6 +35,13 @@ export interface ClusterNodeOptions {
   /** How long a file's open record outlives its last close here (config
    * cluster.open_linger_ms). Default 60 s (OpenRecords). */
   openLingerMs?: number;
+  /** Where other zones reach this node's peer server, by zone (config cluster.peer_routes). */
+  peerRoutes?: Record<string, string>;
+  /** How this node reaches other zones' backend stores, by zone, instead of their recorded URL
+   * (config cluster.backend_routes). */
+  backendRoutes?: Record<string, string>;
+  /** Timeout of a request to an http:// backend (config cluster.zone_timeout_ms). */
+  zoneTimeoutMs?: number;
   /** How the io_uring peer server sends a cached chunk (config peer.send). Default splice. */
   peerSend?: PeerSendMode;
   log?: (line: string) => void;
@@ -96,7 +103,10 @@ export class ClusterNode {
       new ZonedBackend(await openBackend(options.backend, options.io), {
         zone,
         kv,
-        open: (spec) => openBackend(spec, options.io),
+        open: (spec, other) =>
+          openBackend(options.backendRoutes?.[other ?? ""] ?? spec, options.io, {
+            timeoutMs: options.zoneTimeoutMs,
+          }),
         log,
       }),
     );
@@ -132,6 +142,7 @@ export class ClusterNode {
       id: nodeId,
       zone,
       address: server.address,
+      ...(options.peerRoutes ? { routes: options.peerRoutes } : {}),
       startedMs: Date.now(),
     }, { stats: () => ({ ...data.stats }) });
     const node = new ClusterNode(kv, data, backend, server, transport, membership);

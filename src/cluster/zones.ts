@@ -97,7 +97,7 @@ export class ZonedBackend implements BackendStore {
   readonly #own: BackendStore;
   readonly #zone: string;
   readonly #kv: MetaKV;
-  readonly #open: (spec: string) => Promise<BackendStore>;
+  readonly #open: (spec: string, zone?: string) => Promise<BackendStore>;
   readonly #log: (line: string) => void;
   readonly #stores = new Map<string, Promise<BackendStore>>();
   #others: ZoneRecord[] = [];
@@ -110,7 +110,8 @@ export class ZonedBackend implements BackendStore {
     options: {
       zone: string;
       kv: MetaKV;
-      open: (spec: string) => Promise<BackendStore>;
+      /** Opens another zone's store from its record's URL (the zone: for a route to it). */
+      open: (spec: string, zone?: string) => Promise<BackendStore>;
       log: (line: string) => void;
     },
   ) {
@@ -144,7 +145,7 @@ export class ZonedBackend implements BackendStore {
     let lastError: unknown;
     for (const record of this.#others) {
       try {
-        const store = await this.#store(record.backend);
+        const store = await this.#store(record.backend, record.zone);
         const bytes = await store.get(key);
         if (bytes !== undefined) return bytes;
       } catch (error) {
@@ -178,10 +179,10 @@ export class ZonedBackend implements BackendStore {
     this.#readAt = performance.now();
   }
 
-  #store(spec: string): Promise<BackendStore> {
+  #store(spec: string, zone?: string): Promise<BackendStore> {
     let store = this.#stores.get(spec);
     if (store === undefined) {
-      store = this.#open(spec);
+      store = this.#open(spec, zone);
       store.catch(() => this.#stores.delete(spec)); // opened again at the next miss
       this.#stores.set(spec, store);
     }

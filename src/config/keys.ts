@@ -157,6 +157,37 @@ export const KEYS = {
     allowed: "1-32 characters of a-z, 0-9 and -",
     doc: "this node's zone (a cloud or data centre); the zone's nodes share one backend store",
   },
+  "cluster.peer_routes": {
+    kind: "string",
+    schema: z.string().regex(
+      /^([a-z0-9-]{1,32}=[^\s:,=]+:\d{1,5})(,[a-z0-9-]{1,32}=[^\s:,=]+:\d{1,5})*$/,
+    ),
+    flag: "peer-routes",
+    commands: MOUNTING,
+    unsetMeans: "every zone dials the peer server's own address",
+    allowed: "ZONE=HOST:PORT[,ZONE=HOST:PORT...]",
+    doc: "where the nodes of another zone reach this node's peer server (a NAT, a gateway, a " +
+      "delay proxy), carried in its membership record",
+  },
+  "cluster.backend_routes": {
+    kind: "string",
+    schema: z.string().regex(/^([a-z0-9-]{1,32}=\S+?)(,[a-z0-9-]{1,32}=\S+?)*$/),
+    flag: "backend-routes",
+    commands: MOUNTING,
+    unsetMeans: "another zone's store at the URL in its zone record",
+    allowed: "ZONE=URL[,ZONE=URL...] (URLs without commas)",
+    doc: "how this node reaches other zones' backend stores, instead of their recorded URL " +
+      "(another endpoint of the same store)",
+  },
+  "cluster.zone_timeout_ms": {
+    kind: "number",
+    schema: int(100, 3_600_000),
+    default: 10_000,
+    commands: MOUNTING,
+    allowed: "a whole number of milliseconds from 100 to 3600000",
+    doc: "how long a request to another zone's http:// backend waits before it fails (an " +
+      "unreachable zone costs this much, then the next zone's copy is tried)",
+  },
   "cluster.open_linger_ms": {
     kind: "number",
     schema: int(0, 86_400_000),
