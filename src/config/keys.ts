@@ -373,8 +373,18 @@ export const KEYS = {
     flag: "rtt-ms",
     commands: ["cluster"],
     allowed: "a whole number of milliseconds from 0 to 10000",
-    doc: "with zones > 1 and CURP: round trip added to every metadata connection crossing zones " +
-      "(mount to replica, replica to replica) by userspace delay proxies; 0 = none",
+    doc:
+      "with zones > 1 and CURP: round trip added to every connection crossing zones (metadata, " +
+      "peer cache, another zone's backend) by userspace delay proxies; 0 = none",
+  },
+  "local_cluster.bandwidth_mbit": {
+    kind: "number",
+    schema: int(0, 100_000),
+    default: 0,
+    flag: "bandwidth-mbit",
+    commands: ["cluster"],
+    allowed: "a whole number of megabits per second from 0 to 100000",
+    doc: "with rtt_ms: each delay proxy also limits each direction to this bandwidth; 0 = none",
   },
   "local_cluster.etcd": {
     kind: "boolean",
