@@ -7,8 +7,7 @@
  */
 
 import { join } from "node:path";
-import { DelayProxy } from "./delay_proxy.ts";
-import { serveDirBackend } from "../cache/backend_http.ts";
+import type { DelayProxyStats } from "./delay_proxy.ts";
 import { fetchStatus, type ReplicaStatus } from "../meta/curp/server.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -57,8 +56,12 @@ export interface ZoneLink {
   /** The zone of `to`. */
   toZone: string;
   kind: "meta" | "peer" | "backend";
-  proxy: DelayProxy;
+  /** The delay proxy (in the links process, `_links_main.ts`): its id there and its address. */
+  proxy: { id: string; address: string };
 }
+
+/** A link's counters (DelayProxyStats) and whether it is cut. */
+export type LinkStats = DelayProxyStats & { cut: boolean };
 
 export interface LocalClusterOptions {
   /** Mount daemons (default 3). */
@@ -110,8 +113,13 @@ export class LocalCluster {
   rttMs = 0;
   /** Each proxy's bandwidth limit, Mbit/s (0: none). */
   bandwidthMbit = 0;
-  /** With `rttMs`: each zone's backend directory served over HTTP (its address, and a stop). */
-  readonly zoneServers = new Map<string, { address: string; stop: () => Promise<void> }>();
+  /** With `rttMs`: each zone's backend directory served over HTTP (its address). */
+  readonly zoneServers = new Map<string, { address: string }>();
+  /** With etcd and `rttMs`: one member per zone. */
+  readonly etcdMembers: { id: string; zone: string; client: string; child: Deno.ChildProcess }[] =
+    [];
+  /** With `rttMs`: the process holding the proxies and HTTP servers, and its control address. */
+  #links: { child: Deno.ChildProcess; control: string } | undefined;
   nodeEnv: Record<string, string> = {};
   readonly #net: LocalNet | undefined;
   readonly #etcd: Deno.ChildProcess | undefined;
@@ -145,15 +153,17 @@ export class LocalCluster {
     let cluster: LocalCluster;
     let net: LocalNet | undefined;
     try {
-      if (opts.rttMs && (opts.netns || opts.meta === "etcd" || !opts.zones)) {
-        throw new RangeError("rttMs needs zones and CURP replicas, without netns");
+      if (opts.rttMs && (opts.netns || !opts.zones)) {
+        throw new RangeError("rttMs needs zones, without netns");
       }
       if (opts.netns) {
         if (opts.meta === "etcd") throw new RangeError("netns clusters run CURP replicas only");
         net = await createBridge();
       }
       cluster = opts.meta === "etcd"
-        ? await LocalCluster.#startEtcd(dir)
+        ? (opts.rttMs
+          ? await LocalCluster.#startEtcdZones(dir, opts.zones!, opts.rttMs, opts.bandwidthMbit)
+          : await LocalCluster.#startEtcd(dir))
         : await LocalCluster.#startCurp(
           dir,
           opts.replicas ?? 3,
@@ -185,7 +195,7 @@ export class LocalCluster {
           node.peerPort = freePort();
           for (let z = 1; z <= opts.zones!; z++) {
             if (`z${z}` !== node.zone) {
-              cluster.#link(`z${z}`, node.id, node.zone!, "peer", node.peerPort);
+              await cluster.#link(`z${z}`, node.id, node.zone!, "peer", node.peerPort);
             }
           }
         }
@@ -232,10 +242,11 @@ export class LocalCluster {
     if (zones !== undefined && rttMs) {
       cluster.rttMs = rttMs;
       cluster.bandwidthMbit = bandwidthMbit ?? 0;
+      await cluster.#startLinks();
       for (let z = 1; z <= zones; z++) {
         for (const replica of replicas) {
           if (replica.zone === `z${z}`) continue;
-          cluster.#link(
+          await cluster.#link(
             `z${z}`,
             replica.id,
             replica.zone!,
@@ -244,27 +255,127 @@ export class LocalCluster {
           );
         }
       }
-      // Each zone's backend directory, served over HTTP for the other zones (through proxies).
-      for (let z = 1; z <= zones; z++) {
-        const zone = `z${z}`;
-        await Deno.mkdir(cluster.zoneBackend(zone), { recursive: true });
-        const server = await serveDirBackend(cluster.zoneBackend(zone));
-        cluster.zoneServers.set(zone, server);
-        for (let from = 1; from <= zones; from++) {
-          if (from === z) continue;
-          cluster.#link(
-            `z${from}`,
-            `backend-${zone}`,
-            zone,
-            "backend",
-            Number(server.address.split(":")[1]),
-          );
-        }
+      await cluster.#backendLinks(zones);
+    }
+    try {
+      for (const replica of replicas) await cluster.startReplica(replica);
+      await cluster.metaLeader();
+    } catch (error) {
+      await cluster.stop({ keep: true }).catch(() => {});
+      throw error;
+    }
+    return cluster;
+  }
+
+  /** Each zone's backend directory, served over HTTP for the other zones (through proxies). */
+  async #backendLinks(zones: number): Promise<void> {
+    for (let z = 1; z <= zones; z++) {
+      const zone = `z${z}`;
+      await Deno.mkdir(this.zoneBackend(zone), { recursive: true });
+      const server = await this.#control("/serve", { dir: this.zoneBackend(zone) }) as {
+        address: string;
+      };
+      this.zoneServers.set(zone, server);
+      for (let from = 1; from <= zones; from++) {
+        if (from === z) continue;
+        await this.#link(
+          `z${from}`,
+          `backend-${zone}`,
+          zone,
+          "backend",
+          Number(server.address.split(":")[1]),
+        );
       }
     }
-    for (const replica of replicas) await cluster.startReplica(replica);
-    await cluster.metaLeader();
+  }
+
+  /**
+   * With `meta: "etcd"` and `rttMs`: one etcd member per zone (e1 in z1, ...). Each member's peer
+   * URL is a delay proxy (`from` "*": every other member is in another zone), so Raft traffic
+   * crosses zones delayed; a mount talks to its own zone's member only (`metaFrom`), which
+   * forwards writes to the leader. `cutZone` cuts the traffic into the zone's member (its own
+   * outgoing connections go through the others' proxies: a partial partition for etcd).
+   */
+  static async #startEtcdZones(
+    dir: string,
+    zones: number,
+    rttMs: number,
+    bandwidthMbit?: number,
+  ): Promise<LocalCluster> {
+    const members = Array.from({ length: zones }, (_, i) => ({
+      id: `e${i + 1}`,
+      zone: `z${i + 1}`,
+      client: `127.0.0.1:${freePort()}`,
+      peerPort: freePort(),
+    }));
+    const cluster = new LocalCluster(
+      dir,
+      `etcd://${members.map((m) => m.client).join(",")}`,
+      [],
+      undefined,
+    );
+    cluster.rttMs = rttMs;
+    cluster.bandwidthMbit = bandwidthMbit ?? 0;
+    try {
+      await cluster.#startLinks();
+      for (const m of members) await cluster.#link("*", m.id, m.zone, "meta", m.peerPort);
+      const peerUrl = (id: string) =>
+        `http://${cluster.links.find((l) => l.to === id)!.proxy.address}`;
+      const initial = members.map((m) => `${m.id}=${peerUrl(m.id)}`).join(",");
+      for (const m of members) {
+        const child = new Deno.Command("/usr/bin/etcd", {
+          args: [
+            `--name=${m.id}`,
+            `--data-dir=${join(dir, `etcd-${m.id}`)}`,
+            `--listen-client-urls=http://${m.client}`,
+            `--advertise-client-urls=http://${m.client}`,
+            `--listen-peer-urls=http://127.0.0.1:${m.peerPort}`,
+            `--initial-advertise-peer-urls=${peerUrl(m.id)}`,
+            `--initial-cluster=${initial}`,
+            "--initial-cluster-state=new",
+          ],
+          stdout: "null",
+          stderr: "null",
+        }).spawn();
+        cluster.etcdMembers.push({ ...m, child });
+      }
+      for (const m of members) {
+        await waitFor(
+          async () => {
+            const out = await new Deno.Command("/usr/bin/etcdctl", {
+              args: [`--endpoints=${m.client}`, "endpoint", "health"],
+              env: { ETCDCTL_API: "3" },
+              stdout: "null",
+              stderr: "null",
+            }).output();
+            return out.code === 0;
+          },
+          30_000,
+          `etcd member ${m.id} on ${m.client}`,
+        );
+      }
+      await cluster.#backendLinks(zones);
+    } catch (error) {
+      await cluster.stop({ keep: true }).catch(() => {});
+      throw error;
+    }
     return cluster;
+  }
+
+  /** With etcd across zones: the zone of the member that is the Raft leader. */
+  async etcdLeaderZone(): Promise<string> {
+    for (const m of this.etcdMembers) {
+      const out = await new Deno.Command("/usr/bin/etcdctl", {
+        args: [`--endpoints=${m.client}`, "endpoint", "status", "-w", "json"],
+        env: { ETCDCTL_API: "3" },
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      if (out.code !== 0) continue;
+      const [status] = JSON.parse(new TextDecoder().decode(out.stdout));
+      if (String(status.Status.leader) === String(status.Status.header.member_id)) return m.zone;
+    }
+    throw new Error("no etcd member reports itself leader");
   }
 
   static async #startEtcd(dir: string): Promise<LocalCluster> {
@@ -300,15 +411,57 @@ export class LocalCluster {
     return cluster;
   }
 
+  /** Start the links process (`_links_main.ts`): proxies and HTTP servers live there. */
+  async #startLinks(): Promise<void> {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", join(ROOT, "src/cluster/_links_main.ts")],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!/control \S+\n/.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the links process exited before listening: ${text}`);
+      text += value;
+    }
+    reader.releaseLock();
+    void child.stdout.cancel().catch(() => {});
+    this.#links = { child, control: /control (\S+)\n/.exec(text)![1] };
+  }
+
+  /** A request to the links process's control API. */
+  async #control(path: string, body?: unknown): Promise<unknown> {
+    if (!this.#links) throw new RangeError("this cluster has no emulated links (rttMs)");
+    const response = await fetch(`http://${this.#links.control}${path}`, {
+      method: body === undefined ? "GET" : "POST",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (!response.ok) throw new Error(`links process: ${path}: ${await response.text()}`);
+    return await response.json();
+  }
+
   /** A delay proxy from zone `from` to a port of this machine that belongs to zone `toZone`. */
-  #link(from: string, to: string, toZone: string, kind: ZoneLink["kind"], port: number): void {
-    const proxy = new DelayProxy({
-      target: { port },
+  async #link(
+    from: string,
+    to: string,
+    toZone: string,
+    kind: ZoneLink["kind"],
+    port: number,
+  ): Promise<void> {
+    const proxy = await this.#control("/link", {
+      port,
       oneWayMs: this.rttMs / 2,
       bandwidthMbit: this.bandwidthMbit || undefined,
-    });
-    proxy.start();
+    }) as { id: string; address: string };
     this.links.push({ from, to, toZone, kind, proxy });
+  }
+
+  /** Every link's counters, read from the links process. */
+  async linkStats(): Promise<Map<ZoneLink, LinkStats>> {
+    const all = await this.#control("/stats") as Record<string, LinkStats>;
+    return new Map(this.links.map((l) => [l, all[l.proxy.id]]));
   }
 
   /** The link from `from` to `to` (a replica, node or `backend-zK`), if there is one. */
@@ -321,18 +474,20 @@ export class LocalCluster {
    * get and answer nothing (DelayProxy.cut), as if the cloud's network were gone. Its nodes and
    * replicas keep running and reach each other (same zone).
    */
-  cutZone(zone: string, cut = true): void {
+  async cutZone(zone: string, cut = true): Promise<void> {
     if (this.links.length === 0) throw new RangeError("cutZone needs a cluster started with rttMs");
-    for (const link of this.links) {
-      if (link.from === zone || link.toZone === zone) link.proxy.cut(cut);
-    }
+    const ids = this.links.filter((l) => l.from === zone || l.toZone === zone).map((l) =>
+      l.proxy.id
+    );
+    await this.#control("/cut", { ids, cut });
   }
 
   /** Cut (or heal) the links from the other zones to one zone's backend store only. */
-  cutBackend(zone: string, cut = true): void {
-    for (const link of this.links) {
-      if (link.kind === "backend" && link.toZone === zone) link.proxy.cut(cut);
-    }
+  async cutBackend(zone: string, cut = true): Promise<void> {
+    const ids = this.links.filter((l) => l.kind === "backend" && l.toZone === zone).map((l) =>
+      l.proxy.id
+    );
+    await this.#control("/cut", { ids, cut });
   }
 
   /** The address a replica is reached at from `zone`: its own, or the delay proxy from that zone
@@ -346,6 +501,8 @@ export class LocalCluster {
    * own replicas first (the replica that answers first hands out the member list the client then
    * uses, and a replica's list is its zone's view). */
   metaFrom(zone: string | undefined): string {
+    const member = this.etcdMembers.find((m) => m.zone === zone);
+    if (member) return `etcd://${member.client}`;
     if (this.links.length === 0 || zone === undefined) return this.meta;
     const own = this.replicas.filter((r) => r.zone === zone);
     const others = this.replicas.filter((r) => r.zone !== zone);
@@ -540,11 +697,23 @@ export class LocalCluster {
         replica.child = undefined;
       }));
       await terminate(this.#etcd);
-      for (const link of this.links) await link.proxy.stop();
-      for (const server of this.zoneServers.values()) await server.stop();
+      await Promise.all(this.etcdMembers.map((m) => terminate(m.child)));
+      await terminate(this.#links?.child);
+      this.#links = undefined;
     }
     if (this.#net) await removeNet(this.#net, this.nodes);
-    if (!options.keep) await Deno.remove(this.dir, { recursive: true });
+    if (options.keep) return;
+    // A backend write still landing (a request of a cut link, aborted) can refill a directory
+    // being removed: try again.
+    for (let attempt = 0;; attempt++) {
+      try {
+        await Deno.remove(this.dir, { recursive: true });
+        return;
+      } catch (error) {
+        if (attempt >= 5) throw error;
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    }
   }
 }
 

@@ -85,6 +85,11 @@ export async function listZones(kv: MetaKV): Promise<ZoneRecord[]> {
 /** How long the other zones' records are trusted before a read miss reads them again. */
 const ZONE_RECORDS_TTL_MS = 10_000;
 
+/** After a zone's store failed a read, it is not asked again for this long (the read fails at
+ * once if no other zone has the object): an unreachable zone costs one timeout, not one per chunk,
+ * as a failed peer does (peer_source.ts). */
+const ZONE_DOWN_MS = 10_000;
+
 /**
  * A node's backend in a cluster with zones: writes, deletes and listings go to its own zone's
  * store; a read that its own store does not have tries every other zone's store, in zone name
@@ -104,6 +109,8 @@ export class ZonedBackend implements BackendStore {
   #readAt = -Infinity;
   #reading: Promise<void> | undefined;
   readonly #failed = new Set<string>();
+  /** Zone -> when its last failed read happened (performance.now()). */
+  readonly #downAt = new Map<string, number>();
 
   constructor(
     own: BackendStore,
@@ -143,13 +150,21 @@ export class ZonedBackend implements BackendStore {
       await this.#reading;
     }
     let lastError: unknown;
+    const now = performance.now();
     for (const record of this.#others) {
+      if (now - (this.#downAt.get(record.zone) ?? -Infinity) < ZONE_DOWN_MS) {
+        lastError ??= new Error(
+          `zone ${record.zone}'s backend failed less than ${ZONE_DOWN_MS} ms ago; not asked`,
+        );
+        continue;
+      }
       try {
         const store = await this.#store(record.backend, record.zone);
         const bytes = await store.get(key);
         if (bytes !== undefined) return bytes;
       } catch (error) {
         lastError = error;
+        this.#downAt.set(record.zone, performance.now());
         if (!this.#failed.has(record.zone)) {
           this.#failed.add(record.zone);
           this.#log(

@@ -47,9 +47,11 @@ Deno.test({
           "peer z2->a",
         ],
       );
-      const sum = (from: string, kinds: string[], field: "bytesDown" | "bytesUp") =>
-        cluster.links.filter((l) => l.from === from && kinds.includes(l.kind))
-          .reduce((n, l) => n + l.proxy.stats()[field], 0);
+      const sum = async (from: string, kinds: string[], field: "bytesDown" | "bytesUp") => {
+        const stats = await cluster.linkStats();
+        return cluster.links.filter((l) => l.from === from && kinds.includes(l.kind))
+          .reduce((n, l) => n + stats.get(l)![field], 0);
+      };
       // A mount's --meta names its own zone's replicas by their address, the others by proxy.
       const [m1, m2, m3] = cluster.replicas;
       const proxyOf = (from: string, to: string) =>
@@ -67,23 +69,25 @@ Deno.test({
       // (the owner's peer route, or the writer's zone's backend over HTTP).
       const data = random(3 * 2 ** 20 + 11);
       await Deno.writeFile(join(a.mountpoint, "from-z1"), data);
-      const z2Before = sum("z2", ["peer", "backend"], "bytesDown");
+      const z2Before = await sum("z2", ["peer", "backend"], "bytesDown");
       assert.ok(same(await Deno.readFile(join(b.mountpoint, "from-z1")), data));
-      const z2Read = sum("z2", ["peer", "backend"], "bytesDown") - z2Before;
+      const z2Read = (await sum("z2", ["peer", "backend"], "bytesDown")) - z2Before;
       assert.ok(z2Read >= data.length, `z2 read ${data.length} bytes, ${z2Read} crossed`);
       await Deno.writeFile(join(b.mountpoint, "from-z2"), data.subarray(11));
-      const z1Before = sum("z1", ["peer", "backend"], "bytesDown");
+      const z1Before = await sum("z1", ["peer", "backend"], "bytesDown");
       assert.ok(same(await Deno.readFile(join(a.mountpoint, "from-z2")), data.subarray(11)));
-      const z1Read = sum("z1", ["peer", "backend"], "bytesDown") - z1Before;
+      const z1Read = (await sum("z1", ["peer", "backend"], "bytesDown")) - z1Before;
       assert.ok(z1Read >= data.length - 11, `z1 read ${data.length - 11}, ${z1Read} crossed`);
 
       // The node whose zone lacks the leader (far) and one in the leader's zone (near).
       const leader = await cluster.metaLeader();
       const [near, far] = leader.zone === a.zone ? [a, b] : [b, a];
       const farLinks = cluster.links.filter((l) => l.from === far.zone);
-      const bytes = () =>
-        farLinks.reduce((n, l) => n + l.proxy.stats().bytesUp + l.proxy.stats().bytesDown, 0);
-      const before = bytes();
+      const bytes = async () => {
+        const stats = await cluster.linkStats();
+        return farLinks.reduce((n, l) => n + stats.get(l)!.bytesUp + stats.get(l)!.bytesDown, 0);
+      };
+      const before = await bytes();
 
       // A file created on `near` cannot be seen on `far` sooner than one way across the zones.
       const t0 = performance.now();
@@ -101,35 +105,38 @@ Deno.test({
 
       // A metadata write from the far node needs answers from the leader's zone: its requests
       // crossed the far zone's meta links (exchanges: request bursts answered).
-      const exchanges = () =>
-        farLinks.filter((l) => l.kind === "meta").reduce(
-          (n, l) => Math.max(n, l.proxy.stats().exchanges),
+      const exchanges = async () => {
+        const stats = await cluster.linkStats();
+        return farLinks.filter((l) => l.kind === "meta").reduce(
+          (n, l) => Math.max(n, stats.get(l)!.exchanges),
           0,
         );
-      const x0 = exchanges();
+      };
+      const x0 = await exchanges();
       const t1 = performance.now();
       await Deno.writeFile(join(far.mountpoint, "far-write"), new Uint8Array([4]));
       const farWrite = performance.now() - t1;
-      assert.ok(exchanges() > x0, "the far node's create crossed no meta link");
+      assert.ok((await exchanges()) > x0, "the far node's create crossed no meta link");
       assert.ok(same(await Deno.readFile(join(near.mountpoint, "far-write")), new Uint8Array([4])));
 
       // The far node's metadata really went through the proxies.
-      assert.ok(bytes() > before, "no byte forwarded by the far zone's proxies");
+      assert.ok((await bytes()) > before, "no byte forwarded by the far zone's proxies");
+      const stats = await cluster.linkStats();
       for (const link of cluster.links.filter((l) => l.kind === "meta")) {
-        assert.ok(link.proxy.stats().connections > 0, `${link.from}->${link.to} never used`);
+        assert.ok(stats.get(link)!.connections > 0, `${link.from}->${link.to} never used`);
       }
       // Each node's peer server was dialled through the other zone's route at least once, or
       // the reader's zone's backend link carried the bytes instead (the owner was the reader).
       for (const zone of ["z1", "z2"]) {
         const used = cluster.links.filter((l) =>
-          l.from === zone && l.kind !== "meta" && l.proxy.stats().connections > 0
+          l.from === zone && l.kind !== "meta" && stats.get(l)!.connections > 0
         );
         assert.ok(used.length > 0, `no peer or backend link from ${zone} was used`);
       }
       console.log(
         `wan: leader ${leader.id} (${leader.zone}); seen on ${far.id} after ${
           seen.toFixed(1)
-        } ms; create on ${far.id} ${farWrite.toFixed(1)} ms; proxied bytes ${bytes()}`,
+        } ms; create on ${far.id} ${farWrite.toFixed(1)} ms; proxied bytes ${await bytes()}`,
       );
     } finally {
       await cluster.stop();
