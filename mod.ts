@@ -179,6 +179,7 @@ function clusterOptions(config: Config) {
     cacheBytes: config.get("cache.bytes"),
     openLingerMs: config.get("cluster.open_linger_ms"),
     peerSend: config.get("peer.send"),
+    peerTimeoutMs: config.get("peer.timeout_ms"),
     peerRoutes: parseRoutes(config.get("cluster.peer_routes")),
     backendRoutes: parseRoutes(config.get("cluster.backend_routes")),
     zoneTimeoutMs: config.get("cluster.zone_timeout_ms"),

@@ -35,6 +35,8 @@ export interface ClusterNodeOptions {
   /** How long a file's open record outlives its last close here (config
    * cluster.open_linger_ms). Default 60 s (OpenRecords). */
   openLingerMs?: number;
+  /** How long a peer request waits (config peer.timeout_ms). Default 10 s. */
+  peerTimeoutMs?: number;
   /** Where other zones reach this node's peer server, by zone (config cluster.peer_routes). */
   peerRoutes?: Record<string, string>;
   /** How this node reaches other zones' backend stores, by zone, instead of their recorded URL
@@ -136,7 +138,7 @@ export class ClusterNode {
         });
       },
       log,
-      { sendMode: options.peerSend },
+      { sendMode: options.peerSend, timeoutMs: options.peerTimeoutMs },
     );
     const membership = new Membership(kv, {
       id: nodeId,

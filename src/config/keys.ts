@@ -208,6 +208,15 @@ export const KEYS = {
     allowed: "HOST:PORT (port 0: any free port)",
     doc: "address of this node's peer cache server",
   },
+  "peer.timeout_ms": {
+    kind: "number",
+    schema: int(100, 3_600_000),
+    default: 10_000,
+    commands: MOUNTING,
+    allowed: "a whole number of milliseconds from 100 to 3600000",
+    doc: "how long a peer request waits before the chunk is read from the backend instead (the " +
+      "peer is then not asked for as long again)",
+  },
   "peer.send": {
     kind: "string",
     schema: z.enum(["splice", "copy"]),
