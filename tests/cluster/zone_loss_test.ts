@@ -278,7 +278,7 @@ Deno.test({
       nodes: 3,
       zones: 3,
       rttMs: 10,
-      nodeEnv: { ...ENV, SKYFS_CLUSTER_ZONE_SYNC: "2" },
+      nodeEnv: { ...ENV, SKYFS_ZONE_SYNC: "2" },
       parentDir: TEST_TMP,
     });
     try {
