@@ -50,9 +50,9 @@ const count = config.get("local_cluster.nodes")!;
 const zones = config.get("local_cluster.zones")!;
 const rttMs = config.get("local_cluster.rtt_ms")!;
 if (
-  rttMs > 0 && (zones < 2 || config.get("local_cluster.etcd") || config.get("local_cluster.netns"))
+  rttMs > 0 && (zones < 2 || config.get("local_cluster.netns"))
 ) {
-  console.error("skyfs: --rtt-ms needs --zones 2 or more and CURP (not --etcd, not --netns)");
+  console.error("skyfs: --rtt-ms needs --zones 2 or more (and not --netns)");
   Deno.exit(2);
 }
 const cluster = await LocalCluster.start("skyfs-cluster-", {

@@ -382,8 +382,7 @@ export const KEYS = {
     flag: "rtt-ms",
     commands: ["cluster"],
     allowed: "a whole number of milliseconds from 0 to 10000",
-    doc:
-      "with zones > 1 and CURP: round trip added to every connection crossing zones (metadata, " +
+    doc: "with zones > 1: round trip added to every connection crossing zones (metadata, " +
       "peer cache, another zone's backend) by userspace delay proxies; 0 = none",
   },
   "local_cluster.bandwidth_mbit": {
