@@ -79,12 +79,13 @@ export interface LocalClusterOptions {
   /** Zones z1..zN, nodes assigned round-robin (node i in zone z(i mod N + 1)), each zone with its
    * own backend directory `backend-zK`. Unset: every node in the default zone, one backend. */
   zones?: number;
-  /** With `zones` and CURP: every metadata connection that crosses zones (mount to replica,
+  /** With `zones`: every metadata connection that crosses zones (mount to replica,
    * replica to replica) goes through a userspace TCP delay proxy (src/cluster/delay_proxy.ts)
    * adding rttMs / 2 in each direction; so do peer cache connections (each node advertises a
    * route per other zone, `--peer-routes`) and reads and writes of another zone's backend (each
    * zone's directory is also served over HTTP, `src/cache/backend_http.ts`, which the other
-   * zones reach through `--backend-routes`). Not with `netns`. */
+   * zones reach through `--backend-routes`). With etcd: a member per zone, Raft traffic through
+   * proxies (see `#startEtcdZones`). Not with `netns`. */
   rttMs?: number;
   /** With `rttMs`: every proxy also limits each direction to this many megabits per second. */
   bandwidthMbit?: number;
