@@ -64,6 +64,8 @@ Options:
                        s3://BUCKET?endpoint=http://H:P); needs a shared --meta (curp/etcd)
   --node-id ID         cluster node id (default: random, kept in the data directory)
   --peer-listen H:P    peer cache server address (default 127.0.0.1:0)
+  --peer-routes Z=H:P,...     where other zones reach this node's peer server
+  --backend-routes Z=URL,...  how this node reaches other zones' backend stores
   --cache-bytes N      local chunk cache limit in bytes (default 8 GiB)
   --dev                honour device nodes on the mount (default nodev: opening one fails
                        with EACCES); root only, for trusted setups
@@ -190,7 +192,22 @@ function clusterOptions(config: Config) {
     zoneSync: config.get("cluster.zone_sync"),
     zoneReplicationDelayMs: config.get("cluster.zone_replication_delay_ms"),
     peerSend: config.get("peer.send"),
+    peerTimeoutMs: config.get("peer.timeout_ms"),
+    peerRoutes: parseRoutes(config.get("cluster.peer_routes")),
+    backendRoutes: parseRoutes(config.get("cluster.backend_routes")),
+    zoneTimeoutMs: config.get("cluster.zone_timeout_ms"),
   };
+}
+
+/** "ZONE=X,ZONE=Y" (checked by the config schema) as a map. */
+function parseRoutes(text: string | undefined): Record<string, string> | undefined {
+  if (text === undefined) return undefined;
+  return Object.fromEntries(
+    text.split(",").map((entry) => {
+      const at = entry.indexOf("=");
+      return [entry.slice(0, at), entry.slice(at + 1)];
+    }),
+  );
 }
 
 /** Where DIR comes from: the argument, else mount.mountpoint of the file or environment. */

@@ -18,6 +18,7 @@ import { ConfigError, flagsOf, resolveConfig } from "../src/config/mod.ts";
 import { formatValue } from "./format.ts";
 import { runIoFamily } from "./io_family.ts";
 import { runWanFamily } from "./meta_wan/family.ts";
+import { runZonesFamily } from "./zones/family.ts";
 import { runClusterFamily } from "./cluster/family.ts";
 import { buildMetaWorker, META_RUNS, runMeta } from "./meta.ts";
 import {
@@ -67,7 +68,7 @@ Options:
   --only LIST          job families, comma-separated: ${FAMILY_GROUPS.join(", ")}
                        (default: ${
   DEFAULT_FAMILY_GROUPS.join(",")
-}; datenlord and wan run only when named)
+}; datenlord, wan and zones run only when named)
   --targets LIST       targets, comma-separated (default: ${TARGET_NAMES.join(",")})
   --out DIR            where results go (default: bench/results)
   --scratch DIR        where targets are mounted and files written (default: /tmp/skyfs-bench-PID);
@@ -642,6 +643,23 @@ async function main(): Promise<number> {
         const reason = error instanceof Error ? error.message : String(error);
         skippedFamilies.push({ family: "wan", reason });
         console.log(`bench: wan family: ${reason}`);
+      }
+    }
+
+    if (options.families.includes("zones")) {
+      // 3 emulated zones, CURP and etcd: operations in WAN round trips (bench/zones/main.ts).
+      console.log("bench: zones family: bench/zones/main.ts");
+      try {
+        const zones = await runZonesFamily(options.mode, {
+          jsonPath: `${tmpDir}/zones.json`,
+          timeoutMs: options.mode === "full" ? 900_000 : 300_000,
+        });
+        baselines.zones = zones.baseline;
+        measurements.push(...zones.measurements);
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : String(error);
+        skippedFamilies.push({ family: "zones", reason });
+        console.log(`bench: zones family: ${reason}`);
       }
     }
 

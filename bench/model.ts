@@ -19,7 +19,15 @@ export type TargetName = typeof TARGET_NAMES[number];
 export const CLUSTER_TARGETS: readonly TargetName[] = ["skyfs-cluster", "skyfs-cluster-etcd"];
 
 /** Job families that `--only` selects; "datenlord" is optional and runs only when named. */
-export const FAMILY_GROUPS = ["fio", "meta", "io", "cluster", "datenlord", "wan"] as const;
+export const FAMILY_GROUPS = [
+  "fio",
+  "meta",
+  "io",
+  "cluster",
+  "datenlord",
+  "wan",
+  "zones",
+] as const;
 export type FamilyGroup = typeof FAMILY_GROUPS[number];
 export const DEFAULT_FAMILY_GROUPS: readonly FamilyGroup[] = ["fio", "meta", "io", "cluster"];
 

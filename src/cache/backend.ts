@@ -213,16 +213,29 @@ export class DirBackend implements BackendStore {
 /**
  * Open a backend from a URL: a path or `dir:///path` for DirBackend, or
  * `s3://bucket?endpoint=http://host:port&region=...` (credentials from AWS_ACCESS_KEY_ID and
- * AWS_SECRET_ACCESS_KEY) for S3.
+ * AWS_SECRET_ACCESS_KEY) for S3, or `http://host:port` for a directory served by
+ * backend_http.ts (requests aborted after `timeoutMs`).
  */
-export async function openBackend(spec: string, io?: IoEngine): Promise<BackendStore> {
+export async function openBackend(
+  spec: string,
+  io?: IoEngine,
+  options: { timeoutMs?: number } = {},
+): Promise<BackendStore> {
+  if (spec.startsWith("http://")) {
+    // A directory served over HTTP (backend_http.ts): another zone's store in the local
+    // emulation of distant clouds.
+    const { HttpBackend } = await import("./backend_http.ts");
+    return new HttpBackend(spec, options.timeoutMs);
+  }
   if (spec.startsWith("s3://")) {
     const { S3Backend } = await import("./backend_s3.ts");
     return S3Backend.fromUrl(spec);
   }
   const path = spec.startsWith("dir://") ? spec.slice("dir://".length) : spec;
   if (!path.startsWith("/")) {
-    throw new RangeError(`--backend "${spec}" is neither an absolute path, dir:///path nor s3://`);
+    throw new RangeError(
+      `--backend "${spec}" is neither an absolute path, dir:///path, s3:// nor http://`,
+    );
   }
   return await DirBackend.open(path, io);
 }

@@ -2,8 +2,9 @@
  * `deno task cluster`: start a local cluster (three CURP metadata replicas, a directory backend,
  * three mounts; `--zones N` for nodes round-robin in zones z1..zN, each zone its own backend
  * directory; `--etcd` for one etcd member instead of the replicas, `--netns` for a network
- * namespace per mount; `--zones N --rtt-ms R` for emulated distant zones: metadata connections
- * crossing zones go through delay proxies adding R ms per round trip) for a person to try, until Ctrl-C. `deno task cluster --smoke`: write on
+ * namespace per mount; `--zones N --rtt-ms R [--bandwidth-mbit B]` for emulated distant zones:
+ * every connection crossing zones, metadata, peer cache and another zone's backend, goes through a
+ * delay proxy adding R ms per round trip) for a person to try, until Ctrl-C. `deno task cluster --smoke`: write on
  * each node, read on every other, exit 1 on any difference (0 when all match).
  * @module
  */
@@ -25,9 +26,10 @@ const { values } = parseArgs({
 if (values.help) {
   console.log(
     "Usage: deno task cluster [--smoke] [--nodes N] [--zones N] [--etcd | --netns] " +
-      "[--rtt-ms R] [--config FILE]\n" +
+      "[--rtt-ms R [--bandwidth-mbit B]] [--config FILE]\n" +
       "(--zones N: nodes round-robin in zones z1..zN, each zone its own backend directory;\n" +
-      "--rtt-ms R: with --zones, R ms added to every metadata round trip crossing zones;\n" +
+      "--rtt-ms R: with --zones, R ms added to every round trip crossing zones (metadata, peers,\n" +
+      "  backends), B Mbit/s per direction with --bandwidth-mbit;\n" +
       "--config FILE: [local_cluster] nodes, zones, rtt_ms, etcd, netns; `skyfs config cluster` shows them)",
   );
   Deno.exit(0);
@@ -48,9 +50,9 @@ const count = config.get("local_cluster.nodes")!;
 const zones = config.get("local_cluster.zones")!;
 const rttMs = config.get("local_cluster.rtt_ms")!;
 if (
-  rttMs > 0 && (zones < 2 || config.get("local_cluster.etcd") || config.get("local_cluster.netns"))
+  rttMs > 0 && (zones < 2 || config.get("local_cluster.netns"))
 ) {
-  console.error("skyfs: --rtt-ms needs --zones 2 or more and CURP (not --etcd, not --netns)");
+  console.error("skyfs: --rtt-ms needs --zones 2 or more (and not --netns)");
   Deno.exit(2);
 }
 const cluster = await LocalCluster.start("skyfs-cluster-", {
@@ -59,6 +61,7 @@ const cluster = await LocalCluster.start("skyfs-cluster-", {
   meta: config.get("local_cluster.etcd") ? "etcd" : "curp",
   netns: config.get("local_cluster.netns"),
   rttMs: rttMs > 0 ? rttMs : undefined,
+  bandwidthMbit: config.get("local_cluster.bandwidth_mbit") || undefined,
 });
 
 if (values.smoke) {
@@ -102,7 +105,9 @@ if (zones > 1) {
   console.log(`  metadata: ${cluster.meta}`);
   console.log(
     rttMs > 0
-      ? `  RTT between zones: ${rttMs} ms (metadata through delay proxies, ${cluster.links.length} of them; peer cache traffic not delayed)`
+      ? `  RTT between zones: ${rttMs} ms${
+        cluster.bandwidthMbit ? `, ${cluster.bandwidthMbit} Mbit/s` : ""
+      } (metadata, peer cache and backend connections through ${cluster.links.length} delay proxies)`
       : "  RTT between zones: none added (--rtt-ms R to emulate distant zones)",
   );
   for (let z = 1; z <= zones; z++) {
@@ -111,7 +116,12 @@ if (zones > 1) {
     const replicas = cluster.replicas.filter((r) => r.zone === zone).map((r) =>
       `${r.id} ${r.address}`
     ).join(", ");
-    console.log(`  zone ${zone}: backend ${cluster.zoneBackend(zone)}`);
+    const served = cluster.zoneServers.get(zone);
+    console.log(
+      `  zone ${zone}: backend ${cluster.zoneBackend(zone)}${
+        served ? ` (other zones: http://${served.address} through their proxies)` : ""
+      }`,
+    );
     console.log(`    nodes: ${nodes || "none"}   replicas: ${replicas || "none"}`);
     if (rttMs > 0) console.log(`    its mounts' --meta: ${cluster.metaFrom(zone)}`);
   }

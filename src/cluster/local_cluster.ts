@@ -7,7 +7,7 @@
  */
 
 import { join } from "node:path";
-import { DelayProxy } from "./delay_proxy.ts";
+import type { DelayProxyStats } from "./delay_proxy.ts";
 import { fetchStatus, type ReplicaStatus } from "../meta/curp/server.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -32,6 +32,8 @@ export interface LocalNode {
    * node, e.g. SKYFS_ZONE_SYNC), taken at its next start. */
   env?: Record<string, string>;
   child?: Deno.ChildProcess;
+  /** With `rttMs`: its peer server's port (fixed, so the other zones' proxies can point at it). */
+  peerPort?: number;
   /** With `netns`: the node's network namespace, its address there and the host end of its
    * veth pair (down = the node is cut off from everything). */
   net?: { ns: string; address: string; hostVeth: string };
@@ -47,14 +49,22 @@ export interface LocalReplica {
   child?: Deno.ChildProcess;
 }
 
-/** With `zones` and `rttMs`: a delay proxy on the way from a zone to a replica of another zone. */
+/** With `zones` and `rttMs`: a delay proxy on the way from a zone to something in another zone. */
 export interface ZoneLink {
   /** The zone whose mounts and replicas connect through it. */
   from: string;
-  /** The replica it forwards to. */
+  /** What it forwards to: a replica (`m2`), a node's peer server (`b`) or a zone's backend
+   * store (`backend-z2`). */
   to: string;
-  proxy: DelayProxy;
+  /** The zone of `to`. */
+  toZone: string;
+  kind: "meta" | "peer" | "backend";
+  /** The delay proxy (in the links process, `_links_main.ts`): its id there and its address. */
+  proxy: { id: string; address: string };
 }
+
+/** A link's counters (DelayProxyStats) and whether it is cut. */
+export type LinkStats = DelayProxyStats & { cut: boolean };
 
 export interface LocalClusterOptions {
   /** Mount daemons (default 3). */
@@ -72,11 +82,16 @@ export interface LocalClusterOptions {
   /** Zones z1..zN, nodes assigned round-robin (node i in zone z(i mod N + 1)), each zone with its
    * own backend directory `backend-zK`. Unset: every node in the default zone, one backend. */
   zones?: number;
-  /** With `zones` and CURP: every metadata connection that crosses zones (mount to replica,
+  /** With `zones`: every metadata connection that crosses zones (mount to replica,
    * replica to replica) goes through a userspace TCP delay proxy (src/cluster/delay_proxy.ts)
-   * adding rttMs / 2 in each direction. Peer cache traffic is not delayed (a node advertises one
-   * peer address). Not with `netns`. */
+   * adding rttMs / 2 in each direction; so do peer cache connections (each node advertises a
+   * route per other zone, `--peer-routes`) and reads and writes of another zone's backend (each
+   * zone's directory is also served over HTTP, `src/cache/backend_http.ts`, which the other
+   * zones reach through `--backend-routes`). With etcd: a member per zone, Raft traffic through
+   * proxies (see `#startEtcdZones`). Not with `netns`. */
   rttMs?: number;
+  /** With `rttMs`: every proxy also limits each direction to this many megabits per second. */
+  bandwidthMbit?: number;
   /** Where the cluster's own directory is made (default: the system's temporary directory). */
   parentDir?: string;
 }
@@ -100,6 +115,15 @@ export class LocalCluster {
   readonly links: ZoneLink[] = [];
   /** The injected round trip between zones (0: none). */
   rttMs = 0;
+  /** Each proxy's bandwidth limit, Mbit/s (0: none). */
+  bandwidthMbit = 0;
+  /** With `rttMs`: each zone's backend directory served over HTTP (its address). */
+  readonly zoneServers = new Map<string, { address: string }>();
+  /** With etcd and `rttMs`: one member per zone. */
+  readonly etcdMembers: { id: string; zone: string; client: string; child: Deno.ChildProcess }[] =
+    [];
+  /** With `rttMs`: the process holding the proxies and HTTP servers, and its control address. */
+  #links: { child: Deno.ChildProcess; control: string } | undefined;
   nodeEnv: Record<string, string> = {};
   readonly #net: LocalNet | undefined;
   readonly #etcd: Deno.ChildProcess | undefined;
@@ -133,16 +157,25 @@ export class LocalCluster {
     let cluster: LocalCluster;
     let net: LocalNet | undefined;
     try {
-      if (opts.rttMs && (opts.netns || opts.meta === "etcd" || !opts.zones)) {
-        throw new RangeError("rttMs needs zones and CURP replicas, without netns");
+      if (opts.rttMs && (opts.netns || !opts.zones)) {
+        throw new RangeError("rttMs needs zones, without netns");
       }
       if (opts.netns) {
         if (opts.meta === "etcd") throw new RangeError("netns clusters run CURP replicas only");
         net = await createBridge();
       }
       cluster = opts.meta === "etcd"
-        ? await LocalCluster.#startEtcd(dir)
-        : await LocalCluster.#startCurp(dir, opts.replicas ?? 3, net, opts.zones, opts.rttMs);
+        ? (opts.rttMs
+          ? await LocalCluster.#startEtcdZones(dir, opts.zones!, opts.rttMs, opts.bandwidthMbit)
+          : await LocalCluster.#startEtcd(dir))
+        : await LocalCluster.#startCurp(
+          dir,
+          opts.replicas ?? 3,
+          net,
+          opts.zones,
+          opts.rttMs,
+          opts.bandwidthMbit,
+        );
     } catch (error) {
       if (net) await removeNet(net, []);
       await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -160,6 +193,15 @@ export class LocalCluster {
         if (opts.zones !== undefined) {
           node.zone = `z${(i % opts.zones) + 1}`;
           node.backend = cluster.zoneBackend(node.zone);
+        }
+        if (cluster.rttMs) {
+          // Every other zone reaches this node's peer server through its own delay proxy.
+          node.peerPort = freePort();
+          for (let z = 1; z <= opts.zones!; z++) {
+            if (`z${z}` !== node.zone) {
+              await cluster.#link(`z${z}`, node.id, node.zone!, "peer", node.peerPort);
+            }
+          }
         }
         await Deno.mkdir(node.mountpoint);
         await Deno.mkdir(node.dataDir);
@@ -180,6 +222,7 @@ export class LocalCluster {
     net?: LocalNet,
     zones?: number,
     rttMs?: number,
+    bandwidthMbit?: number,
   ): Promise<LocalCluster> {
     // In namespaces the nodes reach the replicas at the bridge's address, not this loopback.
     const host = net ? `${net.prefix}.1` : "127.0.0.1";
@@ -202,21 +245,141 @@ export class LocalCluster {
     );
     if (zones !== undefined && rttMs) {
       cluster.rttMs = rttMs;
+      cluster.bandwidthMbit = bandwidthMbit ?? 0;
+      await cluster.#startLinks();
       for (let z = 1; z <= zones; z++) {
         for (const replica of replicas) {
           if (replica.zone === `z${z}`) continue;
-          const proxy = new DelayProxy({
-            target: { port: Number(replica.address.split(":")[1]) },
-            oneWayMs: rttMs / 2,
-          });
-          proxy.start();
-          cluster.links.push({ from: `z${z}`, to: replica.id, proxy });
+          await cluster.#link(
+            `z${z}`,
+            replica.id,
+            replica.zone!,
+            "meta",
+            Number(replica.address.split(":")[1]),
+          );
         }
       }
+      await cluster.#backendLinks(zones);
     }
-    for (const replica of replicas) await cluster.startReplica(replica);
-    await cluster.metaLeader();
+    try {
+      for (const replica of replicas) await cluster.startReplica(replica);
+      await cluster.metaLeader();
+    } catch (error) {
+      await cluster.stop({ keep: true }).catch(() => {});
+      throw error;
+    }
     return cluster;
+  }
+
+  /** Each zone's backend directory, served over HTTP for the other zones (through proxies). */
+  async #backendLinks(zones: number): Promise<void> {
+    for (let z = 1; z <= zones; z++) {
+      const zone = `z${z}`;
+      await Deno.mkdir(this.zoneBackend(zone), { recursive: true });
+      const server = await this.#control("/serve", { dir: this.zoneBackend(zone) }) as {
+        address: string;
+      };
+      this.zoneServers.set(zone, server);
+      for (let from = 1; from <= zones; from++) {
+        if (from === z) continue;
+        await this.#link(
+          `z${from}`,
+          `backend-${zone}`,
+          zone,
+          "backend",
+          Number(server.address.split(":")[1]),
+        );
+      }
+    }
+  }
+
+  /**
+   * With `meta: "etcd"` and `rttMs`: one etcd member per zone (e1 in z1, ...). Each member's peer
+   * URL is a delay proxy (`from` "*": every other member is in another zone), so Raft traffic
+   * crosses zones delayed; a mount talks to its own zone's member only (`metaFrom`), which
+   * forwards writes to the leader. `cutZone` cuts the traffic into the zone's member (its own
+   * outgoing connections go through the others' proxies: a partial partition for etcd).
+   */
+  static async #startEtcdZones(
+    dir: string,
+    zones: number,
+    rttMs: number,
+    bandwidthMbit?: number,
+  ): Promise<LocalCluster> {
+    const members = Array.from({ length: zones }, (_, i) => ({
+      id: `e${i + 1}`,
+      zone: `z${i + 1}`,
+      client: `127.0.0.1:${freePort()}`,
+      peerPort: freePort(),
+    }));
+    const cluster = new LocalCluster(
+      dir,
+      `etcd://${members.map((m) => m.client).join(",")}`,
+      [],
+      undefined,
+    );
+    cluster.rttMs = rttMs;
+    cluster.bandwidthMbit = bandwidthMbit ?? 0;
+    try {
+      await cluster.#startLinks();
+      for (const m of members) await cluster.#link("*", m.id, m.zone, "meta", m.peerPort);
+      const peerUrl = (id: string) =>
+        `http://${cluster.links.find((l) => l.to === id)!.proxy.address}`;
+      const initial = members.map((m) => `${m.id}=${peerUrl(m.id)}`).join(",");
+      for (const m of members) {
+        const child = new Deno.Command("/usr/bin/etcd", {
+          args: [
+            `--name=${m.id}`,
+            `--data-dir=${join(dir, `etcd-${m.id}`)}`,
+            `--listen-client-urls=http://${m.client}`,
+            `--advertise-client-urls=http://${m.client}`,
+            `--listen-peer-urls=http://127.0.0.1:${m.peerPort}`,
+            `--initial-advertise-peer-urls=${peerUrl(m.id)}`,
+            `--initial-cluster=${initial}`,
+            "--initial-cluster-state=new",
+          ],
+          stdout: "null",
+          stderr: "null",
+        }).spawn();
+        cluster.etcdMembers.push({ ...m, child });
+      }
+      for (const m of members) {
+        await waitFor(
+          async () => {
+            const out = await new Deno.Command("/usr/bin/etcdctl", {
+              args: [`--endpoints=${m.client}`, "endpoint", "health"],
+              env: { ETCDCTL_API: "3" },
+              stdout: "null",
+              stderr: "null",
+            }).output();
+            return out.code === 0;
+          },
+          30_000,
+          `etcd member ${m.id} on ${m.client}`,
+        );
+      }
+      await cluster.#backendLinks(zones);
+    } catch (error) {
+      await cluster.stop({ keep: true }).catch(() => {});
+      throw error;
+    }
+    return cluster;
+  }
+
+  /** With etcd across zones: the zone of the member that is the Raft leader. */
+  async etcdLeaderZone(): Promise<string> {
+    for (const m of this.etcdMembers) {
+      const out = await new Deno.Command("/usr/bin/etcdctl", {
+        args: [`--endpoints=${m.client}`, "endpoint", "status", "-w", "json"],
+        env: { ETCDCTL_API: "3" },
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      if (out.code !== 0) continue;
+      const [status] = JSON.parse(new TextDecoder().decode(out.stdout));
+      if (String(status.Status.leader) === String(status.Status.header.member_id)) return m.zone;
+    }
+    throw new Error("no etcd member reports itself leader");
   }
 
   static async #startEtcd(dir: string): Promise<LocalCluster> {
@@ -252,10 +415,89 @@ export class LocalCluster {
     return cluster;
   }
 
+  /** Start the links process (`_links_main.ts`): proxies and HTTP servers live there. */
+  async #startLinks(): Promise<void> {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", join(ROOT, "src/cluster/_links_main.ts")],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!/control \S+\n/.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the links process exited before listening: ${text}`);
+      text += value;
+    }
+    reader.releaseLock();
+    void child.stdout.cancel().catch(() => {});
+    this.#links = { child, control: /control (\S+)\n/.exec(text)![1] };
+  }
+
+  /** A request to the links process's control API. */
+  async #control(path: string, body?: unknown): Promise<unknown> {
+    if (!this.#links) throw new RangeError("this cluster has no emulated links (rttMs)");
+    const response = await fetch(`http://${this.#links.control}${path}`, {
+      method: body === undefined ? "GET" : "POST",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (!response.ok) throw new Error(`links process: ${path}: ${await response.text()}`);
+    return await response.json();
+  }
+
+  /** A delay proxy from zone `from` to a port of this machine that belongs to zone `toZone`. */
+  async #link(
+    from: string,
+    to: string,
+    toZone: string,
+    kind: ZoneLink["kind"],
+    port: number,
+  ): Promise<void> {
+    const proxy = await this.#control("/link", {
+      port,
+      oneWayMs: this.rttMs / 2,
+      bandwidthMbit: this.bandwidthMbit || undefined,
+    }) as { id: string; address: string };
+    this.links.push({ from, to, toZone, kind, proxy });
+  }
+
+  /** Every link's counters, read from the links process. */
+  async linkStats(): Promise<Map<ZoneLink, LinkStats>> {
+    const all = await this.#control("/stats") as Record<string, LinkStats>;
+    return new Map(this.links.map((l) => [l, all[l.proxy.id]]));
+  }
+
+  /** The link from `from` to `to` (a replica, node or `backend-zK`), if there is one. */
+  link(from: string | undefined, to: string): ZoneLink | undefined {
+    return this.links.find((l) => l.from === from && l.to === to);
+  }
+
+  /**
+   * Cut (or heal, `cut` false) every link of a zone: the proxies from it and to it drop what they
+   * get and answer nothing (DelayProxy.cut), as if the cloud's network were gone. Its nodes and
+   * replicas keep running and reach each other (same zone).
+   */
+  async cutZone(zone: string, cut = true): Promise<void> {
+    if (this.links.length === 0) throw new RangeError("cutZone needs a cluster started with rttMs");
+    const ids = this.links.filter((l) => l.from === zone || l.toZone === zone).map((l) =>
+      l.proxy.id
+    );
+    await this.#control("/cut", { ids, cut });
+  }
+
+  /** Cut (or heal) the links from the other zones to one zone's backend store only. */
+  async cutBackend(zone: string, cut = true): Promise<void> {
+    const ids = this.links.filter((l) => l.kind === "backend" && l.toZone === zone).map((l) =>
+      l.proxy.id
+    );
+    await this.#control("/cut", { ids, cut });
+  }
+
   /** The address a replica is reached at from `zone`: its own, or the delay proxy from that zone
    * when the replica is in another zone and an RTT is injected. */
   replicaAddressFrom(replica: LocalReplica, zone: string | undefined): string {
-    const link = this.links.find((l) => l.from === zone && l.to === replica.id);
+    const link = this.link(zone, replica.id);
     return link ? link.proxy.address : replica.address;
   }
 
@@ -263,6 +505,8 @@ export class LocalCluster {
    * own replicas first (the replica that answers first hands out the member list the client then
    * uses, and a replica's list is its zone's view). */
   metaFrom(zone: string | undefined): string {
+    const member = this.etcdMembers.find((m) => m.zone === zone);
+    if (member) return `etcd://${member.client}`;
     if (this.links.length === 0 || zone === undefined) return this.meta;
     const own = this.replicas.filter((r) => r.zone === zone);
     const others = this.replicas.filter((r) => r.zone !== zone);
@@ -334,6 +578,18 @@ export class LocalCluster {
     const listen = node.net
       ? ["--peer-listen", `${node.net.address}:0`, "--http", `${node.net.address}:0`]
       : [];
+    if (node.peerPort) {
+      // Emulated distant zones: a fixed peer port, each other zone's route to it (its proxy),
+      // and this zone's routes to the other zones' backends (their HTTP servers' proxies).
+      const routes = this.links.filter((l) => l.to === node.id).map((l) =>
+        `${l.from}=${l.proxy.address}`
+      );
+      const backends = this.links.filter((l) => l.kind === "backend" && l.from === node.zone)
+        .map((l) => `${l.toZone}=http://${l.proxy.address}`);
+      listen.push("--peer-listen", `127.0.0.1:${node.peerPort}`);
+      if (routes.length > 0) listen.push("--peer-routes", routes.join(","));
+      if (backends.length > 0) listen.push("--backend-routes", backends.join(","));
+    }
     node.child = new Deno.Command(program, {
       args: [
         ...prefix,
@@ -445,10 +701,23 @@ export class LocalCluster {
         replica.child = undefined;
       }));
       await terminate(this.#etcd);
-      for (const link of this.links) await link.proxy.stop();
+      await Promise.all(this.etcdMembers.map((m) => terminate(m.child)));
+      await terminate(this.#links?.child);
+      this.#links = undefined;
     }
     if (this.#net) await removeNet(this.#net, this.nodes);
-    if (!options.keep) await Deno.remove(this.dir, { recursive: true });
+    if (options.keep) return;
+    // A backend write still landing (a request of a cut link, aborted) can refill a directory
+    // being removed: try again.
+    for (let attempt = 0;; attempt++) {
+      try {
+        await Deno.remove(this.dir, { recursive: true });
+        return;
+      } catch (error) {
+        if (attempt >= 5) throw error;
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    }
   }
 }
 

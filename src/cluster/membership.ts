@@ -17,6 +17,9 @@ export interface NodeInfo {
   zone?: string;
   /** host:port of its peer server. */
   address: string;
+  /** Where the nodes of other zones reach its peer server instead of `address`, by zone (config
+   * cluster.peer_routes: a gateway, a NAT, the local emulation's delay proxies). */
+  routes?: Record<string, string>;
   /** host:port of its HTTP endpoint (metrics, dashboard), when it serves one. */
   http?: string;
   startedMs: number;
@@ -173,7 +176,7 @@ export class Membership {
     const known = this.ring.node(id);
     if (event.type === "delete") return known !== undefined;
     try {
-      const info = JSON.parse(decoder.decode(event.kv.value)) as NodeInfo;
+      const info = this.#routed(JSON.parse(decoder.decode(event.kv.value)) as NodeInfo);
       return known === undefined || known.address !== info.address;
     } catch {
       return false; // a foreign value: not a node (listNodes skips it too)
@@ -217,8 +220,14 @@ export class Membership {
     if (Date.now() - this.#publishedAt >= STATS_EVERY_MS) await this.#publish();
   }
 
+  /** A node's record with `address` as this node's zone reaches it (its route, if any). */
+  #routed(info: NodeInfo): NodeInfo {
+    const route = info.id === this.self.id ? undefined : info.routes?.[this.self.zone ?? ""];
+    return route ? { ...info, address: route } : info;
+  }
+
   async refresh(): Promise<void> {
-    const nodes = await listNodes(this.#kv);
+    const nodes = (await listNodes(this.#kv)).map((n) => this.#routed(n));
     if (!nodes.some((n) => n.id === this.self.id)) nodes.push(this.self);
     const before = this.ring.ids;
     this.ring = new Ring(nodes);

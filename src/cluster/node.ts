@@ -42,6 +42,15 @@ export interface ClusterNodeOptions {
   zoneSync?: number;
   /** Delay of the writer's own queued copies (config cluster.zone_replication_delay_ms). */
   zoneReplicationDelayMs?: number;
+  /** How long a peer request waits (config peer.timeout_ms). Default 10 s. */
+  peerTimeoutMs?: number;
+  /** Where other zones reach this node's peer server, by zone (config cluster.peer_routes). */
+  peerRoutes?: Record<string, string>;
+  /** How this node reaches other zones' backend stores, by zone, instead of their recorded URL
+   * (config cluster.backend_routes). */
+  backendRoutes?: Record<string, string>;
+  /** Timeout of a request to an http:// backend (config cluster.zone_timeout_ms). */
+  zoneTimeoutMs?: number;
   /** How the io_uring peer server sends a cached chunk (config peer.send). Default splice. */
   peerSend?: PeerSendMode;
   log?: (line: string) => void;
@@ -119,7 +128,11 @@ export class ClusterNode {
       zone,
       kv,
       open: async (spec, other) => {
-        const store = new CountedBackend(await openBackend(spec, options.io));
+        const store = new CountedBackend(
+          await openBackend(options.backendRoutes?.[other] ?? spec, options.io, {
+            timeoutMs: options.zoneTimeoutMs,
+          }),
+        );
         zoneBackends.set(other, store);
         return store;
       },
@@ -162,12 +175,13 @@ export class ClusterNode {
         });
       },
       log,
-      { sendMode: options.peerSend },
+      { sendMode: options.peerSend, timeoutMs: options.peerTimeoutMs },
     );
     const membership = new Membership(kv, {
       id: nodeId,
       zone,
       address: server.address,
+      ...(options.peerRoutes ? { routes: options.peerRoutes } : {}),
       startedMs: Date.now(),
     }, { stats: () => ({ ...data.stats }) });
     const replication = new ReplicationQueue(kv, zoned, {

@@ -224,6 +224,37 @@ export const KEYS = {
       "overwritten meanwhile is never copied); a node taking over a dead writer's copies does " +
       "not wait",
   },
+  "cluster.peer_routes": {
+    kind: "string",
+    schema: z.string().regex(
+      /^([a-z0-9-]{1,32}=[^\s:,=]+:\d{1,5})(,[a-z0-9-]{1,32}=[^\s:,=]+:\d{1,5})*$/,
+    ),
+    flag: "peer-routes",
+    commands: MOUNTING,
+    unsetMeans: "every zone dials the peer server's own address",
+    allowed: "ZONE=HOST:PORT[,ZONE=HOST:PORT...]",
+    doc: "where the nodes of another zone reach this node's peer server (a NAT, a gateway, a " +
+      "delay proxy), carried in its membership record",
+  },
+  "cluster.backend_routes": {
+    kind: "string",
+    schema: z.string().regex(/^([a-z0-9-]{1,32}=\S+?)(,[a-z0-9-]{1,32}=\S+?)*$/),
+    flag: "backend-routes",
+    commands: MOUNTING,
+    unsetMeans: "another zone's store at the URL in its zone record",
+    allowed: "ZONE=URL[,ZONE=URL...] (URLs without commas)",
+    doc: "how this node reaches other zones' backend stores, instead of their recorded URL " +
+      "(another endpoint of the same store)",
+  },
+  "cluster.zone_timeout_ms": {
+    kind: "number",
+    schema: int(100, 3_600_000),
+    default: 10_000,
+    commands: MOUNTING,
+    allowed: "a whole number of milliseconds from 100 to 3600000",
+    doc: "how long a request to another zone's http:// backend waits before it fails (an " +
+      "unreachable zone costs this much, then the next zone's copy is tried)",
+  },
   "cluster.open_linger_ms": {
     kind: "number",
     schema: int(0, 86_400_000),
@@ -243,6 +274,15 @@ export const KEYS = {
     commands: MOUNTING,
     allowed: "HOST:PORT (port 0: any free port)",
     doc: "address of this node's peer cache server",
+  },
+  "peer.timeout_ms": {
+    kind: "number",
+    schema: int(100, 3_600_000),
+    default: 10_000,
+    commands: MOUNTING,
+    allowed: "a whole number of milliseconds from 100 to 3600000",
+    doc: "how long a peer request waits before the chunk is read from the backend instead (the " +
+      "peer is then not asked for as long again)",
   },
   "peer.send": {
     kind: "string",
@@ -409,8 +449,17 @@ export const KEYS = {
     flag: "rtt-ms",
     commands: ["cluster"],
     allowed: "a whole number of milliseconds from 0 to 10000",
-    doc: "with zones > 1 and CURP: round trip added to every metadata connection crossing zones " +
-      "(mount to replica, replica to replica) by userspace delay proxies; 0 = none",
+    doc: "with zones > 1: round trip added to every connection crossing zones (metadata, " +
+      "peer cache, another zone's backend) by userspace delay proxies; 0 = none",
+  },
+  "local_cluster.bandwidth_mbit": {
+    kind: "number",
+    schema: int(0, 100_000),
+    default: 0,
+    flag: "bandwidth-mbit",
+    commands: ["cluster"],
+    allowed: "a whole number of megabits per second from 0 to 100000",
+    doc: "with rtt_ms: each delay proxy also limits each direction to this bandwidth; 0 = none",
   },
   "local_cluster.etcd": {
     kind: "boolean",

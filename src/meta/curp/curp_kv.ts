@@ -211,6 +211,21 @@ export class CurpKV implements MetaKV {
         const link = w.replica === undefined ? undefined : this.#links.get(w.replica);
         if (link === undefined || !link.connected || link.generation !== w.generation) {
           this.#subscribe(w);
+        } else if (
+          this.#leaderId !== undefined && w.replica !== this.#leaderId &&
+          this.#links.get(this.#leaderId)?.connected
+        ) {
+          // The cluster elected another leader (its replies say so): follow it. A replica cut
+          // off by a partition keeps its connection open and sends nothing, so without this a
+          // watch there stalled silently while the rest of the cluster moved on (seen in
+          // tests/cluster/zone_loss_test.ts: names created elsewhere never reached this node).
+          // The new subscription starts at the next undelivered revision; duplicates are dropped.
+          this.#links.get(w.replica!)?.send({
+            type: "watchCancel",
+            from: this.#prefix,
+            watchId: w.id,
+          });
+          this.#subscribe(w);
         }
       }
     }, this.#options.tickMs);
