@@ -147,6 +147,7 @@ function traceLine(
   for (const op of txn.success ?? []) {
     if ("range" in op) parts.push(`range ${keyText(op.range.key)}`);
     else if ("put" in op) parts.push(`put ${keyText(op.put.key)}`);
+    else if ("merge" in op) parts.push(`merge ${keyText(op.merge.key)}`);
     else parts.push(`delete ${keyText(op.deleteRange.key)}`);
   }
   if (options.admin) parts.push(Object.keys(options.admin)[0]);
@@ -155,6 +156,8 @@ function traceLine(
 }
 
 export class CurpKV implements MetaKV {
+  /** The replicas' state machine runs `merge` and `baseRevision` compares (kv_machine.ts). */
+  readonly merges = true;
   readonly members: Record<string, string>;
   readonly #options: Required<Omit<CurpKVOptions, "log" | "routes" | "trace">>;
   readonly #trace: ((line: string) => void) | undefined;

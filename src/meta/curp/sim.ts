@@ -22,6 +22,8 @@ import {
   type KvInput,
   type KvOperation,
   type KvOutput,
+  mergedRanges,
+  type MergeFields,
 } from "../lincheck/kv_model.ts";
 
 /** Small, fast, seedable PRNG (mulberry32): the only source of randomness in a run. */
@@ -58,6 +60,11 @@ export interface SimOptions {
   faultTime?: number;
   /** Time allowed after healing for every operation to finish. Default 6000. */
   settleTime?: number;
+  /** Clients also send merges (MetaKV `merge`, a third of them behind a compare that ignores the
+   * merged bytes, as the namespace's directory updates), which witnesses accept side by side.
+   * Values are then 20 bytes, so the merge's fields fit. Default false (the seeds of earlier runs
+   * replay as they did). */
+  merges?: boolean;
 }
 
 export interface SimResult {
@@ -111,6 +118,11 @@ type Event = { kind: "deliver"; message: Message };
 export class Cluster {
   readonly rng: Rng;
   readonly ids: NodeId[];
+  /** Random client operations include merges (SimOptions.merges). */
+  merges = false;
+  /** The value each key had in the last get that found it: what a merge's compare expects, so
+   * such compares often hold and their outcome depends on the merges ordered before them. */
+  readonly recent = new Map<string, string>();
   readonly nodes = new Map<NodeId, SimReplica>();
   readonly clients = new Map<string, SimClient>();
   readonly violations: string[] = [];
@@ -435,6 +447,10 @@ export class Cluster {
       const cur = c.current;
       if (cur === undefined) continue;
       cur.op.output = toOutput(cur.op.input, done.result);
+      const seen = cur.op.output as { value?: string | null } | undefined;
+      if (cur.op.input.kind === "get" && typeof seen?.value === "string") {
+        this.recent.set(cur.op.input.key, seen.value);
+      }
       cur.op.return = this.#clock++;
       if (cur.command === undefined) {
         this.readCompletions++;
@@ -463,7 +479,7 @@ export class Cluster {
     for (const [id, c] of this.clients) {
       if (c.core.busy || c.remaining === 0 || this.time < c.nextAt) continue;
       c.remaining--;
-      const input = randomInput(this.rng, id, c.remaining);
+      const input = randomInput(this.rng, id, c.remaining, this.merges ? this.recent : undefined);
       this.submit(id, input, { logRead: input.kind === "get" && this.rng.chance(0.25) });
     }
   }
@@ -515,6 +531,17 @@ function toTxn(input: KvInput): TxnRequest {
           : [{ key, target: "value", result: "==", value: keyBytes(input.expected!) }],
         success: [{ put: { key, value: keyBytes(input.value!) } }],
       };
+    case "merge":
+      return {
+        compare: input.expected === undefined ? [] : [{
+          key,
+          target: "value",
+          result: "==",
+          value: keyBytes(input.expected),
+          ignore: mergedRanges(input.merge),
+        }],
+        success: [{ merge: { key, ...input.merge } }],
+      };
   }
 }
 
@@ -533,18 +560,51 @@ function toOutput(input: KvInput, result: CommandResult | undefined): KvOutput |
     case "delete":
       return { deleted: r && "deleteRange" in r ? r.deleteRange.deleted : 0 };
     case "cas":
+    case "merge":
       return { succeeded: result.txn.succeeded };
   }
 }
 
-function randomInput(rng: Rng, clientId: string, n: number): KvInput {
+/** Values of a run with merges: 20 bytes, the text then NULs (room for a timespec at 8). */
+function padded(text: string): string {
+  return text.padEnd(20, "\0").slice(0, 20);
+}
+
+function randomInput(
+  rng: Rng,
+  clientId: string,
+  n: number,
+  recent: Map<string, string> | undefined,
+): KvInput {
+  const merges = recent !== undefined;
   const key = KEYS[rng.int(KEYS.length)];
-  const value = `${clientId}.${n}`;
+  if (merges) {
+    const p = rng.int(10);
+    if (p < 4) {
+      // A random non-empty choice of three fields, so some merges change bytes that another's
+      // compare looks at (they must conflict) and some do not (they may go side by side).
+      const pick = 1 + rng.int(7);
+      const merge: MergeFields = {
+        max: pick & 1 ? [{ at: 8, sec: rng.int(50), nsec: rng.int(1e9) }] : [],
+        add: [
+          ...(pick & 2 ? [{ at: 0, width: 1, delta: 1 + rng.int(3) }] : []),
+          ...(pick & 4 ? [{ at: 4, width: 4, delta: rng.int(5) - 2 }] : []),
+        ],
+      };
+      // Half behind a compare with the merge's own fields ignored: of the value last seen.
+      const expected = rng.chance(0.5) ? recent.get(key) : undefined;
+      return expected === undefined
+        ? { kind: "merge", key, merge }
+        : { kind: "merge", key, merge, expected };
+    }
+  }
+  const text = (i: number) => merges ? padded(`${clientId}.${i}`) : `${clientId}.${i}`;
+  const value = text(n);
   const p = rng.int(10);
   if (p < 3) return { kind: "get", key };
   if (p < 7) return { kind: "put", key, value };
   if (p < 8) return { kind: "delete", key };
-  return { kind: "cas", key, expected: rng.chance(0.3) ? null : `${clientId}.${n + 1}`, value };
+  return { kind: "cas", key, expected: rng.chance(0.3) ? null : text(n + 1), value };
 }
 
 /** One whole seeded run: faults for a while, then heal and let every operation finish. */
@@ -560,6 +620,7 @@ export function simulate(seed: number, options: SimOptions = {}): SimResult {
   // Pieces of about one history record, of a few, or the whole snapshot in one.
   const pieceBytes = [300, 2000, 1024 * 1024][probe.int(3)];
   const cluster = new Cluster(seed, replicaCount, 10, snapshotEvery, pieceBytes);
+  cluster.merges = options.merges ?? false;
   const rng = cluster.rng;
   for (let i = 0; i < (options.clients ?? 3); i++) {
     cluster.addClient(`c${i}`, options.opsPerClient ?? 20);
