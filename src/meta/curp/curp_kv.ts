@@ -152,7 +152,8 @@ function traceLine(
   }
   if (options.admin) parts.push(Object.keys(options.admin)[0]);
   const ms = (performance.now() - startedAt).toFixed(2);
-  return `skyfs: meta ${completion.path} ${ms} ms: ${parts.join(", ")}`;
+  const path = completion.refused ? `${completion.path} (refused)` : completion.path;
+  return `skyfs: meta ${path} ${ms} ms: ${parts.join(", ")}`;
 }
 
 export class CurpKV implements MetaKV {
@@ -181,6 +182,9 @@ export class CurpKV implements MetaKV {
   readonly #watches = new Map<number, ClientWatch>();
   fastCount = 0;
   slowCount = 0;
+  /** Commands some witness refused (a conflict with a record in its pool): these cannot go
+   * fast; a slow command that nobody refused only lost the race with its own commit. */
+  refusedCount = 0;
   /** Read-only transactions answered outside the log (one round trip, no fsync anywhere). */
   readCount = 0;
   /** Time from submission to completion of fast-path (series 0) and slow-path (1) commits. */
@@ -255,6 +259,7 @@ export class CurpKV implements MetaKV {
       this.#busy.delete(core.id);
       clearTimeout(p.timer);
       const seconds = monotonicSeconds() - p.startedAt;
+      if (c.refused) this.refusedCount++;
       if (c.path === "fast") {
         this.fastCount++;
         this.commitDurations.observe(seconds, 0);
