@@ -20,12 +20,14 @@ const { values: args } = parseArgs({
     clients: { type: "string", default: "1" },
     "v8-flags": { type: "string", default: "" },
     hold: { type: "boolean", default: false },
+    // false: replicas answer proposals only after the fdatasync (curp.witness_ack_after_write).
+    "ack-after-write": { type: "string", default: "true" },
     help: { type: "boolean", default: false },
   },
 });
 if (args.help) {
   console.log(
-    "usage: deno run -A bench/meta_wan/proposal_cost.ts [--ops N] [--clients C] [--v8-flags F] [--hold]",
+    "usage: deno run -A bench/meta_wan/proposal_cost.ts [--ops N] [--clients C] [--v8-flags F] [--hold] [--ack-after-write true|false]",
   );
   Deno.exit(0);
 }
@@ -69,7 +71,12 @@ const children = ids.map((id) =>
       "-A",
       ...(args["v8-flags"] === "" ? [] : [`--v8-flags=${args["v8-flags"]}`]),
       `${HERE}replica_main.ts`,
-      JSON.stringify({ id, peers, dataDir: `${dir}/${id}` }),
+      JSON.stringify({
+        id,
+        peers,
+        dataDir: `${dir}/${id}`,
+        witnessAckAfterWrite: args["ack-after-write"] !== "false",
+      }),
     ],
     stdout: "inherit",
     stderr: "inherit",
