@@ -118,3 +118,37 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "curp merge: a directory removed but kept open elsewhere (nlink 0) takes no create",
+  ...opts,
+  fn: async () => {
+    const cluster = await TestCluster.start("curp-merge3-");
+    const dataA = await Deno.makeTempDir({ prefix: "curp-merge-a-" });
+    const dataB = await Deno.makeTempDir({ prefix: "curp-merge-b-" });
+    const kv = await openCurpKV(cluster.addressList, { timeoutMs: 15_000 });
+    const kvB = await openCurpKV(cluster.addressList, { timeoutMs: 15_000 });
+    const io = createPortableEngine();
+    // No cluster option: no watch, so A's cached record of d stays as A last saw it.
+    const vfs = await createVfs({ kv, io, dataDir: dataA, rootUid: 0, rootGid: 0 });
+    const vfsB = await createVfs({ kv: kvB, io, dataDir: dataB, rootUid: 0, rootGid: 0 });
+    try {
+      const d = (await vfs.mkdir(root, 1, n("d"), 0o777, 0)).ino;
+      await vfs.mknod(root, d, n("a1"), S_IFREG | 0o644, 0, 0);
+      await vfs.unlink(root, d, n("a1"));
+      // B holds d open and removes it: d stays as an orphan, its record rewritten with nlink 0
+      // and a new ctime, bytes a create's compare ignores (they are what merges change). Its
+      // orphan mark is what the create compares instead.
+      const fh = await vfsB.opendir(root, d, 0);
+      await vfsB.rmdir(root, 1, n("d"));
+      await assert.rejects(vfs.mknod(root, d, n("a2"), S_IFREG | 0o644, 0, 0), /ENOENT/);
+      await vfsB.releasedir(d, fh);
+    } finally {
+      await vfsB.destroy();
+      await vfs.destroy();
+      await cluster.stop();
+      await Deno.remove(dataA, { recursive: true }).catch(() => {});
+      await Deno.remove(dataB, { recursive: true }).catch(() => {});
+    }
+  },
+});
