@@ -65,6 +65,10 @@ export interface SimOptions {
    * Values are then 20 bytes, so the merge's fields fit. Default false (the seeds of earlier runs
    * replay as they did). */
   merges?: boolean;
+  /** Replicas answer proposals once a Ready is written, before it is durable
+   * (curp.witness_ack_after_write), and a crash is a process kill: the written Readies survive
+   * (the page cache), the unsent messages do not. Default false. */
+  earlyAck?: boolean;
 }
 
 export interface SimResult {
@@ -120,6 +124,9 @@ export class Cluster {
   readonly ids: NodeId[];
   /** Random client operations include merges (SimOptions.merges). */
   merges = false;
+  /** Proposal replies leave before the disk write completes; crashes keep what was written
+   * (SimOptions.earlyAck). */
+  earlyAck = false;
   /** The value each key had in the last get that found it: what a merge's compare expects, so
    * such compares often hold and their outcome depends on the merges ordered before them. */
   readonly recent = new Map<string, string>();
@@ -207,6 +214,9 @@ export class Cluster {
     const n = this.nodes.get(id)!;
     if (n.replica === undefined) return;
     n.replica = undefined;
+    // With early answers a crash is a kill -9: what was written (every queued Ready) is in the
+    // page cache and survives; nothing more is sent.
+    if (this.earlyAck) { for (const { ready } of n.diskQueue) this.#store(n, ready); }
     n.diskQueue = [];
     n.compaction = undefined;
     n.downUntil = this.time + downFor;
@@ -346,8 +356,13 @@ export class Cluster {
   #collect(n: SimReplica): void {
     const r = n.replica!;
     if (!r.hasReady()) return;
-    const ready = r.ready();
+    let ready = r.ready();
     this.#observe(r, ready);
+    if (this.earlyAck && ready.hardState === undefined && ready.snapshot === undefined) {
+      // curp.witness_ack_after_write: proposal replies leave once the Ready is written.
+      for (const m of ready.messages) if (m.type === "proposeReply") this.#send(m);
+      ready = { ...ready, messages: ready.messages.filter((m) => m.type !== "proposeReply") };
+    }
     const last = n.diskQueue.at(-1)?.at ?? 0;
     const at = Math.max(last, this.time + (this.diskDelay > 0 ? this.rng.int(this.diskDelay) : 0));
     n.diskQueue.push({ at, ready });
@@ -358,29 +373,34 @@ export class Cluster {
     this.#storeCompaction(n);
     while (n.diskQueue.length > 0 && n.diskQueue[0].at <= this.time) {
       const { ready } = n.diskQueue.shift()!;
-      const d = n.disk;
-      if (ready.hardState) {
-        d.term = ready.hardState.term;
-        d.votedFor = ready.hardState.votedFor;
-      }
-      if (ready.snapshot !== undefined) {
-        this.snapshotsTaken++;
-        const { log, ...snapshot } = ready.snapshot;
-        d.snapshot = snapshot;
-        d.log = log;
-      } else if (ready.truncateFrom !== undefined) {
-        const base = d.snapshot?.index ?? 0;
-        d.log = d.log.slice(0, ready.truncateFrom - base - 1).concat(ready.entries);
-      }
-      if (ready.pool) d.pool = ready.pool;
-      if (ready.compaction !== undefined) {
-        // Written in the background, after this Ready's entries: it may take long or be lost.
-        const delay = this.diskDelay > 0 ? this.rng.int(4 * this.diskDelay) : 0;
-        n.compaction = { at: this.time + delay, snapshot: ready.compaction };
-      }
+      this.#store(n, ready);
       for (const m of ready.messages) this.#send(m);
     }
     this.#storeCompaction(n);
+  }
+
+  /** A Ready's state on the node's disk. */
+  #store(n: SimReplica, ready: Ready): void {
+    const d = n.disk;
+    if (ready.hardState) {
+      d.term = ready.hardState.term;
+      d.votedFor = ready.hardState.votedFor;
+    }
+    if (ready.snapshot !== undefined) {
+      this.snapshotsTaken++;
+      const { log, ...snapshot } = ready.snapshot;
+      d.snapshot = snapshot;
+      d.log = log;
+    } else if (ready.truncateFrom !== undefined) {
+      const base = d.snapshot?.index ?? 0;
+      d.log = d.log.slice(0, ready.truncateFrom - base - 1).concat(ready.entries);
+    }
+    if (ready.pool) d.pool = ready.pool;
+    if (ready.compaction !== undefined) {
+      // Written in the background, after this Ready's entries: it may take long or be lost.
+      const delay = this.diskDelay > 0 ? this.rng.int(4 * this.diskDelay) : 0;
+      n.compaction = { at: this.time + delay, snapshot: ready.compaction };
+    }
   }
 
   /** The background compaction, once written: the snapshot replaces the entries it covers. */
@@ -621,6 +641,7 @@ export function simulate(seed: number, options: SimOptions = {}): SimResult {
   const pieceBytes = [300, 2000, 1024 * 1024][probe.int(3)];
   const cluster = new Cluster(seed, replicaCount, 10, snapshotEvery, pieceBytes);
   cluster.merges = options.merges ?? false;
+  cluster.earlyAck = options.earlyAck ?? false;
   const rng = cluster.rng;
   for (let i = 0; i < (options.clients ?? 3); i++) {
     cluster.addClient(`c${i}`, options.opsPerClient ?? 20);
