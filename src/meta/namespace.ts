@@ -277,7 +277,14 @@ interface CachedValue {
   cachedAt?: number;
   /** Written by this namespace's own commit (not read from the store). */
   own?: boolean;
+  /** Inode records only: the values of this namespace's own earlier writes of the key that this
+   * one replaced (newest first, at most OWN_HISTORY). A watch delivers a write's echo after its
+   * commit, which on the fast path can be after the next own write of the key is cached (a
+   * directory's record in a create loop): that echo is still this node's own. */
+  ownEarlier?: Uint8Array[];
 }
+
+const OWN_HISTORY = 4;
 
 const MAX_CACHED_VALUE_BYTES = 4096;
 
@@ -576,6 +583,16 @@ export class Namespace {
     }
   }
 
+  /** @internal Cache what this namespace's own commit wrote; an inode record keeps the values
+   * of the own writes it replaces (`ownEarlier`). */
+  cacheOwn(name: string, entry: CachedValue): void {
+    const now = this.#cache.get(name);
+    if (now?.own && now.value && name.charCodeAt(PREFIX.length) === TAG_INODE) {
+      entry.ownEarlier = [now.value, ...(now.ownEarlier ?? [])].slice(0, OWN_HISTORY);
+    }
+    this.cachePut(name, entry);
+  }
+
   /** @internal The cached value of a key (undefined: not cached or absent). */
   cachedValue(name: string): Uint8Array | undefined {
     return this.#cache.get(name)?.value;
@@ -612,6 +629,9 @@ export class Namespace {
     const name = keyString(key);
     const cached = this.#cache.get(name);
     if (cached?.own && sameBytes(cached.value, value)) return true;
+    // An older own write of an inode record (their bytes carry nanosecond times and, for a
+    // directory, the merge count: another node's write never repeats them).
+    if (cached?.own && cached.ownEarlier?.some((v) => sameBytes(v, value))) return true;
     // This node's own write whose commit has not returned yet: its commit caches it.
     if (this.#inFlight.get(name)?.some((v) => sameBytes(v, value))) return true;
     this.cacheForget(name);
@@ -1066,14 +1086,14 @@ export class NsTxn {
       if (lease !== undefined) continue; // cluster bookkeeping, read around the cache
       // A fast-path commit reports revision 0: the written keys' modRevision is unknown.
       const modRevision = value ? (revision > 0 ? revision : undefined) : 0;
-      this.#ns.cachePut(name, { value, modRevision, knownAt: revision, own: true });
+      this.#ns.cacheOwn(name, { value, modRevision, knownAt: revision, own: true });
     }
     for (const [name, { merge }] of this.#merges) {
       // Merged onto what the cache holds now (another of this node's merges of the directory
       // may have landed since this transaction read it): merges commute. The modRevision is
       // unknown, so the next whole compare of the record is by value.
       const value = this.#ns.cachedValue(name) ?? this.#reads.get(name)!.value!;
-      this.#ns.cachePut(name, {
+      this.#ns.cacheOwn(name, {
         value: applyMerge(merge, value),
         modRevision: undefined,
         knownAt: revision,

@@ -7,7 +7,14 @@
 
 import assert from "node:assert/strict";
 import { openEmbeddedKV } from "./embedded.ts";
-import { decodeInode, type InodeRecord, keys, Namespace, ROOT_INO } from "./namespace.ts";
+import {
+  decodeInode,
+  encodeInode,
+  type InodeRecord,
+  keys,
+  Namespace,
+  ROOT_INO,
+} from "./namespace.ts";
 import type { MetaKV, RangeRequest, TxnRequest, TxnResponse } from "./kv.ts";
 import { KvMachine } from "./curp/kv_machine.ts";
 
@@ -145,4 +152,26 @@ Deno.test("namespace without merges (embedded): the directory is put whole", asy
     await kv.close();
     await Deno.remove(dir0, { recursive: true });
   }
+});
+
+Deno.test("namespace: a late echo of an older own write of an inode record keeps the cache", async () => {
+  const { kv } = machineKv();
+  const ns = await Namespace.open(kv, { rootUid: 0, rootGid: 0, validateReads: true });
+  const dir = await ns.allocIno();
+  await ns.transact((tx) => {
+    tx.putInode(dirRecord(dir));
+    tx.putDirent(ROOT_INO, enc.encode("d"), { ino: dir, type: 0o040000 });
+    return Promise.resolve();
+  });
+  const seen: Uint8Array[] = [];
+  for (let i = 0; i < 3; i++) {
+    await create(ns, dir, `f${i}`, false, 1_800_000_000 + i);
+    seen.push((await ns.get(keys.inode(dir))).value!);
+  }
+  // The echoes of the first two creates arrive after the third is cached: still this node's.
+  assert.equal(ns.watched(keys.inode(dir), seen[0]), true);
+  assert.equal(ns.watched(keys.inode(dir), seen[1]), true);
+  // Another node's change of the record is not: the key leaves the cache.
+  const theirs = encodeInode({ ...(await ns.getInode(dir))!, mode: 0o040700 });
+  assert.equal(ns.watched(keys.inode(dir), theirs), false);
 });
