@@ -390,6 +390,7 @@ const commands: Record<string, Command> = {
         dataDir: config.get("meta.data"),
         tickMs: config.get("meta.tick_ms")!,
         snapshotEvery: config.get("curp.snapshot_every"),
+        witnessAckAfterWrite: config.get("curp.witness_ack_after_write"),
         io: { engine: config.get("io.engine"), libraryPath: config.get("io.uring_lib") },
         debug: debug !== "",
         http: config.get("meta.http"),

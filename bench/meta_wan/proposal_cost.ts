@@ -31,13 +31,15 @@ const { values: args } = parseArgs({
     io: { type: "string", default: "auto" },
     store: { type: "string", default: "curp" },
     shared: { type: "boolean", default: false },
+    // false: replicas answer proposals only after the fdatasync (curp.witness_ack_after_write).
+    "ack-after-write": { type: "string", default: "true" },
     help: { type: "boolean", default: false },
   },
 });
 if (args.help) {
   console.log(
     "usage: deno run -A bench/meta_wan/proposal_cost.ts [--ops N] [--clients C] [--shared] [--v8-flags F] [--hold] " +
-      "[--io auto|io_uring|portable|io_uring-wait] [--store curp|etcd]",
+      "[--io auto|io_uring|portable|io_uring-wait] [--store curp|etcd] [--ack-after-write true|false]",
   );
   Deno.exit(0);
 }
@@ -102,7 +104,13 @@ const children = ids.map((id, i) =>
         "-A",
         ...(args["v8-flags"] === "" ? [] : [`--v8-flags=${args["v8-flags"]}`]),
         `${HERE}replica_main.ts`,
-        JSON.stringify({ id, peers, dataDir: `${dir}/${id}`, io: args.io }),
+        JSON.stringify({
+          id,
+          peers,
+          dataDir: `${dir}/${id}`,
+          io: args.io,
+          witnessAckAfterWrite: args["ack-after-write"] !== "false",
+        }),
       ],
       stdout: "inherit",
       stderr: "inherit",

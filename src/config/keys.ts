@@ -347,6 +347,15 @@ export const KEYS = {
     allowed: "a whole number of log entries from 1 to 100000000",
     doc: "a replica compacts its log into a snapshot once this many applied entries sit in it",
   },
+  "curp.witness_ack_after_write": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: true,
+    commands: ["meta serve"],
+    allowed: "true or false (env: 1/0, true/false, on/off)",
+    doc: "a replica answers a proposal once its witness record is written, before the fdatasync " +
+      "(survives kill -9; kv.sync() covers power loss, src/meta/curp/README.md)",
+  },
   // [meta]: `skyfs meta serve` (one CURP replica) and `skyfs meta status`
   "meta.id": {
     kind: "string",

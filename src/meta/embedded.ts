@@ -982,7 +982,8 @@ export class EmbeddedKV implements MetaKV {
   #runOp(op: RequestOp): ResponseOp {
     if ("range" in op) return { range: this.#rangeSync(op.range) };
     if ("put" in op) return { put: this.#putSync(op.put) };
-    return { deleteRange: this.#deleteSync(op.deleteRange) };
+    if ("deleteRange" in op) return { deleteRange: this.#deleteSync(op.deleteRange) };
+    throw new TypeError("The embedded store has no merge operation (MetaKV.merges is false)");
   }
 
   /** Every check a branch's operations need, made before any of them runs, so a transaction
@@ -1020,6 +1021,9 @@ export class EmbeddedKV implements MetaKV {
     checkKey(compare.key, "Compare key");
     if (compare.target === "value") {
       checkBytes(compare.value, "Compare value");
+      if (compare.ignore !== undefined) {
+        throw new TypeError("The embedded store has no value compare with ignore (no merges)");
+      }
     } else {
       if (
         compare.target !== "version" && compare.target !== "createRevision" &&

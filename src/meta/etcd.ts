@@ -61,6 +61,9 @@ const TARGETS = {
 } as const;
 
 function toCompare(c: Compare): Any {
+  if (c.target === "value" && c.ignore !== undefined) {
+    throw new TypeError("etcd has no value compare with ignore (MetaKV.merges is false)");
+  }
   const [target, field] = TARGETS[c.target];
   const value = c.target === "value" ? buf(c.value) : c.value;
   return { key: buf(c.key), result: RESULTS[c.result], target, [field]: value };
@@ -91,6 +94,7 @@ function toDelete(d: DeleteRangeRequest): Any {
 function toOp(op: RequestOp): Any {
   if ("range" in op) return { request_range: toRange(op.range) };
   if ("put" in op) return { request_put: toPut(op.put) };
+  if ("merge" in op) throw new TypeError("etcd has no merge operation (MetaKV.merges is false)");
   return { request_delete_range: toDelete(op.deleteRange) };
 }
 

@@ -70,23 +70,44 @@ export interface DeleteRangeResponse {
 }
 
 /** A condition of a transaction, as etcd's Compare. A missing key has version, createRevision,
- * modRevision and lease 0; its value compares as absent (every value comparison is false). */
+ * modRevision and lease 0; its value compares as absent (every value comparison is false).
+ * `ignore` (stores with `merges` only, value compares only): these byte ranges of both values
+ * count as equal, so a compare that ignores the fields merges change commutes with those merges
+ * (CURP: no conflict). The values must have the same length to be equal. */
 export type Compare =
   & { key: Uint8Array; result: "==" | "!=" | "<" | ">" }
   & (
     | { target: "version" | "createRevision" | "modRevision" | "lease"; value: number }
-    | { target: "value"; value: Uint8Array }
+    | { target: "value"; value: Uint8Array; ignore?: { at: number; width: number }[] }
   );
+
+/**
+ * Change fields of an existing value in place, commutatively (stores with `merges` only): every
+ * `max` field, a timespec of an i64 little-endian second count at `at` followed by a u32
+ * little-endian nanosecond count, becomes the later of itself and the given time; every `add`
+ * field, an unsigned little-endian integer of `width` bytes (1-4) at `at`, gains `delta` modulo
+ * 2^(8 width). Two merges of one key give the same value in either order, so a replicated store
+ * may run them side by side without ordering them (CURP: they do not conflict). A merge writes the
+ * key (new modRevision and version, a put event for watches) but keeps its `baseRevision`; a
+ * merge of a missing key writes nothing; a field beyond the value's end refuses the transaction.
+ */
+export interface MergeRequest {
+  key: Uint8Array;
+  max?: { at: number; sec: number; nsec: number }[];
+  add?: { at: number; width: number; delta: number }[];
+}
 
 export type RequestOp =
   | { range: RangeRequest }
   | { put: PutRequest }
-  | { deleteRange: DeleteRangeRequest };
+  | { deleteRange: DeleteRangeRequest }
+  | { merge: MergeRequest };
 
 export type ResponseOp =
   | { range: RangeResponse }
   | { put: PutResponse }
-  | { deleteRange: DeleteRangeResponse };
+  | { deleteRange: DeleteRangeResponse }
+  | { merge: Record<string, never> };
 
 export interface TxnRequest {
   compare?: Compare[];
@@ -151,6 +172,12 @@ export interface LeaseGrantResponse {
 
 /** The metadata store. Every method may reject with an Error (EIO at the edges). */
 export interface MetaKV {
+  /**
+   * True when the store runs `merge` operations and `baseRevision` compares (the CURP replicas,
+   * where they let writes of one directory's record commute). Other stores leave it undefined and
+   * refuse both.
+   */
+  readonly merges?: boolean;
   range(request: RangeRequest): Promise<RangeResponse>;
   put(request: PutRequest): Promise<PutResponse & { revision: number }>;
   deleteRange(request: DeleteRangeRequest): Promise<DeleteRangeResponse & { revision: number }>;
@@ -186,4 +213,30 @@ export function prefixEnd(prefix: Uint8Array): Uint8Array {
     }
   }
   return new Uint8Array([0]); // every key: etcd's "\0" rangeEnd means "to the end"
+}
+
+/** `value` with the merge applied (a copy): what a store with `merges` stores, and what the
+ * namespace caches after its own merge. The caller checked that every field fits. */
+export function applyMerge(m: MergeRequest, value: Uint8Array): Uint8Array {
+  const out = value.slice();
+  const view = new DataView(out.buffer);
+  for (const f of m.max ?? []) {
+    const sec = Number(view.getBigInt64(f.at, true));
+    const nsec = view.getUint32(f.at + 8, true);
+    if (f.sec > sec || (f.sec === sec && f.nsec > nsec)) {
+      view.setBigInt64(f.at, BigInt(f.sec), true);
+      view.setUint32(f.at + 8, f.nsec, true);
+    }
+  }
+  for (const f of m.add ?? []) {
+    let n = 0;
+    for (let i = f.width - 1; i >= 0; i--) n = n * 256 + out[f.at + i];
+    const modulus = 2 ** (8 * f.width);
+    n = (((n + f.delta) % modulus) + modulus) % modulus;
+    for (let i = 0; i < f.width; i++) {
+      out[f.at + i] = n % 256;
+      n = Math.floor(n / 256);
+    }
+  }
+  return out;
 }

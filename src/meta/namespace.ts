@@ -21,8 +21,8 @@
 
 import { DurationHistogram } from "../duration_histogram.ts";
 import { monotonicSeconds } from "../io/libc.ts";
-import type { Compare, KeyValue, MetaKV, RequestOp, TxnResponse } from "./kv.ts";
-import { prefixEnd } from "./kv.ts";
+import type { Compare, KeyValue, MergeRequest, MetaKV, RequestOp, TxnResponse } from "./kv.ts";
+import { applyMerge, prefixEnd } from "./kv.ts";
 import { FsError } from "../fs_error.ts";
 
 /** The metadata format this build writes; a store with a newer one is refused. */
@@ -202,6 +202,25 @@ function inoOfKeyString(name: string): number {
 const RECORD_VERSION = 1;
 const HEADER_BYTES = 96;
 
+// Offsets in the header of the fields a directory's entry changes touch, and of the merge count
+// (bytes 1-3, zero in a record written whole): on a store with merges (MetaKV.merges), an entry
+// change writes its directory's record as a merge (mtime and ctime raised to the change's time,
+// nlink moved by its delta, the count bumped) instead of a put, and compares the record with these
+// bytes ignored, so changes of one directory's entries commute (CURP's fast path side by side).
+// The count makes every merge change the record's bytes, so a compare of the whole value (a key
+// whose modRevision is unknown) still sees every entry change.
+const AT_MERGES = 1;
+const AT_NLINK = 16;
+const AT_MTIME = 60;
+const AT_CTIME = 72;
+/** The bytes a directory merge may change: what a merging transaction's compare ignores. */
+const MERGED_BYTES = [
+  { at: AT_MERGES, width: 3 },
+  { at: AT_NLINK, width: 4 },
+  { at: AT_MTIME, width: 12 },
+  { at: AT_CTIME, width: 12 },
+];
+
 export function encodeInode(record: InodeRecord): Uint8Array {
   const target = record.target ?? new Uint8Array(0);
   const out = new Uint8Array(HEADER_BYTES + target.length);
@@ -304,7 +323,14 @@ interface CachedValue {
   cachedAt?: number;
   /** Written by this namespace's own commit (not read from the store). */
   own?: boolean;
+  /** Inode records only: the values of this namespace's own earlier writes of the key that this
+   * one replaced (newest first, at most OWN_HISTORY). A watch delivers a write's echo after its
+   * commit, which on the fast path can be after the next own write of the key is cached (a
+   * directory's record in a create loop): that echo is still this node's own. */
+  ownEarlier?: Uint8Array[];
 }
+
+const OWN_HISTORY = 4;
 
 const MAX_CACHED_VALUE_BYTES = 4096;
 
@@ -603,6 +629,21 @@ export class Namespace {
     }
   }
 
+  /** @internal Cache what this namespace's own commit wrote; an inode record keeps the values
+   * of the own writes it replaces (`ownEarlier`). */
+  cacheOwn(name: string, entry: CachedValue): void {
+    const now = this.#cache.get(name);
+    if (now?.own && now.value && name.charCodeAt(PREFIX.length) === TAG_INODE) {
+      entry.ownEarlier = [now.value, ...(now.ownEarlier ?? [])].slice(0, OWN_HISTORY);
+    }
+    this.cachePut(name, entry);
+  }
+
+  /** @internal The cached value of a key (undefined: not cached or absent). */
+  cachedValue(name: string): Uint8Array | undefined {
+    return this.#cache.get(name)?.value;
+  }
+
   /** @internal */
   cacheForget(name: string): void {
     this.#cache.delete(name);
@@ -634,6 +675,9 @@ export class Namespace {
     const name = keyString(key);
     const cached = this.#cache.get(name);
     if (cached?.own && sameBytes(cached.value, value)) return true;
+    // An older own write of an inode record (their bytes carry nanosecond times and, for a
+    // directory, the merge count: another node's write never repeats them).
+    if (cached?.own && cached.ownEarlier?.some((v) => sameBytes(v, value))) return true;
     // This node's own write whose commit has not returned yet: its commit caches it.
     if (this.#inFlight.get(name)?.some((v) => sameBytes(v, value))) return true;
     this.cacheForget(name);
@@ -791,11 +835,19 @@ export class Namespace {
 /** One operation's view of the store: reads recorded for compares, writes buffered. */
 export class NsTxn {
   readonly #ns: Namespace;
-  /** key string -> modRevision read (0 for absent). */
+  /** key string -> modRevision read (0 for absent); `masked`: compared with MERGED_BYTES
+   * ignored (a directory record this transaction merges). */
   readonly #reads = new Map<
     string,
-    { key: Uint8Array; modRevision: number | undefined; value: Uint8Array | undefined }
+    {
+      key: Uint8Array;
+      modRevision: number | undefined;
+      value: Uint8Array | undefined;
+      masked?: boolean;
+    }
   >();
+  /** Directory records written as merges (stores with merges): key string -> the merge. */
+  readonly #merges = new Map<string, { ino: number; merge: MergeRequest }>();
   /** key string -> value to put, or undefined to delete. Insertion order is commit order. */
   readonly #writes = new Map<
     string,
@@ -817,12 +869,24 @@ export class NsTxn {
   }
 
   get hasWrites(): boolean {
-    return this.#writes.size > 0 || this.#rangeDeletes.length > 0;
+    return this.#writes.size > 0 || this.#rangeDeletes.length > 0 || this.#merges.size > 0;
   }
 
-  /** @internal Key string and value (undefined: delete) of every single-key write. */
+  /** How many directory records this transaction writes as merges (for tests and traces). */
+  get mergeCount(): number {
+    return this.#merges.size;
+  }
+
+  /** @internal Key string and value (undefined: delete) of every single-key write; a merged
+   * record's value as the merge makes it from what was read. */
   writtenValues(): [string, Uint8Array | undefined][] {
-    return [...this.#writes].map(([name, w]) => [name, w.value]);
+    const out: [string, Uint8Array | undefined][] = [...this.#writes].map((
+      [name, w],
+    ) => [name, w.value]);
+    for (const [name, { merge }] of this.#merges) {
+      out.push([name, applyMerge(merge, this.#reads.get(name)!.value!)]);
+    }
+    return out;
   }
 
   async #read(key: Uint8Array): Promise<Uint8Array | undefined> {
@@ -841,8 +905,50 @@ export class NsTxn {
 
   #write(key: Uint8Array, value: Uint8Array | undefined): void {
     const name = keyString(key);
+    this.#unmerge(name);
     this.#writes.delete(name);
     this.#writes.set(name, { key, value });
+  }
+
+  /** A record about to be written whole: a merge of it planned earlier is dropped (the whole
+   * record carries its changes) and its read is compared whole again. */
+  #unmerge(name: string): void {
+    if (!this.#merges.delete(name)) return;
+    const read = this.#reads.get(name);
+    if (read) read.masked = false;
+  }
+
+  /**
+   * On a store with merges: `record`, a live directory this transaction read, differs from what
+   * was read only by an entry change's stamp (mtime = ctime, the time of the change; nlink by a
+   * subdirectory added or removed). Returns the merge that writes that change, or undefined when
+   * the record must be put whole (another store, another kind of change, pending attributes).
+   */
+  #entryStamp(record: InodeRecord, name: string): MergeRequest | undefined {
+    if (this.#ns.kv.merges !== true || (record.mode & 0o170000) !== 0o040000) return undefined;
+    if (this.#writes.has(name)) return undefined;
+    const read = this.#reads.get(name);
+    if (read?.value === undefined) return undefined;
+    const before = decodeInode(record.ino, read.value);
+    if (before.nlink === 0 || record.nlink === 0) return undefined;
+    const same = before.mode === record.mode && before.uid === record.uid &&
+      before.gid === record.gid && before.rdev === record.rdev && before.size === record.size &&
+      before.parent === record.parent && before.generation === record.generation &&
+      sameTime(before.atime, record.atime) && sameTime(before.btime, record.btime) &&
+      sameTime(record.mtime, record.ctime) && sameBytes(before.target, record.target);
+    if (!same) return undefined;
+    const earlier = this.#merges.get(name)?.merge;
+    // Two stamps of one directory in one transaction: the later record already holds both.
+    const delta = record.nlink - before.nlink;
+    const t = record.ctime;
+    const max = [{ at: AT_MTIME, sec: t.sec, nsec: t.nsec }, { at: AT_CTIME, ...t }];
+    if (earlier) {
+      const e = earlier.max![0];
+      if (e.sec > t.sec || (e.sec === t.sec && e.nsec > t.nsec)) return undefined;
+    }
+    const add = [{ at: AT_MERGES, width: 3, delta: 1 }];
+    if (delta !== 0) add.push({ at: AT_NLINK, width: 4, delta });
+    return { key: read.key, max: max.map(({ at, sec, nsec }) => ({ at, sec, nsec })), add };
   }
 
   async getInode(ino: number): Promise<InodeRecord | undefined> {
@@ -850,8 +956,15 @@ export class NsTxn {
     return value ? decodeInode(ino, value) : undefined;
   }
 
+  /** Write `record`. A directory's entry-change stamp goes as a merge on a store with merges
+   * (see MERGED_BYTES); everything else is written whole. */
   putInode(record: InodeRecord): void {
-    this.#write(keys.inode(record.ino), encodeInode(record));
+    const key = keys.inode(record.ino);
+    const name = keyString(key);
+    const merge = this.#entryStamp(record, name);
+    if (merge === undefined) return this.#write(key, encodeInode(record));
+    this.#merges.set(name, { ino: record.ino, merge });
+    this.#reads.get(name)!.masked = true;
   }
 
   /** Delete an inode with its xattrs and orphan mark (directory entries are the caller's). */
@@ -1102,16 +1215,28 @@ export class NsTxn {
 
   /** @internal */
   compares(): Compare[] {
-    return [...this.#reads.values()].map(({ key, modRevision, value }): Compare =>
-      modRevision !== undefined
+    const out = [...this.#reads.values()].map(({ key, modRevision, value, masked }): Compare =>
+      masked
+        ? { key, target: "value", result: "==", value: value!, ignore: MERGED_BYTES }
+        : modRevision !== undefined
         ? { key, target: "modRevision", result: "==", value: modRevision }
         : { key, target: "value", result: "==", value: value! }
     );
+    // The masked compare ignores nlink, so it cannot tell a removed directory still on the
+    // orphan list (nlink 0, kept for an open handle) from a live one: its orphan mark can.
+    for (const { ino } of this.#merges.values()) {
+      const key = keys.orphan(ino);
+      if (!this.#reads.has(keyString(key))) {
+        out.push({ key, target: "version", result: "==", value: 0 });
+      }
+    }
+    return out;
   }
 
   /** @internal */
   requestOps(): RequestOp[] {
     const ops: RequestOp[] = this.#rangeDeletes.map((range) => ({ deleteRange: { ...range } }));
+    for (const { merge } of this.#merges.values()) ops.push({ merge });
     for (const { key, value, lease } of this.#writes.values()) {
       ops.push(
         value
@@ -1134,7 +1259,19 @@ export class NsTxn {
       if (lease !== undefined || outside) continue; // cluster bookkeeping, read around the cache
       // A fast-path commit reports revision 0: the written keys' modRevision is unknown.
       const modRevision = value ? (revision > 0 ? revision : undefined) : 0;
-      this.#ns.cachePut(name, { value, modRevision, knownAt: revision, own: true });
+      this.#ns.cacheOwn(name, { value, modRevision, knownAt: revision, own: true });
+    }
+    for (const [name, { merge }] of this.#merges) {
+      // Merged onto what the cache holds now (another of this node's merges of the directory
+      // may have landed since this transaction read it): merges commute. The modRevision is
+      // unknown, so the next whole compare of the record is by value.
+      const value = this.#ns.cachedValue(name) ?? this.#reads.get(name)!.value!;
+      this.#ns.cacheOwn(name, {
+        value: applyMerge(merge, value),
+        modRevision: undefined,
+        knownAt: revision,
+        own: true,
+      });
     }
     for (const key of this.#absent) {
       const name = keyString(key);
@@ -1181,6 +1318,10 @@ export function systemNow(): Timespec {
   if (ns <= lastNowNs) ns = lastNowNs + 1n;
   lastNowNs = ns;
   return { sec: Number(ns / 1_000_000_000n), nsec: Number(ns % 1_000_000_000n) };
+}
+
+function sameTime(a: Timespec, b: Timespec): boolean {
+  return a.sec === b.sec && a.nsec === b.nsec;
 }
 
 function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {

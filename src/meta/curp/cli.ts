@@ -24,6 +24,8 @@ export interface MetaServeOptions {
   tickMs: number;
   /** Config curp.snapshot_every (SKYFS_CURP_SNAPSHOT_EVERY). Default the core's. */
   snapshotEvery?: number;
+  /** Config curp.witness_ack_after_write. Default true (ServeOptions). */
+  witnessAckAfterWrite?: boolean;
   /** Config io.engine and io.uring_lib. */
   io?: { engine?: string; libraryPath?: string };
   /** Config log.debug: nothing more yet (the replica has no debug output of its own). */
@@ -36,7 +38,8 @@ export interface MetaServeOptions {
 
 /** Run a replica until SIGINT or SIGTERM. */
 export async function metaServe(options: MetaServeOptions): Promise<void> {
-  const { id, peers, dataDir: data, tickMs, snapshotEvery, httpToken } = options;
+  const { id, peers, dataDir: data, tickMs, snapshotEvery, witnessAckAfterWrite, httpToken } =
+    options;
   if (id === undefined || peers === undefined || data === undefined) {
     throw new RangeError(
       "skyfs meta serve needs --id, --peers and --data (or meta.id, meta.peers, meta.data in " +
@@ -58,7 +61,15 @@ export async function metaServe(options: MetaServeOptions): Promise<void> {
   });
   let server: ReplicaServer;
   try {
-    server = await ReplicaServer.start({ id, peers, dataDir: data, tickMs, snapshotEvery, io });
+    server = await ReplicaServer.start({
+      id,
+      peers,
+      dataDir: data,
+      tickMs,
+      snapshotEvery,
+      witnessAckAfterWrite,
+      io,
+    });
   } catch (error) {
     await io.shutdown();
     throw error;

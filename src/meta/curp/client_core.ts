@@ -16,6 +16,9 @@ export interface Completion {
   /** "fast": one round trip, result without revisions; "slow": after commit, with revisions;
    * "read": a read-only transaction answered by the leader outside the log, with revisions. */
   path: "fast" | "slow" | "read";
+  /** A witness (or the leader) refused the proposal: it conflicted with a record still in that
+   * replica's pool (or an uncommitted entry), so it could not complete on the fast path. */
+  refused?: boolean;
 }
 
 export interface ClientConfig {
@@ -44,6 +47,8 @@ interface Outstanding {
   accepts: Map<NodeId, number>;
   leaderReply: { term: number; result: CommandResult } | undefined;
   fastPath: boolean;
+  /** Some replica refused it (`Completion.refused`). */
+  refused?: boolean;
 }
 
 export interface SubmitOptions {
@@ -156,7 +161,10 @@ export class ClientCore {
     }
     if (m.type !== "proposeReply" || m.seq !== o.command.seq || !o.fastPath) return;
     if (m.accepted) o.accepts.set(m.from, m.term);
-    else o.accepts.delete(m.from);
+    else {
+      o.accepts.delete(m.from);
+      o.refused = true;
+    }
     if (m.speculative !== undefined && m.leaderId === m.from) {
       o.leaderReply = { term: m.term, result: m.speculative };
     }
@@ -197,11 +205,12 @@ export class ClientCore {
 
   #complete(result: CommandResult | undefined, path: "fast" | "slow"): void {
     const seq = this.#outstanding!.command.seq;
-    this.#outstanding = undefined;
     this.#firstUnacked = seq + 1;
+    const refused = this.#outstanding!.refused === true;
+    this.#outstanding = undefined;
     if (path === "fast") this.fastCount++;
     else this.slowCount++;
-    this.#completions.push({ seq, result, path });
+    this.#completions.push(refused ? { seq, result, path, refused } : { seq, result, path });
   }
 
   #broadcastRead(r: OutstandingRead): void {

@@ -41,10 +41,21 @@ export interface Interval {
   end: string | undefined;
 }
 
+/** A key and byte ranges of its value. */
+export interface Masked {
+  key: Interval;
+  ranges: { at: number; width: number }[];
+}
+
 /** The keys a command may read and may write, whichever transaction branch runs. */
 export interface Footprint {
   reads: Interval[];
   writes: Interval[];
+  /** Keys merged (`merge` ops) with the byte ranges each merge changes: merges commute with each
+   * other, and with a masked read that ignores every range they change. */
+  merges: Masked[];
+  /** Keys compared by value with `ignore` ranges. */
+  maskedReads: Masked[];
   /** Lease ids whose existence the command depends on (a put attaching to one). */
   leaseReads: number[];
   /** Lease ids the command creates, renews or removes. */
@@ -95,6 +106,12 @@ function addOp(op: RequestOp, fp: Footprint): void {
   else if ("put" in op) {
     fp.writes.push(intervalOf({ key: op.put.key }));
     if ((op.put.lease ?? 0) !== 0) fp.leaseReads.push(op.put.lease!);
+  } else if ("merge" in op) {
+    const ranges = [
+      ...(op.merge.max ?? []).map((f) => ({ at: f.at, width: 12 })),
+      ...(op.merge.add ?? []).map((f) => ({ at: f.at, width: f.width })),
+    ];
+    fp.merges.push({ key: intervalOf({ key: op.merge.key }), ranges });
   } else fp.writes.push(intervalOf(op.deleteRange));
 }
 
@@ -104,7 +121,7 @@ const footprints = new WeakMap<Command, Footprint>();
 export function footprintOf(command: Command): Footprint {
   let fp = footprints.get(command);
   if (fp !== undefined) return fp;
-  fp = { reads: [], writes: [], leaseReads: [], leaseWrites: [] };
+  fp = { reads: [], writes: [], merges: [], maskedReads: [], leaseReads: [], leaseWrites: [] };
   const admin = command.admin;
   if (admin !== undefined) {
     if ("leaseGrant" in admin) fp.leaseWrites.push(admin.leaseGrant.id);
@@ -114,7 +131,12 @@ export function footprintOf(command: Command): Footprint {
       fp.writes.push(EVERY_KEY);
     } else fp.writes.push(EVERY_KEY);
   }
-  for (const c of command.txn.compare ?? []) fp.reads.push(intervalOf({ key: c.key }));
+  for (const c of command.txn.compare ?? []) {
+    const key = intervalOf({ key: c.key });
+    if (c.target === "value" && c.ignore !== undefined) {
+      fp.maskedReads.push({ key, ranges: c.ignore });
+    } else fp.reads.push(key);
+  }
   for (const op of command.txn.success ?? []) addOp(op, fp);
   for (const op of command.txn.failure ?? []) addOp(op, fp);
   footprints.set(command, fp);
@@ -126,13 +148,36 @@ function anyOverlap(a: Interval[], b: Interval[]): boolean {
   return false;
 }
 
-/** Two commands conflict when one may write a key the other may read or write. Two reads never
- * conflict. Commutative by construction. */
+/** Whether a merge changing `merge.ranges` may change what a masked read of the same key sees:
+ * some changed byte lies outside the ranges the read ignores. */
+function mergeSeen(merge: Masked, read: Masked): boolean {
+  if (!overlaps(merge.key, read.key)) return false;
+  return merge.ranges.some((m) =>
+    !read.ranges.some((r) => r.at <= m.at && m.at + m.width <= r.at + r.width)
+  );
+}
+
+function anyMergeSeen(merges: Masked[], reads: Masked[]): boolean {
+  for (const m of merges) for (const r of reads) if (mergeSeen(m, r)) return true;
+  return false;
+}
+
+/** Two commands conflict when one may write a key the other may read, write, merge or
+ * mask-compare, when one merges a key the other reads whole, or when one merges bytes that the
+ * other's masked compare looks at. Two reads never conflict, nor two merges (they commute: max and
+ * modular add), nor a merge and a compare that ignores every byte it changes. Symmetric by
+ * construction. */
 export function conflicts(a: Command, b: Command): boolean {
   const fa = footprintOf(a);
   const fb = footprintOf(b);
+  const keysOf = (m: Masked[]) => m.map((x) => x.key);
   return anyOverlap(fa.writes, fb.writes) || anyOverlap(fa.writes, fb.reads) ||
-    anyOverlap(fa.reads, fb.writes) || fa.leaseWrites.some((l) => fb.leaseWrites.includes(l)) ||
+    anyOverlap(fa.reads, fb.writes) || anyOverlap(fa.writes, keysOf(fb.merges)) ||
+    anyOverlap(keysOf(fa.merges), fb.writes) || anyOverlap(fa.writes, keysOf(fb.maskedReads)) ||
+    anyOverlap(keysOf(fa.maskedReads), fb.writes) || anyOverlap(keysOf(fa.merges), fb.reads) ||
+    anyOverlap(fa.reads, keysOf(fb.merges)) || anyMergeSeen(fa.merges, fb.maskedReads) ||
+    anyMergeSeen(fb.merges, fa.maskedReads) ||
+    fa.leaseWrites.some((l) => fb.leaseWrites.includes(l)) ||
     fa.leaseWrites.some((l) => fb.leaseReads.includes(l)) ||
     fa.leaseReads.some((l) => fb.leaseWrites.includes(l));
 }

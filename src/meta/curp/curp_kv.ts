@@ -147,14 +147,22 @@ function traceLine(
   for (const op of txn.success ?? []) {
     if ("range" in op) parts.push(`range ${keyText(op.range.key)}`);
     else if ("put" in op) parts.push(`put ${keyText(op.put.key)}`);
+    else if ("merge" in op) parts.push(`merge ${keyText(op.merge.key)}`);
     else parts.push(`delete ${keyText(op.deleteRange.key)}`);
   }
   if (options.admin) parts.push(Object.keys(options.admin)[0]);
   const ms = (performance.now() - startedAt).toFixed(2);
-  return `skyfs: meta ${completion.path} ${ms} ms: ${parts.join(", ")}`;
+  const path = completion.refused ? `${completion.path} (refused)` : completion.path;
+  return `skyfs: meta ${path} ${ms} ms: ${parts.join(", ")}`;
 }
 
+/** The key a `sync()` barrier deletes: nobody stores it, so the barrier writes nothing (no
+ * revision, no watch event); it only has to go through the log. */
+const SYNC_BARRIER_KEY = new TextEncoder().encode("\u0000curp/sync-barrier");
+
 export class CurpKV implements MetaKV {
+  /** The replicas' state machine runs `merge` and `baseRevision` compares (kv_machine.ts). */
+  readonly merges = true;
   readonly members: Record<string, string>;
   readonly #options: Required<Omit<CurpKVOptions, "log" | "routes" | "trace">>;
   readonly #trace: ((line: string) => void) | undefined;
@@ -178,6 +186,13 @@ export class CurpKV implements MetaKV {
   readonly #watches = new Map<number, ClientWatch>();
   fastCount = 0;
   slowCount = 0;
+  /** Barrier commands `sync()` proposed (one per sync after fast-path completions). */
+  syncBarriers = 0;
+  /** Fast-path completions not yet covered by a `sync()` barrier. */
+  #fastSinceBarrier = 0;
+  /** Commands some witness refused (a conflict with a record in its pool): these cannot go
+   * fast; a slow command that nobody refused only lost the race with its own commit. */
+  refusedCount = 0;
   /** Read-only transactions answered outside the log (one round trip, no fsync anywhere). */
   readCount = 0;
   /** Time from submission to completion of fast-path (series 0) and slow-path (1) commits. */
@@ -271,8 +286,10 @@ export class CurpKV implements MetaKV {
       this.#busy.delete(core.id);
       clearTimeout(p.timer);
       const seconds = monotonicSeconds() - p.startedAt;
+      if (c.refused) this.refusedCount++;
       if (c.path === "fast") {
         this.fastCount++;
+        this.#fastSinceBarrier++;
         this.commitDurations.observe(seconds, 0);
       } else if (c.path === "read") this.readCount++;
       else {
@@ -380,9 +397,23 @@ export class CurpKV implements MetaKV {
     return (await this.#run({})).revision;
   }
 
-  /** Nothing to do: a command completes only once a quorum fsync'd it (log or witness pools). */
-  sync(): Promise<void> {
-    return Promise.resolve();
+  /**
+   * Durable against power loss: a command completed on the fast path may rest in witness records
+   * that are written but not yet fdatasync'd (a replica answers once its record is in the page
+   * cache, curp.witness_ack_after_write; a kill -9 keeps it, a power loss may not). So when this
+   * client completed any since the last barrier, propose one on the slow path: it commits after
+   * every command this client completed (they sit before it in the leader's log, or a new leader
+   * replayed them before its no-op), and a commit means fdatasync'd on a majority (log appends
+   * are always synced before they are acknowledged). Slow-path completions were durable already.
+   */
+  async sync(): Promise<void> {
+    const covered = this.#fastSinceBarrier;
+    if (covered === 0) return;
+    await this.#run({ success: [{ deleteRange: { key: SYNC_BARRIER_KEY } }] }, {
+      fastPath: false,
+    });
+    this.#fastSinceBarrier = Math.max(0, this.#fastSinceBarrier - covered);
+    this.syncBarriers++;
   }
 
   /** Served by one replica (the leader when known) from its history, then live; on a lost

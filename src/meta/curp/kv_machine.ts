@@ -9,9 +9,11 @@
  */
 
 import sortedBtree from "sorted-btree";
+import { applyMerge } from "../kv.ts";
 import type {
   Compare,
   KeyValue,
+  MergeRequest,
   RequestOp,
   ResponseOp,
   TxnRequest,
@@ -143,6 +145,10 @@ function compareHolds(store: Store, c: Compare): boolean {
   const kv = store.get(keyString(c.key));
   if (c.target === "value") {
     if (kv === undefined) return false;
+    if (c.ignore !== undefined) {
+      const equal = equalIgnoring(kv.value, c.value, c.ignore);
+      return c.result === "==" ? equal : c.result === "!=" ? !equal : false;
+    }
     const order = keyString(kv.value) < keyString(c.value)
       ? -1
       : keyString(kv.value) > keyString(c.value)
@@ -152,6 +158,21 @@ function compareHolds(store: Store, c: Compare): boolean {
   }
   const actual = kv === undefined ? 0 : kv[c.target];
   return compareNumbers(actual, c.value, c.result);
+}
+
+/** Whether `a` and `b` are equal outside the `ignore` ranges (same length required). */
+export function equalIgnoring(
+  a: Uint8Array,
+  b: Uint8Array,
+  ignore: { at: number; width: number }[],
+): boolean {
+  if (a.length !== b.length) return false;
+  outer: for (let i = 0; i < a.length; i++) {
+    if (a[i] === b[i]) continue;
+    for (const r of ignore) if (i >= r.at && i < r.at + r.width) continue outer;
+    return false;
+  }
+  return true;
 }
 
 function copyKv(kv: KeyValue, keysOnly = false): KeyValue {
@@ -403,10 +424,17 @@ export class KvMachine {
       if ("put" in op && (op.put.lease ?? 0) !== 0 && !this.#leases.has(op.put.lease!)) {
         return { ok: false, error: `Lease ${op.put.lease} not found` };
       }
+      if ("merge" in op) {
+        const prev = store.get(keyString(op.merge.key));
+        const beyond = prev === undefined ? undefined : mergeBeyond(op.merge, prev.value.length);
+        if (beyond !== undefined) return { ok: false, error: beyond };
+      }
     }
-    // Deleting nothing writes nothing: only a put or a delete that finds keys makes a revision.
+    // Deleting or merging nothing writes nothing: only a put, a delete that finds keys or a merge
+    // of a key that exists makes a revision.
     const writes = ops.some((op) =>
       "put" in op ||
+      ("merge" in op && store.get(keyString(op.merge.key)) !== undefined) ||
       ("deleteRange" in op && store.keysIn(...spread(intervalOf(op.deleteRange))).length > 0)
     );
     const revision = writes ? nextRevision : this.#revision;
@@ -429,9 +457,21 @@ function invalidBranch(ops: RequestOp[]): string | undefined {
   const puts: string[] = [];
   const deletes: { start: string; end: string | undefined }[] = [];
   for (const op of ops) {
-    const key = "range" in op ? op.range.key : "put" in op ? op.put.key : op.deleteRange.key;
+    const key = "range" in op
+      ? op.range.key
+      : "put" in op
+      ? op.put.key
+      : "merge" in op
+      ? op.merge.key
+      : op.deleteRange.key;
     if (key.length === 0) return "Key must not be empty (etcd: key is not provided)";
     if ("put" in op) puts.push(keyString(op.put.key));
+    if ("merge" in op) {
+      const bad = mergeShape(op.merge);
+      if (bad !== undefined) return bad;
+      // A key merged and put (or deleted, or merged twice) in one branch: as etcd's duplicates.
+      puts.push(keyString(op.merge.key));
+    }
     if ("deleteRange" in op) deletes.push(intervalOf(op.deleteRange));
   }
   const seen = new Set<string>();
@@ -448,6 +488,38 @@ function invalidBranch(ops: RequestOp[]): string | undefined {
 }
 
 type LeaseTable = Map<number, { keys: Set<string> }>;
+
+/** Why a merge's fields are malformed (not integers, a width outside 1-4), or undefined. */
+function mergeShape(m: MergeRequest): string | undefined {
+  for (const f of m.max ?? []) {
+    if (
+      !Number.isSafeInteger(f.at) || f.at < 0 || !Number.isSafeInteger(f.sec) ||
+      !Number.isInteger(f.nsec) || f.nsec < 0 || f.nsec >= 1e9
+    ) return `Merge max field ${JSON.stringify(f)} is not an offset, seconds and nanoseconds`;
+  }
+  for (const f of m.add ?? []) {
+    if (
+      !Number.isSafeInteger(f.at) || f.at < 0 || !Number.isInteger(f.width) || f.width < 1 ||
+      f.width > 4 || !Number.isSafeInteger(f.delta)
+    ) return `Merge add field ${JSON.stringify(f)} needs an offset, a width of 1-4 bytes, a delta`;
+  }
+  return undefined;
+}
+
+/** Why a merge's fields do not fit in a value of `length` bytes, or undefined. */
+function mergeBeyond(m: MergeRequest, length: number): string | undefined {
+  for (const f of m.max ?? []) {
+    if (f.at + 12 > length) {
+      return `Merge max field at ${f.at} is beyond the value's ${length} bytes`;
+    }
+  }
+  for (const f of m.add ?? []) {
+    if (f.at + f.width > length) {
+      return `Merge add field at ${f.at} is beyond the value's ${length} bytes`;
+    }
+  }
+  return undefined;
+}
 
 function deleteEvent(prev: KeyValue, revision: number): WatchEvent {
   return {
@@ -485,6 +557,20 @@ function runOp(
         revision,
       },
     };
+  }
+  if ("merge" in op) {
+    const key = keyString(op.merge.key);
+    const prev = store.get(key);
+    if (prev === undefined) return { merge: {} };
+    const kv: KeyValue = {
+      ...prev,
+      value: applyMerge(op.merge, prev.value),
+      modRevision: revision,
+      version: prev.version + 1,
+    };
+    store.set(key, kv);
+    events?.push({ type: "put", kv, prevKv: prev });
+    return { merge: {} };
   }
   if ("put" in op) {
     const key = keyString(op.put.key);

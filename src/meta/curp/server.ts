@@ -34,6 +34,10 @@ export interface ServeOptions {
   electionTicks?: number;
   /** Applied log entries kept before a snapshot replaces them. Default 10,000. */
   snapshotEvery?: number;
+  /** Send proposal replies (witness accepts, the leader's speculative result) once the Ready is
+   * written, before its fdatasync, unless it changes the hard state (README "Witness records
+   * acknowledged from the page cache"). Default true. */
+  witnessAckAfterWrite?: boolean;
   log?: (line: string) => void;
 }
 
@@ -137,6 +141,7 @@ export class ReplicaServer {
   /** The drain in progress (it awaits persistence), which close() waits for. */
   #draining: Promise<void> | undefined;
   #closed = false;
+  readonly #ackAfterWrite: boolean;
   #stopped!: { resolve: () => void; reject: (error: unknown) => void };
   /** Settles when the replica stops: resolves after close(), rejects when storage failed (the
    * replica then sends nothing more; restart it from its data directory). */
@@ -155,6 +160,7 @@ export class ReplicaServer {
     opened: { storage: ReplicaStorage; state: PersistentState },
   ) {
     this.#log = options.log ?? ((line) => console.error(line));
+    this.#ackAfterWrite = options.witnessAckAfterWrite ?? true;
     this.stopped = new Promise((resolve, reject) => this.#stopped = { resolve, reject });
     this.stopped.catch(() => {}); // a caller that never looks at it must not crash the process
     const ids = [...peers.keys()];
@@ -421,8 +427,21 @@ export class ReplicaServer {
     while (!this.#closed && this.replica.hasReady()) {
       const ready = this.replica.ready();
       const started = performance.now();
+      // Witness answers (proposeReply) may leave once the pool record is written, before its
+      // fdatasync (README "Witness records acknowledged from the page cache"); everything else
+      // (votes, append replies, appends, synced) waits for the fdatasync, and so does everything
+      // in a Ready that changes the hard state.
+      const early = this.#ackAfterWrite && ready.hardState === undefined &&
+          ready.snapshot === undefined
+        ? ready.messages.filter((m) => m.type === "proposeReply")
+        : [] as Message[];
+      let sentEarly = false;
+      const onWritten = early.length === 0 ? undefined : () => {
+        sentEarly = true;
+        if (!this.#closed) { for (const m of early) this.#send(m); }
+      };
       try {
-        await this.#storage.persist(ready); // before any send: see core.ts Ready
+        await this.#storage.persist(ready, onWritten); // before any send: see core.ts Ready
       } catch (error) {
         this.#log(
           `curp: replica "${this.replica.id}" stops: storage in "${this.#storage.dir}" failed: ` +
@@ -439,7 +458,7 @@ export class ReplicaServer {
             `${Math.round(performance.now() - started)} ms`,
         );
       }
-      for (const m of ready.messages) this.#send(m);
+      for (const m of ready.messages) if (!sentEarly || !early.includes(m)) this.#send(m);
       if (ready.applied.length > 0) {
         for (const [id, w] of this.#watches) this.#pump(id, w);
       }

@@ -6,19 +6,30 @@ import { openCurpKV } from "./curp_kv.ts";
 import { type IoEngine, openIoEngine } from "../../io/mod.ts";
 import { keyBytes } from "./command.ts";
 
-/** An engine whose writeAndSync (the log append) can be held back: a slow disk on demand. */
+/** An engine whose log fdatasyncs (a writeAndSync, or an fdatasync after a plain write when
+ * replies go out once the record is written) can be held back: a slow disk on demand. */
 function gatedEngine(real: IoEngine) {
   let held: (() => void)[] | undefined;
   let appends = 0;
+  let writes = 0;
   const io: IoEngine = {
     kind: real.kind,
     open: (path, flags, mode) => real.open(path, flags, mode),
     close: (fd) => real.close(fd),
     read: (fd, into, offset) => real.read(fd, into, offset),
-    write: (fd, data, offset) => real.write(fd, data, offset),
+    write: (fd, data, offset) => {
+      writes++;
+      return real.write(fd, data, offset);
+    },
     readv: (fd, into, offset) => real.readv(fd, into, offset),
     writev: (fd, data, offset) => real.writev(fd, data, offset),
-    fsync: (fd, options) => real.fsync(fd, options),
+    fsync: async (fd, options) => {
+      if (options?.datasync) {
+        appends++;
+        if (held !== undefined) await new Promise<void>((resolve) => held!.push(resolve));
+      }
+      return await real.fsync(fd, options);
+    },
     writeAndSync: async (fd, data, offset) => {
       appends++;
       if (held !== undefined) await new Promise<void>((resolve) => held!.push(resolve));
@@ -34,6 +45,9 @@ function gatedEngine(real: IoEngine) {
     io,
     get appends() {
       return appends;
+    },
+    get writes() {
+      return writes;
     },
     hold() {
       held = [];
@@ -97,12 +111,77 @@ Deno.test("curp server: a proposal is answered only after its log append is dura
   }
 });
 
+for (const ackAfterWrite of [true, false]) {
+  Deno.test(
+    `curp server: witness_ack_after_write ${ackAfterWrite}: a fast-path proposal is answered ${
+      ackAfterWrite ? "once written, before its fdatasync" : "only after its fdatasync"
+    }`,
+    async () => {
+      const real = await openIoEngine({ log: () => {} });
+      const gate = gatedEngine(real);
+      const dir = await Deno.makeTempDir({ prefix: "uring2-server-" });
+      const address = `127.0.0.1:${freePort()}`;
+      const server = await ReplicaServer.start({
+        id: "a",
+        peers: `a=${address}`,
+        dataDir: dir,
+        tickMs: 10,
+        io: gate.io,
+        witnessAckAfterWrite: ackAfterWrite,
+        log: () => {},
+      });
+      const kv = await openCurpKV([address], { timeoutMs: 10_000 });
+      try {
+        await kv.put({ key: keyBytes("before"), value: keyBytes("1") }); // a leader exists
+        const fastBefore = kv.fastCount;
+        gate.hold();
+        let answered = false;
+        const txn = kv.txn({
+          success: [{ put: { key: keyBytes("k"), value: keyBytes("v") } }],
+          revisionsUnused: true,
+        }).then(() => answered = true, () => false);
+        while (gate.waiting === 0) await new Promise((r) => setTimeout(r, 5));
+        const deadline = Date.now() + 2_000;
+        while (!answered && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        assert.equal(answered, ackAfterWrite);
+        assert.ok(gate.waiting >= 1, "the fdatasync was let through");
+        // sync() after a fast completion is a barrier through the log: it cannot finish while the
+        // fdatasync is held.
+        let synced = false;
+        const sync = kv.sync().then(() => synced = true, () => false);
+        await new Promise((r) => setTimeout(r, 200));
+        if (ackAfterWrite) assert.equal(synced, false, "sync() returned before any fdatasync");
+        gate.release();
+        assert.equal(await txn, true);
+        await sync;
+        await kv.sync(); // covers the txn when it completed after the first sync() began
+        // One barrier when the txn completed on the fast path (always, answered before the
+        // fdatasync; without early answers a single replica may commit it first).
+        const barriers = kv.fastCount > fastBefore ? 1 : 0;
+        if (ackAfterWrite) assert.equal(barriers, 1);
+        assert.equal(kv.syncBarriers, barriers);
+        await kv.sync(); // nothing completed fast since: no barrier
+        assert.equal(kv.syncBarriers, barriers);
+        const got = await kv.range({ key: keyBytes("k") });
+        assert.equal(new TextDecoder().decode(got.kvs[0].value), "v");
+      } finally {
+        gate.release();
+        await kv.close();
+        await server.close();
+        await real.shutdown();
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  );
+}
+
 Deno.test("curp server: a failed log append stops the replica instead of answering", async () => {
   const real = await openIoEngine({ log: () => {} });
   let fail = false;
   const failing: IoEngine = new Proxy(real, {
     get(_target, name) {
-      if (name === "writeAndSync" && fail) {
+      // Both ways a log append is synced: linked, or an fdatasync after the write.
+      if ((name === "writeAndSync" || name === "fsync") && fail) {
         return () => Promise.reject(new Error("injected EIO"));
       }
       const value = Reflect.get(real, name);

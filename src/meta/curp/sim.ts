@@ -22,6 +22,8 @@ import {
   type KvInput,
   type KvOperation,
   type KvOutput,
+  mergedRanges,
+  type MergeFields,
 } from "../lincheck/kv_model.ts";
 
 /** Small, fast, seedable PRNG (mulberry32): the only source of randomness in a run. */
@@ -58,6 +60,15 @@ export interface SimOptions {
   faultTime?: number;
   /** Time allowed after healing for every operation to finish. Default 6000. */
   settleTime?: number;
+  /** Clients also send merges (MetaKV `merge`, a third of them behind a compare that ignores the
+   * merged bytes, as the namespace's directory updates), which witnesses accept side by side.
+   * Values are then 20 bytes, so the merge's fields fit. Default false (the seeds of earlier runs
+   * replay as they did). */
+  merges?: boolean;
+  /** Replicas answer proposals once a Ready is written, before it is durable
+   * (curp.witness_ack_after_write), and a crash is a process kill: the written Readies survive
+   * (the page cache), the unsent messages do not. Default false. */
+  earlyAck?: boolean;
 }
 
 export interface SimResult {
@@ -111,6 +122,14 @@ type Event = { kind: "deliver"; message: Message };
 export class Cluster {
   readonly rng: Rng;
   readonly ids: NodeId[];
+  /** Random client operations include merges (SimOptions.merges). */
+  merges = false;
+  /** Proposal replies leave before the disk write completes; crashes keep what was written
+   * (SimOptions.earlyAck). */
+  earlyAck = false;
+  /** The value each key had in the last get that found it: what a merge's compare expects, so
+   * such compares often hold and their outcome depends on the merges ordered before them. */
+  readonly recent = new Map<string, string>();
   readonly nodes = new Map<NodeId, SimReplica>();
   readonly clients = new Map<string, SimClient>();
   readonly violations: string[] = [];
@@ -195,6 +214,9 @@ export class Cluster {
     const n = this.nodes.get(id)!;
     if (n.replica === undefined) return;
     n.replica = undefined;
+    // With early answers a crash is a kill -9: what was written (every queued Ready) is in the
+    // page cache and survives; nothing more is sent.
+    if (this.earlyAck) { for (const { ready } of n.diskQueue) this.#store(n, ready); }
     n.diskQueue = [];
     n.compaction = undefined;
     n.downUntil = this.time + downFor;
@@ -334,8 +356,13 @@ export class Cluster {
   #collect(n: SimReplica): void {
     const r = n.replica!;
     if (!r.hasReady()) return;
-    const ready = r.ready();
+    let ready = r.ready();
     this.#observe(r, ready);
+    if (this.earlyAck && ready.hardState === undefined && ready.snapshot === undefined) {
+      // curp.witness_ack_after_write: proposal replies leave once the Ready is written.
+      for (const m of ready.messages) if (m.type === "proposeReply") this.#send(m);
+      ready = { ...ready, messages: ready.messages.filter((m) => m.type !== "proposeReply") };
+    }
     const last = n.diskQueue.at(-1)?.at ?? 0;
     const at = Math.max(last, this.time + (this.diskDelay > 0 ? this.rng.int(this.diskDelay) : 0));
     n.diskQueue.push({ at, ready });
@@ -346,29 +373,34 @@ export class Cluster {
     this.#storeCompaction(n);
     while (n.diskQueue.length > 0 && n.diskQueue[0].at <= this.time) {
       const { ready } = n.diskQueue.shift()!;
-      const d = n.disk;
-      if (ready.hardState) {
-        d.term = ready.hardState.term;
-        d.votedFor = ready.hardState.votedFor;
-      }
-      if (ready.snapshot !== undefined) {
-        this.snapshotsTaken++;
-        const { log, ...snapshot } = ready.snapshot;
-        d.snapshot = snapshot;
-        d.log = log;
-      } else if (ready.truncateFrom !== undefined) {
-        const base = d.snapshot?.index ?? 0;
-        d.log = d.log.slice(0, ready.truncateFrom - base - 1).concat(ready.entries);
-      }
-      if (ready.pool) d.pool = ready.pool;
-      if (ready.compaction !== undefined) {
-        // Written in the background, after this Ready's entries: it may take long or be lost.
-        const delay = this.diskDelay > 0 ? this.rng.int(4 * this.diskDelay) : 0;
-        n.compaction = { at: this.time + delay, snapshot: ready.compaction };
-      }
+      this.#store(n, ready);
       for (const m of ready.messages) this.#send(m);
     }
     this.#storeCompaction(n);
+  }
+
+  /** A Ready's state on the node's disk. */
+  #store(n: SimReplica, ready: Ready): void {
+    const d = n.disk;
+    if (ready.hardState) {
+      d.term = ready.hardState.term;
+      d.votedFor = ready.hardState.votedFor;
+    }
+    if (ready.snapshot !== undefined) {
+      this.snapshotsTaken++;
+      const { log, ...snapshot } = ready.snapshot;
+      d.snapshot = snapshot;
+      d.log = log;
+    } else if (ready.truncateFrom !== undefined) {
+      const base = d.snapshot?.index ?? 0;
+      d.log = d.log.slice(0, ready.truncateFrom - base - 1).concat(ready.entries);
+    }
+    if (ready.pool) d.pool = ready.pool;
+    if (ready.compaction !== undefined) {
+      // Written in the background, after this Ready's entries: it may take long or be lost.
+      const delay = this.diskDelay > 0 ? this.rng.int(4 * this.diskDelay) : 0;
+      n.compaction = { at: this.time + delay, snapshot: ready.compaction };
+    }
   }
 
   /** The background compaction, once written: the snapshot replaces the entries it covers. */
@@ -435,6 +467,10 @@ export class Cluster {
       const cur = c.current;
       if (cur === undefined) continue;
       cur.op.output = toOutput(cur.op.input, done.result);
+      const seen = cur.op.output as { value?: string | null } | undefined;
+      if (cur.op.input.kind === "get" && typeof seen?.value === "string") {
+        this.recent.set(cur.op.input.key, seen.value);
+      }
       cur.op.return = this.#clock++;
       if (cur.command === undefined) {
         this.readCompletions++;
@@ -463,7 +499,7 @@ export class Cluster {
     for (const [id, c] of this.clients) {
       if (c.core.busy || c.remaining === 0 || this.time < c.nextAt) continue;
       c.remaining--;
-      const input = randomInput(this.rng, id, c.remaining);
+      const input = randomInput(this.rng, id, c.remaining, this.merges ? this.recent : undefined);
       this.submit(id, input, { logRead: input.kind === "get" && this.rng.chance(0.25) });
     }
   }
@@ -515,6 +551,17 @@ function toTxn(input: KvInput): TxnRequest {
           : [{ key, target: "value", result: "==", value: keyBytes(input.expected!) }],
         success: [{ put: { key, value: keyBytes(input.value!) } }],
       };
+    case "merge":
+      return {
+        compare: input.expected === undefined ? [] : [{
+          key,
+          target: "value",
+          result: "==",
+          value: keyBytes(input.expected),
+          ignore: mergedRanges(input.merge),
+        }],
+        success: [{ merge: { key, ...input.merge } }],
+      };
   }
 }
 
@@ -533,18 +580,51 @@ function toOutput(input: KvInput, result: CommandResult | undefined): KvOutput |
     case "delete":
       return { deleted: r && "deleteRange" in r ? r.deleteRange.deleted : 0 };
     case "cas":
+    case "merge":
       return { succeeded: result.txn.succeeded };
   }
 }
 
-function randomInput(rng: Rng, clientId: string, n: number): KvInput {
+/** Values of a run with merges: 20 bytes, the text then NULs (room for a timespec at 8). */
+function padded(text: string): string {
+  return text.padEnd(20, "\0").slice(0, 20);
+}
+
+function randomInput(
+  rng: Rng,
+  clientId: string,
+  n: number,
+  recent: Map<string, string> | undefined,
+): KvInput {
+  const merges = recent !== undefined;
   const key = KEYS[rng.int(KEYS.length)];
-  const value = `${clientId}.${n}`;
+  if (merges) {
+    const p = rng.int(10);
+    if (p < 4) {
+      // A random non-empty choice of three fields, so some merges change bytes that another's
+      // compare looks at (they must conflict) and some do not (they may go side by side).
+      const pick = 1 + rng.int(7);
+      const merge: MergeFields = {
+        max: pick & 1 ? [{ at: 8, sec: rng.int(50), nsec: rng.int(1e9) }] : [],
+        add: [
+          ...(pick & 2 ? [{ at: 0, width: 1, delta: 1 + rng.int(3) }] : []),
+          ...(pick & 4 ? [{ at: 4, width: 4, delta: rng.int(5) - 2 }] : []),
+        ],
+      };
+      // Half behind a compare with the merge's own fields ignored: of the value last seen.
+      const expected = rng.chance(0.5) ? recent.get(key) : undefined;
+      return expected === undefined
+        ? { kind: "merge", key, merge }
+        : { kind: "merge", key, merge, expected };
+    }
+  }
+  const text = (i: number) => merges ? padded(`${clientId}.${i}`) : `${clientId}.${i}`;
+  const value = text(n);
   const p = rng.int(10);
   if (p < 3) return { kind: "get", key };
   if (p < 7) return { kind: "put", key, value };
   if (p < 8) return { kind: "delete", key };
-  return { kind: "cas", key, expected: rng.chance(0.3) ? null : `${clientId}.${n + 1}`, value };
+  return { kind: "cas", key, expected: rng.chance(0.3) ? null : text(n + 1), value };
 }
 
 /** One whole seeded run: faults for a while, then heal and let every operation finish. */
@@ -560,6 +640,8 @@ export function simulate(seed: number, options: SimOptions = {}): SimResult {
   // Pieces of about one history record, of a few, or the whole snapshot in one.
   const pieceBytes = [300, 2000, 1024 * 1024][probe.int(3)];
   const cluster = new Cluster(seed, replicaCount, 10, snapshotEvery, pieceBytes);
+  cluster.merges = options.merges ?? false;
+  cluster.earlyAck = options.earlyAck ?? false;
   const rng = cluster.rng;
   for (let i = 0; i < (options.clients ?? 3); i++) {
     cluster.addClient(`c${i}`, options.opsPerClient ?? 20);

@@ -3,6 +3,8 @@
  *
  *   deno run -A src/meta/curp/sim_main.ts --seeds 500 [--from 1]
  *   deno run -A src/meta/curp/sim_main.ts --seed 1234 [--verbose]
+ *   --merges: clients also send merges (MetaKV `merge`, some behind compares that ignore them)
+ *   --early-ack: proposal replies leave once written, crashes are kill -9 (written data survives)
  * Exit code 1 when any seed broke an invariant; the failing seeds are printed for replay.
  * @module
  */
@@ -17,6 +19,8 @@ const { values } = parseArgs({
     seed: { type: "string" },
     from: { type: "string", default: "1" },
     verbose: { type: "boolean", default: false },
+    merges: { type: "boolean", default: false },
+    "early-ack": { type: "boolean", default: false },
   },
 });
 
@@ -49,7 +53,7 @@ let fast = 0,
   maxCommitWait = 0;
 let snapshotsTaken = 0, snapshotsSent = 0, snapshotPieces = 0;
 for (const seed of seeds) {
-  const r = simulate(seed);
+  const r = simulate(seed, { merges: values.merges, earlyAck: values["early-ack"] });
   fast += r.fast;
   slow += r.slow;
   reads += r.reads;

@@ -386,14 +386,14 @@ export class ReplicaStorage {
   /** Step 1 of `Ready`: hard state, snapshot or log changes, pool; all durable once it resolves.
    * A `compaction` is only started (see `Ready`). A rejection leaves the directory in an unknown
    * state: stop the replica and reopen it. */
-  persist(ready: Ready): Promise<void> {
+  persist(ready: Ready, onWritten?: () => void): Promise<void> {
     if (this.#closed) return Promise.reject(new Error(`Replica storage "${this.dir}" is closed`));
     if (this.#failed !== undefined) return Promise.reject(this.#failed);
     if (this.#running !== undefined) {
       // Our own bug: two persists at once could reorder appends.
       throw new Error("ReplicaStorage.persist called while another persist runs");
     }
-    const running = this.#persist(ready).catch((error) => {
+    const running = this.#persist(ready, onWritten).catch((error) => {
       this.#failed = error;
       throw error;
     }).finally(() => {
@@ -403,7 +403,7 @@ export class ReplicaStorage {
     return running;
   }
 
-  async #persist(ready: Ready): Promise<void> {
+  async #persist(ready: Ready, onWritten: (() => void) | undefined): Promise<void> {
     if (ready.snapshot !== undefined) return await this.#install(ready);
     const frames: Uint8Array[] = [];
     if (ready.hardState !== undefined) {
@@ -442,6 +442,13 @@ export class ReplicaStorage {
         // commit index, and fsyncing it put one more disk flush in front of each `synced` reply.
         await this.#io.write(this.#logFd, joined, this.#logBytes);
         this.unsyncedWrites++;
+      } else if (onWritten !== undefined && ready.hardState === undefined) {
+        // The write, then what may leave once it is in the page cache (see ReplicaServer), then
+        // the fdatasync that everything else waits for.
+        await this.#io.write(this.#logFd, joined, this.#logBytes);
+        onWritten();
+        await this.#io.fsync(this.#logFd, { datasync: true });
+        this.fsyncs++;
       } else {
         // One submission: the write, then fdatasync linked behind it.
         await this.#io.writeAndSync(this.#logFd, joined, this.#logBytes);
