@@ -57,7 +57,7 @@ export interface InodeRecord {
   /** Symlinks only: the target bytes. */
   target?: Uint8Array;
   /** The volume the inode belongs to (its `VolumeRecord.id`); 0 or absent: none. Stored in the
-   * header's spare bytes 1-3, so records written before volumes existed read as 0. */
+   * header's bytes 45-47 (the high bytes of what was a u64 generation), so records written before volumes existed read as 0. */
   volume?: number;
 }
 
@@ -226,10 +226,6 @@ export function encodeInode(record: InodeRecord): Uint8Array {
   const out = new Uint8Array(HEADER_BYTES + target.length);
   const view = new DataView(out.buffer);
   view.setUint8(0, RECORD_VERSION);
-  const volume = record.volume ?? 0;
-  out[1] = volume & 0xff;
-  out[2] = (volume >>> 8) & 0xff;
-  out[3] = (volume >>> 16) & 0xff;
   view.setUint32(4, record.mode, true);
   view.setUint32(8, record.uid, true);
   view.setUint32(12, record.gid, true);
@@ -237,7 +233,13 @@ export function encodeInode(record: InodeRecord): Uint8Array {
   view.setUint32(20, record.rdev, true);
   view.setBigUint64(24, BigInt(record.size), true);
   view.setBigUint64(32, BigInt(record.parent), true);
-  view.setBigUint64(40, BigInt(record.generation), true);
+  // Generation: 32 bits at 40 (it was a u64; its high bytes are 0 in every record written), then
+  // byte 44 spare and the volume id in bytes 45-47 (bytes 1-3 are the directory merge count).
+  view.setUint32(40, record.generation, true);
+  const volume = record.volume ?? 0;
+  out[45] = volume & 0xff;
+  out[46] = (volume >>> 8) & 0xff;
+  out[47] = (volume >>> 16) & 0xff;
   const times = [record.atime, record.mtime, record.ctime, record.btime];
   times.forEach((time, i) => {
     view.setBigInt64(48 + 12 * i, BigInt(time.sec), true);
@@ -268,7 +270,7 @@ export function decodeInode(ino: number, bytes: Uint8Array): InodeRecord {
     rdev: view.getUint32(20, true),
     size: Number(view.getBigUint64(24, true)),
     parent: Number(view.getBigUint64(32, true)),
-    generation: Number(view.getBigUint64(40, true)),
+    generation: view.getUint32(40, true),
     atime: time(0),
     mtime: time(1),
     ctime: time(2),
@@ -282,7 +284,7 @@ export function decodeInode(ino: number, bytes: Uint8Array): InodeRecord {
 
 /** The volume id of an encoded inode record, without decoding the rest. */
 export function volumeOfRecord(bytes: Uint8Array): number {
-  return bytes[1] | (bytes[2] << 8) | (bytes[3] << 16);
+  return bytes[45] | (bytes[46] << 8) | (bytes[47] << 16);
 }
 
 function encodeDirent(dirent: DirentRecord): Uint8Array {
