@@ -221,6 +221,8 @@ const commands: Record<string, Command> = {
       meta: config.get("mount.meta"),
       cluster: clusterOptions(config),
       idleSpinUs: config.get("fuse.spin_us"),
+      transport: config.get("fuse.transport") as "auto" | "uring" | "dev",
+      uringDepth: config.get("fuse.uring_depth"),
       io: { engine: config.get("io.engine"), libraryPath: config.get("io.uring_lib") },
       curp: {
         timeoutMs: config.get("curp.timeout_ms"),
