@@ -60,6 +60,8 @@ Options:
                        (replicas run by \`skyfs meta serve\`) or etcd://H:P,... (etcd v3)
   --backend URL        cluster mode: chunks in a backend store (/shared/dir, dir:///path or
                        s3://BUCKET?endpoint=http://H:P); needs a shared --meta (curp/etcd)
+  --transport T        auto|uring|dev: how FUSE requests cross. auto (default) = FUSE over
+                       io_uring when the kernel offers it (enable_uring), else /dev/fuse
   --node-id ID         cluster node id (default: random, kept in the data directory)
   --peer-listen H:P    peer cache server address (default 127.0.0.1:0)
   --cache-bytes N      local chunk cache limit in bytes (default 8 GiB)

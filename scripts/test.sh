@@ -115,7 +115,8 @@ run_tests_dir() {
   local files
   files="$(find_deno_tests tests)"
   if [ -n "$files" ]; then
-    run_step tests deno-test deno test -A tests/
+    # /dev/fuse here (SKYFS_TEST_FUSE_TRANSPORT=dev); tests-uring runs the suites on the ring.
+    run_step tests deno-test env SKYFS_TEST_FUSE_TRANSPORT=dev deno test -A tests/
   else
     skip_step tests "no test files under tests/ yet"
   fi

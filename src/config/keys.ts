@@ -133,6 +133,7 @@ export const KEYS = {
     kind: "string",
     schema: z.enum(["auto", "uring", "dev"]),
     default: "auto",
+    flag: "transport",
     commands: MOUNTING,
     allowed: "auto, uring or dev",
     doc: "how FUSE requests cross: io_uring when the kernel offers it (auto, else /dev/fuse " +
