@@ -134,6 +134,8 @@ export interface StartMountOptions {
   mountpoint?: string;
   /** Extra CLI arguments after `mount <mp> --data <dir>`. */
   extraArgs?: string[];
+  /** Make the mount a cluster node of its own cluster (as SKYFS_TEST_META does for all). */
+  meta?: "curp" | "etcd";
   /** Extra environment of the daemon (over SKYFS_TEST_FUSE_TRANSPORT's SKYFS_FUSE_TRANSPORT). */
   env?: Record<string, string>;
 }
@@ -205,7 +207,7 @@ export async function startMount(options: StartMountOptions = {}): Promise<Mount
   const mountpoint = options.mountpoint ?? join(base!, "mnt");
   const dataDir = options.dataDir ?? join(base!, "data");
   await Deno.mkdir(mountpoint, { recursive: true });
-  const meta = testMeta();
+  const meta = options.meta ?? testMeta();
   // A cluster of its own (no mounts of the cluster's; this mount is its node "a").
   const cluster = meta === undefined
     ? undefined

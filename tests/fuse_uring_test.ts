@@ -145,3 +145,54 @@ Deno.test({
     assert.match(mount.stderr(), /transport dev; parked waits/);
   },
 });
+
+const LOCK_WAIT = `
+import fcntl, os, signal, sys, time
+path = sys.argv[1]
+holder = open(path, "w")
+fcntl.lockf(holder, fcntl.LOCK_EX)
+pid = os.fork()
+if pid == 0:
+    class Alarm(Exception):
+        pass
+    def ring(*_):
+        raise Alarm()  # a handler that returns would make Python retry the fcntl (PEP 475)
+    signal.signal(signal.SIGALRM, ring)
+    f = open(path, "r+")
+    signal.alarm(1)
+    start = time.monotonic()
+    try:
+        # An OFD lock: not owned by the parent's process, so it waits.
+        fcntl.fcntl(f, 38, __import__("struct").pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0))
+        os._exit(3)  # got the lock: the holder's lock did not count
+    except Alarm:
+        os._exit(0 if time.monotonic() - start < 8 else 4)
+    except OSError as e:
+        print("child:", e, flush=True)
+        os._exit(5)
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status))
+`;
+
+Deno.test({
+  name: "fuse uring: a lock wait on a cluster node ends with EINTR on a signal (INTERRUPT)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    setEnabled(true);
+    // Locks are taken in the daemon only on a cluster node (src/fuse/README.md, Locks).
+    const mount = await startMount({
+      meta: "curp",
+      env: { SKYFS_FUSE_TRANSPORT: "uring", SKYFS_DEBUG: "1" },
+    });
+    try {
+      const out = await run(PYTHON, ["-c", LOCK_WAIT, join(mount.mountpoint, "locked")]);
+      assert.equal(out.stdout.trim(), "child exit 0", out.stdout + out.stderr);
+    } finally {
+      await mount.stop();
+    }
+    const line = mount.stderr().split("\n").findLast((l) => l.includes("skyfs: requests:"));
+    assert.match(line ?? "", /\bINTERRUPT [1-9]/, line);
+    assert.match(line ?? "", /transport uring/, line);
+  },
+});

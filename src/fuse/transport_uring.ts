@@ -122,7 +122,7 @@ interface Entry {
 
 /** Counts for SKYFS_DEBUG and the README's figures. */
 export interface FuseRingStats {
-  /** io_uring_enter calls that submitted or reaped (one per event-loop turn with work). */
+  /** Submissions (each one io_uring_enter; on a "defer" ring every reap enters too). */
   enters: number;
   /** Requests taken from ring entries. */
   requests: number;
@@ -376,7 +376,7 @@ export class FuseRing {
       this.#maxCqes,
       0,
     );
-    this.stats.enters++;
+    if (this.#staged > 0 || this.setup === "defer") this.stats.enters++;
     if (n !== -Errno.EBUSY) this.#staged = 0;
     return n;
   }
