@@ -191,8 +191,8 @@ Deno.test({
     } finally {
       await mount.stop();
     }
-    const line = mount.stderr().split("\n").findLast((l) => l.includes("skyfs: requests:"));
-    assert.match(line ?? "", /\bINTERRUPT [1-9]/, line);
-    assert.match(line ?? "", /transport uring/, line);
+    const line = mount.stderr().split("\n").findLast((l) => l.includes("skyfs: requests:")) ?? "";
+    assert.match(line, /\bINTERRUPT [1-9]/, mount.stderr());
+    assert.match(line, /transport uring/, line);
   },
 });
