@@ -229,7 +229,6 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
         depth: options.uringDepth ?? 8,
         payloadBytes: MAX_WRITE,
         libraryPath: options.io?.libraryPath,
-        setup: (Deno.env.get("SKYFS_X_SETUP") as "plain" | "defer" | undefined) ?? "plain",
       });
     } catch (error) {
       const reason = (error as Error).message.replace(/^E[A-Z]+: /, "");

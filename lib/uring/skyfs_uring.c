@@ -52,7 +52,8 @@ EXPORT struct skyfs_uring *skyfs_uring_open(uint32_t entries, int32_t *error) {
 EXPORT struct skyfs_uring *skyfs_uring_open_with(uint32_t entries, uint32_t setup,
                                                  int32_t *error) {
   unsigned extra = (setup & SKYFS_SETUP_SQE128) ? IORING_SETUP_SQE128 : 0;
-  setup &= ~(uint32_t)SKYFS_SETUP_SQE128;
+  unsigned taskrun_flag = (setup & SKYFS_SETUP_TASKRUN_FLAG) ? IORING_SETUP_TASKRUN_FLAG : 0;
+  setup &= ~(uint32_t)(SKYFS_SETUP_SQE128 | SKYFS_SETUP_TASKRUN_FLAG);
   if (setup > SKYFS_SETUP_PLAIN) {
     *error = -EINVAL;
     return NULL;
@@ -67,6 +68,10 @@ EXPORT struct skyfs_uring *skyfs_uring_open_with(uint32_t entries, uint32_t setu
   for (size_t i = setup; i < sizeof(setup_tries) / sizeof(setup_tries[0]); i++) {
     memset(&params, 0, sizeof(params));
     params.flags = setup_tries[i] | extra;
+    /* Only with COOP or DEFER task work: the kernel refuses it on a plain ring. */
+    if (params.flags & (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_DEFER_TASKRUN)) {
+      params.flags |= taskrun_flag;
+    }
     result = io_uring_queue_init_params(entries, &handle->ring, &params);
     if (result != -EINVAL) break;
   }
@@ -386,7 +391,9 @@ EXPORT uint32_t skyfs_uring_async_count(const struct skyfs_uring *handle) {
 }
 
 EXPORT uint32_t skyfs_uring_cq_ready(const struct skyfs_uring *handle) {
-  return io_uring_cq_ready(&handle->ring);
+  const struct io_uring *ring = &handle->ring;
+  uint32_t flagged = (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_TASKRUN) ? 1 : 0;
+  return io_uring_cq_ready(ring) + flagged;
 }
 
 EXPORT void skyfs_uring_close(struct skyfs_uring *handle) {

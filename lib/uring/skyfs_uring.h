@@ -94,7 +94,10 @@ enum {
   SKYFS_SETUP_PLAIN = 2, /* neither */
   /* OR-ed into any level (since ABI 6): 128-byte SQEs (IORING_SETUP_SQE128), which
    * SKYFS_OP_URING_CMD needs for FUSE's command area. */
-  SKYFS_SETUP_SQE128 = 0x100
+  SKYFS_SETUP_SQE128 = 0x100,
+  /* OR-ed into DEFER or COOP (since ABI 6): IORING_SETUP_TASKRUN_FLAG, the kernel flags in the
+   * shared SQ ring when completions wait to be run (skyfs_uring_cq_ready sees it). */
+  SKYFS_SETUP_TASKRUN_FLAG = 0x200
 };
 
 /* skyfs_uring_open with a choice of setup flags (skyfs_uring_open is SKYFS_SETUP_DEFER), for
@@ -176,8 +179,9 @@ int32_t skyfs_uring_fd_mode(int32_t fd);
 /* SQEs prepared with IOSQE_ASYNC since the ring opened (for tests: the flag reached the SQE). */
 uint32_t skyfs_uring_async_count(const struct skyfs_uring *ring);
 
-/* Completions posted and not yet reaped, read from the shared CQ ring: no syscall. On a ring
- * without DEFER_TASKRUN the kernel posts them by itself, so this sees new ones as they come.
+/* Completions posted and not yet reaped, read from the shared CQ ring: no syscall; plus 1 when
+ * the ring has SKYFS_SETUP_TASKRUN_FLAG and the kernel flagged completions that a reap would run.
+ * On a plain ring the kernel posts completions by itself, so this sees new ones as they come.
  * Since ABI 6. */
 uint32_t skyfs_uring_cq_ready(const struct skyfs_uring *ring);
 

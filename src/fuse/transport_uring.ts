@@ -34,6 +34,7 @@ import {
   RING_SETUPS,
   type RingSetup,
   SETUP_SQE128,
+  SETUP_TASKRUN_FLAG,
   type UringLibrary,
 } from "../io/uring_native.ts";
 import type { FuseServer } from "./server.ts";
@@ -196,7 +197,7 @@ export class FuseRing {
     const entries = queues * depth + 2;
     const ring = lib.symbols.skyfs_uring_open_with(
       entries,
-      RING_SETUPS[setup] | SETUP_SQE128,
+      RING_SETUPS[setup] | SETUP_SQE128 | SETUP_TASKRUN_FLAG,
       new Uint8Array(error.buffer),
     );
     if (ring === null) {
@@ -387,12 +388,18 @@ export class FuseRing {
     if (n > 0) this.#complete(n);
   }
 
-  /** Submit staged replies and handle what completed; returns the completions handled. */
+  /** Submit staged replies and handle what completed; returns the completions handled. A
+   * failing io_uring_enter (never seen; EBADF, ENOMEM) ends the ring's loop with one line, and
+   * the server then falls back to /dev/fuse or finds the file system unmounted. */
   #pump(): number {
     let total = 0;
     for (;;) {
       const n = this.#submitReap();
-      if (n < 0) throw new Error(`FUSE io_uring submit failed: ${errnoName(-n)}`);
+      if (n < 0) {
+        if (!this.#unmounted) console.error(`skyfs: FUSE io_uring submit failed: ${errnoName(-n)}`);
+        this.#unmounted = true;
+        return total;
+      }
       this.#complete(n);
       total += n;
       if (n < this.#maxCqes) return total;
@@ -414,11 +421,11 @@ export class FuseRing {
   async #spin(spinMs: number): Promise<boolean> {
     const until = performance.now() + spinMs;
     const symbols = this.#lib.symbols;
-    const mustEnter = this.setup === "defer"; // there the kernel posts completions only on enter
     do {
       await nextTurn();
       if (this.#done()) return false;
-      if (mustEnter || this.#staged > 0 || symbols.skyfs_uring_cq_ready(this.#ring) > 0) {
+      // On a "defer" ring the kernel only flags completions (TASKRUN_FLAG); the reap runs them.
+      if (this.#staged > 0 || symbols.skyfs_uring_cq_ready(this.#ring) > 0) {
         const requests = this.stats.requests;
         if (this.#pump() > 0) {
           this.#server!.loopStats.spinHits += this.stats.requests - requests;

@@ -83,6 +83,9 @@ export const RING_SETUPS = { defer: 0, coop: 1, plain: 2 } as const;
 export type RingSetup = keyof typeof RING_SETUPS;
 /** OR-ed into a level: 128-byte SQEs (IORING_SETUP_SQE128), for Op.URING_CMD. */
 export const SETUP_SQE128 = 0x100;
+/** OR-ed into "defer" or "coop": IORING_SETUP_TASKRUN_FLAG (skyfs_uring_cq_ready sees pending
+ * task work without a syscall). */
+export const SETUP_TASKRUN_FLAG = 0x200;
 /** IORING_SETUP_* flags, to say which ones a ring got. */
 export const IORING_SETUP_COOP_TASKRUN = 1 << 8;
 export const IORING_SETUP_SINGLE_ISSUER = 1 << 12;
