@@ -255,7 +255,7 @@ export class FuseRing {
     const spinMs = server.idleSpinMs;
     const symbols = this.#lib.symbols;
     while (!this.#done()) {
-      if (this.#pump() > 0) {
+      if (this.#ready() && this.#pump() > 0) {
         await nextTurn(); // handlers run; their replies are staged and flushed by a microtask
         continue;
       }
@@ -306,6 +306,12 @@ export class FuseRing {
     }
     symbols.skyfs_uring_close(this.#ring);
     this.#lib.close();
+  }
+
+  /** Something to submit, or completions to reap: posted ones, or (on a "defer" ring) ones the
+   * kernel flagged (TASKRUN_FLAG) and the reap's enter will run. Shared memory, no syscall. */
+  #ready(): boolean {
+    return this.#staged > 0 || this.#lib.symbols.skyfs_uring_cq_ready(this.#ring) > 0;
   }
 
   #done(): boolean {
@@ -420,12 +426,10 @@ export class FuseRing {
    * plain ring), for up to `spinMs`. True when a completion was handled. */
   async #spin(spinMs: number): Promise<boolean> {
     const until = performance.now() + spinMs;
-    const symbols = this.#lib.symbols;
     do {
       await nextTurn();
       if (this.#done()) return false;
-      // On a "defer" ring the kernel only flags completions (TASKRUN_FLAG); the reap runs them.
-      if (this.#staged > 0 || symbols.skyfs_uring_cq_ready(this.#ring) > 0) {
+      if (this.#ready()) {
         const requests = this.stats.requests;
         if (this.#pump() > 0) {
           this.#server!.loopStats.spinHits += this.stats.requests - requests;
