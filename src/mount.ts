@@ -319,6 +319,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   stop = () => {
     mounted = false;
     device.unmount();
+    server.stopTransport(); // the ring's entries keep the connection alive until cancelled
   };
   // The endpoint shares this thread with the FUSE loop; Deno.serve reads and parses requests in
   // Rust, so only a complete request costs the JS thread anything (src/http/README.md).

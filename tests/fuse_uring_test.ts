@@ -196,3 +196,59 @@ Deno.test({
     assert.match(line, /transport uring/, line);
   },
 });
+
+const BUSY = `
+import os, sys, threading, time
+root = sys.argv[1]
+stop = time.monotonic() + 4
+def work(n):
+    i = 0
+    while time.monotonic() < stop:
+        p = os.path.join(root, "t%d-%d" % (n, i % 50))
+        try:
+            with open(p, "w") as f:
+                f.write("y" * 4096)
+            os.stat(p)
+            os.unlink(p)
+        except OSError:
+            pass  # the mount went away under us: expected
+        i += 1
+threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("done")
+`;
+
+// On /dev/fuse closing the fd ends the connection; on the ring the waiting entries hold the file,
+// so the daemon must cancel them (FuseRing.requestStop): both transports, same test.
+for (const transport of ["uring", "dev"]) {
+  Deno.test({
+    name: `fuse ${transport}: SIGTERM with requests in flight exits 0, unmounts, no client hangs`,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    async fn() {
+      setEnabled(true);
+      const mount = await startMount({
+        env: { SKYFS_FUSE_TRANSPORT: transport },
+        extraArgs: ["--passthrough", "off"],
+      });
+      const client = new Deno.Command(PYTHON, {
+        args: ["-c", BUSY, mount.mountpoint],
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      let clientOut: Deno.CommandOutput | undefined;
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        await mount.stop(); // asserts exit 0 and that the mount is gone
+      } finally {
+        // The client ends by its own clock (4 s); a request left unanswered would hang it.
+        const timer = setTimeout(() => client.kill("SIGKILL"), 20_000);
+        clientOut = await client.output();
+        clearTimeout(timer);
+      }
+      assert.equal(new TextDecoder().decode(clientOut.stdout).trim(), "done");
+      assert.equal(clientOut.code, 0, new TextDecoder().decode(clientOut.stderr));
+    },
+  });
+}

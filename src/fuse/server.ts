@@ -292,6 +292,12 @@ export class FuseServer {
     return new Promise<void>((resolve) => this.#wakeReader = resolve);
   }
 
+  /** The daemon unmounted the file system: a ring transport stops taking requests, so that
+   * serve() can finish (see FuseRing.requestStop). */
+  stopTransport(): void {
+    this.#options.ring?.requestStop();
+  }
+
   /** True once INIT negotiated FUSE over io_uring (the /dev/fuse reader then hands over). */
   get uringNegotiated(): boolean {
     return this.#uringNegotiated;

@@ -157,6 +157,8 @@ export class FuseRing {
   #pollArmed = false;
   #waiting?: Promise<number>;
   #closed = false;
+  /** requestStop() was called: the daemon is unmounting. */
+  #stopping = false;
 
   private constructor(
     lib: UringLibrary,
@@ -315,7 +317,20 @@ export class FuseRing {
   }
 
   #done(): boolean {
-    return this.#unmounted || this.#live === 0;
+    return this.#unmounted || this.#live === 0 || this.#stopping;
+  }
+
+  /**
+   * The daemon is unmounting (SIGTERM): leave run(), take no new requests (the kernel ends them
+   * when the connection goes), and let the ones being handled reply through the ring. Needed
+   * because the ring's waiting entries hold references to the /dev/fuse file: closing our fd does
+   * not end the connection, as it does on the /dev/fuse transport, until close() cancels them
+   * (a lazy unmount of a busy mount would otherwise keep the daemon waiting for ever).
+   */
+  requestStop(): void {
+    if (this.#stopping || this.#closed) return;
+    this.#stopping = true;
+    if (this.#waiting) this.#lib.symbols.skyfs_uring_wake(this.#ring);
   }
 
   #newEntry(qid: number): Entry {
@@ -479,6 +494,7 @@ export class FuseRing {
 
   /** Lay the request out as /dev/fuse would deliver it and hand it to the server. */
   #deliver(entry: Entry): void {
+    if (this.#stopping) return; // ended by the kernel when close() cancels the entries
     const view = entry.view;
     const len = view.getUint32(0, true);
     const payload = view.getUint32(ENT_IN_OUT + 16, true);
