@@ -60,8 +60,27 @@ const PAYLOAD_OFFSET = 512;
 const POLLIN = 1;
 /** user_data of the /dev/fuse POLL_ADD (entries use their index). */
 const POLL_TAG = 0xffff_ffff;
+/** dup(2) and close(2): the ring keeps its own descriptor of /dev/fuse (see start()). */
+let libc:
+  | Deno.DynamicLibrary<{
+    dup: { parameters: ["i32"]; result: "i32" };
+    close: { parameters: ["i32"]; result: "i32" };
+  }>
+  | undefined;
+function loadLibc() {
+  libc ??= Deno.dlopen(
+    "libc.so.6",
+    {
+      dup: { parameters: ["i32"], result: "i32" },
+      close: { parameters: ["i32"], result: "i32" },
+    } as const,
+  );
+  return libc;
+}
+
 /** Errors meaning the connection is gone (unmount, abort, daemon teardown). */
 const GONE = new Set<number>([
+  Errno.EBADF,
   107, /* ENOTCONN */
   103, /* ECONNABORTED */
   Errno.ECANCELED,
@@ -118,6 +137,8 @@ interface Entry {
   iovAddr: number;
   commitId: bigint;
   live: boolean;
+  /** The last completion of this entry was an error (see #failed). */
+  failedBefore: boolean;
   send: (reply: Uint8Array | null, unique: bigint) => void;
 }
 
@@ -224,7 +245,11 @@ export class FuseRing {
    * FUSE_OVER_IO_URING. Returns undefined, or why the kernel refused (it then serves /dev/fuse).
    */
   start(device: FuseDevice, server: FuseServer): string | undefined {
-    this.#fd = device.fd;
+    // Our own descriptor: libfuse closes its fd when the daemon unmounts, and an SQE naming a
+    // closed fd number (or one reused by another file) must never reach the kernel. Replies of
+    // requests still being handled then go out through this one; close() closes it.
+    this.#fd = loadLibc().symbols.dup(device.fd);
+    if (this.#fd < 0) return "dup of the /dev/fuse fd failed";
     this.#server = server;
     this.#dev = new DevTransport(device, server);
     for (let qid = 0; qid < this.queues; qid++) {
@@ -308,6 +333,10 @@ export class FuseRing {
     }
     symbols.skyfs_uring_close(this.#ring);
     this.#lib.close();
+    // The last reference to the /dev/fuse file (the ring's requests were cancelled with it):
+    // the kernel ends the connection, and any request still queued fails for its caller.
+    if (this.#fd >= 0) loadLibc().symbols.close(this.#fd);
+    this.#fd = -1;
   }
 
   /** Something to submit, or completions to reap: posted ones, or (on a "defer" ring) ones the
@@ -351,6 +380,7 @@ export class FuseRing {
       iovAddr: addressOf(iov),
       commitId: 0n,
       live: false,
+      failedBefore: false,
       send: (reply) => this.#commit(entry, reply),
     };
     return entry;
@@ -480,7 +510,7 @@ export class FuseRing {
   }
 
   #failed(entry: Entry, errno: number): void {
-    if (GONE.has(errno) || this.#unmounted) {
+    if (GONE.has(errno) || this.#unmounted || this.#stopping || entry.failedBefore) {
       if (entry.live) {
         entry.live = false;
         this.#live--;
@@ -488,12 +518,15 @@ export class FuseRing {
       return;
     }
     // The kernel no longer knew the request (ENOENT: it was aborted) or refused the commit:
-    // the entry is no longer registered, so register it again.
+    // the entry is no longer registered, so register it again (once: a second failure in a row
+    // retires it, so that a persistent error cannot spin).
+    entry.failedBefore = true;
     this.#stage(Op.URING_CMD, entry.iovAddr, 2, CMD_REGISTER, 0n, entry.qid, entry.index);
   }
 
   /** Lay the request out as /dev/fuse would deliver it and hand it to the server. */
   #deliver(entry: Entry): void {
+    entry.failedBefore = false;
     if (this.#stopping) return; // ended by the kernel when close() cancels the entries
     const view = entry.view;
     const len = view.getUint32(0, true);
