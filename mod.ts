@@ -62,6 +62,8 @@ Options:
                        (replicas run by \`skyfs meta serve\`) or etcd://H:P,... (etcd v3)
   --backend URL        cluster mode: chunks in a backend store (/shared/dir, dir:///path or
                        s3://BUCKET?endpoint=http://H:P); needs a shared --meta (curp/etcd)
+  --transport T        auto|uring|dev: how FUSE requests cross. auto (default) = FUSE over
+                       io_uring when the kernel offers it (enable_uring), else /dev/fuse
   --node-id ID         cluster node id (default: random, kept in the data directory)
   --peer-listen H:P    peer cache server address (default 127.0.0.1:0)
   --peer-routes Z=H:P,...     where other zones reach this node's peer server
@@ -257,6 +259,8 @@ const commands: Record<string, Command> = {
         releaseMs: config.get("volume.release_ms"),
       },
       metaLog: config.get("mount.meta_log"),
+      transport: config.get("fuse.transport") as "auto" | "uring" | "dev",
+      uringDepth: config.get("fuse.uring_depth"),
       io: { engine: config.get("io.engine"), libraryPath: config.get("io.uring_lib") },
       curp: {
         timeoutMs: config.get("curp.timeout_ms"),

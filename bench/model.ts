@@ -8,6 +8,7 @@ export const TARGET_NAMES = [
   "ext4",
   "skyfs",
   "skyfs-http-off",
+  "skyfs-uring",
   "skyfs-shim",
   "skyfs-cluster",
   "skyfs-cluster-etcd",

@@ -383,7 +383,7 @@ async function mountSkyfs(
   await waitForMount(daemon, mountpoint, MOUNT_TIMEOUT_MS);
   // The `skyfs` target is scraped like a monitored mount; `skyfs-http-off` has no endpoint.
   let scraper: ReturnType<typeof startScraper> | undefined;
-  if (name === "skyfs") {
+  if (name === "skyfs" || name === "skyfs-uring") {
     const deadline = Date.now() + 10_000;
     while (!daemon.httpUrl && Date.now() < deadline) await delay(20);
     if (!daemon.httpUrl) {
@@ -556,9 +556,13 @@ export async function setUpTarget(name: TargetName, scratch: string): Promise<Re
       return await mountForeground(name, scratch, "mergerfs", (b, m) => ["-f", b, m]);
     case "skyfs":
       // The endpoint on and scraped every second; skyfs-http-off is the same mount without it.
-      return await mountSkyfs(name, scratch, {}, ["--http", "127.0.0.1:0"]);
+      // Both on /dev/fuse, pinned: skyfs-uring is the same mount on FUSE over io_uring.
+      return await mountSkyfs(name, scratch, {}, ["--http", "127.0.0.1:0", "--transport", "dev"]);
     case "skyfs-http-off":
-      return await mountSkyfs(name, scratch, {}, ["--http", "off"]);
+      return await mountSkyfs(name, scratch, {}, ["--http", "off", "--transport", "dev"]);
+    case "skyfs-uring":
+      // Fails to mount, with skyfs's one-line reason, when the kernel's enable_uring is off.
+      return await mountSkyfs(name, scratch, {}, ["--http", "127.0.0.1:0", "--transport", "uring"]);
     case "skyfs-cluster":
     case "skyfs-cluster-etcd":
       return await setUpCluster(name, scratch);

@@ -6,7 +6,8 @@
 
 import { join, resolve } from "node:path";
 import { FuseDevice, loadLibfuse } from "./fuse/session.ts";
-import { FuseServer } from "./fuse/server.ts";
+import { FuseServer, MAX_WRITE } from "./fuse/server.ts";
+import { FuseRing } from "./fuse/transport_uring.ts";
 import { INC_EPOCH_MINOR, notifyInvalInode } from "./fuse/wire.ts";
 import { openDataDir } from "./datadir.ts";
 import { openMetaBackend } from "./meta/backend.ts";
@@ -55,6 +56,12 @@ export interface MountOptions {
   /** Microseconds the FUSE reader looks for the next request before parking (config
    * fuse.spin_us; src/fuse/README.md "Idle spin"). Default: the server's. */
   idleSpinUs?: number;
+  /** How requests cross (config fuse.transport): "auto" (io_uring when the kernel offers it,
+   * else /dev/fuse with one info line), "uring" (an error when it cannot) or "dev". Default
+   * auto. */
+  transport?: "auto" | "uring" | "dev";
+  /** Ring entries per queue for FUSE over io_uring (config fuse.uring_depth). Default 8. */
+  uringDepth?: number;
   /** The I/O engine and its library (config io.engine, io.uring_lib). Default auto. */
   io?: { engine?: string; libraryPath?: string };
   /** CURP client tuning for a curp:// store (config curp.timeout_ms, curp.fast_path). */
@@ -224,10 +231,31 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   // libfuse mounts nodev,nosuid unless asked otherwise: both only for trusted setups (README).
   if (options.dev) mountOptions.push("dev");
   if (options.suid) mountOptions.push("suid");
+  // FUSE over io_uring: the ring is opened before the mount, so a kernel that cannot do it is
+  // known before anything is mounted (src/fuse/README.md, "Transports").
+  const transport = options.transport ?? "auto";
+  let ring: FuseRing | undefined;
+  if (transport !== "dev") {
+    try {
+      ring = FuseRing.open({
+        depth: options.uringDepth ?? 8,
+        payloadBytes: MAX_WRITE,
+        libraryPath: options.io?.libraryPath,
+      });
+    } catch (error) {
+      const reason = (error as Error).message.replace(/^E[A-Z]+: /, "");
+      if (transport === "uring") {
+        await vfs.destroy();
+        throw new UsageError(`fuse.transport = "uring" cannot work: ${reason}`);
+      }
+      log(`skyfs: FUSE transport /dev/fuse (io_uring unavailable: ${reason})`);
+    }
+  }
   let device: FuseDevice;
   try {
     device = FuseDevice.mount(path, { options: mountOptions, fsname: "skyfs", subtype: "skyfs" });
   } catch (error) {
+    await ring?.close();
     await vfs.destroy(); // closes the kv too
     throw new UsageError((error as Error).message);
   }
@@ -238,6 +266,8 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   // older than 7.44 has no epoch notification: there the entry and attribute timeouts drop to
   // 1 s, which bounds how long a name changed elsewhere can stay cached.
   const seconds = options.cacheSeconds ?? 10;
+  let transportFailed = false;
+  let stop = () => {};
   const server: FuseServer = new FuseServer(device, vfs, {
     passthrough: options.passthrough && !node,
     cacheDirs: !node, // other nodes change directories behind this kernel's back
@@ -254,6 +284,16 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     },
     validity: { entrySeconds: seconds, attrSeconds: seconds },
     idleSpinUs: options.idleSpinUs,
+    ring,
+    onTransport: (kind, detail) => {
+      if (kind === "uring") log(`skyfs: FUSE transport ${detail}`);
+      else if (ring === undefined) return; // "dev" chosen, or logged when the ring failed above
+      else if (transport === "uring") {
+        logger.error(`skyfs: fuse.transport = "uring" cannot work: ${detail}; unmounting`);
+        transportFailed = true;
+        stop();
+      } else log(`skyfs: FUSE transport /dev/fuse (io_uring unavailable: ${detail})`);
+    },
     // A store that did not answer is not our bug: one line naming it, no stack.
     onInternalError: (op, error) =>
       logger.error(
@@ -292,9 +332,10 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     log,
   });
   let mounted = true;
-  const stop = () => {
+  stop = () => {
     mounted = false;
     device.unmount();
+    server.stopTransport(); // the ring's entries keep the connection alive until cancelled
   };
   // The endpoint shares this thread with the FUSE loop; Deno.serve reads and parses requests in
   // Rust, so only a complete request costs the JS thread anything (src/http/README.md).
@@ -331,8 +372,13 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   // log.debug (SKYFS_DEBUG): SIGUSR2 logs the request counts so far (to split a workload into phases).
   const dumpCounts = () => {
     const counts = server.requestCounts().map(([name, n]) => `${name} ${n}`).join(", ");
+    const ringStats = server.transport === "uring" && ring
+      ? `; ring: ${ring.stats.requests} requests, ${ring.stats.enters} enters, ` +
+        `${ring.stats.devWakeups} /dev/fuse wake-ups`
+      : "";
     log(
-      `skyfs: requests: ${counts}; poll wake-ups ${server.stats.wakeups} (idle spin found ${server.stats.spinHits})`,
+      `skyfs: requests: ${counts}; transport ${server.transport}; parked waits ` +
+        `${server.stats.wakeups} (idle spin found ${server.stats.spinHits})${ringStats}`,
     );
   };
   const debug = options.debug === true;
@@ -360,6 +406,9 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
       dumpCounts();
     }
     log(`skyfs: unmounted ${path}; shim ${JSON.stringify(shim.stats)}`);
+  }
+  if (transportFailed) {
+    throw new UsageError(`fuse.transport = "uring" cannot work here; set it to "auto" or "dev"`);
   }
 }
 

@@ -11,6 +11,10 @@
  * - SKYFS_TEST_META = curp | etcd (default unset: single node): every skyfs mount is a cluster node
  *   instead, on a cluster of its own (three CURP replicas or one etcd member, and a directory
  *   backend, started with the mount and stopped with it; src/cluster/local_cluster.ts).
+ * - SKYFS_TEST_FUSE_TRANSPORT = auto | uring | dev (default unset: the daemon's own default):
+ *   config key fuse.transport of every skyfs mount (env SKYFS_FUSE_TRANSPORT). With `uring` a mount
+ *   must come up on FUSE over io_uring: startMount throws (the test fails) when the daemon refuses
+ *   or falls back to /dev/fuse.
  * @module
  */
 
@@ -130,6 +134,20 @@ export interface StartMountOptions {
   mountpoint?: string;
   /** Extra CLI arguments after `mount <mp> --data <dir>`. */
   extraArgs?: string[];
+  /** Make the mount a cluster node of its own cluster (as SKYFS_TEST_META does for all). */
+  meta?: "curp" | "etcd";
+  /** Extra environment of the daemon (over SKYFS_TEST_FUSE_TRANSPORT's SKYFS_FUSE_TRANSPORT). */
+  env?: Record<string, string>;
+}
+
+/** SKYFS_TEST_FUSE_TRANSPORT: the fuse.transport every skyfs mount gets, if set. */
+export function testTransport(): "auto" | "uring" | "dev" | undefined {
+  const value = Deno.env.get("SKYFS_TEST_FUSE_TRANSPORT") ?? "";
+  if (value === "") return undefined;
+  if (value === "auto" || value === "uring" || value === "dev") return value;
+  throw new RangeError(
+    `SKYFS_TEST_FUSE_TRANSPORT="${value}" is not auto, uring or dev: set one of those or unset it`,
+  );
 }
 
 /** SKYFS_TEST_META: which metadata service a skyfs mount is a cluster node of, if any. */
@@ -189,7 +207,7 @@ export async function startMount(options: StartMountOptions = {}): Promise<Mount
   const mountpoint = options.mountpoint ?? join(base!, "mnt");
   const dataDir = options.dataDir ?? join(base!, "data");
   await Deno.mkdir(mountpoint, { recursive: true });
-  const meta = testMeta();
+  const meta = options.meta ?? testMeta();
   // A cluster of its own (no mounts of the cluster's; this mount is its node "a").
   const cluster = meta === undefined
     ? undefined
@@ -197,6 +215,11 @@ export async function startMount(options: StartMountOptions = {}): Promise<Mount
   const clusterArgs = cluster === undefined
     ? []
     : ["--meta", cluster.meta, "--backend", cluster.backend, "--node-id", "a"];
+  const env: Record<string, string> = {};
+  const testDefault = testTransport();
+  if (testDefault !== undefined) env.SKYFS_FUSE_TRANSPORT = testDefault;
+  Object.assign(env, options.env ?? {});
+  const transport = env.SKYFS_FUSE_TRANSPORT;
   const log = { text: "" };
   let child: Deno.ChildProcess | undefined;
   let status: Promise<Deno.CommandStatus> | undefined;
@@ -221,6 +244,7 @@ export async function startMount(options: StartMountOptions = {}): Promise<Mount
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
+      env,
     }).spawn();
     status = child.status;
     drained = Promise.all([collect(child.stdout, log), collect(child.stderr, log)]).then(() => {});
@@ -247,6 +271,20 @@ export async function startMount(options: StartMountOptions = {}): Promise<Mount
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     liveMounts.add(mountpoint);
+    // The daemon logs its transport after INIT, which follows the mount.
+    if (transport === "uring") {
+      const uringDeadline = Date.now() + MOUNT_READY_TIMEOUT_MS;
+      while (!log.text.includes("skyfs: FUSE transport io_uring")) {
+        if (exited || Date.now() > uringDeadline) {
+          throw new Error(
+            `skyfs mount of "${mountpoint}" is not on FUSE over io_uring ` +
+              `(SKYFS_TEST_FUSE_TRANSPORT=uring). Daemon output:\n${log.text}`,
+          );
+        }
+        await Deno.stat(mountpoint).catch(() => {}); // any request makes the kernel send INIT
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
   };
 
   const waitGone = async (what: string) => {

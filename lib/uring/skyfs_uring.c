@@ -51,6 +51,9 @@ EXPORT struct skyfs_uring *skyfs_uring_open(uint32_t entries, int32_t *error) {
 
 EXPORT struct skyfs_uring *skyfs_uring_open_with(uint32_t entries, uint32_t setup,
                                                  int32_t *error) {
+  unsigned extra = (setup & SKYFS_SETUP_SQE128) ? IORING_SETUP_SQE128 : 0;
+  unsigned taskrun_flag = (setup & SKYFS_SETUP_TASKRUN_FLAG) ? IORING_SETUP_TASKRUN_FLAG : 0;
+  setup &= ~(uint32_t)(SKYFS_SETUP_SQE128 | SKYFS_SETUP_TASKRUN_FLAG);
   if (setup > SKYFS_SETUP_PLAIN) {
     *error = -EINVAL;
     return NULL;
@@ -64,7 +67,11 @@ EXPORT struct skyfs_uring *skyfs_uring_open_with(uint32_t entries, uint32_t setu
   int result = -EINVAL;
   for (size_t i = setup; i < sizeof(setup_tries) / sizeof(setup_tries[0]); i++) {
     memset(&params, 0, sizeof(params));
-    params.flags = setup_tries[i];
+    params.flags = setup_tries[i] | extra;
+    /* Only with COOP or DEFER task work: the kernel refuses it on a plain ring. */
+    if (params.flags & (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_DEFER_TASKRUN)) {
+      params.flags |= taskrun_flag;
+    }
     result = io_uring_queue_init_params(entries, &handle->ring, &params);
     if (result != -EINVAL) break;
   }
@@ -208,6 +215,22 @@ static void prepare(struct skyfs_uring *handle, struct io_uring_sqe *sqe,
       break;
     case SKYFS_OP_CONNECT:
       io_uring_prep_connect(sqe, op->fd, addr, (socklen_t)op->length);
+      break;
+    case SKYFS_OP_URING_CMD: {
+      io_uring_prep_rw(IORING_OP_URING_CMD, sqe, op->fd, addr, (unsigned)op->length, 0);
+      sqe->cmd_op = op->flags;
+      /* The command area (sqe->cmd, 80 bytes on an SQE128 ring): struct fuse_uring_cmd_req
+       * { u64 flags; u64 commit_id; u16 qid; u8 padding[6]; }. */
+      uint8_t *cmd = sqe->cmd;
+      memset(cmd, 0, 80);
+      uint64_t commit_id = op->offset;
+      uint16_t qid = (uint16_t)op->mode;
+      memcpy(cmd + 8, &commit_id, sizeof(commit_id));
+      memcpy(cmd + 16, &qid, sizeof(qid));
+      break;
+    }
+    case SKYFS_OP_POLL_ADD:
+      io_uring_prep_poll_add(sqe, op->fd, op->flags);
       break;
   }
   if (op->link) sqe->flags |= IOSQE_IO_LINK;
@@ -365,6 +388,12 @@ EXPORT void skyfs_uring_set_poll_ns(struct skyfs_uring *handle, uint32_t poll_ns
 
 EXPORT uint32_t skyfs_uring_async_count(const struct skyfs_uring *handle) {
   return handle->async_count;
+}
+
+EXPORT uint32_t skyfs_uring_cq_ready(const struct skyfs_uring *handle) {
+  const struct io_uring *ring = &handle->ring;
+  uint32_t flagged = (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_TASKRUN) ? 1 : 0;
+  return io_uring_cq_ready(ring) + flagged;
 }
 
 EXPORT void skyfs_uring_close(struct skyfs_uring *handle) {

@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#define SKYFS_URING_ABI_VERSION 5
+#define SKYFS_URING_ABI_VERSION 6
 
 /* Default of skyfs_uring_set_poll_ns. */
 #define SKYFS_URING_POLL_NS 20000
@@ -44,7 +44,13 @@ enum {
   SKYFS_OP_SEND = 15,    /* fd = socket, addr = buffer, length, flags = MSG_* */
   SKYFS_OP_ACCEPT = 16,  /* fd = listening socket, flags = SOCK_CLOEXEC etc.; no address */
   SKYFS_OP_CONNECT = 17, /* fd = socket, addr = struct sockaddr *, length = its size */
-  SKYFS_OP_LAST = 17
+  /* Since ABI 6, for FUSE over io_uring (src/fuse/transport_uring.ts); only on a ring opened with
+   * SKYFS_SETUP_SQE128. Not required by skyfs_uring_probe. */
+  SKYFS_OP_URING_CMD = 18, /* fd, addr = struct iovec[], length = iovec count, flags = cmd_op;
+                              the SQE's cmd area gets struct fuse_uring_cmd_req: flags 0,
+                              commit_id = offset, qid = mode */
+  SKYFS_OP_POLL_ADD = 19,  /* fd, flags = poll mask (POLLIN ...), one shot */
+  SKYFS_OP_LAST = 19
 };
 
 /* One operation to submit. 64 bytes, little-endian, no padding. Pointers are plain addresses. */
@@ -85,7 +91,13 @@ struct skyfs_uring *skyfs_uring_open(uint32_t entries, int32_t *error);
 enum {
   SKYFS_SETUP_DEFER = 0, /* SINGLE_ISSUER | DEFER_TASKRUN, else COOP, else PLAIN */
   SKYFS_SETUP_COOP = 1,  /* COOP_TASKRUN, else PLAIN */
-  SKYFS_SETUP_PLAIN = 2  /* neither */
+  SKYFS_SETUP_PLAIN = 2, /* neither */
+  /* OR-ed into any level (since ABI 6): 128-byte SQEs (IORING_SETUP_SQE128), which
+   * SKYFS_OP_URING_CMD needs for FUSE's command area. */
+  SKYFS_SETUP_SQE128 = 0x100,
+  /* OR-ed into DEFER or COOP (since ABI 6): IORING_SETUP_TASKRUN_FLAG, the kernel flags in the
+   * shared SQ ring when completions wait to be run (skyfs_uring_cq_ready sees it). */
+  SKYFS_SETUP_TASKRUN_FLAG = 0x200
 };
 
 /* skyfs_uring_open with a choice of setup flags (skyfs_uring_open is SKYFS_SETUP_DEFER), for
@@ -166,6 +178,12 @@ int32_t skyfs_uring_fd_mode(int32_t fd);
 
 /* SQEs prepared with IOSQE_ASYNC since the ring opened (for tests: the flag reached the SQE). */
 uint32_t skyfs_uring_async_count(const struct skyfs_uring *ring);
+
+/* Completions posted and not yet reaped, read from the shared CQ ring: no syscall; plus 1 when
+ * the ring has SKYFS_SETUP_TASKRUN_FLAG and the kernel flagged completions that a reap would run.
+ * On a plain ring the kernel posts completions by itself, so this sees new ones as they come.
+ * Since ABI 6. */
+uint32_t skyfs_uring_cq_ready(const struct skyfs_uring *ring);
 
 /* Frees the ring and its eventfd. No wait may be running and no op may be in flight: the kernel
  * tears a ring down asynchronously, so a request still running could write into a buffer the

@@ -140,6 +140,26 @@ export const KEYS = {
     doc: "how long the FUSE reader looks for the next request before parking; 0 = park at " +
       "once (src/fuse/README.md, Idle spin)",
   },
+  "fuse.transport": {
+    kind: "string",
+    schema: z.enum(["auto", "uring", "dev"]),
+    default: "auto",
+    flag: "transport",
+    commands: MOUNTING,
+    allowed: "auto, uring or dev",
+    doc: "how FUSE requests cross: io_uring when the kernel offers it (auto, else /dev/fuse " +
+      "with one info line), uring (an error when it cannot), or dev (src/fuse/README.md, " +
+      "Transports)",
+  },
+  "fuse.uring_depth": {
+    kind: "number",
+    schema: z.number().int().min(1).max(128),
+    default: 8,
+    commands: MOUNTING,
+    allowed: "an integer from 1 to 128",
+    doc: "FUSE over io_uring: ring entries (requests in flight) per CPU queue; each holds a " +
+      "1 MiB buffer",
+  },
   // [volume]: volumes with quotas (src/vfs/volumes.ts)
   "volume.root": {
     kind: "string",

@@ -14,6 +14,8 @@ import { FuseCounters } from "./counters.ts";
 import { monotonicSeconds } from "../io/libc.ts";
 import { lockHandlers } from "./lock.ts";
 import type { FuseDevice } from "./session.ts";
+import { DevTransport, nextTurn } from "./transport_dev.ts";
+import type { FuseRing } from "./transport_uring.ts";
 import {
   decodeInitIn,
   decodeRequest,
@@ -38,15 +40,23 @@ import { xattrHandlers } from "./xattr.ts";
 
 /** Largest WRITE payload we accept; the kernel splits bigger writes (needs MAX_PAGES). */
 export const MAX_WRITE = 1 << 20;
-/** A request buffer holds the largest WRITE plus its headers. */
-const REQUEST_BUFFER_SIZE = MAX_WRITE + 4096;
-/** Requests handled concurrently; reading pauses at the limit (back-pressure on the kernel). */
-const MAX_IN_FLIGHT = 64;
 /** How long unmount waits for requests still being handled before the Vfs is destroyed (lock
  * waits are aborted first, so only requests doing work are waited for). */
 const DRAIN_TIMEOUT_MS = 5000;
 
+/** Where the reply to one request goes: the transport that delivered it (src/fuse/README.md,
+ * "Transports"). `reply` null: the request gets none (FORGET, INTERRUPT, or an undecodable one);
+ * `unique` is 0 when the header could not be read. Called exactly once per request. */
+export type ReplySink = (reply: Uint8Array | null, unique: bigint) => void;
+
 export interface ServerOptions {
+  /** FUSE over io_uring: a ring opened before the mount (transport_uring.ts). When the kernel
+   * offers FUSE_OVER_IO_URING in INIT, the server takes it and moves requests to the ring;
+   * otherwise it stays on /dev/fuse and calls `onTransport` with the reason. */
+  ring?: FuseRing;
+  /** Called once the transport is known: after INIT ("dev" with a reason when a ring was given
+   * but not used), and again with "dev" and a reason if the ring fails to register. */
+  onTransport?: (transport: "dev" | "uring", detail: string) => void;
   /** Seconds the kernel may cache entries and attributes. Default 10 s each. */
   validity?: Validity;
   /** Negotiate FUSE passthrough when the kernel offers it (needs CAP_SYS_ADMIN). Default false. */
@@ -115,10 +125,8 @@ function buildTable(): Map<number, HandlerEntry> {
 
 const table = buildTable();
 
-/** One turn of the event loop: microtasks, then timers and I/O that are ready, then this. */
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
+/** FUSE_OVER_IO_URING: bit 41 of the 64 INIT flags, bit 9 of flags2. */
+export const OVER_IO_URING_FLAG2 = 1 << 9;
 
 /**
  * Passthrough backing files: one backing id per inode, shared by all of its open handles and
@@ -205,8 +213,14 @@ export class FuseServer {
   #inFlight = 0;
   #wakeReader?: () => void;
   #interruptible = new Map<bigint, AbortController>();
-  #stats = { requests: 0, wakeups: 0, spinHits: 0 };
-  readonly #idleSpinMs: number;
+  /** Requests served, parked waits (poll or eventfd) and requests the idle spin found; the
+   * transports count them. */
+  readonly loopStats = { requests: 0, wakeups: 0, spinHits: 0 };
+  readonly idleSpinMs: number;
+  /** INIT took FUSE_OVER_IO_URING: the /dev/fuse reader stops and the ring takes over. */
+  #uringNegotiated = false;
+  /** Which transport carries requests now. */
+  transport: "dev" | "uring" = "dev";
   /** Requests, errors, durations and bytes for /metrics (src/http reads them at scrape time). */
   readonly counters = new FuseCounters();
   #destroyed = false;
@@ -219,28 +233,13 @@ export class FuseServer {
     this.backing = new BackingFiles(device);
     this.cacheDirs = options.cacheDirs ?? true;
     this.daemonLocks = options.daemonLocks ?? false;
-    this.#idleSpinMs = (options.idleSpinUs ?? 50) / 1000;
+    this.idleSpinMs = (options.idleSpinUs ?? 50) / 1000;
   }
 
   /** Cache validity for replies carrying the attributes of `ino` (see BackingFiles.hasWriter). */
   validityFor(ino: number): Validity {
     if (!this.backing.hasWriter(ino)) return this.validity;
     return { entrySeconds: this.validity.entrySeconds, attrSeconds: 0 };
-  }
-
-  /** Turns of the event loop, each followed by a non-blocking read into `buffer`, until one
-   * reads a request (its length, or a negative errno) or the idle spin is over (0). */
-  async #spinForRequest(buffer: Uint8Array<ArrayBuffer>): Promise<number> {
-    const until = performance.now() + this.#idleSpinMs;
-    do {
-      await nextTurn();
-      const n = this.device.readRequest(buffer);
-      if (n !== 0) {
-        if (n > 0) this.#stats.spinHits++;
-        return n;
-      }
-    } while (performance.now() < until);
-    return 0;
   }
 
   /**
@@ -273,7 +272,7 @@ export class FuseServer {
   /** Requests served, poll wake-ups (requests per wake-up = batching achieved) and requests
    * found by the idle spin (each saved a wake-up) so far. */
   get stats(): { requests: number; wakeups: number; spinHits: number } {
-    return { ...this.#stats };
+    return { ...this.loopStats };
   }
 
   /** Requests served so far by operation name, most frequent first. */
@@ -285,40 +284,48 @@ export class FuseServer {
     return counts.sort((a, b) => b[1] - a[1]);
   }
 
+  /** Requests being handled now. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Resolves when a request finishes (or at once if none is being handled). */
+  requestFinished(): Promise<void> {
+    if (this.#inFlight === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => this.#wakeReader = resolve);
+  }
+
+  /** The daemon unmounted the file system: a ring transport stops taking requests, so that
+   * serve() can finish (see FuseRing.requestStop). */
+  stopTransport(): void {
+    this.#options.ring?.requestStop();
+  }
+
+  /** True once INIT negotiated FUSE over io_uring (the /dev/fuse reader then hands over). */
+  get uringNegotiated(): boolean {
+    return this.#uringNegotiated;
+  }
+
   /** Serve until the file system is unmounted. Resolves after the Vfs is destroyed. */
   async serve(): Promise<void> {
-    const pool: Uint8Array<ArrayBuffer>[] = [];
-    for (;;) {
-      if (this.#inFlight >= MAX_IN_FLIGHT) {
-        await new Promise<void>((resolve) => this.#wakeReader = resolve);
-        continue;
+    // INIT (and anything before the ring is ready) comes through /dev/fuse; the reader returns
+    // "switch" right after an INIT that took FUSE_OVER_IO_URING.
+    const dev = new DevTransport(this.device, this);
+    const outcome = await dev.run(true);
+    if (outcome === "switch") {
+      await nextTurn(); // the INIT reply is written; the kernel now accepts ring registrations
+      const ring = this.#options.ring!;
+      const failed = ring.start(this.device, this);
+      if (failed === undefined) {
+        this.transport = "uring";
+        this.#options.onTransport?.("uring", ring.describe());
+        await ring.run();
+      } else {
+        // The kernel turned io_uring off for this connection (fc->io_uring = 0) and serves
+        // /dev/fuse again.
+        this.#options.onTransport?.("dev", failed);
+        await dev.run(false);
       }
-      const buffer = pool.pop() ?? new Uint8Array(REQUEST_BUFFER_SIZE);
-      let n = this.device.readRequest(buffer);
-      // Before parking in the poll hop, give the event loop a few turns (handlers finish, their
-      // replies go out, other I/O runs) and read again: a client that waits for each reply
-      // sends its next request within microseconds (see README "Idle spin").
-      if (n === 0 && this.#idleSpinMs > 0) n = await this.#spinForRequest(buffer);
-      if (n === 0) {
-        pool.push(buffer);
-        this.#stats.wakeups++;
-        await this.device.waitReadable(1000);
-        continue;
-      }
-      if (n < 0) {
-        pool.push(buffer);
-        if (n === -Errno.ENODEV || n === -Errno.EBADF) break; // unmounted
-        throw new Error(`Reading /dev/fuse failed: errno ${-n}`);
-      }
-      this.#stats.requests++;
-      this.#inFlight++;
-      this.#handle(buffer.subarray(0, n)).finally(() => {
-        this.#inFlight--;
-        pool.push(buffer);
-        const wake = this.#wakeReader;
-        this.#wakeReader = undefined;
-        wake?.();
-      });
     }
     // Let requests still being handled finish (a write's attributes must reach the store)
     // before the Vfs flushes and closes; their replies go nowhere, the connection is gone.
@@ -330,6 +337,9 @@ export class FuseServer {
         setTimeout(resolve, 50);
       });
     }
+    // Replies of the requests above went out (or failed: the connection is gone); now no SQE of
+    // the ring is in the kernel any more.
+    await this.#options.ring?.close();
     await this.#destroy();
   }
 
@@ -340,14 +350,30 @@ export class FuseServer {
     await this.vfs.destroy();
   }
 
+  /**
+   * Handle one request that a transport delivered: counts it, runs it, and hands its one reply
+   * to `send`. The transport must not reuse `buffer` before `send` was called.
+   */
+  handleRequest(buffer: Uint8Array, send: ReplySink): void {
+    this.loopStats.requests++;
+    this.#inFlight++;
+    this.#handle(buffer, send).finally(() => {
+      this.#inFlight--;
+      const wake = this.#wakeReader;
+      this.#wakeReader = undefined;
+      wake?.();
+    });
+  }
+
   /** Decode one request, run its handler, and send its one reply. Never rejects. */
-  async #handle(buffer: Uint8Array): Promise<void> {
+  async #handle(buffer: Uint8Array, send: ReplySink): Promise<void> {
     let request: Request;
     try {
       request = decodeRequest(buffer);
     } catch (error) {
       this.#options.onInternalError?.("decode", error);
-      return; // without a valid header there is no unique to answer
+      send(null, 0n); // without a valid header there is no unique to answer
+      return;
     }
     const { header } = request;
     const unique = header.unique;
@@ -366,11 +392,13 @@ export class FuseServer {
       reply = statusReply(unique, errnoOf(error));
     }
     this.counters.record(header.opcode, monotonicSeconds() - started, failed);
-    if (reply === null) return;
+    if (reply === null) {
+      send(null, unique);
+      return;
+    }
     const dv = new DataView(reply.buffer, reply.byteOffset, 16);
     if (dv.getUint32(0, true) === 0) finishReply(reply, unique, 0);
-    // ENOENT here means the kernel dropped the request (interrupted); nothing to do.
-    this.device.writeMessage(reply as Uint8Array<ArrayBuffer>);
+    send(reply, unique);
     recycleReply(reply);
   }
 
@@ -414,8 +442,20 @@ export class FuseServer {
       this.#options.passthrough && (init.flags & InitFlag.INIT_EXT) &&
         (init.flags2 & InitFlag2.PASSTHROUGH),
     );
-    const flags2 = passthrough ? InitFlag2.PASSTHROUGH : 0;
+    const ring = this.#options.ring;
+    const uring = ring !== undefined && Boolean(init.flags & InitFlag.INIT_EXT) &&
+      Boolean(init.flags2 & OVER_IO_URING_FLAG2);
+    const flags2 = (passthrough ? InitFlag2.PASSTHROUGH : 0) | (uring ? OVER_IO_URING_FLAG2 : 0);
     const minor = Math.min(init.minor, KERNEL_MINOR_VERSION);
+    if (ring !== undefined && !uring) {
+      this.#options.onTransport?.(
+        "dev",
+        "the kernel did not offer FUSE_OVER_IO_URING in INIT (enable_uring was turned off?)",
+      );
+    } else if (ring === undefined) {
+      this.#options.onTransport?.("dev", "");
+    }
+    this.#uringNegotiated = uring;
     this.negotiated = { minor, flags, flags2, passthrough };
     this.#options.onInit?.(this.negotiated);
     return initReply({

@@ -8,7 +8,7 @@
 import { Errno, FsError } from "../fs_error.ts";
 
 /** The ABI version this binding speaks; a library reporting another one is refused. */
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 6;
 
 /** Operation codes of `struct skyfs_uring_op` (ours, not the kernel's IORING_OP_* numbers). */
 export const Op = {
@@ -30,6 +30,9 @@ export const Op = {
   SEND: 15,
   ACCEPT: 16,
   CONNECT: 17,
+  /** FUSE over io_uring (src/fuse/transport_uring.ts), on an SQE128 ring only. */
+  URING_CMD: 18,
+  POLL_ADD: 19,
 } as const;
 
 export const OP_NAMES = [
@@ -51,6 +54,8 @@ export const OP_NAMES = [
   "send",
   "accept",
   "connect",
+  "uring_cmd",
+  "poll_add",
 ] as const;
 
 /** Size of `struct skyfs_uring_op` and the index (in u32 words) of each field. */
@@ -76,6 +81,11 @@ export const HEAD_ASYNC = 0x10000;
 /** Levels of skyfs_uring_open_with: which task-work setup flags the ring asks for. */
 export const RING_SETUPS = { defer: 0, coop: 1, plain: 2 } as const;
 export type RingSetup = keyof typeof RING_SETUPS;
+/** OR-ed into a level: 128-byte SQEs (IORING_SETUP_SQE128), for Op.URING_CMD. */
+export const SETUP_SQE128 = 0x100;
+/** OR-ed into "defer" or "coop": IORING_SETUP_TASKRUN_FLAG (skyfs_uring_cq_ready sees pending
+ * task work without a syscall). */
+export const SETUP_TASKRUN_FLAG = 0x200;
 /** IORING_SETUP_* flags, to say which ones a ring got. */
 export const IORING_SETUP_COOP_TASKRUN = 1 << 8;
 export const IORING_SETUP_SINGLE_ISSUER = 1 << 12;
@@ -115,6 +125,7 @@ const symbols = {
   skyfs_uring_fd_mode: { parameters: ["i32"], result: "i32" },
   skyfs_uring_async_count: { parameters: ["pointer"], result: "u32" },
   skyfs_uring_set_poll_ns: { parameters: ["pointer", "u32"], result: "void" },
+  skyfs_uring_cq_ready: { parameters: ["pointer"], result: "u32" },
   skyfs_uring_close: { parameters: ["pointer"], result: "void" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
