@@ -22,8 +22,9 @@
  * Each read is checked against `skyfs_read_bytes_total{tier}` of z2's nodes (every byte from that
  * tier, nothing else read in z2; the bench fails otherwise) and timed from the first read call
  * to the last byte (the open, with its metadata round trips, is not timed); the first byte's wait
- * (a first read(2) of 4 KiB, median per file) is printed too. Files are read one at a time, so a remote read uses one connection (the
- * proxies limit each connection's direction to `--bandwidth-mbit`, not the link as a whole).
+ * (a first read(2) of 4 KiB, median per file) is printed too; the bytes are compared with what
+ * was written. Files are read one at a time, so a remote read uses one connection (the proxies
+ * limit each connection's direction to `--bandwidth-mbit`, not the link as a whole).
  * Remote tiers are reported as a fraction of that bandwidth; same-zone tiers as a fraction of a
  * cold local read (the same objects read straight from z2's store directory after fadvise
  * DONTNEED).
@@ -240,11 +241,11 @@ interface TierRow {
   mbps: number;
   /** Of the link (remote tiers) or of the cold local read (same-zone tiers); 1 for local. */
   ratio: number;
-  /** Median time to a file's first bytes (the whole chunk's fetch), ms; 0 for local. */
+  /** Median time to a file's first 4 KiB, ms; 0 for local. */
   firstMs: number;
 }
 
-/** `skyfs_read_bytes_total` of every running node, by tier (absent = 0). */
+/** `skyfs_read_bytes_total` of these nodes, by tier (absent = 0). */
 async function tierCounters(
   cluster: LocalCluster,
   nodes: LocalNode[],
@@ -263,12 +264,17 @@ async function tierCounters(
   return out;
 }
 
+/** What each bench file holds, to check the reads. */
+const written = new Map<string, Uint8Array>();
+
 /** One-chunk files (a chunk is 4 MiB) making up `mib` MiB, written on `writer`. */
 async function writeFiles(writer: LocalNode, name: string, mib: number): Promise<string[]> {
   const names: string[] = [];
   for (let left = mib * 2 ** 20, i = 0; left > 0; i++) {
     const size = Math.min(left, CHUNK_SIZE);
-    await Deno.writeFile(join(writer.mountpoint, `${name}${i}`), random(size));
+    const data = random(size);
+    await Deno.writeFile(join(writer.mountpoint, `${name}${i}`), data);
+    written.set(`${name}${i}`, data);
     names.push(`${name}${i}`);
     left -= size;
   }
@@ -313,6 +319,10 @@ async function readFromTier(
       at += n;
     }
     seconds += (performance.now() - t0) / 1000;
+    const want = written.get(file)!;
+    if (size !== want.length || buffer.some((x, i) => x !== want[i])) {
+      throw new Error(`bench/zones: ${file} read on ${reader.id} differs from what was written`);
+    }
     bytes += size;
     expected.set(reader.id, (expected.get(reader.id) ?? 0) + size);
   }
@@ -484,7 +494,9 @@ for (const r of tierRows) {
 }
 console.log(
   `tiers: each verified from skyfs_read_bytes_total{tier} (every byte from that tier, nothing ` +
-    `else read in the reader's zone); one-chunk files, each read once, timed from the first read to the last byte (not the open); first byte: median per file, a first read(2) of 4 KiB.`,
+    `else read in the reader's zone) and its bytes compared; one-chunk files, each read once, ` +
+    `timed from the first read to the last byte (not the open); first byte: median per file, ` +
+    `a first read(2) of 4 KiB.`,
 );
 console.log(`load at the end ${load()}`);
 
