@@ -172,7 +172,8 @@ for step in "${steps[@]}"; do
     bench)
       # Proves the harness works end to end on tiny sizes; it asserts nothing about speed.
       run_step bench step deno run -A bench/main.ts --quick --tiny --no-readme --out "$bench_out"
-      # The zones family at its smallest (3 emulated zones, CURP, one operation each; ~10 s).
+      # The zones family at its smallest (3 emulated zones, CURP, one operation each, then 1 MiB
+      # read from each of the 4 tiers on 2 zones; ~17 s).
       run_step bench-zones step deno run -A bench/zones/main.ts --rtt-ms 10 --ops 1 --mib 1 \
         --meta curp
       ;;

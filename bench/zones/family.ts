@@ -1,8 +1,10 @@
 /**
  * The "zones" family of `deno task bench` (`--only zones`): runs bench/zones/main.ts (3 emulated
  * zones, CURP and etcd, per-operation cost in WAN round trips from the leader's zone and from
- * another, and a cross-zone first read as a fraction of the link) as a child and returns its
- * figures as Measurements. Runs only when named: it starts two clusters of 3 zones.
+ * another, a cross-zone first read as a fraction of the link, and reads from each tier: same-zone
+ * peer and backend vs a cold local read, remote peer and backend vs the link) as a child and
+ * returns its figures as Measurements. Runs only when named: it starts two clusters of 3 zones
+ * and one of 2.
  * @module
  */
 
