@@ -38,7 +38,14 @@ if [ "${CI:-}" = "true" ]; then
 fi
 step_timeout_s="${SKYFS_TEST_STEP_TIMEOUT_S:-900}"
 log_dir="$(mktemp -d "${TMPDIR:-/tmp}/skyfs-test-XXXXXX")"
-trap 'rm -rf "$log_dir"' EXIT
+# FUSE over io_uring is offered by the kernel only while this switch is on, and mounts take it
+# when offered (fuse.transport = auto). Every step but tests-uring runs with it off, whatever an
+# earlier run left, so a run means the same on every machine; it is put back as it was at the end.
+uring_switch=/sys/module/fuse/parameters/enable_uring
+uring_before="$(cat "$uring_switch" 2>/dev/null || true)"
+set_uring() { [ -w "$uring_switch" ] && echo "$1" >"$uring_switch" 2>/dev/null || true; }
+restore_uring() { case "$uring_before" in Y) set_uring 1 ;; N) set_uring 0 ;; esac; }
+trap 'rm -rf "$log_dir"; restore_uring' EXIT
 
 results=()  # "status name seconds note"
 tests_passed=0
@@ -131,6 +138,7 @@ run_tests_dir() {
 bench_out="$log_dir/bench"
 total_start="$(date +%s)"
 for step in "${steps[@]}"; do
+  set_uring 0 # tests/fuse_uring_test.ts (in `tests`) and tests-uring turn it on
   case "$step" in
     setup) run_step setup step bash scripts/setup.sh ;;
     fmt) run_step fmt step deno fmt --check ;;
