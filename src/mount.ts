@@ -63,6 +63,8 @@ export interface MountOptions {
   debug?: boolean;
   /** One line per CURP command (config log.debug containing "meta"). */
   traceMeta?: boolean;
+  /** One line per FUSE request (config log.debug containing "fuse"). */
+  traceFuse?: boolean;
   /** The HTTP endpoint (src/http): HOST:PORT or "off". Default DEFAULT_MOUNT_HTTP. */
   http?: string;
   /** Bearer token the admin API's changing actions need; none = they are refused. */
@@ -254,6 +256,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     },
     validity: { entrySeconds: seconds, attrSeconds: seconds },
     idleSpinUs: options.idleSpinUs,
+    trace: options.traceFuse ? (line) => console.error(line) : undefined,
     // A store that did not answer is not our bug: one line naming it, no stack.
     onInternalError: (op, error) =>
       logger.error(
