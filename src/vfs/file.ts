@@ -153,8 +153,9 @@ export async function create(
   // a cluster operation"). No one else knows the number yet, so nothing can race with it.
   const local = core.local.acquire(ino, 0, true).then(() => true, () => false);
   let result: { record: InodeRecord; created: boolean };
+  let lease: number | undefined;
   try {
-    const lease = core.cluster ? await core.cluster.createLease() : undefined;
+    lease = core.cluster ? await core.cluster.createLease() : undefined;
     result = await core.txn(async (t) => {
       const dir = await searchableDir(t, ctx, parent);
       const existing = await t.tx.getDirent(parent, name);
@@ -175,7 +176,7 @@ export async function create(
   const { record, created } = result;
   let opened: OpenResult;
   if (created) {
-    core.cluster?.createdFile(ino);
+    if (lease !== undefined) core.cluster!.createdFile(ino, lease);
     await local;
     try {
       opened = await openChecked(core, ctx, record, flags & ~libc.O_TRUNC);
