@@ -268,6 +268,7 @@ const commands: Record<string, Command> = {
       },
       debug: debug !== "",
       traceMeta: debug.split(",").includes("meta"),
+      traceFuse: debug.split(",").includes("fuse"),
       http: config.get("http.listen"),
       httpToken: httpToken(config),
       dev: config.get("mount.dev"),

@@ -70,6 +70,8 @@ export interface MountOptions {
   debug?: boolean;
   /** One line per CURP command (config log.debug containing "meta"). */
   traceMeta?: boolean;
+  /** One line per FUSE request (config log.debug containing "fuse"). */
+  traceFuse?: boolean;
   /** The HTTP endpoint (src/http): HOST:PORT or "off". Default DEFAULT_MOUNT_HTTP. */
   http?: string;
   /** Bearer token the admin API's changing actions need; none = they are refused. */
@@ -294,6 +296,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
         stop();
       } else log(`skyfs: FUSE transport /dev/fuse (io_uring unavailable: ${detail})`);
     },
+    trace: options.traceFuse ? (line) => console.error(line) : undefined,
     // A store that did not answer is not our bug: one line naming it, no stack.
     onInternalError: (op, error) =>
       logger.error(

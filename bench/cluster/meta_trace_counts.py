@@ -6,7 +6,7 @@ grouped by kind: an entry added (put of a directory entry), removed (its delete)
 import sys, re, collections
 c = collections.Counter()
 for line in open(sys.argv[1]):
-    m = re.search(r"meta (fast|slow|read)( \(refused\))? ", line)
+    m = re.search(r"meta (?:@[0-9.]+ )?(fast|slow|read)( \(refused\))? ", line)
     if not m: continue
     kind = "entry removed" if "delete fs/D" in line else "entry added" if "put fs/D" in line else "other"
     c[(kind, m.group(1) + ("/refused" if m.group(2) else ""))] += 1

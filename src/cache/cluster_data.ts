@@ -391,8 +391,8 @@ export class ClusterData {
     this.records.putInTxn(tx, ino, lease);
   }
 
-  createdFile(ino: number): void {
-    this.records.created(ino);
+  createdFile(ino: number, lease: number): void {
+    this.records.created(ino, lease);
   }
 
   /** Before an open reads the inode: read inode and chunk map again, so the open sees the last
@@ -494,6 +494,9 @@ export class ClusterData {
   async openElsewhere(tx: NsTxn, ino: number): Promise<boolean> {
     // The chunk map comes in the same snapshot: if the inode is deleted, dropInTxn needs it.
     const found = await this.records.openElsewhere(tx, ino, keys.chunkMap(ino));
+    // Answered without a read (a file this node created and nobody else opened): dropInTxn
+    // reads the map through the namespace's cache, which usually holds it.
+    if (!found.read) return found.elsewhere;
     let maps = this.#mapsRead.get(tx);
     if (!maps) this.#mapsRead.set(tx, maps = new Map());
     maps.set(ino, found.also);

@@ -22,7 +22,7 @@ import { collectGarbage } from "./gc.ts";
 import { keys } from "../meta/namespace.ts";
 import { prefixEnd } from "../meta/kv.ts";
 import { errnoName, FsError } from "../fs_error.ts";
-import { openRecordKey, openRecordsPrefix } from "./open_records.ts";
+import { openGuardKey, openRecordKey, openRecordsPrefix } from "./open_records.ts";
 
 const ctx: Ctx = { uid: 0, gid: 0, pid: 1 };
 const O_RDWR = 2;
@@ -58,13 +58,27 @@ interface Node {
   watcher: { cancel(): void };
 }
 
+function startsWith(key: Uint8Array, prefix: Uint8Array): boolean {
+  return key.length >= prefix.length && prefix.every((b, i) => key[i] === b);
+}
+
 async function setup(engine?: IoEngine) {
   const dir = await Deno.makeTempDir({ prefix: "cluster-data-" });
   const kv = await openEmbeddedKV(`${dir}/meta.db`);
   // Each node's destroy closes its kv; the shared one is closed once at the end.
+  const calls = { recordReads: 0 };
   const shared: MetaKV = new Proxy(kv, {
     get: (target, p) => {
       if (p === "close") return () => Promise.resolve();
+      if (p === "txn") {
+        return (...args: Parameters<MetaKV["txn"]>) => {
+          // The snapshot an unlink takes of an inode's open guard and records.
+          const guard = name("cl/openguard/");
+          const ranges = (args[0].success ?? []).filter((op) => "range" in op);
+          if (ranges.some((op) => startsWith(op.range.key, guard))) calls.recordReads++;
+          return target.txn(...args);
+        };
+      }
       const value = Reflect.get(target, p);
       return typeof value === "function" ? value.bind(target) : value;
     },
@@ -110,7 +124,7 @@ async function setup(engine?: IoEngine) {
     await kv.close();
     await Deno.remove(dir, { recursive: true });
   };
-  return { start, stop, cleanup, backend, dir, kv: shared };
+  return { start, stop, cleanup, backend, dir, kv: shared, calls };
 }
 
 async function writeFile(vfs: VfsWithRecovery, file: string, bytes: Uint8Array, at = 0) {
@@ -483,6 +497,43 @@ Deno.test({
       await until(async () => (await c.backend.list("c/")).length === 2, "current objects gone");
       const report = await collectGarbage(c.kv, c.backend, { graceMs: 0 });
       assert.equal(report.orphansPurged, 0);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster consistency: A's unlink of a file only A opened reads nothing before its commit; once B opened it, the records are read and keep it",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const content = random(3000);
+      // Created and closed on A (its record lingers): the guard is as A's create left it.
+      const ino = await writeFile(a.vfs, "u", content);
+      let before = c.calls.recordReads;
+      await a.vfs.unlink(ctx, 1, name("u"));
+      assert.equal(c.calls.recordReads - before, 0, "no read: the guard is compared at commit");
+      assert.equal(await exists(c.kv, keys.inode(ino)), false, "deleted");
+      assert.equal(await openRecords(c.kv, ino), 0, "A's record went with it");
+      // A release racing with the unlink (the watch event first) must not put the guard back.
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await exists(c.kv, openGuardKey(ino)), false, "no stray guard");
+      // Opened on B after A created it: the guard changed, so the compare fails and the
+      // transaction runs again with the read of the records, which keeps the inode for B.
+      const ino2 = await writeFile(a.vfs, "v", content);
+      const { fh } = await openByName(b.vfs, "v");
+      before = c.calls.recordReads;
+      await a.vfs.unlink(ctx, 1, name("v"));
+      assert.equal(c.calls.recordReads - before, 1, "the compare failed: the records were read");
+      assert.ok(await exists(c.kv, keys.orphan(ino2)), "kept as an orphan for B");
+      assert.deepEqual(await readAll(b.vfs, ino2, fh, content.length), content);
+      await b.vfs.release(ino2, fh, 0);
+      await until(async () => !(await exists(c.kv, keys.inode(ino2))), "freed at B's close");
     } finally {
       await c.cleanup();
     }

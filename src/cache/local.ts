@@ -43,6 +43,8 @@ export class LocalStore {
   readonly #opening = new Map<number, Promise<OpenFile>>();
   /** Inodes whose file's directory entry is known durable (synced once per process). */
   readonly #entrySynced = new Set<number>();
+  /** Unlinks started by `removeSoon` and not yet finished. */
+  readonly #removing = new Set<Promise<void>>();
 
   private constructor(io: IoEngine, root: string) {
     this.io = io;
@@ -71,7 +73,7 @@ export class LocalStore {
    * Take a reference on the inode's fd, opening (and creating) the local file if nobody holds
    * it, and setting its length to `size` then. Pair every call with `release`.
    */
-  async acquire(ino: number, size: number): Promise<number> {
+  async acquire(ino: number, size: number, fresh = false): Promise<number> {
     const held = this.#open.get(ino);
     if (held) {
       held.refs++;
@@ -80,7 +82,7 @@ export class LocalStore {
     // Two first users racing must share one open, or one fd would leak and the other be cut.
     let pending = this.#opening.get(ino);
     if (!pending) {
-      pending = this.#openFile(ino, size).finally(() => this.#opening.delete(ino));
+      pending = this.#openFile(ino, size, fresh).finally(() => this.#opening.delete(ino));
       this.#opening.set(ino, pending);
     }
     const file = await pending;
@@ -88,8 +90,8 @@ export class LocalStore {
     return file.fd;
   }
 
-  async #openFile(ino: number, size: number): Promise<OpenFile> {
-    const fd = await this.#openOrCreate(this.path(ino));
+  async #openFile(ino: number, size: number, fresh: boolean): Promise<OpenFile> {
+    const fd = await this.#openOrCreate(this.path(ino), fresh);
     let st: libc.Stat;
     try {
       st = libc.fstat(fd);
@@ -110,13 +112,14 @@ export class LocalStore {
    * Open an existing local file without O_CREAT first: io_uring completes such an openat inline
    * when the path is in the dentry cache, but hands every O_CREAT or O_TRUNC open to an io-wq
    * worker (io_openat_force_async), which costs the open+close of a file about half its rate
-   * (src/io/README.md). Files that do not exist yet (a new inode) take the second open.
+   * (src/io/README.md). Files that do not exist yet (a new inode) take the second open, or
+   * only it when the caller knows the inode is new (`fresh`: the vfs's create).
    */
-  async #openOrCreate(path: string): Promise<number> {
+  async #openOrCreate(path: string, fresh: boolean): Promise<number> {
     // O_NOATIME: the vfs's own reads must not look like reads through passthrough or the shim
     // (watchAccess); those use their own open files of the local file, which keep atime.
     // Only an owner may ask for it (EPERM for a file of another uid): then without.
-    let flags = libc.O_RDWR | libc.O_CLOEXEC | libc.O_NOATIME;
+    let flags = libc.O_RDWR | libc.O_CLOEXEC | libc.O_NOATIME | (fresh ? libc.O_CREAT : 0);
     for (;;) {
       try {
         return await this.io.open(path, flags);
@@ -240,6 +243,19 @@ export class LocalStore {
 
   /** Delete the inode's local file (nothing if it has none). Open fds keep the data until
    * closed, as Linux does for unlinked files. */
+  /**
+   * `remove` without waiting for it: the unlink of a deleted inode's local file (an io-wq hop,
+   * 0.2-5 ms on a busy machine) need not hold the reply. Inode numbers are never reused, so no
+   * later open can meet the file; `closeAll` waits for the ones in flight, and a crash leaves
+   * them to `removeDangling`.
+   */
+  removeSoon(ino: number): void {
+    const removing = this.remove(ino).catch((error) =>
+      console.error(`skyfs: removing the local file of deleted inode ${ino}: ${error}`)
+    ).finally(() => this.#removing.delete(removing));
+    this.#removing.add(removing);
+  }
+
   async remove(ino: number): Promise<void> {
     this.#entrySynced.delete(ino);
     try {
@@ -266,6 +282,7 @@ export class LocalStore {
   /** Close every fd (at unmount). */
   async closeAll(): Promise<void> {
     await Promise.allSettled(this.#opening.values());
+    await Promise.allSettled(this.#removing);
     for (const [ino, file] of this.#open) {
       this.#open.delete(ino);
       await this.io.close(file.fd);

@@ -61,6 +61,13 @@ export class OpenRecords {
   readonly #ttlSeconds: number;
   /** Inodes whose record this node has put (and not deleted). */
   readonly #held = new Set<number>();
+  /**
+   * Files this node created whose open guard only the create wrote (version 1, on this lease):
+   * no other node has put a record since, for every record put writes the guard too. Forgotten
+   * at this node's next write of the guard (a hold, a release, a lease renewal) and at the
+   * first use (`openElsewhere`), so a retried transaction reads.
+   */
+  readonly #fresh = new Map<number, number>();
   /** Per inode, the tail of its record operations: a put and a delete of one key never race. */
   readonly #tails = new Map<number, Promise<unknown>>();
   /** Held inodes closed here, and when their record goes. */
@@ -173,9 +180,12 @@ export class OpenRecords {
     tx.putOutside(openGuardKey(ino), node, lease);
   }
 
-  /** The transaction of `putInTxn` committed: the record exists. */
-  created(ino: number): void {
+  /** The transaction of `putInTxn` (on `lease`) committed: the record exists. */
+  created(ino: number, lease: number): void {
     this.#held.add(ino);
+    this.#fresh.set(ino, lease);
+    // Bounded: an old entry only costs its unlink one read.
+    if (this.#fresh.size > MAX_LINGERING) this.#fresh.delete(this.#fresh.keys().next().value!);
   }
 
   /**
@@ -183,6 +193,7 @@ export class OpenRecords {
    * `alsoRead` (the chunk map) in the same snapshot. Undefined when the inode is gone.
    */
   hold(ino: number, alsoRead: Uint8Array): Promise<{ value?: Uint8Array } | undefined> {
+    this.#fresh.delete(ino);
     return this.#serial(ino, async () => {
       const lease = await this.#grant();
       const node = encoder.encode(this.#nodeId);
@@ -207,20 +218,27 @@ export class OpenRecords {
    * that commit (undefined if deleted), so the caller knows whether it may now free an orphan.
    */
   release(ino: number): Promise<Uint8Array | undefined> {
+    this.#fresh.delete(ino);
     this.#lingering.delete(ino);
     if (this.#held.has(ino)) this.#releasing.add(ino);
     return this.#serial(ino, async () => {
       if (!this.#held.has(ino)) return undefined;
       const lease = await this.#grant();
+      // The guard only while the inode exists: a release racing with the unlink that deleted
+      // the inode (its watch event before its reply, `forget`) put it back for good otherwise,
+      // a stray key on this node's lease (seen in 5-9 of 300 unlinks on `deno task cluster`).
       const response = await this.#kv.txn({
+        compare: [{ key: keys.inode(ino), target: "version", result: ">", value: 0 }],
         success: [
           { deleteRange: { key: openRecordKey(ino, this.#nodeId) } },
           { put: { key: openGuardKey(ino), value: encoder.encode(this.#nodeId), lease } },
           { range: { key: keys.inode(ino) } },
         ],
+        failure: [{ deleteRange: { key: openRecordKey(ino, this.#nodeId) } }],
         revisionsUnused: true,
       });
       this.#held.delete(ino);
+      if (!response.succeeded) return undefined;
       return (response.responses[2] as { range: { kvs: KeyValue[] } }).range.kvs[0]?.value;
     }).finally(() => {
       // A hold queued behind this release has put the record again (it runs after it).
@@ -234,12 +252,24 @@ export class OpenRecords {
     tx: NsTxn,
     ino: number,
     also?: Uint8Array,
-  ): Promise<{ elsewhere: boolean; also?: Uint8Array }> {
+  ): Promise<{ elsewhere: boolean; read: boolean; also?: Uint8Array }> {
+    const lease = this.#fresh.get(ino);
+    if (lease !== undefined) {
+      // No read: the guard still as this node's create wrote it proves that no other node put a
+      // record since (each put rewrites the guard: version 2 or more, or another lease; gone
+      // with its lease, a rewrite makes it version 1 on another lease). Else the commit fails
+      // and the transaction runs again, reading.
+      this.#fresh.delete(ino);
+      const guard = openGuardKey(ino);
+      tx.compareOutside({ key: guard, target: "version", result: "==", value: 1 });
+      tx.compareOutside({ key: guard, target: "lease", result: "==", value: lease });
+      return { elsewhere: false, read: false };
+    }
     const found = await tx.readGuarded(openGuardKey(ino), openRecordsPrefix(ino), also);
     // A record under this node's id is this process's (its own handles are counted in memory)
     // or a crashed predecessor's, whose lease is about to expire: neither keeps the inode.
     const elsewhere = found.kvs.some((kv) => openRecordNode(kv.key) !== this.#nodeId);
-    return { elsewhere, also: found.also };
+    return { elsewhere, read: true, also: found.also };
   }
 
   /** `ino` was deleted: forget (and delete) this node's record of it. */
@@ -305,6 +335,7 @@ export class OpenRecords {
     }
     // The metadata store was unreachable longer than the TTL: the records are gone, and an
     // unlink elsewhere meanwhile may have deleted a file open here. Put back the rest.
+    this.#fresh.clear();
     try {
       const granted = await this.#kv.leaseGrant(this.#ttlSeconds);
       this.#leaseId = granted.id;

@@ -682,7 +682,7 @@ export const KEYS = {
     commands: ["mount", "status", "meta serve"],
     allowed: 'a comma-separated list of words, e.g. "1" or "meta" ("" = off)',
     doc: "debug output: any word turns on request counts at unmount (and on SIGUSR2) and " +
-      "stacks of errors; meta adds one line per CURP command",
+      "stacks of errors; meta adds one line per CURP command, fuse one per FUSE request",
   },
 } as const satisfies Record<string, KeySpec>;
 

@@ -78,6 +78,10 @@ export interface ServerOptions {
   /** Called for each request answered EIO with an FsError: the store below failed (a backend
    * unreachable, a checksum mismatch), which the user cannot see from the errno alone. */
   onIoError?: (opcode: string, error: FsError) => void;
+  /** Called after each reply with one line: time (ms since the process started), opcode, node
+   * id, the daemon's time on the request, and the idle time since the previous reply (the
+   * kernel's and the program's side). Debug only (config log.debug containing "fuse"). */
+  trace?: (line: string) => void;
 }
 
 /** What a handler sees: the Vfs, the caller, cache validity and the device for passthrough. */
@@ -392,6 +396,7 @@ export class FuseServer {
       reply = statusReply(unique, errnoOf(error));
     }
     this.counters.record(header.opcode, monotonicSeconds() - started, failed);
+    if (this.#options.trace) this.#traceRequest(header.opcode, header.nodeid, started, failed);
     if (reply === null) {
       send(null, unique);
       return;
@@ -400,6 +405,19 @@ export class FuseServer {
     if (dv.getUint32(0, true) === 0) finishReply(reply, unique, 0);
     send(reply, unique);
     recycleReply(reply);
+  }
+
+  #lastReplyAt = 0;
+
+  #traceRequest(opcode: number, nodeid: number, started: number, failed: boolean): void {
+    const now = monotonicSeconds();
+    const idle = this.#lastReplyAt === 0 ? 0 : Math.max(0, started - this.#lastReplyAt);
+    this.#lastReplyAt = now;
+    this.#options.trace!(
+      `skyfs: fuse @${performance.now().toFixed(3)} ${opcodeNames.get(opcode) ?? opcode} ` +
+        `node ${nodeid} ${((now - started) * 1000).toFixed(3)} ms` +
+        `${failed ? " (error)" : ""}, idle before ${(idle * 1000).toFixed(3)} ms`,
+    );
   }
 
   #dispatch(request: Request): Promise<Uint8Array | null> {

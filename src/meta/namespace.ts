@@ -857,6 +857,8 @@ export class NsTxn {
   >();
   /** Keys this transaction knows do not exist (under an inode it creates): cached as absent. */
   readonly #absent: Uint8Array[] = [];
+  /** Conditions on keys outside the namespace's own (`compareOutside`). */
+  readonly #outsideCompares: Compare[] = [];
   readonly #newDirs: number[] = [];
   readonly #rangeDeletes: { key: Uint8Array; rangeEnd: Uint8Array }[] = [];
   /** Inodes whose xattrs are range-deleted by this transaction. */
@@ -1186,6 +1188,12 @@ export class NsTxn {
     return { kvs: found.range.kvs, also: extra?.range.kvs[0]?.value };
   }
 
+  /** A condition on a key outside the namespace's own (cluster mode's open guard), checked at
+   * commit with the compares of the keys read. */
+  compareOutside(compare: Compare): void {
+    this.#outsideCompares.push(compare);
+  }
+
   /** Delete a key outside the namespace's own (cluster mode's open marker) in this commit. */
   deleteOutside(key: Uint8Array): void {
     this.#write(key, undefined);
@@ -1232,6 +1240,7 @@ export class NsTxn {
         out.push({ key, target: "version", result: "==", value: 0 });
       }
     }
+    out.push(...this.#outsideCompares);
     return out;
   }
 

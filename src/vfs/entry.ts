@@ -494,7 +494,7 @@ export async function afterUnlink(core: VfsCore, ino: number, freed: boolean): P
   core.onInodeChange(ino);
   if (core.keptElsewhere.delete(ino)) return core.dropStateIfIdle(ino);
   if (freed) {
-    await core.local.remove(ino);
+    core.local.removeSoon(ino);
     core.dropStateIfIdle(ino);
   } else {
     await core.maybePurge(ino);

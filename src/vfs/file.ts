@@ -147,25 +147,45 @@ export async function create(
   checkName(name);
   if (isDotOrDotDot(name)) throw new FsError("EEXIST", `${show(name)} always exists`);
   const ino = await core.ns.allocIno();
-  const lease = core.cluster ? await core.cluster.createLease() : undefined;
-  const { record, created } = await core.txn(async (t) => {
-    const dir = await searchableDir(t, ctx, parent);
-    const existing = await t.tx.getDirent(parent, name);
-    if (existing) {
-      if (flags & libc.O_EXCL) throw new FsError("EEXIST", `${show(name)} exists`);
-      return { record: await t.inode(existing.ino), created: false };
-    }
-    mayCreate(ctx, dir);
-    const spec = { mode: S_IFREG | (mode & 0o7777), umask };
-    const record = createIn(t, ctx, dir, name, ino, spec, core.now());
-    if (lease !== undefined) core.cluster!.createInTxn(t.tx, ino, lease);
-    return { record, created: true };
-  });
+  // The new inode's local file is created while the transaction commits, not after it: an
+  // O_CREAT open always waits for an io-wq worker (src/io/README.md), 0.6-6 ms on a busy
+  // machine, about half of a cluster create's time in the mount (src/cluster/README.md, "Cost of
+  // a cluster operation"). No one else knows the number yet, so nothing can race with it.
+  const local = core.local.acquire(ino, 0, true).then(() => true, () => false);
+  let result: { record: InodeRecord; created: boolean };
+  let lease: number | undefined;
+  try {
+    lease = core.cluster ? await core.cluster.createLease() : undefined;
+    result = await core.txn(async (t) => {
+      const dir = await searchableDir(t, ctx, parent);
+      const existing = await t.tx.getDirent(parent, name);
+      if (existing) {
+        if (flags & libc.O_EXCL) throw new FsError("EEXIST", `${show(name)} exists`);
+        return { record: await t.inode(existing.ino), created: false };
+      }
+      mayCreate(ctx, dir);
+      const spec = { mode: S_IFREG | (mode & 0o7777), umask };
+      const record = createIn(t, ctx, dir, name, ino, spec, core.now());
+      if (lease !== undefined) core.cluster!.createInTxn(t.tx, ino, lease);
+      return { record, created: true };
+    });
+  } catch (error) {
+    await dropUnusedLocal(core, ino, local);
+    throw error;
+  }
+  const { record, created } = result;
   let opened: OpenResult;
   if (created) {
-    core.cluster?.createdFile(ino);
-    opened = await openChecked(core, ctx, record, flags & ~libc.O_TRUNC);
+    if (lease !== undefined) core.cluster!.createdFile(ino, lease);
+    await local;
+    try {
+      opened = await openChecked(core, ctx, record, flags & ~libc.O_TRUNC);
+    } finally {
+      // openChecked took its own reference on the fd opened above (or failed and let go).
+      if (await local) await core.local.release(ino);
+    }
   } else {
+    await dropUnusedLocal(core, ino, local);
     // Lost a race with another creator and no O_EXCL: open(2) opens the existing file.
     if (isDir(record.mode)) throw new FsError("EISDIR", `${show(name)} is a directory`);
     checkAccess(ctx, record, accessMask(flags));
@@ -173,6 +193,13 @@ export async function create(
   }
   core.state(record.ino).lookups++;
   return { ...opened, attr: core.attr(await core.record(record.ino)) };
+}
+
+/** A create that made no inode: close and remove the local file made for the number. */
+async function dropUnusedLocal(core: VfsCore, ino: number, local: Promise<boolean>): Promise<void> {
+  if (!(await local)) return;
+  await core.local.release(ino);
+  await core.local.remove(ino);
 }
 
 export async function read(

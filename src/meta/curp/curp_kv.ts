@@ -153,7 +153,7 @@ function traceLine(
   if (options.admin) parts.push(Object.keys(options.admin)[0]);
   const ms = (performance.now() - startedAt).toFixed(2);
   const path = completion.refused ? `${completion.path} (refused)` : completion.path;
-  return `skyfs: meta ${path} ${ms} ms: ${parts.join(", ")}`;
+  return `skyfs: meta @${performance.now().toFixed(3)} ${path} ${ms} ms: ${parts.join(", ")}`;
 }
 
 /** The key a `sync()` barrier deletes: nobody stores it, so the barrier writes nothing (no
