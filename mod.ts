@@ -198,6 +198,7 @@ function clusterOptions(config: Config) {
     peerRoutes: parseRoutes(config.get("cluster.peer_routes")),
     backendRoutes: parseRoutes(config.get("cluster.backend_routes")),
     zoneTimeoutMs: config.get("cluster.zone_timeout_ms"),
+    zoneDownMs: config.get("cluster.zone_down_ms"),
   };
 }
 

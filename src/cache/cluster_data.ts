@@ -204,6 +204,14 @@ export interface ClusterDataOptions {
   /** The placement of a file's chunks: cluster-wide now (config cluster.zone_replicas and
    * cluster.zone_sync); the hook for a per-volume policy (issue 16). Default 2 and 1. */
   placement?: (ino: number) => PlacementPolicy;
+  /** How long another zone's store is skipped after a request to it failed (not "missing"),
+   * unless it is the last place a chunk can come from. Default 10000 ms (config
+   * cluster.zone_down_ms). */
+  zoneDownMs?: number;
+  /** The clock of the down window (tests). Default Date.now. */
+  now?: () => number;
+  /** Where the down/back lines go. Default console.error. */
+  log?: (line: string) => void;
 }
 
 /** An uploaded chunk waiting for its map transaction. */
@@ -310,6 +318,12 @@ export class ClusterData {
   readonly #openLingerMs: number | undefined;
   readonly zones: ZoneStores | undefined;
   readonly #placement: (ino: number) => PlacementPolicy;
+  readonly #zoneDownMs: number;
+  readonly #now: () => number;
+  readonly #log: (line: string) => void;
+  /** Other zones whose store failed a request and has not answered one since, with the end of
+   * their skip window (cluster.zone_down_ms): skyfs_zone_store_down. */
+  readonly zonesDown = new Map<string, { since: number; until: number }>();
   /** Set by the node: copies were queued by a publish of this node (the queue drains them). */
   onQueued: () => void = () => {};
   /** Chunk maps read by `openElsewhere`, per transaction, for `dropInTxn`. */
@@ -340,6 +354,9 @@ export class ClusterData {
     this.#openLingerMs = options.openLingerMs;
     this.zones = options.zones;
     this.#placement = options.placement ?? (() => ({ replicas: 2, sync: 1 }));
+    this.#zoneDownMs = options.zoneDownMs ?? 10_000;
+    this.#now = options.now ?? Date.now;
+    this.#log = options.log ?? ((line) => console.error(line));
     this.stats = {
       hits: 0,
       peerFills: 0,
@@ -947,30 +964,73 @@ export class ClusterData {
     return data;
   }
 
-  /** Tier backend_remote: the other zones' stores placed in the map, in its order. */
+  /**
+   * Tier backend_remote: the other zones' stores placed in the map, in its order. A zone whose
+   * store failed a request (an error, a timeout; not a missing object) is skipped for
+   * `zoneDownMs`, unless no other zone gives the chunk: then the skipped zones are tried last.
+   */
   async fetchFromRemote(ino: number, index: number, ref: ChunkRef, errors: string[] = []) {
+    const skipped: string[] = [];
     for (const zone of await this.remoteZones(ref)) {
-      let store: BackendStore;
-      try {
-        store = await this.zones!.store(zone);
-      } catch (error) {
-        errors.push(`cannot reach zone ${zone}'s backend: ${(error as Error).message}`);
+      const down = this.zonesDown.get(zone);
+      if (down && this.#now() < down.until) {
+        skipped.push(zone);
         continue;
       }
-      const data = await this.#fetchFrom(
-        store,
-        `zone ${zone}'s ${store.kind} backend`,
-        ino,
-        index,
-        ref,
-        errors,
-      );
-      if (data) {
-        this.stats.backendRemoteBytes += data.length;
-        return data;
-      }
+      const data = await this.#fetchFromZoneStore(zone, ino, index, ref, errors);
+      if (data) return data;
+    }
+    for (const zone of skipped) {
+      const data = await this.#fetchFromZoneStore(zone, ino, index, ref, errors);
+      if (data) return data;
     }
     return undefined;
+  }
+
+  async #fetchFromZoneStore(
+    zone: string,
+    ino: number,
+    index: number,
+    ref: ChunkRef,
+    errors: string[],
+  ): Promise<Uint8Array | undefined> {
+    let store: BackendStore;
+    try {
+      store = await this.zones!.store(zone);
+    } catch (error) {
+      errors.push(`cannot reach zone ${zone}'s backend: ${(error as Error).message}`);
+      return undefined;
+    }
+    let failed = false;
+    const data = await this.#fetchFrom(
+      store,
+      `zone ${zone}'s ${store.kind} backend`,
+      ino,
+      index,
+      ref,
+      errors,
+      () => failed = true,
+    );
+    const down = this.zonesDown.get(zone);
+    if (failed) {
+      const now = this.#now();
+      if (!down) {
+        this.#log(
+          `skyfs: zone ${zone}'s backend marked down for ${this.#zoneDownMs} ms ` +
+            `(cluster.zone_down_ms): ${errors.at(-1)}`,
+        );
+      }
+      this.zonesDown.set(zone, { since: down?.since ?? now, until: now + this.#zoneDownMs });
+    } else if (down) {
+      this.zonesDown.delete(zone);
+      this.#log(
+        `skyfs: zone ${zone}'s backend is back (answered after ${
+          this.#now() - down.since
+        } ms down)`,
+      );
+    }
+    if (data) this.stats.backendRemoteBytes += data.length;
+    return data;
   }
 
   async #fetchFrom(
@@ -980,12 +1040,14 @@ export class ClusterData {
     index: number,
     ref: ChunkRef,
     errors: string[],
+    unreachable?: () => void,
   ): Promise<Uint8Array | undefined> {
     const key = chunkObjectKey(ino, index, ref.version);
     let data;
     try {
       data = await store.get(key);
     } catch (error) {
+      unreachable?.();
       // As an upload failure: EIO naming the backend (the mount logs it as one line).
       errors.push(`cannot read chunk ${ino}/${index} from ${where}: ${(error as Error).message}`);
       return undefined;

@@ -51,6 +51,8 @@ export interface ClusterNodeOptions {
   backendRoutes?: Record<string, string>;
   /** Timeout of a request to an http:// backend (config cluster.zone_timeout_ms). */
   zoneTimeoutMs?: number;
+  /** How long another zone's failed store is skipped by reads (config cluster.zone_down_ms). */
+  zoneDownMs?: number;
   /** How the io_uring peer server sends a cached chunk (config peer.send). Default splice. */
   peerSend?: PeerSendMode;
   log?: (line: string) => void;
@@ -152,6 +154,8 @@ export class ClusterNode {
       capacityBytes: options.cacheBytes,
       openLingerMs: options.openLingerMs,
       zones: zoned,
+      zoneDownMs: options.zoneDownMs,
+      log,
       // Cluster-wide; a per-volume policy (issue 16) answers here by inode.
       placement: () => placement,
     });

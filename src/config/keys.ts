@@ -275,6 +275,15 @@ export const KEYS = {
     doc: "how long a request to another zone's http:// backend waits before it fails (an " +
       "unreachable zone costs this much, then the next zone's copy is tried)",
   },
+  "cluster.zone_down_ms": {
+    kind: "number",
+    schema: int(0, 3_600_000),
+    default: 10_000,
+    commands: MOUNTING,
+    allowed: "a whole number of milliseconds from 0 to 3600000",
+    doc: "how long another zone's store is skipped by reads after a request to it failed (an " +
+      "error or timeout, not a missing object) unless it is the last place a chunk can come from",
+  },
   "cluster.open_linger_ms": {
     kind: "number",
     schema: int(0, 86_400_000),

@@ -296,6 +296,14 @@ function registerCacheMetrics(
       ),
     ["zone", "op"],
   );
+  metrics.gauge(
+    "skyfs_zone_store_down",
+    "1 for another zone's store marked down (a read request to it failed; skipped for cluster.zone_down_ms unless it is the last place a chunk can come from) until it answers again.",
+    () =>
+      [...(cluster?.zoneBackends.keys() ?? [])].filter((z) => z !== cluster?.data.zones?.zone)
+        .map((zone): [Labels, number] => [{ zone }, cluster?.data.zonesDown.has(zone) ? 1 : 0]),
+    ["zone"],
+  );
   metrics.counter(
     "skyfs_backend_errors_total",
     "Backend requests that failed, by operation.",
