@@ -202,8 +202,9 @@ Deno.test({
         acked.set(name, { data, by: a, phase: "healed" });
       }
       progress("A wrote after the heal");
-      // Every acknowledged file on every node. A read that needs A's backend may still fail for
-      // up to 10 s after the heal (the zone's down window, zones.ts), so each is retried.
+      // Every acknowledged file on every node. A read that needs A may still fail for a while
+      // after the heal (A's peers' down window in transport.ts; A's store, the last place such a
+      // chunk can come from, is asked even inside its down window), so each is retried.
       for (const node of cluster.nodes) {
         for (const [name, file] of acked) {
           let got: Uint8Array | undefined;
