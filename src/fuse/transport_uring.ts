@@ -21,6 +21,7 @@
  * @module
  */
 
+import { close as closeFd, dup } from "../io/libc.ts";
 import { Errno, errnoName, FsError } from "../fs_error.ts";
 import {
   addressOf,
@@ -60,24 +61,6 @@ const PAYLOAD_OFFSET = 512;
 const POLLIN = 1;
 /** user_data of the /dev/fuse POLL_ADD (entries use their index). */
 const POLL_TAG = 0xffff_ffff;
-/** dup(2) and close(2): the ring keeps its own descriptor of /dev/fuse (see start()). */
-let libc:
-  | Deno.DynamicLibrary<{
-    dup: { parameters: ["i32"]; result: "i32" };
-    close: { parameters: ["i32"]; result: "i32" };
-  }>
-  | undefined;
-function loadLibc() {
-  libc ??= Deno.dlopen(
-    "libc.so.6",
-    {
-      dup: { parameters: ["i32"], result: "i32" },
-      close: { parameters: ["i32"], result: "i32" },
-    } as const,
-  );
-  return libc;
-}
-
 /** Errors meaning the connection is gone (unmount, abort, daemon teardown). */
 const GONE = new Set<number>([
   Errno.EBADF,
@@ -248,7 +231,7 @@ export class FuseRing {
     // Our own descriptor: libfuse closes its fd when the daemon unmounts, and an SQE naming a
     // closed fd number (or one reused by another file) must never reach the kernel. Replies of
     // requests still being handled then go out through this one; close() closes it.
-    this.#fd = loadLibc().symbols.dup(device.fd);
+    this.#fd = dup(device.fd);
     if (this.#fd < 0) return "dup of the /dev/fuse fd failed";
     this.#server = server;
     this.#dev = new DevTransport(device, server);
@@ -335,7 +318,11 @@ export class FuseRing {
     this.#lib.close();
     // The last reference to the /dev/fuse file (the ring's requests were cancelled with it):
     // the kernel ends the connection, and any request still queued fails for its caller.
-    if (this.#fd >= 0) loadLibc().symbols.close(this.#fd);
+    if (this.#fd >= 0) {
+      try {
+        closeFd(this.#fd);
+      } catch { /* already gone with the connection: nothing left to release */ }
+    }
     this.#fd = -1;
   }
 

@@ -42,6 +42,7 @@ export const FALLOC_FL_ZERO_RANGE = 0x10;
 const symbols = {
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
+  dup: { parameters: ["i32"], result: "i32" },
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   fsync: { parameters: ["i32"], result: "i32", nonblocking: true },
@@ -140,6 +141,11 @@ export function open(path: string, flags: number, mode = 0o600): number {
 
 export function close(fd: number): void {
   if (lib().close(fd) < 0) fail("close", fd);
+}
+
+/** dup(2): a second descriptor of the same open file, or -1 (errno left to the caller). */
+export function dup(fd: number): number {
+  return lib().dup(fd);
 }
 
 /** pread(2), retried on EINTR; resolves to bytes read (short only at end of file). */
