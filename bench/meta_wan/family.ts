@@ -6,10 +6,10 @@
  * @module
  */
 
-import { fileURLToPath } from "node:url";
-import type { Measurement, Mode } from "../model.ts";
+import type { Mode } from "../model.ts";
+import { type ChildFamilyResult, runChildFamily } from "../child_family.ts";
 
-const ENTRY = fileURLToPath(new URL("./main.ts", import.meta.url));
+const ENTRY = new URL("./main.ts", import.meta.url);
 
 /** Arguments per mode: full as in the README's table; quick and tiny only prove it runs. */
 const MODE_ARGS: Record<Mode, string[]> = {
@@ -27,40 +27,11 @@ const MODE_ARGS: Record<Mode, string[]> = {
   tiny: ["--ops", "4", "--seconds", "1", "--throughput-clients", "8", "--loopback-clients", "4"],
 };
 
-export interface WanFamilyResult {
-  baseline: string;
-  measurements: Measurement[];
-}
+export type WanFamilyResult = ChildFamilyResult;
 
-export async function runWanFamily(
+export function runWanFamily(
   mode: Mode,
   options: { jsonPath: string; timeoutMs: number },
-): Promise<WanFamilyResult> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", ENTRY, ...MODE_ARGS[mode], "--json", options.jsonPath],
-    stdin: "null",
-    stdout: "inherit",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
-  }, options.timeoutMs);
-  const output = await child.output();
-  clearTimeout(timer);
-  if (output.code !== 0) {
-    const last = new TextDecoder().decode(output.stderr).trim().split("\n").pop() ?? "";
-    throw new Error(`bench/meta_wan/main.ts exited with ${output.code}: ${last}`);
-  }
-  const value = JSON.parse(await Deno.readTextFile(options.jsonPath)) as WanFamilyResult;
-  if (typeof value.baseline !== "string" || !Array.isArray(value.measurements)) {
-    throw new Error(`bench/meta_wan/main.ts wrote no measurements to ${options.jsonPath}`);
-  }
-  for (const m of value.measurements) {
-    if (m.family !== "wan" || typeof m.job !== "string" || typeof m.target !== "string") {
-      throw new Error(`bench/meta_wan/main.ts wrote a bad measurement: ${JSON.stringify(m)}`);
-    }
-  }
-  return value;
+): Promise<ChildFamilyResult> {
+  return runChildFamily(ENTRY, "wan", MODE_ARGS[mode], options);
 }

@@ -8,10 +8,10 @@
  * @module
  */
 
-import { fileURLToPath } from "node:url";
-import type { Measurement, Mode } from "../model.ts";
+import type { Mode } from "../model.ts";
+import { type ChildFamilyResult, runChildFamily } from "../child_family.ts";
 
-const ENTRY = fileURLToPath(new URL("./main.ts", import.meta.url));
+const ENTRY = new URL("./main.ts", import.meta.url);
 
 /** Arguments per mode: full is the README's table; quick and tiny only prove it runs. */
 const MODE_ARGS: Record<Mode, string[]> = {
@@ -20,35 +20,9 @@ const MODE_ARGS: Record<Mode, string[]> = {
   tiny: ["--rtt-ms", "10", "--ops", "1", "--mib", "1", "--meta", "curp"],
 };
 
-export async function runZonesFamily(
+export function runZonesFamily(
   mode: Mode,
   options: { jsonPath: string; timeoutMs: number },
-): Promise<{ baseline: string; measurements: Measurement[] }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", ENTRY, ...MODE_ARGS[mode], "--json", options.jsonPath],
-    stdin: "null",
-    stdout: "inherit",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
-  }, options.timeoutMs);
-  const output = await child.output();
-  clearTimeout(timer);
-  if (output.code !== 0) {
-    const last = new TextDecoder().decode(output.stderr).trim().split("\n").pop() ?? "";
-    throw new Error(`bench/zones/main.ts exited with ${output.code}: ${last}`);
-  }
-  const value = JSON.parse(await Deno.readTextFile(options.jsonPath));
-  if (typeof value.baseline !== "string" || !Array.isArray(value.measurements)) {
-    throw new Error(`bench/zones/main.ts wrote no measurements to ${options.jsonPath}`);
-  }
-  for (const m of value.measurements as Measurement[]) {
-    if (m.family !== "zones" || typeof m.job !== "string" || typeof m.target !== "string") {
-      throw new Error(`bench/zones/main.ts wrote a bad measurement: ${JSON.stringify(m)}`);
-    }
-  }
-  return value;
+): Promise<ChildFamilyResult> {
+  return runChildFamily(ENTRY, "zones", MODE_ARGS[mode], options);
 }
