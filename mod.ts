@@ -260,6 +260,7 @@ const commands: Record<string, Command> = {
         releaseMs: config.get("volume.release_ms"),
       },
       metaLog: config.get("mount.meta_log"),
+      localFileOps: config.get("mount.local_file_ops"),
       transport: config.get("fuse.transport") as "auto" | "uring" | "dev",
       uringDepth: config.get("fuse.uring_depth"),
       io: { engine: config.get("io.engine"), libraryPath: config.get("io.uring_lib") },

@@ -53,6 +53,9 @@ export interface MountOptions {
   log?: (line: string) => void;
   /** How the embedded store writes its log (config mount.meta_log). Default mapped. */
   metaLog?: "mapped" | "engine";
+  /** How the small syscalls on local data files are made (config mount.local_file_ops): inline
+   * libc calls or the I/O engine. Default inline; a cluster node always uses the engine. */
+  localFileOps?: "inline" | "engine";
   /** Microseconds the FUSE reader looks for the next request before parking (config
    * fuse.spin_us; src/fuse/README.md "Idle spin"). Default: the server's. */
   idleSpinUs?: number;
@@ -219,6 +222,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     onInodeChange: (ino) => invalidate(ino),
     onEntriesChange: () => invalidateEntries(),
     cluster: node?.data,
+    localFileOps: options.localFileOps,
     atimeRule: (isDir) => atimeRule(isDir),
     volumes: {
       ...options.volumes,

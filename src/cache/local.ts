@@ -10,6 +10,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { Errno, FsError } from "../fs_error.ts";
 import type { IoEngine } from "../io/types.ts";
 import * as libc from "../io/libc.ts";
@@ -20,7 +21,7 @@ interface OpenFile {
   /** Size and mtime of the local file after the vfs's own last change to it. */
   seen: string;
   /** While reads outside the vfs are watched (`watchAccess`): the local file's atime as last
-   * seen, armed to 0 so that the next read moves it. */
+   * seen, armed (not newer than the mtime, or set to 0) so that the next read moves it. */
   atimeSeen?: string;
 }
 
@@ -36,9 +37,27 @@ function seenKey(st: libc.Stat): string {
   return `${st.size}/${st.mtimeSec}.${st.mtimeNsec}`;
 }
 
+/**
+ * How the small syscalls on local files are made (config `mount.local_file_ops`): `inline` = a
+ * synchronous libc call on the JS thread (the open of a file, O_CREAT included, and the unlink of
+ * a small deleted file: a few us each), `engine` = through the I/O engine (an `O_CREAT` open or an
+ * unlink is always handed to an io-wq worker by io_uring: a thread hop and a completion each).
+ */
+export type LocalFileOps = "inline" | "engine";
+
+/** Deleted files up to this size are unlinked inline (`inline`): ext4 frees a file's blocks in
+ * the unlink itself, so a big one could hold the JS thread for milliseconds; those go to the
+ * engine. */
+export const INLINE_UNLINK_MAX_BYTES = 1 << 20;
+
+const encoder = new TextEncoder();
+
 export class LocalStore {
   readonly io: IoEngine;
   readonly root: string;
+  readonly fileOps: LocalFileOps;
+  /** `<root>/xx/` then the inode in hex and a NUL, rebuilt in place per call (`#cPath`). */
+  readonly #cPathBytes: Uint8Array;
   readonly #open = new Map<number, OpenFile>();
   readonly #opening = new Map<number, Promise<OpenFile>>();
   /** Inodes whose file's directory entry is known durable (synced once per process). */
@@ -46,22 +65,47 @@ export class LocalStore {
   /** Unlinks started by `removeSoon` and not yet finished. */
   readonly #removing = new Set<Promise<void>>();
 
-  private constructor(io: IoEngine, root: string) {
+  private constructor(io: IoEngine, root: string, fileOps: LocalFileOps) {
     this.io = io;
     this.root = root;
+    this.fileOps = fileOps;
+    const prefix = encoder.encode(`${root}/00/`);
+    // 14 hex digits hold any inode number up to 2^53, then the NUL.
+    this.#cPathBytes = new Uint8Array(prefix.length + 15);
+    this.#cPathBytes.set(prefix);
   }
 
   /** The store under `<dataDir>/data`, creating its 256 subdirectories on first use. */
-  static async open(io: IoEngine, dataDir: string): Promise<LocalStore> {
+  static async open(
+    io: IoEngine,
+    dataDir: string,
+    fileOps: LocalFileOps = "engine",
+  ): Promise<LocalStore> {
     const root = `${dataDir}/data`;
     for (let i = 0; i < 256; i++) {
       await Deno.mkdir(`${root}/${hex2(i)}`, { recursive: true });
     }
-    return new LocalStore(io, root);
+    return new LocalStore(io, root, fileOps);
   }
 
   path(ino: number): string {
     return `${this.root}/${hex2(ino % 256)}/${ino.toString(16)}`;
+  }
+
+  /**
+   * `path(ino)` as a NUL-terminated C string for the direct libc calls (statC, openC, unlinkC),
+   * written into one buffer reused by every call: use it before the next call, synchronously.
+   */
+  #cPath(ino: number): Uint8Array {
+    const bytes = this.#cPathBytes;
+    let at = bytes.length - 15;
+    const bucket = ino % 256;
+    bytes[at - 3] = HEX[bucket >> 4];
+    bytes[at - 2] = HEX[bucket & 15];
+    const digits = ino.toString(16);
+    for (let i = 0; i < digits.length; i++) bytes[at++] = digits.charCodeAt(i);
+    bytes[at] = 0;
+    return bytes;
   }
 
   /** The shared fd of `ino` if some user holds it open. */
@@ -91,7 +135,7 @@ export class LocalStore {
   }
 
   async #openFile(ino: number, size: number, fresh: boolean): Promise<OpenFile> {
-    const fd = await this.#openOrCreate(this.path(ino), fresh);
+    const fd = await this.#openOrCreate(ino, this.path(ino), fresh);
     let st: libc.Stat;
     try {
       st = libc.fstat(fd);
@@ -115,13 +159,17 @@ export class LocalStore {
    * (src/io/README.md). Files that do not exist yet (a new inode) take the second open, or
    * only it when the caller knows the inode is new (`fresh`: the vfs's create).
    */
-  async #openOrCreate(path: string, fresh: boolean): Promise<number> {
+  async #openOrCreate(ino: number, path: string, fresh: boolean): Promise<number> {
     // O_NOATIME: the vfs's own reads must not look like reads through passthrough or the shim
     // (watchAccess); those use their own open files of the local file, which keep atime.
     // Only an owner may ask for it (EPERM for a file of another uid): then without.
     let flags = libc.O_RDWR | libc.O_CLOEXEC | libc.O_NOATIME | (fresh ? libc.O_CREAT : 0);
     for (;;) {
       try {
+        // Inline: one synchronous open on the JS thread, O_CREAT included (ext4 creates a file
+        // in 10-30 us); the fd is still closed through the engine, which forgets what it learned
+        // about the fd number then.
+        if (this.fileOps === "inline") return libc.openC(this.#cPath(ino), flags);
         return await this.io.open(path, flags);
       } catch (error) {
         if (!(error instanceof FsError)) throw error;
@@ -196,8 +244,11 @@ export class LocalStore {
   /**
    * Watch reads made through the fd without the vfs (FUSE passthrough, the shim): the kernel
    * serves them from the local file, whose own file system moves its atime by its mount's rule
-   * (relatime on a default data directory). The atime is set to 0, older than any mtime, so the
-   * next read moves it whatever that rule; `changedOutside` reports it and arms it again.
+   * (relatime on a default data directory). An atime newer than the mtime is set to 0, older
+   * than any mtime, so the next read moves it whatever that rule; `changedOutside` reports it and
+   * arms it again. One not newer than the mtime is left (`#armAtime`): such a read moves it too,
+   * and on Linux 6.13+ (multigrain timestamps: the fstat here marks the ctime as seen) a read
+   * within the same clock tick gets a fine-grained time, so it still differs.
    */
   watchAccess(ino: number): void {
     const file = this.#open.get(ino);
@@ -205,9 +256,17 @@ export class LocalStore {
     file.atimeSeen = this.#armAtime(file.fd, libc.fstat(file.fd));
   }
 
-  /** Sets the atime to 0; undefined (no longer watched) if the local file system refuses. */
+  /**
+   * Makes sure the next read moves the atime: already so when it is not newer than the mtime
+   * (relatime and strictatime both move it then; a new file, whose O_CREAT set all its times to
+   * one instant, or one written since its last read), which saves a futimens per create;
+   * otherwise set to 0. Returns the atime to compare with, undefined (no longer watched) if the
+   * local file system refuses.
+   */
   #armAtime(fd: number, st: libc.Stat): string | undefined {
-    if (st.atimeSec === 0 && st.atimeNsec === 0) return "0.0";
+    if (
+      st.atimeSec < st.mtimeSec || (st.atimeSec === st.mtimeSec && st.atimeNsec <= st.mtimeNsec)
+    ) return `${st.atimeSec}.${st.atimeNsec}`;
     try {
       libc.setAtime(fd, 0, 0);
       return "0.0";
@@ -220,12 +279,9 @@ export class LocalStore {
   /** 512-byte blocks allocated to the inode's data (0 when it has no local file). */
   blocks(ino: number): number {
     const fd = this.fdOf(ino);
-    try {
-      return fd === undefined ? libc.stat(this.path(ino)).blocks : libc.fstat(fd).blocks;
-    } catch (error) {
-      if (error instanceof FsError && error.errno === Errno.ENOENT) return 0;
-      throw error;
-    }
+    if (fd !== undefined) return libc.fstat(fd).blocks;
+    // A direct stat of the path built in place: no string, encoding or exception per call.
+    return libc.statC(this.#cPath(ino), Errno.ENOENT)?.blocks ?? 0;
   }
 
   /** Make the local file's directory entry durable (once per inode and process). */
@@ -241,21 +297,41 @@ export class LocalStore {
     this.#entrySynced.add(ino);
   }
 
-  /** Delete the inode's local file (nothing if it has none). Open fds keep the data until
-   * closed, as Linux does for unlinked files. */
   /**
    * `remove` without waiting for it: the unlink of a deleted inode's local file (an io-wq hop,
    * 0.2-5 ms on a busy machine) need not hold the reply. Inode numbers are never reused, so no
    * later open can meet the file; `closeAll` waits for the ones in flight, and a crash leaves
-   * them to `removeDangling`.
+   * them to `removeDangling` (the store's commit came first). With `inline` file ops a file of
+   * at most `INLINE_UNLINK_MAX_BYTES` (`size`, the inode's last size) is unlinked by a
+   * synchronous call in the next check phase of the event loop, after the reply went out.
    */
-  removeSoon(ino: number): void {
-    const removing = this.remove(ino).catch((error) =>
-      console.error(`skyfs: removing the local file of deleted inode ${ino}: ${error}`)
-    ).finally(() => this.#removing.delete(removing));
+  removeSoon(ino: number, size = Infinity): void {
+    const removing =
+      (this.fileOps === "inline" && size <= INLINE_UNLINK_MAX_BYTES
+        ? this.#removeInlineSoon(ino)
+        : this.remove(ino)).catch((error) =>
+          console.error(`skyfs: removing the local file of deleted inode ${ino}: ${error}`)
+        ).finally(() => this.#removing.delete(removing));
     this.#removing.add(removing);
   }
 
+  #removeInlineSoon(ino: number): Promise<void> {
+    this.#entrySynced.delete(ino);
+    return new Promise((resolve, reject) =>
+      setImmediate(() => {
+        try {
+          libc.unlinkC(this.#cPath(ino));
+          resolve();
+        } catch (error) {
+          if (error instanceof FsError && error.errno === Errno.ENOENT) resolve();
+          else reject(error);
+        }
+      })
+    );
+  }
+
+  /** Delete the inode's local file (nothing if it has none). Open fds keep the data until
+   * closed, as Linux does for unlinked files. */
   async remove(ino: number): Promise<void> {
     this.#entrySynced.delete(ino);
     try {
@@ -289,6 +365,8 @@ export class LocalStore {
     }
   }
 }
+
+const HEX = encoder.encode("0123456789abcdef");
 
 function hex2(n: number): string {
   return n.toString(16).padStart(2, "0");

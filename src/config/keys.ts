@@ -93,6 +93,17 @@ export const KEYS = {
     doc: "how the embedded store writes its log: mapped = copied into a shared mapping of the " +
       "file, engine = a write through the I/O engine (src/fuse/README.md, metadata log)",
   },
+  "mount.local_file_ops": {
+    kind: "string",
+    schema: z.enum(["inline", "engine"]),
+    default: "inline",
+    commands: MOUNTING,
+    allowed: "inline or engine",
+    doc: "how the small syscalls on local data files are made (the open of a new file, the " +
+      "unlink of a small deleted one): inline = a synchronous libc call, engine = through the " +
+      "I/O engine (an io-wq worker); a cluster node always uses engine (src/fuse/README.md, " +
+      "Daemon CPU per request)",
+  },
   "mount.passthrough": {
     kind: "string",
     schema: z.enum(["auto", "on", "off"]),

@@ -363,6 +363,38 @@ export function stat(path: string): Stat {
   return parseStat();
 }
 
+/** The path of a NUL-terminated C string, for error messages only. */
+function showC(path: Uint8Array): string {
+  const end = path.indexOf(0);
+  return JSON.stringify(new TextDecoder().decode(path.subarray(0, end < 0 ? undefined : end)));
+}
+
+/**
+ * stat(2) of a path already encoded as a NUL-terminated C string (`path` must end in a 0 byte):
+ * the direct C call without a string encoded and a buffer allocated per call, for paths built
+ * once into a reused buffer (LocalStore's local files). On failure, throws FsError(errno) unless
+ * the errno is `quiet`'s, which returns undefined (a missing file is no error there).
+ */
+export function statC(path: Uint8Array, quiet?: number): Stat | undefined {
+  if (lib().stat(buf(path), statBuffer) < 0) {
+    if (quiet !== undefined && errno() === quiet) return undefined;
+    fail("stat", showC(path));
+  }
+  return parseStat();
+}
+
+/** open(2) of a NUL-terminated C string path (see `statC`), with O_CLOEXEC. */
+export function openC(path: Uint8Array, flags: number, mode = 0o600): number {
+  const fd = lib().open(buf(path), flags | O_CLOEXEC, mode);
+  if (fd < 0) fail("open", showC(path));
+  return fd;
+}
+
+/** unlink(2) of a NUL-terminated C string path (see `statC`). */
+export function unlinkC(path: Uint8Array): void {
+  if (lib().unlink(buf(path)) < 0) fail("unlink", showC(path));
+}
+
 export function unlink(path: string): void {
   if (lib().unlink(cString(path)) < 0) fail("unlink", JSON.stringify(path));
 }

@@ -21,7 +21,7 @@ import {
   systemNow,
   type Timespec,
 } from "../meta/namespace.ts";
-import type { LocalStore } from "../cache/local.ts";
+import type { LocalFileOps, LocalStore } from "../cache/local.ts";
 import type { ClusterData } from "../cache/cluster_data.ts";
 import type { Attr, DirEntry } from "./types.ts";
 import { isDir, isReg } from "./perm.ts";
@@ -58,6 +58,10 @@ export interface VfsOptions {
   /** How reads and listings change atime now (the mount's flags, which can change while
    * mounted: `mount -o remount,ro|noatime`). Default: always relatime. */
   atimeRule?: (isDir: boolean) => AtimeRule;
+  /** How the small syscalls on local files are made (config `mount.local_file_ops`, see
+   * LocalStore): "inline" (default) = synchronous libc calls on the JS thread, "engine" = through
+   * the I/O engine. A cluster node always uses "engine". */
+  localFileOps?: LocalFileOps;
   /** Volumes (volumes.ts): where they live (`root`, default "volumes") and how writers reserve
    * capacity (volume_quota.ts). */
   volumes?: VolumeQuotaOptions & { root?: string };
@@ -529,16 +533,19 @@ export class VfsCore {
     if (this.isReferenced(ino)) return false;
     const purged = await this.txn(async (t) => {
       const record = await t.tx.getInode(ino);
-      if (!record || record.nlink > 0 || this.isReferenced(ino)) return false;
-      if (this.cluster && await this.cluster.openElsewhere(t.tx, ino)) return false;
+      if (!record || record.nlink > 0 || this.isReferenced(ino)) return undefined;
+      if (this.cluster && await this.cluster.openElsewhere(t.tx, ino)) return undefined;
       await t.deleteInode(ino);
-      return true;
+      return record;
     });
-    if (purged) {
-      await this.local.remove(ino);
-      this.dropStateIfIdle(ino);
-    }
-    return purged;
+    if (!purged) return false;
+    // Only a regular file has a local file; it goes after the commit, like an unlink's
+    // (LocalStore.removeSoon; a crash leaves it to the restart's removeDangling).
+    // In a cluster the purge is awaited whole (gc and the open records expect it done).
+    if (this.cluster) await this.local.remove(ino);
+    else if (isReg(purged.mode)) this.local.removeSoon(ino, purged.size);
+    this.dropStateIfIdle(ino);
+    return true;
   }
 
   /** Run `maybePurge` from a callback that cannot wait (forget); failures are logged, and an

@@ -481,20 +481,27 @@ async function removeEntry(
     child.ctime = now;
     if (child.nlink > 0) {
       t.putInode(child);
-      return { ino: child.ino, freed: false };
+      return { ino: child.ino, freed: undefined };
     }
-    return { ino: child.ino, freed: await t.dropInode(child) };
+    return { ino: child.ino, freed: await t.dropInode(child) ? child : undefined };
   });
   await afterUnlink(core, ino, freed);
 }
 
-/** After a transaction removed a name of `ino`: free its data or retry the purge (see
- * VfsCore.maybePurge for why a forget racing with the commit needs this second look). */
-export async function afterUnlink(core: VfsCore, ino: number, freed: boolean): Promise<void> {
+/** After a transaction removed a name of `ino`: free its data (`freed`: the record the
+ * transaction deleted) or retry the purge (see VfsCore.maybePurge for why a forget racing with the
+ * commit needs this second look). */
+export async function afterUnlink(
+  core: VfsCore,
+  ino: number,
+  freed: InodeRecord | undefined,
+): Promise<void> {
   core.onInodeChange(ino);
   if (core.keptElsewhere.delete(ino)) return core.dropStateIfIdle(ino);
   if (freed) {
-    core.local.removeSoon(ino);
+    // Only regular files have a local file; a directory's or a symlink's unlink would only
+    // find nothing (an io-wq hop through the engine for each rmdir).
+    if (isReg(freed.mode)) core.local.removeSoon(ino, freed.size);
     core.dropStateIfIdle(ino);
   } else {
     await core.maybePurge(ino);

@@ -2,7 +2,10 @@
 
 import assert from "node:assert/strict";
 import { alice, bob, n, root, text, withVfs } from "./_testing.ts";
-import { FsError } from "../fs_error.ts";
+import { Errno, FsError } from "../fs_error.ts";
+import { createPortableEngine } from "../io/portable.ts";
+import type { IoEngine } from "../io/types.ts";
+import { INLINE_UNLINK_MAX_BYTES } from "../cache/local.ts";
 import * as libc from "../io/libc.ts";
 import type { Timespec } from "./types.ts";
 import type { AtimeRule } from "./core.ts";
@@ -374,5 +377,104 @@ Deno.test("writes through the backing fd (passthrough, shim) show in size and mt
     const o = await vfs.open(root, ino, O_RDONLY);
     assert.equal((await vfs.getattr(root, ino)).size, 115);
     await vfs.release(ino, o.fh, 0);
+  });
+});
+
+/** The portable engine with its open and unlink calls counted (what still goes through it). */
+function countingEngine() {
+  const base = createPortableEngine();
+  const calls = { open: 0, unlink: 0 };
+  const io: IoEngine = {
+    ...base,
+    open: (path, flags, mode) => (calls.open++, base.open(path, flags, mode)),
+    unlink: (path) => (calls.unlink++, base.unlink(path)),
+  };
+  return { io, calls };
+}
+
+const localPath = (dir: string, ino: number) =>
+  `${dir}/data/${(ino % 256).toString(16).padStart(2, "0")}/${ino.toString(16)}`;
+const settled = () => new Promise((resolve) => setTimeout(resolve, 20));
+
+Deno.test("local_file_ops: inline creates, opens and unlinks local files without the engine; engine uses it", async () => {
+  for (const ops of ["inline", "engine"] as const) {
+    const { io, calls } = countingEngine();
+    await withVfs(async ({ vfs, dir }) => {
+      const c = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+      const ino = c.attr.ino;
+      assert.equal(calls.open, ops === "inline" ? 0 : 1, `${ops}: opens through the engine`);
+      await vfs.write(root, ino, c.fh, 0, n("abc"));
+      await vfs.release(ino, c.fh, 0);
+      const o = await vfs.open(root, ino, O_RDONLY);
+      await vfs.release(ino, o.fh, 0);
+      assert.equal(calls.open, ops === "inline" ? 0 : 2, `${ops}: opens through the engine`);
+      vfs.forget(ino, 1);
+      await vfs.unlink(root, 1, n("f"));
+      await settled();
+      await assert.rejects(Deno.lstat(localPath(dir, ino)), Deno.errors.NotFound);
+      assert.equal(calls.unlink, ops === "inline" ? 0 : 1, `${ops}: unlinks through the engine`);
+      // A file over INLINE_UNLINK_MAX_BYTES is unlinked through the engine (ext4 frees its blocks
+      // in the unlink).
+      const big = await vfs.create(root, 1, n("big"), 0o644, 0, O_RDWR);
+      await vfs.setattr(root, big.attr.ino, { size: INLINE_UNLINK_MAX_BYTES + 1 }, big.fh);
+      await vfs.release(big.attr.ino, big.fh, 0);
+      vfs.forget(big.attr.ino, 1);
+      await vfs.unlink(root, 1, n("big"));
+      await settled();
+      await assert.rejects(Deno.lstat(localPath(dir, big.attr.ino)), Deno.errors.NotFound);
+      assert.equal(calls.unlink, ops === "inline" ? 1 : 2, `${ops}: the big file's unlink`);
+    }, { io, localFileOps: ops });
+  }
+});
+
+Deno.test("rmdir, and unlinks of symlinks and special files, look for no local file", async () => {
+  const { io, calls } = countingEngine();
+  await withVfs(async ({ vfs }) => {
+    const d = await vfs.mkdir(root, 1, n("d"), 0o755, 0);
+    const l = await vfs.symlink(root, 1, n("l"), n("target"));
+    const p = await vfs.mknod(root, 1, n("p"), 0o10644, 0, 0);
+    for (const ino of [d.ino, l.ino, p.ino]) vfs.forget(ino, 1);
+    await vfs.rmdir(root, 1, n("d"));
+    await vfs.unlink(root, 1, n("l"));
+    await vfs.unlink(root, 1, n("p"));
+    // The same through the last forget of an orphan (VfsCore.maybePurge).
+    const e = await vfs.mkdir(root, 1, n("e"), 0o755, 0);
+    await vfs.rmdir(root, 1, n("e"));
+    vfs.forget(e.ino, 1);
+    await settled();
+    assert.equal(calls.unlink, 0);
+  }, { io, localFileOps: "engine" });
+});
+
+Deno.test("create leaves the local file's times as O_CREAT set them; reads outside the vfs still move atime", async () => {
+  await withVfs(async ({ vfs, dir }) => {
+    const c = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    const ino = c.attr.ino;
+    // No futimens per create: the next read moves an atime not newer than the mtime anyway.
+    const st = libc.stat(localPath(dir, ino));
+    assert.deepEqual([st.atimeSec, st.atimeNsec], [st.mtimeSec, st.mtimeNsec]);
+    const before = await vfs.getattr(root, ino);
+    await new Promise((r) => setTimeout(r, 5));
+    // A read as passthrough or the shim make it: through an open file of the local file.
+    const fd = libc.open(localPath(dir, ino), O_RDONLY);
+    libc.pread(fd, new Uint8Array(1), 0);
+    libc.close(fd);
+    const after = await vfs.getattr(root, ino);
+    assert.ok(later(after.atime, before.atime), "the outside read moved atime");
+    // Now armed to 0 (the atime is newer than the mtime), and the next read after a write moves it.
+    assert.equal(libc.stat(localPath(dir, ino)).atimeSec, 0);
+    await vfs.release(ino, c.fh, 0);
+  });
+});
+
+Deno.test("libc.statC: a direct stat of a C string path; the quiet errno gives undefined", async () => {
+  await withVfs(({ dir }) => {
+    const c = (path: string) => new TextEncoder().encode(path + "\0");
+    const st = libc.statC(c(dir))!;
+    assert.equal(st.ino, libc.stat(dir).ino);
+    assert.equal(libc.statC(c(`${dir}/missing`), Errno.ENOENT), undefined);
+    assert.throws(() => libc.statC(c(`${dir}/missing`)), errno("ENOENT"));
+    assert.throws(() => libc.statC(c(`${dir}/missing/x`), Errno.ENOTDIR), errno("ENOENT"));
+    return Promise.resolve();
   });
 });

@@ -84,8 +84,8 @@ interface RenameOutcome {
   touched: number[];
   /** The inode that lost its name to the rename, if any. */
   replaced?: number;
-  /** Whether `replaced` was deleted (else it lives on, or is an orphan). */
-  freed: boolean;
+  /** `replaced`'s record if the rename deleted it (else it lives on, or is an orphan). */
+  freed?: InodeRecord;
 }
 
 async function renameIn(
@@ -118,7 +118,7 @@ async function renameIn(
     await checkNotAncestor(t, dst!.ino, a.parent, a.exchange ? "EINVAL" : "ENOTEMPTY");
   }
   // Renaming a name onto itself, or onto another link of the same inode, does nothing (POSIX).
-  const none: RenameOutcome = { touched: [], freed: false };
+  const none: RenameOutcome = { touched: [] };
   if (a.parent === a.newParent && sameName(a.name, a.newName)) return none;
   if (dstEntry?.ino === srcEntry.ino) return none;
 
@@ -134,7 +134,7 @@ async function renameIn(
   }
 
   const now = core.now();
-  const outcome: RenameOutcome = { touched: [src.ino], freed: false };
+  const outcome: RenameOutcome = { touched: [src.ino] };
   if (a.exchange) {
     const other = dst!;
     t.tx.putDirent(a.parent, a.name, { ino: other.ino, type: other.mode & S_IFMT });
@@ -159,7 +159,7 @@ async function renameIn(
       }
       outcome.replaced = dst.ino;
       if (dst.nlink > 0) t.putInode(dst);
-      else outcome.freed = await t.dropInode(dst);
+      else if (await t.dropInode(dst)) outcome.freed = dst;
     }
     if (moving && srcIsDir) moveDir(src, srcDir, dstDir);
   }

@@ -46,7 +46,9 @@ export async function createVfs(options: VfsOptions): Promise<VfsWithRecovery> {
     validateReads: options.validateReads ?? options.cluster !== undefined,
     now: options.now,
   });
-  const local = await LocalStore.open(options.io, options.dataDir);
+  // A cluster node's local file is a cache filled and evicted through the engine: kept there.
+  const fileOps = options.cluster ? "engine" : options.localFileOps ?? "inline";
+  const local = await LocalStore.open(options.io, options.dataDir, fileOps);
   await options.cluster?.attach(ns, local, options.io);
   const core = new VfsCore(ns, local, options);
   const recovery = await recover(core);
