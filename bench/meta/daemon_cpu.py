@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Daemon CPU per metadata request, checkouts side by side (issue 17; src/fuse/README.md,
+"Daemon CPU per request").
+
+Usage (root): daemon_cpu.py --variant main=/work/main --variant branch=/work/h5 \\
+    [--rounds 3] [--files 2000] [--dirs 2000] [--work /tmp/daemon-cpu] [--out DIR]
+
+Each round mounts every variant in turn (in reverse order every other round) (`deno run -A CHECKOUT/mod.ts mount --http off` on a
+fresh data directory) and on each runs the bench's meta_worker (bench/meta/meta_worker.c,
+`--size 1024 --pause`) for flat w1, flat w4 and tree w1, then a mkdir and an rmdir loop of
+--dirs directories. Around every phase it reads the daemon's CPU time: the sum of its threads'
+run time from /proc/PID/task/*/schedstat (io-wq workers included; utime+stime of /proc/PID/stat
+when a thread ended during the phase), 0.2 s after the phase ended so that work the phase left
+behind (FORGETs, purges) counts for it. Prints one table of medians and
+ranges of CPU us per operation and ops/s; writes every measurement to OUT/raw.jsonl.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+JOBS = [("flat", 1), ("flat", 4), ("tree", 1)]
+
+
+def cpu_sample(pid):
+    """(run time in ns per thread id from /proc/PID/task/*/schedstat, utime+stime in ns from
+    /proc/PID/stat)."""
+    threads = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                threads[tid] = int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that ended between the listing and the read
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return threads, ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def cpu_between(start, end):
+    """CPU ns between two samples: the threads' run times (ns resolution) when every thread of
+    the start is still there, else (an io-wq worker ended, taking its time with it) the
+    process's utime+stime (10 ms resolution, but it keeps the time of ended threads)."""
+    (threads0, total0), (threads1, total1) = start, end
+    if all(tid in threads1 for tid in threads0):
+        return sum(ns - threads0.get(tid, 0) for tid, ns in threads1.items())
+    return total1 - total0
+
+
+def mounted(path):
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path and "fuse.skyfs" in line for line in f)
+
+
+def mount(checkout, mnt, data, log):
+    os.makedirs(mnt, exist_ok=True)
+    os.makedirs(data, exist_ok=True)
+    proc = subprocess.Popen(
+        ["deno", "run", "-A", "--quiet", "mod.ts", "mount", mnt, "--data", data, "--http", "off"],
+        cwd=checkout, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    deadline = time.time() + 60
+    while not mounted(mnt):
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            sys.exit(f"daemon_cpu: the mount of {checkout} on {mnt} failed: see {log.name}")
+        time.sleep(0.05)
+    return proc
+
+
+def unmount(proc, mnt):
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if mounted(mnt):
+        subprocess.run(["umount", "-l", mnt], check=False)
+
+
+def run_worker(worker, pid, directory, files, workers, layout):
+    """meta_worker with --pause; returns {phase: (ops, seconds, cpu_ns)}."""
+    os.makedirs(directory, exist_ok=True)
+    child = subprocess.Popen(
+        [worker, directory, str(files), str(workers), layout, "--size", "1024", "--pause"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    marks = []  # (phase, cpu at its start)
+    results = {}
+    for line in child.stdout:
+        record = json.loads(line)
+        if "next" in record:
+            time.sleep(0.2)
+            marks.append((record["next"], cpu_sample(pid)))
+            child.stdin.write("\n")
+            child.stdin.flush()
+        else:
+            results[record["phase"]] = (record["ops"], record["seconds"])
+    if child.wait() != 0:
+        sys.exit(f"daemon_cpu: meta_worker failed in {directory}")
+    time.sleep(0.2)
+    marks.append(("end", cpu_sample(pid)))
+    out = {}
+    for (phase, start), (_, end) in zip(marks, marks[1:]):
+        if phase in results:
+            out[phase] = (*results[phase], cpu_between(start, end))
+    return out
+
+
+def run_dirs(pid, directory, count):
+    os.makedirs(directory, exist_ok=True)
+    names = [os.path.join(directory, f"d{i}") for i in range(count)]
+    out = {}
+    for phase, call in (("mkdir", lambda p: os.mkdir(p, 0o755)), ("rmdir", os.rmdir)):
+        time.sleep(0.2)
+        start = cpu_sample(pid)
+        t0 = time.monotonic()
+        for name in names:
+            call(name)
+        seconds = time.monotonic() - t0
+        time.sleep(0.2)
+        out[phase] = (count, seconds, cpu_between(start, cpu_sample(pid)))
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variant", action="append", required=True, help="NAME=CHECKOUT")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--dirs", type=int, default=2000)
+    parser.add_argument("--work", default="/tmp/daemon-cpu")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    variants = [v.split("=", 1) for v in args.variant]
+    out_dir = args.out or args.work
+    os.makedirs(out_dir, exist_ok=True)
+    worker = os.path.join(args.work, "meta_worker")
+    os.makedirs(args.work, exist_ok=True)
+    subprocess.run(["gcc", "-O2", "-o", worker, os.path.join(HERE, "meta_worker.c"), "-lpthread"],
+                   check=True)
+    raw = open(os.path.join(out_dir, "raw.jsonl"), "a")
+    rows = {}  # (job, phase) -> variant -> [(us_per_op, ops_per_s)]
+    for round_no in range(args.rounds):
+        # A B, then B A: a drift of the machine's load does not favour one variant.
+        for name, checkout in (variants if round_no % 2 == 0 else variants[::-1]):
+            base = os.path.join(args.work, f"{name}-r{round_no}")
+            subprocess.run(["rm", "-rf", base], check=True)
+            mnt, data = os.path.join(base, "mnt"), os.path.join(base, "data")
+            with open(os.path.join(args.work, f"{name}-r{round_no}.log"), "w") as log:
+                proc = mount(checkout, mnt, data, log)
+                try:
+                    jobs = []
+                    for layout, workers in JOBS:
+                        job = f"{layout}-w{workers}"
+                        jobs.append((job, run_worker(worker, proc.pid, os.path.join(mnt, job),
+                                                     args.files, workers, layout)))
+                    jobs.append(("dirs-w1", run_dirs(proc.pid, os.path.join(mnt, "dirs"),
+                                                     args.dirs)))
+                finally:
+                    unmount(proc, mnt)
+            with open("/proc/loadavg") as f:
+                load = f.read().split()[0]
+            for job, phases in jobs:
+                for phase, (ops, seconds, cpu) in phases.items():
+                    us = cpu / 1000 / ops
+                    rate = ops / seconds if seconds > 0 else 0
+                    rows.setdefault((job, phase), {}).setdefault(name, []).append((us, rate))
+                    raw.write(json.dumps({
+                        "round": round_no, "variant": name, "job": job, "phase": phase,
+                        "ops": ops, "seconds": seconds, "cpu_us_per_op": round(us, 1),
+                        "load": float(load), "time": time.strftime("%H:%M:%S", time.gmtime()),
+                    }) + "\n")
+                    raw.flush()
+            print(f"round {round_no} {name} done, load {load}", file=sys.stderr)
+    names = [name for name, _ in variants]
+    head = "| job | phase | " + " | ".join(
+        f"{n} CPU us/op | {n} ops/s" for n in names) + " | CPU ratio |"
+    print(head)
+    print("|" + "---|" * (2 + 2 * len(names) + 1))
+    for (job, phase), by_variant in rows.items():
+        cells = []
+        medians = []
+        for n in names:
+            values = by_variant.get(n, [])
+            us = [v[0] for v in values]
+            rate = [v[1] for v in values]
+            medians.append(statistics.median(us) if us else float("nan"))
+            cells.append(f"{statistics.median(us):.0f} ({min(us):.0f}-{max(us):.0f})")
+            cells.append(f"{statistics.median(rate):.0f}")
+        ratio = medians[-1] / medians[0] if medians[0] else float("nan")
+        print(f"| {job} | {phase} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
