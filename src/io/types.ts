@@ -18,6 +18,10 @@ export interface IoEngine {
   /** open(2) relative to the working directory; resolves to an fd. */
   open(path: string, flags: number, mode?: number): Promise<number>;
   close(fd: number): Promise<void>;
+  /** `fd` was closed without the engine (a synchronous libc close): forget what the engine
+   * learned about the fd number, which the next open may reuse. Optional: engines that learn
+   * nothing per fd leave it out. */
+  forgetFd?(fd: number): void;
   /** pread(2): resolves to the bytes read (short only at end of file). */
   read(fd: number, into: Uint8Array, offset: number): Promise<number>;
   /** pwrite(2): resolves to the bytes written. */

@@ -395,6 +395,10 @@ export class UringEngine implements IoEngine {
     );
   }
 
+  forgetFd(fd: number): void {
+    this.#forgetFd(fd);
+  }
+
   /**
    * Whether writes to `fd` are sent with IOSQE_ASYNC: yes for a buffered regular file, no for
    * O_DIRECT and anything else. For fds opened through this engine it comes from the open flags;

@@ -383,11 +383,12 @@ Deno.test("writes through the backing fd (passthrough, shim) show in size and mt
 /** The portable engine with its open and unlink calls counted (what still goes through it). */
 function countingEngine() {
   const base = createPortableEngine();
-  const calls = { open: 0, unlink: 0 };
+  const calls = { open: 0, unlink: 0, close: 0 };
   const io: IoEngine = {
     ...base,
     open: (path, flags, mode) => (calls.open++, base.open(path, flags, mode)),
     unlink: (path) => (calls.unlink++, base.unlink(path)),
+    close: (fd) => (calls.close++, base.close(fd)),
   };
   return { io, calls };
 }
@@ -396,7 +397,7 @@ const localPath = (dir: string, ino: number) =>
   `${dir}/data/${(ino % 256).toString(16).padStart(2, "0")}/${ino.toString(16)}`;
 const settled = () => new Promise((resolve) => setTimeout(resolve, 20));
 
-Deno.test("local_file_ops: inline creates, opens and unlinks local files without the engine; engine uses it", async () => {
+Deno.test("local_file_ops: inline creates, opens, closes and unlinks local files without the engine; engine uses it", async () => {
   for (const ops of ["inline", "engine"] as const) {
     const { io, calls } = countingEngine();
     await withVfs(async ({ vfs, dir }) => {
@@ -408,6 +409,7 @@ Deno.test("local_file_ops: inline creates, opens and unlinks local files without
       const o = await vfs.open(root, ino, O_RDONLY);
       await vfs.release(ino, o.fh, 0);
       assert.equal(calls.open, ops === "inline" ? 0 : 2, `${ops}: opens through the engine`);
+      assert.equal(calls.close, ops === "inline" ? 0 : 2, `${ops}: closes through the engine`);
       vfs.forget(ino, 1);
       await vfs.unlink(root, 1, n("f"));
       await settled();
