@@ -7,8 +7,8 @@ CLUSTER_PID is the `deno task cluster` (src/cluster/cluster_main.ts) process; it
 found by their command line: `meta serve --id ID` (a CURP replica) and `mount` (a node). The loop
 runs --n operations of --op in a new directory of MOUNTPOINT (open+close first creates the files,
 outside the measurement) and prints, per operation, the p50/p90 latency and for each process the
-context switches (voluntary + involuntary, summed over all its threads from
-/proc/PID/task/*/status) and the CPU time (utime + stime of /proc/PID/stat, so 10 ms granularity
+context switches (voluntary + involuntary, summed over its threads from
+/proc/PID/task/*/status; a thread that ends during the loop is not counted) and the CPU time (utime + stime of /proc/PID/stat, so 10 ms granularity
 over the whole loop: use --n 1000 or more).
 """
 import argparse, os, statistics, sys, time
@@ -39,19 +39,25 @@ def children(pid):
 
 
 def sample(pid):
-    """(context switches of all threads, CPU seconds) of one process."""
-    switches = 0
+    """({thread id: context switches}, CPU seconds) of one process."""
+    switches = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/status") as f:
                 for line in f:
                     if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                        switches += int(line.split()[1])
+                        switches[tid] = switches.get(tid, 0) + int(line.split()[1])
         except OSError:
-            pass  # a thread that ended: its switches are gone with it
+            pass  # the thread ended meanwhile
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return switches, (int(fields[11]) + int(fields[12])) / CLK
+
+
+def switches_between(before, after):
+    """Context switches of the threads alive at the end (a thread that ended during the loop
+    takes its count with it: an undercount, never negative)."""
+    return sum(n - before.get(tid, 0) for tid, n in after.items())
 
 
 def main():
@@ -90,7 +96,7 @@ def main():
     print(f"{tag}{a.op} x{a.n}: p50 {statistics.median(times):.3f} ms, "
           f"p90 {times[int(len(times) * 0.9)]:.3f} ms (load {load})")
     for pid, name in procs:
-        cs = (after[pid][0] - before[pid][0]) / a.n
+        cs = switches_between(before[pid][0], after[pid][0]) / a.n
         cpu = (after[pid][1] - before[pid][1]) * 1000 / a.n
         print(f"{tag}  {name:<12} {cs:6.2f} context switches/op  {cpu:6.3f} ms CPU/op")
 
