@@ -14,6 +14,7 @@ over the whole loop: use --n 1000 or more).
 import argparse, os, statistics, sys, time
 
 CLK = os.sysconf("SC_CLK_TCK")
+NAMES = {}  # thread id -> name (comm)
 
 
 def children(pid):
@@ -45,6 +46,8 @@ def sample(pid):
         try:
             with open(f"/proc/{pid}/task/{tid}/status") as f:
                 for line in f:
+                    if line.startswith("Name:"):
+                        NAMES[tid] = line.split(None, 1)[1].strip()
                     if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
                         switches[tid] = switches.get(tid, 0) + int(line.split()[1])
         except OSError:
@@ -60,6 +63,17 @@ def switches_between(before, after):
     return sum(n - before.get(tid, 0) for tid, n in after.items())
 
 
+def switches_by_name(before, after):
+    """Context switches per thread name (main thread "deno", "tokio-runtime-w", "iou-wrk-*")."""
+    out = {}
+    for tid, n in after.items():
+        name = NAMES.get(tid, "?")
+        if name.startswith("iou-wrk-"):
+            name = "iou-wrk"
+        out[name] = out.get(name, 0) + n - before.get(tid, 0)
+    return sorted(out.items(), key=lambda kv: -kv[1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("cluster_pid", type=int)
@@ -67,6 +81,8 @@ def main():
     parser.add_argument("--op", default="open+close", choices=["open+close", "stat", "touch"])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--tag", default="")
+    parser.add_argument("--threads", action="store_true",
+                        help="also split each process's context switches by thread name")
     a = parser.parse_args()
     procs = children(a.cluster_pid)
     if not any(name.startswith("mount") for _, name in procs):
@@ -99,6 +115,9 @@ def main():
         cs = switches_between(before[pid][0], after[pid][0]) / a.n
         cpu = (after[pid][1] - before[pid][1]) * 1000 / a.n
         print(f"{tag}  {name:<12} {cs:6.2f} context switches/op  {cpu:6.3f} ms CPU/op")
+        if a.threads:
+            split = switches_by_name(before[pid][0], after[pid][0])
+            print(f"{tag}    " + ", ".join(f"{n} {c / a.n:.2f}" for n, c in split if c > 0))
 
 
 if __name__ == "__main__":
