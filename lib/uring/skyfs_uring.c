@@ -7,6 +7,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -25,6 +26,9 @@ struct skyfs_uring {
   int event_fd;
   uint32_t async_count;
   uint32_t poll_ns;
+  /* Sum of the eventfd counter values skyfs_uring_prepare_wait cleared (a test's view of the
+   * signals: kernel CQE notifications plus skyfs_uring_wake calls). */
+  uint64_t eventfd_total;
 };
 
 EXPORT int32_t skyfs_uring_abi_version(void) { return SKYFS_URING_ABI_VERSION; }
@@ -154,6 +158,42 @@ EXPORT int32_t skyfs_uring_probe_net(struct skyfs_uring *handle) {
 static int32_t copy_cqes(struct skyfs_uring *handle, struct skyfs_uring_cqe *out, uint32_t max);
 static void run_deferred(struct skyfs_uring *handle);
 
+/*
+ * Quiet submits: a completion that skyfs_uring_submit_reap posts and copies out itself needs no
+ * eventfd signal (its caller sees it in the result), but the kernel signals every posted CQE, and
+ * a thread parked in skyfs_uring_wait then wakes the event loop for nothing. So the call turns the
+ * eventfd off (IORING_CQ_EVENTFD_DISABLED, a store to the shared CQ ring) and back on at its end;
+ * whatever then is still unreaped, or waits as deferred task work, is signalled by the call
+ * itself. Only on a DEFER_TASKRUN ring: there every CQE is posted by this thread, inside one of
+ * its io_uring_enter calls, and another thread only adds task work, with a locked (fully ordered)
+ * list update and IORING_SQ_TASKRUN set before the kernel reads the disabled flag, so the store
+ * of the flag, a full fence and the look at the rings below cannot both miss. On COOP and plain
+ * rings io-wq workers post CQEs themselves with no full barrier between the tail store and the
+ * flag load, so a completion could go unsignalled: those rings keep the eventfd on throughout.
+ * The kernel signals deferred work only when it is the first in an empty list, so work added
+ * while muted must be noticed here, or a later one would not signal either: with
+ * IORING_SETUP_TASKRUN_FLAG the SQ ring's flag shows it, without it one io_uring_get_events runs
+ * it (posting its CQEs signals the eventfd again).
+ */
+static bool mute_eventfd(struct skyfs_uring *handle) {
+  if (!(handle->ring.flags & IORING_SETUP_DEFER_TASKRUN)) return false;
+  if (io_uring_cq_eventfd_toggle(&handle->ring, false) < 0) return false; /* kernel < 5.8 */
+  return true;
+}
+
+static void unmute_eventfd(struct skyfs_uring *handle) {
+  struct io_uring *ring = &handle->ring;
+  io_uring_cq_eventfd_toggle(ring, true);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  bool pending = io_uring_cq_ready(ring) > 0;
+  if (ring->flags & IORING_SETUP_TASKRUN_FLAG) {
+    pending = pending || (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_TASKRUN) != 0;
+  } else {
+    io_uring_get_events(ring);
+  }
+  if (pending) skyfs_uring_wake(handle);
+}
+
 /* Fills one SQE from one op whose opcode the caller has validated. */
 static void prepare(struct skyfs_uring *handle, struct io_uring_sqe *sqe,
                     const struct skyfs_uring_op *op) {
@@ -266,6 +306,10 @@ EXPORT int32_t skyfs_uring_submit(struct skyfs_uring *handle, const struct skyfs
   return result < 0 ? result : (int32_t)prepared;
 }
 
+static int32_t submit_reap(struct skyfs_uring *handle, const struct skyfs_uring_op *ops,
+                           uint32_t count, struct skyfs_uring_cqe *out, uint32_t max,
+                           uint32_t wait_ns);
+
 EXPORT int32_t skyfs_uring_submit_reap(struct skyfs_uring *handle,
                                        const struct skyfs_uring_op *ops, uint32_t count,
                                        struct skyfs_uring_cqe *out, uint32_t max,
@@ -275,6 +319,17 @@ EXPORT int32_t skyfs_uring_submit_reap(struct skyfs_uring *handle,
     if (ops[i].opcode > SKYFS_OP_LAST) return -EINVAL;
   }
   if (count > io_uring_sq_space_left(ring)) return -EBUSY;
+  bool muted = mute_eventfd(handle);
+  int32_t result = submit_reap(handle, ops, count, out, max, wait_ns);
+  if (muted) unmute_eventfd(handle);
+  return result;
+}
+
+/* skyfs_uring_submit_reap after its checks. */
+static int32_t submit_reap(struct skyfs_uring *handle, const struct skyfs_uring_op *ops,
+                           uint32_t count, struct skyfs_uring_cqe *out, uint32_t max,
+                           uint32_t wait_ns) {
+  struct io_uring *ring = &handle->ring;
   for (uint32_t i = 0; i < count; i++) prepare(handle, io_uring_get_sqe(ring), &ops[i]);
   if (wait_ns > 0 && (ring->features & IORING_FEAT_EXT_ARG)) {
     /* Poll first: a timed wait arms an hrtimer, and on a VM programming the timer (and again
@@ -317,7 +372,8 @@ EXPORT int32_t skyfs_uring_submit_reap(struct skyfs_uring *handle,
   }
   int32_t result = flush(handle);
   if (result < 0) return result;
-  return skyfs_uring_reap(handle, out, max);
+  run_deferred(handle);
+  return copy_cqes(handle, out, max);
 }
 
 /* Copies and consumes up to `max` posted completions; re-sends SQEs a refusal left queued. */
@@ -346,16 +402,33 @@ static void run_deferred(struct skyfs_uring *handle) {
 
 EXPORT int32_t skyfs_uring_reap(struct skyfs_uring *handle, struct skyfs_uring_cqe *out,
                                 uint32_t max) {
+  bool muted = mute_eventfd(handle);
   run_deferred(handle);
-  return copy_cqes(handle, out, max);
+  int32_t count = copy_cqes(handle, out, max);
+  if (muted) unmute_eventfd(handle);
+  return count;
 }
 
 EXPORT int32_t skyfs_uring_prepare_wait(struct skyfs_uring *handle, struct skyfs_uring_cqe *out,
                                         uint32_t max) {
-  uint64_t ignored;
+  /* Muted from before the clear: the CQEs the reap below posts (deferred work it runs) would
+   * otherwise signal again after the clear, and the wait that follows would wake at once. */
+  bool muted = mute_eventfd(handle);
+  uint64_t value;
   /* EFD_NONBLOCK: EAGAIN here just means the counter was already zero. */
-  if (read(handle->event_fd, &ignored, sizeof(ignored)) < 0 && errno != EAGAIN) return -errno;
-  return skyfs_uring_reap(handle, out, max);
+  if (read(handle->event_fd, &value, sizeof(value)) < 0) {
+    if (errno != EAGAIN) {
+      int32_t error = -errno;
+      if (muted) unmute_eventfd(handle);
+      return error;
+    }
+  } else {
+    handle->eventfd_total += value;
+  }
+  run_deferred(handle);
+  int32_t count = copy_cqes(handle, out, max);
+  if (muted) unmute_eventfd(handle);
+  return count;
 }
 
 EXPORT int32_t skyfs_uring_wait(struct skyfs_uring *handle) {
@@ -394,6 +467,10 @@ EXPORT uint32_t skyfs_uring_cq_ready(const struct skyfs_uring *handle) {
   const struct io_uring *ring = &handle->ring;
   uint32_t flagged = (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_TASKRUN) ? 1 : 0;
   return io_uring_cq_ready(ring) + flagged;
+}
+
+EXPORT uint64_t skyfs_uring_eventfd_total(const struct skyfs_uring *handle) {
+  return handle->eventfd_total;
 }
 
 EXPORT void skyfs_uring_close(struct skyfs_uring *handle) {

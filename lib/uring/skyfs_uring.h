@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#define SKYFS_URING_ABI_VERSION 6
+#define SKYFS_URING_ABI_VERSION 7
 
 /* Default of skyfs_uring_set_poll_ns. */
 #define SKYFS_URING_POLL_NS 20000
@@ -135,6 +135,9 @@ int32_t skyfs_uring_submit(struct skyfs_uring *ring, const struct skyfs_uring_op
  * io_uring_enter for the rest. Ops that complete inline (page-cache hits) end the wait at once; the wait
  * covers ops the kernel hands to its io-wq threads (ext4 buffered writes, fsync), which are
  * usually done within tens of microseconds, without the ~13 us hop of a `nonblocking` call.
+ * On a DEFER ring (since ABI 7) completions this call copies out do not signal the eventfd, so a
+ * thread parked in skyfs_uring_wait is not woken for them; anything it leaves unreaped (more than
+ * `max`, or arriving after its last look) is signalled before it returns, so none is lost.
  * Returns the number of completions copied, or -EBUSY (nothing prepared) when `count` exceeds
  * the free SQ space, or -errno; a timeout or a signal is not an error. Since ABI 2. */
 int32_t skyfs_uring_submit_reap(struct skyfs_uring *ring, const struct skyfs_uring_op *ops,
@@ -148,7 +151,9 @@ int32_t skyfs_uring_reap(struct skyfs_uring *ring, struct skyfs_uring_cqe *out, 
 
 /* Clears the eventfd, then reaps like skyfs_uring_reap. Call it just before starting
  * skyfs_uring_wait: a completion that arrives after the clear wakes the waiter, one that arrived
- * before is in `out`, so no wakeup is lost. */
+ * before is in `out`, so no wakeup is lost. On a DEFER ring (since ABI 7) the completions the reap
+ * itself posts and copies do not signal the eventfd again, so the wait that follows does not
+ * return at once for them; skyfs_uring_reap is quiet the same way. */
 int32_t skyfs_uring_prepare_wait(struct skyfs_uring *ring, struct skyfs_uring_cqe *out,
                                  uint32_t max);
 
@@ -184,6 +189,10 @@ uint32_t skyfs_uring_async_count(const struct skyfs_uring *ring);
  * On a plain ring the kernel posts completions by itself, so this sees new ones as they come.
  * Since ABI 6. */
 uint32_t skyfs_uring_cq_ready(const struct skyfs_uring *ring);
+
+/* Sum of the eventfd counter values skyfs_uring_prepare_wait has cleared since the ring opened:
+ * the kernel's completion signals plus skyfs_uring_wake calls (for tests). Since ABI 7. */
+uint64_t skyfs_uring_eventfd_total(const struct skyfs_uring *ring);
 
 /* Frees the ring and its eventfd. No wait may be running and no op may be in flight: the kernel
  * tears a ring down asynchronously, so a request still running could write into a buffer the

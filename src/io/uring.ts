@@ -36,6 +36,7 @@ import {
   pointerOf,
   RING_SETUPS,
   type RingSetup,
+  SETUP_TASKRUN_FLAG,
   STATX_BASIC_STATS,
   type UringLibrary,
   type UringSymbols,
@@ -210,9 +211,12 @@ export function openUringEngine(options: UringEngineOptions = {}): UringEngine {
     library.close();
     throw new RangeError(`ringSetup "${setup}" is unknown: use defer, coop or plain`);
   }
+  // TASKRUN_FLAG on a "defer" ring: a submit that mutes the eventfd for the completions it reaps
+  // itself (skyfs_uring_submit_reap) sees task work that came meanwhile in shared memory, where
+  // it would otherwise need one more io_uring_enter.
   const ring = symbols.skyfs_uring_open_with(
     depth * 2 + 2,
-    RING_SETUPS[setup],
+    RING_SETUPS[setup] | (setup === "defer" ? SETUP_TASKRUN_FLAG : 0),
     new Uint8Array(error.buffer),
   );
   if (ring === null) {

@@ -8,7 +8,7 @@
 import { Errno, FsError } from "../fs_error.ts";
 
 /** The ABI version this binding speaks; a library reporting another one is refused. */
-export const ABI_VERSION = 6;
+export const ABI_VERSION = 7;
 
 /** Operation codes of `struct skyfs_uring_op` (ours, not the kernel's IORING_OP_* numbers). */
 export const Op = {
@@ -126,6 +126,7 @@ const symbols = {
   skyfs_uring_async_count: { parameters: ["pointer"], result: "u32" },
   skyfs_uring_set_poll_ns: { parameters: ["pointer", "u32"], result: "void" },
   skyfs_uring_cq_ready: { parameters: ["pointer"], result: "u32" },
+  skyfs_uring_eventfd_total: { parameters: ["pointer"], result: "u64" },
   skyfs_uring_close: { parameters: ["pointer"], result: "void" },
 } as const satisfies Deno.ForeignLibraryInterface;
 

@@ -22,11 +22,14 @@ import {
   addressOf,
   CQE_BYTES,
   defaultLibraryPath,
+  HEAD_ASYNC,
   loadUringLibrary,
   Op,
   OP_BYTES,
   OpWord,
   pointerOf,
+  RING_SETUPS,
+  SETUP_TASKRUN_FLAG,
 } from "./uring_native.ts";
 import { denyIoUringPath, ensureUringBuilt } from "./uring_test_util.ts";
 
@@ -484,3 +487,103 @@ for (const ringSetup of ["defer", "coop", "plain"] as const) {
     });
   });
 }
+
+Deno.test("io_uring (defer ring): completions reaped inside their submit do not wake the waiter", async () => {
+  await withFifo(async (fifo, dir) => {
+    const io = openUringEngine({ queueDepth: 16 });
+    try {
+      assert.equal(io.ringSetup, "defer");
+      const fd = await io.open(`${dir}/file`, O_RDWR | O_CREAT, 0o644);
+      await io.write(fd, new Uint8Array(4096).fill(7), 0);
+      // A FIFO read stays in the kernel: the engine parks a `nonblocking` wait on the eventfd.
+      // (-1 if a failure below ends it with the engine's shutdown.)
+      const pending = io.read(fifo, new Uint8Array(4), 0).catch(() => -1);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      const before = io.stats();
+      for (let i = 0; i < 30; i++) {
+        // Page-cache reads complete inline in their submit; the pause lets a woken waiter
+        // come back (each wake re-arms the wait: one more wait call).
+        assert.equal(await io.read(fd, new Uint8Array(4096), 0), 4096);
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      const after = io.stats();
+      assert.equal(after.completions - before.completions, 30);
+      assert.ok(
+        after.waitCalls - before.waitCalls <= 1,
+        `${after.waitCalls - before.waitCalls} wake-ups for 30 reads reaped in their own submit`,
+      );
+      // The parked wait still works: a completion that arrives later wakes it.
+      const writer = await Deno.open(`${dir}/fifo`, { write: true });
+      await writer.write(new Uint8Array([1, 2, 3, 4]));
+      writer.close();
+      assert.equal(await pending, 4);
+      await io.close(fd);
+    } finally {
+      await io.shutdown({ cancel: true });
+    }
+  });
+});
+
+Deno.test("libskyfs_uring: a quiet submit signals what it leaves unreaped", async () => {
+  const library = loadUringLibrary(defaultLibraryPath());
+  const native = library.symbols;
+  // The engine's setup, and the same without TASKRUN_FLAG (the library then runs task work
+  // that came while muted with one more enter).
+  for (const setup of [RING_SETUPS.defer | SETUP_TASKRUN_FLAG, RING_SETUPS.defer]) {
+    const ring = native.skyfs_uring_open_with(8, setup, new Uint8Array(4))!;
+    assert.ok(ring !== null);
+    const ops = new ArrayBuffer(OP_BYTES);
+    const words = new Uint32Array(ops);
+    const cqes = new ArrayBuffer(8 * CQE_BYTES);
+    const signals = () => {
+      native.skyfs_uring_prepare_wait(ring, pointerOf(cqes), 8);
+      return Number(native.skyfs_uring_eventfd_total(ring));
+    };
+    const nop = (async: boolean) => {
+      words.fill(0);
+      words[OpWord.HEAD] = Op.NOP | (async ? HEAD_ASYNC : 0);
+      words[OpWord.USER_DATA] = 1;
+    };
+    try {
+      let total = signals();
+      // Reaped by the call that submitted it: no signal.
+      nop(false);
+      assert.equal(
+        native.skyfs_uring_submit_reap(ring, pointerOf(ops), 1, pointerOf(cqes), 8, 0),
+        1,
+      );
+      assert.equal(signals(), total);
+      // Completed but not copied (no room): signalled.
+      nop(false);
+      assert.equal(
+        native.skyfs_uring_submit_reap(ring, pointerOf(ops), 1, pointerOf(cqes), 0, 0),
+        0,
+      );
+      assert.equal(signals(), total + 1);
+      total = signals();
+      // Run on an io-wq worker, done after (or while) the call returns: always signalled, and a
+      // parked wait wakes.
+      for (let i = 0; i < 100; i++) {
+        nop(true);
+        const got = native.skyfs_uring_submit_reap(ring, pointerOf(ops), 1, pointerOf(cqes), 8, 0);
+        if (got === 1) continue;
+        // Wait and reap until the completion is in: a wake with nothing to reap is allowed, a
+        // wait that never wakes is the bug.
+        let reaped = 0;
+        for (let tries = 0; reaped === 0; tries++) {
+          const woke = await Promise.race([
+            native.skyfs_uring_wait(ring).then(() => true),
+            new Promise((resolve) => setTimeout(() => resolve(false), 2000)),
+          ]);
+          assert.ok(woke, `round ${i}: an io-wq completion left the waiter asleep`);
+          reaped = native.skyfs_uring_prepare_wait(ring, pointerOf(cqes), 8);
+          assert.ok(tries < 50, `round ${i}: 50 wake-ups and still no completion`);
+        }
+        assert.equal(reaped, 1);
+      }
+    } finally {
+      native.skyfs_uring_close(ring);
+    }
+  }
+  library.close();
+});

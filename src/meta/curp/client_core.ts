@@ -38,6 +38,18 @@ interface OutstandingRead {
   elapsed: number;
   terms: Map<NodeId, number>;
   leaderReply: { term: number; result: CommandResult } | undefined;
+  /** Replicas sent this read so far; every replica once widened. */
+  asked: Set<NodeId>;
+}
+
+export interface ReadOptions {
+  /** The replica believed to lead. Given, the read goes to it and to just enough followers for a
+   * majority (one of three), rotating; the others get it only if no answer completes it by the
+   * next tick, or a reply names another leader. Without it, every replica at once. */
+  leader?: NodeId;
+  /** The followers to pick from for that first send (those the caller can reach); default all.
+   * Fewer than a majority needs: the rest come from the others. */
+  followers?: readonly NodeId[];
 }
 
 interface Outstanding {
@@ -69,6 +81,12 @@ export class ClientCore {
   #outstanding: Outstanding | undefined;
   #read: OutstandingRead | undefined;
   #nextReadId = 1;
+  /** Rotates the followers a targeted read goes to. */
+  #nextFollower = 0;
+  /** Followers that did not answer a targeted read before it was widened: picked last until
+   * they answer a read again (a replica in a hiccup would otherwise cost every other read a
+   * tick). */
+  readonly #late = new Set<NodeId>();
   readonly #majority: number;
   #messages: Message[] = [];
   #completions: Completion[] = [];
@@ -77,6 +95,8 @@ export class ClientCore {
   slowCount = 0;
   readCount = 0;
   retryCount = 0;
+  /** Reads that had to go to every replica after a targeted first send (`ReadOptions.leader`). */
+  readWidenCount = 0;
 
   constructor(config: ClientConfig) {
     this.id = config.id;
@@ -92,22 +112,40 @@ export class ClientCore {
   }
 
   /**
-   * Start a read-only transaction (compares and ranges only) outside the log: every replica
+   * Start a read-only transaction (compares and ranges only) outside the log: every replica asked
    * answers with its term, the leader also with the result from its applied state (Replica's
    * `#onRead` says why that is linearizable). It completes when a majority, leader included,
-   * reports the leader's term: one round trip, nothing written anywhere. When the leader refuses
-   * (a conflicting write is not committed yet), the read becomes an ordinary command.
+   * reports the leader's term: one round trip, nothing written anywhere. With `options.leader`
+   * only the leader and enough followers for that majority are asked (`ReadOptions`). When the
+   * leader refuses (a conflicting write is not committed yet), the read becomes an ordinary
+   * command.
    */
-  submitRead(txn: TxnRequest): void {
+  submitRead(txn: TxnRequest, options: ReadOptions = {}): void {
     if (this.busy) throw new Error(`Client "${this.id}" already has a request outstanding`);
-    this.#read = {
+    const r: OutstandingRead = {
       readId: this.#nextReadId++,
       txn,
       elapsed: 0,
       terms: new Map(),
       leaderReply: undefined,
+      asked: new Set(),
     };
-    this.#broadcastRead(this.#read);
+    this.#read = r;
+    const leader = options.leader;
+    if (leader === undefined || !this.replicas.includes(leader)) return this.#broadcastRead(r);
+    const all = this.replicas.filter((id) => id !== leader);
+    const reachable = all.filter((id) =>
+      (options.followers?.includes(id) ?? true) && !this.#late.has(id)
+    );
+    const followers = reachable.concat(all.filter((id) => !reachable.includes(id)));
+    const targets = [leader];
+    // Rotate among the reachable ones, then fill up with the rest in order.
+    const start = reachable.length > 0 ? this.#nextFollower++ % reachable.length : 0;
+    for (let i = 0; targets.length < this.#majority && i < followers.length; i++) {
+      const id = i < reachable.length ? reachable[(start + i) % reachable.length] : followers[i];
+      targets.push(id);
+    }
+    this.#sendRead(r, targets);
   }
 
   /** Start a command; one at a time, which is what makes (client, seq) dedup sound. */
@@ -141,6 +179,10 @@ export class ClientCore {
       r.elapsed = 0;
       this.retryCount++;
       this.#broadcastRead(r);
+    } else if (r !== undefined && r.elapsed >= 2 && r.asked.size < this.replicas.length) {
+      // A whole tick without an answer (the first tick may come right after the send).
+      for (const id of r.asked) if (!r.terms.has(id)) this.#late.add(id);
+      this.#widenRead(r);
     }
     const o = this.#outstanding;
     if (o === undefined) return;
@@ -176,6 +218,7 @@ export class ClientCore {
   }
 
   #stepRead(m: Extract<Message, { type: "readReply" }>): void {
+    this.#late.delete(m.from); // it answers again (perhaps an older read, late)
     const r = this.#read;
     if (r === undefined || m.readId !== r.readId) return;
     if (m.leaderId === m.from && m.refused) {
@@ -189,7 +232,12 @@ export class ClientCore {
       r.leaderReply = { term: m.term, result: m.result };
     }
     const leader = r.leaderReply;
-    if (leader === undefined || countInTerm(r.terms, leader.term) < this.#majority) return;
+    if (leader === undefined || countInTerm(r.terms, leader.term) < this.#majority) {
+      // Asked the wrong replica (another leads, or the one asked knows of none): ask the rest
+      // now rather than at the next tick.
+      if (m.leaderId === undefined || !r.asked.has(m.leaderId)) this.#widenRead(r);
+      return;
+    }
     this.#read = undefined;
     this.readCount++;
     this.#completions.push({ seq: 0, result: leader.result, path: "read" });
@@ -214,7 +262,19 @@ export class ClientCore {
   }
 
   #broadcastRead(r: OutstandingRead): void {
-    for (const to of this.replicas) {
+    this.#sendRead(r, this.replicas);
+  }
+
+  /** Send a targeted read to the replicas not asked yet (once). */
+  #widenRead(r: OutstandingRead): void {
+    if (r.asked.size === this.replicas.length) return;
+    this.readWidenCount++;
+    this.#sendRead(r, this.replicas.filter((id) => !r.asked.has(id)));
+  }
+
+  #sendRead(r: OutstandingRead, targets: readonly NodeId[]): void {
+    for (const to of targets) {
+      r.asked.add(to);
       this.#messages.push({ type: "read", from: this.id, to, readId: r.readId, txn: r.txn });
     }
   }

@@ -195,6 +195,13 @@ export class CurpKV implements MetaKV {
   refusedCount = 0;
   /** Read-only transactions answered outside the log (one round trip, no fsync anywhere). */
   readCount = 0;
+  /** Reads sent to the leader and one follower that then went to every replica (no answer by
+   * the next tick, or the replies named another leader). */
+  get readsWidened(): number {
+    let n = 0;
+    for (const core of this.#cores.values()) n += core.readWidenCount;
+    return n;
+  }
   /** Time from submission to completion of fast-path (series 0) and slow-path (1) commits. */
   readonly commitDurations = new DurationHistogram(2);
 
@@ -355,7 +362,16 @@ export class CurpKV implements MetaKV {
       }, this.#options.timeoutMs);
       this.#busy.set(core.id, { core, resolve, reject, timer, startedAt: monotonicSeconds() });
       if (options.admin === undefined && this.#options.readsOutsideLog && isReadOnly(txn)) {
-        core.submitRead(txn);
+        // To the leader and one follower (ClientCore's ReadOptions), when the leader is known
+        // and connected; otherwise to every replica.
+        const leader = this.#leaderId;
+        if (leader !== undefined && this.#links.get(leader)?.connected === true) {
+          const followers: string[] = [];
+          for (const [id, link] of this.#links) {
+            if (id !== leader && link.connected) followers.push(id);
+          }
+          core.submitRead(txn, { leader, followers });
+        } else core.submitRead(txn);
       } else core.submit(txn, options);
       this.#flush(core);
     });

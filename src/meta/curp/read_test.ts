@@ -168,3 +168,114 @@ Deno.test("curp read: a new leader answers no read before its term's first entry
   assert.equal(reply.refused, true);
   assert.equal(reply.result, undefined);
 });
+
+Deno.test("curp read: with the leader known, it goes to the leader and one follower and completes on their answers", () => {
+  const core = new ClientCore({ id: "c", replicas: ["r0", "r1", "r2"] });
+  core.submitRead({ success: [{ range: { key } }] }, { leader: "r1" });
+  const sent = core.ready().messages;
+  assert.equal(sent.length, 2);
+  assert.equal(sent[0].to, "r1");
+  assert.notEqual(sent[1].to, "r1");
+  assert.ok(sent.every((m) => m.type === "read"));
+  core.step(readReply("r1", 3, "r1", { result: rangeResult("v") }));
+  assert.equal(core.ready().completions.length, 0, "completed on the leader alone");
+  core.step(readReply(sent[1].to, 3, "r1"));
+  const { messages, completions } = core.ready();
+  assert.equal(completions.length, 1);
+  assert.equal(completions[0].path, "read");
+  assert.deepEqual(messages, [], "asked the third replica although two answers sufficed");
+  core.tick();
+  assert.deepEqual(core.ready().messages, []);
+  assert.equal(core.readWidenCount, 0);
+});
+
+Deno.test("curp read: successive targeted reads rotate the follower, and skip unreachable ones", () => {
+  const core = new ClientCore({ id: "c", replicas: ["r0", "r1", "r2"] });
+  const followers: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    core.submitRead({ success: [{ range: { key } }] }, { leader: "r0" });
+    const sent = core.ready().messages;
+    followers.push(sent[1].to);
+    core.step(readReply("r0", 1, "r0", { result: rangeResult("v"), readId: i + 1 }));
+    core.step(readReply(sent[1].to, 1, "r0", { readId: i + 1 }));
+    assert.equal(core.ready().completions.length, 1);
+  }
+  assert.deepEqual(followers, ["r1", "r2", "r1", "r2"]);
+  // Only r2 reachable: r2 every time.
+  for (let i = 0; i < 2; i++) {
+    core.submitRead({ success: [{ range: { key } }] }, { leader: "r0", followers: ["r2"] });
+    const sent = core.ready().messages;
+    assert.deepEqual(sent.map((m) => m.to), ["r0", "r2"]);
+    core.step(readReply("r0", 1, "r0", { result: rangeResult("v"), readId: 5 + i }));
+    core.step(readReply("r2", 1, "r0", { readId: 5 + i }));
+    assert.equal(core.ready().completions.length, 1);
+  }
+});
+
+Deno.test("curp read: a targeted read not answered by the next tick goes to the third replica", () => {
+  const core = new ClientCore({ id: "c", replicas: ["r0", "r1", "r2"] });
+  core.submitRead({ success: [{ range: { key } }] }, { leader: "r0" });
+  const first = core.ready().messages.map((m) => m.to);
+  assert.deepEqual(first, ["r0", "r1"]);
+  // The leader answers; the follower asked is slow (or gone).
+  core.step(readReply("r0", 2, "r0", { result: rangeResult("v") }));
+  assert.deepEqual(core.ready().messages, []);
+  // The first tick may come right after the send: only a whole tick without an answer counts.
+  core.tick();
+  assert.deepEqual(core.ready().messages, []);
+  core.tick();
+  const widened = core.ready().messages;
+  assert.deepEqual(widened.map((m) => [m.type, m.to]), [["read", "r2"]]);
+  assert.equal(core.readWidenCount, 1);
+  core.step(readReply("r2", 2, "r0"));
+  assert.equal(core.ready().completions[0].path, "read");
+  // r1 was late: the next reads go to r2 until r1 answers again (here: late, to the old read).
+  for (let readId = 2; readId <= 3; readId++) {
+    core.submitRead({ success: [{ range: { key } }] }, { leader: "r0" });
+    assert.deepEqual(core.ready().messages.map((m) => m.to), ["r0", "r2"]);
+    core.step(readReply("r0", 2, "r0", { result: rangeResult("v"), readId }));
+    core.step(readReply("r2", 2, "r0", { readId }));
+    assert.equal(core.ready().completions.length, 1);
+  }
+  core.step(readReply("r1", 2, "r0", { readId: 1 }));
+  const seen = new Set<string>();
+  for (let readId = 4; readId <= 5; readId++) {
+    core.submitRead({ success: [{ range: { key } }] }, { leader: "r0" });
+    seen.add(core.ready().messages[1].to);
+    core.step(readReply("r0", 2, "r0", { result: rangeResult("v"), readId }));
+    core.step(readReply("r1", 2, "r0", { readId }));
+    core.step(readReply("r2", 2, "r0", { readId }));
+    core.ready();
+  }
+  assert.deepEqual([...seen].sort(), ["r1", "r2"]);
+});
+
+Deno.test("curp read: a targeted read whose replies name another leader asks the rest at once and never completes on the deposed one", () => {
+  const core = new ClientCore({ id: "c", replicas: ["r0", "r1", "r2"] });
+  // The client still believes r0 leads; r1 and r2 are in term 2 with r2 leading.
+  core.submitRead({ success: [{ range: { key } }] }, { leader: "r0" });
+  assert.deepEqual(core.ready().messages.map((m) => m.to), ["r0", "r1"]);
+  core.step(readReply("r0", 1, "r0", { result: rangeResult("stale") }));
+  core.step(readReply("r1", 2, "r2"));
+  const { messages, completions } = core.ready();
+  assert.equal(completions.length, 0, "completed on a deposed leader's word");
+  assert.deepEqual(messages.map((m) => m.to), ["r2"], "did not ask the named leader at once");
+  core.step(readReply("r2", 2, "r2", { result: rangeResult("fresh") }));
+  const [done] = core.ready().completions;
+  const kvs = (done.result as Extract<CommandResult, { ok: true }>).txn.responses[0];
+  assert.ok("range" in kvs);
+  assert.equal(decoder.decode(kvs.range.kvs[0].value), "fresh");
+});
+
+Deno.test("curp read: without a known leader it goes to every replica", () => {
+  const core = new ClientCore({ id: "c", replicas: ["r0", "r1", "r2"] });
+  core.submitRead({ success: [{ range: { key } }] });
+  assert.deepEqual(core.ready().messages.map((m) => m.to), ["r0", "r1", "r2"]);
+  core.step(readReply("r0", 1, "r0", { result: rangeResult("v"), readId: 1 }));
+  core.step(readReply("r2", 1, "r0"));
+  assert.equal(core.ready().completions.length, 1);
+  // Five replicas: the leader and two followers (a majority of three).
+  const five = new ClientCore({ id: "c", replicas: ["r0", "r1", "r2", "r3", "r4"] });
+  five.submitRead({ success: [{ range: { key } }] }, { leader: "r3" });
+  assert.deepEqual(five.ready().messages.map((m) => m.to), ["r3", "r0", "r1"]);
+});

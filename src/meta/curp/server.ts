@@ -150,6 +150,8 @@ export class ReplicaServer {
   readonly #watches = new Map<string, ServedWatch>();
   fastReplies = 0;
   slowReplies = 0;
+  /** `read` frames received from clients (reads outside the log, each replica asked counts). */
+  readsReceived = 0;
   maxTickLagMs = 0;
   tickStalls = 0;
 
@@ -306,6 +308,7 @@ export class ReplicaServer {
     const problem = this.#invalid(m);
     if (problem !== undefined) throw new TypeError(problem); // readLoop closes fc and logs
     if (m.type === "propose" || m.type === "read") this.#clients.set(m.from, fc);
+    if (m.type === "read") this.readsReceived++;
     this.replica.step(m);
     // Read replies need nothing persisted: they leave now, not behind a drain's fsync.
     for (const reply of this.replica.takeImmediate()) this.#send(reply);

@@ -114,6 +114,8 @@ interface SimClient {
   remaining: number;
   nextAt: number;
   current: { op: KvOperation; command: string | undefined } | undefined;
+  /** The leader named by the latest reply (possibly stale): gets go to it and one follower. */
+  leaderHint?: NodeId;
 }
 
 type Event = { kind: "deliver"; message: Message };
@@ -233,8 +235,9 @@ export class Cluster {
     // Gets go outside the log (readId, no seq) unless asked otherwise; a refused one becomes a
     // command with a seq this harness does not see, so reads are never counted as acknowledged.
     let command: string | undefined;
-    if (input.kind === "get" && !options.logRead) c.core.submitRead(toTxn(input));
-    else command = idKey({ clientId, seq: c.core.submit(toTxn(input)) });
+    if (input.kind === "get" && !options.logRead) {
+      c.core.submitRead(toTxn(input), { leader: c.leaderHint });
+    } else command = idKey({ clientId, seq: c.core.submit(toTxn(input)) });
     c.current = {
       op: { clientId, input, output: undefined, call: this.#clock++, return: Infinity },
       command,
@@ -324,6 +327,10 @@ export class Cluster {
   #deliver(m: Message): void {
     const client = this.clients.get(m.to);
     if (client !== undefined) {
+      if (m.type === "synced") client.leaderHint = m.from;
+      else if ((m.type === "proposeReply" || m.type === "readReply") && m.leaderId !== undefined) {
+        client.leaderHint = m.leaderId;
+      }
       client.core.step(m);
       this.#flushClient(client);
       return;

@@ -1,0 +1,125 @@
+/** CurpKV against three real replicas (in this process, over TCP): where its reads go. */
+
+import assert from "node:assert/strict";
+import { ReplicaServer } from "./server.ts";
+import { type CurpKV, openCurpKV } from "./curp_kv.ts";
+import { keyBytes } from "./command.ts";
+import { type IoEngine, openIoEngine } from "../../io/mod.ts";
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+interface Trio {
+  io: IoEngine;
+  dir: string;
+  addresses: string[];
+  servers: Map<string, ReplicaServer>;
+  kv: CurpKV;
+}
+
+async function withTrio(body: (t: Trio) => Promise<void>): Promise<void> {
+  const io = await openIoEngine({ log: () => {} });
+  const dir = await Deno.makeTempDir({ prefix: "h2-curp-kv-" });
+  const ids = ["a", "b", "c"];
+  const addresses = ids.map(() => `127.0.0.1:${freePort()}`);
+  const peers = ids.map((id, i) => `${id}=${addresses[i]}`).join(",");
+  const servers = new Map<string, ReplicaServer>();
+  try {
+    for (const id of ids) {
+      await Deno.mkdir(`${dir}/${id}`);
+      servers.set(
+        id,
+        await ReplicaServer.start({
+          id,
+          peers,
+          dataDir: `${dir}/${id}`,
+          tickMs: 20,
+          io,
+          log: () => {},
+        }),
+      );
+    }
+    const kv = await openCurpKV(addresses, { timeoutMs: 10_000, log: () => {} });
+    try {
+      await body({ io, dir, addresses, servers, kv });
+    } finally {
+      await kv.close();
+    }
+  } finally {
+    for (const server of servers.values()) await server.close();
+    await io.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function readsReceived(servers: Iterable<ReplicaServer>): number {
+  let n = 0;
+  for (const s of servers) n += s.readsReceived;
+  return n;
+}
+
+function leaderOf(servers: Map<string, ReplicaServer>): string | undefined {
+  for (const [id, s] of servers) if (s.replica.role === "leader") return id;
+  return undefined;
+}
+
+const N = 40;
+
+Deno.test("CurpKV: a read goes to the leader and one follower, not to every replica", async () => {
+  await withTrio(async ({ servers, kv }) => {
+    await kv.put({ key: keyBytes("k"), value: keyBytes("v") }); // a leader, known to the client
+    const before = readsReceived(servers.values());
+    const readsBefore = kv.readCount;
+    for (let i = 0; i < N; i++) {
+      const got = await kv.range({ key: keyBytes("k") });
+      assert.equal(new TextDecoder().decode(got.kvs[0].value), "v");
+    }
+    assert.equal(kv.readCount - readsBefore, N, "reads did not go outside the log");
+    const sent = readsReceived(servers.values()) - before;
+    // Two per read; a read that took more than a whole client tick (50 ms) on a loaded machine
+    // also asks the third. Every replica asked: 3 per read.
+    assert.ok(sent >= 2 * N && sent <= 2 * N + kv.readsWidened, `${sent} reads sent for ${N}`);
+    assert.ok(sent < 2.5 * N, `${sent} read messages for ${N} reads (${kv.readsWidened} widened)`);
+    // Both followers take their share.
+    const leader = leaderOf(servers)!;
+    for (const [id, s] of servers) {
+      if (id !== leader) assert.ok(s.readsReceived >= N / 4, `follower ${id}: ${s.readsReceived}`);
+    }
+  });
+});
+
+Deno.test("CurpKV: reads go on when a follower stops, and when the leader stops", async () => {
+  await withTrio(async ({ servers, kv }) => {
+    await kv.put({ key: keyBytes("k"), value: keyBytes("v1") });
+    const leader = leaderOf(servers)!;
+    const follower = [...servers.keys()].find((id) => id !== leader)!;
+    await servers.get(follower)!.close();
+    servers.delete(follower);
+    for (let i = 0; i < 10; i++) {
+      const got = await kv.range({ key: keyBytes("k") });
+      assert.equal(new TextDecoder().decode(got.kvs[0].value), "v1");
+    }
+    // Two replicas left, both needed for a majority: a write and a read of it still work.
+    await kv.put({ key: keyBytes("k"), value: keyBytes("v2") });
+    const got = await kv.range({ key: keyBytes("k") });
+    assert.equal(new TextDecoder().decode(got.kvs[0].value), "v2");
+  });
+  await withTrio(async ({ servers, kv }) => {
+    await kv.put({ key: keyBytes("k"), value: keyBytes("v1") });
+    const leader = leaderOf(servers)!;
+    await servers.get(leader)!.close();
+    servers.delete(leader);
+    // The client still names the old leader; the survivors elect one, and the read must see
+    // every write acknowledged before it.
+    await kv.put({ key: keyBytes("k"), value: keyBytes("v2") });
+    for (let i = 0; i < 10; i++) {
+      const got = await kv.range({ key: keyBytes("k") });
+      assert.equal(new TextDecoder().decode(got.kvs[0].value), "v2");
+    }
+    assert.notEqual(leaderOf(servers), undefined);
+  });
+});
