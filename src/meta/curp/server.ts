@@ -14,7 +14,7 @@ import { Replica } from "./core.ts";
 import type { Message, PersistentState } from "./core.ts";
 import { intervalOf, keyString } from "./command.ts";
 import type { WatchEvent } from "../kv.ts";
-import { type ClusterIdentity, ReplicaStorage } from "./storage.ts";
+import { type ClusterIdentity, type LogWrites, ReplicaStorage } from "./storage.ts";
 import type { IoEngine } from "../../io/types.ts";
 import { FrameConn, Link, parseAddress, parsePeers } from "./wire.ts";
 
@@ -38,6 +38,9 @@ export interface ServeOptions {
    * written, before its fdatasync, unless it changes the hard state (README "Witness records
    * acknowledged from the page cache"). Default true. */
   witnessAckAfterWrite?: boolean;
+  /** How log.bin is written: "mapped" (default) or "engine" (config curp.log_writes,
+   * storage.ts `LogWrites`). */
+  logWrites?: LogWrites;
   log?: (line: string) => void;
 }
 
@@ -234,7 +237,9 @@ export class ReplicaServer {
       cluster: [...peers].map(([id, a]) => `${id}=${a}`).join(","),
       id: options.id,
     };
-    const opened = await ReplicaStorage.open(options.dataDir, identity, options.io);
+    const opened = await ReplicaStorage.open(options.dataDir, identity, options.io, {
+      logWrites: options.logWrites,
+    });
     try {
       return new ReplicaServer(options, peers, identity, opened);
     } catch (error) {
