@@ -232,6 +232,9 @@ interface RoleHandlers {
 /** Reads a leader holds for a commit at once; past it they are refused (and go through the log). */
 const MAX_HELD_READS = 4096;
 
+/** Clients whose completed commands a leader remembers, to skip their `synced` replies. */
+const MAX_ACKED_CLIENTS = 4096;
+
 /** Entries sent to one follower and not yet acknowledged, at most: flow control. */
 const MAX_INFLIGHT_ENTRIES = 1024;
 /** Snapshot pieces sent to one follower beyond those it acknowledged, at most. */
@@ -1023,7 +1026,9 @@ export class Replica {
       if (this.#inLog.get(key) === entry.index) this.#inLog.delete(key);
       if (this.pool.delete(key)) this.#poolDirty = true;
       this.#applied.push({ entry, outcome });
-      if (this.role === "leader") {
+      // A client that already completed the command (its later proposals say so: firstUnacked)
+      // would drop the reply (client_core.ts): it is not sent.
+      if (this.role === "leader" && !this.#clientCompleted(entry.command)) {
         this.#send({
           type: "synced",
           from: this.id,
@@ -1195,8 +1200,28 @@ export class Replica {
     return true;
   }
 
+  /** Leader: per client, the `firstUnacked` of its latest proposal (every seq below it completed
+   * at the client), in the order last heard from; at most `MAX_ACKED_CLIENTS`. */
+  #ackedBelow = new Map<string, number>();
+
+  #noteAcked(command: Command): void {
+    const id = command.clientId;
+    const known = this.#ackedBelow.get(id);
+    if (known !== undefined && known >= command.firstUnacked) return;
+    this.#ackedBelow.delete(id); // re-inserted last: the oldest is the first
+    this.#ackedBelow.set(id, command.firstUnacked);
+    if (this.#ackedBelow.size > MAX_ACKED_CLIENTS) {
+      this.#ackedBelow.delete(this.#ackedBelow.keys().next().value!);
+    }
+  }
+
+  #clientCompleted(command: Command): boolean {
+    return command.seq < (this.#ackedBelow.get(command.clientId) ?? 0);
+  }
+
   #onPropose(m: Extract<Message, { type: "propose" }>): void {
     const command = m.command;
+    if (this.role === "leader") this.#noteAcked(command);
     const reply = (accepted: boolean, speculative?: CommandResult) =>
       this.#send({
         type: "proposeReply",
