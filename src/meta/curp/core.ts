@@ -111,6 +111,10 @@ export type Message =
     commit: number;
     /** Index of this leader's first no-op: once committed, older witness records are obsolete. */
     readyIndex: number;
+    /** Only the commit index moved, for a follower known to hold every entry: a success needs no
+     * answer (a failure is still answered). Absent from heartbeats, whose answers the leader's
+     * quorum check counts; peers of earlier builds ignore it and answer. */
+    quiet?: boolean;
   }
   | {
     /** One piece of the leader's state up to `index`, sent instead of `append` to a follower that
@@ -467,7 +471,7 @@ export class Replica {
   ready(): Ready {
     if (this.#appendPending) {
       this.#appendPending = false;
-      if (this.role === "leader") this.#broadcastAppend();
+      if (this.role === "leader") this.#broadcastAppend(true);
     }
     const r: Ready = { entries: [], messages: this.#messages, applied: this.#applied };
     if (this.#hardStateDirty) r.hardState = { term: this.term, votedFor: this.votedFor };
@@ -866,11 +870,13 @@ export class Replica {
     this.#unstableFrom = Math.min(this.#unstableFrom, index);
   }
 
-  #broadcastAppend(): void {
-    for (const r of this.#others()) this.#sendAppend(r);
+  /** `quiet`: an append carrying no entries to a follower that holds them all is marked quiet
+   * (its success is not answered). */
+  #broadcastAppend(quiet = false): void {
+    for (const r of this.#others()) this.#sendAppend(r, quiet);
   }
 
-  #sendAppend(to: NodeId): void {
+  #sendAppend(to: NodeId, quiet = false): void {
     const next = this.#nextIndex.get(to)!;
     if (next <= this.snapshotIndex) {
       // The follower needs entries that were compacted: send the state instead, in pieces. One
@@ -895,6 +901,7 @@ export class Replica {
     const inflight = next - 1 - (this.#matchIndex.get(to) ?? 0);
     const room = Math.max(0, Math.min(this.#maxBatch, MAX_INFLIGHT_ENTRIES - inflight));
     const entries = this.log.slice(offset, offset + room).map((e) => ({ ...e }));
+    const silent = quiet && entries.length === 0 && this.#matchIndex.get(to) === next - 1;
     this.#send({
       type: "append",
       from: this.id,
@@ -905,6 +912,7 @@ export class Replica {
       entries,
       commit: this.commitIndex,
       readyIndex: this.#readyIndex,
+      ...(silent ? { quiet: true } : {}),
     });
     // Optimistic: the next append carries only newer entries. A follower missing these (lost
     // message) rejects a later append, and the failure reply moves nextIndex back.
@@ -993,6 +1001,8 @@ export class Replica {
       this.#applyCommitted();
     }
     if (this.commitIndex >= m.readyIndex) this.#dropRecordsBefore(this.term);
+    // A quiet append only moved the commit index: the leader knows this follower holds it all.
+    if (m.quiet === true && m.entries.length === 0) return;
     reply(true, lastNew);
   }
 

@@ -184,3 +184,31 @@ Deno.test("curp: no synced reply for a command its client already completed on t
   cluster.finalChecks();
   assert.deepEqual(cluster.violations, []);
 });
+
+Deno.test("curp: an append that only moves the commit index to a caught-up follower is not answered", () => {
+  const { cluster } = steadyCluster(4);
+  cluster.addClient("c0", 0);
+  const seen = { quiet: 0, appends: 0, replies: 0 };
+  cluster.dropIf = (m) => {
+    if (m.type === "append") {
+      seen.appends++;
+      if (m.quiet) {
+        seen.quiet++;
+        assert.deepEqual(m.entries, []);
+      }
+    }
+    if (m.type === "appendReply") seen.replies++;
+    return false;
+  };
+  for (let i = 0; i < 5; i++) {
+    cluster.submit("c0", { kind: "put", key: `k${i}`, value: "v" });
+    finish(cluster, "c0");
+  }
+  cluster.run(200);
+  assert.ok(seen.quiet >= 5, `${seen.quiet} quiet appends of ${seen.appends}`);
+  // Every other append (entries, heartbeats) is answered.
+  assert.ok(seen.replies <= seen.appends - seen.quiet, JSON.stringify(seen));
+  assert.ok(seen.replies >= seen.appends - seen.quiet - 4, JSON.stringify(seen));
+  cluster.finalChecks();
+  assert.deepEqual(cluster.violations, []);
+});
