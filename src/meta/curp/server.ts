@@ -216,6 +216,7 @@ export class ReplicaServer {
         );
       }
       this.replica.tick();
+      this.#syncLeftOver();
       for (const reply of this.replica.takeImmediate()) this.#send(reply);
       for (const link of this.#links.values()) link.connect();
       this.#scheduleDrain();
@@ -495,11 +496,21 @@ export class ReplicaServer {
         if (barrier) await next.catch(() => {});
       } else if (barrier) {
         await this.#outbox.catch(() => {});
+        await this.#storage.durable().catch((error) => this.#failStorage(error));
       }
       // Connections write what was queued in a microtask (one write per connection per turn,
       // wire.ts): let those writes start before the next Ready is built and submitted.
       await Promise.resolve();
     }
+  }
+
+  /** A Ready whose messages all left early (a witness's record and its answer) starts no
+   * fdatasync: the next Ready that needs one covers it (an append of the same command, within a
+   * round trip under load). Idle, the tick starts it, so a record waits at most one tick for the
+   * disk. */
+  #syncLeftOver(): void {
+    if (this.#closed || this.#draining !== undefined || !this.#storage.unsynced) return;
+    this.#storage.durable().catch((error) => this.#failStorage(error));
   }
 
   #failStorage(error: unknown): void {

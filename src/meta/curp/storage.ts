@@ -490,6 +490,11 @@ export class ReplicaStorage {
     return this.#lastSync;
   }
 
+  /** Whether something written needs an fdatasync that `durable` has not started yet. */
+  get unsynced(): boolean {
+    return this.#unsynced;
+  }
+
   /** Index of the last log entry known to be on disk (entries up to it need no fdatasync). */
   get durableIndex(): number {
     return this.#durableIndex;
