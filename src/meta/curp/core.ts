@@ -181,7 +181,9 @@ export interface Applied {
  *    `truncateFrom` (drop every entry with index >= it) and append `entries`; replace the stored
  *    witness pool with `pool`; fsync.
  * 2. Only then send `messages` (to replicas and clients). A reply sent before step 1 could promise
- *    a vote, a log entry or a witness record that a crash then forgets.
+ *    a vote, a log entry or a witness record that a crash then forgets. (server.ts sends a Ready's
+ *    proposal replies, and a leader's `synced` when every committed entry is on its disk, once the
+ *    Ready is written and before its fdatasync: README "Where a proposal's time goes".)
  * If the process dies before step 1 finishes, the messages must not be sent: restart the replica
  * from what storage holds. `applied` needs nothing; it reports what was executed.
  * `compaction` (this replica folded its applied entries into a snapshot) needs nothing before the
