@@ -398,6 +398,7 @@ const commands: Record<string, Command> = {
         tickMs: config.get("meta.tick_ms")!,
         snapshotEvery: config.get("curp.snapshot_every"),
         witnessAckAfterWrite: config.get("curp.witness_ack_after_write"),
+        logWrites: config.get("curp.log_writes"),
         io: { engine: config.get("io.engine"), libraryPath: config.get("io.uring_lib") },
         debug: debug !== "",
         http: config.get("meta.http"),

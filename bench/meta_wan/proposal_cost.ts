@@ -6,7 +6,7 @@
  * namespace-sized values.
  *
  * Run: deno run -A bench/meta_wan/proposal_cost.ts [--ops 2000] [--clients 1] [--shared]
- *        [--io auto|io_uring|portable] [--store curp|etcd]
+ *        [--io auto|io_uring|portable] [--store curp|etcd] [--log-writes mapped|engine]
  * `--shared`: the clients are concurrent operations of one `CurpKV` (as in a mount: one connection
  * per replica, many sessions), not one `CurpKV` each. `--io`: the replicas' I/O engine (src/io;
  * `io_uring-wait`: io_uring that waits for a completion in the kernel up to 3 ms, no poll thread).
@@ -33,13 +33,16 @@ const { values: args } = parseArgs({
     shared: { type: "boolean", default: false },
     // false: replicas answer proposals only after the fdatasync (curp.witness_ack_after_write).
     "ack-after-write": { type: "string", default: "true" },
+    // How replicas write log.bin (curp.log_writes): mapped or engine.
+    "log-writes": { type: "string", default: "mapped" },
     help: { type: "boolean", default: false },
   },
 });
 if (args.help) {
   console.log(
     "usage: deno run -A bench/meta_wan/proposal_cost.ts [--ops N] [--clients C] [--shared] [--v8-flags F] [--hold] " +
-      "[--io auto|io_uring|portable|io_uring-wait] [--store curp|etcd] [--ack-after-write true|false]",
+      "[--io auto|io_uring|portable|io_uring-wait] [--store curp|etcd] [--ack-after-write true|false] " +
+      "[--log-writes mapped|engine]",
   );
   Deno.exit(0);
 }
@@ -47,6 +50,11 @@ const ops = Number(args.ops);
 const clients = Number(args.clients);
 if (!Number.isSafeInteger(ops) || ops < 1 || !Number.isSafeInteger(clients) || clients < 1) {
   console.error("proposal_cost: --ops and --clients take positive integers");
+  Deno.exit(2);
+}
+const logWrites = args["log-writes"];
+if (logWrites !== "mapped" && logWrites !== "engine") {
+  console.error(`proposal_cost: --log-writes "${logWrites}" is not mapped or engine`);
   Deno.exit(2);
 }
 const store = args.store;
@@ -110,6 +118,7 @@ const children = ids.map((id, i) =>
           dataDir: `${dir}/${id}`,
           io: args.io,
           witnessAckAfterWrite: args["ack-after-write"] !== "false",
+          logWrites,
         }),
       ],
       stdout: "inherit",

@@ -396,6 +396,16 @@ export const KEYS = {
     doc: "a replica answers a proposal once its witness record is written, before the fdatasync " +
       "(survives kill -9; kv.sync() covers power loss, src/meta/curp/README.md)",
   },
+  "curp.log_writes": {
+    kind: "string",
+    schema: z.enum(["mapped", "engine"]),
+    default: "mapped",
+    commands: ["meta serve"],
+    allowed: "mapped or engine",
+    doc: "how a replica writes its log.bin: mapped = copied into a shared mapping of the file " +
+      "(survives kill -9; the fdatasync after covers power loss), engine = a write through the " +
+      "I/O engine (src/meta/curp/README.md)",
+  },
   // [meta]: `skyfs meta serve` (one CURP replica) and `skyfs meta status`
   "meta.id": {
     kind: "string",

@@ -26,6 +26,8 @@ export interface MetaServeOptions {
   snapshotEvery?: number;
   /** Config curp.witness_ack_after_write. Default true (ServeOptions). */
   witnessAckAfterWrite?: boolean;
+  /** Config curp.log_writes. Default mapped (storage.ts). */
+  logWrites?: "mapped" | "engine";
   /** Config io.engine and io.uring_lib. */
   io?: { engine?: string; libraryPath?: string };
   /** Config log.debug: nothing more yet (the replica has no debug output of its own). */
@@ -68,6 +70,7 @@ export async function metaServe(options: MetaServeOptions): Promise<void> {
       tickMs,
       snapshotEvery,
       witnessAckAfterWrite,
+      logWrites: options.logWrites,
       io,
     });
   } catch (error) {

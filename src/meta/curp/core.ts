@@ -111,6 +111,10 @@ export type Message =
     commit: number;
     /** Index of this leader's first no-op: once committed, older witness records are obsolete. */
     readyIndex: number;
+    /** Only the commit index moved, for a follower known to hold every entry: a success needs no
+     * answer (a failure is still answered). Absent from heartbeats, whose answers the leader's
+     * quorum check counts; peers of earlier builds ignore it and answer. */
+    quiet?: boolean;
   }
   | {
     /** One piece of the leader's state up to `index`, sent instead of `append` to a follower that
@@ -177,7 +181,9 @@ export interface Applied {
  *    `truncateFrom` (drop every entry with index >= it) and append `entries`; replace the stored
  *    witness pool with `pool`; fsync.
  * 2. Only then send `messages` (to replicas and clients). A reply sent before step 1 could promise
- *    a vote, a log entry or a witness record that a crash then forgets.
+ *    a vote, a log entry or a witness record that a crash then forgets. (server.ts sends a Ready's
+ *    proposal replies, and a leader's `synced` when every committed entry is on its disk, once the
+ *    Ready is written and before its fdatasync: README "Where a proposal's time goes".)
  * If the process dies before step 1 finishes, the messages must not be sent: restart the replica
  * from what storage holds. `applied` needs nothing; it reports what was executed.
  * `compaction` (this replica folded its applied entries into a snapshot) needs nothing before the
@@ -231,6 +237,9 @@ interface RoleHandlers {
 
 /** Reads a leader holds for a commit at once; past it they are refused (and go through the log). */
 const MAX_HELD_READS = 4096;
+
+/** Clients whose completed commands a leader remembers, to skip their `synced` replies. */
+const MAX_ACKED_CLIENTS = 4096;
 
 /** Entries sent to one follower and not yet acknowledged, at most: flow control. */
 const MAX_INFLIGHT_ENTRIES = 1024;
@@ -464,7 +473,7 @@ export class Replica {
   ready(): Ready {
     if (this.#appendPending) {
       this.#appendPending = false;
-      if (this.role === "leader") this.#broadcastAppend();
+      if (this.role === "leader") this.#broadcastAppend(true);
     }
     const r: Ready = { entries: [], messages: this.#messages, applied: this.#applied };
     if (this.#hardStateDirty) r.hardState = { term: this.term, votedFor: this.votedFor };
@@ -863,11 +872,13 @@ export class Replica {
     this.#unstableFrom = Math.min(this.#unstableFrom, index);
   }
 
-  #broadcastAppend(): void {
-    for (const r of this.#others()) this.#sendAppend(r);
+  /** `quiet`: an append carrying no entries to a follower that holds them all is marked quiet
+   * (its success is not answered). */
+  #broadcastAppend(quiet = false): void {
+    for (const r of this.#others()) this.#sendAppend(r, quiet);
   }
 
-  #sendAppend(to: NodeId): void {
+  #sendAppend(to: NodeId, quiet = false): void {
     const next = this.#nextIndex.get(to)!;
     if (next <= this.snapshotIndex) {
       // The follower needs entries that were compacted: send the state instead, in pieces. One
@@ -892,6 +903,7 @@ export class Replica {
     const inflight = next - 1 - (this.#matchIndex.get(to) ?? 0);
     const room = Math.max(0, Math.min(this.#maxBatch, MAX_INFLIGHT_ENTRIES - inflight));
     const entries = this.log.slice(offset, offset + room).map((e) => ({ ...e }));
+    const silent = quiet && entries.length === 0 && this.#matchIndex.get(to) === next - 1;
     this.#send({
       type: "append",
       from: this.id,
@@ -902,6 +914,7 @@ export class Replica {
       entries,
       commit: this.commitIndex,
       readyIndex: this.#readyIndex,
+      ...(silent ? { quiet: true } : {}),
     });
     // Optimistic: the next append carries only newer entries. A follower missing these (lost
     // message) rejects a later append, and the failure reply moves nextIndex back.
@@ -990,6 +1003,8 @@ export class Replica {
       this.#applyCommitted();
     }
     if (this.commitIndex >= m.readyIndex) this.#dropRecordsBefore(this.term);
+    // A quiet append only moved the commit index: the leader knows this follower holds it all.
+    if (m.quiet === true && m.entries.length === 0) return;
     reply(true, lastNew);
   }
 
@@ -1023,7 +1038,9 @@ export class Replica {
       if (this.#inLog.get(key) === entry.index) this.#inLog.delete(key);
       if (this.pool.delete(key)) this.#poolDirty = true;
       this.#applied.push({ entry, outcome });
-      if (this.role === "leader") {
+      // A client that already completed the command (its later proposals say so: firstUnacked)
+      // would drop the reply (client_core.ts): it is not sent.
+      if (this.role === "leader" && !this.#clientCompleted(entry.command)) {
         this.#send({
           type: "synced",
           from: this.id,
@@ -1195,8 +1212,28 @@ export class Replica {
     return true;
   }
 
+  /** Leader: per client, the `firstUnacked` of its latest proposal (every seq below it completed
+   * at the client), in the order last heard from; at most `MAX_ACKED_CLIENTS`. */
+  #ackedBelow = new Map<string, number>();
+
+  #noteAcked(command: Command): void {
+    const id = command.clientId;
+    const known = this.#ackedBelow.get(id);
+    if (known !== undefined && known >= command.firstUnacked) return;
+    this.#ackedBelow.delete(id); // re-inserted last: the oldest is the first
+    this.#ackedBelow.set(id, command.firstUnacked);
+    if (this.#ackedBelow.size > MAX_ACKED_CLIENTS) {
+      this.#ackedBelow.delete(this.#ackedBelow.keys().next().value!);
+    }
+  }
+
+  #clientCompleted(command: Command): boolean {
+    return command.seq < (this.#ackedBelow.get(command.clientId) ?? 0);
+  }
+
   #onPropose(m: Extract<Message, { type: "propose" }>): void {
     const command = m.command;
+    if (this.role === "leader") this.#noteAcked(command);
     const reply = (accepted: boolean, speculative?: CommandResult) =>
       this.#send({
         type: "proposeReply",

@@ -1,13 +1,14 @@
-/** The on-disk log across the wire format change: log.bin written by a build with version 1
- * (JSON) frames still loads, new appends go after it as version 2 (MessagePack), and a log holding
- * both reopens whole. A frame of a version no build wrote is refused, naming the file. */
+/** The on-disk log across format changes: log.bin written by builds with version 1 (JSON) and
+ * version 2 (MessagePack) frames still loads, new appends go after them as version 3 (MessagePack
+ * with a CRC-32), and a log holding all three reopens whole. A frame of a version no build wrote
+ * is refused, naming the file; a version 3 frame failing its CRC is a torn tail, cut off. */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ReplicaStorage } from "./storage.ts";
 import type { Entry, Ready } from "./core.ts";
 import { keyBytes } from "./command.ts";
-import { encodeJsonFrame, WIRE_VERSION } from "./wire.ts";
+import { CHECKED_VERSION, encodeJsonFrame, encodeUnboundedFrame } from "./wire.ts";
 import { openIoEngine } from "../../io/mod.ts";
 import { KvMachine } from "./kv_machine.ts";
 import { SnapshotPieces } from "./snapshot_pieces.ts";
@@ -43,19 +44,19 @@ function concat(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-Deno.test("curp log format: a version 1 (JSON) log.bin loads, and version 2 appends follow it", async () => {
+Deno.test("curp log format: a log.bin of version 1 (JSON) and 2 frames loads, version 3 appends follow", async () => {
   const io = await openIoEngine({ log: () => {} });
   const dir = await Deno.makeTempDir({ prefix: "curp-logfmt-" });
   try {
     // cluster.json as any build writes it, then a log.bin as the JSON build wrote it.
-    (await ReplicaStorage.open(dir, identity, io)).storage.close();
+    await (await ReplicaStorage.open(dir, identity, io)).storage.close();
     const command = entry(7).command!;
     Deno.writeFileSync(
       join(dir, "log.bin"),
       concat([
         encodeJsonFrame({ hard: { term: 3, votedFor: "a" } }),
         encodeJsonFrame({ entry: entry(1) }),
-        encodeJsonFrame({ entry: entry(2) }),
+        encodeUnboundedFrame({ entry: entry(2) }), // version 2, as the next builds wrote
         encodeJsonFrame({ poolAdd: [{ term: 3, command }] }),
       ]),
     );
@@ -74,8 +75,8 @@ Deno.test("curp log format: a version 1 (JSON) log.bin loads, and version 2 appe
       versions.push(bytes[at + 4]);
       at += 4 + new DataView(bytes.buffer, at).getUint32(0);
     }
-    assert.deepEqual(versions.slice(0, 4), [1, 1, 1, 1]);
-    assert.ok(versions.length > 4 && versions.slice(4).every((v) => v === WIRE_VERSION));
+    assert.deepEqual(versions.slice(0, 4), [1, 1, 2, 1]);
+    assert.ok(versions.length > 4 && versions.slice(4).every((v) => v === CHECKED_VERSION));
     const { storage, state } = await ReplicaStorage.open(dir, identity, io);
     assert.equal(state.term, 4);
     assert.deepEqual(state.log, [entry(1), entry(2), entry(3)]);
@@ -87,7 +88,7 @@ Deno.test("curp log format: a version 1 (JSON) log.bin loads, and version 2 appe
       ReplicaStorage.open(dir, identity, io),
       (error: Error) => {
         assert.match(error.message, /log\.bin/);
-        assert.match(error.message, /frame version 9, this build reads 1 and 2/);
+        assert.match(error.message, /frame version 9, this build reads 1, 2 and 3/);
         return true;
       },
     );
@@ -96,6 +97,68 @@ Deno.test("curp log format: a version 1 (JSON) log.bin loads, and version 2 appe
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+for (const logWrites of ["mapped", "engine"] as const) {
+  Deno.test(`curp log format (${logWrites}): a version 3 frame torn or zeroed is cut off at open`, async () => {
+    const io = await openIoEngine({ log: () => {} });
+    const dir = await Deno.makeTempDir({ prefix: "curp-logfmt-" });
+    const path = join(dir, "log.bin");
+    const open = () => ReplicaStorage.open(dir, identity, io, { logWrites });
+    try {
+      {
+        const { storage } = await open();
+        assert.equal(storage.logWrites, logWrites);
+        await storage.persist(ready({ hardState: { term: 1, votedFor: "a" } }));
+        for (let i = 1; i <= 3; i++) await storage.persist(ready({ entries: [entry(i)] }));
+        await storage.close();
+      }
+      const whole = Deno.readFileSync(path);
+      // The last frame: entry 3's.
+      let last = 0;
+      for (let at = 0; at < whole.length; at += 4 + new DataView(whole.buffer, at).getUint32(0)) {
+        last = at;
+      }
+      // A bit flipped in its body (a page that reached the disk half): its CRC fails.
+      const flipped = whole.slice();
+      flipped[whole.length - 2] ^= 0x40;
+      Deno.writeFileSync(path, flipped);
+      {
+        const { storage, state } = await open();
+        assert.deepEqual(state.log.map((e) => e.index), [1, 2]);
+        // Appends go where the torn frame was, and reopen whole.
+        await storage.persist(ready({ entries: [entry(3, 2)] }));
+        await storage.close();
+        const { storage: again, state: after } = await open();
+        await again.close();
+        assert.deepEqual(after.log, [entry(1), entry(2), entry(3, 2)]);
+      }
+      // Its body zeroed, and zeros after it (a mapped log's room ahead): cut too.
+      const zeroed = new Uint8Array(whole.length + 8192);
+      zeroed.set(whole);
+      zeroed.fill(0, last + 9, whole.length);
+      Deno.writeFileSync(path, zeroed);
+      {
+        const { storage, state } = await open();
+        await storage.close();
+        assert.deepEqual(state.log.map((e) => e.index), [1, 2]);
+      }
+      // Only zeros after the last whole frame: the log is whole, nothing is rewritten.
+      const padded = new Uint8Array(whole.length + 8192);
+      padded.set(whole);
+      Deno.writeFileSync(path, padded);
+      const inode = Deno.statSync(path).ino;
+      {
+        const { storage, state } = await open();
+        assert.equal(Deno.statSync(path).ino, inode);
+        await storage.close();
+        assert.deepEqual(state.log.map((e) => e.index), [1, 2, 3]);
+      }
+    } finally {
+      await io.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
 
 Deno.test("curp log format: a snapshot.bin of version 1 (JSON) pieces loads", async () => {
   const io = await openIoEngine({ log: () => {} });

@@ -157,3 +157,58 @@ Deno.test("curp: a new leader gives no fast answer until its term's first entry 
   c5.finalChecks();
   assert.deepEqual(c5.violations, []);
 });
+
+Deno.test("curp: no synced reply for a command its client already completed on the fast path", () => {
+  const { cluster, leader } = steadyCluster(3);
+  cluster.addClient("c0", 0);
+  const synced: number[] = [];
+  cluster.dropIf = (m) => {
+    if (m.type === "synced") synced.push(m.seq);
+    // Hold replication: seq 1 stays uncommitted while the client goes on to seq 2.
+    return m.type === "append" && m.from === leader.id;
+  };
+  cluster.submit("c0", { kind: "put", key: "a", value: "1" });
+  finish(cluster, "c0");
+  assert.equal(last(cluster).path, "fast");
+  cluster.submit("c0", { kind: "put", key: "b", value: "2" }); // says: seq 1 completed
+  finish(cluster, "c0");
+  cluster.dropIf = (m) => {
+    if (m.type === "synced") synced.push(m.seq);
+    return false;
+  };
+  cluster.run(500);
+  // Seq 1 commits after the leader heard seq 2: no reply. Seq 2's client completed it too, but
+  // no later proposal said so: its synced reply still goes.
+  assert.ok(!synced.includes(1), `synced replies for seqs ${synced}`);
+  assert.ok(synced.includes(2), `synced replies for seqs ${synced}`);
+  cluster.finalChecks();
+  assert.deepEqual(cluster.violations, []);
+});
+
+Deno.test("curp: an append that only moves the commit index to a caught-up follower is not answered", () => {
+  const { cluster } = steadyCluster(4);
+  cluster.addClient("c0", 0);
+  const seen = { quiet: 0, appends: 0, replies: 0 };
+  cluster.dropIf = (m) => {
+    if (m.type === "append") {
+      seen.appends++;
+      if (m.quiet) {
+        seen.quiet++;
+        assert.deepEqual(m.entries, []);
+      }
+    }
+    if (m.type === "appendReply") seen.replies++;
+    return false;
+  };
+  for (let i = 0; i < 5; i++) {
+    cluster.submit("c0", { kind: "put", key: `k${i}`, value: "v" });
+    finish(cluster, "c0");
+  }
+  cluster.run(200);
+  assert.ok(seen.quiet >= 5, `${seen.quiet} quiet appends of ${seen.appends}`);
+  // Every other append (entries, heartbeats) is answered.
+  assert.ok(seen.replies <= seen.appends - seen.quiet, JSON.stringify(seen));
+  assert.ok(seen.replies >= seen.appends - seen.quiet - 4, JSON.stringify(seen));
+  cluster.finalChecks();
+  assert.deepEqual(cluster.violations, []);
+});

@@ -14,7 +14,7 @@ import { Replica } from "./core.ts";
 import type { Message, PersistentState } from "./core.ts";
 import { intervalOf, keyString } from "./command.ts";
 import type { WatchEvent } from "../kv.ts";
-import { type ClusterIdentity, ReplicaStorage } from "./storage.ts";
+import { type ClusterIdentity, type LogWrites, ReplicaStorage } from "./storage.ts";
 import type { IoEngine } from "../../io/types.ts";
 import { FrameConn, Link, parseAddress, parsePeers } from "./wire.ts";
 
@@ -38,6 +38,9 @@ export interface ServeOptions {
    * written, before its fdatasync, unless it changes the hard state (README "Witness records
    * acknowledged from the page cache"). Default true. */
   witnessAckAfterWrite?: boolean;
+  /** How log.bin is written: "mapped" (default) or "engine" (config curp.log_writes,
+   * storage.ts `LogWrites`). */
+  logWrites?: LogWrites;
   log?: (line: string) => void;
 }
 
@@ -140,6 +143,8 @@ export class ReplicaServer {
   #drainScheduled = false;
   /** The drain in progress (it awaits persistence), which close() waits for. */
   #draining: Promise<void> | undefined;
+  /** Messages of written Readies waiting for their fdatasync, sent in Ready order. */
+  #outbox: Promise<void> = Promise.resolve();
   #closed = false;
   readonly #ackAfterWrite: boolean;
   #stopped!: { resolve: () => void; reject: (error: unknown) => void };
@@ -213,6 +218,7 @@ export class ReplicaServer {
         );
       }
       this.replica.tick();
+      this.#syncLeftOver();
       for (const reply of this.replica.takeImmediate()) this.#send(reply);
       for (const link of this.#links.values()) link.connect();
       this.#scheduleDrain();
@@ -236,7 +242,9 @@ export class ReplicaServer {
       cluster: [...peers].map(([id, a]) => `${id}=${a}`).join(","),
       id: options.id,
     };
-    const opened = await ReplicaStorage.open(options.dataDir, identity, options.io);
+    const opened = await ReplicaStorage.open(options.dataDir, identity, options.io, {
+      logWrites: options.logWrites,
+    });
     try {
       return new ReplicaServer(options, peers, identity, opened);
     } catch (error) {
@@ -426,34 +434,33 @@ export class ReplicaServer {
     });
   }
 
+  /**
+   * Write each Ready and send what it allows, without waiting for the disk in between (pipelined
+   * group commit): a Ready is copied into the log (storage `write`), its answers that need no
+   * durability of it leave at once, and the rest wait for the fdatasync covering it (storage
+   * `durable`), which covers every Ready written before it too. Meanwhile the next Readies are
+   * written, and one fdatasync then covers all of them.
+   *
+   * Leaving at once: the Ready's `proposeReply` messages (a witness's accept, the leader's
+   * speculative result: README "Witness records acknowledged from the page cache"), and a
+   * leader's `synced` messages when every entry up to the commit index is already on disk here.
+   * Everything else (appends, append replies, votes, other `synced`) leaves after the fdatasync,
+   * in Ready order. A Ready that changes the hard state or installs a snapshot sends nothing
+   * early and is waited for whole before the next one is built (a term or vote is on disk
+   * before anything is stepped under it).
+   */
   async #drain(): Promise<void> {
     while (!this.#closed && this.replica.hasReady()) {
+      const commitIndex = this.replica.commitIndex;
       const ready = this.replica.ready();
       const started = performance.now();
-      // Witness answers (proposeReply) may leave once the pool record is written, before its
-      // fdatasync (README "Witness records acknowledged from the page cache"); everything else
-      // (votes, append replies, appends, synced) waits for the fdatasync, and so does everything
-      // in a Ready that changes the hard state.
-      const early = this.#ackAfterWrite && ready.hardState === undefined &&
-          ready.snapshot === undefined
-        ? ready.messages.filter((m) => m.type === "proposeReply")
-        : [] as Message[];
-      let sentEarly = false;
-      const onWritten = early.length === 0 ? undefined : () => {
-        sentEarly = true;
-        if (!this.#closed) { for (const m of early) this.#send(m); }
-      };
+      const barrier = ready.hardState !== undefined || ready.snapshot !== undefined;
       try {
-        await this.#storage.persist(ready, onWritten); // before any send: see core.ts Ready
+        await this.#storage.write(ready); // before any send: see core.ts Ready
       } catch (error) {
-        this.#log(
-          `curp: replica "${this.replica.id}" stops: storage in "${this.#storage.dir}" failed: ` +
-            `${(error as Error).message}; restart it from its data directory`,
-        );
-        this.#stop(error);
-        return;
+        return this.#failStorage(error);
       }
-      if (this.#closed) return; // durable, but close() said to send nothing more
+      if (this.#closed) return; // written, but close() said to send nothing more
       if (ready.snapshot !== undefined) {
         this.#log(
           `curp: replica "${this.replica.id}" installed the leader's snapshot at index ` +
@@ -461,14 +468,61 @@ export class ReplicaServer {
             `${Math.round(performance.now() - started)} ms`,
         );
       }
-      for (const m of ready.messages) if (!sentEarly || !early.includes(m)) this.#send(m);
-      if (ready.applied.length > 0) {
-        for (const [id, w] of this.#watches) this.#pump(id, w);
+      const committedOnDisk = this.#storage.durableIndex >= commitIndex;
+      const later: Message[] = [];
+      for (const m of ready.messages) {
+        const early = !barrier && (
+          (this.#ackAfterWrite && m.type === "proposeReply") ||
+          (m.type === "synced" && committedOnDisk)
+        );
+        if (early) this.#send(m);
+        else later.push(m);
+      }
+      const applied = ready.applied.length > 0;
+      if (later.length > 0 || applied) {
+        const durable = this.#storage.durable();
+        const previous = this.#outbox;
+        const next = (async () => {
+          await previous;
+          try {
+            await durable;
+          } catch (error) {
+            this.#failStorage(error);
+            throw error;
+          }
+          if (this.#closed) return;
+          for (const m of later) this.#send(m);
+          if (applied) { for (const [id, w] of this.#watches) this.#pump(id, w); }
+        })();
+        next.catch(() => {}); // #failStorage stopped the replica
+        this.#outbox = next;
+        if (barrier) await next.catch(() => {});
+      } else if (barrier) {
+        await this.#outbox.catch(() => {});
+        await this.#storage.durable().catch((error) => this.#failStorage(error));
       }
       // Connections write what was queued in a microtask (one write per connection per turn,
       // wire.ts): let those writes start before the next Ready is built and submitted.
       await Promise.resolve();
     }
+  }
+
+  /** A Ready whose messages all left early (a witness's record and its answer) starts no
+   * fdatasync: the next Ready that needs one covers it (an append of the same command, within a
+   * round trip under load). Idle, the tick starts it, so a record waits at most one tick for the
+   * disk. */
+  #syncLeftOver(): void {
+    if (this.#closed || this.#draining !== undefined || !this.#storage.unsynced) return;
+    this.#storage.durable().catch((error) => this.#failStorage(error));
+  }
+
+  #failStorage(error: unknown): void {
+    if (this.#closed) return;
+    this.#log(
+      `curp: replica "${this.replica.id}" stops: storage in "${this.#storage.dir}" failed: ` +
+        `${(error as Error).message}; restart it from its data directory`,
+    );
+    this.#stop(error);
   }
 
   #send(m: Message): void {
@@ -499,6 +553,7 @@ export class ReplicaServer {
   async close(): Promise<void> {
     if (!this.#closed) this.#stop(undefined);
     await this.#draining;
+    await this.#outbox.catch(() => {});
     await this.#storage.close();
   }
 

@@ -245,3 +245,39 @@ Deno.test("curp server: status counts entries appended as leader and storage fsy
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("curp server: a witness record whose answer left early is fdatasync'd by the next tick, with no later Ready", async () => {
+  const io = await openIoEngine({ log: () => {} });
+  const dir = await Deno.makeTempDir({ prefix: "h1-server-" });
+  // Replica b of three, the other two down: no leader, so no append ever follows the record.
+  const [a, b, c] = [freePort(), freePort(), freePort()].map((p) => `127.0.0.1:${p}`);
+  const server = await ReplicaServer.start({
+    id: "b",
+    peers: `a=${a},b=${b},c=${c}`,
+    dataDir: dir,
+    tickMs: 10,
+    electionTicks: 1000, // no pre-vote messages (they would wait for an fdatasync) in the test
+    io,
+    log: () => {},
+  });
+  const kv = await openCurpKV([b], { timeoutMs: 1000 });
+  try {
+    const before = server.status().fsyncs;
+    const put = kv.put({ key: keyBytes("k"), value: keyBytes("v") }).catch(() => {});
+    const deadline = Date.now() + 800;
+    while (server.replica.pool.size === 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.equal(server.replica.pool.size, 1, "the witness recorded nothing");
+    while (server.status().fsyncs === before && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.ok(server.status().fsyncs > before, "the record was never fdatasync'd");
+    await put;
+  } finally {
+    await kv.close();
+    await server.close();
+    await io.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

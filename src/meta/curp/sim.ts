@@ -370,6 +370,18 @@ export class Cluster {
       for (const m of ready.messages) if (m.type === "proposeReply") this.#send(m);
       ready = { ...ready, messages: ready.messages.filter((m) => m.type !== "proposeReply") };
     }
+    if (ready.hardState === undefined && ready.snapshot === undefined) {
+      // The server's pipelined output: a leader's `synced` replies leave at once when every
+      // committed entry is already on its disk (the fdatasync covering them completed).
+      const d = n.disk;
+      const c = r.commitIndex;
+      const onDisk = c <= (d.snapshot?.index ?? 0) ||
+        d.log.find((e) => e.index === c)?.term === r.termAt(c);
+      if (onDisk && ready.messages.some((m) => m.type === "synced")) {
+        for (const m of ready.messages) if (m.type === "synced") this.#send(m);
+        ready = { ...ready, messages: ready.messages.filter((m) => m.type !== "synced") };
+      }
+    }
     const last = n.diskQueue.at(-1)?.at ?? 0;
     const at = Math.max(last, this.time + (this.diskDelay > 0 ? this.rng.int(this.diskDelay) : 0));
     n.diskQueue.push({ at, ready });

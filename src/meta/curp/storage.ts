@@ -27,9 +27,15 @@ import { join } from "node:path";
 import type { IoEngine } from "../../io/types.ts";
 import { O_CREAT, O_DIRECTORY, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY } from "../../io/libc.ts";
 import { Errno, FsError } from "../../fs_error.ts";
-import { decodePayload, encodeFrame, encodeUnboundedFrame } from "./wire.ts";
+import {
+  CHECKED_VERSION,
+  checkedPayloadWhole,
+  decodePayload,
+  encodeCheckedFrame,
+  encodeUnboundedFrame,
+} from "./wire.ts";
 import { idKey } from "./command.ts";
-import { concat } from "../log_file.ts";
+import { concat, LogWriter, zeroFrom } from "../log_file.ts";
 import type { Entry, PersistentState, Ready, Snapshot, WitnessRecord } from "./core.ts";
 import { SnapshotAssembler, type SnapshotPart, SnapshotPieces } from "./snapshot_pieces.ts";
 
@@ -222,10 +228,15 @@ function replayLog(
   // Frame by frame so that the offset of the last whole frame is known.
   while (at + 4 <= bytes.length) {
     const length = new DataView(bytes.buffer, bytes.byteOffset + at, 4).getUint32(0);
-    if (at + 4 + length > bytes.length) break;
+    // No frame is empty: zeros are the room a mapped log grew ahead (LogWriter), its end.
+    if (length === 0 || at + 4 + length > bytes.length) break;
+    const payload = bytes.subarray(at + 4, at + 4 + length);
+    // A checked frame failing its CRC is a torn tail (a crash before the page cache reached the
+    // disk): the log ends before it.
+    if (payload[0] === CHECKED_VERSION && !checkedPayloadWhole(payload)) break;
     let record: LogRecord;
     try {
-      record = decodePayload(bytes.subarray(at + 4, at + 4 + length)) as LogRecord;
+      record = decodePayload(payload) as LogRecord;
     } catch (error) {
       throw new DataDirError(
         `"${logPath}" has an unreadable frame at byte ${at}: ${(error as Error).message} ` +
@@ -263,21 +274,40 @@ function replayLog(
   return { base, log, frames, hard, pool, goodBytes: at };
 }
 
+/** How log.bin is written (config `curp.log_writes`): "mapped" copies frames into a shared
+ * mapping of the file (LogWriterOptions.mapped: in the page cache once the copy ends, surviving
+ * kill -9 of the process, with no write request handed to an io-wq worker); "engine" writes them
+ * through the I/O engine. Either way durability against power loss is the fdatasync after. */
+export type LogWrites = "mapped" | "engine";
+
+export interface StorageOptions {
+  /** Default "mapped". */
+  logWrites?: LogWrites;
+}
+
 /**
  * The replica's data directory. Every read and write goes through the process's `IoEngine`
- * (src/io: io_uring where the kernel allows it), so an fdatasync never blocks the event loop:
- * an append to log.bin is one linked write+fdatasync submission (`writeAndSync`).
- * `persist` calls must not overlap (the server runs them one after another).
+ * (src/io: io_uring where the kernel allows it), so an fdatasync never blocks the event loop;
+ * log.bin's frames go through a `LogWriter` (src/meta/log_file.ts), copied into a shared mapping
+ * of the file by default (`LogWrites`).
+ *
+ * Two steps per Ready: `write` puts it in log.bin (the page cache: it survives kill -9 of the
+ * process once it resolves), `durable` resolves once every Ready written so far is on disk: one
+ * fdatasync covers every write made before it starts, and writes go on while it runs (group
+ * commit). `persist` is both. `write` calls must not overlap (the server runs them one after
+ * another).
  */
 export class ReplicaStorage {
   readonly dir: string;
   readonly #io: IoEngine;
-  #logFd: number;
-  /** Bytes of log.bin written so far: where the next append goes. */
-  #logBytes: number;
+  readonly #writer: LogWriter;
   /** Bytes of log.bin now (entries since the last snapshot). */
   get logBytes(): number {
-    return this.#logBytes;
+    return this.#writer.bytes;
+  }
+  /** Whether log.bin is written through a shared mapping ("mapped") or the engine. */
+  get logWrites(): LogWrites {
+    return this.#writer.mapped ? "mapped" : "engine";
   }
   /** The latest hard state and pool, rewritten at the head of a compacted log. */
   #hard: { term: number; votedFor?: string } | undefined;
@@ -285,8 +315,17 @@ export class ReplicaStorage {
   #pool = new Map<string, WitnessRecord>();
   /** Every entry log.bin holds (after its base), as its stored frame: a rewrite copies them. */
   #entries: { index: number; frame: Uint8Array }[];
-  /** The persist in progress, which close() waits for. */
+  /** The write in progress, which close() waits for. */
   #running: Promise<void> | undefined;
+  /** Written frames that promise something and no fdatasync started since covers. */
+  #unsynced = false;
+  /** The latest fdatasync started (settled when none is needed). */
+  #lastSync: Promise<void> = Promise.resolve();
+  /** The writer's promise behind `#lastSync`: callers during an fdatasync share the next one. */
+  #lastWriterSync: Promise<void> | undefined;
+  /** Index of the last entry written, and of the last one an fdatasync that completed covered. */
+  #writtenIndex: number;
+  #durableIndex: number;
   /** The compaction being written in the background, and the newest one waiting for it. */
   #background: Promise<void> | undefined;
   #nextCompaction: Snapshot | undefined;
@@ -297,10 +336,11 @@ export class ReplicaStorage {
   /** Set when a write failed: what is on disk is then unknown until a reopen cuts it back. */
   #failed: unknown;
   #closed = false;
-  /** fdatasync/fsync calls (monotonic; for status and benchmarks): one per append that ended
-   * with one, two per log rewrite and two per snapshot written. */
+  /** fdatasync/fsync calls (monotonic; for status and benchmarks): one per `durable` that
+   * needed one (shared by every Ready written before it), two per log rewrite and two per
+   * snapshot written. */
   fsyncs = 0;
-  /** Appends written without one: the Ready only removed witness records. */
+  /** Writes that needed no fdatasync: the Ready only removed witness records. */
   unsyncedWrites = 0;
   /** Called when a background compaction fails (the replica keeps its longer log). */
   onCompactionError: (error: unknown) => void = () => {};
@@ -308,14 +348,15 @@ export class ReplicaStorage {
   private constructor(
     dir: string,
     io: IoEngine,
-    log: { fd: number; bytes: number; entries: { index: number; frame: Uint8Array }[] },
+    writer: LogWriter,
+    entries: { index: number; frame: Uint8Array }[],
     state: PersistentState,
   ) {
     this.dir = dir;
     this.#io = io;
-    this.#logFd = log.fd;
-    this.#logBytes = log.bytes;
-    this.#entries = log.entries;
+    this.#writer = writer;
+    this.#entries = entries;
+    this.#writtenIndex = this.#durableIndex = entries.at(-1)?.index ?? state.snapshot?.index ?? 0;
     this.#hard = { term: state.term, votedFor: state.votedFor };
     this.#pool = new Map(state.pool.map((r) => [idKey(r.command), r]));
   }
@@ -325,7 +366,14 @@ export class ReplicaStorage {
     dir: string,
     identity: ClusterIdentity,
     io: IoEngine,
+    options: StorageOptions = {},
   ): Promise<{ storage: ReplicaStorage; state: PersistentState }> {
+    const logWrites = options.logWrites ?? "mapped";
+    if (logWrites !== "mapped" && logWrites !== "engine") {
+      throw new RangeError(
+        `curp.log_writes is ${JSON.stringify(logWrites)}: set it to mapped or engine`,
+      );
+    }
     Deno.mkdirSync(dir, { recursive: true }); // once per process start; no engine op for mkdir
     const idPath = join(dir, "cluster.json");
     const stored = await readJson(io, idPath) as ClusterIdentity | undefined;
@@ -356,12 +404,25 @@ export class ReplicaStorage {
       log = continues ? log.slice(at + 1) : [];
       frames = continues ? frames.slice(at + 1) : [];
     }
-    if (replayed.goodBytes < bytes.length) {
+    // Zeros after the last frame are the room a mapped log grew ahead, not a torn tail.
+    if (replayed.goodBytes < bytes.length && !zeroFrom(bytes, replayed.goodBytes)) {
       // A torn tail from a crash mid-append: keep the whole frames (the engine has no
-      // ftruncate, and a tail left behind a shorter append would read as a corrupt frame).
+      // ftruncate, and a tail left behind a shorter append could read as a frame).
       await writeAtomic(io, dir, "log.bin", bytes.subarray(0, replayed.goodBytes));
     }
     const fd = await io.open(logPath, O_RDWR | O_CREAT, 0o644);
+    let writer: LogWriter;
+    try {
+      // What an earlier process copied into its mapping (or wrote) survived it in the page
+      // cache, but may not be on disk yet: this replica answers as if it were.
+      await io.fsync(fd, { datasync: true });
+      writer = await LogWriter.open(io, fd, replayed.goodBytes, {
+        mapped: logWrites === "mapped",
+      });
+    } catch (error) {
+      await io.close(fd).catch(() => {});
+      throw error;
+    }
     const state = {
       term: replayed.hard?.term ?? 0,
       votedFor: replayed.hard?.votedFor,
@@ -370,12 +431,8 @@ export class ReplicaStorage {
       snapshot,
     };
     const entries = log.map((e, i) => ({ index: e.index, frame: frames[i] }));
-    const storage = new ReplicaStorage(
-      dir,
-      io,
-      { fd, bytes: replayed.goodBytes, entries },
-      state,
-    );
+    const storage = new ReplicaStorage(dir, io, writer, entries, state);
+    storage.fsyncs++;
     // log.bin still holds what the snapshot covers: the first persist rewrites it.
     if (snapshot !== undefined && snapshot.index > replayed.base) {
       storage.#compactedTo = snapshot.index;
@@ -383,17 +440,26 @@ export class ReplicaStorage {
     return { storage, state };
   }
 
-  /** Step 1 of `Ready`: hard state, snapshot or log changes, pool; all durable once it resolves.
-   * A `compaction` is only started (see `Ready`). A rejection leaves the directory in an unknown
-   * state: stop the replica and reopen it. */
-  persist(ready: Ready, onWritten?: () => void): Promise<void> {
+  /** `write`, then `onWritten`, then `durable`: the Ready and every earlier one on disk. */
+  async persist(ready: Ready, onWritten?: () => void): Promise<void> {
+    await this.write(ready);
+    onWritten?.();
+    await this.durable();
+  }
+
+  /** Step 1 of `Ready`, up to the page cache: hard state, snapshot or log changes, pool, copied
+   * into log.bin (they survive kill -9 of the process once it resolves); `durable` then makes
+   * them survive power loss. An installed snapshot and a log rewrite are durable when it
+   * resolves. A `compaction` is only started (see `Ready`). A rejection leaves the directory in
+   * an unknown state: stop the replica and reopen it. */
+  write(ready: Ready): Promise<void> {
     if (this.#closed) return Promise.reject(new Error(`Replica storage "${this.dir}" is closed`));
     if (this.#failed !== undefined) return Promise.reject(this.#failed);
     if (this.#running !== undefined) {
-      // Our own bug: two persists at once could reorder appends.
-      throw new Error("ReplicaStorage.persist called while another persist runs");
+      // Our own bug: two writes at once could reorder appends.
+      throw new Error("ReplicaStorage.write called while another write runs");
     }
-    const running = this.#persist(ready, onWritten).catch((error) => {
+    const running = this.#write(ready).catch((error) => {
       this.#failed = error;
       throw error;
     }).finally(() => {
@@ -403,22 +469,56 @@ export class ReplicaStorage {
     return running;
   }
 
-  async #persist(ready: Ready, onWritten: (() => void) | undefined): Promise<void> {
+  /** Resolves once everything `write` wrote so far is on disk: at once when nothing written
+   * since the last fdatasync needs one, else with the fdatasync that starts now or, while one
+   * runs, the next one (shared by every caller until it starts). Rejects as `write` does. */
+  durable(): Promise<void> {
+    if (this.#failed !== undefined) return Promise.reject(this.#failed);
+    if (!this.#unsynced) return this.#lastSync;
+    this.#unsynced = false;
+    const index = this.#writtenIndex;
+    const sync = this.#writer.sync();
+    if (sync !== this.#lastWriterSync) this.fsyncs++;
+    this.#lastWriterSync = sync;
+    this.#lastSync = sync.then(() => {
+      this.#durableIndex = Math.max(this.#durableIndex, index);
+    }, (error) => {
+      this.#failed ??= error;
+      throw error;
+    });
+    this.#lastSync.catch(() => {}); // the caller that waits sees it; nobody may wait
+    return this.#lastSync;
+  }
+
+  /** Whether something written needs an fdatasync that `durable` has not started yet. */
+  get unsynced(): boolean {
+    return this.#unsynced;
+  }
+
+  /** Index of the last log entry known to be on disk (entries up to it need no fdatasync). */
+  get durableIndex(): number {
+    return this.#durableIndex;
+  }
+
+  async #write(ready: Ready): Promise<void> {
     if (ready.snapshot !== undefined) return await this.#install(ready);
     const frames: Uint8Array[] = [];
     if (ready.hardState !== undefined) {
-      frames.push(encodeFrame({ hard: ready.hardState }));
+      frames.push(encodeCheckedFrame({ hard: ready.hardState }));
       this.#hard = ready.hardState;
     }
     if (ready.truncateFrom !== undefined) {
-      frames.push(encodeFrame({ truncate: ready.truncateFrom }));
+      frames.push(encodeCheckedFrame({ truncate: ready.truncateFrom }));
       const at = this.#entries.findIndex((e) => e.index >= ready.truncateFrom!);
       if (at >= 0) this.#entries.length = at;
+      this.#writtenIndex = Math.min(this.#writtenIndex, ready.truncateFrom - 1);
+      this.#durableIndex = Math.min(this.#durableIndex, ready.truncateFrom - 1);
     }
     for (const entry of ready.entries) {
-      const frame = encodeFrame({ entry });
+      const frame = encodeCheckedFrame({ entry });
       frames.push(frame);
       this.#entries.push({ index: entry.index, frame });
+      this.#writtenIndex = entry.index;
     }
     let poolAdded = false;
     if (ready.pool !== undefined) {
@@ -427,34 +527,21 @@ export class ReplicaStorage {
       frames.push(...changes.frames);
     }
     if (this.#compactedTo !== undefined) {
-      // A compaction became durable: this persist writes the log anew without what it covers.
+      // A compaction became durable: this write puts the log anew without what it covers
+      // (durable when it resolves, with everything written before).
       await this.#rewriteLog(this.#compactedTo);
       this.#compactedTo = undefined;
     } else if (frames.length > 0) {
-      const joined = concat(frames);
       const onlyRemovals = ready.hardState === undefined && ready.truncateFrom === undefined &&
         ready.entries.length === 0 && !poolAdded;
-      if (onlyRemovals) {
-        // Records leaving the pool (their commands applied) promise nothing: a crash that forgets
-        // the removal brings the record back, and it leaves again when the replica re-applies the
-        // command (a replica never holds a record of a command it executed). So no fdatasync: this
-        // is the Ready of every commit on the leader and of every heartbeat that moves a follower's
-        // commit index, and fsyncing it put one more disk flush in front of each `synced` reply.
-        await this.#io.write(this.#logFd, joined, this.#logBytes);
-        this.unsyncedWrites++;
-      } else if (onWritten !== undefined && ready.hardState === undefined) {
-        // The write, then what may leave once it is in the page cache (see ReplicaServer), then
-        // the fdatasync that everything else waits for.
-        await this.#io.write(this.#logFd, joined, this.#logBytes);
-        onWritten();
-        await this.#io.fsync(this.#logFd, { datasync: true });
-        this.fsyncs++;
-      } else {
-        // One submission: the write, then fdatasync linked behind it.
-        await this.#io.writeAndSync(this.#logFd, joined, this.#logBytes);
-        this.fsyncs++;
-      }
-      this.#logBytes += joined.length;
+      // Records leaving the pool (their commands applied) promise nothing: a crash that forgets
+      // the removal brings the record back, and it leaves again when the replica re-applies the
+      // command (a replica never holds a record of a command it executed). So no fdatasync: this
+      // is the Ready of every commit on the leader and of every heartbeat that moves a follower's
+      // commit index, and fsyncing it put one more disk flush in front of each `synced` reply.
+      if (onlyRemovals) this.unsyncedWrites++;
+      else this.#unsynced = true;
+      await this.#writer.append(frames.length === 1 ? frames[0] : concat(frames));
     }
     if (ready.compaction !== undefined) this.#compact(ready.compaction);
   }
@@ -467,8 +554,8 @@ export class ReplicaStorage {
     const remove = [...this.#pool.keys()].filter((k) => !next.has(k));
     this.#pool = next;
     const frames: Uint8Array[] = [];
-    if (add.length > 0) frames.push(encodeFrame({ poolAdd: add }));
-    if (remove.length > 0) frames.push(encodeFrame({ poolRemove: remove }));
+    if (add.length > 0) frames.push(encodeCheckedFrame({ poolAdd: add }));
+    if (remove.length > 0) frames.push(encodeCheckedFrame({ poolRemove: remove }));
     return { frames, added: add.length > 0 };
   }
 
@@ -486,25 +573,31 @@ export class ReplicaStorage {
     if (ready.pool !== undefined) {
       this.#pool = new Map(ready.pool.map((r) => [idKey(r.command), r]));
     }
-    this.#entries = log.map((entry) => ({ index: entry.index, frame: encodeFrame({ entry }) }));
+    this.#entries = log.map((entry) => ({
+      index: entry.index,
+      frame: encodeCheckedFrame({ entry }),
+    }));
     await this.#rewriteLog(snapshot.index);
   }
 
-  /** Replace log.bin with base `index`, the hard state, the pool and the entries after `index`. */
+  /** Replace log.bin with base `index`, the hard state, the pool and the entries after `index`:
+   * a new file, durable when this resolves, and with it everything written before. */
   async #rewriteLog(index: number): Promise<void> {
     const at = this.#entries.findIndex((e) => e.index > index);
     this.#entries = at < 0 ? [] : this.#entries.slice(at);
-    const frames = [encodeFrame({ base: index })];
-    if (this.#hard !== undefined) frames.push(encodeFrame({ hard: this.#hard }));
-    frames.push(encodeFrame({ pool: [...this.#pool.values()] }));
+    const frames = [encodeCheckedFrame({ base: index })];
+    if (this.#hard !== undefined) frames.push(encodeCheckedFrame({ hard: this.#hard }));
+    frames.push(encodeCheckedFrame({ pool: [...this.#pool.values()] }));
     for (const e of this.#entries) frames.push(e.frame);
     const joined = concat(frames);
-    await writeAtomic(this.#io, this.dir, "log.bin", joined);
-    this.fsyncs += 2; // the file's fdatasync, then its directory's fsync
-    const old = this.#logFd;
-    this.#logFd = await this.#io.open(join(this.dir, "log.bin"), O_RDWR);
-    this.#logBytes = joined.length;
-    await this.#io.close(old);
+    await this.#writer.switchFile(async () => {
+      await writeAtomic(this.#io, this.dir, "log.bin", joined);
+      this.fsyncs += 2; // the file's fdatasync, then its directory's fsync
+      const fd = await this.#io.open(join(this.dir, "log.bin"), O_RDWR);
+      return { fd, bytes: joined.length };
+    });
+    this.#unsynced = false;
+    this.#writtenIndex = this.#durableIndex = this.#entries.at(-1)?.index ?? index;
   }
 
   /** Write `snapshot` in the background (after the one being written, if any: only the newest
@@ -540,12 +633,13 @@ export class ReplicaStorage {
     return this.#background ?? Promise.resolve();
   }
 
-  /** Wait for the persist in progress, stop a background compaction, then close log.bin. */
+  /** Wait for the write and fdatasync in progress, stop a background compaction, then close log.bin. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     await this.#running?.catch(() => {});
     await this.#background;
-    await this.#io.close(this.#logFd).catch(() => {});
+    await this.#lastSync.catch(() => {});
+    await this.#writer.close().catch(() => {});
   }
 }

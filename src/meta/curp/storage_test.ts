@@ -262,51 +262,78 @@ for (const kind of ["io_uring", "portable"] as const) {
     }
   });
 
-  Deno.test(`curp storage (${kind}): one persist is one linked write+fdatasync at the log's end`, async () => {
-    const real = await engine();
-    const calls: string[] = [];
-    const io: IoEngine = {
-      kind: real.kind,
-      open: (path, flags, mode) => real.open(path, flags, mode),
-      close: (fd) => real.close(fd),
-      read: (fd, into, offset) => real.read(fd, into, offset),
-      readv: (fd, into, offset) => real.readv(fd, into, offset),
-      writev: (fd, data, offset) => real.writev(fd, data, offset),
-      fallocate: (fd, mode, offset, length) => real.fallocate(fd, mode, offset, length),
-      statx: (path) => real.statx(path),
-      unlink: (path) => real.unlink(path),
-      rename: (from, to) => real.rename(from, to),
-      shutdown: () => real.shutdown(),
-      writeAndSync: (fd, data, offset) => {
-        calls.push(`writeAndSync@${offset}+${data.length}`);
-        return real.writeAndSync(fd, data, offset);
-      },
-      write: (fd, data, offset) => {
-        calls.push("write");
-        return real.write(fd, data, offset);
-      },
-      fsync: (fd, options) => {
-        calls.push("fsync");
-        return real.fsync(fd, options);
-      },
-    };
-    const dir = await Deno.makeTempDir({ prefix: "uring2-storage-" });
-    try {
-      const { storage } = await ReplicaStorage.open(dir, identity, io);
-      calls.length = 0;
-      await storage.persist(ready({ hardState: { term: 1, votedFor: "a" }, truncateFrom: 1 }));
-      await storage.persist(ready({ entries: [entry(1), entry(2)] }));
-      await storage.persist(ready({})); // nothing to store: no I/O at all
-      await storage.close();
-      const size = Deno.statSync(join(dir, "log.bin")).size;
-      assert.equal(calls.length, 2, calls.join(" "));
-      const [first, second] = calls.map((c) => /^writeAndSync@(\d+)\+(\d+)$/.exec(c)!);
-      assert.equal(Number(first[1]), 0);
-      assert.equal(Number(second[1]), Number(first[2]));
-      assert.equal(Number(second[1]) + Number(second[2]), size);
-    } finally {
-      await real.shutdown();
-      await Deno.remove(dir, { recursive: true });
-    }
-  });
+  for (const logWrites of ["mapped", "engine"] as const) {
+    Deno.test(`curp storage (${kind}, ${logWrites}): one Ready is one copy (mapped) or write at the log's end, and one fdatasync covers every earlier write`, async () => {
+      const real = await engine();
+      const calls: string[] = [];
+      const io: IoEngine = {
+        kind: real.kind,
+        open: (path, flags, mode) => real.open(path, flags, mode),
+        close: (fd) => real.close(fd),
+        read: (fd, into, offset) => real.read(fd, into, offset),
+        readv: (fd, into, offset) => real.readv(fd, into, offset),
+        writev: (fd, data, offset) => real.writev(fd, data, offset),
+        fallocate: (fd, mode, offset, length) => real.fallocate(fd, mode, offset, length),
+        statx: (path) => real.statx(path),
+        unlink: (path) => real.unlink(path),
+        rename: (from, to) => real.rename(from, to),
+        shutdown: () => real.shutdown(),
+        writeAndSync: (fd, data, offset) => {
+          calls.push(`writeAndSync@${offset}+${data.length}`);
+          return real.writeAndSync(fd, data, offset);
+        },
+        write: (fd, data, offset) => {
+          calls.push(`write@${offset}+${data.length}`);
+          return real.write(fd, data, offset);
+        },
+        fsync: (fd, options) => {
+          calls.push("fsync");
+          return real.fsync(fd, options);
+        },
+      };
+      const dir = await Deno.makeTempDir({ prefix: "h1-storage-" });
+      try {
+        const { storage } = await ReplicaStorage.open(dir, identity, io, { logWrites });
+        assert.equal(storage.logWrites, logWrites);
+        calls.length = 0;
+        await storage.persist(ready({ hardState: { term: 1, votedFor: "a" }, truncateFrom: 1 }));
+        const afterFirst = storage.logBytes;
+        await storage.persist(ready({ entries: [entry(1), entry(2)] }));
+        await storage.persist(ready({})); // nothing to store: no I/O at all
+        // Group commit: two Readies written, then one fdatasync for both (and for a third
+        // caller that arrives while it runs, nothing was written since).
+        await storage.write(ready({ entries: [entry(3)] }));
+        await storage.write(ready({ entries: [entry(4)] }));
+        const fsyncs = storage.fsyncs;
+        await Promise.all([storage.durable(), storage.durable()]);
+        assert.equal(storage.fsyncs, fsyncs + 1);
+        assert.equal(storage.durableIndex, 4);
+        const end = storage.logBytes;
+        await storage.close();
+        const size = Deno.statSync(join(dir, "log.bin")).size;
+        assert.equal(size, end); // a mapped log's room ahead is cut at close
+        if (logWrites === "mapped") {
+          assert.deepEqual(calls, ["fsync", "fsync", "fsync"]);
+        } else {
+          assert.deepEqual(calls, [
+            `write@0+${afterFirst}`,
+            "fsync",
+            `write@${afterFirst}+${calls[2].split("+")[1]}`,
+            "fsync",
+            calls[4],
+            calls[5],
+            "fsync",
+          ]);
+          assert.match(calls[4], /^write@\d+\+\d+$/);
+          assert.match(calls[5], /^write@\d+\+\d+$/);
+        }
+        const { storage: again, state } = await ReplicaStorage.open(dir, identity, real);
+        await again.close();
+        assert.deepEqual(state.log.map((e) => e.index), [1, 2, 3, 4]);
+      } finally {
+        await real.shutdown();
+        await Deno.remove(dir, { recursive: true });
+      }
+    });
+  }
 }

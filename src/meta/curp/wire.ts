@@ -15,11 +15,16 @@
  */
 
 import { Buffer } from "node:buffer";
+import { crc32 } from "node:zlib";
 import { Packr, Unpackr } from "msgpackr";
 
 export const WIRE_VERSION = 2;
 /** The JSON frames of earlier builds: read from disk, refused on the network. */
 export const JSON_VERSION = 1;
+/** Frames of log.bin (storage.ts): version 2 with a CRC-32 of the MessagePack bytes after the
+ * version byte, so a frame torn or zeroed by a crash (a mapped log's tail, a power loss) is told
+ * from a whole one. Never sent on the network. */
+export const CHECKED_VERSION = 3;
 /**
  * Largest frame accepted or sent. Snapshots travel in pieces of about 1 MiB (snapshot_pieces.ts),
  * so no store size reaches it; an append of 64 entries with large values, or one snapshot item
@@ -90,6 +95,26 @@ export function encodeUnboundedFrame(body: unknown): Uint8Array {
   frame[4] = WIRE_VERSION;
   frame.set(packed, 5);
   return frame;
+}
+
+/** A version 3 frame (`CHECKED_VERSION`): u32 length of what follows, u8 version 3, u32 CRC-32
+ * of the MessagePack bytes, then those bytes. No size limit, as `encodeUnboundedFrame`. */
+export function encodeCheckedFrame(body: unknown): Uint8Array {
+  const packed = packr.pack(body);
+  const frame = new Uint8Array(9 + packed.length);
+  const view = new DataView(frame.buffer);
+  view.setUint32(0, packed.length + 5);
+  frame[4] = CHECKED_VERSION;
+  view.setUint32(5, crc32(packed));
+  frame.set(packed, 9);
+  return frame;
+}
+
+/** Whether a version 3 payload (version byte, CRC, MessagePack) is whole: its CRC matches. */
+export function checkedPayloadWhole(payload: Uint8Array): boolean {
+  if (payload.length < 5 || payload[0] !== CHECKED_VERSION) return false;
+  const stored = new DataView(payload.buffer, payload.byteOffset + 1, 4).getUint32(0);
+  return crc32(payload.subarray(5)) === stored;
 }
 
 export function encodeFrame(body: unknown): Uint8Array {
@@ -168,14 +193,19 @@ function hex(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** Decode a stored frame's payload: version 2 (MessagePack) or version 1 (JSON, written by
- * earlier builds); throws a TypeError naming the problem. */
+/** Decode a stored frame's payload: version 3 (checked MessagePack, its CRC verified), 2
+ * (MessagePack) or 1 (JSON, written by earlier builds); throws a TypeError naming the problem. */
 export function decodePayload(payload: Uint8Array): unknown {
   if (payload.length < 1) throw new TypeError("empty frame");
   if (payload[0] === WIRE_VERSION) return unpackPayload(payload);
+  if (payload[0] === CHECKED_VERSION) {
+    if (!checkedPayloadWhole(payload)) throw new TypeError("frame fails its CRC-32");
+    return unpackPayload(payload.subarray(4)); // the version byte's place: skipped by unpack
+  }
   if (payload[0] !== JSON_VERSION) {
     throw new TypeError(
-      `frame version ${payload[0]}, this build reads ${JSON_VERSION} and ${WIRE_VERSION}`,
+      `frame version ${payload[0]}, this build reads ${JSON_VERSION}, ${WIRE_VERSION} and ` +
+        `${CHECKED_VERSION}`,
     );
   }
   let text: string;

@@ -3,8 +3,11 @@
 
 import assert from "node:assert/strict";
 import {
+  CHECKED_VERSION,
+  checkedPayloadWhole,
   decodePayload,
   decodeWirePayload,
+  encodeCheckedFrame,
   encodeFrame,
   encodeFramesSharing,
   encodeJsonFrame,
@@ -92,7 +95,27 @@ Deno.test("curp wire: a version 1 (JSON) frame is refused on the network, read f
   assert.deepEqual(decodePayload(encodeFrame(body).subarray(4)), body);
   assert.throws(
     () => decodePayload(new Uint8Array([7, 1])),
-    { name: "TypeError", message: "frame version 7, this build reads 1 and 2" },
+    { name: "TypeError", message: "frame version 7, this build reads 1, 2 and 3" },
+  );
+});
+
+Deno.test("curp wire: a version 3 (checked) frame is read from disk, refused on the network, and a bit flipped fails its CRC", () => {
+  const body = { entry: { index: 3, bytes: new Uint8Array([1, 2, 3]) } };
+  const frame = encodeCheckedFrame(body);
+  assert.equal(frame[4], CHECKED_VERSION);
+  assert.equal(new DataView(frame.buffer).getUint32(0), frame.length - 4);
+  assert.ok(checkedPayloadWhole(frame.subarray(4)));
+  assert.deepEqual(decodePayload(frame.subarray(4)), body);
+  assert.throws(
+    () => decodeWirePayload(frame.subarray(4)),
+    { name: "TypeError", message: "frame version 3, this build speaks 2" },
+  );
+  const flipped = frame.slice();
+  flipped[frame.length - 1] ^= 1;
+  assert.ok(!checkedPayloadWhole(flipped.subarray(4)));
+  assert.throws(
+    () => decodePayload(flipped.subarray(4)),
+    { name: "TypeError", message: "frame fails its CRC-32" },
   );
 });
 
