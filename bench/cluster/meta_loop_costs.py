@@ -1,12 +1,12 @@
 """Per-operation context switches and CPU of a cluster's processes around one python loop.
 
-python3 bench/cluster/meta_loop_costs.py CLUSTER_PID MOUNTPOINT [--op open+close|stat|touch]
-    [--n 1000] [--tag TAG]
+python3 bench/cluster/meta_loop_costs.py CLUSTER_PID MOUNTPOINT
+    [--op open+close|stat|touch|unlink|mkdir] [--n 1000] [--tag TAG] [--threads]
 
 CLUSTER_PID is the `deno task cluster` (src/cluster/cluster_main.ts) process; its children are
 found by their command line: `meta serve --id ID` (a CURP replica) and `mount` (a node). The loop
-runs --n operations of --op in a new directory of MOUNTPOINT (open+close first creates the files,
-outside the measurement) and prints, per operation, the p50/p90 latency and for each process the
+runs --n operations of --op in a new directory of MOUNTPOINT (open+close, stat and unlink first
+create the files, outside the measurement) and prints, per operation, the p50/p90 latency and for each process the
 context switches (voluntary + involuntary, summed over its threads from
 /proc/PID/task/*/status; a thread that ends during the loop is not counted) and the CPU time (utime + stime of /proc/PID/stat, so 10 ms granularity
 over the whole loop: use --n 1000 or more).
@@ -78,7 +78,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("cluster_pid", type=int)
     parser.add_argument("mountpoint")
-    parser.add_argument("--op", default="open+close", choices=["open+close", "stat", "touch"])
+    parser.add_argument("--op", default="open+close", choices=["open+close", "stat", "touch", "unlink", "mkdir"])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--tag", default="")
     parser.add_argument("--threads", action="store_true",
@@ -93,11 +93,14 @@ def main():
     names = [os.path.join(d, f"f{i}") for i in range(a.n)]
     if a.op == "touch":
         op = lambda p: os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
+    elif a.op == "mkdir":
+        op = os.mkdir
     else:
         for p in names:
             os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
         time.sleep(1)  # let the creates' background work (commits, releases) settle
-        op = (lambda p: os.close(os.open(p, os.O_RDONLY))) if a.op == "open+close" else os.stat
+        op = {"open+close": lambda p: os.close(os.open(p, os.O_RDONLY)), "stat": os.stat,
+              "unlink": os.unlink}[a.op]
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
     before = {pid: sample(pid) for pid, _ in procs}
