@@ -99,10 +99,10 @@ export const KEYS = {
     default: "inline",
     commands: MOUNTING,
     allowed: "inline or engine",
-    doc: "how the small syscalls on local data files are made (the open of a new file, the " +
-      "unlink of a small deleted one): inline = a synchronous libc call, engine = through the " +
-      "I/O engine (an io-wq worker); a cluster node always uses engine (src/fuse/README.md, " +
-      "Daemon CPU per request)",
+    doc: "how the small syscalls on local data files are made (open, O_CREAT included, close, " +
+      "the unlink of a small deleted file): inline = a synchronous libc call, engine = through " +
+      "the I/O engine (io-wq for O_CREAT and unlink); a cluster node always uses engine " +
+      "(src/fuse/README.md, Daemon CPU per request)",
   },
   "mount.passthrough": {
     kind: "string",
