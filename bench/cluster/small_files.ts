@@ -6,6 +6,7 @@
  * A's backend PUTs during the 300 creates (skyfs_backend_requests_total{op="put"}).
  *
  *   deno run -A bench/cluster/small_files.ts [--root DIR]... [--rounds 3] [--meta curp|etcd]
+ *     [--tmp DIR]
  *
  * Give two roots (a checkout before, then this one): each round runs them one after the other.
  * @module
@@ -22,6 +23,7 @@ const roots = args.flatMap((arg, i) => args[i - 1] === "--root" ? [arg] : []);
 if (roots.length === 0) roots.push(new URL("../../", import.meta.url).pathname);
 const rounds = Number(option("--rounds", "3"));
 const meta = option("--meta", "curp");
+const parentDir = option("--tmp", "/tmp");
 const here = new URL(".", import.meta.url).pathname;
 
 async function run(cmd: string, ...rest: string[]): Promise<string> {
@@ -44,7 +46,7 @@ async function puts(url: string): Promise<number> {
 
 async function measure(root: string): Promise<string> {
   const { LocalCluster } = await import(join(root, "src/cluster/local_cluster.ts"));
-  const cluster = await LocalCluster.start("small-files-bench-", { nodes: 2, meta });
+  const cluster = await LocalCluster.start("small-files-bench-", { nodes: 2, meta, parentDir });
   try {
     const [a, b] = cluster.nodes;
     const url = /http: listening on (http:\/\/\S+)/.exec(await cluster.logOf(a))![1];
