@@ -3,7 +3,8 @@
  * inline"): two mounts on three CURP replicas (or one etcd). On A: create + 1 KiB + close of 300
  * files (bench/cluster/meta_loops.py, p50 and p90), then git add + commit of 200 small files
  * (bench/cluster/git_small_files.py); B reads the 300 files. Prints, per run, those figures and
- * A's backend PUTs during the 300 creates (skyfs_backend_requests_total{op="put"}).
+ * A's backend PUTs during the 300 creates (skyfs_backend_requests_total{op="put"}) and, on CURP,
+ * its commits by path (skyfs_curp_commits_total{path}: fast, or slow after a conflict).
  *
  *   deno run -A bench/cluster/small_files.ts [--root DIR]... [--rounds 3] [--meta curp|etcd]
  *     [--tmp DIR]
@@ -36,12 +37,18 @@ async function run(cmd: string, ...rest: string[]): Promise<string> {
   return text;
 }
 
-async function puts(url: string): Promise<number> {
+/** A's backend PUTs and CURP commits by path (fast, slow) so far. */
+async function counters(url: string): Promise<{ puts: number; fast: number; slow: number }> {
   const text = await (await fetch(`${url}/metrics`)).text();
-  const line = text.split("\n").find((l) =>
-    l.startsWith("skyfs_backend_requests_total{") && l.includes('op="put"')
-  );
-  return line ? Number(line.split(" ").at(-1)) : NaN;
+  const sample = (name: string, label: string) => {
+    const line = text.split("\n").find((l) => l.startsWith(`${name}{`) && l.includes(label));
+    return line ? Number(line.split(" ").at(-1)) : 0;
+  };
+  return {
+    puts: sample("skyfs_backend_requests_total", 'op="put"'),
+    fast: sample("skyfs_curp_commits_total", 'path="fast"'),
+    slow: sample("skyfs_curp_commits_total", 'path="slow"'),
+  };
 }
 
 async function measure(root: string): Promise<string> {
@@ -50,7 +57,7 @@ async function measure(root: string): Promise<string> {
   try {
     const [a, b] = cluster.nodes;
     const url = /http: listening on (http:\/\/\S+)/.exec(await cluster.logOf(a))![1];
-    const before = await puts(url);
+    const before = await counters(url);
     const loop = await run(
       "python3",
       "-c",
@@ -63,7 +70,11 @@ for i in range(300):
 ts.sort(); print(f"create+1KiB+close p50 {statistics.median(ts):.2f} p90 {ts[270]:.2f} ms")`,
       a.mountpoint,
     );
-    const created = await puts(url) - before;
+    const after = await counters(url);
+    const created = `PUTs ${after.puts - before.puts}` +
+      (meta === "curp"
+        ? `, CURP fast ${after.fast - before.fast} slow ${after.slow - before.slow}`
+        : "");
     const readStart = performance.now();
     for (let i = 0; i < 300; i++) {
       const got = await Deno.readFile(join(b.mountpoint, "c", `${i}`));
@@ -71,7 +82,7 @@ ts.sort(); print(f"create+1KiB+close p50 {statistics.median(ts):.2f} p90 {ts[270
     }
     const readMs = (performance.now() - readStart) / 300;
     const git = await run("python3", join(here, "git_small_files.py"), a.mountpoint);
-    return `${loop.trim()}; PUTs ${created}; B read ${readMs.toFixed(2)} ms/file; ${git.trim()}`;
+    return `${loop.trim()}; ${created}; B read ${readMs.toFixed(2)} ms/file; ${git.trim()}`;
   } finally {
     await cluster.stop();
   }

@@ -1234,6 +1234,14 @@ Deno.test({
       const a = await c.start("a", undefined, { inlineBytes: 0 });
       await writeFile(a.vfs, "x", random(10));
       assert.equal(c.backend.puts, 1);
+      // The largest limit: a 64 KiB file in its map (~88 KiB of base64), read on another node.
+      const big = await c.start("big", undefined, { inlineBytes: 65536 });
+      const b = await c.start("b");
+      const content = random(65536);
+      await writeFile(big.vfs, "y", content);
+      assert.equal(c.backend.puts, 1);
+      assert.deepEqual(await readFile(b.vfs, "y"), content);
+      assert.equal(b.data.stats.inlineBytes, 65536);
       assert.throws(
         () =>
           new ClusterData(`${c.dir}/bad`, {
