@@ -1440,8 +1440,9 @@ export class ClusterData {
         const cached = this.index.get(ino, p.index);
         if (cached?.version === p.converted && cached.length === p.ref.length) {
           const { index, length, crc } = cached;
+          const checked = this.#verified.has(cached);
           this.index.set({ ino, index, version: p.ref.version, length, crc });
-          this.#verified.add(this.index.get(ino, p.index)!);
+          if (checked) this.#verified.add(this.index.get(ino, p.index)!);
         }
         continue;
       }
