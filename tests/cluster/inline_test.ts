@@ -35,7 +35,10 @@ async function metric(
     return url !== undefined;
   }, `${node.id}'s HTTP endpoint`);
   const text = await (await fetch(`${url}/metrics`)).text();
-  return parseMetricsText(text).find((s) =>
+  // Only this metric's lines are parsed: another line may read "Nan" (the event loop lag gauges
+  // before their first sample), which parseMetricsText refuses.
+  const lines = text.split("\n").filter((line) => line.startsWith(`${name}{`)).join("\n");
+  return parseMetricsText(lines).find((s) =>
     s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)
   )?.value ?? 0;
 }
