@@ -305,6 +305,16 @@ export const KEYS = {
     doc: "how long a file's open record stays after its last close on this node (a reopen " +
       "within it writes no metadata; src/cluster/README.md)",
   },
+  "cluster.inline_bytes": {
+    kind: "number",
+    schema: int(0, 65_536),
+    default: 4096,
+    commands: MOUNTING,
+    allowed: "a whole number of bytes from 0 (off) to 65536",
+    doc: "files up to this size keep their data in their chunk map in the metadata store, " +
+      "written with the close's metadata (no backend object); larger files are chunks in the " +
+      "backend as before (src/cluster/README.md, Small files inline)",
+  },
   // [peer]: the peer cache server and client
   "peer.listen": {
     kind: "string",
