@@ -199,6 +199,7 @@ function clusterOptions(config: Config) {
     backendRoutes: parseRoutes(config.get("cluster.backend_routes")),
     zoneTimeoutMs: config.get("cluster.zone_timeout_ms"),
     zoneDownMs: config.get("cluster.zone_down_ms"),
+    inlineBytes: config.get("cluster.inline_bytes"),
   };
 }
 

@@ -4,6 +4,7 @@
 
 Usage (root): daemon_cpu.py --variant main=/work/main --variant branch=/work/h5 \\
     [--rounds 3] [--files 2000] [--dirs 2000] [--work /tmp/daemon-cpu] [--out DIR]
+    [--data-root DIR]
 
 Each round mounts every variant in turn (in reverse order every other round) (`deno run -A CHECKOUT/mod.ts mount --http off` on a
 fresh data directory) and on each runs the bench's meta_worker (bench/meta/meta_worker.c,
@@ -31,26 +32,37 @@ def cpu_sample(pid):
     """(run time in ns per thread id from /proc/PID/task/*/schedstat, utime+stime in ns from
     /proc/PID/stat)."""
     threads = {}
+    switches = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 threads[tid] = int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if "ctxt_switches:" in line:
+                        switches += int(line.split()[1])
         except (FileNotFoundError, ProcessLookupError):
             pass  # a thread that ended between the listing and the read
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])
+    threads["switches"] = switches
     return threads, ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
 def cpu_between(start, end):
-    """CPU ns between two samples: the threads' run times (ns resolution) when every thread of
-    the start is still there, else (an io-wq worker ended, taking its time with it) the
-    process's utime+stime (10 ms resolution, but it keeps the time of ended threads)."""
+    """(CPU ns, context switches) between two samples. CPU: the threads' run times (ns
+    resolution) when every thread of the start is still there, else (an io-wq worker ended,
+    taking its time with it) the process's utime+stime (10 ms resolution, but it keeps the time
+    of ended threads). Context switches (voluntary and not) of the threads alive at the end: each
+    thread hop (an io-wq worker's wake-up, a parked wait) adds some; threads that ended are lost."""
     (threads0, total0), (threads1, total1) = start, end
+    switches = threads1["switches"] - threads0["switches"]
     if all(tid in threads1 for tid in threads0):
-        return sum(ns - threads0.get(tid, 0) for tid, ns in threads1.items())
-    return total1 - total0
+        cpu = sum(ns - threads0.get(tid, 0) for tid, ns in threads1.items() if tid != "switches")
+    else:
+        cpu = total1 - total0
+    return cpu, switches
 
 
 def mounted(path):
@@ -136,6 +148,9 @@ def main():
     parser.add_argument("--dirs", type=int, default=2000)
     parser.add_argument("--work", default="/tmp/daemon-cpu")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--data-root", default=None,
+                        help="where the data directories go (default: under --work); e.g. a "
+                        "tmpfs, to take the data disk's journal (shared with other work) out")
     args = parser.parse_args()
     variants = [v.split("=", 1) for v in args.variant]
     out_dir = args.out or args.work
@@ -152,6 +167,9 @@ def main():
             base = os.path.join(args.work, f"{name}-r{round_no}")
             subprocess.run(["rm", "-rf", base], check=True)
             mnt, data = os.path.join(base, "mnt"), os.path.join(base, "data")
+            if args.data_root:
+                data = os.path.join(args.data_root, f"{name}-r{round_no}")
+                subprocess.run(["rm", "-rf", data], check=True)
             with open(os.path.join(args.work, f"{name}-r{round_no}.log"), "w") as log:
                 proc = mount(checkout, mnt, data, log)
                 try:
@@ -164,25 +182,29 @@ def main():
                                                      args.dirs)))
                 finally:
                     unmount(proc, mnt)
+                    if args.data_root:
+                        subprocess.run(["rm", "-rf", data], check=True)
             with open("/proc/loadavg") as f:
                 load = f.read().split()[0]
             for job, phases in jobs:
-                for phase, (ops, seconds, cpu) in phases.items():
+                for phase, (ops, seconds, (cpu, switches)) in phases.items():
                     us = cpu / 1000 / ops
                     rate = ops / seconds if seconds > 0 else 0
-                    rows.setdefault((job, phase), {}).setdefault(name, []).append((us, rate))
+                    rows.setdefault((job, phase), {}).setdefault(name, []).append(
+                        (us, rate, switches / ops))
                     raw.write(json.dumps({
                         "round": round_no, "variant": name, "job": job, "phase": phase,
                         "ops": ops, "seconds": seconds, "cpu_us_per_op": round(us, 1),
+                        "switches_per_op": round(switches / ops, 2),
                         "load": float(load), "time": time.strftime("%H:%M:%S", time.gmtime()),
                     }) + "\n")
                     raw.flush()
             print(f"round {round_no} {name} done, load {load}", file=sys.stderr)
     names = [name for name, _ in variants]
     head = "| job | phase | " + " | ".join(
-        f"{n} CPU us/op | {n} ops/s" for n in names) + " | CPU ratio |"
+        f"{n} CPU us/op | {n} ops/s | {n} switches/op" for n in names) + " | CPU ratio |"
     print(head)
-    print("|" + "---|" * (2 + 2 * len(names) + 1))
+    print("|" + "---|" * (2 + 3 * len(names) + 1))
     for (job, phase), by_variant in rows.items():
         cells = []
         medians = []
@@ -193,6 +215,7 @@ def main():
             medians.append(statistics.median(us) if us else float("nan"))
             cells.append(f"{statistics.median(us):.0f} ({min(us):.0f}-{max(us):.0f})")
             cells.append(f"{statistics.median(rate):.0f}")
+            cells.append(f"{statistics.median(v[2] for v in values):.2f}")
         ratio = medians[-1] / medians[0] if medians[0] else float("nan")
         print(f"| {job} | {phase} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
 

@@ -2,8 +2,15 @@
  * Cluster mode's chunk map: which immutable backend object holds each 4 MiB chunk of a file.
  * It is stored in metadata beside the inode and written in the same transaction as the size
  * and mtime, so a reader sees either the whole old content or the whole new one.
+ *
+ * Format 1 (`{v: 1, c: [[index, version, length, crc, objectLength, zones?], ...]}`) names backend
+ * objects only. Format 2 adds `i: [[index, base64], ...]`: chunks whose bytes are in the map
+ * itself (a small file, `cluster.inline_bytes`), with no backend object; written only when a map
+ * has such a chunk, so maps without one stay format 1 (and older builds read them).
  * @module
  */
+
+import { crc32 } from "node:zlib";
 
 /** Bytes per chunk (DESIGN.md section 5). */
 export const CHUNK_SIZE = 4 << 20;
@@ -24,7 +31,15 @@ export interface ChunkRef {
    * without zones: every zone's store may be asked.
    */
   zones?: string[];
+  /**
+   * The chunk's file bytes [0, length) kept in the map itself (format 2, a small file): no
+   * backend object has this version. `crc` is their CRC-32 and `objectLength` their length.
+   */
+  inline?: Uint8Array;
 }
+
+/** Largest `cluster.inline_bytes`: an inline map is at most ~88 KiB of JSON (base64). */
+export const MAX_INLINE_BYTES = 65_536;
 
 export type ChunkMap = Map<number, ChunkRef>;
 
@@ -39,15 +54,54 @@ export function encodeChunkMap(map: ChunkMap): Uint8Array {
       ? [index, ref.version, ref.length, ref.crc, ref.objectLength ?? 0, ref.zones]
       : [index, ref.version, ref.length, ref.crc, ref.objectLength ?? 0]
   );
-  return encoder.encode(JSON.stringify({ v: 1, c: entries }));
+  const inline = [...map].filter(([, ref]) => ref.inline).sort((a, b) => a[0] - b[0]).map((
+    [index, ref],
+  ) => [index, toBase64(ref.inline!)]);
+  if (inline.length === 0) return encoder.encode(JSON.stringify({ v: 1, c: entries }));
+  return encoder.encode(JSON.stringify({ v: 2, c: entries, i: inline }));
+}
+
+/** Whether the map has a chunk kept inline (format 2). */
+export function hasInline(map: ChunkMap): boolean {
+  for (const ref of map.values()) if (ref.inline) return true;
+  return false;
+}
+
+/** The map with its inline chunks' bytes left out (their entries stay). */
+export function withoutInline(map: ChunkMap): ChunkMap {
+  const out: ChunkMap = new Map();
+  for (const [index, ref] of map) {
+    if (!ref.inline) {
+      out.set(index, ref);
+      continue;
+    }
+    const { inline: _, ...rest } = ref;
+    out.set(index, rest);
+  }
+  return out;
+}
+
+function toBase64(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}
+
+function fromBase64(text: string): Uint8Array {
+  const s = atob(text);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
 }
 
 export function decodeChunkMap(bytes: Uint8Array | undefined): ChunkMap {
   const map: ChunkMap = new Map();
   if (!bytes) return map;
   const parsed = JSON.parse(decoder.decode(bytes));
-  if (parsed?.v !== 1 || !Array.isArray(parsed.c)) {
-    throw new Error(`Chunk map has format ${JSON.stringify(parsed?.v)}; this build reads 1`);
+  if ((parsed?.v !== 1 && parsed?.v !== 2) || !Array.isArray(parsed.c)) {
+    throw new Error(`Chunk map has format ${JSON.stringify(parsed?.v)}; this build reads 1 and 2`);
   }
   for (const [index, version, length, crc, objectLength, zones] of parsed.c) {
     map.set(
@@ -60,6 +114,13 @@ export function decodeChunkMap(bytes: Uint8Array | undefined): ChunkMap {
       },
     );
   }
+  if (parsed.v === 2) {
+    for (const [index, data] of parsed.i ?? []) {
+      const ref = map.get(index);
+      if (!ref) throw new Error(`Chunk map has inline bytes for chunk ${index}, which it lacks`);
+      ref.inline = fromBase64(data);
+    }
+  }
   return map;
 }
 
@@ -69,7 +130,14 @@ export function truncateChunkMap(map: ChunkMap, size: number): ChunkMap {
   for (const [index, ref] of map) {
     const start = index * CHUNK_SIZE;
     if (start >= size) continue;
-    out.set(index, { ...ref, length: Math.min(ref.length, size - start) });
+    const length = Math.min(ref.length, size - start);
+    // An inline chunk keeps only its file bytes: cut, it is a new (shorter) whole.
+    if (ref.inline && length < ref.length) {
+      const inline = ref.inline.slice(0, length);
+      out.set(index, { ...ref, length, objectLength: length, crc: crc32(inline), inline });
+      continue;
+    }
+    out.set(index, { ...ref, length });
   }
   return out;
 }

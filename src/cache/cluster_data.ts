@@ -27,7 +27,10 @@ import {
   type ChunkRef,
   decodeChunkMap,
   encodeChunkMap,
+  hasInline,
+  MAX_INLINE_BYTES,
   truncateChunkMap,
+  withoutInline,
 } from "./chunk_map.ts";
 
 /** Inodes whose last-open content is remembered (`#samePages`); a forgotten one only costs its
@@ -208,6 +211,10 @@ export interface ClusterDataOptions {
    * unless it is the last place a chunk can come from. Default 10000 ms (config
    * cluster.zone_down_ms). */
   zoneDownMs?: number;
+  /** Files up to this many bytes keep their data in the chunk map (format 2) instead of a backend
+   * object: no PUT, one metadata write at close. 0 = off; at most MAX_INLINE_BYTES. Default 4096
+   * (config cluster.inline_bytes). */
+  inlineBytes?: number;
   /** The clock of the down window (tests). Default Date.now. */
   now?: () => number;
   /** Where the down/back lines go. Default console.error. */
@@ -224,6 +231,9 @@ export interface PendingChunk {
   localCrc: number;
   /** Zones to copy it to after the publish (a replication queue entry in the same commit). */
   queued?: string[];
+  /** An inline chunk uploaded as an object because the file grew past cluster.inline_bytes:
+   * the version it had inline (the local copy, same bytes, is renamed to the new version). */
+  converted?: string;
 }
 
 interface FileState {
@@ -293,6 +303,12 @@ export interface CacheStats {
   backendRemoteBytes: number;
   /** Chunk copies to other zones made before a publish (cluster.zone_sync > 1). */
   syncCopies: number;
+  /** Bytes a miss read from the chunk map itself (a small file's inline data; tier inline). */
+  inlineBytes: number;
+  /** Publishes that kept the file's data inline in its chunk map (no backend object). */
+  inlineWrites: number;
+  /** Inline chunks uploaded as objects because their file grew past cluster.inline_bytes. */
+  inlineConversions: number;
 }
 
 export class ClusterData {
@@ -319,6 +335,8 @@ export class ClusterData {
   readonly zones: ZoneStores | undefined;
   readonly #placement: (ino: number) => PlacementPolicy;
   readonly #zoneDownMs: number;
+  /** cluster.inline_bytes: files up to this size keep their data in the chunk map. */
+  readonly inlineBytes: number;
   readonly #now: () => number;
   readonly #log: (line: string) => void;
   /** Other zones whose store failed a request and has not answered one since, with the end of
@@ -355,6 +373,15 @@ export class ClusterData {
     this.zones = options.zones;
     this.#placement = options.placement ?? (() => ({ replicas: 2, sync: 1 }));
     this.#zoneDownMs = options.zoneDownMs ?? 10_000;
+    this.inlineBytes = options.inlineBytes ?? 4096;
+    if (
+      !Number.isInteger(this.inlineBytes) || this.inlineBytes < 0 ||
+      this.inlineBytes > MAX_INLINE_BYTES
+    ) {
+      throw new RangeError(
+        `cluster.inline_bytes = ${this.inlineBytes} is out of range: use 0 (off) to ${MAX_INLINE_BYTES}`,
+      );
+    }
     this.#now = options.now ?? Date.now;
     this.#log = options.log ?? ((line) => console.error(line));
     this.stats = {
@@ -376,6 +403,9 @@ export class ClusterData {
       peerRemoteBytes: 0,
       backendRemoteBytes: 0,
       syncCopies: 0,
+      inlineBytes: 0,
+      inlineWrites: 0,
+      inlineConversions: 0,
     };
   }
 
@@ -453,7 +483,14 @@ export class ClusterData {
       libc.ftruncate(fd, size);
       this.#local.noteOwnChange(ino);
     }
-    return this.#samePages(ino, `${size}:${encoded ? signatureDecoder.decode(encoded) : ""}`);
+    // An inline map's signature leaves its bytes out (up to 64 KiB per remembered inode): its
+    // chunk's version is new at every publish, and the CRC is in the entry.
+    const signature = !encoded
+      ? ""
+      : hasInline(map)
+      ? signatureDecoder.decode(encodeChunkMap(withoutInline(map)))
+      : signatureDecoder.decode(encoded);
+    return this.#samePages(ino, `${size}:${signature}`);
   }
 
   /**
@@ -531,7 +568,10 @@ export class ClusterData {
     tx.deleteOutside(openGuardKey(ino));
     // This node's own record (lingering after its last close) goes in the same commit.
     if (this.records.hasRecord(ino)) tx.deleteOutside(openRecordKey(ino, this.nodeId));
-    return [...map].map(([index, ref]) => chunkObjectKey(ino, index, ref.version));
+    // Inline chunks have no object.
+    return [...map].filter(([, ref]) => !ref.inline).map(([index, ref]) =>
+      chunkObjectKey(ino, index, ref.version)
+    );
   }
 
   /** `ino` was deleted (committed): local state goes, and its objects (nobody has it open). */
@@ -602,6 +642,8 @@ export class ClusterData {
       return undefined;
     };
     if (!ref || state.dirty.has(index) || this.#inflight.has(`${ino}/${index}`)) return local();
+    // Inline bytes are here already (in the map): the fill path writes them locally.
+    if (ref.inline) return local();
     const cached = this.index.get(ino, index);
     if (cached && cached.version === ref.version && cached.length === ref.length) return local();
     // The map is cut at the file's size, so bytes inside ref.length exist; only a read running
@@ -651,6 +693,7 @@ export class ClusterData {
     for (let i = first; i < first + bytes / CHUNK_SIZE; i++) {
       const next = state.map.get(i);
       if (!next) break; // a hole or the end of the file
+      if (next.inline) continue; // in the map: nothing to ask a peer for
       if (state.dirty.has(i) || this.index.get(ino, i)?.version === next.version) continue;
       const seen = this.#peerRead.get(`${ino}/${i}`);
       if (seen && seen.generation !== state.generation && now - seen.at < ADMIT_WINDOW_MS) {
@@ -811,6 +854,15 @@ export class ClusterData {
   }
 
   async #fill(ino: number, fd: number, state: FileState, index: number, ref: ChunkRef) {
+    if (ref.inline) {
+      // A small file's bytes came with its chunk map (tier inline): no peer, no backend.
+      checkChunk(ref.inline, ref, `inline chunk ${ino}/${index}`);
+      this.stats.inlineBytes += ref.inline.length;
+      if (state.dirty.has(index) || state.map.get(index)?.version !== ref.version) return;
+      await this.#storeChunk(ino, fd, index, ref, ref.inline);
+      await this.#evict();
+      return;
+    }
     this.stats.misses++;
     if (this.source.fetchInto) return await this.#fillStreamed(ino, fd, state, index, ref);
     const data = await this.source.fetch(ino, index, ref);
@@ -1182,6 +1234,10 @@ export class ClusterData {
 
   async #uploadFrom(ino: number, fd: number, state: FileState): Promise<PendingChunk[]> {
     const size = libc.fstat(fd).size;
+    // A small file: its bytes go into the chunk map, in the publishing transaction (no object).
+    if (size > 0 && size <= this.inlineBytes && state.dirty.has(0)) {
+      return [await this.#inlineChunk(fd, state.dirty.get(0)!, size)];
+    }
     // Where this publish's chunks go: this zone's store now, `sync` zones in all before the
     // publish, the rest queued in the publishing transaction (placeChunk).
     const zones = this.zones;
@@ -1203,6 +1259,12 @@ export class ClusterData {
       : [];
     const work = [...state.dirty].filter(([index]) => index * CHUNK_SIZE < size);
     const out: PendingChunk[] = [];
+    // Grown past cluster.inline_bytes with its inline chunk unchanged (a write further on, or
+    // the limit lowered): that chunk becomes an object too, so the map is format 1 again.
+    const kept = state.map.get(0);
+    if (kept?.inline && !state.dirty.has(0) && size > this.inlineBytes) {
+      out.push(await this.#convertInline(ino, kept, zones, zoneNames, placed, syncStores));
+    }
     const next = async (): Promise<void> => {
       for (let item = work.shift(); item; item = work.shift()) {
         const [index, seq] = item;
@@ -1219,10 +1281,7 @@ export class ClusterData {
           }
           // Past the end only if the file shrank meanwhile: zeros, as a read there gives.
           data.fill(0, done);
-          const version = `${this.nodeId}-${Date.now().toString(36)}-${
-            (++this.#versionCounter)
-              .toString(36)
-          }`;
+          const version = this.#newVersion();
           const objectKey = chunkObjectKey(ino, index, version);
           try {
             await this.backend.put(objectKey, data);
@@ -1271,6 +1330,75 @@ export class ClusterData {
     return out;
   }
 
+  /** Chunk 0 of a file of `size` <= inlineBytes as an inline chunk: its bytes read now. */
+  async #inlineChunk(fd: number, seq: number, size: number): Promise<PendingChunk> {
+    const data = new Uint8Array(size);
+    let done = 0;
+    while (done < size) {
+      const n = await this.#io.read(fd, data.subarray(done), done);
+      if (n === 0) break;
+      done += n;
+    }
+    // Past the end only if the file shrank meanwhile: zeros, as a read there gives.
+    const crc = crc32(data);
+    const version = this.#newVersion();
+    this.stats.inlineWrites++;
+    return {
+      index: 0,
+      seq,
+      ref: { version, length: size, crc, objectLength: size, inline: data },
+      localCrc: crc,
+    };
+  }
+
+  /** An unchanged inline chunk uploaded as an object (its file grew past the limit). */
+  async #convertInline(
+    ino: number,
+    kept: ChunkRef,
+    zones: ZoneStores | undefined,
+    zoneNames: string[],
+    placed: { sync: string[]; queued: string[] } | undefined,
+    syncStores: { zone: string; store: BackendStore }[],
+  ): Promise<PendingChunk> {
+    const data = kept.inline!;
+    const version = this.#newVersion();
+    const objectKey = chunkObjectKey(ino, 0, version);
+    for (const { zone, store } of [{ zone: zones?.zone, store: this.backend }, ...syncStores]) {
+      try {
+        await store.put(objectKey, data);
+      } catch (error) {
+        throw new FsError(
+          "EIO",
+          `cannot store chunk ${ino}/0 in ${
+            zone ? `zone ${zone}'s` : "the"
+          } ${store.kind} backend: ${(error as Error).message}`,
+        );
+      }
+    }
+    this.stats.syncCopies += syncStores.length;
+    this.stats.uploads++;
+    this.stats.inlineConversions++;
+    const ref: ChunkRef = {
+      version,
+      length: data.length,
+      crc: kept.crc,
+      objectLength: data.length,
+    };
+    if (placed && zoneNames.length > 1) ref.zones = [...placed.sync, ...placed.queued];
+    return {
+      index: 0,
+      seq: -1,
+      ref,
+      localCrc: kept.crc,
+      converted: kept.version,
+      ...(placed && placed.queued.length > 0 ? { queued: placed.queued } : {}),
+    };
+  }
+
+  #newVersion(): string {
+    return `${this.nodeId}-${Date.now().toString(36)}-${(++this.#versionCounter).toString(36)}`;
+  }
+
   /** In the publishing transaction: the stored map with the uploaded chunks, cut at `size`. */
   async applyInTxn(tx: NsTxn, ino: number, pending: PendingChunk[], size: number) {
     const map = decodeChunkMap(await tx.getChunkMap(ino));
@@ -1307,9 +1435,22 @@ export class ClusterData {
     if (!state) return;
     for (const p of pending) {
       state.map.set(p.index, p.ref);
+      if (p.converted !== undefined) {
+        // Same bytes under the object's version: the local copy stays valid.
+        const cached = this.index.get(ino, p.index);
+        if (cached?.version === p.converted && cached.length === p.ref.length) {
+          const { index, length, crc } = cached;
+          const checked = this.#verified.has(cached);
+          this.index.set({ ino, index, version: p.ref.version, length, crc });
+          if (checked) this.#verified.add(this.index.get(ino, p.index)!);
+        }
+        continue;
+      }
       if (state.dirty.get(p.index) !== p.seq) continue; // written again since: stays dirty
       state.dirty.delete(p.index);
-      this.index.set({ ino, index: p.index, ...p.ref, crc: p.localCrc });
+      // The row's fields only (an inline ref's bytes are not kept twice).
+      const { version, length } = p.ref;
+      this.index.set({ ino, index: p.index, version, length, crc: p.localCrc });
       this.#verified.add(this.index.get(ino, p.index)!);
     }
     this.stats.bytes = this.index.bytes;

@@ -32,8 +32,10 @@ const name = (s: string) => new TextEncoder().encode(s);
 class CountingBackend implements BackendStore {
   readonly kind = "counting";
   gets = 0;
+  puts = 0;
   constructor(readonly inner: BackendStore) {}
   put(key: string, data: Uint8Array) {
+    this.puts++;
     return this.inner.put(key, data);
   }
   get(key: string) {
@@ -283,12 +285,14 @@ Deno.test({
     try {
       const a = await c.start("a");
       const b = await c.start("b");
-      await writeFile(a.vfs, "x", new Uint8Array([1, 2, 3]));
+      // Larger than cluster.inline_bytes (4096): these go to the backend.
+      const first = random(5000);
+      await writeFile(a.vfs, "x", first);
       const put = c.backend.put;
       c.backend.put = () => Promise.reject(new Error("backend unreachable"));
-      await assert.rejects(writeFile(a.vfs, "x", new Uint8Array([9, 9, 9, 9])), /EIO|backend/);
+      await assert.rejects(writeFile(a.vfs, "x", random(6000)), /EIO|backend/);
       c.backend.put = put;
-      assert.deepEqual(await readFile(b.vfs, "x"), new Uint8Array([1, 2, 3]));
+      assert.deepEqual(await readFile(b.vfs, "x"), first);
     } finally {
       await c.cleanup();
     }
@@ -307,7 +311,8 @@ Deno.test({
       const content = random(CHUNK_SIZE + 10);
       await writeFile(a.vfs, "keep", content);
       await writeFile(a.vfs, "keep", random(10), 5); // replaces chunk 0 only
-      const gone = await writeFile(a.vfs, "gone", random(100));
+      // Larger than cluster.inline_bytes (4096), so it has an object.
+      const gone = await writeFile(a.vfs, "gone", random(5000));
       assert.equal((await c.backend.list("c/")).length, 4);
       // Open nowhere: the unlink deletes inode and chunk map, and then the object.
       await a.vfs.unlink(ctx, 1, name("gone"));
@@ -613,7 +618,8 @@ Deno.test({
     try {
       const a = await c.start("a");
       const b = await c.start("b");
-      const ino = await writeFile(a.vfs, "f", random(1000));
+      // Larger than cluster.inline_bytes: the file has an object for gc to free.
+      const ino = await writeFile(a.vfs, "f", random(5000));
       await openByName(b.vfs, "f", 0);
       await a.vfs.unlink(ctx, 1, name("f"));
       const kept = await collectGarbage(c.kv, c.backend, { graceMs: 0 });
@@ -1129,6 +1135,121 @@ Deno.test({
       assert.ok(
         watched.closes.slice(closesBefore).includes(fd),
         "closed when the upload let go of it",
+      );
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster data: small files inline: no backend object, read on B, grown past the limit, truncated, shrunk back, renamed, unlinked",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const mapOf = async (ino: number) => (await c.kv.range({ key: keys.chunkMap(ino) })).kvs[0];
+      const format = async (ino: number) =>
+        JSON.parse(new TextDecoder().decode((await mapOf(ino)).value)).v;
+      // 100 small files: no PUT, format 2 maps, B reads them from the maps (tier inline).
+      const files = new Map<string, Uint8Array>();
+      for (let i = 0; i < 100; i++) files.set(`s${i}`, random(1 + i * 40));
+      for (const [file, bytes] of files) await writeFile(a.vfs, file, bytes);
+      assert.equal(c.backend.puts, 0, "small files make no backend object");
+      assert.equal(a.data.stats.inlineWrites, 100);
+      for (const [file, bytes] of files) assert.deepEqual(await readFile(b.vfs, file), bytes);
+      assert.equal(c.backend.gets, 0);
+      assert.equal(b.data.stats.inlineBytes, [...files.values()].reduce((n, f) => n + f.length, 0));
+      // Exactly the limit stays inline; one byte more is a chunk object (format 1).
+      const atLimit = random(4096);
+      const ino = await writeFile(a.vfs, "g", atLimit);
+      assert.equal(await format(ino), 2);
+      assert.equal(c.backend.puts, 0);
+      const grown = random(4097);
+      await writeFile(a.vfs, "g", grown);
+      assert.equal(await format(ino), 1);
+      assert.equal(c.backend.puts, 1);
+      assert.deepEqual(await readFile(b.vfs, "g"), grown);
+      // Rewritten small again: inline again (the object is left to gc).
+      const small = random(300);
+      await a.vfs.setattr(ctx, ino, { size: 0 });
+      await writeFile(a.vfs, "g", small);
+      assert.equal(await format(ino), 2);
+      assert.deepEqual(await readFile(b.vfs, "g"), small);
+      // A write past the limit that leaves the inline chunk alone (chunk 1 only): chunk 0 is
+      // uploaded from the map's bytes and the map is format 1.
+      const tail = random(10);
+      await writeFile(a.vfs, "g", tail, CHUNK_SIZE + 5);
+      assert.equal(await format(ino), 1);
+      assert.equal(a.data.stats.inlineConversions, 1);
+      const expected = new Uint8Array(CHUNK_SIZE + 15);
+      expected.set(small);
+      expected.set(tail, CHUNK_SIZE + 5);
+      assert.deepEqual(await readFile(b.vfs, "g"), expected);
+      // Truncate of an inline file (on B), overwrite in the middle (on A), read on the other.
+      const t = await writeFile(a.vfs, "t", random(2000));
+      const before = await readFile(b.vfs, "t");
+      await b.vfs.setattr(ctx, t, { size: 700 });
+      assert.equal(await format(t), 2);
+      assert.deepEqual(await readFile(a.vfs, "t"), before.subarray(0, 700));
+      const patch = random(50);
+      await writeFile(a.vfs, "t", patch, 100);
+      const patched = before.slice(0, 700);
+      patched.set(patch, 100);
+      assert.deepEqual(await readFile(b.vfs, "t"), patched);
+      // Grown by truncate (a hole): zeros after the inline bytes.
+      await a.vfs.setattr(ctx, t, { size: 1000 });
+      const holed = new Uint8Array(1000);
+      holed.set(patched);
+      assert.deepEqual(await readFile(b.vfs, "t"), holed);
+      // Rename and hard link keep the map (it is the inode's).
+      await a.vfs.rename(ctx, 1, name("t"), 1, name("t2"), 0);
+      await a.vfs.link(ctx, t, 1, name("t3"));
+      assert.deepEqual(await readFile(b.vfs, "t2"), holed);
+      assert.deepEqual(await readFile(b.vfs, "t3"), holed);
+      await b.vfs.unlink(ctx, 1, name("t2"));
+      assert.deepEqual(await readFile(a.vfs, "t3"), holed);
+      const putsBefore = c.backend.puts;
+      await b.vfs.unlink(ctx, 1, name("t3"));
+      // A's lingering open record makes it an orphan that A's watch frees at once.
+      for (let i = 0; i < 100 && await mapOf(t); i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(await mapOf(t), undefined, "the map goes with the inode");
+      assert.equal(c.backend.puts, putsBefore);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster data: cluster.inline_bytes 0 keeps every file in the backend; out of range is refused",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a", undefined, { inlineBytes: 0 });
+      await writeFile(a.vfs, "x", random(10));
+      assert.equal(c.backend.puts, 1);
+      // The largest limit: a 64 KiB file in its map (~88 KiB of base64), read on another node.
+      const big = await c.start("big", undefined, { inlineBytes: 65536 });
+      const b = await c.start("b");
+      const content = random(65536);
+      await writeFile(big.vfs, "y", content);
+      assert.equal(c.backend.puts, 1);
+      assert.deepEqual(await readFile(b.vfs, "y"), content);
+      assert.equal(b.data.stats.inlineBytes, 65536);
+      assert.throws(
+        () =>
+          new ClusterData(`${c.dir}/bad`, {
+            nodeId: "bad",
+            backend: c.backend,
+            inlineBytes: 65537,
+          }),
+        /cluster.inline_bytes = 65537 is out of range: use 0 \(off\) to 65536/,
       );
     } finally {
       await c.cleanup();

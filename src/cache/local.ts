@@ -39,9 +39,10 @@ function seenKey(st: libc.Stat): string {
 
 /**
  * How the small syscalls on local files are made (config `mount.local_file_ops`): `inline` = a
- * synchronous libc call on the JS thread (the open of a file, O_CREAT included, and the unlink of
- * a small deleted file: a few us each), `engine` = through the I/O engine (an `O_CREAT` open or an
- * unlink is always handed to an io-wq worker by io_uring: a thread hop and a completion each).
+ * synchronous libc call on the JS thread (the open of a file, O_CREAT included, its close, and the
+ * unlink of a small deleted file: a few us each), `engine` = through the I/O engine (an `O_CREAT`
+ * open or an unlink is always handed to an io-wq worker by io_uring: a thread hop and a
+ * completion each; a close is a ring round trip).
  */
 export type LocalFileOps = "inline" | "engine";
 

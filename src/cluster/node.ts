@@ -53,6 +53,8 @@ export interface ClusterNodeOptions {
   zoneTimeoutMs?: number;
   /** How long another zone's failed store is skipped by reads (config cluster.zone_down_ms). */
   zoneDownMs?: number;
+  /** Files up to this size keep their data in the chunk map (config cluster.inline_bytes). */
+  inlineBytes?: number;
   /** How the io_uring peer server sends a cached chunk (config peer.send). Default splice. */
   peerSend?: PeerSendMode;
   log?: (line: string) => void;
@@ -155,6 +157,7 @@ export class ClusterNode {
       openLingerMs: options.openLingerMs,
       zones: zoned,
       zoneDownMs: options.zoneDownMs,
+      inlineBytes: options.inlineBytes,
       log,
       // Cluster-wide; a per-volume policy (issue 16) answers here by inode.
       placement: () => placement,

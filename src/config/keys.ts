@@ -99,10 +99,10 @@ export const KEYS = {
     default: "inline",
     commands: MOUNTING,
     allowed: "inline or engine",
-    doc: "how the small syscalls on local data files are made (the open of a new file, the " +
-      "unlink of a small deleted one): inline = a synchronous libc call, engine = through the " +
-      "I/O engine (an io-wq worker); a cluster node always uses engine (src/fuse/README.md, " +
-      "Daemon CPU per request)",
+    doc: "how the small syscalls on local data files are made (open, O_CREAT included, close, " +
+      "the unlink of a small deleted file): inline = a synchronous libc call, engine = through " +
+      "the I/O engine (io-wq for O_CREAT and unlink); a cluster node always uses engine " +
+      "(src/fuse/README.md, Daemon CPU per request)",
   },
   "mount.passthrough": {
     kind: "string",
@@ -304,6 +304,16 @@ export const KEYS = {
     allowed: "a whole number of milliseconds from 0 to 86400000",
     doc: "how long a file's open record stays after its last close on this node (a reopen " +
       "within it writes no metadata; src/cluster/README.md)",
+  },
+  "cluster.inline_bytes": {
+    kind: "number",
+    schema: int(0, 65_536),
+    default: 4096,
+    commands: MOUNTING,
+    allowed: "a whole number of bytes from 0 (off) to 65536",
+    doc: "files up to this size keep their data in their chunk map in the metadata store, " +
+      "written with the close's metadata (no backend object); larger files are chunks in the " +
+      "backend as before (src/cluster/README.md, Small files inline)",
   },
   // [peer]: the peer cache server and client
   "peer.listen": {

@@ -83,7 +83,9 @@ function parseSampleLine(line: string): MetricSample {
 function parseValue(text: string): number {
   if (text === "+Inf" || text === "Inf") return Infinity;
   if (text === "-Inf") return -Infinity;
-  if (text === "NaN") return NaN;
+  // prom-client writes "Nan" (e.g. the event loop lag gauges before their first sample);
+  // Prometheus reads any case, as Go's ParseFloat.
+  if (text.toLowerCase() === "nan") return NaN;
   const value = Number(text);
   if (Number.isNaN(value)) throw new Error(`value ${JSON.stringify(text)} is not a number`);
   return value;

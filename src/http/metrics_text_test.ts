@@ -11,8 +11,10 @@ b{x="1",y="two words"} 4.5 1700000000000
 c{le="+Inf"} +Inf
 d NaN
 e{path="a\\\\b\\"c\\nd",} -2e-3
+f Nan
 `);
-  assert.deepEqual(samples.length, 5);
+  assert.deepEqual(samples.length, 6);
+  assert(Number.isNaN(samples[5].value), "prom-client's spelling");
   assert.deepEqual(samples[0], { name: "a_total", labels: {}, value: 3 });
   assert.deepEqual(samples[1], { name: "b", labels: { x: "1", y: "two words" }, value: 4.5 });
   assert.deepEqual(samples[2].value, Infinity);

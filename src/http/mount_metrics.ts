@@ -214,22 +214,24 @@ function registerCacheMetrics(
   const stats = cluster?.data.stats;
   metrics.counter(
     "skyfs_cache_read_bytes_total",
-    "Bytes read through this node by where they came from: local (FUSE reads answered from the local file), peer, backend (fetched into the cache or a reader).",
+    "Bytes read through this node by where they came from: local (FUSE reads answered from the local file), peer, backend (fetched into the cache or a reader), inline (a small file's data from its chunk map).",
     () => [
       [{ tier: "local" }, stats ? Math.max(0, fuse.readBytes - stats.peerDirectBytes) : 0],
       [{ tier: "peer" }, stats?.peerFetchedBytes ?? 0],
       [{ tier: "backend" }, stats?.backendFetchedBytes ?? 0],
+      [{ tier: "inline" }, stats?.inlineBytes ?? 0],
     ],
     ["tier"],
   );
   metrics.counter(
     "skyfs_read_bytes_total",
-    "Bytes a cache miss read, by tier nearest first: peer_zone (a peer of this node's zone), backend_zone (this zone's store), peer_remote (a peer of another zone), backend_remote (another zone's store).",
+    "Bytes a cache miss read, by tier nearest first: peer_zone (a peer of this node's zone), backend_zone (this zone's store), peer_remote (a peer of another zone), backend_remote (another zone's store), inline (a small file's data kept in its chunk map, cluster.inline_bytes).",
     () => [
       [{ tier: "peer_zone" }, stats?.peerZoneBytes ?? 0],
       [{ tier: "backend_zone" }, stats?.backendZoneBytes ?? 0],
       [{ tier: "peer_remote" }, stats?.peerRemoteBytes ?? 0],
       [{ tier: "backend_remote" }, stats?.backendRemoteBytes ?? 0],
+      [{ tier: "inline" }, stats?.inlineBytes ?? 0],
     ],
     ["tier"],
   );

@@ -335,6 +335,12 @@ interface CachedValue {
 const OWN_HISTORY = 4;
 
 const MAX_CACHED_VALUE_BYTES = 4096;
+/** Chunk maps are cached up to this size (a small file's inline data, cluster.inline_bytes up to
+ * 64 KiB, is ~88 KiB of map): an open reads the map once, and the watch recognises this node's own
+ * publish coming back (an uncached map would look like another node's change)... */
+const MAX_CACHED_MAP_BYTES = 96 << 10;
+/** ...and those over MAX_CACHED_VALUE_BYTES take at most this much in all (oldest dropped). */
+const MAX_LARGE_MAP_TOTAL = 64 << 20;
 
 function keyString(key: Uint8Array): string {
   let s = "";
@@ -398,6 +404,9 @@ export class Namespace {
   #cacheSeq = 0;
   /** Cached xattr key names per inode, so deleting an inode's xattrs need not scan the cache. */
   readonly #cachedXattrs = new Map<number, Set<string>>();
+  /** Cached chunk maps larger than MAX_CACHED_VALUE_BYTES and their sizes, oldest first. */
+  readonly #largeMaps = new Map<string, number>();
+  #largeMapBytes = 0;
   /** Keys written by this namespace's commits still in flight: key string -> the values being
    * written (undefined: deleted), so a watch event that brings one of them back before its commit
    * returns (the store's watch can beat a fast-path reply) is known as this node's own. */
@@ -613,7 +622,21 @@ export class Namespace {
   cachePut(name: string, entry: CachedValue): void {
     // Large values (xattrs up to 64 KiB) are not worth their memory: such reads go to the store,
     // which is always correct (the cache is only ever a copy).
-    if (entry.value && entry.value.length > MAX_CACHED_VALUE_BYTES) return this.cacheForget(name);
+    if (entry.value && entry.value.length > MAX_CACHED_VALUE_BYTES) {
+      if (
+        name.charCodeAt(PREFIX.length) !== TAG_CHUNKS || entry.value.length > MAX_CACHED_MAP_BYTES
+      ) {
+        return this.cacheForget(name);
+      }
+      this.#forgetLargeMap(name);
+      this.#largeMaps.set(name, entry.value.length);
+      this.#largeMapBytes += entry.value.length;
+      while (this.#largeMapBytes > MAX_LARGE_MAP_TOTAL) {
+        this.cacheForget(this.#largeMaps.keys().next().value!);
+      }
+    } else if (this.#largeMapBytes > 0) {
+      this.#forgetLargeMap(name);
+    }
     entry.cachedAt = ++this.#cacheSeq;
     // set() on a key already there replaces the value in place; a delete first would leave a hole
     // in V8's ordered table for every write (measured 2 us a put against 1 without, below).
@@ -649,6 +672,7 @@ export class Namespace {
   /** @internal */
   cacheForget(name: string): void {
     this.#cache.delete(name);
+    if (this.#largeMapBytes > 0) this.#forgetLargeMap(name);
     // A directory entry that leaves the cache (evicted, or changed by another writer) leaves its
     // directory's listing incomplete here.
     if (name.charCodeAt(PREFIX.length) === TAG_DENTRY) {
@@ -660,6 +684,13 @@ export class Namespace {
       names?.delete(name);
       if (names?.size === 0) this.#cachedXattrs.delete(ino);
     }
+  }
+
+  #forgetLargeMap(name: string): void {
+    const size = this.#largeMaps.get(name);
+    if (size === undefined) return;
+    this.#largeMaps.delete(name);
+    this.#largeMapBytes -= size;
   }
 
   /** @internal Drop every cached xattr of `ino` (after its xattrs were range-deleted). */
@@ -709,6 +740,8 @@ export class Namespace {
     this.#completeDirs.clear();
     this.#cache.clear();
     this.#cachedXattrs.clear();
+    this.#largeMaps.clear();
+    this.#largeMapBytes = 0;
   }
 
   // --- reads outside transactions ---

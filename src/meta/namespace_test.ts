@@ -312,3 +312,40 @@ function countingKv(
   }) as MetaKV;
   return counted;
 }
+
+Deno.test("chunk maps up to 96 KiB stay in the cache (own writes recognised by the watch), 64 MiB of them in all; larger ones are not cached", async () => {
+  const inner = await openEmbeddedKV(":memory:");
+  const counted = countingKv(inner);
+  try {
+    const ns = await Namespace.open(counted.kv);
+    const map = new Uint8Array(90 << 10).fill(0x41);
+    const tooBig = new Uint8Array((96 << 10) + 1).fill(0x42);
+    await ns.transact((tx) => {
+      tx.putChunkMap(7, map);
+      tx.putChunkMap(8, tooBig);
+      return Promise.resolve();
+    });
+    counted.reads = 0;
+    assert.deepEqual((await ns.get(keys.chunkMap(7))).value, map);
+    assert.equal(counted.reads, 0, "a 90 KiB chunk map this node wrote was read from the store");
+    assert.equal(ns.watched(keys.chunkMap(7), map), true, "its own write coming back");
+    assert.deepEqual((await ns.get(keys.chunkMap(8))).value, tooBig);
+    assert.equal(counted.reads, 1, "a map over 96 KiB is not cached");
+    // Another writer's change leaves the cache: the next read goes to the store.
+    assert.equal(ns.watched(keys.chunkMap(7), tooBig), false);
+    await ns.get(keys.chunkMap(7));
+    assert.equal(counted.reads, 2);
+    // 64 MiB in all: 800 maps of 90 KiB keep only the newest ~728 (the oldest leave first).
+    await ns.transact((tx) => {
+      for (let ino = 100; ino < 900; ino++) tx.putChunkMap(ino, map);
+      return Promise.resolve();
+    });
+    counted.reads = 0;
+    await ns.get(keys.chunkMap(899));
+    assert.equal(counted.reads, 0, "the newest map was dropped");
+    await ns.get(keys.chunkMap(100));
+    assert.equal(counted.reads, 1, "the oldest map was kept over 64 MiB");
+  } finally {
+    await inner.close();
+  }
+});

@@ -248,7 +248,8 @@ Deno.test({
       await Deno.writeFile(tmp, new Uint8Array());
       const logFrom = (await cluster.logOf(a)).length;
       await assert.rejects(
-        writeSynced(join(a.mountpoint, "f5"), random(1000)),
+        // Larger than cluster.inline_bytes (4096): a smaller file puts nothing in a store.
+        writeSynced(join(a.mountpoint, "f5"), random(5000)),
         /os error 5\b|Input\/output error/,
       );
       await Deno.remove(tmp);
