@@ -3,8 +3,9 @@
  * not root), then requests are read from and replies written to the /dev/fuse fd directly, so that
  * our own codec answers INIT and can negotiate what libfuse 3.14 cannot (7.45 features, max_pages,
  * parallel dirops, passthrough). The fd is non-blocking: the JS thread drains every queued request
- * with cheap synchronous reads and only parks in one `nonblocking` poll() when the queue is empty
- * (src/fuse/README.md has the measurements behind this).
+ * with cheap synchronous reads and only parks when the queue is empty: first in one blocking poll()
+ * on the JS thread that also watches the event loop's epoll fds (`parkSync`), then in one
+ * `nonblocking` poll() (src/fuse/README.md has the measurements behind this).
  * @module
  */
 
