@@ -61,7 +61,7 @@ export interface MountOptions {
   idleSpinUs?: number;
   /** Microseconds the FUSE reader may block the JS thread in a poll of /dev/fuse and the event
    * loop's epoll fds before the thread-pool park (config fuse.park_us; src/fuse/README.md
-   * "Parking on the JS thread"). Default: the server's. */
+   * "Parking on the JS thread"). Default: the server's (0, off). */
   parkUs?: number;
   /** How requests cross (config fuse.transport): "auto" (io_uring when the kernel offers it,
    * else /dev/fuse with one info line), "uring" (an error when it cannot) or "dev". Default

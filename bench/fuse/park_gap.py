@@ -3,7 +3,8 @@
 "Parking on the JS thread").
 
 Usage (root): park_gap.py --variant main=/work/main --variant branch=/work/h7 \\
-    [--rounds 3] [--n 2000] [--gaps 0,100,300,700] [--work /tmp/park-gap]
+    [--env branch:SKYFS_FUSE_PARK_US=1000] [--rounds 3] [--n 2000] [--gaps 0,100,300,700]
+    [--work /tmp/park-gap]
 
 Each round mounts every variant in turn (reverse order every other round; `deno run -A
 CHECKOUT/mod.ts mount --http off --transport dev` on a fresh data directory). For each gap (us) a
@@ -52,9 +53,16 @@ def main():
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--gaps", default="0,100,300,700")
     p.add_argument("--work", default="/tmp/park-gap")
+    p.add_argument("--env", action="append", default=[],
+                   help="NAME:VAR=VALUE, an environment variable for one variant's daemon")
     a = p.parse_args()
     variants = [v.split("=", 1) for v in a.variant]
     gaps = [int(g) for g in a.gaps.split(",")]
+    envs = {}
+    for item in a.env:
+        name, assignment = item.split(":", 1)
+        var, value = assignment.split("=", 1)
+        envs.setdefault(name, {})[var] = value
     res = {}  # (variant, gap) -> [(p50, p90, switches/op)]
     for r in range(a.rounds):
         for name, checkout in (variants if r % 2 == 0 else variants[::-1]):
@@ -66,7 +74,8 @@ def main():
             log = open(base + ".log", "w")
             proc = subprocess.Popen(["deno", "run", "-A", "--quiet", "mod.ts", "mount", mnt,
                                      "--data", data, "--http", "off", "--transport", "dev"],
-                                    cwd=checkout, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                                    cwd=checkout, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    env={**os.environ, **envs.get(name, {})})
             deadline = time.time() + 60
             while not mounted(mnt):
                 if proc.poll() is not None or time.time() > deadline:

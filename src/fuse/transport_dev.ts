@@ -2,8 +2,9 @@
  * The /dev/fuse transport: requests are read from the non-blocking fd with synchronous `read()`s
  * and each reply is one synchronous `write()`. When the queue is empty the reader gives the event
  * loop turns for up to the idle spin (each followed by one more read); then, with no handler
- * pending, it blocks the JS thread for up to `fuse.park_us` in one `poll()` of /dev/fuse and the
- * event loop's epoll fds; then it parks in one `nonblocking` `poll()` (src/fuse/README.md, "How
+ * pending and `fuse.park_us` set (default 0), it blocks the JS thread for up to that long in one
+ * `poll()` of /dev/fuse and the event loop's epoll fds; then it parks in one `nonblocking`
+ * `poll()` (src/fuse/README.md, "How
  * requests cross into JavaScript", "Parking on the JS thread").
  * @module
  */
