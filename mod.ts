@@ -255,6 +255,7 @@ const commands: Record<string, Command> = {
       meta: config.get("mount.meta"),
       cluster: clusterOptions(config),
       idleSpinUs: config.get("fuse.spin_us"),
+      parkUs: config.get("fuse.park_us"),
       volumes: {
         root: config.get("volume.root"),
         reserveBytes: config.get("volume.reserve_bytes"),

@@ -59,6 +59,10 @@ export interface MountOptions {
   /** Microseconds the FUSE reader looks for the next request before parking (config
    * fuse.spin_us; src/fuse/README.md "Idle spin"). Default: the server's. */
   idleSpinUs?: number;
+  /** Microseconds the FUSE reader may block the JS thread in a poll of /dev/fuse and the event
+   * loop's epoll fds before the thread-pool park (config fuse.park_us; src/fuse/README.md
+   * "Parking on the JS thread"). Default: the server's (0, off). */
+  parkUs?: number;
   /** How requests cross (config fuse.transport): "auto" (io_uring when the kernel offers it,
    * else /dev/fuse with one info line), "uring" (an error when it cannot) or "dev". Default
    * auto. */
@@ -290,6 +294,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     },
     validity: { entrySeconds: seconds, attrSeconds: seconds },
     idleSpinUs: options.idleSpinUs,
+    parkUs: options.parkUs,
     ring,
     onTransport: (kind, detail) => {
       if (kind === "uring") log(`skyfs: FUSE transport ${detail}`);
@@ -385,7 +390,8 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
       : "";
     log(
       `skyfs: requests: ${counts}; transport ${server.transport}; parked waits ` +
-        `${server.stats.wakeups} (idle spin found ${server.stats.spinHits})${ringStats}`,
+        `${server.stats.wakeups} (idle spin found ${server.stats.spinHits}); woken on the JS ` +
+        `thread ${server.stats.parkedOnThread} (epoll fds ${device.epollFds})${ringStats}`,
     );
   };
   const debug = options.debug === true;

@@ -148,3 +148,40 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "fuse: an idle /dev/fuse reader parks on the JS thread (fuse.park_us), and not with 0",
+  ...options,
+  async fn() {
+    // Lookups 2 ms apart: each request comes after the 50 us idle spin has ended and within
+    // the 10 ms park, or, with park_us 0, in the thread-pool park.
+    const statLoop = "import os,sys,time\n" +
+      "for i in range(200):\n  os.stat(sys.argv[1]); time.sleep(0.002)";
+    const parked = async (env: Record<string, string>) => {
+      const mount = await startMount({ extraArgs: ["--transport", "dev"], env });
+      try {
+        await python(
+          "import os,sys; os.mkdir(os.path.join(sys.argv[1], 'd'))",
+          mount.mountpoint,
+        );
+        // --cache-seconds is not 0 here, so stat a new name each time: a LOOKUP per stat.
+        await python(
+          statLoop.replace("os.stat(sys.argv[1])", "os.path.exists(sys.argv[1] + '/n%d' % i)"),
+          join(mount.mountpoint, "d"),
+        );
+      } finally {
+        await mount.stop();
+      }
+      const line = mount.stderr().split("\n").findLast((l) => l.includes("skyfs: requests:"));
+      const match = line?.match(/woken on the JS thread (\d+) \(epoll fds (-?\d+)\)/);
+      assert.ok(match, `no park counts in the daemon's output:\n${mount.stderr()}`);
+      return { woken: Number(match[1]), epollFds: Number(match[2]) };
+    };
+    const on = await parked({ SKYFS_FUSE_PARK_US: "10000" });
+    assert.ok(on.epollFds >= 1, `no epoll fd of the event loop found: ${JSON.stringify(on)}`);
+    // Most of the 200 LOOKUPs (and the mkdir's requests) wake the reader on its own thread.
+    assert.ok(on.woken >= 100, `only ${on.woken} of 200 requests found by the park`);
+    const off = await parked({ SKYFS_FUSE_PARK_US: "0" });
+    assert.equal(off.woken, 0);
+  },
+});

@@ -4,7 +4,7 @@
 
 Usage (root): daemon_cpu.py --variant main=/work/main --variant branch=/work/h5 \\
     [--rounds 3] [--files 2000] [--dirs 2000] [--work /tmp/daemon-cpu] [--out DIR]
-    [--data-root DIR]
+    [--data-root DIR] [--jobs flat-w1,flat-w4,tree-w1,dirs-w1]
 
 Each round mounts every variant in turn (in reverse order every other round) (`deno run -A CHECKOUT/mod.ts mount --http off` on a
 fresh data directory) and on each runs the bench's meta_worker (bench/meta/meta_worker.c,
@@ -30,39 +30,48 @@ JOBS = [("flat", 1), ("flat", 4), ("tree", 1)]
 
 def cpu_sample(pid):
     """(run time in ns per thread id from /proc/PID/task/*/schedstat, utime+stime in ns from
-    /proc/PID/stat)."""
+    /proc/PID/stat, context switches per thread id from /proc/PID/task/*/status)."""
     threads = {}
-    switches = 0
+    switches = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 threads[tid] = int(f.read().split()[0])
             with open(f"/proc/{pid}/task/{tid}/status") as f:
-                for line in f:
-                    if "ctxt_switches:" in line:
-                        switches += int(line.split()[1])
+                counts = {line.split(":")[0]: int(line.split()[1]) for line in f
+                          if "ctxt_switches:" in line}
+                switches[tid] = (counts["voluntary_ctxt_switches"],
+                                 counts["nonvoluntary_ctxt_switches"])
         except (FileNotFoundError, ProcessLookupError):
             pass  # a thread that ended between the listing and the read
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])
-    threads["switches"] = switches
-    return threads, ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    return threads, ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK"), switches
+
+
+def switches_between(pid, start, end):
+    """(voluntary context switches of the JS thread, its involuntary ones, all switches of the
+    other threads) between two samples; a thread that ended during the phase loses its own."""
+    main_vol, main_invol, rest = 0, 0, 0
+    for tid, (vol, invol) in end[2].items():
+        vol0, invol0 = start[2].get(tid, (0, 0))
+        if tid == str(pid):
+            main_vol += vol - vol0
+            main_invol += invol - invol0
+        else:
+            rest += vol - vol0 + invol - invol0
+    return main_vol, main_invol, rest
 
 
 def cpu_between(start, end):
-    """(CPU ns, context switches) between two samples. CPU: the threads' run times (ns
-    resolution) when every thread of the start is still there, else (an io-wq worker ended,
-    taking its time with it) the process's utime+stime (10 ms resolution, but it keeps the time
-    of ended threads). Context switches (voluntary and not) of the threads alive at the end: each
-    thread hop (an io-wq worker's wake-up, a parked wait) adds some; threads that ended are lost."""
-    (threads0, total0), (threads1, total1) = start, end
-    switches = threads1["switches"] - threads0["switches"]
+    """CPU ns between two samples: the threads' run times (ns resolution) when every thread of
+    the start is still there, else (an io-wq worker ended, taking its time with it) the
+    process's utime+stime (10 ms resolution, but it keeps the time of ended threads)."""
+    (threads0, total0, _), (threads1, total1, _) = start, end
     if all(tid in threads1 for tid in threads0):
-        cpu = sum(ns - threads0.get(tid, 0) for tid, ns in threads1.items() if tid != "switches")
-    else:
-        cpu = total1 - total0
-    return cpu, switches
+        return sum(ns - threads0.get(tid, 0) for tid, ns in threads1.items())
+    return total1 - total0
 
 
 def mounted(path):
@@ -120,7 +129,8 @@ def run_worker(worker, pid, directory, files, workers, layout):
     out = {}
     for (phase, start), (_, end) in zip(marks, marks[1:]):
         if phase in results:
-            out[phase] = (*results[phase], cpu_between(start, end))
+            out[phase] = (*results[phase], cpu_between(start, end),
+                          switches_between(pid, start, end))
     return out
 
 
@@ -136,7 +146,8 @@ def run_dirs(pid, directory, count):
             call(name)
         seconds = time.monotonic() - t0
         time.sleep(0.2)
-        out[phase] = (count, seconds, cpu_between(start, cpu_sample(pid)))
+        end = cpu_sample(pid)
+        out[phase] = (count, seconds, cpu_between(start, end), switches_between(pid, start, end))
     return out
 
 
@@ -151,8 +162,14 @@ def main():
     parser.add_argument("--data-root", default=None,
                         help="where the data directories go (default: under --work); e.g. a "
                         "tmpfs, to take the data disk's journal (shared with other work) out")
+    parser.add_argument("--jobs", default="flat-w1,flat-w4,tree-w1,dirs-w1",
+                        help="comma-separated subset of flat-w1,flat-w4,tree-w1,dirs-w1")
     args = parser.parse_args()
     variants = [v.split("=", 1) for v in args.variant]
+    wanted = args.jobs.split(",")
+    unknown = [j for j in wanted if j not in ("flat-w1", "flat-w4", "tree-w1", "dirs-w1")]
+    if unknown:
+        sys.exit(f"daemon_cpu: unknown job {unknown[0]}: use flat-w1, flat-w4, tree-w1, dirs-w1")
     out_dir = args.out or args.work
     os.makedirs(out_dir, exist_ok=True)
     worker = os.path.join(args.work, "meta_worker")
@@ -169,17 +186,19 @@ def main():
             mnt, data = os.path.join(base, "mnt"), os.path.join(base, "data")
             if args.data_root:
                 data = os.path.join(args.data_root, f"{name}-r{round_no}")
-                subprocess.run(["rm", "-rf", data], check=True)
             with open(os.path.join(args.work, f"{name}-r{round_no}.log"), "w") as log:
                 proc = mount(checkout, mnt, data, log)
                 try:
                     jobs = []
                     for layout, workers in JOBS:
                         job = f"{layout}-w{workers}"
+                        if job not in wanted:
+                            continue
                         jobs.append((job, run_worker(worker, proc.pid, os.path.join(mnt, job),
                                                      args.files, workers, layout)))
-                    jobs.append(("dirs-w1", run_dirs(proc.pid, os.path.join(mnt, "dirs"),
-                                                     args.dirs)))
+                    if "dirs-w1" in wanted:
+                        jobs.append(("dirs-w1", run_dirs(proc.pid, os.path.join(mnt, "dirs"),
+                                                         args.dirs)))
                 finally:
                     unmount(proc, mnt)
                     if args.data_root:
@@ -187,24 +206,26 @@ def main():
             with open("/proc/loadavg") as f:
                 load = f.read().split()[0]
             for job, phases in jobs:
-                for phase, (ops, seconds, (cpu, switches)) in phases.items():
+                for phase, (ops, seconds, cpu, (cs_vol, cs_invol, cs_rest)) in phases.items():
                     us = cpu / 1000 / ops
                     rate = ops / seconds if seconds > 0 else 0
                     rows.setdefault((job, phase), {}).setdefault(name, []).append(
-                        (us, rate, switches / ops))
+                        (us, rate, cs_vol / ops, cs_invol / ops, cs_rest / ops))
                     raw.write(json.dumps({
                         "round": round_no, "variant": name, "job": job, "phase": phase,
                         "ops": ops, "seconds": seconds, "cpu_us_per_op": round(us, 1),
-                        "switches_per_op": round(switches / ops, 2),
+                        "switches_per_op_js": round(cs_vol / ops, 2),
+                        "involuntary_per_op_js": round(cs_invol / ops, 2),
+                        "switches_per_op_other": round(cs_rest / ops, 2),
                         "load": float(load), "time": time.strftime("%H:%M:%S", time.gmtime()),
                     }) + "\n")
                     raw.flush()
             print(f"round {round_no} {name} done, load {load}", file=sys.stderr)
     names = [name for name, _ in variants]
     head = "| job | phase | " + " | ".join(
-        f"{n} CPU us/op | {n} ops/s | {n} switches/op" for n in names) + " | CPU ratio |"
+        f"{n} CPU us/op | {n} ops/s | {n} JS thread switches/op vol+invol | {n} other threads" for n in names) + " | CPU ratio |"
     print(head)
-    print("|" + "---|" * (2 + 3 * len(names) + 1))
+    print("|" + "---|" * (2 + 4 * len(names) + 1))
     for (job, phase), by_variant in rows.items():
         cells = []
         medians = []
@@ -215,7 +236,12 @@ def main():
             medians.append(statistics.median(us) if us else float("nan"))
             cells.append(f"{statistics.median(us):.0f} ({min(us):.0f}-{max(us):.0f})")
             cells.append(f"{statistics.median(rate):.0f}")
-            cells.append(f"{statistics.median(v[2] for v in values):.2f}")
+            vol = [v[2] for v in values]
+            invol = [v[3] for v in values]
+            other = [v[4] for v in values]
+            cells.append(f"{statistics.median(vol):.2f} ({min(vol):.2f}-{max(vol):.2f}) + "
+                         f"{statistics.median(invol):.2f} ({min(invol):.2f}-{max(invol):.2f})")
+            cells.append(f"{statistics.median(other):.2f} ({min(other):.2f}-{max(other):.2f})")
         ratio = medians[-1] / medians[0] if medians[0] else float("nan")
         print(f"| {job} | {phase} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
 

@@ -151,6 +151,17 @@ export const KEYS = {
     doc: "how long the FUSE reader looks for the next request before parking; 0 = park at " +
       "once (src/fuse/README.md, Idle spin)",
   },
+  "fuse.park_us": {
+    kind: "number",
+    schema: z.number().min(0).max(10_000),
+    default: 0,
+    commands: MOUNTING,
+    allowed: "a number of microseconds from 0 to 10000",
+    doc: "how long the /dev/fuse reader, idle after its spin, blocks the JS thread in one poll " +
+      "of /dev/fuse and the event loop's epoll fds before parking on the thread pool; timers " +
+      "and other work of the event loop (HTTP replies) can wait up to this long; 0 = never " +
+      "(src/fuse/README.md, Parking on the JS thread)",
+  },
   "fuse.transport": {
     kind: "string",
     schema: z.enum(["auto", "uring", "dev"]),

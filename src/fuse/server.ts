@@ -67,6 +67,11 @@ export interface ServerOptions {
   /** Microseconds the reader keeps giving the event loop turns, looking for the next request,
    * before it parks in the poll hop (see README "Idle spin"). 0 parks at once. Default 50. */
   idleSpinUs?: number;
+  /** Microseconds the /dev/fuse reader, after the idle spin and with no handler pending, blocks
+   * the JS thread in one poll of /dev/fuse and the event loop's epoll fds before it parks in
+   * the thread-pool hop (README "Parking on the JS thread"). 0 = never. Default 0: the park
+   * delays tokio tasks queued by other event-loop work (HTTP replies: 1-2 ms, measured). */
+  parkUs?: number;
   /** Take POSIX, OFD and flock locks in the daemon (FUSE_POSIX_LOCKS, FUSE_FLOCK_LOCKS) instead
    * of leaving them to the kernel's own lock table. Needed where other nodes must see the locks
    * (a cluster); on one node the kernel's table is exact (README "Locks"). Default false. */
@@ -217,10 +222,13 @@ export class FuseServer {
   #inFlight = 0;
   #wakeReader?: () => void;
   #interruptible = new Map<bigint, AbortController>();
-  /** Requests served, parked waits (poll or eventfd) and requests the idle spin found; the
+  /** Requests served, parked waits (poll or eventfd, through the thread pool), requests the
+   * idle spin found and requests read after a park on the JS thread (fuse.park_us); the
    * transports count them. */
-  readonly loopStats = { requests: 0, wakeups: 0, spinHits: 0 };
+  readonly loopStats = { requests: 0, wakeups: 0, spinHits: 0, parkedOnThread: 0 };
   readonly idleSpinMs: number;
+  /** Whole milliseconds for poll(): parkUs rounded up (a poll timeout has ms resolution). */
+  readonly parkSyncMs: number;
   /** INIT took FUSE_OVER_IO_URING: the /dev/fuse reader stops and the ring takes over. */
   #uringNegotiated = false;
   /** Which transport carries requests now. */
@@ -238,6 +246,7 @@ export class FuseServer {
     this.cacheDirs = options.cacheDirs ?? true;
     this.daemonLocks = options.daemonLocks ?? false;
     this.idleSpinMs = (options.idleSpinUs ?? 50) / 1000;
+    this.parkSyncMs = Math.ceil((options.parkUs ?? 0) / 1000);
   }
 
   /** Cache validity for replies carrying the attributes of `ino` (see BackingFiles.hasWriter). */
@@ -275,7 +284,7 @@ export class FuseServer {
 
   /** Requests served, poll wake-ups (requests per wake-up = batching achieved) and requests
    * found by the idle spin (each saved a wake-up) so far. */
-  get stats(): { requests: number; wakeups: number; spinHits: number } {
+  get stats(): { requests: number; wakeups: number; spinHits: number; parkedOnThread: number } {
     return { ...this.loopStats };
   }
 

@@ -3,8 +3,9 @@
  * not root), then requests are read from and replies written to the /dev/fuse fd directly, so that
  * our own codec answers INIT and can negotiate what libfuse 3.14 cannot (7.45 features, max_pages,
  * parallel dirops, passthrough). The fd is non-blocking: the JS thread drains every queued request
- * with cheap synchronous reads and only parks in one `nonblocking` poll() when the queue is empty
- * (src/fuse/README.md has the measurements behind this).
+ * with cheap synchronous reads and only parks when the queue is empty: first in one blocking poll()
+ * on the JS thread that also watches the event loop's epoll fds (`parkSync`), then in one
+ * `nonblocking` poll() (src/fuse/README.md has the measurements behind this).
  * @module
  */
 
@@ -24,6 +25,7 @@ const libcSymbols = {
   close: { parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  pollSync: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32" },
 } as const;
 
 /** sizeof(struct fuse_lowlevel_ops) in libfuse 3.14 (checked with gcc against its header). */
@@ -85,6 +87,8 @@ export class FuseDevice {
   #session: Deno.PointerValue;
   #keepAlive: ArrayBufferView[];
   #pollfd = new Uint8Array(8);
+  /** The /dev/fuse fd, then every epoll fd of the process (Deno's event loop), for parkSync. */
+  #parkfds?: Uint8Array<ArrayBuffer>;
   #mounted = true;
 
   private constructor(session: Deno.PointerValue, fd: number, keepAlive: ArrayBufferView[]) {
@@ -158,6 +162,50 @@ export class FuseDevice {
     if (!this.#mounted) return;
     await loadLibc().symbols.poll(this.#pollfd, 1n, timeoutMs);
   }
+
+  /**
+   * Block the JS thread in one `poll()` until a request is queued ("request"), anything Deno's
+   * event loop waits for is ready ("other": its epoll fds are in the same poll, so a socket, a
+   * finished thread-pool call or a signal ends the wait), or `timeoutMs` passes ("timeout").
+   * No thread-pool hop: the kernel wakes this thread directly. Timers are the one thing it cannot
+   * see, so callers keep `timeoutMs` short (src/fuse/README.md, "Parking on the JS thread").
+   */
+  parkSync(timeoutMs: number): "request" | "other" | "timeout" {
+    if (!this.#mounted) return "request"; // the next read says ENODEV
+    const fds = this.#parkfds ??= this.#parkFds();
+    const count = fds.byteLength / 8;
+    const rc = loadLibc().symbols.pollSync(fds, BigInt(count), timeoutMs);
+    if (rc === 0) return "timeout";
+    if (rc < 0) return "other"; // EINTR: a signal, which the event loop must see
+    const view = new DataView(fds.buffer);
+    return view.getInt16(6, true) !== 0 ? "request" : "other";
+  }
+
+  /** pollfd entries: /dev/fuse, then the process's epoll fds (listed once, at the first park). */
+  #parkFds(): Uint8Array<ArrayBuffer> {
+    const fds = [this.fd];
+    for (const entry of Deno.readDirSync("/proc/self/fd")) {
+      const fd = Number(entry.name);
+      try {
+        if (
+          fd !== this.fd && Deno.readLinkSync(`/proc/self/fd/${fd}`) === "anon_inode:[eventpoll]"
+        ) {
+          fds.push(fd);
+        }
+      } catch { /* the fd of the listing itself, closed by now */ }
+    }
+    this.epollFds = fds.length - 1;
+    const buffer = new Uint8Array(fds.length * 8);
+    const view = new DataView(buffer.buffer);
+    fds.forEach((fd, i) => {
+      view.setInt32(i * 8, fd, true);
+      view.setInt16(i * 8 + 4, POLLIN, true);
+    });
+    return buffer;
+  }
+
+  /** How many epoll fds parkSync watches beside /dev/fuse (known after the first park). */
+  epollFds = -1;
 
   /** Write one whole reply or notification. Returns 0 or a negative errno. */
   writeMessage(message: Uint8Array<ArrayBuffer>): number {

@@ -1,8 +1,11 @@
 /**
  * The /dev/fuse transport: requests are read from the non-blocking fd with synchronous `read()`s
  * and each reply is one synchronous `write()`. When the queue is empty the reader gives the event
- * loop turns for up to the idle spin (each followed by one more read), then parks in one
- * `nonblocking` `poll()` (src/fuse/README.md, "How requests cross into JavaScript").
+ * loop turns for up to the idle spin (each followed by one more read); then, with no handler
+ * pending and `fuse.park_us` set (default 0), it blocks the JS thread for up to that long in one
+ * `poll()` of /dev/fuse and the event loop's epoll fds; then it parks in one `nonblocking`
+ * `poll()` (src/fuse/README.md, "How
+ * requests cross into JavaScript", "Parking on the JS thread").
  * @module
  */
 
@@ -54,6 +57,20 @@ export class DevTransport {
       // replies go out, other I/O runs) and read again: a client that waits for each reply
       // sends its next request within microseconds (see README "Idle spin").
       if (n === 0 && server.idleSpinMs > 0) n = await this.#spin(buffer, handOver);
+      // Then, when no handler is waiting for anything, park on this thread: one blocking poll of
+      // /dev/fuse and the event loop's own epoll fds, so a request wakes this thread without the
+      // thread-pool hop (README "Parking on the JS thread"). Anything else that comes first gets
+      // one event-loop turn and one more read; after that, or a timeout, the usual park.
+      if (n === 0 && server.parkSyncMs > 0 && server.inFlight === 0) {
+        if (handOver && server.uringNegotiated) {
+          this.#pool.push(buffer);
+          return "switch";
+        }
+        const woke = this.#device.parkSync(server.parkSyncMs);
+        if (woke === "other") await nextTurn();
+        if (woke !== "timeout") n = this.#device.readRequest(buffer);
+        if (n > 0) server.loopStats.parkedOnThread++;
+      }
       if (n === 0) {
         this.#pool.push(buffer);
         if (handOver && server.uringNegotiated) return "switch";
