@@ -14,7 +14,9 @@ import {
   conflicts,
   footprintOf,
   idKey,
+  intervalOf,
   isReadOnly,
+  overlaps,
 } from "./command.ts";
 import { type ApplyOutcome, KvMachine, type KvSnapshot } from "./kv_machine.ts";
 import {
@@ -1360,8 +1362,8 @@ export class Replica {
    * when none does): each was answered fast by this leader in this term (an earlier leader's, or
    * one answered on the slow path, is committed by now), so running them on the applied state
    * gives what `command` will see at its place in the log (README "Own earlier commands"). A
-   * compare on a modification or creation revision cannot be answered over them (their revisions
-   * are unknown): undefined then.
+   * compare on the modification or creation revision of a key they write cannot be answered over
+   * them (their revisions are unknown): undefined then.
    */
   #ownUncommitted(command: Command): Command[] | undefined {
     const own: Command[] = [];
@@ -1383,7 +1385,13 @@ export class Replica {
     }
     if (!dependsOnOwn) return [];
     for (const c of command.txn.compare ?? []) {
-      if (c.target === "modRevision" || c.target === "createRevision") return undefined;
+      if (c.target !== "modRevision" && c.target !== "createRevision") continue;
+      const key = intervalOf({ key: c.key });
+      for (const earlier of own) {
+        const fp = footprintOf(earlier);
+        if (fp.writes.some((w) => overlaps(w, key))) return undefined;
+        if (fp.merges.some((m) => overlaps(m.key, key))) return undefined;
+      }
     }
     return own;
   }

@@ -276,3 +276,52 @@ Deno.test("curp: one client's conflicting fast commands, only in the pools, repl
   cluster.finalChecks();
   assert.deepEqual(cluster.violations, []);
 });
+
+Deno.test("curp: a compare on the revision of a key its client's unsynced command wrote goes slow", () => {
+  const { cluster, leader } = steadyCluster(7);
+  const core = cluster.addClient("c0", 0);
+  const speculated = new Map<number, boolean>();
+  cluster.dropIf = (m) => {
+    if (m.type === "proposeReply" && m.from === leader.id) {
+      speculated.set(m.seq, m.speculative !== undefined);
+    }
+    return m.type === "append" && m.from === leader.id;
+  };
+  cluster.submit("c0", { kind: "put", key: "a", value: "1" });
+  finish(cluster, "c0");
+  const bytes = (s: string) => new TextEncoder().encode(s);
+  // Its modRevision is not known before the commit: no fast answer over the put.
+  core.submit({
+    compare: [{ key: bytes("a"), target: "modRevision", result: "==", value: 0 }],
+    success: [{ put: { key: bytes("b"), value: bytes("x") } }],
+  });
+  assert.ok(cluster.runUntil(() => speculated.has(2), 1000), "no reply from the leader");
+  assert.equal(speculated.get(2), false);
+  cluster.dropIf = () => false;
+  finish(cluster, "c0");
+  assert.equal(core.slowCount, 1);
+  // A revision compare of another key, beside a value compare of the written one: fast.
+  cluster.dropIf = (m) => {
+    if (m.type === "proposeReply" && m.from === leader.id) {
+      speculated.set(m.seq, m.speculative !== undefined);
+    }
+    return m.type === "append" && m.from === leader.id;
+  };
+  cluster.submit("c0", { kind: "put", key: "a", value: "2" });
+  finish(cluster, "c0");
+  core.submit({
+    compare: [
+      { key: bytes("a"), target: "value", result: "==", value: bytes("2") },
+      { key: bytes("c"), target: "modRevision", result: "==", value: 0 },
+    ],
+    success: [{ put: { key: bytes("a"), value: bytes("3") } }],
+  });
+  finish(cluster, "c0");
+  assert.equal(speculated.get(4), true);
+  assert.equal(core.fastCount, 3);
+  cluster.dropIf = () => false;
+  cluster.run(500);
+  assert.equal(leader.kv.dump().find((kv) => kv.key[0] === 0x61)?.value[0], 0x33);
+  cluster.finalChecks();
+  assert.deepEqual(cluster.violations, []);
+});
