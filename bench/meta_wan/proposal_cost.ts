@@ -7,11 +7,13 @@
  *
  * Run: deno run -A bench/meta_wan/proposal_cost.ts [--ops 2000] [--clients 1] [--shared]
  *        [--io auto|io_uring|portable] [--store curp|etcd] [--log-writes mapped|engine]
+ *        [--snapshot-every N]
  * `--shared`: the clients are concurrent operations of one `CurpKV` (as in a mount: one connection
  * per replica, many sessions), not one `CurpKV` each. `--io`: the replicas' I/O engine (src/io;
  * `io_uring-wait`: io_uring that waits for a completion in the kernel up to 3 ms, no poll thread).
  * `--store etcd`: the same loop on three etcd members (/usr/bin/etcd) on loopback, the client
- * talking to the leader.
+ * talking to the leader. `--snapshot-every`: the replicas' `curp.snapshot_every` (default the
+ * core's, 10,000 entries); the run's snapshots are counted in its CPU.
  * @module
  */
 
@@ -35,6 +37,8 @@ const { values: args } = parseArgs({
     "ack-after-write": { type: "string", default: "true" },
     // How replicas write log.bin (curp.log_writes): mapped or engine.
     "log-writes": { type: "string", default: "mapped" },
+    // The replicas' curp.snapshot_every; empty: the core's default.
+    "snapshot-every": { type: "string", default: "" },
     help: { type: "boolean", default: false },
   },
 });
@@ -42,7 +46,7 @@ if (args.help) {
   console.log(
     "usage: deno run -A bench/meta_wan/proposal_cost.ts [--ops N] [--clients C] [--shared] [--v8-flags F] [--hold] " +
       "[--io auto|io_uring|portable|io_uring-wait] [--store curp|etcd] [--ack-after-write true|false] " +
-      "[--log-writes mapped|engine]",
+      "[--log-writes mapped|engine] [--snapshot-every N]",
   );
   Deno.exit(0);
 }
@@ -55,6 +59,13 @@ if (!Number.isSafeInteger(ops) || ops < 1 || !Number.isSafeInteger(clients) || c
 const logWrites = args["log-writes"];
 if (logWrites !== "mapped" && logWrites !== "engine") {
   console.error(`proposal_cost: --log-writes "${logWrites}" is not mapped or engine`);
+  Deno.exit(2);
+}
+const snapshotEvery = args["snapshot-every"] === "" ? undefined : Number(args["snapshot-every"]);
+if (snapshotEvery !== undefined && (!Number.isSafeInteger(snapshotEvery) || snapshotEvery < 1)) {
+  console.error(
+    `proposal_cost: --snapshot-every "${args["snapshot-every"]}" is not a positive integer`,
+  );
   Deno.exit(2);
 }
 const store = args.store;
@@ -119,6 +130,7 @@ const children = ids.map((id, i) =>
           io: args.io,
           witnessAckAfterWrite: args["ack-after-write"] !== "false",
           logWrites,
+          ...(snapshotEvery === undefined ? {} : { snapshotEvery }),
         }),
       ],
       stdout: "inherit",

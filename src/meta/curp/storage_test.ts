@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ReplicaStorage } from "./storage.ts";
+import { firstFrom, ReplicaStorage } from "./storage.ts";
 import { KvMachine } from "./kv_machine.ts";
 import type { Entry, Ready } from "./core.ts";
 import { keyBytes } from "./command.ts";
@@ -337,3 +337,17 @@ for (const kind of ["io_uring", "portable"] as const) {
     });
   }
 }
+
+Deno.test("firstFrom finds the first entry at or after an index, as a scan from the front", () => {
+  const runs = [[], [5], [3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], [2, 4, 8, 9]];
+  for (const indices of runs) {
+    const entries = indices.map((index) => ({ index }));
+    for (let index = 0; index <= 13; index++) {
+      assert.equal(
+        firstFrom(entries, index),
+        entries.findIndex((e) => e.index >= index),
+        `${JSON.stringify(indices)} from ${index}`,
+      );
+    }
+  }
+});
