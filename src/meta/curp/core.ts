@@ -14,7 +14,9 @@ import {
   conflicts,
   footprintOf,
   idKey,
+  intervalOf,
   isReadOnly,
+  overlaps,
 } from "./command.ts";
 import { type ApplyOutcome, KvMachine, type KvSnapshot } from "./kv_machine.ts";
 import {
@@ -270,6 +272,13 @@ interface Incoming {
   snapshotTerm: number;
   received: number;
   assembler: SnapshotAssembler;
+}
+
+/** Whether `earlier` is a command of the same client as `command`, issued before it. A client
+ * sends a command only once the one before has completed, so such a record or entry never makes
+ * `command` take the slow path (README "Own earlier commands"). */
+function ownEarlier(earlier: Command, command: Command): boolean {
+  return earlier.clientId === command.clientId && earlier.seq < command.seq;
 }
 
 export function superquorum(replicaCount: number): number {
@@ -697,9 +706,10 @@ export class Replica {
     this.#transfers.clear();
     this.#incoming = undefined;
     // Replay what a fast path may have completed: any such command sits in at least
-    // ceil(f/2)+1 of any f+1 pools. Two conflicting commands cannot both reach that count (a pool
-    // never holds both), so their order among themselves does not matter; (client, seq) order
-    // keeps one client's commands in the order it issued them.
+    // ceil(f/2)+1 of any f+1 pools. Two conflicting commands of different clients cannot both
+    // reach that count (a pool never holds both), so their order among themselves does not
+    // matter; a pool may hold conflicting commands of one client (`ownEarlier`), and (client, seq)
+    // order replays them in the order it issued them (README "Own earlier commands").
     const pools = [...this.#votes.values()].slice(0, this.f + 1);
     const counts = new Map<string, { command: Command; count: number }>();
     for (const pool of pools) {
@@ -1206,7 +1216,9 @@ export class Replica {
     if (this.kv.executed(command)) return false;
     if (this.pool.size >= this.#maxPool) return false;
     footprintOf(command);
-    for (const record of this.pool.values()) if (conflicts(record.command, command)) return false;
+    for (const record of this.pool.values()) {
+      if (conflicts(record.command, command) && !ownEarlier(record.command, command)) return false;
+    }
     this.pool.set(key, { term: this.term, command });
     this.#poolDirty = true;
     return true;
@@ -1262,9 +1274,11 @@ export class Replica {
     const key = idKey(command);
     if (this.#inLog.has(key)) return reply(this.#witness(command)); // a retry: wait for the commit
     const accepted = this.#witness(command);
-    const fast = accepted && command.admin === undefined && this.commitIndex >= this.#readyIndex &&
-      !this.#conflictsWithUncommitted(command);
-    const speculative = fast ? this.kv.speculate(command) : undefined;
+    const before = accepted && command.admin === undefined &&
+        this.commitIndex >= this.#readyIndex
+      ? this.#ownUncommitted(command)
+      : undefined;
+    const speculative = before !== undefined ? this.kv.speculate(command, before) : undefined;
     this.#appendLocal(command);
     this.#appendPending = true; // one append per follower for every proposal of this batch
     this.#advanceCommit();
@@ -1338,6 +1352,48 @@ export class Replica {
     const out = this.#immediate;
     this.#immediate = [];
     return out;
+  }
+
+  /**
+   * Leader, fast path: the uncommitted commands `command`'s speculative result must run after, or
+   * undefined when it cannot be answered fast. Undefined when an uncommitted entry of another
+   * client conflicts with it (or an expiry is uncommitted). Otherwise the uncommitted commands of
+   * the same client with a lower seq, in log order, when one of them conflicts with it (empty
+   * when none does): each was answered fast by this leader in this term (an earlier leader's, or
+   * one answered on the slow path, is committed by now), so running them on the applied state
+   * gives what `command` will see at its place in the log (README "Own earlier commands"). A
+   * compare on the modification or creation revision of a key they write cannot be answered over
+   * them (their revisions are unknown): undefined then.
+   */
+  #ownUncommitted(command: Command): Command[] | undefined {
+    const own: Command[] = [];
+    const seqs = new Set<number>();
+    let dependsOnOwn = false;
+    for (let i = this.commitIndex + 1; i <= this.lastIndex; i++) {
+      const entry = this.entryAt(i)!;
+      if (entry.expire !== undefined) return undefined;
+      const other = entry.command;
+      if (other === undefined) continue;
+      const mine = ownEarlier(other, command);
+      if (mine && !seqs.has(other.seq)) {
+        seqs.add(other.seq);
+        own.push(other);
+      }
+      if (!conflicts(other, command)) continue;
+      if (!mine) return undefined;
+      dependsOnOwn = true;
+    }
+    if (!dependsOnOwn) return [];
+    for (const c of command.txn.compare ?? []) {
+      if (c.target !== "modRevision" && c.target !== "createRevision") continue;
+      const key = intervalOf({ key: c.key });
+      for (const earlier of own) {
+        const fp = footprintOf(earlier);
+        if (fp.writes.some((w) => overlaps(w, key))) return undefined;
+        if (fp.merges.some((m) => overlaps(m.key, key))) return undefined;
+      }
+    }
+    return own;
   }
 
   #conflictsWithUncommitted(command: Command): boolean {

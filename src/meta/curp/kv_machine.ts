@@ -382,13 +382,17 @@ export class KvMachine {
     return this.#sessions.get(command.clientId)?.results.get(command.seq);
   }
 
-  /** The result the command would have if it ran now, with every revision field that depends on
-   * its position in the log set to 0 (the speculative answer cannot know it). */
-  speculate(command: Command): CommandResult {
+  /** The result the command would have if it ran now (after the commands of `after`, not yet
+   * applied), with every revision field that depends on its position in the log set to 0 (the
+   * speculative answer cannot know it). */
+  speculate(command: Command, after: readonly Command[] = []): CommandResult {
     if (command.admin !== undefined) {
       return { ok: false, error: "Lease and compaction commands take the slow path" };
     }
     const overlay = new OverlayStore(this.#store);
+    // Uncommitted earlier commands the result depends on (the same client's, core.ts
+    // `#ownUncommitted`), run first in log order; their keys then carry revision 0.
+    for (const earlier of after) this.#execute(overlay, earlier, 0, []);
     const result = this.#execute(overlay, command, 0, []);
     return result.ok ? { ok: true, txn: stripRevisions(result.txn) } : result;
   }

@@ -212,3 +212,116 @@ Deno.test("curp: an append that only moves the commit index to a caught-up follo
   cluster.finalChecks();
   assert.deepEqual(cluster.violations, []);
 });
+
+Deno.test("curp: a command conflicting only with its own client's unsynced commands takes the fast path", () => {
+  const { cluster, leader } = steadyCluster(5);
+  cluster.addClient("c0", 0);
+  cluster.addClient("c1", 0);
+  // Hold replication: every put below stays uncommitted, in the witness pools.
+  cluster.dropIf = (m) => m.type === "append" && m.from === leader.id;
+  cluster.submit("c0", { kind: "put", key: "a", value: "1" });
+  finish(cluster, "c0");
+  assert.equal(last(cluster).path, "fast");
+  // The same key again, by the same client: answered over its own first put (old code: slow).
+  cluster.submit("c0", { kind: "cas", key: "a", expected: "1", value: "2" });
+  finish(cluster, "c0");
+  assert.equal(last(cluster).path, "fast");
+  assert.deepEqual(cluster.history.at(-1)!.output, { succeeded: true });
+  cluster.submit("c0", { kind: "put", key: "a", value: "3" });
+  finish(cluster, "c0");
+  assert.equal(last(cluster).path, "fast");
+  assert.deepEqual(cluster.history.at(-1)!.output, { value: "2" });
+  assert.equal(leader.commitIndex < leader.lastIndex, true, "the puts committed meanwhile");
+  // Another client's conflicting command still waits for the commit.
+  cluster.submit("c1", { kind: "put", key: "a", value: "other" });
+  cluster.run(60);
+  assert.equal(cluster.clients.get("c1")!.core.busy, true, "another client's put went fast");
+  cluster.dropIf = () => false;
+  finish(cluster, "c1");
+  assert.equal(last(cluster).path, "slow");
+  assert.deepEqual(cluster.history.at(-1)!.output, { value: "3" });
+  cluster.run(500);
+  cluster.finalChecks(); // includes: each fast result equals the committed one
+  assert.deepEqual(cluster.violations, []);
+});
+
+Deno.test("curp: one client's conflicting fast commands, only in the pools, replay in order after a leader crash", () => {
+  const { cluster, leader } = steadyCluster(6);
+  cluster.addClient("c0", 0);
+  cluster.addClient("c1", 0);
+  cluster.dropIf = (m) => m.type === "append" && m.from === leader.id;
+  cluster.submit("c0", { kind: "put", key: "a", value: "1" });
+  finish(cluster, "c0");
+  cluster.submit("c0", { kind: "put", key: "a", value: "2" });
+  finish(cluster, "c0");
+  cluster.submit("c0", { kind: "cas", key: "a", expected: "2", value: "3" });
+  finish(cluster, "c0");
+  assert.deepEqual(cluster.completions.slice(-3).map((c) => c.path), ["fast", "fast", "fast"]);
+  for (const id of cluster.ids) {
+    if (id !== leader.id) assert.equal(cluster.replica(id).log.some((e) => e.command), false);
+  }
+  cluster.crash(leader.id, 1_000_000);
+  cluster.dropIf = () => false;
+  assert.ok(
+    cluster.runUntil(() => cluster.leader()?.fastPathReady === true, 5000),
+    "no new leader",
+  );
+  cluster.submit("c1", { kind: "get", key: "a" });
+  finish(cluster, "c1");
+  assert.deepEqual(cluster.history.at(-1)!.output, { value: "3" });
+  const order = cluster.leader()!.log.filter((e) => e.command?.clientId === "c0")
+    .map((e) => e.command!.seq);
+  assert.deepEqual(order, [1, 2, 3]);
+  cluster.run(500);
+  cluster.finalChecks();
+  assert.deepEqual(cluster.violations, []);
+});
+
+Deno.test("curp: a compare on the revision of a key its client's unsynced command wrote goes slow", () => {
+  const { cluster, leader } = steadyCluster(7);
+  const core = cluster.addClient("c0", 0);
+  const speculated = new Map<number, boolean>();
+  cluster.dropIf = (m) => {
+    if (m.type === "proposeReply" && m.from === leader.id) {
+      speculated.set(m.seq, m.speculative !== undefined);
+    }
+    return m.type === "append" && m.from === leader.id;
+  };
+  cluster.submit("c0", { kind: "put", key: "a", value: "1" });
+  finish(cluster, "c0");
+  const bytes = (s: string) => new TextEncoder().encode(s);
+  // Its modRevision is not known before the commit: no fast answer over the put.
+  core.submit({
+    compare: [{ key: bytes("a"), target: "modRevision", result: "==", value: 0 }],
+    success: [{ put: { key: bytes("b"), value: bytes("x") } }],
+  });
+  assert.ok(cluster.runUntil(() => speculated.has(2), 1000), "no reply from the leader");
+  assert.equal(speculated.get(2), false);
+  cluster.dropIf = () => false;
+  finish(cluster, "c0");
+  assert.equal(core.slowCount, 1);
+  // A revision compare of another key, beside a value compare of the written one: fast.
+  cluster.dropIf = (m) => {
+    if (m.type === "proposeReply" && m.from === leader.id) {
+      speculated.set(m.seq, m.speculative !== undefined);
+    }
+    return m.type === "append" && m.from === leader.id;
+  };
+  cluster.submit("c0", { kind: "put", key: "a", value: "2" });
+  finish(cluster, "c0");
+  core.submit({
+    compare: [
+      { key: bytes("a"), target: "value", result: "==", value: bytes("2") },
+      { key: bytes("c"), target: "modRevision", result: "==", value: 0 },
+    ],
+    success: [{ put: { key: bytes("a"), value: bytes("3") } }],
+  });
+  finish(cluster, "c0");
+  assert.equal(speculated.get(4), true);
+  assert.equal(core.fastCount, 3);
+  cluster.dropIf = () => false;
+  cluster.run(500);
+  assert.equal(leader.kv.dump().find((kv) => kv.key[0] === 0x61)?.value[0], 0x33);
+  cluster.finalChecks();
+  assert.deepEqual(cluster.violations, []);
+});

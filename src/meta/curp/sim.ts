@@ -69,6 +69,11 @@ export interface SimOptions {
    * (curp.witness_ack_after_write), and a crash is a process kill: the written Readies survive
    * (the page cache), the unsent messages do not. Default false. */
   earlyAck?: boolean;
+  /** Each client mostly works on the key of its previous command (four in five), its gets go
+   * through the log, and the leader crashes ten times as often: consecutive conflicting commands
+   * of one client, the second sent while the first is still in the witness pools (a file's
+   * create, then its publish at close). Default false. */
+  ownConflicts?: boolean;
 }
 
 export interface SimResult {
@@ -129,6 +134,10 @@ export class Cluster {
   /** Proposal replies leave before the disk write completes; crashes keep what was written
    * (SimOptions.earlyAck). */
   earlyAck = false;
+  /** Clients mostly reuse the key of their previous command (SimOptions.ownConflicts). */
+  ownConflicts = false;
+  /** The key of each client's latest operation. */
+  readonly #lastKey = new Map<string, string>();
   /** The value each key had in the last get that found it: what a merge's compare expects, so
    * such compares often hold and their outcome depends on the merges ordered before them. */
   readonly recent = new Map<string, string>();
@@ -518,8 +527,20 @@ export class Cluster {
     for (const [id, c] of this.clients) {
       if (c.core.busy || c.remaining === 0 || this.time < c.nextAt) continue;
       c.remaining--;
-      const input = randomInput(this.rng, id, c.remaining, this.merges ? this.recent : undefined);
-      this.submit(id, input, { logRead: input.kind === "get" && this.rng.chance(0.25) });
+      const last = this.#lastKey.get(id);
+      const key = this.ownConflicts && last !== undefined && this.rng.chance(0.8)
+        ? last
+        : undefined;
+      const input = randomInput(
+        this.rng,
+        id,
+        c.remaining,
+        this.merges ? this.recent : undefined,
+        key,
+      );
+      this.#lastKey.set(id, input.key);
+      const logRead = input.kind === "get" && (this.ownConflicts || this.rng.chance(0.25));
+      this.submit(id, input, { logRead });
     }
   }
 
@@ -547,8 +568,10 @@ export class Cluster {
 function normalize(result: CommandResult | undefined): string {
   if (result === undefined) return "undefined";
   if (!result.ok) return `error:${result.error}`;
+  // Revisions aside: a fast result has none, and a key written by its client's own uncommitted
+  // commands shows create and mod revision 0 in it (core.ts `#ownUncommitted`).
   return JSON.stringify(result.txn, (k, v) => {
-    if (k === "revision") return 0;
+    if (k === "revision" || k === "createRevision" || k === "modRevision") return 0;
     if (v instanceof Uint8Array) return keyString(v);
     return v;
   });
@@ -614,9 +637,11 @@ function randomInput(
   clientId: string,
   n: number,
   recent: Map<string, string> | undefined,
+  sameKey?: string,
 ): KvInput {
   const merges = recent !== undefined;
-  const key = KEYS[rng.int(KEYS.length)];
+  const drawn = KEYS[rng.int(KEYS.length)];
+  const key = sameKey ?? drawn;
   if (merges) {
     const p = rng.int(10);
     if (p < 4) {
@@ -661,6 +686,7 @@ export function simulate(seed: number, options: SimOptions = {}): SimResult {
   const cluster = new Cluster(seed, replicaCount, 10, snapshotEvery, pieceBytes);
   cluster.merges = options.merges ?? false;
   cluster.earlyAck = options.earlyAck ?? false;
+  cluster.ownConflicts = options.ownConflicts ?? false;
   const rng = cluster.rng;
   for (let i = 0; i < (options.clients ?? 3); i++) {
     cluster.addClient(`c${i}`, options.opsPerClient ?? 20);
@@ -766,7 +792,7 @@ function injectFaults(cluster: Cluster, rng: Rng, f: number): void {
     if (cluster.group.size > 0) cluster.group.clear();
     else for (const id of cluster.ids) cluster.group.set(id, rng.int(2));
   }
-  if (rng.chance(0.003)) {
+  if (rng.chance(cluster.ownConflicts ? 0.03 : 0.003)) {
     const leader = cluster.leader();
     if (leader) cluster.crash(leader.id, 50 + rng.int(300));
   }

@@ -5,6 +5,8 @@
  *   deno run -A src/meta/curp/sim_main.ts --seed 1234 [--verbose]
  *   --merges: clients also send merges (MetaKV `merge`, some behind compares that ignore them)
  *   --early-ack: proposal replies leave once written, crashes are kill -9 (written data survives)
+ *   --own-conflicts: each client mostly reuses its previous key (consecutive conflicting commands
+ *     of one client), gets through the log, leader crashes ten times as often
  * Exit code 1 when any seed broke an invariant; the failing seeds are printed for replay.
  * @module
  */
@@ -21,6 +23,7 @@ const { values } = parseArgs({
     verbose: { type: "boolean", default: false },
     merges: { type: "boolean", default: false },
     "early-ack": { type: "boolean", default: false },
+    "own-conflicts": { type: "boolean", default: false },
   },
 });
 
@@ -53,7 +56,11 @@ let fast = 0,
   maxCommitWait = 0;
 let snapshotsTaken = 0, snapshotsSent = 0, snapshotPieces = 0;
 for (const seed of seeds) {
-  const r = simulate(seed, { merges: values.merges, earlyAck: values["early-ack"] });
+  const r = simulate(seed, {
+    merges: values.merges,
+    earlyAck: values["early-ack"],
+    ownConflicts: values["own-conflicts"],
+  });
   fast += r.fast;
   slow += r.slow;
   reads += r.reads;
