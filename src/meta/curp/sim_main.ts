@@ -14,18 +14,35 @@
 import { parseArgs } from "node:util";
 import { simulate } from "./sim.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    seeds: { type: "string" },
-    seed: { type: "string" },
-    from: { type: "string", default: "1" },
-    verbose: { type: "boolean", default: false },
-    merges: { type: "boolean", default: false },
-    "early-ack": { type: "boolean", default: false },
-    "own-conflicts": { type: "boolean", default: false },
-  },
-});
+const USAGE = "usage: deno task sim --seeds N [--from K] | --seed S [--verbose]" +
+  " [--merges] [--early-ack] [--own-conflicts]";
+
+function parseOptions() {
+  try {
+    return parseArgs({
+      args: Deno.args,
+      options: {
+        seeds: { type: "string" },
+        seed: { type: "string" },
+        from: { type: "string", default: "1" },
+        verbose: { type: "boolean", default: false },
+        merges: { type: "boolean", default: false },
+        "early-ack": { type: "boolean", default: false },
+        "own-conflicts": { type: "boolean", default: false },
+      },
+    });
+  } catch (e) {
+    // parseArgs's own message names the option; one line, the usage, exit 2 (no stack trace).
+    console.error(`sim: ${(e as Error).message}; ${USAGE}`);
+    Deno.exit(2);
+  }
+}
+
+if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
+const { values } = parseOptions();
 
 function parseCount(name: string, text: string): number {
   const n = Number(text);

@@ -62,3 +62,15 @@ Deno.test("curp sim: 300 seeds of one client's consecutive conflicting commands 
   assert.deepEqual(failures, []);
   assert.ok(fast > 0 && elections > 3 * 300, `fast ${fast}, ${elections} leader terms`);
 });
+
+Deno.test("sim_main: an unknown option gets one line naming it and the usage, exit 2", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./sim_main.ts", import.meta.url).pathname, "--bogus"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const err = new TextDecoder().decode(out.stderr).trim();
+  assert.equal(out.code, 2);
+  assert.match(err, /^sim: Unknown option '--bogus'; usage: deno task sim --seeds N/);
+  assert.equal(err.split("\n").length, 1);
+});
