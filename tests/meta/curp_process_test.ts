@@ -219,9 +219,11 @@ Deno.test({
       const after = await cluster.status(leader);
       assert.equal(after?.lastIndex, before?.lastIndex, "reads appended log entries");
       assert.equal(kv.readCount, 20);
-      assert.match(lines[0], /^skyfs: meta @[\d.]+ slow [\d.]+ ms: put reads\/a$/);
+      assert.match(lines[0], /^skyfs: meta @[\d.]+ slow [\d.]+ ms: put reads\/a; session [\w-]+$/);
       assert.ok(
-        lines.slice(1).every((l) => /^skyfs: meta @[\d.]+ read [\d.]+ ms: range reads\/a$/.test(l)),
+        lines.slice(1).every((l) =>
+          /^skyfs: meta @[\d.]+ read [\d.]+ ms: range reads\/a; session [\w-]+$/.test(l)
+        ),
       );
       await kv.close();
     } finally {

@@ -30,7 +30,7 @@ import {
   type WatchOptions,
 } from "../kv.ts";
 import { ClientCore, type Completion, type SubmitOptions } from "./client_core.ts";
-import { type CommandResult, isReadOnly } from "./command.ts";
+import { type CommandResult, isReadOnly, keyString } from "./command.ts";
 import type { Message } from "./core.ts";
 import { fetchStatus, type ReplicaStatus } from "./server.ts";
 import { encodeFramesSharing, Link, parseAddress } from "./wire.ts";
@@ -141,6 +141,7 @@ function traceLine(
   options: SubmitOptions,
   completion: Completion,
   startedAt: number,
+  session: string,
 ): string {
   const parts: string[] = [];
   for (const c of txn.compare ?? []) parts.push(`compare ${keyText(c.key)}`);
@@ -153,8 +154,38 @@ function traceLine(
   if (options.admin) parts.push(Object.keys(options.admin)[0]);
   const ms = (performance.now() - startedAt).toFixed(2);
   const path = completion.refused ? `${completion.path} (refused)` : completion.path;
-  return `skyfs: meta @${performance.now().toFixed(3)} ${path} ${ms} ms: ${parts.join(", ")}`;
+  const at = performance.now().toFixed(3);
+  return `skyfs: meta @${at} ${path} ${ms} ms: ${parts.join(", ")}; session ${session}`;
 }
+
+/** Keys a transaction writes one by one (puts, single-key deletes). Merges are left out: two
+ * merges commute, so many sessions merging one directory record need no preference. */
+function writtenKeys(txn: TxnRequest): string[] {
+  const keys: string[] = [];
+  for (const ops of [txn.success, txn.failure]) {
+    for (const op of ops ?? []) {
+      if ("put" in op) keys.push(keyString(op.put.key));
+      else if ("deleteRange" in op && op.deleteRange.rangeEnd === undefined) {
+        keys.push(keyString(op.deleteRange.key));
+      }
+    }
+  }
+  return keys;
+}
+
+/** Keys where an unsynced write of another session would make a transaction conflict, the ones
+ * it writes first, then the ones it compares. */
+function pointKeys(txn: TxnRequest): string[] {
+  const keys = writtenKeys(txn);
+  for (const c of txn.compare ?? []) keys.push(keyString(c.key));
+  return keys;
+}
+
+/** How long a key's last writer stays preferred: its command has normally committed and left
+ * the witness pools within milliseconds; past this the preference only costs a lookup. */
+const WRITER_TTL_MS = 1000;
+/** Most keys remembered with their last writer (the oldest go first). */
+const WRITERS_MAX = 4096;
 
 /** The key a `sync()` barrier deletes: nobody stores it, so the barrier writes nothing (no
  * revision, no watch event); it only has to go through the log. */
@@ -173,6 +204,13 @@ export class CurpKV implements MetaKV {
   readonly #busy = new Map<string, Pending>();
   readonly #cores = new Map<string, ClientCore>();
   readonly #waiters: Array<() => void> = [];
+  /** Key -> the session whose command last wrote it, and when (performance.now()), oldest
+   * first: a later command on the key goes to that session when it is idle, so that it conflicts
+   * only with its own client's earlier commands in the witness pools and may still go fast
+   * (README "Own earlier commands"). Only a preference: a busy session is never waited for. */
+  readonly #writers = new Map<string, { core: ClientCore; at: number }>();
+  /** Commands sent to an idle session picked because it last wrote one of their keys. */
+  writerPicks = 0;
   readonly #timer: ReturnType<typeof setInterval>;
   readonly #log: (line: string) => void;
   #closed = false;
@@ -311,10 +349,41 @@ export class CurpKV implements MetaKV {
     }
   }
 
-  async #acquire(): Promise<ClientCore> {
+  /** The idle session that last wrote one of `keys` (recently), taken out of the idle stack. */
+  #takeWriter(keys: string[]): ClientCore | undefined {
+    if (this.#writers.size === 0 || this.#idle.length < 2) return undefined;
+    const now = performance.now();
+    for (const key of keys) {
+      const w = this.#writers.get(key);
+      if (w === undefined) continue;
+      if (now - w.at > WRITER_TTL_MS) {
+        this.#writers.delete(key);
+        continue;
+      }
+      const i = this.#idle.indexOf(w.core);
+      if (i < 0) continue; // busy, or dropped after a timeout
+      this.writerPicks++;
+      if (i === this.#idle.length - 1) return this.#idle.pop();
+      return this.#idle.splice(i, 1)[0];
+    }
+    return undefined;
+  }
+
+  #noteWriter(keys: string[], core: ClientCore): void {
+    const at = performance.now();
+    for (const key of keys) {
+      this.#writers.delete(key); // to the end: the map stays in time order
+      this.#writers.set(key, { core, at });
+    }
+    while (this.#writers.size > WRITERS_MAX) {
+      this.#writers.delete(this.#writers.keys().next().value!);
+    }
+  }
+
+  async #acquire(keys: string[] = []): Promise<ClientCore> {
     while (true) {
       if (this.#closed) throw new Error("CurpKV is closed");
-      const idle = this.#idle.pop();
+      const idle = this.#takeWriter(keys) ?? this.#idle.pop();
       if (idle !== undefined) return idle;
       if (this.#cores.size < this.#options.maxSessions) {
         const core = new ClientCore({
@@ -346,7 +415,8 @@ export class CurpKV implements MetaKV {
     options: SubmitOptions,
   ): Promise<Extract<CommandResult, { ok: true }>> {
     const startedAt = this.#trace ? performance.now() : 0;
-    const core = await this.#acquire();
+    const reads = options.admin === undefined && this.#options.readsOutsideLog && isReadOnly(txn);
+    const core = await this.#acquire(reads || options.admin !== undefined ? [] : pointKeys(txn));
     const completion = await new Promise<Completion>((resolve, reject) => {
       const timer = setTimeout(() => {
         // The command may still commit; this session cannot be reused for another seq.
@@ -361,7 +431,7 @@ export class CurpKV implements MetaKV {
         );
       }, this.#options.timeoutMs);
       this.#busy.set(core.id, { core, resolve, reject, timer, startedAt: monotonicSeconds() });
-      if (options.admin === undefined && this.#options.readsOutsideLog && isReadOnly(txn)) {
+      if (reads) {
         // To the leader and one follower (ClientCore's ReadOptions), when the leader is known
         // and connected; otherwise to every replica.
         const leader = this.#leaderId;
@@ -375,7 +445,10 @@ export class CurpKV implements MetaKV {
       } else core.submit(txn, options);
       this.#flush(core);
     });
-    if (this.#trace) this.#trace(traceLine(txn, options, completion, startedAt));
+    if (this.#trace) this.#trace(traceLine(txn, options, completion, startedAt, core.id));
+    if (completion.path !== "read" && options.admin === undefined) {
+      this.#noteWriter(writtenKeys(txn), core);
+    }
     const result = completion.result;
     if (result === undefined) {
       throw new Error(`CURP command ${core.id}#${completion.seq} completed without a result`);
@@ -425,10 +498,16 @@ export class CurpKV implements MetaKV {
   async sync(): Promise<void> {
     const covered = this.#fastSinceBarrier;
     if (covered === 0) return;
+    const startedAt = performance.now();
     await this.#run({ success: [{ deleteRange: { key: SYNC_BARRIER_KEY } }] }, {
       fastPath: false,
     });
     this.#fastSinceBarrier = Math.max(0, this.#fastSinceBarrier - covered);
+    // Every write completed before the barrier has committed: no session needs preferring for it.
+    for (const [key, w] of this.#writers) {
+      if (w.at >= startedAt) break;
+      this.#writers.delete(key);
+    }
     this.syncBarriers++;
   }
 

@@ -123,3 +123,37 @@ Deno.test("CurpKV: reads go on when a follower stops, and when the leader stops"
     assert.notEqual(leaderOf(servers), undefined);
   });
 });
+
+Deno.test("CurpKV: a command on a key goes to the idle session that last wrote it", async () => {
+  const sessions: string[] = [];
+  await withTrio(async ({ addresses }) => {
+    const kv = await openCurpKV(addresses, {
+      timeoutMs: 10_000,
+      fastPath: true,
+      log: () => {},
+      trace: (line) => sessions.push(line.split("; session ")[1]),
+    });
+    try {
+      const put = (key: string, value: string) =>
+        kv.txn({ success: [{ put: { key: keyBytes(key), value: keyBytes(value) } }] });
+      for (let round = 0; round < 5; round++) {
+        // Two writers at once: two sessions, both idle afterwards (in either order).
+        sessions.length = 0;
+        await Promise.all([put(`x${round}`, "1"), put(`y${round}`, "1")]);
+        assert.equal(sessions.length, 2);
+        assert.notEqual(sessions[0], sessions[1], "two concurrent commands shared a session");
+        const wrote = new Map([[`x${round}`, sessions[0]], [`y${round}`, sessions[1]]]);
+        // One after the other, each key again (a file's publish after its create): the idle
+        // stack alone hands the same session to both.
+        for (const key of [`x${round}`, `y${round}`]) {
+          sessions.length = 0;
+          await put(key, "2");
+          assert.equal(sessions[0], wrote.get(key), `${key} went to another session`);
+        }
+      }
+      assert.equal(kv.writerPicks, 10);
+    } finally {
+      await kv.close();
+    }
+  });
+});
