@@ -211,6 +211,10 @@ export class CurpKV implements MetaKV {
   readonly #writers = new Map<string, { core: ClientCore; at: number }>();
   /** Commands sent to an idle session picked because it last wrote one of their keys. */
   writerPicks = 0;
+  /** Session -> when its last write completed (performance.now()): a command that prefers no
+   * session takes the idle one that wrote least recently, leaving the others to the commands
+   * that follow up their writes. */
+  readonly #lastWrite = new WeakMap<ClientCore, number>();
   readonly #timer: ReturnType<typeof setInterval>;
   readonly #log: (line: string) => void;
   #closed = false;
@@ -349,9 +353,10 @@ export class CurpKV implements MetaKV {
     }
   }
 
-  /** The idle session that last wrote one of `keys` (recently), taken out of the idle stack. */
-  #takeWriter(keys: string[]): ClientCore | undefined {
-    if (this.#writers.size === 0 || this.#idle.length < 2) return undefined;
+  /** An idle session, taken out of the idle stack: the one that last wrote one of `keys`
+   * (recently), else the one that wrote least recently; undefined if none is idle. */
+  #takeSession(keys: string[]): ClientCore | undefined {
+    if (this.#writers.size === 0 || this.#idle.length < 2) return this.#idle.pop();
     const now = performance.now();
     for (const key of keys) {
       const w = this.#writers.get(key);
@@ -366,11 +371,21 @@ export class CurpKV implements MetaKV {
       if (i === this.#idle.length - 1) return this.#idle.pop();
       return this.#idle.splice(i, 1)[0];
     }
-    return undefined;
+    // None: the idle session that wrote least recently (the top of the stack on a tie).
+    let best = this.#idle.length - 1;
+    let bestAt = this.#lastWrite.get(this.#idle[best]) ?? -Infinity;
+    for (let i = best - 1; i >= 0; i--) {
+      const at = this.#lastWrite.get(this.#idle[i]) ?? -Infinity;
+      if (at < bestAt) [best, bestAt] = [i, at];
+    }
+    if (best === this.#idle.length - 1) return this.#idle.pop();
+    return this.#idle.splice(best, 1)[0];
   }
 
   #noteWriter(keys: string[], core: ClientCore): void {
+    if (keys.length === 0) return;
     const at = performance.now();
+    this.#lastWrite.set(core, at);
     for (const key of keys) {
       this.#writers.delete(key); // to the end: the map stays in time order
       this.#writers.set(key, { core, at });
@@ -383,7 +398,7 @@ export class CurpKV implements MetaKV {
   async #acquire(keys: string[] = []): Promise<ClientCore> {
     while (true) {
       if (this.#closed) throw new Error("CurpKV is closed");
-      const idle = this.#takeWriter(keys) ?? this.#idle.pop();
+      const idle = this.#takeSession(keys);
       if (idle !== undefined) return idle;
       if (this.#cores.size < this.#options.maxSessions) {
         const core = new ClientCore({

@@ -150,6 +150,10 @@ Deno.test("CurpKV: a command on a key goes to the idle session that last wrote i
           await put(key, "2");
           assert.equal(sessions[0], wrote.get(key), `${key} went to another session`);
         }
+        // A key nobody wrote: the session that wrote least recently (x's), not the last (y's).
+        sessions.length = 0;
+        await put(`z${round}`, "1");
+        assert.equal(sessions[0], wrote.get(`x${round}`), "a fresh key took the latest writer");
       }
       assert.equal(kv.writerPicks, 10);
     } finally {
