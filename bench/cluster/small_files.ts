@@ -14,17 +14,43 @@
  */
 
 import { join } from "node:path";
+import { parseArgs } from "node:util";
 
-const args = Deno.args;
-const option = (name: string, fallback: string) => {
-  const at = args.indexOf(name);
-  return at >= 0 ? args[at + 1] : fallback;
-};
-const roots = args.flatMap((arg, i) => args[i - 1] === "--root" ? [arg] : []);
-if (roots.length === 0) roots.push(new URL("../../", import.meta.url).pathname);
-const rounds = Number(option("--rounds", "3"));
-const meta = option("--meta", "curp");
-const parentDir = option("--tmp", "/tmp");
+const USAGE = "usage: deno run -A bench/cluster/small_files.ts [--root DIR]... [--rounds N]" +
+  " [--meta curp|etcd] [--tmp DIR]";
+if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
+function parseOptions() {
+  try {
+    return parseArgs({
+      args: Deno.args,
+      options: {
+        root: { type: "string", multiple: true },
+        rounds: { type: "string", default: "3" },
+        meta: { type: "string", default: "curp" },
+        tmp: { type: "string", default: "/tmp" },
+      },
+    }).values;
+  } catch (e) {
+    console.error(`small_files: ${(e as Error).message}; ${USAGE}`);
+    Deno.exit(2);
+  }
+}
+const options = parseOptions();
+const roots = options.root ?? [new URL("../../", import.meta.url).pathname];
+const rounds = Number(options.rounds);
+const meta = options.meta;
+const parentDir = options.tmp;
+if (!Number.isSafeInteger(rounds) || rounds < 1) {
+  console.error(`small_files: --rounds must be a positive integer, got "${options.rounds}"`);
+  Deno.exit(2);
+}
+if (meta !== "curp" && meta !== "etcd") {
+  console.error(`small_files: --meta must be curp or etcd, got "${meta}"`);
+  Deno.exit(2);
+}
 const here = new URL(".", import.meta.url).pathname;
 
 async function run(cmd: string, ...rest: string[]): Promise<string> {
