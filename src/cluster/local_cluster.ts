@@ -13,7 +13,42 @@ import { fetchStatus, type ReplicaStatus } from "../meta/curp/server.ts";
 const ROOT = new URL("../../", import.meta.url).pathname;
 const MOD = join(ROOT, "mod.ts");
 
+/** Ports handed out by this process, never handed out twice. */
+const handedOut = new Set<number>();
+
+/** The lowest port of the kernel's ephemeral range (net.ipv4.ip_local_port_range), 32768 if unread. */
+function ephemeralLow(): number {
+  try {
+    const low = Number(
+      Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").split(/\s+/)[0],
+    );
+    return Number.isSafeInteger(low) && low > 0 ? low : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+/**
+ * A free port for a child to listen on, chosen below the kernel's ephemeral range: a port picked
+ * by binding port 0 comes from that range, and between its close here and the child's bind an
+ * outgoing connection of any process (this machine's tests make thousands on loopback) could take
+ * it as its source port (seen in CI: "E98: bind(127.0.0.1:36927) failed" at a mount's start). Ports
+ * below the range are only ever taken by a listener.
+ */
 export function freePort(hostname = "127.0.0.1"): number {
+  const high = Math.min(ephemeralLow(), 65536);
+  const low = Math.max(1024, high - 12000);
+  for (let attempt = 0; attempt < 200 && high - low > 100; attempt++) {
+    const port = low + Math.floor(Math.random() * (high - low));
+    if (handedOut.has(port)) continue;
+    try {
+      Deno.listen({ hostname, port }).close();
+      handedOut.add(port);
+      return port;
+    } catch {
+      // In use: try another.
+    }
+  }
   const listener = Deno.listen({ hostname, port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();

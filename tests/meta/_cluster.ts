@@ -5,15 +5,12 @@
  */
 
 import { fetchStatus, type ReplicaStatus } from "../../src/meta/curp/server.ts";
+import { freePort } from "../../src/cluster/local_cluster.ts";
 
 const MOD = new URL("../../mod.ts", import.meta.url).pathname;
 
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
+/** A free port below the ephemeral range (src/cluster/local_cluster.ts says why). */
+export { freePort } from "../../src/cluster/local_cluster.ts";
 
 export class TestCluster {
   readonly ids: string[];
