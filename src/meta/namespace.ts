@@ -401,6 +401,15 @@ export class Namespace {
   readonly #cache = new Map<string, CachedValue>();
   /** Directories whose every entry is in the cache (see `markComplete`). */
   readonly #completeDirs = new Set<number>();
+  /** Directory listings (`listDir`), kept until an entry of the directory changes: this
+   * namespace's own commit drops its directories' listings, and so does a watch event of another
+   * writer's change (`watched`, which forgets the key), so a listing is exactly as fresh as a
+   * cached name. Parent inode -> entries in name order; at most `cacheEntries` entries in all. */
+  readonly #listings = new Map<number, NamedDirent[]>();
+  #listingEntries = 0;
+  /** Bumped whenever a listing may have gone stale: a listing read while it moved may miss that
+   * change and is not kept. */
+  #listingChanges = 0;
   #cacheSeq = 0;
   /** Cached xattr key names per inode, so deleting an inode's xattrs need not scan the cache. */
   readonly #cachedXattrs = new Map<number, Set<string>>();
@@ -637,6 +646,11 @@ export class Namespace {
     } else if (this.#largeMapBytes > 0) {
       this.#forgetLargeMap(name);
     }
+    // This namespace's own commit of a directory entry (a create, unlink, rename): the
+    // directory's listing is stale.
+    if (entry.own && name.charCodeAt(PREFIX.length) === TAG_DENTRY) {
+      this.#dropListing(inoOfKeyString(name));
+    }
     entry.cachedAt = ++this.#cacheSeq;
     // set() on a key already there replaces the value in place; a delete first would leave a hole
     // in V8's ordered table for every write (measured 2 us a put against 1 without, below).
@@ -677,6 +691,7 @@ export class Namespace {
     // directory's listing incomplete here.
     if (name.charCodeAt(PREFIX.length) === TAG_DENTRY) {
       this.#completeDirs.delete(inoOfKeyString(name));
+      this.#dropListing(inoOfKeyString(name));
     }
     if (name.charCodeAt(PREFIX.length) === TAG_XATTR) {
       const ino = inoOfKeyString(name);
@@ -738,6 +753,9 @@ export class Namespace {
   /** Drop the whole cache (after another writer may have changed the store). */
   invalidate(): void {
     this.#completeDirs.clear();
+    this.#listings.clear();
+    this.#listingEntries = 0;
+    this.#listingChanges++;
     this.#cache.clear();
     this.#cachedXattrs.clear();
     this.#largeMaps.clear();
@@ -762,8 +780,15 @@ export class Namespace {
     return found.value ? JSON.parse(decoder.decode(found.value)) : undefined;
   }
 
-  /** Every entry of a directory, in name byte order. */
+  /**
+   * Every entry of a directory, in name byte order: the listing kept since the last one when no
+   * entry of the directory changed meanwhile (see `#listings`), else read from the store. The
+   * entries are the caller's (copies).
+   */
   async listDir(parent: number): Promise<NamedDirent[]> {
+    const kept = this.#listings.get(parent);
+    if (kept) return kept.map((entry) => ({ ...entry }));
+    const changes = this.#listingChanges;
     const prefix = keys.dentries(parent);
     const out: NamedDirent[] = [];
     for await (const kv of this.#scan(prefix, false)) {
@@ -772,7 +797,24 @@ export class Namespace {
       dirent.name = kv.key.subarray(prefix.length);
       out.push(dirent);
     }
+    // Kept only when nothing could have changed it while it was read (a change whose watch
+    // event arrived during the scan may or may not be in it).
+    if (this.#listingChanges === changes && out.length <= this.#cacheEntries) {
+      this.#listings.set(parent, out.map((entry) => ({ ...entry })));
+      this.#listingEntries += out.length;
+      while (this.#listingEntries > this.#cacheEntries) {
+        this.#dropListing(this.#listings.keys().next().value!);
+      }
+    }
     return out;
+  }
+
+  #dropListing(parent: number): void {
+    this.#listingChanges++;
+    const kept = this.#listings.get(parent);
+    if (!kept) return;
+    this.#listings.delete(parent);
+    this.#listingEntries -= kept.length;
   }
 
   /** Volume records in name order, at most `limit`, starting after name `after`. */

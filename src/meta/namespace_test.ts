@@ -289,6 +289,72 @@ Deno.test("a watch event of this namespace's own write that beats its commit's r
   }
 });
 
+Deno.test("a directory listing is kept until an entry of it changes: own commits and watch events drop it", async () => {
+  const inner = await openEmbeddedKV(":memory:");
+  let duringScan: (() => void) | undefined;
+  const counted = countingKv(inner, (args) => {
+    // A watch event that arrives while a listing is being read (after the store answered).
+    if (duringScan && !("success" in (args[0] as object))) {
+      const call = duringScan;
+      duringScan = undefined;
+      call();
+    }
+  });
+  const list = async (ns: Namespace, dir: number) =>
+    (await ns.listDir(dir)).map((entry) => new TextDecoder().decode(entry.name));
+  try {
+    const ns = await Namespace.open(counted.kv, { validateReads: true });
+    const other = await Namespace.open(inner);
+    const dir = await ns.allocIno();
+    const file = await ns.allocIno();
+    await ns.transact((tx) => {
+      tx.putDirent(dir, name("a"), { ino: file, type: 0o100000 });
+      return Promise.resolve();
+    });
+    assert.deepEqual(await list(ns, dir), ["a"]);
+    counted.reads = 0;
+    const again = await ns.listDir(dir);
+    assert.deepEqual(again.map((e) => e.ino), [file]);
+    assert.equal(counted.reads, 0, "an unchanged directory's second listing went to the store");
+    again[0].ino = 99; // the caller's copy: the kept listing is not changed by it
+    assert.deepEqual((await ns.listDir(dir)).map((e) => e.ino), [file]);
+
+    // This namespace's own create and unlink show at once.
+    await ns.transact((tx) => {
+      tx.putDirent(dir, name("b"), { ino: file + 1, type: 0o100000 });
+      return Promise.resolve();
+    });
+    assert.deepEqual(await list(ns, dir), ["a", "b"]);
+    await ns.transact((tx) => {
+      tx.deleteDirent(dir, name("a"));
+      return Promise.resolve();
+    });
+    assert.deepEqual(await list(ns, dir), ["b"]);
+
+    // Another writer's change shows once its watch event arrived (here: by hand).
+    await other.transact((tx) => {
+      tx.putDirent(dir, name("c"), { ino: file + 2, type: 0o100000 });
+      return Promise.resolve();
+    });
+    ns.watched(keys.dentry(dir, name("c")), new Uint8Array([1]));
+    assert.deepEqual(await list(ns, dir), ["b", "c"]);
+
+    // A change whose event arrives while the listing is read: that listing is not kept.
+    await other.transact((tx) => {
+      tx.putDirent(dir, name("d"), { ino: file + 3, type: 0o100000 });
+      return Promise.resolve();
+    });
+    duringScan = () => ns.watched(keys.dentry(dir, name("d")), new Uint8Array([1]));
+    ns.watched(keys.dentry(dir, name("c")), undefined); // drop the kept listing first
+    await list(ns, dir);
+    counted.reads = 0;
+    assert.deepEqual(await list(ns, dir), ["b", "c", "d"]);
+    assert.equal(counted.reads, 1, "a listing read while an entry changed was kept");
+  } finally {
+    await inner.close();
+  }
+});
+
 /** `inner` with its txn and range calls counted (`reads`); `after` sees each call's arguments once
  * it resolved (before the caller does). */
 function countingKv(
