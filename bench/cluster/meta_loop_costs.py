@@ -1,12 +1,14 @@
 """Per-operation context switches and CPU of a cluster's processes around one python loop.
 
 python3 bench/cluster/meta_loop_costs.py CLUSTER_PID MOUNTPOINT
-    [--op open+close|stat|touch|unlink|mkdir] [--n 1000] [--tag TAG] [--threads]
+    [--op open+close|stat|touch|unlink|mkdir|readdir] [--n 1000] [--entries 100] [--tag TAG]
+    [--threads]
 
 CLUSTER_PID is the `deno task cluster` (src/cluster/cluster_main.ts) process; its children are
 found by their command line: `meta serve --id ID` (a CURP replica) and `mount` (a node). The loop
 runs --n operations of --op in a new directory of MOUNTPOINT (open+close, stat and unlink first
-create the files, outside the measurement) and prints, per operation, the p50/p90 latency and for each process the
+create the files, outside the measurement; readdir creates --entries files once and lists that
+directory --n times with os.listdir) and prints, per operation, the p50/p90 latency and for each process the
 context switches (voluntary + involuntary, summed over its threads from
 /proc/PID/task/*/status; a thread that ends during the loop is not counted) and the CPU time (utime + stime of /proc/PID/stat, so 10 ms granularity
 over the whole loop: use --n 1000 or more).
@@ -78,8 +80,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("cluster_pid", type=int)
     parser.add_argument("mountpoint")
-    parser.add_argument("--op", default="open+close", choices=["open+close", "stat", "touch", "unlink", "mkdir"])
+    parser.add_argument("--op", default="open+close", choices=["open+close", "stat", "touch", "unlink", "mkdir", "readdir"])
     parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--entries", type=int, default=100, help="files in the listed directory (readdir)")
     parser.add_argument("--tag", default="")
     parser.add_argument("--threads", action="store_true",
                         help="also split each process's context switches by thread name")
@@ -95,6 +98,12 @@ def main():
         op = lambda p: os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
     elif a.op == "mkdir":
         op = os.mkdir
+    elif a.op == "readdir":
+        for i in range(a.entries):
+            os.close(os.open(os.path.join(d, f"e{i}"), os.O_CREAT | os.O_WRONLY, 0o644))
+        time.sleep(1)
+        names = [d] * a.n
+        op = os.listdir
     else:
         for p in names:
             os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
