@@ -1256,3 +1256,57 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cluster listings: B's listing shows A's changes once the watch reports them and its own at once; readdirplus leaves out what B's kernel holds",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const d = await a.vfs.mkdir(ctx, 1, name("d"), 0o755, 0);
+      const f = await a.vfs.create(ctx, d.ino, name("f"), 0o644, 0, O_RDWR);
+      await a.vfs.release(f.attr.ino, f.fh, 0);
+      const list = async (plus = false) => {
+        const dh = await b.vfs.opendir(ctx, d.ino, 0);
+        try {
+          return await b.vfs.readdir(ctx, d.ino, dh, 0, 100, plus);
+        } finally {
+          await b.vfs.releasedir(d.ino, dh);
+        }
+      };
+      const names = async () => (await list()).slice(2).map((e) => text(e.name));
+      assert.deepEqual(await names(), ["f"]);
+      assert.deepEqual(await names(), ["f"]); // the kept listing
+      // A's create and unlink: B's listing follows as soon as the watch reported them.
+      const g = await a.vfs.create(ctx, d.ino, name("g"), 0o644, 0, O_RDWR);
+      await a.vfs.release(g.attr.ino, g.fh, 0);
+      await until(async () => (await names()).join() === "f,g", "B lists A's new g");
+      await a.vfs.unlink(ctx, d.ino, name("f"));
+      await until(async () => (await names()).join() === "g", "B's listing drops A's f");
+      // B's own create shows in its next listing without waiting for anything.
+      const h = await b.vfs.create(ctx, d.ino, name("h"), 0o644, 0, O_RDWR);
+      await b.vfs.release(h.attr.ino, h.fh, 0);
+      assert.deepEqual(await names(), ["g", "h"]);
+
+      // readdirplus: "h" came from B's own create (the kernel holds it), "g" B's kernel has not
+      // seen: only "g" carries attributes (and a lookup the kernel will forget).
+      const plus = (await list(true)).slice(2);
+      assert.deepEqual(plus.map((e) => [text(e.name), e.attr !== undefined]), [
+        ["g", true],
+        ["h", false],
+      ]);
+      b.vfs.forget(h.attr.ino, 1);
+      b.vfs.forget(g.attr.ino, 1);
+      assert.deepEqual((await list(true)).slice(2).map((e) => e.attr?.ino), [
+        g.attr.ino,
+        h.attr.ino,
+      ]);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});

@@ -280,10 +280,11 @@ export class VfsCore {
     return state !== undefined && (state.handles > 0 || (!this.cluster && state.lookups > 0));
   }
 
-  /** The kernel holds the inode (lookup count above 0) and only this kernel changes it (one
-   * node): what it caches of the inode is as current as a readdirplus entry would make it. */
+  /** The kernel holds the inode (lookup count above 0): what it caches of the inode is as
+   * current as a readdirplus entry would make it. On one node only this kernel changes it; in a
+   * cluster other nodes' changes reach the kernel as FUSE_NOTIFY_INVAL_INODE from the metadata
+   * watch, the same watch that drops the record a readdirplus entry would be built from. */
   knownToKernel(ino: number): boolean {
-    if (this.cluster) return false;
     const state = this.inodes.get(ino);
     return state !== undefined && state.lookups > 0;
   }
