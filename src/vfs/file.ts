@@ -266,9 +266,23 @@ async function writeAt(
     throw new FsError("EFBIG", `write to ${offset + data.length} exceeds ${MAX_FILE_SIZE}`);
   }
   await claimQuota(core, ino, fd, offset + data.length);
-  if (core.cluster) await core.cluster.ensure(ino, fd, offset, data.length, true);
-  const written = await core.io.write(fd, data, offset);
-  core.cluster?.noteWrite(ino, offset, written);
+  const cluster = core.cluster;
+  if (!cluster) {
+    const written = await core.io.write(fd, data, offset);
+    await afterDataChange(core, ctx, ino);
+    return written;
+  }
+  await cluster.ensure(ino, fd, offset, data.length, true);
+  // The written bytes are also copied into the chunks' staged copies (no read-back at upload).
+  const alone = cluster.writeStarts(ino);
+  let written: number;
+  try {
+    written = await core.io.write(fd, data, offset);
+  } catch (error) {
+    cluster.writeEnds(ino, offset, data.length, undefined, alone); // some may have landed
+    throw error;
+  }
+  cluster.writeEnds(ino, offset, written, data.subarray(0, written), alone);
   await afterDataChange(core, ctx, ino);
   return written;
 }
