@@ -19,7 +19,7 @@ import { decodeInode, keys, type Namespace, type NsTxn } from "../meta/namespace
 import type { LocalStore } from "./local.ts";
 import { type BackendStore, chunkObjectKey } from "./backend.ts";
 import { type CachedChunk, CacheIndex } from "./cache_index.ts";
-import { recycleBuffer, takeBuffer } from "./buffer_pool.ts";
+import { DIRECT_ALIGN_BYTES, recycleBuffer, takeBuffer } from "./buffer_pool.ts";
 import { openGuardKey, openRecordKey, OpenRecords } from "./open_records.ts";
 import {
   CHUNK_SIZE,
@@ -272,6 +272,15 @@ interface Stage {
   buffer: Uint8Array;
   filled: number;
   seq: number;
+  /** O_DIRECT writes of the local file from `buffer` in flight: it must not be reused meanwhile. */
+  busy: number;
+}
+
+/** A write of the local file with O_DIRECT from a staged copy (ClusterData.directWrite). */
+export interface DirectWrite {
+  fd: number;
+  bytes: Uint8Array;
+  stage: Stage;
 }
 
 /**
@@ -309,6 +318,8 @@ export interface CacheStats {
   uploads: number;
   /** Of the uploads, those sent from a staged copy of the writes (no read-back). */
   stagedUploads: number;
+  /** Writes of the local file made with O_DIRECT from a staged copy (no page-cache copy). */
+  directWrites: number;
   bytes: number;
   capacityBytes: number;
   /** Bytes received from peers (chunks filled and ranges read straight into a reader). */
@@ -360,6 +371,11 @@ export class ClusterData {
   #stagedCount = 0;
   readonly #writing = new Map<number, number>();
   readonly #earlyPublish = new Set<number>();
+  /** Per inode: the local file opened again with O_DIRECT, and the buffered fd it was opened
+   * from (a new local fd means a new open: the direct one is opened again). */
+  readonly #directFds = new Map<number, { from: number; fd: number }>();
+  /** The local file system refused O_DIRECT once: buffered writes only. */
+  #directOff = false;
   /** Set by the vfs: a file has enough complete staged chunks to publish them now. */
   onStaged: (ino: number) => void = () => {};
   readonly #openLeaseSeconds: number | undefined;
@@ -431,6 +447,7 @@ export class ClusterData {
       checksumFailures: 0,
       uploads: 0,
       stagedUploads: 0,
+      directWrites: 0,
       bytes: this.index.bytes,
       capacityBytes: options.capacityBytes ?? 8 * 2 ** 30,
       peerFetchedBytes: 0,
@@ -577,6 +594,7 @@ export class ClusterData {
   async closed(ino: number): Promise<boolean | undefined> {
     this.#endDirect(ino);
     const state = this.#files.get(ino);
+    this.#closeDirect(ino);
     if (state && state.dirty.size === 0) {
       for (const index of [...state.staged.keys()]) this.#unstage(state, index);
       this.#files.delete(ino);
@@ -1186,6 +1204,81 @@ export class ClusterData {
   }
 
   /**
+   * Before a write that `writeStarts` found alone: when it continues (or starts) a staged copy
+   * and is 4 KiB-aligned in offset and length, its bytes are copied into the copy (aligned
+   * memory) and the local file is written from there with O_DIRECT, not through the page cache
+   * (the copy into fresh page-cache pages was most of a writing node's CPU, src/cluster/README.md
+   * Data path). Undefined: write `data` to `fd` as usual.
+   */
+  directWrite(ino: number, fd: number, offset: number, data: Uint8Array): DirectWrite | undefined {
+    const state = this.#files.get(ino);
+    if (!state || this.#directOff || this.#stageLimit === 0) return undefined;
+    const index = Math.floor(offset / CHUNK_SIZE);
+    const within = offset - index * CHUNK_SIZE;
+    if (
+      offset % DIRECT_ALIGN_BYTES !== 0 || data.length % DIRECT_ALIGN_BYTES !== 0 ||
+      data.length === 0 || within + data.length > CHUNK_SIZE
+    ) return undefined;
+    let stage = state.staged.get(index);
+    if (stage && (within > stage.filled || stage.busy > 0)) return undefined;
+    if (!stage) {
+      if (within !== 0 || data.length < STAGE_MIN_BYTES) return undefined;
+      if (this.#stagedCount >= this.#stageLimit) return undefined;
+    }
+    const direct = this.#directFd(ino, fd);
+    if (direct === undefined) return undefined;
+    if (!stage) {
+      stage = { buffer: takeBuffer(CHUNK_SIZE), filled: 0, seq: 0, busy: 0 };
+      state.staged.set(index, stage);
+      this.#stagedCount++;
+    }
+    const bytes = stage.buffer.subarray(within, within + data.length);
+    bytes.set(data);
+    stage.busy++;
+    return { fd: direct, bytes, stage };
+  }
+
+  /** The write with O_DIRECT failed: no more of them on this node (the caller writes buffered). */
+  directFailed(ino: number, direct: DirectWrite, error: unknown): void {
+    direct.stage.busy--;
+    if (!this.#directOff) {
+      this.#directOff = true;
+      this.#log(
+        `skyfs: local file writes with O_DIRECT failed (${
+          (error as Error).message
+        }); writing through the page cache from now on`,
+      );
+    }
+    this.#closeDirect(ino);
+  }
+
+  #directFd(ino: number, fd: number): number | undefined {
+    const held = this.#directFds.get(ino);
+    if (held?.from === fd) return held.fd;
+    if (held) this.#closeDirect(ino);
+    let direct: number;
+    try {
+      direct = libc.open(`/proc/self/fd/${fd}`, libc.O_WRONLY | libc.O_DIRECT | libc.O_CLOEXEC);
+    } catch {
+      this.#directOff = true; // e.g. tmpfs: EINVAL
+      return undefined;
+    }
+    if (libc.fstat(direct).ino !== libc.fstat(fd).ino) {
+      libc.close(direct);
+      return undefined;
+    }
+    this.#directFds.set(ino, { from: fd, fd: direct });
+    return direct;
+  }
+
+  #closeDirect(ino: number): void {
+    const held = this.#directFds.get(ino);
+    if (!held) return;
+    this.#directFds.delete(ino);
+    libc.close(held.fd);
+  }
+
+  /**
    * The write `writeStarts` announced ended: `data` is what reached the local file at `offset`
    * (undefined if it failed: then `length` is what it tried). Its chunks are dirty; where the
    * write continues a chunk's staged copy (or starts at the chunk's first byte) and overlapped
@@ -1197,7 +1290,12 @@ export class ClusterData {
     length: number,
     data: Uint8Array | undefined,
     alone: boolean,
+    direct?: DirectWrite,
   ): void {
+    if (direct) {
+      direct.stage.busy--;
+      this.stats.directWrites++;
+    }
     const writing = this.#writing.get(ino) ?? 1;
     if (writing <= 1) this.#writing.delete(ino);
     else this.#writing.set(ino, writing - 1);
@@ -1216,7 +1314,7 @@ export class ClusterData {
       // Started by a streaming write only (FUSE sends 128 KiB-1 MiB ones): a small file's
       // write is cheaper read back than copied into a 4 MiB buffer.
       if (!stage && within === 0 && n >= STAGE_MIN_BYTES && this.#stagedCount < this.#stageLimit) {
-        stage = { buffer: takeBuffer(CHUNK_SIZE), filled: 0, seq: 0 };
+        stage = { buffer: takeBuffer(CHUNK_SIZE), filled: 0, seq: 0, busy: 0 };
         state.staged.set(index, stage);
         this.#stagedCount++;
       }
@@ -1225,7 +1323,8 @@ export class ClusterData {
         this.#unstage(state, index);
         continue;
       }
-      stage.buffer.set(piece, within);
+      // A direct write's bytes are there already (copied before it).
+      if (stage !== direct?.stage) stage.buffer.set(piece, within);
       stage.filled = Math.max(stage.filled, within + n);
       stage.seq = state.dirty.get(index)!;
     }
@@ -1241,7 +1340,8 @@ export class ClusterData {
     if (!stage) return;
     state.staged.delete(index);
     this.#stagedCount--;
-    recycleBuffer(stage.buffer);
+    // A direct write still reading it: left to the garbage collector, never handed out again.
+    if (stage.busy === 0) recycleBuffer(stage.buffer);
   }
 
   // --- truncate ---
@@ -1359,6 +1459,7 @@ export class ClusterData {
       state.staged.delete(index);
       this.#stagedCount--;
       const length = Math.min(CHUNK_SIZE, size - index * CHUNK_SIZE);
+      if (stage.busy > 0) continue; // a direct write in flight: read back, buffer left alone
       if (stage.seq === seq && stage.filled === length && length > this.inlineBytes) {
         staged.set(index, stage.buffer.subarray(0, length));
       } else recycleBuffer(stage.buffer);
@@ -1821,6 +1922,7 @@ export class ClusterData {
     this.index.deleteInode(ino);
     const state = this.#files.get(ino);
     if (state) { for (const index of [...state.staged.keys()]) this.#unstage(state, index); }
+    this.#closeDirect(ino);
     this.#files.delete(ino);
     this.stats.bytes = this.index.bytes;
   }

@@ -275,14 +275,24 @@ async function writeAt(
   await cluster.ensure(ino, fd, offset, data.length, true);
   // The written bytes are also copied into the chunks' staged copies (no read-back at upload).
   const alone = cluster.writeStarts(ino);
+  // Streaming, aligned: the local file is written with O_DIRECT from the staged copy.
+  let direct = alone ? cluster.directWrite(ino, fd, offset, data) : undefined;
   let written: number;
   try {
-    written = await core.io.write(fd, data, offset);
+    if (direct) {
+      try {
+        written = await core.io.write(direct.fd, direct.bytes, offset);
+      } catch (error) {
+        cluster.directFailed(ino, direct, error);
+        direct = undefined;
+        written = await core.io.write(fd, data, offset);
+      }
+    } else written = await core.io.write(fd, data, offset);
   } catch (error) {
     cluster.writeEnds(ino, offset, data.length, undefined, alone); // some may have landed
     throw error;
   }
-  cluster.writeEnds(ino, offset, written, data.subarray(0, written), alone);
+  cluster.writeEnds(ino, offset, written, data.subarray(0, written), alone, direct);
   await afterDataChange(core, ctx, ino);
   return written;
 }
