@@ -200,7 +200,6 @@ function clusterOptions(config: Config) {
     zoneTimeoutMs: config.get("cluster.zone_timeout_ms"),
     zoneDownMs: config.get("cluster.zone_down_ms"),
     inlineBytes: config.get("cluster.inline_bytes"),
-    uploadStageChunks: config.get("cluster.upload_stage_chunks"),
   };
 }
 

@@ -19,7 +19,7 @@ import { decodeInode, keys, type Namespace, type NsTxn } from "../meta/namespace
 import type { LocalStore } from "./local.ts";
 import { type BackendStore, chunkObjectKey } from "./backend.ts";
 import { type CachedChunk, CacheIndex } from "./cache_index.ts";
-import { DIRECT_ALIGN_BYTES, recycleBuffer, takeBuffer } from "./buffer_pool.ts";
+import { recycleBuffer, takeBuffer } from "./buffer_pool.ts";
 import { openGuardKey, openRecordKey, OpenRecords } from "./open_records.ts";
 import {
   CHUNK_SIZE,
@@ -83,9 +83,6 @@ export interface ChunkSourceRanges {
   /** The reads of inode `ino` stopped for now. */
   endStream?(ino: number): void;
 }
-
-/** The smallest write that starts a staged copy of a chunk (ClusterData.writeEnds). */
-export const STAGE_MIN_BYTES = 128 * 1024;
 
 /** A chunk read again from another open within this long is stored locally (readDirect). */
 export const ADMIT_WINDOW_MS = 10 * 60_000;
@@ -200,10 +197,6 @@ export interface ClusterDataOptions {
   readaheadChunks?: number;
   /** Uploads in flight per flush. Default 4. */
   uploadParallel?: number;
-  /** Chunks of 4 MiB this node may hold as copies of the writes that made them, so their upload
-   * needs no read-back of the local file; 0 = off. A file with half this many complete ones is
-   * published early. Default 16 (config cluster.upload_stage_chunks). */
-  uploadStageChunks?: number;
   /** TTL of the lease this node's open records are on. Default 5 s (as membership). */
   openLeaseSeconds?: number;
   /** How long this node's open record outlives the last close (OpenRecords). Default 60000 ms
@@ -257,30 +250,6 @@ interface FileState {
   directEnd: number;
   /** Chunk at which readDirect last requested the chunks ahead: once per chunk. */
   aheadAt: number;
-  /** Dirty chunks whose bytes are also in memory, copied from the writes that made them. */
-  staged: Map<number, Stage>;
-}
-
-/**
- * A copy of a dirty chunk's first `filled` bytes made from the writes themselves (every write
- * to the chunk since its first byte, in order, none overlapping another in time), valid while
- * the chunk's dirty sequence is still `seq`: then its upload needs no read-back of the local
- * file. Any other change of the chunk (fallocate, copy_file_range, truncate, a failed or
- * concurrent write) drops it.
- */
-interface Stage {
-  buffer: Uint8Array;
-  filled: number;
-  seq: number;
-  /** O_DIRECT writes of the local file from `buffer` in flight: it must not be reused meanwhile. */
-  busy: number;
-}
-
-/** A write of the local file with O_DIRECT from a staged copy (ClusterData.directWrite). */
-export interface DirectWrite {
-  fd: number;
-  bytes: Uint8Array;
-  stage: Stage;
 }
 
 /**
@@ -316,10 +285,6 @@ export interface CacheStats {
   evictions: number;
   checksumFailures: number;
   uploads: number;
-  /** Of the uploads, those sent from a staged copy of the writes (no read-back). */
-  stagedUploads: number;
-  /** Writes of the local file made with O_DIRECT from a staged copy (no page-cache copy). */
-  directWrites: number;
   bytes: number;
   capacityBytes: number;
   /** Bytes received from peers (chunks filled and ranges read straight into a reader). */
@@ -365,19 +330,6 @@ export class ClusterData {
   readonly #inflight = new Map<string, Promise<void>>();
   readonly #readahead: number;
   readonly #uploadParallel: number;
-  /** cluster.upload_stage_chunks; the chunks staged now, all files; the writes in flight per
-   * inode; the inodes an early publish was asked for and has not started uploading. */
-  readonly #stageLimit: number;
-  #stagedCount = 0;
-  readonly #writing = new Map<number, number>();
-  readonly #earlyPublish = new Set<number>();
-  /** Per inode: the local file opened again with O_DIRECT, and the buffered fd it was opened
-   * from (a new local fd means a new open: the direct one is opened again). */
-  readonly #directFds = new Map<number, { from: number; fd: number }>();
-  /** The local file system refused O_DIRECT once: buffered writes only. */
-  #directOff = false;
-  /** Set by the vfs: a file has enough complete staged chunks to publish them now. */
-  onStaged: (ino: number) => void = () => {};
   readonly #openLeaseSeconds: number | undefined;
   readonly #openLingerMs: number | undefined;
   readonly zones: ZoneStores | undefined;
@@ -416,12 +368,6 @@ export class ClusterData {
     this.index = new CacheIndex(`${dataDir}/cache.log`);
     this.#readahead = options.readaheadChunks ?? 8;
     this.#uploadParallel = options.uploadParallel ?? 4;
-    this.#stageLimit = options.uploadStageChunks ?? 16;
-    if (!Number.isInteger(this.#stageLimit) || this.#stageLimit < 0) {
-      throw new RangeError(
-        `cluster.upload_stage_chunks = ${this.#stageLimit} is invalid: use a whole number, 0 = off`,
-      );
-    }
     this.#openLeaseSeconds = options.openLeaseSeconds;
     this.#openLingerMs = options.openLingerMs;
     this.zones = options.zones;
@@ -446,8 +392,6 @@ export class ClusterData {
       evictions: 0,
       checksumFailures: 0,
       uploads: 0,
-      stagedUploads: 0,
-      directWrites: 0,
       bytes: this.index.bytes,
       capacityBytes: options.capacityBytes ?? 8 * 2 ** 30,
       peerFetchedBytes: 0,
@@ -522,7 +466,6 @@ export class ClusterData {
           generation: 0,
           directEnd: -1,
           aheadAt: -1,
-          staged: new Map(),
         },
       );
     }
@@ -594,11 +537,7 @@ export class ClusterData {
   async closed(ino: number): Promise<boolean | undefined> {
     this.#endDirect(ino);
     const state = this.#files.get(ino);
-    this.#closeDirect(ino);
-    if (state && state.dirty.size === 0) {
-      for (const index of [...state.staged.keys()]) this.#unstage(state, index);
-      this.#files.delete(ino);
-    }
+    if (state && state.dirty.size === 0) this.#files.delete(ino);
     if (!this.records.isHeld(ino)) return undefined;
     this.records.closeLater(ino);
     // Cached unless another node changed it since this node's open (the watch forgets it).
@@ -1182,9 +1121,8 @@ export class ClusterData {
     return data.subarray(0, ref.length);
   }
 
-  /** A change of [offset, offset+length) reached the local file (not through `writeEnds`):
-   * its chunks are dirty, and no staged copy of them is valid any more. */
-  noteWrite(ino: number, offset: number, length: number, unstage = true): void {
+  /** A write of [offset, offset+length) reached the local file. */
+  noteWrite(ino: number, offset: number, length: number): void {
     const state = this.#files.get(ino);
     if (!state || length <= 0) return;
     const first = Math.floor(offset / CHUNK_SIZE);
@@ -1192,156 +1130,7 @@ export class ClusterData {
     for (let index = first; index <= last; index++) {
       state.dirty.set(index, ++this.#seq);
       this.index.delete(ino, index);
-      if (unstage) this.#unstage(state, index);
     }
-  }
-
-  /** A write through the vfs is about to reach the local file; pass the result to `writeEnds`. */
-  writeStarts(ino: number): boolean {
-    const before = this.#writing.get(ino) ?? 0;
-    this.#writing.set(ino, before + 1);
-    return before === 0;
-  }
-
-  /**
-   * Before a write that `writeStarts` found alone: when it continues (or starts) a staged copy
-   * and is 4 KiB-aligned in offset and length, its bytes are copied into the copy (aligned
-   * memory) and the local file is written from there with O_DIRECT, not through the page cache
-   * (the copy into fresh page-cache pages was most of a writing node's CPU, src/cluster/README.md
-   * Data path). Undefined: write `data` to `fd` as usual.
-   */
-  directWrite(ino: number, fd: number, offset: number, data: Uint8Array): DirectWrite | undefined {
-    const state = this.#files.get(ino);
-    if (!state || this.#directOff || this.#stageLimit === 0) return undefined;
-    const index = Math.floor(offset / CHUNK_SIZE);
-    const within = offset - index * CHUNK_SIZE;
-    if (
-      offset % DIRECT_ALIGN_BYTES !== 0 || data.length % DIRECT_ALIGN_BYTES !== 0 ||
-      data.length === 0 || within + data.length > CHUNK_SIZE
-    ) return undefined;
-    let stage = state.staged.get(index);
-    if (stage && (within > stage.filled || stage.busy > 0)) return undefined;
-    if (!stage) {
-      if (within !== 0 || data.length < STAGE_MIN_BYTES) return undefined;
-      if (this.#stagedCount >= this.#stageLimit) return undefined;
-    }
-    const direct = this.#directFd(ino, fd);
-    if (direct === undefined) return undefined;
-    if (!stage) {
-      stage = { buffer: takeBuffer(CHUNK_SIZE), filled: 0, seq: 0, busy: 0 };
-      state.staged.set(index, stage);
-      this.#stagedCount++;
-    }
-    const bytes = stage.buffer.subarray(within, within + data.length);
-    bytes.set(data);
-    stage.busy++;
-    return { fd: direct, bytes, stage };
-  }
-
-  /** The write with O_DIRECT failed: no more of them on this node (the caller writes buffered). */
-  directFailed(ino: number, direct: DirectWrite, error: unknown): void {
-    direct.stage.busy--;
-    if (!this.#directOff) {
-      this.#directOff = true;
-      this.#log(
-        `skyfs: local file writes with O_DIRECT failed (${
-          (error as Error).message
-        }); writing through the page cache from now on`,
-      );
-    }
-    this.#closeDirect(ino);
-  }
-
-  #directFd(ino: number, fd: number): number | undefined {
-    const held = this.#directFds.get(ino);
-    if (held?.from === fd) return held.fd;
-    if (held) this.#closeDirect(ino);
-    let direct: number;
-    try {
-      direct = libc.open(`/proc/self/fd/${fd}`, libc.O_WRONLY | libc.O_DIRECT | libc.O_CLOEXEC);
-    } catch {
-      this.#directOff = true; // e.g. tmpfs: EINVAL
-      return undefined;
-    }
-    if (libc.fstat(direct).ino !== libc.fstat(fd).ino) {
-      libc.close(direct);
-      return undefined;
-    }
-    this.#directFds.set(ino, { from: fd, fd: direct });
-    return direct;
-  }
-
-  #closeDirect(ino: number): void {
-    const held = this.#directFds.get(ino);
-    if (!held) return;
-    this.#directFds.delete(ino);
-    libc.close(held.fd);
-  }
-
-  /**
-   * The write `writeStarts` announced ended: `data` is what reached the local file at `offset`
-   * (undefined if it failed: then `length` is what it tried). Its chunks are dirty; where the
-   * write continues a chunk's staged copy (or starts at the chunk's first byte) and overlapped
-   * no other write in time (`alone`, and none in flight now), the bytes are copied into it.
-   */
-  writeEnds(
-    ino: number,
-    offset: number,
-    length: number,
-    data: Uint8Array | undefined,
-    alone: boolean,
-    direct?: DirectWrite,
-  ): void {
-    if (direct) {
-      direct.stage.busy--;
-      this.stats.directWrites++;
-    }
-    const writing = this.#writing.get(ino) ?? 1;
-    if (writing <= 1) this.#writing.delete(ino);
-    else this.#writing.set(ino, writing - 1);
-    const stageable = data !== undefined && alone && writing <= 1 && this.#stageLimit > 0;
-    this.noteWrite(ino, offset, length, !stageable);
-    const state = this.#files.get(ino);
-    if (!state || !stageable) return;
-    let complete = 0;
-    for (let at = offset; at < offset + data.length;) {
-      const index = Math.floor(at / CHUNK_SIZE);
-      const within = at - index * CHUNK_SIZE;
-      const n = Math.min(CHUNK_SIZE - within, offset + data.length - at);
-      const piece = data.subarray(at - offset, at - offset + n);
-      at += n;
-      let stage = state.staged.get(index);
-      // Started by a streaming write only (FUSE sends 128 KiB-1 MiB ones): a small file's
-      // write is cheaper read back than copied into a 4 MiB buffer.
-      if (!stage && within === 0 && n >= STAGE_MIN_BYTES && this.#stagedCount < this.#stageLimit) {
-        stage = { buffer: takeBuffer(CHUNK_SIZE), filled: 0, seq: 0, busy: 0 };
-        state.staged.set(index, stage);
-        this.#stagedCount++;
-      }
-      if (!stage) continue;
-      if (within > stage.filled) { // a gap: the copy would not match the chunk
-        this.#unstage(state, index);
-        continue;
-      }
-      // A direct write's bytes are there already (copied before it).
-      if (stage !== direct?.stage) stage.buffer.set(piece, within);
-      stage.filled = Math.max(stage.filled, within + n);
-      stage.seq = state.dirty.get(index)!;
-    }
-    for (const stage of state.staged.values()) if (stage.filled === CHUNK_SIZE) complete++;
-    if (complete * 2 >= this.#stageLimit && !this.#earlyPublish.has(ino)) {
-      this.#earlyPublish.add(ino);
-      this.onStaged(ino);
-    }
-  }
-
-  #unstage(state: FileState, index: number): void {
-    const stage = state.staged.get(index);
-    if (!stage) return;
-    state.staged.delete(index);
-    this.#stagedCount--;
-    // A direct write still reading it: left to the garbage collector, never handed out again.
-    if (stage.busy === 0) recycleBuffer(stage.buffer);
   }
 
   // --- truncate ---
@@ -1360,10 +1149,6 @@ export class ClusterData {
       state.map = truncateChunkMap(state.map, size);
       for (const index of state.dirty.keys()) {
         if (index * CHUNK_SIZE >= size) state.dirty.delete(index);
-      }
-      // A copy of a chunk the cut reaches no longer matches it (nor would after a regrowth).
-      for (const index of [...state.staged.keys()]) {
-        if ((index + 1) * CHUNK_SIZE > size) this.#unstage(state, index);
       }
     }
     for (const cached of this.index.ofInode(ino)) {
@@ -1449,21 +1234,6 @@ export class ClusterData {
 
   async #uploadFrom(ino: number, fd: number, state: FileState): Promise<PendingChunk[]> {
     const size = libc.fstat(fd).size;
-    this.#earlyPublish.delete(ino);
-    // Staged copies of the dirty chunks are taken now (later writes start new ones): a copy
-    // that still matches its chunk is uploaded as is, the others go.
-    const staged = new Map<number, Uint8Array>();
-    for (const [index, seq] of state.dirty) {
-      const stage = state.staged.get(index);
-      if (!stage) continue;
-      state.staged.delete(index);
-      this.#stagedCount--;
-      const length = Math.min(CHUNK_SIZE, size - index * CHUNK_SIZE);
-      if (stage.busy > 0) continue; // a direct write in flight: read back, buffer left alone
-      if (stage.seq === seq && stage.filled === length && length > this.inlineBytes) {
-        staged.set(index, stage.buffer.subarray(0, length));
-      } else recycleBuffer(stage.buffer);
-    }
     // A small file: its bytes go into the chunk map, in the publishing transaction (no object).
     if (size > 0 && size <= this.inlineBytes && state.dirty.has(0)) {
       return [await this.#inlineChunk(fd, state.dirty.get(0)!, size)];
@@ -1501,12 +1271,9 @@ export class ClusterData {
         const start = index * CHUNK_SIZE;
         // A pooled buffer: a fresh 4 MiB one per chunk was zeroed and faulted in page by page
         // (memset and page faults were ~10% of a writing node's CPU, issue 13).
-        const copy = staged.get(index);
-        staged.delete(index);
-        const data = copy ?? takeBuffer(Math.min(CHUNK_SIZE, size - start));
+        const data = takeBuffer(Math.min(CHUNK_SIZE, size - start));
         try {
-          if (copy) this.stats.stagedUploads++;
-          let done = copy ? data.length : 0;
+          let done = 0;
           while (done < data.length) {
             const n = await this.#io.read(fd, data.subarray(done), start + done);
             if (n === 0) break;
@@ -1920,9 +1687,6 @@ export class ClusterData {
     this.records?.forget(ino);
     this.#dropServeFd(ino);
     this.index.deleteInode(ino);
-    const state = this.#files.get(ino);
-    if (state) { for (const index of [...state.staged.keys()]) this.#unstage(state, index); }
-    this.#closeDirect(ino);
     this.#files.delete(ino);
     this.stats.bytes = this.index.bytes;
   }

@@ -1025,8 +1025,7 @@ Deno.test({
     const consoleError = console.error;
     console.error = (...args: unknown[]) => errors.push(args.join(" "));
     try {
-      // The read-back path (staged copies need no read to hold).
-      const a = await c.start("a", undefined, { uploadStageChunks: 0 }, 30);
+      const a = await c.start("a", undefined, {}, 30);
       const b = await c.start("b");
       /**
        * Let what `hold` holds (the write-back's) go once the close finished, if the close runs
@@ -1111,8 +1110,7 @@ Deno.test({
     const watched = watchedEngine(createPortableEngine());
     const c = await setup(watched.engine);
     try {
-      // The read-back path (a staged copy needs no read to hold).
-      const a = await c.start("a", undefined, { uploadStageChunks: 0 }, 60_000);
+      const a = await c.start("a", undefined, {}, 60_000);
       const content = random(1 << 20);
       const f = await a.vfs.create(ctx, 1, name("f"), 0o644, 0, O_RDWR);
       await a.vfs.write(ctx, f.attr.ino, f.fh, 0, content);
@@ -1253,186 +1251,6 @@ Deno.test({
           }),
         /cluster.inline_bytes = 65537 is out of range: use 0 \(off\) to 65536/,
       );
-    } finally {
-      await c.cleanup();
-    }
-  },
-});
-
-Deno.test({
-  name:
-    "cluster data: streaming writes upload from staged copies, not the local file; B reads them back",
-  ...options,
-  fn: async () => {
-    const c = await setup();
-    try {
-      const a = await c.start("a");
-      const b = await c.start("b");
-      // Chunk 2's only write is 300000 bytes (>= STAGE_MIN_BYTES): staged too.
-      const content = random(2 * CHUNK_SIZE + 300_000);
-      await writeFile(a.vfs, "s", content);
-      assert.equal(a.data.stats.uploads, 3);
-      assert.equal(a.data.stats.stagedUploads, 3, "every chunk from its staged copy");
-      assert.deepEqual(await readFile(b.vfs, "s"), content);
-      // A small tail write (< STAGE_MIN_BYTES) at a chunk start is read back instead.
-      const small = random(CHUNK_SIZE + 1000);
-      await writeFile(a.vfs, "small", small);
-      assert.equal(a.data.stats.stagedUploads, 4);
-      assert.equal(a.data.stats.uploads, 5);
-      assert.deepEqual(await readFile(b.vfs, "small"), small);
-    } finally {
-      await c.cleanup();
-    }
-  },
-});
-
-Deno.test({
-  name:
-    "cluster data: a staged chunk cut by a truncate and grown again uploads the zeros, not the copy",
-  ...options,
-  fn: async () => {
-    const c = await setup();
-    try {
-      const a = await c.start("a", undefined, {}, 60_000);
-      const b = await c.start("b");
-      const created = await a.vfs.create(ctx, 1, name("t"), 0o644, 0, O_RDWR);
-      const ino = created.attr.ino;
-      const content = random(CHUNK_SIZE);
-      for (let off = 0; off < CHUNK_SIZE; off += 1 << 20) {
-        await a.vfs.write(ctx, ino, created.fh, off, content.subarray(off, off + (1 << 20)));
-      }
-      // Same dirty sequence, same length as the staged copy: only the cut tells them apart.
-      await a.vfs.setattr(ctx, ino, { size: 1 << 20 });
-      await a.vfs.setattr(ctx, ino, { size: CHUNK_SIZE });
-      await a.vfs.flush(ctx, ino, created.fh, 0n);
-      await a.vfs.release(ino, created.fh, 0);
-      const expected = new Uint8Array(CHUNK_SIZE);
-      expected.set(content.subarray(0, 1 << 20));
-      assert.equal(a.data.stats.stagedUploads, 0);
-      assert.deepEqual(await readFile(b.vfs, "t"), expected);
-    } finally {
-      await c.cleanup();
-    }
-  },
-});
-
-Deno.test({
-  name:
-    "cluster data: writes in flight together, a gap or a copy_file_range are not staged; B reads what A has",
-  ...options,
-  fn: async () => {
-    const c = await setup();
-    try {
-      const a = await c.start("a", undefined, {}, 60_000);
-      const b = await c.start("b");
-      const created = await a.vfs.create(ctx, 1, name("w"), 0o644, 0, O_RDWR);
-      const ino = created.attr.ino;
-      const one = random(1 << 20);
-      const two = random(1 << 20);
-      // Chunk 0: two overlapping writes at once (which lands last is the engine's business).
-      await Promise.all([
-        a.vfs.write(ctx, ino, created.fh, 0, one),
-        a.vfs.write(ctx, ino, created.fh, 4096, two),
-      ]);
-      // Chunk 1: starts with a gap (its first write is not at the chunk start).
-      await a.vfs.write(ctx, ino, created.fh, CHUNK_SIZE + 4096, random(1 << 20));
-      // Chunk 2: staged, then changed by copy_file_range from chunk 1.
-      await a.vfs.write(ctx, ino, created.fh, 2 * CHUNK_SIZE, random(1 << 20));
-      await a.vfs.copyFileRange(
-        ctx,
-        { ino, fh: created.fh, offset: CHUNK_SIZE + 4096 },
-        { ino, fh: created.fh, offset: 2 * CHUNK_SIZE + 100 },
-        5000,
-        0,
-      );
-      await a.vfs.flush(ctx, ino, created.fh, 0n);
-      const size = (await a.vfs.getattr(ctx, ino)).size;
-      const onA = await readAll(a.vfs, ino, created.fh, size);
-      await a.vfs.release(ino, created.fh, 0);
-      assert.equal(a.data.stats.uploads, 3);
-      assert.equal(a.data.stats.stagedUploads, 0);
-      assert.deepEqual(await readFile(b.vfs, "w"), onA);
-    } finally {
-      await c.cleanup();
-    }
-  },
-});
-
-Deno.test({
-  name:
-    "cluster data: a file with half of cluster.upload_stage_chunks complete publishes them before the timer or the close",
-  ...options,
-  fn: async () => {
-    const c = await setup();
-    try {
-      // The write-back timer (60 s) cannot be what uploads here.
-      const a = await c.start("a", undefined, { uploadStageChunks: 4 }, 60_000);
-      const b = await c.start("b");
-      const created = await a.vfs.create(ctx, 1, name("e"), 0o644, 0, O_RDWR);
-      const ino = created.attr.ino;
-      const content = random(3 * CHUNK_SIZE);
-      for (let off = 0; off < content.length; off += 1 << 20) {
-        await a.vfs.write(ctx, ino, created.fh, off, content.subarray(off, off + (1 << 20)));
-      }
-      await until(async () => (await c.backend.list("c/")).length >= 2, "2 chunks uploaded");
-      assert.equal(a.data.stats.stagedUploads, a.data.stats.uploads);
-      await a.vfs.flush(ctx, ino, created.fh, 0n);
-      await a.vfs.release(ino, created.fh, 0);
-      assert.deepEqual(await readFile(b.vfs, "e"), content);
-      assert.equal(a.data.stats.uploads, 3, "the early publish's chunks were not sent again");
-    } finally {
-      await c.cleanup();
-    }
-  },
-});
-
-Deno.test({
-  name: "cluster data: cluster.upload_stage_chunks must be a whole number",
-  fn: () => {
-    assert.throws(
-      () =>
-        new ClusterData("/nonexistent", {
-          nodeId: "x",
-          backend: {} as BackendStore,
-          uploadStageChunks: -1,
-        }),
-      /cluster.upload_stage_chunks = -1 is invalid/,
-    );
-  },
-});
-
-Deno.test({
-  name:
-    "cluster data: aligned streaming writes reach the local file with O_DIRECT from the staged copy; A's own reads and B's see the bytes",
-  ...options,
-  fn: async () => {
-    const c = await setup(openUringEngine());
-    try {
-      const a = await c.start("a", undefined, {}, 60_000);
-      const b = await c.start("b");
-      const created = await a.vfs.create(ctx, 1, name("d"), 0o644, 0, O_RDWR);
-      const ino = created.attr.ino;
-      const content = random(CHUNK_SIZE + (1 << 20) + 5000);
-      // 1 MiB writes, the last one 5000 bytes (not aligned: through the page cache).
-      for (let off = 0; off < content.length; off += 1 << 20) {
-        await a.vfs.write(ctx, ino, created.fh, off, content.subarray(off, off + (1 << 20)));
-      }
-      assert.equal(a.data.stats.directWrites, 5, "4 + 1 aligned 1 MiB writes");
-      // An unaligned rewrite inside chunk 0 goes through the page cache over bytes written
-      // with O_DIRECT, and into the copy; then everything reads back on A.
-      const patch = random(8192);
-      await a.vfs.write(ctx, ino, created.fh, 5000, patch);
-      content.set(patch, 5000);
-      assert.equal(a.data.stats.directWrites, 5);
-      assert.deepEqual(await readAll(a.vfs, ino, created.fh, content.length), content);
-      await a.vfs.flush(ctx, ino, created.fh, 0n);
-      await a.vfs.release(ino, created.fh, 0);
-      assert.equal(a.data.stats.uploads, 2);
-      assert.equal(a.data.stats.stagedUploads, 2, "both chunks from their copies");
-      assert.deepEqual(await readFile(b.vfs, "d"), content);
-      // A fresh node reads the same from the backend alone.
-      const fresh = await c.start("e");
-      assert.deepEqual(await readFile(fresh.vfs, "d"), content);
     } finally {
       await c.cleanup();
     }

@@ -55,8 +55,6 @@ export interface ClusterNodeOptions {
   zoneDownMs?: number;
   /** Files up to this size keep their data in the chunk map (config cluster.inline_bytes). */
   inlineBytes?: number;
-  /** Chunks staged in memory for upload without a read-back (config cluster.upload_stage_chunks). */
-  uploadStageChunks?: number;
   /** How the io_uring peer server sends a cached chunk (config peer.send). Default splice. */
   peerSend?: PeerSendMode;
   log?: (line: string) => void;
@@ -160,7 +158,6 @@ export class ClusterNode {
       zones: zoned,
       zoneDownMs: options.zoneDownMs,
       inlineBytes: options.inlineBytes,
-      uploadStageChunks: options.uploadStageChunks,
       log,
       // Cluster-wide; a per-volume policy (issue 16) answers here by inode.
       placement: () => placement,

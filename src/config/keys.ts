@@ -326,16 +326,6 @@ export const KEYS = {
       "written with the close's metadata (no backend object); larger files are chunks in the " +
       "backend as before (src/cluster/README.md, Small files inline)",
   },
-  "cluster.upload_stage_chunks": {
-    kind: "number",
-    schema: int(0, 256),
-    default: 16,
-    commands: MOUNTING,
-    allowed: "a whole number of 4 MiB chunks from 0 (off) to 256",
-    doc: "chunks a node keeps in memory as copies of the writes that made them, so their " +
-      "upload reads nothing back from the local file; a file with half this many complete " +
-      "ones publishes them at once (src/cluster/README.md, Data path)",
-  },
   // [peer]: the peer cache server and client
   "peer.listen": {
     kind: "string",

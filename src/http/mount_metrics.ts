@@ -271,15 +271,6 @@ function registerCacheMetrics(
     () => replication?.takenOver ?? 0,
   );
   metrics.counter(
-    "skyfs_chunk_uploads_total",
-    "Chunks this node uploaded to the backend, by where their bytes came from: staged (a copy made from the writes, cluster.upload_stage_chunks) or local (read back from the local file).",
-    () => [
-      [{ from: "staged" }, stats?.stagedUploads ?? 0],
-      [{ from: "local" }, (stats?.uploads ?? 0) - (stats?.stagedUploads ?? 0)],
-    ],
-    ["from"],
-  );
-  metrics.counter(
     "skyfs_peer_served_bytes_total",
     "Bytes of chunks served to other nodes (a range request counts its whole chunk).",
     () => stats?.peerServedBytes ?? 0,

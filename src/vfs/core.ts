@@ -260,16 +260,6 @@ export class VfsCore {
     this.volumeRoot = options.volumes?.root ?? "volumes";
     // An orphan whose open record went (after its linger) may be freed now.
     if (this.cluster) this.cluster.onOrphan = (ino) => this.maybePurge(ino);
-    // A streaming writer's staged chunks are uploaded from memory as they fill up, not when the
-    // write-back timer or the close comes (src/cluster/README.md, Data path).
-    if (this.cluster) {
-      this.cluster.onStaged = (ino) => {
-        if (this.#closed) return;
-        this.persist(ino).catch((error) =>
-          console.error(`skyfs: early publish of inode ${ino}: ${error}`)
-        );
-      };
-    }
   }
 
   // --- per-inode state ---

@@ -266,33 +266,9 @@ async function writeAt(
     throw new FsError("EFBIG", `write to ${offset + data.length} exceeds ${MAX_FILE_SIZE}`);
   }
   await claimQuota(core, ino, fd, offset + data.length);
-  const cluster = core.cluster;
-  if (!cluster) {
-    const written = await core.io.write(fd, data, offset);
-    await afterDataChange(core, ctx, ino);
-    return written;
-  }
-  await cluster.ensure(ino, fd, offset, data.length, true);
-  // The written bytes are also copied into the chunks' staged copies (no read-back at upload).
-  const alone = cluster.writeStarts(ino);
-  // Streaming, aligned: the local file is written with O_DIRECT from the staged copy.
-  let direct = alone ? cluster.directWrite(ino, fd, offset, data) : undefined;
-  let written: number;
-  try {
-    if (direct) {
-      try {
-        written = await core.io.write(direct.fd, direct.bytes, offset);
-      } catch (error) {
-        cluster.directFailed(ino, direct, error);
-        direct = undefined;
-        written = await core.io.write(fd, data, offset);
-      }
-    } else written = await core.io.write(fd, data, offset);
-  } catch (error) {
-    cluster.writeEnds(ino, offset, data.length, undefined, alone); // some may have landed
-    throw error;
-  }
-  cluster.writeEnds(ino, offset, written, data.subarray(0, written), alone, direct);
+  if (core.cluster) await core.cluster.ensure(ino, fd, offset, data.length, true);
+  const written = await core.io.write(fd, data, offset);
+  core.cluster?.noteWrite(ino, offset, written);
   await afterDataChange(core, ctx, ino);
   return written;
 }
