@@ -19,16 +19,40 @@
  */
 
 import { join } from "node:path";
+import { parseArgs } from "node:util";
 
-const args = Deno.args;
-const option = (name: string, fallback: string) => {
-  const at = args.indexOf(name);
-  return at >= 0 ? args[at + 1] : fallback;
-};
-const roots = args.flatMap((arg, i) => args[i - 1] === "--root" ? [arg] : []);
+const USAGE = "deno run -A bench/cluster/data_rates.ts [--mib 256] [--rounds 3] [--root DIR]...";
+let parsed;
+try {
+  parsed = parseArgs({
+    args: Deno.args,
+    options: {
+      mib: { type: "string", default: "256" },
+      rounds: { type: "string", default: "3" },
+      root: { type: "string", multiple: true, default: [] },
+      help: { type: "boolean", default: false },
+    },
+  });
+} catch (error) {
+  console.error(`data_rates: ${(error as Error).message}; usage: ${USAGE}`);
+  Deno.exit(2);
+}
+if (parsed.values.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
+const roots = [...parsed.values.root];
 if (roots.length === 0) roots.push(new URL("../../", import.meta.url).pathname);
-const mib = Number(option("--mib", "256"));
-const rounds = Number(option("--rounds", "3"));
+const mib = Number(parsed.values.mib);
+const rounds = Number(parsed.values.rounds);
+if (!Number.isInteger(mib) || mib < 1) {
+  console.error(`data_rates: --mib ${parsed.values.mib} is not a whole number of MiB from 1`);
+  Deno.exit(2);
+}
+if (!Number.isInteger(rounds) || rounds < 1) {
+  console.error(`data_rates: --rounds ${parsed.values.rounds} is not a whole number from 1`);
+  Deno.exit(2);
+}
 const bytes = mib * 2 ** 20;
 
 const libc = Deno.dlopen("libc.so.6", {
