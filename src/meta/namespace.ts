@@ -301,6 +301,16 @@ function decodeDirent(bytes: Uint8Array): DirentRecord {
   };
 }
 
+/** The inode number of a stored dirent (`NamespaceStore.scanDir`). */
+export function direntIno(bytes: Uint8Array): number {
+  return readU64(bytes, 0);
+}
+
+/** The S_IFMT bits of a stored dirent (`NamespaceStore.scanDir`). */
+export function direntType(bytes: Uint8Array): number {
+  return ((bytes[8] << 24) | (bytes[9] << 16) | (bytes[10] << 8) | bytes[11]) >>> 0;
+}
+
 function cloneRecord(record: InodeRecord): InodeRecord {
   return {
     ...record,
@@ -773,6 +783,24 @@ export class Namespace {
       out.push(dirent);
     }
     return out;
+  }
+
+  /**
+   * Every entry of a directory, in name byte order, without an object per entry: `visit` gets
+   * the entry's key (its name is `key.subarray(nameAt)`) and its stored dirent (`direntIno`,
+   * `direntType`), views valid only during the call. Synchronous views of the stored bytes when
+   * the store is in this process (`MetaKV.scan`), else pages of a range read.
+   */
+  async scanDir(
+    parent: number,
+    visit: (key: Uint8Array, nameAt: number, dirent: Uint8Array) => void,
+  ): Promise<void> {
+    const prefix = keys.dentries(parent);
+    if (this.kv.scan) {
+      this.kv.scan(prefix, prefixEnd(prefix), (key, value) => visit(key, prefix.length, value));
+      return;
+    }
+    for await (const kv of this.#scan(prefix, false)) visit(kv.key, prefix.length, kv.value);
   }
 
   /** Volume records in name order, at most `limit`, starting after name `after`. */
