@@ -150,8 +150,9 @@ export class DirListingBuilder {
       this.#count,
     );
     if (this.#shared) {
-      scratch.bytes = this.#bytes;
-      scratch.starts = this.#starts;
+      // Kept for the next listing up to a bound: one huge directory must not pin its size.
+      if (this.#bytes.length <= SCRATCH_KEEP_BYTES) scratch.bytes = this.#bytes;
+      if (this.#starts.byteLength <= SCRATCH_KEEP_BYTES) scratch.starts = this.#starts;
       scratch.busy = false;
       this.#shared = false;
     }
@@ -174,6 +175,9 @@ export class DirListingBuilder {
     this.#view = new DataView(bytes.buffer);
   }
 }
+
+/** The largest scratch buffer kept between listings (about 30,000 short names). */
+const SCRATCH_KEEP_BYTES = 1 << 20;
 
 const scratch: { bytes: Uint8Array; starts: Uint32Array; busy: boolean } = {
   bytes: new Uint8Array(4096),
