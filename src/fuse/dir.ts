@@ -4,13 +4,14 @@
  */
 
 import type { Handler, OpContext } from "./server.ts";
+import type { Attr } from "../vfs/types.ts";
 import {
   decodeReadIn,
-  direntReply,
-  direntSize,
+  ENTRY_OUT_SIZE,
   Fopen,
   FSYNC_FDATASYNC,
-  isDotOrDotDot,
+  listingPlusReply,
+  listingReply,
   Opcode,
   openReply,
   type Request,
@@ -31,31 +32,33 @@ const opendir: Handler = async (op, req) => {
   return openReply({ fh, openFlags });
 };
 
+/**
+ * READDIR and READDIRPLUS from the handle's listing (`DirListing`, records already in the
+ * kernel's layout): READDIR is one copy of the records that fit; READDIRPLUS puts an entry_out
+ * in front of each, with attributes only for inodes the kernel does not hold yet.
+ */
 async function readdirWith(op: OpContext, req: Request, plus: boolean) {
   const args = decodeReadIn(req.view);
-  // Ask for no more entries than could fit even if every name were one byte long.
-  const maxEntries = Math.max(1, Math.floor(args.size / direntSize(1, plus)));
-  const entries = await op.vfs.readdir(
-    op.ctx,
-    req.header.nodeid,
-    args.fh,
-    args.offset,
-    maxEntries,
-    plus,
-  );
-  const { reply, packed } = direntReply(
-    entries,
-    args.size,
-    plus,
-    (ino) => op.server.validityFor(ino),
-  );
-  if (plus) {
-    // The kernel now holds a reference to each packed entry (it will FORGET it later), except
-    // "." and "..", which it never instantiates from readdirplus.
-    for (let i = 0; i < packed; i++) {
-      if (!isDotOrDotDot(entries[i].name) && entries[i].attr) op.vfs.remember(entries[i].ino);
-    }
+  const ino = req.header.nodeid;
+  const listing = await op.vfs.readdirListing(op.ctx, ino, args.fh, args.offset);
+  const from = listing.first(args.offset);
+  if (!plus) return listingReply(listing, from, args.size);
+  const attrs: (Attr | null | undefined)[] = [];
+  let size = 0;
+  for (let i = from; i < listing.count; i++) {
+    const bytes = ENTRY_OUT_SIZE + listing.starts[i + 1] - listing.starts[i];
+    if (size + bytes > args.size) break;
+    const child = listing.ino(i);
+    // "." and ".." carry no entry (the kernel never instantiates them from readdirplus), nor do
+    // inodes the kernel holds already; only the rest costs an inode record.
+    const attr = i < 2 || op.vfs.knownToKernel(child) ? null : await op.vfs.direntAttr(child);
+    attrs.push(attr);
+    if (attr !== undefined) size += bytes;
   }
+  const reply = listingPlusReply(listing, from, attrs, (child) => op.server.validityFor(child));
+  // The kernel now holds a reference to each entry handed out with attributes (it will FORGET
+  // it later).
+  for (const attr of attrs) if (attr) op.vfs.remember(attr.ino);
   return reply;
 }
 

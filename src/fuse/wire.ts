@@ -7,6 +7,7 @@
  */
 
 import type { Attr, DirEntry, FileLock, StatFs } from "../vfs/types.ts";
+import type { DirListing } from "../vfs/listing.ts";
 
 export const KERNEL_VERSION = 7;
 /** The minor version we speak; the kernel takes the smaller of its own and ours. */
@@ -645,6 +646,51 @@ export function direntReply(
     offset += align8(DIRENT_HEADER_SIZE + entry.name.byteLength);
   }
   return { reply, packed };
+}
+
+/**
+ * READDIR from a listing: the run of records from entry `from` that fits in `maxSize` bytes,
+ * copied as they are (`DirListing` keeps them in `struct fuse_dirent` layout).
+ */
+export function listingReply(listing: DirListing, from: number, maxSize: number): Uint8Array {
+  const start = listing.starts[from];
+  const end = listing.starts[listing.fit(from, maxSize)];
+  const reply = replyBuffer(end - start);
+  reply.set(listing.bytes.subarray(start, end), OUT_HEADER_SIZE);
+  return reply;
+}
+
+/**
+ * READDIRPLUS from a listing: entries from `from` on, one per element of `attrs` (null: an
+ * entry_out of zeros, node id 0, which the kernel reads as "nothing to prime": "." and "..", and
+ * inodes it holds; undefined: the entry is left out), each entry_out followed by the entry's
+ * record as the listing has it. The caller sized `attrs` to fit `maxSize`.
+ */
+export function listingPlusReply(
+  listing: DirListing,
+  from: number,
+  attrs: (Attr | null | undefined)[],
+  validityOf: (ino: number) => Validity,
+): Uint8Array {
+  let size = 0;
+  for (let k = 0; k < attrs.length; k++) {
+    if (attrs[k] === undefined) continue;
+    size += ENTRY_OUT_SIZE + listing.starts[from + k + 1] - listing.starts[from + k];
+  }
+  const reply = replyBuffer(size);
+  const dv = viewOf(reply);
+  let offset = OUT_HEADER_SIZE;
+  for (let k = 0; k < attrs.length; k++) {
+    const attr = attrs[k];
+    if (attr === undefined) continue;
+    if (attr !== null) encodeEntryOut(dv, offset, attr, validityOf(attr.ino));
+    offset += ENTRY_OUT_SIZE;
+    const start = listing.starts[from + k];
+    const end = listing.starts[from + k + 1];
+    reply.set(listing.bytes.subarray(start, end), offset);
+    offset += end - start;
+  }
+  return reply;
 }
 
 const noCache: Validity = { entrySeconds: 0, attrSeconds: 0 };

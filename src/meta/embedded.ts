@@ -1263,6 +1263,28 @@ export class EmbeddedKV implements MetaKV {
     }
   }
 
+  /**
+   * `MetaKV.scan`: the entries with keys in [key, rangeEnd), in key order, handed to `visit` as
+   * the store's own bytes (no copies, no KeyValue per entry; a listing of a directory spent most
+   * of its time copying a range's entries, src/fuse/README.md "Listings"). The views are valid
+   * only during the call and must not be changed.
+   */
+  scan(
+    key: Uint8Array,
+    rangeEnd: Uint8Array,
+    visit: (key: Uint8Array, value: Uint8Array) => void,
+  ): void {
+    this.#checkOpen();
+    this.#expireDue();
+    const start = keyString(key);
+    const end = keyString(rangeEnd);
+    const high = this.#tree.maxKey();
+    if (high === undefined || high < start || end <= start) return;
+    this.#tree.forRange(start, end, false, (_name, kv) => {
+      visit(kv.key, kv.value);
+    });
+  }
+
   async put(request: PutRequest): Promise<PutResponse & { revision: number }> {
     this.#checkOpen();
     this.#expireDue();

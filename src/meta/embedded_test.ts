@@ -141,6 +141,32 @@ Deno.test("embedded: foreign files, missing directories and a second opener are 
   });
 });
 
+Deno.test("embedded: scan visits what range returns, in order, and nothing of an empty range", async () => {
+  const kv = await openEmbeddedKV(":memory:");
+  try {
+    for (const k of ["a", "b/1", "b/2", "b/20", "b/3", "b0", "c"]) {
+      await kv.put({ key: bytes(k), value: bytes(`v-${k}`) });
+    }
+    const scanned = (from: string, to: Uint8Array) => {
+      const out: string[] = [];
+      kv.scan(bytes(from), to, (key, value) => out.push(`${text(key)}=${text(value)}`));
+      return out;
+    };
+    for (
+      const [from, to] of [["b/", prefixEnd(bytes("b/"))], ["a", bytes("c")], ["0", bytes("zz")]]
+    ) {
+      const page = await kv.range({ key: bytes(from as string), rangeEnd: to as Uint8Array });
+      const want = page.kvs.map((e) => `${text(e.key)}=${text(e.value)}`);
+      assert.deepEqual(scanned(from as string, to as Uint8Array), want);
+    }
+    assert.deepEqual(scanned("b/2", bytes("b/2")), []);
+    assert.deepEqual(scanned("c", bytes("b")), []);
+    assert.deepEqual(scanned("d", bytes("e")), []);
+  } finally {
+    await kv.close();
+  }
+});
+
 Deno.test("embedded: an empty range [a, a) selects nothing even when a exists", async () => {
   const kv = await openEmbeddedKV(":memory:");
   try {

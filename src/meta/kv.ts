@@ -179,6 +179,16 @@ export interface MetaKV {
    */
   readonly merges?: boolean;
   range(request: RangeRequest): Promise<RangeResponse>;
+  /**
+   * Only a store in this process (the embedded one): visit the entries with keys in [key,
+   * rangeEnd) in key order, synchronously, with views of the stored bytes that are valid only
+   * during the call. Callers fall back to `range` when it is missing.
+   */
+  scan?(
+    key: Uint8Array,
+    rangeEnd: Uint8Array,
+    visit: (key: Uint8Array, value: Uint8Array) => void,
+  ): void;
   put(request: PutRequest): Promise<PutResponse & { revision: number }>;
   deleteRange(request: DeleteRangeRequest): Promise<DeleteRangeResponse & { revision: number }>;
   /** Atomically: if every compare holds run `success`, else `failure`. */

@@ -301,6 +301,16 @@ function decodeDirent(bytes: Uint8Array): DirentRecord {
   };
 }
 
+/** The inode number of a stored dirent (`NamespaceStore.scanDir`). */
+export function direntIno(bytes: Uint8Array): number {
+  return readU64(bytes, 0);
+}
+
+/** The S_IFMT bits of a stored dirent (`NamespaceStore.scanDir`). */
+export function direntType(bytes: Uint8Array): number {
+  return ((bytes[8] << 24) | (bytes[9] << 16) | (bytes[10] << 8) | bytes[11]) >>> 0;
+}
+
 function cloneRecord(record: InodeRecord): InodeRecord {
   return {
     ...record,
@@ -815,6 +825,31 @@ export class Namespace {
     if (!kept) return;
     this.#listings.delete(parent);
     this.#listingEntries -= kept.length;
+  }
+
+  /**
+   * Every entry of a directory, in name byte order, without an object per entry: `visit` gets
+   * the entry's key (its name is `key.subarray(nameAt)`) and its stored dirent (`direntIno`,
+   * `direntType`), views valid only during the call. Synchronous views of the stored bytes when
+   * the store is in this process (`MetaKV.scan`), else the listing `listDir` keeps (a remote
+   * store: a cluster node reads an unchanged directory once).
+   */
+  async scanDir(
+    parent: number,
+    visit: (key: Uint8Array, nameAt: number, dirent: Uint8Array) => void,
+  ): Promise<void> {
+    const prefix = keys.dentries(parent);
+    if (this.kv.scan) {
+      this.kv.scan(prefix, prefixEnd(prefix), (key, value) => visit(key, prefix.length, value));
+      return;
+    }
+    const dirent = new Uint8Array(12);
+    const view = new DataView(dirent.buffer);
+    for (const entry of await this.listDir(parent)) {
+      writeU64(dirent, 0, entry.ino);
+      view.setUint32(8, entry.type);
+      visit(entry.name, 0, dirent);
+    }
   }
 
   /** Volume records in name order, at most `limit`, starting after name `after`. */

@@ -23,7 +23,8 @@ import {
 } from "../meta/namespace.ts";
 import type { LocalFileOps, LocalStore } from "../cache/local.ts";
 import type { ClusterData } from "../cache/cluster_data.ts";
-import type { Attr, DirEntry } from "./types.ts";
+import type { Attr } from "./types.ts";
+import type { DirListing } from "./listing.ts";
 import { isDir, isReg } from "./perm.ts";
 import type { LockTable } from "./lock.ts";
 import { type QuotaPlan, type VolumeQuotaOptions, VolumeQuotas } from "./volume_quota.ts";
@@ -121,7 +122,7 @@ export interface DirHandle {
   kind: "dir";
   ino: number;
   /** Snapshot taken at the first readdir from offset 0: offsets index into it. */
-  entries?: DirEntry[];
+  listing?: DirListing;
 }
 
 export type Handle = FileHandle | DirHandle;

@@ -107,6 +107,7 @@ export interface FileLock {
 }
 
 import type { Volumes } from "./volumes.ts";
+import type { DirListing } from "./listing.ts";
 export type { CreateVolume, Volume, Volumes } from "./volumes.ts";
 
 export const RENAME_NOREPLACE = 1;
@@ -178,6 +179,20 @@ export interface Vfs {
     maxEntries: number,
     plus: boolean,
   ): Promise<DirEntry[]>;
+  /**
+   * The handle's listing (`DirListing`), taken at its first readdir and again at each from offset
+   * 0; entry i continues at offset i + 1 ("." and ".." are 0 and 1). The FUSE adapter encodes
+   * from it without an object per entry.
+   */
+  readdirListing(ctx: Ctx, ino: number, fh: number, offset: number): Promise<DirListing>;
+  /**
+   * Attributes for a readdirplus entry: null when the kernel holds the inode already (list it
+   * without, node id 0), undefined when it is gone since the listing (skip it). An entry handed
+   * out with attributes must be `remember`ed.
+   */
+  direntAttr(ino: number): Promise<Attr | null | undefined>;
+  /** Whether the kernel holds the inode (one node): readdirplus lists it without attributes. */
+  knownToKernel(ino: number): boolean;
   releasedir(ino: number, fh: number): Promise<void>;
   fsyncdir(ino: number, fh: number, datasync: boolean): Promise<void>;
   statfs(ino: number): Promise<StatFs>;

@@ -119,6 +119,9 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
     atimeDue: async (ino) => core.atimeDue(await core.record(ino)),
     readdir: (_ctx, ino, fh, offset, maxEntries, plus) =>
       dir.readdir(core, ino, fh, offset, maxEntries, plus),
+    readdirListing: (_ctx, ino, fh, offset) => dir.listing(core, ino, fh, offset),
+    direntAttr: (ino) => dir.direntAttr(core, ino),
+    knownToKernel: (ino) => core.knownToKernel(ino),
     releasedir: (ino, fh) => dir.releasedir(core, ino, fh),
     fsyncdir: () => dir.fsyncdir(core),
     statfs: (ino) => entry.statfs(core, ino),
