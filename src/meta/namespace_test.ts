@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { openEmbeddedKV } from "./embedded.ts";
 import {
   decodeInode,
+  direntIno,
   encodeInode,
   type InodeRecord,
   keys,
@@ -357,6 +358,44 @@ Deno.test("a directory listing is kept until an entry of it changes: own commits
 
 /** `inner` with its txn and range calls counted (`reads`); `after` sees each call's arguments once
  * it resolved (before the caller does). */
+Deno.test("scanDir on a store without scan (a cluster node's) visits the kept listing: an unchanged directory is read once", async () => {
+  const inner = await openEmbeddedKV(":memory:");
+  const counted = countingKv(inner);
+  // A remote store has no in-process scan: hide the embedded one.
+  const remote = new Proxy(counted.kv, {
+    get: (target, prop, receiver) =>
+      prop === "scan" ? undefined : Reflect.get(target, prop, receiver),
+  }) as MetaKV;
+  const scan = async (ns: Namespace, dir: number) => {
+    const seen: string[] = [];
+    await ns.scanDir(dir, (key, nameAt, dirent) => {
+      seen.push(`${new TextDecoder().decode(key.subarray(nameAt))}=${direntIno(dirent)}`);
+    });
+    return seen;
+  };
+  try {
+    const ns = await Namespace.open(remote, { validateReads: true });
+    const dir = await ns.allocIno();
+    const file = await ns.allocIno();
+    await ns.transact((tx) => {
+      tx.putDirent(dir, name("a"), { ino: file, type: 0o100000 });
+      tx.putDirent(dir, name("b"), { ino: file + 1, type: 0o100000 });
+      return Promise.resolve();
+    });
+    assert.deepEqual(await scan(ns, dir), [`a=${file}`, `b=${file + 1}`]);
+    counted.reads = 0;
+    assert.deepEqual(await scan(ns, dir), [`a=${file}`, `b=${file + 1}`]);
+    assert.equal(counted.reads, 0, "an unchanged directory's second scan went to the store");
+    await ns.transact((tx) => {
+      tx.deleteDirent(dir, name("a"));
+      return Promise.resolve();
+    });
+    assert.deepEqual(await scan(ns, dir), [`b=${file + 1}`]);
+  } finally {
+    await inner.close();
+  }
+});
+
 function countingKv(
   inner: MetaKV,
   after?: (args: unknown[]) => void,
