@@ -104,6 +104,16 @@ export const KEYS = {
       "the I/O engine (io-wq for O_CREAT and unlink); a cluster node always uses engine " +
       "(src/fuse/README.md, Daemon CPU per request)",
   },
+  "mount.local_spare_files": {
+    kind: "number",
+    schema: z.number().int().min(0).max(1_000_000),
+    default: 4096,
+    commands: MOUNTING,
+    allowed: "a whole number from 0 to 1000000",
+    doc: "how many emptied local files of deleted inodes to keep (data/spare) and rename into " +
+      "place for new inodes instead of creating one; 0 = unlink and create as before; inline " +
+      "local_file_ops only (src/fuse/README.md, Spare local files)",
+  },
   "mount.passthrough": {
     kind: "string",
     schema: z.enum(["auto", "on", "off"]),

@@ -62,6 +62,9 @@ export interface VfsOptions {
    * LocalStore): "inline" (default) = synchronous libc calls on the JS thread, "engine" = through
    * the I/O engine. A cluster node always uses "engine". */
   localFileOps?: LocalFileOps;
+  /** Emptied local files of deleted inodes kept for new ones (config `mount.local_spare_files`,
+   * LocalStore.removeSoon); inline file ops only. Default 4096. */
+  localSpareFiles?: number;
   /** Volumes (volumes.ts): where they live (`root`, default "volumes") and how writers reserve
    * capacity (volume_quota.ts). */
   volumes?: VolumeQuotaOptions & { root?: string };

@@ -34,7 +34,13 @@ export interface VfsWithRecovery extends Vfs {
   readonly recovery: RecoveryReport;
   /** The namespace's transaction counters, for /metrics. */
   readonly metaCounters: Namespace["counters"];
+  /** The inode's local file was handed to another process (the shim): it must never be reused
+   * for another inode (LocalStore.handedOut). */
+  localFileHandedOut(ino: number): void;
 }
+
+/** Default of config `mount.local_spare_files` (LocalStore.removeSoon). */
+export const DEFAULT_SPARE_FILES = 4096;
 
 /** Open the file system on `options.kv` and `<options.dataDir>/data`. */
 export async function createVfs(options: VfsOptions): Promise<VfsWithRecovery> {
@@ -48,7 +54,12 @@ export async function createVfs(options: VfsOptions): Promise<VfsWithRecovery> {
   });
   // A cluster node's local file is a cache filled and evicted through the engine: kept there.
   const fileOps = options.cluster ? "engine" : options.localFileOps ?? "inline";
-  const local = await LocalStore.open(options.io, options.dataDir, fileOps);
+  const local = await LocalStore.open(
+    options.io,
+    options.dataDir,
+    fileOps,
+    options.localSpareFiles ?? DEFAULT_SPARE_FILES,
+  );
   await options.cluster?.attach(ns, local, options.io);
   const core = new VfsCore(ns, local, options);
   const recovery = await recover(core);
@@ -87,6 +98,7 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
     recovery,
     volumes: createVolumes(core),
     metaCounters: core.ns.counters,
+    localFileHandedOut: (ino) => core.local.handedOut(ino),
     lookup: async (ctx, parent, name) => {
       const attr = await entry.lookup(core, ctx, parent, name);
       if (!attr) throw new FsError("ENOENT", `no ${entry.show(name)} in directory ${parent}`);
