@@ -60,7 +60,6 @@ const symbols = {
   stat: { parameters: ["buffer", "buffer"], result: "i32" },
   unlink: { parameters: ["buffer"], result: "i32" },
   rename: { parameters: ["buffer", "buffer"], result: "i32" },
-  truncate: { parameters: ["buffer", "i64"], result: "i32" },
   flock: { parameters: ["i32", "i32"], result: "i32" },
   futimens: { parameters: ["i32", "buffer"], result: "i32" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
@@ -399,11 +398,6 @@ export function unlinkC(path: Uint8Array): void {
 /** rename(2) of NUL-terminated C string paths (see `statC`). */
 export function renameC(from: Uint8Array, to: Uint8Array): void {
   if (lib().rename(buf(from), buf(to)) < 0) fail("rename", `${showC(from)}, ${showC(to)}`);
-}
-
-/** truncate(2) of a NUL-terminated C string path (see `statC`). */
-export function truncateC(path: Uint8Array, length: number): void {
-  if (lib().truncate(buf(path), BigInt(length)) < 0) fail("truncate", showC(path));
 }
 
 export function unlink(path: string): void {
