@@ -56,8 +56,9 @@ export interface MountOptions {
   /** How the small syscalls on local data files are made (config mount.local_file_ops): inline
    * libc calls or the I/O engine. Default inline; a cluster node always uses the engine. */
   localFileOps?: "inline" | "engine";
-  /** Emptied local files of deleted inodes kept for new ones (config mount.local_spare_files). */
-  localSpareFiles?: number;
+  /** Emptied local files of deleted inodes kept for new ones (config mount.local_spare_files):
+   * a number, or "auto" (the default: 4096 on an ext4 without a journal, else 0). */
+  localSpareFiles?: number | "auto";
   /** Microseconds the FUSE reader looks for the next request before parking (config
    * fuse.spin_us; src/fuse/README.md "Idle spin"). Default: the server's. */
   idleSpinUs?: number;

@@ -105,14 +105,16 @@ export const KEYS = {
       "(src/fuse/README.md, Daemon CPU per request)",
   },
   "mount.local_spare_files": {
-    kind: "number",
-    schema: z.number().int().min(0).max(1_000_000),
-    default: 4096,
+    kind: "string",
+    schema: z.string().regex(/^(auto|\d{1,7})$/).refine((v) => v === "auto" || +v <= 1_000_000),
+    default: "auto",
     commands: MOUNTING,
-    allowed: "a whole number from 0 to 1000000",
+    allowed: "auto or a whole number from 0 to 1000000",
     doc: "how many emptied local files of deleted inodes to keep (data/spare) and rename into " +
-      "place for new inodes instead of creating one; 0 = unlink and create as before; inline " +
-      "local_file_ops only (src/fuse/README.md, Spare local files)",
+      "place for new inodes instead of creating one; auto = 4096 when the data directory is on " +
+      "an ext4 without a journal (whose inode allocation scans recently freed inodes), else 0; " +
+      "0 = unlink and create as before; inline local_file_ops only (src/fuse/README.md, Spare " +
+      "local files)",
   },
   "mount.passthrough": {
     kind: "string",

@@ -5,7 +5,7 @@ import { alice, bob, n, root, text, withVfs } from "./_testing.ts";
 import { Errno, FsError } from "../fs_error.ts";
 import { createPortableEngine } from "../io/portable.ts";
 import type { IoEngine } from "../io/types.ts";
-import { INLINE_UNLINK_MAX_BYTES } from "../cache/local.ts";
+import { INLINE_UNLINK_MAX_BYTES, isJournalLessExt4 } from "../cache/local.ts";
 import * as libc from "../io/libc.ts";
 import type { Timespec } from "./types.ts";
 import type { AtimeRule } from "./core.ts";
@@ -484,6 +484,19 @@ Deno.test("a deleted file's local file is emptied, kept as a spare and renamed i
     const m = await again.create(root, 1, n("m"), 0o644, 0, O_RDWR);
     await again.release(m.attr.ino, m.fh, 0);
     assert.deepEqual(await spares(dir), [], "the adopted spare was taken");
+  }, { localSpareFiles: 16 });
+});
+
+Deno.test("mount.local_spare_files auto: spares only on an ext4 without a journal", async () => {
+  assert.equal(await isJournalLessExt4("/proc"), false);
+  await withVfs(async ({ vfs, dir }) => {
+    const f = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    await vfs.release(f.attr.ino, f.fh, 0);
+    vfs.forget(f.attr.ino, 1);
+    await vfs.unlink(root, 1, n("f"));
+    await settled();
+    const want = await isJournalLessExt4(dir) ? [f.attr.ino.toString(16)] : [];
+    assert.deepEqual(await spares(dir), want);
   });
 });
 

@@ -7,7 +7,7 @@
 
 import { FsError } from "../fs_error.ts";
 import { Namespace } from "../meta/namespace.ts";
-import { LocalStore } from "../cache/local.ts";
+import { isJournalLessExt4, LocalStore } from "../cache/local.ts";
 import type { Vfs } from "./types.ts";
 import { VfsCore, type VfsOptions } from "./core.ts";
 import * as entry from "./entry.ts";
@@ -39,8 +39,15 @@ export interface VfsWithRecovery extends Vfs {
   localFileHandedOut(ino: number): void;
 }
 
-/** Default of config `mount.local_spare_files` (LocalStore.removeSoon). */
-export const DEFAULT_SPARE_FILES = 4096;
+/** Spare local files of `mount.local_spare_files = auto` on an ext4 without a journal. */
+export const AUTO_SPARE_FILES = 4096;
+
+/** The cap of spare local files: "auto" = `AUTO_SPARE_FILES` where they pay (an ext4 without a
+ * journal, src/fuse/README.md "Spare local files"), else none. */
+async function spareFilesFor(setting: number | "auto", dataDir: string): Promise<number> {
+  if (setting !== "auto") return setting;
+  return await isJournalLessExt4(dataDir) ? AUTO_SPARE_FILES : 0;
+}
 
 /** Open the file system on `options.kv` and `<options.dataDir>/data`. */
 export async function createVfs(options: VfsOptions): Promise<VfsWithRecovery> {
@@ -58,7 +65,7 @@ export async function createVfs(options: VfsOptions): Promise<VfsWithRecovery> {
     options.io,
     options.dataDir,
     fileOps,
-    options.localSpareFiles ?? DEFAULT_SPARE_FILES,
+    await spareFilesFor(options.localSpareFiles ?? "auto", options.dataDir),
   );
   await options.cluster?.attach(ns, local, options.io);
   const core = new VfsCore(ns, local, options);
