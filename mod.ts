@@ -228,6 +228,11 @@ function mountPointOf(command: "mount" | "umount", config: Config, positionals: 
 
 /** The admin API's token: http.token_file (--http-token-file), else http.token
  * (SKYFS_HTTP_TOKEN), else none. */
+/** mount.local_spare_files: "auto" or a count (the schema allows nothing else). */
+function spareFiles(value: string | undefined): number | "auto" {
+  return value === undefined || value === "auto" ? "auto" : Number(value);
+}
+
 function httpToken(config: Config): string | undefined {
   const file = config.get("http.token_file");
   if (file === undefined) return config.get("http.token");
@@ -263,6 +268,7 @@ const commands: Record<string, Command> = {
       },
       metaLog: config.get("mount.meta_log"),
       localFileOps: config.get("mount.local_file_ops"),
+      localSpareFiles: spareFiles(config.get("mount.local_spare_files")),
       transport: config.get("fuse.transport") as "auto" | "uring" | "dev",
       uringDepth: config.get("fuse.uring_depth"),
       io: { engine: config.get("io.engine"), libraryPath: config.get("io.uring_lib") },

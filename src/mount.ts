@@ -56,6 +56,9 @@ export interface MountOptions {
   /** How the small syscalls on local data files are made (config mount.local_file_ops): inline
    * libc calls or the I/O engine. Default inline; a cluster node always uses the engine. */
   localFileOps?: "inline" | "engine";
+  /** Emptied local files of deleted inodes kept for new ones (config mount.local_spare_files):
+   * a number, or "auto" (the default: 4096 on an ext4 without a journal, else 0). */
+  localSpareFiles?: number | "auto";
   /** Microseconds the FUSE reader looks for the next request before parking (config
    * fuse.spin_us; src/fuse/README.md "Idle spin"). Default: the server's. */
   idleSpinUs?: number;
@@ -227,6 +230,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     onEntriesChange: () => invalidateEntries(),
     cluster: node?.data,
     localFileOps: options.localFileOps,
+    localSpareFiles: options.localSpareFiles,
     atimeRule: (isDir) => atimeRule(isDir),
     volumes: {
       ...options.volumes,
@@ -335,7 +339,12 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     dataDir: dataDir.path,
     passthrough: () => server.negotiated?.passthrough === true,
     // A file in a volume is written through the vfs only: its writes claim quota first.
-    mayServe: (ino) => vfs.volumes.outsideWritesAllowed(ino),
+    // A local file handed out is never recycled as another inode's (LocalStore.handedOut).
+    mayServe: (ino) => {
+      if (!vfs.volumes.outsideWritesAllowed(ino)) return false;
+      vfs.localFileHandedOut(ino);
+      return true;
+    },
     // Sent at once: the shim's notices arrive on its socket, outside any FUSE request, and a
     // reader must not see the old size after the writer was told its write is visible.
     invalidate: (ino) => {

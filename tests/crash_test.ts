@@ -135,12 +135,19 @@ for (const kind of targetKinds()) {
 }
 
 /** Regular files under the data directory's local store (`<data>/data/xx/<ino>`). */
+/** Local files in the 256 buckets of `<dataDir>/data`; the spares (`data/spare`, emptied files of
+ * deleted inodes kept for new ones) must be empty. */
 async function localFiles(dataDir: string): Promise<number> {
   let count = 0;
   for await (const bucket of Deno.readDir(join(dataDir, "data"))) {
     if (!bucket.isDirectory) continue;
     for await (const entry of Deno.readDir(join(dataDir, "data", bucket.name))) {
-      if (entry.isFile) count++;
+      if (!entry.isFile) continue;
+      if (bucket.name !== "spare") count++;
+      else {
+        const st = await Deno.stat(join(dataDir, "data", bucket.name, entry.name));
+        assert.equal(st.size, 0, `spare ${entry.name} is empty`);
+      }
     }
   }
   return count;

@@ -104,6 +104,18 @@ export const KEYS = {
       "the I/O engine (io-wq for O_CREAT and unlink); a cluster node always uses engine " +
       "(src/fuse/README.md, Daemon CPU per request)",
   },
+  "mount.local_spare_files": {
+    kind: "string",
+    schema: z.string().regex(/^(auto|\d{1,7})$/).refine((v) => v === "auto" || +v <= 1_000_000),
+    default: "auto",
+    commands: MOUNTING,
+    allowed: "auto or a whole number from 0 to 1000000",
+    doc: "how many emptied local files of deleted inodes to keep (data/spare) and rename into " +
+      "place for new inodes instead of creating one; auto = 4096 when the data directory is on " +
+      "an ext4 without a journal (whose inode allocation scans recently freed inodes), else 0; " +
+      "0 = unlink and create as before; inline local_file_ops only (src/fuse/README.md, Spare " +
+      "local files)",
+  },
   "mount.passthrough": {
     kind: "string",
     schema: z.enum(["auto", "on", "off"]),

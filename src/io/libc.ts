@@ -395,6 +395,11 @@ export function unlinkC(path: Uint8Array): void {
   if (lib().unlink(buf(path)) < 0) fail("unlink", showC(path));
 }
 
+/** rename(2) of NUL-terminated C string paths (see `statC`). */
+export function renameC(from: Uint8Array, to: Uint8Array): void {
+  if (lib().rename(buf(from), buf(to)) < 0) fail("rename", `${showC(from)}, ${showC(to)}`);
+}
+
 export function unlink(path: string): void {
   if (lib().unlink(cString(path)) < 0) fail("unlink", JSON.stringify(path));
 }

@@ -63,6 +63,10 @@ export interface VfsOptions {
    * LocalStore): "inline" (default) = synchronous libc calls on the JS thread, "engine" = through
    * the I/O engine. A cluster node always uses "engine". */
   localFileOps?: LocalFileOps;
+  /** Emptied local files of deleted inodes kept for new ones (config `mount.local_spare_files`,
+   * LocalStore.removeSoon); inline file ops only. Default "auto": 4096 when the data directory
+   * is on an ext4 without a journal (`isJournalLessExt4`), else 0. */
+  localSpareFiles?: number | "auto";
   /** Volumes (volumes.ts): where they live (`root`, default "volumes") and how writers reserve
    * capacity (volume_quota.ts). */
   volumes?: VolumeQuotaOptions & { root?: string };

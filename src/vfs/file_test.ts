@@ -5,7 +5,7 @@ import { alice, bob, n, root, text, withVfs } from "./_testing.ts";
 import { Errno, FsError } from "../fs_error.ts";
 import { createPortableEngine } from "../io/portable.ts";
 import type { IoEngine } from "../io/types.ts";
-import { INLINE_UNLINK_MAX_BYTES } from "../cache/local.ts";
+import { INLINE_UNLINK_MAX_BYTES, isJournalLessExt4 } from "../cache/local.ts";
 import * as libc from "../io/libc.ts";
 import type { Timespec } from "./types.ts";
 import type { AtimeRule } from "./core.ts";
@@ -426,6 +426,91 @@ Deno.test("local_file_ops: inline creates, opens, closes and unlinks local files
       await assert.rejects(Deno.lstat(localPath(dir, big.attr.ino)), Deno.errors.NotFound);
       assert.equal(calls.unlink, ops === "inline" ? 1 : 2, `${ops}: the big file's unlink`);
     }, { io, localFileOps: ops });
+  }
+});
+
+/** Names in `<dir>/data/spare` (spare local files of deleted inodes). */
+async function spares(dir: string): Promise<string[]> {
+  try {
+    return (await Array.fromAsync(Deno.readDir(`${dir}/data/spare`))).map((e) => e.name).sort();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return [];
+    throw error;
+  }
+}
+
+Deno.test("a deleted file's local file is emptied, kept as a spare and renamed into place for the next new inode", async () => {
+  await withVfs(async ({ vfs, dir, restart }) => {
+    const f = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    await vfs.write(root, f.attr.ino, f.fh, 0, n("secret data"));
+    await vfs.release(f.attr.ino, f.fh, 0);
+    const oldLocal = libc.stat(localPath(dir, f.attr.ino)).ino;
+    vfs.forget(f.attr.ino, 1);
+    await vfs.unlink(root, 1, n("f"));
+    await settled();
+    await assert.rejects(Deno.lstat(localPath(dir, f.attr.ino)), Deno.errors.NotFound);
+    assert.deepEqual(await spares(dir), [f.attr.ino.toString(16)]);
+    const spare = libc.stat(`${dir}/data/spare/${f.attr.ino.toString(16)}`);
+    assert.deepEqual([spare.ino, spare.size, spare.blocks], [oldLocal, 0, 0], "emptied");
+    // The next create takes it: same local inode, nothing of the old data, no spare left.
+    const g = await vfs.create(root, 1, n("g"), 0o644, 0, O_RDWR);
+    assert.equal(libc.stat(localPath(dir, g.attr.ino)).ino, oldLocal);
+    assert.deepEqual(await spares(dir), []);
+    assert.equal((await vfs.getattr(root, g.attr.ino)).size, 0);
+    assert.equal(await vfs.read(root, g.attr.ino, g.fh, 0, new Uint8Array(64)), 0);
+    await vfs.write(root, g.attr.ino, g.fh, 0, n("new"));
+    await vfs.release(g.attr.ino, g.fh, 0);
+    // A file handed to another process (the shim) is never a spare: it may keep its fd.
+    vfs.localFileHandedOut(g.attr.ino);
+    vfs.forget(g.attr.ino, 1);
+    await vfs.unlink(root, 1, n("g"));
+    await settled();
+    assert.deepEqual(await spares(dir), []);
+    // Spares outlive the process; files of inodes from before this process never become ones
+    // (a process may hold a local fd handed out by the previous daemon).
+    const h = await vfs.create(root, 1, n("h"), 0o644, 0, O_RDWR);
+    await vfs.release(h.attr.ino, h.fh, 0);
+    const k = await vfs.create(root, 1, n("k"), 0o644, 0, O_RDWR);
+    await vfs.release(k.attr.ino, k.fh, 0);
+    vfs.forget(k.attr.ino, 1);
+    await vfs.unlink(root, 1, n("k"));
+    await settled();
+    assert.deepEqual(await spares(dir), [k.attr.ino.toString(16)]);
+    const again = await restart();
+    await again.unlink(root, 1, n("h"));
+    await settled();
+    assert.deepEqual(await spares(dir), [k.attr.ino.toString(16)], "h's file was unlinked");
+    await assert.rejects(Deno.lstat(localPath(dir, h.attr.ino)), Deno.errors.NotFound);
+    const m = await again.create(root, 1, n("m"), 0o644, 0, O_RDWR);
+    await again.release(m.attr.ino, m.fh, 0);
+    assert.deepEqual(await spares(dir), [], "the adopted spare was taken");
+  }, { localSpareFiles: 16 });
+});
+
+Deno.test("mount.local_spare_files auto: spares only on an ext4 without a journal", async () => {
+  assert.equal(await isJournalLessExt4("/proc"), false);
+  await withVfs(async ({ vfs, dir }) => {
+    const f = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    await vfs.release(f.attr.ino, f.fh, 0);
+    vfs.forget(f.attr.ino, 1);
+    await vfs.unlink(root, 1, n("f"));
+    await settled();
+    const want = await isJournalLessExt4(dir) ? [f.attr.ino.toString(16)] : [];
+    assert.deepEqual(await spares(dir), want);
+  });
+});
+
+Deno.test("mount.local_spare_files 0, or engine file ops, unlink deleted files' local files", async () => {
+  for (const options of [{ localSpareFiles: 0 }, { localFileOps: "engine" as const }]) {
+    await withVfs(async ({ vfs, dir }) => {
+      const f = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+      await vfs.release(f.attr.ino, f.fh, 0);
+      vfs.forget(f.attr.ino, 1);
+      await vfs.unlink(root, 1, n("f"));
+      await settled();
+      await assert.rejects(Deno.lstat(localPath(dir, f.attr.ino)), Deno.errors.NotFound);
+      assert.deepEqual(await spares(dir), [], JSON.stringify(options));
+    }, options);
   }
 });
 

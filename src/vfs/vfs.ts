@@ -7,7 +7,7 @@
 
 import { FsError } from "../fs_error.ts";
 import { Namespace } from "../meta/namespace.ts";
-import { LocalStore } from "../cache/local.ts";
+import { isJournalLessExt4, LocalStore } from "../cache/local.ts";
 import type { Vfs } from "./types.ts";
 import { VfsCore, type VfsOptions } from "./core.ts";
 import * as entry from "./entry.ts";
@@ -34,6 +34,19 @@ export interface VfsWithRecovery extends Vfs {
   readonly recovery: RecoveryReport;
   /** The namespace's transaction counters, for /metrics. */
   readonly metaCounters: Namespace["counters"];
+  /** The inode's local file was handed to another process (the shim): it must never be reused
+   * for another inode (LocalStore.handedOut). */
+  localFileHandedOut(ino: number): void;
+}
+
+/** Spare local files of `mount.local_spare_files = auto` on an ext4 without a journal. */
+export const AUTO_SPARE_FILES = 4096;
+
+/** The cap of spare local files: "auto" = `AUTO_SPARE_FILES` where they pay (an ext4 without a
+ * journal, src/fuse/README.md "Spare local files"), else none. */
+async function spareFilesFor(setting: number | "auto", dataDir: string): Promise<number> {
+  if (setting !== "auto") return setting;
+  return await isJournalLessExt4(dataDir) ? AUTO_SPARE_FILES : 0;
 }
 
 /** Open the file system on `options.kv` and `<options.dataDir>/data`. */
@@ -48,7 +61,12 @@ export async function createVfs(options: VfsOptions): Promise<VfsWithRecovery> {
   });
   // A cluster node's local file is a cache filled and evicted through the engine: kept there.
   const fileOps = options.cluster ? "engine" : options.localFileOps ?? "inline";
-  const local = await LocalStore.open(options.io, options.dataDir, fileOps);
+  const local = await LocalStore.open(
+    options.io,
+    options.dataDir,
+    fileOps,
+    await spareFilesFor(options.localSpareFiles ?? "auto", options.dataDir),
+  );
   await options.cluster?.attach(ns, local, options.io);
   const core = new VfsCore(ns, local, options);
   const recovery = await recover(core);
@@ -87,6 +105,7 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
     recovery,
     volumes: createVolumes(core),
     metaCounters: core.ns.counters,
+    localFileHandedOut: (ino) => core.local.handedOut(ino),
     lookup: async (ctx, parent, name) => {
       const attr = await entry.lookup(core, ctx, parent, name);
       if (!attr) throw new FsError("ENOENT", `no ${entry.show(name)} in directory ${parent}`);
