@@ -421,10 +421,17 @@ async function main(): Promise<number> {
 
   let stopping = false;
   let cleaning: Promise<void> | null = null;
+  let settingUp: ReturnType<typeof setUpTarget> | null = null;
   // One clean-up for both ways out (normal end, signal); a second call waits for the first.
   const cleanUp = (): Promise<void> => {
     cleaning ??= (async () => {
       await killAllTracked();
+      // A target still starting (a cluster's replicas and mounts) is torn down once it is up.
+      const starting = settingUp;
+      if (starting) {
+        const target = await starting.catch(() => undefined);
+        if (target && !ready.includes(target)) ready.push(target);
+      }
       for (const target of [...ready].reverse()) {
         try {
           await target.tearDown();
@@ -461,8 +468,12 @@ async function main(): Promise<number> {
         `targets ${options.targets.join(",")}, scratch ${options.scratch}`,
     );
     for (const name of options.targets) {
+      if (stopping) break;
       try {
-        const target = await setUpTarget(name, options.scratch);
+        settingUp = setUpTarget(name, options.scratch);
+        const target = await settingUp;
+        settingUp = null;
+        if (stopping) break; // the clean-up took it
         ready.push(target);
         reports.set(name, target.report);
         console.log(`bench: target ${name}: ready (${target.report.command})`);
