@@ -7,7 +7,7 @@
  *
  * Run: deno run -A bench/meta_wan/proposal_cost.ts [--ops 2000] [--clients 1] [--shared]
  *        [--io auto|io_uring|portable] [--store curp|etcd] [--log-writes mapped|engine]
- *        [--snapshot-every N]
+ *        [--snapshot-every N] [--threads] [--warmup N]
  * `--shared`: the clients are concurrent operations of one `CurpKV` (as in a mount: one connection
  * per replica, many sessions), not one `CurpKV` each. `--io`: the replicas' I/O engine (src/io;
  * `io_uring-wait`: io_uring that waits for a completion in the kernel up to 3 ms, no poll thread).
@@ -30,6 +30,11 @@ const { values: args } = parseArgs({
     clients: { type: "string", default: "1" },
     "v8-flags": { type: "string", default: "" },
     hold: { type: "boolean", default: false },
+    // Also print each replica's context switches and CPU per thread class per txn.
+    threads: { type: "boolean", default: false },
+    // Transactions run before the measured ones (8 at a time on one client above 100): 21000 puts the
+    // replicas past the 20,000 revisions of watch history a long-running cluster holds.
+    warmup: { type: "string", default: "100" },
     io: { type: "string", default: "auto" },
     store: { type: "string", default: "curp" },
     shared: { type: "boolean", default: false },
@@ -44,13 +49,20 @@ const { values: args } = parseArgs({
 });
 if (args.help) {
   console.log(
-    "usage: deno run -A bench/meta_wan/proposal_cost.ts [--ops N] [--clients C] [--shared] [--v8-flags F] [--hold] " +
+    "usage: deno run -A bench/meta_wan/proposal_cost.ts [--ops N] [--clients C] [--shared] [--v8-flags F] [--hold] [--threads] [--warmup N] " +
       "[--io auto|io_uring|portable|io_uring-wait] [--store curp|etcd] [--ack-after-write true|false] " +
       "[--log-writes mapped|engine] [--snapshot-every N]",
   );
   Deno.exit(0);
 }
 const ops = Number(args.ops);
+const warmup = Number(args.warmup);
+if (!Number.isSafeInteger(warmup) || warmup < 0) {
+  console.error(
+    `proposal_cost: --warmup "${args.warmup}" is not a count of transactions (0 or more)`,
+  );
+  Deno.exit(2);
+}
 const clients = Number(args.clients);
 if (!Number.isSafeInteger(ops) || ops < 1 || !Number.isSafeInteger(clients) || clients < 1) {
   console.error("proposal_cost: --ops and --clients take positive integers");
@@ -94,6 +106,30 @@ function cpuSeconds(pid: number): number {
     }
   }
   return ns / 1e9;
+}
+
+/** Per thread class of a process (main JS thread "deno", "V8 DefaultWorke" for V8's GC and
+ * compiler workers, "tokio-runtime-w" for Deno's blocking pool, "iou-wrk-*" io-wq workers): CPU
+ * seconds and context switches (voluntary + involuntary) so far. */
+function threadClasses(pid: number): Map<string, { cpu: number; switches: number }> {
+  const out = new Map<string, { cpu: number; switches: number }>();
+  for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      const base = `/proc/${pid}/task/${t.name}`;
+      const name = Deno.readTextFileSync(`${base}/comm`).trim().replace(/-\d+$/, "");
+      const cpu = Number(Deno.readTextFileSync(`${base}/schedstat`).split(" ")[0]) / 1e9;
+      const status = Deno.readTextFileSync(`${base}/status`);
+      const switches = [...status.matchAll(/ctxt_switches:\s+(\d+)/g)]
+        .reduce((s, m) => s + Number(m[1]), 0);
+      const c = out.get(name) ?? { cpu: 0, switches: 0 };
+      c.cpu += cpu;
+      c.switches += switches;
+      out.set(name, c);
+    } catch {
+      // the thread ended
+    }
+  }
+  return out;
 }
 
 const dir = await Deno.makeTempDir({ prefix: "skyfs-proposal-cost-" });
@@ -181,10 +217,10 @@ try {
     : await Promise.all(Array.from({ length: clients }, open));
   const enc = new TextEncoder();
   const value = new Uint8Array(120).fill(7);
-  const run = async (c: number, n: number, latencies: number[]) => {
+  const run = async (c: number, n: number, latencies: number[], tag = "") => {
     const kv = kvs[c];
     for (let i = 0; i < n; i++) {
-      const name = enc.encode(`e/1/c${c}-f${i}-${Math.random()}`);
+      const name = enc.encode(`e/1/${tag}c${c}-f${i}-${Math.random()}`);
       const t0 = performance.now();
       await kv.txn({
         compare: [{ key: name, target: "version", result: "==", value: 0 }],
@@ -198,11 +234,18 @@ try {
       latencies.push(performance.now() - t0);
     }
   };
-  await run(0, Math.min(100, ops), []); // warm-up
+  const warmers = Math.min(warmup > 100 ? 8 : 1, warmup);
+  await Promise.all(
+    Array.from({ length: warmers }, (_, c) => {
+      const n = Math.floor(warmup / warmers) + (c < warmup % warmers ? 1 : 0);
+      return run(0, n, [], `w${c}-`);
+    }),
+  );
   if (args.hold) {
     console.log(`replica pids: ${children.map((ch) => ch.pid).join(" ")}`);
     await new Promise((r) => setTimeout(r, 3000));
   }
+  const classesBefore = children.map((ch) => threadClasses(ch.pid));
   const before = children.map((ch) => cpuSeconds(ch.pid));
   const selfBefore = cpuSeconds(Deno.pid);
   const status = () =>
@@ -216,6 +259,7 @@ try {
   await Promise.all(kvs.map((_, c) => run(c, per, latencies)));
   const seconds = (performance.now() - t0) / 1000;
   const after = children.map((ch) => cpuSeconds(ch.pid));
+  const classesAfter = children.map((ch) => threadClasses(ch.pid));
   const selfAfter = cpuSeconds(Deno.pid);
   const statusAfter = await status();
   latencies.sort((a, b) => a - b);
@@ -243,6 +287,23 @@ try {
       ).join(", ")
     }; client ${((selfAfter - selfBefore) * 1000 / n).toFixed(2)}`,
   );
+  if (args.threads) {
+    // Threads that ended during the run (io-wq workers come and go) are missing from both sides.
+    for (let i = 0; i < ids.length; i++) {
+      const parts: string[] = [];
+      let switches = 0;
+      for (const [name, a] of classesAfter[i]) {
+        const b = classesBefore[i].get(name) ?? { cpu: 0, switches: 0 };
+        switches += a.switches - b.switches;
+        parts.push(`${name} ${((a.cpu - b.cpu) * 1000 / n).toFixed(3)} ms`);
+      }
+      console.log(
+        `  ${ids[i]}${i === leader ? "(leader)" : ""}: context switches ${
+          (switches / n).toFixed(2)
+        }/txn; CPU per txn ${parts.join(", ")}`,
+      );
+    }
+  }
   await Promise.all([...new Set(kvs)].map((kv) => kv.close()));
 } finally {
   for (const ch of children) {

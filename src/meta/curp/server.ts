@@ -293,7 +293,7 @@ export class ReplicaServer {
         const fc = new FrameConn(conn, `from ${remote.hostname}:${remote.port}`, this.#log);
         this.#conns.add(fc);
         fc.onClose(() => this.#conns.delete(fc));
-        void fc.readLoop((body) => this.#onFrame(fc, body));
+        void fc.readLoop((body) => this.#onFrame(fc, body), { views: true });
       }
     } catch (error) {
       if (!this.#closed) this.#log(`curp: accept failed: ${(error as Error).message}`);

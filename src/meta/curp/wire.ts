@@ -54,6 +54,18 @@ const unpackr = new Unpackr({
   int64AsType: "number",
 });
 
+/** The same decoding without the copies: byte strings are views into the frame's payload (its
+ * own buffer, one per frame: `FrameReader`). A replica decodes with it (`readLoop` option
+ * `views`): every key and value its state machine keeps is copied there (kv_machine.ts `put`), so
+ * a view keeps alive only the frame of a witness record or log entry that holds it anyway, and
+ * a proposal costs no heap buffer per byte string. */
+const viewUnpackr = new Unpackr({
+  useRecords: false,
+  mapsAsObjects: true,
+  copyBuffers: false,
+  int64AsType: "number",
+});
+
 function replacer(_key: string, value: unknown): unknown {
   if (value instanceof Uint8Array) {
     return { $b: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("base64") };
@@ -168,17 +180,17 @@ export function encodeFramesSharing(bodies: object[], shared: string): Uint8Arra
 
 /** Decode a version 2 payload (version byte, then MessagePack); throws a TypeError naming the
  * problem. What arrives on a connection goes through this: version 1 is refused. */
-export function decodeWirePayload(payload: Uint8Array): unknown {
+export function decodeWirePayload(payload: Uint8Array, views = false): unknown {
   if (payload.length < 1) throw new TypeError("empty frame");
   if (payload[0] !== WIRE_VERSION) {
     throw new TypeError(`frame version ${payload[0]}, this build speaks ${WIRE_VERSION}`);
   }
-  return unpackPayload(payload);
+  return unpackPayload(payload, views);
 }
 
-function unpackPayload(payload: Uint8Array): unknown {
+function unpackPayload(payload: Uint8Array, views = false): unknown {
   try {
-    return unpackr.unpack(payload.subarray(1));
+    return (views ? viewUnpackr : unpackr).unpack(payload.subarray(1));
   } catch (error) {
     const why = (error as Error).message.split("\n")[0].slice(0, 60);
     throw new TypeError(
@@ -229,11 +241,26 @@ export class FrameReader {
   #length = 0;
 
   push(chunk: Uint8Array): Uint8Array[] {
+    const payloads: Uint8Array[] = [];
+    if (this.#length === 0) {
+      // Nothing buffered (the usual case): each whole frame is copied out of the caller's buffer
+      // once, into a payload of its own; only a cut frame at the end is kept.
+      let at = 0;
+      while (chunk.length - at >= 4) {
+        const length = new DataView(chunk.buffer, chunk.byteOffset + at, 4).getUint32(0);
+        if (length > MAX_FRAME_BYTES) {
+          throw new TypeError(`frame length ${length} exceeds ${MAX_FRAME_BYTES}`);
+        }
+        if (chunk.length - at - 4 < length) break;
+        payloads.push(chunk.slice(at + 4, at + 4 + length));
+        at += 4 + length;
+      }
+      chunk = chunk.subarray(at);
+    }
     if (chunk.length > 0) {
       this.#pieces.push(chunk.slice()); // the caller reuses its read buffer
       this.#length += chunk.length;
     }
-    const payloads: Uint8Array[] = [];
     while (this.#length >= 4) {
       const header = this.#peek(4);
       const length = new DataView(header.buffer, header.byteOffset, 4).getUint32(0);
@@ -303,8 +330,14 @@ export class FrameConn {
     else this.#onClose.push(f);
   }
 
-  /** Read frames until the peer closes or sends a bad one; `onFrame` sees each decoded body. */
-  async readLoop(onFrame: (body: unknown) => void): Promise<void> {
+  /** Read frames until the peer closes or sends a bad one; `onFrame` sees each decoded body.
+   * `views`: byte strings are views into their frame (`viewUnpackr`) instead of copies, except
+   * in `snapshot` pieces, whose keys and values the state machine keeps as they are. */
+  async readLoop(
+    onFrame: (body: unknown) => void,
+    options: { views?: boolean } = {},
+  ): Promise<void> {
+    const views = options.views === true;
     const reader = new FrameReader();
     const chunk = new Uint8Array(64 * 1024);
     try {
@@ -312,7 +345,10 @@ export class FrameConn {
         const n = await this.conn.read(chunk);
         if (n === null) break;
         for (const payload of reader.push(chunk.subarray(0, n))) {
-          const body = decodeWirePayload(payload);
+          let body = decodeWirePayload(payload, views);
+          if (views && (body as { type?: unknown } | null)?.type === "snapshot") {
+            body = decodeWirePayload(payload); // kept by the state machine: copies
+          }
           if (
             body === null || typeof body !== "object" ||
             typeof (body as { type?: unknown }).type !== "string"
