@@ -315,6 +315,22 @@ export class VfsCore {
     return current;
   }
 
+  /**
+   * `record` without waiting: the inode from the namespace's cache, undefined when only the store
+   * can tell (the caller then takes `record`). The same checks and pending attributes as
+   * `record`; the synchronous fast path of GETATTR, LOOKUP and OPEN.
+   */
+  recordCached(ino: number): InodeRecord | undefined {
+    this.observeLocal(ino);
+    const record = this.ns.cachedInode(ino);
+    if (record === undefined) return undefined;
+    if (record === null) throw new FsError("ENOENT", `inode ${ino} does not exist`);
+    const state = this.inodes.get(ino);
+    const current = applyDirty(record, state?.dirty);
+    if (state?.accessedAt) return this.#weighAccess(state, current);
+    return current;
+  }
+
   /** A read seen through the backing fd: atime moves to its time if the rule says so. */
   #weighAccess(state: InodeState, record: InodeRecord): InodeRecord {
     const at = state.accessedAt!;

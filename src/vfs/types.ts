@@ -127,6 +127,11 @@ export interface Vfs {
   /** Add one lookup reference (an entry handed to the kernel by readdirplus). */
   remember(ino: number): void;
   getattr(ctx: Ctx, ino: number, fh?: number): Promise<Attr>;
+  /** `lookupOrNull` answered at once from what is cached in memory, or undefined when that
+   * takes a read of the store (then call `lookupOrNull`). Throws as `lookupOrNull` rejects. */
+  lookupCached?(ctx: Ctx, parent: number, name: Uint8Array): Attr | null | undefined;
+  /** `getattr` answered at once from what is cached in memory, or undefined (call `getattr`). */
+  getattrCached?(ctx: Ctx, ino: number): Attr | undefined;
   setattr(ctx: Ctx, ino: number, changes: SetattrChanges, fh?: number): Promise<Attr>;
   readlink(ctx: Ctx, ino: number): Promise<Uint8Array>;
   mknod(

@@ -115,6 +115,8 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
     forget: (ino, nlookup) => entry.forget(core, ino, nlookup),
     remember: (ino) => void core.state(ino).lookups++,
     getattr: (_ctx, ino) => entry.getattr(core, ino),
+    lookupCached: (ctx, parent, name) => entry.lookupCached(core, ctx, parent, name),
+    getattrCached: (_ctx, ino) => entry.getattrCached(core, ino),
     setattr: (ctx, ino, changes, fh) => entry.setattr(core, ctx, ino, changes, fh),
     readlink: (_ctx, ino) => entry.readlink(core, ino),
     mknod: (ctx, parent, name, mode, rdev, umask) =>
