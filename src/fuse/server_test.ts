@@ -80,3 +80,51 @@ Deno.test("vfs: lookupCached and getattrCached agree with lookup and getattr", a
     assert.deepEqual(vfs.getattrCached!(root, f.ino), await vfs.getattr(root, f.ino));
   });
 });
+
+Deno.test("server: OPEN and RELEASE of a cached, unchanged file are answered without waiting", async () => {
+  await withVfs(async ({ vfs }) => {
+    const server = new FuseServer({} as FuseDevice, vfs);
+    const f = await vfs.mknod(root, 1, n("f"), 0o100644, 0, 0);
+    await vfs.lookup(root, 1, n("f")); // the kernel holds it, as before any open
+    const openIn = new Uint8Array(8); // fuse_open_in: flags, open_flags (O_RDONLY)
+    const opened = send(server, request(Opcode.OPEN, f.ino, 11n, openIn));
+    assert.ok(opened.sync, "OPEN answered in the same call");
+    const openReply = (await opened.wait)!;
+    assert.equal(errorOf(openReply), 0);
+    const fh = new DataView(openReply.buffer, 16).getBigUint64(0, true);
+    assert.equal(vfs.openHandles().length, 1);
+    const releaseIn = new Uint8Array(24); // fuse_release_in: fh, flags, release_flags, owner
+    new DataView(releaseIn.buffer).setBigUint64(0, fh, true);
+    const released = send(server, request(Opcode.RELEASE, f.ino, 12n, releaseIn));
+    assert.ok(released.sync, "RELEASE answered in the same call");
+    assert.equal(errorOf((await released.wait)!), 0);
+    assert.equal(vfs.openHandles().length, 0);
+  });
+});
+
+Deno.test("vfs: openCached and releaseCached only where nothing needs a wait", async () => {
+  await withVfs(async ({ vfs }) => {
+    const alice = { uid: 1000, gid: 1000, pid: 2 };
+    const f = await vfs.mknod(root, 1, n("f"), 0o100600, 0, 0);
+    await vfs.lookup(root, 1, n("f"));
+    assert.throws(() => vfs.openCached!(alice, f.ino, 0), /EACCES/);
+    assert.equal(vfs.openCached!(root, f.ino, 0o1000 | 2), undefined); // O_TRUNC: a transaction
+    const a = vfs.openCached!(root, f.ino, 2)!;
+    const b = vfs.openCached!(root, f.ino, 0)!;
+    assert.equal(a.backingFd, b.backingFd); // one local fd per inode
+    assert.ok(vfs.releaseCached!(f.ino, b.fh));
+    // A write leaves attributes to store: the last release must take the slow path.
+    await vfs.write(root, f.ino, a.fh, 0, n("data"));
+    assert.equal(vfs.releaseCached!(f.ino, a.fh), false);
+    assert.equal(vfs.openHandles().length, 1, "nothing done");
+    await vfs.release(f.ino, a.fh, 0);
+    assert.equal((await vfs.getattr(root, f.ino)).size, 4);
+    // Unlinked and forgotten: the last release purges the inode, which takes a transaction.
+    const c = vfs.openCached!(root, f.ino, 0)!;
+    await vfs.unlink(root, 1, n("f"));
+    vfs.forget(f.ino, 2); // mknod and lookup each counted one
+    assert.equal(vfs.releaseCached!(f.ino, c.fh), false);
+    await vfs.release(f.ino, c.fh, 0);
+    await assert.rejects(vfs.getattr(root, f.ino), /ENOENT/);
+  });
+});

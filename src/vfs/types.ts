@@ -157,6 +157,12 @@ export interface Vfs {
   link(ctx: Ctx, ino: number, newParent: number, newName: Uint8Array): Promise<Attr>;
   /** `flags` are the open(2) flags (O_ACCMODE, O_TRUNC, O_APPEND, O_DIRECT, ...). */
   open(ctx: Ctx, ino: number, flags: number): Promise<OpenResult>;
+  /** `open` done at once where nothing needs a wait, or undefined with nothing done (call
+   * `open`). Throws as `open` rejects. */
+  openCached?(ctx: Ctx, ino: number, flags: number): OpenResult | undefined;
+  /** `release` done at once where nothing needs a wait (true), or false with nothing done
+   * (call `release`). */
+  releaseCached?(ino: number, fh: number): boolean;
   create(
     ctx: Ctx,
     parent: number,
