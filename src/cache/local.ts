@@ -23,6 +23,8 @@ interface OpenFile {
   /** While reads outside the vfs are watched (`watchAccess`): the local file's atime as last
    * seen, armed (not newer than the mtime, or set to 0) so that the next read moves it. */
   atimeSeen?: string;
+  /** The stat `#openFile` took, until the first `watchAccess` uses it instead of its own. */
+  openStat?: libc.Stat;
 }
 
 /** What changed in the local file outside the vfs since the last look. */
@@ -176,6 +178,7 @@ export class LocalStore {
   async acquire(ino: number, size: number, fresh = false): Promise<number> {
     const held = this.#open.get(ino);
     if (held) {
+      held.openStat = undefined; // only for the open that took it
       held.refs++;
       return held.fd;
     }
@@ -203,9 +206,53 @@ export class LocalStore {
       await this.io.close(fd);
       throw error;
     }
-    const file = { fd, refs: 0, seen: seenKey(st) };
+    const file: OpenFile = { fd, refs: 0, seen: seenKey(st), openStat: st };
     this.#open.set(ino, file);
     return file;
+  }
+
+  /**
+   * `acquire` without waiting, for an inode whose local file exists: the held fd, or one
+   * synchronous open (`inline` file ops). Undefined, and nothing taken, where that takes the
+   * engine or another open of the inode is under way (call `acquire` then).
+   */
+  acquireSync(ino: number, size: number): number | undefined {
+    const held = this.#open.get(ino);
+    if (held) {
+      held.openStat = undefined; // only for the open that took it
+      held.refs++;
+      return held.fd;
+    }
+    if (this.fileOps !== "inline" || this.#opening.has(ino)) return undefined;
+    const fd = this.#openInline(ino, libc.O_RDWR | libc.O_CLOEXEC | libc.O_NOATIME);
+    let st: libc.Stat;
+    try {
+      st = libc.fstat(fd);
+      if (st.size !== size) {
+        libc.ftruncate(fd, size);
+        st = libc.fstat(fd);
+      }
+    } catch (error) {
+      this.io.forgetFd?.(fd);
+      libc.close(fd);
+      throw error;
+    }
+    this.#open.set(ino, { fd, refs: 1, seen: seenKey(st), openStat: st });
+    return fd;
+  }
+
+  /** The synchronous open of `#openOrCreate`, with its retries (EPERM for O_NOATIME, ENOENT). */
+  #openInline(ino: number, flags: number): number {
+    for (;;) {
+      try {
+        return libc.openC(this.#cPath(ino), flags);
+      } catch (error) {
+        if (!(error instanceof FsError)) throw error;
+        if (error.errno === Errno.EPERM && flags & libc.O_NOATIME) flags &= ~libc.O_NOATIME;
+        else if (error.errno === Errno.ENOENT && !(flags & libc.O_CREAT)) flags |= libc.O_CREAT;
+        else throw error;
+      }
+    }
   }
 
   /**
@@ -261,6 +308,28 @@ export class LocalStore {
   }
 
   /**
+   * `release` without waiting: false, and nothing dropped, where the last close must go
+   * through the engine (not `inline`, or a big file deleted while open: see `#close`). `st`: a
+   * stat of the fd taken in the same synchronous run (nothing can have changed it since).
+   */
+  releaseSync(ino: number, st?: libc.Stat): boolean {
+    const file = this.#open.get(ino);
+    if (!file) throw new Error(`LocalStore.release(${ino}) without acquire: a vfs bug`);
+    if (file.refs > 1) {
+      file.refs--;
+      return true;
+    }
+    if (this.fileOps !== "inline") return false;
+    st ??= libc.fstat(file.fd);
+    if (st.nlink === 0 && st.blocks * 512 > INLINE_UNLINK_MAX_BYTES) return false;
+    file.refs--;
+    this.#open.delete(ino);
+    this.io.forgetFd?.(file.fd);
+    libc.close(file.fd);
+    return true;
+  }
+
+  /**
    * Close a local file's fd: inline (`fileOps`), one synchronous close(2), unless the file was
    * deleted while open and is big, whose blocks ext4 frees inside that last close (as in an
    * unlink, `INLINE_UNLINK_MAX_BYTES`); otherwise, and then, through the engine.
@@ -292,6 +361,7 @@ export class LocalStore {
     if (!file) throw new Error(`LocalStore.noteOwnChange(${ino}) without an open fd: a vfs bug`);
     const st = libc.fstat(file.fd);
     file.seen = seenKey(st);
+    file.openStat = undefined;
     return st;
   }
 
@@ -301,9 +371,16 @@ export class LocalStore {
    * through it while watched (`watchAccess`); undefined if neither (or not open).
    */
   changedOutside(ino: number): OutsideChange | undefined {
+    return this.changedOutsideStat(ino)?.change;
+  }
+
+  /** `changedOutside`, also handing back the stat it took (undefined when nobody holds the fd),
+   * for a caller that needs one in the same synchronous run (`releaseSync`). */
+  changedOutsideStat(ino: number): { change?: OutsideChange; st: libc.Stat } | undefined {
     const file = this.#open.get(ino);
     if (!file) return undefined;
     const st = libc.fstat(file.fd);
+    file.openStat = undefined;
     const key = seenKey(st);
     let change: OutsideChange | undefined;
     if (key !== file.seen) {
@@ -314,7 +391,7 @@ export class LocalStore {
       (change ??= {}).accessed = { sec: st.atimeSec, nsec: st.atimeNsec };
       file.atimeSeen = this.#armAtime(file.fd, st);
     }
-    return change;
+    return { change, st };
   }
 
   /**
@@ -329,7 +406,11 @@ export class LocalStore {
   watchAccess(ino: number): void {
     const file = this.#open.get(ino);
     if (!file || file.atimeSeen !== undefined) return;
-    file.atimeSeen = this.#armAtime(file.fd, libc.fstat(file.fd));
+    // The stat of the open, when this comes right after it (no await between: the open's own
+    // caller), else a new one.
+    const st = file.openStat ?? libc.fstat(file.fd);
+    file.openStat = undefined;
+    file.atimeSeen = this.#armAtime(file.fd, st);
   }
 
   /**

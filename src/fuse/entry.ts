@@ -6,7 +6,7 @@
  */
 
 import { Errno } from "../fs_error.ts";
-import type { SetattrChanges } from "../vfs/types.ts";
+import type { Attr, SetattrChanges } from "../vfs/types.ts";
 import type { Handler, OpContext } from "./server.ts";
 import {
   attrReply,
@@ -23,31 +23,44 @@ import {
   u64,
 } from "./wire.ts";
 
-const lookup: Handler = async (op, req) => {
+/** LOOKUP and GETATTR answer without a promise when the Vfs has what they need in memory
+ * (`lookupCached`, `getattrCached`): the server then writes the reply in the same call
+ * (src/fuse/README.md, "Daemon CPU per request"). */
+const lookup: Handler = (op, req) => {
   const [name] = cstrings(req.body, 0, 1);
-  const attr = await op.vfs.lookupOrNull(op.ctx, req.header.nodeid, name);
+  const cached = op.vfs.lookupCached?.(op.ctx, req.header.nodeid, name);
+  if (cached !== undefined) return lookupReply(op, req, cached);
+  return op.vfs.lookupOrNull(op.ctx, req.header.nodeid, name).then((attr) =>
+    lookupReply(op, req, attr)
+  );
+};
+
+function lookupReply(op: OpContext, req: Request, attr: Attr | null): Uint8Array {
   if (attr) return entryReply(attr, op.server.validityFor(attr.ino));
   // A cached negative entry saves the next lookup of a missing name (git, PATH searches); every
   // create in this directory goes through the kernel, which drops it.
   if (op.validity.entrySeconds) return entryReply(null, op.validity);
   return statusReply(req.header.unique, Errno.ENOENT);
-};
+}
 
 const forget: Handler = (op, req) => {
   op.vfs.forget(req.header.nodeid, u64(req.view, 0));
-  return Promise.resolve(null);
+  return null;
 };
 
 const batchForget: Handler = (op, req) => {
   for (const one of decodeBatchForget(req.view)) op.vfs.forget(one.nodeid, one.nlookup);
-  return Promise.resolve(null);
+  return null;
 };
 
-const getattr: Handler = async (op, req) => {
+const getattr: Handler = (op, req) => {
+  const cached = op.vfs.getattrCached?.(op.ctx, req.header.nodeid);
+  if (cached) return attrReply(cached, op.server.validityFor(cached.ino).attrSeconds);
   const flags = req.view.byteLength >= 16 ? req.view.getUint32(0, true) : 0;
   const fh = flags & GETATTR_FH ? u64(req.view, 8) : undefined;
-  const attr = await op.vfs.getattr(op.ctx, req.header.nodeid, fh);
-  return attrReply(attr, op.server.validityFor(attr.ino).attrSeconds);
+  return op.vfs.getattr(op.ctx, req.header.nodeid, fh).then((attr) =>
+    attrReply(attr, op.server.validityFor(attr.ino).attrSeconds)
+  );
 };
 
 const UTIME_NOW = "now" as const;

@@ -63,15 +63,26 @@ async function abandon(op: OpContext, ino: number, fh: number): Promise<never> {
   throw new FsError(Errno.EIO, `cannot register passthrough backing file of inode ${ino}`);
 }
 
-const open: Handler = async (op, req) => {
+/** OPEN and RELEASE answer without a promise where the Vfs needs no wait (`openCached`,
+ * `releaseCached`; src/fuse/README.md, "Daemon CPU per request"). */
+const open: Handler = (op, req) => {
   const flags = req.view.getUint32(0, true);
   const ino = req.header.nodeid;
-  const result = await op.vfs.open(op.ctx, ino, flags);
-  try {
-    return openReply(openOut(op, ino, result, flags));
-  } catch {
-    return await abandon(op, ino, result.fh);
+  const cached = op.vfs.openCached?.(op.ctx, ino, flags);
+  if (cached) {
+    try {
+      return openReply(openOut(op, ino, cached, flags));
+    } catch {
+      return abandon(op, ino, cached.fh);
+    }
   }
+  return op.vfs.open(op.ctx, ino, flags).then(async (result) => {
+    try {
+      return openReply(openOut(op, ino, result, flags));
+    } catch {
+      return await abandon(op, ino, result.fh);
+    }
+  });
 };
 
 const create: Handler = async (op, req) => {
@@ -150,14 +161,16 @@ const flush: Handler = async (op, req) => {
   return statusReply(req.header.unique, 0);
 };
 
-const release: Handler = async (op, req) => {
+const release: Handler = (op, req) => {
   const v = req.view;
   const releaseFlags = v.getUint32(12, true);
   const lockOwner = releaseFlags & RELEASE_FLOCK_UNLOCK ? v.getBigUint64(16, true) : undefined;
   const fh = u64(v, 0);
   op.server.backing.release(fh);
-  await op.vfs.release(req.header.nodeid, fh, v.getUint32(8, true), lockOwner);
-  return statusReply(req.header.unique, 0);
+  if (op.vfs.releaseCached?.(req.header.nodeid, fh)) return statusReply(req.header.unique, 0);
+  return op.vfs.release(req.header.nodeid, fh, v.getUint32(8, true), lockOwner).then(() =>
+    statusReply(req.header.unique, 0)
+  );
 };
 
 const fsync: Handler = async (op, req) => {

@@ -97,8 +97,13 @@ export interface OpContext {
   server: FuseServer;
 }
 
-/** A handler returns the reply (with room for the out header) or null when none is sent. */
-export type Handler = (op: OpContext, request: Request) => Promise<Uint8Array | null>;
+/** A handler returns the reply (with room for the out header) or null when none is sent; at
+ * once when it has it without waiting (the server then answers in the same call, no promise),
+ * else as a promise. */
+export type Handler = (
+  op: OpContext,
+  request: Request,
+) => Promise<Uint8Array | null> | Uint8Array | null;
 
 export interface HandlerEntry {
   name: string;
@@ -369,17 +374,6 @@ export class FuseServer {
    */
   handleRequest(buffer: Uint8Array, send: ReplySink): void {
     this.loopStats.requests++;
-    this.#inFlight++;
-    this.#handle(buffer, send).finally(() => {
-      this.#inFlight--;
-      const wake = this.#wakeReader;
-      this.#wakeReader = undefined;
-      wake?.();
-    });
-  }
-
-  /** Decode one request, run its handler, and send its one reply. Never rejects. */
-  async #handle(buffer: Uint8Array, send: ReplySink): Promise<void> {
     let request: Request;
     try {
       request = decodeRequest(buffer);
@@ -388,22 +382,52 @@ export class FuseServer {
       send(null, 0n); // without a valid header there is no unique to answer
       return;
     }
+    const started = monotonicSeconds();
+    let result: Promise<Uint8Array | null> | Uint8Array | null;
+    try {
+      result = this.#dispatch(request);
+    } catch (error) {
+      this.#finish(request, started, send, this.#failed(request, error), true);
+      return;
+    }
+    if (!(result instanceof Promise)) {
+      // Answered without waiting (a GETATTR or LOOKUP from memory): no promise, no turn.
+      this.#finish(request, started, send, result, false);
+      return;
+    }
+    this.#inFlight++;
+    result.then(
+      (reply) => this.#finish(request, started, send, reply, false),
+      (error) => this.#finish(request, started, send, this.#failed(request, error), true),
+    ).finally(() => {
+      this.#inFlight--;
+      const wake = this.#wakeReader;
+      this.#wakeReader = undefined;
+      wake?.();
+    });
+  }
+
+  /** The error reply of a failed request (reporting our bugs and I/O errors). */
+  #failed(request: Request, error: unknown): Uint8Array {
+    const { header } = request;
+    if (!(error instanceof FsError)) {
+      this.#options.onInternalError?.(opcodeNames.get(header.opcode) ?? "?", error);
+    } else if (error.errno === Errno.EIO) {
+      this.#options.onIoError?.(opcodeNames.get(header.opcode) ?? "?", error);
+    }
+    return statusReply(header.unique, errnoOf(error));
+  }
+
+  /** Count a handled request and send its one reply. Never throws. */
+  #finish(
+    request: Request,
+    started: number,
+    send: ReplySink,
+    reply: Uint8Array | null,
+    failed: boolean,
+  ): void {
     const { header } = request;
     const unique = header.unique;
-    const started = monotonicSeconds();
-    let failed = false;
-    let reply: Uint8Array | null;
-    try {
-      reply = await this.#dispatch(request);
-    } catch (error) {
-      failed = true;
-      if (!(error instanceof FsError)) {
-        this.#options.onInternalError?.(opcodeNames.get(header.opcode) ?? "?", error);
-      } else if (error.errno === Errno.EIO) {
-        this.#options.onIoError?.(opcodeNames.get(header.opcode) ?? "?", error);
-      }
-      reply = statusReply(unique, errnoOf(error));
-    }
     this.counters.record(header.opcode, monotonicSeconds() - started, failed);
     if (this.#options.trace) this.#traceRequest(header.opcode, header.nodeid, started, failed);
     if (reply === null) {
@@ -429,26 +453,27 @@ export class FuseServer {
     );
   }
 
-  #dispatch(request: Request): Promise<Uint8Array | null> {
+  #dispatch(request: Request): Promise<Uint8Array | null> | Uint8Array | null {
     const { header } = request;
     switch (header.opcode) {
       case Opcode.INIT:
-        return Promise.resolve(this.#init(request));
+        return this.#init(request);
       case Opcode.DESTROY:
         return this.#destroy().then(() => statusReply(header.unique, 0));
       case Opcode.INTERRUPT:
         this.#interruptible.get(request.view.getBigUint64(0, true))?.abort();
-        return Promise.resolve(null);
+        return null;
     }
     const entry = table.get(header.opcode);
-    if (!entry) return Promise.resolve(statusReply(header.unique, Errno.ENOSYS));
+    if (!entry) return statusReply(header.unique, Errno.ENOSYS);
     const ctx: Ctx = { uid: header.uid, gid: header.gid, pid: header.pid };
     if (header.opcode === Opcode.SETLKW) {
       const controller = new AbortController();
       ctx.signal = controller.signal;
       this.#interruptible.set(header.unique, controller);
-      return entry.handle({ vfs: this.vfs, ctx, validity: this.validity, server: this }, request)
-        .finally(() => this.#interruptible.delete(header.unique));
+      return Promise.resolve(
+        entry.handle({ vfs: this.vfs, ctx, validity: this.validity, server: this }, request),
+      ).finally(() => this.#interruptible.delete(header.unique));
     }
     return entry.handle({ vfs: this.vfs, ctx, validity: this.validity, server: this }, request);
   }

@@ -584,16 +584,8 @@ export class Namespace {
   /** Value and modRevision of one key, from the cache or the store. */
   async get(key: Uint8Array): Promise<CachedValue> {
     const name = keyString(key);
-    const hit = this.#cache.get(name);
-    if (hit) return hit;
-    if (
-      name.charCodeAt(PREFIX.length) === TAG_DENTRY && this.#completeDirs.has(inoOfKeyString(name))
-    ) {
-      // Every entry of this directory is cached: a name not cached does not exist.
-      const absent = { value: undefined, modRevision: 0, knownAt: 0 };
-      this.cachePut(name, absent);
-      return absent;
-    }
+    const known = this.#cachedByName(name);
+    if (known) return known;
     const startedAt = this.#cacheSeq;
     // The kvs' revisions come from committed state even on the fast path; only the response's
     // own revision may be 0 there.
@@ -611,6 +603,27 @@ export class Namespace {
     if (now && (now.knownAt >= entry.knownAt || (now.cachedAt ?? 0) > startedAt)) return now;
     this.cachePut(name, entry);
     return entry;
+  }
+
+  /** What the cache knows of `key` without a read of the store (undefined: nothing). What
+   * `get` returns at once: the synchronous fast path of GETATTR and LOOKUP (src/fuse/README.md,
+   * "Daemon CPU per request"). */
+  cached(key: Uint8Array): CachedValue | undefined {
+    return this.#cachedByName(keyString(key));
+  }
+
+  #cachedByName(name: string): CachedValue | undefined {
+    const hit = this.#cache.get(name);
+    if (hit) return hit;
+    if (
+      name.charCodeAt(PREFIX.length) === TAG_DENTRY && this.#completeDirs.has(inoOfKeyString(name))
+    ) {
+      // Every entry of this directory is cached: a name not cached does not exist.
+      const absent = { value: undefined, modRevision: 0, knownAt: 0 };
+      this.cachePut(name, absent);
+      return absent;
+    }
+    return undefined;
   }
 
   /** Read `keys` from the store in one round trip (one snapshot) and cache them: for callers
@@ -782,6 +795,21 @@ export class Namespace {
   async getDirent(parent: number, name: Uint8Array): Promise<DirentRecord | undefined> {
     const found = await this.get(keys.dentry(parent, name));
     return found.value ? decodeDirent(found.value) : undefined;
+  }
+
+  /** `getInode` from the cache alone: null when the cache knows there is none, undefined when
+   * only the store can tell. */
+  cachedInode(ino: number): InodeRecord | null | undefined {
+    const found = this.cached(keys.inode(ino));
+    if (!found) return undefined;
+    return found.value ? decodeInode(ino, found.value) : null;
+  }
+
+  /** `getDirent` from the cache alone (null: known absent; undefined: ask the store). */
+  cachedDirent(parent: number, name: Uint8Array): DirentRecord | null | undefined {
+    const found = this.cached(keys.dentry(parent, name));
+    if (!found) return undefined;
+    return found.value ? decodeDirent(found.value) : null;
   }
 
   /** A volume's quota record, from the cache or the store (statfs; not compared). */

@@ -12,6 +12,7 @@
 
 import { Errno, FsError } from "../fs_error.ts";
 import type { IoEngine } from "../io/types.ts";
+import type * as libc from "../io/libc.ts";
 import type { MetaKV } from "../meta/kv.ts";
 import {
   copyInode,
@@ -315,6 +316,22 @@ export class VfsCore {
     return current;
   }
 
+  /**
+   * `record` without waiting: the inode from the namespace's cache, undefined when only the store
+   * can tell (the caller then takes `record`). The same checks and pending attributes as
+   * `record`; the synchronous fast path of GETATTR, LOOKUP and OPEN.
+   */
+  recordCached(ino: number): InodeRecord | undefined {
+    this.observeLocal(ino);
+    const record = this.ns.cachedInode(ino);
+    if (record === undefined) return undefined;
+    if (record === null) throw new FsError("ENOENT", `inode ${ino} does not exist`);
+    const state = this.inodes.get(ino);
+    const current = applyDirty(record, state?.dirty);
+    if (state?.accessedAt) return this.#weighAccess(state, current);
+    return current;
+  }
+
   /** A read seen through the backing fd: atime moves to its time if the rule says so. */
   #weighAccess(state: InodeState, record: InodeRecord): InodeRecord {
     const at = state.accessedAt!;
@@ -363,11 +380,12 @@ export class VfsCore {
    * the shim): the local file's size, and its mtime as mtime and ctime, become pending attributes
    * like those of a write through the vfs.
    */
-  observeLocal(ino: number): void {
+  observeLocal(ino: number): libc.Stat | undefined {
     // Cluster mode hands out no backing fd, and its own chunk fills change the local file.
     if (this.cluster) return;
-    const change = this.local.changedOutside(ino);
-    if (!change) return;
+    const seen = this.local.changedOutsideStat(ino);
+    const change = seen?.change;
+    if (!change) return seen?.st;
     const st = change.modified;
     if (st) {
       const time = { sec: st.mtimeSec, nsec: st.mtimeNsec };
@@ -378,6 +396,7 @@ export class VfsCore {
     }
     // Weighed by the next record() (the rule needs the stored times); the first read counts.
     if (change.accessed) this.state(ino).accessedAt ??= change.accessed;
+    return seen.st;
   }
 
   // --- transactions ---

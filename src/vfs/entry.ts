@@ -92,6 +92,38 @@ export async function lookup(
   return core.attr(record);
 }
 
+/**
+ * `lookup` answered from the namespace's cache alone, without a promise: the attributes, null
+ * when the name is known to be absent, undefined when the store must be asked (the caller then
+ * takes `lookup`, which repeats the checks). "." and ".." always take `lookup`.
+ */
+export function lookupCached(
+  core: VfsCore,
+  ctx: Ctx,
+  parent: number,
+  name: Uint8Array,
+): Attr | null | undefined {
+  checkName(name);
+  if (isDotOrDotDot(name)) return undefined;
+  const dir = core.recordCached(parent);
+  if (dir === undefined) return undefined;
+  if (!isDir(dir.mode)) throw new FsError("ENOTDIR", `inode ${parent} is not a directory`);
+  checkAccess(ctx, dir, X_OK);
+  const dirent = core.ns.cachedDirent(parent, name);
+  if (dirent === undefined) return undefined;
+  if (dirent === null) return null;
+  const record = core.recordCached(dirent.ino);
+  if (record === undefined) return undefined;
+  core.state(dirent.ino).lookups++;
+  return core.attr(record);
+}
+
+/** `getattr` from the namespace's cache alone; undefined when the store must be asked. */
+export function getattrCached(core: VfsCore, ino: number): Attr | undefined {
+  const record = core.recordCached(ino);
+  return record && core.attr(record);
+}
+
 /** The kernel dropped `nlookup` references. An unlinked inode may now be freed. */
 export function forget(core: VfsCore, ino: number, nlookup: number): void {
   const state = core.inodes.get(ino);

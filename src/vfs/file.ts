@@ -98,23 +98,65 @@ async function openChecked(
       const unchanged = await core.cluster.opened(ino, fd, record.size);
       return { fh, keepCache: unchanged && !(flags & libc.O_TRUNC) && !atimeDue, directIo: false };
     }
-    // Data written outside the vfs (FUSE passthrough, the shim) never passes the write path that
-    // drops set-id bits, so a file with bits a write must drop gets no backing fd.
-    // Nor does a file in a volume: its writes must claim quota before they happen.
-    const outsideWritesSafe = !hasKillableSetId(record.mode) && !record.volume;
-    // Reads outside the vfs are seen through the local file's atime (LocalStore.watchAccess).
-    if (outsideWritesSafe) core.local.watchAccess(ino);
-    return {
-      fh,
-      keepCache: !(flags & libc.O_TRUNC) && !atimeDue,
-      directIo: false,
-      backingFd: outsideWritesSafe ? fd : undefined,
-    };
+    return localOpen(core, record, flags, fh, fd, atimeDue);
   } catch (error) {
     if (handle.hasData) await core.local.release(ino);
     core.removeHandle(fh);
     throw error;
   }
+}
+
+/** The open of a regular file on one node once its local fd is held: passthrough or not. */
+function localOpen(
+  core: VfsCore,
+  record: InodeRecord,
+  flags: number,
+  fh: number,
+  fd: number,
+  atimeDue: boolean,
+): OpenResult {
+  // Data written outside the vfs (FUSE passthrough, the shim) never passes the write path that
+  // drops set-id bits, so a file with bits a write must drop gets no backing fd.
+  // Nor does a file in a volume: its writes must claim quota before they happen.
+  const outsideWritesSafe = !hasKillableSetId(record.mode) && !record.volume;
+  // Reads outside the vfs are seen through the local file's atime (LocalStore.watchAccess).
+  if (outsideWritesSafe) core.local.watchAccess(record.ino);
+  return {
+    fh,
+    keepCache: !(flags & libc.O_TRUNC) && !atimeDue,
+    directIo: false,
+    backingFd: outsideWritesSafe ? fd : undefined,
+  };
+}
+
+/**
+ * `open` without waiting, on one node: the inode from the namespace's cache and its local file
+ * opened by one synchronous call (or already held). Undefined, and nothing done, where that
+ * takes a wait (a cluster node, O_TRUNC, an inode or local file not at hand): call `open`.
+ * Throws as `open` rejects.
+ */
+export function openCached(
+  core: VfsCore,
+  ctx: Ctx,
+  ino: number,
+  flags: number,
+): OpenResult | undefined {
+  if (core.cluster || flags & libc.O_TRUNC) return undefined;
+  const record = core.recordCached(ino);
+  if (record === undefined) return undefined;
+  if (isDir(record.mode) && canWrite(flags)) {
+    throw new FsError("EISDIR", `inode ${ino} is a directory`);
+  }
+  checkAccess(ctx, record, accessMask(flags));
+  if (!isReg(record.mode)) {
+    return { fh: core.addHandle({ kind: "file", ino, flags }), keepCache: false, directIo: false };
+  }
+  const fd = core.local.acquireSync(ino, record.size);
+  if (fd === undefined) return undefined;
+  const fh = core.addHandle({ kind: "file", ino, flags, hasData: true });
+  core.state(ino).volume = record.volume ?? 0;
+  const atimeDue = canRead(flags) && !(flags & libc.O_NOATIME) && core.atimeDue(record);
+  return localOpen(core, record, flags, fh, fd, atimeDue);
 }
 
 /** O_TRUNC: size 0, mtime and ctime now (even if already empty), set-id dropped for non-root. */
@@ -343,6 +385,28 @@ export async function release(
   }
   if (purge) await core.maybePurge(ino);
   core.dropStateIfIdle(ino);
+}
+
+/**
+ * `release` without waiting, on one node: true once done; false, with nothing done, where it
+ * takes a wait (locks to drop, attributes to store, a purge, a close through the engine): call
+ * `release` then.
+ */
+export function releaseCached(core: VfsCore, ino: number, fh: number): boolean {
+  if (core.cluster) return false;
+  const handle = core.handles.get(fh);
+  const state = core.inodes.get(ino);
+  if (handle?.kind !== "file" || handle.ino !== ino || !state || state.locks) return false;
+  const last = state.handles === 1;
+  // The last handle stores what passthrough changed (`persist`): only when nothing did.
+  const st = last ? core.observeLocal(ino) : undefined;
+  if (last && (state.dirty || state.accessedAt)) return false;
+  if (state.handles === 1 && state.lookups === 0) return false; // a purge may be due
+  if (handle.hasData && !core.local.releaseSync(ino, st)) return false;
+  core.removeHandle(fh);
+  if (last) core.volumes.closed(ino);
+  core.dropStateIfIdle(ino);
+  return true;
 }
 
 /** fsync: the local data, then the attributes, then the metadata store, all durable. In a

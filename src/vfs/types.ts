@@ -127,6 +127,11 @@ export interface Vfs {
   /** Add one lookup reference (an entry handed to the kernel by readdirplus). */
   remember(ino: number): void;
   getattr(ctx: Ctx, ino: number, fh?: number): Promise<Attr>;
+  /** `lookupOrNull` answered at once from what is cached in memory, or undefined when that
+   * takes a read of the store (then call `lookupOrNull`). Throws as `lookupOrNull` rejects. */
+  lookupCached?(ctx: Ctx, parent: number, name: Uint8Array): Attr | null | undefined;
+  /** `getattr` answered at once from what is cached in memory, or undefined (call `getattr`). */
+  getattrCached?(ctx: Ctx, ino: number): Attr | undefined;
   setattr(ctx: Ctx, ino: number, changes: SetattrChanges, fh?: number): Promise<Attr>;
   readlink(ctx: Ctx, ino: number): Promise<Uint8Array>;
   mknod(
@@ -152,6 +157,12 @@ export interface Vfs {
   link(ctx: Ctx, ino: number, newParent: number, newName: Uint8Array): Promise<Attr>;
   /** `flags` are the open(2) flags (O_ACCMODE, O_TRUNC, O_APPEND, O_DIRECT, ...). */
   open(ctx: Ctx, ino: number, flags: number): Promise<OpenResult>;
+  /** `open` done at once where nothing needs a wait, or undefined with nothing done (call
+   * `open`). Throws as `open` rejects. */
+  openCached?(ctx: Ctx, ino: number, flags: number): OpenResult | undefined;
+  /** `release` done at once where nothing needs a wait (true), or false with nothing done
+   * (call `release`). */
+  releaseCached?(ino: number, fh: number): boolean;
   create(
     ctx: Ctx,
     parent: number,

@@ -115,6 +115,8 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
     forget: (ino, nlookup) => entry.forget(core, ino, nlookup),
     remember: (ino) => void core.state(ino).lookups++,
     getattr: (_ctx, ino) => entry.getattr(core, ino),
+    lookupCached: (ctx, parent, name) => entry.lookupCached(core, ctx, parent, name),
+    getattrCached: (_ctx, ino) => entry.getattrCached(core, ino),
     setattr: (ctx, ino, changes, fh) => entry.setattr(core, ctx, ino, changes, fh),
     readlink: (_ctx, ino) => entry.readlink(core, ino),
     mknod: (ctx, parent, name, mode, rdev, umask) =>
@@ -127,6 +129,8 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
       rename(core, ctx, parent, name, newParent, newName, flags),
     link: (ctx, ino, newParent, newName) => entry.link(core, ctx, ino, newParent, newName),
     open: (ctx, ino, flags) => file.open(core, ctx, ino, flags),
+    openCached: (ctx, ino, flags) => file.openCached(core, ctx, ino, flags),
+    releaseCached: (ino, fh) => file.releaseCached(core, ino, fh),
     create: (ctx, parent, name, mode, umask, flags) =>
       file.create(core, ctx, parent, name, mode, umask, flags),
     read: (_ctx, ino, fh, offset, into) => file.read(core, ino, fh, offset, into),

@@ -1,0 +1,130 @@
+/** Tests of the server's request path: requests answered from memory are answered in the same
+ * call (no promise), and agree with the answers that wait for the store. */
+
+import assert from "node:assert/strict";
+import { n, root, withVfs } from "../vfs/_testing.ts";
+import { FuseServer } from "./server.ts";
+import type { FuseDevice } from "./session.ts";
+import { IN_HEADER_SIZE, Opcode } from "./wire.ts";
+
+/** A FUSE request as the kernel writes it: header, then `body`. */
+function request(opcode: number, nodeid: number, unique: bigint, body = new Uint8Array()) {
+  const bytes = new Uint8Array(IN_HEADER_SIZE + body.length);
+  const dv = new DataView(bytes.buffer);
+  dv.setUint32(0, bytes.length, true);
+  dv.setUint32(4, opcode, true);
+  dv.setBigUint64(8, unique, true);
+  dv.setBigUint64(16, BigInt(nodeid), true);
+  bytes.set(body, IN_HEADER_SIZE);
+  return bytes;
+}
+
+/** The error of a reply (out header: len u32, error i32, unique u64). */
+const errorOf = (reply: Uint8Array) =>
+  new DataView(reply.buffer, reply.byteOffset).getInt32(4, true);
+
+/** Send one request; returns the reply if it was sent before handleRequest returned, else
+ * "later" (and the reply once it comes, through `wait`). */
+function send(server: FuseServer, bytes: Uint8Array) {
+  let reply: Uint8Array | null | undefined;
+  let resolve: (r: Uint8Array | null) => void;
+  const wait = new Promise<Uint8Array | null>((r) => resolve = r);
+  server.handleRequest(bytes, (out) => {
+    reply = out && out.slice();
+    resolve(reply);
+  });
+  return { sync: reply !== undefined, wait };
+}
+
+Deno.test("server: GETATTR and LOOKUP of cached inodes are answered without waiting", async () => {
+  await withVfs(async ({ vfs }) => {
+    const server = new FuseServer({} as FuseDevice, vfs);
+    const f = await vfs.mknod(root, 1, n("f"), 0o100644, 0, 0);
+    await vfs.getattr(root, f.ino); // in the namespace's cache now
+
+    const getattr = send(server, request(Opcode.GETATTR, f.ino, 7n, new Uint8Array(16)));
+    assert.ok(getattr.sync, "GETATTR of a cached inode answered in the same call");
+    const attrReply = (await getattr.wait)!;
+    assert.equal(errorOf(attrReply), 0);
+    const out = new DataView(attrReply.buffer, 16); // fuse_attr_out: valid u64, nsec, dummy, attr
+    assert.equal(Number(out.getBigUint64(16, true)), f.ino);
+
+    const lookup = send(server, request(Opcode.LOOKUP, 1, 8n, n("f\0")));
+    assert.ok(lookup.sync, "LOOKUP of a cached name answered in the same call");
+    const entry = new DataView((await lookup.wait)!.buffer, 16); // fuse_entry_out: nodeid first
+    assert.equal(Number(entry.getBigUint64(0, true)), f.ino);
+
+    // Errors from the synchronous path are replies too.
+    const notDir = send(server, request(Opcode.LOOKUP, f.ino, 9n, n("x\0")));
+    assert.equal(errorOf((await notDir.wait)!), -20); // ENOTDIR
+    const missing = send(server, request(Opcode.GETATTR, 999_999, 10n, new Uint8Array(16)));
+    assert.equal(errorOf((await missing.wait)!), -2); // ENOENT
+  });
+});
+
+Deno.test("vfs: lookupCached and getattrCached agree with lookup and getattr", async () => {
+  await withVfs(async ({ vfs }) => {
+    const d = await vfs.mkdir(root, 1, n("d"), 0o700, 0);
+    const f = await vfs.mknod(root, d.ino, n("f"), 0o100644, 0, 0);
+    await vfs.lookupOrNull(root, d.ino, n("f"));
+    await vfs.lookupOrNull(root, d.ino, n("none"));
+    const alice = { uid: 1000, gid: 1000, pid: 2 };
+    assert.deepEqual(vfs.lookupCached!(root, d.ino, n("f")), await vfs.lookup(root, d.ino, n("f")));
+    assert.equal(vfs.lookupCached!(root, d.ino, n("none")), null);
+    assert.throws(() => vfs.lookupCached!(alice, d.ino, n("f")), /EACCES/);
+    assert.throws(() => vfs.lookupCached!(root, f.ino, n("x")), /ENOTDIR/);
+    assert.equal(vfs.lookupCached!(root, d.ino, n("..")), undefined); // always the slow path
+    // A change is seen at once: the cache is the one the transactions update.
+    await vfs.setattr(root, f.ino, { mode: 0o600 });
+    assert.equal(vfs.getattrCached!(root, f.ino)!.mode & 0o777, 0o600);
+    assert.deepEqual(vfs.getattrCached!(root, f.ino), await vfs.getattr(root, f.ino));
+  });
+});
+
+Deno.test("server: OPEN and RELEASE of a cached, unchanged file are answered without waiting", async () => {
+  await withVfs(async ({ vfs }) => {
+    const server = new FuseServer({} as FuseDevice, vfs);
+    const f = await vfs.mknod(root, 1, n("f"), 0o100644, 0, 0);
+    await vfs.lookup(root, 1, n("f")); // the kernel holds it, as before any open
+    const openIn = new Uint8Array(8); // fuse_open_in: flags, open_flags (O_RDONLY)
+    const opened = send(server, request(Opcode.OPEN, f.ino, 11n, openIn));
+    assert.ok(opened.sync, "OPEN answered in the same call");
+    const openReply = (await opened.wait)!;
+    assert.equal(errorOf(openReply), 0);
+    const fh = new DataView(openReply.buffer, 16).getBigUint64(0, true);
+    assert.equal(vfs.openHandles().length, 1);
+    const releaseIn = new Uint8Array(24); // fuse_release_in: fh, flags, release_flags, owner
+    new DataView(releaseIn.buffer).setBigUint64(0, fh, true);
+    const released = send(server, request(Opcode.RELEASE, f.ino, 12n, releaseIn));
+    assert.ok(released.sync, "RELEASE answered in the same call");
+    assert.equal(errorOf((await released.wait)!), 0);
+    assert.equal(vfs.openHandles().length, 0);
+  });
+});
+
+Deno.test("vfs: openCached and releaseCached only where nothing needs a wait", async () => {
+  await withVfs(async ({ vfs }) => {
+    const alice = { uid: 1000, gid: 1000, pid: 2 };
+    const f = await vfs.mknod(root, 1, n("f"), 0o100600, 0, 0);
+    await vfs.lookup(root, 1, n("f"));
+    assert.throws(() => vfs.openCached!(alice, f.ino, 0), /EACCES/);
+    assert.equal(vfs.openCached!(root, f.ino, 0o1000 | 2), undefined); // O_TRUNC: a transaction
+    const a = vfs.openCached!(root, f.ino, 2)!;
+    const b = vfs.openCached!(root, f.ino, 0)!;
+    assert.equal(a.backingFd, b.backingFd); // one local fd per inode
+    assert.ok(vfs.releaseCached!(f.ino, b.fh));
+    // A write leaves attributes to store: the last release must take the slow path.
+    await vfs.write(root, f.ino, a.fh, 0, n("data"));
+    assert.equal(vfs.releaseCached!(f.ino, a.fh), false);
+    assert.equal(vfs.openHandles().length, 1, "nothing done");
+    await vfs.release(f.ino, a.fh, 0);
+    assert.equal((await vfs.getattr(root, f.ino)).size, 4);
+    // Unlinked and forgotten: the last release purges the inode, which takes a transaction.
+    const c = vfs.openCached!(root, f.ino, 0)!;
+    await vfs.unlink(root, 1, n("f"));
+    vfs.forget(f.ino, 2); // mknod and lookup each counted one
+    assert.equal(vfs.releaseCached!(f.ino, c.fh), false);
+    await vfs.release(f.ino, c.fh, 0);
+    await assert.rejects(vfs.getattr(root, f.ino), /ENOENT/);
+  });
+});
