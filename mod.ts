@@ -269,7 +269,6 @@ const commands: Record<string, Command> = {
       metaLog: config.get("mount.meta_log"),
       localFileOps: config.get("mount.local_file_ops"),
       localSpareFiles: spareFiles(config.get("mount.local_spare_files")),
-      orphanPurgeMs: config.get("mount.orphan_purge_ms"),
       transport: config.get("fuse.transport") as "auto" | "uring" | "dev",
       uringDepth: config.get("fuse.uring_depth"),
       io: { engine: config.get("io.engine"), libraryPath: config.get("io.uring_lib") },

@@ -59,9 +59,6 @@ export interface MountOptions {
   /** Emptied local files of deleted inodes kept for new ones (config mount.local_spare_files):
    * a number, or "auto" (the default: 4096 on an ext4 without a journal, else 0). */
   localSpareFiles?: number | "auto";
-  /** Milliseconds the purges of forgotten orphans wait to share one transaction (config
-   * mount.orphan_purge_ms). Default 5; 0 = one transaction per forget. */
-  orphanPurgeMs?: number;
   /** Microseconds the FUSE reader looks for the next request before parking (config
    * fuse.spin_us; src/fuse/README.md "Idle spin"). Default: the server's. */
   idleSpinUs?: number;
@@ -234,7 +231,6 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     cluster: node?.data,
     localFileOps: options.localFileOps,
     localSpareFiles: options.localSpareFiles,
-    orphanPurgeMs: options.orphanPurgeMs,
     atimeRule: (isDir) => atimeRule(isDir),
     volumes: {
       ...options.volumes,

@@ -116,16 +116,6 @@ export const KEYS = {
       "0 = unlink and create as before; inline local_file_ops only (src/fuse/README.md, Spare " +
       "local files)",
   },
-  "mount.orphan_purge_ms": {
-    kind: "number",
-    schema: z.number().int().min(0).max(1000),
-    default: 5,
-    commands: MOUNTING,
-    allowed: "an integer number of milliseconds from 0 to 1000",
-    doc: "how long the purges of unlinked files the kernel has forgotten wait to go out " +
-      "together as one metadata transaction; 0 = one transaction per forget " +
-      "(src/fuse/README.md, Daemon CPU per request)",
-  },
   "mount.passthrough": {
     kind: "string",
     schema: z.enum(["auto", "on", "off"]),

@@ -68,10 +68,6 @@ export interface VfsOptions {
    * LocalStore.removeSoon); inline file ops only. Default "auto": 4096 when the data directory
    * is on an ext4 without a journal (`isJournalLessExt4`), else 0. */
   localSpareFiles?: number | "auto";
-  /** Milliseconds the purges of unlinked inodes the kernel forgot wait to share one transaction
-   * (config `mount.orphan_purge_ms`, VfsCore.purgeLater). 0: one transaction per forget.
-   * Default 5. */
-  orphanPurgeMs?: number;
   /** Volumes (volumes.ts): where they live (`root`, default "volumes") and how writers reserve
    * capacity (volume_quota.ts). */
   volumes?: VolumeQuotaOptions & { root?: string };
@@ -252,10 +248,6 @@ export class VfsCore {
   /** Cluster mode: per inode, its publish in flight and those queued behind it (#publish). */
   readonly #publishing = new Map<number, Promise<void>>();
   #timer: ReturnType<typeof setTimeout> | undefined;
-  readonly #purgeMs: number;
-  /** Inodes whose purge `purgeLater` deferred, and the timer that runs them as one batch. */
-  readonly #purgeQueue = new Set<number>();
-  #purgeTimer: ReturnType<typeof setTimeout> | undefined;
   #nextFh = 1;
   #closed = false;
 
@@ -270,7 +262,6 @@ export class VfsCore {
     this.cluster = options.cluster;
     this.atimeRule = options.atimeRule ?? (() => "relatime");
     this.#writebackMs = options.attrWritebackMs ?? 1000;
-    this.#purgeMs = options.orphanPurgeMs ?? 5;
     this.volumes = new VolumeQuotas(this, options.cluster?.nodeId ?? "local", options.volumes);
     this.volumeRoot = options.volumes?.root ?? "volumes";
     // An orphan whose open record went (after its linger) may be freed now.
@@ -564,62 +555,16 @@ export class VfsCore {
     return true;
   }
 
-  /**
-   * Run `maybePurge` from a callback that cannot wait (forget, releasedir); failures are logged,
-   * and an orphan left behind is purged at the next start. On one node the purges wait up to
-   * `orphanPurgeMs` and go as one transaction (`#purgeBatch`): an unlink of a file the kernel
-   * holds costs the orphan's transaction and, at its FORGET, the purge's; batched, the purges of
-   * a stream of unlinks share one log record instead of one each. Nothing waits on a purge (no
-   * reply, and a kill -9 before it leaves an orphan the next start purges), and an inode with
-   * nlink 0 has no name by which it could come back meanwhile.
-   */
+  /** Run `maybePurge` from a callback that cannot wait (forget); failures are logged, and an
+   * orphan left behind is purged at the next start. */
   purgeLater(ino: number): void {
-    if (this.cluster || this.#purgeMs <= 0 || this.#closed) {
-      this.maybePurge(ino).catch((error) =>
-        console.error(`skyfs: purge of inode ${ino}: ${error}`)
-      );
-      return;
-    }
-    this.#purgeQueue.add(ino);
-    if (this.#purgeTimer !== undefined) return;
-    const timer = setTimeout(() => {
-      this.#purgeTimer = undefined;
-      this.#purgeBatch().catch((error) => console.error(`skyfs: purge of orphans: ${error}`));
-    }, this.#purgeMs);
-    Deno.unrefTimer(timer);
-    this.#purgeTimer = timer;
-  }
-
-  /** `maybePurge` of every inode `purgeLater` queued, in one transaction (one node only). */
-  async #purgeBatch(): Promise<void> {
-    const inos = [...this.#purgeQueue].filter((ino) => !this.isReferenced(ino));
-    this.#purgeQueue.clear();
-    if (inos.length === 0) return;
-    const purged = await this.txn(async (t) => {
-      const records: InodeRecord[] = [];
-      for (const ino of inos) {
-        const record = await t.tx.getInode(ino);
-        if (!record || record.nlink > 0 || this.isReferenced(ino)) continue;
-        await t.deleteInode(ino, isReg(record.mode));
-        records.push(record);
-      }
-      return records;
-    });
-    for (const record of purged) {
-      if (isReg(record.mode)) this.local.removeSoon(record.ino, record.size);
-      this.dropStateIfIdle(record.ino);
-    }
+    this.maybePurge(ino).catch((error) => console.error(`skyfs: purge of inode ${ino}: ${error}`));
   }
 
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
-    if (this.#purgeTimer !== undefined) clearTimeout(this.#purgeTimer);
-    this.#purgeTimer = undefined;
-    await this.#purgeBatch().catch((error) =>
-      console.error(`skyfs: purge of orphans at close: ${error}`)
-    );
     await this.persistAll();
     // A write-back of an inode no longer dirty may still be reading its local file.
     await Promise.allSettled(this.#publishing.values());

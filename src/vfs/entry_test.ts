@@ -316,33 +316,6 @@ Deno.test("forget of an unlinked inode frees it; remember keeps it alive", async
   });
 });
 
-Deno.test("the purges of forgotten orphans go out as one transaction (orphanPurgeMs)", async () => {
-  for (const orphanPurgeMs of [5, 0]) {
-    await withVfs(async (f) => {
-      const inos: number[] = [];
-      for (let i = 0; i < 8; i++) {
-        const file = await f.vfs.mknod(root, 1, n(`f${i}`), 0o100644, 0, 0);
-        // mknod gave the kernel a lookup: the unlink leaves an orphan, purged at its forget.
-        await f.vfs.unlink(root, 1, n(`f${i}`));
-        inos.push(file.ino);
-      }
-      const before = f.vfs.metaCounters.transactions;
-      for (const ino of inos) f.vfs.forget(ino, 1);
-      const gone = async (ino: number) => {
-        try {
-          await f.vfs.getattr(root, ino);
-          return false;
-        } catch {
-          return true;
-        }
-      };
-      await waitFor(async () => (await Promise.all(inos.map(gone))).every(Boolean));
-      const purges = f.vfs.metaCounters.transactions - before;
-      assert.equal(purges, orphanPurgeMs ? 1 : inos.length, `orphanPurgeMs ${orphanPurgeMs}`);
-    }, { orphanPurgeMs });
-  }
-});
-
 async function waitFor(check: () => Promise<boolean>): Promise<void> {
   for (let i = 0; i < 200; i++) {
     if (await check()) return;
