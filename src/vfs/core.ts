@@ -44,9 +44,10 @@ export interface VfsOptions {
   inoRangeSize?: number;
   /** Validate cached reads against the store (cluster backends). Default false (one writer). */
   validateReads?: boolean;
-  /** Called when an inode's attributes changed as a side effect of an operation on another
-   * object (nlink/ctime after unlink, rename, link), so the kernel's cached attributes can be
-   * invalidated. Default: nothing. */
+  /** Called when an inode's attributes changed as a side effect of an operation the kernel does
+   * not expect to change them (a failed fallocate, a volume made through the admin API), so the
+   * kernel's cached attributes can be invalidated. Not for unlink, rmdir and rename: the kernel
+   * that sent them marks the inodes' nlink and ctime stale itself. Default: nothing. */
   onInodeChange?: (ino: number) => void;
   /** Called when names changed without the kernel asking (a volume created or deleted through
    * the admin API), so that its cached entries, negative ones included, are looked up again.

@@ -522,13 +522,14 @@ async function removeEntry(
 
 /** After a transaction removed a name of `ino`: free its data (`freed`: the record the
  * transaction deleted) or retry the purge (see VfsCore.maybePurge for why a forget racing with the
- * commit needs this second look). */
+ * commit needs this second look). No attribute invalidation of `ino`: the kernel that sent the
+ * UNLINK, RMDIR or RENAME drops its nlink and marks its ctime stale itself (fuse_entry_unlinked),
+ * and only the FUSE handlers remove names. */
 export async function afterUnlink(
   core: VfsCore,
   ino: number,
   freed: InodeRecord | undefined,
 ): Promise<void> {
-  core.onInodeChange(ino);
   if (core.keptElsewhere.delete(ino)) return core.dropStateIfIdle(ino);
   if (freed) {
     // Only regular files have a local file; a directory's or a symlink's unlink would only

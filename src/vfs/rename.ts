@@ -42,7 +42,10 @@ export async function rename(
   const outcome = await core.txn((t) =>
     renameIn(t, core, ctx, { parent, name, newParent, newName, exchange, noreplace })
   );
-  for (const ino of outcome.touched) core.onInodeChange(ino);
+  // No attribute invalidation of the renamed inodes: the kernel that sent the RENAME marks their
+  // ctime stale itself (fuse_rename_common: fuse_update_ctime of both, fuse_entry_unlinked of a
+  // replaced one), and only the FUSE handlers call this (src/fuse/README.md, Daemon CPU per
+  // request). Other nodes of a cluster learn of it through the metadata watch.
   if (outcome.replaced !== undefined) await afterUnlink(core, outcome.replaced, outcome.freed);
 }
 
@@ -80,8 +83,6 @@ interface RenameArgs {
 }
 
 interface RenameOutcome {
-  /** Inodes whose ctime (or parent) changed, besides the two directories. */
-  touched: number[];
   /** The inode that lost its name to the rename, if any. */
   replaced?: number;
   /** `replaced`'s record if the rename deleted it (else it lives on, or is an orphan). */
@@ -118,7 +119,7 @@ async function renameIn(
     await checkNotAncestor(t, dst!.ino, a.parent, a.exchange ? "EINVAL" : "ENOTEMPTY");
   }
   // Renaming a name onto itself, or onto another link of the same inode, does nothing (POSIX).
-  const none: RenameOutcome = { touched: [] };
+  const none: RenameOutcome = {};
   if (a.parent === a.newParent && sameName(a.name, a.newName)) return none;
   if (dstEntry?.ino === srcEntry.ino) return none;
 
@@ -134,7 +135,7 @@ async function renameIn(
   }
 
   const now = core.now();
-  const outcome: RenameOutcome = { touched: [src.ino] };
+  const outcome: RenameOutcome = {};
   if (a.exchange) {
     const other = dst!;
     t.tx.putDirent(a.parent, a.name, { ino: other.ino, type: other.mode & S_IFMT });
@@ -145,7 +146,6 @@ async function renameIn(
     }
     other.ctime = now;
     t.putInode(other);
-    outcome.touched.push(other.ino);
   } else {
     t.tx.deleteDirent(a.parent, a.name);
     t.tx.putDirent(a.newParent, a.newName, { ino: src.ino, type: src.mode & S_IFMT });

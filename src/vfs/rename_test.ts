@@ -187,3 +187,19 @@ Deno.test("rename over a file that is still open keeps its data reachable by han
     vfs.forget(a.attr.ino, 1);
   });
 });
+
+Deno.test("rename, unlink and rmdir leave the kernel's invalidation to the kernel (no onInodeChange)", async () => {
+  const changed: number[] = [];
+  await withVfs(async ({ vfs }) => {
+    const a = await vfs.mknod(root, 1, n("a"), 0o100644, 0, 0);
+    await vfs.mknod(root, 1, n("b"), 0o100644, 0, 0);
+    await vfs.link(root, a.ino, 1, n("a2"));
+    await vfs.rename(root, 1, n("a"), 1, n("c"), 0);
+    await vfs.rename(root, 1, n("c"), 1, n("b"), RENAME_EXCHANGE);
+    await vfs.rename(root, 1, n("b"), 1, n("c"), 0); // replaces c
+    await vfs.unlink(root, 1, n("a2"));
+    await vfs.mkdir(root, 1, n("d"), 0o755, 0);
+    await vfs.rmdir(root, 1, n("d"));
+    assert.deepEqual(changed, []);
+  }, { onInodeChange: (ino) => changed.push(ino) });
+});
