@@ -5,7 +5,7 @@
 #   Steps, in order: setup fmt lint check unit sim tests tests-cluster tests-uring tests-curp
 #   tests-etcd bench (default: all).
 #   tests runs tests/ but for tests/cluster/ and tests/meta/, which tests-cluster runs (each step
-#   has its own time cap, and together they were 900 s at load 7-9 on 2 cores).
+#   has its own time cap: as one step they did not finish within 900 s at load 7-9 on 2 cores).
 #   tests-uring runs the POSIX suites, the differential test and the crash test on FUSE over
 #   io_uring (SKYFS_TEST_FUSE_TRANSPORT=uring); it turns the kernel's switch on first (root), and
 #   fails, never skips, when the ring cannot be set up.
