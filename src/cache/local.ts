@@ -99,8 +99,8 @@ export class LocalStore {
     this.#spareBytes.set(sparePrefix);
   }
 
-  /** The store under `<dataDir>/data`, creating its 256 subdirectories on first use. */
   /**
+   * The store under `<dataDir>/data`, creating its 256 subdirectories on first use.
    * `spareFiles` (config `mount.local_spare_files`): how many emptied local files of deleted
    * inodes to keep for new inodes (`removeSoon`); with `inline` file ops only. Spares left by the
    * previous process are taken up to that many, the rest removed.
@@ -156,14 +156,11 @@ export class LocalStore {
    */
   #cPath(ino: number): Uint8Array {
     const bytes = this.#cPathBytes;
-    let at = bytes.length - 15;
+    const at = bytes.length - 15;
     const bucket = ino % 256;
     bytes[at - 3] = HEX[bucket >> 4];
     bytes[at - 2] = HEX[bucket & 15];
-    const digits = ino.toString(16);
-    for (let i = 0; i < digits.length; i++) bytes[at++] = digits.charCodeAt(i);
-    bytes[at] = 0;
-    return bytes;
+    return writeHexName(bytes, ino);
   }
 
   /** The shared fd of `ino` if some user holds it open. */
@@ -197,11 +194,7 @@ export class LocalStore {
     const fd = await this.#openOrCreate(ino, this.path(ino), fresh);
     let st: libc.Stat;
     try {
-      st = libc.fstat(fd);
-      if (st.size !== size) {
-        libc.ftruncate(fd, size);
-        st = libc.fstat(fd);
-      }
+      st = statAtSize(fd, size);
     } catch (error) {
       await this.io.close(fd);
       throw error;
@@ -227,11 +220,7 @@ export class LocalStore {
     const fd = this.#openInline(ino, libc.O_RDWR | libc.O_CLOEXEC | libc.O_NOATIME);
     let st: libc.Stat;
     try {
-      st = libc.fstat(fd);
-      if (st.size !== size) {
-        libc.ftruncate(fd, size);
-        st = libc.fstat(fd);
-      }
+      st = statAtSize(fd, size);
     } catch (error) {
       this.io.forgetFd?.(fd);
       libc.close(fd);
@@ -247,10 +236,7 @@ export class LocalStore {
       try {
         return libc.openC(this.#cPath(ino), flags);
       } catch (error) {
-        if (!(error instanceof FsError)) throw error;
-        if (error.errno === Errno.EPERM && flags & libc.O_NOATIME) flags &= ~libc.O_NOATIME;
-        else if (error.errno === Errno.ENOENT && !(flags & libc.O_CREAT)) flags |= libc.O_CREAT;
-        else throw error;
+        flags = retryFlags(error, flags);
       }
     }
   }
@@ -279,10 +265,7 @@ export class LocalStore {
         if (this.fileOps === "inline") return libc.openC(this.#cPath(ino), flags);
         return await this.io.open(path, flags);
       } catch (error) {
-        if (!(error instanceof FsError)) throw error;
-        if (error.errno === Errno.EPERM && flags & libc.O_NOATIME) flags &= ~libc.O_NOATIME;
-        else if (error.errno === Errno.ENOENT && !(flags & libc.O_CREAT)) flags |= libc.O_CREAT;
-        else throw error;
+        flags = retryFlags(error, flags);
       }
     }
   }
@@ -540,12 +523,7 @@ export class LocalStore {
 
   /** `<root>/spare/<name in hex>` as a C string, in one reused buffer (see `#cPath`). */
   #spareC(name: number): Uint8Array {
-    const bytes = this.#spareBytes;
-    let at = bytes.length - 15;
-    const digits = name.toString(16);
-    for (let i = 0; i < digits.length; i++) bytes[at++] = digits.charCodeAt(i);
-    bytes[at] = 0;
-    return bytes;
+    return writeHexName(this.#spareBytes, name);
   }
 
   /**
@@ -620,6 +598,34 @@ export async function isJournalLessExt4(dir: string): Promise<boolean> {
 }
 
 const HEX = encoder.encode("0123456789abcdef");
+
+/** Write `n` in hex and a NUL into the last 15 bytes of a C path buffer (`#cPath`, `#spareC`). */
+function writeHexName(bytes: Uint8Array, n: number): Uint8Array {
+  let at = bytes.length - 15;
+  const digits = n.toString(16);
+  for (let i = 0; i < digits.length; i++) bytes[at++] = digits.charCodeAt(i);
+  bytes[at] = 0;
+  return bytes;
+}
+
+/**
+ * The flags to open a local file with again after `error`: without O_NOATIME after EPERM (a file
+ * of another uid), with O_CREAT after ENOENT (no file yet); anything else is thrown.
+ */
+function retryFlags(error: unknown, flags: number): number {
+  if (!(error instanceof FsError)) throw error;
+  if (error.errno === Errno.EPERM && flags & libc.O_NOATIME) return flags & ~libc.O_NOATIME;
+  if (error.errno === Errno.ENOENT && !(flags & libc.O_CREAT)) return flags | libc.O_CREAT;
+  throw error;
+}
+
+/** fstat of a freshly opened local file, cut or extended to `size` first if it differs. */
+function statAtSize(fd: number, size: number): libc.Stat {
+  const st = libc.fstat(fd);
+  if (st.size === size) return st;
+  libc.ftruncate(fd, size);
+  return libc.fstat(fd);
+}
 
 function hex2(n: number): string {
   return n.toString(16).padStart(2, "0");

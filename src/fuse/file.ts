@@ -69,21 +69,23 @@ const open: Handler = (op, req) => {
   const flags = req.view.getUint32(0, true);
   const ino = req.header.nodeid;
   const cached = op.vfs.openCached?.(op.ctx, ino, flags);
-  if (cached) {
-    try {
-      return openReply(openOut(op, ino, cached, flags));
-    } catch {
-      return abandon(op, ino, cached.fh);
-    }
-  }
-  return op.vfs.open(op.ctx, ino, flags).then(async (result) => {
-    try {
-      return openReply(openOut(op, ino, result, flags));
-    } catch {
-      return await abandon(op, ino, result.fh);
-    }
-  });
+  if (cached) return openAnswer(op, ino, cached, flags);
+  return op.vfs.open(op.ctx, ino, flags).then((result) => openAnswer(op, ino, result, flags));
 };
+
+/** The OPEN reply of an opened handle, or the handle abandoned (EIO) when it cannot be made. */
+function openAnswer(
+  op: OpContext,
+  ino: number,
+  result: OpenResult,
+  flags: number,
+): Uint8Array | Promise<never> {
+  try {
+    return openReply(openOut(op, ino, result, flags));
+  } catch {
+    return abandon(op, ino, result.fh);
+  }
+}
 
 const create: Handler = async (op, req) => {
   const v = req.view;

@@ -295,10 +295,7 @@ function encodeDirent(dirent: DirentRecord): Uint8Array {
 }
 
 function decodeDirent(bytes: Uint8Array): DirentRecord {
-  return {
-    ino: readU64(bytes, 0),
-    type: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(8),
-  };
+  return { ino: direntIno(bytes), type: direntType(bytes) };
 }
 
 /** The inode number of a stored dirent (`NamespaceStore.scanDir`). */
@@ -871,13 +868,7 @@ export class Namespace {
       this.kv.scan(prefix, prefixEnd(prefix), (key, value) => visit(key, prefix.length, value));
       return;
     }
-    const dirent = new Uint8Array(12);
-    const view = new DataView(dirent.buffer);
-    for (const entry of await this.listDir(parent)) {
-      writeU64(dirent, 0, entry.ino);
-      view.setUint32(8, entry.type);
-      visit(entry.name, 0, dirent);
-    }
+    for (const entry of await this.listDir(parent)) visit(entry.name, 0, encodeDirent(entry));
   }
 
   /** Volume records in name order, at most `limit`, starting after name `after`. */

@@ -311,10 +311,7 @@ export class VfsCore {
     this.observeLocal(ino);
     const record = await this.ns.getInode(ino);
     if (!record) throw new FsError("ENOENT", `inode ${ino} does not exist`);
-    const state = this.inodes.get(ino);
-    const current = applyDirty(record, state?.dirty);
-    if (state?.accessedAt) return this.#weighAccess(state, current);
-    return current;
+    return this.#current(ino, record);
   }
 
   /**
@@ -327,6 +324,11 @@ export class VfsCore {
     const record = this.ns.cachedInode(ino);
     if (record === undefined) return undefined;
     if (record === null) throw new FsError("ENOENT", `inode ${ino} does not exist`);
+    return this.#current(ino, record);
+  }
+
+  /** The stored record with this process's pending attributes and atime rule applied. */
+  #current(ino: number, record: InodeRecord): InodeRecord {
     const state = this.inodes.get(ino);
     const current = applyDirty(record, state?.dirty);
     if (state?.accessedAt) return this.#weighAccess(state, current);

@@ -401,7 +401,7 @@ export function releaseCached(core: VfsCore, ino: number, fh: number): boolean {
   // The last handle stores what passthrough changed (`persist`): only when nothing did.
   const st = last ? core.observeLocal(ino) : undefined;
   if (last && (state.dirty || state.accessedAt)) return false;
-  if (state.handles === 1 && state.lookups === 0) return false; // a purge may be due
+  if (last && state.lookups === 0) return false; // a purge may be due
   if (handle.hasData && !core.local.releaseSync(ino, st)) return false;
   core.removeHandle(fh);
   if (last) core.volumes.closed(ino);

@@ -7,7 +7,7 @@ import { createPortableEngine } from "../io/portable.ts";
 import type { IoEngine } from "../io/types.ts";
 import { INLINE_UNLINK_MAX_BYTES, isJournalLessExt4 } from "../cache/local.ts";
 import * as libc from "../io/libc.ts";
-import type { Timespec } from "./types.ts";
+import type { Timespec, Vfs } from "./types.ts";
 import type { AtimeRule } from "./core.ts";
 import { Namespace } from "../meta/namespace.ts";
 
@@ -487,14 +487,20 @@ Deno.test("a deleted file's local file is emptied, kept as a spare and renamed i
   }, { localSpareFiles: 16 });
 });
 
+/** Create, close, forget and unlink `name`, then let the deferred local-file removal run. */
+async function createAndDelete(vfs: Vfs, name: string) {
+  const f = await vfs.create(root, 1, n(name), 0o644, 0, O_RDWR);
+  await vfs.release(f.attr.ino, f.fh, 0);
+  vfs.forget(f.attr.ino, 1);
+  await vfs.unlink(root, 1, n(name));
+  await settled();
+  return f;
+}
+
 Deno.test("mount.local_spare_files auto: spares only on an ext4 without a journal", async () => {
   assert.equal(await isJournalLessExt4("/proc"), false);
   await withVfs(async ({ vfs, dir }) => {
-    const f = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
-    await vfs.release(f.attr.ino, f.fh, 0);
-    vfs.forget(f.attr.ino, 1);
-    await vfs.unlink(root, 1, n("f"));
-    await settled();
+    const f = await createAndDelete(vfs, "f");
     const want = await isJournalLessExt4(dir) ? [f.attr.ino.toString(16)] : [];
     assert.deepEqual(await spares(dir), want);
   });
@@ -503,11 +509,7 @@ Deno.test("mount.local_spare_files auto: spares only on an ext4 without a journa
 Deno.test("mount.local_spare_files 0, or engine file ops, unlink deleted files' local files", async () => {
   for (const options of [{ localSpareFiles: 0 }, { localFileOps: "engine" as const }]) {
     await withVfs(async ({ vfs, dir }) => {
-      const f = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
-      await vfs.release(f.attr.ino, f.fh, 0);
-      vfs.forget(f.attr.ino, 1);
-      await vfs.unlink(root, 1, n("f"));
-      await settled();
+      const f = await createAndDelete(vfs, "f");
       await assert.rejects(Deno.lstat(localPath(dir, f.attr.ino)), Deno.errors.NotFound);
       assert.deepEqual(await spares(dir), [], JSON.stringify(options));
     }, options);
