@@ -118,16 +118,29 @@ export class TestCluster {
   /** The leader once every live replica names it in one term; throws after `timeoutMs`. */
   async waitForStableLeader(timeoutMs = 20_000): Promise<ReplicaStatus> {
     const deadline = Date.now() + timeoutMs;
+    let last: (ReplicaStatus | undefined)[] = [];
     while (Date.now() < deadline) {
-      const all = await Promise.all([...this.children.keys()].map((id) => this.status(id)));
-      const leader = all.find((s) => s?.role === "leader");
+      last = await Promise.all([...this.children.keys()].map((id) => this.status(id)));
+      const leader = last.find((s) => s?.role === "leader");
       if (
         leader !== undefined &&
-        all.every((s) => s?.term === leader.term && s.leaderId === leader.id)
+        last.every((s) => s?.term === leader.term && s.leaderId === leader.id)
       ) return leader;
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`No stable leader within ${timeoutMs} ms`);
+    // What each replica said last (undefined: no answer within 1 s) and the end of its log, so a
+    // failure can be read from the test's output alone.
+    const said = [...this.children.keys()].map((id, i) => {
+      const s = last[i];
+      const state = s === undefined
+        ? "no answer"
+        : `${s.role} of term ${s.term}, leader ${s.leaderId}, commit ${s.commitIndex}, ` +
+          `applied ${s.appliedIndex}, snapshot ${s.snapshotIndex}, tick lag max ${s.maxTickLagMs} ms`;
+      const tail = (this.logs.get(id) ?? []).join("").split("\n").filter((l) => l !== "")
+        .slice(-15).join("\n    ");
+      return `  ${id}: ${state}\n    ${tail}`;
+    });
+    throw new Error(`No stable leader within ${timeoutMs} ms:\n${said.join("\n")}`);
   }
 
   async stop(): Promise<void> {
