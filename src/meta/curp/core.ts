@@ -228,6 +228,11 @@ export interface ReplicaConfig {
   random: (n: number) => number;
   /** Milliseconds one tick stands for, to turn lease TTLs into ticks. Default 50. */
   tickMs?: number;
+  /** Bytes this process has queued for replica `to` and not yet handed to the network. While
+   * any are, a snapshot transfer to it is neither resent nor restarted: the pieces sent have not
+   * left yet, so a missing acknowledgement says nothing about loss, and resending would only pile
+   * more copies behind them. Default: always 0 (the simulator's network has no queue). */
+  unsentBytes?: (to: NodeId) => number;
 }
 
 type Role = "follower" | "preCandidate" | "candidate" | "leader";
@@ -326,6 +331,7 @@ export class Replica {
   /** Snapshot transfers started to followers (first piece sent), ever. */
   snapshotsSent = 0;
   readonly #snapshotPieceBytes: number;
+  readonly #unsentBytes: (to: NodeId) => number;
   /** A snapshot from the leader was installed: the next Ready stores it and replaces the log. */
   #snapshotDirty = false;
   /** Applied entries were folded into a snapshot: the next Ready reports the compaction. */
@@ -388,6 +394,7 @@ export class Replica {
     this.#tickMs = config.tickMs ?? 50;
     this.#snapshotEvery = config.snapshotEvery ?? 10_000;
     this.#snapshotPieceBytes = config.snapshotPieceBytes ?? SNAPSHOT_PIECE_BYTES;
+    this.#unsentBytes = config.unsentBytes ?? (() => 0);
     this.#onEvent = config.onEvent ?? (() => {});
     if (persisted?.snapshot !== undefined) {
       const snap = persisted.snapshot;
@@ -587,6 +594,10 @@ export class Replica {
       for (const [to, t] of this.#transfers) {
         if (++t.idleTicks < 2 * this.#heartbeatTicks) continue;
         t.idleTicks = 0;
+        // Still leaving this process (a slow or just-resumed follower reads slowly): wait. Seen:
+        // a follower resumed after SIGSTOP acknowledged nothing for seconds while the leader
+        // resent 4 pieces every 200 ms and restarted the transfer twice, 66 MB queued to it.
+        if (this.#unsentBytes(to) > 0) continue;
         if (t.acked === 0 && t.index < this.snapshotIndex) {
           // Nothing arrived (the follower is down): do not hold on to an old copy of the store.
           this.#transfers.delete(to);

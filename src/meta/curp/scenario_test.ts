@@ -325,3 +325,44 @@ Deno.test("curp: a compare on the revision of a key its client's unsynced comman
   cluster.finalChecks();
   assert.deepEqual(cluster.violations, []);
 });
+
+Deno.test("curp: a leader neither resends nor restarts a snapshot transfer while its pieces sit unsent in its own queue", () => {
+  // Small snapshots in 64-byte pieces: a follower that missed 80 entries needs several pieces.
+  const cluster = new Cluster(7, 3, 10, 20, 64);
+  cluster.maxDelay = 3;
+  assert.ok(cluster.runUntil(() => cluster.leader()?.fastPathReady === true, 2000));
+  const leader = cluster.leader()!;
+  const lagging = cluster.ids.find((id) => id !== leader.id)!;
+  cluster.crash(lagging, 1e9);
+  cluster.addClient("c0", 0);
+  for (let i = 0; i < 80; i++) {
+    cluster.submit("c0", { kind: "put", key: `k${i}`, value: "v" });
+    finish(cluster, "c0");
+  }
+  assert.ok(leader.snapshotIndex > 0, "the leader compacted past what the follower holds");
+  // Every piece for the follower is lost on the way while the leader's process reports bytes
+  // still queued for it (a follower resumed after SIGSTOP reads slowly).
+  let pieces = 0;
+  cluster.dropIf = (m) => {
+    if (m.type !== "snapshot" || m.to !== lagging) return false;
+    pieces++;
+    return true;
+  };
+  cluster.unsentBytes = (_from, to) => (to === lagging ? 1 : 0);
+  cluster.restart(lagging);
+  cluster.run(3000);
+  const whileQueued = pieces;
+  assert.ok(whileQueued >= 1 && whileQueued <= 4, `${whileQueued} pieces sent behind a queue`);
+  assert.equal(leader.snapshotsSent, 1, "the transfer was restarted while its pieces were queued");
+  // Once the queue drains, a missing acknowledgement means loss: the pieces go again.
+  cluster.unsentBytes = () => 0;
+  cluster.run(3000);
+  assert.ok(pieces > whileQueued, "nothing resent after the queue drained");
+  cluster.dropIf = () => false;
+  assert.ok(
+    cluster.runUntil(() => cluster.replica(lagging).appliedIndex >= leader.commitIndex, 20_000),
+    "the follower did not catch up",
+  );
+  cluster.finalChecks();
+  assert.deepEqual(cluster.violations, []);
+});

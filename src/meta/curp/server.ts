@@ -188,6 +188,7 @@ export class ReplicaServer {
         snapshotEvery: options.snapshotEvery,
         onEvent: this.#log,
         random: (n) => Math.floor(Math.random() * n),
+        unsentBytes: (to) => this.#links.get(to)?.unsentBytes ?? 0,
       },
       state,
     );

@@ -147,6 +147,9 @@ export class Cluster {
   time = 0;
   #clock = 0;
   readonly #events = new Map<number, Event[]>();
+  /** What a replica's process would still hold unsent for another (`ReplicaConfig.unsentBytes`);
+   * the simulated network has no queue, so 0 unless a test says otherwise. */
+  unsentBytes: (from: NodeId, to: NodeId) => number = () => 0;
   /** Messages matching this are dropped (tests use it to cut chosen links). */
   dropIf: (m: Message) => boolean = () => false;
   lossRate = 0;
@@ -328,6 +331,7 @@ export class Cluster {
         snapshotEvery: this.snapshotEvery,
         snapshotPieceBytes: this.snapshotPieceBytes,
         random: (k) => this.rng.int(k),
+        unsentBytes: (to) => this.unsentBytes(id, to),
       },
       n.disk,
     );

@@ -310,6 +310,8 @@ export class FrameConn {
   readonly conn: Deno.Conn;
   #queue: Uint8Array[] = [];
   #queuedBytes = 0;
+  /** Bytes of the write in progress not yet accepted by the socket. */
+  #writeLeft = 0;
   #writing = false;
   #closed = false;
   readonly #onClose: Array<() => void> = [];
@@ -323,6 +325,11 @@ export class FrameConn {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Bytes sent through this connection that have not reached the socket yet. */
+  get unsentBytes(): number {
+    return this.#closed ? 0 : this.#queuedBytes + this.#writeLeft;
   }
 
   onClose(f: () => void): void {
@@ -423,12 +430,17 @@ export class FrameConn {
         }
         this.#queuedBytes -= total;
         let written = 0;
-        while (written < joined.length) written += await this.conn.write(joined.subarray(written));
+        this.#writeLeft = joined.length;
+        while (written < joined.length) {
+          written += await this.conn.write(joined.subarray(written));
+          this.#writeLeft = joined.length - written;
+        }
       }
     } catch {
       this.close();
     } finally {
       this.#writing = false;
+      this.#writeLeft = 0;
     }
   }
 
@@ -461,6 +473,11 @@ export class Link {
 
   get connected(): boolean {
     return this.#conn !== undefined && !this.#conn.closed;
+  }
+
+  /** Bytes sent that have not reached the socket yet (0 while down: those were dropped). */
+  get unsentBytes(): number {
+    return this.#conn?.unsentBytes ?? 0;
   }
 
   send(body: unknown): boolean {
