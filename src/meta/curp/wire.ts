@@ -201,6 +201,26 @@ function unpackPayload(payload: Uint8Array, views = false): unknown {
   }
 }
 
+/** The MessagePack bytes of a map's first key/value pair `type: "snapshot"`, as every sender
+ * here builds a snapshot message (`type` first). */
+const SNAPSHOT_PREFIX = new Uint8Array([
+  0xa4,
+  ...new TextEncoder().encode("type"),
+  0xa8,
+  ...new TextEncoder().encode("snapshot"),
+]);
+
+/** Whether a frame's payload is a map whose first entry is `type: "snapshot"`. */
+export function startsAsSnapshot(payload: Uint8Array): boolean {
+  // version byte, then a fixmap (0x80-0x8f) or map16 (0xde + 2 bytes) header.
+  const at = payload[1] >= 0x80 && payload[1] <= 0x8f ? 2 : payload[1] === 0xde ? 4 : -1;
+  if (at < 0 || payload.length < at + SNAPSHOT_PREFIX.length) return false;
+  for (let i = 0; i < SNAPSHOT_PREFIX.length; i++) {
+    if (payload[at + i] !== SNAPSHOT_PREFIX[i]) return false;
+  }
+  return true;
+}
+
 function hex(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
@@ -352,9 +372,12 @@ export class FrameConn {
         const n = await this.conn.read(chunk);
         if (n === null) break;
         for (const payload of reader.push(chunk.subarray(0, n))) {
-          let body = decodeWirePayload(payload, views);
-          if (views && (body as { type?: unknown } | null)?.type === "snapshot") {
-            body = decodeWirePayload(payload); // kept by the state machine: copies
+          // A snapshot piece's keys and values are kept by the state machine: decoded as copies,
+          // once (a 1 MiB piece is recognised by its first key without decoding it).
+          const piece = views && startsAsSnapshot(payload);
+          let body = decodeWirePayload(payload, views && !piece);
+          if (views && !piece && (body as { type?: unknown } | null)?.type === "snapshot") {
+            body = decodeWirePayload(payload); // a snapshot whose first key is not "type"
           }
           if (
             body === null || typeof body !== "object" ||

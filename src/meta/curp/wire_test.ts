@@ -13,6 +13,7 @@ import {
   encodeJsonFrame,
   FrameReader,
   MAX_FRAME_BYTES,
+  startsAsSnapshot,
   WIRE_VERSION,
 } from "./wire.ts";
 
@@ -161,4 +162,22 @@ Deno.test("curp wire: frames sharing one encoded command are byte for byte encod
   const other = { ...bodies[1], command: { ...command, seq: 8 } };
   const mixed = encodeFramesSharing([bodies[0], other], "command");
   assert.deepEqual(mixed[1], encodeFrame(other));
+});
+
+Deno.test("curp wire: a snapshot piece is recognised by its first key, and nothing else is", () => {
+  const payload = (body: unknown) => {
+    const frame = encodeFrame(body);
+    return frame.subarray(4); // the length prefix off: version byte, then MessagePack
+  };
+  const piece = { type: "snapshot", from: "a", to: "b", term: 2, piece: 0, data: [] };
+  assert.ok(startsAsSnapshot(payload(piece)));
+  // A map of 16 or more entries has a 3-byte header (map16).
+  const wide: Record<string, unknown> = { type: "snapshot" };
+  for (let i = 0; i < 20; i++) wide[`k${i}`] = i;
+  assert.ok(startsAsSnapshot(payload(wide)));
+  assert.ok(!startsAsSnapshot(payload({ type: "snapshotReply", from: "b", to: "a" })));
+  assert.ok(!startsAsSnapshot(payload({ type: "append", from: "a", to: "b" })));
+  assert.ok(!startsAsSnapshot(payload({ from: "a", type: "snapshot" })));
+  assert.ok(!startsAsSnapshot(payload("snapshot")));
+  assert.ok(!startsAsSnapshot(new Uint8Array([WIRE_VERSION])));
 });
