@@ -145,6 +145,12 @@ class Daemon {
   /** The address a skyfs daemon printed for its HTTP endpoint, once it has. */
   httpUrl: string | undefined;
 
+  /** With SKYFS_DEBUG set, the transport part of the request counts a skyfs daemon logs at
+   * unmount ("transport uring; parked waits ...; ring: N requests, ..."), once it has exited. */
+  transportAtExit(): string | undefined {
+    return [...this.tail.matchAll(/skyfs: requests: [^\n]*?; (transport [^\n]*)\n/g)].pop()?.[1];
+  }
+
   /** The most telling output line, for one-line error messages. */
   lastLine(): string {
     return tellingLine(this.tail);
@@ -418,6 +424,8 @@ async function mountSkyfs(
       await daemon.waitExit(5000);
     }
     await forceUnmount(mountpoint);
+    const transport = daemon.transportAtExit();
+    if (transport) console.log(`bench: ${name}: the daemon at exit (SKYFS_DEBUG): ${transport}`);
   };
   await warmUpOrTearDown(
     mountpoint,
