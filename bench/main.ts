@@ -52,6 +52,7 @@ import {
   TargetSkipped,
 } from "./targets.ts";
 import { killAllTracked } from "./children.ts";
+import { turnOnUring, type UringSwitch } from "./uring_switch.ts";
 
 const REPO_DIR = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 
@@ -76,6 +77,8 @@ Options:
   --no-readme          do not update README.md's Performance section (only full runs do)
   --strict             exit 1 when a requested target could not be measured or a job failed
   --keep-scratch       leave the scratch directory for inspection
+  --no-uring-switch    leave /sys/module/fuse/parameters/enable_uring as it is (by default a run
+                       with skyfs-uring turns it on, as root, and puts it back at the end)
   --list               print the jobs of the chosen families and exit
   --render FILE.json   rewrite the table, charts (and README for a full run) from raw results
   --config FILE        TOML file: the options above (but --list, --render) as keys of [bench]
@@ -94,6 +97,7 @@ interface Options {
   readme: boolean;
   strict: boolean;
   keepScratch: boolean;
+  noUringSwitch: boolean;
   list: boolean;
   render?: string;
 }
@@ -162,6 +166,7 @@ function parseOptions(args: string[]): Options {
     readme: !config.get("bench.no_readme"),
     strict: config.get("bench.strict") ?? false,
     keepScratch: config.get("bench.keep_scratch") ?? false,
+    noUringSwitch: config.get("bench.no_uring_switch") ?? false,
     list: parsed.values.list ?? false,
     render: parsed.values.render,
   };
@@ -422,29 +427,37 @@ async function main(): Promise<number> {
   let stopping = false;
   let cleaning: Promise<void> | null = null;
   let settingUp: ReturnType<typeof setUpTarget> | null = null;
+  let uringSwitch: UringSwitch | null = null;
   // One clean-up for both ways out (normal end, signal); a second call waits for the first.
   const cleanUp = (): Promise<void> => {
     cleaning ??= (async () => {
-      await killAllTracked();
-      // A target still starting (a cluster's replicas and mounts) is torn down once it is up.
-      const starting = settingUp;
-      if (starting) {
-        const target = await starting.catch(() => undefined);
-        if (target && !ready.includes(target)) ready.push(target);
-      }
-      for (const target of [...ready].reverse()) {
-        try {
-          await target.tearDown();
-        } catch (error) {
-          console.error(`bench: tearing down ${target.name}: ${error}`);
+      try {
+        await killAllTracked();
+        // A target still starting (a cluster's replicas and mounts) is torn down once it is up.
+        const starting = settingUp;
+        if (starting) {
+          const target = await starting.catch(() => undefined);
+          if (target && !ready.includes(target)) ready.push(target);
         }
+        for (const target of [...ready].reverse()) {
+          try {
+            await target.tearDown();
+          } catch (error) {
+            console.error(`bench: tearing down ${target.name}: ${error}`);
+          }
+        }
+        ready.length = 0;
+        // Whatever a failed tear-down left mounted under the scratch directory (a cluster's mounts
+        // included), deepest first, so that removing the directory cannot reach into a mount.
+        const leftOver = mountPoints(await Deno.readTextFile("/proc/self/mountinfo"))
+          .filter((path) => path.startsWith(`${options.scratch}/`)).sort().reverse();
+        for (const path of leftOver) if (isMounted(path)) await forceUnmount(path);
+      } finally {
+        // After the tear-downs (a mount on the ring fails the moment the switch goes off), and
+        // also when one of them threw.
+        const restored = uringSwitch?.restore();
+        if (restored) console.log(restored);
       }
-      ready.length = 0;
-      // Whatever a failed tear-down left mounted under the scratch directory (a cluster's mounts
-      // included), deepest first, so that removing the directory cannot reach into a mount.
-      const leftOver = mountPoints(await Deno.readTextFile("/proc/self/mountinfo"))
-        .filter((path) => path.startsWith(`${options.scratch}/`)).sort().reverse();
-      for (const path of leftOver) if (isMounted(path)) await forceUnmount(path);
       if (!options.keepScratch) {
         await Deno.remove(options.scratch, { recursive: true }).catch(() => {});
       }
@@ -467,10 +480,25 @@ async function main(): Promise<number> {
       `bench: ${options.mode} run, families ${options.families.join(",")}, ` +
         `targets ${options.targets.join(",")}, scratch ${options.scratch}`,
     );
+    // Every skyfs mount of the run but skyfs-uring's is on /dev/fuse, whatever the kernel offers:
+    // the targets say so by flag or option (bench/targets.ts), and every process the run starts
+    // (the io, cluster, wan and zones families' mounts) inherits fuse.transport = dev.
+    Deno.env.set("SKYFS_FUSE_TRANSPORT", "dev");
+    if (options.targets.includes("skyfs-uring")) {
+      uringSwitch = turnOnUring(undefined, options.noUringSwitch);
+      if (uringSwitch.changed) {
+        console.log(
+          `bench: turned the kernel's FUSE over io_uring on for this run (enable_uring was ` +
+            `${uringSwitch.before}; put back at the end)`,
+        );
+      }
+    }
     for (const name of options.targets) {
       if (stopping) break;
       try {
-        settingUp = setUpTarget(name, options.scratch);
+        settingUp = setUpTarget(name, options.scratch, {
+          uringUnavailable: uringSwitch?.unavailable,
+        });
         const target = await settingUp;
         settingUp = null;
         if (stopping) break; // the clean-up took it

@@ -5,7 +5,7 @@
  */
 import { fileURLToPath } from "node:url";
 import type { TargetName, TargetReport } from "./model.ts";
-import { LocalCluster } from "../src/cluster/local_cluster.ts";
+import { LocalCluster, type LocalClusterOptions } from "../src/cluster/local_cluster.ts";
 import { fetchStatus } from "../src/meta/curp/server.ts";
 import {
   readCurpCounters,
@@ -134,11 +134,22 @@ class Daemon {
       const text = decoder.decode(chunk, { stream: true });
       this.tail = (this.tail + text).slice(-4096);
       this.httpUrl ??= /http: listening on (http:\/\/\S+)/.exec(this.tail)?.[1];
+      this.transport ??= /skyfs: FUSE transport ([^\n]+)\n/.exec(this.tail)?.[1];
     }
   }
 
+  /** What a skyfs daemon logged about its FUSE transport ("io_uring, 2 queues x 8 entries"), once
+   * it has (nothing is logged for a mount pinned to /dev/fuse). */
+  transport: string | undefined;
+
   /** The address a skyfs daemon printed for its HTTP endpoint, once it has. */
   httpUrl: string | undefined;
+
+  /** With SKYFS_DEBUG set, the transport part of the request counts a skyfs daemon logs at
+   * unmount ("transport uring; parked waits ...; ring: N requests, ..."), once it has exited. */
+  transportAtExit(): string | undefined {
+    return [...this.tail.matchAll(/skyfs: requests: [^\n]*?; (transport [^\n]*)\n/g)].pop()?.[1];
+  }
 
   /** The most telling output line, for one-line error messages. */
   lastLine(): string {
@@ -413,6 +424,8 @@ async function mountSkyfs(
       await daemon.waitExit(5000);
     }
     await forceUnmount(mountpoint);
+    const transport = daemon.transportAtExit();
+    if (transport) console.log(`bench: ${name}: the daemon at exit (SKYFS_DEBUG): ${transport}`);
   };
   await warmUpOrTearDown(
     mountpoint,
@@ -420,8 +433,25 @@ async function mountSkyfs(
     "mounted but failed to warm up",
     daemon.commandLine(),
   );
+  if (name === "skyfs-uring") {
+    // The warm-up went through the mount, so INIT is done and the daemon has said which transport
+    // it took; `--transport uring` exits rather than fall back, but the figures must not rest on it.
+    const deadline = Date.now() + 5_000;
+    while (!daemon.transport && daemon.exitCode === null && Date.now() < deadline) await delay(20);
+    if (!daemon.transport?.startsWith("io_uring")) {
+      await tearDown();
+      throw new TargetSkipped(
+        "failed",
+        `mounted but not on FUSE over io_uring: ${
+          daemon.transport ? `"FUSE transport ${daemon.transport}"` : daemon.lastLine()
+        }`,
+        daemon.commandLine(),
+      );
+    }
+  }
   const command = daemon.commandLine() +
-    (scraper ? ` (its /metrics fetched every 1 s while mounted)` : "");
+    (scraper ? ` (its /metrics fetched every 1 s while mounted)` : "") +
+    (daemon.transport ? ` (daemon: FUSE transport ${daemon.transport})` : "");
   const metricsUrl = daemon.httpUrl ? `${daemon.httpUrl}/metrics` : undefined;
   return {
     name,
@@ -487,7 +517,8 @@ async function setUpCluster(
   name: "skyfs-cluster" | "skyfs-cluster-etcd",
   scratch: string,
 ): Promise<ReadyTarget> {
-  const meta = name === "skyfs-cluster-etcd" ? "etcd" : "curp";
+  const options = clusterTargetOptions(name, scratch);
+  const meta = options.meta;
   if (Deno.uid() !== 0) {
     throw new TargetSkipped(
       "failed",
@@ -502,7 +533,7 @@ async function setUpCluster(
   }
   let cluster: LocalCluster;
   try {
-    cluster = await LocalCluster.start(`${name}-`, { nodes: 2, meta, parentDir: scratch });
+    cluster = await LocalCluster.start(`${name}-`, options);
   } catch (error) {
     throw new TargetSkipped(
       "failed",
@@ -518,7 +549,10 @@ async function setUpCluster(
     : `3 x deno run -A mod.ts meta serve --id mN --peers ${
       cluster.replicas.map((r) => `${r.id}=${r.address}`).join(",")
     } --data <dir>/meta-mN`;
-  const command = `${store}; deno run -A mod.ts mount <dir>/mnt-${node.id} --data ` +
+  const command =
+    `${store}; ${
+      Object.entries(options.nodeEnv ?? {}).map(([k, v]) => `${k}=${v} `).join("")
+    }deno run -A mod.ts mount <dir>/mnt-${node.id} --data ` +
     `<dir>/data-${node.id} --meta ${cluster.meta} --backend <dir>/backend --node-id ${node.id} ` +
     `(measured), mount ${idle.id} alike (idle); <dir> = ${cluster.dir} ` +
     "(src/cluster/local_cluster.ts)";
@@ -543,8 +577,55 @@ async function setUpCluster(
   };
 }
 
+/**
+ * The flags a skyfs target mounts with after `mount DIR --data DATA`. Every one but skyfs-uring is
+ * pinned to /dev/fuse: the bench turns the kernel's FUSE over io_uring on for its run
+ * (bench/uring_switch.ts), and a mount left at `auto` would then take the ring.
+ */
+export function skyfsTargetFlags(
+  name: "skyfs" | "skyfs-http-off" | "skyfs-uring" | "skyfs-shim",
+): string[] {
+  switch (name) {
+    case "skyfs":
+      // The endpoint on and scraped every second; skyfs-http-off is the same mount without it.
+      return ["--http", "127.0.0.1:0", "--transport", "dev"];
+    case "skyfs-http-off":
+      return ["--http", "off", "--transport", "dev"];
+    case "skyfs-uring":
+      // The skyfs mount on FUSE over io_uring: an error, not /dev/fuse, when it cannot be had.
+      return ["--http", "127.0.0.1:0", "--transport", "uring"];
+    case "skyfs-shim":
+      return ["--transport", "dev"];
+  }
+}
+
+/** How a cluster target starts its LocalCluster: both mounts pinned to /dev/fuse (config key
+ * fuse.transport through its environment name, as skyfsTargetFlags pins the one-node targets). */
+export function clusterTargetOptions(
+  name: "skyfs-cluster" | "skyfs-cluster-etcd",
+  scratch: string,
+): LocalClusterOptions {
+  return {
+    nodes: 2,
+    meta: name === "skyfs-cluster-etcd" ? "etcd" : "curp",
+    parentDir: scratch,
+    nodeEnv: { SKYFS_FUSE_TRANSPORT: "dev" },
+  };
+}
+
+/** What a target's set-up needs to know about the run. */
+export interface TargetContext {
+  /** Why the kernel does not offer FUSE over io_uring for this run (bench/uring_switch.ts), or
+   * null/undefined when it does: skyfs-uring is skipped with this reason instead of mounted. */
+  uringUnavailable?: string | null;
+}
+
 /** Prepares one target under `scratch`; throws TargetSkipped with a one-line reason. */
-export async function setUpTarget(name: TargetName, scratch: string): Promise<ReadyTarget> {
+export async function setUpTarget(
+  name: TargetName,
+  scratch: string,
+  context: TargetContext = {},
+): Promise<ReadyTarget> {
   switch (name) {
     case "ext4":
       return await setUpExt4(scratch);
@@ -555,14 +636,13 @@ export async function setUpTarget(name: TargetName, scratch: string): Promise<Re
     case "mergerfs":
       return await mountForeground(name, scratch, "mergerfs", (b, m) => ["-f", b, m]);
     case "skyfs":
-      // The endpoint on and scraped every second; skyfs-http-off is the same mount without it.
-      // Both on /dev/fuse, pinned: skyfs-uring is the same mount on FUSE over io_uring.
-      return await mountSkyfs(name, scratch, {}, ["--http", "127.0.0.1:0", "--transport", "dev"]);
     case "skyfs-http-off":
-      return await mountSkyfs(name, scratch, {}, ["--http", "off", "--transport", "dev"]);
+      return await mountSkyfs(name, scratch, {}, skyfsTargetFlags(name));
     case "skyfs-uring":
-      // Fails to mount, with skyfs's one-line reason, when the kernel's enable_uring is off.
-      return await mountSkyfs(name, scratch, {}, ["--http", "127.0.0.1:0", "--transport", "uring"]);
+      if (context.uringUnavailable) {
+        throw new TargetSkipped("failed", `not mounted: ${context.uringUnavailable}`);
+      }
+      return await mountSkyfs(name, scratch, {}, skyfsTargetFlags(name));
     case "skyfs-cluster":
     case "skyfs-cluster-etcd":
       return await setUpCluster(name, scratch);
@@ -576,7 +656,7 @@ export async function setUpTarget(name: TargetName, scratch: string): Promise<Re
       const target = await mountSkyfs(name, scratch, {
         LD_PRELOAD: library,
         SKYFS_PRELOAD_STATS: statsPath,
-      });
+      }, skyfsTargetFlags(name));
       target.fioArgs = ["--thread"];
       target.takeShimCounters = async () => {
         const text = await Deno.readTextFile(statsPath);

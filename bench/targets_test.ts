@@ -1,5 +1,14 @@
 import assert from "node:assert/strict";
-import { isMounted, mountPoints, setUpTarget, tellingLine, unescapeMountPath } from "./targets.ts";
+import {
+  clusterTargetOptions,
+  isMounted,
+  mountPoints,
+  setUpTarget,
+  skyfsTargetFlags,
+  TargetSkipped,
+  tellingLine,
+  unescapeMountPath,
+} from "./targets.ts";
 
 Deno.test("mountPoints reads field 5 of mountinfo and decodes octal escapes", () => {
   const text = "36 25 0:32 / /tmp/a\\040b rw,relatime - fuse x rw\n" +
@@ -19,6 +28,49 @@ Deno.test("tellingLine skips colour codes and backtrace noise and prefers error 
   assert.equal(tellingLine(output), `error: Module not found "x"`);
   assert.equal(tellingLine("a\nb\n"), "b");
   assert.equal(tellingLine(""), "(no output)");
+});
+
+Deno.test("every skyfs mount of the bench but skyfs-uring's is pinned to /dev/fuse", () => {
+  // The bench turns the kernel's FUSE over io_uring on for its run: a mount left at the default
+  // (auto) would take the ring, and the skyfs column would measure the same as skyfs-uring.
+  const transportOf = (flags: string[]) => {
+    const at = flags.lastIndexOf("--transport");
+    return at < 0 ? "auto" : flags[at + 1];
+  };
+  for (const name of ["skyfs", "skyfs-http-off", "skyfs-shim"] as const) {
+    assert.equal(transportOf(skyfsTargetFlags(name)), "dev", name);
+  }
+  assert.equal(transportOf(skyfsTargetFlags("skyfs-uring")), "uring");
+  // skyfs-uring is the skyfs mount on the other transport: the same flags otherwise.
+  const without = (flags: string[]) =>
+    flags.filter((f, i, all) => f !== "--transport" && all[i - 1] !== "--transport");
+  assert.deepEqual(without(skyfsTargetFlags("skyfs-uring")), without(skyfsTargetFlags("skyfs")));
+  for (const name of ["skyfs-cluster", "skyfs-cluster-etcd"] as const) {
+    const options = clusterTargetOptions(name, "/scratch");
+    assert.equal(options.nodeEnv?.SKYFS_FUSE_TRANSPORT, "dev", name);
+    assert.equal(options.parentDir, "/scratch");
+    assert.equal(options.nodes, 2);
+  }
+  assert.equal(clusterTargetOptions("skyfs-cluster-etcd", "/s").meta, "etcd");
+  assert.equal(clusterTargetOptions("skyfs-cluster", "/s").meta, "curp");
+});
+
+Deno.test("skyfs-uring is skipped with the switch's one-line reason, nothing mounted", async () => {
+  const scratch = await Deno.makeTempDir({ prefix: "skyfs-bench-target-test-" });
+  try {
+    const reason = "the kernel's FUSE over io_uring is off (enable_uring is N) and the bench " +
+      "cannot turn it on: needs root";
+    const error = await setUpTarget("skyfs-uring", scratch, { uringUnavailable: reason }).then(
+      () => undefined,
+      (e) => e,
+    );
+    assert.ok(error instanceof TargetSkipped, String(error));
+    assert.equal(error.state, "failed");
+    assert.equal(error.message, `not mounted: ${reason}`);
+    assert.deepEqual([...Deno.readDirSync(scratch)], []);
+  } finally {
+    await Deno.remove(scratch, { recursive: true });
+  }
 });
 
 Deno.test({

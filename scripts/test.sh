@@ -43,6 +43,8 @@ log_dir="$(mktemp -d "${TMPDIR:-/tmp}/skyfs-test-XXXXXX")"
 # FUSE over io_uring is offered by the kernel only while this switch is on, and mounts take it
 # when offered (fuse.transport = auto). Every step but tests-uring runs with it off, whatever an
 # earlier run left, so a run means the same on every machine; it is put back as it was at the end.
+# (The bench step's own run turns it on for its skyfs-uring target, every other mount pinned to
+# /dev/fuse, and back off at its end: bench/uring_switch.ts.)
 uring_switch=/sys/module/fuse/parameters/enable_uring
 uring_before="$(cat "$uring_switch" 2>/dev/null || true)"
 set_uring() { [ -w "$uring_switch" ] && echo "$1" >"$uring_switch" 2>/dev/null || true; }

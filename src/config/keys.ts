@@ -653,6 +653,16 @@ export const KEYS = {
     allowed: "true or false",
     doc: "leave the scratch directory for inspection",
   },
+  "bench.no_uring_switch": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: false,
+    flag: "no-uring-switch",
+    commands: ["bench"],
+    allowed: "true or false",
+    doc: "leave /sys/module/fuse/parameters/enable_uring as it is (by default a run with " +
+      "skyfs-uring turns it on, as root, and puts it back at the end)",
+  },
   // [stats]: `skyfs stats TARGET`
   "stats.interval": {
     kind: "number",
