@@ -1568,6 +1568,12 @@ export class ClusterData {
    * which sends it without a copy and recycles it.
    */
   async serveChunk(ino: number, index: number, ref: ChunkRef): Promise<Uint8Array | ServedChunk> {
+    if (this.#files.get(ino)?.complete) {
+      // Written here with passthrough: the local bytes may be newer than any published version
+      // (writes this node has not seen yet), and must not be overwritten by a fill: the
+      // backend's copy of the version asked for, stored nowhere.
+      return await this.fetchFromBackend(ino, index, ref);
+    }
     const held = await this.#acquireServeFd(ino);
     const cached = this.index.get(ino, index);
     if (

@@ -17,7 +17,7 @@ import { type BackendStore, DirBackend } from "./backend.ts";
 import { type ChunkSource, ClusterData, type ClusterDataOptions } from "./cluster_data.ts";
 import { listenPeers, TcpTransport } from "../cluster/transport.ts";
 import { peerThenBackend } from "../cluster/peer_source.ts";
-import { CHUNK_SIZE } from "./chunk_map.ts";
+import { CHUNK_SIZE, decodeChunkMap } from "./chunk_map.ts";
 import { collectGarbage } from "./gc.ts";
 import { keys } from "../meta/namespace.ts";
 import { prefixEnd } from "../meta/kv.ts";
@@ -1357,6 +1357,18 @@ Deno.test({
       // Nothing written since: a flush uploads nothing.
       await a.vfs.flush(ctx, ino, created.fh, 0n);
       assert.equal(c.backend.puts, puts);
+      // A peer asking A for published chunk 0 gets the published bytes, not a write A made
+      // since (unseen until its next publish), and A's local file keeps that write.
+      const map = decodeChunkMap((await c.kv.range({ key: keys.chunkMap(ino) })).kvs[0].value);
+      const unpublished = random(10);
+      kernelWrite(fd, unpublished, 0);
+      const served = await a.data.serveChunk(ino, 0, map.get(0)!);
+      assert.ok(served instanceof Uint8Array);
+      assert.deepEqual(served, content.subarray(0, CHUNK_SIZE));
+      const local = new Uint8Array(10);
+      assert.equal(libc.pread(fd, local, 0), 10);
+      assert.deepEqual(local, unpublished);
+      content.set(unpublished, 0);
       // An overwrite inside chunk 1 and growth: the next flush uploads the whole file again.
       const patch = random(1000);
       kernelWrite(fd, patch, CHUNK_SIZE + 5);
