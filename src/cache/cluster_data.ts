@@ -677,8 +677,8 @@ export class ClusterData {
 
   /**
    * Before a publish of a file written with passthrough: if the local file's size or mtime moved
-   * since the last look, every chunk up to its size is dirty (which ones the kernel wrote is not
-   * known). A write after the fstat here moves the mtime even within one clock tick: on Linux
+   * since the last look, every chunk up to its size that holds data (SEEK_DATA) or is in the map
+   * is dirty (which ones the kernel wrote is not known). A write after the fstat here moves the mtime even within one clock tick: on Linux
    * 6.13+ the fstat marks the ctime as seen (multigrain timestamps, ext4, xfs, btrfs, tmpfs), so
    * the next change takes a fine-grained time. On an older kernel a look within 50 ms of the
    * mtime is not trusted (the next publish marks every chunk again). Once no writer is open, the
@@ -689,11 +689,22 @@ export class ClusterData {
     const st = libc.fstat(fd);
     const key = `${st.size}/${st.mtimeSec}.${st.mtimeNsec}`;
     if (key !== state.outsideKey) {
-      const chunks = Math.ceil(st.size / CHUNK_SIZE);
-      for (let index = 0; index < chunks; index++) {
+      const mark = (index: number) => {
         state.dirty.set(index, ++this.#seq);
         this.index.delete(ino, index);
+      };
+      // The chunks holding data in the local file (a chunk never written stays a hole, not an
+      // object of zeros), and those the map names (their bytes may be zeros now).
+      for (let at = 0; at < st.size;) {
+        const data = localSeek(fd, at, libc.SEEK_DATA);
+        if (data === undefined || data >= st.size) break;
+        const end = Math.min(localSeek(fd, data, libc.SEEK_HOLE) ?? st.size, st.size);
+        for (let i = Math.floor(data / CHUNK_SIZE); i <= Math.floor((end - 1) / CHUNK_SIZE); i++) {
+          mark(i);
+        }
+        at = end;
       }
+      for (const index of state.map.keys()) if (index * CHUNK_SIZE < st.size) mark(index);
     }
     const mtimeMs = st.mtimeSec * 1000 + st.mtimeNsec / 1e6;
     const trusted = MULTIGRAIN_TIMES || Date.now() - mtimeMs > 50;

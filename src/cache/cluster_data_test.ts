@@ -1402,6 +1402,20 @@ Deno.test({
       // 100 bytes: inline in the chunk map (cluster.inline_bytes), read on a fresh node too.
       assert.deepEqual(await readFile(b.vfs, "p"), small);
       assert.deepEqual(await readFile((await c.start("c")).vfs, "p"), small);
+      // A sparse file: chunks never written stay holes (no object of zeros).
+      const sparse = await a.vfs.open(ctx, ino, libc.O_WRONLY | libc.O_TRUNC);
+      a.vfs.passthroughOpened!(ino, sparse.fh);
+      kernelWrite(sparse.backingFd!, small, 0);
+      kernelWrite(sparse.backingFd!, small, 2 * CHUNK_SIZE + 100);
+      await a.vfs.release(ino, sparse.fh, 0);
+      const sparseMap = decodeChunkMap(
+        (await c.kv.range({ key: keys.chunkMap(ino) })).kvs[0].value,
+      );
+      assert.deepEqual([...sparseMap.keys()].sort(), [0, 2]);
+      const expected = new Uint8Array(2 * CHUNK_SIZE + 200);
+      expected.set(small);
+      expected.set(small, 2 * CHUNK_SIZE + 100);
+      assert.deepEqual(await readFile(b.vfs, "p"), expected);
       // Write-only without O_TRUNC: no offer (the local file may lack chunks).
       const plain = await a.vfs.open(ctx, ino, libc.O_WRONLY);
       assert.equal(plain.backingFd, undefined);
