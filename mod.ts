@@ -200,6 +200,7 @@ function clusterOptions(config: Config) {
     zoneTimeoutMs: config.get("cluster.zone_timeout_ms"),
     zoneDownMs: config.get("cluster.zone_down_ms"),
     inlineBytes: config.get("cluster.inline_bytes"),
+    passthroughWrites: config.get("cluster.passthrough_writes"),
   };
 }
 

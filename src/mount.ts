@@ -283,7 +283,8 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   let transportFailed = false;
   let stop = () => {};
   const server: FuseServer = new FuseServer(device, vfs, {
-    passthrough: options.passthrough && !node,
+    // A cluster node uses passthrough only for files it writes whole (cluster.passthrough_writes).
+    passthrough: options.passthrough && (!node || node.data.passthroughWrites),
     cacheDirs: !node, // other nodes change directories behind this kernel's back
     daemonLocks: Boolean(node), // other nodes must see them (src/fuse/README.md, Locks)
     onInit: (n) => {
@@ -337,7 +338,8 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   const shim = startShimServer({
     mountPoint: path,
     dataDir: dataDir.path,
-    passthrough: () => server.negotiated?.passthrough === true,
+    // Never on a cluster node: a handed-out fd would write its local file unseen.
+    passthrough: () => !node && server.negotiated?.passthrough === true,
     // A file in a volume is written through the vfs only: its writes claim quota first.
     // A local file handed out is never recycled as another inode's (LocalStore.handedOut).
     mayServe: (ino) => {

@@ -38,6 +38,17 @@ import {
 const MAX_PAGE_SIGNATURES = 65_536;
 const signatureDecoder = new TextDecoder();
 
+/** Linux 6.13+: a change after a stat that saw the ctime gets a fine-grained timestamp (multigrain
+ * timestamps), so size and mtime tell whether a passthrough writer wrote since (`#markOutside`). */
+const MULTIGRAIN_TIMES = (() => {
+  try {
+    const [major, minor] = Deno.osRelease().split(".").map((part) => parseInt(part));
+    return major > 6 || (major === 6 && minor >= 13);
+  } catch {
+    return false; // no --allow-sys: the 50 ms rule, which holds on any kernel
+  }
+})();
+
 /**
  * Where a chunk missing locally comes from (src/cluster: the owner peer, then the backend).
  * `fetch` returns the chunk's file bytes [0, ref.length), checked with `checkChunk`: the cache
@@ -215,6 +226,9 @@ export interface ClusterDataOptions {
    * object: no PUT, one metadata write at close. 0 = off; at most MAX_INLINE_BYTES. Default 4096
    * (config cluster.inline_bytes). */
   inlineBytes?: number;
+  /** Let the kernel write a file this node created or truncated at an O_WRONLY open straight
+   * into its local file (FUSE passthrough; config cluster.passthrough_writes). Default true. */
+  passthroughWrites?: boolean;
   /** The clock of the down window (tests). Default Date.now. */
   now?: () => number;
   /** Where the down/back lines go. Default console.error. */
@@ -250,6 +264,15 @@ interface FileState {
   directEnd: number;
   /** Chunk at which readDirect last requested the chunks ahead: once per chunk. */
   aheadAt: number;
+  /** The local file is the whole file as this node wrote it: a handle of this open got FUSE
+   * passthrough, which only a file created or truncated at that open gets (`outsideOpened`). */
+  complete?: boolean;
+  /** Open passthrough handles that may write (the kernel writes the local file itself). */
+  outsideWriters?: number;
+  /** A passthrough writer was open since the last look at the local file (`#markOutside`). */
+  outsideSince?: boolean;
+  /** The local file's size and mtime at that look. */
+  outsideKey?: string;
 }
 
 /**
@@ -337,6 +360,8 @@ export class ClusterData {
   readonly #zoneDownMs: number;
   /** cluster.inline_bytes: files up to this size keep their data in the chunk map. */
   readonly inlineBytes: number;
+  /** cluster.passthrough_writes (see `outsideOpened`). */
+  readonly passthroughWrites: boolean;
   readonly #now: () => number;
   readonly #log: (line: string) => void;
   /** Other zones whose store failed a request and has not answered one since, with the end of
@@ -382,6 +407,7 @@ export class ClusterData {
         `cluster.inline_bytes = ${this.inlineBytes} is out of range: use 0 (off) to ${MAX_INLINE_BYTES}`,
       );
     }
+    this.passthroughWrites = options.passthroughWrites ?? true;
     this.#now = options.now ?? Date.now;
     this.#log = options.log ?? ((line) => console.error(line));
     this.stats = {
@@ -471,6 +497,9 @@ export class ClusterData {
     }
     state.map = map;
     state.generation = ++this.#opens;
+    // Opened again while this node writes it with passthrough: its local file stays the file
+    // (this node's version of every chunk, as dirty chunks stay; `outsideOpened`).
+    if (state.complete) return false;
     // Local chunks of other versions are stale; drop them so holes read as zeros until filled.
     for (const cached of this.index.ofInode(ino)) {
       const ref = map.get(cached.index);
@@ -606,6 +635,83 @@ export class ClusterData {
     return (this.#files.get(ino)?.dirty.size ?? 0) > 0;
   }
 
+  // --- passthrough writers ---
+
+  /**
+   * A handle of open file `ino` got FUSE passthrough: the kernel reads and writes the local file
+   * itself, and this node never sees those writes. The vfs offers it only to an O_WRONLY open of
+   * a file created or truncated by that open with no other handle of it open here (so the local
+   * file is the whole file: every byte of it written on this node), and the kernel gives later
+   * opens of the inode passthrough too while one is open (the vfs refuses readable and writable
+   * ones: a shared writable mapping of the local file could change it after its last close,
+   * unseen). From here on the local file is the file on this node (`complete`): reads never
+   * fill from peers or the backend, and a publish first compares the local file's size and
+   * mtime with the last look (`#markOutside`): if they moved, every chunk is dirty.
+   */
+  outsideOpened(ino: number, writable: boolean): void {
+    const state = this.#files.get(ino);
+    if (!state) throw new FsError("EBADF", `inode ${ino} is not open on this node`);
+    state.complete = true;
+    if (!writable) return;
+    state.outsideWriters = (state.outsideWriters ?? 0) + 1;
+    state.outsideSince = true;
+  }
+
+  /** A writable passthrough handle of `ino` closed (its writes are done). */
+  outsideClosed(ino: number): void {
+    const state = this.#files.get(ino);
+    if (state?.outsideWriters) state.outsideWriters--;
+  }
+
+  /** Whether writes may have reached the local file of `ino` unseen since the last publish: the
+   * vfs then takes its size and mtime as the file's (VfsCore.observeLocal). */
+  watchesOutside(ino: number): boolean {
+    return this.#files.get(ino)?.outsideSince === true;
+  }
+
+  /** Whether a passthrough writer of `ino` is open (the write-back timer leaves it alone: each
+   * publish reads and uploads the whole file; its close and fsync publish it). */
+  writingOutside(ino: number): boolean {
+    return (this.#files.get(ino)?.outsideWriters ?? 0) > 0;
+  }
+
+  /**
+   * Before a publish of a file written with passthrough: if the local file's size or mtime moved
+   * since the last look, every chunk up to its size that holds data (SEEK_DATA) or is in the map
+   * is dirty (which ones the kernel wrote is not known). A write after the fstat here moves the mtime even within one clock tick: on Linux
+   * 6.13+ the fstat marks the ctime as seen (multigrain timestamps, ext4, xfs, btrfs, tmpfs), so
+   * the next change takes a fine-grained time. On an older kernel a look within 50 ms of the
+   * mtime is not trusted (the next publish marks every chunk again). Once no writer is open, the
+   * look covers every write it made and the file is watched no more.
+   */
+  #markOutside(ino: number, fd: number, state: FileState): void {
+    if (!state.outsideSince) return;
+    const st = libc.fstat(fd);
+    const key = `${st.size}/${st.mtimeSec}.${st.mtimeNsec}`;
+    if (key !== state.outsideKey) {
+      const mark = (index: number) => {
+        state.dirty.set(index, ++this.#seq);
+        this.index.delete(ino, index);
+      };
+      // The chunks holding data in the local file (a chunk never written stays a hole, not an
+      // object of zeros), and those the map names (their bytes may be zeros now).
+      for (let at = 0; at < st.size;) {
+        const data = localSeek(fd, at, libc.SEEK_DATA);
+        if (data === undefined || data >= st.size) break;
+        const end = Math.min(localSeek(fd, data, libc.SEEK_HOLE) ?? st.size, st.size);
+        for (let i = Math.floor(data / CHUNK_SIZE); i <= Math.floor((end - 1) / CHUNK_SIZE); i++) {
+          mark(i);
+        }
+        at = end;
+      }
+      for (const index of state.map.keys()) if (index * CHUNK_SIZE < st.size) mark(index);
+    }
+    const mtimeMs = st.mtimeSec * 1000 + st.mtimeNsec / 1e6;
+    const trusted = MULTIGRAIN_TIMES || Date.now() - mtimeMs > 50;
+    state.outsideKey = trusted ? key : undefined;
+    if (!state.outsideWriters) state.outsideSince = false;
+  }
+
   // --- reads and writes ---
 
   /**
@@ -624,7 +730,7 @@ export class ClusterData {
   async readDirect(ino: number, fd: number, offset: number, into: Uint8Array) {
     const state = this.#files.get(ino);
     const readRange = this.source.readRange;
-    if (!state || !readRange || into.length === 0) return undefined;
+    if (!state || !readRange || into.length === 0 || state.complete) return undefined;
     const index = Math.floor(offset / CHUNK_SIZE);
     const within = offset - index * CHUNK_SIZE;
     // Sequential whatever served the previous read (a peer, the local file or a fill).
@@ -801,7 +907,7 @@ export class ClusterData {
 
   /** Whether the chunk's local bytes can be read as they are (counted as a hit if cached). */
   #present(ino: number, state: FileState, index: number): boolean {
-    if (state.dirty.has(index)) return true;
+    if (state.dirty.has(index) || state.complete) return true;
     const ref = state.map.get(index);
     if (!ref) return true; // a hole: the local file has zeros there (opened() dropped stale data)
     const cached = this.index.get(ino, index);
@@ -1168,6 +1274,12 @@ export class ClusterData {
   seek(ino: number, fd: number, offset: number, whence: number, size: number): number {
     const state = this.#files.get(ino);
     if (!state) throw new FsError("EBADF", `inode ${ino} is not open on this node`);
+    if (state.complete) {
+      // Written here with passthrough: the local file holds every byte, holes included.
+      const found = localSeek(fd, offset, whence);
+      if (whence === libc.SEEK_DATA) return found !== undefined && found < size ? found : -1;
+      return Math.min(found ?? size, size);
+    }
     if (whence === libc.SEEK_DATA) {
       const first = Math.floor(offset / CHUNK_SIZE);
       const indexes = new Set([...state.map.keys(), ...state.dirty.keys()]);
@@ -1220,6 +1332,10 @@ export class ClusterData {
    */
   async upload(ino: number): Promise<PendingChunk[] | undefined> {
     const state = this.#files.get(ino);
+    if (state?.outsideSince) {
+      const fd = this.#local.fdOf(ino);
+      if (fd !== undefined) this.#markOutside(ino, fd, state);
+    }
     if (!state || state.dirty.size === 0) return undefined;
     const fd = this.#local.hold(ino);
     if (fd === undefined) {
@@ -1467,6 +1583,12 @@ export class ClusterData {
    * which sends it without a copy and recycles it.
    */
   async serveChunk(ino: number, index: number, ref: ChunkRef): Promise<Uint8Array | ServedChunk> {
+    if (this.#files.get(ino)?.complete) {
+      // Written here with passthrough: the local bytes may be newer than any published version
+      // (writes this node has not seen yet), and must not be overwritten by a fill: the
+      // backend's copy of the version asked for, stored nowhere.
+      return await this.fetchFromBackend(ino, index, ref);
+    }
     const held = await this.#acquireServeFd(ino);
     const cached = this.index.get(ino, index);
     if (

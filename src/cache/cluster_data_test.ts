@@ -17,11 +17,12 @@ import { type BackendStore, DirBackend } from "./backend.ts";
 import { type ChunkSource, ClusterData, type ClusterDataOptions } from "./cluster_data.ts";
 import { listenPeers, TcpTransport } from "../cluster/transport.ts";
 import { peerThenBackend } from "../cluster/peer_source.ts";
-import { CHUNK_SIZE } from "./chunk_map.ts";
+import { CHUNK_SIZE, decodeChunkMap } from "./chunk_map.ts";
 import { collectGarbage } from "./gc.ts";
 import { keys } from "../meta/namespace.ts";
 import { prefixEnd } from "../meta/kv.ts";
 import { errnoName, FsError } from "../fs_error.ts";
+import * as libc from "../io/libc.ts";
 import { openGuardKey, openRecordKey, openRecordsPrefix } from "./open_records.ts";
 
 const ctx: Ctx = { uid: 0, gid: 0, pid: 1 };
@@ -1305,6 +1306,136 @@ Deno.test({
         g.attr.ino,
         h.attr.ino,
       ]);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+/** What the kernel does with a passthrough handle: write the local file itself, unseen. */
+function kernelWrite(fd: number, data: Uint8Array, at: number): void {
+  for (let off = 0; off < data.length; off += 1 << 20) {
+    const piece = data.subarray(off, off + (1 << 20));
+    assert.equal(libc.pwrite(fd, piece, at + off), piece.length);
+  }
+}
+
+Deno.test({
+  name: "cluster data: passthrough writes of a created or truncated file are published from the " +
+    "local file at flush, fsync and release; a read-write open meanwhile is refused",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      // A read-write create gets no backing fd (it could map the file), a write-only one does.
+      const rw = await a.vfs.create(ctx, 1, name("rw"), 0o644, 0, O_RDWR);
+      assert.equal(rw.backingFd, undefined);
+      await a.vfs.release(rw.attr.ino, rw.fh, 0);
+      const created = await a.vfs.create(ctx, 1, name("p"), 0o644, 0, libc.O_WRONLY);
+      const ino = created.attr.ino;
+      const fd = created.backingFd;
+      assert.ok(fd !== undefined, "a write-only create is offered passthrough");
+      a.vfs.passthroughOpened!(ino, created.fh);
+      const content = random(2 * CHUNK_SIZE + 777);
+      kernelWrite(fd, content, 0);
+      // The size comes from the local file while the writer is open.
+      assert.equal((await a.vfs.getattr(ctx, ino)).size, content.length);
+      // Another handle of it meanwhile: readable only (a read-write one could map it).
+      const reader = await a.vfs.open(ctx, ino, 0);
+      assert.equal(reader.backingFd, undefined, "only the inode's first handle is offered");
+      a.vfs.passthroughOpened!(ino, reader.fh);
+      await a.vfs.release(ino, reader.fh, 0);
+      const both = await a.vfs.open(ctx, ino, O_RDWR);
+      assert.throws(() => a.vfs.passthroughOpened!(ino, both.fh), /ETXTBSY/);
+      await a.vfs.release(ino, both.fh, 0);
+      // fsync publishes what the kernel wrote: B reads it.
+      await a.vfs.fsync(ino, created.fh, false);
+      assert.deepEqual(await readFile(b.vfs, "p"), content);
+      const puts = c.backend.puts;
+      // Nothing written since: a flush uploads nothing.
+      await a.vfs.flush(ctx, ino, created.fh, 0n);
+      assert.equal(c.backend.puts, puts);
+      // A peer asking A for published chunk 0 gets the published bytes, not a write A made
+      // since (unseen until its next publish), and A's local file keeps that write.
+      const map = decodeChunkMap((await c.kv.range({ key: keys.chunkMap(ino) })).kvs[0].value);
+      const unpublished = random(10);
+      kernelWrite(fd, unpublished, 0);
+      const served = await a.data.serveChunk(ino, 0, map.get(0)!);
+      assert.ok(served instanceof Uint8Array);
+      assert.deepEqual(served, content.subarray(0, CHUNK_SIZE));
+      const local = new Uint8Array(10);
+      assert.equal(libc.pread(fd, local, 0), 10);
+      assert.deepEqual(local, unpublished);
+      content.set(unpublished, 0);
+      // An overwrite inside chunk 1 and growth: the next flush uploads the whole file again.
+      const patch = random(1000);
+      kernelWrite(fd, patch, CHUNK_SIZE + 5);
+      content.set(patch, CHUNK_SIZE + 5);
+      const tail = random(3000);
+      kernelWrite(fd, tail, content.length);
+      const grown = new Uint8Array(content.length + tail.length);
+      grown.set(content);
+      grown.set(tail, content.length);
+      await a.vfs.flush(ctx, ino, created.fh, 0n);
+      assert.equal(c.backend.puts, puts + 3);
+      assert.deepEqual(await readFile(b.vfs, "p"), grown);
+      // The last close publishes a write made after the flush.
+      kernelWrite(fd, patch, 10);
+      grown.set(patch, 10);
+      await a.vfs.release(ino, created.fh, 0);
+      assert.deepEqual(await readFile(b.vfs, "p"), grown);
+      assert.deepEqual(await readFile(a.vfs, "p"), grown);
+      // Written on B since: A's next open reads B's bytes (A's local copy is a cache again).
+      await writeFile(b.vfs, "p", patch, CHUNK_SIZE * 2);
+      grown.set(patch, CHUNK_SIZE * 2);
+      assert.deepEqual(await readFile(a.vfs, "p"), grown);
+      // O_TRUNC on an existing file: offered; the file is what was written after the cut.
+      const again = await a.vfs.open(ctx, ino, libc.O_WRONLY | libc.O_TRUNC);
+      assert.ok(again.backingFd !== undefined);
+      a.vfs.passthroughOpened!(ino, again.fh);
+      const small = random(100);
+      kernelWrite(again.backingFd, small, 0);
+      await a.vfs.flush(ctx, ino, again.fh, 0n);
+      await a.vfs.release(ino, again.fh, 0);
+      // 100 bytes: inline in the chunk map (cluster.inline_bytes), read on a fresh node too.
+      assert.deepEqual(await readFile(b.vfs, "p"), small);
+      assert.deepEqual(await readFile((await c.start("c")).vfs, "p"), small);
+      // A sparse file: chunks never written stay holes (no object of zeros).
+      const sparse = await a.vfs.open(ctx, ino, libc.O_WRONLY | libc.O_TRUNC);
+      a.vfs.passthroughOpened!(ino, sparse.fh);
+      kernelWrite(sparse.backingFd!, small, 0);
+      kernelWrite(sparse.backingFd!, small, 2 * CHUNK_SIZE + 100);
+      await a.vfs.release(ino, sparse.fh, 0);
+      const sparseMap = decodeChunkMap(
+        (await c.kv.range({ key: keys.chunkMap(ino) })).kvs[0].value,
+      );
+      assert.deepEqual([...sparseMap.keys()].sort(), [0, 2]);
+      const expected = new Uint8Array(2 * CHUNK_SIZE + 200);
+      expected.set(small);
+      expected.set(small, 2 * CHUNK_SIZE + 100);
+      assert.deepEqual(await readFile(b.vfs, "p"), expected);
+      // Write-only without O_TRUNC: no offer (the local file may lack chunks).
+      const plain = await a.vfs.open(ctx, ino, libc.O_WRONLY);
+      assert.equal(plain.backingFd, undefined);
+      await a.vfs.release(ino, plain.fh, 0);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster data: cluster.passthrough_writes = false offers no passthrough",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a", undefined, { passthroughWrites: false });
+      const created = await a.vfs.create(ctx, 1, name("p"), 0o644, 0, libc.O_WRONLY);
+      assert.equal(created.backingFd, undefined);
+      await a.vfs.release(created.attr.ino, created.fh, 0);
     } finally {
       await c.cleanup();
     }

@@ -55,6 +55,9 @@ export interface ClusterNodeOptions {
   zoneDownMs?: number;
   /** Files up to this size keep their data in the chunk map (config cluster.inline_bytes). */
   inlineBytes?: number;
+  /** Passthrough writes of files created or truncated at open (config
+   * cluster.passthrough_writes). Default true. */
+  passthroughWrites?: boolean;
   /** How the io_uring peer server sends a cached chunk (config peer.send). Default splice. */
   peerSend?: PeerSendMode;
   log?: (line: string) => void;
@@ -158,6 +161,7 @@ export class ClusterNode {
       zones: zoned,
       zoneDownMs: options.zoneDownMs,
       inlineBytes: options.inlineBytes,
+      passthroughWrites: options.passthroughWrites,
       log,
       // Cluster-wide; a per-volume policy (issue 16) answers here by inode.
       placement: () => placement,

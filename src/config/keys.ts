@@ -328,6 +328,17 @@ export const KEYS = {
     doc: "how long a file's open record stays after its last close on this node (a reopen " +
       "within it writes no metadata; src/cluster/README.md)",
   },
+  "cluster.passthrough_writes": {
+    kind: "boolean",
+    schema: z.boolean(),
+    default: true,
+    commands: MOUNTING,
+    allowed: "true or false (env: 1/0, true/false, on/off)",
+    doc: "let the kernel write a file this node created or truncated at a write-only open " +
+      "straight into its local file (FUSE passthrough, with mount.passthrough); its close and " +
+      "fsync then upload the whole file; a read-write open of it meanwhile fails with ETXTBSY " +
+      "(src/cluster/README.md, Data path)",
+  },
   "cluster.inline_bytes": {
     kind: "number",
     schema: int(0, 65_536),

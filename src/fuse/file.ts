@@ -44,6 +44,10 @@ import {
 function openOut(op: OpContext, ino: number, result: OpenResult, flags: number): OpenOut {
   if (op.server.negotiated?.passthrough) {
     const writable = (flags & O_ACCMODE) !== O_RDONLY;
+    // A cluster node learns which handles the kernel writes through (and may refuse one).
+    if (op.server.backing.wouldPassthrough(ino, result.backingFd)) {
+      op.vfs.passthroughOpened?.(ino, result.fh);
+    }
     const backingId = op.server.backing.open(ino, result.fh, result.backingFd, writable);
     if (backingId !== undefined) {
       op.server.counters.passthroughOpens++;
@@ -57,9 +61,11 @@ function openOut(op: OpContext, ino: number, result: OpenResult, flags: number):
   return { fh: result.fh, openFlags };
 }
 
-/** Undo an open whose reply cannot be built (the kernel never saw the handle). */
-async function abandon(op: OpContext, ino: number, fh: number): Promise<never> {
+/** Undo an open whose reply cannot be built (the kernel never saw the handle): EIO, or the
+ * Vfs's refusal of passthrough for it (`passthroughOpened`: ETXTBSY). */
+async function abandon(op: OpContext, ino: number, fh: number, error: unknown): Promise<never> {
   await op.vfs.release(ino, fh, 0);
+  if (error instanceof FsError && error.errno === Errno.ETXTBSY) throw error;
   throw new FsError(Errno.EIO, `cannot register passthrough backing file of inode ${ino}`);
 }
 
@@ -82,8 +88,8 @@ function openAnswer(
 ): Uint8Array | Promise<never> {
   try {
     return openReply(openOut(op, ino, result, flags));
-  } catch {
-    return abandon(op, ino, result.fh);
+  } catch (error) {
+    return abandon(op, ino, result.fh, error);
   }
 }
 
@@ -107,8 +113,8 @@ const create: Handler = async (op, req) => {
     // first mmap (atime). A timeout of 0 made the kernel ask GETATTR right after every CREATE
     // (may_open's permission check under default_permissions).
     return createReply(result.attr, op.server.validity, open);
-  } catch {
-    return await abandon(op, result.attr.ino, result.fh);
+  } catch (error) {
+    return await abandon(op, result.attr.ino, result.fh, error);
   }
 };
 

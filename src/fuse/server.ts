@@ -183,6 +183,11 @@ export class BackingFiles {
     return entry.id;
   }
 
+  /** Whether `open(ino, fh, fd)` would answer with passthrough (nothing is changed). */
+  wouldPassthrough(ino: number, fd: number | undefined): boolean {
+    return this.#byIno.has(ino) || (fd !== undefined && !this.#cachedByIno.has(ino));
+  }
+
   /**
    * Some handle of `ino` may change its data through passthrough without telling anyone: stores
    * into a shared writable mapping go to the local file's pages, and the kernel neither sends a

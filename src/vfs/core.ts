@@ -122,6 +122,8 @@ export interface FileHandle {
   flags: number;
   /** The handle holds a reference on the inode's local fd (regular files, once opened). */
   hasData?: boolean;
+  /** A cluster node's handle the kernel writes through with passthrough (`passthroughOpened`). */
+  passthrough?: boolean;
 }
 
 export interface DirHandle {
@@ -384,8 +386,9 @@ export class VfsCore {
    * like those of a write through the vfs.
    */
   observeLocal(ino: number): libc.Stat | undefined {
-    // Cluster mode hands out no backing fd, and its own chunk fills change the local file.
-    if (this.cluster) return;
+    // A cluster node's own chunk fills change the local file: only a file written with
+    // passthrough (whose local file is the whole file, never filled) is looked at.
+    if (this.cluster && !this.cluster.watchesOutside(ino)) return;
     const seen = this.local.changedOutsideStat(ino);
     const change = seen?.change;
     if (!change) return seen?.st;
@@ -434,7 +437,9 @@ export class VfsCore {
     if (this.#timer === undefined && !this.#closed) {
       const timer = setTimeout(() => {
         this.#timer = undefined;
-        this.persistAll().catch((error) => console.error(`skyfs: attribute write-back: ${error}`));
+        this.persistAll(true).catch((error) =>
+          console.error(`skyfs: attribute write-back: ${error}`)
+        );
       }, this.#writebackMs);
       // The FUSE session keeps the process alive; a pending write-back alone must not.
       Deno.unrefTimer(timer);
@@ -481,6 +486,9 @@ export class VfsCore {
   }
 
   async #publishNow(cluster: ClusterData, ino: number): Promise<void> {
+    // Size and mtime of passthrough writes first: the upload's look at the local file may end
+    // the watch (its last writer closed), after which the transaction's getInode takes nothing.
+    this.observeLocal(ino);
     const pending = await cluster.upload(ino);
     if (!this.inodes.get(ino)?.dirty && !pending) return;
     await this.txn(async (t) => {
@@ -492,8 +500,15 @@ export class VfsCore {
     if (pending) cluster.published(ino, pending);
   }
 
-  async persistAll(): Promise<void> {
-    for (const ino of [...this.#dirtyInodes]) await this.persist(ino);
+  /** Store every inode's pending attributes (and publish, in a cluster); the write-back timer
+   * passes `timer`. */
+  async persistAll(timer = false): Promise<void> {
+    for (const ino of [...this.#dirtyInodes]) {
+      // A file a passthrough writer has open is published whole each time: at its close and
+      // fsync, not by the timer (ClusterData.writingOutside).
+      if (timer && this.cluster?.writingOutside(ino)) continue;
+      await this.persist(ino);
+    }
   }
 
   /**

@@ -64,12 +64,14 @@ export async function open(
   return await openChecked(core, ctx, record, flags);
 }
 
-/** Open after the permission check (create skips it: a new file opens whatever its mode). */
+/** Open after the permission check (create skips it: a new file opens whatever its mode).
+ * `created`: this open's create made the inode. */
 async function openChecked(
   core: VfsCore,
   ctx: Ctx,
   record: InodeRecord,
   flags: number,
+  created = false,
 ): Promise<OpenResult> {
   const ino = record.ino;
   if (!isReg(record.mode)) {
@@ -92,11 +94,22 @@ async function openChecked(
     // must move atime, this open drops the cached pages, so that read comes here (issue 18).
     const atimeDue = canRead(flags) && !(flags & libc.O_NOATIME) && core.atimeDue(record);
     if (core.cluster) {
-      // The local file is only a cache here: no passthrough; the kernel keeps its pages across
-      // opens only when the content is the one this node saw at its last open (close-to-open:
-      // another node may have changed the file since).
+      // The local file is only a cache here; the kernel keeps its pages across opens only when
+      // the content is the one this node saw at its last open (close-to-open: another node may
+      // have changed the file since).
       const unchanged = await core.cluster.opened(ino, fd, record.size);
-      return { fh, keepCache: unchanged && !(flags & libc.O_TRUNC) && !atimeDue, directIo: false };
+      // Passthrough only where the local file is the whole file and stays so (ClusterData.
+      // outsideOpened): a write-only open that created or truncated it, the inode's only handle.
+      const whole = created || (flags & libc.O_TRUNC) !== 0;
+      const offer = core.cluster.passthroughWrites && whole &&
+        (flags & libc.O_ACCMODE) === libc.O_WRONLY && core.state(ino).handles === 1 &&
+        outsideWritesSafe(record);
+      return {
+        fh,
+        keepCache: unchanged && !(flags & libc.O_TRUNC) && !atimeDue,
+        directIo: false,
+        backingFd: offer ? fd : undefined,
+      };
     }
     return localOpen(core, record, flags, fh, fd, atimeDue);
   } catch (error) {
@@ -115,18 +128,44 @@ function localOpen(
   fd: number,
   atimeDue: boolean,
 ): OpenResult {
-  // Data written outside the vfs (FUSE passthrough, the shim) never passes the write path that
-  // drops set-id bits, so a file with bits a write must drop gets no backing fd.
-  // Nor does a file in a volume: its writes must claim quota before they happen.
-  const outsideWritesSafe = !hasKillableSetId(record.mode) && !record.volume;
+  const safe = outsideWritesSafe(record);
   // Reads outside the vfs are seen through the local file's atime (LocalStore.watchAccess).
-  if (outsideWritesSafe) core.local.watchAccess(record.ino);
+  if (safe) core.local.watchAccess(record.ino);
   return {
     fh,
     keepCache: !(flags & libc.O_TRUNC) && !atimeDue,
     directIo: false,
-    backingFd: outsideWritesSafe ? fd : undefined,
+    backingFd: safe ? fd : undefined,
   };
+}
+
+/** Data written outside the vfs (FUSE passthrough, the shim) never passes the write path that
+ * drops set-id bits, so a file with bits a write must drop gets no backing fd. Nor does a file
+ * in a volume: its writes must claim quota before they happen. */
+function outsideWritesSafe(record: InodeRecord): boolean {
+  return !hasKillableSetId(record.mode) && !record.volume;
+}
+
+/**
+ * The FUSE layer opened handle `fh` with passthrough (the kernel reads and writes the local file
+ * itself). On one node nothing follows. On a cluster node the inode's data is then published
+ * from the local file as a whole (ClusterData.outsideOpened); a handle that may both read and
+ * write is refused with ETXTBSY (as the kernel refuses a cached open of a passthrough inode): it
+ * could map the local file shared and writable, and stores through that mapping go on after the
+ * last close, where no publish sees them.
+ */
+export function passthroughOpened(core: VfsCore, ino: number, fh: number): void {
+  if (!core.cluster) return;
+  const handle = core.fileHandle(fh, ino);
+  const mode = handle.flags & libc.O_ACCMODE;
+  if (mode === libc.O_RDWR) {
+    throw new FsError(
+      "ETXTBSY",
+      `inode ${ino} is being written with passthrough on this node: no read-write open meanwhile`,
+    );
+  }
+  core.cluster.outsideOpened(ino, mode === libc.O_WRONLY);
+  handle.passthrough = true;
 }
 
 /**
@@ -221,7 +260,7 @@ export async function create(
     if (lease !== undefined) core.cluster!.createdFile(ino, lease);
     await local;
     try {
-      opened = await openChecked(core, ctx, record, flags & ~libc.O_TRUNC);
+      opened = await openChecked(core, ctx, record, flags & ~libc.O_TRUNC, true);
     } finally {
       // openChecked took its own reference on the fd opened above (or failed and let go).
       if (await local) await core.local.release(ino);
@@ -370,6 +409,8 @@ export async function release(
   if (handle?.kind !== "file") throw new FsError("EBADF", `handle ${fh} is not an open file`);
   await releaseFlocks(core, ino, fh, lockOwner);
   const state = core.state(ino);
+  // Its passthrough writes are done: the publish below (or the other handles') covers them.
+  if (handle.passthrough && canWrite(handle.flags)) core.cluster?.outsideClosed(ino);
   try {
     if (state.handles === 0) await core.persist(ino);
   } finally {

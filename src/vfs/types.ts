@@ -163,6 +163,9 @@ export interface Vfs {
   /** `release` done at once where nothing needs a wait (true), or false with nothing done
    * (call `release`). */
   releaseCached?(ino: number, fh: number): boolean;
+  /** The open of handle `fh` is answered with FUSE passthrough (called before the reply; throws
+   * to refuse the open, which the caller then releases). */
+  passthroughOpened?(ino: number, fh: number): void;
   create(
     ctx: Ctx,
     parent: number,

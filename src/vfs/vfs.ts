@@ -131,6 +131,7 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
     open: (ctx, ino, flags) => file.open(core, ctx, ino, flags),
     openCached: (ctx, ino, flags) => file.openCached(core, ctx, ino, flags),
     releaseCached: (ino, fh) => file.releaseCached(core, ino, fh),
+    passthroughOpened: (ino, fh) => file.passthroughOpened(core, ino, fh),
     create: (ctx, parent, name, mode, umask, flags) =>
       file.create(core, ctx, parent, name, mode, umask, flags),
     read: (_ctx, ino, fh, offset, into) => file.read(core, ino, fh, offset, into),
