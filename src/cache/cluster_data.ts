@@ -227,7 +227,7 @@ export interface ClusterDataOptions {
    * (config cluster.inline_bytes). */
   inlineBytes?: number;
   /** Let the kernel write a file this node created or truncated at an O_WRONLY open straight
-   * into its local file (FUSE passthrough; config cluster.passthrough_writes). Default true. */
+   * into its local file (FUSE passthrough; config cluster.passthrough_writes). Default false. */
   passthroughWrites?: boolean;
   /** The clock of the down window (tests). Default Date.now. */
   now?: () => number;
@@ -407,7 +407,7 @@ export class ClusterData {
         `cluster.inline_bytes = ${this.inlineBytes} is out of range: use 0 (off) to ${MAX_INLINE_BYTES}`,
       );
     }
-    this.passthroughWrites = options.passthroughWrites ?? true;
+    this.passthroughWrites = options.passthroughWrites ?? false;
     this.#now = options.now ?? Date.now;
     this.#log = options.log ?? ((line) => console.error(line));
     this.stats = {

@@ -1327,8 +1327,8 @@ Deno.test({
   fn: async () => {
     const c = await setup();
     try {
-      const a = await c.start("a");
-      const b = await c.start("b");
+      const a = await c.start("a", undefined, { passthroughWrites: true });
+      const b = await c.start("b", undefined, { passthroughWrites: true });
       // A read-write create gets no backing fd (it could map the file), a write-only one does.
       const rw = await a.vfs.create(ctx, 1, name("rw"), 0o644, 0, O_RDWR);
       assert.equal(rw.backingFd, undefined);

@@ -56,7 +56,7 @@ export interface ClusterNodeOptions {
   /** Files up to this size keep their data in the chunk map (config cluster.inline_bytes). */
   inlineBytes?: number;
   /** Passthrough writes of files created or truncated at open (config
-   * cluster.passthrough_writes). Default true. */
+   * cluster.passthrough_writes). Default false. */
   passthroughWrites?: boolean;
   /** How the io_uring peer server sends a cached chunk (config peer.send). Default splice. */
   peerSend?: PeerSendMode;

@@ -331,7 +331,7 @@ export const KEYS = {
   "cluster.passthrough_writes": {
     kind: "boolean",
     schema: z.boolean(),
-    default: true,
+    default: false,
     commands: MOUNTING,
     allowed: "true or false (env: 1/0, true/false, on/off)",
     doc: "let the kernel write a file this node created or truncated at a write-only open " +

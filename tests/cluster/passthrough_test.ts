@@ -28,7 +28,9 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    const cluster = await LocalCluster.start("skyfs-passthrough-test-");
+    const cluster = await LocalCluster.start("skyfs-passthrough-test-", {
+      nodeEnv: { SKYFS_CLUSTER_PASSTHROUGH_WRITES: "true" },
+    });
     try {
       const [a, b, c] = cluster.nodes;
       assert.match(await cluster.logOf(a), /passthrough on/);
