@@ -434,8 +434,8 @@ export class FuseServer {
       send(null, unique);
       return;
     }
-    const dv = new DataView(reply.buffer, reply.byteOffset, 16);
-    if (dv.getUint32(0, true) === 0) finishReply(reply, unique, 0);
+    // A length of 0: the handler left the out header to us (error replies come finished).
+    if ((reply[0] | reply[1] | reply[2] | reply[3]) === 0) finishReply(reply, unique, 0);
     send(reply, unique);
     recycleReply(reply);
   }

@@ -257,8 +257,10 @@ export function decodeInode(ino: number, bytes: Uint8Array): InodeRecord {
     );
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // 64-bit fields as two 32-bit halves (exact below 2^53): a BigInt per field cost more than
+  // the rest of the decode, on every GETATTR and LOOKUP (src/fuse/README.md).
   const time = (i: number): Timespec => ({
-    sec: Number(view.getBigInt64(48 + 12 * i, true)),
+    sec: view.getInt32(52 + 12 * i, true) * 0x1_0000_0000 + view.getUint32(48 + 12 * i, true),
     nsec: view.getUint32(56 + 12 * i, true),
   });
   const record: InodeRecord = {
@@ -268,8 +270,8 @@ export function decodeInode(ino: number, bytes: Uint8Array): InodeRecord {
     gid: view.getUint32(12, true),
     nlink: view.getUint32(16, true),
     rdev: view.getUint32(20, true),
-    size: Number(view.getBigUint64(24, true)),
-    parent: Number(view.getBigUint64(32, true)),
+    size: view.getUint32(28, true) * 0x1_0000_0000 + view.getUint32(24, true),
+    parent: view.getUint32(36, true) * 0x1_0000_0000 + view.getUint32(32, true),
     generation: view.getUint32(40, true),
     atime: time(0),
     mtime: time(1),
