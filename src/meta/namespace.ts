@@ -351,7 +351,29 @@ const MAX_CACHED_MAP_BYTES = 96 << 10;
 /** ...and those over MAX_CACHED_VALUE_BYTES take at most this much in all (oldest dropped). */
 const MAX_LARGE_MAP_TOTAL = 64 << 20;
 
-function keyString(key: Uint8Array): string {
+/** `keyString(keys.inode(ino))` without the key's bytes: one flat string from its 12 character
+ * codes (the inode cache lookup of every GETATTR and LOOKUP). */
+export function inodeKeyString(ino: number): string {
+  const hi = Math.floor(ino / 2 ** 32);
+  const lo = ino >>> 0;
+  return String.fromCharCode(
+    PREFIX[0],
+    PREFIX[1],
+    PREFIX[2],
+    TAG_INODE,
+    hi >>> 24,
+    (hi >>> 16) & 0xff,
+    (hi >>> 8) & 0xff,
+    hi & 0xff,
+    lo >>> 24,
+    (lo >>> 16) & 0xff,
+    (lo >>> 8) & 0xff,
+    lo & 0xff,
+  );
+}
+
+/** The cache's key for `key`: one character per byte. */
+export function keyString(key: Uint8Array): string {
   let s = "";
   for (let i = 0; i < key.length; i++) s += String.fromCharCode(key[i]);
   return s;
@@ -799,7 +821,7 @@ export class Namespace {
   /** `getInode` from the cache alone: null when the cache knows there is none, undefined when
    * only the store can tell. */
   cachedInode(ino: number): InodeRecord | null | undefined {
-    const found = this.cached(keys.inode(ino));
+    const found = this.#cachedByName(inodeKeyString(ino));
     if (!found) return undefined;
     return found.value ? decodeInode(ino, found.value) : null;
   }
