@@ -228,9 +228,17 @@ export class FuseServer {
   #wakeReader?: () => void;
   #interruptible = new Map<bigint, AbortController>();
   /** Requests served, parked waits (poll or eventfd, through the thread pool), requests the
-   * idle spin found and requests read after a park on the JS thread (fuse.park_us); the
-   * transports count them. */
-  readonly loopStats = { requests: 0, wakeups: 0, spinHits: 0, parkedOnThread: 0 };
+   * idle spin found, requests read after a park on the JS thread (fuse.park_us), and the idle
+   * spin's own waits on the JS thread and the requests that ended them; the transports count
+   * them. */
+  readonly loopStats = {
+    requests: 0,
+    wakeups: 0,
+    spinHits: 0,
+    parkedOnThread: 0,
+    spinParks: 0,
+    spinParkHits: 0,
+  };
   readonly idleSpinMs: number;
   /** Whole milliseconds for poll(): parkUs rounded up (a poll timeout has ms resolution). */
   readonly parkSyncMs: number;
@@ -289,7 +297,14 @@ export class FuseServer {
 
   /** Requests served, poll wake-ups (requests per wake-up = batching achieved) and requests
    * found by the idle spin (each saved a wake-up) so far. */
-  get stats(): { requests: number; wakeups: number; spinHits: number; parkedOnThread: number } {
+  get stats(): {
+    requests: number;
+    wakeups: number;
+    spinHits: number;
+    parkedOnThread: number;
+    spinParks: number;
+    spinParkHits: number;
+  } {
     return { ...this.loopStats };
   }
 
