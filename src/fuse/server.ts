@@ -64,8 +64,9 @@ export interface ServerOptions {
   /** Let the kernel cache directory listings across opens (FOPEN_CACHE_DIR). Only safe when
    * every change to the namespace goes through this kernel (not in cluster mode). Default true. */
   cacheDirs?: boolean;
-  /** Microseconds the reader keeps giving the event loop turns, looking for the next request,
-   * before it parks in the poll hop (see README "Idle spin"). 0 parks at once. Default 50. */
+  /** Microseconds the reader looks for the next request before it parks in the poll hop:
+   * event-loop turns, or, when no handler is pending, one ppoll of /dev/fuse and the event
+   * loop's epoll fds on the JS thread (see README "Idle spin"). 0 parks at once. Default 50. */
   idleSpinUs?: number;
   /** Microseconds the /dev/fuse reader, after the idle spin and with no handler pending, blocks
    * the JS thread in one poll of /dev/fuse and the event loop's epoll fds before it parks in
