@@ -402,7 +402,8 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     log(
       `skyfs: requests: ${counts}; transport ${server.transport}; parked waits ` +
         `${server.stats.wakeups} (idle spin found ${server.stats.spinHits}); woken on the JS ` +
-        `thread ${server.stats.parkedOnThread} (epoll fds ${device.epollFds})${ringStats}`,
+        `thread ${server.stats.parkedOnThread} (epoll fds ${device.epollFds}); idle spin waits ` +
+        `${server.stats.spinParks} (ended by a request ${server.stats.spinParkHits})${ringStats}`,
     );
   };
   const debug = options.debug === true;

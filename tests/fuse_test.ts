@@ -286,3 +286,45 @@ Deno.test({
     assert.equal(off.woken, 0);
   },
 });
+
+Deno.test({
+  name: "fuse: the idle spin waits for the next request in a ppoll, and not with fuse.spin_us 0",
+  ...options,
+  async fn() {
+    // The client on one CPU, the daemon on another (else the client's request is queued before
+    // the daemon runs again and no spin is needed); a LOOKUP every 100 us, inside a 10 ms spin.
+    const cpus = [
+      ...Deno.readTextFileSync("/proc/self/status").matchAll(/Cpus_allowed_list:\s*(\S+)/g),
+    ];
+    const allowed = cpus[0]?.[1] ?? "0";
+    if (!/[,-]/.test(allowed)) return; // one CPU: nothing to measure
+    const lookups = "import os,sys,time\n" +
+      "os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})\n" +
+      "for i in range(500):\n" +
+      "  os.path.exists(sys.argv[1] + '/n%d' % i)\n" +
+      "  t = time.perf_counter()\n" +
+      "  while time.perf_counter() - t < 1e-4: pass";
+    const waits = async (env: Record<string, string>) => {
+      const mount = await startMount({ extraArgs: ["--transport", "dev"], env });
+      try {
+        await python("import os,sys; os.mkdir(os.path.join(sys.argv[1], 'd'))", mount.mountpoint);
+        const first = allowed.split(/[,-]/)[0];
+        await run("taskset", ["-a", "-p", "-c", first, String(mount.pid())]);
+        await python(lookups, join(mount.mountpoint, "d"));
+      } finally {
+        await mount.stop();
+      }
+      const line = mount.stderr().split("\n").findLast((l) => l.includes("skyfs: requests:"));
+      const match = line?.match(/idle spin waits (\d+) \(ended by a request (\d+)\)/);
+      assert.ok(match, `no idle spin counts in the daemon's output:\n${mount.stderr()}`);
+      return { waits: Number(match[1]), hits: Number(match[2]) };
+    };
+    const on = await waits({ SKYFS_FUSE_SPIN_US: "10000" });
+    assert.ok(
+      on.hits >= 250,
+      `only ${on.hits} of 500 lookups ended a spin's wait: ${JSON.stringify(on)}`,
+    );
+    const off = await waits({ SKYFS_FUSE_SPIN_US: "0" });
+    assert.deepEqual(off, { waits: 0, hits: 0 });
+  },
+});

@@ -160,7 +160,8 @@ export const KEYS = {
     default: 50,
     commands: MOUNTING,
     allowed: "a number of microseconds from 0 to 10000",
-    doc: "how long the FUSE reader looks for the next request before parking; 0 = park at " +
+    doc: "how long the FUSE reader looks for the next request before parking (event-loop " +
+      "turns, or one ppoll on the JS thread when no request is being handled); 0 = park at " +
       "once (src/fuse/README.md, Idle spin)",
   },
   "fuse.park_us": {

@@ -64,8 +64,9 @@ export interface ServerOptions {
   /** Let the kernel cache directory listings across opens (FOPEN_CACHE_DIR). Only safe when
    * every change to the namespace goes through this kernel (not in cluster mode). Default true. */
   cacheDirs?: boolean;
-  /** Microseconds the reader keeps giving the event loop turns, looking for the next request,
-   * before it parks in the poll hop (see README "Idle spin"). 0 parks at once. Default 50. */
+  /** Microseconds the reader looks for the next request before it parks in the poll hop:
+   * event-loop turns, or, when no handler is pending, one ppoll of /dev/fuse and the event
+   * loop's epoll fds on the JS thread (see README "Idle spin"). 0 parks at once. Default 50. */
   idleSpinUs?: number;
   /** Microseconds the /dev/fuse reader, after the idle spin and with no handler pending, blocks
    * the JS thread in one poll of /dev/fuse and the event loop's epoll fds before it parks in
@@ -233,9 +234,17 @@ export class FuseServer {
   #wakeReader?: () => void;
   #interruptible = new Map<bigint, AbortController>();
   /** Requests served, parked waits (poll or eventfd, through the thread pool), requests the
-   * idle spin found and requests read after a park on the JS thread (fuse.park_us); the
-   * transports count them. */
-  readonly loopStats = { requests: 0, wakeups: 0, spinHits: 0, parkedOnThread: 0 };
+   * idle spin found, requests read after a park on the JS thread (fuse.park_us), and the idle
+   * spin's own waits on the JS thread and the requests that ended them; the transports count
+   * them. */
+  readonly loopStats = {
+    requests: 0,
+    wakeups: 0,
+    spinHits: 0,
+    parkedOnThread: 0,
+    spinParks: 0,
+    spinParkHits: 0,
+  };
   readonly idleSpinMs: number;
   /** Whole milliseconds for poll(): parkUs rounded up (a poll timeout has ms resolution). */
   readonly parkSyncMs: number;
@@ -294,7 +303,14 @@ export class FuseServer {
 
   /** Requests served, poll wake-ups (requests per wake-up = batching achieved) and requests
    * found by the idle spin (each saved a wake-up) so far. */
-  get stats(): { requests: number; wakeups: number; spinHits: number; parkedOnThread: number } {
+  get stats(): {
+    requests: number;
+    wakeups: number;
+    spinHits: number;
+    parkedOnThread: number;
+    spinParks: number;
+    spinParkHits: number;
+  } {
     return { ...this.loopStats };
   }
 
@@ -439,8 +455,8 @@ export class FuseServer {
       send(null, unique);
       return;
     }
-    const dv = new DataView(reply.buffer, reply.byteOffset, 16);
-    if (dv.getUint32(0, true) === 0) finishReply(reply, unique, 0);
+    // A length of 0: the handler left the out header to us (error replies come finished).
+    if ((reply[0] | reply[1] | reply[2] | reply[3]) === 0) finishReply(reply, unique, 0);
     send(reply, unique);
     recycleReply(reply);
   }

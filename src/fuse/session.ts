@@ -26,6 +26,7 @@ const libcSymbols = {
   __errno_location: { parameters: [], result: "pointer" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
   pollSync: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32" },
+  ppoll: { parameters: ["buffer", "u64", "buffer", "pointer"], result: "i32" },
 } as const;
 
 /** sizeof(struct fuse_lowlevel_ops) in libfuse 3.14 (checked with gcc against its header). */
@@ -175,6 +176,26 @@ export class FuseDevice {
     const fds = this.#parkfds ??= this.#parkFds();
     const count = fds.byteLength / 8;
     const rc = loadLibc().symbols.pollSync(fds, BigInt(count), timeoutMs);
+    if (rc === 0) return "timeout";
+    if (rc < 0) return "other"; // EINTR: a signal, which the event loop must see
+    const view = new DataView(fds.buffer);
+    return view.getInt16(6, true) !== 0 ? "request" : "other";
+  }
+
+  /** struct timespec for ppoll as 32-bit words: tv_sec's low word at 0, tv_nsec's at 2. */
+  #timespec = new Int32Array(4);
+
+  /**
+   * `parkSync` with a timeout in microseconds (one `ppoll`): how the idle spin waits for the next
+   * request when no handler is pending (src/fuse/README.md, "Idle spin").
+   */
+  parkSyncUs(timeoutUs: number): "request" | "other" | "timeout" {
+    if (!this.#mounted) return "request"; // the next read says ENODEV
+    const fds = this.#parkfds ??= this.#parkFds();
+    const us = Math.max(1, Math.floor(timeoutUs));
+    this.#timespec[0] = Math.floor(us / 1_000_000);
+    this.#timespec[2] = (us % 1_000_000) * 1000;
+    const rc = loadLibc().symbols.ppoll(fds, BigInt(fds.byteLength / 8), this.#timespec, null);
     if (rc === 0) return "timeout";
     if (rc < 0) return "other"; // EINTR: a signal, which the event loop must see
     const view = new DataView(fds.buffer);

@@ -1,11 +1,12 @@
 /**
  * The /dev/fuse transport: requests are read from the non-blocking fd with synchronous `read()`s
- * and each reply is one synchronous `write()`. When the queue is empty the reader gives the event
- * loop turns for up to the idle spin (each followed by one more read); then, with no handler
- * pending and `fuse.park_us` set (default 0), it blocks the JS thread for up to that long in one
- * `poll()` of /dev/fuse and the event loop's epoll fds; then it parks in one `nonblocking`
- * `poll()` (src/fuse/README.md, "How
- * requests cross into JavaScript", "Parking on the JS thread").
+ * and each reply is one synchronous `write()`. When the queue is empty the reader spins for up to
+ * `fuse.spin_us`: it gives the event loop a turn and reads again, and when no handler is pending
+ * it waits for the rest of the spin in one `ppoll()` of /dev/fuse and the event loop's epoll fds
+ * on the JS thread (with one pending it keeps giving turns). Then, with no handler pending and
+ * `fuse.park_us` set (default 0), it blocks the JS thread for up to that long in one `poll()` of
+ * the same fds; then it parks in one `nonblocking` `poll()` (src/fuse/README.md, "How requests
+ * cross into JavaScript", "Parking on the JS thread").
  * @module
  */
 
@@ -118,7 +119,20 @@ export class DevTransport {
     do {
       await nextTurn();
       if (handOver && server.uringNegotiated) return 0;
-      const n = this.#device.readRequest(buffer);
+      let n = this.#device.readRequest(buffer);
+      // No handler waiting for anything: wait for the rest of the spin in one ppoll of /dev/fuse
+      // and the event loop's epoll fds instead of turning the loop (README "Idle spin").
+      if (n === 0 && server.inFlight === 0) {
+        const left = until - performance.now();
+        if (left <= 0) return 0;
+        server.loopStats.spinParks++;
+        const woke = this.#device.parkSyncUs(left * 1000);
+        if (woke === "timeout") return 0;
+        if (woke === "request") {
+          n = this.#device.readRequest(buffer);
+          if (n > 0) server.loopStats.spinParkHits++;
+        }
+      }
       if (n !== 0) {
         if (n > 0) server.loopStats.spinHits++;
         return n;

@@ -181,7 +181,7 @@ export function decodeRequest(buffer: Uint8Array): Request {
     len: dv.getUint32(0, true),
     opcode: dv.getUint32(4, true),
     unique: dv.getBigUint64(8, true),
-    nodeid: Number(dv.getBigUint64(16, true)),
+    nodeid: dv.getUint32(20, true) * 0x1_0000_0000 + dv.getUint32(16, true),
     uid: dv.getUint32(24, true),
     gid: dv.getUint32(28, true),
     pid: dv.getUint32(32, true),
@@ -214,8 +214,9 @@ export function afterCstring(body: Uint8Array, offset: number): number {
   return end < 0 ? body.byteLength : end + 1;
 }
 
+/** A u64 field as a number (exact up to 2^53; two 32-bit reads, no BigInt). */
 export function u64(view: DataView, offset: number): number {
-  return Number(view.getBigUint64(offset, true));
+  return view.getUint32(offset + 4, true) * 0x1_0000_0000 + view.getUint32(offset, true);
 }
 
 export function textOf(bytes: Uint8Array): string {
@@ -361,9 +362,28 @@ export function decodeBatchForget(view: DataView): ForgetOne[] {
 // Every encoder returns a buffer with OUT_HEADER_SIZE bytes reserved in front for the header,
 // which finishReply() fills, so a reply is built and sent without another copy.
 
-/** A reply buffer with `bodySize` bytes of body after room for the out header. */
+/** Replies up to this many bytes (headers, attributes, entries, opens, statfs, init) come from
+ * a pool of buffers of this size. */
+const SMALL_REPLY_BYTES = 256;
+const smallReplies: ArrayBuffer[] = [];
+/** Pooled buffers kept at most: sync replies give theirs back at once, so few are ever out. */
+const SMALL_POOL_MAX = 64;
+
+/**
+ * A zeroed reply buffer with `bodySize` bytes of body after room for the out header. A small one
+ * is a view of a pooled buffer that `recycleReply` takes back once the reply was written: a fresh
+ * `Uint8Array` over 64 bytes is a malloc (and a free at a later GC) per request, and one of up to
+ * 64 bytes lives in the JS heap until its first `.buffer` (every reply's header is written
+ * through one) moves it out, a malloc too (src/fuse/README.md, "Daemon CPU per request").
+ */
 export function replyBuffer(bodySize: number): Uint8Array {
-  return new Uint8Array(OUT_HEADER_SIZE + bodySize);
+  const length = OUT_HEADER_SIZE + bodySize;
+  if (length > SMALL_REPLY_BYTES) return new Uint8Array(length);
+  const buffer = smallReplies.pop();
+  if (buffer === undefined) return new Uint8Array(new ArrayBuffer(SMALL_REPLY_BYTES), 0, length);
+  const reply = new Uint8Array(buffer, 0, length);
+  reply.fill(0);
+  return reply;
 }
 
 /** Pooled READ replies: the body of a read is at most this (max_pages x 4 KiB). */
@@ -384,10 +404,18 @@ export function readReplyBuffer(bodySize: number): Uint8Array {
   return reply;
 }
 
-/** After the reply was written (synchronously) to the device: a READ reply's buffer is reused. */
+/** After the reply was written (synchronously) to the device, or copied to its ring entry: a
+ * READ reply's buffer, or a small reply's, is reused. Nothing may keep a reply after this. */
 export function recycleReply(reply: Uint8Array): void {
   const buffer = reply.buffer;
-  if (!(buffer instanceof ArrayBuffer) || buffer.byteLength !== READ_REPLY_BYTES) return;
+  if (!(buffer instanceof ArrayBuffer)) return;
+  if (buffer.byteLength === SMALL_REPLY_BYTES) {
+    if (smallReplies.length < SMALL_POOL_MAX && !smallReplies.includes(buffer)) {
+      smallReplies.push(buffer);
+    }
+    return;
+  }
+  if (buffer.byteLength !== READ_REPLY_BYTES) return;
   if (readReplies.length < 64 && !readReplies.includes(buffer)) readReplies.push(buffer);
 }
 
@@ -410,14 +438,24 @@ export const ENTRY_OUT_SIZE = 40 + ATTR_SIZE;
 export const ATTR_OUT_SIZE = 16 + ATTR_SIZE;
 export const OPEN_OUT_SIZE = 16;
 
+/**
+ * A 64-bit field from a number (an integer of at most 53 bits, negative too) as two 32-bit
+ * halves: `setBigInt64(BigInt(n))` allocates a BigInt per field, seven to nine per attribute.
+ */
+export function setI64(dv: DataView, offset: number, n: number): void {
+  const high = Math.floor(n / 0x1_0000_0000);
+  dv.setUint32(offset, n - high * 0x1_0000_0000, true);
+  dv.setInt32(offset + 4, high, true);
+}
+
 /** struct fuse_attr. */
 export function encodeAttr(dv: DataView, offset: number, attr: Attr): void {
-  dv.setBigUint64(offset, BigInt(attr.ino), true);
-  dv.setBigUint64(offset + 8, BigInt(attr.size), true);
-  dv.setBigUint64(offset + 16, BigInt(attr.blocks), true);
-  dv.setBigInt64(offset + 24, BigInt(attr.atime.sec), true);
-  dv.setBigInt64(offset + 32, BigInt(attr.mtime.sec), true);
-  dv.setBigInt64(offset + 40, BigInt(attr.ctime.sec), true);
+  setI64(dv, offset, attr.ino);
+  setI64(dv, offset + 8, attr.size);
+  setI64(dv, offset + 16, attr.blocks);
+  setI64(dv, offset + 24, attr.atime.sec);
+  setI64(dv, offset + 32, attr.mtime.sec);
+  setI64(dv, offset + 40, attr.ctime.sec);
   dv.setUint32(offset + 48, attr.atime.nsec, true);
   dv.setUint32(offset + 52, attr.mtime.nsec, true);
   dv.setUint32(offset + 56, attr.ctime.nsec, true);
@@ -438,7 +476,7 @@ export interface Validity {
 
 function setValid(dv: DataView, offset: number, nsecOffset: number, seconds: number): void {
   const whole = Math.floor(seconds);
-  dv.setBigUint64(offset, BigInt(whole), true);
+  setI64(dv, offset, whole);
   dv.setUint32(nsecOffset, Math.round((seconds - whole) * 1e9), true);
 }
 
@@ -450,8 +488,8 @@ export function encodeEntryOut(
   validity: Validity,
   generation = 0,
 ): void {
-  dv.setBigUint64(offset, BigInt(attr?.ino ?? 0), true);
-  dv.setBigUint64(offset + 8, BigInt(generation), true);
+  setI64(dv, offset, attr?.ino ?? 0);
+  setI64(dv, offset + 8, generation);
   setValid(dv, offset + 16, offset + 32, validity.entrySeconds);
   setValid(dv, offset + 24, offset + 36, attr ? validity.attrSeconds : 0);
   if (attr) encodeAttr(dv, offset + 40, attr);
@@ -481,7 +519,7 @@ export interface OpenOut {
 
 /** struct fuse_open_out at `offset`. */
 export function encodeOpenOut(dv: DataView, offset: number, open: OpenOut): void {
-  dv.setBigUint64(offset, BigInt(open.fh), true);
+  setI64(dv, offset, open.fh);
   dv.setUint32(offset + 8, open.openFlags, true);
   dv.setInt32(offset + 12, open.backingId ?? 0, true);
 }

@@ -2,6 +2,7 @@
 
 import assert from "node:assert/strict";
 import {
+  attrReply,
   createReply,
   cstrings,
   decodeInitIn,
@@ -25,6 +26,7 @@ import {
   readReplyBuffer,
   recycleReply,
   statusReply,
+  u64,
   WRITE_IN_SIZE,
 } from "./wire.ts";
 import type { Attr, DirEntry } from "../vfs/types.ts";
@@ -310,4 +312,66 @@ Deno.test("READ reply buffers are reused with a zeroed header (the server finish
   const other = readReplyBuffer((1 << 20) + 1);
   recycleReply(other);
   assert.notEqual(readReplyBuffer(16).buffer, other.buffer);
+});
+
+Deno.test("attributes: 64-bit fields written without BigInt match the BigInt encoding", () => {
+  const big: Attr = {
+    ...attr,
+    ino: 2 ** 52 + 3,
+    size: 2 ** 53 - 1,
+    blocks: 2 ** 33 + 5,
+    atime: { sec: -5, nsec: 7 },
+    mtime: { sec: -(2 ** 40) - 1, nsec: 0 },
+    ctime: { sec: 2 ** 35 + 9, nsec: 999_999_999 },
+  };
+  const v = new DataView(attrReply(big, 2.25).buffer);
+  const o = OUT_HEADER_SIZE;
+  assert.equal(v.getBigUint64(o, true), 2n); // attr_valid
+  assert.equal(v.getUint32(o + 8, true), 250_000_000);
+  const a = o + 16;
+  assert.deepEqual(
+    [0, 8, 16].map((at) => v.getBigUint64(a + at, true)),
+    [2n ** 52n + 3n, 2n ** 53n - 1n, 2n ** 33n + 5n],
+  );
+  assert.deepEqual(
+    [24, 32, 40].map((at) => v.getBigInt64(a + at, true)),
+    [-5n, -(2n ** 40n) - 1n, 2n ** 35n + 9n],
+  );
+  assert.equal(v.getUint32(a + 56, true), 999_999_999);
+});
+
+Deno.test("u64 and the request's node id read above 32 bits without BigInt", () => {
+  const bytes = new Uint8Array(48);
+  const v = new DataView(bytes.buffer);
+  v.setUint32(0, 48, true);
+  v.setUint32(4, Opcode.GETATTR, true);
+  v.setBigUint64(16, 2n ** 40n + 17n, true);
+  v.setBigUint64(40, 2n ** 52n + 1n, true);
+  const request = decodeRequest(bytes);
+  assert.equal(request.header.nodeid, 2 ** 40 + 17);
+  assert.equal(u64(request.view, 0), 2 ** 52 + 1);
+});
+
+Deno.test("small replies come from a pool, zeroed, once the server gave theirs back", () => {
+  const first = entryReply(attr, { entrySeconds: 1, attrSeconds: 1 });
+  finishReply(first, 9n, 0);
+  first.fill(0xee);
+  recycleReply(first);
+  const second = statusReply(3n, 0);
+  assert.equal(second.buffer, first.buffer, "the buffer given back is reused");
+  assert.equal(second.byteLength, OUT_HEADER_SIZE);
+  recycleReply(second);
+  const third = entryReply(null, { entrySeconds: 1, attrSeconds: 1 });
+  assert.equal(third.buffer, first.buffer);
+  assert.deepEqual(
+    [...third.subarray(OUT_HEADER_SIZE + 40)],
+    new Array(ENTRY_OUT_SIZE - 40).fill(0),
+    "a reused buffer is zeroed: a negative entry's attributes are zeros",
+  );
+  // Given back twice (a bug elsewhere): still handed out once.
+  recycleReply(third);
+  recycleReply(third);
+  const a = statusReply(1n, 0);
+  const b = statusReply(2n, 0);
+  assert.notEqual(a.buffer, b.buffer);
 });

@@ -257,8 +257,10 @@ export function decodeInode(ino: number, bytes: Uint8Array): InodeRecord {
     );
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // 64-bit fields as two 32-bit halves (exact below 2^53): a BigInt per field cost more than
+  // the rest of the decode, on every GETATTR and LOOKUP (src/fuse/README.md).
   const time = (i: number): Timespec => ({
-    sec: Number(view.getBigInt64(48 + 12 * i, true)),
+    sec: view.getInt32(52 + 12 * i, true) * 0x1_0000_0000 + view.getUint32(48 + 12 * i, true),
     nsec: view.getUint32(56 + 12 * i, true),
   });
   const record: InodeRecord = {
@@ -268,8 +270,8 @@ export function decodeInode(ino: number, bytes: Uint8Array): InodeRecord {
     gid: view.getUint32(12, true),
     nlink: view.getUint32(16, true),
     rdev: view.getUint32(20, true),
-    size: Number(view.getBigUint64(24, true)),
-    parent: Number(view.getBigUint64(32, true)),
+    size: view.getUint32(28, true) * 0x1_0000_0000 + view.getUint32(24, true),
+    parent: view.getUint32(36, true) * 0x1_0000_0000 + view.getUint32(32, true),
     generation: view.getUint32(40, true),
     atime: time(0),
     mtime: time(1),
@@ -349,7 +351,29 @@ const MAX_CACHED_MAP_BYTES = 96 << 10;
 /** ...and those over MAX_CACHED_VALUE_BYTES take at most this much in all (oldest dropped). */
 const MAX_LARGE_MAP_TOTAL = 64 << 20;
 
-function keyString(key: Uint8Array): string {
+/** `keyString(keys.inode(ino))` without the key's bytes: one flat string from its 12 character
+ * codes (the inode cache lookup of every GETATTR and LOOKUP). */
+export function inodeKeyString(ino: number): string {
+  const hi = Math.floor(ino / 2 ** 32);
+  const lo = ino >>> 0;
+  return String.fromCharCode(
+    PREFIX[0],
+    PREFIX[1],
+    PREFIX[2],
+    TAG_INODE,
+    hi >>> 24,
+    (hi >>> 16) & 0xff,
+    (hi >>> 8) & 0xff,
+    hi & 0xff,
+    lo >>> 24,
+    (lo >>> 16) & 0xff,
+    (lo >>> 8) & 0xff,
+    lo & 0xff,
+  );
+}
+
+/** The cache's key for `key`: one character per byte. */
+export function keyString(key: Uint8Array): string {
   let s = "";
   for (let i = 0; i < key.length; i++) s += String.fromCharCode(key[i]);
   return s;
@@ -797,7 +821,7 @@ export class Namespace {
   /** `getInode` from the cache alone: null when the cache knows there is none, undefined when
    * only the store can tell. */
   cachedInode(ino: number): InodeRecord | null | undefined {
-    const found = this.cached(keys.inode(ino));
+    const found = this.#cachedByName(inodeKeyString(ino));
     if (!found) return undefined;
     return found.value ? decodeInode(ino, found.value) : null;
   }

@@ -6,8 +6,10 @@ import {
   decodeInode,
   direntIno,
   encodeInode,
+  inodeKeyString,
   type InodeRecord,
   keys,
+  keyString,
   Namespace,
   ROOT_INO,
   TxnConflictError,
@@ -452,5 +454,11 @@ Deno.test("chunk maps up to 96 KiB stay in the cache (own writes recognised by t
     assert.equal(counted.reads, 1, "the oldest map was kept over 64 MiB");
   } finally {
     await inner.close();
+  }
+});
+
+Deno.test("the inode cache key built without bytes is the key's own string", () => {
+  for (const ino of [1, 2, 255, 256, 0x1234_5678, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 3, 2 ** 53 - 1]) {
+    assert.equal(inodeKeyString(ino), keyString(keys.inode(ino)), `inode ${ino}`);
   }
 });

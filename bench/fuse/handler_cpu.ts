@@ -1,0 +1,172 @@
+/**
+ * The JS thread's cost of one cheap request, without the kernel: `FuseServer.handleRequest` of a
+ * GETATTR, a LOOKUP, and an OPEN + RELEASE of files held in the namespace's cache, called in a
+ * loop with a reply sink that only looks at the reply (no write(2)), so what is measured is the
+ * decode, dispatch, Vfs fast path (its stat of the local file included), encode and counters of
+ * each tree. Trees are loaded side by side (dynamic import from each `--root`) and run
+ * alternately, `--rounds` times.
+ *
+ * Usage: deno run -A bench/fuse/handler_cpu.ts --root /work/base --root . [--files 2000]
+ *   [--loops 20] [--rounds 5]
+ * Prints per tree and operation the median (range) of ns per request over the rounds.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+const { values } = parseArgs({
+  options: {
+    root: { type: "string", multiple: true },
+    files: { type: "string", default: "2000" },
+    loops: { type: "string", default: "20" },
+    rounds: { type: "string", default: "5" },
+    ops: { type: "string", default: "getattr,lookup,open+release" },
+  },
+});
+const roots = values.root ?? ["."];
+const files = Number(values.files);
+const loops = Number(values.loops);
+const rounds = Number(values.rounds);
+const ops = values.ops.split(",");
+const encoder = new TextEncoder();
+const root = { uid: 0, gid: 0, pid: 1 };
+
+/** A FUSE request as the kernel writes it: header, then `body`. */
+function request(opcode: number, nodeid: number, unique: bigint, body: Uint8Array) {
+  const bytes = new Uint8Array(40 + body.length);
+  const dv = new DataView(bytes.buffer);
+  dv.setUint32(0, bytes.length, true);
+  dv.setUint32(4, opcode, true);
+  dv.setBigUint64(8, unique, true);
+  dv.setBigUint64(16, BigInt(nodeid), true);
+  bytes.set(body, 40);
+  return bytes;
+}
+
+interface Tree {
+  name: string;
+  // deno-lint-ignore no-explicit-any
+  server: any;
+  getattrs: Uint8Array[];
+  lookups: Uint8Array[];
+  opens: Uint8Array[];
+  fhs: number[];
+  inos: number[];
+  cleanup: () => Promise<void>;
+}
+
+async function load(rootDir: string): Promise<Tree> {
+  const base = new URL(`file://${Deno.realPathSync(rootDir)}/`);
+  const testing = await import(new URL("src/vfs/_testing.ts", base).href);
+  const serverMod = await import(new URL("src/fuse/server.ts", base).href);
+  const fixture = await testing.openFixture();
+  const vfs = fixture.vfs;
+  const dir = await vfs.mkdir(root, 1, encoder.encode("d"), 0o755, 0);
+  const getattrs: Uint8Array[] = [];
+  const lookups: Uint8Array[] = [];
+  const opens: Uint8Array[] = [];
+  const inos: number[] = [];
+  const data = new Uint8Array(1024).fill(120);
+  for (let i = 0; i < files; i++) {
+    const made = await vfs.create(root, dir.ino, encoder.encode(`f${i}`), 0o100644, 0, 2);
+    await vfs.write(root, made.attr.ino, made.fh, 0, data);
+    await vfs.release(made.attr.ino, made.fh, 0);
+    await vfs.getattr(root, made.attr.ino);
+    inos.push(made.attr.ino);
+    getattrs.push(request(3, made.attr.ino, 1n, new Uint8Array(16)));
+    lookups.push(request(1, dir.ino, 1n, encoder.encode(`f${i}\0`)));
+    const openIn = new Uint8Array(8); // fuse_open_in: flags u32 (O_RDONLY), open_flags u32
+    opens.push(request(14, made.attr.ino, 1n, openIn));
+  }
+  // deno-lint-ignore no-explicit-any
+  const server = new serverMod.FuseServer({ backingOpen: () => -1 } as any, vfs);
+  return {
+    name: rootDir,
+    server,
+    getattrs,
+    lookups,
+    opens,
+    fhs: [],
+    inos,
+    cleanup: () => fixture.cleanup(),
+  };
+}
+
+let sink = 0;
+let pending = 0;
+function reply(out: Uint8Array | null) {
+  if (out === null) return;
+  sink += out[0];
+}
+function asyncReply(out: Uint8Array | null) {
+  reply(out);
+  pending--;
+}
+
+async function run(tree: Tree, requests: Uint8Array[]): Promise<number> {
+  const t0 = performance.now();
+  for (let l = 0; l < loops; l++) {
+    for (const r of requests) {
+      pending++;
+      tree.server.handleRequest(r, asyncReply);
+    }
+    while (pending > 0) await new Promise((r) => setTimeout(r, 0));
+  }
+  return (performance.now() - t0) * 1e6 / (loops * requests.length);
+}
+
+/** OPEN then RELEASE of each file: the fh comes from the OPEN reply (fuse_open_out.fh). */
+async function runOpenClose(tree: Tree): Promise<number> {
+  const releaseIn = new Uint8Array(24); // fuse_release_in: fh u64, flags, release_flags, owner
+  const rdv = new DataView(releaseIn.buffer);
+  let fh = 0n;
+  const onOpen = (out: Uint8Array | null) => {
+    fh = new DataView(out!.buffer, out!.byteOffset).getBigUint64(16, true);
+    pending--;
+  };
+  const t0 = performance.now();
+  for (let l = 0; l < loops; l++) {
+    for (let i = 0; i < tree.opens.length; i++) {
+      pending++;
+      tree.server.handleRequest(tree.opens[i], onOpen);
+      while (pending > 0) await new Promise((r) => setTimeout(r, 0));
+      rdv.setBigUint64(0, fh, true);
+      pending++;
+      tree.server.handleRequest(request(18, tree.inos[i], 2n, releaseIn), asyncReply);
+      while (pending > 0) await new Promise((r) => setTimeout(r, 0));
+    }
+  }
+  return (performance.now() - t0) * 1e6 / (loops * tree.opens.length * 2);
+}
+
+const trees: Tree[] = [];
+for (const r of roots) trees.push(await load(r));
+const results = new Map<string, number[]>();
+for (let round = 0; round < rounds; round++) {
+  const order = round % 2 === 0 ? trees : [...trees].reverse();
+  for (const tree of order) {
+    for (
+      const [op, fn] of [
+        ["getattr", () => run(tree, tree.getattrs)],
+        ["lookup", () => run(tree, tree.lookups)],
+        ["open+release", () => runOpenClose(tree)],
+      ] as const
+    ) {
+      if (!ops.includes(op)) continue;
+      const ns = await fn();
+      const key = `${tree.name} ${op}`;
+      results.set(key, [...(results.get(key) ?? []), ns]);
+    }
+  }
+}
+for (const [key, list] of results) {
+  const sorted = [...list].sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)];
+  console.log(
+    `${key}: ${median.toFixed(0)} ns/request (${sorted[0].toFixed(0)}-${
+      sorted[sorted.length - 1].toFixed(0)
+    })`,
+  );
+}
+for (const tree of trees) await tree.cleanup();
+if (sink < 0) console.log(sink);
