@@ -12,6 +12,8 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { FuseRing } from "../src/fuse/transport_uring.ts";
+import { IORING_SETUP_COOP_TASKRUN, IORING_SETUP_TASKRUN_FLAG } from "../src/io/uring_native.ts";
 import { isSkyfsMounted, makeTempDir, PYTHON, run, runSkyfs, startMount } from "./_harness.ts";
 
 const ENABLE = "/sys/module/fuse/parameters/enable_uring";
@@ -252,3 +254,21 @@ for (const transport of ["uring", "dev"]) {
     },
   });
 }
+
+Deno.test({
+  name: "fuse uring: the ring is COOP_TASKRUN with TASKRUN_FLAG (no IPI per request)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    setEnabled(true);
+    const ring = FuseRing.open({ depth: 1, payloadBytes: 4096 });
+    try {
+      assert.equal(ring.setup, "coop");
+      const flags = ring.setupFlags();
+      assert.ok(flags & IORING_SETUP_COOP_TASKRUN, `setup flags ${flags.toString(16)}`);
+      assert.ok(flags & IORING_SETUP_TASKRUN_FLAG, `setup flags ${flags.toString(16)}`);
+    } finally {
+      await ring.close();
+    }
+  },
+});

@@ -104,8 +104,14 @@ export interface FuseRingOptions {
   payloadBytes: number;
   /** Queues; default one per possible CPU, which the kernel requires. */
   queues?: number;
-  /** Task-work setup of the ring (default "plain": completions are posted by the kernel, so
-   * the idle spin can see a request arrive without a syscall). */
+  /** Task-work setup of the ring. Default "coop" (IORING_SETUP_COOP_TASKRUN with
+   * TASKRUN_FLAG): the kernel hands a request to the daemon as task work; on a "plain" ring that
+   * task work interrupts the JS thread with an IPI whenever it runs on another CPU (its idle spin
+   * included), which on this VM cost about as much daemon CPU per request as the request itself
+   * (src/fuse/README.md, "Daemon CPU per request on the ring"). A "coop" ring only flags the work:
+   * the JS thread runs it at its next syscall (the event loop's epoll_wait mostly) or, when the
+   * idle spin sees the flag (shared memory), at the reap's io_uring_enter; a parked thread is
+   * still woken. */
   setup?: RingSetup;
   libraryPath?: string;
 }
@@ -127,7 +133,8 @@ interface Entry {
 
 /** Counts for SKYFS_DEBUG and the README's figures. */
 export interface FuseRingStats {
-  /** Submissions (each one io_uring_enter; on a "defer" ring every reap enters too). */
+  /** Submissions (each one io_uring_enter; on a "defer" ring every reap enters too; on a
+   * "coop" ring a reap that finds task work flagged enters too, not counted here). */
   enters: number;
   /** Requests taken from ring entries. */
   requests: number;
@@ -197,7 +204,7 @@ export class FuseRing {
       throw new FsError(Errno.EINVAL, `fuse.uring_depth ${depth} is not an integer from 1 to 128`);
     }
     const queues = options.queues ?? possibleCpus();
-    const setup = options.setup ?? "plain";
+    const setup = options.setup ?? "coop";
     const lib = loadUringLibrary(options.libraryPath ?? defaultLibraryPath());
     const error = new Int32Array(1);
     const entries = queues * depth + 2;
@@ -216,6 +223,11 @@ export class FuseRing {
       );
     }
     return new FuseRing(lib, ring, { depth, queues, setup, payloadBytes: options.payloadBytes });
+  }
+
+  /** The IORING_SETUP_* flags the kernel gave the ring. */
+  setupFlags(): number {
+    return this.#lib.symbols.skyfs_uring_setup_flags(this.#ring);
   }
 
   describe(): string {
