@@ -580,8 +580,9 @@ export function suite(
   for (const kind of options.targets ?? targetKinds()) {
     variants.push({ kind, label: kind });
     // `passthroughModes`: skyfs once more without passthrough (page cache and daemon reads and
-    // writes). Cluster nodes use passthrough only for a file a write-only open created or
-    // truncated (cluster.passthrough_writes); every other open there is that run already.
+    // writes). Cluster nodes use passthrough only with cluster.passthrough_writes (off by
+    // default), for a file a write-only open created or truncated; so there the first run is
+    // that run already.
     if (kind === "skyfs" && options.passthroughModes && testMeta() === undefined) {
       variants.push({
         kind,

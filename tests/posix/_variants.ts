@@ -1,8 +1,8 @@
 /**
  * A suite run on every variant of the targets: ext4, skyfs with FUSE passthrough (the default as
  * root) and skyfs with `--passthrough off` (the harness's `suite` with `passthroughModes`). On a
- * cluster node (SKYFS_TEST_META) skyfs runs once (passthrough only for files a write-only open
- * created or truncated, cluster.passthrough_writes).
+ * cluster node (SKYFS_TEST_META) skyfs runs once (no passthrough unless
+ * cluster.passthrough_writes, off by default, is on).
  * @module
  */
 
