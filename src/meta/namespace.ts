@@ -313,7 +313,12 @@ export function volumeOfRecord(bytes: Uint8Array): number {
 function encodeDirent(dirent: DirentRecord): Uint8Array {
   const out = new Uint8Array(12);
   writeU64(out, 0, dirent.ino);
-  new DataView(out.buffer).setUint32(8, dirent.type);
+  // The type as a big-endian u32, byte by byte (a DataView was a second allocation).
+  const type = dirent.type;
+  out[8] = type >>> 24;
+  out[9] = (type >>> 16) & 0xff;
+  out[10] = (type >>> 8) & 0xff;
+  out[11] = type & 0xff;
   return out;
 }
 
