@@ -346,6 +346,8 @@ class _Watch implements Watcher {
 /** The embedded MetaKV. Create with `openEmbeddedKV`. */
 export class EmbeddedKV implements MetaKV {
   readonly path: string;
+  /** `PutRequest.owned` keeps the caller's buffers (see #putSync). */
+  readonly keepsOwnedBuffers = true;
   readonly #inMemory: boolean;
   readonly #clock: () => number;
   readonly #historyRevisions: number;
@@ -895,8 +897,12 @@ export class EmbeddedKV implements MetaKV {
     const name = keyString(request.key);
     const prev = this.#tree.get(name);
     const rev = this.#writeRevision;
-    // Copies (the caller may reuse its buffers), in one allocation (memory per key).
-    const [key, value] = joined(request.key, request.value);
+    // Copies (the caller may reuse its buffers), in one allocation (memory per key), unless the
+    // caller handed its buffers over (`owned`: the namespace's encoded records, whose buffers its
+    // cache holds too).
+    const [key, value] = request.owned === true
+      ? [request.key, request.value]
+      : joined(request.key, request.value);
     const kv: KeyValue = {
       key,
       value,

@@ -1068,7 +1068,14 @@ export class NsTxn {
   /** key string -> value to put, or undefined to delete. Insertion order is commit order. */
   readonly #writes = new Map<
     string,
-    { key: Uint8Array; value: Uint8Array | undefined; lease?: number; outside?: boolean }
+    {
+      key: Uint8Array;
+      value: Uint8Array | undefined;
+      lease?: number;
+      outside?: boolean;
+      /** Key and value are the namespace's own, never changed (PutRequest.owned). */
+      owned?: boolean;
+    }
   >();
   /** Keys this transaction knows do not exist (under an inode it creates): cached as absent. */
   readonly #absent: Uint8Array[] = [];
@@ -1150,10 +1157,15 @@ export class NsTxn {
     this.#writeNamed(keyString(key), key, value);
   }
 
-  #writeNamed(name: string, key: Uint8Array, value: Uint8Array | undefined): void {
+  #writeNamed(
+    name: string,
+    key: Uint8Array,
+    value: Uint8Array | undefined,
+    owned?: boolean,
+  ): void {
     this.#unmerge(name);
     this.#writes.delete(name);
-    this.#writes.set(name, { key, value });
+    this.#writes.set(name, owned ? { key, value, owned } : { key, value });
   }
 
   /** A record about to be written whole: a merge of it planned earlier is dropped (the whole
@@ -1209,7 +1221,7 @@ export class NsTxn {
     const merge = this.#entryStamp(record, name);
     if (merge === undefined) {
       const key = this.#knownKey(name) ?? keys.inode(record.ino);
-      return this.#writeNamed(name, key, encodeInode(record));
+      return this.#writeNamed(name, key, encodeInode(record), true);
     }
     this.#merges.set(name, { ino: record.ino, merge });
     this.#reads.get(name)!.masked = true;
@@ -1232,7 +1244,7 @@ export class NsTxn {
   putDirent(parent: number, name: Uint8Array, dirent: DirentRecord): void {
     const keyName = dentryKeyString(parent, name);
     const key = this.#knownKey(keyName) ?? keys.dentry(parent, name);
-    this.#writeNamed(keyName, key, encodeDirent(dirent));
+    this.#writeNamed(keyName, key, encodeDirent(dirent), true);
   }
 
   deleteDirent(parent: number, name: Uint8Array): void {
@@ -1495,10 +1507,17 @@ export class NsTxn {
   requestOps(): RequestOp[] {
     const ops: RequestOp[] = this.#rangeDeletes.map((range) => ({ deleteRange: { ...range } }));
     for (const { merge } of this.#merges.values()) ops.push({ merge });
-    for (const { key, value, lease } of this.#writes.values()) {
+    const handOver = this.#ns.kv.keepsOwnedBuffers === true;
+    for (const { key, value, lease, owned } of this.#writes.values()) {
       ops.push(
         value
-          ? { put: lease === undefined ? { key, value } : { key, value, lease } }
+          ? {
+            put: lease !== undefined
+              ? { key, value, lease }
+              : owned && handOver
+              ? { key, value, owned }
+              : { key, value },
+          }
           : { deleteRange: { key } },
       );
     }
