@@ -223,7 +223,7 @@ const MERGED_BYTES = [
 
 // Written byte by byte, 64-bit fields as two 32-bit halves (exact below 2^53, as decodeInode
 // reads them): a DataView and a BigInt per 64-bit field (six) cost 1.3-1.9 us a record, and every
-// create, rename, unlink and attribute change writes two or three (src/meta/README.md).
+// create, rename, unlink and attribute change writes two or three (src/fuse/README.md).
 export function encodeInode(record: InodeRecord): Uint8Array {
   const target = record.target;
   const out = new Uint8Array(HEADER_BYTES + (target?.length ?? 0));
@@ -350,9 +350,11 @@ function cloneRecord(record: InodeRecord): InodeRecord {
 // The read cache: values with the modRevision they were read or written at.
 
 interface CachedValue {
-  /** The key's bytes, when the entry was made from them: a transaction reading or writing the key
-   * again takes these instead of building new ones (a Uint8Array costs 0.3 us to allocate in Deno,
-   * and a rename built 8 keys; src/meta/README.md). Never written to by anyone. */
+  /** The key's bytes, for an entry this namespace's own commit wrote (the store keeps the same
+   * bytes: PutRequest.owned): a transaction reading or writing the key again takes these instead
+   * of building new ones (a Uint8Array costs 0.3 us to allocate in Deno, and a rename built 8
+   * keys; src/fuse/README.md, "A rename's and an unlink's transaction"). Not kept for entries only
+   * read (memory: 200,000 entries by default). Never written to by anyone. */
   key?: Uint8Array;
   /** Undefined: the key is absent (modRevision 0). */
   value: Uint8Array | undefined;
@@ -669,7 +671,6 @@ export class Namespace {
     const kv: KeyValue | undefined = (response.responses[0] as { range: { kvs: KeyValue[] } })
       .range.kvs[0];
     const entry = {
-      key,
       value: kv?.value,
       modRevision: kv?.modRevision ?? 0,
       knownAt: response.revision,
@@ -721,7 +722,6 @@ export class Namespace {
         .range.kvs[0];
       const name = keyString(key);
       const entry = {
-        key,
         value: kv?.value,
         modRevision: kv?.modRevision ?? 0,
         knownAt: response.revision,
