@@ -1229,7 +1229,8 @@ export class NsTxn {
 
   /** Delete an inode with its xattrs and orphan mark (directory entries are the caller's). */
   deleteInode(ino: number): void {
-    this.#write(keys.inode(ino), undefined);
+    const name = inodeKeyString(ino);
+    this.#writeNamed(name, this.#knownKey(name) ?? keys.inode(ino), undefined);
     this.#write(keys.orphan(ino), undefined);
     const prefix = keys.xattrs(ino);
     this.#rangeDeletes.push({ key: prefix, rangeEnd: prefixEnd(prefix) });
