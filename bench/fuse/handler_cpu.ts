@@ -1,6 +1,8 @@
 /**
  * The JS thread's cost of one cheap request, without the kernel: `FuseServer.handleRequest` of a
- * GETATTR, a LOOKUP, and an OPEN + RELEASE of files held in the namespace's cache, called in a
+ * GETATTR, a LOOKUP, and an OPEN + RELEASE of files held in the namespace's cache (and, with
+ * `--ops rename,unlink`, a RENAME of each file to a new name in its directory and back, and an
+ * UNLINK of each of a fresh set of empty files, made untimed before each pass), called in a
  * loop with a reply sink that only looks at the reply (no write(2)), so what is measured is the
  * decode, dispatch, Vfs fast path (its stat of the local file included), encode and counters of
  * each tree. Trees are loaded side by side (dynamic import from each `--root`) and run
@@ -8,11 +10,13 @@
  *
  * Usage: deno run -A bench/fuse/handler_cpu.ts --root /work/base --root . [--files 2000]
  *   [--loops 20] [--rounds 5]
- * Prints per tree and operation the median (range) of ns per request over the rounds.
+ * Prints per tree and operation the median (range) of ns per request over the rounds (and, for
+ * RENAME and UNLINK, of the process's CPU per request in the timed part).
  * @module
  */
 
 import { parseArgs } from "node:util";
+import process from "node:process";
 
 const { values } = parseArgs({
   options: {
@@ -52,6 +56,9 @@ interface Tree {
   opens: Uint8Array[];
   fhs: number[];
   inos: number[];
+  dir: number;
+  // deno-lint-ignore no-explicit-any
+  vfs: any;
   cleanup: () => Promise<void>;
 }
 
@@ -88,11 +95,15 @@ async function load(rootDir: string): Promise<Tree> {
     opens,
     fhs: [],
     inos,
+    dir: dir.ino,
+    vfs,
     cleanup: () => fixture.cleanup(),
   };
 }
 
 let sink = 0;
+/** Process CPU (us) of the timed parts of the current pass (runRename, runUnlink). */
+let timedCpuUs = 0;
 let pending = 0;
 function reply(out: Uint8Array | null) {
   if (out === null) return;
@@ -139,9 +150,71 @@ async function runOpenClose(tree: Tree): Promise<number> {
   return (performance.now() - t0) * 1e6 / (loops * tree.opens.length * 2);
 }
 
+/** One request, awaiting its reply (no timer turn: a write's reply comes after the log write). */
+function one(tree: Tree, r: Uint8Array): Promise<void> {
+  return new Promise((resolve) =>
+    tree.server.handleRequest(r, (out: Uint8Array | null) => {
+      reply(out);
+      resolve();
+    })
+  );
+}
+
+/** fuse_rename_in (newdir u64), then both names: `from` to `to` in the tree's directory. */
+function renameRequest(tree: Tree, from: string, to: string): Uint8Array {
+  const body = new Uint8Array(8 + from.length + to.length + 2);
+  new DataView(body.buffer).setBigUint64(0, BigInt(tree.dir), true);
+  body.set(encoder.encode(`${from}\0${to}\0`), 8);
+  return request(12, tree.dir, 3n, body);
+}
+
+/** Each file f<i> to r<i> and back: 2 RENAMEs per file and loop. */
+async function runRename(tree: Tree): Promise<number> {
+  const there = tree.inos.map((_, i) => renameRequest(tree, `f${i}`, `r${i}`));
+  const back = tree.inos.map((_, i) => renameRequest(tree, `r${i}`, `f${i}`));
+  let total = 0;
+  for (let l = 0; l < loops; l++) {
+    for (const batch of [there, back]) {
+      const cpu0 = process.cpuUsage();
+      const t0 = performance.now();
+      for (const r of batch) {
+        await one(tree, r);
+      }
+      total += performance.now() - t0;
+      const cpu = process.cpuUsage(cpu0);
+      timedCpuUs += cpu.user + cpu.system;
+    }
+  }
+  return total * 1e6 / (loops * tree.inos.length * 2);
+}
+
+/** Fresh empty files u<l>-<i>, made through the Vfs (untimed), then one UNLINK each. */
+async function runUnlink(tree: Tree): Promise<number> {
+  let total = 0;
+  const count = Math.min(files, 500);
+  for (let l = 0; l < loops; l++) {
+    const unlinks: Uint8Array[] = [];
+    for (let i = 0; i < count; i++) {
+      const name = `u${l}-${i}`;
+      const made = await tree.vfs.create(root, tree.dir, encoder.encode(name), 0o100644, 0, 2);
+      await tree.vfs.release(made.attr.ino, made.fh, 0);
+      await tree.vfs.forget(made.attr.ino, 1);
+      unlinks.push(request(10, tree.dir, 4n, encoder.encode(`${name}\0`)));
+    }
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    for (const r of unlinks) await one(tree, r);
+    total += performance.now() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    timedCpuUs += cpu.user + cpu.system;
+  }
+  return total * 1e6 / (loops * count);
+}
+
 const trees: Tree[] = [];
 for (const r of roots) trees.push(await load(r));
 const results = new Map<string, number[]>();
+const cpuResults = new Map<string, number[]>();
 for (let round = 0; round < rounds; round++) {
   const order = round % 2 === 0 ? trees : [...trees].reverse();
   for (const tree of order) {
@@ -150,14 +223,31 @@ for (let round = 0; round < rounds; round++) {
         ["getattr", () => run(tree, tree.getattrs)],
         ["lookup", () => run(tree, tree.lookups)],
         ["open+release", () => runOpenClose(tree)],
+        ["rename", () => runRename(tree)],
+        ["unlink", () => runUnlink(tree)],
       ] as const
     ) {
       if (!ops.includes(op)) continue;
+      timedCpuUs = 0;
       const ns = await fn();
       const key = `${tree.name} ${op}`;
       results.set(key, [...(results.get(key) ?? []), ns]);
+      // The process's CPU (all threads: GC's too) over the timed part, per request (RENAME and
+      // UNLINK). A loaded machine stretches the wall time, much less this.
+      const count = op === "rename" ? files * 2 : op === "unlink" ? Math.min(files, 500) : 0;
+      if (count > 0) {
+        cpuResults.set(key, [...(cpuResults.get(key) ?? []), timedCpuUs * 1000 / (loops * count)]);
+      }
     }
   }
+}
+for (const [key, list] of cpuResults) {
+  const sorted = [...list].sort((a, b) => a - b);
+  console.log(
+    `${key}: ${sorted[Math.floor(sorted.length / 2)].toFixed(0)} ns of process CPU/request (${
+      sorted[0].toFixed(0)
+    }-${sorted[sorted.length - 1].toFixed(0)})`,
+  );
 }
 for (const [key, list] of results) {
   const sorted = [...list].sort((a, b) => a - b);

@@ -375,3 +375,16 @@ Deno.test("small replies come from a pool, zeroed, once the server gave theirs b
   const b = statusReply(2n, 0);
   assert.notEqual(a.buffer, b.buffer);
 });
+
+Deno.test("cstrings: each string a copy (not a view of the request), also without a final NUL", () => {
+  const body = new TextEncoder().encode("\0\0\0\0old\0new-name\0");
+  const [a, b] = cstrings(body, 4, 2);
+  body.fill(0x78);
+  assert.equal(new TextDecoder().decode(a), "old");
+  assert.equal(new TextDecoder().decode(b), "new-name");
+  const open = new TextEncoder().encode("only");
+  const [c, d] = cstrings(open, 0, 2);
+  assert.equal(new TextDecoder().decode(c), "only");
+  assert.equal(d.length, 0);
+  assert.deepEqual(cstrings(new Uint8Array(0), 0, 1).map((x) => x.length), [0]);
+});

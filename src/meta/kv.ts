@@ -53,6 +53,10 @@ export interface PutRequest {
   lease?: number;
   /** Return the previous key-value in the response. Default false. */
   prevKv?: boolean;
+  /** The caller hands `key` and `value` over and never changes them afterwards, so a store that
+   * keeps entries in memory may keep these very buffers instead of copies. Set only for a store
+   * whose `keepsOwnedBuffers` is true (others may not expect the field). */
+  owned?: boolean;
 }
 
 export interface PutResponse {
@@ -178,6 +182,10 @@ export interface MetaKV {
    * refuse both.
    */
   readonly merges?: boolean;
+  /** True when the store honours `PutRequest.owned` (the embedded store: it then keeps the
+   * caller's buffers, one allocation less per put; src/fuse/README.md, "A rename's and an
+   * unlink's transaction"). */
+  readonly keepsOwnedBuffers?: boolean;
   range(request: RangeRequest): Promise<RangeResponse>;
   /**
    * Only a store in this process (the embedded one): visit the entries with keys in [key,

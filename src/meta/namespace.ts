@@ -221,32 +221,53 @@ const MERGED_BYTES = [
   { at: AT_CTIME, width: 12 },
 ];
 
+// Written byte by byte, 64-bit fields as two 32-bit halves (exact below 2^53, as decodeInode
+// reads them): a DataView and a BigInt per 64-bit field (six) cost 1.3-1.9 us a record, and every
+// create, rename, unlink and attribute change writes two or three (src/fuse/README.md).
 export function encodeInode(record: InodeRecord): Uint8Array {
-  const target = record.target ?? new Uint8Array(0);
-  const out = new Uint8Array(HEADER_BYTES + target.length);
-  const view = new DataView(out.buffer);
-  view.setUint8(0, RECORD_VERSION);
-  view.setUint32(4, record.mode, true);
-  view.setUint32(8, record.uid, true);
-  view.setUint32(12, record.gid, true);
-  view.setUint32(16, record.nlink, true);
-  view.setUint32(20, record.rdev, true);
-  view.setBigUint64(24, BigInt(record.size), true);
-  view.setBigUint64(32, BigInt(record.parent), true);
+  const target = record.target;
+  const out = new Uint8Array(HEADER_BYTES + (target?.length ?? 0));
+  out[0] = RECORD_VERSION;
+  putU32(out, 4, record.mode);
+  putU32(out, 8, record.uid);
+  putU32(out, 12, record.gid);
+  putU32(out, 16, record.nlink);
+  putU32(out, 20, record.rdev);
+  putI64(out, 24, record.size);
+  putI64(out, 32, record.parent);
   // Generation: 32 bits at 40 (it was a u64; its high bytes are 0 in every record written), then
   // byte 44 spare and the volume id in bytes 45-47 (bytes 1-3 are the directory merge count).
-  view.setUint32(40, record.generation, true);
+  putU32(out, 40, record.generation);
   const volume = record.volume ?? 0;
   out[45] = volume & 0xff;
   out[46] = (volume >>> 8) & 0xff;
   out[47] = (volume >>> 16) & 0xff;
-  const times = [record.atime, record.mtime, record.ctime, record.btime];
-  times.forEach((time, i) => {
-    view.setBigInt64(48 + 12 * i, BigInt(time.sec), true);
-    view.setUint32(56 + 12 * i, time.nsec, true);
-  });
-  out.set(target, HEADER_BYTES);
+  putTime(out, 48, record.atime);
+  putTime(out, 60, record.mtime);
+  putTime(out, 72, record.ctime);
+  putTime(out, 84, record.btime);
+  if (target !== undefined) out.set(target, HEADER_BYTES);
   return out;
+}
+
+/** Little-endian u32 (also the low half of a negative i64: `>>>` and `&` take it mod 2^32). */
+function putU32(out: Uint8Array, at: number, value: number): void {
+  out[at] = value & 0xff;
+  out[at + 1] = (value >>> 8) & 0xff;
+  out[at + 2] = (value >>> 16) & 0xff;
+  out[at + 3] = (value >>> 24) & 0xff;
+}
+
+/** Little-endian two's complement i64 of an integer within +-2^53. */
+function putI64(out: Uint8Array, at: number, value: number): void {
+  putU32(out, at, value >>> 0);
+  putU32(out, at + 4, Math.floor(value / 0x1_0000_0000));
+}
+
+/** A Timespec as i64 seconds then u32 nanoseconds. */
+function putTime(out: Uint8Array, at: number, time: Timespec): void {
+  putI64(out, at, time.sec);
+  putU32(out, at + 8, time.nsec);
 }
 
 export function decodeInode(ino: number, bytes: Uint8Array): InodeRecord {
@@ -292,7 +313,12 @@ export function volumeOfRecord(bytes: Uint8Array): number {
 function encodeDirent(dirent: DirentRecord): Uint8Array {
   const out = new Uint8Array(12);
   writeU64(out, 0, dirent.ino);
-  new DataView(out.buffer).setUint32(8, dirent.type);
+  // The type as a big-endian u32, byte by byte (a DataView was a second allocation).
+  const type = dirent.type;
+  out[8] = type >>> 24;
+  out[9] = (type >>> 16) & 0xff;
+  out[10] = (type >>> 8) & 0xff;
+  out[11] = type & 0xff;
   return out;
 }
 
@@ -324,6 +350,12 @@ function cloneRecord(record: InodeRecord): InodeRecord {
 // The read cache: values with the modRevision they were read or written at.
 
 interface CachedValue {
+  /** The key's bytes, for an entry this namespace's own commit wrote (the store keeps the same
+   * bytes: PutRequest.owned): a transaction reading or writing the key again takes these instead
+   * of building new ones (a Uint8Array costs 0.3 us to allocate in Deno, and a rename built 8
+   * keys; src/fuse/README.md, "A rename's and an unlink's transaction"). Not kept for entries only
+   * read (memory: 200,000 entries by default). Never written to by anyone. */
+  key?: Uint8Array;
   /** Undefined: the key is absent (modRevision 0). */
   value: Uint8Array | undefined;
   /** Undefined when written on a fast path, which cannot know it: compare the value then. */
@@ -372,10 +404,35 @@ export function inodeKeyString(ino: number): string {
   );
 }
 
+/** `keyString(keys.dentry(parent, name))` without the key's bytes. */
+export function dentryKeyString(parent: number, name: Uint8Array): string {
+  const hi = Math.floor(parent / 2 ** 32);
+  const lo = parent >>> 0;
+  return String.fromCharCode(
+    PREFIX[0],
+    PREFIX[1],
+    PREFIX[2],
+    TAG_DENTRY,
+    hi >>> 24,
+    (hi >>> 16) & 0xff,
+    (hi >>> 8) & 0xff,
+    hi & 0xff,
+    lo >>> 24,
+    (lo >>> 16) & 0xff,
+    (lo >>> 8) & 0xff,
+    lo & 0xff,
+  ) + keyString(name);
+}
+
 /** The cache's key for `key`: one character per byte. */
 export function keyString(key: Uint8Array): string {
+  // One flat string from the codes (a `+=` per byte built a rope that the Map lookup then had to
+  // flatten); in slices, as an argument list has a limit.
+  if (key.length <= 4096) return String.fromCharCode.apply(null, key as unknown as number[]);
   let s = "";
-  for (let i = 0; i < key.length; i++) s += String.fromCharCode(key[i]);
+  for (let i = 0; i < key.length; i += 4096) {
+    s += String.fromCharCode.apply(null, key.subarray(i, i + 4096) as unknown as number[]);
+  }
   return s;
 }
 
@@ -631,6 +688,11 @@ export class Namespace {
    * "Daemon CPU per request"). */
   cached(key: Uint8Array): CachedValue | undefined {
     return this.#cachedByName(keyString(key));
+  }
+
+  /** @internal `cached` by the key's string (keyString, inodeKeyString, dentryKeyString). */
+  cachedByName(name: string): CachedValue | undefined {
+    return this.#cachedByName(name);
   }
 
   #cachedByName(name: string): CachedValue | undefined {
@@ -1006,7 +1068,14 @@ export class NsTxn {
   /** key string -> value to put, or undefined to delete. Insertion order is commit order. */
   readonly #writes = new Map<
     string,
-    { key: Uint8Array; value: Uint8Array | undefined; lease?: number; outside?: boolean }
+    {
+      key: Uint8Array;
+      value: Uint8Array | undefined;
+      lease?: number;
+      outside?: boolean;
+      /** Key and value are the namespace's own, never changed (PutRequest.owned). */
+      owned?: boolean;
+    }
   >();
   /** Keys this transaction knows do not exist (under an inode it creates): cached as absent. */
   readonly #absent: Uint8Array[] = [];
@@ -1050,6 +1119,30 @@ export class NsTxn {
     const name = keyString(key);
     const written = this.#writes.get(name);
     if (written) return written.value;
+    return await this.#readFromStore(name, key);
+  }
+
+  /** `#read` of the key named `name` (`tag`, `ino`, `suffix` as `tagKey` takes them): its bytes
+   * are built only if neither the cache nor this transaction holds them already. */
+  async #readNamed(
+    name: string,
+    tag: number,
+    ino: number,
+    suffix?: Uint8Array,
+  ): Promise<Uint8Array | undefined> {
+    const written = this.#writes.get(name);
+    if (written) return written.value;
+    const key = this.#ns.cachedByName(name)?.key ?? tagKey(tag, ino, suffix);
+    return await this.#readFromStore(name, key);
+  }
+
+  /** The bytes of key `name` if this transaction or the cache has them. */
+  #knownKey(name: string): Uint8Array | undefined {
+    return this.#reads.get(name)?.key ?? this.#writes.get(name)?.key ??
+      this.#ns.cachedByName(name)?.key;
+  }
+
+  async #readFromStore(name: string, key: Uint8Array): Promise<Uint8Array | undefined> {
     const found = await this.#ns.get(key);
     const earlier = this.#reads.get(name);
     // Reading one key twice at different revisions means it changed under us: record the first,
@@ -1061,10 +1154,18 @@ export class NsTxn {
   }
 
   #write(key: Uint8Array, value: Uint8Array | undefined): void {
-    const name = keyString(key);
+    this.#writeNamed(keyString(key), key, value);
+  }
+
+  #writeNamed(
+    name: string,
+    key: Uint8Array,
+    value: Uint8Array | undefined,
+    owned?: boolean,
+  ): void {
     this.#unmerge(name);
     this.#writes.delete(name);
-    this.#writes.set(name, { key, value });
+    this.#writes.set(name, owned ? { key, value, owned } : { key, value });
   }
 
   /** A record about to be written whole: a merge of it planned earlier is dropped (the whole
@@ -1109,24 +1210,27 @@ export class NsTxn {
   }
 
   async getInode(ino: number): Promise<InodeRecord | undefined> {
-    const value = await this.#read(keys.inode(ino));
+    const value = await this.#readNamed(inodeKeyString(ino), TAG_INODE, ino);
     return value ? decodeInode(ino, value) : undefined;
   }
 
   /** Write `record`. A directory's entry-change stamp goes as a merge on a store with merges
    * (see MERGED_BYTES); everything else is written whole. */
   putInode(record: InodeRecord): void {
-    const key = keys.inode(record.ino);
-    const name = keyString(key);
+    const name = inodeKeyString(record.ino);
     const merge = this.#entryStamp(record, name);
-    if (merge === undefined) return this.#write(key, encodeInode(record));
+    if (merge === undefined) {
+      const key = this.#knownKey(name) ?? keys.inode(record.ino);
+      return this.#writeNamed(name, key, encodeInode(record), true);
+    }
     this.#merges.set(name, { ino: record.ino, merge });
     this.#reads.get(name)!.masked = true;
   }
 
   /** Delete an inode with its xattrs and orphan mark (directory entries are the caller's). */
   deleteInode(ino: number): void {
-    this.#write(keys.inode(ino), undefined);
+    const name = inodeKeyString(ino);
+    this.#writeNamed(name, this.#knownKey(name) ?? keys.inode(ino), undefined);
     this.#write(keys.orphan(ino), undefined);
     const prefix = keys.xattrs(ino);
     this.#rangeDeletes.push({ key: prefix, rangeEnd: prefixEnd(prefix) });
@@ -1134,16 +1238,19 @@ export class NsTxn {
   }
 
   async getDirent(parent: number, name: Uint8Array): Promise<DirentRecord | undefined> {
-    const value = await this.#read(keys.dentry(parent, name));
+    const value = await this.#readNamed(dentryKeyString(parent, name), TAG_DENTRY, parent, name);
     return value ? decodeDirent(value) : undefined;
   }
 
   putDirent(parent: number, name: Uint8Array, dirent: DirentRecord): void {
-    this.#write(keys.dentry(parent, name), encodeDirent(dirent));
+    const keyName = dentryKeyString(parent, name);
+    const key = this.#knownKey(keyName) ?? keys.dentry(parent, name);
+    this.#writeNamed(keyName, key, encodeDirent(dirent), true);
   }
 
   deleteDirent(parent: number, name: Uint8Array): void {
-    this.#write(keys.dentry(parent, name), undefined);
+    const keyName = dentryKeyString(parent, name);
+    this.#writeNamed(keyName, this.#knownKey(keyName) ?? keys.dentry(parent, name), undefined);
   }
 
   /**
@@ -1401,10 +1508,17 @@ export class NsTxn {
   requestOps(): RequestOp[] {
     const ops: RequestOp[] = this.#rangeDeletes.map((range) => ({ deleteRange: { ...range } }));
     for (const { merge } of this.#merges.values()) ops.push({ merge });
-    for (const { key, value, lease } of this.#writes.values()) {
+    const handOver = this.#ns.kv.keepsOwnedBuffers === true;
+    for (const { key, value, lease, owned } of this.#writes.values()) {
       ops.push(
         value
-          ? { put: lease === undefined ? { key, value } : { key, value, lease } }
+          ? {
+            put: lease !== undefined
+              ? { key, value, lease }
+              : owned && handOver
+              ? { key, value, owned }
+              : { key, value },
+          }
           : { deleteRange: { key } },
       );
     }
@@ -1419,18 +1533,20 @@ export class NsTxn {
   /** @internal After a successful commit at `revision`: the cache now holds what was written. */
   applyToCache(revision: number): void {
     for (const ino of this.#xattrsDeleted) this.#ns.cacheForgetXattrs(ino);
-    for (const [name, { value, lease, outside }] of this.#writes) {
+    for (const [name, { key, value, lease, outside }] of this.#writes) {
       if (lease !== undefined || outside) continue; // cluster bookkeeping, read around the cache
       // A fast-path commit reports revision 0: the written keys' modRevision is unknown.
       const modRevision = value ? (revision > 0 ? revision : undefined) : 0;
-      this.#ns.cacheOwn(name, { value, modRevision, knownAt: revision, own: true });
+      this.#ns.cacheOwn(name, { key, value, modRevision, knownAt: revision, own: true });
     }
     for (const [name, { merge }] of this.#merges) {
       // Merged onto what the cache holds now (another of this node's merges of the directory
       // may have landed since this transaction read it): merges commute. The modRevision is
       // unknown, so the next whole compare of the record is by value.
-      const value = this.#ns.cachedValue(name) ?? this.#reads.get(name)!.value!;
+      const read = this.#reads.get(name)!;
+      const value = this.#ns.cachedValue(name) ?? read.value!;
       this.#ns.cacheOwn(name, {
+        key: read.key,
         value: applyMerge(merge, value),
         modRevision: undefined,
         knownAt: revision,
@@ -1440,7 +1556,13 @@ export class NsTxn {
     for (const key of this.#absent) {
       const name = keyString(key);
       if (this.#writes.has(name)) continue;
-      this.#ns.cachePut(name, { value: undefined, modRevision: 0, knownAt: revision, own: true });
+      this.#ns.cachePut(name, {
+        key,
+        value: undefined,
+        modRevision: 0,
+        knownAt: revision,
+        own: true,
+      });
     }
     for (const ino of this.#newDirs) this.#ns.markComplete(ino);
   }
@@ -1475,13 +1597,25 @@ export function copyInode(record: InodeRecord): InodeRecord {
  * the digits below come from the monotonic clock, and equal readings are nudged 1 ns apart so
  * that two changes in a row always get distinct, ordered times.
  */
-let lastNowNs = 0n;
+// The last reading as whole milliseconds and the nanoseconds below them (numbers, not one BigInt
+// of nanoseconds: five BigInt operations per call, and every change of an inode calls this).
+let lastMs = 0;
+let lastSubNs = 0;
 export function systemNow(): Timespec {
-  const subMs = Math.floor((performance.now() % 1) * 1e6);
-  let ns = BigInt(Date.now()) * 1_000_000n + BigInt(subMs);
-  if (ns <= lastNowNs) ns = lastNowNs + 1n;
-  lastNowNs = ns;
-  return { sec: Number(ns / 1_000_000_000n), nsec: Number(ns % 1_000_000_000n) };
+  let ms = Date.now();
+  let subNs = Math.floor((performance.now() % 1) * 1e6);
+  if (ms < lastMs || (ms === lastMs && subNs <= lastSubNs)) {
+    ms = lastMs;
+    subNs = lastSubNs + 1;
+    if (subNs === 1_000_000) {
+      ms++;
+      subNs = 0;
+    }
+  }
+  lastMs = ms;
+  lastSubNs = subNs;
+  const sec = Math.floor(ms / 1000);
+  return { sec, nsec: (ms - sec * 1000) * 1_000_000 + subNs };
 }
 
 function sameTime(a: Timespec, b: Timespec): boolean {

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { openEmbeddedKV } from "./embedded.ts";
 import {
   decodeInode,
+  dentryKeyString,
   direntIno,
   encodeInode,
   inodeKeyString,
@@ -12,6 +13,7 @@ import {
   keyString,
   Namespace,
   ROOT_INO,
+  systemNow,
   TxnConflictError,
 } from "./namespace.ts";
 import type { MetaKV, TxnRequest } from "./kv.ts";
@@ -460,5 +462,96 @@ Deno.test("chunk maps up to 96 KiB stay in the cache (own writes recognised by t
 Deno.test("the inode cache key built without bytes is the key's own string", () => {
   for (const ino of [1, 2, 255, 256, 0x1234_5678, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 3, 2 ** 53 - 1]) {
     assert.equal(inodeKeyString(ino), keyString(keys.inode(ino)), `inode ${ino}`);
+  }
+});
+
+/** The record layout as written before session 11's encoder (DataView, a BigInt per 64-bit field):
+ * the encoder without them must write the same bytes. */
+function referenceEncode(record: InodeRecord): Uint8Array {
+  const target = record.target ?? new Uint8Array(0);
+  const out = new Uint8Array(96 + target.length);
+  const view = new DataView(out.buffer);
+  view.setUint8(0, 1);
+  view.setUint32(4, record.mode, true);
+  view.setUint32(8, record.uid, true);
+  view.setUint32(12, record.gid, true);
+  view.setUint32(16, record.nlink, true);
+  view.setUint32(20, record.rdev, true);
+  view.setBigUint64(24, BigInt(record.size), true);
+  view.setBigUint64(32, BigInt(record.parent), true);
+  view.setUint32(40, record.generation, true);
+  const volume = record.volume ?? 0;
+  out[45] = volume & 0xff;
+  out[46] = (volume >>> 8) & 0xff;
+  out[47] = (volume >>> 16) & 0xff;
+  [record.atime, record.mtime, record.ctime, record.btime].forEach((time, i) => {
+    view.setBigInt64(48 + 12 * i, BigInt(time.sec), true);
+    view.setUint32(56 + 12 * i, time.nsec, true);
+  });
+  out.set(target, 96);
+  return out;
+}
+
+Deno.test("encodeInode: the same bytes as the BigInt encoder, at the edges of every field", () => {
+  const edges: InodeRecord[] = [
+    {
+      ino: 2 ** 53 - 1,
+      mode: 0o120777,
+      uid: 0xffff_ffff,
+      gid: 0xffff_fffe,
+      nlink: 0xffff_ffff,
+      rdev: 0x8000_0001,
+      size: 2 ** 53 - 1,
+      parent: 2 ** 40 + 3,
+      generation: 0xffff_ffff,
+      volume: 0xff_ffff,
+      atime: { sec: -1, nsec: 999_999_999 },
+      mtime: { sec: -(2 ** 40) - 5, nsec: 0 },
+      ctime: { sec: 2 ** 52 + 1, nsec: 1 },
+      btime: { sec: 0xffff_ffff, nsec: 123 },
+      target: name("some/link/target"),
+    },
+    {
+      ino: 1,
+      mode: 0o40755,
+      uid: 0,
+      gid: 0,
+      nlink: 2,
+      rdev: 0,
+      size: 0,
+      parent: 1,
+      generation: 0,
+      atime: { sec: 0, nsec: 0 },
+      mtime: { sec: 1_765_000_000, nsec: 5 },
+      ctime: { sec: -(2 ** 31), nsec: 7 },
+      btime: { sec: 2 ** 32, nsec: 8 },
+    },
+  ];
+  for (const record of edges) {
+    const bytes = encodeInode(record);
+    assert.deepEqual(bytes, referenceEncode(record));
+    const back = decodeInode(record.ino, bytes);
+    assert.deepEqual(back, record);
+  }
+});
+
+Deno.test("dentryKeyString is keyString of the entry's key", () => {
+  for (const parent of [1, 255, 2 ** 32 + 7, 2 ** 53 - 1]) {
+    for (const entry of [name("a"), name("x".repeat(255)), new Uint8Array([0, 200, 255])]) {
+      assert.equal(dentryKeyString(parent, entry), keyString(keys.dentry(parent, entry)));
+    }
+  }
+});
+
+Deno.test("systemNow never goes backwards and never repeats", () => {
+  let last = systemNow();
+  for (let i = 0; i < 100_000; i++) {
+    const now = systemNow();
+    assert.ok(now.nsec >= 0 && now.nsec < 1e9 && Number.isInteger(now.nsec));
+    assert.ok(
+      now.sec > last.sec || (now.sec === last.sec && now.nsec > last.nsec),
+      `${JSON.stringify(now)} after ${JSON.stringify(last)}`,
+    );
+    last = now;
   }
 });
