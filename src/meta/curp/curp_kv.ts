@@ -92,7 +92,9 @@ interface Pending {
   startedAt: number;
   resolve: (c: Completion) => void;
   reject: (e: Error) => void;
-  timer: ReturnType<typeof setTimeout>;
+  /** performance.now() past which the command rejects (`timeoutMs`): checked by the client's
+   * tick, so a command costs no timer of its own. */
+  deadline: number;
 }
 
 /** Connect to the cluster that one of `addresses` ("host:port") belongs to. */
@@ -160,7 +162,7 @@ function traceLine(
 
 /** Keys a transaction writes one by one (puts, single-key deletes). Merges are left out: two
  * merges commute, so many sessions merging one directory record need no preference. */
-function writtenKeys(txn: TxnRequest): string[] {
+export function writtenKeys(txn: TxnRequest): string[] {
   const keys: string[] = [];
   for (const ops of [txn.success, txn.failure]) {
     for (const op of ops ?? []) {
@@ -173,11 +175,12 @@ function writtenKeys(txn: TxnRequest): string[] {
   return keys;
 }
 
-/** Keys where an unsynced write of another session would make a transaction conflict, the ones
- * it writes first, then the ones it compares. */
-function pointKeys(txn: TxnRequest): string[] {
-  const keys = writtenKeys(txn);
-  for (const c of txn.compare ?? []) keys.push(keyString(c.key));
+/** Keys where an unsynced write of another session would make a transaction conflict: `written`
+ * (what it writes, `writtenKeys`) first, then the ones it compares. */
+function pointKeys(txn: TxnRequest, written: string[]): string[] {
+  if (txn.compare === undefined || txn.compare.length === 0) return written;
+  const keys = written.slice();
+  for (const c of txn.compare) keys.push(keyString(c.key));
   return keys;
 }
 
@@ -267,7 +270,12 @@ export class CurpKV implements MetaKV {
     }
     this.#timer = setInterval(() => {
       for (const link of this.#links.values()) link.connect();
+      const now = performance.now();
       for (const p of this.#busy.values()) {
+        if (now >= p.deadline) {
+          this.#timeOut(p);
+          continue;
+        }
         p.core.tick();
         this.#flush(p.core);
       }
@@ -333,7 +341,6 @@ export class CurpKV implements MetaKV {
       const p = this.#busy.get(core.id);
       if (p === undefined) continue;
       this.#busy.delete(core.id);
-      clearTimeout(p.timer);
       const seconds = monotonicSeconds() - p.startedAt;
       if (c.refused) this.refusedCount++;
       if (c.path === "fast") {
@@ -414,6 +421,20 @@ export class CurpKV implements MetaKV {
     }
   }
 
+  /** A command past its deadline: it may still commit, so its session cannot be reused for
+   * another seq; a fresh one replaces it. */
+  #timeOut(p: Pending): void {
+    this.#busy.delete(p.core.id);
+    this.#cores.delete(p.core.id);
+    this.#waiters.shift()?.();
+    p.reject(
+      new CurpTimeoutError(
+        `CURP cluster ${Object.values(this.members).join(",")} did not answer within ` +
+          `${this.#options.timeoutMs} ms (no quorum? check \`skyfs meta status\`)`,
+      ),
+    );
+  }
+
   #release(core: ClientCore): void {
     this.#idle.push(core);
     this.#waiters.shift()?.();
@@ -429,23 +450,21 @@ export class CurpKV implements MetaKV {
     txn: TxnRequest,
     options: SubmitOptions,
   ): Promise<Extract<CommandResult, { ok: true }>> {
-    const startedAt = this.#trace ? performance.now() : 0;
+    const startedAt = performance.now();
     const reads = options.admin === undefined && this.#options.readsOutsideLog && isReadOnly(txn);
-    const core = await this.#acquire(reads || options.admin !== undefined ? [] : pointKeys(txn));
+    // Written keys once: the session choice and, after the commit, its writer memory use them.
+    const written = reads || options.admin !== undefined ? [] : writtenKeys(txn);
+    const core = await this.#acquire(
+      reads || options.admin !== undefined ? [] : pointKeys(txn, written),
+    );
     const completion = await new Promise<Completion>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        // The command may still commit; this session cannot be reused for another seq.
-        this.#busy.delete(core.id);
-        this.#cores.delete(core.id);
-        this.#waiters.shift()?.();
-        reject(
-          new CurpTimeoutError(
-            `CURP cluster ${Object.values(this.members).join(",")} did not answer within ` +
-              `${this.#options.timeoutMs} ms (no quorum? check \`skyfs meta status\`)`,
-          ),
-        );
-      }, this.#options.timeoutMs);
-      this.#busy.set(core.id, { core, resolve, reject, timer, startedAt: monotonicSeconds() });
+      this.#busy.set(core.id, {
+        core,
+        resolve,
+        reject,
+        deadline: startedAt + this.#options.timeoutMs,
+        startedAt: monotonicSeconds(),
+      });
       if (reads) {
         // To the leader and one follower (ClientCore's ReadOptions), when the leader is known
         // and connected; otherwise to every replica.
@@ -462,7 +481,7 @@ export class CurpKV implements MetaKV {
     });
     if (this.#trace) this.#trace(traceLine(txn, options, completion, startedAt, core.id));
     if (completion.path !== "read" && options.admin === undefined) {
-      this.#noteWriter(writtenKeys(txn), core);
+      this.#noteWriter(written, core);
     }
     const result = completion.result;
     if (result === undefined) {
@@ -645,7 +664,6 @@ export class CurpKV implements MetaKV {
     this.#watches.clear();
     for (const link of this.#links.values()) link.close();
     for (const p of this.#busy.values()) {
-      clearTimeout(p.timer);
       p.reject(new Error("CurpKV closed with the command outstanding"));
     }
     this.#busy.clear();

@@ -2,7 +2,8 @@
 
 import assert from "node:assert/strict";
 import { ReplicaServer } from "./server.ts";
-import { type CurpKV, openCurpKV } from "./curp_kv.ts";
+import { CurpKV, CurpTimeoutError, openCurpKV } from "./curp_kv.ts";
+import type { ReplicaStatus } from "./server.ts";
 import { keyBytes } from "./command.ts";
 import { type IoEngine, openIoEngine } from "../../io/mod.ts";
 
@@ -160,4 +161,47 @@ Deno.test("CurpKV: a command on a key goes to the idle session that last wrote i
       await kv.close();
     }
   });
+});
+
+Deno.test("CurpKV: commands arm no timer each, and one nobody answers still times out", async () => {
+  // Counts setTimeout calls while commands run: the deadline is the client's tick's business.
+  const original = globalThis.setTimeout;
+  let timers = 0;
+  const counting = ((...args: Parameters<typeof setTimeout>) => {
+    timers++;
+    return original(...args);
+  }) as typeof setTimeout;
+  await withTrio(async ({ kv }) => {
+    globalThis.setTimeout = counting;
+    try {
+      for (let i = 0; i < 20; i++) {
+        await kv.txn({
+          success: [{ put: { key: keyBytes(`t${i}`), value: keyBytes("v") } }],
+          revisionsUnused: true,
+        });
+        await kv.range({ key: keyBytes(`t${i}`) });
+      }
+    } finally {
+      globalThis.setTimeout = original;
+    }
+    assert.equal(timers, 0, `${timers} timers for 40 commands`);
+  });
+  // Three replicas nobody serves: the command rejects after its timeout, its session is dropped,
+  // and the next command (a fresh session) times out too.
+  const status = { members: { a: "127.0.0.1:9", b: "127.0.0.1:9", c: "127.0.0.1:9" } };
+  const kv = new CurpKV(status as unknown as ReplicaStatus, {
+    timeoutMs: 150,
+    tickMs: 20,
+    log: () => {},
+  });
+  try {
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(
+        kv.put({ key: keyBytes("k"), value: keyBytes("v") }),
+        (e) => e instanceof CurpTimeoutError && /did not answer within 150 ms/.test(e.message),
+      );
+    }
+  } finally {
+    await kv.close();
+  }
 });

@@ -151,31 +151,54 @@ export function encodeFramesSharing(bodies: object[], shared: string): Uint8Arra
   }
   const sharedBytes = packr.pack(first);
   return bodies.map((body) => {
-    const fields = Object.entries(body).filter(([, v]) => v !== undefined);
-    if ((body as Record<string, unknown>)[shared] !== first || fields.length > 15) {
-      return encodeFrame(body);
-    }
-    const parts: Uint8Array[] = [new Uint8Array([0x80 | fields.length])];
+    if ((body as Record<string, unknown>)[shared] !== first) return encodeFrame(body);
+    // The other fields (type, from, to) are short strings that repeat from proposal to
+    // proposal: their bytes come from `packedString`'s cache, no encoder call per field.
+    const parts: Uint8Array[] = [];
     let length = 1;
-    for (const [key, value] of fields) {
-      const k = packr.pack(key);
-      const v = key === shared ? sharedBytes : packr.pack(value);
+    for (const key in body) {
+      const value = (body as Record<string, unknown>)[key];
+      if (value === undefined) continue;
+      const k = packedString(key);
+      const v = key === shared
+        ? sharedBytes
+        : typeof value === "string"
+        ? packedString(value)
+        : packr.pack(value);
       parts.push(k, v);
       length += k.length + v.length;
     }
+    if (parts.length > 30) return encodeFrame(body); // more than a fixmap's 15 entries
     if (length > MAX_FRAME_BYTES - 1) {
       throw new RangeError(`Frame of ${length + 1} bytes exceeds ${MAX_FRAME_BYTES}`);
     }
     const frame = new Uint8Array(5 + length);
     new DataView(frame.buffer).setUint32(0, length + 1);
     frame[4] = WIRE_VERSION;
-    let at = 5;
+    frame[5] = 0x80 | (parts.length / 2);
+    let at = 6;
     for (const part of parts) {
       frame.set(part, at);
       at += part.length;
     }
     return frame;
   });
+}
+
+/** MessagePack bytes of short strings (field names, message types, replica and client ids),
+ * kept: the same few recur in every proposal. Bounded; cleared when full. */
+const packedStrings = new Map<string, Uint8Array>();
+const PACKED_STRINGS_MAX = 1024;
+
+function packedString(s: string): Uint8Array {
+  let bytes = packedStrings.get(s);
+  if (bytes === undefined) {
+    bytes = packr.pack(s).slice(); // a copy: msgpackr's result is a view of its work buffer
+    if (s.length > 64) return bytes;
+    if (packedStrings.size >= PACKED_STRINGS_MAX) packedStrings.clear();
+    packedStrings.set(s, bytes);
+  }
+  return bytes;
 }
 
 /** Decode a version 2 payload (version byte, then MessagePack); throws a TypeError naming the
