@@ -678,9 +678,10 @@ export class ClusterData {
   /**
    * Before a publish of a file written with passthrough: if the local file's size or mtime moved
    * since the last look, every chunk up to its size that holds data (SEEK_DATA) or is in the map
-   * is dirty (which ones the kernel wrote is not known). A write after the fstat here moves the mtime even within one clock tick: on Linux
-   * 6.13+ the fstat marks the ctime as seen (multigrain timestamps, ext4, xfs, btrfs, tmpfs), so
-   * the next change takes a fine-grained time. On an older kernel a look within 50 ms of the
+   * is dirty (which ones the kernel wrote is not known). A write after the fstat here moves the
+   * mtime even within one clock tick: on Linux 6.13+ the fstat marks the ctime as seen
+   * (multigrain timestamps, ext4, xfs, btrfs, tmpfs), so the next change takes a fine-grained
+   * time. On an older kernel a look within 50 ms of the
    * mtime is not trusted (the next publish marks every chunk again). Once no writer is open, the
    * look covers every write it made and the file is watched no more.
    */

@@ -11,9 +11,10 @@ import { FRAME_HEADER_BYTES, sealFrame } from "./log_file.ts";
  * A buffer that writers take their frames from one after another (`new ByteWriter(n, arena)`):
  * one allocation for many small frames. An ArrayBuffer of its own per frame (backing store, its
  * accounting, a DataView) cost 2-3 us, the largest single item of an embedded store transaction
- * (src/fuse/README.md, "A rename's and an unlink's transaction"). A frame handed out is never written again (later frames go after it, then
- * into a new buffer), so whoever keeps one (a log write in flight, a compaction's capture) keeps
- * its bytes; it also keeps the arena's buffer alive, which is why the buffer is small.
+ * (src/fuse/README.md, "A rename's and an unlink's transaction"). A frame handed out is never
+ * written again (later frames go after it, then into a new buffer), so whoever keeps one (a log
+ * write in flight, a compaction's capture) keeps its bytes; it also keeps the arena's buffer
+ * alive, which is why the buffer is small.
  */
 export class ByteArena {
   bytes: Uint8Array;

@@ -383,16 +383,16 @@ const MAX_CACHED_MAP_BYTES = 96 << 10;
 /** ...and those over MAX_CACHED_VALUE_BYTES take at most this much in all (oldest dropped). */
 const MAX_LARGE_MAP_TOTAL = 64 << 20;
 
-/** `keyString(keys.inode(ino))` without the key's bytes: one flat string from its 12 character
- * codes (the inode cache lookup of every GETATTR and LOOKUP). */
-export function inodeKeyString(ino: number): string {
+/** `keyString` of a key made of the prefix, `tag` and big-endian u64 `ino` (`tagKey` without
+ * a suffix), without building its bytes: one flat string from its 12 character codes. */
+function tagInoString(tag: number, ino: number): string {
   const hi = Math.floor(ino / 2 ** 32);
   const lo = ino >>> 0;
   return String.fromCharCode(
     PREFIX[0],
     PREFIX[1],
     PREFIX[2],
-    TAG_INODE,
+    tag,
     hi >>> 24,
     (hi >>> 16) & 0xff,
     (hi >>> 8) & 0xff,
@@ -404,24 +404,15 @@ export function inodeKeyString(ino: number): string {
   );
 }
 
+/** `keyString(keys.inode(ino))` without the key's bytes (the inode cache lookup of every GETATTR
+ * and LOOKUP). */
+export function inodeKeyString(ino: number): string {
+  return tagInoString(TAG_INODE, ino);
+}
+
 /** `keyString(keys.dentry(parent, name))` without the key's bytes. */
 export function dentryKeyString(parent: number, name: Uint8Array): string {
-  const hi = Math.floor(parent / 2 ** 32);
-  const lo = parent >>> 0;
-  return String.fromCharCode(
-    PREFIX[0],
-    PREFIX[1],
-    PREFIX[2],
-    TAG_DENTRY,
-    hi >>> 24,
-    (hi >>> 16) & 0xff,
-    (hi >>> 8) & 0xff,
-    hi & 0xff,
-    lo >>> 24,
-    (lo >>> 16) & 0xff,
-    (lo >>> 8) & 0xff,
-    lo & 0xff,
-  ) + keyString(name);
+  return tagInoString(TAG_DENTRY, parent) + keyString(name);
 }
 
 /** The cache's key for `key`: one character per byte. */
