@@ -6,11 +6,12 @@
 #   tests-etcd bench (default: all).
 #   tests runs tests/ but for tests/cluster/ and tests/meta/, which tests-cluster runs (each step
 #   has its own time cap: as one step they did not finish within 900 s at load 7-9 on 2 cores).
-#   tests-uring runs the POSIX suites, the differential test and the crash test on FUSE over
-#   io_uring (SKYFS_TEST_FUSE_TRANSPORT=uring); it turns the kernel's switch on first (root), and
-#   fails, never skips, when the ring cannot be set up.
+#   tests-uring runs the POSIX suites, the differential test, the crash test and the cluster tests
+#   of what a cluster node serves on FUSE over io_uring (SKYFS_TEST_FUSE_TRANSPORT=uring); it turns
+#   the kernel's switch on first (root), and fails, never skips, when the ring cannot be set up.
 #   tests-curp and tests-etcd run the POSIX suites and the differential test (40 runs) on a cluster
-#   node: three CURP replicas, or one etcd member, with a directory backend (SKYFS_TEST_META).
+#   node: three CURP replicas, or one etcd member, with a directory backend (SKYFS_TEST_META);
+#   tests-curp on FUSE over io_uring, tests-etcd on /dev/fuse.
 #   Every step runs even after an earlier one failed, so one run shows every failure; the exit code
 #   is non-zero when any step failed.
 #
@@ -41,8 +42,9 @@ fi
 step_timeout_s="${SKYFS_TEST_STEP_TIMEOUT_S:-900}"
 log_dir="$(mktemp -d "${TMPDIR:-/tmp}/skyfs-test-XXXXXX")"
 # FUSE over io_uring is offered by the kernel only while this switch is on, and mounts take it
-# when offered (fuse.transport = auto). Every step but tests-uring runs with it off, whatever an
-# earlier run left, so a run means the same on every machine; it is put back as it was at the end.
+# when offered (fuse.transport = auto). Every step but tests-uring and tests-curp runs with it off,
+# whatever an earlier run left, so a run means the same on every machine; it is put back as it was
+# at the end.
 # (The bench step's own run turns it on for its skyfs-uring target, every other mount pinned to
 # /dev/fuse, and back off at its end: bench/uring_switch.ts.)
 uring_switch=/sys/module/fuse/parameters/enable_uring
@@ -176,17 +178,32 @@ for step in "${steps[@]}"; do
       ;;
     tests-uring)
       # tests/ already ran tests/fuse_uring_test.ts and both transports' unit tests; this is the
-      # suites again with every mount on the ring (53 s at load 9-12, 120 s at load 17, 2 cores).
+      # suites again with every mount on the ring (53 s at load 9-12, 120 s at load 17, 2 cores),
+      # and the cluster tests whose subject is what a cluster node's mounts serve (the cluster's
+      # mounts inherit SKYFS_FUSE_TRANSPORT=uring; LocalCluster fails a mount not on the ring).
+      # The fault tests of tests/cluster/ (replica kills, network cuts, zones) run in
+      # tests-cluster only: the ring changes nothing they test. About 90 s more.
       run_step tests-uring deno-test bash -c 'echo 1 > /sys/module/fuse/parameters/enable_uring &&
-        exec env SKYFS_TEST_FUSE_TRANSPORT=uring SKYFS_TEST_TARGET=skyfs \
-        deno test -A tests/posix/ tests/differential_test.ts tests/crash_test.ts'
+        exec env SKYFS_TEST_FUSE_TRANSPORT=uring SKYFS_FUSE_TRANSPORT=uring \
+        SKYFS_TEST_TARGET=skyfs deno test -A tests/posix/ tests/differential_test.ts \
+        tests/crash_test.ts tests/cluster/cluster_test.ts tests/cluster/consistency_test.ts \
+        tests/cluster/kernel_cache_test.ts tests/cluster/locks_test.ts \
+        tests/cluster/passthrough_test.ts tests/cluster/inline_test.ts \
+        tests/cluster/listing_test.ts tests/meta/curp_mount_test.ts'
       ;;
     tests-curp | tests-etcd)
       # On CURP also the volume suite (tests/volumes/ runs in `tests` on one node): quotas, kill -9
-      # of a cluster node mid-write, the API, about 45 s.
+      # of a cluster node mid-write, the API, about 45 s. CURP's run is on FUSE over io_uring and
+      # etcd's on /dev/fuse, so a cluster node passes the POSIX suites on both transports.
       extra=()
-      [ "$step" = tests-curp ] && extra=(tests/volumes/volumes_test.ts)
+      transport=dev
+      if [ "$step" = tests-curp ]; then
+        extra=(tests/volumes/volumes_test.ts)
+        transport=uring
+        echo 1 >/sys/module/fuse/parameters/enable_uring || true # startMount fails if not taken
+      fi
       run_step "$step" deno-test env SKYFS_TEST_META="${step#tests-}" SKYFS_TEST_TARGET=skyfs \
+        SKYFS_TEST_FUSE_TRANSPORT="$transport" SKYFS_FUSE_TRANSPORT="$transport" \
         SKYFS_DIFF_RUNS="${SKYFS_DIFF_RUNS:-40}" deno test -A tests/posix/ tests/differential_test.ts \
         "${extra[@]}"
       ;;

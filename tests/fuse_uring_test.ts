@@ -3,7 +3,8 @@
  * through ring entries and replies go back as COMMIT_AND_FETCH submissions; FORGET and
  * notifications keep using /dev/fuse; `fuse.transport = "uring"` refuses with one line when the
  * kernel's switch is off, and "auto" falls back to /dev/fuse with one info line. Root only (the
- * tests write /sys/module/fuse/parameters/enable_uring, and put it back on).
+ * tests write /sys/module/fuse/parameters/enable_uring; the last one puts it back as it was when
+ * the file started, so the test files after this one in the same run see the switch unchanged).
  *
  * The POSIX, differential and crash suites run on the ring too: `scripts/test.sh tests-uring`
  * (SKYFS_TEST_FUSE_TRANSPORT=uring).
@@ -17,6 +18,14 @@ import { IORING_SETUP_COOP_TASKRUN, IORING_SETUP_TASKRUN_FLAG } from "../src/io/
 import { isSkyfsMounted, makeTempDir, PYTHON, run, runSkyfs, startMount } from "./_harness.ts";
 
 const ENABLE = "/sys/module/fuse/parameters/enable_uring";
+/** The switch as this file found it (undefined: no such file; the tests that need it fail). */
+const ENABLED_AT_START = (() => {
+  try {
+    return Deno.readTextFileSync(ENABLE).trim() === "Y";
+  } catch {
+    return undefined;
+  }
+})();
 
 function setEnabled(on: boolean): void {
   // A failure here (not root, a kernel without CONFIG_FUSE_IO_URING) fails the test.
@@ -270,5 +279,13 @@ Deno.test({
     } finally {
       await ring.close();
     }
+  },
+});
+
+Deno.test({
+  name: "fuse uring: the kernel's switch is put back as this file found it",
+  ignore: ENABLED_AT_START === undefined,
+  fn() {
+    setEnabled(ENABLED_AT_START!);
   },
 });

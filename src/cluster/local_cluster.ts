@@ -660,6 +660,25 @@ export class LocalCluster {
       }
       await new Promise((r) => setTimeout(r, 100));
     }
+    // fuse.transport = uring (SKYFS_FUSE_TRANSPORT, inherited or set for the cluster or the node)
+    // must mean the ring: the daemon logs its transport after INIT, which the first request
+    // after the mount brings. Without this check a test run meant for the ring could pass on
+    // /dev/fuse unnoticed.
+    const transport = node.env?.SKYFS_FUSE_TRANSPORT ?? this.nodeEnv.SKYFS_FUSE_TRANSPORT ??
+      Deno.env.get("SKYFS_FUSE_TRANSPORT");
+    if (transport === "uring") {
+      const ringDeadline = Date.now() + 30_000;
+      while (!(await this.logOf(node)).includes("skyfs: FUSE transport io_uring")) {
+        if (exit || Date.now() > ringDeadline) {
+          throw new Error(
+            `mount ${node.id} is not on FUSE over io_uring (fuse.transport = uring); ` +
+              `its log:\n${await this.logOf(node)}`,
+          );
+        }
+        await Deno.stat(node.mountpoint).catch(() => {});
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
   }
 
   /** Keep a child's stderr in logs/<name>.err (appended across restarts, readable by tests). */
