@@ -206,7 +206,7 @@ void skyfs_uring_close(struct skyfs_uring *ring);
  * (allocation, GC, other ops), so a second FFI call to read it could see another call's code. The
  * fsync calls run on Deno's blocking pool (`nonblocking`), whose errno the JS thread cannot read
  * at all. pread, pwrite and copy_file_range retry EINTR themselves; no other call retries
- * anything. Pointers are the caller's buffers; struct stat and struct statvfs are the x86_64
+ * anything. Every one is safe from any thread (each is one libc call and touches no ring). Pointers are the caller's buffers; struct stat and struct statvfs are the x86_64
  * glibc layouts (144 and 112 bytes).
  */
 int32_t skyfs_sys_open(const char *path, int32_t flags, uint32_t mode);
