@@ -13,6 +13,7 @@ import { openDataDir } from "./datadir.ts";
 import { openMetaBackend } from "./meta/backend.ts";
 import { MetaUnavailableError } from "./meta/kv.ts";
 import { openIoEngine } from "./io/mod.ts";
+import { useNativeLibrary } from "./io/libc.ts";
 import { createVfs } from "./vfs/mod.ts";
 import { listNodes } from "./cluster/membership.ts";
 import { startShimServer } from "./intercept/mod.ts";
@@ -177,6 +178,9 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
+  // Local system calls go through the same native library (src/io/libc.ts): take it from the
+  // configured path before the first one (openDataDir), so a missing or old build fails here.
+  if (options.io?.libraryPath) useNativeLibrary(options.io.libraryPath);
   let dataDir;
   try {
     dataDir = openDataDir(resolve(options.dataDir));

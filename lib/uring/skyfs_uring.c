@@ -1,4 +1,5 @@
-/* libskyfs_uring: batch submit/reap over liburing 2.3 for Deno FFI (contract: skyfs_uring.h). */
+/* libskyfs_uring: batch submit/reap over liburing 2.3 for Deno FFI, and the synchronous system
+ * calls of src/io/libc.ts and src/io/sockets.ts (contract: skyfs_uring.h). */
 #define _GNU_SOURCE
 #include "skyfs_uring.h"
 
@@ -8,11 +9,15 @@
 #include <poll.h>
 #include <sched.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -478,4 +483,140 @@ EXPORT void skyfs_uring_close(struct skyfs_uring *handle) {
   io_uring_queue_exit(&handle->ring);
   close(handle->event_fd);
   free(handle);
+}
+
+/* Synchronous system calls (since ABI 8; skyfs_uring.h says why errno is read here). */
+
+/* The result of a call that returns -1 and sets errno on failure, as -errno. */
+#define SYS_RESULT(call)                 \
+  do {                                   \
+    long long result_ = (call);          \
+    return result_ < 0 ? -errno : result_; \
+  } while (0)
+
+/* The same, retrying EINTR (calls that move data; none of them has done anything on EINTR). */
+#define SYS_RESULT_RETRY(call)                  \
+  do {                                          \
+    for (;;) {                                  \
+      long long result_ = (call);               \
+      if (result_ >= 0) return result_;         \
+      if (errno != EINTR) return -errno;        \
+    }                                           \
+  } while (0)
+
+_Static_assert(sizeof(struct stat) == 144, "struct stat is not the x86_64 layout libc.ts reads");
+_Static_assert(sizeof(struct statvfs) == 112, "struct statvfs is not the layout libc.ts reads");
+
+EXPORT int32_t skyfs_sys_open(const char *path, int32_t flags, uint32_t mode) {
+  SYS_RESULT(open(path, flags, (mode_t)mode));
+}
+
+EXPORT int32_t skyfs_sys_close(int32_t fd) { SYS_RESULT(close(fd)); }
+
+EXPORT int32_t skyfs_sys_dup(int32_t fd) { SYS_RESULT(dup(fd)); }
+
+EXPORT int64_t skyfs_sys_pread(int32_t fd, void *buffer, uint64_t length, int64_t offset) {
+  SYS_RESULT_RETRY(pread(fd, buffer, (size_t)length, (off_t)offset));
+}
+
+EXPORT int64_t skyfs_sys_pwrite(int32_t fd, const void *buffer, uint64_t length, int64_t offset) {
+  SYS_RESULT_RETRY(pwrite(fd, buffer, (size_t)length, (off_t)offset));
+}
+
+EXPORT int32_t skyfs_sys_fsync(int32_t fd) { SYS_RESULT(fsync(fd)); }
+
+EXPORT int32_t skyfs_sys_fdatasync(int32_t fd) { SYS_RESULT(fdatasync(fd)); }
+
+EXPORT int32_t skyfs_sys_ftruncate(int32_t fd, int64_t length) {
+  SYS_RESULT(ftruncate(fd, (off_t)length));
+}
+
+EXPORT int32_t skyfs_sys_fallocate(int32_t fd, int32_t mode, int64_t offset, int64_t length) {
+  SYS_RESULT(fallocate(fd, mode, (off_t)offset, (off_t)length));
+}
+
+EXPORT int64_t skyfs_sys_lseek(int32_t fd, int64_t offset, int32_t whence) {
+  SYS_RESULT(lseek(fd, (off_t)offset, whence));
+}
+
+EXPORT int64_t skyfs_sys_copy_file_range(int32_t fd_in, int64_t *offset_in, int32_t fd_out,
+                                         int64_t *offset_out, uint64_t length, uint32_t flags) {
+  SYS_RESULT_RETRY(copy_file_range(fd_in, (off_t *)offset_in, fd_out, (off_t *)offset_out,
+                                   (size_t)length, flags));
+}
+
+EXPORT int32_t skyfs_sys_statvfs(const char *path, void *out) {
+  SYS_RESULT(statvfs(path, (struct statvfs *)out));
+}
+
+EXPORT int32_t skyfs_sys_fstatvfs(int32_t fd, void *out) {
+  SYS_RESULT(fstatvfs(fd, (struct statvfs *)out));
+}
+
+EXPORT int32_t skyfs_sys_stat(const char *path, void *out) {
+  SYS_RESULT(stat(path, (struct stat *)out));
+}
+
+EXPORT int32_t skyfs_sys_fstat(int32_t fd, void *out) {
+  SYS_RESULT(fstat(fd, (struct stat *)out));
+}
+
+EXPORT int32_t skyfs_sys_unlink(const char *path) { SYS_RESULT(unlink(path)); }
+
+EXPORT int32_t skyfs_sys_rename(const char *from, const char *to) {
+  SYS_RESULT(rename(from, to));
+}
+
+EXPORT int32_t skyfs_sys_flock(int32_t fd, int32_t operation) {
+  SYS_RESULT(flock(fd, operation));
+}
+
+EXPORT int32_t skyfs_sys_futimens(int32_t fd, const void *times) {
+  SYS_RESULT(futimens(fd, (const struct timespec *)times));
+}
+
+EXPORT int32_t skyfs_sys_poll(void *fds, uint64_t count, int32_t timeout_ms) {
+  SYS_RESULT(poll((struct pollfd *)fds, (nfds_t)count, timeout_ms));
+}
+
+EXPORT void *skyfs_sys_mmap(uint64_t length, int32_t prot, int32_t flags, int32_t fd,
+                            int64_t offset, int32_t *error) {
+  void *address = mmap(NULL, (size_t)length, prot, flags, fd, (off_t)offset);
+  if (address == MAP_FAILED) {
+    *error = -errno;
+    return NULL;
+  }
+  *error = 0;
+  return address;
+}
+
+EXPORT int32_t skyfs_sys_munmap(void *address, uint64_t length) {
+  SYS_RESULT(munmap(address, (size_t)length));
+}
+
+EXPORT int32_t skyfs_sys_socket(int32_t domain, int32_t type, int32_t protocol) {
+  SYS_RESULT(socket(domain, type, protocol));
+}
+
+EXPORT int32_t skyfs_sys_setsockopt(int32_t fd, int32_t level, int32_t name, const void *value,
+                                    uint32_t length) {
+  SYS_RESULT(setsockopt(fd, level, name, value, (socklen_t)length));
+}
+
+EXPORT int32_t skyfs_sys_bind(int32_t fd, const void *address, uint32_t length) {
+  SYS_RESULT(bind(fd, (const struct sockaddr *)address, (socklen_t)length));
+}
+
+EXPORT int32_t skyfs_sys_listen(int32_t fd, int32_t backlog) { SYS_RESULT(listen(fd, backlog)); }
+
+EXPORT int32_t skyfs_sys_getsockname(int32_t fd, void *address, uint32_t *length) {
+  SYS_RESULT(getsockname(fd, (struct sockaddr *)address, (socklen_t *)length));
+}
+
+EXPORT int32_t skyfs_sys_shutdown(int32_t fd, int32_t how) { SYS_RESULT(shutdown(fd, how)); }
+
+EXPORT int32_t skyfs_sys_pipe2(int32_t *fds, int32_t flags) { SYS_RESULT(pipe2(fds, flags)); }
+
+EXPORT int32_t skyfs_sys_fcntl(int32_t fd, int32_t command, int32_t argument) {
+  SYS_RESULT(fcntl(fd, command, argument));
 }

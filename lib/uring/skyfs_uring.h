@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#define SKYFS_URING_ABI_VERSION 7
+#define SKYFS_URING_ABI_VERSION 8
 
 /* Default of skyfs_uring_set_poll_ns. */
 #define SKYFS_URING_POLL_NS 20000
@@ -198,5 +198,52 @@ uint64_t skyfs_uring_eventfd_total(const struct skyfs_uring *ring);
  * tears a ring down asynchronously, so a request still running could write into a buffer the
  * caller has already freed. Cancel and reap first. */
 void skyfs_uring_close(struct skyfs_uring *ring);
+
+/*
+ * Synchronous system calls for src/io/libc.ts and src/io/sockets.ts (since ABI 8). Each makes the
+ * one libc call its name says and returns its result, or -errno on failure, read in the same C
+ * call: errno is thread-local and the JS runtime makes system calls of its own on the same thread
+ * (allocation, GC, other ops), so a second FFI call to read it could see another call's code. The
+ * fsync calls run on Deno's blocking pool (`nonblocking`), whose errno the JS thread cannot read
+ * at all. pread, pwrite and copy_file_range retry EINTR themselves; no other call retries
+ * anything. Every one is safe from any thread (each is one libc call and touches no ring). Pointers are the caller's buffers; struct stat and struct statvfs are the x86_64
+ * glibc layouts (144 and 112 bytes).
+ */
+int32_t skyfs_sys_open(const char *path, int32_t flags, uint32_t mode);
+int32_t skyfs_sys_close(int32_t fd);
+int32_t skyfs_sys_dup(int32_t fd);
+int64_t skyfs_sys_pread(int32_t fd, void *buffer, uint64_t length, int64_t offset);
+int64_t skyfs_sys_pwrite(int32_t fd, const void *buffer, uint64_t length, int64_t offset);
+int32_t skyfs_sys_fsync(int32_t fd);
+int32_t skyfs_sys_fdatasync(int32_t fd);
+int32_t skyfs_sys_ftruncate(int32_t fd, int64_t length);
+int32_t skyfs_sys_fallocate(int32_t fd, int32_t mode, int64_t offset, int64_t length);
+int64_t skyfs_sys_lseek(int32_t fd, int64_t offset, int32_t whence);
+/* offsets: one int64_t each, advanced by the bytes copied */
+int64_t skyfs_sys_copy_file_range(int32_t fd_in, int64_t *offset_in, int32_t fd_out,
+                                  int64_t *offset_out, uint64_t length, uint32_t flags);
+int32_t skyfs_sys_statvfs(const char *path, void *out);
+int32_t skyfs_sys_fstatvfs(int32_t fd, void *out);
+int32_t skyfs_sys_stat(const char *path, void *out);
+int32_t skyfs_sys_fstat(int32_t fd, void *out);
+int32_t skyfs_sys_unlink(const char *path);
+int32_t skyfs_sys_rename(const char *from, const char *to);
+int32_t skyfs_sys_flock(int32_t fd, int32_t operation);
+int32_t skyfs_sys_futimens(int32_t fd, const void *times); /* struct timespec[2] */
+int32_t skyfs_sys_poll(void *fds, uint64_t count, int32_t timeout_ms); /* struct pollfd[] */
+/* The mapping's address, or NULL with -errno in *error (MAP_FAILED is never returned). */
+void *skyfs_sys_mmap(uint64_t length, int32_t prot, int32_t flags, int32_t fd, int64_t offset,
+                     int32_t *error);
+int32_t skyfs_sys_munmap(void *address, uint64_t length);
+int32_t skyfs_sys_socket(int32_t domain, int32_t type, int32_t protocol);
+int32_t skyfs_sys_setsockopt(int32_t fd, int32_t level, int32_t name, const void *value,
+                             uint32_t length);
+int32_t skyfs_sys_bind(int32_t fd, const void *address, uint32_t length);
+int32_t skyfs_sys_listen(int32_t fd, int32_t backlog);
+int32_t skyfs_sys_getsockname(int32_t fd, void *address, uint32_t *length);
+int32_t skyfs_sys_shutdown(int32_t fd, int32_t how);
+int32_t skyfs_sys_pipe2(int32_t *fds, int32_t flags); /* int[2] */
+/* fcntl with an int argument (F_SETPIPE_SZ, F_GETPIPE_SZ, F_GETFL ...). */
+int32_t skyfs_sys_fcntl(int32_t fd, int32_t command, int32_t argument);
 
 #endif

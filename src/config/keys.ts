@@ -405,7 +405,7 @@ export const KEYS = {
     commands: ["mount", "meta serve"],
     unsetMeans: "lib/uring/build/libskyfs_uring.so of this checkout",
     allowed: "a file path",
-    doc: "path of libskyfs_uring.so",
+    doc: "path of libskyfs_uring.so (io_uring, and the wrappers of every local syscall)",
   },
   // [curp]: CURP tuning, client (mount, status) and replica (meta serve)
   "curp.timeout_ms": {

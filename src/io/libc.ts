@@ -1,16 +1,23 @@
 /**
- * The thin FFI edge to libc for local data files: the few syscalls skyfs needs that Deno's own
- * file API cannot do on a raw fd (pread/pwrite at offsets, fallocate modes, SEEK_DATA/SEEK_HOLE,
- * copy_file_range, statvfs, a shared file mapping for the metadata log). Every call throws FsError(errno) on failure.
+ * The thin FFI edge to the system calls skyfs makes on local files that Deno's own file API cannot
+ * do on a raw fd (pread/pwrite at offsets, fallocate modes, SEEK_DATA/SEEK_HOLE, copy_file_range,
+ * statvfs, a shared file mapping for the metadata log). Every call throws FsError(errno) on failure.
+ *
+ * The calls go through small C wrappers in lib/uring/build/libskyfs_uring.so (`skyfs_sys_*`,
+ * ABI 8) that return -errno on failure, read in the same C call: a second FFI call to read errno
+ * could see a code left by a system call the runtime made in between. So the library must be
+ * built (`deno task build`, which setup runs); a missing or old build fails with one line naming
+ * the fix. Only `monotonicSeconds` calls libc directly (clock_gettime, whose failure it handles
+ * without errno).
  *
  * Calls are synchronous (about 5 ns of FFI overhead plus the syscall), except fsync and fdatasync,
- * which can wait for the disk for a long time and so run `nonblocking` on Deno's blocking pool.
- * A nonblocking call runs on another thread, whose thread-local errno the JS thread cannot read:
- * a failed fsync is therefore reported as EIO (the errno Linux gives for lost writeback anyway).
+ * which can wait for the disk for a long time and so run `nonblocking` on Deno's blocking pool;
+ * their wrappers read errno on the pool thread, so a failure carries its real code too.
  * @module
  */
 
 import { Errno, FsError } from "../fs_error.ts";
+import { ABI_VERSION, defaultLibraryPath } from "./uring_native.ts";
 
 export const O_RDONLY = 0o0;
 export const O_WRONLY = 0o1;
@@ -39,34 +46,9 @@ export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
 export const FALLOC_FL_ZERO_RANGE = 0x10;
 
+/** libc itself: only calls that cannot fail in a way skyfs reads (clock_gettime). */
 const symbols = {
-  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  dup: { parameters: ["i32"], result: "i32" },
-  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
-  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
-  fsync: { parameters: ["i32"], result: "i32", nonblocking: true },
-  fdatasync: { parameters: ["i32"], result: "i32", nonblocking: true },
-  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
-  fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
-  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
-  copy_file_range: {
-    parameters: ["i32", "buffer", "i32", "buffer", "usize", "u32"],
-    result: "isize",
-  },
-  statvfs: { parameters: ["buffer", "buffer"], result: "i32" },
-  fstatvfs: { parameters: ["i32", "buffer"], result: "i32" },
-  fstat: { parameters: ["i32", "buffer"], result: "i32" },
-  stat: { parameters: ["buffer", "buffer"], result: "i32" },
-  unlink: { parameters: ["buffer"], result: "i32" },
-  rename: { parameters: ["buffer", "buffer"], result: "i32" },
-  flock: { parameters: ["i32", "i32"], result: "i32" },
-  futimens: { parameters: ["i32", "buffer"], result: "i32" },
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
-  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
-  munmap: { parameters: ["pointer", "usize"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let library: Deno.DynamicLibrary<typeof symbols> | undefined;
@@ -74,6 +56,111 @@ let library: Deno.DynamicLibrary<typeof symbols> | undefined;
 function lib(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
   library ??= Deno.dlopen("libc.so.6", symbols);
   return library.symbols;
+}
+
+/**
+ * The system calls of libskyfs_uring.so (lib/uring/skyfs_uring.h, "Synchronous system calls"):
+ * each returns its result or -errno, read in C right after the call. Reading errno through a
+ * second FFI call (`__errno_location`), as this file did before, could report another call's code:
+ * between the two calls the runtime may make system calls of its own on this thread (allocation,
+ * GC, other ops), and errno is whatever the last failing one left.
+ */
+const nativeSymbols = {
+  skyfs_uring_abi_version: { parameters: [], result: "i32" },
+  skyfs_sys_open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  skyfs_sys_close: { parameters: ["i32"], result: "i32" },
+  skyfs_sys_dup: { parameters: ["i32"], result: "i32" },
+  skyfs_sys_pread: { parameters: ["i32", "buffer", "u64", "i64"], result: "i64" },
+  skyfs_sys_pwrite: { parameters: ["i32", "buffer", "u64", "i64"], result: "i64" },
+  skyfs_sys_fsync: { parameters: ["i32"], result: "i32", nonblocking: true },
+  skyfs_sys_fdatasync: { parameters: ["i32"], result: "i32", nonblocking: true },
+  skyfs_sys_ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  skyfs_sys_fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
+  skyfs_sys_lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
+  skyfs_sys_copy_file_range: {
+    parameters: ["i32", "buffer", "i32", "buffer", "u64", "u32"],
+    result: "i64",
+  },
+  skyfs_sys_statvfs: { parameters: ["buffer", "buffer"], result: "i32" },
+  skyfs_sys_fstatvfs: { parameters: ["i32", "buffer"], result: "i32" },
+  skyfs_sys_stat: { parameters: ["buffer", "buffer"], result: "i32" },
+  skyfs_sys_fstat: { parameters: ["i32", "buffer"], result: "i32" },
+  skyfs_sys_unlink: { parameters: ["buffer"], result: "i32" },
+  skyfs_sys_rename: { parameters: ["buffer", "buffer"], result: "i32" },
+  skyfs_sys_flock: { parameters: ["i32", "i32"], result: "i32" },
+  skyfs_sys_futimens: { parameters: ["i32", "buffer"], result: "i32" },
+  skyfs_sys_poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  skyfs_sys_mmap: {
+    parameters: ["u64", "i32", "i32", "i32", "i64", "buffer"],
+    result: "pointer",
+  },
+  skyfs_sys_munmap: { parameters: ["pointer", "u64"], result: "i32" },
+  // For sockets.ts.
+  skyfs_sys_socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  skyfs_sys_setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  skyfs_sys_bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  skyfs_sys_listen: { parameters: ["i32", "i32"], result: "i32" },
+  skyfs_sys_getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  skyfs_sys_shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  skyfs_sys_pipe2: { parameters: ["buffer", "i32"], result: "i32" },
+  skyfs_sys_fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+export type NativeSymbols = Deno.DynamicLibrary<typeof nativeSymbols>["symbols"];
+
+let nativePath: string | undefined;
+let nativeLibrary: Deno.DynamicLibrary<typeof nativeSymbols> | undefined;
+
+/** The native system calls; loads lib/uring/build/libskyfs_uring.so (or the path given to
+ * `useNativeLibrary`) on first use. */
+export function sys(): NativeSymbols {
+  nativeLibrary ??= loadNative(nativePath ?? defaultLibraryPath());
+  return nativeLibrary.symbols;
+}
+
+/**
+ * Take the system calls from the library at `path` (config io.uring_lib) from now on, loading it
+ * now, so a missing or old build fails at start. Calls made before keep whatever they got.
+ */
+export function useNativeLibrary(path: string): void {
+  if (path === nativePath && nativeLibrary !== undefined) return;
+  nativeLibrary = loadNative(path);
+  nativePath = path;
+}
+
+/**
+ * Loads the library and checks its ABI version. A missing or older build throws a plain Error
+ * (not an FsError, which a caller could take for an answer about a file) whose message is one
+ * line naming the fix; nothing of skyfs's local I/O works without the library.
+ */
+function loadNative(path: string): Deno.DynamicLibrary<typeof nativeSymbols> {
+  let version: number;
+  let probe: Deno.DynamicLibrary<
+    { skyfs_uring_abi_version: typeof nativeSymbols.skyfs_uring_abi_version }
+  >;
+  try {
+    probe = Deno.dlopen(path, { skyfs_uring_abi_version: nativeSymbols.skyfs_uring_abi_version });
+    version = probe.symbols.skyfs_uring_abi_version();
+  } catch (error) {
+    const reason = (error as Error).message.replace(/\s+/g, " ");
+    throw new Error(`cannot load ${path} (${reason}): run \`deno task build\``);
+  }
+  try {
+    if (version !== ABI_VERSION) {
+      throw new Error(
+        `${path} is an old build (ABI ${version}, this code needs ${ABI_VERSION}): ` +
+          "run `deno task build`",
+      );
+    }
+    return Deno.dlopen(path, nativeSymbols);
+  } finally {
+    probe.close();
+  }
+}
+
+/** Throw FsError(-result) for a call that returned -errno. */
+export function failed(result: number, call: string, detail: string | number): never {
+  throw new FsError(result < 0 ? -result : Errno.EIO, `${call}(${detail}) failed`);
 }
 
 const CLOCK_MONOTONIC = 1;
@@ -99,21 +186,6 @@ export function monotonicSeconds(): number {
   return timespec[0] + timespec[2] * 1e-9;
 }
 
-let errnoView: Deno.UnsafePointerView | undefined;
-
-/** The calling thread's errno; read right after a failed synchronous call. */
-export function errno(): number {
-  // __errno_location is stable for the JS thread, so one view serves every later read.
-  errnoView ??= new Deno.UnsafePointerView(lib().__errno_location()!);
-  return errnoView.getInt32();
-}
-
-/** Throw FsError(errno) for a failed synchronous call (EIO when errno is 0). */
-export function fail(call: string, detail: string | number): never {
-  const code = errno();
-  throw new FsError(code === 0 ? Errno.EIO : code, `${call}(${detail}) failed`);
-}
-
 const encoder = new TextEncoder();
 
 /** A NUL-terminated copy of a path for a C call. */
@@ -134,73 +206,74 @@ function buf(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
 }
 
 export function open(path: string, flags: number, mode = 0o600): number {
-  const fd = lib().open(cString(path), flags | O_CLOEXEC, mode);
-  if (fd < 0) fail("open", JSON.stringify(path));
+  const fd = sys().skyfs_sys_open(cString(path), flags | O_CLOEXEC, mode);
+  if (fd < 0) failed(fd, "open", JSON.stringify(path));
   return fd;
 }
 
 export function close(fd: number): void {
-  if (lib().close(fd) < 0) fail("close", fd);
+  const r = sys().skyfs_sys_close(fd);
+  if (r < 0) failed(r, "close", fd);
 }
 
-/** dup(2): a second descriptor of the same open file, or -1 (errno left to the caller). */
+/** dup(2): a second descriptor of the same open file, or -errno. */
 export function dup(fd: number): number {
-  return lib().dup(fd);
+  return sys().skyfs_sys_dup(fd);
 }
 
-/** pread(2), retried on EINTR; resolves to bytes read (short only at end of file). */
+/** pread(2) (the C side retries EINTR); resolves to bytes read (short only at end of file). */
 export function pread(fd: number, into: Uint8Array, offset: number): number {
-  for (;;) {
-    const n = num(lib().pread(fd, buf(into), BigInt(into.byteLength), BigInt(offset)));
-    if (n >= 0) return n;
-    if (errno() !== Errno.EINTR) fail("pread", fd);
-  }
+  const n = num(sys().skyfs_sys_pread(fd, buf(into), BigInt(into.byteLength), BigInt(offset)));
+  if (n < 0) failed(n, "pread", fd);
+  return n;
 }
 
-/** pwrite(2) of the whole buffer (loops over short writes, retries EINTR). */
+/** pwrite(2) of the whole buffer (loops over short writes; the C side retries EINTR). */
 export function pwrite(fd: number, data: Uint8Array, offset: number): number {
   let done = 0;
   while (done < data.byteLength) {
     const part = data.subarray(done);
-    const n = num(lib().pwrite(fd, buf(part), BigInt(part.byteLength), BigInt(offset + done)));
-    if (n < 0) {
-      if (errno() === Errno.EINTR) continue;
-      fail("pwrite", fd);
-    }
+    const n = num(
+      sys().skyfs_sys_pwrite(fd, buf(part), BigInt(part.byteLength), BigInt(offset + done)),
+    );
+    if (n < 0) failed(n, "pwrite", fd);
     if (n === 0) break;
     done += n;
   }
   return done;
 }
 
-/** fsync(2) on the blocking pool; see the module note on why a failure is EIO. */
+/** fsync(2) on the blocking pool; a failure carries the errno the pool thread saw. */
 export async function fsync(fd: number): Promise<void> {
-  if ((await lib().fsync(fd)) < 0) throw new FsError(Errno.EIO, `fsync(${fd}) failed`);
+  const r = await sys().skyfs_sys_fsync(fd);
+  if (r < 0) failed(r, "fsync", fd);
 }
 
-/** fdatasync(2) on the blocking pool; see the module note on why a failure is EIO. */
+/** fdatasync(2) on the blocking pool; a failure carries the errno the pool thread saw. */
 export async function fdatasync(fd: number): Promise<void> {
-  if ((await lib().fdatasync(fd)) < 0) throw new FsError(Errno.EIO, `fdatasync(${fd}) failed`);
+  const r = await sys().skyfs_sys_fdatasync(fd);
+  if (r < 0) failed(r, "fdatasync", fd);
 }
 
 export function ftruncate(fd: number, length: number): void {
-  if (lib().ftruncate(fd, BigInt(length)) < 0) fail("ftruncate", `${fd}, ${length}`);
+  const r = sys().skyfs_sys_ftruncate(fd, BigInt(length));
+  if (r < 0) failed(r, "ftruncate", `${fd}, ${length}`);
 }
 
 export function fallocate(fd: number, mode: number, offset: number, length: number): void {
-  if (lib().fallocate(fd, mode, BigInt(offset), BigInt(length)) < 0) {
-    fail("fallocate", `${fd}, mode ${mode}, ${offset}, ${length}`);
-  }
+  const r = sys().skyfs_sys_fallocate(fd, mode, BigInt(offset), BigInt(length));
+  if (r < 0) failed(r, "fallocate", `${fd}, mode ${mode}, ${offset}, ${length}`);
 }
 
 /** lseek(2); with SEEK_DATA/SEEK_HOLE, ENXIO means no data (or hole) at or after `offset`. */
 export function lseek(fd: number, offset: number, whence: number): number {
-  const r = num(lib().lseek(fd, BigInt(offset), whence));
-  if (r < 0) fail("lseek", `${fd}, ${offset}, ${whence}`);
+  const r = num(sys().skyfs_sys_lseek(fd, BigInt(offset), whence));
+  if (r < 0) failed(r, "lseek", `${fd}, ${offset}, ${whence}`);
   return r;
 }
 
-/** copy_file_range(2) between explicit offsets; resolves to bytes copied (0 at end of input). */
+/** copy_file_range(2) between explicit offsets (the C side retries EINTR); resolves to bytes
+ * copied (0 at end of input). */
 export function copyFileRange(
   fdIn: number,
   offsetIn: number,
@@ -210,20 +283,18 @@ export function copyFileRange(
 ): number {
   const offIn = new BigInt64Array([BigInt(offsetIn)]);
   const offOut = new BigInt64Array([BigInt(offsetOut)]);
-  for (;;) {
-    const n = num(
-      lib().copy_file_range(
-        fdIn,
-        new Uint8Array(offIn.buffer),
-        fdOut,
-        new Uint8Array(offOut.buffer),
-        BigInt(length),
-        0,
-      ),
-    );
-    if (n >= 0) return n;
-    if (errno() !== Errno.EINTR) fail("copy_file_range", `${fdIn} -> ${fdOut}, ${length}`);
-  }
+  const n = num(
+    sys().skyfs_sys_copy_file_range(
+      fdIn,
+      new Uint8Array(offIn.buffer),
+      fdOut,
+      new Uint8Array(offOut.buffer),
+      BigInt(length),
+      0,
+    ),
+  );
+  if (n < 0) failed(n, "copy_file_range", `${fdIn} -> ${fdOut}, ${length}`);
+  return n;
 }
 
 /** The fields of struct statvfs (x86_64 layout: eleven 8-byte fields). */
@@ -260,13 +331,15 @@ function parseStatVfs(raw: Uint8Array<ArrayBuffer>): StatVfs {
 
 export function statvfs(path: string): StatVfs {
   const raw = new Uint8Array(112);
-  if (lib().statvfs(cString(path), raw) < 0) fail("statvfs", JSON.stringify(path));
+  const r = sys().skyfs_sys_statvfs(cString(path), raw);
+  if (r < 0) failed(r, "statvfs", JSON.stringify(path));
   return parseStatVfs(raw);
 }
 
 export function fstatvfs(fd: number): StatVfs {
   const raw = new Uint8Array(112);
-  if (lib().fstatvfs(fd, raw) < 0) fail("fstatvfs", fd);
+  const r = sys().skyfs_sys_fstatvfs(fd, raw);
+  if (r < 0) failed(r, "fstatvfs", fd);
   return parseStatVfs(raw);
 }
 
@@ -328,7 +401,8 @@ export function setAtime(fd: number, sec: number, nsec: number): void {
   timesBuffer[2] = 0n;
   timesBuffer[3] = BigInt(UTIME_OMIT);
   const bytes = new Uint8Array(timesBuffer.buffer);
-  if (lib().futimens(fd, bytes) < 0) fail("futimens", fd);
+  const r = sys().skyfs_sys_futimens(fd, bytes);
+  if (r < 0) failed(r, "futimens", fd);
 }
 
 export const POLLPRI = 0x2;
@@ -341,7 +415,8 @@ export function pollNow(fd: number, events: number): number {
   pollView.setInt32(0, fd, true);
   pollView.setInt16(4, events, true);
   pollView.setInt16(6, 0, true);
-  if (lib().poll(pollBuffer, 1n, 0) < 0) fail("poll", fd);
+  const r = sys().skyfs_sys_poll(pollBuffer, 1n, 0);
+  if (r < 0) failed(r, "poll", fd);
   return pollView.getUint16(6, true);
 }
 
@@ -350,16 +425,19 @@ export const LOCK_NB = 4;
 
 /** flock(2); throws FsError (EWOULDBLOCK is EAGAIN) when the lock is held elsewhere. */
 export function flock(fd: number, operation: number): void {
-  if (lib().flock(fd, operation) !== 0) fail("flock", fd);
+  const r = sys().skyfs_sys_flock(fd, operation);
+  if (r < 0) failed(r, "flock", fd);
 }
 
 export function fstat(fd: number): Stat {
-  if (lib().fstat(fd, statBuffer) < 0) fail("fstat", fd);
+  const r = sys().skyfs_sys_fstat(fd, statBuffer);
+  if (r < 0) failed(r, "fstat", fd);
   return parseStat();
 }
 
 export function stat(path: string): Stat {
-  if (lib().stat(cString(path), statBuffer) < 0) fail("stat", JSON.stringify(path));
+  const r = sys().skyfs_sys_stat(cString(path), statBuffer);
+  if (r < 0) failed(r, "stat", JSON.stringify(path));
   return parseStat();
 }
 
@@ -376,38 +454,41 @@ function showC(path: Uint8Array): string {
  * the errno is `quiet`'s, which returns undefined (a missing file is no error there).
  */
 export function statC(path: Uint8Array, quiet?: number): Stat | undefined {
-  if (lib().stat(buf(path), statBuffer) < 0) {
-    if (quiet !== undefined && errno() === quiet) return undefined;
-    fail("stat", showC(path));
+  const r = sys().skyfs_sys_stat(buf(path), statBuffer);
+  if (r < 0) {
+    if (-r === quiet) return undefined;
+    failed(r, "stat", showC(path));
   }
   return parseStat();
 }
 
 /** open(2) of a NUL-terminated C string path (see `statC`), with O_CLOEXEC. */
 export function openC(path: Uint8Array, flags: number, mode = 0o600): number {
-  const fd = lib().open(buf(path), flags | O_CLOEXEC, mode);
-  if (fd < 0) fail("open", showC(path));
+  const fd = sys().skyfs_sys_open(buf(path), flags | O_CLOEXEC, mode);
+  if (fd < 0) failed(fd, "open", showC(path));
   return fd;
 }
 
 /** unlink(2) of a NUL-terminated C string path (see `statC`). */
 export function unlinkC(path: Uint8Array): void {
-  if (lib().unlink(buf(path)) < 0) fail("unlink", showC(path));
+  const r = sys().skyfs_sys_unlink(buf(path));
+  if (r < 0) failed(r, "unlink", showC(path));
 }
 
 /** rename(2) of NUL-terminated C string paths (see `statC`). */
 export function renameC(from: Uint8Array, to: Uint8Array): void {
-  if (lib().rename(buf(from), buf(to)) < 0) fail("rename", `${showC(from)}, ${showC(to)}`);
+  const r = sys().skyfs_sys_rename(buf(from), buf(to));
+  if (r < 0) failed(r, "rename", `${showC(from)}, ${showC(to)}`);
 }
 
 export function unlink(path: string): void {
-  if (lib().unlink(cString(path)) < 0) fail("unlink", JSON.stringify(path));
+  const r = sys().skyfs_sys_unlink(cString(path));
+  if (r < 0) failed(r, "unlink", JSON.stringify(path));
 }
 
 export function rename(from: string, to: string): void {
-  if (lib().rename(cString(from), cString(to)) < 0) {
-    fail("rename", `${JSON.stringify(from)}, ${JSON.stringify(to)}`);
-  }
+  const r = sys().skyfs_sys_rename(cString(from), cString(to));
+  if (r < 0) failed(r, "rename", `${JSON.stringify(from)}, ${JSON.stringify(to)}`);
 }
 
 export const PROT_READ = 0x1;
@@ -429,18 +510,22 @@ export interface SharedMapping {
  * (fallocate) before storing there.
  */
 export function mapShared(fd: number, length: number): SharedMapping {
-  const pointer = lib().mmap(null, BigInt(length), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0n);
-  // MAP_FAILED is (void *)-1.
-  if (pointer === null || Deno.UnsafePointer.value(pointer) === 0xffffffffffffffffn) {
-    fail("mmap", `${fd}, ${length}`);
-  }
+  const error = new Int32Array(1);
+  const pointer = sys().skyfs_sys_mmap(
+    BigInt(length),
+    PROT_READ | PROT_WRITE,
+    MAP_SHARED,
+    fd,
+    0n,
+    new Uint8Array(error.buffer),
+  );
+  if (pointer === null) failed(error[0], "mmap", `${fd}, ${length}`);
   const bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(pointer, length));
   return { pointer, bytes };
 }
 
 /** munmap(2) a mapping from `mapShared`; its `bytes` must not be touched afterwards. */
 export function unmap(mapping: SharedMapping): void {
-  if (lib().munmap(mapping.pointer, BigInt(mapping.bytes.byteLength)) < 0) {
-    fail("munmap", mapping.bytes.byteLength);
-  }
+  const r = sys().skyfs_sys_munmap(mapping.pointer, BigInt(mapping.bytes.byteLength));
+  if (r < 0) failed(r, "munmap", mapping.bytes.byteLength);
 }

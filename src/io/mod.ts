@@ -10,6 +10,7 @@ export { alignedBuffer } from "./uring_native.ts";
 
 import type { IoEngine } from "./types.ts";
 import { createPortableEngine } from "./portable.ts";
+import { useNativeLibrary } from "./libc.ts";
 import { openUringEngine, type UringEngineOptions } from "./uring.ts";
 import { FsError } from "../fs_error.ts";
 
@@ -39,10 +40,23 @@ export function openIoEngine(options: OpenIoEngineOptions = {}): Promise<IoEngin
       new RangeError(`Unknown I/O engine "${choice}": use io_uring, portable or auto`),
     );
   }
-  if (choice === "portable") {
-    log(`skyfs io: engine portable (${how}: portable)`);
-    return Promise.resolve(createPortableEngine());
+  // libc.ts's system calls come from the same library as the ring's: a missing or old build
+  // rejects with one line naming the fix, whichever engine was asked for.
+  const portable = (why: string): Promise<IoEngine> => {
+    try {
+      const engine = createPortableEngine();
+      log(`skyfs io: engine portable (${why})`);
+      return Promise.resolve(engine);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  };
+  try {
+    if (options.uring?.libraryPath) useNativeLibrary(options.uring.libraryPath);
+  } catch (error) {
+    return Promise.reject(error);
   }
+  if (choice === "portable") return portable(`${how}: portable`);
   const open = options.openUring ?? openUringEngine;
   try {
     const engine = open(options.uring ?? {});
@@ -50,8 +64,7 @@ export function openIoEngine(options: OpenIoEngineOptions = {}): Promise<IoEngin
     return Promise.resolve(engine);
   } catch (error) {
     if (choice === "io_uring") return Promise.reject(error);
-    log(`skyfs io: engine portable (io_uring unavailable: ${describe(error)})`);
-    return Promise.resolve(createPortableEngine());
+    return portable(`io_uring unavailable: ${describe(error)}`);
   }
 }
 

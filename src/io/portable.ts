@@ -19,6 +19,9 @@ function settle<T>(call: () => T): Promise<T> {
 
 /** The portable engine; stateless, so one per process is plenty but more are harmless. */
 export function createPortableEngine(): IoEngine {
+  // Load the native system calls now: without them (library not built) the engine cannot work,
+  // and this throws the one line that says so.
+  libc.sys();
   return {
     kind: "portable",
     open: (path, flags, mode = 0o600) => settle(() => libc.open(path, flags, mode)),

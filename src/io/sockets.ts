@@ -1,33 +1,14 @@
 /**
- * The thin FFI edge to libc for the socket and pipe setup calls the io_uring peer transport
+ * The thin FFI edge for the socket and pipe setup calls the io_uring peer transport
  * needs (src/cluster/uring_transport.ts): socket, bind, listen, getsockname, setsockopt,
  * shutdown, pipe2 and the pipe size. None of them moves data or waits (sockets are connected,
  * accepted, read and written through the io engine's ring); each is one synchronous syscall
- * and throws FsError(errno) on failure. IPv4 only: addresses are "a.b.c.d:port".
+ * through libc.ts's native wrappers (-errno on failure, see there) and throws FsError(errno) on
+ * failure. IPv4 only: addresses are "a.b.c.d:port".
  * @module
  */
 
-import { close, errno, fail, O_CLOEXEC } from "./libc.ts";
-
-const symbols = {
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  listen: { parameters: ["i32", "i32"], result: "i32" },
-  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  shutdown: { parameters: ["i32", "i32"], result: "i32" },
-  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
-  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
-} as const satisfies Deno.ForeignLibraryInterface;
-
-let library: Deno.DynamicLibrary<typeof symbols> | undefined;
-
-function lib(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
-  library ??= Deno.dlopen("libc.so.6", symbols);
-  return library.symbols;
-}
-
-// errno is per thread, not per library handle: libc.ts reads it and throws the FsError.
+import { close, failed, O_CLOEXEC, sys } from "./libc.ts";
 
 const AF_INET = 2;
 const SOCK_STREAM = 1;
@@ -38,6 +19,7 @@ const IPPROTO_TCP = 6;
 const TCP_NODELAY = 1;
 const F_SETPIPE_SZ = 1031;
 const F_GETPIPE_SZ = 1032;
+const ENOTCONN = 107;
 export const SHUT_RDWR = 2;
 
 /** `struct sockaddr_in` for "a.b.c.d" and a port; throws RangeError for anything else. */
@@ -72,13 +54,12 @@ export function parseIpv4(address: string): [string, number] | undefined {
 
 /** A TCP socket (blocking: the ring waits for it), TCP_NODELAY set, close-on-exec. */
 export function tcpSocket(): number {
-  const fd = lib().socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) fail("socket", "AF_INET, SOCK_STREAM");
+  const fd = sys().skyfs_sys_socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) failed(fd, "socket", "AF_INET, SOCK_STREAM");
   const one = new Uint8Array(new Int32Array([1]).buffer);
   try {
-    if (lib().setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4) < 0) {
-      fail("setsockopt", `${fd}, TCP_NODELAY`);
-    }
+    const r = sys().skyfs_sys_setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4);
+    if (r < 0) failed(r, "setsockopt", `${fd}, TCP_NODELAY`);
   } catch (error) {
     close(fd);
     throw error;
@@ -91,14 +72,16 @@ export function tcpListen(host: string, port: number, backlog = 128): [number, n
   const fd = tcpSocket();
   try {
     const one = new Uint8Array(new Int32Array([1]).buffer);
-    if (lib().setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4) < 0) {
-      fail("setsockopt", `${fd}, SO_REUSEADDR`);
-    }
-    if (lib().bind(fd, sockaddrIn(host, port), 16) < 0) fail("bind", `${host}:${port}`);
-    if (lib().listen(fd, backlog) < 0) fail("listen", fd);
+    let r = sys().skyfs_sys_setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4);
+    if (r < 0) failed(r, "setsockopt", `${fd}, SO_REUSEADDR`);
+    r = sys().skyfs_sys_bind(fd, sockaddrIn(host, port), 16);
+    if (r < 0) failed(r, "bind", `${host}:${port}`);
+    r = sys().skyfs_sys_listen(fd, backlog);
+    if (r < 0) failed(r, "listen", fd);
     const addr = new Uint8Array(16);
     const length = new Uint8Array(new Uint32Array([16]).buffer);
-    if (lib().getsockname(fd, addr, length) < 0) fail("getsockname", fd);
+    r = sys().skyfs_sys_getsockname(fd, addr, length);
+    if (r < 0) failed(r, "getsockname", fd);
     return [fd, new DataView(addr.buffer).getUint16(2)];
   } catch (error) {
     close(fd);
@@ -112,7 +95,8 @@ export function tcpListen(host: string, port: number, backlog = 128): [number, n
  * ENOTCONN (never connected, or already down) is not an error.
  */
 export function shutdownSocket(fd: number): void {
-  if (lib().shutdown(fd, SHUT_RDWR) < 0 && errno() !== 107) fail("shutdown", fd);
+  const r = sys().skyfs_sys_shutdown(fd, SHUT_RDWR);
+  if (r < 0 && r !== -ENOTCONN) failed(r, "shutdown", fd);
 }
 
 export { close as closeFd };
@@ -124,9 +108,10 @@ export { close as closeFd };
  */
 export function pipe(bytes: number): { fds: [number, number]; capacity: number } {
   const fds = new Int32Array(2);
-  if (lib().pipe2(new Uint8Array(fds.buffer), O_CLOEXEC) < 0) fail("pipe2", "O_CLOEXEC");
-  let capacity = lib().fcntl(fds[0], F_SETPIPE_SZ, bytes);
+  const r = sys().skyfs_sys_pipe2(new Uint8Array(fds.buffer), O_CLOEXEC);
+  if (r < 0) failed(r, "pipe2", "O_CLOEXEC");
+  let capacity = sys().skyfs_sys_fcntl(fds[0], F_SETPIPE_SZ, bytes);
   // EPERM over pipe-max-size: the pipe keeps its default size, which F_GETPIPE_SZ tells.
-  if (capacity < 0) capacity = lib().fcntl(fds[0], F_GETPIPE_SZ, 0);
+  if (capacity < 0) capacity = sys().skyfs_sys_fcntl(fds[0], F_GETPIPE_SZ, 0);
   return { fds: [fds[0], fds[1]], capacity };
 }
