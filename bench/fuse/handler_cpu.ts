@@ -2,7 +2,9 @@
  * The JS thread's cost of one cheap request, without the kernel: `FuseServer.handleRequest` of a
  * GETATTR, a LOOKUP, and an OPEN + RELEASE of files held in the namespace's cache (and, with
  * `--ops rename,unlink`, a RENAME of each file to a new name in its directory and back, and an
- * UNLINK of each of a fresh set of empty files, made untimed before each pass), called in a
+ * UNLINK of each of a fresh set of empty files, made untimed before each pass; with `--ops create`
+ * a CREATE of fresh names, 1 KiB written into each new local file as a passthrough write would
+ * (untimed), then a RELEASE of each, timed apart as "create" and "create-release"), called in a
  * loop with a reply sink that only looks at the reply (no write(2)), so what is measured is the
  * decode, dispatch, Vfs fast path (its stat of the local file included), encode and counters of
  * each tree. Trees are loaded side by side (dynamic import from each `--root`) and run
@@ -59,6 +61,9 @@ interface Tree {
   dir: number;
   // deno-lint-ignore no-explicit-any
   vfs: any;
+  dataDir: string;
+  /** Passes of runCreate so far (names of each pass are new). */
+  creates: number;
   cleanup: () => Promise<void>;
 }
 
@@ -97,6 +102,8 @@ async function load(rootDir: string): Promise<Tree> {
     inos,
     dir: dir.ino,
     vfs,
+    dataDir: fixture.dir,
+    creates: 0,
     cleanup: () => fixture.cleanup(),
   };
 }
@@ -188,6 +195,71 @@ async function runRename(tree: Tree): Promise<number> {
   return total * 1e6 / (loops * tree.inos.length * 2);
 }
 
+/** The local file of inode `ino` in the fixture's data directory (src/cache/local.ts). */
+function localPath(tree: Tree, ino: number): string {
+  return `${tree.dataDir}/data/${(ino % 256).toString(16).padStart(2, "0")}/${ino.toString(16)}`;
+}
+
+/** The CPU per request of the last runCreate's RELEASEs (ns). */
+let createReleaseCpuNs = 0;
+
+/**
+ * CREATE of fresh names c<l>-<i> (O_WRONLY|O_EXCL, as the bench's meta_worker), each awaited;
+ * then 1 KiB written into every new local file, untimed (what a passthrough write does: the
+ * daemon sees it at RELEASE through the local file's size and mtime); then one RELEASE each.
+ * Returns the CREATEs' wall ns per request; their CPU goes to `timedCpuUs`, the RELEASEs' to
+ * `createReleaseCpuNs`.
+ */
+async function runCreate(tree: Tree): Promise<number> {
+  const count = Math.min(files, 500);
+  const data = new Uint8Array(1024).fill(121);
+  let total = 0;
+  let releaseCpuUs = 0;
+  for (let l = 0; l < loops; l++) {
+    const made: { ino: number; fh: bigint }[] = [];
+    const creates: Uint8Array[] = [];
+    for (let i = 0; i < count; i++) {
+      const name = encoder.encode(`c${tree.creates}-${i}\0`);
+      const body = new Uint8Array(16 + name.length);
+      const dv = new DataView(body.buffer);
+      dv.setUint32(0, 0o1 | 0o200 | 0o100, true); // O_WRONLY | O_EXCL | O_CREAT
+      dv.setUint32(4, 0o100644, true);
+      dv.setUint32(8, 0o022, true);
+      body.set(name, 16);
+      creates.push(request(35, tree.dir, 5n, body));
+    }
+    tree.creates++;
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    for (const r of creates) {
+      await new Promise<void>((resolve) =>
+        tree.server.handleRequest(r, (out: Uint8Array | null) => {
+          // fuse_out_header (16), fuse_entry_out (nodeid at 0, 128 bytes), fuse_open_out (fh)
+          const v = new DataView(out!.buffer, out!.byteOffset);
+          made.push({ ino: Number(v.getBigUint64(16, true)), fh: v.getBigUint64(144, true) });
+          reply(out);
+          resolve();
+        })
+      );
+    }
+    total += performance.now() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    timedCpuUs += cpu.user + cpu.system;
+    for (const { ino } of made) Deno.writeFileSync(localPath(tree, ino), data);
+    const releases = made.map(({ ino, fh }) => {
+      const releaseIn = new Uint8Array(24);
+      new DataView(releaseIn.buffer).setBigUint64(0, fh, true);
+      return request(18, ino, 6n, releaseIn);
+    });
+    const rcpu0 = process.cpuUsage();
+    for (const r of releases) await one(tree, r);
+    const rcpu = process.cpuUsage(rcpu0);
+    releaseCpuUs += rcpu.user + rcpu.system;
+  }
+  createReleaseCpuNs = releaseCpuUs * 1000 / (loops * count);
+  return total * 1e6 / (loops * count);
+}
+
 /** Fresh empty files u<l>-<i>, made through the Vfs (untimed), then one UNLINK each. */
 async function runUnlink(tree: Tree): Promise<number> {
   let total = 0;
@@ -225,6 +297,7 @@ for (let round = 0; round < rounds; round++) {
         ["open+release", () => runOpenClose(tree)],
         ["rename", () => runRename(tree)],
         ["unlink", () => runUnlink(tree)],
+        ["create", () => runCreate(tree)],
       ] as const
     ) {
       if (!ops.includes(op)) continue;
@@ -234,9 +307,17 @@ for (let round = 0; round < rounds; round++) {
       results.set(key, [...(results.get(key) ?? []), ns]);
       // The process's CPU (all threads: GC's too) over the timed part, per request (RENAME and
       // UNLINK). A loaded machine stretches the wall time, much less this.
-      const count = op === "rename" ? files * 2 : op === "unlink" ? Math.min(files, 500) : 0;
+      const count = op === "rename"
+        ? files * 2
+        : op === "unlink" || op === "create"
+        ? Math.min(files, 500)
+        : 0;
       if (count > 0) {
         cpuResults.set(key, [...(cpuResults.get(key) ?? []), timedCpuUs * 1000 / (loops * count)]);
+      }
+      if (op === "create") {
+        const releaseKey = `${tree.name} create-release`;
+        cpuResults.set(releaseKey, [...(cpuResults.get(releaseKey) ?? []), createReleaseCpuNs]);
       }
     }
   }
