@@ -3,9 +3,7 @@
  * GETATTR, a LOOKUP, and an OPEN + RELEASE of files held in the namespace's cache (and, with
  * `--ops rename,unlink`, a RENAME of each file to a new name in its directory and back, and an
  * UNLINK of each of a fresh set of empty files, made untimed before each pass; with `--ops create`
- * a CREATE of fresh names, 1 KiB written into each new local file as a passthrough write would
- * (untimed), then a RELEASE of each, timed apart as "create" and "create-release"), called in a
- * loop with a reply sink that only looks at the reply (no write(2)), so what is measured is the
+ * the five requests of a create + 1 KiB + close, `runCreate`), called in a loop with a reply sink that only looks at the reply (no write(2)), so what is measured is the
  * decode, dispatch, Vfs fast path (its stat of the local file included), encode and counters of
  * each tree. Trees are loaded side by side (dynamic import from each `--root`) and run
  * alternately, `--rounds` times.
@@ -13,7 +11,8 @@
  * Usage: deno run -A bench/fuse/handler_cpu.ts --root /work/base --root . [--files 2000]
  *   [--loops 20] [--rounds 5]
  * Prints per tree and operation the median (range) of ns per request over the rounds (and, for
- * RENAME and UNLINK, of the process's CPU per request in the timed part).
+ * RENAME, UNLINK and each request of a create, of the process's CPU per request in the timed
+ * part). TMPDIR on a tmpfs keeps the data disk's own create cost out of the CREATE figure.
  * @module
  */
 
@@ -200,26 +199,44 @@ function localPath(tree: Tree, ino: number): string {
   return `${tree.dataDir}/data/${(ino % 256).toString(16).padStart(2, "0")}/${ino.toString(16)}`;
 }
 
-/** The CPU per request of the last runCreate's RELEASEs (ns). */
-let createReleaseCpuNs = 0;
+/** Process CPU per request (ns) of each request kind of the last runCreate pass. */
+const createCpuNs = new Map<string, number>();
 
 /**
- * CREATE of fresh names c<l>-<i> (O_WRONLY|O_EXCL, as the bench's meta_worker), each awaited;
- * then 1 KiB written into every new local file, untimed (what a passthrough write does: the
- * daemon sees it at RELEASE through the local file's size and mtime); then one RELEASE each.
- * Returns the CREATEs' wall ns per request; their CPU goes to `timedCpuUs`, the RELEASEs' to
- * `createReleaseCpuNs`.
+ * What a create + 1 KiB + close sends on one node, request kind by request kind over fresh names
+ * c<p>-<i>: the LOOKUP of the missing name, the CREATE (O_WRONLY|O_EXCL, as the bench's
+ * meta_worker), the GETXATTR of `security.capability` (the first write to each new inode), the
+ * directory's GETATTR (`default_permissions` after the kernel's `fuse_dir_changed`), 1 KiB
+ * written into every new local file, untimed (what a passthrough write does: the daemon sees it
+ * at RELEASE through the local file's size and mtime), then the RELEASE. Each request is awaited.
+ * Returns the CREATEs' wall ns per request; the CPU of each kind goes to `createCpuNs`
+ * ("create", "create-lookup", ...).
  */
 async function runCreate(tree: Tree): Promise<number> {
   const count = Math.min(files, 500);
   const data = new Uint8Array(1024).fill(121);
   let total = 0;
-  let releaseCpuUs = 0;
+  const cpuUs = new Map<string, number>();
+  const timed = async (kind: string, requests: Uint8Array[], onReply = reply) => {
+    const cpu0 = process.cpuUsage();
+    for (const r of requests) {
+      await new Promise<void>((resolve) =>
+        tree.server.handleRequest(r, (out: Uint8Array | null) => {
+          onReply(out);
+          resolve();
+        })
+      );
+    }
+    const cpu = process.cpuUsage(cpu0);
+    cpuUs.set(kind, (cpuUs.get(kind) ?? 0) + cpu.user + cpu.system);
+  };
   for (let l = 0; l < loops; l++) {
     const made: { ino: number; fh: bigint }[] = [];
+    const lookups: Uint8Array[] = [];
     const creates: Uint8Array[] = [];
     for (let i = 0; i < count; i++) {
       const name = encoder.encode(`c${tree.creates}-${i}\0`);
+      lookups.push(request(1, tree.dir, 7n, name));
       const body = new Uint8Array(16 + name.length);
       const dv = new DataView(body.buffer);
       dv.setUint32(0, 0o1 | 0o200 | 0o100, true); // O_WRONLY | O_EXCL | O_CREAT
@@ -229,34 +246,33 @@ async function runCreate(tree: Tree): Promise<number> {
       creates.push(request(35, tree.dir, 5n, body));
     }
     tree.creates++;
-    const cpu0 = process.cpuUsage();
+    await timed("create-lookup", lookups);
     const t0 = performance.now();
-    for (const r of creates) {
-      await new Promise<void>((resolve) =>
-        tree.server.handleRequest(r, (out: Uint8Array | null) => {
-          // fuse_out_header (16), fuse_entry_out (nodeid at 0, 128 bytes), fuse_open_out (fh)
-          const v = new DataView(out!.buffer, out!.byteOffset);
-          made.push({ ino: Number(v.getBigUint64(16, true)), fh: v.getBigUint64(144, true) });
-          reply(out);
-          resolve();
-        })
-      );
-    }
-    total += performance.now() - t0;
-    const cpu = process.cpuUsage(cpu0);
-    timedCpuUs += cpu.user + cpu.system;
-    for (const { ino } of made) Deno.writeFileSync(localPath(tree, ino), data);
-    const releases = made.map(({ ino, fh }) => {
-      const releaseIn = new Uint8Array(24);
-      new DataView(releaseIn.buffer).setBigUint64(0, fh, true);
-      return request(18, ino, 6n, releaseIn);
+    await timed("create", creates, (out) => {
+      // fuse_out_header (16), fuse_entry_out (nodeid at 0, 128 bytes), fuse_open_out (fh)
+      const v = new DataView(out!.buffer, out!.byteOffset);
+      made.push({ ino: Number(v.getBigUint64(16, true)), fh: v.getBigUint64(144, true) });
+      reply(out);
     });
-    const rcpu0 = process.cpuUsage();
-    for (const r of releases) await one(tree, r);
-    const rcpu = process.cpuUsage(rcpu0);
-    releaseCpuUs += rcpu.user + rcpu.system;
+    total += performance.now() - t0;
+    // fuse_getxattr_in (size 0: the size only, as cap_inode_need_killpriv asks), then the name
+    const xattrName = encoder.encode("security.capability\0");
+    const getxattrBody = new Uint8Array(8 + xattrName.length);
+    getxattrBody.set(xattrName, 8);
+    await timed("create-getxattr", made.map(({ ino }) => request(22, ino, 8n, getxattrBody)));
+    const dirGetattr = request(3, tree.dir, 9n, new Uint8Array(16));
+    await timed("create-getattr-dir", made.map(() => dirGetattr));
+    for (const { ino } of made) Deno.writeFileSync(localPath(tree, ino), data);
+    await timed(
+      "create-release",
+      made.map(({ ino, fh }) => {
+        const releaseIn = new Uint8Array(24);
+        new DataView(releaseIn.buffer).setBigUint64(0, fh, true);
+        return request(18, ino, 6n, releaseIn);
+      }),
+    );
   }
-  createReleaseCpuNs = releaseCpuUs * 1000 / (loops * count);
+  for (const [kind, us] of cpuUs) createCpuNs.set(kind, us * 1000 / (loops * count));
   return total * 1e6 / (loops * count);
 }
 
@@ -307,17 +323,13 @@ for (let round = 0; round < rounds; round++) {
       results.set(key, [...(results.get(key) ?? []), ns]);
       // The process's CPU (all threads: GC's too) over the timed part, per request (RENAME and
       // UNLINK). A loaded machine stretches the wall time, much less this.
-      const count = op === "rename"
-        ? files * 2
-        : op === "unlink" || op === "create"
-        ? Math.min(files, 500)
-        : 0;
+      const count = op === "rename" ? files * 2 : op === "unlink" ? Math.min(files, 500) : 0;
       if (count > 0) {
         cpuResults.set(key, [...(cpuResults.get(key) ?? []), timedCpuUs * 1000 / (loops * count)]);
       }
-      if (op === "create") {
-        const releaseKey = `${tree.name} create-release`;
-        cpuResults.set(releaseKey, [...(cpuResults.get(releaseKey) ?? []), createReleaseCpuNs]);
+      for (const [kind, ns] of op === "create" ? createCpuNs : []) {
+        const kindKey = `${tree.name} ${kind}`;
+        cpuResults.set(kindKey, [...(cpuResults.get(kindKey) ?? []), ns]);
       }
     }
   }
