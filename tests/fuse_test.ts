@@ -127,6 +127,38 @@ Deno.test({
 });
 
 Deno.test({
+  name: "fuse: a create + 1 KiB + close costs five requests (src/fuse/README.md, issue 17)",
+  ...options,
+  async fn() {
+    const files = 100;
+    const counts = await countRequests(["--passthrough", "on"], async (mp) => {
+      await python(
+        "import os,sys\nd=os.path.join(sys.argv[1], 'd'); os.mkdir(d)\n" +
+          "for i in range(int(sys.argv[2])):\n" +
+          "  fd=os.open(os.path.join(d, 'f%d' % i), os.O_CREAT|os.O_EXCL|os.O_WRONLY, 0o644)\n" +
+          "  os.write(fd, b'x' * 1024); os.close(fd)",
+        mp,
+        String(files),
+      );
+    });
+    const get = (name: string) => counts.get(name) ?? 0;
+    const shown = `requests: ${[...counts]}`;
+    assert.equal(get("CREATE"), files, shown);
+    assert.equal(get("RELEASE"), files, shown);
+    assert.equal(get("FLUSH"), 0, shown); // FOPEN_NOFLUSH
+    assert.equal(get("WRITE"), 0, shown); // passthrough
+    // One each per create: the new name's LOOKUP, the directory's GETATTR (default_permissions
+    // after fuse_dir_changed), the first write's security.capability; a few for the mount and
+    // the mkdir.
+    for (const name of ["LOOKUP", "GETATTR", "GETXATTR"]) {
+      assert.ok(get(name) <= files + 4, `${name}: ${shown}`);
+    }
+    const total = [...counts.values()].reduce((a, b) => a + b, 0);
+    assert.ok(total <= 5 * files + 12, shown);
+  },
+});
+
+Deno.test({
   name: "fuse: listings of an unchanged directory come from the kernel cache; changes show at once",
   ...options,
   async fn() {

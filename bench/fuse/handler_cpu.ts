@@ -2,8 +2,8 @@
  * The JS thread's cost of one cheap request, without the kernel: `FuseServer.handleRequest` of a
  * GETATTR, a LOOKUP, and an OPEN + RELEASE of files held in the namespace's cache (and, with
  * `--ops rename,unlink`, a RENAME of each file to a new name in its directory and back, and an
- * UNLINK of each of a fresh set of empty files, made untimed before each pass), called in a
- * loop with a reply sink that only looks at the reply (no write(2)), so what is measured is the
+ * UNLINK of each of a fresh set of empty files, made untimed before each pass; with `--ops create`
+ * the five requests of a create + 1 KiB + close, `runCreate`), called in a loop with a reply sink that only looks at the reply (no write(2)), so what is measured is the
  * decode, dispatch, Vfs fast path (its stat of the local file included), encode and counters of
  * each tree. Trees are loaded side by side (dynamic import from each `--root`) and run
  * alternately, `--rounds` times.
@@ -11,7 +11,8 @@
  * Usage: deno run -A bench/fuse/handler_cpu.ts --root /work/base --root . [--files 2000]
  *   [--loops 20] [--rounds 5]
  * Prints per tree and operation the median (range) of ns per request over the rounds (and, for
- * RENAME and UNLINK, of the process's CPU per request in the timed part).
+ * RENAME, UNLINK and each request of a create, of the process's CPU per request in the timed
+ * part). TMPDIR on a tmpfs keeps the data disk's own create cost out of the CREATE figure.
  * @module
  */
 
@@ -59,6 +60,9 @@ interface Tree {
   dir: number;
   // deno-lint-ignore no-explicit-any
   vfs: any;
+  dataDir: string;
+  /** Passes of runCreate so far (names of each pass are new). */
+  creates: number;
   cleanup: () => Promise<void>;
 }
 
@@ -97,6 +101,8 @@ async function load(rootDir: string): Promise<Tree> {
     inos,
     dir: dir.ino,
     vfs,
+    dataDir: fixture.dir,
+    creates: 0,
     cleanup: () => fixture.cleanup(),
   };
 }
@@ -188,6 +194,88 @@ async function runRename(tree: Tree): Promise<number> {
   return total * 1e6 / (loops * tree.inos.length * 2);
 }
 
+/** The local file of inode `ino` in the fixture's data directory (src/cache/local.ts). */
+function localPath(tree: Tree, ino: number): string {
+  return `${tree.dataDir}/data/${(ino % 256).toString(16).padStart(2, "0")}/${ino.toString(16)}`;
+}
+
+/** Process CPU per request (ns) of each request kind of the last runCreate pass. */
+const createCpuNs = new Map<string, number>();
+
+/**
+ * What a create + 1 KiB + close sends on one node, request kind by request kind over fresh names
+ * c<p>-<i>: the LOOKUP of the missing name, the CREATE (O_WRONLY|O_EXCL, as the bench's
+ * meta_worker), the GETXATTR of `security.capability` (the first write to each new inode), the
+ * directory's GETATTR (`default_permissions` after the kernel's `fuse_dir_changed`), 1 KiB
+ * written into every new local file, untimed (what a passthrough write does: the daemon sees it
+ * at RELEASE through the local file's size and mtime), then the RELEASE. Each request is awaited.
+ * Returns the CREATEs' wall ns per request; the CPU of each kind goes to `createCpuNs`
+ * ("create", "create-lookup", ...).
+ */
+async function runCreate(tree: Tree): Promise<number> {
+  const count = Math.min(files, 500);
+  const data = new Uint8Array(1024).fill(121);
+  let total = 0;
+  const cpuUs = new Map<string, number>();
+  const timed = async (kind: string, requests: Uint8Array[], onReply = reply) => {
+    const cpu0 = process.cpuUsage();
+    for (const r of requests) {
+      await new Promise<void>((resolve) =>
+        tree.server.handleRequest(r, (out: Uint8Array | null) => {
+          onReply(out);
+          resolve();
+        })
+      );
+    }
+    const cpu = process.cpuUsage(cpu0);
+    cpuUs.set(kind, (cpuUs.get(kind) ?? 0) + cpu.user + cpu.system);
+  };
+  for (let l = 0; l < loops; l++) {
+    const made: { ino: number; fh: bigint }[] = [];
+    const lookups: Uint8Array[] = [];
+    const creates: Uint8Array[] = [];
+    for (let i = 0; i < count; i++) {
+      const name = encoder.encode(`c${tree.creates}-${i}\0`);
+      lookups.push(request(1, tree.dir, 7n, name));
+      const body = new Uint8Array(16 + name.length);
+      const dv = new DataView(body.buffer);
+      dv.setUint32(0, 0o1 | 0o200 | 0o100, true); // O_WRONLY | O_EXCL | O_CREAT
+      dv.setUint32(4, 0o100644, true);
+      dv.setUint32(8, 0o022, true);
+      body.set(name, 16);
+      creates.push(request(35, tree.dir, 5n, body));
+    }
+    tree.creates++;
+    await timed("create-lookup", lookups);
+    const t0 = performance.now();
+    await timed("create", creates, (out) => {
+      // fuse_out_header (16), fuse_entry_out (nodeid at 0, 128 bytes), fuse_open_out (fh)
+      const v = new DataView(out!.buffer, out!.byteOffset);
+      made.push({ ino: Number(v.getBigUint64(16, true)), fh: v.getBigUint64(144, true) });
+      reply(out);
+    });
+    total += performance.now() - t0;
+    // fuse_getxattr_in (size 0: the size only, as cap_inode_need_killpriv asks), then the name
+    const xattrName = encoder.encode("security.capability\0");
+    const getxattrBody = new Uint8Array(8 + xattrName.length);
+    getxattrBody.set(xattrName, 8);
+    await timed("create-getxattr", made.map(({ ino }) => request(22, ino, 8n, getxattrBody)));
+    const dirGetattr = request(3, tree.dir, 9n, new Uint8Array(16));
+    await timed("create-getattr-dir", made.map(() => dirGetattr));
+    for (const { ino } of made) Deno.writeFileSync(localPath(tree, ino), data);
+    await timed(
+      "create-release",
+      made.map(({ ino, fh }) => {
+        const releaseIn = new Uint8Array(24);
+        new DataView(releaseIn.buffer).setBigUint64(0, fh, true);
+        return request(18, ino, 6n, releaseIn);
+      }),
+    );
+  }
+  for (const [kind, us] of cpuUs) createCpuNs.set(kind, us * 1000 / (loops * count));
+  return total * 1e6 / (loops * count);
+}
+
 /** Fresh empty files u<l>-<i>, made through the Vfs (untimed), then one UNLINK each. */
 async function runUnlink(tree: Tree): Promise<number> {
   let total = 0;
@@ -225,6 +313,7 @@ for (let round = 0; round < rounds; round++) {
         ["open+release", () => runOpenClose(tree)],
         ["rename", () => runRename(tree)],
         ["unlink", () => runUnlink(tree)],
+        ["create", () => runCreate(tree)],
       ] as const
     ) {
       if (!ops.includes(op)) continue;
@@ -237,6 +326,10 @@ for (let round = 0; round < rounds; round++) {
       const count = op === "rename" ? files * 2 : op === "unlink" ? Math.min(files, 500) : 0;
       if (count > 0) {
         cpuResults.set(key, [...(cpuResults.get(key) ?? []), timedCpuUs * 1000 / (loops * count)]);
+      }
+      for (const [kind, ns] of op === "create" ? createCpuNs : []) {
+        const kindKey = `${tree.name} ${kind}`;
+        cpuResults.set(kindKey, [...(cpuResults.get(kindKey) ?? []), ns]);
       }
     }
   }

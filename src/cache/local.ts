@@ -170,12 +170,14 @@ export class LocalStore {
 
   /**
    * Take a reference on the inode's fd, opening (and creating) the local file if nobody holds
-   * it, and setting its length to `size` then. Pair every call with `release`.
+   * it, and setting its length to `size` then. Pair every call with `release`. `fresh`: the
+   * inode is new (its create); a held fd is then the one that create opened, and the stat of
+   * that open stays good for `watchAccess` (no one else knows the number yet).
    */
   async acquire(ino: number, size: number, fresh = false): Promise<number> {
     const held = this.#open.get(ino);
     if (held) {
-      held.openStat = undefined; // only for the open that took it
+      if (!fresh) held.openStat = undefined; // only for the open that took it
       held.refs++;
       return held.fd;
     }

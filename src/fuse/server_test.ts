@@ -62,6 +62,36 @@ Deno.test("server: GETATTR and LOOKUP of cached inodes are answered without wait
   });
 });
 
+Deno.test("server: GETXATTR security.capability of a new file is answered without waiting", async () => {
+  await withVfs(async ({ vfs }) => {
+    const server = new FuseServer({} as FuseDevice, vfs);
+    const f = await vfs.create(root, 1, n("f"), 0o100644, 0, 1);
+    // fuse_getxattr_in (size u32, padding u32), then the name: size 0 asks for the size only.
+    const body = (name: string, size = 0) => {
+      const bytes = new Uint8Array(8 + name.length + 1);
+      new DataView(bytes.buffer).setUint32(0, size, true);
+      bytes.set(n(name), 8);
+      return bytes;
+    };
+    const cap = send(server, request(Opcode.GETXATTR, f.attr.ino, 7n, body("security.capability")));
+    assert.ok(cap.sync, "the kernel's first-write question answered in the same call");
+    assert.equal(errorOf((await cap.wait)!), -61); // ENODATA
+
+    // Set, it is answered from the cache too, with its size; other names take the async path.
+    await vfs.setxattr(root, f.attr.ino, "security.capability", new Uint8Array(20), 0);
+    const set = send(server, request(Opcode.GETXATTR, f.attr.ino, 8n, body("security.capability")));
+    assert.ok(set.sync);
+    const sizeOut = new DataView((await set.wait)!.buffer, 16); // fuse_getxattr_out: size u32
+    assert.equal(sizeOut.getUint32(0, true), 20);
+    const user = send(server, request(Opcode.GETXATTR, f.attr.ino, 9n, body("user.x")));
+    assert.equal(user.sync, false);
+    assert.equal(errorOf((await user.wait)!), -61);
+    const gone = send(server, request(Opcode.GETXATTR, 999_999, 10n, body("security.capability")));
+    assert.equal(errorOf((await gone.wait)!), -2); // ENOENT: not cached, from the store
+    await vfs.release(f.attr.ino, f.fh, 0);
+  });
+});
+
 Deno.test("vfs: lookupCached and getattrCached agree with lookup and getattr", async () => {
   await withVfs(async ({ vfs }) => {
     const d = await vfs.mkdir(root, 1, n("d"), 0o700, 0);

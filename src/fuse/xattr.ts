@@ -11,6 +11,7 @@ import {
   cstrings,
   dataReply,
   Opcode,
+  type Request,
   statusReply,
   textOf,
   xattrSizeReply,
@@ -36,12 +37,22 @@ const setxattr: Handler = async (op, req) => {
   return statusReply(req.header.unique, 0);
 };
 
-const getxattr: Handler = async (op, req) => {
+/** GETXATTR answers without a promise where the Vfs has the answer in memory (`getxattrCached`:
+ * the kernel's `security.capability` question at the first write of every new file). */
+const getxattr: Handler = (op, req) => {
   const [name] = cstrings(req.body, GETXATTR_IN_SIZE, 1);
-  const value = await op.vfs.getxattrOrNull(op.ctx, req.header.nodeid, textOf(name));
+  const text = textOf(name);
+  const cached = op.vfs.getxattrCached?.(op.ctx, req.header.nodeid, text);
+  if (cached !== undefined) return getxattrReply(req, cached);
+  return op.vfs.getxattrOrNull(op.ctx, req.header.nodeid, text).then((value) =>
+    getxattrReply(req, value)
+  );
+};
+
+function getxattrReply(req: Request, value: Uint8Array | null): Uint8Array {
   if (!value) return statusReply(req.header.unique, Errno.ENODATA);
   return sized(value, req.view.getUint32(0, true));
-};
+}
 
 const encoder = new TextEncoder();
 

@@ -84,7 +84,7 @@ async function openChecked(
   core.state(ino).volume = record.volume ?? 0;
   try {
     if (flags & libc.O_TRUNC) record = await truncateForOpen(core, ctx, ino);
-    const fd = await core.local.acquire(ino, record.size);
+    const fd = await core.local.acquire(ino, record.size, created);
     handle.hasData = true;
     if (flags & libc.O_TRUNC && libc.fstat(fd).size !== 0) {
       libc.ftruncate(fd, 0);
@@ -273,7 +273,10 @@ export async function create(
     opened = await openChecked(core, ctx, record, flags);
   }
   core.state(record.ino).lookups++;
-  return { ...opened, attr: core.attr(await core.record(record.ino)) };
+  // A new inode is as its create wrote it (nothing can have changed it or its local file before
+  // this reply): no second read of the record, no stat of the local file for changes.
+  const fresh = created && !core.cluster;
+  return { ...opened, attr: core.attr(fresh ? record : await core.record(record.ino)) };
 }
 
 /** A create that made no inode: close and remove the local file made for the number. */

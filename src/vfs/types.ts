@@ -218,6 +218,9 @@ export interface Vfs {
   /** `getxattr`, but an attribute the inode does not have resolves to null instead of rejecting
    * with ENODATA (no exception for the common answer). */
   getxattrOrNull(ctx: Ctx, ino: number, name: string): Promise<Uint8Array | null>;
+  /** `getxattrOrNull` answered at once from what is cached in memory, or undefined (call
+   * `getxattrOrNull`). Throws as `getxattrOrNull` rejects. */
+  getxattrCached?(ctx: Ctx, ino: number, name: string): Uint8Array | null | undefined;
   listxattr(ctx: Ctx, ino: number): Promise<string[]>;
   removexattr(ctx: Ctx, ino: number, name: string): Promise<void>;
   /** mode: FALLOC_FL_KEEP_SIZE 1, FALLOC_FL_PUNCH_HOLE 2, ZERO_RANGE 0x10 (as fallocate(2)). */

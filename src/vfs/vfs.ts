@@ -157,6 +157,7 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
       return value;
     },
     getxattrOrNull: (ctx, ino, name) => xattr.getxattr(core, ctx, ino, name),
+    getxattrCached: (ctx, ino, name) => xattr.getxattrCached(core, ctx, ino, name),
     listxattr: (ctx, ino) => xattr.listxattr(core, ctx, ino),
     removexattr: (ctx, ino, name) => xattr.removexattr(core, ctx, ino, name),
     fallocate: (ctx, ino, fh, mode, offset, length) =>

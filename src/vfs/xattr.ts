@@ -8,7 +8,7 @@
  */
 
 import { FsError } from "../fs_error.ts";
-import type { InodeRecord } from "../meta/namespace.ts";
+import { type InodeRecord, keys } from "../meta/namespace.ts";
 import type { Ctx } from "./types.ts";
 import { checkAccess, isDir, isOwnerOrRoot, isReg, isRoot, R_OK, S_ISVTX, W_OK } from "./perm.ts";
 import type { VfsCore } from "./core.ts";
@@ -107,6 +107,30 @@ export async function getxattr(
     return await tx.getXattr(ino, name);
   }, name === CAPABILITY ? { validate: false } : undefined);
   return value ?? null;
+}
+
+/**
+ * `getxattr` of `security.capability` answered from the namespace's cache alone, without a
+ * promise: the value, null when it is known absent (a create's own commit caches it so:
+ * `knownAbsent`), undefined when the store must be asked or for any other name (call `getxattr`
+ * then). The kernel asks for it at the first write of every new inode, so it is one of a create's
+ * five requests. Throws as `getxattr` rejects.
+ */
+export function getxattrCached(
+  core: VfsCore,
+  ctx: Ctx,
+  ino: number,
+  name: string,
+): Uint8Array | null | undefined {
+  // Only the name whose async read skips validation too (CAPABILITY): the same answer either way.
+  if (name !== CAPABILITY) return undefined;
+  const inode = core.ns.cachedInode(ino);
+  if (inode === undefined) return undefined;
+  if (inode === null) throw new FsError("ENOENT", `inode ${ino} does not exist`);
+  checkPermission(ctx, inode, name, "read");
+  const found = core.ns.cached(keys.xattr(ino, name));
+  if (found === undefined) return undefined;
+  return found.value ?? null;
 }
 
 export async function listxattr(core: VfsCore, ctx: Ctx, ino: number): Promise<string[]> {
