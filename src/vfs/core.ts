@@ -545,6 +545,8 @@ export class VfsCore {
           if (record) t.putInode(record);
         }
       });
+      // Kept only for the pending atime (the kernel may have forgotten the inode since).
+      for (const ino of batch) this.dropStateIfIdle(ino);
     }
   }
 
