@@ -669,6 +669,13 @@ export class ClusterData {
     return this.#files.get(ino)?.outsideSince === true;
   }
 
+  /** Whether `ino` may have data not published yet: dirty chunks, or a local file written
+   * outside the vfs (passthrough) since the last look. */
+  unpublished(ino: number): boolean {
+    const state = this.#files.get(ino);
+    return state !== undefined && (state.dirty.size > 0 || state.outsideSince === true);
+  }
+
   /** Whether a passthrough writer of `ino` is open (the write-back timer leaves it alone: each
    * publish reads and uploads the whole file; its close and fsync publish it). */
   writingOutside(ino: number): boolean {

@@ -19,7 +19,7 @@ import { listenPeers, TcpTransport } from "../cluster/transport.ts";
 import { peerThenBackend } from "../cluster/peer_source.ts";
 import { CHUNK_SIZE, decodeChunkMap } from "./chunk_map.ts";
 import { collectGarbage } from "./gc.ts";
-import { keys } from "../meta/namespace.ts";
+import { decodeInode, keys } from "../meta/namespace.ts";
 import { prefixEnd } from "../meta/kv.ts";
 import { errnoName, FsError } from "../fs_error.ts";
 import * as libc from "../io/libc.ts";
@@ -69,16 +69,20 @@ async function setup(engine?: IoEngine) {
   const dir = await Deno.makeTempDir({ prefix: "cluster-data-" });
   const kv = await openEmbeddedKV(`${dir}/meta.db`);
   // Each node's destroy closes its kv; the shared one is closed once at the end.
-  const calls = { recordReads: 0 };
+  // recordReads: the snapshots an unlink takes of an inode's open guard and records; reads and
+  // writes: every transaction, by whether it writes anything (a compare-only one is a read).
+  const calls = { recordReads: 0, reads: 0, writes: 0 };
   const shared: MetaKV = new Proxy(kv, {
     get: (target, p) => {
       if (p === "close") return () => Promise.resolve();
       if (p === "txn") {
         return (...args: Parameters<MetaKV["txn"]>) => {
-          // The snapshot an unlink takes of an inode's open guard and records.
           const guard = name("cl/openguard/");
           const ranges = (args[0].success ?? []).filter((op) => "range" in op);
           if (ranges.some((op) => startsWith(op.range.key, guard))) calls.recordReads++;
+          const ops = [...(args[0].success ?? []), ...(args[0].failure ?? [])];
+          if (ops.every((op) => "range" in op)) calls.reads++;
+          else calls.writes++;
           return target.txn(...args);
         };
       }
@@ -540,6 +544,92 @@ Deno.test({
       assert.deepEqual(await readAll(b.vfs, ino2, fh, content.length), content);
       await b.vfs.release(ino2, fh, 0);
       await until(async () => !(await exists(c.kv, keys.inode(ino2))), "freed at B's close");
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster consistency: an unlink or rename over that leaves the file another name reads nothing after its commit (git's temporary object name)",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const content = random(2000);
+      // git: the object written under a temporary name, linked to its own, the temporary unlinked.
+      const ino = await writeFile(a.vfs, "tmp_obj", content);
+      await a.vfs.link(ctx, ino, 1, name("object"));
+      let reads = c.calls.reads;
+      let writes = c.calls.writes;
+      await a.vfs.unlink(ctx, 1, name("tmp_obj"));
+      assert.equal(c.calls.writes - writes, 1, "the unlink's own commit");
+      assert.equal(c.calls.reads - reads, 0, "no purge look after it: the inode keeps a name");
+      assert.deepEqual(await readFile(b.vfs, "object"), content);
+      // The same for a rename over one of two names of a file.
+      await a.vfs.link(ctx, ino, 1, name("second"));
+      await writeFile(a.vfs, "new", random(100));
+      reads = c.calls.reads;
+      writes = c.calls.writes;
+      await a.vfs.rename(ctx, 1, name("new"), 1, name("second"), 0);
+      assert.equal(c.calls.writes - writes, 1, "the rename's own commit");
+      assert.equal(c.calls.reads - reads, 0, "no purge look: the old file keeps a name");
+      assert.deepEqual(await readFile(b.vfs, "object"), content);
+      // The last name's unlink still frees it, on any node.
+      await b.vfs.unlink(ctx, 1, name("object"));
+      await until(async () => !(await exists(c.kv, keys.inode(ino))), "freed with its last name");
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster data: a close after reads only leaves the atime to the write-back timer, which stores many inodes' atimes in one transaction; fsync stores it at once",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a", undefined, {}, 300);
+      const b = await c.start("b");
+      const files = ["r0", "r1", "r2", "r3"];
+      const inos: number[] = [];
+      for (const file of files) inos.push(await writeFile(a.vfs, file, random(500)));
+      const storedAtime = async (ino: number) => {
+        const value = (await c.kv.range({ key: keys.inode(ino) })).kvs[0].value;
+        return decodeInode(ino, value).atime;
+      };
+      const before = await Promise.all(inos.map(storedAtime));
+      // Written after its atime (relatime): each file's first read moves atime.
+      const writes = c.calls.writes;
+      for (const file of files) {
+        const { ino, fh } = await openByName(a.vfs, file, 0);
+        await a.vfs.read(ctx, ino, fh, 0, new Uint8Array(500));
+        await a.vfs.flush(ctx, ino, fh, 0n);
+        await a.vfs.release(ino, fh, 0);
+      }
+      assert.equal(c.calls.writes - writes, 0, "no transaction at the reads' closes");
+      const seen = (await a.vfs.getattr(ctx, inos[0])).atime;
+      assert.ok(seen.sec * 1e9 + seen.nsec > before[0].sec * 1e9 + before[0].nsec, "atime moved");
+      await until(async () => {
+        const now = await Promise.all(inos.map(storedAtime));
+        return now.every((t, i) => t.sec !== before[i].sec || t.nsec !== before[i].nsec);
+      }, "the timer stored every atime");
+      assert.equal(c.calls.writes - writes, 1, "one transaction for the four atimes");
+      assert.deepEqual(await storedAtime(inos[0]), seen);
+      // fsync stores a pending atime at once.
+      const fresh = await writeFile(a.vfs, "f", random(300));
+      const { fh } = await openByName(a.vfs, "f", 0);
+      await a.vfs.read(ctx, fresh, fh, 0, new Uint8Array(300));
+      await a.vfs.fsync(fresh, fh, false);
+      assert.deepEqual(await storedAtime(fresh), (await a.vfs.getattr(ctx, fresh)).atime);
+      await a.vfs.release(fresh, fh, 0);
+      // Another node sees the stored atime.
+      assert.deepEqual((await b.vfs.getattr(ctx, inos[1])).atime, await storedAtime(inos[1]));
     } finally {
       await c.cleanup();
     }

@@ -398,7 +398,7 @@ export async function flush(
 ): Promise<void> {
   core.fileHandle(fh, ino);
   await releaseOwnerLocks(core, ino, lockOwner);
-  await core.persist(ino);
+  await core.persist(ino, true);
 }
 
 /** The last close of an open file: its flock goes, and with the inode's last handle, its fd. */
@@ -415,7 +415,7 @@ export async function release(
   // Its passthrough writes are done: the publish below (or the other handles') covers them.
   if (handle.passthrough && canWrite(handle.flags)) core.cluster?.outsideClosed(ino);
   try {
-    if (state.handles === 0) await core.persist(ino);
+    if (state.handles === 0) await core.persist(ino, true);
   } finally {
     if (handle.hasData) await core.local.release(ino);
     if (state.handles === 0) core.volumes.closed(ino);
