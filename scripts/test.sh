@@ -6,8 +6,8 @@
 #   tests-etcd bench (default: all).
 #   tests runs tests/ but for tests/cluster/ and tests/meta/, which tests-cluster runs (each step
 #   has its own time cap: as one step they did not finish within 900 s at load 7-9 on 2 cores).
-#   tests-uring runs the POSIX suites, the differential test and the crash test on FUSE over
-#   io_uring (SKYFS_TEST_FUSE_TRANSPORT=uring); it turns the kernel's switch on first (root), and
+#   tests-uring runs the POSIX suites, the differential test, the crash test and the kill points
+#   test on FUSE over io_uring (SKYFS_TEST_FUSE_TRANSPORT=uring); it turns the kernel's switch on first (root), and
 #   fails, never skips, when the ring cannot be set up.
 #   tests-curp and tests-etcd run the POSIX suites and the differential test (40 runs) on a cluster
 #   node: three CURP replicas, or one etcd member, with a directory backend (SKYFS_TEST_META).
@@ -179,7 +179,8 @@ for step in "${steps[@]}"; do
       # suites again with every mount on the ring (53 s at load 9-12, 120 s at load 17, 2 cores).
       run_step tests-uring deno-test bash -c 'echo 1 > /sys/module/fuse/parameters/enable_uring &&
         exec env SKYFS_TEST_FUSE_TRANSPORT=uring SKYFS_TEST_TARGET=skyfs \
-        deno test -A tests/posix/ tests/differential_test.ts tests/crash_test.ts'
+        deno test -A tests/posix/ tests/differential_test.ts tests/crash_test.ts \
+        tests/kill_points_test.ts'
       ;;
     tests-curp | tests-etcd)
       # On CURP also the volume suite (tests/volumes/ runs in `tests` on one node): quotas, kill -9
