@@ -10,7 +10,8 @@
 #   verify ROOT LOG
 #       replays LOG against a model and compares every rROUND directory under ROOT with it: names,
 #       types, modes, sizes, data, link counts, hard links (same inode), symlink targets, user.*
-#       xattrs, times set by utime; nothing else under ROOT. Prints JSON {"ops", "problems", ...}.
+#       xattrs, times set by utime; nothing else under ROOT. Prints JSON {"ops", "problems", ...};
+#       "files" counts the regular files' inodes of the states found (a local data file each).
 #
 # The operations: mkdir, create with a few bytes (open O_CREAT|O_EXCL, write, close), rename
 # (file or directory, to a new name or over an existing file, within or across directories),
@@ -364,7 +365,7 @@ def verify(root, log_path):
         if name.startswith("r") and name[1:] in models:
             continue
         problems.append("/%s: there, but no round made it" % name)
-    outcome = {}
+    outcome, files = {}, 0
     for rnd, model in models.items():
         base = os.path.join(root, "r%s" % rnd)
         # Before the scan: what is logged, and each way the operation in flight may have ended.
@@ -400,8 +401,10 @@ def verify(root, log_path):
                 problems.extend("r%s, %s: %s" % (rnd, label, x) for x in p[:20])
         else:
             outcome[rnd] = found[-1][0]
+            matched = candidates[len(found) - 1][1]
+            files += sum(1 for i in matched.inodes.values() if i["type"] == "f")
     print(json.dumps({"ops": ops, "rounds": len(models), "errnos": dead, "outcome": outcome,
-                      "problems": problems[:60]}))
+                      "files": files, "problems": problems[:60]}))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,15 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { makeTempDir, PYTHON, REPO_ROOT, run, startMount, targetKinds } from "./_harness.ts";
+import {
+  makeTempDir,
+  PYTHON,
+  REPO_ROOT,
+  run,
+  startMount,
+  targetKinds,
+  testMeta,
+} from "./_harness.ts";
 
 const ROUNDS = Number(Deno.env.get("SKYFS_KILL_POINTS_ROUNDS") ?? 16);
 const SEED = Number(Deno.env.get("SKYFS_KILL_POINTS_SEED") ?? 20261206);
@@ -43,6 +51,8 @@ function seededRandom(seed: number): () => number {
 
 interface Verdict {
   ops: number;
+  /** Regular files' inodes in the trees found (one local data file each on one node). */
+  files: number;
   rounds: number;
   /** The errno of each writer's failed syscall (the operation in flight). */
   errnos: number[];
@@ -79,6 +89,24 @@ function startWriter(root: string, log: string, round: number, limit?: number) {
     return { code: status.code, said: (text + (await stderr)).trim() };
   })();
   return { started, output };
+}
+
+/** Local files in the 256 buckets of `<dataDir>/data` (as in crash_test.ts); the spares
+ * (`data/spare`, emptied files of deleted inodes kept for new ones) must be empty. */
+async function localFiles(dataDir: string): Promise<number> {
+  let count = 0;
+  for await (const bucket of Deno.readDir(join(dataDir, "data"))) {
+    if (!bucket.isDirectory) continue;
+    for await (const entry of Deno.readDir(join(dataDir, "data", bucket.name))) {
+      if (!entry.isFile) continue;
+      if (bucket.name !== "spare") count++;
+      else {
+        const st = await Deno.stat(join(dataDir, "data", bucket.name, entry.name));
+        assert.equal(st.size, 0, `spare ${entry.name} is empty`);
+      }
+    }
+  }
+  return count;
 }
 
 async function verify(root: string, log: string): Promise<Verdict> {
@@ -121,10 +149,15 @@ for (const kind of targetKinds()) {
           // Any other errno was an operation refused while the daemon lived: a bug of the model.
           for (const errno of verdict.errnos) assert.ok(DEAD_ERRNOS.includes(errno), context);
           assert.equal(verdict.rounds, round + 1, context);
+          // fsck of the data directory (one node): a local file per regular file, none left over
+          // by an unlink or a create the kill cut short (the start removes those).
+          if (mount && testMeta() === undefined) {
+            assert.equal(await localFiles(mount.dataDir), verdict.files, `${context}: local files`);
+          }
           const when = mount ? `kill after ${delayMs.toFixed(1)} ms` : "no kill";
           console.log(
             `  round ${round}: ${when}, ${verdict.ops} operations logged in all, ` +
-              `${verdict.outcome[String(round)]}`,
+              `${verdict.files} regular files, ${verdict.outcome[String(round)]}`,
           );
         }
       } catch (error) {
