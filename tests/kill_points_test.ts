@@ -14,7 +14,7 @@
  * without a worker thread").
  *
  * On ext4 (nothing to kill) the writer stops after a fixed count and the same checker runs, which
- * validates the model. Environment: SKYFS_KILL_POINTS_ROUNDS (default 16), SKYFS_KILL_POINTS_SEED
+ * validates the model. Environment: SKYFS_KILL_POINTS_ROUNDS (default 12), SKYFS_KILL_POINTS_SEED
  * (default 20261206); a failure prints both, which replay it.
  * @module
  */
@@ -31,7 +31,7 @@ import {
   testMeta,
 } from "./_harness.ts";
 
-const ROUNDS = Number(Deno.env.get("SKYFS_KILL_POINTS_ROUNDS") ?? 16);
+const ROUNDS = Number(Deno.env.get("SKYFS_KILL_POINTS_ROUNDS") ?? 12);
 const SEED = Number(Deno.env.get("SKYFS_KILL_POINTS_SEED") ?? 20261206);
 const WRITER = join(REPO_ROOT, "tests", "_kill_points_writer.py");
 /** Operations per round on ext4, where nothing stops the writer. */
