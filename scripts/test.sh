@@ -6,9 +6,10 @@
 #   tests-etcd bench (default: all).
 #   tests runs tests/ but for tests/cluster/ and tests/meta/, which tests-cluster runs (each step
 #   has its own time cap: as one step they did not finish within 900 s at load 7-9 on 2 cores).
-#   tests-uring runs the POSIX suites, the differential test, the crash test and the cluster tests
-#   of what a cluster node serves on FUSE over io_uring (SKYFS_TEST_FUSE_TRANSPORT=uring); it turns
-#   the kernel's switch on first (root), and fails, never skips, when the ring cannot be set up.
+#   tests-uring runs the POSIX suites, the differential test, the crash and kill points tests and
+#   the cluster tests of what a cluster node serves on FUSE over io_uring
+#   (SKYFS_TEST_FUSE_TRANSPORT=uring); it turns the kernel's switch on first (root), and fails,
+#   never skips, when the ring cannot be set up.
 #   tests-curp and tests-etcd run the POSIX suites and the differential test (40 runs) on a cluster
 #   node: three CURP replicas, or one etcd member, with a directory backend (SKYFS_TEST_META);
 #   tests-curp on FUSE over io_uring, tests-etcd on /dev/fuse.
@@ -186,10 +187,10 @@ for step in "${steps[@]}"; do
       run_step tests-uring deno-test bash -c 'echo 1 > /sys/module/fuse/parameters/enable_uring &&
         exec env SKYFS_TEST_FUSE_TRANSPORT=uring SKYFS_FUSE_TRANSPORT=uring \
         SKYFS_TEST_TARGET=skyfs deno test -A tests/posix/ tests/differential_test.ts \
-        tests/crash_test.ts tests/cluster/cluster_test.ts tests/cluster/consistency_test.ts \
-        tests/cluster/kernel_cache_test.ts tests/cluster/locks_test.ts \
-        tests/cluster/passthrough_test.ts tests/cluster/inline_test.ts \
-        tests/cluster/listing_test.ts tests/meta/curp_mount_test.ts'
+        tests/crash_test.ts tests/kill_points_test.ts tests/cluster/cluster_test.ts \
+        tests/cluster/consistency_test.ts tests/cluster/kernel_cache_test.ts \
+        tests/cluster/locks_test.ts tests/cluster/passthrough_test.ts \
+        tests/cluster/inline_test.ts tests/cluster/listing_test.ts tests/meta/curp_mount_test.ts'
       ;;
     tests-curp | tests-etcd)
       # On CURP also the volume suite (tests/volumes/ runs in `tests` on one node): quotas, kill -9
