@@ -37,8 +37,12 @@ export interface ReadyTarget {
   /** The `skyfs` target: its FUSE requests answered so far per opcode (from /metrics), read
    * around each metadata phase to give the requests per file operation. */
   fuseRequests?: () => Promise<Record<string, number>>;
-  /** FUSE targets: CPU seconds the daemon process (all its threads) used so far. */
+  /** FUSE targets: CPU seconds the daemon process (all its threads) used so far; on a cluster
+   * target the measured mount's daemon. */
   daemonCpuSeconds?: () => number;
+  /** Cluster targets: CPU seconds the metadata store's processes used so far, summed (the CURP
+   * replicas, or etcd). */
+  storeCpuSeconds?: () => number;
   report: TargetReport;
   tearDown(): Promise<void>;
 }
@@ -154,6 +158,24 @@ export class DaemonCpuClock {
     this.#ticks = ticks;
     return this.#seconds;
   }
+}
+
+/**
+ * CPU seconds a set of processes used so far, summed, one `DaemonCpuClock` per process: a cluster
+ * store's replicas. `pids` is asked at each reading; a process that is gone makes the reading
+ * throw (the phase then has no figure rather than a wrong one).
+ */
+export function summedCpuClock(pids: () => number[], proc = "/proc"): () => number {
+  const clocks = new Map<number, DaemonCpuClock>();
+  return () => {
+    let seconds = 0;
+    for (const pid of pids()) {
+      let clock = clocks.get(pid);
+      if (clock === undefined) clocks.set(pid, clock = new DaemonCpuClock(pid, proc));
+      seconds += clock.seconds();
+    }
+    return seconds;
+  };
 }
 
 /** A daemon's `daemonCpuSeconds`: one `DaemonCpuClock` per daemon process. */
@@ -625,11 +647,15 @@ async function setUpCluster(
   const storeCounters = meta === "etcd"
     ? () => readEtcdCounters(cluster.meta.slice("etcd://".length))
     : () => readCurpCounters(cluster.replicas, fetchStatus);
+  // The store's CPU: every replica (or etcd) process, summed; the mount's: the measured one's.
+  const storePids = cluster.storePids();
   return {
     name,
     dir: node.mountpoint,
     env: {},
     storeCounters,
+    daemonCpuSeconds: node.child ? cpuClock(node.child.pid) : undefined,
+    storeCpuSeconds: storePids.length > 0 ? summedCpuClock(() => cluster.storePids()) : undefined,
     report: { name, state: "ok", command, dir: node.mountpoint },
     tearDown,
   };

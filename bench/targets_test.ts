@@ -7,6 +7,7 @@ import {
   processCpuSeconds,
   setUpTarget,
   skyfsTargetFlags,
+  summedCpuClock,
   TargetSkipped,
   tellingLine,
   unescapeMountPath,
@@ -205,4 +206,28 @@ Deno.test("DaemonCpuClock reads a real process: this one's CPU moves under a bus
   for (let i = 0; i < 5_000_000; i++) x += i % 7;
   assert.ok(x > 0);
   assert.ok(clock.seconds() > before);
+});
+
+Deno.test("summedCpuClock: a store's processes summed, one clock each, new pids counted whole", () => {
+  const root = Deno.makeTempDirSync();
+  try {
+    Deno.mkdirSync(`${root}/11`);
+    Deno.mkdirSync(`${root}/12`);
+    writeFakeProc(root, 11, [1, 0], [["11", 10_000_000]]);
+    writeFakeProc(root, 12, [2, 0], [["12", 20_000_000]]);
+    const pids = [11, 12];
+    const clock = summedCpuClock(() => pids, root);
+    const first = clock();
+    assert.ok(Math.abs(first - 0.03) < 1e-12, `${first}`);
+    // 5 us on one replica, 7 us on the other: 12 us in all.
+    writeFakeProc(root, 11, [1, 0], [["11", 10_005_000]]);
+    writeFakeProc(root, 12, [2, 0], [["12", 20_007_000]]);
+    const second = clock();
+    assert.ok(Math.abs((second - first) - 12e-6) < 1e-12, `${second - first}`);
+    // A process that is gone makes the reading throw: the phase gets no figure.
+    pids.push(13);
+    assert.throws(() => clock());
+  } finally {
+    Deno.removeSync(root, { recursive: true });
+  }
 });

@@ -548,6 +548,16 @@ export class LocalCluster {
     return `curp://${[...own, ...others].map((r) => this.replicaAddressFrom(r, zone)).join(",")}`;
   }
 
+  /** Process ids of the metadata store's running processes: the CURP replicas, or etcd (every
+   * member across zones). The bench reads their CPU per phase (bench/targets.ts). */
+  storePids(): number[] {
+    return [
+      ...this.replicas.map((r) => r.child?.pid),
+      this.#etcd?.pid,
+      ...this.etcdMembers.map((m) => m.child.pid),
+    ].filter((pid): pid is number => pid !== undefined);
+  }
+
   /** The backend directory of a zone of a cluster started with `zones`. */
   zoneBackend(zone: string): string {
     return join(this.dir, `backend-${zone}`);
