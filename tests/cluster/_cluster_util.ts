@@ -56,10 +56,15 @@ export async function writeSynced(path: string, data: Uint8Array): Promise<void>
   }
 }
 
-/** `skyfs status --meta URL`: its stdout, and its exit code. */
-export async function skyfsStatus(meta: string): Promise<{ code: number; text: string }> {
+/** `skyfs status --meta URL` (with `env` added to this process's): its stdout and stderr, and
+ * its exit code. */
+export async function skyfsStatus(
+  meta: string,
+  env: Record<string, string> = {},
+): Promise<{ code: number; text: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", join(import.meta.dirname!, "../../mod.ts"), "status", "--meta", meta],
+    env,
     stdout: "piped",
     stderr: "piped",
   }).output();
