@@ -138,11 +138,13 @@ export async function openEtcdKV(
   return kv;
 }
 
-/** etcd3's marker of a connection-level error (no connection, connection lost, server
- * unavailable): `RecoverableError in error` (its `isRecoverableError`). */
+/** A connection-level error (no connection, connection lost, server unavailable): etcd3's
+ * marker, `RecoverableError in error` (its `isRecoverableError`), or a raw grpc-js status 14
+ * (UNAVAILABLE), which a stream's error event carries uncast. */
 function connectionError(error: unknown): boolean {
   return typeof error === "object" && error !== null &&
-    Object.getOwnPropertySymbols(error).some((s) => s.description === "RecoverableError");
+    (Object.getOwnPropertySymbols(error).some((s) => s.description === "RecoverableError") ||
+      (error as { code?: unknown }).code === 14);
 }
 
 /** A fault-handling policy that runs the call once: no circuit breaker (etcd3's default kept

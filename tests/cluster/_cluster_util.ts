@@ -6,6 +6,19 @@
 
 import { join } from "node:path";
 
+/**
+ * The metadata store of the suites that run on either (cluster_test, consistency_test,
+ * errors_test, locks_test): SKYFS_TEST_META = curp | etcd, unset = curp. scripts/test.sh runs them
+ * on CURP in its tests-cluster step and on one etcd member in tests-etcd.
+ */
+export function clusterStore(): "curp" | "etcd" {
+  const value = Deno.env.get("SKYFS_TEST_META") || "curp";
+  if (value !== "curp" && value !== "etcd") {
+    throw new RangeError(`SKYFS_TEST_META="${value}" is not curp or etcd`);
+  }
+  return value;
+}
+
 export function canRunCluster(needEtcd = false): boolean {
   try {
     Deno.statSync("/dev/fuse");
