@@ -131,6 +131,8 @@ export async function openEtcdKV(
     await kv.revision();
   } catch (error) {
     await kv.close();
+    // MetaUnavailableError names etcd already ("etcd at ... did not answer ...").
+    if (error instanceof MetaUnavailableError) throw new Error(error.message);
     throw new Error(
       `etcd at ${endpoints.join(",")} did not answer: ${(error as Error).message}`,
     );
