@@ -198,7 +198,8 @@ function costLegend(run: RunResult): string {
   return "Cluster cost tables: proposals/op = log entries the CURP leader appended (etcd: " +
     "proposals committed) during the phase, per file operation; fsyncs/op = fdatasync/fsync " +
     "calls of all replicas together (etcd: WAL fsyncs), per file operation. Both include the " +
-    "cluster's upkeep during the phase (both mounts' membership leases and watches); * = see " +
+    "cluster's upkeep during the phase (both mounts' membership leases and watches; a CURP " +
+    "lease renewal is a log entry, etcd renews without a proposal); * = see " +
     `notes. ÷ ${SINGLE_NODE_TARGET} = rate over single-node ${SINGLE_NODE_TARGET} in this run ` +
     "(issue 13's goal: 0.3x or better)." +
     (counts.length > 1 ? ` Files per metadata run: ${counts.join("; ")}.` : "");
