@@ -12,6 +12,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { LocalCluster } from "../../src/cluster/local_cluster.ts";
 import { parsePrometheusText } from "../../bench/store_counters.ts";
+import { openEtcdKV } from "../../src/meta/etcd.ts";
+import { prefixEnd } from "../../src/meta/kv.ts";
 import { canRunCluster, sleep } from "./_cluster_util.ts";
 
 const FILES = 12;
@@ -93,6 +95,17 @@ for (const meta of ["etcd", "curp"] as const) {
         // renewal past the allowance); the old etcd unlink made two each (12).
         for (const [what, perOp] of Object.entries(costs)) {
           assert.ok(perOp >= 1 && perOp <= 1 + 1 / (FILES / 2), `${meta} ${what}: ${perOp}`);
+        }
+        if (meta === "etcd") {
+          // Every file is gone, and with it every open record and guard (the unlinks deleted them).
+          const kv = await openEtcdKV([cluster.meta.slice("etcd://".length)]);
+          try {
+            const prefix = new TextEncoder().encode("cl/open");
+            const left = await kv.range({ key: prefix, rangeEnd: prefixEnd(prefix) });
+            assert.equal(left.kvs.length, 0, "open records or guards left behind");
+          } finally {
+            await kv.close();
+          }
         }
       } finally {
         await cluster.stop();
