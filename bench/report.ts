@@ -352,7 +352,8 @@ function costLegend(run: RunResult): string {
     "CPU time of the measured mount's daemon, store CPU us/op = CPU time of the store's " +
     "processes summed (the three CURP replicas, or etcd), both all threads from schedstat, per " +
     `file operation, on a machine of ${run.machine.cpus} cores. All include the ` +
-    "cluster's upkeep during the phase (both mounts' membership leases and watches); * = see " +
+    "cluster's upkeep during the phase (both mounts' membership leases and watches; a CURP " +
+    "lease renewal is a log entry, etcd renews without a proposal); * = see " +
     `notes. ÷ ${SINGLE_NODE_TARGET} = rate over single-node ${SINGLE_NODE_TARGET} in this run ` +
     "(issue 13's goal: 0.3x or better)." +
     (counts.length > 1 ? ` Files per metadata run: ${counts.join("; ")}.` : "");

@@ -1783,13 +1783,22 @@ export class ClusterData {
   /** A metadata watch saw `key` change to `value` (undefined: deleted). True when that is this
    * node's own latest write of the key coming back (nothing for the kernel to drop). */
   forgetMetadata(key: Uint8Array, value?: Uint8Array): boolean {
+    const own = this.#ns?.watched(key, value) ?? false;
     // An inode whose open record outlives its last close here, unlinked (nlink 0) or deleted
     // elsewhere: the file is freed without waiting for the linger. Other changes keep it.
     if (key.length === 12 && key[3] === INODE_TAG) {
       const ino = inoOfKey(key);
       if (this.records?.isLingering(ino)) {
-        if (!value) this.records.releaseIfLingering(ino);
-        // Unlinked elsewhere: try to free it now. The deleting commit removes this node's record
+        // Deleted by this node's own commit, echoed before its reply (etcd sends the watch event
+        // first; CURP usually replies first): that commit deleted this node's record too
+        // (dropInTxn), and `deleted` forgets it once the reply is in. A release here was a
+        // second write per unlink: a txn whose compare fails (the inode is gone) and whose
+        // failure branch deletes the record already deleted (1.83-1.98 etcd proposals per
+        // unlink in the bench's cost tables). Had the commit not deleted the record, the
+        // linger's sweep still releases it.
+        if (!value) {
+          if (!own) this.records.releaseIfLingering(ino);
+        } // Unlinked elsewhere: try to free it now. The deleting commit removes this node's record
         // too (one transaction, not a release and then a purge); if another node still has it
         // open, the record simply goes after its linger.
         else if (decodeInode(ino, value).nlink === 0) {
@@ -1800,7 +1809,7 @@ export class ClusterData {
         }
       }
     }
-    return this.#ns?.watched(key, value) ?? false;
+    return own;
   }
 
   #freeOrphan(ino: number): void {
