@@ -572,7 +572,11 @@ export class ClusterData {
    * held no record of it.
    */
   async closed(ino: number): Promise<boolean | undefined> {
-    if (!this.#closeNow(ino)) return undefined;
+    this.#endDirect(ino);
+    const state = this.#files.get(ino);
+    if (state && state.dirty.size === 0) this.#files.delete(ino);
+    if (!this.records.isHeld(ino)) return undefined;
+    this.records.closeLater(ino);
     // Cached unless another node changed it since this node's open (the watch forgets it), or an
     // open of the same file racing this close dropped it to read it again (close-to-open): that
     // read, in flight, answers this close too (git commit reopens files it just closed). What the
@@ -582,34 +586,6 @@ export class ClusterData {
       await this.#refreshing.get(ino)?.catch(() => {});
     }
     return (await this.#ns.getInode(ino))?.nlink === 0;
-  }
-
-  /** The part of `closed` that takes no wait; false when this node held no record of `ino`. */
-  #closeNow(ino: number): boolean {
-    this.#endDirect(ino);
-    const state = this.#files.get(ino);
-    if (state && state.dirty.size === 0) this.#files.delete(ino);
-    if (!this.records.isHeld(ino)) return false;
-    this.records.closeLater(ino);
-    return true;
-  }
-
-  /**
-   * Whether the last close of `ino` here can be done without a wait (`closedCached`): nothing
-   * to publish (no dirty chunk, no passthrough writes to look at), this node's open record held,
-   * and the inode cached and linked (no purge to try).
-   */
-  closableCached(ino: number): boolean {
-    if (this.unpublished(ino) || this.writingOutside(ino) || !this.records.isHeld(ino)) {
-      return false;
-    }
-    const record = this.#ns.cachedInode(ino);
-    return record !== undefined && record !== null && record.nlink > 0;
-  }
-
-  /** `closed` of an inode `closableCached` allowed, in the same synchronous run. */
-  closedCached(ino: number): void {
-    this.#closeNow(ino);
   }
 
   /** In a transaction that would delete `ino`: whether another node still has it open. */

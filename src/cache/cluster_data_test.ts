@@ -637,56 +637,6 @@ Deno.test({
 
 Deno.test({
   name:
-    "cluster data: the last close of a published, linked file is answered without a wait (releaseCached); one with writes, an unlinked one or one racing an open is not",
-  ...options,
-  fn: async () => {
-    const c = await setup();
-    try {
-      const a = await c.start("a");
-      const b = await c.start("b");
-      const content = random(900);
-      const ino = await writeFile(a.vfs, "f", content);
-      // Read-only, twice over: the first close is not the last, the second is.
-      const one = await openByName(a.vfs, "f", 0);
-      const two = await openByName(a.vfs, "f", 0);
-      await a.vfs.read(ctx, ino, one.fh, 0, new Uint8Array(900));
-      const reads = c.calls.reads;
-      const writes = c.calls.writes;
-      assert.equal(a.vfs.releaseCached!(ino, one.fh), true, "not the last handle");
-      assert.equal(a.vfs.releaseCached!(ino, two.fh), true, "the last, nothing to publish");
-      assert.equal(c.calls.reads - reads, 0);
-      assert.equal(c.calls.writes - writes, 0);
-      // The open record lingers as after `release`: the next open here reads only the inode.
-      const three = await openByName(a.vfs, "f", 0);
-      assert.equal(c.calls.reads - reads, 1, "close-to-open's one read");
-      assert.equal(a.vfs.releaseCached!(ino, three.fh), true);
-      // An open racing the close has dropped the inode to read it again: the close waits for it.
-      const four = await openByName(a.vfs, "f", 0);
-      const racing = a.vfs.open(ctx, ino, 0);
-      assert.equal(a.vfs.releaseCached!(ino, four.fh), false, "the inode is being read again");
-      await a.vfs.release(ino, four.fh, 0);
-      await a.vfs.release(ino, (await racing).fh, 0);
-      // Written: the close publishes, so it waits.
-      const w = await openByName(a.vfs, "f", O_RDWR);
-      await a.vfs.write(ctx, ino, w.fh, 0, name("changed"));
-      assert.equal(a.vfs.releaseCached!(ino, w.fh), false, "a publish is due");
-      await a.vfs.release(ino, w.fh, 0);
-      assert.deepEqual((await readFile(b.vfs, "f")).subarray(0, 7), name("changed"));
-      // Unlinked on another node while open here: the close frees it, so it waits.
-      const held = await openByName(a.vfs, "f", 0);
-      await b.vfs.unlink(ctx, 1, name("f"));
-      await until(() => Promise.resolve(!a.data.closableCached(ino)), "the unlink seen here");
-      assert.equal(a.vfs.releaseCached!(ino, held.fh), false, "a purge is due");
-      await a.vfs.release(ino, held.fh, 0);
-      await until(async () => !(await exists(c.kv, keys.inode(ino))), "freed at its last close");
-    } finally {
-      await c.cleanup();
-    }
-  },
-});
-
-Deno.test({
-  name:
     "cluster data: a close after reads only leaves the atime to the write-back timer, which stores many inodes' atimes in one transaction; fsync stores it at once",
   ...options,
   fn: async () => {

@@ -71,8 +71,6 @@ export class LocalStore {
   readonly #entrySynced = new Set<number>();
   /** Unlinks started by `removeSoon` and not yet finished. */
   readonly #removing = new Set<Promise<void>>();
-  /** Closes of fds `releaseInBackground` did not wait for. */
-  readonly #closing = new Set<Promise<void>>();
   /** Spare local files (`<root>/spare/<hex>`, named by the deleted inode whose file each was),
    * emptied and waiting for a new inode (see `removeSoon`); at most `#spareCap`. */
   readonly #spares: number[] = [];
@@ -292,22 +290,6 @@ export class LocalStore {
     if (--file.refs > 0) return;
     this.#open.delete(ino);
     await this.#close(file.fd);
-  }
-
-  /**
-   * `release` without waiting for the last close's fd to close through the engine (a cluster
-   * node's last close of a linked file, `releaseCached`: nothing after it needs the fd closed;
-   * `closeAll` waits for it, a failure is logged).
-   */
-  releaseInBackground(ino: number): void {
-    const file = this.#open.get(ino);
-    if (!file) throw new Error(`LocalStore.release(${ino}) without acquire: a vfs bug`);
-    if (--file.refs > 0) return;
-    this.#open.delete(ino);
-    const closing = this.#close(file.fd).catch((error) =>
-      console.error(`skyfs: closing the local file of inode ${ino}: ${error}`)
-    ).finally(() => this.#closing.delete(closing));
-    this.#closing.add(closing);
   }
 
   /**
@@ -591,7 +573,6 @@ export class LocalStore {
   async closeAll(): Promise<void> {
     await Promise.allSettled(this.#opening.values());
     await Promise.allSettled(this.#removing);
-    await Promise.allSettled(this.#closing);
     for (const [ino, file] of this.#open) {
       this.#open.delete(ino);
       await this.io.close(file.fd);

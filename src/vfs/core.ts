@@ -466,18 +466,6 @@ export class VfsCore {
   /** Store the inode's pending attributes (nothing if none). `close`: for a flush or the last
    * release, where a cluster node leaves a change of atime alone to the write-back timer
    * (`#publishNow`). */
-  /**
-   * Cluster mode: whether the last close of `ino` has nothing for `persist` to do (no publish in
-   * flight, at most a pending atime, which a close leaves to the write-back timer) and no purge to
-   * try by this node's count (`releaseCached`).
-   */
-  closableCached(ino: number): boolean {
-    const state = this.inodes.get(ino);
-    if (!state || state.accessedAt || this.#publishing.has(ino)) return false;
-    if (this.cluster?.watchesOutside(ino)) return false;
-    return state.dirty === undefined || atimeOnly(state.dirty);
-  }
-
   async persist(ino: number, close = false): Promise<void> {
     if (this.cluster) return await this.#publish(this.cluster, ino, close);
     this.observeLocal(ino);

@@ -437,30 +437,18 @@ export async function release(
  * `release` then.
  */
 export function releaseCached(core: VfsCore, ino: number, fh: number): boolean {
+  if (core.cluster) return false;
   const handle = core.handles.get(fh);
   const state = core.inodes.get(ino);
   if (handle?.kind !== "file" || handle.ino !== ino || !state || state.locks) return false;
   const last = state.handles === 1;
-  const cluster = core.cluster;
-  if (cluster) {
-    // A cluster node: the last close of a file read or written through the vfs and published
-    // (nothing left for `persist`: at most an atime, which the write-back timer stores), whose
-    // open record this node holds and whose inode is cached and linked (`closed`: no purge).
-    if (handle.passthrough) return false;
-    if (last && (!core.closableCached(ino) || !cluster.closableCached(ino))) return false;
-  } else {
-    // The last handle stores what passthrough changed (`persist`): only when nothing did.
-    const st = last ? core.observeLocal(ino) : undefined;
-    if (last && (state.dirty || state.accessedAt)) return false;
-    if (last && state.lookups === 0) return false; // a purge may be due
-    if (handle.hasData && !core.local.releaseSync(ino, st)) return false;
-  }
-  // A cluster node's local files are opened and closed through the engine (`fileOps`): the
-  // reply need not wait for that close.
-  if (cluster && handle.hasData) core.local.releaseInBackground(ino);
+  // The last handle stores what passthrough changed (`persist`): only when nothing did.
+  const st = last ? core.observeLocal(ino) : undefined;
+  if (last && (state.dirty || state.accessedAt)) return false;
+  if (last && state.lookups === 0) return false; // a purge may be due
+  if (handle.hasData && !core.local.releaseSync(ino, st)) return false;
   core.removeHandle(fh);
   if (last) core.volumes.closed(ino);
-  if (cluster && last) cluster.closedCached(ino);
   core.dropStateIfIdle(ino);
   return true;
 }
