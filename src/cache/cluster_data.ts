@@ -377,6 +377,8 @@ export class ClusterData {
   records!: OpenRecords;
   #seq = 0;
   #opens = 0;
+  /** `beforeOpen`'s reads in flight, by inode: a close racing the open waits for it (`closed`). */
+  readonly #refreshing = new Map<number, Promise<void>>();
   /**
    * Chunks read straight from their owner (readDirect) and by which open, most recent last:
    * a read of one from another open within ADMIT_WINDOW_MS stores it here (admission).
@@ -473,7 +475,13 @@ export class ClusterData {
   async beforeOpen(ino: number): Promise<void> {
     this.#ns.forgetKey(keys.inode(ino));
     this.#ns.forgetKey(keys.chunkMap(ino));
-    await this.#ns.fetch([keys.inode(ino), keys.chunkMap(ino)]);
+    const read = this.#ns.fetch([keys.inode(ino), keys.chunkMap(ino)]);
+    this.#refreshing.set(ino, read);
+    try {
+      await read;
+    } finally {
+      if (this.#refreshing.get(ino) === read) this.#refreshing.delete(ino);
+    }
   }
 
   /** A regular file was opened with local fd `fd`: load its current chunk map. */
@@ -569,7 +577,14 @@ export class ClusterData {
     if (state && state.dirty.size === 0) this.#files.delete(ino);
     if (!this.records.isHeld(ino)) return undefined;
     this.records.closeLater(ino);
-    // Cached unless another node changed it since this node's open (the watch forgets it).
+    // Cached unless another node changed it since this node's open (the watch forgets it), or an
+    // open of the same file racing this close dropped it to read it again (close-to-open): that
+    // read, in flight, answers this close too (git commit reopens files it just closed). What the
+    // close needs is only whether this node knows the inode unlinked: its own unlink is cached
+    // over that read, and another node's not seen yet frees it when the record goes.
+    if (this.#ns.cachedInode(ino) === undefined) {
+      await this.#refreshing.get(ino)?.catch(() => {});
+    }
     return (await this.#ns.getInode(ino))?.nlink === 0;
   }
 

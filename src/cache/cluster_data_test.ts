@@ -71,7 +71,12 @@ async function setup(engine?: IoEngine) {
   // Each node's destroy closes its kv; the shared one is closed once at the end.
   // recordReads: the snapshots an unlink takes of an inode's open guard and records; reads and
   // writes: every transaction, by whether it writes anything (a compare-only one is a read).
-  const calls = { recordReads: 0, reads: 0, writes: 0 };
+  // readGate: while set, every read waits for it (a read held in flight).
+  const calls: { recordReads: number; reads: number; writes: number; readGate?: Promise<void> } = {
+    recordReads: 0,
+    reads: 0,
+    writes: 0,
+  };
   const shared: MetaKV = new Proxy(kv, {
     get: (target, p) => {
       if (p === "close") return () => Promise.resolve();
@@ -81,8 +86,10 @@ async function setup(engine?: IoEngine) {
           const ranges = (args[0].success ?? []).filter((op) => "range" in op);
           if (ranges.some((op) => startsWith(op.range.key, guard))) calls.recordReads++;
           const ops = [...(args[0].success ?? []), ...(args[0].failure ?? [])];
-          if (ops.every((op) => "range" in op)) calls.reads++;
-          else calls.writes++;
+          if (ops.every((op) => "range" in op)) {
+            calls.reads++;
+            if (calls.readGate) return calls.readGate.then(() => target.txn(...args));
+          } else calls.writes++;
           return target.txn(...args);
         };
       }
@@ -581,6 +588,47 @@ Deno.test({
       // The last name's unlink still frees it, on any node.
       await b.vfs.unlink(ctx, 1, name("object"));
       await until(async () => !(await exists(c.kv, keys.inode(ino))), "freed with its last name");
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster consistency: a close racing an open of the same file reads nothing: the open's read in flight answers it (git commit)",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const content = random(700);
+      const ino = await writeFile(a.vfs, "f", content);
+      const first = await openByName(a.vfs, "f", 0);
+      await a.vfs.read(ctx, ino, first.fh, 0, new Uint8Array(700));
+      const reads = c.calls.reads;
+      let open!: () => void;
+      c.calls.readGate = new Promise((resolve) => open = resolve);
+      // The second open's read of inode and chunk map is held in flight while the first handle
+      // closes (the kernel's RELEASE comes after the close returned, often after the next OPEN).
+      const second = a.vfs.open(ctx, ino, 0);
+      const closing = a.vfs.release(ino, first.fh, 0);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      c.calls.readGate = undefined;
+      open();
+      const { fh } = await second;
+      await closing;
+      assert.equal(c.calls.reads - reads, 1, "the open's one read, nothing for the close");
+      const out = new Uint8Array(700);
+      await a.vfs.read(ctx, ino, fh, 0, out);
+      assert.deepEqual(out, content);
+      await a.vfs.release(ino, fh, 0);
+      // A file unlinked while open is still freed by its last close.
+      const held = await openByName(a.vfs, "f", 0);
+      await b.vfs.unlink(ctx, 1, name("f"));
+      await a.vfs.release(ino, held.fh, 0);
+      await until(async () => !(await exists(c.kv, keys.inode(ino))), "freed at its last close");
     } finally {
       await c.cleanup();
     }

@@ -490,8 +490,10 @@ export class Namespace {
     retries: 0,
   };
   readonly #cache = new Map<string, CachedValue>();
-  /** Directories whose every entry is in the cache (see `markComplete`). */
-  readonly #completeDirs = new Set<number>();
+  /** Directories whose every entry is in the cache (see `markComplete`), each with the cache
+   * keys of its entries cached since (present or known absent), so its listing is the cache's
+   * (`listDir`): directory inode -> dentry key strings. */
+  readonly #completeDirs = new Map<number, Set<string>>();
   /** Directory listings (`listDir`), kept until an entry of the directory changes: this
    * namespace's own commit drops its directories' listings, and so does a watch event of another
    * writer's change (`watched`, which forgets the key), so a listing is exactly as fresh as a
@@ -759,8 +761,10 @@ export class Namespace {
     }
     // This namespace's own commit of a directory entry (a create, unlink, rename): the
     // directory's listing is stale.
-    if (entry.own && name.charCodeAt(PREFIX.length) === TAG_DENTRY) {
-      this.#dropListing(inoOfKeyString(name));
+    if (name.charCodeAt(PREFIX.length) === TAG_DENTRY) {
+      const parent = inoOfKeyString(name);
+      if (entry.own) this.#dropListing(parent);
+      this.#completeDirs.get(parent)?.add(name);
     }
     entry.cachedAt = ++this.#cacheSeq;
     // set() on a key already there replaces the value in place; a delete first would leave a hole
@@ -896,9 +900,9 @@ export class Namespace {
    * git, tar and builds look up many names in directories they just made.
    */
   markComplete(ino: number): void {
-    this.#completeDirs.add(ino);
+    this.#completeDirs.set(ino, new Set());
     if (this.#completeDirs.size > this.#cacheEntries) {
-      this.#completeDirs.delete(this.#completeDirs.values().next().value!);
+      this.#completeDirs.delete(this.#completeDirs.keys().next().value!);
     }
   }
 
@@ -956,6 +960,8 @@ export class Namespace {
   async listDir(parent: number): Promise<NamedDirent[]> {
     const kept = this.#listings.get(parent);
     if (kept) return kept.map((entry) => ({ ...entry }));
+    const cached = this.#cachedListing(parent);
+    if (cached) return cached;
     const changes = this.#listingChanges;
     const prefix = keys.dentries(parent);
     const out: NamedDirent[] = [];
@@ -975,6 +981,34 @@ export class Namespace {
       }
     }
     return out;
+  }
+
+  /**
+   * The listing of a complete directory (`markComplete`: made by this node's own commit, every
+   * entry since cached, no other writer's change seen by the watch) from the cache alone: no
+   * read of the store (a READDIRPLUS of an `objects/xx` directory git just made scanned it).
+   * Undefined when the directory is not complete.
+   */
+  #cachedListing(parent: number): NamedDirent[] | undefined {
+    const names = this.#completeDirs.get(parent);
+    if (!names) return undefined;
+    const present: string[] = [];
+    for (const name of names) {
+      const entry = this.#cache.get(name);
+      // Every entry of a complete directory is cached (cacheForget ends the completeness).
+      if (!entry) return undefined;
+      if (entry.value) present.push(name);
+    }
+    // One character per byte: the strings' order is the names' byte order.
+    present.sort((a, b) => a < b ? -1 : a > b ? 1 : 0);
+    const nameAt = PREFIX.length + 9;
+    return present.map((name) => {
+      const dirent = decodeDirent(this.#cache.get(name)!.value!) as NamedDirent;
+      const bytes = new Uint8Array(name.length - nameAt);
+      for (let i = 0; i < bytes.length; i++) bytes[i] = name.charCodeAt(nameAt + i);
+      dirent.name = bytes;
+      return dirent;
+    });
   }
 
   #dropListing(parent: number): void {

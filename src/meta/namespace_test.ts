@@ -407,6 +407,74 @@ Deno.test("a directory listing is kept until an entry of it changes: own commits
   }
 });
 
+Deno.test("a directory this node made and watched since is listed from the cache: no read of the store until another writer changes it", async () => {
+  const inner = await openEmbeddedKV(":memory:");
+  const counted = countingKv(inner);
+  const remote = new Proxy(counted.kv, {
+    get: (target, prop, receiver) =>
+      prop === "scan" ? undefined : Reflect.get(target, prop, receiver),
+  }) as MetaKV;
+  const list = async (ns: Namespace, dir: number) =>
+    (await ns.listDir(dir)).map((e) => `${new TextDecoder().decode(e.name)}=${e.ino}:${e.type}`);
+  try {
+    const ns = await Namespace.open(remote, { validateReads: true });
+    const other = await Namespace.open(inner);
+    const dir = await ns.allocIno();
+    const file = await ns.allocIno();
+    await ns.transact((tx) => {
+      tx.putDirent(ROOT_INO, name("d"), { ino: dir, type: 0o040000 });
+      tx.newDirectory(dir);
+      return Promise.resolve();
+    });
+    counted.reads = 0;
+    assert.deepEqual(await list(ns, dir), []);
+    // Own creates (names out of order, one past 0x7f), an unlink, a known-absent lookup.
+    await ns.transact((tx) => {
+      tx.putDirent(dir, name("tmp_b"), { ino: file, type: 0o100000 });
+      return Promise.resolve();
+    });
+    await ns.transact((tx) => {
+      tx.putDirent(dir, name("\u00e9"), { ino: file + 1, type: 0o100000 });
+      tx.putDirent(dir, name("a"), { ino: file + 2, type: 0o120000 });
+      return Promise.resolve();
+    });
+    await ns.transact((tx) => {
+      tx.deleteDirent(dir, name("tmp_b"));
+      return Promise.resolve();
+    });
+    assert.equal(await ns.getDirent(dir, name("nope")), undefined);
+    assert.deepEqual(await list(ns, dir), [
+      `a=${file + 2}:${0o120000}`,
+      `\u00e9=${file + 1}:${0o100000}`,
+    ]);
+    assert.equal(counted.reads, 3, "only the three commits: a listing read the store");
+    // The same listing through scanDir (what READDIRPLUS takes).
+    const seen: string[] = [];
+    await ns.scanDir(dir, (key, nameAt, dirent) => {
+      seen.push(`${new TextDecoder().decode(key.subarray(nameAt))}=${direntIno(dirent)}`);
+    });
+    assert.deepEqual(seen, [`a=${file + 2}`, `\u00e9=${file + 1}`]);
+    assert.equal(counted.reads, 3);
+
+    // Another writer's change ends the completeness once its watch event arrived: the store is
+    // read again, and shows it.
+    await other.transact((tx) => {
+      tx.putDirent(dir, name("c"), { ino: file + 3, type: 0o100000 });
+      return Promise.resolve();
+    });
+    assert.equal(ns.watched(keys.dentry(dir, name("c")), new Uint8Array([1])), false);
+    counted.reads = 0;
+    assert.deepEqual((await ns.listDir(dir)).map((e) => new TextDecoder().decode(e.name)), [
+      "a",
+      "c",
+      "\u00e9",
+    ]);
+    assert.equal(counted.reads, 1);
+  } finally {
+    await inner.close();
+  }
+});
+
 /** `inner` with its txn and range calls counted (`reads`); `after` sees each call's arguments once
  * it resolved (before the caller does). */
 Deno.test("scanDir on a store without scan (a cluster node's) visits the kept listing: an unchanged directory is read once", async () => {
