@@ -1022,7 +1022,13 @@ export class ClusterData {
       if (offset !== received || received + piece.length > ref.length) {
         throw new FsError("EIO", `chunk ${ino}/${index}: piece at ${offset}, expected ${received}`);
       }
-      for (let done = 0; done < piece.length;) {
+      // The whole chunk in one piece (the backend's buffer): its aligned head with O_DIRECT,
+      // then read back into the page cache by the kernel (DMA) for the reads that want it,
+      // instead of copied into fresh page-cache pages by this process.
+      const whole = offset === 0 && piece.length === ref.length;
+      let done = whole ? await this.#writeDirect(fd, piece, start) : 0;
+      if (done > 0) libc.willNeed(fd, start, done);
+      while (done < piece.length) {
         done += await this.#io.write(fd, piece.subarray(done), start + offset + done);
       }
       crc = crc32(piece, crc);
@@ -1086,7 +1092,7 @@ export class ClusterData {
 
   /**
    * The 4 KiB-aligned head of `bytes` written at `start` of the local file with O_DIRECT (a
-   * second fd on it, `/proc/self/fd/N`): from the buffer to the disk, no copy into fresh
+   * second fd on it, `/proc/PID/fd/N`): from the buffer to the disk, no copy into fresh
    * page-cache pages, which was most of an owner's CPU when it filled chunks from the backend
    * for a peer's first read (issue 13). Returns the bytes written (0: buffered instead, e.g.
    * a buffer not aligned, or a file system that refuses O_DIRECT, after which it is not tried).
