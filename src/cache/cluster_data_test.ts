@@ -1579,3 +1579,57 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "cluster data: an owner filling a chunk from the backend for a peer sends the fill's " +
+    "buffer and keeps the chunk (stored with O_DIRECT); later requests stream the stored bytes",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const content = random(2 * CHUNK_SIZE + 777);
+      await writeFile(a.vfs, "f", content);
+      const ino = (await a.vfs.lookup(ctx, 1, name("f"))).ino;
+      const map = decodeChunkMap((await c.kv.range({ key: keys.chunkMap(ino) })).kvs[0].value);
+      // A node that holds nothing of the file is the owner asked.
+      const o = await c.start("o");
+      const bodyBytes = async (
+        served: Uint8Array | {
+          length: number;
+          read: (into: Uint8Array, offset: number) => Promise<void>;
+          done(): void;
+        },
+      ) => {
+        if (served instanceof Uint8Array) return served.slice();
+        const out = new Uint8Array(served.length);
+        await served.read(out, 0);
+        served.done();
+        return out;
+      };
+      for (const index of [0, 1, 2]) {
+        const ref = map.get(index)!;
+        const expected = content.subarray(index * CHUNK_SIZE, index * CHUNK_SIZE + ref.length);
+        // Two peers at once: one fill from the backend, shared.
+        const [first, second] = await Promise.all([
+          o.data.serveChunk(ino, index, ref),
+          o.data.serveChunk(ino, index, ref),
+        ]);
+        assert.ok(
+          first instanceof Uint8Array,
+          `chunk ${index}: the filling request sends its buffer`,
+        );
+        assert.deepEqual(await bodyBytes(first), expected);
+        assert.deepEqual(await bodyBytes(second), expected);
+        // Kept: the next request streams it from the local file.
+        const later = await o.data.serveChunk(ino, index, ref);
+        assert.ok(!(later instanceof Uint8Array), `chunk ${index}: stored, then streamed`);
+        assert.deepEqual(await bodyBytes(later), expected);
+      }
+      assert.equal(c.backend.gets, 3, "each chunk read from the backend once");
+      assert.deepEqual(await readFile(o.vfs, "f"), content);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});

@@ -46,10 +46,20 @@ export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
 export const FALLOC_FL_ZERO_RANGE = 0x10;
 
-/** libc itself: only calls that cannot fail in a way skyfs reads (clock_gettime). */
+/** libc itself: only calls that cannot fail in a way skyfs reads (clock_gettime; posix_fadvise,
+ * which returns its error instead of setting errno, and is advice). */
 const symbols = {
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
+  posix_fadvise: { parameters: ["i32", "i64", "i64", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
+
+const POSIX_FADV_WILLNEED = 3;
+
+/** posix_fadvise(WILLNEED): the kernel starts reading the range into the page cache (DMA, no
+ * copy by this process) and returns. Advice: a failure is ignored. */
+export function willNeed(fd: number, offset: number, length: number): void {
+  lib().posix_fadvise(fd, BigInt(offset), BigInt(length), POSIX_FADV_WILLNEED);
+}
 
 let library: Deno.DynamicLibrary<typeof symbols> | undefined;
 
