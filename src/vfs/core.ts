@@ -219,6 +219,16 @@ export class OpTxn {
 /** Most inodes whose atime alone changed stored in one transaction by `persistAll`. */
 const ATIME_BATCH = 64;
 
+/** `at`, or one nanosecond after the record's ctime and mtime when it is not newer than both. */
+function justAfter(at: Timespec, record: InodeRecord): Timespec {
+  const notAfter = (a: Timespec, b: Timespec) =>
+    a.sec < b.sec || (a.sec === b.sec && a.nsec <= b.nsec);
+  const latest = notAfter(record.mtime, record.ctime) ? record.ctime : record.mtime;
+  if (notAfter(latest, at)) return at;
+  const nsec = latest.nsec + 1;
+  return nsec === 1_000_000_000 ? { sec: latest.sec + 1, nsec: 0 } : { sec: latest.sec, nsec };
+}
+
 /** Pending attributes that are an atime alone (a read under relatime, no write). */
 function atimeOnly(dirty: Dirty | undefined): boolean {
   return dirty !== undefined && dirty.atime !== undefined && dirty.size === undefined &&
@@ -348,9 +358,16 @@ export class VfsCore {
 
   /** A read seen through the backing fd: atime moves to its time if the rule says so. */
   #weighAccess(state: InodeState, record: InodeRecord): InodeRecord {
-    const at = state.accessedAt!;
+    const seen = state.accessedAt!;
     state.accessedAt = undefined;
-    if (!this.atimeDue(record, at)) return record;
+    if (!this.atimeDue(record, seen)) return record;
+    // The local file's atime is the kernel's clock (coarse: up to a tick behind), the ctime of a
+    // utime or chmod this daemon's (`now`): a read right after such a change could get an atime
+    // not newer than its ctime, and relatime would then move it again at the next read (the flaky
+    // POSIX case "reads move atime by the relatime rule"). The read was seen after the change (a
+    // change observes the local file first, `record`), so it is put just after it, as ext4's one
+    // clock puts it; a read seen later than the change's time keeps its own time.
+    const at = justAfter(seen, record);
     state.atimeChecked = true;
     this.markDirty(record.ino, { atime: at });
     return { ...record, atime: at };
