@@ -657,6 +657,16 @@ export class VfsCore {
     this.#closed = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
+    // Handles the kernel never released: at unmount it ends the requests still queued
+    // (fuse_abort_conn), RELEASE among them, and a RELEASE is sent after close(2) returned
+    // (asynchronously; a passthrough open sends no FLUSH either). What passthrough wrote to such
+    // a file (size, mtime) or a read moved (atime) is only in its local file: taken in here, as
+    // that RELEASE would have, so a clean unmount keeps it (src/vfs/README.md, "Unmount").
+    for (const [ino, state] of [...this.inodes]) {
+      if (state.handles === 0) continue;
+      this.observeLocal(ino);
+      if (state.accessedAt) await this.record(ino).catch(() => {});
+    }
     await this.persistAll();
     // A write-back of an inode no longer dirty may still be reading its local file.
     await Promise.allSettled(this.#publishing.values());
