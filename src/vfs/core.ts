@@ -219,14 +219,15 @@ export class OpTxn {
 /** Most inodes whose atime alone changed stored in one transaction by `persistAll`. */
 const ATIME_BATCH = 64;
 
-/** `at`, or one nanosecond after the record's ctime and mtime when it is not newer than both. */
-function justAfter(at: Timespec, record: InodeRecord): Timespec {
-  const notAfter = (a: Timespec, b: Timespec) =>
-    a.sec < b.sec || (a.sec === b.sec && a.nsec <= b.nsec);
-  const latest = notAfter(record.mtime, record.ctime) ? record.ctime : record.mtime;
-  if (notAfter(latest, at)) return at;
-  const nsec = latest.nsec + 1;
-  return nsec === 1_000_000_000 ? { sec: latest.sec + 1, nsec: 0 } : { sec: latest.sec, nsec };
+/**
+ * `at`, or one nanosecond after `ctime` when it is not newer: the time of a read or write made
+ * through the local file (the kernel's clock) that the vfs saw after a change it stamped with
+ * its own clock (`now`). Against ctime only: mtime and atime may be set to any time (utime).
+ */
+function justAfter(at: Timespec, ctime: Timespec): Timespec {
+  if (at.sec > ctime.sec || (at.sec === ctime.sec && at.nsec > ctime.nsec)) return at;
+  const nsec = ctime.nsec + 1;
+  return nsec === 1_000_000_000 ? { sec: ctime.sec + 1, nsec: 0 } : { sec: ctime.sec, nsec };
 }
 
 /** Pending attributes that are an atime alone (a read under relatime, no write). */
@@ -367,7 +368,7 @@ export class VfsCore {
     // POSIX case "reads move atime by the relatime rule"). The read was seen after the change (a
     // change observes the local file first, `record`), so it is put just after it, as ext4's one
     // clock puts it; a read seen later than the change's time keeps its own time.
-    const at = justAfter(seen, record);
+    const at = justAfter(seen, record.ctime);
     state.atimeChecked = true;
     this.markDirty(record.ino, { atime: at });
     return { ...record, atime: at };
@@ -420,7 +421,10 @@ export class VfsCore {
     if (!change) return seen?.st;
     const st = change.modified;
     if (st) {
-      const time = { sec: st.mtimeSec, nsec: st.mtimeNsec };
+      // A write right after a chmod or utime: after its ctime, never before (`justAfter`).
+      const ctime = this.inodes.get(ino)?.dirty?.ctime ?? this.ns.cachedInode(ino)?.ctime;
+      const seenAt = { sec: st.mtimeSec, nsec: st.mtimeNsec };
+      const time = ctime ? justAfter(seenAt, ctime) : seenAt;
       // Set-id bits are not dropped here: the writer is unknown (root keeps them), and the kernel
       // asks for the drop itself (an empty SETATTR under HANDLE_KILLPRIV_V2) before an
       // unprivileged passthrough write to a set-id file.

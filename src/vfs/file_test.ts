@@ -588,6 +588,26 @@ Deno.test("a read outside the vfs right after utime leaves an atime newer than c
   }, { now: ahead });
 });
 
+Deno.test("a write outside the vfs right after chmod moves ctime forward, never back", async () => {
+  // As above: the daemon's clock (chmod's ctime) a second ahead of the kernel's (the local
+  // file's mtime at a passthrough write).
+  const ahead = (): Timespec => {
+    const ms = Date.now() + 1000;
+    return { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1e6 };
+  };
+  await withVfs(async ({ vfs }) => {
+    const c = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    const ino = c.attr.ino;
+    const chmod = await vfs.setattr(root, ino, { mode: 0o600 });
+    libc.pwrite(c.backingFd!, n("outside"), 0);
+    const after = await vfs.getattr(root, ino);
+    assert.equal(after.size, 7);
+    assert.ok(later(after.ctime, chmod.ctime), "ctime moved forward");
+    assert.ok(!later(after.ctime, after.mtime) && !later(after.mtime, after.ctime));
+    await vfs.release(ino, c.fh, 0);
+  }, { now: ahead });
+});
+
 Deno.test("libc.statC: a direct stat of a C string path; the quiet errno gives undefined", async () => {
   await withVfs(({ dir }) => {
     const c = (path: string) => new TextEncoder().encode(path + "\0");
