@@ -219,6 +219,17 @@ export class OpTxn {
 /** Most inodes whose atime alone changed stored in one transaction by `persistAll`. */
 const ATIME_BATCH = 64;
 
+/**
+ * `at`, or one nanosecond after `ctime` when it is not newer: the time of a read or write made
+ * through the local file (the kernel's clock) that the vfs saw after a change it stamped with
+ * its own clock (`now`). Against ctime only: mtime and atime may be set to any time (utime).
+ */
+function justAfter(at: Timespec, ctime: Timespec): Timespec {
+  if (at.sec > ctime.sec || (at.sec === ctime.sec && at.nsec > ctime.nsec)) return at;
+  const nsec = ctime.nsec + 1;
+  return nsec === 1_000_000_000 ? { sec: ctime.sec + 1, nsec: 0 } : { sec: ctime.sec, nsec };
+}
+
 /** Pending attributes that are an atime alone (a read under relatime, no write). */
 function atimeOnly(dirty: Dirty | undefined): boolean {
   return dirty !== undefined && dirty.atime !== undefined && dirty.size === undefined &&
@@ -348,9 +359,16 @@ export class VfsCore {
 
   /** A read seen through the backing fd: atime moves to its time if the rule says so. */
   #weighAccess(state: InodeState, record: InodeRecord): InodeRecord {
-    const at = state.accessedAt!;
+    const seen = state.accessedAt!;
     state.accessedAt = undefined;
-    if (!this.atimeDue(record, at)) return record;
+    if (!this.atimeDue(record, seen)) return record;
+    // The local file's atime is the kernel's clock (coarse: up to a tick behind), the ctime of a
+    // utime or chmod this daemon's (`now`): a read right after such a change could get an atime
+    // not newer than its ctime, and relatime would then move it again at the next read (the flaky
+    // POSIX case "reads move atime by the relatime rule"). The read was seen after the change (a
+    // change observes the local file first, `record`), so it is put just after it, as ext4's one
+    // clock puts it; a read seen later than the change's time keeps its own time.
+    const at = justAfter(seen, record.ctime);
     state.atimeChecked = true;
     this.markDirty(record.ino, { atime: at });
     return { ...record, atime: at };
@@ -403,7 +421,10 @@ export class VfsCore {
     if (!change) return seen?.st;
     const st = change.modified;
     if (st) {
-      const time = { sec: st.mtimeSec, nsec: st.mtimeNsec };
+      // A write right after a chmod or utime: after its ctime, never before (`justAfter`).
+      const ctime = this.inodes.get(ino)?.dirty?.ctime ?? this.ns.cachedInode(ino)?.ctime;
+      const seenAt = { sec: st.mtimeSec, nsec: st.mtimeNsec };
+      const time = ctime ? justAfter(seenAt, ctime) : seenAt;
       // Set-id bits are not dropped here: the writer is unknown (root keeps them), and the kernel
       // asks for the drop itself (an empty SETATTR under HANDLE_KILLPRIV_V2) before an
       // unprivileged passthrough write to a set-id file.
@@ -640,6 +661,16 @@ export class VfsCore {
     this.#closed = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
+    // Handles the kernel never released: at unmount it ends the requests still queued
+    // (fuse_abort_conn), RELEASE among them, and a RELEASE is sent after close(2) returned
+    // (asynchronously; a passthrough open sends no FLUSH either). What passthrough wrote to such
+    // a file (size, mtime) or a read moved (atime) is only in its local file: taken in here, as
+    // that RELEASE would have, so a clean unmount keeps it (src/vfs/README.md, "Unmount").
+    for (const [ino, state] of [...this.inodes]) {
+      if (state.handles === 0) continue;
+      this.observeLocal(ino);
+      if (state.accessedAt) await this.record(ino).catch(() => {});
+    }
     await this.persistAll();
     // A write-back of an inode no longer dirty may still be reading its local file.
     await Promise.allSettled(this.#publishing.values());
