@@ -1415,9 +1415,14 @@ export class NsTxn {
     this.#write(keys.orphan(ino), undefined);
   }
 
-  /** Put the inode on the pending write-back list (vfs core.ts, "pending write-back"). */
-  addPending(ino: number): void {
-    this.#write(keys.pending(ino), new Uint8Array(0));
+  /**
+   * Put the inode on the pending write-back list (vfs core.ts, "pending write-back"). `stamp`: a
+   * value no earlier write of the key had, where a transaction that read the mark must see this
+   * write as a change even when it compares by value (a fast-path commit's modRevision is
+   * unknown); a new inode's mark, which nobody can have read, needs none.
+   */
+  addPending(ino: number, stamp?: Uint8Array): void {
+    this.#write(keys.pending(ino), stamp ?? new Uint8Array(0));
   }
 
   removePending(ino: number): void {

@@ -483,8 +483,13 @@ export class VfsCore {
   async markPending(ino: number): Promise<void> {
     const state = this.state(ino);
     state.markSeq = (state.markSeq ?? 0) + 1;
-    await this.txn((t) => Promise.resolve(t.tx.addPending(ino)));
+    await this.txn((t) => Promise.resolve(t.tx.addPending(ino, this.markStamp())));
     state.marked = true;
+  }
+
+  /** A value of a pending mark that no earlier mark had (`NsTxn.addPending`). */
+  markStamp(): Uint8Array {
+    return crypto.getRandomValues(new Uint8Array(8));
   }
 
   /** A transaction that puts the inode on the list is about to start (create, O_TRUNC open). */

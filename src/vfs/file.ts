@@ -221,7 +221,7 @@ async function truncateForOpen(
 ): Promise<InodeRecord> {
   if (mark) core.willMark(ino);
   const record = await core.txn(async (t) => {
-    if (mark) t.tx.addPending(ino);
+    if (mark) t.tx.addPending(ino, core.markStamp());
     const r = await t.inode(ino);
     r.size = 0;
     if (core.cluster) await core.cluster.truncateInTxn(t.tx, ino, 0);
