@@ -88,6 +88,9 @@ export type AtimeRule = "relatime" | "strictatime" | "noatime" | "readonly";
 
 const DAY_SECONDS = 24 * 3600;
 
+/** Inodes per transaction of the merged write-back (one node, `VfsCore.persistAll`). */
+const MERGED_WRITEBACK = 1024;
+
 /** Largest file size, as ext4 with 4 KiB blocks (16 TiB - 4 KiB); beyond it EFBIG. */
 export const MAX_FILE_SIZE = 2 ** 44 - 4096;
 /** Longest name in bytes (NAME_MAX). */
@@ -538,26 +541,6 @@ export class VfsCore {
     this.#armTimer();
   }
 
-  /** Take the inodes of `writerClosed` off the list, in transactions of up to 1024. */
-  async #unmarkDueNow(): Promise<void> {
-    while (this.#unmarkDue.size > 0) {
-      const batch = [...this.#unmarkDue].slice(0, 1024);
-      for (const ino of batch) this.#unmarkDue.delete(ino);
-      await this.txn(async (t) => {
-        for (const ino of batch) {
-          const state = this.inodes.get(ino);
-          if (!state?.marked || (state.writers ?? 0) > 0) continue;
-          // Writes through the backing fd not yet seen (a reader still holds the local file)
-          // are stored with it: one write-back for all.
-          const record = await t.getInode(ino);
-          if (record && state.dirty) t.putInode(record);
-          t.unmarkable.add(ino);
-        }
-      });
-      for (const ino of batch) this.dropStateIfIdle(ino);
-    }
-  }
-
   // --- attribute write-back ---
 
   /** Record attribute changes of a write-like operation in memory. */
@@ -640,13 +623,60 @@ export class VfsCore {
   /** Store every inode's pending attributes (and publish, in a cluster); the write-back timer
    * passes `timer`. */
   async persistAll(timer = false): Promise<void> {
+    if (!this.cluster) return await this.#persistMerged();
     for (const ino of [...this.#dirtyInodes]) {
       // A file a passthrough writer has open is published whole each time: at its close and
       // fsync, not by the timer (ClusterData.writingOutside).
       if (timer && this.cluster?.writingOutside(ino)) continue;
       await this.persist(ino);
     }
-    if (!this.cluster) await this.#unmarkDueNow();
+  }
+
+  /**
+   * One node: the pending attributes of every dirty inode, and the pending write-back marks
+   * that can go (`writerClosed`), stored in one transaction per `MERGED_WRITEBACK` inodes. A
+   * batch that fails (EDQUOT of one inode in a shrunk volume) is stored one inode at a time.
+   */
+  async #persistMerged(): Promise<void> {
+    const all = [...new Set([...this.#dirtyInodes, ...this.#unmarkDue])];
+    for (let i = 0; i < all.length; i += MERGED_WRITEBACK) {
+      const batch = all.slice(i, i + MERGED_WRITEBACK);
+      for (const ino of batch) {
+        this.#unmarkDue.delete(ino);
+        // A read through the backing fd is weighed by the atime rule first (as `persist`).
+        this.observeLocal(ino);
+        if (this.inodes.get(ino)?.accessedAt) await this.record(ino);
+      }
+      try {
+        await this.txn(async (t) => {
+          for (const ino of batch) {
+            const state = this.inodes.get(ino);
+            if (!state || (!state.dirty && !state.marked)) continue;
+            const record = await t.getInode(ino);
+            if (record && state.dirty) t.putInode(record);
+            if (state.marked) t.unmarkable.add(ino);
+          }
+        });
+      } catch (error) {
+        console.error(`skyfs: attribute write-back of ${batch.length} inodes: ${error}`);
+        for (const ino of batch) {
+          await this.persist(ino).catch((error) =>
+            console.error(`skyfs: attribute write-back of inode ${ino}: ${error}`)
+          );
+        }
+      }
+      for (const ino of batch) this.dropStateIfIdle(ino);
+    }
+  }
+
+  /** One node: the release of the inode's last handle (or last writer) may leave its pending
+   * attributes to the write-back timer (`#persistMerged`): its pending write-back mark keeps
+   * them safe from kill -9 meanwhile. Not for a file in a volume, whose stored size settles its
+   * quota claim. */
+  mayDeferWriteback(ino: number): boolean {
+    if (this.cluster) return false;
+    const state = this.inodes.get(ino);
+    return state?.marked === true && !state.volume && !state.accessedAt;
   }
 
   /**

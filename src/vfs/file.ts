@@ -442,8 +442,12 @@ export async function release(
   // Its passthrough writes are done: the publish below (or the other handles') covers them.
   if (handle.passthrough && canWrite(handle.flags)) core.cluster?.outsideClosed(ino);
   try {
-    // The last writer's write-back also takes the inode off the pending list (core.ts).
-    if (state.handles === 0 || (handle.writer && state.writers === 0)) await core.persist(ino);
+    // The last writer's write-back also takes the inode off the pending list (core.ts); on one
+    // node the write-back timer's merged transaction does both where the mark covers a crash.
+    if (state.handles === 0 || (handle.writer && state.writers === 0)) {
+      if (!core.mayDeferWriteback(ino)) await core.persist(ino);
+      else deferWriteback(core, ino);
+    }
   } finally {
     if (handle.hasData) await core.local.release(ino);
     if (state.handles === 0) core.volumes.closed(ino);
@@ -460,6 +464,14 @@ export async function release(
   core.dropStateIfIdle(ino);
 }
 
+/** The last close leaves the inode's pending attributes to the write-back timer: what passthrough
+ * wrote is taken in before the local fd goes, and relatime checks again as after a write-back
+ * (which rewrites the record, `OpTxn.putInode`). */
+function deferWriteback(core: VfsCore, ino: number): void {
+  core.observeLocal(ino);
+  core.state(ino).atimeChecked = false;
+}
+
 /**
  * `release` without waiting, on one node: true once done; false, with nothing done, where it
  * takes a wait (locks to drop, attributes to store, a purge, a close through the engine): call
@@ -471,9 +483,11 @@ export function releaseCached(core: VfsCore, ino: number, fh: number): boolean {
   const state = core.inodes.get(ino);
   if (handle?.kind !== "file" || handle.ino !== ino || !state || state.locks) return false;
   const last = state.handles === 1;
-  // The last handle stores what passthrough changed (`persist`): only when nothing did.
+  // The last handle stores what passthrough changed (`persist`): only when nothing did, or when
+  // the write-back timer may store it (`mayDeferWriteback`: the pending mark covers a crash).
   const st = last ? core.observeLocal(ino) : undefined;
-  if (last && (state.dirty || state.accessedAt)) return false;
+  if (last && (state.accessedAt || (state.dirty && !core.mayDeferWriteback(ino)))) return false;
+  if (last && state.dirty) state.atimeChecked = false; // as `deferWriteback` (observed above)
   if (last && state.lookups === 0) return false; // a purge may be due
   if (handle.hasData && !core.local.releaseSync(ino, st)) return false;
   core.removeHandle(fh);
