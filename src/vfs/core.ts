@@ -88,8 +88,9 @@ export type AtimeRule = "relatime" | "strictatime" | "noatime" | "readonly";
 
 const DAY_SECONDS = 24 * 3600;
 
-/** Inodes per transaction of the merged write-back (one node, `VfsCore.persistAll`). */
-const MERGED_WRITEBACK = 1024;
+/** Inodes per transaction of the merged write-back (one node, `VfsCore.persistAll`): the
+ * embedded store checks a transaction's keys for duplicates pairwise, so not more. */
+const MERGED_WRITEBACK = 16;
 
 /** Largest file size, as ext4 with 4 KiB blocks (16 TiB - 4 KiB); beyond it EFBIG. */
 export const MAX_FILE_SIZE = 2 ** 44 - 4096;

@@ -141,7 +141,7 @@ async function recover(core: VfsCore): Promise<RecoveryReport> {
 const ENOENT = 2;
 
 /** Pending write-backs stored per transaction at startup. */
-const PENDING_BATCH = 256;
+const PENDING_BATCH = 64;
 
 /**
  * Startup, one node: `ino` was on the pending write-back list, so its local file may be ahead of
