@@ -260,7 +260,10 @@ class Progress {
       const c = m.details?.daemon_cpu_us_per_op;
       const requests =
         (typeof r === "number" ? ` [${r === 0 ? "0" : formatValue(r, "")} req]` : "") +
-        (typeof c === "number" ? ` [${c.toFixed(0)} us cpu]` : "");
+        (typeof c === "number" ? ` [${c.toFixed(0)} us cpu]` : "") +
+        (typeof m.details?.store_cpu_us_per_op === "number"
+          ? ` [${m.details.store_cpu_us_per_op.toFixed(0)} us store]`
+          : "");
       return `${phase} ${formatValue(m.value!, m.unit)}${cost}${requests}`;
     });
     this.print(
@@ -622,6 +625,7 @@ async function main(): Promise<number> {
             storeCounters: target.storeCounters,
             fuseRequests: target.fuseRequests,
             daemonCpuSeconds: target.daemonCpuSeconds,
+            storeCpuSeconds: target.storeCpuSeconds,
           });
           measurements.push(...results);
           const seconds = (performance.now() - started) / 1000;

@@ -115,6 +115,8 @@ export interface MetaOptions {
   fuseRequests?: () => Promise<Record<string, number>>;
   /** A FUSE daemon's CPU seconds so far (all threads): read around each phase the same way. */
   daemonCpuSeconds?: () => number;
+  /** A cluster target's store processes' CPU seconds so far, summed: read around each phase. */
+  storeCpuSeconds?: () => number;
 }
 
 interface WorkerOutput {
@@ -163,14 +165,17 @@ async function runPausedWorker(
   let stdout = "";
   let before: StoreCounters | string | undefined;
   let fuseBefore: Record<string, number> | undefined;
-  const readCpu = (): number | undefined => {
+  const readClock = (clock: (() => number) | undefined): number | undefined => {
     try {
-      return options.daemonCpuSeconds?.();
+      return clock?.();
     } catch {
       return undefined; // the daemon is gone: its exit shows elsewhere
     }
   };
+  const readCpu = () => readClock(options.daemonCpuSeconds);
+  const readStoreCpu = () => readClock(options.storeCpuSeconds);
   let cpuBefore: number | undefined;
+  let storeCpuBefore: number | undefined;
   try {
     for await (const line of lines(child.stdout)) {
       stdout += line + "\n";
@@ -179,11 +184,13 @@ async function runPausedWorker(
         before = await read();
         fuseBefore = await readFuse();
         cpuBefore = readCpu();
+        storeCpuBefore = readStoreCpu();
         // A worker that died meanwhile shows in its exit code and stderr, not here.
         await stdin.write(new TextEncoder().encode("go\n")).catch(() => {});
       } else if (message.phase !== undefined) {
         const after = await read();
         const cpuAfter = readCpu();
+        const storeCpuAfter = readStoreCpu();
         const fuseAfter = await readFuse();
         const ops = message.ops ?? 0;
         const cost: Record<string, number | string> = typeof before === "string"
@@ -198,6 +205,9 @@ async function runPausedWorker(
         }
         if (cpuBefore !== undefined && cpuAfter !== undefined && ops > 0) {
           cost.daemon_cpu_us_per_op = (cpuAfter - cpuBefore) * 1e6 / ops;
+        }
+        if (storeCpuBefore !== undefined && storeCpuAfter !== undefined && ops > 0) {
+          cost.store_cpu_us_per_op = (storeCpuAfter - storeCpuBefore) * 1e6 / ops;
         }
         costs[message.phase] = cost;
       }
@@ -268,7 +278,8 @@ export async function runMeta(
   if (options.dropCaches) args.push("--drop-caches");
   try {
     await Deno.mkdir(workDir, { recursive: true });
-    const output = options.storeCounters || options.fuseRequests || options.daemonCpuSeconds
+    const output = options.storeCounters || options.fuseRequests || options.daemonCpuSeconds ||
+        options.storeCpuSeconds
       ? await runPausedWorker(options.binary, args, options)
       : await runWorker(options.binary, args, options);
     const measured = measurementsFromWorker(output.stdout, run, target, output.costs);

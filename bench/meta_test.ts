@@ -151,3 +151,50 @@ Deno.test("runMeta keeps the rates when the store counters cannot be read", asyn
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("runMeta with a store CPU clock alone gives each phase's mount and store CPU per op", async () => {
+  const binary = await buildMetaWorker();
+  const dir = await Deno.makeTempDir({ prefix: "skyfs-bench-meta-test-" });
+  // Fake clocks: the mount's moves 0.001 s and the store's 0.002 s per reading, so a phase of N
+  // operations (one reading before, one after) costs 1000/N and 2000/N us per operation.
+  let mount = 0;
+  let store = 0;
+  try {
+    const rows = await runMeta({ layout: "flat", workers: 1 }, "skyfs-cluster", {
+      binary,
+      dir,
+      files: 10,
+      fileBytes: 0,
+      dropCaches: false,
+      env: {},
+      timeoutMs: 60_000,
+      daemonCpuSeconds: () => (mount += 0.001),
+      storeCpuSeconds: () => (store += 0.002),
+    });
+    assert.equal(rows.length, expectedPhases("flat", false).length);
+    for (const m of rows) {
+      const ops = Number(m.details?.ops);
+      assert.ok(Math.abs(Number(m.details?.daemon_cpu_us_per_op) - 1000 / ops) < 1e-6, m.job);
+      assert.ok(Math.abs(Number(m.details?.store_cpu_us_per_op) - 2000 / ops) < 1e-6, m.job);
+    }
+    // A store process gone (the clock throws): the rows keep their rates, with no CPU figure.
+    const gone = await runMeta({ layout: "flat", workers: 1 }, "skyfs-cluster", {
+      binary,
+      dir,
+      files: 5,
+      fileBytes: 0,
+      dropCaches: false,
+      env: {},
+      timeoutMs: 60_000,
+      storeCpuSeconds: () => {
+        throw new Error("ENOENT /proc/1234/task");
+      },
+    });
+    for (const m of gone) {
+      assert.ok(m.value !== null && m.value > 0, `${m.job}: ${m.error}`);
+      assert.equal(m.details?.store_cpu_us_per_op, undefined);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

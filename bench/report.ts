@@ -94,11 +94,18 @@ function costColumns(run: RunResult, rows: Measurement[]): string[] {
   );
 }
 
+/** A CPU figure per operation (us) for a table cell: "" when absent. */
+function cpuCell(value: unknown): string {
+  return typeof value === "number" ? (value >= 100 ? value.toFixed(0) : value.toFixed(1)) : "";
+}
+
 /**
  * The cluster targets' side table of a metadata family: each row's rate, its ratio to single-node
- * skyfs in the same run, and what one file operation cost the metadata store (proposals and
- * fsyncs per operation, from details written by store_counters.ts `perOperation`). Empty when no
- * target of the family reported them.
+ * skyfs in the same run, what one file operation cost the metadata store (proposals and fsyncs
+ * per operation, from details written by store_counters.ts `perOperation`) and the CPU it cost
+ * the measured mount's daemon (`daemon_cpu_us_per_op`) and the store's processes summed
+ * (`store_cpu_us_per_op`: the three CURP replicas, or etcd). Empty when no target of the family
+ * reported them.
  */
 export function storeCostTable(run: RunResult, family: string, rows: Measurement[]): string {
   const columns = costColumns(run, rows);
@@ -109,6 +116,8 @@ export function storeCostTable(run: RunResult, family: string, rows: Measurement
     `÷ ${SINGLE_NODE_TARGET}`,
     "proposals/op",
     "fsyncs/op",
+    "mount CPU us/op",
+    "store CPU us/op",
   ]);
   const lines = [
     `| ${family}: cluster cost | ${header.join(" | ")} |`,
@@ -125,13 +134,15 @@ export function storeCostTable(run: RunResult, family: string, rows: Measurement
     const single = ofJob.find((m) => m.target === SINGLE_NODE_TARGET);
     const cells = columns.flatMap((column) => {
       const m = ofJob.find((x) => x.target === column);
-      if (!m) return ["", "", "", ""];
+      if (!m) return ["", "", "", "", "", ""];
       const ratio = ratioToBaseline(m, single);
       return [
         m.value === null ? "error" : formatValue(m.value, m.unit),
         ratio === null ? "" : formatRatio(ratio),
         perOp(m, "proposals_per_op"),
         perOp(m, "fsyncs_per_op"),
+        cpuCell(m.details?.daemon_cpu_us_per_op),
+        cpuCell(m.details?.store_cpu_us_per_op),
       ];
     });
     lines.push(`| ${job} | ${cells.join(" | ")} |`);
@@ -148,8 +159,11 @@ export function storeCostTable(run: RunResult, family: string, rows: Measurement
 export function fuseRequestTable(run: RunResult, family: string, rows: Measurement[]): string {
   const has = (name: string, key: string) =>
     rows.some((m) => m.target === name && typeof m.details?.[key] === "number");
+  // Cluster targets' mount CPU is in their cluster cost table, beside the store's.
+  const cluster = costColumns(run, rows);
   const columns = run.targets.map((t) => t.name).filter((name) =>
-    has(name, "fuse_requests_per_op") || has(name, "daemon_cpu_us_per_op")
+    !cluster.includes(name) &&
+    (has(name, "fuse_requests_per_op") || has(name, "daemon_cpu_us_per_op"))
   );
   if (columns.length === 0) return "";
   const jobs = [...new Set(rows.map((m) => m.job))];
@@ -186,6 +200,143 @@ export function fuseRequestTable(run: RunResult, family: string, rows: Measureme
   return lines.join("\n");
 }
 
+/** The phase of a metadata job: "meta-flat-stat-cold-w4" -> "stat-cold". */
+export function metaPhase(job: string): string {
+  return job.replace(/^meta-[a-z]+-/, "").replace(/-w\d+$/, "");
+}
+
+/** One condition of a goal: the row's ratio to `target` must be at least `atLeast`. */
+export interface GoalCondition {
+  target: string;
+  atLeast: number;
+}
+
+/**
+ * Issue 17's goal for a metadata row of single-node skyfs, by its phase: at or above bindfs
+ * everywhere; create and rename at 2x bindfs; stat, open+close and readdir also at 0.5x ext4.
+ */
+export function singleNodeGoal(job: string): { text: string; conditions: GoalCondition[] } {
+  const phase = metaPhase(job);
+  if (phase === "create" || phase === "rename") {
+    return { text: "≥ 2x bindfs", conditions: [{ target: "bindfs", atLeast: 2 }] };
+  }
+  if (["stat", "stat-cold", "open-close", "readdir"].includes(phase)) {
+    return {
+      text: "≥ bindfs, ≥ 0.5x ext4",
+      conditions: [{ target: "bindfs", atLeast: 1 }, { target: "ext4", atLeast: 0.5 }],
+    };
+  }
+  return { text: "≥ bindfs", conditions: [{ target: "bindfs", atLeast: 1 }] };
+}
+
+/** Issue 13's goal for a cluster row: 0.3x of single-node skyfs in the same run. */
+export const CLUSTER_GOAL = 0.3;
+
+/** Whether measured ratios meet their thresholds: "no" when one known ratio falls short, "?" when
+ * none does but one is unknown (a target not measured), else "yes". */
+export function goalMet(checks: readonly { ratio: number | null; atLeast: number }[]): string {
+  if (checks.some((c) => c.ratio !== null && c.ratio < c.atLeast)) return "no";
+  if (checks.some((c) => c.ratio === null)) return "?";
+  return "yes";
+}
+
+function ratioCell(ratio: number | null): string {
+  return ratio === null ? "" : formatRatio(ratio);
+}
+
+function requestsCell(value: unknown): string {
+  return typeof value === "number" ? (value === 0 ? "0" : formatValue(value, "")) : "";
+}
+
+/**
+ * Issue 17's goals for a metadata family, one row per job: the goal, skyfs's measured ratios to
+ * bindfs and ext4, met or not, and what stands in the way side by side: the CPU one operation
+ * cost the skyfs and bindfs daemons, and the FUSE requests skyfs answered for it. Generated from
+ * the run's measurements; empty when the family has no skyfs row (not a metadata family).
+ */
+export function singleNodeGoalTable(family: string, rows: Measurement[]): string {
+  if (!family.startsWith("meta-")) return "";
+  const jobs = [...new Set(rows.map((m) => m.job))].filter((job) =>
+    rows.some((m) => m.job === job && m.target === SINGLE_NODE_TARGET)
+  );
+  if (jobs.length === 0) return "";
+  const lines: string[] = [];
+  let met = 0;
+  for (const job of jobs) {
+    const ofJob = rows.filter((m) => m.job === job);
+    const find = (target: string) => ofJob.find((m) => m.target === target);
+    const skyfs = find(SINGLE_NODE_TARGET)!;
+    const goal = singleNodeGoal(job);
+    const ratio = (target: string) =>
+      skyfs.value === null ? null : ratioToBaseline(skyfs, find(target));
+    const verdict = goalMet(
+      goal.conditions.map((c) => ({ ratio: ratio(c.target), atLeast: c.atLeast })),
+    );
+    if (verdict === "yes") met++;
+    lines.push(
+      `| ${job} | ${goal.text} | ${ratioCell(ratio("bindfs"))} | ${ratioCell(ratio("ext4"))} | ` +
+        `${verdict} | ${cpuCell(skyfs.details?.daemon_cpu_us_per_op)} | ` +
+        `${cpuCell(find("bindfs")?.details?.daemon_cpu_us_per_op)} | ` +
+        `${requestsCell(skyfs.details?.fuse_requests_per_op)} |`,
+    );
+  }
+  return [
+    `Issue 17 in ${family}: ${SINGLE_NODE_TARGET} meets its goal in ${met} of ${jobs.length} rows.`,
+    "",
+    `| ${family}: issue 17 | goal | ÷ bindfs | ÷ ext4 | met | ${SINGLE_NODE_TARGET} CPU us/op | ` +
+    "bindfs CPU us/op | requests/op |",
+    "|---|---|--:|--:|---|--:|--:|--:|",
+    ...lines,
+  ].join("\n");
+}
+
+/**
+ * Issue 13's goals for a metadata family, one row per job and cluster target: the ratio to
+ * single-node skyfs, met or not (0.3x), and what stands in the way side by side: proposals and
+ * fsyncs per operation, the CPU one operation cost the cluster's mount and its store's processes,
+ * and single-node skyfs's daemon CPU for the same operation. Empty when no cluster target
+ * reported store costs.
+ */
+export function clusterGoalTable(run: RunResult, family: string, rows: Measurement[]): string {
+  const columns = costColumns(run, rows);
+  if (columns.length === 0) return "";
+  const jobs = [...new Set(rows.map((m) => m.job))];
+  const lines: string[] = [];
+  const met = new Map<string, number>(columns.map((c) => [c, 0]));
+  const perOp = (m: Measurement, key: string) =>
+    typeof m.details?.[key] === "number" ? requestsCell(m.details[key]) : "";
+  for (const job of jobs) {
+    const ofJob = rows.filter((m) => m.job === job);
+    const single = ofJob.find((m) => m.target === SINGLE_NODE_TARGET);
+    for (const column of columns) {
+      const m = ofJob.find((x) => x.target === column);
+      if (!m) continue;
+      const ratio = m.value === null ? null : ratioToBaseline(m, single);
+      const verdict = goalMet([{ ratio, atLeast: CLUSTER_GOAL }]);
+      if (verdict === "yes") met.set(column, met.get(column)! + 1);
+      lines.push(
+        `| ${job} | ${column} | ${ratioCell(ratio)} | ${verdict} | ` +
+          `${perOp(m, "proposals_per_op")} | ${perOp(m, "fsyncs_per_op")} | ` +
+          `${cpuCell(m.details?.daemon_cpu_us_per_op)} | ` +
+          `${cpuCell(m.details?.store_cpu_us_per_op)} | ` +
+          `${cpuCell(single?.details?.daemon_cpu_us_per_op)} |`,
+      );
+    }
+  }
+  const summary = columns.map((c) =>
+    `${c} in ${met.get(c)} of ${rows.filter((m) => m.target === c).length} rows`
+  ).join(", ");
+  return [
+    `Issue 13 in ${family} (goal: ${formatRatio(CLUSTER_GOAL)} of ${SINGLE_NODE_TARGET} or ` +
+    `better): met by ${summary}.`,
+    "",
+    `| ${family}: issue 13 | target | ÷ ${SINGLE_NODE_TARGET} | met | proposals/op | fsyncs/op | ` +
+    `mount CPU us/op | store CPU us/op | ${SINGLE_NODE_TARGET} CPU us/op |`,
+    "|---|---|--:|---|--:|--:|--:|--:|--:|",
+    ...lines,
+  ].join("\n");
+}
+
 /** What the cost tables mean and how many files each target's runs had, in one paragraph. */
 function costLegend(run: RunResult): string {
   const files = new Map<string, number>();
@@ -197,8 +348,12 @@ function costLegend(run: RunResult): string {
   );
   return "Cluster cost tables: proposals/op = log entries the CURP leader appended (etcd: " +
     "proposals committed) during the phase, per file operation; fsyncs/op = fdatasync/fsync " +
-    "calls of all replicas together (etcd: WAL fsyncs), per file operation. Both include the " +
-    "cluster's upkeep during the phase (both mounts' membership leases and watches); * = see " +
+    "calls of all replicas together (etcd: WAL fsyncs), per file operation; mount CPU us/op = " +
+    "CPU time of the measured mount's daemon, store CPU us/op = CPU time of the store's " +
+    "processes summed (the three CURP replicas, or etcd), both all threads from schedstat, per " +
+    `file operation, on a machine of ${run.machine.cpus} cores. All include the ` +
+    "cluster's upkeep during the phase (both mounts' membership leases and watches; a CURP " +
+    "lease renewal is a log entry, etcd renews without a proposal); * = see " +
     `notes. ÷ ${SINGLE_NODE_TARGET} = rate over single-node ${SINGLE_NODE_TARGET} in this run ` +
     "(issue 13's goal: 0.3x or better)." +
     (counts.length > 1 ? ` Files per metadata run: ${counts.join("; ")}.` : "");
@@ -256,6 +411,10 @@ export function markdownReport(
     }
     const requests = fuseRequestTable(run, family, rows);
     if (requests !== "") out.push(requests, "");
+    const singleGoals = singleNodeGoalTable(family, rows);
+    if (singleGoals !== "") out.push(singleGoals, "");
+    const clusterGoals = clusterGoalTable(run, family, rows);
+    if (clusterGoals !== "") out.push(clusterGoals, "");
     if (options.chartDir !== undefined) {
       out.push(`![${family}](${options.chartDir}/${family}.svg)`, "");
     }

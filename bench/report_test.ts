@@ -2,13 +2,19 @@ import assert from "node:assert/strict";
 import { formatRatio, formatValue } from "./format.ts";
 import type { Measurement, RunResult } from "./model.ts";
 import {
+  clusterGoalTable,
   endpointCostTable,
   familyTable,
+  fuseRequestTable,
+  goalMet,
   markdownReport,
+  metaPhase,
   notes,
   ratioToBaseline,
   replaceReadmeSection,
   shortLabels,
+  singleNodeGoal,
+  singleNodeGoalTable,
   storeCostTable,
 } from "./report.ts";
 
@@ -153,7 +159,12 @@ Deno.test("storeCostTable gives cluster rows their ratio to skyfs and store cost
   const rows: Measurement[] = [
     meta("ext4", 40000),
     meta("skyfs", 1000),
-    meta("skyfs-cluster", 300, { proposals_per_op: 1, fsyncs_per_op: 3.25 }),
+    meta("skyfs-cluster", 300, {
+      proposals_per_op: 1,
+      fsyncs_per_op: 3.25,
+      daemon_cpu_us_per_op: 1234.4,
+      store_cpu_us_per_op: 2871.6,
+    }),
     meta("skyfs-cluster-etcd", 50, {
       proposals_per_op: 0,
       fsyncs_per_op: 0.5,
@@ -171,11 +182,15 @@ Deno.test("storeCostTable gives cluster rows their ratio to skyfs and store cost
   assert.equal(
     lines[0],
     "| meta-flat: cluster cost | skyfs-cluster ops/s | ÷ skyfs | proposals/op | fsyncs/op | " +
-      "skyfs-cluster-etcd ops/s | ÷ skyfs | proposals/op | fsyncs/op |",
+      "mount CPU us/op | store CPU us/op | skyfs-cluster-etcd ops/s | ÷ skyfs | proposals/op | " +
+      "fsyncs/op | mount CPU us/op | store CPU us/op |",
   );
+  // The mount's and the store's CPU per operation beside the store's counters; etcd's row had
+  // no CPU figures (empty cells, not 0).
   assert.equal(
     lines[2],
-    "| meta-flat-create-w1 | 300 | 0.30x | 1.00 | 3.25 | 50.0 | 0.05x | 0* | 0.50* |",
+    "| meta-flat-create-w1 | 300 | 0.30x | 1.00 | 3.25 | 1234 | 2872 | 50.0 | 0.05x | 0* | 0.50* " +
+      "|  |  |",
   );
   // A family without store counters has no cost table.
   assert.equal(storeCostTable(result, "meta-flat", rows.slice(0, 2)), "");
@@ -205,4 +220,140 @@ Deno.test("endpointCostTable: skyfs against skyfs-http-off per job, geometric me
   assert.match(text, /^\| seq-read-1m-j1-warm \| 0\.97x \|$/m);
   assert.match(text, /^\| meta-flat-stat-w1 \| 0\.97x \|$/m);
   assert.equal(endpointCostTable(run([measurement("skyfs", 1)])), "");
+});
+
+function metaRow(
+  job: string,
+  target: string,
+  value: number | null,
+  details: Measurement["details"] = {},
+): Measurement {
+  return {
+    family: "meta-flat",
+    job,
+    target,
+    unit: "ops/s",
+    value,
+    higherIsBetter: true,
+    details,
+  };
+}
+
+Deno.test("goalMet: no when a known ratio falls short, ? when one is unknown, else yes", () => {
+  assert.equal(goalMet([{ ratio: 2, atLeast: 2 }, { ratio: 0.5, atLeast: 0.5 }]), "yes");
+  assert.equal(goalMet([{ ratio: 1.99, atLeast: 2 }]), "no");
+  assert.equal(goalMet([{ ratio: null, atLeast: 1 }, { ratio: 0.1, atLeast: 0.5 }]), "no");
+  assert.equal(goalMet([{ ratio: null, atLeast: 1 }, { ratio: 0.9, atLeast: 0.5 }]), "?");
+});
+
+Deno.test("singleNodeGoal: issue 17's goal by phase", () => {
+  assert.equal(metaPhase("meta-flat-stat-cold-w4"), "stat-cold");
+  assert.equal(metaPhase("meta-tree-open-close-w1"), "open-close");
+  assert.deepEqual(singleNodeGoal("meta-flat-create-w1").conditions, [
+    { target: "bindfs", atLeast: 2 },
+  ]);
+  assert.deepEqual(singleNodeGoal("meta-tree-rename-w4").conditions, [
+    { target: "bindfs", atLeast: 2 },
+  ]);
+  for (const phase of ["stat", "stat-cold", "open-close", "readdir"]) {
+    assert.deepEqual(singleNodeGoal(`meta-flat-${phase}-w1`).conditions, [
+      { target: "bindfs", atLeast: 1 },
+      { target: "ext4", atLeast: 0.5 },
+    ], phase);
+  }
+  assert.equal(singleNodeGoal("meta-tree-unlink-w1").text, "≥ bindfs");
+});
+
+Deno.test("singleNodeGoalTable: goal, measured ratios, met and the CPU and requests side by side", () => {
+  const rows = [
+    metaRow("meta-flat-create-w1", "ext4", 10000),
+    metaRow("meta-flat-create-w1", "skyfs", 4000, {
+      daemon_cpu_us_per_op: 500.2,
+      fuse_requests_per_op: 5,
+    }),
+    metaRow("meta-flat-create-w1", "bindfs", 2000, { daemon_cpu_us_per_op: 130 }),
+    metaRow("meta-flat-stat-w1", "ext4", 100000),
+    metaRow("meta-flat-stat-w1", "skyfs", 40000, { daemon_cpu_us_per_op: 52 }),
+    metaRow("meta-flat-stat-w1", "bindfs", 20000, { daemon_cpu_us_per_op: 24 }),
+    metaRow("meta-flat-unlink-w1", "skyfs", 3000),
+  ];
+  const lines = singleNodeGoalTable("meta-flat", rows).split("\n");
+  assert.equal(lines[0], "Issue 17 in meta-flat: skyfs meets its goal in 1 of 3 rows.");
+  assert.equal(
+    lines[2],
+    "| meta-flat: issue 17 | goal | ÷ bindfs | ÷ ext4 | met | skyfs CPU us/op | " +
+      "bindfs CPU us/op | requests/op |",
+  );
+  // create: 2x bindfs exactly meets "≥ 2x bindfs" (ext4 does not count for create).
+  assert.equal(
+    lines[4],
+    "| meta-flat-create-w1 | ≥ 2x bindfs | 2.00x | 0.40x | yes | 500 | 130 | 5.00 |",
+  );
+  // stat: 2x bindfs, but 0.4x ext4 < 0.5x.
+  assert.equal(
+    lines[5],
+    "| meta-flat-stat-w1 | ≥ bindfs, ≥ 0.5x ext4 | 2.00x | 0.40x | no | 52.0 | 24.0 |  |",
+  );
+  // unlink: bindfs not measured: unknown, not met.
+  assert.equal(lines[6], "| meta-flat-unlink-w1 | ≥ bindfs |  |  | ? |  |  |  |");
+  // Not a metadata family, or no skyfs row: no table.
+  assert.equal(singleNodeGoalTable("seq-read", [measurement("skyfs", 1)]), "");
+  assert.equal(singleNodeGoalTable("meta-flat", rows.filter((m) => m.target !== "skyfs")), "");
+});
+
+Deno.test("clusterGoalTable: each cluster row against 0.3x skyfs with proposals, fsyncs and CPU", () => {
+  const rows = [
+    metaRow("meta-flat-create-w1", "skyfs", 1000, { daemon_cpu_us_per_op: 450 }),
+    metaRow("meta-flat-create-w1", "skyfs-cluster", 200, {
+      proposals_per_op: 2,
+      fsyncs_per_op: 7,
+      daemon_cpu_us_per_op: 1200,
+      store_cpu_us_per_op: 2900,
+    }),
+    metaRow("meta-flat-create-w1", "skyfs-cluster-etcd", 300, {
+      proposals_per_op: 2,
+      fsyncs_per_op: 2,
+      daemon_cpu_us_per_op: 1100,
+      store_cpu_us_per_op: 800,
+    }),
+    metaRow("meta-flat-stat-w1", "skyfs", 10000),
+    metaRow("meta-flat-stat-w1", "skyfs-cluster", 2999, { proposals_per_op: 0, fsyncs_per_op: 0 }),
+    metaRow("meta-flat-stat-w1", "skyfs-cluster-etcd", null),
+  ];
+  const result: RunResult = {
+    ...run(rows),
+    targets: ["skyfs", "skyfs-cluster", "skyfs-cluster-etcd"].map((name) => ({
+      name,
+      state: "ok" as const,
+    })),
+  };
+  const lines = clusterGoalTable(result, "meta-flat", rows).split("\n");
+  assert.equal(
+    lines[0],
+    "Issue 13 in meta-flat (goal: 0.30x of skyfs or better): met by skyfs-cluster in 0 of 2 " +
+      "rows, skyfs-cluster-etcd in 1 of 2 rows.",
+  );
+  assert.equal(
+    lines[2],
+    "| meta-flat: issue 13 | target | ÷ skyfs | met | proposals/op | fsyncs/op | " +
+      "mount CPU us/op | store CPU us/op | skyfs CPU us/op |",
+  );
+  assert.equal(
+    lines[4],
+    "| meta-flat-create-w1 | skyfs-cluster | 0.20x | no | 2.00 | 7.00 | 1200 | 2900 | 450 |",
+  );
+  assert.equal(
+    lines[5],
+    "| meta-flat-create-w1 | skyfs-cluster-etcd | 0.30x | yes | 2.00 | 2.00 | 1100 | 800 | 450 |",
+  );
+  // 0.2999x is short of 0.3x, though it prints as 0.30x; a failed row is unknown.
+  assert.equal(lines[6], "| meta-flat-stat-w1 | skyfs-cluster | 0.30x | no | 0 | 0 |  |  |  |");
+  assert.equal(lines[7], "| meta-flat-stat-w1 | skyfs-cluster-etcd |  | ? |  |  |  |  |  |");
+  // The cluster mount's CPU is in the cluster tables, not in the daemon cost table.
+  assert.doesNotMatch(fuseRequestTable(result, "meta-flat", rows), /skyfs-cluster/);
+  const text = markdownReport(result);
+  assert.match(text, /^\| meta-flat: issue 13 \|/m);
+  assert.match(text, /store CPU us\/op = CPU time of the store's processes summed/);
+  // Without cluster targets: no table.
+  assert.equal(clusterGoalTable(result, "meta-flat", rows.filter((m) => m.target === "skyfs")), "");
 });

@@ -37,8 +37,12 @@ export interface ReadyTarget {
   /** The `skyfs` target: its FUSE requests answered so far per opcode (from /metrics), read
    * around each metadata phase to give the requests per file operation. */
   fuseRequests?: () => Promise<Record<string, number>>;
-  /** FUSE targets: CPU seconds the daemon process (all its threads) used so far. */
+  /** FUSE targets: CPU seconds the daemon process (all its threads) used so far; on a cluster
+   * target the measured mount's daemon. */
   daemonCpuSeconds?: () => number;
+  /** Cluster targets: CPU seconds the metadata store's processes used so far, summed (the CURP
+   * replicas, or etcd). */
+  storeCpuSeconds?: () => number;
   report: TargetReport;
   tearDown(): Promise<void>;
 }
@@ -95,13 +99,89 @@ export function displayCommand(command: string, args: string[]): string {
 /** Clock ticks per second of /proc's CPU times (USER_HZ, 100 on every Linux port in use). */
 const USER_HZ = 100;
 
-/** CPU seconds process `pid` used so far, all its threads (io_uring's io-wq workers included):
- * utime + stime of /proc/PID/stat. */
-export function processCpuSeconds(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+/** CPU seconds process `pid` used so far, all its threads (io_uring's io-wq workers included, and
+ * threads that have ended): utime + stime of /proc/PID/stat, in 10 ms ticks. */
+export function processCpuSeconds(pid: number, proc = "/proc"): number {
+  const stat = Deno.readTextFileSync(`${proc}/${pid}/stat`);
   // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / USER_HZ;
+}
+
+/** Run time in ns of each live thread of `pid` (first field of /proc/PID/task/TID/schedstat). */
+function threadRunTimes(pid: number, proc: string): Map<string, number> {
+  const times = new Map<string, number>();
+  for (const entry of Deno.readDirSync(`${proc}/${pid}/task`)) {
+    try {
+      const text = Deno.readTextFileSync(`${proc}/${pid}/task/${entry.name}/schedstat`);
+      times.set(entry.name, Number(text.split(" ")[0]));
+    } catch {
+      // The thread ended between the listing and the read: the next sample sees it gone.
+    }
+  }
+  return times;
+}
+
+/**
+ * CPU seconds a daemon used so far, all its threads, as a counter whose difference between two
+ * readings has nanosecond resolution: the sum of its threads' run times (schedstat) since the
+ * previous reading, a thread born in between counted whole. When a thread of the previous reading
+ * has ended (its run time is gone from /proc), that interval falls back to utime + stime of the
+ * whole process (10 ms ticks, but it keeps ended threads' time). With ticks alone a metadata phase
+ * of 60 ms showed bindfs's CPU as 0, 6 or 12 us per operation (issue 17, session 12).
+ */
+export class DaemonCpuClock {
+  #threads: Map<string, number> | undefined;
+  #ticks = 0;
+  #seconds = 0;
+  /** Readings whose interval had to fall back to ticks (a thread ended), for tests. */
+  coarseIntervals = 0;
+
+  constructor(readonly pid: number, readonly proc = "/proc") {}
+
+  /** CPU seconds so far (from the first reading's 0 + the process's ticks at that point). */
+  seconds(): number {
+    const threads = threadRunTimes(this.pid, this.proc);
+    const ticks = processCpuSeconds(this.pid, this.proc);
+    const previous = this.#threads;
+    if (previous === undefined) {
+      this.#seconds = ticks;
+    } else if ([...previous.keys()].every((tid) => threads.has(tid))) {
+      let ns = 0;
+      for (const [tid, time] of threads) ns += time - (previous.get(tid) ?? 0);
+      this.#seconds += ns / 1e9;
+    } else {
+      this.coarseIntervals++;
+      this.#seconds += Math.max(0, ticks - this.#ticks);
+    }
+    this.#threads = threads;
+    this.#ticks = ticks;
+    return this.#seconds;
+  }
+}
+
+/**
+ * CPU seconds a set of processes used so far, summed, one `DaemonCpuClock` per process: a cluster
+ * store's replicas. `pids` is asked at each reading; a process that is gone makes the reading
+ * throw (the phase then has no figure rather than a wrong one).
+ */
+export function summedCpuClock(pids: () => number[], proc = "/proc"): () => number {
+  const clocks = new Map<number, DaemonCpuClock>();
+  return () => {
+    let seconds = 0;
+    for (const pid of pids()) {
+      let clock = clocks.get(pid);
+      if (clock === undefined) clocks.set(pid, clock = new DaemonCpuClock(pid, proc));
+      seconds += clock.seconds();
+    }
+    return seconds;
+  };
+}
+
+/** A daemon's `daemonCpuSeconds`: one `DaemonCpuClock` per daemon process. */
+function cpuClock(pid: number): () => number {
+  const clock = new DaemonCpuClock(pid);
+  return () => clock.seconds();
 }
 
 /** A child process whose last output lines are kept for error messages. */
@@ -307,7 +387,7 @@ async function mountForeground(
   };
   await warmUpOrTearDown(mountpoint, tearDown, "failed to warm up");
   return {
-    daemonCpuSeconds: () => processCpuSeconds(daemon.child.pid),
+    daemonCpuSeconds: cpuClock(daemon.child.pid),
     name,
     dir: mountpoint,
     env: {},
@@ -458,7 +538,7 @@ async function mountSkyfs(
     dir: mountpoint,
     env,
     fuseRequests: scraper && metricsUrl ? () => readFuseRequests(metricsUrl) : undefined,
-    daemonCpuSeconds: () => processCpuSeconds(daemon.child.pid),
+    daemonCpuSeconds: cpuClock(daemon.child.pid),
     report: { name, state: "ok", command, dir: mountpoint },
     tearDown,
   };
@@ -567,11 +647,15 @@ async function setUpCluster(
   const storeCounters = meta === "etcd"
     ? () => readEtcdCounters(cluster.meta.slice("etcd://".length))
     : () => readCurpCounters(cluster.replicas, fetchStatus);
+  // The store's CPU: every replica (or etcd) process, summed; the mount's: the measured one's.
+  const storePids = cluster.storePids();
   return {
     name,
     dir: node.mountpoint,
     env: {},
     storeCounters,
+    daemonCpuSeconds: node.child ? cpuClock(node.child.pid) : undefined,
+    storeCpuSeconds: storePids.length > 0 ? summedCpuClock(() => cluster.storePids()) : undefined,
     report: { name, state: "ok", command, dir: node.mountpoint },
     tearDown,
   };

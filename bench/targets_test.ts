@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
 import {
   clusterTargetOptions,
+  DaemonCpuClock,
   isMounted,
   mountPoints,
+  processCpuSeconds,
   setUpTarget,
   skyfsTargetFlags,
+  summedCpuClock,
   TargetSkipped,
   tellingLine,
   unescapeMountPath,
@@ -151,3 +154,80 @@ function hasCommands(commands: string[]): boolean {
     })
   );
 }
+
+/** A fake /proc/PID: utime+stime in ticks and one schedstat per thread (run time in ns). */
+function writeFakeProc(
+  root: string,
+  pid: number,
+  ticks: [number, number],
+  threads: [string, number][],
+) {
+  Deno.removeSync(`${root}/${pid}`, { recursive: true });
+  Deno.mkdirSync(`${root}/${pid}/task`, { recursive: true });
+  // Fields after the command: state is field 3; utime and stime are fields 14 and 15.
+  const after = ["S", ...Array(10).fill("0"), String(ticks[0]), String(ticks[1]), "0", "0"];
+  Deno.writeTextFileSync(`${root}/${pid}/stat`, `${pid} (a daemon (x)) ${after.join(" ")}\n`);
+  for (const [tid, ns] of threads) {
+    Deno.mkdirSync(`${root}/${pid}/task/${tid}`);
+    Deno.writeTextFileSync(`${root}/${pid}/task/${tid}/schedstat`, `${ns} 0 0\n`);
+  }
+}
+
+Deno.test("DaemonCpuClock: nanosecond differences from the threads' schedstat, ticks when a thread ended", () => {
+  const root = Deno.makeTempDirSync();
+  try {
+    Deno.mkdirSync(`${root}/7`);
+    writeFakeProc(root, 7, [3, 2], [["7", 40_000_000], ["8", 10_000_000]]);
+    assert.equal(processCpuSeconds(7, root), 0.05);
+    const clock = new DaemonCpuClock(7, root);
+    const first = clock.seconds();
+    assert.equal(first, 0.05);
+    // 6 us more on one thread, a new thread with 1 us: ticks did not move, the clock does.
+    writeFakeProc(root, 7, [3, 2], [["7", 40_006_000], ["8", 10_000_000], ["9", 1_000]]);
+    const second = clock.seconds();
+    assert.ok(Math.abs((second - first) - 7e-6) < 1e-12, `${second - first}`);
+    // Thread 9 ended: its time is gone from the tasks, so the interval is read from the ticks.
+    writeFakeProc(root, 7, [4, 3], [["7", 40_007_000], ["8", 10_000_000]]);
+    const third = clock.seconds();
+    assert.ok(Math.abs((third - second) - 0.02) < 1e-12, `${third - second}`);
+    assert.equal(clock.coarseIntervals, 1);
+    // And back to nanoseconds once the set of threads is stable again.
+    writeFakeProc(root, 7, [4, 3], [["7", 40_009_000], ["8", 10_000_000]]);
+    assert.ok(Math.abs((clock.seconds() - third) - 2e-6) < 1e-12);
+  } finally {
+    Deno.removeSync(root, { recursive: true });
+  }
+});
+
+Deno.test("DaemonCpuClock reads a real process: this one's CPU moves under a busy loop", () => {
+  const clock = new DaemonCpuClock(Deno.pid);
+  const before = clock.seconds();
+  let x = 0;
+  for (let i = 0; i < 5_000_000; i++) x += i % 7;
+  assert.ok(x > 0);
+  assert.ok(clock.seconds() > before);
+});
+
+Deno.test("summedCpuClock: a store's processes summed, one clock each, new pids counted whole", () => {
+  const root = Deno.makeTempDirSync();
+  try {
+    Deno.mkdirSync(`${root}/11`);
+    Deno.mkdirSync(`${root}/12`);
+    writeFakeProc(root, 11, [1, 0], [["11", 10_000_000]]);
+    writeFakeProc(root, 12, [2, 0], [["12", 20_000_000]]);
+    const pids = [11, 12];
+    const clock = summedCpuClock(() => pids, root);
+    const first = clock();
+    assert.ok(Math.abs(first - 0.03) < 1e-12, `${first}`);
+    // 5 us on one replica, 7 us on the other: 12 us in all.
+    writeFakeProc(root, 11, [1, 0], [["11", 10_005_000]]);
+    writeFakeProc(root, 12, [2, 0], [["12", 20_007_000]]);
+    const second = clock();
+    assert.ok(Math.abs((second - first) - 12e-6) < 1e-12, `${second - first}`);
+    // A process that is gone makes the reading throw: the phase gets no figure.
+    pids.push(13);
+    assert.throws(() => clock());
+  } finally {
+    Deno.removeSync(root, { recursive: true });
+  }
+});

@@ -6,12 +6,16 @@
 #   tests-etcd bench (default: all).
 #   tests runs tests/ but for tests/cluster/ and tests/meta/, which tests-cluster runs (each step
 #   has its own time cap: as one step they did not finish within 900 s at load 7-9 on 2 cores).
-#   tests-uring runs the POSIX suites, the differential test, the crash test and the cluster tests
-#   of what a cluster node serves on FUSE over io_uring (SKYFS_TEST_FUSE_TRANSPORT=uring); it turns
-#   the kernel's switch on first (root), and fails, never skips, when the ring cannot be set up.
+#   tests-uring runs the POSIX suites, the differential test, the crash and kill points tests and
+#   the cluster tests of what a cluster node serves on FUSE over io_uring
+#   (SKYFS_TEST_FUSE_TRANSPORT=uring); it turns the kernel's switch on first (root), and fails,
+#   never skips, when the ring cannot be set up.
 #   tests-curp and tests-etcd run the POSIX suites and the differential test (40 runs) on a cluster
 #   node: three CURP replicas, or one etcd member, with a directory backend (SKYFS_TEST_META);
-#   tests-curp on FUSE over io_uring, tests-etcd on /dev/fuse.
+#   tests-curp on FUSE over io_uring, tests-etcd on /dev/fuse. tests-etcd also runs the cluster
+#   fault suites that take their store from SKYFS_TEST_META (tests/cluster: cluster, consistency,
+#   errors, locks; tests-cluster runs them on CURP) and etcd_failover_test.ts (the member killed -9
+#   and restarted under writers), on etcd.
 #   Every step runs even after an earlier one failed, so one run shows every failure; the exit code
 #   is non-zero when any step failed.
 #
@@ -168,7 +172,9 @@ for step in "${steps[@]}"; do
       ;;
     tests) run_tests_dir ;;
     tests-cluster)
-      mapfile -t cluster_files < <(find_deno_tests tests/cluster tests/meta)
+      # etcd_failover_test.ts runs in tests-etcd, with the etcd variants of the store suites.
+      mapfile -t cluster_files < <(find_deno_tests tests/cluster tests/meta |
+        grep -v -x tests/cluster/etcd_failover_test.ts)
       if [ "${#cluster_files[@]}" -gt 0 ]; then
         run_step tests-cluster deno-test env SKYFS_TEST_FUSE_TRANSPORT=dev deno test -A \
           "${cluster_files[@]}"
@@ -186,10 +192,10 @@ for step in "${steps[@]}"; do
       run_step tests-uring deno-test bash -c 'echo 1 > /sys/module/fuse/parameters/enable_uring &&
         exec env SKYFS_TEST_FUSE_TRANSPORT=uring SKYFS_FUSE_TRANSPORT=uring \
         SKYFS_TEST_TARGET=skyfs deno test -A tests/posix/ tests/differential_test.ts \
-        tests/crash_test.ts tests/cluster/cluster_test.ts tests/cluster/consistency_test.ts \
-        tests/cluster/kernel_cache_test.ts tests/cluster/locks_test.ts \
-        tests/cluster/passthrough_test.ts tests/cluster/inline_test.ts \
-        tests/cluster/listing_test.ts tests/meta/curp_mount_test.ts'
+        tests/crash_test.ts tests/kill_points_test.ts tests/cluster/cluster_test.ts \
+        tests/cluster/consistency_test.ts tests/cluster/kernel_cache_test.ts \
+        tests/cluster/locks_test.ts tests/cluster/passthrough_test.ts \
+        tests/cluster/inline_test.ts tests/cluster/listing_test.ts tests/meta/curp_mount_test.ts'
       ;;
     tests-curp | tests-etcd)
       # On CURP also the volume suite (tests/volumes/ runs in `tests` on one node): quotas, kill -9
@@ -202,6 +208,10 @@ for step in "${steps[@]}"; do
         transport=uring
         echo 1 >/sys/module/fuse/parameters/enable_uring || true # startMount fails if not taken
       fi
+      # On etcd also the cluster fault suites (their CURP runs are in tests-cluster).
+      [ "$step" = tests-etcd ] && extra=(tests/cluster/cluster_test.ts
+        tests/cluster/consistency_test.ts tests/cluster/errors_test.ts tests/cluster/locks_test.ts
+        tests/cluster/etcd_failover_test.ts)
       run_step "$step" deno-test env SKYFS_TEST_META="${step#tests-}" SKYFS_TEST_TARGET=skyfs \
         SKYFS_TEST_FUSE_TRANSPORT="$transport" SKYFS_FUSE_TRANSPORT="$transport" \
         SKYFS_DIFF_RUNS="${SKYFS_DIFF_RUNS:-40}" deno test -A tests/posix/ tests/differential_test.ts \

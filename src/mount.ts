@@ -215,7 +215,12 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   let node: ClusterNode | undefined;
   if (options.cluster) {
     try {
-      node = await ClusterNode.start(kv, dataDir.path, { ...options.cluster, log, io });
+      node = await ClusterNode.start(kv, dataDir.path, {
+        ...options.cluster,
+        log,
+        io,
+        traceWatch: options.traceMeta ? (line) => console.error(line) : undefined,
+      });
     } catch (error) {
       await kv.close();
       throw new UsageError(`Cannot join the cluster: ${(error as Error).message}`);

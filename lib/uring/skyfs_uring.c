@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -619,4 +620,30 @@ EXPORT int32_t skyfs_sys_pipe2(int32_t *fds, int32_t flags) { SYS_RESULT(pipe2(f
 
 EXPORT int32_t skyfs_sys_fcntl(int32_t fd, int32_t command, int32_t argument) {
   SYS_RESULT(fcntl(fd, command, argument));
+}
+
+/* Since ABI 9: /dev/fuse (src/fuse/session.ts) and the shim's socket (src/intercept/socket.ts). */
+
+EXPORT int64_t skyfs_sys_read(int32_t fd, void *buffer, uint64_t length) {
+  SYS_RESULT(read(fd, buffer, (size_t)length));
+}
+
+EXPORT int64_t skyfs_sys_write(int32_t fd, const void *buffer, uint64_t length) {
+  SYS_RESULT(write(fd, buffer, (size_t)length));
+}
+
+EXPORT int32_t skyfs_sys_ioctl(int32_t fd, uint64_t request, void *argument) {
+  SYS_RESULT(ioctl(fd, (unsigned long)request, argument));
+}
+
+EXPORT int32_t skyfs_sys_accept4(int32_t fd, void *address, uint32_t *length, int32_t flags) {
+  SYS_RESULT(accept4(fd, (struct sockaddr *)address, (socklen_t *)length, flags));
+}
+
+EXPORT int64_t skyfs_sys_recvmsg(int32_t fd, void *message, int32_t flags) {
+  SYS_RESULT(recvmsg(fd, (struct msghdr *)message, flags));
+}
+
+EXPORT int64_t skyfs_sys_sendmsg(int32_t fd, const void *message, int32_t flags) {
+  SYS_RESULT(sendmsg(fd, (const struct msghdr *)message, flags));
 }

@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#define SKYFS_URING_ABI_VERSION 8
+#define SKYFS_URING_ABI_VERSION 9
 
 /* Default of skyfs_uring_set_poll_ns. */
 #define SKYFS_URING_POLL_NS 20000
@@ -200,14 +200,16 @@ uint64_t skyfs_uring_eventfd_total(const struct skyfs_uring *ring);
 void skyfs_uring_close(struct skyfs_uring *ring);
 
 /*
- * Synchronous system calls for src/io/libc.ts and src/io/sockets.ts (since ABI 8). Each makes the
- * one libc call its name says and returns its result, or -errno on failure, read in the same C
- * call: errno is thread-local and the JS runtime makes system calls of its own on the same thread
- * (allocation, GC, other ops), so a second FFI call to read it could see another call's code. The
- * fsync calls run on Deno's blocking pool (`nonblocking`), whose errno the JS thread cannot read
- * at all. pread, pwrite and copy_file_range retry EINTR themselves; no other call retries
- * anything. Every one is safe from any thread (each is one libc call and touches no ring). Pointers are the caller's buffers; struct stat and struct statvfs are the x86_64
- * glibc layouts (144 and 112 bytes).
+ * Synchronous system calls for src/io/libc.ts and src/io/sockets.ts (since ABI 8), and for
+ * src/fuse/session.ts and src/intercept/socket.ts (since ABI 9). Each makes the one libc call its
+ * name says and returns its result, or -errno on failure, read in the same C call: errno is
+ * thread-local and the JS runtime makes system calls of its own on the same thread (allocation,
+ * GC, other ops), so a second FFI call to read it could see another call's code. The fsync calls
+ * run on Deno's blocking pool (`nonblocking`), whose errno the JS thread cannot read at all.
+ * pread, pwrite and copy_file_range retry EINTR themselves; no other call retries anything. Every
+ * one is safe from any thread (each is one libc call and touches no ring). Pointers are the
+ * caller's buffers; struct stat and struct statvfs are the x86_64 glibc layouts (144 and 112
+ * bytes).
  */
 int32_t skyfs_sys_open(const char *path, int32_t flags, uint32_t mode);
 int32_t skyfs_sys_close(int32_t fd);
@@ -245,5 +247,13 @@ int32_t skyfs_sys_shutdown(int32_t fd, int32_t how);
 int32_t skyfs_sys_pipe2(int32_t *fds, int32_t flags); /* int[2] */
 /* fcntl with an int argument (F_SETPIPE_SZ, F_GETPIPE_SZ, F_GETFL ...). */
 int32_t skyfs_sys_fcntl(int32_t fd, int32_t command, int32_t argument);
+/* Since ABI 9, for /dev/fuse (src/fuse/session.ts: read, write, the passthrough ioctls) and the
+ * shim's socket (src/intercept/socket.ts). None retries EINTR: the callers loop themselves. */
+int64_t skyfs_sys_read(int32_t fd, void *buffer, uint64_t length);
+int64_t skyfs_sys_write(int32_t fd, const void *buffer, uint64_t length);
+int32_t skyfs_sys_ioctl(int32_t fd, uint64_t request, void *argument);
+int32_t skyfs_sys_accept4(int32_t fd, void *address, uint32_t *length, int32_t flags);
+int64_t skyfs_sys_recvmsg(int32_t fd, void *message, int32_t flags); /* struct msghdr */
+int64_t skyfs_sys_sendmsg(int32_t fd, const void *message, int32_t flags);
 
 #endif

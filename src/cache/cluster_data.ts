@@ -12,14 +12,14 @@
  */
 
 import { crc32 } from "node:zlib";
-import { FsError } from "../fs_error.ts";
+import { Errno, FsError } from "../fs_error.ts";
 import type { IoEngine } from "../io/types.ts";
 import * as libc from "../io/libc.ts";
 import { decodeInode, keys, type Namespace, type NsTxn } from "../meta/namespace.ts";
 import type { LocalStore } from "./local.ts";
 import { type BackendStore, chunkObjectKey } from "./backend.ts";
 import { type CachedChunk, CacheIndex } from "./cache_index.ts";
-import { recycleBuffer, takeBuffer } from "./buffer_pool.ts";
+import { addressOf, DIRECT_ALIGN_BYTES, recycleBuffer, takeBuffer } from "./buffer_pool.ts";
 import { openGuardKey, openRecordKey, OpenRecords } from "./open_records.ts";
 import {
   CHUNK_SIZE,
@@ -97,6 +97,9 @@ export interface ChunkSourceRanges {
 
 /** A chunk read again from another open within this long is stored locally (readDirect). */
 export const ADMIT_WINDOW_MS = 10 * 60_000;
+/** Smaller stores go through the page cache (the aligned part of a chunk filled for a peer is
+ * written with O_DIRECT from this size on). */
+const DIRECT_STORE_MIN_BYTES = 64 << 10;
 /** Chunks whose peer reads readDirect remembers for admission. */
 const MAX_PEER_READS = 65_536;
 /** How far ahead of a sequential reader readDirect requests ranges, over all owners (each
@@ -352,6 +355,8 @@ export class ClusterData {
   readonly #serveFds = new Map<number, ServeFd>();
   readonly #inflight = new Map<string, Promise<void>>();
   readonly #readahead: number;
+  /** Chunks filled for a peer are stored with O_DIRECT until the file system refuses it. */
+  #directStore = true;
   readonly #uploadParallel: number;
   readonly #openLeaseSeconds: number | undefined;
   readonly #openLingerMs: number | undefined;
@@ -377,6 +382,8 @@ export class ClusterData {
   records!: OpenRecords;
   #seq = 0;
   #opens = 0;
+  /** `beforeOpen`'s reads in flight, by inode: a close racing the open waits for it (`closed`). */
+  readonly #refreshing = new Map<number, Promise<void>>();
   /**
    * Chunks read straight from their owner (readDirect) and by which open, most recent last:
    * a read of one from another open within ADMIT_WINDOW_MS stores it here (admission).
@@ -473,7 +480,13 @@ export class ClusterData {
   async beforeOpen(ino: number): Promise<void> {
     this.#ns.forgetKey(keys.inode(ino));
     this.#ns.forgetKey(keys.chunkMap(ino));
-    await this.#ns.fetch([keys.inode(ino), keys.chunkMap(ino)]);
+    const read = this.#ns.fetch([keys.inode(ino), keys.chunkMap(ino)]);
+    this.#refreshing.set(ino, read);
+    try {
+      await read;
+    } finally {
+      if (this.#refreshing.get(ino) === read) this.#refreshing.delete(ino);
+    }
   }
 
   /** A regular file was opened with local fd `fd`: load its current chunk map. */
@@ -569,7 +582,14 @@ export class ClusterData {
     if (state && state.dirty.size === 0) this.#files.delete(ino);
     if (!this.records.isHeld(ino)) return undefined;
     this.records.closeLater(ino);
-    // Cached unless another node changed it since this node's open (the watch forgets it).
+    // Cached unless another node changed it since this node's open (the watch forgets it), or an
+    // open of the same file racing this close dropped it to read it again (close-to-open): that
+    // read, in flight, answers this close too (git commit reopens files it just closed). What the
+    // close needs is only whether this node knows the inode unlinked: its own unlink is cached
+    // over that read, and another node's not seen yet frees it when the record goes.
+    if (this.#ns.cachedInode(ino) === undefined) {
+      await this.#refreshing.get(ino)?.catch(() => {});
+    }
     return (await this.#ns.getInode(ino))?.nlink === 0;
   }
 
@@ -667,6 +687,13 @@ export class ClusterData {
    * vfs then takes its size and mtime as the file's (VfsCore.observeLocal). */
   watchesOutside(ino: number): boolean {
     return this.#files.get(ino)?.outsideSince === true;
+  }
+
+  /** Whether `ino` may have data not published yet: dirty chunks, or a local file written
+   * outside the vfs (passthrough) since the last look. */
+  unpublished(ino: number): boolean {
+    const state = this.#files.get(ino);
+    return state !== undefined && (state.dirty.size > 0 || state.outsideSince === true);
   }
 
   /** Whether a passthrough writer of `ino` is open (the write-back timer leaves it alone: each
@@ -1010,7 +1037,13 @@ export class ClusterData {
       if (offset !== received || received + piece.length > ref.length) {
         throw new FsError("EIO", `chunk ${ino}/${index}: piece at ${offset}, expected ${received}`);
       }
-      for (let done = 0; done < piece.length;) {
+      // The whole chunk in one piece (the backend's buffer): its aligned head with O_DIRECT,
+      // then read back into the page cache by the kernel (DMA) for the reads that want it,
+      // instead of copied into fresh page-cache pages by this process.
+      const whole = offset === 0 && piece.length === ref.length;
+      let done = whole ? await this.#writeDirect(fd, piece, start) : 0;
+      if (done > 0) libc.willNeed(fd, start, done);
+      while (done < piece.length) {
         done += await this.#io.write(fd, piece.subarray(done), start + offset + done);
       }
       crc = crc32(piece, crc);
@@ -1047,11 +1080,18 @@ export class ClusterData {
    * for a full chunk is nothing: punching the whole chunk first made every fill allocate fresh
    * pages (measured 10 vs 18 GB/s for pwrite here).
    */
-  async #storeChunk(ino: number, fd: number, index: number, ref: ChunkRef, data: Uint8Array) {
+  async #storeChunk(
+    ino: number,
+    fd: number,
+    index: number,
+    ref: ChunkRef,
+    data: Uint8Array,
+    direct = false,
+  ) {
     const start = index * CHUNK_SIZE;
     this.index.delete(ino, index);
     const bytes = data.subarray(0, ref.length);
-    let done = 0;
+    let done = direct ? await this.#writeDirect(fd, bytes, start) : 0;
     while (done < bytes.length) {
       done += await this.#io.write(fd, bytes.subarray(done), start + done);
     }
@@ -1063,6 +1103,43 @@ export class ClusterData {
     this.index.set({ ino, index, version: ref.version, length: ref.length, crc });
     this.#verified.add(this.index.get(ino, index)!);
     this.stats.bytes = this.index.bytes;
+  }
+
+  /**
+   * The 4 KiB-aligned head of `bytes` written at `start` of the local file with O_DIRECT (a
+   * second fd on it, `/proc/PID/fd/N`): from the buffer to the disk, no copy into fresh
+   * page-cache pages, which was most of an owner's CPU when it filled chunks from the backend
+   * for a peer's first read (issue 13). Returns the bytes written (0: buffered instead, e.g.
+   * a buffer not aligned, or a file system that refuses O_DIRECT, after which it is not tried).
+   */
+  async #writeDirect(fd: number, bytes: Uint8Array, start: number): Promise<number> {
+    const aligned = bytes.length - bytes.length % DIRECT_ALIGN_BYTES;
+    if (!this.#directStore || aligned < DIRECT_STORE_MIN_BYTES) return 0;
+    if (addressOf(bytes) % DIRECT_ALIGN_BYTES !== 0) return 0;
+    let direct: number;
+    try {
+      direct = await this.#io.open(
+        `/proc/${Deno.pid}/fd/${fd}`,
+        libc.O_WRONLY | libc.O_DIRECT | libc.O_CLOEXEC,
+      );
+    } catch {
+      this.#directStore = false;
+      return 0;
+    }
+    let done = 0;
+    try {
+      while (done < aligned) {
+        done += await this.#io.write(direct, bytes.subarray(done, aligned), start + done);
+      }
+    } catch (error) {
+      // EINVAL: O_DIRECT refused at the first write (some file systems accept the open).
+      if (done > 0 || !(error instanceof FsError && error.errno === Errno.EINVAL)) throw error;
+      this.#directStore = false;
+      done = 0;
+    } finally {
+      await this.#io.close(direct).catch(() => {});
+    }
+    return done;
   }
 
   async #verifyLocal(fd: number, cached: { index: number; length: number; crc: number }) {
@@ -1604,17 +1681,23 @@ export class ClusterData {
       const local = await this.#readVerified(held.fd, ino, index, ref);
       if (local) return local;
       const key = `serve/${ino}/${index}`;
-      let pending = this.#inflight.get(key) as Promise<Uint8Array> | undefined;
-      if (!pending) {
-        pending = this.#serveFill(held.fd, ino, index, ref).finally(() =>
+      const shared = this.#inflight.get(key) as Promise<Uint8Array> | undefined;
+      if (!shared) {
+        // This request filled it: it sends the fill's buffer (written to the local file with
+        // O_DIRECT, so the file's pages are not in the page cache to splice from), which the
+        // transport recycles; nobody else holds it.
+        const pending = this.#serveFill(held.fd, ino, index, ref).finally(() =>
           this.#inflight.delete(key)
         );
         this.#inflight.set(key, pending as unknown as Promise<void>);
+        const data = await pending;
+        await this.#evict();
+        return data.subarray(0, ref.length);
       }
-      const data = await pending;
+      await shared;
       await this.#evict();
       // Stored here now (checked): sent from the local file like any cached chunk, without a
-      // copy. Not stored (dirty here meanwhile): each request sends its own copy of the bytes.
+      // copy. Not stored (dirty here meanwhile): the backend's copy, read for this request.
       const stored = this.index.get(ino, index);
       if (
         stored && stored.version === ref.version && stored.length === ref.length &&
@@ -1622,7 +1705,7 @@ export class ClusterData {
       ) {
         return this.#stream(await this.#acquireServeFd(ino), ino, index, stored);
       }
-      return data.slice();
+      return await this.fetchFromBackend(ino, index, ref);
     } finally {
       this.#releaseServeFd(held);
     }
@@ -1671,7 +1754,7 @@ export class ClusterData {
   async #serveFill(fd: number, ino: number, index: number, ref: ChunkRef) {
     const data = await this.fetchFromBackend(ino, index, ref);
     const state = this.#files.get(ino);
-    if (!state?.dirty.has(index)) await this.#storeChunk(ino, fd, index, ref, data);
+    if (!state?.dirty.has(index)) await this.#storeChunk(ino, fd, index, ref, data, true);
     return data;
   }
 
@@ -1776,13 +1859,22 @@ export class ClusterData {
   /** A metadata watch saw `key` change to `value` (undefined: deleted). True when that is this
    * node's own latest write of the key coming back (nothing for the kernel to drop). */
   forgetMetadata(key: Uint8Array, value?: Uint8Array): boolean {
+    const own = this.#ns?.watched(key, value) ?? false;
     // An inode whose open record outlives its last close here, unlinked (nlink 0) or deleted
     // elsewhere: the file is freed without waiting for the linger. Other changes keep it.
     if (key.length === 12 && key[3] === INODE_TAG) {
       const ino = inoOfKey(key);
       if (this.records?.isLingering(ino)) {
-        if (!value) this.records.releaseIfLingering(ino);
-        // Unlinked elsewhere: try to free it now. The deleting commit removes this node's record
+        // Deleted by this node's own commit, echoed before its reply (etcd sends the watch event
+        // first; CURP usually replies first): that commit deleted this node's record too
+        // (dropInTxn), and `deleted` forgets it once the reply is in. A release here was a
+        // second write per unlink: a txn whose compare fails (the inode is gone) and whose
+        // failure branch deletes the record already deleted (1.83-1.98 etcd proposals per
+        // unlink in the bench's cost tables). Had the commit not deleted the record, the
+        // linger's sweep still releases it.
+        if (!value) {
+          if (!own) this.records.releaseIfLingering(ino);
+        } // Unlinked elsewhere: try to free it now. The deleting commit removes this node's record
         // too (one transaction, not a release and then a purge); if another node still has it
         // open, the record simply goes after its linger.
         else if (decodeInode(ino, value).nlink === 0) {
@@ -1793,7 +1885,7 @@ export class ClusterData {
         }
       }
     }
-    return this.#ns?.watched(key, value) ?? false;
+    return own;
   }
 
   #freeOrphan(ino: number): void {

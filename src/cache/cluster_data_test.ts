@@ -19,7 +19,7 @@ import { listenPeers, TcpTransport } from "../cluster/transport.ts";
 import { peerThenBackend } from "../cluster/peer_source.ts";
 import { CHUNK_SIZE, decodeChunkMap } from "./chunk_map.ts";
 import { collectGarbage } from "./gc.ts";
-import { keys } from "../meta/namespace.ts";
+import { decodeInode, keys } from "../meta/namespace.ts";
 import { prefixEnd } from "../meta/kv.ts";
 import { errnoName, FsError } from "../fs_error.ts";
 import * as libc from "../io/libc.ts";
@@ -69,16 +69,27 @@ async function setup(engine?: IoEngine) {
   const dir = await Deno.makeTempDir({ prefix: "cluster-data-" });
   const kv = await openEmbeddedKV(`${dir}/meta.db`);
   // Each node's destroy closes its kv; the shared one is closed once at the end.
-  const calls = { recordReads: 0 };
+  // recordReads: the snapshots an unlink takes of an inode's open guard and records; reads and
+  // writes: every transaction, by whether it writes anything (a compare-only one is a read).
+  // readGate: while set, every read waits for it (a read held in flight).
+  const calls: { recordReads: number; reads: number; writes: number; readGate?: Promise<void> } = {
+    recordReads: 0,
+    reads: 0,
+    writes: 0,
+  };
   const shared: MetaKV = new Proxy(kv, {
     get: (target, p) => {
       if (p === "close") return () => Promise.resolve();
       if (p === "txn") {
         return (...args: Parameters<MetaKV["txn"]>) => {
-          // The snapshot an unlink takes of an inode's open guard and records.
           const guard = name("cl/openguard/");
           const ranges = (args[0].success ?? []).filter((op) => "range" in op);
           if (ranges.some((op) => startsWith(op.range.key, guard))) calls.recordReads++;
+          const ops = [...(args[0].success ?? []), ...(args[0].failure ?? [])];
+          if (ops.every((op) => "range" in op)) {
+            calls.reads++;
+            if (calls.readGate) return calls.readGate.then(() => target.txn(...args));
+          } else calls.writes++;
           return target.txn(...args);
         };
       }
@@ -540,6 +551,133 @@ Deno.test({
       assert.deepEqual(await readAll(b.vfs, ino2, fh, content.length), content);
       await b.vfs.release(ino2, fh, 0);
       await until(async () => !(await exists(c.kv, keys.inode(ino2))), "freed at B's close");
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster consistency: an unlink or rename over that leaves the file another name reads nothing after its commit (git's temporary object name)",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const content = random(2000);
+      // git: the object written under a temporary name, linked to its own, the temporary unlinked.
+      const ino = await writeFile(a.vfs, "tmp_obj", content);
+      await a.vfs.link(ctx, ino, 1, name("object"));
+      let reads = c.calls.reads;
+      let writes = c.calls.writes;
+      await a.vfs.unlink(ctx, 1, name("tmp_obj"));
+      assert.equal(c.calls.writes - writes, 1, "the unlink's own commit");
+      assert.equal(c.calls.reads - reads, 0, "no purge look after it: the inode keeps a name");
+      assert.deepEqual(await readFile(b.vfs, "object"), content);
+      // The same for a rename over one of two names of a file.
+      await a.vfs.link(ctx, ino, 1, name("second"));
+      await writeFile(a.vfs, "new", random(100));
+      reads = c.calls.reads;
+      writes = c.calls.writes;
+      await a.vfs.rename(ctx, 1, name("new"), 1, name("second"), 0);
+      assert.equal(c.calls.writes - writes, 1, "the rename's own commit");
+      assert.equal(c.calls.reads - reads, 0, "no purge look: the old file keeps a name");
+      assert.deepEqual(await readFile(b.vfs, "object"), content);
+      // The last name's unlink still frees it, on any node.
+      await b.vfs.unlink(ctx, 1, name("object"));
+      await until(async () => !(await exists(c.kv, keys.inode(ino))), "freed with its last name");
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster consistency: a close racing an open of the same file reads nothing: the open's read in flight answers it (git commit)",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const content = random(700);
+      const ino = await writeFile(a.vfs, "f", content);
+      const first = await openByName(a.vfs, "f", 0);
+      await a.vfs.read(ctx, ino, first.fh, 0, new Uint8Array(700));
+      const reads = c.calls.reads;
+      let open!: () => void;
+      c.calls.readGate = new Promise((resolve) => open = resolve);
+      // The second open's read of inode and chunk map is held in flight while the first handle
+      // closes (the kernel's RELEASE comes after the close returned, often after the next OPEN).
+      const second = a.vfs.open(ctx, ino, 0);
+      const closing = a.vfs.release(ino, first.fh, 0);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      c.calls.readGate = undefined;
+      open();
+      const { fh } = await second;
+      await closing;
+      assert.equal(c.calls.reads - reads, 1, "the open's one read, nothing for the close");
+      const out = new Uint8Array(700);
+      await a.vfs.read(ctx, ino, fh, 0, out);
+      assert.deepEqual(out, content);
+      await a.vfs.release(ino, fh, 0);
+      // A file unlinked while open is still freed by its last close.
+      const held = await openByName(a.vfs, "f", 0);
+      await b.vfs.unlink(ctx, 1, name("f"));
+      await a.vfs.release(ino, held.fh, 0);
+      await until(async () => !(await exists(c.kv, keys.inode(ino))), "freed at its last close");
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster data: a close after reads only leaves the atime to the write-back timer, which stores many inodes' atimes in one transaction; fsync stores it at once",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a", undefined, {}, 300);
+      const b = await c.start("b");
+      const files = ["r0", "r1", "r2", "r3"];
+      const inos: number[] = [];
+      for (const file of files) inos.push(await writeFile(a.vfs, file, random(500)));
+      const storedAtime = async (ino: number) => {
+        const value = (await c.kv.range({ key: keys.inode(ino) })).kvs[0].value;
+        return decodeInode(ino, value).atime;
+      };
+      const before = await Promise.all(inos.map(storedAtime));
+      // Written after its atime (relatime): each file's first read moves atime.
+      const writes = c.calls.writes;
+      for (const file of files) {
+        const { ino, fh } = await openByName(a.vfs, file, 0);
+        await a.vfs.read(ctx, ino, fh, 0, new Uint8Array(500));
+        await a.vfs.flush(ctx, ino, fh, 0n);
+        await a.vfs.release(ino, fh, 0);
+      }
+      assert.equal(c.calls.writes - writes, 0, "no transaction at the reads' closes");
+      const seen = (await a.vfs.getattr(ctx, inos[0])).atime;
+      assert.ok(seen.sec * 1e9 + seen.nsec > before[0].sec * 1e9 + before[0].nsec, "atime moved");
+      await until(async () => {
+        const now = await Promise.all(inos.map(storedAtime));
+        return now.every((t, i) => t.sec !== before[i].sec || t.nsec !== before[i].nsec);
+      }, "the timer stored every atime");
+      assert.equal(c.calls.writes - writes, 1, "one transaction for the four atimes");
+      assert.deepEqual(await storedAtime(inos[0]), seen);
+      // fsync stores a pending atime at once.
+      const fresh = await writeFile(a.vfs, "f", random(300));
+      const { fh } = await openByName(a.vfs, "f", 0);
+      await a.vfs.read(ctx, fresh, fh, 0, new Uint8Array(300));
+      await a.vfs.fsync(fresh, fh, false);
+      assert.deepEqual(await storedAtime(fresh), (await a.vfs.getattr(ctx, fresh)).atime);
+      await a.vfs.release(fresh, fh, 0);
+      // Another node sees the stored atime.
+      assert.deepEqual((await b.vfs.getattr(ctx, inos[1])).atime, await storedAtime(inos[1]));
     } finally {
       await c.cleanup();
     }
@@ -1436,6 +1574,60 @@ Deno.test({
       const created = await a.vfs.create(ctx, 1, name("p"), 0o644, 0, libc.O_WRONLY);
       assert.equal(created.backingFd, undefined);
       await a.vfs.release(created.attr.ino, created.fh, 0);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster data: an owner filling a chunk from the backend for a peer sends the fill's " +
+    "buffer and keeps the chunk (stored with O_DIRECT); later requests stream the stored bytes",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const content = random(2 * CHUNK_SIZE + 777);
+      await writeFile(a.vfs, "f", content);
+      const ino = (await a.vfs.lookup(ctx, 1, name("f"))).ino;
+      const map = decodeChunkMap((await c.kv.range({ key: keys.chunkMap(ino) })).kvs[0].value);
+      // A node that holds nothing of the file is the owner asked.
+      const o = await c.start("o");
+      const bodyBytes = async (
+        served: Uint8Array | {
+          length: number;
+          read: (into: Uint8Array, offset: number) => Promise<void>;
+          done(): void;
+        },
+      ) => {
+        if (served instanceof Uint8Array) return served.slice();
+        const out = new Uint8Array(served.length);
+        await served.read(out, 0);
+        served.done();
+        return out;
+      };
+      for (const index of [0, 1, 2]) {
+        const ref = map.get(index)!;
+        const expected = content.subarray(index * CHUNK_SIZE, index * CHUNK_SIZE + ref.length);
+        // Two peers at once: one fill from the backend, shared.
+        const [first, second] = await Promise.all([
+          o.data.serveChunk(ino, index, ref),
+          o.data.serveChunk(ino, index, ref),
+        ]);
+        assert.ok(
+          first instanceof Uint8Array,
+          `chunk ${index}: the filling request sends its buffer`,
+        );
+        assert.deepEqual(await bodyBytes(first), expected);
+        assert.deepEqual(await bodyBytes(second), expected);
+        // Kept: the next request streams it from the local file.
+        const later = await o.data.serveChunk(ino, index, ref);
+        assert.ok(!(later instanceof Uint8Array), `chunk ${index}: stored, then streamed`);
+        assert.deepEqual(await bodyBytes(later), expected);
+      }
+      assert.equal(c.backend.gets, 3, "each chunk read from the backend once");
+      assert.deepEqual(await readFile(o.vfs, "f"), content);
     } finally {
       await c.cleanup();
     }

@@ -161,7 +161,10 @@ export class LocalCluster {
   #links: { child: Deno.ChildProcess; control: string } | undefined;
   nodeEnv: Record<string, string> = {};
   readonly #net: LocalNet | undefined;
-  readonly #etcd: Deno.ChildProcess | undefined;
+  /** The one etcd member (`meta: "etcd"` without zones): its process and its flags, kept for
+   * a restart on the same data dir and ports (`startEtcd`). */
+  #etcd: Deno.ChildProcess | undefined;
+  #etcdArgs: string[] = [];
   readonly #log: string;
 
   private constructor(
@@ -420,20 +423,41 @@ export class LocalCluster {
   static async #startEtcd(dir: string): Promise<LocalCluster> {
     const client = `127.0.0.1:${freePort()}`;
     const peer = `127.0.0.1:${freePort()}`;
-    const etcd = new Deno.Command("/usr/bin/etcd", {
-      args: [
-        "--name=m",
-        `--data-dir=${join(dir, "etcd")}`,
-        `--listen-client-urls=http://${client}`,
-        `--advertise-client-urls=http://${client}`,
-        `--listen-peer-urls=http://${peer}`,
-        `--initial-advertise-peer-urls=http://${peer}`,
-        `--initial-cluster=m=http://${peer}`,
-      ],
+    const cluster = new LocalCluster(dir, `etcd://${client}`, [], undefined);
+    cluster.#etcdArgs = [
+      "--name=m",
+      `--data-dir=${join(dir, "etcd")}`,
+      `--listen-client-urls=http://${client}`,
+      `--advertise-client-urls=http://${client}`,
+      `--listen-peer-urls=http://${peer}`,
+      `--initial-advertise-peer-urls=http://${peer}`,
+      `--initial-cluster=m=http://${peer}`,
+    ];
+    try {
+      await cluster.startEtcd();
+    } catch (error) {
+      await cluster.stop({ keep: true }).catch(() => {});
+      throw error;
+    }
+    return cluster;
+  }
+
+  /** The etcd member's client address (a cluster of one member). */
+  get etcdClient(): string {
+    if (this.#etcdArgs.length === 0) throw new RangeError("not a one-member etcd cluster");
+    return this.meta.slice("etcd://".length);
+  }
+
+  /** Start (or restart, on its data dir and ports) the one etcd member; waits until it answers.
+   * Its stderr is not kept (etcd logs a JSON line per event). */
+  async startEtcd(): Promise<void> {
+    if (this.#etcdArgs.length === 0) throw new RangeError("not a one-member etcd cluster");
+    this.#etcd = new Deno.Command("/usr/bin/etcd", {
+      args: this.#etcdArgs,
       stdout: "null",
       stderr: "null",
     }).spawn();
-    const cluster = new LocalCluster(dir, `etcd://${client}`, [], etcd);
+    const client = this.etcdClient;
     await waitFor(
       async () => {
         const out = await new Deno.Command("/usr/bin/etcdctl", {
@@ -447,7 +471,13 @@ export class LocalCluster {
       20_000,
       `etcd on ${client}`,
     );
-    return cluster;
+  }
+
+  /** kill -9 of the one etcd member (no shutdown path runs). */
+  async killEtcd(): Promise<void> {
+    signal(this.#etcd, "SIGKILL");
+    await this.#etcd?.status;
+    this.#etcd = undefined;
   }
 
   /** Start the links process (`_links_main.ts`): proxies and HTTP servers live there. */
@@ -546,6 +576,16 @@ export class LocalCluster {
     const own = this.replicas.filter((r) => r.zone === zone);
     const others = this.replicas.filter((r) => r.zone !== zone);
     return `curp://${[...own, ...others].map((r) => this.replicaAddressFrom(r, zone)).join(",")}`;
+  }
+
+  /** Process ids of the metadata store's running processes: the CURP replicas, or etcd (every
+   * member across zones). The bench reads their CPU per phase (bench/targets.ts). */
+  storePids(): number[] {
+    return [
+      ...this.replicas.map((r) => r.child?.pid),
+      this.#etcd?.pid,
+      ...this.etcdMembers.map((m) => m.child.pid),
+    ].filter((pid): pid is number => pid !== undefined);
   }
 
   /** The backend directory of a zone of a cluster started with `zones`. */
@@ -755,6 +795,7 @@ export class LocalCluster {
         replica.child = undefined;
       }));
       await terminate(this.#etcd);
+      this.#etcd = undefined;
       await Promise.all(this.etcdMembers.map((m) => terminate(m.child)));
       await terminate(this.#links?.child);
       this.#links = undefined;

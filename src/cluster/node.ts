@@ -61,6 +61,9 @@ export interface ClusterNodeOptions {
   /** How the io_uring peer server sends a cached chunk (config peer.send). Default splice. */
   peerSend?: PeerSendMode;
   log?: (line: string) => void;
+  /** One line per watch event that is not this node's own change coming back, and per epoch
+   * bump (`SKYFS_DEBUG=meta`: `skyfs: watch @T other KEY`, `skyfs: watch @T epoch`). */
+  traceWatch?: (line: string) => void;
   /** The process's I/O engine: a directory backend's objects are read and written through it. */
   io?: IoEngine;
 }
@@ -83,6 +86,7 @@ export class ClusterNode {
   readonly #server: { address: string; close: () => void };
   readonly #kv: MetaKV;
   #watcher: { cancel(): void } | undefined;
+  #traceWatch: ((line: string) => void) | undefined;
   #gcTimer: ReturnType<typeof setInterval> | undefined;
   readonly #orphanTimers = new Set<ReturnType<typeof setTimeout>>();
 
@@ -203,6 +207,7 @@ export class ClusterNode {
     });
     const node = new ClusterNode(kv, data, backend, server, transport, membership, replication);
     node.zoneBackends = zoneBackends;
+    node.#traceWatch = options.traceWatch;
     membership.self.stats = undefined;
     await membership.start();
     node.#watch();
@@ -243,6 +248,7 @@ export class ClusterNode {
           );
           // This node's own change coming back: its kernel learned of it from the request.
           if (own) continue;
+          this.#traceWatch?.(`skyfs: watch @${performance.now().toFixed(3)} other ${keyText(key)}`);
           if (isDentryKey(key)) entries = true;
           const ino = inodeOfKey(key);
           if (ino === undefined) continue;
@@ -256,6 +262,7 @@ export class ClusterNode {
         // lock, which can wedge a daemon killed meanwhile, src/cluster/README.md): one epoch
         // bump per batch makes the kernel look every cached name up again.
         if (entries) {
+          this.#traceWatch?.(`skyfs: watch @${performance.now().toFixed(3)} epoch`);
           try {
             this.onEntriesChanged();
           } catch (error) {
@@ -329,4 +336,14 @@ async function stableNodeId(dataDir: string): Promise<string> {
     await Deno.writeTextFile(path, `${id}\n`);
     return id;
   }
+}
+
+/** Printable key for the trace: `fs/` keys as tag, inode number and the rest (a name) as text. */
+function keyText(key: Uint8Array): string {
+  const text = (bytes: Uint8Array) =>
+    String.fromCharCode(...[...bytes].map((b) => b >= 0x20 && b < 0x7f ? b : 0x2e));
+  if (key.length < 12) return text(key);
+  let ino = 0;
+  for (let i = 4; i < 12; i++) ino = ino * 256 + key[i];
+  return `${text(key.subarray(0, 4))}${ino}${key.length > 12 ? "/" + text(key.subarray(12)) : ""}`;
 }

@@ -25,6 +25,7 @@ import {
   parseHeader,
 } from "./peer_wire.ts";
 import {
+  type ChunkBody,
   type ChunkServer,
   type ChunkSink,
   listenPeers,
@@ -148,7 +149,31 @@ async function sendAll(io: UringEngine, fd: number, bytes: Uint8Array, flags = 0
   }
 }
 
-/** Answers one connection's requests in order until it closes or sends a malformed frame. */
+/** A request read from a connection, its serve started. */
+interface Received {
+  requestId: number;
+  range?: GetRange;
+  request: GetChunk;
+  reply: Promise<Uint8Array | ChunkBody>;
+}
+
+/** Lets go of a reply that will not be sent (its buffer back to the pool, its fd released). */
+async function release(received: Received): Promise<void> {
+  try {
+    const reply = await received.reply;
+    if (reply instanceof Uint8Array) recycleBuffer(reply);
+    else reply.done();
+  } catch {
+    // nothing held
+  }
+}
+
+/**
+ * Answers one connection's requests in order until it closes or sends a malformed frame. The
+ * next request is read and its serve started while the current reply is sent (one ahead): a
+ * sequential reader keeps several ranges requested, and an owner filling a cold chunk from the
+ * backend does so while the chunk before it goes out, instead of after.
+ */
 async function serveSocket(
   io: UringEngine,
   fd: number,
@@ -160,22 +185,37 @@ async function serveSocket(
   const header = new Uint8Array(HEADER_BYTES);
   let spliceVia: { fds: [number, number]; capacity: number } | undefined;
   let pieces: [Uint8Array, Uint8Array] | undefined;
+  const receive = async (): Promise<Received | undefined> => {
+    if (await io.recv(fd, header, MSG_WAITALL) < HEADER_BYTES) return undefined; // closed
+    const frame = parseHeader(header);
+    if (frame.type !== FrameType.GET_CHUNK && frame.type !== FrameType.GET_RANGE) {
+      throw new MalformedFrameError(`frame type ${frame.type} sent to a server`);
+    }
+    const payload = new Uint8Array(frame.length);
+    if (frame.length > 0 && await io.recv(fd, payload, MSG_WAITALL) < frame.length) return;
+    const range = frame.type === FrameType.GET_RANGE ? decodeGetRange(payload) : undefined;
+    const request: GetChunk = range ?? decodeGetChunk(payload);
+    const reply = serve(request);
+    reply.catch(() => {}); // awaited when its turn comes; not an unhandled rejection meanwhile
+    return { requestId: frame.requestId, range, request, reply };
+  };
+  let receiving: Promise<Received | undefined> | undefined;
   try {
+    receiving = receive();
     for (;;) {
-      if (await io.recv(fd, header, MSG_WAITALL) < HEADER_BYTES) break; // closed
-      const frame = parseHeader(header);
-      if (frame.type !== FrameType.GET_CHUNK && frame.type !== FrameType.GET_RANGE) {
-        throw new MalformedFrameError(`frame type ${frame.type} sent to a server`);
-      }
-      const payload = new Uint8Array(frame.length);
-      if (frame.length > 0 && await io.recv(fd, payload, MSG_WAITALL) < frame.length) break;
-      const range = frame.type === FrameType.GET_RANGE ? decodeGetRange(payload) : undefined;
-      const request: GetChunk = range ?? decodeGetChunk(payload);
+      receiving.catch(() => {}); // awaited below; it may fail while a reply is being sent
+      const received = await receiving;
+      receiving = undefined;
+      if (!received) break;
+      // The next request is read (and its serve started) while this one is answered.
+      receiving = receive();
+      receiving.catch(() => {});
+      const { requestId, range, request } = received;
       const start = range?.offset ?? 0;
       let end = 0;
       let reply;
       try {
-        reply = await serve(request);
+        reply = await received.reply;
         // GET_CHUNK: all of what the cache holds; GET_RANGE: inside it, or an error.
         end = range ? start + range.rangeLength : reply.length;
         if (end > reply.length) {
@@ -184,7 +224,7 @@ async function serveSocket(
         }
       } catch (error) {
         const text = encodeText(String(error));
-        await sendAll(io, fd, encodeFrame(FrameType.ERROR, frame.requestId, text));
+        await sendAll(io, fd, encodeFrame(FrameType.ERROR, requestId, text));
         // A range reader receives the header and the range's bytes in one go (recvPair): the
         // connection's end is what tells it that a shorter ERROR came instead.
         if (range) break;
@@ -192,11 +232,9 @@ async function serveSocket(
       }
       if (reply instanceof Uint8Array) {
         try {
-          await sendAll(
-            io,
-            fd,
-            encodeFrame(FrameType.CHUNK, frame.requestId, reply.subarray(start, end)),
-          );
+          // Header, then the bytes from the buffer (no copy into a frame first).
+          await sendAll(io, fd, encodeHeader(FrameType.CHUNK, requestId, end - start), MSG_MORE);
+          await sendAll(io, fd, reply.subarray(start, end));
         } finally {
           recycleBuffer(reply);
         }
@@ -206,7 +244,7 @@ async function serveSocket(
         await sendAll(
           io,
           fd,
-          encodeHeader(FrameType.CHUNK, frame.requestId, end - start),
+          encodeHeader(FrameType.CHUNK, requestId, end - start),
           MSG_MORE,
         );
         if (reply.fd !== undefined && sendMode === "splice") {
@@ -259,6 +297,9 @@ async function serveSocket(
   } finally {
     closing();
     shutdownSocket(fd);
+    // A request read ahead: its recv ends with the shutdown; what its serve holds is let go.
+    const ahead = await receiving?.catch(() => undefined);
+    if (ahead) await release(ahead);
     await io.close(fd).catch(() => {});
     if (spliceVia) {
       closeFd(spliceVia.fds[0]);

@@ -425,3 +425,45 @@ Deno.test("uring transport: ranges prefetched on a stream are the next reads' by
     await io.shutdown();
   }
 });
+
+Deno.test("uring transport: the server starts serving the next request while the reply before it is still to send, and lets go of it when the connection ends", async () => {
+  const io = openUringEngine({ queueDepth: 64 });
+  const f = await fixture(io, 4);
+  const started: number[] = [];
+  let done = 0;
+  let nextStarted: () => void = () => {};
+  const second = new Promise<void>((resolve) => nextStarted = resolve);
+  const server = listenPeersUring(io, "127.0.0.1", 0, async (r) => {
+    started.push(r.index);
+    if (started.length === 2) nextStarted();
+    // The first reply waits (an owner filling it from the backend) until the second request's
+    // serve has begun: with requests served one after the other it never does (1 s cap).
+    if (started.length === 1) {
+      await Promise.race([second, new Promise((resolve) => setTimeout(resolve, 1000))]);
+    }
+    const body = f.body(r.index);
+    return { ...body, done: () => done++ };
+  }, () => {});
+  const client = new UringTransport(io, { timeoutMs: 5000 });
+  try {
+    client.prefetch(server.address, "s", [range(0, 0, CHUNK), range(1, 0, CHUNK)]);
+    const into = new Uint8Array(CHUNK);
+    let overlapped = false;
+    second.then(() => overlapped = done === 0);
+    await client.readRange(server.address, "s", range(0, 0, CHUNK), into, [range(0, 0, CHUNK)]);
+    assert.ok(sameBytes(into, f.content.subarray(0, CHUNK)));
+    assert.ok(overlapped, "the second request's serve began before the first reply was sent");
+    // The second reply is not read: the connection ends with it served and not sent.
+    client.close();
+    const deadline = Date.now() + 5000;
+    while (done < started.length && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(done, started.length, "every served reply was let go");
+  } finally {
+    client.close();
+    await server.close();
+    await f.cleanup();
+    await io.shutdown();
+  }
+});

@@ -19,18 +19,28 @@ import {
   u64,
 } from "./wire.ts";
 
-const opendir: Handler = async (op, req) => {
+/** OPENDIR and RELEASEDIR answer without a promise where the Vfs needs no wait
+ * (`opendirCached`, `releasedirCached`), as OPEN and RELEASE do. */
+const opendir: Handler = (op, req) => {
   const ino = req.header.nodeid;
-  const fh = await op.vfs.opendir(op.ctx, ino, req.view.getUint32(0, true));
+  const flags = req.view.getUint32(0, true);
+  const cached = op.vfs.opendirCached?.(op.ctx, ino, flags);
+  if (cached) return opendirReply(op, cached.fh, cached.atimeDue);
+  return (async () => {
+    const fh = await op.vfs.opendir(op.ctx, ino, flags);
+    return opendirReply(op, fh, await op.vfs.atimeDue(ino));
+  })();
+};
+
+function opendirReply(op: OpContext, fh: number, atimeDue: boolean): Uint8Array {
   // The kernel may keep a directory's listing in its page cache across opens: it drops the cache
   // itself when the directory's mtime or i_version moves, which every change made through this
   // kernel does. Only when changes can come from elsewhere (cluster mode) must it ask each time.
   // A listing served from that cache never reaches the daemon: when it must move atime, the
   // cache is dropped at this open (no KEEP_CACHE), so the listing comes here.
-  const keep = !(await op.vfs.atimeDue(ino));
-  const openFlags = op.server.cacheDirs ? Fopen.CACHE_DIR | (keep ? Fopen.KEEP_CACHE : 0) : 0;
+  const openFlags = op.server.cacheDirs ? Fopen.CACHE_DIR | (atimeDue ? 0 : Fopen.KEEP_CACHE) : 0;
   return openReply({ fh, openFlags });
-};
+}
 
 /**
  * READDIR and READDIRPLUS from the handle's listing (`DirListing`, records already in the
@@ -65,9 +75,10 @@ async function readdirWith(op: OpContext, req: Request, plus: boolean) {
 const readdir: Handler = (op, req) => readdirWith(op, req, false);
 const readdirplus: Handler = (op, req) => readdirWith(op, req, true);
 
-const releasedir: Handler = async (op, req) => {
-  await op.vfs.releasedir(req.header.nodeid, u64(req.view, 0));
-  return statusReply(req.header.unique, 0);
+const releasedir: Handler = (op, req) => {
+  const fh = u64(req.view, 0);
+  if (op.vfs.releasedirCached?.(req.header.nodeid, fh)) return statusReply(req.header.unique, 0);
+  return op.vfs.releasedir(req.header.nodeid, fh).then(() => statusReply(req.header.unique, 0));
 };
 
 const fsyncdir: Handler = async (op, req) => {

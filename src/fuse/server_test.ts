@@ -132,6 +132,43 @@ Deno.test("server: OPEN and RELEASE of a cached, unchanged file are answered wit
   });
 });
 
+Deno.test("server: OPENDIR and RELEASEDIR of a cached directory are answered without waiting", async () => {
+  await withVfs(async ({ vfs }) => {
+    const server = new FuseServer({} as FuseDevice, vfs);
+    const d = await vfs.mkdir(root, 1, n("d"), 0o755, 0);
+    await vfs.lookup(root, 1, n("d")); // the kernel holds it, as before any opendir
+    const atimeDue = await vfs.atimeDue(d.ino);
+    const opened = send(server, request(Opcode.OPENDIR, d.ino, 21n, new Uint8Array(8)));
+    assert.ok(opened.sync, "OPENDIR answered in the same call");
+    const reply = (await opened.wait)!;
+    assert.equal(errorOf(reply), 0);
+    const out = new DataView(reply.buffer, 16); // fuse_open_out: fh u64, open_flags u32
+    const fh = out.getBigUint64(0, true);
+    // FOPEN_CACHE_DIR always on one node; FOPEN_KEEP_CACHE only when a listing would not move atime.
+    assert.equal(out.getUint32(8, true), 8 | (atimeDue ? 0 : 2));
+    assert.equal(vfs.openHandles().length, 1);
+    const listing = await vfs.readdirListing(root, d.ino, Number(fh), 0);
+    assert.equal(listing.count, 2); // "." and ".."
+    const releaseIn = new Uint8Array(24);
+    new DataView(releaseIn.buffer).setBigUint64(0, fh, true);
+    const released = send(server, request(Opcode.RELEASEDIR, d.ino, 22n, releaseIn));
+    assert.ok(released.sync, "RELEASEDIR answered in the same call");
+    assert.equal(errorOf((await released.wait)!), 0);
+    assert.equal(vfs.openHandles().length, 0);
+    // Errors of the synchronous path are replies too: a file, a directory opened for writing, a
+    // handle that is not open (the waiting path says EBADF).
+    const f = await vfs.mknod(root, 1, n("f"), 0o100644, 0, 0);
+    const notDir = send(server, request(Opcode.OPENDIR, f.ino, 23n, new Uint8Array(8)));
+    assert.equal(errorOf((await notDir.wait)!), -20); // ENOTDIR
+    const writeIn = new Uint8Array(8);
+    new DataView(writeIn.buffer).setUint32(0, 1, true); // O_WRONLY
+    const forWriting = send(server, request(Opcode.OPENDIR, d.ino, 24n, writeIn));
+    assert.equal(errorOf((await forWriting.wait)!), -21); // EISDIR
+    const again = send(server, request(Opcode.RELEASEDIR, d.ino, 25n, releaseIn));
+    assert.equal(errorOf((await again.wait)!), -9); // EBADF
+  });
+});
+
 Deno.test("vfs: openCached and releaseCached only where nothing needs a wait", async () => {
   await withVfs(async ({ vfs }) => {
     const alice = { uid: 1000, gid: 1000, pid: 2 };

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { sys } from "../io/libc.ts";
+
 const libfuseSymbols = {
   fuse_session_new: { parameters: ["buffer", "buffer", "usize", "pointer"], result: "pointer" },
   fuse_session_mount: { parameters: ["pointer", "buffer"], result: "i32" },
@@ -17,13 +19,10 @@ const libfuseSymbols = {
   fuse_session_destroy: { parameters: ["pointer"], result: "void" },
 } as const;
 
+/** libc for the waits, which read no errno; read, write, fcntl and ioctl on /dev/fuse go through
+ * libskyfs_uring.so (`sys()`), which returns -errno read in the same C call (src/io/README.md,
+ * "Synchronous system calls and errno"). */
 const libcSymbols = {
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
   pollSync: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32" },
   ppoll: { parameters: ["buffer", "u64", "buffer", "pointer"], result: "i32" },
@@ -61,13 +60,6 @@ export function loadLibfuse(): LibFuse {
   throw new Error(
     "libfuse3 is not installed: run `deno task setup` (or `apt-get install fuse3 libfuse3-3`)",
   );
-}
-
-let errnoView: Deno.UnsafePointerView | undefined;
-/** The JS thread's errno (its location never changes, so one view serves every read). */
-function errno(): number {
-  errnoView ??= new Deno.UnsafePointerView(loadLibc().symbols.__errno_location()!);
-  return errnoView.getInt32();
 }
 
 const encoder = new TextEncoder();
@@ -132,11 +124,10 @@ export class FuseDevice {
       );
     }
     const fd = fuse.symbols.fuse_session_fd(session);
-    const c = loadLibc().symbols;
-    const flags = c.fcntl(fd, F_GETFL, 0);
-    if (flags < 0 || c.fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
-      throw new Error(`Cannot make /dev/fuse non-blocking: errno ${errno()}`);
-    }
+    const c = sys();
+    const flags = c.skyfs_sys_fcntl(fd, F_GETFL, 0);
+    const set = flags < 0 ? flags : c.skyfs_sys_fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    if (set < 0) throw new Error(`Cannot make /dev/fuse non-blocking: errno ${-set}`);
     return new FuseDevice(session, fd, [...argvStrings, argv, args, ops]);
   }
 
@@ -148,13 +139,12 @@ export class FuseDevice {
     // After unmount libfuse has closed the fd and its number may belong to another file now.
     if (!this.#mounted) return -19; // ENODEV
     for (;;) {
-      const n = Number(loadLibc().symbols.read(this.fd, buffer, BigInt(buffer.byteLength)));
+      const n = Number(sys().skyfs_sys_read(this.fd, buffer, BigInt(buffer.byteLength)));
       if (n >= 0) return n;
-      const e = errno();
-      if (e === 4 /* EINTR */ || e === 2 /* ENOENT: request was interrupted, read again */) {
+      if (n === -4 /* EINTR */ || n === -2 /* ENOENT: request was interrupted, read again */) {
         continue;
       }
-      return e === 11 /* EAGAIN */ ? 0 : -e;
+      return n === -11 /* EAGAIN */ ? 0 : n;
     }
   }
 
@@ -231,8 +221,8 @@ export class FuseDevice {
   /** Write one whole reply or notification. Returns 0 or a negative errno. */
   writeMessage(message: Uint8Array<ArrayBuffer>): number {
     if (!this.#mounted) return -19; // ENODEV: never write to a closed (maybe reused) fd number
-    const n = Number(loadLibc().symbols.write(this.fd, message, BigInt(message.byteLength)));
-    return n < 0 ? -errno() : 0;
+    const n = Number(sys().skyfs_sys_write(this.fd, message, BigInt(message.byteLength)));
+    return n < 0 ? n : 0;
   }
 
   /** Register `fd` as a passthrough backing file; returns the backing id or a negative errno. */
@@ -240,16 +230,15 @@ export class FuseDevice {
     if (!this.#mounted) return -19; // ENODEV
     const map = new Uint8Array(16); // struct fuse_backing_map { i32 fd; u32 flags; u64 padding; }
     new DataView(map.buffer).setInt32(0, fd, true);
-    const id = loadLibc().symbols.ioctl(this.fd, FUSE_DEV_IOC_BACKING_OPEN, map);
-    return id < 0 ? -errno() : id;
+    return sys().skyfs_sys_ioctl(this.fd, FUSE_DEV_IOC_BACKING_OPEN, map); // the id or -errno
   }
 
   backingClose(backingId: number): number {
     if (!this.#mounted) return -19; // ENODEV: the connection (and its ids) went with the unmount
     const arg = new Uint8Array(4);
     new DataView(arg.buffer).setInt32(0, backingId, true);
-    const rc = loadLibc().symbols.ioctl(this.fd, FUSE_DEV_IOC_BACKING_CLOSE, arg);
-    return rc < 0 ? -errno() : 0;
+    const rc = sys().skyfs_sys_ioctl(this.fd, FUSE_DEV_IOC_BACKING_CLOSE, arg);
+    return rc < 0 ? rc : 0;
   }
 
   get mounted(): boolean {

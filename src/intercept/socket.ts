@@ -6,19 +6,12 @@
  * @module
  */
 
+import { sys } from "../io/libc.ts";
+
+/** libc for the wait, which reads no errno; every other call goes through libskyfs_uring.so
+ * (`sys()`), which returns -errno read in the same C call (src/io/README.md, "Synchronous system
+ * calls and errno"). */
 const symbols = {
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  listen: { parameters: ["i32", "i32"], result: "i32" },
-  accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
-  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
-  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
-  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  __errno_location: { parameters: [], result: "pointer" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
@@ -48,12 +41,6 @@ function lib() {
   return library.symbols;
 }
 
-let errnoView: Deno.UnsafePointerView | undefined;
-function errno(): number {
-  errnoView ??= new Deno.UnsafePointerView(lib().__errno_location()!);
-  return errnoView.getInt32();
-}
-
 function address(buffer: Uint8Array): bigint {
   return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer)));
 }
@@ -76,20 +63,20 @@ export interface Received {
 
 /** Listen on the abstract unix name `name`; throws an Error with errno on failure. */
 export function listenAbstract(name: string): number {
-  const c = lib();
-  const fd = c.socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw new Error(`socket(AF_UNIX, SOCK_SEQPACKET) failed: errno ${errno()}`);
+  const c = sys();
+  const fd = c.skyfs_sys_socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw new Error(`socket(AF_UNIX, SOCK_SEQPACKET) failed: errno ${-fd}`);
   const one = new Uint8Array(new Int32Array([1]).buffer);
   const path = new TextEncoder().encode(name);
   const sockaddr = new Uint8Array(2 + 1 + path.length);
   new DataView(sockaddr.buffer).setUint16(0, AF_UNIX, true);
   sockaddr.set(path, 3); // sun_path[0] = 0: the abstract namespace
-  if (
-    c.setsockopt(fd, SOL_SOCKET, SO_PASSCRED, one, 4) < 0 ||
-    c.bind(fd, sockaddr, sockaddr.length) < 0 || c.listen(fd, 128) < 0
-  ) {
-    const e = errno();
-    c.close(fd);
+  let rc = c.skyfs_sys_setsockopt(fd, SOL_SOCKET, SO_PASSCRED, one, 4);
+  if (rc >= 0) rc = c.skyfs_sys_bind(fd, sockaddr, sockaddr.length);
+  if (rc >= 0) rc = c.skyfs_sys_listen(fd, 128);
+  if (rc < 0) {
+    const e = -rc;
+    c.skyfs_sys_close(fd);
     throw Object.assign(
       new Error(
         `Cannot listen on the abstract socket "@${name}": errno ${e}` +
@@ -122,15 +109,15 @@ export function listenAbstractWaiting(name: string, waitMs: number): number {
 
 /** Accept one pending connection (SO_PASSCRED set on it), or undefined if none is waiting. */
 export function acceptOne(listenFd: number): number | undefined {
-  const c = lib();
+  const c = sys();
   for (;;) {
-    const fd = c.accept4(listenFd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    const fd = c.skyfs_sys_accept4(listenFd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      c.setsockopt(fd, SOL_SOCKET, SO_PASSCRED, new Uint8Array(new Int32Array([1]).buffer), 4);
+      const one = new Uint8Array(new Int32Array([1]).buffer);
+      c.skyfs_sys_setsockopt(fd, SOL_SOCKET, SO_PASSCRED, one, 4);
       return fd;
     }
-    const e = errno();
-    if (e === EINTR) continue;
+    if (fd === -EINTR) continue;
     return undefined; // EAGAIN, or a connection that went away before we took it
   }
 }
@@ -157,16 +144,15 @@ function fillHeader(payload: Uint8Array, length: number, controlLength: number) 
  * the peer hung up or the socket failed.
  */
 export function receive(fd: number): Received | "again" | "closed" {
-  const c = lib();
+  const c = sys();
   fillHeader(message, message.length, control.length);
   control.fill(0);
   let n: number;
   for (;;) {
-    n = Number(c.recvmsg(fd, msghdr, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
+    n = Number(c.skyfs_sys_recvmsg(fd, msghdr, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
     if (n >= 0) break;
-    const e = errno();
-    if (e === EINTR) continue;
-    return e === EAGAIN ? "again" : "closed";
+    if (n === -EINTR) continue;
+    return n === -EAGAIN ? "again" : "closed";
   }
   if (n === 0) return "closed"; // SEQPACKET: end of stream
   const h = new DataView(msghdr.buffer);
@@ -187,7 +173,7 @@ export function receive(fd: number): Received | "again" | "closed" {
       };
     } else if (level === SOL_SOCKET && type === SCM_RIGHTS) {
       for (let p = at + 16; p + 4 <= at + length; p += 4) {
-        c.close(cv.getInt32(p, true));
+        c.skyfs_sys_close(cv.getInt32(p, true));
         result.strayFds++;
       }
     }
@@ -211,34 +197,31 @@ export function send(fd: number, data: Uint8Array<ArrayBuffer>, passFd?: number)
   }
   fillHeader(data, data.length, controlLength);
   for (;;) {
-    const n = Number(lib().sendmsg(fd, msghdr, MSG_NOSIGNAL | MSG_DONTWAIT));
+    const n = Number(sys().skyfs_sys_sendmsg(fd, msghdr, MSG_NOSIGNAL | MSG_DONTWAIT));
     if (n >= 0) return 0;
-    const e = errno();
-    if (e !== EINTR) return -e;
+    if (n !== -EINTR) return n;
   }
 }
 
 /** open(2) of a local file; returns the fd or -errno. */
 export function openFile(path: string, flags: number): number {
-  const fd = lib().open(new TextEncoder().encode(path + "\0"), flags, 0);
-  return fd < 0 ? -errno() : fd;
+  return sys().skyfs_sys_open(new TextEncoder().encode(path + "\0"), flags, 0); // fd or -errno
 }
 
 export function closeFd(fd: number): void {
-  lib().close(fd);
+  sys().skyfs_sys_close(fd);
 }
 
 /** A pipe whose write end wakes a poll() on its read end (O_NONBLOCK, O_CLOEXEC). */
 export function wakePipe(): { readFd: number; writeFd: number } {
   const fds = new Int32Array(2);
-  if (lib().pipe2(new Uint8Array(fds.buffer), 0o4000 | 0o2000000) < 0) {
-    throw new Error(`pipe2 failed: errno ${errno()}`);
-  }
+  const rc = sys().skyfs_sys_pipe2(new Uint8Array(fds.buffer), 0o4000 | 0o2000000);
+  if (rc < 0) throw new Error(`pipe2 failed: errno ${-rc}`);
   return { readFd: fds[0], writeFd: fds[1] };
 }
 
 export function wake(writeFd: number): void {
-  lib().write(writeFd, new Uint8Array(1), 1n);
+  sys().skyfs_sys_write(writeFd, new Uint8Array(1), 1n);
 }
 
 /** Wait until one of `fds` is readable or `timeoutMs` passes, off the JS thread. Returns the

@@ -4,11 +4,11 @@
  * statvfs, a shared file mapping for the metadata log). Every call throws FsError(errno) on failure.
  *
  * The calls go through small C wrappers in lib/uring/build/libskyfs_uring.so (`skyfs_sys_*`,
- * ABI 8) that return -errno on failure, read in the same C call: a second FFI call to read errno
- * could see a code left by a system call the runtime made in between. So the library must be
+ * since ABI 8) that return -errno on failure, read in the same C call: a second FFI call to read
+ * errno could see a code left by a system call the runtime made in between. So the library must be
  * built (`deno task build`, which setup runs); a missing or old build fails with one line naming
  * the fix. Only `monotonicSeconds` calls libc directly (clock_gettime, whose failure it handles
- * without errno).
+ * without errno). `sys()` also serves src/fuse/session.ts and src/intercept/socket.ts (ABI 9).
  *
  * Calls are synchronous (about 5 ns of FFI overhead plus the syscall), except fsync and fdatasync,
  * which can wait for the disk for a long time and so run `nonblocking` on Deno's blocking pool;
@@ -46,10 +46,20 @@ export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
 export const FALLOC_FL_ZERO_RANGE = 0x10;
 
-/** libc itself: only calls that cannot fail in a way skyfs reads (clock_gettime). */
+/** libc itself: only calls that cannot fail in a way skyfs reads (clock_gettime; posix_fadvise,
+ * which returns its error instead of setting errno, and is advice). */
 const symbols = {
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
+  posix_fadvise: { parameters: ["i32", "i64", "i64", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
+
+const POSIX_FADV_WILLNEED = 3;
+
+/** posix_fadvise(WILLNEED): the kernel starts reading the range into the page cache (DMA, no
+ * copy by this process) and returns. Advice: a failure is ignored. */
+export function willNeed(fd: number, offset: number, length: number): void {
+  lib().posix_fadvise(fd, BigInt(offset), BigInt(length), POSIX_FADV_WILLNEED);
+}
 
 let library: Deno.DynamicLibrary<typeof symbols> | undefined;
 
@@ -104,6 +114,13 @@ const nativeSymbols = {
   skyfs_sys_shutdown: { parameters: ["i32", "i32"], result: "i32" },
   skyfs_sys_pipe2: { parameters: ["buffer", "i32"], result: "i32" },
   skyfs_sys_fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  // Since ABI 9, for src/fuse/session.ts (/dev/fuse) and src/intercept/socket.ts (the shim's socket).
+  skyfs_sys_read: { parameters: ["i32", "buffer", "u64"], result: "i64" },
+  skyfs_sys_write: { parameters: ["i32", "buffer", "u64"], result: "i64" },
+  skyfs_sys_ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+  skyfs_sys_accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
+  skyfs_sys_recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
+  skyfs_sys_sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type NativeSymbols = Deno.DynamicLibrary<typeof nativeSymbols>["symbols"];

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import * as libc from "./libc.ts";
 import { closeFd, pipe, shutdownSocket, tcpListen, tcpSocket } from "./sockets.ts";
-import { defaultLibraryPath } from "./uring_native.ts";
+import { ABI_VERSION, defaultLibraryPath } from "./uring_native.ts";
 import { Errno, type ErrnoName, FsError } from "../fs_error.ts";
 
 /** A predicate for assert.throws / assert.rejects: an FsError with exactly this errno. */
@@ -233,12 +233,13 @@ Deno.test("libc: a missing or old native library fails in one line naming the fi
     () => libc.useNativeLibrary("libc.so.6"),
     oneLine(/^cannot load libc\.so\.6 \(.*skyfs_uring_abi_version.*\): run `deno task build`$/),
   );
-  // An older build: a library that reports ABI 7 (built here, when a C compiler is at hand).
+  // An older build: a library that reports the ABI before this one, so the build that lacks the
+  // latest calls (built here, when a C compiler is at hand).
   const dir = await Deno.makeTempDir({ prefix: "libc-test-" });
   try {
     await Deno.writeTextFile(
       `${dir}/old.c`,
-      "int skyfs_uring_abi_version(void) { return 7; }\n",
+      `int skyfs_uring_abi_version(void) { return ${ABI_VERSION - 1}; }\n`,
     );
     const gcc = await new Deno.Command("gcc", {
       args: ["-shared", "-fPIC", "-o", `${dir}/old.so`, `${dir}/old.c`],
@@ -247,7 +248,12 @@ Deno.test("libc: a missing or old native library fails in one line naming the fi
     if (gcc?.success) {
       assert.throws(
         () => libc.useNativeLibrary(`${dir}/old.so`),
-        oneLine(/is an old build \(ABI 7, this code needs 8\): run `deno task build`$/),
+        oneLine(
+          new RegExp(
+            `is an old build \\(ABI ${ABI_VERSION - 1}, this code needs ${ABI_VERSION}\\): ` +
+              "run `deno task build`$",
+          ),
+        ),
       );
     } else {
       console.log("no gcc: the old-build case is not tested");

@@ -8,7 +8,7 @@
 import { Errno, FsError } from "../fs_error.ts";
 
 /** The ABI version this binding speaks; a library reporting another one is refused. */
-export const ABI_VERSION = 8;
+export const ABI_VERSION = 9;
 
 /** Operation codes of `struct skyfs_uring_op` (ours, not the kernel's IORING_OP_* numbers). */
 export const Op = {

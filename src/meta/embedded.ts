@@ -764,7 +764,10 @@ export class EmbeddedKV implements MetaKV {
   }
 
   #onTimer(): void {
-    if (this.#closed) return;
+    // Not before the log is open: a history compaction (or a lease revoked) while `_openFiles`
+    // awaits would commit a transaction with no log to write it to, and its sequence number,
+    // taken all the same, would leave a gap the next open refuses as damage.
+    if (this.#closed || (!this.#inMemory && this.#log === undefined)) return;
     this.#reserve?.retakeLater();
     try {
       this.#checkOpen();

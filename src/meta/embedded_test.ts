@@ -682,6 +682,54 @@ Deno.test("embedded: history is compacted automatically past historyRevisions", 
   }
 });
 
+Deno.test("embedded: the timer waits for the open; a history compaction due at the open leaves no gap in the log", async () => {
+  // Found by tests/kill_points_test.ts: a daemon killed with more than historyRevisions + 1000
+  // revisions of uncompacted history reopened its store; the 250 ms timer fired while the open
+  // awaited its log file and compacted the history into a log not yet open. That transaction
+  // failed, its sequence number stayed taken, and the next open refused the log ("record N + 2
+  // follows N").
+  const real = await openIoEngine({ log: () => {} });
+  const slowOpen: IoEngine = new Proxy(real, {
+    get(_target, method) {
+      if (method === "open") {
+        return async (path: string, flags: number, mode?: number) => {
+          await delay(30); // the timer (every 2 ms) fires during each open
+          return real.open(path, flags, mode);
+        };
+      }
+      const value = Reflect.get(real, method);
+      return typeof value === "function" ? value.bind(real) : value;
+    },
+  });
+  const errors: string[] = [];
+  const consoleError = console.error;
+  console.error = (...args: unknown[]) => errors.push(args.join(" "));
+  try {
+    await withDir(async (dir) => {
+      const path = `${dir}/meta.db`;
+      // No timer tick in the first life: its history is never compacted.
+      let kv = await openEmbeddedKV(path, { historyRevisions: 10, timerIntervalMs: 3_600_000 });
+      for (let i = 0; i < 1100; i++) await kv.put({ key: bytes("k"), value: bytes(String(i)) });
+      await kv.close();
+      kv = await openEmbeddedKV(path, { historyRevisions: 10, timerIntervalMs: 2, io: slowOpen });
+      await kv.put({ key: bytes("k"), value: bytes("after") });
+      await delay(20); // the compaction, now due, runs on the open store
+      await kv.close();
+      kv = await openEmbeddedKV(path);
+      try {
+        const found = await kv.range({ key: bytes("k") });
+        assert.equal(text(found.kvs[0].value), "after");
+      } finally {
+        await kv.close();
+      }
+    });
+    assert.deepEqual(errors, []);
+  } finally {
+    console.error = consoleError;
+    await real.shutdown();
+  }
+});
+
 Deno.test("embedded: a put copies the caller's buffers unless it hands them over (owned)", async () => {
   const dir = await Deno.makeTempDir();
   try {

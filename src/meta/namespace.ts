@@ -374,6 +374,18 @@ interface CachedValue {
    * commit, which on the fast path can be after the next own write of the key is cached (a
    * directory's record in a create loop): that echo is still this node's own. */
   ownEarlier?: Uint8Array[];
+  /** Directory entries only: the values (undefined: deleted) of this namespace's own earlier
+   * writes of the key whose watch echo has not arrived yet, newest first, at most OWN_HISTORY.
+   * A file created and removed within a few milliseconds (git's temporary object names) had its
+   * create's echo arrive after the removal was cached: it was taken for another node's change,
+   * which dropped the directory's completeness and bumped the kernel's entry epoch twice (the
+   * removal's echo then found nothing cached). An entry's bytes (inode number and type) can be
+   * written again by another node (a rename back), so each remembered write matches one echo
+   * only, the oldest first: the watch delivers a key's events in revision order, so an own
+   * write's echo comes before any later write's. */
+  unechoed?: (Uint8Array | undefined)[];
+  /** Directory entries only: the watch brought this own write back already. */
+  echoed?: boolean;
 }
 
 const OWN_HISTORY = 4;
@@ -481,8 +493,10 @@ export class Namespace {
     retries: 0,
   };
   readonly #cache = new Map<string, CachedValue>();
-  /** Directories whose every entry is in the cache (see `markComplete`). */
-  readonly #completeDirs = new Set<number>();
+  /** Directories whose every entry is in the cache (see `markComplete`), each with the cache
+   * keys of its entries cached since (present or known absent), so its listing is the cache's
+   * (`listDir`): directory inode -> dentry key strings. */
+  readonly #completeDirs = new Map<number, Set<string>>();
   /** Directory listings (`listDir`), kept until an entry of the directory changes: this
    * namespace's own commit drops its directories' listings, and so does a watch event of another
    * writer's change (`watched`, which forgets the key), so a listing is exactly as fresh as a
@@ -502,6 +516,8 @@ export class Namespace {
    * written (undefined: deleted), so a watch event that brings one of them back before its commit
    * returns (the store's watch can beat a fast-path reply) is known as this node's own. */
   readonly #inFlight = new Map<string, (Uint8Array | undefined)[]>();
+  /** Directory entries' own writes whose watch echo came while their commit was in flight. */
+  readonly #earlyEchoes = new Map<string, (Uint8Array | undefined)[]>();
   readonly #cacheEntries: number;
   readonly #validateReads: boolean;
   readonly #maxAttempts: number;
@@ -748,8 +764,10 @@ export class Namespace {
     }
     // This namespace's own commit of a directory entry (a create, unlink, rename): the
     // directory's listing is stale.
-    if (entry.own && name.charCodeAt(PREFIX.length) === TAG_DENTRY) {
-      this.#dropListing(inoOfKeyString(name));
+    if (name.charCodeAt(PREFIX.length) === TAG_DENTRY) {
+      const parent = inoOfKeyString(name);
+      if (entry.own) this.#dropListing(parent);
+      this.#completeDirs.get(parent)?.add(name);
     }
     entry.cachedAt = ++this.#cacheSeq;
     // set() on a key already there replaces the value in place; a delete first would leave a hole
@@ -774,6 +792,20 @@ export class Namespace {
     const now = this.#cache.get(name);
     if (now?.own && now.value && name.charCodeAt(PREFIX.length) === TAG_INODE) {
       entry.ownEarlier = [now.value, ...(now.ownEarlier ?? [])].slice(0, OWN_HISTORY);
+    }
+    if (name.charCodeAt(PREFIX.length) === TAG_DENTRY) {
+      // Its echo came before the commit's reply (`watched`, in flight): nothing left to expect.
+      const early = this.#earlyEchoes.get(name);
+      const at = early?.findIndex((v) => sameBytes(v, entry.value)) ?? -1;
+      if (at >= 0) {
+        early!.splice(at, 1);
+        if (early!.length === 0) this.#earlyEchoes.delete(name);
+        entry.echoed = true;
+      }
+      if (now?.own) {
+        const unechoed = [...(now.echoed ? [] : [now.value]), ...(now.unechoed ?? [])];
+        if (unechoed.length > 0) entry.unechoed = unechoed.slice(0, OWN_HISTORY);
+      }
     }
     this.cachePut(name, entry);
   }
@@ -822,14 +854,41 @@ export class Namespace {
   watched(key: Uint8Array, value: Uint8Array | undefined): boolean {
     const name = keyString(key);
     const cached = this.#cache.get(name);
-    if (cached?.own && sameBytes(cached.value, value)) return true;
+    // An own earlier write of a directory entry, echoed after a later own write was cached: each
+    // remembered write is matched once, the oldest first (see `CachedValue.unechoed`).
+    const unechoed = cached?.own ? cached.unechoed : undefined;
+    if (unechoed) {
+      for (let i = unechoed.length - 1; i >= 0; i--) {
+        if (!sameBytes(unechoed[i], value)) continue;
+        unechoed.splice(i, 1);
+        return true;
+      }
+    }
+    if (cached?.own && sameBytes(cached.value, value)) {
+      cached.echoed = true;
+      return true;
+    }
     // An older own write of an inode record (their bytes carry nanosecond times and, for a
     // directory, the merge count: another node's write never repeats them).
     if (cached?.own && cached.ownEarlier?.some((v) => sameBytes(v, value))) return true;
     // This node's own write whose commit has not returned yet: its commit caches it.
-    if (this.#inFlight.get(name)?.some((v) => sameBytes(v, value))) return true;
+    if (this.#inFlight.get(name)?.some((v) => sameBytes(v, value))) {
+      if (name.charCodeAt(PREFIX.length) === TAG_DENTRY) this.#noteEarlyEcho(name, value);
+      return true;
+    }
     this.cacheForget(name);
     return false;
+  }
+
+  /** A directory entry's own write echoed before its commit returned (`cacheOwn` then marks it
+   * echoed). Bounded: a commit that never returns leaves its note, dropped with the oldest. */
+  #noteEarlyEcho(name: string, value: Uint8Array | undefined): void {
+    const values = this.#earlyEchoes.get(name);
+    if (values) values.push(value);
+    else this.#earlyEchoes.set(name, [value]);
+    if (this.#earlyEchoes.size > 1024) {
+      this.#earlyEchoes.delete(this.#earlyEchoes.keys().next().value!);
+    }
   }
 
   /** Drop one key from the cache (a watch saw another writer change it). */
@@ -844,14 +903,15 @@ export class Namespace {
    * git, tar and builds look up many names in directories they just made.
    */
   markComplete(ino: number): void {
-    this.#completeDirs.add(ino);
+    this.#completeDirs.set(ino, new Set());
     if (this.#completeDirs.size > this.#cacheEntries) {
-      this.#completeDirs.delete(this.#completeDirs.values().next().value!);
+      this.#completeDirs.delete(this.#completeDirs.keys().next().value!);
     }
   }
 
   /** Drop the whole cache (after another writer may have changed the store). */
   invalidate(): void {
+    this.#earlyEchoes.clear();
     this.#completeDirs.clear();
     this.#listings.clear();
     this.#listingEntries = 0;
@@ -903,6 +963,8 @@ export class Namespace {
   async listDir(parent: number): Promise<NamedDirent[]> {
     const kept = this.#listings.get(parent);
     if (kept) return kept.map((entry) => ({ ...entry }));
+    const cached = this.#cachedListing(parent);
+    if (cached) return cached;
     const changes = this.#listingChanges;
     const prefix = keys.dentries(parent);
     const out: NamedDirent[] = [];
@@ -922,6 +984,34 @@ export class Namespace {
       }
     }
     return out;
+  }
+
+  /**
+   * The listing of a complete directory (`markComplete`: made by this node's own commit, every
+   * entry since cached, no other writer's change seen by the watch) from the cache alone: no
+   * read of the store (a READDIRPLUS of an `objects/xx` directory git just made scanned it).
+   * Undefined when the directory is not complete.
+   */
+  #cachedListing(parent: number): NamedDirent[] | undefined {
+    const names = this.#completeDirs.get(parent);
+    if (!names) return undefined;
+    const present: string[] = [];
+    for (const name of names) {
+      const entry = this.#cache.get(name);
+      // Every entry of a complete directory is cached (cacheForget ends the completeness).
+      if (!entry) return undefined;
+      if (entry.value) present.push(name);
+    }
+    // One character per byte: the strings' order is the names' byte order.
+    present.sort((a, b) => a < b ? -1 : a > b ? 1 : 0);
+    const nameAt = PREFIX.length + 9;
+    return present.map((name) => {
+      const dirent = decodeDirent(this.#cache.get(name)!.value!) as NamedDirent;
+      const bytes = new Uint8Array(name.length - nameAt);
+      for (let i = 0; i < bytes.length; i++) bytes[i] = name.charCodeAt(nameAt + i);
+      dirent.name = bytes;
+      return dirent;
+    });
   }
 
   #dropListing(parent: number): void {

@@ -294,6 +294,53 @@ Deno.test("a watch event of this namespace's own write that beats its commit's r
   }
 });
 
+Deno.test("a late echo of an own directory entry removed since keeps the cache and the directory complete; an identical entry written later by another writer does not", async () => {
+  const inner = await openEmbeddedKV(":memory:");
+  const counted = countingKv(inner);
+  try {
+    const ns = await Namespace.open(counted.kv, { validateReads: true });
+    const other = await Namespace.open(inner);
+    const dir = await ns.allocIno();
+    await ns.transact((tx) => {
+      tx.putInode(fileRecord(dir, { mode: 0o040755, nlink: 2 }));
+      tx.putDirent(ROOT_INO, name("d"), { ino: dir, type: 0o040000 });
+      tx.newDirectory(dir);
+      return Promise.resolve();
+    });
+    // git: an object's temporary name created, then removed within milliseconds.
+    const file = await ns.allocIno();
+    const key = keys.dentry(dir, name("tmp_obj"));
+    await ns.transact((tx) => {
+      tx.putInode(fileRecord(file));
+      tx.putDirent(dir, name("tmp_obj"), { ino: file, type: 0o100000 });
+      return Promise.resolve();
+    });
+    const created = (await inner.range({ key })).kvs[0].value;
+    await ns.transact(async (tx) => {
+      await tx.getDirent(dir, name("tmp_obj"));
+      tx.deleteDirent(dir, name("tmp_obj"));
+    });
+    // The create's echo arrives after the removal was cached, then the removal's own.
+    assert.equal(ns.watched(key, created), true, "the create's late echo is this node's own");
+    assert.equal(ns.watched(key, undefined), true, "and so is the removal's");
+    counted.reads = 0;
+    assert.equal(await ns.getDirent(dir, name("tmp_obj")), undefined);
+    assert.equal(await ns.getDirent(dir, name("missing")), undefined);
+    assert.equal(counted.reads, 0, "the directory stays complete");
+    // Another writer puts the very same bytes back (a rename back of that inode): each own
+    // write matched one echo, so this one is theirs and is read from the store.
+    await other.transact((tx) => {
+      tx.putDirent(dir, name("tmp_obj"), { ino: file, type: 0o100000 });
+      return Promise.resolve();
+    });
+    assert.equal(ns.watched(key, created), false, "another writer's identical entry");
+    assert.deepEqual(await ns.getDirent(dir, name("tmp_obj")), { ino: file, type: 0o100000 });
+    assert.ok(counted.reads > 0, "read from the store");
+  } finally {
+    await inner.close();
+  }
+});
+
 Deno.test("a directory listing is kept until an entry of it changes: own commits and watch events drop it", async () => {
   const inner = await openEmbeddedKV(":memory:");
   let duringScan: (() => void) | undefined;
@@ -355,6 +402,74 @@ Deno.test("a directory listing is kept until an entry of it changes: own commits
     counted.reads = 0;
     assert.deepEqual(await list(ns, dir), ["b", "c", "d"]);
     assert.equal(counted.reads, 1, "a listing read while an entry changed was kept");
+  } finally {
+    await inner.close();
+  }
+});
+
+Deno.test("a directory this node made and watched since is listed from the cache: no read of the store until another writer changes it", async () => {
+  const inner = await openEmbeddedKV(":memory:");
+  const counted = countingKv(inner);
+  const remote = new Proxy(counted.kv, {
+    get: (target, prop, receiver) =>
+      prop === "scan" ? undefined : Reflect.get(target, prop, receiver),
+  }) as MetaKV;
+  const list = async (ns: Namespace, dir: number) =>
+    (await ns.listDir(dir)).map((e) => `${new TextDecoder().decode(e.name)}=${e.ino}:${e.type}`);
+  try {
+    const ns = await Namespace.open(remote, { validateReads: true });
+    const other = await Namespace.open(inner);
+    const dir = await ns.allocIno();
+    const file = await ns.allocIno();
+    await ns.transact((tx) => {
+      tx.putDirent(ROOT_INO, name("d"), { ino: dir, type: 0o040000 });
+      tx.newDirectory(dir);
+      return Promise.resolve();
+    });
+    counted.reads = 0;
+    assert.deepEqual(await list(ns, dir), []);
+    // Own creates (names out of order, one past 0x7f), an unlink, a known-absent lookup.
+    await ns.transact((tx) => {
+      tx.putDirent(dir, name("tmp_b"), { ino: file, type: 0o100000 });
+      return Promise.resolve();
+    });
+    await ns.transact((tx) => {
+      tx.putDirent(dir, name("\u00e9"), { ino: file + 1, type: 0o100000 });
+      tx.putDirent(dir, name("a"), { ino: file + 2, type: 0o120000 });
+      return Promise.resolve();
+    });
+    await ns.transact((tx) => {
+      tx.deleteDirent(dir, name("tmp_b"));
+      return Promise.resolve();
+    });
+    assert.equal(await ns.getDirent(dir, name("nope")), undefined);
+    assert.deepEqual(await list(ns, dir), [
+      `a=${file + 2}:${0o120000}`,
+      `\u00e9=${file + 1}:${0o100000}`,
+    ]);
+    assert.equal(counted.reads, 3, "only the three commits: a listing read the store");
+    // The same listing through scanDir (what READDIRPLUS takes).
+    const seen: string[] = [];
+    await ns.scanDir(dir, (key, nameAt, dirent) => {
+      seen.push(`${new TextDecoder().decode(key.subarray(nameAt))}=${direntIno(dirent)}`);
+    });
+    assert.deepEqual(seen, [`a=${file + 2}`, `\u00e9=${file + 1}`]);
+    assert.equal(counted.reads, 3);
+
+    // Another writer's change ends the completeness once its watch event arrived: the store is
+    // read again, and shows it.
+    await other.transact((tx) => {
+      tx.putDirent(dir, name("c"), { ino: file + 3, type: 0o100000 });
+      return Promise.resolve();
+    });
+    assert.equal(ns.watched(keys.dentry(dir, name("c")), new Uint8Array([1])), false);
+    counted.reads = 0;
+    assert.deepEqual((await ns.listDir(dir)).map((e) => new TextDecoder().decode(e.name)), [
+      "a",
+      "c",
+      "\u00e9",
+    ]);
+    assert.equal(counted.reads, 1);
   } finally {
     await inner.close();
   }

@@ -30,6 +30,28 @@ export async function opendir(
 }
 
 /**
+ * `opendir` without waiting, on one node: the directory from the namespace's cache, and whether a
+ * listing now would move its atime (`atimeDue`). Undefined, with nothing done, where only the
+ * store can tell (call `opendir` then). Throws as `opendir` rejects.
+ */
+export function opendirCached(
+  core: VfsCore,
+  ctx: Ctx,
+  ino: number,
+  flags: number,
+): { fh: number; atimeDue: boolean } | undefined {
+  if (core.cluster) return undefined;
+  const record = core.recordCached(ino);
+  if (record === undefined) return undefined;
+  if (!isDir(record.mode)) throw new FsError("ENOTDIR", `inode ${ino} is not a directory`);
+  if ((flags & libc.O_ACCMODE) !== libc.O_RDONLY) {
+    throw new FsError("EISDIR", `directory ${ino} cannot be opened for writing`);
+  }
+  checkAccess(ctx, record, R_OK);
+  return { fh: core.addHandle({ kind: "dir", ino }), atimeDue: core.atimeDue(record) };
+}
+
+/**
  * The handle's listing: a snapshot taken at its first readdir and again at every one from offset
  * 0 (a rewind), so offsets index into a fixed list.
  */
@@ -114,6 +136,19 @@ async function snapshot(core: VfsCore, ino: number): Promise<DirListing> {
 }
 
 const DOTS = new Uint8Array([0x2e, 0x2e]);
+
+/** `releasedir` at once on one node (true; its purge, if any, runs on its own as in
+ * `releasedir`); false with nothing done in a cluster or for a handle that is not this
+ * directory's (call `releasedir`, which says EBADF). */
+export function releasedirCached(core: VfsCore, ino: number, fh: number): boolean {
+  if (core.cluster) return false;
+  const handle = core.handles.get(fh);
+  if (handle?.kind !== "dir" || handle.ino !== ino) return false;
+  core.removeHandle(fh);
+  core.dropStateIfIdle(ino);
+  if (!core.isReferenced(ino)) core.purgeLater(ino);
+  return true;
+}
 
 export function releasedir(core: VfsCore, ino: number, fh: number): Promise<void> {
   core.dirHandle(fh, ino);

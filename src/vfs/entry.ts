@@ -494,7 +494,7 @@ async function removeEntry(
   directory: boolean,
 ): Promise<void> {
   checkName(name);
-  const { ino, freed } = await core.txn(async (t) => {
+  const { ino, freed, linked } = await core.txn(async (t) => {
     const dir = await searchableDir(t, ctx, parent);
     const dirent = await t.tx.getDirent(parent, name);
     if (!dirent) throw new FsError("ENOENT", `no ${show(name)} in directory ${parent}`);
@@ -513,24 +513,32 @@ async function removeEntry(
     child.ctime = now;
     if (child.nlink > 0) {
       t.putInode(child);
-      return { ino: child.ino, freed: undefined };
+      return { ino: child.ino, freed: undefined, linked: true };
     }
-    return { ino: child.ino, freed: await t.dropInode(child) ? child : undefined };
+    return { ino: child.ino, freed: await t.dropInode(child) ? child : undefined, linked: false };
   });
-  await afterUnlink(core, ino, freed);
+  await afterUnlink(core, ino, freed, linked);
 }
 
 /** After a transaction removed a name of `ino`: free its data (`freed`: the record the
  * transaction deleted) or retry the purge (see VfsCore.maybePurge for why a forget racing with the
  * commit needs this second look). No attribute invalidation of `ino`: the kernel that sent the
  * UNLINK, RMDIR or RENAME drops its nlink and marks its ctime stale itself (fuse_entry_unlinked),
- * and only the FUSE handlers remove names. */
+ * and only the FUSE handlers remove names.
+ *
+ * `linked`: the transaction left the inode other names (nlink above 0). On a cluster node there is
+ * then nothing to look at: only a transaction that drops nlink to 0 can free the inode, and that
+ * one decides itself (its own `afterUnlink`, or an orphan for the last close). The look was a
+ * validating read of the store there, one round trip after every such unlink (git's unlink of
+ * each object's temporary name after linking it, issue 13). */
 export async function afterUnlink(
   core: VfsCore,
   ino: number,
   freed: InodeRecord | undefined,
+  linked = false,
 ): Promise<void> {
   if (core.keptElsewhere.delete(ino)) return core.dropStateIfIdle(ino);
+  if (linked && core.cluster) return;
   if (freed) {
     // Only regular files have a local file; a directory's or a symlink's unlink would only
     // find nothing (an io-wq hop through the engine for each rmdir).

@@ -425,7 +425,7 @@ export async function flush(
 ): Promise<void> {
   core.fileHandle(fh, ino);
   await releaseOwnerLocks(core, ino, lockOwner);
-  await core.persist(ino);
+  await core.persist(ino, true);
 }
 
 /** The last close of an open file: its flock goes, and with the inode's last handle, its fd. */
@@ -445,7 +445,7 @@ export async function release(
     // The last writer's write-back also takes the inode off the pending list (core.ts); on one
     // node the write-back timer's merged transaction does both where the mark covers a crash.
     if (state.handles === 0 || (handle.writer && state.writers === 0)) {
-      if (!core.mayDeferWriteback(ino)) await core.persist(ino);
+      if (!core.mayDeferWriteback(ino)) await core.persist(ino, state.handles === 0);
       else deferWriteback(core, ino);
     }
   } finally {

@@ -46,7 +46,9 @@ export async function rename(
   // ctime stale itself (fuse_rename_common: fuse_update_ctime of both, fuse_entry_unlinked of a
   // replaced one), and only the FUSE handlers call this (src/fuse/README.md, Daemon CPU per
   // request). Other nodes of a cluster learn of it through the metadata watch.
-  if (outcome.replaced !== undefined) await afterUnlink(core, outcome.replaced, outcome.freed);
+  if (outcome.replaced !== undefined) {
+    await afterUnlink(core, outcome.replaced, outcome.freed, outcome.linked);
+  }
 }
 
 /**
@@ -87,6 +89,8 @@ interface RenameOutcome {
   replaced?: number;
   /** `replaced`'s record if the rename deleted it (else it lives on, or is an orphan). */
   freed?: InodeRecord;
+  /** `replaced` keeps other names (nlink above 0). */
+  linked?: boolean;
 }
 
 async function renameIn(
@@ -158,6 +162,7 @@ async function renameIn(
         dst.nlink--;
       }
       outcome.replaced = dst.ino;
+      outcome.linked = dst.nlink > 0;
       if (dst.nlink > 0) t.putInode(dst);
       else if (await t.dropInode(dst)) outcome.freed = dst;
     }

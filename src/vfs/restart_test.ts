@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { n, root, text, withVfs } from "./_testing.ts";
 import { FsError } from "../fs_error.ts";
-import { O_RDWR, O_WRONLY } from "../io/libc.ts";
+import { O_RDWR, O_WRONLY, pwrite } from "../io/libc.ts";
 import { openEmbeddedKV } from "../meta/embedded.ts";
 import { createPortableEngine } from "../io/portable.ts";
 import { createVfs } from "./vfs.ts";
@@ -43,6 +43,25 @@ Deno.test("restart keeps names, inode numbers, attributes, data, symlinks, xattr
       pendingListed: 0,
       pendingStored: 0,
     });
+  });
+});
+
+Deno.test("a clean shutdown stores what passthrough wrote to a file whose RELEASE never came", async () => {
+  // The kernel ends the requests still queued when the daemon unmounts (fuse_abort_conn): a
+  // RELEASE right after close(2) (asynchronous, and a passthrough open sends no FLUSH) may never
+  // arrive, and the Vfs is destroyed with the handle open and the size only in the local file.
+  await withVfs(async (f) => {
+    const c = await f.vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    assert.ok(c.backingFd !== undefined);
+    pwrite(c.backingFd!, n("written through the backing fd"), 0); // as the kernel writes
+    const vfs = await f.restart(); // destroy (the unmount) without release
+    const attr = await vfs.lookup(root, 1, n("f"));
+    assert.equal(attr.size, 30);
+    const o = await vfs.open(root, attr.ino, O_RDWR);
+    const into = new Uint8Array(30);
+    await vfs.read(root, attr.ino, o.fh, 0, into);
+    assert.equal(text(into), "written through the backing fd");
+    await vfs.release(attr.ino, o.fh, 0);
   });
 });
 

@@ -181,6 +181,13 @@ export interface Vfs {
   release(ino: number, fh: number, flags: number, lockOwner?: bigint): Promise<void>;
   fsync(ino: number, fh: number, datasync: boolean): Promise<void>;
   opendir(ctx: Ctx, ino: number, flags: number): Promise<number>;
+  /** `opendir` done at once where nothing needs a wait, with what `atimeDue` would say, or
+   * undefined with nothing done (call `opendir`). Throws as `opendir` rejects. */
+  opendirCached?(
+    ctx: Ctx,
+    ino: number,
+    flags: number,
+  ): { fh: number; atimeDue: boolean } | undefined;
   /** Whether a read or listing of the inode now would move its atime (the mount's rule), so a
    * listing the kernel cached must be read again. */
   atimeDue(ino: number): Promise<boolean>;
@@ -208,6 +215,9 @@ export interface Vfs {
   /** Whether the kernel holds the inode (one node): readdirplus lists it without attributes. */
   knownToKernel(ino: number): boolean;
   releasedir(ino: number, fh: number): Promise<void>;
+  /** `releasedir` done at once where nothing needs a wait (true), or false with nothing done
+   * (call `releasedir`). */
+  releasedirCached?(ino: number, fh: number): boolean;
   fsyncdir(ino: number, fh: number, datasync: boolean): Promise<void>;
   statfs(ino: number): Promise<StatFs>;
   /** access(2) with mask R_OK 4 | W_OK 2 | X_OK 1, or F_OK 0. */

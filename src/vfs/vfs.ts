@@ -210,6 +210,7 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
     release: (ino, fh, _flags, lockOwner) => file.release(core, ino, fh, lockOwner),
     fsync: (ino, fh) => file.fsync(core, ino, fh),
     opendir: (ctx, ino, flags) => dir.opendir(core, ctx, ino, flags),
+    opendirCached: (ctx, ino, flags) => dir.opendirCached(core, ctx, ino, flags),
     atimeDue: async (ino) => core.atimeDue(await core.record(ino)),
     readdir: (_ctx, ino, fh, offset, maxEntries, plus) =>
       dir.readdir(core, ino, fh, offset, maxEntries, plus),
@@ -217,6 +218,7 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
     direntAttr: (ino) => dir.direntAttr(core, ino),
     knownToKernel: (ino) => core.knownToKernel(ino),
     releasedir: (ino, fh) => dir.releasedir(core, ino, fh),
+    releasedirCached: (ino, fh) => dir.releasedirCached(core, ino, fh),
     fsyncdir: () => dir.fsyncdir(core),
     statfs: (ino) => entry.statfs(core, ino),
     access: (ctx, ino, mask) => entry.access(core, ctx, ino, mask),

@@ -6,6 +6,19 @@
 
 import { join } from "node:path";
 
+/**
+ * The metadata store of the suites that run on either (cluster_test, consistency_test,
+ * errors_test, locks_test): SKYFS_TEST_META = curp | etcd, unset = curp. scripts/test.sh runs them
+ * on CURP in its tests-cluster step and on one etcd member in tests-etcd.
+ */
+export function clusterStore(): "curp" | "etcd" {
+  const value = Deno.env.get("SKYFS_TEST_META") || "curp";
+  if (value !== "curp" && value !== "etcd") {
+    throw new RangeError(`SKYFS_TEST_META="${value}" is not curp or etcd`);
+  }
+  return value;
+}
+
 export function canRunCluster(needEtcd = false): boolean {
   try {
     Deno.statSync("/dev/fuse");
@@ -56,10 +69,15 @@ export async function writeSynced(path: string, data: Uint8Array): Promise<void>
   }
 }
 
-/** `skyfs status --meta URL`: its stdout, and its exit code. */
-export async function skyfsStatus(meta: string): Promise<{ code: number; text: string }> {
+/** `skyfs status --meta URL` (with `env` added to this process's): its stdout and stderr, and
+ * its exit code. */
+export async function skyfsStatus(
+  meta: string,
+  env: Record<string, string> = {},
+): Promise<{ code: number; text: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", join(import.meta.dirname!, "../../mod.ts"), "status", "--meta", meta],
+    env,
     stdout: "piped",
     stderr: "piped",
   }).output();

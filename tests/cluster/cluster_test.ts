@@ -1,8 +1,9 @@
 /**
- * Three `skyfs mount` daemons on one machine sharing three CURP replicas and a directory backend:
- * write on A, read on B and C; concurrent writers on different files; kill -9 of a node while
- * all three write and fsync; a node restarted with an empty cache reads everything back; `skyfs
- * status`. The first two also on one etcd member. Needs root and /dev/fuse (and etcd-server for the etcd case).
+ * Three `skyfs mount` daemons on one machine sharing the metadata store (three CURP replicas, or
+ * one etcd member with SKYFS_TEST_META=etcd) and a directory backend: write on A, read on B and C;
+ * concurrent writers on different files; kill -9 of a node while all three write and fsync; a node
+ * restarted with an empty cache reads everything back; `skyfs status`. Needs root and /dev/fuse
+ * (and etcd-server on etcd).
  * @module
  */
 
@@ -11,6 +12,7 @@ import { join } from "node:path";
 import { LocalCluster } from "../../src/cluster/local_cluster.ts";
 import {
   canRunCluster,
+  clusterStore,
   random,
   same,
   skyfsStatus,
@@ -59,14 +61,19 @@ async function withLogs(cluster: LocalCluster, error: unknown): Promise<Error> {
   return new Error(`${(error as Error).message}\n${logs.join("\n")}`);
 }
 
+const STORE = clusterStore();
+
 Deno.test({
-  name: "cluster on CURP: 3 mounts, 3 replicas; write here read there, concurrent writers, " +
-    "kill -9 of a node under load, empty cache, skyfs status",
-  ignore: !canRunCluster(),
+  name:
+    `cluster on ${STORE}: 3 mounts, ${
+      STORE === "curp" ? "3 CURP replicas" : "one etcd member"
+    }; write here read there, concurrent writers, kill -9 of a node under load, empty cache, ` +
+    "skyfs status",
+  ignore: !canRunCluster(STORE === "etcd"),
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    const cluster = await LocalCluster.start("skyfs-cluster-test-");
+    const cluster = await LocalCluster.start("skyfs-cluster-test-", { meta: STORE });
     try {
       const [a, b, c] = cluster.nodes;
       const acked = new Map<string, Uint8Array>();
@@ -122,29 +129,11 @@ Deno.test({
       }
       assert.equal(status.code, 0, status.text);
       assert.match(status.text, /3 live node\(s\)/);
-      assert.match(status.text, /^metadata: 3 CURP replicas, leader m\d$/m);
+      if (STORE === "curp") {
+        assert.match(status.text, /^metadata: 3 CURP replicas, leader m\d$/m);
+      }
       for (const node of cluster.nodes) assert.match(status.text, new RegExp(`^${node.id} `, "m"));
       assert.ok(peerFills(status.text) > 0, status.text);
-    } catch (error) {
-      throw await withLogs(cluster, error);
-    } finally {
-      await cluster.stop();
-    }
-  },
-});
-
-Deno.test({
-  name: "cluster on etcd: 3 mounts, one etcd member; write here read there, concurrent writers",
-  ignore: !canRunCluster(true),
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const cluster = await LocalCluster.start("skyfs-cluster-etcd-", { meta: "etcd" });
-    try {
-      await writeHereReadThere(cluster, new Map());
-      const status = await skyfsStatus(cluster.meta);
-      assert.equal(status.code, 0, status.text);
-      assert.match(status.text, /3 live node\(s\)/);
     } catch (error) {
       throw await withLogs(cluster, error);
     } finally {

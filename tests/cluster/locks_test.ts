@@ -1,5 +1,6 @@
 /**
- * Locks across cluster nodes (issue 18 point 8): two mounts on one CURP cluster. An OFD, POSIX or
+ * Locks across cluster nodes (issue 18 point 8): two mounts on one cluster (three CURP replicas,
+ * or one etcd member with SKYFS_TEST_META=etcd): the locks live in the store. An OFD, POSIX or
  * flock lock taken through node A blocks the same lock through node B; it is released for B
  * when A closes (OFD: the last close of the open file description; POSIX: any close by the
  * owner; flock: the last close), a blocked F_OFD_SETLKW on B wakes then, and a lock held by a
@@ -12,9 +13,10 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { LocalCluster } from "../../src/cluster/local_cluster.ts";
 import { PYTHON } from "../_harness.ts";
-import { canRunCluster, sleep, until } from "./_cluster_util.ts";
+import { canRunCluster, clusterStore, sleep, until } from "./_cluster_util.ts";
 
 const LOCKER = join(import.meta.dirname!, "_locker.py");
+const STORE = clusterStore();
 
 /** One python3 process holding files and locks, one command at a time. */
 class Locker {
@@ -88,12 +90,13 @@ function stillPending<T>(promise: Promise<T>, ms: number): Promise<T | "pending"
 }
 
 Deno.test({
-  name: "cluster locks: a lock through A blocks B until A closes or dies (OFD, POSIX, flock)",
-  ignore: !canRunCluster(),
+  name: `cluster locks on ${STORE}: a lock through A blocks B until A closes or dies (OFD, ` +
+    "POSIX, flock)",
+  ignore: !canRunCluster(STORE === "etcd"),
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async (t) => {
-    const cluster = await LocalCluster.start("cluster-locks-", { nodes: 2 });
+    const cluster = await LocalCluster.start("cluster-locks-", { nodes: 2, meta: STORE });
     const lockers: Locker[] = [];
     const locker = () => {
       const made = new Locker();
