@@ -246,6 +246,14 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
       liveNodes: node ? async () => (await listNodes(kv)).map((info) => info.id) : undefined,
     },
   });
+  const { pendingListed, pendingStored } = vfs.recovery;
+  if (pendingListed > 0) {
+    // Files whose close the previous daemon did not handle before it died (src/vfs/README.md).
+    log(
+      `skyfs: startup: size/mtime of ${pendingStored} of ${pendingListed} pending write-backs ` +
+        "taken from their local files",
+    );
+  }
   // As mountinfo will show it; resolved now, since after the mount a path walk to it would ask
   // this very daemon (which must never touch its own mount).
   const realMountPoint = Deno.realPathSync(path);

@@ -198,3 +198,65 @@ Deno.test({
     }
   },
 });
+
+/** Opens `count` files (new, or existing ones appended to), writes each, closes them all in a
+ * row (close(2) does not wait for FUSE_RELEASE: the RELEASEs queue up in the daemon), then
+ * kills the daemon with SIGKILL at once. */
+const CLOSE_THEN_KILL = `
+import os, signal, sys
+root, prefix, count, append, pid = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
+flags = os.O_WRONLY | (os.O_APPEND if append else os.O_CREAT | os.O_EXCL)
+fds = []
+for i in range(count):
+    name = f"{prefix}{i}"
+    fd = os.open(os.path.join(root, name), flags, 0o644)
+    os.write(fd, (name + ":").encode() * (50 + i % 300))
+    fds.append(fd)
+for fd in fds:
+    os.close(fd)
+os.kill(pid, signal.SIGKILL)
+`;
+
+Deno.test({
+  name:
+    "crash: kill -9 right after close(2), before the RELEASEs: every closed file keeps its size",
+  ignore: !targetKinds().includes("skyfs") || testMeta() !== undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const mount = await startMount();
+    const root = mount.mountpoint;
+    const count = 300;
+    const body = (name: string, times: number) =>
+      `${name}:`.repeat(times * (50 + Number(name.slice(1)) % 300));
+    try {
+      // Round 0 creates the files; round 1 opens them again (O_APPEND, no O_TRUNC) and appends.
+      for (const [round, append] of [[0, false], [1, true]] as const) {
+        const pid = mount.pid()!;
+        const out = await run(PYTHON, [
+          "-c",
+          CLOSE_THEN_KILL,
+          root,
+          "f",
+          String(count),
+          append ? "1" : "0",
+          String(pid),
+        ]);
+        assert.equal(out.code, 0, out.stderr);
+        await mount.kill9();
+        await mount.restart();
+        const recovered = mount.stderr().match(/size\/mtime of (\d+) of (\d+) pending/g);
+        console.log(`round ${round}: ${recovered?.at(-1) ?? "no pending write-back taken"}`);
+        for (let i = 0; i < count; i++) {
+          const name = `f${i}`;
+          const want = body(name, round + 1);
+          const got = await Deno.readTextFile(join(root, name));
+          assert.equal(got.length, want.length, `round ${round}: ${name}: size`);
+          assert.equal(got, want, `round ${round}: ${name}: content`);
+        }
+      }
+    } finally {
+      await mount.dispose();
+    }
+  },
+});

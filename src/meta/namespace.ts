@@ -81,6 +81,7 @@ const TAG_INODE = 0x49; // "I" + ino
 const TAG_DENTRY = 0x44; // "D" + parent ino + name bytes
 const TAG_XATTR = 0x58; // "X" + ino + name (UTF-8)
 const TAG_ORPHAN = 0x4f; // "O" + ino: nlink 0 but still referenced; purged at startup
+const TAG_PENDING = 0x50; // "P" + ino: its local file may be ahead of its record (vfs core.ts)
 const TAG_CHUNKS = 0x43; // "C" + ino: cluster mode's chunk map (src/cache/chunk_map.ts)
 const TAG_VOLUME = 0x76; // "v" + name: a volume's fixed facts (VolumeRecord), JSON
 const TAG_QUOTA = 0x71; // "q" + volume id: its capacity, limits, usage and reservations, JSON
@@ -138,6 +139,8 @@ export const keys = {
   xattrs: (ino: number) => tagKey(TAG_XATTR, ino),
   orphan: (ino: number) => tagKey(TAG_ORPHAN, ino),
   orphans: () => tagKey(TAG_ORPHAN),
+  pending: (ino: number) => tagKey(TAG_PENDING, ino),
+  pendings: () => tagKey(TAG_PENDING),
   chunkMap: (ino: number) => tagKey(TAG_CHUNKS, ino),
   chunkMaps: () => tagKey(TAG_CHUNKS),
   volume: (name: string) => tagKey(TAG_VOLUME, undefined, encoder.encode(name)),
@@ -1067,6 +1070,13 @@ export class Namespace {
     return out;
   }
 
+  /** Inodes on the pending write-back list (their local file may be ahead of their record). */
+  async listPending(): Promise<number[]> {
+    const out: number[] = [];
+    for await (const kv of this.#scan(keys.pendings(), true)) out.push(inoOfKey(kv.key));
+    return out;
+  }
+
   /** Whether each of `inos` has an inode record (one range scan per call, for startup checks). */
   async existingInodes(): Promise<Set<number>> {
     const out = new Set<number>();
@@ -1308,11 +1318,13 @@ export class NsTxn {
     this.#reads.get(name)!.masked = true;
   }
 
-  /** Delete an inode with its xattrs and orphan mark (directory entries are the caller's). */
-  deleteInode(ino: number): void {
+  /** Delete an inode with its xattrs and orphan mark (directory entries are the caller's);
+   * `pending`: its pending write-back mark too. */
+  deleteInode(ino: number, pending = false): void {
     const name = inodeKeyString(ino);
     this.#writeNamed(name, this.#knownKey(name) ?? keys.inode(ino), undefined);
     this.#write(keys.orphan(ino), undefined);
+    if (pending) this.#write(keys.pending(ino), undefined);
     const prefix = keys.xattrs(ino);
     this.#rangeDeletes.push({ key: prefix, rangeEnd: prefixEnd(prefix) });
     this.#xattrsDeleted.push(ino);
@@ -1491,6 +1503,25 @@ export class NsTxn {
 
   removeOrphan(ino: number): void {
     this.#write(keys.orphan(ino), undefined);
+  }
+
+  /**
+   * Put the inode on the pending write-back list (vfs core.ts, "pending write-back"). `stamp`: a
+   * value no earlier write of the key had, where a transaction that read the mark must see this
+   * write as a change even when it compares by value (a fast-path commit's modRevision is
+   * unknown); a new inode's mark, which nobody can have read, needs none.
+   */
+  addPending(ino: number, stamp?: Uint8Array): void {
+    this.#write(keys.pending(ino), stamp ?? new Uint8Array(0));
+  }
+
+  removePending(ino: number): void {
+    this.#write(keys.pending(ino), undefined);
+  }
+
+  /** Whether the inode is on the pending write-back list (read, so compared at commit). */
+  async isPending(ino: number): Promise<boolean> {
+    return (await this.#read(keys.pending(ino))) !== undefined;
   }
 
   async isOrphan(ino: number): Promise<boolean> {

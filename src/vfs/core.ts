@@ -7,6 +7,14 @@
  * changes stay in memory as the inode's `dirty` overlay (applied on top of the stored record by
  * every read) and reach the store at flush, release, fsync, on the write-back timer, or folded
  * into the next transaction that writes the inode anyway (setattr, link, rename...).
+ *
+ * Pending write-back (one node): an inode whose local file may be ahead of its stored record
+ * (size, mtime) is on the store's pending list from the transaction that lets it get ahead (its
+ * CREATE, an O_TRUNC open, the first open for writing) until a transaction stores its record
+ * with nothing pending and no handle open for writing. The data written through the backing fd
+ * sits in the local file (the page cache outlives a killed daemon), so the restart takes size
+ * and mtime of every listed inode from its local file (vfs.ts `recover`): a file written and
+ * closed keeps its size even if the daemon died before it handled the close's RELEASE.
  * @module
  */
 
@@ -80,6 +88,10 @@ export type AtimeRule = "relatime" | "strictatime" | "noatime" | "readonly";
 
 const DAY_SECONDS = 24 * 3600;
 
+/** Inodes per transaction of the merged write-back (one node, `VfsCore.persistAll`): the
+ * embedded store checks a transaction's keys for duplicates pairwise, so not more. */
+const MERGED_WRITEBACK = 16;
+
 /** Largest file size, as ext4 with 4 KiB blocks (16 TiB - 4 KiB); beyond it EFBIG. */
 export const MAX_FILE_SIZE = 2 ** 44 - 4096;
 /** Longest name in bytes (NAME_MAX). */
@@ -114,6 +126,16 @@ export interface InodeState {
   appendTail?: Promise<unknown>;
   /** The volume of an opened file (0: none), read at open: its writes claim quota first. */
   volume?: number;
+  /** One node: open handles that may write (`FileHandle.writer`). */
+  writers?: number;
+  /** One node: the inode is on the store's pending write-back list (committed). */
+  marked?: boolean;
+  /** Bumped when a transaction putting the inode on the list starts: an unmark that ran before
+   * it does not clear `marked`. */
+  markSeq?: number;
+  /** Transactions that may take the inode off the list, in flight: an open for writing then
+   * puts it on again (its own transaction, which the unmark's read of the mark orders). */
+  unmarking?: number;
 }
 
 export interface FileHandle {
@@ -124,6 +146,8 @@ export interface FileHandle {
   hasData?: boolean;
   /** A cluster node's handle the kernel writes through with passthrough (`passthroughOpened`). */
   passthrough?: boolean;
+  /** One node: a regular file's handle that may write (counted in `InodeState.writers`). */
+  writer?: boolean;
 }
 
 export interface DirHandle {
@@ -148,6 +172,13 @@ export class OpTxn {
   readonly keptElsewhere = new Set<number>();
   /** Volume usage this transaction changes, applied in memory after its commit. */
   quotaPlan: QuotaPlan | undefined;
+  /** One node: marked inodes this transaction stores (or is asked to look at) that may leave
+   * the pending write-back list with it (`VfsCore.txn` decides). */
+  readonly unmarkable = new Set<number>();
+  /** Those it takes off the list, or found not on it. */
+  readonly unmarked = new Set<number>();
+  /** Inodes this transaction deletes (their mark goes with the record). */
+  readonly gone = new Set<number>();
 
   constructor(core: VfsCore, tx: NsTxn) {
     this.#core = core;
@@ -184,6 +215,7 @@ export class OpTxn {
     this.tx.putInode(record);
     const state = this.#core.inodes.get(record.ino);
     if (state) state.atimeChecked = false;
+    if (state?.marked) this.unmarkable.add(record.ino);
     const seq = this.#seqRead.get(record.ino);
     if (seq !== undefined) this.folded.set(record.ino, seq);
   }
@@ -209,7 +241,8 @@ export class OpTxn {
   /** Delete the inode (with, in a cluster, a regular file's chunk map; its objects go after the
    * commit). Other types have no chunk map or open records to read and delete. */
   async deleteInode(ino: number, regular = true): Promise<void> {
-    this.tx.deleteInode(ino);
+    this.tx.deleteInode(ino, this.#core.inodes.get(ino)?.marked === true);
+    this.gone.add(ino);
     this.folded.set(ino, this.#seqRead.get(ino) ?? this.#core.inodes.get(ino)?.dirtySeq ?? 0);
     const cluster = this.#core.cluster;
     if (cluster) this.deleted.set(ino, regular ? await cluster.dropInTxn(this.tx, ino) : []);
@@ -268,6 +301,9 @@ export class VfsCore {
   readonly lockWaits = new Map<bigint, bigint>();
   readonly #writebackMs: number;
   readonly #dirtyInodes = new Set<number>();
+  /** Marked inodes whose last writer closed with nothing to store: off the list at the next
+   * write-back (one transaction for all). */
+  readonly #unmarkDue = new Set<number>();
   /** Cluster mode: per inode, its publish in flight and those queued behind it (#publish). */
   readonly #publishing = new Map<number, Promise<void>>();
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -321,7 +357,7 @@ export class VfsCore {
   /** Forget the in-memory state of an inode nobody references and nothing is pending for. */
   dropStateIfIdle(ino: number): void {
     const state = this.inodes.get(ino);
-    if (!state || state.lookups > 0 || state.handles > 0 || state.dirty) return;
+    if (!state || state.lookups > 0 || state.handles > 0 || state.dirty || state.marked) return;
     if (state.locks && !state.locks.isEmpty()) return;
     this.inodes.delete(ino);
   }
@@ -441,18 +477,99 @@ export class VfsCore {
    * pending attributes folded into what it wrote are no longer pending. */
   async txn<T>(operation: (t: OpTxn) => Promise<T>): Promise<T> {
     let last: OpTxn | undefined;
-    const result = await this.ns.transact(async (tx) => {
-      const t = last = new OpTxn(this, tx);
-      const result = await operation(t);
-      // Volume usage moves in the same transaction as the change that moves it.
-      if (tx.mayTouchVolumes()) t.quotaPlan = await this.volumes.account(t);
-      return result;
-    });
+    // Marked inodes this call may take off the pending list, with their markSeq then.
+    let unmarking: Map<number, number> | undefined;
+    let result: T;
+    try {
+      result = await this.ns.transact(async (tx) => {
+        const t = last = new OpTxn(this, tx);
+        const result = await operation(t);
+        if (t.unmarkable.size > 0) await this.#unmarkIn(t, unmarking ??= new Map());
+        // Volume usage moves in the same transaction as the change that moves it.
+        if (tx.mayTouchVolumes()) t.quotaPlan = await this.volumes.account(t);
+        return result;
+      });
+    } finally {
+      if (unmarking) this.#unmarkSettled(unmarking, undefined);
+    }
+    if (unmarking) this.#unmarkSettled(unmarking, last!);
+    for (const ino of last!.gone) {
+      const state = this.inodes.get(ino);
+      if (state) state.marked = false;
+    }
     if (last!.quotaPlan) this.volumes.afterCommit(last!.quotaPlan);
     for (const [ino, seq] of last!.folded) this.#clean(ino, seq);
     for (const [ino, objects] of last!.deleted) this.cluster?.deleted(ino, objects);
     for (const ino of last!.keptElsewhere) this.keptElsewhere.add(ino);
     return result;
+  }
+
+  // --- pending write-back list (one node) ---
+
+  /** An open for writing must put the inode on the pending list first (its own transaction). */
+  needsMark(ino: number): boolean {
+    if (this.cluster) return false;
+    const state = this.inodes.get(ino);
+    return !state?.marked || (state.unmarking ?? 0) > 0;
+  }
+
+  /** Put the inode on the pending write-back list before a writer gets its handle. */
+  async markPending(ino: number): Promise<void> {
+    const state = this.state(ino);
+    state.markSeq = (state.markSeq ?? 0) + 1;
+    await this.txn((t) => Promise.resolve(t.tx.addPending(ino, this.markStamp())));
+    state.marked = true;
+  }
+
+  /** A value of a pending mark that no earlier mark had (`NsTxn.addPending`). */
+  markStamp(): Uint8Array {
+    return crypto.getRandomValues(new Uint8Array(8));
+  }
+
+  /** A transaction that puts the inode on the list is about to start (create, O_TRUNC open). */
+  willMark(ino: number): void {
+    const state = this.state(ino);
+    state.markSeq = (state.markSeq ?? 0) + 1;
+  }
+
+  /** In the transaction: the inodes of `t.unmarkable` with no writer and nothing pending beyond
+   * what it stores leave the list. The mark is read (compared at commit), so a mark written by
+   * an open for writing meanwhile makes this rerun (and then keep it). */
+  async #unmarkIn(t: OpTxn, unmarking: Map<number, number>): Promise<void> {
+    for (const ino of t.unmarkable) {
+      const state = this.inodes.get(ino);
+      if (!state?.marked || (state.writers ?? 0) > 0 || t.gone.has(ino)) continue;
+      const folded = t.folded.get(ino);
+      if (state.dirty && (folded === undefined || folded !== state.dirtySeq)) continue;
+      if (!unmarking.has(ino)) {
+        unmarking.set(ino, state.markSeq ?? 0);
+        state.unmarking = (state.unmarking ?? 0) + 1;
+      }
+      if (await t.tx.isPending(ino)) t.tx.removePending(ino);
+      t.unmarked.add(ino);
+    }
+  }
+
+  /** After the transaction of `#unmarkIn`: `committed` is its last run once it committed
+   * (undefined: the settling, committed or not, which ends the in-flight count). */
+  #unmarkSettled(unmarking: Map<number, number>, committed: OpTxn | undefined): void {
+    for (const [ino, seq] of unmarking) {
+      const state = this.inodes.get(ino);
+      if (!state) continue;
+      if (!committed) {
+        state.unmarking = Math.max(0, (state.unmarking ?? 1) - 1);
+        continue;
+      }
+      if (committed.unmarked.has(ino) && (state.markSeq ?? 0) === seq) state.marked = false;
+    }
+  }
+
+  /** The last writer of a marked inode closed: off the list with the next write-back. */
+  writerClosed(ino: number): void {
+    const state = this.inodes.get(ino);
+    if (!state?.marked || (state.writers ?? 0) > 0) return;
+    this.#unmarkDue.add(ino);
+    this.#armTimer();
   }
 
   // --- attribute write-back ---
@@ -464,6 +581,10 @@ export class VfsCore {
     state.dirtySeq++;
     if (change.mtime || change.ctime) state.atimeChecked = false;
     this.#dirtyInodes.add(ino);
+    this.#armTimer();
+  }
+
+  #armTimer(): void {
     if (this.#timer === undefined && !this.#closed) {
       const timer = setTimeout(() => {
         this.#timer = undefined;
@@ -542,6 +663,7 @@ export class VfsCore {
   /** Store every inode's pending attributes (and publish, in a cluster); the write-back timer
    * passes `timer`. */
   async persistAll(timer = false): Promise<void> {
+    if (!this.cluster) return await this.#persistMerged();
     // Cluster mode: inodes whose only pending change is atime are stored together, up to
     // ATIME_BATCH per transaction (one proposal), not one transaction each.
     const atimes: number[] = [];
@@ -572,6 +694,53 @@ export class VfsCore {
   }
 
   /**
+   * One node: the pending attributes of every dirty inode, and the pending write-back marks
+   * that can go (`writerClosed`), stored in one transaction per `MERGED_WRITEBACK` inodes. A
+   * batch that fails (EDQUOT of one inode in a shrunk volume) is stored one inode at a time.
+   */
+  async #persistMerged(): Promise<void> {
+    const all = [...new Set([...this.#dirtyInodes, ...this.#unmarkDue])];
+    for (let i = 0; i < all.length; i += MERGED_WRITEBACK) {
+      const batch = all.slice(i, i + MERGED_WRITEBACK);
+      for (const ino of batch) {
+        this.#unmarkDue.delete(ino);
+        // A read through the backing fd is weighed by the atime rule first (as `persist`).
+        this.observeLocal(ino);
+        if (this.inodes.get(ino)?.accessedAt) await this.record(ino);
+      }
+      try {
+        await this.txn(async (t) => {
+          for (const ino of batch) {
+            const state = this.inodes.get(ino);
+            if (!state || (!state.dirty && !state.marked)) continue;
+            const record = await t.getInode(ino);
+            if (record && state.dirty) t.putInode(record);
+            if (state.marked) t.unmarkable.add(ino);
+          }
+        });
+      } catch (error) {
+        console.error(`skyfs: attribute write-back of ${batch.length} inodes: ${error}`);
+        for (const ino of batch) {
+          await this.persist(ino).catch((error) =>
+            console.error(`skyfs: attribute write-back of inode ${ino}: ${error}`)
+          );
+        }
+      }
+      for (const ino of batch) this.dropStateIfIdle(ino);
+    }
+  }
+
+  /** One node: the release of the inode's last handle (or last writer) may leave its pending
+   * attributes to the write-back timer (`#persistMerged`): its pending write-back mark keeps
+   * them safe from kill -9 meanwhile. Not for a file in a volume, whose stored size settles its
+   * quota claim. */
+  mayDeferWriteback(ino: number): boolean {
+    if (this.cluster) return false;
+    const state = this.inodes.get(ino);
+    return state?.marked === true && !state.volume && !state.accessedAt;
+  }
+
+  /**
    * A read or a listing accessed the inode: update atime by the mount's rule (`atimeDue`). FUSE
    * leaves atime to the daemon (the kernel marks its inodes S_NOATIME). The new atime is written
    * back like a write's mtime, so reading costs no transaction. Under relatime the check is made
@@ -593,7 +762,9 @@ export class VfsCore {
   addHandle(handle: Handle): number {
     const fh = this.#nextFh++;
     this.handles.set(fh, handle);
-    this.state(handle.ino).handles++;
+    const state = this.state(handle.ino);
+    state.handles++;
+    if (handle.kind === "file" && handle.writer) state.writers = (state.writers ?? 0) + 1;
     return fh;
   }
 
@@ -618,7 +789,9 @@ export class VfsCore {
     const handle = this.handles.get(fh);
     if (!handle) return undefined;
     this.handles.delete(fh);
-    this.state(handle.ino).handles--;
+    const state = this.state(handle.ino);
+    state.handles--;
+    if (handle.kind === "file" && handle.writer) state.writers = (state.writers ?? 1) - 1;
     return handle;
   }
 

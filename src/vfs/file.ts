@@ -79,11 +79,17 @@ async function openChecked(
     return { fh: core.addHandle({ kind: "file", ino, flags }), keepCache: false, directIo: false };
   }
   // Count the handle before any await, so a racing forget cannot purge the inode under us.
-  const handle: FileHandle = { kind: "file", ino, flags };
+  // A writer is counted before its mark's transaction: an unmark in flight then keeps the mark.
+  const writer = !core.cluster && canWrite(flags);
+  const handle: FileHandle = writer
+    ? { kind: "file", ino, flags, writer }
+    : { kind: "file", ino, flags };
   const fh = core.addHandle(handle);
   core.state(ino).volume = record.volume ?? 0;
   try {
-    if (flags & libc.O_TRUNC) record = await truncateForOpen(core, ctx, ino);
+    // A writer's inode is on the pending write-back list before its handle exists (core.ts).
+    if (flags & libc.O_TRUNC) record = await truncateForOpen(core, ctx, ino, writer);
+    else if (writer && !created && core.needsMark(ino)) await core.markPending(ino);
     const fd = await core.local.acquire(ino, record.size, created);
     handle.hasData = true;
     if (flags & libc.O_TRUNC && libc.fstat(fd).size !== 0) {
@@ -115,6 +121,7 @@ async function openChecked(
   } catch (error) {
     if (handle.hasData) await core.local.release(ino);
     core.removeHandle(fh);
+    if (writer) core.writerClosed(ino);
     throw error;
   }
 }
@@ -190,17 +197,31 @@ export function openCached(
   if (!isReg(record.mode)) {
     return { fh: core.addHandle({ kind: "file", ino, flags }), keepCache: false, directIo: false };
   }
+  // A writer of an inode not on the pending write-back list takes a transaction: `open`.
+  const writer = canWrite(flags);
+  if (writer && core.needsMark(ino)) return undefined;
   const fd = core.local.acquireSync(ino, record.size);
   if (fd === undefined) return undefined;
-  const fh = core.addHandle({ kind: "file", ino, flags, hasData: true });
+  const fh = core.addHandle(
+    writer
+      ? { kind: "file", ino, flags, hasData: true, writer }
+      : { kind: "file", ino, flags, hasData: true },
+  );
   core.state(ino).volume = record.volume ?? 0;
   const atimeDue = canRead(flags) && !(flags & libc.O_NOATIME) && core.atimeDue(record);
   return localOpen(core, record, flags, fh, fd, atimeDue);
 }
 
 /** O_TRUNC: size 0, mtime and ctime now (even if already empty), set-id dropped for non-root. */
-async function truncateForOpen(core: VfsCore, ctx: Ctx, ino: number): Promise<InodeRecord> {
+async function truncateForOpen(
+  core: VfsCore,
+  ctx: Ctx,
+  ino: number,
+  mark: boolean,
+): Promise<InodeRecord> {
+  if (mark) core.willMark(ino);
   const record = await core.txn(async (t) => {
+    if (mark) t.tx.addPending(ino, core.markStamp());
     const r = await t.inode(ino);
     r.size = 0;
     if (core.cluster) await core.cluster.truncateInTxn(t.tx, ino, 0);
@@ -210,6 +231,7 @@ async function truncateForOpen(core: VfsCore, ctx: Ctx, ino: number): Promise<In
     return r;
   });
   const state = core.inodes.get(ino);
+  if (mark) core.state(ino).marked = true;
   if (state?.dirty) state.dirty.size = undefined;
   core.volumes.truncated(ino, 0);
   core.cluster?.truncated(ino, 0);
@@ -248,6 +270,8 @@ export async function create(
       const spec = { mode: S_IFREG | (mode & 0o7777), umask };
       const record = createIn(t, ctx, dir, name, ino, spec, core.now());
       if (lease !== undefined) core.cluster!.createInTxn(t.tx, ino, lease);
+      // On the pending write-back list from birth (core.ts): its writer opens below.
+      else if (!core.cluster) t.tx.addPending(ino);
       return { record, created: true };
     });
   } catch (error) {
@@ -256,6 +280,7 @@ export async function create(
   }
   const { record, created } = result;
   let opened: OpenResult;
+  if (created && !core.cluster) core.state(ino).marked = true;
   if (created) {
     if (lease !== undefined) core.cluster!.createdFile(ino, lease);
     await local;
@@ -264,6 +289,8 @@ export async function create(
     } finally {
       // openChecked took its own reference on the fd opened above (or failed and let go).
       if (await local) await core.local.release(ino);
+      // Not opened for writing (O_RDONLY | O_CREAT), or failed: off the list again.
+      core.writerClosed(ino);
     }
   } else {
     await dropUnusedLocal(core, ino, local);
@@ -415,10 +442,16 @@ export async function release(
   // Its passthrough writes are done: the publish below (or the other handles') covers them.
   if (handle.passthrough && canWrite(handle.flags)) core.cluster?.outsideClosed(ino);
   try {
-    if (state.handles === 0) await core.persist(ino, true);
+    // The last writer's write-back also takes the inode off the pending list (core.ts); on one
+    // node the write-back timer's merged transaction does both where the mark covers a crash.
+    if (state.handles === 0 || (handle.writer && state.writers === 0)) {
+      if (!core.mayDeferWriteback(ino)) await core.persist(ino, state.handles === 0);
+      else deferWriteback(core, ino);
+    }
   } finally {
     if (handle.hasData) await core.local.release(ino);
     if (state.handles === 0) core.volumes.closed(ino);
+    if (handle.writer) core.writerClosed(ino);
   }
   // Runs after the handle count dropped: an unlinked, forgotten file is freed by its last close.
   let purge = !core.isReferenced(ino);
@@ -429,6 +462,14 @@ export async function release(
   }
   if (purge) await core.maybePurge(ino);
   core.dropStateIfIdle(ino);
+}
+
+/** The last close leaves the inode's pending attributes to the write-back timer: what passthrough
+ * wrote is taken in before the local fd goes, and relatime checks again as after a write-back
+ * (which rewrites the record, `OpTxn.putInode`). */
+function deferWriteback(core: VfsCore, ino: number): void {
+  core.observeLocal(ino);
+  core.state(ino).atimeChecked = false;
 }
 
 /**
@@ -442,13 +483,16 @@ export function releaseCached(core: VfsCore, ino: number, fh: number): boolean {
   const state = core.inodes.get(ino);
   if (handle?.kind !== "file" || handle.ino !== ino || !state || state.locks) return false;
   const last = state.handles === 1;
-  // The last handle stores what passthrough changed (`persist`): only when nothing did.
+  // The last handle stores what passthrough changed (`persist`): only when nothing did, or when
+  // the write-back timer may store it (`mayDeferWriteback`: the pending mark covers a crash).
   const st = last ? core.observeLocal(ino) : undefined;
-  if (last && (state.dirty || state.accessedAt)) return false;
+  if (last && (state.accessedAt || (state.dirty && !core.mayDeferWriteback(ino)))) return false;
+  if (last && state.dirty) state.atimeChecked = false; // as `deferWriteback` (observed above)
   if (last && state.lookups === 0) return false; // a purge may be due
   if (handle.hasData && !core.local.releaseSync(ino, st)) return false;
   core.removeHandle(fh);
   if (last) core.volumes.closed(ino);
+  if (handle.writer) core.writerClosed(ino);
   core.dropStateIfIdle(ino);
   return true;
 }

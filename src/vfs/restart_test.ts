@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { n, root, text, withVfs } from "./_testing.ts";
 import { FsError } from "../fs_error.ts";
-import { O_RDWR, pwrite } from "../io/libc.ts";
+import { O_RDWR, O_WRONLY, pwrite } from "../io/libc.ts";
 import { openEmbeddedKV } from "../meta/embedded.ts";
 import { createPortableEngine } from "../io/portable.ts";
 import { createVfs } from "./vfs.ts";
@@ -40,6 +40,8 @@ Deno.test("restart keeps names, inode numbers, attributes, data, symlinks, xattr
       orphansPurged: 0,
       danglingFilesRemoved: 0,
       reservationsDropped: 0,
+      pendingListed: 0,
+      pendingStored: 0,
     });
   });
 });
@@ -79,6 +81,8 @@ Deno.test("startup purges orphans and removes local files of deleted inodes", as
       orphansPurged: 1,
       danglingFilesRemoved: 1,
       reservationsDropped: 0,
+      pendingListed: 0,
+      pendingStored: 0,
     });
     await assert.rejects(vfs.getattr(root, c.attr.ino), (e) => e instanceof FsError);
     await assert.rejects(Deno.stat(local), Deno.errors.NotFound);
@@ -104,6 +108,83 @@ Deno.test("data beyond the stored size (lost by a crash) never shows through lat
     assert.equal(await vfs.read(root, c.attr.ino, o.fh, 0, into), 11);
     assert.deepEqual([...into.subarray(3, 10)], [0, 0, 0, 0, 0, 0, 0]);
     await vfs.release(c.attr.ino, o.fh, 0);
+  });
+});
+
+Deno.test("kill -9 after close(2) and before RELEASE: sizes come from the local files", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vfs-unreleased-" });
+  const child = new URL("./_unreleased_child.ts", import.meta.url).pathname;
+  try {
+    const proc = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", child, dir],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const reader = proc.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let said = "";
+    while (!said.includes("ready\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      said += value;
+    }
+    proc.kill("SIGKILL");
+    await proc.status;
+    await reader.cancel().catch(() => {});
+    assert.equal(said, "ready\n");
+    const kv = await openEmbeddedKV(`${dir}/meta.db`);
+    const vfs = await createVfs({ kv, io: createPortableEngine(), dataDir: dir });
+    try {
+      // outside, inside and the reopened again; dated was stored with nothing pending.
+      assert.equal(vfs.recovery.pendingStored, 3);
+      assert.deepEqual(await (await Namespace.open(kv)).listPending(), []);
+      const body = (s: string, times = 1) => `${s}:`.repeat(300 * times);
+      for (
+        const [file, want] of [
+          ["outside", body("outside")],
+          ["inside", body("inside")],
+          ["again", body("again", 2)],
+          ["dated", body("dated")],
+        ]
+      ) {
+        const attr = await vfs.lookup(root, 1, n(file));
+        assert.equal(attr.size, want.length, `${file}: size`);
+        const o = await vfs.open(root, attr.ino, 0);
+        const into = new Uint8Array(want.length);
+        assert.equal(await vfs.read(root, attr.ino, o.fh, 0, into), want.length);
+        assert.equal(text(into), want, `${file}: content`);
+        await vfs.release(attr.ino, o.fh, 0);
+        if (file === "dated") assert.deepEqual(attr.mtime, { sec: 1_000_000, nsec: 5 });
+      }
+    } finally {
+      await vfs.destroy();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the pending write-back list: on it while written, off with the write-back", async () => {
+  await withVfs(async (f) => {
+    const pending = async () => await (await Namespace.open(f.kv)).listPending();
+    const c = await f.vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    assert.deepEqual(await pending(), [c.attr.ino], "from its create");
+    await f.vfs.write(root, c.attr.ino, c.fh, 0, n("abc"));
+    await f.vfs.release(c.attr.ino, c.fh, 0);
+    // Left to the write-back timer (here the clean stop's merged write-back).
+    const t = await f.vfs.create(root, 1, n("touched"), 0o644, 0, O_WRONLY);
+    await f.vfs.release(t.attr.ino, t.fh, 0);
+    let vfs = await f.restart();
+    assert.equal(vfs.recovery.pendingListed, 0);
+    assert.deepEqual(await pending(), []);
+    assert.equal((await vfs.getattr(root, c.attr.ino)).size, 3);
+    const r = await vfs.open(root, c.attr.ino, 0);
+    assert.deepEqual(await pending(), [], "a reader puts nothing on it");
+    const w = await vfs.open(root, c.attr.ino, O_WRONLY);
+    assert.deepEqual(await pending(), [c.attr.ino], "a writer does");
+    await vfs.release(c.attr.ino, w.fh, 0);
+    await vfs.release(c.attr.ino, r.fh, 0);
+    vfs = await f.restart();
+    assert.equal(vfs.recovery.pendingListed, 0);
   });
 });
 

@@ -6,10 +6,11 @@
  */
 
 import { FsError } from "../fs_error.ts";
-import { Namespace } from "../meta/namespace.ts";
+import * as libc from "../io/libc.ts";
+import { copyInode, Namespace, type Timespec } from "../meta/namespace.ts";
 import { isJournalLessExt4, LocalStore } from "../cache/local.ts";
 import type { Vfs } from "./types.ts";
-import { VfsCore, type VfsOptions } from "./core.ts";
+import { type OpTxn, VfsCore, type VfsOptions } from "./core.ts";
 import * as entry from "./entry.ts";
 import * as dir from "./dir.ts";
 import * as file from "./file.ts";
@@ -17,7 +18,7 @@ import * as xattr from "./xattr.ts";
 import * as lock from "./lock.ts";
 import { rename } from "./rename.ts";
 import { createVolumes } from "./volumes.ts";
-import { S_IFBLK, S_IFCHR, S_IFIFO, S_IFREG, S_IFSOCK } from "./perm.ts";
+import { isReg, S_IFBLK, S_IFCHR, S_IFIFO, S_IFREG, S_IFSOCK } from "./perm.ts";
 
 export type { VfsOptions } from "./core.ts";
 
@@ -27,6 +28,10 @@ export interface RecoveryReport {
   danglingFilesRemoved: number;
   /** Volume reservations of writers that were gone at start (volume_quota.ts). */
   reservationsDropped: number;
+  /** Inodes on the pending write-back list at start (core.ts), and of them those whose size or
+   * mtime was taken from the local file. */
+  pendingListed: number;
+  pendingStored: number;
 }
 
 export interface VfsWithRecovery extends Vfs {
@@ -86,7 +91,7 @@ async function recover(core: VfsCore): Promise<RecoveryReport> {
   for (const ino of core.cluster ? [] : await core.ns.listOrphans()) {
     await core.txn(async (t) => {
       const record = await t.tx.getInode(ino);
-      if (record && record.nlink === 0) t.tx.deleteInode(ino);
+      if (record && record.nlink === 0) t.tx.deleteInode(ino, true);
       else t.tx.removeOrphan(ino);
     });
     await core.local.remove(ino);
@@ -96,8 +101,73 @@ async function recover(core: VfsCore): Promise<RecoveryReport> {
   const danglingFilesRemoved = await core.local.removeDangling((ino) => existing.has(ino));
   // Reserved quota of writes this node never stored is void (their data is cut at next open).
   const reservationsDropped = await core.volumes.dropStaleReservations(!core.cluster);
-  if (orphansPurged > 0 || reservationsDropped > 0) await core.ns.kv.sync();
-  return { orphansPurged, danglingFilesRemoved, reservationsDropped };
+  // After the drop: a size taken from a local file counts against the volume's capacity then
+  // (the reservation that covered its writes is gone with the process that claimed it).
+  const pending = core.cluster ? [] : await core.ns.listPending();
+  let pendingStored = 0;
+  for (let i = 0; i < pending.length; i += PENDING_BATCH) {
+    const batch = pending.slice(i, i + PENDING_BATCH);
+    try {
+      pendingStored += await core.txn(async (t) => {
+        let stored = 0;
+        for (const ino of batch) if (await storePending(core, t, ino)) stored++;
+        return stored;
+      });
+    } catch (error) {
+      // One inode's size refused (EDQUOT: a volume shrunk below it): the others one by one.
+      console.error(`skyfs: pending write-back of ${batch.length} inodes: ${error}; one by one`);
+      for (const ino of batch) {
+        try {
+          if (await core.txn((t) => storePending(core, t, ino))) pendingStored++;
+        } catch (error) {
+          console.error(`skyfs: pending write-back of inode ${ino}: ${error}; left as stored`);
+          await core.txn((t) => Promise.resolve(t.tx.removePending(ino)));
+        }
+      }
+    }
+  }
+  const changed = orphansPurged > 0 || reservationsDropped > 0 || pending.length > 0;
+  if (changed) await core.ns.kv.sync();
+  return {
+    orphansPurged,
+    danglingFilesRemoved,
+    reservationsDropped,
+    pendingListed: pending.length,
+    pendingStored,
+  };
+}
+
+/** errno of a missing local file (an inode whose create's open of it failed). */
+const ENOENT = 2;
+
+/** Pending write-backs stored per transaction at startup. */
+const PENDING_BATCH = 64;
+
+/**
+ * Startup, one node: `ino` was on the pending write-back list, so its local file may be ahead of
+ * its record (written, even closed, but the daemon died before it stored the size: close(2) does
+ * not wait for FUSE_RELEASE). Its size is taken from the local file when they differ, and its
+ * mtime when the local file's is newer than the record's ctime (a write after the last change the
+ * store knows of; an older one is a time set since, by utimensat, which stands). The mark goes.
+ */
+async function storePending(core: VfsCore, t: OpTxn, ino: number): Promise<boolean> {
+  t.tx.removePending(ino);
+  const record = await t.tx.getInode(ino);
+  if (!record || !isReg(record.mode)) return false;
+  const st = libc.statC(new TextEncoder().encode(`${core.local.path(ino)}\0`), ENOENT);
+  if (!st) return false;
+  const mtime: Timespec = { sec: st.mtimeSec, nsec: st.mtimeNsec };
+  const newer = after(mtime, record.ctime);
+  if (st.size === record.size && !newer) return false;
+  const r = copyInode(record);
+  r.size = st.size;
+  if (newer) r.mtime = r.ctime = mtime;
+  t.tx.putInode(r);
+  return true;
+}
+
+function after(a: Timespec, b: Timespec): boolean {
+  return a.sec > b.sec || (a.sec === b.sec && a.nsec > b.nsec);
 }
 
 function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
