@@ -769,3 +769,122 @@ Deno.test("embedded: a put copies the caller's buffers unless it hands them over
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("embedded: a long branch's duplicate keys are found as a short one's (sorted check)", async () => {
+  // Branches of more than 8 operations are checked by sorting their puts, shorter ones pairwise:
+  // random branches of 1-40 operations over 24 keys (so clashes are common), each against a plain
+  // reading of etcd's rule. Put in the failure branch of a transaction whose
+  // compare holds: checked, never run.
+  const kv = await openEmbeddedKV(":memory:");
+  try {
+    let state = 12345;
+    const random = (n: number) => {
+      state = (Math.imul(state, 1103515245) + 12345) & 0x7fffffff;
+      return (state >>> 8) % n;
+    };
+    // 24 keys: prefixes of each other, a NUL and a 0xff byte, so byte order matters.
+    const alphabet = ["a", "b", "c", "d"].flatMap((first) =>
+      ["", "\x00", "a", "b", "\xff", "ba"].map((rest) =>
+        Uint8Array.from(first + rest, (c) => c.charCodeAt(0))
+      )
+    );
+    const latin1 = (b: Uint8Array) => String.fromCharCode(...b);
+    const shuffle = <T>(items: T[]) => {
+      for (let i = items.length - 1; i > 0; i--) {
+        const j = random(i + 1);
+        [items[i], items[j]] = [items[j], items[i]];
+      }
+      return items;
+    };
+    let refused = 0;
+    for (let round = 0; round < 2000; round++) {
+      const length = 1 + random(40);
+      type Op =
+        | { put: { key: Uint8Array; value: Uint8Array } }
+        | { deleteRange: { key: Uint8Array; rangeEnd?: Uint8Array } }
+        | { range: { key: Uint8Array } };
+      const ops: Op[] = [];
+      // Distinct puts, sometimes one key twice; up to two deletes (a key, a range, to the end).
+      const putKeys = shuffle([...alphabet]).slice(0, random(Math.min(length, 16) + 1));
+      if (putKeys.length > 0 && random(4) === 0) putKeys.push(putKeys[random(putKeys.length)]);
+      for (const key of putKeys) ops.push({ put: { key, value: bytes("v") } });
+      for (let i = random(3); i > 0; i--) {
+        const key = alphabet[random(alphabet.length)];
+        const kind = random(3);
+        if (kind === 0) ops.push({ deleteRange: { key } });
+        else if (kind === 1) {
+          ops.push({ deleteRange: { key, rangeEnd: alphabet[random(alphabet.length)] } });
+        } else ops.push({ deleteRange: { key, rangeEnd: new Uint8Array([0]) } });
+      }
+      while (ops.length < length) ops.push({ range: { key: alphabet[random(alphabet.length)] } });
+      shuffle(ops);
+      const puts = ops.flatMap((op) => "put" in op ? [latin1(op.put.key)] : []);
+      const clash = puts.some((k, i) => puts.indexOf(k) !== i) || ops.some((op) => {
+        if (!("deleteRange" in op)) return false;
+        const start = latin1(op.deleteRange.key);
+        const end = op.deleteRange.rangeEnd;
+        return puts.some((k) =>
+          end === undefined
+            ? k === start
+            : end.length === 1 && end[0] === 0
+            ? k >= start
+            : k >= start && k < latin1(end)
+        );
+      });
+      const txn = kv.txn({
+        compare: [{ key: bytes("nothing"), target: "version", result: "==", value: 0 }],
+        failure: ops,
+      });
+      if (clash) {
+        refused++;
+        await assert.rejects(txn, /twice/, JSON.stringify(ops.map((o) => Object.keys(o)[0])));
+      } else {
+        assert.equal((await txn).succeeded, true);
+      }
+    }
+    assert.ok(refused > 200 && refused < 1800, `refused ${refused} of 2000`);
+    // The edges, each in a branch of 10 puts of k0-k9 and one more operation.
+    const tenPuts = () =>
+      Array.from({ length: 10 }, (_, i) => ({ put: { key: bytes(`k${i}`), value: bytes("v") } }));
+    const cases: [string, object, boolean][] = [
+      ["the smallest key twice", { put: { key: bytes("k0"), value: bytes("w") } }, true],
+      ["the largest key twice", { put: { key: bytes("k9"), value: bytes("w") } }, true],
+      ["a delete of the smallest key", { deleteRange: { key: bytes("k0") } }, true],
+      ["a delete of the largest key", { deleteRange: { key: bytes("k9") } }, true],
+      ["a delete of no put key", { deleteRange: { key: bytes("k10") } }, false],
+      [
+        "a range ending at a put",
+        { deleteRange: { key: bytes("j"), rangeEnd: bytes("k0") } },
+        false,
+      ],
+      [
+        "a range ending past one",
+        { deleteRange: { key: bytes("j"), rangeEnd: bytes("k0\x00") } },
+        true,
+      ],
+      [
+        "a range starting past all",
+        { deleteRange: { key: bytes("k9\x00"), rangeEnd: bytes("z") } },
+        false,
+      ],
+      ["to the end past all", {
+        deleteRange: { key: bytes("k9\x00"), rangeEnd: new Uint8Array([0]) },
+      }, false],
+      ["to the end from the last", {
+        deleteRange: { key: bytes("k9"), rangeEnd: new Uint8Array([0]) },
+      }, true],
+      ["an empty range", { deleteRange: { key: bytes("k5"), rangeEnd: bytes("k1") } }, false],
+    ];
+    for (const [what, op, clash] of cases) {
+      for (const at of [0, 10]) {
+        const ops = tenPuts() as object[];
+        ops.splice(at, 0, op);
+        const txn = kv.txn({ success: ops as never });
+        if (clash) await assert.rejects(txn, /twice/, what);
+        else assert.equal((await txn).succeeded, true, what);
+      }
+    }
+  } finally {
+    await kv.close();
+  }
+});
