@@ -29,6 +29,11 @@
  * is restarted with only what was written since the clone. Restart = read the snapshot, replay
  * the log; watch history is rebuilt from the log, so history older than the snapshot is gone
  * after a restart (watches cannot start before it: CompactedError).
+ *
+ * Requests are checked as etcd checks them, whichever branch runs: among them no key put twice
+ * or both put and deleted in one branch (`checkNoDuplicateKeys`: pairwise up to 8 operations, by
+ * sorting the puts above, so a transaction of a thousand keys costs no more per key than a short
+ * one; pairwise everywhere until session 12: 15 us per put and delete at 1024 of each, 4 now).
  * @module
  */
 
