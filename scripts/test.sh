@@ -14,7 +14,7 @@
 #   node: three CURP replicas, or one etcd member, with a directory backend (SKYFS_TEST_META);
 #   tests-curp on FUSE over io_uring, tests-etcd on /dev/fuse. tests-etcd also runs the cluster
 #   fault suites that take their store from SKYFS_TEST_META (tests/cluster: cluster, consistency,
-#   errors, locks; tests-cluster runs them on CURP) and etcd_failover_test.ts (the member killed -9
+#   errors, locks, unmount_records; tests-cluster runs them on CURP) and etcd_failover_test.ts (the member killed -9
 #   and restarted under writers), on etcd.
 #   Every step runs even after an earlier one failed, so one run shows every failure; the exit code
 #   is non-zero when any step failed.
@@ -211,7 +211,7 @@ for step in "${steps[@]}"; do
       # On etcd also the cluster fault suites (their CURP runs are in tests-cluster).
       [ "$step" = tests-etcd ] && extra=(tests/cluster/cluster_test.ts
         tests/cluster/consistency_test.ts tests/cluster/errors_test.ts tests/cluster/locks_test.ts
-        tests/cluster/etcd_failover_test.ts)
+        tests/cluster/unmount_records_test.ts tests/cluster/etcd_failover_test.ts)
       run_step "$step" deno-test env SKYFS_TEST_META="${step#tests-}" SKYFS_TEST_TARGET=skyfs \
         SKYFS_TEST_FUSE_TRANSPORT="$transport" SKYFS_FUSE_TRANSPORT="$transport" \
         SKYFS_DIFF_RUNS="${SKYFS_DIFF_RUNS:-40}" deno test -A tests/posix/ tests/differential_test.ts \
