@@ -14,8 +14,8 @@
 #   node: three CURP replicas, or one etcd member, with a directory backend (SKYFS_TEST_META);
 #   tests-curp on FUSE over io_uring, tests-etcd on /dev/fuse. tests-etcd also runs the cluster
 #   fault suites that take their store from SKYFS_TEST_META (tests/cluster: cluster, consistency,
-#   errors, locks, unmount_records; tests-cluster runs them on CURP) and etcd_failover_test.ts (the member killed -9
-#   and restarted under writers), on etcd.
+#   errors, locks, unmount_records; tests-cluster runs them on CURP) and etcd_failover_test.ts
+#   (the member killed -9 and restarted under writers), on etcd.
 #   Every step runs even after an earlier one failed, so one run shows every failure; the exit code
 #   is non-zero when any step failed.
 #
