@@ -49,6 +49,27 @@ Deno.test("meta_worker compiles and measures every phase on a real directory", a
       for (const m of rows) assert.ok(m.value !== null && m.value > 0, `${m.job}: ${m.error}`);
       const create = rows.find((m) => m.job.includes("-create-"))!;
       assert.equal(create.details?.ops, 130);
+      if (run.layout === "tree") {
+        // mkdir and rmdir time as many operations as the file phases (64 leaves + 66 more), not
+        // just the 64 leaves: a 64-operation phase is a few milliseconds, moved 2-10x by one stall.
+        for (const phase of ["mkdir", "rmdir"]) {
+          const row = rows.find((m) => m.job === `meta-tree-${phase}-w3`)!;
+          assert.equal(row.details?.ops, 130, phase);
+        }
+      }
+    }
+    // Fewer files than leaves: the phases still make and remove every leaf.
+    const small = await runMeta({ layout: "tree", workers: 2 }, "ext4", {
+      binary,
+      dir,
+      files: 10,
+      fileBytes: 0,
+      dropCaches: false,
+      env: {},
+      timeoutMs: 60_000,
+    });
+    for (const phase of ["mkdir", "rmdir"]) {
+      assert.equal(small.find((m) => m.job === `meta-tree-${phase}-w2`)?.details?.ops, 64, phase);
     }
     // The worker cleans up after itself, so the directory is empty again.
     assert.deepEqual([...Deno.readDirSync(dir)], []);

@@ -3,7 +3,10 @@
 //
 // Usage: meta_worker DIR FILES WORKERS flat|tree [--size BYTES] [--drop-caches] [--pause]
 //   flat: every file in DIR/flat (one directory shared by all workers)
-//   tree: files spread round-robin over TREE_FANOUT^2 leaf directories DIR/tree/dA/dB
+//   tree: files spread round-robin over TREE_FANOUT^2 leaf directories DIR/tree/dA/dB; its mkdir
+//   and rmdir phases make and remove those leaves and FILES - TREE_FANOUT^2 more empty directories
+//   DIR/tree/dA/xK (A = K % TREE_FANOUT), so that they time as many operations as the other phases
+//   (64 operations took 3-60 ms: one stall of a few ms in the file system moved the rate 2-10x)
 // Prints one JSON object per phase on stdout: {"phase":"create","ops":N,"seconds":S}.
 // "stat-cold" runs only with --drop-caches (needs root): the page, dentry and inode caches are
 // dropped first (not timed), so each stat has to reach the file system.
@@ -49,6 +52,16 @@ static void die(const char *what, const char *path) {
 }
 
 static int leaf_count(void) { return tree_layout ? TREE_FANOUT * TREE_FANOUT : 1; }
+
+// The tree's empty directories beside the leaves: the mkdir and rmdir phases time leaf_count() +
+// extra_dir_count() operations, as many as there are files (at least the leaves).
+static long extra_dir_count(void) {
+  return tree_layout && file_count > leaf_count() ? file_count - leaf_count() : 0;
+}
+
+static void extra_dir_path(char *out, size_t size, long k) {
+  snprintf(out, size, "%s/tree/d%ld/x%ld", base_dir, k % TREE_FANOUT, k);
+}
 
 static void leaf_path(char *out, size_t size, int leaf) {
   if (tree_layout) {
@@ -110,6 +123,17 @@ static long run_phase(enum phase phase, int w) {
         continue;
       }
       ops++;
+    }
+    if (phase == MKDIR || phase == RMDIR) {
+      for (long k = w; k < extra_dir_count(); k += worker_count) {
+        extra_dir_path(path, sizeof path, k);
+        if (phase == MKDIR) {
+          if (mkdir(path, 0755) != 0) die("mkdir", path);
+        } else if (rmdir(path) != 0) {
+          die("rmdir", path);
+        }
+        ops++;
+      }
     }
     // flat: every worker reads the one shared directory (a single leaf would give workers 1..W-1
     // nothing to do).
