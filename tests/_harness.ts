@@ -626,3 +626,15 @@ export interface CaseContext {
   /** The target as the test is named: `ext4`, `skyfs`, or `skyfs --passthrough off`. */
   variant: string;
 }
+
+/** A small seeded generator (mulberry32), so a failing round's random choices can be replayed. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -17,6 +17,7 @@ import {
   PYTHON,
   REPO_ROOT,
   run,
+  seededRandom,
   startMount,
   targetKinds,
   testMeta,
@@ -25,18 +26,6 @@ import {
 const ROUNDS = Number(Deno.env.get("SKYFS_CRASH_ROUNDS") ?? 6);
 const SEED = Number(Deno.env.get("SKYFS_CRASH_SEED") ?? 7);
 const WRITER = join(REPO_ROOT, "tests", "_crash_writer.py");
-
-/** A small seeded generator (mulberry32), so a failing round's kill delay can be replayed. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Verdict {
   files: number;

@@ -36,6 +36,7 @@ import {
   PYTHON,
   REPO_ROOT,
   run,
+  seededRandom,
   startMount,
   targetKinds,
   testMeta,
@@ -46,18 +47,6 @@ const SEED = Number(Deno.env.get("SKYFS_KILL_POINTS_SEED") ?? 20261206);
 const WRITER = join(REPO_ROOT, "tests", "_kill_points_writer.py");
 /** Operations per round on ext4, where nothing stops the writer. */
 const EXT4_OPS = 400;
-
-/** mulberry32, so a failing round's kill delay can be replayed. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Verdict {
   ops: number;
