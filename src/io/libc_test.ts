@@ -265,3 +265,14 @@ Deno.test("libc: a missing or old native library fails in one line naming the fi
   libc.useNativeLibrary(defaultLibraryPath());
   assert.throws(() => libc.close(987654), code("EBADF"));
 });
+
+Deno.test("wallClock is the wall clock to the nanosecond, between two Date.now() readings", () => {
+  for (let i = 0; i < 1000; i++) {
+    const before = Date.now();
+    const now = libc.wallClock();
+    const after = Date.now();
+    assert.ok(Number.isInteger(now.nsec) && now.nsec >= 0 && now.nsec < 1e9);
+    const ms = Math.floor(now.sec * 1000 + now.nsec / 1e6);
+    assert.ok(before <= ms && ms <= after, `${before} <= ${ms} <= ${after}`);
+  }
+});
