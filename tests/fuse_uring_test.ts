@@ -33,6 +33,17 @@ function setEnabled(on: boolean): void {
   assert.equal(Deno.readTextFileSync(ENABLE).trim(), on ? "Y" : "N");
 }
 
+/** The io_uring instances a process holds (fds naming anon_inode:[io_uring]). */
+function ioUringFds(pid: number): number {
+  let count = 0;
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`) === "anon_inode:[io_uring]") count++;
+    } catch { /* closed meanwhile */ }
+  }
+  return count;
+}
+
 const WORKLOAD = `
 import os, sys
 root = sys.argv[1]
@@ -68,6 +79,9 @@ Deno.test({
     try {
       const out = await run(PYTHON, ["-c", WORKLOAD, mount.mountpoint]);
       assert.equal(out.stdout.trim(), "ok");
+      // One ring in the daemon: the FUSE entries ride on the I/O engine's (a turn's replies and
+      // disk I/O go to the kernel in one io_uring_enter), not on a second ring beside it.
+      assert.equal(ioUringFds(mount.pid()!), 1);
       // Drop the kernel's dentries and inodes: the kernel sends FORGETs, which never use the ring.
       await Deno.writeTextFile("/proc/sys/vm/drop_caches", "2");
       await run(PYTHON, [
@@ -82,7 +96,10 @@ Deno.test({
       await mount.stop();
     }
     const log = mount.stderr();
-    assert.match(log, /skyfs: FUSE transport io_uring, \d+ queues? x 8 entries/);
+    assert.match(
+      log,
+      /skyfs: FUSE transport io_uring, \d+ queues? x 8 entries \(fuse.uring_depth\), on the I\/O engine's ring/,
+    );
     const line = log.split("\n").findLast((l) => l.includes("skyfs: requests:"));
     assert.ok(line, `no request counts in the daemon's output:\n${log}`);
     const ring = line.match(
