@@ -208,7 +208,11 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     uring: {
       ...(options.cluster ? { spinUs: 0 } : {}),
       ...(options.io?.libraryPath ? { libraryPath: options.io.libraryPath } : {}),
-      ...(clientSlots > 0 ? { clientSlots, ...sharedRingSetup() } : {}),
+      // COOP_TASKRUN, not the engine's default DEFER_TASKRUN: on a DEFER ring every request's
+      // task work needs an io_uring_enter of its own, and the muted submits signal the eventfd
+      // for requests that arrive meanwhile (src/fuse/README.md, "The replies share the engine's
+      // io_uring_enter").
+      ...(clientSlots > 0 ? { clientSlots, ringSetup: sharedRingSetup() } : {}),
     },
   });
   let kv;
@@ -486,8 +490,9 @@ export async function umount(mountPoint: string): Promise<void> {
   }
 }
 
-/** The task-work setup of an engine ring shared with FUSE over io_uring. Experiment knob. */
-function sharedRingSetup(): { ringSetup?: "defer" | "coop" | "plain" } {
+/** The task-work setup of an engine ring shared with FUSE over io_uring: "coop", or
+ * SKYFS_SHARED_RING_SETUP (defer, coop or plain) to measure the others. */
+function sharedRingSetup(): "defer" | "coop" | "plain" {
   const value = Deno.env.get("SKYFS_SHARED_RING_SETUP");
-  return value === "defer" || value === "coop" || value === "plain" ? { ringSetup: value } : {};
+  return value === "defer" || value === "plain" ? value : "coop";
 }

@@ -576,9 +576,16 @@ export class FuseRing {
    * plain ring), for up to `spinMs`. True when a completion was handled. */
   async #spin(spinMs: number): Promise<boolean> {
     const until = performance.now() + spinMs;
+    const before = this.stats.requests;
     do {
       await nextTurn();
       if (this.#done()) return false;
+      // On the engine's ring the engine's own submits and reaps hand us requests too (a turn's
+      // disk I/O reaped them): those count as found by the spin, which then starts over.
+      if (this.stats.requests !== before) {
+        this.#server!.loopStats.spinHits += this.stats.requests - before;
+        return true;
+      }
       if (this.#ready()) {
         const requests = this.stats.requests;
         if (this.#pump() > 0) {

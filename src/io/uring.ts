@@ -1290,9 +1290,19 @@ export class UringEngine implements IoEngine {
       this.#submitStaged();
       return this.#clientHandled - before;
     }
+    // A submit of nothing, not skyfs_uring_reap: on a COOP ring the reap only reads the CQ ring,
+    // and task work the kernel flagged (a FUSE request on its way) stays unrun; the submit
+    // enters the kernel when the flag is up (liburing's cq_ring_needs_flush), which runs it.
     for (;;) {
       this.#stats.reapCalls++;
-      const reaped = this.#native.skyfs_uring_reap(this.#ring, this.#cqePointer, this.#cqeCapacity);
+      const reaped = this.#native.skyfs_uring_submit_reap(
+        this.#ring,
+        this.#opPointer,
+        0,
+        this.#cqePointer,
+        this.#cqeCapacity,
+        0,
+      );
       if (reaped <= 0) break;
       this.#complete(reaped);
       if (reaped < this.#cqeCapacity) break;
