@@ -429,9 +429,14 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   // log.debug (SKYFS_DEBUG): SIGUSR2 logs the request counts so far (to split a workload into phases).
   const dumpCounts = () => {
     const counts = server.requestCounts().map(([name, n]) => `${name} ${n}`).join(", ");
+    const engine = ring?.shared && io instanceof UringEngine ? io.stats() : undefined;
     const ringStats = server.transport === "uring" && ring
       ? `; ring: ${ring.stats.requests} requests, ${ring.stats.enters} enters, ` +
-        `${ring.stats.devWakeups} /dev/fuse wake-ups`
+        `${ring.stats.devWakeups} /dev/fuse wake-ups` +
+        (engine
+          ? `; engine's ring: ${engine.submitCalls} submits (${engine.sharedSubmits} with ` +
+            `replies and disk I/O), ${engine.clientSubmissions} ring entries submitted`
+          : "")
       : "";
     log(
       `skyfs: requests: ${counts}; transport ${server.transport}; parked waits ` +

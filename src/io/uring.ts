@@ -147,6 +147,11 @@ export interface UringStats {
   asyncWrites: number;
   /** fcntl(F_GETFL)+fstat calls that learned how to write to an fd (one synchronous call each). */
   fdProbes: number;
+  /** Operations of the ring client (attachClient) submitted with the engine's submit calls. */
+  clientSubmissions: number;
+  /** Submit calls that carried the client's operations and the engine's together (one
+   * io_uring_enter where there would have been two rings' each). */
+  sharedSubmits: number;
 }
 
 const O_CLOEXEC = 0o2000000;
@@ -387,6 +392,8 @@ export class UringEngine implements IoEngine {
     waitCalls: 0,
     asyncWrites: 0,
     fdProbes: 0,
+    clientSubmissions: 0,
+    sharedSubmits: 0,
   };
 
   /**
@@ -1137,6 +1144,8 @@ export class UringEngine implements IoEngine {
     this.#stagedDisk = 0;
     this.#stats.submitCalls++;
     this.#stats.submissions += own;
+    this.#stats.clientSubmissions += count - own;
+    if (own > 0 && own < count) this.#stats.sharedSubmits++;
     const reaped = this.#native.skyfs_uring_submit_reap(
       this.#ring,
       this.#opPointer,

@@ -65,6 +65,9 @@ for (const ringSetup of ["defer", "coop"] as const) {
         assert.equal(written, 4096);
         const after = io.stats();
         assert.equal(after.submitCalls - before.submitCalls, 1, JSON.stringify([before, after]));
+        assert.equal(after.sharedSubmits - before.sharedSubmits, 1);
+        assert.equal(after.clientSubmissions - before.clientSubmissions, 1);
+        assert.equal(after.submissions - before.submissions, 1); // the write
         // The poll waits in the kernel: not in flight for the engine.
         assert.equal(io.inFlight, 0);
         assert.deepEqual(client.completions, []);
