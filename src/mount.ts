@@ -435,7 +435,8 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
         `${ring.stats.devWakeups} /dev/fuse wake-ups` +
         (engine
           ? `; engine's ring: ${engine.submitCalls} submits (${engine.sharedSubmits} with ` +
-            `replies and disk I/O), ${engine.clientSubmissions} ring entries submitted`
+            `replies and disk I/O), ${engine.submissions} disk ops and ` +
+            `${engine.clientSubmissions} FUSE entries submitted`
           : "")
       : "";
     log(
