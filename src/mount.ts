@@ -7,7 +7,8 @@
 import { join, resolve } from "node:path";
 import { FuseDevice, loadLibfuse } from "./fuse/session.ts";
 import { FuseServer, MAX_WRITE } from "./fuse/server.ts";
-import { FuseRing, ringClientSlots, uringUnavailable } from "./fuse/transport_uring.ts";
+import { FuseRing, sharedRingOptions, uringUnavailable } from "./fuse/transport_uring.ts";
+import type { RingSetup } from "./io/uring_native.ts";
 import { UringEngine } from "./io/uring.ts";
 import { INC_EPOCH_MINOR, notifyInvalInode } from "./fuse/wire.ts";
 import { openDataDir } from "./datadir.ts";
@@ -197,10 +198,10 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   // ring is opened with room for them (src/fuse/README.md, "Transports").
   const transport = options.transport ?? "auto";
   const uringDepth = options.uringDepth ?? 8;
-  let clientSlots = 0;
+  let shared: { clientSlots: number; ringSetup: RingSetup } | undefined;
   if (transport !== "dev" && uringUnavailable() === undefined) {
     try {
-      clientSlots = ringClientSlots(uringDepth);
+      shared = sharedRingOptions(uringDepth);
     } catch { /* no /sys/devices/system/cpu/possible: FuseRing.open says so below */ }
   }
   const io = await openIoEngine({
@@ -208,11 +209,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     uring: {
       ...(options.cluster ? { spinUs: 0 } : {}),
       ...(options.io?.libraryPath ? { libraryPath: options.io.libraryPath } : {}),
-      // COOP_TASKRUN, not the engine's default DEFER_TASKRUN: on a DEFER ring every request's
-      // task work needs an io_uring_enter of its own, and the muted submits signal the eventfd
-      // for requests that arrive meanwhile (src/fuse/README.md, "The replies share the engine's
-      // io_uring_enter").
-      ...(clientSlots > 0 ? { clientSlots, ringSetup: sharedRingSetup() } : {}),
+      ...shared,
     },
   });
   let kv;
@@ -494,11 +491,4 @@ export async function umount(mountPoint: string): Promise<void> {
       `Cannot unmount "${path}": ${new TextDecoder().decode(stderr).trim() || `exit ${code}`}`,
     );
   }
-}
-
-/** The task-work setup of an engine ring shared with FUSE over io_uring: "coop", or
- * SKYFS_SHARED_RING_SETUP (defer, coop or plain) to measure the others. */
-function sharedRingSetup(): "defer" | "coop" | "plain" {
-  const value = Deno.env.get("SKYFS_SHARED_RING_SETUP");
-  return value === "defer" || value === "plain" ? value : "coop";
 }

@@ -13,8 +13,13 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { FuseRing } from "../src/fuse/transport_uring.ts";
-import { IORING_SETUP_COOP_TASKRUN, IORING_SETUP_TASKRUN_FLAG } from "../src/io/uring_native.ts";
+import { FuseRing, sharedRingOptions } from "../src/fuse/transport_uring.ts";
+import { openUringEngine } from "../src/io/uring.ts";
+import {
+  IORING_SETUP_COOP_TASKRUN,
+  IORING_SETUP_SQE128,
+  IORING_SETUP_TASKRUN_FLAG,
+} from "../src/io/uring_native.ts";
 import { isSkyfsMounted, makeTempDir, PYTHON, run, runSkyfs, startMount } from "./_harness.ts";
 
 const ENABLE = "/sys/module/fuse/parameters/enable_uring";
@@ -295,6 +300,39 @@ Deno.test({
       assert.ok(flags & IORING_SETUP_TASKRUN_FLAG, `setup flags ${flags.toString(16)}`);
     } finally {
       await ring.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "fuse uring: on the engine's ring (as a mount opens it): SQE128, COOP_TASKRUN, TASKRUN_FLAG",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    setEnabled(true);
+    const io = openUringEngine({ queueDepth: 8, ...sharedRingOptions(1) });
+    try {
+      const ring = FuseRing.open({ depth: 1, payloadBytes: 4096, engine: io });
+      try {
+        assert.ok(ring.shared);
+        assert.equal(ring.setup, "coop");
+        assert.match(ring.describe(), /on the I\/O engine's ring$/);
+        const flags = ring.setupFlags();
+        for (
+          const flag of [IORING_SETUP_SQE128, IORING_SETUP_COOP_TASKRUN, IORING_SETUP_TASKRUN_FLAG]
+        ) {
+          assert.ok(flags & flag, `setup flags ${flags.toString(16)} lack ${flag.toString(16)}`);
+        }
+        // The engine took it: a second FUSE ring gets a ring of its own.
+        const own = FuseRing.open({ depth: 1, payloadBytes: 4096, engine: io });
+        assert.equal(own.shared, false);
+        await own.close();
+      } finally {
+        await ring.close();
+      }
+    } finally {
+      await io.shutdown();
     }
   },
 });

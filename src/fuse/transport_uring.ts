@@ -128,6 +128,23 @@ export function ringClientSlots(depth: number, queues = possibleCpus()): number 
   return queues * depth + 2;
 }
 
+/**
+ * The I/O engine's options (UringEngineOptions) for a ring the FUSE entries will share: room for
+ * them, and COOP_TASKRUN instead of the engine's default DEFER_TASKRUN: on a DEFER ring every
+ * request's task work needs an io_uring_enter of its own, and the engine's muted submits write
+ * the eventfd for requests that arrive meanwhile (1.59 enters and 0.71 writes per request
+ * against 0.80 and none: src/fuse/README.md, "The replies share the engine's io_uring_enter").
+ * SKYFS_SHARED_RING_SETUP=defer|plain picks another setup, to measure it.
+ */
+export function sharedRingOptions(
+  depth: number,
+  queues = possibleCpus(),
+): { clientSlots: number; ringSetup: RingSetup } {
+  const asked = Deno.env.get("SKYFS_SHARED_RING_SETUP");
+  const ringSetup = asked === "defer" || asked === "plain" ? asked : "coop";
+  return { clientSlots: ringClientSlots(depth, queues), ringSetup };
+}
+
 interface Entry {
   index: number;
   qid: number;
