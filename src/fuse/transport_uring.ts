@@ -201,6 +201,8 @@ export class FuseRing {
   /** start() is submitting the REGISTERs (shared ring): a failed one is noted here. */
   #registering = false;
   #registerError: number | undefined;
+  /** start() failed on the engine's ring: its completions are ignored from then on. */
+  #abandoned = false;
   #closed = false;
   /** requestStop() was called: the daemon is unmounting. */
   #stopping = false;
@@ -218,7 +220,8 @@ export class FuseRing {
     if (engine !== undefined) {
       this.#port = engine.attachClient({
         complete: (tag, res) => {
-          if (this.#closed) return; // the engine's ring outlives us (see close())
+          // The engine's ring outlives us (see close()), and start() may have given up on it.
+          if (this.#closed || this.#abandoned) return;
           this.#completion(tag, res);
         },
       }, ringClientSlots(this.depth, this.queues));
@@ -337,14 +340,18 @@ export class FuseRing {
     for (const entry of this.#entries) {
       this.#stage(Op.URING_CMD, entry.iovAddr, 2, CMD_REGISTER, 0n, entry.qid, entry.index);
     }
-    this.#armPoll();
     this.stats.enters++;
     port.pump();
     this.#registering = false;
     const errno = this.#registerError;
-    return errno === undefined
-      ? undefined
-      : `FUSE_IO_URING_CMD_REGISTER failed: ${errnoName(errno)}`;
+    if (errno !== undefined) {
+      // The server serves /dev/fuse now, with its own reader: whatever the engine's reaps still
+      // find of ours (entries that did register) must not drain /dev/fuse beside it.
+      this.#abandoned = true;
+      return `FUSE_IO_URING_CMD_REGISTER failed: ${errnoName(errno)}`;
+    }
+    this.#armPoll();
+    return undefined;
   }
 
   /** Serve requests from the ring and /dev/fuse until the file system is unmounted. */
