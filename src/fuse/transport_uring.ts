@@ -3,7 +3,9 @@
  * kernel hands requests to ring entries we registered and takes replies back as submissions, so
  * a request costs no read(), write() or poll() of its own. A reply and the fetch of the entry's
  * next request are one `FUSE_IO_URING_CMD_COMMIT_AND_FETCH` SQE; every SQE staged during one turn
- * of the event loop goes to the kernel in one `io_uring_enter` (a microtask). INIT, FORGET,
+ * of the event loop goes to the kernel in one `io_uring_enter` (a microtask), on the I/O engine's
+ * ring together with the turn's disk I/O when the engine was opened for it
+ * (`sharedRingOptions`, `UringEngine.attachClient`), else on a ring of our own. INIT, FORGET,
  * INTERRUPT and everything the daemon sends first (notifications, passthrough backing ids) stay
  * on /dev/fuse: a one-shot POLL_ADD on the /dev/fuse fd rides on the same ring, so one parked
  * wait covers both (src/fuse/README.md, "Transports").
