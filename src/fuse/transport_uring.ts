@@ -136,15 +136,13 @@ export function ringClientSlots(depth: number, queues = possibleCpus()): number 
  * request's task work needs an io_uring_enter of its own, and the engine's muted submits write
  * the eventfd for requests that arrive meanwhile (1.59 enters and 0.71 writes per request
  * against 0.80 and none: src/fuse/README.md, "The replies share the engine's io_uring_enter").
- * SKYFS_SHARED_RING_SETUP=defer|plain picks another setup, to measure it.
+ * (The other setups were measured with a temporary build; no knob is kept for them.)
  */
 export function sharedRingOptions(
   depth: number,
   queues = possibleCpus(),
 ): { clientSlots: number; ringSetup: RingSetup } {
-  const asked = Deno.env.get("SKYFS_SHARED_RING_SETUP");
-  const ringSetup = asked === "defer" || asked === "plain" ? asked : "coop";
-  return { clientSlots: ringClientSlots(depth, queues), ringSetup };
+  return { clientSlots: ringClientSlots(depth, queues), ringSetup: "coop" };
 }
 
 interface Entry {
