@@ -24,15 +24,39 @@ export type AdminOp =
 export interface Command extends CommandId {
   /** The client holds results for every seq below this; replicas may forget them. */
   firstUnacked: number;
-  /** The transaction to run; ignored (send `{}`) when `admin` is present. */
+  /** The transaction to run; ignored (send `{}`) when `admin` is present, `BATCH_TXN` when
+   * `batch` is. */
   txn: TxnRequest;
   admin?: AdminOp;
+  /** Several transactions run in order as one command (client-side group commit, CurpKV): each
+   * is executed as if proposed alone right after the one before, with its own compare result,
+   * revision and watch events; the result carries one `CommandResult` each (`batch`). A command
+   * kind that replicas of earlier builds do not know: they would run `txn`, which is `BATCH_TXN`
+   * and which they refuse ("Key must not be empty"), so a batch sent to such a cluster fails
+   * instead of writing nothing; a cluster mixing builds would diverge (run one build). */
+  batch?: TxnRequest[];
+}
+
+/** The `txn` of a batch command: what a replica of an earlier build runs instead of the batch,
+ * and refuses (an empty key), so a batch never silently does nothing there. */
+export const BATCH_TXN: TxnRequest = { success: [{ deleteRange: { key: new Uint8Array(0) } }] };
+
+/** The transactions a command runs, in order: its batch, or its one txn. */
+export function txnsOf(command: Command): TxnRequest[] {
+  return command.batch ?? [command.txn];
 }
 
 /** Result of executing a command: a transaction response (plus the TTL a lease operation
  * granted), or a refusal with the reason. */
 export type CommandResult =
-  | { ok: true; txn: TxnResponse; ttlSeconds?: number }
+  | {
+    ok: true;
+    txn: TxnResponse;
+    ttlSeconds?: number;
+    /** A batch command's results, one per transaction in order (`txn` then holds the last
+     * revision and no responses). */
+    batch?: CommandResult[];
+  }
   | { ok: false; error: string };
 
 /** Half-open byte-string interval [start, end); end undefined = to the end of the key space. */
@@ -131,14 +155,18 @@ export function footprintOf(command: Command): Footprint {
       fp.writes.push(EVERY_KEY);
     } else fp.writes.push(EVERY_KEY);
   }
-  for (const c of command.txn.compare ?? []) {
-    const key = intervalOf({ key: c.key });
-    if (c.target === "value" && c.ignore !== undefined) {
-      fp.maskedReads.push({ key, ranges: c.ignore });
-    } else fp.reads.push(key);
+  // A batch's footprint is the union of its transactions': witnesses and the leader check it
+  // whole, as one command.
+  for (const txn of txnsOf(command)) {
+    for (const c of txn.compare ?? []) {
+      const key = intervalOf({ key: c.key });
+      if (c.target === "value" && c.ignore !== undefined) {
+        fp.maskedReads.push({ key, ranges: c.ignore });
+      } else fp.reads.push(key);
+    }
+    for (const op of txn.success ?? []) addOp(op, fp);
+    for (const op of txn.failure ?? []) addOp(op, fp);
   }
-  for (const op of command.txn.success ?? []) addOp(op, fp);
-  for (const op of command.txn.failure ?? []) addOp(op, fp);
   footprints.set(command, fp);
   return fp;
 }
