@@ -60,8 +60,9 @@ export interface CurpKVOptions {
    * NAT in between). Default none. */
   routes?: Record<string, string>;
   /** Group commit: write transactions in flight (each its own command, or a batch) before
-   * further ones are gathered; the gathered ones go as ONE batch command (`Command.batch`) when
-   * one in flight completes, or at once when `maxBatch` are gathered. A transaction arriving
+   * further ones are gathered; the gathered ones go as ONE batch command (`Command.batch`; two
+   * when some may take the fast path and some need revisions) when one in flight completes, or
+   * at once when `maxBatch` are gathered. A transaction arriving
    * with fewer in flight and nothing gathered is sent at once, alone (no added latency at one
    * client). 0 = never batch (every transaction its own command, as before). Default 1 (a mount:
    * config curp.batch_in_flight, SKYFS_CURP_BATCH_IN_FLIGHT). Off against replicas whose status
@@ -99,8 +100,8 @@ interface ClientWatch {
 /** A write transaction waiting for the next batch command (`batchInFlight`). */
 interface Gathered {
   txn: TxnRequest;
-  /** It may complete on the fast path (`revisionsUnused` under "marked"): a batch goes fast only
-   * when all of its transactions may. */
+  /** It may complete on the fast path (`revisionsUnused` under "marked"): such ones are batched
+   * apart from the others, which wait for the commit. */
   fast: boolean;
   resolve: (r: TxnResponse) => void;
   reject: (e: Error) => void;
@@ -555,8 +556,8 @@ export class CurpKV implements MetaKV {
   /**
    * Group commit (`batchInFlight`): a write transaction is sent at once, alone, while fewer than
    * `batchInFlight` writes are in flight and none is gathered; otherwise it joins the gathered
-   * ones, which go as one batch command when a write in flight completes (or when `maxBatch`
-   * are gathered). Replicas run a batch's transactions in order, each as if proposed alone, so
+   * ones, which go as one batch command (one of those marked fast, one of the others) when a
+   * write in flight completes (or when `maxBatch` are gathered). Replicas run a batch's transactions in order, each as if proposed alone, so
    * each caller gets the result it would have had: the transactions were concurrent, and any
    * order of concurrent operations is a linearizable one. Read-only transactions go outside the
    * log as before.
@@ -593,15 +594,21 @@ export class CurpKV implements MetaKV {
     ) {
       force = false;
       const group = this.#gathered.splice(0, this.#options.maxBatch);
-      this.#writesInFlight++;
-      this.#runBatch(group).then(this.#writeDone);
+      // Those that may complete on the fast path apart from those that need revisions (which
+      // wait for the commit): one slow transaction would make the whole batch wait.
+      const fast = group.filter((g) => g.fast);
+      for (const part of [fast, group.filter((g) => !g.fast)]) {
+        if (part.length === 0) continue;
+        this.#writesInFlight++;
+        this.#runBatch(part).then(this.#writeDone);
+      }
     }
   }
 
-  /** Run gathered transactions as one command (a lone one as an ordinary command); settles each
-   * with its own result. Never rejects. */
+  /** Run gathered transactions, all marked fast or none, as one command (a lone one as an
+   * ordinary command); settles each with its own result. Never rejects. */
   async #runBatch(group: Gathered[]): Promise<void> {
-    const options: SubmitOptions = group.every((g) => g.fast) ? { fastPath: true } : {};
+    const options: SubmitOptions = group[0].fast ? { fastPath: true } : {};
     if (group.length === 1) {
       const g = group[0];
       await this.#run(g.txn, options).then(g.resolve, g.reject);
