@@ -2,8 +2,18 @@
  * proposed alone, one after the other. */
 
 import assert from "node:assert/strict";
-import type { TxnRequest, WatchEvent } from "../kv.ts";
-import { BATCH_TXN, type Command, type CommandResult, conflicts, keyBytes } from "./command.ts";
+import type { RequestOp, TxnRequest, WatchEvent } from "../kv.ts";
+import {
+  BATCH_TXN,
+  type Command,
+  type CommandResult,
+  conflicts,
+  footprintOf,
+  type Interval,
+  keyBytes,
+  type Masked,
+  overlaps,
+} from "./command.ts";
 import { KvMachine } from "./kv_machine.ts";
 
 const k = keyBytes;
@@ -131,4 +141,77 @@ Deno.test("batch: a replica of an earlier build refuses a batch instead of writi
   const m = new KvMachine();
   const r = m.apply({ clientId: "x", seq: 1, firstUnacked: 1, txn: BATCH_TXN }).result!;
   assert.ok(!r.ok && /Key must not be empty/.test(r.error));
+});
+
+/** The conflict rule as it was written before the hash sets: every pair of intervals. */
+function conflictsPairwise(a: Command, b: Command): boolean {
+  const fa = footprintOf(a);
+  const fb = footprintOf(b);
+  const any = (x: Interval[], y: Interval[]) => x.some((i) => y.some((j) => overlaps(i, j)));
+  const keysOf = (m: Masked[]) => m.map((x) => x.key);
+  const seen = (m: Masked, r: Masked) =>
+    overlaps(m.key, r.key) &&
+    m.ranges.some((x) => !r.ranges.some((y) => y.at <= x.at && x.at + x.width <= y.at + y.width));
+  const anySeen = (ms: Masked[], rs: Masked[]) => ms.some((m) => rs.some((r) => seen(m, r)));
+  return any(fa.writes, fb.writes) || any(fa.writes, fb.reads) || any(fa.reads, fb.writes) ||
+    any(fa.writes, keysOf(fb.merges)) || any(keysOf(fa.merges), fb.writes) ||
+    any(fa.writes, keysOf(fb.maskedReads)) || any(keysOf(fa.maskedReads), fb.writes) ||
+    any(keysOf(fa.merges), fb.reads) || any(fa.reads, keysOf(fb.merges)) ||
+    anySeen(fa.merges, fb.maskedReads) || anySeen(fb.merges, fa.maskedReads) ||
+    fa.leaseWrites.some((l) => fb.leaseWrites.includes(l)) ||
+    fa.leaseWrites.some((l) => fb.leaseReads.includes(l)) ||
+    fa.leaseReads.some((l) => fb.leaseWrites.includes(l));
+}
+
+Deno.test("batch: the hashed conflict check agrees with the pairwise one on random commands", () => {
+  let seed = 12345;
+  const random = (n: number) => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return (seed >>> 8) % n;
+  };
+  const keys = ["a", "ab", "abc", "b", "b\0", "c", "d/1", "d/2", "d0"];
+  const key = () => k(keys[random(keys.length)]);
+  const range = () => {
+    const p = random(4);
+    if (p === 0) return { key: key() }; // one key
+    if (p === 1) return { key: key(), rangeEnd: new Uint8Array([0]) }; // to the end
+    return { key: key(), rangeEnd: key() }; // [key, end), perhaps empty
+  };
+  const op = (): RequestOp => {
+    const p = random(4);
+    if (p === 0) return { range: range() };
+    if (p === 1) return { put: { key: key(), value: k("v") } };
+    if (p === 2) return { deleteRange: range() };
+    const add = [{ at: random(3) * 4, width: 4, delta: 1 }];
+    return { merge: { key: key(), add } };
+  };
+  const txn = (): TxnRequest => ({
+    compare: Array.from(
+      { length: random(3) },
+      () =>
+        random(2) === 0
+          ? { key: key(), target: "version" as const, result: "==" as const, value: 0 }
+          : {
+            key: key(),
+            target: "value" as const,
+            result: "==" as const,
+            value: k("v"),
+            ignore: [{ at: random(3) * 4, width: 4 }],
+          },
+    ),
+    success: Array.from({ length: 1 + random(3) }, op),
+  });
+  const cmd = (i: number): Command =>
+    random(3) === 0
+      ? command(`c${i}`, 1, {}, Array.from({ length: 2 + random(4) }, txn))
+      : command(`c${i}`, 1, txn());
+  let both = 0;
+  for (let i = 0; i < 3000; i++) {
+    const a = cmd(2 * i), b = cmd(2 * i + 1);
+    const expected = conflictsPairwise(a, b);
+    assert.equal(conflicts(a, b), expected, `pair ${i}`);
+    assert.equal(conflicts(b, a), expected, `pair ${i} swapped`);
+    if (expected) both++;
+  }
+  assert.ok(both > 300 && both < 2700, `${both} of 3000 pairs conflict`);
 });
