@@ -77,8 +77,9 @@ export interface MountOptions {
   uringDepth?: number;
   /** The I/O engine and its library (config io.engine, io.uring_lib). Default auto. */
   io?: { engine?: string; libraryPath?: string };
-  /** CURP client tuning for a curp:// store (config curp.timeout_ms, curp.fast_path). */
-  curp?: { timeoutMs?: number; fastPath?: boolean | "marked" };
+  /** CURP client tuning for a curp:// store (config curp.timeout_ms, curp.fast_path,
+   * curp.batch_in_flight). */
+  curp?: { timeoutMs?: number; fastPath?: boolean | "marked"; batchInFlight?: number };
   /** Debug output (config log.debug): request counts at unmount and on SIGUSR2. */
   debug?: boolean;
   /** One line per CURP command (config log.debug containing "meta"). */
@@ -218,7 +219,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
       dataDir: dataDir.path,
       io,
       timeoutMs: options.curp?.timeoutMs,
-      curp: { fastPath: options.curp?.fastPath },
+      curp: { fastPath: options.curp?.fastPath, batchInFlight: options.curp?.batchInFlight },
       traceMeta: options.traceMeta,
       metaLog: options.metaLog,
     });
