@@ -6,7 +6,9 @@ python3 bench/cluster/create_ab.py N ROUNDS [--store PID,PID,...] NAME=PID:MOUNT
 In each round, each mount in turn (the order reversed every other round) gets N creates
 (open(O_CREAT|O_EXCL|O_WRONLY), write 1 KiB, close, as bench/meta/meta_worker.c's create phase) in
 a new directory, then the files are unlinked (not measured). Prints per mount and round the rate,
-p50/p90, the mount process's CPU per create (all threads' /proc/PID/task/*/schedstat, in ns) and,
+p50/p90, the mount process's CPU per create (utime + stime of /proc/PID/stat, all threads; split into
+the JS thread's, from its schedstat in ns, and the other threads': io_uring workers, thread pool,
+V8 helpers) and,
 with --store, the CPU of those processes (the CURP replicas) summed per create; then the range and
 median over the rounds. Load average at the start and end of each loop.
 """
@@ -28,17 +30,24 @@ for a in args[2:]:
 DATA = bytes(range(256)) * 4
 
 
+CLK = os.sysconf("SC_CLK_TCK")
+
+
 def cpu_ns(pid):
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except OSError:
-            pass  # the thread ended meanwhile
-    return total
+    """CPU ns of a process, all threads, those that ended too (utime + stime of /proc/PID/stat:
+    10 ms ticks, so use N of 1000 or more)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // CLK
 
 
+def cpu_split(pid):
+    """(JS thread (/proc/PID/task/PID/schedstat, in ns), the other threads: the io_uring workers
+    doing the local files' kernel work (iou-wrk-*, which come and go), Deno's thread pool, V8's
+    helpers) CPU ns of a process."""
+    with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+        js = int(f.read().split()[0])
+    return js, cpu_ns(pid) - js
 def load():
     with open("/proc/loadavg") as f:
         return f.read().split()[0]
@@ -59,7 +68,7 @@ for r in range(rounds):
         names = [os.path.join(d, f"f{i}") for i in range(N)]
         l0 = load()
         ts = []
-        c0 = cpu_ns(pid)
+        c0 = cpu_split(pid)
         s0 = sum(cpu_ns(p) for p in store)
         w0 = time.perf_counter()
         for p in names:
@@ -67,13 +76,15 @@ for r in range(rounds):
             create(p)
             ts.append((time.perf_counter() - t) * 1000)
         wall = time.perf_counter() - w0
-        c1 = cpu_ns(pid)
+        c1 = cpu_split(pid)
         s1 = sum(cpu_ns(p) for p in store)
         ts.sort()
-        row = (N / wall, statistics.median(ts), ts[int(N * 0.9)], (c1 - c0) / 1000 / N,
-               (s1 - s0) / 1000 / N)
+        split = [(b - a) / 1000 / N for a, b in zip(c0, c1)]
+        row = (N / wall, statistics.median(ts), ts[int(N * 0.9)], sum(split),
+               (s1 - s0) / 1000 / N, *split)
         print(f"round {r} {name}: {row[0]:.0f}/s, p50 {row[1]:.2f} p90 {row[2]:.2f} ms, "
-              f"mount CPU {row[3]:.0f} us/create" +
+              f"mount CPU {row[3]:.0f} us/create (JS thread {split[0]:.0f}, other threads "
+              f"{split[1]:.0f})" +
               (f", store CPU {row[4]:.0f} us/create" if store else "") +
               f"; load {l0}->{load()}", flush=True)
         res.setdefault(name, []).append(row)
@@ -89,5 +100,6 @@ def span(xs, fmt):
 for name, rows in res.items():
     cols = list(zip(*rows))
     print(f"{name}: {span(cols[0], '{:.0f}')}/s, p50 {span(cols[1], '{:.2f}')} ms, "
-          f"mount CPU {span(cols[3], '{:.0f}')} us/create" +
+          f"mount CPU {span(cols[3], '{:.0f}')} us/create, JS thread {span(cols[5], '{:.0f}')}, "
+          f"other threads {span(cols[6], '{:.0f}')}" +
           (f", store CPU {span(cols[4], '{:.0f}')} us/create" if store else ""))
