@@ -5,7 +5,9 @@ import {
   type ChunkMap,
   decodeChunkMap,
   encodeChunkMap,
+  fromBase64,
   hasInline,
+  toBase64,
   truncateChunkMap,
   withoutInline,
 } from "./chunk_map.ts";
@@ -53,6 +55,26 @@ Deno.test("chunk map: an inline chunk is format 2, its bytes round trip; truncat
   assert.equal(truncateChunkMap(back, 0).size, 0);
   // A longer size leaves it as it is.
   assert.deepEqual(truncateChunkMap(back, 1 << 20).get(0), back.get(0));
+});
+
+Deno.test("chunk map: inline bytes are standard padded base64, as older builds wrote and read", () => {
+  // What older builds wrote: btoa of the bytes as a binary string.
+  const old = (bytes: Uint8Array) =>
+    btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join(""));
+  for (const size of [0, 1, 2, 3, 4, 1023, 1024, 1025, 65535, 65536]) {
+    const data = new Uint8Array(size).map((_, i) => (i * 131 + size) & 0xff);
+    assert.equal(toBase64(data), old(data), `${size} bytes`);
+    assert.deepEqual(fromBase64(old(data)), data, `${size} bytes`);
+    const ref = { version: "o-1", length: size, crc: crc32(data), objectLength: size };
+    const written = new TextEncoder().encode(
+      JSON.stringify({ v: 2, c: [[0, "o-1", size, ref.crc, size]], i: [[0, old(data)]] }),
+    );
+    assert.deepEqual(decodeChunkMap(written).get(0), { ...ref, inline: data });
+    assert.deepEqual(text(encodeChunkMap(new Map([[0, { ...ref, inline: data }]]))).i, [[
+      0,
+      old(data),
+    ]]);
+  }
 });
 
 Deno.test("chunk map: an unknown format is one line naming it", () => {

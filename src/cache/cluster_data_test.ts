@@ -105,6 +105,7 @@ async function setup(engine?: IoEngine) {
     capacityBytes?: number,
     more: Partial<ClusterDataOptions> = {},
     attrWritebackMs?: number,
+    localFileOps?: "inline" | "engine",
   ): Promise<Node> => {
     const nodeDir = `${dir}/${id}`;
     await Deno.mkdir(nodeDir, { recursive: true });
@@ -115,6 +116,7 @@ async function setup(engine?: IoEngine) {
       dataDir: nodeDir,
       cluster: data,
       attrWritebackMs,
+      localFileOps,
     });
     // As ClusterNode: keys other nodes change leave this node's namespace cache.
     const fs = name("fs/");
@@ -1136,6 +1138,15 @@ async function within<T>(promise: Promise<T>, what: string): Promise<T> {
  * The engine, with a hold on its next read (`holdNextRead`: only that fd's later reads count as
  * `other`), and a record of every read of an fd after it was closed (before it was reused).
  */
+function isOpen(fd: number): boolean {
+  try {
+    Deno.readLinkSync(`/proc/self/fd/${fd}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function watchedEngine(io: IoEngine) {
   const closedFds = new Set<number>();
   const closes: number[] = [];
@@ -1147,10 +1158,17 @@ function watchedEngine(io: IoEngine) {
       held.fd = fd;
       await held.hold.enter();
     }
-    if (closedFds.has(fd)) readsOfClosedFds.push(`fd ${fd}, ${into.length} bytes at ${offset}`);
+    if (closedFds.has(fd)) {
+      // An inline open (LocalStore, `local_file_ops = inline`) is not seen here: a number open
+      // again was reused by one. A read of a closed fd finds no such number.
+      if (isOpen(fd)) closedFds.delete(fd);
+      else readsOfClosedFds.push(`fd ${fd}, ${into.length} bytes at ${offset}`);
+    }
     return await io.read(fd, into, offset);
   };
+  const opens: { path: string; flags: number }[] = [];
   const open = async (path: string, flags: number, mode?: number) => {
+    opens.push({ path, flags });
     const fd = await io.open(path, flags, mode);
     closedFds.delete(fd);
     return fd;
@@ -1160,17 +1178,26 @@ function watchedEngine(io: IoEngine) {
     closes.push(fd);
     return io.close(fd);
   };
+  // An inline close (LocalStore, `local_file_ops = inline`) tells the engine to forget the fd
+  // just before its close(2): seen here as that close.
+  const forgetFd = (fd: number) => {
+    closedFds.add(fd);
+    closes.push(fd);
+    io.forgetFd?.(fd);
+  };
   const engine: IoEngine = new Proxy(io, {
     get: (target, p) => {
       if (p === "read") return read;
       if (p === "open") return open;
       if (p === "close") return close;
+      if (p === "forgetFd") return forgetFd;
       const value = Reflect.get(target, p);
       return typeof value === "function" ? value.bind(target) : value;
     },
   });
   return {
     engine,
+    opens,
     closes,
     readsOfClosedFds,
     holdNextRead: () => {
@@ -1181,128 +1208,164 @@ function watchedEngine(io: IoEngine) {
   };
 }
 
+for (const fileOps of ["engine", "inline"] as const) {
+  Deno.test({
+    name:
+      `cluster data: a close during the attribute write-back waits for it; no read of a closed fd, the close's bytes win (${fileOps} local file ops)`,
+    ...options,
+    fn: async () => {
+      const watched = watchedEngine(createPortableEngine());
+      const c = await setup(watched.engine);
+      const errors: string[] = [];
+      const consoleError = console.error;
+      console.error = (...args: unknown[]) => errors.push(args.join(" "));
+      try {
+        const a = await c.start("a", undefined, {}, 30, fileOps);
+        const b = await c.start("b", undefined, {}, undefined, fileOps);
+        /**
+         * Let what `hold` holds (the write-back's) go once the close finished, if the close runs
+         * beside it (`hold.other`: it reads or uploads the file too, as before issue 13's fix), or
+         * after 300 ms of nothing, if the close waits for it.
+         */
+        const letGo = async (hold: Hold, closing: Promise<unknown>) => {
+          const beside = await Promise.race([
+            hold.other.then(() => true),
+            new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 300)),
+          ]);
+          if (beside) await closing.catch(() => {});
+          hold.open();
+        };
+
+        // 1. The write-back is reading the file when its last handle closes (issue 13: "attribute
+        // write-back: FsError: EBADF: io_uring read fd 35, 4194304 bytes at 58720256").
+        const one = random(1 << 20);
+        const f1 = await a.vfs.create(ctx, 1, name("f1"), 0o644, 0, O_RDWR);
+        await a.vfs.write(ctx, f1.attr.ino, f1.fh, 0, one);
+        const reading = watched.holdNextRead(); // the write-back's, 30 ms after the write
+        const closesBefore = watched.closes.length;
+        await within(reading.arrived, "the write-back's read");
+        const closing1 = a.vfs.flush(ctx, f1.attr.ino, f1.fh, 0n)
+          .then(() => a.vfs.release(f1.attr.ino, f1.fh, 0));
+        await letGo(reading, closing1);
+        await closing1;
+        await new Promise((resolve) => setTimeout(resolve, 20)); // a failed write-back logs
+        assert.deepEqual(watched.readsOfClosedFds, []);
+        assert.deepEqual(errors, []);
+        assert.ok(
+          watched.closes.slice(closesBefore).includes(watched.heldFd()!),
+          "the local file closed in the end",
+        );
+        // crc32, not deepEqual: the diff of two 1 MiB arrays that differ takes gigabytes.
+        assert.equal(crc32(await readFile(b.vfs, "f1")), crc32(one));
+
+        // 2. The write-back has read the old bytes and is uploading them when the file is written
+        // again and closed: the close's upload and commit must come after the write-back's, or the
+        // write-back's map, committed last, names the old bytes (a lost write for every node).
+        const old = random(1 << 20);
+        const fresh = random(1 << 20);
+        const f2 = await a.vfs.create(ctx, 1, name("f2"), 0o644, 0, O_RDWR);
+        const uploading = new Hold(); // the next put: the write-back's, 30 ms after the write
+        let heldVersion: string | undefined;
+        const put = c.backend.put.bind(c.backend);
+        c.backend.put = async (key, data) => {
+          heldVersion ??= key.split("/").at(-1);
+          await uploading.enter();
+          return await put(key, data);
+        };
+        const heldCommitted = Promise.withResolvers<void>();
+        const published = a.data.published.bind(a.data);
+        a.data.published = (ino, pending) => {
+          if (pending.some((p) => p.ref.version === heldVersion)) heldCommitted.resolve();
+          published(ino, pending);
+        };
+        await a.vfs.write(ctx, f2.attr.ino, f2.fh, 0, old);
+        await within(uploading.arrived, "the write-back's upload of the old bytes");
+        await a.vfs.write(ctx, f2.attr.ino, f2.fh, 0, fresh);
+        const closing2 = a.vfs.flush(ctx, f2.attr.ino, f2.fh, 0n)
+          .then(() => a.vfs.release(f2.attr.ino, f2.fh, 0));
+        await letGo(uploading, closing2);
+        await closing2;
+        // The write-back's commit, before or after the close's.
+        await within(heldCommitted.promise, "the write-back's commit");
+        const got = crc32(await readFile(b.vfs, "f2"));
+        assert.notEqual(got, crc32(old), "B reads the old bytes: the write-back committed last");
+        assert.equal(got, crc32(fresh));
+        assert.deepEqual(errors, []);
+      } finally {
+        console.error = consoleError;
+        await c.cleanup();
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `cluster data: an upload holds the local file open through the close of its last handle (${fileOps} local file ops)`,
+    ...options,
+    fn: async () => {
+      const watched = watchedEngine(createPortableEngine());
+      const c = await setup(watched.engine);
+      try {
+        const a = await c.start("a", undefined, {}, 60_000, fileOps);
+        const content = random(1 << 20);
+        const f = await a.vfs.create(ctx, 1, name("f"), 0o644, 0, O_RDWR);
+        await a.vfs.write(ctx, f.attr.ino, f.fh, 0, content);
+        // An upload outside the vfs's publish (which a close waits for) is reading the file...
+        const reading = watched.holdNextRead();
+        const uploading = a.data.upload(f.attr.ino);
+        await within(reading.arrived, "the upload's read");
+        const fd = watched.heldFd()!;
+        const closesBefore = watched.closes.length;
+        // ...when its last handle closes (publishing through a read of its own, not held).
+        await a.vfs.flush(ctx, f.attr.ino, f.fh, 0n);
+        await a.vfs.release(f.attr.ino, f.fh, 0);
+        assert.ok(
+          !watched.closes.slice(closesBefore).includes(fd),
+          "the upload still holds the local file",
+        );
+        reading.open();
+        const pending = await uploading;
+        assert.equal(pending?.length, 1);
+        assert.equal(pending![0].ref.crc, crc32(content));
+        assert.deepEqual(watched.readsOfClosedFds, []);
+        assert.ok(
+          watched.closes.slice(closesBefore).includes(fd),
+          "closed when the upload let go of it",
+        );
+      } finally {
+        await c.cleanup();
+      }
+    },
+  });
+}
+
 Deno.test({
   name:
-    "cluster data: a close during the attribute write-back waits for it; no read of a closed fd, the close's bytes win",
-  ...options,
-  fn: async () => {
-    const watched = watchedEngine(createPortableEngine());
-    const c = await setup(watched.engine);
-    const errors: string[] = [];
-    const consoleError = console.error;
-    console.error = (...args: unknown[]) => errors.push(args.join(" "));
-    try {
-      const a = await c.start("a", undefined, {}, 30);
-      const b = await c.start("b");
-      /**
-       * Let what `hold` holds (the write-back's) go once the close finished, if the close runs
-       * beside it (`hold.other`: it reads or uploads the file too, as before issue 13's fix), or
-       * after 300 ms of nothing, if the close waits for it.
-       */
-      const letGo = async (hold: Hold, closing: Promise<unknown>) => {
-        const beside = await Promise.race([
-          hold.other.then(() => true),
-          new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 300)),
-        ]);
-        if (beside) await closing.catch(() => {});
-        hold.open();
-      };
-
-      // 1. The write-back is reading the file when its last handle closes (issue 13: "attribute
-      // write-back: FsError: EBADF: io_uring read fd 35, 4194304 bytes at 58720256").
-      const one = random(1 << 20);
-      const f1 = await a.vfs.create(ctx, 1, name("f1"), 0o644, 0, O_RDWR);
-      await a.vfs.write(ctx, f1.attr.ino, f1.fh, 0, one);
-      const reading = watched.holdNextRead(); // the write-back's, 30 ms after the write
-      const closesBefore = watched.closes.length;
-      await within(reading.arrived, "the write-back's read");
-      const closing1 = a.vfs.flush(ctx, f1.attr.ino, f1.fh, 0n)
-        .then(() => a.vfs.release(f1.attr.ino, f1.fh, 0));
-      await letGo(reading, closing1);
-      await closing1;
-      await new Promise((resolve) => setTimeout(resolve, 20)); // a failed write-back logs
-      assert.deepEqual(watched.readsOfClosedFds, []);
-      assert.deepEqual(errors, []);
-      assert.ok(
-        watched.closes.slice(closesBefore).includes(watched.heldFd()!),
-        "the local file closed in the end",
-      );
-      // crc32, not deepEqual: the diff of two 1 MiB arrays that differ takes gigabytes.
-      assert.equal(crc32(await readFile(b.vfs, "f1")), crc32(one));
-
-      // 2. The write-back has read the old bytes and is uploading them when the file is written
-      // again and closed: the close's upload and commit must come after the write-back's, or the
-      // write-back's map, committed last, names the old bytes (a lost write for every node).
-      const old = random(1 << 20);
-      const fresh = random(1 << 20);
-      const f2 = await a.vfs.create(ctx, 1, name("f2"), 0o644, 0, O_RDWR);
-      const uploading = new Hold(); // the next put: the write-back's, 30 ms after the write
-      let heldVersion: string | undefined;
-      const put = c.backend.put.bind(c.backend);
-      c.backend.put = async (key, data) => {
-        heldVersion ??= key.split("/").at(-1);
-        await uploading.enter();
-        return await put(key, data);
-      };
-      const heldCommitted = Promise.withResolvers<void>();
-      const published = a.data.published.bind(a.data);
-      a.data.published = (ino, pending) => {
-        if (pending.some((p) => p.ref.version === heldVersion)) heldCommitted.resolve();
-        published(ino, pending);
-      };
-      await a.vfs.write(ctx, f2.attr.ino, f2.fh, 0, old);
-      await within(uploading.arrived, "the write-back's upload of the old bytes");
-      await a.vfs.write(ctx, f2.attr.ino, f2.fh, 0, fresh);
-      const closing2 = a.vfs.flush(ctx, f2.attr.ino, f2.fh, 0n)
-        .then(() => a.vfs.release(f2.attr.ino, f2.fh, 0));
-      await letGo(uploading, closing2);
-      await closing2;
-      // The write-back's commit, before or after the close's.
-      await within(heldCommitted.promise, "the write-back's commit");
-      const got = crc32(await readFile(b.vfs, "f2"));
-      assert.notEqual(got, crc32(old), "B reads the old bytes: the write-back committed last");
-      assert.equal(got, crc32(fresh));
-      assert.deepEqual(errors, []);
-    } finally {
-      console.error = consoleError;
-      await c.cleanup();
-    }
-  },
-});
-
-Deno.test({
-  name: "cluster data: an upload holds the local file open through the close of its last handle",
+    "cluster data: a create opens its local file inline (no engine O_CREAT open), as on one node; engine when asked",
   ...options,
   fn: async () => {
     const watched = watchedEngine(createPortableEngine());
     const c = await setup(watched.engine);
     try {
-      const a = await c.start("a", undefined, {}, 60_000);
-      const content = random(1 << 20);
-      const f = await a.vfs.create(ctx, 1, name("f"), 0o644, 0, O_RDWR);
-      await a.vfs.write(ctx, f.attr.ino, f.fh, 0, content);
-      // An upload outside the vfs's publish (which a close waits for) is reading the file...
-      const reading = watched.holdNextRead();
-      const uploading = a.data.upload(f.attr.ino);
-      await within(reading.arrived, "the upload's read");
-      const fd = watched.heldFd()!;
-      const closesBefore = watched.closes.length;
-      // ...when its last handle closes (publishing through a read of its own, not held).
-      await a.vfs.flush(ctx, f.attr.ino, f.fh, 0n);
-      await a.vfs.release(f.attr.ino, f.fh, 0);
-      assert.ok(
-        !watched.closes.slice(closesBefore).includes(fd),
-        "the upload still holds the local file",
-      );
-      reading.open();
-      const pending = await uploading;
-      assert.equal(pending?.length, 1);
-      assert.equal(pending![0].ref.crc, crc32(content));
+      const a = await c.start("a");
+      const b = await c.start("b", undefined, {}, undefined, "engine");
+      for (const node of [a, b]) {
+        const before = watched.opens.length;
+        const f = await node.vfs.create(ctx, 1, name(`new-${node.data.nodeId}`), 0o644, 0, O_RDWR);
+        await node.vfs.write(ctx, f.attr.ino, f.fh, 0, random(1024));
+        await node.vfs.flush(ctx, f.attr.ino, f.fh, 0n);
+        await node.vfs.release(f.attr.ino, f.fh, 0);
+        const local = watched.opens.slice(before).filter((o) =>
+          o.path.endsWith(`/${f.attr.ino.toString(16)}`) && (o.flags & libc.O_CREAT) !== 0
+        );
+        // Before session 13 a cluster node always took the engine: one O_CREAT open here.
+        assert.equal(
+          local.length,
+          node === a ? 0 : 1,
+          `${node.data.nodeId}: ${JSON.stringify(local)}`,
+        );
+      }
       assert.deepEqual(watched.readsOfClosedFds, []);
-      assert.ok(
-        watched.closes.slice(closesBefore).includes(fd),
-        "closed when the upload let go of it",
-      );
     } finally {
       await c.cleanup();
     }

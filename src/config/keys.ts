@@ -101,7 +101,7 @@ export const KEYS = {
     allowed: "inline or engine",
     doc: "how the small syscalls on local data files are made (open, O_CREAT included, close, " +
       "the unlink of a small deleted file): inline = a synchronous libc call, engine = through " +
-      "the I/O engine (io-wq for O_CREAT and unlink); a cluster node always uses engine " +
+      "the I/O engine (io-wq for O_CREAT and unlink); on a cluster node too since session 13 " +
       "(src/fuse/README.md, Daemon CPU per request)",
   },
   "mount.local_spare_files": {
@@ -113,8 +113,8 @@ export const KEYS = {
     doc: "how many emptied local files of deleted inodes to keep (data/spare) and rename into " +
       "place for new inodes instead of creating one; auto = 4096 when the data directory is on " +
       "an ext4 without a journal (whose inode allocation scans recently freed inodes), else 0; " +
-      "0 = unlink and create as before; inline local_file_ops only (src/fuse/README.md, Spare " +
-      "local files)",
+      "0 = unlink and create as before; inline local_file_ops only, never on a cluster node " +
+      "(src/fuse/README.md, Spare local files)",
   },
   "mount.passthrough": {
     kind: "string",

@@ -64,13 +64,17 @@ export async function createVfs(options: VfsOptions): Promise<VfsWithRecovery> {
     validateReads: options.validateReads ?? options.cluster !== undefined,
     now: options.now,
   });
-  // A cluster node's local file is a cache filled and evicted through the engine: kept there.
-  const fileOps = options.cluster ? "engine" : options.localFileOps ?? "inline";
+  // A cluster node makes the same small local-file syscalls inline as one node does (it used to
+  // take the engine for them: an io-wq hop per create, about 280 us of a cluster create's 2.1 ms
+  // of mount CPU; src/cluster/README.md, "Session 13"). Its fills, uploads and peer serving keep
+  // the engine, on fds of their own or held ones. No spare files on a cluster node: a peer's
+  // serve fd (opened by path) could still hold a deleted inode's file when a spare renames it.
+  const fileOps = options.localFileOps ?? "inline";
   const local = await LocalStore.open(
     options.io,
     options.dataDir,
     fileOps,
-    await spareFilesFor(options.localSpareFiles ?? "auto", options.dataDir),
+    options.cluster ? 0 : await spareFilesFor(options.localSpareFiles ?? "auto", options.dataDir),
   );
   await options.cluster?.attach(ns, local, options.io);
   const core = new VfsCore(ns, local, options);
