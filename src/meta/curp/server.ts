@@ -82,6 +82,11 @@ export interface ReplicaStatus {
   /** This build runs batch commands (`Command.batch`); earlier builds leave it out, and a
    * `CurpKV` connecting through such a replica sends no batches. */
   batches?: boolean;
+  /** Frames this replica received and sent, ever, by message type (watch events count as
+   * `watchEvents` frames, and `watchEventsOut` counts the events in them): where a cluster
+   * operation's replica CPU goes (README "Where a proposal's time goes", per cluster create). */
+  messagesIn?: Record<string, number>;
+  messagesOut?: Record<string, number>;
 }
 
 /** Election timeout in ticks, [t, 2t) actual: 1.5-3 s at 50 ms ticks. At 10 ticks (0.5-1 s) a
@@ -160,6 +165,9 @@ export class ReplicaServer {
   slowReplies = 0;
   /** `read` frames received from clients (reads outside the log, each replica asked counts). */
   readsReceived = 0;
+  /** Frames received and sent by type, ever (status `messagesIn`/`messagesOut`). */
+  readonly messagesIn: Record<string, number> = {};
+  readonly messagesOut: Record<string, number> = {};
   maxTickLagMs = 0;
   tickStalls = 0;
 
@@ -280,6 +288,8 @@ export class ReplicaServer {
       logBytes: this.#storage.logBytes,
       snapshotsSent: r.snapshotsSent,
       batches: true,
+      messagesIn: { ...this.messagesIn },
+      messagesOut: { ...this.messagesOut },
     };
   }
 
@@ -306,6 +316,8 @@ export class ReplicaServer {
   }
 
   #onFrame(fc: FrameConn, body: unknown): void {
+    const received = String((body as { type: string }).type);
+    this.messagesIn[received] = (this.messagesIn[received] ?? 0) + 1;
     if ((body as { type: string }).type === "status") {
       fc.send({ type: "statusReply", status: this.status() });
       return;
@@ -422,6 +434,8 @@ export class ReplicaServer {
         events.push(w.prevKv || e.prevKv === undefined ? e : { type: e.type, kv: e.kv });
       }
       if (events.length > 0) {
+        this.messagesOut.watchEvents = (this.messagesOut.watchEvents ?? 0) + 1;
+        this.messagesOut.watchEventsOut = (this.messagesOut.watchEventsOut ?? 0) + events.length;
         w.conn.send({
           type: "watchEvents",
           watchId: w.watchId,
@@ -540,6 +554,7 @@ export class ReplicaServer {
   }
 
   #send(m: Message): void {
+    this.messagesOut[m.type] = (this.messagesOut[m.type] ?? 0) + 1;
     if (m.type === "proposeReply" && m.leaderId === this.replica.id) {
       if (m.speculative !== undefined) this.fastReplies++;
       else this.slowReplies++;
