@@ -894,11 +894,8 @@ export class Replica {
     this.#unstableFrom = Math.min(this.#unstableFrom, index);
   }
 
-  /** `quiet`: an append carrying no entries to a follower that was sent them all is marked quiet
-   * (its success is not answered). Sent them all, not known to hold them all: the follower whose
-   * answer to the last entries is still on its way (with 3 replicas, the slower one at every
-   * commit) would otherwise answer twice, the second answer telling the leader nothing. A lost
-   * append is still found: the follower answers a failure, and heartbeats are never quiet. */
+  /** `quiet`: an append carrying no entries to a follower that holds them all is marked quiet
+   * (its success is not answered). */
   #broadcastAppend(quiet = false): void {
     for (const r of this.#others()) this.#sendAppend(r, quiet);
   }
@@ -928,7 +925,7 @@ export class Replica {
     const inflight = next - 1 - (this.#matchIndex.get(to) ?? 0);
     const room = Math.max(0, Math.min(this.#maxBatch, MAX_INFLIGHT_ENTRIES - inflight));
     const entries = this.log.slice(offset, offset + room).map((e) => ({ ...e }));
-    const silent = quiet && entries.length === 0 && next - 1 === this.lastIndex;
+    const silent = quiet && entries.length === 0 && this.#matchIndex.get(to) === next - 1;
     this.#send({
       type: "append",
       from: this.id,
@@ -1028,8 +1025,7 @@ export class Replica {
       this.#applyCommitted();
     }
     if (this.commitIndex >= m.readyIndex) this.#dropRecordsBefore(this.term);
-    // A quiet append only moved the commit index: the leader sent this follower every entry, and
-    // the answer to them (already sent, or leaving after their fdatasync) tells it this one too.
+    // A quiet append only moved the commit index: the leader knows this follower holds it all.
     if (m.quiet === true && m.entries.length === 0) return;
     reply(true, lastNew);
   }
