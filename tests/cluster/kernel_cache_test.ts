@@ -102,9 +102,9 @@ function cacheDrops(): number {
  * arrive after B's LOOKUP of the name had started: the kernel stamps a dentry with the epoch read
  * when its lookup began, so the next path walk (fincore's) finds it stale and drops it, and FUSE
  * evicts an inode whose last dentry goes (drop_inode is generic_delete_inode; FORGET), pages and
- * all: fincore's LOOKUP then made a new inode, with none cached (seen under load: 0 pages in 8 of 60
- * rounds at load 18-22 in a loop of this step, each with a FORGET of the file's node id in
- * fincore's walk). A round during which the machine's page cache was dropped (`cacheDrops`) proves
+ * all: fincore's LOOKUP then made a new inode, with none cached (a loop of this step at load
+ * 16-30: 5 of 80 rounds, each with a FORGET of the file's node id in fincore's walk; 0 of 80 with
+ * the wait). A round during which the machine's page cache was dropped (`cacheDrops`) proves
  * nothing and is tried again with another file; any other shortfall fails.
  */
 async function keptPages(aMount: string, bMount: string): Promise<string> {
