@@ -1,20 +1,26 @@
 /**
- * Cluster mode's open records: which nodes have a file open, so that an unlink or rename-over on
- * one node keeps the inode (as an orphan) while another node still has it open, as POSIX wants.
+ * Cluster mode's open records: which nodes have an unlinked file open, so that an unlink or
+ * rename-over on one node keeps the inode (as an orphan) while another node still has it open, as
+ * POSIX wants, without a write at open (issue 13: an open costs no log append).
  *
- * A node's first open of an inode puts `cl/open/<ino hex>/<node>` on this node's lease (a
- * crashed node's records vanish with it), and its last close deletes it, `lingerMs` later: a
- * file opened again meanwhile (the common open/close/open) costs no metadata write, and an
- * unlink elsewhere meanwhile is seen by the metadata watch, which frees the file at once
- * (ClusterData.forgetMetadata). Both writes also write the
- * inode's guard key `cl/openguard/<ino hex>`: a transaction deciding whether to delete an
- * inode reads the guard and the records in one snapshot and compares the guard at commit
- * (Namespace's `readGuarded`), so an open or close landing between that read and the commit
- * makes it rerun instead of deleting an inode just opened, or orphaning one just closed.
+ * Deferred reclaim: a transaction that drops a regular file's last name always leaves an orphan
+ * (the orphan mark, written by that commit at revision R). Each node's metadata watch, seeing the
+ * inode at nlink 0 while the file is open here, puts `cl/open/<ino hex>/<node>` on this node's
+ * lease (a crashed node's records vanish with it), and after the records of everything it
+ * processed up to R are in the store it puts its acknowledgement `cl/ack/<node>` = R (same lease).
+ * The orphan is freed (`reclaimBarrier`, then the records read) once every node's
+ * acknowledgement is at R or later and no other node's record exists. An open that races the
+ * unlink puts its own record before it returns when the watch already saw the unlink (or it read
+ * nlink 0), compared against the inode's existence, so it either keeps the inode or gets ENOENT.
+ * A record goes at the holder's last close. Every record write also writes the inode's guard key
+ * `cl/openguard/<ino hex>`: a transaction deciding whether to delete an inode reads the guard and
+ * the records in one snapshot and compares the guard at commit (Namespace's `readGuarded`), so a
+ * record landing between that read and the commit makes it rerun instead of deleting an inode just
+ * opened.
  * @module
  */
 
-import { type KeyValue, type MetaKV, MetaUnavailableError } from "../meta/kv.ts";
+import { type KeyValue, type MetaKV, MetaUnavailableError, prefixEnd } from "../meta/kv.ts";
 import { decodeInode, keys, type NsTxn } from "../meta/namespace.ts";
 
 const encoder = new TextEncoder();
@@ -29,6 +35,41 @@ export function openRecordsPrefix(ino: number): Uint8Array {
 
 export function openRecordKey(ino: number, nodeId: string): Uint8Array {
   return encoder.encode(`cl/open/${hex(ino)}/${nodeId}`);
+}
+
+/** Node `nodeId`'s acknowledgement: the revision up to which its metadata watch has processed
+ * every event, with a record put for each unlinked file it had open (on the records' lease). */
+export function ackKey(nodeId: string): Uint8Array {
+  return encoder.encode(`cl/ack/${nodeId}`);
+}
+
+/** Every node's acknowledgement shares this prefix. */
+export const ACK_PREFIX = encoder.encode("cl/ack/");
+
+/**
+ * The reclaim barrier of orphan `ino`: "passed" once every node taking part (an acknowledgement
+ * on its lease) acknowledged the revision that made it an orphan, so every record a node holding
+ * it open must write is in the store (a node writes its records before its acknowledgement);
+ * "waiting" until then; "gone" when it is not on the orphan list. Read it before the records: a
+ * read of them afterwards sees every record the barrier waited for.
+ */
+export async function reclaimBarrier(
+  kv: MetaKV,
+  ino: number,
+): Promise<"passed" | "waiting" | "gone"> {
+  const response = await kv.txn({
+    success: [
+      { range: { key: keys.orphan(ino) } },
+      { range: { key: ACK_PREFIX, rangeEnd: prefixEnd(ACK_PREFIX) } },
+    ],
+    revisionsUnused: true, // read kvs carry their committed modRevisions
+  });
+  const [orphan, acks] = response.responses.map((r) =>
+    (r as { range: { kvs: KeyValue[] } }).range.kvs
+  );
+  if (orphan.length === 0) return "gone";
+  const unlinkedAt = orphan[0].modRevision;
+  return acks.every((kv) => Number(decoder.decode(kv.value)) >= unlinkedAt) ? "passed" : "waiting";
 }
 
 /** Written with every change of `ino`'s open records. */
@@ -61,13 +102,6 @@ export class OpenRecords {
   readonly #ttlSeconds: number;
   /** Inodes whose record this node has put (and not deleted). */
   readonly #held = new Set<number>();
-  /**
-   * Files this node created whose open guard only the create wrote (version 1, on this lease):
-   * no other node has put a record since, for every record put writes the guard too. Forgotten
-   * at this node's next write of the guard (a hold, a release, a lease renewal) and at the
-   * first use (`openElsewhere`), so a retried transaction reads.
-   */
-  readonly #fresh = new Map<number, number>();
   /** Per inode, the tail of its record operations: a put and a delete of one key never race. */
   readonly #tails = new Map<number, Promise<unknown>>();
   /** Held inodes closed here, and when their record goes. */
@@ -85,6 +119,12 @@ export class OpenRecords {
   #renewFailing = false;
   #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
+  /** Acknowledgements (`acknowledge`): the revision wanted, the last one stored, the write in
+   * flight, and the records it must wait for. */
+  #ackTarget = 0;
+  #acked = 0;
+  #acking: Promise<void> | undefined;
+  readonly #ackBlockers: Promise<void>[] = [];
 
   constructor(kv: MetaKV, nodeId: string, ttlSeconds = 5, lingerMs = DEFAULT_LINGER_MS) {
     this.#kv = kv;
@@ -172,28 +212,11 @@ export class OpenRecords {
     return this.#grant();
   }
 
-  /** In the transaction that creates `ino` (opened by its creator): this node's record and the
-   * guard go in the same commit, so a create costs no second write. Call `created` after it. */
-  putInTxn(tx: NsTxn, ino: number, lease: number): void {
-    const node = encoder.encode(this.#nodeId);
-    tx.putOutside(openRecordKey(ino, this.#nodeId), node, lease);
-    tx.putOutside(openGuardKey(ino), node, lease);
-  }
-
-  /** The transaction of `putInTxn` (on `lease`) committed: the record exists. */
-  created(ino: number, lease: number): void {
-    this.#held.add(ino);
-    this.#fresh.set(ino, lease);
-    // Bounded: an old entry only costs its unlink one read.
-    if (this.#fresh.size > MAX_LINGERING) this.#fresh.delete(this.#fresh.keys().next().value!);
-  }
-
   /**
-   * First open of `ino` here: put this node's record if the inode still exists, reading
+   * Put this node's record of `ino` (open here, seen unlinked) if the inode still exists, reading
    * `alsoRead` (the chunk map) in the same snapshot. Undefined when the inode is gone.
    */
-  hold(ino: number, alsoRead: Uint8Array): Promise<{ value?: Uint8Array } | undefined> {
-    this.#fresh.delete(ino);
+  hold(ino: number, alsoRead?: Uint8Array): Promise<{ value?: Uint8Array } | undefined> {
     return this.#serial(ino, async () => {
       const lease = await this.#grant();
       const node = encoder.encode(this.#nodeId);
@@ -202,14 +225,78 @@ export class OpenRecords {
         success: [
           { put: { key: openRecordKey(ino, this.#nodeId), value: node, lease } },
           { put: { key: openGuardKey(ino), value: node, lease } },
-          { range: { key: alsoRead } },
+          ...(alsoRead ? [{ range: { key: alsoRead } }] : []),
         ],
         revisionsUnused: true, // values only: CURP's one-round-trip fast path
       });
       if (!response.succeeded) return undefined;
       this.#held.add(ino);
+      if (!alsoRead) return {};
       const found = (response.responses[2] as { range: { kvs: KeyValue[] } }).range.kvs[0];
       return { value: found?.value };
+    });
+  }
+
+  /**
+   * The watch saw `ino` unlinked (nlink 0) while it is open here: put this node's record before
+   * the next acknowledgement (retried until it lands or the inode is gone; the acknowledgement
+   * waits, and with it the orphan's reclaim everywhere).
+   */
+  holdBeforeAck(ino: number): void {
+    const hold = async () => {
+      for (let delay = 100;; delay = Math.min(delay * 2, 2000)) {
+        if (this.#closed) return;
+        try {
+          await this.hold(ino);
+          return;
+        } catch (error) {
+          console.error(`skyfs: recording inode ${ino} open here (retrying): ${error}`);
+          await new Promise((resolve) => setTimeout(resolve, delay));
+        }
+      }
+    };
+    this.#ackBlockers.push(hold());
+  }
+
+  /** The watch processed every event up to `revision` (an orphan mark among them): acknowledge
+   * it once the records `holdBeforeAck` asked for so far are in (one write in flight at a time;
+   * later revisions coalesce into the next). */
+  acknowledge(revision: number): Promise<void> {
+    if (revision > this.#ackTarget) this.#ackTarget = revision;
+    this.#acking ??= this.#flushAcks().finally(() => this.#acking = undefined);
+    return this.#acking;
+  }
+
+  /** The revision this node last acknowledged (0: none yet). */
+  get acknowledged(): number {
+    return this.#acked;
+  }
+
+  async #flushAcks(): Promise<void> {
+    await Promise.resolve(); // the rest of the watch's batch first
+    for (let delay = 100; this.#ackTarget > this.#acked && !this.#closed;) {
+      const target = this.#ackTarget;
+      await Promise.all(this.#ackBlockers.splice(0));
+      try {
+        await this.#putAck(target);
+        this.#acked = target;
+        delay = 100;
+      } catch (error) {
+        if (this.#closed) return;
+        console.error(`skyfs: acknowledging revision ${target} (retrying): ${error}`);
+        await new Promise((resolve) => setTimeout(resolve, delay));
+        delay = Math.min(delay * 2, 2000);
+      }
+    }
+  }
+
+  async #putAck(revision: number, lease?: number): Promise<void> {
+    lease ??= await this.#grant();
+    await this.#kv.txn({
+      success: [{
+        put: { key: ackKey(this.#nodeId), value: encoder.encode(String(revision)), lease },
+      }],
+      revisionsUnused: true,
     });
   }
 
@@ -218,7 +305,6 @@ export class OpenRecords {
    * that commit (undefined if deleted), so the caller knows whether it may now free an orphan.
    */
   release(ino: number): Promise<Uint8Array | undefined> {
-    this.#fresh.delete(ino);
     this.#lingering.delete(ino);
     if (this.#held.has(ino)) this.#releasing.add(ino);
     return this.#serial(ino, async () => {
@@ -252,24 +338,12 @@ export class OpenRecords {
     tx: NsTxn,
     ino: number,
     also?: Uint8Array,
-  ): Promise<{ elsewhere: boolean; read: boolean; also?: Uint8Array }> {
-    const lease = this.#fresh.get(ino);
-    if (lease !== undefined) {
-      // No read: the guard still as this node's create wrote it proves that no other node put a
-      // record since (each put rewrites the guard: version 2 or more, or another lease; gone
-      // with its lease, a rewrite makes it version 1 on another lease). Else the commit fails
-      // and the transaction runs again, reading.
-      this.#fresh.delete(ino);
-      const guard = openGuardKey(ino);
-      tx.compareOutside({ key: guard, target: "version", result: "==", value: 1 });
-      tx.compareOutside({ key: guard, target: "lease", result: "==", value: lease });
-      return { elsewhere: false, read: false };
-    }
+  ): Promise<{ elsewhere: boolean; also?: Uint8Array }> {
     const found = await tx.readGuarded(openGuardKey(ino), openRecordsPrefix(ino), also);
     // A record under this node's id is this process's (its own handles are counted in memory)
     // or a crashed predecessor's, whose lease is about to expire: neither keeps the inode.
     const elsewhere = found.kvs.some((kv) => openRecordNode(kv.key) !== this.#nodeId);
-    return { elsewhere, read: true, also: found.also };
+    return { elsewhere, also: found.also };
   }
 
   /** `ino` was deleted: forget (and delete) this node's record of it. */
@@ -335,7 +409,6 @@ export class OpenRecords {
     }
     // The metadata store was unreachable longer than the TTL: the records are gone, and an
     // unlink elsewhere meanwhile may have deleted a file open here. Put back the rest.
-    this.#fresh.clear();
     try {
       const granted = await this.#kv.leaseGrant(this.#ttlSeconds);
       this.#leaseId = granted.id;
@@ -356,6 +429,8 @@ export class OpenRecords {
           }
         });
       }
+      // Back in the barrier: without the acknowledgement other nodes skipped this one.
+      if (this.#acked > 0) await this.#putAck(this.#acked, granted.id);
     } catch (error) {
       console.error(`skyfs: renewing the open records' lease: ${(error as Error).message}`);
     }

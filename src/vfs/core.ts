@@ -223,14 +223,16 @@ export class OpTxn {
   }
 
   /** Delete the inode (or, if the kernel or a handle still references it, or in a cluster
-   * another node has it open, put it on the orphan list). Returns whether it was deleted, so the
+   * for any regular file, put it on the orphan list). Returns whether it was deleted, so the
    * caller frees its local data. */
   async dropInode(record: InodeRecord): Promise<boolean> {
-    const cluster = this.#core.cluster;
     const local = this.#core.isReferenced(record.ino);
-    // Only regular files have open records (directories and special files keep no data).
-    const mayBeOpen = cluster !== undefined && isReg(record.mode);
-    if (local || (mayBeOpen && await cluster.openElsewhere(this.tx, record.ino))) {
+    // In a cluster another node may have a regular file open without any trace in the store
+    // (an open writes nothing): it stays an orphan until every node acknowledged the unlink
+    // (ClusterData.reclaimLater, src/cache/open_records.ts). Directories and special files keep
+    // no data and are deleted at once.
+    const mayBeOpen = this.#core.cluster !== undefined && isReg(record.mode);
+    if (local || mayBeOpen) {
       if (!local) this.keptElsewhere.add(record.ino);
       this.putInode(record);
       this.tx.addOrphan(record.ino);
@@ -296,8 +298,8 @@ export class VfsCore {
   readonly volumeRoot: string;
   readonly inodes = new Map<number, InodeState>();
   readonly handles = new Map<number, Handle>();
-  /** Orphans just made because another node has them open (OpTxn.keptElsewhere, committed): the
-   * unlink's second purge look is pointless for them (that node's last close frees them). */
+  /** Cluster orphans just made with no handle here (OpTxn.keptElsewhere, committed): freed once
+   * every node acknowledged the unlink (`ClusterData.reclaimLater`), not by the unlink. */
   readonly keptElsewhere = new Set<number>();
   /** POSIX lock owners waiting, and on whom (for EDEADLK detection). */
   readonly lockWaits = new Map<bigint, bigint>();
@@ -326,7 +328,10 @@ export class VfsCore {
     this.volumes = new VolumeQuotas(this, options.cluster?.nodeId ?? "local", options.volumes);
     this.volumeRoot = options.volumes?.root ?? "volumes";
     // An orphan whose open record went (after its linger) may be freed now.
-    if (this.cluster) this.cluster.onOrphan = (ino) => this.maybePurge(ino);
+    if (this.cluster) {
+      this.cluster.onOrphan = (ino) => this.maybePurge(ino);
+      this.cluster.isOpenHere = (ino) => (this.inodes.get(ino)?.handles ?? 0) > 0;
+    }
   }
 
   // --- per-inode state ---

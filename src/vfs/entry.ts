@@ -537,7 +537,10 @@ export async function afterUnlink(
   freed: InodeRecord | undefined,
   linked = false,
 ): Promise<void> {
-  if (core.keptElsewhere.delete(ino)) return core.dropStateIfIdle(ino);
+  if (core.keptElsewhere.delete(ino)) {
+    core.cluster?.reclaimLater(ino);
+    return core.dropStateIfIdle(ino);
+  }
   if (linked && core.cluster) return;
   if (freed) {
     // Only regular files have a local file; a directory's or a symlink's unlink would only
