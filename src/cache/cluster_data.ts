@@ -20,7 +20,13 @@ import type { LocalStore } from "./local.ts";
 import { type BackendStore, chunkObjectKey } from "./backend.ts";
 import { type CachedChunk, CacheIndex } from "./cache_index.ts";
 import { addressOf, DIRECT_ALIGN_BYTES, recycleBuffer, takeBuffer } from "./buffer_pool.ts";
-import { openGuardKey, openRecordKey, OpenRecords, reclaimBarrier } from "./open_records.ts";
+import {
+  openGuardKey,
+  openRecordKey,
+  OpenRecords,
+  reclaimBarrier,
+  reclaimBarriers,
+} from "./open_records.ts";
 import {
   CHUNK_SIZE,
   type ChunkMap,
@@ -125,6 +131,9 @@ const INODE_TAG = 0x49;
 const ORPHAN_TAG = 0x4f;
 /** Inodes the watch saw unlinked remembered for `openMark` (past it, opens hold to be safe). */
 const MAX_UNLINKED_SEEN = 10_000;
+/** The first look at an orphan's reclaim barrier after its unlink: past the acknowledgements'
+ * coalescing (OpenRecords' ACK_DELAY_MS), so one round frees a burst's orphans together. */
+const RECLAIM_FIRST_MS = 40;
 
 function inoOfKey(key: Uint8Array): number {
   const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
@@ -377,6 +386,8 @@ export class ClusterData {
   readonly zonesDown = new Map<string, { since: number; until: number }>();
   /** Set by the node: copies were queued by a publish of this node (the queue drains them). */
   onQueued: () => void = () => {};
+  /** Set by the vfs: free these orphans, one transaction (their barrier passed). */
+  onOrphans: (inos: number[]) => Promise<number[]> = () => Promise.resolve([]);
   /** Set by the vfs: whether this node has `ino` open (a handle). */
   isOpenHere: (ino: number) => boolean = () => false;
   /** Inodes the watch saw unlinked, with the value of `#unlinkSeq` then (`openMark`). */
@@ -525,10 +536,13 @@ export class ClusterData {
   /**
    * Orphan `ino` (unlinked here, or its purge found the barrier not passed yet): try to free it
    * once every node has acknowledged its unlink (`reclaimBarrier`), checked again and again with
-   * a growing pause (5 ms to 1 s). Lost if this process ends first: gc frees it then.
+   * a growing pause (40 ms to 1 s), many in one transaction. Lost if this process ends first: gc
+   * frees it then.
    */
   reclaimLater(ino: number): void {
-    if (!this.#reclaim.has(ino)) this.#reclaim.set(ino, { due: this.#now() + 5, pause: 5 });
+    if (!this.#reclaim.has(ino)) {
+      this.#reclaim.set(ino, { due: this.#now() + RECLAIM_FIRST_MS, pause: RECLAIM_FIRST_MS });
+    }
     this.#scheduleReclaim();
   }
 
@@ -539,34 +553,46 @@ export class ClusterData {
     let due = Infinity;
     for (const entry of this.#reclaim.values()) due = Math.min(due, entry.due);
     this.#reclaimTimer = setTimeout(() => {
-      this.#reclaimTimer = undefined;
       this.#reclaimRound().catch((error) => this.#log(`skyfs: reclaiming orphans: ${error}`))
-        .finally(() => this.#scheduleReclaim());
+        .finally(() => {
+          this.#reclaimTimer = undefined;
+          this.#scheduleReclaim();
+        });
     }, Math.max(0, due - this.#now()));
     Deno.unrefTimer(this.#reclaimTimer);
   }
 
+  /** The due orphans (up to 64): one read of their barriers, one transaction freeing those
+   * passed; the others wait twice as long as before (up to 1 s). */
   async #reclaimRound(): Promise<void> {
     const now = this.#now();
     const due = [...this.#reclaim].filter(([, entry]) => entry.due <= now).slice(0, 64);
+    let barriers: Map<number, "passed" | "waiting" | "gone">;
+    try {
+      barriers = await reclaimBarriers(this.#ns.kv, due.map(([ino]) => ino));
+    } catch {
+      barriers = new Map();
+    }
+    const passed: number[] = [];
     for (const [ino, entry] of due) {
-      let barrier: "passed" | "waiting" | "gone";
-      try {
-        barrier = await reclaimBarrier(this.#ns.kv, ino);
-      } catch {
-        barrier = "waiting";
-      }
+      const barrier = barriers.get(ino) ?? "waiting";
       if (barrier === "waiting") {
         entry.pause = Math.min(entry.pause * 2, 1000);
         entry.due = this.#now() + entry.pause;
         continue;
       }
       this.#reclaim.delete(ino);
-      if (barrier === "gone") continue;
       // Read before the purge reads the records, so that read sees every record it waited for.
-      this.#barrierPassed.add(ino);
-      await this.onOrphan(ino).catch((error) => this.#logPurgeError(ino, error));
-      this.#barrierPassed.delete(ino);
+      if (barrier === "passed") passed.push(ino);
+    }
+    if (passed.length === 0) return;
+    for (const ino of passed) this.#barrierPassed.add(ino);
+    try {
+      await this.onOrphans(passed);
+    } catch (error) {
+      this.#log(`skyfs: freeing orphans ${passed.join(", ")} (gc will retry): ${error}`);
+    } finally {
+      for (const ino of passed) this.#barrierPassed.delete(ino);
     }
   }
 

@@ -736,7 +736,7 @@ Deno.test({
       assert.deepEqual(await readFile(b.vfs, "g"), next, "the name now opens the new file");
       assert.equal(await errnoOf(() => b.vfs.lookup(ctx, 1, name("h"))), "ENOENT");
       await b.vfs.release(oldIno, fh, 0);
-      assert.equal(await exists(c.kv, keys.inode(oldIno)), false);
+      await until(async () => !(await exists(c.kv, keys.inode(oldIno))), "freed after B's close");
       assert.deepEqual(await readFile(a.vfs, "g"), next);
     } finally {
       await c.cleanup();
@@ -787,6 +787,9 @@ Deno.test({
       const ino = await writeFile(a.vfs, "f", random(5000));
       await openByName(b.vfs, "f", 0);
       await a.vfs.unlink(ctx, 1, name("f"));
+      await until(async () => await reclaimBarrier(c.kv, ino) === "passed", "both acknowledged");
+      // A's reclaim looked (40 ms after the unlink) and left it to B's record.
+      await new Promise((r) => setTimeout(r, 200));
       const kept = await collectGarbage(c.kv, c.backend, { graceMs: 0 });
       assert.equal(kept.orphansPurged, 0, "B still has it open");
       assert.ok(await exists(c.kv, keys.inode(ino)));

@@ -72,6 +72,31 @@ export async function reclaimBarrier(
   return acks.every((kv) => Number(decoder.decode(kv.value)) >= unlinkedAt) ? "passed" : "waiting";
 }
 
+/** `reclaimBarrier` of several orphans in one read. */
+export async function reclaimBarriers(
+  kv: MetaKV,
+  inos: number[],
+): Promise<Map<number, "passed" | "waiting" | "gone">> {
+  const out = new Map<number, "passed" | "waiting" | "gone">();
+  if (inos.length === 0) return out;
+  const response = await kv.txn({
+    success: [
+      { range: { key: ACK_PREFIX, rangeEnd: prefixEnd(ACK_PREFIX) } },
+      ...inos.map((ino) => ({ range: { key: keys.orphan(ino) } })),
+    ],
+    revisionsUnused: true,
+  });
+  const [acks, ...orphans] = response.responses.map((r) =>
+    (r as { range: { kvs: KeyValue[] } }).range.kvs
+  );
+  const least = Math.min(...acks.map((kv) => Number(decoder.decode(kv.value))));
+  inos.forEach((ino, i) => {
+    const orphan = orphans[i][0];
+    out.set(ino, !orphan ? "gone" : least >= orphan.modRevision ? "passed" : "waiting");
+  });
+  return out;
+}
+
 /** Written with every change of `ino`'s open records. */
 export function openGuardKey(ino: number): Uint8Array {
   return encoder.encode(`cl/openguard/${hex(ino)}`);
@@ -82,6 +107,9 @@ export function openRecordNode(key: Uint8Array): string {
   const text = decoder.decode(key);
   return text.slice(text.lastIndexOf("/") + 1);
 }
+
+/** How long an acknowledgement waits for more unlinks to cover (a burst costs one write). */
+export const ACK_DELAY_MS = 20;
 
 /** Most records lingering at once on one node; past it the oldest goes first. */
 export const MAX_LINGERING = 10_000;
@@ -273,7 +301,8 @@ export class OpenRecords {
   }
 
   async #flushAcks(): Promise<void> {
-    await Promise.resolve(); // the rest of the watch's batch first
+    // The rest of the watch's batch first, and the next few unlinks of a burst (one write).
+    await new Promise((resolve) => setTimeout(resolve, ACK_DELAY_MS));
     for (let delay = 100; this.#ackTarget > this.#acked && !this.#closed;) {
       const target = this.#ackTarget;
       await Promise.all(this.#ackBlockers.splice(0));

@@ -330,6 +330,7 @@ export class VfsCore {
     // An orphan whose open record went (after its linger) may be freed now.
     if (this.cluster) {
       this.cluster.onOrphan = (ino) => this.maybePurge(ino);
+      this.cluster.onOrphans = (inos) => this.purgeMany(inos);
       this.cluster.isOpenHere = (ino) => (this.inodes.get(ino)?.handles ?? 0) > 0;
     }
   }
@@ -813,22 +814,34 @@ export class VfsCore {
    * node has it open (its open record); that node's last close calls this in turn.
    */
   async maybePurge(ino: number): Promise<boolean> {
-    if (this.isReferenced(ino)) return false;
+    return (await this.purgeMany([ino])).length > 0;
+  }
+
+  /** `maybePurge` of several inodes in one transaction (a cluster node's reclaim of the orphans
+   * whose barrier passed); returns those freed. */
+  async purgeMany(inos: number[]): Promise<number[]> {
+    const candidates = inos.filter((ino) => !this.isReferenced(ino));
+    if (candidates.length === 0) return [];
     const purged = await this.txn(async (t) => {
-      const record = await t.tx.getInode(ino);
-      if (!record || record.nlink > 0 || this.isReferenced(ino)) return undefined;
-      if (this.cluster && await this.cluster.openElsewhere(t.tx, ino)) return undefined;
-      await t.deleteInode(ino);
-      return record;
+      const out: InodeRecord[] = [];
+      for (const ino of candidates) {
+        const record = await t.tx.getInode(ino);
+        if (!record || record.nlink > 0 || this.isReferenced(ino)) continue;
+        if (this.cluster && await this.cluster.openElsewhere(t.tx, ino)) continue;
+        await t.deleteInode(ino);
+        out.push(record);
+      }
+      return out;
     });
-    if (!purged) return false;
-    // Only a regular file has a local file; it goes after the commit, like an unlink's
-    // (LocalStore.removeSoon; a crash leaves it to the restart's removeDangling).
-    // In a cluster the purge is awaited whole (gc and the open records expect it done).
-    if (this.cluster) await this.local.remove(ino);
-    else if (isReg(purged.mode)) this.local.removeSoon(ino, purged.size);
-    this.dropStateIfIdle(ino);
-    return true;
+    for (const record of purged) {
+      // Only a regular file has a local file; it goes after the commit, like an unlink's
+      // (LocalStore.removeSoon; a crash leaves it to the restart's removeDangling).
+      // In a cluster the purge is awaited whole (gc and the open records expect it done).
+      if (this.cluster) await this.local.remove(record.ino);
+      else if (isReg(record.mode)) this.local.removeSoon(record.ino, record.size);
+      this.dropStateIfIdle(record.ino);
+    }
+    return purged.map((record) => record.ino);
   }
 
   /** Run `maybePurge` from a callback that cannot wait (forget); failures are logged, and an
