@@ -133,7 +133,10 @@ const ORPHAN_TAG = 0x4f;
 const MAX_UNLINKED_SEEN = 10_000;
 /** The first look at an orphan's reclaim barrier after its unlink: past the acknowledgements'
  * coalescing (OpenRecords' ACK_DELAY_MS), so one round frees a burst's orphans together. */
-const RECLAIM_FIRST_MS = 40;
+const RECLAIM_FIRST_MS = 70;
+/** Least time between two reclaim rounds (a steady stream of unlinks: about 10 purge
+ * transactions per second, whatever its rate). */
+const RECLAIM_INTERVAL_MS = 100;
 
 function inoOfKey(key: Uint8Array): number {
   const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
@@ -399,6 +402,8 @@ export class ClusterData {
   readonly #reclaim = new Map<number, { due: number; pause: number }>();
   #reclaimTimer: ReturnType<typeof setTimeout> | undefined;
   #reclaimStopped = false;
+  /** When the last reclaim round started. */
+  #reclaimAt = 0;
   /** What the watch asked to acknowledge before `attach` made the records. */
   #ackBeforeAttach: number | undefined;
   /** Orphans whose barrier `#reclaimRound` saw passed, for the purge it runs now. */
@@ -550,9 +555,12 @@ export class ClusterData {
     if (this.#reclaimTimer !== undefined || this.#reclaim.size === 0 || this.#reclaimStopped) {
       return;
     }
-    let due = Infinity;
-    for (const entry of this.#reclaim.values()) due = Math.min(due, entry.due);
+    let due = this.#reclaimAt + RECLAIM_INTERVAL_MS;
+    let first = Infinity;
+    for (const entry of this.#reclaim.values()) first = Math.min(first, entry.due);
+    due = Math.max(due, first);
     this.#reclaimTimer = setTimeout(() => {
+      this.#reclaimAt = this.#now();
       this.#reclaimRound().catch((error) => this.#log(`skyfs: reclaiming orphans: ${error}`))
         .finally(() => {
           this.#reclaimTimer = undefined;
@@ -562,11 +570,15 @@ export class ClusterData {
     Deno.unrefTimer(this.#reclaimTimer);
   }
 
-  /** The due orphans (up to 64): one read of their barriers, one transaction freeing those
-   * passed; the others wait twice as long as before (up to 1 s). */
+  /** Up to 64 orphans, the due ones first: one read of their barriers, one transaction freeing
+   * those passed; the due ones not passed wait twice as long as before (up to 1 s). */
   async #reclaimRound(): Promise<void> {
     const now = this.#now();
-    const due = [...this.#reclaim].filter(([, entry]) => entry.due <= now).slice(0, 64);
+    const all = [...this.#reclaim];
+    const due = [
+      ...all.filter(([, entry]) => entry.due <= now),
+      ...all.filter(([, entry]) => entry.due > now),
+    ].slice(0, 64);
     let barriers: Map<number, "passed" | "waiting" | "gone">;
     try {
       barriers = await reclaimBarriers(this.#ns.kv, due.map(([ino]) => ino));
@@ -577,6 +589,7 @@ export class ClusterData {
     for (const [ino, entry] of due) {
       const barrier = barriers.get(ino) ?? "waiting";
       if (barrier === "waiting") {
+        if (entry.due > now) continue; // looked early: its turn stays
         entry.pause = Math.min(entry.pause * 2, 1000);
         entry.due = this.#now() + entry.pause;
         continue;

@@ -109,7 +109,10 @@ export function openRecordNode(key: Uint8Array): string {
 }
 
 /** How long an acknowledgement waits for more unlinks to cover (a burst costs one write). */
-export const ACK_DELAY_MS = 20;
+export const ACK_DELAY_MS = 50;
+/** Least time between two acknowledgements of a node (a steady stream of unlinks costs each
+ * node about 10 writes per second, whatever its rate). */
+export const ACK_INTERVAL_MS = 100;
 
 /** Most records lingering at once on one node; past it the oldest goes first. */
 export const MAX_LINGERING = 10_000;
@@ -152,6 +155,8 @@ export class OpenRecords {
   #ackTarget = 0;
   #acked = 0;
   #acking: Promise<void> | undefined;
+  /** When the last acknowledgement was written (Date.now()). */
+  #ackAt = 0;
   readonly #ackBlockers: Promise<void>[] = [];
 
   constructor(kv: MetaKV, nodeId: string, ttlSeconds = 5, lingerMs = DEFAULT_LINGER_MS) {
@@ -301,9 +306,13 @@ export class OpenRecords {
   }
 
   async #flushAcks(): Promise<void> {
-    // The rest of the watch's batch first, and the next few unlinks of a burst (one write).
-    await new Promise((resolve) => setTimeout(resolve, ACK_DELAY_MS));
+    // The rest of the watch's batch first, and the next unlinks of a burst (one write for many):
+    // ACK_DELAY_MS, and at least ACK_INTERVAL_MS after the previous acknowledgement.
+    let wait = Math.max(ACK_DELAY_MS, this.#ackAt + ACK_INTERVAL_MS - Date.now());
     for (let delay = 100; this.#ackTarget > this.#acked && !this.#closed;) {
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      wait = ACK_INTERVAL_MS;
+      this.#ackAt = Date.now();
       const target = this.#ackTarget;
       await Promise.all(this.#ackBlockers.splice(0));
       try {
@@ -313,7 +322,7 @@ export class OpenRecords {
       } catch (error) {
         if (this.#closed) return;
         console.error(`skyfs: acknowledging revision ${target} (retrying): ${error}`);
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        wait = delay;
         delay = Math.min(delay * 2, 2000);
       }
     }
