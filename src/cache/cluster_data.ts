@@ -228,8 +228,8 @@ export interface ClusterDataOptions {
   uploadParallel?: number;
   /** TTL of the lease this node's open records are on. Default 5 s (as membership). */
   openLeaseSeconds?: number;
-  /** How long this node's open record outlives the last close (OpenRecords). Default 60000 ms
-   * (config cluster.open_linger_ms). */
+  /** Ignored since session 13 (config cluster.open_linger_ms): a record is put only for a file
+   * seen unlinked while open here, and goes at its last close. */
   openLingerMs?: number;
   /** The zones' stores; unset: one store, `backend`, and no placement. */
   zones?: ZoneStores;
@@ -374,7 +374,6 @@ export class ClusterData {
   #directStore = true;
   readonly #uploadParallel: number;
   readonly #openLeaseSeconds: number | undefined;
-  readonly #openLingerMs: number | undefined;
   readonly zones: ZoneStores | undefined;
   readonly #placement: (ino: number) => PlacementPolicy;
   readonly #zoneDownMs: number;
@@ -410,8 +409,6 @@ export class ClusterData {
   readonly #barrierPassed = new Set<number>();
   /** Chunk maps read by `openElsewhere`, per transaction, for `dropInTxn`. */
   readonly #mapsRead = new WeakMap<NsTxn, Map<number, Uint8Array | undefined>>();
-  /** Set by the vfs: an orphan this node held may be freed now. */
-  onOrphan: (ino: number) => Promise<boolean> = () => Promise.resolve(false);
   /** Which inodes this node has open, in metadata (set at attach). */
   records!: OpenRecords;
   #seq = 0;
@@ -435,7 +432,6 @@ export class ClusterData {
     this.#readahead = options.readaheadChunks ?? 8;
     this.#uploadParallel = options.uploadParallel ?? 4;
     this.#openLeaseSeconds = options.openLeaseSeconds;
-    this.#openLingerMs = options.openLingerMs;
     this.zones = options.zones;
     this.#placement = options.placement ?? (() => ({ replicas: 2, sync: 1 }));
     this.#zoneDownMs = options.zoneDownMs ?? 10_000;
@@ -484,8 +480,7 @@ export class ClusterData {
     this.#ns = ns;
     this.#local = local;
     this.#io = io;
-    this.records = new OpenRecords(ns.kv, this.nodeId, this.#openLeaseSeconds, this.#openLingerMs);
-    this.records.onOrphan = (ino) => this.#freeOrphan(ino);
+    this.records = new OpenRecords(ns.kv, this.nodeId, this.#openLeaseSeconds);
     if (this.#ackBeforeAttach !== undefined) await this.records.acknowledge(this.#ackBeforeAttach);
   }
 
@@ -697,7 +692,7 @@ export class ClusterData {
    * or the open fails with ENOENT as if it came after the reclaim.
    */
   async #loadMap(ino: number, mark: number, orphan: boolean): Promise<Uint8Array | undefined> {
-    if (this.records.reuse(ino) || (!orphan && !this.#unlinkedSince(ino, mark))) {
+    if (this.records.isHeld(ino) || (!orphan && !this.#unlinkedSince(ino, mark))) {
       // `beforeOpen` read it with the inode (or the create that made the file knows it absent).
       return (await this.#ns.get(keys.chunkMap(ino))).value;
     }
@@ -2014,21 +2009,11 @@ export class ClusterData {
       if (value) {
         const record = decodeInode(ino, value);
         if (record.nlink === 0 && (record.mode & 0o170000) === 0o100000) this.#sawUnlinked(ino);
-      } else if (!own && this.records?.isLingering(ino)) {
-        this.records.releaseIfLingering(ino);
       }
     } else if (key.length === 12 && key[3] === ORPHAN_TAG && value && revision !== undefined) {
       this.#acknowledge(revision).catch(() => {});
     }
     return own;
-  }
-
-  #freeOrphan(ino: number): void {
-    this.onOrphan(ino).catch((error) => this.#logPurgeError(ino, error));
-  }
-
-  #logPurgeError(ino: number, error: unknown): void {
-    console.error(`skyfs: freeing orphan inode ${ino} (gc will retry): ${error}`);
   }
 
   /** Local chunks of an inode deleted everywhere. */

@@ -21,7 +21,7 @@
  */
 
 import { type KeyValue, type MetaKV, MetaUnavailableError, prefixEnd } from "../meta/kv.ts";
-import { decodeInode, keys, type NsTxn } from "../meta/namespace.ts";
+import { keys, type NsTxn } from "../meta/namespace.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -114,19 +114,6 @@ export const ACK_DELAY_MS = 50;
  * node about 10 writes per second, whatever its rate). */
 export const ACK_INTERVAL_MS = 100;
 
-/** Most records lingering at once on one node; past it the oldest goes first. */
-export const MAX_LINGERING = 10_000;
-
-/**
- * The default linger: 60 s (a mount takes config cluster.open_linger_ms, SKYFS_OPEN_LINGER_MS;
- * bench/cluster/open_close.ts compares values). Long, because an
- * open whose record already exists writes nothing (one read), while a first open costs a
- * replicated write and its close another one later: with 3 s, a file reopened a few seconds
- * after its create (a build, `git status`, the bench's open+close pass) paid both again. An
- * unlink elsewhere still ends the linger at once (the watch).
- */
-export const DEFAULT_LINGER_MS = 60_000;
-
 export class OpenRecords {
   readonly #kv: MetaKV;
   readonly #nodeId: string;
@@ -135,15 +122,8 @@ export class OpenRecords {
   readonly #held = new Set<number>();
   /** Per inode, the tail of its record operations: a put and a delete of one key never race. */
   readonly #tails = new Map<number, Promise<unknown>>();
-  /** Held inodes closed here, and when their record goes. */
-  readonly #lingering = new Map<number, number>();
   /** Held inodes whose record is being deleted: the next open must put it again. */
   readonly #releasing = new Set<number>();
-  readonly #lingerMs: number;
-  #sweeper: ReturnType<typeof setInterval> | undefined;
-  /** Called when a record released after its linger shows the inode as an orphan (nlink 0):
-   * the vfs may now free it. */
-  onOrphan: (ino: number) => void = () => {};
   #lease: Promise<number> | undefined;
   #leaseId: number | undefined;
   /** The last renewal failed because the store did not answer (logged once per outage). */
@@ -159,11 +139,10 @@ export class OpenRecords {
   #ackAt = 0;
   readonly #ackBlockers: Promise<void>[] = [];
 
-  constructor(kv: MetaKV, nodeId: string, ttlSeconds = 5, lingerMs = DEFAULT_LINGER_MS) {
+  constructor(kv: MetaKV, nodeId: string, ttlSeconds = 5) {
     this.#kv = kv;
     this.#nodeId = nodeId;
     this.#ttlSeconds = ttlSeconds;
-    this.#lingerMs = lingerMs;
   }
 
   /** The lease the records are on, once one was granted (tests revoke it to play a crash). */
@@ -176,68 +155,14 @@ export class OpenRecords {
     return this.#held.has(ino) && !this.#releasing.has(ino);
   }
 
-  /** An open of `ino` here: true if this node's record already covers it (then kept). */
-  reuse(ino: number): boolean {
-    if (!this.isHeld(ino)) return false;
-    this.#lingering.delete(ino);
-    return true;
-  }
-
-  /** The last handle of `ino` here closed: its record goes `lingerMs` from now. */
-  closeLater(ino: number): void {
-    if (!this.isHeld(ino)) return;
-    if (this.#lingerMs <= 0) return this.#releaseInBackground(ino);
-    this.#lingering.delete(ino); // to the end of the insertion order: the newest
-    this.#lingering.set(ino, Date.now() + this.#lingerMs);
-    if (this.#lingering.size > MAX_LINGERING) {
-      const oldest = this.#lingering.keys().next().value!;
-      this.#lingering.delete(oldest);
-      this.#releaseInBackground(oldest);
-    }
-    if (this.#sweeper === undefined && !this.#closed) {
-      this.#sweeper = setInterval(() => this.#sweep(), Math.max(100, this.#lingerMs / 3));
-      Deno.unrefTimer(this.#sweeper);
-    }
-  }
-
-  /** This node's record of `ino` exists (held, lingering or being released). */
+  /** This node's record of `ino` exists (held or being released). */
   hasRecord(ino: number): boolean {
     return this.#held.has(ino);
   }
 
   /** The transaction that deleted `ino` also deleted this node's record of it. */
   deletedWithInode(ino: number): void {
-    this.#lingering.delete(ino);
     this.#held.delete(ino);
-  }
-
-  isLingering(ino: number): boolean {
-    return this.#lingering.has(ino);
-  }
-
-  /** The inode was unlinked elsewhere (the watch): a record lingering for it goes now, so the
-   * file is freed without waiting. */
-  releaseIfLingering(ino: number): void {
-    if (this.#lingering.delete(ino)) this.#releaseInBackground(ino);
-  }
-
-  #sweep(): void {
-    const now = Date.now();
-    for (const [ino, due] of this.#lingering) {
-      if (due > now) continue;
-      this.#lingering.delete(ino);
-      this.#releaseInBackground(ino);
-    }
-  }
-
-  #releaseInBackground(ino: number): void {
-    this.release(ino).then((stored) => {
-      if (stored && decodeInode(ino, stored).nlink === 0) this.onOrphan(ino);
-    }).catch((error) => {
-      // The record stays (on this node's lease): an unlink elsewhere keeps the inode as an
-      // orphan until this process ends, and gc then frees it.
-      console.error(`skyfs: removing the open record of inode ${ino}: ${error}`);
-    });
   }
 
   /** The lease this node's records go on (granted at the first use, then kept alive). */
@@ -343,7 +268,6 @@ export class OpenRecords {
    * that commit (undefined if deleted), so the caller knows whether it may now free an orphan.
    */
   release(ino: number): Promise<Uint8Array | undefined> {
-    this.#lingering.delete(ino);
     if (this.#held.has(ino)) this.#releasing.add(ino);
     return this.#serial(ino, async () => {
       if (!this.#held.has(ino)) return undefined;
@@ -386,7 +310,6 @@ export class OpenRecords {
 
   /** `ino` was deleted: forget (and delete) this node's record of it. */
   forget(ino: number): void {
-    this.#lingering.delete(ino);
     if (!this.#held.has(ino)) return;
     this.release(ino).catch((error) => {
       console.error(`skyfs: removing the open record of deleted inode ${ino}: ${error}`);
@@ -478,9 +401,7 @@ export class OpenRecords {
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
-    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
-    this.#timer = this.#sweeper = undefined;
-    this.#lingering.clear();
+    this.#timer = undefined;
     if (this.#leaseId !== undefined) await this.#kv.leaseRevoke(this.#leaseId).catch(() => {});
     this.#held.clear();
   }

@@ -327,9 +327,8 @@ export class VfsCore {
     this.#writebackMs = options.attrWritebackMs ?? 1000;
     this.volumes = new VolumeQuotas(this, options.cluster?.nodeId ?? "local", options.volumes);
     this.volumeRoot = options.volumes?.root ?? "volumes";
-    // An orphan whose open record went (after its linger) may be freed now.
+    // Orphans whose reclaim barrier passed are freed here; the watch asks which files are open.
     if (this.cluster) {
-      this.cluster.onOrphan = (ino) => this.maybePurge(ino);
       this.cluster.onOrphans = (inos) => this.purgeMany(inos);
       this.cluster.isOpenHere = (ino) => (this.inodes.get(ino)?.handles ?? 0) > 0;
     }
