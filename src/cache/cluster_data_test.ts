@@ -863,10 +863,12 @@ Deno.test({
         const content = random(5000 + round);
         const ino = await writeFile(a.vfs, `r${round}`, content);
         const attr = await b.vfs.lookup(ctx, 1, name(`r${round}`));
-        // Let the unlink start first, or the open, or neither, at different depths.
+        // Let the unlink start first, or the open, or neither, at different depths; every other
+        // round the open may come as late as A's reclaim (70 ms and more after the unlink).
         const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+        const openAfter = Math.floor(rand() * (round % 2 === 0 ? 4 : 150));
         const [opened] = await Promise.allSettled([
-          delay(Math.floor(rand() * 4)).then(() => b.vfs.open(ctx, attr.ino, 0)),
+          delay(openAfter).then(() => b.vfs.open(ctx, attr.ino, 0)),
           delay(Math.floor(rand() * 4)).then(() => a.vfs.unlink(ctx, 1, name(`r${round}`))),
         ]);
         let outcome: string;
@@ -891,6 +893,7 @@ Deno.test({
         await until(async () => await openRecords(c.kv, ino) === 0, `${what}: records`);
         await until(async () => (await c.backend.list("c/")).length === 0, `${what}: objects`);
       }
+      console.log(`seed ${seed}: ${JSON.stringify([...outcomes])}`);
       assert.ok((outcomes.get("opened") ?? 0) > 0, JSON.stringify([...outcomes]));
     } finally {
       await c.cleanup();
