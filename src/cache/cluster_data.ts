@@ -713,6 +713,8 @@ export class ClusterData {
     this.#endDirect(ino);
     const state = this.#files.get(ino);
     if (state && state.dirty.size === 0) this.#files.delete(ino);
+    // A record the watch is putting (it saw the unlink while this handle was open) goes too.
+    await this.records.holding(ino);
     if (this.records.isHeld(ino)) {
       const stored = await this.records.release(ino);
       return stored !== undefined && decodeInode(ino, stored).nlink === 0;

@@ -138,6 +138,8 @@ export class OpenRecords {
   /** When the last acknowledgement was written (Date.now()). */
   #ackAt = 0;
   readonly #ackBlockers: Promise<void>[] = [];
+  /** `holdBeforeAck`'s records being put, by inode. */
+  readonly #holding = new Map<number, Promise<void>>();
 
   constructor(kv: MetaKV, nodeId: string, ttlSeconds = 5) {
     this.#kv = kv;
@@ -201,7 +203,7 @@ export class OpenRecords {
    * waits, and with it the orphan's reclaim everywhere).
    */
   holdBeforeAck(ino: number): void {
-    const hold = async () => {
+    const hold = async (): Promise<void> => {
       for (let delay = 100;; delay = Math.min(delay * 2, 2000)) {
         if (this.#closed) return;
         try {
@@ -213,7 +215,18 @@ export class OpenRecords {
         }
       }
     };
-    this.#ackBlockers.push(hold());
+    const holding = hold();
+    this.#holding.set(ino, holding);
+    holding.finally(() => {
+      if (this.#holding.get(ino) === holding) this.#holding.delete(ino);
+    });
+    this.#ackBlockers.push(holding);
+  }
+
+  /** Resolves once a record `holdBeforeAck` is putting for `ino` landed (or was given up): the
+   * last close waits for it, so that it releases the record instead of leaving it behind. */
+  holding(ino: number): Promise<void> | undefined {
+    return this.#holding.get(ino);
   }
 
   /** The watch processed every event up to `revision` (an orphan mark among them): acknowledge
