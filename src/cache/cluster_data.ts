@@ -407,6 +407,11 @@ export class ClusterData {
   #ackBeforeAttach: number | undefined;
   /** Orphans whose barrier `#reclaimRound` saw passed, for the purge it runs now. */
   readonly #barrierPassed = new Set<number>();
+  /** `prefetchOpen`'s reads, per transaction. */
+  readonly #prefetched = new WeakMap<
+    NsTxn,
+    Map<number, { elsewhere: boolean; also?: Uint8Array }>
+  >();
   /** Chunk maps read by `openElsewhere`, per transaction, for `dropInTxn`. */
   readonly #mapsRead = new WeakMap<NsTxn, Map<number, Uint8Array | undefined>>();
   /** Which inodes this node has open, in metadata (set at attach). */
@@ -735,6 +740,11 @@ export class ClusterData {
    * `reclaimLater`) or has it open (its record: that node's last close frees it).
    */
   async openElsewhere(tx: NsTxn, ino: number): Promise<boolean> {
+    const prefetched = this.#prefetched.get(tx)?.get(ino);
+    if (prefetched) {
+      this.#mapRead(tx, ino, prefetched.also);
+      return prefetched.elsewhere;
+    }
     if (!this.#barrierPassed.has(ino)) {
       const barrier = await reclaimBarrier(this.#ns.kv, ino);
       if (barrier === "waiting") this.reclaimLater(ino);
@@ -746,6 +756,21 @@ export class ClusterData {
     if (!maps) this.#mapsRead.set(tx, maps = new Map());
     maps.set(ino, found.also);
     return found.elsewhere;
+  }
+
+  /** Before `openElsewhere` of each of `inos` in `tx` (a reclaim round's purge): the records of
+   * those whose barrier passed, read at once (one read instead of one per inode). */
+  async prefetchOpen(tx: NsTxn, inos: number[]): Promise<void> {
+    const passed = inos.filter((ino) => this.#barrierPassed.has(ino));
+    if (passed.length < 2) return;
+    const found = await this.records.openElsewhereMany(tx, passed, (ino) => keys.chunkMap(ino));
+    this.#prefetched.set(tx, found);
+  }
+
+  #mapRead(tx: NsTxn, ino: number, map: Uint8Array | undefined): void {
+    let maps = this.#mapsRead.get(tx);
+    if (!maps) this.#mapsRead.set(tx, maps = new Map());
+    maps.set(ino, map);
   }
 
   /**

@@ -321,6 +321,25 @@ export class OpenRecords {
     return { elsewhere, also: found.also };
   }
 
+  /** `openElsewhere` of several inodes, one read for all. */
+  async openElsewhereMany(
+    tx: NsTxn,
+    inos: number[],
+    also: (ino: number) => Uint8Array,
+  ): Promise<Map<number, { elsewhere: boolean; also?: Uint8Array }>> {
+    const found = await tx.readGuardedMany(
+      inos.map((ino) => ({
+        guard: openGuardKey(ino),
+        prefix: openRecordsPrefix(ino),
+        also: also(ino),
+      })),
+    );
+    return new Map(inos.map((ino, i) => [ino, {
+      elsewhere: found[i].kvs.some((kv) => openRecordNode(kv.key) !== this.#nodeId),
+      also: found[i].also,
+    }]));
+  }
+
   /** `ino` was deleted: forget (and delete) this node's record of it. */
   forget(ino: number): void {
     if (!this.#held.has(ino)) return;

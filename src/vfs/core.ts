@@ -823,6 +823,7 @@ export class VfsCore {
     if (candidates.length === 0) return [];
     const purged = await this.txn(async (t) => {
       const out: InodeRecord[] = [];
+      await this.cluster?.prefetchOpen(t.tx, candidates);
       for (const ino of candidates) {
         const record = await t.tx.getInode(ino);
         if (!record || record.nlink > 0 || this.isReferenced(ino)) continue;
