@@ -541,7 +541,7 @@ export class ClusterData {
   /**
    * Orphan `ino` (unlinked here, or its purge found the barrier not passed yet): try to free it
    * once every node has acknowledged its unlink (`reclaimBarrier`), checked again and again with
-   * a growing pause (40 ms to 1 s), many in one transaction. Lost if this process ends first: gc
+   * a growing pause (70 ms to 1 s), many in one transaction. Lost if this process ends first: gc
    * frees it then.
    */
   reclaimLater(ino: number): void {
