@@ -276,6 +276,7 @@ const commands: Record<string, Command> = {
       curp: {
         timeoutMs: config.get("curp.timeout_ms"),
         fastPath: config.get("curp.fast_path") ? "marked" : false,
+        batchInFlight: config.get("curp.batch_in_flight"),
       },
       debug: debug !== "",
       traceMeta: debug.split(",").includes("meta"),
@@ -378,7 +379,10 @@ const commands: Record<string, Command> = {
     const kv = await openMetaBackend(meta, {
       dataDir: "/nonexistent",
       timeoutMs: config.get("curp.timeout_ms"),
-      curp: { fastPath: config.get("curp.fast_path") ? "marked" : false },
+      curp: {
+        fastPath: config.get("curp.fast_path") ? "marked" : false,
+        batchInFlight: config.get("curp.batch_in_flight"),
+      },
       traceMeta: (config.get("log.debug") ?? "").split(",").includes("meta"),
     });
     try {

@@ -195,7 +195,8 @@ for step in "${steps[@]}"; do
         tests/crash_test.ts tests/kill_points_test.ts tests/cluster/cluster_test.ts \
         tests/cluster/consistency_test.ts tests/cluster/kernel_cache_test.ts \
         tests/cluster/locks_test.ts tests/cluster/passthrough_test.ts \
-        tests/cluster/inline_test.ts tests/cluster/listing_test.ts tests/meta/curp_mount_test.ts'
+        tests/cluster/inline_test.ts tests/cluster/listing_test.ts tests/meta/curp_mount_test.ts \
+        tests/cluster/close_to_open_test.ts'
       ;;
     tests-curp | tests-etcd)
       # On CURP also the volume suite (tests/volumes/ runs in `tests` on one node): quotas, kill -9

@@ -7,7 +7,9 @@
 import { join, resolve } from "node:path";
 import { FuseDevice, loadLibfuse } from "./fuse/session.ts";
 import { FuseServer, MAX_WRITE } from "./fuse/server.ts";
-import { FuseRing } from "./fuse/transport_uring.ts";
+import { FuseRing, sharedRingOptions, uringUnavailable } from "./fuse/transport_uring.ts";
+import type { RingSetup } from "./io/uring_native.ts";
+import { UringEngine } from "./io/uring.ts";
 import { INC_EPOCH_MINOR, notifyInvalInode } from "./fuse/wire.ts";
 import { openDataDir } from "./datadir.ts";
 import { openMetaBackend } from "./meta/backend.ts";
@@ -75,8 +77,9 @@ export interface MountOptions {
   uringDepth?: number;
   /** The I/O engine and its library (config io.engine, io.uring_lib). Default auto. */
   io?: { engine?: string; libraryPath?: string };
-  /** CURP client tuning for a curp:// store (config curp.timeout_ms, curp.fast_path). */
-  curp?: { timeoutMs?: number; fastPath?: boolean | "marked" };
+  /** CURP client tuning for a curp:// store (config curp.timeout_ms, curp.fast_path,
+   * curp.batch_in_flight). */
+  curp?: { timeoutMs?: number; fastPath?: boolean | "marked"; batchInFlight?: number };
   /** Debug output (config log.debug): request counts at unmount and on SIGUSR2. */
   debug?: boolean;
   /** One line per CURP command (config log.debug containing "meta"). */
@@ -191,11 +194,23 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   // A cluster node does not spin in io_uring_enter: its operations wait milliseconds for the
   // metadata replicas anyway, and the spin (5% of a node's wall time, about a quarter of its busy
   // time, under a create loop) took the CPU the replicas on the same machine needed.
+  // FUSE over io_uring shares this engine's ring when the kernel can do it (the entries' replies
+  // then go to the kernel in the same io_uring_enter as the disk I/O of the same turn), so the
+  // ring is opened with room for them (src/fuse/README.md, "Transports").
+  const transport = options.transport ?? "auto";
+  const uringDepth = options.uringDepth ?? 8;
+  let shared: { clientSlots: number; ringSetup: RingSetup } | undefined;
+  if (transport !== "dev" && uringUnavailable() === undefined) {
+    try {
+      shared = sharedRingOptions(uringDepth);
+    } catch { /* no /sys/devices/system/cpu/possible: FuseRing.open says so below */ }
+  }
   const io = await openIoEngine({
     engine: options.io?.engine,
     uring: {
       ...(options.cluster ? { spinUs: 0 } : {}),
       ...(options.io?.libraryPath ? { libraryPath: options.io.libraryPath } : {}),
+      ...shared,
     },
   });
   let kv;
@@ -204,7 +219,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
       dataDir: dataDir.path,
       io,
       timeoutMs: options.curp?.timeoutMs,
-      curp: { fastPath: options.curp?.fastPath },
+      curp: { fastPath: options.curp?.fastPath, batchInFlight: options.curp?.batchInFlight },
       traceMeta: options.traceMeta,
       metaLog: options.metaLog,
     });
@@ -264,14 +279,14 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   if (options.suid) mountOptions.push("suid");
   // FUSE over io_uring: the ring is opened before the mount, so a kernel that cannot do it is
   // known before anything is mounted (src/fuse/README.md, "Transports").
-  const transport = options.transport ?? "auto";
   let ring: FuseRing | undefined;
   if (transport !== "dev") {
     try {
       ring = FuseRing.open({
-        depth: options.uringDepth ?? 8,
+        depth: uringDepth,
         payloadBytes: MAX_WRITE,
         libraryPath: options.io?.libraryPath,
+        engine: io instanceof UringEngine ? io : undefined,
       });
     } catch (error) {
       const reason = (error as Error).message.replace(/^E[A-Z]+: /, "");
@@ -412,9 +427,15 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   // log.debug (SKYFS_DEBUG): SIGUSR2 logs the request counts so far (to split a workload into phases).
   const dumpCounts = () => {
     const counts = server.requestCounts().map(([name, n]) => `${name} ${n}`).join(", ");
+    const engine = ring?.shared && io instanceof UringEngine ? io.stats() : undefined;
     const ringStats = server.transport === "uring" && ring
       ? `; ring: ${ring.stats.requests} requests, ${ring.stats.enters} enters, ` +
-        `${ring.stats.devWakeups} /dev/fuse wake-ups`
+        `${ring.stats.devWakeups} /dev/fuse wake-ups` +
+        (engine
+          ? `; engine's ring: ${engine.submitCalls} submits (${engine.sharedSubmits} with ` +
+            `replies and disk I/O), ${engine.submissions} disk ops and ` +
+            `${engine.clientSubmissions} FUSE entries submitted`
+          : "")
       : "";
     log(
       `skyfs: requests: ${counts}; transport ${server.transport}; parked waits ` +

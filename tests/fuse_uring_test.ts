@@ -13,8 +13,13 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { FuseRing } from "../src/fuse/transport_uring.ts";
-import { IORING_SETUP_COOP_TASKRUN, IORING_SETUP_TASKRUN_FLAG } from "../src/io/uring_native.ts";
+import { FuseRing, sharedRingOptions } from "../src/fuse/transport_uring.ts";
+import { openUringEngine } from "../src/io/uring.ts";
+import {
+  IORING_SETUP_COOP_TASKRUN,
+  IORING_SETUP_SQE128,
+  IORING_SETUP_TASKRUN_FLAG,
+} from "../src/io/uring_native.ts";
 import { isSkyfsMounted, makeTempDir, PYTHON, run, runSkyfs, startMount } from "./_harness.ts";
 
 const ENABLE = "/sys/module/fuse/parameters/enable_uring";
@@ -31,6 +36,17 @@ function setEnabled(on: boolean): void {
   // A failure here (not root, a kernel without CONFIG_FUSE_IO_URING) fails the test.
   Deno.writeTextFileSync(ENABLE, on ? "1" : "0");
   assert.equal(Deno.readTextFileSync(ENABLE).trim(), on ? "Y" : "N");
+}
+
+/** The io_uring instances a process holds (fds naming anon_inode:[io_uring]). */
+function ioUringFds(pid: number): number {
+  let count = 0;
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`) === "anon_inode:[io_uring]") count++;
+    } catch { /* closed meanwhile */ }
+  }
+  return count;
 }
 
 const WORKLOAD = `
@@ -68,6 +84,9 @@ Deno.test({
     try {
       const out = await run(PYTHON, ["-c", WORKLOAD, mount.mountpoint]);
       assert.equal(out.stdout.trim(), "ok");
+      // One ring in the daemon: the FUSE entries ride on the I/O engine's (a turn's replies and
+      // disk I/O go to the kernel in one io_uring_enter), not on a second ring beside it.
+      assert.equal(ioUringFds(mount.pid()!), 1);
       // Drop the kernel's dentries and inodes: the kernel sends FORGETs, which never use the ring.
       await Deno.writeTextFile("/proc/sys/vm/drop_caches", "2");
       await run(PYTHON, [
@@ -82,7 +101,10 @@ Deno.test({
       await mount.stop();
     }
     const log = mount.stderr();
-    assert.match(log, /skyfs: FUSE transport io_uring, \d+ queues? x 8 entries/);
+    assert.match(
+      log,
+      /skyfs: FUSE transport io_uring, \d+ queues? x 8 entries \(fuse.uring_depth\), on the I\/O engine's ring/,
+    );
     const line = log.split("\n").findLast((l) => l.includes("skyfs: requests:"));
     assert.ok(line, `no request counts in the daemon's output:\n${log}`);
     const ring = line.match(
@@ -278,6 +300,39 @@ Deno.test({
       assert.ok(flags & IORING_SETUP_TASKRUN_FLAG, `setup flags ${flags.toString(16)}`);
     } finally {
       await ring.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "fuse uring: on the engine's ring (as a mount opens it): SQE128, COOP_TASKRUN, TASKRUN_FLAG",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    setEnabled(true);
+    const io = openUringEngine({ queueDepth: 8, ...sharedRingOptions(1) });
+    try {
+      const ring = FuseRing.open({ depth: 1, payloadBytes: 4096, engine: io });
+      try {
+        assert.ok(ring.shared);
+        assert.equal(ring.setup, "coop");
+        assert.match(ring.describe(), /on the I\/O engine's ring$/);
+        const flags = ring.setupFlags();
+        for (
+          const flag of [IORING_SETUP_SQE128, IORING_SETUP_COOP_TASKRUN, IORING_SETUP_TASKRUN_FLAG]
+        ) {
+          assert.ok(flags & flag, `setup flags ${flags.toString(16)} lack ${flag.toString(16)}`);
+        }
+        // The engine took it: a second FUSE ring gets a ring of its own.
+        const own = FuseRing.open({ depth: 1, payloadBytes: 4096, engine: io });
+        assert.equal(own.shared, false);
+        await own.close();
+      } finally {
+        await ring.close();
+      }
+    } finally {
+      await io.shutdown();
     }
   },
 });

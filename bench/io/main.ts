@@ -233,6 +233,8 @@ async function runSkyfs(job: Job, path: string, options: Options): Promise<Resul
       waitCalls: after.waitCalls - before.waitCalls,
       asyncWrites: after.asyncWrites - before.asyncWrites,
       fdProbes: after.fdProbes - before.fdProbes,
+      clientSubmissions: 0,
+      sharedSubmits: 0,
     };
     skyfsRing = io.ringSetup;
     return result;
@@ -355,6 +357,8 @@ function summarize(job: Job, engine: Engine, results: Result[], error?: string):
     waitCalls: a.waitCalls + b.waitCalls,
     asyncWrites: a.asyncWrites + b.asyncWrites,
     fdProbes: a.fdProbes + b.fdProbes,
+    clientSubmissions: 0,
+    sharedSubmits: 0,
   }));
   const crossingsPerIo = (c.submitCalls + c.reapCalls + c.waitCalls + c.fdProbes) /
     c.completions;

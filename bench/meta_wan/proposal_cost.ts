@@ -7,13 +7,14 @@
  *
  * Run: deno run -A bench/meta_wan/proposal_cost.ts [--ops 2000] [--clients 1] [--shared]
  *        [--io auto|io_uring|portable] [--store curp|etcd] [--log-writes mapped|engine]
- *        [--snapshot-every N] [--threads] [--warmup N]
+ *        [--snapshot-every N] [--threads] [--warmup N] [--batch-in-flight N]
  * `--shared`: the clients are concurrent operations of one `CurpKV` (as in a mount: one connection
  * per replica, many sessions), not one `CurpKV` each. `--io`: the replicas' I/O engine (src/io;
  * `io_uring-wait`: io_uring that waits for a completion in the kernel up to 3 ms, no poll thread).
  * `--store etcd`: the same loop on three etcd members (/usr/bin/etcd) on loopback, the client
  * talking to the leader. `--snapshot-every`: the replicas' `curp.snapshot_every` (default the
- * core's, 10,000 entries); the run's snapshots are counted in its CPU.
+ * core's, 10,000 entries); the run's snapshots are counted in its CPU. `--batch-in-flight N`:
+ * `CurpKVOptions.batchInFlight` (group commit; 0 = every txn its own proposal; default CurpKV's).
  * @module
  */
 
@@ -44,6 +45,8 @@ const { values: args } = parseArgs({
     "log-writes": { type: "string", default: "mapped" },
     // The replicas' curp.snapshot_every; empty: the core's default.
     "snapshot-every": { type: "string", default: "" },
+    // CurpKV's group commit (CurpKVOptions.batchInFlight); empty: its default.
+    "batch-in-flight": { type: "string", default: "" },
     help: { type: "boolean", default: false },
   },
 });
@@ -51,7 +54,7 @@ if (args.help) {
   console.log(
     "usage: deno run -A bench/meta_wan/proposal_cost.ts [--ops N] [--clients C] [--shared] [--v8-flags F] [--hold] [--threads] [--warmup N] " +
       "[--io auto|io_uring|portable|io_uring-wait] [--store curp|etcd] [--ack-after-write true|false] " +
-      "[--log-writes mapped|engine] [--snapshot-every N]",
+      "[--log-writes mapped|engine] [--snapshot-every N] [--batch-in-flight N]",
   );
   Deno.exit(0);
 }
@@ -71,6 +74,13 @@ if (!Number.isSafeInteger(ops) || ops < 1 || !Number.isSafeInteger(clients) || c
 const logWrites = args["log-writes"];
 if (logWrites !== "mapped" && logWrites !== "engine") {
   console.error(`proposal_cost: --log-writes "${logWrites}" is not mapped or engine`);
+  Deno.exit(2);
+}
+const batchInFlight = args["batch-in-flight"] === "" ? undefined : Number(args["batch-in-flight"]);
+if (batchInFlight !== undefined && (!Number.isSafeInteger(batchInFlight) || batchInFlight < 0)) {
+  console.error(
+    `proposal_cost: --batch-in-flight "${args["batch-in-flight"]}" is not a count (0 or more)`,
+  );
   Deno.exit(2);
 }
 const snapshotEvery = args["snapshot-every"] === "" ? undefined : Number(args["snapshot-every"]);
@@ -211,7 +221,7 @@ try {
   const open = (): Promise<MetaKV> =>
     store === "etcd"
       ? openEtcdKV([addresses[leader!]], { timeoutMs: 30_000 })
-      : openCurpKV(addresses, { log: () => {} });
+      : openCurpKV(addresses, { log: () => {}, batchInFlight });
   const kvs: MetaKV[] = args.shared
     ? Array(clients).fill(await open())
     : await Promise.all(Array.from({ length: clients }, open));
@@ -271,7 +281,9 @@ try {
       (s, x, i) => s + x.proposals - statusBefore[i].proposals,
       0,
     );
-    return `; proposals led ${proposals}, fsyncs ${(fsyncs / n).toFixed(2)}/txn (all replicas)`;
+    return `; proposals led ${proposals} (${(proposals / n).toFixed(2)}/txn), fsyncs ${
+      (fsyncs / n).toFixed(2)
+    }/txn (all replicas)`;
   })();
   console.log(
     `${store}: ${n} txns, ${clients} client(s)${args.shared ? " sharing one client" : ""}: ${

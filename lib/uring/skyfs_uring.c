@@ -376,9 +376,17 @@ static int32_t submit_reap(struct skyfs_uring *handle, const struct skyfs_uring_
     }
     return copy_cqes(handle, out, max); /* that enter ran deferred completions already */
   }
+  if (handle->ring.flags & IORING_SETUP_DEFER_TASKRUN) {
+    /* One enter that submits and runs deferred completions (a flush and then run_deferred
+     * would be two). */
+    int result;
+    do result = io_uring_submit_and_get_events(&handle->ring);
+    while (result == -EINTR);
+    if (result < 0 && result != -EAGAIN && result != -EBUSY) return result;
+    return copy_cqes(handle, out, max);
+  }
   int32_t result = flush(handle);
   if (result < 0) return result;
-  run_deferred(handle);
   return copy_cqes(handle, out, max);
 }
 

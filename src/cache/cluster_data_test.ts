@@ -230,6 +230,34 @@ Deno.test({
 });
 
 Deno.test({
+  name: "cluster data: an open on B asks the FUSE layer to drop the kernel's attributes " +
+    "(A may have changed the size since B's kernel took it); the open of a create does not",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      await writeFile(a.vfs, "f", random(5000));
+      const ino = (await b.vfs.lookup(ctx, 1, name("f"))).ino;
+      assert.equal((await b.vfs.getattr(ctx, ino)).size, 5000);
+      await a.vfs.setattr(ctx, ino, { size: 7 });
+      for (const flags of [0, O_RDWR]) {
+        const opened = await b.vfs.open(ctx, ino, flags);
+        assert.equal(opened.attributesStale, true, `flags ${flags}`);
+        assert.equal((await b.vfs.getattr(ctx, ino)).size, 7, "the open read A's size");
+        await b.vfs.release(ino, opened.fh, 0);
+      }
+      const created = await b.vfs.create(ctx, 1, name("g"), 0o644, 0, O_RDWR);
+      assert.notEqual(created.attributesStale, true, "a create's reply carries its attributes");
+      await b.vfs.release(created.attr.ino, created.fh, 0);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
   name: "cluster data: truncate then extend on A reads as zeros past the cut on B",
   ...options,
   fn: async () => {

@@ -424,6 +424,15 @@ export const KEYS = {
     allowed: "true or false (env: 1/0, true/false, on/off)",
     doc: "let non-conflicting metadata writes complete in one round trip (CURP fast path)",
   },
+  "curp.batch_in_flight": {
+    kind: "number",
+    schema: int(0, 64),
+    default: 1,
+    commands: ["mount", "status"],
+    allowed: "a whole number from 0 to 64",
+    doc:
+      "writes a CURP client has in flight before more are gathered into one batch command (0: never)",
+  },
   "curp.snapshot_every": {
     kind: "number",
     schema: int(1, 100_000_000),

@@ -87,7 +87,11 @@ function openAnswer(
   flags: number,
 ): Uint8Array | Promise<never> {
   try {
-    return openReply(openOut(op, ino, result, flags));
+    const reply = openReply(openOut(op, ino, result, flags));
+    // Before the reply: the opener's next fstat or read must not use attributes older than what
+    // this open read (close-to-open on a cluster node).
+    if (result.attributesStale) op.server.invalidateAttributesNow(ino);
+    return reply;
   } catch (error) {
     return abandon(op, ino, result.fh, error);
   }

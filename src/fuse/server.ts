@@ -290,6 +290,19 @@ export class FuseServer {
   }
 
   /**
+   * `invalidateAttributes` written at once, from inside the handler of a request for `ino`
+   * whose reply must reach the kernel after it: the OPEN of a cluster node
+   * (OpenResult.attributesStale). Safe there: for attributes only (offset -1) the kernel bumps
+   * the inode's attribute version and marks its attributes stale under the inode's spinlock
+   * (fuse_reverse_inval_inode); it takes no inode or page lock, and an OPEN without O_TRUNC
+   * holds none while it waits. A negative result (ENOENT: the kernel holds no such inode;
+   * ENODEV: unmounted) means there was nothing to invalidate.
+   */
+  invalidateAttributesNow(ino: number): void {
+    this.device.writeMessage(notifyInvalInode(ino, -1, 0) as Uint8Array<ArrayBuffer>);
+  }
+
+  /**
    * Tell the kernel that any dentry it cached may be stale (FUSE_NOTIFY_INC_EPOCH): each is
    * looked up again at its next use. Costs the kernel no lock, so it is written at once, even
    * while a request this daemon has not answered holds a directory lock. False (nothing sent)

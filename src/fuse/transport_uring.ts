@@ -3,7 +3,9 @@
  * kernel hands requests to ring entries we registered and takes replies back as submissions, so
  * a request costs no read(), write() or poll() of its own. A reply and the fetch of the entry's
  * next request are one `FUSE_IO_URING_CMD_COMMIT_AND_FETCH` SQE; every SQE staged during one turn
- * of the event loop goes to the kernel in one `io_uring_enter` (a microtask). INIT, FORGET,
+ * of the event loop goes to the kernel in one `io_uring_enter` (a microtask), on the I/O engine's
+ * ring together with the turn's disk I/O when the engine was opened for it
+ * (`sharedRingOptions`, `UringEngine.attachClient`), else on a ring of our own. INIT, FORGET,
  * INTERRUPT and everything the daemon sends first (notifications, passthrough backing ids) stay
  * on /dev/fuse: a one-shot POLL_ADD on the /dev/fuse fd rides on the same ring, so one parked
  * wait covers both (src/fuse/README.md, "Transports").
@@ -38,6 +40,7 @@ import {
   SETUP_TASKRUN_FLAG,
   type UringLibrary,
 } from "../io/uring_native.ts";
+import type { RingPort, UringEngine } from "../io/uring.ts";
 import type { FuseServer } from "./server.ts";
 import type { FuseDevice } from "./session.ts";
 import { DevTransport, nextTurn } from "./transport_dev.ts";
@@ -114,6 +117,32 @@ export interface FuseRingOptions {
    * still woken. */
   setup?: RingSetup;
   libraryPath?: string;
+  /** The process's I/O engine: when it was opened with room for this ring's entries
+   * (`clientSlots`, see `ringClientSlots`), the entries ride on its ring, and a reply goes to the
+   * kernel in the same io_uring_enter as the disk I/O of the same event-loop turn; otherwise (or
+   * without one) the transport opens a ring of its own. */
+  engine?: UringEngine;
+}
+
+/** The engine's `clientSlots` a FUSE ring of `depth` entries per queue needs: every entry, the
+ * /dev/fuse poll, and a spare. */
+export function ringClientSlots(depth: number, queues = possibleCpus()): number {
+  return queues * depth + 2;
+}
+
+/**
+ * The I/O engine's options (UringEngineOptions) for a ring the FUSE entries will share: room for
+ * them, and COOP_TASKRUN instead of the engine's default DEFER_TASKRUN: on a DEFER ring every
+ * request's task work needs an io_uring_enter of its own, and the engine's muted submits write
+ * the eventfd for requests that arrive meanwhile (1.59 enters and 0.71 writes per request
+ * against 0.80 and none: src/fuse/README.md, "The replies share the engine's io_uring_enter").
+ * (The other setups were measured with a temporary build; no knob is kept for them.)
+ */
+export function sharedRingOptions(
+  depth: number,
+  queues = possibleCpus(),
+): { clientSlots: number; ringSetup: RingSetup } {
+  return { clientSlots: ringClientSlots(depth, queues), ringSetup: "coop" };
 }
 
 interface Entry {
@@ -147,7 +176,9 @@ export class FuseRing {
   readonly depth: number;
   readonly setup: RingSetup;
   readonly stats: FuseRingStats = { enters: 0, requests: 0, devWakeups: 0 };
-  #lib: UringLibrary;
+  /** The I/O engine's ring carries the entries (FuseRingOptions.engine); else #lib and #ring. */
+  #port: RingPort | undefined;
+  #lib: UringLibrary | undefined;
   #ring: Deno.PointerValue;
   #payloadBytes: number;
   #entries: Entry[] = [];
@@ -166,21 +197,36 @@ export class FuseRing {
   #live = 0;
   #unmounted = false;
   #pollArmed = false;
-  #waiting?: Promise<number>;
+  #waiting?: Promise<unknown>;
+  /** start() is submitting the REGISTERs (shared ring): a failed one is noted here. */
+  #registering = false;
+  #registerError: number | undefined;
+  /** start() failed on the engine's ring: its completions are ignored from then on. */
+  #abandoned = false;
   #closed = false;
   /** requestStop() was called: the daemon is unmounting. */
   #stopping = false;
 
   private constructor(
-    lib: UringLibrary,
+    lib: UringLibrary | undefined,
     ring: Deno.PointerValue,
-    options: Required<Omit<FuseRingOptions, "libraryPath">>,
+    options: Required<Omit<FuseRingOptions, "libraryPath" | "engine">>,
+    engine?: UringEngine,
   ) {
     this.#lib = lib;
     this.#ring = ring;
     this.queues = options.queues;
     this.depth = options.depth;
-    this.setup = options.setup;
+    if (engine !== undefined) {
+      this.#port = engine.attachClient({
+        complete: (tag, res) => {
+          // The engine's ring outlives us (see close()), and start() may have given up on it.
+          if (this.#closed || this.#abandoned) return;
+          this.#completion(tag, res);
+        },
+      }, ringClientSlots(this.depth, this.queues));
+    }
+    this.setup = this.#port?.ringSetup ?? options.setup;
     this.#payloadBytes = options.payloadBytes;
     const slots = this.queues * this.depth + 2;
     this.#ops = new Uint8Array(slots * OP_BYTES);
@@ -205,6 +251,15 @@ export class FuseRing {
     }
     const queues = options.queues ?? possibleCpus();
     const setup = options.setup ?? "coop";
+    if (options.engine !== undefined) {
+      const shared = new FuseRing(undefined, null, {
+        depth,
+        queues,
+        setup,
+        payloadBytes: options.payloadBytes,
+      }, options.engine);
+      if (shared.shared) return shared;
+    }
     const lib = loadUringLibrary(options.libraryPath ?? defaultLibraryPath());
     const error = new Int32Array(1);
     const entries = queues * depth + 2;
@@ -225,14 +280,19 @@ export class FuseRing {
     return new FuseRing(lib, ring, { depth, queues, setup, payloadBytes: options.payloadBytes });
   }
 
+  /** True when the entries ride on the I/O engine's ring (FuseRingOptions.engine). */
+  get shared(): boolean {
+    return this.#port !== undefined;
+  }
+
   /** The IORING_SETUP_* flags the kernel gave the ring. */
   setupFlags(): number {
-    return this.#lib.symbols.skyfs_uring_setup_flags(this.#ring);
+    return this.#port?.setupFlags() ?? this.#lib!.symbols.skyfs_uring_setup_flags(this.#ring);
   }
 
   describe(): string {
     return `io_uring, ${this.queues} queue${this.queues === 1 ? "" : "s"} x ${this.depth} ` +
-      `entries (fuse.uring_depth)`;
+      `entries (fuse.uring_depth), ${this.shared ? "on the I/O engine's ring" : "own ring"}`;
   }
 
   /**
@@ -250,6 +310,7 @@ export class FuseRing {
     for (let qid = 0; qid < this.queues; qid++) {
       for (let i = 0; i < this.depth; i++) this.#entries.push(this.#newEntry(qid));
     }
+    if (this.#port !== undefined) return this.#startShared(this.#port);
     for (const entry of this.#entries) {
       this.#stage(Op.URING_CMD, entry.iovAddr, 2, CMD_REGISTER, 0n, entry.qid, entry.index);
     }
@@ -271,11 +332,34 @@ export class FuseRing {
     return undefined;
   }
 
+  /** start() on the engine's ring: a REGISTER that failed completes at once, in the pump. */
+  #startShared(port: RingPort): string | undefined {
+    this.#live = this.#entries.length;
+    for (const entry of this.#entries) entry.live = true;
+    this.#registering = true;
+    for (const entry of this.#entries) {
+      this.#stage(Op.URING_CMD, entry.iovAddr, 2, CMD_REGISTER, 0n, entry.qid, entry.index);
+    }
+    this.stats.enters++;
+    port.pump();
+    this.#registering = false;
+    const errno = this.#registerError;
+    if (errno !== undefined) {
+      // The server serves /dev/fuse now, with its own reader: whatever the engine's reaps still
+      // find of ours (entries that did register) must not drain /dev/fuse beside it.
+      this.#abandoned = true;
+      return `FUSE_IO_URING_CMD_REGISTER failed: ${errnoName(errno)}`;
+    }
+    this.#armPoll();
+    return undefined;
+  }
+
   /** Serve requests from the ring and /dev/fuse until the file system is unmounted. */
   async run(): Promise<void> {
+    if (this.#port !== undefined) return await this.#runShared(this.#port);
     const server = this.#server!;
     const spinMs = server.idleSpinMs;
-    const symbols = this.#lib.symbols;
+    const symbols = this.#lib!.symbols;
     while (!this.#done()) {
       if (this.#ready() && this.#pump() > 0) {
         await nextTurn(); // handlers run; their replies are staged and flushed by a microtask
@@ -299,12 +383,41 @@ export class FuseRing {
     }
   }
 
+  /** run() on the engine's ring: the same loop, with the engine's submit, reap and wait. */
+  async #runShared(port: RingPort): Promise<void> {
+    const server = this.#server!;
+    const spinMs = server.idleSpinMs;
+    while (!this.#done()) {
+      if (this.#ready() && this.#pump() > 0) {
+        await nextTurn();
+        continue;
+      }
+      if (spinMs > 0 && await this.#spin(spinMs)) continue;
+      if (this.#done()) break;
+      server.loopStats.wakeups++;
+      this.stats.enters++;
+      this.#waiting = port.park();
+      await this.#waiting;
+      this.#waiting = undefined;
+    }
+  }
+
   /** Cancel what is left in the kernel and free the ring; call after run() and after the
-   * requests still being handled replied. Safe to call twice, or without start(). */
+   * requests still being handled replied. Safe to call twice, or without start(). On the
+   * engine's ring nothing can be cancelled (the kernel ends FUSE entries only when the ring
+   * goes, or the connection): our fd is closed, completions are ignored from now on, and the
+   * entries end with the engine's shutdown(), which frees the ring; until then the connection
+   * lives and requests the kernel still queues wait. */
   async close(): Promise<void> {
     if (this.#closed) return;
+    if (this.#port !== undefined) {
+      this.#closed = true;
+      if (this.#waiting) this.#port.wake();
+      this.#closeFd();
+      return;
+    }
     this.#closed = true;
-    const symbols = this.#lib.symbols;
+    const symbols = this.#lib!.symbols;
     if (this.#waiting) {
       symbols.skyfs_uring_wake(this.#ring);
       await this.#waiting;
@@ -327,9 +440,13 @@ export class FuseRing {
       }
     }
     symbols.skyfs_uring_close(this.#ring);
-    this.#lib.close();
+    this.#lib!.close();
     // The last reference to the /dev/fuse file (the ring's requests were cancelled with it):
     // the kernel ends the connection, and any request still queued fails for its caller.
+    this.#closeFd();
+  }
+
+  #closeFd(): void {
     if (this.#fd >= 0) {
       try {
         closeFd(this.#fd);
@@ -341,7 +458,8 @@ export class FuseRing {
   /** Something to submit, or completions to reap: posted ones, or (on a "defer" ring) ones the
    * kernel flagged (TASKRUN_FLAG) and the reap's enter will run. Shared memory, no syscall. */
   #ready(): boolean {
-    return this.#staged > 0 || this.#lib.symbols.skyfs_uring_cq_ready(this.#ring) > 0;
+    if (this.#port !== undefined) return this.#port.ready();
+    return this.#staged > 0 || this.#lib!.symbols.skyfs_uring_cq_ready(this.#ring) > 0;
   }
 
   #done(): boolean {
@@ -358,7 +476,9 @@ export class FuseRing {
   requestStop(): void {
     if (this.#stopping || this.#closed) return;
     this.#stopping = true;
-    if (this.#waiting) this.#lib.symbols.skyfs_uring_wake(this.#ring);
+    if (this.#waiting === undefined) return;
+    if (this.#port !== undefined) this.#port.wake();
+    else this.#lib!.symbols.skyfs_uring_wake(this.#ring);
   }
 
   #newEntry(qid: number): Entry {
@@ -394,6 +514,11 @@ export class FuseRing {
     mode: number,
     userData: number,
   ): void {
+    if (this.#port !== undefined) {
+      // The cancel-all is never staged on the engine's ring (it would cancel the engine's ops).
+      this.#port.stage(opcode, this.#fd, addr, length, flags, offset, mode, userData);
+      return;
+    }
     const dv = this.#opsView;
     const o = this.#staged++ * OP_BYTES;
     dv.setUint32(o, opcode, true); // opcode, no link, no async
@@ -419,7 +544,7 @@ export class FuseRing {
 
   /** Submit what is staged and copy out what has completed: one io_uring_enter. */
   #submitReap(): number {
-    const n = this.#lib.symbols.skyfs_uring_submit_reap(
+    const n = this.#lib!.symbols.skyfs_uring_submit_reap(
       this.#ring,
       this.#opsPointer,
       this.#staged,
@@ -442,6 +567,10 @@ export class FuseRing {
    * failing io_uring_enter (never seen; EBADF, ENOMEM) ends the ring's loop with one line, and
    * the server then falls back to /dev/fuse or finds the file system unmounted. */
   #pump(): number {
+    if (this.#port !== undefined) {
+      this.stats.enters++;
+      return this.#port.pump();
+    }
     let total = 0;
     for (;;) {
       const n = this.#submitReap();
@@ -457,7 +586,8 @@ export class FuseRing {
   }
 
   #scheduleFlush(): void {
-    if (this.#flushQueued) return;
+    if (this.#flushQueued || this.#port !== undefined) return; // the engine flushes its own
+
     this.#flushQueued = true;
     queueMicrotask(() => {
       this.#flushQueued = false;
@@ -470,9 +600,16 @@ export class FuseRing {
    * plain ring), for up to `spinMs`. True when a completion was handled. */
   async #spin(spinMs: number): Promise<boolean> {
     const until = performance.now() + spinMs;
+    const before = this.stats.requests;
     do {
       await nextTurn();
       if (this.#done()) return false;
+      // On the engine's ring the engine's own submits and reaps hand us requests too (a turn's
+      // disk I/O reaped them): those count as found by the spin, which then starts over.
+      if (this.stats.requests !== before) {
+        this.#server!.loopStats.spinHits += this.stats.requests - before;
+        return true;
+      }
       if (this.#ready()) {
         const requests = this.stats.requests;
         if (this.#pump() > 0) {
@@ -488,24 +625,37 @@ export class FuseRing {
   #complete(n: number): void {
     const dv = this.#cqesView;
     for (let i = 0; i < n; i++) {
-      const userData = dv.getUint32(i * CQE_BYTES, true);
-      const res = dv.getInt32(i * CQE_BYTES + 8, true);
-      if (userData === POLL_TAG) {
-        this.#pollArmed = false;
-        this.stats.devWakeups++;
-        if (!this.#dev!.drain()) this.#unmounted = true;
-        else this.#armPoll();
-        continue;
-      }
-      const entry = this.#entries[userData];
-      if (entry === undefined) continue; // the cancel-all
-      if (res < 0) {
-        this.#failed(entry, -res);
-        continue;
-      }
-      this.#deliver(entry);
+      this.#completion(dv.getUint32(i * CQE_BYTES, true), dv.getInt32(i * CQE_BYTES + 8, true));
     }
     if (this.#staged > 0) this.#scheduleFlush(); // a re-armed poll or re-registered entry
+  }
+
+  /** One completion: the /dev/fuse poll's or an entry's. */
+  #completion(userData: number, res: number): void {
+    if (userData === POLL_TAG) {
+      this.#pollArmed = false;
+      // On the engine's ring, the engine's cancel-all at its shutdown (after our close()).
+      if (res === -Errno.ECANCELED && this.#port !== undefined) return;
+      this.stats.devWakeups++;
+      if (!this.#dev!.drain()) this.#unmounted = true;
+      else this.#armPoll();
+      return;
+    }
+    const entry = this.#entries[userData];
+    if (entry === undefined) return; // the cancel-all
+    if (res < 0) {
+      if (this.#registering) {
+        this.#registerError ??= -res;
+        if (entry.live) {
+          entry.live = false;
+          this.#live--;
+        }
+        return;
+      }
+      this.#failed(entry, -res);
+      return;
+    }
+    this.#deliver(entry);
   }
 
   #failed(entry: Entry, errno: number): void {

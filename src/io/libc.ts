@@ -7,8 +7,8 @@
  * since ABI 8) that return -errno on failure, read in the same C call: a second FFI call to read
  * errno could see a code left by a system call the runtime made in between. So the library must be
  * built (`deno task build`, which setup runs); a missing or old build fails with one line naming
- * the fix. Only `monotonicSeconds` calls libc directly (clock_gettime, whose failure it handles
- * without errno). `sys()` also serves src/fuse/session.ts and src/intercept/socket.ts (ABI 9).
+ * the fix. Only `monotonicSeconds` and `wallClock` call libc directly (clock_gettime, whose failure
+ * they handle without errno). `sys()` also serves src/fuse/session.ts and src/intercept/socket.ts (ABI 9).
  *
  * Calls are synchronous (about 5 ns of FFI overhead plus the syscall), except fsync and fdatasync,
  * which can wait for the disk for a long time and so run `nonblocking` on Deno's blocking pool;
@@ -180,10 +180,21 @@ export function failed(result: number, call: string, detail: string | number): n
   throw new FsError(result < 0 ? -result : Errno.EIO, `${call}(${detail}) failed`);
 }
 
+const CLOCK_REALTIME = 0;
 const CLOCK_MONOTONIC = 1;
-/** struct timespec as 32-bit words: tv_sec's low word at 0, tv_nsec at 2 (little-endian). */
+/** struct timespec as 32-bit words: tv_sec's low word at 0 and high word at 1, tv_nsec at 2
+ * (little-endian). */
 const timespec = new Int32Array(4);
 let clockGettime: ((clock: number, into: Int32Array) => number) | undefined;
+
+function loadClock(): (clock: number, into: Int32Array) => number {
+  try {
+    clockGettime = lib().clock_gettime;
+  } catch {
+    clockGettime = () => -1;
+  }
+  return clockGettime;
+}
 
 /**
  * Seconds on the monotonic clock (since boot), for latency histograms on the request path:
@@ -192,15 +203,26 @@ let clockGettime: ((clock: number, into: Int32Array) => number) | undefined;
  * be loaded. Only differences are meaningful.
  */
 export function monotonicSeconds(): number {
-  if (clockGettime === undefined) {
-    try {
-      clockGettime = lib().clock_gettime;
-    } catch {
-      clockGettime = () => -1;
-    }
+  if ((clockGettime ?? loadClock())(CLOCK_MONOTONIC, timespec) !== 0) {
+    return performance.now() / 1000;
   }
-  if (clockGettime(CLOCK_MONOTONIC, timespec) !== 0) return performance.now() / 1000;
   return timespec[0] + timespec[2] * 1e-9;
+}
+
+/**
+ * The wall clock (CLOCK_REALTIME) to the nanosecond, the clock the kernel stamps files with: one
+ * synchronous FFI call to libc's clock_gettime (a vDSO read, no system call). A fresh object per
+ * call, which the caller may keep or change. Falls back to `Date.now()` (whole milliseconds, so
+ * never ahead of the real time either) when libc cannot be loaded.
+ */
+export function wallClock(): { sec: number; nsec: number } {
+  if ((clockGettime ?? loadClock())(CLOCK_REALTIME, timespec) !== 0) {
+    const ms = Date.now();
+    const sec = Math.floor(ms / 1000);
+    return { sec, nsec: (ms - sec * 1000) * 1_000_000 };
+  }
+  // tv_sec is 64 bits: the low word unsigned, so that 2038 does not wrap.
+  return { sec: (timespec[0] >>> 0) + timespec[1] * 2 ** 32, nsec: timespec[2] };
 }
 
 const encoder = new TextEncoder();

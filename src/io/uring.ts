@@ -29,6 +29,7 @@ import {
   IORING_FSYNC_DATASYNC,
   IORING_SETUP_COOP_TASKRUN,
   IORING_SETUP_DEFER_TASKRUN,
+  IORING_SETUP_SQE128,
   loadUringLibrary,
   Op,
   OP_BYTES,
@@ -36,6 +37,7 @@ import {
   pointerOf,
   RING_SETUPS,
   type RingSetup,
+  SETUP_SQE128,
   SETUP_TASKRUN_FLAG,
   STATX_BASIC_STATS,
   type UringLibrary,
@@ -76,6 +78,57 @@ export interface UringEngineOptions {
    * best for buffered writes, src/io/README.md); the others exist to measure against it.
    */
   ringSetup?: RingSetup;
+  /**
+   * Room for a ring client's operations (`attachClient`: FUSE over io_uring), which then ride
+   * in this engine's submissions; more than 0 also gives the ring 128-byte SQEs
+   * (IORING_SETUP_SQE128, which the client's URING_CMD needs) and, on a "coop" ring,
+   * TASKRUN_FLAG. Default 0: no client, 64-byte SQEs.
+   */
+  clientSlots?: number;
+}
+
+/**
+ * Something else that puts operations of its own on the engine's ring: FUSE over io_uring
+ * (src/fuse/transport_uring.ts), whose replies then go to the kernel in the same io_uring_enter
+ * as the disk I/O of the same event-loop turn. Its operations may wait in the kernel for ever (a
+ * FUSE entry waits for the next request): they never count as in flight, so the engine neither
+ * spins nor waits for them, and shutdown() does not wait for them either.
+ */
+export interface RingClient {
+  /** A completion of one of the client's operations, with the tag it staged (0 .. 2^31-1).
+   * Called from inside the engine's reap: it may stage operations, never reap. */
+  complete(tag: number, res: number): void;
+}
+
+/** What a client drives the shared ring with (`UringEngine.attachClient`). */
+export interface RingPort {
+  /** Stages one operation (a `struct skyfs_uring_op`) for the next submit of this turn, which a
+   * microtask makes (one io_uring_enter for the client's and the engine's operations). */
+  stage(
+    opcode: number,
+    fd: number,
+    addr: number,
+    length: number,
+    flags: number,
+    offset: bigint,
+    mode: number,
+    tag: number,
+  ): void;
+  /** Something staged, or completions to reap (posted, or flagged as task work): shared
+   * memory, no syscall. */
+  ready(): boolean;
+  /** Submits what is staged (or reaps when nothing is) now; returns the client's completions
+   * handled. */
+  pump(): number;
+  /** Resolves once a completion of the client was handled, or wake() was called; the engine's
+   * one off-thread wait on the ring's eventfd serves both. */
+  park(): Promise<void>;
+  /** Ends a park(). */
+  wake(): void;
+  /** The IORING_SETUP_* flags of the ring. */
+  setupFlags(): number;
+  /** The ring's task-work setup. */
+  readonly ringSetup: RingSetup;
 }
 
 /** JS<->native crossings, for the benchmark's "crossings per completed I/O". */
@@ -94,6 +147,11 @@ export interface UringStats {
   asyncWrites: number;
   /** fcntl(F_GETFL)+fstat calls that learned how to write to an fd (one synchronous call each). */
   fdProbes: number;
+  /** Operations of the ring client (attachClient) submitted with the engine's submit calls. */
+  clientSubmissions: number;
+  /** Submit calls that carried the client's operations and the engine's together (one
+   * io_uring_enter where there would have been two rings' each). */
+  sharedSubmits: number;
 }
 
 const O_CLOEXEC = 0o2000000;
@@ -116,6 +174,9 @@ const IOV_MAX = 1024;
 const STATX_BYTES = 256;
 /** user_data of internal cancel requests: no slot. */
 const CANCEL_TAG = 0xffffffff;
+/** High word of the user_data of a ring client's operations (an engine slot's is 0). */
+const CLIENT_HIGH = 1;
+
 const U32 = 0x1_0000_0000;
 
 const enum Result {
@@ -211,12 +272,21 @@ export function openUringEngine(options: UringEngineOptions = {}): UringEngine {
     library.close();
     throw new RangeError(`ringSetup "${setup}" is unknown: use defer, coop or plain`);
   }
+  const clientSlots = options.clientSlots ?? 0;
+  if (!Number.isInteger(clientSlots) || clientSlots < 0 || clientSlots > 65536) {
+    library.close();
+    throw new RangeError(`clientSlots ${clientSlots} is out of range: use 0..65536`);
+  }
   // TASKRUN_FLAG on a "defer" ring: a submit that mutes the eventfd for the completions it reaps
   // itself (skyfs_uring_submit_reap) sees task work that came meanwhile in shared memory, where
   // it would otherwise need one more io_uring_enter.
+  // A client (FUSE over io_uring) needs 128-byte SQEs, and TASKRUN_FLAG on a "coop" ring too,
+  // so that its idle spin sees flagged work in shared memory.
   const ring = symbols.skyfs_uring_open_with(
-    depth * 2 + 2,
-    RING_SETUPS[setup] | (setup === "defer" ? SETUP_TASKRUN_FLAG : 0),
+    (depth + clientSlots) * 2 + 2,
+    RING_SETUPS[setup] |
+      (setup === "defer" || (setup === "coop" && clientSlots > 0) ? SETUP_TASKRUN_FLAG : 0) |
+      (clientSlots > 0 ? SETUP_SQE128 : 0),
     new Uint8Array(error.buffer),
   );
   if (ring === null) {
@@ -255,6 +325,7 @@ export function openUringEngine(options: UringEngineOptions = {}): UringEngine {
     options.shutdownCancelAfterMs ?? 5000,
     options.asyncBufferedWrites ?? true,
     symbols.skyfs_uring_probe_net(ring) === -1,
+    clientSlots,
   );
 }
 
@@ -285,6 +356,14 @@ export class UringEngine implements IoEngine {
   #opWords: Uint32Array;
   #opPointer: Deno.PointerObject;
   #staged = 0;
+  /** Of the staged ops, the ring client's. */
+  #stagedClient = 0;
+  #clientSlots: number;
+  #client: RingClient | undefined;
+  /** Resolves the client's park(). */
+  #clientParked: (() => void) | undefined;
+  /** Completions of the client handled since the engine opened. */
+  #clientHandled = 0;
   /** Staged ops that are not socket ops (only those may spin). */
   #stagedDisk = 0;
   #flushScheduled = false;
@@ -313,6 +392,8 @@ export class UringEngine implements IoEngine {
     waitCalls: 0,
     asyncWrites: 0,
     fdProbes: 0,
+    clientSubmissions: 0,
+    sharedSubmits: 0,
   };
 
   /**
@@ -331,8 +412,10 @@ export class UringEngine implements IoEngine {
     shutdownCancelAfterMs: number,
     asyncBufferedWrites: boolean,
     socketOps: boolean,
+    clientSlots = 0,
   ) {
     this.socketOps = socketOps;
+    this.#clientSlots = clientSlots;
     this.#asyncBufferedWrites = asyncBufferedWrites;
     this.#setupFlags = library.symbols.skyfs_uring_setup_flags(ring);
     this.#library = library;
@@ -345,7 +428,7 @@ export class UringEngine implements IoEngine {
     this.#freeSlots = new Int32Array(depth);
     for (let i = 0; i < depth; i++) this.#freeSlots[i] = depth - 1 - i;
     this.#freeCount = depth;
-    const opBuffer = new ArrayBuffer((depth + 2) * OP_BYTES);
+    const opBuffer = new ArrayBuffer((depth + 2 + clientSlots) * OP_BYTES);
     this.#opWords = new Uint32Array(opBuffer);
     this.#opPointer = pointerOf(opBuffer);
     this.#cqeCapacity = this.#native.skyfs_uring_entries(ring) * 2;
@@ -383,6 +466,34 @@ export class UringEngine implements IoEngine {
       : this.#setupFlags & IORING_SETUP_COOP_TASKRUN
       ? "coop"
       : "plain";
+  }
+
+  /**
+   * Puts a ring client (FUSE over io_uring) on this engine's ring: its operations are staged
+   * beside the engine's and go to the kernel in the same io_uring_enter, and its completions are
+   * handed to `client.complete` by whichever reap finds them. Undefined when the ring cannot
+   * carry them (opened without `clientSlots` or with too few for `slots`, the engine closing,
+   * or a client already attached): the client then opens a ring of its own.
+   */
+  attachClient(client: RingClient, slots: number): RingPort | undefined {
+    if (
+      this.#client !== undefined || this.#state !== State.Open || slots > this.#clientSlots ||
+      (this.#setupFlags & IORING_SETUP_SQE128) === 0
+    ) {
+      return undefined;
+    }
+    this.#client = client;
+    const ringSetup = this.ringSetup;
+    return {
+      stage: (opcode, fd, addr, length, flags, offset, mode, tag) =>
+        this.#stageClient(opcode, fd, addr, length, flags, offset, mode, tag),
+      ready: () => this.#clientReady(),
+      pump: () => this.#pumpClient(),
+      park: () => this.#parkClient(),
+      wake: () => this.#wakeClient(),
+      setupFlags: () => this.#setupFlags,
+      ringSetup,
+    };
   }
 
   open(path: string, flags: number, mode = 0o600): Promise<number> {
@@ -779,6 +890,8 @@ export class UringEngine implements IoEngine {
       clearTimeout(timer);
     }
     if (this.#retryTimer !== undefined) clearTimeout(this.#retryTimer);
+    // A client still parked (it should have closed first) is let go: no wait may follow.
+    this.#unparkClient();
     if (this.#waitPromise) {
       this.#native.skyfs_uring_wake(this.#ring);
       await this.#waitPromise;
@@ -1012,21 +1125,27 @@ export class UringEngine implements IoEngine {
   }
 
   /**
-   * One io_uring_enter for everything staged this turn, which also waits up to the spin time for
-   * a first completion when nothing completes inline; then the reap of what completed.
+   * One io_uring_enter for everything staged this turn (the ring client's operations too),
+   * which also waits up to the spin time for a first completion when nothing completes inline
+   * and disk operations were staged; then the reap of what completed.
    */
   #submitStaged(): void {
     this.#flushScheduled = false;
     const count = this.#staged;
     if (count === 0 || this.#state === State.Closed) return;
+    const own = count - this.#stagedClient;
     this.#staged = 0;
-    this.#inKernel += count;
+    this.#stagedClient = 0;
+    this.#inKernel += own;
     // Socket ops wait for the peer (a splice to a socket, a recv): a spin would burn the CPU the
-    // other side needs, so a batch of only socket ops waits through the eventfd at once.
+    // other side needs, so a batch of only socket ops waits through the eventfd at once. So does
+    // a batch of only the client's ops (a FUSE reply fetches the next request: no telling when).
     const spin = this.#stagedDisk > 0 ? this.#spin.next() : 0;
     this.#stagedDisk = 0;
     this.#stats.submitCalls++;
-    this.#stats.submissions += count;
+    this.#stats.submissions += own;
+    this.#stats.clientSubmissions += count - own;
+    if (own > 0 && own < count) this.#stats.sharedSubmits++;
     const reaped = this.#native.skyfs_uring_submit_reap(
       this.#ring,
       this.#opPointer,
@@ -1039,20 +1158,34 @@ export class UringEngine implements IoEngine {
       this.#submitFailed(count, -reaped);
       return;
     }
+    const mine = reaped > 0 ? this.#complete(reaped) : 0;
     // A spin that saw nothing ran to its timeout, so it started `spin` ago: no clock on hits.
-    if (spin > 0) this.#spin.spun(reaped > 0 ? 0 : performance.now() - spin / 1e6, reaped > 0);
-    if (reaped > 0) this.#complete(reaped);
+    // One ended by the client's completion alone (a FUSE request) says nothing either way.
+    if (spin > 0 && (mine > 0 || reaped === 0)) {
+      this.#spin.spun(mine > 0 ? 0 : performance.now() - spin / 1e6, mine > 0);
+    }
     if (this.#native.skyfs_uring_sq_pending(this.#ring) > 0) this.#retryLater();
-    if (this.#inKernel > 0 && this.#waitPromise === undefined) this.#armWait();
+    if (this.#waitPromise === undefined && (this.#inKernel > 0 || this.#clientParked)) {
+      this.#armWait();
+    }
   }
 
   /** The ring refused the whole batch (a bug in SQ sizing, or a dying ring): fail its requests. */
   #submitFailed(count: number, errno: number): void {
-    this.#inKernel -= count;
+    const words = this.#opWords.slice(0, count * (OP_BYTES / 4)); // the client may stage anew
+    let client = 0;
     for (let i = 0; i < count; i++) {
-      const slot = this.#opWords[i * (OP_BYTES / 4) + 12];
-      if (slot !== CANCEL_TAG) this.#finish(slot, -errno);
+      const tag = words[i * (OP_BYTES / 4) + 12];
+      if (words[i * (OP_BYTES / 4) + 13] === CLIENT_HIGH) {
+        client++;
+        this.#clientHandled++;
+        this.#client?.complete(tag, -errno);
+        continue;
+      }
+      this.#inKernel--;
+      if (tag !== CANCEL_TAG) this.#finish(tag, -errno);
     }
+    if (client > 0) this.#unparkClient();
     this.#admitWaiters();
     if (this.#state === State.Closing && this.#isIdle()) this.#idle?.();
   }
@@ -1077,11 +1210,8 @@ export class UringEngine implements IoEngine {
       this.#cqePointer,
       this.#cqeCapacity,
     );
-    if (reaped > 0) {
-      if (afterWake) this.#spin.woke(performance.now());
-      this.#complete(reaped);
-    }
-    if (this.#inKernel === 0) return;
+    if (reaped > 0 && this.#complete(reaped) > 0 && afterWake) this.#spin.woke(performance.now());
+    if (this.#inKernel === 0 && this.#clientParked === undefined) return;
     this.#stats.waitCalls++;
     this.#waitPromise = this.#native.skyfs_uring_wait(this.#ring).then(this.#onWake);
   }
@@ -1094,19 +1224,126 @@ export class UringEngine implements IoEngine {
     this.#armWait(true);
   }
 
-  /** Settles the requests of `count` completions copied into the CQE buffer. */
-  #complete(count: number): void {
+  /** Settles the requests of `count` completions copied into the CQE buffer, and hands the
+   * client's to it; returns how many were the engine's own (internal cancels included). */
+  #complete(count: number): number {
     const words = this.#cqeWords;
+    let own = 0;
     for (let i = 0; i < count; i++) {
       const userData = words[i * 4] >>> 0;
       const res = words[i * 4 + 2];
+      if (words[i * 4 + 1] === CLIENT_HIGH) {
+        this.#clientHandled++;
+        this.#client?.complete(userData, res);
+        continue;
+      }
+      own++;
       this.#inKernel--;
       if (userData === CANCEL_TAG) continue;
       this.#stats.completions++;
       this.#finish(userData, res);
     }
+    if (own < count) this.#unparkClient();
     this.#admitWaiters();
     if (this.#state === State.Closing && this.#isIdle()) this.#idle?.();
+    return own;
+  }
+
+  // ---- the ring client (attachClient) ----
+
+  #stageClient(
+    opcode: number,
+    fd: number,
+    addr: number,
+    length: number,
+    flags: number,
+    offset: bigint,
+    mode: number,
+    tag: number,
+  ): void {
+    if (this.#state === State.Closed) return;
+    const w = this.#staged++ * (OP_BYTES / 4);
+    this.#stagedClient++;
+    const words = this.#opWords;
+    words[w] = opcode;
+    words[w + 1] = fd >>> 0;
+    words[w + 2] = Number(offset & 0xffffffffn);
+    words[w + 3] = Number(offset >> 32n);
+    words[w + 4] = addr >>> 0;
+    words[w + 5] = (addr / U32) >>> 0;
+    words[w + 6] = 0;
+    words[w + 7] = 0;
+    words[w + 8] = length >>> 0;
+    words[w + 9] = 0;
+    words[w + 10] = flags >>> 0;
+    words[w + 11] = mode >>> 0;
+    words[w + 12] = tag >>> 0;
+    words[w + 13] = CLIENT_HIGH;
+    words[w + 14] = 0;
+    words[w + 15] = 0;
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(this.#flush);
+    }
+  }
+
+  #clientReady(): boolean {
+    return this.#state !== State.Closed &&
+      (this.#staged > 0 || this.#native.skyfs_uring_cq_ready(this.#ring) > 0);
+  }
+
+  #pumpClient(): number {
+    const before = this.#clientHandled;
+    if (this.#state === State.Closed) return 0;
+    if (this.#staged > 0) {
+      this.#submitStaged();
+      return this.#clientHandled - before;
+    }
+    // A submit of nothing, not skyfs_uring_reap: on a COOP ring the reap only reads the CQ ring,
+    // and task work the kernel flagged (a FUSE request on its way) stays unrun; the submit
+    // enters the kernel when the flag is up (liburing's cq_ring_needs_flush), which runs it.
+    for (;;) {
+      this.#stats.reapCalls++;
+      const reaped = this.#native.skyfs_uring_submit_reap(
+        this.#ring,
+        this.#opPointer,
+        0,
+        this.#cqePointer,
+        this.#cqeCapacity,
+        0,
+      );
+      if (reaped <= 0) break;
+      this.#complete(reaped);
+      if (reaped < this.#cqeCapacity) break;
+    }
+    if (this.#native.skyfs_uring_sq_pending(this.#ring) > 0) this.#retryLater();
+    return this.#clientHandled - before;
+  }
+
+  #parkClient(): Promise<void> {
+    if (this.#state === State.Closed) return Promise.resolve();
+    const before = this.#clientHandled;
+    if (this.#staged > 0) this.#submitStaged();
+    if (this.#clientHandled !== before) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      this.#clientParked = resolve;
+      // With a wait already running (the engine's ops in the kernel) it serves the client too:
+      // it was armed after a clear of the eventfd, so nothing posted since is missed.
+      if (this.#waitPromise === undefined) this.#armWait();
+    });
+  }
+
+  #wakeClient(): void {
+    if (this.#clientParked === undefined) return;
+    this.#unparkClient();
+    if (this.#waitPromise !== undefined) this.#native.skyfs_uring_wake(this.#ring);
+  }
+
+  #unparkClient(): void {
+    const resolve = this.#clientParked;
+    if (resolve === undefined) return;
+    this.#clientParked = undefined;
+    resolve();
   }
 
   #finish(slot: number, res: number): void {

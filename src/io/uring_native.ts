@@ -89,6 +89,7 @@ export const SETUP_TASKRUN_FLAG = 0x200;
 /** IORING_SETUP_* flags, to say which ones a ring got. */
 export const IORING_SETUP_COOP_TASKRUN = 1 << 8;
 export const IORING_SETUP_TASKRUN_FLAG = 1 << 9;
+export const IORING_SETUP_SQE128 = 1 << 10;
 export const IORING_SETUP_SINGLE_ISSUER = 1 << 12;
 export const IORING_SETUP_DEFER_TASKRUN = 1 << 13;
 

@@ -18,8 +18,8 @@ export interface MetaBackendOptions {
   /** The process's I/O engine; the embedded store syncs its log through it. Default: the
    * embedded store opens its own. */
   io?: IoEngine;
-  /** CURP client options beyond the timeout (config curp.fast_path). */
-  curp?: { fastPath?: boolean | "marked" };
+  /** CURP client options beyond the timeout (config curp.fast_path, curp.batch_in_flight). */
+  curp?: { fastPath?: boolean | "marked"; batchInFlight?: number };
   /** One line per CURP command on stderr (config log.debug containing "meta"). Default off. */
   traceMeta?: boolean;
   /** How the embedded store writes its log (EmbeddedKVOptions.logWrites). Default mapped. */
@@ -58,6 +58,7 @@ export async function openMetaBackend(
     return await openCurpKV(endpoints, {
       timeoutMs: options.timeoutMs,
       fastPath: options.curp?.fastPath,
+      batchInFlight: options.curp?.batchInFlight,
       trace,
     });
   }

@@ -20,7 +20,7 @@
  */
 
 import { DurationHistogram } from "../duration_histogram.ts";
-import { monotonicSeconds } from "../io/libc.ts";
+import { monotonicSeconds, wallClock } from "../io/libc.ts";
 import type { Compare, KeyValue, MergeRequest, MetaKV, RequestOp, TxnResponse } from "./kv.ts";
 import { applyMerge, prefixEnd } from "./kv.ts";
 import { FsError } from "../fs_error.ts";
@@ -1731,30 +1731,31 @@ export function copyInode(record: InodeRecord): InodeRecord {
 }
 
 /**
- * The system clock as a Timespec, never going backwards. Milliseconds come from the wall clock
- * (so a long-running daemon does not drift from `date`, which make and rsync compare against);
- * the digits below come from the monotonic clock, and equal readings are nudged 1 ns apart so
- * that two changes in a row always get distinct, ordered times.
+ * The system clock as a Timespec, never going backwards: the wall clock to the nanosecond
+ * (clock_gettime(CLOCK_REALTIME), `libc.wallClock`), so a long-running daemon does not drift from
+ * `date` (which make and rsync compare against) and no stamp is ahead of the kernel's clock (a
+ * local file's times, another process's `date`). A reading not after the last one (the same
+ * nanosecond, or the clock stepped back) is nudged 1 ns past it, so two changes in a row always
+ * get distinct, ordered times; only then can a stamp be ahead of the real clock (by the step).
+ * Until session 12 the digits below the millisecond came from `performance.now() % 1`, which is
+ * not the wall clock's phase: stamps ran up to 1 ms ahead of the real time.
  */
-// The last reading as whole milliseconds and the nanoseconds below them (numbers, not one BigInt
-// of nanoseconds: five BigInt operations per call, and every change of an inode calls this).
-let lastMs = 0;
-let lastSubNs = 0;
+// The last stamp (numbers, not one BigInt of nanoseconds: every change of an inode calls this).
+let lastSec = 0;
+let lastNsec = 0;
 export function systemNow(): Timespec {
-  let ms = Date.now();
-  let subNs = Math.floor((performance.now() % 1) * 1e6);
-  if (ms < lastMs || (ms === lastMs && subNs <= lastSubNs)) {
-    ms = lastMs;
-    subNs = lastSubNs + 1;
-    if (subNs === 1_000_000) {
-      ms++;
-      subNs = 0;
+  const now = wallClock();
+  if (now.sec < lastSec || (now.sec === lastSec && now.nsec <= lastNsec)) {
+    now.sec = lastSec;
+    now.nsec = lastNsec + 1;
+    if (now.nsec === 1_000_000_000) {
+      now.sec++;
+      now.nsec = 0;
     }
   }
-  lastMs = ms;
-  lastSubNs = subNs;
-  const sec = Math.floor(ms / 1000);
-  return { sec, nsec: (ms - sec * 1000) * 1_000_000 + subNs };
+  lastSec = now.sec;
+  lastNsec = now.nsec;
+  return now;
 }
 
 function sameTime(a: Timespec, b: Timespec): boolean {

@@ -118,6 +118,11 @@ async function openChecked(
         keepCache: unchanged && !(flags & libc.O_TRUNC) && !atimeDue,
         directIo: false,
         backingFd: offer ? fd : undefined,
+        // The kernel may hold this inode's attributes from before another node's change (a
+        // stat here within the attribute timeout): its i_size bounds every read, and pages
+        // dropped above are read again only up to it (a truncate or extension on B, then a
+        // read on A, read A's old size). A created file's attributes are the create's reply.
+        attributesStale: !created,
       };
     }
     return localOpen(core, record, flags, fh, fd, atimeDue);

@@ -64,6 +64,12 @@ export interface OpenResult {
   keepCache: boolean;
   /** Bypass the kernel page cache for this open (O_DIRECT opens). */
   directIo: boolean;
+  /** The kernel's cached attributes of the inode (size above all) may be older than what this
+   * open read: a cluster node's open reads the inode from the store (close-to-open), and another
+   * node's change may not have reached this node's kernel through the metadata watch yet. The
+   * FUSE layer then invalidates them before it answers the open, so the opener's fstat and reads
+   * see the size this open saw. */
+  attributesStale?: boolean;
   /** A local fd holding the whole file's data, usable for FUSE passthrough or the shim. Absent
    * when writes must go through the Vfs (a file with set-id bits that a write has to drop). */
   backingFd?: number;

@@ -6,7 +6,7 @@
  */
 
 import type { TxnRequest } from "../kv.ts";
-import type { AdminOp, Command, CommandResult } from "./command.ts";
+import { type AdminOp, BATCH_TXN, type Command, type CommandResult } from "./command.ts";
 import { type Message, type NodeId, superquorum } from "./core.ts";
 
 export interface Completion {
@@ -68,6 +68,9 @@ export interface SubmitOptions {
   admin?: AdminOp;
   /** Override the client's `fastPath` for this command. */
   fastPath?: boolean;
+  /** Run these transactions in order as one command instead of the txn (`Command.batch`): the
+   * result's `batch` holds one result each. Ignored with `admin`. */
+  batch?: TxnRequest[];
 }
 
 export class ClientCore {
@@ -162,6 +165,10 @@ export class ClientCore {
       txn,
       ...(options.admin !== undefined ? { admin: options.admin } : {}),
     };
+    if (options.batch !== undefined && options.admin === undefined) {
+      command.txn = BATCH_TXN;
+      command.batch = options.batch;
+    }
     this.#outstanding = {
       command,
       elapsed: 0,

@@ -17,6 +17,7 @@ import {
   intervalOf,
   isReadOnly,
   overlaps,
+  txnsOf,
 } from "./command.ts";
 import { type ApplyOutcome, KvMachine, type KvSnapshot } from "./kv_machine.ts";
 import {
@@ -1395,7 +1396,7 @@ export class Replica {
       dependsOnOwn = true;
     }
     if (!dependsOnOwn) return [];
-    for (const c of command.txn.compare ?? []) {
+    for (const c of txnsOf(command).flatMap((t) => t.compare ?? [])) {
       if (c.target !== "modRevision" && c.target !== "createRevision") continue;
       const key = intervalOf({ key: c.key });
       for (const earlier of own) {

@@ -59,6 +59,17 @@ export interface CurpKVOptions {
   /** Replica id -> address to connect to instead of the one the cluster advertises (a proxy or
    * NAT in between). Default none. */
   routes?: Record<string, string>;
+  /** Group commit: write transactions in flight (each its own command, or a batch) before
+   * further ones are gathered; the gathered ones go as ONE batch command (`Command.batch`; two
+   * when some may take the fast path and some need revisions) when one in flight completes, or
+   * at once when `maxBatch` are gathered. A transaction arriving
+   * with fewer in flight and nothing gathered is sent at once, alone (no added latency at one
+   * client). 0 = never batch (every transaction its own command, as before). Default 1 (a mount:
+   * config curp.batch_in_flight, SKYFS_CURP_BATCH_IN_FLIGHT). Off against replicas whose status
+   * does not say `batches` (earlier builds). */
+  batchInFlight?: number;
+  /** Most transactions in one batch command. Default 64. */
+  maxBatch?: number;
   log?: (line: string) => void;
 }
 
@@ -84,6 +95,16 @@ interface ClientWatch {
   /** Replica serving it and that link's connection generation when subscribed. */
   replica: string | undefined;
   generation: number;
+}
+
+/** A write transaction waiting for the next batch command (`batchInFlight`). */
+interface Gathered {
+  txn: TxnRequest;
+  /** It may complete on the fast path (`revisionsUnused` under "marked"): such ones are batched
+   * apart from the others, which wait for the commit. */
+  fast: boolean;
+  resolve: (r: TxnResponse) => void;
+  reject: (e: Error) => void;
 }
 
 interface Pending {
@@ -199,6 +220,13 @@ export class CurpKV implements MetaKV {
   readonly merges = true;
   readonly members: Record<string, string>;
   readonly #options: Required<Omit<CurpKVOptions, "log" | "routes" | "trace">>;
+  /** Write commands (single or batch) in flight through `#write`. */
+  #writesInFlight = 0;
+  /** Write transactions waiting for the next batch, in arrival order. */
+  #gathered: Gathered[] = [];
+  /** Batch commands sent (two or more transactions each), and the transactions they carried. */
+  batchCount = 0;
+  batchedTxns = 0;
   readonly #trace: ((line: string) => void) | undefined;
   readonly #links = new Map<string, Link>();
   readonly #prefix = crypto.randomUUID().slice(0, 8);
@@ -258,6 +286,9 @@ export class CurpKV implements MetaKV {
       maxSessions: options.maxSessions ?? 16,
       fastPath: options.fastPath ?? "marked",
       readsOutsideLog: options.readsOutsideLog ?? true,
+      // Replicas of earlier builds would refuse a batch: never send them one.
+      batchInFlight: status.batches === true ? options.batchInFlight ?? 1 : 0,
+      maxBatch: Math.max(1, options.maxBatch ?? 64),
     };
     const log = options.log ?? ((line: string) => console.error(line));
     this.#log = log;
@@ -451,11 +482,21 @@ export class CurpKV implements MetaKV {
     options: SubmitOptions,
   ): Promise<Extract<CommandResult, { ok: true }>> {
     const startedAt = performance.now();
-    const reads = options.admin === undefined && this.#options.readsOutsideLog && isReadOnly(txn);
+    const batch = options.admin === undefined ? options.batch : undefined;
+    const reads = options.admin === undefined && batch === undefined &&
+      this.#options.readsOutsideLog && isReadOnly(txn);
     // Written keys once: the session choice and, after the commit, its writer memory use them.
-    const written = reads || options.admin !== undefined ? [] : writtenKeys(txn);
+    const written = reads || options.admin !== undefined
+      ? []
+      : batch === undefined
+      ? writtenKeys(txn)
+      : batch.flatMap(writtenKeys);
     const core = await this.#acquire(
-      reads || options.admin !== undefined ? [] : pointKeys(txn, written),
+      reads || options.admin !== undefined
+        ? []
+        : batch === undefined
+        ? pointKeys(txn, written)
+        : batch.flatMap((t) => pointKeys(t, writtenKeys(t))),
     );
     const completion = await new Promise<Completion>((resolve, reject) => {
       this.#busy.set(core.id, {
@@ -479,7 +520,22 @@ export class CurpKV implements MetaKV {
       } else core.submit(txn, options);
       this.#flush(core);
     });
-    if (this.#trace) this.#trace(traceLine(txn, options, completion, startedAt, core.id));
+    if (this.#trace) {
+      if (batch === undefined) this.#trace(traceLine(txn, options, completion, startedAt, core.id));
+      else {
+        batch.forEach((t, i) =>
+          this.#trace!(
+            traceLine(
+              t,
+              options,
+              completion,
+              startedAt,
+              `${core.id}, batch ${i + 1}/${batch.length}`,
+            ),
+          )
+        );
+      }
+    }
     if (completion.path !== "read" && options.admin === undefined) {
       this.#noteWriter(written, core);
     }
@@ -494,7 +550,90 @@ export class CurpKV implements MetaKV {
   /** `revisionsUnused` requests take the fast path (one round trip when nothing conflicts). */
   txn(request: TxnRequest): Promise<TxnResponse> {
     const marked = this.#options.fastPath === "marked" && request.revisionsUnused === true;
-    return this.#run(request, marked ? { fastPath: true } : {});
+    return this.#write(request, marked);
+  }
+
+  /**
+   * Group commit (`batchInFlight`): a write transaction is sent at once, alone, while fewer than
+   * `batchInFlight` writes are in flight and none is gathered; otherwise it joins the gathered
+   * ones, which go as one batch command (one of those marked fast, one of the others) when a
+   * write in flight completes (or when `maxBatch` are gathered). Replicas run a batch's transactions in order, each as if proposed alone, so
+   * each caller gets the result it would have had: the transactions were concurrent, and any
+   * order of concurrent operations is a linearizable one. Read-only transactions go outside the
+   * log as before.
+   */
+  #write(txn: TxnRequest, fast: boolean): Promise<TxnResponse> {
+    const options: SubmitOptions = fast ? { fastPath: true } : {};
+    const limit = this.#options.batchInFlight;
+    if (limit === 0 || (this.#options.readsOutsideLog && isReadOnly(txn))) {
+      return this.#run(txn, options);
+    }
+    if (this.#writesInFlight < limit && this.#gathered.length === 0) {
+      this.#writesInFlight++;
+      const done = this.#run(txn, options);
+      done.then(this.#writeDone, this.#writeDone);
+      return done;
+    }
+    if (this.#closed) return Promise.reject(new Error("CurpKV is closed"));
+    return new Promise<TxnResponse>((resolve, reject) => {
+      this.#gathered.push({ txn, fast, resolve, reject });
+      if (this.#gathered.length >= this.#options.maxBatch) this.#sendGathered(true);
+    });
+  }
+
+  readonly #writeDone = () => {
+    this.#writesInFlight--;
+    this.#sendGathered(false);
+  };
+
+  /** Send what is gathered (in batches of at most `maxBatch`) while fewer than `batchInFlight`
+   * writes are in flight, or one batch regardless when `force`. */
+  #sendGathered(force: boolean): void {
+    while (
+      this.#gathered.length > 0 && (force || this.#writesInFlight < this.#options.batchInFlight)
+    ) {
+      force = false;
+      const group = this.#gathered.splice(0, this.#options.maxBatch);
+      // Those that may complete on the fast path apart from those that need revisions (which
+      // wait for the commit): one slow transaction would make the whole batch wait.
+      const fast = group.filter((g) => g.fast);
+      for (const part of [fast, group.filter((g) => !g.fast)]) {
+        if (part.length === 0) continue;
+        this.#writesInFlight++;
+        this.#runBatch(part).then(this.#writeDone);
+      }
+    }
+  }
+
+  /** Run gathered transactions, all marked fast or none, as one command (a lone one as an
+   * ordinary command); settles each with its own result. Never rejects. */
+  async #runBatch(group: Gathered[]): Promise<void> {
+    const options: SubmitOptions = group[0].fast ? { fastPath: true } : {};
+    if (group.length === 1) {
+      const g = group[0];
+      await this.#run(g.txn, options).then(g.resolve, g.reject);
+      return;
+    }
+    this.batchCount++;
+    this.batchedTxns += group.length;
+    let results: CommandResult[];
+    try {
+      const r = await this.#runCommand({}, { ...options, batch: group.map((g) => g.txn) });
+      if (r.batch === undefined || r.batch.length !== group.length) {
+        throw new Error(
+          `CURP batch of ${group.length} answered without ${group.length} results (a replica of an earlier build?)`,
+        );
+      }
+      results = r.batch;
+    } catch (error) {
+      for (const g of group) g.reject(error as Error);
+      return;
+    }
+    results.forEach((r, i) => {
+      if (!r.ok) return group[i].reject(new Error(r.error));
+      if (r.txn.revision > this.#maxRevision) this.#maxRevision = r.txn.revision;
+      group[i].resolve(r.txn);
+    });
   }
 
   async range(request: RangeRequest): Promise<RangeResponse> {
@@ -503,14 +642,14 @@ export class CurpKV implements MetaKV {
   }
 
   async put(request: PutRequest): Promise<PutResponse & { revision: number }> {
-    const r = await this.#run({ success: [{ put: request }] });
+    const r = await this.#write({ success: [{ put: request }] }, false);
     return { ...(r.responses[0] as { put: PutResponse }).put, revision: r.revision };
   }
 
   async deleteRange(
     request: DeleteRangeRequest,
   ): Promise<DeleteRangeResponse & { revision: number }> {
-    const r = await this.#run({ success: [{ deleteRange: request }] });
+    const r = await this.#write({ success: [{ deleteRange: request }] }, false);
     const d = (r.responses[0] as { deleteRange: DeleteRangeResponse }).deleteRange;
     return { ...d, revision: r.revision };
   }
@@ -667,6 +806,9 @@ export class CurpKV implements MetaKV {
       p.reject(new Error("CurpKV closed with the command outstanding"));
     }
     this.#busy.clear();
+    for (const g of this.#gathered.splice(0)) {
+      g.reject(new Error("CurpKV closed with the transaction gathered for a batch"));
+    }
     for (const w of this.#waiters.splice(0)) w();
     return Promise.resolve();
   }

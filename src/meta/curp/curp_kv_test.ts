@@ -131,6 +131,9 @@ Deno.test("CurpKV: a command on a key goes to the idle session that last wrote i
     const kv = await openCurpKV(addresses, {
       timeoutMs: 10_000,
       fastPath: true,
+      // Each command on its own session: group commit would gather the second of two concurrent
+      // writes into the next command of the first's session.
+      batchInFlight: 0,
       log: () => {},
       trace: (line) => sessions.push(line.split("; session ")[1]),
     });
@@ -204,4 +207,95 @@ Deno.test("CurpKV: commands arm no timer each, and one nobody answers still time
   } finally {
     await kv.close();
   }
+});
+
+Deno.test("CurpKV: concurrent writes share proposals, each with its own result", async () => {
+  await withTrio(async ({ servers, kv }) => {
+    await kv.put({ key: keyBytes("seed"), value: keyBytes("v") }); // a leader, known
+    const leader = servers.get(leaderOf(servers)!)!;
+    const before = leader.replica.leaderAppends;
+    const events: { key: string; revision: number }[] = [];
+    const watcher = kv.watch({ key: keyBytes("w/"), rangeEnd: keyBytes("w0") }, {}, (evs) => {
+      for (const e of evs) {
+        events.push({ key: new TextDecoder().decode(e.kv.key), revision: e.kv.modRevision });
+      }
+    });
+    const n = 24;
+    const results = await Promise.all(Array.from({ length: n }, (_, i) => {
+      if (i === 11) {
+        // A compare that fails, in the middle: only this txn takes its failure branch.
+        return kv.txn({
+          compare: [{
+            key: keyBytes("seed"),
+            target: "value",
+            result: "==",
+            value: keyBytes("no"),
+          }],
+          success: [{ put: { key: keyBytes("w/never"), value: keyBytes("x") } }],
+          failure: [{ range: { key: keyBytes("seed") } }],
+        });
+      }
+      // Half of them marked (fast path allowed), half needing revisions.
+      return kv.txn({
+        success: [{ put: { key: keyBytes(`w/${i}`), value: keyBytes(`${i}`) } }],
+        ...(i % 2 === 0 ? { revisionsUnused: true } : {}),
+      });
+    }));
+    const proposals = leader.replica.leaderAppends - before;
+    assert.ok(proposals < n, `${proposals} proposals for ${n} concurrent txns`);
+    assert.ok(kv.batchCount > 0 && kv.batchedTxns > 1, `${kv.batchCount} batches`);
+    results.forEach((r, i) => assert.equal(r.succeeded, i !== 11, `txn ${i}`));
+    const failed = results[11].responses[0] as { range: { kvs: { value: Uint8Array }[] } };
+    assert.equal(new TextDecoder().decode(failed.range.kvs[0].value), "v");
+    // Unmarked txns carry real revisions, one each, none shared.
+    const revisions = results.filter((_, i) => i % 2 === 1 && i !== 11).map((r) => r.revision);
+    assert.ok(revisions.every((r) => r > 0));
+    assert.equal(new Set(revisions).size, revisions.length);
+    for (let i = 0; i < n; i++) {
+      const got = await kv.range({ key: keyBytes(`w/${i}`) });
+      assert.equal(got.kvs.length, i === 11 ? 0 : 1, `w/${i}`);
+    }
+    // Watchers see one event per txn, each at its own revision.
+    for (let t = 0; t < 200 && events.length < n - 1; t++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    watcher.cancel();
+    assert.equal(events.length, n - 1);
+    assert.equal(new Set(events.map((e) => e.revision)).size, n - 1);
+  });
+});
+
+Deno.test("CurpKV: no batches with batchInFlight 0, nor against a replica of an earlier build", async () => {
+  await withTrio(async ({ addresses, servers }) => {
+    const kv = await openCurpKV(addresses, { batchInFlight: 0, log: () => {} });
+    try {
+      await Promise.all(
+        Array.from(
+          { length: 8 },
+          (_, i) => kv.put({ key: keyBytes(`o${i}`), value: keyBytes("v") }),
+        ),
+      );
+      assert.equal(kv.batchCount, 0);
+    } finally {
+      await kv.close();
+    }
+    // A status without `batches` (what earlier builds report): the client never batches.
+    const status = { ...[...servers.values()][0].status() };
+    delete status.batches;
+    const old = new CurpKV(status, { log: () => {} });
+    try {
+      for (let t = 0; t < 100 && old.connectedCount() < 3; t++) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await Promise.all(
+        Array.from(
+          { length: 8 },
+          (_, i) => old.put({ key: keyBytes(`p${i}`), value: keyBytes("v") }),
+        ),
+      );
+      assert.equal(old.batchCount, 0);
+    } finally {
+      await old.close();
+    }
+  });
 });

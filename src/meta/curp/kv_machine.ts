@@ -26,6 +26,7 @@ import {
   type CommandResult,
   intervalOf,
   keyString,
+  txnsOf,
 } from "./command.ts";
 
 /** Most results kept per client session; a client has one command outstanding, so a few do. */
@@ -369,13 +370,36 @@ export class KvMachine {
         `Client "${command.clientId}" has ${session.results.size} unacknowledged results; a client may have one command outstanding`,
       );
     }
-    const events: WatchEvent[] = [];
-    const result = command.admin !== undefined
-      ? this.#admin(command.admin, events)
-      : this.#execute(this.#store, command, this.#revision + 1, events);
-    this.#commitEvents(result, events);
+    let result: CommandResult;
+    if (command.admin === undefined && command.batch !== undefined) {
+      result = this.#applyBatch(command.batch);
+    } else {
+      const events: WatchEvent[] = [];
+      result = command.admin !== undefined
+        ? this.#admin(command.admin, events)
+        : this.#execute(this.#store, command.txn, this.#revision + 1, events);
+      this.#commitEvents(result, events);
+    }
     session.results.set(command.seq, result);
     return { executed: true, result };
+  }
+
+  /** A batch: each transaction exactly as if it were committed alone right after the one before
+   * (its own compare result, revision and watch history record); one failing does not stop the
+   * rest. */
+  #applyBatch(batch: TxnRequest[]): CommandResult {
+    const results: CommandResult[] = [];
+    for (const txn of batch) {
+      const events: WatchEvent[] = [];
+      const result = this.#execute(this.#store, txn, this.#revision + 1, events);
+      this.#commitEvents(result, events);
+      results.push(result);
+    }
+    return {
+      ok: true,
+      txn: { succeeded: true, revision: this.#revision, responses: [] },
+      batch: results,
+    };
   }
 
   /** Whether the command has run already (its result is known or acknowledged). */
@@ -399,14 +423,21 @@ export class KvMachine {
     const overlay = new OverlayStore(this.#store);
     // Uncommitted earlier commands the result depends on (the same client's, core.ts
     // `#ownUncommitted`), run first in log order; their keys then carry revision 0.
-    for (const earlier of after) this.#execute(overlay, earlier, 0, []);
-    const result = this.#execute(overlay, command, 0, []);
-    return result.ok ? { ok: true, txn: stripRevisions(result.txn) } : result;
+    for (const earlier of after) {
+      for (const txn of txnsOf(earlier)) this.#execute(overlay, txn, 0, []);
+    }
+    const speculated = (txn: TxnRequest): CommandResult => {
+      const result = this.#execute(overlay, txn, 0, []);
+      return result.ok ? { ok: true, txn: stripRevisions(result.txn) } : result;
+    };
+    if (command.batch === undefined) return speculated(command.txn);
+    const batch = command.batch.map(speculated);
+    return { ok: true, txn: { succeeded: true, revision: 0, responses: [] }, batch };
   }
 
   /** A read-only transaction (`isReadOnly`) on the applied state, with real revisions. */
   read(txn: TxnRequest): CommandResult {
-    return this.#execute(this.#store, { clientId: "", seq: 0, firstUnacked: 0, txn }, 0, []);
+    return this.#execute(this.#store, txn, 0, []);
   }
 
   /** Sorted key-values, for invariant checks. */
@@ -416,11 +447,10 @@ export class KvMachine {
 
   #execute(
     store: Store,
-    command: Command,
+    txn: TxnRequest,
     nextRevision: number,
     events: WatchEvent[],
   ): CommandResult {
-    const txn = command.txn;
     let succeeded = true;
     for (const c of txn.compare ?? []) {
       if (!compareHolds(store, c)) {

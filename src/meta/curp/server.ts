@@ -79,6 +79,9 @@ export interface ReplicaStatus {
   logBytes?: number;
   /** Snapshot transfers this replica started as leader, ever. */
   snapshotsSent?: number;
+  /** This build runs batch commands (`Command.batch`); earlier builds leave it out, and a
+   * `CurpKV` connecting through such a replica sends no batches. */
+  batches?: boolean;
 }
 
 /** Election timeout in ticks, [t, 2t) actual: 1.5-3 s at 50 ms ticks. At 10 ticks (0.5-1 s) a
@@ -276,6 +279,7 @@ export class ReplicaServer {
       tickStalls: this.tickStalls,
       logBytes: this.#storage.logBytes,
       snapshotsSent: r.snapshotsSent,
+      batches: true,
     };
   }
 
@@ -333,11 +337,20 @@ export class ReplicaServer {
     }
     if (m.type === "propose") {
       const c = (m as {
-        command?: { clientId?: unknown; seq?: unknown; firstUnacked?: unknown; txn?: unknown };
+        command?: {
+          clientId?: unknown;
+          seq?: unknown;
+          firstUnacked?: unknown;
+          txn?: unknown;
+          batch?: unknown;
+        };
       }).command;
       if (
         c === undefined || c.clientId !== m.from || !Number.isSafeInteger(c.seq) ||
-        !Number.isSafeInteger(c.firstUnacked) || c.txn === null || typeof c.txn !== "object"
+        !Number.isSafeInteger(c.firstUnacked) || c.txn === null || typeof c.txn !== "object" ||
+        (c.batch !== undefined &&
+          (!Array.isArray(c.batch) || c.batch.length === 0 ||
+            c.batch.some((t) => t === null || typeof t !== "object")))
       ) return "malformed propose";
       return undefined;
     }

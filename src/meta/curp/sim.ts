@@ -74,6 +74,10 @@ export interface SimOptions {
    * of one client, the second sent while the first is still in the witness pools (a file's
    * create, then its publish at close). Default false. */
   ownConflicts?: boolean;
+  /** Clients send a third of their writes as batch commands of 2-4 operations (CurpKV's group
+   * commit, `Command.batch`): concurrent operations in the history, run by one command in
+   * order. Default false. */
+  batches?: boolean;
 }
 
 export interface SimResult {
@@ -97,6 +101,8 @@ export interface SimResult {
   snapshotsTaken: number;
   snapshotsSent: number;
   snapshotPieces: number;
+  /** Batch commands submitted (SimOptions.batches). */
+  batches: number;
 }
 
 /** Time units per tick: messages take 1-30 units, so some arrive within a tick, some later. */
@@ -118,7 +124,8 @@ interface SimClient {
   core: ClientCore;
   remaining: number;
   nextAt: number;
-  current: { op: KvOperation; command: string | undefined } | undefined;
+  /** The operation in flight, or the operations of a batch in flight (`ops`, in batch order). */
+  current: { op: KvOperation; ops?: KvOperation[]; command: string | undefined } | undefined;
   /** The leader named by the latest reply (possibly stale): gets go to it and one follower. */
   leaderHint?: NodeId;
 }
@@ -136,6 +143,11 @@ export class Cluster {
   earlyAck = false;
   /** Clients mostly reuse the key of their previous command (SimOptions.ownConflicts). */
   ownConflicts = false;
+  /** Clients send some writes as batches (SimOptions.batches). */
+  batches = false;
+  /** Batch commands submitted, and the operations they carried. */
+  batchesSent = 0;
+  batchedOps = 0;
   /** The key of each client's latest operation. */
   readonly #lastKey = new Map<string, string>();
   /** The value each key had in the last get that found it: what a merge's compare expects, so
@@ -255,6 +267,25 @@ export class Cluster {
       command,
     };
     this.history.push(c.current.op);
+    this.#flushClient(c);
+  }
+
+  /** Submit several client operations as one batch command: concurrent operations of the
+   * history, each completing with its own result from the batch's. */
+  submitBatch(clientId: string, inputs: KvInput[]): void {
+    const c = this.clients.get(clientId)!;
+    const seq = c.core.submit({}, { batch: inputs.map(toTxn) });
+    const ops = inputs.map((input): KvOperation => ({
+      clientId,
+      input,
+      output: undefined,
+      call: this.#clock++,
+      return: Infinity,
+    }));
+    c.current = { op: ops[0], ops, command: idKey({ clientId, seq }) };
+    this.history.push(...ops);
+    this.batchesSent++;
+    this.batchedOps += ops.length;
     this.#flushClient(c);
   }
 
@@ -498,12 +529,22 @@ export class Cluster {
     for (const done of completions) {
       const cur = c.current;
       if (cur === undefined) continue;
-      cur.op.output = toOutput(cur.op.input, done.result);
+      if (cur.ops !== undefined) {
+        // A batch: each operation's output from its own result (none if the batch failed).
+        const results = done.result?.ok ? done.result.batch : undefined;
+        if (results?.length !== cur.ops.length && done.result?.ok) {
+          this.#violate(`batch ${cur.command}: ${results?.length} results for ${cur.ops.length}`);
+        }
+        cur.ops.forEach((op, i) => {
+          op.output = toOutput(op.input, results?.[i]);
+          op.return = this.#clock++;
+        });
+      } else cur.op.output = toOutput(cur.op.input, done.result);
       const seen = cur.op.output as { value?: string | null } | undefined;
       if (cur.op.input.kind === "get" && typeof seen?.value === "string") {
         this.recent.set(cur.op.input.key, seen.value);
       }
-      cur.op.return = this.#clock++;
+      if (cur.ops === undefined) cur.op.return = this.#clock++;
       if (cur.command === undefined) {
         this.readCompletions++;
         c.current = undefined;
@@ -543,6 +584,20 @@ export class Cluster {
         key,
       );
       this.#lastKey.set(id, input.key);
+      if (this.batches && input.kind !== "get" && this.rng.chance(0.33)) {
+        const inputs: KvInput[] = [input];
+        const size = 2 + this.rng.int(3);
+        while (inputs.length < size && c.remaining > 0) {
+          c.remaining--;
+          inputs.push(
+            randomInput(this.rng, id, c.remaining, this.merges ? this.recent : undefined),
+          );
+        }
+        if (inputs.length > 1) {
+          this.submitBatch(id, inputs);
+          continue;
+        }
+      }
       const logRead = input.kind === "get" && (this.ownConflicts || this.rng.chance(0.25));
       this.submit(id, input, { logRead });
     }
@@ -572,6 +627,7 @@ export class Cluster {
 function normalize(result: CommandResult | undefined): string {
   if (result === undefined) return "undefined";
   if (!result.ok) return `error:${result.error}`;
+  if (result.batch !== undefined) return `batch[${result.batch.map(normalize).join(",")}]`;
   // Revisions aside: a fast result has none, and a key written by its client's own uncommitted
   // commands shows create and mod revision 0 in it (core.ts `#ownUncommitted`).
   return JSON.stringify(result.txn, (k, v) => {
@@ -691,6 +747,7 @@ export function simulate(seed: number, options: SimOptions = {}): SimResult {
   cluster.merges = options.merges ?? false;
   cluster.earlyAck = options.earlyAck ?? false;
   cluster.ownConflicts = options.ownConflicts ?? false;
+  cluster.batches = options.batches ?? false;
   const rng = cluster.rng;
   for (let i = 0; i < (options.clients ?? 3); i++) {
     cluster.addClient(`c${i}`, options.opsPerClient ?? 20);
@@ -777,6 +834,7 @@ export function simulate(seed: number, options: SimOptions = {}): SimResult {
     snapshotsTaken: cluster.snapshotsTaken,
     snapshotsSent: cluster.snapshotsSent,
     snapshotPieces: cluster.snapshotPieces,
+    batches: cluster.batchesSent,
   };
 }
 

@@ -7,6 +7,7 @@
  *   --early-ack: proposal replies leave once written, crashes are kill -9 (written data survives)
  *   --own-conflicts: each client mostly reuses its previous key (consecutive conflicting commands
  *     of one client), gets through the log, leader crashes ten times as often
+ *   --batches: a third of the writes go as batch commands of 2-4 operations (CurpKV's group commit)
  * Exit code 1 when any seed broke an invariant; the failing seeds are printed for replay.
  * @module
  */
@@ -15,7 +16,7 @@ import { parseArgs } from "node:util";
 import { simulate } from "./sim.ts";
 
 const USAGE = "usage: deno task sim --seeds N [--from K] | --seed S [--verbose]" +
-  " [--merges] [--early-ack] [--own-conflicts]";
+  " [--merges] [--early-ack] [--own-conflicts] [--batches]";
 
 function parseOptions() {
   try {
@@ -29,6 +30,7 @@ function parseOptions() {
         merges: { type: "boolean", default: false },
         "early-ack": { type: "boolean", default: false },
         "own-conflicts": { type: "boolean", default: false },
+        batches: { type: "boolean", default: false },
       },
     });
   } catch (e) {
@@ -77,6 +79,7 @@ for (const seed of seeds) {
     merges: values.merges,
     earlyAck: values["early-ack"],
     ownConflicts: values["own-conflicts"],
+    batches: values.batches,
   });
   fast += r.fast;
   slow += r.slow;

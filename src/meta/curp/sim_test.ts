@@ -74,3 +74,22 @@ Deno.test("sim_main: an unknown option gets one line naming it and the usage, ex
   assert.match(err, /^sim: Unknown option '--bogus'; usage: deno task sim --seeds N/);
   assert.equal(err.split("\n").length, 1);
 });
+
+Deno.test("curp sim: 200 seeds with batch commands (group commit), merges and own conflicts", () => {
+  // Batches of 2-4 operations: concurrent operations of the history, one command; with merges
+  // (some behind masked compares) and with each client mostly reusing its key, so batches
+  // conflict with the same client's earlier unsynced commands and with other clients'.
+  const failures: string[] = [];
+  let batches = 0, fast = 0;
+  for (let seed = 1; seed <= 200; seed++) {
+    for (const extra of [{ merges: true }, { ownConflicts: true }]) {
+      const r = simulate(seed, { batches: true, ...extra });
+      batches += r.batches;
+      fast += r.fast;
+      if (r.violations.length > 0) failures.push(`seed ${seed}: ${r.violations.join("; ")}`);
+      if (r.linearizable === undefined) failures.push(`seed ${seed}: history undecided`);
+    }
+  }
+  assert.deepEqual(failures, []);
+  assert.ok(batches > 400 && fast > 0, `${batches} batches, fast ${fast}`);
+});
