@@ -1709,3 +1709,48 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cluster reclaim: an unlink's reclaim (acknowledgements, purge) leaves the directory's other names cached on both nodes (lookups on A read nothing, B rereads only the directory inode)",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      const d = await a.vfs.mkdir(ctx, 1, name("d"), 0o755, 0);
+      const inos: number[] = [];
+      for (let i = 0; i < 8; i++) {
+        const created = await a.vfs.create(ctx, d.ino, name(`f${i}`), 0o644, 0, O_RDWR);
+        await a.vfs.release(created.attr.ino, created.fh, 0);
+        inos.push(created.attr.ino);
+      }
+      const lookUpAll = async (node: Node) => {
+        await node.vfs.lookup(ctx, 1, name("d"));
+        for (let i = 1; i < 8; i++) await node.vfs.lookup(ctx, d.ino, name(`f${i}`));
+      };
+      await lookUpAll(a);
+      await lookUpAll(b);
+      await a.vfs.unlink(ctx, d.ino, name("f0"));
+      // Both nodes acknowledge, A's reclaim round frees the orphan.
+      await until(async () => !(await exists(c.kv, keys.inode(inos[0]))), "f0 reclaimed");
+      await until(async () => !(await exists(c.kv, keys.orphan(inos[0]))), "orphan mark gone");
+      const reads = c.calls.reads;
+      await lookUpAll(a);
+      assert.equal(c.calls.reads - reads, 0, "A's lookups after the reclaim read the store");
+      // A made the directory: it knows every name, so a missing one costs no read either.
+      assert.equal(await errnoOf(() => a.vfs.lookup(ctx, d.ino, name("f0"))), "ENOENT");
+      assert.equal(await errnoOf(() => a.vfs.lookup(ctx, d.ino, name("nope"))), "ENOENT");
+      assert.equal(c.calls.reads - reads, 0, "A's lookups of missing names read the store");
+      // On B the unlink changed the directory's inode (its times) and the one name: B reads the
+      // directory's inode again once, and nothing for the other names.
+      await b.vfs.lookup(ctx, 1, name("d"));
+      assert.equal(c.calls.reads - reads, 1, "B reads the changed directory inode once");
+      await lookUpAll(b);
+      assert.equal(c.calls.reads - reads, 1, "B's lookups of the other names read the store");
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
