@@ -81,35 +81,25 @@ export function withoutInline(map: ChunkMap): ChunkMap {
   return out;
 }
 
-/** The runtime's own base64 (`Uint8Array.prototype.toBase64`, `Uint8Array.fromBase64`: V8 14+),
- * when present. The old encoder built a binary string with `String.fromCharCode(...bytes)` and
- * ran `btoa` on it: 22-28 us per 1 KiB chunk, 2.7 ms per 64 KiB one, against 0.2-0.4 us and
- * 11-29 us natively (a publish of a small file encodes its map once; src/cluster/README.md,
- * "Session 13: the mount's CPU per create"). Both give standard base64 with padding. */
-const nativeBase64 = Uint8Array.prototype as unknown as { toBase64?: () => string };
+/** The runtime's own base64 (`Uint8Array.prototype.toBase64`, `Uint8Array.fromBase64`: V8 14+,
+ * so Deno 2.9, which `scripts/setup.sh` pins; TypeScript's lib does not declare them yet). The old
+ * encoder built a binary string with `String.fromCharCode(...bytes)` and ran `btoa` on it: 22-28
+ * us per 1 KiB chunk, 2.7 ms per 64 KiB one, against 0.2-0.4 us and 11-29 us natively (a publish of
+ * a small file encodes its map once; src/cluster/README.md, "Session 13: the mount's CPU per
+ * create"). Both give standard base64 with padding. */
+const nativeToBase64 = (Uint8Array.prototype as unknown as { toBase64: () => string }).toBase64;
 const nativeFromBase64 = (Uint8Array as unknown as {
-  fromBase64?: (text: string) => Uint8Array<ArrayBuffer>;
+  fromBase64: (text: string) => Uint8Array<ArrayBuffer>;
 }).fromBase64;
 
 /** Standard base64 with padding (RFC 4648 section 4), as older builds wrote and read it. */
 export function toBase64(bytes: Uint8Array): string {
-  if (typeof nativeBase64.toBase64 === "function") {
-    return (nativeBase64.toBase64 as (this: Uint8Array) => string).call(bytes);
-  }
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000) as unknown as number[]);
-  }
-  return btoa(s);
+  return nativeToBase64.call(bytes);
 }
 
 /** The bytes of standard base64 (`toBase64`'s, or an older build's). */
 export function fromBase64(text: string): Uint8Array {
-  if (nativeFromBase64 !== undefined) return nativeFromBase64(text);
-  const s = atob(text);
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-  return out;
+  return nativeFromBase64(text);
 }
 
 export function decodeChunkMap(bytes: Uint8Array | undefined): ChunkMap {

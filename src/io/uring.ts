@@ -1118,6 +1118,11 @@ export class UringEngine implements IoEngine {
     words[w + 13] = 0;
     words[w + 14] = 0;
     words[w + 15] = 0;
+    this.#scheduleFlush();
+  }
+
+  /** Submit what is staged at the end of this turn (once per turn). */
+  #scheduleFlush(): void {
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       queueMicrotask(this.#flush);
@@ -1281,10 +1286,7 @@ export class UringEngine implements IoEngine {
     words[w + 13] = CLIENT_HIGH;
     words[w + 14] = 0;
     words[w + 15] = 0;
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      queueMicrotask(this.#flush);
-    }
+    this.#scheduleFlush();
   }
 
   #clientReady(): boolean {
