@@ -471,13 +471,14 @@ export class ReplicaServer {
    *
    * Leaving at once: the Ready's `proposeReply` messages (a witness's accept, the leader's
    * speculative result: README "Witness records acknowledged from the page cache"), and when
-   * every entry up to the commit index is already on disk here, a leader's `synced` messages,
-   * its quiet commit-only appends and the watch events of what was applied: each says only
-   * "committed", which a follower's append reply (sent after its fdatasync) and this disk make
-   * true. Everything else (appends carrying entries or answered, append replies, votes, other
-   * `synced`) leaves after the fdatasync, in Ready order. A Ready that changes the hard state or installs a snapshot sends nothing
-   * early and is waited for whole before the next one is built (a term or vote is on disk
-   * before anything is stepped under it).
+   * every entry up to the commit index is already on disk here, a leader's `synced` messages and
+   * the watch events of what was applied: each says only "committed", which a follower's append
+   * reply (sent after its fdatasync) and this disk make true. Everything else (appends, append
+   * replies, votes, other `synced`) leaves after the fdatasync, in Ready order (commit-only
+   * appends sent early too were tried: README "Where a proposal's time goes", session 14). A
+   * Ready that changes the hard state or installs a snapshot sends nothing early and is waited
+   * for whole before the next one is built (a term or vote is on disk before anything is
+   * stepped under it).
    */
   async #drain(): Promise<void> {
     while (!this.#closed && this.replica.hasReady()) {
@@ -503,7 +504,7 @@ export class ReplicaServer {
       for (const m of ready.messages) {
         const early = !barrier && (
           (this.#ackAfterWrite && m.type === "proposeReply") ||
-          (committedOnDisk && (m.type === "synced" || (m.type === "append" && m.quiet === true)))
+          (m.type === "synced" && committedOnDisk)
         );
         if (early) this.#send(m);
         else later.push(m);

@@ -415,18 +415,15 @@ export class Cluster {
       ready = { ...ready, messages: ready.messages.filter((m) => m.type !== "proposeReply") };
     }
     if (ready.hardState === undefined && ready.snapshot === undefined) {
-      // The server's pipelined output: a leader's `synced` replies and quiet commit-only
-      // appends leave at once when every committed entry is already on its disk (the fdatasync
-      // covering them completed).
+      // The server's pipelined output: a leader's `synced` replies leave at once when every
+      // committed entry is already on its disk (the fdatasync covering them completed).
       const d = n.disk;
       const c = r.commitIndex;
       const onDisk = c <= (d.snapshot?.index ?? 0) ||
         d.log.find((e) => e.index === c)?.term === r.termAt(c);
-      const early = (m: Message) =>
-        m.type === "synced" || (m.type === "append" && m.quiet === true);
-      if (onDisk && ready.messages.some(early)) {
-        for (const m of ready.messages) if (early(m)) this.#send(m);
-        ready = { ...ready, messages: ready.messages.filter((m) => !early(m)) };
+      if (onDisk && ready.messages.some((m) => m.type === "synced")) {
+        for (const m of ready.messages) if (m.type === "synced") this.#send(m);
+        ready = { ...ready, messages: ready.messages.filter((m) => m.type !== "synced") };
       }
     }
     const last = n.diskQueue.at(-1)?.at ?? 0;
