@@ -252,8 +252,14 @@ function isPackedName(b: Uint8Array, at: number, end: number, name: string): boo
 }
 
 /** [start, end) of the value of key `name` in the map at `at`, the last one when the key repeats
- * (as the decoder keeps it), or undefined (no such key, not a map). */
-function packedField(b: Uint8Array, at: number, name: string): [number, number] | undefined {
+ * (as the decoder keeps it), or undefined (no such key, not a map, or the map does not end at
+ * `end`: the skip went astray, and no bytes are better than wrong ones). */
+function packedField(
+  b: Uint8Array,
+  at: number,
+  name: string,
+  end: number,
+): [number, number] | undefined {
   const t = b[at];
   let n: number;
   if (t >= 0x80 && t <= 0x8f) {
@@ -274,22 +280,30 @@ function packedField(b: Uint8Array, at: number, name: string): [number, number] 
     at = skipPacked(b, at);
     if (isPackedName(b, key, value, name)) found = [value, at];
   }
-  return found;
+  return at === end ? found : undefined;
 }
 
 /** Remember the bytes of the commands in a decoded `propose` or `append` (`packedBytes`);
  * `payload` is the frame's version byte then its MessagePack value, `body` what it decoded to.
  * Anything unexpected leaves the command without bytes: it is then encoded as before. */
 export function notePacked(payload: Uint8Array, body: unknown): void {
+  try {
+    notePackedCommands(payload, body);
+  } catch {
+    // A value this skipper does not know (msgpackr decoded it): the commands are encoded again.
+  }
+}
+
+function notePackedCommands(payload: Uint8Array, body: unknown): void {
   const b = body as { type?: unknown; command?: unknown; entries?: unknown };
   if (b.type === "propose") {
     if (b.command === null || typeof b.command !== "object") return;
-    const span = packedField(payload, 1, "command");
+    const span = packedField(payload, 1, "command", payload.length);
     if (span !== undefined) packedBytes.set(b.command, payload.subarray(span[0], span[1]));
     return;
   }
   if (b.type !== "append" || !Array.isArray(b.entries) || b.entries.length === 0) return;
-  const span = packedField(payload, 1, "entries");
+  const span = packedField(payload, 1, "entries", payload.length);
   if (span === undefined) return;
   let at = span[0];
   const t = payload[at];
@@ -305,15 +319,18 @@ export function notePacked(payload: Uint8Array, body: unknown): void {
     at += 5;
   } else return;
   if (n !== b.entries.length) return;
+  const found: [object, Uint8Array][] = [];
   for (let i = 0; i < n; i++) {
     const end = skipPacked(payload, at);
     const command = (b.entries[i] as { command?: unknown } | null)?.command;
     if (command !== null && typeof command === "object") {
-      const field = packedField(payload, at, "command");
-      if (field !== undefined) packedBytes.set(command, payload.subarray(field[0], field[1]));
+      const field = packedField(payload, at, "command", end);
+      if (field !== undefined) found.push([command, payload.subarray(field[0], field[1])]);
     }
     at = end;
   }
+  if (at !== span[1]) return; // the entries do not end where the array does: keep none
+  for (const [command, bytes] of found) packedBytes.set(command, bytes);
 }
 
 /** Scratch buffer of `packReusing` (one encoding at a time: nothing in it awaits). */
