@@ -87,6 +87,13 @@ async function openChecked(
   const fh = core.addHandle(handle);
   core.state(ino).volume = record.volume ?? 0;
   try {
+    // An unlink that found no handle deletes the inode at once (`OpTxn.dropInode`): an open
+    // that read the record before that commit must not hold the deleted file (its local file
+    // becomes a spare). Counted first, so an unlink starting now keeps an orphan instead.
+    if (!created && core.mayBeDeleted(ino)) {
+      await core.deletionSettled(ino);
+      if (!(await core.ns.getInode(ino))) throw new FsError("ENOENT", `inode ${ino} was removed`);
+    }
     // A writer's inode is on the pending write-back list before its handle exists (core.ts).
     if (flags & libc.O_TRUNC) record = await truncateForOpen(core, ctx, ino, writer);
     else if (writer && !created && core.needsMark(ino)) await core.markPending(ino);
@@ -205,6 +212,7 @@ export function openCached(
   // A writer of an inode not on the pending write-back list takes a transaction: `open`.
   const writer = canWrite(flags);
   if (writer && core.needsMark(ino)) return undefined;
+  if (core.mayBeDeleted(ino)) return undefined;
   const fd = core.local.acquireSync(ino, record.size);
   if (fd === undefined) return undefined;
   const fh = core.addHandle(
