@@ -449,7 +449,9 @@ export class VfsCore {
       at.sec - record.atime.sec >= DAY_SECONDS;
   }
 
-  attr(record: InodeRecord): Attr {
+  /** The attributes of a record; `blocks` (st_blocks) from a stat of the local file unless
+   * given. */
+  attr(record: InodeRecord, blocks?: number): Attr {
     return {
       ino: record.ino,
       mode: record.mode,
@@ -458,7 +460,8 @@ export class VfsCore {
       gid: record.gid,
       rdev: record.rdev,
       size: record.size,
-      blocks: isReg(record.mode) ? this.local.blocks(record.ino) : isDir(record.mode) ? 8 : 0,
+      blocks: blocks ??
+        (isReg(record.mode) ? this.local.blocks(record.ino) : isDir(record.mode) ? 8 : 0),
       blksize: BLOCK_SIZE,
       atime: record.atime,
       mtime: record.mtime,
@@ -553,7 +556,10 @@ export class VfsCore {
     for (const [ino, record] of committed?.ghosts ?? []) {
       const state = this.inodes.get(ino);
       // Not when the kernel's FORGET came meanwhile: nothing can ask for the number any more.
-      if (state && state.lookups > 0) state.ghost = this.attr(record);
+      // No stat of the local file for st_blocks (it is about to go): what a dense file holds.
+      if (state && state.lookups > 0) {
+        state.ghost = this.attr(record, Math.ceil(record.size / BLOCK_SIZE) * (BLOCK_SIZE / 512));
+      }
     }
     for (const ino of inodes) {
       this.#deleting.get(ino)?.settle();
