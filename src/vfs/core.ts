@@ -188,7 +188,7 @@ export class OpTxn {
   readonly gone = new Set<number>();
   /** One node: regular files this transaction deletes at once although the kernel still looks
    * them up (`dropInode`); their `InodeState.ghost` is set at the commit. */
-  readonly ghosts = new Map<number, InodeRecord>();
+  ghosts: Map<number, InodeRecord> | undefined;
 
   constructor(core: VfsCore, tx: NsTxn) {
     this.#core = core;
@@ -246,7 +246,7 @@ export class OpTxn {
       this.#core.inodes.get(record.ino)!.handles === 0
     ) {
       this.#core.startDeleting(record.ino);
-      this.ghosts.set(record.ino, record);
+      (this.ghosts ??= new Map()).set(record.ino, record);
       await this.deleteInode(record.ino);
       return true;
     }
@@ -512,7 +512,9 @@ export class VfsCore {
     let result: T;
     try {
       result = await this.ns.transact(async (tx) => {
-        if (last) { for (const ino of last.ghosts.keys()) (deleting ??= new Set()).add(ino); }
+        if (last?.ghosts) {
+          for (const ino of last.ghosts.keys()) (deleting ??= new Set()).add(ino);
+        }
         const t = last = new OpTxn(this, tx);
         const result = await operation(t);
         if (t.unmarkable.size > 0) await this.#unmarkIn(t, unmarking ??= new Map());
@@ -523,7 +525,7 @@ export class VfsCore {
       committed = true;
     } finally {
       if (unmarking) this.#unmarkSettled(unmarking, undefined);
-      if (last) { for (const ino of last.ghosts.keys()) (deleting ??= new Set()).add(ino); }
+      if (last?.ghosts) { for (const ino of last.ghosts.keys()) (deleting ??= new Set()).add(ino); }
       if (deleting) this.#endDeleting(deleting, committed ? last : undefined);
     }
     if (unmarking) this.#unmarkSettled(unmarking, last!);
@@ -553,12 +555,14 @@ export class VfsCore {
   /** The transaction of `startDeleting` ended: committed (`committed` holds the ghosts of its
    * last run) or not. The ghosts are set before the waiting opens resume. */
   #endDeleting(inodes: Set<number>, committed: OpTxn | undefined): void {
-    for (const [ino, record] of committed?.ghosts ?? []) {
-      const state = this.inodes.get(ino);
-      // Not when the kernel's FORGET came meanwhile: nothing can ask for the number any more.
-      // No stat of the local file for st_blocks (it is about to go): what a dense file holds.
-      if (state && state.lookups > 0) {
-        state.ghost = this.attr(record, Math.ceil(record.size / BLOCK_SIZE) * (BLOCK_SIZE / 512));
+    if (committed?.ghosts) {
+      for (const [ino, record] of committed.ghosts) {
+        const state = this.inodes.get(ino);
+        // Not when the kernel's FORGET came meanwhile: nothing can ask for the number any more.
+        // No stat of the local file for st_blocks (it is about to go): what a dense file holds.
+        if (state && state.lookups > 0) {
+          state.ghost = this.attr(record, Math.ceil(record.size / BLOCK_SIZE) * (BLOCK_SIZE / 512));
+        }
       }
     }
     for (const ino of inodes) {

@@ -316,7 +316,12 @@ export async function create(
   // A new inode is as its create wrote it (nothing can have changed it or its local file before
   // this reply): no second read of the record, no stat of the local file for changes.
   const fresh = created && !core.cluster;
-  return { ...opened, attr: core.attr(fresh ? record : await core.record(record.ino)) };
+  // Its local file was just made or emptied to the new size 0 (`statAtSize`): no blocks, and no
+  // fstat to learn so.
+  return {
+    ...opened,
+    attr: fresh ? core.attr(record, 0) : core.attr(await core.record(record.ino)),
+  };
 }
 
 /** A create that made no inode: close and remove the local file made for the number. */
