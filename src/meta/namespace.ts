@@ -1325,11 +1325,12 @@ export class NsTxn {
   }
 
   /** Delete an inode with its xattrs and orphan mark (directory entries are the caller's);
-   * `pending`: its pending write-back mark too. */
-  deleteInode(ino: number, pending = false): void {
+   * `pending`: its pending write-back mark too; `orphan` false: the caller knows it has no
+   * orphan mark (it had a name until this transaction), so no delete of a key not there. */
+  deleteInode(ino: number, pending = false, orphan = true): void {
     const name = inodeKeyString(ino);
     this.#writeNamed(name, this.#knownKey(name) ?? keys.inode(ino), undefined);
-    this.#write(keys.orphan(ino), undefined);
+    if (orphan) this.#write(keys.orphan(ino), undefined);
     if (pending) this.#write(keys.pending(ino), undefined);
     const prefix = keys.xattrs(ino);
     this.#rangeDeletes.push({ key: prefix, rangeEnd: prefixEnd(prefix) });

@@ -247,7 +247,7 @@ export class OpTxn {
     ) {
       this.#core.startDeleting(record.ino);
       (this.ghosts ??= new Map()).set(record.ino, record);
-      await this.deleteInode(record.ino);
+      await this.deleteInode(record.ino, true, false);
       return true;
     }
     // Only regular files have open records (directories and special files keep no data).
@@ -258,14 +258,14 @@ export class OpTxn {
       this.tx.addOrphan(record.ino);
       return false;
     }
-    await this.deleteInode(record.ino, isReg(record.mode));
+    await this.deleteInode(record.ino, isReg(record.mode), false);
     return true;
   }
 
   /** Delete the inode (with, in a cluster, a regular file's chunk map; its objects go after the
    * commit). Other types have no chunk map or open records to read and delete. */
-  async deleteInode(ino: number, regular = true): Promise<void> {
-    this.tx.deleteInode(ino, this.#core.inodes.get(ino)?.marked === true);
+  async deleteInode(ino: number, regular = true, orphan = true): Promise<void> {
+    this.tx.deleteInode(ino, this.#core.inodes.get(ino)?.marked === true, orphan);
     this.gone.add(ino);
     this.folded.set(ino, this.#seqRead.get(ino) ?? this.#core.inodes.get(ino)?.dirtySeq ?? 0);
     const cluster = this.#core.cluster;
