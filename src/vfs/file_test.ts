@@ -525,6 +525,27 @@ Deno.test("an unlink of a closed file the kernel still looks up deletes it in it
   });
 });
 
+Deno.test("a rename over a closed file the kernel still looks up deletes it in the rename's transaction", async () => {
+  await withVfs(async (f) => {
+    const { vfs, dir } = f;
+    const old = await vfs.create(root, 1, n("old"), 0o644, 0, O_RDWR);
+    await vfs.write(root, old.attr.ino, old.fh, 0, n("old data"));
+    await vfs.release(old.attr.ino, old.fh, 0);
+    const tmp = await vfs.create(root, 1, n("tmp"), 0o644, 0, O_RDWR);
+    await vfs.write(root, tmp.attr.ino, tmp.fh, 0, n("new"));
+    await vfs.release(tmp.attr.ino, tmp.fh, 0);
+    const before = vfs.metaCounters.transactions;
+    await vfs.rename(root, 1, n("tmp"), 1, n("old"), 0); // an editor's atomic save
+    assert.equal((await vfs.getattr(root, old.attr.ino)).nlink, 0);
+    vfs.forget(old.attr.ino, 1);
+    await settled();
+    assert.equal(vfs.metaCounters.transactions - before, 1, "one transaction, none at the FORGET");
+    await assert.rejects(Deno.lstat(localPath(dir, old.attr.ino)), Deno.errors.NotFound);
+    assert.equal((await vfs.lookup(root, 1, n("old"))).ino, tmp.attr.ino);
+    assert.equal((await f.restart()).recovery.orphansPurged, 0);
+  });
+});
+
 Deno.test("an open racing with the unlink of its file: the open fails ENOENT or holds an orphan", async () => {
   // The kernel can send OPEN for a name it resolved before an UNLINK of it went out (open does
   // not lock the directory). An unlink that saw no handle deletes the inode at once; an open
