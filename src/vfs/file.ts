@@ -87,6 +87,13 @@ async function openChecked(
   const fh = core.addHandle(handle);
   core.state(ino).volume = record.volume ?? 0;
   try {
+    // An unlink that found no handle deletes the inode at once (`OpTxn.dropInode`): an open
+    // that read the record before that commit must not hold the deleted file (its local file
+    // becomes a spare). Counted first, so an unlink starting now keeps an orphan instead.
+    if (!created && core.mayBeDeleted(ino)) {
+      await core.deletionSettled(ino);
+      if (!(await core.ns.getInode(ino))) throw new FsError("ENOENT", `inode ${ino} was removed`);
+    }
     // A writer's inode is on the pending write-back list before its handle exists (core.ts).
     if (flags & libc.O_TRUNC) record = await truncateForOpen(core, ctx, ino, writer);
     else if (writer && !created && core.needsMark(ino)) await core.markPending(ino);
@@ -205,6 +212,7 @@ export function openCached(
   // A writer of an inode not on the pending write-back list takes a transaction: `open`.
   const writer = canWrite(flags);
   if (writer && core.needsMark(ino)) return undefined;
+  if (core.mayBeDeleted(ino)) return undefined;
   const fd = core.local.acquireSync(ino, record.size);
   if (fd === undefined) return undefined;
   const fh = core.addHandle(
@@ -308,7 +316,12 @@ export async function create(
   // A new inode is as its create wrote it (nothing can have changed it or its local file before
   // this reply): no second read of the record, no stat of the local file for changes.
   const fresh = created && !core.cluster;
-  return { ...opened, attr: core.attr(fresh ? record : await core.record(record.ino)) };
+  // Its local file was just made or emptied to the new size 0 (`statAtSize`): no blocks, and no
+  // fstat to learn so.
+  return {
+    ...opened,
+    attr: fresh ? core.attr(record, 0) : core.attr(await core.record(record.ino)),
+  };
 }
 
 /** A create that made no inode: close and remove the local file made for the number. */
