@@ -190,6 +190,11 @@ export function isDentryKey(key: Uint8Array): boolean {
   return key.length > PREFIX.length + 9 && key[PREFIX.length] === TAG_DENTRY;
 }
 
+/** The directory of a directory entry key (`keys.dentry`); undefined for every other key. */
+export function parentOfDentryKey(key: Uint8Array): number | undefined {
+  return isDentryKey(key) ? inoOfKey(key) : undefined;
+}
+
 /** The same for a cache key string (one char per byte). */
 function inoOfKeyString(name: string): number {
   let value = 0;
