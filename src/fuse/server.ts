@@ -314,8 +314,19 @@ export class FuseServer {
    * rename, unlink and link.
    */
   invalidateAttributes(ino: number): void {
+    // Nothing in flight: no reply with attributes read before the change can still come, so an
+    // inode the kernel does not hold now needs nothing, and no turn is taken (an idle node pays
+    // this for every inode other nodes change).
+    if (this.#inFlight === 0 && !this.#kernelHolds(ino)) {
+      this.notifyStats.invalInodeSkipped++;
+      return;
+    }
     if (this.#staleAttributes.size === 0) setImmediate(() => this.#flushStaleAttributes());
     this.#staleAttributes.add(ino);
+  }
+
+  #kernelHolds(ino: number): boolean {
+    return ino === ROOT_NODE_ID || this.vfs.knownToKernel(ino);
   }
 
   /** Writes the notifications `invalidateAttributes` gathered in one turn, each inode once. An
@@ -325,7 +336,7 @@ export class FuseServer {
    * answered in between (with attributes read before the change) makes the inode known. */
   #flushStaleAttributes(): void {
     for (const ino of this.#staleAttributes) {
-      if (ino !== ROOT_NODE_ID && !this.vfs.knownToKernel(ino)) {
+      if (!this.#kernelHolds(ino)) {
         this.notifyStats.invalInodeSkipped++;
         continue;
       }

@@ -237,13 +237,19 @@ Deno.test("server: attribute invalidations go once per inode per turn, only for 
     assert.deepEqual(written, [[INVAL_INODE, f.ino], [INVAL_INODE, 1]]);
     assert.equal(server.notifyStats.invalInodeSkipped, 2);
 
-    // Decided when written: a LOOKUP answered after the change was asked for makes g known.
+    // While a request is in flight, decided when written: a LOOKUP answered after the change
+    // was asked for (its attributes maybe read before it) makes g known.
     written.length = 0;
+    const statfs = send(server, request(Opcode.STATFS, 1, 7n));
+    assert.ok(!statfs.sync);
     server.invalidateAttributes(g.ino);
-    const lookup = send(server, request(Opcode.LOOKUP, 1, 7n, n("g\0")));
+    server.invalidateAttributes(999_999);
+    const lookup = send(server, request(Opcode.LOOKUP, 1, 8n, n("g\0")));
     assert.equal(errorOf((await lookup.wait)!), 0);
+    await statfs.wait;
     await nextTurn();
     assert.deepEqual(written, [[INVAL_INODE, g.ino]]);
+    assert.equal(server.notifyStats.invalInodeSkipped, 3);
   });
 });
 
