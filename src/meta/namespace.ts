@@ -1740,7 +1740,7 @@ function sameTime(a: Timespec, b: Timespec): boolean {
   return a.sec === b.sec && a.nsec === b.nsec;
 }
 
-function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
+export function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
   if (a === undefined || b === undefined) return a === b;
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
