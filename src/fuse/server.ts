@@ -286,6 +286,11 @@ export class FuseServer {
    * arrives and again when it is answered. An epoch bump empties it; undefined: too many to
    * track, every bump is sent. See `invalidateEntriesIn`. */
   #namedDirs: Set<number> | undefined = new Set();
+  /** Open directory handles, by directory. A READDIRPLUS entry is stamped with the epoch read
+   * when the kernel parses the reply, which may follow a bump written after the reply: such a
+   * directory stays in `#namedDirs` across bumps until its last handle is released (after the
+   * program's last getdents returned), and once more then. */
+  #openDirs = new Map<number, number>();
 
   constructor(device: FuseDevice, vfs: Vfs, options: ServerOptions = {}) {
     this.device = device;
@@ -370,8 +375,9 @@ export class FuseServer {
     if ((this.negotiated?.minor ?? 0) < INC_EPOCH_MINOR) return false;
     this.device.writeMessage(notifyIncEpoch() as Uint8Array<ArrayBuffer>);
     this.notifyStats.epoch++;
-    // Every name cached so far is stamped with an older epoch now: none needs another bump.
-    this.#namedDirs = new Set();
+    // Every name cached so far is stamped with an older epoch now: none needs another bump,
+    // but for listings whose replies the kernel may not have parsed yet (`#openDirs`).
+    this.#namedDirs = new Set(this.#openDirs.keys());
     return true;
   }
 
@@ -400,6 +406,14 @@ export class FuseServer {
       }
     }
     return this.invalidateAllEntries();
+  }
+
+  /** A directory handle was released: its READDIRPLUS replies were all parsed by now. */
+  #releasedDir(dir: number): void {
+    const open = this.#openDirs.get(dir) ?? 0;
+    if (open <= 1) this.#openDirs.delete(dir);
+    else this.#openDirs.set(dir, open - 1);
+    this.#namedDirs?.add(dir);
   }
 
   /** A request that can leave a dentry in the kernel names its directory (`#namedDirs`). */
@@ -563,9 +577,11 @@ export class FuseServer {
   ): void {
     const { header } = request;
     const unique = header.unique;
-    // Again at the reply: an epoch bump while the request was handled emptied the set, and a
-    // READDIRPLUS entry may be stamped with the epoch current when the reply is read.
+    // Again at the reply: an epoch bump while the request was handled emptied the set.
     this.#noteNamed(request);
+    if (header.opcode === Opcode.OPENDIR && !failed) {
+      this.#openDirs.set(header.nodeid, (this.#openDirs.get(header.nodeid) ?? 0) + 1);
+    } else if (header.opcode === Opcode.RELEASEDIR) this.#releasedDir(header.nodeid);
     this.counters.record(header.opcode, monotonicSeconds() - started, failed);
     if (this.#options.trace) this.#traceRequest(header.opcode, header.nodeid, started, failed);
     if (reply === null) {

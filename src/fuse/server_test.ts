@@ -285,5 +285,24 @@ Deno.test("server: an entry epoch bump only when the kernel may hold a name in a
     assert.equal(server.invalidateAllEntries(), true);
     assert.equal(server.invalidateEntriesIn([1]), false);
     assert.equal(server.notifyStats.epoch, 3);
+
+    // A listing's entries are stamped when the kernel parses the reply, maybe after a bump:
+    // d stays named across bumps while a handle of it is open, and once more after its release.
+    const opendir = send(server, request(Opcode.OPENDIR, d.ino, 10n, new Uint8Array(8)));
+    const fh = new DataView((await opendir.wait)!.buffer, 16).getBigUint64(0, true);
+    const read = new Uint8Array(40); // fuse_read_in: fh, offset, size...
+    new DataView(read.buffer).setBigUint64(0, fh, true);
+    new DataView(read.buffer).setUint32(16, 4096, true);
+    assert.equal(
+      errorOf((await send(server, request(Opcode.READDIRPLUS, d.ino, 12n, read)).wait)!),
+      0,
+    );
+    assert.equal(server.invalidateEntriesIn([d.ino]), true);
+    assert.equal(server.invalidateEntriesIn([d.ino]), true, "open: still named");
+    const release = new Uint8Array(24); // fuse_release_in: fh u64 first
+    new DataView(release.buffer).setBigUint64(0, fh, true);
+    await send(server, request(Opcode.RELEASEDIR, d.ino, 11n, release)).wait;
+    assert.equal(server.invalidateEntriesIn([d.ino]), true, "released: named once more");
+    assert.equal(server.invalidateEntriesIn([d.ino]), false);
   });
 });
