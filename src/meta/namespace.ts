@@ -190,6 +190,11 @@ export function isDentryKey(key: Uint8Array): boolean {
   return key.length > PREFIX.length + 9 && key[PREFIX.length] === TAG_DENTRY;
 }
 
+/** The directory of a directory entry key (`keys.dentry`); undefined for every other key. */
+export function parentOfDentryKey(key: Uint8Array): number | undefined {
+  return isDentryKey(key) ? inoOfKey(key) : undefined;
+}
+
 /** The same for a cache key string (one char per byte). */
 function inoOfKeyString(name: string): number {
   let value = 0;
@@ -1742,7 +1747,7 @@ function sameTime(a: Timespec, b: Timespec): boolean {
   return a.sec === b.sec && a.nsec === b.nsec;
 }
 
-function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
+export function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
   if (a === undefined || b === undefined) return a === b;
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;

@@ -55,23 +55,25 @@ export async function open(
   ino: number,
   flags: number,
 ): Promise<OpenResult> {
-  await core.cluster?.beforeOpen(ino);
+  const changed = await core.cluster?.beforeOpen(ino);
   const record = await core.record(ino);
   if (isDir(record.mode) && (canWrite(flags) || flags & libc.O_TRUNC)) {
     throw new FsError("EISDIR", `inode ${ino} is a directory`);
   }
   checkAccess(ctx, record, accessMask(flags));
-  return await openChecked(core, ctx, record, flags);
+  return await openChecked(core, ctx, record, flags, false, changed !== false);
 }
 
 /** Open after the permission check (create skips it: a new file opens whatever its mode).
- * `created`: this open's create made the inode. */
+ * `created`: this open's create made the inode. `changed` (cluster): the inode may have changed
+ * since the kernel took its attributes (ClusterData.beforeOpen). */
 async function openChecked(
   core: VfsCore,
   ctx: Ctx,
   record: InodeRecord,
   flags: number,
   created = false,
+  changed = true,
 ): Promise<OpenResult> {
   const ino = record.ino;
   if (!isReg(record.mode)) {
@@ -125,8 +127,10 @@ async function openChecked(
         // The kernel may hold this inode's attributes from before another node's change (a
         // stat here within the attribute timeout): its i_size bounds every read, and pages
         // dropped above are read again only up to it (a truncate or extension on B, then a
-        // read on A, read A's old size). A created file's attributes are the create's reply.
-        attributesStale: !created,
+        // read on A, read A's old size). A created file's attributes are the create's reply;
+        // a record unchanged since this node's last open needs nothing (that open had them
+        // dropped), which spares the notice and the GETATTR of the program's fstat after it.
+        attributesStale: !created && (changed || (flags & libc.O_TRUNC) !== 0),
       };
     }
     return localOpen(core, record, flags, fh, fd, atimeDue);
