@@ -4,7 +4,7 @@
 
 Usage (root): daemon_cpu.py --variant main=/work/main --variant branch=/work/h5 \\
     [--rounds 3] [--files 2000] [--dirs 2000] [--work /tmp/daemon-cpu] [--out DIR]
-    [--data-root DIR] [--jobs flat-w1,flat-w4,tree-w1,dirs-w1]
+    [--data-root DIR] [--jobs flat-w1,flat-w4,tree-w1,dirs-w1] [--env NAME=KEY=VALUE ...]
 
 Each round mounts every variant in turn (in reverse order every other round) (`deno run -A CHECKOUT/mod.ts mount --http off` on a
 fresh data directory) and on each runs the bench's meta_worker (bench/meta/meta_worker.c,
@@ -74,17 +74,27 @@ def cpu_between(start, end):
     return total1 - total0
 
 
+def peak_rss_kib(pid):
+    """The daemon's peak resident set (VmHWM, KiB), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), None)
+    except FileNotFoundError:
+        return None
+
+
 def mounted(path):
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4] == path and "fuse.skyfs" in line for line in f)
 
 
-def mount(checkout, mnt, data, log):
+def mount(checkout, mnt, data, log, env=None):
     os.makedirs(mnt, exist_ok=True)
     os.makedirs(data, exist_ok=True)
     proc = subprocess.Popen(
         ["deno", "run", "-A", "--quiet", "mod.ts", "mount", mnt, "--data", data, "--http", "off"],
-        cwd=checkout, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        cwd=checkout, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        env={**os.environ, **(env or {})})
     deadline = time.time() + 60
     while not mounted(mnt):
         if proc.poll() is not None or time.time() > deadline:
@@ -164,7 +174,14 @@ def main():
                         "tmpfs, to take the data disk's journal (shared with other work) out")
     parser.add_argument("--jobs", default="flat-w1,flat-w4,tree-w1,dirs-w1",
                         help="comma-separated subset of flat-w1,flat-w4,tree-w1,dirs-w1")
+    parser.add_argument("--env", action="append", default=[],
+                        help="NAME=KEY=VALUE: an environment variable for variant NAME's daemon "
+                        "only (e.g. semi=DENO_V8_FLAGS=--max-semi-space-size=32); repeatable")
     args = parser.parse_args()
+    envs = {}
+    for item in args.env:
+        name, key, value = item.split("=", 2)
+        envs.setdefault(name, {})[key] = value
     variants = [v.split("=", 1) for v in args.variant]
     wanted = args.jobs.split(",")
     unknown = [j for j in wanted if j not in ("flat-w1", "flat-w4", "tree-w1", "dirs-w1")]
@@ -187,7 +204,7 @@ def main():
             if args.data_root:
                 data = os.path.join(args.data_root, f"{name}-r{round_no}")
             with open(os.path.join(args.work, f"{name}-r{round_no}.log"), "w") as log:
-                proc = mount(checkout, mnt, data, log)
+                proc = mount(checkout, mnt, data, log, envs.get(name))
                 try:
                     jobs = []
                     for layout, workers in JOBS:
@@ -200,6 +217,7 @@ def main():
                         jobs.append(("dirs-w1", run_dirs(proc.pid, os.path.join(mnt, "dirs"),
                                                          args.dirs)))
                 finally:
+                    rss = peak_rss_kib(proc.pid)
                     unmount(proc, mnt)
                     if args.data_root:
                         subprocess.run(["rm", "-rf", data], check=True)
@@ -220,7 +238,10 @@ def main():
                         "load": float(load), "time": time.strftime("%H:%M:%S", time.gmtime()),
                     }) + "\n")
                     raw.flush()
-            print(f"round {round_no} {name} done, load {load}", file=sys.stderr)
+            raw.write(json.dumps({"round": round_no, "variant": name, "peak_rss_kib": rss,
+                                  "load": float(load)}) + "\n")
+            print(f"round {round_no} {name} done, load {load}, peak RSS {rss} KiB",
+                  file=sys.stderr)
     names = [name for name, _ in variants]
     head = "| job | phase | " + " | ".join(
         f"{n} CPU us/op | {n} ops/s | {n} JS thread switches/op vol+invol | {n} other threads" for n in names) + " | CPU ratio |"

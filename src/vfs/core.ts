@@ -403,6 +403,23 @@ export class VfsCore {
    */
   recordCached(ino: number): InodeRecord | undefined {
     this.observeLocal(ino);
+    return this.#cachedCurrent(ino);
+  }
+
+  /**
+   * `attr(recordCached(ino))`, with the stat `observeLocal` takes of an open local file serving
+   * st_blocks as well: `attr` would fstat the same fd again in the same synchronous run (two
+   * `fstat`s per GETATTR or LOOKUP of a file open in the daemon, one now). The fast path of
+   * GETATTR and LOOKUP.
+   */
+  attrCached(ino: number): Attr | undefined {
+    const st = this.observeLocal(ino);
+    const record = this.#cachedCurrent(ino);
+    if (record === undefined) return undefined;
+    return this.attr(record, st !== undefined && isReg(record.mode) ? st.blocks : undefined);
+  }
+
+  #cachedCurrent(ino: number): InodeRecord | undefined {
     const record = this.ns.cachedInode(ino);
     if (record === undefined) return undefined;
     if (record === null) throw new FsError("ENOENT", `inode ${ino} does not exist`);

@@ -112,18 +112,17 @@ export function lookupCached(
   const dirent = core.ns.cachedDirent(parent, name);
   if (dirent === undefined) return undefined;
   if (dirent === null) return null;
-  const record = core.recordCached(dirent.ino);
-  if (record === undefined) return undefined;
+  const attr = core.attrCached(dirent.ino);
+  if (attr === undefined) return undefined;
   core.state(dirent.ino).lookups++;
-  return core.attr(record);
+  return attr;
 }
 
 /** `getattr` from the namespace's cache alone; undefined when the store must be asked. */
 export function getattrCached(core: VfsCore, ino: number): Attr | undefined {
   const ghost = core.inodes.get(ino)?.ghost;
   if (ghost) return ghost;
-  const record = core.recordCached(ino);
-  return record && core.attr(record);
+  return core.attrCached(ino);
 }
 
 /** The kernel dropped `nlookup` references. An unlinked inode may now be freed. */

@@ -5,7 +5,7 @@ import { alice, bob, n, root, text, withVfs } from "./_testing.ts";
 import { Errno, FsError } from "../fs_error.ts";
 import { createPortableEngine } from "../io/portable.ts";
 import type { IoEngine } from "../io/types.ts";
-import { INLINE_UNLINK_MAX_BYTES, isJournalLessExt4 } from "../cache/local.ts";
+import { INLINE_UNLINK_MAX_BYTES, isJournalLessExt4, LocalStore } from "../cache/local.ts";
 import * as libc from "../io/libc.ts";
 import type { Timespec, Vfs } from "./types.ts";
 import type { AtimeRule } from "./core.ts";
@@ -706,5 +706,36 @@ Deno.test("libc.statC: a direct stat of a C string path; the quiet errno gives u
     assert.throws(() => libc.statC(c(`${dir}/missing`)), errno("ENOENT"));
     assert.throws(() => libc.statC(c(`${dir}/missing/x`), Errno.ENOTDIR), errno("ENOENT"));
     return Promise.resolve();
+  });
+});
+
+Deno.test("GETATTR and LOOKUP of a file open in the daemon take st_blocks from the stat that looks for passthrough changes: one fstat, not two", async () => {
+  await withVfs(async ({ vfs }) => {
+    const c = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    const ino = c.attr.ino;
+    await vfs.write(root, ino, c.fh, 0, new Uint8Array(64 * 1024).fill(7));
+    await vfs.getattr(root, ino); // the write is taken in; the handle stays open
+    const blocks = LocalStore.prototype.blocks;
+    let calls = 0;
+    LocalStore.prototype.blocks = function (this: LocalStore, i: number) {
+      calls++;
+      return blocks.call(this, i);
+    };
+    try {
+      const attr = vfs.getattrCached?.(root, ino);
+      const entry = vfs.lookupCached?.(root, 1, n("f"));
+      assert.equal(calls, 0, "st_blocks from observeLocal's fstat, no second stat of the fd");
+      assert.ok(attr && entry, "answered from the cache");
+      assert.equal(attr.size, 64 * 1024);
+      assert.ok(attr.blocks >= 128, `${attr.blocks} blocks for 64 KiB written`);
+      assert.equal(entry.blocks, attr.blocks);
+      // A closed file has no fd to look at: its local file is stat'ed by path, as before.
+      await vfs.release(ino, c.fh, 0);
+      calls = 0;
+      assert.equal(vfs.getattrCached?.(root, ino)?.blocks, attr.blocks);
+      assert.equal(calls, 1);
+    } finally {
+      LocalStore.prototype.blocks = blocks;
+    }
   });
 });
