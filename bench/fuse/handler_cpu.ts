@@ -1,6 +1,7 @@
 /**
  * The JS thread's cost of one cheap request, without the kernel: `FuseServer.handleRequest` of a
- * GETATTR, a LOOKUP, and an OPEN + RELEASE of files held in the namespace's cache (and, with
+ * GETATTR, a LOOKUP, and an OPEN + RELEASE of files held in the namespace's cache (with
+ * `--ops getattr-open`, a GETATTR of files each held open by a handle; and, with
  * `--ops rename,unlink`, a RENAME of each file to a new name in its directory and back, and an
  * UNLINK of each of a fresh set of empty files, made untimed before each pass, with `unlink+forget`
  * the kernel's FORGET after each and its purge; with `--ops create`
@@ -155,6 +156,16 @@ async function runOpenClose(tree: Tree): Promise<number> {
     }
   }
   return (performance.now() - t0) * 1e6 / (loops * tree.opens.length * 2);
+}
+
+/** GETATTR of files each held open by one handle (untimed open and release around the pass), as
+ * a program's fstat of a passthrough fd whose attributes the kernel does not cache. */
+async function runGetattrOpen(tree: Tree): Promise<number> {
+  const fhs: number[] = [];
+  for (const ino of tree.inos) fhs.push((await tree.vfs.open(root, ino, 0)).fh);
+  const ns = await run(tree, tree.getattrs);
+  for (let i = 0; i < fhs.length; i++) await tree.vfs.release(tree.inos[i], fhs[i], 0);
+  return ns;
 }
 
 /** One request, awaiting its reply (no timer turn: a write's reply comes after the log write). */
@@ -319,6 +330,7 @@ for (let round = 0; round < rounds; round++) {
     for (
       const [op, fn] of [
         ["getattr", () => run(tree, tree.getattrs)],
+        ["getattr-open", () => runGetattrOpen(tree)],
         ["lookup", () => run(tree, tree.lookups)],
         ["open+release", () => runOpenClose(tree)],
         ["rename", () => runRename(tree)],
