@@ -423,7 +423,7 @@ export class LocalStore {
     const fd = this.fdOf(ino);
     if (fd !== undefined) return libc.fstat(fd).blocks;
     // A direct stat of the path built in place: no string, encoding or exception per call.
-    return libc.statC(this.#cPath(ino), Errno.ENOENT)?.blocks ?? 0;
+    return libc.statBlocksC(this.#cPath(ino), Errno.ENOENT) ?? 0;
   }
 
   /** Make the local file's directory entry durable (once per inode and process). */

@@ -501,6 +501,19 @@ export function statC(path: Uint8Array, quiet?: number): Stat | undefined {
   return parseStat();
 }
 
+/**
+ * `statC(path, quiet)?.blocks` without the `Stat` object (15 fields, 0.4-0.5 KB of heap per call):
+ * st_blocks of a closed local file is all a GETATTR, LOOKUP or READDIRPLUS entry needs of it.
+ */
+export function statBlocksC(path: Uint8Array, quiet?: number): number | undefined {
+  const r = sys().skyfs_sys_stat(buf(path), statBuffer);
+  if (r < 0) {
+    if (-r === quiet) return undefined;
+    failed(r, "stat", showC(path));
+  }
+  return statView.getInt32(68, true) * 2 ** 32 + statView.getUint32(64, true);
+}
+
 /** open(2) of a NUL-terminated C string path (see `statC`), with O_CLOEXEC. */
 export function openC(path: Uint8Array, flags: number, mode = 0o600): number {
   const fd = sys().skyfs_sys_open(buf(path), flags | O_CLOEXEC, mode);

@@ -127,7 +127,7 @@ Deno.test(
 );
 
 Deno.test(
-  "libc errno: stat, statC (quiet), fstat, statvfs, fstatvfs",
+  "libc errno: stat, statC and statBlocksC (quiet), fstat, statvfs, fstatvfs",
   withTempDir((dir) => {
     Deno.writeTextFileSync(`${dir}/file`, "x");
     assert.throws(() => libc.stat(`${dir}/missing`), code("ENOENT"));
@@ -137,6 +137,15 @@ Deno.test(
     assert.throws(() => libc.statC(c(`${dir}/file/x`), Errno.ENOENT), code("ENOTDIR"));
     assert.throws(() => libc.statC(c(`${dir}/missing`)), code("ENOENT"));
     assert.equal(libc.statC(c(`${dir}/file`), Errno.ENOENT)?.size, 1);
+    // statBlocksC: st_blocks alone, the same errno rules.
+    Deno.writeFileSync(`${dir}/big`, new Uint8Array(256 * 1024).fill(1));
+    const blocks = libc.statBlocksC(c(`${dir}/big`));
+    assert.equal(blocks, libc.statC(c(`${dir}/big`))?.blocks);
+    assert.equal(blocks, Deno.statSync(`${dir}/big`).blocks);
+    assert.ok(blocks! >= 512, `${blocks} blocks for 256 KiB`);
+    assert.equal(libc.statBlocksC(c(`${dir}/missing`), Errno.ENOENT), undefined);
+    assert.throws(() => libc.statBlocksC(c(`${dir}/file/x`), Errno.ENOENT), code("ENOTDIR"));
+    assert.throws(() => libc.statBlocksC(c(`${dir}/missing`)), code("ENOENT"));
     assert.throws(() => libc.fstat(987654), code("EBADF"));
     assert.throws(() => libc.statvfs(`${dir}/missing`), code("ENOENT"));
     assert.throws(() => libc.fstatvfs(987654), code("EBADF"));

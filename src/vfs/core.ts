@@ -23,7 +23,6 @@ import type { IoEngine } from "../io/types.ts";
 import type * as libc from "../io/libc.ts";
 import type { MetaKV } from "../meta/kv.ts";
 import {
-  copyInode,
   type InodeRecord,
   type Namespace,
   type NsTxn,
@@ -293,14 +292,17 @@ function atimeOnly(dirty: Dirty | undefined): boolean {
     dirty.mtime === undefined && dirty.ctime === undefined;
 }
 
+/** `record` with the pending attributes applied, changed in place: every caller passes a record
+ * just decoded from the store's or the cache's bytes (`getInode`, `cachedInode`), which nothing
+ * else holds, so the copy this made (an object and four times per GETATTR, LOOKUP or OPEN of an
+ * inode with pending attributes) bought nothing. */
 function applyDirty(record: InodeRecord, dirty: Dirty | undefined): InodeRecord {
   if (!dirty) return record;
-  const out = copyInode(record);
-  if (dirty.size !== undefined) out.size = dirty.size;
-  if (dirty.atime) out.atime = dirty.atime;
-  if (dirty.mtime) out.mtime = dirty.mtime;
-  if (dirty.ctime) out.ctime = dirty.ctime;
-  return out;
+  if (dirty.size !== undefined) record.size = dirty.size;
+  if (dirty.atime) record.atime = dirty.atime;
+  if (dirty.mtime) record.mtime = dirty.mtime;
+  if (dirty.ctime) record.ctime = dirty.ctime;
+  return record;
 }
 
 export class VfsCore {
