@@ -534,8 +534,9 @@ export class ReplicaServer {
         applied = false;
       }
       // A leader's entries whose appends all left early still need the fdatasync that lets it
-      // count itself (a follower's witness record alone does not: `#syncLeftOver`).
-      const unstable = mark.index > this.replica.stableIndex;
+      // count itself. Not a follower's: its entries come with append replies that wait for one,
+      // and a witness record alone starts none (`#syncLeftOver`).
+      const unstable = this.replica.role === "leader" && mark.index > this.replica.stableIndex;
       if (later.length > 0 || applied || unstable) {
         const durable = this.#durable();
         const previous = this.#outbox;
