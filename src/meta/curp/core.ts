@@ -186,8 +186,13 @@ export interface Applied {
  *    witness pool with `pool`; fsync.
  * 2. Only then send `messages` (to replicas and clients). A reply sent before step 1 could promise
  *    a vote, a log entry or a witness record that a crash then forgets. (server.ts sends a Ready's
- *    proposal replies, and a leader's `synced` when every committed entry is on its disk, once the
- *    Ready is written and before its fdatasync: README "Where a proposal's time goes".)
+ *    proposal replies, a leader's appends, and a leader's `synced` when every committed entry is
+ *    on its disk, once the Ready is written and before its fdatasync, unless it changes the hard
+ *    state: README "Where a proposal's time goes" and "The leader's fdatasync off the commit
+ *    chain".)
+ * 3. Once the fdatasync covering it completed, call `stableTo(index, term)` with the log's last
+ *    entry as it was when the Ready was taken (read `lastIndex` and `termAt(lastIndex)` right
+ *    after `ready()`): a leader counts its own entries toward a commit only from then on.
  * If the process dies before step 1 finishes, the messages must not be sent: restart the replica
  * from what storage holds. `applied` needs nothing; it reports what was executed.
  * `compaction` (this replica folded its applied entries into a snapshot) needs nothing before the
@@ -380,7 +385,11 @@ export class Replica {
   #heartbeatElapsed = 0;
   #votes = new Map<NodeId, WitnessRecord[]>();
   #nextIndex = new Map<NodeId, number>();
+  /** Followers' match indexes (the leader's own is `#stableIndex`). */
   #matchIndex = new Map<NodeId, number>();
+  /** The last log entry the caller reported durable (`stableTo`): as leader, how far this
+   * replica counts itself toward a commit. */
+  #stableIndex = 0;
   #heardFrom = new Set<NodeId>();
   #readyIndex = Number.MAX_SAFE_INTEGER;
   /** Leader: its uncommitted command entries by index, indexed by the keys they name: the
@@ -447,6 +456,7 @@ export class Replica {
     for (const e of this.log) if (e.command) this.#inLog.set(idKey(e.command), e.index);
     this.#handlers = this.#followerHandlers;
     this.#resetElectionTimer();
+    this.#stableIndex = this.lastIndex; // read back from the disk
   }
 
   get lastIndex(): number {
@@ -558,6 +568,26 @@ export class Replica {
     this.#messages = [];
     this.#applied = [];
     return r;
+  }
+
+  /** The last log entry reported durable by `stableTo` (or read back at start). */
+  get stableIndex(): number {
+    return this.#stableIndex;
+  }
+
+  /**
+   * Step 3 of `Ready`: the fdatasync covering every Ready taken so far up to one completed, and
+   * `index`/`term` were the log's last entry (`lastIndex`, `termAt(lastIndex)`) when that Ready
+   * was taken. A leader counts its own copy of entries toward a commit only up to here, so it may
+   * send its appends before its own fdatasync (README "The leader's fdatasync off the commit
+   * chain"). A mark whose entry was since replaced (truncated, or a snapshot installed) is
+   * ignored: a log holding an entry of that index and term holds the same entries up to it (log
+   * matching), so it is a newer entry only if the term differs.
+   */
+  stableTo(index: number, term: number): void {
+    if (index <= this.#stableIndex || this.termAt(index) !== term) return;
+    this.#stableIndex = index;
+    if (this.role === "leader") this.#advanceCommit();
   }
 
   hasReady(): boolean {
@@ -788,7 +818,6 @@ export class Replica {
       this.#nextIndex.set(r, this.lastIndex);
       this.#matchIndex.set(r, 0);
     }
-    this.#matchIndex.set(this.id, this.lastIndex);
     this.#leaseDeadlines.clear();
     this.#expiring.clear();
     for (const l of this.kv.leases()) {
@@ -816,7 +845,6 @@ export class Replica {
     this.#lastExpire = entry.index;
     this.leaderAppends++;
     this.#unstableFrom = Math.min(this.#unstableFrom, entry.index);
-    this.#matchIndex.set(this.id, this.lastIndex);
     this.#broadcastAppend();
     this.#advanceCommit();
   }
@@ -920,7 +948,6 @@ export class Replica {
       this.#uncommitted.add(entry.index, command);
     }
     this.#unstableFrom = Math.min(this.#unstableFrom, entry.index);
-    this.#matchIndex.set(this.id, this.lastIndex);
   }
 
   #truncateFrom(index: number): void {
@@ -933,6 +960,7 @@ export class Replica {
       }
     }
     this.#unstableFrom = Math.min(this.#unstableFrom, index);
+    this.#stableIndex = Math.min(this.#stableIndex, index - 1);
   }
 
   /** `quiet`: an append carrying no entries to a follower that holds them all is marked quiet
@@ -1072,7 +1100,11 @@ export class Replica {
   }
 
   #advanceCommit(): void {
-    const matches = this.replicas.map((r) => this.#matchIndex.get(r) ?? 0).sort((a, b) => b - a);
+    // The leader's own copy counts only as far as its fdatasync covered it (`stableTo`): its
+    // appends may leave before that fdatasync (Raft's parallel persist, Ongaro's thesis 10.2.1).
+    const own = Math.min(this.#stableIndex, this.lastIndex);
+    const matches = this.replicas.map((r) => r === this.id ? own : this.#matchIndex.get(r) ?? 0)
+      .sort((a, b) => b - a);
     const majorityMatch = matches[this.f];
     // Only entries of the current term commit by counting (Raft's rule, figure 8).
     if (majorityMatch > this.commitIndex && this.termAt(majorityMatch) === this.term) {
@@ -1226,6 +1258,8 @@ export class Replica {
       this.log.splice(0, snap.index - this.snapshotIndex);
     } else {
       this.log.length = 0;
+      // Not durable until the Ready storing the snapshot is (its stableTo says so).
+      this.#stableIndex = Math.min(this.#stableIndex, this.snapshotIndex);
     }
     this.#inLog.clear();
     for (const e of this.log) if (e.command) this.#inLog.set(idKey(e.command), e.index);

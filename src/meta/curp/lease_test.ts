@@ -6,12 +6,21 @@ import type { AdminOp } from "./command.ts";
 import type { TxnRequest } from "../kv.ts";
 import { keyBytes } from "./command.ts";
 
+/** Take every Ready, each made durable at once (core.ts `stableTo`: a leader commits its own
+ * entries only then). */
+function settle(r: Replica): void {
+  while (r.hasReady()) {
+    r.ready();
+    r.stableTo(r.lastIndex, r.termAt(r.lastIndex));
+  }
+}
+
 function soloLeader(): Replica {
   // One replica is its own majority: it elects itself after the election timeout.
   const r = new Replica({ id: "a", replicas: ["a"], random: () => 0, tickMs: 100 });
   for (let i = 0; i < 20 && r.role !== "leader"; i++) r.tick();
   assert.equal(r.role, "leader");
-  r.ready();
+  settle(r);
   return r;
 }
 
@@ -24,12 +33,14 @@ function propose(r: Replica, txn: TxnRequest, admin?: AdminOp): void {
     to: "a",
     command: { clientId: "c", seq, firstUnacked: seq, txn, ...(admin ? { admin } : {}) },
   });
-  r.ready();
+  settle(r);
 }
 
 function ticks(r: Replica, n: number): void {
-  for (let i = 0; i < n; i++) r.tick();
-  r.ready();
+  for (let i = 0; i < n; i++) {
+    r.tick();
+    settle(r);
+  }
 }
 
 Deno.test("curp lease: the leader expires a lease through the log, keepAlive postpones it", () => {

@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { Cluster } from "./sim.ts";
-import type { Replica } from "./core.ts";
+import { Replica } from "./core.ts";
 
 function steadyCluster(seed: number): { cluster: Cluster; leader: Replica } {
   const cluster = new Cluster(seed, 3);
@@ -189,6 +189,8 @@ Deno.test("curp: an append that only moves the commit index to a caught-up follo
   const { cluster } = steadyCluster(4);
   cluster.addClient("c0", 0);
   const seen = { quiet: 0, appends: 0, replies: 0 };
+  // Replies sent up to 2 units from now may answer appends sent before (delays are 1-3 units).
+  const since = cluster.time;
   cluster.dropIf = (m) => {
     if (m.type === "append") {
       seen.appends++;
@@ -197,7 +199,7 @@ Deno.test("curp: an append that only moves the commit index to a caught-up follo
         assert.deepEqual(m.entries, []);
       }
     }
-    if (m.type === "appendReply") seen.replies++;
+    if (m.type === "appendReply" && cluster.time > since + 2) seen.replies++;
     return false;
   };
   for (let i = 0; i < 5; i++) {
@@ -365,4 +367,44 @@ Deno.test("curp: a leader neither resends nor restarts a snapshot transfer while
   );
   cluster.finalChecks();
   assert.deepEqual(cluster.violations, []);
+});
+
+Deno.test("curp core: a leader counts its own entries toward a commit only once stableTo says they are durable", () => {
+  // Raft's parallel persist: the leader's appends leave before its own fdatasync (server.ts), so
+  // its copy of an entry counts toward the majority only once that fdatasync completed.
+  const r = new Replica({ id: "a", replicas: ["a", "b", "c"], random: () => 0 });
+  while (r.role === "follower") r.tick();
+  r.step({ type: "preVoteReply", from: "b", to: "a", term: r.term + 1, granted: true });
+  assert.equal(r.role, "candidate");
+  r.step({ type: "voteReply", from: "b", to: "a", term: r.term, granted: true, pool: [] });
+  assert.equal(r.role, "leader");
+  const ready = r.ready();
+  const noop = r.lastIndex;
+  const appends = ready.messages.filter((m) => m.type === "append");
+  assert.equal(appends.length, 2);
+  assert.equal(r.stableIndex, 0, "the no-op is not durable yet");
+  // One follower holds it: with the leader's copy not yet durable that is 1 of 3, no commit.
+  const reply = (from: string, matchIndex: number) =>
+    r.step({ type: "appendReply", from, to: "a", term: r.term, success: true, matchIndex });
+  reply("b", noop);
+  assert.equal(r.commitIndex, 0, "committed on one durable copy and an unsynced one");
+  // A stale mark (another term at that index) says nothing.
+  r.stableTo(noop, r.term - 1);
+  assert.equal(r.commitIndex, 0);
+  r.stableTo(noop, r.term);
+  assert.equal(r.commitIndex, noop);
+  // Two followers are a majority without the leader's copy.
+  r.step({
+    type: "propose",
+    from: "client",
+    to: "a",
+    command: { clientId: "client", seq: 1, firstUnacked: 1, txn: {} },
+  });
+  r.ready();
+  const entry = r.lastIndex;
+  reply("b", entry);
+  assert.equal(r.commitIndex, noop);
+  reply("c", entry);
+  assert.equal(r.commitIndex, entry);
+  assert.equal(r.stableIndex, noop);
 });

@@ -2,11 +2,13 @@
  * A CURP replica as a process: drives the pure `Replica` (core.ts) with a real clock, TCP frames
  * (wire.ts) and fsync'd storage (storage.ts). `skyfs meta serve` runs one.
  *
- * Order of duties per `Ready`: persist and fsync first, then send (core.ts documents why).
+ * Order of duties per `Ready`: persist and fsync first, then send (core.ts documents why and the
+ * messages that may leave once the Ready is written: `#drain`), then tell the core what is durable.
  * Persistence goes through the process's I/O engine and is awaited, so frames keep being stepped
- * while the disk syncs; drains run one at a time, so every message of a `Ready` leaves only after
- * that `Ready` and all earlier ones are durable, and what was stepped meanwhile is persisted in the
- * next `Ready` (group commit: one fdatasync for everything that arrived during the last one).
+ * while the disk syncs; drains run one at a time, so every other message of a `Ready` leaves only
+ * after that `Ready` and all earlier ones are durable, and what was stepped meanwhile is persisted
+ * in the next `Ready` (group commit: one fdatasync for everything that arrived during the last
+ * one).
  * @module
  */
 
@@ -153,6 +155,8 @@ export class ReplicaServer {
   #draining: Promise<void> | undefined;
   /** Messages of written Readies waiting for their fdatasync, sent in Ready order. */
   #outbox: Promise<void> = Promise.resolve();
+  /** The log's last entry when the latest written Ready was taken (core.ts `stableTo`). */
+  #written = { index: 0, term: 0 };
   #closed = false;
   readonly #ackAfterWrite: boolean;
   #stopped!: { resolve: () => void; reject: (error: unknown) => void };
@@ -458,7 +462,11 @@ export class ReplicaServer {
     setImmediate(() => {
       this.#drainScheduled = false;
       if (this.#draining !== undefined || this.#closed) return;
-      this.#draining = this.#drain().finally(() => this.#draining = undefined);
+      this.#draining = this.#drain().finally(() => {
+        this.#draining = undefined;
+        // Stepped (or made durable: `#durable`) after the loop's last look, while it returned.
+        if (this.replica.hasReady()) this.#scheduleDrain();
+      });
     });
   }
 
@@ -470,20 +478,26 @@ export class ReplicaServer {
    * written, and one fdatasync then covers all of them.
    *
    * Leaving at once: the Ready's `proposeReply` messages (a witness's accept, the leader's
-   * speculative result: README "Witness records acknowledged from the page cache"), and when
+   * speculative result: README "Witness records acknowledged from the page cache"), a leader's
+   * appends (it counts its own copy toward a commit only once the fdatasync covering it completed
+   * and `#durable` told the core: README "The leader's fdatasync off the commit chain"), and when
    * every entry up to the commit index is already on disk here, a leader's `synced` messages and
    * the watch events of what was applied: each says only "committed", which a follower's append
-   * reply (sent after its fdatasync) and this disk make true. Everything else (appends, append
-   * replies, votes, other `synced`) leaves after the fdatasync, in Ready order (commit-only
-   * appends sent early too were tried: README "Where a proposal's time goes", session 14). A
-   * Ready that changes the hard state or installs a snapshot sends nothing early and is waited
-   * for whole before the next one is built (a term or vote is on disk before anything is
-   * stepped under it).
+   * reply (sent after its fdatasync) and this disk make true. Everything else (append replies,
+   * votes, snapshot pieces, other `synced`) leaves after the fdatasync, in Ready order. A Ready
+   * that changes the hard state or installs a snapshot sends nothing early and is waited for
+   * whole before the next one is built (a term or vote is on disk before anything is stepped
+   * under it).
    */
   async #drain(): Promise<void> {
     while (!this.#closed && this.replica.hasReady()) {
       const commitIndex = this.replica.commitIndex;
       const ready = this.replica.ready();
+      // What an fdatasync covering this Ready makes durable (core.ts `stableTo`).
+      const mark = {
+        index: this.replica.lastIndex,
+        term: this.replica.termAt(this.replica.lastIndex),
+      };
       const started = performance.now();
       const barrier = ready.hardState !== undefined || ready.snapshot !== undefined;
       try {
@@ -492,6 +506,7 @@ export class ReplicaServer {
         return this.#failStorage(error);
       }
       if (this.#closed) return; // written, but close() said to send nothing more
+      this.#written = mark;
       if (ready.snapshot !== undefined) {
         this.#log(
           `curp: replica "${this.replica.id}" installed the leader's snapshot at index ` +
@@ -504,7 +519,7 @@ export class ReplicaServer {
       for (const m of ready.messages) {
         const early = !barrier && (
           (this.#ackAfterWrite && m.type === "proposeReply") ||
-          (m.type === "synced" && committedOnDisk)
+          m.type === "append" || (m.type === "synced" && committedOnDisk)
         );
         if (early) this.#send(m);
         else later.push(m);
@@ -518,8 +533,12 @@ export class ReplicaServer {
         for (const [id, w] of this.#watches) this.#pump(id, w);
         applied = false;
       }
-      if (later.length > 0 || applied) {
-        const durable = this.#storage.durable();
+      // A leader's entries whose appends all left early still need the fdatasync that lets it
+      // count itself. Not a follower's: its entries come with append replies that wait for one,
+      // and a witness record alone starts none (`#syncLeftOver`).
+      const unstable = this.replica.role === "leader" && mark.index > this.replica.stableIndex;
+      if (later.length > 0 || applied || unstable) {
+        const durable = this.#durable();
         const previous = this.#outbox;
         const next = (async () => {
           await previous;
@@ -538,7 +557,7 @@ export class ReplicaServer {
         if (barrier) await next.catch(() => {});
       } else if (barrier) {
         await this.#outbox.catch(() => {});
-        await this.#storage.durable().catch((error) => this.#failStorage(error));
+        await this.#durable().catch((error) => this.#failStorage(error));
       }
       // Connections write what was queued in a microtask (one write per connection per turn,
       // wire.ts): let those writes start before the next Ready is built and submitted.
@@ -552,7 +571,18 @@ export class ReplicaServer {
    * disk. */
   #syncLeftOver(): void {
     if (this.#closed || this.#draining !== undefined || !this.#storage.unsynced) return;
-    this.#storage.durable().catch((error) => this.#failStorage(error));
+    this.#durable().catch((error) => this.#failStorage(error));
+  }
+
+  /** Storage `durable`, then the core told how far the log is durable (core.ts `stableTo`): what
+   * was written when it was called is on disk once it resolves. A leader may commit more then. */
+  #durable(): Promise<void> {
+    const mark = this.#written;
+    return this.#storage.durable().then(() => {
+      if (this.#closed) return;
+      this.replica.stableTo(mark.index, mark.term);
+      if (this.replica.hasReady()) this.#scheduleDrain();
+    });
   }
 
   #failStorage(error: unknown): void {

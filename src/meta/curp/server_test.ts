@@ -333,8 +333,9 @@ Deno.test("curp server: watch events of a committed entry leave without waiting 
       "w's entry on the followers",
       () => b.replica.lastIndex >= wIndex && c.replica.lastIndex >= wIndex,
     );
-    // w is on the leader's disk (its appends left after that). Now the leader holds its
-    // fdatasyncs, and a later proposal's Ready waits on one.
+    // w on the leader's disk (its appends left before that: wait for it). Now the leader holds
+    // its fdatasyncs, and a later proposal's Ready waits on one.
+    await until("w on the leader's disk", () => leader.replica.stableIndex >= wIndex);
     gateA.hold();
     await kv.txn({
       success: [{ put: { key: keyBytes("z"), value: keyBytes("1") } }],
@@ -349,6 +350,65 @@ Deno.test("curp server: watch events of a committed entry leave without waiting 
     await until("w's watch event", () => seen.length > 0);
     assert.ok(gateA.waiting >= 1, "the leader's fdatasync was let through");
     watcher.cancel();
+  } finally {
+    for (const gate of gates) gate.release();
+    await kv.close();
+    for (const s of servers) await s.close();
+    await real.shutdown();
+    for (const dir of dirs) await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("curp server: a leader's appends leave before its own fdatasync, and it counts itself only after it", async () => {
+  const real = await openIoEngine({ log: () => {} });
+  const ids = ["a", "b", "c"];
+  const gates = ids.map(() => gatedEngine(real));
+  const addresses = ids.map(() => `127.0.0.1:${freePort()}`);
+  const peers = ids.map((id, i) => `${id}=${addresses[i]}`).join(",");
+  const dirs = await Promise.all(ids.map(() => Deno.makeTempDir({ prefix: "h3-server-" })));
+  // a elects itself (its followers never time out while the test holds its fdatasyncs).
+  const servers = await Promise.all(ids.map((id, i) =>
+    ReplicaServer.start({
+      id,
+      peers,
+      dataDir: dirs[i],
+      tickMs: 10,
+      electionTicks: id === "a" ? 60 : 100_000,
+      io: gates[i].io,
+      log: () => {},
+    })
+  ));
+  const [leader, b, c] = servers;
+  const [gateA, gateB] = gates;
+  const kv = await openCurpKV(addresses, { timeoutMs: 10_000 });
+  const until = async (what: string, done: () => boolean) => {
+    const deadline = Date.now() + 3_000;
+    while (!done()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  };
+  try {
+    await kv.put({ key: keyBytes("before"), value: keyBytes("1") });
+    assert.equal(leader.replica.role, "leader");
+    // The leader's disk and b's hold their fdatasyncs; c's does not.
+    gateA.hold();
+    gateB.hold();
+    const put = kv.put({ key: keyBytes("k"), value: keyBytes("v") });
+    put.catch(() => {}); // awaited below; rejected by close() when the test fails first
+    await until("the leader's held fdatasync", () => gateA.waiting >= 1);
+    const index = leader.replica.lastIndex;
+    // Its append left before that fdatasync: c holds the entry on its disk and answered.
+    await until("the entry on c's disk", () => c.replica.stableIndex >= index);
+    await until("the entry on b", () => b.replica.lastIndex >= index);
+    // c's answer and the leader's unsynced copy are not a majority of disks: no commit.
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(leader.replica.commitIndex < index, "committed on the leader's unsynced copy");
+    assert.ok(gateA.waiting >= 1 && gateB.waiting >= 1, "an fdatasync was let through");
+    gateA.release(); // the leader's copy now counts: with c's, a majority
+    await until("the commit", () => leader.replica.commitIndex >= index);
+    assert.ok(gateB.waiting >= 1, "b's fdatasync was let through");
+    await put;
   } finally {
     for (const gate of gates) gate.release();
     await kv.close();

@@ -69,6 +69,10 @@ export interface SimOptions {
    * (curp.witness_ack_after_write), and a crash is a process kill: the written Readies survive
    * (the page cache), the unsent messages do not. Default false. */
   earlyAck?: boolean;
+  /** A wrong variant, to show the simulator catches it: a leader counts its own entries toward a
+   * commit once their Ready is taken (sent to the disk), not once it is durable. With crashes
+   * that lose what was not durable (not `earlyAck`), committed entries get lost. Default false. */
+  countUnsynced?: boolean;
   /** Each client mostly works on the key of its previous command (four in five), its gets go
    * through the log, and the leader crashes ten times as often: consecutive conflicting commands
    * of one client, the second sent while the first is still in the witness pools (a file's
@@ -113,8 +117,9 @@ interface SimReplica {
   id: NodeId;
   replica: Replica | undefined;
   disk: PersistentState;
-  /** Readies waiting for the disk: lost on a crash, sent once written. */
-  diskQueue: { at: number; ready: Ready }[];
+  /** Readies waiting for the disk: lost on a crash, sent once written; `mark` is the log's last
+   * entry when the Ready was taken (core.ts `stableTo`, called once it is stored). */
+  diskQueue: { at: number; ready: Ready; mark: { index: number; term: number } }[];
   /** A compaction being written in the background: lost on a crash. */
   compaction: { at: number; snapshot: Snapshot } | undefined;
   downUntil: number;
@@ -141,6 +146,8 @@ export class Cluster {
   /** Proposal replies leave before the disk write completes; crashes keep what was written
    * (SimOptions.earlyAck). */
   earlyAck = false;
+  /** The wrong variant of SimOptions.countUnsynced. */
+  countUnsynced = false;
   /** Clients mostly reuse the key of their previous command (SimOptions.ownConflicts). */
   ownConflicts = false;
   /** Clients send some writes as batches (SimOptions.batches). */
@@ -408,11 +415,18 @@ export class Cluster {
     const r = n.replica!;
     if (!r.hasReady()) return;
     let ready = r.ready();
+    const mark = { index: r.lastIndex, term: r.termAt(r.lastIndex) };
     this.#observe(r, ready);
     if (this.earlyAck && ready.hardState === undefined && ready.snapshot === undefined) {
       // curp.witness_ack_after_write: proposal replies leave once the Ready is written.
       for (const m of ready.messages) if (m.type === "proposeReply") this.#send(m);
       ready = { ...ready, messages: ready.messages.filter((m) => m.type !== "proposeReply") };
+    }
+    if (ready.hardState === undefined && ready.snapshot === undefined) {
+      // A leader's appends leave before its own disk write: it counts itself toward a commit only
+      // once the write is stored (`stableTo` in #drainDisk), and a crash loses what was queued.
+      for (const m of ready.messages) if (m.type === "append") this.#send(m);
+      ready = { ...ready, messages: ready.messages.filter((m) => m.type !== "append") };
     }
     if (ready.hardState === undefined && ready.snapshot === undefined) {
       // The server's pipelined output: a leader's `synced` replies leave at once when every
@@ -428,16 +442,22 @@ export class Cluster {
     }
     const last = n.diskQueue.at(-1)?.at ?? 0;
     const at = Math.max(last, this.time + (this.diskDelay > 0 ? this.rng.int(this.diskDelay) : 0));
-    n.diskQueue.push({ at, ready });
+    n.diskQueue.push({ at, ready, mark });
+    if (this.countUnsynced) r.stableTo(mark.index, mark.term); // the wrong variant
     this.#drainDisk(n);
+    this.#collect(n); // what stableTo committed (the wrong variant), if #drainDisk did not
   }
 
   #drainDisk(n: SimReplica): void {
     this.#storeCompaction(n);
     while (n.diskQueue.length > 0 && n.diskQueue[0].at <= this.time) {
-      const { ready } = n.diskQueue.shift()!;
+      const { ready, mark } = n.diskQueue.shift()!;
       this.#store(n, ready);
       for (const m of ready.messages) this.#send(m);
+      if (n.replica !== undefined) {
+        n.replica.stableTo(mark.index, mark.term);
+        this.#collect(n); // what that committed
+      }
     }
     this.#storeCompaction(n);
   }
@@ -498,6 +518,7 @@ export class Cluster {
       const known = this.committed[entry.index];
       if (known === undefined) {
         this.committed[entry.index] = { term: entry.term, id, executed: outcome?.executed };
+        this.#checkDurable(entry.index, entry.term, id);
         if (outcome?.executed) {
           this.executions.set(id, (this.executions.get(id) ?? 0) + 1);
           this.committedResults.set(id, outcome.result);
@@ -511,6 +532,22 @@ export class Cluster {
       } else if (known.executed !== outcome?.executed) {
         this.#violate(`determinism: ${r.id} disagrees on whether ${id} executed`);
       }
+    }
+  }
+
+  /** Raft's durability: an entry is committed only once a majority holds it on disk (what a
+   * crash keeps; the Readies still queued are not there yet), whatever crashes follow. */
+  #checkDurable(index: number, term: number, id: string): void {
+    let holders = 0;
+    for (const n of this.nodes.values()) {
+      const d = n.disk;
+      if (index <= (d.snapshot?.index ?? 0)) holders++;
+      else if (d.log[index - (d.snapshot?.index ?? 0) - 1]?.term === term) holders++;
+    }
+    if (holders <= this.ids.length / 2) {
+      this.#violate(
+        `durability: ${term}/${id} at ${index} committed while on ${holders} of ${this.ids.length} disks`,
+      );
     }
   }
 
@@ -746,6 +783,7 @@ export function simulate(seed: number, options: SimOptions = {}): SimResult {
   const cluster = new Cluster(seed, replicaCount, 10, snapshotEvery, pieceBytes);
   cluster.merges = options.merges ?? false;
   cluster.earlyAck = options.earlyAck ?? false;
+  cluster.countUnsynced = options.countUnsynced ?? false;
   cluster.ownConflicts = options.ownConflicts ?? false;
   cluster.batches = options.batches ?? false;
   const rng = cluster.rng;
@@ -759,9 +797,14 @@ export function simulate(seed: number, options: SimOptions = {}): SimResult {
     cluster.diskDelay = [0, 10, 40][rng.int(3)];
   }
   const f = (replicaCount - 1) / 2;
+  // Its own source, so that adding it left the other draws of a seed where they were.
+  const pendingRng = new Rng(seed ^ 0x2545f491);
   for (; cluster.time < faultTime && !cluster.allDone;) {
     cluster.driveClients();
-    if (faults && cluster.time % TICK === 0) injectFaults(cluster, rng, f);
+    if (faults && cluster.time % TICK === 0) {
+      injectFaults(cluster, rng, f);
+      crashWhileWriting(cluster, pendingRng);
+    }
     cluster.advance();
     if (cluster.time % 100 === 0) cluster.checkLogs();
   }
@@ -858,6 +901,21 @@ function injectFaults(cluster: Cluster, rng: Rng, f: number): void {
     const leader = cluster.leader();
     if (leader) cluster.crash(leader.id, 50 + rng.int(300));
   }
+}
+
+/** Now and then crash a replica while Readies wait for its disk, the leader if it has some: the
+ * window in which a crash (without `earlyAck`, a power loss) loses what it had sent out before
+ * its write, such as a leader's appends. Random crashes hit it too rarely to find a leader that
+ * counted its own entries too early (SimOptions.countUnsynced). */
+function crashWhileWriting(cluster: Cluster, rng: Rng): void {
+  if (!rng.chance(0.005)) return;
+  const writing = cluster.ids.filter((id) => {
+    const n = cluster.nodes.get(id)!;
+    return n.replica !== undefined && n.diskQueue.length > 0;
+  });
+  if (writing.length === 0) return;
+  const leader = writing.find((id) => cluster.nodes.get(id)!.replica!.role === "leader");
+  cluster.crash(leader ?? writing[rng.int(writing.length)], 50 + rng.int(300));
 }
 
 export type { Command };

@@ -8,6 +8,8 @@
  *   --own-conflicts: each client mostly reuses its previous key (consecutive conflicting commands
  *     of one client), gets through the log, leader crashes ten times as often
  *   --batches: a third of the writes go as batch commands of 2-4 operations (CurpKV's group commit)
+ *   --count-unsynced: a wrong variant that must fail: a leader counts its own entries toward a
+ *     commit before they are durable (its appends leave before its disk write)
  * Exit code 1 when any seed broke an invariant; the failing seeds are printed for replay.
  * @module
  */
@@ -16,7 +18,7 @@ import { parseArgs } from "node:util";
 import { simulate } from "./sim.ts";
 
 const USAGE = "usage: deno task sim --seeds N [--from K] | --seed S [--verbose]" +
-  " [--merges] [--early-ack] [--own-conflicts] [--batches]";
+  " [--merges] [--early-ack] [--own-conflicts] [--batches] [--count-unsynced]";
 
 function parseOptions() {
   try {
@@ -31,6 +33,7 @@ function parseOptions() {
         "early-ack": { type: "boolean", default: false },
         "own-conflicts": { type: "boolean", default: false },
         batches: { type: "boolean", default: false },
+        "count-unsynced": { type: "boolean", default: false },
       },
     });
   } catch (e) {
@@ -80,6 +83,7 @@ for (const seed of seeds) {
     earlyAck: values["early-ack"],
     ownConflicts: values["own-conflicts"],
     batches: values.batches,
+    countUnsynced: values["count-unsynced"],
   });
   fast += r.fast;
   slow += r.slow;

@@ -93,3 +93,20 @@ Deno.test("curp sim: 200 seeds with batch commands (group commit), merges and ow
   assert.deepEqual(failures, []);
   assert.ok(batches > 400 && fast > 0, `${batches} batches, fast ${fast}`);
 });
+
+Deno.test("curp sim: a leader counting its own entries before they are durable is caught", () => {
+  // Its appends leave before its disk write (server.ts), so it may count itself only once the
+  // write is durable (core.ts `stableTo`). The wrong variant counts itself at once: entries then
+  // commit on fewer than a majority of disks, and a crash can lose them.
+  let failed = 0, durability = 0;
+  for (let seed = 1; seed <= 100; seed++) {
+    const r = simulate(seed, { countUnsynced: true });
+    if (r.violations.length > 0) failed++;
+    if (r.violations.some((v) => v.includes("durability:"))) durability++;
+  }
+  assert.ok(durability >= 10, `${durability} of 100 seeds caught (${failed} failed)`);
+  // The same seeds with the leader waiting for its own write.
+  for (let seed = 1; seed <= 100; seed++) {
+    assert.deepEqual(simulate(seed).violations, [], `seed ${seed}`);
+  }
+});
