@@ -66,8 +66,10 @@ export interface VfsOptions {
    * local file a cache. Default: none, one node, the local file is the data. */
   cluster?: ClusterData;
   /** How reads and listings change atime now (the mount's flags, which can change while
-   * mounted: `mount -o remount,ro|noatime`). Default: always relatime. */
-  atimeRule?: (isDir: boolean) => AtimeRule;
+   * mounted: `mount -o remount,ro|noatime`); with `at`, how they did at that time (a read
+   * through the backing fd seen after it happened: the rule then, and where the flags changed
+   * around that time the one that moves atime least). Default: always relatime. */
+  atimeRule?: (isDir: boolean, at?: Timespec) => AtimeRule;
   /** How the small syscalls on local files are made (config `mount.local_file_ops`, see
    * LocalStore): "inline" (default) = synchronous libc calls on the JS thread, "engine" = through
    * the I/O engine. A cluster node always uses "engine". */
@@ -314,7 +316,7 @@ export class VfsCore {
   readonly onInodeChange: (ino: number) => void;
   readonly onEntriesChange: () => void;
   readonly cluster: ClusterData | undefined;
-  readonly atimeRule: (isDir: boolean) => AtimeRule;
+  readonly atimeRule: (isDir: boolean, at?: Timespec) => AtimeRule;
   readonly volumes: VolumeQuotas;
   /** The directory under the root holding the volumes (a name, default "volumes"). */
   readonly volumeRoot: string;
@@ -440,7 +442,11 @@ export class VfsCore {
   #weighAccess(state: InodeState, record: InodeRecord): InodeRecord {
     const seen = state.accessedAt!;
     state.accessedAt = undefined;
-    if (!this.atimeDue(record, seen)) return record;
+    // By the rule when the read happened, not now: the FUSE request that shows it (a RELEASE,
+    // sent asynchronously, or a GETATTR) may come after `mount -o remount,rw` ended a read-only
+    // spell the read was made in (the flaky POSIX case "a read-only or noatime mount moves no
+    // atime", at load 10).
+    if (!this.atimeDue(record, seen, true)) return record;
     // The local file's atime is the kernel's clock (coarse: up to a tick behind), the ctime of a
     // utime or chmod this daemon's (`now`): a read right after such a change could get an atime
     // not newer than its ctime, and relatime would then move it again at the next read (the flaky
@@ -456,10 +462,11 @@ export class VfsCore {
   /**
    * Whether a read or listing at `at` (default now) changes atime: never on a read-only or
    * noatime mount; by relatime (ext4's default mount option) only if atime is not newer than
-   * mtime or ctime, or is a day old; always under strictatime.
+   * mtime or ctime, or is a day old; always under strictatime. `past`: `at` is the time of an
+   * access seen only now, weighed by the rule then.
    */
-  atimeDue(record: InodeRecord, at: Timespec = this.now()): boolean {
-    const rule = this.atimeRule(isDir(record.mode));
+  atimeDue(record: InodeRecord, at: Timespec = this.now(), past = false): boolean {
+    const rule = past ? this.atimeRule(isDir(record.mode), at) : this.atimeRule(isDir(record.mode));
     if (rule === "readonly" || rule === "noatime") return false;
     if (rule === "strictatime") return true;
     const notAfter = (a: Timespec, b: Timespec) =>
