@@ -64,11 +64,11 @@ function leastMoving(a: AtimeRule, b: AtimeRule): AtimeRule {
 }
 
 /**
- * Slack (ms) around an access's time when matching it to the rules' periods: the kernel stamps
- * atime with its coarse clock (up to a tick, 4 ms at HZ=250, behind), `Date.now()` truncates to
- * the millisecond. Wider only ever moves atime less.
+ * How far (ms) an access's atime may be behind the read: the kernel stamps it with its coarse
+ * clock (a tick behind at most: 10 ms at HZ=100, 4 at HZ=250), or a fine-grained time (Linux
+ * 6.13+ multigrain timestamps). Wider only ever moves atime less.
  */
-export const ACCESS_SLACK_MS = 20;
+export const TICK_MS = 20;
 
 /** Most periods kept: an access seen later than this many remounts ago takes the oldest. */
 const MAX_PERIODS = 32;
@@ -112,9 +112,13 @@ export class RuleHistory {
   }
 
   /**
-   * The rule that held at `at` (ms): where a change may have fallen near it (between the look
-   * before and the look that saw it, within `ACCESS_SLACK_MS`), the one of those that moves atime
-   * least. An access older than every kept period takes the oldest kept.
+   * The rule that held at `at` (ms, an access's atime): where a change may have fallen near it
+   * (after the look before it, before the look that saw it), the one of those that moves atime
+   * least. The read was at `at` or up to `TICK_MS` later, and a look's `Date.now()` is up to 1 ms
+   * behind the look: a period that began by the look at `from` covers reads stamped from
+   * `from - TICK_MS` on, one that ended by the look at `seen` those stamped before `seen + 1`.
+   * So a read right after the look that saw `mount -o remount,rw` (the OPEN's) moves atime. An
+   * access older than every kept period takes the oldest kept.
    */
   at(isDir: boolean, at: number): AtimeRule {
     const periods = this.#periods;
@@ -122,8 +126,8 @@ export class RuleHistory {
     for (let i = periods.length - 1; i >= 0; i--) {
       // Period i began within [from, seen] and ended within the next one's [from, seen].
       const end = i + 1 < periods.length ? periods[i + 1].seen : Infinity;
-      if (at + ACCESS_SLACK_MS < periods[i].from) continue;
-      if (at - ACCESS_SLACK_MS > end) break;
+      if (at + TICK_MS <= periods[i].from) continue;
+      if (at >= end + 1) break;
       const r = isDir ? periods[i].rules.dir : periods[i].rules.file;
       rule = rule === undefined ? r : leastMoving(rule, r);
     }
@@ -147,8 +151,9 @@ export class MountFlags {
 
   constructor(mountPoint: string) {
     this.mountPoint = mountPoint;
+    const before = Date.now();
     this.#fd = libc.open("/proc/self/mountinfo", libc.O_RDONLY);
-    this.#history = new RuleHistory(this.#read(), Date.now());
+    this.#history = new RuleHistory(this.#read(), before);
   }
 
   /**
