@@ -22,7 +22,6 @@ import { startShimServer } from "./intercept/mod.ts";
 import { ClusterNode, type ClusterNodeOptions } from "./cluster/node.ts";
 import { MountFlags } from "./fuse/mount_flags.ts";
 import type { AtimeRule } from "./vfs/core.ts";
-import type { Timespec } from "./meta/namespace.ts";
 import { Logger } from "./log.ts";
 import {
   checkListen,
@@ -246,7 +245,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
   let invalidate = (_ino: number) => {};
   let invalidateEntries = () => {};
   // The mount's flags decide atime (remount ro/noatime included); relatime until it exists.
-  let atimeRule = (_isDir: boolean, _at?: Timespec): AtimeRule => "relatime";
+  let atimeRule = (_isDir: boolean): AtimeRule => "relatime";
   const vfs = await createVfs({
     kv,
     io,
@@ -256,7 +255,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     cluster: node?.data,
     localFileOps: options.localFileOps,
     localSpareFiles: options.localSpareFiles,
-    atimeRule: (isDir, at) => atimeRule(isDir, at),
+    atimeRule: (isDir) => atimeRule(isDir),
     volumes: {
       ...options.volumes,
       liveNodes: node ? async () => (await listNodes(kv)).map((info) => info.id) : undefined,
@@ -307,9 +306,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     throw new UsageError((error as Error).message);
   }
   const mountFlags = new MountFlags(realMountPoint);
-  // A past access's time (the kernel's real-time clock) in ms, as MountFlags keeps the rules.
-  atimeRule = (isDir, at) =>
-    mountFlags.atimeRule(isDir, at === undefined ? undefined : at.sec * 1000 + at.nsec / 1e6);
+  atimeRule = (isDir) => mountFlags.atimeRule(isDir);
   // In a cluster, changes from other nodes arrive as notifications (attributes per inode, names
   // by an epoch bump, both from the metadata watch, which resubscribes without loss). A kernel
   // older than 7.44 has no epoch notification: there the entry and attribute timeouts drop to

@@ -66,10 +66,8 @@ export interface VfsOptions {
    * local file a cache. Default: none, one node, the local file is the data. */
   cluster?: ClusterData;
   /** How reads and listings change atime now (the mount's flags, which can change while
-   * mounted: `mount -o remount,ro|noatime`); with `at`, how they did at that time (a read
-   * through the backing fd seen after it happened: the rule then, and where the flags changed
-   * around that time the one that moves atime least). Default: always relatime. */
-  atimeRule?: (isDir: boolean, at?: Timespec) => AtimeRule;
+   * mounted: `mount -o remount,ro|noatime`). Default: always relatime. */
+  atimeRule?: (isDir: boolean) => AtimeRule;
   /** How the small syscalls on local files are made (config `mount.local_file_ops`, see
    * LocalStore): "inline" (default) = synchronous libc calls on the JS thread, "engine" = through
    * the I/O engine. A cluster node always uses "engine". */
@@ -125,6 +123,9 @@ export interface InodeState {
   /** A read through the backing fd (passthrough, the shim) not yet weighed by the atime rule:
    * its time. */
   accessedAt?: Timespec;
+  /** The rule that read is weighed by: the mount's when it was found (`observeLocal`), not when
+   * it is weighed (`VfsCore.atimeRule`). */
+  accessRule?: AtimeRule;
   /** Tail of the chain that runs O_APPEND writes one at a time (each needs the previous end). */
   appendTail?: Promise<unknown>;
   /** The volume of an opened file (0: none), read at open: its writes claim quota first. */
@@ -288,6 +289,19 @@ function justAfter(at: Timespec, ctime: Timespec): Timespec {
   return nsec === 1_000_000_000 ? { sec: ctime.sec + 1, nsec: 0 } : { sec: ctime.sec, nsec };
 }
 
+/** How much each rule moves atime: never, by relatime, always. */
+const MOVES: Record<AtimeRule, number> = { readonly: 0, noatime: 0, relatime: 1, strictatime: 2 };
+
+/** Whether a read or listing at `at` changes atime by `rule` (`VfsCore.atimeDue`). */
+function atimeDueBy(rule: AtimeRule, record: InodeRecord, at: Timespec): boolean {
+  if (rule === "readonly" || rule === "noatime") return false;
+  if (rule === "strictatime") return true;
+  const notAfter = (a: Timespec, b: Timespec) =>
+    a.sec < b.sec || (a.sec === b.sec && a.nsec <= b.nsec);
+  return notAfter(record.atime, record.mtime) || notAfter(record.atime, record.ctime) ||
+    at.sec - record.atime.sec >= DAY_SECONDS;
+}
+
 /** Pending attributes that are an atime alone (a read under relatime, no write). */
 function atimeOnly(dirty: Dirty | undefined): boolean {
   return dirty !== undefined && dirty.atime !== undefined && dirty.size === undefined &&
@@ -316,7 +330,9 @@ export class VfsCore {
   readonly onInodeChange: (ino: number) => void;
   readonly onEntriesChange: () => void;
   readonly cluster: ClusterData | undefined;
-  readonly atimeRule: (isDir: boolean, at?: Timespec) => AtimeRule;
+  readonly #ruleOf: (isDir: boolean) => AtimeRule;
+  /** The mount's rule for files at the last look (`atimeRule`). */
+  #fileRule: AtimeRule | undefined;
   readonly volumes: VolumeQuotas;
   /** The directory under the root holding the volumes (a name, default "volumes"). */
   readonly volumeRoot: string;
@@ -347,7 +363,7 @@ export class VfsCore {
     this.onInodeChange = options.onInodeChange ?? (() => {});
     this.onEntriesChange = options.onEntriesChange ?? (() => {});
     this.cluster = options.cluster;
-    this.atimeRule = options.atimeRule ?? (() => "relatime");
+    this.#ruleOf = options.atimeRule ?? (() => "relatime");
     this.#writebackMs = options.attrWritebackMs ?? 1000;
     this.volumes = new VolumeQuotas(this, options.cluster?.nodeId ?? "local", options.volumes);
     this.volumeRoot = options.volumes?.root ?? "volumes";
@@ -438,15 +454,14 @@ export class VfsCore {
     return current;
   }
 
-  /** A read seen through the backing fd: atime moves to its time if the rule says so. */
+  /** A read seen through the backing fd: atime moves to its time if the rule it was found under
+   * says so. */
   #weighAccess(state: InodeState, record: InodeRecord): InodeRecord {
     const seen = state.accessedAt!;
+    const rule = state.accessRule ?? this.atimeRule(false);
     state.accessedAt = undefined;
-    // By the rule when the read happened, not now: the FUSE request that shows it (a RELEASE,
-    // sent asynchronously, or a GETATTR) may come after `mount -o remount,rw` ended a read-only
-    // spell the read was made in (the flaky POSIX case "a read-only or noatime mount moves no
-    // atime", at load 10).
-    if (!this.atimeDue(record, seen, true)) return record;
+    state.accessRule = undefined;
+    if (!atimeDueBy(rule, record, seen)) return record;
     // The local file's atime is the kernel's clock (coarse: up to a tick behind), the ctime of a
     // utime or chmod this daemon's (`now`): a read right after such a change could get an atime
     // not newer than its ctime, and relatime would then move it again at the next read (the flaky
@@ -462,17 +477,47 @@ export class VfsCore {
   /**
    * Whether a read or listing at `at` (default now) changes atime: never on a read-only or
    * noatime mount; by relatime (ext4's default mount option) only if atime is not newer than
-   * mtime or ctime, or is a day old; always under strictatime. `past`: `at` is the time of an
-   * access seen only now, weighed by the rule then.
+   * mtime or ctime, or is a day old; always under strictatime.
    */
-  atimeDue(record: InodeRecord, at: Timespec = this.now(), past = false): boolean {
-    const rule = past ? this.atimeRule(isDir(record.mode), at) : this.atimeRule(isDir(record.mode));
-    if (rule === "readonly" || rule === "noatime") return false;
-    if (rule === "strictatime") return true;
-    const notAfter = (a: Timespec, b: Timespec) =>
-      a.sec < b.sec || (a.sec === b.sec && a.nsec <= b.nsec);
-    return notAfter(record.atime, record.mtime) || notAfter(record.atime, record.ctime) ||
-      at.sec - record.atime.sec >= DAY_SECONDS;
+  atimeDue(record: InodeRecord, at: Timespec = this.now()): boolean {
+    return atimeDueBy(this.atimeRule(isDir(record.mode)), record, at);
+  }
+
+  /**
+   * The mount's atime rule now (`VfsOptions.atimeRule`, a look at its flags). A look that finds
+   * the rule for files changed first fixes the rule of every read through a backing fd made
+   * before it and not yet weighed (`#fileRuleChanged`): those were made under the old rule or,
+   * for a file open across the remount, perhaps already under the new one.
+   */
+  atimeRule(isDir: boolean): AtimeRule {
+    const rule = this.#ruleOf(isDir);
+    const file = isDir ? this.#ruleOf(false) : rule;
+    if (file !== this.#fileRule) {
+      const before = this.#fileRule;
+      this.#fileRule = file;
+      if (before !== undefined) this.#fileRuleChanged(before, file);
+    }
+    return rule;
+  }
+
+  /**
+   * The rule for files changed (`mount -o remount,ro|rw|noatime|...`) since the last look: reads
+   * through backing fds made before this look are found now (every file open in the daemon) and,
+   * with those found earlier and not yet weighed, weighed later by the rule of the two that moves
+   * atime least. A passthrough read is otherwise found only at the next GETATTR, flush or RELEASE,
+   * and RELEASE is sent asynchronously: at load it came after `remount,rw`, and the read made under
+   * ro moved atime (the flaky POSIX case "a read-only or noatime mount moves no atime"). Every
+   * readable OPEN looks (`atimeDue`), so the reads of a file opened after a remount are weighed by
+   * the new rule.
+   */
+  #fileRuleChanged(before: AtimeRule, after: AtimeRule): void {
+    const rule = MOVES[after] < MOVES[before] ? after : before;
+    for (const [ino, state] of this.inodes) {
+      if (state.handles > 0) this.observeLocal(ino, false);
+    }
+    for (const state of this.inodes.values()) {
+      if (state.accessedAt && state.accessRule === undefined) state.accessRule = rule;
+    }
   }
 
   /** The attributes of a record; `blocks` (st_blocks) from a stat of the local file unless
@@ -501,7 +546,7 @@ export class VfsCore {
    * the shim): the local file's size, and its mtime as mtime and ctime, become pending attributes
    * like those of a write through the vfs.
    */
-  observeLocal(ino: number): libc.Stat | undefined {
+  observeLocal(ino: number, look = true): libc.Stat | undefined {
     // A cluster node's own chunk fills change the local file: only a file written with
     // passthrough (whose local file is the whole file, never filled) is looked at.
     if (this.cluster && !this.cluster.watchesOutside(ino)) return;
@@ -519,8 +564,21 @@ export class VfsCore {
       // unprivileged passthrough write to a set-id file.
       this.markDirty(ino, { size: st.size, mtime: time, ctime: time });
     }
-    // Weighed by the next record() (the rule needs the stored times); the first read counts.
-    if (change.accessed) this.state(ino).accessedAt ??= change.accessed;
+    // Weighed by the next record() (the rule needs the stored times); the first read counts, but
+    // for one found under a rule that moves nothing.
+    if (change.accessed) {
+      const state = this.state(ino);
+      if (!state.accessedAt || MOVES[state.accessRule ?? "relatime"] === 0) {
+        state.accessedAt = change.accessed;
+        state.accessRule = undefined;
+      }
+      // The rule it was found under: a look now, which may find a remount, and then fixes it
+      // (`#fileRuleChanged`; looked at before `??=` reads the field).
+      if (look) {
+        const now = this.atimeRule(false);
+        state.accessRule ??= now;
+      }
+    }
     return seen.st;
   }
 
