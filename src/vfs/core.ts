@@ -491,11 +491,13 @@ export class VfsCore {
    */
   atimeRule(isDir: boolean): AtimeRule {
     const rule = this.#ruleOf(isDir);
-    const file = isDir ? this.#ruleOf(false) : rule;
-    if (file !== this.#fileRule) {
+    // Only a look for files compares (a directory's look costs no second poll): one for a
+    // directory that found a remount leaves it to the next look for files, which finding a read
+    // makes before the read is weighed.
+    if (!isDir && rule !== this.#fileRule) {
       const before = this.#fileRule;
-      this.#fileRule = file;
-      if (before !== undefined) this.#fileRuleChanged(before, file);
+      this.#fileRule = rule;
+      if (before !== undefined) this.#fileRuleChanged(before, rule);
     }
     return rule;
   }
