@@ -1560,6 +1560,33 @@ export class NsTxn {
     return { kvs: found.range.kvs, also: extra?.range.kvs[0]?.value };
   }
 
+  /** `readGuarded` of several guards at once: one read (one snapshot) for all of them. */
+  async readGuardedMany(
+    items: { guard: Uint8Array; prefix: Uint8Array; also: Uint8Array }[],
+  ): Promise<{ kvs: KeyValue[]; also?: Uint8Array }[]> {
+    if (items.length === 0) return [];
+    const response = await this.#ns.kv.txn({
+      success: items.flatMap(({ guard, prefix, also }) => [
+        { range: { key: guard } },
+        { range: { key: prefix, rangeEnd: prefixEnd(prefix) } },
+        { range: { key: also } },
+      ]),
+      revisionsUnused: true,
+    });
+    const ranges = response.responses as { range: { kvs: KeyValue[] } }[];
+    const record = (key: Uint8Array, kv: KeyValue | undefined) => {
+      const name = keyString(key);
+      if (this.#reads.has(name) || this.#writes.has(name)) return;
+      this.#reads.set(name, { key, modRevision: kv?.modRevision ?? 0, value: kv?.value });
+    };
+    return items.map(({ guard, also }, i) => {
+      const [g, found, extra] = ranges.slice(3 * i, 3 * i + 3);
+      record(guard, g.range.kvs[0]);
+      record(also, extra.range.kvs[0]);
+      return { kvs: found.range.kvs, also: extra.range.kvs[0]?.value };
+    });
+  }
+
   /** A condition on a key outside the namespace's own (cluster mode's open guard), checked at
    * commit with the compares of the keys read. */
   compareOutside(compare: Compare): void {
