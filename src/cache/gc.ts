@@ -119,7 +119,8 @@ async function purgeOrphan(kv: MetaKV, ino: number): Promise<boolean> {
   const record = inode.length > 0 ? decodeInode(ino, inode[0].value) : undefined;
   if (record && record.nlink > 0) return false;
   // A file of a volume leaves its usage in the same transaction (src/vfs/volume_quota.ts).
-  const usage = record?.volume ? await releasedUsage(kv, record) : undefined;
+  // An orphan whose unlink already took its usage off (`uncounted`) releases nothing.
+  const usage = record?.volume && !record.uncounted ? await releasedUsage(kv, record) : undefined;
   const xattrs = keys.xattrs(ino);
   const done = await kv.txn({
     compare: [

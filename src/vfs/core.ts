@@ -233,8 +233,10 @@ export class OpTxn {
     // no data and are deleted at once.
     const mayBeOpen = this.#core.cluster !== undefined && isReg(record.mode);
     if (local || mayBeOpen) {
+      // Not open here: its volume usage goes now, as if deleted (no other node's handle counts
+      // against the volume), and the flag in the record says so to whoever deletes it later.
       if (!local) this.keptElsewhere.add(record.ino);
-      this.putInode(record);
+      this.putInode(!local && record.volume ? { ...record, uncounted: true } : record);
       this.tx.addOrphan(record.ino);
       return false;
     }

@@ -21,7 +21,7 @@
  */
 
 import { FsError } from "../fs_error.ts";
-import type { QuotaRecord } from "../meta/namespace.ts";
+import type { InodeRecord, QuotaRecord } from "../meta/namespace.ts";
 import type { OpTxn, VfsCore } from "./core.ts";
 import { isReg } from "./perm.ts";
 
@@ -101,24 +101,27 @@ export class VolumeQuotas {
     for (const { volume, before, after } of changes) {
       let delta = deltas.get(volume);
       if (!delta) deltas.set(volume, delta = { bytes: 0, inodes: 0, released: 0 });
-      if (!before) delta.inodes++;
-      if (!after) delta.inodes--;
+      // An orphan whose unlink took its usage off (`uncounted`) counts for nothing.
+      const counted = (record?: InodeRecord) => record !== undefined && !record.uncounted;
+      if (!counted(before) && counted(after)) delta.inodes++;
+      if (counted(before) && !counted(after)) delta.inodes--;
       if (!isReg((after ?? before)!.mode)) continue;
-      const oldSize = before?.size ?? 0;
-      const newSize = after?.size ?? 0;
+      const oldSize = counted(before) ? before!.size : 0;
+      const newSize = counted(after) ? after!.size : 0;
       delta.bytes += newSize - oldSize;
       const ino = (after ?? before)!.ino;
       const claim = this.#claims.get(ino);
       if (!claim) continue;
       // The part of the claim (base, end] that the stored size now covers becomes used bytes,
-      // and the reservation behind it goes back in the same commit; a deleted inode's whole
-      // claim goes back. A transaction that leaves the size alone settles nothing.
-      const consumed = after
-        ? Math.max(0, Math.min(newSize, claim.end) - Math.max(oldSize, claim.base))
-        : Math.max(0, claim.end - claim.base);
-      if (consumed === 0 && after) continue;
+      // and the reservation behind it goes back in the same commit; a deleted (or uncounted)
+      // inode's whole claim goes back. A transaction that leaves the size alone settles nothing.
+      const gone = !counted(after);
+      const consumed = gone
+        ? Math.max(0, claim.end - claim.base)
+        : Math.max(0, Math.min(newSize, claim.end) - Math.max(oldSize, claim.base));
+      if (consumed === 0 && !gone) continue;
       delta.released += consumed;
-      plan.settled.push({ ino, volume, consumed, deleted: !after });
+      plan.settled.push({ ino, volume, consumed, deleted: gone });
     }
     for (const [volume, delta] of deltas) {
       const quota = await t.tx.getQuota(volume);

@@ -38,7 +38,9 @@ async function writeUntilFull(path: string, chunk: number) {
   return { written, errno };
 }
 
-async function usage(mountpoint: string): Promise<{ usedBytes: number; capacityBytes: number }> {
+async function usage(
+  mountpoint: string,
+): Promise<{ usedBytes: number; usedInodes: number; capacityBytes: number }> {
   const response = await fetch(`http://${findEndpoint(mountpoint)}/api/v1/volumes/shared`);
   assert.equal(response.status, 200);
   return await response.json();
@@ -118,29 +120,50 @@ Deno.test({
         );
       }
 
-      // Unlinked on b while open on a: counted until a's last close frees it.
-      const holder = new Deno.Command(PYTHON, {
-        args: [
-          "-c",
-          "import os,sys\nfd=os.open(sys.argv[1], os.O_RDONLY)\nprint('open', flush=True)\n" +
-          "sys.stdin.read()\nos.close(fd)",
-          join(dirA, "from-b"),
-        ],
-        stdin: "piped",
-        stdout: "piped",
-      }).spawn();
-      const holderOut = holder.stdout.getReader();
-      assert.match(new TextDecoder().decode((await holderOut.read()).value), /open/);
+      // Unlinked on b while open on a: only the unlinking node's own handles keep an orphan
+      // counted (src/vfs/README.md, Volumes), so its usage goes at b's unlink, and only once: a's
+      // last close and the reclaim freeing the inode take nothing more off.
+      const inodesBefore = (await usage(b.mountpoint)).usedInodes;
+      const holdOpen = async (path: string) => {
+        const holder = new Deno.Command(PYTHON, {
+          args: [
+            "-c",
+            "import os,sys\nfd=os.open(sys.argv[1], os.O_RDONLY)\nprint('open', flush=True)\n" +
+            "sys.stdin.read()\nos.close(fd)",
+            path,
+          ],
+          stdin: "piped",
+          stdout: "piped",
+        }).spawn();
+        const out = holder.stdout.getReader();
+        assert.match(new TextDecoder().decode((await out.read()).value), /open/);
+        return async () => {
+          await holder.stdin.close();
+          out.releaseLock();
+          await holder.output();
+        };
+      };
+      const closeOnA = await holdOpen(join(dirA, "from-b"));
       await run("rm", [join(dirB, "from-b")]);
+      assert.equal((await usage(b.mountpoint)).usedBytes, MiB, "open on a only: not counted");
+      assert.equal((await usage(b.mountpoint)).usedInodes, inodesBefore - 1);
+      await closeOnA();
+      await sleep(500); // a's close and the reclaim (70 ms on) free the inode
+      assert.equal((await usage(b.mountpoint)).usedBytes, MiB, "no second decrement");
+      assert.equal((await usage(b.mountpoint)).usedInodes, inodesBefore - 1);
+
+      // Unlinked on a while open on a: counted until that last close.
+      const closeHere = await holdOpen(join(dirA, "from-a"));
+      await run("rm", [join(dirA, "from-a")]);
       await sleep(500);
-      assert.equal((await usage(b.mountpoint)).usedBytes, expected, "still open on a");
-      await holder.stdin.close();
-      holderOut.releaseLock();
-      await holder.output();
+      assert.equal((await usage(b.mountpoint)).usedBytes, MiB, "still open on the unlinking node");
+      assert.equal((await usage(b.mountpoint)).usedInodes, inodesBefore - 1);
+      await closeHere();
       await until(
-        async () => (await usage(b.mountpoint)).usedBytes === MiB,
+        async () => (await usage(b.mountpoint)).usedBytes === 0,
         "usage after the last close on a",
       );
+      assert.equal((await usage(b.mountpoint)).usedInodes, inodesBefore - 2);
 
       // kill -9 of node a while its writer holds reserved capacity: once a's membership lease
       // expired, the next start of a node drops a's reservation, the usage is what the namespace
