@@ -390,6 +390,9 @@ export class ClusterData {
   onQueued: () => void = () => {};
   /** Set by the vfs: free these orphans, one transaction (their barrier passed). */
   onOrphans: (inos: number[]) => Promise<number[]> = () => Promise.resolve([]);
+  /** Set by the vfs: this node just put its open record of orphan `ino` (it holds it open):
+   * count it against its volume again if its unlink took it off (`VfsCore.recountOrphan`). */
+  onHeld: (ino: number) => Promise<void> = () => Promise.resolve();
   /** Set by the vfs: whether this node has `ino` open (a handle). */
   isOpenHere: (ino: number) => boolean = () => false;
   /** Inodes the watch saw unlinked, with the value of `#unlinkSeq` then (`openMark`). */
@@ -486,6 +489,11 @@ export class ClusterData {
     this.#local = local;
     this.#io = io;
     this.records = new OpenRecords(ns.kv, this.nodeId, this.#openLeaseSeconds);
+    this.records.onHeld = (ino) => {
+      this.onHeld(ino).catch((error) =>
+        this.#log(`skyfs: counting orphan ${ino}, open here, in its volume again: ${error}`)
+      );
+    };
     if (this.#ackBeforeAttach !== undefined) await this.records.acknowledge(this.#ackBeforeAttach);
   }
 

@@ -140,6 +140,8 @@ export class OpenRecords {
   readonly #ackBlockers: Promise<void>[] = [];
   /** `holdBeforeAck`'s records being put, by inode. */
   readonly #holding = new Map<number, Promise<void>>();
+  /** Called after each `hold` that put this node's record (ClusterData: the volume recount). */
+  onHeld: (ino: number) => void = () => {};
 
   constructor(kv: MetaKV, nodeId: string, ttlSeconds = 5) {
     this.#kv = kv;
@@ -191,6 +193,7 @@ export class OpenRecords {
       });
       if (!response.succeeded) return undefined;
       this.#held.add(ino);
+      this.onHeld(ino);
       if (!alsoRead) return {};
       const found = (response.responses[2] as { range: { kvs: KeyValue[] } }).range.kvs[0];
       return { value: found?.value };

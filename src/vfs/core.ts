@@ -213,7 +213,17 @@ export class OpTxn {
     return record;
   }
 
-  putInode(record: InodeRecord): void {
+  /**
+   * Store `record`. A cluster orphan's `uncounted` flag goes (`keepUncounted` false): whoever
+   * writes such an orphan again holds it open (no name leads to it), so from this transaction on
+   * it counts against its volume again (`VolumeQuotas.account` adds its inode and size back), and
+   * its writes are counted and checked as any file's. Only the unlink's own `dropInode` sets it.
+   */
+  putInode(record: InodeRecord, keepUncounted = false): void {
+    if (record.uncounted && !keepUncounted) {
+      record = { ...record };
+      delete record.uncounted;
+    }
     this.tx.putInode(record);
     const state = this.#core.inodes.get(record.ino);
     if (state) state.atimeChecked = false;
@@ -233,10 +243,12 @@ export class OpTxn {
     // no data and are deleted at once.
     const mayBeOpen = this.#core.cluster !== undefined && isReg(record.mode);
     if (local || mayBeOpen) {
-      // Not open here: its volume usage goes now, as if deleted (no other node's handle counts
-      // against the volume), and the flag in the record says so to whoever deletes it later.
+      // Not open here: its volume usage goes now, as if deleted, and the flag in the record says
+      // so to whoever deletes it later. A node holding it open counts it again with its first
+      // write of the record (`putInode`; `recountOrphan` when its watch sees the unlink).
       if (!local) this.keptElsewhere.add(record.ino);
-      this.putInode(!local && record.volume ? { ...record, uncounted: true } : record);
+      if (!local && record.volume) this.putInode({ ...record, uncounted: true }, true);
+      else this.putInode(record);
       this.tx.addOrphan(record.ino);
       return false;
     }
@@ -333,6 +345,7 @@ export class VfsCore {
     if (this.cluster) {
       this.cluster.onOrphans = (inos) => this.purgeMany(inos);
       this.cluster.isOpenHere = (ino) => (this.inodes.get(ino)?.handles ?? 0) > 0;
+      this.cluster.onHeld = (ino) => this.recountOrphan(ino);
     }
   }
 
@@ -844,6 +857,27 @@ export class VfsCore {
       this.dropStateIfIdle(record.ino);
     }
     return purged.map((record) => record.ino);
+  }
+
+  /**
+   * Cluster mode: this node holds orphan `ino` open and has just put its open record (its watch
+   * saw the unlink, or an open raced it). If the unlink took the orphan off its volume
+   * (`uncounted`: nobody had it open on the unlinking node), it counts again from now, as an
+   * unlinked file open on one node does: the inode and its stored size go back on the volume
+   * (not checked against the limits: they were counted before the unlink), and the flag goes.
+   * Idempotent; the first of the holders' transactions does it (a publish or setattr racing
+   * this one too, through `putInode`).
+   */
+  async recountOrphan(ino: number): Promise<void> {
+    // Known outside volumes, gone, or counted since the unlink (the flag is set only by it):
+    // nothing to read.
+    const cached = this.ns.cachedInode(ino);
+    if (cached === null) return;
+    if (cached && (!cached.volume || (cached.nlink === 0 && !cached.uncounted))) return;
+    await this.txn(async (t) => {
+      const record = await t.tx.getInode(ino);
+      if (record?.uncounted) t.putInode(record);
+    });
   }
 
   /** Run `maybePurge` from a callback that cannot wait (forget); failures are logged, and an

@@ -96,18 +96,38 @@ export class VolumeQuotas {
   async account(t: OpTxn): Promise<QuotaPlan | undefined> {
     const changes = await t.tx.volumeChanges();
     if (changes.length === 0) return undefined;
-    const deltas = new Map<number, { bytes: number; inodes: number; released: number }>();
+    const deltas = new Map<
+      number,
+      {
+        bytes: number;
+        inodes: number;
+        released: number;
+        recountedInodes: number;
+        recountedBytes: number;
+      }
+    >();
     const plan: QuotaPlan = { released: new Map(), settled: [] };
     for (const { volume, before, after } of changes) {
       let delta = deltas.get(volume);
-      if (!delta) deltas.set(volume, delta = { bytes: 0, inodes: 0, released: 0 });
-      // An orphan whose unlink took its usage off (`uncounted`) counts for nothing.
+      if (!delta) {
+        deltas.set(
+          volume,
+          delta = { bytes: 0, inodes: 0, released: 0, recountedInodes: 0, recountedBytes: 0 },
+        );
+      }
+      // An orphan whose unlink took its usage off (`uncounted`) counts for nothing, until a
+      // node holding it open writes it again (the flag goes, OpTxn.putInode): then its inode and
+      // stored size count again (`recounted`: not checked against the limits, they were counted
+      // before its unlink), and what the transaction changes beyond that is checked as usual.
       const counted = (record?: InodeRecord) => record !== undefined && !record.uncounted;
-      if (!counted(before) && counted(after)) delta.inodes++;
+      const recount = before?.uncounted === true && counted(after);
+      if ((!counted(before) && counted(after)) && !recount) delta.inodes++;
       if (counted(before) && !counted(after)) delta.inodes--;
+      if (recount) delta.recountedInodes++;
       if (!isReg((after ?? before)!.mode)) continue;
-      const oldSize = counted(before) ? before!.size : 0;
+      const oldSize = counted(before) || recount ? before!.size : 0;
       const newSize = counted(after) ? after!.size : 0;
+      if (recount) delta.recountedBytes += oldSize;
       delta.bytes += newSize - oldSize;
       const ino = (after ?? before)!.ino;
       const claim = this.#claims.get(ino);
@@ -128,13 +148,14 @@ export class VolumeQuotas {
       if (!quota) continue; // the volume is being deleted: nothing left to count
       const mine = quota.reserved[this.#node] ?? 0;
       const released = Math.min(Math.max(0, delta.released), mine);
-      const usedInodes = Math.max(0, quota.usedInodes + delta.inodes);
+      const usedInodes = Math.max(0, quota.usedInodes + delta.inodes + delta.recountedInodes);
       if (delta.inodes > 0 && quota.inodes > 0 && usedInodes > quota.inodes) {
         throw new FsError("EDQUOT", `volume inode limit ${quota.inodes} reached`);
       }
-      const usedBytes = Math.max(0, quota.usedBytes + delta.bytes);
+      const usedBytes = Math.max(0, quota.usedBytes + delta.recountedBytes + delta.bytes);
       const reservedAfter = totalReserved(quota) - released;
-      if (delta.bytes - released > 0 && usedBytes + reservedAfter > quota.capacityBytes) {
+      const grown = delta.bytes - released;
+      if (grown > 0 && usedBytes + reservedAfter > quota.capacityBytes) {
         throw new FsError(
           "EDQUOT",
           `volume capacity ${quota.capacityBytes} bytes: ${usedBytes} used and ` +
