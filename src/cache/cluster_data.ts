@@ -15,7 +15,13 @@ import { crc32 } from "node:zlib";
 import { Errno, FsError } from "../fs_error.ts";
 import type { IoEngine } from "../io/types.ts";
 import * as libc from "../io/libc.ts";
-import { decodeInode, keys, type Namespace, type NsTxn } from "../meta/namespace.ts";
+import {
+  decodeInode,
+  type InodeRecord,
+  keys,
+  type Namespace,
+  type NsTxn,
+} from "../meta/namespace.ts";
 import type { LocalStore } from "./local.ts";
 import { type BackendStore, chunkObjectKey } from "./backend.ts";
 import { type CachedChunk, CacheIndex } from "./cache_index.ts";
@@ -398,6 +404,9 @@ export class ClusterData {
   /** Inodes the watch saw unlinked, with the value of `#unlinkSeq` then (`openMark`). */
   readonly #unlinkedAt = new Map<number, number>();
   #unlinkSeq = 0;
+  /** Orphans open here whose record the watch asked for, and whether the record it saw says
+   * the orphan counts against no volume now (`uncounted`): only those need `onHeld`'s recount. */
+  readonly #holdsAsked = new Map<number, boolean>();
   /** The sequence number of the newest entry `#unlinkedAt` let go (bounded). */
   #unlinkForgotten = 0;
   /** Orphans to free once their reclaim barrier passed (`reclaimLater`). */
@@ -490,6 +499,11 @@ export class ClusterData {
     this.#io = io;
     this.records = new OpenRecords(ns.kv, this.nodeId, this.#openLeaseSeconds);
     this.records.onHeld = (ino) => {
+      // Asked for by the watch: it read the record (no read needed to know there is nothing to
+      // recount). An open racing the unlink: the vfs looks (its cache has the open's read).
+      const uncounted = this.#holdsAsked.get(ino);
+      this.#holdsAsked.delete(ino);
+      if (uncounted === false) return;
       this.onHeld(ino).catch((error) =>
         this.#log(`skyfs: counting orphan ${ino}, open here, in its volume again: ${error}`)
       );
@@ -518,7 +532,7 @@ export class ClusterData {
   }
 
   /** The watch saw regular file `ino` at nlink 0 (an orphan mark comes in the same commit). */
-  #sawUnlinked(ino: number): void {
+  #sawUnlinked(ino: number, record: InodeRecord): void {
     this.#unlinkedAt.delete(ino);
     this.#unlinkedAt.set(ino, ++this.#unlinkSeq);
     if (this.#unlinkedAt.size > MAX_UNLINKED_SEEN) {
@@ -527,7 +541,10 @@ export class ClusterData {
       this.#unlinkForgotten = seq;
     }
     // Open here (a handle, or an open past its mark): its record goes in before the ack.
-    if (this.isOpenHere(ino) && !this.records.isHeld(ino)) this.records.holdBeforeAck(ino);
+    if (this.isOpenHere(ino) && !this.records.isHeld(ino)) {
+      this.#holdsAsked.set(ino, record.volume !== undefined && record.uncounted === true);
+      this.records.holdBeforeAck(ino);
+    }
   }
 
   /**
@@ -2043,7 +2060,9 @@ export class ClusterData {
       const ino = inoOfKey(key);
       if (value) {
         const record = decodeInode(ino, value);
-        if (record.nlink === 0 && (record.mode & 0o170000) === 0o100000) this.#sawUnlinked(ino);
+        if (record.nlink === 0 && (record.mode & 0o170000) === 0o100000) {
+          this.#sawUnlinked(ino, record);
+        }
       }
     } else if (key.length === 12 && key[3] === ORPHAN_TAG && value && revision !== undefined) {
       this.#acknowledge(revision).catch(() => {});
@@ -2054,6 +2073,7 @@ export class ClusterData {
   /** Local chunks of an inode deleted everywhere. */
   forgetInode(ino: number): void {
     this.#pageSignatures.delete(ino);
+    this.#holdsAsked.delete(ino);
     this.records?.forget(ino);
     this.#dropServeFd(ino);
     this.index.deleteInode(ino);
