@@ -223,13 +223,17 @@ try {
     );
   }
 
-  // No error in the daemons' logs (startup lines aside).
+  // No error in the daemons' logs. A peer send cut because the sender's own write changed the
+  // chunk meanwhile is the designed answer (the connection closes, the reader goes to the next
+  // source: src/cluster/uring_transport.ts), counted apart.
+  const cut = /changed while being sent/;
   for (const node of [a, b]) {
     const log = await cluster.logOf(node);
     const bad = log.split("\n").filter((line) =>
-      /error|fail|uncaught|panic|retrying/i.test(line) && !/^\s*$/.test(line)
+      /error|fail|uncaught|panic|retrying/i.test(line) && !cut.test(line)
     );
-    check(bad.length === 0, `${node.id}'s log: ${bad.length} error lines`);
+    const sends = log.split("\n").filter((line) => cut.test(line)).length;
+    check(bad.length === 0, `${node.id}'s log: ${bad.length} error lines (${sends} sends cut)`);
     for (const line of bad.slice(0, 10)) console.log(`  ${line}`);
   }
 } finally {
