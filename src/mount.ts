@@ -362,8 +362,10 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     // thread it deadlocks against a request holding that lock; from a thread-pool thread it
     // works, but a daemon killed while one waits cannot finish exiting and its mount hangs
     // (seen in a soak, src/cluster/README.md).
-    node.onInodeChanged = (ino) => server.invalidateAttributes(ino);
-    node.onEntriesChanged = () => server.invalidateAllEntries();
+    node.onInodesChanged = (inos) => {
+      for (const ino of inos) server.invalidateAttributes(ino);
+    };
+    node.onEntriesChanged = (dirs) => server.invalidateEntriesIn(dirs);
   }
   // The LD_PRELOAD shim's control socket: hands a process the local fd of a file it opened
   // through this mount (refused unless passthrough is on, see src/intercept/README.md).

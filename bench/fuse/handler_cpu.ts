@@ -2,7 +2,8 @@
  * The JS thread's cost of one cheap request, without the kernel: `FuseServer.handleRequest` of a
  * GETATTR, a LOOKUP, and an OPEN + RELEASE of files held in the namespace's cache (and, with
  * `--ops rename,unlink`, a RENAME of each file to a new name in its directory and back, and an
- * UNLINK of each of a fresh set of empty files, made untimed before each pass; with `--ops create`
+ * UNLINK of each of a fresh set of empty files, made untimed before each pass, with `unlink+forget`
+ * the kernel's FORGET after each and its purge; with `--ops create`
  * the five requests of a create + 1 KiB + close, `runCreate`), called in a loop with a reply sink that only looks at the reply (no write(2)), so what is measured is the
  * decode, dispatch, Vfs fast path (its stat of the local file included), encode and counters of
  * each tree. Trees are loaded side by side (dynamic import from each `--root`) and run
@@ -276,22 +277,31 @@ async function runCreate(tree: Tree): Promise<number> {
   return total * 1e6 / (loops * count);
 }
 
-/** Fresh empty files u<l>-<i>, made through the Vfs (untimed), then one UNLINK each. */
-async function runUnlink(tree: Tree): Promise<number> {
+/** Fresh empty files u<l>-<i>, made through the Vfs (untimed), then one UNLINK each. `kernel`
+ * (`--ops unlink+forget`): as the kernel does it, the create's lookup is still held at the
+ * UNLINK and dropped by a FORGET right after its reply; the work either leaves behind (a purge,
+ * the local file's removal) is waited for inside the timed part. */
+async function runUnlink(tree: Tree, kernel = false): Promise<number> {
   let total = 0;
   const count = Math.min(files, 500);
   for (let l = 0; l < loops; l++) {
     const unlinks: Uint8Array[] = [];
+    const inos: number[] = [];
     for (let i = 0; i < count; i++) {
-      const name = `u${l}-${i}`;
+      const name = `${kernel ? "k" : "u"}${l}-${i}`;
       const made = await tree.vfs.create(root, tree.dir, encoder.encode(name), 0o100644, 0, 2);
       await tree.vfs.release(made.attr.ino, made.fh, 0);
-      await tree.vfs.forget(made.attr.ino, 1);
+      if (!kernel) await tree.vfs.forget(made.attr.ino, 1);
+      inos.push(made.attr.ino);
       unlinks.push(request(10, tree.dir, 4n, encoder.encode(`${name}\0`)));
     }
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();
-    for (const r of unlinks) await one(tree, r);
+    for (let i = 0; i < unlinks.length; i++) {
+      await one(tree, unlinks[i]);
+      if (kernel) tree.vfs.forget(inos[i], 1);
+    }
+    if (kernel) { for (let i = 0; i < 3; i++) await new Promise((r) => setTimeout(r, 0)); }
     total += performance.now() - t0;
     const cpu = process.cpuUsage(cpu0);
     timedCpuUs += cpu.user + cpu.system;
@@ -313,6 +323,7 @@ for (let round = 0; round < rounds; round++) {
         ["open+release", () => runOpenClose(tree)],
         ["rename", () => runRename(tree)],
         ["unlink", () => runUnlink(tree)],
+        ["unlink+forget", () => runUnlink(tree, true)],
         ["create", () => runCreate(tree)],
       ] as const
     ) {
@@ -323,7 +334,11 @@ for (let round = 0; round < rounds; round++) {
       results.set(key, [...(results.get(key) ?? []), ns]);
       // The process's CPU (all threads: GC's too) over the timed part, per request (RENAME and
       // UNLINK). A loaded machine stretches the wall time, much less this.
-      const count = op === "rename" ? files * 2 : op === "unlink" ? Math.min(files, 500) : 0;
+      const count = op === "rename"
+        ? files * 2
+        : op === "unlink" || op === "unlink+forget"
+        ? Math.min(files, 500)
+        : 0;
       if (count > 0) {
         cpuResults.set(key, [...(cpuResults.get(key) ?? []), timedCpuUs * 1000 / (loops * count)]);
       }

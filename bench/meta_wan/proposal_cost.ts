@@ -7,7 +7,7 @@
  *
  * Run: deno run -A bench/meta_wan/proposal_cost.ts [--ops 2000] [--clients 1] [--shared]
  *        [--io auto|io_uring|portable] [--store curp|etcd] [--log-writes mapped|engine]
- *        [--snapshot-every N] [--threads] [--warmup N] [--batch-in-flight N]
+ *        [--snapshot-every N] [--threads] [--warmup N] [--batch-in-flight N] [--watch] [--slow]
  * `--shared`: the clients are concurrent operations of one `CurpKV` (as in a mount: one connection
  * per replica, many sessions), not one `CurpKV` each. `--io`: the replicas' I/O engine (src/io;
  * `io_uring-wait`: io_uring that waits for a completion in the kernel up to 3 ms, no poll thread).
@@ -15,6 +15,9 @@
  * talking to the leader. `--snapshot-every`: the replicas' `curp.snapshot_every` (default the
  * core's, 10,000 entries); the run's snapshots are counted in its CPU. `--batch-in-flight N`:
  * `CurpKVOptions.batchInFlight` (group commit; 0 = every txn its own proposal; default CurpKV's).
+ * `--watch`: the first client also watches the created keys; prints how long after each txn
+ * completed its watch event arrived (served by the leader: src/meta/curp/server.ts). `--slow`:
+ * the transactions want their revisions (no `revisionsUnused`), so each waits for its commit.
  * @module
  */
 
@@ -22,7 +25,7 @@ import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { openCurpKV } from "../../src/meta/curp/curp_kv.ts";
 import { openEtcdKV } from "../../src/meta/etcd.ts";
-import type { MetaKV } from "../../src/meta/kv.ts";
+import { type MetaKV, prefixEnd } from "../../src/meta/kv.ts";
 import { fetchStatus } from "../../src/meta/curp/server.ts";
 
 const { values: args } = parseArgs({
@@ -47,6 +50,11 @@ const { values: args } = parseArgs({
     "snapshot-every": { type: "string", default: "" },
     // CurpKV's group commit (CurpKVOptions.batchInFlight); empty: its default.
     "batch-in-flight": { type: "string", default: "" },
+    // A watch on the created keys' prefix through the first client: how long after a txn
+    // completes its watch event arrives (p50/p90).
+    watch: { type: "boolean", default: false },
+    // Transactions that read their revisions (no revisionsUnused): each waits for its commit.
+    slow: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
   },
 });
@@ -54,7 +62,7 @@ if (args.help) {
   console.log(
     "usage: deno run -A bench/meta_wan/proposal_cost.ts [--ops N] [--clients C] [--shared] [--v8-flags F] [--hold] [--threads] [--warmup N] " +
       "[--io auto|io_uring|portable|io_uring-wait] [--store curp|etcd] [--ack-after-write true|false] " +
-      "[--log-writes mapped|engine] [--snapshot-every N] [--batch-in-flight N]",
+      "[--log-writes mapped|engine] [--snapshot-every N] [--batch-in-flight N] [--watch] [--slow]",
   );
   Deno.exit(0);
 }
@@ -227,10 +235,15 @@ try {
     : await Promise.all(Array.from({ length: clients }, open));
   const enc = new TextEncoder();
   const value = new Uint8Array(120).fill(7);
+  // --watch: when each measured txn completed and when its key's watch event arrived.
+  const completed = new Map<string, number>();
+  const arrived = new Map<string, number>();
+  const dec = new TextDecoder();
   const run = async (c: number, n: number, latencies: number[], tag = "") => {
     const kv = kvs[c];
     for (let i = 0; i < n; i++) {
-      const name = enc.encode(`e/1/${tag}c${c}-f${i}-${Math.random()}`);
+      const text = `e/1/${tag}c${c}-f${i}-${Math.random()}`;
+      const name = enc.encode(text);
       const t0 = performance.now();
       await kv.txn({
         compare: [{ key: name, target: "version", result: "==", value: 0 }],
@@ -239,9 +252,11 @@ try {
           { put: { key: enc.encode(`i/c${c}-${i}-${Math.random()}`), value } },
           { put: { key: enc.encode(`o/c${c}-${i}-${Math.random()}`), value } },
         ],
-        revisionsUnused: true,
+        revisionsUnused: !args.slow,
       });
-      latencies.push(performance.now() - t0);
+      const t1 = performance.now();
+      latencies.push(t1 - t0);
+      if (tag === "") completed.set(text, t1);
     }
   };
   const warmers = Math.min(warmup > 100 ? 8 : 1, warmup);
@@ -251,6 +266,16 @@ try {
       return run(0, n, [], `w${c}-`);
     }),
   );
+  const watcher = args.watch
+    ? kvs[0].watch(
+      { key: enc.encode("e/"), rangeEnd: prefixEnd(enc.encode("e/")) },
+      {},
+      (events) => {
+        const now = performance.now();
+        for (const e of events) arrived.set(dec.decode(e.kv.key), now);
+      },
+    )
+    : undefined;
   if (args.hold) {
     console.log(`replica pids: ${children.map((ch) => ch.pid).join(" ")}`);
     await new Promise((r) => setTimeout(r, 3000));
@@ -299,6 +324,21 @@ try {
       ).join(", ")
     }; client ${((selfAfter - selfBefore) * 1000 / n).toFixed(2)}`,
   );
+  if (watcher !== undefined) {
+    await new Promise((r) => setTimeout(r, 500)); // the last events
+    watcher.cancel();
+    const delays: number[] = [];
+    for (const [key, at] of completed) {
+      const seen = arrived.get(key);
+      if (seen !== undefined) delays.push(seen - at);
+    }
+    delays.sort((a, b) => a - b);
+    const d = (p: number) => delays[Math.min(delays.length - 1, Math.floor(p * delays.length))];
+    console.log(
+      `watch: ${delays.length} of ${completed.size} events; arrived after the txn completed: ` +
+        `p50 ${d(0.5)?.toFixed(2)} ms, p90 ${d(0.9)?.toFixed(2)} ms`,
+    );
+  }
   if (args.threads) {
     // Threads that ended during the run (io-wq workers come and go) are missing from both sides.
     for (let i = 0; i < ids.length; i++) {

@@ -21,6 +21,7 @@ import {
   keys,
   type Namespace,
   type NsTxn,
+  sameBytes,
 } from "../meta/namespace.ts";
 import type { LocalStore } from "./local.ts";
 import { type BackendStore, chunkObjectKey } from "./backend.ts";
@@ -48,6 +49,8 @@ import {
 /** Inodes whose last-open content is remembered (`#samePages`); a forgotten one only costs its
  * kernel pages at the next open. */
 const MAX_PAGE_SIGNATURES = 65_536;
+/** Inodes whose record at their last open `beforeOpen` keeps (the oldest forgotten first). */
+const OPENED_INODES_MAX = 65_536;
 const signatureDecoder = new TextDecoder();
 
 /** Linux 6.13+: a change after a stat that saw the ctime gets a fine-grained timestamp (multigrain
@@ -432,6 +435,8 @@ export class ClusterData {
   #opens = 0;
   /** `beforeOpen`'s reads in flight, by inode: a close racing the open waits for it (`closed`). */
   readonly #refreshing = new Map<number, Promise<void>>();
+  /** Per inode, its record as this node's last open read it (`beforeOpen`). */
+  readonly #openedInodes = new Map<number, Uint8Array>();
   /**
    * Chunks read straight from their owner (readDirect) and by which open, most recent last:
    * a read of one from another open within ADMIT_WINDOW_MS stores it here (admission).
@@ -635,17 +640,34 @@ export class ClusterData {
   }
 
   /** Before an open reads the inode: read inode and chunk map again, so the open sees the last
-   * close (close-to-open), both in one round trip. */
-  async beforeOpen(ino: number): Promise<void> {
-    this.#ns.forgetKey(keys.inode(ino));
+   * close (close-to-open), both in one round trip. True when the kernel's cached attributes of
+   * the inode may be older than the record read (the open then has them dropped). */
+  async beforeOpen(ino: number): Promise<boolean> {
+    const inodeKey = keys.inode(ino);
+    this.#ns.forgetKey(inodeKey);
     this.#ns.forgetKey(keys.chunkMap(ino));
-    const read = this.#ns.fetch([keys.inode(ino), keys.chunkMap(ino)]);
+    const read = this.#ns.fetch([inodeKey, keys.chunkMap(ino)]);
     this.#refreshing.set(ino, read);
     try {
       await read;
     } finally {
       if (this.#refreshing.get(ino) === read) this.#refreshing.delete(ino);
     }
+    // Whether the kernel may hold attributes older than the store's: not when the record is
+    // byte for byte the one this node's previous open read (every change writes a new ctime, so
+    // nothing changed the inode since, and that open had the kernel drop anything older).
+    const now = this.#ns.cached(inodeKey)?.value;
+    const last = this.#openedInodes.get(ino);
+    if (now === undefined) {
+      this.#openedInodes.delete(ino);
+      return true;
+    }
+    this.#openedInodes.delete(ino); // re-inserted last: the map drops the inode opened longest ago
+    this.#openedInodes.set(ino, now);
+    if (this.#openedInodes.size > OPENED_INODES_MAX) {
+      this.#openedInodes.delete(this.#openedInodes.keys().next().value!);
+    }
+    return last === undefined || !sameBytes(last, now);
   }
 
   /**
@@ -2072,6 +2094,7 @@ export class ClusterData {
 
   /** Local chunks of an inode deleted everywhere. */
   forgetInode(ino: number): void {
+    this.#openedInodes.delete(ino);
     this.#pageSignatures.delete(ino);
     this.#holdsAsked.delete(ino);
     this.records?.forget(ino);

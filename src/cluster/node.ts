@@ -20,7 +20,7 @@ import { openPeers, type PeerSendMode } from "./uring_transport.ts";
 import { probeRdma } from "./rdma_probe.ts";
 import type { IoEngine } from "../io/types.ts";
 import { collectGarbage, purgeOrphans } from "../cache/gc.ts";
-import { inodeOfKey, isDentryKey, keys } from "../meta/namespace.ts";
+import { inodeOfKey, keys, parentOfDentryKey } from "../meta/namespace.ts";
 
 export interface ClusterNodeOptions {
   /** Backend URL: an absolute path, dir:///path or s3://bucket?endpoint=... */
@@ -77,10 +77,12 @@ export class ClusterNode {
   zoneBackends = new Map<string, CountedBackend>();
   /** This zone's replication queue (copies to other zones, src/cluster/replication.ts). */
   readonly replication: ReplicationQueue;
-  /** Set by the mount once the FUSE server exists. */
-  onInodeChanged: (ino: number) => void = () => {};
-  /** Set by the mount: names changed elsewhere (once per batch of watch events). */
-  onEntriesChanged: () => void = () => {};
+  /** Set by the mount once the FUSE server exists: inodes other nodes changed (attributes), once
+   * per batch of watch events, each inode once. */
+  onInodesChanged: (inos: Set<number>) => void = () => {};
+  /** Set by the mount: names changed elsewhere, in these parent directories (once per batch of
+   * watch events). False when nothing had to be told to the kernel. */
+  onEntriesChanged: (parents: Set<number>) => boolean = () => false;
   peerFetches = 0;
   peerFailures = 0;
   readonly #server: { address: string; close: () => void };
@@ -242,7 +244,10 @@ export class ClusterNode {
       { key: keys.all(), rangeEnd: prefixEnd(keys.all()) },
       { startRevision: revision + 1 },
       (events) => {
-        let entries = false;
+        // Collected first and handed over once per batch: a create elsewhere changes the new
+        // inode, its name and its parent's record in one commit, and its publish the inode again.
+        let inodes: Set<number> | undefined;
+        let parents: Set<number> | undefined;
         for (const event of events) {
           const key = event.kv.key;
           const own = this.data.forgetMetadata(
@@ -253,22 +258,27 @@ export class ClusterNode {
           // This node's own change coming back: its kernel learned of it from the request.
           if (own) continue;
           this.#traceWatch?.(`skyfs: watch @${performance.now().toFixed(3)} other ${keyText(key)}`);
-          if (isDentryKey(key)) entries = true;
+          const parent = parentOfDentryKey(key);
+          if (parent !== undefined) (parents ??= new Set()).add(parent);
           const ino = inodeOfKey(key);
-          if (ino === undefined) continue;
+          if (ino !== undefined) (inodes ??= new Set()).add(ino);
+        }
+        if (inodes) {
           try {
-            this.onInodeChanged(ino);
+            this.onInodesChanged(inodes);
           } catch (error) {
             console.error(`skyfs: kernel invalidation failed: ${(error as Error).message}`);
           }
         }
         // Names are not invalidated one by one (INVAL_ENTRY waits for the parent directory's
         // lock, which can wedge a daemon killed meanwhile, src/cluster/README.md): one epoch
-        // bump per batch makes the kernel look every cached name up again.
-        if (entries) {
-          this.#traceWatch?.(`skyfs: watch @${performance.now().toFixed(3)} epoch`);
+        // bump per batch makes the kernel look every cached name up again (the mount skips it
+        // when its kernel can hold no name in these directories).
+        if (parents) {
           try {
-            this.onEntriesChanged();
+            if (this.onEntriesChanged(parents)) {
+              this.#traceWatch?.(`skyfs: watch @${performance.now().toFixed(3)} epoch`);
+            }
           } catch (error) {
             console.error(`skyfs: kernel entry invalidation failed: ${(error as Error).message}`);
           }

@@ -34,6 +34,7 @@ import {
   type Request,
   statfsReply,
   statusReply,
+  u64,
   type Validity,
 } from "./wire.ts";
 import { xattrHandlers } from "./xattr.ts";
@@ -43,6 +44,26 @@ export const MAX_WRITE = 1 << 20;
 /** How long unmount waits for requests still being handled before the Vfs is destroyed (lock
  * waits are aborted first, so only requests doing work are waited for). */
 const DRAIN_TIMEOUT_MS = 5000;
+
+/** FUSE's root node id (the root inode: the kernel holds it without a lookup). */
+const ROOT_NODE_ID = 1;
+/** Requests whose reply can leave a name (dentry, positive or negative) in the kernel's cache,
+ * in the directory of their node id (RENAME and RENAME2 also in their new directory). */
+const NAMING_OPS = new Set<number>([
+  Opcode.LOOKUP,
+  Opcode.READDIRPLUS,
+  Opcode.CREATE,
+  Opcode.MKNOD,
+  Opcode.MKDIR,
+  Opcode.SYMLINK,
+  Opcode.LINK,
+  Opcode.UNLINK,
+  Opcode.RMDIR,
+  Opcode.RENAME,
+  Opcode.RENAME2,
+]);
+/** Directories tracked for `invalidateEntriesIn` before every bump is sent regardless. */
+const MAX_NAMED_DIRS = 100_000;
 
 /** Where the reply to one request goes: the transport that delivered it (src/fuse/README.md,
  * "Transports"). `reply` null: the request gets none (FORGET, INTERRUPT, or an undecodable one);
@@ -254,7 +275,22 @@ export class FuseServer {
   transport: "dev" | "uring" = "dev";
   /** Requests, errors, durations and bytes for /metrics (src/http reads them at scrape time). */
   readonly counters = new FuseCounters();
+  /** Notifications written and skipped because the kernel held nothing they would drop (read by
+   * tests; src/cluster/README.md, "What the other mounts pay for a change"). */
+  readonly notifyStats = { invalInode: 0, invalInodeSkipped: 0, epoch: 0, epochSkipped: 0 };
   #destroyed = false;
+  /** Inodes whose attributes are to be invalidated at the next turn (`invalidateAttributes`). */
+  #staleAttributes = new Set<number>();
+  /** Directories in which the kernel may hold a name (positive or negative dentry) stamped with
+   * the current entry epoch: every request that can leave one names its directory here, when it
+   * arrives and again when it is answered. An epoch bump empties it; undefined: too many to
+   * track, every bump is sent. See `invalidateEntriesIn`. */
+  #namedDirs: Set<number> | undefined = new Set();
+  /** Open directory handles, by directory. A READDIRPLUS entry is stamped with the epoch read
+   * when the kernel parses the reply, which may follow a bump written after the reply: such a
+   * directory stays in `#namedDirs` across bumps until its last handle is released (after the
+   * program's last getdents returned), and once more then. */
+  #openDirs = new Map<number, number>();
 
   constructor(device: FuseDevice, vfs: Vfs, options: ServerOptions = {}) {
     this.device = device;
@@ -283,10 +319,37 @@ export class FuseServer {
    * rename, unlink and link.
    */
   invalidateAttributes(ino: number): void {
-    setImmediate(() => {
+    // Nothing in flight: no reply with attributes read before the change can still come, so an
+    // inode the kernel does not hold now needs nothing, and no turn is taken (an idle node pays
+    // this for every inode other nodes change).
+    if (this.#inFlight === 0 && !this.#kernelHolds(ino)) {
+      this.notifyStats.invalInodeSkipped++;
+      return;
+    }
+    if (this.#staleAttributes.size === 0) setImmediate(() => this.#flushStaleAttributes());
+    this.#staleAttributes.add(ino);
+  }
+
+  #kernelHolds(ino: number): boolean {
+    return ino === ROOT_NODE_ID || this.vfs.knownToKernel(ino);
+  }
+
+  /** Writes the notifications `invalidateAttributes` gathered in one turn, each inode once. An
+   * inode the kernel holds no reference to (no counted lookup: `Vfs.knownToKernel`; the root
+   * always counts) caches nothing: the kernel would answer ENOENT, so nothing is written. That
+   * is decided here, when the notice would be written, not when it was asked for: a LOOKUP
+   * answered in between (with attributes read before the change) makes the inode known. */
+  #flushStaleAttributes(): void {
+    for (const ino of this.#staleAttributes) {
+      if (!this.#kernelHolds(ino)) {
+        this.notifyStats.invalInodeSkipped++;
+        continue;
+      }
+      this.notifyStats.invalInode++;
       // ENOENT: the kernel holds no such inode; nothing was cached.
       this.device.writeMessage(notifyInvalInode(ino, -1, 0) as Uint8Array<ArrayBuffer>);
-    });
+    }
+    this.#staleAttributes.clear();
   }
 
   /**
@@ -311,7 +374,58 @@ export class FuseServer {
   invalidateAllEntries(): boolean {
     if ((this.negotiated?.minor ?? 0) < INC_EPOCH_MINOR) return false;
     this.device.writeMessage(notifyIncEpoch() as Uint8Array<ArrayBuffer>);
+    this.notifyStats.epoch++;
+    // Every name cached so far is stamped with an older epoch now: none needs another bump,
+    // but for listings whose replies the kernel may not have parsed yet (`#openDirs`).
+    this.#namedDirs = new Set(this.#openDirs.keys());
     return true;
+  }
+
+  /**
+   * Names changed elsewhere in `dirs`: `invalidateAllEntries` if the kernel may hold a name in
+   * one of them stamped with the current epoch, else nothing (false). The kernel can only hold
+   * such a name if a request for that directory (LOOKUP, READDIRPLUS, CREATE, MKNOD, MKDIR,
+   * SYMLINK, LINK, UNLINK, RMDIR, RENAME) arrived since the last bump: a name given before it is
+   * looked up again at its next use anyway. So a node that does not look at the directories
+   * another node works in pays no bump per change there, and its kernel keeps the names (and
+   * with them the inodes and pages) it holds elsewhere.
+   */
+  invalidateEntriesIn(dirs: Iterable<number>): boolean {
+    const named = this.#namedDirs;
+    if (named !== undefined) {
+      let any = false;
+      for (const dir of dirs) {
+        if (named.has(dir)) {
+          any = true;
+          break;
+        }
+      }
+      if (!any) {
+        this.notifyStats.epochSkipped++;
+        return false;
+      }
+    }
+    return this.invalidateAllEntries();
+  }
+
+  /** A directory handle was released: its READDIRPLUS replies were all parsed by now. */
+  #releasedDir(dir: number): void {
+    const open = this.#openDirs.get(dir) ?? 0;
+    if (open <= 1) this.#openDirs.delete(dir);
+    else this.#openDirs.set(dir, open - 1);
+    this.#namedDirs?.add(dir);
+  }
+
+  /** A request that can leave a dentry in the kernel names its directory (`#namedDirs`). */
+  #noteNamed(request: Request): void {
+    const named = this.#namedDirs;
+    if (named === undefined) return;
+    const opcode = request.header.opcode;
+    if (!NAMING_OPS.has(opcode)) return;
+    named.add(request.header.nodeid);
+    // RENAME and RENAME2 move a dentry into their fuse_rename_in's newdir.
+    if (opcode === Opcode.RENAME || opcode === Opcode.RENAME2) named.add(u64(request.view, 0));
+    if (named.size > MAX_NAMED_DIRS) this.#namedDirs = undefined;
   }
 
   /** Requests served, poll wake-ups (requests per wake-up = batching achieved) and requests
@@ -417,6 +531,7 @@ export class FuseServer {
       return;
     }
     const started = monotonicSeconds();
+    this.#noteNamed(request);
     let result: Promise<Uint8Array | null> | Uint8Array | null;
     try {
       result = this.#dispatch(request);
@@ -462,6 +577,11 @@ export class FuseServer {
   ): void {
     const { header } = request;
     const unique = header.unique;
+    // Again at the reply: an epoch bump while the request was handled emptied the set.
+    this.#noteNamed(request);
+    if (header.opcode === Opcode.OPENDIR && !failed) {
+      this.#openDirs.set(header.nodeid, (this.#openDirs.get(header.nodeid) ?? 0) + 1);
+    } else if (header.opcode === Opcode.RELEASEDIR) this.#releasedDir(header.nodeid);
     this.counters.record(header.opcode, monotonicSeconds() - started, failed);
     if (this.#options.trace) this.#traceRequest(header.opcode, header.nodeid, started, failed);
     if (reply === null) {

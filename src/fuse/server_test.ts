@@ -201,3 +201,108 @@ Deno.test("vfs: openCached and releaseCached only where nothing needs a wait", a
     await assert.rejects(vfs.getattr(root, f.ino), /ENOENT/);
   });
 });
+
+/** A device that keeps the notifications written to it: [code, node id] (node id 0 for an
+ * epoch bump). */
+function recordingDevice(): { device: FuseDevice; written: [number, number][] } {
+  const written: [number, number][] = [];
+  const device = {
+    writeMessage(message: Uint8Array) {
+      const dv = new DataView(message.buffer, message.byteOffset, message.byteLength);
+      const code = dv.getInt32(4, true);
+      written.push([code, message.byteLength > 16 ? Number(dv.getBigUint64(16, true)) : 0]);
+    },
+  } as unknown as FuseDevice;
+  return { device, written };
+}
+
+const nextTurn = () => new Promise((resolve) => setTimeout(resolve, 0));
+const INVAL_INODE = 2; // FUSE_NOTIFY_INVAL_INODE
+const INC_EPOCH = 8; // FUSE_NOTIFY_INC_EPOCH
+
+Deno.test("server: attribute invalidations go once per inode per turn, only for inodes the kernel holds", async () => {
+  await withVfs(async ({ vfs }) => {
+    const { device, written } = recordingDevice();
+    const server = new FuseServer(device, vfs);
+    const f = await vfs.mknod(root, 1, n("f"), 0o100644, 0, 0); // counted: the reply's entry
+    const g = await vfs.mknod(root, 1, n("g"), 0o100644, 0, 0);
+    vfs.forget(g.ino, 1); // the kernel dropped it
+    server.invalidateAttributes(f.ino);
+    server.invalidateAttributes(g.ino);
+    server.invalidateAttributes(f.ino);
+    server.invalidateAttributes(1); // the root: held without a lookup
+    server.invalidateAttributes(999_999); // never given to the kernel
+    assert.deepEqual(written, [], "written on a later turn, not from inside the caller");
+    await nextTurn();
+    assert.deepEqual(written, [[INVAL_INODE, f.ino], [INVAL_INODE, 1]]);
+    assert.equal(server.notifyStats.invalInodeSkipped, 2);
+
+    // While a request is in flight, decided when written: a LOOKUP answered after the change
+    // was asked for (its attributes maybe read before it) makes g known.
+    written.length = 0;
+    const statfs = send(server, request(Opcode.STATFS, 1, 7n));
+    assert.ok(!statfs.sync);
+    server.invalidateAttributes(g.ino);
+    server.invalidateAttributes(999_999);
+    const lookup = send(server, request(Opcode.LOOKUP, 1, 8n, n("g\0")));
+    assert.equal(errorOf((await lookup.wait)!), 0);
+    await statfs.wait;
+    await nextTurn();
+    assert.deepEqual(written, [[INVAL_INODE, g.ino]]);
+    assert.equal(server.notifyStats.invalInodeSkipped, 3);
+  });
+});
+
+Deno.test("server: an entry epoch bump only when the kernel may hold a name in a changed directory", async () => {
+  await withVfs(async ({ vfs }) => {
+    const { device, written } = recordingDevice();
+    const server = new FuseServer(device, vfs);
+    server.negotiated = { minor: 44, flags: 0, flags2: 0, passthrough: false };
+    const d = await vfs.mkdir(root, 1, n("d"), 0o755, 0);
+    const e = await vfs.mkdir(root, 1, n("e"), 0o755, 0);
+    // Nothing was asked of this server yet: the kernel holds no name anywhere.
+    assert.equal(server.invalidateEntriesIn([1, d.ino]), false);
+    assert.deepEqual(written, []);
+
+    // A LOOKUP in d, found or not, can leave a dentry there (a negative one is cached too).
+    const missing = send(server, request(Opcode.LOOKUP, d.ino, 7n, n("nothing\0")));
+    await missing.wait;
+    assert.equal(server.invalidateEntriesIn([e.ino]), false, "a name in d, a change in e");
+    assert.equal(server.invalidateEntriesIn([e.ino, d.ino]), true);
+    assert.deepEqual(written, [[INC_EPOCH, 0]]);
+    // Every name given so far is stamped with the old epoch now: no second bump for them.
+    assert.equal(server.invalidateEntriesIn([d.ino]), false);
+
+    // A RENAME from d to e leaves the moved name in e (fuse_rename_in: newdir u64 first).
+    const body = new Uint8Array(8 + 4);
+    new DataView(body.buffer).setBigUint64(0, BigInt(e.ino), true);
+    body.set(n("x\0"), 8);
+    body.set(n("y\0"), 10);
+    await send(server, request(Opcode.RENAME, d.ino, 8n, body)).wait; // ENOENT: no x; noted anyway
+    assert.equal(server.invalidateEntriesIn([e.ino]), true);
+    // An unconditional bump (a volume's change) forgets the names given too.
+    await send(server, request(Opcode.LOOKUP, 1, 9n, n("d\0"))).wait;
+    assert.equal(server.invalidateAllEntries(), true);
+    assert.equal(server.invalidateEntriesIn([1]), false);
+    assert.equal(server.notifyStats.epoch, 3);
+
+    // A listing's entries are stamped when the kernel parses the reply, maybe after a bump:
+    // d stays named across bumps while a handle of it is open, and once more after its release.
+    const opendir = send(server, request(Opcode.OPENDIR, d.ino, 10n, new Uint8Array(8)));
+    const fh = new DataView((await opendir.wait)!.buffer, 16).getBigUint64(0, true);
+    const read = new Uint8Array(40); // fuse_read_in: fh, offset, size...
+    new DataView(read.buffer).setBigUint64(0, fh, true);
+    new DataView(read.buffer).setUint32(16, 4096, true);
+    assert.equal(
+      errorOf((await send(server, request(Opcode.READDIRPLUS, d.ino, 12n, read)).wait)!),
+      0,
+    );
+    assert.equal(server.invalidateEntriesIn([d.ino]), true);
+    assert.equal(server.invalidateEntriesIn([d.ino]), true, "open: still named");
+    const release = new Uint8Array(24); // fuse_release_in: fh u64 first
+    new DataView(release.buffer).setBigUint64(0, fh, true);
+    await send(server, request(Opcode.RELEASEDIR, d.ino, 11n, release)).wait;
+    assert.equal(server.invalidateEntriesIn([d.ino]), true, "released: named once more");
+    assert.equal(server.invalidateEntriesIn([d.ino]), false);
+  });
+});

@@ -196,6 +196,11 @@ export function isDentryKey(key: Uint8Array): boolean {
   return key.length > PREFIX.length + 9 && key[PREFIX.length] === TAG_DENTRY;
 }
 
+/** The directory of a directory entry key (`keys.dentry`); undefined for every other key. */
+export function parentOfDentryKey(key: Uint8Array): number | undefined {
+  return isDentryKey(key) ? inoOfKey(key) : undefined;
+}
+
 /** The same for a cache key string (one char per byte). */
 function inoOfKeyString(name: string): number {
   let value = 0;
@@ -529,6 +534,8 @@ export class Namespace {
   readonly #earlyEchoes = new Map<string, (Uint8Array | undefined)[]>();
   readonly #cacheEntries: number;
   readonly #validateReads: boolean;
+  /** A watch reported a change (`watched`): own writes' history is kept from then on. */
+  #watchSeen = false;
   readonly #maxAttempts: number;
   readonly #rangeSize: number;
   #nextIno = 0;
@@ -798,6 +805,9 @@ export class Namespace {
   /** @internal Cache what this namespace's own commit wrote; an inode record keeps the values
    * of the own writes it replaces (`ownEarlier`). */
   cacheOwn(name: string, entry: CachedValue): void {
+    // What follows only serves recognising echoes of own writes, which only a watch brings (a
+    // shared store, validating reads): one node's store has none, so no history to keep.
+    if (!this.#validateReads && !this.#watchSeen) return this.cachePut(name, entry);
     const now = this.#cache.get(name);
     if (now?.own && now.value && name.charCodeAt(PREFIX.length) === TAG_INODE) {
       entry.ownEarlier = [now.value, ...(now.ownEarlier ?? [])].slice(0, OWN_HISTORY);
@@ -861,6 +871,7 @@ export class Namespace {
    * change coming back); otherwise the key leaves the cache and the result is false.
    */
   watched(key: Uint8Array, value: Uint8Array | undefined): boolean {
+    this.#watchSeen = true;
     const name = keyString(key);
     const cached = this.#cache.get(name);
     // An own earlier write of a directory entry, echoed after a later own write was cached: each
@@ -1328,11 +1339,12 @@ export class NsTxn {
   }
 
   /** Delete an inode with its xattrs and orphan mark (directory entries are the caller's);
-   * `pending`: its pending write-back mark too. */
-  deleteInode(ino: number, pending = false): void {
+   * `pending`: its pending write-back mark too; `orphan` false: the caller knows it has no
+   * orphan mark (it had a name until this transaction), so no delete of a key not there. */
+  deleteInode(ino: number, pending = false, orphan = true): void {
     const name = inodeKeyString(ino);
     this.#writeNamed(name, this.#knownKey(name) ?? keys.inode(ino), undefined);
-    this.#write(keys.orphan(ino), undefined);
+    if (orphan) this.#write(keys.orphan(ino), undefined);
     if (pending) this.#write(keys.pending(ino), undefined);
     const prefix = keys.xattrs(ino);
     this.#rangeDeletes.push({ key: prefix, rangeEnd: prefixEnd(prefix) });
@@ -1771,7 +1783,7 @@ function sameTime(a: Timespec, b: Timespec): boolean {
   return a.sec === b.sec && a.nsec === b.nsec;
 }
 
-function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
+export function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
   if (a === undefined || b === undefined) return a === b;
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;

@@ -138,6 +138,11 @@ export interface InodeState {
   /** Transactions that may take the inode off the list, in flight: an open for writing then
    * puts it on again (its own transaction, which the unmark's read of the mark orders). */
   unmarking?: number;
+  /** One node: the attributes of a regular file whose last name went while the kernel still
+   * looked it up and nothing had it open. Its record was deleted with the name (no orphan, no
+   * purge at FORGET); GETATTR of the number answers these (nlink 0, as ext4's fstat of an
+   * O_PATH fd) until the kernel forgets it. Opens of it fail ENOENT. */
+  ghost?: Attr;
 }
 
 export interface FileHandle {
@@ -181,6 +186,9 @@ export class OpTxn {
   readonly unmarked = new Set<number>();
   /** Inodes this transaction deletes (their mark goes with the record). */
   readonly gone = new Set<number>();
+  /** One node: regular files this transaction deletes at once although the kernel still looks
+   * them up (`dropInode`); their `InodeState.ghost` is set at the commit. */
+  ghosts: Map<number, InodeRecord> | undefined;
 
   constructor(core: VfsCore, tx: NsTxn) {
     this.#core = core;
@@ -236,12 +244,27 @@ export class OpTxn {
    * for any regular file, put it on the orphan list). Returns whether it was deleted, so the
    * caller frees its local data. */
   async dropInode(record: InodeRecord): Promise<boolean> {
+    const cluster = this.#core.cluster;
     const local = this.#core.isReferenced(record.ino);
+    // One node, a regular file only the kernel's lookups reach (no handle): nothing can read or
+    // write it any more (an open needs a handle, which `openChecked` refuses once this started),
+    // so it goes now instead of as an orphan freed by a second transaction at the kernel's
+    // FORGET (src/fuse/README.md, "An unlink in one transaction"). A directory keeps the orphan:
+    // a process's cwd holds it without a handle and can still list it and stat ".".
+    if (
+      local && cluster === undefined && isReg(record.mode) &&
+      this.#core.inodes.get(record.ino)!.handles === 0
+    ) {
+      this.#core.startDeleting(record.ino);
+      (this.ghosts ??= new Map()).set(record.ino, record);
+      await this.deleteInode(record.ino, true, false);
+      return true;
+    }
     // In a cluster another node may have a regular file open without any trace in the store
     // (an open writes nothing): it stays an orphan until every node acknowledged the unlink
     // (ClusterData.reclaimLater, src/cache/open_records.ts). Directories and special files keep
     // no data and are deleted at once.
-    const mayBeOpen = this.#core.cluster !== undefined && isReg(record.mode);
+    const mayBeOpen = cluster !== undefined && isReg(record.mode);
     if (local || mayBeOpen) {
       // Not open here: its volume usage goes now, as if deleted, and the flag in the record says
       // so to whoever deletes it later. A node holding it open counts it again with its first
@@ -252,14 +275,14 @@ export class OpTxn {
       this.tx.addOrphan(record.ino);
       return false;
     }
-    await this.deleteInode(record.ino, isReg(record.mode));
+    await this.deleteInode(record.ino, isReg(record.mode), false);
     return true;
   }
 
   /** Delete the inode (with, in a cluster, a regular file's chunk map; its objects go after the
    * commit). Other types have no chunk map or open records to read and delete. */
-  async deleteInode(ino: number, regular = true): Promise<void> {
-    this.tx.deleteInode(ino, this.#core.inodes.get(ino)?.marked === true);
+  async deleteInode(ino: number, regular = true, orphan = true): Promise<void> {
+    this.tx.deleteInode(ino, this.#core.inodes.get(ino)?.marked === true, orphan);
     this.gone.add(ino);
     this.folded.set(ino, this.#seqRead.get(ino) ?? this.#core.inodes.get(ino)?.dirtySeq ?? 0);
     const cluster = this.#core.cluster;
@@ -447,7 +470,9 @@ export class VfsCore {
       at.sec - record.atime.sec >= DAY_SECONDS;
   }
 
-  attr(record: InodeRecord): Attr {
+  /** The attributes of a record; `blocks` (st_blocks) from a stat of the local file unless
+   * given. */
+  attr(record: InodeRecord, blocks?: number): Attr {
     return {
       ino: record.ino,
       mode: record.mode,
@@ -456,7 +481,8 @@ export class VfsCore {
       gid: record.gid,
       rdev: record.rdev,
       size: record.size,
-      blocks: isReg(record.mode) ? this.local.blocks(record.ino) : isDir(record.mode) ? 8 : 0,
+      blocks: blocks ??
+        (isReg(record.mode) ? this.local.blocks(record.ino) : isDir(record.mode) ? 8 : 0),
       blksize: BLOCK_SIZE,
       atime: record.atime,
       mtime: record.mtime,
@@ -501,9 +527,15 @@ export class VfsCore {
     let last: OpTxn | undefined;
     // Marked inodes this call may take off the pending list, with their markSeq then.
     let unmarking: Map<number, number> | undefined;
+    // Inodes any run of the operation started deleting at once (`OpTxn.ghosts`).
+    let deleting: Set<number> | undefined;
+    let committed = false;
     let result: T;
     try {
       result = await this.ns.transact(async (tx) => {
+        if (last?.ghosts) {
+          for (const ino of last.ghosts.keys()) (deleting ??= new Set()).add(ino);
+        }
         const t = last = new OpTxn(this, tx);
         const result = await operation(t);
         if (t.unmarkable.size > 0) await this.#unmarkIn(t, unmarking ??= new Map());
@@ -511,8 +543,11 @@ export class VfsCore {
         if (tx.mayTouchVolumes()) t.quotaPlan = await this.volumes.account(t);
         return result;
       });
+      committed = true;
     } finally {
       if (unmarking) this.#unmarkSettled(unmarking, undefined);
+      if (last?.ghosts) { for (const ino of last.ghosts.keys()) (deleting ??= new Set()).add(ino); }
+      if (deleting) this.#endDeleting(deleting, committed ? last : undefined);
     }
     if (unmarking) this.#unmarkSettled(unmarking, last!);
     for (const ino of last!.gone) {
@@ -524,6 +559,48 @@ export class VfsCore {
     for (const [ino, objects] of last!.deleted) this.cluster?.deleted(ino, objects);
     for (const ino of last!.keptElsewhere) this.keptElsewhere.add(ino);
     return result;
+  }
+
+  // --- deletions at the unlink (one node, `OpTxn.dropInode`) ---
+
+  /** Per inode, the deletion of a looked-up regular file in flight: opens wait for it. */
+  readonly #deleting = new Map<number, { settled: Promise<void>; settle: () => void }>();
+
+  startDeleting(ino: number): void {
+    if (this.#deleting.has(ino)) return;
+    let settle!: () => void;
+    const settled = new Promise<void>((resolve) => settle = resolve);
+    this.#deleting.set(ino, { settled, settle });
+  }
+
+  /** The transaction of `startDeleting` ended: committed (`committed` holds the ghosts of its
+   * last run) or not. The ghosts are set before the waiting opens resume. */
+  #endDeleting(inodes: Set<number>, committed: OpTxn | undefined): void {
+    if (committed?.ghosts) {
+      for (const [ino, record] of committed.ghosts) {
+        const state = this.inodes.get(ino);
+        // Not when the kernel's FORGET came meanwhile: nothing can ask for the number any more.
+        // No stat of the local file for st_blocks (it is about to go): what a dense file holds.
+        if (state && state.lookups > 0) {
+          state.ghost = this.attr(record, Math.ceil(record.size / BLOCK_SIZE) * (BLOCK_SIZE / 512));
+        }
+      }
+    }
+    for (const ino of inodes) {
+      this.#deleting.get(ino)?.settle();
+      this.#deleting.delete(ino);
+    }
+  }
+
+  /** The inode may be deleted under an open that got its record earlier: in flight, or done
+   * while the kernel still looks it up. */
+  mayBeDeleted(ino: number): boolean {
+    return this.#deleting.has(ino) || this.inodes.get(ino)?.ghost !== undefined;
+  }
+
+  /** Settles when no deletion of the inode is in flight. */
+  async deletionSettled(ino: number): Promise<void> {
+    await this.#deleting.get(ino)?.settled;
   }
 
   // --- pending write-back list (one node) ---

@@ -120,6 +120,8 @@ export function lookupCached(
 
 /** `getattr` from the namespace's cache alone; undefined when the store must be asked. */
 export function getattrCached(core: VfsCore, ino: number): Attr | undefined {
+  const ghost = core.inodes.get(ino)?.ghost;
+  if (ghost) return ghost;
   const record = core.recordCached(ino);
   return record && core.attr(record);
 }
@@ -132,12 +134,19 @@ export function forget(core: VfsCore, ino: number, nlookup: number): void {
   if (state.lookups > 0 || state.handles > 0) return;
   // In a cluster lookups never keep an unlinked inode (see VfsCore.isReferenced): nothing to free.
   if (core.cluster) return core.dropStateIfIdle(ino);
+  // Deleted at its unlink already (`OpTxn.dropInode`): nothing to purge.
+  if (state.ghost) {
+    state.ghost = undefined;
+    return core.dropStateIfIdle(ino);
+  }
   // Runs after the count reached zero; if the inode still has links this only drops memory.
   core.purgeLater(ino);
   core.dropStateIfIdle(ino);
 }
 
 export async function getattr(core: VfsCore, ino: number): Promise<Attr> {
+  const ghost = core.inodes.get(ino)?.ghost;
+  if (ghost) return ghost;
   return core.attr(await core.record(ino));
 }
 

@@ -56,18 +56,19 @@ export async function open(
   flags: number,
 ): Promise<OpenResult> {
   const mark = core.cluster?.openMark();
-  await core.cluster?.beforeOpen(ino);
+  const changed = await core.cluster?.beforeOpen(ino);
   const record = await core.record(ino);
   if (isDir(record.mode) && (canWrite(flags) || flags & libc.O_TRUNC)) {
     throw new FsError("EISDIR", `inode ${ino} is a directory`);
   }
   checkAccess(ctx, record, accessMask(flags));
-  return await openChecked(core, ctx, record, flags, false, mark);
+  return await openChecked(core, ctx, record, flags, false, mark, changed !== false);
 }
 
 /** Open after the permission check (create skips it: a new file opens whatever its mode).
  * `created`: this open's create made the inode. `mark`: in a cluster, `openMark()` before the
- * inode was read. */
+ * inode was read. `changed` (cluster): the inode may have changed since the kernel took its
+ * attributes (ClusterData.beforeOpen). */
 async function openChecked(
   core: VfsCore,
   ctx: Ctx,
@@ -75,6 +76,7 @@ async function openChecked(
   flags: number,
   created = false,
   mark?: number,
+  changed = true,
 ): Promise<OpenResult> {
   const ino = record.ino;
   if (!isReg(record.mode)) {
@@ -90,6 +92,13 @@ async function openChecked(
   const fh = core.addHandle(handle);
   core.state(ino).volume = record.volume ?? 0;
   try {
+    // An unlink that found no handle deletes the inode at once (`OpTxn.dropInode`): an open
+    // that read the record before that commit must not hold the deleted file (its local file
+    // becomes a spare). Counted first, so an unlink starting now keeps an orphan instead.
+    if (!created && core.mayBeDeleted(ino)) {
+      await core.deletionSettled(ino);
+      if (!(await core.ns.getInode(ino))) throw new FsError("ENOENT", `inode ${ino} was removed`);
+    }
     // A writer's inode is on the pending write-back list before its handle exists (core.ts).
     if (flags & libc.O_TRUNC) record = await truncateForOpen(core, ctx, ino, writer);
     else if (writer && !created && core.needsMark(ino)) await core.markPending(ino);
@@ -121,8 +130,10 @@ async function openChecked(
         // The kernel may hold this inode's attributes from before another node's change (a
         // stat here within the attribute timeout): its i_size bounds every read, and pages
         // dropped above are read again only up to it (a truncate or extension on B, then a
-        // read on A, read A's old size). A created file's attributes are the create's reply.
-        attributesStale: !created,
+        // read on A, read A's old size). A created file's attributes are the create's reply;
+        // a record unchanged since this node's last open needs nothing (that open had them
+        // dropped), which spares the notice and the GETATTR of the program's fstat after it.
+        attributesStale: !created && (changed || (flags & libc.O_TRUNC) !== 0),
       };
     }
     return localOpen(core, record, flags, fh, fd, atimeDue);
@@ -208,6 +219,7 @@ export function openCached(
   // A writer of an inode not on the pending write-back list takes a transaction: `open`.
   const writer = canWrite(flags);
   if (writer && core.needsMark(ino)) return undefined;
+  if (core.mayBeDeleted(ino)) return undefined;
   const fd = core.local.acquireSync(ino, record.size);
   if (fd === undefined) return undefined;
   const fh = core.addHandle(
@@ -309,7 +321,12 @@ export async function create(
   // A new inode is as its create wrote it (nothing can have changed it or its local file before
   // this reply): no second read of the record, no stat of the local file for changes.
   const fresh = created && !core.cluster;
-  return { ...opened, attr: core.attr(fresh ? record : await core.record(record.ino)) };
+  // Its local file was just made or emptied to the new size 0 (`statAtSize`): no blocks, and no
+  // fstat to learn so.
+  return {
+    ...opened,
+    attr: fresh ? core.attr(record, 0) : core.attr(await core.record(record.ino)),
+  };
 }
 
 /** A create that made no inode: close and remove the local file made for the number. */

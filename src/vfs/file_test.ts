@@ -497,6 +497,95 @@ async function createAndDelete(vfs: Vfs, name: string) {
   return f;
 }
 
+Deno.test("an unlink of a closed file the kernel still looks up deletes it in its own transaction: no orphan, no purge at FORGET", async () => {
+  await withVfs(async (f) => {
+    const { vfs, dir } = f;
+    const c = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    const ino = c.attr.ino;
+    await vfs.write(root, ino, c.fh, 0, n("data"));
+    await vfs.release(ino, c.fh, 0);
+    const before = vfs.metaCounters.transactions;
+    await vfs.unlink(root, 1, n("f")); // the create's lookup is still held, as the kernel's
+    assert.equal(vfs.metaCounters.transactions - before, 1, "one transaction per unlink");
+    // Until the kernel forgets the number, GETATTR answers as ext4's fstat of an O_PATH fd would.
+    const ghost = await vfs.getattr(root, ino);
+    assert.equal(ghost.nlink, 0);
+    assert.equal(ghost.size, 4);
+    assert.equal(vfs.getattrCached?.(root, ino)?.nlink, 0);
+    // An open of it (a reopen through /proc/PID/fd) finds nothing.
+    await assert.rejects(vfs.open(root, ino, O_RDONLY), errno("ENOENT"));
+    assert.throws(() => vfs.openCached?.(root, ino, O_RDONLY), errno("ENOENT"));
+    vfs.forget(ino, 1);
+    await settled();
+    assert.equal(vfs.metaCounters.transactions - before, 1, "the FORGET commits nothing");
+    await assert.rejects(vfs.getattr(root, ino), errno("ENOENT"));
+    await assert.rejects(Deno.lstat(localPath(dir, ino)), Deno.errors.NotFound);
+    const again = await f.restart();
+    assert.equal(again.recovery.orphansPurged, 0);
+  });
+});
+
+Deno.test("a rename over a closed file the kernel still looks up deletes it in the rename's transaction", async () => {
+  await withVfs(async (f) => {
+    const { vfs, dir } = f;
+    const old = await vfs.create(root, 1, n("old"), 0o644, 0, O_RDWR);
+    await vfs.write(root, old.attr.ino, old.fh, 0, n("old data"));
+    await vfs.release(old.attr.ino, old.fh, 0);
+    const tmp = await vfs.create(root, 1, n("tmp"), 0o644, 0, O_RDWR);
+    await vfs.write(root, tmp.attr.ino, tmp.fh, 0, n("new"));
+    await vfs.release(tmp.attr.ino, tmp.fh, 0);
+    const before = vfs.metaCounters.transactions;
+    await vfs.rename(root, 1, n("tmp"), 1, n("old"), 0); // an editor's atomic save
+    assert.equal((await vfs.getattr(root, old.attr.ino)).nlink, 0);
+    vfs.forget(old.attr.ino, 1);
+    await settled();
+    assert.equal(vfs.metaCounters.transactions - before, 1, "one transaction, none at the FORGET");
+    await assert.rejects(Deno.lstat(localPath(dir, old.attr.ino)), Deno.errors.NotFound);
+    assert.equal((await vfs.lookup(root, 1, n("old"))).ino, tmp.attr.ino);
+    assert.equal((await f.restart()).recovery.orphansPurged, 0);
+  });
+});
+
+Deno.test("an open racing with the unlink of its file: the open fails ENOENT or holds an orphan", async () => {
+  // The kernel can send OPEN for a name it resolved before an UNLINK of it went out (open does
+  // not lock the directory). An unlink that saw no handle deletes the inode at once; an open
+  // that read the record before that commit must not end up holding the deleted file. The
+  // delays (in microtask turns) move the open across the unlink's transaction.
+  await withVfs(async ({ vfs, dir }) => {
+    const outcomes = new Set<string>();
+    for (let delay = 0; delay < 40; delay++) {
+      const name = n(`f${delay}`);
+      const c = await vfs.create(root, 1, name, 0o644, 0, O_RDWR);
+      const ino = c.attr.ino;
+      await vfs.write(root, ino, c.fh, 0, n("data"));
+      await vfs.release(ino, c.fh, 0);
+      const opening = (async () => {
+        for (let i = 0; i < delay; i++) await Promise.resolve();
+        return await vfs.open(root, ino, O_RDWR);
+      })();
+      const [opened, unlinked] = await Promise.allSettled([opening, vfs.unlink(root, 1, name)]);
+      assert.equal(unlinked.status, "fulfilled");
+      if (opened.status === "rejected") {
+        assert.ok(opened.reason instanceof FsError && opened.reason.errno === Errno.ENOENT);
+        outcomes.add("ENOENT");
+        continue;
+      }
+      // The open won: the inode is an orphan, its data readable until the last close.
+      outcomes.add("opened");
+      await settled();
+      const into = new Uint8Array(4);
+      await vfs.read(root, ino, opened.value.fh, 0, into);
+      assert.equal(text(into), "data", `delay ${delay}`);
+      assert.equal((await vfs.getattr(root, ino)).nlink, 0);
+      await vfs.release(ino, opened.value.fh, 0);
+      vfs.forget(ino, 1);
+      await settled();
+      await assert.rejects(Deno.lstat(localPath(dir, ino)), Deno.errors.NotFound);
+    }
+    assert.deepEqual([...outcomes].sort(), ["ENOENT", "opened"]);
+  });
+});
+
 Deno.test("mount.local_spare_files auto: spares only on an ext4 without a journal", async () => {
   assert.equal(await isJournalLessExt4("/proc"), false);
   await withVfs(async ({ vfs, dir }) => {

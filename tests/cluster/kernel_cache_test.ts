@@ -132,6 +132,7 @@ async function keptPages(aMount: string, bMount: string): Promise<string> {
 /** Node "kb" beside `cluster`'s nodes, with a 60 s kernel cache time. */
 async function startSlowNode(
   cluster: LocalCluster,
+  extraArgs: string[] = [],
 ): Promise<{ bMount: string; b: Deno.ChildProcess }> {
   const bMount = join(cluster.dir, "mnt-kb");
   const bData = join(cluster.dir, "data-kb");
@@ -156,6 +157,7 @@ async function startSlowNode(
       `127.0.0.1:${freePort()}`,
       "--cache-seconds",
       "60",
+      ...extraArgs,
     ],
     stdout: "null",
     stderr: "inherit",
@@ -248,6 +250,53 @@ Deno.test({
         [...Deno.readDirSync(onB("d"))].map((e) => e.name),
         ["inner"],
       );
+    } finally {
+      await stopSlowNode(b, bMount);
+      await cluster.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster: names changed elsewhere in a directory a node never looked in leave its others",
+  ignore: !canRun(),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const cluster = await LocalCluster.start("cluster-kquiet-", 1);
+    const [a] = cluster.nodes;
+    const http = `127.0.0.1:${freePort()}`;
+    const { bMount, b } = await startSlowNode(cluster, ["--http", http]);
+    // B's LOOKUPs so far (its kernel asks one for each name it does not hold or holds stale).
+    const lookups = async () => {
+      const text = await (await fetch(`http://${http}/metrics`)).text();
+      return Number(/^skyfs_fuse_requests_total\{op="lookup"[^}]*\} (\d+)/m.exec(text)?.[1] ?? 0);
+    };
+    try {
+      const onA = (name: string) => join(a.mountpoint, name);
+      const onB = (name: string) => join(bMount, name);
+      await Deno.mkdir(onA("x"));
+      await Deno.writeTextFile(onA("x/f"), "f");
+      await Deno.mkdir(onA("y"));
+      await waitFor(() => exists(onB("y")), 15_000, "B seeing y");
+      await Deno.stat(onB("x/f")); // B's kernel holds x and x/f
+      const before = await lookups();
+      // A changes names in y only, then the mode of x/f: watch events come in commit order, so
+      // once B's stat shows the mode, B has seen every create in y.
+      for (let i = 0; i < 10; i++) await Deno.writeTextFile(onA(`y/g${i}`), `${i}`);
+      await Deno.chmod(onA("x/f"), 0o600);
+      await waitFor(
+        async () => ((await Deno.stat(onB("x/f"))).mode! & 0o777) === 0o600,
+        15_000,
+        "B's stat showing the mode A set (attribute notification)",
+      );
+      // No epoch bump for names in a directory B's kernel holds none of: x and x/f were not
+      // looked up again (each bump made the next walk ask for both).
+      assert.equal(await lookups() - before, 0);
+      // B looks into y: from now on A's changes there reach B's kernel.
+      assert.ok(!await exists(onB("y/h")));
+      await Deno.writeTextFile(onA("y/h"), "h");
+      await waitFor(() => exists(onB("y/h")), 15_000, "B seeing y/h after its negative entry");
     } finally {
       await stopSlowNode(b, bMount);
       await cluster.stop();

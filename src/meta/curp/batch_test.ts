@@ -7,6 +7,7 @@ import {
   BATCH_TXN,
   type Command,
   type CommandResult,
+  ConflictIndex,
   conflicts,
   footprintOf,
   type Interval,
@@ -163,8 +164,9 @@ function conflictsPairwise(a: Command, b: Command): boolean {
     fa.leaseReads.some((l) => fb.leaseWrites.includes(l));
 }
 
-Deno.test("batch: the hashed conflict check agrees with the pairwise one on random commands", () => {
-  let seed = 12345;
+/** Random commands over a few keys (some prefixes of others), ranges, merges, masked compares,
+ * batches; with `leases`, puts on leases and lease and compaction commands too. */
+function randomCommands(seed: number, leases = false): (i: number) => Command {
   const random = (n: number) => {
     seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
     return (seed >>> 8) % n;
@@ -180,7 +182,10 @@ Deno.test("batch: the hashed conflict check agrees with the pairwise one on rand
   const op = (): RequestOp => {
     const p = random(4);
     if (p === 0) return { range: range() };
-    if (p === 1) return { put: { key: key(), value: k("v") } };
+    if (p === 1) {
+      const lease = leases && random(8) === 0 ? { lease: 1 + random(3) } : {};
+      return { put: { key: key(), value: k("v"), ...lease } };
+    }
     if (p === 2) return { deleteRange: range() };
     const add = [{ at: random(3) * 4, width: 4, delta: 1 }];
     return { merge: { key: key(), add } };
@@ -201,10 +206,21 @@ Deno.test("batch: the hashed conflict check agrees with the pairwise one on rand
     ),
     success: Array.from({ length: 1 + random(3) }, op),
   });
-  const cmd = (i: number): Command =>
-    random(3) === 0
+  return (i: number): Command => {
+    if (leases && random(20) === 0) {
+      const admin = random(2) === 0
+        ? { leaseKeepAlive: { id: 1 + random(3) } }
+        : { compact: { revision: 5 } };
+      return { clientId: `c${i}`, seq: 1, firstUnacked: 1, txn: {}, admin };
+    }
+    return random(3) === 0
       ? command(`c${i}`, 1, {}, Array.from({ length: 2 + random(4) }, txn))
       : command(`c${i}`, 1, txn());
+  };
+}
+
+Deno.test("batch: the hashed conflict check agrees with the pairwise one on random commands", () => {
+  const cmd = randomCommands(12345);
   let both = 0;
   for (let i = 0; i < 3000; i++) {
     const a = cmd(2 * i), b = cmd(2 * i + 1);
@@ -214,4 +230,53 @@ Deno.test("batch: the hashed conflict check agrees with the pairwise one on rand
     if (expected) both++;
   }
   assert.ok(both > 300 && both < 2700, `${both} of 3000 pairs conflict`);
+});
+
+Deno.test("batch: a conflict index finds every indexed command a command conflicts with", () => {
+  // Point-only commands over many keys, so that most of an index's commands share no key with a
+  // probe and are not visited; then the generator's mix (ranges, merges, leases, compaction).
+  const pointOnly = (i: number): Command =>
+    command(`p${i}`, 1, {
+      compare: [{ key: k(`f${i % 97}`), target: "version", result: "==", value: 0 }],
+      success: [
+        { put: { key: k(`f${i % 97}`), value: k("v") } },
+        { put: { key: k(`dir${i % 5}`), value: k("v") } },
+      ],
+    });
+  for (
+    const [name, make] of [["points", pointOnly], ["mixed", randomCommands(777, true)]] as const
+  ) {
+    const index = new ConflictIndex<number>();
+    const held = new Map<number, Command>();
+    let visits = 0, checks = 0, found = 0;
+    for (let i = 0; i < 2000; i++) {
+      const probe = make(i);
+      const expected = [...held.values()].some((other) => conflicts(other, probe));
+      const seen = new Set<number>();
+      const got = index.some(probe, (id, other) => {
+        assert.equal(held.get(id), other);
+        visits++;
+        seen.add(id);
+        return conflicts(other, probe);
+      });
+      assert.equal(got, expected, `${name}: probe ${i}`);
+      if (got) found++;
+      else {
+        // Visited none that conflicts, and skipped none that does.
+        for (const [id, other] of held) if (!seen.has(id)) assert.ok(!conflicts(other, probe));
+      }
+      checks += held.size;
+      index.add(i, probe);
+      held.set(i, probe);
+      // Keep 40-ish: drop a few, the oldest or a random one.
+      while (held.size > 40) {
+        const id = i % 3 === 0 ? held.keys().next().value! : [...held.keys()][i % held.size];
+        assert.equal(index.delete(id), true);
+        held.delete(id);
+      }
+      assert.equal(index.size, held.size);
+    }
+    assert.ok(found > 100, `${name}: ${found} probes conflict`);
+    if (name === "points") assert.ok(visits < checks / 4, `${visits} visits for ${checks} records`);
+  }
 });

@@ -276,3 +276,99 @@ export function conflicts(a: Command, b: Command): boolean {
 export function idKey(id: CommandId): string {
   return `${id.clientId}#${id.seq}`;
 }
+
+/** Whether a footprint names a key range or a lease id: such a command is checked against every
+ * other, and every other against it (`ConflictIndex`). */
+function isWide(fp: Footprint, sets: FootprintSets): boolean {
+  return sets.writes.ranges.length > 0 || sets.reads.ranges.length > 0 ||
+    sets.merges.ranges.length > 0 || sets.maskedReads.ranges.length > 0 ||
+    fp.leaseReads.length > 0 || fp.leaseWrites.length > 0;
+}
+
+/**
+ * Commands indexed by the single keys they name, so that a new command is checked (`conflicts`)
+ * against the few that share a key with it rather than against each: a witness pool holds every
+ * command proposed and not yet known committed (120-130 records seen on a follower under one
+ * client's fast-path load, where the commit trails the fast answers), and a leader's uncommitted
+ * log as many. Two commands naming only single keys and no lease can conflict only when they
+ * share a key; a command naming a range or a lease is a candidate for every other, and every
+ * other for it.
+ */
+export class ConflictIndex<K> {
+  readonly #commands = new Map<K, Command>();
+  readonly #byKey = new Map<string, Set<K>>();
+  /** Commands naming a range or a lease. */
+  readonly #wide = new Set<K>();
+
+  get size(): number {
+    return this.#commands.size;
+  }
+
+  add(id: K, command: Command): void {
+    if (this.#commands.get(id) === command) return;
+    this.delete(id);
+    this.#commands.set(id, command);
+    const fp = footprintOf(command);
+    const sets = setsOf(fp);
+    if (isWide(fp, sets)) {
+      this.#wide.add(id);
+      return;
+    }
+    for (const set of [sets.writes, sets.reads, sets.merges, sets.maskedReads]) {
+      for (const key of set.points) {
+        let ids = this.#byKey.get(key);
+        if (ids === undefined) this.#byKey.set(key, ids = new Set());
+        ids.add(id);
+      }
+    }
+  }
+
+  delete(id: K): boolean {
+    const command = this.#commands.get(id);
+    if (command === undefined) return false;
+    this.#commands.delete(id);
+    if (this.#wide.delete(id)) return true;
+    const sets = setsOf(footprintOf(command));
+    for (const set of [sets.writes, sets.reads, sets.merges, sets.maskedReads]) {
+      for (const key of set.points) {
+        const ids = this.#byKey.get(key);
+        if (ids === undefined) continue;
+        ids.delete(id);
+        if (ids.size === 0) this.#byKey.delete(key);
+      }
+    }
+    return true;
+  }
+
+  clear(): void {
+    this.#commands.clear();
+    this.#byKey.clear();
+    this.#wide.clear();
+  }
+
+  /** Call `visit` with the indexed commands that may conflict with `command` (every one that
+   * does, some that do not, some more than once) until it returns true; whether one did. */
+  some(command: Command, visit: (id: K, other: Command) => boolean): boolean {
+    const fp = footprintOf(command);
+    const sets = setsOf(fp);
+    if (isWide(fp, sets)) {
+      for (const [id, other] of this.#commands) if (visit(id, other)) return true;
+      return false;
+    }
+    for (const id of this.#wide) {
+      const other = this.#commands.get(id);
+      if (other !== undefined && visit(id, other)) return true;
+    }
+    for (const set of [sets.writes, sets.reads, sets.merges, sets.maskedReads]) {
+      for (const key of set.points) {
+        const ids = this.#byKey.get(key);
+        if (ids === undefined) continue;
+        for (const id of ids) {
+          const other = this.#commands.get(id);
+          if (other !== undefined && visit(id, other)) return true;
+        }
+      }
+    }
+    return false;
+  }
+}

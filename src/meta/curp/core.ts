@@ -11,6 +11,7 @@ import type { TxnRequest } from "../kv.ts";
 import {
   type Command,
   type CommandResult,
+  ConflictIndex,
   conflicts,
   footprintOf,
   idKey,
@@ -280,6 +281,27 @@ interface Incoming {
   assembler: SnapshotAssembler;
 }
 
+/** The witness pool: records by command id, indexed by the keys their commands name, so that a
+ * proposal is checked against the records sharing a key with it, not against every record. */
+export class WitnessPool extends Map<string, WitnessRecord> {
+  readonly index = new ConflictIndex<string>();
+
+  override set(key: string, record: WitnessRecord): this {
+    this.index.add(key, record.command);
+    return super.set(key, record);
+  }
+
+  override delete(key: string): boolean {
+    this.index.delete(key);
+    return super.delete(key);
+  }
+
+  override clear(): void {
+    this.index.clear();
+    super.clear();
+  }
+}
+
 /** Whether `earlier` is a command of the same client as `command`, issued before it. A client
  * sends a command only once the one before has completed, so such a record or entry never makes
  * `command` take the slow path (README "Own earlier commands"). */
@@ -316,7 +338,7 @@ export class Replica {
    * monotonic over the process's life, read by benchmarks as proposals per file operation. */
   leaderAppends = 0;
   /** Witness pool keyed by command id. */
-  readonly pool = new Map<string, WitnessRecord>();
+  readonly pool = new WitnessPool();
 
   readonly #electionTicks: number;
   /** The configured election timeout in ticks (actual: [t, 2t)). */
@@ -361,6 +383,13 @@ export class Replica {
   #matchIndex = new Map<NodeId, number>();
   #heardFrom = new Set<NodeId>();
   #readyIndex = Number.MAX_SAFE_INTEGER;
+  /** Leader: its uncommitted command entries by index, indexed by the keys they name: the
+   * fast path's conflict check (`#ownUncommitted`) and reads' (`#conflictsWithUncommitted`) look
+   * at those sharing a key with the command, not at every uncommitted entry. */
+  readonly #uncommitted = new ConflictIndex<number>();
+  /** Leader: index of the latest lease expiry entry in its log (an expiry conflicts with every
+   * command: the keys it deletes are named nowhere in it). */
+  #lastExpire = 0;
   /** Uncommitted command entries in the log by command id: leader's conflict check and dedup. */
   #inLog = new Map<string, number>();
 
@@ -651,6 +680,7 @@ export class Replica {
       this.#incoming = undefined; // pieces of an older term's snapshot: never completed now
     }
     this.#transfers.clear();
+    this.#uncommitted.clear();
     this.role = "follower";
     this.leaderId = leaderId;
     this.#handlers = this.#followerHandlers;
@@ -735,6 +765,13 @@ export class Replica {
         else c.count++;
       }
     }
+    this.#uncommitted.clear();
+    this.#lastExpire = 0;
+    for (let i = this.commitIndex + 1; i <= this.lastIndex; i++) {
+      const entry = this.entryAt(i)!;
+      if (entry.expire !== undefined) this.#lastExpire = i;
+      if (entry.command !== undefined) this.#uncommitted.add(i, entry.command);
+    }
     const threshold = recoveryThreshold(this.replicas.length);
     const replay = [...counts.entries()]
       .filter(([key, c]) =>
@@ -776,6 +813,7 @@ export class Replica {
     for (const id of due) this.#expiring.add(id);
     const entry: Entry = { index: this.lastIndex + 1, term: this.term, expire: due };
     this.log.push(entry);
+    this.#lastExpire = entry.index;
     this.leaderAppends++;
     this.#unstableFrom = Math.min(this.#unstableFrom, entry.index);
     this.#matchIndex.set(this.id, this.lastIndex);
@@ -877,7 +915,10 @@ export class Replica {
     const entry: Entry = { index: this.lastIndex + 1, term: this.term, command };
     this.log.push(entry);
     this.leaderAppends++;
-    if (command) this.#inLog.set(idKey(command), entry.index);
+    if (command) {
+      this.#inLog.set(idKey(command), entry.index);
+      this.#uncommitted.add(entry.index, command);
+    }
     this.#unstableFrom = Math.min(this.#unstableFrom, entry.index);
     this.#matchIndex.set(this.id, this.lastIndex);
   }
@@ -1048,6 +1089,7 @@ export class Replica {
     while (this.appliedIndex < this.commitIndex) {
       const entry = this.entryAt(this.appliedIndex + 1)!;
       this.appliedIndex++;
+      this.#uncommitted.delete(entry.index);
       if (entry.command === undefined) {
         if (entry.expire !== undefined) this.kv.expire(entry.expire);
         this.#trackLease(undefined, entry, undefined);
@@ -1227,10 +1269,11 @@ export class Replica {
     // Already executed here: a record would never be collected by a commit.
     if (this.kv.executed(command)) return false;
     if (this.pool.size >= this.#maxPool) return false;
-    footprintOf(command);
-    for (const record of this.pool.values()) {
-      if (conflicts(record.command, command) && !ownEarlier(record.command, command)) return false;
-    }
+    const conflict = this.pool.index.some(
+      command,
+      (_, other) => conflicts(other, command) && !ownEarlier(other, command),
+    );
+    if (conflict) return false;
     this.pool.set(key, { term: this.term, command });
     this.#poolDirty = true;
     return true;
@@ -1378,24 +1421,24 @@ export class Replica {
    * them (their revisions are unknown): undefined then.
    */
   #ownUncommitted(command: Command): Command[] | undefined {
+    if (this.#lastExpire > this.commitIndex) return undefined;
+    let dependsOnOwn = false;
+    const blocked = this.#someUncommitted(command, (other) => {
+      if (!conflicts(other, command)) return false;
+      if (!ownEarlier(other, command)) return true;
+      dependsOnOwn = true;
+      return false;
+    });
+    if (blocked) return undefined;
+    if (!dependsOnOwn) return [];
     const own: Command[] = [];
     const seqs = new Set<number>();
-    let dependsOnOwn = false;
     for (let i = this.commitIndex + 1; i <= this.lastIndex; i++) {
-      const entry = this.entryAt(i)!;
-      if (entry.expire !== undefined) return undefined;
-      const other = entry.command;
-      if (other === undefined) continue;
-      const mine = ownEarlier(other, command);
-      if (mine && !seqs.has(other.seq)) {
-        seqs.add(other.seq);
-        own.push(other);
-      }
-      if (!conflicts(other, command)) continue;
-      if (!mine) return undefined;
-      dependsOnOwn = true;
+      const other = this.entryAt(i)!.command;
+      if (other === undefined || !ownEarlier(other, command) || seqs.has(other.seq)) continue;
+      seqs.add(other.seq);
+      own.push(other);
     }
-    if (!dependsOnOwn) return [];
     for (const c of txnsOf(command).flatMap((t) => t.compare ?? [])) {
       if (c.target !== "modRevision" && c.target !== "createRevision") continue;
       const key = intervalOf({ key: c.key });
@@ -1409,14 +1452,21 @@ export class Replica {
   }
 
   #conflictsWithUncommitted(command: Command): boolean {
-    for (let i = this.commitIndex + 1; i <= this.lastIndex; i++) {
-      const entry = this.entryAt(i)!;
-      // An expiry deletes keys not named anywhere in the entry: it conflicts with everything.
-      if (entry.expire !== undefined) return true;
-      const other = entry.command;
-      if (other && conflicts(other, command)) return true;
-    }
-    return false;
+    // An expiry deletes keys not named anywhere in the entry: it conflicts with everything.
+    if (this.#lastExpire > this.commitIndex) return true;
+    return this.#someUncommitted(command, (other) => conflicts(other, command));
+  }
+
+  /** Leader: `test` on the uncommitted command entries that may conflict with `command`
+   * (`#uncommitted`), until it holds; whether it did. */
+  #someUncommitted(command: Command, test: (other: Command) => boolean): boolean {
+    return this.#uncommitted.some(command, (index, other) => {
+      if (index <= this.commitIndex || this.entryAt(index)?.command !== other) {
+        this.#uncommitted.delete(index); // committed or gone: kept by mistake, never a candidate
+        return false;
+      }
+      return test(other);
+    });
   }
 
   #send(m: Message): void {

@@ -470,12 +470,15 @@ export class ReplicaServer {
    * written, and one fdatasync then covers all of them.
    *
    * Leaving at once: the Ready's `proposeReply` messages (a witness's accept, the leader's
-   * speculative result: README "Witness records acknowledged from the page cache"), and a
-   * leader's `synced` messages when every entry up to the commit index is already on disk here.
-   * Everything else (appends, append replies, votes, other `synced`) leaves after the fdatasync,
-   * in Ready order. A Ready that changes the hard state or installs a snapshot sends nothing
-   * early and is waited for whole before the next one is built (a term or vote is on disk
-   * before anything is stepped under it).
+   * speculative result: README "Witness records acknowledged from the page cache"), and when
+   * every entry up to the commit index is already on disk here, a leader's `synced` messages and
+   * the watch events of what was applied: each says only "committed", which a follower's append
+   * reply (sent after its fdatasync) and this disk make true. Everything else (appends, append
+   * replies, votes, other `synced`) leaves after the fdatasync, in Ready order (commit-only
+   * appends sent early too were tried: README "Where a proposal's time goes", session 14). A
+   * Ready that changes the hard state or installs a snapshot sends nothing early and is waited
+   * for whole before the next one is built (a term or vote is on disk before anything is
+   * stepped under it).
    */
   async #drain(): Promise<void> {
     while (!this.#closed && this.replica.hasReady()) {
@@ -506,7 +509,15 @@ export class ReplicaServer {
         if (early) this.#send(m);
         else later.push(m);
       }
-      const applied = ready.applied.length > 0;
+      // Watch events carry applied, so committed, entries: once every committed entry is on this
+      // disk too they promise nothing this Ready's fdatasync adds (the argument of `synced`). The
+      // commitIndex is read again: frames stepped while the Ready was written may have applied
+      // more, and the pump sends everything applied.
+      let applied = ready.applied.length > 0;
+      if (applied && !barrier && this.#storage.durableIndex >= this.replica.commitIndex) {
+        for (const [id, w] of this.#watches) this.#pump(id, w);
+        applied = false;
+      }
       if (later.length > 0 || applied) {
         const durable = this.#storage.durable();
         const previous = this.#outbox;

@@ -281,3 +281,79 @@ Deno.test("curp server: a witness record whose answer left early is fdatasync'd 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("curp server: watch events of a committed entry leave without waiting for a later Ready's fdatasync", async () => {
+  const real = await openIoEngine({ log: () => {} });
+  const ids = ["a", "b", "c"];
+  const gates = ids.map(() => gatedEngine(real));
+  const addresses = ids.map(() => `127.0.0.1:${freePort()}`);
+  const peers = ids.map((id, i) => `${id}=${addresses[i]}`).join(",");
+  const dirs = await Promise.all(ids.map(() => Deno.makeTempDir({ prefix: "h2-server-" })));
+  // a elects itself (its followers never time out while the test holds its fdatasyncs).
+  const servers = await Promise.all(ids.map((id, i) =>
+    ReplicaServer.start({
+      id,
+      peers,
+      dataDir: dirs[i],
+      tickMs: 10,
+      electionTicks: id === "a" ? 60 : 100_000,
+      io: gates[i].io,
+      log: () => {},
+    })
+  ));
+  const [leader, b, c] = servers;
+  const [gateA, gateB, gateC] = gates;
+  const kv = await openCurpKV(addresses, { timeoutMs: 10_000 });
+  const until = async (what: string, done: () => boolean) => {
+    const deadline = Date.now() + 3_000;
+    while (!done()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  };
+  try {
+    await kv.put({ key: keyBytes("before"), value: keyBytes("1") });
+    assert.equal(leader.replica.role, "leader");
+    const seen: number[] = [];
+    const watcher = kv.watch(
+      { key: keyBytes("w") },
+      {},
+      (_events, revision) => seen.push(revision),
+    );
+    await kv.put({ key: keyBytes("sync"), value: keyBytes("1") }); // the watch is in place
+    // The followers hold their fdatasyncs: w's entry reaches them, their answers wait.
+    gateB.hold();
+    gateC.hold();
+    await kv.txn({
+      success: [{ put: { key: keyBytes("w"), value: keyBytes("1") } }],
+      revisionsUnused: true,
+    });
+    const wIndex = leader.replica.lastIndex;
+    await until(
+      "w's entry on the followers",
+      () => b.replica.lastIndex >= wIndex && c.replica.lastIndex >= wIndex,
+    );
+    // w is on the leader's disk (its appends left after that). Now the leader holds its
+    // fdatasyncs, and a later proposal's Ready waits on one.
+    gateA.hold();
+    await kv.txn({
+      success: [{ put: { key: keyBytes("z"), value: keyBytes("1") } }],
+      revisionsUnused: true,
+    });
+    await until("the leader's held fdatasync", () => gateA.waiting >= 1);
+    assert.equal(seen.length, 0);
+    gateB.release();
+    gateC.release();
+    await until("w's commit on the leader", () => leader.replica.commitIndex >= wIndex);
+    // w committed and is on the leader's disk: its event needs no later fdatasync.
+    await until("w's watch event", () => seen.length > 0);
+    assert.ok(gateA.waiting >= 1, "the leader's fdatasync was let through");
+    watcher.cancel();
+  } finally {
+    for (const gate of gates) gate.release();
+    await kv.close();
+    for (const s of servers) await s.close();
+    await real.shutdown();
+    for (const dir of dirs) await Deno.remove(dir, { recursive: true });
+  }
+});

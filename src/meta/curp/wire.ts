@@ -112,14 +112,340 @@ export function encodeUnboundedFrame(body: unknown): Uint8Array {
 /** A version 3 frame (`CHECKED_VERSION`): u32 length of what follows, u8 version 3, u32 CRC-32
  * of the MessagePack bytes, then those bytes. No size limit, as `encodeUnboundedFrame`. */
 export function encodeCheckedFrame(body: unknown): Uint8Array {
-  const packed = packr.pack(body);
-  const frame = new Uint8Array(9 + packed.length);
+  // The replica's log frames (entries, witness records) hold commands it received as bytes:
+  // `packReusing` copies those instead of encoding the command again.
+  const frame = packReusing(body, 9);
   const view = new DataView(frame.buffer);
-  view.setUint32(0, packed.length + 5);
+  view.setUint32(0, frame.length - 4);
   frame[4] = CHECKED_VERSION;
-  view.setUint32(5, crc32(packed));
-  frame.set(packed, 9);
+  view.setUint32(5, crc32(frame.subarray(9)));
   return frame;
+}
+
+/** A version 2 frame as `encodeFrame`, with the bytes of received objects copied as they came
+ * (`packReusing`): a leader's append re-sends the commands clients proposed to it. */
+export function encodeFrameReusing(body: unknown): Uint8Array {
+  const frame = packReusing(body, 5);
+  if (frame.length - 4 > MAX_FRAME_BYTES) {
+    throw new RangeError(`Frame of ${frame.length - 4} bytes exceeds ${MAX_FRAME_BYTES}`);
+  }
+  new DataView(frame.buffer).setUint32(0, frame.length - 4);
+  frame[4] = WIRE_VERSION;
+  return frame;
+}
+
+// ---------------------------------------------------------------- received bytes, reused
+
+/**
+ * The MessagePack bytes a decoded object was read from, for the objects a replica writes again:
+ * the command of a `propose`, and of each entry of an `append` (`notePacked`). A command is
+ * encoded again into the witness record, the log entry and (on the leader) the append to each
+ * follower; these copy its bytes instead (`packReusing`). Views into the frame's own buffer,
+ * which the decoded command's byte strings view anyway. Nothing may modify a command after it
+ * is decoded (nothing does: records and entries hold it as received).
+ */
+const packedBytes = new WeakMap<object, Uint8Array>();
+
+/** The bytes `value` was decoded from, when known. */
+export function packedBytesOf(value: object): Uint8Array | undefined {
+  return packedBytes.get(value);
+}
+
+function u16(b: Uint8Array, at: number): number {
+  return (b[at] << 8) | b[at + 1];
+}
+
+function u32(b: Uint8Array, at: number): number {
+  return ((b[at] << 24) >>> 0) + ((b[at + 1] << 16) | (b[at + 2] << 8) | b[at + 3]);
+}
+
+/** The offset just past the MessagePack value at `at` (throws a RangeError past the end or on
+ * the unused byte 0xc1). */
+export function skipPacked(b: Uint8Array, at: number): number {
+  const t = b[at];
+  let n = 0; // items (array) or keys and values (map) that follow a container header
+  if (t === undefined) throw new RangeError("MessagePack value cut short");
+  if (t <= 0x7f || t >= 0xe0) return at + 1;
+  if (t <= 0x8f) {
+    n = (t & 0x0f) * 2;
+    at += 1;
+  } else if (t <= 0x9f) {
+    n = t & 0x0f;
+    at += 1;
+  } else if (t <= 0xbf) return at + 1 + (t & 0x1f);
+  else {
+    switch (t) {
+      case 0xc0:
+      case 0xc2:
+      case 0xc3:
+        return at + 1;
+      case 0xc4:
+      case 0xd9:
+        return at + 2 + b[at + 1];
+      case 0xc5:
+      case 0xda:
+        return at + 3 + u16(b, at + 1);
+      case 0xc6:
+      case 0xdb:
+        return at + 5 + u32(b, at + 1);
+      case 0xc7:
+        return at + 3 + b[at + 1];
+      case 0xc8:
+        return at + 4 + u16(b, at + 1);
+      case 0xc9:
+        return at + 6 + u32(b, at + 1);
+      case 0xcc:
+      case 0xd0:
+        return at + 2;
+      case 0xcd:
+      case 0xd1:
+      case 0xd4:
+        return at + 3;
+      case 0xd5:
+        return at + 4;
+      case 0xca:
+      case 0xce:
+      case 0xd2:
+        return at + 5;
+      case 0xd6:
+        return at + 6;
+      case 0xcb:
+      case 0xcf:
+      case 0xd3:
+        return at + 9;
+      case 0xd7:
+        return at + 10;
+      case 0xd8:
+        return at + 18;
+      case 0xdc:
+        n = u16(b, at + 1);
+        at += 3;
+        break;
+      case 0xdd:
+        n = u32(b, at + 1);
+        at += 5;
+        break;
+      case 0xde:
+        n = u16(b, at + 1) * 2;
+        at += 3;
+        break;
+      case 0xdf:
+        n = u32(b, at + 1) * 2;
+        at += 5;
+        break;
+      default:
+        throw new RangeError(`MessagePack byte 0x${t.toString(16)}`);
+    }
+  }
+  for (let i = 0; i < n; i++) at = skipPacked(b, at);
+  if (at > b.length) throw new RangeError("MessagePack value cut short");
+  return at;
+}
+
+/** Whether the MessagePack value at [at, end) is a string of the ASCII `name`. */
+function isPackedName(b: Uint8Array, at: number, end: number, name: string): boolean {
+  const t = b[at];
+  const start = t >= 0xa0 && t <= 0xbf ? at + 1 : t === 0xd9 ? at + 2 : t === 0xda ? at + 3 : -1;
+  if (start < 0 || end - start !== name.length) return false;
+  for (let i = 0; i < name.length; i++) if (b[start + i] !== name.charCodeAt(i)) return false;
+  return true;
+}
+
+/** [start, end) of the value of key `name` in the map at `at`, the last one when the key repeats
+ * (as the decoder keeps it), or undefined (no such key, not a map, or the map does not end at
+ * `end`: the skip went astray, and no bytes are better than wrong ones). */
+function packedField(
+  b: Uint8Array,
+  at: number,
+  name: string,
+  end: number,
+): [number, number] | undefined {
+  const t = b[at];
+  let n: number;
+  if (t >= 0x80 && t <= 0x8f) {
+    n = t & 0x0f;
+    at += 1;
+  } else if (t === 0xde) {
+    n = u16(b, at + 1);
+    at += 3;
+  } else if (t === 0xdf) {
+    n = u32(b, at + 1);
+    at += 5;
+  } else return undefined;
+  let found: [number, number] | undefined;
+  for (let i = 0; i < n; i++) {
+    const key = at;
+    at = skipPacked(b, at);
+    const value = at;
+    at = skipPacked(b, at);
+    if (isPackedName(b, key, value, name)) found = [value, at];
+  }
+  return at === end ? found : undefined;
+}
+
+/** Remember the bytes of the commands in a decoded `propose` or `append` (`packedBytes`);
+ * `payload` is the frame's version byte then its MessagePack value, `body` what it decoded to.
+ * Anything unexpected leaves the command without bytes: it is then encoded as before. */
+export function notePacked(payload: Uint8Array, body: unknown): void {
+  try {
+    notePackedCommands(payload, body);
+  } catch {
+    // A value this skipper does not know (msgpackr decoded it): the commands are encoded again.
+  }
+}
+
+function notePackedCommands(payload: Uint8Array, body: unknown): void {
+  const b = body as { type?: unknown; command?: unknown; entries?: unknown };
+  if (b.type === "propose") {
+    if (b.command === null || typeof b.command !== "object") return;
+    const span = packedField(payload, 1, "command", payload.length);
+    if (span !== undefined) packedBytes.set(b.command, payload.subarray(span[0], span[1]));
+    return;
+  }
+  if (b.type !== "append" || !Array.isArray(b.entries) || b.entries.length === 0) return;
+  const span = packedField(payload, 1, "entries", payload.length);
+  if (span === undefined) return;
+  let at = span[0];
+  const t = payload[at];
+  let n: number;
+  if (t >= 0x90 && t <= 0x9f) {
+    n = t & 0x0f;
+    at += 1;
+  } else if (t === 0xdc) {
+    n = u16(payload, at + 1);
+    at += 3;
+  } else if (t === 0xdd) {
+    n = u32(payload, at + 1);
+    at += 5;
+  } else return;
+  if (n !== b.entries.length) return;
+  const found: [object, Uint8Array][] = [];
+  for (let i = 0; i < n; i++) {
+    const end = skipPacked(payload, at);
+    const command = (b.entries[i] as { command?: unknown } | null)?.command;
+    if (command !== null && typeof command === "object") {
+      const field = packedField(payload, at, "command", end);
+      if (field !== undefined) found.push([command, payload.subarray(field[0], field[1])]);
+    }
+    at = end;
+  }
+  if (at !== span[1]) return; // the entries do not end where the array does: keep none
+  for (const [command, bytes] of found) packedBytes.set(command, bytes);
+}
+
+/** Scratch buffer of `packReusing` (one encoding at a time: nothing in it awaits). */
+let scratch = new Uint8Array(64 * 1024);
+let scratchView = new DataView(scratch.buffer);
+let scratchAt = 0;
+const SCRATCH_KEPT_BYTES = 1024 * 1024;
+
+function room(n: number): void {
+  if (scratchAt + n <= scratch.length) return;
+  let size = scratch.length * 2;
+  while (size < scratchAt + n) size *= 2;
+  const grown = new Uint8Array(size);
+  grown.set(scratch.subarray(0, scratchAt));
+  scratch = grown;
+  scratchView = new DataView(scratch.buffer);
+}
+
+function putBytes(bytes: Uint8Array): void {
+  room(bytes.length);
+  scratch.set(bytes, scratchAt);
+  scratchAt += bytes.length;
+}
+
+/** A header of a bin, array or map: the short form up to `fix` (-1: none), then 8 (bin only),
+ * 16 and 32 bits, as msgpackr writes them. */
+function putHeader(n: number, fix: number, fixMax: number, c8: number, c16: number): void {
+  room(5);
+  if (n < fixMax) scratch[scratchAt++] = fix | n;
+  else if (c8 >= 0 && n < 0x100) {
+    scratch[scratchAt++] = c8;
+    scratch[scratchAt++] = n;
+  } else if (n < 0x10000) {
+    scratch[scratchAt++] = c16;
+    scratchView.setUint16(scratchAt, n);
+    scratchAt += 2;
+  } else {
+    scratch[scratchAt++] = c16 + 1;
+    scratchView.setUint32(scratchAt, n);
+    scratchAt += 4;
+  }
+}
+
+function putValue(value: unknown): void {
+  if (typeof value === "string") {
+    // Short strings (field names, types, ids) from the cache; others encoded, then copied at
+    // once (msgpackr's result is a view of its work buffer).
+    return putBytes(value.length <= 64 ? packedString(value) : packr.pack(value));
+  }
+  if (typeof value === "number") {
+    room(9);
+    if (value >>> 0 === value) {
+      if (value < 0x80) scratch[scratchAt++] = value;
+      else if (value < 0x100) {
+        scratch[scratchAt++] = 0xcc;
+        scratch[scratchAt++] = value;
+      } else if (value < 0x10000) {
+        scratch[scratchAt++] = 0xcd;
+        scratchView.setUint16(scratchAt, value);
+        scratchAt += 2;
+      } else {
+        scratch[scratchAt++] = 0xce;
+        scratchView.setUint32(scratchAt, value);
+        scratchAt += 4;
+      }
+      return;
+    }
+    return putBytes(packr.pack(value)); // negative, large or not an integer: as msgpackr does
+  }
+  if (typeof value === "boolean") {
+    room(1);
+    scratch[scratchAt++] = value ? 0xc3 : 0xc2;
+    return;
+  }
+  if (value === null || typeof value !== "object") return putBytes(packr.pack(value));
+  const packed = packedBytes.get(value);
+  if (packed !== undefined) return putBytes(packed);
+  if (value instanceof Uint8Array) {
+    if (value.constructor !== Uint8Array) return putBytes(packr.pack(value));
+    putHeader(value.length, 0, 0, 0xc4, 0xc5);
+    return putBytes(value);
+  }
+  if (Array.isArray(value)) {
+    putHeader(value.length, 0x90, 16, -1, 0xdc);
+    for (const item of value) putValue(item);
+    return;
+  }
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return putBytes(packr.pack(value));
+  const record = value as Record<string, unknown>;
+  let n = 0;
+  for (const key in record) if (record[key] !== undefined) n++;
+  putHeader(n, 0x80, 16, -1, 0xde);
+  for (const key in record) {
+    const v = record[key];
+    if (v === undefined) continue; // skipped, as the Packr's skipValues
+    putBytes(packedString(key));
+    putValue(v);
+  }
+}
+
+/** `body` as MessagePack after `headerBytes` bytes left for the caller's frame header, in a new
+ * array: the bytes msgpackr's `pack` writes, except that an object decoded from bytes
+ * (`packedBytes`) is those bytes. */
+function packReusing(body: unknown, headerBytes: number): Uint8Array {
+  scratchAt = headerBytes;
+  try {
+    putValue(body);
+    return scratch.slice(0, scratchAt);
+  } finally {
+    if (scratch.length > SCRATCH_KEPT_BYTES) {
+      scratch = new Uint8Array(64 * 1024);
+      scratchView = new DataView(scratch.buffer);
+    }
+  }
 }
 
 /** Whether a version 3 payload (version byte, CRC, MessagePack) is whole: its CRC matches. */
@@ -408,6 +734,7 @@ export class FrameConn {
           ) {
             throw new TypeError('frame body has no string "type"');
           }
+          if (views && !piece) notePacked(payload, body);
           onFrame(body);
         }
       }
@@ -425,7 +752,11 @@ export class FrameConn {
     if (this.#closed) return false;
     let frame: Uint8Array;
     try {
-      frame = encodeFrame(body);
+      const b = body as { type?: unknown; entries?: unknown[] };
+      // A leader's append re-sends commands it received: their bytes are copied, not encoded.
+      frame = b.type === "append" && (b.entries?.length ?? 0) > 0
+        ? encodeFrameReusing(body)
+        : encodeFrame(body);
     } catch (error) {
       // An oversized message (a snapshot of a huge store) is dropped, not fatal: it is retried.
       this.log(`curp: not sending on ${this.label}: ${(error as Error).message}`);

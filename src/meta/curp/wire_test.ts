@@ -9,10 +9,14 @@ import {
   decodeWirePayload,
   encodeCheckedFrame,
   encodeFrame,
+  encodeFrameReusing,
   encodeFramesSharing,
   encodeJsonFrame,
   FrameReader,
   MAX_FRAME_BYTES,
+  notePacked,
+  packedBytesOf,
+  skipPacked,
   startsAsSnapshot,
   WIRE_VERSION,
 } from "./wire.ts";
@@ -180,4 +184,136 @@ Deno.test("curp wire: a snapshot piece is recognised by its first key, and nothi
   assert.ok(!startsAsSnapshot(payload({ from: "a", type: "snapshot" })));
   assert.ok(!startsAsSnapshot(payload("snapshot")));
   assert.ok(!startsAsSnapshot(new Uint8Array([WIRE_VERSION])));
+});
+
+/** Create-shaped commands, values of every kind the packer handles itself or hands to msgpackr. */
+function sampleBodies(): Record<string, unknown>[] {
+  const enc = new TextEncoder();
+  const command = (i: number) => ({
+    clientId: `client-${i}/s0`,
+    seq: i * 977,
+    firstUnacked: i,
+    txn: {
+      compare: [{ key: enc.encode(`e/${i}`), target: "version", result: "==", value: 0 }],
+      success: [
+        { put: { key: enc.encode(`e/${i}`), value: new Uint8Array(120 + i * 40).fill(i) } },
+        { put: { key: enc.encode("i/x"), value: new Uint8Array(300), lease: 2 ** 40 + i } },
+        { merge: { key: enc.encode("d"), add: [{ at: 4, width: 4, delta: -i }] } },
+      ],
+      revisionsUnused: i % 2 === 0 ? true : undefined,
+    },
+  });
+  return [
+    { entry: { index: 70_000, term: 3, command: command(1) } },
+    { entry: { index: 12, term: 1, expire: [1, 2 ** 33, -5] } },
+    { poolAdd: [{ term: 2, command: command(2) }, { term: 2, command: command(3) }] },
+    { poolRemove: ["client-1/s0#977", "x".repeat(100), "é"] },
+    { hard: { term: 4, votedFor: undefined } },
+    {
+      type: "append",
+      from: "a",
+      to: "b",
+      term: 300,
+      prevIndex: 65_535,
+      prevTerm: 0.5,
+      entries: Array.from({ length: 20 }, (_, i) => ({ index: i, term: 1, command: command(i) })),
+      commit: 2 ** 32 + 1,
+      readyIndex: -1,
+      quiet: true,
+      big: new Uint8Array(70_000),
+      many: Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, null])),
+    },
+  ];
+}
+
+Deno.test("curp wire: frames reusing received bytes are byte for byte encodeFrame's and msgpackr's", () => {
+  for (const body of sampleBodies()) {
+    assert.deepEqual(encodeFrameReusing(body), encodeFrame(body));
+    const checked = encodeCheckedFrame(body);
+    assert.equal(checked[4], CHECKED_VERSION);
+    assert.ok(checkedPayloadWhole(checked.subarray(4)));
+    // The same MessagePack bytes as the version 2 frame, behind the CRC.
+    assert.deepEqual(checked.subarray(9), encodeFrame(body).subarray(5));
+    assert.deepEqual(
+      decodePayload(checked.subarray(4)),
+      decodePayload(encodeFrame(body).subarray(4)),
+    );
+  }
+});
+
+Deno.test("curp wire: skipPacked finds the end of every MessagePack value", () => {
+  for (const body of sampleBodies()) {
+    const payload = encodeFrame(body).subarray(5);
+    assert.equal(skipPacked(payload, 0), payload.length);
+    assert.throws(() => skipPacked(payload.subarray(0, payload.length - 1), 0), RangeError);
+  }
+});
+
+Deno.test("curp wire: a received command's bytes are reused in the log frames and appends that carry it", () => {
+  const [entryBody, , poolBody, , , appendBody] = sampleBodies();
+  const command = (entryBody.entry as { command: Record<string, unknown> }).command;
+  const propose = encodeFrame({ type: "propose", from: "client-1/s0", to: "b", command });
+  const payload = propose.subarray(4);
+  const decoded = decodeWirePayload(payload, true) as { command: Record<string, unknown> };
+  notePacked(payload, decoded);
+  const bytes = packedBytesOf(decoded.command)!;
+  assert.deepEqual(bytes, encodeFrame(command).subarray(5));
+  assert.equal(bytes.buffer, payload.buffer, "a view into the frame, not a copy");
+  const entry = { index: 9, term: 2, command: decoded.command };
+  assert.deepEqual(
+    encodeCheckedFrame({ entry }),
+    encodeCheckedFrame({ entry: { ...entry, command } }),
+  );
+  // Copied, not encoded again: a change to the decoded object (which nothing makes) would not show.
+  decoded.command.seq = 1;
+  const stored = decodePayload(encodeCheckedFrame({ entry }).subarray(4)) as {
+    entry: { command: { seq: number } };
+  };
+  assert.equal(stored.entry.command.seq, 977);
+  // Each entry of a received append.
+  const append = encodeFrame(appendBody).subarray(4);
+  const got = decodeWirePayload(append, true) as { entries: { command: object }[] };
+  notePacked(append, got);
+  for (const [i, e] of got.entries.entries()) {
+    const expected = (appendBody.entries as { command: object }[])[i].command;
+    assert.deepEqual(packedBytesOf(e.command), encodeFrame(expected).subarray(5));
+  }
+  assert.deepEqual(
+    encodeFrameReusing({ ...appendBody, entries: got.entries }),
+    encodeFrame(appendBody),
+  );
+  const records = (poolBody.poolAdd as { term: number; command: object }[]).map((r, i) => ({
+    ...r,
+    command: i === 0 ? got.entries[2].command : r.command,
+  }));
+  assert.deepEqual(
+    decodePayload(encodeCheckedFrame({ poolAdd: records }).subarray(4)),
+    decodePayload(
+      encodeCheckedFrame({
+        poolAdd: [
+          { term: 2, command: (appendBody.entries as { command: object }[])[2].command },
+          (poolBody.poolAdd as object[])[1],
+        ],
+      }).subarray(4),
+    ),
+  );
+});
+
+Deno.test("curp wire: a propose naming its command twice keeps the bytes of the one decoded", () => {
+  const first = encodeFrame({ seq: 1 }).subarray(5);
+  const second = encodeFrame({ seq: 2 }).subarray(5);
+  const key = encodeFrame("command").subarray(5);
+  const type = encodeFrame("type").subarray(5);
+  const propose = encodeFrame("propose").subarray(5);
+  const parts = [new Uint8Array([WIRE_VERSION, 0x83]), type, propose, key, first, key, second];
+  const payload = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    payload.set(p, at);
+    at += p.length;
+  }
+  const body = decodeWirePayload(payload, true) as { command: { seq: number } };
+  assert.equal(body.command.seq, 2); // the decoder keeps the last
+  notePacked(payload, body);
+  assert.deepEqual(packedBytesOf(body.command), second);
 });
