@@ -1,7 +1,10 @@
 /**
  * Latency of open+close through a cluster mount (what the per-node open records cost): two mounts
  * on three CURP replicas (or one etcd); node A writes the files, node B opens and closes them.
- * Prints medians in microseconds.
+ * Prints medians in microseconds, and the store's committed writes (CURP: log entries the leader
+ * appended; etcd: proposals committed) per first open and per unlink, less the idle rate (lease
+ * renewals) measured for a second before each pass. An unlink's count includes its background
+ * work (the reclaim: acknowledgements and the purge), counted until it settled (1 s).
  *
  *   deno run -A bench/cluster/open_close.ts [--root DIR]... [--rounds 5] [--files 100]
  *     [--meta curp|etcd] [--linger MS,MS...]
@@ -12,6 +15,7 @@
  */
 
 import { join } from "node:path";
+import { parsePrometheusText } from "../store_counters.ts";
 
 const args = Deno.args;
 const option = (name: string, fallback: string) => {
@@ -43,6 +47,41 @@ interface Result {
   openRead: number[];
   /** unlink on B of each file A wrote. */
   unlink: number[];
+  /** Store writes per first open (with its close), per unlink. */
+  firstWrites: number;
+  unlinkWrites: number;
+}
+
+// deno-lint-ignore no-explicit-any
+type Cluster = any;
+
+/** The store's count of committed writes so far. */
+async function proposals(cluster: Cluster): Promise<number> {
+  if (cluster.meta.startsWith("etcd://")) {
+    const client = cluster.meta.slice("etcd://".length);
+    const text = await (await fetch(`http://${client}/metrics`)).text();
+    return parsePrometheusText(text).get("etcd_server_proposals_committed_total")!;
+  }
+  return (await cluster.replicaStatus(await cluster.metaLeader())).proposals;
+}
+
+/** Writes committed per item during `run` (after `settleMs`), less the idle rate. */
+async function writesPer(
+  cluster: Cluster,
+  items: number,
+  run: () => void,
+  settleMs = 0,
+): Promise<number> {
+  const idleFrom = await proposals(cluster);
+  const idleStart = performance.now();
+  await new Promise((r) => setTimeout(r, 1000));
+  const idleRate = ((await proposals(cluster)) - idleFrom) / (performance.now() - idleStart);
+  const before = await proposals(cluster);
+  const start = performance.now();
+  run();
+  if (settleMs > 0) await new Promise((r) => setTimeout(r, settleMs));
+  const writes = (await proposals(cluster)) - before - idleRate * (performance.now() - start);
+  return writes / items;
 }
 
 async function measure(root: string, nodeEnv: Record<string, string>): Promise<Result> {
@@ -57,12 +96,21 @@ async function measure(root: string, nodeEnv: Record<string, string>): Promise<R
       run();
       return (performance.now() - start) * 1000;
     };
-    const result: Result = { reopen: [], first: [], openRead: [], unlink: [] };
+    const result: Result = {
+      reopen: [],
+      first: [],
+      openRead: [],
+      unlink: [],
+      firstWrites: 0,
+      unlinkWrites: 0,
+    };
     // Warm B's kernel entries (lookups) so the open itself is what is measured.
     for (let i = 0; i < files; i++) Deno.statSync(join(b.mountpoint, `f${i}`));
-    for (let i = 0; i < files; i++) {
-      result.first.push(time(() => Deno.openSync(join(b.mountpoint, `f${i}`)).close()));
-    }
+    result.firstWrites = await writesPer(cluster, files, () => {
+      for (let i = 0; i < files; i++) {
+        result.first.push(time(() => Deno.openSync(join(b.mountpoint, `f${i}`)).close()));
+      }
+    });
     const path = join(b.mountpoint, "f0");
     for (let i = 0; i < files; i++) result.reopen.push(time(() => Deno.openSync(path).close()));
     const buf = new Uint8Array(4096);
@@ -73,9 +121,11 @@ async function measure(root: string, nodeEnv: Record<string, string>): Promise<R
         file.close();
       }));
     }
-    for (let i = 0; i < files; i++) {
-      result.unlink.push(time(() => Deno.removeSync(join(b.mountpoint, `f${i}`))));
-    }
+    result.unlinkWrites = await writesPer(cluster, files, () => {
+      for (let i = 0; i < files; i++) {
+        result.unlink.push(time(() => Deno.removeSync(join(b.mountpoint, `f${i}`))));
+      }
+    }, 1000);
     return result;
   } finally {
     await cluster.stop();
@@ -97,7 +147,9 @@ for (let round = 0; round < rounds; round++) {
         median(result.reopen).toFixed(0)
       } us, open+read ${median(result.openRead).toFixed(0)} us, unlink ${
         median(result.unlink).toFixed(0)
-      } us`,
+      } us; store writes per first open ${result.firstWrites.toFixed(2)}, per unlink ${
+        result.unlinkWrites.toFixed(2)
+      }`,
     );
   }
 }
@@ -109,6 +161,8 @@ for (const [root, results] of all) {
       of((r) => r.first).toFixed(0)
     }, reopen+close ${of((r) => r.reopen).toFixed(0)}, open+read 4 KiB+close ${
       of((r) => r.openRead).toFixed(0)
-    }, unlink ${of((r) => r.unlink).toFixed(0)}`,
+    }, unlink ${of((r) => r.unlink).toFixed(0)}; store writes per first open ${
+      median(results.map((r) => r.firstWrites)).toFixed(2)
+    }, per unlink ${median(results.map((r) => r.unlinkWrites)).toFixed(2)}`,
   );
 }

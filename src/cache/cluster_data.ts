@@ -15,12 +15,25 @@ import { crc32 } from "node:zlib";
 import { Errno, FsError } from "../fs_error.ts";
 import type { IoEngine } from "../io/types.ts";
 import * as libc from "../io/libc.ts";
-import { decodeInode, keys, type Namespace, type NsTxn, sameBytes } from "../meta/namespace.ts";
+import {
+  decodeInode,
+  type InodeRecord,
+  keys,
+  type Namespace,
+  type NsTxn,
+  sameBytes,
+} from "../meta/namespace.ts";
 import type { LocalStore } from "./local.ts";
 import { type BackendStore, chunkObjectKey } from "./backend.ts";
 import { type CachedChunk, CacheIndex } from "./cache_index.ts";
 import { addressOf, DIRECT_ALIGN_BYTES, recycleBuffer, takeBuffer } from "./buffer_pool.ts";
-import { openGuardKey, openRecordKey, OpenRecords } from "./open_records.ts";
+import {
+  openGuardKey,
+  openRecordKey,
+  OpenRecords,
+  reclaimBarrier,
+  reclaimBarriers,
+} from "./open_records.ts";
 import {
   CHUNK_SIZE,
   type ChunkMap,
@@ -124,6 +137,15 @@ export function checkChunk(data: Uint8Array, ref: ChunkRef, what: string): void 
 
 /** The tag byte of an inode key (`fs/I` + u64, src/meta/namespace.ts). */
 const INODE_TAG = 0x49;
+const ORPHAN_TAG = 0x4f;
+/** Inodes the watch saw unlinked remembered for `openMark` (past it, opens hold to be safe). */
+const MAX_UNLINKED_SEEN = 10_000;
+/** The first look at an orphan's reclaim barrier after its unlink: past the acknowledgements'
+ * coalescing (OpenRecords' ACK_DELAY_MS), so one round frees a burst's orphans together. */
+const RECLAIM_FIRST_MS = 70;
+/** Least time between two reclaim rounds (a steady stream of unlinks: about 10 purge
+ * transactions per second, whatever its rate). */
+const RECLAIM_INTERVAL_MS = 100;
 
 function inoOfKey(key: Uint8Array): number {
   const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
@@ -215,8 +237,8 @@ export interface ClusterDataOptions {
   uploadParallel?: number;
   /** TTL of the lease this node's open records are on. Default 5 s (as membership). */
   openLeaseSeconds?: number;
-  /** How long this node's open record outlives the last close (OpenRecords). Default 60000 ms
-   * (config cluster.open_linger_ms). */
+  /** Ignored since session 13 (config cluster.open_linger_ms): a record is put only for a file
+   * seen unlinked while open here, and goes at its last close. */
   openLingerMs?: number;
   /** The zones' stores; unset: one store, `backend`, and no placement. */
   zones?: ZoneStores;
@@ -361,7 +383,6 @@ export class ClusterData {
   #directStore = true;
   readonly #uploadParallel: number;
   readonly #openLeaseSeconds: number | undefined;
-  readonly #openLingerMs: number | undefined;
   readonly zones: ZoneStores | undefined;
   readonly #placement: (ino: number) => PlacementPolicy;
   readonly #zoneDownMs: number;
@@ -376,10 +397,38 @@ export class ClusterData {
   readonly zonesDown = new Map<string, { since: number; until: number }>();
   /** Set by the node: copies were queued by a publish of this node (the queue drains them). */
   onQueued: () => void = () => {};
+  /** Set by the vfs: free these orphans, one transaction (their barrier passed). */
+  onOrphans: (inos: number[]) => Promise<number[]> = () => Promise.resolve([]);
+  /** Set by the vfs: this node just put its open record of orphan `ino` (it holds it open):
+   * count it against its volume again if its unlink took it off (`VfsCore.recountOrphan`). */
+  onHeld: (ino: number) => Promise<void> = () => Promise.resolve();
+  /** Set by the vfs: whether this node has `ino` open (a handle). */
+  isOpenHere: (ino: number) => boolean = () => false;
+  /** Inodes the watch saw unlinked, with the value of `#unlinkSeq` then (`openMark`). */
+  readonly #unlinkedAt = new Map<number, number>();
+  #unlinkSeq = 0;
+  /** Orphans open here whose record the watch asked for, and whether the record it saw says
+   * the orphan counts against no volume now (`uncounted`): only those need `onHeld`'s recount. */
+  readonly #holdsAsked = new Map<number, boolean>();
+  /** The sequence number of the newest entry `#unlinkedAt` let go (bounded). */
+  #unlinkForgotten = 0;
+  /** Orphans to free once their reclaim barrier passed (`reclaimLater`). */
+  readonly #reclaim = new Map<number, { due: number; pause: number }>();
+  #reclaimTimer: ReturnType<typeof setTimeout> | undefined;
+  #reclaimStopped = false;
+  /** When the last reclaim round started. */
+  #reclaimAt = 0;
+  /** What the watch asked to acknowledge before `attach` made the records. */
+  #ackBeforeAttach: number | undefined;
+  /** Orphans whose barrier `#reclaimRound` saw passed, for the purge it runs now. */
+  readonly #barrierPassed = new Set<number>();
+  /** `prefetchOpen`'s reads, per transaction. */
+  readonly #prefetched = new WeakMap<
+    NsTxn,
+    Map<number, { elsewhere: boolean; also?: Uint8Array }>
+  >();
   /** Chunk maps read by `openElsewhere`, per transaction, for `dropInTxn`. */
   readonly #mapsRead = new WeakMap<NsTxn, Map<number, Uint8Array | undefined>>();
-  /** Set by the vfs: an orphan this node held may be freed now. */
-  onOrphan: (ino: number) => Promise<boolean> = () => Promise.resolve(false);
   /** Which inodes this node has open, in metadata (set at attach). */
   records!: OpenRecords;
   #seq = 0;
@@ -405,7 +454,6 @@ export class ClusterData {
     this.#readahead = options.readaheadChunks ?? 8;
     this.#uploadParallel = options.uploadParallel ?? 4;
     this.#openLeaseSeconds = options.openLeaseSeconds;
-    this.#openLingerMs = options.openLingerMs;
     this.zones = options.zones;
     this.#placement = options.placement ?? (() => ({ replicas: 2, sync: 1 }));
     this.#zoneDownMs = options.zoneDownMs ?? 10_000;
@@ -454,8 +502,18 @@ export class ClusterData {
     this.#ns = ns;
     this.#local = local;
     this.#io = io;
-    this.records = new OpenRecords(ns.kv, this.nodeId, this.#openLeaseSeconds, this.#openLingerMs);
-    this.records.onOrphan = (ino) => this.#freeOrphan(ino);
+    this.records = new OpenRecords(ns.kv, this.nodeId, this.#openLeaseSeconds);
+    this.records.onHeld = (ino) => {
+      // Asked for by the watch: it read the record (no read needed to know there is nothing to
+      // recount). An open racing the unlink: the vfs looks (its cache has the open's read).
+      const uncounted = this.#holdsAsked.get(ino);
+      this.#holdsAsked.delete(ino);
+      if (uncounted === false) return;
+      this.onHeld(ino).catch((error) =>
+        this.#log(`skyfs: counting orphan ${ino}, open here, in its volume again: ${error}`)
+      );
+    };
+    if (this.#ackBeforeAttach !== undefined) await this.records.acknowledge(this.#ackBeforeAttach);
   }
 
   get attached(): boolean {
@@ -464,19 +522,121 @@ export class ClusterData {
 
   // --- open / close ---
 
-  /** Before a create's transaction: the lease its open record goes on (see `createInTxn`). */
-  createLease(): Promise<number> {
-    return this.records.lease();
+  /**
+   * Call before an open reads the inode (`beforeOpen`, a create's transaction); pass the mark to
+   * `opened`. An unlink the watch sees after it makes that open put this node's record itself.
+   */
+  openMark(): number {
+    return this.#unlinkSeq;
   }
 
-  /** In the transaction creating regular file `ino`, which its creator opens: this node's open
-   * record goes in the same commit (no second write); call `createdFile` once it committed. */
-  createInTxn(tx: NsTxn, ino: number, lease: number): void {
-    this.records.putInTxn(tx, ino, lease);
+  /** The watch saw `ino` unlinked after `mark` (or may have: the memory of it was bounded). */
+  #unlinkedSince(ino: number, mark: number): boolean {
+    const at = this.#unlinkedAt.get(ino);
+    return at !== undefined ? at > mark : this.#unlinkForgotten > mark;
   }
 
-  createdFile(ino: number, lease: number): void {
-    this.records.created(ino, lease);
+  /** The watch saw regular file `ino` at nlink 0 (an orphan mark comes in the same commit). */
+  #sawUnlinked(ino: number, record: InodeRecord): void {
+    this.#unlinkedAt.delete(ino);
+    this.#unlinkedAt.set(ino, ++this.#unlinkSeq);
+    if (this.#unlinkedAt.size > MAX_UNLINKED_SEEN) {
+      const [oldest, seq] = this.#unlinkedAt.entries().next().value!;
+      this.#unlinkedAt.delete(oldest);
+      this.#unlinkForgotten = seq;
+    }
+    // Open here (a handle, or an open past its mark): its record goes in before the ack.
+    if (this.isOpenHere(ino) && !this.records.isHeld(ino)) {
+      this.#holdsAsked.set(ino, record.volume !== undefined && record.uncounted === true);
+      this.records.holdBeforeAck(ino);
+    }
+  }
+
+  /**
+   * The metadata watch runs from `revision` + 1 on (set up before this node serves anything):
+   * this node takes part in the reclaim barrier from now, acknowledging `revision` (nothing was
+   * open here before it).
+   */
+  watchStarted(revision: number): Promise<void> {
+    return this.#acknowledge(revision);
+  }
+
+  /** Acknowledge `revision` (OpenRecords.acknowledge); before `attach`, at attach. */
+  #acknowledge(revision: number): Promise<void> {
+    if (this.records) return this.records.acknowledge(revision);
+    this.#ackBeforeAttach = Math.max(this.#ackBeforeAttach ?? 0, revision);
+    return Promise.resolve();
+  }
+
+  /**
+   * Orphan `ino` (unlinked here, or its purge found the barrier not passed yet): try to free it
+   * once every node has acknowledged its unlink (`reclaimBarrier`), checked again and again with
+   * a growing pause (70 ms to 1 s), many in one transaction. Lost if this process ends first: gc
+   * frees it then.
+   */
+  reclaimLater(ino: number): void {
+    if (!this.#reclaim.has(ino)) {
+      this.#reclaim.set(ino, { due: this.#now() + RECLAIM_FIRST_MS, pause: RECLAIM_FIRST_MS });
+    }
+    this.#scheduleReclaim();
+  }
+
+  #scheduleReclaim(): void {
+    if (this.#reclaimTimer !== undefined || this.#reclaim.size === 0 || this.#reclaimStopped) {
+      return;
+    }
+    let due = this.#reclaimAt + RECLAIM_INTERVAL_MS;
+    let first = Infinity;
+    for (const entry of this.#reclaim.values()) first = Math.min(first, entry.due);
+    due = Math.max(due, first);
+    this.#reclaimTimer = setTimeout(() => {
+      this.#reclaimAt = this.#now();
+      this.#reclaimRound().catch((error) => this.#log(`skyfs: reclaiming orphans: ${error}`))
+        .finally(() => {
+          this.#reclaimTimer = undefined;
+          this.#scheduleReclaim();
+        });
+    }, Math.max(0, due - this.#now()));
+    Deno.unrefTimer(this.#reclaimTimer);
+  }
+
+  /** Up to 64 orphans, the due ones first: one read of their barriers, one transaction freeing
+   * those passed; the due ones not passed wait twice as long as before (up to 1 s). */
+  async #reclaimRound(): Promise<void> {
+    const now = this.#now();
+    const all = [...this.#reclaim];
+    const due = [
+      ...all.filter(([, entry]) => entry.due <= now),
+      ...all.filter(([, entry]) => entry.due > now),
+    ].slice(0, 64);
+    let barriers: Map<number, "passed" | "waiting" | "gone">;
+    try {
+      barriers = await reclaimBarriers(this.#ns.kv, due.map(([ino]) => ino));
+    } catch {
+      barriers = new Map();
+    }
+    const passed: number[] = [];
+    for (const [ino, entry] of due) {
+      const barrier = barriers.get(ino) ?? "waiting";
+      if (barrier === "waiting") {
+        if (entry.due > now) continue; // looked early: its turn stays
+        entry.pause = Math.min(entry.pause * 2, 1000);
+        entry.due = this.#now() + entry.pause;
+        continue;
+      }
+      this.#reclaim.delete(ino);
+      // Read before the purge reads the records, so that read sees every record it waited for.
+      if (barrier === "passed") passed.push(ino);
+    }
+    if (passed.length === 0) return;
+    for (const ino of passed) this.#barrierPassed.add(ino);
+    try {
+      await this.onOrphans(passed);
+    } catch (error) {
+      this.#log(`skyfs: freeing orphans ${passed.join(", ")} (gc will retry): ${error}`);
+    } finally {
+      for (const ino of passed) this.#barrierPassed.delete(ino);
+    }
   }
 
   /** Before an open reads the inode: read inode and chunk map again, so the open sees the last
@@ -510,9 +670,12 @@ export class ClusterData {
     return last === undefined || !sameBytes(last, now);
   }
 
-  /** A regular file was opened with local fd `fd`: load its current chunk map. */
-  async opened(ino: number, fd: number, size: number): Promise<boolean> {
-    const encoded = await this.#loadMap(ino);
+  /**
+   * A regular file was opened with local fd `fd` (its handle counted): load its current chunk
+   * map. `mark`: `openMark()` before the open read the inode; `orphan`: it read nlink 0.
+   */
+  async opened(ino: number, fd: number, size: number, mark = -1, orphan = false): Promise<boolean> {
+    const encoded = await this.#loadMap(ino, mark, orphan);
     const map = decodeChunkMap(encoded);
     let state = this.#files.get(ino);
     if (!state) {
@@ -574,12 +737,14 @@ export class ClusterData {
   }
 
   /**
-   * The chunk map at open. The first open here also puts this node's open record (one write,
-   * which replaces the validation round trip of a plain read), so an unlink on another node
-   * keeps the inode until this node closes it.
+   * The chunk map at open, read with the inode by `beforeOpen` (no write: issue 13). An open that
+   * raced an unlink elsewhere (it read nlink 0, or the watch saw the unlink after its mark and
+   * may have acknowledged it before this handle was counted) puts this node's record first,
+   * compared against the inode's existence: the orphan is then kept until this node closes it,
+   * or the open fails with ENOENT as if it came after the reclaim.
    */
-  async #loadMap(ino: number): Promise<Uint8Array | undefined> {
-    if (this.records.reuse(ino)) {
+  async #loadMap(ino: number, mark: number, orphan: boolean): Promise<Uint8Array | undefined> {
+    if (this.records.isHeld(ino) || (!orphan && !this.#unlinkedSince(ino, mark))) {
       // `beforeOpen` read it with the inode (or the create that made the file knows it absent).
       return (await this.#ns.get(keys.chunkMap(ino))).value;
     }
@@ -591,40 +756,68 @@ export class ClusterData {
   }
 
   /**
-   * The last handle of `ino` on this node closed (after its flush published): its open record
-   * goes a moment later (OpenRecords.closeLater). True when the inode is an orphan (nlink 0,
-   * unlinked while open) as far as this node knows, so the caller should try to free it now;
-   * an unlink elsewhere not seen yet frees it when the record goes. Undefined when this node
-   * held no record of it.
+   * The last handle of `ino` on this node closed (after its flush published). True when the inode
+   * is an orphan (nlink 0, unlinked while open) as far as this node knows, so the caller should
+   * try to free it now; undefined when this node neither held a record nor knows it unlinked.
+   * A record this node held (put when it saw the unlink) goes first.
    */
   async closed(ino: number): Promise<boolean | undefined> {
     this.#endDirect(ino);
     const state = this.#files.get(ino);
     if (state && state.dirty.size === 0) this.#files.delete(ino);
-    if (!this.records.isHeld(ino)) return undefined;
-    this.records.closeLater(ino);
+    // A record the watch is putting (it saw the unlink while this handle was open) goes too.
+    await this.records.holding(ino);
+    if (this.records.isHeld(ino)) {
+      const stored = await this.records.release(ino);
+      return stored !== undefined && decodeInode(ino, stored).nlink === 0;
+    }
     // Cached unless another node changed it since this node's open (the watch forgets it), or an
     // open of the same file racing this close dropped it to read it again (close-to-open): that
-    // read, in flight, answers this close too (git commit reopens files it just closed). What the
-    // close needs is only whether this node knows the inode unlinked: its own unlink is cached
-    // over that read, and another node's not seen yet frees it when the record goes.
+    // read, in flight, answers this close too (git commit reopens files it just closed).
     if (this.#ns.cachedInode(ino) === undefined) {
       await this.#refreshing.get(ino)?.catch(() => {});
     }
-    return (await this.#ns.getInode(ino))?.nlink === 0;
+    const cached = this.#ns.cachedInode(ino);
+    return cached ? cached.nlink === 0 : undefined;
   }
 
-  /** In a transaction that would delete `ino`: whether another node still has it open. */
+  /**
+   * In a transaction that would delete orphan `ino`: whether it must stay, because another node
+   * may have it open (the reclaim barrier has not passed: then it is retried later,
+   * `reclaimLater`) or has it open (its record: that node's last close frees it).
+   */
   async openElsewhere(tx: NsTxn, ino: number): Promise<boolean> {
+    const prefetched = this.#prefetched.get(tx)?.get(ino);
+    if (prefetched) {
+      this.#mapRead(tx, ino, prefetched.also);
+      return prefetched.elsewhere;
+    }
+    if (!this.#barrierPassed.has(ino)) {
+      const barrier = await reclaimBarrier(this.#ns.kv, ino);
+      if (barrier === "waiting") this.reclaimLater(ino);
+      if (barrier !== "passed") return true;
+    }
     // The chunk map comes in the same snapshot: if the inode is deleted, dropInTxn needs it.
     const found = await this.records.openElsewhere(tx, ino, keys.chunkMap(ino));
-    // Answered without a read (a file this node created and nobody else opened): dropInTxn
-    // reads the map through the namespace's cache, which usually holds it.
-    if (!found.read) return found.elsewhere;
     let maps = this.#mapsRead.get(tx);
     if (!maps) this.#mapsRead.set(tx, maps = new Map());
     maps.set(ino, found.also);
     return found.elsewhere;
+  }
+
+  /** Before `openElsewhere` of each of `inos` in `tx` (a reclaim round's purge): the records of
+   * those whose barrier passed, read at once (one read instead of one per inode). */
+  async prefetchOpen(tx: NsTxn, inos: number[]): Promise<void> {
+    const passed = inos.filter((ino) => this.#barrierPassed.has(ino));
+    if (passed.length < 2) return;
+    const found = await this.records.openElsewhereMany(tx, passed, (ino) => keys.chunkMap(ino));
+    this.#prefetched.set(tx, found);
+  }
+
+  #mapRead(tx: NsTxn, ino: number, map: Uint8Array | undefined): void {
+    let maps = this.#mapsRead.get(tx);
+    if (!maps) this.#mapsRead.set(tx, maps = new Map());
+    maps.set(ino, map);
   }
 
   /**
@@ -1876,51 +2069,34 @@ export class ClusterData {
     return { chunks: cached.length, bytes };
   }
 
-  /** Another node changed this metadata key: drop it from the namespace cache. */
-  /** A metadata watch saw `key` change to `value` (undefined: deleted). True when that is this
-   * node's own latest write of the key coming back (nothing for the kernel to drop). */
-  forgetMetadata(key: Uint8Array, value?: Uint8Array): boolean {
+  /**
+   * A metadata watch saw `key` change to `value` (undefined: deleted) at `revision`. True when
+   * that is this node's own latest write of the key coming back (nothing for the kernel to
+   * drop). A regular file seen at nlink 0 that is open here gets this node's record; an orphan
+   * mark is acknowledged once those records are in (the reclaim barrier, OpenRecords). Watch
+   * events must come here in revision order, a batch in one synchronous run.
+   */
+  forgetMetadata(key: Uint8Array, value?: Uint8Array, revision?: number): boolean {
     const own = this.#ns?.watched(key, value) ?? false;
-    // An inode whose open record outlives its last close here, unlinked (nlink 0) or deleted
-    // elsewhere: the file is freed without waiting for the linger. Other changes keep it.
     if (key.length === 12 && key[3] === INODE_TAG) {
       const ino = inoOfKey(key);
-      if (this.records?.isLingering(ino)) {
-        // Deleted by this node's own commit, echoed before its reply (etcd sends the watch event
-        // first; CURP usually replies first): that commit deleted this node's record too
-        // (dropInTxn), and `deleted` forgets it once the reply is in. A release here was a
-        // second write per unlink: a txn whose compare fails (the inode is gone) and whose
-        // failure branch deletes the record already deleted (1.83-1.98 etcd proposals per
-        // unlink in the bench's cost tables). Had the commit not deleted the record, the
-        // linger's sweep still releases it.
-        if (!value) {
-          if (!own) this.records.releaseIfLingering(ino);
-        } // Unlinked elsewhere: try to free it now. The deleting commit removes this node's record
-        // too (one transaction, not a release and then a purge); if another node still has it
-        // open, the record simply goes after its linger.
-        else if (decodeInode(ino, value).nlink === 0) {
-          this.onOrphan(ino).then((freed) => {
-            // Another node has it open: this node's record must not keep it after that closes.
-            if (!freed) this.records.releaseIfLingering(ino);
-          }).catch((error) => this.#logPurgeError(ino, error));
+      if (value) {
+        const record = decodeInode(ino, value);
+        if (record.nlink === 0 && (record.mode & 0o170000) === 0o100000) {
+          this.#sawUnlinked(ino, record);
         }
       }
+    } else if (key.length === 12 && key[3] === ORPHAN_TAG && value && revision !== undefined) {
+      this.#acknowledge(revision).catch(() => {});
     }
     return own;
-  }
-
-  #freeOrphan(ino: number): void {
-    this.onOrphan(ino).catch((error) => this.#logPurgeError(ino, error));
-  }
-
-  #logPurgeError(ino: number, error: unknown): void {
-    console.error(`skyfs: freeing orphan inode ${ino} (gc will retry): ${error}`);
   }
 
   /** Local chunks of an inode deleted everywhere. */
   forgetInode(ino: number): void {
     this.#openedInodes.delete(ino);
     this.#pageSignatures.delete(ino);
+    this.#holdsAsked.delete(ino);
     this.records?.forget(ino);
     this.#dropServeFd(ino);
     this.index.deleteInode(ino);
@@ -1930,6 +2106,9 @@ export class ClusterData {
 
   /** Before the metadata store closes: this node's open records go (its lease is revoked). */
   async shutdown(): Promise<void> {
+    this.#reclaimStopped = true;
+    if (this.#reclaimTimer !== undefined) clearTimeout(this.#reclaimTimer);
+    this.#reclaimTimer = undefined;
     await this.records?.close();
   }
 

@@ -12,7 +12,7 @@
 import type { Compare, KeyValue, MetaKV, RequestOp } from "../meta/kv.ts";
 import { prefixEnd } from "../meta/kv.ts";
 import { decodeInode, type InodeRecord, keys, type QuotaRecord } from "../meta/namespace.ts";
-import { openGuardKey, openRecordsPrefix } from "./open_records.ts";
+import { openGuardKey, openRecordsPrefix, reclaimBarrier } from "./open_records.ts";
 import { type BackendStore, chunkObjectKey, parseChunkObjectKey } from "./backend.ts";
 import { decodeChunkMap } from "./chunk_map.ts";
 import type { ZoneStores } from "./cluster_data.ts";
@@ -96,11 +96,14 @@ export async function purgeOrphans(kv: MetaKV): Promise<number> {
 }
 
 /**
- * Delete orphan `ino` if it has no links and no node has it open: inode, orphan mark, xattrs,
+ * Delete orphan `ino` if it has no links, every node acknowledged its unlink and no node has it
+ * open: inode, orphan mark, xattrs,
  * chunk map and open guard in one transaction that compares the inode and the guard as read
  * (an open landing meanwhile writes the guard, so it makes this fail instead).
  */
 async function purgeOrphan(kv: MetaKV, ino: number): Promise<boolean> {
+  // Not before every node acknowledged the unlink: one may have it open with no record yet.
+  if (await reclaimBarrier(kv, ino) !== "passed") return false;
   const records = openRecordsPrefix(ino);
   const snapshot = await kv.txn({
     success: [
@@ -116,7 +119,8 @@ async function purgeOrphan(kv: MetaKV, ino: number): Promise<boolean> {
   const record = inode.length > 0 ? decodeInode(ino, inode[0].value) : undefined;
   if (record && record.nlink > 0) return false;
   // A file of a volume leaves its usage in the same transaction (src/vfs/volume_quota.ts).
-  const usage = record?.volume ? await releasedUsage(kv, record) : undefined;
+  // An orphan whose unlink already took its usage off (`uncounted`) releases nothing.
+  const usage = record?.volume && !record.uncounted ? await releasedUsage(kv, record) : undefined;
   const xattrs = keys.xattrs(ino);
   const done = await kv.txn({
     compare: [

@@ -1,21 +1,27 @@
 /**
- * Cluster mode's open records: which nodes have a file open, so that an unlink or rename-over on
- * one node keeps the inode (as an orphan) while another node still has it open, as POSIX wants.
+ * Cluster mode's open records: which nodes have an unlinked file open, so that an unlink or
+ * rename-over on one node keeps the inode (as an orphan) while another node still has it open, as
+ * POSIX wants, without a write at open (issue 13: an open costs no log append).
  *
- * A node's first open of an inode puts `cl/open/<ino hex>/<node>` on this node's lease (a
- * crashed node's records vanish with it), and its last close deletes it, `lingerMs` later: a
- * file opened again meanwhile (the common open/close/open) costs no metadata write, and an
- * unlink elsewhere meanwhile is seen by the metadata watch, which frees the file at once
- * (ClusterData.forgetMetadata). Both writes also write the
- * inode's guard key `cl/openguard/<ino hex>`: a transaction deciding whether to delete an
- * inode reads the guard and the records in one snapshot and compares the guard at commit
- * (Namespace's `readGuarded`), so an open or close landing between that read and the commit
- * makes it rerun instead of deleting an inode just opened, or orphaning one just closed.
+ * Deferred reclaim: a transaction that drops a regular file's last name always leaves an orphan
+ * (the orphan mark, written by that commit at revision R). Each node's metadata watch, seeing the
+ * inode at nlink 0 while the file is open here, puts `cl/open/<ino hex>/<node>` on this node's
+ * lease (a crashed node's records vanish with it), and after the records of everything it
+ * processed up to R are in the store it puts its acknowledgement `cl/ack/<node>` = R (same lease).
+ * The orphan is freed (`reclaimBarrier`, then the records read) once every node's
+ * acknowledgement is at R or later and no other node's record exists. An open that races the
+ * unlink puts its own record before it returns when the watch already saw the unlink (or it read
+ * nlink 0), compared against the inode's existence, so it either keeps the inode or gets ENOENT.
+ * A record goes at the holder's last close. Every record write also writes the inode's guard key
+ * `cl/openguard/<ino hex>`: a transaction deciding whether to delete an inode reads the guard and
+ * the records in one snapshot and compares the guard at commit (Namespace's `readGuarded`), so a
+ * record landing between that read and the commit makes it rerun instead of deleting an inode just
+ * opened.
  * @module
  */
 
-import { type KeyValue, type MetaKV, MetaUnavailableError } from "../meta/kv.ts";
-import { decodeInode, keys, type NsTxn } from "../meta/namespace.ts";
+import { type KeyValue, type MetaKV, MetaUnavailableError, prefixEnd } from "../meta/kv.ts";
+import { keys, type NsTxn } from "../meta/namespace.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -31,6 +37,66 @@ export function openRecordKey(ino: number, nodeId: string): Uint8Array {
   return encoder.encode(`cl/open/${hex(ino)}/${nodeId}`);
 }
 
+/** Node `nodeId`'s acknowledgement: the revision up to which its metadata watch has processed
+ * every event, with a record put for each unlinked file it had open (on the records' lease). */
+export function ackKey(nodeId: string): Uint8Array {
+  return encoder.encode(`cl/ack/${nodeId}`);
+}
+
+/** Every node's acknowledgement shares this prefix. */
+export const ACK_PREFIX = encoder.encode("cl/ack/");
+
+/**
+ * The reclaim barrier of orphan `ino`: "passed" once every node taking part (an acknowledgement
+ * on its lease) acknowledged the revision that made it an orphan, so every record a node holding
+ * it open must write is in the store (a node writes its records before its acknowledgement);
+ * "waiting" until then; "gone" when it is not on the orphan list. Read it before the records: a
+ * read of them afterwards sees every record the barrier waited for.
+ */
+export async function reclaimBarrier(
+  kv: MetaKV,
+  ino: number,
+): Promise<"passed" | "waiting" | "gone"> {
+  const response = await kv.txn({
+    success: [
+      { range: { key: keys.orphan(ino) } },
+      { range: { key: ACK_PREFIX, rangeEnd: prefixEnd(ACK_PREFIX) } },
+    ],
+    revisionsUnused: true, // read kvs carry their committed modRevisions
+  });
+  const [orphan, acks] = response.responses.map((r) =>
+    (r as { range: { kvs: KeyValue[] } }).range.kvs
+  );
+  if (orphan.length === 0) return "gone";
+  const unlinkedAt = orphan[0].modRevision;
+  return acks.every((kv) => Number(decoder.decode(kv.value)) >= unlinkedAt) ? "passed" : "waiting";
+}
+
+/** `reclaimBarrier` of several orphans in one read. */
+export async function reclaimBarriers(
+  kv: MetaKV,
+  inos: number[],
+): Promise<Map<number, "passed" | "waiting" | "gone">> {
+  const out = new Map<number, "passed" | "waiting" | "gone">();
+  if (inos.length === 0) return out;
+  const response = await kv.txn({
+    success: [
+      { range: { key: ACK_PREFIX, rangeEnd: prefixEnd(ACK_PREFIX) } },
+      ...inos.map((ino) => ({ range: { key: keys.orphan(ino) } })),
+    ],
+    revisionsUnused: true,
+  });
+  const [acks, ...orphans] = response.responses.map((r) =>
+    (r as { range: { kvs: KeyValue[] } }).range.kvs
+  );
+  const least = Math.min(...acks.map((kv) => Number(decoder.decode(kv.value))));
+  inos.forEach((ino, i) => {
+    const orphan = orphans[i][0];
+    out.set(ino, !orphan ? "gone" : least >= orphan.modRevision ? "passed" : "waiting");
+  });
+  return out;
+}
+
 /** Written with every change of `ino`'s open records. */
 export function openGuardKey(ino: number): Uint8Array {
   return encoder.encode(`cl/openguard/${hex(ino)}`);
@@ -42,18 +108,11 @@ export function openRecordNode(key: Uint8Array): string {
   return text.slice(text.lastIndexOf("/") + 1);
 }
 
-/** Most records lingering at once on one node; past it the oldest goes first. */
-export const MAX_LINGERING = 10_000;
-
-/**
- * The default linger: 60 s (a mount takes config cluster.open_linger_ms, SKYFS_OPEN_LINGER_MS;
- * bench/cluster/open_close.ts compares values). Long, because an
- * open whose record already exists writes nothing (one read), while a first open costs a
- * replicated write and its close another one later: with 3 s, a file reopened a few seconds
- * after its create (a build, `git status`, the bench's open+close pass) paid both again. An
- * unlink elsewhere still ends the linger at once (the watch).
- */
-export const DEFAULT_LINGER_MS = 60_000;
+/** How long an acknowledgement waits for more unlinks to cover (a burst costs one write). */
+export const ACK_DELAY_MS = 50;
+/** Least time between two acknowledgements of a node (a steady stream of unlinks costs each
+ * node about 10 writes per second, whatever its rate). */
+export const ACK_INTERVAL_MS = 100;
 
 export class OpenRecords {
   readonly #kv: MetaKV;
@@ -61,36 +120,33 @@ export class OpenRecords {
   readonly #ttlSeconds: number;
   /** Inodes whose record this node has put (and not deleted). */
   readonly #held = new Set<number>();
-  /**
-   * Files this node created whose open guard only the create wrote (version 1, on this lease):
-   * no other node has put a record since, for every record put writes the guard too. Forgotten
-   * at this node's next write of the guard (a hold, a release, a lease renewal) and at the
-   * first use (`openElsewhere`), so a retried transaction reads.
-   */
-  readonly #fresh = new Map<number, number>();
   /** Per inode, the tail of its record operations: a put and a delete of one key never race. */
   readonly #tails = new Map<number, Promise<unknown>>();
-  /** Held inodes closed here, and when their record goes. */
-  readonly #lingering = new Map<number, number>();
   /** Held inodes whose record is being deleted: the next open must put it again. */
   readonly #releasing = new Set<number>();
-  readonly #lingerMs: number;
-  #sweeper: ReturnType<typeof setInterval> | undefined;
-  /** Called when a record released after its linger shows the inode as an orphan (nlink 0):
-   * the vfs may now free it. */
-  onOrphan: (ino: number) => void = () => {};
   #lease: Promise<number> | undefined;
   #leaseId: number | undefined;
   /** The last renewal failed because the store did not answer (logged once per outage). */
   #renewFailing = false;
   #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
+  /** Acknowledgements (`acknowledge`): the revision wanted, the last one stored, the write in
+   * flight, and the records it must wait for. */
+  #ackTarget = 0;
+  #acked = 0;
+  #acking: Promise<void> | undefined;
+  /** When the last acknowledgement was written (Date.now()). */
+  #ackAt = 0;
+  readonly #ackBlockers: Promise<void>[] = [];
+  /** `holdBeforeAck`'s records being put, by inode. */
+  readonly #holding = new Map<number, Promise<void>>();
+  /** Called after each `hold` that put this node's record (ClusterData: the volume recount). */
+  onHeld: (ino: number) => void = () => {};
 
-  constructor(kv: MetaKV, nodeId: string, ttlSeconds = 5, lingerMs = DEFAULT_LINGER_MS) {
+  constructor(kv: MetaKV, nodeId: string, ttlSeconds = 5) {
     this.#kv = kv;
     this.#nodeId = nodeId;
     this.#ttlSeconds = ttlSeconds;
-    this.#lingerMs = lingerMs;
   }
 
   /** The lease the records are on, once one was granted (tests revoke it to play a crash). */
@@ -103,68 +159,14 @@ export class OpenRecords {
     return this.#held.has(ino) && !this.#releasing.has(ino);
   }
 
-  /** An open of `ino` here: true if this node's record already covers it (then kept). */
-  reuse(ino: number): boolean {
-    if (!this.isHeld(ino)) return false;
-    this.#lingering.delete(ino);
-    return true;
-  }
-
-  /** The last handle of `ino` here closed: its record goes `lingerMs` from now. */
-  closeLater(ino: number): void {
-    if (!this.isHeld(ino)) return;
-    if (this.#lingerMs <= 0) return this.#releaseInBackground(ino);
-    this.#lingering.delete(ino); // to the end of the insertion order: the newest
-    this.#lingering.set(ino, Date.now() + this.#lingerMs);
-    if (this.#lingering.size > MAX_LINGERING) {
-      const oldest = this.#lingering.keys().next().value!;
-      this.#lingering.delete(oldest);
-      this.#releaseInBackground(oldest);
-    }
-    if (this.#sweeper === undefined && !this.#closed) {
-      this.#sweeper = setInterval(() => this.#sweep(), Math.max(100, this.#lingerMs / 3));
-      Deno.unrefTimer(this.#sweeper);
-    }
-  }
-
-  /** This node's record of `ino` exists (held, lingering or being released). */
+  /** This node's record of `ino` exists (held or being released). */
   hasRecord(ino: number): boolean {
     return this.#held.has(ino);
   }
 
   /** The transaction that deleted `ino` also deleted this node's record of it. */
   deletedWithInode(ino: number): void {
-    this.#lingering.delete(ino);
     this.#held.delete(ino);
-  }
-
-  isLingering(ino: number): boolean {
-    return this.#lingering.has(ino);
-  }
-
-  /** The inode was unlinked elsewhere (the watch): a record lingering for it goes now, so the
-   * file is freed without waiting. */
-  releaseIfLingering(ino: number): void {
-    if (this.#lingering.delete(ino)) this.#releaseInBackground(ino);
-  }
-
-  #sweep(): void {
-    const now = Date.now();
-    for (const [ino, due] of this.#lingering) {
-      if (due > now) continue;
-      this.#lingering.delete(ino);
-      this.#releaseInBackground(ino);
-    }
-  }
-
-  #releaseInBackground(ino: number): void {
-    this.release(ino).then((stored) => {
-      if (stored && decodeInode(ino, stored).nlink === 0) this.onOrphan(ino);
-    }).catch((error) => {
-      // The record stays (on this node's lease): an unlink elsewhere keeps the inode as an
-      // orphan until this process ends, and gc then frees it.
-      console.error(`skyfs: removing the open record of inode ${ino}: ${error}`);
-    });
   }
 
   /** The lease this node's records go on (granted at the first use, then kept alive). */
@@ -172,28 +174,11 @@ export class OpenRecords {
     return this.#grant();
   }
 
-  /** In the transaction that creates `ino` (opened by its creator): this node's record and the
-   * guard go in the same commit, so a create costs no second write. Call `created` after it. */
-  putInTxn(tx: NsTxn, ino: number, lease: number): void {
-    const node = encoder.encode(this.#nodeId);
-    tx.putOutside(openRecordKey(ino, this.#nodeId), node, lease);
-    tx.putOutside(openGuardKey(ino), node, lease);
-  }
-
-  /** The transaction of `putInTxn` (on `lease`) committed: the record exists. */
-  created(ino: number, lease: number): void {
-    this.#held.add(ino);
-    this.#fresh.set(ino, lease);
-    // Bounded: an old entry only costs its unlink one read.
-    if (this.#fresh.size > MAX_LINGERING) this.#fresh.delete(this.#fresh.keys().next().value!);
-  }
-
   /**
-   * First open of `ino` here: put this node's record if the inode still exists, reading
+   * Put this node's record of `ino` (open here, seen unlinked) if the inode still exists, reading
    * `alsoRead` (the chunk map) in the same snapshot. Undefined when the inode is gone.
    */
-  hold(ino: number, alsoRead: Uint8Array): Promise<{ value?: Uint8Array } | undefined> {
-    this.#fresh.delete(ino);
+  hold(ino: number, alsoRead?: Uint8Array): Promise<{ value?: Uint8Array } | undefined> {
     return this.#serial(ino, async () => {
       const lease = await this.#grant();
       const node = encoder.encode(this.#nodeId);
@@ -202,14 +187,95 @@ export class OpenRecords {
         success: [
           { put: { key: openRecordKey(ino, this.#nodeId), value: node, lease } },
           { put: { key: openGuardKey(ino), value: node, lease } },
-          { range: { key: alsoRead } },
+          ...(alsoRead ? [{ range: { key: alsoRead } }] : []),
         ],
         revisionsUnused: true, // values only: CURP's one-round-trip fast path
       });
       if (!response.succeeded) return undefined;
       this.#held.add(ino);
+      this.onHeld(ino);
+      if (!alsoRead) return {};
       const found = (response.responses[2] as { range: { kvs: KeyValue[] } }).range.kvs[0];
       return { value: found?.value };
+    });
+  }
+
+  /**
+   * The watch saw `ino` unlinked (nlink 0) while it is open here: put this node's record before
+   * the next acknowledgement (retried until it lands or the inode is gone; the acknowledgement
+   * waits, and with it the orphan's reclaim everywhere).
+   */
+  holdBeforeAck(ino: number): void {
+    const hold = async (): Promise<void> => {
+      for (let delay = 100;; delay = Math.min(delay * 2, 2000)) {
+        if (this.#closed) return;
+        try {
+          await this.hold(ino);
+          return;
+        } catch (error) {
+          console.error(`skyfs: recording inode ${ino} open here (retrying): ${error}`);
+          await new Promise((resolve) => setTimeout(resolve, delay));
+        }
+      }
+    };
+    const holding = hold();
+    this.#holding.set(ino, holding);
+    holding.finally(() => {
+      if (this.#holding.get(ino) === holding) this.#holding.delete(ino);
+    });
+    this.#ackBlockers.push(holding);
+  }
+
+  /** Resolves once a record `holdBeforeAck` is putting for `ino` landed (or was given up): the
+   * last close waits for it, so that it releases the record instead of leaving it behind. */
+  holding(ino: number): Promise<void> | undefined {
+    return this.#holding.get(ino);
+  }
+
+  /** The watch processed every event up to `revision` (an orphan mark among them): acknowledge
+   * it once the records `holdBeforeAck` asked for so far are in (one write in flight at a time;
+   * later revisions coalesce into the next). */
+  acknowledge(revision: number): Promise<void> {
+    if (revision > this.#ackTarget) this.#ackTarget = revision;
+    this.#acking ??= this.#flushAcks().finally(() => this.#acking = undefined);
+    return this.#acking;
+  }
+
+  /** The revision this node last acknowledged (0: none yet). */
+  get acknowledged(): number {
+    return this.#acked;
+  }
+
+  async #flushAcks(): Promise<void> {
+    // The rest of the watch's batch first, and the next unlinks of a burst (one write for many):
+    // ACK_DELAY_MS, and at least ACK_INTERVAL_MS after the previous acknowledgement.
+    let wait = Math.max(ACK_DELAY_MS, this.#ackAt + ACK_INTERVAL_MS - Date.now());
+    for (let delay = 100; this.#ackTarget > this.#acked && !this.#closed;) {
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      wait = ACK_INTERVAL_MS;
+      this.#ackAt = Date.now();
+      const target = this.#ackTarget;
+      await Promise.all(this.#ackBlockers.splice(0));
+      try {
+        await this.#putAck(target);
+        this.#acked = target;
+        delay = 100;
+      } catch (error) {
+        if (this.#closed) return;
+        console.error(`skyfs: acknowledging revision ${target} (retrying): ${error}`);
+        wait = delay;
+        delay = Math.min(delay * 2, 2000);
+      }
+    }
+  }
+
+  async #putAck(revision: number, lease?: number): Promise<void> {
+    lease ??= await this.#grant();
+    await this.#kv.txn({
+      success: [{
+        put: { key: ackKey(this.#nodeId), value: encoder.encode(String(revision)), lease },
+      }],
+      revisionsUnused: true,
     });
   }
 
@@ -218,8 +284,6 @@ export class OpenRecords {
    * that commit (undefined if deleted), so the caller knows whether it may now free an orphan.
    */
   release(ino: number): Promise<Uint8Array | undefined> {
-    this.#fresh.delete(ino);
-    this.#lingering.delete(ino);
     if (this.#held.has(ino)) this.#releasing.add(ino);
     return this.#serial(ino, async () => {
       if (!this.#held.has(ino)) return undefined;
@@ -252,29 +316,35 @@ export class OpenRecords {
     tx: NsTxn,
     ino: number,
     also?: Uint8Array,
-  ): Promise<{ elsewhere: boolean; read: boolean; also?: Uint8Array }> {
-    const lease = this.#fresh.get(ino);
-    if (lease !== undefined) {
-      // No read: the guard still as this node's create wrote it proves that no other node put a
-      // record since (each put rewrites the guard: version 2 or more, or another lease; gone
-      // with its lease, a rewrite makes it version 1 on another lease). Else the commit fails
-      // and the transaction runs again, reading.
-      this.#fresh.delete(ino);
-      const guard = openGuardKey(ino);
-      tx.compareOutside({ key: guard, target: "version", result: "==", value: 1 });
-      tx.compareOutside({ key: guard, target: "lease", result: "==", value: lease });
-      return { elsewhere: false, read: false };
-    }
+  ): Promise<{ elsewhere: boolean; also?: Uint8Array }> {
     const found = await tx.readGuarded(openGuardKey(ino), openRecordsPrefix(ino), also);
     // A record under this node's id is this process's (its own handles are counted in memory)
     // or a crashed predecessor's, whose lease is about to expire: neither keeps the inode.
     const elsewhere = found.kvs.some((kv) => openRecordNode(kv.key) !== this.#nodeId);
-    return { elsewhere, read: true, also: found.also };
+    return { elsewhere, also: found.also };
+  }
+
+  /** `openElsewhere` of several inodes, one read for all. */
+  async openElsewhereMany(
+    tx: NsTxn,
+    inos: number[],
+    also: (ino: number) => Uint8Array,
+  ): Promise<Map<number, { elsewhere: boolean; also?: Uint8Array }>> {
+    const found = await tx.readGuardedMany(
+      inos.map((ino) => ({
+        guard: openGuardKey(ino),
+        prefix: openRecordsPrefix(ino),
+        also: also(ino),
+      })),
+    );
+    return new Map(inos.map((ino, i) => [ino, {
+      elsewhere: found[i].kvs.some((kv) => openRecordNode(kv.key) !== this.#nodeId),
+      also: found[i].also,
+    }]));
   }
 
   /** `ino` was deleted: forget (and delete) this node's record of it. */
   forget(ino: number): void {
-    this.#lingering.delete(ino);
     if (!this.#held.has(ino)) return;
     this.release(ino).catch((error) => {
       console.error(`skyfs: removing the open record of deleted inode ${ino}: ${error}`);
@@ -335,7 +405,6 @@ export class OpenRecords {
     }
     // The metadata store was unreachable longer than the TTL: the records are gone, and an
     // unlink elsewhere meanwhile may have deleted a file open here. Put back the rest.
-    this.#fresh.clear();
     try {
       const granted = await this.#kv.leaseGrant(this.#ttlSeconds);
       this.#leaseId = granted.id;
@@ -356,6 +425,8 @@ export class OpenRecords {
           }
         });
       }
+      // Back in the barrier: without the acknowledgement other nodes skipped this one.
+      if (this.#acked > 0) await this.#putAck(this.#acked, granted.id);
     } catch (error) {
       console.error(`skyfs: renewing the open records' lease: ${(error as Error).message}`);
     }
@@ -365,9 +436,7 @@ export class OpenRecords {
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
-    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
-    this.#timer = this.#sweeper = undefined;
-    this.#lingering.clear();
+    this.#timer = undefined;
     if (this.#leaseId !== undefined) await this.#kv.leaseRevoke(this.#leaseId).catch(() => {});
     this.#held.clear();
   }

@@ -32,7 +32,7 @@ Deno.test("open records: an unanswered renewal keeps the lease; a lost lease get
       return typeof value === "function" ? value.bind(target) : value;
     },
   });
-  const records = new OpenRecords(kv, "b", 1, 0);
+  const records = new OpenRecords(kv, "b", 1);
   const errors: string[] = [];
   const realError = console.error;
   console.error = (line: string) => errors.push(line);

@@ -212,7 +212,7 @@ export class ClusterNode {
     node.#traceWatch = options.traceWatch;
     membership.self.stats = undefined;
     await membership.start();
-    node.#watch();
+    await node.#watch();
     data.onQueued = () => replication.queued();
     // A node that joins claimed its zone's record first: a new zone is placed from then on.
     membership.onRing = () => zoned.forget();
@@ -235,11 +235,14 @@ export class ClusterNode {
     return node;
   }
 
-  /** Watch the namespace: keys other nodes change leave the cache, and the kernel's too. */
-  #watch(): void {
+  /** Watch the namespace: keys other nodes change leave the cache, and the kernel's too. From
+   * a revision read first, which this node then acknowledges (the reclaim barrier of orphans,
+   * src/cache/open_records.ts): it has nothing open yet. */
+  async #watch(): Promise<void> {
+    const { revision } = await this.#kv.range({ key: keys.format() });
     this.#watcher = this.#kv.watch(
       { key: keys.all(), rangeEnd: prefixEnd(keys.all()) },
-      {},
+      { startRevision: revision + 1 },
       (events) => {
         // Collected first and handed over once per batch: a create elsewhere changes the new
         // inode, its name and its parent's record in one commit, and its publish the inode again.
@@ -250,6 +253,7 @@ export class ClusterNode {
           const own = this.data.forgetMetadata(
             key,
             event.type === "put" ? event.kv.value : undefined,
+            event.kv.modRevision,
           );
           // This node's own change coming back: its kernel learned of it from the request.
           if (own) continue;
@@ -281,6 +285,7 @@ export class ClusterNode {
         }
       },
     );
+    await this.data.watchStarted(revision);
   }
 
   /** One sweep of unreferenced backend objects, run by the node owning "gc" on the ring (so

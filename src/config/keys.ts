@@ -326,8 +326,8 @@ export const KEYS = {
     env: "SKYFS_OPEN_LINGER_MS",
     commands: MOUNTING,
     allowed: "a whole number of milliseconds from 0 to 86400000",
-    doc: "how long a file's open record stays after its last close on this node (a reopen " +
-      "within it writes no metadata; src/cluster/README.md)",
+    doc: "no effect since session 13 (an open writes no record; a record is put only for a file " +
+      "seen unlinked while open, and goes at its last close; src/cluster/README.md)",
   },
   "cluster.passthrough_writes": {
     kind: "boolean",

@@ -59,6 +59,12 @@ export interface InodeRecord {
   /** The volume the inode belongs to (its `VolumeRecord.id`); 0 or absent: none. Stored in the
    * header's bytes 45-47 (the high bytes of what was a u64 generation), so records written before volumes existed read as 0. */
   volume?: number;
+  /** An orphan of a volume whose usage (inode and bytes) its unlink already took off the volume:
+   * unlinked in a cluster while no handle on the unlinking node had it open (another node may,
+   * with no trace in the store). Volume accounting (src/vfs/volume_quota.ts `account`, gc's purge)
+   * counts nothing for it: not at its deletion, not at later size changes. Bit 0 of header byte
+   * 44 (spare before), so older records read as counted. */
+  uncounted?: boolean;
 }
 
 /** A directory entry's value: the child and its S_IFMT type bits. */
@@ -244,8 +250,10 @@ export function encodeInode(record: InodeRecord): Uint8Array {
   putI64(out, 24, record.size);
   putI64(out, 32, record.parent);
   // Generation: 32 bits at 40 (it was a u64; its high bytes are 0 in every record written), then
-  // byte 44 spare and the volume id in bytes 45-47 (bytes 1-3 are the directory merge count).
+  // byte 44 flags (bit 0: `uncounted`) and the volume id in bytes 45-47 (bytes 1-3 are the
+  // directory merge count).
   putU32(out, 40, record.generation);
+  if (record.uncounted) out[44] = 1;
   const volume = record.volume ?? 0;
   out[45] = volume & 0xff;
   out[46] = (volume >>> 8) & 0xff;
@@ -310,6 +318,7 @@ export function decodeInode(ino: number, bytes: Uint8Array): InodeRecord {
   if (bytes.length > HEADER_BYTES) record.target = bytes.slice(HEADER_BYTES);
   const volume = volumeOfRecord(bytes);
   if (volume !== 0) record.volume = volume;
+  if ((bytes[44] & 1) !== 0) record.uncounted = true;
   return record;
 }
 
@@ -1570,6 +1579,33 @@ export class NsTxn {
     record(guard, g.range.kvs[0]);
     if (also) record(also, extra.range.kvs[0]);
     return { kvs: found.range.kvs, also: extra?.range.kvs[0]?.value };
+  }
+
+  /** `readGuarded` of several guards at once: one read (one snapshot) for all of them. */
+  async readGuardedMany(
+    items: { guard: Uint8Array; prefix: Uint8Array; also: Uint8Array }[],
+  ): Promise<{ kvs: KeyValue[]; also?: Uint8Array }[]> {
+    if (items.length === 0) return [];
+    const response = await this.#ns.kv.txn({
+      success: items.flatMap(({ guard, prefix, also }) => [
+        { range: { key: guard } },
+        { range: { key: prefix, rangeEnd: prefixEnd(prefix) } },
+        { range: { key: also } },
+      ]),
+      revisionsUnused: true,
+    });
+    const ranges = response.responses as { range: { kvs: KeyValue[] } }[];
+    const record = (key: Uint8Array, kv: KeyValue | undefined) => {
+      const name = keyString(key);
+      if (this.#reads.has(name) || this.#writes.has(name)) return;
+      this.#reads.set(name, { key, modRevision: kv?.modRevision ?? 0, value: kv?.value });
+    };
+    return items.map(({ guard, also }, i) => {
+      const [g, found, extra] = ranges.slice(3 * i, 3 * i + 3);
+      record(guard, g.range.kvs[0]);
+      record(also, extra.range.kvs[0]);
+      return { kvs: found.range.kvs, also: extra.range.kvs[0]?.value };
+    });
   }
 
   /** A condition on a key outside the namespace's own (cluster mode's open guard), checked at

@@ -52,6 +52,16 @@ Deno.test("inode records round-trip, including >4 GiB sizes, negative times and 
   assert.throws(() => decodeInode(1, new Uint8Array(10)), /upgrade skyfs/);
 });
 
+Deno.test("inode records: the uncounted flag (byte 44 bit 0) round-trips beside the volume id", () => {
+  const record = fileRecord(7, { nlink: 0, volume: 0x12_3456, uncounted: true });
+  const bytes = encodeInode(record);
+  assert.equal(bytes[44], 1);
+  assert.deepEqual(decodeInode(7, bytes), record);
+  const counted = encodeInode(fileRecord(7, { nlink: 0, volume: 3 }));
+  assert.equal(counted[44], 0);
+  assert.equal(decodeInode(7, counted).uncounted, undefined);
+});
+
 Deno.test("keys sort a directory's entries together and after its inode number", () => {
   const a = keys.dentry(5, name("zz"));
   const b = keys.dentry(6, name("aa"));

@@ -223,7 +223,17 @@ export class OpTxn {
     return record;
   }
 
-  putInode(record: InodeRecord): void {
+  /**
+   * Store `record`. A cluster orphan's `uncounted` flag goes (`keepUncounted` false): whoever
+   * writes such an orphan again holds it open (no name leads to it), so from this transaction on
+   * it counts against its volume again (`VolumeQuotas.account` adds its inode and size back), and
+   * its writes are counted and checked as any file's. Only the unlink's own `dropInode` sets it.
+   */
+  putInode(record: InodeRecord, keepUncounted = false): void {
+    if (record.uncounted && !keepUncounted) {
+      record = { ...record };
+      delete record.uncounted;
+    }
     this.tx.putInode(record);
     const state = this.#core.inodes.get(record.ino);
     if (state) state.atimeChecked = false;
@@ -233,7 +243,7 @@ export class OpTxn {
   }
 
   /** Delete the inode (or, if the kernel or a handle still references it, or in a cluster
-   * another node has it open, put it on the orphan list). Returns whether it was deleted, so the
+   * for any regular file, put it on the orphan list). Returns whether it was deleted, so the
    * caller frees its local data. */
   async dropInode(record: InodeRecord): Promise<boolean> {
     const cluster = this.#core.cluster;
@@ -252,11 +262,18 @@ export class OpTxn {
       await this.deleteInode(record.ino, true, false);
       return true;
     }
-    // Only regular files have open records (directories and special files keep no data).
+    // In a cluster another node may have a regular file open without any trace in the store
+    // (an open writes nothing): it stays an orphan until every node acknowledged the unlink
+    // (ClusterData.reclaimLater, src/cache/open_records.ts). Directories and special files keep
+    // no data and are deleted at once.
     const mayBeOpen = cluster !== undefined && isReg(record.mode);
-    if (local || (mayBeOpen && await cluster.openElsewhere(this.tx, record.ino))) {
+    if (local || mayBeOpen) {
+      // Not open here: its volume usage goes now, as if deleted, and the flag in the record says
+      // so to whoever deletes it later. A node holding it open counts it again with its first
+      // write of the record (`putInode`; `recountOrphan` when its watch sees the unlink).
       if (!local) this.keptElsewhere.add(record.ino);
-      this.putInode(record);
+      if (!local && record.volume) this.putInode({ ...record, uncounted: true }, true);
+      else this.putInode(record);
       this.tx.addOrphan(record.ino);
       return false;
     }
@@ -338,8 +355,8 @@ export class VfsCore {
   readonly volumeRoot: string;
   readonly inodes = new Map<number, InodeState>();
   readonly handles = new Map<number, Handle>();
-  /** Orphans just made because another node has them open (OpTxn.keptElsewhere, committed): the
-   * unlink's second purge look is pointless for them (that node's last close frees them). */
+  /** Cluster orphans just made with no handle here (OpTxn.keptElsewhere, committed): freed once
+   * every node acknowledged the unlink (`ClusterData.reclaimLater`), not by the unlink. */
   readonly keptElsewhere = new Set<number>();
   /** POSIX lock owners waiting, and on whom (for EDEADLK detection). */
   readonly lockWaits = new Map<bigint, bigint>();
@@ -367,8 +384,12 @@ export class VfsCore {
     this.#writebackMs = options.attrWritebackMs ?? 1000;
     this.volumes = new VolumeQuotas(this, options.cluster?.nodeId ?? "local", options.volumes);
     this.volumeRoot = options.volumes?.root ?? "volumes";
-    // An orphan whose open record went (after its linger) may be freed now.
-    if (this.cluster) this.cluster.onOrphan = (ino) => this.maybePurge(ino);
+    // Orphans whose reclaim barrier passed are freed here; the watch asks which files are open.
+    if (this.cluster) {
+      this.cluster.onOrphans = (inos) => this.purgeMany(inos);
+      this.cluster.isOpenHere = (ino) => (this.inodes.get(ino)?.handles ?? 0) > 0;
+      this.cluster.onHeld = (ino) => this.recountOrphan(ino);
+    }
   }
 
   // --- per-inode state ---
@@ -970,22 +991,56 @@ export class VfsCore {
    * node has it open (its open record); that node's last close calls this in turn.
    */
   async maybePurge(ino: number): Promise<boolean> {
-    if (this.isReferenced(ino)) return false;
+    return (await this.purgeMany([ino])).length > 0;
+  }
+
+  /** `maybePurge` of several inodes in one transaction (a cluster node's reclaim of the orphans
+   * whose barrier passed); returns those freed. */
+  async purgeMany(inos: number[]): Promise<number[]> {
+    const candidates = inos.filter((ino) => !this.isReferenced(ino));
+    if (candidates.length === 0) return [];
     const purged = await this.txn(async (t) => {
-      const record = await t.tx.getInode(ino);
-      if (!record || record.nlink > 0 || this.isReferenced(ino)) return undefined;
-      if (this.cluster && await this.cluster.openElsewhere(t.tx, ino)) return undefined;
-      await t.deleteInode(ino);
-      return record;
+      const out: InodeRecord[] = [];
+      await this.cluster?.prefetchOpen(t.tx, candidates);
+      for (const ino of candidates) {
+        const record = await t.tx.getInode(ino);
+        if (!record || record.nlink > 0 || this.isReferenced(ino)) continue;
+        if (this.cluster && await this.cluster.openElsewhere(t.tx, ino)) continue;
+        await t.deleteInode(ino);
+        out.push(record);
+      }
+      return out;
     });
-    if (!purged) return false;
-    // Only a regular file has a local file; it goes after the commit, like an unlink's
-    // (LocalStore.removeSoon; a crash leaves it to the restart's removeDangling).
-    // In a cluster the purge is awaited whole (gc and the open records expect it done).
-    if (this.cluster) await this.local.remove(ino);
-    else if (isReg(purged.mode)) this.local.removeSoon(ino, purged.size);
-    this.dropStateIfIdle(ino);
-    return true;
+    for (const record of purged) {
+      // Only a regular file has a local file; it goes after the commit, like an unlink's
+      // (LocalStore.removeSoon; a crash leaves it to the restart's removeDangling).
+      // In a cluster the purge is awaited whole (gc and the open records expect it done).
+      if (this.cluster) await this.local.remove(record.ino);
+      else if (isReg(record.mode)) this.local.removeSoon(record.ino, record.size);
+      this.dropStateIfIdle(record.ino);
+    }
+    return purged.map((record) => record.ino);
+  }
+
+  /**
+   * Cluster mode: this node holds orphan `ino` open and has just put its open record (its watch
+   * saw the unlink, or an open raced it). If the unlink took the orphan off its volume
+   * (`uncounted`: nobody had it open on the unlinking node), it counts again from now, as an
+   * unlinked file open on one node does: the inode and its stored size go back on the volume
+   * (not checked against the limits: they were counted before the unlink), and the flag goes.
+   * Idempotent; the first of the holders' transactions does it (a publish or setattr racing
+   * this one too, through `putInode`).
+   */
+  async recountOrphan(ino: number): Promise<void> {
+    // Known outside volumes, gone, or counted since the unlink (the flag is set only by it):
+    // nothing to read.
+    const cached = this.ns.cachedInode(ino);
+    if (cached === null) return;
+    if (cached && (!cached.volume || (cached.nlink === 0 && !cached.uncounted))) return;
+    await this.txn(async (t) => {
+      const record = await t.tx.getInode(ino);
+      if (record?.uncounted) t.putInode(record);
+    });
   }
 
   /** Run `maybePurge` from a callback that cannot wait (forget); failures are logged, and an

@@ -545,7 +545,17 @@ export async function afterUnlink(
   freed: InodeRecord | undefined,
   linked = false,
 ): Promise<void> {
-  if (core.keptElsewhere.delete(ino)) return core.dropStateIfIdle(ino);
+  if (core.keptElsewhere.delete(ino)) {
+    if (core.cluster) {
+      // Not open here: its local cache file goes now, so its space comes back at the unlink as
+      // on one node (POSIX; tests/posix/fallocate_test.ts); the inode, its map and its objects
+      // wait for every node's acknowledgement (a node may still read them).
+      core.cluster.forgetInode(ino);
+      core.local.removeSoon(ino);
+      core.cluster.reclaimLater(ino);
+    }
+    return core.dropStateIfIdle(ino);
+  }
   if (linked && core.cluster) return;
   if (freed) {
     // Only regular files have a local file; a directory's or a symlink's unlink would only

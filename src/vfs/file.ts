@@ -55,24 +55,27 @@ export async function open(
   ino: number,
   flags: number,
 ): Promise<OpenResult> {
+  const mark = core.cluster?.openMark();
   const changed = await core.cluster?.beforeOpen(ino);
   const record = await core.record(ino);
   if (isDir(record.mode) && (canWrite(flags) || flags & libc.O_TRUNC)) {
     throw new FsError("EISDIR", `inode ${ino} is a directory`);
   }
   checkAccess(ctx, record, accessMask(flags));
-  return await openChecked(core, ctx, record, flags, false, changed !== false);
+  return await openChecked(core, ctx, record, flags, false, mark, changed !== false);
 }
 
 /** Open after the permission check (create skips it: a new file opens whatever its mode).
- * `created`: this open's create made the inode. `changed` (cluster): the inode may have changed
- * since the kernel took its attributes (ClusterData.beforeOpen). */
+ * `created`: this open's create made the inode. `mark`: in a cluster, `openMark()` before the
+ * inode was read. `changed` (cluster): the inode may have changed since the kernel took its
+ * attributes (ClusterData.beforeOpen). */
 async function openChecked(
   core: VfsCore,
   ctx: Ctx,
   record: InodeRecord,
   flags: number,
   created = false,
+  mark?: number,
   changed = true,
 ): Promise<OpenResult> {
   const ino = record.ino;
@@ -112,7 +115,7 @@ async function openChecked(
       // The local file is only a cache here; the kernel keeps its pages across opens only when
       // the content is the one this node saw at its last open (close-to-open: another node may
       // have changed the file since).
-      const unchanged = await core.cluster.opened(ino, fd, record.size);
+      const unchanged = await core.cluster.opened(ino, fd, record.size, mark, record.nlink === 0);
       // Passthrough only where the local file is the whole file and stays so (ClusterData.
       // outsideOpened): a write-only open that created or truncated it, the inode's only handle.
       const whole = created || (flags & libc.O_TRUNC) !== 0;
@@ -273,9 +276,9 @@ export async function create(
   // a cluster operation"). No one else knows the number yet, so nothing can race with it.
   const local = core.local.acquire(ino, 0, true).then(() => true, () => false);
   let result: { record: InodeRecord; created: boolean };
-  let lease: number | undefined;
+  // An existing file this create opens may be unlinked elsewhere meanwhile (ClusterData.opened).
+  const mark = core.cluster?.openMark();
   try {
-    lease = core.cluster ? await core.cluster.createLease() : undefined;
     result = await core.txn(async (t) => {
       const dir = await searchableDir(t, ctx, parent);
       const existing = await t.tx.getDirent(parent, name);
@@ -286,9 +289,8 @@ export async function create(
       mayCreate(ctx, dir);
       const spec = { mode: S_IFREG | (mode & 0o7777), umask };
       const record = createIn(t, ctx, dir, name, ino, spec, core.now());
-      if (lease !== undefined) core.cluster!.createInTxn(t.tx, ino, lease);
       // On the pending write-back list from birth (core.ts): its writer opens below.
-      else if (!core.cluster) t.tx.addPending(ino);
+      if (!core.cluster) t.tx.addPending(ino);
       return { record, created: true };
     });
   } catch (error) {
@@ -299,10 +301,9 @@ export async function create(
   let opened: OpenResult;
   if (created && !core.cluster) core.state(ino).marked = true;
   if (created) {
-    if (lease !== undefined) core.cluster!.createdFile(ino, lease);
     await local;
     try {
-      opened = await openChecked(core, ctx, record, flags & ~libc.O_TRUNC, true);
+      opened = await openChecked(core, ctx, record, flags & ~libc.O_TRUNC, true, mark);
     } finally {
       // openChecked took its own reference on the fd opened above (or failed and let go).
       if (await local) await core.local.release(ino);
@@ -314,7 +315,7 @@ export async function create(
     // Lost a race with another creator and no O_EXCL: open(2) opens the existing file.
     if (isDir(record.mode)) throw new FsError("EISDIR", `${show(name)} is a directory`);
     checkAccess(ctx, record, accessMask(flags));
-    opened = await openChecked(core, ctx, record, flags);
+    opened = await openChecked(core, ctx, record, flags, false, mark);
   }
   core.state(record.ino).lookups++;
   // A new inode is as its create wrote it (nothing can have changed it or its local file before

@@ -21,7 +21,7 @@
  */
 
 import { FsError } from "../fs_error.ts";
-import type { QuotaRecord } from "../meta/namespace.ts";
+import type { InodeRecord, QuotaRecord } from "../meta/namespace.ts";
 import type { OpTxn, VfsCore } from "./core.ts";
 import { isReg } from "./perm.ts";
 
@@ -96,42 +96,66 @@ export class VolumeQuotas {
   async account(t: OpTxn): Promise<QuotaPlan | undefined> {
     const changes = await t.tx.volumeChanges();
     if (changes.length === 0) return undefined;
-    const deltas = new Map<number, { bytes: number; inodes: number; released: number }>();
+    const deltas = new Map<
+      number,
+      {
+        bytes: number;
+        inodes: number;
+        released: number;
+        recountedInodes: number;
+        recountedBytes: number;
+      }
+    >();
     const plan: QuotaPlan = { released: new Map(), settled: [] };
     for (const { volume, before, after } of changes) {
       let delta = deltas.get(volume);
-      if (!delta) deltas.set(volume, delta = { bytes: 0, inodes: 0, released: 0 });
-      if (!before) delta.inodes++;
-      if (!after) delta.inodes--;
+      if (!delta) {
+        deltas.set(
+          volume,
+          delta = { bytes: 0, inodes: 0, released: 0, recountedInodes: 0, recountedBytes: 0 },
+        );
+      }
+      // An orphan whose unlink took its usage off (`uncounted`) counts for nothing, until a
+      // node holding it open writes it again (the flag goes, OpTxn.putInode): then its inode and
+      // stored size count again (`recounted`: not checked against the limits, they were counted
+      // before its unlink), and what the transaction changes beyond that is checked as usual.
+      const counted = (record?: InodeRecord) => record !== undefined && !record.uncounted;
+      const recount = before?.uncounted === true && counted(after);
+      if ((!counted(before) && counted(after)) && !recount) delta.inodes++;
+      if (counted(before) && !counted(after)) delta.inodes--;
+      if (recount) delta.recountedInodes++;
       if (!isReg((after ?? before)!.mode)) continue;
-      const oldSize = before?.size ?? 0;
-      const newSize = after?.size ?? 0;
+      const oldSize = counted(before) || recount ? before!.size : 0;
+      const newSize = counted(after) ? after!.size : 0;
+      if (recount) delta.recountedBytes += oldSize;
       delta.bytes += newSize - oldSize;
       const ino = (after ?? before)!.ino;
       const claim = this.#claims.get(ino);
       if (!claim) continue;
       // The part of the claim (base, end] that the stored size now covers becomes used bytes,
-      // and the reservation behind it goes back in the same commit; a deleted inode's whole
-      // claim goes back. A transaction that leaves the size alone settles nothing.
-      const consumed = after
-        ? Math.max(0, Math.min(newSize, claim.end) - Math.max(oldSize, claim.base))
-        : Math.max(0, claim.end - claim.base);
-      if (consumed === 0 && after) continue;
+      // and the reservation behind it goes back in the same commit; a deleted (or uncounted)
+      // inode's whole claim goes back. A transaction that leaves the size alone settles nothing.
+      const gone = !counted(after);
+      const consumed = gone
+        ? Math.max(0, claim.end - claim.base)
+        : Math.max(0, Math.min(newSize, claim.end) - Math.max(oldSize, claim.base));
+      if (consumed === 0 && !gone) continue;
       delta.released += consumed;
-      plan.settled.push({ ino, volume, consumed, deleted: !after });
+      plan.settled.push({ ino, volume, consumed, deleted: gone });
     }
     for (const [volume, delta] of deltas) {
       const quota = await t.tx.getQuota(volume);
       if (!quota) continue; // the volume is being deleted: nothing left to count
       const mine = quota.reserved[this.#node] ?? 0;
       const released = Math.min(Math.max(0, delta.released), mine);
-      const usedInodes = Math.max(0, quota.usedInodes + delta.inodes);
+      const usedInodes = Math.max(0, quota.usedInodes + delta.inodes + delta.recountedInodes);
       if (delta.inodes > 0 && quota.inodes > 0 && usedInodes > quota.inodes) {
         throw new FsError("EDQUOT", `volume inode limit ${quota.inodes} reached`);
       }
-      const usedBytes = Math.max(0, quota.usedBytes + delta.bytes);
+      const usedBytes = Math.max(0, quota.usedBytes + delta.recountedBytes + delta.bytes);
       const reservedAfter = totalReserved(quota) - released;
-      if (delta.bytes - released > 0 && usedBytes + reservedAfter > quota.capacityBytes) {
+      const grown = delta.bytes - released;
+      if (grown > 0 && usedBytes + reservedAfter > quota.capacityBytes) {
         throw new FsError(
           "EDQUOT",
           `volume capacity ${quota.capacityBytes} bytes: ${usedBytes} used and ` +

@@ -3,6 +3,7 @@
 
 import assert from "node:assert/strict";
 import { FsError } from "../fs_error.ts";
+import { decodeInode, encodeInode, keys } from "../meta/namespace.ts";
 import { n, root, withVfs } from "./_testing.ts";
 import type { Vfs } from "./types.ts";
 
@@ -150,4 +151,55 @@ Deno.test("a shrink below what writers hold reserved waits for them", async () =
     assert.equal((await vfs.volumes.resize("v", 1 << 19)).capacityBytes, 1 << 19);
     await rejectsWith(vfs.volumes.resize("v", 1000), "EBUSY");
   }, { volumes: { releaseMs: 10 } });
+});
+
+Deno.test("an uncounted record written again counts again: its size unchecked, growth checked", async () => {
+  // A cluster orphan unlinked where nobody had it open is stored `uncounted` (core.ts dropInode)
+  // with its usage taken off; a node holding it open counts it again with its first write of the
+  // record (OpTxn.putInode, VolumeQuotas.account). Played on one node: the flag and the usage are
+  // edited in the store, then the vfs starts again on it.
+  await withVfs(async (f) => {
+    await f.vfs.volumes.create({ name: "v", capacityBytes: 100_000 });
+    let dir = await volumeDir(f.vfs, "v");
+    const file = await f.vfs.create(root, dir, n("held"), 0o644, 0, O_RDWR);
+    const ino = file.attr.ino;
+    await f.vfs.write(root, ino, file.fh, 0, new Uint8Array(60_000));
+    await f.vfs.release(ino, file.fh, 0);
+    const record = decodeInode(ino, (await f.kv.range({ key: keys.inode(ino) })).kvs[0].value);
+    await f.kv.put({ key: keys.inode(ino), value: encodeInode({ ...record, uncounted: true }) });
+    const quotaKey = keys.quota(record.volume!);
+    const quota = JSON.parse(
+      new TextDecoder().decode((await f.kv.range({ key: quotaKey })).kvs[0].value),
+    );
+    quota.usedBytes -= 60_000;
+    quota.usedInodes -= 1;
+    await f.kv.put({ key: quotaKey, value: new TextEncoder().encode(JSON.stringify(quota)) });
+    const vfs = await f.restart();
+    dir = await volumeDir(vfs, "v");
+    let usage = (await vfs.volumes.get("v"))!;
+    assert.deepEqual([usage.usedBytes, usage.usedInodes], [0, 1]);
+    // The space it held is taken meanwhile (as another node's writes may).
+    const other = await vfs.create(root, dir, n("other"), 0o644, 0, O_RDWR);
+    await vfs.write(root, other.attr.ino, other.fh, 0, new Uint8Array(70_000));
+    await vfs.release(other.attr.ino, other.fh, 0);
+    // Its holder writes it (a chmod here): it counts again, past the capacity, without EDQUOT.
+    await vfs.setattr(root, ino, { mode: 0o600 });
+    usage = (await vfs.volumes.get("v"))!;
+    assert.deepEqual([usage.usedBytes, usage.usedInodes], [130_000, 3]);
+    const stored = (await f.kv.range({ key: keys.inode(ino) })).kvs[0].value;
+    assert.equal(decodeInode(ino, stored).uncounted, undefined);
+    // Its growth is checked as any file's (once this node's spare reservation went back: a
+    // reservation granted before the recount stays good), and its deletion takes it off once.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal((await vfs.volumes.get("v"))!.reservedBytes, 0);
+    const reopened = await vfs.open(root, ino, O_RDWR);
+    await rejectsWith(vfs.write(root, ino, reopened.fh, 60_000, new Uint8Array(1)), "EDQUOT");
+    await rejectsWith(vfs.setattr(root, ino, { size: 70_000 }), "EDQUOT");
+    await vfs.release(ino, reopened.fh, 0);
+    await vfs.unlink(root, dir, n("held"));
+    vfs.forget(ino, 1);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    usage = (await vfs.volumes.get("v"))!;
+    assert.deepEqual([usage.usedBytes, usage.usedInodes], [70_000, 2]);
+  }, { volumes: { releaseMs: 20 } });
 });

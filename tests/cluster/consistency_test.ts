@@ -14,7 +14,8 @@ import { LocalCluster } from "../../src/cluster/local_cluster.ts";
 import { openMetaBackend } from "../../src/meta/backend.ts";
 import { keys } from "../../src/meta/namespace.ts";
 import { prefixEnd } from "../../src/meta/kv.ts";
-import { canRunCluster, clusterStore, random, same } from "./_cluster_util.ts";
+import { openRecordKey, reclaimBarrier } from "../../src/cache/open_records.ts";
+import { canRunCluster, clusterStore, random, same, sleep } from "./_cluster_util.ts";
 
 const STORE = clusterStore();
 
@@ -184,6 +185,18 @@ Deno.test({
           const file = await Deno.open(at(c, "held"));
           await Deno.remove(at(a, "held"));
           assert.equal((await kv.range({ key: keys.orphan(ino) })).count, 1, "kept for C");
+          // C's watch puts its record and acknowledges the unlink; A's reclaim then finds C's
+          // record and leaves the orphan to C's close (or, C gone, to the departure sweep). Killed
+          // before it acknowledged, C would leave the barrier with its lease instead and A's own
+          // reclaim would free the orphan.
+          await until(
+            async () =>
+              (await kv.range({ key: openRecordKey(ino, c.id) })).count === 1 &&
+              await reclaimBarrier(kv, ino) === "passed",
+            "C's record and every acknowledgement",
+          );
+          await sleep(1500); // A's reclaim looked (its pause is at most 1 s)
+          assert.equal((await kv.range({ key: keys.inode(ino) })).count, 1, "kept for C's record");
           await cluster.kill(c);
           try {
             file.close();

@@ -1,11 +1,12 @@
 /**
  * A clean unmount (SIGTERM) of a cluster node leaves none of its open records or locks behind: a
  * file it holds open with a flock (whose RELEASE the unmount drops: the kernel ends the queued
- * requests) and a file it closed a moment ago (its record lingering, `cluster.open_linger_ms`)
- * lose this node's record, guard and lock key at shutdown (`ClusterData.shutdown` revokes the
- * lease they are on), not one lease TTL later; and a file another node unlinked while this node held it open (an orphan kept for
- * it) is freed afterwards by the node that owns "gc". Three CURP replicas (or one etcd member with
- * SKYFS_TEST_META=etcd), two mounts, a directory backend. Needs root and /dev/fuse.
+ * requests) keeps its lock key, and a file another node unlinked while this node held it open (an
+ * orphan kept for it: this node's watch put its record) keeps its record, until the shutdown
+ * (`ClusterData.shutdown` revokes the lease they and the reclaim acknowledgement are on), not one
+ * lease TTL later; the orphan is freed afterwards by the node that owns "gc". An open writes no
+ * record (issue 13): the held and the closed file have none. Three CURP replicas (or one etcd
+ * member with SKYFS_TEST_META=etcd), two mounts, a directory backend. Needs root and /dev/fuse.
  * @module
  */
 
@@ -32,11 +33,12 @@ Deno.test({
     let held: Deno.FsFile | undefined;
     try {
       const [a, b] = cluster.nodes;
-      /** The open records (`cl/open/<ino>/<node>`), their guards (`cl/openguard/<ino>`) and the
-       * lock keys (`cl/lock/<ino>/<node>`, and the lock guards `cl/lock/<ino>/`, which stay). */
+      /** The open records (`cl/open/<ino>/<node>`), their guards (`cl/openguard/<ino>`), the
+       * reclaim acknowledgements (`cl/ack/<node>`) and the lock keys (`cl/lock/<ino>/<node>`, and
+       * the lock guards `cl/lock/<ino>/`, which stay). */
       const records = async () => {
         const out: string[] = [];
-        for (const name of ["cl/open", "cl/lock/"]) {
+        for (const name of ["cl/open", "cl/ack/", "cl/lock/"]) {
           const prefix = encoder.encode(name);
           const found = await kv.range({ key: prefix, rangeEnd: prefixEnd(prefix) });
           out.push(...found.kvs.map((kv) => decoder.decode(kv.key)));
@@ -50,7 +52,7 @@ Deno.test({
       await held.write(encoder.encode("held open"));
       await held.syncData();
       await held.lock(true); // flock(LOCK_EX)
-      // Written and closed on A: its record lingers (60 s by default).
+      // Written and closed on A (an open writes no record: only an unlinked file gets one).
       await Deno.writeTextFile(join(a.mountpoint, "closed"), "closed");
       // Held open on A, unlinked on B: an orphan kept for A's handle.
       const orphanFile = await Deno.open(join(a.mountpoint, "orphan"), {
@@ -70,11 +72,15 @@ Deno.test({
       }, "B sees the orphan-to-be");
       await Deno.remove(join(b.mountpoint, "orphan"));
       const hex = (n: number) => n.toString(16).padStart(16, "0");
+      // A's watch sees the unlink of a file open there and puts its record.
+      const orphanRecord = `cl/open/${hex(ino.orphan)}/${a.id}`;
+      await until(async () => (await records()).includes(orphanRecord), "A's record of the orphan");
       const before = await records();
-      for (const name of ["held", "closed", "orphan"] as const) {
+      for (const name of ["held", "closed"] as const) {
         const key = `cl/open/${hex(ino[name])}/${a.id}`;
-        assert.ok(before.includes(key), `A's record of ${name} before the unmount: ${before}`);
+        assert.ok(!before.includes(key), `no record of ${name}, open or closed: ${before}`);
       }
+      assert.ok(before.includes(`cl/ack/${a.id}`), `A's acknowledgement: ${before}`);
       const lockKey = `cl/lock/${hex(ino.held)}/${a.id}`;
       assert.ok(before.includes(lockKey), `A's lock key before the unmount: ${before}`);
       assert.equal((await kv.range({ key: keys.inode(ino.orphan) })).count, 1, "orphan kept");
