@@ -480,10 +480,11 @@ export class ReplicaServer {
    * Leaving at once: the Ready's `proposeReply` messages (a witness's accept, the leader's
    * speculative result: README "Witness records acknowledged from the page cache"), a leader's
    * appends (it counts its own copy toward a commit only once the fdatasync covering it completed
-   * and `#durable` told the core: README "The leader's fdatasync off the commit chain"), and when
-   * every entry up to the commit index is already on disk here, a leader's `synced` messages and
-   * the watch events of what was applied: each says only "committed", which a follower's append
-   * reply (sent after its fdatasync) and this disk make true. Everything else (append replies,
+   * and `#durable` told the core: README "The leader's fdatasync off the commit chain"), a
+   * leader's `synced` messages and the watch events of what was applied: each says only
+   * "committed", which the commit index alone makes true (on a majority of disks: the core counts
+   * this replica's copy only up to `stableTo`, the followers' through their append replies, sent
+   * after their fdatasync). Everything else (append replies,
    * votes, snapshot pieces, other `synced`) leaves after the fdatasync, in Ready order. A Ready
    * that changes the hard state or installs a snapshot sends nothing early and is waited for
    * whole before the next one is built (a term or vote is on disk before anything is stepped
@@ -491,7 +492,6 @@ export class ReplicaServer {
    */
   async #drain(): Promise<void> {
     while (!this.#closed && this.replica.hasReady()) {
-      const commitIndex = this.replica.commitIndex;
       const ready = this.replica.ready();
       // What an fdatasync covering this Ready makes durable (core.ts `stableTo`).
       const mark = {
@@ -514,22 +514,21 @@ export class ReplicaServer {
             `${Math.round(performance.now() - started)} ms`,
         );
       }
-      const committedOnDisk = this.#storage.durableIndex >= commitIndex;
+      // Committed means on a majority of disks (the core counts this replica's own copy only up
+      // to `stableTo`), whether or not this disk is among them: a `synced` says no more.
       const later: Message[] = [];
       for (const m of ready.messages) {
         const early = !barrier && (
           (this.#ackAfterWrite && m.type === "proposeReply") ||
-          m.type === "append" || (m.type === "synced" && committedOnDisk)
+          m.type === "append" || m.type === "synced"
         );
         if (early) this.#send(m);
         else later.push(m);
       }
-      // Watch events carry applied, so committed, entries: once every committed entry is on this
-      // disk too they promise nothing this Ready's fdatasync adds (the argument of `synced`). The
-      // commitIndex is read again: frames stepped while the Ready was written may have applied
-      // more, and the pump sends everything applied.
+      // Watch events carry applied, so committed, entries: on a majority of disks already, they
+      // promise nothing this Ready's fdatasync adds (the argument of `synced`).
       let applied = ready.applied.length > 0;
-      if (applied && !barrier && this.#storage.durableIndex >= this.replica.commitIndex) {
+      if (applied && !barrier) {
         for (const [id, w] of this.#watches) this.#pump(id, w);
         applied = false;
       }

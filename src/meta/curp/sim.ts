@@ -429,13 +429,9 @@ export class Cluster {
       ready = { ...ready, messages: ready.messages.filter((m) => m.type !== "append") };
     }
     if (ready.hardState === undefined && ready.snapshot === undefined) {
-      // The server's pipelined output: a leader's `synced` replies leave at once when every
-      // committed entry is already on its disk (the fdatasync covering them completed).
-      const d = n.disk;
-      const c = r.commitIndex;
-      const onDisk = c <= (d.snapshot?.index ?? 0) ||
-        d.log.find((e) => e.index === c)?.term === r.termAt(c);
-      if (onDisk && ready.messages.some((m) => m.type === "synced")) {
+      // The server's pipelined output: a leader's `synced` replies leave at once (committed means
+      // on a majority of disks: the leader counts its own copy only once stored, `stableTo`).
+      if (ready.messages.some((m) => m.type === "synced")) {
         for (const m of ready.messages) if (m.type === "synced") this.#send(m);
         ready = { ...ready, messages: ready.messages.filter((m) => m.type !== "synced") };
       }
