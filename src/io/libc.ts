@@ -407,11 +407,19 @@ export interface Stat {
 const statBuffer = new Uint8Array(144);
 const statView = new DataView(statBuffer.buffer);
 
+/** Offset of st_blocks in `struct stat` (x86-64). */
+const ST_BLOCKS = 64;
+
+/** The signed 64-bit field of `statBuffer` at `at`: every one used fits in 53 bits, so two 32-bit
+ * halves are exact. */
+function statI64(at: number): number {
+  return statView.getInt32(at + 4, true) * 2 ** 32 + statView.getUint32(at, true);
+}
+
 function parseStat(): Stat {
   const view = statView;
-  // Every field here fits in 53 bits, so two 32-bit halves are exact.
   const u64 = (at: number) => view.getUint32(at + 4, true) * 2 ** 32 + view.getUint32(at, true);
-  const i64 = (at: number) => view.getInt32(at + 4, true) * 2 ** 32 + view.getUint32(at, true);
+  const i64 = statI64;
   return {
     dev: u64(0),
     ino: u64(8),
@@ -422,7 +430,7 @@ function parseStat(): Stat {
     rdev: u64(40),
     size: i64(48),
     blksize: i64(56),
-    blocks: i64(64),
+    blocks: i64(ST_BLOCKS),
     atimeSec: i64(72),
     atimeNsec: i64(80),
     mtimeSec: i64(88),
@@ -493,12 +501,17 @@ function showC(path: Uint8Array): string {
  * the errno is `quiet`'s, which returns undefined (a missing file is no error there).
  */
 export function statC(path: Uint8Array, quiet?: number): Stat | undefined {
+  return statIntoBuffer(path, quiet) ? parseStat() : undefined;
+}
+
+/** stat(2) of C string `path` into `statBuffer`; false when it failed with `quiet`'s errno. */
+function statIntoBuffer(path: Uint8Array, quiet?: number): boolean {
   const r = sys().skyfs_sys_stat(buf(path), statBuffer);
   if (r < 0) {
-    if (-r === quiet) return undefined;
+    if (-r === quiet) return false;
     failed(r, "stat", showC(path));
   }
-  return parseStat();
+  return true;
 }
 
 /**
@@ -506,12 +519,7 @@ export function statC(path: Uint8Array, quiet?: number): Stat | undefined {
  * st_blocks of a closed local file is all a GETATTR, LOOKUP or READDIRPLUS entry needs of it.
  */
 export function statBlocksC(path: Uint8Array, quiet?: number): number | undefined {
-  const r = sys().skyfs_sys_stat(buf(path), statBuffer);
-  if (r < 0) {
-    if (-r === quiet) return undefined;
-    failed(r, "stat", showC(path));
-  }
-  return statView.getInt32(68, true) * 2 ** 32 + statView.getUint32(64, true);
+  return statIntoBuffer(path, quiet) ? statI64(ST_BLOCKS) : undefined;
 }
 
 /** open(2) of a NUL-terminated C string path (see `statC`), with O_CLOEXEC. */

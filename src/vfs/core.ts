@@ -537,8 +537,6 @@ export class VfsCore {
     const rule = MOVES[after] < MOVES[before] ? after : before;
     for (const [ino, state] of this.inodes) {
       if (state.handles > 0) this.observeLocal(ino, false);
-    }
-    for (const state of this.inodes.values()) {
       if (state.accessedAt && state.accessRule === undefined) state.accessRule = rule;
     }
   }

@@ -186,10 +186,9 @@ export interface Applied {
  *    witness pool with `pool`; fsync.
  * 2. Only then send `messages` (to replicas and clients). A reply sent before step 1 could promise
  *    a vote, a log entry or a witness record that a crash then forgets. (server.ts sends a Ready's
- *    proposal replies, a leader's appends, and a leader's `synced` when every committed entry is
- *    on its disk, once the Ready is written and before its fdatasync, unless it changes the hard
- *    state: README "Where a proposal's time goes" and "The leader's fdatasync off the commit
- *    chain".)
+ *    proposal replies, a leader's appends, its `synced` messages and watch events, once the
+ *    Ready is written and before its fdatasync, unless it changes the hard state: README "Where a
+ *    proposal's time goes" and "The leader's fdatasync off the commit chain".)
  * 3. Once the fdatasync covering it completed, call `stableTo(index, term)` with the log's last
  *    entry as it was when the Ready was taken (read `lastIndex` and `termAt(lastIndex)` right
  *    after `ready()`): a leader counts its own entries toward a commit only from then on.

@@ -484,11 +484,10 @@ export class ReplicaServer {
    * leader's `synced` messages and the watch events of what was applied: each says only
    * "committed", which the commit index alone makes true (on a majority of disks: the core counts
    * this replica's copy only up to `stableTo`, the followers' through their append replies, sent
-   * after their fdatasync). Everything else (append replies,
-   * votes, snapshot pieces, other `synced`) leaves after the fdatasync, in Ready order. A Ready
-   * that changes the hard state or installs a snapshot sends nothing early and is waited for
-   * whole before the next one is built (a term or vote is on disk before anything is stepped
-   * under it).
+   * after their fdatasync). Everything else (append replies, votes, snapshot pieces) leaves
+   * after the fdatasync, in Ready order. A Ready that changes the hard state or installs a
+   * snapshot sends nothing early and is waited for whole before the next one is built (a term or
+   * vote is on disk before anything is stepped under it).
    */
   async #drain(): Promise<void> {
     while (!this.#closed && this.replica.hasReady()) {
