@@ -282,14 +282,18 @@ Deno.test("curp server: a witness record whose answer left early is fdatasync'd 
   }
 });
 
-Deno.test("curp server: watch events of a committed entry leave without waiting for a later Ready's fdatasync", async () => {
+/**
+ * Three replicas on gated engines (`gatedEngine`: a test holds and releases each one's
+ * fdatasyncs), "a" electing itself (its followers never time out while fdatasyncs are held), and
+ * a client. `until` polls a condition for up to 3 s; `close` releases every gate and stops all.
+ */
+async function gatedTrio(prefix: string) {
   const real = await openIoEngine({ log: () => {} });
   const ids = ["a", "b", "c"];
   const gates = ids.map(() => gatedEngine(real));
   const addresses = ids.map(() => `127.0.0.1:${freePort()}`);
   const peers = ids.map((id, i) => `${id}=${addresses[i]}`).join(",");
-  const dirs = await Promise.all(ids.map(() => Deno.makeTempDir({ prefix: "h2-server-" })));
-  // a elects itself (its followers never time out while the test holds its fdatasyncs).
+  const dirs = await Promise.all(ids.map(() => Deno.makeTempDir({ prefix: `${prefix}-server-` })));
   const servers = await Promise.all(ids.map((id, i) =>
     ReplicaServer.start({
       id,
@@ -301,8 +305,6 @@ Deno.test("curp server: watch events of a committed entry leave without waiting 
       log: () => {},
     })
   ));
-  const [leader, b, c] = servers;
-  const [gateA, gateB, gateC] = gates;
   const kv = await openCurpKV(addresses, { timeoutMs: 10_000 });
   const until = async (what: string, done: () => boolean) => {
     const deadline = Date.now() + 3_000;
@@ -311,6 +313,20 @@ Deno.test("curp server: watch events of a committed entry leave without waiting 
       await new Promise((r) => setTimeout(r, 2));
     }
   };
+  const close = async () => {
+    for (const gate of gates) gate.release();
+    await kv.close();
+    for (const s of servers) await s.close();
+    await real.shutdown();
+    for (const dir of dirs) await Deno.remove(dir, { recursive: true });
+  };
+  return { gates, servers, kv, until, close };
+}
+
+Deno.test("curp server: watch events of a committed entry leave without waiting for a later Ready's fdatasync", async () => {
+  const { gates, servers, kv, until, close } = await gatedTrio("h2");
+  const [leader, b, c] = servers;
+  const [gateA, gateB, gateC] = gates;
   try {
     await kv.put({ key: keyBytes("before"), value: keyBytes("1") });
     assert.equal(leader.replica.role, "leader");
@@ -351,43 +367,14 @@ Deno.test("curp server: watch events of a committed entry leave without waiting 
     assert.ok(gateA.waiting >= 1, "the leader's fdatasync was let through");
     watcher.cancel();
   } finally {
-    for (const gate of gates) gate.release();
-    await kv.close();
-    for (const s of servers) await s.close();
-    await real.shutdown();
-    for (const dir of dirs) await Deno.remove(dir, { recursive: true });
+    await close();
   }
 });
 
 Deno.test("curp server: a leader's appends leave before its own fdatasync, and it counts itself only after it", async () => {
-  const real = await openIoEngine({ log: () => {} });
-  const ids = ["a", "b", "c"];
-  const gates = ids.map(() => gatedEngine(real));
-  const addresses = ids.map(() => `127.0.0.1:${freePort()}`);
-  const peers = ids.map((id, i) => `${id}=${addresses[i]}`).join(",");
-  const dirs = await Promise.all(ids.map(() => Deno.makeTempDir({ prefix: "h3-server-" })));
-  // a elects itself (its followers never time out while the test holds its fdatasyncs).
-  const servers = await Promise.all(ids.map((id, i) =>
-    ReplicaServer.start({
-      id,
-      peers,
-      dataDir: dirs[i],
-      tickMs: 10,
-      electionTicks: id === "a" ? 60 : 100_000,
-      io: gates[i].io,
-      log: () => {},
-    })
-  ));
+  const { gates, servers, kv, until, close } = await gatedTrio("h3");
   const [leader, b, c] = servers;
   const [gateA, gateB] = gates;
-  const kv = await openCurpKV(addresses, { timeoutMs: 10_000 });
-  const until = async (what: string, done: () => boolean) => {
-    const deadline = Date.now() + 3_000;
-    while (!done()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 2));
-    }
-  };
   try {
     await kv.put({ key: keyBytes("before"), value: keyBytes("1") });
     assert.equal(leader.replica.role, "leader");
@@ -410,10 +397,6 @@ Deno.test("curp server: a leader's appends leave before its own fdatasync, and i
     assert.ok(gateB.waiting >= 1, "b's fdatasync was let through");
     await put;
   } finally {
-    for (const gate of gates) gate.release();
-    await kv.close();
-    for (const s of servers) await s.close();
-    await real.shutdown();
-    for (const dir of dirs) await Deno.remove(dir, { recursive: true });
+    await close();
   }
 });
