@@ -486,6 +486,8 @@ async function main(): Promise<number> {
     // Every skyfs mount of the run but skyfs-uring's is on /dev/fuse, whatever the kernel offers:
     // the targets say so by flag or option (bench/targets.ts), and every process the run starts
     // (the io, cluster, wan and zones families' mounts) inherits fuse.transport = dev.
+    // A cluster mount on the ring was measured no cheaper than on /dev/fuse (src/cluster/README.md,
+    // "Session 16: a cluster mount on FUSE over io_uring"), so the cluster targets stay on dev.
     Deno.env.set("SKYFS_FUSE_TRANSPORT", "dev");
     if (options.targets.includes("skyfs-uring")) {
       uringSwitch = turnOnUring(undefined, options.noUringSwitch);

@@ -1,7 +1,8 @@
 """Mount CPU per create + 1 KiB write + close (the bench's meta-flat-create-w1 row), two or more
 mounts alternating (src/cluster/README.md, "Session 13: the mount's CPU per create").
 
-python3 bench/cluster/create_ab.py N ROUNDS [--store PID,PID,...] NAME=PID:MOUNTPOINT ...
+python3 bench/cluster/create_ab.py N ROUNDS [--store PID,PID,...] [--op OP [--via MOUNTPOINT]]
+    NAME=PID:MOUNTPOINT ...
 
 In each round, each mount in turn (the order reversed every other round) gets N creates
 (open(O_CREAT|O_EXCL|O_WRONLY), write 1 KiB, close, as bench/meta/meta_worker.c's create phase) in
@@ -11,6 +12,11 @@ the JS thread's, from its schedstat in ns, and the other threads': io_uring work
 V8 helpers) and,
 with --store, the CPU of those processes (the CURP replicas) summed per create; then the range and
 median over the rounds. Load average at the start and end of each loop.
+
+--op picks another operation (default `create`): `open-close` (os.open O_RDONLY + close of N files
+the mount created before the loop, opened once before too), `stat` (os.stat of those N files; the
+kernel's attribute cache may answer them), `stat-remote` (os.stat of N files another mount, --via,
+created before the loop: the measured mount's kernel has not seen them, so each is a LOOKUP).
 """
 import os, statistics, sys, time
 
@@ -20,6 +26,18 @@ if "--store" in args:
     i = args.index("--store")
     store = [int(p) for p in args[i + 1].split(",")]
     del args[i:i + 2]
+op = "create"
+if "--op" in args:
+    i = args.index("--op")
+    op = args[i + 1]
+    del args[i:i + 2]
+via = None
+if "--via" in args:
+    i = args.index("--via")
+    via = args[i + 1]
+    del args[i:i + 2]
+assert op in ("create", "open-close", "stat", "stat-remote"), op
+assert op != "stat-remote" or via, "stat-remote needs --via MOUNTPOINT"
 N = int(args[0])
 rounds = int(args[1])
 targets = []
@@ -59,13 +77,28 @@ def create(path):
     os.close(fd)
 
 
+def open_close(path):
+    os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+
+
+do = {"create": create, "open-close": open_close, "stat": os.stat, "stat-remote": os.stat}[op]
 res = {}
 for r in range(rounds):
     order = targets if r % 2 == 0 else list(reversed(targets))
     for name, pid, mnt in order:
-        d = os.path.join(mnt, f"cab-{r}-{os.getpid()}")
-        os.mkdir(d)
+        d = os.path.join(mnt, f"cab-{r}-{name}-{os.getpid()}")
         names = [os.path.join(d, f"f{i}") for i in range(N)]
+        if op == "stat-remote":
+            os.mkdir(os.path.join(via, os.path.basename(d)))
+            for p in names:
+                create(os.path.join(via, os.path.basename(d), os.path.basename(p)))
+            time.sleep(0.5)  # the watch events reach the measured mount
+        else:
+            os.mkdir(d)
+        if op in ("open-close", "stat"):
+            for p in names:
+                create(p)
+                os.close(os.open(p, os.O_RDONLY))
         l0 = load()
         ts = []
         c0 = cpu_split(pid)
@@ -73,7 +106,7 @@ for r in range(rounds):
         w0 = time.perf_counter()
         for p in names:
             t = time.perf_counter()
-            create(p)
+            do(p)
             ts.append((time.perf_counter() - t) * 1000)
         wall = time.perf_counter() - w0
         c1 = cpu_split(pid)
@@ -83,9 +116,9 @@ for r in range(rounds):
         row = (N / wall, statistics.median(ts), ts[int(N * 0.9)], sum(split),
                (s1 - s0) / 1000 / N, *split)
         print(f"round {r} {name}: {row[0]:.0f}/s, p50 {row[1]:.2f} p90 {row[2]:.2f} ms, "
-              f"mount CPU {row[3]:.0f} us/create (JS thread {split[0]:.0f}, other threads "
+              f"mount CPU {row[3]:.0f} us/{op} (JS thread {split[0]:.0f}, other threads "
               f"{split[1]:.0f})" +
-              (f", store CPU {row[4]:.0f} us/create" if store else "") +
+              (f", store CPU {row[4]:.0f} us/{op}" if store else "") +
               f"; load {l0}->{load()}", flush=True)
         res.setdefault(name, []).append(row)
         for p in names:
@@ -100,6 +133,6 @@ def span(xs, fmt):
 for name, rows in res.items():
     cols = list(zip(*rows))
     print(f"{name}: {span(cols[0], '{:.0f}')}/s, p50 {span(cols[1], '{:.2f}')} ms, "
-          f"mount CPU {span(cols[3], '{:.0f}')} us/create, JS thread {span(cols[5], '{:.0f}')}, "
+          f"mount CPU {span(cols[3], '{:.0f}')} us/{op}, JS thread {span(cols[5], '{:.0f}')}, "
           f"other threads {span(cols[6], '{:.0f}')}" +
-          (f", store CPU {span(cols[4], '{:.0f}')} us/create" if store else ""))
+          (f", store CPU {span(cols[4], '{:.0f}')} us/{op}" if store else ""))

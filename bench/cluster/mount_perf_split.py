@@ -15,7 +15,7 @@ import sys, collections, re
 rules = [
  ("FUSE: reading requests (spin, park, thread-pool poll hop)", r"waitReadable|#spin|parkSyncUs|readRequest|nextTurn|transport_dev.ts:(33|47)"),
  ("FUSE: reply writes", r"writeMessage|transport_dev.ts:34|send file:///.*src/fuse/transport_dev"),
- ("CURP client: proposal encode + socket writes", r"#pump|encodeFrames|Packr|pack.js|sendFrame|wire.ts:(124|147|153)"),
+ ("CURP client: proposal encode + socket writes", r"#pump|encodeFrames|Packr|(?<!un)pack\.js|sendFrame|wire.ts:(124|147|153)"),
  ("CURP client: socket reads + decode (replies, synced, watch)", r"readLoop|decodeWire|unpack|FrameReader|push file:///.*src/meta/curp/wire|01_net.js"),
  ("watch events: own echoes and cache", r"#onWatchFrame|watched|node.ts|forgetMetadata"),
  ("local files through io_uring (engine)", r"uring.ts|uring_native"),
