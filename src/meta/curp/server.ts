@@ -597,9 +597,17 @@ export class ReplicaServer {
     const queue = this.#outboxQueue;
     while (queue.length > 0 && queue[0].settled) {
       const entry = queue.shift()!;
-      if (!this.#closed) {
-        for (const m of entry.later) this.#send(m);
-        if (entry.applied) { for (const [id, w] of this.#watches) this.#pump(id, w); }
+      try {
+        if (!this.#closed) {
+          for (const m of entry.later) this.#send(m);
+          if (entry.applied) { for (const [id, w] of this.#watches) this.#pump(id, w); }
+        }
+      } catch (error) {
+        // Not expected (encoding errors are caught per frame): the rest of the queue still goes.
+        this.#log(
+          `curp: replica "${this.replica.id}" failed sending after an fdatasync: ` +
+            `${(error as Error).message}`,
+        );
       }
       entry.sent();
     }
