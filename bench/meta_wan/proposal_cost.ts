@@ -18,6 +18,8 @@
  * `--watch`: the first client also watches the created keys; prints how long after each txn
  * completed its watch event arrived (served by the leader: src/meta/curp/server.ts). `--slow`:
  * the transactions want their revisions (no `revisionsUnused`), so each waits for its commit.
+ * The summary line also gives, per replica, frames sent and socket writes made per txn (status
+ * `messagesOut`, `peerWrites` + `clientWrites`; replicas of earlier builds print "-").
  * @module
  */
 
@@ -306,9 +308,19 @@ try {
       (s, x, i) => s + x.proposals - statusBefore[i].proposals,
       0,
     );
+    // Frames sent per socket write, per replica (status of this build; earlier ones lack it).
+    const perWrite = statusAfter.map((x, i) => {
+      const b = statusBefore[i];
+      const frames = Object.entries(x.messagesOut ?? {})
+        .filter(([type]) => type !== "watchEventsOut")
+        .reduce((s, [type, count]) => s + count - (b.messagesOut?.[type] ?? 0), 0);
+      const writes = (x.peerWrites ?? 0) + (x.clientWrites ?? 0) - (b.peerWrites ?? 0) -
+        (b.clientWrites ?? 0);
+      return writes === 0 ? "-" : `${(frames / n).toFixed(2)}/${(writes / n).toFixed(2)}`;
+    });
     return `; proposals led ${proposals} (${(proposals / n).toFixed(2)}/txn), fsyncs ${
       (fsyncs / n).toFixed(2)
-    }/txn (all replicas)`;
+    }/txn (all replicas); frames/writes per txn ${perWrite.join(", ")}`;
   })();
   console.log(
     `${store}: ${n} txns, ${clients} client(s)${args.shared ? " sharing one client" : ""}: ${

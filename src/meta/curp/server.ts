@@ -18,7 +18,7 @@ import { intervalOf, keyString } from "./command.ts";
 import type { WatchEvent } from "../kv.ts";
 import { type ClusterIdentity, type LogWrites, ReplicaStorage } from "./storage.ts";
 import type { IoEngine } from "../../io/types.ts";
-import { FrameConn, Link, parseAddress, parsePeers } from "./wire.ts";
+import { FrameConn, Link, parseAddress, parsePeers, type WriteCounter } from "./wire.ts";
 
 export interface ServeOptions {
   /** This replica's id; must be one of `peers`. */
@@ -89,6 +89,11 @@ export interface ReplicaStatus {
    * operation's replica CPU goes (README "Where a proposal's time goes", per cluster create). */
   messagesIn?: Record<string, number>;
   messagesOut?: Record<string, number>;
+  /** Socket writes this replica made, ever: to its peers (its links) and to clients (connections
+   * it accepted). Against `messagesOut`, frames per write: the frames of one turn to one socket
+   * leave in one write (wire.ts `FrameConn`). */
+  peerWrites?: number;
+  clientWrites?: number;
 }
 
 /** Election timeout in ticks, [t, 2t) actual: 1.5-3 s at 50 ms ticks. At 10 ticks (0.5-1 s) a
@@ -126,6 +131,17 @@ interface ServedWatch {
   next: number;
 }
 
+/** What a written Ready sends once the fdatasync covering it completed (server `#drain`). */
+interface OutboxEntry {
+  later: Message[];
+  /** Pump the watches (entries were applied). */
+  applied: boolean;
+  /** Its fdatasync completed, or failed and the replica stopped. */
+  settled: boolean;
+  /** Resolves the entry's promise (`#outbox`) once sent. */
+  sent: () => void;
+}
+
 /** Most watches one replica serves; a request beyond it gets a watchError. */
 const MAX_WATCHES = 10_000;
 
@@ -153,7 +169,10 @@ export class ReplicaServer {
   #drainScheduled = false;
   /** The drain in progress (it awaits persistence), which close() waits for. */
   #draining: Promise<void> | undefined;
-  /** Messages of written Readies waiting for their fdatasync, sent in Ready order. */
+  /** Messages of written Readies waiting for their fdatasync, sent in Ready order
+   * (`#flushOutbox`). */
+  readonly #outboxQueue: OutboxEntry[] = [];
+  /** Settles once the latest Ready in the outbox has been sent (or dropped: stopped). */
   #outbox: Promise<void> = Promise.resolve();
   /** The log's last entry when the latest written Ready was taken (core.ts `stableTo`). */
   #written = { index: 0, term: 0 };
@@ -172,6 +191,8 @@ export class ReplicaServer {
   /** Frames received and sent by type, ever (status `messagesIn`/`messagesOut`). */
   readonly messagesIn: Record<string, number> = {};
   readonly messagesOut: Record<string, number> = {};
+  readonly #peerWrites: WriteCounter = { writes: 0 };
+  readonly #clientWrites: WriteCounter = { writes: 0 };
   maxTickLagMs = 0;
   tickStalls = 0;
 
@@ -216,7 +237,7 @@ export class ReplicaServer {
     for (const [id, a] of peers) {
       if (id === options.id) continue;
       // Peers send their replies over their own links, so frames arriving here are unexpected.
-      this.#links.set(id, new Link(parseAddress(a), () => {}, this.#log));
+      this.#links.set(id, new Link(parseAddress(a), () => {}, this.#log, this.#peerWrites));
     }
     void this.#acceptLoop();
     const tickMs = options.tickMs ?? 50;
@@ -294,6 +315,8 @@ export class ReplicaServer {
       batches: true,
       messagesIn: { ...this.messagesIn },
       messagesOut: { ...this.messagesOut },
+      peerWrites: this.#peerWrites.writes,
+      clientWrites: this.#clientWrites.writes,
     };
   }
 
@@ -309,7 +332,12 @@ export class ReplicaServer {
     try {
       for await (const conn of this.#listener) {
         const remote = conn.remoteAddr as Deno.NetAddr;
-        const fc = new FrameConn(conn, `from ${remote.hostname}:${remote.port}`, this.#log);
+        const fc = new FrameConn(
+          conn,
+          `from ${remote.hostname}:${remote.port}`,
+          this.#log,
+          this.#clientWrites,
+        );
         this.#conns.add(fc);
         fc.onClose(() => this.#conns.delete(fc));
         void fc.readLoop((body) => this.#onFrame(fc, body), { views: true });
@@ -536,23 +564,20 @@ export class ReplicaServer {
       // and a witness record alone starts none (`#syncLeftOver`).
       const unstable = this.replica.role === "leader" && mark.index > this.replica.stableIndex;
       if (later.length > 0 || applied || unstable) {
-        const durable = this.#durable();
-        const previous = this.#outbox;
-        const next = (async () => {
-          await previous;
-          try {
-            await durable;
-          } catch (error) {
-            this.#failStorage(error);
-            throw error;
-          }
-          if (this.#closed) return;
-          for (const m of later) this.#send(m);
-          if (applied) { for (const [id, w] of this.#watches) this.#pump(id, w); }
-        })();
-        next.catch(() => {}); // #failStorage stopped the replica
+        let sent!: () => void;
+        const next = new Promise<void>((resolve) => sent = resolve);
+        const entry: OutboxEntry = { later, applied, settled: false, sent };
+        this.#outboxQueue.push(entry);
+        const settle = () => {
+          entry.settled = true;
+          this.#flushOutbox();
+        };
+        this.#durable().then(settle, (error) => {
+          this.#failStorage(error); // the replica stopped: nothing more is sent
+          settle();
+        });
         this.#outbox = next;
-        if (barrier) await next.catch(() => {});
+        if (barrier) await next;
       } else if (barrier) {
         await this.#outbox.catch(() => {});
         await this.#durable().catch((error) => this.#failStorage(error));
@@ -560,6 +585,31 @@ export class ReplicaServer {
       // Connections write what was queued in a microtask (one write per connection per turn,
       // wire.ts): let those writes start before the next Ready is built and submitted.
       await Promise.resolve();
+    }
+  }
+
+  /** Send what the settled Readies at the head of the outbox hold, in Ready order, in one go:
+   * the Readies one fdatasync covers settle in the same run of microtasks, and their frames to
+   * one peer (a follower's append replies) are queued before the connection's write starts, so
+   * they leave in one write and the peer wakes once for them (wire.ts `FrameConn.sendFrame`). A
+   * chain of awaits per Ready let each one's frames go in a write of their own. */
+  #flushOutbox(): void {
+    const queue = this.#outboxQueue;
+    while (queue.length > 0 && queue[0].settled) {
+      const entry = queue.shift()!;
+      try {
+        if (!this.#closed) {
+          for (const m of entry.later) this.#send(m);
+          if (entry.applied) { for (const [id, w] of this.#watches) this.#pump(id, w); }
+        }
+      } catch (error) {
+        // Not expected (encoding errors are caught per frame): the rest of the queue still goes.
+        this.#log(
+          `curp: replica "${this.replica.id}" failed sending after an fdatasync: ` +
+            `${(error as Error).message}`,
+        );
+      }
+      entry.sent();
     }
   }
 

@@ -400,3 +400,41 @@ Deno.test("curp server: a leader's appends leave before its own fdatasync, and i
     await close();
   }
 });
+
+Deno.test("curp server: append replies that one fdatasync releases leave in one socket write", async () => {
+  const { gates, servers, kv, until, close } = await gatedTrio("h4");
+  const [leader, b] = servers;
+  const [, gateB] = gates;
+  try {
+    await kv.put({ key: keyBytes("before"), value: keyBytes("1") });
+    assert.equal(leader.replica.role, "leader");
+    // b holds its fdatasyncs: every append it takes meanwhile is a Ready whose reply waits.
+    gateB.hold();
+    for (let i = 0; i < 8; i++) {
+      await kv.txn({
+        success: [{ put: { key: keyBytes(`k${i}`), value: keyBytes("v") } }],
+        revisionsUnused: true,
+      });
+    }
+    const index = leader.replica.lastIndex;
+    await until("the entries on b", () => b.replica.lastIndex >= index);
+    await until("b's held fdatasync", () => gateB.waiting >= 1);
+    const before = b.status();
+    gateB.release();
+    await until("b's entries durable", () => b.replica.stableIndex >= index);
+    await until(
+      "b's replies sent",
+      () =>
+        (b.status().messagesOut!.appendReply ?? 0) - (before.messagesOut!.appendReply ?? 0) >= 8,
+    );
+    await new Promise((r) => setTimeout(r, 50)); // any write still in flight
+    const after = b.status();
+    const replies = after.messagesOut!.appendReply - (before.messagesOut!.appendReply ?? 0);
+    const writes = after.peerWrites! - before.peerWrites!;
+    // One fdatasync was held, a second covers the rest (storage shares one among waiting Readies);
+    // heartbeats and their replies may add a write or two. Frame by frame would be a write each.
+    assert.ok(writes <= replies / 2, `${replies} append replies in ${writes} writes`);
+  } finally {
+    await close();
+  }
+});

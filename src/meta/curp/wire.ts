@@ -674,6 +674,12 @@ export class FrameReader {
   }
 }
 
+/** Socket writes made, counted across connections (`FrameConn`, `Link`): a replica's status
+ * reports them beside the frames it sent, so frames per write (coalescing) can be watched. */
+export interface WriteCounter {
+  writes: number;
+}
+
 /** One TCP connection carrying frames both ways. */
 export class FrameConn {
   readonly conn: Deno.Conn;
@@ -685,7 +691,12 @@ export class FrameConn {
   #closed = false;
   readonly #onClose: Array<() => void> = [];
 
-  constructor(conn: Deno.Conn, readonly label: string, readonly log: (line: string) => void) {
+  constructor(
+    conn: Deno.Conn,
+    readonly label: string,
+    readonly log: (line: string) => void,
+    readonly counter?: WriteCounter,
+  ) {
     this.conn = conn;
     try {
       (conn as Deno.TcpConn).setNoDelay(true);
@@ -809,6 +820,7 @@ export class FrameConn {
         let written = 0;
         this.#writeLeft = joined.length;
         while (written < joined.length) {
+          if (this.counter !== undefined) this.counter.writes++;
           written += await this.conn.write(joined.subarray(written));
           this.#writeLeft = joined.length - written;
         }
@@ -846,6 +858,7 @@ export class Link {
     readonly address: { hostname: string; port: number },
     readonly onFrame: (body: unknown) => void,
     readonly log: (line: string) => void,
+    readonly counter?: WriteCounter,
   ) {}
 
   get connected(): boolean {
@@ -885,6 +898,7 @@ export class Link {
           conn,
           `to ${this.address.hostname}:${this.address.port}`,
           this.log,
+          this.counter,
         );
         this.#conn = fc;
         void fc.readLoop(this.onFrame);
