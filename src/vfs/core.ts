@@ -76,6 +76,10 @@ export interface VfsOptions {
    * LocalStore.removeSoon); inline file ops only. Default "auto": 4096 when the data directory
    * is on an ext4 without a journal (`isJournalLessExt4`), else 0. */
   localSpareFiles?: number | "auto";
+  /** Local fds kept open after their last release for the next open (config
+   * `mount.keep_closed_files`, LocalStore.keepClosed), at most a quarter of RLIMIT_NOFILE's soft
+   * limit; inline file ops only, never in a cluster. Default `DEFAULT_KEEP_CLOSED` (4096). */
+  keepClosedFiles?: number;
   /** Volumes (volumes.ts): where they live (`root`, default "volumes") and how writers reserve
    * capacity (volume_quota.ts). */
   volumes?: VolumeQuotaOptions & { root?: string };
@@ -442,8 +446,8 @@ export class VfsCore {
    * can tell (the caller then takes `record`). The same checks and pending attributes as
    * `record`; the synchronous fast path of GETATTR, LOOKUP and OPEN.
    */
-  recordCached(ino: number): InodeRecord | undefined {
-    this.observeLocal(ino);
+  recordCached(ino: number, observe = true): InodeRecord | undefined {
+    if (observe) this.observeLocal(ino);
     return this.#cachedCurrent(ino);
   }
 
