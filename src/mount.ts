@@ -447,7 +447,9 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
       `skyfs: requests: ${counts}; transport ${server.transport}; parked waits ` +
         `${server.stats.wakeups} (idle spin found ${server.stats.spinHits}); woken on the JS ` +
         `thread ${server.stats.parkedOnThread} (epoll fds ${device.epollFds}); idle spin waits ` +
-        `${server.stats.spinParks} (ended by a request ${server.stats.spinParkHits})${ringStats}`,
+        `${server.stats.spinParks} (ended by a request ${server.stats.spinParkHits})${ringStats}; ` +
+        `backing ids: ${server.backing.stats.opened} opened, ${server.backing.stats.closed} ` +
+        `closed, ${server.backing.stats.reused} reused`,
     );
   };
   const debug = options.debug === true;
