@@ -63,7 +63,7 @@ export interface MountOptions {
    * a number, or "auto" (the default: 4096 on an ext4 without a journal, else 0). */
   localSpareFiles?: number | "auto";
   /** Local data files kept open after their last close (config mount.keep_closed_files,
-   * LocalStore.keepClosed). Default: the Vfs's (4096, bounded by RLIMIT_NOFILE). */
+   * LocalStore.keepClosed). Default: the Vfs's (16384, bounded by RLIMIT_NOFILE). */
   keepClosedFiles?: number;
   /** Microseconds the FUSE reader looks for the next request before parking (config
    * fuse.spin_us; src/fuse/README.md "Idle spin"). Default: the server's. */

@@ -119,7 +119,7 @@ export const KEYS = {
   "mount.keep_closed_files": {
     kind: "number",
     schema: int(0, 1_000_000),
-    default: 4096,
+    default: 16_384,
     commands: MOUNTING,
     allowed: "a whole number from 0 to 1000000",
     doc: "how many local data files to keep open after their last close (with their FUSE " +

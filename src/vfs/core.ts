@@ -78,7 +78,7 @@ export interface VfsOptions {
   localSpareFiles?: number | "auto";
   /** Local fds kept open after their last release for the next open (config
    * `mount.keep_closed_files`, LocalStore.keepClosed), at most a quarter of RLIMIT_NOFILE's soft
-   * limit; inline file ops only, never in a cluster. Default `DEFAULT_KEEP_CLOSED` (4096). */
+   * limit; inline file ops only, never in a cluster. Default `DEFAULT_KEEP_CLOSED` (16384). */
   keepClosedFiles?: number;
   /** Volumes (volumes.ts): where they live (`root`, default "volumes") and how writers reserve
    * capacity (volume_quota.ts). */

@@ -55,7 +55,7 @@ async function spareFilesFor(setting: number | "auto", dataDir: string): Promise
 }
 
 /** Local fds kept after their last release by default (`mount.keep_closed_files`). */
-export const DEFAULT_KEEP_CLOSED = 4096;
+export const DEFAULT_KEEP_CLOSED = 16_384;
 
 /** `wanted` kept fds, at most a quarter of the process's soft RLIMIT_NOFILE (Deno raises it to
  * the hard limit at start): the rest stays for handles, the store, sockets and the engine. */
