@@ -501,7 +501,7 @@ export class LocalStore {
   /** 512-byte blocks allocated to the inode's data (0 when it has no local file). */
   blocks(ino: number): number {
     const fd = this.fdOf(ino);
-    if (fd !== undefined) return libc.fstat(fd).blocks;
+    if (fd !== undefined) return libc.fstatBlocks(fd);
     // A direct stat of the path built in place: no string, encoding or exception per call.
     return libc.statBlocksC(this.#cPath(ino), Errno.ENOENT) ?? 0;
   }

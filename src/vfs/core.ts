@@ -446,8 +446,8 @@ export class VfsCore {
    * can tell (the caller then takes `record`). The same checks and pending attributes as
    * `record`; the synchronous fast path of GETATTR, LOOKUP and OPEN.
    */
-  recordCached(ino: number, observe = true): InodeRecord | undefined {
-    if (observe) this.observeLocal(ino);
+  recordCached(ino: number): InodeRecord | undefined {
+    this.observeLocal(ino);
     return this.#cachedCurrent(ino);
   }
 
@@ -575,6 +575,11 @@ export class VfsCore {
     // A cluster node's own chunk fills change the local file: only a file written with
     // passthrough (whose local file is the whole file, never filled) is looked at.
     if (this.cluster && !this.cluster.watchesOutside(ino)) return;
+    // A local fd kept with no handle (LocalStore.keepClosed) was looked at by the last release:
+    // only stores through a mapping that outlived the close can change it now, which a closed
+    // file's GETATTR never saw either; the next release looks (src/fuse/README.md, "Kept local
+    // files"). Its st_blocks is then one fstat into a buffer (`attr`, LocalStore.blocks).
+    if (this.local.isKept(ino)) return;
     const seen = this.local.changedOutsideStat(ino);
     const change = seen?.change;
     if (!change) return seen?.st;

@@ -207,11 +207,7 @@ export function openCached(
   flags: number,
 ): OpenResult | undefined {
   if (core.cluster || flags & libc.O_TRUNC) return undefined;
-  // A local fd kept since the inode's last release (LocalStore.keepClosed) was looked at then
-  // (`releaseCached`, `release`); what changed it since (stores through a mapping that outlived
-  // the close, the shim's own fd) is found by the next look, GETATTR or RELEASE, as for an fd
-  // held by another handle. The open's own look would be one fstat more per open+close.
-  const record = core.recordCached(ino, !core.local.isKept(ino));
+  const record = core.recordCached(ino);
   if (record === undefined) return undefined;
   if (isDir(record.mode) && canWrite(flags)) {
     throw new FsError("EISDIR", `inode ${ino} is a directory`);
