@@ -2,7 +2,8 @@
  * Local data of a single node (DESIGN.md section 5): one sparse file per inode under
  * `<dataDir>/data/<ino % 256 as two hex digits>/<ino in hex>`, which on one node IS the file's
  * data. One fd per inode is shared by all of its open handles (the same fd later backs FUSE
- * passthrough and the shim); it is opened on first use and closed when the last user lets go.
+ * passthrough and the shim); it is opened on first use and closed when the last user lets go, or
+ * kept open for the inode's next open (`keepClosed`, config `mount.keep_closed_files`).
  *
  * The metadata store holds the authoritative size. When an fd is opened the local file is cut
  * or extended to that size, so data written after the last persisted size (lost by a crash) can
