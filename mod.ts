@@ -270,6 +270,7 @@ const commands: Record<string, Command> = {
       metaLog: config.get("mount.meta_log"),
       localFileOps: config.get("mount.local_file_ops"),
       localSpareFiles: spareFiles(config.get("mount.local_spare_files")),
+      keepClosedFiles: config.get("mount.keep_closed_files"),
       transport: config.get("fuse.transport") as "auto" | "uring" | "dev",
       uringDepth: config.get("fuse.uring_depth"),
       io: { engine: config.get("io.engine"), libraryPath: config.get("io.uring_lib") },

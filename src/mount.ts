@@ -62,6 +62,9 @@ export interface MountOptions {
   /** Emptied local files of deleted inodes kept for new ones (config mount.local_spare_files):
    * a number, or "auto" (the default: 4096 on an ext4 without a journal, else 0). */
   localSpareFiles?: number | "auto";
+  /** Local data files kept open after their last close (config mount.keep_closed_files,
+   * LocalStore.keepClosed). Default: the Vfs's (16384, bounded by RLIMIT_NOFILE). */
+  keepClosedFiles?: number;
   /** Microseconds the FUSE reader looks for the next request before parking (config
    * fuse.spin_us; src/fuse/README.md "Idle spin"). Default: the server's. */
   idleSpinUs?: number;
@@ -255,6 +258,7 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
     cluster: node?.data,
     localFileOps: options.localFileOps,
     localSpareFiles: options.localSpareFiles,
+    keepClosedFiles: options.keepClosedFiles,
     atimeRule: (isDir) => atimeRule(isDir),
     volumes: {
       ...options.volumes,
@@ -443,7 +447,9 @@ export async function mount(mountPoint: string, options: MountOptions): Promise<
       `skyfs: requests: ${counts}; transport ${server.transport}; parked waits ` +
         `${server.stats.wakeups} (idle spin found ${server.stats.spinHits}); woken on the JS ` +
         `thread ${server.stats.parkedOnThread} (epoll fds ${device.epollFds}); idle spin waits ` +
-        `${server.stats.spinParks} (ended by a request ${server.stats.spinParkHits})${ringStats}`,
+        `${server.stats.spinParks} (ended by a request ${server.stats.spinParkHits})${ringStats}; ` +
+        `backing ids: ${server.backing.stats.opened} opened, ${server.backing.stats.closed} ` +
+        `closed, ${server.backing.stats.reused} reused`,
     );
   };
   const debug = options.debug === true;

@@ -360,3 +360,79 @@ Deno.test({
     assert.deepEqual(off, { waits: 0, hits: 0 });
   },
 });
+
+/** The daemon's fds open on local data files of `mount`, by local path (" (deleted)" cut). */
+function daemonLocalFds(pid: number, dataDir: string): string[] {
+  const found: string[] = [];
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      const target = Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`);
+      if (target.startsWith(`${dataDir}/data/`)) found.push(target.replace(/ \(deleted\)$/, ""));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return found;
+}
+
+const localOf = (dataDir: string, ino: number) =>
+  `${dataDir}/data/${(ino % 256).toString(16).padStart(2, "0")}/${ino.toString(16)}`;
+
+Deno.test({
+  name:
+    "fuse: a file opened again after its close reuses the daemon's local fd and backing id; a cached open meanwhile works; an unlink closes them",
+  ...options,
+  async fn() {
+    const mount = await startMount({ extraArgs: ["--passthrough", "on"] });
+    let stopped = false;
+    try {
+      const mp = mount.mountpoint;
+      const pid = mount.pid()!;
+      const f = join(mp, "f");
+      await python(
+        "import sys\nfor i in range(20):\n  with open(sys.argv[1], 'ab') as h: h.write(b'x' * 10)\n" +
+          "for i in range(20):\n  with open(sys.argv[1], 'rb') as h: assert h.read() == b'x' * 200",
+        f,
+      );
+      const local = localOf(mount.dataDir, (await Deno.stat(f)).ino!);
+      assert.deepEqual(daemonLocalFds(pid, mount.dataDir), [local], "kept after the close");
+      // A set-uid file takes cached opens (its writes must drop the bits): after a kept
+      // passthrough id, a cached open, a shared writable mapping and a write() still work, and
+      // passthrough comes back with the bits gone.
+      const g = join(mp, "g");
+      await python(
+        "import os,sys,mmap\np=sys.argv[1]\nopen(p, 'wb').write(b'hello world')\n" +
+          "os.chmod(p, 0o4755)\n" +
+          "with open(p, 'r+b') as h:\n  m = mmap.mmap(h.fileno(), 0)\n  m[0:5] = b'HELLO'\n" +
+          "  m.flush(); m.close(); h.seek(6); h.write(b'WORLD')\n" +
+          "assert open(p, 'rb').read() == b'HELLO WORLD', open(p, 'rb').read()\n" +
+          "os.chmod(p, 0o644)\n" +
+          "with open(p, 'r+b') as h: h.seek(11); h.write(b'!')\n" +
+          "assert open(p, 'rb').read() == b'HELLO WORLD!'\nassert os.stat(p).st_size == 12",
+        g,
+      );
+      // The unlinks free the files: no fd of the daemon holds them after the kernel's FORGET.
+      await Deno.remove(f);
+      await Deno.remove(g);
+      let left = daemonLocalFds(pid, mount.dataDir);
+      for (let i = 0; i < 100 && left.length > 0; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        left = daemonLocalFds(pid, mount.dataDir);
+      }
+      assert.deepEqual(left, [], "the unlinked files' fds are closed");
+      await mount.stop();
+      stopped = true;
+      const line = mount.stderr().split("\n").findLast((l) => l.includes("backing ids:")) ?? "";
+      const [opened, , reused] =
+        (line?.match(/backing ids: (\d+) opened, (\d+) closed, (\d+) reused/) ?? [])
+          .slice(1).map(Number);
+      // f's create and g's create register a backing file; f's 39 reopens and g's reopens
+      // after the chmod take the kept ids.
+      assert.equal(opened, 2, line);
+      assert.ok(reused >= 40, line);
+    } finally {
+      if (!stopped) await mount.stop();
+      await mount.dispose();
+    }
+  },
+});

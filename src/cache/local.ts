@@ -2,7 +2,8 @@
  * Local data of a single node (DESIGN.md section 5): one sparse file per inode under
  * `<dataDir>/data/<ino % 256 as two hex digits>/<ino in hex>`, which on one node IS the file's
  * data. One fd per inode is shared by all of its open handles (the same fd later backs FUSE
- * passthrough and the shim); it is opened on first use and closed when the last user lets go.
+ * passthrough and the shim); it is opened on first use and closed when the last user lets go, or
+ * kept open for the inode's next open (`keepClosed`, config `mount.keep_closed_files`).
  *
  * The metadata store holds the authoritative size. When an fd is opened the local file is cut
  * or extended to that size, so data written after the last persisted size (lost by a crash) can
@@ -25,6 +26,9 @@ interface OpenFile {
   atimeSeen?: string;
   /** The stat `#openFile` took, until the first `watchAccess` uses it instead of its own. */
   openStat?: libc.Stat;
+  /** The local file was removed while held (`remove`, `removeSoon`): never kept after its last
+   * release (`keepClosed`), which would hold its blocks. */
+  removed?: boolean;
 }
 
 /** What changed in the local file outside the vfs since the last look. */
@@ -82,6 +86,14 @@ export class LocalStore {
   #firstFresh: number | undefined;
   /** Inodes whose local file was handed to a process (the shim): never made spares. */
   readonly #handedOut = new Set<number>();
+  /** Local files no user holds any more whose fd is kept open for the next open of the inode
+   * (`keepClosed`), oldest first (a Map keeps insertion order); each is also in `#open`, with
+   * no reference. */
+  readonly #kept = new Map<number, OpenFile>();
+  #keepCap = 0;
+  /** Called after the fd of an inode is closed (a kept one evicted or dropped, or a last release
+   * that kept nothing): the FUSE layer closes a passthrough backing id it kept with it. */
+  onClosed?: (ino: number) => void;
 
   private constructor(io: IoEngine, root: string, fileOps: LocalFileOps, spareCap: number) {
     this.io = io;
@@ -178,7 +190,7 @@ export class LocalStore {
     const held = this.#open.get(ino);
     if (held) {
       if (!fresh) held.openStat = undefined; // only for the open that took it
-      held.refs++;
+      if (held.refs++ === 0) this.#kept.delete(ino);
       return held.fd;
     }
     // Two first users racing must share one open, or one fd would leak and the other be cut.
@@ -215,7 +227,7 @@ export class LocalStore {
     const held = this.#open.get(ino);
     if (held) {
       held.openStat = undefined; // only for the open that took it
-      held.refs++;
+      if (held.refs++ === 0) this.#kept.delete(ino);
       return held.fd;
     }
     if (this.fileOps !== "inline" || this.#opening.has(ino)) return undefined;
@@ -279,17 +291,79 @@ export class LocalStore {
   hold(ino: number): number | undefined {
     const file = this.#open.get(ino);
     if (!file) return undefined;
-    file.refs++;
+    if (file.refs++ === 0) this.#kept.delete(ino);
     return file.fd;
   }
 
-  /** Drop one reference; the last one closes the fd. */
+  /** Drop one reference; the last one closes the fd, or keeps it (`keepClosed`). */
   async release(ino: number): Promise<void> {
     const file = this.#open.get(ino);
-    if (!file) throw new Error(`LocalStore.release(${ino}) without acquire: a vfs bug`);
+    if (!file || file.refs === 0) {
+      throw new Error(`LocalStore.release(${ino}) without acquire: a vfs bug`);
+    }
     if (--file.refs > 0) return;
+    if (this.#keep(ino, file)) return;
     this.#open.delete(ino);
     await this.#close(file.fd);
+    this.onClosed?.(ino);
+  }
+
+  /**
+   * Keep the fds of up to `count` local files after their last user let go (config
+   * `mount.keep_closed_files`), so that the next open of the inode takes the same fd (and the
+   * FUSE layer the same passthrough backing id) instead of an `openat`, an `fstat`, a backing
+   * open and later a backing close and a `close`. Oldest evicted first. Inline file ops only;
+   * 0 = off (a cluster node: its local file is a cache filled and evicted by the engine).
+   * Kept fds count against RLIMIT_NOFILE: the caller bounds `count`. A kept fd is closed
+   * before its local file is removed (`remove`, `removeSoon`), so no space stays held.
+   */
+  keepClosed(count: number): void {
+    this.#keepCap = this.fileOps === "inline" ? Math.max(0, count) : 0;
+    while (this.#kept.size > this.#keepCap) this.#evictOldest();
+  }
+
+  /** Whether `ino`'s fd is kept with no user (`keepClosed`). */
+  isKept(ino: number): boolean {
+    return this.#kept.has(ino);
+  }
+
+  /** How many fds may be kept (`keepClosed`; 0 = none). */
+  get keepCap(): number {
+    return this.#keepCap;
+  }
+
+  /** Local fds kept with no user (for tests and metrics). */
+  get keptCount(): number {
+    return this.#kept.size;
+  }
+
+  /** `file`'s last reference went: kept (true) where the keep allows, the oldest evicted. */
+  #keep(ino: number, file: OpenFile): boolean {
+    if (this.#keepCap === 0 || file.removed) return false;
+    this.#kept.set(ino, file);
+    if (this.#kept.size > this.#keepCap) this.#evictOldest();
+    return true;
+  }
+
+  #evictOldest(): void {
+    const [ino] = this.#kept.keys();
+    this.#dropKept(ino);
+  }
+
+  /** Before the local file of `ino` is removed: its kept fd closed, or a held one marked so that
+   * its last release closes it (inline: a kept file is never a deleted one). */
+  #dropKept(ino: number): void {
+    const file = this.#kept.get(ino);
+    if (!file) {
+      const held = this.#open.get(ino);
+      if (held) held.removed = true;
+      return;
+    }
+    this.#kept.delete(ino);
+    this.#open.delete(ino);
+    this.io.forgetFd?.(file.fd);
+    libc.close(file.fd);
+    this.onClosed?.(ino);
   }
 
   /**
@@ -299,18 +373,25 @@ export class LocalStore {
    */
   releaseSync(ino: number, st?: libc.Stat): boolean {
     const file = this.#open.get(ino);
-    if (!file) throw new Error(`LocalStore.release(${ino}) without acquire: a vfs bug`);
+    if (!file || file.refs === 0) {
+      throw new Error(`LocalStore.release(${ino}) without acquire: a vfs bug`);
+    }
     if (file.refs > 1) {
       file.refs--;
       return true;
     }
     if (this.fileOps !== "inline") return false;
+    if (this.#keepCap > 0 && !file.removed) {
+      file.refs--;
+      return this.#keep(ino, file);
+    }
     st ??= libc.fstat(file.fd);
     if (st.nlink === 0 && st.blocks * 512 > INLINE_UNLINK_MAX_BYTES) return false;
     file.refs--;
     this.#open.delete(ino);
     this.io.forgetFd?.(file.fd);
     libc.close(file.fd);
+    this.onClosed?.(ino);
     return true;
   }
 
@@ -421,7 +502,7 @@ export class LocalStore {
   /** 512-byte blocks allocated to the inode's data (0 when it has no local file). */
   blocks(ino: number): number {
     const fd = this.fdOf(ino);
-    if (fd !== undefined) return libc.fstat(fd).blocks;
+    if (fd !== undefined) return libc.fstatBlocks(fd);
     // A direct stat of the path built in place: no string, encoding or exception per call.
     return libc.statBlocksC(this.#cPath(ino), Errno.ENOENT) ?? 0;
   }
@@ -454,6 +535,7 @@ export class LocalStore {
    * never handed to a process outside (`handedOut`): no fd of the old file can be left open.
    */
   removeSoon(ino: number, size = Infinity): void {
+    this.#dropKept(ino);
     const removing =
       (this.fileOps === "inline" && size <= INLINE_UNLINK_MAX_BYTES
         ? this.#removeInlineSoon(ino)
@@ -546,6 +628,7 @@ export class LocalStore {
   /** Delete the inode's local file (nothing if it has none). Open fds keep the data until
    * closed, as Linux does for unlinked files. */
   async remove(ino: number): Promise<void> {
+    this.#dropKept(ino);
     this.#entrySynced.delete(ino);
     this.#handedOut.delete(ino);
     try {
@@ -573,9 +656,11 @@ export class LocalStore {
   async closeAll(): Promise<void> {
     await Promise.allSettled(this.#opening.values());
     await Promise.allSettled(this.#removing);
+    this.#kept.clear();
     for (const [ino, file] of this.#open) {
       this.#open.delete(ino);
       await this.io.close(file.fd);
+      this.onClosed?.(ino);
     }
   }
 }

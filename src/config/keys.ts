@@ -116,6 +116,18 @@ export const KEYS = {
       "0 = unlink and create as before; inline local_file_ops only, never on a cluster node " +
       "(src/fuse/README.md, Spare local files)",
   },
+  "mount.keep_closed_files": {
+    kind: "number",
+    schema: int(0, 1_000_000),
+    default: 16_384,
+    commands: MOUNTING,
+    allowed: "a whole number from 0 to 1000000",
+    doc: "how many local data files to keep open after their last close (with their FUSE " +
+      "passthrough backing ids), least recently closed dropped first, so that the next open " +
+      "of the file skips the local open and the backing registration; at most a quarter of " +
+      "the daemon's RLIMIT_NOFILE; 0 = off; inline local_file_ops only, never on a cluster " +
+      "node (src/fuse/README.md, Kept local files)",
+  },
   "mount.passthrough": {
     kind: "string",
     schema: z.enum(["auto", "on", "off"]),

@@ -170,15 +170,28 @@ export const OVER_IO_URING_FLAG2 = 1 << 9;
  * kernel also refuses to mix cached and passthrough opens of one inode, so the first open decides
  * the inode's mode and later opens follow it until the last one is released; cached opens are
  * counted here for that reason.
+ *
+ * With `keepIds` (the Vfs keeps closed local fds, LocalStore.keepClosed) the id of an inode whose
+ * last handle went is kept with its local fd and closed when that fd is (`localClosed`): the
+ * next passthrough open of the inode reuses it instead of a BACKING_OPEN and a BACKING_CLOSE. A
+ * kept id decides nothing: the kernel drops its own reference to the backing file at the last
+ * release of the inode's passthrough files (before it sends RELEASE), so the next open's reply
+ * decides the inode's mode afresh, and a cached open leaves the kept id unused.
  */
 export class BackingFiles {
   #byIno = new Map<number, { id: number; handles: number; writers: number }>();
   #cachedByIno = new Map<number, number>();
   #inoByFh = new Map<number, { ino: number; passthrough: boolean; writable: boolean }>();
+  /** Ids of inodes with no handle, kept while their local fd is (`keepIds`). */
+  #kept = new Map<number, number>();
   #device: FuseDevice;
+  #keepIds: boolean;
+  /** BACKING_OPEN and BACKING_CLOSE ioctls made (for tests and /metrics). */
+  readonly stats = { opened: 0, closed: 0, reused: 0 };
 
-  constructor(device: FuseDevice) {
+  constructor(device: FuseDevice, keepIds = false) {
     this.#device = device;
+    this.#keepIds = keepIds;
   }
 
   /**
@@ -194,8 +207,15 @@ export class BackingFiles {
       return undefined;
     }
     if (!entry) {
-      const id = this.#device.backingOpen(fd!);
-      if (id < 0) throw new FsError(-id, `FUSE_DEV_IOC_BACKING_OPEN of fd ${fd}`);
+      let id = this.#kept.get(ino);
+      if (id !== undefined) {
+        this.#kept.delete(ino);
+        this.stats.reused++;
+      } else {
+        id = this.#device.backingOpen(fd!);
+        if (id < 0) throw new FsError(-id, `FUSE_DEV_IOC_BACKING_OPEN of fd ${fd}`);
+        this.stats.opened++;
+      }
       entry = { id, handles: 0, writers: 0 };
       this.#byIno.set(ino, entry);
     }
@@ -221,7 +241,8 @@ export class BackingFiles {
     return (this.#byIno.get(ino)?.writers ?? 0) > 0;
   }
 
-  /** Forget handle `fh`; the last passthrough handle of an inode closes its backing id. */
+  /** Forget handle `fh`; the last passthrough handle of an inode closes its backing id, or keeps
+   * it until its local fd is closed (`keepIds`). */
   release(fh: number): void {
     const held = this.#inoByFh.get(fh);
     if (held === undefined) return;
@@ -236,7 +257,26 @@ export class BackingFiles {
     if (held.writable) entry.writers--;
     if (--entry.handles > 0) return;
     this.#byIno.delete(held.ino);
-    this.#device.backingClose(entry.id);
+    if (this.#keepIds) this.#kept.set(held.ino, entry.id);
+    else this.#close(entry.id);
+  }
+
+  /** The Vfs closed the local fd of `ino`: a backing id kept with it goes too. */
+  localClosed(ino: number): void {
+    const id = this.#kept.get(ino);
+    if (id === undefined) return;
+    this.#kept.delete(ino);
+    this.#close(id);
+  }
+
+  /** Backing ids kept for inodes with no handle (for tests). */
+  get keptCount(): number {
+    return this.#kept.size;
+  }
+
+  #close(id: number): void {
+    this.stats.closed++;
+    this.#device.backingClose(id);
   }
 }
 
@@ -297,7 +337,10 @@ export class FuseServer {
     this.vfs = vfs;
     this.validity = options.validity ?? { entrySeconds: 10, attrSeconds: 10 };
     this.#options = options;
-    this.backing = new BackingFiles(device);
+    // The Vfs tells when it closes a local fd it kept (LocalStore.keepClosed): backing ids are
+    // kept as long (false: it keeps none, and each id goes with the inode's last handle).
+    const keepIds = vfs.onLocalClosed?.((ino) => this.backing.localClosed(ino)) ?? false;
+    this.backing = new BackingFiles(device, keepIds);
     this.cacheDirs = options.cacheDirs ?? true;
     this.daemonLocks = options.daemonLocks ?? false;
     this.idleSpinMs = (options.idleSpinUs ?? 50) / 1000;

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { n, root, withVfs } from "../vfs/_testing.ts";
-import { FuseServer } from "./server.ts";
+import { BackingFiles, FuseServer } from "./server.ts";
 import type { FuseDevice } from "./session.ts";
 import { IN_HEADER_SIZE, Opcode } from "./wire.ts";
 
@@ -305,4 +305,70 @@ Deno.test("server: an entry epoch bump only when the kernel may hold a name in a
     assert.equal(server.invalidateEntriesIn([d.ino]), true, "released: named once more");
     assert.equal(server.invalidateEntriesIn([d.ino]), false);
   });
+});
+
+/** A device that counts BACKING_OPEN and BACKING_CLOSE (ids from 1) and refuses nothing. */
+function backingDevice() {
+  const log: string[] = [];
+  let next = 1;
+  const device = {
+    backingOpen: (fd: number) => (log.push(`open fd ${fd}`), next++),
+    backingClose: (id: number) => (log.push(`close ${id}`), 0),
+  } as unknown as FuseDevice;
+  return { device, log };
+}
+
+Deno.test("backing ids: kept with the local fd after the last handle, reused by the next passthrough open, unused by a cached one, closed with the fd", () => {
+  const { device, log } = backingDevice();
+  const backing = new BackingFiles(device, true);
+  assert.equal(backing.open(7, 1, 30), 1);
+  backing.release(1);
+  assert.deepEqual(log, ["open fd 30"], "the last release keeps the id");
+  assert.equal(backing.open(7, 2, 30, true), 1, "the next open reuses it");
+  assert.ok(backing.hasWriter(7));
+  backing.release(2);
+  assert.ok(!backing.hasWriter(7));
+  // An open that must be cached (no backing fd: set-id bits, a volume) stays cached, and a
+  // passthrough open while it is open follows it; the kept id waits.
+  assert.equal(backing.open(7, 3, undefined), undefined);
+  assert.equal(backing.open(7, 4, 30), undefined);
+  backing.release(3);
+  backing.release(4);
+  assert.deepEqual(log, ["open fd 30"]);
+  assert.equal(backing.keptCount, 1);
+  // The Vfs closed the local fd: the id goes with it; the next open registers the new fd.
+  backing.localClosed(7);
+  backing.localClosed(7);
+  assert.deepEqual(log, ["open fd 30", "close 1"]);
+  assert.equal(backing.open(7, 5, 31), 2);
+  assert.deepEqual(backing.stats, { opened: 2, closed: 1, reused: 1 });
+  // Without keepIds (the Vfs keeps no fds) the last release closes the id, as before.
+  const plain = backingDevice();
+  const once = new BackingFiles(plain.device);
+  once.open(8, 1, 40);
+  once.release(1);
+  assert.deepEqual(plain.log, ["open fd 40", "close 1"]);
+});
+
+Deno.test("server: backing ids are kept only when the Vfs keeps local fds (mount.keep_closed_files)", async () => {
+  for (const keepClosedFiles of [0, 8]) {
+    await withVfs(async ({ vfs }) => {
+      const { device, log } = backingDevice();
+      const server = new FuseServer(device, vfs);
+      const f = await vfs.create(root, 1, n("f"), 0o644, 0, 2);
+      assert.equal(server.backing.open(f.attr.ino, f.fh, f.backingFd), 1);
+      server.backing.release(f.fh);
+      await vfs.release(f.attr.ino, f.fh, 0);
+      assert.deepEqual(
+        log,
+        keepClosedFiles ? ["open fd " + f.backingFd] : [
+          "open fd " + f.backingFd,
+          "close 1",
+        ],
+      );
+      vfs.forget(f.attr.ino, 1);
+      await vfs.unlink(root, 1, n("f"));
+      assert.equal(log.at(-1), "close 1", "the unlink closes the kept id with the fd");
+    }, { keepClosedFiles });
+  }
 });

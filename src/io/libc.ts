@@ -522,6 +522,13 @@ export function statBlocksC(path: Uint8Array, quiet?: number): number | undefine
   return statIntoBuffer(path, quiet) ? statI64(ST_BLOCKS) : undefined;
 }
 
+/** `fstat(fd).blocks` without the `Stat` object (see `statBlocksC`): a kept local fd's GETATTR. */
+export function fstatBlocks(fd: number): number {
+  const r = sys().skyfs_sys_fstat(fd, statBuffer);
+  if (r < 0) failed(r, "fstat", fd);
+  return statI64(ST_BLOCKS);
+}
+
 /** open(2) of a NUL-terminated C string path (see `statC`), with O_CLOEXEC. */
 export function openC(path: Uint8Array, flags: number, mode = 0o600): number {
   const fd = sys().skyfs_sys_open(buf(path), flags | O_CLOEXEC, mode);

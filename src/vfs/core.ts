@@ -76,6 +76,10 @@ export interface VfsOptions {
    * LocalStore.removeSoon); inline file ops only. Default "auto": 4096 when the data directory
    * is on an ext4 without a journal (`isJournalLessExt4`), else 0. */
   localSpareFiles?: number | "auto";
+  /** Local fds kept open after their last release for the next open (config
+   * `mount.keep_closed_files`, LocalStore.keepClosed), at most a quarter of RLIMIT_NOFILE's soft
+   * limit; inline file ops only, never in a cluster. Default `DEFAULT_KEEP_CLOSED` (16384). */
+  keepClosedFiles?: number;
   /** Volumes (volumes.ts): where they live (`root`, default "volumes") and how writers reserve
    * capacity (volume_quota.ts). */
   volumes?: VolumeQuotaOptions & { root?: string };
@@ -571,6 +575,11 @@ export class VfsCore {
     // A cluster node's own chunk fills change the local file: only a file written with
     // passthrough (whose local file is the whole file, never filled) is looked at.
     if (this.cluster && !this.cluster.watchesOutside(ino)) return;
+    // A local fd kept with no handle (LocalStore.keepClosed) was looked at by the last release:
+    // only stores through a mapping that outlived the close can change it now, which a closed
+    // file's GETATTR never saw either; the next release looks (src/fuse/README.md, "Kept local
+    // files"). Its st_blocks is then one fstat into a buffer (`attr`, LocalStore.blocks).
+    if (this.local.isKept(ino)) return;
     const seen = this.local.changedOutsideStat(ino);
     const change = seen?.change;
     if (!change) return seen?.st;

@@ -747,6 +747,12 @@ Deno.test("libc.statC: a direct stat of a C string path; the quiet errno gives u
 });
 
 Deno.test("GETATTR and LOOKUP of a file open in the daemon take st_blocks from the stat that looks for passthrough changes: one fstat, not two", async () => {
+  for (const keepClosedFiles of [0, 16]) {
+    await getattrBlocks(keepClosedFiles);
+  }
+});
+
+async function getattrBlocks(keepClosedFiles: number): Promise<void> {
   await withVfs(async ({ vfs }) => {
     const c = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
     const ino = c.attr.ino;
@@ -766,7 +772,9 @@ Deno.test("GETATTR and LOOKUP of a file open in the daemon take st_blocks from t
       assert.equal(attr.size, 64 * 1024);
       assert.ok(attr.blocks >= 128, `${attr.blocks} blocks for 64 KiB written`);
       assert.equal(entry.blocks, attr.blocks);
-      // A closed file has no fd to look at: its local file is stat'ed by path, as before.
+      // A closed file has no fd to look at: its local file is stat'ed by path, as before; one
+      // whose fd is kept (mount.keep_closed_files) is not looked at either (its release did),
+      // and its blocks come from an fstat of the kept fd.
       await vfs.release(ino, c.fh, 0);
       calls = 0;
       assert.equal(vfs.getattrCached?.(root, ino)?.blocks, attr.blocks);
@@ -774,5 +782,98 @@ Deno.test("GETATTR and LOOKUP of a file open in the daemon take st_blocks from t
     } finally {
       LocalStore.prototype.blocks = blocks;
     }
-  });
+  }, { keepClosedFiles });
+}
+
+/** This process's fds open on `path` (a kept or held local file; " (deleted)" once unlinked). */
+function fdsOn(path: string): number[] {
+  const fds: number[] = [];
+  for (const entry of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      const target = Deno.readLinkSync(`/proc/self/fd/${entry.name}`);
+      if (target === path || target === `${path} (deleted)`) fds.push(Number(entry.name));
+    } catch {
+      // closed meanwhile (the readDir's own fd)
+    }
+  }
+  return fds;
+}
+
+Deno.test("a closed file's local fd is kept for its next open; unlink and FORGET close it before its local file goes", async () => {
+  await withVfs(async ({ vfs, dir }) => {
+    const closed: number[] = [];
+    assert.equal(vfs.onLocalClosed?.((ino) => closed.push(ino)), true, "keep on by default");
+    const c = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    const ino = c.attr.ino;
+    await vfs.write(root, ino, c.fh, 0, n("data"));
+    await vfs.release(ino, c.fh, 0);
+    const path = localPath(dir, ino);
+    const [kept] = fdsOn(path);
+    assert.equal(typeof kept, "number", "the local fd stays open after the last release");
+    assert.deepEqual(closed, []);
+    // Both open paths take it: no second fd, the same backing fd for passthrough.
+    const o = vfs.openCached!(root, ino, O_RDONLY)!;
+    assert.equal(o.backingFd, kept);
+    assert.equal(vfs.releaseCached!(ino, o.fh), true);
+    const w = await vfs.open(root, ino, O_RDWR);
+    assert.equal(w.backingFd, kept);
+    // A write through the kept fd (passthrough) is seen at the release and the next GETATTR.
+    libc.pwrite(kept, n("more"), 4);
+    await vfs.release(ino, w.fh, 0);
+    assert.equal((await vfs.getattr(root, ino)).size, 8);
+    assert.deepEqual(fdsOn(path), [kept]);
+    // The unlink frees the file (the create's lookup is gone): the fd closes first, and the
+    // FUSE layer hears of it (it closes the backing id it kept with the fd).
+    vfs.forget(ino, 1);
+    await vfs.unlink(root, 1, n("f"));
+    assert.deepEqual(closed, [ino]);
+    await settled();
+    assert.deepEqual(fdsOn(path), []);
+    await assert.rejects(Deno.lstat(path), Deno.errors.NotFound);
+    // An unlink while the kernel still looks the file up: it stays (nlink 0) until the FORGET,
+    // whose purge closes the kept fd before the local file goes.
+    const g = await vfs.create(root, 1, n("g"), 0o644, 0, O_RDWR);
+    await vfs.release(g.attr.ino, g.fh, 0);
+    await vfs.unlink(root, 1, n("g"));
+    vfs.forget(g.attr.ino, 1);
+    await settled();
+    assert.deepEqual(closed, [ino, g.attr.ino]);
+    assert.deepEqual(fdsOn(localPath(dir, g.attr.ino)), []);
+  }, { localSpareFiles: 0 });
+});
+
+Deno.test("a file unlinked while open is not kept at its last close; keep_closed_files evicts the least recently closed, 0 keeps none", async () => {
+  await withVfs(async ({ vfs, dir }) => {
+    const closed: number[] = [];
+    vfs.onLocalClosed?.((ino) => closed.push(ino));
+    const a = await vfs.create(root, 1, n("a"), 0o644, 0, O_RDWR);
+    await vfs.write(root, a.attr.ino, a.fh, 0, new Uint8Array(8192).fill(1));
+    vfs.forget(a.attr.ino, 1);
+    await vfs.unlink(root, 1, n("a")); // an orphan: open, no name
+    await vfs.release(a.attr.ino, a.fh, 0);
+    await settled();
+    assert.deepEqual(fdsOn(localPath(dir, a.attr.ino)), [], "no fd holds the orphan's blocks");
+    assert.deepEqual(closed, [a.attr.ino]);
+    // Two kept at most: the third close evicts the first one closed.
+    const inos: number[] = [];
+    for (const name of ["b", "c", "d"]) {
+      const f = await vfs.create(root, 1, n(name), 0o644, 0, O_RDWR);
+      await vfs.release(f.attr.ino, f.fh, 0);
+      inos.push(f.attr.ino);
+    }
+    assert.deepEqual(closed, [a.attr.ino, inos[0]]);
+    assert.deepEqual(inos.map((ino) => fdsOn(localPath(dir, ino)).length), [0, 1, 1]);
+    // A reopen takes its file out of the keep; closing it again makes it the newest.
+    const c = await vfs.open(root, inos[1], O_RDONLY);
+    await vfs.release(inos[1], c.fh, 0);
+    const e = await vfs.create(root, 1, n("e"), 0o644, 0, O_RDWR);
+    await vfs.release(e.attr.ino, e.fh, 0);
+    assert.deepEqual(closed, [a.attr.ino, inos[0], inos[2]]);
+  }, { keepClosedFiles: 2, localSpareFiles: 0 });
+  await withVfs(async ({ vfs, dir }) => {
+    assert.equal(vfs.onLocalClosed?.(() => {}), false);
+    const f = await vfs.create(root, 1, n("f"), 0o644, 0, O_RDWR);
+    await vfs.release(f.attr.ino, f.fh, 0);
+    assert.deepEqual(fdsOn(localPath(dir, f.attr.ino)), []);
+  }, { keepClosedFiles: 0 });
 });

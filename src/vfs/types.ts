@@ -172,6 +172,11 @@ export interface Vfs {
   /** The open of handle `fh` is answered with FUSE passthrough (called before the reply; throws
    * to refuse the open, which the caller then releases). */
   passthroughOpened?(ino: number, fh: number): void;
+  /** Call `listener` after each close of a local fd the Vfs kept with no handle open (config
+   * `mount.keep_closed_files`, LocalStore.keepClosed), and after every other close of a local
+   * fd. False: nothing is kept, and `listener` is not called (the FUSE layer then closes a
+   * passthrough backing id with the inode's last handle). */
+  onLocalClosed?(listener: (ino: number) => void): boolean;
   create(
     ctx: Ctx,
     parent: number,

@@ -54,6 +54,24 @@ async function spareFilesFor(setting: number | "auto", dataDir: string): Promise
   return await isJournalLessExt4(dataDir) ? AUTO_SPARE_FILES : 0;
 }
 
+/** Local fds kept after their last release by default (`mount.keep_closed_files`). */
+export const DEFAULT_KEEP_CLOSED = 16_384;
+
+/** `wanted` kept fds, at most a quarter of the process's soft RLIMIT_NOFILE (Deno raises it to
+ * the hard limit at start): the rest stays for handles, the store, sockets and the engine. */
+export function keptFilesFor(wanted: number): number {
+  let soft = Infinity;
+  try {
+    const line = Deno.readTextFileSync("/proc/self/limits").split("\n")
+      .find((l) => l.startsWith("Max open files"));
+    const value = line?.split(/\s+/)[3];
+    if (value !== undefined && value !== "unlimited") soft = Number(value);
+  } catch {
+    soft = 1024; // no /proc: the usual default soft limit
+  }
+  return Math.max(0, Math.min(wanted, Math.floor(soft / 4)));
+}
+
 /** Open the file system on `options.kv` and `<options.dataDir>/data`. */
 export async function createVfs(options: VfsOptions): Promise<VfsWithRecovery> {
   const ns = await Namespace.open(options.kv, {
@@ -76,6 +94,11 @@ export async function createVfs(options: VfsOptions): Promise<VfsWithRecovery> {
     fileOps,
     options.cluster ? 0 : await spareFilesFor(options.localSpareFiles ?? "auto", options.dataDir),
   );
+  // Kept local fds (src/fuse/README.md, "Kept local files"): one node only; a cluster node's
+  // local file is a cache the engine fills and evicts (ClusterData checks `fdOf` for "in use").
+  if (!options.cluster) {
+    local.keepClosed(keptFilesFor(options.keepClosedFiles ?? DEFAULT_KEEP_CLOSED));
+  }
   await options.cluster?.attach(ns, local, options.io);
   const core = new VfsCore(ns, local, options);
   const recovery = await recover(core);
@@ -206,6 +229,11 @@ function makeVfs(core: VfsCore, recovery: RecoveryReport): VfsWithRecovery {
     openCached: (ctx, ino, flags) => file.openCached(core, ctx, ino, flags),
     releaseCached: (ino, fh) => file.releaseCached(core, ino, fh),
     passthroughOpened: (ino, fh) => file.passthroughOpened(core, ino, fh),
+    onLocalClosed: (listener) => {
+      if (core.local.keepCap === 0) return false;
+      core.local.onClosed = listener;
+      return true;
+    },
     create: (ctx, parent, name, mode, umask, flags) =>
       file.create(core, ctx, parent, name, mode, umask, flags),
     read: (_ctx, ino, fh, offset, into) => file.read(core, ino, fh, offset, into),
