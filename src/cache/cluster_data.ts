@@ -51,6 +51,9 @@ import {
 const MAX_PAGE_SIGNATURES = 65_536;
 /** Inodes whose record at their last open `beforeOpen` keeps (the oldest forgotten first). */
 const OPENED_INODES_MAX = 65_536;
+/** Bytes of stored chunk maps `#openedMap` keeps decoded, all inodes together (the inode opened
+ * longest ago forgotten first): a forgotten one costs its next open a decode. */
+const OPENED_MAPS_BYTES = 8 << 20;
 const signatureDecoder = new TextDecoder();
 
 /** Linux 6.13+: a change after a stat that saw the ctime gets a fine-grained timestamp (multigrain
@@ -277,6 +280,22 @@ export interface PendingChunk {
   converted?: string;
 }
 
+/** A stored chunk map as an open read it (`ClusterData.#openedMap`). */
+interface OpenedMap {
+  bytes: Uint8Array;
+  /** Its decode, never handed out: every open gets a copy (`copyChunkMap`). */
+  map: ChunkMap;
+  signature: string;
+}
+
+/** A map whose entries a caller may change or replace without touching `map`'s (a new `zones`
+ * array is assigned, never pushed to; inline bytes are never written in place). */
+function copyChunkMap(map: ChunkMap): ChunkMap {
+  const out: ChunkMap = new Map();
+  for (const [index, ref] of map) out.set(index, { ...ref });
+  return out;
+}
+
 interface FileState {
   map: ChunkMap;
   /** Chunk index -> write sequence; present = local bytes newer than any object. */
@@ -373,6 +392,12 @@ export class ClusterData {
   readonly #files = new Map<number, FileState>();
   /** Per inode, the content seen at this node's last open (`#samePages`), oldest first. */
   readonly #pageSignatures = new Map<number, string>();
+  /** Per inode, the stored chunk map this node's last open read, decoded, with its signature
+   * (`#openedMap`), oldest first; `#openedMapsBytes` their stored bytes. */
+  readonly #openedMaps = new Map<number, OpenedMap>();
+  #openedMapsBytes = 0;
+  /** Chunk maps an open decoded (not the same bytes as that inode's previous open): for tests. */
+  openMapDecodes = 0;
   /** Index rows whose local bytes were written or checked by this process: trusted as is. */
   readonly #verified = new WeakSet<CachedChunk>();
   /** fds opened to serve peers chunks of files not open here, most recently used last. */
@@ -676,7 +701,7 @@ export class ClusterData {
    */
   async opened(ino: number, fd: number, size: number, mark = -1, orphan = false): Promise<boolean> {
     const encoded = await this.#loadMap(ino, mark, orphan);
-    const map = decodeChunkMap(encoded);
+    const { map, signature } = this.#openedMap(ino, encoded);
     let state = this.#files.get(ino);
     if (!state) {
       this.#files.set(
@@ -709,14 +734,45 @@ export class ClusterData {
       libc.ftruncate(fd, size);
       this.#local.noteOwnChange(ino);
     }
+    return this.#samePages(ino, `${size}:${signature}`);
+  }
+
+  /**
+   * The chunk map an open read (`encoded`, stored bytes) as a map of its own for the file's state
+   * (which writes and publishes change), and its signature for `#samePages`. When the bytes are
+   * those this node's previous open of `ino` read, both come from that open's decode: an open +
+   * close of an unchanged file decodes no JSON or base64 and encodes no map (src/cluster/README.md,
+   * "Session 16: where an open + close's mount CPU goes"). Same bytes, same map: nothing to drop
+   * on a change, the next open's bytes differ.
+   */
+  #openedMap(ino: number, encoded: Uint8Array | undefined): { map: ChunkMap; signature: string } {
+    if (!encoded) return { map: new Map(), signature: "" };
+    const kept = this.#openedMaps.get(ino);
+    if (kept !== undefined) {
+      this.#openedMaps.delete(ino); // re-inserted last, or replaced below
+      if (sameBytes(kept.bytes, encoded)) {
+        this.#openedMaps.set(ino, kept);
+        return { map: copyChunkMap(kept.map), signature: kept.signature };
+      }
+      this.#openedMapsBytes -= kept.bytes.length;
+    }
+    this.openMapDecodes++;
+    const map = decodeChunkMap(encoded);
     // An inline map's signature leaves its bytes out (up to 64 KiB per remembered inode): its
     // chunk's version is new at every publish, and the CRC is in the entry.
-    const signature = !encoded
-      ? ""
-      : hasInline(map)
+    const signature = hasInline(map)
       ? signatureDecoder.decode(encodeChunkMap(withoutInline(map)))
       : signatureDecoder.decode(encoded);
-    return this.#samePages(ino, `${size}:${signature}`);
+    if (encoded.length <= OPENED_MAPS_BYTES / 64) {
+      this.#openedMaps.set(ino, { bytes: encoded, map: copyChunkMap(map), signature });
+      this.#openedMapsBytes += encoded.length;
+      while (this.#openedMapsBytes > OPENED_MAPS_BYTES) {
+        const [oldest, entry] = this.#openedMaps.entries().next().value!;
+        this.#openedMaps.delete(oldest);
+        this.#openedMapsBytes -= entry.bytes.length;
+      }
+    }
+    return { map, signature };
   }
 
   /**

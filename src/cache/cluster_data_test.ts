@@ -266,6 +266,53 @@ Deno.test({
 });
 
 Deno.test({
+  name: "cluster data: an open of a file whose stored chunk map is the one B's last open read " +
+    "decodes nothing and keeps the pages; a change on A is decoded and read",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      for (const [file, length] of [["small", 1000], ["big", CHUNK_SIZE + 10]] as const) {
+        const first = random(length);
+        const ino = await writeFile(a.vfs, file, first);
+        assert.deepEqual(await readFile(b.vfs, file), first, `${file}: B reads A's bytes`);
+        const decodes = b.data.openMapDecodes;
+        for (let i = 0; i < 3; i++) {
+          const again = await b.vfs.open(ctx, ino, 0);
+          assert.equal(again.keepCache, true, `${file}: unchanged, the kernel keeps its pages`);
+          const out = new Uint8Array(length);
+          assert.equal(await b.vfs.read(ctx, ino, again.fh, 0, out), length);
+          assert.deepEqual(out, first, `${file}: open ${i} reads the same bytes`);
+          await b.vfs.release(ino, again.fh, 0);
+        }
+        assert.equal(b.data.openMapDecodes, decodes, `${file}: the same stored map, no decode`);
+        // A changes the file: B's next open reads a new map, decodes it, drops its pages.
+        const second = random(length);
+        await writeFile(a.vfs, file, second);
+        const changed = await b.vfs.open(ctx, ino, 0);
+        assert.equal(changed.keepCache, false, `${file}: changed on A`);
+        const out = new Uint8Array(length);
+        assert.equal(await b.vfs.read(ctx, ino, changed.fh, 0, out), length);
+        assert.deepEqual(out, second, `${file}: B reads A's new bytes`);
+        await b.vfs.release(ino, changed.fh, 0);
+        assert.equal(b.data.openMapDecodes, decodes + 1, `${file}: one decode of the new map`);
+        // B's own write changes the map its state holds (the publish): the kept decode of the
+        // stored map it opened with stays as stored.
+        await writeFile(b.vfs, file, first.subarray(0, 100));
+        const expected = second.slice();
+        expected.set(first.subarray(0, 100));
+        assert.deepEqual(await readFile(b.vfs, file), expected, `${file}: B's write`);
+        assert.deepEqual(await readFile(a.vfs, file), expected, `${file}: A reads B's write`);
+      }
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
   name: "cluster data: truncate then extend on A reads as zeros past the cut on B",
   ...options,
   fn: async () => {
