@@ -107,3 +107,22 @@ Deno.test("kept fd: a passthrough write left to the write-back timer survives a 
     assert.equal(await readAll(vfs, ino), "written");
   });
 });
+
+Deno.test("kept fds give way when the daemon runs out of fds: an open that finds EMFILE closes kept ones and succeeds", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vfs-emfile-" });
+  try {
+    const child = new URL("./_emfile_child.ts", import.meta.url).pathname;
+    const out = await new Deno.Command("prlimit", {
+      args: ["--nofile=256:256", Deno.execPath(), "run", "-A", child, dir],
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    assert.equal(out.code, 0);
+    const line = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").pop()!);
+    assert.equal(line.kept, 64, "a quarter of RLIMIT_NOFILE kept");
+    assert.ok(line.fillers > 0);
+    assert.equal(line.result, "opened", "the open got an fd a kept file held");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
