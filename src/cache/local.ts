@@ -526,7 +526,15 @@ export class LocalStore {
   async syncEntry(ino: number): Promise<void> {
     if (this.#entrySynced.has(ino)) return;
     const dir = `${this.root}/${hex2(ino % 256)}`;
-    const fd = await this.io.open(dir, libc.O_RDONLY | libc.O_DIRECTORY);
+    let fd: number;
+    for (;;) {
+      try {
+        fd = await this.io.open(dir, libc.O_RDONLY | libc.O_DIRECTORY);
+        break;
+      } catch (error) {
+        if (!this.#freeFds(error)) throw error; // kept fds must not fail an fsync
+      }
+    }
     try {
       await this.io.fsync(fd);
     } finally {
