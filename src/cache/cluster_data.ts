@@ -51,8 +51,9 @@ import {
 const MAX_PAGE_SIGNATURES = 65_536;
 /** Inodes whose record at their last open `beforeOpen` keeps (the oldest forgotten first). */
 const OPENED_INODES_MAX = 65_536;
-/** Bytes of stored chunk maps `#openedMap` keeps decoded, all inodes together (the inode opened
- * longest ago forgotten first): a forgotten one costs its next open a decode. */
+/** Bytes `#openedMap` may hold, all inodes together, each kept map charged its stored bytes and
+ * `OPENED_MAP_OVERHEAD` (the inode opened longest ago forgotten first): a forgotten one costs its
+ * next open a decode. */
 const OPENED_MAPS_BYTES = 8 << 20;
 /** What one kept map costs beyond its stored bytes, charged against `OPENED_MAPS_BYTES`: its
  * decode (a Map, a ref per chunk, a version string, inline bytes in a buffer of their own), the
