@@ -313,6 +313,37 @@ Deno.test({
 });
 
 Deno.test({
+  name: "cluster data: the kept chunk map decodes are bounded by what they cost, not only their " +
+    "stored bytes (small maps were 1-2 KB each of memory against a few dozen bytes counted)",
+  ...options,
+  fn: async () => {
+    const c = await setup();
+    try {
+      const a = await c.start("a");
+      const b = await c.start("b");
+      // Room for four maps' overhead: tens of small maps' stored bytes alone fit in it.
+      b.data.openedMapsBudget = 4 * 2048 + 1024;
+      const files: [number, Uint8Array][] = [];
+      for (let i = 0; i < 12; i++) {
+        const bytes = random(100 + i);
+        files.push([await writeFile(a.vfs, `f${i}`, bytes), bytes]);
+      }
+      for (const [i, [, bytes]] of files.entries()) {
+        assert.deepEqual(await readFile(b.vfs, `f${i}`), bytes);
+      }
+      const kept = b.data.openedMapsKept;
+      assert.ok(kept >= 1 && kept <= 4, `${kept} decodes kept in a budget of four maps`);
+      // The most recently opened is kept: its next open decodes nothing.
+      const decodes = b.data.openMapDecodes;
+      assert.deepEqual(await readFile(b.vfs, "f11"), files[11][1]);
+      assert.equal(b.data.openMapDecodes, decodes);
+    } finally {
+      await c.cleanup();
+    }
+  },
+});
+
+Deno.test({
   name: "cluster data: truncate then extend on A reads as zeros past the cut on B",
   ...options,
   fn: async () => {

@@ -250,7 +250,7 @@ export class LocalStore {
       try {
         return libc.openC(this.#cPath(ino), flags);
       } catch (error) {
-        flags = retryFlags(error, flags);
+        if (!this.#freeFds(error)) flags = retryFlags(error, flags);
       }
     }
   }
@@ -279,7 +279,7 @@ export class LocalStore {
         if (this.fileOps === "inline") return libc.openC(this.#cPath(ino), flags);
         return await this.io.open(path, flags);
       } catch (error) {
-        flags = retryFlags(error, flags);
+        if (!this.#freeFds(error)) flags = retryFlags(error, flags);
       }
     }
   }
@@ -342,6 +342,21 @@ export class LocalStore {
     if (this.#keepCap === 0 || file.removed) return false;
     this.#kept.set(ino, file);
     if (this.#kept.size > this.#keepCap) this.#evictOldest();
+    return true;
+  }
+
+  /**
+   * An open of a local file failed for want of fds (EMFILE, ENFILE): the older half of the kept
+   * fds (at least one) closed, true, so that the caller tries again; false for any other error
+   * or with none kept. Kept fds take up to a quarter of RLIMIT_NOFILE that handles had before;
+   * they must never make an open (or a removal's, `#keepSpare`) fail that would have worked.
+   */
+  #freeFds(error: unknown): boolean {
+    if (
+      !(error instanceof FsError) ||
+      (error.errno !== Errno.EMFILE && error.errno !== Errno.ENFILE) || this.#kept.size === 0
+    ) return false;
+    for (let count = Math.max(1, this.#kept.size >> 1); count > 0; count--) this.#evictOldest();
     return true;
   }
 
@@ -511,7 +526,15 @@ export class LocalStore {
   async syncEntry(ino: number): Promise<void> {
     if (this.#entrySynced.has(ino)) return;
     const dir = `${this.root}/${hex2(ino % 256)}`;
-    const fd = await this.io.open(dir, libc.O_RDONLY | libc.O_DIRECTORY);
+    let fd: number;
+    for (;;) {
+      try {
+        fd = await this.io.open(dir, libc.O_RDONLY | libc.O_DIRECTORY);
+        break;
+      } catch (error) {
+        if (!this.#freeFds(error)) throw error; // kept fds must not fail an fsync
+      }
+    }
     try {
       await this.io.fsync(fd);
     } finally {
@@ -574,7 +597,15 @@ export class LocalStore {
     // flush. With truncate(2) the next owner's close started writeback of its data, and the
     // truncate at its own unlink then waited for that write (and ext4's discard of the blocks):
     // 112-212 unlinks/s instead of 1092 through the mount, 1.1 sleeps of the JS thread each.
-    const fd = libc.openC(this.#cPath(ino), libc.O_RDWR);
+    let fd: number;
+    for (;;) {
+      try {
+        fd = libc.openC(this.#cPath(ino), libc.O_RDWR);
+        break;
+      } catch (error) {
+        if (!this.#freeFds(error)) throw error;
+      }
+    }
     try {
       libc.ftruncate(fd, 0);
     } finally {
