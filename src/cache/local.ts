@@ -332,11 +332,6 @@ export class LocalStore {
     return this.#keepCap;
   }
 
-  /** Local fds kept with no user (for tests and metrics). */
-  get keptCount(): number {
-    return this.#kept.size;
-  }
-
   /** `file`'s last reference went: kept (true) where the keep allows, the oldest evicted. */
   #keep(ino: number, file: OpenFile): boolean {
     if (this.#keepCap === 0 || file.removed) return false;

@@ -14,6 +14,24 @@ const encoder = new TextEncoder();
 export const n = (s: string) => encoder.encode(s);
 export const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
+/** Where the local data file of `ino` lies under data directory `dir` (LocalStore.path). */
+export const localPath = (dir: string, ino: number) =>
+  `${dir}/data/${(ino % 256).toString(16).padStart(2, "0")}/${ino.toString(16)}`;
+
+/** This process's fds open on `path` (a kept or held local file; " (deleted)" once unlinked). */
+export function fdsOn(path: string): number[] {
+  const fds: number[] = [];
+  for (const entry of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      const target = Deno.readLinkSync(`/proc/self/fd/${entry.name}`);
+      if (target === path || target === `${path} (deleted)`) fds.push(Number(entry.name));
+    } catch {
+      // closed meanwhile (the readDir's own fd)
+    }
+  }
+  return fds;
+}
+
 export interface Fixture {
   dir: string;
   vfs: VfsWithRecovery;

@@ -1,7 +1,7 @@
 /** Tests of open files: open flags, read/write, >4 GiB, sparse files, fallocate, lseek, copy. */
 
 import assert from "node:assert/strict";
-import { alice, bob, n, root, text, withVfs } from "./_testing.ts";
+import { alice, bob, fdsOn, localPath, n, root, text, withVfs } from "./_testing.ts";
 import { Errno, FsError } from "../fs_error.ts";
 import { createPortableEngine } from "../io/portable.ts";
 import type { IoEngine } from "../io/types.ts";
@@ -393,8 +393,6 @@ function countingEngine() {
   return { io, calls };
 }
 
-const localPath = (dir: string, ino: number) =>
-  `${dir}/data/${(ino % 256).toString(16).padStart(2, "0")}/${ino.toString(16)}`;
 const settled = () => new Promise((resolve) => setTimeout(resolve, 20));
 
 Deno.test("local_file_ops: inline creates, opens, closes and unlinks local files without the engine; engine uses it", async () => {
@@ -783,20 +781,6 @@ async function getattrBlocks(keepClosedFiles: number): Promise<void> {
       LocalStore.prototype.blocks = blocks;
     }
   }, { keepClosedFiles });
-}
-
-/** This process's fds open on `path` (a kept or held local file; " (deleted)" once unlinked). */
-function fdsOn(path: string): number[] {
-  const fds: number[] = [];
-  for (const entry of Deno.readDirSync("/proc/self/fd")) {
-    try {
-      const target = Deno.readLinkSync(`/proc/self/fd/${entry.name}`);
-      if (target === path || target === `${path} (deleted)`) fds.push(Number(entry.name));
-    } catch {
-      // closed meanwhile (the readDir's own fd)
-    }
-  }
-  return fds;
 }
 
 Deno.test("a closed file's local fd is kept for its next open; unlink and FORGET close it before its local file goes", async () => {

@@ -2,27 +2,12 @@
 // change a file's length or names while it has no handle: setattr(size), O_TRUNC, hard links,
 // rename over it (with spare files), a restart after a deferred write-back.
 import assert from "node:assert/strict";
-import { n, root, text, withVfs } from "./_testing.ts";
+import { fdsOn, localPath, n, root, text, withVfs } from "./_testing.ts";
 import * as libc from "../io/libc.ts";
 
 const { O_RDONLY, O_RDWR, O_TRUNC } = libc;
 
-const localPath = (dir: string, ino: number) =>
-  `${dir}/data/${(ino % 256).toString(16).padStart(2, "0")}/${ino.toString(16)}`;
 const settled = () => new Promise((resolve) => setTimeout(resolve, 20));
-
-function fdsOn(path: string): number[] {
-  const fds: number[] = [];
-  for (const entry of Deno.readDirSync("/proc/self/fd")) {
-    try {
-      const target = Deno.readLinkSync(`/proc/self/fd/${entry.name}`);
-      if (target === path || target === `${path} (deleted)`) fds.push(Number(entry.name));
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return fds;
-}
 
 async function readAll(
   vfs: Awaited<ReturnType<typeof import("./vfs.ts").createVfs>>,
